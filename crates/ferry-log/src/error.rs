@@ -1,0 +1,39 @@
+//! The log's error type. Front-ends map these to protocol error codes.
+
+use std::io;
+use std::sync::Arc;
+
+/// Everything that can go wrong in the storage engine.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The batch is malformed or its CRC does not match; nothing was written.
+    #[error("corrupt record batch: {0}")]
+    CorruptBatch(&'static str),
+    /// The batch is larger than the log's `max.message.bytes`.
+    #[error("record batch of {size} bytes exceeds the limit of {max}")]
+    BatchTooLarge { size: usize, max: usize },
+    /// A read asked for an offset outside [log start, high watermark].
+    #[error("offset {offset} out of range [{start}, {end}]")]
+    OffsetOutOfRange { offset: u64, start: u64, end: u64 },
+    /// A stored batch failed to decode (only reachable through files damaged
+    /// after recovery, or a bug).
+    #[error("record codec: {0}")]
+    Codec(#[from] crate::compression::CodecError),
+    /// The log was closed, or an earlier fsync failed and the log refuses
+    /// further writes (a failed fsync leaves the page cache state unknown).
+    #[error("log is closed or failed: {0}")]
+    Unavailable(String),
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// An I/O error shared by every waiter of one group commit.
+    #[error("fsync failed: {0}")]
+    Flush(Arc<io::Error>),
+}
+
+impl LogError {
+    pub(crate) fn corrupt(what: &'static str) -> Self {
+        LogError::CorruptBatch(what)
+    }
+}
+
+pub type Result<T, E = LogError> = std::result::Result<T, E>;

@@ -1,0 +1,129 @@
+//! The flusher thread: group commit, interval flushes and checkpoints.
+//!
+//! Appenders and waiters send requests over a channel. The thread drains
+//! everything queued, merges the requests per log, and does one fsync per
+//! log for all of them: while an fsync runs, new requests pile up and share
+//! the next one. fsync never runs on a caller's (possibly async) thread.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{LogError, Result};
+use crate::log::Log;
+use crate::segment::lock;
+
+pub type FlushCallback = Box<dyn FnOnce(Result<()>) + Send>;
+
+enum Msg {
+    Flush { log: Arc<Log>, target: u64, done: Option<FlushCallback> },
+    Stop,
+}
+
+pub struct Flusher {
+    tx: Mutex<Sender<Msg>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The logs the background threads look after.
+pub type Registry = Mutex<Vec<Weak<Log>>>;
+
+impl Flusher {
+    pub fn start(registry: Arc<Registry>, checkpoint_interval: Duration) -> Flusher {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("ferry-log-flusher".into())
+            .spawn(move || run(rx, &registry, checkpoint_interval))
+            .ok();
+        if thread.is_none() {
+            tracing::error!("could not start the flusher thread; flushes will fail");
+        }
+        Flusher { tx: Mutex::new(tx), thread: Mutex::new(thread) }
+    }
+
+    pub fn request(&self, log: Arc<Log>, target: u64, done: Option<FlushCallback>) {
+        if let Err(mpsc::SendError(Msg::Flush { done: Some(done), .. })) =
+            lock(&self.tx).send(Msg::Flush { log, target, done })
+        {
+            done(Err(LogError::Unavailable("flusher stopped".into())));
+        }
+    }
+
+    pub fn stop(&self) {
+        let _ = lock(&self.tx).send(Msg::Stop);
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How often interval-policy logs are checked for due flushes.
+const TICK: Duration = Duration::from_millis(5);
+
+fn run(rx: Receiver<Msg>, registry: &Registry, checkpoint_interval: Duration) {
+    let mut last_sweep = Instant::now();
+    let mut last_checkpoints = Instant::now();
+    loop {
+        let mut batch = Vec::new();
+        match rx.recv_timeout(TICK) {
+            Ok(m) => batch.push(m),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        batch.extend(rx.try_iter());
+        let mut stop = false;
+        let mut per_log: HashMap<*const Log, (Arc<Log>, u64, Vec<FlushCallback>)> = HashMap::new();
+        for m in batch {
+            match m {
+                Msg::Stop => stop = true,
+                Msg::Flush { log, target, done } => {
+                    let e = per_log.entry(Arc::as_ptr(&log)).or_insert_with(|| (log, 0, Vec::new()));
+                    e.1 = e.1.max(target);
+                    e.2.extend(done);
+                }
+            }
+        }
+        for (_, (log, target, callbacks)) in per_log {
+            let result = log.flush(target);
+            for cb in callbacks {
+                cb(match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(LogError::Unavailable(e.to_string())),
+                });
+            }
+        }
+        if stop {
+            return;
+        }
+        if last_sweep.elapsed() >= TICK {
+            last_sweep = Instant::now();
+            let checkpoints = last_checkpoints.elapsed() >= checkpoint_interval;
+            if checkpoints {
+                last_checkpoints = Instant::now();
+            }
+            sweep(registry, checkpoints);
+        }
+    }
+}
+
+/// Flushes interval-policy logs that are due and refreshes stale checkpoints.
+fn sweep(registry: &Registry, checkpoints: bool) {
+    let logs: Vec<Arc<Log>> = {
+        let mut reg = lock(registry);
+        reg.retain(|w| w.strong_count() > 0);
+        reg.iter().filter_map(Weak::upgrade).collect()
+    };
+    let now = crate::now_ms();
+    for log in logs {
+        if let Some(target) = log.flush_due(now)
+            && let Err(e) = log.flush(target)
+        {
+            tracing::error!(log = %log.dir().display(), error = %e, "interval flush failed");
+        }
+        if checkpoints && let Err(e) = log.checkpoint_if_stale() {
+            tracing::warn!(log = %log.dir().display(), error = %e, "checkpoint failed");
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! `ferry-log`: Ferry's storage engine.
+//!
+//! One [`Log`] per partition: append-only segments of Kafka v2 record
+//! batches, stored verbatim, with sparse offset and time indexes, a flush
+//! policy with group commit, crash recovery from a checkpoint, retention and
+//! compaction. Synchronous Rust with its own threads; no protocol knowledge
+//! beyond the batch header. See docs/architecture.md.
+
+pub mod batch;
+mod cache;
+mod checkpoint;
+mod cleaner;
+pub mod compression;
+mod config;
+mod error;
+mod flusher;
+mod index;
+mod log;
+mod manager;
+pub mod records;
+mod recovery;
+mod retention;
+mod segment;
+mod timestamp;
+
+pub use cleaner::CompactionStats;
+pub use config::{CleanupPolicy, EngineConfig, FlushPolicy, LogConfig, TimestampType};
+pub use error::{LogError, Result};
+pub use log::{AppendInfo, Log, ReadSlice};
+pub use manager::LogManager;
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

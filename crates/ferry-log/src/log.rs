@@ -1,0 +1,462 @@
+//! One partition's log: an ordered set of segments with one writer.
+//!
+//! Appends are serialised by the writer lock and only write to the page
+//! cache; fsync happens on the flusher thread (group commit) or in
+//! [`Log::flush_to`]. Readers take the segment map's read lock just long
+//! enough to clone a segment handle, then read with `pread`, so they never
+//! wait for a write or an fsync.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::IoSlice;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use crate::batch::{self, HEADER_LEN};
+use crate::checkpoint::Checkpoint;
+use crate::config::{FlushPolicy, LogConfig, TimestampType};
+use crate::error::{LogError, Result};
+use crate::manager::Env;
+use crate::segment::{Segment, lock, read, read_header, rel, write};
+
+/// What an append assigned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    /// Largest batch max-timestamp appended (after LogAppendTime patching).
+    pub max_timestamp: i64,
+    /// The broker time written into the batches, for LogAppendTime logs.
+    pub log_append_time: Option<i64>,
+    pub records: u64,
+    pub bytes: u64,
+}
+
+/// A byte range of one segment file holding whole batches, ready for
+/// `sendfile` or a copying read.
+#[derive(Clone, Debug)]
+pub struct ReadSlice {
+    pub file: Arc<File>,
+    pub position: u64,
+    pub len: u64,
+}
+
+impl ReadSlice {
+    /// Copies the range into memory.
+    pub fn to_vec(&self) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; self.len as usize];
+        self.file.read_exact_at(&mut buf, self.position)?;
+        Ok(buf)
+    }
+}
+
+pub(crate) struct Writer {
+    pub active: Arc<Segment>,
+    /// Log end offset: the offset the next record gets.
+    pub leo: u64,
+    /// Segments rolled since the last flush; they are fsynced by the next one.
+    pub rolled: Vec<Arc<Segment>>,
+    /// A segment file was created or deleted: the directory needs an fsync.
+    pub dir_dirty: bool,
+    /// Wall-clock ms at which `segment.ms` rolls the active segment.
+    pub roll_at_ms: u64,
+    pub unflushed_records: u64,
+}
+
+pub(crate) struct FlushState {
+    pub last_checkpoint: Instant,
+    pub checkpoint: Option<Checkpoint>,
+    /// Durable position: (segment base, byte position).
+    pub durable_pos: (u64, u64),
+}
+
+pub struct Log {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: RwLock<LogConfig>,
+    pub(crate) env: Arc<Env>,
+    pub(crate) segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    pub(crate) writer: Mutex<Writer>,
+    pub(crate) flush: Mutex<FlushState>,
+    /// Serialises retention, compaction and truncation.
+    pub(crate) maintenance: Mutex<()>,
+    pub(crate) start: AtomicU64,
+    pub(crate) hw: AtomicU64,
+    pub(crate) leo: AtomicU64,
+    pub(crate) durable: AtomicU64,
+    /// Wall-clock ms of the first append not yet flushed (0: none).
+    pub(crate) dirty_since: AtomicU64,
+    pub(crate) flush_queued: AtomicBool,
+    /// Set after a failed write or fsync: the page cache state is unknown,
+    /// so the log refuses writes until reopened (and recovered).
+    pub(crate) failed: AtomicBool,
+}
+
+impl Log {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// First readable offset.
+    pub fn log_start_offset(&self) -> u64 {
+        self.start.load(Ordering::Acquire)
+    }
+
+    /// Offset the next appended record will get.
+    pub fn next_offset(&self) -> u64 {
+        self.leo.load(Ordering::Acquire)
+    }
+
+    /// Readers see offsets below this. Equals [`Log::next_offset`] unless the
+    /// flush policy is `Always`, where it is the durable offset: nobody reads
+    /// a record that a crash could still take back.
+    pub fn high_watermark(&self) -> u64 {
+        self.hw.load(Ordering::Acquire)
+    }
+
+    /// Offsets below this are on disk.
+    pub fn durable_offset(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    pub fn config(&self) -> LogConfig {
+        read(&self.config).clone()
+    }
+
+    /// Changes the log's settings; they apply from the next append, roll or
+    /// cleaner pass.
+    pub fn set_config(&self, config: LogConfig) {
+        *write(&self.config) = config;
+    }
+
+    /// Bytes on disk across all segments.
+    pub fn size_bytes(&self) -> u64 {
+        read(&self.segments).values().map(|s| s.size()).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        read(&self.segments).len()
+    }
+
+    /// Approximate heap bytes held for this log (segments and loaded indexes).
+    pub fn heap_bytes(&self) -> usize {
+        size_of::<Log>() + read(&self.segments).values().map(|s| s.heap_bytes() + 48).sum::<usize>()
+    }
+
+    /// Appends one or more concatenated v2 batches. The batches are checked
+    /// (length, magic, CRC, size limit) before anything is written; a bad
+    /// batch leaves the log untouched. Returns once the data is in the page
+    /// cache: use [`Log::flush_to`] or [`Log::on_durable`] to wait for disk.
+    pub fn append(self: &Arc<Self>, batches: &[u8]) -> Result<AppendInfo> {
+        let parsed = batch::split(batches)?;
+        let config = self.config();
+        for (h, _) in &parsed {
+            if h.size > config.max_message_bytes {
+                return Err(LogError::BatchTooLarge { size: h.size, max: config.max_message_bytes });
+            }
+        }
+        let now = crate::now_ms();
+        let append_time = (config.timestamp_type == TimestampType::LogAppendTime).then_some(now as i64);
+        let total: u64 = parsed.iter().map(|(h, _)| h.size as u64).sum();
+        let span: u64 = parsed.iter().map(|(h, _)| u64::from(h.last_offset_delta) + 1).sum();
+
+        let mut w = lock(&self.writer);
+        if self.failed.load(Ordering::Acquire) {
+            return Err(LogError::Unavailable(format!("{} failed earlier; reopen to recover", self.dir.display())));
+        }
+        let seg_limit = config.segment_bytes.clamp(HEADER_LEN as u64, i32::MAX as u64);
+        let active_size = w.active.size();
+        if active_size > 0
+            && (active_size + total > seg_limit
+                || now >= w.roll_at_ms
+                || w.leo + span - w.active.base > u64::from(u32::MAX))
+        {
+            self.roll(&mut w, &config, now)?;
+        }
+
+        let active = w.active.clone();
+        let mut headers = Vec::with_capacity(parsed.len());
+        let mut next = w.leo;
+        for (h, bytes) in &parsed {
+            headers.push(batch::patched_header(bytes, next, append_time));
+            next += u64::from(h.last_offset_delta) + 1;
+        }
+        let mut slices = Vec::with_capacity(parsed.len() * 2);
+        for ((_, bytes), header) in parsed.iter().zip(&headers) {
+            slices.push(IoSlice::new(header));
+            slices.push(IoSlice::new(&bytes[HEADER_LEN..]));
+        }
+        let new_size = match active.write(&self.env.cache, &mut slices, total) {
+            Ok(size) => size,
+            Err(e) => {
+                self.failed.store(true, Ordering::Release);
+                return Err(e);
+            }
+        };
+
+        let mut pos = active.size();
+        let mut offset = w.leo;
+        let mut max_timestamp = -1;
+        active.with_indexes_mut(&self.env.cache, |ix| {
+            for (h, _) in &parsed {
+                let ts = append_time.unwrap_or(h.max_timestamp);
+                ix.on_batch(rel(active.base, offset), pos as u32, h.size as u64, ts, config.index_interval_bytes);
+                max_timestamp = max_timestamp.max(ts);
+                offset += u64::from(h.last_offset_delta) + 1;
+                pos += h.size as u64;
+            }
+        })?;
+        let info = AppendInfo {
+            base_offset: w.leo,
+            last_offset: next - 1,
+            max_timestamp,
+            log_append_time: append_time,
+            records: parsed.iter().map(|(h, _)| u64::from(h.records_count)).sum(),
+            bytes: total,
+        };
+        active.commit_write(new_size, next);
+        w.leo = next;
+        self.leo.store(next, Ordering::Release);
+        if self.dirty_since.load(Ordering::Relaxed) == 0 {
+            self.dirty_since.store(now.max(1), Ordering::Relaxed);
+        }
+        match config.flush {
+            FlushPolicy::Always => self.queue_flush(),
+            FlushPolicy::Interval { messages, .. } => {
+                active.set_visible(new_size);
+                self.hw.store(next, Ordering::Release);
+                w.unflushed_records += info.records;
+                if w.unflushed_records >= messages {
+                    w.unflushed_records = 0;
+                    self.queue_flush();
+                }
+            }
+            FlushPolicy::Os => {
+                active.set_visible(new_size);
+                self.hw.store(next, Ordering::Release);
+            }
+        }
+        Ok(info)
+    }
+
+    /// Closes the active segment and starts a new one at the log end.
+    pub(crate) fn roll(self: &Arc<Self>, w: &mut Writer, config: &LogConfig, now: u64) -> Result<()> {
+        let old = w.active.clone();
+        old.seal();
+        let new = Arc::new(Segment::create(&self.dir, w.leo)?);
+        new.set_active(true);
+        write(&self.segments).insert(w.leo, new.clone());
+        w.rolled.push(old);
+        w.dir_dirty = true;
+        w.active = new;
+        w.roll_at_ms = now.saturating_add(config.segment_ms);
+        // Every policy fsyncs a rolled segment (Kafka does too), so recovery
+        // never has to scan more than the active segment.
+        self.queue_flush();
+        Ok(())
+    }
+
+    /// Asks the flusher thread to make offsets below `target` durable.
+    fn queue_flush(self: &Arc<Self>) {
+        if !self.flush_queued.swap(true, Ordering::SeqCst) {
+            self.env.flusher.request(self.clone(), u64::MAX, None);
+        }
+    }
+
+    /// Calls `done` once every offset below `offset` is on disk (at once if
+    /// it already is). The callback runs on the flusher thread: keep it short.
+    pub fn on_durable(self: &Arc<Self>, offset: u64, done: impl FnOnce(Result<()>) + Send + 'static) {
+        if self.durable_offset() >= offset {
+            done(Ok(()));
+        } else {
+            self.env.flusher.request(self.clone(), offset, Some(Box::new(done)));
+        }
+    }
+
+    /// Blocks until every offset below `offset` is on disk. Concurrent
+    /// callers share fsyncs (group commit).
+    pub fn flush_to(self: &Arc<Self>, offset: u64) -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.on_durable(offset, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv().map_err(|_| LogError::Unavailable("flusher stopped".into()))?
+    }
+
+    /// Makes offsets below `target` durable (`u64::MAX`: everything written
+    /// so far): fsyncs rolled segments, the directory, and, if `target`
+    /// reaches into it, the active segment. Runs on the flusher thread or in
+    /// `close`, never on an async worker.
+    pub(crate) fn flush(&self, target: u64) -> Result<()> {
+        let mut fs = lock(&self.flush);
+        // Cleared before the snapshot below: an append that saw it still set
+        // wrote its data before this point, so this flush covers it.
+        self.flush_queued.store(false, Ordering::SeqCst);
+        if self.failed.load(Ordering::Acquire) {
+            return Err(LogError::Unavailable(format!("{} failed earlier", self.dir.display())));
+        }
+        let (active, size, end, rolled, dir_dirty) = {
+            let mut w = lock(&self.writer);
+            if self.durable_offset() >= target.min(w.leo) && w.rolled.is_empty() {
+                return Ok(());
+            }
+            (w.active.clone(), w.active.size(), w.leo, std::mem::take(&mut w.rolled), std::mem::take(&mut w.dir_dirty))
+        };
+        let target = target.min(end);
+        let sync_active = target > active.base;
+        let result = (|| -> Result<()> {
+            for seg in &rolled {
+                seg.sync(&self.env.cache, true)?;
+            }
+            if dir_dirty {
+                File::open(&self.dir)?.sync_all()?;
+            }
+            if sync_active {
+                active.sync(&self.env.cache, false)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            // After a failed fsync the kernel may have dropped the dirty
+            // pages; nothing written since the last good fsync can be trusted.
+            tracing::error!(log = %self.dir.display(), error = %e, "fsync failed; log is now read-only");
+            self.failed.store(true, Ordering::Release);
+            return Err(e);
+        }
+        for seg in &rolled {
+            seg.set_visible(seg.size());
+        }
+        let (durable, pos) = if sync_active { (end, size) } else { (active.base, 0) };
+        if sync_active {
+            active.set_visible(size);
+        }
+        self.durable.fetch_max(durable, Ordering::AcqRel);
+        if matches!(self.config().flush, FlushPolicy::Always) {
+            self.hw.fetch_max(durable, Ordering::AcqRel);
+        }
+        fs.durable_pos = fs.durable_pos.max((active.base, pos));
+        let pending = self.leo.load(Ordering::Acquire) > durable;
+        self.dirty_since.store(if pending { crate::now_ms().max(1) } else { 0 }, Ordering::Relaxed);
+        if fs.last_checkpoint.elapsed() >= self.env.config.checkpoint_interval {
+            self.write_checkpoint(&mut fs)?;
+        }
+        Ok(())
+    }
+
+    /// Persists the recovery checkpoint at the durable position, with the
+    /// active segment's index entries below it.
+    pub(crate) fn write_checkpoint(&self, fs: &mut FlushState) -> Result<()> {
+        let (segment, position) = fs.durable_pos;
+        let cp = Checkpoint { segment, position, log_start: self.log_start_offset() };
+        fs.last_checkpoint = Instant::now();
+        if fs.checkpoint == Some(cp) {
+            return Ok(());
+        }
+        if let Some(seg) = read(&self.segments).get(&segment) {
+            seg.persist_indexes(true)?;
+        }
+        cp.write(&self.dir)?;
+        fs.checkpoint = Some(cp);
+        Ok(())
+    }
+
+    /// Interval policy: true when unflushed data is older than `flush.ms`.
+    pub(crate) fn flush_due(&self, now: u64) -> Option<u64> {
+        let FlushPolicy::Interval { ms, .. } = self.config().flush else { return None };
+        let since = self.dirty_since.load(Ordering::Relaxed);
+        (since != 0 && now.saturating_sub(since) >= ms).then(|| self.next_offset())
+    }
+
+    /// Writes a checkpoint if the durable position moved since the last one
+    /// (so an idle log's checkpoint catches up with its last flush).
+    pub(crate) fn checkpoint_if_stale(&self) -> Result<()> {
+        let mut fs = lock(&self.flush);
+        if fs.last_checkpoint.elapsed() >= self.env.config.checkpoint_interval {
+            self.write_checkpoint(&mut fs)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes everything, persists indexes and the checkpoint. The log
+    /// stays usable; call this before dropping it for a fast next start.
+    pub fn close(&self) -> Result<()> {
+        self.flush(u64::MAX)?;
+        let active = lock(&self.writer).active.clone();
+        active.persist_indexes(true)?;
+        let mut fs = lock(&self.flush);
+        fs.checkpoint = None;
+        self.write_checkpoint(&mut fs)
+    }
+
+    /// Whole batches starting with the one that holds `offset`, at most
+    /// `max_bytes` long unless the first batch alone is larger (so a reader
+    /// always progresses, as Kafka's KIP-74). `Ok(None)` when `offset` is the
+    /// high watermark.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Option<ReadSlice>> {
+        let hw = self.high_watermark();
+        let start = self.log_start_offset();
+        if offset < start || offset > hw {
+            return Err(LogError::OffsetOutOfRange { offset, start, end: hw });
+        }
+        let cache = &self.env.cache;
+        let mut cursor = offset;
+        while cursor < hw {
+            let Some(seg) = self.segment_for(cursor) else { break };
+            let limit = seg.visible();
+            let file = seg.file(cache)?;
+            let mut pos = u64::from(seg.with_indexes(cache, |ix| ix.lookup(rel(seg.base, cursor)))?.pos);
+            while let Some(h) = read_header(&file, pos, limit)? {
+                if h.base_offset >= hw {
+                    return Ok(None);
+                }
+                if h.last_offset() >= cursor {
+                    let end = self.batch_end(&seg, &file, pos, h.size as u64, limit, max_bytes as u64)?;
+                    return Ok(Some(ReadSlice { file, position: pos, len: end - pos }));
+                }
+                pos += h.size as u64;
+            }
+            // Past this segment's data (compaction can leave a gap): go on
+            // with the next segment.
+            cursor = match read(&self.segments).range(seg.base + 1..).next() {
+                Some((&base, _)) => base.max(cursor),
+                None => break,
+            };
+        }
+        Ok(None)
+    }
+
+    /// End of the last whole batch within `max` bytes of `pos`.
+    fn batch_end(&self, seg: &Arc<Segment>, file: &File, pos: u64, first: u64, limit: u64, max: u64) -> Result<u64> {
+        let target = pos.saturating_add(max);
+        if target >= limit {
+            return Ok(limit);
+        }
+        if first >= max {
+            return Ok(pos + first);
+        }
+        let near = u64::from(seg.with_indexes(&self.env.cache, |ix| ix.lookup_position(target as u32))?.pos);
+        let mut p = near.max(pos);
+        while let Some(h) = read_header(file, p, target)? {
+            p += h.size as u64;
+        }
+        Ok(p)
+    }
+
+    /// Copying read for callers that need bytes rather than a file range.
+    pub fn read_bytes(&self, offset: u64, max_bytes: usize) -> Result<Vec<u8>> {
+        Ok(self.read(offset, max_bytes)?.map(|s| s.to_vec()).transpose()?.unwrap_or_default())
+    }
+
+    /// The segment whose range may contain `offset`.
+    pub(crate) fn segment_for(&self, offset: u64) -> Option<Arc<Segment>> {
+        let segs = read(&self.segments);
+        segs.range(..=offset).next_back().or_else(|| segs.iter().next()).map(|(_, s)| s.clone())
+    }
+
+    /// A snapshot of the segments, oldest first.
+    pub(crate) fn segment_list(&self) -> Vec<Arc<Segment>> {
+        read(&self.segments).values().cloned().collect()
+    }
+}

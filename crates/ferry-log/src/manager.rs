@@ -1,0 +1,121 @@
+//! The engine: opens logs and runs the threads they share (the flusher and
+//! the cleaner), and bounds the open segments across all of them.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::thread::JoinHandle;
+
+use crate::cache::SegmentCache;
+use crate::config::{EngineConfig, LogConfig};
+use crate::error::Result;
+use crate::flusher::{Flusher, Registry};
+use crate::log::Log;
+use crate::segment::lock;
+
+/// What every log of one manager shares.
+pub struct Env {
+    pub(crate) config: EngineConfig,
+    pub(crate) cache: SegmentCache,
+    pub(crate) flusher: Flusher,
+}
+
+/// Owns the background threads; dropping it (or [`LogManager::shutdown`])
+/// stops them. Logs are opened through it.
+pub struct LogManager {
+    env: Arc<Env>,
+    registry: Arc<Registry>,
+    cleaner: Mutex<Option<JoinHandle<()>>>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    stopped: AtomicBool,
+}
+
+impl LogManager {
+    pub fn new(config: EngineConfig) -> LogManager {
+        let registry: Arc<Registry> = Arc::new(Mutex::new(Vec::new()));
+        let flusher = Flusher::start(registry.clone(), config.checkpoint_interval);
+        let env = Arc::new(Env { cache: SegmentCache::new(config.max_open_segments), flusher, config });
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let cleaner = {
+            let (registry, stop, interval) = (registry.clone(), stop.clone(), env.config.cleaner_interval);
+            std::thread::Builder::new()
+                .name("ferry-log-cleaner".into())
+                .spawn(move || cleaner_loop(&registry, &stop, interval))
+                .ok()
+        };
+        LogManager { env, registry, cleaner: Mutex::new(cleaner), stop, stopped: AtomicBool::new(false) }
+    }
+
+    /// Opens (recovering if needed) or creates the log in `dir`.
+    pub fn open(&self, dir: &Path, config: LogConfig) -> Result<Arc<Log>> {
+        let log = Log::open(dir, config, self.env.clone())?;
+        lock(&self.registry).push(Arc::downgrade(&log));
+        Ok(log)
+    }
+
+    /// Segments currently holding a file descriptor, across all logs.
+    pub fn open_segments(&self) -> usize {
+        self.env.cache.open_segments()
+    }
+
+    /// Runs retention and compaction on every log once, now.
+    pub fn run_cleaner_once(&self) {
+        clean_all(&self.registry);
+    }
+
+    /// Flushes and checkpoints every log, then stops the threads.
+    pub fn shutdown(&self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        {
+            let (flag, cv) = &*self.stop;
+            *lock(flag) = true;
+            cv.notify_all();
+        }
+        if let Some(t) = lock(&self.cleaner).take() {
+            let _ = t.join();
+        }
+        for log in live(&self.registry) {
+            if let Err(e) = log.close() {
+                tracing::error!(log = %log.dir().display(), error = %e, "close failed");
+            }
+        }
+        self.env.flusher.stop();
+    }
+}
+
+impl Drop for LogManager {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn live(registry: &Registry) -> Vec<Arc<Log>> {
+    lock(registry).iter().filter_map(Weak::upgrade).collect()
+}
+
+fn clean_all(registry: &Registry) {
+    let now = crate::now_ms();
+    for log in live(registry) {
+        if let Err(e) = log.enforce_retention(now) {
+            tracing::warn!(log = %log.dir().display(), error = %e, "retention failed");
+        }
+        if let Err(e) = log.compact(now) {
+            tracing::warn!(log = %log.dir().display(), error = %e, "compaction failed");
+        }
+    }
+}
+
+fn cleaner_loop(registry: &Registry, stop: &(Mutex<bool>, Condvar), interval: std::time::Duration) {
+    let (flag, cv) = stop;
+    loop {
+        let guard = lock(flag);
+        let (guard, _) = cv.wait_timeout_while(guard, interval, |s| !*s).unwrap_or_else(|p| p.into_inner());
+        if *guard {
+            return;
+        }
+        drop(guard);
+        clean_all(registry);
+    }
+}

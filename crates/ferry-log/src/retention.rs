@@ -1,0 +1,162 @@
+//! Removing data: retention by time and size, prefix truncation
+//! (DeleteRecords) and suffix truncation (replica divergence).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::error::{LogError, Result};
+use crate::log::Log;
+use crate::segment::{Segment, lock, read, read_header, write};
+
+impl Log {
+    /// Deletes closed segments past `retention.ms` (by their largest
+    /// timestamp) or beyond `retention.bytes`, oldest first, and advances
+    /// the log start. Never touches the active segment. Returns how many
+    /// segments went.
+    pub fn enforce_retention(&self, now_ms: u64) -> Result<usize> {
+        let _m = lock(&self.maintenance);
+        let config = self.config();
+        if !config.cleanup_policy.delete {
+            return Ok(0);
+        }
+        let segments = self.segment_list();
+        let mut total: u64 = segments.iter().map(|s| s.size()).sum();
+        let mut doomed = Vec::new();
+        for seg in segments.iter().filter(|s| !s.is_active()) {
+            let by_size = config.retention_bytes.is_some_and(|limit| total - seg.size() >= limit);
+            let by_time = match config.retention_ms {
+                Some(ms) => {
+                    let ts = seg.max_timestamp(&self.env.cache)?;
+                    // Batches without timestamps: age by file modification time.
+                    let ts = if ts >= 0 { ts as u64 } else { mtime_ms(seg) };
+                    ts.saturating_add(ms) < now_ms
+                }
+                None => false,
+            };
+            if !(by_size || by_time) {
+                break;
+            }
+            total -= seg.size();
+            doomed.push(seg.clone());
+        }
+        let n = doomed.len();
+        self.delete_segments(doomed)?;
+        Ok(n)
+    }
+
+    /// Makes offsets below `offset` unreadable (Kafka's DeleteRecords) and
+    /// deletes segments wholly below it. `offset` may not pass the high
+    /// watermark. Durable when this returns.
+    pub fn delete_records_before(&self, offset: u64) -> Result<u64> {
+        let _m = lock(&self.maintenance);
+        let hw = self.high_watermark();
+        if offset > hw {
+            return Err(LogError::OffsetOutOfRange { offset, start: self.log_start_offset(), end: hw });
+        }
+        if offset <= self.log_start_offset() {
+            return Ok(self.log_start_offset());
+        }
+        self.start.fetch_max(offset, Ordering::AcqRel);
+        let segments = self.segment_list();
+        let doomed: Vec<_> =
+            segments.windows(2).filter(|w| w[1].base <= offset && !w[0].is_active()).map(|w| w[0].clone()).collect();
+        self.delete_segments(doomed)?;
+        let mut fs = lock(&self.flush);
+        fs.checkpoint = None;
+        self.write_checkpoint(&mut fs)?;
+        Ok(self.log_start_offset())
+    }
+
+    fn delete_segments(&self, doomed: Vec<Arc<Segment>>) -> Result<()> {
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut segs = write(&self.segments);
+            for seg in &doomed {
+                segs.remove(&seg.base);
+            }
+            if let Some((&first, _)) = segs.iter().next() {
+                self.start.fetch_max(first, Ordering::AcqRel);
+            }
+        }
+        for seg in &doomed {
+            // In-flight readers keep the unlinked file open until they finish.
+            let _ = seg.retire(&self.env.cache);
+            seg.delete_files();
+        }
+        lock(&self.writer).dir_dirty = true;
+        let mut fs = lock(&self.flush);
+        fs.checkpoint = None;
+        self.write_checkpoint(&mut fs)
+    }
+
+    /// Removes every record at or after `offset`. A batch straddling
+    /// `offset` goes whole (batches are atomic), so the new log end may be
+    /// below `offset`. Returns the new log end offset.
+    pub fn truncate_to(&self, offset: u64) -> Result<u64> {
+        let _m = lock(&self.maintenance);
+        let mut fs = lock(&self.flush);
+        let mut w = lock(&self.writer);
+        if offset >= w.leo {
+            return Ok(w.leo);
+        }
+        let cache = &self.env.cache;
+        let (keep, removed): (Vec<_>, Vec<_>) = {
+            let segs = read(&self.segments);
+            let first = segs.values().next().map(|s| s.base).unwrap_or(0);
+            segs.values().cloned().partition(|s| s.base < offset || s.base == first)
+        };
+        let target = keep.last().cloned().ok_or_else(|| LogError::Unavailable("log has no segment".into()))?;
+        // Find the first batch that reaches `offset`.
+        let file = target.file(cache)?;
+        let size = target.size();
+        let mut pos =
+            u64::from(target.with_indexes(cache, |ix| ix.lookup(crate::segment::rel(target.base, offset)))?.pos);
+        let mut end = target.base;
+        while let Some(h) = read_header(&file, pos, size)? {
+            if h.last_offset() >= offset {
+                // The new end is where the first removed batch began, so no
+                // offset below it is ever handed out twice.
+                end = h.base_offset;
+                break;
+            }
+            end = h.next_offset();
+            pos += h.size as u64;
+        }
+        {
+            let mut segs = write(&self.segments);
+            for seg in &removed {
+                segs.remove(&seg.base);
+            }
+        }
+        for seg in &removed {
+            let _ = seg.retire(cache);
+            seg.delete_files();
+        }
+        w.rolled.retain(|s| !removed.iter().any(|d| Arc::ptr_eq(s, d)) && !Arc::ptr_eq(s, &target));
+        target.set_active(true);
+        target.truncate(cache, pos, end)?;
+        w.active = target.clone();
+        w.leo = end;
+        w.dir_dirty = true;
+        self.leo.store(end, Ordering::Release);
+        self.hw.fetch_min(end, Ordering::AcqRel);
+        self.durable.fetch_min(end, Ordering::AcqRel);
+        self.start.fetch_min(end, Ordering::AcqRel);
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        fs.durable_pos = (target.base, pos);
+        fs.checkpoint = None;
+        drop(w);
+        self.write_checkpoint(&mut fs)?;
+        Ok(end)
+    }
+}
+
+fn mtime_ms(seg: &Segment) -> u64 {
+    std::fs::metadata(seg.log_path())
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,209 @@
+use ferry_log::compression::Compression;
+use ferry_log::{FlushPolicy, LogConfig, LogError, TimestampType};
+
+use crate::{batch, manager, open, read_all, small_config, value_batch};
+
+#[test]
+fn offsets_are_assigned_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let log = open(&m, dir.path(), small_config());
+    let a = log.append(&batch(&[(None, Some("a")), (None, Some("b"))], 1, Compression::None)).unwrap();
+    assert_eq!((a.base_offset, a.last_offset, a.records), (0, 1, 2));
+    // Two batches in one append get consecutive offsets.
+    let mut two = value_batch("c", 2);
+    two.extend(value_batch("d", 3));
+    let b = log.append(&two).unwrap();
+    assert_eq!((b.base_offset, b.last_offset), (2, 3));
+    assert_eq!(log.next_offset(), 4);
+    assert_eq!(log.high_watermark(), 4);
+    let values: Vec<_> = read_all(&log).into_iter().map(|r| r.2.unwrap()).collect();
+    assert_eq!(values, ["a", "b", "c", "d"]);
+    // Reading from the middle of a batch returns that whole batch.
+    let slice = log.read(1, 1 << 20).unwrap().unwrap();
+    assert_eq!(slice.position, 0);
+    assert!(log.read(4, 100).unwrap().is_none());
+    assert!(matches!(log.read(5, 100), Err(LogError::OffsetOutOfRange { .. })));
+}
+
+#[test]
+fn stored_bytes_are_the_producers_bytes_with_offset_patched() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let log = open(&m, dir.path(), small_config());
+    log.append(&value_batch("x", 1)).unwrap();
+    let sent = batch(&[(Some("k"), Some("v")), (Some("k2"), None)], 7, Compression::Gzip);
+    log.append(&sent).unwrap();
+    let stored = log.read_bytes(1, 1 << 20).unwrap();
+    assert_eq!(&stored[8..], &sent[8..]);
+    assert_eq!(i64::from_be_bytes(stored[..8].try_into().unwrap()), 1);
+}
+
+#[test]
+fn bad_batches_are_refused_and_leave_the_log_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let log = open(&m, dir.path(), LogConfig { max_message_bytes: 200, ..small_config() });
+    log.append(&value_batch("ok", 1)).unwrap();
+    let size = log.size_bytes();
+    let mut corrupt = value_batch("bad", 1);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 1;
+    assert!(matches!(log.append(&corrupt), Err(LogError::CorruptBatch(_))));
+    // A good batch followed by a bad one: nothing of the request is written.
+    let mut mixed = value_batch("good", 1);
+    mixed.extend(&corrupt);
+    assert!(log.append(&mixed).is_err());
+    assert!(log.append(&value_batch("cut", 1)[..40]).is_err());
+    assert!(log.append(&[]).is_err());
+    let big = value_batch(&"z".repeat(300), 1);
+    assert!(matches!(log.append(&big), Err(LogError::BatchTooLarge { .. })));
+    let mut magic1 = value_batch("m", 1);
+    magic1[16] = 1;
+    assert!(log.append(&magic1).is_err());
+    assert_eq!(log.size_bytes(), size);
+    assert_eq!(log.next_offset(), 1);
+    assert_eq!(read_all(&log).len(), 1);
+}
+
+#[test]
+fn segments_roll_and_reads_cross_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let log = open(&m, dir.path(), small_config());
+    for i in 0..200 {
+        log.append(&value_batch(&format!("value-{i:04}-{}", "p".repeat(40)), i)).unwrap();
+    }
+    assert!(log.segment_count() > 3, "{} segments", log.segment_count());
+    let all = read_all(&log);
+    assert_eq!(all.len(), 200);
+    for (i, (o, _, v)) in all.iter().enumerate() {
+        assert_eq!(*o, i as u64);
+        assert!(v.as_ref().unwrap().starts_with(&format!("value-{i:04}")));
+    }
+    // max_bytes bounds a read to whole batches, but at least one.
+    let one = log.read(10, 1).unwrap().unwrap();
+    let parts = ferry_log::batch::split(&one.to_vec().unwrap()).unwrap().len();
+    assert_eq!(parts, 1);
+    let some = log.read(10, 500).unwrap().unwrap();
+    assert!(some.len <= 500 && some.len > 100);
+    log.close().unwrap();
+    drop(log);
+    let log = open(&m, dir.path(), small_config());
+    assert_eq!(log.next_offset(), 200);
+    assert_eq!(read_all(&log).len(), 200);
+}
+
+#[test]
+fn log_append_time_overrides_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let log = open(&m, dir.path(), LogConfig { timestamp_type: TimestampType::LogAppendTime, ..small_config() });
+    let info = log.append(&value_batch("t", 5)).unwrap();
+    let now = info.log_append_time.unwrap();
+    assert!(now > 1_600_000_000_000);
+    let stored = log.read_bytes(0, 1000).unwrap();
+    let (h, _) = ferry_log::batch::split(&stored).unwrap()[0];
+    assert!(h.is_log_append_time());
+    assert_eq!(h.max_timestamp, now);
+}
+
+#[test]
+fn offset_for_timestamp_finds_first_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let log = open(&m, dir.path(), small_config());
+    for i in 0..100i64 {
+        // Two records per batch with timestamps 1000+20i and 1000+20i+10.
+        let recs = [
+            ferry_log::records::NewRecord { key: None, value: Some(b"a"), headers: vec![], timestamp: 1000 + 20 * i },
+            ferry_log::records::NewRecord { key: None, value: Some(b"b"), headers: vec![], timestamp: 1010 + 20 * i },
+        ];
+        log.append(&ferry_log::records::build_batch(&recs, Compression::Lz4, -1, -1, -1).unwrap()).unwrap();
+    }
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1000)));
+    assert_eq!(log.offset_for_timestamp(1005).unwrap(), Some((1, 1010)));
+    assert_eq!(log.offset_for_timestamp(1011).unwrap(), Some((2, 1020)));
+    assert_eq!(log.offset_for_timestamp(1000 + 20 * 77 + 3).unwrap(), Some((155, 1000 + 20 * 77 + 10)));
+    assert_eq!(log.offset_for_timestamp(1000 + 20 * 99 + 10).unwrap(), Some((199, 2990)));
+    assert_eq!(log.offset_for_timestamp(5000).unwrap(), None);
+}
+
+#[test]
+fn flush_always_publishes_only_durable_data_and_groups_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let log = open(&m, dir.path(), LogConfig { flush: FlushPolicy::Always, ..small_config() });
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let info = log.append(&value_batch(&format!("{t}-{i}"), 1)).unwrap();
+                    log.flush_to(info.last_offset + 1).unwrap();
+                    assert!(log.durable_offset() > info.last_offset);
+                    assert!(log.high_watermark() > info.last_offset);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(log.high_watermark(), 400);
+    assert_eq!(read_all(&log).len(), 400);
+}
+
+#[test]
+fn interval_flush_happens_without_waiters() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let log = open(
+        &m,
+        dir.path(),
+        LogConfig { flush: FlushPolicy::Interval { ms: 20, messages: u64::MAX }, ..small_config() },
+    );
+    log.append(&value_batch("a", 1)).unwrap();
+    assert_eq!(log.high_watermark(), 1, "interval policy exposes data before fsync");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while log.durable_offset() < 1 {
+        assert!(std::time::Instant::now() < deadline, "interval flush never happened");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // The message threshold triggers a flush too.
+    let log2 = open(
+        &m,
+        &dir.path().join("b"),
+        LogConfig { flush: FlushPolicy::Interval { ms: 3_600_000, messages: 3 }, ..small_config() },
+    );
+    for i in 0..3 {
+        log2.append(&value_batch("x", i)).unwrap();
+    }
+    while log2.durable_offset() < 3 {
+        assert!(std::time::Instant::now() < deadline, "message-count flush never happened");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn open_file_descriptors_are_bounded_across_many_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = ferry_log::LogManager::new(ferry_log::EngineConfig { max_open_segments: 16, ..Default::default() });
+    let logs: Vec<_> = (0..200).map(|i| open(&m, &dir.path().join(format!("p{i}")), small_config())).collect();
+    for (i, log) in logs.iter().enumerate() {
+        for j in 0..3 {
+            log.append(&value_batch(&format!("{i}-{j}"), 1)).unwrap();
+        }
+    }
+    for (i, log) in logs.iter().enumerate() {
+        let all = read_all(log);
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[2].2.as_deref(), Some(format!("{i}-2").as_str()));
+    }
+    assert!(m.open_segments() <= 16, "{} open", m.open_segments());
+    let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    assert!(fds < 150, "{fds} descriptors open for 200 logs");
+    // Memory per idle log stays small.
+    let per_log = logs.iter().map(|l| l.heap_bytes()).sum::<usize>() / logs.len();
+    assert!(per_log < 4096, "{per_log} bytes per idle log");
+}

@@ -93,6 +93,11 @@ impl Indexes {
         }
     }
 
+    /// The newest offset entry, if any.
+    pub fn last_entry(&self) -> Option<OffsetEntry> {
+        self.offsets.last().copied()
+    }
+
     /// Position to start scanning from for relative offset `rel`: the last
     /// entry at or before it, or the segment start.
     pub fn lookup(&self, rel: u32) -> OffsetEntry {

@@ -152,7 +152,9 @@ impl Segment {
     /// maximum timestamp and the exact end offset.
     fn load_indexes(&self, file: &File) -> Result<Indexes> {
         let size = self.size();
-        let mut ix = Indexes::load(&self.index_path, &self.time_path, size).unwrap_or_default();
+        let mut ix = Indexes::load(&self.index_path, &self.time_path, size)
+            .filter(|ix| entry_matches(file, self.base, ix, size))
+            .unwrap_or_default();
         let resume = ix.truncate(u32::MAX);
         let mut end = self.base + u64::from(resume.rel);
         let mut pos = u64::from(resume.pos);
@@ -324,7 +326,7 @@ pub fn recover(seg: &Arc<Segment>, cache: &SegmentCache, from: u64, interval: u6
     let file_len = file.metadata()?.len();
     let from = from.min(file_len);
     let (mut ix, mut pos) = match Indexes::load(&seg.index_path, &seg.time_path, file_len) {
-        Some(ix) if from > 0 => (ix, from),
+        Some(ix) if from > 0 && entry_matches(&file, seg.base, &ix, file_len) => (ix, from),
         // Missing or damaged indexes: validate the whole segment.
         _ => (Indexes::new(), 0),
     };
@@ -370,6 +372,18 @@ pub fn recover(seg: &Arc<Segment>, cache: &SegmentCache, from: u64, interval: u6
     seg.end.store(end.max(seg.base), Ordering::Release);
     *write(&seg.indexes) = Some(ix);
     Ok(truncated)
+}
+
+/// Whether the newest index entry points at a batch with the offset it
+/// claims: catches indexes left over from another file (the check Kafka
+/// makes too; entries in between are trusted).
+fn entry_matches(file: &File, base: u64, ix: &Indexes, limit: u64) -> bool {
+    match ix.last_entry() {
+        None => true,
+        Some(e) => {
+            matches!(read_header(file, u64::from(e.pos), limit), Ok(Some(h)) if h.base_offset == base + u64::from(e.rel))
+        }
+    }
 }
 
 /// Reads and fully validates the batch at `pos`; `None` if it is torn,

@@ -1,1 +1,179 @@
+use std::collections::BTreeMap;
 
+use ferry_log::compression::Compression;
+use ferry_log::{CleanupPolicy, LogConfig, LogError};
+
+use crate::{batch, manager, open, read_all, small_config, value_batch};
+
+#[test]
+fn retention_by_size_deletes_oldest_closed_segments_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let log = open(&m, dir.path(), LogConfig { retention_bytes: Some(10_000), retention_ms: None, ..small_config() });
+    for i in 0..300 {
+        log.append(&value_batch(&format!("{i:05}{}", "r".repeat(60)), i)).unwrap();
+    }
+    let before = log.segment_count();
+    let deleted = log.enforce_retention(ferry_log_now()).unwrap();
+    assert!(deleted > 0 && log.segment_count() == before - deleted);
+    assert!(log.size_bytes() < 10_000 + 4096, "{} bytes left", log.size_bytes());
+    let start = log.log_start_offset();
+    assert!(start > 0);
+    let all = read_all(&log);
+    assert_eq!(all.first().unwrap().0, start);
+    assert_eq!(all.last().unwrap().0, 299);
+    assert!(matches!(log.read(start - 1, 100), Err(LogError::OffsetOutOfRange { .. })));
+    // The start survives a reopen.
+    log.close().unwrap();
+    drop(log);
+    let log = open(&m, dir.path(), LogConfig { retention_bytes: Some(10_000), ..small_config() });
+    assert_eq!(log.log_start_offset(), start);
+}
+
+#[test]
+fn retention_by_time_uses_the_largest_timestamp_and_spares_the_active_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let now = ferry_log_now();
+    let log = open(&m, dir.path(), LogConfig { retention_ms: Some(60_000), ..small_config() });
+    // Old data (two hours ago), then one recent batch in the last segment.
+    for i in 0..100 {
+        log.append(&value_batch(&format!("old{i}{}", "o".repeat(60)), now as i64 - 7_200_000)).unwrap();
+    }
+    let old_segments = log.segment_count() - 1;
+    assert!(old_segments > 0);
+    assert_eq!(log.enforce_retention(now).unwrap(), old_segments);
+    assert_eq!(log.segment_count(), 1, "active segment is never deleted, even when expired");
+    assert!(!read_all(&log).is_empty());
+    log.append(&value_batch("new", now as i64)).unwrap();
+    assert_eq!(log.enforce_retention(now).unwrap(), 0);
+    // Compact-only logs are not subject to deletion.
+    let log2 = open(
+        &m,
+        &dir.path().join("c"),
+        LogConfig { retention_ms: Some(1), cleanup_policy: CleanupPolicy::COMPACT, ..small_config() },
+    );
+    for i in 0..100 {
+        log2.append(&batch(&[(Some(&format!("k{i}")), Some(&"v".repeat(60)))], 1, Compression::None)).unwrap();
+    }
+    assert_eq!(log2.enforce_retention(now).unwrap(), 0);
+}
+
+#[test]
+fn delete_records_moves_the_start_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let log = open(&m, dir.path(), small_config());
+    for i in 0..200 {
+        log.append(&value_batch(&format!("{i}{}", "d".repeat(60)), i)).unwrap();
+    }
+    let segments = log.segment_count();
+    assert!(log.delete_records_before(500).is_err(), "past the high watermark");
+    assert_eq!(log.delete_records_before(150).unwrap(), 150);
+    assert!(log.segment_count() < segments);
+    assert_eq!(read_all(&log).first().unwrap().0, 150);
+    assert_eq!(log.delete_records_before(10).unwrap(), 150, "never moves back");
+    drop(log);
+    let log = open(&m, dir.path(), small_config());
+    assert_eq!(log.log_start_offset(), 150);
+    assert_eq!(read_all(&log).len(), 50);
+}
+
+#[test]
+fn truncate_to_removes_the_suffix_and_appends_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let log = open(&m, dir.path(), small_config());
+    for i in 0..150 {
+        let recs: Vec<(Option<&str>, Option<&str>)> = vec![(None, Some("a")), (None, Some("b"))];
+        let _ = i;
+        log.append(&batch(&recs, 1, Compression::None)).unwrap();
+    }
+    // Offset 101 is inside the batch [100, 101]: the whole batch goes.
+    assert_eq!(log.truncate_to(101).unwrap(), 100);
+    assert_eq!(log.next_offset(), 100);
+    assert_eq!(read_all(&log).len(), 100);
+    let info = log.append(&value_batch("after", 1)).unwrap();
+    assert_eq!(info.base_offset, 100);
+    assert_eq!(log.truncate_to(0).unwrap(), 0);
+    assert!(read_all(&log).is_empty());
+    log.append(&value_batch("fresh", 1)).unwrap();
+    drop(log);
+    let log = open(&m, dir.path(), small_config());
+    let all = read_all(&log);
+    assert_eq!(all, vec![(0, None, Some("fresh".to_string()))]);
+}
+
+#[test]
+fn compaction_keeps_latest_per_key_without_moving_offsets() {
+    for codec in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager();
+        let config = LogConfig { cleanup_policy: CleanupPolicy::COMPACT, delete_retention_ms: 1000, ..small_config() };
+        let log = open(&m, dir.path(), config.clone());
+        let mut model: BTreeMap<String, (u64, Option<String>)> = BTreeMap::new();
+        let mut offset = 0;
+        for round in 0..40 {
+            let mut recs = Vec::new();
+            let mut owned = Vec::new();
+            for k in 0..5 {
+                let key = format!("key{}", (round * 3 + k) % 11);
+                let value = if (round + k) % 13 == 0 { None } else { Some(format!("v{round}-{k}-{}", "x".repeat(40))) };
+                owned.push((key, value));
+            }
+            for (k, v) in &owned {
+                recs.push((Some(k.as_str()), v.as_deref()));
+            }
+            // Tombstones written "long ago" so they are past delete.retention.ms.
+            let ts = if round < 30 { 1 } else { ferry_log_now() as i64 };
+            log.append(&batch(&recs, ts, codec)).unwrap();
+            for (k, v) in owned {
+                model.insert(k, (offset, v));
+                offset += 1;
+            }
+        }
+        let before = read_all(&log);
+        log.close().unwrap(); // writes a checkpoint, making closed segments eligible
+        let stats = log.compact(ferry_log_now()).unwrap();
+        assert!(stats.segments_rewritten > 0 && stats.records_removed > 0, "{codec:?}: {stats:?}");
+        assert!(stats.bytes_after < stats.bytes_before);
+        let after = read_all(&log);
+        // Every surviving record is unchanged at its original offset.
+        for r in &after {
+            assert!(before.contains(r), "{codec:?}: {r:?} was not in the log before");
+        }
+        // Closed segments (all before the active one) now hold only the
+        // latest record of each key, minus tombstones past their retention.
+        let active_base = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".log")?.parse::<u64>().ok())
+            .max()
+            .unwrap();
+        for (key, (off, value)) in &model {
+            // The key map covers closed segments only (the active one may
+            // still be truncated), as Kafka's cleaner does.
+            let closed: Vec<_> = after.iter().filter(|r| r.1.as_deref() == Some(key) && r.0 < active_base).collect();
+            assert!(closed.len() <= 1, "{codec:?}: superseded {key} kept in a closed segment: {closed:?}");
+            let latest = after.iter().find(|r| r.1.as_deref() == Some(key) && r.0 == *off);
+            match value {
+                Some(_) => assert!(latest.is_some(), "{codec:?}: latest {key}@{off} lost"),
+                // A tombstone written at ts=1 in a closed segment is expired.
+                None if *off < active_base && *off < 150 => assert!(latest.is_none(), "{codec:?}: old tombstone kept"),
+                None => {}
+            }
+        }
+        // Reads and appends keep working after the swap, and after reopen.
+        log.append(&batch(&[(Some("key1"), Some("new"))], ferry_log_now() as i64, codec)).unwrap();
+        drop(log);
+        let log = open(&m, dir.path(), config);
+        assert_eq!(read_all(&log), {
+            let mut a = after.clone();
+            a.push((offset, Some("key1".into()), Some("new".into())));
+            a
+        });
+    }
+}
+
+pub fn ferry_log_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}

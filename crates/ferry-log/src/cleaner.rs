@@ -49,6 +49,9 @@ impl Log {
             return Ok(stats);
         }
         let cache = &self.env.cache;
+        // Records below the log start (DeleteRecords) are already deleted
+        // logically; compaction removes them physically too.
+        let start = self.log_start_offset();
 
         // Pass 1: the latest offset of every key.
         let mut latest: HashMap<Vec<u8>, u64> = HashMap::new();
@@ -76,7 +79,7 @@ impl Log {
                 let kept = if h.is_control() {
                     Some(bytes.to_vec())
                 } else {
-                    let (batch, n) = compact_batch(&h, bytes, &latest, now_ms, config.delete_retention_ms)?;
+                    let (batch, n) = compact_batch(&h, bytes, &latest, start, now_ms, config.delete_retention_ms)?;
                     removed += n;
                     batch
                 };
@@ -139,6 +142,7 @@ fn compact_batch(
     h: &BatchHeader,
     bytes: &[u8],
     latest: &HashMap<Vec<u8>, u64>,
+    start: u64,
     now_ms: u64,
     delete_retention_ms: u64,
 ) -> Result<(Option<Vec<u8>>, u64)> {
@@ -148,6 +152,7 @@ fn compact_batch(
         h.max_timestamp >= 0 && (h.max_timestamp as u64).saturating_add(delete_retention_ms) < now_ms;
     let keep: Vec<&[u8]> = records
         .iter()
+        .filter(|r| h.base_offset + r.offset_delta as u64 >= start)
         .filter(|r| match r.key {
             // Keyless records cannot be superseded; Kafka refuses them on
             // compacted topics, so they only come from a policy change.

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use crate::error::{LogError, Result};
 use crate::log::Log;
-use crate::segment::{Segment, lock, read, read_header, write};
+use crate::segment::{Segment, lock, read_header, rel, write};
 
 impl Log {
     /// Deletes closed segments past `retention.ms` (by their largest
@@ -92,9 +92,11 @@ impl Log {
     }
 
     /// Removes every record at or after `offset`. A batch straddling
-    /// `offset` goes whole (batches are atomic), so the new log end may be
-    /// below `offset`. Returns the new log end offset.
-    pub fn truncate_to(&self, offset: u64) -> Result<u64> {
+    /// `offset` goes whole (batches are atomic), so the new log end is
+    /// `offset` or the base of that batch, whichever is lower. An `offset`
+    /// at or before the first segment empties the log and restarts it there
+    /// (Kafka's truncateFullyAndStartAt). Returns the new log end offset.
+    pub fn truncate_to(self: &Arc<Self>, offset: u64) -> Result<u64> {
         let _m = lock(&self.maintenance);
         let mut fs = lock(&self.flush);
         let mut w = lock(&self.writer);
@@ -102,28 +104,9 @@ impl Log {
             return Ok(w.leo);
         }
         let cache = &self.env.cache;
-        let (keep, removed): (Vec<_>, Vec<_>) = {
-            let segs = read(&self.segments);
-            let first = segs.values().next().map(|s| s.base).unwrap_or(0);
-            segs.values().cloned().partition(|s| s.base < offset || s.base == first)
-        };
-        let target = keep.last().cloned().ok_or_else(|| LogError::Unavailable("log has no segment".into()))?;
-        // Find the first batch that reaches `offset`.
-        let file = target.file(cache)?;
-        let size = target.size();
-        let mut pos =
-            u64::from(target.with_indexes(cache, |ix| ix.lookup(crate::segment::rel(target.base, offset)))?.pos);
-        let mut end = target.base;
-        while let Some(h) = read_header(&file, pos, size)? {
-            if h.last_offset() >= offset {
-                // The new end is where the first removed batch began, so no
-                // offset below it is ever handed out twice.
-                end = h.base_offset;
-                break;
-            }
-            end = h.next_offset();
-            pos += h.size as u64;
-        }
+        let segments = self.segment_list();
+        let first_base = segments.first().map_or(0, |s| s.base);
+        let (keep, removed): (Vec<_>, Vec<_>) = segments.into_iter().partition(|s| s.base < offset && offset > first_base);
         {
             let mut segs = write(&self.segments);
             for seg in &removed {
@@ -134,9 +117,43 @@ impl Log {
             let _ = seg.retire(cache);
             seg.delete_files();
         }
+        // `natural` is where the kept batches end, when known: if the new end
+        // lies past it (compaction emptied the range), a fresh segment starts
+        // at the new end so that the end survives a restart in its file name.
+        let (target, pos, end, natural) = match keep.last() {
+            Some(target) => {
+                let file = target.file(cache)?;
+                let size = target.size();
+                let mut pos = u64::from(target.with_indexes(cache, |ix| ix.lookup(rel(target.base, offset)))?.pos);
+                let mut natural = (pos == 0).then_some(target.base);
+                let mut end = offset;
+                while let Some(h) = read_header(&file, pos, size)? {
+                    if h.last_offset() >= offset {
+                        end = h.base_offset.min(offset);
+                        break;
+                    }
+                    natural = Some(h.next_offset());
+                    pos += h.size as u64;
+                }
+                (target.clone(), pos, end, natural)
+            }
+            None => (Arc::new(Segment::create(&self.dir, offset)?), 0, offset, Some(offset)),
+        };
+        write(&self.segments).insert(target.base, target.clone());
         w.rolled.retain(|s| !removed.iter().any(|d| Arc::ptr_eq(s, d)) && !Arc::ptr_eq(s, &target));
-        target.set_active(true);
         target.truncate(cache, pos, end)?;
+        let target = if natural == Some(end) {
+            target.set_active(true);
+            target
+        } else {
+            target.seal();
+            target.persist_indexes(true)?;
+            let fresh = Arc::new(Segment::create(&self.dir, end)?);
+            fresh.set_active(true);
+            write(&self.segments).insert(end, fresh.clone());
+            fresh
+        };
+        let pos = if target.base == end { 0 } else { pos };
         w.active = target.clone();
         w.leo = end;
         w.dir_dirty = true;
@@ -144,6 +161,9 @@ impl Log {
         self.hw.fetch_min(end, Ordering::AcqRel);
         self.durable.fetch_min(end, Ordering::AcqRel);
         self.start.fetch_min(end, Ordering::AcqRel);
+        if keep.is_empty() {
+            self.start.store(end, Ordering::Release);
+        }
         std::fs::File::open(&self.dir)?.sync_all()?;
         fs.durable_pos = (target.base, pos);
         fs.checkpoint = None;

@@ -1,0 +1,593 @@
+//! Storage benchmark: ferry-log beside plain file I/O of the same bytes with
+//! the same fsync cadence, measured in the same run.
+//!
+//!     cargo bench -p ferry-log --bench storage [-- --json] [--rounds N] [--mib N] [--interval-ms N] [--dir PATH]
+//!
+//! Machines are noisy, so every figure is printed beside a reference measured
+//! moments before or after it, and the verdict is on the ratio. Each case runs
+//! `--rounds` rounds (default 3); within a round the ferry and raw runs are
+//! adjacent, and their order alternates from round to round. The table shows
+//! the median throughput of each side and the median of the per-round ratios
+//! (with their min..max spread).
+//!
+//! Cases (1 KiB records, uncompressed; a "16 KiB" batch holds 16 records, a
+//! "1 MiB" batch 1024):
+//! - append, flush `os`: ferry `append` vs `write_all`; neither fsyncs.
+//! - append, flush `interval`: ferry's flusher fsyncs `--interval-ms` after
+//!   the first unflushed append; the reference runs a thread that fdatasyncs
+//!   every `--interval-ms` while the writer keeps writing. Both end with one
+//!   last fsync of everything, inside the timing.
+//! - append, flush `always`, 1 writer: `append` + `flush_to` vs `write_all` +
+//!   fdatasync, per batch.
+//! - group commit: 8 threads doing `append` + `flush_to` per 16 KiB batch on
+//!   one log, vs 8 threads doing `write_all` + fdatasync on one `O_APPEND`
+//!   file (each writer its own fsync). The ratio is the speedup.
+//! - sequential read of a log written beforehand: `Log::read(offset, 1 MiB)`
+//!   then `pread` of the slice into a reused buffer, vs `pread` of the same
+//!   segment file in 1 MiB chunks. Both read from the page cache (dropping it
+//!   needs root), which is fair to both; a checksum checks they read the same
+//!   bytes.
+//!
+//! Untimed between runs: the file is fsynced (so writeback of one run does not
+//! land in the next) and deleted.
+
+use std::cell::Cell;
+use std::error::Error;
+use std::fs::{File, OpenOptions};
+use std::hint::black_box;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use ferry_log::batch::BatchHeader;
+use ferry_log::compression::Compression;
+use ferry_log::records::{NewRecord, build_batch};
+use ferry_log::{EngineConfig, FlushPolicy, Log, LogConfig, LogManager};
+
+type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
+
+const MIB: u64 = 1 << 20;
+const RECORD_BYTES: usize = 1024;
+/// `max_bytes` of each read, and the chunk size of the raw reads.
+const READ_CHUNK: usize = 1 << 20;
+const WRITERS: usize = 8;
+const THROUGHPUT_GOAL: f64 = 0.90;
+const GROUP_COMMIT_GOAL: f64 = 4.0;
+
+struct Opts {
+    json: bool,
+    rounds: usize,
+    /// Bytes per case for page-cache-bound cases; fsync-per-append cases of
+    /// 16 KiB batches use a quarter of it.
+    mib: u64,
+    interval_ms: u64,
+    dir: PathBuf,
+    /// Positional arguments: run only cases whose name contains one of them.
+    filters: Vec<String>,
+}
+
+impl Opts {
+    fn parse() -> Res<Opts> {
+        let mut opts = Opts {
+            json: false,
+            rounds: 5,
+            mib: 256,
+            interval_ms: 10,
+            dir: std::env::var_os("FERRY_BENCH_DIR")
+                .map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from),
+            filters: Vec::new(),
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+            match arg.as_str() {
+                "--json" => opts.json = true,
+                "--rounds" => opts.rounds = value()?.parse()?,
+                "--mib" => opts.mib = value()?.parse()?,
+                "--interval-ms" => opts.interval_ms = value()?.parse()?,
+                "--dir" => opts.dir = PathBuf::from(value()?),
+                // `cargo bench` passes `--bench`.
+                "--bench" => {}
+                other if other.starts_with("--") => eprintln!("storage bench: ignoring option {other:?}"),
+                filter => opts.filters.push(filter.to_string()),
+            }
+        }
+        if opts.rounds == 0 || opts.mib < 4 {
+            return Err("--rounds must be >= 1 and --mib >= 4".into());
+        }
+        Ok(opts)
+    }
+
+    fn selected(&self, case: &str) -> bool {
+        self.filters.is_empty() || self.filters.iter().any(|f| case.contains(f.as_str()))
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    Os,
+    Interval,
+    Always,
+}
+
+impl Policy {
+    fn name(self) -> &'static str {
+        match self {
+            Policy::Os => "os",
+            Policy::Interval => "interval",
+            Policy::Always => "always",
+        }
+    }
+}
+
+/// A batch of `records` records of 1 KiB, built once.
+fn make_batch(records: usize) -> Vec<u8> {
+    let value: Vec<u8> = (0..RECORD_BYTES).map(|i| (i * 31 % 251) as u8).collect();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let recs: Vec<_> =
+        (0..records).map(|_| NewRecord { key: None, value: Some(&value), headers: vec![], timestamp: now }).collect();
+    build_batch(&recs, Compression::None, -1, -1, -1).expect("valid records")
+}
+
+fn manager() -> LogManager {
+    // The cleaner would only add noise; checkpoints keep their default
+    // cadence because they are part of what a flush costs.
+    LogManager::new(EngineConfig { cleaner_interval: Duration::from_secs(3600), ..EngineConfig::default() })
+}
+
+fn log_config(policy: Policy, interval_ms: u64) -> LogConfig {
+    let flush = match policy {
+        Policy::Os => FlushPolicy::Os,
+        Policy::Interval => FlushPolicy::Interval { ms: interval_ms, messages: u64::MAX },
+        Policy::Always => FlushPolicy::Always,
+    };
+    // The default 1 GiB segment holds a whole case: no roll inside a run.
+    LogConfig { flush, max_message_bytes: 4 << 20, retention_ms: None, ..LogConfig::default() }
+}
+
+/// Tears a ferry run down (untimed): close flushes and checkpoints.
+fn finish_ferry(manager: LogManager, log: Arc<Log>, dir: &Path) -> Res<()> {
+    log.close()?;
+    drop(log);
+    manager.shutdown();
+    std::fs::remove_dir_all(dir)?;
+    Ok(())
+}
+
+fn finish_raw(file: &File, path: &Path) -> Res<()> {
+    file.sync_data()?;
+    std::fs::remove_file(path)?;
+    Ok(())
+}
+
+fn ferry_append(base: &Path, batch: &[u8], count: usize, policy: Policy, interval_ms: u64) -> Res<Duration> {
+    let dir = base.join("ferry-append");
+    let manager = manager();
+    let log = manager.open(&dir, log_config(policy, interval_ms))?;
+    let start = Instant::now();
+    let mut next = 0;
+    for _ in 0..count {
+        let info = log.append(batch)?;
+        next = info.last_offset + 1;
+        if policy == Policy::Always {
+            log.flush_to(next)?;
+        }
+    }
+    if policy == Policy::Interval {
+        log.flush_to(next)?;
+    }
+    let elapsed = start.elapsed();
+    black_box(next);
+    finish_ferry(manager, log, &dir)?;
+    Ok(elapsed)
+}
+
+fn raw_append(base: &Path, batch: &[u8], count: usize, policy: Policy, interval_ms: u64) -> Res<Duration> {
+    let path = base.join("raw-append");
+    let file = Arc::new(OpenOptions::new().create(true).truncate(true).write(true).open(&path)?);
+    let start = Instant::now();
+    match policy {
+        Policy::Os => {
+            for _ in 0..count {
+                (&*file).write_all(batch)?;
+            }
+        }
+        Policy::Always => {
+            for _ in 0..count {
+                (&*file).write_all(batch)?;
+                file.sync_data()?;
+            }
+        }
+        Policy::Interval => {
+            let (stop, stopped) = mpsc::channel::<()>();
+            let syncer = {
+                let file = file.clone();
+                std::thread::spawn(move || -> std::io::Result<()> {
+                    loop {
+                        match stopped.recv_timeout(Duration::from_millis(interval_ms)) {
+                            Err(RecvTimeoutError::Timeout) => file.sync_data()?,
+                            _ => return Ok(()),
+                        }
+                    }
+                })
+            };
+            for _ in 0..count {
+                (&*file).write_all(batch)?;
+            }
+            drop(stop);
+            syncer.join().map_err(|_| "syncer panicked")??;
+            file.sync_data()?;
+        }
+    }
+    let elapsed = start.elapsed();
+    finish_raw(&file, &path)?;
+    Ok(elapsed)
+}
+
+/// `writers` threads on one log, each `append` + `flush_to` per batch.
+fn ferry_group(base: &Path, batch: &[u8], per_writer: usize, writers: usize) -> Res<Duration> {
+    let dir = base.join("ferry-group");
+    let manager = manager();
+    let log = manager.open(&dir, log_config(Policy::Always, 0))?;
+    let barrier = Barrier::new(writers + 1);
+    let elapsed = std::thread::scope(|s| -> Res<Duration> {
+        let handles: Vec<_> = (0..writers)
+            .map(|_| {
+                let (log, barrier) = (&log, &barrier);
+                s.spawn(move || -> Res<()> {
+                    barrier.wait();
+                    for _ in 0..per_writer {
+                        let info = log.append(batch)?;
+                        log.flush_to(info.last_offset + 1)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for h in handles {
+            h.join().map_err(|_| "writer panicked")??;
+        }
+        Ok(start.elapsed())
+    })?;
+    finish_ferry(manager, log, &dir)?;
+    Ok(elapsed)
+}
+
+/// `writers` threads on one `O_APPEND` file, each `write_all` + fdatasync.
+fn raw_group(base: &Path, batch: &[u8], per_writer: usize, writers: usize) -> Res<Duration> {
+    let path = base.join("raw-group");
+    let file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+    let barrier = Barrier::new(writers + 1);
+    let elapsed = std::thread::scope(|s| -> Res<Duration> {
+        let handles: Vec<_> = (0..writers)
+            .map(|_| {
+                let (file, barrier) = (&file, &barrier);
+                s.spawn(move || -> Res<()> {
+                    barrier.wait();
+                    for _ in 0..per_writer {
+                        let mut f = file;
+                        f.write_all(batch)?;
+                        file.sync_data()?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for h in handles {
+            h.join().map_err(|_| "writer panicked")??;
+        }
+        Ok(start.elapsed())
+    })?;
+    finish_raw(&file, &path)?;
+    Ok(elapsed)
+}
+
+/// Folds one byte per 4 KiB of the file (by absolute position) so both
+/// readers can be checked to have read the same bytes.
+fn sample(chunk: &[u8], position: u64) -> u64 {
+    let first = ((4096 - position % 4096) % 4096) as usize;
+    chunk
+        .iter()
+        .enumerate()
+        .skip(first)
+        .step_by(4096)
+        .fold(0u64, |acc, (i, &b)| acc.wrapping_add(u64::from(b).wrapping_mul(position + i as u64 + 1)))
+}
+
+struct ReadRun {
+    elapsed: Duration,
+    bytes: u64,
+    sum: u64,
+}
+
+fn ferry_read(log: &Log, buf: &mut Vec<u8>) -> Res<ReadRun> {
+    let (mut bytes, mut sum) = (0u64, 0u64);
+    let mut offset = log.log_start_offset();
+    let start = Instant::now();
+    while let Some(slice) = log.read(offset, READ_CHUNK)? {
+        let len = slice.len as usize;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let chunk = &mut buf[..len];
+        slice.file.read_exact_at(chunk, slice.position)?;
+        sum = sum.wrapping_add(sample(chunk, slice.position));
+        // The next offset is the one after the slice's last batch.
+        let mut p = 0;
+        while p < len {
+            let h = BatchHeader::parse(&chunk[p..])?;
+            p += h.size;
+            offset = h.next_offset();
+        }
+        bytes += len as u64;
+        black_box(&chunk);
+    }
+    Ok(ReadRun { elapsed: start.elapsed(), bytes, sum })
+}
+
+fn raw_read(path: &Path, buf: &mut [u8]) -> Res<ReadRun> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let (mut pos, mut sum) = (0u64, 0u64);
+    let start = Instant::now();
+    while pos < len {
+        let n = READ_CHUNK.min((len - pos) as usize);
+        let chunk = &mut buf[..n];
+        file.read_exact_at(chunk, pos)?;
+        sum = sum.wrapping_add(sample(chunk, pos));
+        pos += n as u64;
+        black_box(&chunk);
+    }
+    Ok(ReadRun { elapsed: start.elapsed(), bytes: pos, sum })
+}
+
+/// One case: the same work done through ferry and raw, `rounds` times.
+struct Case {
+    name: String,
+    bytes: u64,
+    ferry: Vec<Duration>,
+    raw: Vec<Duration>,
+    goal: Option<f64>,
+}
+
+fn mib_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / MIB as f64 / d.as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+impl Case {
+    fn ratios(&self) -> Vec<f64> {
+        self.ferry.iter().zip(&self.raw).map(|(f, r)| r.as_secs_f64() / f.as_secs_f64()).collect()
+    }
+    fn ferry_mib_s(&self) -> f64 {
+        median(self.ferry.iter().map(|d| mib_s(self.bytes, *d)).collect())
+    }
+    fn raw_mib_s(&self) -> f64 {
+        median(self.raw.iter().map(|d| mib_s(self.bytes, *d)).collect())
+    }
+    fn ratio(&self) -> f64 {
+        median(self.ratios())
+    }
+    fn spread(&self) -> (f64, f64) {
+        let r = self.ratios();
+        (r.iter().copied().fold(f64::INFINITY, f64::min), r.iter().copied().fold(0.0, f64::max))
+    }
+    fn met(&self) -> Option<bool> {
+        self.goal.map(|g| self.ratio() >= g)
+    }
+}
+
+/// Runs `ferry` and `raw` alternately, `rounds` times each, unless the case
+/// is filtered out.
+fn measure(
+    opts: &Opts,
+    name: String,
+    bytes: u64,
+    goal: Option<f64>,
+    mut ferry: impl FnMut() -> Res<Duration>,
+    mut raw: impl FnMut() -> Res<Duration>,
+) -> Res<Option<Case>> {
+    if !opts.selected(&name) {
+        return Ok(None);
+    }
+    let mut case = Case { name, bytes, ferry: Vec::new(), raw: Vec::new(), goal };
+    for round in 0..opts.rounds {
+        if round.is_multiple_of(2) {
+            case.ferry.push(ferry()?);
+            case.raw.push(raw()?);
+        } else {
+            case.raw.push(raw()?);
+            case.ferry.push(ferry()?);
+        }
+    }
+    eprintln!("  {:<40} ratio {:.2}", case.name, case.ratio());
+    Ok(Some(case))
+}
+
+/// The mount (device and type) holding `path`, from /proc/self/mounts.
+fn filesystem_of(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && path.starts_with(f[1])).then(|| (f[1].len(), format!("{} on {} ({})", f[2], f[1], f[0])))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or_else(|| "unknown".to_string(), |(_, s)| s)
+}
+
+fn main() -> Res<()> {
+    let opts = Opts::parse()?;
+    std::fs::create_dir_all(&opts.dir)?;
+    let tmp = tempfile::Builder::new().prefix("ferry-bench-").tempdir_in(&opts.dir)?;
+    let base = tmp.path();
+    let fs = filesystem_of(base);
+    if fs.starts_with("tmpfs") {
+        eprintln!("storage bench: warning: {} is on tmpfs; fsync figures mean nothing there", base.display());
+    }
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let (rounds, interval_ms) = (opts.rounds, opts.interval_ms);
+    let big = opts.mib * MIB;
+    let small = big / 4;
+    eprintln!("storage bench: data in {} [{fs}], {cpus} CPUs, {rounds} rounds per case", base.display());
+
+    let batches = [("16 KiB", make_batch(16)), ("1 MiB", make_batch(1024))];
+    let mut cases = Vec::new();
+
+    // Warm-up, discarded: first-touch costs (allocation, file creation).
+    let warm = &batches[0].1;
+    let warm_count = (32 * MIB).div_ceil(warm.len() as u64) as usize;
+    ferry_append(base, warm, warm_count, Policy::Os, interval_ms)?;
+    raw_append(base, warm, warm_count, Policy::Os, interval_ms)?;
+
+    for (label, batch) in &batches {
+        for policy in [Policy::Os, Policy::Interval, Policy::Always] {
+            // fsync per 16 KiB append is latency-bound: a quarter of the data
+            // gives as many operations as the other cases and keeps it short.
+            let target = if policy == Policy::Always && batch.len() < MIB as usize { small } else { big };
+            let count = target.div_ceil(batch.len() as u64) as usize;
+            let name = match policy {
+                Policy::Always => format!("append {label} always, 1 writer"),
+                _ => format!("append {label} {}", policy.name()),
+            };
+            let goal = (policy != Policy::Always).then_some(THROUGHPUT_GOAL);
+            cases.extend(measure(
+                &opts,
+                name,
+                (count * batch.len()) as u64,
+                goal,
+                || ferry_append(base, batch, count, policy, interval_ms),
+                || raw_append(base, batch, count, policy, interval_ms),
+            )?);
+        }
+    }
+
+    let batch = &batches[0].1;
+    let per_writer = (small / WRITERS as u64).div_ceil(batch.len() as u64) as usize;
+    cases.extend(measure(
+        &opts,
+        format!("group commit 16 KiB always, {WRITERS} writers"),
+        (per_writer * WRITERS * batch.len()) as u64,
+        Some(GROUP_COMMIT_GOAL),
+        || ferry_group(base, batch, per_writer, WRITERS),
+        || raw_group(base, batch, per_writer, WRITERS),
+    )?);
+
+    for (label, batch) in &batches {
+        let name = format!("sequential read, {label} batches");
+        if !opts.selected(&name) {
+            continue;
+        }
+        // Untimed: write the log, fsync it, and read back its segment file.
+        let dir = base.join("ferry-read");
+        let manager = manager();
+        let log = manager.open(&dir, log_config(Policy::Os, interval_ms))?;
+        let count = big.div_ceil(batch.len() as u64) as usize;
+        for _ in 0..count {
+            log.append(batch)?;
+        }
+        log.close()?;
+        let segment = dir.join(format!("{:020}.log", log.log_start_offset()));
+        let expected = std::fs::metadata(&segment)?.len();
+        let sums = Cell::new(None);
+        let check = |run: ReadRun| -> Res<Duration> {
+            let sum = sums.get().unwrap_or(run.sum);
+            sums.set(Some(sum));
+            if run.bytes != expected || run.sum != sum {
+                return Err(format!("readers disagree: {} of {expected} bytes, sum {}", run.bytes, run.sum).into());
+            }
+            Ok(run.elapsed)
+        };
+        let (mut ferry_buf, mut raw_buf) = (vec![0u8; 2 * READ_CHUNK], vec![0u8; 2 * READ_CHUNK]);
+        cases.extend(measure(
+            &opts,
+            name,
+            expected,
+            None,
+            || check(ferry_read(&log, &mut ferry_buf)?),
+            || check(raw_read(&segment, &mut raw_buf)?),
+        )?);
+        finish_ferry(manager, log, &dir)?;
+    }
+
+    if opts.json {
+        print_json(&cases, cpus, &fs, rounds, interval_ms);
+    } else {
+        print_table(&cases, cpus, &fs, rounds, interval_ms);
+    }
+    Ok(())
+}
+
+fn goal_text(case: &Case) -> String {
+    match (case.goal, case.met()) {
+        (Some(g), Some(met)) => format!(">= {g:.2} {}", if met { "met" } else { "MISSED" }),
+        _ => "-".to_string(),
+    }
+}
+
+fn print_table(cases: &[Case], cpus: usize, fs: &str, rounds: usize, interval_ms: u64) {
+    println!("ferry-log storage benchmark: {cpus} CPUs, {fs}");
+    println!(
+        "1 KiB records; interval = {interval_ms} ms; medians of {rounds} rounds; ratio = ferry/raw per round \
+         (group commit: speedup), median and min..max"
+    );
+    println!();
+    println!(
+        "{:<38} {:>6} {:>12} {:>12} {:>7} {:>12}  goal",
+        "case", "MiB", "ferry MiB/s", "raw MiB/s", "ratio", "spread"
+    );
+    for c in cases {
+        let (lo, hi) = c.spread();
+        println!(
+            "{:<38} {:>6.0} {:>12.1} {:>12.1} {:>7.2} {:>12}  {}",
+            c.name,
+            c.bytes as f64 / MIB as f64,
+            c.ferry_mib_s(),
+            c.raw_mib_s(),
+            c.ratio(),
+            format!("{lo:.2}..{hi:.2}"),
+            goal_text(c)
+        );
+    }
+}
+
+fn print_json(cases: &[Case], cpus: usize, fs: &str, rounds: usize, interval_ms: u64) {
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let rows: Vec<String> = cases
+        .iter()
+        .map(|c| {
+            let (lo, hi) = c.spread();
+            format!(
+                "    {{\"case\": \"{}\", \"bytes\": {}, \"ferry_mib_s\": {:.1}, \"raw_mib_s\": {:.1}, \"ratio\": {:.3}, \
+                 \"ratio_min\": {lo:.3}, \"ratio_max\": {hi:.3}, \"goal\": {}, \"met\": {}}}",
+                esc(&c.name),
+                c.bytes,
+                c.ferry_mib_s(),
+                c.raw_mib_s(),
+                c.ratio(),
+                c.goal.map_or("null".to_string(), |g| g.to_string()),
+                c.met().map_or("null".to_string(), |m| m.to_string()),
+            )
+        })
+        .collect();
+    println!(
+        "{{\n  \"cpus\": {cpus},\n  \"filesystem\": \"{}\",\n  \"rounds\": {rounds},\n  \"interval_ms\": {interval_ms},\n  \
+         \"cases\": [\n{}\n  ]\n}}",
+        esc(fs),
+        rows.join(",\n")
+    );
+}

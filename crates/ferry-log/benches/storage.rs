@@ -412,7 +412,13 @@ fn measure(
             case.ferry.push(ferry()?);
         }
     }
-    eprintln!("  {:<40} ratio {:.2}", case.name, case.ratio());
+    let rounds: Vec<String> = case
+        .ferry
+        .iter()
+        .zip(&case.raw)
+        .map(|(f, r)| format!("{:.0}/{:.0}", mib_s(case.bytes, *f), mib_s(case.bytes, *r)))
+        .collect();
+    eprintln!("  {:<40} ratio {:.2}  (ferry/raw MiB/s by round: {})", case.name, case.ratio(), rounds.join(" "));
     Ok(Some(case))
 }
 
@@ -444,6 +450,12 @@ fn main() -> Res<()> {
     let big = opts.mib * MIB;
     let small = big / 4;
     eprintln!("storage bench: data in {} [{fs}], {cpus} CPUs, {rounds} rounds per case", base.display());
+    let load_before = load_average();
+    if load_before > 0.5 {
+        eprintln!(
+            "storage bench: warning: load average {load_before:.2} before starting; other work skews the figures"
+        );
+    }
 
     let batches = [("16 KiB", make_batch(16)), ("1 MiB", make_batch(1024))];
     let mut cases = Vec::new();
@@ -524,12 +536,31 @@ fn main() -> Res<()> {
         finish_ferry(manager, log, &dir)?;
     }
 
+    let run = Run { cpus, fs, rounds, interval_ms, load: (load_before, load_average()) };
     if opts.json {
-        print_json(&cases, cpus, &fs, rounds, interval_ms);
+        print_json(&cases, &run);
     } else {
-        print_table(&cases, cpus, &fs, rounds, interval_ms);
+        print_table(&cases, &run);
     }
     Ok(())
+}
+
+/// The 1-minute load average, from /proc/loadavg (0 if unknown).
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|l| l.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// What the figures were measured on.
+struct Run {
+    cpus: usize,
+    fs: String,
+    rounds: usize,
+    interval_ms: u64,
+    /// 1-minute load average before and after the run.
+    load: (f64, f64),
 }
 
 fn goal_text(case: &Case) -> String {
@@ -539,11 +570,15 @@ fn goal_text(case: &Case) -> String {
     }
 }
 
-fn print_table(cases: &[Case], cpus: usize, fs: &str, rounds: usize, interval_ms: u64) {
-    println!("ferry-log storage benchmark: {cpus} CPUs, {fs}");
+fn print_table(cases: &[Case], run: &Run) {
     println!(
-        "1 KiB records; interval = {interval_ms} ms; medians of {rounds} rounds; ratio = ferry/raw per round \
-         (group commit: speedup), median and min..max"
+        "ferry-log storage benchmark: {} CPUs, {}, load average {:.2} before / {:.2} after",
+        run.cpus, run.fs, run.load.0, run.load.1
+    );
+    println!(
+        "1 KiB records; interval = {} ms; medians of {} rounds; ratio = ferry/raw per round \
+         (group commit: speedup), median and min..max",
+        run.interval_ms, run.rounds
     );
     println!();
     println!(
@@ -565,7 +600,7 @@ fn print_table(cases: &[Case], cpus: usize, fs: &str, rounds: usize, interval_ms
     }
 }
 
-fn print_json(cases: &[Case], cpus: usize, fs: &str, rounds: usize, interval_ms: u64) {
+fn print_json(cases: &[Case], run: &Run) {
     let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
     let rows: Vec<String> = cases
         .iter()
@@ -585,9 +620,14 @@ fn print_json(cases: &[Case], cpus: usize, fs: &str, rounds: usize, interval_ms:
         })
         .collect();
     println!(
-        "{{\n  \"cpus\": {cpus},\n  \"filesystem\": \"{}\",\n  \"rounds\": {rounds},\n  \"interval_ms\": {interval_ms},\n  \
-         \"cases\": [\n{}\n  ]\n}}",
-        esc(fs),
+        "{{\n  \"cpus\": {},\n  \"filesystem\": \"{}\",\n  \"load_before\": {:.2},\n  \"load_after\": {:.2},\n  \
+         \"rounds\": {},\n  \"interval_ms\": {},\n  \"cases\": [\n{}\n  ]\n}}",
+        run.cpus,
+        esc(&run.fs),
+        run.load.0,
+        run.load.1,
+        run.rounds,
+        run.interval_ms,
         rows.join(",\n")
     );
 }

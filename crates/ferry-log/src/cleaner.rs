@@ -1,19 +1,24 @@
 //! Compaction (`cleanup.policy=compact`): keep the latest record per key.
 //!
 //! Runs on the cleaner thread over closed segments that lie wholly before
-//! the recovery checkpoint. Each segment is rewritten to a `.cleaned` file
-//! beside it and swapped in with a rename; appends and readers go on
-//! throughout (readers of the old segment keep its open descriptor).
+//! the recovery checkpoint. Runs of segments are rewritten into one
+//! `.cleaned` file and swapped in by renames behind a manifest; appends and
+//! readers go on throughout (readers of an old segment keep its open
+//! descriptor until they let go).
 //! Offsets never change: a batch that loses records is rebuilt with the same
 //! base offset and `lastOffsetDelta`, its surviving records byte for byte.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
+use crate::MAX_DECOMPRESSED;
 use crate::batch::BatchHeader;
+use crate::cache::SegmentCache;
+use crate::config::LogConfig;
 use crate::error::Result;
 use crate::index::Indexes;
 use crate::log::Log;
@@ -29,9 +34,6 @@ pub struct CompactionStats {
     pub bytes_after: u64,
 }
 
-/// Decompressed batches are bounded by this (decompression bombs).
-const MAX_DECOMPRESSED: usize = 256 << 20;
-
 impl Log {
     /// One compaction pass; a no-op unless the cleanup policy includes
     /// `compact`.
@@ -43,6 +45,13 @@ impl Log {
             return Ok(stats);
         }
         let Some(horizon) = lock(&self.flush).checkpoint.map(|c| c.segment) else { return Ok(stats) };
+        // Nothing new became eligible and no kept tombstone expired since
+        // the last pass: skip re-reading the segments.
+        if self.compacted_below.load(Ordering::Acquire) == horizon && now_ms < self.recompact_at.load(Ordering::Acquire)
+        {
+            return Ok(stats);
+        }
+        let mut next_expiry = u64::MAX;
         let eligible: Vec<Arc<Segment>> =
             self.segment_list().into_iter().filter(|s| !s.is_active() && s.base < horizon).collect();
         if eligible.is_empty() {
@@ -69,70 +78,217 @@ impl Log {
             })?;
         }
 
-        // Pass 2: rewrite each segment that holds superseded records.
-        for seg in &eligible {
-            let file = seg.file(cache)?;
-            let mut out: Vec<u8> = Vec::new();
-            let mut ix = Indexes::new();
-            let mut removed = 0u64;
-            for_each_batch(&file, seg.size(), |_, h, bytes| {
-                let kept = if h.is_control() {
-                    Some(bytes.to_vec())
-                } else {
-                    let (batch, n) = compact_batch(&h, bytes, &latest, start, now_ms, config.delete_retention_ms)?;
-                    removed += n;
-                    batch
-                };
-                if let Some(b) = kept {
-                    ix.on_batch(
-                        rel(seg.base, h.base_offset),
-                        out.len() as u32,
-                        b.len() as u64,
-                        h.max_timestamp,
-                        config.index_interval_bytes,
-                    );
-                    out.extend_from_slice(&b);
+        // Pass 2: rewrite runs of segments into one output each, filled up
+        // to `segment.bytes` of *cleaned* data, so compacted topics do not
+        // pile up tiny segments. A lone segment that loses nothing is left
+        // alone.
+        let ctx = Ctx { latest: &latest, start, now_ms, config: &config };
+        let mut pending = eligible.into_iter().peekable();
+        while let Some(first) = pending.next() {
+            let mut out = Output::create(&self.dir, first.base)?;
+            out.add(&first, &ctx, cache, &mut next_expiry)?;
+            let mut group = vec![first];
+            while let Some(next) = pending.peek() {
+                if next.end() - group[0].base > u64::from(u32::MAX) {
+                    break;
                 }
-                Ok(())
-            })?;
-            if removed == 0 {
+                let mark = out.mark()?;
+                out.add(next, &ctx, cache, &mut next_expiry)?;
+                if out.size > config.segment_bytes.min(i32::MAX as u64) {
+                    out.rewind(mark)?;
+                    break;
+                }
+                group.extend(pending.next());
+            }
+            if out.removed == 0 && group.len() == 1 {
+                out.discard()?;
                 continue;
             }
-            stats.segments_rewritten += 1;
-            stats.records_removed += removed;
-            stats.bytes_before += seg.size();
-            stats.bytes_after += out.len() as u64;
-            ix.seal(rel(seg.base, seg.end()));
-            self.swap_in(seg, &out, &mut ix)?;
+            let end = group.last().map_or(0, |s| s.end());
+            stats.segments_rewritten += group.len();
+            stats.records_removed += out.removed;
+            stats.bytes_before += group.iter().map(|s| s.size()).sum::<u64>();
+            stats.bytes_after += out.size;
+            let size = out.finish(end)?;
+            self.swap_in(group, size, end)?;
         }
+        self.compacted_below.store(horizon, Ordering::Release);
+        self.recompact_at.store(next_expiry, Ordering::Release);
         Ok(stats)
     }
 
-    /// Replaces `old` with a segment holding `data`. Crash-safe: the old
-    /// index files go first, so a crash between the renames leaves either
-    /// the old log or the new one without indexes, which are then rebuilt.
-    fn swap_in(&self, old: &Arc<Segment>, data: &[u8], ix: &mut Indexes) -> Result<()> {
-        let stem = self.dir.join(segment::file_stem(old.base));
-        let path = |ext: &str| PathBuf::from(format!("{}.{ext}", stem.display()));
-        let cleaned = path("log.cleaned");
-        let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(&cleaned)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        ix.persist(&path("index.cleaned"), &path("timeindex.cleaned"), true)?;
-        old.retire(&self.env.cache)?;
-        let fresh = Arc::new(Segment::existing(&self.dir, old.base, data.len() as u64, old.end()));
+    /// Replaces the run `old` with the cleaned segment written beside its
+    /// first member. The manifest `<base>.swap` (naming where the run ends)
+    /// is the commit point: recovery finishes a swap it finds (see
+    /// [`finish_swaps`]); `.cleaned` files without one are discarded.
+    fn swap_in(&self, old: Vec<Arc<Segment>>, size: u64, end: u64) -> Result<()> {
+        let first = old[0].base;
+        let upto = self.segment_list().into_iter().map(|s| s.base).find(|&b| b > old[old.len() - 1].base);
+        let stem = self.dir.join(segment::file_stem(first));
+        for seg in &old {
+            seg.retire(&self.env.cache)?;
+        }
+        write_manifest(&stem, upto.unwrap_or(u64::MAX))?;
+        let fresh = Arc::new(Segment::existing(&self.dir, first, size, end));
         {
             let mut segs = write(&self.segments);
-            fs::remove_file(path("index"))?;
-            fs::remove_file(path("timeindex"))?;
-            fs::rename(&cleaned, path("log"))?;
-            fs::rename(path("index.cleaned"), path("index"))?;
-            fs::rename(path("timeindex.cleaned"), path("timeindex"))?;
-            segs.insert(old.base, fresh);
+            for seg in &old {
+                segs.remove(&seg.base);
+            }
+            complete_swap(&self.dir, first, upto.unwrap_or(u64::MAX))?;
+            segs.insert(first, fresh);
         }
-        File::open(&self.dir)?.sync_all()?;
+        // `old` drops here: the retired segments close their descriptors as
+        // soon as the last reader lets go.
         Ok(())
     }
+}
+
+/// What decides a record's fate in one pass.
+struct Ctx<'a> {
+    latest: &'a HashMap<Vec<u8>, u64>,
+    start: u64,
+    now_ms: u64,
+    config: &'a LogConfig,
+}
+
+/// The `.cleaned` files of one output segment being written.
+struct Output {
+    stem: PathBuf,
+    first: u64,
+    file: BufWriter<File>,
+    ix: Indexes,
+    size: u64,
+    removed: u64,
+}
+
+/// Where an output stood before a segment was added, to undo the addition.
+struct Mark {
+    size: u64,
+    removed: u64,
+    ix: Indexes,
+}
+
+impl Output {
+    fn create(dir: &Path, first: u64) -> Result<Output> {
+        let stem = dir.join(segment::file_stem(first));
+        let file = OpenOptions::new().create(true).truncate(true).write(true).open(path(&stem, "log.cleaned"))?;
+        Ok(Output { stem, first, file: BufWriter::new(file), ix: Indexes::new(), size: 0, removed: 0 })
+    }
+
+    /// Appends the surviving batches of `seg`.
+    fn add(&mut self, seg: &Arc<Segment>, ctx: &Ctx<'_>, cache: &SegmentCache, next_expiry: &mut u64) -> Result<()> {
+        let retention = ctx.config.delete_retention_ms;
+        for_each_batch(&*seg.file(cache)?, seg.size(), |_, h, bytes| {
+            let kept = if h.is_control() {
+                Some(bytes.to_vec())
+            } else {
+                let (batch, n) = compact_batch(&h, bytes, ctx.latest, ctx.start, ctx.now_ms, retention)?;
+                self.removed += n;
+                if batch.is_some() && h.max_timestamp >= 0 {
+                    let expiry = (h.max_timestamp as u64).saturating_add(retention);
+                    if expiry >= ctx.now_ms {
+                        *next_expiry = (*next_expiry).min(expiry);
+                    }
+                }
+                batch
+            };
+            if let Some(b) = kept {
+                let (rel, pos) = (rel(self.first, h.base_offset), self.size as u32);
+                self.ix.on_batch(rel, pos, b.len() as u64, h.max_timestamp, ctx.config.index_interval_bytes);
+                self.file.write_all(&b)?;
+                self.size += b.len() as u64;
+            }
+            Ok(())
+        })
+    }
+
+    fn mark(&mut self) -> Result<Mark> {
+        Ok(Mark { size: self.size, removed: self.removed, ix: self.ix.clone() })
+    }
+
+    fn rewind(&mut self, mark: Mark) -> Result<()> {
+        self.file.flush()?;
+        self.file.get_ref().set_len(mark.size)?;
+        self.file.seek(SeekFrom::Start(mark.size))?;
+        (self.size, self.removed, self.ix) = (mark.size, mark.removed, mark.ix);
+        Ok(())
+    }
+
+    fn discard(self) -> Result<()> {
+        drop(self.file);
+        fs::remove_file(path(&self.stem, "log.cleaned"))?;
+        Ok(())
+    }
+
+    /// Makes the output durable; returns its size.
+    fn finish(mut self, end: u64) -> Result<u64> {
+        self.file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        self.ix.seal(rel(self.first, end));
+        self.ix.persist(&path(&self.stem, "index.cleaned"), &path(&self.stem, "timeindex.cleaned"), true)?;
+        Ok(self.size)
+    }
+}
+
+fn path(stem: &Path, ext: &str) -> PathBuf {
+    PathBuf::from(format!("{}.{ext}", stem.display()))
+}
+
+fn write_manifest(stem: &Path, upto: u64) -> Result<()> {
+    let p = path(stem, "swap");
+    let mut f = File::create(&p)?;
+    writeln!(f, "{upto}")?;
+    f.sync_all()?;
+    if let Some(dir) = stem.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Deletes the replaced segments `[first, upto)` and moves the cleaned files
+/// into place. Idempotent, so recovery can rerun it after a crash at any
+/// step: old files go first, and only while the cleaned log still waits.
+fn complete_swap(dir: &Path, first: u64, upto: u64) -> Result<()> {
+    let stem = dir.join(segment::file_stem(first));
+    if path(&stem, "log.cleaned").exists() {
+        for entry in fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let base = name.split('.').next().and_then(|b| b.parse::<u64>().ok());
+            let kind = name.split_once('.').map(|(_, k)| k);
+            if base.is_some_and(|b| b >= first && b < upto) && matches!(kind, Some("log" | "index" | "timeindex")) {
+                fs::remove_file(dir.join(name))?;
+            }
+        }
+        fs::rename(path(&stem, "log.cleaned"), path(&stem, "log"))?;
+    }
+    for ext in ["index", "timeindex"] {
+        let cleaned = path(&stem, &format!("{ext}.cleaned"));
+        if cleaned.exists() {
+            fs::rename(cleaned, path(&stem, ext))?;
+        }
+    }
+    File::open(dir)?.sync_all()?;
+    fs::remove_file(path(&stem, "swap"))?;
+    Ok(())
+}
+
+/// Finishes swaps interrupted by a crash (called when a log opens).
+pub(crate) fn finish_swaps(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(first) = name.to_str().and_then(|n| n.strip_suffix(".swap")).and_then(|b| b.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let upto = fs::read_to_string(dir.join(&name)).ok().and_then(|t| t.trim().parse::<u64>().ok());
+        match upto {
+            Some(upto) => complete_swap(dir, first, upto)?,
+            // A torn manifest: the swap never committed.
+            None => fs::remove_file(dir.join(&name))?,
+        }
+    }
+    Ok(())
 }
 
 /// The batch with superseded records (and expired tombstones) removed:

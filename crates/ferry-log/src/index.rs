@@ -35,7 +35,7 @@ pub struct TimeEntry {
 
 /// The in-memory indexes of one segment, plus the state needed to extend
 /// them as batches are appended.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Indexes {
     offsets: Vec<OffsetEntry>,
     times: Vec<TimeEntry>,

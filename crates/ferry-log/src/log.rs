@@ -89,6 +89,10 @@ pub struct Log {
     /// Wall-clock ms of the first append not yet flushed (0: none).
     pub(crate) dirty_since: AtomicU64,
     pub(crate) flush_queued: AtomicBool,
+    /// Compaction horizon (segment base) of the last completed pass.
+    pub(crate) compacted_below: AtomicU64,
+    /// Wall-clock ms when a kept tombstone expires, forcing another pass.
+    pub(crate) recompact_at: AtomicU64,
     /// Set after a failed write or fsync: the page cache state is unknown,
     /// so the log refuses writes until reopened (and recovered).
     pub(crate) failed: AtomicBool,
@@ -129,6 +133,8 @@ impl Log {
     /// cleaner pass.
     pub fn set_config(&self, config: LogConfig) {
         *write(&self.config) = config;
+        // New cleanup settings deserve a fresh compaction pass.
+        self.compacted_below.store(u64::MAX, Ordering::Release);
     }
 
     /// Bytes on disk across all segments.

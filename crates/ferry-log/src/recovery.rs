@@ -25,6 +25,7 @@ const LEFTOVERS: [&str; 3] = [".cleaned", ".tmp", ".deleted"];
 impl Log {
     pub(crate) fn open(dir: &Path, config: LogConfig, env: Arc<Env>) -> Result<Arc<Log>> {
         fs::create_dir_all(dir)?;
+        crate::cleaner::finish_swaps(dir)?;
         let mut bases = Vec::new();
         for entry in fs::read_dir(dir)? {
             let name = entry?.file_name();
@@ -117,6 +118,8 @@ impl Log {
             durable: AtomicU64::new(leo),
             dirty_since: AtomicU64::new(0),
             flush_queued: AtomicBool::new(false),
+            compacted_below: AtomicU64::new(u64::MAX),
+            recompact_at: AtomicU64::new(0),
             failed: AtomicBool::new(false),
         });
         // Recovery fsynced what it validated; segments before the checkpoint

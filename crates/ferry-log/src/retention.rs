@@ -106,7 +106,8 @@ impl Log {
         let cache = &self.env.cache;
         let segments = self.segment_list();
         let first_base = segments.first().map_or(0, |s| s.base);
-        let (keep, removed): (Vec<_>, Vec<_>) = segments.into_iter().partition(|s| s.base < offset && offset > first_base);
+        let (keep, removed): (Vec<_>, Vec<_>) =
+            segments.into_iter().partition(|s| s.base < offset && offset > first_base);
         {
             let mut segs = write(&self.segments);
             for seg in &removed {

@@ -1,11 +1,10 @@
 //! Finding the first record at or after a timestamp (Kafka's ListOffsets).
 
+use crate::MAX_DECOMPRESSED;
 use crate::error::Result;
 use crate::log::Log;
 use crate::records::{parse_records, records_payload};
 use crate::segment::read_header;
-
-const MAX_DECOMPRESSED: usize = 256 << 20;
 
 impl Log {
     /// The first offset whose record timestamp is >= `ts`, with that

@@ -177,3 +177,161 @@ fn compaction_keeps_latest_per_key_without_moving_offsets() {
 pub fn ferry_log_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
+
+#[test]
+fn tombstones_go_on_a_later_pass_once_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let config = LogConfig { cleanup_policy: CleanupPolicy::COMPACT, delete_retention_ms: 60_000, ..small_config() };
+    let log = open(&m, dir.path(), config);
+    let now = ferry_log_now();
+    for i in 0..60 {
+        let v = "x".repeat(80);
+        log.append(&batch(&[(Some(&format!("k{}", i % 3)), Some(&v))], now as i64, Compression::None)).unwrap();
+    }
+    log.append(&batch(&[(Some("k0"), None)], now as i64, Compression::None)).unwrap();
+    for i in 0..60 {
+        log.append(&batch(&[(Some(&format!("other{i}")), Some(&"y".repeat(80)))], now as i64, Compression::None))
+            .unwrap();
+    }
+    log.close().unwrap();
+    let has_tombstone =
+        |log: &ferry_log::Log| read_all(log).iter().any(|r| r.1.as_deref() == Some("k0") && r.2.is_none());
+    assert!(log.compact(now).unwrap().records_removed > 0);
+    assert!(has_tombstone(&log), "fresh tombstone kept");
+    assert_eq!(log.compact(now).unwrap(), Default::default(), "nothing new: the pass is skipped");
+    let later = now + 61_000;
+    assert_eq!(log.compact(later).unwrap().records_removed, 1);
+    assert!(!has_tombstone(&log), "expired tombstone removed");
+    assert!(!read_all(&log).iter().any(|r| r.1.as_deref() == Some("k0")));
+}
+
+#[test]
+fn compaction_runs_while_appends_and_reads_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let config = LogConfig { cleanup_policy: CleanupPolicy::COMPACT, ..small_config() };
+    let log = open(&m, dir.path(), config);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (log, stop) = (log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while (!stop.load(std::sync::atomic::Ordering::Relaxed) || n < 500) && n < 20_000 {
+                let v = format!("{n}-{}", "w".repeat(60));
+                log.append(&batch(&[(Some(&format!("k{}", n % 17)), Some(&v))], 1, Compression::None)).unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let reader = {
+        let (log, stop) = (log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Every read yields whole, valid batches, offsets ascending.
+                let rows = read_all(&log);
+                assert!(rows.windows(2).all(|w| w[0].0 < w[1].0));
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let mut rewritten = 0;
+    for _ in 0..30 {
+        log.close().unwrap(); // moves the checkpoint so new segments are eligible
+        rewritten += log.compact(ferry_log_now()).unwrap().segments_rewritten;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert!(reader.join().unwrap() > 0);
+    assert!(rewritten > 0);
+    let rows = read_all(&log);
+    assert_eq!(log.next_offset(), written);
+    // Runs of segments were merged: a compacted topic does not pile up
+    // thousands of tiny segments.
+    assert!(log.segment_count() < 40, "{} segments", log.segment_count());
+    // The last value of every key is there.
+    for k in 0..17u64 {
+        let last = (0..written).rev().find(|n| n % 17 == k).unwrap();
+        assert!(rows.iter().any(|r| r.0 == last), "latest of k{k} lost");
+    }
+}
+
+#[test]
+fn a_swap_interrupted_by_a_crash_is_completed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let config = LogConfig { cleanup_policy: CleanupPolicy::COMPACT, ..small_config() };
+    let log = open(&m, dir.path(), config.clone());
+    for i in 0..300u64 {
+        let v = format!("{i}-{}", "s".repeat(60));
+        log.append(&batch(&[(Some(&format!("k{}", i % 5)), Some(&v))], 1, Compression::None)).unwrap();
+    }
+    log.close().unwrap();
+    let expected = {
+        // What a completed compaction leaves, computed on a copy.
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        let l = open(&m, copy.path(), config.clone());
+        l.compact(ferry_log_now()).unwrap();
+        read_all(&l)
+    };
+    // Crash states of the swap: cleaned files written and the manifest
+    // committed, with 0, 1 or all of the old segments already deleted.
+    for deleted in [0usize, 1, usize::MAX] {
+        let crashed = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), crashed.path());
+        let l = open(&m, crashed.path(), config.clone());
+        let segs = segment_bases(crashed.path());
+        // Build the cleaned files by compacting a scratch copy.
+        let scratch = tempfile::tempdir().unwrap();
+        copy_dir(crashed.path(), scratch.path());
+        open(&m, scratch.path(), config.clone()).compact(ferry_log_now()).unwrap();
+        drop(l);
+        let merged = segment_bases(scratch.path());
+        let first = merged[0];
+        let upto = merged.get(1).copied().unwrap_or(u64::MAX);
+        for ext in ["log", "index", "timeindex"] {
+            let name = format!("{first:020}.{ext}");
+            std::fs::copy(scratch.path().join(&name), crashed.path().join(format!("{name}.cleaned"))).unwrap();
+        }
+        std::fs::write(crashed.path().join(format!("{first:020}.swap")), format!("{upto}\n")).unwrap();
+        for base in segs.iter().filter(|&&b| b >= first && b < upto).take(deleted) {
+            std::fs::remove_file(crashed.path().join(format!("{base:020}.log"))).unwrap();
+        }
+        let l = open(&m, crashed.path(), config.clone());
+        let got = read_all(&l);
+        assert!(
+            got == expected,
+            "{deleted} deleted: {} rows vs {} expected, first {:?}",
+            got.len(),
+            expected.len(),
+            got.first()
+        );
+        assert!(!crashed.path().join(format!("{first:020}.swap")).exists());
+    }
+    // An uncommitted swap (no manifest) is discarded.
+    std::fs::write(dir.path().join(format!("{:020}.log.cleaned", 0)), b"partial").unwrap();
+    let l = open(&m, dir.path(), config);
+    assert_eq!(read_all(&l).len(), 300);
+    assert!(!dir.path().join(format!("{:020}.log.cleaned", 0)).exists());
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn segment_bases(dir: &std::path::Path) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+        .collect();
+    v.sort();
+    v
+}

@@ -160,3 +160,14 @@ fn damaged_checkpoint_means_full_validation() {
     OpenOptions::new().write(true).open(&last).unwrap().set_len(len - 1).unwrap();
     expect_prefix(&values(copy.path()), 99);
 }
+
+#[test]
+fn start_up_after_a_clean_close_touches_only_the_active_segment() {
+    let (_live, copy) = log_copy(400, true);
+    assert!(segment_files(copy.path(), "log").len() > 8);
+    let m = manager();
+    let log = open(&m, copy.path(), config());
+    assert_eq!(m.open_segments(), 1, "closed segments stay unopened until read");
+    assert_eq!(log.next_offset(), 400);
+    assert_eq!(read_all(&log).len(), 400);
+}

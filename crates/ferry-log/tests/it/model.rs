@@ -91,7 +91,7 @@ proptest! {
                     let owned: Vec<(String, Option<String>)> = (0..records)
                         .map(|i| {
                             n += 1;
-                            let v = (n % 7 != 0).then(|| format!("{n}:{}", "v".repeat(len)));
+                            let v = (!n.is_multiple_of(7)).then(|| format!("{n}:{}", "v".repeat(len)));
                             (format!("k{}", (n + i) % keys as usize), v)
                         })
                         .collect();

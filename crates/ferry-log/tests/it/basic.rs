@@ -210,5 +210,6 @@ fn open_file_descriptors_are_bounded_across_many_logs() {
     assert!(fds <= 16, "{fds} descriptors open for 200 logs");
     // Memory per idle log stays small.
     let per_log = logs.iter().map(|l| l.heap_bytes()).sum::<usize>() / logs.len();
+    eprintln!("heap per idle log: {per_log} bytes");
     assert!(per_log < 4096, "{per_log} bytes per idle log");
 }

@@ -26,7 +26,7 @@ mod timestamp;
 pub use cleaner::CompactionStats;
 pub use config::{CleanupPolicy, EngineConfig, FlushPolicy, LogConfig, TimestampType};
 pub use error::{LogError, Result};
-pub use log::{AppendInfo, Log, ReadSlice};
+pub use log::{AppendInfo, HwListener, Log, ReadSlice};
 pub use manager::LogManager;
 
 /// Largest decompressed records section the engine will inflate

@@ -22,6 +22,10 @@ use crate::error::{LogError, Result};
 use crate::manager::Env;
 use crate::segment::{Segment, lock, read, read_header, rel, write};
 
+/// Callback run (on the appending or the flusher thread) when the high
+/// watermark advances. Must be quick and must not call back into the log.
+pub type HwListener = Arc<dyn Fn() + Send + Sync>;
+
 /// What an append assigned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -93,6 +97,8 @@ pub struct Log {
     pub(crate) compacted_below: AtomicU64,
     /// Wall-clock ms when a kept tombstone expires, forcing another pass.
     pub(crate) recompact_at: AtomicU64,
+    /// Called whenever the high watermark advances (long-poll wakeups).
+    pub(crate) hw_listener: RwLock<Option<HwListener>>,
     /// Set after a failed write or fsync: the page cache state is unknown,
     /// so the log refuses writes until reopened (and recovered).
     pub(crate) failed: AtomicBool,
@@ -135,6 +141,17 @@ impl Log {
         *write(&self.config) = config;
         // New cleanup settings deserve a fresh compaction pass.
         self.compacted_below.store(u64::MAX, Ordering::Release);
+    }
+
+    /// Registers the callback run whenever the high watermark advances.
+    pub fn set_hw_listener(&self, listener: HwListener) {
+        *write(&self.hw_listener) = Some(listener);
+    }
+
+    fn hw_advanced(&self) {
+        if let Some(l) = read(&self.hw_listener).as_ref() {
+            l();
+        }
     }
 
     /// Bytes on disk across all segments.
@@ -244,6 +261,10 @@ impl Log {
                 self.hw.store(next, Ordering::Release);
             }
         }
+        drop(w);
+        if config.flush != FlushPolicy::Always {
+            self.hw_advanced();
+        }
         Ok(info)
     }
 
@@ -339,8 +360,9 @@ impl Log {
             active.set_visible(size);
         }
         self.durable.fetch_max(durable, Ordering::AcqRel);
-        if matches!(self.config().flush, FlushPolicy::Always) {
-            self.hw.fetch_max(durable, Ordering::AcqRel);
+        if matches!(self.config().flush, FlushPolicy::Always) && self.hw.fetch_max(durable, Ordering::AcqRel) < durable
+        {
+            self.hw_advanced();
         }
         fs.durable_pos = fs.durable_pos.max((active.base, pos));
         let pending = self.leo.load(Ordering::Acquire) > durable;

@@ -120,6 +120,7 @@ impl Log {
             flush_queued: AtomicBool::new(false),
             compacted_below: AtomicU64::new(u64::MAX),
             recompact_at: AtomicU64::new(0),
+            hw_listener: RwLock::new(None),
             failed: AtomicBool::new(false),
         });
         // Recovery fsynced what it validated; segments before the checkpoint

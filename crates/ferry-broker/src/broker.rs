@@ -1,0 +1,455 @@
+//! The broker: the registry of topics and their partitions, persisted under
+//! the data directory, and the broker-wide config defaults.
+//!
+//! Layout: `<data>/cluster.json`, `<data>/broker-config.json`, and per topic
+//! `<data>/topics/<name>/topic.json` with one log directory per partition
+//! (`<data>/topics/<name>/<partition>/`).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use ferry_log::{EngineConfig, LogManager};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{BrokerError, Result};
+use crate::partition::Partition;
+use crate::topic_config::{self, TopicSettings};
+
+/// Settings of the broker process.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub data_dir: PathBuf,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// `num.partitions`: partitions of auto-created topics and of
+    /// CreateTopics requests that leave the count to the broker.
+    pub default_partitions: i32,
+    pub engine: EngineConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 1,
+            data_dir: PathBuf::from("data"),
+            auto_create_topics: true,
+            default_partitions: 1,
+            engine: EngineConfig::default(),
+        }
+    }
+}
+
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    dir: PathBuf,
+    overrides: RwLock<BTreeMap<String, String>>,
+    settings: Arc<RwLock<TopicSettings>>,
+    partitions: RwLock<Vec<Arc<Partition>>>,
+}
+
+impl Topic {
+    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+        read(&self.partitions).clone()
+    }
+
+    pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
+        usize::try_from(index).ok().and_then(|i| read(&self.partitions).get(i).cloned())
+    }
+
+    pub fn partition_count(&self) -> usize {
+        read(&self.partitions).len()
+    }
+
+    /// Config values set on this topic.
+    pub fn overrides(&self) -> BTreeMap<String, String> {
+        read(&self.overrides).clone()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct TopicFile {
+    id: Uuid,
+    partitions: usize,
+    configs: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ClusterFile {
+    cluster_id: String,
+}
+
+pub struct Broker {
+    config: BrokerConfig,
+    cluster_id: String,
+    logs: LogManager,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Broker-wide defaults set at run time, keyed by topic config name.
+    dynamic: RwLock<BTreeMap<String, String>>,
+    /// Serialises topic creation, deletion and config changes.
+    admin: Mutex<()>,
+}
+
+impl Broker {
+    /// Opens the data directory (creating it), recovering every topic.
+    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
+        let topics_dir = config.data_dir.join("topics");
+        fs::create_dir_all(&topics_dir)?;
+        let cluster_path = config.data_dir.join("cluster.json");
+        let cluster_id = match fs::read(&cluster_path).ok().and_then(|b| serde_json::from_slice::<ClusterFile>(&b).ok())
+        {
+            Some(c) => c.cluster_id,
+            None => {
+                let c = ClusterFile { cluster_id: Uuid::new_v4().simple().to_string() };
+                write_json(&cluster_path, &c)?;
+                c.cluster_id
+            }
+        };
+        let dynamic = fs::read(config.data_dir.join("broker-config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<BTreeMap<String, String>>(&b).ok())
+            .unwrap_or_default();
+        let broker = Arc::new(Broker {
+            logs: LogManager::new(config.engine.clone()),
+            config,
+            cluster_id,
+            topics: RwLock::new(BTreeMap::new()),
+            dynamic: RwLock::new(dynamic),
+            admin: Mutex::new(()),
+        });
+        for entry in fs::read_dir(&topics_dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".trash-") {
+                let _ = fs::remove_dir_all(entry.path());
+                continue;
+            }
+            let Ok(bytes) = fs::read(entry.path().join("topic.json")) else {
+                // A topic whose creation never completed.
+                tracing::warn!(topic = %name, "removing topic directory without topic.json");
+                let _ = fs::remove_dir_all(entry.path());
+                continue;
+            };
+            let file: TopicFile = serde_json::from_slice(&bytes)
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", entry.path().display())))?;
+            let topic = broker.load_topic(&name, file)?;
+            write(&broker.topics).insert(name, topic);
+        }
+        Ok(broker)
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        read(&self.topics).get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        read(&self.topics).values().find(|t| t.id == id).cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        read(&self.topics).values().cloned().collect()
+    }
+
+    /// The topic, auto-created with the default partition count if the
+    /// broker allows it.
+    pub fn topic_or_create(&self, name: &str) -> Result<Arc<Topic>> {
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
+        }
+        if !self.config.auto_create_topics {
+            return Err(BrokerError::UnknownTopicOrPartition);
+        }
+        match self.create_topic(name, None, &BTreeMap::new(), false) {
+            Err(BrokerError::TopicExists(_)) => self.topic(name).ok_or(BrokerError::UnknownTopicOrPartition),
+            other => other,
+        }
+    }
+
+    /// Creates a topic. `partitions: None` takes `num.partitions`. With
+    /// `validate_only`, checks everything and creates nothing.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: Option<i32>,
+        configs: &BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>> {
+        validate_topic_name(name)?;
+        let count = partitions.unwrap_or(self.config.default_partitions);
+        if count < 1 {
+            return Err(BrokerError::InvalidPartitions(format!("{count} partitions")));
+        }
+        topic_config::validate_all(configs)?;
+        let _admin = lock(&self.admin);
+        if self.topic(name).is_some() {
+            return Err(BrokerError::TopicExists(name.to_string()));
+        }
+        let file = TopicFile { id: Uuid::new_v4(), partitions: count as usize, configs: configs.clone() };
+        if validate_only {
+            return Ok(Arc::new(Topic {
+                name: name.to_string(),
+                id: file.id,
+                dir: PathBuf::new(),
+                overrides: RwLock::new(file.configs),
+                settings: Arc::new(RwLock::new(topic_config::resolve(&read(&self.dynamic), configs))),
+                partitions: RwLock::new(Vec::new()),
+            }));
+        }
+        let dir = self.topic_dir(name);
+        fs::create_dir_all(&dir)?;
+        let topic = self.load_topic(name, file)?;
+        // topic.json last: its presence marks a complete topic.
+        self.persist(&topic)?;
+        write(&self.topics).insert(name.to_string(), topic.clone());
+        tracing::info!(topic = name, partitions = count, "created topic");
+        Ok(topic)
+    }
+
+    /// Deletes a topic and, in the background, its data.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let _admin = lock(&self.admin);
+        let topic = write(&self.topics).remove(name).ok_or(BrokerError::UnknownTopicOrPartition)?;
+        let trash = self.config.data_dir.join("topics").join(format!(".trash-{}", Uuid::new_v4().simple()));
+        fs::rename(&topic.dir, &trash)?;
+        drop(topic);
+        std::thread::spawn(move || {
+            let _ = fs::remove_dir_all(trash);
+        });
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// Grows a topic to `total` partitions (never shrinks, as Kafka).
+    pub fn create_partitions(&self, name: &str, total: i32, validate_only: bool) -> Result<()> {
+        let _admin = lock(&self.admin);
+        let topic = self.topic(name).ok_or(BrokerError::UnknownTopicOrPartition)?;
+        let current = topic.partition_count();
+        if total < 0 || (total as usize) <= current {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "topic has {current} partitions; the new count must be larger, not {total}"
+            )));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let settings = read(&topic.settings).clone();
+        for index in current..total as usize {
+            let log = self.logs.open(&topic.dir.join(index.to_string()), settings.log.clone())?;
+            write(&topic.partitions).push(Arc::new(Partition::new(name, index as i32, log, topic.settings.clone())));
+        }
+        self.persist(&topic)
+    }
+
+    /// Replaces a topic's config overrides (after validating them) and
+    /// applies the result to its partitions.
+    pub fn set_topic_configs(&self, name: &str, configs: BTreeMap<String, String>, validate_only: bool) -> Result<()> {
+        topic_config::validate_all(&configs)?;
+        let _admin = lock(&self.admin);
+        let topic = self.topic(name).ok_or(BrokerError::UnknownTopicOrPartition)?;
+        if validate_only {
+            return Ok(());
+        }
+        *write(&topic.overrides) = configs;
+        self.apply(&topic);
+        self.persist(&topic)
+    }
+
+    /// Broker-wide defaults set at run time, keyed by topic config name.
+    pub fn dynamic_defaults(&self) -> BTreeMap<String, String> {
+        read(&self.dynamic).clone()
+    }
+
+    /// Replaces the broker-wide defaults and re-applies every topic's settings.
+    pub fn set_dynamic_defaults(&self, configs: BTreeMap<String, String>, validate_only: bool) -> Result<()> {
+        topic_config::validate_all(&configs)?;
+        let _admin = lock(&self.admin);
+        if validate_only {
+            return Ok(());
+        }
+        write_json(&self.config.data_dir.join("broker-config.json"), &configs)?;
+        *write(&self.dynamic) = configs;
+        for topic in self.topics() {
+            self.apply(&topic);
+        }
+        Ok(())
+    }
+
+    /// The effective settings of a topic.
+    pub fn topic_settings(&self, topic: &Topic) -> TopicSettings {
+        read(&topic.settings).clone()
+    }
+
+    /// Flushes and checkpoints every log and stops the storage threads.
+    pub fn shutdown(&self) {
+        self.logs.shutdown();
+    }
+
+    fn apply(&self, topic: &Topic) {
+        let settings = topic_config::resolve(&read(&self.dynamic), &read(&topic.overrides));
+        for p in topic.partitions() {
+            p.log().set_config(settings.log.clone());
+        }
+        *write(&topic.settings) = settings;
+    }
+
+    fn topic_dir(&self, name: &str) -> PathBuf {
+        self.config.data_dir.join("topics").join(name)
+    }
+
+    fn load_topic(&self, name: &str, file: TopicFile) -> Result<Arc<Topic>> {
+        let dir = self.topic_dir(name);
+        let settings = Arc::new(RwLock::new(topic_config::resolve(&read(&self.dynamic), &file.configs)));
+        let log_config = read(&settings).log.clone();
+        let mut partitions = Vec::with_capacity(file.partitions);
+        for index in 0..file.partitions {
+            let log = self.logs.open(&dir.join(index.to_string()), log_config.clone())?;
+            partitions.push(Arc::new(Partition::new(name, index as i32, log, settings.clone())));
+        }
+        Ok(Arc::new(Topic {
+            name: name.to_string(),
+            id: file.id,
+            dir,
+            overrides: RwLock::new(file.configs),
+            settings,
+            partitions: RwLock::new(partitions),
+        }))
+    }
+
+    fn persist(&self, topic: &Topic) -> Result<()> {
+        let file = TopicFile { id: topic.id, partitions: topic.partition_count(), configs: topic.overrides() };
+        write_json(&topic.dir.join("topic.json"), &file)
+    }
+}
+
+/// Kafka's rules: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok { Ok(()) } else { Err(BrokerError::InvalidTopic(name.to_string())) }
+}
+
+/// Writes a JSON file atomically and durably (tmp, fsync, rename, fsync dir).
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partition::Acks;
+    use ferry_log::compression::Compression;
+    use ferry_log::records::{NewRecord, build_batch};
+
+    fn broker(dir: &Path) -> Arc<Broker> {
+        Broker::open(BrokerConfig { data_dir: dir.to_path_buf(), ..BrokerConfig::default() }).unwrap()
+    }
+
+    fn one(value: &str) -> Vec<u8> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let r = NewRecord { key: None, value: Some(value.as_bytes()), headers: vec![], timestamp: now };
+        build_batch(&[r], Compression::None, -1, -1, -1).unwrap()
+    }
+
+    #[tokio::test]
+    async fn topics_and_their_data_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let cfg: BTreeMap<String, String> = [("retention.ms".to_string(), "1000".to_string())].into();
+        let t = b.create_topic("orders", Some(3), &cfg, false).unwrap();
+        let info = t.partition(2).unwrap().append(&one("x"), Acks::All).await.unwrap();
+        assert_eq!(info.base_offset, 0);
+        assert!(matches!(b.create_topic("orders", Some(1), &BTreeMap::new(), false), Err(BrokerError::TopicExists(_))));
+        let id = t.id;
+        let cluster = b.cluster_id().to_string();
+        b.shutdown();
+        drop((t, b));
+        let b = broker(dir.path());
+        assert_eq!(b.cluster_id(), cluster);
+        let t = b.topic("orders").unwrap();
+        assert_eq!(t.id, id);
+        assert_eq!(t.partition_count(), 3);
+        assert_eq!(t.partition(2).unwrap().high_watermark(), 1);
+        assert_eq!(b.topic_settings(&t).log.retention_ms, Some(1000));
+    }
+
+    #[tokio::test]
+    async fn names_partitions_and_configs_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        for bad in ["", ".", "..", "a/b", "sp ace", &"x".repeat(250)] {
+            assert!(matches!(b.create_topic(bad, Some(1), &BTreeMap::new(), false), Err(BrokerError::InvalidTopic(_))));
+        }
+        assert!(matches!(
+            b.create_topic("t", Some(0), &BTreeMap::new(), false),
+            Err(BrokerError::InvalidPartitions(_))
+        ));
+        let bad_cfg: BTreeMap<String, String> = [("retention.ms".to_string(), "x".to_string())].into();
+        assert!(matches!(b.create_topic("t", Some(1), &bad_cfg, false), Err(BrokerError::InvalidConfig(_))));
+        b.create_topic("t", Some(1), &BTreeMap::new(), true).unwrap();
+        assert!(b.topic("t").is_none(), "validate_only creates nothing");
+        b.create_topic("t", Some(2), &BTreeMap::new(), false).unwrap();
+        assert!(b.create_partitions("t", 2, false).is_err());
+        b.create_partitions("t", 5, false).unwrap();
+        assert_eq!(b.topic("t").unwrap().partition_count(), 5);
+        b.delete_topic("t").unwrap();
+        assert!(b.topic("t").is_none());
+        assert!(matches!(b.delete_topic("t"), Err(BrokerError::UnknownTopicOrPartition)));
+        // Recreating a deleted topic starts empty.
+        let t = b.create_topic("t", Some(1), &BTreeMap::new(), false).unwrap();
+        assert_eq!(t.partition(0).unwrap().high_watermark(), 0);
+    }
+
+    #[tokio::test]
+    async fn acks_all_needs_enough_replicas_and_timestamps_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let cfg: BTreeMap<String, String> = [("min.insync.replicas".to_string(), "2".to_string())].into();
+        let t = b.create_topic("t", Some(1), &cfg, false).unwrap();
+        let p = t.partition(0).unwrap();
+        assert!(matches!(p.append(&one("a"), Acks::All).await, Err(BrokerError::NotEnoughReplicas { .. })));
+        p.append(&one("a"), Acks::Leader).await.unwrap();
+        let future = NewRecord { key: None, value: Some(b"f"), headers: vec![], timestamp: i64::MAX / 2 };
+        let batch = build_batch(&[future], Compression::None, -1, -1, -1).unwrap();
+        assert!(matches!(p.append(&batch, Acks::Leader).await, Err(BrokerError::InvalidTimestamp(_))));
+    }
+}

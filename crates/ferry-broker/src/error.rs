@@ -1,0 +1,29 @@
+//! The broker's error type; front-ends map it to protocol error codes.
+
+use ferry_log::LogError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    #[error("topic {0} already exists")]
+    TopicExists(String),
+    #[error("invalid topic name: {0}")]
+    InvalidTopic(String),
+    #[error("invalid partitions: {0}")]
+    InvalidPartitions(String),
+    #[error("replication factor {0} is larger than the number of brokers (1)")]
+    InvalidReplicationFactor(i32),
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    #[error("not enough in-sync replicas: {isr} < min.insync.replicas {min}")]
+    NotEnoughReplicas { isr: usize, min: usize },
+    #[error("timestamp {0} outside the allowed range")]
+    InvalidTimestamp(i64),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;

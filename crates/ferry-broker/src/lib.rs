@@ -1,0 +1,13 @@
+//! `ferry-broker`: the protocol-neutral core. Topics and partitions over
+//! `ferry-log`, topic configs with Kafka's names, acks, and the wakeups that
+//! long-polling readers wait on. Front-ends call into this crate; it knows no
+//! wire protocol.
+
+mod broker;
+mod error;
+mod partition;
+pub mod topic_config;
+
+pub use broker::{Broker, BrokerConfig, Topic, validate_topic_name};
+pub use error::{BrokerError, Result};
+pub use partition::{Acks, Partition};

@@ -1,0 +1,318 @@
+//! Topic configs: Kafka's names, types and defaults, and how they map onto
+//! the storage engine's [`LogConfig`].
+//!
+//! A topic stores only the values set on it; everything else comes from the
+//! broker-wide default (the `log.*` synonym, settable at run time) and then
+//! from the built-in default below.
+
+use std::collections::BTreeMap;
+
+use ferry_log::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
+
+use crate::error::{BrokerError, Result};
+
+/// The type of a config value, as Kafka's DescribeConfigs reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean,
+    String,
+    Int,
+    Long,
+    List,
+}
+
+/// Where an effective value came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// Set on the topic.
+    Topic,
+    /// The broker-wide default, set at run time (AlterConfigs on the broker).
+    DynamicBroker,
+    /// The built-in default.
+    Default,
+}
+
+/// One topic config: its name, the broker-wide synonym, type, default and
+/// the smallest accepted value for numbers.
+pub struct ConfigDef {
+    pub name: &'static str,
+    pub broker_name: &'static str,
+    pub kind: ConfigType,
+    pub default: &'static str,
+    pub min: i64,
+    /// Accepted values for enumerations (empty: any).
+    pub choices: &'static [&'static str],
+    pub doc: &'static str,
+}
+
+const MAX: &str = "9223372036854775807";
+
+/// Every topic config Ferry understands. Defaults are Kafka's, except the
+/// flush settings: Ferry fsyncs every acknowledged write by default.
+pub const TOPIC_CONFIGS: &[ConfigDef] = &[
+    def(
+        "cleanup.policy",
+        "log.cleanup.policy",
+        ConfigType::List,
+        "delete",
+        0,
+        &["delete", "compact"],
+        "delete and/or compact old segments",
+    ),
+    def(
+        "compression.type",
+        "compression.type",
+        ConfigType::String,
+        "producer",
+        0,
+        &["producer"],
+        "batches are stored as the producer compressed them",
+    ),
+    def(
+        "delete.retention.ms",
+        "log.cleaner.delete.retention.ms",
+        ConfigType::Long,
+        "86400000",
+        0,
+        &[],
+        "how long compaction keeps tombstones",
+    ),
+    def(
+        "flush.messages",
+        "log.flush.interval.messages",
+        ConfigType::Long,
+        "1",
+        1,
+        &[],
+        "fsync after this many messages (1: every write, before acknowledging acks=all)",
+    ),
+    def("flush.ms", "log.flush.interval.ms", ConfigType::Long, MAX, 0, &[], "fsync at most this long after a write"),
+    def(
+        "index.interval.bytes",
+        "log.index.interval.bytes",
+        ConfigType::Int,
+        "4096",
+        0,
+        &[],
+        "bytes between offset index entries",
+    ),
+    def("max.message.bytes", "message.max.bytes", ConfigType::Int, "1048588", 0, &[], "largest record batch accepted"),
+    def(
+        "message.timestamp.after.max.ms",
+        "log.message.timestamp.after.max.ms",
+        ConfigType::Long,
+        "3600000",
+        0,
+        &[],
+        "how far in the future a CreateTime timestamp may be",
+    ),
+    def(
+        "message.timestamp.before.max.ms",
+        "log.message.timestamp.before.max.ms",
+        ConfigType::Long,
+        MAX,
+        0,
+        &[],
+        "how far in the past a CreateTime timestamp may be",
+    ),
+    def(
+        "message.timestamp.type",
+        "log.message.timestamp.type",
+        ConfigType::String,
+        "CreateTime",
+        0,
+        &["CreateTime", "LogAppendTime"],
+        "whose clock timestamps records",
+    ),
+    def(
+        "min.insync.replicas",
+        "min.insync.replicas",
+        ConfigType::Int,
+        "1",
+        1,
+        &[],
+        "replicas that must have an acks=all write",
+    ),
+    def(
+        "retention.bytes",
+        "log.retention.bytes",
+        ConfigType::Long,
+        "-1",
+        -1,
+        &[],
+        "delete old segments beyond this size (-1: no limit)",
+    ),
+    def(
+        "retention.ms",
+        "log.retention.ms",
+        ConfigType::Long,
+        "604800000",
+        -1,
+        &[],
+        "delete segments older than this (-1: forever)",
+    ),
+    def("segment.bytes", "log.segment.bytes", ConfigType::Int, "1073741824", 14, &[], "segment file size"),
+    def("segment.ms", "log.roll.ms", ConfigType::Long, "604800000", 1, &[], "roll a segment after this long"),
+];
+
+#[allow(clippy::too_many_arguments)]
+const fn def(
+    name: &'static str,
+    broker_name: &'static str,
+    kind: ConfigType,
+    default: &'static str,
+    min: i64,
+    choices: &'static [&'static str],
+    doc: &'static str,
+) -> ConfigDef {
+    ConfigDef { name, broker_name, kind, default, min, choices, doc }
+}
+
+pub fn find(name: &str) -> Option<&'static ConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+pub fn find_broker(name: &str) -> Option<&'static ConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.broker_name == name)
+}
+
+/// Checks one value against its definition.
+pub fn validate(def: &ConfigDef, value: &str) -> Result<()> {
+    let bad = |why: &str| Err(BrokerError::InvalidConfig(format!("{}={value}: {why}", def.name)));
+    match def.kind {
+        ConfigType::Int | ConfigType::Long => match value.trim().parse::<i64>() {
+            Ok(v) if v < def.min => bad(&format!("must be at least {}", def.min)),
+            Ok(v) if def.kind == ConfigType::Int && v > i64::from(i32::MAX) => bad("must fit an int"),
+            Ok(_) => Ok(()),
+            Err(_) => bad("not a number"),
+        },
+        ConfigType::List => {
+            let items: Vec<&str> = value.split(',').map(str::trim).collect();
+            if items.is_empty() || items.iter().any(|i| !def.choices.contains(i)) {
+                bad(&format!("must be a list of {:?}", def.choices))
+            } else {
+                Ok(())
+            }
+        }
+        ConfigType::String | ConfigType::Boolean => {
+            if def.choices.is_empty() || def.choices.contains(&value) {
+                Ok(())
+            } else {
+                bad(&format!("must be one of {:?}", def.choices))
+            }
+        }
+    }
+}
+
+/// Checks a set of topic overrides.
+pub fn validate_all(overrides: &BTreeMap<String, String>) -> Result<()> {
+    for (name, value) in overrides {
+        let def = find(name).ok_or_else(|| BrokerError::InvalidConfig(format!("unknown topic config {name}")))?;
+        validate(def, value)?;
+    }
+    Ok(())
+}
+
+/// The effective value of `def` and where it came from.
+pub fn effective<'a>(
+    def: &'static ConfigDef,
+    broker: &'a BTreeMap<String, String>,
+    topic: &'a BTreeMap<String, String>,
+) -> (&'a str, ConfigSource) {
+    if let Some(v) = topic.get(def.name) {
+        (v, ConfigSource::Topic)
+    } else if let Some(v) = broker.get(def.name) {
+        (v, ConfigSource::DynamicBroker)
+    } else {
+        (def.default, ConfigSource::Default)
+    }
+}
+
+/// Everything a partition needs to know about its topic's settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopicSettings {
+    pub log: LogConfig,
+    pub min_insync_replicas: usize,
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
+}
+
+/// Resolves topic overrides over broker defaults (both keyed by topic
+/// config names) into settings. Values were validated when set.
+pub fn resolve(broker: &BTreeMap<String, String>, topic: &BTreeMap<String, String>) -> TopicSettings {
+    let get = |name: &str| find(name).map_or("", |d| effective(d, broker, topic).0);
+    let long = |name: &str| get(name).trim().parse::<i64>().unwrap_or(i64::MAX);
+    let positive = |v: i64| (v >= 0).then_some(v as u64);
+    let policy = get("cleanup.policy");
+    let flush_messages = long("flush.messages");
+    let flush_ms = long("flush.ms");
+    let flush = if flush_messages <= 1 || flush_ms == 0 {
+        FlushPolicy::Always
+    } else if flush_messages == i64::MAX && flush_ms == i64::MAX {
+        FlushPolicy::Os
+    } else {
+        FlushPolicy::Interval { ms: flush_ms as u64, messages: flush_messages as u64 }
+    };
+    TopicSettings {
+        log: LogConfig {
+            segment_bytes: long("segment.bytes").max(14) as u64,
+            segment_ms: long("segment.ms").max(1) as u64,
+            index_interval_bytes: long("index.interval.bytes").max(0) as u64,
+            max_message_bytes: long("max.message.bytes").max(0) as usize,
+            timestamp_type: if get("message.timestamp.type") == "LogAppendTime" {
+                TimestampType::LogAppendTime
+            } else {
+                TimestampType::CreateTime
+            },
+            retention_ms: positive(long("retention.ms")),
+            retention_bytes: positive(long("retention.bytes")),
+            cleanup_policy: CleanupPolicy { delete: policy.contains("delete"), compact: policy.contains("compact") },
+            delete_retention_ms: long("delete.retention.ms").max(0) as u64,
+            flush,
+        },
+        min_insync_replicas: long("min.insync.replicas").max(1) as usize,
+        timestamp_before_max_ms: long("message.timestamp.before.max.ms"),
+        timestamp_after_max_ms: long("message.timestamp.after.max.ms"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_kafkas_except_flush() {
+        let s = resolve(&BTreeMap::new(), &BTreeMap::new());
+        assert_eq!(s.log.retention_ms, Some(604_800_000));
+        assert_eq!(s.log.segment_bytes, 1 << 30);
+        assert_eq!(s.log.flush, FlushPolicy::Always);
+        assert_eq!(s.log.cleanup_policy, CleanupPolicy::DELETE);
+    }
+
+    #[test]
+    fn topic_overrides_beat_broker_defaults() {
+        let broker = map(&[("retention.ms", "1000"), ("flush.messages", MAX)]);
+        let topic = map(&[("retention.ms", "-1"), ("cleanup.policy", "compact,delete")]);
+        let s = resolve(&broker, &topic);
+        assert_eq!(s.log.retention_ms, None);
+        assert_eq!(s.log.flush, FlushPolicy::Os);
+        assert_eq!(s.log.cleanup_policy, CleanupPolicy::COMPACT_DELETE);
+        let s = resolve(&broker, &map(&[("flush.ms", "50")]));
+        assert_eq!(s.log.flush, FlushPolicy::Interval { ms: 50, messages: i64::MAX as u64 });
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(validate_all(&map(&[("retention.ms", "soon")])).is_err());
+        assert!(validate_all(&map(&[("segment.bytes", "3")])).is_err());
+        assert!(validate_all(&map(&[("segment.bytes", "99999999999")])).is_err());
+        assert!(validate_all(&map(&[("cleanup.policy", "delete,shred")])).is_err());
+        assert!(validate_all(&map(&[("message.timestamp.type", "Whenever")])).is_err());
+        assert!(validate_all(&map(&[("no.such.config", "1")])).is_err());
+        assert!(validate_all(&map(&[("cleanup.policy", "compact, delete"), ("retention.ms", "-1")])).is_ok());
+    }
+}

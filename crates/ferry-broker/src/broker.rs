@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::error::{BrokerError, Result};
 use crate::partition::Partition;
-use crate::topic_config::{self, TopicSettings};
+use crate::topic_config::{self, BrokerDefaults, TopicSettings};
 
 /// Settings of the broker process.
 #[derive(Clone, Debug)]
@@ -29,6 +29,9 @@ pub struct BrokerConfig {
     /// `num.partitions`: partitions of auto-created topics and of
     /// CreateTopics requests that leave the count to the broker.
     pub default_partitions: i32,
+    /// Broker-wide topic config defaults from the config file (topic config
+    /// names, e.g. `flush.messages`).
+    pub topic_defaults: BTreeMap<String, String>,
     pub engine: EngineConfig,
 }
 
@@ -39,6 +42,7 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("data"),
             auto_create_topics: true,
             default_partitions: 1,
+            topic_defaults: BTreeMap::new(),
             engine: EngineConfig::default(),
         }
     }
@@ -89,8 +93,8 @@ pub struct Broker {
     cluster_id: String,
     logs: LogManager,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    /// Broker-wide defaults set at run time, keyed by topic config name.
-    dynamic: RwLock<BTreeMap<String, String>>,
+    /// Broker-wide defaults, keyed by topic config name.
+    dynamic: RwLock<BrokerDefaults>,
     /// Serialises topic creation, deletion and config changes.
     admin: Mutex<()>,
 }
@@ -98,6 +102,7 @@ pub struct Broker {
 impl Broker {
     /// Opens the data directory (creating it), recovering every topic.
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
+        topic_config::validate_all(&config.topic_defaults)?;
         let topics_dir = config.data_dir.join("topics");
         fs::create_dir_all(&topics_dir)?;
         let cluster_path = config.data_dir.join("cluster.json");
@@ -114,12 +119,13 @@ impl Broker {
             .ok()
             .and_then(|b| serde_json::from_slice::<BTreeMap<String, String>>(&b).ok())
             .unwrap_or_default();
+        let fixed = config.topic_defaults.clone();
         let broker = Arc::new(Broker {
             logs: LogManager::new(config.engine.clone()),
             config,
             cluster_id,
             topics: RwLock::new(BTreeMap::new()),
-            dynamic: RwLock::new(dynamic),
+            dynamic: RwLock::new(BrokerDefaults { dynamic, fixed }),
             admin: Mutex::new(()),
         });
         for entry in fs::read_dir(&topics_dir)? {
@@ -271,8 +277,8 @@ impl Broker {
         self.persist(&topic)
     }
 
-    /// Broker-wide defaults set at run time, keyed by topic config name.
-    pub fn dynamic_defaults(&self) -> BTreeMap<String, String> {
+    /// Broker-wide defaults, keyed by topic config name.
+    pub fn defaults(&self) -> BrokerDefaults {
         read(&self.dynamic).clone()
     }
 
@@ -284,7 +290,7 @@ impl Broker {
             return Ok(());
         }
         write_json(&self.config.data_dir.join("broker-config.json"), &configs)?;
-        *write(&self.dynamic) = configs;
+        write(&self.dynamic).dynamic = configs;
         for topic in self.topics() {
             self.apply(&topic);
         }
@@ -396,7 +402,7 @@ mod tests {
         let b = broker(dir.path());
         let cfg: BTreeMap<String, String> = [("retention.ms".to_string(), "1000".to_string())].into();
         let t = b.create_topic("orders", Some(3), &cfg, false).unwrap();
-        let info = t.partition(2).unwrap().append(&one("x"), Acks::All).await.unwrap();
+        let info = t.partition(2).unwrap().append(&one("x"), Acks::All).unwrap().acknowledged().await.unwrap();
         assert_eq!(info.base_offset, 0);
         assert!(matches!(b.create_topic("orders", Some(1), &BTreeMap::new(), false), Err(BrokerError::TopicExists(_))));
         let id = t.id;
@@ -446,10 +452,10 @@ mod tests {
         let cfg: BTreeMap<String, String> = [("min.insync.replicas".to_string(), "2".to_string())].into();
         let t = b.create_topic("t", Some(1), &cfg, false).unwrap();
         let p = t.partition(0).unwrap();
-        assert!(matches!(p.append(&one("a"), Acks::All).await, Err(BrokerError::NotEnoughReplicas { .. })));
-        p.append(&one("a"), Acks::Leader).await.unwrap();
+        assert!(matches!(p.append(&one("a"), Acks::All), Err(BrokerError::NotEnoughReplicas { .. })));
+        p.append(&one("a"), Acks::Leader).unwrap();
         let future = NewRecord { key: None, value: Some(b"f"), headers: vec![], timestamp: i64::MAX / 2 };
         let batch = build_batch(&[future], Compression::None, -1, -1, -1).unwrap();
-        assert!(matches!(p.append(&batch, Acks::Leader).await, Err(BrokerError::InvalidTimestamp(_))));
+        assert!(matches!(p.append(&batch, Acks::Leader), Err(BrokerError::InvalidTimestamp(_))));
     }
 }

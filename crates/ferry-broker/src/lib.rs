@@ -10,4 +10,4 @@ pub mod topic_config;
 
 pub use broker::{Broker, BrokerConfig, Topic, validate_topic_name};
 pub use error::{BrokerError, Result};
-pub use partition::{Acks, Partition};
+pub use partition::{Acks, Appended, Partition};

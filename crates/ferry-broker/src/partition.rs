@@ -63,10 +63,11 @@ impl Partition {
         w.push(Arc::downgrade(waiter));
     }
 
-    /// Appends a producer's batches and waits as `acks` asks. The write
-    /// itself only reaches the page cache, so it runs on the caller's task;
-    /// fsync waits happen on the log's flusher thread.
-    pub async fn append(&self, batches: &[u8], acks: Acks) -> Result<AppendInfo> {
+    /// Appends a producer's batches now (in call order) and returns what
+    /// is left to wait for as `acks` asks. The write itself only reaches the
+    /// page cache, so it runs on the caller's task; fsync happens on the
+    /// log's flusher thread.
+    pub fn append(&self, batches: &[u8], acks: Acks) -> Result<Appended> {
         let settings = self.settings.read().unwrap_or_else(|p| p.into_inner()).clone();
         if acks == Acks::All && settings.min_insync_replicas > 1 {
             return Err(BrokerError::NotEnoughReplicas { isr: 1, min: settings.min_insync_replicas });
@@ -75,14 +76,30 @@ impl Partition {
             check_timestamps(batches, &settings)?;
         }
         let info = self.log.append(batches)?;
-        if acks == Acks::All && settings.log.flush == FlushPolicy::Always {
+        let durable = (acks == Acks::All && settings.log.flush == FlushPolicy::Always).then(|| {
             let (tx, rx) = oneshot::channel();
             self.log.on_durable(info.last_offset + 1, move |r| {
                 let _ = tx.send(r);
             });
+            rx
+        });
+        Ok(Appended { info, durable })
+    }
+}
+
+/// An append that happened, possibly still waiting to be durable.
+pub struct Appended {
+    pub info: AppendInfo,
+    durable: Option<oneshot::Receiver<ferry_log::Result<()>>>,
+}
+
+impl Appended {
+    /// Resolves once the append is acknowledged as `acks` asked.
+    pub async fn acknowledged(self) -> Result<AppendInfo> {
+        if let Some(rx) = self.durable {
             rx.await.map_err(|_| BrokerError::Log(ferry_log::LogError::Unavailable("flusher stopped".into())))??;
         }
-        Ok(info)
+        Ok(self.info)
     }
 }
 

@@ -28,6 +28,8 @@ pub enum ConfigSource {
     Topic,
     /// The broker-wide default, set at run time (AlterConfigs on the broker).
     DynamicBroker,
+    /// The broker-wide default from the config file.
+    StaticBroker,
     /// The built-in default.
     Default,
 }
@@ -213,16 +215,27 @@ pub fn validate_all(overrides: &BTreeMap<String, String>) -> Result<()> {
     Ok(())
 }
 
+/// Broker-wide defaults in two layers, keyed by topic config name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BrokerDefaults {
+    /// Set at run time (AlterConfigs on the broker); wins over `fixed`.
+    pub dynamic: BTreeMap<String, String>,
+    /// From the config file.
+    pub fixed: BTreeMap<String, String>,
+}
+
 /// The effective value of `def` and where it came from.
 pub fn effective<'a>(
     def: &'static ConfigDef,
-    broker: &'a BTreeMap<String, String>,
+    broker: &'a BrokerDefaults,
     topic: &'a BTreeMap<String, String>,
 ) -> (&'a str, ConfigSource) {
     if let Some(v) = topic.get(def.name) {
         (v, ConfigSource::Topic)
-    } else if let Some(v) = broker.get(def.name) {
+    } else if let Some(v) = broker.dynamic.get(def.name) {
         (v, ConfigSource::DynamicBroker)
+    } else if let Some(v) = broker.fixed.get(def.name) {
+        (v, ConfigSource::StaticBroker)
     } else {
         (def.default, ConfigSource::Default)
     }
@@ -239,7 +252,7 @@ pub struct TopicSettings {
 
 /// Resolves topic overrides over broker defaults (both keyed by topic
 /// config names) into settings. Values were validated when set.
-pub fn resolve(broker: &BTreeMap<String, String>, topic: &BTreeMap<String, String>) -> TopicSettings {
+pub fn resolve(broker: &BrokerDefaults, topic: &BTreeMap<String, String>) -> TopicSettings {
     let get = |name: &str| find(name).map_or("", |d| effective(d, broker, topic).0);
     let long = |name: &str| get(name).trim().parse::<i64>().unwrap_or(i64::MAX);
     let positive = |v: i64| (v >= 0).then_some(v as u64);
@@ -286,7 +299,7 @@ mod tests {
 
     #[test]
     fn defaults_are_kafkas_except_flush() {
-        let s = resolve(&BTreeMap::new(), &BTreeMap::new());
+        let s = resolve(&BrokerDefaults::default(), &BTreeMap::new());
         assert_eq!(s.log.retention_ms, Some(604_800_000));
         assert_eq!(s.log.segment_bytes, 1 << 30);
         assert_eq!(s.log.flush, FlushPolicy::Always);
@@ -295,7 +308,10 @@ mod tests {
 
     #[test]
     fn topic_overrides_beat_broker_defaults() {
-        let broker = map(&[("retention.ms", "1000"), ("flush.messages", MAX)]);
+        let broker = BrokerDefaults {
+            dynamic: map(&[("retention.ms", "1000")]),
+            fixed: map(&[("flush.messages", MAX), ("retention.ms", "5")]),
+        };
         let topic = map(&[("retention.ms", "-1"), ("cleanup.policy", "compact,delete")]);
         let s = resolve(&broker, &topic);
         assert_eq!(s.log.retention_ms, None);

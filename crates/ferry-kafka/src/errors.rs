@@ -1,0 +1,36 @@
+//! The one place where broker and log errors become Kafka error codes.
+
+use ferry_broker::BrokerError;
+use ferry_log::LogError;
+use kafka_protocol::error::ResponseError as E;
+
+pub fn error_code(e: &BrokerError) -> i16 {
+    match e {
+        BrokerError::UnknownTopicOrPartition => E::UnknownTopicOrPartition,
+        BrokerError::TopicExists(_) => E::TopicAlreadyExists,
+        BrokerError::InvalidTopic(_) => E::InvalidTopicException,
+        BrokerError::InvalidPartitions(_) => E::InvalidPartitions,
+        BrokerError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor,
+        BrokerError::InvalidConfig(_) => E::InvalidConfig,
+        BrokerError::NotEnoughReplicas { .. } => E::NotEnoughReplicas,
+        BrokerError::InvalidTimestamp(_) => E::InvalidTimestamp,
+        BrokerError::Log(l) => return log_error_code(l),
+        BrokerError::Io(_) => E::KafkaStorageError,
+    }
+    .code()
+}
+
+pub fn log_error_code(e: &LogError) -> i16 {
+    match e {
+        LogError::CorruptBatch(_) | LogError::Codec(_) => E::CorruptMessage,
+        LogError::BatchTooLarge { .. } => E::MessageTooLarge,
+        LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
+        LogError::Unavailable(_) | LogError::Io(_) | LogError::Flush(_) => E::KafkaStorageError,
+    }
+    .code()
+}
+
+/// The error message Kafka responses carry beside the code, where they can.
+pub fn error_message(e: &BrokerError) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(e.to_string())
+}

@@ -1,0 +1,308 @@
+//! Fetch with long polling. The response is encoded here rather than by the
+//! codec crate, because the crate inlines record bytes and sendfile needs
+//! file ranges whose sizes are known up front (shared/DEPENDENCIES.md §1
+//! pitfall 6). Stored batches go out untouched.
+//!
+//! Fetch sessions (KIP-227): Ferry answers every full fetch with session id
+//! 0, the protocol's way for a broker to decline a session, so clients keep
+//! sending full requests; an incremental request for a session Ferry never
+//! created gets FETCH_SESSION_ID_NOT_FOUND, which makes clients start over.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use ferry_broker::Topic;
+use ferry_log::{LogError, ReadSlice};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{ApiKey, FetchRequest, ResponseHeader};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::Call;
+use crate::errors::log_error_code;
+use crate::response::{Chunk, Reply, Response};
+
+/// Longest long poll a client may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+struct WantTopic {
+    name: StrBytes,
+    id: Uuid,
+    topic: Option<Arc<Topic>>,
+    partitions: Vec<WantPartition>,
+}
+
+struct WantPartition {
+    index: i32,
+    offset: i64,
+    max_bytes: i32,
+}
+
+struct PartitionResult {
+    index: i32,
+    error: i16,
+    high_watermark: i64,
+    log_start: i64,
+    records: Option<ReadSlice>,
+}
+
+struct Fetch {
+    version: i16,
+    correlation_id: i32,
+    min_bytes: usize,
+    max_bytes: usize,
+    read_committed: bool,
+    topics: Vec<WantTopic>,
+}
+
+pub async fn handle(c: &Call, req: FetchRequest) -> Reply {
+    if c.version >= 7 && req.session_epoch > 0 {
+        return Reply::Ready(session_not_found(c));
+    }
+    let broker = &c.ctx.broker;
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = if c.version >= 13 { broker.topic_by_id(t.topic_id) } else { broker.topic(&t.topic) };
+            WantTopic {
+                name: t.topic.0,
+                id: t.topic_id,
+                topic,
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| WantPartition {
+                        index: p.partition,
+                        offset: p.fetch_offset,
+                        max_bytes: p.partition_max_bytes,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    let fetch = Fetch {
+        version: c.version,
+        correlation_id: c.correlation_id,
+        min_bytes: req.min_bytes.max(0) as usize,
+        max_bytes: if c.version >= 3 { req.max_bytes.max(0) as usize } else { usize::MAX },
+        read_committed: req.isolation_level == 1,
+        topics,
+    };
+    let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
+    // First attempt in request order; only a long poll runs on its own.
+    let waiter = Arc::new(Notify::new());
+    fetch.register(&waiter);
+    let (results, bytes, errors) = fetch.collect();
+    if bytes >= fetch.min_bytes || errors || wait.is_zero() {
+        return Reply::Ready(fetch.encode(&results));
+    }
+    Reply::Later(Box::pin(async move {
+        let deadline = Instant::now() + wait;
+        let mut waiter = waiter;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let woken = !left.is_zero() && tokio::time::timeout(left, waiter.notified()).await.is_ok();
+            waiter = Arc::new(Notify::new());
+            fetch.register(&waiter);
+            let (results, bytes, errors) = fetch.collect();
+            if !woken || bytes >= fetch.min_bytes || errors {
+                return fetch.encode(&results);
+            }
+        }
+    }))
+}
+
+impl Fetch {
+    fn register(&self, waiter: &Arc<Notify>) {
+        for t in &self.topics {
+            for p in &t.partitions {
+                if let Some(part) = t.topic.as_ref().and_then(|topic| topic.partition(p.index)) {
+                    part.register_waiter(waiter);
+                }
+            }
+        }
+    }
+
+    /// Reads what is there now: per-topic results, total record bytes, and
+    /// whether any partition has an error (which answers at once, as Kafka).
+    fn collect(&self) -> (Vec<Vec<PartitionResult>>, usize, bool) {
+        let mut budget = self.max_bytes;
+        let mut total = 0;
+        let mut errors = false;
+        let results = self
+            .topics
+            .iter()
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| {
+                        let r = self.read_partition(t, p, budget, total == 0);
+                        if let Some(s) = &r.records {
+                            total += s.len as usize;
+                            budget = budget.saturating_sub(s.len as usize);
+                        }
+                        errors |= r.error != 0;
+                        r
+                    })
+                    .collect()
+            })
+            .collect();
+        (results, total, errors)
+    }
+
+    /// One partition. The first non-empty partition of a response may
+    /// exceed the byte limits (KIP-74) so that consumers always progress.
+    fn read_partition(&self, t: &WantTopic, p: &WantPartition, budget: usize, first: bool) -> PartitionResult {
+        let mut r = PartitionResult { index: p.index, error: 0, high_watermark: -1, log_start: -1, records: None };
+        let unknown =
+            if self.version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+        let Some(part) = t.topic.as_ref().and_then(|topic| topic.partition(p.index)) else {
+            r.error = unknown.code();
+            return r;
+        };
+        r.high_watermark = part.high_watermark() as i64;
+        r.log_start = part.log_start_offset() as i64;
+        let limit = (p.max_bytes.max(0) as usize).min(budget);
+        if limit == 0 && !first {
+            return r;
+        }
+        let Ok(offset) = u64::try_from(p.offset) else {
+            r.error = ResponseError::OffsetOutOfRange.code();
+            return r;
+        };
+        match part.log().read(offset, limit.max(1)) {
+            Ok(slice) => r.records = slice,
+            Err(e @ LogError::OffsetOutOfRange { .. }) => r.error = log_error_code(&e),
+            Err(e) => {
+                tracing::warn!(topic = %t.name, partition = p.index, error = %e, "fetch read failed");
+                r.error = log_error_code(&e);
+            }
+        }
+        r
+    }
+
+    fn encode(&self, results: &[Vec<PartitionResult>]) -> Response {
+        let v = self.version;
+        let flexible = v >= 12;
+        let mut out = Out { chunks: Vec::new(), buf: BytesMut::with_capacity(256) };
+        let header = ResponseHeader::default().with_correlation_id(self.correlation_id);
+        if header.encode(&mut out.buf, ApiKey::Fetch.response_header_version(v)).is_err() {
+            return Response { chunks: Vec::new() };
+        }
+        out.buf.put_i32(0); // throttle_time_ms
+        if v >= 7 {
+            out.buf.put_i16(0); // error_code
+            out.buf.put_i32(0); // session_id: sessions declined
+        }
+        out.array_len(self.topics.len(), flexible);
+        for (t, parts) in self.topics.iter().zip(results) {
+            if v >= 13 {
+                out.buf.put_slice(t.id.as_bytes());
+            } else {
+                out.string(&t.name, flexible);
+            }
+            out.array_len(parts.len(), flexible);
+            for r in parts {
+                out.buf.put_i32(r.index);
+                out.buf.put_i16(r.error);
+                out.buf.put_i64(r.high_watermark);
+                out.buf.put_i64(r.high_watermark); // last_stable_offset: no open transactions yet
+                if v >= 5 {
+                    out.buf.put_i64(r.log_start);
+                }
+                // aborted_transactions: null for read_uncommitted (as Kafka),
+                // empty for read_committed.
+                if self.read_committed {
+                    out.array_len(0, flexible);
+                } else if flexible {
+                    out.varint(0);
+                } else {
+                    out.buf.put_i32(-1);
+                }
+                if v >= 11 {
+                    out.buf.put_i32(-1); // preferred_read_replica
+                }
+                let len = r.records.as_ref().map_or(0, |s| s.len as usize);
+                if flexible {
+                    out.varint(len as u32 + 1);
+                } else {
+                    out.buf.put_i32(len as i32);
+                }
+                if let Some(slice) = &r.records {
+                    out.file(slice.clone());
+                }
+                if flexible {
+                    out.varint(0); // partition tagged fields
+                }
+            }
+            if flexible {
+                out.varint(0); // topic tagged fields
+            }
+        }
+        if flexible {
+            out.varint(0); // top-level tagged fields
+        }
+        out.finish()
+    }
+}
+
+fn session_not_found(c: &Call) -> Response {
+    let mut out = Out { chunks: Vec::new(), buf: BytesMut::with_capacity(32) };
+    let header = ResponseHeader::default().with_correlation_id(c.correlation_id);
+    if header.encode(&mut out.buf, ApiKey::Fetch.response_header_version(c.version)).is_err() {
+        return Response { chunks: Vec::new() };
+    }
+    out.buf.put_i32(0);
+    out.buf.put_i16(ResponseError::FetchSessionIdNotFound.code());
+    out.buf.put_i32(0);
+    out.array_len(0, c.version >= 12);
+    if c.version >= 12 {
+        out.varint(0);
+    }
+    out.finish()
+}
+
+/// Builds a response of byte chunks and file ranges.
+struct Out {
+    chunks: Vec<Chunk>,
+    buf: BytesMut,
+}
+
+impl Out {
+    fn varint(&mut self, mut v: u32) {
+        while v >= 0x80 {
+            self.buf.put_u8((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.buf.put_u8(v as u8);
+    }
+
+    fn array_len(&mut self, n: usize, flexible: bool) {
+        if flexible { self.varint(n as u32 + 1) } else { self.buf.put_i32(n as i32) }
+    }
+
+    fn string(&mut self, s: &str, flexible: bool) {
+        if flexible {
+            self.varint(s.len() as u32 + 1);
+        } else {
+            self.buf.put_i16(s.len() as i16);
+        }
+        self.buf.put_slice(s.as_bytes());
+    }
+
+    fn file(&mut self, slice: ReadSlice) {
+        let bytes = std::mem::take(&mut self.buf).freeze();
+        self.chunks.push(Chunk::Bytes(bytes));
+        self.chunks.push(Chunk::File(slice));
+    }
+
+    fn finish(mut self) -> Response {
+        if !self.buf.is_empty() {
+            self.chunks.push(Chunk::Bytes(self.buf.freeze()));
+        }
+        Response { chunks: self.chunks }
+    }
+}

@@ -1,0 +1,64 @@
+//! ListOffsets: earliest, latest, by timestamp, max timestamp.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
+
+use super::Call;
+use crate::errors::log_error_code;
+use crate::response::Reply;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+pub fn handle(c: &Call, req: ListOffsetsRequest) -> Reply {
+    let broker = &c.ctx.broker;
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = broker.topic(&t.name);
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut r = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+                    let Some(part) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
+                        r.error_code = ResponseError::UnknownTopicOrPartition.code();
+                        return r;
+                    };
+                    let log = part.log();
+                    // No transactions yet: the last stable offset is the high watermark.
+                    let found = match p.timestamp {
+                        LATEST => Ok(Some((log.high_watermark(), -1))),
+                        EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
+                        LATEST_TIERED => Ok(None),
+                        MAX_TIMESTAMP => log.max_timestamp_offset(),
+                        ts if ts >= 0 => log.offset_for_timestamp(ts),
+                        _ => Ok(None),
+                    };
+                    match found {
+                        Ok(Some((offset, ts))) => {
+                            r.offset = offset as i64;
+                            r.timestamp = ts;
+                        }
+                        Ok(None) => {
+                            r.offset = -1;
+                            r.timestamp = -1;
+                        }
+                        Err(e) => r.error_code = log_error_code(&e),
+                    }
+                    if c.version >= 4 {
+                        r.leader_epoch = 0;
+                    }
+                    r
+                })
+                .collect();
+            ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)
+        })
+        .collect();
+    c.reply(ApiKey::ListOffsets, &ListOffsetsResponse::default().with_topics(topics))
+}

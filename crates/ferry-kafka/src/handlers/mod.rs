@@ -1,0 +1,111 @@
+//! Request dispatch: one module per API group, as Redpanda lays it out.
+
+mod admin;
+mod api_versions;
+mod cluster;
+mod configs;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
+use kafka_protocol::protocol::Decodable;
+
+use crate::response::{Chunk, Reply, Response};
+use crate::server::Ctx;
+
+/// The APIs Ferry implements. ApiVersions advertises exactly these, each
+/// over every version the codec knows (Kafka 4's floors, KIP-896).
+pub const SUPPORTED: &[ApiKey] = &[
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::Metadata,
+    ApiKey::ApiVersions,
+    ApiKey::CreateTopics,
+    ApiKey::DeleteTopics,
+    ApiKey::DeleteRecords,
+    ApiKey::DescribeConfigs,
+    ApiKey::AlterConfigs,
+    ApiKey::DescribeLogDirs,
+    ApiKey::CreatePartitions,
+    ApiKey::IncrementalAlterConfigs,
+    ApiKey::DescribeCluster,
+];
+
+pub fn supports(key: ApiKey, version: i16) -> bool {
+    SUPPORTED.contains(&key) && {
+        let v = key.valid_versions();
+        version >= v.min && version <= v.max
+    }
+}
+
+/// Decodes one request frame and runs its handler.
+pub async fn handle(ctx: &Arc<Ctx>, mut frame: Bytes) -> Reply {
+    // The server checked the frame holds at least the fixed 8 header bytes.
+    let (key, version, correlation_id) = {
+        let mut b = &frame[..8];
+        (b.get_i16(), b.get_i16(), b.get_i32())
+    };
+    let api_key = match ApiKey::try_from(key) {
+        Ok(k) if supports(k, version) => k,
+        Ok(ApiKey::ApiVersions) => return api_versions::unsupported_version(correlation_id),
+        _ => return unsupported(correlation_id),
+    };
+    if RequestHeader::decode(&mut frame, api_key.request_header_version(version)).is_err() {
+        return Reply::Close("malformed request header".into());
+    }
+    let request = match RequestKind::decode(api_key, &mut frame, version) {
+        Ok(r) => r,
+        Err(e) => return Reply::Close(format!("malformed {api_key:?} v{version} request: {e}")),
+    };
+    let c = Call { ctx: ctx.clone(), version, correlation_id };
+    match request {
+        RequestKind::ApiVersions(r) => api_versions::handle(&c, r),
+        RequestKind::Metadata(r) => metadata::handle(&c, r),
+        RequestKind::Produce(r) => produce::handle(&c, r),
+        RequestKind::Fetch(r) => fetch::handle(&c, r).await,
+        RequestKind::ListOffsets(r) => list_offsets::handle(&c, r),
+        RequestKind::CreateTopics(r) => admin::create_topics(&c, r),
+        RequestKind::DeleteTopics(r) => admin::delete_topics(&c, r),
+        RequestKind::CreatePartitions(r) => admin::create_partitions(&c, r),
+        RequestKind::DeleteRecords(r) => admin::delete_records(&c, r),
+        RequestKind::DescribeConfigs(r) => configs::describe(&c, r),
+        RequestKind::AlterConfigs(r) => configs::alter(&c, r),
+        RequestKind::IncrementalAlterConfigs(r) => configs::incremental_alter(&c, r),
+        RequestKind::DescribeCluster(r) => cluster::describe_cluster(&c, r),
+        RequestKind::DescribeLogDirs(r) => cluster::describe_log_dirs(&c, r),
+        _ => unsupported(correlation_id),
+    }
+}
+
+/// One request's context.
+pub struct Call {
+    pub ctx: Arc<Ctx>,
+    pub version: i16,
+    pub correlation_id: i32,
+}
+
+impl Call {
+    pub fn reply<R: kafka_protocol::protocol::Encodable + kafka_protocol::protocol::HeaderVersion>(
+        &self,
+        key: ApiKey,
+        body: &R,
+    ) -> Reply {
+        Reply::Ready(crate::response::encode(key, self.version, self.correlation_id, body))
+    }
+}
+
+/// An API or version Ferry does not implement: UNSUPPORTED_VERSION in the
+/// one shape every response shares (header v0, then the error code), and
+/// the connection stays open.
+fn unsupported(correlation_id: i32) -> Reply {
+    let mut b = BytesMut::with_capacity(6);
+    b.extend_from_slice(&correlation_id.to_be_bytes());
+    b.extend_from_slice(&kafka_protocol::error::ResponseError::UnsupportedVersion.code().to_be_bytes());
+    Reply::Ready(Response { chunks: vec![Chunk::Bytes(b.freeze())] })
+}

@@ -1,0 +1,126 @@
+//! Produce: batches go to the log as sent (the log validates them); the
+//! response waits for what `acks` asks.
+
+use ferry_broker::{Acks, Appended, BrokerError};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+
+use super::Call;
+use crate::errors::{error_code, error_message};
+use crate::response::{Reply, encode};
+
+/// A partition's outcome: appended (maybe still waiting), or failed now.
+enum Outcome {
+    Appended(Appended),
+    Failed(i16, Option<String>),
+}
+
+pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
+    let acks = match req.acks {
+        0 => Acks::None,
+        1 => Acks::Leader,
+        -1 => Acks::All,
+        _ => return invalid_acks(c, req),
+    };
+    let broker = &c.ctx.broker;
+    let mut topics = Vec::with_capacity(req.topic_data.len());
+    for t in req.topic_data {
+        // v13 names topics by id.
+        let topic = if c.version >= 13 {
+            broker.topic_by_id(t.topic_id).ok_or(BrokerError::UnknownTopicOrPartition)
+        } else {
+            broker.topic_or_create(&t.name)
+        };
+        let mut partitions = Vec::with_capacity(t.partition_data.len());
+        for p in t.partition_data {
+            let outcome = match (&topic, p.records) {
+                (Err(e), _) => Outcome::Failed(error_code(e), None),
+                (Ok(_), None) => Outcome::Failed(ResponseError::CorruptMessage.code(), None),
+                (Ok(topic), Some(records)) => match topic.partition(p.index) {
+                    None => Outcome::Failed(ResponseError::UnknownTopicOrPartition.code(), None),
+                    Some(partition) => match partition.append(&records, acks) {
+                        Ok(a) => Outcome::Appended(a),
+                        Err(e) => Outcome::Failed(error_code(&e), Some(error_message(&e).to_string())),
+                    },
+                },
+            };
+            let start =
+                topic.as_ref().ok().and_then(|t| t.partition(p.index)).map_or(-1, |p| p.log_start_offset() as i64);
+            partitions.push((p.index, outcome, start));
+        }
+        topics.push((t.name, t.topic_id, partitions));
+    }
+    if acks == Acks::None {
+        return Reply::None;
+    }
+    let (version, correlation_id) = (c.version, c.correlation_id);
+    let finish = async move {
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, topic_id, partitions) in topics {
+            let mut out = Vec::with_capacity(partitions.len());
+            for (index, outcome, log_start) in partitions {
+                let mut r = PartitionProduceResponse::default().with_index(index).with_base_offset(-1);
+                let result = match outcome {
+                    Outcome::Appended(a) => a.acknowledged().await.map_err(|e| (error_code(&e), Some(e.to_string()))),
+                    Outcome::Failed(code, msg) => Err((code, msg)),
+                };
+                match result {
+                    Ok(info) => {
+                        r.base_offset = info.base_offset as i64;
+                        if version >= 2 {
+                            r.log_append_time_ms = info.log_append_time.unwrap_or(-1);
+                        }
+                        if version >= 5 {
+                            r.log_start_offset = log_start;
+                        }
+                    }
+                    Err((code, msg)) => {
+                        r.error_code = code;
+                        if version >= 8 {
+                            r.error_message = msg.map(kafka_protocol::protocol::StrBytes::from_string);
+                        }
+                    }
+                }
+                out.push(r);
+            }
+            let mut t = TopicProduceResponse::default().with_partition_responses(out);
+            if version >= 13 {
+                t.topic_id = topic_id
+            } else {
+                t.name = name
+            }
+            responses.push(t);
+        }
+        encode(ApiKey::Produce, version, correlation_id, &ProduceResponse::default().with_responses(responses))
+    };
+    Reply::Later(Box::pin(finish))
+}
+
+/// acks other than 0, 1, -1: INVALID_REQUIRED_ACKS for every partition.
+fn invalid_acks(c: &Call, req: ProduceRequest) -> Reply {
+    let responses = req
+        .topic_data
+        .into_iter()
+        .map(|t| {
+            let parts = t
+                .partition_data
+                .iter()
+                .map(|p| {
+                    PartitionProduceResponse::default()
+                        .with_index(p.index)
+                        .with_base_offset(-1)
+                        .with_error_code(ResponseError::InvalidRequiredAcks.code())
+                })
+                .collect();
+            let mut r = TopicProduceResponse::default().with_partition_responses(parts);
+            if c.version >= 13 {
+                r.topic_id = t.topic_id
+            } else {
+                r.name = t.name
+            }
+            r
+        })
+        .collect();
+    c.reply(ApiKey::Produce, &ProduceResponse::default().with_responses(responses))
+}

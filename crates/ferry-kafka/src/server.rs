@@ -1,0 +1,178 @@
+//! Accepts Kafka connections and runs each one: length-prefixed frames in,
+//! responses out in request order.
+//!
+//! Requests are handled in arrival order on the connection's reader task,
+//! so two pipelined produces to one partition append in order; the slow
+//! parts a handler hands back (waiting for fsync under acks=all, a fetch's
+//! long poll) run as their own tasks, so one slow request holds up neither
+//! the requests behind it nor other connections. The writer task sends the
+//! responses in request order, record data by `sendfile`.
+
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use ferry_broker::Broker;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::handlers;
+use crate::response::{Chunk, Reply, Response};
+
+/// Settings of the Kafka listener.
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    /// Host and port clients are told to connect to (Metadata).
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    /// Largest request accepted (`socket.request.max.bytes`).
+    pub max_request_bytes: usize,
+    /// Requests of one connection in progress at once; the reader stops
+    /// reading beyond this (backpressure).
+    pub max_in_flight: usize,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9092,
+            max_request_bytes: 100 * 1024 * 1024,
+            max_in_flight: 64,
+        }
+    }
+}
+
+/// What every handler gets.
+pub struct Ctx {
+    pub broker: Arc<Broker>,
+    pub config: KafkaConfig,
+}
+
+/// Serves Kafka clients on `listener` until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let ctx = ctx.clone();
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = connection(stream, peer, ctx, shutdown).await {
+                            tracing::debug!(%peer, error = %e, "kafka connection closed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Ctx>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let (mut rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::channel::<Pending>(ctx.config.max_in_flight.max(1));
+    let writer = tokio::spawn(write_responses(wr, rx));
+    let result = async {
+        loop {
+            let mut len = [0u8; 4];
+            tokio::select! {
+                r = rd.read_exact(&mut len) => match r {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                    Err(e) => return Err(e),
+                },
+                _ = shutdown.changed() => return Ok(()),
+            }
+            let len = i32::from_be_bytes(len);
+            if len < 8 || len as usize > ctx.config.max_request_bytes {
+                // The frame cannot be skipped safely: Kafka closes too.
+                return Err(std::io::Error::other(format!("{peer}: bad request size {len}")));
+            }
+            let mut buf = BytesMut::zeroed(len as usize);
+            rd.read_exact(&mut buf).await?;
+            let pending = match handlers::handle(&ctx, buf.freeze()).await {
+                Reply::Ready(r) => Pending::Ready(r),
+                Reply::None => continue,
+                Reply::Later(fut) => Pending::Task(tokio::spawn(fut)),
+                Reply::Close(why) => return Err(std::io::Error::other(format!("{peer}: {why}"))),
+            };
+            if tx.send(pending).await.is_err() {
+                return Ok(()); // the writer failed: the socket is gone
+            }
+        }
+    }
+    .await;
+    drop(tx);
+    let _ = writer.await;
+    result
+}
+
+enum Pending {
+    Ready(Response),
+    Task(JoinHandle<Response>),
+}
+
+async fn write_responses(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) -> std::io::Result<()> {
+    while let Some(p) = rx.recv().await {
+        let response = match p {
+            Pending::Ready(r) => r,
+            Pending::Task(t) => t.await.map_err(std::io::Error::other)?,
+        };
+        if response.chunks.is_empty() {
+            // A response that could not be encoded: the client would wait
+            // forever for it, so the connection closes instead.
+            return Err(std::io::Error::other("response could not be encoded"));
+        }
+        let total: usize = response.chunks.iter().map(Chunk::len).sum();
+        let mut head = BytesMut::with_capacity(4);
+        head.extend_from_slice(&(total as i32).to_be_bytes());
+        wr.write_all(&head).await?;
+        for chunk in &response.chunks {
+            match chunk {
+                Chunk::Bytes(b) => wr.write_all(b).await?,
+                Chunk::File(slice) => send_file(wr.as_ref(), slice).await?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends a file range straight from the page cache to the socket.
+async fn send_file(stream: &TcpStream, slice: &ferry_log::ReadSlice) -> std::io::Result<()> {
+    let mut offset = slice.position as i64;
+    let end = offset + slice.len as i64;
+    while offset < end {
+        stream.writable().await?;
+        let count = (end - offset) as usize;
+        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            nix::sys::sendfile::sendfile64(stream.as_fd(), slice.file.as_fd(), Some(&mut offset), count)
+                .map_err(std::io::Error::from)
+        });
+        match sent {
+            // The file got shorter than promised (truncated under us): the
+            // frame cannot be completed, so the connection must go.
+            Ok(0) => {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "segment shrank during sendfile"));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! `ferry serve` settings: built-in defaults, then the TOML file
+//! (`--config`), then `FERRY_*` environment variables, then flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// The TOML file. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub node_id: Option<i32>,
+    #[serde(default)]
+    pub kafka: KafkaSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+    /// Broker-wide topic config defaults, with Kafka's topic config names
+    /// (`"flush.messages" = "9223372036854775807"`).
+    #[serde(default)]
+    pub topic_defaults: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    pub listen: Option<SocketAddr>,
+    pub advertised: Option<String>,
+    pub auto_create_topics: Option<bool>,
+    pub num_partitions: Option<i32>,
+    pub max_request_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    pub max_open_segments: Option<usize>,
+    pub checkpoint_interval_ms: Option<u64>,
+    pub cleaner_interval_ms: Option<u64>,
+}
+
+/// Flags, each also settable as an environment variable.
+#[derive(Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, env = "FERRY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where all data lives.
+    #[arg(long, env = "FERRY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Kafka listener address.
+    #[arg(long, env = "FERRY_KAFKA_LISTEN")]
+    pub kafka_listen: Option<SocketAddr>,
+    /// HOST:PORT Kafka clients are told to connect to (default: the listener).
+    #[arg(long, env = "FERRY_ADVERTISED_KAFKA")]
+    pub advertised_kafka: Option<String>,
+    /// This broker's node id.
+    #[arg(long, env = "FERRY_NODE_ID")]
+    pub node_id: Option<i32>,
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug)]
+pub struct Settings {
+    pub broker: ferry_broker::BrokerConfig,
+    pub kafka_listen: SocketAddr,
+    pub kafka: ferry_kafka::KafkaConfig,
+}
+
+impl Settings {
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
+        let file: FileConfig = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let kafka_listen =
+            args.kafka_listen.or(file.kafka.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
+        let advertised =
+            args.advertised_kafka.clone().or(file.kafka.advertised).unwrap_or_else(|| kafka_listen.to_string());
+        let Some((host, port)) = advertised.rsplit_once(':') else {
+            bail!("advertised address {advertised:?} is not HOST:PORT")
+        };
+        let port: i32 = port.parse().with_context(|| format!("advertised port in {advertised:?}"))?;
+        let defaults = ferry_kafka::KafkaConfig::default();
+        let mut engine = ferry_log::EngineConfig::default();
+        if let Some(n) = file.storage.max_open_segments {
+            engine.max_open_segments = n;
+        }
+        if let Some(ms) = file.storage.checkpoint_interval_ms {
+            engine.checkpoint_interval = Duration::from_millis(ms);
+        }
+        if let Some(ms) = file.storage.cleaner_interval_ms {
+            engine.cleaner_interval = Duration::from_millis(ms);
+        }
+        Ok(Settings {
+            broker: ferry_broker::BrokerConfig {
+                node_id: args.node_id.or(file.node_id).unwrap_or(1),
+                data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
+                auto_create_topics: file.kafka.auto_create_topics.unwrap_or(true),
+                default_partitions: file.kafka.num_partitions.unwrap_or(1),
+                topic_defaults: file.topic_defaults,
+                engine,
+            },
+            kafka_listen,
+            kafka: ferry_kafka::KafkaConfig {
+                advertised_host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+                advertised_port: port,
+                max_request_bytes: file.kafka.max_request_bytes.unwrap_or(defaults.max_request_bytes),
+                ..defaults
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_file_means_a_working_single_node() {
+        let s = Settings::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(s.kafka_listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(s.broker.data_dir, PathBuf::from("data"));
+        assert_eq!((s.kafka.advertised_host.as_str(), s.kafka.advertised_port), ("127.0.0.1", 9092));
+    }
+
+    #[test]
+    fn flags_beat_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/srv/ferry\"\n[kafka]\nlisten = \"127.0.0.1:9000\"\n[topic_defaults]\n\"flush.ms\" = \"100\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            kafka_listen: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.broker.data_dir, PathBuf::from("/srv/ferry"));
+        assert_eq!(s.kafka_listen.port(), 9100);
+        assert_eq!(s.kafka.advertised_port, 9100);
+        assert_eq!(s.broker.topic_defaults.get("flush.ms").map(String::as_str), Some("100"));
+        std::fs::write(&path, "bogus = 1\n").unwrap();
+        assert!(Settings::resolve(&args).is_err(), "unknown keys are refused");
+    }
+}

@@ -403,6 +403,11 @@ fn measure(
         return Ok(None);
     }
     let mut case = Case { name, bytes, ferry: Vec::new(), raw: Vec::new(), goal };
+    // A discarded round first: the first runs after a change of case are
+    // often slower (allocation of fresh page-cache memory, discards of the
+    // previous case's deleted files), whichever side goes first.
+    ferry()?;
+    raw()?;
     for round in 0..opts.rounds {
         if round.is_multiple_of(2) {
             case.ferry.push(ferry()?);
@@ -450,12 +455,15 @@ fn main() -> Res<()> {
     let big = opts.mib * MIB;
     let small = big / 4;
     eprintln!("storage bench: data in {} [{fs}], {cpus} CPUs, {rounds} rounds per case", base.display());
-    let load_before = load_average();
-    if load_before > 0.5 {
+    let others_before = other_cpu(Duration::from_secs(1));
+    if others_before > 0.05 {
         eprintln!(
-            "storage bench: warning: load average {load_before:.2} before starting; other work skews the figures"
+            "storage bench: warning: other processes used {:.0}% of the CPUs in the last second; \
+             the figures will be noisy",
+            others_before * 100.0
         );
     }
+    let start = CpuSample::now();
 
     let batches = [("16 KiB", make_batch(16)), ("1 MiB", make_batch(1024))];
     let mut cases = Vec::new();
@@ -536,7 +544,10 @@ fn main() -> Res<()> {
         finish_ferry(manager, log, &dir)?;
     }
 
-    let run = Run { cpus, fs, rounds, interval_ms, load: (load_before, load_average()) };
+    // What `Log::append` spends checking each batch (CRC-32C over all of
+    // it), which the raw reference does not do.
+    let validate = batches.iter().map(|(label, b)| (label.to_string(), validate_mib_s(b))).collect();
+    let run = Run { cpus, fs, rounds, interval_ms, others: (others_before, start.others_since()), validate };
     if opts.json {
         print_json(&cases, &run);
     } else {
@@ -545,12 +556,48 @@ fn main() -> Res<()> {
     Ok(())
 }
 
-/// The 1-minute load average, from /proc/loadavg (0 if unknown).
-fn load_average() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|l| l.parse().ok()))
-        .unwrap_or(0.0)
+/// CPU time of the whole machine and of this process, in clock ticks.
+struct CpuSample {
+    busy: u64,
+    total: u64,
+    own: u64,
+}
+
+impl CpuSample {
+    fn now() -> CpuSample {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let cpu: Vec<u64> =
+            stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+        let total: u64 = cpu.iter().take(8).sum();
+        // idle and iowait
+        let idle = cpu.get(3).copied().unwrap_or(0) + cpu.get(4).copied().unwrap_or(0);
+        // utime and stime of all our threads: fields 14 and 15, counted
+        // after the parenthesised command name.
+        let own = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                let f: Vec<u64> = s.rsplit_once(')')?.1.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+                Some(f.get(10)? + f.get(11)?)
+            })
+            .unwrap_or(0);
+        CpuSample { busy: total - idle, total, own }
+    }
+
+    /// Share of all CPU time since `self` used by other processes (and the
+    /// kernel's own threads), 0..1.
+    fn others_since(&self) -> f64 {
+        let now = CpuSample::now();
+        let total = now.total.saturating_sub(self.total).max(1);
+        let others = now.busy.saturating_sub(self.busy).saturating_sub(now.own.saturating_sub(self.own));
+        others as f64 / total as f64
+    }
+}
+
+/// Share of the CPUs other processes use over `window`.
+fn other_cpu(window: Duration) -> f64 {
+    let before = CpuSample::now();
+    std::thread::sleep(window);
+    before.others_since()
 }
 
 /// What the figures were measured on.
@@ -559,8 +606,11 @@ struct Run {
     fs: String,
     rounds: usize,
     interval_ms: u64,
-    /// 1-minute load average before and after the run.
-    load: (f64, f64),
+    /// Share of the CPUs used by other processes in the second before the
+    /// run and during it.
+    others: (f64, f64),
+    /// Throughput of `batch::validate` per batch size label.
+    validate: Vec<(String, f64)>,
 }
 
 fn goal_text(case: &Case) -> String {
@@ -570,10 +620,51 @@ fn goal_text(case: &Case) -> String {
     }
 }
 
+/// Throughput of `ferry_log::batch::validate` (header checks and CRC-32C of
+/// the whole batch), best of 3 passes over 64 MiB.
+fn validate_mib_s(batch: &[u8]) -> f64 {
+    let count = (64 * MIB).div_ceil(batch.len() as u64) as usize;
+    (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..count {
+                black_box(ferry_log::batch::validate(black_box(batch)).expect("valid batch"));
+            }
+            mib_s((count * batch.len()) as u64, start.elapsed())
+        })
+        .fold(0.0, f64::max)
+}
+
+/// For each batch size: validation throughput, and the ferry/raw ratio an
+/// `os` append would reach if validation were its only extra cost (writing
+/// at the raw speed, then validating: 1 / (1 + raw / validate)).
+fn validation_ceilings<'a>(cases: &'a [Case], run: &'a Run) -> impl Iterator<Item = (&'a str, f64, Option<f64>)> {
+    run.validate.iter().map(|(label, speed)| {
+        let os = cases.iter().find(|c| c.name == format!("append {label} os"));
+        (label.as_str(), *speed, os.map(|c| 1.0 / (1.0 + c.raw_mib_s() / speed)))
+    })
+}
+
+/// Group commit against the single-writer `always` figures of the same run
+/// (medians of different cases, so less tight than a per-round ratio):
+/// ferry 8 writers vs ferry 1 writer, ferry 8 vs raw 1, raw 8 vs raw 1.
+fn group_context(cases: &[Case]) -> Option<(f64, f64, f64)> {
+    let single = cases.iter().find(|c| c.name == "append 16 KiB always, 1 writer")?;
+    let group = cases.iter().find(|c| c.name.starts_with("group commit"))?;
+    Some((
+        group.ferry_mib_s() / single.ferry_mib_s(),
+        group.ferry_mib_s() / single.raw_mib_s(),
+        group.raw_mib_s() / single.raw_mib_s(),
+    ))
+}
+
 fn print_table(cases: &[Case], run: &Run) {
     println!(
-        "ferry-log storage benchmark: {} CPUs, {}, load average {:.2} before / {:.2} after",
-        run.cpus, run.fs, run.load.0, run.load.1
+        "ferry-log storage benchmark: {} CPUs, {}; other processes used {:.0}% of the CPUs before, {:.0}% during",
+        run.cpus,
+        run.fs,
+        run.others.0 * 100.0,
+        run.others.1 * 100.0
     );
     println!(
         "1 KiB records; interval = {} ms; medians of {} rounds; ratio = ferry/raw per round \
@@ -598,6 +689,18 @@ fn print_table(cases: &[Case], run: &Run) {
             goal_text(c)
         );
     }
+    println!();
+    for (label, speed, ceiling) in validation_ceilings(cases, run) {
+        let ceiling = ceiling
+            .map_or(String::new(), |c| format!("; ceiling for `append {label} os` if it were the only cost: {c:.2}"));
+        println!("batch validation (CRC-32C), {label} batches: {speed:.0} MiB/s{ceiling}");
+    }
+    if let Some((ferry_1, raw_1, raw_8)) = group_context(cases) {
+        println!(
+            "group commit, {WRITERS} writers: ferry = {ferry_1:.2}x ferry 1 writer, {raw_1:.2}x raw 1 writer; \
+             raw {WRITERS} writers = {raw_8:.2}x raw 1 writer"
+        );
+    }
 }
 
 fn print_json(cases: &[Case], run: &Run) {
@@ -619,15 +722,27 @@ fn print_json(cases: &[Case], run: &Run) {
             )
         })
         .collect();
+    let context = group_context(cases).map_or("null".to_string(), |(ferry_1, raw_1, raw_8)| {
+        format!(
+            "{{\"ferry_8_vs_ferry_1\": {ferry_1:.3}, \"ferry_8_vs_raw_1\": {raw_1:.3}, \"raw_8_vs_raw_1\": {raw_8:.3}}}"
+        )
+    });
+    let validation: Vec<String> = validation_ceilings(cases, run)
+        .map(|(label, speed, ceiling)| {
+            let ceiling = ceiling.map_or("null".to_string(), |c| format!("{c:.3}"));
+            format!("{{\"batch\": \"{label}\", \"mib_s\": {speed:.1}, \"os_ratio_ceiling\": {ceiling}}}")
+        })
+        .collect();
     println!(
-        "{{\n  \"cpus\": {},\n  \"filesystem\": \"{}\",\n  \"load_before\": {:.2},\n  \"load_after\": {:.2},\n  \
-         \"rounds\": {},\n  \"interval_ms\": {},\n  \"cases\": [\n{}\n  ]\n}}",
+        "{{\n  \"cpus\": {},\n  \"filesystem\": \"{}\",\n  \"other_cpu_before\": {:.3},\n  \"other_cpu_during\": {:.3},\n  \
+         \"rounds\": {},\n  \"interval_ms\": {},\n  \"cases\": [\n{}\n  ],\n  \"group_commit_context\": {context},\n  \"validation\": [{}]\n}}",
         run.cpus,
         esc(&run.fs),
-        run.load.0,
-        run.load.1,
+        run.others.0,
+        run.others.1,
         run.rounds,
         run.interval_ms,
-        rows.join(",\n")
+        rows.join(",\n"),
+        validation.join(", ")
     );
 }

@@ -1,0 +1,169 @@
+//! Bad input over raw sockets while a real client keeps working: the right
+//! error code or a closed connection, no crash, stored data intact.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use ferry_log::compression::Compression;
+use ferry_log::records::{NewRecord, build_batch};
+use rdkafka::producer::FutureRecord;
+
+use crate::support::{Broker, consume_all, create_topic, producer};
+
+fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Sends a request (header v1: key, version, correlation id, client id)
+/// and returns the response body after the correlation id.
+fn request(s: &mut TcpStream, key: i16, version: i16, correlation: i32, body: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&key.to_be_bytes());
+    frame.extend_from_slice(&version.to_be_bytes());
+    frame.extend_from_slice(&correlation.to_be_bytes());
+    frame.extend_from_slice(&4i16.to_be_bytes());
+    frame.extend_from_slice(b"test");
+    frame.extend_from_slice(body);
+    s.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
+    s.write_all(&frame).unwrap();
+    read_response(s, correlation)
+}
+
+fn read_response(s: &mut TcpStream, correlation: i32) -> Vec<u8> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut resp).unwrap();
+    assert_eq!(i32::from_be_bytes(resp[..4].try_into().unwrap()), correlation);
+    resp[4..].to_vec()
+}
+
+/// True once the broker has closed this connection.
+fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+fn string(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as i16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A Produce v3 body for one partition.
+fn produce_v3(topic: &str, partition: i32, acks: i16, records: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&(-1i16).to_be_bytes()); // transactional id: null
+    b.extend_from_slice(&acks.to_be_bytes());
+    b.extend_from_slice(&5000i32.to_be_bytes());
+    b.extend_from_slice(&1i32.to_be_bytes());
+    string(&mut b, topic);
+    b.extend_from_slice(&1i32.to_be_bytes());
+    b.extend_from_slice(&partition.to_be_bytes());
+    b.extend_from_slice(&(records.len() as i32).to_be_bytes());
+    b.extend_from_slice(records);
+    b
+}
+
+/// The error code of the single partition of a Produce v3 response.
+fn produce_error(resp: &[u8], topic: &str) -> i16 {
+    // [topics: 1][name][partitions: 1][index i32][error i16]...
+    let at = 4 + 2 + topic.len() + 4 + 4;
+    i16::from_be_bytes(resp[at..at + 2].try_into().unwrap())
+}
+
+fn batch(value: &str) -> Vec<u8> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let r = NewRecord { key: None, value: Some(value.as_bytes()), headers: vec![], timestamp: now };
+    build_batch(&[r], Compression::None, -1, -1, -1).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_gets_errors_or_closed_connections_while_clients_carry_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    create_topic(&broker, "victim", 2, &[]).await;
+
+    // A real client produces throughout.
+    let p = producer(&broker, &[("acks", "all")]);
+    let client = tokio::spawn(async move {
+        for i in 0..2000 {
+            let v = format!("{i}");
+            p.send(FutureRecord::to("victim").key(&v).payload(&v), Duration::from_secs(30)).await.unwrap();
+        }
+    });
+
+    let attack = {
+        let port = broker.port;
+        tokio::task::spawn_blocking(move || {
+            // ApiVersions with a version from the future: v0 answer with
+            // UNSUPPORTED_VERSION (35) and the supported ranges (KIP-511).
+            let mut s = connect(port);
+            let r = request(&mut s, 18, 99, 7, &[]);
+            assert_eq!(i16::from_be_bytes([r[0], r[1]]), 35);
+            assert!(i32::from_be_bytes(r[2..6].try_into().unwrap()) > 5, "supported APIs listed");
+            // An unknown API key: UNSUPPORTED_VERSION, and the connection stays usable.
+            let r = request(&mut s, 999, 0, 8, &[]);
+            assert_eq!(i16::from_be_bytes([r[0], r[1]]), 35);
+            let r = request(&mut s, 18, 0, 9, &[]);
+            assert_eq!(i16::from_be_bytes([r[0], r[1]]), 0);
+
+            // A corrupt batch: CORRUPT_MESSAGE (2); a bad acks: INVALID_REQUIRED_ACKS (21);
+            // an unknown partition: UNKNOWN_TOPIC_OR_PARTITION (3); a magic v1 batch: CORRUPT_MESSAGE.
+            let mut corrupt = batch("evil");
+            let n = corrupt.len();
+            corrupt[n - 1] ^= 0xff;
+            let r = request(&mut s, 0, 3, 10, &produce_v3("victim", 0, -1, &corrupt));
+            assert_eq!(produce_error(&r, "victim"), 2);
+            let r = request(&mut s, 0, 3, 11, &produce_v3("victim", 0, 5, &batch("x")));
+            assert_eq!(produce_error(&r, "victim"), 21);
+            let r = request(&mut s, 0, 3, 12, &produce_v3("victim", 99, 1, &batch("x")));
+            assert_eq!(produce_error(&r, "victim"), 3);
+            let mut old = batch("old");
+            old[16] = 1;
+            let r = request(&mut s, 0, 3, 13, &produce_v3("victim", 0, 1, &old));
+            assert_eq!(produce_error(&r, "victim"), 2);
+            let r = request(&mut s, 0, 3, 14, &produce_v3("victim", 0, 1, &batch("x")[..30]));
+            assert_eq!(produce_error(&r, "victim"), 2);
+
+            // Frames that cannot be parsed: the connection closes.
+            let frames: Vec<Vec<u8>> = vec![
+                (-5i32).to_be_bytes().to_vec(),                                   // negative size
+                (i32::MAX).to_be_bytes().to_vec(),                                // huge size
+                [0, 0, 0, 3, 1, 2, 3].to_vec(),                                   // shorter than a header
+                [0, 0, 0, 12, 0, 0, 0, 3, 0, 0, 0, 1, 0x7f, 0x7f, 0, 0].to_vec(), // Produce v3, client id longer than the frame
+                [0, 0, 0, 10, 0, 1, 0, 4, 0, 0, 0, 1, 0, 0].to_vec(),             // Fetch v4 with no body
+            ];
+            for f in frames {
+                let mut s = connect(port);
+                s.write_all(&f).unwrap();
+                assert!(closed(&mut s), "frame {f:?} left the connection open");
+            }
+            // Random bytes, many times over.
+            let mut x: u64 = 0x9e3779b97f4a7c15;
+            for _ in 0..200 {
+                let mut s = connect(port);
+                let mut junk = vec![0u8; 64];
+                for byte in junk.iter_mut() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *byte = x as u8;
+                }
+                // A plausible size prefix so the body reaches the decoder.
+                junk[..4].copy_from_slice(&60i32.to_be_bytes());
+                let _ = s.write_all(&junk);
+                let _ = s.shutdown(std::net::Shutdown::Write);
+                let mut sink = Vec::new();
+                let _ = s.read_to_end(&mut sink);
+            }
+        })
+    };
+    attack.await.unwrap();
+    client.await.unwrap();
+    // The client's 2000 records are all there and nothing else got in.
+    let got = consume_all(&broker, "victim", 2, 2000);
+    assert_eq!(got.len(), 2000);
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: the real `ferry` binary, driven by real clients.
+
+mod kafka_admin;
+mod kafka_bad_input;
+mod kafka_clients;
+mod support;

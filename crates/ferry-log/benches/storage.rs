@@ -1,22 +1,29 @@
 //! Storage benchmark: ferry-log beside plain file I/O of the same bytes with
-//! the same fsync cadence, measured in the same run.
+//! the same fsync cadence, measured in the same run. Results and how to read
+//! them: docs/benchmarks.md.
 //!
-//!     cargo bench -p ferry-log --bench storage [-- --json] [--rounds N] [--mib N] [--interval-ms N] [--dir PATH]
+//! ```text
+//! cargo bench -p ferry-log --bench storage
+//! cargo bench -p ferry-log --bench storage -- [--json] [--rounds N] [--mib N] [--interval-ms N]
+//!     [--dir PATH] [FILTER...]
+//! ```
 //!
 //! Machines are noisy, so every figure is printed beside a reference measured
 //! moments before or after it, and the verdict is on the ratio. Each case runs
-//! `--rounds` rounds (default 3); within a round the ferry and raw runs are
-//! adjacent, and their order alternates from round to round. The table shows
-//! the median throughput of each side and the median of the per-round ratios
-//! (with their min..max spread).
+//! one discarded round, then `--rounds` rounds (default 5); within a round the
+//! ferry and raw runs are adjacent, and their order alternates from round to
+//! round. The table shows the median throughput of each side and the median
+//! of the per-round ratios, with their min..max spread. FILTERs run only the
+//! cases whose name contains one of them.
 //!
 //! Cases (1 KiB records, uncompressed; a "16 KiB" batch holds 16 records, a
-//! "1 MiB" batch 1024):
+//! "1 MiB" batch 1024; `--mib` of data per case, a quarter of it for the
+//! fsync-per-16-KiB cases):
 //! - append, flush `os`: ferry `append` vs `write_all`; neither fsyncs.
-//! - append, flush `interval`: ferry's flusher fsyncs `--interval-ms` after
-//!   the first unflushed append; the reference runs a thread that fdatasyncs
-//!   every `--interval-ms` while the writer keeps writing. Both end with one
-//!   last fsync of everything, inside the timing.
+//! - append, flush `interval` (`ms` = `--interval-ms`, `messages` unlimited):
+//!   ferry's flusher fsyncs `ms` after the first unflushed append; the
+//!   reference runs a thread that fdatasyncs every `ms` while the writer keeps
+//!   writing. Both end with one last fsync of everything, inside the timing.
 //! - append, flush `always`, 1 writer: `append` + `flush_to` vs `write_all` +
 //!   fdatasync, per batch.
 //! - group commit: 8 threads doing `append` + `flush_to` per 16 KiB batch on
@@ -29,7 +36,10 @@
 //!   bytes.
 //!
 //! Untimed between runs: the file is fsynced (so writeback of one run does not
-//! land in the next) and deleted.
+//! land in the next) and deleted. After the table: the throughput of
+//! `batch::validate` (the CRC-32C check `append` does and the reference does
+//! not), with the `os` ratio it alone would allow, and group commit against
+//! the single-writer figures.
 
 use std::cell::Cell;
 use std::error::Error;
@@ -705,44 +715,45 @@ fn print_table(cases: &[Case], run: &Run) {
 
 fn print_json(cases: &[Case], run: &Run) {
     let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "null".to_string());
     let rows: Vec<String> = cases
         .iter()
         .map(|c| {
             let (lo, hi) = c.spread();
-            format!(
-                "    {{\"case\": \"{}\", \"bytes\": {}, \"ferry_mib_s\": {:.1}, \"raw_mib_s\": {:.1}, \"ratio\": {:.3}, \
-                 \"ratio_min\": {lo:.3}, \"ratio_max\": {hi:.3}, \"goal\": {}, \"met\": {}}}",
-                esc(&c.name),
-                c.bytes,
-                c.ferry_mib_s(),
-                c.raw_mib_s(),
-                c.ratio(),
-                c.goal.map_or("null".to_string(), |g| g.to_string()),
-                c.met().map_or("null".to_string(), |m| m.to_string()),
-            )
+            let fields = [
+                format!("\"case\": \"{}\"", esc(&c.name)),
+                format!("\"bytes\": {}", c.bytes),
+                format!("\"ferry_mib_s\": {:.1}", c.ferry_mib_s()),
+                format!("\"raw_mib_s\": {:.1}", c.raw_mib_s()),
+                format!("\"ratio\": {:.3}", c.ratio()),
+                format!("\"ratio_min\": {lo:.3}"),
+                format!("\"ratio_max\": {hi:.3}"),
+                format!("\"goal\": {}", opt(c.goal.map(|g| g.to_string()))),
+                format!("\"met\": {}", opt(c.met().map(|m| m.to_string()))),
+            ];
+            format!("    {{{}}}", fields.join(", "))
         })
         .collect();
-    let context = group_context(cases).map_or("null".to_string(), |(ferry_1, raw_1, raw_8)| {
+    let context = opt(group_context(cases).map(|(ferry_1, raw_1, raw_8)| {
         format!(
             "{{\"ferry_8_vs_ferry_1\": {ferry_1:.3}, \"ferry_8_vs_raw_1\": {raw_1:.3}, \"raw_8_vs_raw_1\": {raw_8:.3}}}"
         )
-    });
+    }));
     let validation: Vec<String> = validation_ceilings(cases, run)
         .map(|(label, speed, ceiling)| {
-            let ceiling = ceiling.map_or("null".to_string(), |c| format!("{c:.3}"));
+            let ceiling = opt(ceiling.map(|c| format!("{c:.3}")));
             format!("{{\"batch\": \"{label}\", \"mib_s\": {speed:.1}, \"os_ratio_ceiling\": {ceiling}}}")
         })
         .collect();
-    println!(
-        "{{\n  \"cpus\": {},\n  \"filesystem\": \"{}\",\n  \"other_cpu_before\": {:.3},\n  \"other_cpu_during\": {:.3},\n  \
-         \"rounds\": {},\n  \"interval_ms\": {},\n  \"cases\": [\n{}\n  ],\n  \"group_commit_context\": {context},\n  \"validation\": [{}]\n}}",
-        run.cpus,
-        esc(&run.fs),
-        run.others.0,
-        run.others.1,
-        run.rounds,
-        run.interval_ms,
-        rows.join(",\n"),
-        validation.join(", ")
-    );
+    println!("{{");
+    println!("  \"cpus\": {},", run.cpus);
+    println!("  \"filesystem\": \"{}\",", esc(&run.fs));
+    println!("  \"other_cpu_before\": {:.3},", run.others.0);
+    println!("  \"other_cpu_during\": {:.3},", run.others.1);
+    println!("  \"rounds\": {},", run.rounds);
+    println!("  \"interval_ms\": {},", run.interval_ms);
+    println!("  \"cases\": [\n{}\n  ],", rows.join(",\n"));
+    println!("  \"group_commit_context\": {context},");
+    println!("  \"validation\": [{}]", validation.join(", "));
+    println!("}}");
 }

@@ -69,7 +69,10 @@ pub fn describe(c: &Call, req: DescribeConfigsRequest) -> Reply {
             let mut r = DescribeConfigsResult::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
-            let wanted = |name: &str| res.configuration_keys.as_ref().is_none_or(|k| k.iter().any(|x| &**x == name));
+            // Null or empty: every config (as Kafka's ConfigHelper).
+            let wanted = |name: &str| {
+                res.configuration_keys.as_ref().is_none_or(|k| k.is_empty() || k.iter().any(|x| &**x == name))
+            };
             let entries: Vec<(String, Entry, bool)> = match res.resource_type {
                 TOPIC => match broker.topic(&res.resource_name) {
                     Some(t) => config_entries(&defaults, &t.overrides())

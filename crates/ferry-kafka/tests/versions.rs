@@ -1,0 +1,232 @@
+//! Every supported API at every version it advertises: the request encoded
+//! by the codec's client half, the response decoded by it. Catches fields a
+//! version cannot carry, header-version mistakes and wrong framing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use ferry_broker::{Broker, BrokerConfig};
+use ferry_log::compression::Compression;
+use ferry_log::records::{NewRecord, build_batch};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn request(key: ApiKey, v: i16, topic_id: uuid::Uuid, batch: &Bytes) -> RequestKind {
+    match key {
+        ApiKey::ApiVersions => RequestKind::ApiVersions(
+            ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str("t"))
+                .with_client_software_version(StrBytes::from_static_str("1")),
+        ),
+        ApiKey::Metadata => RequestKind::Metadata(
+            MetadataRequest::default()
+                .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default().with_name(Some(name("t")))]))
+                .with_allow_auto_topic_creation(true),
+        ),
+        ApiKey::Produce => {
+            let mut t = produce_request::TopicProduceData::default().with_partition_data(vec![
+                produce_request::PartitionProduceData::default().with_index(0).with_records(Some(batch.clone())),
+            ]);
+            if v >= 13 {
+                t.topic_id = topic_id
+            } else {
+                t.name = name("t")
+            }
+            RequestKind::Produce(ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![t]))
+        }
+        ApiKey::Fetch => {
+            let mut t = fetch_request::FetchTopic::default().with_partitions(vec![
+                fetch_request::FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20),
+            ]);
+            if v >= 13 {
+                t.topic_id = topic_id
+            } else {
+                t.topic = name("t")
+            }
+            let mut r = FetchRequest::default().with_max_wait_ms(0).with_min_bytes(1).with_topics(vec![t]);
+            if v >= 3 {
+                r.max_bytes = 1 << 20;
+            }
+            if v >= 7 {
+                r.session_epoch = -1;
+            }
+            RequestKind::Fetch(r)
+        }
+        ApiKey::ListOffsets => RequestKind::ListOffsets(ListOffsetsRequest::default().with_topics(vec![
+            list_offsets_request::ListOffsetsTopic::default().with_name(name("t")).with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-1),
+            ]),
+        ])),
+        ApiKey::CreateTopics => RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(name(&format!("c{v}")))
+                .with_num_partitions(1)
+                .with_replication_factor(1),
+        ])),
+        ApiKey::DeleteTopics => {
+            let mut r = DeleteTopicsRequest::default();
+            if v >= 6 {
+                r.topics = vec![delete_topics_request::DeleteTopicState::default().with_name(Some(name("gone")))];
+            } else {
+                r.topic_names = vec![name("gone")];
+            }
+            RequestKind::DeleteTopics(r)
+        }
+        ApiKey::DeleteRecords => RequestKind::DeleteRecords(DeleteRecordsRequest::default().with_topics(vec![
+            delete_records_request::DeleteRecordsTopic::default().with_name(name("t")).with_partitions(vec![
+                delete_records_request::DeleteRecordsPartition::default().with_partition_index(0).with_offset(0),
+            ]),
+        ])),
+        ApiKey::DescribeConfigs => RequestKind::DescribeConfigs(
+            DescribeConfigsRequest::default()
+                .with_include_synonyms(true)
+                .with_include_documentation(v >= 3)
+                .with_resources(vec![
+                    describe_configs_request::DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_static_str("t")),
+                    describe_configs_request::DescribeConfigsResource::default()
+                        .with_resource_type(4)
+                        .with_resource_name(StrBytes::from_static_str("1")),
+                ]),
+        ),
+        ApiKey::AlterConfigs => RequestKind::AlterConfigs(AlterConfigsRequest::default().with_resources(vec![
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("t"))
+                .with_configs(vec![
+                    alter_configs_request::AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str("retention.ms"))
+                        .with_value(Some(StrBytes::from_static_str("100000"))),
+                ]),
+        ])),
+        ApiKey::IncrementalAlterConfigs => {
+            RequestKind::IncrementalAlterConfigs(IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("t"))
+                    .with_configs(vec![
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_static_str("cleanup.policy"))
+                            .with_config_operation(2)
+                            .with_value(Some(StrBytes::from_static_str("compact"))),
+                    ]),
+            ]))
+        }
+        ApiKey::DescribeLogDirs => RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(None)),
+        ApiKey::CreatePartitions => RequestKind::CreatePartitions(
+            CreatePartitionsRequest::default().with_topics(vec![
+                create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(name("grow"))
+                    .with_count(v as i32 + 2),
+            ]),
+        ),
+        ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        other => panic!("no sample request for {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_api_at_every_version_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..BrokerConfig::default() }).unwrap();
+    let topic = broker.create_topic("t", Some(1), &BTreeMap::new(), false).unwrap();
+    broker.create_topic("grow", Some(1), &BTreeMap::new(), false).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = ferry_kafka::KafkaConfig { advertised_port: port as i32, ..Default::default() };
+    let ctx = Arc::new(ferry_kafka::Ctx { broker: broker.clone(), config });
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(ferry_kafka::serve(listener, ctx, rx));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let rec = NewRecord { key: Some(b"k"), value: Some(b"v"), headers: vec![], timestamp: now };
+    let batch = Bytes::from(build_batch(&[rec], Compression::None, -1, -1, -1).unwrap());
+
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut correlation = 0;
+    let mut checked = 0;
+    let keys = [
+        ApiKey::ApiVersions,
+        ApiKey::Metadata,
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::ListOffsets,
+        ApiKey::CreateTopics,
+        ApiKey::DeleteTopics,
+        ApiKey::DeleteRecords,
+        ApiKey::DescribeConfigs,
+        ApiKey::AlterConfigs,
+        ApiKey::IncrementalAlterConfigs,
+        ApiKey::DescribeLogDirs,
+        ApiKey::CreatePartitions,
+        ApiKey::DescribeCluster,
+    ];
+    for key in keys {
+        let range = key.valid_versions();
+        for v in range.min..=range.max {
+            correlation += 1;
+            if key == ApiKey::DeleteTopics {
+                broker.create_topic("gone", Some(1), &BTreeMap::new(), false).unwrap();
+            }
+            let header = RequestHeader::default()
+                .with_request_api_key(key as i16)
+                .with_request_api_version(v)
+                .with_correlation_id(correlation)
+                .with_client_id(Some(StrBytes::from_static_str("versions-test")));
+            let mut buf = BytesMut::new();
+            header.encode(&mut buf, key.request_header_version(v)).unwrap();
+            request(key, v, topic.id, &batch).encode(&mut buf, v).unwrap();
+            s.write_all(&(buf.len() as i32).to_be_bytes()).await.unwrap();
+            s.write_all(&buf).await.unwrap();
+            let len = s.read_i32().await.unwrap_or_else(|e| panic!("{key:?} v{v}: connection closed: {e}"));
+            let mut body = BytesMut::zeroed(len as usize);
+            s.read_exact(&mut body).await.unwrap();
+            let mut body = body.freeze();
+            let resp_header = ResponseHeader::decode(&mut body, key.response_header_version(v)).unwrap();
+            assert_eq!(resp_header.correlation_id, correlation, "{key:?} v{v}");
+            let resp = ResponseKind::decode(key, &mut body, v).unwrap_or_else(|e| panic!("{key:?} v{v}: {e}"));
+            assert_eq!(body.remaining(), 0, "{key:?} v{v}: trailing bytes");
+            check(&resp, key, v);
+            checked += 1;
+        }
+    }
+    let expected: i32 = keys.iter().map(|k| i32::from(k.valid_versions().max - k.valid_versions().min) + 1).sum();
+    assert_eq!(checked, expected);
+}
+
+/// The interesting outcome of each response, beyond decoding at all.
+fn check(resp: &ResponseKind, key: ApiKey, v: i16) {
+    match resp {
+        ResponseKind::ApiVersions(r) => assert!(r.error_code == 0 && r.api_keys.len() >= 14, "{key:?} v{v}"),
+        ResponseKind::Metadata(r) => assert_eq!(r.topics[0].partitions.len(), 1, "{key:?} v{v}"),
+        ResponseKind::Produce(r) => assert_eq!(r.responses[0].partition_responses[0].error_code, 0, "{key:?} v{v}"),
+        ResponseKind::Fetch(r) => {
+            let p = &r.responses[0].partitions[0];
+            assert_eq!(p.error_code, 0, "{key:?} v{v}");
+            assert!(p.records.as_ref().is_some_and(|b| !b.is_empty()), "{key:?} v{v}: no records");
+        }
+        ResponseKind::ListOffsets(r) => assert_eq!(r.topics[0].partitions[0].error_code, 0, "{key:?} v{v}"),
+        ResponseKind::CreateTopics(r) => assert_eq!(r.topics[0].error_code, 0, "{key:?} v{v}"),
+        ResponseKind::DeleteTopics(r) => assert_eq!(r.responses[0].error_code, 0, "{key:?} v{v}"),
+        ResponseKind::DeleteRecords(r) => assert_eq!(r.topics[0].partitions[0].error_code, 0, "{key:?} v{v}"),
+        ResponseKind::DescribeConfigs(r) => {
+            assert!(r.results.iter().all(|x| x.error_code == 0 && !x.configs.is_empty()), "{key:?} v{v}: {r:?}")
+        }
+        ResponseKind::AlterConfigs(r) => assert_eq!(r.responses[0].error_code, 0, "{key:?} v{v}"),
+        ResponseKind::IncrementalAlterConfigs(r) => assert_eq!(r.responses[0].error_code, 0, "{key:?} v{v}"),
+        ResponseKind::DescribeLogDirs(r) => assert!(!r.results[0].topics.is_empty(), "{key:?} v{v}"),
+        ResponseKind::CreatePartitions(r) => assert_eq!(r.results[0].error_code, 0, "{key:?} v{v}"),
+        ResponseKind::DescribeCluster(r) => assert_eq!(r.brokers.len(), 1, "{key:?} v{v}"),
+        _ => panic!("unexpected response"),
+    }
+}

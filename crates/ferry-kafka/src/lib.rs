@@ -7,3 +7,18 @@ mod response;
 mod server;
 
 pub use server::{Ctx, KafkaConfig, serve};
+
+/// Runs one request frame (without its size prefix) through the decoder
+/// and handlers, as a connection would, and reports whether the connection
+/// would stay open. For fuzzing and tests; servers use [`serve`].
+pub async fn handle_frame(ctx: &std::sync::Arc<Ctx>, frame: bytes::Bytes) -> bool {
+    if frame.len() < 8 {
+        return false;
+    }
+    match handlers::handle(ctx, frame).await {
+        response::Reply::Ready(r) => !r.chunks.is_empty(),
+        response::Reply::Later(f) => !f.await.chunks.is_empty(),
+        response::Reply::None => true,
+        response::Reply::Close(_) => false,
+    }
+}

@@ -186,6 +186,10 @@ async fn every_api_at_every_version_round_trips() {
             let mut buf = BytesMut::new();
             header.encode(&mut buf, key.request_header_version(v)).unwrap();
             request(key, v, topic.id, &batch).encode(&mut buf, v).unwrap();
+            // `FERRY_FUZZ_CORPUS=DIR` saves every request as a fuzzing seed.
+            if let Ok(dir) = std::env::var("FERRY_FUZZ_CORPUS") {
+                std::fs::write(std::path::Path::new(&dir).join(format!("{key:?}-v{v}")), &buf).unwrap();
+            }
             s.write_all(&(buf.len() as i32).to_be_bytes()).await.unwrap();
             s.write_all(&buf).await.unwrap();
             let len = s.read_i32().await.unwrap_or_else(|e| panic!("{key:?} v{v}: connection closed: {e}"));

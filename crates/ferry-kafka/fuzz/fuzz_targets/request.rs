@@ -1,0 +1,34 @@
+//! Any bytes as a request frame: decoded and handled as a connection would,
+//! against a real broker. A panic or a hang is a bug.
+
+#![no_main]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use libfuzzer_sys::fuzz_target;
+
+struct State {
+    runtime: tokio::runtime::Runtime,
+    ctx: Arc<ferry_kafka::Ctx>,
+}
+
+static STATE: OnceLock<State> = OnceLock::new();
+
+fn state() -> &'static State {
+    STATE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("ferry-fuzz-{}", std::process::id()));
+        let config = ferry_broker::BrokerConfig { data_dir: dir, ..Default::default() };
+        let broker = ferry_broker::Broker::open(config).expect("broker");
+        broker.create_topic("t", Some(2), &BTreeMap::new(), false).expect("topic");
+        // Paused time: long polls and timeouts complete instantly.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("runtime");
+        let ctx = Arc::new(ferry_kafka::Ctx { broker, config: ferry_kafka::KafkaConfig::default() });
+        State { runtime, ctx }
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let s = state();
+    s.runtime.block_on(ferry_kafka::handle_frame(&s.ctx, bytes::Bytes::copy_from_slice(data)));
+});

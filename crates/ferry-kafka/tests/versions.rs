@@ -124,13 +124,13 @@ fn request(key: ApiKey, v: i16, topic_id: uuid::Uuid, batch: &Bytes) -> RequestK
             ]))
         }
         ApiKey::DescribeLogDirs => RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(None)),
-        ApiKey::CreatePartitions => RequestKind::CreatePartitions(
-            CreatePartitionsRequest::default().with_topics(vec![
+        ApiKey::CreatePartitions => {
+            RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![
                 create_partitions_request::CreatePartitionsTopic::default()
                     .with_name(name("grow"))
                     .with_count(v as i32 + 2),
-            ]),
-        ),
+            ]))
+        }
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
         other => panic!("no sample request for {other:?}"),
     }

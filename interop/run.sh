@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Interop tests: real Kafka clients (confluent-kafka, kafka-python, kcat)
+# against a freshly started `ferry serve`. Last line: "interop: N passed, M failed".
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+venv="${FERRY_VENV:-$root/.venv}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferry-target}"
+ferry="$CARGO_TARGET_DIR/debug/ferry"
+test_timeout="${INTEROP_TEST_TIMEOUT:-120}"
+
+# --- dependencies -----------------------------------------------------------
+if [[ ! -x "$venv/bin/python" ]]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements.txt"
+
+if ! command -v kcat >/dev/null; then
+    sudo=""
+    [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null && sudo="sudo"
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q kcat
+fi
+
+if [[ ! -x "$ferry" ]]; then
+    (cd "$root" && cargo build -p ferry --bin ferry)
+fi
+
+# --- broker -------------------------------------------------------------------
+port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+export BOOTSTRAP="127.0.0.1:$port"
+work="$(mktemp -d -t ferry-interop.XXXXXX)"
+broker_pid=""
+
+# Stop the broker with SIGTERM (SIGKILL after 10 s); returns its exit status.
+stop_broker() {
+    local pid="$broker_pid" rc=0
+    [[ -n "$pid" ]] || return 0
+    broker_pid=""
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "broker still running 10 s after SIGTERM; killing" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || rc=$?
+    return "$rc"
+}
+cleanup() { stop_broker || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+"$ferry" serve --data-dir "$work/data" --kafka-listen "$BOOTSTRAP" >"$work/broker.log" 2>&1 &
+broker_pid=$!
+
+ready=0
+for _ in $(seq 300); do   # 30 s
+    if ! kill -0 "$broker_pid" 2>/dev/null; then break; fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then ready=1; break; fi
+    sleep 0.1
+done
+if [[ $ready -ne 1 ]]; then
+    echo "broker did not start listening on $BOOTSTRAP; log:" >&2
+    cat "$work/broker.log" >&2
+    echo "interop: 0 passed, 1 failed"
+    exit 1
+fi
+echo "broker up on $BOOTSTRAP (pid $broker_pid)"
+
+# --- tests --------------------------------------------------------------------
+passed=0; failed=0; failures=()
+run_test() {
+    local name="$1"; shift
+    echo "=== $name"
+    if timeout -k 5 "$test_timeout" "$@"; then
+        echo "--- PASS $name"; passed=$((passed + 1))
+    else
+        echo "--- FAIL $name (exit $?)"; failed=$((failed + 1)); failures+=("$name")
+    fi
+}
+
+run_test confluent_kafka "$venv/bin/python" "$here/confluent_kafka_test.py"
+run_test kafka_python    "$venv/bin/python" "$here/kafka_python_test.py"
+run_test kcat            bash "$here/kcat_test.sh"
+
+echo "=== broker_shutdown"
+if stop_broker; then
+    echo "--- PASS broker_shutdown"; passed=$((passed + 1))
+else
+    echo "--- FAIL broker_shutdown (SIGTERM exit status $?)"; failed=$((failed + 1)); failures+=(broker_shutdown)
+fi
+
+if [[ $failed -ne 0 ]]; then
+    echo "failed: ${failures[*]}; last 50 broker log lines:"
+    tail -n 50 "$work/broker.log"
+fi
+cleanup; trap - EXIT
+echo "interop: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]

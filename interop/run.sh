@@ -23,9 +23,8 @@ if ! command -v kcat >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q kcat
 fi
 
-if [[ ! -x "$ferry" ]]; then
-    (cd "$root" && cargo build -p ferry --bin ferry)
-fi
+# Always build: a no-op when fresh, and never a stale binary.
+(cd "$root" && cargo build -q -p ferry --bin ferry)
 
 # --- broker -------------------------------------------------------------------
 port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"

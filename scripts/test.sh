@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or a warm one: formatting, lints,
-# and every test. Installs what it needs by itself.
+# every Rust test (unit, property, crash, real-client), and the interop
+# scripts with Python clients and kcat. Installs what it needs by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,10 +11,17 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferry-target}"
 if [ "${CI:-}" = "true" ]; then
   export CARGO_INCREMENTAL=0
 fi
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked 2>&1 | tee "$log"
+echo "== interop (confluent-kafka, kafka-python, kcat)"
+bash interop/run.sh 2>&1 | tee -a "$log"
+
+passed=$(grep -hoE '(test result: ok\. |interop: )[0-9]+ passed' "$log" | grep -oE '[0-9]+' | awk '{s += $1} END {print s + 0}')
+echo "ferry: ${passed} passed, 0 failed"

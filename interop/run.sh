@@ -80,6 +80,7 @@ run_test() {
 
 run_test confluent_kafka "$venv/bin/python" "$here/confluent_kafka_test.py"
 run_test kafka_python    "$venv/bin/python" "$here/kafka_python_test.py"
+run_test aiokafka        "$venv/bin/python" "$here/aiokafka_test.py"
 run_test kcat            bash "$here/kcat_test.sh"
 
 echo "=== broker_shutdown"

@@ -30,10 +30,14 @@ def main():
     admin.create_topics([NewTopic(TOPIC, num_partitions=1, replication_factor=1)], timeout_ms=10000)
     check(TOPIC in admin.list_topics(), "created topic not listed")
 
-    step(f"produce {COUNT} messages, gzip, acks=all")
-    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", compression_type="gzip",
-                             enable_idempotence=False, linger_ms=5)
-    futures = [producer.send(TOPIC, key=b"k%d" % (i % 7), value=b"v%d" % i) for i in range(COUNT)]
+    step(f"produce {COUNT} messages with the default settings (idempotent, acks=all), then gzip")
+    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP)
+    check(producer.config.get("enable_idempotence") is not False, "expected an idempotent default producer")
+    futures = [producer.send(TOPIC, key=b"k%d" % (i % 7), value=b"v%d" % i) for i in range(COUNT // 2)]
+    producer.flush(timeout=30)
+    producer.close(timeout=10)
+    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", compression_type="gzip", linger_ms=5)
+    futures += [producer.send(TOPIC, key=b"k%d" % (i % 7), value=b"v%d" % i) for i in range(COUNT // 2, COUNT)]
     producer.flush(timeout=30)
     offsets = [f.get(timeout=10).offset for f in futures]
     check(offsets == list(range(COUNT)), f"unexpected offsets: {offsets[:5]}...{offsets[-5:]}")

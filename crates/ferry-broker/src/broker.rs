@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::error::{BrokerError, Result};
 use crate::partition::Partition;
+use crate::producer::ProducerIds;
 use crate::topic_config::{self, BrokerDefaults, TopicSettings};
 
 /// Settings of the broker process.
@@ -32,6 +33,8 @@ pub struct BrokerConfig {
     /// Broker-wide topic config defaults from the config file (topic config
     /// names, e.g. `flush.messages`).
     pub topic_defaults: BTreeMap<String, String>,
+    /// `producer.id.expiration.ms`: idle idempotent producers are forgotten.
+    pub producer_id_expiration_ms: u64,
     pub engine: EngineConfig,
 }
 
@@ -43,6 +46,7 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             default_partitions: 1,
             topic_defaults: BTreeMap::new(),
+            producer_id_expiration_ms: 86_400_000,
             engine: EngineConfig::default(),
         }
     }
@@ -97,6 +101,7 @@ pub struct Broker {
     dynamic: RwLock<BrokerDefaults>,
     /// Serialises topic creation, deletion and config changes.
     admin: Mutex<()>,
+    producer_ids: ProducerIds,
 }
 
 impl Broker {
@@ -120,6 +125,7 @@ impl Broker {
             .and_then(|b| serde_json::from_slice::<BTreeMap<String, String>>(&b).ok())
             .unwrap_or_default();
         let fixed = config.topic_defaults.clone();
+        let producer_ids_dir = config.data_dir.clone();
         let broker = Arc::new(Broker {
             logs: LogManager::new(config.engine.clone()),
             config,
@@ -127,6 +133,7 @@ impl Broker {
             topics: RwLock::new(BTreeMap::new()),
             dynamic: RwLock::new(BrokerDefaults { dynamic, fixed }),
             admin: Mutex::new(()),
+            producer_ids: ProducerIds::open(&producer_ids_dir),
         });
         for entry in fs::read_dir(&topics_dir)? {
             let entry = entry?;
@@ -146,6 +153,18 @@ impl Broker {
             let topic = broker.load_topic(&name, file)?;
             write(&broker.topics).insert(name, topic);
         }
+        // Producer snapshots every 30 s keep crash recovery short; the
+        // thread ends once the broker is dropped.
+        let weak = Arc::downgrade(&broker);
+        std::thread::Builder::new().name("ferry-producer-snapshots".into()).spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(30));
+                match weak.upgrade() {
+                    Some(b) => b.snapshot_producers(),
+                    None => return,
+                }
+            }
+        })?;
         Ok(broker)
     }
 
@@ -258,7 +277,9 @@ impl Broker {
         let settings = read(&topic.settings).clone();
         for index in current..total as usize {
             let log = self.logs.open(&topic.dir.join(index.to_string()), settings.log.clone())?;
-            write(&topic.partitions).push(Arc::new(Partition::new(name, index as i32, log, topic.settings.clone())));
+            let partition =
+                Partition::new(name, index as i32, log, topic.settings.clone(), self.config.producer_id_expiration_ms)?;
+            write(&topic.partitions).push(Arc::new(partition));
         }
         self.persist(&topic)
     }
@@ -302,8 +323,27 @@ impl Broker {
         read(&topic.settings).clone()
     }
 
-    /// Flushes and checkpoints every log and stops the storage threads.
+    /// Hands out producer ids (InitProducerId).
+    pub fn producer_ids(&self) -> &ProducerIds {
+        &self.producer_ids
+    }
+
+    /// Writes the producer snapshots that changed; run periodically so
+    /// recovery after a crash scans little.
+    pub fn snapshot_producers(&self) {
+        for topic in self.topics() {
+            for p in topic.partitions() {
+                if let Err(e) = p.snapshot_producers() {
+                    tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "producer snapshot failed");
+                }
+            }
+        }
+    }
+
+    /// Snapshots producer state, flushes and checkpoints every log, and
+    /// stops the storage threads.
     pub fn shutdown(&self) {
+        self.snapshot_producers();
         self.logs.shutdown();
     }
 
@@ -326,7 +366,9 @@ impl Broker {
         let mut partitions = Vec::with_capacity(file.partitions);
         for index in 0..file.partitions {
             let log = self.logs.open(&dir.join(index.to_string()), log_config.clone())?;
-            partitions.push(Arc::new(Partition::new(name, index as i32, log, settings.clone())));
+            let partition =
+                Partition::new(name, index as i32, log, settings.clone(), self.config.producer_id_expiration_ms)?;
+            partitions.push(Arc::new(partition));
         }
         Ok(Arc::new(Topic {
             name: name.to_string(),

@@ -20,6 +20,10 @@ pub enum BrokerError {
     NotEnoughReplicas { isr: usize, min: usize },
     #[error("timestamp {0} outside the allowed range")]
     InvalidTimestamp(i64),
+    #[error("out of order sequence number")]
+    OutOfOrderSequence,
+    #[error("producer epoch is older than the latest")]
+    InvalidProducerEpoch,
     #[error(transparent)]
     Log(#[from] LogError),
     #[error("I/O error: {0}")]

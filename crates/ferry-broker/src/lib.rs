@@ -6,8 +6,10 @@
 mod broker;
 mod error;
 mod partition;
+mod producer;
 pub mod topic_config;
 
 pub use broker::{Broker, BrokerConfig, Topic, validate_topic_name};
 pub use error::{BrokerError, Result};
 pub use partition::{Acks, Appended, Partition};
+pub use producer::{ProducerIds, ProducerStates};

@@ -3,10 +3,11 @@
 
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use ferry_log::{AppendInfo, FlushPolicy, Log, TimestampType, batch::BatchHeader, batch::HEADER_LEN};
+use ferry_log::{AppendInfo, FlushPolicy, Log, LogError, TimestampType, batch::BatchHeader, batch::HEADER_LEN};
 use tokio::sync::{Notify, oneshot};
 
 use crate::error::{BrokerError, Result};
+use crate::producer::{ProducerStates, Sequence};
 use crate::topic_config::TopicSettings;
 
 /// How much acknowledgement a producer asked for (Kafka's `acks`).
@@ -28,10 +29,20 @@ pub struct Partition {
     settings: Arc<RwLock<TopicSettings>>,
     /// Fetches waiting for the high watermark to move.
     waiters: Arc<Mutex<Vec<Weak<Notify>>>>,
+    /// Idempotent producers' sequences; held across check and append.
+    producers: Mutex<ProducerStates>,
+    producer_expiration_ms: u64,
 }
 
 impl Partition {
-    pub(crate) fn new(topic: &str, index: i32, log: Arc<Log>, settings: Arc<RwLock<TopicSettings>>) -> Partition {
+    pub(crate) fn new(
+        topic: &str,
+        index: i32,
+        log: Arc<Log>,
+        settings: Arc<RwLock<TopicSettings>>,
+        producer_expiration_ms: u64,
+    ) -> Result<Partition> {
+        let producers = ProducerStates::recover(log.dir(), &log, producer_expiration_ms)?;
         let waiters: Arc<Mutex<Vec<Weak<Notify>>>> = Arc::default();
         let w = waiters.clone();
         log.set_hw_listener(Arc::new(move || {
@@ -40,7 +51,24 @@ impl Partition {
                 n.notify_one();
             }
         }));
-        Partition { topic: topic.to_string(), index, log, settings, waiters }
+        Ok(Partition {
+            topic: topic.to_string(),
+            index,
+            log,
+            settings,
+            waiters,
+            producers: Mutex::new(producers),
+            producer_expiration_ms,
+        })
+    }
+
+    /// Expires idle producers and writes the producer snapshot if it changed.
+    pub fn snapshot_producers(&self) -> Result<()> {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let mut p = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+        p.expire(now, self.producer_expiration_ms);
+        p.snapshot(self.log.dir())
     }
 
     pub fn log(&self) -> &Arc<Log> {
@@ -75,7 +103,11 @@ impl Partition {
         if settings.log.timestamp_type == TimestampType::CreateTime {
             check_timestamps(batches, &settings)?;
         }
-        let info = self.log.append(batches)?;
+        let info = if first_producer_id(batches) >= 0 {
+            self.append_idempotent(batches)?
+        } else {
+            self.log.append(batches)?
+        };
         let durable = (acks == Acks::All && settings.log.flush == FlushPolicy::Always).then(|| {
             let (tx, rx) = oneshot::channel();
             self.log.on_durable(info.last_offset + 1, move |r| {
@@ -85,6 +117,57 @@ impl Partition {
         });
         Ok(Appended { info, durable })
     }
+}
+
+impl Partition {
+    /// Batches from idempotent producers: each is checked against its
+    /// producer's sequence; a retry of a batch already written is answered
+    /// with the original offsets instead of being appended again.
+    fn append_idempotent(&self, batches: &[u8]) -> Result<AppendInfo> {
+        let mut states = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let mut total: Option<AppendInfo> = None;
+        let mut rest = batches;
+        while !rest.is_empty() {
+            let h = BatchHeader::parse(rest)?;
+            let Some(one) = rest.get(..h.size) else {
+                return Err(LogError::CorruptBatch("batch length past end of buffer").into());
+            };
+            rest = &rest[h.size..];
+            let info = match states.check(&h)? {
+                Sequence::Duplicate { base_offset, last_offset } => AppendInfo {
+                    base_offset,
+                    last_offset,
+                    max_timestamp: -1,
+                    log_append_time: None,
+                    records: 0,
+                    bytes: 0,
+                },
+                Sequence::Append => {
+                    let info = self.log.append(one)?;
+                    states.record(&h, info.base_offset, now);
+                    info
+                }
+            };
+            total = Some(match total {
+                None => info,
+                Some(t) => AppendInfo {
+                    last_offset: info.last_offset.max(t.last_offset),
+                    max_timestamp: t.max_timestamp.max(info.max_timestamp),
+                    records: t.records + info.records,
+                    bytes: t.bytes + info.bytes,
+                    ..t
+                },
+            });
+        }
+        total.ok_or(BrokerError::Log(LogError::CorruptBatch("no record batch")))
+    }
+}
+
+/// The producer id of the first batch (-1: not an idempotent producer).
+fn first_producer_id(batches: &[u8]) -> i64 {
+    BatchHeader::parse(batches).map_or(-1, |h| h.producer_id)
 }
 
 /// An append that happened, possibly still waiting to be durable.

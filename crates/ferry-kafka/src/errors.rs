@@ -14,6 +14,8 @@ pub fn error_code(e: &BrokerError) -> i16 {
         BrokerError::InvalidConfig(_) => E::InvalidConfig,
         BrokerError::NotEnoughReplicas { .. } => E::NotEnoughReplicas,
         BrokerError::InvalidTimestamp(_) => E::InvalidTimestamp,
+        BrokerError::OutOfOrderSequence => E::OutOfOrderSequenceNumber,
+        BrokerError::InvalidProducerEpoch => E::InvalidProducerEpoch,
         BrokerError::Log(l) => return log_error_code(l),
         BrokerError::Io(_) => E::KafkaStorageError,
     }

@@ -132,6 +132,12 @@ fn request(key: ApiKey, v: i16, topic_id: uuid::Uuid, batch: &Bytes) -> RequestK
             ]))
         }
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        ApiKey::InitProducerId => RequestKind::InitProducerId(
+            InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        ),
         other => panic!("no sample request for {other:?}"),
     }
 }
@@ -155,25 +161,35 @@ async fn every_api_at_every_version_round_trips() {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut correlation = 0;
     let mut checked = 0;
-    let keys = [
-        ApiKey::ApiVersions,
-        ApiKey::Metadata,
-        ApiKey::Produce,
-        ApiKey::Fetch,
-        ApiKey::ListOffsets,
-        ApiKey::CreateTopics,
-        ApiKey::DeleteTopics,
-        ApiKey::DeleteRecords,
-        ApiKey::DescribeConfigs,
-        ApiKey::AlterConfigs,
-        ApiKey::IncrementalAlterConfigs,
-        ApiKey::DescribeLogDirs,
-        ApiKey::CreatePartitions,
-        ApiKey::DescribeCluster,
-    ];
-    for key in keys {
-        let range = key.valid_versions();
-        for v in range.min..=range.max {
+    // Exactly what ApiVersions advertises.
+    let advertised = {
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::ApiVersions as i16)
+            .with_request_api_version(3)
+            .with_client_id(Some(StrBytes::from_static_str("versions-test")));
+        let mut buf = BytesMut::new();
+        header.encode(&mut buf, ApiKey::ApiVersions.request_header_version(3)).unwrap();
+        request(ApiKey::ApiVersions, 3, topic.id, &batch).encode(&mut buf, 3).unwrap();
+        s.write_all(&(buf.len() as i32).to_be_bytes()).await.unwrap();
+        s.write_all(&buf).await.unwrap();
+        let len = s.read_i32().await.unwrap();
+        let mut body = BytesMut::zeroed(len as usize);
+        s.read_exact(&mut body).await.unwrap();
+        let mut body = body.freeze();
+        ResponseHeader::decode(&mut body, 0).unwrap();
+        let ResponseKind::ApiVersions(r) = ResponseKind::decode(ApiKey::ApiVersions, &mut body, 3).unwrap() else {
+            unreachable!()
+        };
+        r.api_keys
+    };
+    let keys: Vec<(ApiKey, i16, i16)> =
+        advertised.iter().map(|a| (ApiKey::try_from(a.api_key).unwrap(), a.min_version, a.max_version)).collect();
+    for &(key, min, max) in &keys {
+        let codec = key.valid_versions();
+        assert!(min >= codec.min && max <= codec.max, "{key:?} advertised beyond the codec");
+    }
+    for &(key, min, max) in &keys {
+        for v in min..=max {
             correlation += 1;
             if key == ApiKey::DeleteTopics {
                 broker.create_topic("gone", Some(1), &BTreeMap::new(), false).unwrap();
@@ -204,14 +220,14 @@ async fn every_api_at_every_version_round_trips() {
             checked += 1;
         }
     }
-    let expected: i32 = keys.iter().map(|k| i32::from(k.valid_versions().max - k.valid_versions().min) + 1).sum();
+    let expected: i32 = keys.iter().map(|(_, min, max)| i32::from(max - min) + 1).sum();
     assert_eq!(checked, expected);
 }
 
 /// The interesting outcome of each response, beyond decoding at all.
 fn check(resp: &ResponseKind, key: ApiKey, v: i16) {
     match resp {
-        ResponseKind::ApiVersions(r) => assert!(r.error_code == 0 && r.api_keys.len() >= 14, "{key:?} v{v}"),
+        ResponseKind::ApiVersions(r) => assert!(r.error_code == 0 && r.api_keys.len() >= 15, "{key:?} v{v}"),
         ResponseKind::Metadata(r) => assert_eq!(r.topics[0].partitions.len(), 1, "{key:?} v{v}"),
         ResponseKind::Produce(r) => assert_eq!(r.responses[0].partition_responses[0].error_code, 0, "{key:?} v{v}"),
         ResponseKind::Fetch(r) => {
@@ -231,6 +247,7 @@ fn check(resp: &ResponseKind, key: ApiKey, v: i16) {
         ResponseKind::DescribeLogDirs(r) => assert!(!r.results[0].topics.is_empty(), "{key:?} v{v}"),
         ResponseKind::CreatePartitions(r) => assert_eq!(r.results[0].error_code, 0, "{key:?} v{v}"),
         ResponseKind::DescribeCluster(r) => assert_eq!(r.brokers.len(), 1, "{key:?} v{v}"),
+        ResponseKind::InitProducerId(r) => assert!(r.error_code == 0 && r.producer_id.0 >= 0, "{key:?} v{v}"),
         _ => panic!("unexpected response"),
     }
 }

@@ -488,3 +488,27 @@ impl Log {
         read(&self.segments).values().cloned().collect()
     }
 }
+
+impl Log {
+    /// Calls `f` with the header of every batch holding offsets at or past
+    /// `from`, up to the log end, in order. Reads headers only: how the
+    /// broker rebuilds state kept in batch headers (producer ids and
+    /// sequences) after a crash.
+    pub fn scan_headers(&self, from: u64, mut f: impl FnMut(&crate::batch::BatchHeader)) -> Result<()> {
+        let cache = &self.env.cache;
+        let Some(first) = self.segment_for(from) else { return Ok(()) };
+        let segments: Vec<Arc<Segment>> = read(&self.segments).range(first.base..).map(|(_, s)| s.clone()).collect();
+        for seg in segments {
+            let file = seg.file(cache)?;
+            let size = seg.size();
+            let mut pos = u64::from(seg.with_indexes(cache, |ix| ix.lookup(rel(seg.base, from)))?.pos);
+            while let Some(h) = read_header(&file, pos, size)? {
+                if h.last_offset() >= from {
+                    f(&h);
+                }
+                pos += h.size as u64;
+            }
+        }
+        Ok(())
+    }
+}

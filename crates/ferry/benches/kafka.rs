@@ -1,24 +1,28 @@
 //! Kafka-protocol benchmark: the release `ferry` binary on 127.0.0.1, driven
 //! by librdkafka (the rdkafka crate) in this process.
 //!
-//! `cargo bench -p ferry --bench kafka [-- --json] [-- --records N --rate R --seconds S]`
+//! `cargo bench -p ferry --bench kafka [-- --json] [-- --records N --rate R --seconds S --latency-only]`
 //!
-//! Measured, in this order, against one broker with a fresh data directory:
+//! Measured, in this order, against one broker with a fresh data directory
+//! (under the target directory's tmp/, or `FERRY_BENCH_DIR`):
 //! 1. the loopback TCP limit: one std TCP sender/receiver pair pushing the
 //!    same bytes as one produce case in 1 MiB writes (best of 3);
 //! 2. produce throughput, 1 KiB records, acks=1 and acks=all, 1 and 6
 //!    partitions: time from the first send to the last delivery report;
 //! 3. consume throughput: the 6-partition acks=1 topic read back with
 //!    assigned partitions (no consumer group);
-//! 4. end-to-end latency at a fixed rate (default 50,000 records/s), acks=1
-//!    and acks=all: each record carries the time it was due to be sent
-//!    (monotonic clock, this process); a consumer tailing the topic takes
-//!    its receive time minus that.
+//! 4. end-to-end latency at a fixed rate (default 50,000 records/s) into 6
+//!    partitions, acks=1 and acks=all, plus acks=1 on a topic with
+//!    `flush.messages` at its maximum (no fsync) as a diagnostic: each record
+//!    carries the time it was due to be sent (monotonic clock, this
+//!    process); a consumer tailing the topic takes its receive time minus
+//!    that.
 //!
-//! `sync` runs between phases so one phase's page-cache writeback does not
-//! land in the next. Broker and benchmark CPU time per phase come from
-//! /proc. The run is bounded: every wait has a deadline, and the broker is
-//! stopped (SIGTERM) and its data directory removed at the end.
+//! `sync` runs before each phase so one phase's page-cache writeback does
+//! not land in the next. CPU use per phase comes from /proc: the broker, this
+//! process (the clients), and everything else on the machine. The run is
+//! bounded: every wait has a deadline, and the broker is stopped (SIGTERM)
+//! and its data directory removed at the end.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -39,6 +43,14 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const RECORD: usize = 1024;
 const MIB: f64 = 1024.0 * 1024.0;
+/// A produce case stops queueing new records after this long.
+const CAP: Duration = Duration::from_secs(8);
+/// Latency runs: this long at the target rate before measuring starts.
+const WARMUP: Duration = Duration::from_millis(1000);
+/// Partitions of the latency topics.
+const LATENCY_PARTITIONS: i32 = 6;
+/// `flush.messages` that turns fsync off for a topic (i64::MAX).
+const NO_FSYNC: &str = "9223372036854775807";
 
 struct Options {
     json: bool,
@@ -47,109 +59,42 @@ struct Options {
     /// Latency runs: records per second and measured seconds.
     rate: u64,
     seconds: f64,
+    /// Skip phases 1 to 3.
+    latency_only: bool,
 }
-
-/// A produce case stops queueing new records after this long.
-const CAP: Duration = Duration::from_secs(8);
-/// Latency runs: this long at the target rate before measuring starts.
-const WARMUP: Duration = Duration::from_millis(1000);
 
 fn main() {
     let opts = parse_args();
-    let tick = clock_ticks();
     let base = std::env::var_os("FERRY_BENCH_DIR").unwrap_or_else(|| env!("CARGO_TARGET_TMPDIR").into());
     std::fs::create_dir_all(&base).expect("benchmark scratch directory");
     let dir = tempfile::Builder::new().prefix("kafka-bench-").tempdir_in(&base).expect("temp dir");
-    let fstype = filesystem(dir.path());
+    let mut report = Report { fstype: filesystem(dir.path()), load_before: loadavg(), ..Report::default() };
     let mut broker = Broker::start(dir.path());
-    let bootstrap = broker.bootstrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
-    let mut report = Report::default();
     eprintln!(
-        "kafka bench: ferry pid {} on {bootstrap}, data in {} ({fstype}), {} CPUs",
+        "kafka bench: ferry pid {} on {}, data in {} ({}), {} CPUs, load average {}",
         broker.pid(),
+        broker.bootstrap(),
         dir.path().display(),
-        cpus()
+        report.fstype,
+        cpus(),
+        report.load_before
     );
-
-    // 1. Loopback limit.
-    let loop_bytes = opts.records * RECORD as u64;
-    let loopback = (0..3).map(|_| loopback_mib_s(loop_bytes)).fold(0.0, f64::max);
-    report.loopback = loopback;
-    eprintln!("loopback TCP: {loopback:.0} MiB/s ({:.0} MiB per run, best of 3)", loop_bytes as f64 / MIB);
-
-    // 2. Produce.
-    for (acks, parts) in [("1", 1), ("1", 6), ("all", 1), ("all", 6)] {
-        let topic = format!("produce-p{parts}-acks{acks}");
-        runtime.block_on(create_topic(&bootstrap, &topic, parts));
-        sync();
-        let cpu = Cpu::start(broker.pid(), tick);
-        let r = produce(&bootstrap, &topic, acks, opts.records);
-        let (broker_cpu, bench_cpu) = cpu.stop();
-        let mib_s = r.bytes as f64 / MIB / r.secs;
-        eprintln!(
-            "produce {parts} partition(s) acks={acks}: {} records in {:.2}s, {mib_s:.1} MiB/s, {:.0} rec/s, {:.0}% of \
-             loopback, broker CPU {:.0}%, bench CPU {:.0}%",
-            r.records,
-            r.secs,
-            r.records as f64 / r.secs,
-            100.0 * mib_s / loopback,
-            broker_cpu,
-            bench_cpu
-        );
-        report.produce.push(ProduceRow { topic, acks, parts, run: r, broker_cpu, bench_cpu });
+    if !opts.latency_only {
+        throughput(&opts, &mut report, &broker, &runtime);
     }
-
-    // 3. Consume the 6-partition acks=1 topic.
-    let source = report.produce.iter().find(|p| p.parts == 6 && p.acks == "1").expect("the p6 acks=1 case");
-    sync();
-    let cpu = Cpu::start(broker.pid(), tick);
-    let c = consume(&bootstrap, &source.topic, 6, source.run.records);
-    let (broker_cpu, bench_cpu) = cpu.stop();
-    eprintln!(
-        "consume 6 partitions: {} records in {:.2}s, {:.1} MiB/s, broker CPU {:.0}%, bench CPU {:.0}%",
-        c.records,
-        c.secs,
-        c.bytes as f64 / MIB / c.secs,
-        broker_cpu,
-        bench_cpu
-    );
-    report.consume = Some((source.topic.clone(), c, broker_cpu, bench_cpu));
-
-    // 4. End-to-end latency at a fixed rate.
-    for acks in ["1", "all"] {
-        let topic = format!("latency-acks{acks}");
-        runtime.block_on(create_topic(&bootstrap, &topic, 6));
-        sync();
-        let cpu = Cpu::start(broker.pid(), tick);
-        let l = latency(&bootstrap, &topic, 6, acks, opts.rate, opts.seconds);
-        let (broker_cpu, bench_cpu) = cpu.stop();
-        eprintln!(
-            "latency acks={acks} at {} rec/s: e2e p50 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} ms; ack p50 {:.2} p99 \
-             {:.2} ms; broker CPU {:.0}%",
-            opts.rate,
-            ms(l.e2e.p50),
-            ms(l.e2e.p99),
-            ms(l.e2e.p999),
-            ms(l.e2e.max),
-            ms(l.ack.p50),
-            ms(l.ack.p99),
-            broker_cpu
-        );
-        report.latency.push(LatencyRow { acks, run: l, broker_cpu, bench_cpu });
-    }
-
+    latencies(&opts, &mut report, &broker, &runtime);
     broker.stop();
     drop(dir);
     if opts.json {
-        println!("{}", report.json(&opts, &fstype));
+        println!("{}", report.json(&opts));
     } else {
-        report.print(&opts, &fstype);
+        report.print(&opts);
     }
 }
 
 fn parse_args() -> Options {
-    let mut o = Options { json: false, records: 500_000, rate: 50_000, seconds: 5.0 };
+    let mut o = Options { json: false, records: 2_000_000, rate: 50_000, seconds: 5.0, latency_only: false };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |what: &str| -> f64 {
@@ -157,6 +102,7 @@ fn parse_args() -> Options {
         };
         match a.as_str() {
             "--json" => o.json = true,
+            "--latency-only" => o.latency_only = true,
             "--records" => o.records = num("--records") as u64,
             "--rate" => o.rate = num("--rate") as u64,
             "--seconds" => o.seconds = num("--seconds"),
@@ -165,6 +111,52 @@ fn parse_args() -> Options {
     }
     assert!(o.records > 0 && o.rate > 0 && o.seconds > 0.0, "--records, --rate and --seconds must be positive");
     o
+}
+
+/// Phases 1 to 3: the loopback limit, produce, consume.
+fn throughput(opts: &Options, report: &mut Report, broker: &Broker, runtime: &tokio::runtime::Runtime) {
+    let bootstrap = broker.bootstrap();
+    let loop_bytes = opts.records * RECORD as u64;
+    sync();
+    let loopback = (0..3).map(|_| loopback_mib_s(loop_bytes)).fold(0.0, f64::max);
+    report.loopback = loopback;
+    eprintln!("loopback TCP: {loopback:.0} MiB/s ({:.0} MiB per run, best of 3)", loop_bytes as f64 / MIB);
+
+    for (acks, partitions) in [("1", 1), ("1", 6), ("all", 1), ("all", 6)] {
+        let topic = format!("produce-p{partitions}-acks{acks}");
+        runtime.block_on(create_topic(&bootstrap, &topic, partitions, &[]));
+        sync();
+        let cpu = Cpu::start(broker.pid());
+        let run = produce(&bootstrap, &topic, acks, opts.records);
+        let row = ProduceRow { label: format!("produce p{partitions} acks={acks}"), run, cpu: cpu.stop() };
+        eprintln!("{}", row.line(loopback));
+        report.produce.push(row);
+    }
+
+    // The 6-partition acks=1 topic, read back.
+    let records = report.produce.iter().find(|r| r.label == "produce p6 acks=1").map_or(0, |r| r.run.records);
+    sync();
+    let cpu = Cpu::start(broker.pid());
+    let run = consume(&bootstrap, "produce-p6-acks1", 6, records);
+    let row = ProduceRow { label: "consume p6".into(), run, cpu: cpu.stop() };
+    eprintln!("{}", row.line(loopback));
+    report.consume = Some(row);
+}
+
+/// Phase 4: end-to-end latency at a fixed rate.
+fn latencies(opts: &Options, report: &mut Report, broker: &Broker, runtime: &tokio::runtime::Runtime) {
+    let bootstrap = broker.bootstrap();
+    for (acks, fsync) in [("1", true), ("all", true), ("1", false)] {
+        let topic = format!("latency-acks{acks}{}", if fsync { "" } else { "-nofsync" });
+        let configs: &[(&str, &str)] = if fsync { &[] } else { &[("flush.messages", NO_FSYNC)] };
+        runtime.block_on(create_topic(&bootstrap, &topic, LATENCY_PARTITIONS, configs));
+        sync();
+        let cpu = Cpu::start(broker.pid());
+        let run = latency(&bootstrap, &topic, acks, opts.rate, opts.seconds);
+        let row = LatencyRow { acks, fsync, run, cpu: cpu.stop() };
+        eprintln!("{}", row.line());
+        report.latency.push(row);
+    }
 }
 
 // ---------------------------------------------------------------- broker --
@@ -256,9 +248,12 @@ fn client_config(bootstrap: &str) -> ClientConfig {
     c
 }
 
-async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+async fn create_topic(bootstrap: &str, name: &str, partitions: i32, configs: &[(&str, &str)]) {
     let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create().expect("admin client");
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        topic = topic.set(k, v);
+    }
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let r = admin.create_topics(&[topic], &opts).await.expect("create_topics");
     r[0].as_ref().unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
@@ -301,13 +296,15 @@ fn loopback_mib_s(bytes: u64) -> f64 {
 
 // --------------------------------------------------------------- produce --
 
-/// Counts delivery reports; optionally records each record's ack latency
-/// (delivery time minus the time stamped in its first 8 bytes).
+/// Counts delivery reports and keeps the time of the last one; optionally
+/// records each record's ack latency (delivery time minus the due time in
+/// its first 8 bytes).
 struct Counting {
     epoch: Instant,
     delivered: AtomicU64,
     failed: AtomicU64,
-    last: Mutex<Option<Instant>>,
+    /// Nanoseconds since `epoch` of the latest delivery report.
+    last: AtomicU64,
     first_error: Mutex<Option<String>>,
     ack_nanos: Option<Mutex<Vec<u64>>>,
     /// Only records with a sequence number (bytes 8..16) from here on count
@@ -316,14 +313,14 @@ struct Counting {
 }
 
 impl Counting {
-    /// `ack_from_seq`: Some(n) records ack latencies of sequence numbers n
-    /// and up.
+    /// `ack_from_seq`: Some(n) records the ack latencies of sequence
+    /// numbers n and up.
     fn new(epoch: Instant, ack_from_seq: Option<u64>) -> Counting {
         Counting {
             epoch,
             delivered: AtomicU64::new(0),
             failed: AtomicU64::new(0),
-            last: Mutex::new(None),
+            last: AtomicU64::new(0),
             first_error: Mutex::new(None),
             ack_nanos: ack_from_seq.map(|_| Mutex::new(Vec::new())),
             ack_from_seq: ack_from_seq.unwrap_or(0),
@@ -341,14 +338,13 @@ impl ProducerContext for Counting {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        let now = Instant::now();
+        let now = self.epoch.elapsed().as_nanos() as u64;
         match result {
             Ok(m) => {
                 if let Some(lat) = &self.ack_nanos {
                     let payload = m.payload().unwrap_or_default();
                     if seq_of(payload) >= self.ack_from_seq {
-                        let at = now.duration_since(self.epoch).as_nanos() as u64;
-                        lock(lat).push(at.saturating_sub(stamp_of(payload)));
+                        lock(lat).push(now.saturating_sub(stamp_of(payload)));
                     }
                 }
                 self.delivered.fetch_add(1, Ordering::Relaxed);
@@ -358,7 +354,7 @@ impl ProducerContext for Counting {
                 self.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
-        *lock(&self.last) = Some(now);
+        self.last.fetch_max(now, Ordering::Relaxed);
     }
 }
 
@@ -383,7 +379,8 @@ fn producer(bootstrap: &str, acks: &str, ctx: Counting, extra: &[(&str, &str)]) 
     c.create_with_context(ctx).expect("producer")
 }
 
-/// Queues one record, waiting while the producer's queue is full.
+/// Queues one record (no key: librdkafka's default partitioner), waiting
+/// while the producer's queue is full.
 fn send(p: &ThreadedProducer<Counting>, topic: &str, payload: &[u8]) {
     let mut record = BaseRecord::to(topic).payload(payload);
     loop {
@@ -416,23 +413,34 @@ struct Throughput {
     secs: f64,
 }
 
+impl Throughput {
+    fn mib_s(&self) -> f64 {
+        self.bytes as f64 / MIB / self.secs
+    }
+
+    fn records_s(&self) -> f64 {
+        self.records as f64 / self.secs
+    }
+}
+
 /// Up to `records` 1 KiB records, as fast as the producer takes them; time
 /// from the first send to the last delivery report.
 fn produce(bootstrap: &str, topic: &str, acks: &str, records: u64) -> Throughput {
-    let p = producer(bootstrap, acks, Counting::new(Instant::now(), None), &[]);
+    let epoch = Instant::now();
+    let p = producer(bootstrap, acks, Counting::new(epoch, None), &[]);
     // Metadata first, so connection set-up is not timed.
     p.client().fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
     let payload = filler();
-    let start = Instant::now();
+    let start = epoch.elapsed();
     let mut sent = 0;
-    while sent < records && start.elapsed() < CAP {
+    while sent < records && (sent % 4096 != 0 || epoch.elapsed() - start < CAP) {
         send(&p, topic, &payload);
         sent += 1;
     }
     let ctx = p.context();
     await_deliveries(ctx, sent, topic);
-    let end = lock(&ctx.last).expect("a delivery");
-    Throughput { records: sent, bytes: sent * RECORD as u64, secs: end.duration_since(start).as_secs_f64() }
+    let end = Duration::from_nanos(ctx.last.load(Ordering::Relaxed));
+    Throughput { records: sent, bytes: sent * RECORD as u64, secs: (end - start).as_secs_f64() }
 }
 
 fn filler() -> Vec<u8> {
@@ -501,6 +509,17 @@ impl Percentiles {
         let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
         Percentiles { n: v.len(), p50: at(0.50), p99: at(0.99), p999: at(0.999), max: v[v.len() - 1] }
     }
+
+    fn json(&self) -> String {
+        format!(
+            "{{\"n\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3}}}",
+            self.n,
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.p999),
+            ms(self.max)
+        )
+    }
 }
 
 struct Latency {
@@ -526,25 +545,29 @@ fn seq_of(payload: &[u8]) -> u64 {
 }
 
 /// `rate` records/s for the warm-up plus `seconds`, each stamped with the
-/// time it was due (so a stalled sender counts against latency), while a
-/// consumer tails the topic.
-fn latency(bootstrap: &str, topic: &str, partitions: i32, acks: &str, rate: u64, seconds: f64) -> Latency {
+/// time it was due (so a stalled sender counts against latency, no
+/// coordinated omission), while a consumer tails the topic. Latency-minded
+/// client settings: linger.ms=1, Nagle off, fetch.wait.max.ms=5,
+/// fetch.min.bytes=1.
+fn latency(bootstrap: &str, topic: &str, acks: &str, rate: u64, seconds: f64) -> Latency {
     let epoch = Instant::now();
     let warmup = (WARMUP.as_secs_f64() * rate as f64) as u64;
     let total = warmup + (seconds * rate as f64) as u64;
     let nodelay = ("socket.nagle.disable", "true");
     let p = producer(bootstrap, acks, Counting::new(epoch, Some(warmup)), &[("linger.ms", "1"), nodelay]);
     p.client().fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
-    let c = consumer(bootstrap, topic, partitions, &[("fetch.wait.max.ms", "5"), ("fetch.min.bytes", "1"), nodelay]);
-    let stop = Arc::new(AtomicU64::new(0));
+    let tuning = [("fetch.wait.max.ms", "5"), ("fetch.min.bytes", "1"), nodelay];
+    let c = consumer(bootstrap, topic, LATENCY_PARTITIONS, &tuning);
+    // Nanoseconds since `epoch` after which the tail gives up (0: not yet).
+    let give_up = Arc::new(AtomicU64::new(0));
     let tail = {
-        let (topic, stop) = (topic.to_string(), stop.clone());
+        let (topic, give_up) = (topic.to_string(), give_up.clone());
         std::thread::spawn(move || {
             let mut lat = Vec::with_capacity(total as usize);
             let mut seen = 0u64;
             while seen < total {
-                let stop_at = stop.load(Ordering::Relaxed);
-                if stop_at != 0 && epoch.elapsed().as_nanos() as u64 > stop_at {
+                let limit = give_up.load(Ordering::Relaxed);
+                if limit != 0 && epoch.elapsed().as_nanos() as u64 > limit {
                     break;
                 }
                 match c.poll(Duration::from_millis(10)) {
@@ -563,7 +586,7 @@ fn latency(bootstrap: &str, topic: &str, partitions: i32, acks: &str, rate: u64,
             lat
         })
     };
-    // Let the consumer's first fetch go out before the clock starts.
+    // Let the consumer's first fetches go out before the clock starts.
     std::thread::sleep(Duration::from_millis(300));
     let mut payload = filler();
     let interval = 1e9 / rate as f64;
@@ -584,7 +607,7 @@ fn latency(bootstrap: &str, topic: &str, partitions: i32, acks: &str, rate: u64,
     let achieved_rate = total as f64 * 1e9 / (epoch.elapsed().as_nanos() as f64 - start);
     let ctx = p.context();
     await_deliveries(ctx, total, topic);
-    stop.store(epoch.elapsed().as_nanos() as u64 + 10_000_000_000, Ordering::Relaxed);
+    give_up.store(epoch.elapsed().as_nanos() as u64 + 10_000_000_000, Ordering::Relaxed);
     let e2e = tail.join().expect("tail thread");
     let ack: Vec<u64> = std::mem::take(&mut *lock(ctx.ack_nanos.as_ref().expect("ack latencies")));
     let missing = (total - warmup).saturating_sub(e2e.len() as u64);
@@ -595,7 +618,7 @@ fn ms(nanos: u64) -> f64 {
     nanos as f64 / 1e6
 }
 
-// ------------------------------------------------------------ machine --
+// --------------------------------------------------------------- machine --
 
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -612,216 +635,231 @@ fn filesystem(dir: &Path) -> String {
         .unwrap_or_else(|| "unknown fs".into())
 }
 
+/// The 1, 5 and 15 minute load averages.
+fn loadavg() -> String {
+    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
 /// Flushes dirty pages so the next phase starts clean.
 fn sync() {
     let _ = Command::new("sync").status();
 }
 
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
+/// /proc counts CPU time in USER_HZ ticks, 100 per second on Linux.
+const TICKS_PER_SEC: f64 = 100.0;
 
-/// user+system CPU seconds of a process, from /proc/PID/stat.
-fn cpu_secs(pid: &str, tick: f64) -> f64 {
+/// user+system CPU ticks of a process, from /proc/PID/stat.
+fn process_ticks(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
     // After the command name: state is field 3, utime 14, stime 15.
     let get = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (get(14) + get(15)) / tick
+    get(14) + get(15)
 }
 
-/// CPU use of the broker and of this process over a phase, in percent of
-/// one core.
+/// Busy (not idle, not iowait) CPU ticks of the whole machine, /proc/stat.
+fn machine_busy_ticks() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<f64> =
+        stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is in user)
+    v.iter().take(8).sum::<f64>() - v.get(3).unwrap_or(&0.0) - v.get(4).unwrap_or(&0.0)
+}
+
+/// CPU use over a phase, each in percent of one core: the broker, this
+/// process (the Kafka clients), and everything else on the machine.
+#[derive(Clone, Copy, Default)]
+struct CpuUse {
+    broker: f64,
+    bench: f64,
+    other: f64,
+}
+
 struct Cpu {
     pid: String,
-    tick: f64,
     at: Instant,
     broker: f64,
     bench: f64,
+    busy: f64,
 }
 
 impl Cpu {
-    fn start(pid: u32, tick: f64) -> Cpu {
+    fn start(pid: u32) -> Cpu {
         let pid = pid.to_string();
-        Cpu { broker: cpu_secs(&pid, tick), bench: cpu_secs("self", tick), pid, tick, at: Instant::now() }
+        Cpu {
+            broker: process_ticks(&pid),
+            bench: process_ticks("self"),
+            busy: machine_busy_ticks(),
+            pid,
+            at: Instant::now(),
+        }
     }
 
-    fn stop(self) -> (f64, f64) {
-        let wall = self.at.elapsed().as_secs_f64();
-        let broker = cpu_secs(&self.pid, self.tick) - self.broker;
-        let bench = cpu_secs("self", self.tick) - self.bench;
-        (100.0 * broker / wall, 100.0 * bench / wall)
+    fn stop(self) -> CpuUse {
+        let pct = 100.0 / (self.at.elapsed().as_secs_f64() * TICKS_PER_SEC);
+        let broker = process_ticks(&self.pid) - self.broker;
+        let bench = process_ticks("self") - self.bench;
+        let other = (machine_busy_ticks() - self.busy - broker - bench).max(0.0);
+        CpuUse { broker: broker * pct, bench: bench * pct, other: other * pct }
+    }
+}
+
+impl CpuUse {
+    fn json(&self) -> String {
+        format!("{{\"broker_pct\":{:.0},\"bench_pct\":{:.0},\"other_pct\":{:.0}}}", self.broker, self.bench, self.other)
     }
 }
 
 // ---------------------------------------------------------------- report --
 
 struct ProduceRow {
-    topic: String,
-    acks: &'static str,
-    parts: i32,
+    label: String,
     run: Throughput,
-    broker_cpu: f64,
-    bench_cpu: f64,
+    cpu: CpuUse,
+}
+
+impl ProduceRow {
+    fn line(&self, loopback: f64) -> String {
+        format!(
+            "{:<20} {:>9} {:>7.2} {:>8.1} {:>10.0} {:>9.0}% {:>6.0}% {:>6.0}% {:>6.0}%",
+            self.label,
+            self.run.records,
+            self.run.secs,
+            self.run.mib_s(),
+            self.run.records_s(),
+            100.0 * self.run.mib_s() / loopback,
+            self.cpu.broker,
+            self.cpu.bench,
+            self.cpu.other
+        )
+    }
+
+    fn json(&self, loopback: f64) -> String {
+        format!(
+            "{{\"case\":\"{}\",\"records\":{},\"seconds\":{:.3},\"mib_per_s\":{:.1},\"records_per_s\":{:.0},\
+             \"loopback_ratio\":{:.3},\"cpu\":{}}}",
+            self.label,
+            self.run.records,
+            self.run.secs,
+            self.run.mib_s(),
+            self.run.records_s(),
+            self.run.mib_s() / loopback,
+            self.cpu.json()
+        )
+    }
 }
 
 struct LatencyRow {
     acks: &'static str,
+    /// false: the topic has flush.messages=MAX (no fsync).
+    fsync: bool,
     run: Latency,
-    broker_cpu: f64,
-    bench_cpu: f64,
+    cpu: CpuUse,
+}
+
+impl LatencyRow {
+    fn label(&self) -> String {
+        format!("acks={}{}", self.acks, if self.fsync { "" } else { " no-fsync" })
+    }
+
+    fn line(&self) -> String {
+        let (e, a) = (self.run.e2e, self.run.ack);
+        let mut s = format!(
+            "{:<16} {:>7.0} {:>7} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>5.0}% {:>5.0}% {:>5.0}%",
+            self.label(),
+            self.run.achieved_rate,
+            e.n,
+            ms(e.p50),
+            ms(e.p99),
+            ms(e.p999),
+            ms(e.max),
+            ms(a.p50),
+            ms(a.p99),
+            self.cpu.broker,
+            self.cpu.bench,
+            self.cpu.other
+        );
+        if self.run.missing > 0 {
+            s += &format!("  ({} measured records never arrived)", self.run.missing);
+        }
+        s
+    }
+
+    fn json(&self, rate: u64) -> String {
+        format!(
+            "{{\"acks\":\"{}\",\"fsync\":{},\"target_rate\":{rate},\"achieved_rate\":{:.0},\"missing\":{},\
+             \"end_to_end\":{},\"ack\":{},\"cpu\":{}}}",
+            self.acks,
+            self.fsync,
+            self.run.achieved_rate,
+            self.run.missing,
+            self.run.e2e.json(),
+            self.run.ack.json(),
+            self.cpu.json()
+        )
+    }
 }
 
 #[derive(Default)]
 struct Report {
+    fstype: String,
+    load_before: String,
     loopback: f64,
     produce: Vec<ProduceRow>,
-    consume: Option<(String, Throughput, f64, f64)>,
+    consume: Option<ProduceRow>,
     latency: Vec<LatencyRow>,
 }
 
 impl Report {
-    fn print(&self, opts: &Options, fstype: &str) {
+    fn print(&self, opts: &Options) {
         println!();
-        println!("Kafka benchmark: ferry (release) on 127.0.0.1, {} CPUs, data on {fstype}", cpus());
+        println!(
+            "Kafka benchmark: ferry (release) on 127.0.0.1, {} CPUs, data on {}, load average before {}",
+            cpus(),
+            self.fstype,
+            self.load_before
+        );
         println!("1 KiB records, no compression, librdkafka {}", rdkafka::util::get_rdkafka_version().1);
-        println!("MiB/s = record payload MiB per second; CPU = % of one core over the phase");
-        println!();
-        println!(
-            "{:<28} {:>9} {:>8} {:>10} {:>10} {:>8} {:>8}",
-            "", "records", "MiB/s", "records/s", "% loopback", "broker", "bench"
-        );
-        println!(
-            "{:<28} {:>9} {:>8.0} {:>10} {:>10} {:>8} {:>8}",
-            "loopback TCP (1 MiB writes)", "", self.loopback, "", "100%", "", ""
-        );
-        for r in &self.produce {
-            let mib_s = r.run.bytes as f64 / MIB / r.run.secs;
+        println!("MiB/s: record payload; CPU: % of one core over the phase (broker / bench clients / rest of machine)");
+        if !self.produce.is_empty() {
+            println!();
             println!(
-                "{:<28} {:>9} {:>8.1} {:>10.0} {:>9.0}% {:>7.0}% {:>7.0}%",
-                format!("produce p{} acks={}", r.parts, r.acks),
-                r.run.records,
-                mib_s,
-                r.run.records as f64 / r.run.secs,
-                100.0 * mib_s / self.loopback,
-                r.broker_cpu,
-                r.bench_cpu
+                "{:<20} {:>9} {:>7} {:>8} {:>10} {:>10} {:>7} {:>7} {:>7}",
+                "", "records", "secs", "MiB/s", "records/s", "% loopback", "broker", "bench", "other"
             );
-        }
-        if let Some((_, c, broker, bench)) = &self.consume {
-            let mib_s = c.bytes as f64 / MIB / c.secs;
-            println!(
-                "{:<28} {:>9} {:>8.1} {:>10.0} {:>9.0}% {:>7.0}% {:>7.0}%",
-                "consume p6 (assigned)",
-                c.records,
-                mib_s,
-                c.records as f64 / c.secs,
-                100.0 * mib_s / self.loopback,
-                broker,
-                bench
-            );
+            println!("{:<20} {:>9} {:>7} {:>8.0}", "loopback TCP", "", "", self.loopback);
+            for r in self.produce.iter().chain(&self.consume) {
+                println!("{}", r.line(self.loopback));
+            }
         }
         println!();
         println!(
-            "end-to-end latency, {} rec/s target, {:.0} s measured after {:.0} s warm-up, 6 partitions, linger.ms=1 (ms)",
+            "end-to-end latency (ms): {} records/s target, {:.0} s measured after {:.0} s warm-up, {} partitions",
             opts.rate,
             opts.seconds,
-            WARMUP.as_secs_f64()
+            WARMUP.as_secs_f64(),
+            LATENCY_PARTITIONS
         );
         println!(
-            "{:<10} {:>9} {:>8} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>7} {:>7}",
-            "", "rate", "samples", "p50", "p99", "p99.9", "max", "ack p50", "ack p99", "broker", "bench"
+            "{:<16} {:>7} {:>7} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
+            "", "rate", "samples", "p50", "p99", "p99.9", "max", "ack50", "ack99", "broker", "bench", "other"
         );
         for l in &self.latency {
-            let (e, a) = (l.run.e2e, l.run.ack);
-            println!(
-                "{:<10} {:>9.0} {:>8} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>6.0}% {:>6.0}%",
-                format!("acks={}", l.acks),
-                l.run.achieved_rate,
-                e.n,
-                ms(e.p50),
-                ms(e.p99),
-                ms(e.p999),
-                ms(e.max),
-                ms(a.p50),
-                ms(a.p99),
-                l.broker_cpu,
-                l.bench_cpu
-            );
-            if l.run.missing > 0 {
-                println!("           {} measured records never reached the consumer", l.run.missing);
-            }
+            println!("{}", l.line());
         }
     }
 
-    fn json(&self, opts: &Options, fstype: &str) -> String {
-        let produce: Vec<String> = self
-            .produce
-            .iter()
-            .map(|r| {
-                let mib_s = r.run.bytes as f64 / MIB / r.run.secs;
-                format!(
-                    "{{\"partitions\":{},\"acks\":\"{}\",\"records\":{},\"seconds\":{:.3},\"mib_per_s\":{:.1},\
-                     \"records_per_s\":{:.0},\"loopback_ratio\":{:.3},\"broker_cpu_pct\":{:.0},\"bench_cpu_pct\":{:.0}}}",
-                    r.parts,
-                    r.acks,
-                    r.run.records,
-                    r.run.secs,
-                    mib_s,
-                    r.run.records as f64 / r.run.secs,
-                    mib_s / self.loopback,
-                    r.broker_cpu,
-                    r.bench_cpu
-                )
-            })
-            .collect();
-        let consume = self.consume.as_ref().map_or("null".to_string(), |(topic, c, broker, bench)| {
-            format!(
-                "{{\"topic\":\"{topic}\",\"records\":{},\"seconds\":{:.3},\"mib_per_s\":{:.1},\"broker_cpu_pct\":{broker:.0},\
-                 \"bench_cpu_pct\":{bench:.0}}}",
-                c.records,
-                c.secs,
-                c.bytes as f64 / MIB / c.secs
-            )
-        });
-        let pct = |p: &Percentiles| {
-            format!(
-                "{{\"n\":{},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3}}}",
-                p.n,
-                ms(p.p50),
-                ms(p.p99),
-                ms(p.p999),
-                ms(p.max)
-            )
-        };
-        let latency: Vec<String> = self
-            .latency
-            .iter()
-            .map(|l| {
-                format!(
-                    "{{\"acks\":\"{}\",\"target_rate\":{},\"achieved_rate\":{:.0},\"missing\":{},\"end_to_end\":{},\
-                     \"ack\":{},\"broker_cpu_pct\":{:.0},\"bench_cpu_pct\":{:.0}}}",
-                    l.acks,
-                    opts.rate,
-                    l.run.achieved_rate,
-                    l.run.missing,
-                    pct(&l.run.e2e),
-                    pct(&l.run.ack),
-                    l.broker_cpu,
-                    l.bench_cpu
-                )
-            })
-            .collect();
+    fn json(&self, opts: &Options) -> String {
+        let produce: Vec<String> = self.produce.iter().map(|r| r.json(self.loopback)).collect();
+        let consume = self.consume.as_ref().map_or("null".into(), |r| r.json(self.loopback));
+        let latency: Vec<String> = self.latency.iter().map(|l| l.json(opts.rate)).collect();
         format!(
-            "{{\"cpus\":{},\"filesystem\":\"{fstype}\",\"record_bytes\":{RECORD},\"loopback_mib_per_s\":{:.0},\
-             \"produce\":[{}],\"consume\":{consume},\"latency\":[{}]}}",
+            "{{\"cpus\":{},\"filesystem\":\"{}\",\"load_before\":\"{}\",\"record_bytes\":{RECORD},\
+             \"loopback_mib_per_s\":{:.0},\"produce\":[{}],\"consume\":{consume},\"latency\":[{}]}}",
             cpus(),
+            self.fstype,
+            self.load_before,
             self.loopback,
             produce.join(","),
             latency.join(",")

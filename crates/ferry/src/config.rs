@@ -33,6 +33,8 @@ pub struct KafkaSection {
     pub auto_create_topics: Option<bool>,
     pub num_partitions: Option<i32>,
     pub max_request_bytes: Option<usize>,
+    /// `producer.id.expiration.ms`.
+    pub producer_id_expiration_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -106,6 +108,7 @@ impl Settings {
                 auto_create_topics: file.kafka.auto_create_topics.unwrap_or(true),
                 default_partitions: file.kafka.num_partitions.unwrap_or(1),
                 topic_defaults: file.topic_defaults,
+                producer_id_expiration_ms: file.kafka.producer_id_expiration_ms.unwrap_or(86_400_000),
                 engine,
             },
             kafka_listen,

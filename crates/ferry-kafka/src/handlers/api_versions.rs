@@ -5,7 +5,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 
-use super::{Call, SUPPORTED};
+use super::{Call, supported};
 use crate::response::{Reply, encode};
 
 pub fn handle(c: &Call, _req: ApiVersionsRequest) -> Reply {
@@ -17,12 +17,9 @@ pub fn unsupported_version(correlation_id: i32) -> Reply {
 }
 
 fn response(error_code: i16) -> ApiVersionsResponse {
-    let api_keys = SUPPORTED
+    let api_keys = supported()
         .iter()
-        .map(|k| {
-            let v = k.valid_versions();
-            ApiVersion::default().with_api_key(*k as i16).with_min_version(v.min).with_max_version(v.max)
-        })
+        .map(|(k, v)| ApiVersion::default().with_api_key(*k as i16).with_min_version(v.min).with_max_version(v.max))
         .collect();
     ApiVersionsResponse::default().with_error_code(error_code).with_api_keys(api_keys)
 }

@@ -5,6 +5,7 @@ mod api_versions;
 mod cluster;
 mod configs;
 mod fetch;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -12,36 +13,44 @@ mod produce;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
-use kafka_protocol::protocol::Decodable;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Message, VersionRange};
 
 use crate::response::{Chunk, Reply, Response};
 use crate::server::Ctx;
 
-/// The APIs Ferry implements. ApiVersions advertises exactly these, each
-/// over every version the codec knows (Kafka 4's floors, KIP-896).
-pub const SUPPORTED: &[ApiKey] = &[
-    ApiKey::Produce,
-    ApiKey::Fetch,
-    ApiKey::ListOffsets,
-    ApiKey::Metadata,
-    ApiKey::ApiVersions,
-    ApiKey::CreateTopics,
-    ApiKey::DeleteTopics,
-    ApiKey::DeleteRecords,
-    ApiKey::DescribeConfigs,
-    ApiKey::AlterConfigs,
-    ApiKey::DescribeLogDirs,
-    ApiKey::CreatePartitions,
-    ApiKey::IncrementalAlterConfigs,
-    ApiKey::DescribeCluster,
-];
+/// The APIs Ferry implements, each over every version its request type
+/// decodes (the codec's `ApiKey` table can claim more, e.g. InitProducerId
+/// v6, than its message types handle). ApiVersions advertises exactly these.
+pub fn supported() -> &'static [(ApiKey, VersionRange)] {
+    static TABLE: std::sync::OnceLock<Vec<(ApiKey, VersionRange)>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        fn entry<M: Message>(key: ApiKey) -> (ApiKey, VersionRange) {
+            let (codec, message) = (key.valid_versions(), M::VERSIONS);
+            (key, VersionRange { min: codec.min.max(message.min), max: codec.max.min(message.max) })
+        }
+        vec![
+            entry::<ProduceRequest>(ApiKey::Produce),
+            entry::<FetchRequest>(ApiKey::Fetch),
+            entry::<ListOffsetsRequest>(ApiKey::ListOffsets),
+            entry::<MetadataRequest>(ApiKey::Metadata),
+            entry::<ApiVersionsRequest>(ApiKey::ApiVersions),
+            entry::<CreateTopicsRequest>(ApiKey::CreateTopics),
+            entry::<DeleteTopicsRequest>(ApiKey::DeleteTopics),
+            entry::<DeleteRecordsRequest>(ApiKey::DeleteRecords),
+            entry::<InitProducerIdRequest>(ApiKey::InitProducerId),
+            entry::<DescribeConfigsRequest>(ApiKey::DescribeConfigs),
+            entry::<AlterConfigsRequest>(ApiKey::AlterConfigs),
+            entry::<DescribeLogDirsRequest>(ApiKey::DescribeLogDirs),
+            entry::<CreatePartitionsRequest>(ApiKey::CreatePartitions),
+            entry::<IncrementalAlterConfigsRequest>(ApiKey::IncrementalAlterConfigs),
+            entry::<DescribeClusterRequest>(ApiKey::DescribeCluster),
+        ]
+    })
+}
 
 pub fn supports(key: ApiKey, version: i16) -> bool {
-    SUPPORTED.contains(&key) && {
-        let v = key.valid_versions();
-        version >= v.min && version <= v.max
-    }
+    supported().iter().any(|(k, v)| *k == key && version >= v.min && version <= v.max)
 }
 
 /// Decodes one request frame and runs its handler.
@@ -79,6 +88,7 @@ pub async fn handle(ctx: &Arc<Ctx>, mut frame: Bytes) -> Reply {
         RequestKind::IncrementalAlterConfigs(r) => configs::incremental_alter(&c, r),
         RequestKind::DescribeCluster(r) => cluster::describe_cluster(&c, r),
         RequestKind::DescribeLogDirs(r) => cluster::describe_log_dirs(&c, r),
+        RequestKind::InitProducerId(r) => init_producer_id::handle(&c, r),
         _ => unsupported(correlation_id),
     }
 }

@@ -3,4 +3,5 @@
 mod kafka_admin;
 mod kafka_bad_input;
 mod kafka_clients;
+mod kafka_idempotence;
 mod support;

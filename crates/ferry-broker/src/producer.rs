@@ -1,0 +1,298 @@
+//! Idempotent producers: producer ids, and per partition the sequence
+//! numbers that let a retried batch be recognised instead of appended twice.
+//!
+//! Everything needed is in the batch headers (producer id, epoch, base
+//! sequence), so a partition's state can always be rebuilt from its log. A
+//! snapshot file (`producers.json` in the partition directory) bounds that
+//! work: on open, the snapshot is loaded and only batches written after it
+//! are scanned, as the log's own recovery does.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ferry_log::batch::BatchHeader;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BrokerError, Result};
+
+/// How many recent batches per producer are remembered for deduplication
+/// (Kafka's max.in.flight.requests.per.connection limit for idempotence).
+pub const DEDUP_WINDOW: usize = 5;
+
+const SNAPSHOT: &str = "producers.json";
+
+/// A batch an idempotent producer wrote: its sequences and where it went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct BatchMeta {
+    first_seq: i32,
+    last_seq: i32,
+    first_offset: u64,
+    last_offset: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct ProducerEntry {
+    epoch: i16,
+    batches: VecDeque<BatchMeta>,
+    /// Wall-clock ms of the last write, for `producer.id.expiration.ms`.
+    last_write_ms: u64,
+}
+
+/// What a batch from an idempotent producer should do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sequence {
+    /// Next in sequence: append it.
+    Append,
+    /// A retry of a batch already written: answer with its offsets.
+    Duplicate { base_offset: u64, last_offset: u64 },
+}
+
+/// The idempotent producers of one partition.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ProducerStates {
+    producers: HashMap<i64, ProducerEntry>,
+    /// Offset up to which this state includes the log.
+    offset: u64,
+    #[serde(skip)]
+    dirty: bool,
+}
+
+fn next_seq(seq: i32) -> i32 {
+    if seq == i32::MAX { 0 } else { seq + 1 }
+}
+
+/// The last sequence of a batch (sequences wrap at i32::MAX, as Kafka's).
+fn last_seq(h: &BatchHeader) -> i32 {
+    ((i64::from(h.base_sequence) + i64::from(h.last_offset_delta)) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+impl ProducerStates {
+    /// Checks a batch against its producer's state (Kafka's rules).
+    pub fn check(&self, h: &BatchHeader) -> Result<Sequence> {
+        let first = h.base_sequence;
+        let Some(entry) = self.producers.get(&h.producer_id) else {
+            return if first == 0 { Ok(Sequence::Append) } else { Err(BrokerError::OutOfOrderSequence) };
+        };
+        if h.producer_epoch < entry.epoch {
+            return Err(BrokerError::InvalidProducerEpoch);
+        }
+        if h.producer_epoch > entry.epoch {
+            // A bumped epoch starts its sequences again at 0.
+            return if first == 0 { Ok(Sequence::Append) } else { Err(BrokerError::OutOfOrderSequence) };
+        }
+        let last = last_seq(h);
+        if let Some(b) = entry.batches.iter().find(|b| b.first_seq == first && b.last_seq == last) {
+            return Ok(Sequence::Duplicate { base_offset: b.first_offset, last_offset: b.last_offset });
+        }
+        match entry.batches.back() {
+            Some(prev) if first == next_seq(prev.last_seq) => Ok(Sequence::Append),
+            None if first == 0 => Ok(Sequence::Append),
+            _ => Err(BrokerError::OutOfOrderSequence),
+        }
+    }
+
+    /// Records a batch written at `base_offset` (its header's base offset
+    /// is the producer's, not the log's).
+    pub fn record(&mut self, h: &BatchHeader, base_offset: u64, now_ms: u64) {
+        let entry = self.producers.entry(h.producer_id).or_default();
+        if h.producer_epoch != entry.epoch {
+            entry.batches.clear();
+            entry.epoch = h.producer_epoch;
+        }
+        entry.batches.push_back(BatchMeta {
+            first_seq: h.base_sequence,
+            last_seq: last_seq(h),
+            first_offset: base_offset,
+            last_offset: base_offset + u64::from(h.last_offset_delta),
+        });
+        while entry.batches.len() > DEDUP_WINDOW {
+            entry.batches.pop_front();
+        }
+        entry.last_write_ms = entry.last_write_ms.max(now_ms);
+        self.offset = self.offset.max(base_offset + u64::from(h.last_offset_delta) + 1);
+        self.dirty = true;
+    }
+
+    /// Loads the snapshot in `dir` and brings it up to the log's end by
+    /// scanning the headers written after it.
+    pub fn recover(dir: &Path, log: &ferry_log::Log, expiration_ms: u64) -> Result<ProducerStates> {
+        let end = log.next_offset();
+        let mut states: ProducerStates =
+            fs::read(dir.join(SNAPSHOT)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        if states.offset > end {
+            // The log lost its tail in a crash (a non-`always` flush
+            // policy): forget batches that are no longer there.
+            for entry in states.producers.values_mut() {
+                entry.batches.retain(|b| b.last_offset < end);
+            }
+            states.producers.retain(|_, e| !e.batches.is_empty());
+            states.offset = end;
+        }
+        let from = states.offset.max(log.log_start_offset());
+        let now = now_ms();
+        log.scan_headers(from, |h| {
+            if h.producer_id >= 0 && !h.is_control() {
+                states.record(h, h.base_offset, now);
+            }
+        })?;
+        states.offset = end;
+        states.expire(now, expiration_ms);
+        Ok(states)
+    }
+
+    /// Forgets producers idle longer than `expiration_ms`.
+    pub fn expire(&mut self, now_ms: u64, expiration_ms: u64) {
+        let before = self.producers.len();
+        self.producers.retain(|_, e| e.last_write_ms.saturating_add(expiration_ms) >= now_ms);
+        self.dirty |= self.producers.len() != before;
+    }
+
+    /// Writes the snapshot if anything changed since the last one.
+    pub fn snapshot(&mut self, dir: &Path) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        write_atomic(&dir.join(SNAPSHOT), &serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+}
+
+/// Hands out producer ids, durably: blocks of ids are reserved in
+/// `producer-ids.json`, so ids are never reused across restarts.
+pub struct ProducerIds {
+    path: PathBuf,
+    /// (next id to hand out, end of the reserved block).
+    state: Mutex<(i64, i64)>,
+}
+
+const BLOCK: i64 = 1000;
+
+#[derive(Serialize, Deserialize)]
+struct IdsFile {
+    next_block: i64,
+}
+
+impl ProducerIds {
+    pub fn open(data_dir: &Path) -> ProducerIds {
+        let path = data_dir.join("producer-ids.json");
+        let next =
+            fs::read(&path).ok().and_then(|b| serde_json::from_slice::<IdsFile>(&b).ok()).map_or(0, |f| f.next_block);
+        ProducerIds { path, state: Mutex::new((next, next)) }
+    }
+
+    /// A new producer id.
+    pub fn next(&self) -> Result<i64> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.0 >= s.1 {
+            let end = s.0 + BLOCK;
+            write_atomic(
+                &self.path,
+                &serde_json::to_vec(&IdsFile { next_block: end }).map_err(std::io::Error::other)?,
+            )?;
+            s.1 = end;
+        }
+        let id = s.0;
+        s.0 += 1;
+        Ok(id)
+    }
+
+    /// Whether `id` was ever handed out by this broker.
+    pub fn issued(&self, id: i64) -> bool {
+        id >= 0 && id < self.state.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(pid: i64, epoch: i16, seq: i32, count: u32) -> BatchHeader {
+        BatchHeader {
+            base_offset: 0,
+            size: 61,
+            attributes: 0,
+            last_offset_delta: count - 1,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            records_count: count,
+        }
+    }
+
+    #[test]
+    fn sequences_dedup_and_errors_follow_kafka() {
+        let mut s = ProducerStates::default();
+        assert_eq!(s.check(&header(7, 0, 3, 1)).unwrap_err().to_string(), BrokerError::OutOfOrderSequence.to_string());
+        assert_eq!(s.check(&header(7, 0, 0, 2)).unwrap(), Sequence::Append);
+        s.record(&header(7, 0, 0, 2), 100, 1);
+        // The same batch again is a duplicate with its original offsets.
+        assert_eq!(s.check(&header(7, 0, 0, 2)).unwrap(), Sequence::Duplicate { base_offset: 100, last_offset: 101 });
+        assert!(matches!(s.check(&header(7, 0, 3, 1)), Err(BrokerError::OutOfOrderSequence)));
+        assert_eq!(s.check(&header(7, 0, 2, 1)).unwrap(), Sequence::Append);
+        for i in 0..6 {
+            s.record(&header(7, 0, 2 + i, 1), 200 + i as u64, 1);
+        }
+        // Only the last five batches are remembered.
+        assert!(matches!(s.check(&header(7, 0, 2, 1)), Err(BrokerError::OutOfOrderSequence)));
+        assert_eq!(s.check(&header(7, 0, 3, 1)).unwrap(), Sequence::Duplicate { base_offset: 201, last_offset: 201 });
+        // Older epochs are fenced; a newer epoch restarts at sequence 0.
+        assert!(matches!(s.check(&header(7, -1, 8, 1)), Err(BrokerError::InvalidProducerEpoch)));
+        assert!(matches!(s.check(&header(7, 1, 8, 1)), Err(BrokerError::OutOfOrderSequence)));
+        assert_eq!(s.check(&header(7, 1, 0, 1)).unwrap(), Sequence::Append);
+        // Sequences wrap.
+        s.record(&header(9, 0, i32::MAX - 1, 2), 300, 1);
+        assert_eq!(s.check(&header(9, 0, 0, 1)).unwrap(), Sequence::Append);
+    }
+
+    #[test]
+    fn idle_producers_expire() {
+        let mut s = ProducerStates::default();
+        s.record(&header(1, 0, 0, 1), 0, 1000);
+        s.record(&header(2, 0, 0, 1), 1, 5000);
+        s.expire(6000, 2000);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.check(&header(2, 0, 1, 1)).unwrap(), Sequence::Append);
+    }
+
+    #[test]
+    fn producer_ids_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = ProducerIds::open(dir.path());
+        let a = ids.next().unwrap();
+        let b = ids.next().unwrap();
+        assert!(b > a && ids.issued(a) && !ids.issued(b + 1));
+        drop(ids);
+        let ids = ProducerIds::open(dir.path());
+        assert!(ids.next().unwrap() > b);
+    }
+}

@@ -35,6 +35,8 @@ pub struct BrokerConfig {
     pub topic_defaults: BTreeMap<String, String>,
     /// `producer.id.expiration.ms`: idle idempotent producers are forgotten.
     pub producer_id_expiration_ms: u64,
+    /// Most partitions one topic may have (each is a directory and a log).
+    pub max_partitions_per_topic: i32,
     pub engine: EngineConfig,
 }
 
@@ -47,6 +49,7 @@ impl Default for BrokerConfig {
             default_partitions: 1,
             topic_defaults: BTreeMap::new(),
             producer_id_expiration_ms: 86_400_000,
+            max_partitions_per_topic: 10_000,
             engine: EngineConfig::default(),
         }
     }
@@ -218,8 +221,11 @@ impl Broker {
     ) -> Result<Arc<Topic>> {
         validate_topic_name(name)?;
         let count = partitions.unwrap_or(self.config.default_partitions);
-        if count < 1 {
-            return Err(BrokerError::InvalidPartitions(format!("{count} partitions")));
+        if count < 1 || count > self.config.max_partitions_per_topic {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "{count} partitions (1 to {} allowed)",
+                self.config.max_partitions_per_topic
+            )));
         }
         topic_config::validate_all(configs)?;
         let _admin = lock(&self.admin);
@@ -266,6 +272,12 @@ impl Broker {
         let _admin = lock(&self.admin);
         let topic = self.topic(name).ok_or(BrokerError::UnknownTopicOrPartition)?;
         let current = topic.partition_count();
+        if total > self.config.max_partitions_per_topic {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "{total} partitions (at most {} allowed)",
+                self.config.max_partitions_per_topic
+            )));
+        }
         if total < 0 || (total as usize) <= current {
             return Err(BrokerError::InvalidPartitions(format!(
                 "topic has {current} partitions; the new count must be larger, not {total}"
@@ -477,6 +489,7 @@ mod tests {
         assert!(b.topic("t").is_none(), "validate_only creates nothing");
         b.create_topic("t", Some(2), &BTreeMap::new(), false).unwrap();
         assert!(b.create_partitions("t", 2, false).is_err());
+        assert!(b.create_partitions("t", i32::MAX, false).is_err());
         b.create_partitions("t", 5, false).unwrap();
         assert_eq!(b.topic("t").unwrap().partition_count(), 5);
         b.delete_topic("t").unwrap();

@@ -54,6 +54,11 @@ async fn lying_counts_and_lengths_close_the_connection_without_allocating() {
     for (what, f) in cases {
         assert!(!ferry_kafka::handle_frame(&ctx, f).await, "{what}: connection should close");
     }
+    // Found by the fuzzer: CreateTopics asking for ~1.6 billion partitions
+    // gets INVALID_PARTITIONS instead of an attempt to create them.
+    let create = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oom-create-topics.bin")).unwrap();
+    assert!(ferry_kafka::handle_frame(&ctx, Bytes::from(create)).await);
+    assert_eq!(ctx.broker.topics().len(), 1, "no topic was created");
     // The broker still serves a normal request.
     let api_versions = frame(18, 0, &[]);
     assert!(ferry_kafka::handle_frame(&ctx, api_versions).await);

@@ -35,6 +35,7 @@ pub struct KafkaSection {
     pub max_request_bytes: Option<usize>,
     /// `producer.id.expiration.ms`.
     pub producer_id_expiration_ms: Option<u64>,
+    pub max_partitions_per_topic: Option<i32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +110,7 @@ impl Settings {
                 default_partitions: file.kafka.num_partitions.unwrap_or(1),
                 topic_defaults: file.topic_defaults,
                 producer_id_expiration_ms: file.kafka.producer_id_expiration_ms.unwrap_or(86_400_000),
+                max_partitions_per_topic: file.kafka.max_partitions_per_topic.unwrap_or(10_000),
                 engine,
             },
             kafka_listen,

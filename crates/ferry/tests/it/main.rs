@@ -4,4 +4,5 @@ mod kafka_admin;
 mod kafka_bad_input;
 mod kafka_clients;
 mod kafka_idempotence;
+mod kafka_pipelining;
 mod support;

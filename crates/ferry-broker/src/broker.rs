@@ -15,6 +15,7 @@ use ferry_log::{EngineConfig, LogManager};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::coordinator::{CoordinatorConfig, GroupCoordinator};
 use crate::error::{BrokerError, Result};
 use crate::partition::Partition;
 use crate::producer::ProducerIds;
@@ -37,6 +38,7 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: u64,
     /// Most partitions one topic may have (each is a directory and a log).
     pub max_partitions_per_topic: i32,
+    pub groups: CoordinatorConfig,
     pub engine: EngineConfig,
 }
 
@@ -50,6 +52,7 @@ impl Default for BrokerConfig {
             topic_defaults: BTreeMap::new(),
             producer_id_expiration_ms: 86_400_000,
             max_partitions_per_topic: 10_000,
+            groups: CoordinatorConfig::default(),
             engine: EngineConfig::default(),
         }
     }
@@ -105,6 +108,7 @@ pub struct Broker {
     /// Serialises topic creation, deletion and config changes.
     admin: Mutex<()>,
     producer_ids: ProducerIds,
+    groups: Arc<GroupCoordinator>,
 }
 
 impl Broker {
@@ -128,9 +132,12 @@ impl Broker {
             .and_then(|b| serde_json::from_slice::<BTreeMap<String, String>>(&b).ok())
             .unwrap_or_default();
         let fixed = config.topic_defaults.clone();
+        let logs = LogManager::new(config.engine.clone());
+        let groups = GroupCoordinator::open(&config.data_dir, &logs, config.groups.clone())?;
         let producer_ids_dir = config.data_dir.clone();
         let broker = Arc::new(Broker {
-            logs: LogManager::new(config.engine.clone()),
+            logs,
+            groups,
             config,
             cluster_id,
             topics: RwLock::new(BTreeMap::new()),
@@ -333,6 +340,26 @@ impl Broker {
     /// The effective settings of a topic.
     pub fn topic_settings(&self, topic: &Topic) -> TopicSettings {
         read(&topic.settings).clone()
+    }
+
+    /// The group coordinator (consumer groups and committed offsets).
+    pub fn groups(&self) -> &Arc<GroupCoordinator> {
+        &self.groups
+    }
+
+    /// Committed offset, high watermark and lag of every partition a group
+    /// has an offset for.
+    pub fn group_lag(&self, group: &str) -> Vec<(String, i32, i64, i64, i64)> {
+        self.groups
+            .committed(group)
+            .into_iter()
+            .map(|((topic, partition), c)| {
+                let hw =
+                    self.topic(&topic).and_then(|t| t.partition(partition)).map_or(-1, |p| p.high_watermark() as i64);
+                let lag = if hw >= 0 && c.offset >= 0 { (hw - c.offset).max(0) } else { -1 };
+                (topic, partition, c.offset, hw, lag)
+            })
+            .collect()
     }
 
     /// Hands out producer ids (InitProducerId).

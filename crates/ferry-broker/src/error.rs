@@ -24,6 +24,8 @@ pub enum BrokerError {
     OutOfOrderSequence,
     #[error("producer epoch is older than the latest")]
     InvalidProducerEpoch,
+    #[error("group: {0:?}")]
+    Group(crate::group::GroupError),
     #[error(transparent)]
     Log(#[from] LogError),
     #[error("I/O error: {0}")]

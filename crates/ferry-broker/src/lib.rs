@@ -4,7 +4,9 @@
 //! wire protocol.
 
 mod broker;
+pub mod coordinator;
 mod error;
+pub mod group;
 mod partition;
 mod producer;
 pub mod topic_config;

@@ -1,6 +1,7 @@
 //! The one place where broker and log errors become Kafka error codes.
 
 use ferry_broker::BrokerError;
+use ferry_broker::group::GroupError;
 use ferry_log::LogError;
 use kafka_protocol::error::ResponseError as E;
 
@@ -16,6 +17,7 @@ pub fn error_code(e: &BrokerError) -> i16 {
         BrokerError::InvalidTimestamp(_) => E::InvalidTimestamp,
         BrokerError::OutOfOrderSequence => E::OutOfOrderSequenceNumber,
         BrokerError::InvalidProducerEpoch => E::InvalidProducerEpoch,
+        BrokerError::Group(g) => return group_error_code(*g),
         BrokerError::Log(l) => return log_error_code(l),
         BrokerError::Io(_) => E::KafkaStorageError,
     }
@@ -28,6 +30,22 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::BatchTooLarge { .. } => E::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
         LogError::Unavailable(_) | LogError::Io(_) | LogError::Flush(_) => E::KafkaStorageError,
+    }
+    .code()
+}
+
+pub fn group_error_code(e: GroupError) -> i16 {
+    match e {
+        GroupError::UnknownMemberId => E::UnknownMemberId,
+        GroupError::IllegalGeneration => E::IllegalGeneration,
+        GroupError::RebalanceInProgress => E::RebalanceInProgress,
+        GroupError::InconsistentGroupProtocol => E::InconsistentGroupProtocol,
+        GroupError::MemberIdRequired => E::MemberIdRequired,
+        GroupError::FencedInstanceId => E::FencedInstanceId,
+        GroupError::InvalidSessionTimeout => E::InvalidSessionTimeout,
+        GroupError::NonEmptyGroup => E::NonEmptyGroup,
+        GroupError::GroupIdNotFound => E::GroupIdNotFound,
+        GroupError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
     }
     .code()
 }

@@ -15,7 +15,7 @@ pub async fn handle_frame(ctx: &std::sync::Arc<Ctx>, frame: bytes::Bytes) -> boo
     if frame.len() < 8 {
         return false;
     }
-    match handlers::handle(ctx, frame).await {
+    match handlers::handle(ctx, frame, "/127.0.0.1").await {
         response::Reply::Ready(r) => !r.chunks.is_empty(),
         response::Reply::Later(f) => !f.await.chunks.is_empty(),
         response::Reply::None => true,

@@ -84,6 +84,7 @@ async fn connection(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
+    let peer_host = format!("/{}", peer.ip());
     let (mut rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(ctx.config.max_in_flight.max(1));
     let writer = tokio::spawn(write_responses(wr, rx));
@@ -105,7 +106,7 @@ async fn connection(
             }
             let mut buf = BytesMut::zeroed(len as usize);
             rd.read_exact(&mut buf).await?;
-            let pending = match handlers::handle(&ctx, buf.freeze()).await {
+            let pending = match handlers::handle(&ctx, buf.freeze(), &peer_host).await {
                 Reply::Ready(r) => Pending::Ready(r),
                 Reply::None => continue,
                 Reply::Later(fut) => Pending::Task(tokio::spawn(fut)),

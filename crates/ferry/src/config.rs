@@ -36,6 +36,10 @@ pub struct KafkaSection {
     /// `producer.id.expiration.ms`.
     pub producer_id_expiration_ms: Option<u64>,
     pub max_partitions_per_topic: Option<i32>,
+    /// `group.initial.rebalance.delay.ms`.
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// `offsets.retention.minutes`.
+    pub offsets_retention_minutes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +115,16 @@ impl Settings {
                 topic_defaults: file.topic_defaults,
                 producer_id_expiration_ms: file.kafka.producer_id_expiration_ms.unwrap_or(86_400_000),
                 max_partitions_per_topic: file.kafka.max_partitions_per_topic.unwrap_or(10_000),
+                groups: {
+                    let mut g = ferry_broker::coordinator::CoordinatorConfig::default();
+                    if let Some(ms) = file.kafka.group_initial_rebalance_delay_ms {
+                        g.initial_rebalance_delay = Duration::from_millis(ms);
+                    }
+                    if let Some(min) = file.kafka.offsets_retention_minutes {
+                        g.offsets_retention_ms = min * 60_000;
+                    }
+                    g
+                },
                 engine,
             },
             kafka_listen,

@@ -5,9 +5,11 @@ mod api_versions;
 mod cluster;
 mod configs;
 mod fetch;
+mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offsets;
 mod produce;
 
 use std::sync::Arc;
@@ -45,6 +47,17 @@ pub fn supported() -> &'static [(ApiKey, VersionRange)] {
             entry::<CreatePartitionsRequest>(ApiKey::CreatePartitions),
             entry::<IncrementalAlterConfigsRequest>(ApiKey::IncrementalAlterConfigs),
             entry::<DescribeClusterRequest>(ApiKey::DescribeCluster),
+            entry::<FindCoordinatorRequest>(ApiKey::FindCoordinator),
+            entry::<JoinGroupRequest>(ApiKey::JoinGroup),
+            entry::<SyncGroupRequest>(ApiKey::SyncGroup),
+            entry::<HeartbeatRequest>(ApiKey::Heartbeat),
+            entry::<LeaveGroupRequest>(ApiKey::LeaveGroup),
+            entry::<ListGroupsRequest>(ApiKey::ListGroups),
+            entry::<DescribeGroupsRequest>(ApiKey::DescribeGroups),
+            entry::<DeleteGroupsRequest>(ApiKey::DeleteGroups),
+            entry::<OffsetCommitRequest>(ApiKey::OffsetCommit),
+            entry::<OffsetFetchRequest>(ApiKey::OffsetFetch),
+            entry::<OffsetDeleteRequest>(ApiKey::OffsetDelete),
         ]
     })
 }
@@ -54,7 +67,7 @@ pub fn supports(key: ApiKey, version: i16) -> bool {
 }
 
 /// Decodes one request frame and runs its handler.
-pub async fn handle(ctx: &Arc<Ctx>, mut frame: Bytes) -> Reply {
+pub async fn handle(ctx: &Arc<Ctx>, mut frame: Bytes, peer: &str) -> Reply {
     // The server checked the frame holds at least the fixed 8 header bytes.
     let (key, version, correlation_id) = {
         let mut b = &frame[..8];
@@ -65,14 +78,15 @@ pub async fn handle(ctx: &Arc<Ctx>, mut frame: Bytes) -> Reply {
         Ok(ApiKey::ApiVersions) => return api_versions::unsupported_version(correlation_id),
         _ => return unsupported(correlation_id),
     };
-    if RequestHeader::decode(&mut frame, api_key.request_header_version(version)).is_err() {
+    let Ok(header) = RequestHeader::decode(&mut frame, api_key.request_header_version(version)) else {
         return Reply::Close("malformed request header".into());
-    }
+    };
     let request = match RequestKind::decode(api_key, &mut frame, version) {
         Ok(r) => r,
         Err(e) => return Reply::Close(format!("malformed {api_key:?} v{version} request: {e}")),
     };
-    let c = Call { ctx: ctx.clone(), version, correlation_id };
+    let client_id = header.client_id.map(|c| c.to_string()).unwrap_or_default();
+    let c = Call { ctx: ctx.clone(), version, correlation_id, client_id, peer: peer.to_string() };
     match request {
         RequestKind::ApiVersions(r) => api_versions::handle(&c, r),
         RequestKind::Metadata(r) => metadata::handle(&c, r),
@@ -89,6 +103,17 @@ pub async fn handle(ctx: &Arc<Ctx>, mut frame: Bytes) -> Reply {
         RequestKind::DescribeCluster(r) => cluster::describe_cluster(&c, r),
         RequestKind::DescribeLogDirs(r) => cluster::describe_log_dirs(&c, r),
         RequestKind::InitProducerId(r) => init_producer_id::handle(&c, r),
+        RequestKind::FindCoordinator(r) => groups::find_coordinator(&c, r),
+        RequestKind::JoinGroup(r) => groups::join_group(&c, r),
+        RequestKind::SyncGroup(r) => groups::sync_group(&c, r),
+        RequestKind::Heartbeat(r) => groups::heartbeat(&c, r),
+        RequestKind::LeaveGroup(r) => groups::leave_group(&c, r),
+        RequestKind::ListGroups(r) => groups::list_groups(&c, r),
+        RequestKind::DescribeGroups(r) => groups::describe_groups(&c, r),
+        RequestKind::DeleteGroups(r) => groups::delete_groups(&c, r),
+        RequestKind::OffsetCommit(r) => offsets::offset_commit(&c, r),
+        RequestKind::OffsetFetch(r) => offsets::offset_fetch(&c, r),
+        RequestKind::OffsetDelete(r) => offsets::offset_delete(&c, r),
         _ => unsupported(correlation_id),
     }
 }
@@ -98,6 +123,9 @@ pub struct Call {
     pub ctx: Arc<Ctx>,
     pub version: i16,
     pub correlation_id: i32,
+    pub client_id: String,
+    /// The client's address, as Kafka shows it ("/127.0.0.1").
+    pub peer: String,
 }
 
 impl Call {

@@ -1,0 +1,414 @@
+//! The group coordinator: consumer groups and their committed offsets.
+//!
+//! Committed offsets and each group's generation are records in an internal
+//! compacted log (`<data>/internal/__consumer_offsets`), keyed per group and
+//! partition, as Kafka keeps them; the in-memory maps are rebuilt from it at
+//! start. A ticker thread drives timeouts (sessions, rebalances) and expires
+//! the offsets of groups left empty past `offsets.retention.minutes`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use ferry_log::compression::Compression;
+use ferry_log::records::{NewRecord, build_batch, parse_records, records_payload};
+use ferry_log::{CleanupPolicy, FlushPolicy, Log, LogConfig, LogManager};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::error::{BrokerError, Result};
+use crate::group::{Group, GroupError, GroupState, Join, JoinResult, SyncResult};
+
+/// A committed offset.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committed {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_ms: u64,
+}
+
+/// Keys of the internal log.
+#[derive(Serialize, Deserialize)]
+enum Key {
+    Offset { group: String, topic: String, partition: i32 },
+    Group { group: String },
+}
+
+#[derive(Serialize, Deserialize)]
+struct GroupRecord {
+    generation: i32,
+    protocol_type: Option<String>,
+}
+
+/// A member as DescribeGroups shows it.
+pub struct MemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Vec<u8>,
+    pub assignment: Vec<u8>,
+}
+
+pub struct GroupDescription {
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub generation: i32,
+    pub members: Vec<MemberDescription>,
+}
+
+/// Settings of the coordinator.
+#[derive(Clone, Debug)]
+pub struct CoordinatorConfig {
+    /// `group.initial.rebalance.delay.ms`.
+    pub initial_rebalance_delay: Duration,
+    /// `offsets.retention.minutes`, in ms.
+    pub offsets_retention_ms: u64,
+    /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`.
+    pub min_session_timeout: Duration,
+    pub max_session_timeout: Duration,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            initial_rebalance_delay: Duration::from_millis(3000),
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            min_session_timeout: Duration::from_millis(6000),
+            max_session_timeout: Duration::from_millis(1_800_000),
+        }
+    }
+}
+
+/// A group's committed offsets by (topic, partition).
+pub type GroupOffsets = BTreeMap<(String, i32), Committed>;
+
+pub struct GroupCoordinator {
+    config: CoordinatorConfig,
+    groups: Mutex<HashMap<String, Group>>,
+    offsets: Mutex<HashMap<String, GroupOffsets>>,
+    log: Arc<Log>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl GroupCoordinator {
+    /// Opens the internal log and rebuilds groups and offsets from it.
+    pub fn open(data_dir: &Path, logs: &LogManager, config: CoordinatorConfig) -> Result<Arc<GroupCoordinator>> {
+        let log_config = LogConfig {
+            cleanup_policy: CleanupPolicy::COMPACT,
+            segment_bytes: 100 << 20,
+            flush: FlushPolicy::Always,
+            ..LogConfig::default()
+        };
+        let log = logs.open(&data_dir.join("internal").join("__consumer_offsets"), log_config)?;
+        let mut groups = HashMap::new();
+        let mut offsets: HashMap<String, GroupOffsets> = HashMap::new();
+        let mut at = log.log_start_offset();
+        let now = now_ms();
+        while at < log.high_watermark() {
+            let bytes = log.read_bytes(at, 1 << 20)?;
+            if bytes.is_empty() {
+                break;
+            }
+            for (h, b) in ferry_log::batch::split(&bytes)? {
+                let payload = records_payload(b, 64 << 20).map_err(ferry_log::LogError::from)?;
+                for r in parse_records(&payload, h.records_count as usize).map_err(ferry_log::LogError::from)? {
+                    let Some(key) = r.key.and_then(|k| serde_json::from_slice::<Key>(k).ok()) else { continue };
+                    match key {
+                        Key::Offset { group, topic, partition } => {
+                            let map = offsets.entry(group).or_default();
+                            match r.value.and_then(|v| serde_json::from_slice::<Committed>(v).ok()) {
+                                Some(c) => map.insert((topic, partition), c),
+                                None => map.remove(&(topic, partition)),
+                            };
+                        }
+                        Key::Group { group } => {
+                            match r.value.and_then(|v| serde_json::from_slice::<GroupRecord>(v).ok()) {
+                                Some(g) => {
+                                    groups
+                                        .insert(group.clone(), Group::new(&group, g.generation, g.protocol_type, now));
+                                }
+                                None => {
+                                    groups.remove(&group);
+                                }
+                            }
+                        }
+                    }
+                }
+                at = h.next_offset();
+            }
+        }
+        offsets.retain(|_, m| !m.is_empty());
+        let coordinator =
+            Arc::new(GroupCoordinator { config, groups: Mutex::new(groups), offsets: Mutex::new(offsets), log });
+        let weak = Arc::downgrade(&coordinator);
+        std::thread::Builder::new().name("ferry-groups".into()).spawn(move || ticker(weak))?;
+        Ok(coordinator)
+    }
+
+    fn write(&self, records: &[(Key, Option<Vec<u8>>)]) -> Result<u64> {
+        let keys: Vec<Vec<u8>> = records.iter().map(|(k, _)| serde_json::to_vec(k).unwrap_or_default()).collect();
+        let ts = now_ms() as i64;
+        let recs: Vec<NewRecord<'_>> = records
+            .iter()
+            .zip(&keys)
+            .map(|((_, v), k)| NewRecord { key: Some(k), value: v.as_deref(), headers: vec![], timestamp: ts })
+            .collect();
+        let batch = build_batch(&recs, Compression::None, -1, -1, -1).map_err(ferry_log::LogError::from)?;
+        Ok(self.log.append(&batch)?.last_offset + 1)
+    }
+
+    fn persist_generation(&self, g: &Group) {
+        let value =
+            serde_json::to_vec(&GroupRecord { generation: g.generation, protocol_type: g.protocol_type.clone() }).ok();
+        if let Err(e) = self.write(&[(Key::Group { group: g.id.clone() }, value)]) {
+            tracing::warn!(group = %g.id, error = %e, "could not persist group generation");
+        }
+    }
+
+    /// Runs `f` on the group (created if missing), persisting a generation change.
+    fn with_group<R>(&self, id: &str, f: impl FnOnce(&mut Group) -> R) -> R {
+        let mut groups = lock(&self.groups);
+        let g = groups.entry(id.to_string()).or_insert_with(|| Group::new(id, 0, None, now_ms()));
+        let generation = g.generation;
+        let r = f(g);
+        if g.generation != generation {
+            self.persist_generation(g);
+        }
+        r
+    }
+
+    pub fn join(&self, group: &str, j: Join) -> oneshot::Receiver<JoinResult> {
+        if j.session_timeout < self.config.min_session_timeout || j.session_timeout > self.config.max_session_timeout {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(JoinResult {
+                error: Some(GroupError::InvalidSessionTimeout),
+                generation: -1,
+                ..Default::default()
+            });
+            return rx;
+        }
+        let delay = self.config.initial_rebalance_delay;
+        self.with_group(group, |g| g.join(j, Instant::now(), delay))
+    }
+
+    pub fn sync(
+        &self,
+        group: &str,
+        member: &str,
+        generation: i32,
+        assignments: Vec<(String, Vec<u8>)>,
+    ) -> oneshot::Receiver<SyncResult> {
+        self.with_group(group, |g| g.sync(member, generation, assignments, Instant::now()))
+    }
+
+    pub fn heartbeat(&self, group: &str, member: &str, generation: i32) -> Option<GroupError> {
+        match lock(&self.groups).get_mut(group) {
+            Some(g) => g.heartbeat(member, generation, Instant::now()),
+            None => Some(GroupError::UnknownMemberId),
+        }
+    }
+
+    pub fn leave(&self, group: &str, member: &str, instance: Option<&str>) -> Option<GroupError> {
+        let mut groups = lock(&self.groups);
+        let Some(g) = groups.get_mut(group) else { return Some(GroupError::UnknownMemberId) };
+        let generation = g.generation;
+        let r = g.leave(member, instance, Instant::now());
+        if g.generation != generation {
+            self.persist_generation(g);
+        }
+        r
+    }
+
+    /// Commits offsets: checks the member and generation, writes them to
+    /// the internal log and returns the offset that must be durable before
+    /// answering.
+    pub fn commit(
+        &self,
+        group: &str,
+        member: &str,
+        generation: i32,
+        offsets: Vec<(String, i32, Committed)>,
+    ) -> std::result::Result<u64, GroupError> {
+        {
+            // Lock order everywhere: groups, then offsets.
+            let mut groups = lock(&self.groups);
+            match groups.get(group) {
+                Some(g) => {
+                    if let Some(e) = g.check_commit(member, generation) {
+                        return Err(e);
+                    }
+                }
+                // A group member commits for a group this broker never saw.
+                None if generation >= 0 => return Err(GroupError::IllegalGeneration),
+                None => {
+                    groups.insert(group.to_string(), Group::new(group, 0, None, now_ms()));
+                }
+            }
+        }
+        let records: Vec<(Key, Option<Vec<u8>>)> = offsets
+            .iter()
+            .map(|(t, p, c)| {
+                (Key::Offset { group: group.to_string(), topic: t.clone(), partition: *p }, serde_json::to_vec(c).ok())
+            })
+            .collect();
+        let end = self.write(&records).map_err(|e| {
+            tracing::error!(group, error = %e, "offset commit failed");
+            GroupError::CoordinatorNotAvailable
+        })?;
+        let mut all = lock(&self.offsets);
+        let map = all.entry(group.to_string()).or_default();
+        for (t, p, c) in offsets {
+            map.insert((t, p), c);
+        }
+        Ok(end)
+    }
+
+    /// Resolves once offsets below `end` in the internal log are on disk.
+    pub fn durable(&self, end: u64) -> oneshot::Receiver<ferry_log::Result<()>> {
+        let (tx, rx) = oneshot::channel();
+        self.log.on_durable(end, move |r| {
+            let _ = tx.send(r);
+        });
+        rx
+    }
+
+    /// Committed offsets of a group (all of them, or the given partitions).
+    pub fn committed(&self, group: &str) -> GroupOffsets {
+        lock(&self.offsets).get(group).cloned().unwrap_or_default()
+    }
+
+    /// (group id, protocol type, state) of every group.
+    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+        let mut out: Vec<_> = lock(&self.groups)
+            .values()
+            .map(|g| (g.id.clone(), g.protocol_type.clone().unwrap_or_default(), g.state))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    pub fn describe(&self, group: &str) -> Option<GroupDescription> {
+        let groups = lock(&self.groups);
+        let g = groups.get(group)?;
+        Some(GroupDescription {
+            state: g.state,
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: g.protocol.clone().unwrap_or_default(),
+            generation: g.generation,
+            members: g
+                .members
+                .values()
+                .map(|m| MemberDescription {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| Some(n) == g.protocol.as_ref())
+                        .map(|(_, d)| d.clone())
+                        .unwrap_or_default(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Deletes an empty group and its offsets.
+    pub fn delete_group(&self, group: &str) -> std::result::Result<(), GroupError> {
+        let mut groups = lock(&self.groups);
+        let known = groups.contains_key(group) || lock(&self.offsets).contains_key(group);
+        if !known {
+            return Err(GroupError::GroupIdNotFound);
+        }
+        if groups.get(group).is_some_and(|g| !g.members.is_empty()) {
+            return Err(GroupError::NonEmptyGroup);
+        }
+        groups.remove(group);
+        drop(groups);
+        let offsets = lock(&self.offsets).remove(group).unwrap_or_default();
+        let mut tombstones: Vec<(Key, Option<Vec<u8>>)> = offsets
+            .into_keys()
+            .map(|(topic, partition)| (Key::Offset { group: group.to_string(), topic, partition }, None))
+            .collect();
+        tombstones.push((Key::Group { group: group.to_string() }, None));
+        self.write(&tombstones).map_err(|_| GroupError::CoordinatorNotAvailable)?;
+        Ok(())
+    }
+
+    /// Deletes some offsets of a group (OffsetDelete); the caller refuses
+    /// topics the group is consuming.
+    pub fn delete_offsets(&self, group: &str, partitions: &[(String, i32)]) -> Result<()> {
+        let mut all = lock(&self.offsets);
+        let Some(map) = all.get_mut(group) else { return Ok(()) };
+        let mut tombstones = Vec::new();
+        for (t, p) in partitions {
+            if map.remove(&(t.clone(), *p)).is_some() {
+                tombstones.push((Key::Offset { group: group.to_string(), topic: t.clone(), partition: *p }, None));
+            }
+        }
+        drop(all);
+        if !tombstones.is_empty() {
+            self.write(&tombstones)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a group exists (has state or offsets).
+    pub fn exists(&self, group: &str) -> bool {
+        lock(&self.groups).contains_key(group) || lock(&self.offsets).contains_key(group)
+    }
+
+    fn tick(&self) {
+        let now = Instant::now();
+        let ms = now_ms();
+        let mut expired = Vec::new();
+        {
+            let mut groups = lock(&self.groups);
+            for g in groups.values_mut() {
+                if g.tick(now, ms) {
+                    self.persist_generation(g);
+                }
+                if g.state == GroupState::Empty
+                    && g.empty_since_ms.saturating_add(self.config.offsets_retention_ms) < ms
+                {
+                    expired.push(g.id.clone());
+                }
+            }
+        }
+        for group in expired {
+            if lock(&self.offsets).contains_key(&group) {
+                tracing::info!(group, "expiring offsets of an empty group");
+                let _ = self.delete_group(&group);
+            }
+        }
+    }
+}
+
+fn ticker(weak: Weak<GroupCoordinator>) {
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        match weak.upgrade() {
+            Some(c) => c.tick(),
+            None => return,
+        }
+    }
+}
+
+impl From<GroupError> for BrokerError {
+    fn from(e: GroupError) -> Self {
+        BrokerError::Group(e)
+    }
+}

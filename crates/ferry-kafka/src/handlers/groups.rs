@@ -1,0 +1,205 @@
+//! Consumer groups on the classic protocol: FindCoordinator, JoinGroup,
+//! SyncGroup, Heartbeat, LeaveGroup, ListGroups, DescribeGroups,
+//! DeleteGroups. The coordinator is this node, for every key.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferry_broker::group::Join;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use super::Call;
+use crate::errors::group_error_code;
+use crate::response::{Reply, encode};
+
+fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+pub fn find_coordinator(c: &Call, req: FindCoordinatorRequest) -> Reply {
+    let node = BrokerId(c.ctx.broker.node_id());
+    let (host, port) = (s(c.ctx.config.advertised_host.clone()), c.ctx.config.advertised_port);
+    let mut r = FindCoordinatorResponse::default();
+    if c.version >= 4 {
+        r.coordinators = req
+            .coordinator_keys
+            .into_iter()
+            .map(|key| Coordinator::default().with_key(key).with_node_id(node).with_host(host.clone()).with_port(port))
+            .collect();
+    } else {
+        r.node_id = node;
+        r.host = host;
+        r.port = port;
+    }
+    c.reply(ApiKey::FindCoordinator, &r)
+}
+
+pub fn join_group(c: &Call, req: JoinGroupRequest) -> Reply {
+    let v = c.version;
+    let join = Join {
+        member_id: req.member_id.to_string(),
+        instance_id: if v >= 5 { req.group_instance_id.map(|i| i.to_string()) } else { None },
+        client_id: c.client_id.clone(),
+        client_host: c.peer.clone(),
+        session_timeout: Duration::from_millis(req.session_timeout_ms.max(0) as u64),
+        // v0 has no rebalance timeout: it is the session timeout there.
+        rebalance_timeout: Duration::from_millis(
+            (if v >= 1 { req.rebalance_timeout_ms } else { req.session_timeout_ms }).max(0) as u64,
+        ),
+        protocol_type: req.protocol_type.to_string(),
+        protocols: req.protocols.iter().map(|p| (p.name.to_string(), p.metadata.to_vec())).collect(),
+        require_known_member_id: v >= 4,
+    };
+    let rx = c.ctx.broker.groups().join(&req.group_id, join);
+    let (version, correlation_id) = (c.version, c.correlation_id);
+    Reply::Later(Box::pin(async move {
+        let result = rx.await.unwrap_or_default();
+        let mut r = JoinGroupResponse::default()
+            .with_error_code(result.error.map_or(0, group_error_code))
+            .with_generation_id(result.generation)
+            .with_leader(s(result.leader))
+            .with_member_id(s(result.member_id))
+            .with_protocol_name(Some(s(result.protocol.unwrap_or_default())));
+        if version >= 7 {
+            r.protocol_type = result.protocol_type.map(s);
+        }
+        r.members = result
+            .members
+            .into_iter()
+            .map(|(id, instance, meta)| {
+                let mut m = JoinGroupResponseMember::default().with_member_id(s(id)).with_metadata(Bytes::from(meta));
+                if version >= 5 {
+                    m.group_instance_id = instance.map(s);
+                }
+                m
+            })
+            .collect();
+        encode(ApiKey::JoinGroup, version, correlation_id, &r)
+    }))
+}
+
+pub fn sync_group(c: &Call, req: SyncGroupRequest) -> Reply {
+    let assignments = req.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.to_vec())).collect();
+    let rx = c.ctx.broker.groups().sync(&req.group_id, &req.member_id, req.generation_id, assignments);
+    let (version, correlation_id) = (c.version, c.correlation_id);
+    Reply::Later(Box::pin(async move {
+        let result = rx.await.unwrap_or_default();
+        let mut r = SyncGroupResponse::default()
+            .with_error_code(result.error.map_or(0, group_error_code))
+            .with_assignment(Bytes::from(result.assignment));
+        if version >= 5 {
+            r.protocol_type = result.protocol_type.map(s);
+            r.protocol_name = result.protocol.map(s);
+        }
+        encode(ApiKey::SyncGroup, version, correlation_id, &r)
+    }))
+}
+
+pub fn heartbeat(c: &Call, req: HeartbeatRequest) -> Reply {
+    let e = c.ctx.broker.groups().heartbeat(&req.group_id, &req.member_id, req.generation_id);
+    c.reply(ApiKey::Heartbeat, &HeartbeatResponse::default().with_error_code(e.map_or(0, group_error_code)))
+}
+
+pub fn leave_group(c: &Call, req: LeaveGroupRequest) -> Reply {
+    let groups = c.ctx.broker.groups();
+    let mut r = LeaveGroupResponse::default();
+    if c.version >= 3 {
+        r.members = req
+            .members
+            .into_iter()
+            .map(|m| {
+                let e = groups.leave(&req.group_id, &m.member_id, m.group_instance_id.as_deref());
+                MemberResponse::default()
+                    .with_member_id(m.member_id)
+                    .with_group_instance_id(m.group_instance_id)
+                    .with_error_code(e.map_or(0, group_error_code))
+            })
+            .collect();
+    } else {
+        r.error_code = groups.leave(&req.group_id, &req.member_id, None).map_or(0, group_error_code);
+    }
+    c.reply(ApiKey::LeaveGroup, &r)
+}
+
+pub fn list_groups(c: &Call, req: ListGroupsRequest) -> Reply {
+    let groups = c
+        .ctx
+        .broker
+        .groups()
+        .list()
+        .into_iter()
+        .filter(|(_, _, state)| {
+            req.states_filter.is_empty() || req.states_filter.iter().any(|f| f.eq_ignore_ascii_case(state.name()))
+        })
+        .filter(|_| req.types_filter.is_empty() || req.types_filter.iter().any(|t| t.eq_ignore_ascii_case("classic")))
+        .map(|(id, protocol_type, state)| {
+            let mut g = ListedGroup::default().with_group_id(GroupId(s(id))).with_protocol_type(s(protocol_type));
+            if c.version >= 4 {
+                g.group_state = s(state.name());
+            }
+            if c.version >= 5 {
+                g.group_type = s("classic");
+            }
+            g
+        })
+        .collect();
+    c.reply(ApiKey::ListGroups, &ListGroupsResponse::default().with_groups(groups))
+}
+
+pub fn describe_groups(c: &Call, req: DescribeGroupsRequest) -> Reply {
+    let coordinator = c.ctx.broker.groups();
+    let groups = req
+        .groups
+        .into_iter()
+        .map(|id| {
+            let mut g = DescribedGroup::default().with_group_id(id.clone());
+            match coordinator.describe(&id) {
+                Some(d) => {
+                    g.group_state = s(d.state.name());
+                    g.protocol_type = s(d.protocol_type);
+                    g.protocol_data = s(d.protocol);
+                    g.members = d
+                        .members
+                        .into_iter()
+                        .map(|m| {
+                            let mut x = DescribedGroupMember::default()
+                                .with_member_id(s(m.member_id))
+                                .with_client_id(s(m.client_id))
+                                .with_client_host(s(m.client_host))
+                                .with_member_metadata(Bytes::from(m.metadata))
+                                .with_member_assignment(Bytes::from(m.assignment));
+                            if c.version >= 4 {
+                                x.group_instance_id = m.instance_id.map(s);
+                            }
+                            x
+                        })
+                        .collect();
+                }
+                // Kafka describes an unknown group as Dead, without an error.
+                None => g.group_state = s("Dead"),
+            }
+            g
+        })
+        .collect();
+    c.reply(ApiKey::DescribeGroups, &DescribeGroupsResponse::default().with_groups(groups))
+}
+
+pub fn delete_groups(c: &Call, req: DeleteGroupsRequest) -> Reply {
+    let coordinator = c.ctx.broker.groups();
+    let results = req
+        .groups_names
+        .into_iter()
+        .map(|id| {
+            let e = coordinator.delete_group(&id).err().map_or(0, group_error_code);
+            DeletableGroupResult::default().with_group_id(id).with_error_code(e)
+        })
+        .collect();
+    c.reply(ApiKey::DeleteGroups, &DeleteGroupsResponse::default().with_results(results))
+}

@@ -14,6 +14,16 @@ fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 
+# kcat: a consumer-group member the group tests kill with SIGKILL, and an
+# interop client.
+if ! command -v kcat >/dev/null; then
+  echo "== installing kcat"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq kcat
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -97,6 +97,8 @@ pub struct Group {
     deadline: Option<Instant>,
     /// A fresh group's round does not complete before this.
     initial_delay_until: Option<Instant>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined.
+    pending: std::collections::HashSet<String>,
     /// Wall-clock ms when the group last became empty (offset expiry).
     pub empty_since_ms: u64,
 }
@@ -127,6 +129,7 @@ impl Group {
             members: BTreeMap::new(),
             deadline: None,
             initial_delay_until: None,
+            pending: Default::default(),
             empty_since_ms: now_ms,
         }
     }
@@ -186,16 +189,18 @@ impl Group {
             }
             member_id = self.new_member_id(&j.client_id);
             if j.require_known_member_id && j.instance_id.is_none() {
-                // KIP-394: hand out the id; the member joins again with it.
-                self.add_member(&member_id, &j, now, None);
+                // KIP-394: hand out the id; the member joins again with it
+                // and only then becomes a member.
+                self.pending.insert(member_id.clone());
                 fail(tx, GroupError::MemberIdRequired, member_id);
                 return rx;
             }
-        } else if !self.members.contains_key(&member_id) {
+        } else if !self.members.contains_key(&member_id) && !self.pending.remove(&member_id) {
             let e = if j.instance_id.is_some() { GroupError::FencedInstanceId } else { GroupError::UnknownMemberId };
             fail(tx, e, member_id);
             return rx;
         }
+        // A new member, or new protocols, always means a new round.
         let changed = self.members.get(&member_id).is_none_or(|m| m.protocols != j.protocols);
         self.add_member(&member_id, &j, now, Some(tx));
         match self.state {

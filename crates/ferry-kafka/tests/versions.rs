@@ -138,6 +138,110 @@ fn request(key: ApiKey, v: i16, topic_id: uuid::Uuid, batch: &Bytes) -> RequestK
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1),
         ),
+        ApiKey::FindCoordinator => {
+            let mut r = FindCoordinatorRequest::default();
+            if v >= 4 {
+                r.coordinator_keys = vec![StrBytes::from_static_str("g")];
+            } else {
+                r.key = StrBytes::from_static_str("g");
+            }
+            RequestKind::FindCoordinator(r)
+        }
+        ApiKey::JoinGroup => RequestKind::JoinGroup(
+            JoinGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(format!("g{v}"))))
+                .with_session_timeout_ms(10_000)
+                .with_rebalance_timeout_ms(if v >= 1 { 10_000 } else { -1 })
+                .with_group_instance_id(None)
+                .with_protocol_type(StrBytes::from_static_str("consumer"))
+                .with_protocols(vec![
+                    join_group_request::JoinGroupRequestProtocol::default()
+                        .with_name(StrBytes::from_static_str("range"))
+                        .with_metadata(Bytes::from_static(b"meta")),
+                ]),
+        ),
+        ApiKey::SyncGroup => RequestKind::SyncGroup(
+            SyncGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("nobody")))
+                .with_generation_id(1)
+                .with_member_id(StrBytes::from_static_str("m"))
+                .with_group_instance_id(None)
+                .with_protocol_type(None)
+                .with_protocol_name(None),
+        ),
+        ApiKey::Heartbeat => RequestKind::Heartbeat(
+            HeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("nobody")))
+                .with_member_id(StrBytes::from_static_str("m"))
+                .with_group_instance_id(None),
+        ),
+        ApiKey::LeaveGroup => {
+            let mut r = LeaveGroupRequest::default().with_group_id(GroupId(StrBytes::from_static_str("nobody")));
+            if v >= 3 {
+                r.members = vec![
+                    leave_group_request::MemberIdentity::default()
+                        .with_member_id(StrBytes::from_static_str("m"))
+                        .with_group_instance_id(None)
+                        .with_reason(None),
+                ];
+            } else {
+                r.member_id = StrBytes::from_static_str("m");
+            }
+            RequestKind::LeaveGroup(r)
+        }
+        ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+        ApiKey::DescribeGroups => RequestKind::DescribeGroups(
+            DescribeGroupsRequest::default().with_groups(vec![GroupId(StrBytes::from_static_str("simple"))]),
+        ),
+        ApiKey::DeleteGroups => RequestKind::DeleteGroups(
+            DeleteGroupsRequest::default().with_groups_names(vec![GroupId(StrBytes::from_static_str("never"))]),
+        ),
+        ApiKey::OffsetCommit => RequestKind::OffsetCommit(
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("simple")))
+                .with_generation_id_or_member_epoch(-1)
+                .with_group_instance_id(None)
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default().with_name(name("t")).with_partitions(
+                        vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(1)
+                                .with_committed_metadata(Some(StrBytes::from_static_str("md"))),
+                        ],
+                    ),
+                ]),
+        ),
+        ApiKey::OffsetFetch => {
+            let mut r = OffsetFetchRequest::default();
+            if v >= 8 {
+                r.groups = vec![
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("simple")))
+                        .with_member_id(None)
+                        .with_topics(Some(vec![
+                            offset_fetch_request::OffsetFetchRequestTopics::default()
+                                .with_name(name("t"))
+                                .with_partition_indexes(vec![0]),
+                        ])),
+                ];
+            } else {
+                r.group_id = GroupId(StrBytes::from_static_str("simple"));
+                r.topics = Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopic::default()
+                        .with_name(name("t"))
+                        .with_partition_indexes(vec![0]),
+                ]);
+            }
+            RequestKind::OffsetFetch(r)
+        }
+        ApiKey::OffsetDelete => RequestKind::OffsetDelete(
+            OffsetDeleteRequest::default().with_group_id(GroupId(StrBytes::from_static_str("simple"))).with_topics(
+                vec![offset_delete_request::OffsetDeleteRequestTopic::default().with_name(name("t")).with_partitions(
+                    vec![offset_delete_request::OffsetDeleteRequestPartition::default().with_partition_index(0)],
+                )],
+            ),
+        ),
         other => panic!("no sample request for {other:?}"),
     }
 }
@@ -145,7 +249,9 @@ fn request(key: ApiKey, v: i16, topic_id: uuid::Uuid, batch: &Bytes) -> RequestK
 #[tokio::test]
 async fn every_api_at_every_version_round_trips() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..BrokerConfig::default() }).unwrap();
+    let mut config = BrokerConfig { data_dir: dir.path().to_path_buf(), ..BrokerConfig::default() };
+    config.groups.initial_rebalance_delay = std::time::Duration::ZERO;
+    let broker = Broker::open(config).unwrap();
     let topic = broker.create_topic("t", Some(1), &BTreeMap::new(), false).unwrap();
     broker.create_topic("grow", Some(1), &BTreeMap::new(), false).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -248,6 +354,35 @@ fn check(resp: &ResponseKind, key: ApiKey, v: i16) {
         ResponseKind::CreatePartitions(r) => assert_eq!(r.results[0].error_code, 0, "{key:?} v{v}"),
         ResponseKind::DescribeCluster(r) => assert_eq!(r.brokers.len(), 1, "{key:?} v{v}"),
         ResponseKind::InitProducerId(r) => assert!(r.error_code == 0 && r.producer_id.0 >= 0, "{key:?} v{v}"),
+        ResponseKind::FindCoordinator(r) => {
+            let ok =
+                if v >= 4 { r.coordinators.len() == 1 && r.coordinators[0].error_code == 0 } else { r.error_code == 0 };
+            assert!(ok, "{key:?} v{v}");
+        }
+        // A lone member: v4+ first hands out a member id (MEMBER_ID_REQUIRED, 79).
+        ResponseKind::JoinGroup(r) => assert!(
+            (v >= 4 && r.error_code == 79 && !r.member_id.is_empty()) || (r.error_code == 0 && r.generation_id == 1),
+            "{key:?} v{v}: {r:?}"
+        ),
+        ResponseKind::SyncGroup(r) => assert_eq!(r.error_code, 25, "{key:?} v{v}"),
+        ResponseKind::Heartbeat(r) => assert_eq!(r.error_code, 25, "{key:?} v{v}"),
+        ResponseKind::LeaveGroup(r) => {
+            let code = if v >= 3 { r.members[0].error_code } else { r.error_code };
+            assert_eq!(code, 25, "{key:?} v{v}");
+        }
+        ResponseKind::ListGroups(r) => assert_eq!(r.error_code, 0, "{key:?} v{v}"),
+        ResponseKind::DescribeGroups(r) => assert_eq!(r.groups.len(), 1, "{key:?} v{v}"),
+        ResponseKind::DeleteGroups(r) => assert_eq!(r.results[0].error_code, 69, "{key:?} v{v}"),
+        ResponseKind::OffsetCommit(r) => assert_eq!(r.topics[0].partitions[0].error_code, 0, "{key:?} v{v}"),
+        ResponseKind::OffsetFetch(r) => {
+            let offset = if v >= 8 {
+                r.groups[0].topics[0].partitions[0].committed_offset
+            } else {
+                r.topics[0].partitions[0].committed_offset
+            };
+            assert!(offset == 1 || offset == -1, "{key:?} v{v}");
+        }
+        ResponseKind::OffsetDelete(r) => assert_eq!(r.error_code, 0, "{key:?} v{v}"),
         _ => panic!("unexpected response"),
     }
 }

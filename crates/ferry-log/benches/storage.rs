@@ -5,7 +5,7 @@
 //! ```text
 //! cargo bench -p ferry-log --bench storage
 //! cargo bench -p ferry-log --bench storage -- [--json] [--rounds N] [--mib N] [--interval-ms N]
-//!     [--dir PATH] [FILTER...]
+//!     [--dir PATH] [--only ferry|raw] [FILTER...]
 //! ```
 //!
 //! Machines are noisy, so every figure is printed beside a reference measured
@@ -14,7 +14,8 @@
 //! ferry and raw runs are adjacent, and their order alternates from round to
 //! round. The table shows the median throughput of each side and the median
 //! of the per-round ratios, with their min..max spread. FILTERs run only the
-//! cases whose name contains one of them.
+//! cases whose name contains one of them; `--only ferry` or `--only raw` runs
+//! one side (for profiling it with `perf`; no ratios then).
 //!
 //! Cases (1 KiB records, uncompressed; a "16 KiB" batch holds 16 records, a
 //! "1 MiB" batch 1024; `--mib` of data per case, a quarter of it for the
@@ -77,6 +78,14 @@ struct Opts {
     dir: PathBuf,
     /// Positional arguments: run only cases whose name contains one of them.
     filters: Vec<String>,
+    /// `--only ferry|raw`: run one side only (to profile it); no ratios.
+    only: Option<Side>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Ferry,
+    Raw,
 }
 
 impl Opts {
@@ -89,6 +98,7 @@ impl Opts {
             dir: std::env::var_os("FERRY_BENCH_DIR")
                 .map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from),
             filters: Vec::new(),
+            only: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -99,6 +109,13 @@ impl Opts {
                 "--mib" => opts.mib = value()?.parse()?,
                 "--interval-ms" => opts.interval_ms = value()?.parse()?,
                 "--dir" => opts.dir = PathBuf::from(value()?),
+                "--only" => {
+                    opts.only = match value()?.as_str() {
+                        "ferry" => Some(Side::Ferry),
+                        "raw" => Some(Side::Raw),
+                        other => return Err(format!("--only takes ferry or raw, not {other:?}").into()),
+                    }
+                }
                 // `cargo bench` passes `--bench`.
                 "--bench" => {}
                 other if other.starts_with("--") => eprintln!("storage bench: ignoring option {other:?}"),
@@ -371,10 +388,25 @@ fn mib_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / MIB as f64 / d.as_secs_f64()
 }
 
+/// Median; NaN when empty (a side that did not run).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// `v` with `precision` decimals, or `-` for NaN.
+fn num(v: f64, precision: usize) -> String {
+    if v.is_nan() { "-".to_string() } else { format!("{v:.precision$}") }
+}
+
+/// `v` for JSON: `null` for NaN.
+fn json_num(v: f64, precision: usize) -> String {
+    if v.is_nan() { "null".to_string() } else { format!("{v:.precision$}") }
 }
 
 impl Case {
@@ -390,12 +422,17 @@ impl Case {
     fn ratio(&self) -> f64 {
         median(self.ratios())
     }
+    /// Lowest and highest per-round ratio (NaN when no ratios).
     fn spread(&self) -> (f64, f64) {
         let r = self.ratios();
+        if r.is_empty() {
+            return (f64::NAN, f64::NAN);
+        }
         (r.iter().copied().fold(f64::INFINITY, f64::min), r.iter().copied().fold(0.0, f64::max))
     }
     fn met(&self) -> Option<bool> {
-        self.goal.map(|g| self.ratio() >= g)
+        let ratio = self.ratio();
+        self.goal.filter(|_| !ratio.is_nan()).map(|g| ratio >= g)
     }
 }
 
@@ -413,27 +450,31 @@ fn measure(
         return Ok(None);
     }
     let mut case = Case { name, bytes, ferry: Vec::new(), raw: Vec::new(), goal };
+    let (do_ferry, do_raw) = (opts.only != Some(Side::Raw), opts.only != Some(Side::Ferry));
     // A discarded round first: the first runs after a change of case are
     // often slower (allocation of fresh page-cache memory, discards of the
     // previous case's deleted files), whichever side goes first.
-    ferry()?;
-    raw()?;
+    if do_ferry {
+        ferry()?;
+    }
+    if do_raw {
+        raw()?;
+    }
     for round in 0..opts.rounds {
-        if round.is_multiple_of(2) {
-            case.ferry.push(ferry()?);
-            case.raw.push(raw()?);
-        } else {
-            case.raw.push(raw()?);
-            case.ferry.push(ferry()?);
+        let ferry_first = round.is_multiple_of(2);
+        for ferry_turn in [ferry_first, !ferry_first] {
+            if ferry_turn && do_ferry {
+                case.ferry.push(ferry()?);
+            } else if !ferry_turn && do_raw {
+                case.raw.push(raw()?);
+            }
         }
     }
-    let rounds: Vec<String> = case
-        .ferry
-        .iter()
-        .zip(&case.raw)
-        .map(|(f, r)| format!("{:.0}/{:.0}", mib_s(case.bytes, *f), mib_s(case.bytes, *r)))
-        .collect();
-    eprintln!("  {:<40} ratio {:.2}  (ferry/raw MiB/s by round: {})", case.name, case.ratio(), rounds.join(" "));
+    let speed =
+        |runs: &[Duration], i: usize| runs.get(i).map_or("-".to_string(), |d| format!("{:.0}", mib_s(bytes, *d)));
+    let rounds: Vec<String> =
+        (0..opts.rounds).map(|i| format!("{}/{}", speed(&case.ferry, i), speed(&case.raw, i))).collect();
+    eprintln!("  {:<40} ratio {}  (ferry/raw MiB/s by round: {})", case.name, num(case.ratio(), 2), rounds.join(" "));
     Ok(Some(case))
 }
 
@@ -651,7 +692,8 @@ fn validate_mib_s(batch: &[u8]) -> f64 {
 fn validation_ceilings<'a>(cases: &'a [Case], run: &'a Run) -> impl Iterator<Item = (&'a str, f64, Option<f64>)> {
     run.validate.iter().map(|(label, speed)| {
         let os = cases.iter().find(|c| c.name == format!("append {label} os"));
-        (label.as_str(), *speed, os.map(|c| 1.0 / (1.0 + c.raw_mib_s() / speed)))
+        let ceiling = os.map(|c| 1.0 / (1.0 + c.raw_mib_s() / speed)).filter(|c| !c.is_nan());
+        (label.as_str(), *speed, ceiling)
     })
 }
 
@@ -661,11 +703,12 @@ fn validation_ceilings<'a>(cases: &'a [Case], run: &'a Run) -> impl Iterator<Ite
 fn group_context(cases: &[Case]) -> Option<(f64, f64, f64)> {
     let single = cases.iter().find(|c| c.name == "append 16 KiB always, 1 writer")?;
     let group = cases.iter().find(|c| c.name.starts_with("group commit"))?;
-    Some((
+    let context = (
         group.ferry_mib_s() / single.ferry_mib_s(),
         group.ferry_mib_s() / single.raw_mib_s(),
         group.raw_mib_s() / single.raw_mib_s(),
-    ))
+    );
+    (!(context.0.is_nan() || context.1.is_nan() || context.2.is_nan())).then_some(context)
 }
 
 fn print_table(cases: &[Case], run: &Run) {
@@ -688,14 +731,15 @@ fn print_table(cases: &[Case], run: &Run) {
     );
     for c in cases {
         let (lo, hi) = c.spread();
+        let spread = if lo.is_nan() { "-".to_string() } else { format!("{lo:.2}..{hi:.2}") };
         println!(
-            "{:<38} {:>6.0} {:>12.1} {:>12.1} {:>7.2} {:>12}  {}",
+            "{:<38} {:>6.0} {:>12} {:>12} {:>7} {:>12}  {}",
             c.name,
             c.bytes as f64 / MIB as f64,
-            c.ferry_mib_s(),
-            c.raw_mib_s(),
-            c.ratio(),
-            format!("{lo:.2}..{hi:.2}"),
+            num(c.ferry_mib_s(), 1),
+            num(c.raw_mib_s(), 1),
+            num(c.ratio(), 2),
+            spread,
             goal_text(c)
         );
     }
@@ -723,11 +767,11 @@ fn print_json(cases: &[Case], run: &Run) {
             let fields = [
                 format!("\"case\": \"{}\"", esc(&c.name)),
                 format!("\"bytes\": {}", c.bytes),
-                format!("\"ferry_mib_s\": {:.1}", c.ferry_mib_s()),
-                format!("\"raw_mib_s\": {:.1}", c.raw_mib_s()),
-                format!("\"ratio\": {:.3}", c.ratio()),
-                format!("\"ratio_min\": {lo:.3}"),
-                format!("\"ratio_max\": {hi:.3}"),
+                format!("\"ferry_mib_s\": {}", json_num(c.ferry_mib_s(), 1)),
+                format!("\"raw_mib_s\": {}", json_num(c.raw_mib_s(), 1)),
+                format!("\"ratio\": {}", json_num(c.ratio(), 3)),
+                format!("\"ratio_min\": {}", json_num(lo, 3)),
+                format!("\"ratio_max\": {}", json_num(hi, 3)),
                 format!("\"goal\": {}", opt(c.goal.map(|g| g.to_string()))),
                 format!("\"met\": {}", opt(c.met().map(|m| m.to_string()))),
             ];

@@ -122,7 +122,7 @@ fn throughput(opts: &Options, report: &mut Report, broker: &Broker, runtime: &to
     report.loopback = loopback;
     eprintln!("loopback TCP: {loopback:.0} MiB/s ({:.0} MiB per run, best of 3)", loop_bytes as f64 / MIB);
 
-    for (acks, partitions) in [("all", 6), ("all", 1), ("1", 6), ("1", 1)] {
+    for (acks, partitions) in [("1", 1), ("1", 6), ("all", 1), ("all", 6)] {
         let topic = format!("produce-p{partitions}-acks{acks}");
         runtime.block_on(create_topic(&bootstrap, &topic, partitions, &[]));
         sync();

@@ -3,6 +3,7 @@
 mod kafka_admin;
 mod kafka_bad_input;
 mod kafka_clients;
+mod kafka_groups;
 mod kafka_idempotence;
 mod kafka_pipelining;
 mod support;

@@ -27,8 +27,14 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
+        // Groups form without Kafka's 3 s initial rebalance delay in tests.
+        let config = self.data.join("ferry-test.toml");
+        std::fs::create_dir_all(&self.data).unwrap();
+        std::fs::write(&config, "[kafka]\ngroup_initial_rebalance_delay_ms = 0\n").unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["serve", "--data-dir"])
+            .args(["serve", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
             .arg(&self.data)
             .args(["--kafka-listen", &format!("127.0.0.1:{}", self.port)])
             .env("FERRY_LOG", "warn")
@@ -142,4 +148,37 @@ pub fn consume_all(b: &Broker, topic: &str, partitions: i32, expected: usize) ->
         panic!("unexpected extra record at {}:{}", m.partition(), m.offset());
     }
     out
+}
+
+/// A consumer in `group` subscribed to `topic`.
+pub fn group_consumer(b: &Broker, group: &str, topic: &str, extra: &[(&str, &str)]) -> BaseConsumer {
+    let mut c = config(b);
+    c.set("group.id", group)
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500");
+    for (k, v) in extra {
+        c.set(*k, *v);
+    }
+    let consumer: BaseConsumer = c.create().expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
+}
+
+/// Produces `values` to `topic` (keyed by value) and waits for them.
+pub async fn produce_values(b: &Broker, topic: &str, values: impl IntoIterator<Item = u32>) {
+    let p = producer(b, &[("acks", "all"), ("linger.ms", "2")]);
+    let mut deliveries = Vec::new();
+    for v in values {
+        let s = v.to_string();
+        deliveries.push(p.send_result(rdkafka::producer::FutureRecord::to(topic).key(&s).payload(&s)).unwrap());
+    }
+    for d in deliveries {
+        d.await.unwrap().unwrap();
+    }
+}
+
+/// The value of a message produced by `produce_values`.
+pub fn value_of(m: &rdkafka::message::BorrowedMessage<'_>) -> u32 {
+    std::str::from_utf8(m.payload().unwrap()).unwrap().parse().unwrap()
 }

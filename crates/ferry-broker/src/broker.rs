@@ -528,6 +528,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn lag_is_high_watermark_minus_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let t = b.create_topic("lagging", Some(2), &BTreeMap::new(), false).unwrap();
+        for _ in 0..5 {
+            t.partition(0).unwrap().append(&one("x"), Acks::All).unwrap().acknowledged().await.unwrap();
+        }
+        let c = |offset| crate::coordinator::Committed { offset, leader_epoch: -1, metadata: None, commit_ms: 0 };
+        b.groups().commit("lg", "", -1, vec![("lagging".into(), 0, c(2)), ("lagging".into(), 1, c(0))]).unwrap();
+        let lag = b.group_lag("lg");
+        assert_eq!(lag, vec![("lagging".to_string(), 0, 2, 5, 3), ("lagging".to_string(), 1, 0, 0, 0)]);
+    }
+
+    #[tokio::test]
     async fn acks_all_needs_enough_replicas_and_timestamps_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());

@@ -412,3 +412,78 @@ impl From<GroupError> for BrokerError {
         BrokerError::Group(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::Join;
+
+    fn open(dir: &Path, logs: &LogManager, retention_ms: u64) -> Arc<GroupCoordinator> {
+        let config = CoordinatorConfig {
+            initial_rebalance_delay: Duration::ZERO,
+            offsets_retention_ms: retention_ms,
+            ..CoordinatorConfig::default()
+        };
+        GroupCoordinator::open(dir, logs, config).unwrap()
+    }
+
+    fn committed(offset: i64) -> Committed {
+        Committed { offset, leader_epoch: -1, metadata: Some("m".into()), commit_ms: now_ms() }
+    }
+
+    fn join(member: &str) -> Join {
+        Join {
+            member_id: member.into(),
+            instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(10),
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), vec![1])],
+            require_known_member_id: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn offsets_and_generations_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogManager::new(ferry_log::EngineConfig::default());
+        let c = open(dir.path(), &logs, u64::MAX);
+        let joined = c.join("g", join("")).await.unwrap();
+        assert_eq!((joined.error, joined.generation), (None, 1));
+        let end = c.commit("g", &joined.member_id, 1, vec![("t".into(), 0, committed(42))]).unwrap();
+        c.durable(end).await.unwrap().unwrap();
+        // A stale generation is refused; a simple consumer may not commit
+        // into a group with members.
+        assert_eq!(c.commit("g", &joined.member_id, 0, vec![]), Err(GroupError::IllegalGeneration));
+        assert_eq!(c.commit("g", "", -1, vec![]), Err(GroupError::UnknownMemberId));
+        assert_eq!(c.delete_group("g"), Err(GroupError::NonEmptyGroup));
+        drop(c);
+        let c = open(dir.path(), &logs, u64::MAX);
+        assert_eq!(c.committed("g").get(&("t".to_string(), 0)).map(|x| x.offset), Some(42));
+        // The generation goes on from where it was.
+        let rejoined = c.join("g", join("")).await.unwrap();
+        assert_eq!(rejoined.generation, 2);
+        assert_eq!(c.leave("g", &rejoined.member_id, None), None);
+        c.delete_group("g").unwrap();
+        assert_eq!(c.delete_group("g"), Err(GroupError::GroupIdNotFound));
+        drop(c);
+        let c = open(dir.path(), &logs, u64::MAX);
+        assert!(c.committed("g").is_empty(), "deleted groups stay deleted");
+    }
+
+    #[tokio::test]
+    async fn offsets_of_empty_groups_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogManager::new(ferry_log::EngineConfig::default());
+        let c = open(dir.path(), &logs, 0);
+        c.commit("simple", "", -1, vec![("t".into(), 0, committed(7))]).unwrap();
+        let joined = c.join("busy", join("")).await.unwrap();
+        c.commit("busy", &joined.member_id, joined.generation, vec![("t".into(), 0, committed(9))]).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+        c.tick();
+        assert!(c.committed("simple").is_empty(), "an empty group's offsets expire");
+        assert_eq!(c.committed("busy").len(), 1, "a group with members keeps its offsets");
+    }
+}

@@ -163,15 +163,17 @@ impl Broker {
             let topic = broker.load_topic(&name, file)?;
             write(&broker.topics).insert(name, topic);
         }
-        // Producer snapshots every 30 s keep crash recovery short; the
-        // thread ends once the broker is dropped.
+        // Housekeeping: KIP-848 member expiry every second, producer
+        // snapshots every 30 s (they keep crash recovery short). The thread
+        // ends once the broker is dropped.
         let weak = Arc::downgrade(&broker);
-        std::thread::Builder::new().name("ferry-producer-snapshots".into()).spawn(move || {
-            loop {
-                std::thread::sleep(std::time::Duration::from_secs(30));
-                match weak.upgrade() {
-                    Some(b) => b.snapshot_producers(),
-                    None => return,
+        std::thread::Builder::new().name("ferry-housekeeping".into()).spawn(move || {
+            for tick in 1u64.. {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                let Some(b) = weak.upgrade() else { return };
+                b.groups.expire_consumer_members(&|t| b.topic(t).map_or(0, |x| x.partition_count()));
+                if tick % 30 == 0 {
+                    b.snapshot_producers();
                 }
             }
         })?;

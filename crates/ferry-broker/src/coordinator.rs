@@ -17,6 +17,7 @@ use ferry_log::{CleanupPolicy, FlushPolicy, Log, LogConfig, LogManager};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use crate::consumer_group::{ConsumerGroup, Heartbeat, HeartbeatResult};
 use crate::error::{BrokerError, Result};
 use crate::group::{Group, GroupError, GroupState, Join, JoinResult, SyncResult};
 
@@ -70,6 +71,10 @@ pub struct CoordinatorConfig {
     /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`.
     pub min_session_timeout: Duration,
     pub max_session_timeout: Duration,
+    /// `group.consumer.session.timeout.ms` (KIP-848 groups).
+    pub consumer_session_timeout: Duration,
+    /// `group.consumer.heartbeat.interval.ms` (KIP-848 groups).
+    pub consumer_heartbeat_interval: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -79,6 +84,8 @@ impl Default for CoordinatorConfig {
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             min_session_timeout: Duration::from_millis(6000),
             max_session_timeout: Duration::from_millis(1_800_000),
+            consumer_session_timeout: Duration::from_millis(45_000),
+            consumer_heartbeat_interval: Duration::from_millis(5_000),
         }
     }
 }
@@ -88,6 +95,8 @@ pub type GroupOffsets = BTreeMap<(String, i32), Committed>;
 
 pub struct GroupCoordinator {
     config: CoordinatorConfig,
+    /// KIP-848 groups (ConsumerGroupHeartbeat), apart from classic ones.
+    consumer_groups: Mutex<HashMap<String, ConsumerGroup>>,
     groups: Mutex<HashMap<String, Group>>,
     offsets: Mutex<HashMap<String, GroupOffsets>>,
     log: Arc<Log>,
@@ -149,8 +158,13 @@ impl GroupCoordinator {
             }
         }
         offsets.retain(|_, m| !m.is_empty());
-        let coordinator =
-            Arc::new(GroupCoordinator { config, groups: Mutex::new(groups), offsets: Mutex::new(offsets), log });
+        let coordinator = Arc::new(GroupCoordinator {
+            config,
+            consumer_groups: Mutex::new(HashMap::new()),
+            groups: Mutex::new(groups),
+            offsets: Mutex::new(offsets),
+            log,
+        });
         let weak = Arc::downgrade(&coordinator);
         std::thread::Builder::new().name("ferry-groups".into()).spawn(move || ticker(weak))?;
         Ok(coordinator)
@@ -230,6 +244,32 @@ impl GroupCoordinator {
         r
     }
 
+    /// A KIP-848 heartbeat. `partitions` gives a topic's partition count.
+    pub fn consumer_heartbeat(
+        &self,
+        group: &str,
+        hb: Heartbeat,
+        partitions: &dyn Fn(&str) -> usize,
+    ) -> std::result::Result<HeartbeatResult, GroupError> {
+        if lock(&self.groups).get(group).is_some_and(|g| !g.members.is_empty()) {
+            // A classic group of that name is active.
+            return Err(GroupError::InconsistentGroupProtocol);
+        }
+        let mut groups = lock(&self.consumer_groups);
+        let g = groups.entry(group.to_string()).or_insert_with(|| ConsumerGroup::new(group, 0));
+        g.heartbeat(hb, Instant::now(), partitions)
+    }
+
+    /// The heartbeat interval KIP-848 members are told to keep.
+    pub fn consumer_heartbeat_interval(&self) -> Duration {
+        self.config.consumer_heartbeat_interval
+    }
+
+    /// Runs `f` on a KIP-848 group, if it exists.
+    pub fn with_consumer_group<R>(&self, group: &str, f: impl FnOnce(&ConsumerGroup) -> R) -> Option<R> {
+        lock(&self.consumer_groups).get(group).map(f)
+    }
+
     /// Commits offsets: checks the member and generation, writes them to
     /// the internal log and returns the offset that must be durable before
     /// answering.
@@ -240,7 +280,15 @@ impl GroupCoordinator {
         generation: i32,
         offsets: Vec<(String, i32, Committed)>,
     ) -> std::result::Result<u64, GroupError> {
-        {
+        let consumer_group = lock(&self.consumer_groups)
+            .get(group)
+            .filter(|g| !g.members.is_empty())
+            .map(|g| g.check_commit(member, generation));
+        if let Some(check) = consumer_group {
+            if let Some(e) = check {
+                return Err(e);
+            }
+        } else {
             // Lock order everywhere: groups, then offsets.
             let mut groups = lock(&self.groups);
             match groups.get(group) {
@@ -288,12 +336,15 @@ impl GroupCoordinator {
         lock(&self.offsets).get(group).cloned().unwrap_or_default()
     }
 
-    /// (group id, protocol type, state) of every group.
-    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+    /// (group id, protocol type, state name, group type) of every group.
+    pub fn list(&self) -> Vec<(String, String, &'static str, &'static str)> {
         let mut out: Vec<_> = lock(&self.groups)
             .values()
-            .map(|g| (g.id.clone(), g.protocol_type.clone().unwrap_or_default(), g.state))
+            .map(|g| (g.id.clone(), g.protocol_type.clone().unwrap_or_default(), g.state.name(), "classic"))
             .collect();
+        out.extend(
+            lock(&self.consumer_groups).values().map(|g| (g.id.clone(), "consumer".to_string(), g.state(), "consumer")),
+        );
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -368,7 +419,18 @@ impl GroupCoordinator {
 
     /// Whether a group exists (has state or offsets).
     pub fn exists(&self, group: &str) -> bool {
+        if lock(&self.consumer_groups).contains_key(group) {
+            return true;
+        }
         lock(&self.groups).contains_key(group) || lock(&self.offsets).contains_key(group)
+    }
+
+    /// Expires silent KIP-848 members; `partitions` as for heartbeats.
+    pub fn expire_consumer_members(&self, partitions: &dyn Fn(&str) -> usize) {
+        let now = Instant::now();
+        for g in lock(&self.consumer_groups).values_mut() {
+            g.expire(now, self.config.consumer_session_timeout, partitions);
+        }
     }
 
     fn tick(&self) {

@@ -47,6 +47,10 @@ pub enum GroupError {
     NonEmptyGroup,
     GroupIdNotFound,
     CoordinatorNotAvailable,
+    /// KIP-848: the member's epoch is not the current one; it must rejoin.
+    FencedMemberEpoch,
+    /// KIP-848: an offset commit with an outdated member epoch.
+    StaleMemberEpoch,
 }
 
 /// What a JoinGroup gets back.

@@ -4,6 +4,7 @@
 //! wire protocol.
 
 mod broker;
+pub mod consumer_group;
 pub mod coordinator;
 mod error;
 pub mod group;

@@ -46,6 +46,8 @@ pub fn group_error_code(e: GroupError) -> i16 {
         GroupError::NonEmptyGroup => E::NonEmptyGroup,
         GroupError::GroupIdNotFound => E::GroupIdNotFound,
         GroupError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
+        GroupError::FencedMemberEpoch => E::FencedMemberEpoch,
+        GroupError::StaleMemberEpoch => E::StaleMemberEpoch,
     }
     .code()
 }

@@ -242,6 +242,22 @@ fn request(key: ApiKey, v: i16, topic_id: uuid::Uuid, batch: &Bytes) -> RequestK
                 )],
             ),
         ),
+        ApiKey::ConsumerGroupHeartbeat => RequestKind::ConsumerGroupHeartbeat(
+            ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_string(format!("cg{v}"))))
+                .with_member_id(StrBytes::from_string(format!("member-{v}")))
+                .with_member_epoch(0)
+                .with_instance_id(None)
+                .with_rack_id(None)
+                .with_rebalance_timeout_ms(10_000)
+                .with_subscribed_topic_names(Some(vec![name("t")]))
+                .with_subscribed_topic_regex(None)
+                .with_server_assignor(None)
+                .with_topic_partitions(Some(vec![])),
+        ),
+        ApiKey::ConsumerGroupDescribe => RequestKind::ConsumerGroupDescribe(
+            ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(StrBytes::from_static_str("cg0"))]),
+        ),
         other => panic!("no sample request for {other:?}"),
     }
 }
@@ -383,6 +399,16 @@ fn check(resp: &ResponseKind, key: ApiKey, v: i16) {
             assert!(offset == 1 || offset == -1, "{key:?} v{v}");
         }
         ResponseKind::OffsetDelete(r) => assert_eq!(r.error_code, 0, "{key:?} v{v}"),
+        ResponseKind::ConsumerGroupHeartbeat(r) => {
+            assert_eq!(r.error_code, 0, "{key:?} v{v}");
+            let parts =
+                r.assignment.as_ref().map_or(0, |a| a.topic_partitions.iter().map(|t| t.partitions.len()).sum());
+            assert_eq!((r.member_epoch, parts), (1, 1), "{key:?} v{v}: the lone member gets t's one partition");
+        }
+        ResponseKind::ConsumerGroupDescribe(r) => {
+            assert_eq!(r.groups[0].error_code, 0, "{key:?} v{v}");
+            assert_eq!(r.groups[0].members.len(), 1, "{key:?} v{v}");
+        }
         _ => panic!("unexpected response"),
     }
 }

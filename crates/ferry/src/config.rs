@@ -40,6 +40,10 @@ pub struct KafkaSection {
     pub group_initial_rebalance_delay_ms: Option<u64>,
     /// `offsets.retention.minutes`.
     pub offsets_retention_minutes: Option<u64>,
+    /// `group.consumer.heartbeat.interval.ms` (KIP-848 groups).
+    pub group_consumer_heartbeat_interval_ms: Option<u64>,
+    /// `group.consumer.session.timeout.ms` (KIP-848 groups).
+    pub group_consumer_session_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,6 +126,12 @@ impl Settings {
                     }
                     if let Some(min) = file.kafka.offsets_retention_minutes {
                         g.offsets_retention_ms = min * 60_000;
+                    }
+                    if let Some(ms) = file.kafka.group_consumer_heartbeat_interval_ms {
+                        g.consumer_heartbeat_interval = Duration::from_millis(ms);
+                    }
+                    if let Some(ms) = file.kafka.group_consumer_session_timeout_ms {
+                        g.consumer_session_timeout = Duration::from_millis(ms);
                     }
                     g
                 },

@@ -135,17 +135,19 @@ pub fn list_groups(c: &Call, req: ListGroupsRequest) -> Reply {
         .groups()
         .list()
         .into_iter()
-        .filter(|(_, _, state)| {
-            req.states_filter.is_empty() || req.states_filter.iter().any(|f| f.eq_ignore_ascii_case(state.name()))
+        .filter(|(_, _, state, _)| {
+            req.states_filter.is_empty() || req.states_filter.iter().any(|f| f.eq_ignore_ascii_case(state))
         })
-        .filter(|_| req.types_filter.is_empty() || req.types_filter.iter().any(|t| t.eq_ignore_ascii_case("classic")))
-        .map(|(id, protocol_type, state)| {
+        .filter(|(_, _, _, kind)| {
+            req.types_filter.is_empty() || req.types_filter.iter().any(|t| t.eq_ignore_ascii_case(kind))
+        })
+        .map(|(id, protocol_type, state, kind)| {
             let mut g = ListedGroup::default().with_group_id(GroupId(s(id))).with_protocol_type(s(protocol_type));
             if c.version >= 4 {
-                g.group_state = s(state.name());
+                g.group_state = s(state);
             }
             if c.version >= 5 {
-                g.group_type = s("classic");
+                g.group_type = s(kind);
             }
             g
         })
@@ -202,4 +204,122 @@ pub fn delete_groups(c: &Call, req: DeleteGroupsRequest) -> Reply {
         })
         .collect();
     c.reply(ApiKey::DeleteGroups, &DeleteGroupsResponse::default().with_results(results))
+}
+
+/// ConsumerGroupHeartbeat (KIP-848): join, heartbeat, leave, and the
+/// server-computed assignment, by topic id.
+pub fn consumer_group_heartbeat(c: &Call, req: ConsumerGroupHeartbeatRequest) -> Reply {
+    let broker = &c.ctx.broker;
+    let owned = req.topic_partitions.map(|tps| {
+        tps.iter()
+            .filter_map(|tp| broker.topic_by_id(tp.topic_id).map(|t| (t.name.clone(), tp.partitions.clone())))
+            .flat_map(|(name, ps)| ps.into_iter().map(move |p| (name.clone(), p)))
+            .collect()
+    });
+    let hb = ferry_broker::consumer_group::Heartbeat {
+        member_id: req.member_id.to_string(),
+        member_epoch: req.member_epoch,
+        instance_id: req.instance_id.map(|i| i.to_string()),
+        rack_id: req.rack_id.map(|r| r.to_string()),
+        client_id: c.client_id.clone(),
+        client_host: c.peer.clone(),
+        subscribed: req.subscribed_topic_names.map(|ts| ts.into_iter().map(|t| t.to_string()).collect()),
+        owned,
+    };
+    let partitions = |t: &str| broker.topic(t).map_or(0, |x| x.partition_count());
+    let groups = broker.groups();
+    let mut r = ConsumerGroupHeartbeatResponse::default()
+        .with_heartbeat_interval_ms(groups.consumer_heartbeat_interval().as_millis() as i32);
+    match groups.consumer_heartbeat(&req.group_id, hb, &partitions) {
+        Ok(res) => {
+            r.member_id = Some(s(res.member_id));
+            r.member_epoch = res.member_epoch;
+            r.assignment = res.assignment.map(|parts| {
+                let mut by_topic: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
+                for (t, p) in parts {
+                    by_topic.entry(t).or_default().push(p);
+                }
+                consumer_group_heartbeat_response::Assignment::default().with_topic_partitions(
+                    by_topic
+                        .into_iter()
+                        .filter_map(|(t, ps)| {
+                            let id = broker.topic(&t)?.id;
+                            Some(
+                                consumer_group_heartbeat_response::TopicPartitions::default()
+                                    .with_topic_id(id)
+                                    .with_partitions(ps),
+                            )
+                        })
+                        .collect(),
+                )
+            });
+        }
+        Err(e) => r.error_code = group_error_code(e),
+    }
+    c.reply(ApiKey::ConsumerGroupHeartbeat, &r)
+}
+
+/// ConsumerGroupDescribe (KIP-848 groups).
+pub fn consumer_group_describe(c: &Call, req: ConsumerGroupDescribeRequest) -> Reply {
+    use consumer_group_describe_response as d;
+    let broker = &c.ctx.broker;
+    let assignment = |parts: &std::collections::BTreeSet<(String, i32)>| {
+        let mut by_topic: std::collections::BTreeMap<&String, Vec<i32>> = Default::default();
+        for (t, p) in parts {
+            by_topic.entry(t).or_default().push(*p);
+        }
+        d::Assignment::default().with_topic_partitions(
+            by_topic
+                .into_iter()
+                .filter_map(|(t, ps)| {
+                    let id = broker.topic(t)?.id;
+                    Some(
+                        d::TopicPartitions::default()
+                            .with_topic_id(id)
+                            .with_topic_name(TopicName(s(t.clone())))
+                            .with_partitions(ps),
+                    )
+                })
+                .collect(),
+        )
+    };
+    let groups = req
+        .group_ids
+        .into_iter()
+        .map(|id| {
+            let described = broker.groups().with_consumer_group(&id, |g| {
+                d::DescribedGroup::default()
+                    .with_group_id(id.clone())
+                    .with_group_state(s(g.state()))
+                    .with_group_epoch(g.epoch)
+                    .with_assignment_epoch(g.epoch)
+                    .with_assignor_name(s("uniform"))
+                    .with_members(
+                        g.members
+                            .values()
+                            .map(|m| {
+                                d::Member::default()
+                                    .with_member_id(s(m.id.clone()))
+                                    .with_instance_id(m.instance_id.clone().map(s))
+                                    .with_rack_id(m.rack_id.clone().map(s))
+                                    .with_member_epoch(m.epoch)
+                                    .with_client_id(s(m.client_id.clone()))
+                                    .with_client_host(s(m.client_host.clone()))
+                                    .with_subscribed_topic_names(
+                                        m.subscribed.iter().map(|t| TopicName(s(t.clone()))).collect(),
+                                    )
+                                    .with_assignment(assignment(&m.assigned))
+                                    .with_target_assignment(assignment(&m.target))
+                            })
+                            .collect(),
+                    )
+            });
+            described.unwrap_or_else(|| {
+                d::DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_error_code(kafka_protocol::error::ResponseError::GroupIdNotFound.code())
+            })
+        })
+        .collect();
+    c.reply(ApiKey::ConsumerGroupDescribe, &ConsumerGroupDescribeResponse::default().with_groups(groups))
 }

@@ -58,6 +58,8 @@ pub fn supported() -> &'static [(ApiKey, VersionRange)] {
             entry::<OffsetCommitRequest>(ApiKey::OffsetCommit),
             entry::<OffsetFetchRequest>(ApiKey::OffsetFetch),
             entry::<OffsetDeleteRequest>(ApiKey::OffsetDelete),
+            entry::<ConsumerGroupHeartbeatRequest>(ApiKey::ConsumerGroupHeartbeat),
+            entry::<ConsumerGroupDescribeRequest>(ApiKey::ConsumerGroupDescribe),
         ]
     })
 }
@@ -114,6 +116,8 @@ pub async fn handle(ctx: &Arc<Ctx>, mut frame: Bytes, peer: &str) -> Reply {
         RequestKind::OffsetCommit(r) => offsets::offset_commit(&c, r),
         RequestKind::OffsetFetch(r) => offsets::offset_fetch(&c, r),
         RequestKind::OffsetDelete(r) => offsets::offset_delete(&c, r),
+        RequestKind::ConsumerGroupHeartbeat(r) => groups::consumer_group_heartbeat(&c, r),
+        RequestKind::ConsumerGroupDescribe(r) => groups::consumer_group_describe(&c, r),
         _ => unsupported(correlation_id),
     }
 }

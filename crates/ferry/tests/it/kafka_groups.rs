@@ -259,3 +259,42 @@ async fn group_recovers_after_a_broker_restart() {
     let total: i64 = committed.elements().iter().map(|e| e.offset().to_raw().unwrap_or(0)).sum();
     assert_eq!(total, 200);
 }
+
+/// The next-generation protocol (KIP-848) with librdkafka's
+/// `group.protocol=consumer`: the broker assigns, two members split four
+/// partitions, and when one leaves the other takes everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip_848_consumer_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    create_topic(&broker, "next-gen", 4, &[]).await;
+    produce_values(&broker, "next-gen", 0..400).await;
+    let start = |b: &Broker| {
+        let mut c = crate::support::config(b);
+        c.set("group.id", "kip848").set("group.protocol", "consumer").set("auto.offset.reset", "earliest");
+        let consumer: BaseConsumer = c.create().expect("consumer");
+        consumer.subscribe(&["next-gen"]).unwrap();
+        consumer
+    };
+    let (a, b) = (start(&broker), start(&broker));
+    let mut got = BTreeSet::new();
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        for c in [&a, &b] {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(50)) {
+                got.insert(value_of(&m));
+            }
+        }
+        let sizes = (a.assignment().map_or(0, |x| x.count()), b.assignment().map_or(0, |x| x.count()));
+        if sizes == (2, 2) && got.len() == 400 {
+            break;
+        }
+        assert!(Instant::now() < end, "no 2/2 split with every record consumed: {sizes:?}, {} records", got.len());
+    }
+    drop(b); // leaves the group
+    let end = Instant::now() + Duration::from_secs(60);
+    while a.assignment().map_or(0, |x| x.count()) != 4 {
+        let _ = a.poll(Duration::from_millis(50));
+        assert!(Instant::now() < end, "the remaining member did not get all partitions");
+    }
+}

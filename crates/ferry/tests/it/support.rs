@@ -30,7 +30,11 @@ impl Broker {
         // Groups form without Kafka's 3 s initial rebalance delay in tests.
         let config = self.data.join("ferry-test.toml");
         std::fs::create_dir_all(&self.data).unwrap();
-        std::fs::write(&config, "[kafka]\ngroup_initial_rebalance_delay_ms = 0\n").unwrap();
+        std::fs::write(
+            &config,
+            "[kafka]\ngroup_initial_rebalance_delay_ms = 0\ngroup_consumer_heartbeat_interval_ms = 500\n",
+        )
+        .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args(["serve", "--config"])
             .arg(&config)

@@ -1,0 +1,299 @@
+//! Consumer groups on the next-generation protocol (KIP-848): members only
+//! heartbeat; the coordinator computes the assignment (a sticky uniform
+//! assignor) and hands it out incrementally. A partition goes to its new
+//! owner only after the previous owner's heartbeat stopped listing it, so no
+//! partition is ever owned twice. Member epochs fence stale members.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use crate::group::GroupError;
+
+/// A topic partition by name.
+pub type TopicPartition = (String, i32);
+
+pub struct ConsumerMember {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub epoch: i32,
+    previous_epoch: i32,
+    pub subscribed: Vec<String>,
+    /// What the assignor wants this member to own.
+    pub target: BTreeSet<TopicPartition>,
+    /// What the member was last told to own.
+    pub assigned: BTreeSet<TopicPartition>,
+    /// What the member last said it owns (it may still hold revoked ones).
+    owned: BTreeSet<TopicPartition>,
+    last_seen: Instant,
+}
+
+pub struct ConsumerGroup {
+    pub id: String,
+    pub epoch: i32,
+    pub members: BTreeMap<String, ConsumerMember>,
+}
+
+/// One ConsumerGroupHeartbeat.
+pub struct Heartbeat {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    /// None: unchanged since the last heartbeat.
+    pub subscribed: Option<Vec<String>>,
+    /// None: unchanged since the last heartbeat.
+    pub owned: Option<Vec<TopicPartition>>,
+}
+
+pub struct HeartbeatResult {
+    pub member_id: String,
+    pub member_epoch: i32,
+    /// Set when the member's assignment changed: everything it should own.
+    pub assignment: Option<BTreeSet<TopicPartition>>,
+}
+
+impl ConsumerGroup {
+    pub fn new(id: &str, epoch: i32) -> ConsumerGroup {
+        ConsumerGroup { id: id.to_string(), epoch, members: BTreeMap::new() }
+    }
+
+    pub fn state(&self) -> &'static str {
+        if self.members.is_empty() {
+            "Empty"
+        } else if self.members.values().all(|m| m.assigned == m.target && m.epoch == self.epoch) {
+            "Stable"
+        } else {
+            "Reconciling"
+        }
+    }
+
+    /// Handles one heartbeat. `partitions` gives a topic's partition count
+    /// (0 if it does not exist).
+    pub fn heartbeat(
+        &mut self,
+        hb: Heartbeat,
+        now: Instant,
+        partitions: &dyn Fn(&str) -> usize,
+    ) -> Result<HeartbeatResult, GroupError> {
+        let mut member_id = hb.member_id.clone();
+        if hb.member_epoch < 0 {
+            // -1: leave; -2: a static member leaving for now.
+            if self.members.remove(&member_id).is_some() {
+                self.bump(partitions);
+            }
+            return Ok(HeartbeatResult { member_id, member_epoch: hb.member_epoch, assignment: None });
+        }
+        if hb.member_epoch == 0 {
+            if member_id.is_empty() {
+                member_id = uuid::Uuid::new_v4().simple().to_string();
+            }
+            // A static member coming back replaces its previous incarnation.
+            if let Some(inst) = &hb.instance_id
+                && let Some(old) =
+                    self.members.values().find(|m| m.instance_id.as_ref() == Some(inst) && m.id != member_id)
+            {
+                let old = old.id.clone();
+                self.members.remove(&old);
+            }
+            let subscribed = hb.subscribed.clone().unwrap_or_default();
+            self.members.insert(
+                member_id.clone(),
+                ConsumerMember {
+                    id: member_id.clone(),
+                    instance_id: hb.instance_id.clone(),
+                    rack_id: hb.rack_id.clone(),
+                    client_id: hb.client_id.clone(),
+                    client_host: hb.client_host.clone(),
+                    epoch: 0,
+                    previous_epoch: 0,
+                    subscribed,
+                    target: BTreeSet::new(),
+                    assigned: BTreeSet::new(),
+                    owned: BTreeSet::new(),
+                    last_seen: now,
+                },
+            );
+            self.bump(partitions);
+        } else {
+            let m = self.members.get_mut(&member_id).ok_or(GroupError::UnknownMemberId)?;
+            if hb.member_epoch != m.epoch && hb.member_epoch != m.previous_epoch {
+                return Err(GroupError::FencedMemberEpoch);
+            }
+            m.last_seen = now;
+            let mut changed = false;
+            if let Some(s) = hb.subscribed.as_ref()
+                && *s != m.subscribed
+            {
+                m.subscribed = s.clone();
+                changed = true;
+            }
+            if changed {
+                self.bump(partitions);
+            }
+        }
+        if let Some(owned) = hb.owned
+            && let Some(m) = self.members.get_mut(&member_id)
+        {
+            m.owned = owned.into_iter().collect();
+        }
+        let assignment = self.reconcile(&member_id);
+        let m = &self.members[&member_id];
+        Ok(HeartbeatResult { member_id, member_epoch: m.epoch, assignment })
+    }
+
+    /// Moves a member toward its target: revocations at once; additions of
+    /// partitions no other member holds or still reports.
+    fn reconcile(&mut self, member_id: &str) -> Option<BTreeSet<TopicPartition>> {
+        let held_elsewhere: BTreeSet<TopicPartition> = self
+            .members
+            .values()
+            .filter(|o| o.id != member_id)
+            .flat_map(|o| o.assigned.iter().chain(o.owned.iter()).cloned())
+            .collect();
+        let epoch = self.epoch;
+        let m = self.members.get_mut(member_id)?;
+        let mut next: BTreeSet<TopicPartition> = m.assigned.intersection(&m.target).cloned().collect();
+        next.extend(m.target.iter().filter(|p| !held_elsewhere.contains(*p)).cloned());
+        if next != m.assigned || m.epoch != epoch {
+            m.assigned = next;
+            m.previous_epoch = m.epoch;
+            m.epoch = epoch;
+            return Some(m.assigned.clone());
+        }
+        None
+    }
+
+    /// A membership or subscription change: new group epoch, new targets.
+    fn bump(&mut self, partitions: &dyn Fn(&str) -> usize) {
+        self.epoch += 1;
+        self.assign(partitions);
+    }
+
+    /// The assignor: every partition of a subscribed topic goes to one
+    /// subscriber, as evenly as possible, keeping current owners where that
+    /// stays balanced (sticky).
+    fn assign(&mut self, partitions: &dyn Fn(&str) -> usize) {
+        let topics: BTreeSet<String> = self.members.values().flat_map(|m| m.subscribed.iter().cloned()).collect();
+        let all: Vec<TopicPartition> =
+            topics.iter().flat_map(|t| (0..partitions(t) as i32).map(move |p| (t.clone(), p))).collect();
+        let quota = all.len().div_ceil(self.members.len().max(1));
+        let mut targets: BTreeMap<String, BTreeSet<TopicPartition>> =
+            self.members.keys().map(|k| (k.clone(), BTreeSet::new())).collect();
+        let mut unplaced = Vec::new();
+        for tp in all {
+            let keeper = self
+                .members
+                .values()
+                .find(|m| m.target.contains(&tp) && m.subscribed.contains(&tp.0))
+                .map(|m| m.id.clone())
+                .filter(|id| targets[id].len() < quota);
+            match keeper {
+                Some(id) => {
+                    targets.get_mut(&id).map(|t| t.insert(tp));
+                }
+                None => unplaced.push(tp),
+            }
+        }
+        for tp in unplaced {
+            let least = self
+                .members
+                .values()
+                .filter(|m| m.subscribed.contains(&tp.0))
+                .min_by_key(|m| (targets[&m.id].len(), m.id.clone()))
+                .map(|m| m.id.clone());
+            if let Some(id) = least {
+                targets.get_mut(&id).map(|t| t.insert(tp));
+            }
+        }
+        for (id, t) in targets {
+            if let Some(m) = self.members.get_mut(&id) {
+                m.target = t;
+            }
+        }
+    }
+
+    /// Removes members silent past `session_timeout`. True if any went.
+    pub fn expire(&mut self, now: Instant, session_timeout: Duration, partitions: &dyn Fn(&str) -> usize) -> bool {
+        let before = self.members.len();
+        self.members.retain(|_, m| now.duration_since(m.last_seen) <= session_timeout);
+        let gone = self.members.len() != before;
+        if gone {
+            self.bump(partitions);
+        }
+        gone
+    }
+
+    /// Offset commits carry the member epoch.
+    pub fn check_commit(&self, member_id: &str, epoch: i32) -> Option<GroupError> {
+        match self.members.get(member_id) {
+            None => Some(GroupError::UnknownMemberId),
+            Some(m) if epoch > m.epoch || epoch < m.previous_epoch => Some(GroupError::StaleMemberEpoch),
+            Some(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hb(id: &str, epoch: i32, subscribed: Option<&[&str]>, owned: Option<&BTreeSet<TopicPartition>>) -> Heartbeat {
+        Heartbeat {
+            member_id: id.into(),
+            member_epoch: epoch,
+            instance_id: None,
+            rack_id: None,
+            client_id: "c".into(),
+            client_host: "h".into(),
+            subscribed: subscribed.map(|s| s.iter().map(|x| x.to_string()).collect()),
+            owned: owned.map(|o| o.iter().cloned().collect()),
+        }
+    }
+
+    #[test]
+    fn partitions_move_only_after_revocation_and_end_balanced() {
+        let six = |t: &str| if t == "t" { 6 } else { 0 };
+        let now = Instant::now();
+        let mut g = ConsumerGroup::new("g", 0);
+        let a = g.heartbeat(hb("a", 0, Some(&["t"]), None), now, &six).unwrap();
+        let a_parts = a.assignment.unwrap();
+        assert_eq!(a_parts.len(), 6);
+        // b joins: a is told to give up 3, but b gets them only once a no longer owns them.
+        let b = g.heartbeat(hb("b", 0, Some(&["t"]), None), now, &six).unwrap();
+        assert_eq!(b.assignment.unwrap().len(), 0);
+        let a2 = g.heartbeat(hb("a", a.member_epoch, None, Some(&a_parts)), now, &six).unwrap();
+        let a_now = a2.assignment.unwrap();
+        assert_eq!(a_now.len(), 3);
+        let b2 = g.heartbeat(hb("b", b.member_epoch, None, Some(&BTreeSet::new())), now, &six).unwrap();
+        assert!(b2.assignment.is_none_or(|x| x.is_empty()), "a still reports owning them");
+        g.heartbeat(hb("a", a2.member_epoch, None, Some(&a_now)), now, &six).unwrap();
+        let b3 = g.heartbeat(hb("b", b2.member_epoch, None, Some(&BTreeSet::new())), now, &six).unwrap();
+        let b_now = b3.assignment.unwrap();
+        assert_eq!(b_now.len(), 3);
+        assert!(a_now.is_disjoint(&b_now));
+        assert_eq!(g.state(), "Stable");
+        // Stale epochs are fenced; unknown members are told so.
+        assert_eq!(g.heartbeat(hb("a", 99, None, None), now, &six).err(), Some(GroupError::FencedMemberEpoch));
+        assert_eq!(g.heartbeat(hb("zz", 3, None, None), now, &six).err(), Some(GroupError::UnknownMemberId));
+        // b leaves: a gets everything back.
+        g.heartbeat(hb("b", -1, None, None), now, &six).unwrap();
+        let a4 = g.heartbeat(hb("a", g.members["a"].epoch, None, Some(&a_now)), now, &six).unwrap();
+        assert_eq!(a4.assignment.unwrap().len(), 6);
+    }
+
+    #[test]
+    fn silent_members_expire() {
+        let two = |_: &str| 2;
+        let now = Instant::now();
+        let mut g = ConsumerGroup::new("g", 0);
+        g.heartbeat(hb("a", 0, Some(&["t"]), None), now, &two).unwrap();
+        assert!(!g.expire(now + Duration::from_secs(1), Duration::from_secs(45), &two));
+        assert!(g.expire(now + Duration::from_secs(46), Duration::from_secs(45), &two));
+        assert!(g.members.is_empty());
+    }
+}

@@ -179,7 +179,7 @@ fn assemble(mut header: [u8; HEADER_LEN], count: usize, payload: &[u8]) -> Resul
     let mut batch = Vec::with_capacity(HEADER_LEN + payload.len());
     batch.extend_from_slice(&header);
     batch.extend_from_slice(payload);
-    let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+    let crc = crate::batch::crc32c(&batch[ATTRIBUTES_AT..]);
     batch[CRC_AT..ATTRIBUTES_AT].copy_from_slice(&crc.to_be_bytes());
     Ok(batch)
 }
@@ -332,7 +332,7 @@ mod tests {
     fn assert_valid(batch: &[u8]) {
         assert_eq!(i32_at(batch, LENGTH_AT) as usize, batch.len() - LENGTH_BASE);
         assert_eq!(batch[MAGIC_AT], 2);
-        assert_eq!(i32_at(batch, CRC_AT) as u32, crc32c::crc32c(&batch[ATTRIBUTES_AT..]));
+        assert_eq!(i32_at(batch, CRC_AT) as u32, crate::batch::crc32c(&batch[ATTRIBUTES_AT..]));
     }
 
     #[test]

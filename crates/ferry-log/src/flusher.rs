@@ -62,9 +62,17 @@ impl Flusher {
 /// How often interval-policy logs are checked for due flushes.
 const TICK: Duration = Duration::from_millis(5);
 
+/// How long the flusher waits for the writers it just released to come back
+/// before the next fsync (see `run`).
+const LINGER: Duration = Duration::from_micros(200);
+
 fn run(rx: Receiver<Msg>, registry: &Registry, checkpoint_interval: Duration) {
     let mut last_sweep = Instant::now();
     let mut last_checkpoints = Instant::now();
+    // Waiters released by the last fsync. They wake one by one; starting the
+    // next fsync on the first one back would split them into two groups
+    // that alternate. So wait (briefly) until as many are back.
+    let mut released = 0usize;
     loop {
         let mut batch = Vec::new();
         match rx.recv_timeout(TICK) {
@@ -73,6 +81,19 @@ fn run(rx: Receiver<Msg>, registry: &Registry, checkpoint_interval: Duration) {
             Err(RecvTimeoutError::Disconnected) => return,
         }
         batch.extend(rx.try_iter());
+        let waiters = |b: &[Msg]| b.iter().filter(|m| matches!(m, Msg::Flush { done: Some(_), .. })).count();
+        if released > 1 && waiters(&batch) > 0 {
+            let until = Instant::now() + LINGER;
+            while waiters(&batch) < released {
+                let left = until.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+                batch.extend(rx.try_iter());
+            }
+        }
+        released = waiters(&batch);
         let mut stop = false;
         let mut per_log: HashMap<*const Log, (Arc<Log>, u64, Vec<FlushCallback>)> = HashMap::new();
         for m in batch {

@@ -17,7 +17,7 @@ pub async fn handle_frame(ctx: &std::sync::Arc<Ctx>, frame: bytes::Bytes) -> boo
     }
     match handlers::handle(ctx, frame, "/127.0.0.1").await {
         response::Reply::Ready(r) => !r.chunks.is_empty(),
-        response::Reply::Later(f) => !f.await.chunks.is_empty(),
+        response::Reply::Later(f) | response::Reply::Inline(f) => !f.await.chunks.is_empty(),
         response::Reply::None => true,
         response::Reply::Close(_) => false,
     }

@@ -33,6 +33,10 @@ pub enum Reply {
     Ready(Response),
     /// The rest of the work, run concurrently; answered in request order.
     Later(Pin<Box<dyn Future<Output = Response> + Send>>),
+    /// Work the connection finishes before it takes the next request (its
+    /// effects must be in order), e.g. blocking file work moved off the
+    /// async workers.
+    Inline(Pin<Box<dyn Future<Output = Response> + Send>>),
     /// No response (produce with acks=0).
     None,
     /// A protocol violation that leaves the stream unusable.

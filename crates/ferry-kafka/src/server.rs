@@ -88,28 +88,30 @@ async fn connection(
     let (mut rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(ctx.config.max_in_flight.max(1));
     let writer = tokio::spawn(write_responses(wr, rx));
+    // One read buffer per connection: frames are split off it without
+    // zeroing or a fresh allocation per request (the bytes handed to a
+    // handler stay valid while the buffer is refilled).
+    let mut buf = BytesMut::with_capacity(64 * 1024);
     let result = async {
         loop {
-            let mut len = [0u8; 4];
-            tokio::select! {
-                r = rd.read_exact(&mut len) => match r {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                    Err(e) => return Err(e),
-                },
-                _ = shutdown.changed() => return Ok(()),
+            if !fill(&mut rd, &mut buf, 4, &mut shutdown).await? {
+                return Ok(());
             }
-            let len = i32::from_be_bytes(len);
+            let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
             if len < 8 || len as usize > ctx.config.max_request_bytes {
                 // The frame cannot be skipped safely: Kafka closes too.
                 return Err(std::io::Error::other(format!("{peer}: bad request size {len}")));
             }
-            let mut buf = BytesMut::zeroed(len as usize);
-            rd.read_exact(&mut buf).await?;
-            let pending = match handlers::handle(&ctx, buf.freeze(), &peer_host).await {
+            let total = 4 + len as usize;
+            if !fill(&mut rd, &mut buf, total, &mut shutdown).await? {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "truncated request"));
+            }
+            let frame = buf.split_to(total).split_off(4).freeze();
+            let pending = match handlers::handle(&ctx, frame, &peer_host).await {
                 Reply::Ready(r) => Pending::Ready(r),
                 Reply::None => continue,
                 Reply::Later(fut) => Pending::Task(tokio::spawn(fut)),
+                Reply::Inline(fut) => Pending::Ready(fut.await),
                 Reply::Close(why) => return Err(std::io::Error::other(format!("{peer}: {why}"))),
             };
             if tx.send(pending).await.is_err() {
@@ -121,6 +123,30 @@ async fn connection(
     drop(tx);
     let _ = writer.await;
     result
+}
+
+/// Reads until `buf` holds at least `want` bytes. `Ok(false)` on a clean
+/// end of stream before any byte of a new frame, or on shutdown.
+async fn fill(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut BytesMut,
+    want: usize,
+    shutdown: &mut watch::Receiver<bool>,
+) -> std::io::Result<bool> {
+    while buf.len() < want {
+        buf.reserve(want - buf.len());
+        let n = tokio::select! {
+            r = rd.read_buf(buf) => r?,
+            _ = shutdown.changed() => return Ok(false),
+        };
+        if n == 0 {
+            if buf.is_empty() {
+                return Ok(false);
+            }
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed mid-frame"));
+        }
+    }
+    Ok(true)
 }
 
 enum Pending {

@@ -95,13 +95,13 @@ pub async fn handle(ctx: &Arc<Ctx>, mut frame: Bytes, peer: &str) -> Reply {
         RequestKind::Produce(r) => produce::handle(&c, r),
         RequestKind::Fetch(r) => fetch::handle(&c, r).await,
         RequestKind::ListOffsets(r) => list_offsets::handle(&c, r),
-        RequestKind::CreateTopics(r) => admin::create_topics(&c, r),
-        RequestKind::DeleteTopics(r) => admin::delete_topics(&c, r),
-        RequestKind::CreatePartitions(r) => admin::create_partitions(&c, r),
-        RequestKind::DeleteRecords(r) => admin::delete_records(&c, r),
+        RequestKind::CreateTopics(r) => blocking(c, r, admin::create_topics),
+        RequestKind::DeleteTopics(r) => blocking(c, r, admin::delete_topics),
+        RequestKind::CreatePartitions(r) => blocking(c, r, admin::create_partitions),
+        RequestKind::DeleteRecords(r) => blocking(c, r, admin::delete_records),
         RequestKind::DescribeConfigs(r) => configs::describe(&c, r),
-        RequestKind::AlterConfigs(r) => configs::alter(&c, r),
-        RequestKind::IncrementalAlterConfigs(r) => configs::incremental_alter(&c, r),
+        RequestKind::AlterConfigs(r) => blocking(c, r, configs::alter),
+        RequestKind::IncrementalAlterConfigs(r) => blocking(c, r, configs::incremental_alter),
         RequestKind::DescribeCluster(r) => cluster::describe_cluster(&c, r),
         RequestKind::DescribeLogDirs(r) => cluster::describe_log_dirs(&c, r),
         RequestKind::InitProducerId(r) => init_producer_id::handle(&c, r),
@@ -120,6 +120,18 @@ pub async fn handle(ctx: &Arc<Ctx>, mut frame: Bytes, peer: &str) -> Reply {
         RequestKind::ConsumerGroupDescribe(r) => groups::consumer_group_describe(&c, r),
         _ => unsupported(correlation_id),
     }
+}
+
+/// Runs a handler whose work blocks on files (creating directories,
+/// fsyncing metadata) on tokio's blocking pool, off the async workers.
+fn blocking<R: Send + 'static>(c: Call, req: R, handler: fn(&Call, R) -> Reply) -> Reply {
+    Reply::Inline(Box::pin(async move {
+        match tokio::task::spawn_blocking(move || handler(&c, req)).await {
+            Ok(Reply::Ready(r)) => r,
+            // Not reachable for these handlers; an empty response closes.
+            _ => Response { chunks: Vec::new() },
+        }
+    }))
 }
 
 /// One request's context.

@@ -2,82 +2,19 @@
 //! error code or a closed connection, no crash, stored data intact.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-use ferry_log::compression::Compression;
-use ferry_log::records::{NewRecord, build_batch};
 use rdkafka::producer::FutureRecord;
 
+use crate::raw::{closed, connect, produce_result, produce_v3, request};
 use crate::support::{Broker, consume_all, create_topic, producer};
 
-fn connect(port: u16) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
-/// Sends a request (header v1: key, version, correlation id, client id)
-/// and returns the response body after the correlation id.
-fn request(s: &mut TcpStream, key: i16, version: i16, correlation: i32, body: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::new();
-    frame.extend_from_slice(&key.to_be_bytes());
-    frame.extend_from_slice(&version.to_be_bytes());
-    frame.extend_from_slice(&correlation.to_be_bytes());
-    frame.extend_from_slice(&4i16.to_be_bytes());
-    frame.extend_from_slice(b"test");
-    frame.extend_from_slice(body);
-    s.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
-    s.write_all(&frame).unwrap();
-    read_response(s, correlation)
-}
-
-fn read_response(s: &mut TcpStream, correlation: i32) -> Vec<u8> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).unwrap();
-    let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
-    s.read_exact(&mut resp).unwrap();
-    assert_eq!(i32::from_be_bytes(resp[..4].try_into().unwrap()), correlation);
-    resp[4..].to_vec()
-}
-
-/// True once the broker has closed this connection.
-fn closed(s: &mut TcpStream) -> bool {
-    let mut b = [0u8; 1];
-    matches!(s.read(&mut b), Ok(0) | Err(_))
-}
-
-fn string(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as i16).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-/// A Produce v3 body for one partition.
-fn produce_v3(topic: &str, partition: i32, acks: i16, records: &[u8]) -> Vec<u8> {
-    let mut b = Vec::new();
-    b.extend_from_slice(&(-1i16).to_be_bytes()); // transactional id: null
-    b.extend_from_slice(&acks.to_be_bytes());
-    b.extend_from_slice(&5000i32.to_be_bytes());
-    b.extend_from_slice(&1i32.to_be_bytes());
-    string(&mut b, topic);
-    b.extend_from_slice(&1i32.to_be_bytes());
-    b.extend_from_slice(&partition.to_be_bytes());
-    b.extend_from_slice(&(records.len() as i32).to_be_bytes());
-    b.extend_from_slice(records);
-    b
-}
-
-/// The error code of the single partition of a Produce v3 response.
-fn produce_error(resp: &[u8], topic: &str) -> i16 {
-    // [topics: 1][name][partitions: 1][index i32][error i16]...
-    let at = 4 + 2 + topic.len() + 4 + 4;
-    i16::from_be_bytes(resp[at..at + 2].try_into().unwrap())
-}
-
 fn batch(value: &str) -> Vec<u8> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    let r = NewRecord { key: None, value: Some(value.as_bytes()), headers: vec![], timestamp: now };
-    build_batch(&[r], Compression::None, -1, -1, -1).unwrap()
+    crate::raw::batch(value, -1, -1, -1)
+}
+
+fn produce_error(resp: &[u8], topic: &str) -> i16 {
+    produce_result(resp, topic).0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

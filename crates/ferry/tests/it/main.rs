@@ -6,4 +6,5 @@ mod kafka_clients;
 mod kafka_groups;
 mod kafka_idempotence;
 mod kafka_pipelining;
+mod raw;
 mod support;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Interop tests: real Kafka clients (confluent-kafka, kafka-python, kcat)
+# Interop tests: real Kafka clients (confluent-kafka, kafka-python, aiokafka, kcat)
 # against a freshly started `ferry serve`. Last line: "interop: N passed, M failed".
 set -euo pipefail
 
@@ -82,6 +82,11 @@ run_test confluent_kafka "$venv/bin/python" "$here/confluent_kafka_test.py"
 run_test kafka_python    "$venv/bin/python" "$here/kafka_python_test.py"
 run_test aiokafka        "$venv/bin/python" "$here/aiokafka_test.py"
 run_test kcat            bash "$here/kcat_test.sh"
+# Five parts, each in its own child process with a 75 s limit (GROUPS_PART_TIMEOUT);
+# about 40 s when healthy, since every group waits out the broker's default
+# 3 s group.initial.rebalance.delay.ms.
+test_timeout="${INTEROP_GROUPS_TIMEOUT:-400}" \
+run_test groups          "$venv/bin/python" "$here/groups_test.py"
 
 echo "=== broker_shutdown"
 if stop_broker; then

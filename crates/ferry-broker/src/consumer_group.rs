@@ -171,6 +171,7 @@ impl ConsumerGroup {
     /// A membership or subscription change: new group epoch, new targets.
     fn bump(&mut self, partitions: &dyn Fn(&str) -> usize) {
         self.epoch += 1;
+        tracing::info!(group = %self.id, epoch = self.epoch, members = self.members.len(), "group epoch bumped");
         self.assign(partitions);
     }
 

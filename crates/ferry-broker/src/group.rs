@@ -258,6 +258,7 @@ impl Group {
         if self.state == GroupState::PreparingRebalance {
             return;
         }
+        tracing::debug!(group = %self.id, members = self.members.len(), "rebalance started");
         // Members waiting on a sync of the abandoned round must rejoin.
         for m in self.members.values_mut() {
             if let Some(tx) = m.sync.take() {
@@ -301,6 +302,13 @@ impl Group {
             self.leader = self.members.keys().next().cloned();
         }
         self.state = GroupState::CompletingRebalance;
+        tracing::info!(
+            group = %self.id,
+            generation = self.generation,
+            members = self.members.len(),
+            protocol = self.protocol.as_deref().unwrap_or(""),
+            "rebalance complete"
+        );
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let is_leader = self.leader.as_deref() == Some(id.as_str());

@@ -118,7 +118,9 @@ fn throughput(opts: &Options, report: &mut Report, broker: &Broker, runtime: &to
     let bootstrap = broker.bootstrap();
     let loop_bytes = opts.records * RECORD as u64;
     sync();
+    let cpu = Cpu::start(broker.pid());
     let loopback = (0..3).map(|_| loopback_mib_s(loop_bytes)).fold(0.0, f64::max);
+    report.loopback_cpu = cpu.stop();
     report.loopback = loopback;
     eprintln!("loopback TCP: {loopback:.0} MiB/s ({:.0} MiB per run, best of 3)", loop_bytes as f64 / MIB);
 
@@ -806,6 +808,8 @@ struct Report {
     fstype: String,
     load_before: String,
     loopback: f64,
+    /// Over all three loopback runs.
+    loopback_cpu: CpuUse,
     produce: Vec<ProduceRow>,
     consume: Option<ProduceRow>,
     latency: Vec<LatencyRow>,
@@ -828,7 +832,11 @@ impl Report {
                 "{:<20} {:>9} {:>7} {:>8} {:>10} {:>10} {:>7} {:>7} {:>7}",
                 "", "records", "secs", "MiB/s", "records/s", "% loopback", "broker", "bench", "other"
             );
-            println!("{:<20} {:>9} {:>7} {:>8.0}", "loopback TCP", "", "", self.loopback);
+            let c = self.loopback_cpu;
+            println!(
+                "{:<20} {:>9} {:>7} {:>8.0} {:>10} {:>10} {:>6.0}% {:>6.0}% {:>6.0}%",
+                "loopback TCP", "", "", self.loopback, "", "", c.broker, c.bench, c.other
+            );
             for r in self.produce.iter().chain(&self.consume) {
                 println!("{}", r.line(self.loopback));
             }
@@ -856,11 +864,12 @@ impl Report {
         let latency: Vec<String> = self.latency.iter().map(|l| l.json(opts.rate)).collect();
         format!(
             "{{\"cpus\":{},\"filesystem\":\"{}\",\"load_before\":\"{}\",\"record_bytes\":{RECORD},\
-             \"loopback_mib_per_s\":{:.0},\"produce\":[{}],\"consume\":{consume},\"latency\":[{}]}}",
+             \"loopback_mib_per_s\":{:.0},\"loopback_cpu\":{},\"produce\":[{}],\"consume\":{consume},\"latency\":[{}]}}",
             cpus(),
             self.fstype,
             self.load_before,
             self.loopback,
+            self.loopback_cpu.json(),
             produce.join(","),
             latency.join(",")
         )

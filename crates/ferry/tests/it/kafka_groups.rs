@@ -298,3 +298,39 @@ async fn kip_848_consumer_protocol() {
         assert!(Instant::now() < end, "the remaining member did not get all partitions");
     }
 }
+
+/// Static membership (KIP-345): a member with `group.instance.id` that
+/// restarts within its session timeout gets its partitions back without a
+/// rebalance, so the other member keeps its own throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_member_restart_does_not_rebalance() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    create_topic(&broker, "static", 6, &[]).await;
+    let member = |instance: &str| {
+        group_consumer(
+            &broker,
+            "statics",
+            "static",
+            &[("group.instance.id", instance), ("session.timeout.ms", "30000"), ("enable.auto.commit", "false")],
+        )
+    };
+    let count = |c: &BaseConsumer| c.assignment().map_or(0, |a| a.count());
+    let (a, b) = (member("a"), member("b"));
+    let end = Instant::now() + Duration::from_secs(60);
+    while !(count(&a) == 3 && count(&b) == 3) {
+        let _ = a.poll(Duration::from_millis(50));
+        let _ = b.poll(Duration::from_millis(50));
+        assert!(Instant::now() < end, "no 3/3 split");
+    }
+    let b_parts = b.assignment().unwrap();
+    drop(a); // a static member leaves no LeaveGroup behind
+    let a = member("a");
+    let end = Instant::now() + Duration::from_secs(30);
+    while count(&a) != 3 {
+        let _ = a.poll(Duration::from_millis(50));
+        let _ = b.poll(Duration::from_millis(50));
+        assert_eq!(b.assignment().unwrap(), b_parts, "the other member was rebalanced");
+        assert!(Instant::now() < end, "the restarted static member did not get its partitions back");
+    }
+}

@@ -47,6 +47,22 @@ pub struct Indexes {
     bytes_since_entry: u64,
     /// Largest max-timestamp of all batches fed so far (-1: none).
     max_ts: i64,
+    /// Bumped by every truncation, so a persist planned before one is not
+    /// recorded after it.
+    epoch: u64,
+}
+
+/// Index entries to write out, taken under the segment's index lock and
+/// written after it is released (so appends and reads never wait for the
+/// index fsync).
+pub struct PersistPlan {
+    offsets_at: usize,
+    offsets: Vec<u8>,
+    offsets_len: usize,
+    times_at: usize,
+    times: Vec<u8>,
+    times_len: usize,
+    epoch: u64,
 }
 
 impl Default for Indexes {
@@ -59,6 +75,7 @@ impl Default for Indexes {
             rewrite: false,
             bytes_since_entry: 0,
             max_ts: -1,
+            epoch: 0,
         }
     }
 }
@@ -130,6 +147,7 @@ impl Indexes {
         self.times.retain(|t| t.rel <= resume.rel);
         self.max_ts = self.times.last().map_or(-1, |t| t.max_ts);
         self.bytes_since_entry = 0;
+        self.epoch += 1;
         if self.offsets.len() < self.persisted_offsets || self.times.len() < self.persisted_times {
             self.rewrite = true;
         }
@@ -166,42 +184,71 @@ impl Indexes {
             rewrite: false,
             bytes_since_entry: 0,
             max_ts,
+            epoch: 0,
         })
+    }
+
+    /// What `persist` would write, without writing it.
+    pub fn plan_persist(&self) -> PersistPlan {
+        let (po, pt) = if self.rewrite { (0, 0) } else { (self.persisted_offsets, self.persisted_times) };
+        let mut offsets = Vec::with_capacity((self.offsets.len() - po) * OFFSET_ENTRY);
+        for e in &self.offsets[po..] {
+            offsets.extend_from_slice(&e.rel.to_be_bytes());
+            offsets.extend_from_slice(&e.pos.to_be_bytes());
+        }
+        let mut times = Vec::with_capacity((self.times.len() - pt) * TIME_ENTRY);
+        for t in &self.times[pt..] {
+            times.extend_from_slice(&t.max_ts.to_be_bytes());
+            times.extend_from_slice(&t.rel.to_be_bytes());
+        }
+        PersistPlan {
+            offsets_at: po,
+            offsets,
+            offsets_len: self.offsets.len(),
+            times_at: pt,
+            times,
+            times_len: self.times.len(),
+            epoch: self.epoch,
+        }
+    }
+
+    /// Records a plan as written, unless a truncation came in between.
+    pub fn persisted(&mut self, plan: &PersistPlan) {
+        if plan.epoch == self.epoch {
+            self.persisted_offsets = plan.offsets_len;
+            self.persisted_times = plan.times_len;
+            self.rewrite = false;
+        }
+    }
+
+    /// Whether entries are waiting to be written.
+    pub fn dirty(&self) -> bool {
+        self.rewrite || self.persisted_offsets != self.offsets.len() || self.persisted_times != self.times.len()
     }
 
     /// Writes entries not yet on disk (or the whole files after a
     /// truncation). With `sync`, fsyncs them too.
     pub fn persist(&mut self, index: &Path, time_index: &Path, sync: bool) -> io::Result<()> {
-        let dirty =
-            self.rewrite || self.persisted_offsets != self.offsets.len() || self.persisted_times != self.times.len();
-        if !dirty && !sync {
+        if !self.dirty() && !sync {
             return Ok(());
         }
-        if self.rewrite {
-            self.persisted_offsets = 0;
-            self.persisted_times = 0;
-        }
-        let mut buf = Vec::new();
-        for e in &self.offsets[self.persisted_offsets..] {
-            buf.extend_from_slice(&e.rel.to_be_bytes());
-            buf.extend_from_slice(&e.pos.to_be_bytes());
-        }
-        append_file(index, (self.persisted_offsets * OFFSET_ENTRY) as u64, &buf, sync)?;
-        buf.clear();
-        for t in &self.times[self.persisted_times..] {
-            buf.extend_from_slice(&t.max_ts.to_be_bytes());
-            buf.extend_from_slice(&t.rel.to_be_bytes());
-        }
-        append_file(time_index, (self.persisted_times * TIME_ENTRY) as u64, &buf, sync)?;
-        self.persisted_offsets = self.offsets.len();
-        self.persisted_times = self.times.len();
-        self.rewrite = false;
+        let plan = self.plan_persist();
+        plan.write(index, time_index, sync)?;
+        self.persisted(&plan);
         Ok(())
     }
 
     /// Approximate heap bytes held, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
         self.offsets.capacity() * size_of::<OffsetEntry>() + self.times.capacity() * size_of::<TimeEntry>()
+    }
+}
+
+impl PersistPlan {
+    /// Writes the planned entries (and fsyncs the files with `sync`).
+    pub fn write(&self, index: &Path, time_index: &Path, sync: bool) -> io::Result<()> {
+        append_file(index, (self.offsets_at * OFFSET_ENTRY) as u64, &self.offsets, sync)?;
+        append_file(time_index, (self.times_at * TIME_ENTRY) as u64, &self.times, sync)
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Segment {
     /// CLOCK reference bit for the cache.
     pub(crate) referenced: AtomicBool,
     pub(crate) cached: AtomicBool,
+    /// Serialises writers of the index files (checkpoint, eviction).
+    persisting: Mutex<()>,
     /// Replaced or deleted: keeps its descriptor and indexes (which now
     /// describe a file no longer at `log_path`) until the last reader drops
     /// its handle.
@@ -66,6 +68,7 @@ impl Segment {
             referenced: AtomicBool::new(false),
             cached: AtomicBool::new(false),
             retired: AtomicBool::new(false),
+            persisting: Mutex::new(()),
         }
     }
 
@@ -235,9 +238,18 @@ impl Segment {
         Ok(())
     }
 
+    /// Writes pending index entries (fsyncing with `sync`). The entries are
+    /// copied under the index lock and written after it is released, so
+    /// appends and reads never wait for this I/O.
     pub fn persist_indexes(&self, sync: bool) -> Result<()> {
+        let _one_at_a_time = lock(&self.persisting);
+        let plan = match read(&self.indexes).as_ref() {
+            Some(ix) if ix.dirty() || sync => ix.plan_persist(),
+            _ => return Ok(()),
+        };
+        plan.write(&self.index_path, &self.time_path, sync)?;
         if let Some(ix) = write(&self.indexes).as_mut() {
-            ix.persist(&self.index_path, &self.time_path, sync)?;
+            ix.persisted(&plan);
         }
         Ok(())
     }
@@ -257,13 +269,10 @@ impl Segment {
             return;
         }
         *lock(&self.file) = None;
-        let mut slot = write(&self.indexes);
-        if let Some(ix) = slot.as_mut() {
-            // Best effort: anything not persisted is rebuilt on next load.
-            let _ = ix.persist(&self.index_path, &self.time_path, false);
-            if !self.is_active() {
-                *slot = None;
-            }
+        // Best effort: anything not persisted is rebuilt on next load.
+        let _ = self.persist_indexes(false);
+        if !self.is_active() {
+            *write(&self.indexes) = None;
         }
     }
 

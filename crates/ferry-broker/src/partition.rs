@@ -3,7 +3,9 @@
 
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
-use ferry_log::{AppendInfo, FlushPolicy, Log, LogError, TimestampType, batch::BatchHeader, batch::HEADER_LEN};
+use ferry_log::{
+    AppendInfo, FlushPolicy, Log, LogError, ReadSlice, TimestampType, batch::BatchHeader, batch::HEADER_LEN,
+};
 use tokio::sync::{Notify, oneshot};
 
 use crate::error::{BrokerError, Result};
@@ -71,8 +73,34 @@ impl Partition {
         p.snapshot(self.log.dir())
     }
 
-    pub fn log(&self) -> &Arc<Log> {
+    pub(crate) fn log(&self) -> &Arc<Log> {
         &self.log
+    }
+
+    /// Whole batches from `offset`, at most `max_bytes` unless the first
+    /// batch is larger; `None` at the high watermark.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Option<ReadSlice>> {
+        Ok(self.log.read(offset, max_bytes)?)
+    }
+
+    /// DeleteRecords: makes offsets below `offset` unreadable; the new log start.
+    pub fn delete_records_before(&self, offset: u64) -> Result<u64> {
+        Ok(self.log.delete_records_before(offset)?)
+    }
+
+    /// The first offset with a timestamp >= `ts`, and that timestamp.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>> {
+        Ok(self.log.offset_for_timestamp(ts)?)
+    }
+
+    /// The offset of the record with the largest timestamp, and that timestamp.
+    pub fn max_timestamp_offset(&self) -> Result<Option<(u64, i64)>> {
+        Ok(self.log.max_timestamp_offset()?)
+    }
+
+    /// Bytes on disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.log.size_bytes()
     }
 
     pub fn high_watermark(&self) -> u64 {

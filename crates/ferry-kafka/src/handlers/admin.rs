@@ -183,10 +183,10 @@ pub fn delete_records(c: &Call, req: DeleteRecordsRequest) -> Reply {
                     // -1: up to the high watermark.
                     let target =
                         if p.offset == -1 { Some(part.high_watermark()) } else { u64::try_from(p.offset).ok() };
-                    match target.map(|o| part.log().delete_records_before(o)) {
+                    match target.map(|o| part.delete_records_before(o)) {
                         Some(Ok(low)) => r.low_watermark = low as i64,
                         Some(Err(e)) => {
-                            r.error_code = crate::errors::log_error_code(&e);
+                            r.error_code = error_code(&e);
                             r.low_watermark = -1;
                         }
                         None => {

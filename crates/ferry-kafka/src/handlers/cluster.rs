@@ -43,7 +43,7 @@ pub fn describe_log_dirs(c: &Call, req: DescribeLogDirsRequest) -> Reply {
                 .map(|p| {
                     DescribeLogDirsPartition::default()
                         .with_partition_index(p.index)
-                        .with_partition_size(p.log().size_bytes() as i64)
+                        .with_partition_size(p.size_bytes() as i64)
                 })
                 .collect();
             (!partitions.is_empty()).then(|| {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
-use ferry_broker::Topic;
+use ferry_broker::{BrokerError, Topic};
 use ferry_log::{LogError, ReadSlice};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, FetchRequest, ResponseHeader};
@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::Call;
-use crate::errors::log_error_code;
+use crate::errors::error_code;
 use crate::response::{Chunk, Reply, Response};
 
 /// Longest long poll a client may ask for.
@@ -173,12 +173,12 @@ impl Fetch {
             r.error = ResponseError::OffsetOutOfRange.code();
             return r;
         };
-        match part.log().read(offset, limit.max(1)) {
+        match part.read(offset, limit.max(1)) {
             Ok(slice) => r.records = slice,
-            Err(e @ LogError::OffsetOutOfRange { .. }) => r.error = log_error_code(&e),
+            Err(e @ BrokerError::Log(LogError::OffsetOutOfRange { .. })) => r.error = error_code(&e),
             Err(e) => {
                 tracing::warn!(topic = %t.name, partition = p.index, error = %e, "fetch read failed");
-                r.error = log_error_code(&e);
+                r.error = error_code(&e);
             }
         }
         r

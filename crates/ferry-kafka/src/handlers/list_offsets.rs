@@ -5,7 +5,7 @@ use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionRespon
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
 use super::Call;
-use crate::errors::log_error_code;
+use crate::errors::error_code;
 use crate::response::Reply;
 
 const LATEST: i64 = -1;
@@ -30,14 +30,13 @@ pub fn handle(c: &Call, req: ListOffsetsRequest) -> Reply {
                         r.error_code = ResponseError::UnknownTopicOrPartition.code();
                         return r;
                     };
-                    let log = part.log();
                     // No transactions yet: the last stable offset is the high watermark.
                     let found = match p.timestamp {
-                        LATEST => Ok(Some((log.high_watermark(), -1))),
-                        EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
+                        LATEST => Ok(Some((part.high_watermark(), -1))),
+                        EARLIEST | EARLIEST_LOCAL => Ok(Some((part.log_start_offset(), -1))),
                         LATEST_TIERED => Ok(None),
-                        MAX_TIMESTAMP => log.max_timestamp_offset(),
-                        ts if ts >= 0 => log.offset_for_timestamp(ts),
+                        MAX_TIMESTAMP => part.max_timestamp_offset(),
+                        ts if ts >= 0 => part.offset_for_timestamp(ts),
                         _ => Ok(None),
                     };
                     match found {
@@ -49,7 +48,7 @@ pub fn handle(c: &Call, req: ListOffsetsRequest) -> Reply {
                             r.offset = -1;
                             r.timestamp = -1;
                         }
-                        Err(e) => r.error_code = log_error_code(&e),
+                        Err(e) => r.error_code = error_code(&e),
                     }
                     if c.version >= 4 {
                         r.leader_epoch = 0;

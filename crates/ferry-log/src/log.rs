@@ -302,16 +302,14 @@ impl Log {
         }
     }
 
-    /// Blocks until every offset below `offset` is on disk, fsyncing on the
-    /// calling thread (never call it from an async worker; async callers use
-    /// [`Log::on_durable`]). Concurrent callers queue on the flush lock and
-    /// share fsyncs: each fsync covers everything written before it started,
-    /// so a caller behind it usually finds its data already durable.
+    /// Blocks until every offset below `offset` is on disk. Concurrent
+    /// callers share fsyncs (group commit).
     pub fn flush_to(self: &Arc<Self>, offset: u64) -> Result<()> {
-        if self.durable_offset() >= offset {
-            return Ok(());
-        }
-        self.flush(offset)
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.on_durable(offset, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv().map_err(|_| LogError::Unavailable("flusher stopped".into()))?
     }
 
     /// Makes offsets below `target` durable (`u64::MAX`: everything written

@@ -30,10 +30,37 @@ pub struct ConsumerMember {
     last_seen: Instant,
 }
 
+/// The server-side assignors (KIP-848's `group.remote.assignor`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Assignor {
+    /// Even spread over all subscribed partitions, sticky.
+    Uniform,
+    /// Per topic, contiguous ranges of partitions for the sorted members.
+    Range,
+}
+
+impl Assignor {
+    pub fn from_name(name: &str) -> Option<Assignor> {
+        match name {
+            "uniform" => Some(Assignor::Uniform),
+            "range" => Some(Assignor::Range),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Assignor::Uniform => "uniform",
+            Assignor::Range => "range",
+        }
+    }
+}
+
 pub struct ConsumerGroup {
     pub id: String,
     pub epoch: i32,
     pub members: BTreeMap<String, ConsumerMember>,
+    pub assignor: Assignor,
 }
 
 /// One ConsumerGroupHeartbeat.
@@ -48,6 +75,8 @@ pub struct Heartbeat {
     pub subscribed: Option<Vec<String>>,
     /// None: unchanged since the last heartbeat.
     pub owned: Option<Vec<TopicPartition>>,
+    /// The assignor the member asks for (None: the group's current one).
+    pub server_assignor: Option<String>,
 }
 
 pub struct HeartbeatResult {
@@ -59,7 +88,7 @@ pub struct HeartbeatResult {
 
 impl ConsumerGroup {
     pub fn new(id: &str, epoch: i32) -> ConsumerGroup {
-        ConsumerGroup { id: id.to_string(), epoch, members: BTreeMap::new() }
+        ConsumerGroup { id: id.to_string(), epoch, members: BTreeMap::new(), assignor: Assignor::Uniform }
     }
 
     pub fn state(&self) -> &'static str {
@@ -81,6 +110,19 @@ impl ConsumerGroup {
         partitions: &dyn Fn(&str) -> usize,
     ) -> Result<HeartbeatResult, GroupError> {
         let mut member_id = hb.member_id.clone();
+        let wanted = match hb.server_assignor.as_deref() {
+            Some(name) => Some(Assignor::from_name(name).ok_or(GroupError::UnsupportedAssignor)?),
+            None => None,
+        };
+        if let Some(a) = wanted
+            && a != self.assignor
+        {
+            // The latest choice wins, as a group-level setting would.
+            self.assignor = a;
+            if hb.member_epoch > 0 {
+                self.bump(partitions);
+            }
+        }
         if hb.member_epoch < 0 {
             // -1: leave; -2: a static member leaving for now.
             if self.members.remove(&member_id).is_some() {
@@ -175,10 +217,43 @@ impl ConsumerGroup {
         self.assign(partitions);
     }
 
-    /// The assignor: every partition of a subscribed topic goes to one
+    fn assign(&mut self, partitions: &dyn Fn(&str) -> usize) {
+        match self.assignor {
+            Assignor::Uniform => self.assign_uniform(partitions),
+            Assignor::Range => self.assign_range(partitions),
+        }
+    }
+
+    /// Range: per topic, its subscribers (sorted by id) get contiguous
+    /// ranges, the first ones one partition more when it does not divide.
+    fn assign_range(&mut self, partitions: &dyn Fn(&str) -> usize) {
+        let topics: BTreeSet<String> = self.members.values().flat_map(|m| m.subscribed.iter().cloned()).collect();
+        let mut targets: BTreeMap<String, BTreeSet<TopicPartition>> =
+            self.members.keys().map(|k| (k.clone(), BTreeSet::new())).collect();
+        for topic in topics {
+            let subscribers: Vec<&String> =
+                self.members.values().filter(|m| m.subscribed.contains(&topic)).map(|m| &m.id).collect();
+            let (n, m) = (partitions(&topic), subscribers.len());
+            let mut next = 0;
+            for (i, id) in subscribers.into_iter().enumerate() {
+                let take = n / m + usize::from(i < n % m);
+                if let Some(t) = targets.get_mut(id) {
+                    t.extend((next..next + take).map(|p| (topic.clone(), p as i32)));
+                }
+                next += take;
+            }
+        }
+        for (id, t) in targets {
+            if let Some(m) = self.members.get_mut(&id) {
+                m.target = t;
+            }
+        }
+    }
+
+    /// Uniform: every partition of a subscribed topic goes to one
     /// subscriber, as evenly as possible, keeping current owners where that
     /// stays balanced (sticky).
-    fn assign(&mut self, partitions: &dyn Fn(&str) -> usize) {
+    fn assign_uniform(&mut self, partitions: &dyn Fn(&str) -> usize) {
         let topics: BTreeSet<String> = self.members.values().flat_map(|m| m.subscribed.iter().cloned()).collect();
         let all: Vec<TopicPartition> =
             topics.iter().flat_map(|t| (0..partitions(t) as i32).map(move |p| (t.clone(), p))).collect();
@@ -253,7 +328,29 @@ mod tests {
             client_host: "h".into(),
             subscribed: subscribed.map(|s| s.iter().map(|x| x.to_string()).collect()),
             owned: owned.map(|o| o.iter().cloned().collect()),
+            server_assignor: None,
         }
+    }
+
+    #[test]
+    fn range_gives_contiguous_ranges_and_unknown_assignors_are_refused() {
+        let five = |_: &str| 5;
+        let now = Instant::now();
+        let mut g = ConsumerGroup::new("g", 0);
+        let mut join = |id: &str| {
+            let mut h = hb(id, 0, Some(&["t"]), None);
+            h.server_assignor = Some("range".into());
+            g.heartbeat(h, now, &five).unwrap();
+        };
+        join("a");
+        join("b");
+        let t = |v: &[i32]| v.iter().map(|p| ("t".to_string(), *p)).collect::<BTreeSet<_>>();
+        assert_eq!(g.assignor, Assignor::Range);
+        assert_eq!(g.members["a"].target, t(&[0, 1, 2]));
+        assert_eq!(g.members["b"].target, t(&[3, 4]));
+        let mut bad = hb("c", 0, Some(&["t"]), None);
+        bad.server_assignor = Some("magic".into());
+        assert_eq!(g.heartbeat(bad, now, &five).err(), Some(GroupError::UnsupportedAssignor));
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub enum GroupError {
     FencedMemberEpoch,
     /// KIP-848: an offset commit with an outdated member epoch.
     StaleMemberEpoch,
+    /// KIP-848: a server assignor the broker does not have.
+    UnsupportedAssignor,
 }
 
 /// What a JoinGroup gets back.

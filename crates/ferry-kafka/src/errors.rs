@@ -48,6 +48,7 @@ pub fn group_error_code(e: GroupError) -> i16 {
         GroupError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
         GroupError::FencedMemberEpoch => E::FencedMemberEpoch,
         GroupError::StaleMemberEpoch => E::StaleMemberEpoch,
+        GroupError::UnsupportedAssignor => E::UnsupportedAssignor,
     }
     .code()
 }

@@ -225,6 +225,7 @@ pub fn consumer_group_heartbeat(c: &Call, req: ConsumerGroupHeartbeatRequest) ->
         client_host: c.peer.clone(),
         subscribed: req.subscribed_topic_names.map(|ts| ts.into_iter().map(|t| t.to_string()).collect()),
         owned,
+        server_assignor: req.server_assignor.map(|a| a.to_string()),
     };
     let partitions = |t: &str| broker.topic(t).map_or(0, |x| x.partition_count());
     let groups = broker.groups();
@@ -293,7 +294,7 @@ pub fn consumer_group_describe(c: &Call, req: ConsumerGroupDescribeRequest) -> R
                     .with_group_state(s(g.state()))
                     .with_group_epoch(g.epoch)
                     .with_assignment_epoch(g.epoch)
-                    .with_assignor_name(s("uniform"))
+                    .with_assignor_name(s(g.assignor.name()))
                     .with_members(
                         g.members
                             .values()

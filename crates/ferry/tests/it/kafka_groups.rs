@@ -265,13 +265,22 @@ async fn group_recovers_after_a_broker_restart() {
 /// partitions, and when one leaves the other takes everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kip_848_consumer_protocol() {
+    for assignor in ["uniform", "range"] {
+        kip_848_with(assignor).await;
+    }
+}
+
+async fn kip_848_with(assignor: &str) {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
     create_topic(&broker, "next-gen", 4, &[]).await;
     produce_values(&broker, "next-gen", 0..400).await;
     let start = |b: &Broker| {
         let mut c = crate::support::config(b);
-        c.set("group.id", "kip848").set("group.protocol", "consumer").set("auto.offset.reset", "earliest");
+        c.set("group.id", "kip848")
+            .set("group.protocol", "consumer")
+            .set("group.remote.assignor", assignor)
+            .set("auto.offset.reset", "earliest");
         let consumer: BaseConsumer = c.create().expect("consumer");
         consumer.subscribe(&["next-gen"]).unwrap();
         consumer
@@ -333,4 +342,29 @@ async fn static_member_restart_does_not_rebalance() {
         assert_eq!(b.assignment().unwrap(), b_parts, "the other member was rebalanced");
         assert!(Instant::now() < end, "the restarted static member did not get its partitions back");
     }
+}
+
+/// A consumer that assigns partitions itself (no membership) commits and
+/// reads back offsets in its group (generation -1, OffsetCommit/OffsetFetch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assign_only_consumers_commit_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    create_topic(&broker, "manual", 2, &[]).await;
+    produce_values(&broker, "manual", 0..20).await;
+    let consumer: BaseConsumer = crate::support::config(&broker)
+        .set("group.id", "manual-group")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("manual", 0, Offset::Offset(7)).unwrap();
+    tpl.add_partition_offset("manual", 1, Offset::Offset(3)).unwrap();
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+    let mut query = TopicPartitionList::new();
+    query.add_partition("manual", 0);
+    query.add_partition("manual", 1);
+    let got = consumer.committed_offsets(query, Duration::from_secs(10)).unwrap();
+    assert_eq!(got.find_partition("manual", 0).unwrap().offset(), Offset::Offset(7));
+    assert_eq!(got.find_partition("manual", 1).unwrap().offset(), Offset::Offset(3));
 }

@@ -34,5 +34,7 @@ fuzz_target!(|data: &[u8]| {
     // A JoinGroup may wait for other members (on the coordinator's own
     // thread); with paused time the bound passes as soon as the runtime idles.
     let frame = bytes::Bytes::copy_from_slice(data);
-    let _ = s.runtime.block_on(tokio::time::timeout(std::time::Duration::from_secs(600), ferry_kafka::handle_frame(&s.ctx, frame)));
+    s.runtime.block_on(async {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(600), ferry_kafka::handle_frame(&s.ctx, frame)).await;
+    });
 });

@@ -58,11 +58,6 @@ impl LogManager {
         self.env.cache.open_segments()
     }
 
-    /// Runs retention and compaction on every log once, now.
-    pub fn run_cleaner_once(&self) {
-        clean_all(&self.registry);
-    }
-
     /// Flushes and checkpoints every log, then stops the threads.
     pub fn shutdown(&self) {
         if self.stopped.swap(true, Ordering::AcqRel) {

@@ -93,23 +93,24 @@ pub async fn handle(c: &Call, req: FetchRequest) -> Reply {
     };
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     // First attempt in request order; only a long poll runs on its own.
-    let waiter = Arc::new(Notify::new());
-    fetch.register(&waiter);
     let (results, bytes, errors) = fetch.collect();
     if bytes >= fetch.min_bytes || errors || wait.is_zero() {
         return Reply::Ready(fetch.encode(&results));
     }
     Reply::Later(Box::pin(async move {
         let deadline = Instant::now() + wait;
-        let mut waiter = waiter;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let woken = !left.is_zero() && tokio::time::timeout(left, waiter.notified()).await.is_ok();
-            waiter = Arc::new(Notify::new());
+            // Register, then look again: an append between the last look and
+            // the registration would otherwise go unnoticed until the deadline.
+            let waiter = Arc::new(Notify::new());
             fetch.register(&waiter);
             let (results, bytes, errors) = fetch.collect();
-            if !woken || bytes >= fetch.min_bytes || errors {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if bytes >= fetch.min_bytes || errors || left.is_zero() {
                 return fetch.encode(&results);
+            }
+            if tokio::time::timeout(left, waiter.notified()).await.is_err() {
+                return fetch.encode(&fetch.collect().0);
             }
         }
     }))

@@ -254,23 +254,16 @@ fn raw_append(base: &Path, batch: &[u8], count: usize, policy: Policy, interval_
     Ok(elapsed)
 }
 
-/// `writers` threads on one log, each `append` + `flush_to` per batch.
-fn ferry_group(base: &Path, batch: &[u8], per_writer: usize, writers: usize) -> Res<Duration> {
-    let dir = base.join("ferry-group");
-    let manager = manager();
-    let log = manager.open(&dir, log_config(Policy::Always, 0))?;
+/// Runs `work` on `writers` threads released together; the time until all finish.
+fn timed_writers(writers: usize, work: impl Fn() -> Res<()> + Sync) -> Res<Duration> {
     let barrier = Barrier::new(writers + 1);
-    let elapsed = std::thread::scope(|s| -> Res<Duration> {
+    std::thread::scope(|s| -> Res<Duration> {
         let handles: Vec<_> = (0..writers)
             .map(|_| {
-                let (log, barrier) = (&log, &barrier);
+                let (work, barrier) = (&work, &barrier);
                 s.spawn(move || -> Res<()> {
                     barrier.wait();
-                    for _ in 0..per_writer {
-                        let info = log.append(batch)?;
-                        log.flush_to(info.last_offset + 1)?;
-                    }
-                    Ok(())
+                    work()
                 })
             })
             .collect();
@@ -280,6 +273,20 @@ fn ferry_group(base: &Path, batch: &[u8], per_writer: usize, writers: usize) -> 
             h.join().map_err(|_| "writer panicked")??;
         }
         Ok(start.elapsed())
+    })
+}
+
+/// `writers` threads on one log, each `append` + `flush_to` per batch.
+fn ferry_group(base: &Path, batch: &[u8], per_writer: usize, writers: usize) -> Res<Duration> {
+    let dir = base.join("ferry-group");
+    let manager = manager();
+    let log = manager.open(&dir, log_config(Policy::Always, 0))?;
+    let elapsed = timed_writers(writers, || {
+        for _ in 0..per_writer {
+            let info = log.append(batch)?;
+            log.flush_to(info.last_offset + 1)?;
+        }
+        Ok(())
     })?;
     finish_ferry(manager, log, &dir)?;
     Ok(elapsed)
@@ -289,28 +296,12 @@ fn ferry_group(base: &Path, batch: &[u8], per_writer: usize, writers: usize) -> 
 fn raw_group(base: &Path, batch: &[u8], per_writer: usize, writers: usize) -> Res<Duration> {
     let path = base.join("raw-group");
     let file = OpenOptions::new().create_new(true).append(true).open(&path)?;
-    let barrier = Barrier::new(writers + 1);
-    let elapsed = std::thread::scope(|s| -> Res<Duration> {
-        let handles: Vec<_> = (0..writers)
-            .map(|_| {
-                let (file, barrier) = (&file, &barrier);
-                s.spawn(move || -> Res<()> {
-                    barrier.wait();
-                    for _ in 0..per_writer {
-                        let mut f = file;
-                        f.write_all(batch)?;
-                        file.sync_data()?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        barrier.wait();
-        let start = Instant::now();
-        for h in handles {
-            h.join().map_err(|_| "writer panicked")??;
+    let elapsed = timed_writers(writers, || {
+        for _ in 0..per_writer {
+            (&file).write_all(batch)?;
+            file.sync_data()?;
         }
-        Ok(start.elapsed())
+        Ok(())
     })?;
     finish_raw(&file, &path)?;
     Ok(elapsed)

@@ -20,6 +20,7 @@ use crate::error::{BrokerError, Result};
 use crate::partition::Partition;
 use crate::producer::ProducerIds;
 use crate::topic_config::{self, BrokerDefaults, TopicSettings};
+use crate::txn::{TxnConfig, TxnCoordinator, TxnEffects};
 
 /// Settings of the broker process.
 #[derive(Clone, Debug)]
@@ -39,6 +40,7 @@ pub struct BrokerConfig {
     /// Most partitions one topic may have (each is a directory and a log).
     pub max_partitions_per_topic: i32,
     pub groups: CoordinatorConfig,
+    pub txns: TxnConfig,
     pub engine: EngineConfig,
 }
 
@@ -53,6 +55,7 @@ impl Default for BrokerConfig {
             producer_id_expiration_ms: 86_400_000,
             max_partitions_per_topic: 10_000,
             groups: CoordinatorConfig::default(),
+            txns: TxnConfig::default(),
             engine: EngineConfig::default(),
         }
     }
@@ -109,6 +112,7 @@ pub struct Broker {
     admin: Mutex<()>,
     producer_ids: ProducerIds,
     groups: Arc<GroupCoordinator>,
+    txns: TxnCoordinator,
 }
 
 impl Broker {
@@ -134,10 +138,12 @@ impl Broker {
         let fixed = config.topic_defaults.clone();
         let logs = LogManager::new(config.engine.clone());
         let groups = GroupCoordinator::open(&config.data_dir, &logs, config.groups.clone())?;
+        let txns = TxnCoordinator::open(&config.data_dir, &logs, config.txns.clone())?;
         let producer_ids_dir = config.data_dir.clone();
         let broker = Arc::new(Broker {
             logs,
             groups,
+            txns,
             config,
             cluster_id,
             topics: RwLock::new(BTreeMap::new()),
@@ -163,15 +169,19 @@ impl Broker {
             let topic = broker.load_topic(&name, file)?;
             write(&broker.topics).insert(name, topic);
         }
-        // Housekeeping: KIP-848 member expiry every second, producer
-        // snapshots every 30 s (they keep crash recovery short). The thread
-        // ends once the broker is dropped.
+        // Transactions a crash left half-ended are finished before clients
+        // come back.
+        broker.txns.tick(broker.as_ref());
+        // Housekeeping: KIP-848 member expiry and transaction timeouts every
+        // second, producer snapshots every 30 s (they keep crash recovery
+        // short). The thread ends once the broker is dropped.
         let weak = Arc::downgrade(&broker);
         std::thread::Builder::new().name("ferry-housekeeping".into()).spawn(move || {
             for tick in 1u64.. {
                 std::thread::sleep(std::time::Duration::from_secs(1));
                 let Some(b) = weak.upgrade() else { return };
                 b.groups.expire_consumer_members(&|t| b.topic(t).map_or(0, |x| x.partition_count()));
+                b.txns.tick(b.as_ref());
                 if tick % 30 == 0 {
                     b.snapshot_producers();
                 }
@@ -364,6 +374,11 @@ impl Broker {
             .collect()
     }
 
+    /// The transaction coordinator.
+    pub fn txns(&self) -> &TxnCoordinator {
+        &self.txns
+    }
+
     /// Hands out producer ids (InitProducerId).
     pub fn producer_ids(&self) -> &ProducerIds {
         &self.producer_ids
@@ -428,6 +443,25 @@ impl Broker {
 }
 
 /// Kafka's rules: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+/// Commits and aborts reach partitions and groups through the broker.
+impl TxnEffects for Broker {
+    fn write_marker(&self, topic: &str, partition: i32, producer_id: i64, epoch: i16, commit: bool) -> Result<()> {
+        let Some(p) = self.topic(topic).and_then(|t| t.partition(partition)) else {
+            return Ok(()); // deleted since it joined the transaction
+        };
+        p.write_marker(producer_id, epoch, commit, 0).map(|_| ())
+    }
+
+    fn commit_offsets(&self, group: &str, offsets: Vec<(String, i32, crate::coordinator::Committed)>) -> Result<()> {
+        let end = self.groups.store_offsets(group, offsets)?;
+        self.groups
+            .durable(end)
+            .blocking_recv()
+            .map_err(|_| BrokerError::Log(ferry_log::LogError::Unavailable("flusher stopped".into())))??;
+        Ok(())
+    }
+}
+
 pub fn validate_topic_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 249

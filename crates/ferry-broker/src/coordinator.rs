@@ -280,6 +280,13 @@ impl GroupCoordinator {
         generation: i32,
         offsets: Vec<(String, i32, Committed)>,
     ) -> std::result::Result<u64, GroupError> {
+        self.check_member(group, member, generation)?;
+        self.store_offsets(group, offsets)
+    }
+
+    /// Checks that `member` of `generation` may commit for `group` (a
+    /// generation below 0 commits from outside any group, which creates it).
+    pub fn check_member(&self, group: &str, member: &str, generation: i32) -> std::result::Result<(), GroupError> {
         let consumer_group = lock(&self.consumer_groups)
             .get(group)
             .filter(|g| !g.members.is_empty())
@@ -304,6 +311,17 @@ impl GroupCoordinator {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Writes offsets without a membership check (a committed transaction's
+    /// offsets, checked when they were sent) and returns the offset that
+    /// must be durable before answering.
+    pub fn store_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<(String, i32, Committed)>,
+    ) -> std::result::Result<u64, GroupError> {
         let records: Vec<(Key, Option<Vec<u8>>)> = offsets
             .iter()
             .map(|(t, p, c)| {

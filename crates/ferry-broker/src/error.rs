@@ -24,6 +24,10 @@ pub enum BrokerError {
     OutOfOrderSequence,
     #[error("producer epoch is older than the latest")]
     InvalidProducerEpoch,
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    #[error("transaction: {0:?}")]
+    Txn(crate::txn::TxnError),
     #[error("group: {0:?}")]
     Group(crate::group::GroupError),
     #[error(transparent)]

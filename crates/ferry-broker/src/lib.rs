@@ -11,6 +11,7 @@ pub mod group;
 mod partition;
 mod producer;
 pub mod topic_config;
+pub mod txn;
 
 pub use broker::{Broker, BrokerConfig, Topic, validate_topic_name};
 pub use error::{BrokerError, Result};

@@ -1,10 +1,11 @@
 //! One partition of a topic: its log plus what the protocol front-ends
 //! need around it (acks, timestamp checks, long-poll wakeups).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use ferry_log::{
-    AppendInfo, FlushPolicy, Log, LogError, ReadSlice, TimestampType, batch::BatchHeader, batch::HEADER_LEN,
+    AbortedTxn, AppendInfo, FlushPolicy, Log, LogError, ReadSlice, TimestampType, batch::BatchHeader, batch::HEADER_LEN,
 };
 use tokio::sync::{Notify, oneshot};
 
@@ -34,6 +35,9 @@ pub struct Partition {
     /// Idempotent producers' sequences; held across check and append.
     producers: Mutex<ProducerStates>,
     producer_expiration_ms: u64,
+    /// First offset of the oldest open transaction (`u64::MAX`: none);
+    /// written under the `producers` lock, read without it.
+    first_unstable: AtomicU64,
 }
 
 impl Partition {
@@ -45,6 +49,7 @@ impl Partition {
         producer_expiration_ms: u64,
     ) -> Result<Partition> {
         let producers = ProducerStates::recover(log.dir(), &log, producer_expiration_ms)?;
+        let first_unstable = AtomicU64::new(producers.first_unstable_offset().unwrap_or(u64::MAX));
         let waiters: Arc<Mutex<Vec<Weak<Notify>>>> = Arc::default();
         let w = waiters.clone();
         log.set_hw_listener(Arc::new(move || {
@@ -61,6 +66,7 @@ impl Partition {
             waiters,
             producers: Mutex::new(producers),
             producer_expiration_ms,
+            first_unstable,
         })
     }
 
@@ -81,6 +87,62 @@ impl Partition {
     /// batch is larger; `None` at the high watermark.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Option<ReadSlice>> {
         Ok(self.log.read(offset, max_bytes)?)
+    }
+
+    /// [`Partition::read`] for `read_committed` readers: stops before the
+    /// first batch at or past `lso` (a [`Partition::last_stable_offset`]).
+    pub fn read_committed(&self, offset: u64, max_bytes: usize, lso: u64) -> Result<Option<ReadSlice>> {
+        Ok(self.log.read_upto(offset, max_bytes, lso)?)
+    }
+
+    /// Readers in `read_committed` mode see offsets below this: the high
+    /// watermark, or the start of the oldest open transaction if earlier.
+    pub fn last_stable_offset(&self) -> u64 {
+        self.high_watermark().min(self.first_unstable.load(Ordering::Acquire))
+    }
+
+    /// Aborted transactions that may cover offsets in `from..upto`.
+    pub fn aborted_txns(&self, from: u64, upto: u64) -> Vec<AbortedTxn> {
+        self.log.aborted_txns(from, upto)
+    }
+
+    /// Whether `producer_id` has an open transaction here.
+    pub fn in_transaction(&self, producer_id: i64) -> bool {
+        lock(&self.producers).is_ongoing(producer_id)
+    }
+
+    /// Writes a transaction marker for `producer_id` and blocks until it is
+    /// as durable as the topic's flush policy makes acks=all writes. Call
+    /// from a blocking thread. Returns the marker's offset.
+    pub fn write_marker(&self, producer_id: i64, epoch: i16, commit: bool, coordinator_epoch: i32) -> Result<u64> {
+        let now = now_ms();
+        let batch = ferry_log::records::build_control_batch(producer_id, epoch, commit, coordinator_epoch, now as i64)
+            .map_err(LogError::from)?;
+        let offset = {
+            let mut states = lock(&self.producers);
+            states.check_marker(producer_id, epoch)?;
+            let info = self.log.append(&batch)?;
+            let h = BatchHeader::parse(&batch)?;
+            if let Some(aborted) = states.record_marker(&h, info.base_offset, commit, now) {
+                self.log.add_aborted_txn(aborted)?;
+            }
+            self.first_unstable.store(states.first_unstable_offset().unwrap_or(u64::MAX), Ordering::Release);
+            info.base_offset
+        };
+        let flush = self.settings.read().unwrap_or_else(|p| p.into_inner()).log.flush;
+        if flush == FlushPolicy::Always {
+            self.log.flush_to(offset + 1)?;
+        }
+        // The LSO may have moved without the high watermark moving.
+        self.wake_waiters();
+        Ok(offset)
+    }
+
+    fn wake_waiters(&self) {
+        let list = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|p| p.into_inner()));
+        for n in list.iter().filter_map(Weak::upgrade) {
+            n.notify_one();
+        }
     }
 
     /// DeleteRecords: makes offsets below `offset` unreadable; the new log start.
@@ -128,9 +190,7 @@ impl Partition {
         if acks == Acks::All && settings.min_insync_replicas > 1 {
             return Err(BrokerError::NotEnoughReplicas { isr: 1, min: settings.min_insync_replicas });
         }
-        if settings.log.timestamp_type == TimestampType::CreateTime {
-            check_timestamps(batches, &settings)?;
-        }
+        check_headers(batches, &settings)?;
         let info = if first_producer_id(batches) >= 0 {
             self.append_idempotent(batches)?
         } else {
@@ -175,6 +235,10 @@ impl Partition {
                 Sequence::Append => {
                     let info = self.log.append(one)?;
                     states.record(&h, info.base_offset, now);
+                    if h.is_transactional() {
+                        let first = states.first_unstable_offset().unwrap_or(u64::MAX);
+                        self.first_unstable.store(first, Ordering::Release);
+                    }
                     info
                 }
             };
@@ -214,14 +278,22 @@ impl Appended {
     }
 }
 
-/// Kafka's `message.timestamp.{before,after}.max.ms`, checked on each batch
-/// header (base and max timestamp) rather than on every record, so the
-/// append path decodes no records.
-fn check_timestamps(mut buf: &[u8], settings: &TopicSettings) -> Result<()> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+/// Checks on each batch header, so the append path decodes no records:
+/// clients may not write control batches (transaction markers are the
+/// coordinator's), and Kafka's `message.timestamp.{before,after}.max.ms`
+/// apply to the base and max timestamps of CreateTime topics.
+fn check_headers(mut buf: &[u8], settings: &TopicSettings) -> Result<()> {
+    let now = now_ms() as i64;
+    let create_time = settings.log.timestamp_type == TimestampType::CreateTime;
     while buf.len() >= HEADER_LEN {
         let Ok(h) = BatchHeader::parse(buf) else { return Ok(()) }; // the log reports corruption
-        for ts in [h.base_timestamp, h.max_timestamp] {
+        if h.is_control() {
+            return Err(BrokerError::InvalidRecord("clients may not write control batches".into()));
+        }
+        if h.is_transactional() && h.producer_id < 0 {
+            return Err(BrokerError::InvalidRecord("a transactional batch needs a producer id".into()));
+        }
+        for ts in [h.base_timestamp, h.max_timestamp].into_iter().filter(|_| create_time) {
             if ts >= 0
                 && (now.saturating_sub(ts) > settings.timestamp_before_max_ms
                     || ts.saturating_sub(now) > settings.timestamp_after_max_ms)
@@ -232,4 +304,12 @@ fn check_timestamps(mut buf: &[u8], settings: &TopicSettings) -> Result<()> {
         buf = buf.get(h.size..).unwrap_or_default();
     }
     Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

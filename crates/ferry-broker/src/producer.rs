@@ -1,5 +1,7 @@
 //! Idempotent producers: producer ids, and per partition the sequence
-//! numbers that let a retried batch be recognised instead of appended twice.
+//! numbers that let a retried batch be recognised instead of appended twice,
+//! and the open transactions (where each began), which bound the last
+//! stable offset.
 //!
 //! Everything needed is in the batch headers (producer id, epoch, base
 //! sequence), so a partition's state can always be rebuilt from its log. A
@@ -7,12 +9,13 @@
 //! work: on open, the snapshot is loaded and only batches written after it
 //! are scanned, as the log's own recovery does.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use ferry_log::AbortedTxn;
 use ferry_log::batch::BatchHeader;
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +57,9 @@ pub enum Sequence {
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
+    /// Open transactions: producer id -> offset of its first batch here.
+    #[serde(default)]
+    ongoing: BTreeMap<i64, u64>,
     /// Offset up to which this state includes the log.
     offset: u64,
     #[serde(skip)]
@@ -112,8 +118,47 @@ impl ProducerStates {
             entry.batches.pop_front();
         }
         entry.last_write_ms = entry.last_write_ms.max(now_ms);
+        if h.is_transactional() {
+            self.ongoing.entry(h.producer_id).or_insert(base_offset);
+        }
         self.offset = self.offset.max(base_offset + u64::from(h.last_offset_delta) + 1);
         self.dirty = true;
+    }
+
+    /// Checks that a transaction marker's epoch is not older than its
+    /// producer's (the coordinator fenced that producer long ago).
+    pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<()> {
+        match self.producers.get(&producer_id) {
+            Some(e) if epoch < e.epoch => Err(BrokerError::InvalidProducerEpoch),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a transaction marker written at `offset`: the producer's
+    /// transaction here ends; an aborted one is returned for the index.
+    pub fn record_marker(&mut self, h: &BatchHeader, offset: u64, commit: bool, now_ms: u64) -> Option<AbortedTxn> {
+        let entry = self.producers.entry(h.producer_id).or_default();
+        if h.producer_epoch > entry.epoch {
+            // An epoch bumped by the coordinator (a timed-out transaction):
+            // the producer's older batches no longer deduplicate.
+            entry.batches.clear();
+            entry.epoch = h.producer_epoch;
+        }
+        entry.last_write_ms = entry.last_write_ms.max(now_ms);
+        self.offset = self.offset.max(offset + 1);
+        self.dirty = true;
+        let first = self.ongoing.remove(&h.producer_id)?;
+        (!commit).then_some(AbortedTxn { producer_id: h.producer_id, first_offset: first, last_offset: offset })
+    }
+
+    pub fn is_ongoing(&self, producer_id: i64) -> bool {
+        self.ongoing.contains_key(&producer_id)
+    }
+
+    /// Where the oldest open transaction began: no reader in
+    /// `read_committed` mode may see past it.
+    pub fn first_unstable_offset(&self) -> Option<u64> {
+        self.ongoing.values().min().copied()
     }
 
     /// Loads the snapshot in `dir` and brings it up to the log's end by
@@ -129,15 +174,40 @@ impl ProducerStates {
                 entry.batches.retain(|b| b.last_offset < end);
             }
             states.producers.retain(|_, e| !e.batches.is_empty());
+            states.ongoing.retain(|_, first| *first < end);
             states.offset = end;
         }
         let from = states.offset.max(log.log_start_offset());
         let now = now_ms();
+        let mut failed = None;
         log.scan_headers(from, |h| {
-            if h.producer_id >= 0 && !h.is_control() {
+            if h.producer_id < 0 || failed.is_some() {
+                return;
+            }
+            if !h.is_control() {
                 states.record(h, h.base_offset, now);
+                return;
+            }
+            // A marker: its type is in its one record.
+            let marker = log.read_bytes(h.base_offset, h.size).map_err(BrokerError::from).and_then(|bytes| {
+                let batch = bytes.get(..h.size).unwrap_or_default();
+                ferry_log::records::control_marker(batch).map_err(|e| BrokerError::Log(e.into()))
+            });
+            match marker {
+                Ok(Some(commit)) => {
+                    if let Some(aborted) = states.record_marker(h, h.base_offset, commit, now)
+                        && let Err(e) = log.add_aborted_txn(aborted)
+                    {
+                        failed = Some(e.into());
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => failed = Some(e),
             }
         })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         states.offset = end;
         states.expire(now, expiration_ms);
         Ok(states)

@@ -2,6 +2,7 @@
 
 use ferry_broker::BrokerError;
 use ferry_broker::group::GroupError;
+use ferry_broker::txn::TxnError;
 use ferry_log::LogError;
 use kafka_protocol::error::ResponseError as E;
 
@@ -17,6 +18,8 @@ pub fn error_code(e: &BrokerError) -> i16 {
         BrokerError::InvalidTimestamp(_) => E::InvalidTimestamp,
         BrokerError::OutOfOrderSequence => E::OutOfOrderSequenceNumber,
         BrokerError::InvalidProducerEpoch => E::InvalidProducerEpoch,
+        BrokerError::InvalidRecord(_) => E::InvalidRecord,
+        BrokerError::Txn(t) => return txn_error_code(*t, true),
         BrokerError::Group(g) => return group_error_code(*g),
         BrokerError::Log(l) => return log_error_code(l),
         BrokerError::Io(_) => E::KafkaStorageError,
@@ -30,6 +33,22 @@ pub fn log_error_code(e: &LogError) -> i16 {
         LogError::BatchTooLarge { .. } => E::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
         LogError::Unavailable(_) | LogError::Io(_) | LogError::Flush(_) => E::KafkaStorageError,
+    }
+    .code()
+}
+
+/// `fenced_supported`: whether the request version knows PRODUCER_FENCED
+/// (KIP-588); older versions get INVALID_PRODUCER_EPOCH, as from Kafka.
+pub fn txn_error_code(e: TxnError, fenced_supported: bool) -> i16 {
+    match e {
+        TxnError::ProducerFenced if fenced_supported => E::ProducerFenced,
+        TxnError::ProducerFenced => E::InvalidProducerEpoch,
+        TxnError::InvalidProducerIdMapping => E::InvalidProducerIdMapping,
+        TxnError::InvalidTxnState => E::InvalidTxnState,
+        TxnError::ConcurrentTransactions => E::ConcurrentTransactions,
+        TxnError::InvalidTransactionTimeout => E::InvalidTransactionTimeout,
+        TxnError::TransactionalIdNotFound => E::TransactionalIdNotFound,
+        TxnError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
     }
     .code()
 }

@@ -258,6 +258,55 @@ fn request(key: ApiKey, v: i16, topic_id: uuid::Uuid, batch: &Bytes) -> RequestK
         ApiKey::ConsumerGroupDescribe => RequestKind::ConsumerGroupDescribe(
             ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(StrBytes::from_static_str("cg0"))]),
         ),
+        ApiKey::AddPartitionsToTxn => {
+            let topics = vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(name("t"))
+                    .with_partitions(vec![0]),
+            ];
+            let txn = TransactionalId(StrBytes::from_static_str("tx"));
+            let r = if v <= 3 {
+                AddPartitionsToTxnRequest::default()
+                    .with_v3_and_below_transactional_id(txn)
+                    .with_v3_and_below_producer_id(ProducerId(0))
+                    .with_v3_and_below_topics(topics)
+            } else {
+                AddPartitionsToTxnRequest::default().with_transactions(vec![
+                    add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                        .with_transactional_id(txn)
+                        .with_verify_only(true)
+                        .with_topics(topics),
+                ])
+            };
+            RequestKind::AddPartitionsToTxn(r)
+        }
+        ApiKey::AddOffsetsToTxn => RequestKind::AddOffsetsToTxn(
+            AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_static_str("tx")))
+                .with_group_id(GroupId(StrBytes::from_static_str("g"))),
+        ),
+        ApiKey::EndTxn => RequestKind::EndTxn(
+            EndTxnRequest::default().with_transactional_id(TransactionalId(StrBytes::from_static_str("tx"))),
+        ),
+        ApiKey::TxnOffsetCommit => RequestKind::TxnOffsetCommit(
+            TxnOffsetCommitRequest::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_static_str("tx")))
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_generation_id(-1)
+                .with_topics(vec![
+                    txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                        .with_name(name("t"))
+                        .with_partitions(vec![
+                            txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                                .with_committed_offset(1),
+                        ]),
+                ]),
+        ),
+        ApiKey::DescribeTransactions => RequestKind::DescribeTransactions(
+            DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![TransactionalId(StrBytes::from_static_str("tx"))]),
+        ),
+        ApiKey::ListTransactions => RequestKind::ListTransactions(ListTransactionsRequest::default()),
         other => panic!("no sample request for {other:?}"),
     }
 }
@@ -409,6 +458,22 @@ fn check(resp: &ResponseKind, key: ApiKey, v: i16) {
             assert_eq!(r.groups[0].error_code, 0, "{key:?} v{v}");
             assert_eq!(r.groups[0].members.len(), 1, "{key:?} v{v}");
         }
+        // No transactional id "tx": every transactional call is refused
+        // with INVALID_PRODUCER_ID_MAPPING (49), description with
+        // TRANSACTIONAL_ID_NOT_FOUND (105).
+        ResponseKind::AddPartitionsToTxn(r) => {
+            let code = if v <= 3 {
+                r.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+            } else {
+                r.results_by_transaction[0].topic_results[0].results_by_partition[0].partition_error_code
+            };
+            assert_eq!(code, 49, "{key:?} v{v}");
+        }
+        ResponseKind::AddOffsetsToTxn(r) => assert_eq!(r.error_code, 49, "{key:?} v{v}"),
+        ResponseKind::EndTxn(r) => assert_eq!(r.error_code, 49, "{key:?} v{v}"),
+        ResponseKind::TxnOffsetCommit(r) => assert_eq!(r.topics[0].partitions[0].error_code, 49, "{key:?} v{v}"),
+        ResponseKind::DescribeTransactions(r) => assert_eq!(r.transaction_states[0].error_code, 105, "{key:?} v{v}"),
+        ResponseKind::ListTransactions(r) => assert_eq!(r.error_code, 0, "{key:?} v{v}"),
         _ => panic!("unexpected response"),
     }
 }

@@ -22,12 +22,14 @@ mod recovery;
 mod retention;
 mod segment;
 mod timestamp;
+mod txn_index;
 
 pub use cleaner::CompactionStats;
 pub use config::{CleanupPolicy, EngineConfig, FlushPolicy, LogConfig, TimestampType};
 pub use error::{LogError, Result};
 pub use log::{AppendInfo, HwListener, Log, ReadSlice};
 pub use manager::LogManager;
+pub use txn_index::AbortedTxn;
 
 /// Largest decompressed records section the engine will inflate
 /// (compaction, timestamp lookups): a bound against decompression bombs.

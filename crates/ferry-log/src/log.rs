@@ -21,6 +21,7 @@ use crate::config::{FlushPolicy, LogConfig, TimestampType};
 use crate::error::{LogError, Result};
 use crate::manager::Env;
 use crate::segment::{Segment, lock, read, read_header, rel, write};
+use crate::txn_index::AbortedTxn;
 
 /// Callback run (on the appending or the flusher thread) when the high
 /// watermark advances. Must be quick and must not call back into the log.
@@ -102,6 +103,8 @@ pub struct Log {
     /// Set after a failed write or fsync: the page cache state is unknown,
     /// so the log refuses writes until reopened (and recovered).
     pub(crate) failed: AtomicBool,
+    /// Aborted transactions, for `read_committed` readers.
+    pub(crate) aborted: crate::txn_index::TxnIndex,
 }
 
 impl Log {
@@ -165,7 +168,9 @@ impl Log {
 
     /// Approximate heap bytes held for this log (segments and loaded indexes).
     pub fn heap_bytes(&self) -> usize {
-        size_of::<Log>() + read(&self.segments).values().map(|s| s.heap_bytes() + 48).sum::<usize>()
+        size_of::<Log>()
+            + read(&self.segments).values().map(|s| s.heap_bytes() + 48).sum::<usize>()
+            + self.aborted.len() * size_of::<AbortedTxn>()
     }
 
     /// Appends one or more concatenated v2 batches. The batches are checked
@@ -423,17 +428,36 @@ impl Log {
     /// always progresses, as Kafka's KIP-74). `Ok(None)` when `offset` is the
     /// high watermark.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Option<ReadSlice>> {
-        let hw = self.high_watermark();
+        self.read_upto(offset, max_bytes, u64::MAX)
+    }
+
+    /// [`Log::read`] that stops before the first batch starting at or past
+    /// `upto` (the last stable offset, for `read_committed` readers).
+    pub fn read_upto(&self, offset: u64, max_bytes: usize, upto: u64) -> Result<Option<ReadSlice>> {
+        let end = self.high_watermark();
         let start = self.log_start_offset();
-        if offset < start || offset > hw {
-            return Err(LogError::OffsetOutOfRange { offset, start, end: hw });
+        if offset < start || offset > end {
+            return Err(LogError::OffsetOutOfRange { offset, start, end });
         }
+        let hw = end.min(upto);
         let cache = &self.env.cache;
         let mut cursor = offset;
         while cursor < hw {
             let Some(seg) = self.segment_for(cursor) else { break };
-            let limit = seg.visible();
+            let mut limit = seg.visible();
             let file = seg.file(cache)?;
+            if hw < end && hw < seg.end() {
+                // Bounded below the high watermark (a last stable offset):
+                // the slice must stop at the batch holding `hw`.
+                let mut p = u64::from(seg.with_indexes(cache, |ix| ix.lookup(rel(seg.base, hw)))?.pos);
+                while let Some(h) = read_header(&file, p, limit)? {
+                    if h.base_offset >= hw {
+                        break;
+                    }
+                    p += h.size as u64;
+                }
+                limit = p;
+            }
             let mut pos = u64::from(seg.with_indexes(cache, |ix| ix.lookup(rel(seg.base, cursor)))?.pos);
             while let Some(h) = read_header(&file, pos, limit)? {
                 if h.base_offset >= hw {
@@ -490,6 +514,18 @@ impl Log {
 }
 
 impl Log {
+    /// Records an aborted transaction (durable on return). Entries must come
+    /// in marker order; one not past the newest is taken as a replay and
+    /// ignored, so recovery may add what it finds again.
+    pub fn add_aborted_txn(&self, txn: AbortedTxn) -> Result<()> {
+        self.aborted.add(txn)
+    }
+
+    /// Aborted transactions that may cover offsets in `from..upto`.
+    pub fn aborted_txns(&self, from: u64, upto: u64) -> Vec<AbortedTxn> {
+        self.aborted.overlapping(from, upto)
+    }
+
     /// Calls `f` with the header of every batch holding offsets at or past
     /// `from`, up to the log end, in order. Reads headers only: how the
     /// broker rebuilds state kept in batch headers (producer ids and

@@ -169,6 +169,44 @@ pub fn build_batch(
     assemble(header, records.len(), &compression::compress(compression, &payload)?)
 }
 
+/// Builds a transaction marker (Kafka's control batch): one record whose key
+/// is (version 0, type: 0 abort, 1 commit) and whose value is an
+/// EndTxnMarker (version 0, coordinator epoch); transactional and control
+/// attribute bits set, base sequence -1.
+pub fn build_control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Result<Vec<u8>, CodecError> {
+    let key = [0, 0, 0, u8::from(commit)];
+    let mut value = [0u8; 6];
+    value[2..].copy_from_slice(&coordinator_epoch.to_be_bytes());
+    let record = NewRecord { key: Some(&key), value: Some(&value), headers: vec![], timestamp };
+    let mut batch = build_batch(&[record], Compression::None, producer_id, producer_epoch, -1)?;
+    batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&CONTROL_ATTRIBUTES.to_be_bytes());
+    let crc = crate::batch::crc32c(&batch[ATTRIBUTES_AT..]);
+    batch[CRC_AT..ATTRIBUTES_AT].copy_from_slice(&crc.to_be_bytes());
+    Ok(batch)
+}
+
+/// Transactional (bit 4) and control (bit 5).
+const CONTROL_ATTRIBUTES: i16 = (1 << 4) | (1 << 5);
+
+/// What a control batch marks: `Some(true)` commit, `Some(false)` abort,
+/// `None` for other control records (e.g. KRaft's).
+pub fn control_marker(batch: &[u8]) -> Result<Option<bool>, CodecError> {
+    let count = i32::from_be_bytes(field(&header(batch)?, COUNT_AT));
+    let payload = records_payload(batch, 1 << 20)?;
+    let records = parse_records(&payload, usize::try_from(count).map_err(|_| corrupt("negative count"))?)?;
+    Ok(match records.first().and_then(|r| r.key) {
+        Some([0, 0, 0, 0, ..]) => Some(false),
+        Some([0, 0, 0, 1, ..]) => Some(true),
+        _ => None,
+    })
+}
+
 /// Finishes a batch: fills in batchLength, recordsCount and the CRC-32C over [21..].
 fn assemble(mut header: [u8; HEADER_LEN], count: usize, payload: &[u8]) -> Result<Vec<u8>, CodecError> {
     let too_big = |_| CodecError::Invalid("batch too large".to_owned());
@@ -304,6 +342,19 @@ mod tests {
     const ALL: [Compression; 5] =
         [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
     const LIMIT: usize = 1 << 20;
+
+    #[test]
+    fn control_batches_are_valid_markers() {
+        for commit in [true, false] {
+            let b = build_control_batch(42, 3, commit, 0, 1_000).unwrap();
+            let h = crate::batch::validate(&b).unwrap();
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!((h.producer_id, h.producer_epoch, h.base_sequence, h.records_count), (42, 3, -1, 1));
+            assert_eq!(control_marker(&b).unwrap(), Some(commit));
+        }
+        let plain = build_batch(&sample(), Compression::None, -1, -1, -1).unwrap();
+        assert_eq!(control_marker(&plain).unwrap(), None);
+    }
 
     fn sample() -> Vec<NewRecord<'static>> {
         let big: &'static [u8] = Box::leak(vec![b'v'; 300].into_boxed_slice());

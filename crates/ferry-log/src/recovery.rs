@@ -18,6 +18,7 @@ use crate::error::Result;
 use crate::log::{FlushState, Log, Writer};
 use crate::manager::Env;
 use crate::segment::{self, Segment};
+use crate::txn_index::TxnIndex;
 
 /// Suffixes of files left behind by an interrupted compaction or write.
 const LEFTOVERS: [&str; 3] = [".cleaned", ".tmp", ".deleted"];
@@ -122,6 +123,7 @@ impl Log {
             recompact_at: AtomicU64::new(0),
             hw_listener: RwLock::new(None),
             failed: AtomicBool::new(false),
+            aborted: TxnIndex::open(dir, log_start, leo)?,
         });
         // Recovery fsynced what it validated; segments before the checkpoint
         // were fsynced before it was written. Record that.

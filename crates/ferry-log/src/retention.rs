@@ -57,6 +57,7 @@ impl Log {
             return Ok(self.log_start_offset());
         }
         self.start.fetch_max(offset, Ordering::AcqRel);
+        self.aborted.prune_before(offset)?;
         let segments = self.segment_list();
         let doomed: Vec<_> =
             segments.windows(2).filter(|w| w[1].base <= offset && !w[0].is_active()).map(|w| w[0].clone()).collect();
@@ -80,6 +81,7 @@ impl Log {
                 self.start.fetch_max(first, Ordering::AcqRel);
             }
         }
+        self.aborted.prune_before(self.log_start_offset())?;
         for seg in &doomed {
             // In-flight readers keep the unlinked file open until they finish.
             let _ = seg.retire(&self.env.cache);
@@ -165,6 +167,7 @@ impl Log {
         if keep.is_empty() {
             self.start.store(end, Ordering::Release);
         }
+        self.aborted.truncate(end)?;
         std::fs::File::open(&self.dir)?.sync_all()?;
         fs.durable_pos = (target.base, pos);
         fs.checkpoint = None;

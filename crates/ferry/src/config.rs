@@ -44,6 +44,10 @@ pub struct KafkaSection {
     pub group_consumer_heartbeat_interval_ms: Option<u64>,
     /// `group.consumer.session.timeout.ms` (KIP-848 groups).
     pub group_consumer_session_timeout_ms: Option<u64>,
+    /// `transaction.max.timeout.ms`.
+    pub transaction_max_timeout_ms: Option<i32>,
+    /// `transactional.id.expiration.ms`.
+    pub transactional_id_expiration_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +138,16 @@ impl Settings {
                         g.consumer_session_timeout = Duration::from_millis(ms);
                     }
                     g
+                },
+                txns: {
+                    let mut t = ferry_broker::txn::TxnConfig::default();
+                    if let Some(ms) = file.kafka.transaction_max_timeout_ms {
+                        t.max_timeout_ms = ms;
+                    }
+                    if let Some(ms) = file.kafka.transactional_id_expiration_ms {
+                        t.id_expiration_ms = ms;
+                    }
+                    t
                 },
                 engine,
             },

@@ -44,8 +44,12 @@ struct PartitionResult {
     index: i32,
     error: i16,
     high_watermark: i64,
+    last_stable: i64,
     log_start: i64,
     records: Option<ReadSlice>,
+    /// (producer id, first offset) of aborted transactions the records may
+    /// hold, for read_committed readers to drop.
+    aborted: Vec<(i64, i64)>,
 }
 
 struct Fetch {
@@ -157,14 +161,24 @@ impl Fetch {
     /// One partition. The first non-empty partition of a response may
     /// exceed the byte limits (KIP-74) so that consumers always progress.
     fn read_partition(&self, t: &WantTopic, p: &WantPartition, budget: usize, first: bool) -> PartitionResult {
-        let mut r = PartitionResult { index: p.index, error: 0, high_watermark: -1, log_start: -1, records: None };
+        let mut r = PartitionResult {
+            index: p.index,
+            error: 0,
+            high_watermark: -1,
+            last_stable: -1,
+            log_start: -1,
+            records: None,
+            aborted: Vec::new(),
+        };
         let unknown =
             if self.version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
         let Some(part) = t.topic.as_ref().and_then(|topic| topic.partition(p.index)) else {
             r.error = unknown.code();
             return r;
         };
+        let lso = part.last_stable_offset();
         r.high_watermark = part.high_watermark() as i64;
+        r.last_stable = lso as i64;
         r.log_start = part.log_start_offset() as i64;
         let limit = (p.max_bytes.max(0) as usize).min(budget);
         if limit == 0 && !first {
@@ -174,8 +188,19 @@ impl Fetch {
             r.error = ResponseError::OffsetOutOfRange.code();
             return r;
         };
-        match part.read(offset, limit.max(1)) {
-            Ok(slice) => r.records = slice,
+        let read = if self.read_committed {
+            part.read_committed(offset, limit.max(1), lso)
+        } else {
+            part.read(offset, limit.max(1))
+        };
+        match read {
+            Ok(slice) => {
+                if self.read_committed && slice.is_some() {
+                    r.aborted =
+                        part.aborted_txns(offset, lso).iter().map(|a| (a.producer_id, a.first_offset as i64)).collect();
+                }
+                r.records = slice
+            }
             Err(e @ BrokerError::Log(LogError::OffsetOutOfRange { .. })) => r.error = error_code(&e),
             Err(e) => {
                 tracing::warn!(topic = %t.name, partition = p.index, error = %e, "fetch read failed");
@@ -210,14 +235,20 @@ impl Fetch {
                 out.buf.put_i32(r.index);
                 out.buf.put_i16(r.error);
                 out.buf.put_i64(r.high_watermark);
-                out.buf.put_i64(r.high_watermark); // last_stable_offset: no open transactions yet
+                out.buf.put_i64(r.last_stable);
                 if v >= 5 {
                     out.buf.put_i64(r.log_start);
                 }
-                // aborted_transactions: null for read_uncommitted (as Kafka),
-                // empty for read_committed.
+                // aborted_transactions: null for read_uncommitted (as Kafka).
                 if self.read_committed {
-                    out.array_len(0, flexible);
+                    out.array_len(r.aborted.len(), flexible);
+                    for &(producer_id, first_offset) in &r.aborted {
+                        out.buf.put_i64(producer_id);
+                        out.buf.put_i64(first_offset);
+                        if flexible {
+                            out.varint(0);
+                        }
+                    }
                 } else if flexible {
                     out.varint(0);
                 } else {

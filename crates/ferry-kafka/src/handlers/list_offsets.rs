@@ -16,6 +16,7 @@ const LATEST_TIERED: i64 = -5;
 
 pub fn handle(c: &Call, req: ListOffsetsRequest) -> Reply {
     let broker = &c.ctx.broker;
+    let read_committed = c.version >= 2 && req.isolation_level == 1;
     let topics = req
         .topics
         .into_iter()
@@ -30,8 +31,9 @@ pub fn handle(c: &Call, req: ListOffsetsRequest) -> Reply {
                         r.error_code = ResponseError::UnknownTopicOrPartition.code();
                         return r;
                     };
-                    // No transactions yet: the last stable offset is the high watermark.
                     let found = match p.timestamp {
+                        // read_committed consumers start at the last stable offset.
+                        LATEST if read_committed => Ok(Some((part.last_stable_offset(), -1))),
                         LATEST => Ok(Some((part.high_watermark(), -1))),
                         EARLIEST | EARLIEST_LOCAL => Ok(Some((part.log_start_offset(), -1))),
                         LATEST_TIERED => Ok(None),

@@ -11,6 +11,7 @@ mod list_offsets;
 mod metadata;
 mod offsets;
 mod produce;
+mod txn;
 
 use std::sync::Arc;
 
@@ -60,6 +61,12 @@ pub fn supported() -> &'static [(ApiKey, VersionRange)] {
             entry::<OffsetDeleteRequest>(ApiKey::OffsetDelete),
             entry::<ConsumerGroupHeartbeatRequest>(ApiKey::ConsumerGroupHeartbeat),
             entry::<ConsumerGroupDescribeRequest>(ApiKey::ConsumerGroupDescribe),
+            entry::<AddPartitionsToTxnRequest>(ApiKey::AddPartitionsToTxn),
+            entry::<AddOffsetsToTxnRequest>(ApiKey::AddOffsetsToTxn),
+            entry::<EndTxnRequest>(ApiKey::EndTxn),
+            entry::<TxnOffsetCommitRequest>(ApiKey::TxnOffsetCommit),
+            entry::<DescribeTransactionsRequest>(ApiKey::DescribeTransactions),
+            entry::<ListTransactionsRequest>(ApiKey::ListTransactions),
         ]
     })
 }
@@ -104,7 +111,13 @@ pub async fn handle(ctx: &Arc<Ctx>, mut frame: Bytes, peer: &str) -> Reply {
         RequestKind::IncrementalAlterConfigs(r) => blocking(c, r, configs::incremental_alter),
         RequestKind::DescribeCluster(r) => cluster::describe_cluster(&c, r),
         RequestKind::DescribeLogDirs(r) => cluster::describe_log_dirs(&c, r),
-        RequestKind::InitProducerId(r) => init_producer_id::handle(&c, r),
+        RequestKind::InitProducerId(r) => blocking(c, r, init_producer_id::handle),
+        RequestKind::AddPartitionsToTxn(r) => blocking(c, r, txn::add_partitions_to_txn),
+        RequestKind::AddOffsetsToTxn(r) => blocking(c, r, txn::add_offsets_to_txn),
+        RequestKind::EndTxn(r) => blocking(c, r, txn::end_txn),
+        RequestKind::TxnOffsetCommit(r) => blocking(c, r, txn::txn_offset_commit),
+        RequestKind::DescribeTransactions(r) => txn::describe_transactions(&c, r),
+        RequestKind::ListTransactions(r) => txn::list_transactions(&c, r),
         RequestKind::FindCoordinator(r) => groups::find_coordinator(&c, r),
         RequestKind::JoinGroup(r) => groups::join_group(&c, r),
         RequestKind::SyncGroup(r) => groups::sync_group(&c, r),

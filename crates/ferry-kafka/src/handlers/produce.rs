@@ -1,7 +1,9 @@
 //! Produce: batches go to the log as sent (the log validates them); the
 //! response waits for what `acks` asks.
 
-use ferry_broker::{Acks, Appended, BrokerError};
+use ferry_broker::txn::TxnError;
+use ferry_broker::{Acks, Appended, Broker, BrokerError};
+use ferry_log::batch::BatchHeader;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
@@ -39,7 +41,9 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
                 (Ok(_), None) => Outcome::Failed(ResponseError::CorruptMessage.code(), None),
                 (Ok(topic), Some(records)) => match topic.partition(p.index) {
                     None => Outcome::Failed(ResponseError::UnknownTopicOrPartition.code(), None),
-                    Some(partition) => match partition.append(&records, acks) {
+                    Some(partition) => match check_transactional(broker, &topic.name, p.index, &records)
+                        .and_then(|()| partition.append(&records, acks))
+                    {
                         Ok(a) => Outcome::Appended(a),
                         Err(e) => Outcome::Failed(error_code(&e), Some(error_message(&e).to_string())),
                     },
@@ -95,6 +99,21 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
         encode(ApiKey::Produce, version, correlation_id, &ProduceResponse::default().with_responses(responses))
     };
     Reply::Later(Box::pin(finish))
+}
+
+/// A transactional batch needs its producer's transaction open and holding
+/// the partition; Produce knows no PRODUCER_FENCED, so a fenced producer
+/// gets INVALID_PRODUCER_EPOCH as from Kafka.
+fn check_transactional(broker: &Broker, topic: &str, partition: i32, records: &[u8]) -> Result<(), BrokerError> {
+    match BatchHeader::parse(records) {
+        Ok(h) if h.is_transactional() && !h.is_control() => {
+            broker.txns().verify_produce(h.producer_id, h.producer_epoch, topic, partition).map_err(|e| match e {
+                TxnError::ProducerFenced => BrokerError::InvalidProducerEpoch,
+                e => e.into(),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// acks other than 0, 1, -1: INVALID_REQUIRED_ACKS for every partition.

@@ -213,3 +213,54 @@ fn open_file_descriptors_are_bounded_across_many_logs() {
     eprintln!("heap per idle log: {per_log} bytes");
     assert!(per_log < 4096, "{per_log} bytes per idle log");
 }
+
+#[test]
+fn reads_bounded_by_a_stable_offset_stop_at_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let log = open(&m, dir.path(), small_config());
+    for i in 0..200 {
+        log.append(&value_batch(&format!("v{i}"), 1)).unwrap();
+    }
+    // Across segments (4 KiB each), every read stops before offset 150.
+    let mut at = 0;
+    let mut seen = 0;
+    while let Some(slice) = log.read_upto(at, 1 << 20, 150).unwrap() {
+        let bytes = slice.to_vec().unwrap();
+        for (h, _) in ferry_log::batch::split(&bytes).unwrap() {
+            assert!(h.base_offset < 150);
+            at = h.next_offset();
+            seen += 1;
+        }
+    }
+    assert_eq!((seen, at), (150, 150));
+    assert!(log.read_upto(150, 1 << 20, 150).unwrap().is_none());
+    assert!(log.read_upto(199, 1 << 20, 150).unwrap().is_none(), "past the bound, below the high watermark");
+}
+
+#[test]
+fn aborted_transactions_follow_the_log_through_reopen_truncation_and_deletion() {
+    use ferry_log::AbortedTxn;
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let log = open(&m, dir.path(), small_config());
+    for i in 0..100 {
+        log.append(&value_batch(&format!("v{i}"), 1)).unwrap();
+    }
+    let a = AbortedTxn { producer_id: 7, first_offset: 10, last_offset: 20 };
+    let b = AbortedTxn { producer_id: 8, first_offset: 50, last_offset: 90 };
+    log.add_aborted_txn(a).unwrap();
+    log.add_aborted_txn(b).unwrap();
+    assert_eq!(log.aborted_txns(21, 60), vec![b]);
+    assert_eq!(log.aborted_txns(0, 11), vec![a]);
+    drop(log);
+    let log = open(&m, dir.path(), small_config());
+    assert_eq!(log.aborted_txns(0, 100), vec![a, b]);
+    log.truncate_to(80).unwrap();
+    assert_eq!(log.aborted_txns(0, 100), vec![a], "the marker at 90 is gone");
+    log.delete_records_before(30).unwrap();
+    assert_eq!(log.aborted_txns(0, 100), vec![], "wholly below the log start");
+    drop(log);
+    let log = open(&m, dir.path(), small_config());
+    assert!(log.aborted_txns(0, u64::MAX).is_empty());
+}

@@ -6,5 +6,6 @@ mod kafka_clients;
 mod kafka_groups;
 mod kafka_idempotence;
 mod kafka_pipelining;
+mod kafka_txn;
 mod raw;
 mod support;

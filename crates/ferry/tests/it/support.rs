@@ -16,12 +16,19 @@ pub struct Broker {
     child: Option<Child>,
     pub port: u16,
     data: PathBuf,
+    /// More `ferry serve` flags.
+    args: Vec<String>,
 }
 
 impl Broker {
     pub fn start(data: &Path) -> Broker {
+        Broker::start_with(data, &[])
+    }
+
+    pub fn start_with(data: &Path, args: &[&str]) -> Broker {
         let port = free_port();
-        let mut b = Broker { child: None, port, data: data.to_path_buf() };
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let mut b = Broker { child: None, port, data: data.to_path_buf(), args };
         b.spawn();
         b
     }
@@ -41,6 +48,7 @@ impl Broker {
             .arg("--data-dir")
             .arg(&self.data)
             .args(["--kafka-listen", &format!("127.0.0.1:{}", self.port)])
+            .args(&self.args)
             .env("FERRY_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -91,7 +99,7 @@ impl Drop for Broker {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

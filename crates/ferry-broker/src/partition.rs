@@ -49,7 +49,9 @@ impl Partition {
         producer_expiration_ms: u64,
     ) -> Result<Partition> {
         let producers = ProducerStates::recover(log.dir(), &log, producer_expiration_ms)?;
-        let first_unstable = AtomicU64::new(producers.first_unstable_offset().unwrap_or(u64::MAX));
+        let first_unstable = producers.first_unstable_offset().unwrap_or(u64::MAX);
+        log.set_uncleanable_from(first_unstable);
+        let first_unstable = AtomicU64::new(first_unstable);
         let waiters: Arc<Mutex<Vec<Weak<Notify>>>> = Arc::default();
         let w = waiters.clone();
         log.set_hw_listener(Arc::new(move || {
@@ -126,7 +128,7 @@ impl Partition {
             if let Some(aborted) = states.record_marker(&h, info.base_offset, commit, now) {
                 self.log.add_aborted_txn(aborted)?;
             }
-            self.first_unstable.store(states.first_unstable_offset().unwrap_or(u64::MAX), Ordering::Release);
+            self.track_unstable(&states);
             info.base_offset
         };
         let flush = self.settings.read().unwrap_or_else(|p| p.into_inner()).log.flush;
@@ -136,6 +138,14 @@ impl Partition {
         // The LSO may have moved without the high watermark moving.
         self.wake_waiters();
         Ok(offset)
+    }
+
+    /// Publishes where the oldest open transaction begins, for readers
+    /// (the last stable offset) and for the log's cleaner.
+    fn track_unstable(&self, states: &ProducerStates) {
+        let first = states.first_unstable_offset().unwrap_or(u64::MAX);
+        self.first_unstable.store(first, Ordering::Release);
+        self.log.set_uncleanable_from(first);
     }
 
     fn wake_waiters(&self) {
@@ -236,8 +246,7 @@ impl Partition {
                     let info = self.log.append(one)?;
                     states.record(&h, info.base_offset, now);
                     if h.is_transactional() {
-                        let first = states.first_unstable_offset().unwrap_or(u64::MAX);
-                        self.first_unstable.store(first, Ordering::Release);
+                        self.track_unstable(&states);
                     }
                     info
                 }

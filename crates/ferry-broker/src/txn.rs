@@ -611,6 +611,26 @@ mod tests {
     }
 
     #[test]
+    fn idle_transactional_ids_expire_but_open_transactions_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogManager::new(Default::default());
+        let ids = ProducerIds::open(dir.path());
+        let fx = Recorder::default();
+        let config = TxnConfig { id_expiration_ms: 0, ..TxnConfig::default() };
+        let c = TxnCoordinator::open(dir.path(), &logs, config.clone()).unwrap();
+        c.init_producer("idle", 60_000, None, &ids, &fx).unwrap();
+        let (pid, epoch) = c.init_producer("busy", 60_000, None, &ids, &fx).unwrap();
+        c.add_partitions("busy", pid, epoch, &[("a".to_string(), 0)]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        c.tick(&fx);
+        assert!(c.describe("idle").is_none());
+        assert!(c.describe("busy").is_some());
+        drop(c);
+        let c = TxnCoordinator::open(dir.path(), &logs, config).unwrap();
+        assert!(c.describe("idle").is_none(), "the expiry is durable");
+    }
+
+    #[test]
     fn timed_out_and_prepared_transactions_are_finished_by_the_ticker() {
         let dir = tempfile::tempdir().unwrap();
         let logs = LogManager::new(Default::default());

@@ -24,6 +24,7 @@ use crate::index::Indexes;
 use crate::log::Log;
 use crate::records::{parse_records, rebuild_batch, records_payload};
 use crate::segment::{self, Segment, for_each_batch, lock, rel, write};
+use crate::txn_index::AbortedTxn;
 
 /// What one compaction pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -45,18 +46,26 @@ impl Log {
             return Ok(stats);
         }
         let Some(horizon) = lock(&self.flush).checkpoint.map(|c| c.segment) else { return Ok(stats) };
+        let stable = self.uncleanable_from.load(Ordering::Acquire);
+        let eligible: Vec<Arc<Segment>> = self
+            .segment_list()
+            .into_iter()
+            .filter(|s| !s.is_active() && s.base < horizon)
+            .take_while(|s| s.end() <= stable)
+            .collect();
+        let (Some(first), Some(last)) = (eligible.first(), eligible.last()) else {
+            return Ok(stats);
+        };
         // Nothing new became eligible and no kept tombstone expired since
         // the last pass: skip re-reading the segments.
-        if self.compacted_below.load(Ordering::Acquire) == horizon && now_ms < self.recompact_at.load(Ordering::Acquire)
-        {
+        let reach = last.end();
+        if self.compacted_below.load(Ordering::Acquire) == reach && now_ms < self.recompact_at.load(Ordering::Acquire) {
             return Ok(stats);
         }
         let mut next_expiry = u64::MAX;
-        let eligible: Vec<Arc<Segment>> =
-            self.segment_list().into_iter().filter(|s| !s.is_active() && s.base < horizon).collect();
-        if eligible.is_empty() {
-            return Ok(stats);
-        }
+        // Records of aborted transactions never count as a key's latest
+        // value (readers skip them), and the cleaner drops them.
+        let aborted = self.aborted_txns(first.base, last.end());
         let cache = &self.env.cache;
         // Records below the log start (DeleteRecords) are already deleted
         // logically; compaction removes them physically too.
@@ -66,7 +75,7 @@ impl Log {
         let mut latest: HashMap<Vec<u8>, u64> = HashMap::new();
         for seg in &eligible {
             for_each_batch(&*seg.file(cache)?, seg.size(), |_, h, bytes| {
-                if !h.is_control() {
+                if !h.is_control() && !is_aborted(&h, &aborted) {
                     let payload = records_payload(bytes, MAX_DECOMPRESSED)?;
                     for r in parse_records(&payload, h.records_count as usize)? {
                         if let Some(key) = r.key {
@@ -82,7 +91,7 @@ impl Log {
         // to `segment.bytes` of *cleaned* data, so compacted topics do not
         // pile up tiny segments. A lone segment that loses nothing is left
         // alone.
-        let ctx = Ctx { latest: &latest, start, now_ms, config: &config };
+        let ctx = Ctx { latest: &latest, start, now_ms, config: &config, aborted: &aborted };
         let mut pending = eligible.into_iter().peekable();
         while let Some(first) = pending.next() {
             let mut out = Output::create(&self.dir, first.base)?;
@@ -112,7 +121,7 @@ impl Log {
             let size = out.finish(end)?;
             self.swap_in(group, size, end)?;
         }
-        self.compacted_below.store(horizon, Ordering::Release);
+        self.compacted_below.store(reach, Ordering::Release);
         self.recompact_at.store(next_expiry, Ordering::Release);
         Ok(stats)
     }
@@ -150,6 +159,7 @@ struct Ctx<'a> {
     start: u64,
     now_ms: u64,
     config: &'a LogConfig,
+    aborted: &'a [AbortedTxn],
 }
 
 /// The `.cleaned` files of one output segment being written.
@@ -182,6 +192,9 @@ impl Output {
         for_each_batch(&*seg.file(cache)?, seg.size(), |_, h, bytes| {
             let kept = if h.is_control() {
                 Some(bytes.to_vec())
+            } else if is_aborted(&h, ctx.aborted) {
+                self.removed += u64::from(h.records_count);
+                None
             } else {
                 let (batch, n) = compact_batch(&h, bytes, ctx.latest, ctx.start, ctx.now_ms, retention)?;
                 self.removed += n;
@@ -228,6 +241,14 @@ impl Output {
         self.ix.persist(&path(&self.stem, "index.cleaned"), &path(&self.stem, "timeindex.cleaned"), true)?;
         Ok(self.size)
     }
+}
+
+/// Whether a batch belongs to an aborted transaction.
+fn is_aborted(h: &BatchHeader, aborted: &[AbortedTxn]) -> bool {
+    h.is_transactional()
+        && aborted
+            .iter()
+            .any(|a| a.producer_id == h.producer_id && (a.first_offset..=a.last_offset).contains(&h.base_offset))
 }
 
 fn path(stem: &Path, ext: &str) -> PathBuf {

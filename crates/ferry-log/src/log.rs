@@ -94,7 +94,7 @@ pub struct Log {
     /// Wall-clock ms of the first append not yet flushed (0: none).
     pub(crate) dirty_since: AtomicU64,
     pub(crate) flush_queued: AtomicBool,
-    /// Compaction horizon (segment base) of the last completed pass.
+    /// Where the last completed compaction pass stopped (an offset).
     pub(crate) compacted_below: AtomicU64,
     /// Wall-clock ms when a kept tombstone expires, forcing another pass.
     pub(crate) recompact_at: AtomicU64,
@@ -105,6 +105,9 @@ pub struct Log {
     pub(crate) failed: AtomicBool,
     /// Aborted transactions, for `read_committed` readers.
     pub(crate) aborted: crate::txn_index::TxnIndex,
+    /// The cleaner leaves segments reaching this offset alone: an open
+    /// transaction starts here, and its records may yet be aborted.
+    pub(crate) uncleanable_from: AtomicU64,
 }
 
 impl Log {
@@ -519,6 +522,12 @@ impl Log {
     /// ignored, so recovery may add what it finds again.
     pub fn add_aborted_txn(&self, txn: AbortedTxn) -> Result<()> {
         self.aborted.add(txn)
+    }
+
+    /// Keeps compaction below `offset` (the first offset of the oldest
+    /// open transaction; `u64::MAX` when none is open).
+    pub fn set_uncleanable_from(&self, offset: u64) {
+        self.uncleanable_from.store(offset, Ordering::Release);
     }
 
     /// Aborted transactions that may cover offsets in `from..upto`.

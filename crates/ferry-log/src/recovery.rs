@@ -124,6 +124,7 @@ impl Log {
             hw_listener: RwLock::new(None),
             failed: AtomicBool::new(false),
             aborted: TxnIndex::open(dir, log_start, leo)?,
+            uncleanable_from: AtomicU64::new(u64::MAX),
         });
         // Recovery fsynced what it validated; segments before the checkpoint
         // were fsynced before it was written. Record that.

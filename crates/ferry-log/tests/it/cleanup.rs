@@ -335,3 +335,57 @@ fn segment_bases(dir: &std::path::Path) -> Vec<u64> {
     v.sort();
     v
 }
+
+/// A transactional batch (attribute bit 4) of `key`=`value` from `pid`.
+fn txn_batch(pid: i64, seq: i32, key: &str, value: &str) -> Vec<u8> {
+    let rec = ferry_log::records::NewRecord {
+        key: Some(key.as_bytes()),
+        value: Some(value.as_bytes()),
+        headers: vec![],
+        timestamp: ferry_log_now() as i64,
+    };
+    let mut b = ferry_log::records::build_batch(&[rec], Compression::None, pid, 0, seq).unwrap();
+    b[22] |= 1 << 4;
+    let crc = ferry_log::batch::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+#[test]
+fn compaction_drops_aborted_records_and_waits_for_open_transactions() {
+    use ferry_log::AbortedTxn;
+    use ferry_log::records::build_control_batch;
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let config = LogConfig { cleanup_policy: CleanupPolicy::COMPACT, ..small_config() };
+    let log = open(&m, dir.path(), config);
+    let filler = "x".repeat(200);
+    log.append(&batch(&[(Some("k"), Some("committed"))], 1, Compression::None)).unwrap();
+    // An aborted transaction rewrites k: readers skip it, so compaction must
+    // neither let it supersede "committed" nor keep it.
+    let first = log.append(&txn_batch(5, 0, "k", "aborted")).unwrap().base_offset;
+    let marker = log.append(&build_control_batch(5, 0, false, 0, 1).unwrap()).unwrap().base_offset;
+    log.add_aborted_txn(AbortedTxn { producer_id: 5, first_offset: first, last_offset: marker }).unwrap();
+    // An open transaction from pid 6 further on, then enough filler for
+    // several closed segments.
+    let open_at = {
+        for i in 0..20 {
+            log.append(&batch(&[(Some(&format!("f{i}")), Some(&filler))], 1, Compression::None)).unwrap();
+        }
+        log.append(&txn_batch(6, 0, "k", "pending")).unwrap().base_offset
+    };
+    for i in 20..60 {
+        log.append(&batch(&[(Some(&format!("f{i}")), Some(&filler))], 1, Compression::None)).unwrap();
+    }
+    log.set_uncleanable_from(open_at);
+    log.close().unwrap();
+    log.compact(ferry_log_now()).unwrap();
+    let after = read_all(&log);
+    let values: Vec<_> = after.iter().filter(|r| r.1.as_deref() == Some("k")).map(|r| r.2.clone().unwrap()).collect();
+    assert_eq!(values, ["committed", "pending"], "aborted record dropped, open one left for its outcome");
+    assert!(after.iter().any(|r| r.0 == marker), "markers stay");
+    // Segments from the open transaction on were not compacted: f20.. all
+    // remain even though nothing supersedes them anyway; the earlier
+    // filler, unique keys too, remains.
+    assert_eq!(after.iter().filter(|r| r.1.as_deref().is_some_and(|k| k.starts_with('f'))).count(), 60);
+}

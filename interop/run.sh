@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Interop tests: real Kafka clients (confluent-kafka, kafka-python, aiokafka, kcat)
+# Interop tests: real Kafka clients (confluent-kafka, kafka-python, aiokafka, kcat;
+# transactions with the three Python clients)
 # against a freshly started `ferry serve`. Last line: "interop: N passed, M failed".
 set -euo pipefail
 
@@ -82,6 +83,7 @@ run_test confluent_kafka "$venv/bin/python" "$here/confluent_kafka_test.py"
 run_test kafka_python    "$venv/bin/python" "$here/kafka_python_test.py"
 run_test aiokafka        "$venv/bin/python" "$here/aiokafka_test.py"
 run_test kcat            bash "$here/kcat_test.sh"
+run_test transactions    "$venv/bin/python" "$here/transactions_test.py"
 # Five parts, each in its own child process with a 75 s limit (GROUPS_PART_TIMEOUT);
 # about 40 s when healthy, since every group waits out the broker's default
 # 3 s group.initial.rebalance.delay.ms.

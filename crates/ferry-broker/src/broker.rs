@@ -454,11 +454,7 @@ impl TxnEffects for Broker {
 
     fn commit_offsets(&self, group: &str, offsets: Vec<(String, i32, crate::coordinator::Committed)>) -> Result<()> {
         let end = self.groups.store_offsets(group, offsets)?;
-        self.groups
-            .durable(end)
-            .blocking_recv()
-            .map_err(|_| BrokerError::Log(ferry_log::LogError::Unavailable("flusher stopped".into())))??;
-        Ok(())
+        self.groups.wait_durable(end)
     }
 }
 

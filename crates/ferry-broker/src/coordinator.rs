@@ -340,6 +340,12 @@ impl GroupCoordinator {
         Ok(end)
     }
 
+    /// Blocks until offsets below `end` in the internal log are on disk
+    /// (for callers outside the async runtime).
+    pub fn wait_durable(&self, end: u64) -> Result<()> {
+        Ok(self.log.flush_to(end)?)
+    }
+
     /// Resolves once offsets below `end` in the internal log are on disk.
     pub fn durable(&self, end: u64) -> oneshot::Receiver<ferry_log::Result<()>> {
         let (tx, rx) = oneshot::channel();

@@ -128,6 +128,9 @@ pub struct TxnCoordinator {
     config: TxnConfig,
     log: Arc<Log>,
     txns: Mutex<HashMap<String, TxnMeta>>,
+    /// Producer id -> transactional id, for checking produce requests.
+    /// Lock order: `txns`, then `pids`.
+    pids: Mutex<HashMap<i64, String>>,
 }
 
 fn now_ms() -> u64 {
@@ -167,7 +170,8 @@ impl TxnCoordinator {
                 at = h.next_offset();
             }
         }
-        Ok(TxnCoordinator { config, log, txns: Mutex::new(txns) })
+        let pids = txns.iter().map(|(id, m)| (m.producer_id, id.clone())).collect();
+        Ok(TxnCoordinator { config, log, txns: Mutex::new(txns), pids: Mutex::new(pids) })
     }
 
     /// Appends a state record (under the `txns` lock, so the log's order is
@@ -233,6 +237,7 @@ impl TxnCoordinator {
             };
             let end = self.append(id, Some(&meta))?;
             txns.insert(id.to_string(), meta);
+            lock(&self.pids).insert(pid, id.to_string());
             drop(txns);
             self.durable(end)?;
             return Ok((pid, 0));
@@ -256,7 +261,11 @@ impl TxnCoordinator {
             return Err(TxnError::ConcurrentTransactions);
         }
         if m.producer_epoch >= i16::MAX - 1 {
-            m.producer_id = ids.next().map_err(|_| TxnError::CoordinatorNotAvailable)?;
+            let pid = ids.next().map_err(|_| TxnError::CoordinatorNotAvailable)?;
+            let mut pids = lock(&self.pids);
+            pids.remove(&m.producer_id);
+            pids.insert(pid, id.to_string());
+            m.producer_id = pid;
             m.producer_epoch = 0;
         } else {
             m.producer_epoch += 1;
@@ -370,7 +379,7 @@ impl TxnCoordinator {
     /// verification), so no stray batch can hold the last stable offset.
     pub fn verify_produce(&self, pid: i64, epoch: i16, topic: &str, partition: i32) -> TxnResult<()> {
         let txns = lock(&self.txns);
-        let Some(m) = txns.values().find(|m| m.producer_id == pid) else {
+        let Some(m) = lock(&self.pids).get(&pid).and_then(|id| txns.get(id)) else {
             return Err(TxnError::InvalidProducerIdMapping);
         };
         if epoch < m.producer_epoch {
@@ -490,8 +499,10 @@ impl TxnCoordinator {
                 }
             }
             for id in expired {
-                if self.append(&id, None).is_ok() {
-                    txns.remove(&id);
+                if self.append(&id, None).is_ok()
+                    && let Some(m) = txns.remove(&id)
+                {
+                    lock(&self.pids).remove(&m.producer_id);
                 }
             }
             for id in &timed_out {

@@ -11,15 +11,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use ferry_log::compression::Compression;
-use ferry_log::records::{NewRecord, build_batch, parse_records, records_payload};
-use ferry_log::{CleanupPolicy, FlushPolicy, Log, LogConfig, LogManager};
+use ferry_log::{Log, LogManager};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::consumer_group::{ConsumerGroup, Heartbeat, HeartbeatResult};
 use crate::error::{BrokerError, Result};
 use crate::group::{Group, GroupError, GroupState, Join, JoinResult, SyncResult};
+use crate::internal_log;
 
 /// A committed offset.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,50 +112,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl GroupCoordinator {
     /// Opens the internal log and rebuilds groups and offsets from it.
     pub fn open(data_dir: &Path, logs: &LogManager, config: CoordinatorConfig) -> Result<Arc<GroupCoordinator>> {
-        let log_config = LogConfig {
-            cleanup_policy: CleanupPolicy::COMPACT,
-            segment_bytes: 100 << 20,
-            flush: FlushPolicy::Always,
-            ..LogConfig::default()
-        };
-        let log = logs.open(&data_dir.join("internal").join("__consumer_offsets"), log_config)?;
+        let log = internal_log::open(data_dir, logs, "__consumer_offsets")?;
         let mut groups = HashMap::new();
         let mut offsets: HashMap<String, GroupOffsets> = HashMap::new();
-        let mut at = log.log_start_offset();
         let now = now_ms();
-        while at < log.high_watermark() {
-            let bytes = log.read_bytes(at, 1 << 20)?;
-            if bytes.is_empty() {
-                break;
-            }
-            for (h, b) in ferry_log::batch::split(&bytes)? {
-                let payload = records_payload(b, 64 << 20).map_err(ferry_log::LogError::from)?;
-                for r in parse_records(&payload, h.records_count as usize).map_err(ferry_log::LogError::from)? {
-                    let Some(key) = r.key.and_then(|k| serde_json::from_slice::<Key>(k).ok()) else { continue };
-                    match key {
-                        Key::Offset { group, topic, partition } => {
-                            let map = offsets.entry(group).or_default();
-                            match r.value.and_then(|v| serde_json::from_slice::<Committed>(v).ok()) {
-                                Some(c) => map.insert((topic, partition), c),
-                                None => map.remove(&(topic, partition)),
-                            };
-                        }
-                        Key::Group { group } => {
-                            match r.value.and_then(|v| serde_json::from_slice::<GroupRecord>(v).ok()) {
-                                Some(g) => {
-                                    groups
-                                        .insert(group.clone(), Group::new(&group, g.generation, g.protocol_type, now));
-                                }
-                                None => {
-                                    groups.remove(&group);
-                                }
-                            }
-                        }
-                    }
+        internal_log::replay(&log, |key, value| {
+            let Ok(key) = serde_json::from_slice::<Key>(key) else { return };
+            match key {
+                Key::Offset { group, topic, partition } => {
+                    let map = offsets.entry(group).or_default();
+                    match value.and_then(|v| serde_json::from_slice::<Committed>(v).ok()) {
+                        Some(c) => map.insert((topic, partition), c),
+                        None => map.remove(&(topic, partition)),
+                    };
                 }
-                at = h.next_offset();
+                Key::Group { group } => match value.and_then(|v| serde_json::from_slice::<GroupRecord>(v).ok()) {
+                    Some(g) => {
+                        groups.insert(group.clone(), Group::new(&group, g.generation, g.protocol_type, now));
+                    }
+                    None => {
+                        groups.remove(&group);
+                    }
+                },
             }
-        }
+        })?;
         offsets.retain(|_, m| !m.is_empty());
         let coordinator = Arc::new(GroupCoordinator {
             config,
@@ -172,14 +151,9 @@ impl GroupCoordinator {
 
     fn write(&self, records: &[(Key, Option<Vec<u8>>)]) -> Result<u64> {
         let keys: Vec<Vec<u8>> = records.iter().map(|(k, _)| serde_json::to_vec(k).unwrap_or_default()).collect();
-        let ts = now_ms() as i64;
-        let recs: Vec<NewRecord<'_>> = records
-            .iter()
-            .zip(&keys)
-            .map(|((_, v), k)| NewRecord { key: Some(k), value: v.as_deref(), headers: vec![], timestamp: ts })
-            .collect();
-        let batch = build_batch(&recs, Compression::None, -1, -1, -1).map_err(ferry_log::LogError::from)?;
-        Ok(self.log.append(&batch)?.last_offset + 1)
+        let recs: Vec<(&[u8], Option<&[u8]>)> =
+            records.iter().zip(&keys).map(|((_, v), k)| (k.as_slice(), v.as_deref())).collect();
+        internal_log::append(&self.log, &recs)
     }
 
     fn persist_generation(&self, g: &Group) {

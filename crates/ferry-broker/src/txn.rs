@@ -19,13 +19,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use ferry_log::compression::Compression;
-use ferry_log::records::{NewRecord, build_batch, parse_records, records_payload};
-use ferry_log::{CleanupPolicy, FlushPolicy, Log, LogConfig, LogManager};
+use ferry_log::{Log, LogManager};
 use serde::{Deserialize, Serialize};
 
 use crate::coordinator::Committed;
 use crate::error::{BrokerError, Result};
+use crate::internal_log;
 use crate::producer::ProducerIds;
 
 /// Why a transactional request was refused; front-ends map these to codes.
@@ -144,32 +143,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl TxnCoordinator {
     /// Opens the internal log and rebuilds every transactional id's state.
     pub fn open(data_dir: &Path, logs: &LogManager, config: TxnConfig) -> Result<TxnCoordinator> {
-        let log_config = LogConfig {
-            cleanup_policy: CleanupPolicy::COMPACT,
-            segment_bytes: 100 << 20,
-            flush: FlushPolicy::Always,
-            ..LogConfig::default()
-        };
-        let log = logs.open(&data_dir.join("internal").join("__transaction_state"), log_config)?;
+        let log = internal_log::open(data_dir, logs, "__transaction_state")?;
         let mut txns = HashMap::new();
-        let mut at = log.log_start_offset();
-        while at < log.high_watermark() {
-            let bytes = log.read_bytes(at, 1 << 20)?;
-            if bytes.is_empty() {
-                break;
-            }
-            for (h, b) in ferry_log::batch::split(&bytes)? {
-                let payload = records_payload(b, 64 << 20).map_err(ferry_log::LogError::from)?;
-                for r in parse_records(&payload, h.records_count as usize).map_err(ferry_log::LogError::from)? {
-                    let Some(id) = r.key.and_then(|k| std::str::from_utf8(k).ok()) else { continue };
-                    match r.value.and_then(|v| serde_json::from_slice::<TxnMeta>(v).ok()) {
-                        Some(m) => txns.insert(id.to_string(), m),
-                        None => txns.remove(id),
-                    };
-                }
-                at = h.next_offset();
-            }
-        }
+        internal_log::replay(&log, |key, value| {
+            let Ok(id) = std::str::from_utf8(key) else { return };
+            match value.and_then(|v| serde_json::from_slice::<TxnMeta>(v).ok()) {
+                Some(m) => txns.insert(id.to_string(), m),
+                None => txns.remove(id),
+            };
+        })?;
         let pids = txns.iter().map(|(id, m)| (m.producer_id, id.clone())).collect();
         Ok(TxnCoordinator { config, log, txns: Mutex::new(txns), pids: Mutex::new(pids) })
     }
@@ -178,21 +160,10 @@ impl TxnCoordinator {
     /// the order of the changes) and returns the offset to wait for.
     fn append(&self, id: &str, meta: Option<&TxnMeta>) -> TxnResult<u64> {
         let value = meta.and_then(|m| serde_json::to_vec(m).ok());
-        let record = NewRecord {
-            key: Some(id.as_bytes()),
-            value: value.as_deref(),
-            headers: vec![],
-            timestamp: now_ms() as i64,
-        };
-        let batch =
-            build_batch(&[record], Compression::None, -1, -1, -1).map_err(|_| TxnError::CoordinatorNotAvailable)?;
-        match self.log.append(&batch) {
-            Ok(info) => Ok(info.last_offset + 1),
-            Err(e) => {
-                tracing::error!(transactional_id = id, error = %e, "transaction state write failed");
-                Err(TxnError::CoordinatorNotAvailable)
-            }
-        }
+        internal_log::append(&self.log, &[(id.as_bytes(), value.as_deref())]).map_err(|e| {
+            tracing::error!(transactional_id = id, error = %e, "transaction state write failed");
+            TxnError::CoordinatorNotAvailable
+        })
     }
 
     /// Waits (blocking) until the state records below `end` are on disk.

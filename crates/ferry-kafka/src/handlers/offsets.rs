@@ -17,28 +17,41 @@ use super::Call;
 use crate::errors::{group_error_code, log_error_code};
 use crate::response::{Reply, encode};
 
-pub fn offset_commit(c: &Call, req: OffsetCommitRequest) -> Reply {
+/// The offsets of an (Txn)OffsetCommit request, given as (topic, partition,
+/// offset, leader epoch, metadata): those of known partitions to commit,
+/// and UNKNOWN_TOPIC_OR_PARTITION for the rest.
+pub(super) type Commits = (Vec<(String, i32, Committed)>, BTreeMap<(String, i32), i16>);
+
+pub(super) fn to_commit<'a>(
+    broker: &ferry_broker::Broker,
+    partitions: impl Iterator<Item = (&'a str, i32, i64, i32, Option<&'a str>)>,
+) -> Commits {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let mut valid = Vec::new();
+    let mut errors = BTreeMap::new();
+    for (topic, partition, offset, leader_epoch, metadata) in partitions {
+        if broker.topic(topic).and_then(|t| t.partition(partition)).is_none() {
+            errors.insert((topic.to_string(), partition), ResponseError::UnknownTopicOrPartition.code());
+            continue;
+        }
+        let committed = Committed { offset, leader_epoch, metadata: metadata.map(str::to_string), commit_ms: now };
+        valid.push((topic.to_string(), partition, committed));
+    }
+    (valid, errors)
+}
+
+pub fn offset_commit(c: &Call, req: OffsetCommitRequest) -> Reply {
     let broker = &c.ctx.broker;
     // Partitions of unknown topics fail alone; the rest are committed together.
-    let mut valid = Vec::new();
-    let mut errors: BTreeMap<(String, i32), i16> = BTreeMap::new();
-    for t in &req.topics {
-        let topic = broker.topic(&t.name);
-        for p in &t.partitions {
-            if topic.as_ref().and_then(|x| x.partition(p.partition_index)).is_none() {
-                errors.insert((t.name.to_string(), p.partition_index), ResponseError::UnknownTopicOrPartition.code());
-                continue;
-            }
-            let committed = Committed {
-                offset: p.committed_offset,
-                leader_epoch: if c.version >= 6 { p.committed_leader_epoch } else { -1 },
-                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                commit_ms: now,
-            };
-            valid.push((t.name.to_string(), p.partition_index, committed));
-        }
-    }
+    let (valid, errors) = to_commit(
+        broker,
+        req.topics.iter().flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                let epoch = if c.version >= 6 { p.committed_leader_epoch } else { -1 };
+                (t.name.as_str(), p.partition_index, p.committed_offset, epoch, p.committed_metadata.as_deref())
+            })
+        }),
+    );
     let outcome = if valid.is_empty() {
         Ok(None)
     } else {

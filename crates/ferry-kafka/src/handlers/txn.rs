@@ -4,7 +4,6 @@
 //! these handlers translate. They write and fsync state, so they run on
 //! the blocking pool.
 
-use ferry_broker::coordinator::Committed;
 use ferry_broker::txn::{TxnError, TxnState};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
@@ -122,25 +121,15 @@ pub fn add_offsets_to_txn(c: &Call, req: AddOffsetsToTxnRequest) -> Reply {
 
 pub fn txn_offset_commit(c: &Call, req: TxnOffsetCommitRequest) -> Reply {
     let broker = &c.ctx.broker;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let mut valid = Vec::new();
-    let mut unknown = std::collections::HashSet::new();
-    for t in &req.topics {
-        let topic = broker.topic(&t.name);
-        for p in &t.partitions {
-            if topic.as_ref().and_then(|x| x.partition(p.partition_index)).is_none() {
-                unknown.insert((t.name.to_string(), p.partition_index));
-                continue;
-            }
-            let committed = Committed {
-                offset: p.committed_offset,
-                leader_epoch: if c.version >= 2 { p.committed_leader_epoch } else { -1 },
-                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                commit_ms: now,
-            };
-            valid.push((t.name.to_string(), p.partition_index, committed));
-        }
-    }
+    let (valid, unknown) = super::offsets::to_commit(
+        broker,
+        req.topics.iter().flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                let epoch = if c.version >= 2 { p.committed_leader_epoch } else { -1 };
+                (t.name.as_str(), p.partition_index, p.committed_offset, epoch, p.committed_metadata.as_deref())
+            })
+        }),
+    );
     // v3+ carries the consumer's group metadata, checked as OffsetCommit's
     // is (a generation of -1 commits from outside the group).
     let member_check = if c.version >= 3 {
@@ -165,9 +154,7 @@ pub fn txn_offset_commit(c: &Call, req: TxnOffsetCommitRequest) -> Reply {
                 .partitions
                 .iter()
                 .map(|p| {
-                    let own = unknown
-                        .contains(&(t.name.to_string(), p.partition_index))
-                        .then_some(ResponseError::UnknownTopicOrPartition.code());
+                    let own = unknown.get(&(t.name.to_string(), p.partition_index)).copied();
                     TxnOffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index)
                         .with_error_code(own.or(shared).unwrap_or(0))

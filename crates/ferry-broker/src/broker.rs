@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::coordinator::{CoordinatorConfig, GroupCoordinator};
 use crate::error::{BrokerError, Result};
+use crate::metrics::{Metrics, TopicStats};
 use crate::partition::Partition;
 use crate::producer::ProducerIds;
 use crate::topic_config::{self, BrokerDefaults, TopicSettings};
@@ -65,6 +66,8 @@ pub struct Topic {
     overrides: RwLock<BTreeMap<String, String>>,
     settings: Arc<RwLock<TopicSettings>>,
     partitions: RwLock<Vec<Arc<Partition>>>,
+    /// Traffic counters, for metrics.
+    pub stats: TopicStats,
 }
 
 impl Topic {
@@ -109,6 +112,7 @@ pub struct Broker {
     admin: Mutex<()>,
     producer_ids: ProducerIds,
     groups: Arc<GroupCoordinator>,
+    metrics: Metrics,
 }
 
 impl Broker {
@@ -144,6 +148,7 @@ impl Broker {
             dynamic: RwLock::new(BrokerDefaults { dynamic, fixed }),
             admin: Mutex::new(()),
             producer_ids: ProducerIds::open(&producer_ids_dir),
+            metrics: Metrics::default(),
         });
         for entry in fs::read_dir(&topics_dir)? {
             let entry = entry?;
@@ -250,6 +255,7 @@ impl Broker {
                 overrides: RwLock::new(file.configs),
                 settings: Arc::new(RwLock::new(topic_config::resolve(&read(&self.dynamic), configs))),
                 partitions: RwLock::new(Vec::new()),
+                stats: TopicStats::default(),
             }));
         }
         let dir = self.topic_dir(name);
@@ -364,6 +370,26 @@ impl Broker {
             .collect()
     }
 
+    /// Members of a group (classic or KIP-848); 0 for an unknown group.
+    pub fn group_member_count(&self, group: &str) -> usize {
+        self.groups.member_count(group)
+    }
+
+    /// The registry front-ends add their counters to.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Every metric, in Prometheus / OpenMetrics text format.
+    pub fn encode_metrics(self: &Arc<Self>) -> String {
+        crate::metrics::encode(self)
+    }
+
+    /// Latency of the log flushes that reached the disk.
+    pub fn fsync_stats(&self) -> &ferry_log::FsyncStats {
+        self.logs.fsync_stats()
+    }
+
     /// Hands out producer ids (InitProducerId).
     pub fn producer_ids(&self) -> &ProducerIds {
         &self.producer_ids
@@ -418,6 +444,7 @@ impl Broker {
             overrides: RwLock::new(file.configs),
             settings,
             partitions: RwLock::new(partitions),
+            stats: TopicStats::default(),
         }))
     }
 

@@ -1,13 +1,14 @@
 //! `ferry-broker`: the protocol-neutral core. Topics and partitions over
 //! `ferry-log`, topic configs with Kafka's names, acks, and the wakeups that
-//! long-polling readers wait on. Front-ends call into this crate; it knows no
-//! wire protocol.
+//! long-polling readers wait on, and the metrics registry. Front-ends call
+//! into this crate; it knows no wire protocol.
 
 mod broker;
 pub mod consumer_group;
 pub mod coordinator;
 mod error;
 pub mod group;
+pub mod metrics;
 mod partition;
 mod producer;
 pub mod topic_config;

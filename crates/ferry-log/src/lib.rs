@@ -21,6 +21,7 @@ pub mod records;
 mod recovery;
 mod retention;
 mod segment;
+mod stats;
 mod timestamp;
 
 pub use cleaner::CompactionStats;
@@ -28,6 +29,7 @@ pub use config::{CleanupPolicy, EngineConfig, FlushPolicy, LogConfig, TimestampT
 pub use error::{LogError, Result};
 pub use log::{AppendInfo, HwListener, Log, ReadSlice};
 pub use manager::LogManager;
+pub use stats::{FSYNC_BUCKETS, FsyncSnapshot, FsyncStats};
 
 /// Largest decompressed records section the engine will inflate
 /// (compaction, timestamp lookups): a bound against decompression bombs.

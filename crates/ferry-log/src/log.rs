@@ -333,6 +333,7 @@ impl Log {
         };
         let target = target.min(end);
         let sync_active = target > active.base;
+        let started = std::time::Instant::now();
         let result = (|| -> Result<()> {
             for seg in &rolled {
                 seg.sync(&self.env.cache, true)?;
@@ -345,6 +346,9 @@ impl Log {
             }
             Ok(())
         })();
+        if sync_active || dir_dirty || !rolled.is_empty() {
+            self.env.fsync.observe(started.elapsed());
+        }
         if let Err(e) = result {
             // After a failed fsync the kernel may have dropped the dirty
             // pages; nothing written since the last good fsync can be trusted.

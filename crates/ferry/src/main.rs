@@ -46,12 +46,21 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             advertised = %format!("{}:{}", settings.kafka.advertised_host, settings.kafka.advertised_port),
             "kafka listener ready"
         );
+        let http = tokio::net::TcpListener::bind(settings.http_listen)
+            .await
+            .with_context(|| format!("binding the HTTP listener to {}", settings.http_listen))?;
+        tracing::info!(listen = %http.local_addr()?, "http listener ready (admin API, /metrics)");
         let ctx = Arc::new(ferry_kafka::Ctx { broker: broker.clone(), config: settings.kafka });
-        let server = tokio::spawn(ferry_kafka::serve(listener, ctx, stop_rx));
+        let server = tokio::spawn(ferry_kafka::serve(listener, ctx, stop_rx.clone()));
+        let admin = ferry_admin::AdminState::new(broker.clone());
+        let http_server = tokio::spawn(ferry_admin::serve(http, admin.clone(), stop_rx));
+        admin.set_ready(true);
         shutdown_signal().await?;
         tracing::info!("shutting down");
+        admin.set_ready(false);
         let _ = stop_tx.send(true);
         let _ = server.await;
+        let _ = http_server.await;
         // Flush, checkpoint and close every log.
         tokio::task::spawn_blocking(move || broker.shutdown()).await?;
         tracing::info!("stopped");

@@ -40,7 +40,10 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
                 (Ok(topic), Some(records)) => match topic.partition(p.index) {
                     None => Outcome::Failed(ResponseError::UnknownTopicOrPartition.code(), None),
                     Some(partition) => match partition.append(&records, acks) {
-                        Ok(a) => Outcome::Appended(a),
+                        Ok(a) => {
+                            topic.stats.appended(a.info.records, a.info.bytes);
+                            Outcome::Appended(a)
+                        }
                         Err(e) => Outcome::Failed(error_code(&e), Some(error_message(&e).to_string())),
                     },
                 },

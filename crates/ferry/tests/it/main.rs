@@ -1,10 +1,12 @@
 //! End-to-end tests: the real `ferry` binary, driven by real clients.
 
+mod http;
 mod kafka_admin;
 mod kafka_bad_input;
 mod kafka_clients;
 mod kafka_groups;
 mod kafka_idempotence;
 mod kafka_pipelining;
+mod metrics;
 mod raw;
 mod support;

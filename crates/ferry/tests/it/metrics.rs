@@ -1,0 +1,79 @@
+//! /metrics, read with a Prometheus text-format parser: counters move with
+//! the traffic that should move them.
+
+use prometheus_parse::{Scrape, Value};
+
+use crate::support::{Broker, consume_all, create_topic, http, http_json, produce_values};
+
+fn scrape(b: &Broker) -> Scrape {
+    let (status, text) = http(b, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("Prometheus text format")
+}
+
+/// The value of the sample `name` whose labels include `labels` (0 if absent).
+fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match &x.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(h) => h.iter().map(|c| c.count).fold(0.0, f64::max),
+            Value::Summary(_) => panic!("{name} is a summary"),
+        })
+        .sum()
+}
+
+fn kind<'a>(s: &'a Scrape, name: &str) -> &'a Value {
+    &s.samples.iter().find(|x| x.metric == name).unwrap_or_else(|| panic!("no metric {name}")).value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    create_topic(&b, "m", 2, &[]).await;
+    let before = scrape(&b);
+    let produce = [("protocol", "kafka"), ("api", "Produce")];
+    assert!(matches!(kind(&before, "ferry_topic_records_in_total"), Value::Counter(_)));
+    assert!(matches!(kind(&before, "ferry_partition_high_watermark"), Value::Gauge(_)));
+    assert_eq!(value(&before, "ferry_topic_records_in_total", &[("topic", "m")]), 0.0);
+    let fsyncs_before = value(&before, "ferry_log_fsync_duration_seconds", &[]);
+
+    produce_values(&b, "m", 0..50).await;
+    let got = consume_all(&b, "m", 2, 50);
+    assert_eq!(got.len(), 50);
+    // Kafka's error for an existing topic, mapped by the broker.
+    let admin = crate::support::admin(&b);
+    let dup = rdkafka::admin::NewTopic::new("m", 1, rdkafka::admin::TopicReplication::Fixed(1));
+    let r = admin.create_topics(&[dup], &rdkafka::admin::AdminOptions::new()).await.unwrap();
+    assert!(r[0].is_err());
+    // A group with committed offsets at the start: lag is everything.
+    let (status, _) = http_json(&b, "POST", "/v1/groups/lagging/offsets", Some(r#"{"topic": "m", "to": "earliest"}"#));
+    assert_eq!(status, 200);
+
+    let after = scrape(&b);
+    assert!(value(&after, "ferry_requests_total", &produce) > value(&before, "ferry_requests_total", &produce));
+    assert!(value(&after, "ferry_requests_total", &[("api", "Fetch")]) >= 1.0);
+    assert!(value(&after, "ferry_requests_total", &[("api", "Metadata")]) >= 1.0);
+    match kind(&after, "ferry_request_duration_seconds") {
+        Value::Histogram(h) => assert!(!h.is_empty()),
+        other => panic!("request latency is not a histogram: {other:?}"),
+    }
+    assert!(value(&after, "ferry_request_duration_seconds", &produce) >= 1.0, "produce latency observed");
+    assert_eq!(value(&after, "ferry_topic_records_in_total", &[("topic", "m")]), 50.0);
+    assert!(value(&after, "ferry_topic_bytes_in_total", &[("topic", "m")]) > 50.0 * 2.0);
+    assert!(value(&after, "ferry_topic_bytes_out_total", &[("topic", "m")]) > 50.0 * 2.0);
+    assert_eq!(value(&after, "ferry_partition_high_watermark", &[("topic", "m")]), 50.0);
+    assert!(value(&after, "ferry_partition_log_size_bytes", &[("topic", "m")]) > 0.0);
+    assert_eq!(value(&after, "ferry_partition_log_start_offset", &[("topic", "m")]), 0.0);
+    assert_eq!(value(&after, "ferry_group_lag_sum", &[("group", "lagging")]), 50.0);
+    assert_eq!(value(&after, "ferry_group_lag", &[("group", "lagging"), ("topic", "m")]), 50.0);
+    assert_eq!(value(&after, "ferry_group_committed_offset", &[("group", "lagging")]), 0.0);
+    assert!(value(&after, "ferry_connections_accepted_total", &[("protocol", "kafka")]) >= 2.0);
+    assert!(value(&after, "ferry_connections", &[("protocol", "kafka")]) >= 0.0);
+    assert_eq!(value(&after, "ferry_errors_total", &[("code", "36"), ("error", "TOPIC_ALREADY_EXISTS")]), 1.0);
+    assert_eq!(value(&after, "ferry_topics", &[]), 1.0);
+    // Flush policy `always`: acknowledged produces were fsynced.
+    assert!(value(&after, "ferry_log_fsync_duration_seconds", &[]) > fsyncs_before);
+}

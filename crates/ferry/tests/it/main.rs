@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `ferry` binary, driven by real clients.
 
+mod cli;
 mod http;
 mod kafka_admin;
 mod kafka_bad_input;

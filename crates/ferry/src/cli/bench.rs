@@ -17,6 +17,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use ferry_log::batch::{BatchHeader, HEADER_LEN};
+use ferry_log::records::{NewRecord, build_batch};
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::{BrokerId, FetchRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -24,8 +25,8 @@ use serde_json::json;
 
 use super::ClientArgs;
 use super::produce::Codec;
-use crate::client::data::{PRODUCE_VERSION, decode_batches, encode_batch, produce_request, produce_result};
-use crate::client::{Client, Connection, Record};
+use crate::client::data::{PRODUCE_VERSION, decode_batches, produce_request, produce_result};
+use crate::client::{Client, Connection};
 
 #[derive(Debug, Args)]
 pub struct BenchCmd {
@@ -41,6 +42,21 @@ pub enum BenchMode {
     Consume(ConsumeBench),
     /// Produce and consume at once; report produce-to-consume latency.
     E2e(ProduceBench),
+    /// The reference: a plain TCP sender/receiver pair on 127.0.0.1 (no
+    /// broker), pushing the same number of bytes in 1 MiB writes.
+    Loopback(LoopbackBench),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct LoopbackBench {
+    /// Bytes to push (default 1 GiB).
+    #[arg(long, default_value_t = 1 << 30)]
+    pub bytes: u64,
+    /// Best of this many runs.
+    #[arg(long, default_value_t = 3)]
+    pub runs: u32,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -209,6 +225,50 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             let partitions = ensure_topic(&client, &args.topic, args.partitions).await?;
             e2e(&client, &args, &partitions).await?.print(args.json);
         }
+        BenchMode::Loopback(args) => loopback(&args).await?,
+    }
+    Ok(())
+}
+
+/// Loopback TCP throughput: the ceiling any broker on this host shares.
+async fn loopback(args: &LoopbackBench) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut best = f64::MAX;
+    for _ in 0..args.runs.max(1) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let total = args.bytes;
+        let receiver = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await?;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut got = 0u64;
+            while got < total {
+                let n = s.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                got += n as u64;
+            }
+            std::io::Result::Ok(got)
+        });
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        let chunk = payload(1 << 20, 5);
+        let started = Instant::now();
+        let mut sent = 0u64;
+        while sent < total {
+            let n = (total - sent).min(chunk.len() as u64) as usize;
+            s.write_all(&chunk[..n]).await?;
+            sent += n as u64;
+        }
+        let got = receiver.await.context("receiver task")??;
+        anyhow::ensure!(got == total, "receiver got {got} of {total} bytes");
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    let mbps = args.bytes as f64 / best / 1e6;
+    if args.json {
+        println!("{}", json!({ "mode": "loopback", "bytes": args.bytes, "seconds": best, "mb_per_sec": mbps }));
+    } else {
+        println!("loopback: {} bytes in {best:.3} s (best of {}): {mbps:.1} MB/s", args.bytes, args.runs.max(1));
     }
     Ok(())
 }
@@ -358,22 +418,31 @@ async fn producer_task(
                     tokio::time::sleep(due - now).await;
                 }
             }
-            let mut v = value.clone();
-            if let Some(clock) = e2e_clock {
+            // Only e2e values differ (their send time); the others share
+            // one payload, so no per-record copy before encoding.
+            let stamped = e2e_clock.map(|clock| {
+                let mut v = value.clone();
                 stamp(&mut v, clock);
-            }
-            records.push(Record {
-                key: None,
-                value: Some(v),
-                headers: Vec::new(),
-                timestamp: super::produce::now_ms(),
+                v
             });
+            records.push((super::produce::now_ms(), stamped));
         }
         let n = records.len() as u64;
         made += n;
+        let views: Vec<NewRecord<'_>> = records
+            .iter()
+            .map(|(ts, stamped)| NewRecord {
+                key: None,
+                value: Some(stamped.as_deref().unwrap_or(&value)),
+                headers: Vec::new(),
+                timestamp: *ts,
+            })
+            .collect();
         let (partition, leader) = partitions[turn % partitions.len()];
         turn += 1;
-        let batch = Bytes::from(encode_batch(&records, args.compression.into())?);
+        let batch = build_batch(&views, args.compression.into(), -1, -1, -1)
+            .map_err(|e| anyhow::anyhow!("encoding a batch: {e}"))?;
+        let batch = Bytes::from(batch);
         let bytes = batch.len() as u64;
         let req = produce_request(&args.topic, partition, batch, args.acks, 30_000);
         let (Some(conn), Some(&v)) = (conns.get(&leader), versions.get(&leader)) else {
@@ -593,6 +662,9 @@ async fn e2e(client: &Client, args: &ProduceBench, partitions: &[(i32, i32)]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::client::Record;
+    use crate::client::data::encode_batch;
 
     #[test]
     fn record_counting_skips_what_was_read() {

@@ -219,4 +219,13 @@ fn bench_reports_json() {
     let d = ok_json(&b, &["topic", "describe", "bench"]);
     let total: i64 = d["partitions"].as_array().unwrap().iter().map(|p| p["records"].as_i64().unwrap()).sum();
     assert_eq!(total, 3500);
+
+    // The reference the benchmark figures are compared with.
+    let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["bench", "loopback", "--bytes", "10000000", "--runs", "1", "--json"])
+        .output()
+        .expect("run ferry bench loopback");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let l: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(l["mb_per_sec"].as_f64().is_some_and(|m| m > 0.0), "{l}");
 }

@@ -24,6 +24,11 @@ fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// A histogram's family name from its series names.
+fn family_name(metric: &str) -> &str {
+    ["_bucket", "_count", "_sum"].iter().fold(metric, |m, suffix| m.strip_suffix(suffix).unwrap_or(m))
+}
+
 fn kind<'a>(s: &'a Scrape, name: &str) -> &'a Value {
     &s.samples.iter().find(|x| x.metric == name).unwrap_or_else(|| panic!("no metric {name}")).value
 }
@@ -76,4 +81,33 @@ async fn metrics_move_with_traffic() {
     assert_eq!(value(&after, "ferry_topics", &[]), 1.0);
     // Flush policy `always`: acknowledged produces were fsynced.
     assert!(value(&after, "ferry_log_fsync_duration_seconds", &[]) > fsyncs_before);
+
+    // docs/operations.md lists every metric, and the Grafana dashboard
+    // only queries metrics that exist.
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    let operations = std::fs::read_to_string(docs.join("operations.md")).unwrap();
+    let mut names: Vec<&str> = after.samples.iter().map(|x| family_name(&x.metric)).collect();
+    names.sort();
+    names.dedup();
+    for name in &names {
+        assert!(operations.contains(&format!("`{name}`")), "docs/operations.md does not list {name}");
+    }
+    let dashboard = std::fs::read_to_string(docs.join("grafana-dashboard.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("ferry_") {
+                    assert!(
+                        names.contains(&family_name(word)),
+                        "the dashboard queries {word}, which /metrics does not have"
+                    );
+                    queried += 1;
+                }
+            }
+        }
+    }
+    assert!(queried >= 10);
 }

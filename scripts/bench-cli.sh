@@ -2,6 +2,9 @@
 # `ferry bench` against a fresh release broker on 127.0.0.1, with the
 # loopback TCP reference measured in the same run (docs/benchmarks.md).
 # RECORDS (default 500000) records of SIZE (default 1024) bytes per case.
+# RDKAFKA=1 also runs the librdkafka bench (crates/ferry/benches/kafka.rs,
+# same record count, 1 KiB records) right after, and prints ferry bench's
+# produce and consume throughput as a ratio of librdkafka's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferry-target}"
@@ -15,7 +18,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 port="$(free_port)"
 FERRY_LOG=warn "$ferry" serve --data-dir "$work/data" --kafka-listen "127.0.0.1:$port" --http-listen 127.0.0.1:0 &
 broker=$!
-trap 'kill -TERM $broker 2>/dev/null; wait $broker 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill -TERM $broker 2>/dev/null || true; wait $broker 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 100); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
   sleep 0.1
@@ -37,18 +40,36 @@ run "produce p6 acks=all c4" produce --topic p6c4 --partitions 6 --acks -1 --con
 run "consume p6" consume --topic p6a1
 run "e2e p6 acks=1 50k/s" e2e --topic e2e --partitions 6 --acks 1 --rate 50000 --records 250000 --size "$size"
 
-python3 - "$results" "$size" <<'EOF'
-import json, sys
+kafka_json="$work/rdkafka.json"
+if [ "${RDKAFKA:-0}" = "1" ]; then
+  kill -TERM $broker; wait $broker 2>/dev/null || true
+  cargo bench -q --locked -p ferry --bench kafka -- --records "$records" --json >"$kafka_json" 2>/dev/null
+fi
+
+python3 - "$results" "$size" "$kafka_json" <<'EOF'
+import json, os, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 size = int(sys.argv[2])
+MIB = 1024 * 1024
+kafka = {}
+if os.path.exists(sys.argv[3]) and os.path.getsize(sys.argv[3]) > 0:
+    k = json.load(open(sys.argv[3]))
+    kafka = {r["case"]: r["mib_per_s"] for r in k["produce"]}
+    if "consume" in k:
+        kafka["consume p6"] = k["consume"]["mib_per_s"]
 loop = next(r for r in rows if r["mode"] == "loopback")
-ref = loop["mb_per_sec"]
-print(f"loopback TCP reference: {ref:.0f} MB/s; ratio = bench MB/s (batch bytes) / loopback")
-print(f"{'case':<24}{'records':>9}{'secs':>7}{'MB/s':>8}{'rec/s':>10}{'ratio':>7}{'p50 ms':>8}{'p99':>7}{'p999':>7}{'max':>7}")
+ref = loop["mb_per_sec"] * 1e6 / MIB
+print(f"loopback TCP reference: {ref:.0f} MiB/s. MiB/s = records x {size} B value bytes per second")
+print(f"{'case':<24}{'records':>9}{'secs':>7}{'MiB/s':>8}{'rec/s':>10}{'/loop':>7}{'/rdkafka':>9}{'p50 ms':>8}{'p99':>7}{'p999':>7}{'max':>7}")
 for r in rows:
     if r["mode"] == "loopback":
         continue
     l = r["latency_ms"]
-    print(f"{r['case']:<24}{r['records']:>9}{r['seconds']:>7.2f}{r['mb_per_sec']:>8.0f}{r['records_per_sec']:>10.0f}"
-          f"{r['mb_per_sec'] / ref:>7.2f}{l['p50']:>8.2f}{l['p99']:>7.2f}{l['p999']:>7.2f}{l['max']:>7.2f}")
+    mib = r["records"] * size / r["seconds"] / MIB
+    rk = kafka.get(r["case"])
+    rk = f"{mib / rk:>9.2f}" if rk else f"{'-':>9}"
+    print(f"{r['case']:<24}{r['records']:>9}{r['seconds']:>7.2f}{mib:>8.0f}{r['records_per_sec']:>10.0f}"
+          f"{mib / ref:>7.2f}{rk}{l['p50']:>8.2f}{l['p99']:>7.2f}{l['p999']:>7.2f}{l['max']:>7.2f}")
+if kafka:
+    print("librdkafka (same run):", ", ".join(f"{c} {v:.0f} MiB/s" for c, v in kafka.items()))
 EOF

@@ -139,7 +139,12 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             resolve(&client, &args.topic, &parts, start).await?
         }
     };
-    let result = consume_loop(&client, &args, &mut offsets, &mut member).await;
+    // Ctrl-C ends the loop like --count does, so a group member still
+    // commits what it printed and leaves the group.
+    let result = tokio::select! {
+        r = consume_loop(&client, &args, &mut offsets, &mut member) => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
     if let Some(m) = &member {
         // Commit what was printed, then leave so others take over at once.
         let commit: Vec<(String, i32, i64)> = offsets.iter().map(|(p, o)| (args.topic.clone(), *p, *o)).collect();

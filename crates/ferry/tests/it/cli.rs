@@ -229,3 +229,28 @@ fn bench_reports_json() {
     let l: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(l["mb_per_sec"].as_f64().is_some_and(|m| m > 0.0), "{l}");
 }
+
+#[test]
+fn a_following_group_consumer_commits_and_leaves_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    ok(&b, &["topic", "create", "feed", "--partitions", "2"], "");
+    ok(&b, &["produce", "feed", "--key-separator", ":"], "a:1\nb:2\nc:3\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["consume", "feed", "--group", "tail", "--brokers", &b.bootstrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ferry consume");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let got: Vec<String> = (0..3).map(|_| lines.next().expect("a record").expect("read")).collect();
+    assert_eq!(got.len(), 3);
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().expect("ferry exits");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let g = ok_json(&b, &["group", "describe", "tail"]);
+    assert_eq!(g["state"], "Empty", "{g}");
+    assert_eq!(g["lag"], 0, "everything printed was committed: {g}");
+}

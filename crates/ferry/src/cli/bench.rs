@@ -23,8 +23,8 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, ProduceRequest, TopicName
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 
-use super::ClientArgs;
 use super::produce::Codec;
+use super::{ClientArgs, Format};
 use crate::client::data::{PRODUCE_VERSION, decode_batches, produce_request, produce_result};
 use crate::client::{Client, Connection};
 
@@ -95,7 +95,7 @@ pub struct ProduceBench {
     /// Produce requests in flight per connection.
     #[arg(long, default_value_t = 5)]
     pub in_flight: usize,
-    /// Print the summary as JSON.
+    /// Print the summary as JSON (as `--format json`).
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -214,16 +214,16 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             let client = args.conn.connect().await?;
             let partitions = ensure_topic(&client, &args.topic, args.partitions).await?;
             let s = produce(&client, &args, &partitions, None).await?;
-            s.print(args.json);
+            s.print(args.json || args.conn.format == Format::Json);
         }
         BenchMode::Consume(args) => {
             let client = args.conn.connect().await?;
-            consume(&client, &args).await?.print(args.json);
+            consume(&client, &args).await?.print(args.json || args.conn.format == Format::Json);
         }
         BenchMode::E2e(args) => {
             let client = args.conn.connect().await?;
             let partitions = ensure_topic(&client, &args.topic, args.partitions).await?;
-            e2e(&client, &args, &partitions).await?.print(args.json);
+            e2e(&client, &args, &partitions).await?.print(args.json || args.conn.format == Format::Json);
         }
         BenchMode::Loopback(args) => loopback(&args).await?,
     }

@@ -14,6 +14,7 @@ use crate::client::{Client, FetchedRecord, GroupMembership};
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
+    /// Topic to read.
     pub topic: String,
     /// Where to start: earliest, latest, offset:N (or just N), timestamp:MS
     /// (first record at or after MS milliseconds since the epoch). With

@@ -37,6 +37,7 @@ impl From<Codec> for Compression {
 
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
+    /// Topic to write to.
     pub topic: String,
     /// Record values; without any, one record per line of stdin.
     pub values: Vec<String>,

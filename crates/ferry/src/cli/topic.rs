@@ -18,6 +18,7 @@ pub struct TopicCmd {
 pub enum TopicVerb {
     /// Create a topic.
     Create {
+        /// Topic name.
         name: String,
         /// Partitions (default: the broker's num.partitions).
         #[arg(long, short = 'p')]
@@ -32,11 +33,18 @@ pub enum TopicVerb {
     /// List topics.
     List,
     /// Partitions with their offsets, and the topic's config overrides.
-    Describe { name: String },
+    Describe {
+        /// Topic name.
+        name: String,
+    },
     /// Delete a topic and its data.
-    Delete { name: String },
+    Delete {
+        /// Topic name.
+        name: String,
+    },
     /// Set or remove topic config overrides.
     AlterConfig {
+        /// Topic name.
         name: String,
         /// KEY=VALUE to set (repeatable).
         #[arg(long = "set", short = 's')]

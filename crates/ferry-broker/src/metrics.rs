@@ -368,20 +368,21 @@ impl Collector for BrokerCollector {
         )?;
         let mut committed = Vec::new();
         let mut lag = Vec::new();
+        let mut lag_sum = Vec::new();
         for (id, ..) in &groups {
+            let mut sum = 0;
             for l in broker.group_lag(id) {
                 let labels = vec![("group", s(id)), ("topic", s(&l.0)), ("partition", s(&l.1.to_string()))];
                 committed.push((labels.clone(), gauge(l.2)));
                 if l.4 >= 0 {
+                    sum += l.4;
                     lag.push((labels, gauge(l.4)));
                 }
             }
+            lag_sum.push((vec![("group", s(id))], gauge(sum)));
         }
         family(&mut e, "ferry_group_committed_offset", "A group's committed offset of a partition", committed)?;
         family(&mut e, "ferry_group_lag", "High watermark minus the committed offset", lag)?;
-        let lag_sum = groups
-            .iter()
-            .map(|(id, ..)| (vec![("group", s(id))], gauge(broker.group_lag(id).iter().map(|l| l.4.max(0)).sum())));
         family(&mut e, "ferry_group_lag_sum", "A group's lag over all its partitions", lag_sum)?;
 
         let fsync = broker.fsync_stats().snapshot();

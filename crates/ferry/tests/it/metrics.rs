@@ -82,6 +82,17 @@ async fn metrics_move_with_traffic() {
     // Flush policy `always`: acknowledged produces were fsynced.
     assert!(value(&after, "ferry_log_fsync_duration_seconds", &[]) > fsyncs_before);
 
+    // Prometheus text by default; OpenMetrics for scrapers that ask for it.
+    let (status, head, _) = crate::support::http_with(&b, "GET", "/metrics", None, "");
+    assert_eq!(status, 200);
+    assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
+    let accept = "Accept: application/openmetrics-text; version=1.0.0,text/plain;q=0.5\r\n";
+    let (status, head, body) = crate::support::http_with(&b, "GET", "/metrics", None, accept);
+    assert_eq!(status, 200);
+    assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
+    assert!(body.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
+    assert!(body.contains("# TYPE ferry_topic_records_in counter\nferry_topic_records_in_total{topic=\"m\"} 50\n"));
+
     // docs/operations.md lists every metric, and the Grafana dashboard
     // only queries metrics that exist.
     let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");

@@ -195,13 +195,20 @@ pub fn value_of(m: &rdkafka::message::BorrowedMessage<'_>) -> u32 {
 
 /// One HTTP/1.1 request to the broker's admin listener: (status, body).
 pub fn http(b: &Broker, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let (status, _, body) = http_with(b, method, path, body, "");
+    (status, body)
+}
+
+/// `http` with extra header lines (each ending in CRLF); also returns the
+/// response head.
+pub fn http_with(b: &Broker, method: &str, path: &str, body: Option<&str>, headers: &str) -> (u16, String, String) {
     use std::io::{Read, Write};
     let mut s = TcpStream::connect(("127.0.0.1", b.http_port)).expect("connect to the HTTP listener");
     let body = body.unwrap_or("");
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
+         {headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -225,7 +232,7 @@ pub fn http(b: &Broker, method: &str, path: &str, body: Option<&str>) -> (u16, S
     } else {
         rest.to_string()
     };
-    (status, body)
+    (status, head.to_string(), body)
 }
 
 /// `http` for a JSON answer.

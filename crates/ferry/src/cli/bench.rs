@@ -7,7 +7,7 @@
 //! its first record waited `--linger-ms`. Latency is from a record's
 //! creation to its acknowledgement (HDR histogram, µs resolution).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -366,13 +366,15 @@ async fn produce(
     })
 }
 
-/// A request in flight: when its batch was started, how many records.
+/// A request in flight: when its batch was started, how many records, and
+/// the in-flight slot it holds until answered.
 struct Sent {
-    pending: Option<crate::client::conn::InFlight<ProduceRequest>>,
+    pending: crate::client::conn::InFlight<ProduceRequest>,
     created: Instant,
     records: u64,
     bytes: u64,
     partition: i32,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -390,7 +392,21 @@ async fn producer_task(
     let value = payload(args.size.max(if e2e_clock.is_some() { 8 } else { 0 }), partitions.len() as u64 + 7);
     let batch_records = args.batch_records.max(1);
     let linger = Duration::from_millis(args.linger_ms);
-    let mut inflight: VecDeque<Sent> = VecDeque::new();
+    // Answers are awaited by a task of their own, so each latency is taken
+    // when its answer arrives, not when the sender next looks; the
+    // semaphore bounds the requests in flight.
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.in_flight.max(1)));
+    let (to_acker, mut acks) = tokio::sync::mpsc::unbounded_channel::<Sent>();
+    let acker = {
+        let (topic, progress) = (args.topic.clone(), progress.clone());
+        tokio::spawn(async move {
+            let mut hist = histogram();
+            while let Some(s) = acks.recv().await {
+                settle(s, &topic, &mut hist, &progress).await;
+            }
+            hist
+        })
+    };
     let start = Instant::now();
     let mut made = 0u64;
     let mut turn = 0usize;
@@ -455,23 +471,21 @@ async fn producer_task(
             progress.bytes.fetch_add(bytes, Ordering::Relaxed);
             continue;
         }
+        let slot = slots.clone().acquire_owned().await.context("in-flight slots")?;
         let pending = conn.start(&req, v).await?;
-        inflight.push_back(Sent { pending: Some(pending), created, records: n, bytes, partition });
-        while inflight.len() >= args.in_flight.max(1) {
-            if let Some(s) = inflight.pop_front() {
-                settle(s, &args.topic, &mut hist, &progress).await;
-            }
+        let sent = Sent { pending, created, records: n, bytes, partition, _slot: slot };
+        if to_acker.send(sent).is_err() {
+            anyhow::bail!("the acknowledgement task stopped");
         }
     }
-    while let Some(s) = inflight.pop_front() {
-        settle(s, &args.topic, &mut hist, &progress).await;
-    }
+    drop(to_acker);
+    hist.add(acker.await.context("acknowledgement task")?).map_err(|e| anyhow::anyhow!("merging histograms: {e:?}"))?;
     Ok(hist)
 }
 
-async fn settle(mut s: Sent, topic: &str, hist: &mut Histogram<u64>, progress: &Progress) {
-    let Some(p) = s.pending.take() else { return };
-    let result = p.wait().await.map_err(anyhow::Error::from).and_then(|r| Ok(produce_result(&r, topic, s.partition)?));
+async fn settle(s: Sent, topic: &str, hist: &mut Histogram<u64>, progress: &Progress) {
+    let result =
+        s.pending.wait().await.map_err(anyhow::Error::from).and_then(|r| Ok(produce_result(&r, topic, s.partition)?));
     match result {
         Ok(_) => {
             hist.saturating_record_n(s.created.elapsed().as_micros().max(1) as u64, s.records);

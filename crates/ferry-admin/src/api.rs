@@ -137,7 +137,7 @@ fn topic_or_404(b: &Broker, name: &str) -> Result<Arc<Topic>, ApiError> {
     b.topic(name).ok_or_else(|| ApiError::not_found(format!("topic {name} not found")))
 }
 
-fn topic_json(b: &Broker, t: &Topic) -> Value {
+fn topic_json(t: &Topic) -> Value {
     let partitions: Vec<Value> = t
         .partitions()
         .iter()
@@ -150,7 +150,6 @@ fn topic_json(b: &Broker, t: &Topic) -> Value {
             })
         })
         .collect();
-    let _ = b;
     json!({ "name": t.name, "id": t.id.to_string(), "partitions": partitions, "configs": t.overrides() })
 }
 
@@ -192,12 +191,12 @@ async fn create_topic(State(s): State<AdminState>, bytes: Bytes) -> ApiResult {
         .collect::<Result<BTreeMap<_, _>, ApiError>>()?;
     let broker = s.broker.clone();
     let topic = blocking(move || Ok(broker.create_topic(&req.name, req.partitions, &configs, false)?)).await?;
-    Ok((StatusCode::CREATED, Json(topic_json(&s.broker, &topic))).into_response())
+    Ok((StatusCode::CREATED, Json(topic_json(&topic))).into_response())
 }
 
 async fn describe_topic(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult {
     let t = topic_or_404(&s.broker, &name)?;
-    ok(topic_json(&s.broker, &t))
+    ok(topic_json(&t))
 }
 
 async fn delete_topic(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult {

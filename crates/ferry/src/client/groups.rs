@@ -13,8 +13,9 @@ use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest, TopicName,
+    ConsumerGroupDescribeRequest, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId,
+    HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest,
+    SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -145,6 +146,11 @@ impl Client {
         let resp = conn.send(DescribeGroupsRequest::default().with_groups(vec![group_id(group)]), 5).await?;
         let g = resp.groups.first().ok_or_else(|| ClientError::Decode("DescribeGroups: no result".into()))?;
         check(g.error_code, || format!("describing group {group}"))?;
+        if &*g.group_state == "Dead"
+            && let Some(d) = self.describe_consumer_group(&conn, group).await?
+        {
+            return Ok(d);
+        }
         let consumer = g.protocol_type.is_empty() || &*g.protocol_type == "consumer";
         Ok(GroupDescription {
             group: group.to_string(),
@@ -162,6 +168,45 @@ impl Client {
                 })
                 .collect(),
         })
+    }
+
+    /// A KIP-848 group (ConsumerGroupDescribe), which DescribeGroups shows
+    /// as Dead; `None` if the broker has no such group or API.
+    async fn describe_consumer_group(
+        &self,
+        conn: &Connection,
+        group: &str,
+    ) -> Result<Option<GroupDescription>, ClientError> {
+        let req = ConsumerGroupDescribeRequest::default().with_group_ids(vec![group_id(group)]);
+        let resp = match conn.send(req, 0).await {
+            Ok(r) => r,
+            Err(ClientError::Unsupported(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(g) = resp.groups.first().filter(|g| g.error_code == 0 && &*g.group_state != "Dead") else {
+            return Ok(None);
+        };
+        Ok(Some(GroupDescription {
+            group: group.to_string(),
+            state: g.group_state.to_string(),
+            protocol_type: "consumer".into(),
+            protocol: g.assignor_name.to_string(),
+            members: g
+                .members
+                .iter()
+                .map(|m| GroupMember {
+                    member_id: m.member_id.to_string(),
+                    client_id: m.client_id.to_string(),
+                    client_host: m.client_host.to_string(),
+                    assignment: m
+                        .assignment
+                        .topic_partitions
+                        .iter()
+                        .map(|tp| (tp.topic_name.0.to_string(), tp.partitions.clone()))
+                        .collect(),
+                })
+                .collect(),
+        }))
     }
 
     /// Committed offsets of a group: topic -> partition -> offset.

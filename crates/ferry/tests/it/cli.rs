@@ -254,3 +254,31 @@ fn a_following_group_consumer_commits_and_leaves_on_ctrl_c() {
     assert_eq!(g["state"], "Empty", "{g}");
     assert_eq!(g["lag"], 0, "everything printed was committed: {g}");
 }
+
+/// KIP-848 groups (which DescribeGroups calls Dead) are described through
+/// ConsumerGroupDescribe: members with their partitions.
+#[test]
+fn describes_kip_848_groups() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    ok(&b, &["topic", "create", "nextgen", "--partitions", "3"], "");
+    ok(&b, &["produce", "nextgen", "x"], "");
+    let mut c = crate::support::config(&b);
+    c.set("group.id", "g848").set("group.protocol", "consumer").set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer = c.create().expect("consumer");
+    consumer.subscribe(&["nextgen"]).unwrap();
+    let mut got = false;
+    crate::support::eventually("a record", || {
+        got |= matches!(consumer.poll(std::time::Duration::from_millis(100)), Some(Ok(_)));
+        got
+    });
+    crate::support::eventually("the member's assignment", || {
+        let g = ok_json(&b, &["group", "describe", "g848"]);
+        g["members"].as_array().is_some_and(|m| m.len() == 1)
+            && g["members"][0]["assignment"]["nextgen"].as_array().map(Vec::len) == Some(3)
+    });
+    let g = ok_json(&b, &["group", "describe", "g848"]);
+    assert_eq!(g["protocol_type"], "consumer", "{g}");
+    assert_ne!(g["state"], "Dead", "{g}");
+}

@@ -221,7 +221,9 @@ async fn consume_loop(
                 if args.count.is_some_and(|c| printed >= c) {
                     break;
                 }
-                writeln!(out, "{}", render(r, &args.topic, &args.print, args.conn.format))?;
+                if let Err(e) = writeln!(out, "{}", render(r, &args.topic, &args.print, args.conn.format)) {
+                    return reader_gone(e);
+                }
                 printed += 1;
                 last_record = Instant::now();
                 offsets.insert(p, r.offset + 1);
@@ -231,8 +233,17 @@ async fn consume_loop(
                 offsets.insert(p, next);
             }
         }
-        out.flush()?;
+        if let Err(e) = out.flush() {
+            return reader_gone(e);
+        }
     }
+}
+
+/// `ferry consume ... | head -3`: the reader went away, which ends the
+/// consumer normally (what it printed before is committed); other write
+/// errors are errors.
+fn reader_gone(e: std::io::Error) -> anyhow::Result<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e.into()) }
 }
 
 #[cfg(test)]

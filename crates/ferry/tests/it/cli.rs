@@ -282,3 +282,25 @@ fn describes_kip_848_groups() {
     assert_eq!(g["protocol_type"], "consumer", "{g}");
     assert_ne!(g["state"], "Dead", "{g}");
 }
+
+/// `ferry consume T | head -2`: a closed pipe ends the consumer cleanly.
+#[test]
+fn consume_into_a_closed_pipe_ends_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    ok(&b, &["topic", "create", "lots", "--partitions", "1"], "");
+    let lines: String = (0..5000).map(|i| format!("line-{i}-{}\n", "x".repeat(100))).collect();
+    ok(&b, &["produce", "lots"], &lines);
+    let script = format!(
+        "set -o pipefail; '{}' consume lots --group piped --brokers {} | head -2",
+        env!("CARGO_BIN_EXE_ferry"),
+        b.bootstrap()
+    );
+    let out = Command::new("bash").args(["-c", &script]).output().expect("bash");
+    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let g = ok_json(&b, &["group", "describe", "piped"]);
+    assert_eq!(g["state"], "Empty", "the member left: {g}");
+    assert!(g["offsets"][0]["committed"].as_i64().is_some_and(|c| c >= 2), "{g}");
+}

@@ -180,7 +180,7 @@ impl Summary {
         let (p50, p99, p999, max) = (ms(0.5), ms(0.99), ms(0.999), self.latency.max() as f64 / 1000.0);
         let (rps, mbps) = (self.records as f64 / secs, self.bytes as f64 / secs / 1e6);
         if as_json {
-            println!(
+            say!(
                 "{}",
                 json!({
                     "mode": self.mode,
@@ -195,11 +195,16 @@ impl Summary {
                 })
             );
         } else {
-            println!(
+            say!(
                 "{}: {} records, {} errors in {:.2} s: {:.0} records/s, {:.2} MB/s",
-                self.mode, self.records, self.errors, secs, rps, mbps
+                self.mode,
+                self.records,
+                self.errors,
+                secs,
+                rps,
+                mbps
             );
-            println!(
+            say!(
                 "{} latency ms: p50 {p50:.2}, p99 {p99:.2}, p999 {p999:.2}, max {max:.2} ({} samples)",
                 self.latency_name,
                 self.latency.len()
@@ -266,9 +271,9 @@ async fn loopback(args: &LoopbackBench) -> anyhow::Result<()> {
     }
     let mbps = args.bytes as f64 / best / 1e6;
     if args.json {
-        println!("{}", json!({ "mode": "loopback", "bytes": args.bytes, "seconds": best, "mb_per_sec": mbps }));
+        say!("{}", json!({ "mode": "loopback", "bytes": args.bytes, "seconds": best, "mb_per_sec": mbps }));
     } else {
-        println!("loopback: {} bytes in {best:.3} s (best of {}): {mbps:.1} MB/s", args.bytes, args.runs.max(1));
+        say!("loopback: {} bytes in {best:.3} s (best of {}): {mbps:.1} MB/s", args.bytes, args.runs.max(1));
     }
     Ok(())
 }

@@ -77,7 +77,7 @@ pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
                     "lag": offsets.iter().map(|o| o.lag.max(0)).sum::<i64>(),
                 })),
                 Format::Table => {
-                    println!(
+                    say!(
                         "group: {}  state: {}  protocol: {}  members: {}",
                         d.group,
                         d.state,
@@ -85,7 +85,7 @@ pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
                         d.members.len()
                     );
                     if !d.members.is_empty() {
-                        println!();
+                        say!();
                         table(
                             &["MEMBER", "CLIENT", "HOST", "ASSIGNMENT"],
                             d.members
@@ -105,7 +105,7 @@ pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
                                 .collect(),
                         );
                     }
-                    println!();
+                    say!();
                     table(
                         &["TOPIC", "PARTITION", "COMMITTED", "END", "LAG"],
                         offsets
@@ -179,7 +179,7 @@ pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
             client.delete_group(&group).await?;
             match fmt {
                 Format::Json => json(&json!({ "group": group, "deleted": true })),
-                Format::Table => println!("deleted group {group}"),
+                Format::Table => say!("deleted group {group}"),
             }
         }
     }

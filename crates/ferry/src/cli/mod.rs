@@ -2,6 +2,15 @@
 //! `--brokers` (any Kafka-compatible broker). Tables by default, JSON with
 //! `--format json`; errors are one line on stderr and exit code 1.
 
+/// `println!` that ignores a closed stdout (`ferry topic list | head -1`)
+/// instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod bench;
 pub mod consume;
 pub mod group;
@@ -78,10 +87,10 @@ pub async fn cluster(cmd: ClusterCmd) -> anyhow::Result<()> {
             "topics": md.topics.len(),
         })),
         Format::Table => {
-            println!("cluster id: {}", md.cluster_id.as_deref().unwrap_or("-"));
-            println!("controller: {}", md.controller_id);
-            println!("topics:     {}", md.topics.len());
-            println!();
+            say!("cluster id: {}", md.cluster_id.as_deref().unwrap_or("-"));
+            say!("controller: {}", md.controller_id);
+            say!("topics:     {}", md.topics.len());
+            say!();
             output::table(
                 &["BROKER", "HOST", "PORT"],
                 md.brokers.iter().map(|(id, h, p)| vec![id.to_string(), h.clone(), p.to_string()]).collect(),

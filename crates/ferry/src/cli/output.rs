@@ -30,5 +30,5 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) {
 
 /// Prints a JSON value on one line.
 pub fn json(v: &serde_json::Value) {
-    println!("{v}");
+    say!("{v}");
 }

@@ -152,7 +152,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     }
     match args.conn.format {
         Format::Json => json(&json!({ "topic": args.topic, "records": total, "first_offsets": offsets })),
-        Format::Table => println!("produced {total} records to {}", args.topic),
+        Format::Table => say!("produced {total} records to {}", args.topic),
     }
     Ok(())
 }

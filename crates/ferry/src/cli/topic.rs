@@ -64,7 +64,7 @@ pub async fn run(cmd: TopicCmd) -> anyhow::Result<()> {
             client.create_topic(&name, partitions.unwrap_or(-1), replication_factor.unwrap_or(-1), &configs).await?;
             match fmt {
                 Format::Json => json(&json!({ "topic": name, "created": true })),
-                Format::Table => println!("created topic {name}"),
+                Format::Table => say!("created topic {name}"),
             }
         }
         TopicVerb::List => {
@@ -103,8 +103,8 @@ pub async fn run(cmd: TopicCmd) -> anyhow::Result<()> {
                     "configs": overrides.iter().map(|c| (c.name.clone(), json!(c.value))).collect::<serde_json::Map<_, _>>(),
                 })),
                 Format::Table => {
-                    println!("topic: {}  id: {}  partitions: {}", t.name, t.id, rows.len());
-                    println!();
+                    say!("topic: {}  id: {}  partitions: {}", t.name, t.id, rows.len());
+                    say!();
                     table(
                         &["PARTITION", "LEADER", "START", "END", "RECORDS"],
                         rows.iter()
@@ -114,7 +114,7 @@ pub async fn run(cmd: TopicCmd) -> anyhow::Result<()> {
                             .collect(),
                     );
                     if !overrides.is_empty() {
-                        println!();
+                        say!();
                         table(
                             &["CONFIG", "VALUE"],
                             overrides
@@ -130,7 +130,7 @@ pub async fn run(cmd: TopicCmd) -> anyhow::Result<()> {
             client.delete_topic(&name).await?;
             match fmt {
                 Format::Json => json(&json!({ "topic": name, "deleted": true })),
-                Format::Table => println!("deleted topic {name}"),
+                Format::Table => say!("deleted topic {name}"),
             }
         }
         TopicVerb::AlterConfig { name, set, delete } => {
@@ -141,7 +141,7 @@ pub async fn run(cmd: TopicCmd) -> anyhow::Result<()> {
             client.alter_topic_configs(&name, &set, &delete).await?;
             match fmt {
                 Format::Json => json(&json!({ "topic": name, "set": set.len(), "deleted": delete.len() })),
-                Format::Table => println!("altered configs of topic {name}"),
+                Format::Table => say!("altered configs of topic {name}"),
             }
         }
     }

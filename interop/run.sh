@@ -50,7 +50,7 @@ stop_broker() {
 cleanup() { stop_broker || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-"$ferry" serve --data-dir "$work/data" --kafka-listen "$BOOTSTRAP" >"$work/broker.log" 2>&1 &
+"$ferry" serve --data-dir "$work/data" --kafka-listen "$BOOTSTRAP" --http-listen 127.0.0.1:0 >"$work/broker.log" 2>&1 &
 broker_pid=$!
 
 ready=0

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::coordinator::{CoordinatorConfig, GroupCoordinator};
 use crate::error::{BrokerError, Result};
+use crate::metrics::{Metrics, TopicStats};
 use crate::partition::Partition;
 use crate::producer::ProducerIds;
 use crate::topic_config::{self, BrokerDefaults, TopicSettings};
@@ -68,6 +69,8 @@ pub struct Topic {
     overrides: RwLock<BTreeMap<String, String>>,
     settings: Arc<RwLock<TopicSettings>>,
     partitions: RwLock<Vec<Arc<Partition>>>,
+    /// Traffic counters, for metrics.
+    pub stats: TopicStats,
 }
 
 impl Topic {
@@ -113,6 +116,7 @@ pub struct Broker {
     producer_ids: ProducerIds,
     groups: Arc<GroupCoordinator>,
     txns: TxnCoordinator,
+    metrics: Metrics,
 }
 
 impl Broker {
@@ -150,6 +154,7 @@ impl Broker {
             dynamic: RwLock::new(BrokerDefaults { dynamic, fixed }),
             admin: Mutex::new(()),
             producer_ids: ProducerIds::open(&producer_ids_dir),
+            metrics: Metrics::default(),
         });
         for entry in fs::read_dir(&topics_dir)? {
             let entry = entry?;
@@ -260,6 +265,7 @@ impl Broker {
                 overrides: RwLock::new(file.configs),
                 settings: Arc::new(RwLock::new(topic_config::resolve(&read(&self.dynamic), configs))),
                 partitions: RwLock::new(Vec::new()),
+                stats: TopicStats::default(),
             }));
         }
         let dir = self.topic_dir(name);
@@ -379,6 +385,26 @@ impl Broker {
         &self.txns
     }
 
+    /// Members of a group (classic or KIP-848); 0 for an unknown group.
+    pub fn group_member_count(&self, group: &str) -> usize {
+        self.groups.member_count(group)
+    }
+
+    /// The registry front-ends add their counters to.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Every metric, in Prometheus / OpenMetrics text format.
+    pub fn encode_metrics(self: &Arc<Self>) -> String {
+        crate::metrics::encode(self)
+    }
+
+    /// Latency of the log flushes that reached the disk.
+    pub fn fsync_stats(&self) -> &ferry_log::FsyncStats {
+        self.logs.fsync_stats()
+    }
+
     /// Hands out producer ids (InitProducerId).
     pub fn producer_ids(&self) -> &ProducerIds {
         &self.producer_ids
@@ -433,6 +459,7 @@ impl Broker {
             overrides: RwLock::new(file.configs),
             settings,
             partitions: RwLock::new(partitions),
+            stats: TopicStats::default(),
         }))
     }
 

@@ -415,6 +415,14 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Members of a group now (classic or KIP-848).
+    pub fn member_count(&self, group: &str) -> usize {
+        if let Some(n) = lock(&self.consumer_groups).get(group).map(|g| g.members.len()) {
+            return n;
+        }
+        lock(&self.groups).get(group).map_or(0, |g| g.members.len())
+    }
+
     /// Whether a group exists (has state or offsets).
     pub fn exists(&self, group: &str) -> bool {
         if lock(&self.consumer_groups).contains_key(group) {

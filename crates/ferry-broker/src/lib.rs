@@ -1,7 +1,7 @@
 //! `ferry-broker`: the protocol-neutral core. Topics and partitions over
 //! `ferry-log`, topic configs with Kafka's names, acks, and the wakeups that
-//! long-polling readers wait on. Front-ends call into this crate; it knows no
-//! wire protocol.
+//! long-polling readers wait on, and the metrics registry. Front-ends call
+//! into this crate; it knows no wire protocol.
 
 mod broker;
 pub mod consumer_group;
@@ -9,6 +9,7 @@ pub mod coordinator;
 mod error;
 pub mod group;
 mod internal_log;
+pub mod metrics;
 mod partition;
 mod producer;
 pub mod topic_config;

@@ -1,4 +1,7 @@
-//! The one place where broker and log errors become Kafka error codes.
+//! The one place where broker and log errors become Kafka error codes, and
+//! where they are counted for the `ferry_errors_total` metric.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferry_broker::BrokerError;
 use ferry_broker::group::GroupError;
@@ -6,7 +9,57 @@ use ferry_broker::txn::TxnError;
 use ferry_log::LogError;
 use kafka_protocol::error::ResponseError as E;
 
+/// Codes -1 (UNKNOWN_SERVER_ERROR) to 190: every code Kafka defines.
+const CODES: usize = 192;
+
+/// How often each code was returned, process-wide (the front-end's error
+/// paths have no broker handle; one process runs one broker).
+static ERRORS: [AtomicU64; CODES] = [const { AtomicU64::new(0) }; CODES];
+
+fn counted(code: i16) -> i16 {
+    if let Some(c) = usize::try_from(i32::from(code) + 1).ok().and_then(|i| ERRORS.get(i)) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+    code
+}
+
+/// (code, Kafka's name for it, times returned) of every code returned so far.
+pub fn error_counts() -> Vec<(i32, &'static str, u64)> {
+    (0..CODES)
+        .filter_map(|i| {
+            let n = ERRORS[i].load(Ordering::Relaxed);
+            let code = i as i16 - 1;
+            (n > 0).then(|| (i32::from(code), E::try_from_code(code).map_or("UNKNOWN", error_name), n))
+        })
+        .collect()
+}
+
+/// Kafka's spelling (UNKNOWN_TOPIC_OR_PARTITION) of a code's name.
+fn error_name(e: E) -> &'static str {
+    static NAMES: std::sync::OnceLock<std::collections::HashMap<i16, &'static str>> = std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        (-1i16..190)
+            .filter_map(|c| {
+                let e = E::try_from_code(c)?;
+                let mut name = String::new();
+                for (i, ch) in format!("{e:?}").chars().enumerate() {
+                    if ch.is_ascii_uppercase() && i > 0 {
+                        name.push('_');
+                    }
+                    name.push(ch.to_ascii_uppercase());
+                }
+                Some((c, &*Box::leak(name.into_boxed_str())))
+            })
+            .collect()
+    });
+    names.get(&e.code()).copied().unwrap_or("UNKNOWN")
+}
+
 pub fn error_code(e: &BrokerError) -> i16 {
+    counted(broker_error_code(e))
+}
+
+fn broker_error_code(e: &BrokerError) -> i16 {
     match e {
         BrokerError::UnknownTopicOrPartition => E::UnknownTopicOrPartition,
         BrokerError::TopicExists(_) => E::TopicAlreadyExists,
@@ -19,15 +72,19 @@ pub fn error_code(e: &BrokerError) -> i16 {
         BrokerError::OutOfOrderSequence => E::OutOfOrderSequenceNumber,
         BrokerError::InvalidProducerEpoch => E::InvalidProducerEpoch,
         BrokerError::InvalidRecord(_) => E::InvalidRecord,
-        BrokerError::Txn(t) => return txn_error_code(*t, true),
-        BrokerError::Group(g) => return group_error_code(*g),
-        BrokerError::Log(l) => return log_error_code(l),
+        BrokerError::Txn(t) => return txn_code(*t, true),
+        BrokerError::Group(g) => return group_code(*g),
+        BrokerError::Log(l) => return log_code(l),
         BrokerError::Io(_) => E::KafkaStorageError,
     }
     .code()
 }
 
 pub fn log_error_code(e: &LogError) -> i16 {
+    counted(log_code(e))
+}
+
+fn log_code(e: &LogError) -> i16 {
     match e {
         LogError::CorruptBatch(_) | LogError::Codec(_) => E::CorruptMessage,
         LogError::BatchTooLarge { .. } => E::MessageTooLarge,
@@ -40,6 +97,10 @@ pub fn log_error_code(e: &LogError) -> i16 {
 /// `fenced_supported`: whether the request version knows PRODUCER_FENCED
 /// (KIP-588); older versions get INVALID_PRODUCER_EPOCH, as from Kafka.
 pub fn txn_error_code(e: TxnError, fenced_supported: bool) -> i16 {
+    counted(txn_code(e, fenced_supported))
+}
+
+fn txn_code(e: TxnError, fenced_supported: bool) -> i16 {
     match e {
         TxnError::ProducerFenced if fenced_supported => E::ProducerFenced,
         TxnError::ProducerFenced => E::InvalidProducerEpoch,
@@ -54,6 +115,10 @@ pub fn txn_error_code(e: TxnError, fenced_supported: bool) -> i16 {
 }
 
 pub fn group_error_code(e: GroupError) -> i16 {
+    counted(group_code(e))
+}
+
+fn group_code(e: GroupError) -> i16 {
     match e {
         GroupError::UnknownMemberId => E::UnknownMemberId,
         GroupError::IllegalGeneration => E::IllegalGeneration,

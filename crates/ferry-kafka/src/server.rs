@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use ferry_broker::Broker;
+use ferry_broker::metrics::ProtocolMetrics;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -55,14 +56,21 @@ pub struct Ctx {
 
 /// Serves Kafka clients on `listener` until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    let metrics = ctx.broker.metrics().register(ProtocolMetrics::new(
+        "kafka",
+        handlers::api_names(),
+        Some(crate::errors::error_counts),
+    ));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let ctx = ctx.clone();
                     let shutdown = shutdown.clone();
+                    let metrics = metrics.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = connection(stream, peer, ctx, shutdown).await {
+                        let _open = metrics.connection();
+                        if let Err(e) = connection(stream, peer, ctx, shutdown, metrics.clone()).await {
                             tracing::debug!(%peer, error = %e, "kafka connection closed");
                         }
                     });
@@ -82,6 +90,7 @@ async fn connection(
     peer: SocketAddr,
     ctx: Arc<Ctx>,
     mut shutdown: watch::Receiver<bool>,
+    metrics: Arc<ProtocolMetrics>,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let peer_host = format!("/{}", peer.ip());
@@ -107,11 +116,30 @@ async fn connection(
                 return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "truncated request"));
             }
             let frame = buf.split_to(total).split_off(4).freeze();
+            let started = std::time::Instant::now();
+            let api = usize::try_from(i16::from_be_bytes([frame[0], frame[1]])).unwrap_or(usize::MAX);
             let pending = match handlers::handle(&ctx, frame, &peer_host).await {
-                Reply::Ready(r) => Pending::Ready(r),
-                Reply::None => continue,
-                Reply::Later(fut) => Pending::Task(tokio::spawn(fut)),
-                Reply::Inline(fut) => Pending::Ready(fut.await),
+                Reply::Ready(r) => {
+                    metrics.observe(api, started.elapsed());
+                    Pending::Ready(r)
+                }
+                Reply::None => {
+                    metrics.observe(api, started.elapsed());
+                    continue;
+                }
+                Reply::Later(fut) => {
+                    let metrics = metrics.clone();
+                    Pending::Task(tokio::spawn(async move {
+                        let r = fut.await;
+                        metrics.observe(api, started.elapsed());
+                        r
+                    }))
+                }
+                Reply::Inline(fut) => {
+                    let r = fut.await;
+                    metrics.observe(api, started.elapsed());
+                    Pending::Ready(r)
+                }
                 Reply::Close(why) => return Err(std::io::Error::other(format!("{peer}: {why}"))),
             };
             if tx.send(pending).await.is_err() {

@@ -21,6 +21,7 @@ pub mod records;
 mod recovery;
 mod retention;
 mod segment;
+mod stats;
 mod timestamp;
 mod txn_index;
 
@@ -29,6 +30,7 @@ pub use config::{CleanupPolicy, EngineConfig, FlushPolicy, LogConfig, TimestampT
 pub use error::{LogError, Result};
 pub use log::{AppendInfo, HwListener, Log, ReadSlice};
 pub use manager::LogManager;
+pub use stats::{FSYNC_BUCKETS, FsyncSnapshot, FsyncStats};
 pub use txn_index::AbortedTxn;
 
 /// Largest decompressed records section the engine will inflate

@@ -341,6 +341,7 @@ impl Log {
         };
         let target = target.min(end);
         let sync_active = target > active.base;
+        let started = std::time::Instant::now();
         let result = (|| -> Result<()> {
             for seg in &rolled {
                 seg.sync(&self.env.cache, true)?;
@@ -353,6 +354,9 @@ impl Log {
             }
             Ok(())
         })();
+        if sync_active || dir_dirty || !rolled.is_empty() {
+            self.env.fsync.observe(started.elapsed());
+        }
         if let Err(e) = result {
             // After a failed fsync the kernel may have dropped the dirty
             // pages; nothing written since the last good fsync can be trusted.

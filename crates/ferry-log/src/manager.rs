@@ -18,6 +18,7 @@ pub struct Env {
     pub(crate) config: EngineConfig,
     pub(crate) cache: SegmentCache,
     pub(crate) flusher: Flusher,
+    pub(crate) fsync: crate::stats::FsyncStats,
 }
 
 /// Owns the background threads; dropping it (or [`LogManager::shutdown`])
@@ -34,7 +35,12 @@ impl LogManager {
     pub fn new(config: EngineConfig) -> LogManager {
         let registry: Arc<Registry> = Arc::new(Mutex::new(Vec::new()));
         let flusher = Flusher::start(registry.clone(), config.checkpoint_interval);
-        let env = Arc::new(Env { cache: SegmentCache::new(config.max_open_segments), flusher, config });
+        let env = Arc::new(Env {
+            cache: SegmentCache::new(config.max_open_segments),
+            flusher,
+            fsync: Default::default(),
+            config,
+        });
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let cleaner = {
             let (registry, stop, interval) = (registry.clone(), stop.clone(), env.config.cleaner_interval);
@@ -56,6 +62,11 @@ impl LogManager {
     /// Segments currently holding a file descriptor, across all logs.
     pub fn open_segments(&self) -> usize {
         self.env.cache.open_segments()
+    }
+
+    /// Latency of the log flushes that reached the disk, across all logs.
+    pub fn fsync_stats(&self) -> &crate::stats::FsyncStats {
+        &self.env.fsync
     }
 
     /// Flushes and checkpoints every log, then stops the threads.

@@ -176,6 +176,7 @@ impl Broker {
             .args(["serve", "--data-dir"])
             .arg(data)
             .args(["--kafka-listen", &format!("127.0.0.1:{port}")])
+            .args(["--http-listen", "127.0.0.1:0"])
             .env("FERRY_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -19,6 +19,8 @@ pub struct FileConfig {
     pub kafka: KafkaSection,
     #[serde(default)]
     pub storage: StorageSection,
+    #[serde(default)]
+    pub http: HttpSection,
     /// Broker-wide topic config defaults, with Kafka's topic config names
     /// (`"flush.messages" = "9223372036854775807"`).
     #[serde(default)]
@@ -52,6 +54,13 @@ pub struct KafkaSection {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Address of the HTTP admin API and /metrics.
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StorageSection {
     pub max_open_segments: Option<usize>,
     pub checkpoint_interval_ms: Option<u64>,
@@ -73,6 +82,9 @@ pub struct ServeArgs {
     /// HOST:PORT Kafka clients are told to connect to (default: the listener).
     #[arg(long, env = "FERRY_ADVERTISED_KAFKA")]
     pub advertised_kafka: Option<String>,
+    /// HTTP listener: REST admin API, /v1/health and Prometheus /metrics.
+    #[arg(long, env = "FERRY_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
     /// This broker's node id.
     #[arg(long, env = "FERRY_NODE_ID")]
     pub node_id: Option<i32>,
@@ -84,6 +96,7 @@ pub struct Settings {
     pub broker: ferry_broker::BrokerConfig,
     pub kafka_listen: SocketAddr,
     pub kafka: ferry_kafka::KafkaConfig,
+    pub http_listen: SocketAddr,
 }
 
 impl Settings {
@@ -152,6 +165,10 @@ impl Settings {
                 engine,
             },
             kafka_listen,
+            http_listen: args
+                .http_listen
+                .or(file.http.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9644))),
             kafka: ferry_kafka::KafkaConfig {
                 advertised_host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
                 advertised_port: port,
@@ -171,6 +188,7 @@ mod tests {
         let s = Settings::resolve(&ServeArgs::default()).unwrap();
         assert_eq!(s.kafka_listen.to_string(), "127.0.0.1:9092");
         assert_eq!(s.broker.data_dir, PathBuf::from("data"));
+        assert_eq!(s.http_listen.to_string(), "127.0.0.1:9644");
         assert_eq!((s.kafka.advertised_host.as_str(), s.kafka.advertised_port), ("127.0.0.1", 9092));
     }
 
@@ -180,7 +198,7 @@ mod tests {
         let path = dir.path().join("ferry.toml");
         std::fs::write(
             &path,
-            "data_dir = \"/srv/ferry\"\n[kafka]\nlisten = \"127.0.0.1:9000\"\n[topic_defaults]\n\"flush.ms\" = \"100\"\n",
+            "data_dir = \"/srv/ferry\"\n[kafka]\nlisten = \"127.0.0.1:9000\"\n[http]\nlisten = \"127.0.0.1:9700\"\n[topic_defaults]\n\"flush.ms\" = \"100\"\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -192,6 +210,7 @@ mod tests {
         assert_eq!(s.broker.data_dir, PathBuf::from("/srv/ferry"));
         assert_eq!(s.kafka_listen.port(), 9100);
         assert_eq!(s.kafka.advertised_port, 9100);
+        assert_eq!(s.http_listen.port(), 9700);
         assert_eq!(s.broker.topic_defaults.get("flush.ms").map(String::as_str), Some("100"));
         std::fs::write(&path, "bogus = 1\n").unwrap();
         assert!(Settings::resolve(&args).is_err(), "unknown keys are refused");

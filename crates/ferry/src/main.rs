@@ -1,5 +1,9 @@
-//! The `ferry` binary: `ferry serve` runs a broker.
+//! The `ferry` binary: `ferry serve` runs a broker; the other commands
+//! manage and measure one (any Kafka-compatible broker) over the Kafka
+//! protocol.
 
+mod cli;
+mod client;
 mod config;
 
 use std::sync::Arc;
@@ -17,19 +21,57 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a broker (with no arguments: one node, data in ./data, Kafka on 127.0.0.1:9092).
+    /// Run a broker (with no arguments: one node, data in ./data, Kafka on
+    /// 127.0.0.1:9092, HTTP admin API and /metrics on 127.0.0.1:9644).
     Serve(config::ServeArgs),
+    /// Create, list, describe, delete topics and alter their configs.
+    Topic(cli::TopicCmd),
+    /// Write records: the arguments, or one per line of stdin.
+    Produce(cli::ProduceArgs),
+    /// Read records and print them.
+    Consume(cli::ConsumeArgs),
+    /// Consumer groups: list, describe (with lag), reset offsets, delete.
+    Group(cli::GroupCmd),
+    /// Cluster information.
+    Cluster(cli::ClusterCmd),
+    /// Measure throughput and latency: produce, consume, end to end.
+    Bench(cli::bench::BenchCmd),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    let command = Cli::parse().command;
+    let serving = matches!(command, Command::Serve(_));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+                .unwrap_or_else(|_| if serving { "info" } else { "warn" }.into()),
+        )
         .init();
-    match Cli::parse().command {
-        Command::Serve(args) => serve(config::Settings::resolve(&args)?),
+    if let Err(e) = run(command) {
+        // One line: the error and its causes.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
     }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    if let Command::Serve(args) = command {
+        return serve(config::Settings::resolve(&args)?);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match command {
+            Command::Serve(_) => Ok(()),
+            Command::Topic(cmd) => cli::topic::run(cmd).await,
+            Command::Produce(args) => cli::produce::run(args).await,
+            Command::Consume(args) => cli::consume::run(args).await,
+            Command::Group(cmd) => cli::group::run(cmd).await,
+            Command::Cluster(cmd) => cli::cluster(cmd).await,
+            Command::Bench(cmd) => cli::bench::run(cmd).await,
+        }
+    })
 }
 
 fn serve(settings: config::Settings) -> anyhow::Result<()> {
@@ -46,12 +88,21 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             advertised = %format!("{}:{}", settings.kafka.advertised_host, settings.kafka.advertised_port),
             "kafka listener ready"
         );
+        let http = tokio::net::TcpListener::bind(settings.http_listen)
+            .await
+            .with_context(|| format!("binding the HTTP listener to {}", settings.http_listen))?;
+        tracing::info!(listen = %http.local_addr()?, "http listener ready (admin API, /metrics)");
         let ctx = Arc::new(ferry_kafka::Ctx { broker: broker.clone(), config: settings.kafka });
-        let server = tokio::spawn(ferry_kafka::serve(listener, ctx, stop_rx));
+        let server = tokio::spawn(ferry_kafka::serve(listener, ctx, stop_rx.clone()));
+        let admin = ferry_admin::AdminState::new(broker.clone());
+        let http_server = tokio::spawn(ferry_admin::serve(http, admin.clone(), stop_rx));
+        admin.set_ready(true);
         shutdown_signal().await?;
         tracing::info!("shutting down");
+        admin.set_ready(false);
         let _ = stop_tx.send(true);
         let _ = server.await;
+        let _ = http_server.await;
         // Flush, checkpoint and close every log.
         tokio::task::spawn_blocking(move || broker.shutdown()).await?;
         tracing::info!("stopped");

@@ -264,6 +264,7 @@ impl Fetch {
                     out.buf.put_i32(len as i32);
                 }
                 if let Some(slice) = &r.records {
+                    t.topic.iter().for_each(|topic| topic.stats.read(slice.len));
                     out.file(slice.clone());
                 }
                 if flexible {

@@ -71,6 +71,20 @@ pub fn supported() -> &'static [(ApiKey, VersionRange)] {
     })
 }
 
+/// (API key, name) of every API in [`supported`], for metrics labels.
+pub fn api_names() -> &'static [(usize, &'static str)] {
+    static NAMES: std::sync::OnceLock<Vec<(usize, &'static str)>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        supported()
+            .iter()
+            .filter_map(|(k, _)| {
+                let key = usize::try_from(*k as i16).ok()?;
+                Some((key, &*Box::leak(format!("{k:?}").into_boxed_str())))
+            })
+            .collect()
+    })
+}
+
 pub fn supports(key: ApiKey, version: i16) -> bool {
     supported().iter().any(|(k, v)| *k == key && version >= v.min && version <= v.max)
 }

@@ -44,7 +44,10 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
                     Some(partition) => match check_transactional(broker, &topic.name, p.index, &records)
                         .and_then(|()| partition.append(&records, acks))
                     {
-                        Ok(a) => Outcome::Appended(a),
+                        Ok(a) => {
+                            topic.stats.appended(a.info.records, a.info.bytes);
+                            Outcome::Appended(a)
+                        }
                         Err(e) => Outcome::Failed(error_code(&e), Some(error_message(&e).to_string())),
                     },
                 },

@@ -1,5 +1,7 @@
 //! End-to-end tests: the real `ferry` binary, driven by real clients.
 
+mod cli;
+mod http;
 mod kafka_admin;
 mod kafka_bad_input;
 mod kafka_clients;
@@ -7,5 +9,6 @@ mod kafka_groups;
 mod kafka_idempotence;
 mod kafka_pipelining;
 mod kafka_txn;
+mod metrics;
 mod raw;
 mod support;

@@ -15,6 +15,8 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 pub struct Broker {
     child: Option<Child>,
     pub port: u16,
+    /// The HTTP admin API and /metrics.
+    pub http_port: u16,
     data: PathBuf,
     /// More `ferry serve` flags.
     args: Vec<String>,
@@ -28,7 +30,8 @@ impl Broker {
     pub fn start_with(data: &Path, args: &[&str]) -> Broker {
         let port = free_port();
         let args = args.iter().map(|a| a.to_string()).collect();
-        let mut b = Broker { child: None, port, data: data.to_path_buf(), args };
+        let http_port = free_port();
+        let mut b = Broker { child: None, port, http_port, data: data.to_path_buf(), args };
         b.spawn();
         b
     }
@@ -48,6 +51,7 @@ impl Broker {
             .arg("--data-dir")
             .arg(&self.data)
             .args(["--kafka-listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--http-listen", &format!("127.0.0.1:{}", self.http_port)])
             .args(&self.args)
             .env("FERRY_LOG", "warn")
             .stdout(Stdio::null())
@@ -55,7 +59,9 @@ impl Broker {
             .expect("start ferry");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err()
+            || TcpStream::connect(("127.0.0.1", self.http_port)).is_err()
+        {
             assert!(Instant::now() < deadline, "ferry did not start listening");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -193,4 +199,66 @@ pub async fn produce_values(b: &Broker, topic: &str, values: impl IntoIterator<I
 /// The value of a message produced by `produce_values`.
 pub fn value_of(m: &rdkafka::message::BorrowedMessage<'_>) -> u32 {
     std::str::from_utf8(m.payload().unwrap()).unwrap().parse().unwrap()
+}
+
+/// One HTTP/1.1 request to the broker's admin listener: (status, body).
+pub fn http(b: &Broker, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let (status, _, body) = http_with(b, method, path, body, "");
+    (status, body)
+}
+
+/// `http` with extra header lines (each ending in CRLF); also returns the
+/// response head.
+pub fn http_with(b: &Broker, method: &str, path: &str, body: Option<&str>, headers: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", b.http_port)).expect("connect to the HTTP listener");
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n\
+         {headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, rest) = text.split_once("\r\n\r\n").expect("HTTP head");
+    let status: u16 = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("status code");
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut out = String::new();
+        let mut rest = rest;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+            if n == 0 {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+        out
+    } else {
+        rest.to_string()
+    };
+    (status, head.to_string(), body)
+}
+
+/// `http` for a JSON answer.
+pub fn http_json(b: &Broker, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    let (status, text) = http(b, method, path, body);
+    let v = if text.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
+    };
+    (status, v)
+}
+
+/// Polls `f` until it returns true (at most 30 s).
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

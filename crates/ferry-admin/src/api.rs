@@ -1,0 +1,466 @@
+//! Routes: `/metrics`, `/v1/health*`, and the REST admin API on topics,
+//! configs, groups and offsets.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ferry_broker::coordinator::Committed;
+use ferry_broker::topic_config::{self, ConfigSource, TOPIC_CONFIGS};
+use ferry_broker::{Broker, BrokerError, Topic};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::AdminState;
+use crate::error::ApiError;
+
+type ApiResult = Result<Response, ApiError>;
+
+pub fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/v1/health", get(health))
+        .route("/v1/health/live", get(live))
+        .route("/v1/health/ready", get(ready))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/topics", get(list_topics).post(create_topic))
+        .route("/v1/topics/{name}", get(describe_topic).delete(delete_topic))
+        .route("/v1/topics/{name}/configs", get(topic_configs).patch(alter_topic_configs))
+        .route("/v1/groups", get(list_groups))
+        .route("/v1/groups/{id}", get(describe_group).delete(delete_group))
+        .route("/v1/groups/{id}/offsets", post(reset_offsets))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
+}
+
+/// A JSON body, with our error shape for bodies that do not parse.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// Runs broker work that touches files (fsync, directories) off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("admin task failed: {e}")))?
+}
+
+fn ok(v: Value) -> ApiResult {
+    Ok(Json(v).into_response())
+}
+
+/// OpenMetrics when the scraper asks for it (Prometheus does), else the
+/// classic Prometheus text format 0.0.4 (curl, older scrapers and parsers).
+async fn metrics(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    let text = s.broker.encode_metrics();
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("application/openmetrics-text") {
+        ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+    } else {
+        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], to_prometheus_text(&text))
+            .into_response()
+    }
+}
+
+/// OpenMetrics text to Prometheus text 0.0.4: a counter's family is named
+/// after its samples (`x_total`), and `# EOF` / `# UNIT` lines go.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        openmetrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "].iter().find_map(|p| line.strip_prefix(p).map(|rest| (*p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+async fn health(State(s): State<AdminState>) -> Response {
+    let ready = s.ready.load(Ordering::Acquire);
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "live": true, "ready": ready }))).into_response()
+}
+
+async fn live() -> Response {
+    Json(json!({ "live": true })).into_response()
+}
+
+async fn ready(State(s): State<AdminState>) -> Response {
+    let ready = s.ready.load(Ordering::Acquire);
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "ready": ready }))).into_response()
+}
+
+async fn cluster(State(s): State<AdminState>) -> ApiResult {
+    let b = &s.broker;
+    ok(json!({
+        "cluster_id": b.cluster_id(),
+        "node_id": b.node_id(),
+        "topics": b.topics().len(),
+        "groups": b.groups().list().len(),
+    }))
+}
+
+fn topic_or_404(b: &Broker, name: &str) -> Result<Arc<Topic>, ApiError> {
+    b.topic(name).ok_or_else(|| ApiError::not_found(format!("topic {name} not found")))
+}
+
+fn topic_json(t: &Topic) -> Value {
+    let partitions: Vec<Value> = t
+        .partitions()
+        .iter()
+        .map(|p| {
+            json!({
+                "partition": p.index,
+                "log_start_offset": p.log_start_offset(),
+                "high_watermark": p.high_watermark(),
+                "size_bytes": p.size_bytes(),
+            })
+        })
+        .collect();
+    json!({ "name": t.name, "id": t.id.to_string(), "partitions": partitions, "configs": t.overrides() })
+}
+
+async fn list_topics(State(s): State<AdminState>) -> ApiResult {
+    let topics: Vec<Value> = s
+        .broker
+        .topics()
+        .iter()
+        .map(|t| json!({ "name": t.name, "id": t.id.to_string(), "partitions": t.partition_count() }))
+        .collect();
+    ok(json!({ "topics": topics }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTopic {
+    name: String,
+    partitions: Option<i32>,
+    #[serde(default)]
+    configs: BTreeMap<String, Value>,
+}
+
+/// Config values as strings: JSON strings, numbers and booleans are taken.
+fn config_value(name: &str, v: &Value) -> Result<String, ApiError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        _ => Err(ApiError::bad_request(format!("config {name}: value must be a string, number or boolean"))),
+    }
+}
+
+async fn create_topic(State(s): State<AdminState>, bytes: Bytes) -> ApiResult {
+    let req: NewTopic = body(&bytes)?;
+    let configs = req
+        .configs
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), config_value(k, v)?)))
+        .collect::<Result<BTreeMap<_, _>, ApiError>>()?;
+    let broker = s.broker.clone();
+    let topic = blocking(move || Ok(broker.create_topic(&req.name, req.partitions, &configs, false)?)).await?;
+    Ok((StatusCode::CREATED, Json(topic_json(&topic))).into_response())
+}
+
+async fn describe_topic(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult {
+    let t = topic_or_404(&s.broker, &name)?;
+    ok(topic_json(&t))
+}
+
+async fn delete_topic(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult {
+    topic_or_404(&s.broker, &name)?;
+    let broker = s.broker.clone();
+    blocking(move || Ok(broker.delete_topic(&name)?)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn source_name(source: ConfigSource) -> &'static str {
+    match source {
+        ConfigSource::Topic => "topic",
+        ConfigSource::DynamicBroker => "dynamic_broker",
+        ConfigSource::StaticBroker => "static_broker",
+        ConfigSource::Default => "default",
+    }
+}
+
+fn configs_json(b: &Broker, t: &Topic) -> Value {
+    let defaults = b.defaults();
+    let overrides = t.overrides();
+    let configs: Vec<Value> = TOPIC_CONFIGS
+        .iter()
+        .map(|def| {
+            let (value, source) = topic_config::effective(def, &defaults, &overrides);
+            json!({ "name": def.name, "value": value, "source": source_name(source) })
+        })
+        .collect();
+    json!({ "topic": t.name, "configs": configs })
+}
+
+async fn topic_configs(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult {
+    let t = topic_or_404(&s.broker, &name)?;
+    ok(configs_json(&s.broker, &t))
+}
+
+/// `{"retention.ms": "60000", "cleanup.policy": null}`: set the first,
+/// remove the override of the second (as IncrementalAlterConfigs).
+async fn alter_topic_configs(State(s): State<AdminState>, Path(name): Path<String>, bytes: Bytes) -> ApiResult {
+    let changes: BTreeMap<String, Value> = body(&bytes)?;
+    let t = topic_or_404(&s.broker, &name)?;
+    let mut configs = t.overrides();
+    for (k, v) in &changes {
+        if topic_config::find(k).is_none() {
+            return Err(ApiError::bad_request(format!("unknown topic config {k}")));
+        }
+        if v.is_null() {
+            configs.remove(k);
+        } else {
+            configs.insert(k.clone(), config_value(k, v)?);
+        }
+    }
+    let broker = s.broker.clone();
+    blocking(move || Ok(broker.set_topic_configs(&name, configs, false)?)).await?;
+    ok(configs_json(&s.broker, &t))
+}
+
+async fn list_groups(State(s): State<AdminState>) -> ApiResult {
+    let groups: Vec<Value> = s
+        .broker
+        .groups()
+        .list()
+        .into_iter()
+        .map(|(id, protocol_type, state, kind)| {
+            json!({ "group": id, "protocol_type": protocol_type, "state": state, "type": kind })
+        })
+        .collect();
+    ok(json!({ "groups": groups }))
+}
+
+/// Topic partitions of a Kafka consumer-protocol assignment
+/// (ConsumerProtocolAssignment v0-v3: version, [topic, [partition]], ...).
+/// Other protocols' assignments are opaque: `None`.
+fn decode_assignment(bytes: &[u8]) -> Option<BTreeMap<String, Vec<i32>>> {
+    struct Cur<'a>(&'a [u8]);
+    impl Cur<'_> {
+        fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+            let (head, rest) = self.0.split_first_chunk::<N>()?;
+            self.0 = rest;
+            Some(*head)
+        }
+        fn i16(&mut self) -> Option<i16> {
+            self.take().map(i16::from_be_bytes)
+        }
+        fn i32(&mut self) -> Option<i32> {
+            self.take().map(i32::from_be_bytes)
+        }
+    }
+    let mut c = Cur(bytes);
+    let mut out = BTreeMap::new();
+    if bytes.is_empty() {
+        return Some(out);
+    }
+    let version = c.i16()?;
+    if !(0..=3).contains(&version) {
+        return None;
+    }
+    for _ in 0..c.i32()?.max(0) {
+        let len = usize::try_from(c.i16()?).ok()?;
+        let name = c.0.get(..len)?;
+        c.0 = &c.0[len..];
+        let name = std::str::from_utf8(name).ok()?.to_string();
+        let n = c.i32()?.max(0);
+        let mut parts = Vec::new();
+        for _ in 0..n {
+            parts.push(c.i32()?);
+        }
+        out.insert(name, parts);
+    }
+    Some(out)
+}
+
+async fn describe_group(State(s): State<AdminState>, Path(id): Path<String>) -> ApiResult {
+    let b = &s.broker;
+    if !b.groups().exists(&id) {
+        return Err(ApiError::not_found(format!("group {id} not found")));
+    }
+    let mut out = json!({ "group": id, "state": "Empty", "members": [] });
+    if let Some(d) = b.groups().describe(&id) {
+        let members: Vec<Value> = d
+            .members
+            .iter()
+            .map(|m| {
+                json!({
+                    "member_id": m.member_id,
+                    "instance_id": m.instance_id,
+                    "client_id": m.client_id,
+                    "client_host": m.client_host,
+                    "assignment": decode_assignment(&m.assignment),
+                })
+            })
+            .collect();
+        out = json!({
+            "group": id,
+            "state": d.state.name(),
+            "protocol_type": d.protocol_type,
+            "protocol": d.protocol,
+            "generation": d.generation,
+            "members": members,
+        });
+    } else if let Some((state, members)) = b.groups().with_consumer_group(&id, |g| {
+        let members: Vec<Value> = g.members.keys().map(|m| json!({ "member_id": m })).collect();
+        (g.state(), members)
+    }) {
+        out = json!({ "group": id, "state": state, "protocol_type": "consumer", "members": members });
+    }
+    let offsets: Vec<Value> = b
+        .group_lag(&id)
+        .into_iter()
+        .map(|(topic, partition, committed, hw, lag)| {
+            json!({
+                "topic": topic,
+                "partition": partition,
+                "committed_offset": committed,
+                "high_watermark": hw,
+                "lag": if lag >= 0 { json!(lag) } else { Value::Null },
+            })
+        })
+        .collect();
+    out["offsets"] = Value::Array(offsets);
+    ok(out)
+}
+
+async fn delete_group(State(s): State<AdminState>, Path(id): Path<String>) -> ApiResult {
+    let broker = s.broker.clone();
+    blocking(move || Ok(broker.groups().delete_group(&id)?)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Where to move a group's offsets: exactly one of `to`, `offset`,
+/// `timestamp`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetOffsets {
+    topic: String,
+    /// Partitions to reset (default: all of the topic's).
+    partitions: Option<Vec<i32>>,
+    /// "earliest" or "latest".
+    to: Option<String>,
+    offset: Option<i64>,
+    /// Milliseconds since the epoch: the first offset with a timestamp at
+    /// or after it (the high watermark if none).
+    timestamp: Option<i64>,
+}
+
+async fn reset_offsets(State(s): State<AdminState>, Path(id): Path<String>, bytes: Bytes) -> ApiResult {
+    let req: ResetOffsets = body(&bytes)?;
+    let b = s.broker.clone();
+    let topic = b.topic(&req.topic).ok_or_else(|| ApiError::bad_request(format!("topic {} not found", req.topic)))?;
+    if b.group_member_count(&id) > 0 {
+        return Err(ApiError::new(StatusCode::CONFLICT, "the group has active members; stop them first"));
+    }
+    let partitions = match &req.partitions {
+        Some(p) => p.clone(),
+        None => (0..topic.partition_count() as i32).collect(),
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let mut offsets = Vec::with_capacity(partitions.len());
+    for index in partitions {
+        let p = topic
+            .partition(index)
+            .ok_or_else(|| ApiError::bad_request(format!("topic {} has no partition {index}", req.topic)))?;
+        let (start, end) = (p.log_start_offset() as i64, p.high_watermark() as i64);
+        let offset = match (req.to.as_deref(), req.offset, req.timestamp) {
+            (Some("earliest"), None, None) => start,
+            (Some("latest"), None, None) => end,
+            (Some(other), None, None) => {
+                return Err(ApiError::bad_request(format!("\"to\" must be earliest or latest, not {other:?}")));
+            }
+            (None, Some(o), None) if o >= 0 => o.clamp(start, end),
+            (None, None, Some(ts)) => {
+                let found = p.offset_for_timestamp(ts).map_err(ApiError::from)?;
+                found.map_or(end, |(o, _)| o as i64)
+            }
+            _ => return Err(ApiError::bad_request("give exactly one of \"to\", \"offset\" (>= 0) or \"timestamp\"")),
+        };
+        let c = Committed { offset, leader_epoch: -1, metadata: None, commit_ms: now };
+        offsets.push((req.topic.clone(), index, c));
+    }
+    let result: Vec<Value> =
+        offsets.iter().map(|(t, p, c)| json!({ "topic": t, "partition": p, "offset": c.offset })).collect();
+    let end = b.groups().commit(&id, "", -1, offsets).map_err(|e| match e {
+        ferry_broker::group::GroupError::UnknownMemberId => {
+            ApiError::new(StatusCode::CONFLICT, "the group has active members; stop them first")
+        }
+        e => ApiError::from(BrokerError::Group(e)),
+    })?;
+    match b.groups().durable(end).await {
+        Ok(Ok(())) => ok(json!({ "group": id, "offsets": result })),
+        Ok(Err(e)) => Err(BrokerError::from(e).into()),
+        Err(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the broker is shutting down")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decode_assignment, to_prometheus_text};
+
+    #[test]
+    fn openmetrics_becomes_prometheus_text() {
+        let om = "# HELP a_bytes Bytes\n# TYPE a_bytes counter\na_bytes_total{t=\"x\"} 3\n\
+                  # HELP g A gauge\n# TYPE g gauge\ng 1\n# EOF\n";
+        let text = to_prometheus_text(om);
+        assert_eq!(
+            text,
+            "# HELP a_bytes_total Bytes\n# TYPE a_bytes_total counter\na_bytes_total{t=\"x\"} 3\n\
+             # HELP g A gauge\n# TYPE g gauge\ng 1\n"
+        );
+    }
+
+    #[test]
+    fn consumer_assignments_decode() {
+        let mut b = Vec::new();
+        b.extend_from_slice(&0i16.to_be_bytes());
+        b.extend_from_slice(&1i32.to_be_bytes());
+        b.extend_from_slice(&2i16.to_be_bytes());
+        b.extend_from_slice(b"ab");
+        b.extend_from_slice(&2i32.to_be_bytes());
+        b.extend_from_slice(&0i32.to_be_bytes());
+        b.extend_from_slice(&3i32.to_be_bytes());
+        b.extend_from_slice(&(-1i32).to_be_bytes()); // user data: null
+        let a = decode_assignment(&b).expect("decodes");
+        assert_eq!(a.get("ab"), Some(&vec![0, 3]));
+        assert_eq!(decode_assignment(&b[..7]), None, "truncated");
+        assert_eq!(decode_assignment(&[0, 9]), None, "unknown version");
+    }
+}

@@ -1,0 +1,63 @@
+//! `ferry-admin`: the broker's HTTP side. Prometheus `/metrics`, health
+//! checks and a JSON REST admin API over `ferry-broker` (docs/operations.md
+//! lists every endpoint).
+//!
+//! Errors are JSON `{"error": "...", "code": <HTTP status>}` for every
+//! failure, including bodies, queries and routes the router itself refuses.
+
+mod api;
+mod error;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use ferry_broker::Broker;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use error::ApiError;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    pub broker: Arc<Broker>,
+    /// Whether the broker takes client traffic (listeners bound, not
+    /// shutting down): `/v1/health/ready`.
+    pub ready: Arc<AtomicBool>,
+}
+
+impl AdminState {
+    pub fn new(broker: Arc<Broker>) -> AdminState {
+        AdminState { broker, ready: Arc::new(AtomicBool::new(false)) }
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+}
+
+/// The HTTP routes.
+pub fn router(state: AdminState) -> Router {
+    api::routes().with_state(state)
+}
+
+/// Serves HTTP on `listener` until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::debug!(?addr, "http listener serving");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            while !*shutdown.borrow() {
+                if shutdown.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await
+}

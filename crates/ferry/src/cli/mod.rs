@@ -1,0 +1,112 @@
+//! The operator CLI: `ferry <noun> <verb>`, speaking the Kafka protocol to
+//! `--brokers` (any Kafka-compatible broker). Tables by default, JSON with
+//! `--format json`; errors are one line on stderr and exit code 1.
+
+/// `println!` that ignores a closed stdout (`ferry topic list | head -1`)
+/// instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+pub mod bench;
+pub mod consume;
+pub mod group;
+mod output;
+pub mod produce;
+pub mod topic;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::client::Client;
+
+pub use consume::ConsumeArgs;
+pub use group::GroupCmd;
+pub use produce::ProduceArgs;
+pub use topic::TopicCmd;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// JSON for scripts (consume: one object per line).
+    Json,
+}
+
+/// How to reach the cluster and how to print.
+#[derive(Clone, Debug, Args)]
+pub struct ClientArgs {
+    /// Kafka bootstrap brokers, comma-separated HOST:PORT.
+    #[arg(long, global = true, env = "FERRY_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Time limit for connecting and for each request, in milliseconds.
+    #[arg(long, global = true, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+}
+
+impl ClientArgs {
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        Client::connect(&self.brokers, Duration::from_millis(self.timeout_ms.max(1)))
+            .await
+            .with_context(|| format!("brokers {}", self.brokers))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterVerb {
+    /// Cluster id, controller and brokers.
+    Info,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterCmd {
+    #[command(subcommand)]
+    pub verb: ClusterVerb,
+    #[command(flatten)]
+    pub conn: ClientArgs,
+}
+
+pub async fn cluster(cmd: ClusterCmd) -> anyhow::Result<()> {
+    let client = cmd.conn.connect().await?;
+    let ClusterVerb::Info = cmd.verb;
+    let md = client.metadata(None).await?;
+    match cmd.conn.format {
+        Format::Json => output::json(&serde_json::json!({
+            "cluster_id": md.cluster_id,
+            "controller_id": md.controller_id,
+            "brokers": md.brokers.iter().map(|(id, host, port)| serde_json::json!({"id": id, "host": host, "port": port})).collect::<Vec<_>>(),
+            "topics": md.topics.len(),
+        })),
+        Format::Table => {
+            say!("cluster id: {}", md.cluster_id.as_deref().unwrap_or("-"));
+            say!("controller: {}", md.controller_id);
+            say!("topics:     {}", md.topics.len());
+            say!();
+            output::table(
+                &["BROKER", "HOST", "PORT"],
+                md.brokers.iter().map(|(id, h, p)| vec![id.to_string(), h.clone(), p.to_string()]).collect(),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `k=v` pairs from the command line.
+pub fn key_values(items: &[String], what: &str) -> anyhow::Result<Vec<(String, String)>> {
+    items
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => anyhow::bail!("{what} {kv:?} is not KEY=VALUE"),
+        })
+        .collect()
+}

@@ -1,0 +1,149 @@
+//! `ferry topic create|list|describe|delete|alter-config`.
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use super::output::{json, table};
+use super::{ClientArgs, Format, key_values};
+
+#[derive(Debug, Args)]
+pub struct TopicCmd {
+    #[command(subcommand)]
+    pub verb: TopicVerb,
+    #[command(flatten)]
+    pub conn: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicVerb {
+    /// Create a topic.
+    Create {
+        /// Topic name.
+        name: String,
+        /// Partitions (default: the broker's num.partitions).
+        #[arg(long, short = 'p')]
+        partitions: Option<i32>,
+        /// Replication factor (default: the broker's).
+        #[arg(long, short = 'r')]
+        replication_factor: Option<i16>,
+        /// Topic config KEY=VALUE (repeatable), e.g. retention.ms=86400000.
+        #[arg(long = "config", short = 'c')]
+        configs: Vec<String>,
+    },
+    /// List topics.
+    List,
+    /// Partitions with their offsets, and the topic's config overrides.
+    Describe {
+        /// Topic name.
+        name: String,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+    /// Set or remove topic config overrides.
+    AlterConfig {
+        /// Topic name.
+        name: String,
+        /// KEY=VALUE to set (repeatable).
+        #[arg(long = "set", short = 's')]
+        set: Vec<String>,
+        /// KEY whose override to remove (repeatable).
+        #[arg(long = "delete", short = 'd')]
+        delete: Vec<String>,
+    },
+}
+
+pub async fn run(cmd: TopicCmd) -> anyhow::Result<()> {
+    let client = cmd.conn.connect().await?;
+    let fmt = cmd.conn.format;
+    match cmd.verb {
+        TopicVerb::Create { name, partitions, replication_factor, configs } => {
+            let configs = key_values(&configs, "config")?;
+            client.create_topic(&name, partitions.unwrap_or(-1), replication_factor.unwrap_or(-1), &configs).await?;
+            match fmt {
+                Format::Json => json(&json!({ "topic": name, "created": true })),
+                Format::Table => say!("created topic {name}"),
+            }
+        }
+        TopicVerb::List => {
+            let md = client.metadata(None).await?;
+            let mut topics = md.topics;
+            topics.sort_by(|a, b| a.name.cmp(&b.name));
+            match fmt {
+                Format::Json => json(&json!({
+                    "topics": topics.iter().map(|t| json!({"name": t.name, "id": t.id, "partitions": t.partitions.len()})).collect::<Vec<_>>()
+                })),
+                Format::Table => table(
+                    &["NAME", "PARTITIONS", "ID"],
+                    topics.iter().map(|t| vec![t.name.clone(), t.partitions.len().to_string(), t.id.clone()]).collect(),
+                ),
+            }
+        }
+        TopicVerb::Describe { name } => {
+            let t = client.topic(&name).await?;
+            let parts: Vec<i32> = t.partitions.iter().map(|p| p.0).collect();
+            let start = client.list_offsets(&name, &parts, -2).await?;
+            let end = client.list_offsets(&name, &parts, -1).await?;
+            let overrides: Vec<_> =
+                client.describe_topic_configs(&name).await?.into_iter().filter(|c| c.source == "TOPIC").collect();
+            let rows: Vec<(i32, i32, i64, i64)> = t
+                .partitions
+                .iter()
+                .map(|&(p, leader, _)| {
+                    (p, leader, start.get(&p).copied().unwrap_or(-1), end.get(&p).copied().unwrap_or(-1))
+                })
+                .collect();
+            match fmt {
+                Format::Json => json(&json!({
+                    "name": t.name,
+                    "id": t.id,
+                    "partitions": rows.iter().map(|(p, l, s, e)| json!({"partition": p, "leader": l, "log_start_offset": s, "log_end_offset": e, "records": e - s})).collect::<Vec<_>>(),
+                    "configs": overrides.iter().map(|c| (c.name.clone(), json!(c.value))).collect::<serde_json::Map<_, _>>(),
+                })),
+                Format::Table => {
+                    say!("topic: {}  id: {}  partitions: {}", t.name, t.id, rows.len());
+                    say!();
+                    table(
+                        &["PARTITION", "LEADER", "START", "END", "RECORDS"],
+                        rows.iter()
+                            .map(|(p, l, s, e)| {
+                                vec![p.to_string(), l.to_string(), s.to_string(), e.to_string(), (e - s).to_string()]
+                            })
+                            .collect(),
+                    );
+                    if !overrides.is_empty() {
+                        say!();
+                        table(
+                            &["CONFIG", "VALUE"],
+                            overrides
+                                .iter()
+                                .map(|c| vec![c.name.clone(), c.value.clone().unwrap_or_default()])
+                                .collect(),
+                        );
+                    }
+                }
+            }
+        }
+        TopicVerb::Delete { name } => {
+            client.delete_topic(&name).await?;
+            match fmt {
+                Format::Json => json(&json!({ "topic": name, "deleted": true })),
+                Format::Table => say!("deleted topic {name}"),
+            }
+        }
+        TopicVerb::AlterConfig { name, set, delete } => {
+            if set.is_empty() && delete.is_empty() {
+                anyhow::bail!("nothing to change: give --set KEY=VALUE or --delete KEY");
+            }
+            let set = key_values(&set, "--set")?;
+            client.alter_topic_configs(&name, &set, &delete).await?;
+            match fmt {
+                Format::Json => json(&json!({ "topic": name, "set": set.len(), "deleted": delete.len() })),
+                Format::Table => say!("altered configs of topic {name}"),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! Topic administration: CreateTopics, DeleteTopics, DescribeConfigs,
+//! IncrementalAlterConfigs.
+
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{Client, ClientError, check};
+
+const TOPIC_RESOURCE: i8 = 2;
+
+/// One config of a topic as DescribeConfigs reports it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: Option<String>,
+    /// Kafka's config source name (TOPIC, DEFAULT, ...).
+    pub source: &'static str,
+    pub read_only: bool,
+}
+
+fn source_name(code: i8) -> &'static str {
+    match code {
+        1 => "TOPIC",
+        2 => "DYNAMIC_BROKER",
+        3 => "DYNAMIC_DEFAULT_BROKER",
+        4 => "STATIC_BROKER",
+        5 => "DEFAULT",
+        6 => "DYNAMIC_BROKER_LOGGER",
+        _ => "UNKNOWN",
+    }
+}
+
+fn with_message(code: i16, message: Option<&StrBytes>, context: String) -> Result<(), ClientError> {
+    check(code, || match message {
+        Some(m) if !m.is_empty() => format!("{context}: {m}"),
+        _ => context,
+    })
+}
+
+impl Client {
+    /// Creates a topic; `partitions`/`replication` of -1 leave them to the broker.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication: i16,
+        configs: &[(String, String)],
+    ) -> Result<(), ClientError> {
+        let topic = CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(replication)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_string(k.clone()))
+                            .with_value(Some(StrBytes::from_string(v.clone())))
+                    })
+                    .collect(),
+            );
+        let req = CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(30_000);
+        let resp = self.any().send(req, 7).await?;
+        let r = resp.topics.first().ok_or_else(|| ClientError::Decode("CreateTopics: no result".into()))?;
+        with_message(r.error_code, r.error_message.as_ref(), format!("creating topic {name}"))
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        let req = DeleteTopicsRequest::default()
+            .with_topic_names(vec![TopicName(StrBytes::from_string(name.to_string()))])
+            .with_timeout_ms(30_000);
+        let resp = self.any().send(req, 5).await?;
+        let r = resp.responses.first().ok_or_else(|| ClientError::Decode("DeleteTopics: no result".into()))?;
+        with_message(r.error_code, r.error_message.as_ref(), format!("deleting topic {name}"))
+    }
+
+    /// Every config of a topic.
+    pub async fn describe_topic_configs(&self, name: &str) -> Result<Vec<ConfigEntry>, ClientError> {
+        let res = DescribeConfigsResource::default()
+            .with_resource_type(TOPIC_RESOURCE)
+            .with_resource_name(StrBytes::from_string(name.to_string()))
+            .with_configuration_keys(None);
+        let req = DescribeConfigsRequest::default().with_resources(vec![res]);
+        let resp = self.any().send(req, 4).await?;
+        let r = resp.results.first().ok_or_else(|| ClientError::Decode("DescribeConfigs: no result".into()))?;
+        with_message(r.error_code, r.error_message.as_ref(), format!("describing configs of {name}"))?;
+        Ok(r.configs
+            .iter()
+            .map(|c| ConfigEntry {
+                name: c.name.to_string(),
+                value: c.value.as_ref().map(|v| v.to_string()),
+                source: source_name(c.config_source),
+                read_only: c.read_only,
+            })
+            .collect())
+    }
+
+    /// Sets and removes topic config overrides (IncrementalAlterConfigs).
+    pub async fn alter_topic_configs(
+        &self,
+        name: &str,
+        set: &[(String, String)],
+        delete: &[String],
+    ) -> Result<(), ClientError> {
+        let mut configs: Vec<AlterableConfig> = set
+            .iter()
+            .map(|(k, v)| {
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_string(k.clone()))
+                    .with_config_operation(0)
+                    .with_value(Some(StrBytes::from_string(v.clone())))
+            })
+            .collect();
+        configs.extend(
+            delete.iter().map(|k| {
+                AlterableConfig::default().with_name(StrBytes::from_string(k.clone())).with_config_operation(1)
+            }),
+        );
+        let res = AlterConfigsResource::default()
+            .with_resource_type(TOPIC_RESOURCE)
+            .with_resource_name(StrBytes::from_string(name.to_string()))
+            .with_configs(configs);
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![res]);
+        let resp = self.any().send(req, 1).await?;
+        let r =
+            resp.responses.first().ok_or_else(|| ClientError::Decode("IncrementalAlterConfigs: no result".into()))?;
+        with_message(r.error_code, r.error_message.as_ref(), format!("altering configs of {name}"))
+    }
+}

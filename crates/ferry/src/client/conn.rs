@@ -1,0 +1,187 @@
+//! One connection to one Kafka broker: framed requests, responses matched
+//! by correlation id, so callers may keep several requests in flight
+//! (pipelining; the broker answers in order).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiVersionsRequest, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::oneshot;
+
+use super::ClientError;
+
+type Waiters = Arc<Mutex<HashMap<i32, oneshot::Sender<Result<Bytes, ClientError>>>>>;
+
+/// Largest response accepted (a fetch answer is bounded by its max_bytes).
+const MAX_RESPONSE: usize = 256 << 20;
+
+pub struct Connection {
+    pub addr: String,
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    waiters: Waiters,
+    next_id: AtomicI32,
+    /// Supported (min, max) version per API key, from ApiVersions.
+    versions: HashMap<i16, (i16, i16)>,
+    timeout: Duration,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Connection {
+    /// Connects and asks the broker which API versions it speaks.
+    pub async fn connect(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::Connect(addr.to_string(), "timed out".into()))?
+            .map_err(|e| ClientError::Connect(addr.to_string(), e.to_string()))?;
+        stream.set_nodelay(true).map_err(|e| ClientError::Connect(addr.to_string(), e.to_string()))?;
+        let (rd, wr) = stream.into_split();
+        let waiters: Waiters = Arc::default();
+        let reader = tokio::spawn(read_responses(rd, waiters.clone()));
+        let mut conn = Connection {
+            addr: addr.to_string(),
+            writer: tokio::sync::Mutex::new(wr),
+            waiters,
+            next_id: AtomicI32::new(1),
+            versions: HashMap::new(),
+            timeout,
+            reader,
+        };
+        let req = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("ferry"))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let resp = conn.send_version(req, 3).await?;
+        if resp.error_code != 0 {
+            return Err(ClientError::Kafka { code: resp.error_code, context: "ApiVersions".into() });
+        }
+        conn.versions = resp.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
+        Ok(conn)
+    }
+
+    /// The version to use for `R`: the highest both sides speak, at most
+    /// `preferred` (the newest version whose fields this client fills in).
+    pub fn version<R: Request>(&self, preferred: i16) -> Result<i16, ClientError> {
+        let (min, max) = self.versions.get(&R::KEY).copied().ok_or(ClientError::Unsupported(R::KEY))?;
+        let v = preferred.min(max).min(R::VERSIONS.max);
+        if v < min || v < R::VERSIONS.min {
+            return Err(ClientError::Unsupported(R::KEY));
+        }
+        Ok(v)
+    }
+
+    /// Sends `req` at the best version up to `preferred`, waits for the answer.
+    pub async fn send<R: Request>(&self, req: R, preferred: i16) -> Result<R::Response, ClientError> {
+        let v = self.version::<R>(preferred)?;
+        self.send_version(req, v).await
+    }
+
+    /// Sends `req` at version `v`, with the request timeout.
+    pub async fn send_version<R: Request>(&self, req: R, v: i16) -> Result<R::Response, ClientError> {
+        self.start(&req, v).await?.wait().await
+    }
+
+    /// Writes `req` and returns without waiting for the answer, so that more
+    /// requests can follow on this connection (pipelining).
+    pub async fn start<R: Request>(&self, req: &R, v: i16) -> Result<InFlight<R>, ClientError> {
+        let rx = self.enqueue(req, v, true).await?;
+        Ok(InFlight { rx, v, addr: self.addr.clone(), timeout: self.timeout, _request: std::marker::PhantomData })
+    }
+
+    /// Writes a request that gets no response (Produce with acks=0).
+    pub async fn fire<R: Request>(&self, req: &R, v: i16) -> Result<(), ClientError> {
+        self.enqueue(req, v, false).await.map(drop)
+    }
+
+    /// Writes the request; the receiver yields the response body (after the
+    /// size prefix; header still in it).
+    async fn enqueue<R: Request>(
+        &self,
+        req: &R,
+        v: i16,
+        answered: bool,
+    ) -> Result<oneshot::Receiver<Result<Bytes, ClientError>>, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(v)
+            .with_correlation_id(id)
+            .with_client_id(Some(StrBytes::from_static_str("ferry-cli")));
+        let mut buf = BytesMut::with_capacity(64);
+        buf.extend_from_slice(&[0; 4]);
+        header.encode(&mut buf, R::header_version(v)).map_err(|e| ClientError::Encode(e.to_string()))?;
+        req.encode(&mut buf, v).map_err(|e| ClientError::Encode(e.to_string()))?;
+        let len = i32::try_from(buf.len() - 4).map_err(|_| ClientError::Encode("request too large".into()))?;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        let (tx, rx) = oneshot::channel();
+        if answered {
+            lock(&self.waiters).insert(id, tx);
+        }
+        let mut w = self.writer.lock().await;
+        if let Err(e) = w.write_all(&buf).await {
+            lock(&self.waiters).remove(&id);
+            return Err(ClientError::Io(self.addr.clone(), e.to_string()));
+        }
+        Ok(rx)
+    }
+}
+
+/// A request written and not yet answered.
+pub struct InFlight<R: Request> {
+    rx: oneshot::Receiver<Result<Bytes, ClientError>>,
+    v: i16,
+    addr: String,
+    timeout: Duration,
+    _request: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: Request> InFlight<R> {
+    pub async fn wait(self) -> Result<R::Response, ClientError> {
+        let mut body = tokio::time::timeout(self.timeout, self.rx)
+            .await
+            .map_err(|_| ClientError::Timeout(self.addr.clone()))?
+            .map_err(|_| ClientError::Closed(self.addr.clone()))??;
+        ResponseHeader::decode(&mut body, R::Response::header_version(self.v))
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        R::Response::decode(&mut body, self.v).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+}
+
+/// Hands each response frame to the request that waits for it; on a broken
+/// stream, fails every waiter.
+async fn read_responses(mut rd: OwnedReadHalf, waiters: Waiters) {
+    let result: Result<(), ClientError> = async {
+        loop {
+            let len = rd.read_i32().await.map_err(|e| ClientError::Io("broker".into(), e.to_string()))?;
+            let len = usize::try_from(len).ok().filter(|l| (4..=MAX_RESPONSE).contains(l));
+            let Some(len) = len else { return Err(ClientError::Decode("bad response size".into())) };
+            let mut buf = BytesMut::zeroed(len);
+            rd.read_exact(&mut buf).await.map_err(|e| ClientError::Io("broker".into(), e.to_string()))?;
+            let body = buf.freeze();
+            let id = (&body[..4]).get_i32();
+            if let Some(tx) = lock(&waiters).remove(&id) {
+                let _ = tx.send(Ok(body));
+            }
+        }
+    }
+    .await;
+    let err = result.err().unwrap_or(ClientError::Closed("broker".into()));
+    for (_, tx) in lock(&waiters).drain() {
+        let _ = tx.send(Err(err.clone()));
+    }
+}

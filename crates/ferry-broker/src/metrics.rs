@@ -141,6 +141,7 @@ pub struct TopicStats {
     bytes_in: AtomicU64,
     records_in: AtomicU64,
     bytes_out: AtomicU64,
+    records_out: AtomicU64,
 }
 
 impl TopicStats {
@@ -150,10 +151,11 @@ impl TopicStats {
         self.bytes_in.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// Record bytes handed to a consumer (fetches send file ranges without
-    /// decoding them, so records out are not counted; see docs/operations.md).
-    pub fn read(&self, bytes: u64) {
+    /// Record bytes handed to a reader, and the records among them from
+    /// the offset it asked for (counted by offsets, not by decoding them).
+    pub fn read(&self, bytes: u64, records: u64) {
         self.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        self.records_out.fetch_add(records, Ordering::Relaxed);
     }
 
     pub fn bytes_in(&self) -> u64 {
@@ -166,6 +168,10 @@ impl TopicStats {
 
     pub fn bytes_out(&self) -> u64 {
         self.bytes_out.load(Ordering::Relaxed)
+    }
+
+    pub fn records_out(&self) -> u64 {
+        self.records_out.load(Ordering::Relaxed)
     }
 }
 
@@ -333,6 +339,12 @@ impl Collector for BrokerCollector {
             "ferry_topic_bytes_out",
             "Record batch bytes sent to consumers from a topic",
             topics.iter().map(|t| (by_topic(t), counter(t.stats.bytes_out()))),
+        )?;
+        family(
+            &mut e,
+            "ferry_topic_records_out",
+            "Records sent to consumers from a topic",
+            topics.iter().map(|t| (by_topic(t), counter(t.stats.records_out()))),
         )?;
         let partitions: Vec<_> = topics
             .iter()

@@ -47,6 +47,10 @@ pub struct ReadSlice {
     pub file: Arc<File>,
     pub position: u64,
     pub len: u64,
+    /// The offset after the slice's last batch: where the next read goes on
+    /// (exact unless the slice runs to the readable end while a flush
+    /// publishes more, when it may lag; fine for counting records out).
+    pub end_offset: u64,
 }
 
 impl ReadSlice {
@@ -452,6 +456,7 @@ impl Log {
         while cursor < hw {
             let Some(seg) = self.segment_for(cursor) else { break };
             let mut limit = seg.visible();
+            let mut limit_offset = seg.end().min(hw);
             let file = seg.file(cache)?;
             if hw < end && hw < seg.end() {
                 // Bounded below the high watermark (a last stable offset):
@@ -459,6 +464,7 @@ impl Log {
                 let mut p = u64::from(seg.with_indexes(cache, |ix| ix.lookup(rel(seg.base, hw)))?.pos);
                 while let Some(h) = read_header(&file, p, limit)? {
                     if h.base_offset >= hw {
+                        limit_offset = h.base_offset;
                         break;
                     }
                     p += h.size as u64;
@@ -471,8 +477,9 @@ impl Log {
                     return Ok(None);
                 }
                 if h.last_offset() >= cursor {
-                    let end = self.batch_end(&seg, &file, pos, h.size as u64, limit, max_bytes as u64)?;
-                    return Ok(Some(ReadSlice { file, position: pos, len: end - pos }));
+                    let (end, end_offset) =
+                        self.batch_end(&seg, &file, pos, &h, (limit, limit_offset), max_bytes as u64)?;
+                    return Ok(Some(ReadSlice { file, position: pos, len: end - pos, end_offset }));
                 }
                 pos += h.size as u64;
             }
@@ -487,20 +494,35 @@ impl Log {
     }
 
     /// End of the last whole batch within `max` bytes of `pos`.
-    fn batch_end(&self, seg: &Arc<Segment>, file: &File, pos: u64, first: u64, limit: u64, max: u64) -> Result<u64> {
+    /// With the offset that follows it; `limit` is the readable end
+    /// (position, offset).
+    fn batch_end(
+        &self,
+        seg: &Arc<Segment>,
+        file: &File,
+        pos: u64,
+        first: &batch::BatchHeader,
+        limit: (u64, u64),
+        max: u64,
+    ) -> Result<(u64, u64)> {
         let target = pos.saturating_add(max);
-        if target >= limit {
+        if target >= limit.0 {
             return Ok(limit);
         }
-        if first >= max {
-            return Ok(pos + first);
+        if first.size as u64 >= max {
+            return Ok((pos + first.size as u64, first.next_offset()));
         }
-        let near = u64::from(seg.with_indexes(&self.env.cache, |ix| ix.lookup_position(target as u32))?.pos);
-        let mut p = near.max(pos);
+        let near = seg.with_indexes(&self.env.cache, |ix| ix.lookup_position(target as u32))?;
+        let (mut p, mut offset) = if u64::from(near.pos) > pos {
+            (u64::from(near.pos), seg.base + u64::from(near.rel))
+        } else {
+            (pos, first.base_offset)
+        };
         while let Some(h) = read_header(file, p, target)? {
             p += h.size as u64;
+            offset = h.next_offset();
         }
-        Ok(p)
+        Ok((p, offset))
     }
 
     /// Copying read for callers that need bytes rather than a file range.

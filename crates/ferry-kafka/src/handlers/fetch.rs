@@ -42,6 +42,7 @@ struct WantPartition {
 
 struct PartitionResult {
     index: i32,
+    fetch_offset: u64,
     error: i16,
     high_watermark: i64,
     last_stable: i64,
@@ -163,6 +164,7 @@ impl Fetch {
     fn read_partition(&self, t: &WantTopic, p: &WantPartition, budget: usize, first: bool) -> PartitionResult {
         let mut r = PartitionResult {
             index: p.index,
+            fetch_offset: p.offset.max(0) as u64,
             error: 0,
             high_watermark: -1,
             last_stable: -1,
@@ -264,7 +266,10 @@ impl Fetch {
                     out.buf.put_i32(len as i32);
                 }
                 if let Some(slice) = &r.records {
-                    t.topic.iter().for_each(|topic| topic.stats.read(slice.len));
+                    // Offsets in the slice from the one asked for (the first
+                    // batch may begin before it; gaps from compaction count).
+                    let records = slice.end_offset.saturating_sub(r.fetch_offset);
+                    t.topic.iter().for_each(|topic| topic.stats.read(slice.len, records));
                     out.file(slice.clone());
                 }
                 if flexible {

@@ -232,6 +232,18 @@ fn reads_bounded_by_a_stable_offset_stop_at_its_batch() {
             at = h.next_offset();
             seen += 1;
         }
+        assert_eq!(slice.end_offset, at, "the slice knows where the next read goes on");
+    }
+    // Unbounded reads of every size report their end offset too.
+    for max in [1, 100, 700, 5000, 1 << 20] {
+        let mut at = 0;
+        while let Some(slice) = log.read(at, max).unwrap() {
+            let bytes = slice.to_vec().unwrap();
+            let last = ferry_log::batch::split(&bytes).unwrap().last().unwrap().0;
+            assert_eq!(slice.end_offset, last.next_offset(), "max {max} at {at}");
+            at = slice.end_offset;
+        }
+        assert_eq!(at, 200);
     }
     assert_eq!((seen, at), (150, 150));
     assert!(log.read_upto(150, 1 << 20, 150).unwrap().is_none());

@@ -69,6 +69,7 @@ async fn metrics_move_with_traffic() {
     assert_eq!(value(&after, "ferry_topic_records_in_total", &[("topic", "m")]), 50.0);
     assert!(value(&after, "ferry_topic_bytes_in_total", &[("topic", "m")]) > 50.0 * 2.0);
     assert!(value(&after, "ferry_topic_bytes_out_total", &[("topic", "m")]) > 50.0 * 2.0);
+    assert_eq!(value(&after, "ferry_topic_records_out_total", &[("topic", "m")]), 50.0, "each record read once");
     assert_eq!(value(&after, "ferry_partition_high_watermark", &[("topic", "m")]), 50.0);
     assert!(value(&after, "ferry_partition_log_size_bytes", &[("topic", "m")]) > 0.0);
     assert_eq!(value(&after, "ferry_partition_log_start_offset", &[("topic", "m")]), 0.0);

@@ -3,14 +3,19 @@
 //! long-polling readers wait on. Front-ends call into this crate; it knows no
 //! wire protocol.
 
+pub mod bridge;
 mod broker;
 pub mod consumer_group;
 pub mod coordinator;
+pub mod durable_queue;
 mod error;
 pub mod group;
+pub mod kv_store;
 mod partition;
 mod producer;
+pub mod stored;
 pub mod topic_config;
+pub mod topic_tree;
 pub mod txn;
 
 pub use broker::{Broker, BrokerConfig, Topic, validate_topic_name};

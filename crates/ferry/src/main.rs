@@ -46,12 +46,30 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             advertised = %format!("{}:{}", settings.kafka.advertised_host, settings.kafka.advertised_port),
             "kafka listener ready"
         );
+        let mqtt = match settings.mqtt_listen {
+            Some(addr) => {
+                let hub = ferry_mqtt::Hub::open(broker.clone(), settings.mqtt.clone())
+                    .context("opening the MQTT session and retained-message stores")?;
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the MQTT listener to {addr}"))?;
+                tracing::info!(listen = %l.local_addr()?, "mqtt listener ready");
+                Some(tokio::spawn(ferry_mqtt::serve(l, hub, stop_rx.clone())))
+            }
+            None => None,
+        };
+        if settings.mqtt_ws_listen.is_some() {
+            tracing::warn!("MQTT over WebSocket is not implemented yet; --mqtt-ws-listen ignored");
+        }
         let ctx = Arc::new(ferry_kafka::Ctx { broker: broker.clone(), config: settings.kafka });
         let server = tokio::spawn(ferry_kafka::serve(listener, ctx, stop_rx));
         shutdown_signal().await?;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         let _ = server.await;
+        if let Some(m) = mqtt {
+            let _ = m.await;
+        }
         // Flush, checkpoint and close every log.
         tokio::task::spawn_blocking(move || broker.shutdown()).await?;
         tracing::info!("stopped");

@@ -199,6 +199,11 @@ impl Broker {
         &self.config
     }
 
+    /// The storage engine, for the broker's own internal stores.
+    pub(crate) fn log_manager(&self) -> &LogManager {
+        &self.logs
+    }
+
     pub fn node_id(&self) -> i32 {
         self.config.node_id
     }

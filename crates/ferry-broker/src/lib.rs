@@ -3,16 +3,21 @@
 //! long-polling readers wait on, and the metrics registry. Front-ends call
 //! into this crate; it knows no wire protocol.
 
+pub mod bridge;
 mod broker;
 pub mod consumer_group;
 pub mod coordinator;
+pub mod durable_queue;
 mod error;
 pub mod group;
 mod internal_log;
+pub mod kv_store;
 pub mod metrics;
 mod partition;
 mod producer;
+pub mod stored;
 pub mod topic_config;
+pub mod topic_tree;
 pub mod txn;
 
 pub use broker::{Broker, BrokerConfig, Topic, validate_topic_name};

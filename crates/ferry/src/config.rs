@@ -21,6 +21,8 @@ pub struct FileConfig {
     pub storage: StorageSection,
     #[serde(default)]
     pub http: HttpSection,
+    #[serde(default)]
+    pub mqtt: MqttSection,
     /// Broker-wide topic config defaults, with Kafka's topic config names
     /// (`"flush.messages" = "9223372036854775807"`).
     #[serde(default)]
@@ -50,6 +52,30 @@ pub struct KafkaSection {
     pub transaction_max_timeout_ms: Option<i32>,
     /// `transactional.id.expiration.ms`.
     pub transactional_id_expiration_ms: Option<u64>,
+}
+
+/// `[mqtt]`; see docs/configuration.md.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSection {
+    /// `"off"` disables the listener.
+    pub listen: Option<String>,
+    pub ws_listen: Option<String>,
+    pub max_packet_size: Option<usize>,
+    pub receive_maximum: Option<u16>,
+    pub max_inflight_messages: Option<u16>,
+    pub max_queued_messages: Option<u64>,
+    pub topic_alias_maximum: Option<u16>,
+    pub max_session_expiry_secs: Option<u32>,
+    pub max_keepalive_secs: Option<u16>,
+    #[serde(default)]
+    pub users: Vec<ferry_mqtt::config::User>,
+    #[serde(default)]
+    pub acl: Vec<ferry_mqtt::config::AclEntry>,
+    #[serde(default)]
+    pub kafka_bridge: Vec<ferry_mqtt::config::ToKafka>,
+    #[serde(default)]
+    pub from_kafka: Vec<ferry_mqtt::config::FromKafka>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +114,12 @@ pub struct ServeArgs {
     /// This broker's node id.
     #[arg(long, env = "FERRY_NODE_ID")]
     pub node_id: Option<i32>,
+    /// MQTT listener address (default 127.0.0.1:1883; "off" disables it).
+    #[arg(long, env = "FERRY_MQTT_LISTEN")]
+    pub mqtt_listen: Option<String>,
+    /// MQTT over WebSocket listener address (path /mqtt; off by default).
+    #[arg(long, env = "FERRY_MQTT_WS_LISTEN")]
+    pub mqtt_ws_listen: Option<String>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -97,6 +129,19 @@ pub struct Settings {
     pub kafka_listen: SocketAddr,
     pub kafka: ferry_kafka::KafkaConfig,
     pub http_listen: SocketAddr,
+    /// `None`: no MQTT listener.
+    pub mqtt_listen: Option<SocketAddr>,
+    pub mqtt_ws_listen: Option<SocketAddr>,
+    pub mqtt: ferry_mqtt::MqttConfig,
+}
+
+/// An optional listener address: `"off"` (or empty) means none.
+fn listener(value: Option<String>, default: Option<SocketAddr>, what: &str) -> anyhow::Result<Option<SocketAddr>> {
+    match value {
+        None => Ok(default),
+        Some(v) if v.is_empty() || v == "off" => Ok(None),
+        Some(v) => Ok(Some(v.parse().with_context(|| format!("{what} address {v:?}"))?)),
+    }
 }
 
 impl Settings {
@@ -127,7 +172,31 @@ impl Settings {
         if let Some(ms) = file.storage.cleaner_interval_ms {
             engine.cleaner_interval = Duration::from_millis(ms);
         }
+        let m = file.mqtt;
+        let mqtt_listen = listener(
+            args.mqtt_listen.clone().or(m.listen),
+            Some(SocketAddr::from(([127, 0, 0, 1], 1883))),
+            "MQTT listener",
+        )?;
+        let mqtt_ws_listen = listener(args.mqtt_ws_listen.clone().or(m.ws_listen), None, "MQTT WebSocket listener")?;
+        let md = ferry_mqtt::MqttConfig::default();
+        let mqtt = ferry_mqtt::MqttConfig {
+            max_packet_size: m.max_packet_size.unwrap_or(md.max_packet_size),
+            receive_maximum: m.receive_maximum.unwrap_or(md.receive_maximum).max(1),
+            max_inflight: m.max_inflight_messages.unwrap_or(md.max_inflight).max(1),
+            max_queued_messages: m.max_queued_messages.unwrap_or(md.max_queued_messages),
+            topic_alias_maximum: m.topic_alias_maximum.unwrap_or(md.topic_alias_maximum),
+            max_session_expiry: m.max_session_expiry_secs.unwrap_or(md.max_session_expiry),
+            max_keep_alive: m.max_keepalive_secs,
+            users: std::sync::Arc::new(m.users),
+            acl: std::sync::Arc::new(m.acl),
+            to_kafka: std::sync::Arc::new(m.kafka_bridge),
+            from_kafka: std::sync::Arc::new(m.from_kafka),
+        };
         Ok(Settings {
+            mqtt_listen,
+            mqtt_ws_listen,
+            mqtt,
             broker: ferry_broker::BrokerConfig {
                 node_id: args.node_id.or(file.node_id).unwrap_or(1),
                 data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
@@ -190,6 +259,29 @@ mod tests {
         assert_eq!(s.broker.data_dir, PathBuf::from("data"));
         assert_eq!(s.http_listen.to_string(), "127.0.0.1:9644");
         assert_eq!((s.kafka.advertised_host.as_str(), s.kafka.advertised_port), ("127.0.0.1", 9092));
+        assert_eq!(s.mqtt_listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:1883"));
+        assert_eq!(s.mqtt_ws_listen, None);
+    }
+
+    #[test]
+    fn mqtt_section_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(
+            &path,
+            "[mqtt]\nlisten = \"127.0.0.1:1999\"\nmax_queued_messages = 5\n\
+             [[mqtt.users]]\nname = \"u\"\npassword = \"p\"\n\
+             [[mqtt.acl]]\nuser = \"u\"\npattern = \"a/#\"\naccess = \"readwrite\"\n\
+             [[mqtt.kafka_bridge]]\nfilter = \"sensors/#\"\ntopic = \"sensors\"\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs { config: Some(path), ..Default::default() };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.mqtt_listen.unwrap().port(), 1999);
+        assert_eq!(s.mqtt.max_queued_messages, 5);
+        assert_eq!((s.mqtt.users.len(), s.mqtt.acl.len(), s.mqtt.to_kafka.len()), (1, 1, 1));
+        args.mqtt_listen = Some("off".into());
+        assert_eq!(Settings::resolve(&args).unwrap().mqtt_listen, None);
     }
 
     #[test]

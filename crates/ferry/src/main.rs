@@ -92,6 +92,21 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the HTTP listener to {}", settings.http_listen))?;
         tracing::info!(listen = %http.local_addr()?, "http listener ready (admin API, /metrics)");
+        let mqtt = match settings.mqtt_listen {
+            Some(addr) => {
+                let hub = ferry_mqtt::Hub::open(broker.clone(), settings.mqtt.clone())
+                    .context("opening the MQTT session and retained-message stores")?;
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the MQTT listener to {addr}"))?;
+                tracing::info!(listen = %l.local_addr()?, "mqtt listener ready");
+                Some(tokio::spawn(ferry_mqtt::serve(l, hub, stop_rx.clone())))
+            }
+            None => None,
+        };
+        if settings.mqtt_ws_listen.is_some() {
+            tracing::warn!("MQTT over WebSocket is not implemented yet; --mqtt-ws-listen ignored");
+        }
         let ctx = Arc::new(ferry_kafka::Ctx { broker: broker.clone(), config: settings.kafka });
         let server = tokio::spawn(ferry_kafka::serve(listener, ctx, stop_rx.clone()));
         let admin = ferry_admin::AdminState::new(broker.clone());
@@ -103,6 +118,9 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
         let _ = server.await;
         let _ = http_server.await;
+        if let Some(m) = mqtt {
+            let _ = m.await;
+        }
         // Flush, checkpoint and close every log.
         tokio::task::spawn_blocking(move || broker.shutdown()).await?;
         tracing::info!("stopped");

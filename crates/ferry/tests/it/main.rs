@@ -10,5 +10,8 @@ mod kafka_idempotence;
 mod kafka_pipelining;
 mod kafka_txn;
 mod metrics;
+mod mqtt_bad_input;
+mod mqtt_clients;
+mod mqtt_v5;
 mod raw;
 mod support;

@@ -17,9 +17,13 @@ pub struct Broker {
     pub port: u16,
     /// The HTTP admin API and /metrics.
     pub http_port: u16,
+    /// MQTT listener port (every test broker gets its own).
+    pub mqtt_port: u16,
     data: PathBuf,
     /// More `ferry serve` flags.
     args: Vec<String>,
+    /// More TOML for the config file.
+    pub toml: String,
 }
 
 impl Broker {
@@ -30,8 +34,31 @@ impl Broker {
     pub fn start_with(data: &Path, args: &[&str]) -> Broker {
         let port = free_port();
         let args = args.iter().map(|a| a.to_string()).collect();
-        let http_port = free_port();
-        let mut b = Broker { child: None, port, http_port, data: data.to_path_buf(), args };
+        let mut b = Broker {
+            child: None,
+            port,
+            http_port: free_port(),
+            mqtt_port: free_port(),
+            data: data.to_path_buf(),
+            args,
+            toml: String::new(),
+        };
+        b.spawn();
+        b
+    }
+
+    /// A broker whose config file also holds `toml` (e.g. an `[mqtt]` section).
+    pub fn start_with_toml(data: &Path, toml: &str) -> Broker {
+        let port = free_port();
+        let mut b = Broker {
+            child: None,
+            port,
+            http_port: free_port(),
+            mqtt_port: free_port(),
+            data: data.to_path_buf(),
+            args: Vec::new(),
+            toml: toml.to_string(),
+        };
         b.spawn();
         b
     }
@@ -42,7 +69,10 @@ impl Broker {
         std::fs::create_dir_all(&self.data).unwrap();
         std::fs::write(
             &config,
-            "[kafka]\ngroup_initial_rebalance_delay_ms = 0\ngroup_consumer_heartbeat_interval_ms = 500\n",
+            format!(
+                "[kafka]\ngroup_initial_rebalance_delay_ms = 0\ngroup_consumer_heartbeat_interval_ms = 500\n{}",
+                self.toml
+            ),
         )
         .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
@@ -52,6 +82,7 @@ impl Broker {
             .arg(&self.data)
             .args(["--kafka-listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--http-listen", &format!("127.0.0.1:{}", self.http_port)])
+            .args(["--mqtt-listen", &format!("127.0.0.1:{}", self.mqtt_port)])
             .args(&self.args)
             .env("FERRY_LOG", "warn")
             .stdout(Stdio::null())
@@ -61,6 +92,7 @@ impl Broker {
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err()
             || TcpStream::connect(("127.0.0.1", self.http_port)).is_err()
+            || TcpStream::connect(("127.0.0.1", self.mqtt_port)).is_err()
         {
             assert!(Instant::now() < deadline, "ferry did not start listening");
             std::thread::sleep(Duration::from_millis(20));

@@ -1,0 +1,97 @@
+//! Settings of the MQTT front-end.
+
+use std::sync::Arc;
+
+/// One user of `[[mqtt.users]]`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+}
+
+/// What an ACL entry allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Read,
+    Write,
+    Readwrite,
+}
+
+/// One `[[mqtt.acl]]` entry: `user` ("*" for everyone, anonymous included)
+/// may use topics matching `pattern` (`%u` and `%c` stand for the user name
+/// and client id).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclEntry {
+    pub user: String,
+    pub pattern: String,
+    pub access: Access,
+}
+
+/// `[[mqtt.kafka_bridge]]`: MQTT publishes matching `filter` are appended
+/// to Kafka topic `topic` (key = MQTT topic, value = payload).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToKafka {
+    pub filter: String,
+    pub topic: String,
+}
+
+/// `[[mqtt.from_kafka]]`: records appended to Kafka topic `topic` from now
+/// on are published to MQTT topic `mqtt_topic` (`{key}` = the record key,
+/// `{topic}` = the Kafka topic), at `qos`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FromKafka {
+    pub topic: String,
+    pub mqtt_topic: String,
+    #[serde(default)]
+    pub qos: u8,
+}
+
+#[derive(Clone, Debug)]
+pub struct MqttConfig {
+    /// Largest packet accepted (and announced in CONNACK), whole packet.
+    pub max_packet_size: usize,
+    /// Receive Maximum announced to MQTT 5 clients: QoS 2 publishes a
+    /// client may have unreleased at once.
+    pub receive_maximum: u16,
+    /// QoS 1/2 messages in flight to a client that announces no Receive
+    /// Maximum (3.1.1 clients), like mosquitto's max_inflight_messages.
+    pub max_inflight: u16,
+    /// Messages queued per session (online or offline) before new ones are
+    /// dropped and counted, like mosquitto's max_queued_messages.
+    pub max_queued_messages: u64,
+    /// Topic aliases a client may set (MQTT 5 Topic Alias Maximum).
+    pub topic_alias_maximum: u16,
+    /// Longest session expiry granted, seconds; 3.1.1 persistent sessions
+    /// (clean session 0) get this.
+    pub max_session_expiry: u32,
+    /// Keepalive granted when a client asks for 0 or more (MQTT 5 Server
+    /// Keep Alive); `None` accepts what the client asks.
+    pub max_keep_alive: Option<u16>,
+    pub users: Arc<Vec<User>>,
+    pub acl: Arc<Vec<AclEntry>>,
+    pub to_kafka: Arc<Vec<ToKafka>>,
+    pub from_kafka: Arc<Vec<FromKafka>>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            max_packet_size: 1 << 20,
+            receive_maximum: 100,
+            max_inflight: 20,
+            max_queued_messages: 1000,
+            topic_alias_maximum: 100,
+            max_session_expiry: u32::MAX,
+            max_keep_alive: None,
+            users: Arc::new(Vec::new()),
+            acl: Arc::new(Vec::new()),
+            to_kafka: Arc::new(Vec::new()),
+            from_kafka: Arc::new(Vec::new()),
+        }
+    }
+}

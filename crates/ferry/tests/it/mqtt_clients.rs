@@ -1,0 +1,240 @@
+//! MQTT 3.1.1 with rumqttc: QoS 0/1/2, wildcards, `$` topics, retained
+//! messages across a restart, persistent sessions across kill -9, wills,
+//! and the MQTT-to-Kafka bridge read back with librdkafka.
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+use crate::support::{self, Broker};
+
+/// A connected client whose incoming packets arrive on the receiver. The
+/// event loop stops at the first error (no reconnects).
+pub async fn client(
+    port: u16,
+    id: &str,
+    clean: bool,
+    tune: impl FnOnce(&mut MqttOptions),
+) -> (AsyncClient, mpsc::UnboundedReceiver<Packet>) {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_clean_session(clean).set_keep_alive(Duration::from_secs(30));
+    tune(&mut opts);
+    let (c, mut el) = AsyncClient::new(opts, 100);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(ev) = el.poll().await {
+            if let Event::Incoming(p) = ev
+                && tx.send(p).is_err()
+            {
+                return;
+            }
+        }
+    });
+    expect(&mut rx, |p| matches!(p, Packet::ConnAck(_))).await;
+    (c, rx)
+}
+
+/// Waits (10 s at most) for a packet `want` accepts, skipping others.
+pub async fn expect(rx: &mut mpsc::UnboundedReceiver<Packet>, want: impl Fn(&Packet) -> bool) -> Packet {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(p)) if want(&p) => return p,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("connection closed while waiting"),
+            Err(_) => panic!("timed out waiting for a packet"),
+        }
+    }
+}
+
+/// The next `n` publishes as (topic, payload, qos, retain).
+pub async fn publishes(rx: &mut mpsc::UnboundedReceiver<Packet>, n: usize) -> Vec<(String, String, QoS, bool)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        if let Packet::Publish(p) = expect(rx, |p| matches!(p, Packet::Publish(_))).await {
+            out.push((p.topic.clone(), String::from_utf8_lossy(&p.payload).into_owned(), p.qos, p.retain));
+        }
+    }
+    out
+}
+
+/// Nothing published arrives within `ms`.
+pub async fn quiet(rx: &mut mpsc::UnboundedReceiver<Packet>, ms: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+    while let Ok(Some(p)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        assert!(!matches!(p, Packet::Publish(_)), "unexpected {p:?}");
+    }
+}
+
+async fn subscribe(c: &AsyncClient, rx: &mut mpsc::UnboundedReceiver<Packet>, filter: &str, qos: QoS) {
+    c.subscribe(filter, qos).await.unwrap();
+    expect(rx, |p| matches!(p, Packet::SubAck(_))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos_levels_wildcards_and_dollar_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let (sub, mut srx) = client(b.mqtt_port, "sub", true, |_| {}).await;
+    subscribe(&sub, &mut srx, "a/+/c", QoS::ExactlyOnce).await;
+    subscribe(&sub, &mut srx, "#", QoS::AtMostOnce).await;
+    let (publ, mut prx) = client(b.mqtt_port, "pub", true, |_| {}).await;
+    publ.publish("a/b/c", QoS::AtMostOnce, false, "zero").await.unwrap();
+    publ.publish("a/b/c", QoS::AtLeastOnce, false, "one").await.unwrap();
+    expect(&mut prx, |p| matches!(p, Packet::PubAck(_))).await;
+    publ.publish("a/b/c", QoS::ExactlyOnce, false, "two").await.unwrap();
+    expect(&mut prx, |p| matches!(p, Packet::PubComp(_))).await;
+    publ.publish("$SYS/x", QoS::AtLeastOnce, false, "hidden").await.unwrap();
+    publ.publish("x/y", QoS::AtLeastOnce, false, "other").await.unwrap();
+    let mut got = publishes(&mut srx, 4).await;
+    got.sort_by(|a, b| a.1.cmp(&b.1));
+    // Overlapping subscriptions: one copy, at the highest granted QoS.
+    assert_eq!(
+        got,
+        vec![
+            ("a/b/c".into(), "one".into(), QoS::AtLeastOnce, false),
+            ("x/y".into(), "other".into(), QoS::AtMostOnce, false),
+            ("a/b/c".into(), "two".into(), QoS::ExactlyOnce, false),
+            ("a/b/c".into(), "zero".into(), QoS::AtMostOnce, false),
+        ]
+    );
+    quiet(&mut srx, 300).await; // "$SYS/x" matched neither "#" nor "a/+/c"
+    sub.unsubscribe("#").await.unwrap();
+    expect(&mut srx, |p| matches!(p, Packet::UnsubAck(_))).await;
+    publ.publish("x/y", QoS::AtLeastOnce, false, "gone").await.unwrap();
+    quiet(&mut srx, 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_survive_a_restart_and_empty_payload_clears() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Broker::start(dir.path());
+    {
+        let (publ, mut prx) = client(b.mqtt_port, "pub", true, |_| {}).await;
+        for (t, v) in [("r/1", "one"), ("r/2", "two"), ("r/3", "three")] {
+            publ.publish(t, QoS::AtLeastOnce, true, v).await.unwrap();
+            expect(&mut prx, |p| matches!(p, Packet::PubAck(_))).await;
+        }
+        publ.publish("r/2", QoS::AtLeastOnce, true, "").await.unwrap();
+        expect(&mut prx, |p| matches!(p, Packet::PubAck(_))).await;
+    }
+    b.kill9();
+    b.start_again();
+    let (sub, mut srx) = client(b.mqtt_port, "sub", true, |_| {}).await;
+    subscribe(&sub, &mut srx, "r/+", QoS::AtLeastOnce).await;
+    let mut got = publishes(&mut srx, 2).await;
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        vec![
+            ("r/1".into(), "one".into(), QoS::AtLeastOnce, true),
+            ("r/3".into(), "three".into(), QoS::AtLeastOnce, true)
+        ]
+    );
+    quiet(&mut srx, 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_session_keeps_subscriptions_and_queued_messages_across_kill9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Broker::start(dir.path());
+    {
+        let (sub, mut srx) = client(b.mqtt_port, "keeper", false, |_| {}).await;
+        subscribe(&sub, &mut srx, "q/#", QoS::ExactlyOnce).await;
+        sub.disconnect().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (publ, mut prx) = client(b.mqtt_port, "pub", true, |_| {}).await;
+    for i in 0..5 {
+        publ.publish(format!("q/{i}"), QoS::AtLeastOnce, false, i.to_string()).await.unwrap();
+        expect(&mut prx, |p| matches!(p, Packet::PubAck(_))).await;
+    }
+    // Not queued for an offline session: QoS 0.
+    publ.publish("q/x", QoS::AtMostOnce, false, "qos0").await.unwrap();
+    publ.publish("q/9", QoS::ExactlyOnce, false, "9").await.unwrap();
+    expect(&mut prx, |p| matches!(p, Packet::PubComp(_))).await;
+    // Acknowledged means durable: a crash loses none of them.
+    b.kill9();
+    b.start_again();
+    let (_sub, mut srx) = client(b.mqtt_port, "keeper", false, |_| {}).await;
+    let got = publishes(&mut srx, 6).await;
+    let values: Vec<&str> = got.iter().map(|g| g.1.as_str()).collect();
+    assert_eq!(values, ["0", "1", "2", "3", "4", "9"]);
+    assert_eq!(got[5].2, QoS::ExactlyOnce);
+    // Delivered and acknowledged: not sent again after another restart.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(_sub);
+    b.restart();
+    let (sub, mut srx) = client(b.mqtt_port, "keeper", false, |_| {}).await;
+    quiet(&mut srx, 500).await;
+    // The subscription itself survived both restarts.
+    let (publ, mut prx) = client(b.mqtt_port, "pub", true, |_| {}).await;
+    publ.publish("q/10", QoS::AtLeastOnce, false, "10").await.unwrap();
+    expect(&mut prx, |p| matches!(p, Packet::PubAck(_))).await;
+    assert_eq!(publishes(&mut srx, 1).await[0].1, "10");
+    // A clean session discards it all.
+    drop(sub);
+    let (_clean, mut crx) = client(b.mqtt_port, "keeper", true, |_| {}).await;
+    publ.publish("q/11", QoS::AtLeastOnce, false, "11").await.unwrap();
+    quiet(&mut crx, 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn will_is_published_on_abnormal_disconnect_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let (sub, mut srx) = client(b.mqtt_port, "watcher", true, |_| {}).await;
+    subscribe(&sub, &mut srx, "wills/#", QoS::AtLeastOnce).await;
+    let will = |o: &mut MqttOptions| {
+        o.set_last_will(LastWill::new("wills/dev", "gone", QoS::AtLeastOnce, false));
+    };
+    let (polite, _prx) = client(b.mqtt_port, "polite", true, will).await;
+    polite.disconnect().await.unwrap();
+    quiet(&mut srx, 500).await;
+    // A raw 3.1.1 CONNECT with a QoS 1 will, then the socket just closes.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", b.mqtt_port)).await.unwrap();
+        let mut connect = vec![0x10, 33, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x0e, 0, 30, 0, 4];
+        connect.extend_from_slice(b"rude");
+        connect.extend_from_slice(&[0, 9]);
+        connect.extend_from_slice(b"wills/dev");
+        connect.extend_from_slice(&[0, 4]);
+        connect.extend_from_slice(b"gone");
+        s.write_all(&connect).await.unwrap();
+        let mut ack = [0u8; 4];
+        s.read_exact(&mut ack).await.unwrap();
+        assert_eq!(ack, [0x20, 2, 0, 0]);
+    }
+    let got = publishes(&mut srx, 1).await;
+    assert_eq!(got[0].0, "wills/dev");
+    assert_eq!(got[0].1, "gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_publishes_reach_kafka_consumers_through_a_bridge_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start_with_toml(
+        dir.path(),
+        "[[mqtt.kafka_bridge]]\nfilter = \"sensors/#\"\ntopic = \"sensors\"\n\
+         [[mqtt.from_kafka]]\ntopic = \"alerts\"\nmqtt_topic = \"alerts/{key}\"\nqos = 1\n",
+    );
+    let (c, mut rx) = client(b.mqtt_port, "dev", true, |_| {}).await;
+    subscribe(&c, &mut rx, "alerts/#", QoS::AtLeastOnce).await;
+    for (t, v) in [("sensors/t1", "21.5"), ("sensors/t2", "19.0"), ("other/t3", "x")] {
+        c.publish(t, QoS::AtLeastOnce, false, v).await.unwrap();
+        expect(&mut rx, |p| matches!(p, Packet::PubAck(_))).await;
+    }
+    let got = support::consume_all(&b, "sensors", 1, 2);
+    let kv: Vec<(String, String)> =
+        got.into_iter().map(|(_, _, k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap())).collect();
+    assert_eq!(kv, vec![("sensors/t1".into(), "21.5".into()), ("sensors/t2".into(), "19.0".into())]);
+    // Kafka to MQTT: a record on "alerts" keyed "fire" reaches alerts/fire.
+    let p = support::producer(&b, &[("acks", "all")]);
+    p.send(rdkafka::producer::FutureRecord::to("alerts").key("fire").payload("evacuate"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let got = publishes(&mut rx, 1).await;
+    assert_eq!((got[0].0.as_str(), got[0].1.as_str(), got[0].2), ("alerts/fire", "evacuate", QoS::AtLeastOnce));
+}

@@ -1,0 +1,140 @@
+//! MQTT 5 with rumqttc's v5 client: user properties, response topic and
+//! correlation data, subscription identifiers, no-local, retain as
+//! published, shared subscriptions, message expiry, session takeover.
+
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Disconnect, Filter, Packet, PublishProperties, SubscribeProperties};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions, StateError};
+use tokio::sync::mpsc;
+
+use crate::support::Broker;
+
+async fn client(
+    port: u16,
+    id: &str,
+    tune: impl FnOnce(&mut MqttOptions),
+) -> (AsyncClient, mpsc::UnboundedReceiver<Packet>) {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    tune(&mut opts);
+    let (c, mut el) = AsyncClient::new(opts, 100);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(Event::Incoming(p)) => {
+                    if tx.send(p).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                // rumqttc reports a server DISCONNECT as an error.
+                Err(ConnectionError::MqttState(StateError::ServerDisconnect { reason_code, .. })) => {
+                    let _ = tx.send(Packet::Disconnect(Disconnect::new(reason_code)));
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    });
+    expect(&mut rx, |p| matches!(p, Packet::ConnAck(_))).await;
+    (c, rx)
+}
+
+async fn expect(rx: &mut mpsc::UnboundedReceiver<Packet>, want: impl Fn(&Packet) -> bool) -> Packet {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(p)) if want(&p) => return p,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("connection closed while waiting"),
+            Err(_) => panic!("timed out waiting for a packet"),
+        }
+    }
+}
+
+async fn next_publish(rx: &mut mpsc::UnboundedReceiver<Packet>) -> rumqttc::v5::mqttbytes::v5::Publish {
+    match expect(rx, |p| matches!(p, Packet::Publish(_))).await {
+        Packet::Publish(p) => p,
+        _ => unreachable!(),
+    }
+}
+
+async fn quiet(rx: &mut mpsc::UnboundedReceiver<Packet>, ms: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+    while let Ok(Some(p)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        assert!(!matches!(p, Packet::Publish(_)), "unexpected {p:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn properties_subscription_options_and_shared_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let (me, mut rx) = client(b.mqtt_port, "me", |_| {}).await;
+    // No local + retain as published + a subscription identifier.
+    let mut f = Filter::new("req/#", QoS::AtLeastOnce);
+    f.nolocal = true;
+    f.preserve_retain = true;
+    let props = SubscribeProperties { id: Some(42), user_properties: vec![] };
+    me.subscribe_many_with_properties([f], props).await.unwrap();
+    expect(&mut rx, |p| matches!(p, Packet::SubAck(_))).await;
+    me.publish("req/mine", QoS::AtLeastOnce, false, "own").await.unwrap();
+    quiet(&mut rx, 300).await;
+
+    let (other, mut orx) = client(b.mqtt_port, "other", |_| {}).await;
+    let props = PublishProperties {
+        response_topic: Some("resp/other".into()),
+        correlation_data: Some(b"corr-1".to_vec().into()),
+        user_properties: vec![("k".into(), "v".into())],
+        content_type: Some("text/plain".into()),
+        message_expiry_interval: Some(60),
+        ..Default::default()
+    };
+    other.publish_with_properties("req/x", QoS::AtLeastOnce, true, "hello", props).await.unwrap();
+    expect(&mut orx, |p| matches!(p, Packet::PubAck(_))).await;
+    let p = next_publish(&mut rx).await;
+    assert!(p.retain, "retain as published");
+    let props = p.properties.unwrap();
+    assert_eq!(props.subscription_identifiers, vec![42]);
+    assert_eq!(props.response_topic.as_deref(), Some("resp/other"));
+    assert_eq!(props.correlation_data.as_deref(), Some(&b"corr-1"[..]));
+    assert_eq!(props.user_properties, vec![("k".to_string(), "v".to_string())]);
+    assert_eq!(props.content_type.as_deref(), Some("text/plain"));
+    assert!(props.message_expiry_interval.is_some_and(|s| (58..=60).contains(&s)));
+
+    // Shared subscription: two members, each message to exactly one.
+    let (m1, mut r1) = client(b.mqtt_port, "m1", |_| {}).await;
+    let (m2, mut r2) = client(b.mqtt_port, "m2", |_| {}).await;
+    for (m, r) in [(&m1, &mut r1), (&m2, &mut r2)] {
+        m.subscribe("$share/g/jobs/+", QoS::AtLeastOnce).await.unwrap();
+        expect(r, |p| matches!(p, Packet::SubAck(_))).await;
+    }
+    for i in 0..10 {
+        other.publish(format!("jobs/{i}"), QoS::AtLeastOnce, false, i.to_string()).await.unwrap();
+    }
+    let (mut n1, mut n2) = (0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while n1 + n2 < 10 && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            Some(Packet::Publish(_)) = r1.recv() => n1 += 1,
+            Some(Packet::Publish(_)) = r2.recv() => n2 += 1,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    assert_eq!(n1 + n2, 10);
+    assert!(n1 > 0 && n2 > 0, "round robin: {n1} and {n2}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_disconnects_the_old_connection_with_reason_0x8e() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let (_first, mut frx) = client(b.mqtt_port, "same", |_| {}).await;
+    let (_second, _srx) = client(b.mqtt_port, "same", |_| {}).await;
+    let p = expect(&mut frx, |p| matches!(p, Packet::Disconnect(_))).await;
+    let Packet::Disconnect(d) = p else { unreachable!() };
+    assert_eq!(d.reason_code, rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::SessionTakenOver);
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Interop tests: real Kafka clients (confluent-kafka, kafka-python, aiokafka, kcat;
-# transactions with the three Python clients)
+# transactions with the three Python clients; KafkaJS)
 # against a freshly started `ferry serve`. Last line: "interop: N passed, M failed".
 set -euo pipefail
 
@@ -23,6 +23,15 @@ if ! command -v kcat >/dev/null; then
     $sudo apt-get update -q
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q kcat
 fi
+
+# KafkaJS, an independent JavaScript client (Node and npm from Debian if missing).
+if ! command -v npm >/dev/null; then
+    sudo=""
+    [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null && sudo="sudo"
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q nodejs npm
+fi
+(cd "$here" && npm ci --no-audit --no-fund --silent)
 
 # Always build: a no-op when fresh, and never a stale binary.
 (cd "$root" && cargo build -q -p ferry --bin ferry)
@@ -88,6 +97,7 @@ run_test kafka_python    "$venv/bin/python" "$here/kafka_python_test.py"
 run_test aiokafka        "$venv/bin/python" "$here/aiokafka_test.py"
 run_test kcat            bash "$here/kcat_test.sh"
 run_test transactions    "$venv/bin/python" "$here/transactions_test.py"
+run_test kafkajs         node "$here/kafkajs_test.mjs"
 # Five parts, each in its own child process with a 75 s limit (GROUPS_PART_TIMEOUT);
 # about 40 s when healthy, since every group waits out the broker's default
 # 3 s group.initial.rebalance.delay.ms.

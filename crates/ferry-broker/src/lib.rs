@@ -8,6 +8,7 @@ pub mod consumer_group;
 pub mod coordinator;
 mod error;
 pub mod group;
+pub mod messaging;
 mod partition;
 mod producer;
 pub mod topic_config;

@@ -47,13 +47,32 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             "kafka listener ready"
         );
         let ctx = Arc::new(ferry_kafka::Ctx { broker: broker.clone(), config: settings.kafka });
-        let server = tokio::spawn(ferry_kafka::serve(listener, ctx, stop_rx));
+        let server = tokio::spawn(ferry_kafka::serve(listener, ctx, stop_rx.clone()));
+        let (vhosts, amqp_server) = {
+            let data = settings.broker.data_dir.clone();
+            let (engine, names) = (settings.broker.engine.clone(), settings.amqp.vhosts.clone());
+            let vhosts =
+                tokio::task::spawn_blocking(move || ferry_broker::messaging::Vhosts::open(&data, engine, &names))
+                    .await?
+                    .context("opening queues")?;
+            let listener = tokio::net::TcpListener::bind(settings.amqp_listen)
+                .await
+                .with_context(|| format!("binding the AMQP listener to {}", settings.amqp_listen))?;
+            tracing::info!(listen = %listener.local_addr()?, "amqp listener ready");
+            let amqp = Arc::new(ferry_amqp::Server { config: settings.amqp, vhosts: vhosts.clone() });
+            (vhosts, tokio::spawn(ferry_amqp::serve(listener, amqp, stop_rx)))
+        };
         shutdown_signal().await?;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         let _ = server.await;
-        // Flush, checkpoint and close every log.
-        tokio::task::spawn_blocking(move || broker.shutdown()).await?;
+        let _ = amqp_server.await;
+        // Flush, checkpoint and close every log; persist queue cursors.
+        tokio::task::spawn_blocking(move || {
+            vhosts.shutdown();
+            broker.shutdown()
+        })
+        .await?;
         tracing::info!("stopped");
         anyhow::Ok(())
     })

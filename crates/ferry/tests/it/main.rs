@@ -1,5 +1,9 @@
 //! End-to-end tests: the real `ferry` binary, driven by real clients.
 
+mod amqp_bad_input;
+mod amqp_basic;
+mod amqp_durability;
+mod amqp_support;
 mod kafka_admin;
 mod kafka_bad_input;
 mod kafka_clients;

@@ -15,6 +15,8 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 pub struct Broker {
     child: Option<Child>,
     pub port: u16,
+    /// The AMQP listener's port.
+    pub amqp_port: u16,
     data: PathBuf,
     /// More `ferry serve` flags.
     args: Vec<String>,
@@ -28,7 +30,8 @@ impl Broker {
     pub fn start_with(data: &Path, args: &[&str]) -> Broker {
         let port = free_port();
         let args = args.iter().map(|a| a.to_string()).collect();
-        let mut b = Broker { child: None, port, data: data.to_path_buf(), args };
+        let amqp_port = free_port();
+        let mut b = Broker { child: None, port, amqp_port, data: data.to_path_buf(), args };
         b.spawn();
         b
     }
@@ -48,6 +51,7 @@ impl Broker {
             .arg("--data-dir")
             .arg(&self.data)
             .args(["--kafka-listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--amqp-listen", &format!("127.0.0.1:{}", self.amqp_port)])
             .args(&self.args)
             .env("FERRY_LOG", "warn")
             .stdout(Stdio::null())
@@ -55,10 +59,17 @@ impl Broker {
             .expect("start ferry");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "ferry did not start listening");
-            std::thread::sleep(Duration::from_millis(20));
+        for port in [self.port, self.amqp_port] {
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "ferry did not start listening");
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
+    }
+
+    /// amqp://guest:guest@127.0.0.1:<amqp port>/%2f
+    pub fn amqp_uri(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port)
     }
 
     pub fn bootstrap(&self) -> String {

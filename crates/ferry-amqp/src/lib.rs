@@ -1,0 +1,15 @@
+//! `ferry-amqp`: the AMQP 0-9-1 front-end (RabbitMQ clients) over
+//! `ferry-broker`'s queues and exchanges. See docs/protocols.md.
+
+pub mod auth;
+mod channel;
+mod connection;
+mod delivery;
+pub mod error;
+pub mod frame;
+mod outbox;
+mod server;
+mod values;
+
+pub use auth::{Permissions, User};
+pub use server::{AmqpConfig, Server, serve};

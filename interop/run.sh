@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Interop tests: real Kafka clients (confluent-kafka, kafka-python, aiokafka, kcat;
-# transactions with the three Python clients)
+# transactions with the three Python clients) and the seed's pika example (AMQP)
 # against a freshly started `ferry serve`. Last line: "interop: N passed, M failed".
 set -euo pipefail
 
@@ -30,6 +30,8 @@ fi
 # --- broker -------------------------------------------------------------------
 port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 export BOOTSTRAP="127.0.0.1:$port"
+amqp_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+export AMQP_PORT="$amqp_port"
 work="$(mktemp -d -t ferry-interop.XXXXXX)"
 broker_pid=""
 
@@ -50,13 +52,15 @@ stop_broker() {
 cleanup() { stop_broker || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-"$ferry" serve --data-dir "$work/data" --kafka-listen "$BOOTSTRAP" >"$work/broker.log" 2>&1 &
+"$ferry" serve --data-dir "$work/data" --kafka-listen "$BOOTSTRAP" --amqp-listen "127.0.0.1:$AMQP_PORT" >"$work/broker.log" 2>&1 &
 broker_pid=$!
 
 ready=0
 for _ in $(seq 300); do   # 30 s
     if ! kill -0 "$broker_pid" 2>/dev/null; then break; fi
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then ready=1; break; fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$AMQP_PORT") 2>/dev/null; then
+        ready=1; break
+    fi
     sleep 0.1
 done
 if [[ $ready -ne 1 ]]; then
@@ -84,6 +88,7 @@ run_test kafka_python    "$venv/bin/python" "$here/kafka_python_test.py"
 run_test aiokafka        "$venv/bin/python" "$here/aiokafka_test.py"
 run_test kcat            bash "$here/kcat_test.sh"
 run_test transactions    "$venv/bin/python" "$here/transactions_test.py"
+run_test pika_seed       "$venv/bin/python" "$here/pika_seed_test.py"
 # Five parts, each in its own child process with a 75 s limit (GROUPS_PART_TIMEOUT);
 # about 40 s when healthy, since every group waits out the broker's default
 # 3 s group.initial.rebalance.delay.ms.

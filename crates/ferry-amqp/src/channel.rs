@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use amq_protocol::protocol::basic::{AMQPProperties, parse_properties};
 use amq_protocol::protocol::{AMQPClass, basic, channel, confirm, exchange, queue, tx};
 use bytes::{Bytes, BytesMut};
-use ferry_broker::messaging::{Destination, Exchange, ExchangeKind, Message, Queue, QueueSpec};
+use ferry_broker::messaging::{Destination, Exchange, ExchangeKind, Message, Published, Queue, QueueSpec};
 use tokio::task::JoinHandle;
 
 use crate::connection::ConnCtx;
@@ -27,6 +27,8 @@ struct PendingPublish {
 
 struct ConsumerHandle {
     queue: Arc<Queue>,
+    /// The queue's id for this consumer.
+    id: u64,
     task: JoinHandle<()>,
 }
 
@@ -85,7 +87,7 @@ impl Channel {
         self.shared.credit.notify_waiters();
         for (_, c) in self.consumers.drain() {
             c.task.abort();
-            if c.queue.remove_consumer() {
+            if c.queue.remove_consumer(c.id) {
                 let _ = cx.vhost.delete_if_present(&c.queue);
             }
         }
@@ -177,7 +179,7 @@ impl Channel {
                 self.shared.credit.notify_waiters();
                 if let Some(h) = self.consumers.remove(&tag) {
                     h.task.abort();
-                    if h.queue.remove_consumer() {
+                    if h.queue.remove_consumer(h.id) {
                         cx.vhost.delete_if_present(&h.queue)?;
                     }
                 }
@@ -192,7 +194,8 @@ impl Channel {
             AMQPClass::Basic(basic::AMQPMethod::Get(g)) => {
                 cx.check(Perm::Read, "queue", g.queue.as_str())?;
                 let q = cx.vhost.queue_for(g.queue.as_str(), cx.id)?;
-                match q.take()? {
+                q.touch();
+                match q.take(None)? {
                     Some(d) => {
                         let ready = q.ready_count().min(u64::from(u32::MAX)) as u32;
                         self.shared.deliver(None, g.no_ack, &d, &q, ready);
@@ -422,7 +425,7 @@ impl Channel {
         if self.consumers.contains_key(&tag) {
             return Err(AmqpError::new(NOT_ALLOWED, format!("attempt to reuse consumer tag '{tag}'")));
         }
-        q.add_consumer(c.exclusive)?;
+        let id = q.add_consumer(c.exclusive)?;
         self.shared
             .lock()
             .consumers
@@ -432,8 +435,8 @@ impl Channel {
             let ok = basic::ConsumeOk { consumer_tag: tag.as_ref().into() };
             self.send(cx, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(ok)))?;
         }
-        let task = tokio::spawn(self.shared.clone().run_consumer(tag.clone(), q.clone(), c.no_ack));
-        self.consumers.insert(tag, ConsumerHandle { queue: q, task });
+        let task = tokio::spawn(self.shared.clone().run_consumer(tag.clone(), q.clone(), id, c.no_ack));
+        self.consumers.insert(tag, ConsumerHandle { queue: q, id, task });
         Ok(())
     }
 
@@ -462,7 +465,20 @@ impl Channel {
                 format!("cannot publish to internal exchange '{exchange}' in vhost '{}'", cx.vhost.name),
             )));
         }
+        let expires_at = match props.expiration() {
+            None => None,
+            Some(e) => match e.as_str().parse::<u64>() {
+                Ok(ms) => Some(now_ms().saturating_add(ms.min(i64::MAX as u64) as i64)),
+                Err(_) => {
+                    return Err(fail(AmqpError::new(
+                        PRECONDITION_FAILED,
+                        format!("invalid expiration '{}'", e.as_str()),
+                    )));
+                }
+            },
+        };
         let msg = Message {
+            expires_at,
             exchange: exchange.to_string(),
             routing_key: p.publish.routing_key.as_str().to_string(),
             properties: raw,
@@ -506,15 +522,18 @@ impl Channel {
             cx.outbox.send(out.freeze());
         }
         let mut waits = Vec::new();
+        let mut rejected = false;
         for q in &queues {
-            let offset = q.publish(msg)?;
-            if msg.persistent && q.spec.durable {
-                waits.push((q.clone(), offset));
+            match q.publish(msg)? {
+                Published::Stored(offset) if msg.persistent && q.spec.durable => waits.push((q.clone(), offset)),
+                Published::Stored(_) => {}
+                Published::Rejected => rejected = true,
             }
         }
         let Some(seq) = confirm else { return Ok(waits) };
-        if waits.is_empty() {
-            self.send(cx, confirm_frame(seq, true))?;
+        if waits.is_empty() || rejected {
+            // A full reject-publish queue refuses: the publisher gets a nack.
+            self.send(cx, confirm_frame(seq, !rejected))?;
             return Ok(Vec::new());
         }
         let state = Arc::new(Confirm {
@@ -560,6 +579,10 @@ impl Channel {
         }
         Ok(())
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 fn confirm_frame(seq: u64, ok: bool) -> AMQPClass {

@@ -99,7 +99,7 @@ impl Shared {
         let live = !s.closed && tag.is_none_or(|t| s.consumers.contains_key(t));
         if !live {
             drop(s);
-            queue.requeue(&[m.offset]);
+            let _ = queue.requeue(&[m.offset]);
             return false;
         }
         s.next_tag += 1;
@@ -123,7 +123,7 @@ impl Shared {
         let mut out = BytesMut::with_capacity(m.body.len() + m.properties.len() + 128);
         if frame::put_method(&mut out, self.channel, &AMQPClass::Basic(method)).is_err() {
             drop(s);
-            queue.requeue(&[m.offset]);
+            let _ = queue.requeue(&[m.offset]);
             return false;
         }
         frame::put_content(&mut out, self.channel, &m.properties, &m.body, self.frame_max);
@@ -182,7 +182,7 @@ impl Shared {
     }
 
     /// Feeds consumer `tag` from `queue` until it is cancelled.
-    pub async fn run_consumer(self: Arc<Self>, tag: Arc<str>, queue: Arc<Queue>, no_ack: bool) {
+    pub async fn run_consumer(self: Arc<Self>, tag: Arc<str>, queue: Arc<Queue>, id: u64, no_ack: bool) {
         loop {
             if self.outbox.is_full() {
                 self.outbox.wait_room().await;
@@ -201,7 +201,7 @@ impl Shared {
             let available = queue.notifier().notified();
             tokio::pin!(available);
             available.as_mut().enable();
-            match queue.take() {
+            match queue.take(Some(id)) {
                 Ok(Some(d)) => {
                     if !self.deliver(Some(&tag), no_ack, &d, &queue, 0) {
                         return;
@@ -253,8 +253,9 @@ fn apply(taken: Vec<Unacked>, how: Settle) -> Result<(), AmqpError> {
     }
     for (q, offs) in by_queue {
         match how {
-            Settle::Requeue => q.requeue(&offs),
-            Settle::Ack | Settle::Discard => q.ack(&offs)?,
+            Settle::Requeue => q.requeue(&offs)?,
+            Settle::Discard => q.reject(&offs)?,
+            Settle::Ack => q.ack(&offs)?,
         }
     }
     Ok(())

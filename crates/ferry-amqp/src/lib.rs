@@ -4,6 +4,7 @@
 pub mod auth;
 mod channel;
 mod connection;
+mod death;
 mod delivery;
 pub mod error;
 pub mod frame;
@@ -12,4 +13,5 @@ mod server;
 mod values;
 
 pub use auth::{Permissions, User};
+pub use death::death_hook;
 pub use server::{AmqpConfig, Server, serve};

@@ -51,10 +51,11 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         let (vhosts, amqp_server) = {
             let data = settings.broker.data_dir.clone();
             let (engine, names) = (settings.broker.engine.clone(), settings.amqp.vhosts.clone());
-            let vhosts =
-                tokio::task::spawn_blocking(move || ferry_broker::messaging::Vhosts::open(&data, engine, &names))
-                    .await?
-                    .context("opening queues")?;
+            let vhosts = tokio::task::spawn_blocking(move || {
+                ferry_broker::messaging::Vhosts::open(&data, engine, &names, Some(ferry_amqp::death_hook()))
+            })
+            .await?
+            .context("opening queues")?;
             let listener = tokio::net::TcpListener::bind(settings.amqp_listen)
                 .await
                 .with_context(|| format!("binding the AMQP listener to {}", settings.amqp_listen))?;

@@ -14,6 +14,7 @@ use crate::messaging::exchange::Headers;
 pub const H_EXCHANGE: &str = "amqp.exchange";
 pub const H_PROPERTIES: &str = "amqp.properties";
 pub const H_PERSISTENT: &str = "amqp.persistent";
+pub const H_EXPIRES_AT: &str = "amqp.expires-at";
 
 /// A message as a front-end publishes it.
 #[derive(Clone, Debug)]
@@ -28,6 +29,25 @@ pub struct Message {
     pub persistent: bool,
     /// Message headers, for headers exchanges.
     pub headers: Headers,
+    /// Wall-clock ms after which the message expires (AMQP's per-message
+    /// `expiration`, made absolute at publish).
+    pub expires_at: Option<i64>,
+}
+
+impl StoredMessage {
+    /// A message not (yet) stored, e.g. one refused by a full queue.
+    pub fn from_message(m: &Message, timestamp: i64) -> StoredMessage {
+        StoredMessage {
+            offset: 0,
+            exchange: m.exchange.clone(),
+            routing_key: m.routing_key.clone(),
+            properties: m.properties.clone(),
+            body: m.body.clone(),
+            persistent: m.persistent,
+            timestamp,
+            expires_at: m.expires_at,
+        }
+    }
 }
 
 /// A message read back from a queue's log.
@@ -40,21 +60,22 @@ pub struct StoredMessage {
     pub body: Bytes,
     pub persistent: bool,
     pub timestamp: i64,
+    pub expires_at: Option<i64>,
 }
 
 /// Encodes `m` as a one-record batch.
 pub fn encode(m: &Message, timestamp: i64) -> Result<Vec<u8>> {
     let persistent: &[u8] = if m.persistent { b"1" } else { b"0" };
-    let record = NewRecord {
-        key: Some(m.routing_key.as_bytes()),
-        value: Some(&m.body),
-        headers: vec![
-            (H_EXCHANGE.as_bytes(), Some(m.exchange.as_bytes())),
-            (H_PROPERTIES.as_bytes(), Some(&m.properties)),
-            (H_PERSISTENT.as_bytes(), Some(persistent)),
-        ],
-        timestamp,
-    };
+    let expires = m.expires_at.map(|e| e.to_string());
+    let mut headers = vec![
+        (H_EXCHANGE.as_bytes(), Some(m.exchange.as_bytes())),
+        (H_PROPERTIES.as_bytes(), Some(&m.properties[..])),
+        (H_PERSISTENT.as_bytes(), Some(persistent)),
+    ];
+    if let Some(e) = &expires {
+        headers.push((H_EXPIRES_AT.as_bytes(), Some(e.as_bytes())));
+    }
+    let record = NewRecord { key: Some(m.routing_key.as_bytes()), value: Some(&m.body), headers, timestamp };
     records::build_batch(&[record], Compression::None, -1, -1, -1)
         .map_err(|e| BrokerError::InvalidRecord(e.to_string()))
 }
@@ -96,6 +117,7 @@ fn decode_batch(buf: &Bytes, header: &BatchHeader, batch: &[u8], out: &mut Vec<S
             body: slice(r.value.unwrap_or_default()),
             persistent: false,
             timestamp: header.base_timestamp.saturating_add(r.timestamp_delta),
+            expires_at: None,
         };
         for (k, v) in &r.headers {
             let v = v.unwrap_or_default();
@@ -103,6 +125,9 @@ fn decode_batch(buf: &Bytes, header: &BatchHeader, batch: &[u8], out: &mut Vec<S
                 k if k == H_EXCHANGE.as_bytes() => m.exchange = String::from_utf8_lossy(v).into_owned(),
                 k if k == H_PROPERTIES.as_bytes() => m.properties = slice(v),
                 k if k == H_PERSISTENT.as_bytes() => m.persistent = v == b"1",
+                k if k == H_EXPIRES_AT.as_bytes() => {
+                    m.expires_at = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok())
+                }
                 _ => {}
             }
         }
@@ -124,6 +149,7 @@ mod tests {
             body: Bytes::from_static(b"hello"),
             persistent: true,
             headers: Headers::new(),
+            expires_at: Some(99),
         };
         let batch = Bytes::from(encode(&m, 1234).unwrap());
         let got = decode_batches(&batch).unwrap();
@@ -133,5 +159,6 @@ mod tests {
         assert_eq!(&s.body[..], b"hello");
         assert_eq!(&s.properties[..], &[0x10, 0, 2]);
         assert_eq!(s.timestamp, 1234);
+        assert_eq!(s.expires_at, Some(99));
     }
 }

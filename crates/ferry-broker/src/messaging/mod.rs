@@ -9,6 +9,7 @@
 //!
 //! Names are percent-encoded into directory names.
 
+pub mod args;
 mod cursor_store;
 pub mod exchange;
 pub mod message;
@@ -23,9 +24,10 @@ use std::time::Duration;
 
 use ferry_log::{EngineConfig, LogManager};
 
+pub use args::{Overflow, QueueArgs};
 pub use exchange::{Binding, Destination, Exchange, ExchangeKind, HeaderValue, Headers};
 pub use message::{Message, StoredMessage};
-pub use queue::{Delivery, Queue, QueueSpec};
+pub use queue::{Delivery, Letter, Published, Queue, QueueSpec};
 pub use vhost::{MAX_MESSAGE_BYTES, Vhost};
 
 /// Why a messaging operation was refused. Front-ends map these to their
@@ -58,6 +60,24 @@ impl From<ferry_log::LogError> for MessagingError {
     }
 }
 
+/// What a dead-lettered message's protocol properties must record (AMQP:
+/// the `x-death` header).
+#[derive(Clone, Debug)]
+pub struct Death<'a> {
+    pub queue: &'a str,
+    pub reason: &'static str,
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    /// Wall-clock seconds.
+    pub time: i64,
+}
+
+/// Rewrites a message's encoded properties for dead-lettering; returns the
+/// new properties and the headers to route them by. Supplied by the
+/// front-end that owns the property encoding; without one the properties
+/// are kept as they are.
+pub type DeathHook = Arc<dyn Fn(&[u8], &Death<'_>) -> (bytes::Bytes, Headers) + Send + Sync>;
+
 /// All virtual hosts, their queue logs, and the thread that persists
 /// cursors and reclaims acknowledged log prefixes.
 pub struct Vhosts {
@@ -68,7 +88,12 @@ pub struct Vhosts {
 impl Vhosts {
     /// Opens (or creates) `names` under `data_dir`, recovering durable
     /// definitions and queues; non-durable queues from before are gone.
-    pub fn open(data_dir: &Path, engine: EngineConfig, names: &[String]) -> Result<Arc<Vhosts>, MessagingError> {
+    pub fn open(
+        data_dir: &Path,
+        engine: EngineConfig,
+        names: &[String],
+        death_hook: Option<DeathHook>,
+    ) -> Result<Arc<Vhosts>, MessagingError> {
         let root = data_dir.join("queues");
         let transient = data_dir.join("queues-transient");
         let _ = std::fs::remove_dir_all(&transient);
@@ -78,7 +103,7 @@ impl Vhosts {
         for name in names {
             let dir = root.join(encode_name(name));
             let tdir: PathBuf = transient.join(encode_name(name));
-            map.insert(name.clone(), Vhost::open(name, &dir, &tdir, logs.clone())?);
+            map.insert(name.clone(), Vhost::open(name, &dir, &tdir, logs.clone(), death_hook.clone())?);
         }
         let vhosts = Arc::new(Vhosts { vhosts: RwLock::new(map), logs });
         let weak = Arc::downgrade(&vhosts);

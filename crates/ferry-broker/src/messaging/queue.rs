@@ -10,8 +10,8 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use bytes::Bytes;
 use ferry_log::Log;
@@ -19,10 +19,12 @@ use tokio::sync::Notify;
 
 use crate::error::Result;
 use crate::messaging::MessagingError;
+use crate::messaging::args::{Overflow, QueueArgs};
 use crate::messaging::cursor_store::{CursorStore, Snapshot};
 use crate::messaging::exchange::Headers;
 use crate::messaging::message::{self, Message, StoredMessage};
 use crate::messaging::ranges::RangeSet;
+use crate::messaging::vhost::Vhost;
 
 /// How far ahead of the last delivery the "possibly delivered" mark is
 /// persisted: one small write per this many deliveries. After a crash,
@@ -60,10 +62,10 @@ struct Cursor {
     read_pos: u64,
     buffer: VecDeque<StoredMessage>,
     acked: RangeSet,
-    /// Delivered, not yet acknowledged: offset -> delivery count.
-    unacked: HashMap<u64, u32>,
-    /// Handed back, to be delivered again first: offset -> delivery count.
-    requeued: BTreeMap<u64, u32>,
+    /// Delivered, not yet acknowledged: offset -> (delivery count, body size).
+    unacked: HashMap<u64, (u32, u32)>,
+    /// Handed back, to be delivered again first: offset -> (count, size).
+    requeued: BTreeMap<u64, (u32, u32)>,
     /// Offsets below this may have been delivered before the last start.
     delivered_before_boot: u64,
     /// Log end at open: transient messages below it died with the restart.
@@ -72,16 +74,23 @@ struct Cursor {
     delivered_mark: u64,
     store: CursorStore,
     dirty: bool,
+    /// Body bytes of ready messages (x-max-length-bytes).
+    ready_bytes: u64,
 }
 
 pub struct Queue {
     pub spec: QueueSpec,
+    pub args: QueueArgs,
     log: Arc<Log>,
     dir: PathBuf,
     state: Mutex<Cursor>,
     notify: Arc<Notify>,
     deleted: AtomicBool,
     consumers: Mutex<Consumers>,
+    /// For dead-lettering: the virtual host this queue belongs to.
+    vhost: OnceLock<Weak<Vhost>>,
+    /// Wall-clock ms of the last use (x-expires).
+    last_used: AtomicU64,
 }
 
 #[derive(Default)]
@@ -89,6 +98,26 @@ struct Consumers {
     count: u32,
     exclusive: bool,
     ever: bool,
+    next_id: u64,
+    /// Registration order; with single-active-consumer the first is active.
+    order: Vec<u64>,
+}
+
+/// The result of a publish to one queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Published {
+    /// Appended at this offset.
+    Stored(u64),
+    /// Refused: the queue is full and its overflow is reject-publish.
+    Rejected,
+}
+
+/// A message leaving a queue for its dead-letter exchange, and why
+/// (RabbitMQ's reasons: rejected, expired, maxlen, delivery_limit).
+pub type Letter = (StoredMessage, &'static str);
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl std::fmt::Debug for Queue {
@@ -99,7 +128,8 @@ impl std::fmt::Debug for Queue {
 
 impl Queue {
     /// Opens the queue over `log` (in `dir`), recovering its cursor.
-    pub(crate) fn open(spec: QueueSpec, dir: &Path, log: Arc<Log>) -> Result<Arc<Queue>> {
+    pub(crate) fn open(spec: QueueSpec, dir: &Path, log: Arc<Log>) -> Result<Arc<Queue>, MessagingError> {
+        let args = QueueArgs::parse(&spec.arguments).map_err(MessagingError::PreconditionFailed)?;
         let (store, snap) = CursorStore::open(dir)?;
         let mut acked = RangeSet::default();
         for &(a, b) in &snap.acked {
@@ -122,20 +152,49 @@ impl Queue {
             delivered_mark: snap.delivered_mark,
             store,
             dirty: true,
+            ready_bytes: 0,
         };
         cursor.persist(false)?;
         let notify = Arc::new(Notify::new());
         let n = notify.clone();
         log.set_hw_listener(Arc::new(move || n.notify_waiters()));
-        Ok(Arc::new(Queue {
+        let q = Arc::new(Queue {
             spec,
+            args,
             log,
             dir: dir.to_path_buf(),
             state: Mutex::new(cursor),
             notify,
             deleted: AtomicBool::new(false),
             consumers: Mutex::new(Consumers::default()),
-        }))
+            vhost: OnceLock::new(),
+            last_used: AtomicU64::new(now_ms() as u64),
+        });
+        if q.args.max_length_bytes.is_some() {
+            q.recount_ready_bytes()?;
+        }
+        Ok(q)
+    }
+
+    /// Sums the bodies of the ready messages (after a restart, for
+    /// x-max-length-bytes).
+    fn recount_ready_bytes(&self) -> Result<()> {
+        let mut c = self.cursor();
+        let mut pos = c.floor;
+        let mut total = 0u64;
+        while let Some(slice) = self.log.read(pos, READ_AHEAD)? {
+            let buf = Bytes::from(slice.to_vec()?);
+            let msgs = message::decode_batches(&buf)?;
+            let Some(last) = msgs.last() else { break };
+            pos = last.offset + 1;
+            total += msgs.iter().filter(|m| !c.acked.contains(m.offset)).map(|m| m.body.len() as u64).sum::<u64>();
+        }
+        c.ready_bytes = total;
+        Ok(())
+    }
+
+    pub(crate) fn set_vhost(&self, vhost: Weak<Vhost>) {
+        let _ = self.vhost.set(vhost);
     }
 
     pub fn name(&self) -> &str {
@@ -169,37 +228,85 @@ impl Queue {
         self.notify.notify_waiters();
     }
 
-    /// Appends `m`; returns its offset. Readable by consumers once the log
-    /// makes it visible (for a durable queue: once on disk).
-    pub fn publish(&self, m: &Message) -> Result<u64> {
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let batch = message::encode(m, now)?;
-        Ok(self.log.append(&batch)?.base_offset)
+    /// Records a use (declare, consume, get) for x-expires.
+    pub fn touch(&self) {
+        self.last_used.store(now_ms() as u64, Ordering::Relaxed);
     }
 
-    /// Calls `done` once the message at `offset` is on disk.
-    pub fn on_durable(&self, offset: u64, done: impl FnOnce(bool) + Send + 'static) {
-        self.log.on_durable(offset + 1, move |r| done(r.is_ok()));
+    /// Unused past its x-expires.
+    pub(crate) fn unused_expired(&self, now: i64) -> bool {
+        self.args.expires.is_some_and(|ms| {
+            self.consumer_count() == 0 && (now as u64).saturating_sub(self.last_used.load(Ordering::Relaxed)) >= ms
+        })
     }
 
-    /// The next message for a consumer, if one is ready.
-    pub fn take(&self) -> Result<Option<Delivery>> {
-        let mut c = self.cursor();
-        if self.is_deleted() {
-            return Ok(None);
+    fn expired(&self, m: &StoredMessage, now: i64) -> bool {
+        m.expires_at.is_some_and(|e| now >= e)
+            || self.args.message_ttl.is_some_and(|ttl| now >= m.timestamp.saturating_add(ttl as i64))
+    }
+
+    /// Appends `m` (unless the queue is full and refuses); returns its offset.
+    /// Readable by consumers once the log makes it visible (for a durable
+    /// queue: once on disk).
+    pub fn publish(&self, m: &Message) -> Result<Published> {
+        let now = now_ms();
+        if !self.args.limited() {
+            let batch = message::encode(m, now)?;
+            return Ok(Published::Stored(self.log.append(&batch)?.base_offset));
         }
-        while let Some((off, count)) = c.requeued.pop_first() {
+        let size = m.body.len() as u64;
+        let mut c = self.cursor();
+        let ready = c.ready(self.log.next_offset());
+        let full = self.args.max_length.is_some_and(|max| ready >= max)
+            || self.args.max_length_bytes.is_some_and(|max| c.ready_bytes + size > max);
+        if full && self.args.overflow != Overflow::DropHead {
+            drop(c);
+            if self.args.overflow == Overflow::RejectPublishDlx {
+                self.dead_letter(vec![(StoredMessage::from_message(m, now), "maxlen")]);
+            }
+            return Ok(Published::Rejected);
+        }
+        let batch = message::encode(m, now)?;
+        let offset = self.log.append(&batch)?.base_offset;
+        c.ready_bytes += size;
+        let letters = self.drop_heads(&mut c)?;
+        drop(c);
+        self.finish_letters(letters)?;
+        Ok(Published::Stored(offset))
+    }
+
+    /// drop-head overflow: the oldest readable ready messages go.
+    fn drop_heads(&self, c: &mut Cursor) -> Result<Vec<Letter>> {
+        let mut letters = Vec::new();
+        loop {
+            let ready = c.ready(self.log.next_offset());
+            let over = self.args.max_length.is_some_and(|max| ready > max)
+                || self.args.max_length_bytes.is_some_and(|max| c.ready_bytes > max);
+            if !over {
+                return Ok(letters);
+            }
+            // Not readable yet (a durable queue's unsynced tail): the next
+            // publish or the periodic sweep finishes the job.
+            let Some(m) = self.pop_head(c)? else { return Ok(letters) };
+            letters.push((m, "maxlen"));
+        }
+    }
+
+    /// Takes the oldest ready message off the queue as if delivered.
+    fn pop_head(&self, c: &mut Cursor) -> Result<Option<StoredMessage>> {
+        if let Some((&off, _)) = c.requeued.first_key_value() {
+            let (_, (count, size)) = c.requeued.pop_first().unwrap_or((off, (0, 0)));
+            c.ready_bytes = c.ready_bytes.saturating_sub(u64::from(size));
             match self.read_one(off)? {
-                Some(message) => {
-                    c.unacked.insert(off, count + 1);
-                    return Ok(Some(Delivery { message, redelivered: true, delivery_count: count + 1 }));
+                Some(m) => {
+                    c.unacked.insert(off, (count, size));
+                    return Ok(Some(m));
                 }
                 None => c.ack_one(off)?,
             }
         }
         loop {
-            if c.buffer.is_empty() && !self.refill(&mut c)? {
+            if c.buffer.is_empty() && !self.refill(c)? {
                 return Ok(None);
             }
             let Some(m) = c.buffer.pop_front() else { return Ok(None) };
@@ -207,9 +314,72 @@ impl Queue {
             if c.acked.contains(m.offset) {
                 continue;
             }
+            c.ready_bytes = c.ready_bytes.saturating_sub(m.body.len() as u64);
+            c.unacked.insert(m.offset, (0, m.body.len() as u32));
+            return Ok(Some(m));
+        }
+    }
+
+    /// Calls `done` once the message at `offset` is on disk.
+    pub fn on_durable(&self, offset: u64, done: impl FnOnce(bool) + Send + 'static) {
+        self.log.on_durable(offset + 1, move |r| done(r.is_ok()));
+    }
+
+    /// The next message for consumer `consumer` (None: basic.get), if one
+    /// is ready and, with single-active-consumer, the consumer is active.
+    pub fn take(&self, consumer: Option<u64>) -> Result<Option<Delivery>> {
+        if let Some(id) = consumer
+            && !self.is_active(id)
+        {
+            return Ok(None);
+        }
+        let mut letters = Vec::new();
+        let r = {
+            let mut c = self.cursor();
+            self.take_inner(&mut c, &mut letters)
+        };
+        self.finish_letters(letters)?;
+        r
+    }
+
+    fn take_inner(&self, c: &mut Cursor, letters: &mut Vec<Letter>) -> Result<Option<Delivery>> {
+        if self.is_deleted() {
+            return Ok(None);
+        }
+        let now = now_ms();
+        while let Some((off, (count, size))) = c.requeued.pop_first() {
+            c.ready_bytes = c.ready_bytes.saturating_sub(u64::from(size));
+            match self.read_one(off)? {
+                Some(message) => {
+                    c.unacked.insert(off, (count + 1, size));
+                    if self.expired(&message, now) {
+                        letters.push((message, "expired"));
+                        continue;
+                    }
+                    return Ok(Some(Delivery { message, redelivered: true, delivery_count: count + 1 }));
+                }
+                None => c.ack_one(off)?,
+            }
+        }
+        loop {
+            if c.buffer.is_empty() && !self.refill(c)? {
+                return Ok(None);
+            }
+            let Some(m) = c.buffer.pop_front() else { return Ok(None) };
+            c.next = m.offset + 1;
+            if c.acked.contains(m.offset) {
+                continue;
+            }
+            let size = m.body.len() as u32;
+            c.ready_bytes = c.ready_bytes.saturating_sub(u64::from(size));
             if !m.persistent && m.offset < c.boot_end {
                 // Transient messages do not survive a restart.
                 c.ack_one(m.offset)?;
+                continue;
+            }
+            if self.expired(&m, now) {
+                c.unacked.insert(m.offset, (0, size));
+                letters.push((m, "expired"));
                 continue;
             }
             let redelivered = m.offset < c.delivered_before_boot.min(c.boot_end);
@@ -218,8 +388,29 @@ impl Queue {
                 let mark = c.delivered_mark;
                 c.store.journal_mark(mark)?;
             }
-            c.unacked.insert(m.offset, 1);
+            c.unacked.insert(m.offset, (1, size));
             return Ok(Some(Delivery { message: m, redelivered, delivery_count: 1 }));
+        }
+    }
+
+    /// Dead-letters `letters` (if the queue has a dead-letter exchange),
+    /// then acknowledges them: a crash in between delivers them twice
+    /// rather than never.
+    fn finish_letters(&self, letters: Vec<Letter>) -> Result<()> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let offsets: Vec<u64> = letters.iter().map(|(m, _)| m.offset).collect();
+        self.dead_letter(letters);
+        self.ack(&offsets)
+    }
+
+    fn dead_letter(&self, letters: Vec<Letter>) {
+        if self.args.dead_letter_exchange.is_none() {
+            return;
+        }
+        if let Some(v) = self.vhost.get().and_then(Weak::upgrade) {
+            v.dead_letter(self, letters);
         }
     }
 
@@ -229,6 +420,9 @@ impl Queue {
         if c.read_pos < start {
             c.read_pos = start;
             c.next = c.next.max(start);
+        }
+        if c.read_pos >= self.log.high_watermark() {
+            return Ok(false);
         }
         let Some(slice) = self.log.read(c.read_pos, READ_AHEAD)? else { return Ok(false) };
         let buf = Bytes::from(slice.to_vec()?);
@@ -257,26 +451,86 @@ impl Queue {
         c.ack_all(&done)
     }
 
-    /// Hands deliveries back for redelivery (nack/reject with requeue, a
-    /// channel closing with unacknowledged messages).
-    pub fn requeue(&self, offsets: &[u64]) {
-        let mut c = self.cursor();
-        for off in offsets {
-            if let Some(count) = c.unacked.remove(off) {
-                c.requeued.insert(*off, count);
+    /// Rejected without requeue: dead-lettered (reason `rejected`) or dropped.
+    pub fn reject(&self, offsets: &[u64]) -> Result<()> {
+        if self.args.dead_letter_exchange.is_none() {
+            return self.ack(offsets);
+        }
+        let mut letters = Vec::new();
+        for &off in offsets {
+            match self.read_one(off)? {
+                Some(m) => letters.push((m, "rejected")),
+                None => self.ack(&[off])?,
             }
         }
-        drop(c);
+        self.finish_letters(letters)
+    }
+
+    /// Hands deliveries back for redelivery (nack/reject with requeue, a
+    /// channel closing with unacknowledged messages). Past x-delivery-limit
+    /// a message is dead-lettered instead.
+    pub fn requeue(&self, offsets: &[u64]) -> Result<()> {
+        let mut over = Vec::new();
+        {
+            let mut c = self.cursor();
+            for off in offsets {
+                if let Some((count, size)) = c.unacked.get(off).copied() {
+                    if self.args.delivery_limit.is_some_and(|limit| count > limit) {
+                        over.push(*off);
+                        continue;
+                    }
+                    c.unacked.remove(off);
+                    c.requeued.insert(*off, (count, size));
+                    c.ready_bytes += u64::from(size);
+                }
+            }
+        }
         self.notify.notify_waiters();
+        let mut letters = Vec::new();
+        for off in over {
+            match self.read_one(off)? {
+                Some(m) => letters.push((m, "delivery_limit")),
+                None => self.ack(&[off])?,
+            }
+        }
+        self.finish_letters(letters)
+    }
+
+    /// Expired messages at the head of the queue leave (dead-lettered),
+    /// consumers or not; drop-head limits catch up. Called periodically.
+    pub(crate) fn sweep(&self) -> Result<()> {
+        let mut letters = Vec::new();
+        {
+            let mut c = self.cursor();
+            let now = now_ms();
+            loop {
+                if c.buffer.is_empty() && (!c.requeued.is_empty() || !self.refill(&mut c)?) {
+                    break;
+                }
+                let Some(front) = c.buffer.front() else { break };
+                if !c.acked.contains(front.offset) && !self.expired(front, now) {
+                    break;
+                }
+                let Some(m) = self.pop_head(&mut c)? else { break };
+                letters.push((m, "expired"));
+            }
+            if self.args.limited() {
+                letters.extend(self.drop_heads(&mut c)?);
+            }
+        }
+        self.finish_letters(letters)
     }
 
     /// Drops every ready message; returns how many.
     pub fn purge(&self) -> Result<u64> {
         let mut c = self.cursor();
-        let n = c.ready(self.log.high_watermark());
+        // The log end, not the high watermark: appended messages not yet
+        // readable (a durable queue's unsynced tail) are purged too.
+        let end = self.log.next_offset();
+        let n = c.ready(end);
         let requeued: Vec<u64> = std::mem::take(&mut c.requeued).into_keys().collect();
         c.ack_all(&requeued)?;
-        let (from, to) = (c.next, self.log.high_watermark());
+        let (from, to) = (c.next, end);
         if to > from {
             c.acked.insert_range(from, to);
             c.store.journal_range(from, to)?;
@@ -286,13 +540,15 @@ impl Queue {
         c.read_pos = c.next;
         let floor = c.floor;
         c.floor = c.acked.advance(floor);
+        c.ready_bytes = 0;
         c.dirty = true;
         Ok(n)
     }
 
-    /// Messages ready for delivery.
+    /// Messages ready for delivery (counting appended ones a durable
+    /// queue makes readable once on disk).
     pub fn ready_count(&self) -> u64 {
-        self.cursor().ready(self.log.high_watermark())
+        self.cursor().ready(self.log.next_offset())
     }
 
     /// Delivered and not yet acknowledged.
@@ -308,9 +564,9 @@ impl Queue {
         self.consumers().count
     }
 
-    /// Registers a consumer; an exclusive one only on a queue without
-    /// consumers, and none beside an exclusive one.
-    pub fn add_consumer(&self, exclusive: bool) -> Result<(), MessagingError> {
+    /// Registers a consumer and returns its id; an exclusive one only on a
+    /// queue without consumers, and none beside an exclusive one.
+    pub fn add_consumer(&self, exclusive: bool) -> Result<u64, MessagingError> {
         let mut c = self.consumers();
         if c.exclusive || (exclusive && c.count > 0) {
             return Err(MessagingError::AccessRefused(format!("queue '{}' in exclusive use", self.spec.name)));
@@ -318,16 +574,33 @@ impl Queue {
         c.count += 1;
         c.exclusive = exclusive;
         c.ever = true;
-        Ok(())
+        c.next_id += 1;
+        let id = c.next_id;
+        c.order.push(id);
+        drop(c);
+        self.touch();
+        Ok(id)
+    }
+
+    /// With single-active-consumer, only the oldest consumer gets messages.
+    pub fn is_active(&self, id: u64) -> bool {
+        !self.args.single_active_consumer || self.consumers().order.first() == Some(&id)
     }
 
     /// Returns true if this was the last consumer of an auto-delete queue
     /// (which the caller then deletes).
-    pub fn remove_consumer(&self) -> bool {
+    pub fn remove_consumer(&self, id: u64) -> bool {
         let mut c = self.consumers();
+        let Some(pos) = c.order.iter().position(|&x| x == id) else { return false };
+        c.order.remove(pos);
         c.count = c.count.saturating_sub(1);
         c.exclusive = false;
-        c.count == 0 && self.spec.auto_delete && c.ever
+        let last = c.count == 0 && self.spec.auto_delete && c.ever;
+        drop(c);
+        self.touch();
+        // The next single active consumer takes over.
+        self.notify.notify_waiters();
+        last
     }
 
     /// Persists the cursor (if it changed) and deletes the acknowledged

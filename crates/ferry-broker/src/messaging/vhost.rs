@@ -10,9 +10,11 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use ferry_log::{FlushPolicy, LogConfig, LogManager};
 use serde::{Deserialize, Serialize};
 
+use super::args::QueueArgs;
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind, Headers};
-use super::queue::{Queue, QueueSpec};
-use super::{MessagingError, encode_name};
+use super::message::Message;
+use super::queue::{Letter, Queue, QueueSpec, now_ms};
+use super::{Death, DeathHook, MessagingError, encode_name};
 
 type Result<T, E = MessagingError> = std::result::Result<T, E>;
 
@@ -42,6 +44,7 @@ pub struct Vhost {
     queues: RwLock<BTreeMap<String, Arc<Queue>>>,
     /// Serialises changes of definitions and the file that records them.
     admin: Mutex<()>,
+    death_hook: Option<DeathHook>,
 }
 
 fn rd<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -87,7 +90,13 @@ fn builtin_exchanges() -> Vec<Exchange> {
 }
 
 impl Vhost {
-    pub(crate) fn open(name: &str, dir: &Path, transient_dir: &Path, logs: Arc<LogManager>) -> Result<Arc<Vhost>> {
+    pub(crate) fn open(
+        name: &str,
+        dir: &Path,
+        transient_dir: &Path,
+        logs: Arc<LogManager>,
+        death_hook: Option<DeathHook>,
+    ) -> Result<Arc<Vhost>> {
         fs::create_dir_all(dir.join("q"))?;
         let defs: Definitions = match fs::read(dir.join("definitions.json")) {
             Ok(b) => serde_json::from_slice(&b)
@@ -134,7 +143,7 @@ impl Vhost {
                 Destination::Queue(_) => true,
             });
         }
-        Ok(Arc::new(Vhost {
+        let vhost = Arc::new(Vhost {
             name: name.to_string(),
             dir: dir.to_path_buf(),
             transient_dir: transient_dir.to_path_buf(),
@@ -142,7 +151,12 @@ impl Vhost {
             exchanges: RwLock::new(exchanges),
             queues: RwLock::new(queues),
             admin: Mutex::new(()),
-        }))
+            death_hook,
+        });
+        for q in rd(&vhost.queues).values() {
+            q.set_vhost(Arc::downgrade(&vhost));
+        }
+        Ok(vhost)
     }
 
     fn admin(&self) -> MutexGuard<'_, ()> {
@@ -368,10 +382,11 @@ impl Vhost {
     /// Declares a queue (or, `passive`, finds it). `spec.exclusive_owner`
     /// is the declaring connection for exclusive queues; `owner` is always
     /// the declaring connection.
-    pub fn declare_queue(&self, spec: QueueSpec, passive: bool, owner: u64) -> Result<Arc<Queue>> {
+    pub fn declare_queue(self: &Arc<Self>, spec: QueueSpec, passive: bool, owner: u64) -> Result<Arc<Queue>> {
         let _a = self.admin();
         if let Some(q) = self.queue(&spec.name) {
             self.check_owner(&q, owner)?;
+            q.touch();
             if passive {
                 return Ok(q);
             }
@@ -409,6 +424,9 @@ impl Vhost {
                 spec.name
             )));
         }
+        QueueArgs::parse(&spec.arguments).map_err(|e| {
+            MessagingError::PreconditionFailed(format!("{e} for queue '{}' in vhost '{}'", spec.name, self.name))
+        })?;
         let qdir = if spec.durable {
             self.dir.join("q").join(encode_name(&spec.name))
         } else {
@@ -419,6 +437,7 @@ impl Vhost {
         let log = self.logs.open(&qdir, queue_log_config(spec.durable))?;
         let durable = spec.durable;
         let q = Queue::open(spec, &qdir, log)?;
+        q.set_vhost(Arc::downgrade(self));
         wr(&self.queues).insert(q.spec.name.clone(), q.clone());
         if durable {
             self.save()?;
@@ -498,9 +517,59 @@ impl Vhost {
 
     pub(crate) fn maintain(&self, sync: bool) {
         let queues: Vec<Arc<Queue>> = rd(&self.queues).values().cloned().collect();
+        let now = now_ms();
         for q in queues {
-            if let Err(e) = q.maintain(sync) {
+            if q.unused_expired(now) {
+                tracing::debug!(queue = %q.name(), vhost = %self.name, "deleting queue unused past x-expires");
+                if let Err(e) = self.delete_if_present(&q) {
+                    tracing::warn!(queue = %q.name(), error = %e, "deleting an expired queue failed");
+                }
+                continue;
+            }
+            if let Err(e) = q.sweep().and_then(|()| q.maintain(sync)) {
                 tracing::warn!(queue = %q.name(), vhost = %self.name, error = %e, "queue maintenance failed");
+            }
+        }
+    }
+
+    /// Publishes `letters` from `from` to its dead-letter exchange, with
+    /// their death recorded in their properties. A missing dead-letter
+    /// exchange drops them, as in RabbitMQ.
+    pub(crate) fn dead_letter(&self, from: &Queue, letters: Vec<Letter>) {
+        let Some(dlx) = from.args.dead_letter_exchange.as_deref() else { return };
+        for (m, reason) in letters {
+            let routing_key = from.args.dead_letter_routing_key.clone().unwrap_or_else(|| m.routing_key.clone());
+            let death = Death {
+                queue: from.name(),
+                reason,
+                exchange: &m.exchange,
+                routing_key: &m.routing_key,
+                time: now_ms() / 1000,
+            };
+            let (properties, headers) = match &self.death_hook {
+                Some(hook) => hook(&m.properties, &death),
+                None => (m.properties.clone(), Headers::new()),
+            };
+            let msg = Message {
+                exchange: dlx.to_string(),
+                routing_key,
+                properties,
+                body: m.body.clone(),
+                persistent: m.persistent,
+                headers,
+                expires_at: None,
+            };
+            let queues = match self.route(dlx, &msg.routing_key, &msg.headers) {
+                Ok(q) => q,
+                Err(e) => {
+                    tracing::debug!(queue = %from.name(), error = %e, "dead letter dropped");
+                    continue;
+                }
+            };
+            for q in queues {
+                if let Err(e) = q.publish(&msg) {
+                    tracing::warn!(queue = %q.name(), error = %e, "dead-lettering failed");
+                }
             }
         }
     }

@@ -4,6 +4,7 @@ mod amqp_bad_input;
 mod amqp_basic;
 mod amqp_durability;
 mod amqp_support;
+mod amqp_ttl_dlx;
 mod kafka_admin;
 mod kafka_bad_input;
 mod kafka_clients;

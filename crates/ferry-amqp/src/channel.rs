@@ -479,6 +479,7 @@ impl Channel {
         };
         let msg = Message {
             expires_at,
+            priority: props.priority().unwrap_or(0),
             exchange: exchange.to_string(),
             routing_key: p.publish.routing_key.as_str().to_string(),
             properties: raw,

@@ -15,6 +15,7 @@ pub const H_EXCHANGE: &str = "amqp.exchange";
 pub const H_PROPERTIES: &str = "amqp.properties";
 pub const H_PERSISTENT: &str = "amqp.persistent";
 pub const H_EXPIRES_AT: &str = "amqp.expires-at";
+pub const H_PRIORITY: &str = "amqp.priority";
 
 /// A message as a front-end publishes it.
 #[derive(Clone, Debug)]
@@ -32,6 +33,8 @@ pub struct Message {
     /// Wall-clock ms after which the message expires (AMQP's per-message
     /// `expiration`, made absolute at publish).
     pub expires_at: Option<i64>,
+    /// Priority (AMQP property), for priority queues.
+    pub priority: u8,
 }
 
 impl StoredMessage {
@@ -46,6 +49,7 @@ impl StoredMessage {
             persistent: m.persistent,
             timestamp,
             expires_at: m.expires_at,
+            priority: m.priority,
         }
     }
 }
@@ -61,6 +65,7 @@ pub struct StoredMessage {
     pub persistent: bool,
     pub timestamp: i64,
     pub expires_at: Option<i64>,
+    pub priority: u8,
 }
 
 /// Encodes `m` as a one-record batch.
@@ -74,6 +79,10 @@ pub fn encode(m: &Message, timestamp: i64) -> Result<Vec<u8>> {
     ];
     if let Some(e) = &expires {
         headers.push((H_EXPIRES_AT.as_bytes(), Some(e.as_bytes())));
+    }
+    let priority = [m.priority];
+    if m.priority > 0 {
+        headers.push((H_PRIORITY.as_bytes(), Some(&priority[..])));
     }
     let record = NewRecord { key: Some(m.routing_key.as_bytes()), value: Some(&m.body), headers, timestamp };
     records::build_batch(&[record], Compression::None, -1, -1, -1)
@@ -118,6 +127,7 @@ fn decode_batch(buf: &Bytes, header: &BatchHeader, batch: &[u8], out: &mut Vec<S
             persistent: false,
             timestamp: header.base_timestamp.saturating_add(r.timestamp_delta),
             expires_at: None,
+            priority: 0,
         };
         for (k, v) in &r.headers {
             let v = v.unwrap_or_default();
@@ -125,6 +135,7 @@ fn decode_batch(buf: &Bytes, header: &BatchHeader, batch: &[u8], out: &mut Vec<S
                 k if k == H_EXCHANGE.as_bytes() => m.exchange = String::from_utf8_lossy(v).into_owned(),
                 k if k == H_PROPERTIES.as_bytes() => m.properties = slice(v),
                 k if k == H_PERSISTENT.as_bytes() => m.persistent = v == b"1",
+                k if k == H_PRIORITY.as_bytes() => m.priority = v.first().copied().unwrap_or(0),
                 k if k == H_EXPIRES_AT.as_bytes() => {
                     m.expires_at = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok())
                 }
@@ -150,6 +161,7 @@ mod tests {
             persistent: true,
             headers: Headers::new(),
             expires_at: Some(99),
+            priority: 4,
         };
         let batch = Bytes::from(encode(&m, 1234).unwrap());
         let got = decode_batches(&batch).unwrap();
@@ -159,6 +171,6 @@ mod tests {
         assert_eq!(&s.body[..], b"hello");
         assert_eq!(&s.properties[..], &[0x10, 0, 2]);
         assert_eq!(s.timestamp, 1234);
-        assert_eq!(s.expires_at, Some(99));
+        assert_eq!((s.expires_at, s.priority), (Some(99), 4));
     }
 }

@@ -8,7 +8,8 @@
 //! small write and a kill -9 loses none. The ack floor advancing lets the
 //! log's acknowledged prefix be deleted segment by segment.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -76,6 +77,8 @@ struct Cursor {
     dirty: bool,
     /// Body bytes of ready messages (x-max-length-bytes).
     ready_bytes: u64,
+    /// Priority queues: never-delivered messages by (priority desc, offset).
+    priorities: Option<BTreeSet<(Reverse<u8>, u64)>>,
 }
 
 pub struct Queue {
@@ -153,6 +156,7 @@ impl Queue {
             store,
             dirty: true,
             ready_bytes: 0,
+            priorities: None,
         };
         cursor.persist(false)?;
         let notify = Arc::new(Notify::new());
@@ -170,26 +174,44 @@ impl Queue {
             vhost: OnceLock::new(),
             last_used: AtomicU64::new(now_ms() as u64),
         });
-        if q.args.max_length_bytes.is_some() {
-            q.recount_ready_bytes()?;
+        if q.args.max_length_bytes.is_some() || q.args.max_priority.is_some() {
+            q.rescan()?;
         }
         Ok(q)
     }
 
-    /// Sums the bodies of the ready messages (after a restart, for
-    /// x-max-length-bytes).
-    fn recount_ready_bytes(&self) -> Result<()> {
+    /// Rebuilds what is kept in memory about ready messages after a start:
+    /// their total size (x-max-length-bytes) and the priority index.
+    fn rescan(&self) -> Result<()> {
         let mut c = self.cursor();
+        let max = self.args.max_priority;
+        let mut ix = BTreeSet::new();
         let mut pos = c.floor;
         let mut total = 0u64;
-        while let Some(slice) = self.log.read(pos, READ_AHEAD)? {
+        while pos < self.log.high_watermark() {
+            let Some(slice) = self.log.read(pos, READ_AHEAD)? else { break };
             let buf = Bytes::from(slice.to_vec()?);
             let msgs = message::decode_batches(&buf)?;
             let Some(last) = msgs.last() else { break };
             pos = last.offset + 1;
-            total += msgs.iter().filter(|m| !c.acked.contains(m.offset)).map(|m| m.body.len() as u64).sum::<u64>();
+            for m in &msgs {
+                if c.acked.contains(m.offset) {
+                    continue;
+                }
+                if !m.persistent && m.offset < c.boot_end {
+                    c.ack_one(m.offset)?;
+                    continue;
+                }
+                total += m.body.len() as u64;
+                if let Some(max) = max {
+                    ix.insert((Reverse(m.priority.min(max)), m.offset));
+                }
+            }
         }
         c.ready_bytes = total;
+        if max.is_some() {
+            c.priorities = Some(ix);
+        }
         Ok(())
     }
 
@@ -250,7 +272,7 @@ impl Queue {
     /// queue: once on disk).
     pub fn publish(&self, m: &Message) -> Result<Published> {
         let now = now_ms();
-        if !self.args.limited() {
+        if !self.args.limited() && self.args.max_priority.is_none() {
             let batch = message::encode(m, now)?;
             return Ok(Published::Stored(self.log.append(&batch)?.base_offset));
         }
@@ -269,6 +291,9 @@ impl Queue {
         let batch = message::encode(m, now)?;
         let offset = self.log.append(&batch)?.base_offset;
         c.ready_bytes += size;
+        if let (Some(ix), Some(max)) = (c.priorities.as_mut(), self.args.max_priority) {
+            ix.insert((Reverse(m.priority.min(max)), offset));
+        }
         let letters = self.drop_heads(&mut c)?;
         drop(c);
         self.finish_letters(letters)?;
@@ -306,11 +331,7 @@ impl Queue {
             }
         }
         loop {
-            if c.buffer.is_empty() && !self.refill(c)? {
-                return Ok(None);
-            }
-            let Some(m) = c.buffer.pop_front() else { return Ok(None) };
-            c.next = m.offset + 1;
+            let Some(m) = self.next_fresh(c)? else { return Ok(None) };
             if c.acked.contains(m.offset) {
                 continue;
             }
@@ -362,11 +383,7 @@ impl Queue {
             }
         }
         loop {
-            if c.buffer.is_empty() && !self.refill(c)? {
-                return Ok(None);
-            }
-            let Some(m) = c.buffer.pop_front() else { return Ok(None) };
-            c.next = m.offset + 1;
+            let Some(m) = self.next_fresh(c)? else { return Ok(None) };
             if c.acked.contains(m.offset) {
                 continue;
             }
@@ -412,6 +429,30 @@ impl Queue {
         if let Some(v) = self.vhost.get().and_then(Weak::upgrade) {
             v.dead_letter(self, letters);
         }
+    }
+
+    /// The next message never delivered: in log order, or for a priority
+    /// queue the oldest readable one of the highest priority.
+    fn next_fresh(&self, c: &mut Cursor) -> Result<Option<StoredMessage>> {
+        if let Some(ix) = c.priorities.as_mut() {
+            let hw = self.log.high_watermark();
+            loop {
+                let Some(&key) = ix.iter().find(|(_, off)| *off < hw) else { return Ok(None) };
+                ix.remove(&key);
+                match self.read_one(key.1)? {
+                    Some(m) => return Ok(Some(m)),
+                    None => continue,
+                }
+            }
+        }
+        if c.buffer.is_empty() && !self.refill(c)? {
+            return Ok(None);
+        }
+        let m = c.buffer.pop_front();
+        if let Some(m) = &m {
+            c.next = m.offset + 1;
+        }
+        Ok(m)
     }
 
     /// Fills the read-ahead buffer from the log; false if nothing is there.
@@ -503,7 +544,7 @@ impl Queue {
         {
             let mut c = self.cursor();
             let now = now_ms();
-            loop {
+            while c.priorities.is_none() {
                 if c.buffer.is_empty() && (!c.requeued.is_empty() || !self.refill(&mut c)?) {
                     break;
                 }
@@ -530,6 +571,12 @@ impl Queue {
         let n = c.ready(end);
         let requeued: Vec<u64> = std::mem::take(&mut c.requeued).into_keys().collect();
         c.ack_all(&requeued)?;
+        if let Some(ix) = c.priorities.as_mut() {
+            let ready: Vec<u64> = std::mem::take(ix).into_iter().map(|(_, off)| off).collect();
+            c.ack_all(&ready)?;
+            c.ready_bytes = 0;
+            return Ok(n);
+        }
         let (from, to) = (c.next, end);
         if to > from {
             c.acked.insert_range(from, to);
@@ -641,6 +688,9 @@ impl Cursor {
     }
 
     fn ready(&self, hw: u64) -> u64 {
+        if let Some(ix) = &self.priorities {
+            return (ix.len() + self.requeued.len()) as u64;
+        }
         let tail = hw.saturating_sub(self.next).saturating_sub(self.acked.count_from(self.next));
         tail + self.requeued.len() as u64
     }

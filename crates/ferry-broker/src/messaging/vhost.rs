@@ -558,6 +558,7 @@ impl Vhost {
                 persistent: m.persistent,
                 headers,
                 expires_at: None,
+                priority: m.priority,
             };
             let queues = match self.route(dlx, &msg.routing_key, &msg.headers) {
                 Ok(q) => q,

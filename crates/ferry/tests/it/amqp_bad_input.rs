@@ -193,3 +193,57 @@ async fn bad_input_gets_the_right_close_code_and_hurts_no_one_else() {
     let d = next(&mut cons).await;
     assert_eq!(d.data, b"precious");
 }
+
+/// xorshift: reproducible noise without a dependency.
+fn noise(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+#[tokio::test]
+async fn random_frames_do_no_harm() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let (_c, ch) = channel(&b).await;
+    declare(&ch, "safe", true).await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    publish(&ch, "", "safe", b"precious", persistent()).await;
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    for round in 0..60 {
+        let mut r = Raw::open(b.amqp_port).await;
+        r.open_channel(1).await;
+        // Well-formed frame envelopes with random payloads (and sometimes
+        // random bytes outright), on channels 0..3.
+        let mut out = BytesMut::new();
+        for _ in 0..8 {
+            let n = (noise(&mut seed) % 64) as usize;
+            let payload: Vec<u8> = (0..n).map(|_| noise(&mut seed) as u8).collect();
+            if round % 5 == 0 {
+                out.extend_from_slice(&payload);
+            } else {
+                let kind =
+                    [frame::FRAME_METHOD, frame::FRAME_HEADER, frame::FRAME_BODY][(noise(&mut seed) % 3) as usize];
+                let mut p = payload;
+                if kind == frame::FRAME_METHOD && p.len() >= 4 {
+                    // Mostly known classes, so decoders get exercised.
+                    p[0] = 0;
+                    p[1] = [10, 20, 40, 50, 60, 85, 90][(noise(&mut seed) % 7) as usize];
+                    p[2] = 0;
+                }
+                frame::put_frame(&mut out, kind, (noise(&mut seed) % 3) as u16, &p);
+            }
+        }
+        let _ = r.wr.write_all(&out).await;
+        let _ = r.wr.shutdown().await;
+        // Whatever it made of that, the broker closes the connection.
+        tokio::time::timeout(std::time::Duration::from_secs(10), async { while r.rd.next(0).await.is_ok() {} })
+            .await
+            .expect("the broker closed the connection");
+    }
+    assert!(ch.status().connected());
+    assert_eq!(ready(&ch, "safe").await, 1);
+    let mut cons = consumer(&ch, "safe", "c").await;
+    assert_eq!(next(&mut cons).await.data, b"precious");
+}

@@ -211,3 +211,28 @@ async fn unused_queues_expire_and_single_active_consumer_hands_over() {
     let err = ch.queue_declare("bad".into(), QueueDeclareOptions::default(), args(&[("x-overflow", s("explode"))]));
     assert_eq!(reply_code(&err.await.unwrap_err()), Some(406));
 }
+
+#[tokio::test]
+async fn priority_queues_deliver_higher_priorities_first_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Broker::start(dir.path());
+    {
+        let (_c, ch) = channel(&b).await;
+        let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+        ch.queue_declare("prio".into(), opts, args(&[("x-max-priority", AMQPValue::LongInt(5))])).await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        for (body, p) in [("low", 1u8), ("none", 0), ("high", 5), ("capped", 9), ("mid", 3)] {
+            publish(&ch, "", "prio", body.as_bytes(), persistent().with_priority(p)).await;
+        }
+        assert_eq!(ready(&ch, "prio").await, 5);
+        assert_eq!(get(&ch, "prio").await.as_deref(), Some("high"));
+    }
+    b.restart();
+    let (_c, ch) = channel(&b).await;
+    let mut got = Vec::new();
+    while let Some(m) = get(&ch, "prio").await {
+        got.push(m);
+    }
+    // 9 is capped at the maximum 5 and queued behind the earlier 5.
+    assert_eq!(got, ["capped", "mid", "low", "none"]);
+}

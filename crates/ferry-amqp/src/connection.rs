@@ -118,8 +118,17 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, server: Arc<Server>, mut s
     let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut reader, &outbox, peer, &server, id)).await;
     match handshake {
-        Ok(Ok((cx, heartbeat, channel_max))) => {
-            let mut conn = Connection { cx, channels: HashMap::new(), channel_max, heartbeat };
+        Ok(Ok((cx, heartbeat, channel_max, blocked_capable))) => {
+            let mut conn = Connection {
+                cx,
+                channels: HashMap::new(),
+                channel_max,
+                heartbeat,
+                alarm: server.alarm.clone(),
+                blocked_capable,
+                published: false,
+                blocked_sent: false,
+            };
             conn.serve(&mut reader, &mut shutdown).await;
             conn.finish();
         }
@@ -159,7 +168,7 @@ async fn handshake<R: AsyncRead + Unpin>(
     peer: SocketAddr,
     server: &Server,
     id: u64,
-) -> Result<(ConnCtx, u16, u16), HandshakeError> {
+) -> Result<(ConnCtx, u16, u16, bool), HandshakeError> {
     if let Err(e) = reader.protocol_header().await {
         if matches!(e, FrameError::BadProtocolHeader) {
             // As RabbitMQ: answer with the protocol we speak, then close.
@@ -200,6 +209,10 @@ async fn handshake<R: AsyncRead + Unpin>(
     };
     let AMQPClass::Connection(connection::AMQPMethod::StartOk(ok)) = expect_method(reader).await? else {
         return Err(refuse(AmqpError::new(COMMAND_INVALID, "expected connection.start-ok")));
+    };
+    let blocked_capable = match ok.client_properties.inner().get("capabilities") {
+        Some(AMQPValue::FieldTable(caps)) => caps.inner().get("connection.blocked") == Some(&AMQPValue::Boolean(true)),
+        _ => false,
     };
     let mechanism = ok.mechanism.as_str();
     let user = auth::credentials(mechanism, ok.response.as_bytes())
@@ -250,7 +263,7 @@ async fn handshake<R: AsyncRead + Unpin>(
         exclusive: Vec::new(),
         last_queue: None,
     };
-    Ok((cx, t.heartbeat, channel_max))
+    Ok((cx, t.heartbeat, channel_max, blocked_capable))
 }
 
 struct Connection {
@@ -258,6 +271,12 @@ struct Connection {
     channels: HashMap<u16, Channel>,
     channel_max: u16,
     heartbeat: u16,
+    alarm: watch::Receiver<Option<String>>,
+    /// The client handles connection.blocked / unblocked.
+    blocked_capable: bool,
+    /// The connection has published: an alarm blocks it.
+    published: bool,
+    blocked_sent: bool,
 }
 
 enum Next {
@@ -287,6 +306,35 @@ impl Connection {
         let idle = if self.heartbeat > 0 { Duration::from_secs(u64::from(self.heartbeat) * 2) } else { Duration::MAX };
         let mut closing: Option<tokio::time::Instant> = None;
         loop {
+            // A publishing connection under a resource alarm is not read
+            // until the alarm clears (RabbitMQ's flow control).
+            let alarm = self.alarm.borrow().clone();
+            if closing.is_none()
+                && self.published
+                && let Some(reason) = alarm
+            {
+                if self.blocked_capable && !self.blocked_sent {
+                    let blocked = connection::Blocked { reason: truncate(&reason).into() };
+                    self.cx
+                        .outbox
+                        .send(method_frame(0, &AMQPClass::Connection(connection::AMQPMethod::Blocked(blocked))));
+                    self.blocked_sent = true;
+                }
+                tokio::select! {
+                    r = self.alarm.changed() => if r.is_err() { break },
+                    _ = shutdown.changed() => {
+                        self.close(&AmqpError::new(CONNECTION_FORCED, "broker shutdown"), &mut closing);
+                    }
+                }
+                continue;
+            }
+            if self.blocked_sent {
+                self.blocked_sent = false;
+                let unblocked = connection::Unblocked {};
+                self.cx
+                    .outbox
+                    .send(method_frame(0, &AMQPClass::Connection(connection::AMQPMethod::Unblocked(unblocked))));
+            }
             let limit = match closing {
                 Some(deadline) => deadline.saturating_duration_since(tokio::time::Instant::now()),
                 None => idle,
@@ -373,6 +421,9 @@ impl Connection {
             }
             frame::FRAME_METHOD => {
                 let m = decode_method(&f)?;
+                if let AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Publish(_)) = m {
+                    self.published = true;
+                }
                 if f.channel == 0 {
                     return self.connection_method(m);
                 }

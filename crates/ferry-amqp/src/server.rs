@@ -21,6 +21,11 @@ pub struct AmqpConfig {
     pub heartbeat: u16,
     /// Largest message body accepted.
     pub max_message_bytes: usize,
+    /// Block publishers below this much free disk space (bytes).
+    pub disk_free_limit: u64,
+    /// Block publishers above this resident memory (bytes); `None`: 40 %
+    /// of the machine's memory.
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for AmqpConfig {
@@ -32,6 +37,8 @@ impl Default for AmqpConfig {
             channel_max: 2047,
             heartbeat: 60,
             max_message_bytes: ferry_broker::messaging::MAX_MESSAGE_BYTES,
+            disk_free_limit: 50_000_000,
+            memory_limit: None,
         }
     }
 }
@@ -40,6 +47,20 @@ impl Default for AmqpConfig {
 pub struct Server {
     pub config: AmqpConfig,
     pub vhosts: Arc<Vhosts>,
+    /// The current resource alarm (see [`crate::alarm`]).
+    pub alarm: watch::Receiver<Option<String>>,
+}
+
+impl Server {
+    /// Starts the resource alarm monitor for `data_dir` (needs a runtime).
+    pub fn new(config: AmqpConfig, vhosts: Arc<Vhosts>, data_dir: std::path::PathBuf) -> Server {
+        let alarm = crate::alarm::monitor(crate::alarm::AlarmConfig {
+            data_dir,
+            disk_free_limit: config.disk_free_limit,
+            memory_limit: config.memory_limit,
+        });
+        Server { config, vhosts, alarm }
+    }
 }
 
 /// Serves AMQP clients on `listener` until `shutdown` turns true; open

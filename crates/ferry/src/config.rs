@@ -62,6 +62,11 @@ pub struct AmqpSection {
     /// Heartbeat interval offered to clients, seconds.
     pub heartbeat: Option<u16>,
     pub max_message_bytes: Option<usize>,
+    /// Publishers are blocked below this much free disk space (bytes).
+    pub disk_free_limit_bytes: Option<u64>,
+    /// Publishers are blocked above this resident memory (bytes; default
+    /// 40 % of the machine's memory).
+    pub memory_limit_bytes: Option<u64>,
     /// Virtual hosts besides "/".
     #[serde(default)]
     pub vhosts: Vec<String>,
@@ -265,6 +270,8 @@ fn amqp_config(section: AmqpSection) -> anyhow::Result<ferry_amqp::AmqpConfig> {
         channel_max: section.channel_max.unwrap_or(defaults.channel_max),
         heartbeat: section.heartbeat.unwrap_or(defaults.heartbeat),
         max_message_bytes: section.max_message_bytes.unwrap_or(defaults.max_message_bytes),
+        disk_free_limit: section.disk_free_limit_bytes.unwrap_or(defaults.disk_free_limit),
+        memory_limit: section.memory_limit_bytes.or(defaults.memory_limit),
     })
 }
 

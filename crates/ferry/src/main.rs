@@ -60,7 +60,8 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding the AMQP listener to {}", settings.amqp_listen))?;
             tracing::info!(listen = %listener.local_addr()?, "amqp listener ready");
-            let amqp = Arc::new(ferry_amqp::Server { config: settings.amqp, vhosts: vhosts.clone() });
+            let amqp =
+                Arc::new(ferry_amqp::Server::new(settings.amqp, vhosts.clone(), settings.broker.data_dir.clone()));
             (vhosts, tokio::spawn(ferry_amqp::serve(listener, amqp, stop_rx)))
         };
         shutdown_signal().await?;

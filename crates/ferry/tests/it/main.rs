@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `ferry` binary, driven by real clients.
 
+mod amqp_access;
 mod amqp_bad_input;
 mod amqp_basic;
 mod amqp_durability;

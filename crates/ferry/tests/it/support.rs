@@ -20,6 +20,8 @@ pub struct Broker {
     data: PathBuf,
     /// More `ferry serve` flags.
     args: Vec<String>,
+    /// More TOML for the config file.
+    toml: String,
 }
 
 impl Broker {
@@ -31,7 +33,16 @@ impl Broker {
         let port = free_port();
         let args = args.iter().map(|a| a.to_string()).collect();
         let amqp_port = free_port();
-        let mut b = Broker { child: None, port, amqp_port, data: data.to_path_buf(), args };
+        let mut b = Broker { child: None, port, amqp_port, data: data.to_path_buf(), args, toml: String::new() };
+        b.spawn();
+        b
+    }
+
+    /// With `toml` added to the config file (sections other than `[kafka]`).
+    pub fn start_with_toml(data: &Path, toml: &str) -> Broker {
+        let (port, amqp_port) = (free_port(), free_port());
+        let mut b =
+            Broker { child: None, port, amqp_port, data: data.to_path_buf(), args: Vec::new(), toml: toml.to_string() };
         b.spawn();
         b
     }
@@ -42,7 +53,10 @@ impl Broker {
         std::fs::create_dir_all(&self.data).unwrap();
         std::fs::write(
             &config,
-            "[kafka]\ngroup_initial_rebalance_delay_ms = 0\ngroup_consumer_heartbeat_interval_ms = 500\n",
+            format!(
+                "[kafka]\ngroup_initial_rebalance_delay_ms = 0\ngroup_consumer_heartbeat_interval_ms = 500\n{}",
+                self.toml
+            ),
         )
         .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ferry"))

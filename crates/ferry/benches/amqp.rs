@@ -1,0 +1,304 @@
+//! AMQP 0-9-1 benchmark: the `ferry` binary and Debian's `rabbitmq-server`,
+//! both on 127.0.0.1 and started here, driven by lapin in this process.
+//!
+//! `cargo bench -p ferry --bench amqp [-- --messages N --rate R --seconds S --window W]`
+//!
+//! `FERRY_BIN` picks the broker binary (default: the one cargo built with
+//! the bench). The figures in docs/benchmarks.md come from a release broker
+//! driven by a dev-profile client (the same client for both brokers):
+//! `cargo build --release -p ferry --bin ferry && FERRY_BIN=$CARGO_TARGET_DIR/release/ferry cargo bench --profile dev -p ferry --bench amqp`
+//!
+//! For each broker, on a fresh durable queue, 1 KiB persistent messages
+//! (delivery_mode 2):
+//! 1. throughput: one publisher with confirms (at most `window` unconfirmed
+//!    publishes) and one consumer (prefetch `window`, manual ack of each
+//!    message) run together; messages / (last consumed - first published);
+//! 2. latency at a fixed rate (default 2,000/s for 5 s), publisher with
+//!    confirms, consumer with manual ack: each body starts with the time it
+//!    was due to be sent (monotonic clock of this process); the consumer
+//!    takes its receive time minus that. p50 / p99 / max.
+//!
+//! RabbitMQ runs with its own data directory, node name and ports
+//! (RABBITMQ_* environment variables), so it neither needs nor touches a
+//! system-wide installation's state; it is skipped (with a note) when
+//! `rabbitmq-server` is not installed.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+const BODY: usize = 1024;
+
+struct Options {
+    messages: u64,
+    rate: u64,
+    seconds: u64,
+    window: usize,
+}
+
+fn options() -> Options {
+    let mut o = Options { messages: 50_000, rate: 2_000, seconds: 5, window: 256 };
+    let args: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < args.len() {
+        let v = args.get(i + 1).and_then(|v| v.parse::<u64>().ok());
+        match (args[i].as_str(), v) {
+            ("--messages", Some(v)) => o.messages = v,
+            ("--rate", Some(v)) => o.rate = v,
+            ("--seconds", Some(v)) => o.seconds = v,
+            ("--window", Some(v)) => o.window = v as usize,
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    o
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_port(port: u16, what: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start listening on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Server {
+    name: &'static str,
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_ferry(root: &Path) -> Server {
+    let dir = root.join("ferry");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let exe =
+        std::env::var_os("FERRY_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ferry")));
+    let child = Command::new(exe)
+        .args(["serve", "--data-dir"])
+        .arg(dir.join("data"))
+        .args(["--kafka-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--amqp-listen", &format!("127.0.0.1:{port}")])
+        .env("FERRY_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start ferry");
+    wait_port(port, "ferry", 30);
+    Server { name: "ferry", child, port, dir }
+}
+
+fn start_rabbitmq(root: &Path) -> Option<Server> {
+    let exe = ["/usr/lib/rabbitmq/bin/rabbitmq-server", "/usr/sbin/rabbitmq-server"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())?;
+    let dir = root.join("rabbitmq");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("enabled_plugins"), "[].\n").unwrap();
+    std::fs::write(dir.join("rabbitmq.conf"), "loopback_users = none\n").unwrap();
+    let port = free_port();
+    let child = Command::new(exe)
+        .env("HOME", &dir)
+        .env("RABBITMQ_NODENAME", format!("ferrybench{}@localhost", std::process::id()))
+        .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+        .env("RABBITMQ_NODE_PORT", port.to_string())
+        .env("RABBITMQ_DIST_PORT", free_port().to_string())
+        .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+        .env("RABBITMQ_LOG_BASE", dir.join("log"))
+        .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+        .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    wait_port(port, "rabbitmq-server", 120);
+    Some(Server { name: "rabbitmq", child, port, dir })
+}
+
+async fn connect(port: u16) -> Connection {
+    let uri = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match Connection::connect(&uri, ConnectionProperties::default()).await {
+            Ok(c) => return c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "connect {uri}: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+fn body(sent_ns: u64) -> Vec<u8> {
+    let mut b = vec![b'x'; BODY];
+    b[..8].copy_from_slice(&sent_ns.to_be_bytes());
+    b
+}
+
+/// Consumes `n` messages with manual ack; returns latencies (ns) and the
+/// time the last one arrived.
+async fn consume(conn: &Connection, queue: &str, n: u64, window: usize, epoch: Instant) -> (Vec<u64>, Instant) {
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_qos(window.min(u16::MAX as usize) as u16, BasicQosOptions::default()).await.unwrap();
+    let mut c =
+        ch.basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default()).await.unwrap();
+    let mut lat = Vec::with_capacity(n as usize);
+    let mut last = Instant::now();
+    while (lat.len() as u64) < n {
+        let d = tokio::time::timeout(Duration::from_secs(60), c.next()).await.expect("delivery").unwrap().unwrap();
+        let now = epoch.elapsed().as_nanos() as u64;
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&d.data[..8]);
+        lat.push(now.saturating_sub(u64::from_be_bytes(t)));
+        last = Instant::now();
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    (lat, last)
+}
+
+/// Publishes `n` messages with confirms, at most `window` unconfirmed;
+/// with `rate`, each is due at i / rate seconds.
+async fn publish(conn: &Connection, queue: &str, n: u64, window: usize, rate: Option<u64>, epoch: Instant) -> Instant {
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let props = BasicProperties::default().with_delivery_mode(2);
+    let first = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(window));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let due = match rate {
+            Some(r) => {
+                let due = first + Duration::from_nanos(i * 1_000_000_000 / r);
+                tokio::time::sleep_until(due.into()).await;
+                due
+            }
+            None => Instant::now(),
+        };
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        let sent = due.duration_since(epoch).as_nanos() as u64;
+        let confirm = ch
+            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &body(sent), props.clone())
+            .await
+            .unwrap();
+        tasks.spawn(async move {
+            let c = confirm.await.expect("confirm");
+            assert!(c.is_ack());
+            drop(permit);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    first
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1e6
+}
+
+struct Figures {
+    throughput: f64,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+async fn run(server: &Server, o: &Options) -> Figures {
+    let epoch = Instant::now();
+    let pubc = connect(server.port).await;
+    let conc = connect(server.port).await;
+    let setup = pubc.create_channel().await.unwrap();
+    for q in ["bench-throughput", "bench-latency"] {
+        let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+        setup.queue_declare(q.into(), opts, FieldTable::default()).await.unwrap();
+        setup.queue_purge(q.into(), QueuePurgeOptions::default()).await.unwrap();
+    }
+    let _ = Command::new("sync").status();
+    let (consumed, first) = tokio::join!(
+        consume(&conc, "bench-throughput", o.messages, o.window, epoch),
+        publish(&pubc, "bench-throughput", o.messages, o.window, None, epoch)
+    );
+    let throughput = o.messages as f64 / consumed.1.duration_since(first).as_secs_f64();
+    let _ = Command::new("sync").status();
+    let n = o.rate * o.seconds;
+    let ((mut lat, _), _) = tokio::join!(
+        consume(&conc, "bench-latency", n, o.window, epoch),
+        publish(&pubc, "bench-latency", n, o.window, Some(o.rate), epoch)
+    );
+    // The first second is warm-up.
+    let lat = lat.split_off((o.rate as usize).min(lat.len() / 2));
+    let mut lat = lat;
+    lat.sort_unstable();
+    let _ = pubc.close(200, "bye".into()).await;
+    let _ = conc.close(200, "bye".into()).await;
+    Figures { throughput, p50: pct(&lat, 0.5), p99: pct(&lat, 0.99), max: pct(&lat, 1.0) }
+}
+
+fn main() {
+    let o = options();
+    let root = std::env::var_os("FERRY_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("amqp-bench-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&root).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    println!(
+        "AMQP benchmark: {} messages of {BODY} B, persistent, durable queue, confirm window and prefetch {}; latency at {}/s for {} s",
+        o.messages, o.window, o.rate, o.seconds
+    );
+    let mut results = Vec::new();
+    {
+        let ferry = start_ferry(&root);
+        results.push((ferry.name, rt.block_on(run(&ferry, &o))));
+    }
+    match start_rabbitmq(&root) {
+        Some(rabbit) => results.push((rabbit.name, rt.block_on(run(&rabbit, &o)))),
+        None => println!("rabbitmq-server not installed: RabbitMQ skipped (apt-get install rabbitmq-server)"),
+    }
+    println!("| broker | msg/s (publish+consume) | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|");
+    for (name, f) in &results {
+        println!("| {name} | {:.0} | {:.2} | {:.2} | {:.2} |", f.throughput, f.p50, f.p99, f.max);
+    }
+    if let [(_, f), (_, r)] = &results[..] {
+        println!(
+            "ferry / rabbitmq: throughput x{:.2}, p99 x{:.2} (lower is better)",
+            f.throughput / r.throughput,
+            f.p99 / r.p99
+        );
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -54,15 +54,18 @@ fn wr<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
 }
 
-fn queue_log_config(durable: bool) -> LogConfig {
+fn queue_log_config() -> LogConfig {
     LogConfig {
         segment_bytes: 64 << 20,
         retention_ms: None,
         retention_bytes: None,
         max_message_bytes: MAX_MESSAGE_BYTES + (64 << 10),
-        // Durable queues: a message is readable (and confirmable) once on
-        // disk; concurrent publishers share fsyncs (group commit).
-        flush: if durable { FlushPolicy::Always } else { FlushPolicy::Os },
+        // Appends are readable at once (consumers need not wait for disk, as
+        // with RabbitMQ); what must be on disk is waited for explicitly with
+        // `Log::on_durable` (publisher confirms of persistent messages in
+        // durable queues, tx.commit), so transient messages cost no fsync and
+        // concurrent confirms share one (group commit).
+        flush: FlushPolicy::Os,
         ..LogConfig::default()
     }
 }
@@ -118,7 +121,7 @@ impl Vhost {
                 arguments: q.arguments,
             };
             let qdir = dir.join("q").join(encode_name(&spec.name));
-            let log = logs.open(&qdir, queue_log_config(true))?;
+            let log = logs.open(&qdir, queue_log_config())?;
             queues.insert(spec.name.clone(), Queue::open(spec, &qdir, log)?);
         }
         // Directories of queues whose declaration or deletion was cut short.
@@ -434,7 +437,7 @@ impl Vhost {
         };
         let _ = fs::remove_dir_all(&qdir);
         fs::create_dir_all(&qdir)?;
-        let log = self.logs.open(&qdir, queue_log_config(spec.durable))?;
+        let log = self.logs.open(&qdir, queue_log_config())?;
         let durable = spec.durable;
         let q = Queue::open(spec, &qdir, log)?;
         q.set_vhost(Arc::downgrade(self));

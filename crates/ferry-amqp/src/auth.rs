@@ -88,6 +88,9 @@ pub fn pattern_matches(pattern: &str, name: &str) -> bool {
     if pattern.is_empty() {
         return false;
     }
+    if pattern == ".*" {
+        return true;
+    }
     pattern.split('|').any(|alt| alternative_matches(alt, name))
 }
 

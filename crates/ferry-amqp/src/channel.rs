@@ -219,9 +219,25 @@ impl Channel {
             }
             AMQPClass::Channel(channel::AMQPMethod::FlowOk(_)) => Ok(()),
             AMQPClass::Exchange(exchange::AMQPMethod::Declare(d)) => {
-                let kind = ExchangeKind::parse(d.kind.as_str()).ok_or_else(|| {
-                    AmqpError::new(COMMAND_INVALID, format!("unknown exchange type '{}'", d.kind.as_str()))
-                });
+                let arguments = values::headers(&d.arguments);
+                // x-delayed-message (RabbitMQ's plugin): routes as its
+                // x-delayed-type once a message's x-delay has passed.
+                let delayed = d.kind.as_str() == "x-delayed-message";
+                let type_name = if delayed {
+                    match arguments.get("x-delayed-type").and_then(|v| v.as_str()) {
+                        Some(t) => t.to_string(),
+                        None => {
+                            return Err(AmqpError::new(
+                                PRECONDITION_FAILED,
+                                "Invalid argument, 'x-delayed-type' must be an existing exchange type",
+                            ));
+                        }
+                    }
+                } else {
+                    d.kind.as_str().to_string()
+                };
+                let kind = ExchangeKind::parse(&type_name)
+                    .ok_or_else(|| AmqpError::new(COMMAND_INVALID, format!("unknown exchange type '{type_name}'")));
                 let kind = match (kind, d.passive) {
                     (Ok(k), _) => k,
                     (Err(_), true) => ExchangeKind::Direct,
@@ -234,8 +250,9 @@ impl Channel {
                     durable: d.durable,
                     auto_delete: d.auto_delete,
                     internal: d.internal,
-                    arguments: values::headers(&d.arguments),
+                    arguments,
                     bindings: Vec::new(),
+                    delayed,
                 };
                 cx.vhost.declare_exchange(ex, d.passive)?;
                 if !d.nowait {
@@ -458,7 +475,7 @@ impl Channel {
         let exchange = p.publish.exchange.as_str();
         let fail = |e: AmqpError| e.on(60, 40);
         cx.check(Perm::Write, "exchange", exchange).map_err(fail)?;
-        let (_, internal) = cx.vhost.exchange_info(exchange).map_err(|e| fail(e.into()))?;
+        let (_, internal, delayed) = cx.vhost.exchange_info(exchange).map_err(|e| fail(e.into()))?;
         if internal {
             return Err(fail(AmqpError::new(
                 ACCESS_REFUSED,
@@ -477,15 +494,18 @@ impl Channel {
                 }
             },
         };
+        let headers = props.headers().as_ref().map(values::headers).unwrap_or_default();
+        let delay = if delayed { headers.get("x-delay").and_then(|v| v.as_int()).filter(|d| *d > 0) } else { None };
         let msg = Message {
             expires_at,
+            deliver_at: delay.map(|d| now_ms().saturating_add(d)),
             priority: props.priority().unwrap_or(0),
             exchange: exchange.to_string(),
             routing_key: p.publish.routing_key.as_str().to_string(),
             properties: raw,
             body,
             persistent: props.delivery_mode() == &Some(2),
-            headers: props.headers().as_ref().map(values::headers).unwrap_or_default(),
+            headers,
         };
         if let Some(tx) = self.tx.as_mut() {
             tx.publishes.push((msg, p.publish.mandatory));
@@ -509,6 +529,9 @@ impl Channel {
         mandatory: bool,
         confirm: Option<u64>,
     ) -> Result<Vec<(Arc<Queue>, u64)>, AmqpError> {
+        if msg.deliver_at.is_some() {
+            return self.store_delayed(cx, msg, confirm);
+        }
         let queues = cx.vhost.route(&msg.exchange, &msg.routing_key, &msg.headers)?;
         if queues.is_empty() && mandatory {
             let mut out = BytesMut::with_capacity(msg.body.len() + 128);
@@ -558,6 +581,31 @@ impl Channel {
                 }
             });
         }
+        Ok(Vec::new())
+    }
+
+    /// A message for an `x-delayed-message` exchange with an `x-delay`:
+    /// held in the durable delay store; confirmed once stored (on disk if
+    /// persistent). `mandatory` cannot be honoured: routing happens later.
+    fn store_delayed(
+        &self,
+        cx: &ConnCtx,
+        msg: &Message,
+        confirm: Option<u64>,
+    ) -> Result<Vec<(Arc<Queue>, u64)>, AmqpError> {
+        let offset = cx.vhost.publish_delayed(msg)?;
+        let Some(seq) = confirm else { return Ok(Vec::new()) };
+        if !msg.persistent {
+            self.send(cx, confirm_frame(seq, true))?;
+            return Ok(Vec::new());
+        }
+        let (outbox, channel) = (cx.outbox.clone(), self.id);
+        cx.vhost.delayed_on_durable(offset, move |ok| {
+            let mut out = BytesMut::with_capacity(32);
+            if frame::put_method(&mut out, channel, &confirm_frame(seq, ok)).is_ok() {
+                outbox.send(out.freeze());
+            }
+        });
         Ok(Vec::new())
     }
 

@@ -118,6 +118,10 @@ pub struct Exchange {
     pub arguments: Headers,
     #[serde(default)]
     pub bindings: Vec<Binding>,
+    /// An `x-delayed-message` exchange (routing by `kind`, its
+    /// `x-delayed-type`): messages with an `x-delay` wait before routing.
+    #[serde(default)]
+    pub delayed: bool,
 }
 
 impl Exchange {

@@ -16,6 +16,8 @@ pub const H_PROPERTIES: &str = "amqp.properties";
 pub const H_PERSISTENT: &str = "amqp.persistent";
 pub const H_EXPIRES_AT: &str = "amqp.expires-at";
 pub const H_PRIORITY: &str = "amqp.priority";
+pub const H_DELIVER_AT: &str = "amqp.deliver-at";
+pub const H_ROUTE_HEADERS: &str = "amqp.route-headers";
 
 /// A message as a front-end publishes it.
 #[derive(Clone, Debug)]
@@ -35,6 +37,8 @@ pub struct Message {
     pub expires_at: Option<i64>,
     /// Priority (AMQP property), for priority queues.
     pub priority: u8,
+    /// Delayed delivery: wall-clock ms at which the message is routed.
+    pub deliver_at: Option<i64>,
 }
 
 impl StoredMessage {
@@ -50,6 +54,8 @@ impl StoredMessage {
             timestamp,
             expires_at: m.expires_at,
             priority: m.priority,
+            deliver_at: m.deliver_at,
+            headers: m.headers.clone(),
         }
     }
 }
@@ -66,6 +72,9 @@ pub struct StoredMessage {
     pub timestamp: i64,
     pub expires_at: Option<i64>,
     pub priority: u8,
+    pub deliver_at: Option<i64>,
+    /// Routing headers, kept only for delayed messages (routed later).
+    pub headers: Headers,
 }
 
 /// Encodes `m` as a one-record batch.
@@ -83,6 +92,17 @@ pub fn encode(m: &Message, timestamp: i64) -> Result<Vec<u8>> {
     let priority = [m.priority];
     if m.priority > 0 {
         headers.push((H_PRIORITY.as_bytes(), Some(&priority[..])));
+    }
+    let deliver_at = m.deliver_at.map(|d| d.to_string());
+    let route_headers = match m.deliver_at {
+        Some(_) if !m.headers.is_empty() => Some(serde_json::to_vec(&m.headers).map_err(std::io::Error::other)?),
+        _ => None,
+    };
+    if let Some(d) = &deliver_at {
+        headers.push((H_DELIVER_AT.as_bytes(), Some(d.as_bytes())));
+    }
+    if let Some(h) = &route_headers {
+        headers.push((H_ROUTE_HEADERS.as_bytes(), Some(&h[..])));
     }
     let record = NewRecord { key: Some(m.routing_key.as_bytes()), value: Some(&m.body), headers, timestamp };
     records::build_batch(&[record], Compression::None, -1, -1, -1)
@@ -128,6 +148,8 @@ fn decode_batch(buf: &Bytes, header: &BatchHeader, batch: &[u8], out: &mut Vec<S
             timestamp: header.base_timestamp.saturating_add(r.timestamp_delta),
             expires_at: None,
             priority: 0,
+            deliver_at: None,
+            headers: Headers::new(),
         };
         for (k, v) in &r.headers {
             let v = v.unwrap_or_default();
@@ -136,6 +158,10 @@ fn decode_batch(buf: &Bytes, header: &BatchHeader, batch: &[u8], out: &mut Vec<S
                 k if k == H_PROPERTIES.as_bytes() => m.properties = slice(v),
                 k if k == H_PERSISTENT.as_bytes() => m.persistent = v == b"1",
                 k if k == H_PRIORITY.as_bytes() => m.priority = v.first().copied().unwrap_or(0),
+                k if k == H_DELIVER_AT.as_bytes() => {
+                    m.deliver_at = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok())
+                }
+                k if k == H_ROUTE_HEADERS.as_bytes() => m.headers = serde_json::from_slice(v).unwrap_or_default(),
                 k if k == H_EXPIRES_AT.as_bytes() => {
                     m.expires_at = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok())
                 }
@@ -159,9 +185,10 @@ mod tests {
             properties: Bytes::from_static(&[0x10, 0, 2]),
             body: Bytes::from_static(b"hello"),
             persistent: true,
-            headers: Headers::new(),
             expires_at: Some(99),
             priority: 4,
+            deliver_at: Some(7),
+            headers: [("k".to_string(), crate::messaging::HeaderValue::Int(1))].into_iter().collect(),
         };
         let batch = Bytes::from(encode(&m, 1234).unwrap());
         let got = decode_batches(&batch).unwrap();
@@ -171,6 +198,7 @@ mod tests {
         assert_eq!(&s.body[..], b"hello");
         assert_eq!(&s.properties[..], &[0x10, 0, 2]);
         assert_eq!(s.timestamp, 1234);
-        assert_eq!((s.expires_at, s.priority), (Some(99), 4));
+        assert_eq!((s.expires_at, s.priority, s.deliver_at), (Some(99), 4, Some(7)));
+        assert_eq!(s.headers, m.headers);
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod args;
 mod cursor_store;
+mod delayed;
 pub mod exchange;
 pub mod message;
 pub mod queue;
@@ -106,6 +107,18 @@ impl Vhosts {
             map.insert(name.clone(), Vhost::open(name, &dir, &tdir, logs.clone(), death_hook.clone())?);
         }
         let vhosts = Arc::new(Vhosts { vhosts: RwLock::new(map), logs });
+        // The delayed-message timer: due messages are routed within a few ms.
+        let weak = Arc::downgrade(&vhosts);
+        std::thread::Builder::new().name("ferry-delays".into()).spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(5));
+                let Some(v) = weak.upgrade() else { return };
+                let now = queue::now_ms();
+                for vhost in v.all() {
+                    vhost.fire_delayed(now);
+                }
+            }
+        })?;
         let weak = Arc::downgrade(&vhosts);
         std::thread::Builder::new().name("ferry-queues".into()).spawn(move || {
             loop {
@@ -121,9 +134,12 @@ impl Vhosts {
         self.vhosts.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
+    fn all(&self) -> Vec<Arc<Vhost>> {
+        self.vhosts.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
     fn maintain(&self, sync: bool) {
-        let all: Vec<Arc<Vhost>> = self.vhosts.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-        for v in all {
+        for v in self.all() {
             v.maintain(sync);
         }
     }

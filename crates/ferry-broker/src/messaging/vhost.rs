@@ -11,6 +11,7 @@ use ferry_log::{FlushPolicy, LogConfig, LogManager};
 use serde::{Deserialize, Serialize};
 
 use super::args::QueueArgs;
+use super::delayed::DelayStore;
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind, Headers};
 use super::message::Message;
 use super::queue::{Letter, Queue, QueueSpec, now_ms};
@@ -45,6 +46,8 @@ pub struct Vhost {
     /// Serialises changes of definitions and the file that records them.
     admin: Mutex<()>,
     death_hook: Option<DeathHook>,
+    /// Messages waiting for their `x-delay`.
+    delays: DelayStore,
 }
 
 fn rd<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -88,6 +91,7 @@ fn builtin_exchanges() -> Vec<Exchange> {
         internal: false,
         arguments: Headers::new(),
         bindings: Vec::new(),
+        delayed: false,
     })
     .collect()
 }
@@ -125,6 +129,7 @@ impl Vhost {
             queues.insert(spec.name.clone(), Queue::open(spec, &qdir, log)?);
         }
         // Directories of queues whose declaration or deletion was cut short.
+        // (The delayed-message store lives beside `q/`, not in it.)
         let known: BTreeSet<String> = queues.keys().map(|n| encode_name(n)).collect();
         for entry in fs::read_dir(dir.join("q"))? {
             let entry = entry?;
@@ -146,7 +151,11 @@ impl Vhost {
                 Destination::Queue(_) => true,
             });
         }
+        let delay_dir = dir.join("delayed");
+        fs::create_dir_all(&delay_dir)?;
+        let delays = DelayStore::open(&delay_dir, logs.open(&delay_dir, queue_log_config())?)?;
         let vhost = Arc::new(Vhost {
+            delays,
             name: name.to_string(),
             dir: dir.to_path_buf(),
             transient_dir: transient_dir.to_path_buf(),
@@ -239,6 +248,9 @@ impl Vhost {
             if cur.internal != ex.internal {
                 return Err(bad("internal", ex.internal.to_string(), cur.internal.to_string()));
             }
+            if cur.delayed != ex.delayed {
+                return Err(bad("type", "x-delayed-message".into(), cur.kind.name().into()));
+            }
             return Ok(());
         }
         if passive {
@@ -285,9 +297,66 @@ impl Vhost {
         if durable { self.save() } else { Ok(()) }
     }
 
-    /// Whether `name` exists, and is internal (clients may not publish to it).
-    pub fn exchange_info(&self, name: &str) -> Result<(ExchangeKind, bool)> {
-        rd(&self.exchanges).get(name).map(|e| (e.kind, e.internal)).ok_or_else(|| self.not_found_exchange(name))
+    /// An exchange's type, and whether it is internal (clients may not
+    /// publish to it) and delayed (`x-delayed-message`).
+    pub fn exchange_info(&self, name: &str) -> Result<(ExchangeKind, bool, bool)> {
+        rd(&self.exchanges)
+            .get(name)
+            .map(|e| (e.kind, e.internal, e.delayed))
+            .ok_or_else(|| self.not_found_exchange(name))
+    }
+
+    /// Holds `m` (`deliver_at` set, `exchange` a delayed exchange) until it
+    /// is due; returns its offset in the delay store.
+    pub fn publish_delayed(&self, m: &Message) -> Result<u64> {
+        Ok(self.delays.add(m)?)
+    }
+
+    /// Calls `done` once the delayed message at `offset` is on disk.
+    pub fn delayed_on_durable(&self, offset: u64, done: impl FnOnce(bool) + Send + 'static) {
+        self.delays.on_durable(offset, done);
+    }
+
+    /// Delayed messages not yet routed.
+    pub fn delayed_pending(&self) -> usize {
+        self.delays.pending()
+    }
+
+    /// Routes the delayed messages that are due. A message whose exchange
+    /// was deleted meanwhile is dropped.
+    pub(crate) fn fire_delayed(&self, now: i64) {
+        let due = match self.delays.take_due(now) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(vhost = %self.name, error = %e, "reading delayed messages failed");
+                return;
+            }
+        };
+        let mut done = Vec::with_capacity(due.len());
+        for m in due {
+            let msg = Message {
+                exchange: m.exchange.clone(),
+                routing_key: m.routing_key.clone(),
+                properties: m.properties.clone(),
+                body: m.body.clone(),
+                persistent: m.persistent,
+                headers: m.headers.clone(),
+                expires_at: m.expires_at,
+                priority: m.priority,
+                deliver_at: None,
+            };
+            if let Ok(queues) = self.route(&msg.exchange, &msg.routing_key, &msg.headers) {
+                for q in queues {
+                    if let Err(e) = q.publish(&msg) {
+                        tracing::warn!(queue = %q.name(), error = %e, "delivering a delayed message failed");
+                    }
+                }
+            }
+            done.push(m.offset);
+        }
+        if let Err(e) = self.delays.done(&done) {
+            tracing::warn!(vhost = %self.name, error = %e, "recording routed delayed messages failed");
+        }
     }
 
     fn check_destination(&self, dest: &Destination, owner: u64) -> Result<bool> {
@@ -533,6 +602,9 @@ impl Vhost {
                 tracing::warn!(queue = %q.name(), vhost = %self.name, error = %e, "queue maintenance failed");
             }
         }
+        if let Err(e) = self.delays.maintain(sync) {
+            tracing::warn!(vhost = %self.name, error = %e, "delayed-message maintenance failed");
+        }
     }
 
     /// Publishes `letters` from `from` to its dead-letter exchange, with
@@ -562,6 +634,7 @@ impl Vhost {
                 headers,
                 expires_at: None,
                 priority: m.priority,
+                deliver_at: None,
             };
             let queues = match self.route(dlx, &msg.routing_key, &msg.headers) {
                 Ok(q) => q,

@@ -3,6 +3,7 @@
 mod amqp_access;
 mod amqp_bad_input;
 mod amqp_basic;
+mod amqp_delayed;
 mod amqp_durability;
 mod amqp_support;
 mod amqp_ttl_dlx;

@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use ferry_broker::messaging::{Destination, Exchange, ExchangeKind, Message, Published, Queue, QueueSpec};
 use tokio::task::JoinHandle;
 
+use crate::confirms::Confirms;
 use crate::connection::ConnCtx;
 use crate::delivery::{ConsumerSlot, Settle, Shared};
 use crate::error::*;
@@ -44,7 +45,8 @@ pub struct Channel {
     pub closing: bool,
     shared: Arc<Shared>,
     pending: Option<PendingPublish>,
-    confirm: bool,
+    /// confirm.select: publishes are numbered and confirmed through this.
+    confirms: Option<Confirms>,
     publish_seq: u64,
     tx: Option<TxBuffer>,
     consumers: HashMap<Arc<str>, ConsumerHandle>,
@@ -65,7 +67,7 @@ impl Channel {
             closing: false,
             shared: Shared::new(id, cx.frame_max, cx.outbox.clone()),
             pending: None,
-            confirm: false,
+            confirms: None,
             publish_seq: 0,
             tx: None,
             consumers: HashMap::new(),
@@ -350,14 +352,16 @@ impl Channel {
                 if self.tx.is_some() {
                     return Err(AmqpError::new(PRECONDITION_FAILED, "cannot switch from tx to confirm mode"));
                 }
-                self.confirm = true;
+                if self.confirms.is_none() {
+                    self.confirms = Some(Confirms::new(self.id, cx.outbox.clone()));
+                }
                 if !s.nowait {
                     self.send(cx, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})))?;
                 }
                 Ok(())
             }
             AMQPClass::Tx(tx::AMQPMethod::Select(_)) => {
-                if self.confirm {
+                if self.confirms.is_some() {
                     return Err(AmqpError::new(PRECONDITION_FAILED, "cannot switch from confirm to tx mode"));
                 }
                 self.tx.get_or_insert_with(TxBuffer::default);
@@ -511,11 +515,12 @@ impl Channel {
             tx.publishes.push((msg, p.publish.mandatory));
             return Ok(());
         }
-        let confirm = if self.confirm {
-            self.publish_seq += 1;
-            Some(self.publish_seq)
-        } else {
-            None
+        let confirm = match &self.confirms {
+            Some(c) => {
+                self.publish_seq += 1;
+                Some((c.clone(), self.publish_seq))
+            }
+            None => None,
         };
         self.route_and_store(cx, &msg, p.publish.mandatory, confirm).map(|_| ()).map_err(fail)
     }
@@ -527,7 +532,7 @@ impl Channel {
         cx: &ConnCtx,
         msg: &Message,
         mandatory: bool,
-        confirm: Option<u64>,
+        confirm: Option<(Confirms, u64)>,
     ) -> Result<Vec<(Arc<Queue>, u64)>, AmqpError> {
         if msg.deliver_at.is_some() {
             return self.store_delayed(cx, msg, confirm);
@@ -554,10 +559,10 @@ impl Channel {
                 Published::Rejected => rejected = true,
             }
         }
-        let Some(seq) = confirm else { return Ok(waits) };
+        let Some((confirms, seq)) = confirm else { return Ok(waits) };
         if waits.is_empty() || rejected {
             // A full reject-publish queue refuses: the publisher gets a nack.
-            self.send(cx, confirm_frame(seq, !rejected))?;
+            confirms.complete(seq, !rejected);
             return Ok(Vec::new());
         }
         let state = Arc::new(Confirm {
@@ -565,19 +570,13 @@ impl Channel {
             failed: std::sync::atomic::AtomicBool::new(false),
         });
         for (q, offset) in waits {
-            let state = state.clone();
-            let outbox = cx.outbox.clone();
-            let channel = self.id;
+            let (state, confirms) = (state.clone(), confirms.clone());
             q.on_durable(offset, move |ok| {
                 if !ok {
                     state.failed.store(true, Ordering::Release);
                 }
                 if state.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    let mut out = BytesMut::with_capacity(32);
-                    let frame = confirm_frame(seq, !state.failed.load(Ordering::Acquire));
-                    if frame::put_method(&mut out, channel, &frame).is_ok() {
-                        outbox.send(out.freeze());
-                    }
+                    confirms.complete(seq, !state.failed.load(Ordering::Acquire));
                 }
             });
         }
@@ -591,21 +590,15 @@ impl Channel {
         &self,
         cx: &ConnCtx,
         msg: &Message,
-        confirm: Option<u64>,
+        confirm: Option<(Confirms, u64)>,
     ) -> Result<Vec<(Arc<Queue>, u64)>, AmqpError> {
         let offset = cx.vhost.publish_delayed(msg)?;
-        let Some(seq) = confirm else { return Ok(Vec::new()) };
+        let Some((confirms, seq)) = confirm else { return Ok(Vec::new()) };
         if !msg.persistent {
-            self.send(cx, confirm_frame(seq, true))?;
+            confirms.complete(seq, true);
             return Ok(Vec::new());
         }
-        let (outbox, channel) = (cx.outbox.clone(), self.id);
-        cx.vhost.delayed_on_durable(offset, move |ok| {
-            let mut out = BytesMut::with_capacity(32);
-            if frame::put_method(&mut out, channel, &confirm_frame(seq, ok)).is_ok() {
-                outbox.send(out.freeze());
-            }
-        });
+        cx.vhost.delayed_on_durable(offset, move |ok| confirms.complete(seq, ok));
         Ok(Vec::new())
     }
 
@@ -632,14 +625,6 @@ impl Channel {
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-fn confirm_frame(seq: u64, ok: bool) -> AMQPClass {
-    if ok {
-        AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag: seq, multiple: false }))
-    } else {
-        AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack { delivery_tag: seq, multiple: false, requeue: false }))
-    }
 }
 
 /// The three permission kinds.

@@ -4,6 +4,7 @@
 pub mod alarm;
 pub mod auth;
 mod channel;
+mod confirms;
 mod connection;
 mod death;
 mod delivery;

@@ -230,7 +230,33 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1e6
 }
 
+/// User + system CPU seconds of a process (and its reaped children).
+fn cpu_secs(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the command name, which ends with the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    // utime, stime, cutime, cstime are fields 14-17 (1-based), i.e. 11-14 here.
+    let ticks: u64 = f.get(11..15).map_or(0, |s| s.iter().sum());
+    ticks as f64 / 100.0
+}
+
+/// The broker's CPU: its process and, for rabbitmq-server (a script), the
+/// Erlang VM it starts.
+fn broker_cpu(pid: u32) -> f64 {
+    let mut total = cpu_secs(&pid.to_string());
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        for c in children.split_whitespace() {
+            total += broker_cpu(c.parse().unwrap_or(0));
+        }
+    }
+    total
+}
+
 struct Figures {
+    /// CPU seconds per 10,000 messages in the throughput phase.
+    broker_cpu: f64,
+    client_cpu: f64,
     throughput: f64,
     p50: f64,
     p99: f64,
@@ -248,11 +274,14 @@ async fn run(server: &Server, o: &Options) -> Figures {
         setup.queue_purge(q.into(), QueuePurgeOptions::default()).await.unwrap();
     }
     let _ = Command::new("sync").status();
+    let (b0, c0) = (broker_cpu(server.child.id()), cpu_secs("self"));
     let (consumed, first) = tokio::join!(
         consume(&conc, "bench-throughput", o.messages, o.window, epoch),
         publish(&pubc, "bench-throughput", o.messages, o.window, None, epoch)
     );
     let throughput = o.messages as f64 / consumed.1.duration_since(first).as_secs_f64();
+    let per = 10_000.0 / o.messages as f64;
+    let (broker_cpu, client_cpu) = ((broker_cpu(server.child.id()) - b0) * per, (cpu_secs("self") - c0) * per);
     let _ = Command::new("sync").status();
     let n = o.rate * o.seconds;
     let ((mut lat, _), _) = tokio::join!(
@@ -265,7 +294,7 @@ async fn run(server: &Server, o: &Options) -> Figures {
     lat.sort_unstable();
     let _ = pubc.close(200, "bye".into()).await;
     let _ = conc.close(200, "bye".into()).await;
-    Figures { throughput, p50: pct(&lat, 0.5), p99: pct(&lat, 0.99), max: pct(&lat, 1.0) }
+    Figures { broker_cpu, client_cpu, throughput, p50: pct(&lat, 0.5), p99: pct(&lat, 0.99), max: pct(&lat, 1.0) }
 }
 
 fn main() {
@@ -288,10 +317,15 @@ fn main() {
         Some(rabbit) => results.push((rabbit.name, rt.block_on(run(&rabbit, &o)))),
         None => println!("rabbitmq-server not installed: RabbitMQ skipped (apt-get install rabbitmq-server)"),
     }
-    println!("| broker | msg/s (publish+consume) | p50 ms | p99 ms | max ms |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| broker | msg/s (publish+consume) | broker CPU s / 10k msgs | client CPU s / 10k msgs | p50 ms | p99 ms | max ms |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for (name, f) in &results {
-        println!("| {name} | {:.0} | {:.2} | {:.2} | {:.2} |", f.throughput, f.p50, f.p99, f.max);
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            f.throughput, f.broker_cpu, f.client_cpu, f.p50, f.p99, f.max
+        );
     }
     if let [(_, f), (_, r)] = &results[..] {
         println!(

@@ -273,7 +273,7 @@ impl Channel {
             AMQPClass::Exchange(exchange::AMQPMethod::Bind(b)) => {
                 cx.check(Perm::Write, "exchange", b.destination.as_str())?;
                 cx.check(Perm::Read, "exchange", b.source.as_str())?;
-                let dest = Destination::Exchange(b.destination.as_str().to_string());
+                let dest = destination_exchange(b.destination.as_str());
                 cx.vhost.bind(b.source.as_str(), dest, b.routing_key.as_str(), values::headers(&b.arguments), cx.id)?;
                 if !b.nowait {
                     self.send(cx, AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})))?;
@@ -283,7 +283,7 @@ impl Channel {
             AMQPClass::Exchange(exchange::AMQPMethod::Unbind(b)) => {
                 cx.check(Perm::Write, "exchange", b.destination.as_str())?;
                 cx.check(Perm::Read, "exchange", b.source.as_str())?;
-                let dest = Destination::Exchange(b.destination.as_str().to_string());
+                let dest = destination_exchange(b.destination.as_str());
                 cx.vhost.unbind(
                     b.source.as_str(),
                     dest,
@@ -537,8 +537,12 @@ impl Channel {
         if msg.deliver_at.is_some() {
             return self.store_delayed(cx, msg, confirm);
         }
-        let queues = cx.vhost.route(&msg.exchange, &msg.routing_key, &msg.headers)?;
-        if queues.is_empty() && mandatory {
+        let (queues, topics) = cx.vhost.route_all(&msg.exchange, &msg.routing_key, &msg.headers)?;
+        let mut appends = Vec::with_capacity(topics.len());
+        for t in &topics {
+            appends.push(cx.vhost.publish_to_topic(t, msg)?);
+        }
+        if queues.is_empty() && topics.is_empty() && mandatory {
             let mut out = BytesMut::with_capacity(msg.body.len() + 128);
             let ret = basic::Return {
                 reply_code: NO_ROUTE,
@@ -559,16 +563,31 @@ impl Channel {
                 Published::Rejected => rejected = true,
             }
         }
-        let Some((confirms, seq)) = confirm else { return Ok(waits) };
-        if waits.is_empty() || rejected {
+        let Some((confirms, seq)) = confirm else {
+            // Without confirms (or in a transaction) topic appends still
+            // complete; nobody waits for them.
+            return Ok(waits);
+        };
+        if (waits.is_empty() && appends.is_empty()) || rejected {
             // A full reject-publish queue refuses: the publisher gets a nack.
             confirms.complete(seq, !rejected);
             return Ok(Vec::new());
         }
         let state = Arc::new(Confirm {
-            remaining: AtomicUsize::new(waits.len()),
+            remaining: AtomicUsize::new(waits.len() + appends.len()),
             failed: std::sync::atomic::AtomicBool::new(false),
         });
+        for a in appends {
+            let (state, confirms) = (state.clone(), confirms.clone());
+            tokio::spawn(async move {
+                if a.acknowledged().await.is_err() {
+                    state.failed.store(true, Ordering::Release);
+                }
+                if state.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    confirms.complete(seq, !state.failed.load(Ordering::Acquire));
+                }
+            });
+        }
         for (q, offset) in waits {
             let (state, confirms) = (state.clone(), confirms.clone());
             q.on_durable(offset, move |ok| {
@@ -625,6 +644,14 @@ impl Channel {
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// An exchange.bind destination: `kafka:<topic>` names a Kafka topic.
+fn destination_exchange(name: &str) -> Destination {
+    match name.strip_prefix("kafka:") {
+        Some(topic) => Destination::Topic(topic.to_string()),
+        None => Destination::Exchange(name.to_string()),
+    }
 }
 
 /// The three permission kinds.

@@ -51,8 +51,9 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         let (vhosts, amqp_server) = {
             let data = settings.broker.data_dir.clone();
             let (engine, names) = (settings.broker.engine.clone(), settings.amqp.vhosts.clone());
+            let kafka_side = broker.clone();
             let vhosts = tokio::task::spawn_blocking(move || {
-                ferry_broker::messaging::Vhosts::open(&data, engine, &names, Some(ferry_amqp::death_hook()))
+                ferry_broker::messaging::Vhosts::open(&data, engine, &names, ferry_amqp::hooks(Some(kafka_side)))
             })
             .await?
             .context("opening queues")?;

@@ -32,6 +32,11 @@ pub struct QueueArgs {
     pub single_active_consumer: bool,
     /// `x-max-priority` (1..=255).
     pub max_priority: Option<u8>,
+    /// `x-kafka-topic`: the queue is fed from this Kafka topic.
+    pub kafka_topic: Option<String>,
+    /// `x-kafka-start = "earliest"`: feed from the topic's start rather
+    /// than its end at declaration.
+    pub kafka_start_earliest: bool,
 }
 
 impl QueueArgs {
@@ -83,6 +88,14 @@ impl QueueArgs {
                     }
                     a.max_priority = Some(p as u8);
                 }
+                "x-kafka-topic" => {
+                    a.kafka_topic = Some(v.as_str().ok_or_else(|| format!("invalid arg '{k}': {v:?}"))?.to_string())
+                }
+                "x-kafka-start" => match v.as_str() {
+                    Some("earliest") => a.kafka_start_earliest = true,
+                    Some("latest") => a.kafka_start_earliest = false,
+                    _ => return Err(format!("invalid arg '{k}': {v:?} (earliest or latest)")),
+                },
                 _ => {}
             }
         }

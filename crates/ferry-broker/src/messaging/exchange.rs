@@ -98,6 +98,8 @@ impl ExchangeKind {
 pub enum Destination {
     Queue(String),
     Exchange(String),
+    /// A Kafka topic (see `messaging::bridge`).
+    Topic(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

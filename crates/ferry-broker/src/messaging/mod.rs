@@ -10,6 +10,7 @@
 //! Names are percent-encoded into directory names.
 
 pub mod args;
+pub mod bridge;
 mod cursor_store;
 mod delayed;
 pub mod exchange;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use ferry_log::{EngineConfig, LogManager};
 
 pub use args::{Overflow, QueueArgs};
+pub use bridge::Hooks;
 pub use exchange::{Binding, Destination, Exchange, ExchangeKind, HeaderValue, Headers};
 pub use message::{Message, StoredMessage};
 pub use queue::{Delivery, Letter, Published, Queue, QueueSpec};
@@ -93,7 +95,7 @@ impl Vhosts {
         data_dir: &Path,
         engine: EngineConfig,
         names: &[String],
-        death_hook: Option<DeathHook>,
+        hooks: Hooks,
     ) -> Result<Arc<Vhosts>, MessagingError> {
         let root = data_dir.join("queues");
         let transient = data_dir.join("queues-transient");
@@ -104,7 +106,7 @@ impl Vhosts {
         for name in names {
             let dir = root.join(encode_name(name));
             let tdir: PathBuf = transient.join(encode_name(name));
-            map.insert(name.clone(), Vhost::open(name, &dir, &tdir, logs.clone(), death_hook.clone())?);
+            map.insert(name.clone(), Vhost::open(name, &dir, &tdir, logs.clone(), hooks.clone())?);
         }
         let vhosts = Arc::new(Vhosts { vhosts: RwLock::new(map), logs });
         // The delayed-message timer: due messages are routed within a few ms.
@@ -116,6 +118,17 @@ impl Vhosts {
                 let now = queue::now_ms();
                 for vhost in v.all() {
                     vhost.fire_delayed(now);
+                }
+            }
+        })?;
+        // Queues fed from Kafka topics.
+        let weak = Arc::downgrade(&vhosts);
+        std::thread::Builder::new().name("ferry-kafka-feed".into()).spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(10));
+                let Some(v) = weak.upgrade() else { return };
+                for vhost in v.all() {
+                    vhost.pump_feeds();
                 }
             }
         })?;

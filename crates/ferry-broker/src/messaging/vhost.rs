@@ -11,11 +11,12 @@ use ferry_log::{FlushPolicy, LogConfig, LogManager};
 use serde::{Deserialize, Serialize};
 
 use super::args::QueueArgs;
+use super::bridge::{Feed, Hooks};
 use super::delayed::DelayStore;
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind, Headers};
 use super::message::Message;
 use super::queue::{Letter, Queue, QueueSpec, now_ms};
-use super::{Death, DeathHook, MessagingError, encode_name};
+use super::{Death, MessagingError, encode_name};
 
 type Result<T, E = MessagingError> = std::result::Result<T, E>;
 
@@ -45,9 +46,15 @@ pub struct Vhost {
     queues: RwLock<BTreeMap<String, Arc<Queue>>>,
     /// Serialises changes of definitions and the file that records them.
     admin: Mutex<()>,
-    death_hook: Option<DeathHook>,
+    hooks: Hooks,
     /// Messages waiting for their `x-delay`.
     delays: DelayStore,
+    /// Queues fed from Kafka topics.
+    feeds: Mutex<Vec<Feed>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn rd<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -102,7 +109,7 @@ impl Vhost {
         dir: &Path,
         transient_dir: &Path,
         logs: Arc<LogManager>,
-        death_hook: Option<DeathHook>,
+        hooks: Hooks,
     ) -> Result<Arc<Vhost>> {
         fs::create_dir_all(dir.join("q"))?;
         let defs: Definitions = match fs::read(dir.join("definitions.json")) {
@@ -141,14 +148,14 @@ impl Vhost {
         for e in exchanges.values_mut() {
             e.bindings.retain(|b| match &b.destination {
                 Destination::Queue(q) => queues.contains_key(q),
-                Destination::Exchange(_) => true,
+                Destination::Exchange(_) | Destination::Topic(_) => true,
             });
         }
         let names: BTreeSet<String> = exchanges.keys().cloned().collect();
         for e in exchanges.values_mut() {
             e.bindings.retain(|b| match &b.destination {
                 Destination::Exchange(x) => names.contains(x),
-                Destination::Queue(_) => true,
+                Destination::Queue(_) | Destination::Topic(_) => true,
             });
         }
         let delay_dir = dir.join("delayed");
@@ -163,10 +170,14 @@ impl Vhost {
             exchanges: RwLock::new(exchanges),
             queues: RwLock::new(queues),
             admin: Mutex::new(()),
-            death_hook,
+            hooks,
+            feeds: Mutex::new(Vec::new()),
         });
         for q in rd(&vhost.queues).values() {
             q.set_vhost(Arc::downgrade(&vhost));
+            if let Some(f) = Feed::open(&vhost.hooks, q) {
+                lock(&vhost.feeds).push(f);
+            }
         }
         Ok(vhost)
     }
@@ -181,6 +192,7 @@ impl Vhost {
         let durable_dest = |d: &Destination, ex: &BTreeMap<String, Exchange>| match d {
             Destination::Queue(q) => queues.get(q).is_some_and(|q| q.spec.durable),
             Destination::Exchange(x) => ex.get(x).is_some_and(|x| x.durable),
+            Destination::Topic(_) => true,
         };
         let exchanges = rd(&self.exchanges);
         let defs = Definitions {
@@ -372,6 +384,13 @@ impl Vhost {
                 }
                 rd(&self.exchanges).get(x).map(|e| e.durable).ok_or_else(|| self.not_found_exchange(x))
             }
+            Destination::Topic(t) => {
+                // Created if the broker auto-creates topics.
+                let broker =
+                    self.hooks.broker.as_ref().ok_or_else(|| MessagingError::NotFound(format!("no topic '{t}'")))?;
+                broker.topic_or_create(t).map_err(|_| MessagingError::NotFound(format!("no topic '{t}'")))?;
+                Ok(true)
+            }
         }
     }
 
@@ -510,6 +529,9 @@ impl Vhost {
         let durable = spec.durable;
         let q = Queue::open(spec, &qdir, log)?;
         q.set_vhost(Arc::downgrade(self));
+        if let Some(f) = Feed::open(&self.hooks, &q) {
+            lock(&self.feeds).push(f);
+        }
         wr(&self.queues).insert(q.spec.name.clone(), q.clone());
         if durable {
             self.save()?;
@@ -574,17 +596,40 @@ impl Vhost {
     /// bindings (following exchange-to-exchange bindings) and, where an
     /// exchange routes nowhere, its alternate exchange.
     pub fn route(&self, exchange: &str, routing_key: &str, headers: &Headers) -> Result<Vec<Arc<Queue>>> {
+        Ok(self.route_all(exchange, routing_key, headers)?.0)
+    }
+
+    /// [`Vhost::route`], plus the Kafka topics the message reaches.
+    pub fn route_all(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: &Headers,
+    ) -> Result<(Vec<Arc<Queue>>, Vec<String>)> {
         let mut names = BTreeSet::new();
+        let mut topics = BTreeSet::new();
         {
             let exchanges = rd(&self.exchanges);
             if !exchanges.contains_key(exchange) {
                 return Err(self.not_found_exchange(exchange));
             }
             let mut seen = BTreeSet::new();
-            walk(&exchanges, exchange, routing_key, headers, &mut seen, &mut names);
+            walk(&exchanges, exchange, routing_key, headers, &mut seen, &mut names, &mut topics);
         }
         let queues = rd(&self.queues);
-        Ok(names.iter().filter_map(|n| queues.get(n).cloned()).collect())
+        Ok((names.iter().filter_map(|n| queues.get(n).cloned()).collect(), topics.into_iter().collect()))
+    }
+
+    /// Appends `m` to the Kafka topic `topic` (acks=all); the caller
+    /// confirms once the append is acknowledged.
+    pub fn publish_to_topic(&self, topic: &str, m: &Message) -> Result<crate::Appended> {
+        super::bridge::publish_to_topic(&self.hooks, topic, m)
+    }
+
+    /// Moves new records of bridged topics into their queues.
+    pub(crate) fn pump_feeds(&self) {
+        let mut feeds = lock(&self.feeds);
+        feeds.retain_mut(|f| f.pump(&self.hooks));
     }
 
     pub(crate) fn maintain(&self, sync: bool) {
@@ -621,7 +666,7 @@ impl Vhost {
                 routing_key: &m.routing_key,
                 time: now_ms() / 1000,
             };
-            let (properties, headers) = match &self.death_hook {
+            let (properties, headers) = match &self.hooks.death {
                 Some(hook) => hook(&m.properties, &death),
                 None => (m.properties.clone(), Headers::new()),
             };
@@ -663,6 +708,7 @@ fn walk(
     headers: &Headers,
     seen: &mut BTreeSet<String>,
     out: &mut BTreeSet<String>,
+    topics: &mut BTreeSet<String>,
 ) {
     if !seen.insert(name.to_string()) {
         return;
@@ -681,7 +727,11 @@ fn walk(
                 }
                 Destination::Exchange(x) => {
                     reached_exchange = true;
-                    walk(exchanges, x, key, headers, seen, out);
+                    walk(exchanges, x, key, headers, seen, out, topics);
+                }
+                Destination::Topic(t) => {
+                    reached_exchange = true;
+                    topics.insert(t.clone());
                 }
             }
         }
@@ -690,6 +740,6 @@ fn walk(
         && !reached_exchange
         && let Some(alt) = ex.alternate()
     {
-        walk(exchanges, alt, key, headers, seen, out);
+        walk(exchanges, alt, key, headers, seen, out, topics);
     }
 }

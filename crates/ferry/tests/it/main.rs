@@ -5,6 +5,7 @@ mod amqp_bad_input;
 mod amqp_basic;
 mod amqp_delayed;
 mod amqp_durability;
+mod amqp_kafka_bridge;
 mod amqp_support;
 mod amqp_ttl_dlx;
 mod kafka_admin;

@@ -43,6 +43,11 @@ impl Raw {
 
     /// Connects and opens vhost "/" as guest.
     async fn open(port: u16) -> Raw {
+        Raw::open_tuned(port, 131072, 0).await
+    }
+
+    /// [`Raw::open`] with the client's frame_max and heartbeat.
+    async fn open_tuned(port: u16, frame_max: u32, heartbeat: u16) -> Raw {
         let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let (rd, wr) = s.into_split();
         let mut raw = Raw { rd: FrameReader::new(rd), wr };
@@ -56,7 +61,7 @@ impl Raw {
         };
         raw.send(&method(0, AMQPClass::Connection(connection::AMQPMethod::StartOk(ok)))).await;
         assert!(matches!(raw.method().await.1, AMQPClass::Connection(connection::AMQPMethod::Tune(_))));
-        let tune = connection::TuneOk { channel_max: 16, frame_max: 131072, heartbeat: 0 };
+        let tune = connection::TuneOk { channel_max: 16, frame_max, heartbeat };
         raw.send(&method(0, AMQPClass::Connection(connection::AMQPMethod::TuneOk(tune)))).await;
         let open = connection::Open { virtual_host: "/".into() };
         raw.send(&method(0, AMQPClass::Connection(connection::AMQPMethod::Open(open)))).await;
@@ -246,4 +251,77 @@ async fn random_frames_do_no_harm() {
     assert_eq!(ready(&ch, "safe").await, 1);
     let mut cons = consumer(&ch, "safe", "c").await;
     assert_eq!(next(&mut cons).await.data, b"precious");
+}
+
+#[tokio::test]
+async fn negotiated_limits_and_heartbeats_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+
+    // frame_max 4096: deliveries are split to fit, a bigger frame is 501.
+    let mut r = Raw::open_tuned(b.amqp_port, 4096, 0).await;
+    r.open_channel(1).await;
+    let (_c, ch) = channel(&b).await;
+    declare(&ch, "small-frames", false).await;
+    let body = vec![b'z'; 10_000];
+    publish(&ch, "", "small-frames", &body, lapin::BasicProperties::default()).await;
+    let consume = basic::Consume {
+        queue: "small-frames".into(),
+        consumer_tag: "raw".into(),
+        no_local: false,
+        no_ack: true,
+        exclusive: false,
+        nowait: false,
+        arguments: FieldTable::default(),
+    };
+    r.send(&method(1, AMQPClass::Basic(basic::AMQPMethod::Consume(consume)))).await;
+    let mut received = 0;
+    let mut frames = 0;
+    while received < body.len() {
+        let f = tokio::time::timeout(std::time::Duration::from_secs(10), r.rd.next(4096)).await.unwrap().unwrap();
+        if f.kind == frame::FRAME_BODY {
+            assert!(f.payload.len() + 8 <= 4096);
+            received += f.payload.len();
+            frames += 1;
+        }
+    }
+    assert_eq!((received, frames), (10_000, 3));
+    let mut big = BytesMut::new();
+    frame::put_frame(&mut big, frame::FRAME_BODY, 1, &vec![0u8; 5000]);
+    r.send(&big).await;
+    r.expect_close(501).await;
+
+    // A channel number above the negotiated channel_max (16): 530.
+    let mut r = Raw::open(b.amqp_port).await;
+    r.send(&method(17, AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})))).await;
+    r.expect_close(530).await;
+
+    // Heartbeat 1 s: the broker sends heartbeats, and drops a client that
+    // stays silent for two intervals.
+    let mut r = Raw::open_tuned(b.amqp_port, 131072, 1).await;
+    let started = std::time::Instant::now();
+    let mut beats = 0;
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), r.rd.next(0)).await.expect("closed in time") {
+            Ok(f) if f.kind == frame::FRAME_HEARTBEAT => beats += 1,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(beats >= 1, "heartbeats were sent");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1900), "not dropped before two intervals");
+}
+
+#[tokio::test]
+async fn shutdown_closes_connections_with_320() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Broker::start(dir.path());
+    let r = Raw::open(b.amqp_port).await;
+    // SIGTERM; `stop` also checks the broker exits cleanly.
+    let stopper = std::thread::spawn(move || {
+        b.stop();
+        b
+    });
+    r.expect_close(320).await;
+    drop(stopper.join().unwrap());
 }

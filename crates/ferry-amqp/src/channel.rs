@@ -501,6 +501,8 @@ impl Channel {
         let headers = props.headers().as_ref().map(values::headers).unwrap_or_default();
         let delay = if delayed { headers.get("x-delay").and_then(|v| v.as_int()).filter(|d| *d > 0) } else { None };
         let msg = Message {
+            retry_queue: None,
+            retries: 0,
             expires_at,
             deliver_at: delay.map(|d| now_ms().saturating_add(d)),
             priority: props.priority().unwrap_or(0),

@@ -37,6 +37,10 @@ pub struct QueueArgs {
     /// `x-kafka-start = "earliest"`: feed from the topic's start rather
     /// than its end at declaration.
     pub kafka_start_earliest: bool,
+    /// `x-retry-delays = "100,200,400"` (ms): a message rejected without
+    /// requeue comes back after the next delay; once they are used up it
+    /// is dead-lettered (or dropped).
+    pub retry_delays: Vec<u64>,
 }
 
 impl QueueArgs {
@@ -90,6 +94,14 @@ impl QueueArgs {
                 }
                 "x-kafka-topic" => {
                     a.kafka_topic = Some(v.as_str().ok_or_else(|| format!("invalid arg '{k}': {v:?}"))?.to_string())
+                }
+                "x-retry-delays" => {
+                    let bad = || format!("invalid arg '{k}': {v:?} (comma-separated milliseconds)");
+                    let text = v.as_str().ok_or_else(bad)?;
+                    a.retry_delays = text
+                        .split(',')
+                        .map(|d| d.trim().parse::<u64>().map_err(|_| bad()))
+                        .collect::<Result<Vec<_>, _>>()?;
                 }
                 "x-kafka-start" => match v.as_str() {
                     Some("earliest") => a.kafka_start_earliest = true,

@@ -250,6 +250,8 @@ fn feed_batch(
             expires_at: None,
             priority: 0,
             deliver_at: None,
+            retry_queue: None,
+            retries: 0,
         };
         q.publish(&m)?;
     }

@@ -18,6 +18,8 @@ pub const H_EXPIRES_AT: &str = "amqp.expires-at";
 pub const H_PRIORITY: &str = "amqp.priority";
 pub const H_DELIVER_AT: &str = "amqp.deliver-at";
 pub const H_ROUTE_HEADERS: &str = "amqp.route-headers";
+pub const H_RETRY_QUEUE: &str = "amqp.retry-queue";
+pub const H_RETRIES: &str = "amqp.retries";
 
 /// A message as a front-end publishes it.
 #[derive(Clone, Debug)]
@@ -39,6 +41,10 @@ pub struct Message {
     pub priority: u8,
     /// Delayed delivery: wall-clock ms at which the message is routed.
     pub deliver_at: Option<i64>,
+    /// A delayed retry (`x-retry-delays`): goes straight back to this queue.
+    pub retry_queue: Option<String>,
+    /// Retries so far (`x-retry-delays`).
+    pub retries: u32,
 }
 
 impl StoredMessage {
@@ -56,6 +62,8 @@ impl StoredMessage {
             priority: m.priority,
             deliver_at: m.deliver_at,
             headers: m.headers.clone(),
+            retry_queue: m.retry_queue.clone(),
+            retries: m.retries,
         }
     }
 }
@@ -75,6 +83,8 @@ pub struct StoredMessage {
     pub deliver_at: Option<i64>,
     /// Routing headers, kept only for delayed messages (routed later).
     pub headers: Headers,
+    pub retry_queue: Option<String>,
+    pub retries: u32,
 }
 
 /// Encodes `m` as a one-record batch.
@@ -103,6 +113,13 @@ pub fn encode(m: &Message, timestamp: i64) -> Result<Vec<u8>> {
     }
     if let Some(h) = &route_headers {
         headers.push((H_ROUTE_HEADERS.as_bytes(), Some(&h[..])));
+    }
+    if let Some(q) = &m.retry_queue {
+        headers.push((H_RETRY_QUEUE.as_bytes(), Some(q.as_bytes())));
+    }
+    let retries = m.retries.to_string();
+    if m.retries > 0 {
+        headers.push((H_RETRIES.as_bytes(), Some(retries.as_bytes())));
     }
     let record = NewRecord { key: Some(m.routing_key.as_bytes()), value: Some(&m.body), headers, timestamp };
     records::build_batch(&[record], Compression::None, -1, -1, -1)
@@ -150,6 +167,8 @@ fn decode_batch(buf: &Bytes, header: &BatchHeader, batch: &[u8], out: &mut Vec<S
             priority: 0,
             deliver_at: None,
             headers: Headers::new(),
+            retry_queue: None,
+            retries: 0,
         };
         for (k, v) in &r.headers {
             let v = v.unwrap_or_default();
@@ -162,6 +181,10 @@ fn decode_batch(buf: &Bytes, header: &BatchHeader, batch: &[u8], out: &mut Vec<S
                     m.deliver_at = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok())
                 }
                 k if k == H_ROUTE_HEADERS.as_bytes() => m.headers = serde_json::from_slice(v).unwrap_or_default(),
+                k if k == H_RETRY_QUEUE.as_bytes() => m.retry_queue = Some(String::from_utf8_lossy(v).into_owned()),
+                k if k == H_RETRIES.as_bytes() => {
+                    m.retries = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+                }
                 k if k == H_EXPIRES_AT.as_bytes() => {
                     m.expires_at = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok())
                 }
@@ -188,6 +211,8 @@ mod tests {
             expires_at: Some(99),
             priority: 4,
             deliver_at: Some(7),
+            retry_queue: Some("q".into()),
+            retries: 2,
             headers: [("k".to_string(), crate::messaging::HeaderValue::Int(1))].into_iter().collect(),
         };
         let batch = Bytes::from(encode(&m, 1234).unwrap());
@@ -200,5 +225,6 @@ mod tests {
         assert_eq!(s.timestamp, 1234);
         assert_eq!((s.expires_at, s.priority, s.deliver_at), (Some(99), 4, Some(7)));
         assert_eq!(s.headers, m.headers);
+        assert_eq!((s.retry_queue.as_deref(), s.retries), (Some("q"), 2));
     }
 }

@@ -492,16 +492,28 @@ impl Queue {
         c.ack_all(&done)
     }
 
-    /// Rejected without requeue: dead-lettered (reason `rejected`) or dropped.
+    /// Rejected without requeue: retried later (`x-retry-delays`), else
+    /// dead-lettered (reason `rejected`) or dropped.
     pub fn reject(&self, offsets: &[u64]) -> Result<()> {
-        if self.args.dead_letter_exchange.is_none() {
+        if self.args.dead_letter_exchange.is_none() && self.args.retry_delays.is_empty() {
             return self.ack(offsets);
         }
         let mut letters = Vec::new();
         for &off in offsets {
-            match self.read_one(off)? {
-                Some(m) => letters.push((m, "rejected")),
-                None => self.ack(&[off])?,
+            let Some(m) = self.read_one(off)? else {
+                self.ack(&[off])?;
+                continue;
+            };
+            match self.args.retry_delays.get(m.retries as usize) {
+                Some(&delay) => {
+                    // Held in the delay store first, then acknowledged here:
+                    // a crash in between retries twice, never loses it.
+                    if let Some(v) = self.vhost.get().and_then(Weak::upgrade) {
+                        v.schedule_retry(self, &m, delay)?;
+                    }
+                    self.ack(&[off])?;
+                }
+                None => letters.push((m, "rejected")),
             }
         }
         self.finish_letters(letters)

@@ -14,7 +14,7 @@ use super::args::QueueArgs;
 use super::bridge::{Feed, Hooks};
 use super::delayed::DelayStore;
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind, Headers};
-use super::message::Message;
+use super::message::{Message, StoredMessage};
 use super::queue::{Letter, Queue, QueueSpec, now_ms};
 use super::{Death, MessagingError, encode_name};
 
@@ -334,6 +334,38 @@ impl Vhost {
         self.delays.pending()
     }
 
+    /// Holds a rejected message of `q` for `delay` ms, then puts it back
+    /// into `q` (`x-retry-delays`), with its death recorded as for a
+    /// dead letter (`x-death`, reason `rejected`, so consumers can count).
+    pub(crate) fn schedule_retry(&self, q: &Queue, m: &StoredMessage, delay: u64) -> crate::Result<()> {
+        let death = Death {
+            queue: q.name(),
+            reason: "rejected",
+            exchange: &m.exchange,
+            routing_key: &m.routing_key,
+            time: now_ms() / 1000,
+        };
+        let properties = match &self.hooks.death {
+            Some(hook) => hook(&m.properties, &death).0,
+            None => m.properties.clone(),
+        };
+        let retry = Message {
+            exchange: m.exchange.clone(),
+            routing_key: m.routing_key.clone(),
+            properties,
+            body: m.body.clone(),
+            persistent: m.persistent,
+            headers: Headers::new(),
+            expires_at: None,
+            priority: m.priority,
+            deliver_at: Some(now_ms().saturating_add(delay.min(i64::MAX as u64) as i64)),
+            retry_queue: Some(q.name().to_string()),
+            retries: m.retries + 1,
+        };
+        self.delays.add(&retry)?;
+        Ok(())
+    }
+
     /// Routes the delayed messages that are due. A message whose exchange
     /// was deleted meanwhile is dropped.
     pub(crate) fn fire_delayed(&self, now: i64) {
@@ -356,8 +388,17 @@ impl Vhost {
                 expires_at: m.expires_at,
                 priority: m.priority,
                 deliver_at: None,
+                retry_queue: None,
+                retries: m.retries,
             };
-            if let Ok(queues) = self.route(&msg.exchange, &msg.routing_key, &msg.headers) {
+            if let Some(name) = &m.retry_queue {
+                // A retry goes straight back to its queue, if it still exists.
+                if let Some(q) = self.queue(name)
+                    && let Err(e) = q.publish(&msg)
+                {
+                    tracing::warn!(queue = %name, error = %e, "a delayed retry failed");
+                }
+            } else if let Ok(queues) = self.route(&msg.exchange, &msg.routing_key, &msg.headers) {
                 for q in queues {
                     if let Err(e) = q.publish(&msg) {
                         tracing::warn!(queue = %q.name(), error = %e, "delivering a delayed message failed");
@@ -680,6 +721,8 @@ impl Vhost {
                 expires_at: None,
                 priority: m.priority,
                 deliver_at: None,
+                retry_queue: None,
+                retries: 0,
             };
             let queues = match self.route(dlx, &msg.routing_key, &msg.headers) {
                 Ok(q) => q,

@@ -142,3 +142,52 @@ async fn retry_with_exponential_backoff_then_dead_letter() {
     assert_eq!(next(&mut dead).await.data, b"always fails");
     assert_eq!(ready(&ch, "orders").await, 0);
 }
+
+/// The one-argument form: `x-retry-delays` on the work queue.
+#[tokio::test]
+async fn x_retry_delays_retries_with_backoff_then_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let (_c, ch) = channel(&b).await;
+    ch.exchange_declare(
+        "dead".into(),
+        lapin::ExchangeKind::Fanout,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    declare(&ch, "jobs.dead", true).await;
+    ch.queue_bind("jobs.dead".into(), "dead".into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let mut a = FieldTable::default();
+    a.insert("x-retry-delays".into(), AMQPValue::LongString("100,200,400".into()));
+    a.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("dead".into()));
+    let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare("jobs".into(), opts, a).await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    publish(&ch, "", "jobs", b"flaky", persistent()).await;
+
+    let mut cons = consumer(&ch, "jobs", "w").await;
+    let start = Instant::now();
+    let mut arrivals = Vec::new();
+    for _ in 0..4 {
+        let d = next(&mut cons).await;
+        assert_eq!(d.data, b"flaky");
+        assert_eq!(d.routing_key.as_str(), "jobs", "the original routing key is kept");
+        arrivals.push(start.elapsed());
+        d.nack(BasicNackOptions { requeue: false, ..Default::default() }).await.unwrap();
+    }
+    nothing_within(&mut cons, 300).await;
+    for (i, w) in arrivals.windows(2).enumerate() {
+        assert!(w[1] - w[0] >= Duration::from_millis(100 << i), "retry {} came early", i + 1);
+    }
+    let mut dead = consumer(&ch, "jobs.dead", "d").await;
+    let d = next(&mut dead).await;
+    let h = d.properties.headers().clone().unwrap();
+    let Some(AMQPValue::FieldArray(deaths)) = h.inner().get("x-death") else { panic!("no x-death") };
+    let AMQPValue::FieldTable(t) = &deaths.as_slice()[0] else { panic!() };
+    // Three retries and the final rejection, all recorded as one entry.
+    assert_eq!(t.inner().get("count"), Some(&AMQPValue::LongLongInt(4)));
+}

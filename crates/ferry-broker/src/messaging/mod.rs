@@ -14,6 +14,7 @@ pub mod bridge;
 mod cursor_store;
 mod delayed;
 pub mod exchange;
+mod forwarding;
 pub mod message;
 pub mod queue;
 mod ranges;

@@ -14,9 +14,9 @@ use super::args::QueueArgs;
 use super::bridge::{Feed, Hooks};
 use super::delayed::DelayStore;
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind, Headers};
-use super::message::{Message, StoredMessage};
-use super::queue::{Letter, Queue, QueueSpec, now_ms};
-use super::{Death, MessagingError, encode_name};
+use super::message::Message;
+use super::queue::{Queue, QueueSpec, now_ms};
+use super::{MessagingError, encode_name};
 
 type Result<T, E = MessagingError> = std::result::Result<T, E>;
 
@@ -46,9 +46,9 @@ pub struct Vhost {
     queues: RwLock<BTreeMap<String, Arc<Queue>>>,
     /// Serialises changes of definitions and the file that records them.
     admin: Mutex<()>,
-    hooks: Hooks,
+    pub(super) hooks: Hooks,
     /// Messages waiting for their `x-delay`.
-    delays: DelayStore,
+    pub(super) delays: DelayStore,
     /// Queues fed from Kafka topics.
     feeds: Mutex<Vec<Feed>>,
 }
@@ -205,9 +205,10 @@ impl Vhost {
                     e
                 })
                 .collect(),
+            // Exclusive queues die with their connection, so never outlive a restart.
             queues: queues
                 .values()
-                .filter(|q| q.spec.durable)
+                .filter(|q| q.spec.durable && q.spec.exclusive_owner.is_none())
                 .map(|q| QueueDef {
                     name: q.spec.name.clone(),
                     auto_delete: q.spec.auto_delete,
@@ -332,84 +333,6 @@ impl Vhost {
     /// Delayed messages not yet routed.
     pub fn delayed_pending(&self) -> usize {
         self.delays.pending()
-    }
-
-    /// Holds a rejected message of `q` for `delay` ms, then puts it back
-    /// into `q` (`x-retry-delays`), with its death recorded as for a
-    /// dead letter (`x-death`, reason `rejected`, so consumers can count).
-    pub(crate) fn schedule_retry(&self, q: &Queue, m: &StoredMessage, delay: u64) -> crate::Result<()> {
-        let death = Death {
-            queue: q.name(),
-            reason: "rejected",
-            exchange: &m.exchange,
-            routing_key: &m.routing_key,
-            time: now_ms() / 1000,
-        };
-        let properties = match &self.hooks.death {
-            Some(hook) => hook(&m.properties, &death).0,
-            None => m.properties.clone(),
-        };
-        let retry = Message {
-            exchange: m.exchange.clone(),
-            routing_key: m.routing_key.clone(),
-            properties,
-            body: m.body.clone(),
-            persistent: m.persistent,
-            headers: Headers::new(),
-            expires_at: None,
-            priority: m.priority,
-            deliver_at: Some(now_ms().saturating_add(delay.min(i64::MAX as u64) as i64)),
-            retry_queue: Some(q.name().to_string()),
-            retries: m.retries + 1,
-        };
-        self.delays.add(&retry)?;
-        Ok(())
-    }
-
-    /// Routes the delayed messages that are due. A message whose exchange
-    /// was deleted meanwhile is dropped.
-    pub(crate) fn fire_delayed(&self, now: i64) {
-        let due = match self.delays.take_due(now) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(vhost = %self.name, error = %e, "reading delayed messages failed");
-                return;
-            }
-        };
-        let mut done = Vec::with_capacity(due.len());
-        for m in due {
-            let msg = Message {
-                exchange: m.exchange.clone(),
-                routing_key: m.routing_key.clone(),
-                properties: m.properties.clone(),
-                body: m.body.clone(),
-                persistent: m.persistent,
-                headers: m.headers.clone(),
-                expires_at: m.expires_at,
-                priority: m.priority,
-                deliver_at: None,
-                retry_queue: None,
-                retries: m.retries,
-            };
-            if let Some(name) = &m.retry_queue {
-                // A retry goes straight back to its queue, if it still exists.
-                if let Some(q) = self.queue(name)
-                    && let Err(e) = q.publish(&msg)
-                {
-                    tracing::warn!(queue = %name, error = %e, "a delayed retry failed");
-                }
-            } else if let Ok(queues) = self.route(&msg.exchange, &msg.routing_key, &msg.headers) {
-                for q in queues {
-                    if let Err(e) = q.publish(&msg) {
-                        tracing::warn!(queue = %q.name(), error = %e, "delivering a delayed message failed");
-                    }
-                }
-            }
-            done.push(m.offset);
-        }
-        if let Err(e) = self.delays.done(&done) {
-            tracing::warn!(vhost = %self.name, error = %e, "recording routed delayed messages failed");
-        }
     }
 
     fn check_destination(&self, dest: &Destination, owner: u64) -> Result<bool> {
@@ -690,52 +613,6 @@ impl Vhost {
         }
         if let Err(e) = self.delays.maintain(sync) {
             tracing::warn!(vhost = %self.name, error = %e, "delayed-message maintenance failed");
-        }
-    }
-
-    /// Publishes `letters` from `from` to its dead-letter exchange, with
-    /// their death recorded in their properties. A missing dead-letter
-    /// exchange drops them, as in RabbitMQ.
-    pub(crate) fn dead_letter(&self, from: &Queue, letters: Vec<Letter>) {
-        let Some(dlx) = from.args.dead_letter_exchange.as_deref() else { return };
-        for (m, reason) in letters {
-            let routing_key = from.args.dead_letter_routing_key.clone().unwrap_or_else(|| m.routing_key.clone());
-            let death = Death {
-                queue: from.name(),
-                reason,
-                exchange: &m.exchange,
-                routing_key: &m.routing_key,
-                time: now_ms() / 1000,
-            };
-            let (properties, headers) = match &self.hooks.death {
-                Some(hook) => hook(&m.properties, &death),
-                None => (m.properties.clone(), Headers::new()),
-            };
-            let msg = Message {
-                exchange: dlx.to_string(),
-                routing_key,
-                properties,
-                body: m.body.clone(),
-                persistent: m.persistent,
-                headers,
-                expires_at: None,
-                priority: m.priority,
-                deliver_at: None,
-                retry_queue: None,
-                retries: 0,
-            };
-            let queues = match self.route(dlx, &msg.routing_key, &msg.headers) {
-                Ok(q) => q,
-                Err(e) => {
-                    tracing::debug!(queue = %from.name(), error = %e, "dead letter dropped");
-                    continue;
-                }
-            };
-            for q in queues {
-                if let Err(e) = q.publish(&msg) {
-                    tracing::warn!(queue = %q.name(), error = %e, "dead-lettering failed");
-                }
-            }
         }
     }
 }

@@ -14,6 +14,10 @@ async fn kill9_redelivers_unacked_persistent_messages() {
     {
         let (_c, ch) = channel(&b).await;
         declare(&ch, "jobs", true).await;
+        // Durable but exclusive: its connection dies with the broker, so it
+        // is not restored.
+        let opts = QueueDeclareOptions { durable: true, exclusive: true, ..Default::default() };
+        ch.queue_declare("mine".into(), opts, FieldTable::default()).await.unwrap();
         ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
         for i in 0..10 {
             publish(&ch, "", "jobs", format!("job {i}").as_bytes(), persistent()).await;
@@ -32,6 +36,16 @@ async fn kill9_redelivers_unacked_persistent_messages() {
     }
     b.start_again();
     let (_c, ch) = channel(&b).await;
+    let err = ch
+        .queue_declare(
+            "mine".into(),
+            QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&err), Some(404));
+    let ch = _c.create_channel().await.unwrap();
     assert_eq!(ready(&ch, "jobs").await, 6);
     let mut cons = consumer(&ch, "jobs", "w2").await;
     for i in 4..10 {
@@ -70,6 +84,16 @@ async fn definitions_survive_restarts_transient_things_do_not() {
     let err = ch
         .queue_declare(
             "gone".into(),
+            QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(reply_code(&err), Some(404));
+    let ch = _c.create_channel().await.unwrap();
+    let err = ch
+        .queue_declare(
+            "mine".into(),
             QueueDeclareOptions { passive: true, ..Default::default() },
             FieldTable::default(),
         )

@@ -335,6 +335,17 @@ impl Connection {
                     .outbox
                     .send(method_frame(0, &AMQPClass::Connection(connection::AMQPMethod::Unblocked(unblocked))));
             }
+            // A client that does not read what we send (confirms, replies)
+            // is not read either, so its queue of frames stays bounded.
+            if closing.is_none() && self.cx.outbox.is_overflowing() {
+                tokio::select! {
+                    _ = self.cx.outbox.wait_room() => {}
+                    _ = shutdown.changed() => {
+                        self.close(&AmqpError::new(CONNECTION_FORCED, "broker shutdown"), &mut closing);
+                    }
+                }
+                continue;
+            }
             let limit = match closing {
                 Some(deadline) => deadline.saturating_duration_since(tokio::time::Instant::now()),
                 None => idle,

@@ -36,6 +36,12 @@ impl Outbox {
         self.queued.load(Ordering::Acquire) > HIGH_WATER
     }
 
+    /// Far past the high-water mark: deliveries alone stop short of this,
+    /// so only a client that does not read its replies gets here.
+    pub fn is_overflowing(&self) -> bool {
+        self.queued.load(Ordering::Acquire) > 4 * HIGH_WATER
+    }
+
     /// Waits until the queue drops below the high-water mark.
     pub async fn wait_room(&self) {
         loop {

@@ -398,3 +398,73 @@ async fn exclusive_consumers_lock_out_others() {
     let err = ch2.basic_consume("ex".into(), "second".into(), BasicConsumeOptions::default(), FieldTable::default());
     assert_eq!(reply_code(&err.await.unwrap_err()), Some(403));
 }
+
+#[tokio::test]
+async fn internal_and_auto_delete_exchanges_and_if_unused() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let (conn, ch) = channel(&b).await;
+    let internal = ExchangeDeclareOptions { internal: true, ..Default::default() };
+    ch.exchange_declare("inner".into(), ExchangeKind::Fanout, internal, FieldTable::default()).await.unwrap();
+    ch.exchange_declare("outer".into(), ExchangeKind::Fanout, ExchangeDeclareOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    ch.exchange_bind("inner".into(), "outer".into(), "".into(), ExchangeBindOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    declare(&ch, "behind", false).await;
+    ch.queue_bind("behind".into(), "inner".into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    // Reachable through another exchange, not directly.
+    publish(&ch, "outer", "", b"via outer", BasicProperties::default()).await;
+    assert_eq!(get(&ch, "behind").await.as_deref(), Some("via outer"));
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let r = ch
+        .basic_publish("inner".into(), "".into(), BasicPublishOptions::default(), b"x", BasicProperties::default())
+        .await;
+    let refused = match r {
+        Ok(c) => c.await.is_err() || !ch.status().connected(),
+        Err(_) => true,
+    };
+    assert!(refused, "publishing to an internal exchange is refused");
+
+    // if-unused: an exchange with bindings, a queue with a consumer.
+    let ch = conn.create_channel().await.unwrap();
+    let err = ch.exchange_delete("inner".into(), ExchangeDeleteOptions { if_unused: true, ..Default::default() });
+    assert_eq!(reply_code(&err.await.unwrap_err()), Some(406));
+    let ch = conn.create_channel().await.unwrap();
+    let _cons = consumer(&ch, "behind", "c").await;
+    let ch2 = conn.create_channel().await.unwrap();
+    let err = ch2.queue_delete("behind".into(), QueueDeleteOptions { if_unused: true, ..Default::default() });
+    assert_eq!(reply_code(&err.await.unwrap_err()), Some(406));
+    let ch2 = conn.create_channel().await.unwrap();
+    ch2.exchange_delete("outer".into(), ExchangeDeleteOptions::default()).await.unwrap();
+    ch2.exchange_delete("no-such".into(), ExchangeDeleteOptions::default()).await.unwrap();
+
+    // An auto-delete exchange goes with its last binding.
+    let opts = ExchangeDeclareOptions { auto_delete: true, ..Default::default() };
+    ch2.exchange_declare("brief-x".into(), ExchangeKind::Direct, opts, FieldTable::default()).await.unwrap();
+    declare(&ch2, "bq", false).await;
+    ch2.queue_bind("bq".into(), "brief-x".into(), "k".into(), QueueBindOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    ch2.queue_unbind("bq".into(), "brief-x".into(), "k".into(), FieldTable::default()).await.unwrap();
+    let passive = ExchangeDeclareOptions { passive: true, ..Default::default() };
+    let err = ch2.exchange_declare("brief-x".into(), ExchangeKind::Direct, passive, FieldTable::default());
+    assert_eq!(reply_code(&err.await.unwrap_err()), Some(404));
+
+    // basic.get reports the messages left; no-ack consumers need no acks.
+    let ch = conn.create_channel().await.unwrap();
+    declare(&ch, "counted", false).await;
+    for m in ["1", "2", "3"] {
+        publish(&ch, "", "counted", m.as_bytes(), BasicProperties::default()).await;
+    }
+    let m = ch.basic_get("counted".into(), BasicGetOptions { no_ack: true }).await.unwrap().unwrap();
+    assert_eq!(m.message_count, 2);
+    let opts = BasicConsumeOptions { no_ack: true, ..Default::default() };
+    let mut c = ch.basic_consume("counted".into(), "na".into(), opts, FieldTable::default()).await.unwrap();
+    assert_eq!(next(&mut c).await.data, b"2");
+    assert_eq!(next(&mut c).await.data, b"3");
+    assert_eq!(ready(&ch, "counted").await, 0);
+}

@@ -209,4 +209,35 @@ mod tests {
         let mut r = FrameReader::new(&b"GET / HTTP/1.1\r\n"[..]);
         assert!(matches!(r.protocol_header().await, Err(FrameError::BadProtocolHeader)));
     }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(f)
+    }
+
+    proptest::proptest! {
+        /// Any bytes: frames or an error, never a panic, never a frame past
+        /// frame_max.
+        #[test]
+        fn arbitrary_bytes(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+            let frames = block_on(read_all(&data, 512));
+            for f in frames.into_iter().flatten() {
+                proptest::prop_assert!(f.payload.len() + FRAME_OVERHEAD <= 512);
+            }
+        }
+
+        /// What we encode, we read back.
+        #[test]
+        fn round_trip(frames in proptest::collection::vec((1u8..4, proptest::prelude::any::<u16>(), proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)), 1..20)) {
+            let mut b = BytesMut::new();
+            for (kind, ch, payload) in &frames {
+                put_frame(&mut b, *kind, *ch, payload);
+            }
+            let got = block_on(read_all(&b, 4096));
+            proptest::prop_assert_eq!(got.len(), frames.len());
+            for (g, (kind, ch, payload)) in got.into_iter().zip(frames) {
+                let g = g.map_err(proptest::test_runner::TestCaseError::fail)?;
+                proptest::prop_assert_eq!((g.kind, g.channel, &g.payload[..]), (kind, ch, &payload[..]));
+            }
+        }
+    }
 }

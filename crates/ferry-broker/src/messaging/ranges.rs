@@ -102,4 +102,43 @@ mod tests {
         r.insert_range(0, 100);
         assert_eq!(r.ranges(), vec![(0, 100)]);
     }
+
+    proptest::proptest! {
+        /// Against a plain set: membership, counts, and the floor advancing
+        /// exactly over contiguous acknowledged offsets.
+        #[test]
+        fn behaves_like_a_set(ops in proptest::collection::vec((0u64..200, 1u64..8, 0u8..4), 0..200)) {
+            let mut r = RangeSet::default();
+            let mut model = std::collections::BTreeSet::new();
+            let mut floor = 0u64;
+            for (at, len, op) in ops {
+                match op {
+                    0 => { r.insert(at); model.insert(at); }
+                    1 => { r.insert_range(at, at + len); model.extend(at..at + len); }
+                    2 => {
+                        r.remove_below(at);
+                        model.retain(|&x| x >= at);
+                    }
+                    _ => {
+                        let new = r.advance(floor);
+                        let mut expect = floor;
+                        if model.first().is_some_and(|&f| f <= floor) {
+                            let first = *model.first().unwrap_or(&floor);
+                            let mut end = first;
+                            while model.contains(&end) { end += 1; }
+                            expect = end.max(floor);
+                            model.retain(|&x| x >= end);
+                            model.retain(|&x| x < first || x >= end);
+                        }
+                        proptest::prop_assert_eq!(new, expect);
+                        floor = new;
+                    }
+                }
+                for x in 0..220 {
+                    proptest::prop_assert_eq!(r.contains(x), model.contains(&x), "offset {}", x);
+                }
+                proptest::prop_assert_eq!(r.count_from(50), model.range(50..).count() as u64);
+            }
+        }
+    }
 }

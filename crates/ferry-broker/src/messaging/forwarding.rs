@@ -2,11 +2,11 @@
 //! (with the front-end's `x-death` rewrite), delayed retries
 //! (`x-retry-delays`) and the routing of due delayed messages.
 
-use super::Death;
 use super::exchange::Headers;
 use super::message::{Message, StoredMessage};
 use super::queue::{Letter, Queue, now_ms};
 use super::vhost::Vhost;
+use super::{Death, MessagingError};
 
 impl Vhost {
     /// Publishes `letters` from `from` to its dead-letter exchange, with
@@ -40,19 +40,29 @@ impl Vhost {
                 retry_queue: None,
                 retries: 0,
             };
-            let queues = match self.route(dlx, &msg.routing_key, &msg.headers) {
-                Ok(q) => q,
-                Err(e) => {
-                    tracing::debug!(queue = %from.name(), error = %e, "dead letter dropped");
-                    continue;
-                }
-            };
-            for q in queues {
-                if let Err(e) = q.publish(&msg) {
-                    tracing::warn!(queue = %q.name(), error = %e, "dead-lettering failed");
-                }
+            if let Err(e) = self.publish_routed(dlx, &msg) {
+                tracing::debug!(queue = %from.name(), error = %e, "dead letter dropped");
             }
         }
+    }
+
+    /// Routes `msg` from `exchange` to its queues and Kafka topics, without
+    /// waiting for disk (the caller acknowledges its source afterwards: a
+    /// crash can repeat the message, a power loss before the page cache is
+    /// written back can lose the copy).
+    fn publish_routed(&self, exchange: &str, msg: &Message) -> Result<(), MessagingError> {
+        let (queues, topics) = self.route_all(exchange, &msg.routing_key, &msg.headers)?;
+        for q in queues {
+            if let Err(e) = q.publish(msg) {
+                tracing::warn!(queue = %q.name(), error = %e, "forwarding a message failed");
+            }
+        }
+        for t in topics {
+            if let Err(e) = self.publish_to_topic(&t, msg) {
+                tracing::warn!(topic = %t, error = %e, "forwarding a message to a topic failed");
+            }
+        }
+        Ok(())
     }
 
     /// Holds a rejected message of `q` for `delay` ms, then puts it back
@@ -119,12 +129,8 @@ impl Vhost {
                 {
                     tracing::warn!(queue = %name, error = %e, "a delayed retry failed");
                 }
-            } else if let Ok(queues) = self.route(&msg.exchange, &msg.routing_key, &msg.headers) {
-                for q in queues {
-                    if let Err(e) = q.publish(&msg) {
-                        tracing::warn!(queue = %q.name(), error = %e, "delivering a delayed message failed");
-                    }
-                }
+            } else if let Err(e) = self.publish_routed(&msg.exchange, &msg) {
+                tracing::debug!(exchange = %msg.exchange, error = %e, "delayed message dropped");
             }
             done.push(m.offset);
         }

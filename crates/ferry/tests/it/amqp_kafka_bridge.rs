@@ -77,6 +77,18 @@ async fn an_exchange_bound_to_a_kafka_topic() {
     let p = support::producer(&b, &[("partitioner", "murmur2")]);
     let d = p.send(FutureRecord::to("orders").key("eu").payload("from kafka"), Duration::from_secs(10)).await.unwrap();
     assert_eq!(d.partition, *partition);
+
+    // Dead letters reach the topic through the dead-letter exchange.
+    let mut a = FieldTable::default();
+    a.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("orders-x".into()));
+    a.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString("eu".into()));
+    ch.queue_declare("doomed".into(), QueueDeclareOptions::default(), a).await.unwrap();
+    publish(&ch, "", "doomed", b"dead", BasicProperties::default()).await;
+    let m = ch.basic_get("doomed".into(), BasicGetOptions { no_ack: false }).await.unwrap().unwrap();
+    m.delivery.reject(BasicRejectOptions { requeue: false }).await.unwrap();
+    let all = read_topic(&b, "orders", 3, 3);
+    let dead = all.iter().find(|r| r.2 == "dead").expect("the dead letter reached the topic");
+    assert_eq!(dead.1, "eu");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interop tests: real Kafka clients (confluent-kafka, kafka-python, aiokafka, kcat;
-# transactions with the three Python clients; KafkaJS)
+# transactions with the three Python clients; KafkaJS), the seed's pika example
+# (AMQP) and paho-mqtt
 # against a freshly started `ferry serve`. Last line: "interop: N passed, M failed".
 set -euo pipefail
 
@@ -42,6 +43,8 @@ export BOOTSTRAP="127.0.0.1:$port"
 # MQTT on a free port too, never the well-known 1883 (parallel runs, other brokers).
 mqtt_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 export MQTT_PORT="$mqtt_port"
+amqp_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+export AMQP_PORT="$amqp_port"
 work="$(mktemp -d -t ferry-interop.XXXXXX)"
 broker_pid=""
 
@@ -63,13 +66,15 @@ cleanup() { stop_broker || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 "$ferry" serve --data-dir "$work/data" --kafka-listen "$BOOTSTRAP" --http-listen 127.0.0.1:0 \
-    --mqtt-listen "127.0.0.1:$MQTT_PORT" >"$work/broker.log" 2>&1 &
+    --mqtt-listen "127.0.0.1:$MQTT_PORT" --amqp-listen "127.0.0.1:$AMQP_PORT" >"$work/broker.log" 2>&1 &
 broker_pid=$!
 
 ready=0
 for _ in $(seq 300); do   # 30 s
     if ! kill -0 "$broker_pid" 2>/dev/null; then break; fi
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then ready=1; break; fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$AMQP_PORT") 2>/dev/null; then
+        ready=1; break
+    fi
     sleep 0.1
 done
 if [[ $ready -ne 1 ]]; then
@@ -98,6 +103,7 @@ run_test aiokafka        "$venv/bin/python" "$here/aiokafka_test.py"
 run_test kcat            bash "$here/kcat_test.sh"
 run_test transactions    "$venv/bin/python" "$here/transactions_test.py"
 run_test kafkajs         node "$here/kafkajs_test.mjs"
+run_test pika_seed       "$venv/bin/python" "$here/pika_seed_test.py"
 # Five parts, each in its own child process with a 75 s limit (GROUPS_PART_TIMEOUT);
 # about 40 s when healthy, since every group waits out the broker's default
 # 3 s group.initial.rebalance.delay.ms.

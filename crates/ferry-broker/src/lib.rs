@@ -12,6 +12,7 @@ mod error;
 pub mod group;
 mod internal_log;
 pub mod kv_store;
+pub mod messaging;
 pub mod metrics;
 mod partition;
 mod producer;

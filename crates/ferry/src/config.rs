@@ -23,6 +23,8 @@ pub struct FileConfig {
     pub http: HttpSection,
     #[serde(default)]
     pub mqtt: MqttSection,
+    #[serde(default)]
+    pub amqp: AmqpSection,
     /// Broker-wide topic config defaults, with Kafka's topic config names
     /// (`"flush.messages" = "9223372036854775807"`).
     #[serde(default)]
@@ -85,6 +87,56 @@ pub struct HttpSection {
     pub listen: Option<SocketAddr>,
 }
 
+/// `[amqp]`: the AMQP 0-9-1 listener, users and virtual hosts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSection {
+    pub listen: Option<SocketAddr>,
+    pub frame_max: Option<u32>,
+    pub channel_max: Option<u16>,
+    /// Heartbeat interval offered to clients, seconds.
+    pub heartbeat: Option<u16>,
+    pub max_message_bytes: Option<usize>,
+    /// Publishers are blocked below this much free disk space (bytes).
+    pub disk_free_limit_bytes: Option<u64>,
+    /// Publishers are blocked above this resident memory (bytes; default
+    /// 40 % of the machine's memory).
+    pub memory_limit_bytes: Option<u64>,
+    /// Virtual hosts besides "/".
+    #[serde(default)]
+    pub vhosts: Vec<String>,
+    /// Users; when none are given, `guest`/`guest` (loopback only) on "/".
+    #[serde(default)]
+    pub users: Vec<AmqpUser>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpUser {
+    pub name: String,
+    pub password: String,
+    /// Only from loopback addresses (default: true for `guest`, else false).
+    pub loopback_only: Option<bool>,
+    /// vhost -> permissions (RabbitMQ regular-expression subset).
+    #[serde(default)]
+    pub permissions: BTreeMap<String, AmqpPermissions>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpPermissions {
+    #[serde(default = "match_all")]
+    pub configure: String,
+    #[serde(default = "match_all")]
+    pub write: String,
+    #[serde(default = "match_all")]
+    pub read: String,
+}
+
+fn match_all() -> String {
+    ".*".to_string()
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSection {
@@ -120,6 +172,9 @@ pub struct ServeArgs {
     /// MQTT over WebSocket listener address (path /mqtt; off by default).
     #[arg(long, env = "FERRY_MQTT_WS_LISTEN")]
     pub mqtt_ws_listen: Option<String>,
+    /// AMQP 0-9-1 listener address.
+    #[arg(long, env = "FERRY_AMQP_LISTEN")]
+    pub amqp_listen: Option<SocketAddr>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -128,6 +183,8 @@ pub struct Settings {
     pub broker: ferry_broker::BrokerConfig,
     pub kafka_listen: SocketAddr,
     pub kafka: ferry_kafka::KafkaConfig,
+    pub amqp_listen: SocketAddr,
+    pub amqp: ferry_amqp::AmqpConfig,
     pub http_listen: SocketAddr,
     /// `None`: no MQTT listener.
     pub mqtt_listen: Option<SocketAddr>,
@@ -172,6 +229,9 @@ impl Settings {
         if let Some(ms) = file.storage.cleaner_interval_ms {
             engine.cleaner_interval = Duration::from_millis(ms);
         }
+        let amqp_listen =
+            args.amqp_listen.or(file.amqp.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5672)));
+        let amqp = amqp_config(file.amqp)?;
         let m = file.mqtt;
         let mqtt_listen = listener(
             args.mqtt_listen.clone().or(m.listen),
@@ -194,6 +254,8 @@ impl Settings {
             from_kafka: std::sync::Arc::new(m.from_kafka),
         };
         Ok(Settings {
+            amqp_listen,
+            amqp,
             mqtt_listen,
             mqtt_ws_listen,
             mqtt,
@@ -248,6 +310,57 @@ impl Settings {
     }
 }
 
+fn amqp_config(section: AmqpSection) -> anyhow::Result<ferry_amqp::AmqpConfig> {
+    let defaults = ferry_amqp::AmqpConfig::default();
+    let mut vhosts = vec!["/".to_string()];
+    for v in section.vhosts {
+        if !vhosts.contains(&v) {
+            vhosts.push(v);
+        }
+    }
+    let users = if section.users.is_empty() {
+        defaults.users.clone()
+    } else {
+        section
+            .users
+            .into_iter()
+            .map(|u| {
+                for v in u.permissions.keys() {
+                    if !vhosts.contains(v) {
+                        bail!("user {:?} has permissions on unknown vhost {v:?}", u.name);
+                    }
+                }
+                Ok(ferry_amqp::User {
+                    loopback_only: u.loopback_only.unwrap_or(u.name == "guest"),
+                    name: u.name,
+                    password: u.password,
+                    permissions: u
+                        .permissions
+                        .into_iter()
+                        .map(|(v, p)| {
+                            (v, ferry_amqp::Permissions { configure: p.configure, write: p.write, read: p.read })
+                        })
+                        .collect(),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let frame_max = section.frame_max.unwrap_or(defaults.frame_max);
+    if frame_max < 4096 {
+        bail!("amqp.frame_max must be at least 4096");
+    }
+    Ok(ferry_amqp::AmqpConfig {
+        users,
+        vhosts,
+        frame_max,
+        channel_max: section.channel_max.unwrap_or(defaults.channel_max),
+        heartbeat: section.heartbeat.unwrap_or(defaults.heartbeat),
+        max_message_bytes: section.max_message_bytes.unwrap_or(defaults.max_message_bytes),
+        disk_free_limit: section.disk_free_limit_bytes.unwrap_or(defaults.disk_free_limit),
+        memory_limit: section.memory_limit_bytes.or(defaults.memory_limit),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +374,9 @@ mod tests {
         assert_eq!((s.kafka.advertised_host.as_str(), s.kafka.advertised_port), ("127.0.0.1", 9092));
         assert_eq!(s.mqtt_listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:1883"));
         assert_eq!(s.mqtt_ws_listen, None);
+        assert_eq!(s.amqp_listen.to_string(), "127.0.0.1:5672");
+        assert_eq!(s.amqp.users, vec![ferry_amqp::User::guest()]);
+        assert_eq!(s.amqp.vhosts, vec!["/".to_string()]);
     }
 
     #[test]
@@ -282,6 +398,30 @@ mod tests {
         assert_eq!((s.mqtt.users.len(), s.mqtt.acl.len(), s.mqtt.to_kafka.len()), (1, 1, 1));
         args.mqtt_listen = Some("off".into());
         assert_eq!(Settings::resolve(&args).unwrap().mqtt_listen, None);
+    }
+
+    #[test]
+    fn amqp_users_and_vhosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(
+            &path,
+            "[amqp]\nlisten = \"127.0.0.1:5673\"\nvhosts = [\"orders\"]\n\
+             [[amqp.users]]\nname = \"app\"\npassword = \"pw\"\n\
+             [amqp.users.permissions.orders]\nconfigure = \"^app-.*\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs { config: Some(path.clone()), ..Default::default() };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.amqp_listen.port(), 5673);
+        assert_eq!(s.amqp.vhosts, vec!["/".to_string(), "orders".to_string()]);
+        let app = &s.amqp.users[0];
+        assert!(!app.loopback_only);
+        assert_eq!(app.permissions["orders"].configure, "^app-.*");
+        assert_eq!(app.permissions["orders"].read, ".*");
+        std::fs::write(&path, "[[amqp.users]]\nname = \"x\"\npassword = \"y\"\n[amqp.users.permissions.nope]\n")
+            .unwrap();
+        assert!(Settings::resolve(&args).is_err(), "permissions on an unknown vhost are refused");
     }
 
     #[test]

@@ -22,7 +22,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a broker (with no arguments: one node, data in ./data, Kafka on
-    /// 127.0.0.1:9092, HTTP admin API and /metrics on 127.0.0.1:9644).
+    /// 127.0.0.1:9092, AMQP on 127.0.0.1:5672, MQTT on 127.0.0.1:1883, HTTP
+    /// admin API and /metrics on 127.0.0.1:9644).
     Serve(config::ServeArgs),
     /// Create, list, describe, delete topics and alter their configs.
     Topic(cli::TopicCmd),
@@ -109,6 +110,23 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         }
         let ctx = Arc::new(ferry_kafka::Ctx { broker: broker.clone(), config: settings.kafka });
         let server = tokio::spawn(ferry_kafka::serve(listener, ctx, stop_rx.clone()));
+        let (vhosts, amqp_server) = {
+            let data = settings.broker.data_dir.clone();
+            let (engine, names) = (settings.broker.engine.clone(), settings.amqp.vhosts.clone());
+            let kafka_side = broker.clone();
+            let vhosts = tokio::task::spawn_blocking(move || {
+                ferry_broker::messaging::Vhosts::open(&data, engine, &names, ferry_amqp::hooks(Some(kafka_side)))
+            })
+            .await?
+            .context("opening queues")?;
+            let listener = tokio::net::TcpListener::bind(settings.amqp_listen)
+                .await
+                .with_context(|| format!("binding the AMQP listener to {}", settings.amqp_listen))?;
+            tracing::info!(listen = %listener.local_addr()?, "amqp listener ready");
+            let amqp =
+                Arc::new(ferry_amqp::Server::new(settings.amqp, vhosts.clone(), settings.broker.data_dir.clone()));
+            (vhosts, tokio::spawn(ferry_amqp::serve(listener, amqp, stop_rx.clone())))
+        };
         let admin = ferry_admin::AdminState::new(broker.clone());
         let http_server = tokio::spawn(ferry_admin::serve(http, admin.clone(), stop_rx));
         admin.set_ready(true);
@@ -121,8 +139,13 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         if let Some(m) = mqtt {
             let _ = m.await;
         }
-        // Flush, checkpoint and close every log.
-        tokio::task::spawn_blocking(move || broker.shutdown()).await?;
+        let _ = amqp_server.await;
+        // Flush, checkpoint and close every log; persist queue cursors.
+        tokio::task::spawn_blocking(move || {
+            vhosts.shutdown();
+            broker.shutdown()
+        })
+        .await?;
         tracing::info!("stopped");
         anyhow::Ok(())
     })

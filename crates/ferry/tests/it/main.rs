@@ -1,5 +1,13 @@
 //! End-to-end tests: the real `ferry` binary, driven by real clients.
 
+mod amqp_access;
+mod amqp_bad_input;
+mod amqp_basic;
+mod amqp_delayed;
+mod amqp_durability;
+mod amqp_kafka_bridge;
+mod amqp_support;
+mod amqp_ttl_dlx;
 mod cli;
 mod http;
 mod kafka_admin;

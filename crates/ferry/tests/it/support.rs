@@ -19,6 +19,8 @@ pub struct Broker {
     pub http_port: u16,
     /// MQTT listener port (every test broker gets its own).
     pub mqtt_port: u16,
+    /// The AMQP listener's port.
+    pub amqp_port: u16,
     data: PathBuf,
     /// More `ferry serve` flags.
     args: Vec<String>,
@@ -39,6 +41,7 @@ impl Broker {
             port,
             http_port: free_port(),
             mqtt_port: free_port(),
+            amqp_port: free_port(),
             data: data.to_path_buf(),
             args,
             toml: String::new(),
@@ -47,7 +50,7 @@ impl Broker {
         b
     }
 
-    /// A broker whose config file also holds `toml` (e.g. an `[mqtt]` section).
+    /// A broker whose config file also holds `toml` (e.g. an `[mqtt]` or `[amqp]` section).
     pub fn start_with_toml(data: &Path, toml: &str) -> Broker {
         let port = free_port();
         let mut b = Broker {
@@ -55,6 +58,7 @@ impl Broker {
             port,
             http_port: free_port(),
             mqtt_port: free_port(),
+            amqp_port: free_port(),
             data: data.to_path_buf(),
             args: Vec::new(),
             toml: toml.to_string(),
@@ -83,6 +87,7 @@ impl Broker {
             .args(["--kafka-listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--http-listen", &format!("127.0.0.1:{}", self.http_port)])
             .args(["--mqtt-listen", &format!("127.0.0.1:{}", self.mqtt_port)])
+            .args(["--amqp-listen", &format!("127.0.0.1:{}", self.amqp_port)])
             .args(&self.args)
             .env("FERRY_LOG", "warn")
             .stdout(Stdio::null())
@@ -90,13 +95,17 @@ impl Broker {
             .expect("start ferry");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err()
-            || TcpStream::connect(("127.0.0.1", self.http_port)).is_err()
-            || TcpStream::connect(("127.0.0.1", self.mqtt_port)).is_err()
-        {
-            assert!(Instant::now() < deadline, "ferry did not start listening");
-            std::thread::sleep(Duration::from_millis(20));
+        for port in [self.port, self.http_port, self.mqtt_port, self.amqp_port] {
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "ferry did not start listening");
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
+    }
+
+    /// amqp://guest:guest@127.0.0.1:<amqp port>/%2f
+    pub fn amqp_uri(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port)
     }
 
     pub fn bootstrap(&self) -> String {

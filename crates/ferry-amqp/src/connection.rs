@@ -1,0 +1,595 @@
+//! One AMQP connection: protocol header, start/start-ok (PLAIN, AMQPLAIN),
+//! tune/tune-ok (frame_max, channel_max, heartbeat), open (vhost), then
+//! frames routed to channels until a close handshake, an error or shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use amq_protocol::protocol::{AMQPClass, channel, connection, parse_class};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString};
+use bytes::BytesMut;
+use ferry_broker::messaging::{Queue, Vhost};
+use tokio::io::AsyncRead;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::auth::{self, Permissions};
+use crate::channel::{Channel, Perm};
+use crate::error::*;
+use crate::frame::{self, Frame, FrameError, FrameReader};
+use crate::outbox::Outbox;
+use crate::server::Server;
+
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+/// How long a client gets to finish the handshake, and to answer a close.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What a channel needs from its connection.
+pub struct ConnCtx {
+    pub id: u64,
+    pub user: String,
+    pub vhost: Arc<Vhost>,
+    pub permissions: Permissions,
+    pub outbox: Outbox,
+    pub frame_max: u32,
+    pub max_message: usize,
+    /// Exclusive queues declared here; deleted when the connection ends.
+    pub exclusive: Vec<Arc<Queue>>,
+    /// The queue an empty queue name refers to.
+    pub last_queue: Option<String>,
+}
+
+impl ConnCtx {
+    pub fn check(&self, perm: Perm, kind: &str, name: &str) -> Result<(), AmqpError> {
+        let pattern = match perm {
+            Perm::Configure => &self.permissions.configure,
+            Perm::Write => &self.permissions.write,
+            Perm::Read => &self.permissions.read,
+        };
+        // The default exchange is always writable and readable (RabbitMQ
+        // checks it as "amq.default").
+        let name = if name.is_empty() && kind == "exchange" { "amq.default" } else { name };
+        if auth::pattern_matches(pattern, name) {
+            Ok(())
+        } else {
+            let what = match perm {
+                Perm::Configure => "configure",
+                Perm::Write => "write",
+                Perm::Read => "read",
+            };
+            Err(AmqpError::new(
+                ACCESS_REFUSED,
+                format!(
+                    "{what} access to {kind} '{name}' in vhost '{}' refused for user '{}'",
+                    self.vhost.name, self.user
+                ),
+            ))
+        }
+    }
+
+    /// An empty queue name means the last queue declared on the connection.
+    pub fn queue_name(&self, name: &str) -> Result<String, AmqpError> {
+        if !name.is_empty() {
+            return Ok(name.to_string());
+        }
+        self.last_queue.clone().ok_or_else(|| AmqpError::new(NOT_FOUND, "no previously declared queue"))
+    }
+}
+
+fn method_frame(channel: u16, m: &AMQPClass) -> bytes::Bytes {
+    let mut out = BytesMut::with_capacity(128);
+    // Encoding our own well-formed methods cannot fail; an empty frame is
+    // never sent if it somehow does.
+    let _ = frame::put_method(&mut out, channel, m);
+    out.freeze()
+}
+
+fn close_frame(e: &AmqpError) -> bytes::Bytes {
+    method_frame(
+        0,
+        &AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: e.code,
+            reply_text: truncate(&e.text).into(),
+            class_id: e.class_id,
+            method_id: e.method_id,
+        })),
+    )
+}
+
+fn truncate(s: &str) -> String {
+    let mut end = s.len().min(255);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// Serves one client until it leaves.
+pub async fn run(stream: TcpStream, peer: SocketAddr, server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let (outbox, rx) = Outbox::new();
+    let writer = tokio::spawn(outbox.clone().run_writer(rx, wr));
+    let mut reader = FrameReader::new(rd);
+    let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut reader, &outbox, peer, &server, id)).await;
+    match handshake {
+        Ok(Ok((cx, heartbeat, channel_max, blocked_capable))) => {
+            let mut conn = Connection {
+                cx,
+                channels: HashMap::new(),
+                channel_max,
+                heartbeat,
+                alarm: server.alarm.clone(),
+                blocked_capable,
+                published: false,
+                blocked_sent: false,
+            };
+            conn.serve(&mut reader, &mut shutdown).await;
+            conn.finish();
+        }
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "amqp handshake failed"),
+        Err(_) => tracing::debug!(%peer, "amqp handshake timed out"),
+    }
+    drop(outbox);
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Refused(AmqpError),
+}
+
+async fn expect_method<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) -> Result<AMQPClass, HandshakeError> {
+    loop {
+        let f = reader.next(frame::FRAME_MIN_SIZE).await?;
+        match f.kind {
+            frame::FRAME_HEARTBEAT => continue,
+            frame::FRAME_METHOD if f.channel == 0 => {
+                return parse_class(&f.payload[..])
+                    .map(|(_, m)| m)
+                    .map_err(|_| HandshakeError::Refused(AmqpError::new(SYNTAX_ERROR, "malformed method")));
+            }
+            _ => return Err(HandshakeError::Refused(AmqpError::new(UNEXPECTED_FRAME, "expected a connection method"))),
+        }
+    }
+}
+
+async fn handshake<R: AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+    outbox: &Outbox,
+    peer: SocketAddr,
+    server: &Server,
+    id: u64,
+) -> Result<(ConnCtx, u16, u16, bool), HandshakeError> {
+    if let Err(e) = reader.protocol_header().await {
+        if matches!(e, FrameError::BadProtocolHeader) {
+            // As RabbitMQ: answer with the protocol we speak, then close.
+            outbox.send(bytes::Bytes::from_static(frame::PROTOCOL_HEADER));
+        }
+        return Err(e.into());
+    }
+    let cfg = &server.config;
+    let mut caps = FieldTable::default();
+    for cap in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "connection.blocked",
+        "authentication_failure_close",
+        "per_consumer_qos",
+    ] {
+        caps.insert(cap.into(), AMQPValue::Boolean(true));
+    }
+    let mut props = FieldTable::default();
+    props.insert("product".into(), AMQPValue::LongString("Ferry".into()));
+    props.insert("version".into(), AMQPValue::LongString(env!("CARGO_PKG_VERSION").into()));
+    props.insert("platform".into(), AMQPValue::LongString("Rust".into()));
+    props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+    let start = connection::Start {
+        version_major: 0,
+        version_minor: 9,
+        server_properties: props,
+        mechanisms: LongString::from("PLAIN AMQPLAIN"),
+        locales: LongString::from("en_US"),
+    };
+    outbox.send(method_frame(0, &AMQPClass::Connection(connection::AMQPMethod::Start(start))));
+
+    let refuse = |e: AmqpError| {
+        outbox.send(close_frame(&e));
+        HandshakeError::Refused(e)
+    };
+    let AMQPClass::Connection(connection::AMQPMethod::StartOk(ok)) = expect_method(reader).await? else {
+        return Err(refuse(AmqpError::new(COMMAND_INVALID, "expected connection.start-ok")));
+    };
+    let blocked_capable = match ok.client_properties.inner().get("capabilities") {
+        Some(AMQPValue::FieldTable(caps)) => caps.inner().get("connection.blocked") == Some(&AMQPValue::Boolean(true)),
+        _ => false,
+    };
+    let mechanism = ok.mechanism.as_str();
+    let user = auth::credentials(mechanism, ok.response.as_bytes())
+        .and_then(|(name, pass)| auth::authenticate(&cfg.users, &name, &pass, peer.ip()));
+    let Some(user) = user else {
+        return Err(refuse(AmqpError::new(
+            ACCESS_REFUSED,
+            format!(
+                "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
+            ),
+        )));
+    };
+
+    let tune = connection::Tune { channel_max: cfg.channel_max, frame_max: cfg.frame_max, heartbeat: cfg.heartbeat };
+    outbox.send(method_frame(0, &AMQPClass::Connection(connection::AMQPMethod::Tune(tune))));
+    let AMQPClass::Connection(connection::AMQPMethod::TuneOk(t)) = expect_method(reader).await? else {
+        return Err(refuse(AmqpError::new(COMMAND_INVALID, "expected connection.tune-ok")));
+    };
+    // Zero means "no limit" on the client's side: ours applies.
+    let frame_max = if t.frame_max == 0 { cfg.frame_max } else { t.frame_max.min(cfg.frame_max) };
+    if frame_max < frame::FRAME_MIN_SIZE {
+        return Err(refuse(AmqpError::new(NOT_ALLOWED, format!("frame_max {frame_max} is below the minimum 4096"))));
+    }
+    let channel_max = if t.channel_max == 0 { cfg.channel_max } else { t.channel_max.min(cfg.channel_max) };
+
+    let AMQPClass::Connection(connection::AMQPMethod::Open(open)) = expect_method(reader).await? else {
+        return Err(refuse(AmqpError::new(COMMAND_INVALID, "expected connection.open")));
+    };
+    let vhost_name = open.virtual_host.as_str();
+    let vhost = server.vhosts.get(vhost_name);
+    let permissions = user.permissions.get(vhost_name).cloned();
+    let (Some(vhost), Some(permissions)) = (vhost, permissions) else {
+        return Err(refuse(AmqpError::new(
+            NOT_ALLOWED,
+            format!("access to vhost '{vhost_name}' refused for user '{}'", user.name),
+        )));
+    };
+    outbox.send(method_frame(0, &AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {}))));
+    tracing::debug!(%peer, user = %user.name, vhost = %vhost_name, frame_max, heartbeat = t.heartbeat, "amqp connection open");
+    let cx = ConnCtx {
+        id,
+        user: user.name.clone(),
+        vhost,
+        permissions,
+        outbox: outbox.clone(),
+        frame_max,
+        max_message: cfg.max_message_bytes,
+        exclusive: Vec::new(),
+        last_queue: None,
+    };
+    Ok((cx, t.heartbeat, channel_max, blocked_capable))
+}
+
+struct Connection {
+    cx: ConnCtx,
+    channels: HashMap<u16, Channel>,
+    channel_max: u16,
+    heartbeat: u16,
+    alarm: watch::Receiver<Option<String>>,
+    /// The client handles connection.blocked / unblocked.
+    blocked_capable: bool,
+    /// The connection has published: an alarm blocks it.
+    published: bool,
+    blocked_sent: bool,
+}
+
+enum Next {
+    Continue,
+    /// The close handshake is done (or the peer is gone).
+    Stop,
+}
+
+impl Connection {
+    async fn serve<R: AsyncRead + Unpin>(&mut self, reader: &mut FrameReader<R>, shutdown: &mut watch::Receiver<bool>) {
+        let beats = (self.heartbeat > 0).then(|| {
+            let outbox = self.cx.outbox.clone();
+            let every = Duration::from_millis(u64::from(self.heartbeat) * 500);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let mut b = BytesMut::with_capacity(8);
+                    frame::put_heartbeat(&mut b);
+                    if !outbox.send(b.freeze()) {
+                        return;
+                    }
+                }
+            })
+        });
+        // A peer silent for two heartbeat intervals is gone.
+        let idle = if self.heartbeat > 0 { Duration::from_secs(u64::from(self.heartbeat) * 2) } else { Duration::MAX };
+        let mut closing: Option<tokio::time::Instant> = None;
+        loop {
+            // A publishing connection under a resource alarm is not read
+            // until the alarm clears (RabbitMQ's flow control).
+            let alarm = self.alarm.borrow().clone();
+            if closing.is_none()
+                && self.published
+                && let Some(reason) = alarm
+            {
+                if self.blocked_capable && !self.blocked_sent {
+                    let blocked = connection::Blocked { reason: truncate(&reason).into() };
+                    self.cx
+                        .outbox
+                        .send(method_frame(0, &AMQPClass::Connection(connection::AMQPMethod::Blocked(blocked))));
+                    self.blocked_sent = true;
+                }
+                tokio::select! {
+                    r = self.alarm.changed() => if r.is_err() { break },
+                    _ = shutdown.changed() => {
+                        self.close(&AmqpError::new(CONNECTION_FORCED, "broker shutdown"), &mut closing);
+                    }
+                }
+                continue;
+            }
+            if self.blocked_sent {
+                self.blocked_sent = false;
+                let unblocked = connection::Unblocked {};
+                self.cx
+                    .outbox
+                    .send(method_frame(0, &AMQPClass::Connection(connection::AMQPMethod::Unblocked(unblocked))));
+            }
+            // A client that does not read what we send (confirms, replies)
+            // is not read either, so its queue of frames stays bounded.
+            if closing.is_none() && self.cx.outbox.is_overflowing() {
+                tokio::select! {
+                    _ = self.cx.outbox.wait_room() => {}
+                    _ = shutdown.changed() => {
+                        self.close(&AmqpError::new(CONNECTION_FORCED, "broker shutdown"), &mut closing);
+                    }
+                }
+                continue;
+            }
+            let limit = match closing {
+                Some(deadline) => deadline.saturating_duration_since(tokio::time::Instant::now()),
+                None => idle,
+            };
+            let frame = tokio::select! {
+                r = tokio::time::timeout(limit, reader.next(self.cx.frame_max)) => r,
+                _ = shutdown.changed(), if closing.is_none() => {
+                    self.close(&AmqpError::new(CONNECTION_FORCED, "broker shutdown"), &mut closing);
+                    continue;
+                }
+            };
+            let frame = match frame {
+                Err(_) => {
+                    if closing.is_none() {
+                        tracing::debug!(conn = self.cx.id, "missed heartbeats from client");
+                    }
+                    break;
+                }
+                Ok(Err(FrameError::Eof | FrameError::Io(_))) => break,
+                Ok(Err(e)) => {
+                    // The stream cannot be resynchronised: close and go.
+                    if closing.is_none() {
+                        self.cx.outbox.send(close_frame(&AmqpError::new(FRAME_ERROR, e)));
+                    }
+                    break;
+                }
+                Ok(Ok(f)) => f,
+            };
+            if closing.is_some() {
+                if let Some(AMQPClass::Connection(m)) = parse_method(&frame) {
+                    match m {
+                        connection::AMQPMethod::CloseOk(_) => break,
+                        connection::AMQPMethod::Close(_) => {
+                            self.send_close_ok();
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+                continue;
+            }
+            match self.frame(frame).await {
+                Ok(Next::Continue) => {}
+                Ok(Next::Stop) => break,
+                Err(e) => self.close(&e, &mut closing),
+            }
+        }
+        if let Some(b) = beats {
+            b.abort();
+        }
+    }
+
+    fn close(&mut self, e: &AmqpError, closing: &mut Option<tokio::time::Instant>) {
+        tracing::debug!(conn = self.cx.id, error = %e, "closing amqp connection");
+        self.cx.outbox.send(close_frame(e));
+        *closing = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT);
+    }
+
+    fn send_close_ok(&self) {
+        self.cx
+            .outbox
+            .send(method_frame(0, &AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {}))));
+    }
+
+    /// Releases channels and deletes exclusive queues.
+    fn finish(&mut self) {
+        for (_, mut ch) in self.channels.drain() {
+            ch.release(&self.cx);
+        }
+        for q in std::mem::take(&mut self.cx.exclusive) {
+            if let Err(e) = self.cx.vhost.delete_if_present(&q) {
+                tracing::warn!(queue = %q.name(), error = %e, "deleting an exclusive queue failed");
+            }
+        }
+    }
+
+    async fn frame(&mut self, f: Frame) -> Result<Next, AmqpError> {
+        match f.kind {
+            frame::FRAME_HEARTBEAT => {
+                if f.channel != 0 {
+                    return Err(AmqpError::new(FRAME_ERROR, "heartbeat on a channel other than 0"));
+                }
+                Ok(Next::Continue)
+            }
+            frame::FRAME_METHOD => {
+                let m = decode_method(&f)?;
+                if let AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Publish(_)) = m {
+                    self.published = true;
+                }
+                if f.channel == 0 {
+                    return self.connection_method(m);
+                }
+                if let AMQPClass::Connection(_) = m {
+                    return Err(AmqpError::new(COMMAND_INVALID, "connection method on a channel other than 0"));
+                }
+                self.channel_method(f.channel, m).await.map(|()| Next::Continue)
+            }
+            _ => {
+                let Some(ch) = self.channels.get_mut(&f.channel) else {
+                    return Err(AmqpError::new(CHANNEL_ERROR, format!("content on unopened channel {}", f.channel)));
+                };
+                if ch.closing {
+                    return Ok(Next::Continue);
+                }
+                if let Err(e) = ch.content(&self.cx, f.kind, f.payload) {
+                    return self.channel_error(f.channel, e).map(|()| Next::Continue);
+                }
+                Ok(Next::Continue)
+            }
+        }
+    }
+
+    fn connection_method(&mut self, m: AMQPClass) -> Result<Next, AmqpError> {
+        match m {
+            AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
+                self.send_close_ok();
+                Ok(Next::Stop)
+            }
+            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Ok(Next::Stop),
+            AMQPClass::Connection(connection::AMQPMethod::Blocked(_) | connection::AMQPMethod::Unblocked(_)) => {
+                Ok(Next::Continue)
+            }
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
+                self.cx.outbox.send(method_frame(
+                    0,
+                    &AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(connection::UpdateSecretOk {})),
+                ));
+                Ok(Next::Continue)
+            }
+            other => Err(AmqpError::new(COMMAND_INVALID, "unexpected method on channel 0")
+                .on(other.get_amqp_class_id(), other.get_amqp_method_id())),
+        }
+    }
+
+    async fn channel_method(&mut self, id: u16, m: AMQPClass) -> Result<(), AmqpError> {
+        let (class, method) = (m.get_amqp_class_id(), m.get_amqp_method_id());
+        match &m {
+            AMQPClass::Channel(channel::AMQPMethod::Open(_)) => {
+                if self.channels.contains_key(&id) {
+                    return Err(AmqpError::new(CHANNEL_ERROR, format!("second 'channel.open' seen on channel {id}"))
+                        .on(class, method));
+                }
+                if id > self.channel_max {
+                    return Err(AmqpError::new(
+                        NOT_ALLOWED,
+                        format!("channel {id} is above channel_max {}", self.channel_max),
+                    )
+                    .on(class, method));
+                }
+                self.channels.insert(id, Channel::new(id, &self.cx));
+                self.cx
+                    .outbox
+                    .send(method_frame(id, &AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {}))));
+                return Ok(());
+            }
+            AMQPClass::Channel(channel::AMQPMethod::Close(_)) => {
+                if let Some(mut ch) = self.channels.remove(&id) {
+                    ch.release(&self.cx);
+                }
+                self.cx
+                    .outbox
+                    .send(method_frame(id, &AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {}))));
+                return Ok(());
+            }
+            AMQPClass::Channel(channel::AMQPMethod::CloseOk(_)) => {
+                if self.channels.get(&id).is_some_and(|c| c.closing) {
+                    self.channels.remove(&id);
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return Err(
+                AmqpError::new(CHANNEL_ERROR, format!("expected 'channel.open' on channel {id}")).on(class, method)
+            );
+        };
+        if ch.closing {
+            return Ok(());
+        }
+        match ch.method(&mut self.cx, m).await {
+            Ok(()) => Ok(()),
+            Err(e) => self.channel_error(id, e),
+        }
+    }
+
+    /// Soft errors close the channel; hard ones go up to close the connection.
+    fn channel_error(&mut self, id: u16, e: AmqpError) -> Result<(), AmqpError> {
+        if e.is_hard() {
+            return Err(e);
+        }
+        tracing::debug!(conn = self.cx.id, channel = id, error = %e, "closing amqp channel");
+        if let Some(ch) = self.channels.get_mut(&id) {
+            ch.release(&self.cx);
+            ch.closing = true;
+        }
+        let close = channel::Close {
+            reply_code: e.code,
+            reply_text: truncate(&e.text).into(),
+            class_id: e.class_id,
+            method_id: e.method_id,
+        };
+        self.cx.outbox.send(method_frame(id, &AMQPClass::Channel(channel::AMQPMethod::Close(close))));
+        Ok(())
+    }
+}
+
+fn parse_method(f: &Frame) -> Option<AMQPClass> {
+    if f.kind != frame::FRAME_METHOD {
+        return None;
+    }
+    parse_class(&f.payload[..]).ok().map(|(_, m)| m)
+}
+
+/// Known class/method pairs of AMQP 0-9-1 (with RabbitMQ's extensions).
+fn known(class: u16, method: u16) -> bool {
+    match class {
+        10 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51 | 60 | 61 | 70 | 71),
+        20 => matches!(method, 10 | 11 | 20 | 21 | 40 | 41),
+        30 => matches!(method, 10 | 11),
+        40 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 51),
+        50 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51),
+        60 => matches!(
+            method,
+            10 | 11 | 20 | 21 | 30 | 31 | 40 | 50 | 60 | 70 | 71 | 72 | 80 | 90 | 100 | 110 | 111 | 120
+        ),
+        85 => matches!(method, 10 | 11),
+        90 => matches!(method, 10 | 11 | 20 | 21 | 30 | 31),
+        _ => false,
+    }
+}
+
+fn decode_method(f: &Frame) -> Result<AMQPClass, AmqpError> {
+    let p = &f.payload;
+    if p.len() < 4 {
+        return Err(AmqpError::new(FRAME_ERROR, "method frame too short"));
+    }
+    let class = u16::from_be_bytes([p[0], p[1]]);
+    let method = u16::from_be_bytes([p[2], p[3]]);
+    if !known(class, method) {
+        return Err(AmqpError::new(NOT_IMPLEMENTED, format!("unknown method {class}.{method}")).on(class, method));
+    }
+    match parse_class(&p[..]) {
+        Ok((_, m)) => Ok(m),
+        Err(_) => Err(AmqpError::new(SYNTAX_ERROR, format!("malformed method {class}.{method}")).on(class, method)),
+    }
+}

@@ -1,0 +1,89 @@
+//! The AMQP listener: accepts connections, one task each.
+
+use std::sync::Arc;
+
+use ferry_broker::messaging::Vhosts;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::User;
+
+/// Settings of the AMQP front-end.
+#[derive(Clone, Debug)]
+pub struct AmqpConfig {
+    pub users: Vec<User>,
+    /// Virtual hosts that exist (always at least "/").
+    pub vhosts: Vec<String>,
+    /// Largest frame offered in connection.tune (RabbitMQ: 131072).
+    pub frame_max: u32,
+    pub channel_max: u16,
+    /// Heartbeat interval offered, seconds (0: none).
+    pub heartbeat: u16,
+    /// Largest message body accepted.
+    pub max_message_bytes: usize,
+    /// Block publishers below this much free disk space (bytes).
+    pub disk_free_limit: u64,
+    /// Block publishers above this resident memory (bytes); `None`: 40 %
+    /// of the machine's memory.
+    pub memory_limit: Option<u64>,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        AmqpConfig {
+            users: vec![User::guest()],
+            vhosts: vec!["/".to_string()],
+            frame_max: 131_072,
+            channel_max: 2047,
+            heartbeat: 60,
+            max_message_bytes: ferry_broker::messaging::MAX_MESSAGE_BYTES,
+            disk_free_limit: 50_000_000,
+            memory_limit: None,
+        }
+    }
+}
+
+/// What every connection shares.
+pub struct Server {
+    pub config: AmqpConfig,
+    pub vhosts: Arc<Vhosts>,
+    /// The current resource alarm (see [`crate::alarm`]).
+    pub alarm: watch::Receiver<Option<String>>,
+}
+
+impl Server {
+    /// Starts the resource alarm monitor for `data_dir` (needs a runtime).
+    pub fn new(config: AmqpConfig, vhosts: Arc<Vhosts>, data_dir: std::path::PathBuf) -> Server {
+        let alarm = crate::alarm::monitor(crate::alarm::AlarmConfig {
+            data_dir,
+            disk_free_limit: config.disk_free_limit,
+            memory_limit: config.memory_limit,
+        });
+        Server { config, vhosts, alarm }
+    }
+}
+
+/// Serves AMQP clients on `listener` until `shutdown` turns true; open
+/// connections are then closed with connection.close 320.
+pub async fn serve(listener: TcpListener, server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tasks.spawn(crate::connection::run(stream, peer, server.clone(), shutdown.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "amqp accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    // Connections see the shutdown too; give them a moment to say goodbye.
+    let _ =
+        tokio::time::timeout(std::time::Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} })
+            .await;
+}

@@ -1,0 +1,273 @@
+//! Kafka topics and queues, both ways (protocol-neutral; the front-end
+//! supplies the property conversions through [`Hooks`]).
+//!
+//! - An exchange bound to a topic ([`Destination::Topic`]): a message it
+//!   routes there becomes one record: key = routing key (none if empty),
+//!   value = body, headers = readable ones from the properties
+//!   (`content-type`, application headers, ...) plus `amqp.exchange` and
+//!   `amqp.properties` (raw, so a queue fed from the topic restores the
+//!   exact properties). The partition is Kafka's default for the key
+//!   (murmur2, as the Java client and librdkafka's `murmur2` partitioner),
+//!   round-robin for messages without one. Appended with acks=all.
+//! - A queue with `x-kafka-topic` is fed from the topic: a feeder thread
+//!   reads every partition (committed records only: up to the last stable
+//!   offset, aborted transactions and control batches skipped) and
+//!   publishes each record into the queue. Its position (next offset per
+//!   partition) is kept in `kafka-feed.json` in the queue's directory,
+//!   written after the queue's log is flushed, so a crash can feed a record
+//!   twice but never skips one.
+//!
+//! [`Destination::Topic`]: super::exchange::Destination::Topic
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use ferry_log::compression::Compression;
+use ferry_log::records::{self, NewRecord};
+use serde::{Deserialize, Serialize};
+
+use super::MessagingError;
+use super::message::{H_EXCHANGE, H_PROPERTIES, Message};
+use super::queue::{Queue, now_ms};
+use crate::partition::Appended;
+use crate::{Acks, Broker};
+
+/// Record headers -> protocol properties (a topic feeding a queue). Gets
+/// the record's headers plus `x-kafka-topic`, `x-kafka-partition`,
+/// `x-kafka-offset`.
+pub type PropertiesFromHeaders = Arc<dyn Fn(&[(&[u8], &[u8])]) -> Bytes + Send + Sync>;
+/// Protocol properties -> readable record headers (a message sent to a topic).
+pub type HeadersFromProperties = Arc<dyn Fn(&[u8]) -> Vec<(String, Vec<u8>)> + Send + Sync>;
+
+/// Where the broker reaches beyond messaging: the Kafka side, and the
+/// front-end's property codec.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    pub broker: Option<Arc<Broker>>,
+    pub death: Option<super::DeathHook>,
+    pub properties_from_headers: Option<PropertiesFromHeaders>,
+    pub headers_from_properties: Option<HeadersFromProperties>,
+}
+
+/// Kafka's murmur2 (as `org.apache.kafka.common.utils.Utils.murmur2`).
+pub fn murmur2(data: &[u8]) -> i32 {
+    const M: i32 = 0x5bd1_e995;
+    let mut h: i32 = (0x9747_b28c_u32 as i32) ^ (data.len() as i32);
+    let chunks = data.chunks_exact(4);
+    let rem = chunks.remainder();
+    for c in chunks {
+        let mut k = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= ((k as u32) >> 24) as i32;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    if rem.len() >= 3 {
+        h ^= i32::from(rem[2]) << 16;
+    }
+    if rem.len() >= 2 {
+        h ^= i32::from(rem[1]) << 8;
+    }
+    if !rem.is_empty() {
+        h ^= i32::from(rem[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= ((h as u32) >> 13) as i32;
+    h = h.wrapping_mul(M);
+    h ^= ((h as u32) >> 15) as i32;
+    h
+}
+
+static ROUND_ROBIN: AtomicUsize = AtomicUsize::new(0);
+
+/// Appends `m` to `topic` as one record (acks=all); the caller waits on
+/// the result to confirm.
+pub(crate) fn publish_to_topic(hooks: &Hooks, topic: &str, m: &Message) -> Result<Appended, MessagingError> {
+    let broker = hooks.broker.as_ref().ok_or_else(|| MessagingError::NotFound(format!("no topic '{topic}'")))?;
+    let t = broker.topic(topic).ok_or_else(|| MessagingError::NotFound(format!("no topic '{topic}'")))?;
+    let parts = t.partitions();
+    if parts.is_empty() {
+        return Err(MessagingError::NotFound(format!("topic '{topic}' has no partitions")));
+    }
+    let key = m.routing_key.as_bytes();
+    let index = if key.is_empty() {
+        ROUND_ROBIN.fetch_add(1, Ordering::Relaxed) % parts.len()
+    } else {
+        (murmur2(key) & 0x7fff_ffff) as usize % parts.len()
+    };
+    let readable = hooks.headers_from_properties.as_ref().map(|f| f(&m.properties)).unwrap_or_default();
+    let mut headers: Vec<(&[u8], Option<&[u8]>)> =
+        readable.iter().map(|(k, v)| (k.as_bytes(), Some(v.as_slice()))).collect();
+    headers.push((H_EXCHANGE.as_bytes(), Some(m.exchange.as_bytes())));
+    headers.push((H_PROPERTIES.as_bytes(), Some(&m.properties[..])));
+    let record =
+        NewRecord { key: (!key.is_empty()).then_some(key), value: Some(&m.body), headers, timestamp: now_ms() };
+    let batch = records::build_batch(&[record], Compression::None, -1, -1, -1)
+        .map_err(|e| MessagingError::Internal(crate::BrokerError::InvalidRecord(e.to_string())))?;
+    Ok(parts[index].append(&batch, Acks::All)?)
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct FeedFile {
+    topic: String,
+    next: BTreeMap<i32, u64>,
+}
+
+/// A queue fed from a topic.
+pub(crate) struct Feed {
+    queue: Weak<Queue>,
+    topic: String,
+    next: BTreeMap<i32, u64>,
+    path: PathBuf,
+}
+
+impl Feed {
+    /// Resumes the queue's feed, or starts one at the topic's end (or
+    /// start, with `x-kafka-start = "earliest"`).
+    pub(crate) fn open(hooks: &Hooks, q: &Arc<Queue>) -> Option<Feed> {
+        let topic = q.args.kafka_topic.clone()?;
+        let path = q.dir().join("kafka-feed.json");
+        let saved: Option<FeedFile> = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let next = match saved {
+            Some(f) if f.topic == topic => f.next,
+            _ => {
+                let mut next = BTreeMap::new();
+                if let Some(t) = hooks.broker.as_ref().and_then(|b| b.topic(&topic)) {
+                    for p in t.partitions() {
+                        let at = if q.args.kafka_start_earliest { p.log_start_offset() } else { p.high_watermark() };
+                        next.insert(p.index, at);
+                    }
+                }
+                next
+            }
+        };
+        let feed = Feed { queue: Arc::downgrade(q), topic, next, path };
+        feed.save();
+        Some(feed)
+    }
+
+    fn save(&self) {
+        let file = FeedFile { topic: self.topic.clone(), next: self.next.clone() };
+        let Ok(bytes) = serde_json::to_vec(&file) else { return };
+        let tmp = self.path.with_extension("json.tmp");
+        if std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &self.path)).is_err() {
+            tracing::warn!(path = %self.path.display(), "writing a kafka feed position failed");
+        }
+    }
+
+    /// Moves what is new in the topic into the queue. False once the queue
+    /// is gone.
+    pub(crate) fn pump(&mut self, hooks: &Hooks) -> bool {
+        let Some(q) = self.queue.upgrade() else { return false };
+        if q.is_deleted() {
+            return false;
+        }
+        let Some(t) = hooks.broker.as_ref().and_then(|b| b.topic(&self.topic)) else { return true };
+        let mut moved = false;
+        for p in t.partitions() {
+            let next = self.next.entry(p.index).or_insert(0);
+            *next = (*next).max(p.log_start_offset());
+            let lso = p.last_stable_offset();
+            while *next < lso {
+                let slice = match p.read_committed(*next, 1 << 20, lso) {
+                    Ok(Some(s)) => s,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(topic = %self.topic, partition = p.index, error = %e, "kafka feed read failed");
+                        break;
+                    }
+                };
+                let Ok(buf) = slice.to_vec() else { break };
+                let Ok(batches) = ferry_log::batch::split(&buf) else { break };
+                for (h, batch) in batches {
+                    let skip = h.is_control()
+                        || h.last_offset() < *next
+                        || (h.is_transactional()
+                            && p.aborted_txns(h.base_offset, h.next_offset())
+                                .iter()
+                                .any(|a| a.producer_id == h.producer_id && a.first_offset <= h.base_offset));
+                    if !skip && let Err(e) = feed_batch(hooks, &q, &self.topic, p.index, &h, batch, *next) {
+                        tracing::warn!(topic = %self.topic, error = %e, "kafka feed publish failed");
+                        return true;
+                    }
+                    *next = h.next_offset();
+                    moved = true;
+                }
+            }
+        }
+        if moved {
+            // The queue's appends reach the disk before the position does.
+            if let Err(e) = q.log().flush_to(q.log().next_offset()) {
+                tracing::warn!(queue = %q.name(), error = %e, "flushing a fed queue failed");
+                return true;
+            }
+            self.save();
+        }
+        true
+    }
+}
+
+fn feed_batch(
+    hooks: &Hooks,
+    q: &Queue,
+    topic: &str,
+    partition: i32,
+    h: &ferry_log::batch::BatchHeader,
+    batch: &[u8],
+    from: u64,
+) -> Result<(), MessagingError> {
+    let bad = |e: String| MessagingError::Internal(crate::BrokerError::InvalidRecord(e));
+    let payload = records::records_payload(batch, 64 << 20).map_err(|e| bad(e.to_string()))?;
+    for r in records::parse_records(&payload, h.records_count as usize).map_err(|e| bad(e.to_string()))? {
+        let offset = h.base_offset + u64::from(r.offset_delta.max(0) as u32);
+        if offset < from {
+            continue;
+        }
+        let raw = r.headers.iter().find(|(k, _)| *k == H_PROPERTIES.as_bytes()).and_then(|(_, v)| *v);
+        let properties = match (raw, &hooks.properties_from_headers) {
+            (Some(raw), _) => Bytes::copy_from_slice(raw),
+            (None, Some(f)) => {
+                let (ps, os) = (partition.to_string(), offset.to_string());
+                let mut hs: Vec<(&[u8], &[u8])> = r.headers.iter().map(|(k, v)| (*k, v.unwrap_or_default())).collect();
+                hs.push((b"x-kafka-topic", topic.as_bytes()));
+                hs.push((b"x-kafka-partition", ps.as_bytes()));
+                hs.push((b"x-kafka-offset", os.as_bytes()));
+                f(&hs)
+            }
+            (None, None) => Bytes::from_static(&[0, 0]),
+        };
+        let m = Message {
+            exchange: format!("kafka:{topic}"),
+            routing_key: String::from_utf8_lossy(r.key.unwrap_or_default()).into_owned(),
+            properties,
+            body: Bytes::copy_from_slice(r.value.unwrap_or_default()),
+            persistent: true,
+            headers: Default::default(),
+            expires_at: None,
+            priority: 0,
+            deliver_at: None,
+            retry_queue: None,
+            retries: 0,
+        };
+        q.publish(&m)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn murmur2_matches_kafka() {
+        // Kafka's own test vectors (UtilsTest.testMurmur2).
+        assert_eq!(super::murmur2(b"21"), -973932308);
+        assert_eq!(super::murmur2(b"foobar"), -790332482);
+        assert_eq!(super::murmur2(b"a-little-bit-long-string"), -985981536);
+        assert_eq!(super::murmur2(b"a-little-bit-longer-string"), -1486304829);
+        assert_eq!(super::murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"), -58897971);
+        assert_eq!(super::murmur2(b"abc"), 479470107);
+    }
+}

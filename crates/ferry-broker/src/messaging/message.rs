@@ -1,0 +1,230 @@
+//! Messages as log records: the body is the record value, the routing key
+//! the record key, and the protocol's properties travel as record headers,
+//! so a Kafka reader of a queue's log (or of a bridged topic) sees them.
+
+use bytes::Bytes;
+use ferry_log::batch::BatchHeader;
+use ferry_log::compression::Compression;
+use ferry_log::records::{self, NewRecord};
+
+use crate::error::{BrokerError, Result};
+use crate::messaging::exchange::Headers;
+
+/// Record header names.
+pub const H_EXCHANGE: &str = "amqp.exchange";
+pub const H_PROPERTIES: &str = "amqp.properties";
+pub const H_PERSISTENT: &str = "amqp.persistent";
+pub const H_EXPIRES_AT: &str = "amqp.expires-at";
+pub const H_PRIORITY: &str = "amqp.priority";
+pub const H_DELIVER_AT: &str = "amqp.deliver-at";
+pub const H_ROUTE_HEADERS: &str = "amqp.route-headers";
+pub const H_RETRY_QUEUE: &str = "amqp.retry-queue";
+pub const H_RETRIES: &str = "amqp.retries";
+
+/// A message as a front-end publishes it.
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub exchange: String,
+    pub routing_key: String,
+    /// The protocol's encoded properties, stored verbatim so a redelivery
+    /// needs no re-encoding (AMQP: the content header's flags + list).
+    pub properties: Bytes,
+    pub body: Bytes,
+    /// Survives a restart of a durable queue (AMQP delivery_mode 2).
+    pub persistent: bool,
+    /// Message headers, for headers exchanges.
+    pub headers: Headers,
+    /// Wall-clock ms after which the message expires (AMQP's per-message
+    /// `expiration`, made absolute at publish).
+    pub expires_at: Option<i64>,
+    /// Priority (AMQP property), for priority queues.
+    pub priority: u8,
+    /// Delayed delivery: wall-clock ms at which the message is routed.
+    pub deliver_at: Option<i64>,
+    /// A delayed retry (`x-retry-delays`): goes straight back to this queue.
+    pub retry_queue: Option<String>,
+    /// Retries so far (`x-retry-delays`).
+    pub retries: u32,
+}
+
+impl StoredMessage {
+    /// A message not (yet) stored, e.g. one refused by a full queue.
+    pub fn from_message(m: &Message, timestamp: i64) -> StoredMessage {
+        StoredMessage {
+            offset: 0,
+            exchange: m.exchange.clone(),
+            routing_key: m.routing_key.clone(),
+            properties: m.properties.clone(),
+            body: m.body.clone(),
+            persistent: m.persistent,
+            timestamp,
+            expires_at: m.expires_at,
+            priority: m.priority,
+            deliver_at: m.deliver_at,
+            headers: m.headers.clone(),
+            retry_queue: m.retry_queue.clone(),
+            retries: m.retries,
+        }
+    }
+}
+
+/// A message read back from a queue's log.
+#[derive(Clone, Debug)]
+pub struct StoredMessage {
+    pub offset: u64,
+    pub exchange: String,
+    pub routing_key: String,
+    pub properties: Bytes,
+    pub body: Bytes,
+    pub persistent: bool,
+    pub timestamp: i64,
+    pub expires_at: Option<i64>,
+    pub priority: u8,
+    pub deliver_at: Option<i64>,
+    /// Routing headers, kept only for delayed messages (routed later).
+    pub headers: Headers,
+    pub retry_queue: Option<String>,
+    pub retries: u32,
+}
+
+/// Encodes `m` as a one-record batch.
+pub fn encode(m: &Message, timestamp: i64) -> Result<Vec<u8>> {
+    let persistent: &[u8] = if m.persistent { b"1" } else { b"0" };
+    let expires = m.expires_at.map(|e| e.to_string());
+    let mut headers = vec![
+        (H_EXCHANGE.as_bytes(), Some(m.exchange.as_bytes())),
+        (H_PROPERTIES.as_bytes(), Some(&m.properties[..])),
+        (H_PERSISTENT.as_bytes(), Some(persistent)),
+    ];
+    if let Some(e) = &expires {
+        headers.push((H_EXPIRES_AT.as_bytes(), Some(e.as_bytes())));
+    }
+    let priority = [m.priority];
+    if m.priority > 0 {
+        headers.push((H_PRIORITY.as_bytes(), Some(&priority[..])));
+    }
+    let deliver_at = m.deliver_at.map(|d| d.to_string());
+    let route_headers = match m.deliver_at {
+        Some(_) if !m.headers.is_empty() => Some(serde_json::to_vec(&m.headers).map_err(std::io::Error::other)?),
+        _ => None,
+    };
+    if let Some(d) = &deliver_at {
+        headers.push((H_DELIVER_AT.as_bytes(), Some(d.as_bytes())));
+    }
+    if let Some(h) = &route_headers {
+        headers.push((H_ROUTE_HEADERS.as_bytes(), Some(&h[..])));
+    }
+    if let Some(q) = &m.retry_queue {
+        headers.push((H_RETRY_QUEUE.as_bytes(), Some(q.as_bytes())));
+    }
+    let retries = m.retries.to_string();
+    if m.retries > 0 {
+        headers.push((H_RETRIES.as_bytes(), Some(retries.as_bytes())));
+    }
+    let record = NewRecord { key: Some(m.routing_key.as_bytes()), value: Some(&m.body), headers, timestamp };
+    records::build_batch(&[record], Compression::None, -1, -1, -1)
+        .map_err(|e| BrokerError::InvalidRecord(e.to_string()))
+}
+
+/// Decodes every record of the whole batches in `buf` (as read from a log),
+/// keeping bodies and properties as slices of `buf`.
+pub fn decode_batches(buf: &Bytes) -> Result<Vec<StoredMessage>> {
+    let corrupt = |e: String| BrokerError::InvalidRecord(e);
+    let mut out = Vec::new();
+    for (header, batch) in ferry_log::batch::split(buf).map_err(|e| corrupt(e.to_string()))? {
+        decode_batch(buf, &header, batch, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn decode_batch(buf: &Bytes, header: &BatchHeader, batch: &[u8], out: &mut Vec<StoredMessage>) -> Result<()> {
+    let corrupt = |e: String| BrokerError::InvalidRecord(e);
+    if header.is_control() {
+        return Ok(());
+    }
+    let payload = records::records_payload(batch, 64 << 20).map_err(|e| corrupt(e.to_string()))?;
+    let owned;
+    let (base, payload_ref): (&Bytes, &[u8]) = match &payload {
+        std::borrow::Cow::Borrowed(p) => (buf, p),
+        std::borrow::Cow::Owned(p) => {
+            owned = Bytes::copy_from_slice(p);
+            (&owned, &owned[..])
+        }
+    };
+    let records =
+        records::parse_records(payload_ref, header.records_count as usize).map_err(|e| corrupt(e.to_string()))?;
+    for r in records {
+        let slice = |s: &[u8]| if s.is_empty() { Bytes::new() } else { base.slice_ref(s) };
+        let mut m = StoredMessage {
+            offset: header.base_offset + u64::from(r.offset_delta.max(0) as u32),
+            exchange: String::new(),
+            routing_key: String::from_utf8_lossy(r.key.unwrap_or_default()).into_owned(),
+            properties: Bytes::new(),
+            body: slice(r.value.unwrap_or_default()),
+            persistent: false,
+            timestamp: header.base_timestamp.saturating_add(r.timestamp_delta),
+            expires_at: None,
+            priority: 0,
+            deliver_at: None,
+            headers: Headers::new(),
+            retry_queue: None,
+            retries: 0,
+        };
+        for (k, v) in &r.headers {
+            let v = v.unwrap_or_default();
+            match *k {
+                k if k == H_EXCHANGE.as_bytes() => m.exchange = String::from_utf8_lossy(v).into_owned(),
+                k if k == H_PROPERTIES.as_bytes() => m.properties = slice(v),
+                k if k == H_PERSISTENT.as_bytes() => m.persistent = v == b"1",
+                k if k == H_PRIORITY.as_bytes() => m.priority = v.first().copied().unwrap_or(0),
+                k if k == H_DELIVER_AT.as_bytes() => {
+                    m.deliver_at = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok())
+                }
+                k if k == H_ROUTE_HEADERS.as_bytes() => m.headers = serde_json::from_slice(v).unwrap_or_default(),
+                k if k == H_RETRY_QUEUE.as_bytes() => m.retry_queue = Some(String::from_utf8_lossy(v).into_owned()),
+                k if k == H_RETRIES.as_bytes() => {
+                    m.retries = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+                }
+                k if k == H_EXPIRES_AT.as_bytes() => {
+                    m.expires_at = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok())
+                }
+                _ => {}
+            }
+        }
+        out.push(m);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let m = Message {
+            exchange: "ex".into(),
+            routing_key: "rk".into(),
+            properties: Bytes::from_static(&[0x10, 0, 2]),
+            body: Bytes::from_static(b"hello"),
+            persistent: true,
+            expires_at: Some(99),
+            priority: 4,
+            deliver_at: Some(7),
+            retry_queue: Some("q".into()),
+            retries: 2,
+            headers: [("k".to_string(), crate::messaging::HeaderValue::Int(1))].into_iter().collect(),
+        };
+        let batch = Bytes::from(encode(&m, 1234).unwrap());
+        let got = decode_batches(&batch).unwrap();
+        assert_eq!(got.len(), 1);
+        let s = &got[0];
+        assert_eq!((s.exchange.as_str(), s.routing_key.as_str(), s.persistent), ("ex", "rk", true));
+        assert_eq!(&s.body[..], b"hello");
+        assert_eq!(&s.properties[..], &[0x10, 0, 2]);
+        assert_eq!(s.timestamp, 1234);
+        assert_eq!((s.expires_at, s.priority, s.deliver_at), (Some(99), 4, Some(7)));
+        assert_eq!(s.headers, m.headers);
+        assert_eq!((s.retry_queue.as_deref(), s.retries), (Some("q"), 2));
+    }
+}

@@ -1,0 +1,192 @@
+//! Queues, exchanges and bindings: the protocol-neutral half of AMQP-style
+//! messaging (DESIGN §1: a queue is a log plus a durable cursor).
+//!
+//! Layout under the data directory:
+//! - `queues/<vhost>/definitions.json`: durable exchanges, queues and
+//!   bindings of a virtual host, rewritten atomically on every change;
+//! - `queues/<vhost>/q/<queue>/`: a durable queue's log and its cursor files;
+//! - `queues-transient/`: logs of non-durable queues, wiped at start.
+//!
+//! Names are percent-encoded into directory names.
+
+pub mod args;
+pub mod bridge;
+mod cursor_store;
+mod delayed;
+pub mod exchange;
+mod forwarding;
+pub mod message;
+pub mod queue;
+mod ranges;
+mod vhost;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ferry_log::{EngineConfig, LogManager};
+
+pub use args::{Overflow, QueueArgs};
+pub use bridge::Hooks;
+pub use exchange::{Binding, Destination, Exchange, ExchangeKind, HeaderValue, Headers};
+pub use message::{Message, StoredMessage};
+pub use queue::{Delivery, Letter, Published, Queue, QueueSpec};
+pub use vhost::{MAX_MESSAGE_BYTES, Vhost};
+
+/// Why a messaging operation was refused. Front-ends map these to their
+/// protocol's codes (AMQP: 404, 406, 405, 403, 503, 541).
+#[derive(Debug, thiserror::Error)]
+pub enum MessagingError {
+    #[error("NOT_FOUND - {0}")]
+    NotFound(String),
+    #[error("PRECONDITION_FAILED - {0}")]
+    PreconditionFailed(String),
+    #[error("RESOURCE_LOCKED - {0}")]
+    ResourceLocked(String),
+    #[error("ACCESS_REFUSED - {0}")]
+    AccessRefused(String),
+    #[error("COMMAND_INVALID - {0}")]
+    CommandInvalid(String),
+    #[error("INTERNAL_ERROR - {0}")]
+    Internal(#[from] crate::BrokerError),
+}
+
+impl From<std::io::Error> for MessagingError {
+    fn from(e: std::io::Error) -> Self {
+        MessagingError::Internal(e.into())
+    }
+}
+
+impl From<ferry_log::LogError> for MessagingError {
+    fn from(e: ferry_log::LogError) -> Self {
+        MessagingError::Internal(e.into())
+    }
+}
+
+/// What a dead-lettered message's protocol properties must record (AMQP:
+/// the `x-death` header).
+#[derive(Clone, Debug)]
+pub struct Death<'a> {
+    pub queue: &'a str,
+    pub reason: &'static str,
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    /// Wall-clock seconds.
+    pub time: i64,
+}
+
+/// Rewrites a message's encoded properties for dead-lettering; returns the
+/// new properties and the headers to route them by. Supplied by the
+/// front-end that owns the property encoding; without one the properties
+/// are kept as they are.
+pub type DeathHook = Arc<dyn Fn(&[u8], &Death<'_>) -> (bytes::Bytes, Headers) + Send + Sync>;
+
+/// All virtual hosts, their queue logs, and the thread that persists
+/// cursors and reclaims acknowledged log prefixes.
+pub struct Vhosts {
+    vhosts: RwLock<BTreeMap<String, Arc<Vhost>>>,
+    logs: Arc<LogManager>,
+}
+
+impl Vhosts {
+    /// Opens (or creates) `names` under `data_dir`, recovering durable
+    /// definitions and queues; non-durable queues from before are gone.
+    pub fn open(
+        data_dir: &Path,
+        engine: EngineConfig,
+        names: &[String],
+        hooks: Hooks,
+    ) -> Result<Arc<Vhosts>, MessagingError> {
+        let root = data_dir.join("queues");
+        let transient = data_dir.join("queues-transient");
+        let _ = std::fs::remove_dir_all(&transient);
+        std::fs::create_dir_all(&root)?;
+        let logs = Arc::new(LogManager::new(engine));
+        let mut map = BTreeMap::new();
+        for name in names {
+            let dir = root.join(encode_name(name));
+            let tdir: PathBuf = transient.join(encode_name(name));
+            map.insert(name.clone(), Vhost::open(name, &dir, &tdir, logs.clone(), hooks.clone())?);
+        }
+        let vhosts = Arc::new(Vhosts { vhosts: RwLock::new(map), logs });
+        // The delayed-message timer: due messages are routed within a few ms.
+        let weak = Arc::downgrade(&vhosts);
+        std::thread::Builder::new().name("ferry-delays".into()).spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(5));
+                let Some(v) = weak.upgrade() else { return };
+                let now = queue::now_ms();
+                for vhost in v.all() {
+                    vhost.fire_delayed(now);
+                }
+            }
+        })?;
+        // Queues fed from Kafka topics.
+        let weak = Arc::downgrade(&vhosts);
+        std::thread::Builder::new().name("ferry-kafka-feed".into()).spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(10));
+                let Some(v) = weak.upgrade() else { return };
+                for vhost in v.all() {
+                    vhost.pump_feeds();
+                }
+            }
+        })?;
+        let weak = Arc::downgrade(&vhosts);
+        std::thread::Builder::new().name("ferry-queues".into()).spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(500));
+                let Some(v) = weak.upgrade() else { return };
+                v.maintain(false);
+            }
+        })?;
+        Ok(vhosts)
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Vhost>> {
+        self.vhosts.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    fn all(&self) -> Vec<Arc<Vhost>> {
+        self.vhosts.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    fn maintain(&self, sync: bool) {
+        for v in self.all() {
+            v.maintain(sync);
+        }
+    }
+
+    /// Persists every cursor (fsynced) and closes the logs.
+    pub fn shutdown(&self) {
+        self.maintain(true);
+        self.logs.shutdown();
+    }
+}
+
+/// Percent-encodes a name into one safe path component.
+pub(crate) fn encode_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    for (i, b) in name.bytes().enumerate() {
+        let plain = b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || (b == b'.' && i > 0);
+        if plain {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.is_empty() { "%".to_string() } else { out }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_become_safe_components() {
+        assert_eq!(super::encode_name("/"), "%2F");
+        assert_eq!(super::encode_name("task_queue"), "task_queue");
+        assert_eq!(super::encode_name(".."), "%2E.");
+        assert_eq!(super::encode_name("a b/c"), "a%20b%2Fc");
+        assert_eq!(super::encode_name(""), "%");
+    }
+}

@@ -133,6 +133,9 @@ fn start_rabbitmq(root: &Path) -> Option<Server> {
         .env("HOME", &dir)
         .env("RABBITMQ_NODENAME", format!("ferrybench{}@localhost", std::process::id()))
         .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+        // The Erlang port mapper the node starts (and leaves running) listens on
+        // loopback only, like everything the bench starts.
+        .env("ERL_EPMD_ADDRESS", "127.0.0.1")
         .env("RABBITMQ_NODE_PORT", port.to_string())
         .env("RABBITMQ_DIST_PORT", free_port().to_string())
         .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Interop tests: real Kafka clients (confluent-kafka, kafka-python, aiokafka, kcat;
-# transactions with the three Python clients)
+# transactions with the three Python clients) and paho-mqtt (MQTT 3.1.1 / 5, TCP and WebSocket)
 # against a freshly started `ferry serve`. Last line: "interop: N passed, M failed".
 set -euo pipefail
 
@@ -87,6 +87,7 @@ run_test confluent_kafka "$venv/bin/python" "$here/confluent_kafka_test.py"
 run_test kafka_python    "$venv/bin/python" "$here/kafka_python_test.py"
 run_test aiokafka        "$venv/bin/python" "$here/aiokafka_test.py"
 run_test kcat            bash "$here/kcat_test.sh"
+run_test paho_mqtt       "$venv/bin/python" "$here/paho_mqtt_test.py"
 run_test transactions    "$venv/bin/python" "$here/transactions_test.py"
 # Five parts, each in its own child process with a 75 s limit (GROUPS_PART_TIMEOUT);
 # about 40 s when healthy, since every group waits out the broker's default

@@ -33,6 +33,8 @@ export BOOTSTRAP="127.0.0.1:$port"
 # MQTT on a free port too, never the well-known 1883 (parallel runs, other brokers).
 mqtt_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 export MQTT_PORT="$mqtt_port"
+mqtt_ws_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+export MQTT_WS_PORT="$mqtt_ws_port"
 work="$(mktemp -d -t ferry-interop.XXXXXX)"
 broker_pid=""
 
@@ -54,7 +56,7 @@ cleanup() { stop_broker || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 "$ferry" serve --data-dir "$work/data" --kafka-listen "$BOOTSTRAP" --http-listen 127.0.0.1:0 \
-    --mqtt-listen "127.0.0.1:$MQTT_PORT" >"$work/broker.log" 2>&1 &
+    --mqtt-listen "127.0.0.1:$MQTT_PORT" --mqtt-ws-listen "127.0.0.1:$MQTT_WS_PORT" >"$work/broker.log" 2>&1 &
 broker_pid=$!
 
 ready=0

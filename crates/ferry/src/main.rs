@@ -92,21 +92,27 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the HTTP listener to {}", settings.http_listen))?;
         tracing::info!(listen = %http.local_addr()?, "http listener ready (admin API, /metrics)");
-        let mqtt = match settings.mqtt_listen {
-            Some(addr) => {
-                let hub = ferry_mqtt::Hub::open(broker.clone(), settings.mqtt.clone())
-                    .context("opening the MQTT session and retained-message stores")?;
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding the MQTT listener to {addr}"))?;
-                tracing::info!(listen = %l.local_addr()?, "mqtt listener ready");
-                Some(tokio::spawn(ferry_mqtt::serve(l, hub, stop_rx.clone())))
+        let mqtt = if settings.mqtt_listen.is_some() || settings.mqtt_ws_listen.is_some() {
+            let hub = ferry_mqtt::Hub::open(broker.clone(), settings.mqtt.clone())
+                .context("opening the MQTT session and retained-message stores")?;
+            let mut listeners = [None, None];
+            for (slot, addr, what) in [
+                (0, settings.mqtt_listen, "mqtt listener"),
+                (1, settings.mqtt_ws_listen, "mqtt websocket listener (path /mqtt)"),
+            ] {
+                if let Some(addr) = addr {
+                    let l = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("binding the {what} to {addr}"))?;
+                    tracing::info!(listen = %l.local_addr()?, "{what} ready");
+                    listeners[slot] = Some(l);
+                }
             }
-            None => None,
+            let [tcp, ws] = listeners;
+            Some(tokio::spawn(ferry_mqtt::serve(tcp, ws, hub, stop_rx.clone())))
+        } else {
+            None
         };
-        if settings.mqtt_ws_listen.is_some() {
-            tracing::warn!("MQTT over WebSocket is not implemented yet; --mqtt-ws-listen ignored");
-        }
         let ctx = Arc::new(ferry_kafka::Ctx { broker: broker.clone(), config: settings.kafka });
         let server = tokio::spawn(ferry_kafka::serve(listener, ctx, stop_rx.clone()));
         let admin = ferry_admin::AdminState::new(broker.clone());

@@ -13,5 +13,6 @@ mod metrics;
 mod mqtt_bad_input;
 mod mqtt_clients;
 mod mqtt_v5;
+mod mqtt_ws;
 mod raw;
 mod support;

@@ -19,6 +19,8 @@ pub struct Broker {
     pub http_port: u16,
     /// MQTT listener port (every test broker gets its own).
     pub mqtt_port: u16,
+    /// MQTT over WebSocket listener port (path /mqtt).
+    pub mqtt_ws_port: u16,
     data: PathBuf,
     /// More `ferry serve` flags.
     args: Vec<String>,
@@ -39,6 +41,7 @@ impl Broker {
             port,
             http_port: free_port(),
             mqtt_port: free_port(),
+            mqtt_ws_port: free_port(),
             data: data.to_path_buf(),
             args,
             toml: String::new(),
@@ -55,6 +58,7 @@ impl Broker {
             port,
             http_port: free_port(),
             mqtt_port: free_port(),
+            mqtt_ws_port: free_port(),
             data: data.to_path_buf(),
             args: Vec::new(),
             toml: toml.to_string(),
@@ -83,6 +87,7 @@ impl Broker {
             .args(["--kafka-listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--http-listen", &format!("127.0.0.1:{}", self.http_port)])
             .args(["--mqtt-listen", &format!("127.0.0.1:{}", self.mqtt_port)])
+            .args(["--mqtt-ws-listen", &format!("127.0.0.1:{}", self.mqtt_ws_port)])
             .args(&self.args)
             .env("FERRY_LOG", "warn")
             .stdout(Stdio::null())
@@ -93,6 +98,7 @@ impl Broker {
         while TcpStream::connect(("127.0.0.1", self.port)).is_err()
             || TcpStream::connect(("127.0.0.1", self.http_port)).is_err()
             || TcpStream::connect(("127.0.0.1", self.mqtt_port)).is_err()
+            || TcpStream::connect(("127.0.0.1", self.mqtt_ws_port)).is_err()
         {
             assert!(Instant::now() < deadline, "ferry did not start listening");
             std::thread::sleep(Duration::from_millis(20));

@@ -206,6 +206,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let _ = wr.shutdown().await;
+    tracing::debug!(%peer, client = %conn.client_id, "connection ends");
     conn.finish(end);
     Ok(())
 }

@@ -168,6 +168,7 @@ impl Hub {
             if let Some(k) = kick {
                 let _ = k.send(crate::packet::reason::SESSION_TAKEN_OVER);
             }
+            tracing::debug!(client = %client_id, "waiting for the old connection to let go");
             if Instant::now() > deadline {
                 // The old connection never let go: take the session anyway.
                 old.lock().online = None;
@@ -484,4 +485,52 @@ pub fn delivery_from_record(offset: u64, r: StoredRecord) -> Option<Delivery> {
     let dup = r.headers.iter().any(|(k, _)| k == DUP);
     let m = Message::from_record(r)?;
     Some(Delivery { qos: m.qos, retain: m.retain, msg: Arc::new(m), subscription_id, queue_offset: Some(offset), dup })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use ferry_broker::BrokerConfig;
+
+    fn message(i: u32, qos: u8) -> Arc<Message> {
+        Arc::new(Message {
+            topic: "t/x".into(),
+            payload: Bytes::from(i.to_string()),
+            qos,
+            retain: false,
+            props: Default::default(),
+            expires_at: None,
+            origin: None,
+            timestamp: now_ms(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_the_newest_messages_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        let hub = Hub::open(broker.clone(), MqttConfig { max_queued_messages: 2, ..Default::default() }).unwrap();
+        let id: Arc<str> = "s".into();
+        let (session, present, generation, _kick) = hub.attach(&id, false, 100, Version::V5).await.unwrap();
+        assert!(!present);
+        hub.subscribe(&session, SubRecord { filter: "t/#".into(), qos: 1, ..SubRecord::default() });
+        // Online: the in-memory queue holds two, the third is dropped.
+        for i in 0..3 {
+            assert_eq!(hub.publish(message(i, 1)).unwrap().0, 1);
+        }
+        let pending: Vec<Bytes> = session.lock().pending.iter().map(|d| d.msg.payload.clone()).collect();
+        assert_eq!(pending, ["0", "1"]);
+        assert_eq!((session.lock().dropped, hub.dropped.load(Ordering::Relaxed)), (1, 1));
+        // Offline: the two pending went to the durable queue, which is full.
+        hub.detach(&session, generation, Vec::new());
+        hub.publish(message(3, 1)).unwrap();
+        hub.publish(message(4, 0)).unwrap();
+        assert_eq!((session.lock().dropped, hub.dropped.load(Ordering::Relaxed)), (3, 3));
+        let q = hub.queue_of(&mut session.lock()).unwrap();
+        q.flush().unwrap();
+        let kept: Vec<Vec<u8>> = q.read(0, 1 << 20).unwrap().into_iter().filter_map(|(_, r)| r.value).collect();
+        assert_eq!(kept, [b"0".to_vec(), b"1".to_vec()]);
+        broker.shutdown();
+    }
 }

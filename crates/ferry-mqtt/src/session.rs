@@ -29,7 +29,7 @@ pub struct Delivery {
 }
 
 /// A subscription as the session keeps (and persists) it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SubRecord {
     /// The filter as subscribed, `$share/group/` prefix included.
     pub filter: String,

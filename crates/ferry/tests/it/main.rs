@@ -13,6 +13,7 @@ mod metrics;
 mod mqtt_bad_input;
 mod mqtt_clients;
 mod mqtt_v5;
+mod mqtt_v5_features;
 mod mqtt_ws;
 mod raw;
 mod support;

@@ -89,7 +89,8 @@ impl Broker {
             .args(["--mqtt-listen", &format!("127.0.0.1:{}", self.mqtt_port)])
             .args(["--mqtt-ws-listen", &format!("127.0.0.1:{}", self.mqtt_ws_port)])
             .args(&self.args)
-            .env("FERRY_LOG", "warn")
+            // FERRY_TEST_LOG=debug shows the broker's log in a failing test.
+            .env("FERRY_LOG", std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .spawn()
             .expect("start ferry");

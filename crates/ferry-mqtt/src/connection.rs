@@ -79,6 +79,8 @@ struct Conn {
     /// The session's durable queue, read from `read_at` into `backlog`.
     queue: Option<Arc<DurableQueue>>,
     read_at: u64,
+    /// Queue offsets below this were sent to an earlier connection: DUP.
+    dup_below: u64,
     backlog: VecDeque<Delivery>,
     /// Queue offsets sent and not yet acknowledged.
     outstanding: BTreeSet<u64>,
@@ -290,11 +292,19 @@ async fn connect_session<W: AsyncWrite + Unpin>(
         .attach(&client_id, c.clean_start, expiry, version)
         .await
         .map_err(|e| ConnError::Protocol(format!("attaching session {client_id}: {e}")))?;
-    let queue = if present && expiry > 0 {
+    // A persistent session's QoS 1/2 messages all pass through its queue;
+    // a session resumed with expiry 0 still gets what is queued for it.
+    let (queue, dup_below) = if expiry > 0 || present {
         let mut st = session.lock();
-        hub.queue_of(&mut st).ok()
+        match hub.queue_of(&mut st) {
+            Ok(q) => (Some(q), st.sent_below),
+            Err(e) => {
+                tracing::warn!(client = %client_id, error = %e, "could not open the session queue");
+                (None, 0)
+            }
+        }
     } else {
-        None
+        (None, 0)
     };
     let read_at = queue.as_ref().map_or(0, |q| q.start());
     let server_keep_alive = config.max_keep_alive.filter(|&m| c.keep_alive == 0 || c.keep_alive > m);
@@ -318,6 +328,7 @@ async fn connect_session<W: AsyncWrite + Unpin>(
         aliases: HashMap::new(),
         queue,
         read_at,
+        dup_below,
         backlog: VecDeque::new(),
         outstanding: BTreeSet::new(),
         will: c.will.clone(),
@@ -401,6 +412,11 @@ impl Conn {
             }
             Packet::Pubrel { pid, .. } => {
                 let known = self.session.lock().incoming_qos2.remove(&pid);
+                if known {
+                    // Durable before PUBCOMP: a restart must not take a new
+                    // publish with this id for a resend.
+                    self.wait_persisted(self.hub.persist_qos2(&self.session)).await;
+                }
                 let code = if known { 0 } else { reason::PACKET_ID_NOT_FOUND };
                 self.send(Packet::Pubcomp { pid, code });
             }
@@ -445,7 +461,11 @@ impl Conn {
     }
 
     async fn persist(&self) {
-        match self.hub.persist(&self.session) {
+        self.wait_persisted(self.hub.persist(&self.session)).await;
+    }
+
+    async fn wait_persisted(&self, d: Result<ferry_broker::stored::Durable, ferry_broker::BrokerError>) {
+        match d {
             Ok(d) => {
                 if let Err(e) = d.wait().await {
                     tracing::warn!(client = %self.client_id, error = %e, "session state not durable");
@@ -499,6 +519,7 @@ impl Conn {
             }
             st.incoming_qos2.insert(pid);
         }
+        let qos2_state = (p.qos == 2).then(|| self.hub.persist_qos2(&self.session));
         let now = now_ms();
         let msg = Arc::new(Message {
             topic: p.topic,
@@ -526,6 +547,9 @@ impl Conn {
                 reason::UNSPECIFIED
             }
         };
+        if let Some(d) = qos2_state {
+            self.wait_persisted(d).await;
+        }
         match p.qos {
             1 => self.send(Packet::Puback { pid, code }),
             2 => self.send(Packet::Pubrec { pid, code }),
@@ -630,7 +654,8 @@ impl Conn {
                 Ok(records) => {
                     for (offset, r) in records {
                         self.read_at = offset + 1;
-                        if let Some(d) = delivery_from_record(offset, r) {
+                        if let Some(mut d) = delivery_from_record(offset, r) {
+                            d.dup |= offset < self.dup_below;
                             self.backlog.push_back(d);
                         }
                     }
@@ -716,6 +741,10 @@ impl Conn {
             .map(|f| Delivery { dup: true, ..f.d })
             .chain(self.backlog.drain(..).filter(|d| d.queue_offset.is_none()))
             .collect();
+        if let Some(&last) = self.outstanding.last() {
+            let mut st = self.session.lock();
+            st.sent_below = st.sent_below.max(last + 1);
+        }
         self.hub.detach(&self.session, self.generation, unacked);
         let will = match end {
             End::Abnormal => self.will.take(),

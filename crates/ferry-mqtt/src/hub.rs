@@ -63,6 +63,10 @@ pub struct Hub {
     shared_next: Mutex<HashMap<Arc<str>, usize>>,
     retained: Arc<KvStore>,
     store: Arc<KvStore>,
+    /// QoS 2 packet ids received and not yet released, per persistent
+    /// session (value: the ids, u16 big-endian), so a restart keeps
+    /// exactly-once for exchanges half done.
+    qos2: Arc<KvStore>,
     queues: QueueStore,
     next_queue_id: AtomicU64,
     /// Messages dropped: queue limit reached, or QoS 0 for an offline session.
@@ -79,6 +83,7 @@ impl Hub {
     pub fn open(broker: Arc<Broker>, config: MqttConfig) -> Result<Arc<Hub>, BrokerError> {
         let retained = broker.kv_store("mqtt/retained")?;
         let store = broker.kv_store("mqtt/session-state")?;
+        let qos2 = broker.kv_store("mqtt/qos2-received")?;
         let queues = broker.queue_store("mqtt/sessions")?;
         let hub = Hub {
             broker,
@@ -88,6 +93,7 @@ impl Hub {
             shared_next: Mutex::new(HashMap::new()),
             retained,
             store,
+            qos2,
             queues,
             next_queue_id: AtomicU64::new(1),
             dropped: AtomicU64::new(0),
@@ -113,6 +119,16 @@ impl Hub {
                 }
             }
             lock(&hub.sessions).insert(client_id, session);
+        }
+        for (client_id, rec) in hub.qos2.select(|_, _| true) {
+            let session = lock(&hub.sessions).get(client_id.as_str()).cloned();
+            match session {
+                Some(s) => {
+                    let ids = rec.value.unwrap_or_default();
+                    s.lock().incoming_qos2 = ids.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+                }
+                None => drop(hub.qos2.put(&client_id, None)?),
+            }
         }
         for id in hub.queues.ids()? {
             max_id = max_id.max(id);
@@ -274,6 +290,9 @@ impl Hub {
             (st.queue_id, had)
         };
         let _ = self.store.put(&session.client_id, None)?;
+        if self.qos2.get(&session.client_id).is_some() {
+            let _ = self.qos2.put(&session.client_id, None)?;
+        }
         if had_queue || self.queues.ids()?.contains(&queue_id) {
             self.queues.remove(queue_id)?;
         }
@@ -291,6 +310,27 @@ impl Hub {
         };
         let value = serde_json::to_vec(&record).map_err(|e| std::io::Error::other(e.to_string()))?;
         self.store.put(&session.client_id, Some(StoredRecord { value: Some(value), ..Default::default() }))
+    }
+
+    /// Writes the session's unreleased inbound QoS 2 packet ids (persistent
+    /// sessions); PUBREC and PUBCOMP wait for it.
+    pub fn persist_qos2(&self, session: &Session) -> Result<Durable, BrokerError> {
+        let value = {
+            let st = session.lock();
+            if st.expiry == 0 {
+                return Ok(Durable::ready());
+            }
+            let mut ids: Vec<u16> = st.incoming_qos2.iter().copied().collect();
+            ids.sort_unstable();
+            ids.iter().flat_map(|id| id.to_be_bytes()).collect::<Vec<u8>>()
+        };
+        if value.is_empty() {
+            if self.qos2.get(&session.client_id).is_none() {
+                return Ok(Durable::ready());
+            }
+            return self.qos2.put(&session.client_id, None);
+        }
+        self.qos2.put(&session.client_id, Some(StoredRecord { value: Some(value), ..Default::default() }))
     }
 
     /// Adds or replaces a subscription; returns whether it existed.
@@ -393,34 +433,38 @@ impl Hub {
         Ok((matched, waits))
     }
 
-    /// Hands a delivery to a session: in memory if it is connected, in its
-    /// durable queue (QoS 1/2) if it is not.
-    pub fn enqueue(&self, session: &Session, d: Delivery) -> Result<Option<Durable>, BrokerError> {
+    /// Hands a delivery to a session. QoS 1/2 for a persistent session go
+    /// to its durable queue, connected or not, so a crash loses nothing a
+    /// publisher was told is stored; the connection is woken once the
+    /// message is on disk (it reads only durable records). QoS 0, and
+    /// everything for a session that ends with its connection, stay in
+    /// memory, for a connected session only.
+    pub fn enqueue(&self, session: &Arc<Session>, d: Delivery) -> Result<Option<Durable>, BrokerError> {
         let mut st = session.lock();
         let limit = self.config.max_queued_messages;
-        if st.online.is_some() {
-            if st.pending.len() as u64 >= limit {
+        if d.qos > 0 && st.expiry > 0 {
+            let q = self.queue_of(&mut st)?;
+            if q.written_len() >= limit {
                 st.dropped += 1;
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return Ok(None);
             }
-            st.pending.push_back(d);
-            drop(st);
-            session.wake.notify_one();
-            return Ok(None);
+            let (end, durable) = q.append(&[delivery_record(&d)])?;
+            if st.online.is_some() {
+                let s = session.clone();
+                q.on_durable(end, move || s.wake.notify_one());
+            }
+            return Ok(Some(durable));
         }
-        if d.qos == 0 || st.expiry == 0 {
+        if st.online.is_none() || st.pending.len() as u64 >= limit {
             st.dropped += 1;
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         }
-        let q = self.queue_of(&mut st)?;
-        if q.written_len() >= limit {
-            st.dropped += 1;
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
-        }
-        Ok(Some(q.append(&[delivery_record(&d)])?.1))
+        st.pending.push_back(d);
+        drop(st);
+        session.wake.notify_one();
+        Ok(None)
     }
 
     /// Ends offline sessions past their expiry.
@@ -515,18 +559,23 @@ mod tests {
         let (session, present, generation, _kick) = hub.attach(&id, false, 100, Version::V5).await.unwrap();
         assert!(!present);
         hub.subscribe(&session, SubRecord { filter: "t/#".into(), qos: 1, ..SubRecord::default() });
-        // Online: the in-memory queue holds two, the third is dropped.
+        // QoS 1 goes to the durable queue, connected or not: two fit, the third is dropped.
         for i in 0..3 {
             assert_eq!(hub.publish(message(i, 1)).unwrap().0, 1);
         }
-        let pending: Vec<Bytes> = session.lock().pending.iter().map(|d| d.msg.payload.clone()).collect();
-        assert_eq!(pending, ["0", "1"]);
         assert_eq!((session.lock().dropped, hub.dropped.load(Ordering::Relaxed)), (1, 1));
-        // Offline: the two pending went to the durable queue, which is full.
+        // QoS 0 for a connected session: memory, with the same limit.
+        for i in 3..6 {
+            hub.publish(message(i, 0)).unwrap();
+        }
+        let pending: Vec<Bytes> = session.lock().pending.iter().map(|d| d.msg.payload.clone()).collect();
+        assert_eq!(pending, ["3", "4"]);
+        assert_eq!((session.lock().dropped, hub.dropped.load(Ordering::Relaxed)), (2, 2));
+        // Offline: QoS 0 is dropped, and the full queue takes no QoS 1.
         hub.detach(&session, generation, Vec::new());
-        hub.publish(message(3, 1)).unwrap();
-        hub.publish(message(4, 0)).unwrap();
-        assert_eq!((session.lock().dropped, hub.dropped.load(Ordering::Relaxed)), (3, 3));
+        hub.publish(message(6, 1)).unwrap();
+        hub.publish(message(7, 0)).unwrap();
+        assert_eq!((session.lock().dropped, hub.dropped.load(Ordering::Relaxed)), (4, 4));
         let q = hub.queue_of(&mut session.lock()).unwrap();
         q.flush().unwrap();
         let kept: Vec<Vec<u8>> = q.read(0, 1 << 20).unwrap().into_iter().filter_map(|(_, r)| r.value).collect();

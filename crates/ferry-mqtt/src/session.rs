@@ -88,6 +88,9 @@ pub struct SessionState {
     pub generation: u64,
     /// Messages dropped because the queue was full, or QoS 0 while offline.
     pub dropped: u64,
+    /// Queue offsets below this were sent to a connection (resent with
+    /// DUP). In memory: after a restart resends carry no DUP flag.
+    pub sent_below: u64,
 }
 
 pub struct Session {
@@ -115,6 +118,7 @@ impl Session {
                 incoming_qos2: HashSet::new(),
                 generation: 0,
                 dropped: 0,
+                sent_below: 0,
             }),
             wake: Notify::new(),
             detached: Notify::new(),

@@ -1,0 +1,165 @@
+//! Scale, bounded in time (60 s): 10,000 idle MQTT connections and 1,000
+//! publishers against one broker, on raw sockets so the test's own cost
+//! stays small. Prints the broker's resident memory per idle connection
+//! (VmRSS from /proc; docs/benchmarks.md, "## MQTT").
+
+use std::time::{Duration, Instant};
+
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+use crate::support::Broker;
+
+const IDLE: usize = 10_000;
+const PUBLISHERS: usize = 1_000;
+const PER_PUBLISHER: usize = 10;
+
+/// VmRSS of `pid`, bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// A 3.1.1 clean-session connection with keepalive 0 (never timed out).
+async fn connect(port: u16, id: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut p = vec![0x10, (12 + id.len()) as u8, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 0, 0, id.len() as u8];
+    p.extend_from_slice(id.as_bytes());
+    s.write_all(&p).await.unwrap();
+    let mut ack = [0u8; 4];
+    s.read_exact(&mut ack).await.unwrap();
+    assert_eq!(ack, [0x20, 2, 0, 0], "{id}");
+    s
+}
+
+/// Opens `n` connections named `{prefix}{i}`, 250 at a time (the accept
+/// backlog stays short).
+async fn connect_many(port: u16, prefix: &str, n: usize) -> Vec<TcpStream> {
+    let mut out = Vec::with_capacity(n);
+    for start in (0..n).step_by(250) {
+        let mut set = JoinSet::new();
+        for i in start..(start + 250).min(n) {
+            let id = format!("{prefix}{i}");
+            set.spawn(async move { connect(port, &id).await });
+        }
+        while let Some(s) = set.join_next().await {
+            out.push(s.unwrap());
+        }
+    }
+    out
+}
+
+/// Counts PUBLISH packets arriving on `s` until `n` arrived.
+async fn count_publishes(mut s: TcpStream, n: usize) {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut seen = 0;
+    while seen < n {
+        let k = s.read(&mut chunk).await.unwrap();
+        assert!(k > 0, "subscriber closed after {seen} publishes");
+        buf.extend_from_slice(&chunk[..k]);
+        loop {
+            // fixed header: type byte, remaining length (variable byte integer)
+            let (mut len, mut i) = (0usize, 1);
+            let complete = loop {
+                let Some(&b) = buf.get(i) else { break false };
+                len |= usize::from(b & 0x7f) << (7 * (i - 1));
+                i += 1;
+                if b & 0x80 == 0 {
+                    break true;
+                }
+            };
+            if !complete || buf.len() < i + len {
+                break;
+            }
+            if buf[0] >> 4 == 3 {
+                seen += 1;
+            }
+            buf.drain(..i + len);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_connections_and_a_thousand_publishers() {
+    // Both processes (the broker inherits it) need a descriptor per connection.
+    let need = (IDLE + PUBLISHERS + 1_000) as u64;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    assert!(hard >= need, "RLIMIT_NOFILE hard limit {hard} is below {need}: raise it (ulimit -Hn)");
+    if soft < need {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let pid = b.pid().unwrap();
+    let port = b.mqtt_port;
+    tokio::time::timeout(Duration::from_secs(60), async move {
+        let warm = connect_many(port, "warm-", 10).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = rss(pid);
+        let started = Instant::now();
+        let mut idle = connect_many(port, "idle-", IDLE).await;
+        let connect_time = started.elapsed();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = rss(pid);
+        let per_conn = after.saturating_sub(before) / IDLE as u64;
+
+        // One subscriber for everything, QoS 0; publishers send QoS 1 and wait for each PUBACK.
+        let mut sub = connect(port, "scale-sub").await;
+        sub.write_all(&[0x82, 11, 0, 1, 0, 6, b'l', b'o', b'a', b'd', b'/', b'#', 0]).await.unwrap();
+        let mut suback = [0u8; 5];
+        sub.read_exact(&mut suback).await.unwrap();
+        assert_eq!(suback, [0x90, 3, 0, 1, 0]);
+        let counter = tokio::spawn(count_publishes(sub, PUBLISHERS * PER_PUBLISHER));
+        let publishers = connect_many(port, "pub-", PUBLISHERS).await;
+        let started = Instant::now();
+        let mut set = JoinSet::new();
+        for (i, mut s) in publishers.into_iter().enumerate() {
+            set.spawn(async move {
+                for m in 0..PER_PUBLISHER {
+                    let pid = (m + 1) as u16;
+                    let topic = format!("load/{i}");
+                    let mut p = vec![0x32, (2 + topic.len() + 2 + 8) as u8, 0, topic.len() as u8];
+                    p.extend_from_slice(topic.as_bytes());
+                    p.extend_from_slice(&pid.to_be_bytes());
+                    p.extend_from_slice(b"payload!");
+                    s.write_all(&p).await.unwrap();
+                    let mut ack = [0u8; 4];
+                    s.read_exact(&mut ack).await.unwrap();
+                    assert_eq!(ack, [0x40, 2, pid.to_be_bytes()[0], pid.to_be_bytes()[1]]);
+                }
+                s
+            });
+        }
+        let mut publishers = Vec::new();
+        while let Some(s) = set.join_next().await {
+            publishers.push(s.unwrap());
+        }
+        counter.await.unwrap();
+        let publish_time = started.elapsed();
+
+        // The idle connections are still served.
+        for s in idle.iter_mut().step_by(IDLE / 100) {
+            s.write_all(&[0xc0, 0]).await.unwrap();
+            let mut resp = [0u8; 2];
+            s.read_exact(&mut resp).await.unwrap();
+            assert_eq!(resp, [0xd0, 0]);
+        }
+        println!(
+            "mqtt scale: {IDLE} idle connections in {connect_time:.2?}; broker RSS {} MiB -> {} MiB, \
+             {per_conn} bytes ({:.1} KiB) per idle connection; {PUBLISHERS} publishers x {PER_PUBLISHER} \
+             QoS 1 messages to one subscriber in {publish_time:.2?}",
+            before >> 20,
+            after >> 20,
+            per_conn as f64 / 1024.0
+        );
+        // A regression guard far above the measured figure (docs/benchmarks.md).
+        assert!(per_conn < 64 * 1024, "{per_conn} bytes per idle connection");
+        drop((warm, idle, publishers));
+    })
+    .await
+    .expect("the scale test took more than 60 s");
+}

@@ -38,6 +38,8 @@ class Client:
         self.messages = queue.Queue()
         self.acks = queue.Queue()
         self.connected = queue.Queue()
+        self.disconnected = queue.Queue()
+        self.c.on_disconnect = lambda _c, _u, _f, rc, _p: self.disconnected.put(rc)
         # Other scenarios' traffic (retained messages too) reaches "#": keep only topics containing `only`.
         self.c.on_message = lambda _c, _u, m: (only is None or only in m.topic) and self.messages.put(
             (m.topic, m.payload, m.qos, m.retain))
@@ -82,7 +84,9 @@ class Client:
         raise AssertionError(f"unexpected message {m}")
 
     def close(self):
+        """DISCONNECT, and wait until the socket is closed."""
         self.c.disconnect()
+        self.disconnected.get(timeout=TIMEOUT)
         self.c.loop_stop()
 
     def drop(self):
@@ -121,6 +125,8 @@ def scenario(protocol, name, port=PORT, transport="tcp"):
     p = Client(f"{tag}-persist", protocol, port=port, transport=transport, **args)
     p.subscribe(f"{tag}/queued/#", 2)
     p.close()
+    # The broker reads DISCONNECT a moment after the client closed: publish once it has.
+    time.sleep(0.3)
     for i in range(5):
         pub.publish(f"{tag}/queued/{i}", b"m%d" % i, 1 + i % 2)
     pub.publish(f"{tag}/queued/x", b"zero", 0)  # QoS 0 is not queued for offline sessions

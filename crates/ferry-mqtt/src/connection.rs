@@ -84,6 +84,9 @@ struct Conn {
     backlog: VecDeque<Delivery>,
     /// Queue offsets sent and not yet acknowledged.
     outstanding: BTreeSet<u64>,
+    /// Outbound QoS 2 ids released (PUBREL sent) by an earlier connection
+    /// of the session, awaiting PUBCOMP.
+    releasing: BTreeSet<u16>,
     will: Option<Will>,
     expiry: u32,
     keep_alive_secs: u16,
@@ -331,6 +334,7 @@ async fn connect_session<W: AsyncWrite + Unpin>(
         dup_below,
         backlog: VecDeque::new(),
         outstanding: BTreeSet::new(),
+        releasing: BTreeSet::new(),
         will: c.will.clone(),
         expiry,
         keep_alive_secs: server_keep_alive.unwrap_or(c.keep_alive),
@@ -348,6 +352,14 @@ async fn connect_session<W: AsyncWrite + Unpin>(
         server_keep_alive,
     };
     conn.send(Packet::Connack(ack));
+    if present {
+        // MQTT: a resumed session re-sends its unacknowledged PUBRELs first.
+        let releasing = std::mem::take(&mut conn.session.lock().releasing);
+        for pid in releasing {
+            conn.send(Packet::Pubrel { pid, code: 0 });
+            conn.releasing.insert(pid);
+        }
+    }
     flush(wr, &mut conn.out).await?;
     Ok(Some((conn, kick)))
 }
@@ -408,6 +420,8 @@ impl Conn {
             Packet::Pubcomp { pid, .. } => {
                 if self.inflight.get(&pid).is_some_and(|f| f.released) {
                     self.inflight.remove(&pid);
+                } else {
+                    self.releasing.remove(&pid);
                 }
             }
             Packet::Pubrel { pid, .. } => {
@@ -635,7 +649,7 @@ impl Conn {
     /// the durable queue's backlog first, then messages routed meanwhile.
     fn fill(&mut self) {
         let now = now_ms();
-        while self.inflight.len() < self.window {
+        while self.inflight.len() + self.releasing.len() < self.window {
             let Some(d) = self.next_delivery() else { break };
             if d.msg.expired(now) {
                 self.acked(d.queue_offset);
@@ -709,7 +723,10 @@ impl Conn {
     fn alloc_pid(&mut self) -> u16 {
         loop {
             self.next_pid = self.next_pid.wrapping_add(1);
-            if self.next_pid != 0 && !self.inflight.contains_key(&self.next_pid) {
+            if self.next_pid != 0
+                && !self.inflight.contains_key(&self.next_pid)
+                && !self.releasing.contains(&self.next_pid)
+            {
                 return self.next_pid;
             }
         }
@@ -735,6 +752,15 @@ impl Conn {
     /// The connection is gone: hand unacknowledged messages back to the
     /// session and publish the will if the end was abnormal.
     fn finish(mut self, end: End) {
+        // PUBRELs still awaiting PUBCOMP are sent again on reconnect.
+        let releasing: Vec<u16> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.released)
+            .map(|(pid, _)| *pid)
+            .chain(self.releasing.iter().copied())
+            .collect();
+        self.session.lock().releasing = releasing;
         let unacked: Vec<Delivery> = std::mem::take(&mut self.inflight)
             .into_values()
             .filter(|f| !f.released)

@@ -91,6 +91,9 @@ pub struct SessionState {
     /// Queue offsets below this were sent to a connection (resent with
     /// DUP). In memory: after a restart resends carry no DUP flag.
     pub sent_below: u64,
+    /// Outbound QoS 2 ids whose PUBREL was sent and not completed when the
+    /// last connection ended (in memory): sent again on reconnect.
+    pub releasing: Vec<u16>,
 }
 
 pub struct Session {
@@ -119,6 +122,7 @@ impl Session {
                 generation: 0,
                 dropped: 0,
                 sent_below: 0,
+                releasing: Vec::new(),
             }),
             wake: Notify::new(),
             detached: Notify::new(),

@@ -101,9 +101,7 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                 (1, settings.mqtt_ws_listen, "mqtt websocket listener (path /mqtt)"),
             ] {
                 if let Some(addr) = addr {
-                    let l = tokio::net::TcpListener::bind(addr)
-                        .await
-                        .with_context(|| format!("binding the {what} to {addr}"))?;
+                    let l = bind_with_backlog(addr).with_context(|| format!("binding the {what} to {addr}"))?;
                     tracing::info!(listen = %l.local_addr()?, "{what} ready");
                     listeners[slot] = Some(l);
                 }
@@ -132,6 +130,17 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         tracing::info!("stopped");
         anyhow::Ok(())
     })
+}
+
+/// A listener with a long accept queue: std's (and so tokio's `bind`) is
+/// 128, and a reconnect storm of devices after a restart overflows it, each
+/// dropped SYN costing its client a 1 s retransmit (the kernel caps this at
+/// net.core.somaxconn).
+fn bind_with_backlog(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -323,3 +323,43 @@ async fn a_half_done_inbound_qos2_exchange_survives_kill9_exactly_once() {
     send_expect(&mut s, &publish(false, b"again"), [0x50, 2, 0, 7]).await;
     assert_eq!(publishes(&mut srx, 1).await[0].1, "again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_gets_its_unacknowledged_pubrel_again() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn read_n(s: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+        let mut got = vec![0u8; n];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut got)).await.unwrap().unwrap();
+        got
+    }
+    // 3.1.1, clean session 0, id "rel".
+    let connect = [0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x00, 0, 60, 0, 3, b'r', b'e', b'l'];
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", b.mqtt_port)).await.unwrap();
+    s.write_all(&connect).await.unwrap();
+    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 0]);
+    s.write_all(&[0x82, 10, 0, 1, 0, 5, b'r', b'e', b'l', b'/', b'#', 2]).await.unwrap();
+    assert_eq!(read_n(&mut s, 5).await, [0x90, 3, 0, 1, 2]);
+    let (publ, mut prx) = client(b.mqtt_port, "pub", true, |_| {}).await;
+    publ.publish("rel/x", QoS::ExactlyOnce, false, "m").await.unwrap();
+    expect(&mut prx, |p| matches!(p, Packet::PubComp(_))).await;
+    // PUBLISH QoS 2: topic "rel/x", packet id, payload "m".
+    let p = read_n(&mut s, 2 + 2 + 5 + 2 + 1).await;
+    assert_eq!(&p[..9], &[0x34, 10, 0, 5, b'r', b'e', b'l', b'/', b'x']);
+    let pid = [p[9], p[10]];
+    s.write_all(&[0x50, 2, pid[0], pid[1]]).await.unwrap();
+    assert_eq!(read_n(&mut s, 4).await, [0x62, 2, pid[0], pid[1]]);
+    // Gone before PUBCOMP; back again: session present, the same PUBREL first.
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", b.mqtt_port)).await.unwrap();
+    s.write_all(&connect).await.unwrap();
+    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 1, 0]);
+    assert_eq!(read_n(&mut s, 4).await, [0x62, 2, pid[0], pid[1]]);
+    s.write_all(&[0x70, 2, pid[0], pid[1]]).await.unwrap();
+    // The message itself is not sent again; a new one is.
+    publ.publish("rel/y", QoS::AtLeastOnce, false, "n").await.unwrap();
+    let p = read_n(&mut s, 2 + 2 + 5 + 2 + 1).await;
+    assert_eq!(&p[..9], &[0x32, 10, 0, 5, b'r', b'e', b'l', b'/', b'y']);
+}

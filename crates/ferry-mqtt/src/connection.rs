@@ -27,6 +27,9 @@ use crate::session::{Delivery, Session, SubRecord};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A peer that does not take our bytes for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a publisher's PUBACK/PUBREC waits for congested subscribers'
+/// queues to drain: bounds how much one stuck subscriber slows a publisher.
+const MAX_ACK_HOLD: Duration = Duration::from_millis(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -55,6 +58,13 @@ struct Violation {
 
 fn violation(code: u8, why: impl Into<String>) -> Violation {
     Violation { code, why: why.into() }
+}
+
+/// A publisher's acknowledgement held back while subscribers drain.
+struct HeldAck {
+    packet: Packet,
+    until: Instant,
+    waiting_on: Vec<Arc<Session>>,
 }
 
 struct InFlight {
@@ -90,6 +100,8 @@ struct Conn {
     will: Option<Will>,
     expiry: u32,
     keep_alive_secs: u16,
+    /// PUBACK/PUBRECs held back, in the order their PUBLISHes came.
+    held: VecDeque<HeldAck>,
 }
 
 /// Runs a connection until it closes.
@@ -174,6 +186,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             None => {}
         }
+        conn.release_held();
         conn.fill();
         if !conn.out.is_empty()
             && let Err(e) = flush(&mut wr, &mut conn.out).await
@@ -193,6 +206,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(_) => deadline = keep_alive.map(|k| Instant::now() + k),
             },
             _ = conn.session.wake.notified() => {}
+            // Held acks: look again at the congested queues shortly.
+            _ = tokio::time::sleep(Duration::from_millis(1)), if !conn.held.is_empty() => {}
             _ = sleep => {
                 conn.disconnect(reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
                 let _ = flush(&mut wr, &mut conn.out).await;
@@ -338,6 +353,7 @@ async fn connect_session<W: AsyncWrite + Unpin>(
         will: c.will.clone(),
         expiry,
         keep_alive_secs: server_keep_alive.unwrap_or(c.keep_alive),
+        held: VecDeque::new(),
     };
     let ack = Connack {
         session_present: present,
@@ -545,10 +561,12 @@ impl Conn {
             origin: Some(self.client_id.clone()),
             timestamp: now,
         });
+        let mut congested = Vec::new();
         let code = match self.hub.publish(msg) {
-            Ok((_, waits)) => {
+            Ok(routed) => {
+                congested = routed.congested;
                 let mut code = reason::SUCCESS;
-                for w in waits {
+                for w in routed.waits {
                     if let Err(e) = w.wait().await {
                         tracing::warn!(client = %self.client_id, error = %e, "publish not stored");
                         code = reason::UNSPECIFIED;
@@ -564,12 +582,37 @@ impl Conn {
         if let Some(d) = qos2_state {
             self.wait_persisted(d).await;
         }
-        match p.qos {
-            1 => self.send(Packet::Puback { pid, code }),
-            2 => self.send(Packet::Pubrec { pid, code }),
-            _ => {}
+        let ack = match p.qos {
+            1 => Packet::Puback { pid, code },
+            2 => Packet::Pubrec { pid, code },
+            _ => return Ok(()),
+        };
+        if congested.is_empty() && self.held.is_empty() {
+            self.send(ack);
+        } else {
+            // Backpressure: a publisher faster than a subscriber drains
+            // gets its acknowledgements a little later (at most
+            // MAX_ACK_HOLD), so its in-flight window, not the subscriber's
+            // queue, absorbs the difference. Acks keep their order.
+            self.held.push_back(HeldAck { packet: ack, until: Instant::now() + MAX_ACK_HOLD, waiting_on: congested });
         }
         Ok(())
+    }
+
+    /// Sends held acknowledgements whose subscribers drained or whose hold
+    /// ran out, in order.
+    fn release_held(&mut self) {
+        let now = Instant::now();
+        while let Some(h) = self.held.front_mut() {
+            let hub = &self.hub;
+            h.waiting_on.retain(|s| !hub.drained(s));
+            if !h.waiting_on.is_empty() && now < h.until {
+                break;
+            }
+            if let Some(h) = self.held.pop_front() {
+                self.send(h.packet);
+            }
+        }
     }
 
     async fn on_subscribe(
@@ -683,7 +726,12 @@ impl Conn {
         if let Some(d) = self.backlog.pop_front() {
             return Some(d);
         }
-        self.session.lock().pending.pop_front()
+        let mut st = self.session.lock();
+        let d = st.pending.pop_front();
+        if d.is_some() {
+            st.drained_at = Some(std::time::Instant::now());
+        }
+        d
     }
 
     fn deliver(&mut self, d: Delivery, now: i64) {

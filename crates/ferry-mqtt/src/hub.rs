@@ -22,6 +22,9 @@ use crate::packet::{SubOptions, Version};
 use crate::session::{Delivery, Online, Session, SessionRecord, SubRecord};
 
 const SUBSCRIPTION_ID: &str = "mqtt.subscription_id";
+/// A session whose connection took nothing from its queue for this long is
+/// stalled (see [`Hub::drained`]).
+const STALL: Duration = Duration::from_millis(100);
 const DUP: &str = "mqtt.dup";
 
 #[derive(Clone)]
@@ -48,6 +51,18 @@ impl Wait {
             Wait::Kafka(a) => a.acknowledged().await.map(|_| ()),
         }
     }
+}
+
+/// What routing a message did.
+pub struct Routed {
+    /// Sessions it went to.
+    pub matched: usize,
+    /// What to wait for before acknowledging the publisher.
+    pub waits: Vec<Wait>,
+    /// Sessions (other than the publisher's) whose in-memory queue is past
+    /// the high-water mark: the publisher's acknowledgement waits a little
+    /// for them to drain ([`Hub::drained`]).
+    pub congested: Vec<Arc<Session>>,
 }
 
 /// Splits `$share/group/filter` into (group, filter).
@@ -363,9 +378,7 @@ impl Hub {
     }
 
     /// Routes a message: retained store, subscribers, Kafka bridge rules.
-    /// Returns how many sessions it went to and what to wait for before
-    /// acknowledging the publisher.
-    pub fn publish(&self, msg: Arc<Message>) -> Result<(usize, Vec<Wait>), BrokerError> {
+    pub fn publish(&self, msg: Arc<Message>) -> Result<Routed, BrokerError> {
         let mut waits = Vec::new();
         if msg.retain {
             if msg.payload.is_empty() {
@@ -417,6 +430,8 @@ impl Hub {
             .collect();
         drop(sessions);
         let matched = found.len();
+        let mut congested = Vec::new();
+        let high = self.congestion_high();
         for (session, sub_qos, id, rap) in found {
             let d = Delivery {
                 msg: msg.clone(),
@@ -429,8 +444,32 @@ impl Hub {
             if let Some(w) = self.enqueue(&session, d)? {
                 waits.push(Wait::Durable(w));
             }
+            if msg.origin.as_deref() != Some(&*session.client_id) && self.is_congested(&session.lock(), high) {
+                congested.push(session);
+            }
         }
-        Ok((matched, waits))
+        Ok(Routed { matched, waits, congested })
+    }
+
+    /// The in-memory queue length past which a session counts as congested:
+    /// 256 messages (a few ms of delivery), or half the queue limit if that
+    /// is lower, so publishers are slowed before messages are dropped.
+    pub fn congestion_high(&self) -> u64 {
+        (self.config.max_queued_messages / 2).clamp(1, 256)
+    }
+
+    /// Congested: a long in-memory queue that its connection is draining
+    /// (took a message within `STALL`). A subscriber that stopped reading or
+    /// acknowledging is left to its queue limit instead, so it cannot slow
+    /// publishers down.
+    fn is_congested(&self, st: &crate::session::SessionState, mark: u64) -> bool {
+        st.pending.len() as u64 >= mark && st.drained_at.is_some_and(|t| t.elapsed() < STALL)
+    }
+
+    /// Whether a congested session's queue is back under half the mark (or
+    /// its connection stalled).
+    pub fn drained(&self, session: &Session) -> bool {
+        !self.is_congested(&session.lock(), self.congestion_high() / 2 + 1)
     }
 
     /// Hands a delivery to a session. QoS 1/2 for a persistent session go
@@ -561,7 +600,7 @@ mod tests {
         hub.subscribe(&session, SubRecord { filter: "t/#".into(), qos: 1, ..SubRecord::default() });
         // QoS 1 goes to the durable queue, connected or not: two fit, the third is dropped.
         for i in 0..3 {
-            assert_eq!(hub.publish(message(i, 1)).unwrap().0, 1);
+            assert_eq!(hub.publish(message(i, 1)).unwrap().matched, 1);
         }
         assert_eq!((session.lock().dropped, hub.dropped.load(Ordering::Relaxed)), (1, 1));
         // QoS 0 for a connected session: memory, with the same limit.
@@ -580,6 +619,42 @@ mod tests {
         q.flush().unwrap();
         let kept: Vec<Vec<u8>> = q.read(0, 1 << 20).unwrap().into_iter().filter_map(|(_, r)| r.value).collect();
         assert_eq!(kept, [b"0".to_vec(), b"1".to_vec()]);
+        broker.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_long_in_memory_queue_marks_its_session_congested_until_it_drains() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        let hub = Hub::open(broker.clone(), MqttConfig::default()).unwrap();
+        assert_eq!(hub.congestion_high(), 256);
+        let id: Arc<str> = "slow".into();
+        let (session, _, _, _kick) = hub.attach(&id, true, 0, Version::V5).await.unwrap();
+        hub.subscribe(&session, SubRecord { filter: "t/#".into(), qos: 1, ..SubRecord::default() });
+        // A connection that is taking messages.
+        session.lock().drained_at = Some(Instant::now());
+        for i in 0..255 {
+            assert!(hub.publish(message(i, 1)).unwrap().congested.is_empty());
+        }
+        let routed = hub.publish(message(255, 1)).unwrap();
+        assert_eq!(routed.congested.len(), 1);
+        assert!(!hub.drained(&session));
+        // Its own messages never hold a publisher back.
+        let mut own = (*message(256, 1)).clone();
+        own.origin = Some(id.clone());
+        assert!(hub.publish(Arc::new(own)).unwrap().congested.is_empty());
+        session.lock().pending.truncate(129);
+        assert!(!hub.drained(&session));
+        session.lock().pending.truncate(128);
+        assert!(hub.drained(&session));
+        // Stalled (took nothing for 100 ms): not congested, however long its queue.
+        for i in 0..200 {
+            hub.publish(message(300 + i, 1)).unwrap();
+        }
+        assert!(!hub.drained(&session));
+        session.lock().drained_at = Instant::now().checked_sub(Duration::from_millis(150));
+        assert!(hub.drained(&session));
+        assert!(hub.publish(message(999, 1)).unwrap().congested.is_empty());
         broker.shutdown();
     }
 }

@@ -94,6 +94,9 @@ pub struct SessionState {
     /// Outbound QoS 2 ids whose PUBREL was sent and not completed when the
     /// last connection ended (in memory): sent again on reconnect.
     pub releasing: Vec<u16>,
+    /// When the connection last took a message from `pending`: a session
+    /// that stopped taking any is stuck, not slow (no backpressure for it).
+    pub drained_at: Option<Instant>,
 }
 
 pub struct Session {
@@ -123,6 +126,7 @@ impl Session {
                 dropped: 0,
                 sent_below: 0,
                 releasing: Vec::new(),
+                drained_at: None,
             }),
             wake: Notify::new(),
             detached: Notify::new(),

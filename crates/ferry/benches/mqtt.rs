@@ -19,7 +19,8 @@
 //!   latency).
 //!
 //! "other" is the CPU everything else on the machine used during the case
-//! (both brokers' runs); above about 10%, rerun.
+//! (both brokers' runs); above about 10%, rerun. Before each half the bench
+//! waits (up to 15 s) for the machine to be idle.
 //!
 //! Both brokers get the same limits: 20 QoS 1 messages in flight per
 //! subscriber, no queue limit. Sessions are clean (Ferry writes nothing to
@@ -458,6 +459,20 @@ fn process_ticks(pid: u32) -> f64 {
     (get(14) + get(15)) / 100.0
 }
 
+/// Waits (up to 15 s) until the machine is idle for 200 ms: a broker may
+/// still be busy with the previous case (Mosquitto keeps a core busy for
+/// seconds after a QoS 1 fan-in), which would land on the next half.
+fn settle() {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let before = machine_busy_ticks();
+        std::thread::sleep(Duration::from_millis(200));
+        if machine_busy_ticks() - before < 0.02 {
+            return;
+        }
+    }
+}
+
 /// Busy (not idle, not iowait) CPU seconds of the whole machine, /proc/stat.
 fn machine_busy_ticks() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -526,6 +541,7 @@ fn main() {
         let mut results = Vec::new();
         for s in order {
             let _ = Command::new("sync").status();
+            settle();
             let o = runtime.block_on(run_case(s, case, i));
             results.push((s.name, o));
         }

@@ -363,3 +363,35 @@ async fn a_resumed_session_gets_its_unacknowledged_pubrel_again() {
     let p = read_n(&mut s, 2 + 2 + 5 + 2 + 1).await;
     assert_eq!(&p[..9], &[0x32, 10, 0, 5, b'r', b'e', b'l', b'/', b'y']);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_subscriber_does_not_slow_a_publisher() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    // Never acknowledges: 20 in flight, the rest queue in its session.
+    let (stuck, mut srx) = client(b.mqtt_port, "stuck", true, |o| {
+        o.set_manual_acks(true);
+    })
+    .await;
+    subscribe(&stuck, &mut srx, "flood/#", QoS::AtLeastOnce).await;
+    let (publ, mut prx) = client(b.mqtt_port, "pub", true, |_| {}).await;
+    // It stops taking messages once its window is full, so it is stalled,
+    // not slow: the publisher's acks are not held for it (past the queue
+    // limit, 1,000, messages for it are dropped).
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..1200 {
+        let sent = std::time::Instant::now();
+        publ.publish(format!("flood/{i}"), QoS::AtLeastOnce, false, "x").await.unwrap();
+        expect(&mut prx, |p| matches!(p, Packet::PubAck(_))).await;
+        slowest = slowest.max(sent.elapsed());
+    }
+    assert!(slowest < Duration::from_millis(500), "slowest PUBACK {slowest:?}");
+    // Held for it at 20 ms each, 1,200 publishes would take over 18 s.
+    assert!(started.elapsed() < Duration::from_secs(8), "1,200 publishes took {:?}", started.elapsed());
+    // The stuck subscriber got its window's worth and nothing was lost for others.
+    let (fresh, mut frx) = client(b.mqtt_port, "fresh", true, |_| {}).await;
+    subscribe(&fresh, &mut frx, "flood/#", QoS::AtLeastOnce).await;
+    publ.publish("flood/last", QoS::AtLeastOnce, false, "last").await.unwrap();
+    assert_eq!(publishes(&mut frx, 1).await[0].1, "last");
+}

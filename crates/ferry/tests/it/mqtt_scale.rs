@@ -106,7 +106,11 @@ async fn ten_thousand_idle_connections_and_a_thousand_publishers() {
     let pid = b.pid().unwrap();
     let port = b.mqtt_port;
     tokio::time::timeout(Duration::from_secs(60), async move {
+        let t0 = Instant::now();
+        // Progress, shown if the test fails.
+        let phase = |what: &str| println!("{:>8.2?} {what}", t0.elapsed());
         let warm = connect_many(port, "warm-", 10).await;
+        phase("warm");
         tokio::time::sleep(Duration::from_millis(300)).await;
         let before = rss(pid);
         let started = Instant::now();
@@ -116,6 +120,7 @@ async fn ten_thousand_idle_connections_and_a_thousand_publishers() {
         let broker_cpu = cpu_secs(pid) - broker_cpu;
         let own_cpu = cpu_secs(std::process::id()) - own_cpu;
         tokio::time::sleep(Duration::from_millis(500)).await;
+        phase("idle connected");
         let after = rss(pid);
         let per_conn = after.saturating_sub(before) / IDLE as u64;
 
@@ -127,6 +132,7 @@ async fn ten_thousand_idle_connections_and_a_thousand_publishers() {
         assert_eq!(suback, [0x90, 3, 0, 1, 0]);
         let counter = tokio::spawn(count_publishes(sub, PUBLISHERS * PER_PUBLISHER));
         let publishers = connect_many(port, "pub-", PUBLISHERS).await;
+        phase("publishers connected");
         let started = Instant::now();
         let mut set = JoinSet::new();
         for (i, mut s) in publishers.into_iter().enumerate() {
@@ -150,8 +156,10 @@ async fn ten_thousand_idle_connections_and_a_thousand_publishers() {
         while let Some(s) = set.join_next().await {
             publishers.push(s.unwrap());
         }
+        phase("publishers done");
         counter.await.unwrap();
         let publish_time = started.elapsed();
+        phase("subscriber done");
 
         // The idle connections are still served.
         for s in idle.iter_mut().step_by(IDLE / 100) {

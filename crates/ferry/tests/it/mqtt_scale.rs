@@ -102,7 +102,9 @@ async fn ten_thousand_idle_connections_and_a_thousand_publishers() {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
-    let b = Broker::start(dir.path());
+    // 1,000 publishers at once can put more than the default 1,000 messages
+    // in the subscriber's queue before it reads: room for all of them.
+    let b = Broker::start_with_toml(dir.path(), "[mqtt]\nmax_queued_messages = 100000\n");
     let pid = b.pid().unwrap();
     let port = b.mqtt_port;
     tokio::time::timeout(Duration::from_secs(60), async move {

@@ -26,6 +26,8 @@ pub struct Broker {
     args: Vec<String>,
     /// More TOML for the config file.
     pub toml: String,
+    /// Listening once: later spawns (restarts) keep the ports.
+    started: bool,
 }
 
 impl Broker {
@@ -45,6 +47,7 @@ impl Broker {
             data: data.to_path_buf(),
             args,
             toml: String::new(),
+            started: false,
         };
         b.spawn();
         b
@@ -62,12 +65,32 @@ impl Broker {
             data: data.to_path_buf(),
             args: Vec::new(),
             toml: toml.to_string(),
+            started: false,
         };
         b.spawn();
         b
     }
 
     fn spawn(&mut self) {
+        // A port free_port() found free can be taken before the broker binds
+        // it (tests run in parallel; the MQTT scale test opens 11,000
+        // client sockets): the first start then tries other ports.
+        for _ in 0..4 {
+            if self.try_spawn() || self.started {
+                break;
+            }
+            self.port = free_port();
+            self.http_port = free_port();
+            self.mqtt_port = free_port();
+            self.mqtt_ws_port = free_port();
+        }
+        assert!(self.child.is_some(), "ferry did not start");
+        self.started = true;
+    }
+
+    /// Starts the broker and waits until it listens; `false` if it exited
+    /// first (a port taken meanwhile).
+    fn try_spawn(&mut self) -> bool {
         // Groups form without Kafka's 3 s initial rebalance delay in tests.
         let config = self.data.join("ferry-test.toml");
         std::fs::create_dir_all(&self.data).unwrap();
@@ -101,9 +124,16 @@ impl Broker {
             || TcpStream::connect(("127.0.0.1", self.mqtt_port)).is_err()
             || TcpStream::connect(("127.0.0.1", self.mqtt_ws_port)).is_err()
         {
+            if let Some(c) = self.child.as_mut()
+                && matches!(c.try_wait(), Ok(Some(_)))
+            {
+                self.child = None;
+                return false;
+            }
             assert!(Instant::now() < deadline, "ferry did not start listening");
             std::thread::sleep(Duration::from_millis(20));
         }
+        true
     }
 
     /// The broker's process id while it runs.

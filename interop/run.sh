@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Interop tests: real Kafka clients (confluent-kafka, kafka-python, aiokafka, kcat;
 # transactions with the three Python clients; KafkaJS), the seed's pika example
-# (AMQP) and paho-mqtt
+# (AMQP) and paho-mqtt (MQTT 3.1.1 / 5, TCP and WebSocket)
 # against a freshly started `ferry serve`. Last line: "interop: N passed, M failed".
 set -euo pipefail
 
@@ -45,6 +45,8 @@ mqtt_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("1
 export MQTT_PORT="$mqtt_port"
 amqp_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 export AMQP_PORT="$amqp_port"
+mqtt_ws_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+export MQTT_WS_PORT="$mqtt_ws_port"
 work="$(mktemp -d -t ferry-interop.XXXXXX)"
 broker_pid=""
 
@@ -66,7 +68,8 @@ cleanup() { stop_broker || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 "$ferry" serve --data-dir "$work/data" --kafka-listen "$BOOTSTRAP" --http-listen 127.0.0.1:0 \
-    --mqtt-listen "127.0.0.1:$MQTT_PORT" --amqp-listen "127.0.0.1:$AMQP_PORT" >"$work/broker.log" 2>&1 &
+    --mqtt-listen "127.0.0.1:$MQTT_PORT" --mqtt-ws-listen "127.0.0.1:$MQTT_WS_PORT" \
+    --amqp-listen "127.0.0.1:$AMQP_PORT" >"$work/broker.log" 2>&1 &
 broker_pid=$!
 
 ready=0
@@ -101,6 +104,7 @@ run_test confluent_kafka "$venv/bin/python" "$here/confluent_kafka_test.py"
 run_test kafka_python    "$venv/bin/python" "$here/kafka_python_test.py"
 run_test aiokafka        "$venv/bin/python" "$here/aiokafka_test.py"
 run_test kcat            bash "$here/kcat_test.sh"
+run_test paho_mqtt       "$venv/bin/python" "$here/paho_mqtt_test.py"
 run_test transactions    "$venv/bin/python" "$here/transactions_test.py"
 run_test kafkajs         node "$here/kafkajs_test.mjs"
 run_test pika_seed       "$venv/bin/python" "$here/pika_seed_test.py"

@@ -82,6 +82,12 @@ impl DurableQueue {
         Ok((info.last_offset + 1, Durable::after(&self.log, info.last_offset + 1)))
     }
 
+    /// Calls `f` once offsets below `end` are durable (readable), or the
+    /// flush failed.
+    pub fn on_durable(&self, end: u64, f: impl FnOnce() + Send + 'static) {
+        self.log.on_durable(end, move |_| f());
+    }
+
     /// Blocks until everything appended is on disk (shutdown, tests).
     pub fn flush(&self) -> Result<()> {
         Ok(self.log.flush_to(self.log.next_offset())?)

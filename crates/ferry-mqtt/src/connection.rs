@@ -27,6 +27,9 @@ use crate::session::{Delivery, Session, SubRecord};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A peer that does not take our bytes for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a publisher's PUBACK/PUBREC waits for congested subscribers'
+/// queues to drain: bounds how much one stuck subscriber slows a publisher.
+const MAX_ACK_HOLD: Duration = Duration::from_millis(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -57,6 +60,13 @@ fn violation(code: u8, why: impl Into<String>) -> Violation {
     Violation { code, why: why.into() }
 }
 
+/// A publisher's acknowledgement held back while subscribers drain.
+struct HeldAck {
+    packet: Packet,
+    until: Instant,
+    waiting_on: Vec<Arc<Session>>,
+}
+
 struct InFlight {
     d: Delivery,
     /// PUBREC received (QoS 2): only PUBCOMP is awaited.
@@ -79,12 +89,19 @@ struct Conn {
     /// The session's durable queue, read from `read_at` into `backlog`.
     queue: Option<Arc<DurableQueue>>,
     read_at: u64,
+    /// Queue offsets below this were sent to an earlier connection: DUP.
+    dup_below: u64,
     backlog: VecDeque<Delivery>,
     /// Queue offsets sent and not yet acknowledged.
     outstanding: BTreeSet<u64>,
+    /// Outbound QoS 2 ids released (PUBREL sent) by an earlier connection
+    /// of the session, awaiting PUBCOMP.
+    releasing: BTreeSet<u16>,
     will: Option<Will>,
     expiry: u32,
     keep_alive_secs: u16,
+    /// PUBACK/PUBRECs held back, in the order their PUBLISHes came.
+    held: VecDeque<HeldAck>,
 }
 
 /// Runs a connection until it closes.
@@ -169,6 +186,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             None => {}
         }
+        conn.release_held();
         conn.fill();
         if !conn.out.is_empty()
             && let Err(e) = flush(&mut wr, &mut conn.out).await
@@ -188,6 +206,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(_) => deadline = keep_alive.map(|k| Instant::now() + k),
             },
             _ = conn.session.wake.notified() => {}
+            // Held acks: look again at the congested queues shortly.
+            _ = tokio::time::sleep(Duration::from_millis(1)), if !conn.held.is_empty() => {}
             _ = sleep => {
                 conn.disconnect(reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout");
                 let _ = flush(&mut wr, &mut conn.out).await;
@@ -206,6 +226,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let _ = wr.shutdown().await;
+    tracing::debug!(%peer, client = %conn.client_id, "connection ends");
     conn.finish(end);
     Ok(())
 }
@@ -289,11 +310,19 @@ async fn connect_session<W: AsyncWrite + Unpin>(
         .attach(&client_id, c.clean_start, expiry, version)
         .await
         .map_err(|e| ConnError::Protocol(format!("attaching session {client_id}: {e}")))?;
-    let queue = if present && expiry > 0 {
+    // A persistent session's QoS 1/2 messages all pass through its queue;
+    // a session resumed with expiry 0 still gets what is queued for it.
+    let (queue, dup_below) = if expiry > 0 || present {
         let mut st = session.lock();
-        hub.queue_of(&mut st).ok()
+        match hub.queue_of(&mut st) {
+            Ok(q) => (Some(q), st.sent_below),
+            Err(e) => {
+                tracing::warn!(client = %client_id, error = %e, "could not open the session queue");
+                (None, 0)
+            }
+        }
     } else {
-        None
+        (None, 0)
     };
     let read_at = queue.as_ref().map_or(0, |q| q.start());
     let server_keep_alive = config.max_keep_alive.filter(|&m| c.keep_alive == 0 || c.keep_alive > m);
@@ -317,11 +346,14 @@ async fn connect_session<W: AsyncWrite + Unpin>(
         aliases: HashMap::new(),
         queue,
         read_at,
+        dup_below,
         backlog: VecDeque::new(),
         outstanding: BTreeSet::new(),
+        releasing: BTreeSet::new(),
         will: c.will.clone(),
         expiry,
         keep_alive_secs: server_keep_alive.unwrap_or(c.keep_alive),
+        held: VecDeque::new(),
     };
     let ack = Connack {
         session_present: present,
@@ -336,6 +368,14 @@ async fn connect_session<W: AsyncWrite + Unpin>(
         server_keep_alive,
     };
     conn.send(Packet::Connack(ack));
+    if present {
+        // MQTT: a resumed session re-sends its unacknowledged PUBRELs first.
+        let releasing = std::mem::take(&mut conn.session.lock().releasing);
+        for pid in releasing {
+            conn.send(Packet::Pubrel { pid, code: 0 });
+            conn.releasing.insert(pid);
+        }
+    }
     flush(wr, &mut conn.out).await?;
     Ok(Some((conn, kick)))
 }
@@ -396,10 +436,17 @@ impl Conn {
             Packet::Pubcomp { pid, .. } => {
                 if self.inflight.get(&pid).is_some_and(|f| f.released) {
                     self.inflight.remove(&pid);
+                } else {
+                    self.releasing.remove(&pid);
                 }
             }
             Packet::Pubrel { pid, .. } => {
                 let known = self.session.lock().incoming_qos2.remove(&pid);
+                if known {
+                    // Durable before PUBCOMP: a restart must not take a new
+                    // publish with this id for a resend.
+                    self.wait_persisted(self.hub.persist_qos2(&self.session)).await;
+                }
                 let code = if known { 0 } else { reason::PACKET_ID_NOT_FOUND };
                 self.send(Packet::Pubcomp { pid, code });
             }
@@ -444,7 +491,11 @@ impl Conn {
     }
 
     async fn persist(&self) {
-        match self.hub.persist(&self.session) {
+        self.wait_persisted(self.hub.persist(&self.session)).await;
+    }
+
+    async fn wait_persisted(&self, d: Result<ferry_broker::stored::Durable, ferry_broker::BrokerError>) {
+        match d {
             Ok(d) => {
                 if let Err(e) = d.wait().await {
                     tracing::warn!(client = %self.client_id, error = %e, "session state not durable");
@@ -498,6 +549,7 @@ impl Conn {
             }
             st.incoming_qos2.insert(pid);
         }
+        let qos2_state = (p.qos == 2).then(|| self.hub.persist_qos2(&self.session));
         let now = now_ms();
         let msg = Arc::new(Message {
             topic: p.topic,
@@ -509,10 +561,12 @@ impl Conn {
             origin: Some(self.client_id.clone()),
             timestamp: now,
         });
+        let mut congested = Vec::new();
         let code = match self.hub.publish(msg) {
-            Ok((_, waits)) => {
+            Ok(routed) => {
+                congested = routed.congested;
                 let mut code = reason::SUCCESS;
-                for w in waits {
+                for w in routed.waits {
                     if let Err(e) = w.wait().await {
                         tracing::warn!(client = %self.client_id, error = %e, "publish not stored");
                         code = reason::UNSPECIFIED;
@@ -525,12 +579,40 @@ impl Conn {
                 reason::UNSPECIFIED
             }
         };
-        match p.qos {
-            1 => self.send(Packet::Puback { pid, code }),
-            2 => self.send(Packet::Pubrec { pid, code }),
-            _ => {}
+        if let Some(d) = qos2_state {
+            self.wait_persisted(d).await;
+        }
+        let ack = match p.qos {
+            1 => Packet::Puback { pid, code },
+            2 => Packet::Pubrec { pid, code },
+            _ => return Ok(()),
+        };
+        if congested.is_empty() && self.held.is_empty() {
+            self.send(ack);
+        } else {
+            // Backpressure: a publisher faster than a subscriber drains
+            // gets its acknowledgements a little later (at most
+            // MAX_ACK_HOLD), so its in-flight window, not the subscriber's
+            // queue, absorbs the difference. Acks keep their order.
+            self.held.push_back(HeldAck { packet: ack, until: Instant::now() + MAX_ACK_HOLD, waiting_on: congested });
         }
         Ok(())
+    }
+
+    /// Sends held acknowledgements whose subscribers drained or whose hold
+    /// ran out, in order.
+    fn release_held(&mut self) {
+        let now = Instant::now();
+        while let Some(h) = self.held.front_mut() {
+            let hub = &self.hub;
+            h.waiting_on.retain(|s| !hub.drained(s));
+            if !h.waiting_on.is_empty() && now < h.until {
+                break;
+            }
+            if let Some(h) = self.held.pop_front() {
+                self.send(h.packet);
+            }
+        }
     }
 
     async fn on_subscribe(
@@ -610,7 +692,7 @@ impl Conn {
     /// the durable queue's backlog first, then messages routed meanwhile.
     fn fill(&mut self) {
         let now = now_ms();
-        while self.inflight.len() < self.window {
+        while self.inflight.len() + self.releasing.len() < self.window {
             let Some(d) = self.next_delivery() else { break };
             if d.msg.expired(now) {
                 self.acked(d.queue_offset);
@@ -629,7 +711,8 @@ impl Conn {
                 Ok(records) => {
                     for (offset, r) in records {
                         self.read_at = offset + 1;
-                        if let Some(d) = delivery_from_record(offset, r) {
+                        if let Some(mut d) = delivery_from_record(offset, r) {
+                            d.dup |= offset < self.dup_below;
                             self.backlog.push_back(d);
                         }
                     }
@@ -643,7 +726,12 @@ impl Conn {
         if let Some(d) = self.backlog.pop_front() {
             return Some(d);
         }
-        self.session.lock().pending.pop_front()
+        let mut st = self.session.lock();
+        let d = st.pending.pop_front();
+        if d.is_some() {
+            st.drained_at = Some(std::time::Instant::now());
+        }
+        d
     }
 
     fn deliver(&mut self, d: Delivery, now: i64) {
@@ -683,7 +771,10 @@ impl Conn {
     fn alloc_pid(&mut self) -> u16 {
         loop {
             self.next_pid = self.next_pid.wrapping_add(1);
-            if self.next_pid != 0 && !self.inflight.contains_key(&self.next_pid) {
+            if self.next_pid != 0
+                && !self.inflight.contains_key(&self.next_pid)
+                && !self.releasing.contains(&self.next_pid)
+            {
                 return self.next_pid;
             }
         }
@@ -709,12 +800,25 @@ impl Conn {
     /// The connection is gone: hand unacknowledged messages back to the
     /// session and publish the will if the end was abnormal.
     fn finish(mut self, end: End) {
+        // PUBRELs still awaiting PUBCOMP are sent again on reconnect.
+        let releasing: Vec<u16> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.released)
+            .map(|(pid, _)| *pid)
+            .chain(self.releasing.iter().copied())
+            .collect();
+        self.session.lock().releasing = releasing;
         let unacked: Vec<Delivery> = std::mem::take(&mut self.inflight)
             .into_values()
             .filter(|f| !f.released)
             .map(|f| Delivery { dup: true, ..f.d })
             .chain(self.backlog.drain(..).filter(|d| d.queue_offset.is_none()))
             .collect();
+        if let Some(&last) = self.outstanding.last() {
+            let mut st = self.session.lock();
+            st.sent_below = st.sent_below.max(last + 1);
+        }
         self.hub.detach(&self.session, self.generation, unacked);
         let will = match end {
             End::Abnormal => self.will.take(),

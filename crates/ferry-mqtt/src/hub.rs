@@ -22,6 +22,9 @@ use crate::packet::{SubOptions, Version};
 use crate::session::{Delivery, Online, Session, SessionRecord, SubRecord};
 
 const SUBSCRIPTION_ID: &str = "mqtt.subscription_id";
+/// A session whose connection took nothing from its queue for this long is
+/// stalled (see [`Hub::drained`]).
+const STALL: Duration = Duration::from_millis(100);
 const DUP: &str = "mqtt.dup";
 
 #[derive(Clone)]
@@ -50,6 +53,18 @@ impl Wait {
     }
 }
 
+/// What routing a message did.
+pub struct Routed {
+    /// Sessions it went to.
+    pub matched: usize,
+    /// What to wait for before acknowledging the publisher.
+    pub waits: Vec<Wait>,
+    /// Sessions (other than the publisher's) whose in-memory queue is past
+    /// the high-water mark: the publisher's acknowledgement waits a little
+    /// for them to drain ([`Hub::drained`]).
+    pub congested: Vec<Arc<Session>>,
+}
+
 /// Splits `$share/group/filter` into (group, filter).
 pub fn split_shared(filter: &str) -> Option<(&str, &str)> {
     filter.strip_prefix("$share/")?.split_once('/')
@@ -63,6 +78,10 @@ pub struct Hub {
     shared_next: Mutex<HashMap<Arc<str>, usize>>,
     retained: Arc<KvStore>,
     store: Arc<KvStore>,
+    /// QoS 2 packet ids received and not yet released, per persistent
+    /// session (value: the ids, u16 big-endian), so a restart keeps
+    /// exactly-once for exchanges half done.
+    qos2: Arc<KvStore>,
     queues: QueueStore,
     next_queue_id: AtomicU64,
     /// Messages dropped: queue limit reached, or QoS 0 for an offline session.
@@ -79,6 +98,7 @@ impl Hub {
     pub fn open(broker: Arc<Broker>, config: MqttConfig) -> Result<Arc<Hub>, BrokerError> {
         let retained = broker.kv_store("mqtt/retained")?;
         let store = broker.kv_store("mqtt/session-state")?;
+        let qos2 = broker.kv_store("mqtt/qos2-received")?;
         let queues = broker.queue_store("mqtt/sessions")?;
         let hub = Hub {
             broker,
@@ -88,6 +108,7 @@ impl Hub {
             shared_next: Mutex::new(HashMap::new()),
             retained,
             store,
+            qos2,
             queues,
             next_queue_id: AtomicU64::new(1),
             dropped: AtomicU64::new(0),
@@ -113,6 +134,16 @@ impl Hub {
                 }
             }
             lock(&hub.sessions).insert(client_id, session);
+        }
+        for (client_id, rec) in hub.qos2.select(|_, _| true) {
+            let session = lock(&hub.sessions).get(client_id.as_str()).cloned();
+            match session {
+                Some(s) => {
+                    let ids = rec.value.unwrap_or_default();
+                    s.lock().incoming_qos2 = ids.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+                }
+                None => drop(hub.qos2.put(&client_id, None)?),
+            }
         }
         for id in hub.queues.ids()? {
             max_id = max_id.max(id);
@@ -168,6 +199,7 @@ impl Hub {
             if let Some(k) = kick {
                 let _ = k.send(crate::packet::reason::SESSION_TAKEN_OVER);
             }
+            tracing::debug!(client = %client_id, "waiting for the old connection to let go");
             if Instant::now() > deadline {
                 // The old connection never let go: take the session anyway.
                 old.lock().online = None;
@@ -273,6 +305,9 @@ impl Hub {
             (st.queue_id, had)
         };
         let _ = self.store.put(&session.client_id, None)?;
+        if self.qos2.get(&session.client_id).is_some() {
+            let _ = self.qos2.put(&session.client_id, None)?;
+        }
         if had_queue || self.queues.ids()?.contains(&queue_id) {
             self.queues.remove(queue_id)?;
         }
@@ -290,6 +325,27 @@ impl Hub {
         };
         let value = serde_json::to_vec(&record).map_err(|e| std::io::Error::other(e.to_string()))?;
         self.store.put(&session.client_id, Some(StoredRecord { value: Some(value), ..Default::default() }))
+    }
+
+    /// Writes the session's unreleased inbound QoS 2 packet ids (persistent
+    /// sessions); PUBREC and PUBCOMP wait for it.
+    pub fn persist_qos2(&self, session: &Session) -> Result<Durable, BrokerError> {
+        let value = {
+            let st = session.lock();
+            if st.expiry == 0 {
+                return Ok(Durable::ready());
+            }
+            let mut ids: Vec<u16> = st.incoming_qos2.iter().copied().collect();
+            ids.sort_unstable();
+            ids.iter().flat_map(|id| id.to_be_bytes()).collect::<Vec<u8>>()
+        };
+        if value.is_empty() {
+            if self.qos2.get(&session.client_id).is_none() {
+                return Ok(Durable::ready());
+            }
+            return self.qos2.put(&session.client_id, None);
+        }
+        self.qos2.put(&session.client_id, Some(StoredRecord { value: Some(value), ..Default::default() }))
     }
 
     /// Adds or replaces a subscription; returns whether it existed.
@@ -322,9 +378,7 @@ impl Hub {
     }
 
     /// Routes a message: retained store, subscribers, Kafka bridge rules.
-    /// Returns how many sessions it went to and what to wait for before
-    /// acknowledging the publisher.
-    pub fn publish(&self, msg: Arc<Message>) -> Result<(usize, Vec<Wait>), BrokerError> {
+    pub fn publish(&self, msg: Arc<Message>) -> Result<Routed, BrokerError> {
         let mut waits = Vec::new();
         if msg.retain {
             if msg.payload.is_empty() {
@@ -376,6 +430,8 @@ impl Hub {
             .collect();
         drop(sessions);
         let matched = found.len();
+        let mut congested = Vec::new();
+        let high = self.congestion_high();
         for (session, sub_qos, id, rap) in found {
             let d = Delivery {
                 msg: msg.clone(),
@@ -388,38 +444,66 @@ impl Hub {
             if let Some(w) = self.enqueue(&session, d)? {
                 waits.push(Wait::Durable(w));
             }
+            if msg.origin.as_deref() != Some(&*session.client_id) && self.is_congested(&session.lock(), high) {
+                congested.push(session);
+            }
         }
-        Ok((matched, waits))
+        Ok(Routed { matched, waits, congested })
     }
 
-    /// Hands a delivery to a session: in memory if it is connected, in its
-    /// durable queue (QoS 1/2) if it is not.
-    pub fn enqueue(&self, session: &Session, d: Delivery) -> Result<Option<Durable>, BrokerError> {
+    /// The in-memory queue length past which a session counts as congested:
+    /// 256 messages (a few ms of delivery), or half the queue limit if that
+    /// is lower, so publishers are slowed before messages are dropped.
+    pub fn congestion_high(&self) -> u64 {
+        (self.config.max_queued_messages / 2).clamp(1, 256)
+    }
+
+    /// Congested: a long in-memory queue that its connection is draining
+    /// (took a message within `STALL`). A subscriber that stopped reading or
+    /// acknowledging is left to its queue limit instead, so it cannot slow
+    /// publishers down.
+    fn is_congested(&self, st: &crate::session::SessionState, mark: u64) -> bool {
+        st.pending.len() as u64 >= mark && st.drained_at.is_some_and(|t| t.elapsed() < STALL)
+    }
+
+    /// Whether a congested session's queue is back under half the mark (or
+    /// its connection stalled).
+    pub fn drained(&self, session: &Session) -> bool {
+        !self.is_congested(&session.lock(), self.congestion_high() / 2 + 1)
+    }
+
+    /// Hands a delivery to a session. QoS 1/2 for a persistent session go
+    /// to its durable queue, connected or not, so a crash loses nothing a
+    /// publisher was told is stored; the connection is woken once the
+    /// message is on disk (it reads only durable records). QoS 0, and
+    /// everything for a session that ends with its connection, stay in
+    /// memory, for a connected session only.
+    pub fn enqueue(&self, session: &Arc<Session>, d: Delivery) -> Result<Option<Durable>, BrokerError> {
         let mut st = session.lock();
         let limit = self.config.max_queued_messages;
-        if st.online.is_some() {
-            if st.pending.len() as u64 >= limit {
+        if d.qos > 0 && st.expiry > 0 {
+            let q = self.queue_of(&mut st)?;
+            if q.written_len() >= limit {
                 st.dropped += 1;
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 return Ok(None);
             }
-            st.pending.push_back(d);
-            drop(st);
-            session.wake.notify_one();
-            return Ok(None);
+            let (end, durable) = q.append(&[delivery_record(&d)])?;
+            if st.online.is_some() {
+                let s = session.clone();
+                q.on_durable(end, move || s.wake.notify_one());
+            }
+            return Ok(Some(durable));
         }
-        if d.qos == 0 || st.expiry == 0 {
+        if st.online.is_none() || st.pending.len() as u64 >= limit {
             st.dropped += 1;
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         }
-        let q = self.queue_of(&mut st)?;
-        if q.written_len() >= limit {
-            st.dropped += 1;
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
-        }
-        Ok(Some(q.append(&[delivery_record(&d)])?.1))
+        st.pending.push_back(d);
+        drop(st);
+        session.wake.notify_one();
+        Ok(None)
     }
 
     /// Ends offline sessions past their expiry.
@@ -484,4 +568,93 @@ pub fn delivery_from_record(offset: u64, r: StoredRecord) -> Option<Delivery> {
     let dup = r.headers.iter().any(|(k, _)| k == DUP);
     let m = Message::from_record(r)?;
     Some(Delivery { qos: m.qos, retain: m.retain, msg: Arc::new(m), subscription_id, queue_offset: Some(offset), dup })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use ferry_broker::BrokerConfig;
+
+    fn message(i: u32, qos: u8) -> Arc<Message> {
+        Arc::new(Message {
+            topic: "t/x".into(),
+            payload: Bytes::from(i.to_string()),
+            qos,
+            retain: false,
+            props: Default::default(),
+            expires_at: None,
+            origin: None,
+            timestamp: now_ms(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_the_newest_messages_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        let hub = Hub::open(broker.clone(), MqttConfig { max_queued_messages: 2, ..Default::default() }).unwrap();
+        let id: Arc<str> = "s".into();
+        let (session, present, generation, _kick) = hub.attach(&id, false, 100, Version::V5).await.unwrap();
+        assert!(!present);
+        hub.subscribe(&session, SubRecord { filter: "t/#".into(), qos: 1, ..SubRecord::default() });
+        // QoS 1 goes to the durable queue, connected or not: two fit, the third is dropped.
+        for i in 0..3 {
+            assert_eq!(hub.publish(message(i, 1)).unwrap().matched, 1);
+        }
+        assert_eq!((session.lock().dropped, hub.dropped.load(Ordering::Relaxed)), (1, 1));
+        // QoS 0 for a connected session: memory, with the same limit.
+        for i in 3..6 {
+            hub.publish(message(i, 0)).unwrap();
+        }
+        let pending: Vec<Bytes> = session.lock().pending.iter().map(|d| d.msg.payload.clone()).collect();
+        assert_eq!(pending, ["3", "4"]);
+        assert_eq!((session.lock().dropped, hub.dropped.load(Ordering::Relaxed)), (2, 2));
+        // Offline: QoS 0 is dropped, and the full queue takes no QoS 1.
+        hub.detach(&session, generation, Vec::new());
+        hub.publish(message(6, 1)).unwrap();
+        hub.publish(message(7, 0)).unwrap();
+        assert_eq!((session.lock().dropped, hub.dropped.load(Ordering::Relaxed)), (4, 4));
+        let q = hub.queue_of(&mut session.lock()).unwrap();
+        q.flush().unwrap();
+        let kept: Vec<Vec<u8>> = q.read(0, 1 << 20).unwrap().into_iter().filter_map(|(_, r)| r.value).collect();
+        assert_eq!(kept, [b"0".to_vec(), b"1".to_vec()]);
+        broker.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_long_in_memory_queue_marks_its_session_congested_until_it_drains() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        let hub = Hub::open(broker.clone(), MqttConfig::default()).unwrap();
+        assert_eq!(hub.congestion_high(), 256);
+        let id: Arc<str> = "slow".into();
+        let (session, _, _, _kick) = hub.attach(&id, true, 0, Version::V5).await.unwrap();
+        hub.subscribe(&session, SubRecord { filter: "t/#".into(), qos: 1, ..SubRecord::default() });
+        // A connection that is taking messages.
+        session.lock().drained_at = Some(Instant::now());
+        for i in 0..255 {
+            assert!(hub.publish(message(i, 1)).unwrap().congested.is_empty());
+        }
+        let routed = hub.publish(message(255, 1)).unwrap();
+        assert_eq!(routed.congested.len(), 1);
+        assert!(!hub.drained(&session));
+        // Its own messages never hold a publisher back.
+        let mut own = (*message(256, 1)).clone();
+        own.origin = Some(id.clone());
+        assert!(hub.publish(Arc::new(own)).unwrap().congested.is_empty());
+        session.lock().pending.truncate(129);
+        assert!(!hub.drained(&session));
+        session.lock().pending.truncate(128);
+        assert!(hub.drained(&session));
+        // Stalled (took nothing for 100 ms): not congested, however long its queue.
+        for i in 0..200 {
+            hub.publish(message(300 + i, 1)).unwrap();
+        }
+        assert!(!hub.drained(&session));
+        session.lock().drained_at = Instant::now().checked_sub(Duration::from_millis(150));
+        assert!(hub.drained(&session));
+        assert!(hub.publish(message(999, 1)).unwrap().congested.is_empty());
+        broker.shutdown();
+    }
 }

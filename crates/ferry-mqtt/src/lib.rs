@@ -12,6 +12,7 @@ pub mod message;
 pub mod packet;
 mod server;
 pub mod session;
+pub mod ws;
 
 pub use config::MqttConfig;
 pub use hub::Hub;

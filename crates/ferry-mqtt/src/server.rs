@@ -1,4 +1,4 @@
-//! Accepts MQTT connections over TCP, expires sessions, runs the
+//! Accepts MQTT connections over TCP and WebSocket, expires sessions, runs the
 //! Kafka-to-MQTT bridge rules, and on shutdown waits for connections to
 //! hand their sessions back before flushing session queues.
 
@@ -12,8 +12,21 @@ use tokio::task::JoinSet;
 use crate::hub::Hub;
 use crate::message::{Message, now_ms};
 
-/// Serves MQTT clients on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, hub: Arc<Hub>, mut shutdown: watch::Receiver<bool>) {
+async fn accept(l: Option<&TcpListener>) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves MQTT clients on `tcp` and MQTT-over-WebSocket clients on `ws`
+/// until `shutdown` turns true.
+pub async fn serve(
+    tcp: Option<TcpListener>,
+    ws: Option<TcpListener>,
+    hub: Arc<Hub>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tasks = JoinSet::new();
     {
         let (hub, mut stop) = (hub.clone(), shutdown.clone());
@@ -50,24 +63,38 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, mut shutdown: watch::Re
         tasks.spawn(ferry_broker::bridge::tail(hub.broker.clone(), kafka_topic, on_record, shutdown.clone()));
     }
     loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let (hub, shutdown) = (hub.clone(), shutdown.clone());
-                    tasks.spawn(async move {
-                        if let Err(e) = crate::connection::run(stream, peer, hub, shutdown).await {
-                            tracing::debug!(%peer, error = %e, "mqtt connection closed");
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        let (accepted, websocket) = tokio::select! {
+            a = accept(tcp.as_ref()) => (a, false),
+            a = accept(ws.as_ref()) => (a, true),
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             _ = shutdown.changed() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let (hub, shutdown) = (hub.clone(), shutdown.clone());
+                tasks.spawn(async move {
+                    let r = if websocket {
+                        match tokio::time::timeout(Duration::from_secs(10), crate::ws::accept(stream)).await {
+                            Ok(Ok(ws)) => crate::connection::run(ws, peer, hub, shutdown).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "websocket handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        }
+                    } else {
+                        crate::connection::run(stream, peer, hub, shutdown).await
+                    };
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "mqtt connection closed");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
     // Connections saw the same signal: give them a moment to detach.

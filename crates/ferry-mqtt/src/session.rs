@@ -29,7 +29,7 @@ pub struct Delivery {
 }
 
 /// A subscription as the session keeps (and persists) it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SubRecord {
     /// The filter as subscribed, `$share/group/` prefix included.
     pub filter: String,
@@ -88,6 +88,15 @@ pub struct SessionState {
     pub generation: u64,
     /// Messages dropped because the queue was full, or QoS 0 while offline.
     pub dropped: u64,
+    /// Queue offsets below this were sent to a connection (resent with
+    /// DUP). In memory: after a restart resends carry no DUP flag.
+    pub sent_below: u64,
+    /// Outbound QoS 2 ids whose PUBREL was sent and not completed when the
+    /// last connection ended (in memory): sent again on reconnect.
+    pub releasing: Vec<u16>,
+    /// When the connection last took a message from `pending`: a session
+    /// that stopped taking any is stuck, not slow (no backpressure for it).
+    pub drained_at: Option<Instant>,
 }
 
 pub struct Session {
@@ -115,6 +124,9 @@ impl Session {
                 incoming_qos2: HashSet::new(),
                 generation: 0,
                 dropped: 0,
+                sent_below: 0,
+                releasing: Vec::new(),
+                drained_at: None,
             }),
             wake: Notify::new(),
             detached: Notify::new(),

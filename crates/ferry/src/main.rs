@@ -93,21 +93,25 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the HTTP listener to {}", settings.http_listen))?;
         tracing::info!(listen = %http.local_addr()?, "http listener ready (admin API, /metrics)");
-        let mqtt = match settings.mqtt_listen {
-            Some(addr) => {
-                let hub = ferry_mqtt::Hub::open(broker.clone(), settings.mqtt.clone())
-                    .context("opening the MQTT session and retained-message stores")?;
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding the MQTT listener to {addr}"))?;
-                tracing::info!(listen = %l.local_addr()?, "mqtt listener ready");
-                Some(tokio::spawn(ferry_mqtt::serve(l, hub, stop_rx.clone())))
+        let mqtt = if settings.mqtt_listen.is_some() || settings.mqtt_ws_listen.is_some() {
+            let hub = ferry_mqtt::Hub::open(broker.clone(), settings.mqtt.clone())
+                .context("opening the MQTT session and retained-message stores")?;
+            let mut listeners = [None, None];
+            for (slot, addr, what) in [
+                (0, settings.mqtt_listen, "mqtt listener"),
+                (1, settings.mqtt_ws_listen, "mqtt websocket listener (path /mqtt)"),
+            ] {
+                if let Some(addr) = addr {
+                    let l = bind_with_backlog(addr).with_context(|| format!("binding the {what} to {addr}"))?;
+                    tracing::info!(listen = %l.local_addr()?, "{what} ready");
+                    listeners[slot] = Some(l);
+                }
             }
-            None => None,
+            let [tcp, ws] = listeners;
+            Some(tokio::spawn(ferry_mqtt::serve(tcp, ws, hub, stop_rx.clone())))
+        } else {
+            None
         };
-        if settings.mqtt_ws_listen.is_some() {
-            tracing::warn!("MQTT over WebSocket is not implemented yet; --mqtt-ws-listen ignored");
-        }
         let ctx = Arc::new(ferry_kafka::Ctx { broker: broker.clone(), config: settings.kafka });
         let server = tokio::spawn(ferry_kafka::serve(listener, ctx, stop_rx.clone()));
         let (vhosts, amqp_server) = {
@@ -149,6 +153,17 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         tracing::info!("stopped");
         anyhow::Ok(())
     })
+}
+
+/// A listener with a long accept queue: std's (and so tokio's `bind`) is
+/// 128, and a reconnect storm of devices after a restart overflows it, each
+/// dropped SYN costing its client a 1 s retransmit (the kernel caps this at
+/// net.core.somaxconn).
+fn bind_with_backlog(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -238,3 +238,160 @@ async fn mqtt_publishes_reach_kafka_consumers_through_a_bridge_rule() {
     let got = publishes(&mut rx, 1).await;
     assert_eq!((got[0].0.as_str(), got[0].1.as_str(), got[0].2), ("alerts/fire", "evacuate", QoS::AtLeastOnce));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_loses_nothing_in_flight_or_pending_for_a_connected_persistent_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Broker::start(dir.path());
+    // Connected, acknowledging by hand: two of 30 QoS 1 messages get PUBACK;
+    // 18 more are in flight (window 20) and 10 wait behind the window.
+    let (sub, mut srx) = client(b.mqtt_port, "holder", false, |o| {
+        o.set_manual_acks(true);
+    })
+    .await;
+    subscribe(&sub, &mut srx, "held/#", QoS::AtLeastOnce).await;
+    let (publ, mut prx) = client(b.mqtt_port, "pub", true, |_| {}).await;
+    for i in 0..30 {
+        publ.publish(format!("held/{i}"), QoS::AtLeastOnce, false, i.to_string()).await.unwrap();
+        expect(&mut prx, |p| matches!(p, Packet::PubAck(_))).await;
+    }
+    let mut first = Vec::new();
+    while first.len() < 20 {
+        if let Packet::Publish(p) = expect(&mut srx, |p| matches!(p, Packet::Publish(_))).await {
+            first.push(p);
+        }
+    }
+    let values: Vec<String> = first.iter().map(|p| String::from_utf8_lossy(&p.payload).into_owned()).collect();
+    assert_eq!(values, (0..20).map(|i| i.to_string()).collect::<Vec<_>>());
+    sub.ack(&first[0]).await.unwrap();
+    sub.ack(&first[1]).await.unwrap();
+    // The acknowledged cursor moves durably when PUBACK arrives; give it a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.kill9();
+    b.start_again();
+    let (_sub, mut srx) = client(b.mqtt_port, "holder", false, |_| {}).await;
+    let got = publishes(&mut srx, 28).await;
+    let values: Vec<&str> = got.iter().map(|g| g.1.as_str()).collect();
+    assert_eq!(values, (2..30).map(|i| i.to_string()).collect::<Vec<_>>());
+    quiet(&mut srx, 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_done_inbound_qos2_exchange_survives_kill9_exactly_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn raw(port: u16) -> tokio::net::TcpStream {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        // 3.1.1, clean session 0, keepalive 60, id "q2".
+        s.write_all(&[0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x00, 0, 60, 0, 2, b'q', b'2']).await.unwrap();
+        let mut ack = [0u8; 4];
+        s.read_exact(&mut ack).await.unwrap();
+        assert_eq!(ack[0], 0x20);
+        s
+    }
+    async fn send_expect(s: &mut tokio::net::TcpStream, packet: &[u8], want: [u8; 4]) {
+        s.write_all(packet).await.unwrap();
+        let mut got = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut got)).await.unwrap().unwrap();
+        assert_eq!(got, want);
+    }
+    let publish = |dup: bool, payload: &[u8]| {
+        let mut p = vec![if dup { 0x3c } else { 0x34 }, (2 + 4 + 2 + payload.len()) as u8, 0, 4];
+        p.extend_from_slice(b"q2/t");
+        p.extend_from_slice(&[0, 7]);
+        p.extend_from_slice(payload);
+        p
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Broker::start(dir.path());
+    let (sub, mut srx) = client(b.mqtt_port, "q2sub", false, |_| {}).await;
+    subscribe(&sub, &mut srx, "q2/#", QoS::ExactlyOnce).await;
+    let mut s = raw(b.mqtt_port).await;
+    send_expect(&mut s, &publish(false, b"once"), [0x50, 2, 0, 7]).await;
+    assert_eq!(publishes(&mut srx, 1).await[0].1, "once");
+    // (time for the subscriber's PUBREC to move its queue's cursor)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The broker crashes before PUBREL: the id is still awaiting release after the restart.
+    b.kill9();
+    drop((sub, srx));
+    b.start_again();
+    let (_sub, mut srx) = client(b.mqtt_port, "q2sub", false, |_| {}).await;
+    let mut s = raw(b.mqtt_port).await;
+    send_expect(&mut s, &publish(true, b"once"), [0x50, 2, 0, 7]).await;
+    quiet(&mut srx, 500).await; // not routed twice
+    send_expect(&mut s, &[0x62, 2, 0, 7], [0x70, 2, 0, 7]).await;
+    // Released: the id is free for a new message.
+    send_expect(&mut s, &publish(false, b"again"), [0x50, 2, 0, 7]).await;
+    assert_eq!(publishes(&mut srx, 1).await[0].1, "again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_gets_its_unacknowledged_pubrel_again() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn read_n(s: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+        let mut got = vec![0u8; n];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut got)).await.unwrap().unwrap();
+        got
+    }
+    // 3.1.1, clean session 0, id "rel".
+    let connect = [0x10, 15, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x00, 0, 60, 0, 3, b'r', b'e', b'l'];
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", b.mqtt_port)).await.unwrap();
+    s.write_all(&connect).await.unwrap();
+    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 0, 0]);
+    s.write_all(&[0x82, 10, 0, 1, 0, 5, b'r', b'e', b'l', b'/', b'#', 2]).await.unwrap();
+    assert_eq!(read_n(&mut s, 5).await, [0x90, 3, 0, 1, 2]);
+    let (publ, mut prx) = client(b.mqtt_port, "pub", true, |_| {}).await;
+    publ.publish("rel/x", QoS::ExactlyOnce, false, "m").await.unwrap();
+    expect(&mut prx, |p| matches!(p, Packet::PubComp(_))).await;
+    // PUBLISH QoS 2: topic "rel/x", packet id, payload "m".
+    let p = read_n(&mut s, 2 + 2 + 5 + 2 + 1).await;
+    assert_eq!(&p[..9], &[0x34, 10, 0, 5, b'r', b'e', b'l', b'/', b'x']);
+    let pid = [p[9], p[10]];
+    s.write_all(&[0x50, 2, pid[0], pid[1]]).await.unwrap();
+    assert_eq!(read_n(&mut s, 4).await, [0x62, 2, pid[0], pid[1]]);
+    // Gone before PUBCOMP; back again: session present, the same PUBREL first.
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", b.mqtt_port)).await.unwrap();
+    s.write_all(&connect).await.unwrap();
+    assert_eq!(read_n(&mut s, 4).await, [0x20, 2, 1, 0]);
+    assert_eq!(read_n(&mut s, 4).await, [0x62, 2, pid[0], pid[1]]);
+    s.write_all(&[0x70, 2, pid[0], pid[1]]).await.unwrap();
+    // The message itself is not sent again; a new one is.
+    publ.publish("rel/y", QoS::AtLeastOnce, false, "n").await.unwrap();
+    let p = read_n(&mut s, 2 + 2 + 5 + 2 + 1).await;
+    assert_eq!(&p[..9], &[0x32, 10, 0, 5, b'r', b'e', b'l', b'/', b'y']);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_subscriber_does_not_slow_a_publisher() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    // Never acknowledges: 20 in flight, the rest queue in its session.
+    let (stuck, mut srx) = client(b.mqtt_port, "stuck", true, |o| {
+        o.set_manual_acks(true);
+    })
+    .await;
+    subscribe(&stuck, &mut srx, "flood/#", QoS::AtLeastOnce).await;
+    let (publ, mut prx) = client(b.mqtt_port, "pub", true, |_| {}).await;
+    // It stops taking messages once its window is full, so it is stalled,
+    // not slow: the publisher's acks are not held for it (past the queue
+    // limit, 1,000, messages for it are dropped).
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..1200 {
+        let sent = std::time::Instant::now();
+        publ.publish(format!("flood/{i}"), QoS::AtLeastOnce, false, "x").await.unwrap();
+        expect(&mut prx, |p| matches!(p, Packet::PubAck(_))).await;
+        slowest = slowest.max(sent.elapsed());
+    }
+    assert!(slowest < Duration::from_millis(500), "slowest PUBACK {slowest:?}");
+    // Held for it at 20 ms each, 1,200 publishes would take over 18 s.
+    assert!(started.elapsed() < Duration::from_secs(8), "1,200 publishes took {:?}", started.elapsed());
+    // The stuck subscriber got its window's worth and nothing was lost for others.
+    let (fresh, mut frx) = client(b.mqtt_port, "fresh", true, |_| {}).await;
+    subscribe(&fresh, &mut frx, "flood/#", QoS::AtLeastOnce).await;
+    publ.publish("flood/last", QoS::AtLeastOnce, false, "last").await.unwrap();
+    assert_eq!(publishes(&mut frx, 1).await[0].1, "last");
+}

@@ -11,17 +11,28 @@ use tokio::sync::mpsc;
 
 use crate::support::Broker;
 
-async fn client(
+pub async fn client(
     port: u16,
     id: &str,
     tune: impl FnOnce(&mut MqttOptions),
 ) -> (AsyncClient, mpsc::UnboundedReceiver<Packet>) {
+    let (c, rx, _) = client_with_task(port, id, tune).await;
+    (c, rx)
+}
+
+/// [`client`], and the handle of its event loop task: aborting it drops
+/// the connection without DISCONNECT (dropping the client does not).
+pub async fn client_with_task(
+    port: u16,
+    id: &str,
+    tune: impl FnOnce(&mut MqttOptions),
+) -> (AsyncClient, mpsc::UnboundedReceiver<Packet>, tokio::task::AbortHandle) {
     let mut opts = MqttOptions::new(id, "127.0.0.1", port);
     opts.set_keep_alive(Duration::from_secs(30));
     tune(&mut opts);
     let (c, mut el) = AsyncClient::new(opts, 100);
     let (tx, mut rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             match el.poll().await {
                 Ok(Event::Incoming(p)) => {
@@ -40,10 +51,10 @@ async fn client(
         }
     });
     expect(&mut rx, |p| matches!(p, Packet::ConnAck(_))).await;
-    (c, rx)
+    (c, rx, task.abort_handle())
 }
 
-async fn expect(rx: &mut mpsc::UnboundedReceiver<Packet>, want: impl Fn(&Packet) -> bool) -> Packet {
+pub async fn expect(rx: &mut mpsc::UnboundedReceiver<Packet>, want: impl Fn(&Packet) -> bool) -> Packet {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -55,14 +66,14 @@ async fn expect(rx: &mut mpsc::UnboundedReceiver<Packet>, want: impl Fn(&Packet)
     }
 }
 
-async fn next_publish(rx: &mut mpsc::UnboundedReceiver<Packet>) -> rumqttc::v5::mqttbytes::v5::Publish {
+pub async fn next_publish(rx: &mut mpsc::UnboundedReceiver<Packet>) -> rumqttc::v5::mqttbytes::v5::Publish {
     match expect(rx, |p| matches!(p, Packet::Publish(_))).await {
         Packet::Publish(p) => p,
         _ => unreachable!(),
     }
 }
 
-async fn quiet(rx: &mut mpsc::UnboundedReceiver<Packet>, ms: u64) {
+pub async fn quiet(rx: &mut mpsc::UnboundedReceiver<Packet>, ms: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
     while let Ok(Some(p)) = tokio::time::timeout_at(deadline, rx.recv()).await {
         assert!(!matches!(p, Packet::Publish(_)), "unexpected {p:?}");

@@ -21,11 +21,15 @@ pub struct Broker {
     pub mqtt_port: u16,
     /// The AMQP listener's port.
     pub amqp_port: u16,
+    /// MQTT over WebSocket listener port (path /mqtt).
+    pub mqtt_ws_port: u16,
     data: PathBuf,
     /// More `ferry serve` flags.
     args: Vec<String>,
     /// More TOML for the config file.
     pub toml: String,
+    /// Listening once: later spawns (restarts) keep the ports.
+    started: bool,
 }
 
 impl Broker {
@@ -42,9 +46,11 @@ impl Broker {
             http_port: free_port(),
             mqtt_port: free_port(),
             amqp_port: free_port(),
+            mqtt_ws_port: free_port(),
             data: data.to_path_buf(),
             args,
             toml: String::new(),
+            started: false,
         };
         b.spawn();
         b
@@ -59,15 +65,37 @@ impl Broker {
             http_port: free_port(),
             mqtt_port: free_port(),
             amqp_port: free_port(),
+            mqtt_ws_port: free_port(),
             data: data.to_path_buf(),
             args: Vec::new(),
             toml: toml.to_string(),
+            started: false,
         };
         b.spawn();
         b
     }
 
     fn spawn(&mut self) {
+        // A port free_port() found free can be taken before the broker binds
+        // it (tests run in parallel; the MQTT scale test opens 11,000
+        // client sockets): the first start then tries other ports.
+        for _ in 0..4 {
+            if self.try_spawn() || self.started {
+                break;
+            }
+            self.port = free_port();
+            self.http_port = free_port();
+            self.mqtt_port = free_port();
+            self.mqtt_ws_port = free_port();
+            self.amqp_port = free_port();
+        }
+        assert!(self.child.is_some(), "ferry did not start");
+        self.started = true;
+    }
+
+    /// Starts the broker and waits until it listens; `false` if it exited
+    /// first (a port taken meanwhile).
+    fn try_spawn(&mut self) -> bool {
         // Groups form without Kafka's 3 s initial rebalance delay in tests.
         let config = self.data.join("ferry-test.toml");
         std::fs::create_dir_all(&self.data).unwrap();
@@ -88,19 +116,36 @@ impl Broker {
             .args(["--http-listen", &format!("127.0.0.1:{}", self.http_port)])
             .args(["--mqtt-listen", &format!("127.0.0.1:{}", self.mqtt_port)])
             .args(["--amqp-listen", &format!("127.0.0.1:{}", self.amqp_port)])
+            .args(["--mqtt-ws-listen", &format!("127.0.0.1:{}", self.mqtt_ws_port)])
             .args(&self.args)
-            .env("FERRY_LOG", "warn")
+            // FERRY_TEST_LOG=debug shows the broker's log in a failing test.
+            .env("FERRY_LOG", std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .spawn()
             .expect("start ferry");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        for port in [self.port, self.http_port, self.mqtt_port, self.amqp_port] {
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "ferry did not start listening");
-                std::thread::sleep(Duration::from_millis(20));
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err()
+            || TcpStream::connect(("127.0.0.1", self.http_port)).is_err()
+            || TcpStream::connect(("127.0.0.1", self.mqtt_port)).is_err()
+            || TcpStream::connect(("127.0.0.1", self.mqtt_ws_port)).is_err()
+            || TcpStream::connect(("127.0.0.1", self.amqp_port)).is_err()
+        {
+            if let Some(c) = self.child.as_mut()
+                && matches!(c.try_wait(), Ok(Some(_)))
+            {
+                self.child = None;
+                return false;
             }
+            assert!(Instant::now() < deadline, "ferry did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
         }
+        true
+    }
+
+    /// The broker's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// amqp://guest:guest@127.0.0.1:<amqp port>/%2f

@@ -1,0 +1,505 @@
+//! MQTT over WebSocket (RFC 6455, server side): the opening handshake on
+//! path `/mqtt` with subprotocol `mqtt`, then a byte stream carried in
+//! binary frames. MQTT packets may be split over frames or share one, so
+//! the connection code sees one plain stream ([`WsStream`]) and frames
+//! packets itself. Written here rather than taken from a crate: the server
+//! half is small, and unmasking while streaming never buffers a whole frame.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// The largest opening handshake accepted.
+const MAX_REQUEST: usize = 8 * 1024;
+const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WsError {
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("bad handshake: {0}")]
+    Handshake(&'static str),
+}
+
+/// Reads the opening handshake and answers it: 101 and a [`WsStream`], or
+/// an HTTP error status and [`WsError::Handshake`].
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> Result<WsStream<S>, WsError> {
+    let mut buf = BytesMut::with_capacity(1024);
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() >= MAX_REQUEST {
+            return refuse(&mut stream, "431 Request Header Fields Too Large", "request too large").await;
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(WsError::Handshake("closed during the handshake"));
+        }
+    };
+    let head = buf.split_to(end);
+    let accepted = match check_request(&head) {
+        Ok(a) => a,
+        Err((status, why)) => return refuse(&mut stream, status, why).await,
+    };
+    let mut response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
+        accept_key(&accepted.key)
+    );
+    if accepted.mqtt_protocol {
+        response.push_str("Sec-WebSocket-Protocol: mqtt\r\n");
+    }
+    response.push_str("\r\n");
+    stream.write_all(response.as_bytes()).await?;
+    stream.flush().await?;
+    Ok(WsStream::new(stream, buf))
+}
+
+async fn refuse<S: AsyncWrite + Unpin, T>(stream: &mut S, status: &str, why: &'static str) -> Result<T, WsError> {
+    let body = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let _ = stream.write_all(body.as_bytes()).await;
+    let _ = stream.shutdown().await;
+    Err(WsError::Handshake(why))
+}
+
+struct Accepted {
+    key: String,
+    /// The client offered subprotocol `mqtt` (echoed back).
+    mqtt_protocol: bool,
+}
+
+type Refusal = (&'static str, &'static str);
+
+fn check_request(head: &[u8]) -> Result<Accepted, Refusal> {
+    const BAD: &str = "400 Bad Request";
+    let text = std::str::from_utf8(head).map_err(|_| (BAD, "not UTF-8"))?;
+    let mut lines = text.split("\r\n");
+    let mut request = lines.next().unwrap_or_default().split(' ');
+    let (method, target, version) = (request.next(), request.next(), request.next());
+    if method != Some("GET") {
+        return Err(("405 Method Not Allowed", "not GET"));
+    }
+    if version != Some("HTTP/1.1") {
+        return Err(("505 HTTP Version Not Supported", "not HTTP/1.1"));
+    }
+    let path = target.unwrap_or_default().split('?').next().unwrap_or_default();
+    if path != "/mqtt" {
+        return Err(("404 Not Found", "path is not /mqtt"));
+    }
+    let (mut upgrade, mut connection, mut version_ok, mut key, mut protocols) = (false, false, false, None, None);
+    for line in lines.filter(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':').ok_or((BAD, "bad header line"))?;
+        let (name, value) = (name.trim(), value.trim());
+        let has_token = |t: &str| value.split(',').any(|v| v.trim().eq_ignore_ascii_case(t));
+        if name.eq_ignore_ascii_case("upgrade") {
+            upgrade = has_token("websocket");
+        } else if name.eq_ignore_ascii_case("connection") {
+            connection = has_token("upgrade");
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            version_ok = value == "13";
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            key = Some(value.to_string());
+        } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+            protocols = Some(has_token("mqtt"));
+        }
+    }
+    if !upgrade || !connection {
+        return Err(("426 Upgrade Required", "not a WebSocket upgrade"));
+    }
+    if !version_ok {
+        return Err(("426 Upgrade Required", "Sec-WebSocket-Version is not 13"));
+    }
+    let key = key.filter(|k| k.len() == 24).ok_or((BAD, "missing or bad Sec-WebSocket-Key"))?;
+    // MQTT clients offer "mqtt"; one offering only other subprotocols is not MQTT.
+    if protocols == Some(false) {
+        return Err((BAD, "subprotocol mqtt not offered"));
+    }
+    Ok(Accepted { key, mqtt_protocol: protocols == Some(true) })
+}
+
+/// Sec-WebSocket-Accept for `key`: base64(SHA-1(key + GUID)).
+pub fn accept_key(key: &str) -> String {
+    base64(&sha1(format!("{key}{GUID}").as_bytes()))
+}
+
+fn sha1(data: &[u8]) -> [u8; 20] {
+    let mut h: [u32; 5] = [0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0];
+    let mut msg = data.to_vec();
+    msg.push(0x80);
+    while msg.len() % 64 != 56 {
+        msg.push(0);
+    }
+    msg.extend_from_slice(&((data.len() as u64).wrapping_mul(8)).to_be_bytes());
+    for chunk in msg.chunks_exact(64) {
+        let mut w = [0u32; 80];
+        for (i, word) in chunk.chunks_exact(4).enumerate() {
+            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        }
+        for i in 16..80 {
+            w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e] = h;
+        for (i, wi) in w.iter().enumerate() {
+            let (f, k) = match i {
+                0..=19 => ((b & c) | (!b & d), 0x5A827999),
+                20..=39 => (b ^ c ^ d, 0x6ED9EBA1),
+                40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
+                _ => (b ^ c ^ d, 0xCA62C1D6),
+            };
+            let t = a.rotate_left(5).wrapping_add(f).wrapping_add(e).wrapping_add(k).wrapping_add(*wi);
+            (e, d, c, b, a) = (d, c, b.rotate_left(30), a, t);
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 20];
+    for (i, x) in h.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&x.to_be_bytes());
+    }
+    out
+}
+
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+const OP_CONTINUATION: u8 = 0;
+const OP_TEXT: u8 = 1;
+const OP_BINARY: u8 = 2;
+const OP_CLOSE: u8 = 8;
+const OP_PING: u8 = 9;
+const OP_PONG: u8 = 10;
+
+/// Where the reader is inside the frame sequence.
+enum ReadState {
+    /// Between frames.
+    Header,
+    /// Inside a data frame: payload bytes left, the mask and its phase.
+    Data { left: u64, mask: [u8; 4], phase: usize },
+    /// A close frame arrived (or the peer broke the protocol): EOF.
+    Closed,
+}
+
+/// The byte stream inside a WebSocket connection: reads unmask binary
+/// frames, writes send each buffer as one binary frame. Pings are answered,
+/// a close frame reads as EOF.
+pub struct WsStream<S> {
+    inner: S,
+    /// Raw bytes read from the socket and not yet parsed.
+    raw: BytesMut,
+    state: ReadState,
+    /// Frames to send (data, pongs, close), written before anything new.
+    out: BytesMut,
+    close_sent: bool,
+}
+
+impl<S> WsStream<S> {
+    fn new(inner: S, raw: BytesMut) -> WsStream<S> {
+        WsStream { inner, raw, state: ReadState::Header, out: BytesMut::new(), close_sent: false }
+    }
+}
+
+fn frame_header(out: &mut BytesMut, opcode: u8, len: usize) {
+    out.put_u8(0x80 | opcode);
+    match len {
+        0..=125 => out.put_u8(len as u8),
+        126..=0xffff => {
+            out.put_u8(126);
+            out.put_u16(len as u16);
+        }
+        _ => {
+            out.put_u8(127);
+            out.put_u64(len as u64);
+        }
+    }
+}
+
+/// What the next frame header says, once all of it is buffered.
+enum Parsed {
+    Incomplete,
+    /// (header length, fin, opcode, payload length, mask)
+    Frame(usize, bool, u8, u64, [u8; 4]),
+    Violation(&'static str),
+}
+
+fn parse_header(buf: &[u8]) -> Parsed {
+    let [b0, b1, ..] = *buf else { return Parsed::Incomplete };
+    if b0 & 0x70 != 0 {
+        return Parsed::Violation("reserved bits set");
+    }
+    if b1 & 0x80 == 0 {
+        return Parsed::Violation("unmasked client frame");
+    }
+    let (len, at) = match b1 & 0x7f {
+        126 => match buf.get(2..4) {
+            Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
+            None => return Parsed::Incomplete,
+        },
+        127 => match buf.get(2..10).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+            Some(b) => (u64::from_be_bytes(b), 10),
+            None => return Parsed::Incomplete,
+        },
+        n => (u64::from(n), 2),
+    };
+    let Some(mask) = buf.get(at..at + 4).and_then(|b| <[u8; 4]>::try_from(b).ok()) else {
+        return Parsed::Incomplete;
+    };
+    Parsed::Frame(at + 4, b0 & 0x80 != 0, b0 & 0x0f, len, mask)
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
+    /// Writes queued frames; `Ready(Ok)` once all are out.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.out.is_empty() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn queue_close(&mut self, code: u16) {
+        if !self.close_sent {
+            self.close_sent = true;
+            frame_header(&mut self.out, OP_CLOSE, 2);
+            self.out.put_u16(code);
+        }
+    }
+
+    /// Ends the stream: a close frame with `code` goes out, reads see EOF.
+    fn fail(&mut self, code: u16, cx: &mut Context<'_>) {
+        self.state = ReadState::Closed;
+        self.queue_close(code);
+        let _ = self.poll_drain(cx);
+    }
+
+    /// Handles frames in `raw` until data is available, more bytes are
+    /// needed (`false`) or the stream ended.
+    fn parse(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            match self.state {
+                ReadState::Closed => return true,
+                ReadState::Data { left: 0, .. } => self.state = ReadState::Header,
+                ReadState::Data { .. } => return !self.raw.is_empty(),
+                ReadState::Header => {}
+            }
+            let (hlen, fin, opcode, len, mask) = match parse_header(&self.raw) {
+                Parsed::Incomplete => return false,
+                Parsed::Violation(why) => {
+                    tracing::debug!(why, "websocket protocol violation");
+                    self.fail(1002, cx);
+                    return true;
+                }
+                Parsed::Frame(h, fin, op, len, mask) => (h, fin, op, len, mask),
+            };
+            match opcode {
+                // Fragmentation means nothing to a byte stream: take each
+                // fragment's bytes as they come.
+                OP_BINARY | OP_CONTINUATION => {
+                    self.raw.advance(hlen);
+                    self.state = ReadState::Data { left: len, mask, phase: 0 };
+                }
+                OP_TEXT => {
+                    // MQTT over WebSocket is binary only (MQTT 5 §6).
+                    self.fail(1003, cx);
+                    return true;
+                }
+                OP_CLOSE | OP_PING | OP_PONG => {
+                    if !fin || len > 125 {
+                        self.fail(1002, cx);
+                        return true;
+                    }
+                    let total = hlen + len as usize;
+                    if self.raw.len() < total {
+                        return false;
+                    }
+                    let mut payload = self.raw.split_to(total).split_off(hlen);
+                    for (i, b) in payload.iter_mut().enumerate() {
+                        *b ^= mask[i % 4];
+                    }
+                    match opcode {
+                        OP_PING => {
+                            frame_header(&mut self.out, OP_PONG, payload.len());
+                            self.out.extend_from_slice(&payload);
+                            let _ = self.poll_drain(cx);
+                        }
+                        OP_CLOSE => {
+                            self.fail(1000, cx);
+                            return true;
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {
+                    self.fail(1002, cx);
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.parse(cx) {
+                if let ReadState::Data { left, mask, phase } = &mut this.state {
+                    let n = (*left).min(this.raw.len() as u64).min(buf.remaining() as u64) as usize;
+                    let chunk = this.raw.split_to(n);
+                    let dst = buf.initialize_unfilled_to(n);
+                    for (i, (d, s)) in dst.iter_mut().zip(chunk.iter()).enumerate() {
+                        *d = s ^ mask[(*phase + i) % 4];
+                    }
+                    buf.advance(n);
+                    *left -= n as u64;
+                    *phase = (*phase + n) % 4;
+                }
+                // Data handed out, or Closed: EOF (nothing filled).
+                return Poll::Ready(Ok(()));
+            }
+            let mut tmp = [0u8; 8192];
+            let mut rb = ReadBuf::new(&mut tmp);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
+            if rb.filled().is_empty() {
+                this.state = ReadState::Closed;
+                return Poll::Ready(Ok(()));
+            }
+            this.raw.extend_from_slice(rb.filled());
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        if this.close_sent {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        // One frame per write, at most 64 KiB, so the queued copy stays bounded.
+        let n = buf.len().min(64 * 1024);
+        frame_header(&mut this.out, OP_BINARY, n);
+        this.out.extend_from_slice(&buf[..n]);
+        let _ = this.poll_drain(cx)?;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.queue_close(1000);
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_matches_rfc_6455() {
+        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"a"), "YQ==");
+    }
+
+    fn masked(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mask = [1, 2, 3, 4];
+        let mut out = BytesMut::new();
+        frame_header(&mut out, opcode, payload.len());
+        out[0] = if fin { out[0] } else { out[0] & 0x7f };
+        out[1] |= 0x80;
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out.to_vec()
+    }
+
+    #[tokio::test]
+    async fn frames_become_one_byte_stream_and_pings_are_answered() {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let (mut crd, mut cwr) = tokio::io::split(client);
+        let mut request = b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n"
+            .to_vec();
+        // Frames may arrive with the request, split anywhere, fragmented.
+        request.extend(masked(OP_BINARY, false, b"hel"));
+        request.extend(masked(OP_PING, true, b"p"));
+        request.extend(masked(OP_CONTINUATION, true, b"lo"));
+        request.extend(masked(OP_BINARY, true, b" world"));
+        let (a, b) = request.split_at(150);
+        cwr.write_all(a).await.unwrap();
+        let task = tokio::spawn(async move {
+            let mut ws = accept(server).await.unwrap();
+            let mut got = vec![0; 11];
+            ws.read_exact(&mut got).await.unwrap();
+            ws.write_all(b"back").await.unwrap();
+            ws.flush().await.unwrap();
+            let mut rest = Vec::new();
+            ws.read_to_end(&mut rest).await.unwrap();
+            (got, rest)
+        });
+        cwr.write_all(b).await.unwrap();
+        cwr.write_all(&masked(OP_CLOSE, true, &1000u16.to_be_bytes())).await.unwrap();
+        let (got, rest) = task.await.unwrap();
+        assert_eq!((&got[..], &rest[..]), (&b"hello world"[..], &b""[..]));
+        let mut response = vec![0; 1024];
+        let n = crd.read(&mut response).await.unwrap();
+        let text = String::from_utf8_lossy(&response[..n]).into_owned();
+        assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+        assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(text.contains("Sec-WebSocket-Protocol: mqtt\r\n"));
+        let mut frames = response[text.find("\r\n\r\n").unwrap() + 4..n].to_vec();
+        while frames.len() < 3 + 6 + 4 {
+            let k = crd.read(&mut response).await.unwrap();
+            assert!(k > 0);
+            frames.extend_from_slice(&response[..k]);
+        }
+        // pong "p", binary "back", close 1000
+        assert_eq!(&frames[..13], &[0x8a, 1, b'p', 0x82, 4, b'b', b'a', b'c', b'k', 0x88, 2, 0x03, 0xe8]);
+    }
+
+    #[tokio::test]
+    async fn bad_handshakes_are_refused_with_a_status() {
+        for (request, status) in [
+            ("POST /mqtt HTTP/1.1\r\n\r\n", "405"),
+            ("GET /other HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", "404"),
+            ("GET /mqtt HTTP/1.1\r\nHost: x\r\n\r\n", "426"),
+            (
+                "GET /mqtt HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                "400",
+            ),
+        ] {
+            let (mut client, server) = tokio::io::duplex(4096);
+            client.write_all(request.as_bytes()).await.unwrap();
+            assert!(accept(server).await.is_err());
+            let mut response = String::new();
+            client.read_to_string(&mut response).await.unwrap();
+            assert!(response.starts_with(&format!("HTTP/1.1 {status}")), "{request:?}: {response}");
+        }
+    }
+}

@@ -254,7 +254,12 @@ async fn flush<W: AsyncWrite + Unpin>(wr: &mut W, out: &mut BytesMut) -> Result<
     if out.is_empty() {
         return Ok(());
     }
-    match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(out)).await {
+    // flush: a WebSocket stream may still hold the last frame (a no-op on TCP).
+    let write = async {
+        wr.write_all(out).await?;
+        wr.flush().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
         Ok(r) => r?,
         Err(_) => return Err(ConnError::Protocol("peer does not read".into())),
     }

@@ -97,7 +97,10 @@ async fn mqtt_over_websocket_with_packets_split_and_merged_across_frames() {
     assert_eq!(read_data(&mut ws, 9).await, [0x20, 2, 0, 0, 0x90, 3, 0, 1, 1]);
 
     // A TCP client publishes to the WebSocket client and the other way round.
-    let (tcp, mut trx) = client(b.mqtt_port, "tcp", true, |_| {}).await;
+    let (tcp, mut trx) = client(b.mqtt_port, "tcp", true, |o| {
+        o.set_max_packet_size(1 << 20, 1 << 20);
+    })
+    .await;
     tcp.subscribe("back/#", QoS::AtLeastOnce).await.unwrap();
     expect(&mut trx, |p| matches!(p, Packet::SubAck(_))).await;
     tcp.publish("ws/x", QoS::AtLeastOnce, false, "hello").await.unwrap();
@@ -109,6 +112,13 @@ async fn mqtt_over_websocket_with_packets_split_and_merged_across_frames() {
     both.extend_from_slice(&[0x30, 8, 0, 4, b'b', b'a', b'c', b'k', b'!', b'!']);
     ws.write_all(&frame(2, true, &both)).await.unwrap();
     assert_eq!(publishes(&mut trx, 1).await, vec![("back".into(), "!!".into(), QoS::AtMostOnce, false)]);
+
+    // A message larger than one frame (writes are cut at 64 KiB).
+    let big = vec![b'z'; 100_000];
+    tcp.publish("ws/big", QoS::AtMostOnce, false, big.clone()).await.unwrap();
+    let p = read_data(&mut ws, 1 + 3 + 2 + 6 + big.len()).await;
+    assert_eq!(&p[..12], &[0x30, 0xa8, 0x8d, 0x06, 0, 6, b'w', b's', b'/', b'b', b'i', b'g']);
+    assert!(p[12..] == big[..]);
 
     // A close frame ends the connection with a close frame back.
     ws.write_all(&frame(8, true, &1000u16.to_be_bytes())).await.unwrap();

@@ -188,12 +188,9 @@ fn transactions_survive_a_broker_kill_9() {
 
 /// A consume-transform-produce worker: reads `ctp-in` in group `ctp`,
 /// writes `out-<value>` to `ctp-out` and the input offsets in the same
-/// transaction. Run as a child process by the test below (the harness runs
-/// it only when asked by name with `--ignored`).
-#[test]
-#[ignore = "child process of consume_transform_produce_is_exactly_once_across_a_kill"]
-fn ctp_worker() {
-    let bootstrap = std::env::var("FERRY_CTP_BOOTSTRAP").expect("run by consume_transform_produce_...");
+/// transaction. The test below runs it in a child process (itself, by name),
+/// so that it can be killed with SIGKILL.
+fn ctp_worker(bootstrap: String) {
     let stall_after: usize = std::env::var("FERRY_CTP_STALL_AFTER").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let total: usize = std::env::var("FERRY_CTP_TOTAL").unwrap().parse().unwrap();
     let mut c = rdkafka::ClientConfig::new();
@@ -264,7 +261,7 @@ fn ctp_worker() {
 
 fn spawn_worker(broker: &Broker, stall_after: usize, total: usize) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["kafka_txn::ctp_worker", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
+        .args([CTP_TEST, "--exact", "--nocapture", "--test-threads", "1"])
         .env("FERRY_CTP_BOOTSTRAP", broker.bootstrap())
         .env("FERRY_CTP_STALL_AFTER", stall_after.to_string())
         .env("FERRY_CTP_TOTAL", total.to_string())
@@ -288,8 +285,16 @@ fn wait_for(child: &mut std::process::Child, want: &str) {
     panic!("worker never printed {want:?}");
 }
 
+/// The test's name: it runs itself as the worker child process.
+const CTP_TEST: &str = "kafka_txn::consume_transform_produce_is_exactly_once_across_a_kill";
+
 #[test]
 fn consume_transform_produce_is_exactly_once_across_a_kill() {
+    // In the child process (started below with FERRY_CTP_BOOTSTRAP set),
+    // this test is the worker.
+    if let Ok(bootstrap) = std::env::var("FERRY_CTP_BOOTSTRAP") {
+        return ctp_worker(bootstrap);
+    }
     const N: usize = 2_000;
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());

@@ -19,13 +19,12 @@ use clap::{Args, Subcommand};
 use ferry_log::batch::{BatchHeader, HEADER_LEN};
 use ferry_log::records::{NewRecord, build_batch};
 use hdrhistogram::Histogram;
-use kafka_protocol::messages::{BrokerId, FetchRequest, ProduceRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{FetchRequest, ProduceRequest};
 use serde_json::json;
 
 use super::produce::Codec;
 use super::{ClientArgs, Format};
-use crate::client::data::{PRODUCE_VERSION, decode_batches, produce_request, produce_result};
+use crate::client::data::{PRODUCE_VERSION, decode_batches, fetch_request, produce_request, produce_result};
 use crate::client::{Client, Connection};
 
 #[derive(Debug, Args)]
@@ -503,33 +502,6 @@ async fn settle(s: Sent, topic: &str, hist: &mut Histogram<u64>, progress: &Prog
             }
         }
     }
-}
-
-fn fetch_request(topic: &str, partitions: &[(i32, i64)], max_bytes: i32, max_wait_ms: i32) -> FetchRequest {
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    let parts = partitions
-        .iter()
-        .map(|&(p, o)| {
-            FetchPartition::default()
-                .with_partition(p)
-                .with_current_leader_epoch(-1)
-                .with_last_fetched_epoch(-1)
-                .with_log_start_offset(-1)
-                .with_fetch_offset(o)
-                .with_partition_max_bytes(max_bytes)
-        })
-        .collect();
-    FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(max_wait_ms)
-        .with_min_bytes(1)
-        .with_max_bytes(max_bytes)
-        .with_session_epoch(-1)
-        .with_topics(vec![
-            FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partitions(parts),
-        ])
 }
 
 /// Records in whole batches at or after `from`, counted from batch headers

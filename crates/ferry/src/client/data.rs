@@ -188,27 +188,7 @@ impl Client {
         let mut out = BTreeMap::new();
         for (leader, parts) in by_leader {
             let conn = self.node(leader).await?;
-            let partitions = parts
-                .iter()
-                .map(|&(p, o)| {
-                    FetchPartition::default()
-                        .with_partition(p)
-                        .with_current_leader_epoch(-1)
-                        .with_last_fetched_epoch(-1)
-                        .with_log_start_offset(-1)
-                        .with_fetch_offset(o)
-                        .with_partition_max_bytes(max_bytes)
-                })
-                .collect();
-            let req = FetchRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_max_wait_ms(max_wait_ms)
-                .with_min_bytes(1)
-                .with_max_bytes(max_bytes)
-                .with_isolation_level(0)
-                .with_session_id(0)
-                .with_session_epoch(-1)
-                .with_topics(vec![FetchTopic::default().with_topic(topic_name(topic)).with_partitions(partitions)]);
+            let req = fetch_request(topic, &parts, max_bytes, max_wait_ms);
             let resp = conn.send(req, 12).await?;
             check(resp.error_code, || format!("fetching from {topic}"))?;
             for t in &resp.responses {
@@ -260,6 +240,33 @@ impl Client {
         }
         Ok(out)
     }
+}
+
+/// A Fetch request (no session, read_uncommitted) for `partitions`
+/// (partition, offset) of `topic`; the CLI's consumer and `ferry bench`
+/// share it.
+pub(crate) fn fetch_request(topic: &str, partitions: &[(i32, i64)], max_bytes: i32, max_wait_ms: i32) -> FetchRequest {
+    let parts = partitions
+        .iter()
+        .map(|&(p, o)| {
+            FetchPartition::default()
+                .with_partition(p)
+                .with_current_leader_epoch(-1)
+                .with_last_fetched_epoch(-1)
+                .with_log_start_offset(-1)
+                .with_fetch_offset(o)
+                .with_partition_max_bytes(max_bytes)
+        })
+        .collect();
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(max_bytes)
+        .with_isolation_level(0)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default().with_topic(topic_name(topic)).with_partitions(parts)])
 }
 
 #[cfg(test)]

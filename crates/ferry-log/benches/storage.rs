@@ -702,6 +702,14 @@ fn group_context(cases: &[Case]) -> Option<(f64, f64, f64)> {
     (!(context.0.is_nan() || context.1.is_nan() || context.2.is_nan())).then_some(context)
 }
 
+/// The most group commit can give over the raw writers, whatever the
+/// flusher does: each of `WRITERS` closed-loop writers is at best as fast as
+/// one raw writer (its append, then an fsync begun after it), while the raw
+/// writers get `raw_8` times one writer from the kernel merging their flushes.
+fn group_ceiling(raw_8: f64) -> f64 {
+    WRITERS as f64 / raw_8
+}
+
 fn print_table(cases: &[Case], run: &Run) {
     println!(
         "ferry-log storage benchmark: {} CPUs, {}; other processes used {:.0}% of the CPUs before, {:.0}% during",
@@ -745,6 +753,11 @@ fn print_table(cases: &[Case], run: &Run) {
             "group commit, {WRITERS} writers: ferry = {ferry_1:.2}x ferry 1 writer, {raw_1:.2}x raw 1 writer; \
              raw {WRITERS} writers = {raw_8:.2}x raw 1 writer"
         );
+        println!(
+            "ceiling for the group commit speedup: {:.2} ({WRITERS} / {raw_8:.2}: a writer's next append waits for \
+             an fsync that starts after its last one, so no writer outruns one raw writer doing write + fsync)",
+            group_ceiling(raw_8)
+        );
     }
 }
 
@@ -771,7 +784,9 @@ fn print_json(cases: &[Case], run: &Run) {
         .collect();
     let context = opt(group_context(cases).map(|(ferry_1, raw_1, raw_8)| {
         format!(
-            "{{\"ferry_8_vs_ferry_1\": {ferry_1:.3}, \"ferry_8_vs_raw_1\": {raw_1:.3}, \"raw_8_vs_raw_1\": {raw_8:.3}}}"
+            "{{\"ferry_8_vs_ferry_1\": {ferry_1:.3}, \"ferry_8_vs_raw_1\": {raw_1:.3}, \"raw_8_vs_raw_1\": {raw_8:.3}, \
+             \"speedup_ceiling\": {:.3}}}",
+            group_ceiling(raw_8)
         )
     }));
     let validation: Vec<String> = validation_ceilings(cases, run)

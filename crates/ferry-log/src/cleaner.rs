@@ -45,7 +45,7 @@ impl Log {
         if !config.cleanup_policy.compact {
             return Ok(stats);
         }
-        let Some(horizon) = lock(&self.flush).checkpoint.map(|c| c.segment) else { return Ok(stats) };
+        let Some(horizon) = lock(&self.checkpoint).written.map(|c| c.segment) else { return Ok(stats) };
         let stable = self.uncleanable_from.load(Ordering::Acquire);
         let eligible: Vec<Arc<Segment>> = self
             .segment_list()

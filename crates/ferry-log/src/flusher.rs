@@ -1,14 +1,15 @@
-//! The flusher thread: group commit, interval flushes and checkpoints.
+//! Group commit: a small pool of flusher threads fsyncs logs on request.
 //!
-//! Appenders and waiters send requests over a channel. The thread drains
-//! everything queued, merges the requests per log, and does one fsync per
-//! log for all of them: while an fsync runs, new requests pile up and share
-//! the next one. fsync never runs on a caller's (possibly async) thread.
+//! A log is flushed by at most one thread at a time; requests that arrive
+//! while it is being flushed pile up and share its next fsync. Logs are
+//! flushed independently of one another, so a slow fsync holds up only its
+//! own log, and fsyncs of different files overlap (disks serve concurrent
+//! fsyncs far faster than the same fsyncs one after another). fsync never
+//! runs on a caller's (possibly async) thread.
 
-use std::collections::HashMap;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, Weak};
-use std::thread::JoinHandle;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use crate::error::{LogError, Result};
@@ -17,142 +18,189 @@ use crate::segment::lock;
 
 pub type FlushCallback = Box<dyn FnOnce(Result<()>) + Send>;
 
-enum Msg {
-    Flush { log: Arc<Log>, target: u64, done: Option<FlushCallback> },
-    Stop,
-}
-
-pub struct Flusher {
-    tx: Mutex<Sender<Msg>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
 /// The logs the background threads look after.
 pub type Registry = Mutex<Vec<Weak<Log>>>;
 
+/// How many fsyncs may run at once, across all logs.
+const THREADS: usize = 8;
+
+/// How long a flusher thread waits for the writers its fsync just released
+/// to come back before the log's next fsync (see `linger`).
+const LINGER: Duration = Duration::from_micros(200);
+
+pub struct Flusher {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// A request arrived for a log that a thread holds (it may be lingering).
+    arrived: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// Logs with requests pending or a flush running, by `Arc::as_ptr`.
+    logs: HashMap<usize, Entry>,
+    /// Logs with requests pending and no thread on them, oldest first.
+    queue: VecDeque<usize>,
+    /// Threads with nothing to do, the most recently busy last: it is woken
+    /// first, as its caches are warm (a condvar would rotate through all).
+    idle: Vec<Thread>,
+    stopped: bool,
+}
+
+struct Entry {
+    log: Arc<Log>,
+    /// The highest offset asked for, and who waits for it.
+    pending: Option<(u64, Vec<FlushCallback>)>,
+    /// A thread holds the log (flushing or lingering).
+    held: bool,
+}
+
 impl Flusher {
-    pub fn start(registry: Arc<Registry>, checkpoint_interval: Duration) -> Flusher {
-        let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("ferry-log-flusher".into())
-            .spawn(move || run(rx, &registry, checkpoint_interval))
-            .ok();
-        if thread.is_none() {
-            tracing::error!("could not start the flusher thread; flushes will fail");
+    pub fn start() -> Flusher {
+        let shared = Arc::new(Shared { state: Default::default(), arrived: Condvar::new() });
+        let threads: Vec<_> = (0..THREADS)
+            .filter_map(|i| {
+                let shared = shared.clone();
+                std::thread::Builder::new().name(format!("ferry-log-flush-{i}")).spawn(move || work(&shared)).ok()
+            })
+            .collect();
+        if threads.is_empty() {
+            tracing::error!("could not start the flusher threads; flushes will fail");
+            lock(&shared.state).stopped = true;
         }
-        Flusher { tx: Mutex::new(tx), thread: Mutex::new(thread) }
+        Flusher { shared, threads: Mutex::new(threads) }
     }
 
+    /// Asks for offsets below `target` to be made durable (`u64::MAX`:
+    /// everything written so far); `done` runs on a flusher thread after.
     pub fn request(&self, log: Arc<Log>, target: u64, done: Option<FlushCallback>) {
-        if let Err(mpsc::SendError(Msg::Flush { done: Some(done), .. })) =
-            lock(&self.tx).send(Msg::Flush { log, target, done })
-        {
-            done(Err(LogError::Unavailable("flusher stopped".into())));
+        let mut st = lock(&self.shared.state);
+        if st.stopped {
+            drop(st);
+            if let Some(done) = done {
+                done(Err(LogError::Unavailable("flusher stopped".into())));
+            }
+            return;
+        }
+        let key = Arc::as_ptr(&log) as usize;
+        let mut queued = false;
+        let entry = st.logs.entry(key).or_insert_with(|| {
+            queued = true;
+            Entry { log, pending: None, held: false }
+        });
+        let (t, waiters) = entry.pending.get_or_insert_with(|| (0, Vec::new()));
+        *t = (*t).max(target);
+        waiters.extend(done);
+        let held = entry.held;
+        let wake = if queued {
+            st.queue.push_back(key);
+            st.idle.pop()
+        } else {
+            None
+        };
+        // Woken after unlocking, so the woken thread does not block on the
+        // lock this thread still holds.
+        drop(st);
+        if let Some(t) = wake {
+            t.unpark();
+        } else if held {
+            self.shared.arrived.notify_all();
         }
     }
 
+    /// Runs the requests already made, then stops the threads; later
+    /// requests fail.
     pub fn stop(&self) {
-        let _ = lock(&self.tx).send(Msg::Stop);
-        if let Some(t) = lock(&self.thread).take() {
+        let idle = {
+            let mut st = lock(&self.shared.state);
+            st.stopped = true;
+            std::mem::take(&mut st.idle)
+        };
+        idle.iter().for_each(Thread::unpark);
+        self.shared.arrived.notify_all();
+        for t in std::mem::take(&mut *lock(&self.threads)) {
             let _ = t.join();
         }
     }
 }
 
-/// How often interval-policy logs are checked for due flushes.
-const TICK: Duration = Duration::from_millis(5);
-
-/// How long the flusher waits for the writers it just released to come back
-/// before the next fsync (see `run`).
-const LINGER: Duration = Duration::from_micros(200);
-
-fn run(rx: Receiver<Msg>, registry: &Registry, checkpoint_interval: Duration) {
-    let mut last_sweep = Instant::now();
-    let mut last_checkpoints = Instant::now();
-    // Waiters released by the last fsync. They wake one by one; starting the
-    // next fsync on the first one back would split them into two groups
-    // that alternate. So wait (briefly) until as many are back.
-    let mut released = 0usize;
+/// A flusher thread: takes the oldest runnable log, fsyncs it, answers its
+/// waiters, and puts it back in line if more requests came meanwhile.
+fn work(shared: &Shared) {
+    let mut st = lock(&shared.state);
     loop {
-        let mut batch = Vec::new();
-        match rx.recv_timeout(TICK) {
-            Ok(m) => batch.push(m),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-        batch.extend(rx.try_iter());
-        let waiters = |b: &[Msg]| b.iter().filter(|m| matches!(m, Msg::Flush { done: Some(_), .. })).count();
-        if released > 1 && waiters(&batch) > 0 {
-            let until = Instant::now() + LINGER;
-            while waiters(&batch) < released {
-                let left = until.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(left) {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-                batch.extend(rx.try_iter());
+        let Some(key) = st.queue.pop_front() else {
+            if st.stopped {
+                return;
             }
+            let me = std::thread::current();
+            st.idle.push(me.clone());
+            drop(st);
+            std::thread::park();
+            st = lock(&shared.state);
+            // Woken by `request` (which took it off the list) or spuriously.
+            st.idle.retain(|t| t.id() != me.id());
+            continue;
+        };
+        let Some(entry) = st.logs.get_mut(&key) else { continue };
+        entry.held = true;
+        let log = entry.log.clone();
+        let (target, waiters) = entry.pending.take().unwrap_or_default();
+        drop(st);
+        let released = waiters.len();
+        flush_one(&log, target, waiters);
+        st = lock(&shared.state);
+        if released > 1 {
+            st = linger(shared, st, key, released);
         }
-        released = waiters(&batch);
-        let mut stop = false;
-        let mut per_log: HashMap<*const Log, (Arc<Log>, u64, Vec<FlushCallback>)> = HashMap::new();
-        for m in batch {
-            match m {
-                Msg::Stop => stop = true,
-                Msg::Flush { log, target, done } => {
-                    let e = per_log.entry(Arc::as_ptr(&log)).or_insert_with(|| (log, 0, Vec::new()));
-                    e.1 = e.1.max(target);
-                    e.2.extend(done);
-                }
+        let Some(entry) = st.logs.get_mut(&key) else { continue };
+        entry.held = false;
+        if entry.pending.is_some() {
+            st.queue.push_back(key);
+            // This thread takes the front; wake another if more wait.
+            if st.queue.len() > 1
+                && let Some(t) = st.idle.pop()
+            {
+                t.unpark();
             }
-        }
-        let mut jobs: Vec<(Arc<Log>, u64, Vec<FlushCallback>)> = per_log.into_values().collect();
-        if jobs.len() == 1 {
-            flush_one(jobs.pop().expect("one job"));
-        } else if !jobs.is_empty() {
-            // Disks serve concurrent fsyncs of different files far faster
-            // than the same fsyncs one after another.
-            let lanes = jobs.len().min(MAX_PARALLEL_FSYNCS);
-            let mut per_lane: Vec<Vec<_>> = (0..lanes).map(|_| Vec::new()).collect();
-            for (i, job) in jobs.into_iter().enumerate() {
-                per_lane[i % lanes].push(job);
-            }
-            std::thread::scope(|scope| {
-                for lane in per_lane {
-                    scope.spawn(move || lane.into_iter().for_each(flush_one));
-                }
-            });
-        }
-        if stop {
-            return;
-        }
-        if last_sweep.elapsed() >= TICK {
-            last_sweep = Instant::now();
-            let checkpoints = last_checkpoints.elapsed() >= checkpoint_interval;
-            if checkpoints {
-                last_checkpoints = Instant::now();
-            }
-            sweep(registry, checkpoints);
+        } else {
+            st.logs.remove(&key);
         }
     }
 }
 
-/// Most fsyncs of one round that run at once.
-const MAX_PARALLEL_FSYNCS: usize = 8;
+/// The waiters an fsync released wake one by one; flushing again on the
+/// first one back would split them into two groups that alternate. So wait
+/// (briefly) until as many are back.
+fn linger<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>, key: usize, released: usize) -> MutexGuard<'a, State> {
+    let until = Instant::now() + LINGER;
+    loop {
+        let back = st.logs.get(&key).and_then(|e| e.pending.as_ref()).map_or(0, |(_, w)| w.len());
+        let left = until.saturating_duration_since(Instant::now());
+        if back >= released || left.is_zero() || st.stopped {
+            return st;
+        }
+        st = shared.arrived.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0;
+    }
+}
 
 /// Flushes one log and tells its waiters how it went.
-fn flush_one((log, target, callbacks): (Arc<Log>, u64, Vec<FlushCallback>)) {
+fn flush_one(log: &Arc<Log>, target: u64, waiters: Vec<FlushCallback>) {
     let result = log.flush(target);
-    for cb in callbacks {
-        cb(match &result {
+    for done in waiters {
+        done(match &result {
             Ok(()) => Ok(()),
             Err(e) => Err(LogError::Unavailable(e.to_string())),
         });
     }
 }
 
-/// Flushes interval-policy logs that are due and refreshes stale checkpoints.
-fn sweep(registry: &Registry, checkpoints: bool) {
+/// Asks for a flush of every interval-policy log whose unflushed data is due.
+pub(crate) fn request_due(registry: &Registry) {
     let logs: Vec<Arc<Log>> = {
         let mut reg = lock(registry);
         reg.retain(|w| w.strong_count() > 0);
@@ -160,13 +208,8 @@ fn sweep(registry: &Registry, checkpoints: bool) {
     };
     let now = crate::now_ms();
     for log in logs {
-        if let Some(target) = log.flush_due(now)
-            && let Err(e) = log.flush(target)
-        {
-            tracing::error!(log = %log.dir().display(), error = %e, "interval flush failed");
-        }
-        if checkpoints && let Err(e) = log.checkpoint_if_stale() {
-            tracing::warn!(log = %log.dir().display(), error = %e, "checkpoint failed");
+        if let Some(target) = log.flush_due(now) {
+            log.env.flusher.request(log.clone(), target, None);
         }
     }
 }

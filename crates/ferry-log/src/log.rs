@@ -12,7 +12,7 @@ use std::io::IoSlice;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use crate::batch::{self, HEADER_LEN};
@@ -76,10 +76,15 @@ pub(crate) struct Writer {
 }
 
 pub(crate) struct FlushState {
-    pub last_checkpoint: Instant,
-    pub checkpoint: Option<Checkpoint>,
     /// Durable position: (segment base, byte position).
     pub durable_pos: (u64, u64),
+}
+
+/// The recovery checkpoint last written. Its own lock, so that writing one
+/// (several fsyncs) never holds up the fsyncs that acknowledge appends.
+pub(crate) struct CheckpointState {
+    pub last: Instant,
+    pub written: Option<Checkpoint>,
 }
 
 pub struct Log {
@@ -89,6 +94,7 @@ pub struct Log {
     pub(crate) segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     pub(crate) writer: Mutex<Writer>,
     pub(crate) flush: Mutex<FlushState>,
+    pub(crate) checkpoint: Mutex<CheckpointState>,
     /// Serialises retention, compaction and truncation.
     pub(crate) maintenance: Mutex<()>,
     pub(crate) start: AtomicU64,
@@ -383,26 +389,32 @@ impl Log {
         fs.durable_pos = fs.durable_pos.max((active.base, pos));
         let pending = self.leo.load(Ordering::Acquire) > durable;
         self.dirty_since.store(if pending { crate::now_ms().max(1) } else { 0 }, Ordering::Relaxed);
-        if fs.last_checkpoint.elapsed() >= self.env.config.checkpoint_interval {
-            self.write_checkpoint(&mut fs)?;
-        }
         Ok(())
     }
 
     /// Persists the recovery checkpoint at the durable position, with the
-    /// active segment's index entries below it.
-    pub(crate) fn write_checkpoint(&self, fs: &mut FlushState) -> Result<()> {
+    /// active segment's index entries below it (`force`: even if that
+    /// position was checkpointed already, as after a truncation).
+    ///
+    /// Takes the flush lock's guard: the position is read under it, then
+    /// the checkpoint lock is taken before the flush lock is let go, so
+    /// checkpoints land in the order their positions were read, while the
+    /// fsyncs of this log go on during the checkpoint's own.
+    pub(crate) fn write_checkpoint(&self, fs: MutexGuard<'_, FlushState>, force: bool) -> Result<()> {
         let (segment, position) = fs.durable_pos;
         let cp = Checkpoint { segment, position, log_start: self.log_start_offset() };
-        fs.last_checkpoint = Instant::now();
-        if fs.checkpoint == Some(cp) {
+        let mut state = lock(&self.checkpoint);
+        drop(fs);
+        state.last = Instant::now();
+        if state.written == Some(cp) && !force {
             return Ok(());
         }
+        state.written = None;
         if let Some(seg) = read(&self.segments).get(&segment) {
             seg.persist_indexes(true)?;
         }
         cp.write(&self.dir)?;
-        fs.checkpoint = Some(cp);
+        state.written = Some(cp);
         Ok(())
     }
 
@@ -416,9 +428,9 @@ impl Log {
     /// Writes a checkpoint if the durable position moved since the last one
     /// (so an idle log's checkpoint catches up with its last flush).
     pub(crate) fn checkpoint_if_stale(&self) -> Result<()> {
-        let mut fs = lock(&self.flush);
-        if fs.last_checkpoint.elapsed() >= self.env.config.checkpoint_interval {
-            self.write_checkpoint(&mut fs)?;
+        let fs = lock(&self.flush);
+        if lock(&self.checkpoint).last.elapsed() >= self.env.config.checkpoint_interval {
+            self.write_checkpoint(fs, false)?;
         }
         Ok(())
     }
@@ -429,9 +441,7 @@ impl Log {
         self.flush(u64::MAX)?;
         let active = lock(&self.writer).active.clone();
         active.persist_indexes(true)?;
-        let mut fs = lock(&self.flush);
-        fs.checkpoint = None;
-        self.write_checkpoint(&mut fs)
+        self.write_checkpoint(lock(&self.flush), true)
     }
 
     /// Whole batches starting with the one that holds `offset`, at most

@@ -1,17 +1,22 @@
-//! The engine: opens logs and runs the threads they share (the flusher and
-//! the cleaner), and bounds the open segments across all of them.
+//! The engine: opens logs and runs the threads they share (the flushers,
+//! the interval ticker, the checkpointer and the cleaner), and bounds the
+//! open segments across all of them.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::cache::SegmentCache;
 use crate::config::{EngineConfig, LogConfig};
 use crate::error::Result;
-use crate::flusher::{Flusher, Registry};
+use crate::flusher::{self, Flusher, Registry};
 use crate::log::Log;
 use crate::segment::lock;
+
+/// How often interval-policy logs are checked for due flushes.
+const INTERVAL_TICK: Duration = Duration::from_millis(5);
 
 /// What every log of one manager shares.
 pub struct Env {
@@ -26,7 +31,7 @@ pub struct Env {
 pub struct LogManager {
     env: Arc<Env>,
     registry: Arc<Registry>,
-    cleaner: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
     stop: Arc<(Mutex<bool>, Condvar)>,
     stopped: AtomicBool,
 }
@@ -34,7 +39,7 @@ pub struct LogManager {
 impl LogManager {
     pub fn new(config: EngineConfig) -> LogManager {
         let registry: Arc<Registry> = Arc::new(Mutex::new(Vec::new()));
-        let flusher = Flusher::start(registry.clone(), config.checkpoint_interval);
+        let flusher = Flusher::start();
         let env = Arc::new(Env {
             cache: SegmentCache::new(config.max_open_segments),
             flusher,
@@ -42,14 +47,20 @@ impl LogManager {
             config,
         });
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let cleaner = {
-            let (registry, stop, interval) = (registry.clone(), stop.clone(), env.config.cleaner_interval);
-            std::thread::Builder::new()
-                .name("ferry-log-cleaner".into())
-                .spawn(move || cleaner_loop(&registry, &stop, interval))
-                .ok()
-        };
-        LogManager { env, registry, cleaner: Mutex::new(cleaner), stop, stopped: AtomicBool::new(false) }
+        // Checkpoints have a thread of their own: their fsyncs would hold up
+        // the flusher's group commits, and a long compaction the checkpoints.
+        let threads = [
+            every(&registry, &stop, "ferry-log-ticker", INTERVAL_TICK, flusher::request_due),
+            every(&registry, &stop, "ferry-log-checkpointer", env.config.checkpoint_interval, checkpoint_all),
+            every(&registry, &stop, "ferry-log-cleaner", env.config.cleaner_interval, clean_all),
+        ];
+        LogManager {
+            env,
+            registry,
+            threads: Mutex::new(threads.into_iter().flatten().collect()),
+            stop,
+            stopped: AtomicBool::new(false),
+        }
     }
 
     /// Opens (recovering if needed) or creates the log in `dir`.
@@ -79,7 +90,7 @@ impl LogManager {
             *lock(flag) = true;
             cv.notify_all();
         }
-        if let Some(t) = lock(&self.cleaner).take() {
+        for t in std::mem::take(&mut *lock(&self.threads)) {
             let _ = t.join();
         }
         for log in live(&self.registry) {
@@ -113,15 +124,38 @@ fn clean_all(registry: &Registry) {
     }
 }
 
-fn cleaner_loop(registry: &Registry, stop: &(Mutex<bool>, Condvar), interval: std::time::Duration) {
-    let (flag, cv) = stop;
-    loop {
-        let guard = lock(flag);
-        let (guard, _) = cv.wait_timeout_while(guard, interval, |s| !*s).unwrap_or_else(|p| p.into_inner());
-        if *guard {
-            return;
+/// Refreshes stale recovery checkpoints, so a restart scans little.
+fn checkpoint_all(registry: &Registry) {
+    for log in live(registry) {
+        if let Err(e) = log.checkpoint_if_stale() {
+            tracing::warn!(log = %log.dir().display(), error = %e, "checkpoint failed");
         }
-        drop(guard);
-        clean_all(registry);
     }
+}
+
+/// Starts a thread that runs `work` every `interval` until the manager stops.
+fn every(
+    registry: &Arc<Registry>,
+    stop: &Arc<(Mutex<bool>, Condvar)>,
+    name: &str,
+    interval: Duration,
+    work: fn(&Registry),
+) -> Option<JoinHandle<()>> {
+    let (registry, stop) = (registry.clone(), stop.clone());
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
+        let (flag, cv) = &*stop;
+        loop {
+            let guard = lock(flag);
+            let (guard, _) = cv.wait_timeout_while(guard, interval, |s| !*s).unwrap_or_else(|p| p.into_inner());
+            if *guard {
+                return;
+            }
+            drop(guard);
+            work(&registry);
+        }
+    });
+    if let Err(e) = &spawned {
+        tracing::error!(thread = name, error = %e, "could not start a log thread");
+    }
+    spawned.ok()
 }

@@ -15,7 +15,7 @@ use std::time::Instant;
 use crate::checkpoint::Checkpoint;
 use crate::config::LogConfig;
 use crate::error::Result;
-use crate::log::{FlushState, Log, Writer};
+use crate::log::{CheckpointState, FlushState, Log, Writer};
 use crate::manager::Env;
 use crate::segment::{self, Segment};
 use crate::txn_index::TxnIndex;
@@ -106,11 +106,8 @@ impl Log {
                 roll_at_ms: now.saturating_add(config.segment_ms),
                 unflushed_records: 0,
             }),
-            flush: Mutex::new(FlushState {
-                last_checkpoint: Instant::now(),
-                checkpoint: None,
-                durable_pos: (active.base, active.size()),
-            }),
+            flush: Mutex::new(FlushState { durable_pos: (active.base, active.size()) }),
+            checkpoint: Mutex::new(CheckpointState { last: Instant::now(), written: None }),
             config: RwLock::new(config),
             maintenance: Mutex::new(()),
             start: AtomicU64::new(log_start),
@@ -129,10 +126,7 @@ impl Log {
         // Recovery fsynced what it validated; segments before the checkpoint
         // were fsynced before it was written. Record that.
         fs::File::open(dir)?.sync_all()?;
-        {
-            let mut fs = segment::lock(&log.flush);
-            log.write_checkpoint(&mut fs)?;
-        }
+        log.write_checkpoint(segment::lock(&log.flush), true)?;
         Ok(log)
     }
 }

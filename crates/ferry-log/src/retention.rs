@@ -62,9 +62,7 @@ impl Log {
         let doomed: Vec<_> =
             segments.windows(2).filter(|w| w[1].base <= offset && !w[0].is_active()).map(|w| w[0].clone()).collect();
         self.delete_segments(doomed)?;
-        let mut fs = lock(&self.flush);
-        fs.checkpoint = None;
-        self.write_checkpoint(&mut fs)?;
+        self.write_checkpoint(lock(&self.flush), true)?;
         Ok(self.log_start_offset())
     }
 
@@ -88,9 +86,7 @@ impl Log {
             seg.delete_files();
         }
         lock(&self.writer).dir_dirty = true;
-        let mut fs = lock(&self.flush);
-        fs.checkpoint = None;
-        self.write_checkpoint(&mut fs)
+        self.write_checkpoint(lock(&self.flush), true)
     }
 
     /// Removes every record at or after `offset`. A batch straddling
@@ -170,9 +166,8 @@ impl Log {
         self.aborted.truncate(end)?;
         std::fs::File::open(&self.dir)?.sync_all()?;
         fs.durable_pos = (target.base, pos);
-        fs.checkpoint = None;
         drop(w);
-        self.write_checkpoint(&mut fs)?;
+        self.write_checkpoint(fs, true)?;
         Ok(end)
     }
 }

@@ -81,16 +81,14 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         let broker = ferry_broker::Broker::open(settings.broker.clone())
             .with_context(|| format!("opening data directory {}", settings.broker.data_dir.display()))?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let listener = tokio::net::TcpListener::bind(settings.kafka_listen)
-            .await
+        let listener = bind_with_backlog(settings.kafka_listen)
             .with_context(|| format!("binding the Kafka listener to {}", settings.kafka_listen))?;
         tracing::info!(
             listen = %listener.local_addr()?,
             advertised = %format!("{}:{}", settings.kafka.advertised_host, settings.kafka.advertised_port),
             "kafka listener ready"
         );
-        let http = tokio::net::TcpListener::bind(settings.http_listen)
-            .await
+        let http = bind_with_backlog(settings.http_listen)
             .with_context(|| format!("binding the HTTP listener to {}", settings.http_listen))?;
         tracing::info!(listen = %http.local_addr()?, "http listener ready (admin API, /metrics)");
         let mqtt = if settings.mqtt_listen.is_some() || settings.mqtt_ws_listen.is_some() {
@@ -123,8 +121,7 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             })
             .await?
             .context("opening queues")?;
-            let listener = tokio::net::TcpListener::bind(settings.amqp_listen)
-                .await
+            let listener = bind_with_backlog(settings.amqp_listen)
                 .with_context(|| format!("binding the AMQP listener to {}", settings.amqp_listen))?;
             tracing::info!(listen = %listener.local_addr()?, "amqp listener ready");
             let amqp =
@@ -156,7 +153,7 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
 }
 
 /// A listener with a long accept queue: std's (and so tokio's `bind`) is
-/// 128, and a reconnect storm of devices after a restart overflows it, each
+/// 128, and a reconnect storm of clients after a restart overflows it, each
 /// dropped SYN costing its client a 1 s retransmit (the kernel caps this at
 /// net.core.somaxconn).
 fn bind_with_backlog(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

@@ -1,7 +1,7 @@
 //! One partition's log: an ordered set of segments with one writer.
 //!
 //! Appends are serialised by the writer lock and only write to the page
-//! cache; fsync happens on the flusher thread (group commit) or in
+//! cache; fsync happens on a flusher thread (group commit) or in
 //! [`Log::flush_to`]. Readers take the segment map's read lock just long
 //! enough to clone a segment handle, then read with `pread`, so they never
 //! wait for a write or an fsync.
@@ -303,7 +303,7 @@ impl Log {
         Ok(())
     }
 
-    /// Asks the flusher thread to make offsets below `target` durable.
+    /// Asks the flusher to make offsets below `target` durable.
     fn queue_flush(self: &Arc<Self>) {
         if !self.flush_queued.swap(true, Ordering::SeqCst) {
             self.env.flusher.request(self.clone(), u64::MAX, None);
@@ -311,7 +311,7 @@ impl Log {
     }
 
     /// Calls `done` once every offset below `offset` is on disk (at once if
-    /// it already is). The callback runs on the flusher thread: keep it short.
+    /// it already is). The callback runs on a flusher thread: keep it short.
     pub fn on_durable(self: &Arc<Self>, offset: u64, done: impl FnOnce(Result<()>) + Send + 'static) {
         if self.durable_offset() >= offset {
             done(Ok(()));
@@ -332,7 +332,7 @@ impl Log {
 
     /// Makes offsets below `target` durable (`u64::MAX`: everything written
     /// so far): fsyncs rolled segments, the directory, and, if `target`
-    /// reaches into it, the active segment. Runs on the flusher thread or in
+    /// reaches into it, the active segment. Runs on a flusher thread or in
     /// `close`, never on an async worker.
     pub(crate) fn flush(&self, target: u64) -> Result<()> {
         let mut fs = lock(&self.flush);

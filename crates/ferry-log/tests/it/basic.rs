@@ -1,5 +1,5 @@
 use ferry_log::compression::Compression;
-use ferry_log::{FlushPolicy, LogConfig, LogError, TimestampType};
+use ferry_log::{EngineConfig, FlushPolicy, LogConfig, LogError, LogManager, TimestampType};
 
 use crate::{batch, manager, open, read_all, small_config, value_batch};
 
@@ -152,6 +152,75 @@ fn flush_always_publishes_only_durable_data_and_groups_fsyncs() {
     }
     assert_eq!(log.high_watermark(), 400);
     assert_eq!(read_all(&log).len(), 400);
+}
+
+#[test]
+fn many_logs_flush_at_once_and_every_waiter_is_answered() {
+    // More logs than flusher threads, each with two writers waiting for
+    // durability: logs are flushed independently, none is forgotten.
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let logs: Vec<_> = (0..20)
+        .map(|i| open(&m, &dir.path().join(i.to_string()), LogConfig { flush: FlushPolicy::Always, ..small_config() }))
+        .collect();
+    let threads: Vec<_> = logs
+        .iter()
+        .flat_map(|log| [log.clone(), log.clone()])
+        .enumerate()
+        .map(|(t, log)| {
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let info = log.append(&value_batch(&format!("{t}-{i}"), 1)).unwrap();
+                    log.flush_to(info.last_offset + 1).unwrap();
+                    assert!(log.durable_offset() > info.last_offset);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for log in &logs {
+        assert_eq!(log.high_watermark(), 50);
+        assert_eq!(log.durable_offset(), 50);
+    }
+    // Callbacks queued right before shutdown are still answered.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for log in &logs {
+        log.append(&value_batch("last", 2)).unwrap();
+        let tx = tx.clone();
+        log.on_durable(51, move |r| tx.send(r.is_ok()).unwrap());
+    }
+    m.shutdown();
+    let answers: Vec<bool> =
+        (0..logs.len()).map(|_| rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap()).collect();
+    assert!(answers.iter().all(|ok| *ok), "{answers:?}");
+}
+
+#[test]
+fn the_checkpointer_keeps_a_busy_logs_checkpoint_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = LogManager::new(EngineConfig {
+        cleaner_interval: std::time::Duration::from_secs(3600),
+        checkpoint_interval: std::time::Duration::from_millis(50),
+        ..EngineConfig::default()
+    });
+    let log = open(&m, dir.path(), LogConfig { flush: FlushPolicy::Always, ..small_config() });
+    let checkpoint = || std::fs::read_to_string(dir.path().join("recovery.checkpoint")).unwrap_or_default();
+    let at_open = checkpoint();
+    for i in 0..40 {
+        let info = log.append(&value_batch(&format!("v{i}"), 1)).unwrap();
+        log.flush_to(info.last_offset + 1).unwrap();
+    }
+    // No close: only the checkpointer thread can move it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while checkpoint() == at_open {
+        assert!(std::time::Instant::now() < deadline, "checkpoint never moved from {at_open:?}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // "v1 <segment> <position> <log start> <crc>": past the start now.
+    let fields: Vec<u64> = checkpoint().split_whitespace().skip(1).take(2).map(|f| f.parse().unwrap()).collect();
+    assert!((fields[0], fields[1]) > (0, 0), "{:?}", checkpoint());
 }
 
 #[test]

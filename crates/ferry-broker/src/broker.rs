@@ -592,6 +592,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_thread_waiting_on_a_partition_is_woken_when_records_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let t = b.create_topic("signalled", Some(1), &BTreeMap::new(), false).unwrap();
+        let p = t.partition(0).unwrap();
+        let signal = Arc::new(crate::Signal::default());
+        p.register_signal(&signal);
+        p.register_signal(&signal); // once in the list, however often registered
+        assert!(!signal.wait(std::time::Duration::from_millis(1)), "nothing happened yet");
+        let waiter = {
+            let signal = signal.clone();
+            std::thread::spawn(move || signal.wait(std::time::Duration::from_secs(30)))
+        };
+        p.append(&one("x"), Acks::All).unwrap().acknowledged().await.unwrap();
+        assert!(waiter.join().unwrap(), "the append's high watermark move raised the signal");
+        // Raised once per registration: the next move needs a new one.
+        p.append(&one("y"), Acks::All).unwrap().acknowledged().await.unwrap();
+        assert!(!signal.wait(std::time::Duration::from_millis(1)));
+        p.register_signal(&signal);
+        p.append(&one("z"), Acks::All).unwrap().acknowledged().await.unwrap();
+        assert!(signal.wait(std::time::Duration::from_secs(30)));
+    }
+
+    #[tokio::test]
     async fn lag_is_high_watermark_minus_committed() {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());

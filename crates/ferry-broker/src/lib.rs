@@ -23,5 +23,5 @@ pub mod txn;
 
 pub use broker::{Broker, BrokerConfig, Topic, validate_topic_name};
 pub use error::{BrokerError, Result};
-pub use partition::{Acks, Appended, Partition};
+pub use partition::{Acks, Appended, Partition, Signal};
 pub use producer::{ProducerIds, ProducerStates};

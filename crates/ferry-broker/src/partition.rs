@@ -2,7 +2,7 @@
 //! need around it (acks, timestamp checks, long-poll wakeups).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 
 use ferry_log::{
     AbortedTxn, AppendInfo, FlushPolicy, Log, LogError, ReadSlice, TimestampType, batch::BatchHeader, batch::HEADER_LEN,
@@ -30,8 +30,8 @@ pub struct Partition {
     pub index: i32,
     log: Arc<Log>,
     settings: Arc<RwLock<TopicSettings>>,
-    /// Fetches waiting for the high watermark to move.
-    waiters: Arc<Mutex<Vec<Weak<Notify>>>>,
+    /// Readers waiting for the high watermark (or the LSO) to move.
+    waiters: Arc<Mutex<Vec<Waiter>>>,
     /// Idempotent producers' sequences; held across check and append.
     producers: Mutex<ProducerStates>,
     producer_expiration_ms: u64,
@@ -52,14 +52,9 @@ impl Partition {
         let first_unstable = producers.first_unstable_offset().unwrap_or(u64::MAX);
         log.set_uncleanable_from(first_unstable);
         let first_unstable = AtomicU64::new(first_unstable);
-        let waiters: Arc<Mutex<Vec<Weak<Notify>>>> = Arc::default();
+        let waiters: Arc<Mutex<Vec<Waiter>>> = Arc::default();
         let w = waiters.clone();
-        log.set_hw_listener(Arc::new(move || {
-            let list = std::mem::take(&mut *w.lock().unwrap_or_else(|p| p.into_inner()));
-            for n in list.iter().filter_map(Weak::upgrade) {
-                n.notify_one();
-            }
-        }));
+        log.set_hw_listener(Arc::new(move || wake(&w)));
         Ok(Partition {
             topic: topic.to_string(),
             index,
@@ -149,10 +144,7 @@ impl Partition {
     }
 
     fn wake_waiters(&self) {
-        let list = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|p| p.into_inner()));
-        for n in list.iter().filter_map(Weak::upgrade) {
-            n.notify_one();
-        }
+        wake(&self.waiters);
     }
 
     /// DeleteRecords: makes offsets below `offset` unreadable; the new log start.
@@ -187,8 +179,18 @@ impl Partition {
     /// Register before checking for data, so no append slips between.
     pub fn register_waiter(&self, waiter: &Arc<Notify>) {
         let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        w.retain(|x| x.strong_count() > 0);
-        w.push(Arc::downgrade(waiter));
+        w.retain(Waiter::alive);
+        w.push(Waiter::Task(Arc::downgrade(waiter)));
+    }
+
+    /// [`Partition::register_waiter`] for a thread: `signal` is raised
+    /// once, the next time the high watermark or the LSO moves.
+    pub fn register_signal(&self, signal: &Arc<Signal>) {
+        let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        w.retain(Waiter::alive);
+        if !w.iter().any(|x| matches!(x, Waiter::Thread(s) if std::ptr::eq(s.as_ptr(), Arc::as_ptr(signal)))) {
+            w.push(Waiter::Thread(Arc::downgrade(signal)));
+        }
     }
 
     /// Appends a producer's batches now (in call order) and returns what
@@ -321,4 +323,53 @@ fn now_ms() -> u64 {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Who waits for a partition's high watermark: a task or a thread.
+enum Waiter {
+    Task(Weak<Notify>),
+    Thread(Weak<Signal>),
+}
+
+impl Waiter {
+    fn alive(&self) -> bool {
+        match self {
+            Waiter::Task(n) => n.strong_count() > 0,
+            Waiter::Thread(s) => s.strong_count() > 0,
+        }
+    }
+}
+
+/// Wakes (and forgets) everyone waiting: each registers again for the next
+/// move.
+fn wake(waiters: &Mutex<Vec<Waiter>>) {
+    let list = std::mem::take(&mut *waiters.lock().unwrap_or_else(|p| p.into_inner()));
+    for w in list {
+        match w {
+            Waiter::Task(n) => n.upgrade().into_iter().for_each(|n| n.notify_one()),
+            Waiter::Thread(s) => s.upgrade().into_iter().for_each(|s| s.raise()),
+        }
+    }
+}
+
+/// What a tokio `Notify` is to a task, for a plain thread: raised by a
+/// partition whose high watermark moved, waited for with a timeout.
+#[derive(Default)]
+pub struct Signal {
+    raised: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Signal {
+    pub fn raise(&self) {
+        *self.raised.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits until raised (true) or `timeout` passes (false); lowers it.
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        let raised = self.raised.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut raised, _) = self.cv.wait_timeout_while(raised, timeout, |r| !*r).unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *raised)
+    }
 }

@@ -159,9 +159,10 @@ impl Feed {
         }
     }
 
-    /// Moves what is new in the topic into the queue. False once the queue
-    /// is gone.
-    pub(crate) fn pump(&mut self, hooks: &Hooks) -> bool {
+    /// Moves what is new in the topic into the queue, and has `signal`
+    /// raised when the topic's partitions move on. False once the queue is
+    /// gone.
+    pub(crate) fn pump(&mut self, hooks: &Hooks, signal: &Arc<crate::Signal>) -> bool {
         let Some(q) = self.queue.upgrade() else { return false };
         if q.is_deleted() {
             return false;
@@ -169,6 +170,8 @@ impl Feed {
         let Some(t) = hooks.broker.as_ref().and_then(|b| b.topic(&self.topic)) else { return true };
         let mut moved = false;
         for p in t.partitions() {
+            // Before reading: a record landing after the read wakes us.
+            p.register_signal(signal);
             let next = self.next.entry(p.index).or_insert(0);
             *next = (*next).max(p.log_start_offset());
             let lso = p.last_stable_offset();

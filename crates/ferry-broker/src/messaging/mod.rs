@@ -122,14 +122,17 @@ impl Vhosts {
                 }
             }
         })?;
-        // Queues fed from Kafka topics.
+        // Queues fed from Kafka topics: woken by the partitions they read
+        // when their high watermark moves; the timeout catches new
+        // partitions and topics created later.
         let weak = Arc::downgrade(&vhosts);
         std::thread::Builder::new().name("ferry-kafka-feed".into()).spawn(move || {
+            let signal = Arc::new(crate::Signal::default());
             loop {
-                std::thread::sleep(Duration::from_millis(10));
+                signal.wait(Duration::from_millis(100));
                 let Some(v) = weak.upgrade() else { return };
                 for vhost in v.all() {
-                    vhost.pump_feeds();
+                    vhost.pump_feeds(&signal);
                 }
             }
         })?;

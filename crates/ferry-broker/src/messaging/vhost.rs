@@ -590,10 +590,11 @@ impl Vhost {
         super::bridge::publish_to_topic(&self.hooks, topic, m)
     }
 
-    /// Moves new records of bridged topics into their queues.
-    pub(crate) fn pump_feeds(&self) {
+    /// Moves new records of bridged topics into their queues; `signal` is
+    /// raised when there is more.
+    pub(crate) fn pump_feeds(&self, signal: &Arc<crate::Signal>) {
         let mut feeds = lock(&self.feeds);
-        feeds.retain_mut(|f| f.pump(&self.hooks));
+        feeds.retain_mut(|f| f.pump(&self.hooks, signal));
     }
 
     pub(crate) fn maintain(&self, sync: bool) {

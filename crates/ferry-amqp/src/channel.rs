@@ -24,6 +24,8 @@ struct PendingPublish {
     header: Option<(u64, Bytes, AMQPProperties)>,
     body: Vec<Bytes>,
     received: u64,
+    /// When the basic.publish method arrived (request latency).
+    started: std::time::Instant,
 }
 
 struct ConsumerHandle {
@@ -138,7 +140,10 @@ impl Channel {
             _ => return Err(AmqpError::new(UNEXPECTED_FRAME, "content frames out of order")),
         }
         if matches!(&p.header, Some((size, _, _)) if p.received == *size) {
-            self.complete_publish(cx)?;
+            let started = p.started;
+            let r = self.complete_publish(cx);
+            cx.metrics.observe(crate::metrics::BASIC_PUBLISH, started.elapsed());
+            r?;
         }
         Ok(())
     }
@@ -155,7 +160,13 @@ impl Channel {
     async fn dispatch(&mut self, cx: &mut ConnCtx, m: AMQPClass) -> Result<(), AmqpError> {
         match m {
             AMQPClass::Basic(basic::AMQPMethod::Publish(p)) => {
-                self.pending = Some(PendingPublish { publish: p, header: None, body: Vec::new(), received: 0 });
+                self.pending = Some(PendingPublish {
+                    publish: p,
+                    header: None,
+                    body: Vec::new(),
+                    received: 0,
+                    started: std::time::Instant::now(),
+                });
                 Ok(())
             }
             AMQPClass::Basic(basic::AMQPMethod::Ack(a)) => self.settle(a.delivery_tag, a.multiple, Settle::Ack),
@@ -353,7 +364,7 @@ impl Channel {
                     return Err(AmqpError::new(PRECONDITION_FAILED, "cannot switch from tx to confirm mode"));
                 }
                 if self.confirms.is_none() {
-                    self.confirms = Some(Confirms::new(self.id, cx.outbox.clone()));
+                    self.confirms = Some(Confirms::new(self.id, cx.outbox.clone(), cx.stats.clone()));
                 }
                 if !s.nowait {
                     self.send(cx, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})))?;

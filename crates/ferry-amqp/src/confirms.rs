@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use amq_protocol::protocol::{AMQPClass, basic};
 use bytes::BytesMut;
+use ferry_broker::metrics::AmqpStats;
 
 use crate::frame;
 use crate::outbox::Outbox;
@@ -24,11 +25,12 @@ pub struct Confirms {
     channel: u16,
     outbox: Outbox,
     state: Arc<Mutex<State>>,
+    stats: Arc<AmqpStats>,
 }
 
 impl Confirms {
-    pub fn new(channel: u16, outbox: Outbox) -> Confirms {
-        Confirms { channel, outbox, state: Arc::new(Mutex::new(State { next: 1, done: BTreeMap::new() })) }
+    pub fn new(channel: u16, outbox: Outbox, stats: Arc<AmqpStats>) -> Confirms {
+        Confirms { channel, outbox, state: Arc::new(Mutex::new(State { next: 1, done: BTreeMap::new() })), stats }
     }
 
     fn send(&self, out: &mut BytesMut, m: basic::AMQPMethod) {
@@ -46,6 +48,7 @@ impl Confirms {
             let next = s.next;
             let Some(ok) = s.done.remove(&next) else { break };
             s.next += 1;
+            self.stats.confirmed(ok);
             if ok {
                 run = Some((run.map_or(next, |r| r.0), next));
                 continue;
@@ -92,7 +95,7 @@ mod tests {
     #[test]
     fn in_order_and_coalesced() {
         let (outbox, mut rx) = Outbox::new();
-        let c = Confirms::new(1, outbox);
+        let c = Confirms::new(1, outbox, Arc::default());
         c.complete(2, true);
         c.complete(3, true);
         assert!(drain(&mut rx).is_empty(), "1 is still pending");

@@ -12,6 +12,7 @@ use amq_protocol::protocol::{AMQPClass, channel, connection, parse_class};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::BytesMut;
 use ferry_broker::messaging::{Queue, Vhost};
+use ferry_broker::metrics::{AmqpStats, ProtocolMetrics};
 use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -41,6 +42,8 @@ pub struct ConnCtx {
     pub exclusive: Vec<Arc<Queue>>,
     /// The queue an empty queue name refers to.
     pub last_queue: Option<String>,
+    pub metrics: Arc<ProtocolMetrics>,
+    pub stats: Arc<AmqpStats>,
 }
 
 impl ConnCtx {
@@ -119,6 +122,8 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, server: Arc<Server>, mut s
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut reader, &outbox, peer, &server, id)).await;
     match handshake {
         Ok(Ok((cx, heartbeat, channel_max, blocked_capable))) => {
+            // A client connection from here on (a port probe is not one).
+            let _open = server.metrics.connection();
             let mut conn = Connection {
                 cx,
                 channels: HashMap::new(),
@@ -262,6 +267,8 @@ async fn handshake<R: AsyncRead + Unpin>(
         max_message: cfg.max_message_bytes,
         exclusive: Vec::new(),
         last_queue: None,
+        metrics: server.metrics.clone(),
+        stats: server.stats.clone(),
     };
     Ok((cx, t.heartbeat, channel_max, blocked_capable))
 }
@@ -431,17 +438,24 @@ impl Connection {
                 Ok(Next::Continue)
             }
             frame::FRAME_METHOD => {
+                let started = std::time::Instant::now();
                 let m = decode_method(&f)?;
+                let api = crate::metrics::method_index(m.get_amqp_class_id(), m.get_amqp_method_id());
                 if let AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Publish(_)) = m {
+                    // Observed when its content is complete (Channel::content).
                     self.published = true;
                 }
-                if f.channel == 0 {
-                    return self.connection_method(m);
+                let r = if f.channel == 0 {
+                    self.connection_method(m)
+                } else if let AMQPClass::Connection(_) = m {
+                    Err(AmqpError::new(COMMAND_INVALID, "connection method on a channel other than 0"))
+                } else {
+                    self.channel_method(f.channel, m).await.map(|()| Next::Continue)
+                };
+                if api != crate::metrics::BASIC_PUBLISH {
+                    self.cx.metrics.observe(api, started.elapsed());
                 }
-                if let AMQPClass::Connection(_) = m {
-                    return Err(AmqpError::new(COMMAND_INVALID, "connection method on a channel other than 0"));
-                }
-                self.channel_method(f.channel, m).await.map(|()| Next::Continue)
+                r
             }
             _ => {
                 let Some(ch) = self.channels.get_mut(&f.channel) else {

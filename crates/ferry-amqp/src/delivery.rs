@@ -133,9 +133,10 @@ impl Shared {
                 slot.in_flight += 1;
             }
         }
+        queue.stats.delivered(d.redelivered);
         self.outbox.send(out.freeze());
         drop(s);
-        if no_ack && let Err(e) = queue.ack(&[m.offset]) {
+        if no_ack && let Err(e) = queue.auto_ack(&[m.offset]) {
             tracing::warn!(queue = %queue.name(), error = %e, "auto-ack failed");
         }
         true

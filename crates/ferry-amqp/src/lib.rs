@@ -11,6 +11,7 @@ mod delivery;
 pub mod error;
 pub mod frame;
 mod kafka;
+mod metrics;
 mod outbox;
 mod server;
 mod values;

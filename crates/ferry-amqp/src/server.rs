@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use ferry_broker::messaging::Vhosts;
+use ferry_broker::metrics::{AmqpStats, Metrics, ProtocolMetrics};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -49,17 +50,25 @@ pub struct Server {
     pub vhosts: Arc<Vhosts>,
     /// The current resource alarm (see [`crate::alarm`]).
     pub alarm: watch::Receiver<Option<String>>,
+    /// Connections and methods, for /metrics.
+    pub metrics: Arc<ProtocolMetrics>,
+    /// Publisher confirms, for /metrics.
+    pub stats: Arc<AmqpStats>,
 }
 
 impl Server {
-    /// Starts the resource alarm monitor for `data_dir` (needs a runtime).
-    pub fn new(config: AmqpConfig, vhosts: Arc<Vhosts>, data_dir: std::path::PathBuf) -> Server {
+    /// Starts the resource alarm monitor for `data_dir` (needs a runtime)
+    /// and registers the front-end's metrics and queues in `metrics`.
+    pub fn new(config: AmqpConfig, vhosts: Arc<Vhosts>, data_dir: std::path::PathBuf, metrics: &Metrics) -> Server {
         let alarm = crate::alarm::monitor(crate::alarm::AlarmConfig {
             data_dir,
             disk_free_limit: config.disk_free_limit,
             memory_limit: config.memory_limit,
         });
-        Server { config, vhosts, alarm }
+        metrics.register_queues(&vhosts);
+        let stats = metrics.register_amqp(AmqpStats::default());
+        let metrics = metrics.register(ProtocolMetrics::new("amqp", &crate::metrics::method_names(), None));
+        Server { config, vhosts, alarm, metrics, stats }
     }
 }
 

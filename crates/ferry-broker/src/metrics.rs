@@ -2,14 +2,16 @@
 //! in Prometheus / OpenMetrics text format (`Broker::encode_metrics`).
 //!
 //! Hot paths only touch atomics that exist before the first request (one
-//! [`ApiStats`] per API, one [`TopicStats`] per topic): no lock, no map
-//! lookup, no allocation per request. Everything that can be read off the
-//! broker's state (log sizes and offsets, group lag, fsync latency) is
-//! computed when /metrics is scraped, by a `prometheus-client` collector.
+//! [`ApiStats`] per API, one [`TopicStats`] per topic, one [`QueueStats`]
+//! per queue, [`AmqpStats`] and [`MqttStats`] per front-end): no lock, no
+//! map lookup, no allocation per request. Everything that can be read off
+//! the broker's state (log sizes and offsets, group lag, fsync latency,
+//! queue depths, MQTT sessions) is computed when /metrics is scraped, by a
+//! `prometheus-client` collector.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -20,6 +22,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::broker::Broker;
+use crate::messaging::Vhosts;
 
 /// Upper bounds (seconds) of the request latency buckets: 100 µs to 30 s
 /// (a Fetch long poll waits up to its max wait).
@@ -175,23 +178,205 @@ impl TopicStats {
     }
 }
 
+/// What happened to the messages of one queue (AMQP), since it was opened.
+/// Its depth, unacknowledged and consumer counts are read off the queue
+/// when /metrics is scraped.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    published: AtomicU64,
+    delivered: AtomicU64,
+    redelivered: AtomicU64,
+    acked: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+impl QueueStats {
+    /// A message was stored in the queue (from any exchange, a dead-letter
+    /// or delayed route, or a Kafka feed).
+    pub fn published(&self) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A message was sent to a consumer or a basic.get; `redelivered`: with
+    /// the redelivered flag set.
+    pub fn delivered(&self, redelivered: bool) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        if redelivered {
+            self.redelivered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Deliveries acknowledged by their consumer (not auto-ack ones).
+    pub fn acked(&self, n: u64) {
+        self.acked.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A message left for the queue's dead-letter exchange.
+    pub fn dead_lettered(&self) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn published_count(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
+
+    pub fn delivered_count(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    pub fn redelivered_count(&self) -> u64 {
+        self.redelivered.load(Ordering::Relaxed)
+    }
+
+    pub fn acked_count(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    pub fn dead_lettered_count(&self) -> u64 {
+        self.dead_lettered.load(Ordering::Relaxed)
+    }
+}
+
+/// What the AMQP front-end counts beside its requests and queues.
+#[derive(Debug, Default)]
+pub struct AmqpStats {
+    confirms_acked: AtomicU64,
+    confirms_nacked: AtomicU64,
+}
+
+impl AmqpStats {
+    /// A publish in confirm mode was confirmed: acked (`ok`) or nacked.
+    pub fn confirmed(&self, ok: bool) {
+        let c = if ok { &self.confirms_acked } else { &self.confirms_nacked };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The MQTT front-end's state, read when /metrics is scraped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MqttGauges {
+    /// Sessions with a connection.
+    pub sessions_connected: u64,
+    /// Persistent sessions without one (kept until they expire).
+    pub sessions_offline: u64,
+    /// Subscriptions over all sessions.
+    pub subscriptions: u64,
+    /// Retained messages stored.
+    pub retained: u64,
+}
+
+/// Reads [`MqttGauges`] off the MQTT front-end's state.
+pub type MqttGaugeFn = Box<dyn Fn() -> MqttGauges + Send + Sync>;
+
+/// What the MQTT front-end counts beside its requests: application messages
+/// by QoS, and messages dropped.
+#[derive(Default)]
+pub struct MqttStats {
+    /// PUBLISH packets received from clients, by QoS 0..=2.
+    received: [AtomicU64; 3],
+    /// PUBLISH packets sent to clients, by QoS 0..=2.
+    sent: [AtomicU64; 3],
+    dropped: AtomicU64,
+    gauges: OnceLock<MqttGaugeFn>,
+}
+
+impl std::fmt::Debug for MqttStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttStats").field("dropped", &self.dropped).finish_non_exhaustive()
+    }
+}
+
+impl MqttStats {
+    /// Sets where the gauges are read from (once; later calls are ignored).
+    pub fn set_gauges(&self, f: MqttGaugeFn) {
+        let _ = self.gauges.set(f);
+    }
+
+    /// A PUBLISH of QoS `qos` came from a client.
+    pub fn received(&self, qos: u8) {
+        if let Some(c) = self.received.get(usize::from(qos)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A PUBLISH of QoS `qos` went to a client.
+    pub fn sent(&self, qos: u8) {
+        if let Some(c) = self.sent.get(usize::from(qos)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A message for a session was dropped (queue limit reached, or QoS 0
+    /// for a session without a connection).
+    pub fn dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dropped_count(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn gauges(&self) -> MqttGauges {
+        self.gauges.get().map(|f| f()).unwrap_or_default()
+    }
+}
+
 /// The broker's registry of front-end metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
     protocols: Mutex<Vec<Arc<ProtocolMetrics>>>,
+    /// The AMQP queues, for per-queue metrics.
+    vhosts: Mutex<Option<Weak<Vhosts>>>,
+    amqp: Mutex<Option<Arc<AmqpStats>>>,
+    mqtt: Mutex<Option<Arc<MqttStats>>>,
 }
 
 impl Metrics {
     /// Registers a front-end's metrics (once per listener, at start).
     pub fn register(&self, m: ProtocolMetrics) -> Arc<ProtocolMetrics> {
         let m = Arc::new(m);
-        self.protocols.lock().unwrap_or_else(|p| p.into_inner()).push(m.clone());
+        lock(&self.protocols).push(m.clone());
+        m
+    }
+
+    /// Reports the queues of `vhosts` (the AMQP front-end, at start).
+    pub fn register_queues(&self, vhosts: &Arc<Vhosts>) {
+        *lock(&self.vhosts) = Some(Arc::downgrade(vhosts));
+    }
+
+    /// Registers the AMQP front-end's counters (replacing earlier ones).
+    pub fn register_amqp(&self, m: AmqpStats) -> Arc<AmqpStats> {
+        let m = Arc::new(m);
+        *lock(&self.amqp) = Some(m.clone());
+        m
+    }
+
+    /// Registers the MQTT front-end's counters (replacing earlier ones).
+    pub fn register_mqtt(&self, m: MqttStats) -> Arc<MqttStats> {
+        let m = Arc::new(m);
+        *lock(&self.mqtt) = Some(m.clone());
         m
     }
 
     fn protocols(&self) -> Vec<Arc<ProtocolMetrics>> {
-        self.protocols.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.protocols).clone()
     }
+
+    fn vhosts(&self) -> Option<Arc<Vhosts>> {
+        lock(&self.vhosts).as_ref().and_then(Weak::upgrade)
+    }
+
+    fn amqp(&self) -> Option<Arc<AmqpStats>> {
+        lock(&self.amqp).clone()
+    }
+
+    fn mqtt(&self) -> Option<Arc<MqttStats>> {
+        lock(&self.mqtt).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Renders every metric in OpenMetrics text (which Prometheus scrapes).
@@ -397,6 +582,22 @@ impl Collector for BrokerCollector {
         family(&mut e, "ferry_group_lag", "High watermark minus the committed offset", lag)?;
         family(&mut e, "ferry_group_lag_sum", "A group's lag over all its partitions", lag_sum)?;
 
+        if let Some(vhosts) = broker.metrics().vhosts() {
+            queue_families(&mut e, &vhosts)?;
+        }
+        if let Some(amqp) = broker.metrics().amqp() {
+            family(
+                &mut e,
+                "ferry_amqp_publisher_confirms",
+                "Publishes in confirm mode confirmed to their publisher, by result (ack or nack)",
+                [("ack", &amqp.confirms_acked), ("nack", &amqp.confirms_nacked)]
+                    .map(|(r, c)| (vec![("result", Cow::Borrowed(r))], counter(c.load(Ordering::Relaxed)))),
+            )?;
+        }
+        if let Some(mqtt) = broker.metrics().mqtt() {
+            mqtt_families(&mut e, &mqtt)?;
+        }
+
         let fsync = broker.fsync_stats().snapshot();
         histogram(
             &mut e,
@@ -406,6 +607,101 @@ impl Collector for BrokerCollector {
         )?;
         Ok(())
     }
+}
+
+/// A queue metric's name and help, and how to read its value.
+type QueueGauge = (&'static str, &'static str, fn(&crate::messaging::Queue) -> i64);
+type QueueCounter = (&'static str, &'static str, fn(&QueueStats) -> u64);
+
+/// AMQP queues: depth and consumers read off each queue, and its counters.
+fn queue_families(e: &mut DescriptorEncoder, vhosts: &Vhosts) -> Result<(), std::fmt::Error> {
+    let queues: Vec<_> = vhosts
+        .all()
+        .into_iter()
+        .flat_map(|v| v.queues().into_iter().map(move |q| (vec![("vhost", s(&v.name)), ("queue", s(q.name()))], q)))
+        .collect();
+    let gauges: [QueueGauge; 3] = [
+        ("ferry_queue_messages_ready", "Messages ready for delivery in a queue", |q| q.ready_count() as i64),
+        ("ferry_queue_messages_unacked", "Messages delivered and not yet acknowledged", |q| q.unacked_count() as i64),
+        ("ferry_queue_consumers", "Consumers of a queue", |q| i64::from(q.consumer_count())),
+    ];
+    for (name, help, read) in gauges {
+        family(e, name, help, queues.iter().map(|(l, q)| (l.clone(), gauge(read(q)))))?;
+    }
+    let counters: [QueueCounter; 5] = [
+        ("ferry_queue_messages_published", "Messages stored in a queue", QueueStats::published_count),
+        (
+            "ferry_queue_messages_delivered",
+            "Messages sent to consumers and basic.get, redeliveries included",
+            QueueStats::delivered_count,
+        ),
+        (
+            "ferry_queue_messages_redelivered",
+            "Deliveries flagged redelivered (requeued, or possibly delivered before a restart)",
+            QueueStats::redelivered_count,
+        ),
+        (
+            "ferry_queue_messages_acked",
+            "Deliveries acknowledged by consumers (auto-ack excluded)",
+            QueueStats::acked_count,
+        ),
+        (
+            "ferry_queue_messages_dead_lettered",
+            "Messages a queue sent to its dead-letter exchange (rejected, expired, over a length or delivery limit)",
+            QueueStats::dead_lettered_count,
+        ),
+    ];
+    for (name, help, read) in counters {
+        family(e, name, help, queues.iter().map(|(l, q)| (l.clone(), counter(read(&q.stats)))))?;
+    }
+    Ok(())
+}
+
+/// MQTT sessions, subscriptions, retained messages and message counts.
+fn mqtt_families(e: &mut DescriptorEncoder, m: &MqttStats) -> Result<(), std::fmt::Error> {
+    let g = m.gauges();
+    family(
+        e,
+        "ferry_mqtt_sessions",
+        "MQTT sessions, connected or persistent and offline",
+        [
+            (vec![("state", Cow::Borrowed("connected"))], gauge(g.sessions_connected as i64)),
+            (vec![("state", Cow::Borrowed("offline"))], gauge(g.sessions_offline as i64)),
+        ],
+    )?;
+    family(
+        e,
+        "ferry_mqtt_subscriptions",
+        "MQTT subscriptions of all sessions",
+        [(Vec::new(), gauge(g.subscriptions as i64))],
+    )?;
+    family(
+        e,
+        "ferry_mqtt_retained_messages",
+        "MQTT retained messages stored",
+        [(Vec::new(), gauge(g.retained as i64))],
+    )?;
+    const QOS: [&str; 3] = ["0", "1", "2"];
+    let by_qos = |counts: &[AtomicU64; 3]| -> Vec<(Labels, ConstCounter<u64>)> {
+        QOS.iter()
+            .zip(counts)
+            .map(|(q, c)| (vec![("qos", Cow::Borrowed(*q))], counter(c.load(Ordering::Relaxed))))
+            .collect()
+    };
+    family(
+        e,
+        "ferry_mqtt_messages_received",
+        "MQTT PUBLISH packets received from clients, by QoS",
+        by_qos(&m.received),
+    )?;
+    family(e, "ferry_mqtt_messages_sent", "MQTT PUBLISH packets sent to clients, by QoS", by_qos(&m.sent))?;
+    family(
+        e,
+        "ferry_mqtt_messages_dropped",
+        "Messages not queued for an MQTT session: its queue limit was reached, or QoS 0 while it was offline",
+        [(Vec::new(), counter(m.dropped_count()))],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ use crate::session::{Delivery, Session, SubRecord};
 
 /// How long a new connection may take to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The CONNECT packet type, for the request metrics.
+const CONNECT: usize = 1;
 /// A peer that does not take our bytes for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a publisher's PUBACK/PUBREC waits for congested subscribers'
@@ -145,9 +147,14 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             return Err(ConnError::Protocol(format!("{peer}: bad CONNECT: {e}")));
         }
     };
-    let Some((mut conn, mut kick)) = connect_session(&hub, *connect, version, &mut wr).await? else {
+    let started = Instant::now();
+    let session = connect_session(&hub, *connect, version, &mut wr).await;
+    hub.protocol.observe(CONNECT, started.elapsed());
+    let Some((mut conn, mut kick)) = session? else {
         return Ok(());
     };
+    // A client connection from here on (a port probe is not one).
+    let _open = hub.protocol.connection();
     let keep_alive = conn.keep_alive_window();
     let mut deadline = keep_alive.map(|k| Instant::now() + k);
     let end = loop {
@@ -156,7 +163,10 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         loop {
             match next_frame(&mut buf, max) {
                 Frame::Packet(f) => {
-                    if let Err(v) = conn.handle(f).await {
+                    let (started, kind) = (Instant::now(), f.first().map_or(usize::MAX, |b| usize::from(b >> 4)));
+                    let handled = conn.handle(f).await;
+                    conn.hub.protocol.observe(kind, started.elapsed());
+                    if let Err(v) = handled {
                         stop = Some(v);
                         break;
                     }
@@ -530,6 +540,7 @@ impl Conn {
         if p.props.subscription_id.is_some() {
             return Err(violation(reason::PROTOCOL_ERROR, "subscription identifier from a client"));
         }
+        self.hub.stats.received(p.qos);
         let pid = p.pid.unwrap_or(0);
         if !auth::may_publish(&self.hub.config, self.username.as_deref(), &self.client_id, &p.topic) {
             // 3.1.1 has no way to say no: acknowledge and drop, as mosquitto does.
@@ -762,6 +773,7 @@ impl Conn {
             self.acked(d.queue_offset);
             return;
         }
+        self.hub.stats.sent(d.qos);
         match pid {
             Some(pid) => {
                 if let Some(o) = d.queue_offset {

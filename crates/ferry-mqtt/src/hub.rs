@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ferry_broker::durable_queue::{DurableQueue, QueueStore};
 use ferry_broker::kv_store::KvStore;
+use ferry_broker::metrics::{MqttGauges, MqttStats, ProtocolMetrics};
 use ferry_broker::stored::{Durable, StoredRecord};
 use ferry_broker::topic_tree::{self, TopicTree};
 use ferry_broker::{Appended, Broker, BrokerError};
@@ -84,8 +85,12 @@ pub struct Hub {
     qos2: Arc<KvStore>,
     queues: QueueStore,
     next_queue_id: AtomicU64,
-    /// Messages dropped: queue limit reached, or QoS 0 for an offline session.
-    pub dropped: AtomicU64,
+    /// Messages received, sent and dropped (queue limit reached, or QoS 0
+    /// for an offline session); sessions, subscriptions and retained
+    /// messages are read off the hub when /metrics is scraped.
+    pub stats: Arc<MqttStats>,
+    /// Connections and packets, for /metrics.
+    pub protocol: Arc<ProtocolMetrics>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -100,6 +105,8 @@ impl Hub {
         let store = broker.kv_store("mqtt/session-state")?;
         let qos2 = broker.kv_store("mqtt/qos2-received")?;
         let queues = broker.queue_store("mqtt/sessions")?;
+        let stats = broker.metrics().register_mqtt(MqttStats::default());
+        let protocol = broker.metrics().register(ProtocolMetrics::new("mqtt", crate::packet::TYPE_NAMES, None));
         let hub = Hub {
             broker,
             config,
@@ -111,7 +118,8 @@ impl Hub {
             qos2,
             queues,
             next_queue_id: AtomicU64::new(1),
-            dropped: AtomicU64::new(0),
+            stats,
+            protocol,
         };
         let mut max_id = 0;
         let mut used = std::collections::HashSet::new();
@@ -152,7 +160,26 @@ impl Hub {
             }
         }
         hub.next_queue_id.store(max_id + 1, Ordering::Relaxed);
-        Ok(Arc::new(hub))
+        let hub = Arc::new(hub);
+        let weak = Arc::downgrade(&hub);
+        hub.stats.set_gauges(Box::new(move || weak.upgrade().map(|h| h.gauges()).unwrap_or_default()));
+        Ok(hub)
+    }
+
+    /// Sessions by state, subscriptions and retained messages, for /metrics.
+    fn gauges(&self) -> MqttGauges {
+        let sessions: Vec<Arc<Session>> = lock(&self.sessions).values().cloned().collect();
+        let mut g = MqttGauges { retained: self.retained.len() as u64, ..MqttGauges::default() };
+        for s in sessions {
+            let st = s.lock();
+            if st.online.is_some() {
+                g.sessions_connected += 1;
+            } else {
+                g.sessions_offline += 1;
+            }
+            g.subscriptions += st.subscriptions.len() as u64;
+        }
+        g
     }
 
     fn index(&self, client_id: &Arc<str>, sub: &SubRecord) {
@@ -485,7 +512,7 @@ impl Hub {
             let q = self.queue_of(&mut st)?;
             if q.written_len() >= limit {
                 st.dropped += 1;
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.stats.dropped();
                 return Ok(None);
             }
             let (end, durable) = q.append(&[delivery_record(&d)])?;
@@ -497,7 +524,7 @@ impl Hub {
         }
         if st.online.is_none() || st.pending.len() as u64 >= limit {
             st.dropped += 1;
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.stats.dropped();
             return Ok(None);
         }
         st.pending.push_back(d);
@@ -602,19 +629,21 @@ mod tests {
         for i in 0..3 {
             assert_eq!(hub.publish(message(i, 1)).unwrap().matched, 1);
         }
-        assert_eq!((session.lock().dropped, hub.dropped.load(Ordering::Relaxed)), (1, 1));
+        assert_eq!((session.lock().dropped, hub.stats.dropped_count()), (1, 1));
         // QoS 0 for a connected session: memory, with the same limit.
         for i in 3..6 {
             hub.publish(message(i, 0)).unwrap();
         }
         let pending: Vec<Bytes> = session.lock().pending.iter().map(|d| d.msg.payload.clone()).collect();
         assert_eq!(pending, ["3", "4"]);
-        assert_eq!((session.lock().dropped, hub.dropped.load(Ordering::Relaxed)), (2, 2));
+        assert_eq!((session.lock().dropped, hub.stats.dropped_count()), (2, 2));
         // Offline: QoS 0 is dropped, and the full queue takes no QoS 1.
         hub.detach(&session, generation, Vec::new());
         hub.publish(message(6, 1)).unwrap();
         hub.publish(message(7, 0)).unwrap();
-        assert_eq!((session.lock().dropped, hub.dropped.load(Ordering::Relaxed)), (4, 4));
+        assert_eq!((session.lock().dropped, hub.stats.dropped_count()), (4, 4));
+        let offline = MqttGauges { sessions_offline: 1, subscriptions: 1, ..MqttGauges::default() };
+        assert_eq!(hub.gauges(), offline);
         let q = hub.queue_of(&mut session.lock()).unwrap();
         q.flush().unwrap();
         let kept: Vec<Vec<u8>> = q.read(0, 1 << 20).unwrap().into_iter().filter_map(|(_, r)| r.value).collect();

@@ -120,6 +120,22 @@ pub struct SubOptions {
     pub retain_handling: u8,
 }
 
+/// (packet type, name) of the control packets a client sends, for the
+/// request metrics (`ferry_requests_total{protocol="mqtt", api="PUBLISH"}`).
+pub const TYPE_NAMES: &[(usize, &str)] = &[
+    (1, "CONNECT"),
+    (3, "PUBLISH"),
+    (4, "PUBACK"),
+    (5, "PUBREC"),
+    (6, "PUBREL"),
+    (7, "PUBCOMP"),
+    (8, "SUBSCRIBE"),
+    (10, "UNSUBSCRIBE"),
+    (12, "PINGREQ"),
+    (14, "DISCONNECT"),
+    (15, "AUTH"),
+];
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Packet {
     Connect(Box<Connect>),

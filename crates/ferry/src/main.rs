@@ -124,8 +124,12 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             let listener = bind_with_backlog(settings.amqp_listen)
                 .with_context(|| format!("binding the AMQP listener to {}", settings.amqp_listen))?;
             tracing::info!(listen = %listener.local_addr()?, "amqp listener ready");
-            let amqp =
-                Arc::new(ferry_amqp::Server::new(settings.amqp, vhosts.clone(), settings.broker.data_dir.clone()));
+            let amqp = Arc::new(ferry_amqp::Server::new(
+                settings.amqp,
+                vhosts.clone(),
+                settings.broker.data_dir.clone(),
+                broker.metrics(),
+            ));
             (vhosts, tokio::spawn(ferry_amqp::serve(listener, amqp, stop_rx.clone())))
         };
         let admin = ferry_admin::AdminState::new(broker.clone());

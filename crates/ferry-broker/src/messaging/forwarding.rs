@@ -40,8 +40,9 @@ impl Vhost {
                 retry_queue: None,
                 retries: 0,
             };
-            if let Err(e) = self.publish_routed(dlx, &msg) {
-                tracing::debug!(queue = %from.name(), error = %e, "dead letter dropped");
+            match self.publish_routed(dlx, &msg) {
+                Ok(()) => from.stats.dead_lettered(),
+                Err(e) => tracing::debug!(queue = %from.name(), error = %e, "dead letter dropped"),
             }
         }
     }

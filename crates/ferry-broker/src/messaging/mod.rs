@@ -151,7 +151,7 @@ impl Vhosts {
         self.vhosts.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
-    fn all(&self) -> Vec<Arc<Vhost>> {
+    pub(crate) fn all(&self) -> Vec<Arc<Vhost>> {
         self.vhosts.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 

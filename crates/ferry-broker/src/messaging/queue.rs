@@ -26,6 +26,7 @@ use crate::messaging::exchange::Headers;
 use crate::messaging::message::{self, Message, StoredMessage};
 use crate::messaging::ranges::RangeSet;
 use crate::messaging::vhost::Vhost;
+use crate::metrics::QueueStats;
 
 /// How far ahead of the last delivery the "possibly delivered" mark is
 /// persisted: one small write per this many deliveries. After a crash,
@@ -94,6 +95,8 @@ pub struct Queue {
     vhost: OnceLock<Weak<Vhost>>,
     /// Wall-clock ms of the last use (x-expires).
     last_used: AtomicU64,
+    /// Messages published, delivered, acknowledged, dead-lettered.
+    pub stats: QueueStats,
 }
 
 #[derive(Default)]
@@ -173,6 +176,7 @@ impl Queue {
             consumers: Mutex::new(Consumers::default()),
             vhost: OnceLock::new(),
             last_used: AtomicU64::new(now_ms() as u64),
+            stats: QueueStats::default(),
         });
         if q.args.max_length_bytes.is_some() || q.args.max_priority.is_some() {
             q.rescan()?;
@@ -274,7 +278,9 @@ impl Queue {
         let now = now_ms();
         if !self.args.limited() && self.args.max_priority.is_none() {
             let batch = message::encode(m, now)?;
-            return Ok(Published::Stored(self.log.append(&batch)?.base_offset));
+            let offset = self.log.append(&batch)?.base_offset;
+            self.stats.published();
+            return Ok(Published::Stored(offset));
         }
         let size = m.body.len() as u64;
         let mut c = self.cursor();
@@ -294,6 +300,7 @@ impl Queue {
         if let (Some(ix), Some(max)) = (c.priorities.as_mut(), self.args.max_priority) {
             ix.insert((Reverse(m.priority.min(max)), offset));
         }
+        self.stats.published();
         let letters = self.drop_heads(&mut c)?;
         drop(c);
         self.finish_letters(letters)?;
@@ -419,7 +426,7 @@ impl Queue {
         }
         let offsets: Vec<u64> = letters.iter().map(|(m, _)| m.offset).collect();
         self.dead_letter(letters);
-        self.ack(&offsets)
+        self.settle(&offsets).map(|_| ())
     }
 
     fn dead_letter(&self, letters: Vec<Letter>) {
@@ -485,23 +492,37 @@ impl Queue {
         Ok(message::decode_batches(&buf)?.into_iter().find(|m| m.offset == offset))
     }
 
-    /// Acknowledges deliveries. Offsets not outstanding are ignored.
+    /// A consumer acknowledges deliveries. Offsets not outstanding are
+    /// ignored.
     pub fn ack(&self, offsets: &[u64]) -> Result<()> {
+        let n = self.settle(offsets)?;
+        self.stats.acked(n as u64);
+        Ok(())
+    }
+
+    /// Deliveries made without acknowledgement (auto-ack) leave the queue.
+    pub fn auto_ack(&self, offsets: &[u64]) -> Result<()> {
+        self.settle(offsets).map(|_| ())
+    }
+
+    /// Removes outstanding deliveries for good; returns how many were.
+    fn settle(&self, offsets: &[u64]) -> Result<usize> {
         let mut c = self.cursor();
         let done: Vec<u64> = offsets.iter().copied().filter(|o| c.unacked.remove(o).is_some()).collect();
-        c.ack_all(&done)
+        c.ack_all(&done)?;
+        Ok(done.len())
     }
 
     /// Rejected without requeue: retried later (`x-retry-delays`), else
     /// dead-lettered (reason `rejected`) or dropped.
     pub fn reject(&self, offsets: &[u64]) -> Result<()> {
         if self.args.dead_letter_exchange.is_none() && self.args.retry_delays.is_empty() {
-            return self.ack(offsets);
+            return self.settle(offsets).map(|_| ());
         }
         let mut letters = Vec::new();
         for &off in offsets {
             let Some(m) = self.read_one(off)? else {
-                self.ack(&[off])?;
+                self.settle(&[off])?;
                 continue;
             };
             match self.args.retry_delays.get(m.retries as usize) {
@@ -511,7 +532,7 @@ impl Queue {
                     if let Some(v) = self.vhost.get().and_then(Weak::upgrade) {
                         v.schedule_retry(self, &m, delay)?;
                     }
-                    self.ack(&[off])?;
+                    self.settle(&[off])?;
                 }
                 None => letters.push((m, "rejected")),
             }
@@ -543,7 +564,9 @@ impl Queue {
         for off in over {
             match self.read_one(off)? {
                 Some(m) => letters.push((m, "delivery_limit")),
-                None => self.ack(&[off])?,
+                None => {
+                    self.settle(&[off])?;
+                }
             }
         }
         self.finish_letters(letters)

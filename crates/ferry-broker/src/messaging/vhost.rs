@@ -415,6 +415,11 @@ impl Vhost {
         rd(&self.queues).get(name).cloned()
     }
 
+    /// Every queue, by name.
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        rd(&self.queues).values().cloned().collect()
+    }
+
     /// Refuses access to another connection's exclusive queue.
     pub fn check_owner(&self, q: &Queue, owner: u64) -> Result<()> {
         match q.spec.exclusive_owner {

@@ -133,8 +133,10 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             (vhosts, tokio::spawn(ferry_amqp::serve(listener, amqp, stop_rx.clone())))
         };
         let admin = ferry_admin::AdminState::new(broker.clone());
-        let http_server = tokio::spawn(ferry_admin::serve(http, admin.clone(), stop_rx));
+        // Ready before the HTTP side serves: every other listener is up by
+        // now, and no health check may see "not ready" once its port answers.
         admin.set_ready(true);
+        let http_server = tokio::spawn(ferry_admin::serve(http, admin.clone(), stop_rx));
         shutdown_signal().await?;
         tracing::info!("shutting down");
         admin.set_ready(false);

@@ -419,22 +419,19 @@ impl Hub {
             record.headers.retain(|(k, _)| k != "mqtt.qos" && k != "mqtt.retain");
             waits.push(Wait::Kafka(self.broker.append_record(&rule.topic, &record)?));
         }
-        // Per client: the highest QoS of its matching subscriptions, one
-        // subscription id, and retain-as-published if any asks for it.
-        let mut direct: HashMap<Arc<str>, (u8, Option<u32>, bool)> = HashMap::new();
+        let mut direct: HashMap<Arc<str>, Copies> = HashMap::new();
         let mut shared: HashMap<Arc<str>, Vec<(Arc<str>, SubEntry)>> = HashMap::new();
         self.tree.read().unwrap_or_else(|p| p.into_inner()).for_each_match(&msg.topic, |(client, full), e| {
             if e.share.is_some() {
                 shared.entry(full.clone()).or_default().push((client.clone(), e.clone()));
             } else if !(e.opts.no_local && msg.origin.as_deref() == Some(&**client)) {
-                let d = direct.entry(client.clone()).or_insert((0, None, false));
-                d.0 = d.0.max(e.opts.qos);
-                d.1 = d.1.or(e.id);
-                d.2 |= e.opts.retain_as_published;
+                direct.entry(client.clone()).or_default().add(e.opts.qos, e.id, e.opts.retain_as_published);
             }
         });
-        let mut targets: Vec<(Arc<str>, u8, Option<u32>, bool)> =
-            direct.into_iter().map(|(c, (q, id, rap))| (c, q, id, rap)).collect();
+        let mut targets: Vec<(Arc<str>, u8, Option<u32>, bool)> = Vec::with_capacity(direct.len());
+        for (client, copies) in direct {
+            targets.extend(copies.into_copies().map(|c| (client.clone(), c.qos, c.id, c.rap)));
+        }
         let sessions = lock(&self.sessions);
         for (full, mut members) in shared {
             members.sort_by(|a, b| a.0.cmp(&b.0));
@@ -570,6 +567,51 @@ impl Hub {
 }
 
 /// The stored form of a delivery in a session queue.
+/// One client's subscriptions matching a message, as the copies it gets.
+/// Merged into one copy (the highest QoS, retain-as-published if any asks
+/// for it) unless they carry different subscription identifiers: the codec
+/// sends one identifier per PUBLISH, so then each identifier gets a copy of
+/// its own, as MQTT 5 §3.3.4 allows ("further copies of the message, one
+/// for each additional matching subscription", each with the identifier of
+/// its subscription).
+#[derive(Default)]
+struct Copies {
+    first: MsgCopy,
+    /// Copies for further identifiers (rarely any: no allocation then).
+    more: Vec<MsgCopy>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct MsgCopy {
+    qos: u8,
+    id: Option<u32>,
+    rap: bool,
+}
+
+impl Copies {
+    fn add(&mut self, qos: u8, id: Option<u32>, rap: bool) {
+        let distinct = |c: &MsgCopy| matches!((c.id, id), (Some(a), Some(b)) if a != b);
+        let c = if distinct(&self.first) {
+            match self.more.iter().position(|c| c.id == id) {
+                Some(i) => &mut self.more[i],
+                None => {
+                    self.more.push(MsgCopy { qos: 0, id, rap: false });
+                    self.more.last_mut().expect("just pushed")
+                }
+            }
+        } else {
+            &mut self.first
+        };
+        c.qos = c.qos.max(qos);
+        c.id = c.id.or(id);
+        c.rap |= rap;
+    }
+
+    fn into_copies(self) -> impl Iterator<Item = MsgCopy> {
+        std::iter::once(self.first).chain(self.more)
+    }
+}
+
 fn delivery_record(d: &Delivery) -> StoredRecord {
     let mut m = (*d.msg).clone();
     m.qos = d.qos;

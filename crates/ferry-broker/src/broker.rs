@@ -185,7 +185,7 @@ impl Broker {
             for tick in 1u64.. {
                 std::thread::sleep(std::time::Duration::from_secs(1));
                 let Some(b) = weak.upgrade() else { return };
-                b.groups.expire_consumer_members(&|t| b.topic(t).map_or(0, |x| x.partition_count()));
+                b.with_group_topics(|topics| b.groups.expire_consumer_members(topics));
                 b.txns.tick(b.as_ref());
                 if tick % 30 == 0 {
                     b.snapshot_producers();
@@ -222,6 +222,13 @@ impl Broker {
 
     pub fn topics(&self) -> Vec<Arc<Topic>> {
         read(&self.topics).values().cloned().collect()
+    }
+
+    /// Runs `f` with the topics as KIP-848 consumer groups see them.
+    pub fn with_group_topics<R>(&self, f: impl FnOnce(&crate::consumer_group::Topics) -> R) -> R {
+        let partitions = |t: &str| self.topic(t).map_or(0, |x| x.partition_count());
+        let names = || read(&self.topics).keys().cloned().collect();
+        f(&crate::consumer_group::Topics { partitions: &partitions, names: &names })
     }
 
     /// The topic, auto-created with the default partition count if the

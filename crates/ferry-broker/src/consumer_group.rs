@@ -3,6 +3,8 @@
 //! assignor) and hands it out incrementally. A partition goes to its new
 //! owner only after the previous owner's heartbeat stopped listing it, so no
 //! partition is ever owned twice. Member epochs fence stale members.
+//! Members subscribe by topic names, a regular expression, or both; the
+//! group follows topics being created and growing (see `refresh`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -21,6 +23,10 @@ pub struct ConsumerMember {
     pub epoch: i32,
     previous_epoch: i32,
     pub subscribed: Vec<String>,
+    /// `subscribed_topic_regex`, matched against whole topic names.
+    pub regex: Option<TopicRegex>,
+    /// The topics it subscribes to now: the names plus the regex's matches.
+    pub topics: BTreeSet<String>,
     /// What the assignor wants this member to own.
     pub target: BTreeSet<TopicPartition>,
     /// What the member was last told to own.
@@ -61,6 +67,35 @@ pub struct ConsumerGroup {
     pub epoch: i32,
     pub members: BTreeMap<String, ConsumerMember>,
     pub assignor: Assignor,
+    /// Partition counts of the subscribed topics the targets were computed
+    /// for (0: the topic does not exist yet).
+    metadata: BTreeMap<String, usize>,
+}
+
+/// A subscription's regular expression (RE2 syntax, as Kafka's RE2/J),
+/// matching whole topic names.
+pub struct TopicRegex {
+    pub pattern: String,
+    compiled: regex::Regex,
+}
+
+impl TopicRegex {
+    pub fn new(pattern: &str) -> Result<TopicRegex, GroupError> {
+        let compiled =
+            regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|_| GroupError::InvalidRegularExpression)?;
+        Ok(TopicRegex { pattern: pattern.to_string(), compiled })
+    }
+
+    pub fn matches(&self, topic: &str) -> bool {
+        self.compiled.is_match(topic)
+    }
+}
+
+/// What the group sees of the topics: partition counts by name, and every
+/// name (asked for only when a member subscribes by regular expression).
+pub struct Topics<'a> {
+    pub partitions: &'a dyn Fn(&str) -> usize,
+    pub names: &'a dyn Fn() -> Vec<String>,
 }
 
 /// One ConsumerGroupHeartbeat.
@@ -73,6 +108,8 @@ pub struct Heartbeat {
     pub client_host: String,
     /// None: unchanged since the last heartbeat.
     pub subscribed: Option<Vec<String>>,
+    /// None: unchanged since the last heartbeat; empty: no regex.
+    pub regex: Option<String>,
     /// None: unchanged since the last heartbeat.
     pub owned: Option<Vec<TopicPartition>>,
     /// The assignor the member asks for (None: the group's current one).
@@ -88,7 +125,13 @@ pub struct HeartbeatResult {
 
 impl ConsumerGroup {
     pub fn new(id: &str, epoch: i32) -> ConsumerGroup {
-        ConsumerGroup { id: id.to_string(), epoch, members: BTreeMap::new(), assignor: Assignor::Uniform }
+        ConsumerGroup {
+            id: id.to_string(),
+            epoch,
+            members: BTreeMap::new(),
+            assignor: Assignor::Uniform,
+            metadata: BTreeMap::new(),
+        }
     }
 
     pub fn state(&self) -> &'static str {
@@ -101,15 +144,16 @@ impl ConsumerGroup {
         }
     }
 
-    /// Handles one heartbeat. `partitions` gives a topic's partition count
-    /// (0 if it does not exist).
-    pub fn heartbeat(
-        &mut self,
-        hb: Heartbeat,
-        now: Instant,
-        partitions: &dyn Fn(&str) -> usize,
-    ) -> Result<HeartbeatResult, GroupError> {
+    /// Handles one heartbeat.
+    pub fn heartbeat(&mut self, hb: Heartbeat, now: Instant, topics: &Topics) -> Result<HeartbeatResult, GroupError> {
+        let partitions = topics.partitions;
         let mut member_id = hb.member_id.clone();
+        // `Some(None)`: the regex is cleared; `None`: unchanged.
+        let regex = match hb.regex.as_deref() {
+            None => None,
+            Some("") => Some(None),
+            Some(pattern) => Some(Some(TopicRegex::new(pattern)?)),
+        };
         let wanted = match hb.server_assignor.as_deref() {
             Some(name) => Some(Assignor::from_name(name).ok_or(GroupError::UnsupportedAssignor)?),
             None => None,
@@ -143,6 +187,7 @@ impl ConsumerGroup {
                 self.members.remove(&old);
             }
             let subscribed = hb.subscribed.clone().unwrap_or_default();
+            let regex = regex.flatten();
             self.members.insert(
                 member_id.clone(),
                 ConsumerMember {
@@ -154,13 +199,15 @@ impl ConsumerGroup {
                     epoch: 0,
                     previous_epoch: 0,
                     subscribed,
+                    regex,
+                    topics: BTreeSet::new(),
                     target: BTreeSet::new(),
                     assigned: BTreeSet::new(),
                     owned: BTreeSet::new(),
                     last_seen: now,
                 },
             );
-            self.bump(partitions);
+            self.refresh(topics, true);
         } else {
             let m = self.members.get_mut(&member_id).ok_or(GroupError::UnknownMemberId)?;
             if hb.member_epoch != m.epoch && hb.member_epoch != m.previous_epoch {
@@ -174,9 +221,13 @@ impl ConsumerGroup {
                 m.subscribed = s.clone();
                 changed = true;
             }
-            if changed {
-                self.bump(partitions);
+            if let Some(r) = regex
+                && r.as_ref().map(|r| &r.pattern) != m.regex.as_ref().map(|r| &r.pattern)
+            {
+                m.regex = r;
+                changed = true;
             }
+            self.refresh(topics, changed);
         }
         if let Some(owned) = hb.owned
             && let Some(m) = self.members.get_mut(&member_id)
@@ -210,6 +261,29 @@ impl ConsumerGroup {
         None
     }
 
+    /// Resolves every member's topics (names plus regex matches) and, if
+    /// they or their partition counts changed since the targets were
+    /// computed (or `changed`: membership or a subscription did), computes
+    /// new ones: so a topic created or grown later reaches the group.
+    pub fn refresh(&mut self, topics: &Topics, changed: bool) {
+        let names = if self.members.values().any(|m| m.regex.is_some()) { (topics.names)() } else { Vec::new() };
+        let mut metadata = BTreeMap::new();
+        for m in self.members.values_mut() {
+            let mut resolved: BTreeSet<String> = m.subscribed.iter().cloned().collect();
+            if let Some(r) = &m.regex {
+                resolved.extend(names.iter().filter(|n| r.matches(n)).cloned());
+            }
+            for t in &resolved {
+                metadata.entry(t.clone()).or_insert_with(|| (topics.partitions)(t));
+            }
+            m.topics = resolved;
+        }
+        if changed || metadata != self.metadata {
+            self.metadata = metadata;
+            self.bump(topics.partitions);
+        }
+    }
+
     /// A membership or subscription change: new group epoch, new targets.
     fn bump(&mut self, partitions: &dyn Fn(&str) -> usize) {
         self.epoch += 1;
@@ -227,12 +301,12 @@ impl ConsumerGroup {
     /// Range: per topic, its subscribers (sorted by id) get contiguous
     /// ranges, the first ones one partition more when it does not divide.
     fn assign_range(&mut self, partitions: &dyn Fn(&str) -> usize) {
-        let topics: BTreeSet<String> = self.members.values().flat_map(|m| m.subscribed.iter().cloned()).collect();
+        let topics: BTreeSet<String> = self.members.values().flat_map(|m| m.topics.iter().cloned()).collect();
         let mut targets: BTreeMap<String, BTreeSet<TopicPartition>> =
             self.members.keys().map(|k| (k.clone(), BTreeSet::new())).collect();
         for topic in topics {
             let subscribers: Vec<&String> =
-                self.members.values().filter(|m| m.subscribed.contains(&topic)).map(|m| &m.id).collect();
+                self.members.values().filter(|m| m.topics.contains(&topic)).map(|m| &m.id).collect();
             let (n, m) = (partitions(&topic), subscribers.len());
             let mut next = 0;
             for (i, id) in subscribers.into_iter().enumerate() {
@@ -254,7 +328,7 @@ impl ConsumerGroup {
     /// subscriber, as evenly as possible, keeping current owners where that
     /// stays balanced (sticky).
     fn assign_uniform(&mut self, partitions: &dyn Fn(&str) -> usize) {
-        let topics: BTreeSet<String> = self.members.values().flat_map(|m| m.subscribed.iter().cloned()).collect();
+        let topics: BTreeSet<String> = self.members.values().flat_map(|m| m.topics.iter().cloned()).collect();
         let all: Vec<TopicPartition> =
             topics.iter().flat_map(|t| (0..partitions(t) as i32).map(move |p| (t.clone(), p))).collect();
         let quota = all.len().div_ceil(self.members.len().max(1));
@@ -265,7 +339,7 @@ impl ConsumerGroup {
             let keeper = self
                 .members
                 .values()
-                .find(|m| m.target.contains(&tp) && m.subscribed.contains(&tp.0))
+                .find(|m| m.target.contains(&tp) && m.topics.contains(&tp.0))
                 .map(|m| m.id.clone())
                 .filter(|id| targets[id].len() < quota);
             match keeper {
@@ -279,7 +353,7 @@ impl ConsumerGroup {
             let least = self
                 .members
                 .values()
-                .filter(|m| m.subscribed.contains(&tp.0))
+                .filter(|m| m.topics.contains(&tp.0))
                 .min_by_key(|m| (targets[&m.id].len(), m.id.clone()))
                 .map(|m| m.id.clone());
             if let Some(id) = least {
@@ -293,14 +367,13 @@ impl ConsumerGroup {
         }
     }
 
-    /// Removes members silent past `session_timeout`. True if any went.
-    pub fn expire(&mut self, now: Instant, session_timeout: Duration, partitions: &dyn Fn(&str) -> usize) -> bool {
+    /// Removes members silent past `session_timeout`, and follows topic
+    /// changes (`refresh`). True if any member went.
+    pub fn expire(&mut self, now: Instant, session_timeout: Duration, topics: &Topics) -> bool {
         let before = self.members.len();
         self.members.retain(|_, m| now.duration_since(m.last_seen) <= session_timeout);
         let gone = self.members.len() != before;
-        if gone {
-            self.bump(partitions);
-        }
+        self.refresh(topics, gone);
         gone
     }
 
@@ -329,12 +402,22 @@ mod tests {
             subscribed: subscribed.map(|s| s.iter().map(|x| x.to_string()).collect()),
             owned: owned.map(|o| o.iter().cloned().collect()),
             server_assignor: None,
+            regex: None,
         }
+    }
+
+    fn no_names() -> Vec<String> {
+        Vec::new()
+    }
+
+    fn view(partitions: &dyn Fn(&str) -> usize) -> Topics<'_> {
+        Topics { partitions, names: &no_names }
     }
 
     #[test]
     fn range_gives_contiguous_ranges_and_unknown_assignors_are_refused() {
         let five = |_: &str| 5;
+        let five = view(&five);
         let now = Instant::now();
         let mut g = ConsumerGroup::new("g", 0);
         let mut join = |id: &str| {
@@ -356,6 +439,7 @@ mod tests {
     #[test]
     fn partitions_move_only_after_revocation_and_end_balanced() {
         let six = |t: &str| if t == "t" { 6 } else { 0 };
+        let six = view(&six);
         let now = Instant::now();
         let mut g = ConsumerGroup::new("g", 0);
         let a = g.heartbeat(hb("a", 0, Some(&["t"]), None), now, &six).unwrap();
@@ -387,11 +471,50 @@ mod tests {
     #[test]
     fn silent_members_expire() {
         let two = |_: &str| 2;
+        let two = view(&two);
         let now = Instant::now();
         let mut g = ConsumerGroup::new("g", 0);
         g.heartbeat(hb("a", 0, Some(&["t"]), None), now, &two).unwrap();
         assert!(!g.expire(now + Duration::from_secs(1), Duration::from_secs(45), &two));
         assert!(g.expire(now + Duration::from_secs(46), Duration::from_secs(45), &two));
         assert!(g.members.is_empty());
+    }
+
+    #[test]
+    fn regex_subscriptions_follow_topics_as_they_appear_and_grow() {
+        let counts = std::cell::RefCell::new(BTreeMap::from([("logs-a".to_string(), 2), ("other".to_string(), 3)]));
+        let partitions = |t: &str| counts.borrow().get(t).copied().unwrap_or(0);
+        let names = || counts.borrow().keys().cloned().collect::<Vec<_>>();
+        let topics = Topics { partitions: &partitions, names: &names };
+        let parts = |v: &[(&str, i32)]| v.iter().map(|(t, p)| (t.to_string(), *p)).collect::<BTreeSet<_>>();
+        let now = Instant::now();
+        let mut g = ConsumerGroup::new("g", 0);
+        let mut join = hb("a", 0, Some(&[]), None);
+        join.regex = Some("logs-.*".into());
+        let a = g.heartbeat(join, now, &topics).unwrap();
+        assert_eq!(a.assignment.unwrap(), parts(&[("logs-a", 0), ("logs-a", 1)]), "whole names only: not 'other'");
+        // A matching topic appears: the next heartbeat brings it.
+        counts.borrow_mut().insert("logs-b".into(), 1);
+        let a2 = g.heartbeat(hb("a", a.member_epoch, None, None), now, &topics).unwrap();
+        assert_eq!(a2.assignment.unwrap(), parts(&[("logs-a", 0), ("logs-a", 1), ("logs-b", 0)]));
+        // A topic grows: housekeeping notices it without a heartbeat.
+        counts.borrow_mut().insert("logs-a".into(), 3);
+        let epoch = g.epoch;
+        assert!(!g.expire(now, Duration::from_secs(45), &topics));
+        assert_eq!(g.epoch, epoch + 1);
+        assert!(g.members["a"].target.contains(&("logs-a".to_string(), 2)));
+        // Nothing changed: no new epoch.
+        g.expire(now, Duration::from_secs(45), &topics);
+        assert_eq!(g.epoch, epoch + 1);
+        // A regex that does not compile is refused.
+        let mut bad = hb("b", 0, Some(&[]), None);
+        bad.regex = Some("logs-(".into());
+        assert_eq!(g.heartbeat(bad, now, &topics).err(), Some(GroupError::InvalidRegularExpression));
+        assert!(!g.members.contains_key("b"));
+        // An empty regex clears it; a named topic still counts.
+        let mut clear = hb("a", g.members["a"].epoch, Some(&["other"]), None);
+        clear.regex = Some(String::new());
+        g.heartbeat(clear, now, &topics).unwrap();
+        assert_eq!(g.members["a"].target, parts(&[("other", 0), ("other", 1), ("other", 2)]));
     }
 }

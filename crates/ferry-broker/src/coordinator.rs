@@ -15,7 +15,7 @@ use ferry_log::{Log, LogManager};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::consumer_group::{ConsumerGroup, Heartbeat, HeartbeatResult};
+use crate::consumer_group::{ConsumerGroup, Heartbeat, HeartbeatResult, Topics};
 use crate::error::{BrokerError, Result};
 use crate::group::{Group, GroupError, GroupState, Join, JoinResult, SyncResult};
 use crate::internal_log;
@@ -223,7 +223,7 @@ impl GroupCoordinator {
         &self,
         group: &str,
         hb: Heartbeat,
-        partitions: &dyn Fn(&str) -> usize,
+        topics: &Topics,
     ) -> std::result::Result<HeartbeatResult, GroupError> {
         if lock(&self.groups).get(group).is_some_and(|g| !g.members.is_empty()) {
             // A classic group of that name is active.
@@ -231,7 +231,7 @@ impl GroupCoordinator {
         }
         let mut groups = lock(&self.consumer_groups);
         let g = groups.entry(group.to_string()).or_insert_with(|| ConsumerGroup::new(group, 0));
-        g.heartbeat(hb, Instant::now(), partitions)
+        g.heartbeat(hb, Instant::now(), topics)
     }
 
     /// The heartbeat interval KIP-848 members are told to keep.
@@ -431,11 +431,12 @@ impl GroupCoordinator {
         lock(&self.groups).contains_key(group) || lock(&self.offsets).contains_key(group)
     }
 
-    /// Expires silent KIP-848 members; `partitions` as for heartbeats.
-    pub fn expire_consumer_members(&self, partitions: &dyn Fn(&str) -> usize) {
+    /// Expires silent KIP-848 members and has the groups follow topics
+    /// being created and growing.
+    pub fn expire_consumer_members(&self, topics: &Topics) {
         let now = Instant::now();
         for g in lock(&self.consumer_groups).values_mut() {
-            g.expire(now, self.config.consumer_session_timeout, partitions);
+            g.expire(now, self.config.consumer_session_timeout, topics);
         }
     }
 

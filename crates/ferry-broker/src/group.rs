@@ -53,6 +53,8 @@ pub enum GroupError {
     StaleMemberEpoch,
     /// KIP-848: a server assignor the broker does not have.
     UnsupportedAssignor,
+    /// KIP-848: a subscription's regular expression does not compile.
+    InvalidRegularExpression,
 }
 
 /// What a JoinGroup gets back.

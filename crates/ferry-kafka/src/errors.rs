@@ -133,6 +133,7 @@ fn group_code(e: GroupError) -> i16 {
         GroupError::FencedMemberEpoch => E::FencedMemberEpoch,
         GroupError::StaleMemberEpoch => E::StaleMemberEpoch,
         GroupError::UnsupportedAssignor => E::UnsupportedAssignor,
+        GroupError::InvalidRegularExpression => E::InvalidRegularExpression,
     }
     .code()
 }

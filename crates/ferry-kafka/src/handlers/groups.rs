@@ -224,14 +224,14 @@ pub fn consumer_group_heartbeat(c: &Call, req: ConsumerGroupHeartbeatRequest) ->
         client_id: c.client_id.clone(),
         client_host: c.peer.clone(),
         subscribed: req.subscribed_topic_names.map(|ts| ts.into_iter().map(|t| t.to_string()).collect()),
+        regex: req.subscribed_topic_regex.map(|r| r.to_string()),
         owned,
         server_assignor: req.server_assignor.map(|a| a.to_string()),
     };
-    let partitions = |t: &str| broker.topic(t).map_or(0, |x| x.partition_count());
     let groups = broker.groups();
     let mut r = ConsumerGroupHeartbeatResponse::default()
         .with_heartbeat_interval_ms(groups.consumer_heartbeat_interval().as_millis() as i32);
-    match groups.consumer_heartbeat(&req.group_id, hb, &partitions) {
+    match broker.with_group_topics(|topics| groups.consumer_heartbeat(&req.group_id, hb, topics)) {
         Ok(res) => {
             r.member_id = Some(s(res.member_id));
             r.member_epoch = res.member_epoch;
@@ -309,6 +309,7 @@ pub fn consumer_group_describe(c: &Call, req: ConsumerGroupDescribeRequest) -> R
                                     .with_subscribed_topic_names(
                                         m.subscribed.iter().map(|t| TopicName(s(t.clone()))).collect(),
                                     )
+                                    .with_subscribed_topic_regex(m.regex.as_ref().map(|r| s(r.pattern.clone())))
                                     .with_assignment(assignment(&m.assigned))
                                     .with_target_assignment(assignment(&m.target))
                             })

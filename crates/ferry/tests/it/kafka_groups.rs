@@ -308,6 +308,42 @@ async fn kip_848_with(assignor: &str) {
     }
 }
 
+/// KIP-848 regular-expression subscription (librdkafka sends `^`-topics as
+/// `subscribed_topic_regex`): the broker matches whole topic names, leaves
+/// others out, and assigns a matching topic created later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip_848_regex_subscription_follows_new_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    create_topic(&broker, "rx-a", 2, &[]).await;
+    create_topic(&broker, "other-rx-a", 1, &[]).await;
+    produce_values(&broker, "rx-a", 0..100).await;
+    produce_values(&broker, "other-rx-a", 5000..5010).await;
+    let mut c = crate::support::config(&broker);
+    c.set("group.id", "kip848-regex")
+        .set("group.protocol", "consumer")
+        .set("auto.offset.reset", "earliest")
+        .set("topic.metadata.refresh.interval.ms", "1000");
+    let consumer: BaseConsumer = c.create().expect("consumer");
+    consumer.subscribe(&["^rx-.*"]).unwrap();
+    let mut got = BTreeSet::new();
+    let mut poll_until = |want: usize, what: &str| {
+        let end = Instant::now() + Duration::from_secs(60);
+        while got.len() < want {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+                assert_eq!(&m.topic()[..3], "rx-", "a topic the regex does not match: {}", m.topic());
+                got.insert(value_of(&m));
+            }
+            assert!(Instant::now() < end, "{what}: {} of {want} records", got.len());
+        }
+    };
+    poll_until(100, "the matching topic");
+    create_topic(&broker, "rx-b", 1, &[]).await;
+    produce_values(&broker, "rx-b", 1000..1050).await;
+    poll_until(150, "a matching topic created after subscribing");
+    assert_eq!(consumer.assignment().unwrap().count(), 3);
+}
+
 /// Static membership (KIP-345): a member with `group.instance.id` that
 /// restarts within its session timeout gets its partitions back without a
 /// rebalance, so the other member keeps its own throughout.

@@ -268,6 +268,7 @@ impl ConsumerGroup {
     pub fn refresh(&mut self, topics: &Topics, changed: bool) {
         let names = if self.members.values().any(|m| m.regex.is_some()) { (topics.names)() } else { Vec::new() };
         let mut metadata = BTreeMap::new();
+        let mut moved = false;
         for m in self.members.values_mut() {
             let mut resolved: BTreeSet<String> = m.subscribed.iter().cloned().collect();
             if let Some(r) = &m.regex {
@@ -276,9 +277,10 @@ impl ConsumerGroup {
             for t in &resolved {
                 metadata.entry(t.clone()).or_insert_with(|| (topics.partitions)(t));
             }
+            moved |= resolved != m.topics;
             m.topics = resolved;
         }
-        if changed || metadata != self.metadata {
+        if changed || moved || metadata != self.metadata {
             self.metadata = metadata;
             self.bump(topics.partitions);
         }

@@ -198,18 +198,3 @@ fn flush_one(log: &Arc<Log>, target: u64, waiters: Vec<FlushCallback>) {
         });
     }
 }
-
-/// Asks for a flush of every interval-policy log whose unflushed data is due.
-pub(crate) fn request_due(registry: &Registry) {
-    let logs: Vec<Arc<Log>> = {
-        let mut reg = lock(registry);
-        reg.retain(|w| w.strong_count() > 0);
-        reg.iter().filter_map(Weak::upgrade).collect()
-    };
-    let now = crate::now_ms();
-    for log in logs {
-        if let Some(target) = log.flush_due(now) {
-            log.env.flusher.request(log.clone(), target, None);
-        }
-    }
-}

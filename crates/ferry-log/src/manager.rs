@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::cache::SegmentCache;
 use crate::config::{EngineConfig, LogConfig};
 use crate::error::Result;
-use crate::flusher::{self, Flusher, Registry};
+use crate::flusher::{Flusher, Registry};
 use crate::log::Log;
 use crate::segment::lock;
 
@@ -50,7 +50,7 @@ impl LogManager {
         // Checkpoints have a thread of their own: their fsyncs would hold up
         // the flusher's group commits, and a long compaction the checkpoints.
         let threads = [
-            every(&registry, &stop, "ferry-log-ticker", INTERVAL_TICK, flusher::request_due),
+            every(&registry, &stop, "ferry-log-ticker", INTERVAL_TICK, request_due),
             every(&registry, &stop, "ferry-log-checkpointer", env.config.checkpoint_interval, checkpoint_all),
             every(&registry, &stop, "ferry-log-cleaner", env.config.cleaner_interval, clean_all),
         ];
@@ -108,8 +108,21 @@ impl Drop for LogManager {
     }
 }
 
+/// The logs still open (forgetting dropped ones).
 fn live(registry: &Registry) -> Vec<Arc<Log>> {
-    lock(registry).iter().filter_map(Weak::upgrade).collect()
+    let mut reg = lock(registry);
+    reg.retain(|w| w.strong_count() > 0);
+    reg.iter().filter_map(Weak::upgrade).collect()
+}
+
+/// Asks for a flush of every interval-policy log whose unflushed data is due.
+fn request_due(registry: &Registry) {
+    let now = crate::now_ms();
+    for log in live(registry) {
+        if let Some(target) = log.flush_due(now) {
+            log.env.flusher.request(log.clone(), target, None);
+        }
+    }
 }
 
 fn clean_all(registry: &Registry) {

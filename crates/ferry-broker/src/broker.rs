@@ -535,8 +535,8 @@ fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 mod tests {
     use super::*;
     use crate::partition::Acks;
-    use ferry_log::compression::Compression;
-    use ferry_log::records::{NewRecord, build_batch};
+    use ferry_records::compression::Compression;
+    use ferry_records::records::{NewRecord, build_batch};
 
     fn broker(dir: &Path) -> Arc<Broker> {
         Broker::open(BrokerConfig { data_dir: dir.to_path_buf(), ..BrokerConfig::default() }).unwrap()

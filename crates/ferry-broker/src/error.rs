@@ -36,4 +36,10 @@ pub enum BrokerError {
     Io(#[from] std::io::Error),
 }
 
+impl From<ferry_records::RecordsError> for BrokerError {
+    fn from(e: ferry_records::RecordsError) -> Self {
+        BrokerError::Log(e.into())
+    }
+}
+
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;

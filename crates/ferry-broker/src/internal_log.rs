@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ferry_log::compression::Compression;
-use ferry_log::records::{NewRecord, build_batch, parse_records, records_payload};
 use ferry_log::{CleanupPolicy, FlushPolicy, Log, LogConfig, LogError, LogManager};
+use ferry_records::compression::Compression;
+use ferry_records::records::{NewRecord, build_batch, parse_records, records_payload};
 
 use crate::error::Result;
 
@@ -31,7 +31,7 @@ pub(crate) fn replay(log: &Log, mut f: impl FnMut(&[u8], Option<&[u8]>)) -> Resu
         if bytes.is_empty() {
             break;
         }
-        for (h, b) in ferry_log::batch::split(&bytes)? {
+        for (h, b) in ferry_records::batch::split(&bytes)? {
             let payload = records_payload(b, 64 << 20).map_err(LogError::from)?;
             for r in parse_records(&payload, h.records_count as usize).map_err(LogError::from)? {
                 if let Some(key) = r.key {

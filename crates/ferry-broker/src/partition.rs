@@ -4,9 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 
-use ferry_log::{
-    AbortedTxn, AppendInfo, FlushPolicy, Log, LogError, ReadSlice, TimestampType, batch::BatchHeader, batch::HEADER_LEN,
-};
+use ferry_log::{AbortedTxn, AppendInfo, FlushPolicy, Log, LogError, ReadSlice, TimestampType};
+use ferry_records::batch::{BatchHeader, HEADER_LEN};
 use tokio::sync::{Notify, oneshot};
 
 use crate::error::{BrokerError, Result};
@@ -113,8 +112,9 @@ impl Partition {
     /// from a blocking thread. Returns the marker's offset.
     pub fn write_marker(&self, producer_id: i64, epoch: i16, commit: bool, coordinator_epoch: i32) -> Result<u64> {
         let now = now_ms();
-        let batch = ferry_log::records::build_control_batch(producer_id, epoch, commit, coordinator_epoch, now as i64)
-            .map_err(LogError::from)?;
+        let batch =
+            ferry_records::records::build_control_batch(producer_id, epoch, commit, coordinator_epoch, now as i64)
+                .map_err(LogError::from)?;
         let offset = {
             let mut states = lock(&self.producers);
             states.check_marker(producer_id, epoch)?;

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ferry_log::AbortedTxn;
-use ferry_log::batch::BatchHeader;
+use ferry_records::batch::BatchHeader;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BrokerError, Result};
@@ -191,7 +191,7 @@ impl ProducerStates {
             // A marker: its type is in its one record.
             let marker = log.read_bytes(h.base_offset, h.size).map_err(BrokerError::from).and_then(|bytes| {
                 let batch = bytes.get(..h.size).unwrap_or_default();
-                ferry_log::records::control_marker(batch).map_err(|e| BrokerError::Log(e.into()))
+                ferry_records::records::control_marker(batch).map_err(|e| BrokerError::Log(e.into()))
             });
             match marker {
                 Ok(Some(commit)) => {

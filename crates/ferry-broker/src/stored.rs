@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use ferry_log::compression::Compression;
-use ferry_log::records::{NewRecord, build_batch, parse_records, records_payload};
 use ferry_log::{Log, LogError};
+use ferry_records::compression::Compression;
+use ferry_records::records::{NewRecord, build_batch, parse_records, records_payload};
 use tokio::sync::oneshot;
 
 use crate::error::Result;
@@ -38,7 +38,7 @@ pub fn encode_batch(records: &[StoredRecord]) -> Result<Vec<u8>> {
 /// Decodes every record of the batches in `bytes`, with its offset.
 pub fn decode_batches(bytes: &[u8]) -> Result<Vec<(u64, StoredRecord)>> {
     let mut out = Vec::new();
-    for (h, b) in ferry_log::batch::split(bytes)? {
+    for (h, b) in ferry_records::batch::split(bytes)? {
         let payload = records_payload(b, 64 << 20).map_err(LogError::from)?;
         for r in parse_records(&payload, h.records_count as usize).map_err(LogError::from)? {
             let offset = h.base_offset.saturating_add(u64::try_from(r.offset_delta).unwrap_or(0));

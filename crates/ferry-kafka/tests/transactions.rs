@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use ferry_broker::{Broker, BrokerConfig};
-use ferry_log::compression::Compression;
-use ferry_log::records::{NewRecord, build_batch, build_control_batch};
+use ferry_records::compression::Compression;
+use ferry_records::records::{NewRecord, build_batch, build_control_batch};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -113,7 +113,7 @@ fn batch(pid: i64, epoch: i16, seq: i32) -> Vec<u8> {
     let mut b = build_batch(&[rec], Compression::None, pid, epoch, seq).unwrap();
     if pid >= 0 {
         b[22] |= 1 << 4;
-        let crc = ferry_log::batch::crc32c(&b[21..]);
+        let crc = ferry_records::batch::crc32c(&b[21..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
     }
     b

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use ferry_broker::{Broker, BrokerConfig};
-use ferry_log::compression::Compression;
-use ferry_log::records::{NewRecord, build_batch};
+use ferry_records::compression::Compression;
+use ferry_records::records::{NewRecord, build_batch};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

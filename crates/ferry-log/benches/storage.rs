@@ -53,10 +53,10 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use ferry_log::batch::BatchHeader;
-use ferry_log::compression::Compression;
-use ferry_log::records::{NewRecord, build_batch};
 use ferry_log::{EngineConfig, FlushPolicy, Log, LogConfig, LogManager};
+use ferry_records::batch::BatchHeader;
+use ferry_records::compression::Compression;
+use ferry_records::records::{NewRecord, build_batch};
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -662,7 +662,7 @@ fn goal_text(case: &Case) -> String {
     }
 }
 
-/// Throughput of `ferry_log::batch::validate` (header checks and CRC-32C of
+/// Throughput of `ferry_records::batch::validate` (header checks and CRC-32C of
 /// the whole batch), best of 3 passes over 64 MiB.
 fn validate_mib_s(batch: &[u8]) -> f64 {
     let count = (64 * MIB).div_ceil(batch.len() as u64) as usize;
@@ -670,7 +670,7 @@ fn validate_mib_s(batch: &[u8]) -> f64 {
         .map(|_| {
             let start = Instant::now();
             for _ in 0..count {
-                black_box(ferry_log::batch::validate(black_box(batch)).expect("valid batch"));
+                black_box(ferry_records::batch::validate(black_box(batch)).expect("valid batch"));
             }
             mib_s((count * batch.len()) as u64, start.elapsed())
         })

@@ -48,7 +48,7 @@ impl Checkpoint {
         for v in [self.segment, self.position, self.log_start] {
             b.extend_from_slice(&v.to_be_bytes());
         }
-        crate::batch::crc32c(&b)
+        ferry_records::batch::crc32c(&b)
     }
 }
 

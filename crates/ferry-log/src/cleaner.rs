@@ -16,15 +16,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::MAX_DECOMPRESSED;
-use crate::batch::BatchHeader;
 use crate::cache::SegmentCache;
 use crate::config::LogConfig;
 use crate::error::Result;
 use crate::index::Indexes;
 use crate::log::Log;
-use crate::records::{parse_records, rebuild_batch, records_payload};
 use crate::segment::{self, Segment, for_each_batch, lock, rel, write};
 use crate::txn_index::AbortedTxn;
+use ferry_records::batch::BatchHeader;
+use ferry_records::records::{parse_records, rebuild_batch, records_payload};
 
 /// What one compaction pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

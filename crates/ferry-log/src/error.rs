@@ -18,7 +18,7 @@ pub enum LogError {
     /// A stored batch failed to decode (only reachable through files damaged
     /// after recovery, or a bug).
     #[error("record codec: {0}")]
-    Codec(#[from] crate::compression::CodecError),
+    Codec(ferry_records::RecordsError),
     /// The log was closed, or an earlier fsync failed and the log refuses
     /// further writes (a failed fsync leaves the page cache state unknown).
     #[error("log is closed or failed: {0}")]
@@ -30,9 +30,12 @@ pub enum LogError {
     Flush(Arc<io::Error>),
 }
 
-impl LogError {
-    pub(crate) fn corrupt(what: &'static str) -> Self {
-        LogError::CorruptBatch(what)
+impl From<ferry_records::RecordsError> for LogError {
+    fn from(e: ferry_records::RecordsError) -> Self {
+        match e {
+            ferry_records::RecordsError::CorruptBatch(what) => LogError::CorruptBatch(what),
+            other => LogError::Codec(other),
+        }
     }
 }
 

@@ -6,18 +6,15 @@
 //! compaction. Synchronous Rust with its own threads; no protocol knowledge
 //! beyond the batch header. See docs/architecture.md.
 
-pub mod batch;
 mod cache;
 mod checkpoint;
 mod cleaner;
-pub mod compression;
 mod config;
 mod error;
 mod flusher;
 mod index;
 mod log;
 mod manager;
-pub mod records;
 mod recovery;
 mod retention;
 mod segment;

@@ -15,13 +15,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
-use crate::batch::{self, HEADER_LEN};
 use crate::checkpoint::Checkpoint;
 use crate::config::{FlushPolicy, LogConfig, TimestampType};
 use crate::error::{LogError, Result};
 use crate::manager::Env;
 use crate::segment::{Segment, lock, read, read_header, rel, write};
 use crate::txn_index::AbortedTxn;
+use ferry_records::batch::{self, HEADER_LEN};
 
 /// Callback run (on the appending or the flusher thread) when the high
 /// watermark advances. Must be quick and must not call back into the log.
@@ -575,7 +575,7 @@ impl Log {
     /// `from`, up to the log end, in order. Reads headers only: how the
     /// broker rebuilds state kept in batch headers (producer ids and
     /// sequences) after a crash.
-    pub fn scan_headers(&self, from: u64, mut f: impl FnMut(&crate::batch::BatchHeader)) -> Result<()> {
+    pub fn scan_headers(&self, from: u64, mut f: impl FnMut(&ferry_records::batch::BatchHeader)) -> Result<()> {
         let cache = &self.env.cache;
         let Some(first) = self.segment_for(from) else { return Ok(()) };
         let segments: Vec<Arc<Segment>> = read(&self.segments).range(first.base..).map(|(_, s)| s.clone()).collect();

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::batch::{self, BatchHeader, HEADER_LEN};
 use crate::cache::SegmentCache;
 use crate::error::{LogError, Result};
 use crate::index::Indexes;
+use ferry_records::batch::{self, BatchHeader, HEADER_LEN};
 
 /// File name stem of the segment starting at `base`, as Kafka names them.
 pub fn file_stem(base: u64) -> String {

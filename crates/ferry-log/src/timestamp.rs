@@ -3,8 +3,8 @@
 use crate::MAX_DECOMPRESSED;
 use crate::error::Result;
 use crate::log::Log;
-use crate::records::{parse_records, records_payload};
 use crate::segment::read_header;
+use ferry_records::records::{parse_records, records_payload};
 
 impl Log {
     /// The first offset whose record timestamp is >= `ts`, with that

@@ -37,7 +37,7 @@ impl AbortedTxn {
         b[..8].copy_from_slice(&self.producer_id.to_be_bytes());
         b[8..16].copy_from_slice(&self.first_offset.to_be_bytes());
         b[16..24].copy_from_slice(&self.last_offset.to_be_bytes());
-        let crc = crate::batch::crc32c(&b[..24]);
+        let crc = ferry_records::batch::crc32c(&b[..24]);
         b[24..].copy_from_slice(&crc.to_be_bytes());
         b
     }
@@ -45,7 +45,7 @@ impl AbortedTxn {
     fn decode(b: &[u8]) -> Option<AbortedTxn> {
         let word = |i: usize| b.get(i..i + 8).and_then(|s| <[u8; 8]>::try_from(s).ok());
         let crc = u32::from_be_bytes(b.get(24..28)?.try_into().ok()?);
-        if crc != crate::batch::crc32c(b.get(..24)?) {
+        if crc != ferry_records::batch::crc32c(b.get(..24)?) {
             return None;
         }
         Some(AbortedTxn {

@@ -25,8 +25,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
-use ferry_log::compression::Compression;
-use ferry_log::records::{self, NewRecord};
+use ferry_records::compression::Compression;
+use ferry_records::partitioner::partition_for_key;
+use ferry_records::records::{self, NewRecord};
 use serde::{Deserialize, Serialize};
 
 use super::MessagingError;
@@ -52,36 +53,6 @@ pub struct Hooks {
     pub headers_from_properties: Option<HeadersFromProperties>,
 }
 
-/// Kafka's murmur2 (as `org.apache.kafka.common.utils.Utils.murmur2`).
-pub fn murmur2(data: &[u8]) -> i32 {
-    const M: i32 = 0x5bd1_e995;
-    let mut h: i32 = (0x9747_b28c_u32 as i32) ^ (data.len() as i32);
-    let chunks = data.chunks_exact(4);
-    let rem = chunks.remainder();
-    for c in chunks {
-        let mut k = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        k = k.wrapping_mul(M);
-        k ^= ((k as u32) >> 24) as i32;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    if rem.len() >= 3 {
-        h ^= i32::from(rem[2]) << 16;
-    }
-    if rem.len() >= 2 {
-        h ^= i32::from(rem[1]) << 8;
-    }
-    if !rem.is_empty() {
-        h ^= i32::from(rem[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= ((h as u32) >> 13) as i32;
-    h = h.wrapping_mul(M);
-    h ^= ((h as u32) >> 15) as i32;
-    h
-}
-
 static ROUND_ROBIN: AtomicUsize = AtomicUsize::new(0);
 
 /// Appends `m` to `topic` as one record (acks=all); the caller waits on
@@ -97,7 +68,7 @@ pub(crate) fn publish_to_topic(hooks: &Hooks, topic: &str, m: &Message) -> Resul
     let index = if key.is_empty() {
         ROUND_ROBIN.fetch_add(1, Ordering::Relaxed) % parts.len()
     } else {
-        (murmur2(key) & 0x7fff_ffff) as usize % parts.len()
+        partition_for_key(key, parts.len())
     };
     let readable = hooks.headers_from_properties.as_ref().map(|f| f(&m.properties)).unwrap_or_default();
     let mut headers: Vec<(&[u8], Option<&[u8]>)> =
@@ -185,7 +156,7 @@ impl Feed {
                     }
                 };
                 let Ok(buf) = slice.to_vec() else { break };
-                let Ok(batches) = ferry_log::batch::split(&buf) else { break };
+                let Ok(batches) = ferry_records::batch::split(&buf) else { break };
                 for (h, batch) in batches {
                     let skip = h.is_control()
                         || h.last_offset() < *next
@@ -219,7 +190,7 @@ fn feed_batch(
     q: &Queue,
     topic: &str,
     partition: i32,
-    h: &ferry_log::batch::BatchHeader,
+    h: &ferry_records::batch::BatchHeader,
     batch: &[u8],
     from: u64,
 ) -> Result<(), MessagingError> {
@@ -259,18 +230,4 @@ fn feed_batch(
         q.publish(&m)?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn murmur2_matches_kafka() {
-        // Kafka's own test vectors (UtilsTest.testMurmur2).
-        assert_eq!(super::murmur2(b"21"), -973932308);
-        assert_eq!(super::murmur2(b"foobar"), -790332482);
-        assert_eq!(super::murmur2(b"a-little-bit-long-string"), -985981536);
-        assert_eq!(super::murmur2(b"a-little-bit-longer-string"), -1486304829);
-        assert_eq!(super::murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"), -58897971);
-        assert_eq!(super::murmur2(b"abc"), 479470107);
-    }
 }

@@ -3,9 +3,9 @@
 //! so a Kafka reader of a queue's log (or of a bridged topic) sees them.
 
 use bytes::Bytes;
-use ferry_log::batch::BatchHeader;
-use ferry_log::compression::Compression;
-use ferry_log::records::{self, NewRecord};
+use ferry_records::batch::BatchHeader;
+use ferry_records::compression::Compression;
+use ferry_records::records::{self, NewRecord};
 
 use crate::error::{BrokerError, Result};
 use crate::messaging::exchange::Headers;
@@ -131,7 +131,7 @@ pub fn encode(m: &Message, timestamp: i64) -> Result<Vec<u8>> {
 pub fn decode_batches(buf: &Bytes) -> Result<Vec<StoredMessage>> {
     let corrupt = |e: String| BrokerError::InvalidRecord(e);
     let mut out = Vec::new();
-    for (header, batch) in ferry_log::batch::split(buf).map_err(|e| corrupt(e.to_string()))? {
+    for (header, batch) in ferry_records::batch::split(buf).map_err(|e| corrupt(e.to_string()))? {
         decode_batch(buf, &header, batch, &mut out)?;
     }
     Ok(out)

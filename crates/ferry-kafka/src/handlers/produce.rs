@@ -3,7 +3,7 @@
 
 use ferry_broker::txn::TxnError;
 use ferry_broker::{Acks, Appended, Broker, BrokerError};
-use ferry_log::batch::BatchHeader;
+use ferry_records::batch::BatchHeader;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};

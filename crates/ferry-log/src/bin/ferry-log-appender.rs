@@ -8,9 +8,9 @@ use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ferry_log::compression::Compression;
-use ferry_log::records::{NewRecord, build_batch};
 use ferry_log::{EngineConfig, FlushPolicy, LogConfig, LogManager};
+use ferry_records::compression::Compression;
+use ferry_records::records::{NewRecord, build_batch};
 
 /// The batch for sequence number `seq`: deterministic, so a checker can
 /// rebuild it byte for byte.

@@ -1,5 +1,5 @@
-use ferry_log::compression::Compression;
 use ferry_log::{EngineConfig, FlushPolicy, LogConfig, LogError, LogManager, TimestampType};
+use ferry_records::compression::Compression;
 
 use crate::{batch, manager, open, read_all, small_config, value_batch};
 
@@ -83,7 +83,7 @@ fn segments_roll_and_reads_cross_them() {
     }
     // max_bytes bounds a read to whole batches, but at least one.
     let one = log.read(10, 1).unwrap().unwrap();
-    let parts = ferry_log::batch::split(&one.to_vec().unwrap()).unwrap().len();
+    let parts = ferry_records::batch::split(&one.to_vec().unwrap()).unwrap().len();
     assert_eq!(parts, 1);
     let some = log.read(10, 500).unwrap().unwrap();
     assert!(some.len <= 500 && some.len > 100);
@@ -103,7 +103,7 @@ fn log_append_time_overrides_timestamps() {
     let now = info.log_append_time.unwrap();
     assert!(now > 1_600_000_000_000);
     let stored = log.read_bytes(0, 1000).unwrap();
-    let (h, _) = ferry_log::batch::split(&stored).unwrap()[0];
+    let (h, _) = ferry_records::batch::split(&stored).unwrap()[0];
     assert!(h.is_log_append_time());
     assert_eq!(h.max_timestamp, now);
 }
@@ -116,10 +116,20 @@ fn offset_for_timestamp_finds_first_record_at_or_after() {
     for i in 0..100i64 {
         // Two records per batch with timestamps 1000+20i and 1000+20i+10.
         let recs = [
-            ferry_log::records::NewRecord { key: None, value: Some(b"a"), headers: vec![], timestamp: 1000 + 20 * i },
-            ferry_log::records::NewRecord { key: None, value: Some(b"b"), headers: vec![], timestamp: 1010 + 20 * i },
+            ferry_records::records::NewRecord {
+                key: None,
+                value: Some(b"a"),
+                headers: vec![],
+                timestamp: 1000 + 20 * i,
+            },
+            ferry_records::records::NewRecord {
+                key: None,
+                value: Some(b"b"),
+                headers: vec![],
+                timestamp: 1010 + 20 * i,
+            },
         ];
-        log.append(&ferry_log::records::build_batch(&recs, Compression::Lz4, -1, -1, -1).unwrap()).unwrap();
+        log.append(&ferry_records::records::build_batch(&recs, Compression::Lz4, -1, -1, -1).unwrap()).unwrap();
     }
     assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1000)));
     assert_eq!(log.offset_for_timestamp(1005).unwrap(), Some((1, 1010)));
@@ -296,7 +306,7 @@ fn reads_bounded_by_a_stable_offset_stop_at_its_batch() {
     let mut seen = 0;
     while let Some(slice) = log.read_upto(at, 1 << 20, 150).unwrap() {
         let bytes = slice.to_vec().unwrap();
-        for (h, _) in ferry_log::batch::split(&bytes).unwrap() {
+        for (h, _) in ferry_records::batch::split(&bytes).unwrap() {
             assert!(h.base_offset < 150);
             at = h.next_offset();
             seen += 1;
@@ -308,7 +318,7 @@ fn reads_bounded_by_a_stable_offset_stop_at_its_batch() {
         let mut at = 0;
         while let Some(slice) = log.read(at, max).unwrap() {
             let bytes = slice.to_vec().unwrap();
-            let last = ferry_log::batch::split(&bytes).unwrap().last().unwrap().0;
+            let last = ferry_records::batch::split(&bytes).unwrap().last().unwrap().0;
             assert_eq!(slice.end_offset, last.next_offset(), "max {max} at {at}");
             at = slice.end_offset;
         }

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
-use ferry_log::compression::Compression;
 use ferry_log::{CleanupPolicy, LogConfig, LogError};
+use ferry_records::compression::Compression;
 
 use crate::{batch, manager, open, read_all, small_config, value_batch};
 
@@ -338,15 +338,15 @@ fn segment_bases(dir: &std::path::Path) -> Vec<u64> {
 
 /// A transactional batch (attribute bit 4) of `key`=`value` from `pid`.
 fn txn_batch(pid: i64, seq: i32, key: &str, value: &str) -> Vec<u8> {
-    let rec = ferry_log::records::NewRecord {
+    let rec = ferry_records::records::NewRecord {
         key: Some(key.as_bytes()),
         value: Some(value.as_bytes()),
         headers: vec![],
         timestamp: ferry_log_now() as i64,
     };
-    let mut b = ferry_log::records::build_batch(&[rec], Compression::None, pid, 0, seq).unwrap();
+    let mut b = ferry_records::records::build_batch(&[rec], Compression::None, pid, 0, seq).unwrap();
     b[22] |= 1 << 4;
-    let crc = ferry_log::batch::crc32c(&b[21..]);
+    let crc = ferry_records::batch::crc32c(&b[21..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     b
 }
@@ -354,7 +354,7 @@ fn txn_batch(pid: i64, seq: i32, key: &str, value: &str) -> Vec<u8> {
 #[test]
 fn compaction_drops_aborted_records_and_waits_for_open_transactions() {
     use ferry_log::AbortedTxn;
-    use ferry_log::records::build_control_batch;
+    use ferry_records::records::build_control_batch;
     let dir = tempfile::tempdir().unwrap();
     let m = manager();
     let config = LogConfig { cleanup_policy: CleanupPolicy::COMPACT, ..small_config() };

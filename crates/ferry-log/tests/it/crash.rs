@@ -65,7 +65,7 @@ fn verify(dir: &std::path::Path, acked: &BTreeMap<u64, u64>) {
     let mut stored = BTreeMap::new();
     while offset < log.high_watermark() {
         let bytes = log.read_bytes(offset, 1 << 20).unwrap();
-        for (h, b) in ferry_log::batch::split(&bytes).expect("only whole, valid batches are visible") {
+        for (h, b) in ferry_records::batch::split(&bytes).expect("only whole, valid batches are visible") {
             assert_eq!(h.base_offset, offset, "offsets are contiguous");
             stored.insert(h.base_offset, b.to_vec());
             offset = h.next_offset();

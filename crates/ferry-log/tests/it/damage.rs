@@ -145,7 +145,7 @@ fn missing_truncated_or_garbage_indexes_are_rebuilt() {
     let log = open(&m, copy.path(), config());
     for o in (0..200).step_by(7).chain([199]) {
         let bytes = log.read_bytes(o, 1).unwrap();
-        let (h, _) = ferry_log::batch::split(&bytes).unwrap()[0];
+        let (h, _) = ferry_records::batch::split(&bytes).unwrap()[0];
         assert_eq!(h.base_offset, o);
     }
     assert_eq!(log.offset_for_timestamp(123).unwrap().map(|r| r.0), Some(123));

@@ -9,9 +9,9 @@ mod model;
 use std::path::Path;
 use std::sync::Arc;
 
-use ferry_log::compression::Compression;
-use ferry_log::records::{NewRecord, build_batch, parse_records, records_payload};
 use ferry_log::{EngineConfig, FlushPolicy, Log, LogConfig, LogManager};
+use ferry_records::compression::Compression;
+use ferry_records::records::{NewRecord, build_batch, parse_records, records_payload};
 
 pub fn manager() -> LogManager {
     LogManager::new(EngineConfig { cleaner_interval: std::time::Duration::from_secs(3600), ..EngineConfig::default() })
@@ -48,7 +48,7 @@ pub fn read_all(log: &Log) -> Vec<(u64, Option<String>, Option<String>)> {
         if bytes.is_empty() {
             break;
         }
-        for (h, b) in ferry_log::batch::split(&bytes).unwrap() {
+        for (h, b) in ferry_records::batch::split(&bytes).unwrap() {
             let payload = records_payload(b, 1 << 30).unwrap();
             for r in parse_records(&payload, h.records_count as usize).unwrap() {
                 let o = h.base_offset + r.offset_delta as u64;

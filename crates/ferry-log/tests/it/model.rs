@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ferry_log::compression::Compression;
 use ferry_log::{CleanupPolicy, FlushPolicy, Log, LogConfig, LogManager};
+use ferry_records::compression::Compression;
 use proptest::prelude::*;
 
 use crate::{batch, manager, read_all};
@@ -112,7 +112,7 @@ proptest! {
                         None => prop_assert_eq!(expected, None),
                         Some(slice) => {
                             let bytes = slice.to_vec().unwrap();
-                            let parts = ferry_log::batch::split(&bytes).unwrap();
+                            let parts = ferry_records::batch::split(&bytes).unwrap();
                             prop_assert_eq!(Some(parts[0].0.base_offset), expected);
                             prop_assert!(parts.len() == 1 || bytes.len() <= max);
                         }

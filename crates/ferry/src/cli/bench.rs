@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use ferry_log::batch::{BatchHeader, HEADER_LEN};
-use ferry_log::records::{NewRecord, build_batch};
+use ferry_records::batch::{BatchHeader, HEADER_LEN};
+use ferry_records::records::{NewRecord, build_batch};
 use hdrhistogram::Histogram;
 use kafka_protocol::messages::{FetchRequest, ProduceRequest};
 use serde_json::json;
@@ -661,7 +661,7 @@ mod tests {
     fn record_counting_skips_what_was_read() {
         let records: Vec<Record> =
             (0..4).map(|i| Record { value: Some(vec![i]), timestamp: 1, ..Record::default() }).collect();
-        let mut batch = encode_batch(&records, ferry_log::compression::Compression::None).unwrap();
+        let mut batch = encode_batch(&records, ferry_records::compression::Compression::None).unwrap();
         batch[..8].copy_from_slice(&100u64.to_be_bytes());
         assert_eq!(count_records(&batch, 100), (4, 104));
         assert_eq!(count_records(&batch, 102), (2, 104));

@@ -6,7 +6,8 @@ use std::io::BufRead;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use ferry_log::compression::Compression;
+use ferry_records::compression::Compression;
+use ferry_records::partitioner::partition_for_key;
 use serde_json::json;
 
 use super::output::json;
@@ -66,37 +67,6 @@ pub struct ProduceArgs {
     pub conn: ClientArgs,
 }
 
-/// Kafka's murmur2 (the Java client's default partitioner for keyed records).
-pub fn murmur2(data: &[u8]) -> i32 {
-    const SEED: u32 = 0x9747_b28c;
-    const M: u32 = 0x5bd1_e995;
-    let mut h: u32 = SEED ^ data.len() as u32;
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> 24;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    let rest = chunks.remainder();
-    if rest.len() >= 3 {
-        h ^= u32::from(rest[2]) << 16;
-    }
-    if rest.len() >= 2 {
-        h ^= u32::from(rest[1]) << 8;
-    }
-    if !rest.is_empty() {
-        h ^= u32::from(rest[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h as i32
-}
-
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -129,7 +99,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         };
         let partition = match (args.partition, &key) {
             (Some(p), _) => p,
-            (None, Some(k)) if count > 0 => (murmur2(k) & 0x7fff_ffff) % count,
+            (None, Some(k)) if count > 0 => partition_for_key(k, count as usize) as i32,
             _ => 0,
         };
         by_partition.entry(partition).or_default().push(Record {
@@ -155,20 +125,4 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         Format::Table => say!("produced {total} records to {}", args.topic),
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::murmur2;
-
-    #[test]
-    fn murmur2_matches_kafka() {
-        // Values from Kafka's UtilsTest.testMurmur2.
-        assert_eq!(murmur2(b"21"), -973932308);
-        assert_eq!(murmur2(b"foobar"), -790332482);
-        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
-        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
-        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"), -58897971);
-        assert_eq!(murmur2(b"abc"), 479470107);
-    }
 }

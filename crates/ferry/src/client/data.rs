@@ -1,12 +1,12 @@
 //! Records in and out: Produce, Fetch, ListOffsets, and record batches
-//! built and parsed with `ferry_log::records`.
+//! built and parsed with `ferry_records::records`.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use ferry_log::batch::{BatchHeader, HEADER_LEN};
-use ferry_log::compression::Compression;
-use ferry_log::records::{NewRecord, build_batch, parse_records, records_payload};
+use ferry_records::batch::{BatchHeader, HEADER_LEN};
+use ferry_records::compression::Compression;
+use ferry_records::records::{NewRecord, build_batch, parse_records, records_payload};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};

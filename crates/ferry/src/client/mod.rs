@@ -3,7 +3,7 @@
 //! (so `ferry` works against Kafka and Redpanda too): connections per
 //! broker, request versions from ApiVersions, partition leaders from
 //! Metadata, group coordinators from FindCoordinator. Record batches are
-//! built and parsed with `ferry_log::records`.
+//! built and parsed with `ferry_records::records`.
 
 mod admin;
 pub mod conn;

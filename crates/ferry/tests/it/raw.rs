@@ -5,8 +5,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use ferry_log::compression::Compression;
-use ferry_log::records::{NewRecord, build_batch};
+use ferry_records::compression::Compression;
+use ferry_records::records::{NewRecord, build_batch};
 
 pub fn connect(port: u16) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", port)).unwrap();

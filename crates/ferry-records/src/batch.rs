@@ -5,7 +5,7 @@
 //! base offset, and for `LogAppendTime` topics the max timestamp, never the
 //! records themselves.
 
-use crate::error::LogError;
+use crate::error::RecordsError;
 
 /// Size of the fixed v2 batch header.
 pub const HEADER_LEN: usize = 61;
@@ -13,19 +13,19 @@ pub const HEADER_LEN: usize = 61;
 pub const LOG_OVERHEAD: usize = 12;
 
 const BASE_OFFSET: usize = 0;
-const BATCH_LENGTH: usize = 8;
-const MAGIC: usize = 16;
-const CRC: usize = 17;
+pub(crate) const BATCH_LENGTH: usize = 8;
+pub(crate) const MAGIC: usize = 16;
+pub(crate) const CRC: usize = 17;
 /// The CRC covers everything from the attributes field to the end.
 const CRC_START: usize = 21;
-const ATTRIBUTES: usize = 21;
+pub(crate) const ATTRIBUTES: usize = 21;
 const LAST_OFFSET_DELTA: usize = 23;
 const BASE_TIMESTAMP: usize = 27;
 const MAX_TIMESTAMP: usize = 35;
 const PRODUCER_ID: usize = 43;
 const PRODUCER_EPOCH: usize = 51;
 const BASE_SEQUENCE: usize = 53;
-const RECORDS_COUNT: usize = 57;
+pub(crate) const RECORDS_COUNT: usize = 57;
 
 const TIMESTAMP_TYPE_BIT: i16 = 1 << 3;
 const TRANSACTIONAL_BIT: i16 = 1 << 4;
@@ -50,22 +50,22 @@ pub struct BatchHeader {
 impl BatchHeader {
     /// Reads the header fields without checking the CRC. `buf` must hold at
     /// least [`HEADER_LEN`] bytes; sizes and magic are checked.
-    pub fn parse(buf: &[u8]) -> Result<Self, LogError> {
+    pub fn parse(buf: &[u8]) -> Result<Self, RecordsError> {
         if buf.len() < HEADER_LEN {
-            return Err(LogError::corrupt("batch shorter than its header"));
+            return Err(RecordsError::CorruptBatch("batch shorter than its header"));
         }
         let batch_length = be_i32(buf, BATCH_LENGTH);
         if batch_length < (HEADER_LEN - LOG_OVERHEAD) as i32 {
-            return Err(LogError::corrupt("batch length below header size"));
+            return Err(RecordsError::CorruptBatch("batch length below header size"));
         }
         if buf[MAGIC] != 2 {
-            return Err(LogError::corrupt("unsupported magic (only v2 batches)"));
+            return Err(RecordsError::CorruptBatch("unsupported magic (only v2 batches)"));
         }
         let base_offset = be_i64(buf, BASE_OFFSET);
         let last_offset_delta = be_i32(buf, LAST_OFFSET_DELTA);
         let records_count = be_i32(buf, RECORDS_COUNT);
         if last_offset_delta < 0 || records_count < 0 || base_offset < 0 {
-            return Err(LogError::corrupt("negative offset delta or record count"));
+            return Err(RecordsError::CorruptBatch("negative offset delta or record count"));
         }
         Ok(BatchHeader {
             base_offset: base_offset as u64,
@@ -109,37 +109,37 @@ impl BatchHeader {
 }
 
 /// Checks that `batch` is exactly one well-formed batch with a valid CRC.
-pub fn validate(batch: &[u8]) -> Result<BatchHeader, LogError> {
+pub fn validate(batch: &[u8]) -> Result<BatchHeader, RecordsError> {
     let header = BatchHeader::parse(batch)?;
     if header.size != batch.len() {
-        return Err(LogError::corrupt("batch length disagrees with buffer"));
+        return Err(RecordsError::CorruptBatch("batch length disagrees with buffer"));
     }
     if header.compression_id() > 4 {
-        return Err(LogError::corrupt("unknown compression codec"));
+        return Err(RecordsError::CorruptBatch("unknown compression codec"));
     }
     if stored_crc(batch) != crc32c(&batch[CRC_START..]) {
-        return Err(LogError::corrupt("CRC-32C mismatch"));
+        return Err(RecordsError::CorruptBatch("CRC-32C mismatch"));
     }
     Ok(header)
 }
 
 /// Splits a buffer of concatenated batches into validated batches.
-pub fn split(mut buf: &[u8]) -> Result<Vec<(BatchHeader, &[u8])>, LogError> {
+pub fn split(mut buf: &[u8]) -> Result<Vec<(BatchHeader, &[u8])>, RecordsError> {
     let mut out = Vec::new();
     while !buf.is_empty() {
         if buf.len() < LOG_OVERHEAD {
-            return Err(LogError::corrupt("trailing bytes after last batch"));
+            return Err(RecordsError::CorruptBatch("trailing bytes after last batch"));
         }
         let declared = be_i32(buf, BATCH_LENGTH);
         if declared < 0 || declared as usize > buf.len() - LOG_OVERHEAD {
-            return Err(LogError::corrupt("batch length past end of buffer"));
+            return Err(RecordsError::CorruptBatch("batch length past end of buffer"));
         }
         let (one, rest) = buf.split_at(declared as usize + LOG_OVERHEAD);
         out.push((validate(one)?, one));
         buf = rest;
     }
     if out.is_empty() {
-        return Err(LogError::corrupt("no record batch"));
+        return Err(RecordsError::CorruptBatch("no record batch"));
     }
     Ok(out)
 }

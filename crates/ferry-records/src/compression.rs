@@ -6,29 +6,10 @@
 
 use std::io::{self, Read, Write};
 
+use crate::error::{RecordsError, corrupt};
+
 use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
 use ruzstd::decoding::{DEFAULT_MAX_WINDOW_SIZE, FrameDecoder, StreamingDecoder};
-
-/// Errors of compression and of record (de)serialisation.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CodecError {
-    /// Attribute bits 0-2 name a codec Kafka does not define (5, 6 or 7).
-    #[error("unknown compression codec id {0}")]
-    UnknownCodec(i16),
-    /// The input is malformed: truncated, bad checksum, bad framing, ...
-    #[error("corrupt data: {0}")]
-    Corrupt(String),
-    /// The decompressed data would exceed the caller's limit.
-    #[error("decompressed data exceeds the limit of {limit} bytes")]
-    TooLarge { limit: usize },
-    /// The caller asked for something unencodable (e.g. a field overflowing an `i32`).
-    #[error("invalid input: {0}")]
-    Invalid(String),
-}
-
-pub(crate) fn corrupt(what: impl std::fmt::Display) -> CodecError {
-    CodecError::Corrupt(what.to_string())
-}
 
 /// Compression codec of a record batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,14 +23,14 @@ pub enum Compression {
 
 impl Compression {
     /// Extracts the codec from batch attributes (bits 0-2); ids 5-7 are errors.
-    pub fn from_attributes(attributes: i16) -> Result<Self, CodecError> {
+    pub fn from_attributes(attributes: i16) -> Result<Self, RecordsError> {
         match attributes & 0x07 {
             0 => Ok(Self::None),
             1 => Ok(Self::Gzip),
             2 => Ok(Self::Snappy),
             3 => Ok(Self::Lz4),
             4 => Ok(Self::Zstd),
-            id => Err(CodecError::UnknownCodec(id)),
+            id => Err(RecordsError::UnknownCodec(id)),
         }
     }
 
@@ -72,7 +53,7 @@ const XERIAL_HEADER_LEN: usize = 16;
 /// Input bytes per xerial chunk; snappy-java's default block size.
 const XERIAL_CHUNK: usize = 32 * 1024;
 
-/// Decompresses `data`, failing with [`CodecError::TooLarge`] as soon as the
+/// Decompresses `data`, failing with [`RecordsError::TooLarge`] as soon as the
 /// output would exceed `limit` bytes (the output buffer never grows past `limit`).
 ///
 /// Snappy accepts both raw blocks (librdkafka) and xerial framing (Java client),
@@ -83,12 +64,12 @@ const XERIAL_CHUNK: usize = 32 * 1024;
 /// up to 128 MiB (larger ones are rejected as corrupt, like Kafka does). ruzstd
 /// reserves the declared window up front; those pages are only touched as output
 /// is produced, so resident memory still tracks the (capped) output.
-pub fn decompress(codec: Compression, data: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
+pub fn decompress(codec: Compression, data: &[u8], limit: usize) -> Result<Vec<u8>, RecordsError> {
     let mut out = Vec::new();
     match codec {
         Compression::None => {
             if data.len() > limit {
-                return Err(CodecError::TooLarge { limit });
+                return Err(RecordsError::TooLarge { limit });
             }
             out.extend_from_slice(data);
         }
@@ -105,8 +86,8 @@ pub fn decompress(codec: Compression, data: &[u8], limit: usize) -> Result<Vec<u
 /// snappy (32 KiB chunks), an LZ4 frame with independent 64 KiB blocks and no
 /// checksums or content size (what `KafkaLZ4BlockInputStream` expects), and a
 /// single zstd frame at ruzstd's only implemented level, `Fastest` (~zstd level 1).
-pub fn compress(codec: Compression, data: &[u8]) -> Result<Vec<u8>, CodecError> {
-    let failed = |e: &dyn std::fmt::Display| CodecError::Invalid(format!("{codec:?}: {e}"));
+pub fn compress(codec: Compression, data: &[u8]) -> Result<Vec<u8>, RecordsError> {
+    let failed = |e: &dyn std::fmt::Display| RecordsError::Invalid(format!("{codec:?}: {e}"));
     match codec {
         Compression::None => Ok(data.to_vec()),
         Compression::Gzip => {
@@ -141,7 +122,7 @@ pub fn compress(codec: Compression, data: &[u8]) -> Result<Vec<u8>, CodecError> 
 
 /// Appends everything `reader` yields to `out`, keeping `out.len()` (and its
 /// capacity) within `limit`. Unlike `read_to_end`, growth is clamped to `limit`.
-fn read_capped(mut reader: impl Read, out: &mut Vec<u8>, limit: usize) -> Result<(), CodecError> {
+fn read_capped(mut reader: impl Read, out: &mut Vec<u8>, limit: usize) -> Result<(), RecordsError> {
     let mut buf = [0u8; 16 * 1024];
     loop {
         let n = match reader.read(&mut buf) {
@@ -157,10 +138,10 @@ fn read_capped(mut reader: impl Read, out: &mut Vec<u8>, limit: usize) -> Result
 }
 
 /// Makes room for `n` more bytes, doubling like `Vec` but never past `limit`.
-fn reserve_capped(out: &mut Vec<u8>, n: usize, limit: usize) -> Result<(), CodecError> {
+fn reserve_capped(out: &mut Vec<u8>, n: usize, limit: usize) -> Result<(), RecordsError> {
     let room = limit.saturating_sub(out.len());
     if n > room {
-        return Err(CodecError::TooLarge { limit });
+        return Err(RecordsError::TooLarge { limit });
     }
     if out.capacity() - out.len() < n {
         out.reserve_exact(out.len().max(n).max(4096).min(room));
@@ -168,7 +149,7 @@ fn reserve_capped(out: &mut Vec<u8>, n: usize, limit: usize) -> Result<(), Codec
     Ok(())
 }
 
-fn snappy_raw(block: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), CodecError> {
+fn snappy_raw(block: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), RecordsError> {
     let len = snap::raw::decompress_len(block).map_err(corrupt)?;
     reserve_capped(out, len, limit)?;
     let start = out.len();
@@ -179,7 +160,7 @@ fn snappy_raw(block: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), Codec
     Ok(())
 }
 
-fn snappy_xerial(data: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), CodecError> {
+fn snappy_xerial(data: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), RecordsError> {
     let mut rest = data.get(XERIAL_HEADER_LEN..).ok_or_else(|| corrupt("truncated xerial snappy header"))?;
     while !rest.is_empty() {
         let (len, body) =
@@ -192,7 +173,7 @@ fn snappy_xerial(data: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), Cod
     Ok(())
 }
 
-fn zstd(mut input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), CodecError> {
+fn zstd(mut input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), RecordsError> {
     let mut dec = FrameDecoder::new();
     // Same ceiling as libzstd's default windowLogMax (27), which the Java client's
     // zstd-jni applies: level 20-22 streams declare 128 MiB even for tiny inputs.
@@ -250,7 +231,7 @@ mod tests {
             assert_eq!(Compression::from_attributes(c.id() | 0x7ff8).unwrap(), c);
         }
         for id in 5..8 {
-            assert_eq!(Compression::from_attributes(id | 0x10), Err(CodecError::UnknownCodec(id)));
+            assert_eq!(Compression::from_attributes(id | 0x10), Err(RecordsError::UnknownCodec(id)));
         }
     }
 
@@ -307,7 +288,7 @@ mod tests {
         *bad_sum.last_mut().unwrap() ^= 1;
         assert_eq!(
             decompress(Compression::Zstd, &bad_sum, 100),
-            Err(CodecError::Corrupt("zstd content checksum mismatch".into()))
+            Err(RecordsError::Corrupt("zstd content checksum mismatch".into()))
         );
     }
 
@@ -318,12 +299,12 @@ mod tests {
             let packed = compress(c, &data).unwrap();
             assert_eq!(decompress(c, &packed, data.len()).unwrap().len(), data.len());
             for limit in [0, 1, 99_999] {
-                assert_eq!(decompress(c, &packed, limit), Err(CodecError::TooLarge { limit }), "{c:?}");
+                assert_eq!(decompress(c, &packed, limit), Err(RecordsError::TooLarge { limit }), "{c:?}");
             }
         }
         // A raw snappy block claiming a 4 GiB output is refused before allocating.
         let bomb = [0xff, 0xff, 0xff, 0xff, 0x0f, 0x00];
-        assert_eq!(decompress(Compression::Snappy, &bomb, 1 << 20), Err(CodecError::TooLarge { limit: 1 << 20 }));
+        assert_eq!(decompress(Compression::Snappy, &bomb, 1 << 20), Err(RecordsError::TooLarge { limit: 1 << 20 }));
     }
 
     #[test]

@@ -4,17 +4,14 @@
 
 use std::borrow::Cow;
 
-use crate::compression::{self, CodecError, Compression, corrupt};
+use crate::compression::{self, Compression};
+use crate::error::{RecordsError, corrupt};
 
-const LENGTH_AT: usize = 8;
-const MAGIC_AT: usize = 16;
-const CRC_AT: usize = 17;
-const ATTRIBUTES_AT: usize = 21;
-const COUNT_AT: usize = 57;
-/// Size of the fixed batch header; the records section starts here.
-const HEADER_LEN: usize = 61;
-/// `batchLength` counts the bytes after itself.
-const LENGTH_BASE: usize = 12;
+// Field positions in the fixed header, shared with [`crate::batch`].
+use crate::batch::{
+    ATTRIBUTES as ATTRIBUTES_AT, BATCH_LENGTH as LENGTH_AT, CRC as CRC_AT, HEADER_LEN, LOG_OVERHEAD as LENGTH_BASE,
+    MAGIC as MAGIC_AT, RECORDS_COUNT as COUNT_AT,
+};
 /// Smallest encoded record: 7 one-byte fields. Bounds pre-allocation by `count`.
 const MIN_RECORD_LEN: usize = 7;
 
@@ -44,7 +41,7 @@ pub struct NewRecord<'a> {
 ///
 /// The section ends where `batchLength` says, so trailing bytes after the batch
 /// are ignored. `limit` caps the decompressed size only (see [`compression::decompress`]).
-pub fn records_payload(batch: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, CodecError> {
+pub fn records_payload(batch: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, RecordsError> {
     let header = header(batch)?;
     let length =
         usize::try_from(i32::from_be_bytes(field(&header, LENGTH_AT))).map_err(|_| corrupt("negative batch length"))?;
@@ -63,7 +60,7 @@ pub fn records_payload(batch: &[u8], limit: usize) -> Result<Cow<'_, [u8]>, Code
 /// Errors on truncation, negative lengths other than -1 (and on null header keys
 /// or negative header counts), a record whose fields disagree with its length
 /// prefix, trailing bytes after the last record, and fewer records than `count`.
-pub fn parse_records(payload: &[u8], count: usize) -> Result<Vec<RecordView<'_>>, CodecError> {
+pub fn parse_records(payload: &[u8], count: usize) -> Result<Vec<RecordView<'_>>, RecordsError> {
     let mut records = Vec::with_capacity(count.min(payload.len() / MIN_RECORD_LEN));
     let mut cur = Cursor::new(payload);
     for i in 0..count {
@@ -80,7 +77,7 @@ pub fn parse_records(payload: &[u8], count: usize) -> Result<Vec<RecordView<'_>>
     Ok(records)
 }
 
-fn parse_record<'a>(body: &'a [u8], raw: &'a [u8]) -> Result<RecordView<'a>, CodecError> {
+fn parse_record<'a>(body: &'a [u8], raw: &'a [u8]) -> Result<RecordView<'a>, RecordsError> {
     let mut cur = Cursor::new(body);
     let _attributes = cur.bytes(1)?; // unused by Kafka
     let timestamp_delta = cur.varlong()?;
@@ -108,7 +105,7 @@ fn parse_record<'a>(body: &'a [u8], raw: &'a [u8]) -> Result<RecordView<'a>, Cod
 /// the producer's last offset/sequence stays intact, as with Kafka's log cleaner.
 /// maxTimestamp is not lowered if its record was dropped. batchLength,
 /// recordsCount and the CRC are recomputed; the raw records are not re-validated.
-pub fn rebuild_batch(template: &[u8], raw_records: &[&[u8]]) -> Result<Vec<u8>, CodecError> {
+pub fn rebuild_batch(template: &[u8], raw_records: &[&[u8]]) -> Result<Vec<u8>, RecordsError> {
     let header = header(template)?;
     let payload = compression::compress(attributes_codec(&header)?, &raw_records.concat())?;
     assemble(header, raw_records.len(), &payload)
@@ -124,8 +121,8 @@ pub fn build_batch(
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
-) -> Result<Vec<u8>, CodecError> {
-    let invalid = |what: &str| CodecError::Invalid(what.to_owned());
+) -> Result<Vec<u8>, RecordsError> {
+    let invalid = |what: &str| RecordsError::Invalid(what.to_owned());
     let first = records.first().ok_or_else(|| invalid("a batch needs at least one record"))?;
     let base_ts = first.timestamp;
     let max_ts = records.iter().map(|r| r.timestamp).max().unwrap_or(base_ts);
@@ -179,7 +176,7 @@ pub fn build_control_batch(
     commit: bool,
     coordinator_epoch: i32,
     timestamp: i64,
-) -> Result<Vec<u8>, CodecError> {
+) -> Result<Vec<u8>, RecordsError> {
     let key = [0, 0, 0, u8::from(commit)];
     let mut value = [0u8; 6];
     value[2..].copy_from_slice(&coordinator_epoch.to_be_bytes());
@@ -196,7 +193,7 @@ const CONTROL_ATTRIBUTES: i16 = (1 << 4) | (1 << 5);
 
 /// What a control batch marks: `Some(true)` commit, `Some(false)` abort,
 /// `None` for other control records (e.g. KRaft's).
-pub fn control_marker(batch: &[u8]) -> Result<Option<bool>, CodecError> {
+pub fn control_marker(batch: &[u8]) -> Result<Option<bool>, RecordsError> {
     let count = i32::from_be_bytes(field(&header(batch)?, COUNT_AT));
     let payload = records_payload(batch, 1 << 20)?;
     let records = parse_records(&payload, usize::try_from(count).map_err(|_| corrupt("negative count"))?)?;
@@ -208,8 +205,8 @@ pub fn control_marker(batch: &[u8]) -> Result<Option<bool>, CodecError> {
 }
 
 /// Finishes a batch: fills in batchLength, recordsCount and the CRC-32C over [21..].
-fn assemble(mut header: [u8; HEADER_LEN], count: usize, payload: &[u8]) -> Result<Vec<u8>, CodecError> {
-    let too_big = |_| CodecError::Invalid("batch too large".to_owned());
+fn assemble(mut header: [u8; HEADER_LEN], count: usize, payload: &[u8]) -> Result<Vec<u8>, RecordsError> {
+    let too_big = |_| RecordsError::Invalid("batch too large".to_owned());
     let length = i32::try_from(HEADER_LEN - LENGTH_BASE + payload.len()).map_err(too_big)?;
     let count = i32::try_from(count).map_err(too_big)?;
     header[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
@@ -223,7 +220,7 @@ fn assemble(mut header: [u8; HEADER_LEN], count: usize, payload: &[u8]) -> Resul
 }
 
 /// The fixed 61-byte header, checked for length and magic 2.
-fn header(batch: &[u8]) -> Result<[u8; HEADER_LEN], CodecError> {
+fn header(batch: &[u8]) -> Result<[u8; HEADER_LEN], RecordsError> {
     let header: [u8; HEADER_LEN] =
         batch.first_chunk().copied().ok_or_else(|| corrupt("batch shorter than its 61-byte header"))?;
     match header[MAGIC_AT] {
@@ -238,7 +235,7 @@ fn field<const N: usize>(header: &[u8; HEADER_LEN], at: usize) -> [u8; N] {
     out
 }
 
-fn attributes_codec(header: &[u8; HEADER_LEN]) -> Result<Compression, CodecError> {
+fn attributes_codec(header: &[u8; HEADER_LEN]) -> Result<Compression, RecordsError> {
     Compression::from_attributes(i16::from_be_bytes(field(header, ATTRIBUTES_AT)))
 }
 
@@ -253,7 +250,7 @@ impl<'a> Cursor<'a> {
         Self { buf, pos: 0 }
     }
 
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], RecordsError> {
         let out =
             self.pos.checked_add(n).and_then(|end| self.buf.get(self.pos..end)).ok_or_else(|| corrupt("truncated"))?;
         self.pos += n;
@@ -261,7 +258,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Unsigned LEB128 of at most `max_bytes`, rejecting bits beyond `bits`.
-    fn leb128(&mut self, max_bytes: u32, bits: u32) -> Result<u64, CodecError> {
+    fn leb128(&mut self, max_bytes: u32, bits: u32) -> Result<u64, RecordsError> {
         let mut value = 0u64;
         for i in 0..max_bytes {
             let b = *self.buf.get(self.pos).ok_or_else(|| corrupt("truncated varint"))?;
@@ -279,25 +276,25 @@ impl<'a> Cursor<'a> {
         Err(corrupt("varint too long"))
     }
 
-    fn varint(&mut self) -> Result<i32, CodecError> {
+    fn varint(&mut self) -> Result<i32, RecordsError> {
         let v = self.leb128(5, 32)? as u32;
         Ok((v >> 1) as i32 ^ -((v & 1) as i32))
     }
 
-    fn varlong(&mut self) -> Result<i64, CodecError> {
+    fn varlong(&mut self) -> Result<i64, RecordsError> {
         let v = self.leb128(10, 64)?;
         Ok((v >> 1) as i64 ^ -((v & 1) as i64))
     }
 
     /// A varint length: `None` for -1, an error for other negatives.
-    fn length(&mut self) -> Result<Option<usize>, CodecError> {
+    fn length(&mut self) -> Result<Option<usize>, RecordsError> {
         match self.varint()? {
             -1 => Ok(None),
             n => usize::try_from(n).map(Some).map_err(|_| corrupt(format!("length {n}"))),
         }
     }
 
-    fn nullable_bytes(&mut self) -> Result<Option<&'a [u8]>, CodecError> {
+    fn nullable_bytes(&mut self) -> Result<Option<&'a [u8]>, RecordsError> {
         self.length()?.map(|n| self.bytes(n)).transpose()
     }
 }
@@ -318,13 +315,13 @@ fn put_leb128(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn put_len(out: &mut Vec<u8>, len: usize) -> Result<(), CodecError> {
-    let len = i32::try_from(len).map_err(|_| CodecError::Invalid(format!("length {len}")))?;
+fn put_len(out: &mut Vec<u8>, len: usize) -> Result<(), RecordsError> {
+    let len = i32::try_from(len).map_err(|_| RecordsError::Invalid(format!("length {len}")))?;
     put_varint(out, len);
     Ok(())
 }
 
-fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) -> Result<(), CodecError> {
+fn put_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) -> Result<(), RecordsError> {
     match bytes {
         None => put_varint(out, -1),
         Some(b) => {
@@ -451,7 +448,7 @@ mod tests {
         assert!(records_payload(&batch, LIMIT).is_err());
         batch[MAGIC_AT] = 2;
         batch[22] |= 7;
-        assert_eq!(records_payload(&batch, LIMIT), Err(CodecError::UnknownCodec(7)));
+        assert_eq!(records_payload(&batch, LIMIT), Err(RecordsError::UnknownCodec(7)));
     }
 
     #[test]
@@ -465,7 +462,7 @@ mod tests {
             assert!(parse_records(&payload[..cut], 5).is_err(), "truncated at {cut}");
         }
         let err = |payload: &[u8]| match parse_records(payload, 1) {
-            Err(CodecError::Corrupt(msg)) => msg,
+            Err(RecordsError::Corrupt(msg)) => msg,
             other => panic!("expected corruption, got {other:?}"),
         };
         // Bodies: attributes, ts delta 0, offset delta 0, key, value, header count, headers.

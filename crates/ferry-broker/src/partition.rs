@@ -198,6 +198,7 @@ impl Partition {
     /// page cache, so it runs on the caller's task; fsync happens on the
     /// log's flusher thread.
     pub fn append(&self, batches: &[u8], acks: Acks) -> Result<Appended> {
+        let _span = tracing::debug_span!("append", topic = %self.topic, partition = self.index).entered();
         let settings = self.settings.read().unwrap_or_else(|p| p.into_inner()).clone();
         if acks == Acks::All && settings.min_insync_replicas > 1 {
             return Err(BrokerError::NotEnoughReplicas { isr: 1, min: settings.min_insync_replicas });

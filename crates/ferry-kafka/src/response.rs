@@ -43,6 +43,22 @@ pub enum Reply {
     Close(String),
 }
 
+impl Reply {
+    /// Runs the deferred parts of the reply inside `span`, so what they log
+    /// is attributed to their request. Free when the span is disabled.
+    pub fn in_span(self, span: tracing::Span) -> Reply {
+        use tracing::Instrument;
+        if span.is_disabled() {
+            return self;
+        }
+        match self {
+            Reply::Later(fut) => Reply::Later(Box::pin(fut.instrument(span))),
+            Reply::Inline(fut) => Reply::Inline(Box::pin(fut.instrument(span))),
+            other => other,
+        }
+    }
+}
+
 /// Encodes `body` as the response to a request of `api_key`/`version`.
 /// Header versions come from the crate (shared/DEPENDENCIES.md §1 pitfall 2).
 pub fn encode<R: Encodable + HeaderVersion>(api_key: ApiKey, version: i16, correlation_id: i32, body: &R) -> Response {

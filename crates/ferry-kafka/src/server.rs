@@ -20,6 +20,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::handlers;
 use crate::response::{Chunk, Reply, Response};
@@ -71,9 +72,9 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: watch::Re
                     tokio::spawn(async move {
                         let _open = metrics.connection();
                         if let Err(e) = connection(stream, peer, ctx, shutdown, metrics.clone()).await {
-                            tracing::debug!(%peer, error = %e, "kafka connection closed");
+                            tracing::debug!(error = %e, "kafka connection closed");
                         }
-                    });
+                    }.instrument(tracing::info_span!("kafka", %peer)));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");

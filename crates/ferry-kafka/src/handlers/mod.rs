@@ -18,6 +18,7 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Message, VersionRange};
+use tracing::Instrument;
 
 use crate::response::{Chunk, Reply, Response};
 use crate::server::Ctx;
@@ -89,13 +90,19 @@ pub fn supports(key: ApiKey, version: i16) -> bool {
     supported().iter().any(|(k, v)| *k == key && version >= v.min && version <= v.max)
 }
 
-/// Decodes one request frame and runs its handler.
-pub async fn handle(ctx: &Arc<Ctx>, mut frame: Bytes, peer: &str) -> Reply {
+/// Decodes one request frame and runs its handler, in a `request` span
+/// (API key, version, correlation id) that its deferred work keeps.
+pub async fn handle(ctx: &Arc<Ctx>, frame: Bytes, peer: &str) -> Reply {
     // The server checked the frame holds at least the fixed 8 header bytes.
     let (key, version, correlation_id) = {
         let mut b = &frame[..8];
         (b.get_i16(), b.get_i16(), b.get_i32())
     };
+    let span = tracing::debug_span!("request", api = key, version, correlation_id);
+    dispatch(ctx, frame, peer, key, version, correlation_id).instrument(span.clone()).await.in_span(span)
+}
+
+async fn dispatch(ctx: &Arc<Ctx>, mut frame: Bytes, peer: &str, key: i16, version: i16, correlation_id: i32) -> Reply {
     let api_key = match ApiKey::try_from(key) {
         Ok(k) if supports(k, version) => k,
         Ok(ApiKey::ApiVersions) => return api_versions::unsupported_version(correlation_id),

@@ -23,5 +23,8 @@ pub mod txn;
 
 pub use broker::{Broker, BrokerConfig, Topic, validate_topic_name};
 pub use error::{BrokerError, Result};
+/// What front-ends see of the log: the file ranges a read hands out (sent
+/// with `sendfile`) and the errors they map to protocol codes.
+pub use ferry_log::{LogError, ReadSlice};
 pub use partition::{Acks, Appended, Partition, Signal};
 pub use producer::{ProducerIds, ProducerStates};

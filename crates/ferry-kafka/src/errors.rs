@@ -4,9 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferry_broker::BrokerError;
+use ferry_broker::LogError;
 use ferry_broker::group::GroupError;
 use ferry_broker::txn::TxnError;
-use ferry_log::LogError;
 use kafka_protocol::error::ResponseError as E;
 
 /// Codes -1 (UNKNOWN_SERVER_ERROR) to 190: every code Kafka defines.

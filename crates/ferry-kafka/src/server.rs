@@ -209,7 +209,7 @@ async fn write_responses(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>
 }
 
 /// Sends a file range straight from the page cache to the socket.
-async fn send_file(stream: &TcpStream, slice: &ferry_log::ReadSlice) -> std::io::Result<()> {
+async fn send_file(stream: &TcpStream, slice: &ferry_broker::ReadSlice) -> std::io::Result<()> {
     let mut offset = slice.position as i64;
     let end = offset + slice.len as i64;
     while offset < end {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use ferry_broker::{BrokerError, Topic};
-use ferry_log::{LogError, ReadSlice};
+use ferry_broker::{LogError, ReadSlice};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, FetchRequest, ResponseHeader};
 use kafka_protocol::protocol::{Encodable, StrBytes};

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use ferry_log::{EngineConfig, LogManager};
+use ferry_util::sync::{lock, read, write};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -517,18 +518,6 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
         fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 
 use ferry_log::{AbortedTxn, AppendInfo, FlushPolicy, Log, LogError, ReadSlice, TimestampType};
 use ferry_records::batch::{BatchHeader, HEADER_LEN};
+use ferry_util::sync::lock;
+use ferry_util::time::now_ms_u64;
 use tokio::sync::{Notify, oneshot};
 
 use crate::error::{BrokerError, Result};
@@ -111,7 +113,7 @@ impl Partition {
     /// as durable as the topic's flush policy makes acks=all writes. Call
     /// from a blocking thread. Returns the marker's offset.
     pub fn write_marker(&self, producer_id: i64, epoch: i16, commit: bool, coordinator_epoch: i32) -> Result<u64> {
-        let now = now_ms();
+        let now = now_ms_u64();
         let batch =
             ferry_records::records::build_control_batch(producer_id, epoch, commit, coordinator_epoch, now as i64)
                 .map_err(LogError::from)?;
@@ -295,7 +297,7 @@ impl Appended {
 /// coordinator's), and Kafka's `message.timestamp.{before,after}.max.ms`
 /// apply to the base and max timestamps of CreateTime topics.
 fn check_headers(mut buf: &[u8], settings: &TopicSettings) -> Result<()> {
-    let now = now_ms() as i64;
+    let now = ferry_util::time::now_ms();
     let create_time = settings.log.timestamp_type == TimestampType::CreateTime;
     while buf.len() >= HEADER_LEN {
         let Ok(h) = BatchHeader::parse(buf) else { return Ok(()) }; // the log reports corruption
@@ -316,14 +318,6 @@ fn check_headers(mut buf: &[u8], settings: &TopicSettings) -> Result<()> {
         buf = buf.get(h.size..).unwrap_or_default();
     }
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Who waits for a partition's high watermark: a task or a thread.

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 
 use ferry_log::AbortedTxn;
 use ferry_records::batch::BatchHeader;
+use ferry_util::time::now_ms_u64;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BrokerError, Result};
@@ -178,7 +179,7 @@ impl ProducerStates {
             states.offset = end;
         }
         let from = states.offset.max(log.log_start_offset());
-        let now = now_ms();
+        let now = now_ms_u64();
         let mut failed = None;
         log.scan_headers(from, |h| {
             if h.producer_id < 0 || failed.is_some() {
@@ -294,10 +295,6 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use ferry_log::{Log, LogManager};
+use ferry_util::sync::lock;
+use ferry_util::time::now_ms_u64;
 use serde::{Deserialize, Serialize};
 
 use crate::coordinator::Committed;
@@ -132,14 +134,6 @@ pub struct TxnCoordinator {
     pids: Mutex<HashMap<i64, String>>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl TxnCoordinator {
     /// Opens the internal log and rebuilds every transactional id's state.
     pub fn open(data_dir: &Path, logs: &LogManager, config: TxnConfig) -> Result<TxnCoordinator> {
@@ -189,7 +183,7 @@ impl TxnCoordinator {
             return Err(TxnError::InvalidTransactionTimeout);
         }
         let mut txns = lock(&self.txns);
-        let now = now_ms();
+        let now = now_ms_u64();
         let Some(m) = txns.get_mut(id) else {
             if expected.is_some() {
                 return Err(TxnError::InvalidProducerIdMapping);
@@ -272,7 +266,7 @@ impl TxnCoordinator {
     fn extend(&self, id: &str, pid: i64, epoch: i16, f: impl FnOnce(&mut TxnMeta) -> bool) -> TxnResult<()> {
         let mut txns = lock(&self.txns);
         let m = Self::check(&mut txns, id, pid, epoch)?;
-        let now = now_ms();
+        let now = now_ms_u64();
         let mut changed = f(m);
         if m.state != TxnState::Ongoing {
             m.state = TxnState::Ongoing;
@@ -402,7 +396,7 @@ impl TxnCoordinator {
         if fence && m.producer_epoch < i16::MAX - 1 {
             m.producer_epoch += 1;
         }
-        m.update_ms = now_ms();
+        m.update_ms = now_ms_u64();
         let snapshot = m.clone();
         let end = self.append(id, Some(&snapshot))?;
         // Durable before any marker: a restart must know to finish this.
@@ -438,7 +432,7 @@ impl TxnCoordinator {
         m.groups.clear();
         m.offsets.clear();
         m.start_ms = 0;
-        m.update_ms = now_ms();
+        m.update_ms = now_ms_u64();
         let snapshot = m.clone();
         let end = self.append(id, Some(&snapshot))?;
         drop(txns);
@@ -449,7 +443,7 @@ impl TxnCoordinator {
     /// state (after a restart or a failed marker write), aborts those past
     /// their timeout (fencing their producer), and forgets idle ids.
     pub fn tick(&self, effects: &dyn TxnEffects) {
-        let now = now_ms();
+        let now = now_ms_u64();
         let mut preparing = Vec::new();
         let mut timed_out = Vec::new();
         {

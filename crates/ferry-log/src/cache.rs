@@ -9,7 +9,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::segment::{Segment, lock};
+use ferry_util::sync::lock;
+
+use crate::segment::Segment;
 
 pub struct SegmentCache {
     capacity: usize,

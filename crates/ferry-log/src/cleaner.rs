@@ -21,7 +21,9 @@ use crate::config::LogConfig;
 use crate::error::Result;
 use crate::index::Indexes;
 use crate::log::Log;
-use crate::segment::{self, Segment, for_each_batch, lock, rel, write};
+use ferry_util::sync::{lock, write};
+
+use crate::segment::{self, Segment, for_each_batch, rel};
 use crate::txn_index::AbortedTxn;
 use ferry_records::batch::BatchHeader;
 use ferry_records::records::{parse_records, rebuild_batch, records_payload};

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{LogError, Result};
 use crate::log::Log;
-use crate::segment::lock;
+use ferry_util::sync::lock;
 
 pub type FlushCallback = Box<dyn FnOnce(Result<()>) + Send>;
 

@@ -33,8 +33,3 @@ pub use txn_index::AbortedTxn;
 /// Largest decompressed records section the engine will inflate
 /// (compaction, timestamp lookups): a bound against decompression bombs.
 pub(crate) const MAX_DECOMPRESSED: usize = 256 << 20;
-
-/// Wall-clock milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}

@@ -19,7 +19,9 @@ use crate::checkpoint::Checkpoint;
 use crate::config::{FlushPolicy, LogConfig, TimestampType};
 use crate::error::{LogError, Result};
 use crate::manager::Env;
-use crate::segment::{Segment, lock, read, read_header, rel, write};
+use ferry_util::sync::{lock, read, write};
+
+use crate::segment::{Segment, read_header, rel};
 use crate::txn_index::AbortedTxn;
 use ferry_records::batch::{self, HEADER_LEN};
 
@@ -198,7 +200,7 @@ impl Log {
                 return Err(LogError::BatchTooLarge { size: h.size, max: config.max_message_bytes });
             }
         }
-        let now = crate::now_ms();
+        let now = ferry_util::time::now_ms_u64();
         let append_time = (config.timestamp_type == TimestampType::LogAppendTime).then_some(now as i64);
         let total: u64 = parsed.iter().map(|(h, _)| h.size as u64).sum();
         let span: u64 = parsed.iter().map(|(h, _)| u64::from(h.last_offset_delta) + 1).sum();
@@ -388,7 +390,7 @@ impl Log {
         }
         fs.durable_pos = fs.durable_pos.max((active.base, pos));
         let pending = self.leo.load(Ordering::Acquire) > durable;
-        self.dirty_since.store(if pending { crate::now_ms().max(1) } else { 0 }, Ordering::Relaxed);
+        self.dirty_since.store(if pending { ferry_util::time::now_ms_u64().max(1) } else { 0 }, Ordering::Relaxed);
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use crate::config::{EngineConfig, LogConfig};
 use crate::error::Result;
 use crate::flusher::{Flusher, Registry};
 use crate::log::Log;
-use crate::segment::lock;
+use ferry_util::sync::lock;
 
 /// How often interval-policy logs are checked for due flushes.
 const INTERVAL_TICK: Duration = Duration::from_millis(5);
@@ -117,7 +117,7 @@ fn live(registry: &Registry) -> Vec<Arc<Log>> {
 
 /// Asks for a flush of every interval-policy log whose unflushed data is due.
 fn request_due(registry: &Registry) {
-    let now = crate::now_ms();
+    let now = ferry_util::time::now_ms_u64();
     for log in live(registry) {
         if let Some(target) = log.flush_due(now) {
             log.env.flusher.request(log.clone(), target, None);
@@ -126,7 +126,7 @@ fn request_due(registry: &Registry) {
 }
 
 fn clean_all(registry: &Registry) {
-    let now = crate::now_ms();
+    let now = ferry_util::time::now_ms_u64();
     for log in live(registry) {
         if let Err(e) = log.enforce_retention(now) {
             tracing::warn!(log = %log.dir().display(), error = %e, "retention failed");

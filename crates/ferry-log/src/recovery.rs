@@ -92,7 +92,7 @@ impl Log {
         active.with_indexes(&env.cache, |_| ())?;
         let leo = active.end().max(active.base);
         let log_start = checkpoint.map_or(0, |c| c.log_start).max(segments.first().map_or(0, |s| s.base)).min(leo);
-        let now = crate::now_ms();
+        let now = ferry_util::time::now_ms_u64();
         let map: BTreeMap<u64, Arc<Segment>> = segments.iter().map(|s| (s.base, s.clone())).collect();
         let log = Arc::new(Log {
             dir: dir.to_path_buf(),
@@ -126,7 +126,7 @@ impl Log {
         // Recovery fsynced what it validated; segments before the checkpoint
         // were fsynced before it was written. Record that.
         fs::File::open(dir)?.sync_all()?;
-        log.write_checkpoint(segment::lock(&log.flush), true)?;
+        log.write_checkpoint(ferry_util::sync::lock(&log.flush), true)?;
         Ok(log)
     }
 }

@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 
 use crate::error::{LogError, Result};
 use crate::log::Log;
-use crate::segment::{Segment, lock, read_header, rel, write};
+use ferry_util::sync::{lock, write};
+
+use crate::segment::{Segment, read_header, rel};
 
 impl Log {
     /// Deletes closed segments past `retention.ms` (by their largest

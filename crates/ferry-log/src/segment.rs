@@ -17,6 +17,7 @@ use crate::cache::SegmentCache;
 use crate::error::{LogError, Result};
 use crate::index::Indexes;
 use ferry_records::batch::{self, BatchHeader, HEADER_LEN};
+use ferry_util::sync::{lock, read, write};
 
 /// File name stem of the segment starting at `base`, as Kafka names them.
 pub fn file_stem(base: u64) -> String {
@@ -405,18 +406,6 @@ fn read_valid_batch(file: &File, pos: u64, limit: u64, min_offset: u64, buf: &mu
     buf.resize(h.size, 0);
     file.read_exact_at(buf, pos).ok()?;
     batch::validate(buf).ok()
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-pub(crate) fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
-}
-
-pub(crate) fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Calls `f` with each whole batch of `file` below `limit`, in order.

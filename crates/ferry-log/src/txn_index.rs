@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 use crate::error::Result;
-use crate::segment::{lock, read, write};
+use ferry_util::sync::{lock, read, write};
 
 const FILE: &str = "aborted.txnindex";
 const ENTRY_LEN: usize = 28;

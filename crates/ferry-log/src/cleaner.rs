@@ -31,9 +31,13 @@ use ferry_records::records::{parse_records, rebuild_batch, records_payload};
 /// What one compaction pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CompactionStats {
+    /// Source segments replaced by cleaned ones (a group of several counts each).
     pub segments_rewritten: usize,
+    /// Records dropped because a later record has the same key, or expired tombstones.
     pub records_removed: u64,
+    /// Total size of the replaced segments, in bytes.
     pub bytes_before: u64,
+    /// Total size of the segments written in their place, in bytes.
     pub bytes_after: u64,
 }
 

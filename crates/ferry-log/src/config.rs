@@ -10,7 +10,12 @@ pub enum FlushPolicy {
     Always,
     /// fsync once `messages` records are unflushed or `ms` milliseconds after
     /// the first unflushed append, whichever comes first.
-    Interval { ms: u64, messages: u64 },
+    Interval {
+        /// Longest time unflushed data may wait, in milliseconds.
+        ms: u64,
+        /// Most unflushed records before an fsync.
+        messages: u64,
+    },
     /// Never fsync explicitly (except on segment roll and close); the OS
     /// writes back when it likes.
     Os,
@@ -19,20 +24,27 @@ pub enum FlushPolicy {
 /// `message.timestamp.type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimestampType {
+    /// Keep the producer's timestamps.
     CreateTime,
+    /// Overwrite the batch's max timestamp with the broker's clock at append.
     LogAppendTime,
 }
 
 /// `cleanup.policy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CleanupPolicy {
+    /// Drop old segments by `retention.ms` / `retention.bytes`.
     pub delete: bool,
+    /// Keep only the latest record per key.
     pub compact: bool,
 }
 
 impl CleanupPolicy {
+    /// `cleanup.policy=delete` (Kafka's default).
     pub const DELETE: Self = CleanupPolicy { delete: true, compact: false };
+    /// `cleanup.policy=compact`.
     pub const COMPACT: Self = CleanupPolicy { delete: false, compact: true };
+    /// `cleanup.policy=compact,delete`: compacted, and old segments also expire.
     pub const COMPACT_DELETE: Self = CleanupPolicy { delete: true, compact: true };
 }
 
@@ -48,14 +60,17 @@ pub struct LogConfig {
     pub index_interval_bytes: u64,
     /// `max.message.bytes`: largest accepted batch.
     pub max_message_bytes: usize,
+    /// `message.timestamp.type`: whose clock the stored timestamps carry.
     pub timestamp_type: TimestampType,
     /// `retention.ms`; `None` keeps data forever.
     pub retention_ms: Option<u64>,
     /// `retention.bytes`; `None` means no size limit.
     pub retention_bytes: Option<u64>,
+    /// `cleanup.policy`: delete old segments, compact by key, or both.
     pub cleanup_policy: CleanupPolicy,
     /// `delete.retention.ms`: how long tombstones survive compaction.
     pub delete_retention_ms: u64,
+    /// When appends are fsynced (`flush.messages` / `flush.ms` in Kafka terms).
     pub flush: FlushPolicy,
 }
 

@@ -11,10 +11,22 @@ pub enum LogError {
     CorruptBatch(&'static str),
     /// The batch is larger than the log's `max.message.bytes`.
     #[error("record batch of {size} bytes exceeds the limit of {max}")]
-    BatchTooLarge { size: usize, max: usize },
+    BatchTooLarge {
+        /// Size of the rejected batch, in bytes.
+        size: usize,
+        /// The log's limit, in bytes.
+        max: usize,
+    },
     /// A read asked for an offset outside [log start, high watermark].
     #[error("offset {offset} out of range [{start}, {end}]")]
-    OffsetOutOfRange { offset: u64, start: u64, end: u64 },
+    OffsetOutOfRange {
+        /// The requested offset.
+        offset: u64,
+        /// Log start offset (inclusive).
+        start: u64,
+        /// High watermark (inclusive: a read there returns no data yet).
+        end: u64,
+    },
     /// A stored batch failed to decode (only reachable through files damaged
     /// after recovery, or a bug).
     #[error("record codec: {0}")]
@@ -23,6 +35,7 @@ pub enum LogError {
     /// further writes (a failed fsync leaves the page cache state unknown).
     #[error("log is closed or failed: {0}")]
     Unavailable(String),
+    /// A file operation failed.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
     /// An I/O error shared by every waiter of one group commit.
@@ -39,4 +52,5 @@ impl From<ferry_records::RecordsError> for LogError {
     }
 }
 
+/// `Result` with [`LogError`] as the default error.
 pub type Result<T, E = LogError> = std::result::Result<T, E>;

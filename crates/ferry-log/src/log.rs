@@ -32,13 +32,17 @@ pub type HwListener = Arc<dyn Fn() + Send + Sync>;
 /// What an append assigned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppendInfo {
+    /// Offset assigned to the first record appended.
     pub base_offset: u64,
+    /// Offset assigned to the last record appended (inclusive).
     pub last_offset: u64,
     /// Largest batch max-timestamp appended (after LogAppendTime patching).
     pub max_timestamp: i64,
     /// The broker time written into the batches, for LogAppendTime logs.
     pub log_append_time: Option<i64>,
+    /// Records appended, summed over the batches.
     pub records: u64,
+    /// Bytes appended.
     pub bytes: u64,
 }
 
@@ -46,8 +50,11 @@ pub struct AppendInfo {
 /// `sendfile` or a copying read.
 #[derive(Clone, Debug)]
 pub struct ReadSlice {
+    /// The segment file the range is in.
     pub file: Arc<File>,
+    /// Byte position of the first batch in `file`.
     pub position: u64,
+    /// Length of the range in bytes.
     pub len: u64,
     /// The offset after the slice's last batch: where the next read goes on
     /// (exact unless the slice runs to the readable end while a flush
@@ -89,6 +96,9 @@ pub(crate) struct CheckpointState {
     pub written: Option<Checkpoint>,
 }
 
+/// One partition's append-only log: a directory of segments with their
+/// offset and time indexes. Shared (`Arc`) between one writer at a time and
+/// any number of readers; opened through [`crate::LogManager`].
 pub struct Log {
     pub(crate) dir: PathBuf,
     pub(crate) config: RwLock<LogConfig>,
@@ -123,6 +133,7 @@ pub struct Log {
 }
 
 impl Log {
+    /// The directory holding this log's segment files.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -149,6 +160,7 @@ impl Log {
         self.durable.load(Ordering::Acquire)
     }
 
+    /// The current settings (a copy).
     pub fn config(&self) -> LogConfig {
         read(&self.config).clone()
     }
@@ -177,6 +189,7 @@ impl Log {
         read(&self.segments).values().map(|s| s.size()).sum()
     }
 
+    /// Number of segment files, the active one included.
     pub fn segment_count(&self) -> usize {
         read(&self.segments).len()
     }

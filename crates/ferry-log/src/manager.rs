@@ -37,6 +37,8 @@ pub struct LogManager {
 }
 
 impl LogManager {
+    /// Starts the engine's background threads (flusher, flush ticker,
+    /// checkpointer, cleaner) with `config`.
     pub fn new(config: EngineConfig) -> LogManager {
         let registry: Arc<Registry> = Arc::new(Mutex::new(Vec::new()));
         let flusher = Flusher::start();

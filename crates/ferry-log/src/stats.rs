@@ -25,7 +25,9 @@ pub struct FsyncSnapshot {
     /// (upper bound in seconds, observations in this bucket, not cumulative);
     /// the last bound is `f64::INFINITY`.
     pub buckets: Vec<(f64, u64)>,
+    /// Total time of all observed flushes, in seconds.
     pub sum_seconds: f64,
+    /// Number of observed flushes.
     pub count: u64,
 }
 
@@ -40,6 +42,7 @@ impl Default for FsyncStats {
 }
 
 impl FsyncStats {
+    /// Records one flush that took `d`.
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         let i = FSYNC_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(FSYNC_BUCKETS.len());
@@ -50,6 +53,8 @@ impl FsyncStats {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Reads the counters (not atomically as a whole: a concurrent flush may
+    /// show in `count` but not yet in a bucket).
     pub fn snapshot(&self) -> FsyncSnapshot {
         let bounds = FSYNC_BUCKETS.iter().copied().chain(std::iter::once(f64::INFINITY));
         FsyncSnapshot {

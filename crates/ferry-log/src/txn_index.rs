@@ -26,8 +26,11 @@ const ENTRY_LEN: usize = 28;
 /// `last_offset` is the offset of the abort marker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AbortedTxn {
+    /// The transactional producer whose records were aborted.
     pub producer_id: i64,
+    /// Offset of the transaction's first record.
     pub first_offset: u64,
+    /// Offset of the abort marker.
     pub last_offset: u64,
 }
 

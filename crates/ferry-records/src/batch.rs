@@ -34,16 +34,25 @@ const CONTROL_BIT: i16 = 1 << 5;
 /// The decoded fixed header of one batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchHeader {
+    /// Offset of the first record (assigned by the log on append).
     pub base_offset: u64,
     /// Whole batch size in bytes, including the 12-byte log overhead.
     pub size: usize,
+    /// Codec (bits 0-2), timestamp type (bit 3), transactional (bit 4), control (bit 5).
     pub attributes: i16,
+    /// Last record's offset minus `base_offset`.
     pub last_offset_delta: u32,
+    /// Timestamp of the first record, in ms; records store deltas from it.
     pub base_timestamp: i64,
+    /// Largest record timestamp in ms (the broker's clock for LogAppendTime).
     pub max_timestamp: i64,
+    /// Idempotent/transactional producer id; -1 for plain producers.
     pub producer_id: i64,
+    /// Producer epoch; -1 for plain producers.
     pub producer_epoch: i16,
+    /// Sequence number of the first record; -1 for plain producers.
     pub base_sequence: i32,
+    /// Number of records in the batch.
     pub records_count: u32,
 }
 
@@ -91,18 +100,22 @@ impl BatchHeader {
         self.last_offset() + 1
     }
 
+    /// Compression codec id from the attributes (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
     pub fn compression_id(&self) -> i16 {
         self.attributes & 0x7
     }
 
+    /// The timestamps are the broker's append time (`LogAppendTime`), not the producer's.
     pub fn is_log_append_time(&self) -> bool {
         self.attributes & TIMESTAMP_TYPE_BIT != 0
     }
 
+    /// The batch belongs to a transaction (committed or aborted by a later marker).
     pub fn is_transactional(&self) -> bool {
         self.attributes & TRANSACTIONAL_BIT != 0
     }
 
+    /// The batch holds a control record (a transaction commit or abort marker).
     pub fn is_control(&self) -> bool {
         self.attributes & CONTROL_BIT != 0
     }

@@ -14,10 +14,15 @@ use ruzstd::decoding::{DEFAULT_MAX_WINDOW_SIZE, FrameDecoder, StreamingDecoder};
 /// Compression codec of a record batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
+    /// Uncompressed (id 0).
     None,
+    /// gzip (id 1).
     Gzip,
+    /// Snappy (id 2): raw blocks or snappy-java's xerial framing.
     Snappy,
+    /// LZ4 frame format (id 3).
     Lz4,
+    /// Zstandard (id 4).
     Zstd,
 }
 

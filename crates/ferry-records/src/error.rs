@@ -15,7 +15,10 @@ pub enum RecordsError {
     Corrupt(String),
     /// The decompressed data would exceed the caller's limit.
     #[error("decompressed data exceeds the limit of {limit} bytes")]
-    TooLarge { limit: usize },
+    TooLarge {
+        /// The caller's limit, in bytes.
+        limit: usize,
+    },
     /// The caller asked for something unencodable (e.g. a field overflowing an `i32`).
     #[error("invalid input: {0}")]
     Invalid(String),

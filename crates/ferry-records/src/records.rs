@@ -18,9 +18,13 @@ const MIN_RECORD_LEN: usize = 7;
 /// One record of a batch, borrowing from the uncompressed records payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordView<'a> {
+    /// Offset minus the batch's base offset.
     pub offset_delta: i32,
+    /// Timestamp minus the batch's base timestamp, in ms.
     pub timestamp_delta: i64,
+    /// Record key; `None` for a null key.
     pub key: Option<&'a [u8]>,
+    /// Record value; `None` for a null value (a tombstone in compacted logs).
     pub value: Option<&'a [u8]>,
     /// The whole encoded record including its length varint, for [`rebuild_batch`].
     pub raw: &'a [u8],
@@ -31,9 +35,13 @@ pub struct RecordView<'a> {
 /// A record to encode with [`build_batch`]; `timestamp` is absolute (ms, CreateTime).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewRecord<'a> {
+    /// Record key; `None` for a null key.
     pub key: Option<&'a [u8]>,
+    /// Record value; `None` for a tombstone.
     pub value: Option<&'a [u8]>,
+    /// Headers as (key, value) pairs; a `None` value is a null header value.
     pub headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
+    /// Absolute timestamp, in ms since the Unix epoch.
     pub timestamp: i64,
 }
 

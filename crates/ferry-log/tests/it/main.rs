@@ -13,10 +13,12 @@ use ferry_log::{EngineConfig, FlushPolicy, Log, LogConfig, LogManager};
 use ferry_records::compression::Compression;
 use ferry_records::records::{NewRecord, build_batch, parse_records, records_payload};
 
+/// A manager whose cleaner does not run during a test (hourly interval).
 pub fn manager() -> LogManager {
     LogManager::new(EngineConfig { cleaner_interval: std::time::Duration::from_secs(3600), ..EngineConfig::default() })
 }
 
+/// Tiny segments and dense indexes so tests roll and index often; no fsync.
 pub fn small_config() -> LogConfig {
     LogConfig { segment_bytes: 4096, index_interval_bytes: 256, flush: FlushPolicy::Os, ..LogConfig::default() }
 }
@@ -35,6 +37,7 @@ pub fn batch(records: &[(Option<&str>, Option<&str>)], ts: i64, codec: Compressi
     build_batch(&recs, codec, -1, -1, -1).unwrap()
 }
 
+/// A single uncompressed record with no key.
 pub fn value_batch(value: &str, ts: i64) -> Vec<u8> {
     batch(&[(None, Some(value))], ts, Compression::None)
 }
@@ -63,6 +66,7 @@ pub fn read_all(log: &Log) -> Vec<(u64, Option<String>, Option<String>)> {
     out
 }
 
+/// Opens `dir` through `m`, panicking on error (tests only).
 pub fn open(m: &LogManager, dir: &Path, config: LogConfig) -> Arc<Log> {
     m.open(dir, config).unwrap()
 }

@@ -10,19 +10,24 @@ use ferry_broker::group::GroupError;
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct ApiError {
+    /// HTTP status answered, also echoed as `code` in the body.
     pub status: StatusCode,
+    /// Human-readable reason, answered as `error`.
     pub message: String,
 }
 
 impl ApiError {
+    /// An error answered with `status`.
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError { status, message: message.into() }
     }
 
+    /// `400 Bad Request`: the request's body, query or path is invalid.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// `404 Not Found`: the named topic, group, queue or route does not exist.
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, message)
     }

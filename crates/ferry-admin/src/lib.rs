@@ -22,6 +22,7 @@ pub use error::ApiError;
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AdminState {
+    /// The broker the API reads and administers.
     pub broker: Arc<Broker>,
     /// Whether the broker takes client traffic (listeners bound, not
     /// shutting down): `/v1/health/ready`.
@@ -29,10 +30,13 @@ pub struct AdminState {
 }
 
 impl AdminState {
+    /// State for `broker`, not ready until [`AdminState::set_ready`].
     pub fn new(broker: Arc<Broker>) -> AdminState {
         AdminState { broker, ready: Arc::new(AtomicBool::new(false)) }
     }
 
+    /// Sets what `/v1/health/ready` answers (true once listeners are bound,
+    /// false again on shutdown).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
     }

@@ -9,20 +9,27 @@ use amq_protocol::types::{AMQPValue, parsing::parse_field_table};
 /// RabbitMQ's `set_permissions` takes them (see [`pattern_matches`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Permissions {
+    /// Regex of resources the user may declare and delete.
     pub configure: String,
+    /// Regex of exchanges the user may publish to and queues it may bind.
     pub write: String,
+    /// Regex of queues the user may consume from and exchanges it may bind from.
     pub read: String,
 }
 
 impl Permissions {
+    /// Full access: `.*` for all three.
     pub fn all() -> Permissions {
         Permissions { configure: ".*".into(), write: ".*".into(), read: ".*".into() }
     }
 }
 
+/// An AMQP user: credentials, where it may connect from, what it may touch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
+    /// Login name (SASL `PLAIN` / `AMQPLAIN`).
     pub name: String,
+    /// Password, compared in plain text as SASL `PLAIN` carries it.
     pub password: String,
     /// Refused unless the client connects from a loopback address
     /// (RabbitMQ's `loopback_users`, which holds `guest` by default).

@@ -8,10 +8,15 @@ use amq_protocol::protocol::{AMQPClass, gen_class};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+/// Frame type of a method frame (spec 4.2.4).
 pub const FRAME_METHOD: u8 = 1;
+/// Frame type of a content header frame (spec 4.2.6).
 pub const FRAME_HEADER: u8 = 2;
+/// Frame type of a content body frame (spec 4.2.6.2).
 pub const FRAME_BODY: u8 = 3;
+/// Frame type of a heartbeat frame (spec 4.2.7).
 pub const FRAME_HEARTBEAT: u8 = 8;
+/// The octet that ends every frame.
 pub const FRAME_END: u8 = 0xCE;
 /// Type, channel and size.
 pub const FRAME_HEADER_LEN: usize = 7;
@@ -25,24 +30,38 @@ pub const FRAME_MIN_SIZE: u32 = 4096;
 /// One frame, its payload without the frame-end octet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
+    /// Frame type, one of the `FRAME_*` type constants.
     pub kind: u8,
+    /// Channel number; 0 for connection-level frames and heartbeats.
     pub channel: u16,
+    /// The frame's payload, a slice of the read buffer.
     pub payload: Bytes,
 }
 
+/// Why no frame could be read; all of them end the connection.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
+    /// The peer closed the connection (possibly mid-frame).
     #[error("connection closed")]
     Eof,
+    /// Reading the socket failed.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     /// Not "AMQP 0 0 9 1": answer with our header and close.
     #[error("bad protocol header")]
     BadProtocolHeader,
+    /// The frame is larger than the negotiated `frame_max`.
     #[error("frame of {size} bytes exceeds frame_max {max}")]
-    TooLarge { size: u32, max: u32 },
+    TooLarge {
+        /// The frame's payload size from its header, in bytes.
+        size: u32,
+        /// The negotiated `frame_max` (whole frame, header and end octet included).
+        max: u32,
+    },
+    /// The octet after the payload is not `frame-end` (`FRAME_ERROR`).
     #[error("frame end octet is {0:#04x}, not 0xce")]
     BadFrameEnd(u8),
+    /// The frame type is not method, header, body or heartbeat.
     #[error("unknown frame type {0}")]
     BadType(u8),
 }
@@ -54,6 +73,7 @@ pub struct FrameReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader over `rd` with a 64 KiB buffer to start.
     pub fn new(rd: R) -> Self {
         FrameReader { rd, buf: BytesMut::with_capacity(64 * 1024) }
     }
@@ -118,6 +138,8 @@ pub fn put_method(out: &mut BytesMut, channel: u16, method: &AMQPClass) -> std::
     Ok(())
 }
 
+/// Appends one frame of type `kind` carrying `payload` (not split: the caller
+/// keeps it within `frame_max`).
 pub fn put_frame(out: &mut BytesMut, kind: u8, channel: u16, payload: &[u8]) {
     out.reserve(payload.len() + FRAME_OVERHEAD);
     out.put_u8(kind);
@@ -146,6 +168,7 @@ pub fn put_content(out: &mut BytesMut, channel: u16, properties: &[u8], body: &[
     }
 }
 
+/// Appends a heartbeat frame (channel 0, empty payload).
 pub fn put_heartbeat(out: &mut BytesMut) {
     put_frame(out, FRAME_HEARTBEAT, 0, &[]);
 }

@@ -12,11 +12,13 @@ use crate::auth::User;
 /// Settings of the AMQP front-end.
 #[derive(Clone, Debug)]
 pub struct AmqpConfig {
+    /// Accounts that may log in; the default is RabbitMQ's `guest`.
     pub users: Vec<User>,
     /// Virtual hosts that exist (always at least "/").
     pub vhosts: Vec<String>,
     /// Largest frame offered in connection.tune (RabbitMQ: 131072).
     pub frame_max: u32,
+    /// Highest channel number offered in `connection.tune` (RabbitMQ: 2047).
     pub channel_max: u16,
     /// Heartbeat interval offered, seconds (0: none).
     pub heartbeat: u16,
@@ -46,7 +48,9 @@ impl Default for AmqpConfig {
 
 /// What every connection shares.
 pub struct Server {
+    /// The front-end's settings.
     pub config: AmqpConfig,
+    /// Virtual hosts with their exchanges, queues and bindings.
     pub vhosts: Arc<Vhosts>,
     /// The current resource alarm (see [`crate::alarm`]).
     pub alarm: watch::Receiver<Option<String>>,

@@ -28,8 +28,9 @@ use crate::response::{Chunk, Reply, Response};
 /// Settings of the Kafka listener.
 #[derive(Clone, Debug)]
 pub struct KafkaConfig {
-    /// Host and port clients are told to connect to (Metadata).
+    /// Host clients are told to connect to (Metadata).
     pub advertised_host: String,
+    /// Port clients are told to connect to (Metadata).
     pub advertised_port: i32,
     /// Largest request accepted (`socket.request.max.bytes`).
     pub max_request_bytes: usize,
@@ -51,7 +52,9 @@ impl Default for KafkaConfig {
 
 /// What every handler gets.
 pub struct Ctx {
+    /// The broker every request is served from.
     pub broker: Arc<Broker>,
+    /// The listener's settings.
     pub config: KafkaConfig,
 }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
+    /// User name the client sends in CONNECT.
     pub name: String,
+    /// Password, compared with the CONNECT password as plain text.
     pub password: String,
 }
 
@@ -14,8 +16,11 @@ pub struct User {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Access {
+    /// Subscribe and receive.
     Read,
+    /// Publish.
     Write,
+    /// Both.
     Readwrite,
 }
 
@@ -25,8 +30,11 @@ pub enum Access {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AclEntry {
+    /// User name the entry applies to; "*" for everyone.
     pub user: String,
+    /// Topic filter (`+` and `#` wildcards, `%u` and `%c` substituted).
     pub pattern: String,
+    /// What the entry allows on matching topics.
     pub access: Access,
 }
 
@@ -35,7 +43,9 @@ pub struct AclEntry {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToKafka {
+    /// MQTT topic filter selecting the publishes to forward.
     pub filter: String,
+    /// Kafka topic the records are appended to.
     pub topic: String,
 }
 
@@ -45,12 +55,16 @@ pub struct ToKafka {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FromKafka {
+    /// Kafka topic to tail.
     pub topic: String,
+    /// MQTT topic to publish to, with `{key}` and `{topic}` substituted.
     pub mqtt_topic: String,
+    /// QoS of the MQTT publishes, 0 to 2 (default 0).
     #[serde(default)]
     pub qos: u8,
 }
 
+/// Settings of the MQTT front-end (`[mqtt]`).
 #[derive(Clone, Debug)]
 pub struct MqttConfig {
     /// Largest packet accepted (and announced in CONNACK), whole packet.
@@ -72,9 +86,13 @@ pub struct MqttConfig {
     /// Keepalive granted when a client asks for 0 or more (MQTT 5 Server
     /// Keep Alive); `None` accepts what the client asks.
     pub max_keep_alive: Option<u16>,
+    /// Accounts that may log in; empty: every client is let in, no credentials needed.
     pub users: Arc<Vec<User>>,
+    /// Topic access rules; empty: every client may use every topic.
     pub acl: Arc<Vec<AclEntry>>,
+    /// MQTT -> Kafka bridges.
     pub to_kafka: Arc<Vec<ToKafka>>,
+    /// Kafka -> MQTT bridges.
     pub from_kafka: Arc<Vec<FromKafka>>,
 }
 

@@ -11,11 +11,16 @@ use ferry_broker::stored::StoredRecord;
 
 use crate::packet::PublishProps;
 
+/// One published message as the broker keeps and routes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
+    /// Topic name it was published to.
     pub topic: Arc<str>,
+    /// Application payload.
     pub payload: Bytes,
+    /// QoS it was published with, 0 to 2 (subscribers get at most their granted QoS).
     pub qos: u8,
+    /// Published with the RETAIN flag.
     pub retain: bool,
     /// Properties as published (topic alias and subscription id cleared).
     pub props: PublishProps,
@@ -35,6 +40,7 @@ const RESPONSE_TOPIC: &str = "mqtt.response_topic";
 const CORRELATION_DATA: &str = "mqtt.correlation_data";
 const PAYLOAD_UTF8: &str = "mqtt.payload_format";
 
+/// Wall-clock time in ms since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -50,6 +56,7 @@ impl Message {
         self.expires_at.map(|t| u32::try_from(((t - now).max(0) + 999) / 1000).unwrap_or(u32::MAX))
     }
 
+    /// The stored form: key = topic, value = payload, properties as headers.
     pub fn to_record(&self) -> StoredRecord {
         let mut headers = vec![(QOS.to_string(), vec![self.qos])];
         if self.retain {

@@ -12,109 +12,182 @@ use mqtt_proto::{Pid, QoS, QosPid, TopicFilter, TopicName, v3, v5};
 pub enum Version {
     /// 3.1 (level 3) and 3.1.1 (level 4).
     V3,
+    /// 5.0 (level 5).
     V5,
 }
 
 /// MQTT 5 reason codes Ferry sends (3.1.1 maps them to its return codes).
 pub mod reason {
+    /// Success, normal disconnection, or granted QoS 0.
     pub const SUCCESS: u8 = 0x00;
+    /// PUBACK/PUBREC: accepted, but no subscriber matched.
     pub const NO_MATCHING_SUBSCRIBERS: u8 = 0x10;
+    /// UNSUBACK: the filter was not subscribed.
     pub const NO_SUBSCRIPTION_EXISTED: u8 = 0x11;
+    /// DISCONNECT from the client: close, but publish the will.
     pub const DISCONNECT_WITH_WILL: u8 = 0x04;
+    /// Unspecified error.
     pub const UNSPECIFIED: u8 = 0x80;
+    /// The packet could not be parsed.
     pub const MALFORMED: u8 = 0x81;
+    /// The packet is well-formed but breaks the protocol.
     pub const PROTOCOL_ERROR: u8 = 0x82;
+    /// CONNACK: protocol level not supported (3.1.1 return code 1).
     pub const UNSUPPORTED_VERSION: u8 = 0x84;
+    /// CONNACK: client identifier refused (3.1.1 return code 2).
     pub const CLIENT_ID_NOT_VALID: u8 = 0x85;
+    /// CONNACK: wrong user name or password (3.1.1 return code 4).
     pub const BAD_USER_OR_PASSWORD: u8 = 0x86;
+    /// Not authorized (3.1.1 CONNACK return code 5).
     pub const NOT_AUTHORIZED: u8 = 0x87;
+    /// DISCONNECT: the broker is shutting down.
     pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
+    /// DISCONNECT: nothing received within 1.5 times the keep alive.
     pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
+    /// DISCONNECT: another connection took over the client id.
     pub const SESSION_TAKEN_OVER: u8 = 0x8E;
+    /// SUBACK/UNSUBACK: the topic filter is malformed.
     pub const TOPIC_FILTER_INVALID: u8 = 0x8F;
+    /// The PUBLISH topic name is malformed (e.g. contains wildcards).
     pub const TOPIC_NAME_INVALID: u8 = 0x90;
+    /// PUBREC/PUBREL/PUBCOMP: the packet identifier is not in flight.
     pub const PACKET_ID_NOT_FOUND: u8 = 0x92;
+    /// DISCONNECT: the client has more QoS > 0 publishes in flight than allowed.
     pub const RECEIVE_MAXIMUM_EXCEEDED: u8 = 0x93;
+    /// DISCONNECT: topic alias 0, above the maximum, or unknown.
     pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
+    /// The packet exceeds the maximum packet size.
     pub const PACKET_TOO_LARGE: u8 = 0x95;
+    /// An implementation limit was reached (e.g. queue full).
     pub const QUOTA_EXCEEDED: u8 = 0x97;
+    /// The payload is marked UTF-8 but is not.
     pub const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
+    /// SUBACK: `$share/` filters are not supported.
     pub const SHARED_SUBSCRIPTIONS_NOT_SUPPORTED: u8 = 0x9E;
 }
 
 /// Properties a PUBLISH (or a will) carries from publisher to subscriber.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PublishProps {
+    /// Payload format indicator (MQTT 5 3.3.2.3.2): `Some(true)` = UTF-8 text.
     pub payload_utf8: Option<bool>,
-    /// Seconds.
+    /// Message expiry interval, seconds (3.3.2.3.3); `None` = never expires.
     pub message_expiry: Option<u32>,
+    /// Topic alias (3.3.2.3.4); a PUBLISH with an alias may carry an empty topic.
     pub topic_alias: Option<u16>,
+    /// Topic for a request/response reply (3.3.2.3.5).
     pub response_topic: Option<Arc<str>>,
+    /// Opaque data linking a response to its request (3.3.2.3.6).
     pub correlation_data: Option<Bytes>,
+    /// User properties as (name, value) pairs, in wire order; names may repeat.
     pub user_properties: Vec<(Arc<str>, Arc<str>)>,
+    /// Subscription identifier of the matching subscription (3.3.2.3.8).
     /// The codec carries one subscription identifier per PUBLISH.
     pub subscription_id: Option<u32>,
+    /// MIME type of the payload (3.3.2.3.9).
     pub content_type: Option<Arc<str>>,
 }
 
+/// A PUBLISH packet, either direction (MQTT 5 3.3).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Publish {
+    /// DUP flag: a redelivery of an earlier attempt (QoS > 0 only).
     pub dup: bool,
+    /// QoS level, 0 to 2.
     pub qos: u8,
+    /// RETAIN flag: store as the topic's retained message (inbound), or the
+    /// message is a retained one (outbound).
     pub retain: bool,
+    /// Topic name, no wildcards; empty when a topic alias stands in for it.
     pub topic: Arc<str>,
-    /// Present for QoS 1 and 2.
+    /// Packet identifier. Present for QoS 1 and 2.
     pub pid: Option<u16>,
+    /// Application payload.
     pub payload: Bytes,
+    /// MQTT 5 properties (all empty under 3.1.1).
     pub props: PublishProps,
 }
 
+/// The will message of a CONNECT, published if the connection ends without
+/// a normal DISCONNECT (MQTT 5 3.1.2.5).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Will {
+    /// Topic the will is published to.
     pub topic: Arc<str>,
+    /// Will payload.
     pub payload: Bytes,
+    /// QoS level the will is published with, 0 to 2.
     pub qos: u8,
+    /// Publish the will as a retained message.
     pub retain: bool,
     /// Will delay interval, seconds (MQTT 5).
     pub delay: u32,
+    /// Will properties (MQTT 5).
     pub props: PublishProps,
 }
 
+/// A CONNECT packet (MQTT 5 3.1, 3.1.1 3.1).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Connect {
+    /// Protocol level asked for.
     pub version: Version,
+    /// Clean start (MQTT 5) / clean session (3.1.1): discard any stored session.
     pub clean_start: bool,
+    /// Keep alive, seconds (0: none).
     pub keep_alive: u16,
+    /// Client identifier; empty asks the server to assign one.
     pub client_id: Arc<str>,
+    /// User name, if the client sent one.
     pub username: Option<Arc<str>>,
+    /// Password, if the client sent one (binary data in MQTT 5).
     pub password: Option<Bytes>,
+    /// The will message, if any.
     pub will: Option<Will>,
     /// Seconds (MQTT 5; 3.1.1 sessions are mapped by the caller).
     pub session_expiry: Option<u32>,
+    /// Receive maximum: QoS > 0 publishes the client accepts in flight at once.
     pub receive_max: Option<u16>,
+    /// Largest packet the client accepts, in bytes.
     pub max_packet_size: Option<u32>,
+    /// Highest topic alias the client accepts from the server.
     pub topic_alias_max: Option<u16>,
+    /// Enhanced authentication method (MQTT 5 3.1.2.11.9); Ferry refuses it.
     pub auth_method: Option<Arc<str>>,
 }
 
+/// A CONNACK packet; the MQTT 5 properties are left out under 3.1.1.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Connack {
+    /// The server resumed a stored session.
     pub session_present: bool,
+    /// Reason code ([`reason`]); mapped to a return code under 3.1.1.
     pub code: u8,
+    /// Session expiry interval the server uses, seconds, if not the client's.
     pub session_expiry: Option<u32>,
+    /// QoS > 0 publishes the server accepts in flight at once.
     pub receive_max: Option<u16>,
+    /// Highest QoS the server supports (`None`: 2).
     pub max_qos: Option<u8>,
+    /// Largest packet the server accepts, in bytes.
     pub max_packet_size: Option<u32>,
+    /// The client id the server assigned, when the client sent an empty one.
     pub assigned_client_id: Option<Arc<str>>,
+    /// Highest topic alias the server accepts from the client.
     pub topic_alias_max: Option<u16>,
+    /// Human-readable detail of `code`.
     pub reason_string: Option<Arc<str>>,
+    /// Keep alive the client must use instead of its own, seconds.
     pub server_keep_alive: Option<u16>,
 }
 
+/// Subscription options of one SUBSCRIBE filter (MQTT 5 3.8.3.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SubOptions {
+    /// Maximum QoS the subscriber accepts, 0 to 2.
     pub qos: u8,
+    /// Don't forward messages this connection published itself.
     pub no_local: bool,
+    /// Keep the RETAIN flag as published instead of clearing it on live messages.
     pub retain_as_published: bool,
     /// 0 send retained at subscribe, 1 only for a new subscription, 2 never.
     pub retain_handling: u8,
@@ -136,22 +209,88 @@ pub const TYPE_NAMES: &[(usize, &str)] = &[
     (15, "AUTH"),
 ];
 
+/// One MQTT control packet, either direction. `pid` is the packet
+/// identifier; `code` a reason code ([`reason`], `SUCCESS` under 3.1.1).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Packet {
+    /// Client opens a session.
     Connect(Box<Connect>),
+    /// Server answers a CONNECT.
     Connack(Connack),
+    /// An application message.
     Publish(Box<Publish>),
-    Puback { pid: u16, code: u8 },
-    Pubrec { pid: u16, code: u8 },
-    Pubrel { pid: u16, code: u8 },
-    Pubcomp { pid: u16, code: u8 },
-    Subscribe { pid: u16, subscription_id: Option<u32>, filters: Vec<(Arc<str>, SubOptions)> },
-    Suback { pid: u16, codes: Vec<u8> },
-    Unsubscribe { pid: u16, filters: Vec<Arc<str>> },
-    Unsuback { pid: u16, codes: Vec<u8> },
+    /// QoS 1 acknowledgement.
+    Puback {
+        /// Identifier of the acknowledged PUBLISH.
+        pid: u16,
+        /// Reason code.
+        code: u8,
+    },
+    /// QoS 2, step 1: publish received.
+    Pubrec {
+        /// Identifier of the received PUBLISH.
+        pid: u16,
+        /// Reason code.
+        code: u8,
+    },
+    /// QoS 2, step 2: publish release.
+    Pubrel {
+        /// Identifier of the released PUBLISH.
+        pid: u16,
+        /// Reason code.
+        code: u8,
+    },
+    /// QoS 2, step 3: publish complete.
+    Pubcomp {
+        /// Identifier of the completed PUBLISH.
+        pid: u16,
+        /// Reason code.
+        code: u8,
+    },
+    /// Client subscribes to topic filters.
+    Subscribe {
+        /// Packet identifier, echoed by the SUBACK.
+        pid: u16,
+        /// Subscription identifier (MQTT 5), tagged onto matching publishes.
+        subscription_id: Option<u32>,
+        /// Topic filters with their options, in request order.
+        filters: Vec<(Arc<str>, SubOptions)>,
+    },
+    /// Server answers a SUBSCRIBE.
+    Suback {
+        /// Identifier of the SUBSCRIBE.
+        pid: u16,
+        /// One per filter, in order: the granted QoS or an error reason code.
+        codes: Vec<u8>,
+    },
+    /// Client unsubscribes from topic filters.
+    Unsubscribe {
+        /// Packet identifier, echoed by the UNSUBACK.
+        pid: u16,
+        /// Topic filters to remove.
+        filters: Vec<Arc<str>>,
+    },
+    /// Server answers an UNSUBSCRIBE.
+    Unsuback {
+        /// Identifier of the UNSUBSCRIBE.
+        pid: u16,
+        /// One reason code per filter, in order (MQTT 5 only on the wire).
+        codes: Vec<u8>,
+    },
+    /// Client keep-alive ping.
     Pingreq,
+    /// Server answers a PINGREQ.
     Pingresp,
-    Disconnect { code: u8, session_expiry: Option<u32>, reason: Option<Arc<str>> },
+    /// Either side closes the connection.
+    Disconnect {
+        /// Reason code.
+        code: u8,
+        /// New session expiry interval, seconds (client to server, MQTT 5).
+        session_expiry: Option<u32>,
+        /// Human-readable reason string (MQTT 5).
+        reason: Option<Arc<str>>,
+    },
+    /// Enhanced authentication exchange (MQTT 5); Ferry refuses it.
     Auth,
 }
 
@@ -160,14 +299,18 @@ pub enum Packet {
 #[derive(Debug, thiserror::Error)]
 #[error("{detail} (reason 0x{code:02x})")]
 pub struct DecodeError {
+    /// Reason code to disconnect with.
     pub code: u8,
+    /// What was wrong, for the log.
     pub detail: String,
 }
 
 impl DecodeError {
+    /// The bytes do not parse (`MALFORMED`).
     pub fn malformed(detail: impl Into<String>) -> Self {
         DecodeError { code: reason::MALFORMED, detail: detail.into() }
     }
+    /// The packet parses but breaks the protocol (`PROTOCOL_ERROR`).
     pub fn protocol(detail: impl Into<String>) -> Self {
         DecodeError { code: reason::PROTOCOL_ERROR, detail: detail.into() }
     }

@@ -16,10 +16,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 const MAX_REQUEST: usize = 8 * 1024;
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
+/// Why a WebSocket connection could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum WsError {
+    /// Reading or writing the socket failed.
     #[error("i/o: {0}")]
     Io(#[from] io::Error),
+    /// The opening handshake was refused (already answered with an HTTP error).
     #[error("bad handshake: {0}")]
     Handshake(&'static str),
 }

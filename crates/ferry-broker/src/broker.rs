@@ -27,7 +27,9 @@ use crate::txn::{TxnConfig, TxnCoordinator, TxnEffects};
 /// Settings of the broker process.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
+    /// This node's id (`node.id`), reported in Metadata.
     pub node_id: i32,
+    /// Directory holding the topics' partition logs and the broker's state.
     pub data_dir: PathBuf,
     /// `auto.create.topics.enable`.
     pub auto_create_topics: bool,
@@ -41,8 +43,11 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: u64,
     /// Most partitions one topic may have (each is a directory and a log).
     pub max_partitions_per_topic: i32,
+    /// Group coordinator settings.
     pub groups: CoordinatorConfig,
+    /// Transaction coordinator settings.
     pub txns: TxnConfig,
+    /// Storage engine settings shared by every log.
     pub engine: EngineConfig,
 }
 
@@ -63,8 +68,11 @@ impl Default for BrokerConfig {
     }
 }
 
+/// A topic: its partitions and its config overrides.
 pub struct Topic {
+    /// Topic name, validated by [`validate_topic_name`].
     pub name: String,
+    /// Topic id (KIP-516), stable across restarts.
     pub id: Uuid,
     dir: PathBuf,
     overrides: RwLock<BTreeMap<String, String>>,
@@ -75,14 +83,17 @@ pub struct Topic {
 }
 
 impl Topic {
+    /// Every partition, indexed by partition number.
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
         read(&self.partitions).clone()
     }
 
+    /// Partition `index`; `None` if out of range.
     pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
         usize::try_from(index).ok().and_then(|i| read(&self.partitions).get(i).cloned())
     }
 
+    /// Number of partitions.
     pub fn partition_count(&self) -> usize {
         read(&self.partitions).len()
     }
@@ -105,6 +116,8 @@ struct ClusterFile {
     cluster_id: String,
 }
 
+/// The broker: topics and their partitions, groups, producers and
+/// transactions, over one storage engine. Shared by every front-end (`Arc`).
 pub struct Broker {
     config: BrokerConfig,
     cluster_id: String,
@@ -196,6 +209,7 @@ impl Broker {
         Ok(broker)
     }
 
+    /// The settings the broker was opened with.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
     }
@@ -205,22 +219,27 @@ impl Broker {
         &self.logs
     }
 
+    /// This node's id.
     pub fn node_id(&self) -> i32 {
         self.config.node_id
     }
 
+    /// The cluster id, generated on first start and kept in the data directory.
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
     }
 
+    /// The topic named `name`, if it exists.
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
         read(&self.topics).get(name).cloned()
     }
 
+    /// The topic with id `id`, if it exists.
     pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
         read(&self.topics).values().find(|t| t.id == id).cloned()
     }
 
+    /// Every topic, in name order.
     pub fn topics(&self) -> Vec<Arc<Topic>> {
         read(&self.topics).values().cloned().collect()
     }
@@ -498,6 +517,8 @@ impl TxnEffects for Broker {
     }
 }
 
+/// Checks a topic name the way Kafka does: 1 to 249 characters from
+/// `[a-zA-Z0-9._-]`, neither `.` nor `..`.
 pub fn validate_topic_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 249

@@ -2,36 +2,59 @@
 
 use ferry_log::LogError;
 
+/// Everything a broker operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
+    /// The topic does not exist, or has no such partition.
     #[error("unknown topic or partition")]
     UnknownTopicOrPartition,
+    /// CreateTopics for a name that is taken.
     #[error("topic {0} already exists")]
     TopicExists(String),
+    /// The name breaks Kafka's topic naming rules.
     #[error("invalid topic name: {0}")]
     InvalidTopic(String),
+    /// A partition count below 1, above the limit, or a decrease.
     #[error("invalid partitions: {0}")]
     InvalidPartitions(String),
+    /// A replication factor this single node cannot provide.
     #[error("replication factor {0} is larger than the number of brokers (1)")]
     InvalidReplicationFactor(i32),
+    /// An unknown topic config name or an invalid value.
     #[error("invalid config: {0}")]
     InvalidConfig(String),
+    /// acks=all with fewer in-sync replicas than `min.insync.replicas`.
     #[error("not enough in-sync replicas: {isr} < min.insync.replicas {min}")]
-    NotEnoughReplicas { isr: usize, min: usize },
+    NotEnoughReplicas {
+        /// In-sync replicas now.
+        isr: usize,
+        /// The topic's `min.insync.replicas`.
+        min: usize,
+    },
+    /// A CreateTime timestamp (ms) further from the broker's clock than the
+    /// topic's `message.timestamp.*.ms` allow.
     #[error("timestamp {0} outside the allowed range")]
     InvalidTimestamp(i64),
+    /// An idempotent producer's sequence number does not follow the last one
+    /// written (a gap, or a new producer not starting at 0).
     #[error("out of order sequence number")]
     OutOfOrderSequence,
+    /// A producer fenced by a newer epoch of the same producer id.
     #[error("producer epoch is older than the latest")]
     InvalidProducerEpoch,
+    /// A batch or record the broker refuses (e.g. a client-written control batch).
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// A transaction coordinator error.
     #[error("transaction: {0:?}")]
     Txn(crate::txn::TxnError),
+    /// A group coordinator error.
     #[error("group: {0:?}")]
     Group(crate::group::GroupError),
+    /// A storage engine error.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// A file operation of the broker's own (metadata files, directories) failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -42,4 +65,5 @@ impl From<ferry_records::RecordsError> for BrokerError {
     }
 }
 
+/// `Result` with [`BrokerError`] as the default error.
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;

@@ -13,6 +13,8 @@ use crate::broker::Broker;
 use crate::error::Result;
 use crate::stored::{Durable, StoredRecord, decode_batches, encode_batch, now_ms};
 
+/// A compacted key/value store on one internal log, with the live entries
+/// kept in memory.
 pub struct KvStore {
     log: Arc<Log>,
     map: Mutex<BTreeMap<String, StoredRecord>>,
@@ -81,6 +83,7 @@ impl KvStore {
         Ok(Durable::after(&self.log, info.last_offset + 1))
     }
 
+    /// The live value of `key`, if any.
     pub fn get(&self, key: &str) -> Option<StoredRecord> {
         lock(&self.map).get(key).cloned()
     }
@@ -90,10 +93,12 @@ impl KvStore {
         lock(&self.map).iter().filter(|(k, v)| keep(k, v)).map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
+    /// Number of live keys.
     pub fn len(&self) -> usize {
         lock(&self.map).len()
     }
 
+    /// Whether no key is live.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

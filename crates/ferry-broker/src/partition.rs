@@ -26,8 +26,12 @@ pub enum Acks {
     All,
 }
 
+/// One partition of a topic: its log, the topic's settings and the readers
+/// waiting for new data.
 pub struct Partition {
+    /// Name of the topic it belongs to.
     pub topic: String,
+    /// Partition number within the topic, from 0.
     pub index: i32,
     log: Arc<Log>,
     settings: Arc<RwLock<TopicSettings>>,
@@ -169,10 +173,12 @@ impl Partition {
         self.log.size_bytes()
     }
 
+    /// Offset after the last record readers may see.
     pub fn high_watermark(&self) -> u64 {
         self.log.high_watermark()
     }
 
+    /// First readable offset.
     pub fn log_start_offset(&self) -> u64 {
         self.log.log_start_offset()
     }
@@ -278,6 +284,7 @@ fn first_producer_id(batches: &[u8]) -> i64 {
 
 /// An append that happened, possibly still waiting to be durable.
 pub struct Appended {
+    /// Offsets, timestamps and sizes the log assigned.
     pub info: AppendInfo,
     durable: Option<oneshot::Receiver<ferry_log::Result<()>>>,
 }
@@ -356,6 +363,7 @@ pub struct Signal {
 }
 
 impl Signal {
+    /// Wakes the waiting thread (or the next one to wait).
     pub fn raise(&self) {
         *self.raised.lock().unwrap_or_else(|p| p.into_inner()) = true;
         self.cv.notify_all();

@@ -152,6 +152,7 @@ impl ProducerStates {
         (!commit).then_some(AbortedTxn { producer_id: h.producer_id, first_offset: first, last_offset: offset })
     }
 
+    /// Whether `producer_id` has a transaction open on this partition.
     pub fn is_ongoing(&self, producer_id: i64) -> bool {
         self.ongoing.contains_key(&producer_id)
     }
@@ -231,10 +232,12 @@ impl ProducerStates {
         Ok(())
     }
 
+    /// Number of producers tracked.
     pub fn len(&self) -> usize {
         self.producers.len()
     }
 
+    /// Whether no producer is tracked.
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
     }
@@ -256,6 +259,8 @@ struct IdsFile {
 }
 
 impl ProducerIds {
+    /// Resumes from `<data_dir>/producer-ids.json`; a missing or unreadable
+    /// file starts at 0.
     pub fn open(data_dir: &Path) -> ProducerIds {
         let path = data_dir.join("producer-ids.json");
         let next =

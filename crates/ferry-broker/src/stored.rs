@@ -14,8 +14,11 @@ use crate::error::Result;
 /// One stored record. Protocol properties travel as headers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoredRecord {
+    /// Record key; `None` for a null key.
     pub key: Option<Vec<u8>>,
+    /// Record value; `None` for a null value (a tombstone in compacted logs).
     pub value: Option<Vec<u8>>,
+    /// Headers as (name, value) pairs, in order; names may repeat.
     pub headers: Vec<(String, Vec<u8>)>,
     /// Milliseconds since the epoch.
     pub timestamp: i64,
@@ -78,6 +81,7 @@ impl Durable {
         Durable(None)
     }
 
+    /// Resolves when the append is durable, or with the flush's error.
     pub async fn wait(self) -> Result<()> {
         if let Some(rx) = self.0 {
             rx.await.map_err(|_| LogError::Unavailable("flusher stopped".into()))??;

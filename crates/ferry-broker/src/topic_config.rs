@@ -14,10 +14,15 @@ use crate::error::{BrokerError, Result};
 /// The type of a config value, as Kafka's DescribeConfigs reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfigType {
+    /// `true` or `false`.
     Boolean,
+    /// Free text or one of the listed choices.
     String,
+    /// A 32-bit integer.
     Int,
+    /// A 64-bit integer.
     Long,
+    /// A comma-separated list.
     List,
 }
 
@@ -37,13 +42,19 @@ pub enum ConfigSource {
 /// One topic config: its name, the broker-wide synonym, type, default and
 /// the smallest accepted value for numbers.
 pub struct ConfigDef {
+    /// Topic config name, e.g. `retention.ms`.
     pub name: &'static str,
+    /// Name of the broker-wide default, e.g. `log.retention.ms`.
     pub broker_name: &'static str,
+    /// Type reported by DescribeConfigs and used to validate values.
     pub kind: ConfigType,
+    /// Built-in default, as Kafka writes it.
     pub default: &'static str,
+    /// Smallest accepted value for `Int` and `Long` configs.
     pub min: i64,
     /// Accepted values for enumerations (empty: any).
     pub choices: &'static [&'static str],
+    /// One-line description, answered in DescribeConfigs.
     pub doc: &'static str,
 }
 
@@ -170,10 +181,12 @@ const fn def(
     ConfigDef { name, broker_name, kind, default, min, choices, doc }
 }
 
+/// The topic config named `name` (e.g. `retention.ms`).
 pub fn find(name: &str) -> Option<&'static ConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
 }
 
+/// The topic config whose broker-wide default is named `name` (e.g. `log.retention.ms`).
 pub fn find_broker(name: &str) -> Option<&'static ConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.broker_name == name)
 }
@@ -244,9 +257,15 @@ pub fn effective<'a>(
 /// Everything a partition needs to know about its topic's settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TopicSettings {
+    /// Settings of the partition's log.
     pub log: LogConfig,
+    /// `min.insync.replicas`: in-sync replicas an acks=all produce needs.
     pub min_insync_replicas: usize,
+    /// `message.timestamp.before.max.ms`: how far in the past a CreateTime
+    /// timestamp may be, in ms.
     pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: how far in the future a CreateTime
+    /// timestamp may be, in ms.
     pub timestamp_after_max_ms: i64,
 }
 

@@ -40,7 +40,9 @@ pub enum TxnError {
     InvalidTxnState,
     /// A commit or abort is still being written; retry.
     ConcurrentTransactions,
+    /// The requested timeout is not positive or exceeds `transaction.max.timeout.ms`.
     InvalidTransactionTimeout,
+    /// No transaction state exists for the transactional id.
     TransactionalIdNotFound,
     /// Writing state or markers failed; retry.
     CoordinatorNotAvailable,
@@ -54,13 +56,20 @@ impl From<TxnError> for BrokerError {
 
 type TxnResult<T> = std::result::Result<T, TxnError>;
 
+/// Kafka's transaction states; see the module docs for the transitions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnState {
+    /// No transaction open.
     Empty,
+    /// Partitions or offsets were added; records are being written.
     Ongoing,
+    /// EndTxn(commit) accepted; commit markers are being written.
     PrepareCommit,
+    /// EndTxn(abort), a timeout or fencing; abort markers are being written.
     PrepareAbort,
+    /// Every commit marker is written.
     CompleteCommit,
+    /// Every abort marker is written.
     CompleteAbort,
 }
 
@@ -85,16 +94,23 @@ impl TxnState {
 /// One transactional id's state, as stored in the internal log.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TxnMeta {
+    /// Producer id the transactional id is bound to.
     pub producer_id: i64,
+    /// Current epoch; older epochs are fenced.
     pub producer_epoch: i16,
+    /// Transaction timeout, in ms: an open transaction older than this is aborted.
     pub timeout_ms: i32,
+    /// Where the transaction is in its state machine.
     pub state: TxnState,
+    /// Partitions (topic, partition) written in the open transaction.
     pub partitions: BTreeSet<(String, i32)>,
+    /// Consumer groups whose offsets the transaction commits (AddOffsetsToTxn).
     pub groups: BTreeSet<String>,
     /// TxnOffsetCommit offsets by group, applied on commit.
     pub offsets: BTreeMap<String, BTreeMap<(String, i32), Committed>>,
     /// Wall-clock ms when the open transaction began (0: none open).
     pub start_ms: u64,
+    /// Wall-clock ms of the last state change.
     pub update_ms: u64,
 }
 
@@ -125,6 +141,7 @@ pub trait TxnEffects {
     fn commit_offsets(&self, group: &str, offsets: Vec<(String, i32, Committed)>) -> Result<()>;
 }
 
+/// Kafka's transaction coordinator for this broker (see the module docs).
 pub struct TxnCoordinator {
     config: TxnConfig,
     log: Arc<Log>,

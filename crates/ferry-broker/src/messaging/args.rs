@@ -14,16 +14,23 @@ pub enum Overflow {
     RejectPublishDlx,
 }
 
+/// The parsed `x-` arguments of one queue; `None` = no limit / not set.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QueueArgs {
     /// `x-message-ttl`, ms.
     pub message_ttl: Option<u64>,
     /// `x-expires`: delete the queue after this long unused, ms.
     pub expires: Option<u64>,
+    /// `x-max-length`: most ready messages kept.
     pub max_length: Option<u64>,
+    /// `x-max-length-bytes`: most bytes of ready message bodies kept.
     pub max_length_bytes: Option<u64>,
+    /// `x-overflow`: what happens when a length limit is reached.
     pub overflow: Overflow,
+    /// `x-dead-letter-exchange`: where dropped, expired or rejected messages go.
     pub dead_letter_exchange: Option<String>,
+    /// `x-dead-letter-routing-key`: routing key for dead-lettered messages
+    /// (default: the message's own).
     pub dead_letter_routing_key: Option<String>,
     /// `x-delivery-limit`: returned more often than this, a message is
     /// dead-lettered (or dropped) instead of redelivered.
@@ -117,6 +124,7 @@ impl QueueArgs {
         Ok(a)
     }
 
+    /// Whether a length limit (`x-max-length` or `x-max-length-bytes`) is set.
     pub fn limited(&self) -> bool {
         self.max_length.is_some() || self.max_length_bytes.is_some()
     }

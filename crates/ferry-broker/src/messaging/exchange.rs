@@ -12,10 +12,15 @@ use serde::{Deserialize, Serialize};
 /// arguments care. Front-ends convert their own typed values into this.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum HeaderValue {
+    /// A UTF-8 string (AMQP longstr / shortstr).
     Str(String),
+    /// Raw bytes.
     Bytes(Vec<u8>),
+    /// Any integer type, widened.
     Int(i64),
+    /// Any floating-point type, widened.
     Float(f64),
+    /// A boolean.
     Bool(bool),
     /// A value with no content (AMQP's void); in a headers binding it
     /// matches any value of the header.
@@ -65,9 +70,13 @@ pub type Headers = BTreeMap<String, HeaderValue>;
 /// How an exchange matches bindings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExchangeKind {
+    /// Routes to bindings whose key equals the routing key.
     Direct,
+    /// Routes to every binding, ignoring the key.
     Fanout,
+    /// Routes by pattern: `*` matches one dot-separated word, `#` zero or more.
     Topic,
+    /// Routes by the message headers against each binding's `x-match` arguments.
     Headers,
 }
 
@@ -83,6 +92,7 @@ impl ExchangeKind {
         })
     }
 
+    /// The AMQP exchange type name (`direct`, `fanout`, `topic`, `headers`).
     pub fn name(self) -> &'static str {
         match self {
             ExchangeKind::Direct => "direct",
@@ -96,28 +106,41 @@ impl ExchangeKind {
 /// What a binding points at.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Destination {
+    /// A queue, by name.
     Queue(String),
+    /// Another exchange, by name (exchange-to-exchange binding).
     Exchange(String),
     /// A Kafka topic (see `messaging::bridge`).
     Topic(String),
 }
 
+/// One binding of an exchange.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Binding {
+    /// Where matching messages go.
     pub destination: Destination,
+    /// Key or pattern matched against the routing key (unused by fanout and headers).
     pub routing_key: String,
+    /// Binding arguments; for headers exchanges, `x-match` and the headers to match.
     pub arguments: Headers,
 }
 
 /// An exchange's definition and its outgoing bindings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Exchange {
+    /// Exchange name; empty is the default exchange.
     pub name: String,
+    /// How bindings are matched.
     pub kind: ExchangeKind,
+    /// Survives a broker restart.
     pub durable: bool,
+    /// Deleted when its last binding is removed.
     pub auto_delete: bool,
+    /// Clients may not publish to it directly; only other exchanges route to it.
     pub internal: bool,
+    /// Declaration arguments (e.g. `alternate-exchange`).
     pub arguments: Headers,
+    /// Outgoing bindings, in creation order.
     #[serde(default)]
     pub bindings: Vec<Binding>,
     /// An `x-delayed-message` exchange (routing by `kind`, its

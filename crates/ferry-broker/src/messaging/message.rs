@@ -10,25 +10,36 @@ use ferry_records::records::{self, NewRecord};
 use crate::error::{BrokerError, Result};
 use crate::messaging::exchange::Headers;
 
-/// Record header names.
+/// Record header: the exchange the message was published to.
 pub const H_EXCHANGE: &str = "amqp.exchange";
+/// Record header: the protocol's encoded properties, verbatim.
 pub const H_PROPERTIES: &str = "amqp.properties";
+/// Record header: `1` for a persistent message, `0` otherwise.
 pub const H_PERSISTENT: &str = "amqp.persistent";
+/// Record header: expiry time, wall-clock ms as decimal text (absent: never).
 pub const H_EXPIRES_AT: &str = "amqp.expires-at";
+/// Record header: priority, one byte (absent: 0).
 pub const H_PRIORITY: &str = "amqp.priority";
+/// Record header: when a delayed message is routed, wall-clock ms as decimal text.
 pub const H_DELIVER_AT: &str = "amqp.deliver-at";
+/// Record header: a delayed message's routing headers, as JSON.
 pub const H_ROUTE_HEADERS: &str = "amqp.route-headers";
+/// Record header: the queue a delayed retry goes back to.
 pub const H_RETRY_QUEUE: &str = "amqp.retry-queue";
+/// Record header: retries so far, decimal text (absent: 0).
 pub const H_RETRIES: &str = "amqp.retries";
 
 /// A message as a front-end publishes it.
 #[derive(Clone, Debug)]
 pub struct Message {
+    /// Exchange it is published to; empty is the default exchange.
     pub exchange: String,
+    /// Routing key; stored as the record key.
     pub routing_key: String,
     /// The protocol's encoded properties, stored verbatim so a redelivery
     /// needs no re-encoding (AMQP: the content header's flags + list).
     pub properties: Bytes,
+    /// Message body; stored as the record value.
     pub body: Bytes,
     /// Survives a restart of a durable queue (AMQP delivery_mode 2).
     pub persistent: bool,
@@ -71,19 +82,31 @@ impl StoredMessage {
 /// A message read back from a queue's log.
 #[derive(Clone, Debug)]
 pub struct StoredMessage {
+    /// Offset of its record in the queue's log (0 if not stored).
     pub offset: u64,
+    /// Exchange it was published to.
     pub exchange: String,
+    /// Routing key it was published with.
     pub routing_key: String,
+    /// The protocol's encoded properties, as published.
     pub properties: Bytes,
+    /// Message body.
     pub body: Bytes,
+    /// Published as persistent.
     pub persistent: bool,
+    /// Record timestamp, wall-clock ms.
     pub timestamp: i64,
+    /// Wall-clock ms after which it expires; `None` = never.
     pub expires_at: Option<i64>,
+    /// Priority, 0 if none was set.
     pub priority: u8,
+    /// Wall-clock ms at which a delayed message is routed.
     pub deliver_at: Option<i64>,
     /// Routing headers, kept only for delayed messages (routed later).
     pub headers: Headers,
+    /// A delayed retry's queue (`x-retry-delays`).
     pub retry_queue: Option<String>,
+    /// Retries so far (`x-retry-delays`).
     pub retries: u32,
 }
 

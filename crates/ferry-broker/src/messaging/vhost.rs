@@ -37,7 +37,10 @@ struct QueueDef {
     arguments: Headers,
 }
 
+/// One virtual host: its exchanges, bindings and queues, each queue on its
+/// own log.
 pub struct Vhost {
+    /// Virtual host name, e.g. `/`.
     pub name: String,
     dir: PathBuf,
     transient_dir: PathBuf,
@@ -411,6 +414,7 @@ impl Vhost {
         if changed { self.save() } else { Ok(()) }
     }
 
+    /// The queue named `name`, if declared.
     pub fn queue(&self, name: &str) -> Option<Arc<Queue>> {
         rd(&self.queues).get(name).cloned()
     }

@@ -98,7 +98,7 @@ impl ExchangeKind {
 pub enum Destination {
     Queue(String),
     Exchange(String),
-    /// A Kafka topic (see `messaging::bridge`).
+    /// A Kafka topic (see `messaging::kafka_link`).
     Topic(String),
 }
 

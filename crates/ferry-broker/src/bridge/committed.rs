@@ -52,3 +52,63 @@ pub fn read_committed(p: &Partition, from: u64, max_bytes: usize) -> Result<Opti
     }
     Ok(Some(read))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ferry_records::compression::Compression;
+    use ferry_records::records::{NewRecord, build_batch};
+
+    use super::*;
+    use crate::{Acks, Broker, BrokerConfig};
+
+    /// A batch of one record; `txn` = (producer id, base sequence) makes it
+    /// transactional.
+    fn batch(value: &str, txn: Option<(i64, i32)>) -> Vec<u8> {
+        let r = NewRecord { key: None, value: Some(value.as_bytes()), headers: vec![], timestamp: 1_700_000_000_000 };
+        let Some((pid, seq)) = txn else { return build_batch(&[r], Compression::None, -1, -1, -1).unwrap() };
+        let mut b = build_batch(&[r], Compression::None, pid, 0, seq).unwrap();
+        // Sets the transactional attribute (bit 4 of the attributes at byte
+        // 21) and re-signs: the CRC at byte 17 covers byte 21 to the end.
+        b[22] |= 1 << 4;
+        let crc = batch::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    fn values(read: &Committed) -> Vec<(u64, String)> {
+        read.records
+            .iter()
+            .map(|(o, r)| (*o, String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn reads_stop_at_the_lso_and_skip_markers_and_aborted_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        let p = b.create_topic("t", Some(1), &BTreeMap::new(), false).unwrap().partition(0).unwrap();
+        let append = |bytes: Vec<u8>| {
+            let p = p.clone();
+            async move { p.append(&bytes, Acks::All).unwrap().acknowledged().await.unwrap() }
+        };
+        append(batch("a", None)).await; // 0
+        append(batch("aborted", Some((7, 0)))).await; // 1: an open transaction
+        append(batch("b", None)).await; // 2
+        let read = read_committed(&p, 0, 1 << 20).unwrap().unwrap();
+        assert_eq!((values(&read), read.next), (vec![(0, "a".into())], 1), "stops at the open transaction");
+        assert!(read_committed(&p, 1, 1 << 20).unwrap().is_none());
+
+        p.write_marker(7, 0, false, 0).unwrap(); // 3: abort
+        append(batch("committed", Some((7, 1)))).await; // 4
+        p.write_marker(7, 0, true, 0).unwrap(); // 5: commit
+        let read = read_committed(&p, 1, 1 << 20).unwrap().unwrap();
+        assert_eq!(values(&read), vec![(2, "b".into()), (4, "committed".into())]);
+        assert_eq!(read.next, 6);
+        assert!(read_committed(&p, 6, 1 << 20).unwrap().is_none());
+        // From inside nothing: a read starting at a marker moves past it.
+        let read = read_committed(&p, 5, 1 << 20).unwrap().unwrap();
+        assert_eq!((values(&read), read.next), (vec![], 6));
+    }
+}

@@ -1,18 +1,22 @@
 //! The cross-protocol bridges with real clients on every side: they carry
-//! committed data only (librdkafka transactions -> rumqttc), and a key lands
-//! on the partition Kafka's default partitioner picks whichever protocol
-//! wrote it (librdkafka, lapin, rumqttc).
+//! committed data only (librdkafka transactions -> rumqttc), start at the
+//! last stable offset (a transaction open when an AMQP queue's feed starts
+//! reaches it once committed), and a key lands on the partition Kafka's
+//! default partitioner picks whichever protocol wrote it (librdkafka,
+//! lapin, rumqttc).
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use lapin::ExchangeKind;
-use lapin::options::{ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::{
+    BasicAckOptions, ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, FutureRecord, Producer, ThreadedProducer};
 use rumqttc::{Packet, QoS};
 
-use crate::amqp_support::{channel, persistent, publish};
+use crate::amqp_support::{channel, consumer, next, nothing_within, persistent, publish};
 use crate::mqtt_clients::{client, expect, publishes, quiet};
 use crate::support::{self, Broker};
 
@@ -61,6 +65,46 @@ async fn mqtt_subscribers_of_a_bridged_topic_get_committed_records_only() {
     assert!(got.iter().all(|g| g.0 == "ledger/out"));
     // No commit/abort marker follows.
     quiet(&mut rx, 1500).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_fed_from_a_topic_gets_a_transaction_open_when_it_was_declared() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    support::create_topic(&b, "pending", 1, &[]).await;
+    let producer: ThreadedProducer<DefaultProducerContext> = support::config(&b)
+        .set("transactional.id", "pending-writer")
+        .set("linger.ms", "2")
+        .create()
+        .expect("transactional producer");
+    // Written, not yet committed: past the last stable offset.
+    let producer = tokio::task::spawn_blocking(move || {
+        producer.init_transactions(T).expect("init_transactions");
+        producer.begin_transaction().expect("begin_transaction");
+        for i in 0..3 {
+            let v = format!("pending-{i}");
+            producer.send(BaseRecord::to("pending").key(&v).payload(&v)).expect("enqueue");
+        }
+        producer.flush(T).expect("flush");
+        producer
+    })
+    .await
+    .unwrap();
+
+    // The feed starts at the last stable offset, not the high watermark.
+    let (_conn, ch) = channel(&b).await;
+    let mut args = FieldTable::default();
+    args.insert("x-kafka-topic".into(), AMQPValue::LongString("pending".into()));
+    ch.queue_declare("pending-q".into(), QueueDeclareOptions::default(), args).await.unwrap();
+    tokio::task::spawn_blocking(move || producer.commit_transaction(T).expect("commit_transaction")).await.unwrap();
+
+    let mut c = consumer(&ch, "pending-q", "pending-c").await;
+    for i in 0..3 {
+        let d = next(&mut c).await;
+        assert_eq!(String::from_utf8_lossy(&d.data), format!("pending-{i}"));
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    nothing_within(&mut c, 500).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

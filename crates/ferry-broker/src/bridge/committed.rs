@@ -32,9 +32,8 @@ pub fn read_committed(p: &Partition, from: u64, max_bytes: usize) -> Result<Opti
     let Some(slice) = p.read_committed(from, max_bytes, lso)? else { return Ok(None) };
     let bytes = slice.to_vec()?;
     let batches = batch::split(&bytes)?;
-    let Some(end) = batches.last().map(|(h, _)| h.next_offset()) else {
-        return Err(BrokerError::InvalidRecord(format!("no whole batch at offset {from} of {}-{}", p.topic, p.index)));
-    };
+    let no_batch = || BrokerError::InvalidRecord(format!("no batch at offset {from} of {}-{}", p.topic, p.index));
+    let end = batches.last().map(|(h, _)| h.next_offset()).ok_or_else(no_batch)?;
     let aborted = p.aborted_txns(from, end);
     let mut read = Committed { records: Vec::new(), next: from };
     for (h, b) in batches {
@@ -49,6 +48,10 @@ pub fn read_committed(p: &Partition, from: u64, max_bytes: usize) -> Result<Opti
             }
         }
         read.next = h.next_offset();
+    }
+    // Every read moves on, or callers would loop.
+    if read.next == from {
+        return Err(no_batch());
     }
     Ok(Some(read))
 }

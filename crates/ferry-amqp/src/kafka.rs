@@ -1,5 +1,5 @@
 //! AMQP properties <-> Kafka record headers, for the Kafka bridge
-//! (`ferry_broker::messaging::bridge`).
+//! (`ferry_broker::messaging::kafka_link`).
 
 use std::sync::Arc;
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use ferry_log::{Log, LogError};
+use ferry_records::batch::BatchHeader;
 use ferry_records::compression::Compression;
 use ferry_records::records::{NewRecord, build_batch, parse_records, records_payload};
 use tokio::sync::oneshot;
@@ -24,17 +25,21 @@ pub struct StoredRecord {
     pub timestamp: i64,
 }
 
+impl StoredRecord {
+    /// The record as [`build_batch`] takes it.
+    pub fn as_new_record(&self) -> NewRecord<'_> {
+        NewRecord {
+            key: self.key.as_deref(),
+            value: self.value.as_deref(),
+            headers: self.headers.iter().map(|(k, v)| (k.as_bytes(), Some(v.as_slice()))).collect(),
+            timestamp: self.timestamp,
+        }
+    }
+}
+
 /// Encodes `records` (at least one) into one uncompressed batch.
 pub fn encode_batch(records: &[StoredRecord]) -> Result<Vec<u8>> {
-    let recs: Vec<NewRecord<'_>> = records
-        .iter()
-        .map(|r| NewRecord {
-            key: r.key.as_deref(),
-            value: r.value.as_deref(),
-            headers: r.headers.iter().map(|(k, v)| (k.as_bytes(), Some(v.as_slice()))).collect(),
-            timestamp: r.timestamp,
-        })
-        .collect();
+    let recs: Vec<NewRecord<'_>> = records.iter().map(StoredRecord::as_new_record).collect();
     Ok(build_batch(&recs, Compression::None, -1, -1, -1).map_err(LogError::from)?)
 }
 
@@ -42,24 +47,33 @@ pub fn encode_batch(records: &[StoredRecord]) -> Result<Vec<u8>> {
 pub fn decode_batches(bytes: &[u8]) -> Result<Vec<(u64, StoredRecord)>> {
     let mut out = Vec::new();
     for (h, b) in ferry_records::batch::split(bytes)? {
-        let payload = records_payload(b, 64 << 20).map_err(LogError::from)?;
-        for r in parse_records(&payload, h.records_count as usize).map_err(LogError::from)? {
-            let offset = h.base_offset.saturating_add(u64::try_from(r.offset_delta).unwrap_or(0));
-            let headers = r
-                .headers
-                .iter()
-                .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.map(<[u8]>::to_vec).unwrap_or_default()))
-                .collect();
-            out.push((
-                offset,
-                StoredRecord {
-                    key: r.key.map(<[u8]>::to_vec),
-                    value: r.value.map(<[u8]>::to_vec),
-                    headers,
-                    timestamp: h.base_timestamp.saturating_add(r.timestamp_delta),
-                },
-            ));
-        }
+        out.extend(decode_batch(&h, b)?);
+    }
+    Ok(out)
+}
+
+/// Decodes every record of one batch (`h` is its header), with its offset.
+/// Header values that are null become empty.
+pub fn decode_batch(h: &BatchHeader, batch: &[u8]) -> Result<Vec<(u64, StoredRecord)>> {
+    let payload = records_payload(batch, 64 << 20).map_err(LogError::from)?;
+    let records = parse_records(&payload, h.records_count as usize).map_err(LogError::from)?;
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let offset = h.base_offset.saturating_add(u64::try_from(r.offset_delta).unwrap_or(0));
+        let headers = r
+            .headers
+            .iter()
+            .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), v.map(<[u8]>::to_vec).unwrap_or_default()))
+            .collect();
+        out.push((
+            offset,
+            StoredRecord {
+                key: r.key.map(<[u8]>::to_vec),
+                value: r.value.map(<[u8]>::to_vec),
+                headers,
+                timestamp: h.base_timestamp.saturating_add(r.timestamp_delta),
+            },
+        ));
     }
     Ok(out)
 }

@@ -251,10 +251,7 @@ impl Output {
 
 /// Whether a batch belongs to an aborted transaction.
 fn is_aborted(h: &BatchHeader, aborted: &[AbortedTxn]) -> bool {
-    h.is_transactional()
-        && aborted
-            .iter()
-            .any(|a| a.producer_id == h.producer_id && (a.first_offset..=a.last_offset).contains(&h.base_offset))
+    aborted.iter().any(|a| a.covers(h))
 }
 
 fn path(stem: &Path, ext: &str) -> PathBuf {

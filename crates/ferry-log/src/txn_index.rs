@@ -35,6 +35,13 @@ pub struct AbortedTxn {
 }
 
 impl AbortedTxn {
+    /// Whether the batch with header `h` belongs to this aborted transaction.
+    pub fn covers(&self, h: &ferry_records::batch::BatchHeader) -> bool {
+        h.is_transactional()
+            && h.producer_id == self.producer_id
+            && (self.first_offset..=self.last_offset).contains(&h.base_offset)
+    }
+
     fn encode(&self) -> [u8; ENTRY_LEN] {
         let mut b = [0u8; ENTRY_LEN];
         b[..8].copy_from_slice(&self.producer_id.to_be_bytes());

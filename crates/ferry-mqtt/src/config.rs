@@ -39,7 +39,8 @@ pub struct AclEntry {
 }
 
 /// `[[mqtt.kafka_bridge]]`: MQTT publishes matching `filter` are appended
-/// to Kafka topic `topic` (key = MQTT topic, value = payload).
+/// to Kafka topic `topic` (key = MQTT topic, value = payload), on Kafka's
+/// default partition for the key.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToKafka {
@@ -49,9 +50,9 @@ pub struct ToKafka {
     pub topic: String,
 }
 
-/// `[[mqtt.from_kafka]]`: records appended to Kafka topic `topic` from now
-/// on are published to MQTT topic `mqtt_topic` (`{key}` = the record key,
-/// `{topic}` = the Kafka topic), at `qos`.
+/// `[[mqtt.from_kafka]]`: committed records appended to Kafka topic `topic`
+/// from now on are published to MQTT topic `mqtt_topic` (`{key}` = the
+/// record key, `{topic}` = the Kafka topic), at `qos`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FromKafka {

@@ -110,7 +110,7 @@ pub enum Destination {
     Queue(String),
     /// Another exchange, by name (exchange-to-exchange binding).
     Exchange(String),
-    /// A Kafka topic (see `messaging::bridge`).
+    /// A Kafka topic (see `messaging::kafka_link`).
     Topic(String),
 }
 

@@ -10,11 +10,11 @@
 //! Names are percent-encoded into directory names.
 
 pub mod args;
-pub mod bridge;
 mod cursor_store;
 mod delayed;
 pub mod exchange;
 mod forwarding;
+pub mod kafka_link;
 pub mod message;
 pub mod queue;
 mod ranges;
@@ -28,8 +28,8 @@ use std::time::Duration;
 use ferry_log::{EngineConfig, LogManager};
 
 pub use args::{Overflow, QueueArgs};
-pub use bridge::Hooks;
 pub use exchange::{Binding, Destination, Exchange, ExchangeKind, HeaderValue, Headers};
+pub use kafka_link::Hooks;
 pub use message::{Message, StoredMessage};
 pub use queue::{Delivery, Letter, Published, Queue, QueueSpec};
 pub use vhost::{MAX_MESSAGE_BYTES, Vhost};

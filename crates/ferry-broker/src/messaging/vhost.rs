@@ -11,9 +11,9 @@ use ferry_log::{FlushPolicy, LogConfig, LogManager};
 use serde::{Deserialize, Serialize};
 
 use super::args::QueueArgs;
-use super::bridge::{Feed, Hooks};
 use super::delayed::DelayStore;
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind, Headers};
+use super::kafka_link::{Feed, Hooks};
 use super::message::Message;
 use super::queue::{Queue, QueueSpec, now_ms};
 use super::{MessagingError, encode_name};
@@ -596,7 +596,7 @@ impl Vhost {
     /// Appends `m` to the Kafka topic `topic` (acks=all); the caller
     /// confirms once the append is acknowledged.
     pub fn publish_to_topic(&self, topic: &str, m: &Message) -> Result<crate::Appended> {
-        super::bridge::publish_to_topic(&self.hooks, topic, m)
+        super::kafka_link::publish_to_topic(&self.hooks, topic, m)
     }
 
     /// Moves new records of bridged topics into their queues; `signal` is

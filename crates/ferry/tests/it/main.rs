@@ -8,6 +8,7 @@ mod amqp_durability;
 mod amqp_kafka_bridge;
 mod amqp_support;
 mod amqp_ttl_dlx;
+mod bridges;
 mod cli;
 mod http;
 mod kafka_admin;

@@ -1,18 +1,19 @@
-//! Kafka topics and queues, both ways (protocol-neutral; the front-end
-//! supplies the property conversions through [`Hooks`]).
+//! The link between AMQP-style exchanges and queues and Kafka topics, both
+//! ways, over the broker's one bridge ([`crate::bridge`]); the front-end
+//! supplies the property conversions through [`Hooks`].
 //!
 //! - An exchange bound to a topic ([`Destination::Topic`]): a message it
 //!   routes there becomes one record: key = routing key (none if empty),
 //!   value = body, headers = readable ones from the properties
 //!   (`content-type`, application headers, ...) plus `amqp.exchange` and
 //!   `amqp.properties` (raw, so a queue fed from the topic restores the
-//!   exact properties). The partition is Kafka's default for the key
-//!   (murmur2, as the Java client and librdkafka's `murmur2` partitioner),
-//!   round-robin for messages without one. Appended with acks=all.
+//!   exact properties), appended by [`bridge::append_by_key`] (Kafka's
+//!   default partition for the key, round-robin without one; acks=all).
 //! - A queue with `x-kafka-topic` is fed from the topic: a feeder thread
-//!   reads every partition (committed records only: up to the last stable
-//!   offset, aborted transactions and control batches skipped) and
-//!   publishes each record into the queue. Its position (next offset per
+//!   reads every partition with [`bridge::read_committed`] (committed
+//!   records only) and publishes each record into the queue. A new feed
+//!   starts at each partition's last stable offset (or its start, with
+//!   `x-kafka-start = "earliest"`). Its position (next offset per
 //!   partition) is kept in `kafka-feed.json` in the queue's directory,
 //!   written after the queue's log is flushed, so a crash can feed a record
 //!   twice but never skips one.
@@ -21,20 +22,18 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
-use ferry_records::compression::Compression;
-use ferry_records::partitioner::partition_for_key;
-use ferry_records::records::{self, NewRecord};
+use ferry_records::records::NewRecord;
 use serde::{Deserialize, Serialize};
 
 use super::MessagingError;
 use super::message::{H_EXCHANGE, H_PROPERTIES, Message};
 use super::queue::{Queue, now_ms};
 use crate::partition::Appended;
-use crate::{Acks, Broker};
+use crate::stored::StoredRecord;
+use crate::{Broker, BrokerError, bridge};
 
 /// Record headers -> protocol properties (a topic feeding a queue). Gets
 /// the record's headers plus `x-kafka-topic`, `x-kafka-partition`,
@@ -53,23 +52,12 @@ pub struct Hooks {
     pub headers_from_properties: Option<HeadersFromProperties>,
 }
 
-static ROUND_ROBIN: AtomicUsize = AtomicUsize::new(0);
-
 /// Appends `m` to `topic` as one record (acks=all); the caller waits on
 /// the result to confirm.
 pub(crate) fn publish_to_topic(hooks: &Hooks, topic: &str, m: &Message) -> Result<Appended, MessagingError> {
     let broker = hooks.broker.as_ref().ok_or_else(|| MessagingError::NotFound(format!("no topic '{topic}'")))?;
     let t = broker.topic(topic).ok_or_else(|| MessagingError::NotFound(format!("no topic '{topic}'")))?;
-    let parts = t.partitions();
-    if parts.is_empty() {
-        return Err(MessagingError::NotFound(format!("topic '{topic}' has no partitions")));
-    }
     let key = m.routing_key.as_bytes();
-    let index = if key.is_empty() {
-        ROUND_ROBIN.fetch_add(1, Ordering::Relaxed) % parts.len()
-    } else {
-        partition_for_key(key, parts.len())
-    };
     let readable = hooks.headers_from_properties.as_ref().map(|f| f(&m.properties)).unwrap_or_default();
     let mut headers: Vec<(&[u8], Option<&[u8]>)> =
         readable.iter().map(|(k, v)| (k.as_bytes(), Some(v.as_slice()))).collect();
@@ -77,9 +65,10 @@ pub(crate) fn publish_to_topic(hooks: &Hooks, topic: &str, m: &Message) -> Resul
     headers.push((H_PROPERTIES.as_bytes(), Some(&m.properties[..])));
     let record =
         NewRecord { key: (!key.is_empty()).then_some(key), value: Some(&m.body), headers, timestamp: now_ms() };
-    let batch = records::build_batch(&[record], Compression::None, -1, -1, -1)
-        .map_err(|e| MessagingError::Internal(crate::BrokerError::InvalidRecord(e.to_string())))?;
-    Ok(parts[index].append(&batch, Acks::All)?)
+    bridge::append_by_key(&t, &record).map_err(|e| match e {
+        BrokerError::UnknownTopicOrPartition => MessagingError::NotFound(format!("topic '{topic}' has no partitions")),
+        e => e.into(),
+    })
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -97,8 +86,9 @@ pub(crate) struct Feed {
 }
 
 impl Feed {
-    /// Resumes the queue's feed, or starts one at the topic's end (or
-    /// start, with `x-kafka-start = "earliest"`).
+    /// Resumes the queue's feed, or starts one at the topic's last stable
+    /// offsets (or start, with `x-kafka-start = "earliest"`): a transaction
+    /// still open there is fed once it commits.
     pub(crate) fn open(hooks: &Hooks, q: &Arc<Queue>) -> Option<Feed> {
         let topic = q.args.kafka_topic.clone()?;
         let path = q.dir().join("kafka-feed.json");
@@ -109,7 +99,8 @@ impl Feed {
                 let mut next = BTreeMap::new();
                 if let Some(t) = hooks.broker.as_ref().and_then(|b| b.topic(&topic)) {
                     for p in t.partitions() {
-                        let at = if q.args.kafka_start_earliest { p.log_start_offset() } else { p.high_watermark() };
+                        let at =
+                            if q.args.kafka_start_earliest { p.log_start_offset() } else { p.last_stable_offset() };
                         next.insert(p.index, at);
                     }
                 }
@@ -143,34 +134,27 @@ impl Feed {
         for p in t.partitions() {
             // Before reading: a record landing after the read wakes us.
             p.register_signal(signal);
+            // A partition added after the feed started is fed from its start.
             let next = self.next.entry(p.index).or_insert(0);
-            *next = (*next).max(p.log_start_offset());
-            let lso = p.last_stable_offset();
-            while *next < lso {
-                let slice = match p.read_committed(*next, 1 << 20, lso) {
-                    Ok(Some(s)) => s,
+            loop {
+                let read = match bridge::read_committed(&p, *next, 1 << 20) {
+                    Ok(Some(read)) => read,
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!(topic = %self.topic, partition = p.index, error = %e, "kafka feed read failed");
                         break;
                     }
                 };
-                let Ok(buf) = slice.to_vec() else { break };
-                let Ok(batches) = ferry_records::batch::split(&buf) else { break };
-                for (h, batch) in batches {
-                    let skip = h.is_control()
-                        || h.last_offset() < *next
-                        || (h.is_transactional()
-                            && p.aborted_txns(h.base_offset, h.next_offset())
-                                .iter()
-                                .any(|a| a.producer_id == h.producer_id && a.first_offset <= h.base_offset));
-                    if !skip && let Err(e) = feed_batch(hooks, &q, &self.topic, p.index, &h, batch, *next) {
+                for (offset, r) in read.records {
+                    if let Err(e) = feed_record(hooks, &q, &self.topic, p.index, offset, r) {
                         tracing::warn!(topic = %self.topic, error = %e, "kafka feed publish failed");
+                        // Fed again from this record next time.
+                        *next = offset;
                         return true;
                     }
-                    *next = h.next_offset();
-                    moved = true;
                 }
+                *next = read.next;
+                moved = true;
             }
         }
         if moved {
@@ -185,49 +169,42 @@ impl Feed {
     }
 }
 
-fn feed_batch(
+/// Publishes the record at `offset` of `topic`'s `partition` into `q`.
+fn feed_record(
     hooks: &Hooks,
     q: &Queue,
     topic: &str,
     partition: i32,
-    h: &ferry_records::batch::BatchHeader,
-    batch: &[u8],
-    from: u64,
+    offset: u64,
+    r: StoredRecord,
 ) -> Result<(), MessagingError> {
-    let bad = |e: String| MessagingError::Internal(crate::BrokerError::InvalidRecord(e));
-    let payload = records::records_payload(batch, 64 << 20).map_err(|e| bad(e.to_string()))?;
-    for r in records::parse_records(&payload, h.records_count as usize).map_err(|e| bad(e.to_string()))? {
-        let offset = h.base_offset + u64::from(r.offset_delta.max(0) as u32);
-        if offset < from {
-            continue;
+    // Encoded properties are never empty: an empty header is not one.
+    let raw = r.headers.iter().find(|(k, v)| k == H_PROPERTIES && !v.is_empty()).map(|(_, v)| v);
+    let properties = match (raw, &hooks.properties_from_headers) {
+        (Some(raw), _) => Bytes::copy_from_slice(raw),
+        (None, Some(f)) => {
+            let (ps, os) = (partition.to_string(), offset.to_string());
+            let mut hs: Vec<(&[u8], &[u8])> = r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_slice())).collect();
+            hs.push((b"x-kafka-topic", topic.as_bytes()));
+            hs.push((b"x-kafka-partition", ps.as_bytes()));
+            hs.push((b"x-kafka-offset", os.as_bytes()));
+            f(&hs)
         }
-        let raw = r.headers.iter().find(|(k, _)| *k == H_PROPERTIES.as_bytes()).and_then(|(_, v)| *v);
-        let properties = match (raw, &hooks.properties_from_headers) {
-            (Some(raw), _) => Bytes::copy_from_slice(raw),
-            (None, Some(f)) => {
-                let (ps, os) = (partition.to_string(), offset.to_string());
-                let mut hs: Vec<(&[u8], &[u8])> = r.headers.iter().map(|(k, v)| (*k, v.unwrap_or_default())).collect();
-                hs.push((b"x-kafka-topic", topic.as_bytes()));
-                hs.push((b"x-kafka-partition", ps.as_bytes()));
-                hs.push((b"x-kafka-offset", os.as_bytes()));
-                f(&hs)
-            }
-            (None, None) => Bytes::from_static(&[0, 0]),
-        };
-        let m = Message {
-            exchange: format!("kafka:{topic}"),
-            routing_key: String::from_utf8_lossy(r.key.unwrap_or_default()).into_owned(),
-            properties,
-            body: Bytes::copy_from_slice(r.value.unwrap_or_default()),
-            persistent: true,
-            headers: Default::default(),
-            expires_at: None,
-            priority: 0,
-            deliver_at: None,
-            retry_queue: None,
-            retries: 0,
-        };
-        q.publish(&m)?;
-    }
+        (None, None) => Bytes::from_static(&[0, 0]),
+    };
+    let m = Message {
+        exchange: format!("kafka:{topic}"),
+        routing_key: String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned(),
+        properties,
+        body: Bytes::from(r.value.unwrap_or_default()),
+        persistent: true,
+        headers: Default::default(),
+        expires_at: None,
+        priority: 0,
+        deliver_at: None,
+        retry_queue: None,
+        retries: 0,
+    };
+    q.publish(&m)?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! One connection to one Kafka broker: framed requests, responses matched
 //! by correlation id, so callers may keep several requests in flight
-//! (pipelining; the broker answers in order).
+//! (pipelining; the broker answers in order), and request versions agreed
+//! through ApiVersions.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -15,15 +16,19 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::oneshot;
 
-use super::ClientError;
+use crate::client::ClientConfig;
+use crate::error::ClientError;
+use crate::lock;
 
 type Waiters = Arc<Mutex<HashMap<i32, oneshot::Sender<Result<Bytes, ClientError>>>>>;
 
 /// Largest response accepted (a fetch answer is bounded by its max_bytes).
 const MAX_RESPONSE: usize = 256 << 20;
 
+/// A connection to one broker; shared (`&self`) by concurrent requests.
 pub struct Connection {
-    pub addr: String,
+    addr: String,
+    client_id: StrBytes,
     writer: tokio::sync::Mutex<OwnedWriteHalf>,
     waiters: Waiters,
     next_id: AtomicI32,
@@ -39,13 +44,10 @@ impl Drop for Connection {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Connection {
     /// Connects and asks the broker which API versions it speaks.
-    pub async fn connect(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
+    pub async fn connect(addr: &str, config: &ClientConfig) -> Result<Connection, ClientError> {
+        let timeout = config.timeout;
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::Connect(addr.to_string(), "timed out".into()))?
@@ -53,9 +55,10 @@ impl Connection {
         stream.set_nodelay(true).map_err(|e| ClientError::Connect(addr.to_string(), e.to_string()))?;
         let (rd, wr) = stream.into_split();
         let waiters: Waiters = Arc::default();
-        let reader = tokio::spawn(read_responses(rd, waiters.clone()));
+        let reader = tokio::spawn(read_responses(rd, addr.to_string(), waiters.clone()));
         let mut conn = Connection {
             addr: addr.to_string(),
+            client_id: StrBytes::from_string(config.client_id.clone()),
             writer: tokio::sync::Mutex::new(wr),
             waiters,
             next_id: AtomicI32::new(1),
@@ -72,6 +75,11 @@ impl Connection {
         }
         conn.versions = resp.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
         Ok(conn)
+    }
+
+    /// The address this connection was opened to (`host:port`).
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// The version to use for `R`: the highest both sides speak, at most
@@ -121,7 +129,7 @@ impl Connection {
             .with_request_api_key(R::KEY)
             .with_request_api_version(v)
             .with_correlation_id(id)
-            .with_client_id(Some(StrBytes::from_static_str("ferry-cli")));
+            .with_client_id(Some(self.client_id.clone()));
         let mut buf = BytesMut::with_capacity(64);
         buf.extend_from_slice(&[0; 4]);
         header.encode(&mut buf, R::header_version(v)).map_err(|e| ClientError::Encode(e.to_string()))?;
@@ -151,6 +159,7 @@ pub struct InFlight<R: Request> {
 }
 
 impl<R: Request> InFlight<R> {
+    /// Waits for the answer (up to the request timeout) and decodes it.
     pub async fn wait(self) -> Result<R::Response, ClientError> {
         let mut body = tokio::time::timeout(self.timeout, self.rx)
             .await
@@ -164,14 +173,14 @@ impl<R: Request> InFlight<R> {
 
 /// Hands each response frame to the request that waits for it; on a broken
 /// stream, fails every waiter.
-async fn read_responses(mut rd: OwnedReadHalf, waiters: Waiters) {
+async fn read_responses(mut rd: OwnedReadHalf, addr: String, waiters: Waiters) {
     let result: Result<(), ClientError> = async {
         loop {
-            let len = rd.read_i32().await.map_err(|e| ClientError::Io("broker".into(), e.to_string()))?;
+            let len = rd.read_i32().await.map_err(|e| ClientError::Io(addr.clone(), e.to_string()))?;
             let len = usize::try_from(len).ok().filter(|l| (4..=MAX_RESPONSE).contains(l));
             let Some(len) = len else { return Err(ClientError::Decode("bad response size".into())) };
             let mut buf = BytesMut::zeroed(len);
-            rd.read_exact(&mut buf).await.map_err(|e| ClientError::Io("broker".into(), e.to_string()))?;
+            rd.read_exact(&mut buf).await.map_err(|e| ClientError::Io(addr.clone(), e.to_string()))?;
             let body = buf.freeze();
             let id = (&body[..4]).get_i32();
             if let Some(tx) = lock(&waiters).remove(&id) {
@@ -180,7 +189,7 @@ async fn read_responses(mut rd: OwnedReadHalf, waiters: Waiters) {
         }
     }
     .await;
-    let err = result.err().unwrap_or(ClientError::Closed("broker".into()));
+    let err = result.err().unwrap_or(ClientError::Closed(addr));
     for (_, tx) in lock(&waiters).drain() {
         let _ = tx.send(Err(err.clone()));
     }

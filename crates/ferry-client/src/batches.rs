@@ -122,4 +122,34 @@ mod tests {
         assert!(got.is_empty());
         assert_eq!(next, 10);
     }
+
+    /// A batch of `values` stored at `base`.
+    fn stored(base: u64, values: &[&str]) -> Vec<u8> {
+        let records: Vec<Record> =
+            values.iter().map(|v| Record { value: Some(v.as_bytes().to_vec()), ..Record::default() }).collect();
+        let mut batch = encode_batch(&records, Compression::None).unwrap();
+        batch[..8].copy_from_slice(&base.to_be_bytes());
+        batch
+    }
+
+    #[test]
+    fn control_batches_are_skipped_but_advance_the_offset() {
+        let mut marker = ferry_records::records::build_control_batch(7, 0, true, 0, 5).unwrap();
+        marker[..8].copy_from_slice(&2u64.to_be_bytes());
+        let data = [stored(0, &["a", "b"]), marker.clone(), stored(3, &["c"])].concat();
+        let (got, next) = decode_batches(4, &data, 0).unwrap();
+        assert_eq!(got.iter().map(|r| (r.partition, r.offset)).collect::<Vec<_>>(), [(4, 0), (4, 1), (4, 3)]);
+        assert_eq!(next, 4);
+        let (got, next) = decode_batches(4, &marker, 2).unwrap();
+        assert!(got.is_empty());
+        assert_eq!(next, 3, "a fetch that returns only a marker moves past it");
+    }
+
+    #[test]
+    fn corrupt_batches_are_errors() {
+        let mut batch = stored(0, &["a"]);
+        let last = batch.len() - 1;
+        batch[last] ^= 0xff;
+        assert!(matches!(decode_batches(0, &batch, 0), Err(ClientError::Records(_))));
+    }
 }

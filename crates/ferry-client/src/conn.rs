@@ -194,3 +194,126 @@ async fn read_responses(mut rd: OwnedReadHalf, addr: String, waiters: Waiters) {
         let _ = tx.send(Err(err.clone()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+    use kafka_protocol::messages::{ApiVersionsResponse, MetadataRequest, MetadataResponse};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    const METADATA: i16 = 3;
+
+    /// One request as a broker reads it: (api key, version, header + body).
+    async fn read_request(s: &mut TcpStream) -> Option<(i16, i16, Bytes)> {
+        let len = usize::try_from(s.read_i32().await.ok()?).ok()?;
+        let mut buf = vec![0; len];
+        s.read_exact(&mut buf).await.ok()?;
+        let b = Bytes::from(buf);
+        Some(((&b[0..2]).get_i16(), (&b[2..4]).get_i16(), b))
+    }
+
+    fn decode_request<R: Request>(mut b: Bytes, v: i16) -> (i32, R) {
+        let h = RequestHeader::decode(&mut b, R::header_version(v)).unwrap();
+        (h.correlation_id, R::decode(&mut b, v).unwrap())
+    }
+
+    async fn answer<R: Request>(s: &mut TcpStream, correlation_id: i32, resp: &R::Response, v: i16) {
+        let mut buf = BytesMut::new();
+        ResponseHeader::default()
+            .with_correlation_id(correlation_id)
+            .encode(&mut buf, R::Response::header_version(v))
+            .unwrap();
+        resp.encode(&mut buf, v).unwrap();
+        s.write_i32(buf.len() as i32).await.unwrap();
+        s.write_all(&buf).await.unwrap();
+    }
+
+    /// A broker that speaks Metadata v0-9 and hands the connection, after
+    /// ApiVersions, to `then`.
+    async fn broker<F, Fut>(then: F) -> String
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let (key, v, b) = read_request(&mut s).await.unwrap();
+            assert_eq!(key, 18, "ApiVersions first");
+            let (id, _) = decode_request::<ApiVersionsRequest>(b, v);
+            let versions = ApiVersionsResponse::default().with_api_keys(vec![
+                ApiVersion::default().with_api_key(METADATA).with_min_version(0).with_max_version(9),
+            ]);
+            answer::<ApiVersionsRequest>(&mut s, id, &versions, v).await;
+            then(s).await;
+        });
+        addr
+    }
+
+    fn config(timeout_ms: u64) -> ClientConfig {
+        ClientConfig::new("test", Duration::from_millis(timeout_ms))
+    }
+
+    fn metadata_of(topic: &str) -> MetadataRequest {
+        let name = kafka_protocol::messages::TopicName(StrBytes::from_string(topic.into()));
+        MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name))]))
+    }
+
+    #[tokio::test]
+    async fn pipelined_answers_reach_their_requests_in_any_order() {
+        let addr = broker(|mut s| async move {
+            let mut asked = Vec::new();
+            for _ in 0..2 {
+                let (key, v, b) = read_request(&mut s).await.unwrap();
+                assert_eq!(key, METADATA);
+                let (id, req) = decode_request::<MetadataRequest>(b, v);
+                let topic = req.topics.unwrap_or_default().remove(0).name;
+                asked.push((id, v, topic));
+            }
+            // The second answer first: the correlation id routes each one.
+            for (id, v, topic) in asked.into_iter().rev() {
+                let resp =
+                    MetadataResponse::default().with_topics(vec![MetadataResponseTopic::default().with_name(topic)]);
+                answer::<MetadataRequest>(&mut s, id, &resp, v).await;
+            }
+        })
+        .await;
+        let conn = Connection::connect(&addr, &config(5_000)).await.unwrap();
+        assert_eq!(conn.version::<MetadataRequest>(12).unwrap(), 9, "the broker's newest");
+        assert!(matches!(conn.version::<ApiVersionsRequest>(3), Err(ClientError::Unsupported(18))));
+        let v = conn.version::<MetadataRequest>(12).unwrap();
+        let one = conn.start(&metadata_of("one"), v).await.unwrap();
+        let two = conn.start(&metadata_of("two"), v).await.unwrap();
+        let name = |r: MetadataResponse| r.topics[0].name.as_ref().map(|n| n.0.to_string());
+        assert_eq!(name(one.wait().await.unwrap()).as_deref(), Some("one"));
+        assert_eq!(name(two.wait().await.unwrap()).as_deref(), Some("two"));
+    }
+
+    #[tokio::test]
+    async fn waiters_fail_when_the_broker_goes_away_or_stays_silent() {
+        let addr = broker(|mut s| async move {
+            let _ = read_request(&mut s).await;
+        })
+        .await;
+        let conn = Connection::connect(&addr, &config(5_000)).await.unwrap();
+        let err = conn.send(metadata_of("t"), 12).await.unwrap_err();
+        assert!(matches!(err, ClientError::Io(..) | ClientError::Closed(_)), "{err}");
+
+        let (tx, rx) = oneshot::channel::<()>();
+        let addr = broker(|s| async move {
+            // Holds the connection open without answering until the test ends.
+            let _s = s;
+            let _ = rx.await;
+        })
+        .await;
+        let conn = Connection::connect(&addr, &config(200)).await.unwrap();
+        let err = conn.send(metadata_of("t"), 12).await.unwrap_err();
+        assert!(matches!(err, ClientError::Timeout(ref a) if *a == addr), "{err}");
+        drop(tx);
+    }
+}

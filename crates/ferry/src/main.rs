@@ -3,7 +3,6 @@
 //! protocol.
 
 mod cli;
-mod client;
 mod config;
 
 use std::sync::Arc;

@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
+use ferry_client::{
+    Client, ClientError, Connection, EARLIEST, FETCH_VERSION, InFlight, LATEST, PRODUCE_VERSION, check, decode_batches,
+    fetch_request, produce_request, produce_result,
+};
 use ferry_records::batch::{BatchHeader, HEADER_LEN};
 use ferry_records::records::{NewRecord, build_batch};
 use hdrhistogram::Histogram;
@@ -24,8 +28,6 @@ use serde_json::json;
 
 use super::produce::Codec;
 use super::{ClientArgs, Format};
-use crate::client::data::{PRODUCE_VERSION, decode_batches, fetch_request, produce_request, produce_result};
-use crate::client::{Client, Connection};
 
 #[derive(Debug, Args)]
 pub struct BenchCmd {
@@ -284,7 +286,7 @@ async fn ensure_topic(client: &Client, topic: &str, partitions: i32) -> anyhow::
     }
     let t = client.topic(topic).await?;
     anyhow::ensure!(!t.partitions.is_empty(), "topic {topic} has no partitions");
-    Ok(t.partitions.iter().map(|p| (p.0, p.1)).collect())
+    Ok(t.partitions.iter().map(|p| (p.partition, p.leader)).collect())
 }
 
 /// Letters, so that compression sees realistic (not all-zero) data.
@@ -373,7 +375,7 @@ async fn produce(
 /// A request in flight: when its batch was started, how many records, and
 /// the in-flight slot it holds until answered.
 struct Sent {
-    pending: crate::client::conn::InFlight<ProduceRequest>,
+    pending: InFlight<ProduceRequest>,
     created: Instant,
     records: u64,
     bytes: u64,
@@ -417,7 +419,7 @@ async fn producer_task(
     let versions: HashMap<i32, i16> = conns
         .iter()
         .map(|(node, c)| Ok((*node, c.version::<ProduceRequest>(PRODUCE_VERSION)?)))
-        .collect::<Result<_, crate::client::ClientError>>()?;
+        .collect::<Result<_, ClientError>>()?;
     loop {
         let more = share.is_none_or(|n| made < n) && deadline.is_none_or(|d| Instant::now() < d);
         if !more {
@@ -525,9 +527,9 @@ fn count_records(mut data: &[u8], from: i64) -> (u64, i64) {
 
 async fn consume(client: &Client, args: &ConsumeBench) -> anyhow::Result<Summary> {
     let t = client.topic(&args.topic).await?;
-    let parts: Vec<i32> = t.partitions.iter().map(|p| p.0).collect();
-    let starts = client.list_offsets(&args.topic, &parts, -2).await?;
-    let ends = client.list_offsets(&args.topic, &parts, -1).await?;
+    let parts: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
+    let starts = client.list_offsets(&args.topic, &parts, EARLIEST).await?;
+    let ends = client.list_offsets(&args.topic, &parts, LATEST).await?;
     let available: i64 = parts.iter().map(|p| ends.get(p).unwrap_or(&0) - starts.get(p).unwrap_or(&0)).sum();
     let target = args.records.unwrap_or(available.max(0) as u64);
     let deadline = args.duration_secs.map(|s| Instant::now() + Duration::from_secs_f64(s));
@@ -537,7 +539,8 @@ async fn consume(client: &Client, args: &ConsumeBench) -> anyhow::Result<Summary
     let concurrency = args.concurrency.max(1).min(t.partitions.len().max(1));
     let mut tasks = Vec::new();
     for task in 0..concurrency {
-        let mine: Vec<(i32, i32)> = t.partitions.iter().skip(task).step_by(concurrency).map(|p| (p.0, p.1)).collect();
+        let mine: Vec<(i32, i32)> =
+            t.partitions.iter().skip(task).step_by(concurrency).map(|p| (p.partition, p.leader)).collect();
         let Some(&(_, leader)) = mine.first() else { continue };
         let conn = client.dedicated(leader).await?;
         let mut offsets: Vec<(i32, i64)> =
@@ -545,13 +548,13 @@ async fn consume(client: &Client, args: &ConsumeBench) -> anyhow::Result<Summary
         let (topic, fetch_bytes, progress) = (args.topic.clone(), args.fetch_bytes, progress.clone());
         tasks.push(tokio::spawn(async move {
             let mut hist = histogram();
-            let v = conn.version::<FetchRequest>(12)?;
+            let v = conn.version::<FetchRequest>(FETCH_VERSION)?;
             while progress.records.load(Ordering::Relaxed) < target && deadline.is_none_or(|d| Instant::now() < d) {
                 let sent = Instant::now();
                 let resp = conn.send_version(fetch_request(&topic, &offsets, fetch_bytes, 100), v).await?;
                 hist.saturating_record(sent.elapsed().as_micros().max(1) as u64);
                 for p in resp.responses.iter().flat_map(|t| &t.partitions) {
-                    crate::client::check(p.error_code, || format!("fetching {topic}/{}", p.partition_index))?;
+                    check(p.error_code, || format!("fetching {topic}/{}", p.partition_index))?;
                     let Some(slot) = offsets.iter_mut().find(|o| o.0 == p.partition_index) else { continue };
                     if let Some(data) = &p.records {
                         let (n, next) = count_records(data, slot.1);
@@ -588,7 +591,7 @@ async fn consume(client: &Client, args: &ConsumeBench) -> anyhow::Result<Summary
 /// partition leader reads from the end and measures the delay.
 async fn e2e(client: &Client, args: &ProduceBench, partitions: &[(i32, i32)]) -> anyhow::Result<Summary> {
     let parts: Vec<i32> = partitions.iter().map(|p| p.0).collect();
-    let ends = client.list_offsets(&args.topic, &parts, -1).await?;
+    let ends = client.list_offsets(&args.topic, &parts, LATEST).await?;
     let clock = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(AtomicU64::new(0));
@@ -602,11 +605,11 @@ async fn e2e(client: &Client, args: &ProduceBench, partitions: &[(i32, i32)]) ->
         let (topic, stop, seen) = (args.topic.clone(), stop.clone(), seen.clone());
         consumers.push(tokio::spawn(async move {
             let mut hist = histogram();
-            let v = conn.version::<FetchRequest>(12)?;
+            let v = conn.version::<FetchRequest>(FETCH_VERSION)?;
             while !stop.load(Ordering::Relaxed) {
                 let resp = conn.send_version(fetch_request(&topic, &offsets, 8 << 20, 100), v).await?;
                 for p in resp.responses.iter().flat_map(|t| &t.partitions) {
-                    crate::client::check(p.error_code, || format!("fetching {topic}/{}", p.partition_index))?;
+                    check(p.error_code, || format!("fetching {topic}/{}", p.partition_index))?;
                     let Some(slot) = offsets.iter_mut().find(|o| o.0 == p.partition_index) else { continue };
                     let Some(data) = &p.records else { continue };
                     let (records, next) = decode_batches(p.partition_index, data, slot.1)?;
@@ -654,8 +657,7 @@ async fn e2e(client: &Client, args: &ProduceBench, partitions: &[(i32, i32)]) ->
 mod tests {
     use super::*;
 
-    use crate::client::Record;
-    use crate::client::data::encode_batch;
+    use ferry_client::{Record, encode_batch};
 
     #[test]
     fn record_counting_skips_what_was_read() {

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use ferry_client::{Client, EARLIEST, FetchedRecord, GroupMembership, LATEST};
 use serde_json::json;
 
 use super::{ClientArgs, Format};
-use crate::client::{Client, FetchedRecord, GroupMembership};
 
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
@@ -101,12 +101,12 @@ fn render(r: &FetchedRecord, topic: &str, fields: &[String], format: Format) -> 
 /// Offsets to start each partition at.
 async fn resolve(client: &Client, topic: &str, partitions: &[i32], start: Start) -> anyhow::Result<BTreeMap<i32, i64>> {
     Ok(match start {
-        Start::Earliest => client.list_offsets(topic, partitions, -2).await?,
-        Start::Latest => client.list_offsets(topic, partitions, -1).await?,
+        Start::Earliest => client.list_offsets(topic, partitions, EARLIEST).await?,
+        Start::Latest => client.list_offsets(topic, partitions, LATEST).await?,
         Start::Offset(o) => partitions.iter().map(|&p| (p, o)).collect(),
         Start::Timestamp(ts) => {
             let found = client.list_offsets(topic, partitions, ts).await?;
-            let ends = client.list_offsets(topic, partitions, -1).await?;
+            let ends = client.list_offsets(topic, partitions, LATEST).await?;
             // No record at or after ts: start at the end.
             partitions
                 .iter()
@@ -123,7 +123,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     }
     let client = args.conn.connect().await?;
     let topic = client.topic(&args.topic).await?;
-    let all: Vec<i32> = topic.partitions.iter().map(|p| p.0).collect();
+    let all: Vec<i32> = topic.partitions.iter().map(|p| p.partition).collect();
     if let Some(p) = args.partitions.iter().find(|p| !all.contains(p)) {
         anyhow::bail!("topic {} has no partition {p}", args.topic);
     }

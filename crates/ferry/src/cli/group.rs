@@ -1,6 +1,7 @@
 //! `ferry group list|describe|reset-offsets|delete`.
 
 use clap::{Args, Subcommand};
+use ferry_client::{EARLIEST, LATEST};
 use serde_json::json;
 
 use super::output::{json, table};
@@ -53,11 +54,12 @@ pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
             let groups = client.list_groups().await?;
             match fmt {
                 Format::Json => json(&json!({
-                    "groups": groups.iter().map(|(g, t, s)| json!({"group": g, "protocol_type": t, "state": s})).collect::<Vec<_>>()
+                    "groups": groups.iter().map(|g| json!({"group": g.group, "protocol_type": g.protocol_type, "state": g.state})).collect::<Vec<_>>()
                 })),
-                Format::Table => {
-                    table(&["GROUP", "STATE", "PROTOCOL"], groups.into_iter().map(|(g, t, s)| vec![g, s, t]).collect())
-                }
+                Format::Table => table(
+                    &["GROUP", "STATE", "PROTOCOL"],
+                    groups.into_iter().map(|g| vec![g.group, g.state, g.protocol_type]).collect(),
+                ),
             }
         }
         GroupVerb::Describe { group } => {
@@ -135,13 +137,13 @@ pub async fn run(cmd: GroupCmd) -> anyhow::Result<()> {
             dry_run,
         } => {
             let t = client.topic(&topic).await?;
-            let all: Vec<i32> = t.partitions.iter().map(|p| p.0).collect();
+            let all: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
             let parts = if partitions.is_empty() { all.clone() } else { partitions };
             if let Some(p) = parts.iter().find(|p| !all.contains(p)) {
                 anyhow::bail!("topic {topic} has no partition {p}");
             }
-            let start = client.list_offsets(&topic, &parts, -2).await?;
-            let end = client.list_offsets(&topic, &parts, -1).await?;
+            let start = client.list_offsets(&topic, &parts, EARLIEST).await?;
+            let end = client.list_offsets(&topic, &parts, LATEST).await?;
             let bounds = |p: &i32| (start.get(p).copied().unwrap_or(0), end.get(p).copied().unwrap_or(0));
             let targets: Vec<(i32, i64)> = if to_earliest {
                 parts.iter().map(|p| (*p, bounds(p).0)).collect()

@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 
-use crate::client::Client;
+use ferry_client::{Client, ClientConfig};
 
 pub use consume::ConsumeArgs;
 pub use group::GroupCmd;
@@ -55,9 +55,8 @@ pub struct ClientArgs {
 
 impl ClientArgs {
     pub async fn connect(&self) -> anyhow::Result<Client> {
-        Client::connect(&self.brokers, Duration::from_millis(self.timeout_ms.max(1)))
-            .await
-            .with_context(|| format!("brokers {}", self.brokers))
+        let config = ClientConfig::new("ferry-cli", Duration::from_millis(self.timeout_ms.max(1)));
+        Client::connect(&self.brokers, config).await.with_context(|| format!("brokers {}", self.brokers))
     }
 }
 
@@ -83,7 +82,7 @@ pub async fn cluster(cmd: ClusterCmd) -> anyhow::Result<()> {
         Format::Json => output::json(&serde_json::json!({
             "cluster_id": md.cluster_id,
             "controller_id": md.controller_id,
-            "brokers": md.brokers.iter().map(|(id, host, port)| serde_json::json!({"id": id, "host": host, "port": port})).collect::<Vec<_>>(),
+            "brokers": md.brokers.iter().map(|b| serde_json::json!({"id": b.node_id, "host": b.host, "port": b.port})).collect::<Vec<_>>(),
             "topics": md.topics.len(),
         })),
         Format::Table => {
@@ -93,7 +92,7 @@ pub async fn cluster(cmd: ClusterCmd) -> anyhow::Result<()> {
             say!();
             output::table(
                 &["BROKER", "HOST", "PORT"],
-                md.brokers.iter().map(|(id, h, p)| vec![id.to_string(), h.clone(), p.to_string()]).collect(),
+                md.brokers.iter().map(|b| vec![b.node_id.to_string(), b.host.clone(), b.port.to_string()]).collect(),
             );
         }
     }

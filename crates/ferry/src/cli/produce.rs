@@ -6,13 +6,13 @@ use std::io::BufRead;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use ferry_client::Record;
 use ferry_records::compression::Compression;
 use ferry_records::partitioner::partition_for_key;
 use serde_json::json;
 
 use super::output::json;
 use super::{ClientArgs, Format, key_values};
-use crate::client::Record;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Codec {

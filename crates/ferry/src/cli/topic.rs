@@ -1,6 +1,7 @@
 //! `ferry topic create|list|describe|delete|alter-config`.
 
 use clap::{Args, Subcommand};
+use ferry_client::{EARLIEST, LATEST};
 use serde_json::json;
 
 use super::output::{json, table};
@@ -83,16 +84,17 @@ pub async fn run(cmd: TopicCmd) -> anyhow::Result<()> {
         }
         TopicVerb::Describe { name } => {
             let t = client.topic(&name).await?;
-            let parts: Vec<i32> = t.partitions.iter().map(|p| p.0).collect();
-            let start = client.list_offsets(&name, &parts, -2).await?;
-            let end = client.list_offsets(&name, &parts, -1).await?;
+            let parts: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
+            let start = client.list_offsets(&name, &parts, EARLIEST).await?;
+            let end = client.list_offsets(&name, &parts, LATEST).await?;
             let overrides: Vec<_> =
                 client.describe_topic_configs(&name).await?.into_iter().filter(|c| c.source == "TOPIC").collect();
             let rows: Vec<(i32, i32, i64, i64)> = t
                 .partitions
                 .iter()
-                .map(|&(p, leader, _)| {
-                    (p, leader, start.get(&p).copied().unwrap_or(-1), end.get(&p).copied().unwrap_or(-1))
+                .map(|p| {
+                    let (i, leader) = (p.partition, p.leader);
+                    (i, leader, start.get(&i).copied().unwrap_or(-1), end.get(&i).copied().unwrap_or(-1))
                 })
                 .collect();
             match fmt {

@@ -1,6 +1,7 @@
 //! One connection to one Kafka broker: framed requests, responses matched
 //! by correlation id, so callers may keep several requests in flight
-//! (pipelining; the broker answers in order).
+//! (pipelining; the broker answers in order), and request versions agreed
+//! through ApiVersions.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -15,15 +16,19 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::oneshot;
 
-use super::ClientError;
+use crate::client::ClientConfig;
+use crate::error::ClientError;
+use crate::lock;
 
 type Waiters = Arc<Mutex<HashMap<i32, oneshot::Sender<Result<Bytes, ClientError>>>>>;
 
 /// Largest response accepted (a fetch answer is bounded by its max_bytes).
 const MAX_RESPONSE: usize = 256 << 20;
 
+/// A connection to one broker; shared (`&self`) by concurrent requests.
 pub struct Connection {
-    pub addr: String,
+    addr: String,
+    client_id: StrBytes,
     writer: tokio::sync::Mutex<OwnedWriteHalf>,
     waiters: Waiters,
     next_id: AtomicI32,
@@ -39,13 +44,10 @@ impl Drop for Connection {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Connection {
     /// Connects and asks the broker which API versions it speaks.
-    pub async fn connect(addr: &str, timeout: Duration) -> Result<Connection, ClientError> {
+    pub async fn connect(addr: &str, config: &ClientConfig) -> Result<Connection, ClientError> {
+        let timeout = config.timeout;
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::Connect(addr.to_string(), "timed out".into()))?
@@ -53,9 +55,10 @@ impl Connection {
         stream.set_nodelay(true).map_err(|e| ClientError::Connect(addr.to_string(), e.to_string()))?;
         let (rd, wr) = stream.into_split();
         let waiters: Waiters = Arc::default();
-        let reader = tokio::spawn(read_responses(rd, waiters.clone()));
+        let reader = tokio::spawn(read_responses(rd, addr.to_string(), waiters.clone()));
         let mut conn = Connection {
             addr: addr.to_string(),
+            client_id: StrBytes::from_string(config.client_id.clone()),
             writer: tokio::sync::Mutex::new(wr),
             waiters,
             next_id: AtomicI32::new(1),
@@ -72,6 +75,11 @@ impl Connection {
         }
         conn.versions = resp.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
         Ok(conn)
+    }
+
+    /// The address this connection was opened to (`host:port`).
+    pub fn addr(&self) -> &str {
+        &self.addr
     }
 
     /// The version to use for `R`: the highest both sides speak, at most
@@ -121,7 +129,7 @@ impl Connection {
             .with_request_api_key(R::KEY)
             .with_request_api_version(v)
             .with_correlation_id(id)
-            .with_client_id(Some(StrBytes::from_static_str("ferry-cli")));
+            .with_client_id(Some(self.client_id.clone()));
         let mut buf = BytesMut::with_capacity(64);
         buf.extend_from_slice(&[0; 4]);
         header.encode(&mut buf, R::header_version(v)).map_err(|e| ClientError::Encode(e.to_string()))?;
@@ -151,6 +159,7 @@ pub struct InFlight<R: Request> {
 }
 
 impl<R: Request> InFlight<R> {
+    /// Waits for the answer (up to the request timeout) and decodes it.
     pub async fn wait(self) -> Result<R::Response, ClientError> {
         let mut body = tokio::time::timeout(self.timeout, self.rx)
             .await
@@ -164,14 +173,14 @@ impl<R: Request> InFlight<R> {
 
 /// Hands each response frame to the request that waits for it; on a broken
 /// stream, fails every waiter.
-async fn read_responses(mut rd: OwnedReadHalf, waiters: Waiters) {
+async fn read_responses(mut rd: OwnedReadHalf, addr: String, waiters: Waiters) {
     let result: Result<(), ClientError> = async {
         loop {
-            let len = rd.read_i32().await.map_err(|e| ClientError::Io("broker".into(), e.to_string()))?;
+            let len = rd.read_i32().await.map_err(|e| ClientError::Io(addr.clone(), e.to_string()))?;
             let len = usize::try_from(len).ok().filter(|l| (4..=MAX_RESPONSE).contains(l));
             let Some(len) = len else { return Err(ClientError::Decode("bad response size".into())) };
             let mut buf = BytesMut::zeroed(len);
-            rd.read_exact(&mut buf).await.map_err(|e| ClientError::Io("broker".into(), e.to_string()))?;
+            rd.read_exact(&mut buf).await.map_err(|e| ClientError::Io(addr.clone(), e.to_string()))?;
             let body = buf.freeze();
             let id = (&body[..4]).get_i32();
             if let Some(tx) = lock(&waiters).remove(&id) {
@@ -180,8 +189,131 @@ async fn read_responses(mut rd: OwnedReadHalf, waiters: Waiters) {
         }
     }
     .await;
-    let err = result.err().unwrap_or(ClientError::Closed("broker".into()));
+    let err = result.err().unwrap_or(ClientError::Closed(addr));
     for (_, tx) in lock(&waiters).drain() {
         let _ = tx.send(Err(err.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+    use kafka_protocol::messages::{ApiVersionsResponse, MetadataRequest, MetadataResponse};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    const METADATA: i16 = 3;
+
+    /// One request as a broker reads it: (api key, version, header + body).
+    async fn read_request(s: &mut TcpStream) -> Option<(i16, i16, Bytes)> {
+        let len = usize::try_from(s.read_i32().await.ok()?).ok()?;
+        let mut buf = vec![0; len];
+        s.read_exact(&mut buf).await.ok()?;
+        let b = Bytes::from(buf);
+        Some(((&b[0..2]).get_i16(), (&b[2..4]).get_i16(), b))
+    }
+
+    fn decode_request<R: Request>(mut b: Bytes, v: i16) -> (i32, R) {
+        let h = RequestHeader::decode(&mut b, R::header_version(v)).unwrap();
+        (h.correlation_id, R::decode(&mut b, v).unwrap())
+    }
+
+    async fn answer<R: Request>(s: &mut TcpStream, correlation_id: i32, resp: &R::Response, v: i16) {
+        let mut buf = BytesMut::new();
+        ResponseHeader::default()
+            .with_correlation_id(correlation_id)
+            .encode(&mut buf, R::Response::header_version(v))
+            .unwrap();
+        resp.encode(&mut buf, v).unwrap();
+        s.write_i32(buf.len() as i32).await.unwrap();
+        s.write_all(&buf).await.unwrap();
+    }
+
+    /// A broker that speaks Metadata v0-9 and hands the connection, after
+    /// ApiVersions, to `then`.
+    async fn broker<F, Fut>(then: F) -> String
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let (key, v, b) = read_request(&mut s).await.unwrap();
+            assert_eq!(key, 18, "ApiVersions first");
+            let (id, _) = decode_request::<ApiVersionsRequest>(b, v);
+            let versions = ApiVersionsResponse::default().with_api_keys(vec![
+                ApiVersion::default().with_api_key(METADATA).with_min_version(0).with_max_version(9),
+            ]);
+            answer::<ApiVersionsRequest>(&mut s, id, &versions, v).await;
+            then(s).await;
+        });
+        addr
+    }
+
+    fn config(timeout_ms: u64) -> ClientConfig {
+        ClientConfig::new("test", Duration::from_millis(timeout_ms))
+    }
+
+    fn metadata_of(topic: &str) -> MetadataRequest {
+        let name = kafka_protocol::messages::TopicName(StrBytes::from_string(topic.into()));
+        MetadataRequest::default().with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(name))]))
+    }
+
+    #[tokio::test]
+    async fn pipelined_answers_reach_their_requests_in_any_order() {
+        let addr = broker(|mut s| async move {
+            let mut asked = Vec::new();
+            for _ in 0..2 {
+                let (key, v, b) = read_request(&mut s).await.unwrap();
+                assert_eq!(key, METADATA);
+                let (id, req) = decode_request::<MetadataRequest>(b, v);
+                let topic = req.topics.unwrap_or_default().remove(0).name;
+                asked.push((id, v, topic));
+            }
+            // The second answer first: the correlation id routes each one.
+            for (id, v, topic) in asked.into_iter().rev() {
+                let resp =
+                    MetadataResponse::default().with_topics(vec![MetadataResponseTopic::default().with_name(topic)]);
+                answer::<MetadataRequest>(&mut s, id, &resp, v).await;
+            }
+        })
+        .await;
+        let conn = Connection::connect(&addr, &config(5_000)).await.unwrap();
+        assert_eq!(conn.version::<MetadataRequest>(12).unwrap(), 9, "the broker's newest");
+        assert!(matches!(conn.version::<ApiVersionsRequest>(3), Err(ClientError::Unsupported(18))));
+        let v = conn.version::<MetadataRequest>(12).unwrap();
+        let one = conn.start(&metadata_of("one"), v).await.unwrap();
+        let two = conn.start(&metadata_of("two"), v).await.unwrap();
+        let name = |r: MetadataResponse| r.topics[0].name.as_ref().map(|n| n.0.to_string());
+        assert_eq!(name(one.wait().await.unwrap()).as_deref(), Some("one"));
+        assert_eq!(name(two.wait().await.unwrap()).as_deref(), Some("two"));
+    }
+
+    #[tokio::test]
+    async fn waiters_fail_when_the_broker_goes_away_or_stays_silent() {
+        let addr = broker(|mut s| async move {
+            let _ = read_request(&mut s).await;
+        })
+        .await;
+        let conn = Connection::connect(&addr, &config(5_000)).await.unwrap();
+        let err = conn.send(metadata_of("t"), 12).await.unwrap_err();
+        assert!(matches!(err, ClientError::Io(..) | ClientError::Closed(_)), "{err}");
+
+        let (tx, rx) = oneshot::channel::<()>();
+        let addr = broker(|s| async move {
+            // Holds the connection open without answering until the test ends.
+            let _s = s;
+            let _ = rx.await;
+        })
+        .await;
+        let conn = Connection::connect(&addr, &config(200)).await.unwrap();
+        let err = conn.send(metadata_of("t"), 12).await.unwrap_err();
+        assert!(matches!(err, ClientError::Timeout(ref a) if *a == addr), "{err}");
+        drop(tx);
     }
 }

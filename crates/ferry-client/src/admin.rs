@@ -5,21 +5,30 @@ use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableT
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest, TopicName,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{Client, ClientError, check};
+use crate::client::Client;
+use crate::error::{ClientError, check_with_message};
+use crate::topic_name;
 
+/// DescribeConfigs' and IncrementalAlterConfigs' resource type of a topic.
 const TOPIC_RESOURCE: i8 = 2;
+/// How long the controller may take to create or delete a topic.
+const ADMIN_TIMEOUT_MS: i32 = 30_000;
 
 /// One config of a topic as DescribeConfigs reports it.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ConfigEntry {
+    /// The config's name (e.g. `retention.ms`).
     pub name: String,
+    /// Its value (`None`: null or sensitive).
     pub value: Option<String>,
     /// Kafka's config source name (TOPIC, DEFAULT, ...).
     pub source: &'static str,
+    /// Whether the broker refuses to change it.
     pub read_only: bool,
 }
 
@@ -35,13 +44,6 @@ fn source_name(code: i8) -> &'static str {
     }
 }
 
-fn with_message(code: i16, message: Option<&StrBytes>, context: String) -> Result<(), ClientError> {
-    check(code, || match message {
-        Some(m) if !m.is_empty() => format!("{context}: {m}"),
-        _ => context,
-    })
-}
-
 impl Client {
     /// Creates a topic; `partitions`/`replication` of -1 leave them to the broker.
     pub async fn create_topic(
@@ -52,7 +54,7 @@ impl Client {
         configs: &[(String, String)],
     ) -> Result<(), ClientError> {
         let topic = CreatableTopic::default()
-            .with_name(TopicName(StrBytes::from_string(name.to_string())))
+            .with_name(topic_name(name))
             .with_num_partitions(partitions)
             .with_replication_factor(replication)
             .with_configs(
@@ -65,19 +67,19 @@ impl Client {
                     })
                     .collect(),
             );
-        let req = CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(30_000);
+        let req = CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(ADMIN_TIMEOUT_MS);
         let resp = self.any().send(req, 7).await?;
         let r = resp.topics.first().ok_or_else(|| ClientError::Decode("CreateTopics: no result".into()))?;
-        with_message(r.error_code, r.error_message.as_ref(), format!("creating topic {name}"))
+        check_with_message(r.error_code, r.error_message.as_ref(), || format!("creating topic {name}"))
     }
 
+    /// Deletes a topic and its data.
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
-        let req = DeleteTopicsRequest::default()
-            .with_topic_names(vec![TopicName(StrBytes::from_string(name.to_string()))])
-            .with_timeout_ms(30_000);
+        let req =
+            DeleteTopicsRequest::default().with_topic_names(vec![topic_name(name)]).with_timeout_ms(ADMIN_TIMEOUT_MS);
         let resp = self.any().send(req, 5).await?;
         let r = resp.responses.first().ok_or_else(|| ClientError::Decode("DeleteTopics: no result".into()))?;
-        with_message(r.error_code, r.error_message.as_ref(), format!("deleting topic {name}"))
+        check_with_message(r.error_code, r.error_message.as_ref(), || format!("deleting topic {name}"))
     }
 
     /// Every config of a topic.
@@ -89,7 +91,7 @@ impl Client {
         let req = DescribeConfigsRequest::default().with_resources(vec![res]);
         let resp = self.any().send(req, 4).await?;
         let r = resp.results.first().ok_or_else(|| ClientError::Decode("DescribeConfigs: no result".into()))?;
-        with_message(r.error_code, r.error_message.as_ref(), format!("describing configs of {name}"))?;
+        check_with_message(r.error_code, r.error_message.as_ref(), || format!("describing configs of {name}"))?;
         Ok(r.configs
             .iter()
             .map(|c| ConfigEntry {
@@ -130,6 +132,6 @@ impl Client {
         let resp = self.any().send(req, 1).await?;
         let r =
             resp.responses.first().ok_or_else(|| ClientError::Decode("IncrementalAlterConfigs: no result".into()))?;
-        with_message(r.error_code, r.error_message.as_ref(), format!("altering configs of {name}"))
+        check_with_message(r.error_code, r.error_message.as_ref(), || format!("altering configs of {name}"))
     }
 }

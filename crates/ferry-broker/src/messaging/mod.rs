@@ -11,13 +11,11 @@
 
 pub mod args;
 pub mod bridge;
-mod cursor_store;
 mod delayed;
 pub mod exchange;
 mod forwarding;
 pub mod message;
 pub mod queue;
-mod ranges;
 mod vhost;
 
 use std::collections::BTreeMap;

@@ -354,10 +354,8 @@ mod tests {
             // The consumer went away: 0, 2, 4 come back first, as redeliveries.
             q.requeue_unacked();
             q.append(&[rec(5)]).unwrap().1.wait().await.unwrap();
-            let again: Vec<(u64, bool)> = (0..4)
-                .map(|_| q.take().unwrap().unwrap())
-                .map(|t| (t.offset, t.redelivered))
-                .collect();
+            let again: Vec<(u64, bool)> =
+                (0..4).map(|_| q.take().unwrap().unwrap()).map(|t| (t.offset, t.redelivered)).collect();
             assert_eq!(again, [(0, true), (2, true), (4, true), (5, false)]);
             q.ack(0).unwrap();
             assert_eq!(q.floor(), 2);

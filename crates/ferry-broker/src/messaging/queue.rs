@@ -423,9 +423,8 @@ impl Queue {
     /// Fills the read-ahead buffer from the log; false if nothing is there.
     fn refill(&self, c: &mut Cursor) -> Result<bool> {
         let start = self.log.log_start_offset();
-        let r = &mut c.extra;
-        if r.read_pos < start {
-            r.read_pos = start;
+        if c.extra.read_pos < start {
+            c.extra.read_pos = start;
             c.cursor.skip_to(start);
         }
         let r = &mut c.extra;

@@ -295,4 +295,80 @@ mod tests {
         assert_eq!(c.floor(), 10);
         assert_eq!(c.unacked_below(10), 0);
     }
+
+    proptest::proptest! {
+        /// Against a plain model: what is acknowledged (and so the floor),
+        /// what is out and what was handed back, through takes, acks in any
+        /// order, requeues, purges and recoveries from a snapshot.
+        #[test]
+        fn behaves_like_the_model(ops in proptest::collection::vec((0u8..7, 0u64..40), 0..150)) {
+            use std::collections::{BTreeMap, BTreeSet};
+            const END: u64 = 40;
+            let mut c = Cursor::recover(&Snapshot::default(), 0, END);
+            let mut acked = BTreeSet::new();
+            let mut out: BTreeMap<u64, u32> = BTreeMap::new();
+            let mut back: BTreeMap<u64, u32> = BTreeMap::new();
+            let mut next = 0u64;
+            for (op, at) in ops {
+                match op {
+                    0 => {
+                        while next < END && acked.contains(&next) { next += 1; }
+                        if next < END {
+                            c.deliver(next, Outstanding { count: 1, size: 0 });
+                            c.taken_through(next);
+                            out.insert(next, 1);
+                            next += 1;
+                        }
+                    }
+                    1 => {
+                        let done = c.settle(&[at]);
+                        proptest::prop_assert_eq!(done.is_empty(), out.remove(&at).is_none());
+                        c.ack(&done);
+                        acked.extend(done);
+                    }
+                    2 => {
+                        let moved = c.requeue(at);
+                        let expect = out.remove(&at);
+                        proptest::prop_assert_eq!(moved.map(|o| o.count), expect);
+                        if let Some(n) = expect { back.insert(at, n); }
+                    }
+                    3 => {
+                        let got = c.pop_requeued();
+                        let expect = back.pop_first();
+                        proptest::prop_assert_eq!(got.map(|(o, x)| (o, x.count)), expect);
+                        if let Some((o, n)) = expect {
+                            c.deliver(o, Outstanding { count: n + 1, size: 0 });
+                            out.insert(o, n + 1);
+                        }
+                    }
+                    4 => {
+                        proptest::prop_assert_eq!(c.requeue_all(), out.len());
+                        back.append(&mut out);
+                    }
+                    5 => {
+                        let to = (next + at % 5).min(END);
+                        c.ack_range(next, to);
+                        acked.extend(next..to);
+                        next = next.max(to);
+                    }
+                    _ => {
+                        // A restart: only acknowledgements survive.
+                        c = Cursor::recover(&c.snapshot(), 0, END);
+                        out.clear();
+                        back.clear();
+                        next = (0..=END).find(|o| !acked.contains(o)).unwrap_or(END);
+                        proptest::prop_assert_eq!(c.next(), next);
+                    }
+                }
+                let floor = (0..=END).find(|o| !acked.contains(o)).unwrap_or(END);
+                proptest::prop_assert_eq!(c.floor(), floor);
+                for o in 0..END + 2 {
+                    proptest::prop_assert_eq!(c.is_acked(o), acked.contains(&o), "offset {}", o);
+                }
+                proptest::prop_assert_eq!(c.unacked_len(), out.len());
+                proptest::prop_assert_eq!(c.requeued_len(), back.len());
+                proptest::prop_assert_eq!(c.unacked_below(END), END - acked.len() as u64);
+            }
+        }
+    }
 }

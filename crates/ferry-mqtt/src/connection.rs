@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ferry_broker::durable_queue::DurableQueue;
+use ferry_broker::queue::RecordQueue;
 use ferry_broker::topic_tree;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
@@ -88,14 +88,11 @@ struct Conn {
     window: usize,
     client_max_packet: usize,
     aliases: HashMap<u16, Arc<str>>,
-    /// The session's durable queue, read from `read_at` into `backlog`.
-    queue: Option<Arc<DurableQueue>>,
-    read_at: u64,
-    /// Queue offsets below this were sent to an earlier connection: DUP.
-    dup_below: u64,
-    backlog: VecDeque<Delivery>,
-    /// Queue offsets sent and not yet acknowledged.
-    outstanding: BTreeSet<u64>,
+    /// The session's durable queue: its cursor hands out the records to
+    /// send and remembers which were acknowledged.
+    queue: Option<Arc<RecordQueue>>,
+    /// The queue failed to read: this connection leaves it alone.
+    queue_unreadable: bool,
     /// Outbound QoS 2 ids released (PUBREL sent) by an earlier connection
     /// of the session, awaiting PUBCOMP.
     releasing: BTreeSet<u16>,
@@ -327,19 +324,22 @@ async fn connect_session<W: AsyncWrite + Unpin>(
         .map_err(|e| ConnError::Protocol(format!("attaching session {client_id}: {e}")))?;
     // A persistent session's QoS 1/2 messages all pass through its queue;
     // a session resumed with expiry 0 still gets what is queued for it.
-    let (queue, dup_below) = if expiry > 0 || present {
+    let queue = if expiry > 0 || present {
         let mut st = session.lock();
         match hub.queue_of(&mut st) {
-            Ok(q) => (Some(q), st.sent_below),
+            Ok(q) => Some(q),
             Err(e) => {
                 tracing::warn!(client = %client_id, error = %e, "could not open the session queue");
-                (None, 0)
+                None
             }
         }
     } else {
-        (None, 0)
+        None
     };
-    let read_at = queue.as_ref().map_or(0, |q| q.start());
+    if let Some(q) = &queue {
+        // What an earlier connection left unacknowledged goes out first, DUP.
+        q.requeue_unacked();
+    }
     let server_keep_alive = config.max_keep_alive.filter(|&m| c.keep_alive == 0 || c.keep_alive > m);
     let window = match version {
         Version::V5 => usize::from(c.receive_max.unwrap_or(u16::MAX)),
@@ -360,10 +360,7 @@ async fn connect_session<W: AsyncWrite + Unpin>(
         client_max_packet: c.max_packet_size.map_or(usize::MAX, |m| m as usize),
         aliases: HashMap::new(),
         queue,
-        read_at,
-        dup_below,
-        backlog: VecDeque::new(),
-        outstanding: BTreeSet::new(),
+        queue_unreadable: false,
         releasing: BTreeSet::new(),
         will: c.will.clone(),
         expiry,
@@ -437,14 +434,22 @@ impl Conn {
             Packet::Pubrec { pid, code } => match self.inflight.get_mut(&pid) {
                 Some(f) if f.d.qos == 2 => {
                     let offset = f.d.queue_offset.take();
-                    if code >= 0x80 {
+                    let refused = code >= 0x80;
+                    if refused {
                         // The client refused it: the exchange ends here.
                         self.inflight.remove(&pid);
                     } else {
                         f.released = true;
-                        self.send(Packet::Pubrel { pid, code: 0 });
                     }
                     self.acked(offset);
+                    if !refused {
+                        // Once PUBREL is out the PUBLISH must never be sent
+                        // again: the acknowledgement is on disk first.
+                        if offset.is_some() {
+                            self.acks_durable().await;
+                        }
+                        self.send(Packet::Pubrel { pid, code: 0 });
+                    }
                 }
                 _ => self.send(Packet::Pubrel { pid, code: reason::PACKET_ID_NOT_FOUND }),
             },
@@ -503,6 +508,14 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    async fn acks_durable(&self) {
+        if let Some(q) = &self.queue
+            && let Err(e) = q.acks_durable().await
+        {
+            tracing::warn!(client = %self.client_id, error = %e, "session queue acknowledgements not durable");
+        }
     }
 
     async fn persist(&self) {
@@ -705,7 +718,7 @@ impl Conn {
     }
 
     /// Moves deliveries into the output while the in-flight window allows:
-    /// the durable queue's backlog first, then messages routed meanwhile.
+    /// the durable queue's first, then messages routed meanwhile.
     fn fill(&mut self) {
         let now = now_ms();
         while self.inflight.len() + self.releasing.len() < self.window {
@@ -719,28 +732,22 @@ impl Conn {
     }
 
     fn next_delivery(&mut self) -> Option<Delivery> {
-        if self.backlog.is_empty()
-            && let Some(q) = &self.queue
-            && self.read_at < q.end()
-        {
-            match q.read(self.read_at, 256 * 1024) {
-                Ok(records) => {
-                    for (offset, r) in records {
-                        self.read_at = offset + 1;
-                        if let Some(mut d) = delivery_from_record(offset, r) {
-                            d.dup |= offset < self.dup_below;
-                            self.backlog.push_back(d);
-                        }
+        while let Some(q) = self.queue.as_ref().filter(|_| !self.queue_unreadable) {
+            match q.take() {
+                Ok(Some(t)) => match delivery_from_record(t.offset, t.record) {
+                    Some(mut d) => {
+                        d.dup |= t.redelivered;
+                        return Some(d);
                     }
-                }
+                    // Not a message: nothing to send, never again.
+                    None => self.acked(Some(t.offset)),
+                },
+                Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(client = %self.client_id, error = %e, "session queue unreadable; skipping it");
-                    self.read_at = q.end();
+                    self.queue_unreadable = true;
                 }
             }
-        }
-        if let Some(d) = self.backlog.pop_front() {
-            return Some(d);
         }
         let mut st = self.session.lock();
         let d = st.pending.pop_front();
@@ -776,9 +783,6 @@ impl Conn {
         self.hub.stats.sent(d.qos);
         match pid {
             Some(pid) => {
-                if let Some(o) = d.queue_offset {
-                    self.outstanding.insert(o);
-                }
                 self.inflight.insert(pid, InFlight { d, released: false });
             }
             None => self.acked(d.queue_offset),
@@ -797,20 +801,12 @@ impl Conn {
         }
     }
 
-    /// A queued message was delivered: advance the queue's cursor to the
-    /// first offset still needed.
+    /// A queued message was delivered (or is dropped): its queue cursor
+    /// remembers it, whatever the order.
     fn acked(&mut self, offset: Option<u64>) {
         let (Some(o), Some(q)) = (offset, &self.queue) else { return };
-        self.outstanding.remove(&o);
-        let mut cursor = self.read_at;
-        if let Some(&first) = self.outstanding.first() {
-            cursor = cursor.min(first);
-        }
-        if let Some(front) = self.backlog.front().and_then(|d| d.queue_offset) {
-            cursor = cursor.min(front);
-        }
-        if let Err(e) = q.ack_before(cursor) {
-            tracing::warn!(client = %self.client_id, error = %e, "could not advance the session queue");
+        if let Err(e) = q.ack(o) {
+            tracing::warn!(client = %self.client_id, error = %e, "could not acknowledge in the session queue");
         }
     }
 
@@ -830,12 +826,7 @@ impl Conn {
             .into_values()
             .filter(|f| !f.released)
             .map(|f| Delivery { dup: true, ..f.d })
-            .chain(self.backlog.drain(..).filter(|d| d.queue_offset.is_none()))
             .collect();
-        if let Some(&last) = self.outstanding.last() {
-            let mut st = self.session.lock();
-            st.sent_below = st.sent_below.max(last + 1);
-        }
         self.hub.detach(&self.session, self.generation, unacked);
         let will = match end {
             End::Abnormal => self.will.take(),

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use ferry_broker::durable_queue::{DurableQueue, QueueStore};
 use ferry_broker::kv_store::KvStore;
 use ferry_broker::metrics::{MqttGauges, MqttStats, ProtocolMetrics};
+use ferry_broker::queue::{RecordQueue, RecordQueueStore};
 use ferry_broker::stored::{Durable, StoredRecord};
 use ferry_broker::topic_tree::{self, TopicTree};
 use ferry_broker::{Appended, Broker, BrokerError};
@@ -83,7 +83,7 @@ pub struct Hub {
     /// session (value: the ids, u16 big-endian), so a restart keeps
     /// exactly-once for exchanges half done.
     qos2: Arc<KvStore>,
-    queues: QueueStore,
+    queues: RecordQueueStore,
     next_queue_id: AtomicU64,
     /// Messages received, sent and dropped (queue limit reached, or QoS 0
     /// for an offline session); sessions, subscriptions and retained
@@ -104,7 +104,7 @@ impl Hub {
         let retained = broker.kv_store("mqtt/retained")?;
         let store = broker.kv_store("mqtt/session-state")?;
         let qos2 = broker.kv_store("mqtt/qos2-received")?;
-        let queues = broker.queue_store("mqtt/sessions")?;
+        let queues = broker.record_queue_store("mqtt/sessions")?;
         let stats = broker.metrics().register_mqtt(MqttStats::default());
         let protocol = broker.metrics().register(ProtocolMetrics::new("mqtt", crate::packet::TYPE_NAMES, None));
         let hub = Hub {
@@ -304,11 +304,11 @@ impl Hub {
     }
 
     /// The session's durable queue, opened on first use.
-    pub fn queue_of(&self, st: &mut crate::session::SessionState) -> Result<Arc<DurableQueue>, BrokerError> {
+    pub fn queue_of(&self, st: &mut crate::session::SessionState) -> Result<Arc<RecordQueue>, BrokerError> {
         if let Some(q) = &st.queue {
             return Ok(q.clone());
         }
-        let q = Arc::new(self.queues.open(st.queue_id)?);
+        let q = self.queues.open(st.queue_id)?;
         st.queue = Some(q.clone());
         Ok(q)
     }

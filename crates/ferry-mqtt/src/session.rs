@@ -1,13 +1,14 @@
 //! Sessions: what outlives a connection. Subscriptions, messages waiting
 //! to be sent, QoS 2 packet ids awaiting PUBREL, and, for persistent
-//! sessions, a durable queue (ferry-broker) for QoS 1/2 messages that
-//! arrive while the client is away or were unacknowledged when it left.
+//! sessions, a durable queue (ferry-broker's record queue) for QoS 1/2
+//! messages that arrive while the client is away or were unacknowledged
+//! when it left; it remembers each acknowledgement, in any order.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ferry_broker::durable_queue::DurableQueue;
+use ferry_broker::queue::RecordQueue;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
 
@@ -81,16 +82,13 @@ pub struct SessionState {
     pub online: Option<Online>,
     pub disconnected_at: Option<Instant>,
     /// Opened on first use.
-    pub queue: Option<Arc<DurableQueue>>,
+    pub queue: Option<Arc<RecordQueue>>,
     /// QoS 2 packet ids received and not yet released (PUBREL).
     pub incoming_qos2: HashSet<u16>,
     /// Bumped by every connect: a delayed will checks it is still current.
     pub generation: u64,
     /// Messages dropped because the queue was full, or QoS 0 while offline.
     pub dropped: u64,
-    /// Queue offsets below this were sent to a connection (resent with
-    /// DUP). In memory: after a restart resends carry no DUP flag.
-    pub sent_below: u64,
     /// Outbound QoS 2 ids whose PUBREL was sent and not completed when the
     /// last connection ended (in memory): sent again on reconnect.
     pub releasing: Vec<u16>,
@@ -124,7 +122,6 @@ impl Session {
                 incoming_qos2: HashSet::new(),
                 generation: 0,
                 dropped: 0,
-                sent_below: 0,
                 releasing: Vec::new(),
                 drained_at: None,
             }),

@@ -10,14 +10,12 @@
 //! Names are percent-encoded into directory names.
 
 pub mod args;
-mod cursor_store;
 mod delayed;
 pub mod exchange;
 mod forwarding;
 pub mod kafka_link;
 pub mod message;
 pub mod queue;
-mod ranges;
 mod vhost;
 
 use std::collections::BTreeMap;

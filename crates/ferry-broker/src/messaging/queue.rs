@@ -1,15 +1,16 @@
-//! A queue: a log of messages plus a cursor over it.
+//! A queue: a log of messages plus a cursor over it ([`CursorLog`], the
+//! model every queue shares: ack floor, acknowledged ranges, deliveries
+//! out with delivery counts, messages handed back for redelivery, a
+//! snapshot plus a journal so an ack is one small write and a kill -9
+//! loses none). The ack floor advancing lets the log's acknowledged prefix
+//! be deleted segment by segment.
 //!
-//! The cursor knows the ack floor (every offset below is acknowledged), the
-//! acknowledged offsets above it (as ranges), the deliveries not yet
-//! acknowledged (with delivery counts) and the messages handed back for
-//! redelivery. Its durable state ([`crate::messaging::cursor_store`]) is a
-//! snapshot plus an append-only journal of acknowledgements, so an ack is one
-//! small write and a kill -9 loses none. The ack floor advancing lets the
-//! log's acknowledged prefix be deleted segment by segment.
+//! What is AMQP's own lives here, beside the cursor under its lock: the
+//! read-ahead buffer, the ready bytes (x-max-length-bytes) and the
+//! priority index.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -21,17 +22,11 @@ use tokio::sync::Notify;
 use crate::error::Result;
 use crate::messaging::MessagingError;
 use crate::messaging::args::{Overflow, QueueArgs};
-use crate::messaging::cursor_store::{CursorStore, Snapshot};
 use crate::messaging::exchange::Headers;
 use crate::messaging::message::{self, Message, StoredMessage};
-use crate::messaging::ranges::RangeSet;
 use crate::messaging::vhost::Vhost;
 use crate::metrics::QueueStats;
-
-/// How far ahead of the last delivery the "possibly delivered" mark is
-/// persisted: one small write per this many deliveries. After a crash,
-/// messages below the mark are flagged redelivered (they may have been).
-const DELIVERED_WINDOW: u64 = 1024;
+use crate::queue::{CursorLog, Outstanding, Snapshots, Tracked, Trim};
 /// Bytes read from the log per refill of the read-ahead buffer.
 const READ_AHEAD: usize = 256 * 1024;
 
@@ -55,39 +50,27 @@ pub struct Delivery {
     pub delivery_count: u32,
 }
 
-struct Cursor {
-    /// Every offset below is acknowledged (or was never a message).
-    floor: u64,
-    /// Next offset never yet taken from the log.
-    next: u64,
+/// What the queue keeps beside its cursor, under the cursor's lock.
+#[derive(Default)]
+struct Ready {
     /// Where the read-ahead buffer ends.
     read_pos: u64,
     buffer: VecDeque<StoredMessage>,
-    acked: RangeSet,
-    /// Delivered, not yet acknowledged: offset -> (delivery count, body size).
-    unacked: HashMap<u64, (u32, u32)>,
-    /// Handed back, to be delivered again first: offset -> (count, size).
-    requeued: BTreeMap<u64, (u32, u32)>,
-    /// Offsets below this may have been delivered before the last start.
-    delivered_before_boot: u64,
-    /// Log end at open: transient messages below it died with the restart.
-    boot_end: u64,
-    /// The persisted "possibly delivered" mark.
-    delivered_mark: u64,
-    store: CursorStore,
-    dirty: bool,
     /// Body bytes of ready messages (x-max-length-bytes).
     ready_bytes: u64,
     /// Priority queues: never-delivered messages by (priority desc, offset).
     priorities: Option<BTreeSet<(Reverse<u8>, u64)>>,
 }
 
+/// The cursor with the queue's state beside it, locked.
+type Cursor = Tracked<Ready>;
+
 pub struct Queue {
     pub spec: QueueSpec,
     pub args: QueueArgs,
     log: Arc<Log>,
     dir: PathBuf,
-    state: Mutex<Cursor>,
+    state: CursorLog<Ready>,
     notify: Arc<Notify>,
     deleted: AtomicBool,
     consumers: Mutex<Consumers>,
@@ -136,32 +119,11 @@ impl Queue {
     /// Opens the queue over `log` (in `dir`), recovering its cursor.
     pub(crate) fn open(spec: QueueSpec, dir: &Path, log: Arc<Log>) -> Result<Arc<Queue>, MessagingError> {
         let args = QueueArgs::parse(&spec.arguments).map_err(MessagingError::PreconditionFailed)?;
-        let (store, snap) = CursorStore::open(dir)?;
-        let mut acked = RangeSet::default();
-        for &(a, b) in &snap.acked {
-            acked.insert_range(a, b);
+        let state = CursorLog::open(dir, log.clone(), Snapshots::InLine, Trim::WholeSegments, Ready::default())?;
+        {
+            let mut c = state.lock();
+            c.extra.read_pos = c.cursor.floor();
         }
-        let mut floor = snap.floor.max(log.log_start_offset());
-        acked.remove_below(floor);
-        floor = acked.advance(floor);
-        let boot_end = log.next_offset();
-        let mut cursor = Cursor {
-            floor,
-            next: floor,
-            read_pos: floor,
-            buffer: VecDeque::new(),
-            acked,
-            unacked: HashMap::new(),
-            requeued: BTreeMap::new(),
-            delivered_before_boot: snap.delivered_mark,
-            boot_end,
-            delivered_mark: snap.delivered_mark,
-            store,
-            dirty: true,
-            ready_bytes: 0,
-            priorities: None,
-        };
-        cursor.persist(false)?;
         let notify = Arc::new(Notify::new());
         let n = notify.clone();
         log.set_hw_listener(Arc::new(move || n.notify_waiters()));
@@ -170,7 +132,7 @@ impl Queue {
             args,
             log,
             dir: dir.to_path_buf(),
-            state: Mutex::new(cursor),
+            state,
             notify,
             deleted: AtomicBool::new(false),
             consumers: Mutex::new(Consumers::default()),
@@ -190,7 +152,7 @@ impl Queue {
         let mut c = self.cursor();
         let max = self.args.max_priority;
         let mut ix = BTreeSet::new();
-        let mut pos = c.floor;
+        let mut pos = c.cursor.floor();
         let mut total = 0u64;
         while pos < self.log.high_watermark() {
             let Some(slice) = self.log.read(pos, READ_AHEAD)? else { break };
@@ -199,11 +161,11 @@ impl Queue {
             let Some(last) = msgs.last() else { break };
             pos = last.offset + 1;
             for m in &msgs {
-                if c.acked.contains(m.offset) {
+                if c.cursor.is_acked(m.offset) {
                     continue;
                 }
-                if !m.persistent && m.offset < c.boot_end {
-                    c.ack_one(m.offset)?;
+                if !m.persistent && m.offset < c.cursor.boot_end() {
+                    c.ack(&[m.offset])?;
                     continue;
                 }
                 total += m.body.len() as u64;
@@ -212,9 +174,9 @@ impl Queue {
                 }
             }
         }
-        c.ready_bytes = total;
+        c.extra.ready_bytes = total;
         if max.is_some() {
-            c.priorities = Some(ix);
+            c.extra.priorities = Some(ix);
         }
         Ok(())
     }
@@ -236,7 +198,7 @@ impl Queue {
     }
 
     fn cursor(&self) -> MutexGuard<'_, Cursor> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     /// Woken when messages become available (appended and readable, or
@@ -284,9 +246,9 @@ impl Queue {
         }
         let size = m.body.len() as u64;
         let mut c = self.cursor();
-        let ready = c.ready(self.log.next_offset());
+        let ready = ready(&c, self.log.next_offset());
         let full = self.args.max_length.is_some_and(|max| ready >= max)
-            || self.args.max_length_bytes.is_some_and(|max| c.ready_bytes + size > max);
+            || self.args.max_length_bytes.is_some_and(|max| c.extra.ready_bytes + size > max);
         if full && self.args.overflow != Overflow::DropHead {
             drop(c);
             if self.args.overflow == Overflow::RejectPublishDlx {
@@ -296,8 +258,8 @@ impl Queue {
         }
         let batch = message::encode(m, now)?;
         let offset = self.log.append(&batch)?.base_offset;
-        c.ready_bytes += size;
-        if let (Some(ix), Some(max)) = (c.priorities.as_mut(), self.args.max_priority) {
+        c.extra.ready_bytes += size;
+        if let (Some(ix), Some(max)) = (c.extra.priorities.as_mut(), self.args.max_priority) {
             ix.insert((Reverse(m.priority.min(max)), offset));
         }
         self.stats.published();
@@ -311,9 +273,9 @@ impl Queue {
     fn drop_heads(&self, c: &mut Cursor) -> Result<Vec<Letter>> {
         let mut letters = Vec::new();
         loop {
-            let ready = c.ready(self.log.next_offset());
+            let ready = ready(c, self.log.next_offset());
             let over = self.args.max_length.is_some_and(|max| ready > max)
-                || self.args.max_length_bytes.is_some_and(|max| c.ready_bytes > max);
+                || self.args.max_length_bytes.is_some_and(|max| c.extra.ready_bytes > max);
             if !over {
                 return Ok(letters);
             }
@@ -326,24 +288,23 @@ impl Queue {
 
     /// Takes the oldest ready message off the queue as if delivered.
     fn pop_head(&self, c: &mut Cursor) -> Result<Option<StoredMessage>> {
-        if let Some((&off, _)) = c.requeued.first_key_value() {
-            let (_, (count, size)) = c.requeued.pop_first().unwrap_or((off, (0, 0)));
-            c.ready_bytes = c.ready_bytes.saturating_sub(u64::from(size));
+        if let Some((off, out)) = c.cursor.pop_requeued() {
+            c.extra.ready_bytes = c.extra.ready_bytes.saturating_sub(u64::from(out.size));
             match self.read_one(off)? {
                 Some(m) => {
-                    c.unacked.insert(off, (count, size));
+                    c.cursor.deliver(off, out);
                     return Ok(Some(m));
                 }
-                None => c.ack_one(off)?,
+                None => c.ack(&[off])?,
             }
         }
         loop {
             let Some(m) = self.next_fresh(c)? else { return Ok(None) };
-            if c.acked.contains(m.offset) {
+            if c.cursor.is_acked(m.offset) {
                 continue;
             }
-            c.ready_bytes = c.ready_bytes.saturating_sub(m.body.len() as u64);
-            c.unacked.insert(m.offset, (0, m.body.len() as u32));
+            c.extra.ready_bytes = c.extra.ready_bytes.saturating_sub(m.body.len() as u64);
+            c.cursor.deliver(m.offset, Outstanding { count: 0, size: m.body.len() as u32 });
             return Ok(Some(m));
         }
     }
@@ -375,44 +336,41 @@ impl Queue {
             return Ok(None);
         }
         let now = now_ms();
-        while let Some((off, (count, size))) = c.requeued.pop_first() {
-            c.ready_bytes = c.ready_bytes.saturating_sub(u64::from(size));
+        while let Some((off, out)) = c.cursor.pop_requeued() {
+            c.extra.ready_bytes = c.extra.ready_bytes.saturating_sub(u64::from(out.size));
             match self.read_one(off)? {
                 Some(message) => {
-                    c.unacked.insert(off, (count + 1, size));
+                    let count = out.count + 1;
+                    c.cursor.deliver(off, Outstanding { count, size: out.size });
                     if self.expired(&message, now) {
                         letters.push((message, "expired"));
                         continue;
                     }
-                    return Ok(Some(Delivery { message, redelivered: true, delivery_count: count + 1 }));
+                    return Ok(Some(Delivery { message, redelivered: true, delivery_count: count }));
                 }
-                None => c.ack_one(off)?,
+                None => c.ack(&[off])?,
             }
         }
         loop {
             let Some(m) = self.next_fresh(c)? else { return Ok(None) };
-            if c.acked.contains(m.offset) {
+            if c.cursor.is_acked(m.offset) {
                 continue;
             }
             let size = m.body.len() as u32;
-            c.ready_bytes = c.ready_bytes.saturating_sub(u64::from(size));
-            if !m.persistent && m.offset < c.boot_end {
+            c.extra.ready_bytes = c.extra.ready_bytes.saturating_sub(u64::from(size));
+            if !m.persistent && m.offset < c.cursor.boot_end() {
                 // Transient messages do not survive a restart.
-                c.ack_one(m.offset)?;
+                c.ack(&[m.offset])?;
                 continue;
             }
             if self.expired(&m, now) {
-                c.unacked.insert(m.offset, (0, size));
+                c.cursor.deliver(m.offset, Outstanding { count: 0, size });
                 letters.push((m, "expired"));
                 continue;
             }
-            let redelivered = m.offset < c.delivered_before_boot.min(c.boot_end);
-            if m.offset >= c.delivered_mark {
-                c.delivered_mark = m.offset + DELIVERED_WINDOW;
-                let mark = c.delivered_mark;
-                c.store.journal_mark(mark)?;
-            }
-            c.unacked.insert(m.offset, (1, size));
+            let redelivered = c.cursor.maybe_delivered_before(m.offset);
+            c.note_delivered(m.offset)?;
+            c.cursor.deliver(m.offset, Outstanding { count: 1, size });
             return Ok(Some(Delivery { message: m, redelivered, delivery_count: 1 }));
         }
     }
@@ -441,7 +399,7 @@ impl Queue {
     /// The next message never delivered: in log order, or for a priority
     /// queue the oldest readable one of the highest priority.
     fn next_fresh(&self, c: &mut Cursor) -> Result<Option<StoredMessage>> {
-        if let Some(ix) = c.priorities.as_mut() {
+        if let Some(ix) = c.extra.priorities.as_mut() {
             let hw = self.log.high_watermark();
             loop {
                 let Some(&key) = ix.iter().find(|(_, off)| *off < hw) else { return Ok(None) };
@@ -452,12 +410,12 @@ impl Queue {
                 }
             }
         }
-        if c.buffer.is_empty() && !self.refill(c)? {
+        if c.extra.buffer.is_empty() && !self.refill(c)? {
             return Ok(None);
         }
-        let m = c.buffer.pop_front();
+        let m = c.extra.buffer.pop_front();
         if let Some(m) = &m {
-            c.next = m.offset + 1;
+            c.cursor.taken_through(m.offset);
         }
         Ok(m)
     }
@@ -465,22 +423,23 @@ impl Queue {
     /// Fills the read-ahead buffer from the log; false if nothing is there.
     fn refill(&self, c: &mut Cursor) -> Result<bool> {
         let start = self.log.log_start_offset();
-        if c.read_pos < start {
-            c.read_pos = start;
-            c.next = c.next.max(start);
+        if c.extra.read_pos < start {
+            c.extra.read_pos = start;
+            c.cursor.skip_to(start);
         }
-        if c.read_pos >= self.log.high_watermark() {
+        let r = &mut c.extra;
+        if r.read_pos >= self.log.high_watermark() {
             return Ok(false);
         }
-        let Some(slice) = self.log.read(c.read_pos, READ_AHEAD)? else { return Ok(false) };
+        let Some(slice) = self.log.read(r.read_pos, READ_AHEAD)? else { return Ok(false) };
         let buf = Bytes::from(slice.to_vec()?);
         for m in message::decode_batches(&buf)? {
-            if m.offset >= c.read_pos {
-                c.read_pos = m.offset + 1;
-                c.buffer.push_back(m);
+            if m.offset >= r.read_pos {
+                r.read_pos = m.offset + 1;
+                r.buffer.push_back(m);
             }
         }
-        Ok(!c.buffer.is_empty())
+        Ok(!r.buffer.is_empty())
     }
 
     fn read_one(&self, offset: u64) -> Result<Option<StoredMessage>> {
@@ -507,10 +466,7 @@ impl Queue {
 
     /// Removes outstanding deliveries for good; returns how many were.
     fn settle(&self, offsets: &[u64]) -> Result<usize> {
-        let mut c = self.cursor();
-        let done: Vec<u64> = offsets.iter().copied().filter(|o| c.unacked.remove(o).is_some()).collect();
-        c.ack_all(&done)?;
-        Ok(done.len())
+        self.cursor().settle(offsets)
     }
 
     /// Rejected without requeue: retried later (`x-retry-delays`), else
@@ -547,15 +503,14 @@ impl Queue {
         let mut over = Vec::new();
         {
             let mut c = self.cursor();
-            for off in offsets {
-                if let Some((count, size)) = c.unacked.get(off).copied() {
-                    if self.args.delivery_limit.is_some_and(|limit| count > limit) {
-                        over.push(*off);
+            for &off in offsets {
+                if let Some(out) = c.cursor.outstanding(off) {
+                    if self.args.delivery_limit.is_some_and(|limit| out.count > limit) {
+                        over.push(off);
                         continue;
                     }
-                    c.unacked.remove(off);
-                    c.requeued.insert(*off, (count, size));
-                    c.ready_bytes += u64::from(size);
+                    c.cursor.requeue(off);
+                    c.extra.ready_bytes += u64::from(out.size);
                 }
             }
         }
@@ -579,12 +534,12 @@ impl Queue {
         {
             let mut c = self.cursor();
             let now = now_ms();
-            while c.priorities.is_none() {
-                if c.buffer.is_empty() && (!c.requeued.is_empty() || !self.refill(&mut c)?) {
+            while c.extra.priorities.is_none() {
+                if c.extra.buffer.is_empty() && (c.cursor.requeued_len() > 0 || !self.refill(&mut c)?) {
                     break;
                 }
-                let Some(front) = c.buffer.front() else { break };
-                if !c.acked.contains(front.offset) && !self.expired(front, now) {
+                let Some(front) = c.extra.buffer.front() else { break };
+                if !c.cursor.is_acked(front.offset) && !self.expired(front, now) {
                     break;
                 }
                 let Some(m) = self.pop_head(&mut c)? else { break };
@@ -603,39 +558,32 @@ impl Queue {
         // The log end, not the high watermark: appended messages not yet
         // readable (a durable queue's unsynced tail) are purged too.
         let end = self.log.next_offset();
-        let n = c.ready(end);
-        let requeued: Vec<u64> = std::mem::take(&mut c.requeued).into_keys().collect();
-        c.ack_all(&requeued)?;
-        if let Some(ix) = c.priorities.as_mut() {
+        let n = ready(&c, end);
+        let requeued = c.cursor.take_requeued();
+        c.ack(&requeued)?;
+        if let Some(ix) = c.extra.priorities.as_mut() {
             let ready: Vec<u64> = std::mem::take(ix).into_iter().map(|(_, off)| off).collect();
-            c.ack_all(&ready)?;
-            c.ready_bytes = 0;
+            c.ack(&ready)?;
+            c.extra.ready_bytes = 0;
             return Ok(n);
         }
-        let (from, to) = (c.next, end);
-        if to > from {
-            c.acked.insert_range(from, to);
-            c.store.journal_range(from, to)?;
-        }
-        c.buffer.clear();
-        c.next = to.max(c.next);
-        c.read_pos = c.next;
-        let floor = c.floor;
-        c.floor = c.acked.advance(floor);
-        c.ready_bytes = 0;
-        c.dirty = true;
+        let from = c.cursor.next();
+        c.ack_range(from, end)?;
+        c.extra.buffer.clear();
+        c.extra.read_pos = c.cursor.next();
+        c.extra.ready_bytes = 0;
         Ok(n)
     }
 
     /// Messages ready for delivery (counting appended ones a durable
     /// queue makes readable once on disk).
     pub fn ready_count(&self) -> u64 {
-        self.cursor().ready(self.log.next_offset())
+        ready(&self.cursor(), self.log.next_offset())
     }
 
     /// Delivered and not yet acknowledged.
     pub fn unacked_count(&self) -> usize {
-        self.cursor().unacked.len()
+        self.cursor().cursor.unacked_len()
     }
 
     fn consumers(&self) -> MutexGuard<'_, Consumers> {
@@ -688,57 +636,17 @@ impl Queue {
     /// Persists the cursor (if it changed) and deletes the acknowledged
     /// prefix of the log. Called periodically and at shutdown.
     pub(crate) fn maintain(&self, sync: bool) -> Result<()> {
-        let floor = {
-            let mut c = self.cursor();
-            c.persist(sync)?;
-            c.floor
-        };
-        let target = floor.min(self.log.high_watermark());
-        // Only whole segments give space back; moving the start offset alone
-        // would just cost a checkpoint write.
-        if target > self.log.log_start_offset() && self.log.segment_count() > 1 {
-            self.log.delete_records_before(target)?;
-        }
-        Ok(())
+        self.state.maintain(sync)
     }
 }
 
-impl Cursor {
-    fn ack_one(&mut self, off: u64) -> Result<()> {
-        self.ack_all(&[off])
+/// Messages ready for delivery below `end`: handed back, or never taken
+/// and not acknowledged (a purge acknowledges without taking).
+fn ready(c: &Cursor, end: u64) -> u64 {
+    let requeued = c.cursor.requeued_len() as u64;
+    if let Some(ix) = &c.extra.priorities {
+        return ix.len() as u64 + requeued;
     }
-
-    fn ack_all(&mut self, offsets: &[u64]) -> Result<()> {
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        for &o in offsets {
-            self.acked.insert(o);
-        }
-        self.floor = self.acked.advance(self.floor);
-        self.dirty = true;
-        self.store.journal_acks(offsets)?;
-        if self.store.journal_len() > 1 << 20 {
-            self.persist(false)?;
-        }
-        Ok(())
-    }
-
-    fn ready(&self, hw: u64) -> u64 {
-        if let Some(ix) = &self.priorities {
-            return (ix.len() + self.requeued.len()) as u64;
-        }
-        let tail = hw.saturating_sub(self.next).saturating_sub(self.acked.count_from(self.next));
-        tail + self.requeued.len() as u64
-    }
-
-    fn persist(&mut self, sync: bool) -> Result<()> {
-        if !self.dirty && !sync {
-            return Ok(());
-        }
-        let snap = Snapshot { floor: self.floor, acked: self.acked.ranges(), delivered_mark: self.delivered_mark };
-        self.store.write_snapshot(&snap, sync)?;
-        self.dirty = false;
-        Ok(())
-    }
+    let next = c.cursor.next();
+    end.saturating_sub(next).saturating_sub(c.cursor.acked_from(next)) + requeued
 }

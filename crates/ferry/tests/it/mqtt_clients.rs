@@ -276,6 +276,77 @@ async fn kill9_loses_nothing_in_flight_or_pending_for_a_connected_persistent_ses
     quiet(&mut srx, 300).await;
 }
 
+/// The next `n` publishes as rumqttc packets (to acknowledge by hand).
+async fn publish_packets(rx: &mut mpsc::UnboundedReceiver<Packet>, n: usize) -> Vec<rumqttc::Publish> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        if let Packet::Publish(p) = expect(rx, |p| matches!(p, Packet::Publish(_))).await {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn payloads(ps: &[rumqttc::Publish]) -> Vec<String> {
+    ps.iter().map(|p| String::from_utf8_lossy(&p.payload).into_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_pubacks_are_remembered_across_a_reconnect_and_kill9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Broker::start(dir.path());
+    {
+        let (sub, mut srx) = client(b.mqtt_port, "picky", false, |_| {}).await;
+        subscribe(&sub, &mut srx, "ooo/#", QoS::AtLeastOnce).await;
+        sub.disconnect().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Five QoS 1 messages queue up while the session is offline.
+    let (publ, mut prx) = client(b.mqtt_port, "pub", true, |_| {}).await;
+    for i in 0..5 {
+        publ.publish(format!("ooo/{i}"), QoS::AtLeastOnce, false, i.to_string()).await.unwrap();
+        expect(&mut prx, |p| matches!(p, Packet::PubAck(_))).await;
+    }
+    drop(publ);
+    let manual = |o: &mut rumqttc::MqttOptions| {
+        o.set_manual_acks(true);
+    };
+    // Back online: PUBACK for 1 and 3 only (later ones, not the first).
+    let (sub, mut srx) = client(b.mqtt_port, "picky", false, manual).await;
+    let got = publish_packets(&mut srx, 5).await;
+    assert_eq!(payloads(&got), ["0", "1", "2", "3", "4"]);
+    sub.ack(&got[1]).await.unwrap();
+    sub.ack(&got[3]).await.unwrap();
+    // The broker handles a connection's packets in order: once SUBACK is
+    // back, both PUBACKs were processed.
+    subscribe(&sub, &mut srx, "other/#", QoS::AtMostOnce).await;
+    sub.disconnect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(sub);
+    // Reconnect: only the unacknowledged ones come again, flagged DUP.
+    let (sub, mut srx) = client(b.mqtt_port, "picky", false, manual).await;
+    let again = publish_packets(&mut srx, 3).await;
+    assert_eq!(payloads(&again), ["0", "2", "4"]);
+    assert!(again.iter().all(|p| p.dup), "redeliveries carry DUP");
+    quiet(&mut srx, 300).await;
+    // Acknowledge the middle one, then crash while connected.
+    sub.ack(&again[1]).await.unwrap();
+    subscribe(&sub, &mut srx, "other2/#", QoS::AtMostOnce).await;
+    b.kill9();
+    drop(sub);
+    b.start_again();
+    let (sub, mut srx) = client(b.mqtt_port, "picky", false, |_| {}).await;
+    let last = publish_packets(&mut srx, 2).await;
+    assert_eq!(payloads(&last), ["0", "4"]);
+    quiet(&mut srx, 500).await;
+    // All acknowledged now (automatic acks): nothing after a clean restart.
+    subscribe(&sub, &mut srx, "other3/#", QoS::AtMostOnce).await;
+    drop(sub);
+    b.restart();
+    let (_sub, mut srx) = client(b.mqtt_port, "picky", false, |_| {}).await;
+    quiet(&mut srx, 500).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_done_inbound_qos2_exchange_survives_kill9_exactly_once() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

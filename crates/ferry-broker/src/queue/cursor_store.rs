@@ -1,14 +1,16 @@
-//! A queue cursor's files: `cursor.json`, a snapshot written atomically
-//! (temp file + rename), and `cursor.journal`, 9-byte entries appended since
-//! the snapshot (`A` + offset: acknowledged; `R` start + `E` end: a range
-//! acknowledged (purge); `D` + offset: the "possibly delivered" mark moved). Appends are plain writes (no fsync): they survive
-//! a kill -9 through the page cache; a power loss can lose recent acks, so
-//! those messages are delivered again (at-least-once). The snapshot is
-//! fsynced at shutdown.
+//! A cursor's files: `cursor.json`, a snapshot written atomically (temp
+//! file + rename), and `cursor.journal`, 9-byte entries appended since the
+//! snapshot (`A` + offset: acknowledged; `R` start + `E` end: a range
+//! acknowledged (purge); `D` + offset: the "possibly delivered" mark
+//! moved). Appends are plain writes (no fsync): they survive a kill -9
+//! through the page cache. Whoever needs them to survive a power loss
+//! fsyncs the journal ([`CursorStore::journal_handle`], off the async
+//! threads) or writes the snapshot with `sync`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +25,7 @@ pub struct Snapshot {
 
 pub struct CursorStore {
     dir: PathBuf,
-    journal: File,
+    journal: Arc<File>,
     journal_len: u64,
 }
 
@@ -58,15 +60,20 @@ impl CursorStore {
         }
         let journal = OpenOptions::new().create(true).append(true).open(&journal_path)?;
         let journal_len = journal.metadata()?.len();
-        Ok((CursorStore { dir: dir.to_path_buf(), journal, journal_len }, snap))
+        Ok((CursorStore { dir: dir.to_path_buf(), journal: Arc::new(journal), journal_len }, snap))
     }
 
     pub fn journal_len(&self) -> u64 {
         self.journal_len
     }
 
+    /// The journal file, to fsync without holding its owner's lock.
+    pub fn journal_handle(&self) -> Arc<File> {
+        self.journal.clone()
+    }
+
     fn append(&mut self, buf: &[u8]) -> Result<()> {
-        self.journal.write_all(buf)?;
+        (&*self.journal).write_all(buf)?;
         self.journal_len += buf.len() as u64;
         Ok(())
     }
@@ -96,7 +103,8 @@ impl CursorStore {
         self.append(&buf)
     }
 
-    /// Writes the snapshot, then empties the journal it covers.
+    /// Writes the snapshot, then empties the journal it covers (with
+    /// `sync`, only once the snapshot is on disk).
     pub fn write_snapshot(&mut self, snap: &Snapshot, sync: bool) -> Result<()> {
         let tmp = self.dir.join("cursor.json.tmp");
         let bytes = serde_json::to_vec(snap).map_err(std::io::Error::other)?;
@@ -108,11 +116,11 @@ impl CursorStore {
             }
         }
         fs::rename(&tmp, self.dir.join("cursor.json"))?;
-        self.journal.set_len(0)?;
-        self.journal_len = 0;
         if sync {
             File::open(&self.dir)?.sync_all()?;
         }
+        self.journal.set_len(0)?;
+        self.journal_len = 0;
         Ok(())
     }
 }

@@ -1,0 +1,25 @@
+//! One model for "a log plus an acknowledgement cursor" (DESIGN §1: a
+//! queue is a log plus a durable cursor), under every queue-like thing:
+//! AMQP queues ([`crate::messaging::Queue`]), the delayed-message store,
+//! and MQTT persistent sessions ([`RecordQueue`]).
+//!
+//! - [`cursor`]: the in-memory state machine: ack floor, acknowledged
+//!   ranges above it, deliveries out and handed back, with counts, the
+//!   "possibly delivered" mark for redelivery flags after a restart.
+//! - [`cursor_store`]: its files, a snapshot (`cursor.json`) and a journal
+//!   of changes since (`cursor.journal`); [`ranges`]: the acknowledged set.
+//! - [`cursor_log`]: a log, its cursor and what its user keeps beside it
+//!   under one lock, journaling every change; periodic maintenance
+//!   rewrites the snapshot and deletes the acknowledged prefix of the log.
+//! - [`record_queue`]: numbered queues of stored records in one directory
+//!   (MQTT session queues), built on the above.
+
+pub mod cursor;
+pub mod cursor_log;
+pub mod cursor_store;
+pub mod ranges;
+pub mod record_queue;
+
+pub use cursor::{Cursor, Outstanding};
+pub use cursor_log::{CursorLog, Snapshots, Tracked, Trim};
+pub use record_queue::{RecordQueue, RecordQueueStore, Taken};

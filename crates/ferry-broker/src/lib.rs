@@ -5,8 +5,6 @@
 
 pub mod bridge;
 mod broker;
-pub mod consumer_group;
-pub mod coordinator;
 pub mod durable_queue;
 mod error;
 pub mod group;

@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex};
 use ferry_log::{Log, LogManager};
 use serde::{Deserialize, Serialize};
 
-use crate::coordinator::Committed;
 use crate::error::{BrokerError, Result};
+use crate::group::Committed;
 use crate::internal_log;
 use crate::producer::ProducerIds;
 

@@ -16,7 +16,6 @@ mod partition;
 mod producer;
 pub mod stored;
 pub mod topic_config;
-pub mod topic_tree;
 pub mod txn;
 
 pub use broker::{Broker, BrokerConfig, Topic, validate_topic_name};

@@ -4,7 +4,7 @@
 //! mosquitto 1.x). With no ACL entries every topic is allowed; with some,
 //! a topic is allowed only if an entry for the user (or `*`) grants it.
 
-use ferry_broker::topic_tree;
+use crate::topic_tree;
 
 use crate::config::{Access, MqttConfig};
 

@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::topic_tree;
 use bytes::{Bytes, BytesMut};
 use ferry_broker::durable_queue::DurableQueue;
-use ferry_broker::topic_tree;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::topic_tree::{self, TopicTree};
 use ferry_broker::durable_queue::{DurableQueue, QueueStore};
 use ferry_broker::kv_store::KvStore;
 use ferry_broker::metrics::{MqttGauges, MqttStats, ProtocolMetrics};
 use ferry_broker::stored::{Durable, StoredRecord};
-use ferry_broker::topic_tree::{self, TopicTree};
 use ferry_broker::{Appended, Broker, BrokerError};
 use tokio::sync::oneshot;
 

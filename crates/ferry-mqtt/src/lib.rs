@@ -12,6 +12,7 @@ pub mod message;
 pub mod packet;
 mod server;
 pub mod session;
+pub mod topic_tree;
 pub mod ws;
 
 pub use config::MqttConfig;

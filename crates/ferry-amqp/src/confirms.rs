@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use crate::metrics::AmqpStats;
 use amq_protocol::protocol::{AMQPClass, basic};
 use bytes::BytesMut;
-use ferry_broker::metrics::AmqpStats;
 
 use crate::frame;
 use crate::outbox::Outbox;

@@ -12,7 +12,9 @@ use amq_protocol::protocol::{AMQPClass, channel, connection, parse_class};
 use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::BytesMut;
 use ferry_broker::messaging::{Queue, Vhost};
-use ferry_broker::metrics::{AmqpStats, ProtocolMetrics};
+use ferry_broker::metrics::ProtocolMetrics;
+
+use crate::metrics::AmqpStats;
 use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
 use tokio::sync::watch;

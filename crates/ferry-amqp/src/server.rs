@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use ferry_broker::messaging::Vhosts;
-use ferry_broker::metrics::{AmqpStats, Metrics, ProtocolMetrics};
+use ferry_broker::metrics::{Metrics, ProtocolMetrics};
+
+use crate::metrics::AmqpStats;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -66,7 +68,7 @@ impl Server {
             memory_limit: config.memory_limit,
         });
         metrics.register_queues(&vhosts);
-        let stats = metrics.register_amqp(AmqpStats::default());
+        let stats = AmqpStats::register(metrics);
         let metrics = metrics.register(ProtocolMetrics::new("amqp", &crate::metrics::method_names(), None));
         Server { config, vhosts, alarm, metrics, stats }
     }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod connection;
 pub mod hub;
 pub mod message;
+pub mod metrics;
 pub mod packet;
 mod server;
 pub mod session;

@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use crate::metrics::AmqpStats;
 use amq_protocol::protocol::{AMQPClass, basic};
 use bytes::BytesMut;
 
 use crate::frame;
+use crate::metrics::AmqpStats;
 use crate::outbox::Outbox;
 
 struct State {

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use ferry_broker::messaging::Vhosts;
 use ferry_broker::metrics::{Metrics, ProtocolMetrics};
-
-use crate::metrics::AmqpStats;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::auth::User;
+use crate::metrics::AmqpStats;
 
 /// Settings of the AMQP front-end.
 #[derive(Clone, Debug)]
@@ -82,7 +82,8 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, mut shutdown: wat
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tasks.spawn(crate::connection::run(stream, peer, server.clone(), shutdown.clone()));
+                    let conn = crate::connection::run(stream, peer, server.clone(), shutdown.clone());
+                    tasks.spawn(conn.instrument(tracing::info_span!("amqp", %peer)));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "amqp accept failed");

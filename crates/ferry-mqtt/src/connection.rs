@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::topic_tree;
 use bytes::{Bytes, BytesMut};
 use ferry_broker::durable_queue::DurableQueue;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -22,6 +21,7 @@ use crate::hub::{Hub, delivery_from_record, split_shared};
 use crate::message::{Message, now_ms};
 use crate::packet::{self, Connack, Connect, Packet, Publish, Version, Will, reason};
 use crate::session::{Delivery, Session, SubRecord};
+use crate::topic_tree;
 
 /// How long a new connection may take to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::topic_tree::{self, TopicTree};
 use ferry_broker::durable_queue::{DurableQueue, QueueStore};
 use ferry_broker::kv_store::KvStore;
 use ferry_broker::metrics::ProtocolMetrics;
@@ -22,6 +21,7 @@ use crate::message::{Message, now_ms};
 use crate::metrics::{MqttGauges, MqttStats};
 use crate::packet::{SubOptions, Version};
 use crate::session::{Delivery, Online, Session, SessionRecord, SubRecord};
+use crate::topic_tree::{self, TopicTree};
 
 const SUBSCRIPTION_ID: &str = "mqtt.subscription_id";
 /// A session whose connection took nothing from its queue for this long is

@@ -321,9 +321,11 @@ impl Connection {
                 if ch.closing {
                     return Ok(Next::Continue);
                 }
-                // Content frames only follow basic.publish.
+                // Content frames only follow basic.publish. No await below,
+                // so the span can simply be entered.
                 let span = tracing::debug_span!("method", class = 60, method = 40, channel = f.channel);
-                if let Err(e) = span.in_scope(|| ch.content(&self.cx, f.kind, f.payload)) {
+                let _in_span = span.enter();
+                if let Err(e) = ch.content(&self.cx, f.kind, f.payload) {
                     return self.channel_error(f.channel, e).map(|()| Next::Continue);
                 }
                 Ok(Next::Continue)

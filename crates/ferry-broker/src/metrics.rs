@@ -606,6 +606,32 @@ mod tests {
         assert_eq!(buckets.last(), Some(&(f64::INFINITY, 1)));
     }
 
+    /// A collector that encodes one gauge family with a fixed value.
+    #[derive(Debug)]
+    struct Fixed(&'static str, i64);
+
+    impl Collector for Fixed {
+        fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            family(&mut e, self.0, "a test family", [(Vec::new(), gauge(self.1))])
+        }
+    }
+
+    #[test]
+    fn front_end_collectors_encode_in_name_order_and_replace_by_name() {
+        let m = Metrics::default();
+        m.register_collector("mqtt", Arc::new(Fixed("m_family", 1)));
+        m.register_collector("amqp", Arc::new(Fixed("a_family", 1)));
+        m.register_collector("amqp", Arc::new(Fixed("a_family", 2)));
+        let mut registry = Registry::default();
+        for c in m.collectors() {
+            registry.register_collector(Box::new(Registered(c)));
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        let samples: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(samples, ["a_family 2", "m_family 1"]);
+    }
+
     #[test]
     fn connection_guard_counts_open_connections() {
         let m = Arc::new(ProtocolMetrics::new("kafka", &[], None));

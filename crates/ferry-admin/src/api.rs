@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use ferry_broker::coordinator::Committed;
+use ferry_broker::group::Committed;
 use ferry_broker::topic_config::{self, ConfigSource, TOPIC_CONFIGS};
 use ferry_broker::{Broker, BrokerError, Topic};
 use serde::Deserialize;

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use amq_protocol::protocol::{AMQPClass, basic};
 use bytes::BytesMut;
-use ferry_broker::metrics::AmqpStats;
 
 use crate::frame;
+use crate::metrics::AmqpStats;
 use crate::outbox::Outbox;
 
 struct State {

@@ -3,6 +3,17 @@
 //!
 //! The handshake (connection.start-ok, tune-ok, open) is not counted: it
 //! happens once per connection, counted by `ferry_connections_accepted`.
+//!
+//! [`AmqpStats`] is what AMQP counts beside requests and queues (publisher
+//! confirms); it registers itself as a collector with the broker's registry.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ferry_broker::metrics::{Metrics, counter, family};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 
 /// (class id, method id, name) of every method a client sends after the
 /// handshake; the position in this table is the metrics API number.
@@ -54,6 +65,41 @@ pub fn method_names() -> Vec<(usize, &'static str)> {
 /// The API number of a method; `usize::MAX` (not counted) if it is not one.
 pub fn method_index(class: u16, method: u16) -> usize {
     METHODS.iter().position(|&(c, m, _)| c == class && m == method).unwrap_or(usize::MAX)
+}
+
+/// What the AMQP front-end counts beside its requests and queues.
+#[derive(Debug, Default)]
+pub struct AmqpStats {
+    confirms_acked: AtomicU64,
+    confirms_nacked: AtomicU64,
+}
+
+impl AmqpStats {
+    /// New counters, encoded by `metrics` at every scrape (replacing an
+    /// earlier AMQP front-end's).
+    pub fn register(metrics: &Metrics) -> Arc<AmqpStats> {
+        let stats = Arc::new(AmqpStats::default());
+        metrics.register_collector("amqp", stats.clone());
+        stats
+    }
+
+    /// A publish in confirm mode was confirmed: acked (`ok`) or nacked.
+    pub fn confirmed(&self, ok: bool) {
+        let c = if ok { &self.confirms_acked } else { &self.confirms_nacked };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Collector for AmqpStats {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        family(
+            &mut e,
+            "ferry_amqp_publisher_confirms",
+            "Publishes in confirm mode confirmed to their publisher, by result (ack or nack)",
+            [("ack", &self.confirms_acked), ("nack", &self.confirms_nacked)]
+                .map(|(r, c)| (vec![("result", Cow::Borrowed(r))], counter(c.load(Ordering::Relaxed)))),
+        )
+    }
 }
 
 #[cfg(test)]

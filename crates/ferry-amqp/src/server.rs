@@ -3,11 +3,13 @@
 use std::sync::Arc;
 
 use ferry_broker::messaging::Vhosts;
-use ferry_broker::metrics::{AmqpStats, Metrics, ProtocolMetrics};
+use ferry_broker::metrics::{Metrics, ProtocolMetrics};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::auth::User;
+use crate::metrics::AmqpStats;
 
 /// Settings of the AMQP front-end.
 #[derive(Clone, Debug)]
@@ -70,7 +72,7 @@ impl Server {
             memory_limit: config.memory_limit,
         });
         metrics.register_queues(&vhosts);
-        let stats = metrics.register_amqp(AmqpStats::default());
+        let stats = AmqpStats::register(metrics);
         let metrics = metrics.register(ProtocolMetrics::new("amqp", &crate::metrics::method_names(), None));
         Server { config, vhosts, alarm, metrics, stats }
     }
@@ -84,7 +86,8 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, mut shutdown: wat
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tasks.spawn(crate::connection::run(stream, peer, server.clone(), shutdown.clone()));
+                    let conn = crate::connection::run(stream, peer, server.clone(), shutdown.clone());
+                    tasks.spawn(conn.instrument(tracing::info_span!("amqp", %peer)));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "amqp accept failed");

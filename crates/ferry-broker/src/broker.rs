@@ -16,8 +16,8 @@ use ferry_util::sync::{lock, read, write};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::coordinator::{CoordinatorConfig, GroupCoordinator};
 use crate::error::{BrokerError, Result};
+use crate::group::{CoordinatorConfig, GroupCoordinator};
 use crate::metrics::{Metrics, TopicStats};
 use crate::partition::Partition;
 use crate::producer::ProducerIds;
@@ -245,10 +245,10 @@ impl Broker {
     }
 
     /// Runs `f` with the topics as KIP-848 consumer groups see them.
-    pub fn with_group_topics<R>(&self, f: impl FnOnce(&crate::consumer_group::Topics) -> R) -> R {
+    pub fn with_group_topics<R>(&self, f: impl FnOnce(&crate::group::Topics) -> R) -> R {
         let partitions = |t: &str| self.topic(t).map_or(0, |x| x.partition_count());
         let names = || read(&self.topics).keys().cloned().collect();
-        f(&crate::consumer_group::Topics { partitions: &partitions, names: &names })
+        f(&crate::group::Topics { partitions: &partitions, names: &names })
     }
 
     /// The topic, auto-created with the default partition count if the
@@ -511,7 +511,7 @@ impl TxnEffects for Broker {
         p.write_marker(producer_id, epoch, commit, 0).map(|_| ())
     }
 
-    fn commit_offsets(&self, group: &str, offsets: Vec<(String, i32, crate::coordinator::Committed)>) -> Result<()> {
+    fn commit_offsets(&self, group: &str, offsets: Vec<(String, i32, crate::group::Committed)>) -> Result<()> {
         let end = self.groups.store_offsets(group, offsets)?;
         self.groups.wait_durable(end)
     }
@@ -640,7 +640,7 @@ mod tests {
         for _ in 0..5 {
             t.partition(0).unwrap().append(&one("x"), Acks::All).unwrap().acknowledged().await.unwrap();
         }
-        let c = |offset| crate::coordinator::Committed { offset, leader_epoch: -1, metadata: None, commit_ms: 0 };
+        let c = |offset| crate::group::Committed { offset, leader_epoch: -1, metadata: None, commit_ms: 0 };
         b.groups().commit("lg", "", -1, vec![("lagging".into(), 0, c(2)), ("lagging".into(), 1, c(0))]).unwrap();
         let lag = b.group_lag("lg");
         assert_eq!(lag, vec![("lagging".to_string(), 0, 2, 5, 3), ("lagging".to_string(), 1, 0, 0, 0)]);

@@ -5,8 +5,6 @@
 
 pub mod bridge;
 mod broker;
-pub mod consumer_group;
-pub mod coordinator;
 mod error;
 pub mod group;
 mod internal_log;
@@ -18,7 +16,6 @@ mod producer;
 pub mod queue;
 pub mod stored;
 pub mod topic_config;
-pub mod topic_tree;
 pub mod txn;
 
 pub use broker::{Broker, BrokerConfig, Topic, validate_topic_name};

@@ -3,15 +3,18 @@
 //!
 //! Hot paths only touch atomics that exist before the first request (one
 //! [`ApiStats`] per API, one [`TopicStats`] per topic, one [`QueueStats`]
-//! per queue, [`AmqpStats`] and [`MqttStats`] per front-end): no lock, no
-//! map lookup, no allocation per request. Everything that can be read off
-//! the broker's state (log sizes and offsets, group lag, fsync latency,
-//! queue depths, MQTT sessions) is computed when /metrics is scraped, by a
-//! `prometheus-client` collector.
+//! per queue, and each front-end's own counters): no lock, no map lookup, no
+//! allocation per request. Everything that can be read off the broker's
+//! state (log sizes and offsets, group lag, fsync latency, queue depths) is
+//! computed when /metrics is scraped, by `prometheus-client` collectors.
+//! Protocol-specific families (AMQP publisher confirms, MQTT sessions and
+//! messages) are the front-ends' own collectors, registered with
+//! [`Metrics::register_collector`]; this module knows no protocol.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -237,98 +240,15 @@ impl QueueStats {
     }
 }
 
-/// What the AMQP front-end counts beside its requests and queues.
-#[derive(Debug, Default)]
-pub struct AmqpStats {
-    confirms_acked: AtomicU64,
-    confirms_nacked: AtomicU64,
-}
-
-impl AmqpStats {
-    /// A publish in confirm mode was confirmed: acked (`ok`) or nacked.
-    pub fn confirmed(&self, ok: bool) {
-        let c = if ok { &self.confirms_acked } else { &self.confirms_nacked };
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// The MQTT front-end's state, read when /metrics is scraped.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MqttGauges {
-    /// Sessions with a connection.
-    pub sessions_connected: u64,
-    /// Persistent sessions without one (kept until they expire).
-    pub sessions_offline: u64,
-    /// Subscriptions over all sessions.
-    pub subscriptions: u64,
-    /// Retained messages stored.
-    pub retained: u64,
-}
-
-/// Reads [`MqttGauges`] off the MQTT front-end's state.
-pub type MqttGaugeFn = Box<dyn Fn() -> MqttGauges + Send + Sync>;
-
-/// What the MQTT front-end counts beside its requests: application messages
-/// by QoS, and messages dropped.
-#[derive(Default)]
-pub struct MqttStats {
-    /// PUBLISH packets received from clients, by QoS 0..=2.
-    received: [AtomicU64; 3],
-    /// PUBLISH packets sent to clients, by QoS 0..=2.
-    sent: [AtomicU64; 3],
-    dropped: AtomicU64,
-    gauges: OnceLock<MqttGaugeFn>,
-}
-
-impl std::fmt::Debug for MqttStats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MqttStats").field("dropped", &self.dropped).finish_non_exhaustive()
-    }
-}
-
-impl MqttStats {
-    /// Sets where the gauges are read from (once; later calls are ignored).
-    pub fn set_gauges(&self, f: MqttGaugeFn) {
-        let _ = self.gauges.set(f);
-    }
-
-    /// A PUBLISH of QoS `qos` came from a client.
-    pub fn received(&self, qos: u8) {
-        if let Some(c) = self.received.get(usize::from(qos)) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// A PUBLISH of QoS `qos` went to a client.
-    pub fn sent(&self, qos: u8) {
-        if let Some(c) = self.sent.get(usize::from(qos)) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// A message for a session was dropped (queue limit reached, or QoS 0
-    /// for a session without a connection).
-    pub fn dropped(&self) {
-        self.dropped.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn dropped_count(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    fn gauges(&self) -> MqttGauges {
-        self.gauges.get().map(|f| f()).unwrap_or_default()
-    }
-}
-
 /// The broker's registry of front-end metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
     protocols: Mutex<Vec<Arc<ProtocolMetrics>>>,
     /// The AMQP queues, for per-queue metrics.
     vhosts: Mutex<Option<Weak<Vhosts>>>,
-    amqp: Mutex<Option<Arc<AmqpStats>>>,
-    mqtt: Mutex<Option<Arc<MqttStats>>>,
+    /// Front-ends' own families by name, encoded in name order (so a scrape
+    /// does not depend on which front-end started first).
+    collectors: Mutex<BTreeMap<&'static str, Arc<dyn Collector>>>,
 }
 
 impl Metrics {
@@ -344,18 +264,12 @@ impl Metrics {
         *lock(&self.vhosts) = Some(Arc::downgrade(vhosts));
     }
 
-    /// Registers the AMQP front-end's counters (replacing earlier ones).
-    pub fn register_amqp(&self, m: AmqpStats) -> Arc<AmqpStats> {
-        let m = Arc::new(m);
-        *lock(&self.amqp) = Some(m.clone());
-        m
-    }
-
-    /// Registers the MQTT front-end's counters (replacing earlier ones).
-    pub fn register_mqtt(&self, m: MqttStats) -> Arc<MqttStats> {
-        let m = Arc::new(m);
-        *lock(&self.mqtt) = Some(m.clone());
-        m
+    /// Registers a front-end's own metric families under `name` (replacing
+    /// an earlier collector of that name), encoded at every scrape after the
+    /// broker's topic, group and queue families. A front-end registers its
+    /// protocol's counters this way, so the registry knows no protocol.
+    pub fn register_collector(&self, name: &'static str, collector: Arc<dyn Collector>) {
+        lock(&self.collectors).insert(name, collector);
     }
 
     fn protocols(&self) -> Vec<Arc<ProtocolMetrics>> {
@@ -366,12 +280,8 @@ impl Metrics {
         lock(&self.vhosts).as_ref().and_then(Weak::upgrade)
     }
 
-    fn amqp(&self) -> Option<Arc<AmqpStats>> {
-        lock(&self.amqp).clone()
-    }
-
-    fn mqtt(&self) -> Option<Arc<MqttStats>> {
-        lock(&self.mqtt).clone()
+    fn collectors(&self) -> Vec<Arc<dyn Collector>> {
+        lock(&self.collectors).values().cloned().collect()
     }
 }
 
@@ -383,6 +293,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub(crate) fn encode(broker: &Arc<Broker>) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(BrokerCollector(broker.clone())));
+    for c in broker.metrics().collectors() {
+        registry.register_collector(Box::new(Registered(c)));
+    }
+    registry.register_collector(Box::new(FsyncCollector(broker.clone())));
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
         tracing::error!(error = %e, "metrics encoding failed");
@@ -398,10 +312,43 @@ impl std::fmt::Debug for BrokerCollector {
     }
 }
 
-type Labels = Vec<(&'static str, Cow<'static, str>)>;
+/// A front-end's collector, shared with the registry that holds it.
+#[derive(Debug)]
+struct Registered(Arc<dyn Collector>);
 
-/// One metric family: a descriptor and its samples.
-fn family<T: EncodeMetric>(
+impl Collector for Registered {
+    fn encode(&self, e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(e)
+    }
+}
+
+/// The log's fsync latency, last in a scrape.
+struct FsyncCollector(Arc<Broker>);
+
+impl std::fmt::Debug for FsyncCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FsyncCollector")
+    }
+}
+
+impl Collector for FsyncCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let fsync = self.0.fsync_stats().snapshot();
+        histogram(
+            &mut e,
+            "ferry_log_fsync_duration_seconds",
+            "Time of a log flush that reached the disk (fsync of data, rolled segments, directory)",
+            [(Vec::new(), (fsync.sum_seconds, fsync.count, fsync.buckets))],
+        )
+    }
+}
+
+/// A sample's labels: (name, value) pairs.
+pub type Labels = Vec<(&'static str, Cow<'static, str>)>;
+
+/// Encodes one metric family: a descriptor and its samples (nothing when
+/// there are no samples). For front-ends' collectors too.
+pub fn family<T: EncodeMetric>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -442,11 +389,13 @@ fn histogram(
     Ok(())
 }
 
-fn counter(v: u64) -> ConstCounter<u64> {
+/// A counter sample's value.
+pub fn counter(v: u64) -> ConstCounter<u64> {
     ConstCounter::new(v)
 }
 
-fn gauge(v: i64) -> ConstGauge<i64> {
+/// A gauge sample's value.
+pub fn gauge(v: i64) -> ConstGauge<i64> {
     ConstGauge::new(v)
 }
 
@@ -585,26 +534,6 @@ impl Collector for BrokerCollector {
         if let Some(vhosts) = broker.metrics().vhosts() {
             queue_families(&mut e, &vhosts)?;
         }
-        if let Some(amqp) = broker.metrics().amqp() {
-            family(
-                &mut e,
-                "ferry_amqp_publisher_confirms",
-                "Publishes in confirm mode confirmed to their publisher, by result (ack or nack)",
-                [("ack", &amqp.confirms_acked), ("nack", &amqp.confirms_nacked)]
-                    .map(|(r, c)| (vec![("result", Cow::Borrowed(r))], counter(c.load(Ordering::Relaxed)))),
-            )?;
-        }
-        if let Some(mqtt) = broker.metrics().mqtt() {
-            mqtt_families(&mut e, &mqtt)?;
-        }
-
-        let fsync = broker.fsync_stats().snapshot();
-        histogram(
-            &mut e,
-            "ferry_log_fsync_duration_seconds",
-            "Time of a log flush that reached the disk (fsync of data, rolled segments, directory)",
-            [(Vec::new(), (fsync.sum_seconds, fsync.count, fsync.buckets))],
-        )?;
         Ok(())
     }
 }
@@ -657,53 +586,6 @@ fn queue_families(e: &mut DescriptorEncoder, vhosts: &Vhosts) -> Result<(), std:
     Ok(())
 }
 
-/// MQTT sessions, subscriptions, retained messages and message counts.
-fn mqtt_families(e: &mut DescriptorEncoder, m: &MqttStats) -> Result<(), std::fmt::Error> {
-    let g = m.gauges();
-    family(
-        e,
-        "ferry_mqtt_sessions",
-        "MQTT sessions, connected or persistent and offline",
-        [
-            (vec![("state", Cow::Borrowed("connected"))], gauge(g.sessions_connected as i64)),
-            (vec![("state", Cow::Borrowed("offline"))], gauge(g.sessions_offline as i64)),
-        ],
-    )?;
-    family(
-        e,
-        "ferry_mqtt_subscriptions",
-        "MQTT subscriptions of all sessions",
-        [(Vec::new(), gauge(g.subscriptions as i64))],
-    )?;
-    family(
-        e,
-        "ferry_mqtt_retained_messages",
-        "MQTT retained messages stored",
-        [(Vec::new(), gauge(g.retained as i64))],
-    )?;
-    const QOS: [&str; 3] = ["0", "1", "2"];
-    let by_qos = |counts: &[AtomicU64; 3]| -> Vec<(Labels, ConstCounter<u64>)> {
-        QOS.iter()
-            .zip(counts)
-            .map(|(q, c)| (vec![("qos", Cow::Borrowed(*q))], counter(c.load(Ordering::Relaxed))))
-            .collect()
-    };
-    family(
-        e,
-        "ferry_mqtt_messages_received",
-        "MQTT PUBLISH packets received from clients, by QoS",
-        by_qos(&m.received),
-    )?;
-    family(e, "ferry_mqtt_messages_sent", "MQTT PUBLISH packets sent to clients, by QoS", by_qos(&m.sent))?;
-    family(
-        e,
-        "ferry_mqtt_messages_dropped",
-        "Messages not queued for an MQTT session: its queue limit was reached, or QoS 0 while it was offline",
-        [(Vec::new(), counter(m.dropped_count()))],
-    )?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -722,6 +604,32 @@ mod tests {
         assert!((sum - 100.00005).abs() < 1e-6);
         assert_eq!(buckets.first(), Some(&(0.0001, 1)));
         assert_eq!(buckets.last(), Some(&(f64::INFINITY, 1)));
+    }
+
+    /// A collector that encodes one gauge family with a fixed value.
+    #[derive(Debug)]
+    struct Fixed(&'static str, i64);
+
+    impl Collector for Fixed {
+        fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            family(&mut e, self.0, "a test family", [(Vec::new(), gauge(self.1))])
+        }
+    }
+
+    #[test]
+    fn front_end_collectors_encode_in_name_order_and_replace_by_name() {
+        let m = Metrics::default();
+        m.register_collector("mqtt", Arc::new(Fixed("m_family", 1)));
+        m.register_collector("amqp", Arc::new(Fixed("a_family", 1)));
+        m.register_collector("amqp", Arc::new(Fixed("a_family", 2)));
+        let mut registry = Registry::default();
+        for c in m.collectors() {
+            registry.register_collector(Box::new(Registered(c)));
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        let samples: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(samples, ["a_family 2", "m_family 1"]);
     }
 
     #[test]

@@ -24,8 +24,8 @@ use ferry_util::sync::lock;
 use ferry_util::time::now_ms_u64;
 use serde::{Deserialize, Serialize};
 
-use crate::coordinator::Committed;
 use crate::error::{BrokerError, Result};
+use crate::group::Committed;
 use crate::internal_log;
 use crate::producer::ProducerIds;
 

@@ -4,9 +4,8 @@
 //! mosquitto 1.x). With no ACL entries every topic is allowed; with some,
 //! a topic is allowed only if an entry for the user (or `*`) grants it.
 
-use ferry_broker::topic_tree;
-
 use crate::config::{Access, MqttConfig};
+use crate::topic_tree;
 
 /// Whether `username`/`password` may connect.
 pub fn authenticate(config: &MqttConfig, username: Option<&str>, password: Option<&[u8]>) -> bool {

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ferry_broker::queue::RecordQueue;
-use ferry_broker::topic_tree;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
@@ -22,6 +21,7 @@ use crate::hub::{Hub, delivery_from_record, split_shared};
 use crate::message::{Message, now_ms};
 use crate::packet::{self, Connack, Connect, Packet, Publish, Version, Will, reason};
 use crate::session::{Delivery, Session, SubRecord};
+use crate::topic_tree;
 
 /// How long a new connection may take to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -10,17 +10,18 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ferry_broker::kv_store::KvStore;
-use ferry_broker::metrics::{MqttGauges, MqttStats, ProtocolMetrics};
+use ferry_broker::metrics::ProtocolMetrics;
 use ferry_broker::queue::{RecordQueue, RecordQueueStore};
 use ferry_broker::stored::{Durable, StoredRecord};
-use ferry_broker::topic_tree::{self, TopicTree};
 use ferry_broker::{Appended, Broker, BrokerError};
 use tokio::sync::oneshot;
 
 use crate::config::MqttConfig;
 use crate::message::{Message, now_ms};
+use crate::metrics::{MqttGauges, MqttStats};
 use crate::packet::{SubOptions, Version};
 use crate::session::{Delivery, Online, Session, SessionRecord, SubRecord};
+use crate::topic_tree::{self, TopicTree};
 
 const SUBSCRIPTION_ID: &str = "mqtt.subscription_id";
 /// A session whose connection took nothing from its queue for this long is
@@ -105,7 +106,7 @@ impl Hub {
         let store = broker.kv_store("mqtt/session-state")?;
         let qos2 = broker.kv_store("mqtt/qos2-received")?;
         let queues = broker.record_queue_store("mqtt/sessions")?;
-        let stats = broker.metrics().register_mqtt(MqttStats::default());
+        let stats = MqttStats::register(broker.metrics());
         let protocol = broker.metrics().register(ProtocolMetrics::new("mqtt", crate::packet::TYPE_NAMES, None));
         let hub = Hub {
             broker,

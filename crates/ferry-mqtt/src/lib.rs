@@ -9,9 +9,11 @@ pub mod config;
 pub mod connection;
 pub mod hub;
 pub mod message;
+pub mod metrics;
 pub mod packet;
 mod server;
 pub mod session;
+pub mod topic_tree;
 pub mod ws;
 
 pub use config::MqttConfig;

@@ -45,7 +45,7 @@ pub async fn serve(
         let on_record = move |r: ferry_broker::stored::StoredRecord| {
             let key = r.key.as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned();
             let topic = rule.mqtt_topic.replace("{key}", &key).replace("{topic}", &rule.topic);
-            if !ferry_broker::topic_tree::valid_name(&topic) {
+            if !crate::topic_tree::valid_name(&topic) {
                 return;
             }
             let mut record = r;

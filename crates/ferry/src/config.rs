@@ -268,7 +268,7 @@ impl Settings {
                 producer_id_expiration_ms: file.kafka.producer_id_expiration_ms.unwrap_or(86_400_000),
                 max_partitions_per_topic: file.kafka.max_partitions_per_topic.unwrap_or(10_000),
                 groups: {
-                    let mut g = ferry_broker::coordinator::CoordinatorConfig::default();
+                    let mut g = ferry_broker::group::CoordinatorConfig::default();
                     if let Some(ms) = file.kafka.group_initial_rebalance_delay_ms {
                         g.initial_rebalance_delay = Duration::from_millis(ms);
                     }

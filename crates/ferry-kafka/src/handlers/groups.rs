@@ -216,7 +216,7 @@ pub fn consumer_group_heartbeat(c: &Call, req: ConsumerGroupHeartbeatRequest) ->
             .flat_map(|(name, ps)| ps.into_iter().map(move |p| (name.clone(), p)))
             .collect()
     });
-    let hb = ferry_broker::consumer_group::Heartbeat {
+    let hb = ferry_broker::group::Heartbeat {
         member_id: req.member_id.to_string(),
         member_epoch: req.member_epoch,
         instance_id: req.instance_id.map(|i| i.to_string()),

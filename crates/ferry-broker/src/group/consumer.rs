@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::group::GroupError;
+use super::GroupError;
 
 /// A topic partition by name.
 pub type TopicPartition = (String, i32);

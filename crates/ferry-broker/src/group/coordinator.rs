@@ -15,10 +15,12 @@ use ferry_log::{Log, LogManager};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::consumer_group::{ConsumerGroup, Heartbeat, HeartbeatResult, Topics};
-use crate::error::{BrokerError, Result};
-use crate::group::{Group, GroupError, GroupState, Join, JoinResult, SyncResult};
+use crate::error::Result;
 use crate::internal_log;
+
+use super::GroupError;
+use super::classic::{ClassicGroup, ClassicGroupState, Join, JoinResult, SyncResult};
+use super::consumer::{ConsumerGroup, Heartbeat, HeartbeatResult, Topics};
 
 /// A committed offset.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,7 +55,7 @@ pub struct MemberDescription {
 }
 
 pub struct GroupDescription {
-    pub state: GroupState,
+    pub state: ClassicGroupState,
     pub protocol_type: String,
     pub protocol: String,
     pub generation: i32,
@@ -96,7 +98,7 @@ pub struct GroupCoordinator {
     config: CoordinatorConfig,
     /// KIP-848 groups (ConsumerGroupHeartbeat), apart from classic ones.
     consumer_groups: Mutex<HashMap<String, ConsumerGroup>>,
-    groups: Mutex<HashMap<String, Group>>,
+    groups: Mutex<HashMap<String, ClassicGroup>>,
     offsets: Mutex<HashMap<String, GroupOffsets>>,
     log: Arc<Log>,
 }
@@ -128,7 +130,7 @@ impl GroupCoordinator {
                 }
                 Key::Group { group } => match value.and_then(|v| serde_json::from_slice::<GroupRecord>(v).ok()) {
                     Some(g) => {
-                        groups.insert(group.clone(), Group::new(&group, g.generation, g.protocol_type, now));
+                        groups.insert(group.clone(), ClassicGroup::new(&group, g.generation, g.protocol_type, now));
                     }
                     None => {
                         groups.remove(&group);
@@ -156,7 +158,7 @@ impl GroupCoordinator {
         internal_log::append(&self.log, &recs)
     }
 
-    fn persist_generation(&self, g: &Group) {
+    fn persist_generation(&self, g: &ClassicGroup) {
         let value =
             serde_json::to_vec(&GroupRecord { generation: g.generation, protocol_type: g.protocol_type.clone() }).ok();
         if let Err(e) = self.write(&[(Key::Group { group: g.id.clone() }, value)]) {
@@ -165,9 +167,9 @@ impl GroupCoordinator {
     }
 
     /// Runs `f` on the group (created if missing), persisting a generation change.
-    fn with_group<R>(&self, id: &str, f: impl FnOnce(&mut Group) -> R) -> R {
+    fn with_group<R>(&self, id: &str, f: impl FnOnce(&mut ClassicGroup) -> R) -> R {
         let mut groups = lock(&self.groups);
-        let g = groups.entry(id.to_string()).or_insert_with(|| Group::new(id, 0, None, now_ms()));
+        let g = groups.entry(id.to_string()).or_insert_with(|| ClassicGroup::new(id, 0, None, now_ms()));
         let generation = g.generation;
         let r = f(g);
         if g.generation != generation {
@@ -281,7 +283,7 @@ impl GroupCoordinator {
                 // A group member commits for a group this broker never saw.
                 None if generation >= 0 => return Err(GroupError::IllegalGeneration),
                 None => {
-                    groups.insert(group.to_string(), Group::new(group, 0, None, now_ms()));
+                    groups.insert(group.to_string(), ClassicGroup::new(group, 0, None, now_ms()));
                 }
             }
         }
@@ -450,7 +452,7 @@ impl GroupCoordinator {
                 if g.tick(now, ms) {
                     self.persist_generation(g);
                 }
-                if g.state == GroupState::Empty
+                if g.state == ClassicGroupState::Empty
                     && g.empty_since_ms.saturating_add(self.config.offsets_retention_ms) < ms
                 {
                     expired.push(g.id.clone());
@@ -476,16 +478,9 @@ fn ticker(weak: Weak<GroupCoordinator>) {
     }
 }
 
-impl From<GroupError> for BrokerError {
-    fn from(e: GroupError) -> Self {
-        BrokerError::Group(e)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::group::Join;
 
     fn open(dir: &Path, logs: &LogManager, retention_ms: u64) -> Arc<GroupCoordinator> {
         let config = CoordinatorConfig {

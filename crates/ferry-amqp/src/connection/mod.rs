@@ -1,6 +1,12 @@
-//! One AMQP connection: protocol header, start/start-ok (PLAIN, AMQPLAIN),
-//! tune/tune-ok (frame_max, channel_max, heartbeat), open (vhost), then
-//! frames routed to channels until a close handshake, an error or shutdown.
+//! One AMQP connection: the handshake (`handshake`: start, tune, open), then
+//! frames routed to channels until a close handshake, an error or shutdown;
+//! heartbeats, flow control under resource alarms, channel open and close.
+//!
+//! Tracing: the connection runs in an `amqp` span (peer, opened by the
+//! listener), every method in a `method` span (class, method, channel id);
+//! the content frames that complete a basic.publish are in one too.
+
+mod handshake;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,20 +15,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use amq_protocol::protocol::{AMQPClass, channel, connection, parse_class};
-use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::BytesMut;
 use ferry_broker::messaging::{Queue, Vhost};
-use ferry_broker::metrics::{AmqpStats, ProtocolMetrics};
+use ferry_broker::metrics::ProtocolMetrics;
 use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::auth::{self, Permissions};
 use crate::channel::{Channel, Perm};
 use crate::error::*;
 use crate::frame::{self, Frame, FrameError, FrameReader};
+use crate::metrics::AmqpStats;
 use crate::outbox::Outbox;
 use crate::server::Server;
+use handshake::{close_frame, handshake};
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 /// How long a client gets to finish the handshake, and to answer a close.
@@ -91,18 +99,6 @@ fn method_frame(channel: u16, m: &AMQPClass) -> bytes::Bytes {
     out.freeze()
 }
 
-fn close_frame(e: &AmqpError) -> bytes::Bytes {
-    method_frame(
-        0,
-        &AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
-            reply_code: e.code,
-            reply_text: truncate(&e.text).into(),
-            class_id: e.class_id,
-            method_id: e.method_id,
-        })),
-    )
-}
-
 fn truncate(s: &str) -> String {
     let mut end = s.len().min(255);
     while !s.is_char_boundary(end) {
@@ -142,135 +138,6 @@ pub async fn run(stream: TcpStream, peer: SocketAddr, server: Arc<Server>, mut s
     }
     drop(outbox);
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
-}
-
-#[derive(Debug, thiserror::Error)]
-enum HandshakeError {
-    #[error(transparent)]
-    Frame(#[from] FrameError),
-    #[error("{0}")]
-    Refused(AmqpError),
-}
-
-async fn expect_method<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) -> Result<AMQPClass, HandshakeError> {
-    loop {
-        let f = reader.next(frame::FRAME_MIN_SIZE).await?;
-        match f.kind {
-            frame::FRAME_HEARTBEAT => continue,
-            frame::FRAME_METHOD if f.channel == 0 => {
-                return parse_class(&f.payload[..])
-                    .map(|(_, m)| m)
-                    .map_err(|_| HandshakeError::Refused(AmqpError::new(SYNTAX_ERROR, "malformed method")));
-            }
-            _ => return Err(HandshakeError::Refused(AmqpError::new(UNEXPECTED_FRAME, "expected a connection method"))),
-        }
-    }
-}
-
-async fn handshake<R: AsyncRead + Unpin>(
-    reader: &mut FrameReader<R>,
-    outbox: &Outbox,
-    peer: SocketAddr,
-    server: &Server,
-    id: u64,
-) -> Result<(ConnCtx, u16, u16, bool), HandshakeError> {
-    if let Err(e) = reader.protocol_header().await {
-        if matches!(e, FrameError::BadProtocolHeader) {
-            // As RabbitMQ: answer with the protocol we speak, then close.
-            outbox.send(bytes::Bytes::from_static(frame::PROTOCOL_HEADER));
-        }
-        return Err(e.into());
-    }
-    let cfg = &server.config;
-    let mut caps = FieldTable::default();
-    for cap in [
-        "publisher_confirms",
-        "exchange_exchange_bindings",
-        "basic.nack",
-        "consumer_cancel_notify",
-        "connection.blocked",
-        "authentication_failure_close",
-        "per_consumer_qos",
-    ] {
-        caps.insert(cap.into(), AMQPValue::Boolean(true));
-    }
-    let mut props = FieldTable::default();
-    props.insert("product".into(), AMQPValue::LongString("Ferry".into()));
-    props.insert("version".into(), AMQPValue::LongString(env!("CARGO_PKG_VERSION").into()));
-    props.insert("platform".into(), AMQPValue::LongString("Rust".into()));
-    props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
-    let start = connection::Start {
-        version_major: 0,
-        version_minor: 9,
-        server_properties: props,
-        mechanisms: LongString::from("PLAIN AMQPLAIN"),
-        locales: LongString::from("en_US"),
-    };
-    outbox.send(method_frame(0, &AMQPClass::Connection(connection::AMQPMethod::Start(start))));
-
-    let refuse = |e: AmqpError| {
-        outbox.send(close_frame(&e));
-        HandshakeError::Refused(e)
-    };
-    let AMQPClass::Connection(connection::AMQPMethod::StartOk(ok)) = expect_method(reader).await? else {
-        return Err(refuse(AmqpError::new(COMMAND_INVALID, "expected connection.start-ok")));
-    };
-    let blocked_capable = match ok.client_properties.inner().get("capabilities") {
-        Some(AMQPValue::FieldTable(caps)) => caps.inner().get("connection.blocked") == Some(&AMQPValue::Boolean(true)),
-        _ => false,
-    };
-    let mechanism = ok.mechanism.as_str();
-    let user = auth::credentials(mechanism, ok.response.as_bytes())
-        .and_then(|(name, pass)| auth::authenticate(&cfg.users, &name, &pass, peer.ip()));
-    let Some(user) = user else {
-        return Err(refuse(AmqpError::new(
-            ACCESS_REFUSED,
-            format!(
-                "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
-            ),
-        )));
-    };
-
-    let tune = connection::Tune { channel_max: cfg.channel_max, frame_max: cfg.frame_max, heartbeat: cfg.heartbeat };
-    outbox.send(method_frame(0, &AMQPClass::Connection(connection::AMQPMethod::Tune(tune))));
-    let AMQPClass::Connection(connection::AMQPMethod::TuneOk(t)) = expect_method(reader).await? else {
-        return Err(refuse(AmqpError::new(COMMAND_INVALID, "expected connection.tune-ok")));
-    };
-    // Zero means "no limit" on the client's side: ours applies.
-    let frame_max = if t.frame_max == 0 { cfg.frame_max } else { t.frame_max.min(cfg.frame_max) };
-    if frame_max < frame::FRAME_MIN_SIZE {
-        return Err(refuse(AmqpError::new(NOT_ALLOWED, format!("frame_max {frame_max} is below the minimum 4096"))));
-    }
-    let channel_max = if t.channel_max == 0 { cfg.channel_max } else { t.channel_max.min(cfg.channel_max) };
-
-    let AMQPClass::Connection(connection::AMQPMethod::Open(open)) = expect_method(reader).await? else {
-        return Err(refuse(AmqpError::new(COMMAND_INVALID, "expected connection.open")));
-    };
-    let vhost_name = open.virtual_host.as_str();
-    let vhost = server.vhosts.get(vhost_name);
-    let permissions = user.permissions.get(vhost_name).cloned();
-    let (Some(vhost), Some(permissions)) = (vhost, permissions) else {
-        return Err(refuse(AmqpError::new(
-            NOT_ALLOWED,
-            format!("access to vhost '{vhost_name}' refused for user '{}'", user.name),
-        )));
-    };
-    outbox.send(method_frame(0, &AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {}))));
-    tracing::debug!(%peer, user = %user.name, vhost = %vhost_name, frame_max, heartbeat = t.heartbeat, "amqp connection open");
-    let cx = ConnCtx {
-        id,
-        user: user.name.clone(),
-        vhost,
-        permissions,
-        outbox: outbox.clone(),
-        frame_max,
-        max_message: cfg.max_message_bytes,
-        exclusive: Vec::new(),
-        last_queue: None,
-        metrics: server.metrics.clone(),
-        stats: server.stats.clone(),
-    };
-    Ok((cx, t.heartbeat, channel_max, blocked_capable))
 }
 
 struct Connection {
@@ -405,18 +272,6 @@ impl Connection {
         }
     }
 
-    fn close(&mut self, e: &AmqpError, closing: &mut Option<tokio::time::Instant>) {
-        tracing::debug!(conn = self.cx.id, error = %e, "closing amqp connection");
-        self.cx.outbox.send(close_frame(e));
-        *closing = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT);
-    }
-
-    fn send_close_ok(&self) {
-        self.cx
-            .outbox
-            .send(method_frame(0, &AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {}))));
-    }
-
     /// Releases channels and deletes exclusive queues.
     fn finish(&mut self) {
         for (_, mut ch) in self.channels.drain() {
@@ -440,17 +295,19 @@ impl Connection {
             frame::FRAME_METHOD => {
                 let started = std::time::Instant::now();
                 let m = decode_method(&f)?;
-                let api = crate::metrics::method_index(m.get_amqp_class_id(), m.get_amqp_method_id());
+                let (class, method) = (m.get_amqp_class_id(), m.get_amqp_method_id());
+                let api = crate::metrics::method_index(class, method);
+                let span = tracing::debug_span!("method", class, method, channel = f.channel);
                 if let AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Publish(_)) = m {
                     // Observed when its content is complete (Channel::content).
                     self.published = true;
                 }
                 let r = if f.channel == 0 {
-                    self.connection_method(m)
+                    span.in_scope(|| self.connection_method(m))
                 } else if let AMQPClass::Connection(_) = m {
                     Err(AmqpError::new(COMMAND_INVALID, "connection method on a channel other than 0"))
                 } else {
-                    self.channel_method(f.channel, m).await.map(|()| Next::Continue)
+                    self.channel_method(f.channel, m).instrument(span).await.map(|()| Next::Continue)
                 };
                 if api != crate::metrics::BASIC_PUBLISH {
                     self.cx.metrics.observe(api, started.elapsed());
@@ -464,33 +321,15 @@ impl Connection {
                 if ch.closing {
                     return Ok(Next::Continue);
                 }
+                // Content frames only follow basic.publish. No await below,
+                // so the span can simply be entered.
+                let span = tracing::debug_span!("method", class = 60, method = 40, channel = f.channel);
+                let _in_span = span.enter();
                 if let Err(e) = ch.content(&self.cx, f.kind, f.payload) {
                     return self.channel_error(f.channel, e).map(|()| Next::Continue);
                 }
                 Ok(Next::Continue)
             }
-        }
-    }
-
-    fn connection_method(&mut self, m: AMQPClass) -> Result<Next, AmqpError> {
-        match m {
-            AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
-                self.send_close_ok();
-                Ok(Next::Stop)
-            }
-            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Ok(Next::Stop),
-            AMQPClass::Connection(connection::AMQPMethod::Blocked(_) | connection::AMQPMethod::Unblocked(_)) => {
-                Ok(Next::Continue)
-            }
-            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(_)) => {
-                self.cx.outbox.send(method_frame(
-                    0,
-                    &AMQPClass::Connection(connection::AMQPMethod::UpdateSecretOk(connection::UpdateSecretOk {})),
-                ));
-                Ok(Next::Continue)
-            }
-            other => Err(AmqpError::new(COMMAND_INVALID, "unexpected method on channel 0")
-                .on(other.get_amqp_class_id(), other.get_amqp_method_id())),
         }
     }
 

@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::GroupError;
+
 /// The group states of Kafka's classic protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GroupState {
+pub enum ClassicGroupState {
     Empty,
     PreparingRebalance,
     CompletingRebalance,
@@ -22,39 +24,16 @@ pub enum GroupState {
     Dead,
 }
 
-impl GroupState {
+impl ClassicGroupState {
     pub fn name(self) -> &'static str {
         match self {
-            GroupState::Empty => "Empty",
-            GroupState::PreparingRebalance => "PreparingRebalance",
-            GroupState::CompletingRebalance => "CompletingRebalance",
-            GroupState::Stable => "Stable",
-            GroupState::Dead => "Dead",
+            ClassicGroupState::Empty => "Empty",
+            ClassicGroupState::PreparingRebalance => "PreparingRebalance",
+            ClassicGroupState::CompletingRebalance => "CompletingRebalance",
+            ClassicGroupState::Stable => "Stable",
+            ClassicGroupState::Dead => "Dead",
         }
     }
-}
-
-/// Group errors, named after Kafka's codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GroupError {
-    UnknownMemberId,
-    IllegalGeneration,
-    RebalanceInProgress,
-    InconsistentGroupProtocol,
-    MemberIdRequired,
-    FencedInstanceId,
-    InvalidSessionTimeout,
-    NonEmptyGroup,
-    GroupIdNotFound,
-    CoordinatorNotAvailable,
-    /// KIP-848: the member's epoch is not the current one; it must rejoin.
-    FencedMemberEpoch,
-    /// KIP-848: an offset commit with an outdated member epoch.
-    StaleMemberEpoch,
-    /// KIP-848: a server assignor the broker does not have.
-    UnsupportedAssignor,
-    /// KIP-848: a subscription's regular expression does not compile.
-    InvalidRegularExpression,
 }
 
 /// What a JoinGroup gets back.
@@ -79,7 +58,7 @@ pub struct SyncResult {
     pub assignment: Vec<u8>,
 }
 
-pub struct Member {
+pub struct ClassicMember {
     pub id: String,
     pub instance_id: Option<String>,
     pub client_id: String,
@@ -93,14 +72,14 @@ pub struct Member {
     sync: Option<oneshot::Sender<SyncResult>>,
 }
 
-pub struct Group {
+pub struct ClassicGroup {
     pub id: String,
-    pub state: GroupState,
+    pub state: ClassicGroupState,
     pub generation: i32,
     pub protocol_type: Option<String>,
     pub protocol: Option<String>,
     pub leader: Option<String>,
-    pub members: BTreeMap<String, Member>,
+    pub members: BTreeMap<String, ClassicMember>,
     /// When the current rebalance gives up waiting for members.
     deadline: Option<Instant>,
     /// A fresh group's round does not complete before this.
@@ -125,11 +104,11 @@ pub struct Join {
     pub require_known_member_id: bool,
 }
 
-impl Group {
-    pub fn new(id: &str, generation: i32, protocol_type: Option<String>, now_ms: u64) -> Group {
-        Group {
+impl ClassicGroup {
+    pub fn new(id: &str, generation: i32, protocol_type: Option<String>, now_ms: u64) -> ClassicGroup {
+        ClassicGroup {
             id: id.to_string(),
-            state: GroupState::Empty,
+            state: ClassicGroupState::Empty,
             generation,
             protocol_type,
             protocol: None,
@@ -153,7 +132,7 @@ impl Group {
         let fail = |tx: oneshot::Sender<JoinResult>, e: GroupError, member_id: String| {
             let _ = tx.send(JoinResult { error: Some(e), member_id, generation: -1, ..Default::default() });
         };
-        if self.state == GroupState::Dead {
+        if self.state == ClassicGroupState::Dead {
             fail(tx, GroupError::CoordinatorNotAvailable, j.member_id);
             return rx;
         }
@@ -185,7 +164,7 @@ impl Group {
                     fail(old_join, GroupError::FencedInstanceId, old.clone());
                 }
                 self.members.insert(member_id.clone(), m);
-                if self.state == GroupState::Stable && unchanged {
+                if self.state == ClassicGroupState::Stable && unchanged {
                     // Known static member coming back: no rebalance (KIP-345).
                     let _ = tx.send(self.join_result(&member_id, false));
                     return rx;
@@ -212,7 +191,7 @@ impl Group {
         let changed = self.members.get(&member_id).is_none_or(|m| m.protocols != j.protocols);
         self.add_member(&member_id, &j, now, Some(tx));
         match self.state {
-            GroupState::Stable | GroupState::CompletingRebalance
+            ClassicGroupState::Stable | ClassicGroupState::CompletingRebalance
                 if !changed && self.leader.as_deref() != Some(&member_id) =>
             {
                 // A follower rejoining with nothing new: answer with the current round.
@@ -232,7 +211,7 @@ impl Group {
     }
 
     fn add_member(&mut self, id: &str, j: &Join, now: Instant, join: Option<oneshot::Sender<JoinResult>>) {
-        let m = self.members.entry(id.to_string()).or_insert_with(|| Member {
+        let m = self.members.entry(id.to_string()).or_insert_with(|| ClassicMember {
             id: id.to_string(),
             instance_id: j.instance_id.clone(),
             client_id: j.client_id.clone(),
@@ -259,7 +238,7 @@ impl Group {
 
     /// Starts a rebalance round unless one is under way.
     fn prepare_rebalance(&mut self, now: Instant, initial_delay: Duration) {
-        if self.state == GroupState::PreparingRebalance {
+        if self.state == ClassicGroupState::PreparingRebalance {
             return;
         }
         tracing::debug!(group = %self.id, members = self.members.len(), "rebalance started");
@@ -272,17 +251,17 @@ impl Group {
         let longest = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
         // A fresh group waits a little for more members (Kafka's
         // group.initial.rebalance.delay.ms), bounded by the rebalance timeout.
-        let was_empty = self.state == GroupState::Empty;
+        let was_empty = self.state == ClassicGroupState::Empty;
         let wait = if was_empty { initial_delay.min(longest) } else { longest };
         self.deadline = Some(now + wait);
-        self.state = GroupState::PreparingRebalance;
+        self.state = ClassicGroupState::PreparingRebalance;
         self.initial_delay_until = (was_empty && !wait.is_zero()).then(|| now + wait);
     }
 
     /// Completes the join round if every member rejoined (and any initial
     /// delay passed), or the deadline passed (dropping members that did not).
     pub fn try_complete_join(&mut self, now: Instant) {
-        if self.state != GroupState::PreparingRebalance {
+        if self.state != ClassicGroupState::PreparingRebalance {
             return;
         }
         let deadline_passed = self.deadline.is_some_and(|d| now >= d);
@@ -296,7 +275,7 @@ impl Group {
         self.deadline = None;
         self.initial_delay_until = None;
         if self.members.is_empty() {
-            self.state = GroupState::Empty;
+            self.state = ClassicGroupState::Empty;
             self.protocol = None;
             self.leader = None;
             return;
@@ -305,7 +284,7 @@ impl Group {
         if self.leader.as_ref().is_none_or(|l| !self.members.contains_key(l)) {
             self.leader = self.members.keys().next().cloned();
         }
-        self.state = GroupState::CompletingRebalance;
+        self.state = ClassicGroupState::CompletingRebalance;
         tracing::info!(
             group = %self.id,
             generation = self.generation,
@@ -382,7 +361,7 @@ impl Group {
             Some(GroupError::UnknownMemberId)
         } else if generation != self.generation {
             Some(GroupError::IllegalGeneration)
-        } else if self.state == GroupState::PreparingRebalance {
+        } else if self.state == ClassicGroupState::PreparingRebalance {
             Some(GroupError::RebalanceInProgress)
         } else {
             None
@@ -391,13 +370,13 @@ impl Group {
             let _ = tx.send(SyncResult { error: Some(e), ..Default::default() });
             return rx;
         }
-        let result = |m: &Member, g: &Group| SyncResult {
+        let result = |m: &ClassicMember, g: &ClassicGroup| SyncResult {
             error: None,
             protocol_type: g.protocol_type.clone(),
             protocol: g.protocol.clone(),
             assignment: m.assignment.clone(),
         };
-        if self.state == GroupState::Stable {
+        if self.state == ClassicGroupState::Stable {
             let m = &self.members[member_id];
             let _ = tx.send(result(m, self));
             return rx;
@@ -411,7 +390,7 @@ impl Group {
             for m in self.members.values_mut() {
                 m.assignment = given.remove(&m.id).unwrap_or_default();
             }
-            self.state = GroupState::Stable;
+            self.state = ClassicGroupState::Stable;
             let ids: Vec<String> = self.members.keys().cloned().collect();
             for id in ids {
                 let r = result(&self.members[&id], self);
@@ -427,7 +406,7 @@ impl Group {
     pub fn heartbeat(&mut self, member_id: &str, generation: i32, now: Instant) -> Option<GroupError> {
         let Some(m) = self.members.get_mut(member_id) else { return Some(GroupError::UnknownMemberId) };
         m.last_heartbeat = now;
-        if self.state == GroupState::PreparingRebalance {
+        if self.state == ClassicGroupState::PreparingRebalance {
             return Some(GroupError::RebalanceInProgress);
         }
         if generation != self.generation {
@@ -457,12 +436,12 @@ impl Group {
     /// After a member left or expired: rebalance the rest.
     fn member_gone(&mut self, now: Instant) {
         match self.state {
-            GroupState::Stable | GroupState::CompletingRebalance => {
+            ClassicGroupState::Stable | ClassicGroupState::CompletingRebalance => {
                 self.prepare_rebalance(now, Duration::ZERO);
                 self.try_complete_join(now);
             }
-            GroupState::PreparingRebalance => self.try_complete_join(now),
-            GroupState::Empty | GroupState::Dead => {}
+            ClassicGroupState::PreparingRebalance => self.try_complete_join(now),
+            ClassicGroupState::Empty | ClassicGroupState::Dead => {}
         }
     }
 
@@ -485,7 +464,7 @@ impl Group {
             self.member_gone(now);
         }
         self.try_complete_join(now);
-        if self.state == GroupState::Empty && before.1 != GroupState::Empty {
+        if self.state == ClassicGroupState::Empty && before.1 != ClassicGroupState::Empty {
             self.empty_since_ms = now_ms;
         }
         (self.generation, self.state) != before
@@ -503,13 +482,13 @@ impl Group {
         if generation != self.generation {
             return Some(GroupError::IllegalGeneration);
         }
-        if self.state == GroupState::PreparingRebalance {
+        if self.state == ClassicGroupState::PreparingRebalance {
             return Some(GroupError::RebalanceInProgress);
         }
         None
     }
 }
 
-fn shares_protocol(m: &Member, protocols: &[(String, Vec<u8>)]) -> bool {
+fn shares_protocol(m: &ClassicMember, protocols: &[(String, Vec<u8>)]) -> bool {
     m.protocols.iter().any(|(n, _)| protocols.iter().any(|(x, _)| x == n))
 }

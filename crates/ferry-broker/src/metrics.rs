@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use ferry_util::sync::lock;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -283,10 +284,6 @@ impl Metrics {
     fn collectors(&self) -> Vec<Arc<dyn Collector>> {
         lock(&self.collectors).values().cloned().collect()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Renders every metric in OpenMetrics text (which Prometheus scrapes).

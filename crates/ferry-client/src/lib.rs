@@ -30,8 +30,7 @@ mod metadata;
 mod offsets;
 mod produce;
 
-use std::sync::{Mutex, MutexGuard};
-
+pub(crate) use ferry_util::sync::lock;
 use kafka_protocol::messages::{GroupId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
@@ -50,12 +49,6 @@ pub use member::GroupMembership;
 pub use metadata::{BrokerMetadata, ClusterMetadata, PartitionMetadata, TopicMetadata};
 pub use offsets::{EARLIEST, LATEST};
 pub use produce::{PRODUCE_VERSION, produce_request, produce_result};
-
-/// A poisoned lock still guards consistent data here: every critical
-/// section is a single map operation.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 pub(crate) fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))

@@ -33,6 +33,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ferry_util::sync::lock;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -366,10 +367,6 @@ impl ProducerContext for Counting {
         }
         self.last.fetch_max(now, Ordering::Relaxed);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn producer(bootstrap: &str, acks: &str, ctx: Counting, extra: &[(&str, &str)]) -> ThreadedProducer<Counting> {

@@ -10,6 +10,7 @@ use amq_protocol::protocol::AMQPClass;
 use amq_protocol::protocol::basic::{self, AMQPProperties, parse_properties};
 use bytes::{Bytes, BytesMut};
 use ferry_broker::messaging::{Message, Published, Queue};
+use ferry_util::time::now_ms;
 
 use super::{Channel, Perm};
 use crate::confirms::Confirms;
@@ -256,8 +257,4 @@ impl Channel {
         cx.vhost.delayed_on_durable(offset, move |ok| confirms.complete(seq, ok));
         Ok(Vec::new())
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

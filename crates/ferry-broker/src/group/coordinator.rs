@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use ferry_log::{Log, LogManager};
+use ferry_util::sync::lock;
+use ferry_util::time::now_ms_u64;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -103,21 +105,13 @@ pub struct GroupCoordinator {
     log: Arc<Log>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl GroupCoordinator {
     /// Opens the internal log and rebuilds groups and offsets from it.
     pub fn open(data_dir: &Path, logs: &LogManager, config: CoordinatorConfig) -> Result<Arc<GroupCoordinator>> {
         let log = internal_log::open(data_dir, logs, "__consumer_offsets")?;
         let mut groups = HashMap::new();
         let mut offsets: HashMap<String, GroupOffsets> = HashMap::new();
-        let now = now_ms();
+        let now = now_ms_u64();
         internal_log::replay(&log, |key, value| {
             let Ok(key) = serde_json::from_slice::<Key>(key) else { return };
             match key {
@@ -169,7 +163,7 @@ impl GroupCoordinator {
     /// Runs `f` on the group (created if missing), persisting a generation change.
     fn with_group<R>(&self, id: &str, f: impl FnOnce(&mut ClassicGroup) -> R) -> R {
         let mut groups = lock(&self.groups);
-        let g = groups.entry(id.to_string()).or_insert_with(|| ClassicGroup::new(id, 0, None, now_ms()));
+        let g = groups.entry(id.to_string()).or_insert_with(|| ClassicGroup::new(id, 0, None, now_ms_u64()));
         let generation = g.generation;
         let r = f(g);
         if g.generation != generation {
@@ -283,7 +277,7 @@ impl GroupCoordinator {
                 // A group member commits for a group this broker never saw.
                 None if generation >= 0 => return Err(GroupError::IllegalGeneration),
                 None => {
-                    groups.insert(group.to_string(), ClassicGroup::new(group, 0, None, now_ms()));
+                    groups.insert(group.to_string(), ClassicGroup::new(group, 0, None, now_ms_u64()));
                 }
             }
         }
@@ -444,7 +438,7 @@ impl GroupCoordinator {
 
     fn tick(&self) {
         let now = Instant::now();
-        let ms = now_ms();
+        let ms = now_ms_u64();
         let mut expired = Vec::new();
         {
             let mut groups = lock(&self.groups);
@@ -492,7 +486,7 @@ mod tests {
     }
 
     fn committed(offset: i64) -> Committed {
-        Committed { offset, leader_epoch: -1, metadata: Some("m".into()), commit_ms: now_ms() }
+        Committed { offset, leader_epoch: -1, metadata: Some("m".into()), commit_ms: now_ms_u64() }
     }
 
     fn join(member: &str) -> Join {

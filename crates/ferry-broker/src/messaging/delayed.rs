@@ -50,7 +50,7 @@ impl DelayStore {
 
     /// Stores `m` (its `deliver_at` set); returns its offset.
     pub fn add(&self, m: &Message) -> Result<u64> {
-        let batch = message::encode(m, super::queue::now_ms())?;
+        let batch = message::encode(m, ferry_util::time::now_ms())?;
         let mut t = self.cursor.lock();
         let offset = self.cursor.log().append(&batch)?.base_offset;
         t.extra.insert((m.deliver_at.unwrap_or(0), offset));

@@ -1,10 +1,11 @@
 //! Messages that leave a queue or wait before entering one: dead-lettering
 //! (with the front-end's `x-death` rewrite), delayed retries
 //! (`x-retry-delays`) and the routing of due delayed messages.
+use ferry_util::time::now_ms;
 
 use super::exchange::Headers;
 use super::message::{Message, StoredMessage};
-use super::queue::{Letter, Queue, now_ms};
+use super::queue::{Letter, Queue};
 use super::vhost::Vhost;
 use super::{Death, MessagingError};
 

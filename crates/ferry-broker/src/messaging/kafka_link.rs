@@ -26,11 +26,12 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use ferry_records::records::NewRecord;
+use ferry_util::time::now_ms;
 use serde::{Deserialize, Serialize};
 
 use super::MessagingError;
 use super::message::{H_EXCHANGE, H_PROPERTIES, Message};
-use super::queue::{Queue, now_ms};
+use super::queue::Queue;
 use crate::partition::Appended;
 use crate::stored::StoredRecord;
 use crate::{Broker, BrokerError, bridge};

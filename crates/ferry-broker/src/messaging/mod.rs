@@ -114,7 +114,7 @@ impl Vhosts {
             loop {
                 std::thread::sleep(Duration::from_millis(5));
                 let Some(v) = weak.upgrade() else { return };
-                let now = queue::now_ms();
+                let now = ferry_util::time::now_ms();
                 for vhost in v.all() {
                     vhost.fire_delayed(now);
                 }

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use bytes::Bytes;
 use ferry_log::Log;
+use ferry_util::time::{now_ms, now_ms_u64};
 use tokio::sync::Notify;
 
 use crate::error::Result;
@@ -105,10 +106,6 @@ pub enum Published {
 /// (RabbitMQ's reasons: rejected, expired, maxlen, delivery_limit).
 pub type Letter = (StoredMessage, &'static str);
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue").field("spec", &self.spec).finish_non_exhaustive()
@@ -137,7 +134,7 @@ impl Queue {
             deleted: AtomicBool::new(false),
             consumers: Mutex::new(Consumers::default()),
             vhost: OnceLock::new(),
-            last_used: AtomicU64::new(now_ms() as u64),
+            last_used: AtomicU64::new(now_ms_u64()),
             stats: QueueStats::default(),
         });
         if q.args.max_length_bytes.is_some() || q.args.max_priority.is_some() {
@@ -218,7 +215,7 @@ impl Queue {
 
     /// Records a use (declare, consume, get) for x-expires.
     pub fn touch(&self) {
-        self.last_used.store(now_ms() as u64, Ordering::Relaxed);
+        self.last_used.store(now_ms_u64(), Ordering::Relaxed);
     }
 
     /// Unused past its x-expires.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ferry_log::{FlushPolicy, LogConfig, LogManager};
+use ferry_util::sync::lock;
 use serde::{Deserialize, Serialize};
 
 use super::args::QueueArgs;
@@ -15,8 +16,9 @@ use super::delayed::DelayStore;
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind, Headers};
 use super::kafka_link::{Feed, Hooks};
 use super::message::Message;
-use super::queue::{Queue, QueueSpec, now_ms};
+use super::queue::{Queue, QueueSpec};
 use super::{MessagingError, encode_name};
+use ferry_util::time::now_ms;
 
 type Result<T, E = MessagingError> = std::result::Result<T, E>;
 
@@ -54,10 +56,6 @@ pub struct Vhost {
     pub(super) delays: DelayStore,
     /// Queues fed from Kafka topics.
     feeds: Mutex<Vec<Feed>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn rd<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {

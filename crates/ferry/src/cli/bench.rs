@@ -447,7 +447,7 @@ async fn producer_task(
                 stamp(&mut v, clock);
                 v
             });
-            records.push((super::produce::now_ms(), stamped));
+            records.push((ferry_util::time::now_ms(), stamped));
         }
         let n = records.len() as u64;
         made += n;

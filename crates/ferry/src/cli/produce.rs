@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use ferry_client::Record;
 use ferry_records::compression::Compression;
 use ferry_records::partitioner::partition_for_key;
+use ferry_util::time::now_ms;
 use serde_json::json;
 
 use super::output::json;
@@ -65,10 +66,6 @@ pub struct ProduceArgs {
     pub batch_records: usize,
     #[command(flatten)]
     pub conn: ClientArgs,
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {

@@ -100,7 +100,7 @@ pub struct ClassicMember {
 
 /// A consumer group on the classic rebalance protocol.
 pub struct ClassicGroup {
-    /// The group id.
+    /// The `group.id` clients name the group by.
     pub id: String,
     /// Where the group is in its rebalance cycle.
     pub state: ClassicGroupState,

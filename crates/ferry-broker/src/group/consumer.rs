@@ -74,7 +74,7 @@ impl Assignor {
 
 /// A consumer group on the KIP-848 protocol.
 pub struct ConsumerGroup {
-    /// The group id.
+    /// The `group.id` clients name the group by.
     pub id: String,
     /// The group epoch: bumped on every change of membership, subscriptions,
     /// assignor or subscribed topics' partitions.

@@ -52,7 +52,7 @@ struct GroupRecord {
 
 /// A member as DescribeGroups shows it.
 pub struct MemberDescription {
-    /// The member id.
+    /// The member id the coordinator assigned.
     pub member_id: String,
     /// The group instance id of a static member.
     pub instance_id: Option<String>,
@@ -68,13 +68,13 @@ pub struct MemberDescription {
 
 /// A classic group as DescribeGroups shows it.
 pub struct GroupDescription {
-    /// The group's state.
+    /// The group's state; DescribeGroups reports its name.
     pub state: ClassicGroupState,
     /// The protocol type; empty if the group has none.
     pub protocol_type: String,
     /// The chosen protocol (assignor); empty if none was chosen.
     pub protocol: String,
-    /// The current generation.
+    /// The current generation; 0 before the first completed rebalance.
     pub generation: i32,
     /// The members, in member id order.
     pub members: Vec<MemberDescription>,

@@ -44,6 +44,7 @@ pub struct LatencyHistogram {
 }
 
 impl LatencyHistogram {
+    /// An empty histogram over `bounds`: ascending upper bounds in seconds.
     pub fn new(bounds: &'static [f64]) -> LatencyHistogram {
         LatencyHistogram {
             bounds,
@@ -53,6 +54,7 @@ impl LatencyHistogram {
         }
     }
 
+    /// Counts one observation of `d` in the first bucket whose bound is at least `d`.
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         let i = self.bounds.iter().position(|b| secs <= *b).unwrap_or(self.bounds.len());
@@ -63,6 +65,7 @@ impl LatencyHistogram {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Observations so far.
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }
@@ -78,7 +81,9 @@ impl LatencyHistogram {
 /// Requests of one API of one protocol.
 #[derive(Debug)]
 pub struct ApiStats {
+    /// The API's name as the protocol spells it, e.g. "Produce"; the `api` label.
     pub name: &'static str,
+    /// Request latencies, over [`REQUEST_BUCKETS`].
     pub latency: LatencyHistogram,
 }
 
@@ -88,6 +93,7 @@ pub type ErrorCounts = fn() -> Vec<(i32, &'static str, u64)>;
 /// What one protocol front-end counts. Created once per listener.
 #[derive(Debug)]
 pub struct ProtocolMetrics {
+    /// The protocol's name, e.g. "kafka"; the `protocol` label.
     pub protocol: &'static str,
     /// Indexed by the protocol's API number; `None` where there is no API.
     apis: Vec<Option<ApiStats>>,
@@ -165,18 +171,22 @@ impl TopicStats {
         self.records_out.fetch_add(records, Ordering::Relaxed);
     }
 
+    /// Record bytes appended so far.
     pub fn bytes_in(&self) -> u64 {
         self.bytes_in.load(Ordering::Relaxed)
     }
 
+    /// Records appended so far.
     pub fn records_in(&self) -> u64 {
         self.records_in.load(Ordering::Relaxed)
     }
 
+    /// Record bytes handed to readers so far.
     pub fn bytes_out(&self) -> u64 {
         self.bytes_out.load(Ordering::Relaxed)
     }
 
+    /// Records handed to readers so far.
     pub fn records_out(&self) -> u64 {
         self.records_out.load(Ordering::Relaxed)
     }
@@ -220,22 +230,27 @@ impl QueueStats {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Messages stored in the queue so far.
     pub fn published_count(&self) -> u64 {
         self.published.load(Ordering::Relaxed)
     }
 
+    /// Deliveries so far, redeliveries included.
     pub fn delivered_count(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
     }
 
+    /// Deliveries with the redelivered flag so far.
     pub fn redelivered_count(&self) -> u64 {
         self.redelivered.load(Ordering::Relaxed)
     }
 
+    /// Deliveries acknowledged so far.
     pub fn acked_count(&self) -> u64 {
         self.acked.load(Ordering::Relaxed)
     }
 
+    /// Messages dead-lettered so far.
     pub fn dead_lettered_count(&self) -> u64 {
         self.dead_lettered.load(Ordering::Relaxed)
     }

@@ -17,14 +17,20 @@ use super::GroupError;
 /// The group states of Kafka's classic protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClassicGroupState {
+    /// No members; committed offsets may still be kept.
     Empty,
+    /// A join round is open: members (re)join until all have or the rebalance timeout passes.
     PreparingRebalance,
+    /// The join round completed; waiting for the leader's SyncGroup with the assignment.
     CompletingRebalance,
+    /// Every member has its assignment for the current generation.
     Stable,
+    /// The group is gone; joins get COORDINATOR_NOT_AVAILABLE.
     Dead,
 }
 
 impl ClassicGroupState {
+    /// The state's name as Kafka reports it in DescribeGroups and ListGroups.
     pub fn name(self) -> &'static str {
         match self {
             ClassicGroupState::Empty => "Empty",
@@ -39,46 +45,74 @@ impl ClassicGroupState {
 /// What a JoinGroup gets back.
 #[derive(Clone, Debug, Default)]
 pub struct JoinResult {
+    /// Why the join failed; `None` on success.
     pub error: Option<GroupError>,
+    /// The generation the member joined; -1 on most errors.
     pub generation: i32,
+    /// The group's protocol type (e.g. "consumer"), once it has one.
     pub protocol_type: Option<String>,
+    /// The protocol (assignor) the members' vote chose.
     pub protocol: Option<String>,
+    /// The leader's member id; empty if the group has none.
     pub leader: String,
+    /// The joining member's id, newly assigned if it joined with an empty one.
     pub member_id: String,
-    /// For the leader only: every member with its metadata for the chosen protocol.
+    /// For the leader only: every member as (member id, group instance id,
+    /// metadata for the chosen protocol).
     pub members: Vec<(String, Option<String>, Vec<u8>)>,
 }
 
 /// What a SyncGroup gets back.
 #[derive(Clone, Debug, Default)]
 pub struct SyncResult {
+    /// Why the sync failed; `None` on success.
     pub error: Option<GroupError>,
+    /// The group's protocol type.
     pub protocol_type: Option<String>,
+    /// The protocol (assignor) chosen in the join round.
     pub protocol: Option<String>,
+    /// This member's assignment as the leader encoded it; empty if it got none.
     pub assignment: Vec<u8>,
 }
 
+/// A member of a classic group.
 pub struct ClassicMember {
+    /// The member id the coordinator assigned.
     pub id: String,
+    /// The group instance id of a static member (KIP-345); `None` for a dynamic one.
     pub instance_id: Option<String>,
+    /// The client id from the member's request header.
     pub client_id: String,
+    /// The address the member connected from.
     pub client_host: String,
+    /// Silence longer than this removes the member.
     pub session_timeout: Duration,
+    /// How long a rebalance round waits for this member to rejoin.
     pub rebalance_timeout: Duration,
+    /// Supported protocols as (name, metadata), most preferred first.
     pub protocols: Vec<(String, Vec<u8>)>,
+    /// The assignment from the last SyncGroup, as the leader encoded it.
     pub assignment: Vec<u8>,
     last_heartbeat: Instant,
     join: Option<oneshot::Sender<JoinResult>>,
     sync: Option<oneshot::Sender<SyncResult>>,
 }
 
+/// A consumer group on the classic rebalance protocol.
 pub struct ClassicGroup {
+    /// The `group.id` clients name the group by.
     pub id: String,
+    /// Where the group is in its rebalance cycle.
     pub state: ClassicGroupState,
+    /// Counts completed join rounds; persisted so it survives restarts.
     pub generation: i32,
+    /// The protocol type the members share (e.g. "consumer"); `None` until one joins.
     pub protocol_type: Option<String>,
+    /// The protocol (assignor) chosen in the last join round.
     pub protocol: Option<String>,
+    /// The member id of the leader, which computes the assignment.
     pub leader: Option<String>,
+    /// The members by member id.
     pub members: BTreeMap<String, ClassicMember>,
     /// When the current rebalance gives up waiting for members.
     deadline: Option<Instant>,
@@ -92,19 +126,29 @@ pub struct ClassicGroup {
 
 /// A join request's parameters.
 pub struct Join {
+    /// The member's id; empty on its first join.
     pub member_id: String,
+    /// The group instance id of a static member (KIP-345).
     pub instance_id: Option<String>,
+    /// The client id from the request header.
     pub client_id: String,
+    /// The address the member connected from.
     pub client_host: String,
+    /// Silence longer than this removes the member.
     pub session_timeout: Duration,
+    /// How long a rebalance round waits for the member to rejoin.
     pub rebalance_timeout: Duration,
+    /// The protocol type, e.g. "consumer" or "connect".
     pub protocol_type: String,
+    /// Supported protocols as (name, metadata), most preferred first; must not be empty.
     pub protocols: Vec<(String, Vec<u8>)>,
     /// v4+: unknown members must first get an id (KIP-394).
     pub require_known_member_id: bool,
 }
 
 impl ClassicGroup {
+    /// An empty group at `generation` (0 for a new group, the persisted one
+    /// on restart); `now_ms` (wall clock) starts its offset-expiry clock.
     pub fn new(id: &str, generation: i32, protocol_type: Option<String>, now_ms: u64) -> ClassicGroup {
         ClassicGroup {
             id: id.to_string(),

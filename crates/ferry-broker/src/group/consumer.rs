@@ -14,14 +14,22 @@ use super::GroupError;
 /// A topic partition by name.
 pub type TopicPartition = (String, i32);
 
+/// A member of a KIP-848 consumer group.
 pub struct ConsumerMember {
+    /// The member id (client-chosen, or a UUID the coordinator made).
     pub id: String,
+    /// The group instance id of a static member; `None` for a dynamic one.
     pub instance_id: Option<String>,
+    /// The client's rack, as it reported it.
     pub rack_id: Option<String>,
+    /// The client id from the request header.
     pub client_id: String,
+    /// The address the member connected from.
     pub client_host: String,
+    /// The member epoch: the group epoch its current assignment belongs to.
     pub epoch: i32,
     previous_epoch: i32,
+    /// Topic names it subscribes to (`subscribed_topic_names`).
     pub subscribed: Vec<String>,
     /// `subscribed_topic_regex`, matched against whole topic names.
     pub regex: Option<TopicRegex>,
@@ -46,6 +54,7 @@ pub enum Assignor {
 }
 
 impl Assignor {
+    /// The assignor a heartbeat's `server_assignor` names; `None` if unknown.
     pub fn from_name(name: &str) -> Option<Assignor> {
         match name {
             "uniform" => Some(Assignor::Uniform),
@@ -54,6 +63,7 @@ impl Assignor {
         }
     }
 
+    /// The name clients use for it, as in Kafka.
     pub fn name(self) -> &'static str {
         match self {
             Assignor::Uniform => "uniform",
@@ -62,10 +72,16 @@ impl Assignor {
     }
 }
 
+/// A consumer group on the KIP-848 protocol.
 pub struct ConsumerGroup {
+    /// The `group.id` clients name the group by.
     pub id: String,
+    /// The group epoch: bumped on every change of membership, subscriptions,
+    /// assignor or subscribed topics' partitions.
     pub epoch: i32,
+    /// The members by member id.
     pub members: BTreeMap<String, ConsumerMember>,
+    /// The server-side assignor computing the target assignment.
     pub assignor: Assignor,
     /// Partition counts of the subscribed topics the targets were computed
     /// for (0: the topic does not exist yet).
@@ -75,17 +91,20 @@ pub struct ConsumerGroup {
 /// A subscription's regular expression (RE2 syntax, as Kafka's RE2/J),
 /// matching whole topic names.
 pub struct TopicRegex {
+    /// The expression as the member sent it, without the anchors added.
     pub pattern: String,
     compiled: regex::Regex,
 }
 
 impl TopicRegex {
+    /// Compiles `pattern`, anchored at both ends; INVALID_REGULAR_EXPRESSION if it does not compile.
     pub fn new(pattern: &str) -> Result<TopicRegex, GroupError> {
         let compiled =
             regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|_| GroupError::InvalidRegularExpression)?;
         Ok(TopicRegex { pattern: pattern.to_string(), compiled })
     }
 
+    /// Whether the whole topic name matches.
     pub fn matches(&self, topic: &str) -> bool {
         self.compiled.is_match(topic)
     }
@@ -94,17 +113,25 @@ impl TopicRegex {
 /// What the group sees of the topics: partition counts by name, and every
 /// name (asked for only when a member subscribes by regular expression).
 pub struct Topics<'a> {
+    /// A topic's partition count; 0 if it does not exist.
     pub partitions: &'a dyn Fn(&str) -> usize,
+    /// Every topic name.
     pub names: &'a dyn Fn() -> Vec<String>,
 }
 
 /// One ConsumerGroupHeartbeat.
 pub struct Heartbeat {
+    /// The member id; empty on a first join lets the coordinator pick one.
     pub member_id: String,
+    /// 0: join; >0: the member's current epoch; -1: leave; -2: a static member leaving for now.
     pub member_epoch: i32,
+    /// The group instance id of a static member.
     pub instance_id: Option<String>,
+    /// The client's rack.
     pub rack_id: Option<String>,
+    /// The client id from the request header.
     pub client_id: String,
+    /// The address the member connected from.
     pub client_host: String,
     /// None: unchanged since the last heartbeat.
     pub subscribed: Option<Vec<String>>,
@@ -116,14 +143,18 @@ pub struct Heartbeat {
     pub server_assignor: Option<String>,
 }
 
+/// What a ConsumerGroupHeartbeat gets back.
 pub struct HeartbeatResult {
+    /// The member's id, newly made if it joined without one.
     pub member_id: String,
+    /// The member's epoch now; echoes the request's negative epoch on leave.
     pub member_epoch: i32,
     /// Set when the member's assignment changed: everything it should own.
     pub assignment: Option<BTreeSet<TopicPartition>>,
 }
 
 impl ConsumerGroup {
+    /// An empty group at group epoch `epoch`, with the uniform assignor.
     pub fn new(id: &str, epoch: i32) -> ConsumerGroup {
         ConsumerGroup {
             id: id.to_string(),
@@ -134,6 +165,8 @@ impl ConsumerGroup {
         }
     }
 
+    /// The group state as Kafka names it: "Empty", "Reconciling" while any
+    /// member has yet to reach its target at the group epoch, else "Stable".
     pub fn state(&self) -> &'static str {
         if self.members.is_empty() {
             "Empty"

@@ -27,9 +27,13 @@ use super::consumer::{ConsumerGroup, Heartbeat, HeartbeatResult, Topics};
 /// A committed offset.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Committed {
+    /// The next offset the group will consume.
     pub offset: i64,
+    /// The leader epoch of the committed record; -1 if the client did not say.
     pub leader_epoch: i32,
+    /// The client's free-form metadata string.
     pub metadata: Option<String>,
+    /// Wall-clock ms of the commit.
     pub commit_ms: u64,
 }
 
@@ -48,19 +52,31 @@ struct GroupRecord {
 
 /// A member as DescribeGroups shows it.
 pub struct MemberDescription {
+    /// The member id the coordinator assigned.
     pub member_id: String,
+    /// The group instance id of a static member.
     pub instance_id: Option<String>,
+    /// The client id from the member's request header.
     pub client_id: String,
+    /// The address the member connected from.
     pub client_host: String,
+    /// The member's metadata for the group's chosen protocol; empty if none.
     pub metadata: Vec<u8>,
+    /// The member's assignment from the last SyncGroup.
     pub assignment: Vec<u8>,
 }
 
+/// A classic group as DescribeGroups shows it.
 pub struct GroupDescription {
+    /// The group's state; DescribeGroups reports its name.
     pub state: ClassicGroupState,
+    /// The protocol type; empty if the group has none.
     pub protocol_type: String,
+    /// The chosen protocol (assignor); empty if none was chosen.
     pub protocol: String,
+    /// The current generation; 0 before the first completed rebalance.
     pub generation: i32,
+    /// The members, in member id order.
     pub members: Vec<MemberDescription>,
 }
 
@@ -71,8 +87,9 @@ pub struct CoordinatorConfig {
     pub initial_rebalance_delay: Duration,
     /// `offsets.retention.minutes`, in ms.
     pub offsets_retention_ms: u64,
-    /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`.
+    /// `group.min.session.timeout.ms`: joins asking for less are refused.
     pub min_session_timeout: Duration,
+    /// `group.max.session.timeout.ms`: joins asking for more are refused.
     pub max_session_timeout: Duration,
     /// `group.consumer.session.timeout.ms` (KIP-848 groups).
     pub consumer_session_timeout: Duration,
@@ -96,6 +113,7 @@ impl Default for CoordinatorConfig {
 /// A group's committed offsets by (topic, partition).
 pub type GroupOffsets = BTreeMap<(String, i32), Committed>;
 
+/// Owns every consumer group, classic and KIP-848, and their committed offsets.
 pub struct GroupCoordinator {
     config: CoordinatorConfig,
     /// KIP-848 groups (ConsumerGroupHeartbeat), apart from classic ones.
@@ -172,6 +190,8 @@ impl GroupCoordinator {
         r
     }
 
+    /// Handles a JoinGroup, creating the classic group if missing; joins whose
+    /// session timeout is outside the configured bounds get INVALID_SESSION_TIMEOUT.
     pub fn join(&self, group: &str, j: Join) -> oneshot::Receiver<JoinResult> {
         if j.session_timeout < self.config.min_session_timeout || j.session_timeout > self.config.max_session_timeout {
             let (tx, rx) = oneshot::channel();
@@ -186,6 +206,7 @@ impl GroupCoordinator {
         self.with_group(group, |g| g.join(j, Instant::now(), delay))
     }
 
+    /// Handles a SyncGroup; the answer arrives once the leader's assignment has.
     pub fn sync(
         &self,
         group: &str,
@@ -196,6 +217,7 @@ impl GroupCoordinator {
         self.with_group(group, |g| g.sync(member, generation, assignments, Instant::now()))
     }
 
+    /// Handles a classic Heartbeat; `None` means the member is in good standing.
     pub fn heartbeat(&self, group: &str, member: &str, generation: i32) -> Option<GroupError> {
         match lock(&self.groups).get_mut(group) {
             Some(g) => g.heartbeat(member, generation, Instant::now()),
@@ -203,6 +225,7 @@ impl GroupCoordinator {
         }
     }
 
+    /// Handles a LeaveGroup of one member, by member id or static instance id.
     pub fn leave(&self, group: &str, member: &str, instance: Option<&str>) -> Option<GroupError> {
         let mut groups = lock(&self.groups);
         let Some(g) = groups.get_mut(group) else { return Some(GroupError::UnknownMemberId) };
@@ -214,7 +237,8 @@ impl GroupCoordinator {
         r
     }
 
-    /// A KIP-848 heartbeat. `partitions` gives a topic's partition count.
+    /// A KIP-848 heartbeat; `topics` shows the group the topics it may subscribe to.
+    /// Refused while a classic group of that name has members.
     pub fn consumer_heartbeat(
         &self,
         group: &str,
@@ -325,7 +349,7 @@ impl GroupCoordinator {
         rx
     }
 
-    /// Committed offsets of a group (all of them, or the given partitions).
+    /// All committed offsets of a group; empty if it has none.
     pub fn committed(&self, group: &str) -> GroupOffsets {
         lock(&self.offsets).get(group).cloned().unwrap_or_default()
     }
@@ -343,6 +367,7 @@ impl GroupCoordinator {
         out
     }
 
+    /// Describes a classic group; `None` if there is none of that name.
     pub fn describe(&self, group: &str) -> Option<GroupDescription> {
         let groups = lock(&self.groups);
         let g = groups.get(group)?;

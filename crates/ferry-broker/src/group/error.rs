@@ -5,15 +5,25 @@ use crate::error::BrokerError;
 /// Group errors, named after Kafka's codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GroupError {
+    /// The member id is not (or no longer) in the group.
     UnknownMemberId,
+    /// The request names a generation other than the group's current one.
     IllegalGeneration,
+    /// A rebalance round is under way; the member must rejoin.
     RebalanceInProgress,
+    /// The join's protocol type or protocols match none the group's members share.
     InconsistentGroupProtocol,
+    /// KIP-394: the member must join again with the member id handed back.
     MemberIdRequired,
+    /// KIP-345: another member id now holds this static instance id.
     FencedInstanceId,
+    /// The session timeout is outside the broker's allowed range.
     InvalidSessionTimeout,
+    /// The group still has members, so it cannot be deleted.
     NonEmptyGroup,
+    /// No group with this id exists.
     GroupIdNotFound,
+    /// The group cannot be served now (it is dead, or its offsets log failed).
     CoordinatorNotAvailable,
     /// KIP-848: the member's epoch is not the current one; it must rejoin.
     FencedMemberEpoch,

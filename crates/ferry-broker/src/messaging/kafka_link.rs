@@ -47,9 +47,15 @@ pub type HeadersFromProperties = Arc<dyn Fn(&[u8]) -> Vec<(String, Vec<u8>)> + S
 /// front-end's property codec.
 #[derive(Clone, Default)]
 pub struct Hooks {
+    /// The broker's topics, for exchanges bound to topics and queues fed
+    /// from them; `None`: neither is available.
     pub broker: Option<Arc<Broker>>,
+    /// The dead-letter property rewrite; `None` keeps properties as they are.
     pub death: Option<super::DeathHook>,
+    /// Builds a fed message's properties from its record's headers, for
+    /// records that carry no stored properties (written by Kafka clients).
     pub properties_from_headers: Option<PropertiesFromHeaders>,
+    /// Builds a record's headers from a message's properties when it goes to a topic.
     pub headers_from_properties: Option<HeadersFromProperties>,
 }
 

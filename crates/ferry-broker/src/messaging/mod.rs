@@ -36,16 +36,22 @@ pub use vhost::{MAX_MESSAGE_BYTES, Vhost};
 /// protocol's codes (AMQP: 404, 406, 405, 403, 503, 541).
 #[derive(Debug, thiserror::Error)]
 pub enum MessagingError {
+    /// A named vhost, exchange, queue or topic does not exist.
     #[error("NOT_FOUND - {0}")]
     NotFound(String),
+    /// A redeclaration with other settings, or arguments or a state that forbid the operation.
     #[error("PRECONDITION_FAILED - {0}")]
     PreconditionFailed(String),
+    /// An exclusive queue owned by another connection.
     #[error("RESOURCE_LOCKED - {0}")]
     ResourceLocked(String),
+    /// An operation not permitted on this object (e.g. the default exchange).
     #[error("ACCESS_REFUSED - {0}")]
     AccessRefused(String),
+    /// A request that is invalid in itself.
     #[error("COMMAND_INVALID - {0}")]
     CommandInvalid(String),
+    /// A storage or broker failure, not the client's fault.
     #[error("INTERNAL_ERROR - {0}")]
     Internal(#[from] crate::BrokerError),
 }
@@ -66,9 +72,13 @@ impl From<ferry_log::LogError> for MessagingError {
 /// the `x-death` header).
 #[derive(Clone, Debug)]
 pub struct Death<'a> {
+    /// The queue the message left.
     pub queue: &'a str,
+    /// Why, in RabbitMQ's words: "rejected", "expired", "maxlen" or "delivery_limit".
     pub reason: &'static str,
+    /// The exchange the message was first published to.
     pub exchange: &'a str,
+    /// The routing key the message was first published with.
     pub routing_key: &'a str,
     /// Wall-clock seconds.
     pub time: i64,
@@ -145,6 +155,7 @@ impl Vhosts {
         Ok(vhosts)
     }
 
+    /// The virtual host `name`; `None` if the broker does not serve it.
     pub fn get(&self, name: &str) -> Option<Arc<Vhost>> {
         self.vhosts.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }

@@ -34,20 +34,26 @@ const READ_AHEAD: usize = 256 * 1024;
 /// A queue's declared properties.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueueSpec {
+    /// The queue's name, unique within its virtual host.
     pub name: String,
+    /// Survives a broker restart (definition and persistent messages).
     pub durable: bool,
     /// The connection that owns an exclusive queue.
     pub exclusive_owner: Option<u64>,
+    /// Deleted once its last consumer is gone (having had one).
     pub auto_delete: bool,
+    /// The declare's `x-` arguments, as given; parsed into [`QueueArgs`].
     pub arguments: Headers,
 }
 
 /// One message handed to a consumer.
 #[derive(Clone, Debug)]
 pub struct Delivery {
+    /// The message, with its offset in the queue's log.
     pub message: StoredMessage,
     /// May have been delivered before (a requeue, or before a restart).
     pub redelivered: bool,
+    /// Deliveries of this message so far, this one included (1 on the first).
     pub delivery_count: u32,
 }
 
@@ -66,8 +72,11 @@ struct Ready {
 /// The cursor with the queue's state beside it, locked.
 type Cursor = Tracked<Ready>;
 
+/// A queue: its log, its cursor and its consumers.
 pub struct Queue {
+    /// How it was declared.
     pub spec: QueueSpec,
+    /// Its parsed `x-` arguments (limits, dead-lettering, priorities, ...).
     pub args: QueueArgs,
     log: Arc<Log>,
     dir: PathBuf,
@@ -182,6 +191,7 @@ impl Queue {
         let _ = self.vhost.set(vhost);
     }
 
+    /// The queue's name.
     pub fn name(&self) -> &str {
         &self.spec.name
     }
@@ -204,6 +214,7 @@ impl Queue {
         &self.notify
     }
 
+    /// Whether the queue was deleted; consumers still holding it should stop.
     pub fn is_deleted(&self) -> bool {
         self.deleted.load(Ordering::Acquire)
     }
@@ -587,6 +598,7 @@ impl Queue {
         self.consumers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Consumers registered now.
     pub fn consumer_count(&self) -> u32 {
         self.consumers().count
     }

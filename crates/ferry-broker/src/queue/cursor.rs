@@ -26,10 +26,13 @@ pub const DELIVERED_WINDOW: u64 = 1024;
 /// (for byte limits; 0 where nobody counts bytes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Outstanding {
+    /// Deliveries so far, the current one included.
     pub count: u32,
+    /// Body size in bytes; 0 where nobody counts bytes.
     pub size: u32,
 }
 
+/// The acknowledgement state of one log (see the module docs).
 #[derive(Debug, Default)]
 pub struct Cursor {
     floor: u64,
@@ -74,6 +77,7 @@ impl Cursor {
         Snapshot { floor: self.floor, acked: self.acked.ranges(), delivered_mark: self.delivered_mark }
     }
 
+    /// Every offset below this is acknowledged; the log below it may go.
     pub fn floor(&self) -> u64 {
         self.floor
     }
@@ -88,6 +92,7 @@ impl Cursor {
         self.boot_end
     }
 
+    /// Whether `offset` is acknowledged (below the floor or in a range above).
     pub fn is_acked(&self, offset: u64) -> bool {
         offset < self.floor || self.acked.contains(offset)
     }
@@ -102,14 +107,17 @@ impl Cursor {
         end.saturating_sub(self.floor).saturating_sub(self.acked.count_from(self.floor))
     }
 
+    /// Deliveries out with consumers, not yet settled.
     pub fn unacked_len(&self) -> usize {
         self.unacked.len()
     }
 
+    /// Deliveries handed back, waiting to go out again.
     pub fn requeued_len(&self) -> usize {
         self.requeued.len()
     }
 
+    /// The delivery of `offset` if it is out with a consumer.
     pub fn outstanding(&self, offset: u64) -> Option<Outstanding> {
         self.unacked.get(&offset).copied()
     }
@@ -150,6 +158,7 @@ impl Cursor {
         self.requeued.pop_first()
     }
 
+    /// The lowest handed-back offset, left in the requeued set.
     pub fn first_requeued(&self) -> Option<u64> {
         self.requeued.first_key_value().map(|(&o, _)| o)
     }

@@ -54,6 +54,8 @@ pub enum Trim {
 
 /// The cursor, the user's state beside it and the journal, under one lock.
 pub struct Tracked<S> {
+    /// The acknowledgement state; change it through `Tracked`'s methods
+    /// where one exists, so the change is journaled.
     pub cursor: Cursor,
     /// What the cursor's user keeps with it.
     pub extra: S,
@@ -121,6 +123,7 @@ impl<S> Tracked<S> {
     }
 }
 
+/// A log with its durable cursor; `S` is what the user keeps beside the cursor.
 pub struct CursorLog<S> {
     log: Arc<Log>,
     state: Mutex<Tracked<S>>,
@@ -141,10 +144,12 @@ impl<S> CursorLog<S> {
         Ok(CursorLog { log, state: Mutex::new(tracked), trim })
     }
 
+    /// The log the cursor runs over.
     pub fn log(&self) -> &Arc<Log> {
         &self.log
     }
 
+    /// Locks the cursor and the user's state (a poisoned lock is taken over).
     pub fn lock(&self) -> MutexGuard<'_, Tracked<S>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

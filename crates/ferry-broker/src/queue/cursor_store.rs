@@ -16,13 +16,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+/// What `cursor.json` holds: enough to recover a [`Cursor`](crate::queue::Cursor).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// Every offset below this is acknowledged.
     pub floor: u64,
+    /// Acknowledged ranges above the floor, each `[start, end)`.
     pub acked: Vec<(u64, u64)>,
+    /// Offsets below this may have been delivered (the "possibly delivered" mark).
     pub delivered_mark: u64,
 }
 
+/// A cursor's snapshot and journal files in one directory.
 pub struct CursorStore {
     dir: PathBuf,
     journal: Arc<File>,
@@ -63,6 +68,7 @@ impl CursorStore {
         Ok((CursorStore { dir: dir.to_path_buf(), journal: Arc::new(journal), journal_len }, snap))
     }
 
+    /// Journal bytes written since the last snapshot.
     pub fn journal_len(&self) -> u64 {
         self.journal_len
     }
@@ -78,6 +84,7 @@ impl CursorStore {
         Ok(())
     }
 
+    /// Journals the acknowledgement of each of `offsets`.
     pub fn journal_acks(&mut self, offsets: &[u64]) -> Result<()> {
         let mut buf = Vec::with_capacity(offsets.len() * 9);
         for o in offsets {
@@ -87,6 +94,7 @@ impl CursorStore {
         self.append(&buf)
     }
 
+    /// Journals the acknowledgement of `[from, to)`.
     pub fn journal_range(&mut self, from: u64, to: u64) -> Result<()> {
         let mut buf = Vec::with_capacity(18);
         buf.push(b'R');
@@ -96,6 +104,7 @@ impl CursorStore {
         self.append(&buf)
     }
 
+    /// Journals the "possibly delivered" mark moving to `mark`.
     pub fn journal_mark(&mut self, mark: u64) -> Result<()> {
         let mut buf = Vec::with_capacity(9);
         buf.push(b'D');

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+/// A set of offsets as disjoint half-open ranges.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RangeSet {
     /// start -> end (exclusive); ranges never touch or overlap.
@@ -10,10 +11,12 @@ pub struct RangeSet {
 }
 
 impl RangeSet {
+    /// Adds one offset.
     pub fn insert(&mut self, offset: u64) {
         self.insert_range(offset, offset + 1);
     }
 
+    /// Adds `[start, end)`, merging with ranges it touches; nothing if `start >= end`.
     pub fn insert_range(&mut self, mut start: u64, mut end: u64) {
         if start >= end {
             return;
@@ -34,6 +37,7 @@ impl RangeSet {
         self.ranges.insert(start, end);
     }
 
+    /// Whether `offset` is in the set.
     pub fn contains(&self, offset: u64) -> bool {
         self.ranges.range(..=offset).next_back().is_some_and(|(_, &e)| offset < e)
     }
@@ -75,6 +79,7 @@ impl RangeSet {
         n + self.ranges.range(from..).map(|(&s, &e)| e - s).sum::<u64>()
     }
 
+    /// The ranges as `[start, end)` pairs, ascending.
     pub fn ranges(&self) -> Vec<(u64, u64)> {
         self.ranges.iter().map(|(&s, &e)| (s, e)).collect()
     }

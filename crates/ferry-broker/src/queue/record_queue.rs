@@ -46,6 +46,7 @@ struct ReadAhead {
     read_pos: u64,
 }
 
+/// One numbered queue of stored records with its durable cursor.
 pub struct RecordQueue {
     cursor: CursorLog<ReadAhead>,
     /// Deleted from disk: the maintenance thread leaves it alone.
@@ -55,7 +56,9 @@ pub struct RecordQueue {
 /// A record handed out for delivery.
 #[derive(Clone, Debug)]
 pub struct Taken {
+    /// The record's offset in the queue's log; acknowledge by it.
     pub offset: u64,
+    /// The record as appended: key, value, headers, timestamp.
     pub record: StoredRecord,
     /// Handed out before (to an earlier consumer, or before a restart).
     pub redelivered: bool,
@@ -282,6 +285,7 @@ impl RecordQueue {
         self.cursor.lock().cursor.unacked_below(self.end())
     }
 
+    /// Whether no durable record waits.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -40,7 +40,7 @@ impl Confirms {
 
     /// Publish `seq` is settled: on disk where it had to be (`ok`), or not.
     pub fn complete(&self, seq: u64, ok: bool) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.done.insert(seq, ok);
         let mut out = BytesMut::new();
         let mut run: Option<(u64, u64)> = None; // first and last of a run of acks

@@ -41,21 +41,20 @@ fn rewrite(raw: &[u8], d: &Death<'_>) -> Option<(Bytes, Headers)> {
             && text(t.inner().get("reason")) == Some(d.reason.as_bytes())
     };
     let existing = deaths.iter().position(|v| matches!(v, AMQPValue::FieldTable(t) if same(t)));
-    let mut entry = match existing.map(|i| deaths.remove(i)) {
-        Some(AMQPValue::FieldTable(t)) => t,
-        _ => {
-            let mut t = FieldTable::default();
-            t.insert("queue".into(), AMQPValue::LongString(d.queue.into()));
-            t.insert("reason".into(), AMQPValue::LongString(d.reason.into()));
-            t.insert("exchange".into(), AMQPValue::LongString(d.exchange.into()));
-            let keys = FieldArray::from(vec![AMQPValue::LongString(d.routing_key.into())]);
-            t.insert("routing-keys".into(), AMQPValue::FieldArray(keys));
-            if let Some(e) = props.expiration() {
-                t.insert("original-expiration".into(), AMQPValue::LongString(e.as_str().into()));
-            }
-            t.insert("count".into(), AMQPValue::LongLongInt(0));
-            t
+    let mut entry = if let Some(AMQPValue::FieldTable(t)) = existing.map(|i| deaths.remove(i)) {
+        t
+    } else {
+        let mut t = FieldTable::default();
+        t.insert("queue".into(), AMQPValue::LongString(d.queue.into()));
+        t.insert("reason".into(), AMQPValue::LongString(d.reason.into()));
+        t.insert("exchange".into(), AMQPValue::LongString(d.exchange.into()));
+        let keys = FieldArray::from(vec![AMQPValue::LongString(d.routing_key.into())]);
+        t.insert("routing-keys".into(), AMQPValue::FieldArray(keys));
+        if let Some(e) = props.expiration() {
+            t.insert("original-expiration".into(), AMQPValue::LongString(e.as_str().into()));
         }
+        t.insert("count".into(), AMQPValue::LongLongInt(0));
+        t
     };
     let count = match entry.inner().get("count") {
         Some(AMQPValue::LongLongInt(n)) => *n,

@@ -71,7 +71,7 @@ impl Shared {
     }
 
     pub fn lock(&self) -> MutexGuard<'_, DeliveryState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn credit(&self, tag: &str) -> Credit {

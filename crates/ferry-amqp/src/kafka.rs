@@ -105,7 +105,7 @@ mod tests {
         assert!(readable.contains(&("customer".into(), b"42".to_vec())));
         let back = properties_from_headers(&[(b"content-type", b"text/plain"), (b"k", b"v"), (b"amqp.exchange", b"x")]);
         let (_, p) = parse_properties(&back[..]).unwrap();
-        assert_eq!(p.content_type().as_ref().map(|s| s.as_str()), Some("text/plain"));
+        assert_eq!(p.content_type().as_ref().map(amq_protocol::types::ShortString::as_str), Some("text/plain"));
         assert_eq!(p.delivery_mode(), &Some(2));
         let t = p.headers().clone().unwrap();
         assert_eq!(t.inner().get("k"), Some(&AMQPValue::LongString("v".into())));

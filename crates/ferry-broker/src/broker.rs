@@ -140,14 +140,14 @@ impl Broker {
         let topics_dir = config.data_dir.join("topics");
         fs::create_dir_all(&topics_dir)?;
         let cluster_path = config.data_dir.join("cluster.json");
-        let cluster_id = match fs::read(&cluster_path).ok().and_then(|b| serde_json::from_slice::<ClusterFile>(&b).ok())
+        let cluster_id = if let Some(c) =
+            fs::read(&cluster_path).ok().and_then(|b| serde_json::from_slice::<ClusterFile>(&b).ok())
         {
-            Some(c) => c.cluster_id,
-            None => {
-                let c = ClusterFile { cluster_id: Uuid::new_v4().simple().to_string() };
-                write_json(&cluster_path, &c)?;
-                c.cluster_id
-            }
+            c.cluster_id
+        } else {
+            let c = ClusterFile { cluster_id: Uuid::new_v4().simple().to_string() };
+            write_json(&cluster_path, &c)?;
+            c.cluster_id
         };
         let dynamic = fs::read(config.data_dir.join("broker-config.json"))
             .ok()

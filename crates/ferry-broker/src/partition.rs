@@ -76,7 +76,7 @@ impl Partition {
     pub fn snapshot_producers(&self) -> Result<()> {
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let mut p = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut p = self.producers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         p.expire(now, self.producer_expiration_ms);
         p.snapshot(self.log.dir())
     }
@@ -132,7 +132,7 @@ impl Partition {
             self.track_unstable(&states);
             info.base_offset
         };
-        let flush = self.settings.read().unwrap_or_else(|p| p.into_inner()).log.flush;
+        let flush = self.settings.read().unwrap_or_else(std::sync::PoisonError::into_inner).log.flush;
         if flush == FlushPolicy::Always {
             self.log.flush_to(offset + 1)?;
         }
@@ -186,7 +186,7 @@ impl Partition {
     /// Wakes `waiter` (once) the next time the high watermark advances.
     /// Register before checking for data, so no append slips between.
     pub fn register_waiter(&self, waiter: &Arc<Notify>) {
-        let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.waiters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         w.retain(Waiter::alive);
         w.push(Waiter::Task(Arc::downgrade(waiter)));
     }
@@ -194,7 +194,7 @@ impl Partition {
     /// [`Partition::register_waiter`] for a thread: `signal` is raised
     /// once, the next time the high watermark or the LSO moves.
     pub fn register_signal(&self, signal: &Arc<Signal>) {
-        let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self.waiters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         w.retain(Waiter::alive);
         if !w.iter().any(|x| matches!(x, Waiter::Thread(s) if std::ptr::eq(s.as_ptr(), Arc::as_ptr(signal)))) {
             w.push(Waiter::Thread(Arc::downgrade(signal)));
@@ -207,7 +207,7 @@ impl Partition {
     /// log's flusher thread.
     pub fn append(&self, batches: &[u8], acks: Acks) -> Result<Appended> {
         let _span = tracing::debug_span!("append", topic = %self.topic, partition = self.index).entered();
-        let settings = self.settings.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let settings = self.settings.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         if acks == Acks::All && settings.min_insync_replicas > 1 {
             return Err(BrokerError::NotEnoughReplicas { isr: 1, min: settings.min_insync_replicas });
         }
@@ -233,7 +233,7 @@ impl Partition {
     /// producer's sequence; a retry of a batch already written is answered
     /// with the original offsets instead of being appended again.
     fn append_idempotent(&self, batches: &[u8]) -> Result<AppendInfo> {
-        let mut states = self.producers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut states = self.producers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let mut total: Option<AppendInfo> = None;
@@ -345,7 +345,7 @@ impl Waiter {
 /// Wakes (and forgets) everyone waiting: each registers again for the next
 /// move.
 fn wake(waiters: &Mutex<Vec<Waiter>>) {
-    let list = std::mem::take(&mut *waiters.lock().unwrap_or_else(|p| p.into_inner()));
+    let list = std::mem::take(&mut *waiters.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     for w in list {
         match w {
             Waiter::Task(n) => n.upgrade().into_iter().for_each(|n| n.notify_one()),
@@ -365,14 +365,15 @@ pub struct Signal {
 impl Signal {
     /// Wakes the waiting thread (or the next one to wait).
     pub fn raise(&self) {
-        *self.raised.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        *self.raised.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
         self.cv.notify_all();
     }
 
     /// Waits until raised (true) or `timeout` passes (false); lowers it.
     pub fn wait(&self, timeout: std::time::Duration) -> bool {
-        let raised = self.raised.lock().unwrap_or_else(|p| p.into_inner());
-        let (mut raised, _) = self.cv.wait_timeout_while(raised, timeout, |r| !*r).unwrap_or_else(|p| p.into_inner());
+        let raised = self.raised.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (mut raised, _) =
+            self.cv.wait_timeout_while(raised, timeout, |r| !*r).unwrap_or_else(std::sync::PoisonError::into_inner);
         std::mem::take(&mut *raised)
     }
 }

@@ -270,7 +270,7 @@ impl ProducerIds {
 
     /// A new producer id.
     pub fn next(&self) -> Result<i64> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if s.0 >= s.1 {
             let end = s.0 + BLOCK;
             write_atomic(
@@ -286,7 +286,7 @@ impl ProducerIds {
 
     /// Whether `id` was ever handed out by this broker.
     pub fn issued(&self, id: i64) -> bool {
-        id >= 0 && id < self.state.lock().unwrap_or_else(|p| p.into_inner()).0
+        id >= 0 && id < self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0
     }
 }
 

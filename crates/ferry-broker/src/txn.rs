@@ -470,12 +470,12 @@ impl TxnCoordinator {
                 match m.state {
                     TxnState::PrepareCommit | TxnState::PrepareAbort => preparing.push(id.clone()),
                     TxnState::Ongoing if m.start_ms.saturating_add(m.timeout_ms.max(0) as u64) < now => {
-                        timed_out.push(id.clone())
+                        timed_out.push(id.clone());
                     }
                     TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
                         if m.update_ms.saturating_add(self.config.id_expiration_ms) < now =>
                     {
-                        expired.push(id.clone())
+                        expired.push(id.clone());
                     }
                     _ => {}
                 }

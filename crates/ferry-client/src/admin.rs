@@ -96,7 +96,7 @@ impl Client {
             .iter()
             .map(|c| ConfigEntry {
                 name: c.name.to_string(),
-                value: c.value.as_ref().map(|v| v.to_string()),
+                value: c.value.as_ref().map(std::string::ToString::to_string),
                 source: source_name(c.config_source),
                 read_only: c.read_only,
             })

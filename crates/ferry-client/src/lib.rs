@@ -13,9 +13,6 @@
 //! caller's behalf) so that the CLI, `ferry bench` and broker-to-broker
 //! calls can share it.
 
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
-
 mod admin;
 mod assignor;
 mod batches;

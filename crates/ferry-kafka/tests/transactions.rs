@@ -125,7 +125,7 @@ async fn start() -> (tempfile::TempDir, Arc<Broker>, Client) {
     broker.create_topic("t", Some(1), &BTreeMap::new(), false).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let config = ferry_kafka::KafkaConfig { advertised_port: port as i32, ..Default::default() };
+    let config = ferry_kafka::KafkaConfig { advertised_port: i32::from(port), ..Default::default() };
     let ctx = Arc::new(ferry_kafka::Ctx { broker: broker.clone(), config });
     let (stop, rx) = tokio::sync::watch::channel(false);
     std::mem::forget(stop);
@@ -164,7 +164,7 @@ async fn describe_and_list_show_each_transactions_state() {
     };
     let ids: Vec<_> = r.transaction_states.iter().map(|t| t.transactional_id.to_string()).collect();
     assert_eq!(ids, ["app-a"]);
-    assert_eq!(r.unknown_state_filters.iter().map(|s| s.to_string()).collect::<Vec<_>>(), ["Bogus"]);
+    assert_eq!(r.unknown_state_filters.iter().map(std::string::ToString::to_string).collect::<Vec<_>>(), ["Bogus"]);
     let ResponseKind::ListTransactions(r) =
         c.call(ApiKey::ListTransactions, 2, RequestKind::ListTransactions(list(&[], Some("app-.*")))).await
     else {

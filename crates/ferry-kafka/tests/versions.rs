@@ -35,9 +35,9 @@ fn request(key: ApiKey, v: i16, topic_id: uuid::Uuid, batch: &Bytes) -> RequestK
                 produce_request::PartitionProduceData::default().with_index(0).with_records(Some(batch.clone())),
             ]);
             if v >= 13 {
-                t.topic_id = topic_id
+                t.topic_id = topic_id;
             } else {
-                t.name = name("t")
+                t.name = name("t");
             }
             RequestKind::Produce(ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![t]))
         }
@@ -49,9 +49,9 @@ fn request(key: ApiKey, v: i16, topic_id: uuid::Uuid, batch: &Bytes) -> RequestK
                     .with_partition_max_bytes(1 << 20),
             ]);
             if v >= 13 {
-                t.topic_id = topic_id
+                t.topic_id = topic_id;
             } else {
-                t.topic = name("t")
+                t.topic = name("t");
             }
             let mut r = FetchRequest::default().with_max_wait_ms(0).with_min_bytes(1).with_topics(vec![t]);
             if v >= 3 {
@@ -128,7 +128,7 @@ fn request(key: ApiKey, v: i16, topic_id: uuid::Uuid, batch: &Bytes) -> RequestK
             RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![
                 create_partitions_request::CreatePartitionsTopic::default()
                     .with_name(name("grow"))
-                    .with_count(v as i32 + 2),
+                    .with_count(i32::from(v) + 2),
             ]))
         }
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
@@ -321,7 +321,7 @@ async fn every_api_at_every_version_round_trips() {
     broker.create_topic("grow", Some(1), &BTreeMap::new(), false).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let config = ferry_kafka::KafkaConfig { advertised_port: port as i32, ..Default::default() };
+    let config = ferry_kafka::KafkaConfig { advertised_port: i32::from(port), ..Default::default() };
     let ctx = Arc::new(ferry_kafka::Ctx { broker: broker.clone(), config });
     let (_stop, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(ferry_kafka::serve(listener, ctx, rx));
@@ -411,7 +411,7 @@ fn check(resp: &ResponseKind, key: ApiKey, v: i16) {
         ResponseKind::DeleteTopics(r) => assert_eq!(r.responses[0].error_code, 0, "{key:?} v{v}"),
         ResponseKind::DeleteRecords(r) => assert_eq!(r.topics[0].partitions[0].error_code, 0, "{key:?} v{v}"),
         ResponseKind::DescribeConfigs(r) => {
-            assert!(r.results.iter().all(|x| x.error_code == 0 && !x.configs.is_empty()), "{key:?} v{v}: {r:?}")
+            assert!(r.results.iter().all(|x| x.error_code == 0 && !x.configs.is_empty()), "{key:?} v{v}: {r:?}");
         }
         ResponseKind::AlterConfigs(r) => assert_eq!(r.responses[0].error_code, 0, "{key:?} v{v}"),
         ResponseKind::IncrementalAlterConfigs(r) => assert_eq!(r.responses[0].error_code, 0, "{key:?} v{v}"),

@@ -492,7 +492,7 @@ fn main() -> Res<()> {
     if fs.starts_with("tmpfs") {
         eprintln!("storage bench: warning: {} is on tmpfs; fsync figures mean nothing there", base.display());
     }
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let (rounds, interval_ms) = (opts.rounds, opts.interval_ms);
     let big = opts.mib * MIB;
     let small = big / 4;

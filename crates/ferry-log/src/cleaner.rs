@@ -242,7 +242,7 @@ impl Output {
 
     /// Makes the output durable; returns its size.
     fn finish(mut self, end: u64) -> Result<u64> {
-        self.file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        self.file.into_inner().map_err(std::io::IntoInnerError::into_error)?.sync_all()?;
         self.ix.seal(rel(self.first, end));
         self.ix.persist(&path(&self.stem, "index.cleaned"), &path(&self.stem, "timeindex.cleaned"), true)?;
         Ok(self.size)

@@ -184,7 +184,7 @@ fn linger<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>, key: usize, rel
         if back >= released || left.is_zero() || st.stopped {
             return st;
         }
-        st = shared.arrived.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0;
+        st = shared.arrived.wait_timeout(st, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
     }
 }
 

@@ -262,11 +262,11 @@ fn read_entries(path: &Path, entry: usize) -> Option<Vec<u8>> {
 
 /// Cuts `path` to `keep` bytes and appends `data`.
 fn append_file(path: &Path, keep: u64, data: &[u8], sync: bool) -> io::Result<()> {
+    use std::io::Seek;
     let mut f = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
     if f.metadata()?.len() != keep {
         f.set_len(keep)?;
     }
-    use std::io::Seek;
     f.seek(io::SeekFrom::Start(keep))?;
     f.write_all(data)?;
     if sync {
@@ -295,7 +295,7 @@ mod tests {
 
     #[test]
     fn sparse_entries_and_lookup() {
-        let batches: Vec<_> = (0..10).map(|i| (i * 10, 100, 1000 + i as i64)).collect();
+        let batches: Vec<_> = (0..10).map(|i| (i * 10, 100, 1000 + i64::from(i))).collect();
         let ix = build(&batches, 250);
         // entries once 250 bytes passed: at batch 3 (pos 300), 6 (600), 9 (900)
         assert_eq!(ix.lookup(0), OffsetEntry { rel: 0, pos: 0 });
@@ -311,7 +311,7 @@ mod tests {
 
     #[test]
     fn truncate_then_refeed_rebuilds_identically() {
-        let batches: Vec<_> = (0..20).map(|i| (i, 100, (i as i64 * 7) % 13)).collect();
+        let batches: Vec<_> = (0..20).map(|i| (i, 100, (i64::from(i) * 7) % 13)).collect();
         let full = build(&batches, 250);
         for cut in [0u32, 1, 250, 301, 1000, 1999, 5000] {
             let mut ix = build(&batches, 250);
@@ -333,7 +333,7 @@ mod tests {
     fn persist_and_load_round_trip_and_reject_garbage() {
         let dir = tempfile::tempdir().unwrap();
         let (i, t) = (dir.path().join("0.index"), dir.path().join("0.timeindex"));
-        let batches: Vec<_> = (0..10).map(|i| (i, 100, i as i64)).collect();
+        let batches: Vec<_> = (0..10).map(|i| (i, 100, i64::from(i))).collect();
         let mut ix = build(&batches, 150);
         ix.persist(&i, &t, true).unwrap();
         let loaded = Indexes::load(&i, &t, 1000).unwrap();

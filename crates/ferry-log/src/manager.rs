@@ -161,7 +161,8 @@ fn every(
         let (flag, cv) = &*stop;
         loop {
             let guard = lock(flag);
-            let (guard, _) = cv.wait_timeout_while(guard, interval, |s| !*s).unwrap_or_else(|p| p.into_inner());
+            let (guard, _) =
+                cv.wait_timeout_while(guard, interval, |s| !*s).unwrap_or_else(std::sync::PoisonError::into_inner);
             if *guard {
                 return;
             }

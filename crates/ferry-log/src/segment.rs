@@ -358,16 +358,13 @@ pub fn recover(seg: &Arc<Segment>, cache: &SegmentCache, from: u64, interval: u6
     let mut buf = Vec::new();
     let mut truncated = false;
     while pos < file_len {
-        match read_valid_batch(&file, pos, file_len, end, &mut buf) {
-            Some(h) => {
-                ix.on_batch(rel(seg.base, h.base_offset), pos as u32, h.size as u64, h.max_timestamp, interval);
-                end = h.next_offset();
-                pos += h.size as u64;
-            }
-            None => {
-                truncated = true;
-                break;
-            }
+        if let Some(h) = read_valid_batch(&file, pos, file_len, end, &mut buf) {
+            ix.on_batch(rel(seg.base, h.base_offset), pos as u32, h.size as u64, h.max_timestamp, interval);
+            end = h.next_offset();
+            pos += h.size as u64;
+        } else {
+            truncated = true;
+            break;
         }
     }
     if truncated || pos < file_len {

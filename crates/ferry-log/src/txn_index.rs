@@ -151,7 +151,7 @@ impl TxnIndex {
 
     /// Replaces the file with the in-memory entries (write, fsync, rename).
     fn rewrite(&self) -> Result<()> {
-        let bytes: Vec<u8> = read(&self.entries).iter().flat_map(|e| e.encode()).collect();
+        let bytes: Vec<u8> = read(&self.entries).iter().flat_map(AbortedTxn::encode).collect();
         if bytes.is_empty() {
             return match fs::remove_file(&self.path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),

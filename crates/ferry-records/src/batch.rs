@@ -214,7 +214,7 @@ pub(crate) mod tests {
         let mut records = Vec::new();
         for i in 0..count {
             // length, attributes, tsDelta, offsetDelta, key(-1), value, headers(0)
-            let mut rec = vec![0u8, zigzag(0), zigzag(i as i64), 1];
+            let mut rec = vec![0u8, zigzag(0), zigzag(i64::from(i)), 1];
             rec.push(zigzag(payload.len() as i64));
             rec.extend_from_slice(payload);
             rec.push(0);

@@ -628,7 +628,7 @@ fn ms(nanos: u64) -> f64 {
 // --------------------------------------------------------------- machine --
 
 fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 fn filesystem(dir: &Path) -> String {

@@ -64,7 +64,7 @@ fn parse_args() -> Options {
             "--rate" => o.rate = num("--rate") as u64,
             "--seconds" => o.seconds = num("--seconds"),
             "--only" => o.only.push(args.next().expect("--only needs a case name")),
-            "--bench" => {}
+            // `--bench` (added by cargo) and anything else: ignored.
             _ => {}
         }
     }
@@ -342,15 +342,14 @@ async fn publisher(
             None => epoch.elapsed(),
         };
         if qos > 0 {
-            let permit = match window.try_acquire() {
-                Ok(p) => p,
-                Err(_) => {
-                    if !out.is_empty() {
-                        wr.write_all(&out).await.unwrap();
-                        out.clear();
-                    }
-                    window.acquire().await.unwrap()
+            let permit = if let Ok(p) = window.try_acquire() {
+                p
+            } else {
+                if !out.is_empty() {
+                    wr.write_all(&out).await.unwrap();
+                    out.clear();
                 }
+                window.acquire().await.unwrap()
             };
             permit.forget();
             pid = pid.checked_add(1).unwrap_or(1);
@@ -497,7 +496,7 @@ fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "MQTT benchmark: ferry (release) vs {version}, {} CPUs, load average {}",
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
     let n = opts.messages;

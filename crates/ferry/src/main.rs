@@ -149,7 +149,7 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         // Flush, checkpoint and close every log; persist queue cursors.
         tokio::task::spawn_blocking(move || {
             vhosts.shutdown();
-            broker.shutdown()
+            broker.shutdown();
         })
         .await?;
         tracing::info!("stopped");

@@ -72,9 +72,8 @@ impl Channel {
                     .on(60, 40));
                 }
                 let raw = payload.slice(12..);
-                let props = match parse_properties(&raw[..]) {
-                    Ok((_, props)) => props,
-                    Err(_) => return Err(AmqpError::new(SYNTAX_ERROR, "malformed content properties")),
+                let Ok((_, props)) = parse_properties(&raw[..]) else {
+                    return Err(AmqpError::new(SYNTAX_ERROR, "malformed content properties"));
                 };
                 p.header = Some((size, raw, props));
             }
@@ -134,7 +133,11 @@ impl Channel {
             },
         };
         let headers = props.headers().as_ref().map(values::headers).unwrap_or_default();
-        let delay = if delayed { headers.get("x-delay").and_then(|v| v.as_int()).filter(|d| *d > 0) } else { None };
+        let delay = if delayed {
+            headers.get("x-delay").and_then(ferry_broker::messaging::HeaderValue::as_int).filter(|d| *d > 0)
+        } else {
+            None
+        };
         let msg = Message {
             retry_queue: None,
             retries: 0,

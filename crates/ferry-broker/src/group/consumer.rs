@@ -434,7 +434,7 @@ mod tests {
             rack_id: None,
             client_id: "c".into(),
             client_host: "h".into(),
-            subscribed: subscribed.map(|s| s.iter().map(|x| x.to_string()).collect()),
+            subscribed: subscribed.map(|s| s.iter().map(std::string::ToString::to_string).collect()),
             owned: owned.map(|o| o.iter().cloned().collect()),
             server_assignor: None,
             regex: None,

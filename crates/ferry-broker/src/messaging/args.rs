@@ -79,11 +79,11 @@ impl QueueArgs {
                 }
                 "x-dead-letter-exchange" => {
                     a.dead_letter_exchange =
-                        Some(v.as_str().ok_or_else(|| format!("invalid arg '{k}': {v:?}"))?.to_string())
+                        Some(v.as_str().ok_or_else(|| format!("invalid arg '{k}': {v:?}"))?.to_string());
                 }
                 "x-dead-letter-routing-key" => {
                     a.dead_letter_routing_key =
-                        Some(v.as_str().ok_or_else(|| format!("invalid arg '{k}': {v:?}"))?.to_string())
+                        Some(v.as_str().ok_or_else(|| format!("invalid arg '{k}': {v:?}"))?.to_string());
                 }
                 "x-delivery-limit" => {
                     a.delivery_limit = Some(u32::try_from(non_negative(k, v)?).unwrap_or(u32::MAX));
@@ -100,7 +100,7 @@ impl QueueArgs {
                     a.max_priority = Some(p as u8);
                 }
                 "x-kafka-topic" => {
-                    a.kafka_topic = Some(v.as_str().ok_or_else(|| format!("invalid arg '{k}': {v:?}"))?.to_string())
+                    a.kafka_topic = Some(v.as_str().ok_or_else(|| format!("invalid arg '{k}': {v:?}"))?.to_string());
                 }
                 "x-retry-delays" => {
                     let bad = || format!("invalid arg '{k}': {v:?} (comma-separated milliseconds)");

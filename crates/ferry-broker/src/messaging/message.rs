@@ -201,15 +201,15 @@ fn decode_batch(buf: &Bytes, header: &BatchHeader, batch: &[u8], out: &mut Vec<S
                 k if k == H_PERSISTENT.as_bytes() => m.persistent = v == b"1",
                 k if k == H_PRIORITY.as_bytes() => m.priority = v.first().copied().unwrap_or(0),
                 k if k == H_DELIVER_AT.as_bytes() => {
-                    m.deliver_at = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok())
+                    m.deliver_at = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok());
                 }
                 k if k == H_ROUTE_HEADERS.as_bytes() => m.headers = serde_json::from_slice(v).unwrap_or_default(),
                 k if k == H_RETRY_QUEUE.as_bytes() => m.retry_queue = Some(String::from_utf8_lossy(v).into_owned()),
                 k if k == H_RETRIES.as_bytes() => {
-                    m.retries = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+                    m.retries = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
                 }
                 k if k == H_EXPIRES_AT.as_bytes() => {
-                    m.expires_at = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok())
+                    m.expires_at = std::str::from_utf8(v).ok().and_then(|s| s.parse().ok());
                 }
                 _ => {}
             }

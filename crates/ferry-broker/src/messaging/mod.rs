@@ -157,11 +157,11 @@ impl Vhosts {
 
     /// The virtual host `name`; `None` if the broker does not serve it.
     pub fn get(&self, name: &str) -> Option<Arc<Vhost>> {
-        self.vhosts.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.vhosts.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Vhost>> {
-        self.vhosts.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.vhosts.read().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect()
     }
 
     fn maintain(&self, sync: bool) {

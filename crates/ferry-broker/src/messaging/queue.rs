@@ -595,7 +595,7 @@ impl Queue {
     }
 
     fn consumers(&self) -> MutexGuard<'_, Consumers> {
-        self.consumers.lock().unwrap_or_else(|p| p.into_inner())
+        self.consumers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Consumers registered now.

@@ -59,10 +59,10 @@ pub struct Vhost {
 }
 
 fn rd<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|p| p.into_inner())
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 fn wr<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn queue_log_config() -> LogConfig {
@@ -184,7 +184,7 @@ impl Vhost {
     }
 
     fn admin(&self) -> MutexGuard<'_, ()> {
-        self.admin.lock().unwrap_or_else(|p| p.into_inner())
+        self.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Rewrites definitions.json (atomically, fsynced). Caller holds `admin`.

@@ -151,7 +151,7 @@ impl<S> CursorLog<S> {
 
     /// Locks the cursor and the user's state (a poisoned lock is taken over).
     pub fn lock(&self) -> MutexGuard<'_, Tracked<S>> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The journal file, to fsync off the async threads.

@@ -84,7 +84,7 @@ impl Broker {
 
 fn maintain_all(open: &Registry) {
     let queues: Vec<(u64, Arc<RecordQueue>)> = {
-        let mut map = open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         map.retain(|_, q| q.strong_count() > 0);
         map.iter().filter_map(|(&id, q)| Some((id, q.upgrade()?))).collect()
     };
@@ -112,13 +112,15 @@ impl RecordQueueStore {
         let log = broker.log_manager().open(&dir, config)?;
         let cursor = CursorLog::open(&dir, log, Snapshots::Synced, Trim::ToFloor, ReadAhead::default())?;
         let q = Arc::new(RecordQueue { cursor, removed: AtomicBool::new(false) });
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, Arc::downgrade(&q));
+        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, Arc::downgrade(&q));
         Ok(q)
     }
 
     /// Deletes queue `id` and its data. The queue must no longer be used.
     pub fn remove(&self, id: u64) -> Result<()> {
-        if let Some(q) = self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id).and_then(|q| q.upgrade()) {
+        if let Some(q) =
+            self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id).and_then(|q| q.upgrade())
+        {
             q.removed.store(true, Ordering::Release);
         }
         let dir = self.dir.join(id.to_string());

@@ -109,25 +109,22 @@ pub fn delete_topics(c: &Call, req: DeleteTopicsRequest) -> Reply {
                 None => broker.topic_by_id(id),
             };
             let mut r = DeletableTopicResult::default().with_name(name.clone());
-            match topic {
-                Some(t) => {
-                    if v >= 6 {
-                        r.topic_id = t.id;
-                        r.name = Some(TopicName(StrBytes::from_string(t.name.clone())));
-                    }
-                    if let Err(e) = broker.delete_topic(&t.name) {
-                        r.error_code = error_code(&e);
-                    }
+            if let Some(t) = topic {
+                if v >= 6 {
+                    r.topic_id = t.id;
+                    r.name = Some(TopicName(StrBytes::from_string(t.name.clone())));
                 }
-                None => {
-                    r.error_code = if name.is_some() {
-                        ResponseError::UnknownTopicOrPartition.code()
-                    } else {
-                        ResponseError::UnknownTopicId.code()
-                    };
-                    if v >= 6 {
-                        r.topic_id = id;
-                    }
+                if let Err(e) = broker.delete_topic(&t.name) {
+                    r.error_code = error_code(&e);
+                }
+            } else {
+                r.error_code = if name.is_some() {
+                    ResponseError::UnknownTopicOrPartition.code()
+                } else {
+                    ResponseError::UnknownTopicId.code()
+                };
+                if v >= 6 {
+                    r.topic_id = id;
                 }
             }
             r

@@ -74,16 +74,17 @@ pub fn describe(c: &Call, req: DescribeConfigsRequest) -> Reply {
                 res.configuration_keys.as_ref().is_none_or(|k| k.is_empty() || k.iter().any(|x| &**x == name))
             };
             let entries: Vec<(String, Entry, bool)> = match res.resource_type {
-                TOPIC => match broker.topic(&res.resource_name) {
-                    Some(t) => config_entries(&defaults, &t.overrides())
-                        .into_iter()
-                        .map(|e| (e.def.name.to_string(), e, false))
-                        .collect(),
-                    None => {
+                TOPIC => {
+                    if let Some(t) = broker.topic(&res.resource_name) {
+                        config_entries(&defaults, &t.overrides())
+                            .into_iter()
+                            .map(|e| (e.def.name.to_string(), e, false))
+                            .collect()
+                    } else {
                         r.error_code = ResponseError::UnknownTopicOrPartition.code();
                         Vec::new()
                     }
-                },
+                }
                 BROKER if is_this_broker(c, &res.resource_name) => config_entries(&defaults, &BTreeMap::new())
                     .into_iter()
                     .map(|e| (e.def.broker_name.to_string(), e, false))
@@ -231,7 +232,7 @@ pub fn incremental_alter(c: &Call, req: IncrementalAlterConfigsRequest) -> Reply
             let outcome = current(c, res.resource_type, &res.resource_name).and_then(|mut configs| {
                 for op in &res.configs {
                     let name = op.name.to_string();
-                    let value = op.value.as_ref().map(|v| v.to_string());
+                    let value = op.value.as_ref().map(std::string::ToString::to_string);
                     match (op.config_operation, value) {
                         (0, Some(v)) => {
                             configs.insert(name, v);

@@ -201,7 +201,7 @@ impl Fetch {
                     r.aborted =
                         part.aborted_txns(offset, lso).iter().map(|a| (a.producer_id, a.first_offset as i64)).collect();
                 }
-                r.records = slice
+                r.records = slice;
             }
             Err(e @ BrokerError::Log(LogError::OffsetOutOfRange { .. })) => r.error = error_code(&e),
             Err(e) => {

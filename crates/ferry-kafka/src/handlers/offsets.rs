@@ -100,21 +100,19 @@ type TopicOffsets = (TopicName, Vec<(i32, Option<Committed>)>);
 /// Committed offsets for the requested topics (None: all the group has).
 fn fetch_group(c: &Call, group: &str, topics: Option<Vec<(TopicName, Vec<i32>)>>) -> Vec<TopicOffsets> {
     let committed = c.ctx.broker.groups().committed(group);
-    match topics {
-        Some(ts) => ts
-            .into_iter()
+    if let Some(ts) = topics {
+        ts.into_iter()
             .map(|(name, parts)| {
                 let parts = parts.into_iter().map(|p| (p, committed.get(&(name.to_string(), p)).cloned())).collect();
                 (name, parts)
             })
-            .collect(),
-        None => {
-            let mut by_topic: BTreeMap<String, Vec<(i32, Option<Committed>)>> = BTreeMap::new();
-            for ((t, p), c) in committed {
-                by_topic.entry(t).or_default().push((p, Some(c)));
-            }
-            by_topic.into_iter().map(|(t, ps)| (TopicName(StrBytes::from_string(t)), ps)).collect()
+            .collect()
+    } else {
+        let mut by_topic: BTreeMap<String, Vec<(i32, Option<Committed>)>> = BTreeMap::new();
+        for ((t, p), c) in committed {
+            by_topic.entry(t).or_default().push((p, Some(c)));
         }
+        by_topic.into_iter().map(|(t, ps)| (TopicName(StrBytes::from_string(t)), ps)).collect()
     }
 }
 

@@ -93,9 +93,9 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
             }
             let mut t = TopicProduceResponse::default().with_partition_responses(out);
             if version >= 13 {
-                t.topic_id = topic_id
+                t.topic_id = topic_id;
             } else {
-                t.name = name
+                t.name = name;
             }
             responses.push(t);
         }
@@ -137,9 +137,9 @@ fn invalid_acks(c: &Call, req: ProduceRequest) -> Reply {
                 .collect();
             let mut r = TopicProduceResponse::default().with_partition_responses(parts);
             if c.version >= 13 {
-                r.topic_id = t.topic_id
+                r.topic_id = t.topic_id;
             } else {
-                r.name = t.name
+                r.name = t.name;
             }
             r
         })

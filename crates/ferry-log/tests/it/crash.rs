@@ -17,7 +17,7 @@ mod appender;
 #[test]
 fn acknowledged_batches_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    let seed = u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos());
     eprintln!("crash test seed {seed}");
     let mut rng = seed | 1;
     let mut acked: BTreeMap<u64, u64> = BTreeMap::new(); // seq -> base offset

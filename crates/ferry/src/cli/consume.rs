@@ -128,17 +128,14 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         anyhow::bail!("topic {} has no partition {p}", args.topic);
     }
     let mut member: Option<GroupMembership> = None;
-    let mut offsets = match &args.group {
-        Some(group) => {
-            let m = client.join_group(group, std::slice::from_ref(&args.topic)).await?;
-            let offsets = group_offsets(&client, &m, &args.topic, start).await?;
-            member = Some(m);
-            offsets
-        }
-        None => {
-            let parts = if args.partitions.is_empty() { all } else { args.partitions.clone() };
-            resolve(&client, &args.topic, &parts, start).await?
-        }
+    let mut offsets = if let Some(group) = &args.group {
+        let m = client.join_group(group, std::slice::from_ref(&args.topic)).await?;
+        let offsets = group_offsets(&client, &m, &args.topic, start).await?;
+        member = Some(m);
+        offsets
+    } else {
+        let parts = if args.partitions.is_empty() { all } else { args.partitions.clone() };
+        resolve(&client, &args.topic, &parts, start).await?
     };
     // Ctrl-C ends the loop like --count does, so a group member still
     // commits what it printed and leaves the group.

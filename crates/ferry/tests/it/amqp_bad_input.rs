@@ -78,7 +78,7 @@ impl Raw {
     async fn expect_close(mut self, code: u16) {
         match self.method().await {
             (0, AMQPClass::Connection(connection::AMQPMethod::Close(c))) => {
-                assert_eq!(c.reply_code, code, "reply text: {}", c.reply_text)
+                assert_eq!(c.reply_code, code, "reply text: {}", c.reply_text);
             }
             other => panic!("expected connection.close {code}, got {other:?}"),
         }

@@ -83,7 +83,7 @@ async fn garbage_gets_errors_or_closed_connections_while_clients_carry_on() {
             for _ in 0..200 {
                 let mut s = connect(port);
                 let mut junk = vec![0u8; 64];
-                for byte in junk.iter_mut() {
+                for byte in &mut junk {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;

@@ -292,10 +292,10 @@ const CTP_TEST: &str = "kafka_txn::consume_transform_produce_is_exactly_once_acr
 fn consume_transform_produce_is_exactly_once_across_a_kill() {
     // In the child process (started below with FERRY_CTP_BOOTSTRAP set),
     // this test is the worker.
+    const N: usize = 2_000;
     if let Ok(bootstrap) = std::env::var("FERRY_CTP_BOOTSTRAP") {
         return ctp_worker(bootstrap);
     }
-    const N: usize = 2_000;
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
     block_on(create_topic(&broker, "ctp-in", 3, &[]));
@@ -355,7 +355,7 @@ impl DroppingProxy {
                     forward_responses(s2, c2, produce_ids, |_| {
                         let n = seen.fetch_add(1, Ordering::SeqCst);
                         n % every == every - 1 && d.fetch_add(1, Ordering::SeqCst) < drops
-                    })
+                    });
                 });
             }
         });

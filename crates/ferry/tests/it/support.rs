@@ -39,7 +39,7 @@ impl Broker {
 
     pub fn start_with(data: &Path, args: &[&str]) -> Broker {
         let port = free_port();
-        let args = args.iter().map(|a| a.to_string()).collect();
+        let args = args.iter().map(ToString::to_string).collect();
         let mut b = Broker {
             child: None,
             port,

@@ -42,6 +42,8 @@ pub mod reason {
     pub const NOT_AUTHORIZED: u8 = 0x87;
     /// DISCONNECT: the broker is shutting down.
     pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
+    /// CONNACK: the authentication method is not supported.
+    pub const BAD_AUTHENTICATION_METHOD: u8 = 0x8C;
     /// DISCONNECT: nothing received within 1.5 times the keep alive.
     pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
     /// DISCONNECT: another connection took over the client id.
@@ -208,6 +210,12 @@ pub const TYPE_NAMES: &[(usize, &str)] = &[
     (14, "DISCONNECT"),
     (15, "AUTH"),
 ];
+
+/// The name of control packet type `kind` (the first byte's high nibble),
+/// as in [`TYPE_NAMES`]; `"UNKNOWN"` for one a client does not send.
+pub fn type_name(kind: usize) -> &'static str {
+    TYPE_NAMES.iter().find(|(k, _)| *k == kind).map_or("UNKNOWN", |(_, name)| name)
+}
 
 /// One MQTT control packet, either direction. `pid` is the packet
 /// identifier; `code` a reason code ([`reason`], `SUCCESS` under 3.1.1).

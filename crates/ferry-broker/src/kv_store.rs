@@ -129,4 +129,35 @@ mod tests {
         assert_eq!(kv.get("c").unwrap().value.as_deref(), Some(&b""[..]), "an empty value is not a tombstone");
         assert_eq!(kv.len(), 2);
     }
+
+    #[tokio::test]
+    async fn a_value_larger_than_one_replay_read_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![7u8; 5 << 20];
+        {
+            let b = open(dir.path());
+            let kv = b.kv_store("test/big").unwrap();
+            kv.put("small", Some(StoredRecord { value: Some(b"s".to_vec()), ..Default::default() }))
+                .unwrap()
+                .wait()
+                .await
+                .unwrap();
+            kv.put("big", Some(StoredRecord { value: Some(big.clone()), ..Default::default() }))
+                .unwrap()
+                .wait()
+                .await
+                .unwrap();
+            kv.put("after", Some(StoredRecord { value: Some(b"a".to_vec()), ..Default::default() }))
+                .unwrap()
+                .wait()
+                .await
+                .unwrap();
+            b.shutdown();
+        }
+        let b = open(dir.path());
+        let kv = b.kv_store("test/big").unwrap();
+        assert_eq!(kv.get("big").unwrap().value, Some(big));
+        assert_eq!(kv.get("after").unwrap().value.as_deref(), Some(&b"a"[..]));
+        assert_eq!(kv.len(), 3);
+    }
 }

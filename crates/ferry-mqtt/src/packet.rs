@@ -837,6 +837,15 @@ mod tests {
     }
 
     #[test]
+    fn packet_types_have_the_names_the_metrics_and_spans_use() {
+        assert_eq!(type_name(3), "PUBLISH");
+        assert_eq!(type_name(12), "PINGREQ");
+        // Server-only and invalid types: no name of their own.
+        assert_eq!(type_name(2), "UNKNOWN");
+        assert_eq!(type_name(usize::MAX), "UNKNOWN");
+    }
+
+    #[test]
     fn connect_version_reads_the_protocol_level() {
         let c = Connect {
             version: Version::V5,

@@ -5,12 +5,12 @@
 //! only pushes to their queues.
 //!
 //! One module per packet group, as the Kafka front-end has one per API
-//! group: [`connect`] (CONNECT, authentication, session takeover),
-//! [`publish`] (PUBLISH from the client and its QoS 1/2 acknowledgements),
-//! [`deliver`] (PUBLISH to the client: in-flight window, receive maximum,
-//! the client's acknowledgements), [`subscribe`] (SUBSCRIBE, UNSUBSCRIBE)
-//! and [`disconnect`] (DISCONNECT, the end of a connection, wills). Here:
-//! the loop, the dispatch, and [`Conn::close`], the one place a reason to
+//! group: `connect` (CONNECT, authentication, session takeover),
+//! `publish` (PUBLISH from the client and its QoS 1/2 acknowledgements),
+//! `deliver` (PUBLISH to the client: in-flight window, receive maximum,
+//! the client's acknowledgements), `subscribe` (SUBSCRIBE, UNSUBSCRIBE)
+//! and `disconnect` (DISCONNECT, the end of a connection, wills). Here:
+//! the loop, the dispatch, and `Conn::close`, the one place a reason to
 //! stop becomes a reason code for the client.
 
 mod connect;

@@ -1,9 +1,9 @@
 //! The MQTT broker state shared by every connection, behind one facade
-//! ([`Hub`]): the session registry ([`sessions`]: takeover, expiry,
-//! persistence), the subscription index ([`subscriptions`], shared
-//! subscriptions included), retained messages ([`retained`]), and routing a
+//! ([`Hub`]): the session registry (`sessions`: takeover, expiry,
+//! persistence), the subscription index (`subscriptions`, shared
+//! subscriptions included), retained messages (`retained`), and routing a
 //! published message to its subscribers and to Kafka topics by bridge rules
-//! ([`routing`]).
+//! (`routing`).
 //!
 //! Lock order: the session map, then a session, then the subscription tree.
 

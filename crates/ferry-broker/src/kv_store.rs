@@ -1,17 +1,20 @@
 //! A compacted key/value store on an internal log
 //! (`<data>/internal/<name>`): every put is a record keyed by the key, a
 //! removal is a tombstone, and the in-memory map is rebuilt from the log at
-//! start. MQTT keeps retained messages (keyed by topic) and session state
-//! (keyed by client id) in two of these; nothing here is MQTT-specific.
+//! start. Front-ends keep small keyed state here (one store per concern,
+//! named by the caller); values are [`StoredRecord`]s, so headers travel too.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use ferry_log::{CleanupPolicy, FlushPolicy, Log, LogConfig};
+use ferry_util::sync::lock;
+use ferry_util::time::now_ms;
 
 use crate::broker::Broker;
 use crate::error::Result;
-use crate::stored::{Durable, StoredRecord, decode_batches, encode_batch, now_ms};
+use crate::internal_log;
+use crate::stored::{Durable, StoredRecord, decode_batch, encode_batch};
 
 /// A compacted key/value store on one internal log, with the live entries
 /// kept in memory.
@@ -34,15 +37,8 @@ impl Broker {
         };
         let log = self.log_manager().open(&self.config().data_dir.join("internal").join(name), config)?;
         let mut map = BTreeMap::new();
-        let mut at = log.log_start_offset();
-        while at < log.high_watermark() {
-            let bytes = log.read_bytes(at, 4 << 20)?;
-            if bytes.is_empty() {
-                break;
-            }
-            let mut next = at;
-            for (offset, r) in decode_batches(&bytes)? {
-                next = offset + 1;
+        internal_log::for_each_batch(&log, |h, batch| {
+            for (_, r) in decode_batch(h, batch)? {
                 let Some(key) = r.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()) else { continue };
                 if r.value.is_some() {
                     map.insert(key, r);
@@ -50,9 +46,8 @@ impl Broker {
                     map.remove(&key);
                 }
             }
-            // Compaction can leave gaps; a batch always advances the cursor.
-            at = next.max(at + 1);
-        }
+            Ok(())
+        })?;
         Ok(Arc::new(KvStore { log, map: Mutex::new(map) }))
     }
 }
@@ -104,10 +99,6 @@ impl KvStore {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +128,36 @@ mod tests {
         assert!(kv.get("b").is_none());
         assert_eq!(kv.get("c").unwrap().value.as_deref(), Some(&b""[..]), "an empty value is not a tombstone");
         assert_eq!(kv.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_value_larger_than_one_replay_read_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![7u8; 5 << 20];
+        {
+            let b = open(dir.path());
+            let kv = b.kv_store("test/big").unwrap();
+            kv.put("small", Some(StoredRecord { value: Some(b"s".to_vec()), ..Default::default() }))
+                .unwrap()
+                .wait()
+                .await
+                .unwrap();
+            kv.put("big", Some(StoredRecord { value: Some(big.clone()), ..Default::default() }))
+                .unwrap()
+                .wait()
+                .await
+                .unwrap();
+            kv.put("after", Some(StoredRecord { value: Some(b"a".to_vec()), ..Default::default() }))
+                .unwrap()
+                .wait()
+                .await
+                .unwrap();
+            b.shutdown();
+        }
+        let b = open(dir.path());
+        let kv = b.kv_store("test/big").unwrap();
+        assert_eq!(kv.get("big").unwrap().value, Some(big));
+        assert_eq!(kv.get("after").unwrap().value.as_deref(), Some(&b"a"[..]));
+        assert_eq!(kv.len(), 3);
     }
 }

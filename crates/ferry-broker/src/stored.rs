@@ -1,6 +1,6 @@
-//! Records of the broker's internal stores (retained messages, durable
-//! session queues, bridged messages): a key, a value and named headers,
-//! encoded as ordinary Kafka v2 record batches so any protocol can read them.
+//! Records of the broker's internal stores (key/value stores, record
+//! queues, bridged messages): a key, a value and named headers, encoded as
+//! ordinary Kafka v2 record batches so any protocol can read them.
 
 use std::sync::Arc;
 
@@ -104,10 +104,6 @@ impl Durable {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,7 +113,7 @@ mod tests {
         let r = StoredRecord {
             key: Some(b"a/b".to_vec()),
             value: Some(b"payload".to_vec()),
-            headers: vec![("mqtt.qos".into(), vec![1]), ("x".into(), b"y".to_vec())],
+            headers: vec![("p.qos".into(), vec![1]), ("x".into(), b"y".to_vec())],
             timestamp: 1_700_000_000_000,
         };
         let batch = encode_batch(&[r.clone(), StoredRecord { value: None, ..r.clone() }]).unwrap();

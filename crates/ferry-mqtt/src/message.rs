@@ -40,11 +40,6 @@ const RESPONSE_TOPIC: &str = "mqtt.response_topic";
 const CORRELATION_DATA: &str = "mqtt.correlation_data";
 const PAYLOAD_UTF8: &str = "mqtt.payload_format";
 
-/// Wall-clock time in ms since the Unix epoch (0 if the clock is before it).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Message {
     /// Whether the message expired at `now` (ms).
     pub fn expired(&self, now: i64) -> bool {

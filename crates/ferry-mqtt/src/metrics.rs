@@ -80,6 +80,7 @@ impl MqttStats {
         self.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Messages dropped so far (see [`MqttStats::dropped`]).
     pub fn dropped_count(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -97,6 +98,7 @@ impl Collector for MqttStats {
 }
 
 fn families(e: &mut DescriptorEncoder, m: &MqttStats) -> Result<(), std::fmt::Error> {
+    const QOS: [&str; 3] = ["0", "1", "2"];
     let g = m.gauges();
     family(
         e,
@@ -119,7 +121,6 @@ fn families(e: &mut DescriptorEncoder, m: &MqttStats) -> Result<(), std::fmt::Er
         "MQTT retained messages stored",
         [(Vec::new(), gauge(g.retained as i64))],
     )?;
-    const QOS: [&str; 3] = ["0", "1", "2"];
     let by_qos = |counts: &[AtomicU64; 3]| -> Vec<(Labels, ConstCounter<u64>)> {
         QOS.iter()
             .zip(counts)

@@ -42,6 +42,8 @@ pub mod reason {
     pub const NOT_AUTHORIZED: u8 = 0x87;
     /// DISCONNECT: the broker is shutting down.
     pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
+    /// CONNACK: the authentication method is not supported.
+    pub const BAD_AUTHENTICATION_METHOD: u8 = 0x8C;
     /// DISCONNECT: nothing received within 1.5 times the keep alive.
     pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
     /// DISCONNECT: another connection took over the client id.
@@ -208,6 +210,12 @@ pub const TYPE_NAMES: &[(usize, &str)] = &[
     (14, "DISCONNECT"),
     (15, "AUTH"),
 ];
+
+/// The name of control packet type `kind` (the first byte's high nibble),
+/// as in [`TYPE_NAMES`]; `"UNKNOWN"` for one a client does not send.
+pub fn type_name(kind: usize) -> &'static str {
+    TYPE_NAMES.iter().find(|(k, _)| *k == kind).map_or("UNKNOWN", |(_, name)| name)
+}
 
 /// One MQTT control packet, either direction. `pid` is the packet
 /// identifier; `code` a reason code ([`reason`], `SUCCESS` under 3.1.1).
@@ -390,7 +398,7 @@ fn props_from_v5(p: v5::PublishProperties) -> PublishProps {
         response_topic: p.response_topic.map(|t| Arc::from(&*t)),
         correlation_data: p.correlation_data,
         user_properties: p.user_properties.into_iter().map(|u| (u.name, u.value)).collect(),
-        subscription_id: p.subscription_id.map(|s| s.value()),
+        subscription_id: p.subscription_id.map(mqtt_proto::v5::VarByteInt::value),
         content_type: p.content_type,
     }
 }
@@ -511,7 +519,7 @@ fn from_v5(p: v5::Packet) -> Result<Packet, DecodeError> {
         v5::Packet::Pubcomp(p) => Packet::Pubcomp { pid: p.pid.value(), code: p.reason_code as u8 },
         v5::Packet::Subscribe(s) => Packet::Subscribe {
             pid: s.pid.value(),
-            subscription_id: s.properties.subscription_id.map(|i| i.value()),
+            subscription_id: s.properties.subscription_id.map(mqtt_proto::v5::VarByteInt::value),
             filters: s
                 .topics
                 .into_iter()
@@ -826,6 +834,15 @@ mod tests {
                 assert_eq!(decode(&out, version).unwrap(), packet);
             }
         }
+    }
+
+    #[test]
+    fn packet_types_have_the_names_the_metrics_and_spans_use() {
+        assert_eq!(type_name(3), "PUBLISH");
+        assert_eq!(type_name(12), "PINGREQ");
+        // Server-only and invalid types: no name of their own.
+        assert_eq!(type_name(2), "UNKNOWN");
+        assert_eq!(type_name(usize::MAX), "UNKNOWN");
     }
 
     #[test]

@@ -8,9 +8,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::hub::Hub;
-use crate::message::{Message, now_ms};
+use crate::message::Message;
 
 async fn accept(l: Option<&TcpListener>) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
     match l {
@@ -54,7 +55,7 @@ pub async fn serve(
             m.qos = rule.qos.min(2);
             m.retain = false;
             if m.timestamp <= 0 {
-                m.timestamp = now_ms();
+                m.timestamp = ferry_util::time::now_ms();
             }
             if let Err(e) = h.publish(Arc::new(m)) {
                 tracing::warn!(error = %e, "kafka-to-mqtt bridge publish failed");
@@ -73,23 +74,28 @@ pub async fn serve(
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let (hub, shutdown) = (hub.clone(), shutdown.clone());
-                tasks.spawn(async move {
-                    let r = if websocket {
-                        match tokio::time::timeout(Duration::from_secs(10), crate::ws::accept(stream)).await {
-                            Ok(Ok(ws)) => crate::connection::run(ws, peer, hub, shutdown).await,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "websocket handshake failed");
-                                return;
+                // One span per connection; CONNECT fills in the client id.
+                let span = tracing::info_span!("mqtt", %peer, client_id = tracing::field::Empty);
+                tasks.spawn(
+                    async move {
+                        let r = if websocket {
+                            match tokio::time::timeout(Duration::from_secs(10), crate::ws::accept(stream)).await {
+                                Ok(Ok(ws)) => crate::connection::run(ws, peer, hub, shutdown).await,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, "websocket handshake failed");
+                                    return;
+                                }
+                                Err(_) => return,
                             }
-                            Err(_) => return,
+                        } else {
+                            crate::connection::run(stream, peer, hub, shutdown).await
+                        };
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "mqtt connection closed");
                         }
-                    } else {
-                        crate::connection::run(stream, peer, hub, shutdown).await
-                    };
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "mqtt connection closed");
                     }
-                });
+                    .instrument(span),
+                );
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");

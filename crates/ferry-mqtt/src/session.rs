@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ferry_broker::queue::RecordQueue;
+use ferry_util::sync::lock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
 
@@ -18,10 +19,14 @@ use crate::packet::{SubOptions, Version};
 /// A message on its way to one subscriber.
 #[derive(Clone, Debug)]
 pub struct Delivery {
+    /// The message, shared with every other subscriber it goes to.
     pub msg: Arc<Message>,
     /// min(published QoS, subscription QoS).
     pub qos: u8,
+    /// The RETAIN flag as sent: set for retained messages sent at
+    /// subscribe, and for live ones under retain-as-published.
     pub retain: bool,
+    /// The identifier of the subscription it matched (MQTT 5).
     pub subscription_id: Option<u32>,
     /// Offset in the session's durable queue, for messages read from it.
     pub queue_offset: Option<u64>,
@@ -34,18 +39,25 @@ pub struct Delivery {
 pub struct SubRecord {
     /// The filter as subscribed, `$share/group/` prefix included.
     pub filter: String,
+    /// Maximum QoS granted, 0 to 2.
     pub qos: u8,
+    /// Don't send the subscriber's own publishes back to it.
     #[serde(default)]
     pub no_local: bool,
+    /// Keep the RETAIN flag of live messages as published.
     #[serde(default)]
     pub retain_as_published: bool,
+    /// 0 send retained messages at subscribe, 1 only for a new
+    /// subscription, 2 never.
     #[serde(default)]
     pub retain_handling: u8,
+    /// Subscription identifier (MQTT 5), sent with each matching message.
     #[serde(default)]
     pub id: Option<u32>,
 }
 
 impl SubRecord {
+    /// The subscription's options as the codec carries them.
     pub fn options(&self) -> SubOptions {
         SubOptions {
             qos: self.qos,
@@ -59,27 +71,38 @@ impl SubRecord {
 /// A session's persisted state (the value in the session store).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SessionRecord {
+    /// Which durable queue in the session queue store is the session's.
     pub queue_id: u64,
     /// Seconds; `u32::MAX` never expires.
     pub expiry: u32,
+    /// Subscriptions, sorted by filter.
     pub subscriptions: Vec<SubRecord>,
 }
 
 /// The connection a session is attached to.
 pub struct Online {
+    /// The connection's generation (see [`SessionState::generation`]).
     pub generation: u64,
     /// Tells the connection to close with this MQTT 5 reason (takeover).
     pub kick: Option<oneshot::Sender<u8>>,
 }
 
+/// A session's mutable state, behind [`Session::lock`].
 pub struct SessionState {
+    /// Protocol version of the last connection.
     pub version: Version,
+    /// The session's durable queue in the session queue store.
     pub queue_id: u64,
+    /// Session expiry in seconds (0 ends with the connection; `u32::MAX`
+    /// never expires).
     pub expiry: u32,
+    /// Subscriptions by filter as subscribed.
     pub subscriptions: HashMap<Arc<str>, SubRecord>,
     /// Messages for the online connection, in order.
     pub pending: VecDeque<Delivery>,
+    /// The connection attached, if any.
     pub online: Option<Online>,
+    /// When the last connection ended (the expiry counts from here).
     pub disconnected_at: Option<Instant>,
     /// Opened on first use.
     pub queue: Option<Arc<RecordQueue>>,
@@ -97,8 +120,11 @@ pub struct SessionState {
     pub drained_at: Option<Instant>,
 }
 
+/// What outlives a connection, for one client id.
 pub struct Session {
+    /// The client id it belongs to.
     pub client_id: Arc<str>,
+    /// Everything that changes, under one lock ([`Session::lock`]).
     pub state: Mutex<SessionState>,
     /// Wakes the online connection when `pending` or the queue grew.
     pub wake: Notify,
@@ -107,6 +133,7 @@ pub struct Session {
 }
 
 impl Session {
+    /// A new session with nothing in it, not attached.
     pub fn new(client_id: Arc<str>, version: Version, queue_id: u64, expiry: u32) -> Session {
         Session {
             client_id,
@@ -130,12 +157,14 @@ impl Session {
         }
     }
 
+    /// Locks the session's state (even after a panicking holder).
     pub fn lock(&self) -> std::sync::MutexGuard<'_, SessionState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 }
 
 impl SessionState {
+    /// What the session store keeps of it.
     pub fn record(&self) -> SessionRecord {
         let mut subscriptions: Vec<SubRecord> = self.subscriptions.values().cloned().collect();
         subscriptions.sort_by(|a, b| a.filter.cmp(&b.filter));

@@ -122,6 +122,7 @@ impl<K: Hash + Eq + Clone, V> TopicTree<K, V> {
         self.len
     }
 
+    /// Whether the tree holds no subscription.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

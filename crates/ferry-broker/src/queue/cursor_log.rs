@@ -1,6 +1,6 @@
 //! A log plus its acknowledgement cursor, kept durable: the one
-//! implementation under AMQP queues, the delayed-message store and MQTT
-//! session queues.
+//! implementation under AMQP queues, the delayed-message store and record
+//! queues.
 //!
 //! The cursor ([`Cursor`]) and what its user keeps beside it (`S`: a
 //! read-ahead buffer, an index) share one lock, so a delivery decision and

@@ -1,7 +1,7 @@
 //! One model for "a log plus an acknowledgement cursor" (DESIGN §1: a
 //! queue is a log plus a durable cursor), under every queue-like thing:
 //! AMQP queues ([`crate::messaging::Queue`]), the delayed-message store,
-//! and MQTT persistent sessions ([`RecordQueue`]).
+//! and numbered queues of stored records for front-ends ([`RecordQueue`]).
 //!
 //! - [`cursor`]: the in-memory state machine: ack floor, acknowledged
 //!   ranges above it, deliveries out and handed back, with counts, the
@@ -12,7 +12,7 @@
 //!   under one lock, journaling every change; periodic maintenance
 //!   rewrites the snapshot and deletes the acknowledged prefix of the log.
 //! - [`record_queue`]: numbered queues of stored records in one directory
-//!   (MQTT session queues), built on the above.
+//!   (a front-end's per-client queues), built on the above.
 
 pub mod cursor;
 pub mod cursor_log;

@@ -1,6 +1,7 @@
 //! Record queues: a log per queue under `<data>/internal/<store>/<id>/`
 //! with its acknowledgement cursor ([`CursorLog`]) in the same directory.
-//! MQTT keeps the QoS 1/2 messages of persistent sessions here.
+//! A front-end keeps here what a client must get even across a restart
+//! (for instance messages for a client that is away).
 //!
 //! Acknowledgements are per offset, in any order, journaled as they come
 //! (a kill -9 loses none); [`RecordQueue::acks_durable`] makes them survive

@@ -1,0 +1,192 @@
+//! CONNECT: the first packet, protocol version negotiation, client id
+//! assignment, authentication, attaching (or taking over) the session, and
+//! the CONNACK with what the server allows.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+use super::{Conn, ConnError, flush, read_frame};
+use crate::auth;
+use crate::hub::Hub;
+use crate::packet::{self, Connack, Connect, Packet, Version, reason};
+use crate::topic_tree;
+
+/// How long a new connection may take to send CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads the first packet, which must be a CONNECT of a version we speak.
+/// `None` when the peer closed before sending one (a port probe).
+pub(super) async fn read_connect<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    rd: &mut R,
+    wr: &mut W,
+    buf: &mut BytesMut,
+    max: usize,
+    peer: SocketAddr,
+) -> Result<Option<(Box<Connect>, Version)>, ConnError> {
+    let first = match tokio::time::timeout(CONNECT_TIMEOUT, read_frame(rd, buf, max)).await {
+        Ok(Ok(Some(f))) => f,
+        Ok(Ok(None)) => return Ok(None),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(ConnError::Protocol(format!("{peer}: no CONNECT in time"))),
+    };
+    if first.first().map(|b| b >> 4) != Some(1) {
+        return Err(ConnError::Protocol(format!("{peer}: first packet is not CONNECT")));
+    }
+    let version = match packet::connect_version(&first) {
+        Some(3 | 4) => Version::V3,
+        Some(5) => Version::V5,
+        _ => {
+            // 3.1.1's "unacceptable protocol version" (a 5.0 client reads it too).
+            let _ = wr.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
+            return Err(ConnError::Protocol(format!("{peer}: unsupported protocol level")));
+        }
+    };
+    match packet::decode(&first, version) {
+        Ok(Packet::Connect(c)) => Ok(Some((c, version))),
+        Ok(_) => Err(ConnError::Protocol(format!("{peer}: first packet is not CONNECT"))),
+        Err(e) => {
+            if version == Version::V5 {
+                let mut out = BytesMut::new();
+                let ack = Connack { code: e.code, ..Default::default() };
+                let _ = packet::encode(&Packet::Connack(ack), version, &mut out);
+                let _ = wr.write_all(&out).await;
+            }
+            Err(ConnError::Protocol(format!("{peer}: bad CONNECT: {e}")))
+        }
+    }
+}
+
+/// Checks CONNECT, attaches the session and answers CONNACK. `None` when
+/// the CONNECT was refused (the refusing CONNACK is sent).
+pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
+    hub: &Arc<Hub>,
+    c: Connect,
+    version: Version,
+    wr: &mut W,
+) -> Result<Option<(Conn, oneshot::Receiver<u8>)>, ConnError> {
+    let refuse = |code: u8| {
+        let mut out = BytesMut::new();
+        let _ = packet::encode(&Packet::Connack(Connack { code, ..Default::default() }), version, &mut out);
+        out
+    };
+    let config = &hub.config;
+    let mut assigned = None;
+    let client_id: Arc<str> = if c.client_id.is_empty() {
+        if version == Version::V3 && !c.clean_start {
+            wr.write_all(&refuse(reason::CLIENT_ID_NOT_VALID)).await?;
+            return Ok(None);
+        }
+        let id: Arc<str> = format!("ferry-{:016x}", rand_u64()).into();
+        assigned = Some(id.clone());
+        id
+    } else {
+        c.client_id.clone()
+    };
+    tracing::Span::current().record("client_id", &*client_id);
+    if c.auth_method.is_some() {
+        wr.write_all(&refuse(reason::BAD_AUTHENTICATION_METHOD)).await?;
+        return Ok(None);
+    }
+    if !auth::authenticate(config, c.username.as_deref(), c.password.as_deref()) {
+        wr.write_all(&refuse(reason::BAD_USER_OR_PASSWORD)).await?;
+        return Ok(None);
+    }
+    if let Some(w) = &c.will
+        && !topic_tree::valid_name(&w.topic)
+    {
+        wr.write_all(&refuse(reason::TOPIC_NAME_INVALID)).await?;
+        return Ok(None);
+    }
+    let expiry = match version {
+        Version::V3 if c.clean_start => 0,
+        Version::V3 => config.max_session_expiry,
+        Version::V5 => c.session_expiry.unwrap_or(0).min(config.max_session_expiry),
+    };
+    let (session, present, generation, kick) = hub
+        .attach(&client_id, c.clean_start, expiry, version)
+        .await
+        .map_err(|e| ConnError::Protocol(format!("attaching session {client_id}: {e}")))?;
+    // A persistent session's QoS 1/2 messages all pass through its queue;
+    // a session resumed with expiry 0 still gets what is queued for it.
+    let queue = if expiry > 0 || present {
+        let mut st = session.lock();
+        match hub.queue_of(&mut st) {
+            Ok(q) => Some(q),
+            Err(e) => {
+                tracing::warn!(client = %client_id, error = %e, "could not open the session queue");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(q) = &queue {
+        // What an earlier connection left unacknowledged goes out first, DUP.
+        q.requeue_unacked();
+    }
+    let server_keep_alive = config.max_keep_alive.filter(|&m| c.keep_alive == 0 || c.keep_alive > m);
+    let window = match version {
+        Version::V5 => usize::from(c.receive_max.unwrap_or(u16::MAX)),
+        Version::V3 => usize::from(config.max_inflight),
+    }
+    .max(1);
+    let mut conn = Conn {
+        hub: hub.clone(),
+        version,
+        session,
+        generation,
+        client_id,
+        username: c.username.clone(),
+        out: BytesMut::with_capacity(256),
+        inflight: BTreeMap::new(),
+        next_pid: 0,
+        window,
+        client_max_packet: c.max_packet_size.map_or(usize::MAX, |m| m as usize),
+        aliases: HashMap::new(),
+        queue,
+        queue_unreadable: false,
+        releasing: BTreeSet::new(),
+        will: c.will.clone(),
+        expiry,
+        keep_alive_secs: server_keep_alive.unwrap_or(c.keep_alive),
+        held: VecDeque::new(),
+    };
+    let ack = Connack {
+        session_present: present,
+        code: 0,
+        session_expiry: (version == Version::V5 && c.session_expiry.is_some_and(|e| e != expiry)).then_some(expiry),
+        receive_max: Some(config.receive_maximum),
+        max_qos: None,
+        max_packet_size: u32::try_from(config.max_packet_size).ok(),
+        assigned_client_id: assigned,
+        topic_alias_max: Some(config.topic_alias_maximum),
+        reason_string: None,
+        server_keep_alive,
+    };
+    conn.send(Packet::Connack(ack));
+    if present {
+        // MQTT: a resumed session re-sends its unacknowledged PUBRELs first.
+        let releasing = std::mem::take(&mut conn.session.lock().releasing);
+        for pid in releasing {
+            conn.send(Packet::Pubrel { pid, code: 0 });
+            conn.releasing.insert(pid);
+        }
+    }
+    flush(wr, &mut conn.out).await?;
+    Ok(Some((conn, kick)))
+}
+
+/// A random id for a client that sent none (not cryptographic: it only has
+/// to differ from other clients').
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish()
+}

@@ -1,0 +1,165 @@
+//! PUBLISH to the client: what the session has (its durable queue first,
+//! then messages routed meanwhile) goes out while the in-flight window (the
+//! client's receive maximum) allows, and the client's PUBACK, PUBREC and
+//! PUBCOMP close the exchanges and acknowledge the queue.
+
+use super::Conn;
+use crate::hub::delivery_from_record;
+use crate::packet::{Packet, Publish, reason};
+use crate::session::Delivery;
+use ferry_util::time::now_ms;
+
+/// A PUBLISH sent with QoS 1 or 2 and not yet completed.
+pub(super) struct InFlight {
+    pub(super) d: Delivery,
+    /// PUBREC received (QoS 2): only PUBCOMP is awaited.
+    pub(super) released: bool,
+}
+
+impl Conn {
+    /// Moves deliveries into the output while the in-flight window allows:
+    /// the durable queue's first, then messages routed meanwhile.
+    pub(super) fn fill(&mut self) {
+        let now = now_ms();
+        while self.inflight.len() + self.releasing.len() < self.window {
+            let Some(d) = self.next_delivery() else { break };
+            if d.msg.expired(now) {
+                self.acked(d.queue_offset);
+                continue;
+            }
+            self.deliver(d, now);
+        }
+    }
+
+    fn next_delivery(&mut self) -> Option<Delivery> {
+        while let Some(q) = self.queue.as_ref().filter(|_| !self.queue_unreadable) {
+            match q.take() {
+                Ok(Some(t)) => match delivery_from_record(t.offset, t.record) {
+                    Some(mut d) => {
+                        d.dup |= t.redelivered;
+                        return Some(d);
+                    }
+                    // Not a message: nothing to send, never again.
+                    None => self.acked(Some(t.offset)),
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(client = %self.client_id, error = %e, "session queue unreadable; skipping it");
+                    self.queue_unreadable = true;
+                }
+            }
+        }
+        let mut st = self.session.lock();
+        let d = st.pending.pop_front();
+        if d.is_some() {
+            st.drained_at = Some(std::time::Instant::now());
+        }
+        d
+    }
+
+    fn deliver(&mut self, d: Delivery, now: i64) {
+        let pid = (d.qos > 0).then(|| self.alloc_pid());
+        let mut props = d.msg.props.clone();
+        props.topic_alias = None;
+        props.subscription_id = d.subscription_id;
+        props.message_expiry = d.msg.remaining_expiry(now);
+        let publish = Publish {
+            dup: d.dup && d.qos > 0,
+            qos: d.qos,
+            retain: d.retain,
+            topic: d.msg.topic.clone(),
+            pid,
+            payload: d.msg.payload.clone(),
+            props,
+        };
+        let start = self.out.len();
+        self.send(Packet::Publish(Box::new(publish)));
+        if self.out.len() - start > self.client_max_packet {
+            // Larger than the client accepts: MQTT 5 says drop it.
+            self.out.truncate(start);
+            self.acked(d.queue_offset);
+            return;
+        }
+        self.hub.stats.sent(d.qos);
+        match pid {
+            Some(pid) => {
+                self.inflight.insert(pid, InFlight { d, released: false });
+            }
+            None => self.acked(d.queue_offset),
+        }
+    }
+
+    fn alloc_pid(&mut self) -> u16 {
+        loop {
+            self.next_pid = self.next_pid.wrapping_add(1);
+            if self.next_pid != 0
+                && !self.inflight.contains_key(&self.next_pid)
+                && !self.releasing.contains(&self.next_pid)
+            {
+                return self.next_pid;
+            }
+        }
+    }
+
+    /// PUBACK: a QoS 1 delivery is done.
+    pub(super) fn on_puback(&mut self, pid: u16) {
+        if self.inflight.get(&pid).is_some_and(|f| f.d.qos == 1)
+            && let Some(f) = self.inflight.remove(&pid)
+        {
+            self.acked(f.d.queue_offset);
+        }
+    }
+
+    /// PUBREC: a QoS 2 delivery arrived (or was refused); PUBREL follows.
+    pub(super) async fn on_pubrec(&mut self, pid: u16, code: u8) {
+        match self.inflight.get_mut(&pid) {
+            Some(f) if f.d.qos == 2 => {
+                let offset = f.d.queue_offset.take();
+                let refused = code >= 0x80;
+                if refused {
+                    // The client refused it: the exchange ends here.
+                    self.inflight.remove(&pid);
+                } else {
+                    f.released = true;
+                }
+                self.acked(offset);
+                if !refused {
+                    // Once PUBREL is out the PUBLISH must never be sent
+                    // again: the acknowledgement is on disk first.
+                    if offset.is_some() {
+                        self.acks_durable().await;
+                    }
+                    self.send(Packet::Pubrel { pid, code: 0 });
+                }
+            }
+            _ => self.send(Packet::Pubrel { pid, code: reason::PACKET_ID_NOT_FOUND }),
+        }
+    }
+
+    /// PUBCOMP: a QoS 2 delivery is done (this connection's, or one an
+    /// earlier connection released).
+    pub(super) fn on_pubcomp(&mut self, pid: u16) {
+        if self.inflight.get(&pid).is_some_and(|f| f.released) {
+            self.inflight.remove(&pid);
+        } else {
+            self.releasing.remove(&pid);
+        }
+    }
+
+    async fn acks_durable(&self) {
+        if let Some(q) = &self.queue
+            && let Err(e) = q.acks_durable().await
+        {
+            tracing::warn!(client = %self.client_id, error = %e, "session queue acknowledgements not durable");
+        }
+    }
+
+    /// A queued message was delivered (or is dropped): its queue cursor
+    /// remembers it, whatever the order.
+    pub(super) fn acked(&mut self, offset: Option<u64>) {
+        let (Some(o), Some(q)) = (offset, &self.queue) else { return };
+        if let Err(e) = q.ack(o) {
+            tracing::warn!(client = %self.client_id, error = %e, "could not acknowledge in the session queue");
+        }
+    }
+}

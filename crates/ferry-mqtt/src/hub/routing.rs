@@ -1,0 +1,242 @@
+//! Routing a published message: the retained store, the Kafka topics of
+//! matching bridge rules, and a copy for every matching subscription,
+//! queued on its session (durably for a persistent session's QoS 1/2).
+//! Routing only pushes to queues; a subscriber's connection drains its
+//! own. A publisher's acknowledgement waits for what was stored, and a
+//! little for subscribers that are behind (congested).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::topic_tree;
+use ferry_broker::stored::Durable;
+use ferry_broker::{Appended, BrokerError};
+
+use super::Hub;
+use super::sessions::delivery_record;
+use crate::message::Message;
+use crate::session::{Delivery, Session, SessionState};
+
+/// A session whose connection took nothing from its queue for this long is
+/// stalled (see [`Hub::drained`]).
+const STALL: Duration = Duration::from_millis(100);
+
+/// Something a publisher waits for before its acknowledgement.
+pub enum Wait {
+    /// A write to the retained store or a session queue.
+    Durable(Durable),
+    /// An append to a Kafka topic (bridge rule), acknowledged as acks=all.
+    Kafka(Appended),
+}
+
+impl Wait {
+    /// Resolves once the write is stored, or with why it was not.
+    pub async fn wait(self) -> Result<(), BrokerError> {
+        match self {
+            Wait::Durable(d) => d.wait().await,
+            Wait::Kafka(a) => a.acknowledged().await.map(|_| ()),
+        }
+    }
+}
+
+/// What routing a message did.
+pub struct Routed {
+    /// Sessions it went to.
+    pub matched: usize,
+    /// What to wait for before acknowledging the publisher.
+    pub waits: Vec<Wait>,
+    /// Sessions (other than the publisher's) whose in-memory queue is past
+    /// the high-water mark: the publisher's acknowledgement waits a little
+    /// for them to drain ([`Hub::drained`]).
+    pub congested: Vec<Arc<Session>>,
+}
+
+impl Hub {
+    /// Routes a message: retained store, subscribers, Kafka bridge rules.
+    pub fn publish(&self, msg: Arc<Message>) -> Result<Routed, BrokerError> {
+        let mut waits = Vec::new();
+        if msg.retain {
+            waits.push(Wait::Durable(self.retain(&msg)?));
+        }
+        for rule in self.config.to_kafka.iter().filter(|r| topic_tree::matches(&r.filter, &msg.topic)) {
+            let mut record = msg.to_record();
+            record.headers.retain(|(k, _)| k != "mqtt.qos" && k != "mqtt.retain");
+            waits.push(Wait::Kafka(self.broker.append_record(&rule.topic, &record)?));
+        }
+        let targets = self.targets(&msg);
+        let matched = targets.len();
+        let mut congested = Vec::new();
+        let high = self.congestion_high();
+        for t in targets {
+            let d = Delivery {
+                msg: msg.clone(),
+                qos: msg.qos.min(t.qos),
+                retain: t.rap && msg.retain,
+                subscription_id: t.id,
+                queue_offset: None,
+                dup: false,
+            };
+            if let Some(w) = self.enqueue(&t.session, d)? {
+                waits.push(Wait::Durable(w));
+            }
+            if msg.origin.as_deref() != Some(&*t.session.client_id) && self.is_congested(&t.session.lock(), high) {
+                congested.push(t.session);
+            }
+        }
+        Ok(Routed { matched, waits, congested })
+    }
+
+    /// The in-memory queue length past which a session counts as congested:
+    /// 256 messages (a few ms of delivery), or half the queue limit if that
+    /// is lower, so publishers are slowed before messages are dropped.
+    pub fn congestion_high(&self) -> u64 {
+        (self.config.max_queued_messages / 2).clamp(1, 256)
+    }
+
+    /// Congested: a long in-memory queue that its connection is draining
+    /// (took a message within `STALL`). A subscriber that stopped reading or
+    /// acknowledging is left to its queue limit instead, so it cannot slow
+    /// publishers down.
+    fn is_congested(&self, st: &SessionState, mark: u64) -> bool {
+        st.pending.len() as u64 >= mark && st.drained_at.is_some_and(|t| t.elapsed() < STALL)
+    }
+
+    /// Whether a congested session's queue is back under half the mark (or
+    /// its connection stalled).
+    pub fn drained(&self, session: &Session) -> bool {
+        !self.is_congested(&session.lock(), self.congestion_high() / 2 + 1)
+    }
+
+    /// Hands a delivery to a session. QoS 1/2 for a persistent session go
+    /// to its durable queue, connected or not, so a crash loses nothing a
+    /// publisher was told is stored; the connection is woken once the
+    /// message is on disk (it reads only durable records). QoS 0, and
+    /// everything for a session that ends with its connection, stay in
+    /// memory, for a connected session only.
+    pub fn enqueue(&self, session: &Arc<Session>, d: Delivery) -> Result<Option<Durable>, BrokerError> {
+        let mut st = session.lock();
+        let limit = self.config.max_queued_messages;
+        if d.qos > 0 && st.expiry > 0 {
+            let q = self.queue_of(&mut st)?;
+            if q.written_len() >= limit {
+                st.dropped += 1;
+                self.stats.dropped();
+                return Ok(None);
+            }
+            let (end, durable) = q.append(&[delivery_record(&d)])?;
+            if st.online.is_some() {
+                let s = session.clone();
+                q.on_durable(end, move || s.wake.notify_one());
+            }
+            return Ok(Some(durable));
+        }
+        if st.online.is_none() || st.pending.len() as u64 >= limit {
+            st.dropped += 1;
+            self.stats.dropped();
+            return Ok(None);
+        }
+        st.pending.push_back(d);
+        drop(st);
+        session.wake.notify_one();
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use crate::metrics::MqttGauges;
+    use bytes::Bytes;
+    use ferry_broker::{Broker, BrokerConfig};
+    use ferry_util::time::now_ms;
+
+    use super::*;
+    use crate::config::MqttConfig;
+    use crate::packet::Version;
+    use crate::session::SubRecord;
+
+    fn message(i: u32, qos: u8) -> Arc<Message> {
+        Arc::new(Message {
+            topic: "t/x".into(),
+            payload: Bytes::from(i.to_string()),
+            qos,
+            retain: false,
+            props: Default::default(),
+            expires_at: None,
+            origin: None,
+            timestamp: now_ms(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_the_newest_messages_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        let hub = Hub::open(broker.clone(), MqttConfig { max_queued_messages: 2, ..Default::default() }).unwrap();
+        let id: Arc<str> = "s".into();
+        let (session, present, generation, _kick) = hub.attach(&id, false, 100, Version::V5).await.unwrap();
+        assert!(!present);
+        hub.subscribe(&session, SubRecord { filter: "t/#".into(), qos: 1, ..SubRecord::default() });
+        // QoS 1 goes to the durable queue, connected or not: two fit, the third is dropped.
+        for i in 0..3 {
+            assert_eq!(hub.publish(message(i, 1)).unwrap().matched, 1);
+        }
+        assert_eq!((session.lock().dropped, hub.stats.dropped_count()), (1, 1));
+        // QoS 0 for a connected session: memory, with the same limit.
+        for i in 3..6 {
+            hub.publish(message(i, 0)).unwrap();
+        }
+        let pending: Vec<Bytes> = session.lock().pending.iter().map(|d| d.msg.payload.clone()).collect();
+        assert_eq!(pending, ["3", "4"]);
+        assert_eq!((session.lock().dropped, hub.stats.dropped_count()), (2, 2));
+        // Offline: QoS 0 is dropped, and the full queue takes no QoS 1.
+        hub.detach(&session, generation, Vec::new());
+        hub.publish(message(6, 1)).unwrap();
+        hub.publish(message(7, 0)).unwrap();
+        assert_eq!((session.lock().dropped, hub.stats.dropped_count()), (4, 4));
+        let offline = MqttGauges { sessions_offline: 1, subscriptions: 1, ..MqttGauges::default() };
+        assert_eq!(hub.gauges(), offline);
+        let q = hub.queue_of(&mut session.lock()).unwrap();
+        q.flush().unwrap();
+        let kept: Vec<Vec<u8>> = q.read(0, 1 << 20).unwrap().into_iter().filter_map(|(_, r)| r.value).collect();
+        assert_eq!(kept, [b"0".to_vec(), b"1".to_vec()]);
+        broker.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_long_in_memory_queue_marks_its_session_congested_until_it_drains() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        let hub = Hub::open(broker.clone(), MqttConfig::default()).unwrap();
+        assert_eq!(hub.congestion_high(), 256);
+        let id: Arc<str> = "slow".into();
+        let (session, _, _, _kick) = hub.attach(&id, true, 0, Version::V5).await.unwrap();
+        hub.subscribe(&session, SubRecord { filter: "t/#".into(), qos: 1, ..SubRecord::default() });
+        // A connection that is taking messages.
+        session.lock().drained_at = Some(Instant::now());
+        for i in 0..255 {
+            assert!(hub.publish(message(i, 1)).unwrap().congested.is_empty());
+        }
+        let routed = hub.publish(message(255, 1)).unwrap();
+        assert_eq!(routed.congested.len(), 1);
+        assert!(!hub.drained(&session));
+        // Its own messages never hold a publisher back.
+        let mut own = (*message(256, 1)).clone();
+        own.origin = Some(id.clone());
+        assert!(hub.publish(Arc::new(own)).unwrap().congested.is_empty());
+        session.lock().pending.truncate(129);
+        assert!(!hub.drained(&session));
+        session.lock().pending.truncate(128);
+        assert!(hub.drained(&session));
+        // Stalled (took nothing for 100 ms): not congested, however long its queue.
+        for i in 0..200 {
+            hub.publish(message(300 + i, 1)).unwrap();
+        }
+        assert!(!hub.drained(&session));
+        session.lock().drained_at = Instant::now().checked_sub(Duration::from_millis(150));
+        assert!(hub.drained(&session));
+        assert!(hub.publish(message(999, 1)).unwrap().congested.is_empty());
+        broker.shutdown();
+    }
+}

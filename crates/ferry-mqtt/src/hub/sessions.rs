@@ -1,0 +1,315 @@
+//! The session registry: sessions by client id, attached to at most one
+//! connection (a new one takes over), persisted when their expiry is not 0
+//! (subscriptions and expiry in the session store, unreleased inbound QoS 2
+//! ids in their own store, QoS 1/2 messages in a durable queue each), and
+//! ended when their expiry runs out.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ferry_broker::BrokerError;
+use ferry_broker::queue::RecordQueue;
+use ferry_broker::stored::{Durable, StoredRecord};
+use ferry_util::sync::lock;
+use tokio::sync::oneshot;
+
+use super::Hub;
+use crate::message::Message;
+use crate::packet::{Version, reason};
+use crate::session::{Delivery, Online, Session, SessionRecord, SessionState};
+
+/// Header of a queued delivery: the subscription identifier it carries.
+const SUBSCRIPTION_ID: &str = "mqtt.subscription_id";
+/// Header of a queued delivery: sent before, so DUP on the next attempt.
+const DUP: &str = "mqtt.dup";
+
+impl Hub {
+    /// Restores persistent sessions with their subscriptions and unreleased
+    /// QoS 2 ids, and removes queues no session owns.
+    pub(super) fn restore_sessions(&self) -> Result<(), BrokerError> {
+        let mut max_id = 0;
+        let mut used = HashSet::new();
+        for (client_id, rec) in self.store.select(|_, _| true) {
+            let Some(record) = rec.value.as_deref().and_then(|v| serde_json::from_slice::<SessionRecord>(v).ok())
+            else {
+                continue;
+            };
+            max_id = max_id.max(record.queue_id);
+            used.insert(record.queue_id);
+            let client_id: Arc<str> = client_id.into();
+            let session = Arc::new(Session::new(client_id.clone(), Version::V5, record.queue_id, record.expiry));
+            {
+                let mut st = session.lock();
+                // The expiry countdown restarts with the broker.
+                st.disconnected_at = Some(Instant::now());
+                for sub in record.subscriptions {
+                    self.index(&client_id, &sub);
+                    st.subscriptions.insert(sub.filter.as_str().into(), sub);
+                }
+            }
+            lock(&self.sessions).insert(client_id, session);
+        }
+        for (client_id, rec) in self.qos2.select(|_, _| true) {
+            let session = lock(&self.sessions).get(client_id.as_str()).cloned();
+            match session {
+                Some(s) => {
+                    let ids = rec.value.unwrap_or_default();
+                    s.lock().incoming_qos2 = ids.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+                }
+                None => drop(self.qos2.put(&client_id, None)?),
+            }
+        }
+        for id in self.queues.ids()? {
+            max_id = max_id.max(id);
+            if !used.contains(&id) {
+                self.queues.remove(id)?;
+            }
+        }
+        self.next_queue_id.store(max_id + 1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sessions known (online and offline).
+    pub fn session_count(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    /// Attaches a new connection to `client_id`'s session, taking it over
+    /// from a connection that holds it. Returns the session, whether it
+    /// existed, the connection's generation and its takeover signal.
+    pub async fn attach(
+        &self,
+        client_id: &Arc<str>,
+        clean_start: bool,
+        expiry: u32,
+        version: Version,
+    ) -> Result<(Arc<Session>, bool, u64, oneshot::Receiver<u8>), BrokerError> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let Some(old) = lock(&self.sessions).get(client_id).cloned() else { break };
+            let kick = {
+                let mut st = old.lock();
+                match st.online.as_mut() {
+                    Some(o) => Some(o.kick.take()),
+                    None => None,
+                }
+            };
+            let Some(kick) = kick else { break };
+            if let Some(k) = kick {
+                let _ = k.send(reason::SESSION_TAKEN_OVER);
+            }
+            tracing::debug!(client = %client_id, "waiting for the old connection to let go");
+            if Instant::now() > deadline {
+                // The old connection never let go: take the session anyway.
+                old.lock().online = None;
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), old.detached.notified()).await;
+        }
+        let existing = lock(&self.sessions).get(client_id).cloned();
+        if let Some(old) = &existing
+            && clean_start
+        {
+            self.remove_session(old)?;
+        }
+        let (session, present) = if let Some(s) = existing.filter(|_| !clean_start) {
+            (s, true)
+        } else {
+            let id = self.next_queue_id.fetch_add(1, Ordering::Relaxed);
+            let s = Arc::new(Session::new(client_id.clone(), version, id, expiry));
+            lock(&self.sessions).insert(client_id.clone(), s.clone());
+            (s, false)
+        };
+        let (tx, rx) = oneshot::channel();
+        let (generation, persist) = {
+            let mut st = session.lock();
+            st.generation += 1;
+            st.online = Some(Online { generation: st.generation, kick: Some(tx) });
+            st.disconnected_at = None;
+            st.version = version;
+            let changed = st.expiry != expiry;
+            st.expiry = expiry;
+            (st.generation, expiry > 0 && (changed || !present))
+        };
+        if persist {
+            self.persist(&session)?.wait().await?;
+        }
+        Ok((session, present, generation, rx))
+    }
+
+    /// Detaches connection `generation`: a session with expiry 0 ends; a
+    /// persistent one keeps its unacknowledged and pending QoS 1/2
+    /// messages in its durable queue (`unacked` are the connection's
+    /// in-flight messages that did not come from the queue).
+    pub fn detach(&self, session: &Arc<Session>, generation: u64, unacked: Vec<Delivery>) {
+        let end = {
+            let mut st = session.lock();
+            if st.online.as_ref().is_some_and(|o| o.generation == generation) {
+                st.online = None;
+                st.disconnected_at = Some(Instant::now());
+            }
+            let mut spill: Vec<Delivery> = unacked;
+            spill.extend(st.pending.drain(..));
+            if st.expiry == 0 {
+                true
+            } else {
+                let records: Vec<StoredRecord> =
+                    spill.iter().filter(|d| d.qos > 0 && d.queue_offset.is_none()).map(delivery_record).collect();
+                if !records.is_empty() {
+                    match self.queue_of(&mut st) {
+                        Ok(q) => {
+                            if let Err(e) = q.append(&records) {
+                                tracing::warn!(client = %session.client_id, error = %e, "could not queue messages");
+                            }
+                        }
+                        Err(e) => tracing::warn!(client = %session.client_id, error = %e, "could not open queue"),
+                    }
+                }
+                false
+            }
+        };
+        if end && let Err(e) = self.remove_session(session) {
+            tracing::warn!(client = %session.client_id, error = %e, "could not remove session");
+        }
+        session.detached.notify_waiters();
+    }
+
+    /// The session's durable queue, opened on first use.
+    pub fn queue_of(&self, st: &mut SessionState) -> Result<Arc<RecordQueue>, BrokerError> {
+        if let Some(q) = &st.queue {
+            return Ok(q.clone());
+        }
+        let q = self.queues.open(st.queue_id)?;
+        st.queue = Some(q.clone());
+        Ok(q)
+    }
+
+    /// Ends a session: subscriptions, queue and persisted state go.
+    fn remove_session(&self, session: &Arc<Session>) -> Result<(), BrokerError> {
+        {
+            let mut map = lock(&self.sessions);
+            if map.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
+                map.remove(&session.client_id);
+            }
+        }
+        let (queue_id, had_queue) = {
+            let mut st = session.lock();
+            for full in st.subscriptions.keys() {
+                self.unindex(&session.client_id, full);
+            }
+            st.subscriptions.clear();
+            st.pending.clear();
+            let had = st.queue.take().is_some();
+            (st.queue_id, had)
+        };
+        let _ = self.store.put(&session.client_id, None)?;
+        if self.qos2.get(&session.client_id).is_some() {
+            let _ = self.qos2.put(&session.client_id, None)?;
+        }
+        if had_queue || self.queues.ids()?.contains(&queue_id) {
+            self.queues.remove(queue_id)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the session's subscriptions and expiry (persistent sessions).
+    pub fn persist(&self, session: &Session) -> Result<Durable, BrokerError> {
+        let record = {
+            let st = session.lock();
+            if st.expiry == 0 {
+                return Ok(Durable::ready());
+            }
+            st.record()
+        };
+        let value = serde_json::to_vec(&record).map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.store.put(&session.client_id, Some(StoredRecord { value: Some(value), ..Default::default() }))
+    }
+
+    /// Writes the session's unreleased inbound QoS 2 packet ids (persistent
+    /// sessions); PUBREC and PUBCOMP wait for it.
+    pub fn persist_qos2(&self, session: &Session) -> Result<Durable, BrokerError> {
+        let value = {
+            let st = session.lock();
+            if st.expiry == 0 {
+                return Ok(Durable::ready());
+            }
+            let mut ids: Vec<u16> = st.incoming_qos2.iter().copied().collect();
+            ids.sort_unstable();
+            ids.iter().flat_map(|id| id.to_be_bytes()).collect::<Vec<u8>>()
+        };
+        if value.is_empty() {
+            if self.qos2.get(&session.client_id).is_none() {
+                return Ok(Durable::ready());
+            }
+            return self.qos2.put(&session.client_id, None);
+        }
+        self.qos2.put(&session.client_id, Some(StoredRecord { value: Some(value), ..Default::default() }))
+    }
+
+    /// Ends offline sessions past their expiry.
+    pub fn expire_sessions(&self) {
+        let now = Instant::now();
+        let expired: Vec<Arc<Session>> = lock(&self.sessions)
+            .values()
+            .filter(|s| {
+                let st = s.lock();
+                st.online.is_none()
+                    && st.expiry != u32::MAX
+                    && st
+                        .disconnected_at
+                        .is_some_and(|t| now.duration_since(t) >= Duration::from_secs(st.expiry.into()))
+            })
+            .cloned()
+            .collect();
+        for s in expired {
+            tracing::debug!(client = %s.client_id, "session expired");
+            if let Err(e) = self.remove_session(&s) {
+                tracing::warn!(client = %s.client_id, error = %e, "could not remove expired session");
+            }
+        }
+    }
+
+    /// Flushes every session queue (clean shutdown).
+    pub fn flush_queues(&self) {
+        let sessions: Vec<Arc<Session>> = lock(&self.sessions).values().cloned().collect();
+        for s in sessions {
+            if let Some(q) = s.lock().queue.clone()
+                && let Err(e) = q.flush()
+            {
+                tracing::warn!(client = %s.client_id, error = %e, "could not flush session queue");
+            }
+        }
+    }
+}
+
+/// The stored form of a delivery in a session queue: the message's record
+/// with the delivery's QoS and retain flag, its subscription identifier
+/// and DUP flag as headers.
+pub(super) fn delivery_record(d: &Delivery) -> StoredRecord {
+    let mut m = (*d.msg).clone();
+    m.qos = d.qos;
+    m.retain = d.retain;
+    let mut r = m.to_record();
+    if let Some(id) = d.subscription_id {
+        r.headers.push((SUBSCRIPTION_ID.into(), id.to_be_bytes().to_vec()));
+    }
+    if d.dup {
+        r.headers.push((DUP.into(), vec![1]));
+    }
+    r
+}
+
+/// A delivery read back from a session queue.
+pub fn delivery_from_record(offset: u64, r: StoredRecord) -> Option<Delivery> {
+    let subscription_id = r
+        .headers
+        .iter()
+        .find(|(k, _)| k == SUBSCRIPTION_ID)
+        .and_then(|(_, v)| <[u8; 4]>::try_from(v.as_slice()).ok())
+        .map(u32::from_be_bytes);
+    let dup = r.headers.iter().any(|(k, _)| k == DUP);
+    let m = Message::from_record(r)?;
+    Some(Delivery { qos: m.qos, retain: m.retain, msg: Arc::new(m), subscription_id, queue_offset: Some(offset), dup })
+}

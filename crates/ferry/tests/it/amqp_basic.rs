@@ -1,5 +1,6 @@
 //! AMQP 0-9-1 with lapin: queues, exchanges, publishing, consuming.
 
+use futures_lite::StreamExt;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, ExchangeKind};
@@ -353,15 +354,23 @@ async fn channel_errors_have_rabbitmq_codes_and_spare_the_connection() {
         FieldTable::default(),
     );
     assert_eq!(reply_code(&err.await.unwrap_err()), Some(403));
-    // 406: acknowledging an unknown delivery tag.
+    // 406: acknowledging an unknown delivery tag. basic.ack has no reply,
+    // so the channel.close arrives on its own, before or after the client's
+    // next method: read it from the connection's events, not from a method
+    // that may race it.
+    let mut events = conn.events_listener();
     let ch = conn.create_channel().await.unwrap();
     ch.basic_ack(42, BasicAckOptions::default()).await.unwrap();
-    let err = ch.queue_declare(
-        "d".into(),
-        QueueDeclareOptions { durable: true, ..Default::default() },
-        FieldTable::default(),
-    );
-    assert_eq!(reply_code(&err.await.unwrap_err()), Some(406));
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match events.next().await {
+                Some(lapin::Event::Error(e)) => return reply_code(&e),
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+    });
+    assert_eq!(closed.await.expect("the channel is closed within 10 s"), Some(406));
 
     // The connection itself is fine.
     let ch = conn.create_channel().await.unwrap();

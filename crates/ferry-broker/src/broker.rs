@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -530,15 +529,8 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
 
 /// Writes a JSON file atomically and durably (tmp, fsync, rename, fsync dir).
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    Ok(ferry_util::fs::write_atomic(path, &bytes, true)?)
 }
 
 #[cfg(test)]

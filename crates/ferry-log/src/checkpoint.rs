@@ -3,8 +3,8 @@
 //! start-up time depends on what was written since the last checkpoint, not
 //! on the size of the log.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs::{self};
+use std::io::{self};
 use std::path::Path;
 
 pub const FILE_NAME: &str = "recovery.checkpoint";
@@ -35,12 +35,8 @@ impl Checkpoint {
 
     /// Replaces the checkpoint atomically (write, fsync, rename).
     pub fn write(&self, dir: &Path) -> io::Result<()> {
-        let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-        let mut f = File::create(&tmp)?;
-        writeln!(f, "v1 {} {} {} {}", self.segment, self.position, self.log_start, self.crc())?;
-        f.sync_all()?;
-        fs::rename(&tmp, dir.join(FILE_NAME))?;
-        File::open(dir)?.sync_all()
+        let line = format!("v1 {} {} {} {}\n", self.segment, self.position, self.log_start, self.crc());
+        ferry_util::fs::write_atomic(&dir.join(FILE_NAME), line.as_bytes(), true)
     }
 
     fn crc(&self) -> u32 {

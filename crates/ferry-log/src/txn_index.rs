@@ -11,7 +11,7 @@
 //! in `last_offset` order; a torn or zero-filled tail fails its CRC and is
 //! ignored on load.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
@@ -158,15 +158,7 @@ impl TxnIndex {
                 _ => Ok(()),
             };
         }
-        let tmp = self.path.with_extension("txnindex.tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        Ok(ferry_util::fs::write_atomic(&self.path, &bytes, true)?)
     }
 }
 

@@ -1,6 +1,8 @@
 //! Small helpers every Ferry crate shares, kept in one place so each has one
-//! implementation: wall-clock time in milliseconds ([`time`]) and locks that
-//! survive a panicking holder ([`sync`]). No dependencies, no I/O.
+//! implementation: wall-clock time in milliseconds ([`time`]), locks that
+//! survive a panicking holder ([`sync`]) and atomic file replacement
+//! ([`fs`]). No dependencies.
 
+pub mod fs;
 pub mod sync;
 pub mod time;

@@ -122,8 +122,7 @@ impl Feed {
     fn save(&self) {
         let file = FeedFile { topic: self.topic.clone(), next: self.next.clone() };
         let Ok(bytes) = serde_json::to_vec(&file) else { return };
-        let tmp = self.path.with_extension("json.tmp");
-        if std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &self.path)).is_err() {
+        if ferry_util::fs::write_atomic(&self.path, &bytes, false).is_err() {
             tracing::warn!(path = %self.path.display(), "writing a kafka feed position failed");
         }
     }

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -219,12 +218,7 @@ impl Vhost {
         };
         drop((exchanges, queues));
         let bytes = serde_json::to_vec_pretty(&defs).map_err(std::io::Error::other)?;
-        let tmp = self.dir.join("definitions.json.tmp");
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, self.dir.join("definitions.json"))?;
-        fs::File::open(&self.dir)?.sync_all()?;
+        ferry_util::fs::write_atomic(&self.dir.join("definitions.json"), &bytes, true)?;
         Ok(())
     }
 

@@ -115,19 +115,8 @@ impl CursorStore {
     /// Writes the snapshot, then empties the journal it covers (with
     /// `sync`, only once the snapshot is on disk).
     pub fn write_snapshot(&mut self, snap: &Snapshot, sync: bool) -> Result<()> {
-        let tmp = self.dir.join("cursor.json.tmp");
         let bytes = serde_json::to_vec(snap).map_err(std::io::Error::other)?;
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            if sync {
-                f.sync_all()?;
-            }
-        }
-        fs::rename(&tmp, self.dir.join("cursor.json"))?;
-        if sync {
-            File::open(&self.dir)?.sync_all()?;
-        }
+        ferry_util::fs::write_atomic(&self.dir.join("cursor.json"), &bytes, sync)?;
         self.journal.set_len(0)?;
         self.journal_len = 0;
         Ok(())

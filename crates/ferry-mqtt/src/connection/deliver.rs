@@ -61,7 +61,7 @@ impl Conn {
         let pid = (d.qos > 0).then(|| self.alloc_pid());
         let mut props = d.msg.props.clone();
         props.topic_alias = None;
-        props.subscription_id = d.subscription_id;
+        props.subscription_ids = d.subscription_ids.clone();
         props.message_expiry = d.msg.remaining_expiry(now);
         let publish = Publish {
             dup: d.dup && d.qos > 0,

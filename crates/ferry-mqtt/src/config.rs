@@ -81,6 +81,10 @@ pub struct MqttConfig {
     pub max_queued_messages: u64,
     /// Topic aliases a client may set (MQTT 5 Topic Alias Maximum).
     pub topic_alias_maximum: u16,
+    /// Use topic aliases on PUBLISHes to MQTT 5 clients that accept them
+    /// (their CONNECT's Topic Alias Maximum), a new one on each topic's
+    /// first use while they last.
+    pub outbound_topic_aliases: bool,
     /// Longest session expiry granted, seconds; 3.1.1 persistent sessions
     /// (clean session 0) get this.
     pub max_session_expiry: u32,
@@ -105,6 +109,7 @@ impl Default for MqttConfig {
             max_inflight: 20,
             max_queued_messages: 1000,
             topic_alias_maximum: 100,
+            outbound_topic_aliases: true,
             max_session_expiry: u32::MAX,
             max_keep_alive: None,
             users: Arc::new(Vec::new()),

@@ -83,9 +83,9 @@ pub struct PublishProps {
     pub correlation_data: Option<Bytes>,
     /// User properties as (name, value) pairs, in wire order; names may repeat.
     pub user_properties: Vec<(Arc<str>, Arc<str>)>,
-    /// Subscription identifier of the matching subscription (3.3.2.3.8).
-    /// The codec carries one subscription identifier per PUBLISH.
-    pub subscription_id: Option<u32>,
+    /// Subscription identifiers of the matching subscriptions (3.3.2.3.8),
+    /// each its own property on the wire.
+    pub subscription_ids: Vec<u32>,
     /// MIME type of the payload (3.3.2.3.9).
     pub content_type: Option<Arc<str>>,
 }
@@ -398,7 +398,7 @@ fn props_from_v5(p: v5::PublishProperties) -> PublishProps {
         response_topic: p.response_topic.map(|t| Arc::from(&*t)),
         correlation_data: p.correlation_data,
         user_properties: p.user_properties.into_iter().map(|u| (u.name, u.value)).collect(),
-        subscription_id: p.subscription_id.map(mqtt_proto::v5::VarByteInt::value),
+        subscription_ids: p.subscription_id.map(mqtt_proto::v5::VarByteInt::value).into_iter().collect(),
         content_type: p.content_type,
     }
 }
@@ -490,7 +490,7 @@ fn from_v5(p: v5::Packet) -> Result<Packet, DecodeError> {
                         response_topic: wp.response_topic.map(|t| Arc::from(&*t)),
                         correlation_data: wp.correlation_data,
                         user_properties: wp.user_properties.into_iter().map(|u| (u.name, u.value)).collect(),
-                        subscription_id: None,
+                        subscription_ids: Vec::new(),
                         content_type: wp.content_type,
                     },
                 }
@@ -557,8 +557,75 @@ pub fn encode(packet: &Packet, version: Version, out: &mut BytesMut) -> Result<(
         Version::V3 => to_v3(packet)?.encode().map_err(|e| e.to_string())?,
         Version::V5 => to_v5(packet)?.encode().map_err(|e| e.to_string())?,
     };
-    out.put_slice(bytes.as_ref());
+    match packet {
+        Packet::Publish(p) if version == Version::V5 && p.props.subscription_ids.len() > 1 => {
+            put_more_subscription_ids(bytes.as_ref(), p, out)?;
+        }
+        _ => out.put_slice(bytes.as_ref()),
+    }
     Ok(())
+}
+
+/// The subscription identifier property (MQTT 5 §2.2.2.2).
+const SUBSCRIPTION_ID_PROPERTY: u8 = 0x0B;
+
+/// Copies the codec's encoding of `p` (which carries its first subscription
+/// identifier only: mqtt-proto's PublishProperties holds one) onto `out`
+/// with the other identifiers appended to its properties, the property and
+/// remaining lengths grown to match.
+fn put_more_subscription_ids(encoded: &[u8], p: &Publish, out: &mut BytesMut) -> Result<(), String> {
+    let malformed = || "PUBLISH encoding not as expected".to_string();
+    let (remaining, n) = read_varint(encoded.get(1..).ok_or_else(malformed)?).ok_or_else(malformed)?;
+    let header = 1 + n;
+    // Topic (length-prefixed), packet id for QoS 1 and 2, then the properties.
+    let props_at = header + 2 + p.topic.len() + if p.qos > 0 { 2 } else { 0 };
+    let (props_len, m) = read_varint(encoded.get(props_at..).ok_or_else(malformed)?).ok_or_else(malformed)?;
+    let props_end = props_at + m + props_len;
+    let props = encoded.get(props_at + m..props_end).ok_or_else(malformed)?;
+    let mut extra = BytesMut::new();
+    for &id in p.props.subscription_ids.iter().skip(1) {
+        extra.put_u8(SUBSCRIPTION_ID_PROPERTY);
+        put_varint(&mut extra, id as usize)?;
+    }
+    let new_props_len = props_len + extra.len();
+    let mut new_props_len_bytes = BytesMut::new();
+    put_varint(&mut new_props_len_bytes, new_props_len)?;
+    let new_remaining = remaining - m - props_len + new_props_len_bytes.len() + new_props_len;
+    out.put_u8(encoded[0]);
+    put_varint(out, new_remaining)?;
+    out.put_slice(&encoded[header..props_at]);
+    out.put_slice(&new_props_len_bytes);
+    out.put_slice(props);
+    out.put_slice(&extra);
+    out.put_slice(&encoded[props_end..]);
+    Ok(())
+}
+
+/// A variable byte integer (MQTT §1.5.5) and the bytes it took.
+fn read_varint(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut value = 0usize;
+    for (i, &b) in buf.iter().take(4).enumerate() {
+        value |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+fn put_varint(out: &mut BytesMut, mut value: usize) -> Result<(), String> {
+    if value > 268_435_455 {
+        return Err(format!("{value} does not fit a variable byte integer"));
+    }
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.put_u8(byte);
+            return Ok(());
+        }
+        out.put_u8(byte | 0x80);
+    }
 }
 
 fn topic_name(t: &str) -> Result<TopicName, String> {
@@ -667,8 +734,9 @@ fn to_v5(p: &Packet) -> Result<v5::Packet, String> {
                     .iter()
                     .map(|(n, v)| v5::UserProperty { name: n.clone(), value: v.clone() })
                     .collect(),
-                subscription_id: match pr.subscription_id {
-                    Some(i) => Some(v5::VarByteInt::try_from(i).map_err(|e| e.to_string())?),
+                // The codec carries one identifier; `encode` adds the others.
+                subscription_id: match pr.subscription_ids.first() {
+                    Some(&i) => Some(v5::VarByteInt::try_from(i).map_err(|e| e.to_string())?),
                     None => None,
                 },
                 content_type: pr.content_type.clone(),
@@ -833,6 +901,31 @@ mod tests {
                 encode(&packet, version, &mut out).unwrap();
                 assert_eq!(decode(&out, version).unwrap(), packet);
             }
+        }
+    }
+
+    #[test]
+    fn several_subscription_ids_go_out_as_one_property_each() {
+        for qos in 0..=2 {
+            let mut p = publish(qos);
+            p.props.user_properties = vec![("k".into(), "v".into())];
+            let mut one = BytesMut::new();
+            p.props.subscription_ids = vec![1];
+            encode(&Packet::Publish(Box::new(p.clone())), Version::V5, &mut one).unwrap();
+            let mut three = BytesMut::new();
+            p.props.subscription_ids = vec![1, 300, 7];
+            encode(&Packet::Publish(Box::new(p)), Version::V5, &mut three).unwrap();
+            // Same packet plus the properties 0x0B 300 and 0x0B 7 after the
+            // codec's own, lengths grown by their 5 bytes.
+            let props_at = 2 + 2 + 3 + if qos > 0 { 2 } else { 0 };
+            let props_len = usize::from(one[props_at]);
+            let mut expected = one.to_vec();
+            expected[1] += 5;
+            expected[props_at] += 5;
+            let end = props_at + 1 + props_len;
+            expected.splice(end..end, [0x0B, 0xAC, 0x02, 0x0B, 0x07]);
+            assert_eq!(three.to_vec(), expected, "qos {qos}");
+            assert_eq!(&three[props_at + 1..props_at + 3], &[0x0B, 0x01]);
         }
     }
 

@@ -26,8 +26,8 @@ pub struct Delivery {
     /// The RETAIN flag as sent: set for retained messages sent at
     /// subscribe, and for live ones under retain-as-published.
     pub retain: bool,
-    /// The identifier of the subscription it matched (MQTT 5).
-    pub subscription_id: Option<u32>,
+    /// The identifiers of the subscriptions it matched (MQTT 5).
+    pub subscription_ids: Vec<u32>,
     /// Offset in the session's durable queue, for messages read from it.
     pub queue_offset: Option<u64>,
     /// Sent before (restored from the queue after a disconnect).

@@ -68,6 +68,7 @@ pub struct MqttSection {
     pub max_inflight_messages: Option<u16>,
     pub max_queued_messages: Option<u64>,
     pub topic_alias_maximum: Option<u16>,
+    pub outbound_topic_aliases: Option<bool>,
     pub max_session_expiry_secs: Option<u32>,
     pub max_keepalive_secs: Option<u16>,
     #[serde(default)]
@@ -246,6 +247,7 @@ impl Settings {
             max_inflight: m.max_inflight_messages.unwrap_or(md.max_inflight).max(1),
             max_queued_messages: m.max_queued_messages.unwrap_or(md.max_queued_messages),
             topic_alias_maximum: m.topic_alias_maximum.unwrap_or(md.topic_alias_maximum),
+            outbound_topic_aliases: m.outbound_topic_aliases.unwrap_or(md.outbound_topic_aliases),
             max_session_expiry: m.max_session_expiry_secs.unwrap_or(md.max_session_expiry),
             max_keep_alive: m.max_keepalive_secs,
             users: std::sync::Arc::new(m.users),

@@ -149,6 +149,11 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
         window,
         client_max_packet: c.max_packet_size.map_or(usize::MAX, |m| m as usize),
         aliases: HashMap::new(),
+        out_aliases: super::out_aliases::OutAliases::new(if config.outbound_topic_aliases {
+            c.topic_alias_max.unwrap_or(0)
+        } else {
+            0
+        }),
         queue,
         queue_unreadable: false,
         releasing: BTreeSet::new(),

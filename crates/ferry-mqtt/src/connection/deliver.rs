@@ -3,7 +3,10 @@
 //! client's receive maximum) allows, and the client's PUBACK, PUBREC and
 //! PUBCOMP close the exchanges and acknowledge the queue.
 
+use std::sync::Arc;
+
 use super::Conn;
+use super::out_aliases::AliasUse;
 use crate::hub::delivery_from_record;
 use crate::packet::{Packet, Publish, reason};
 use crate::session::Delivery;
@@ -59,15 +62,19 @@ impl Conn {
 
     fn deliver(&mut self, d: Delivery, now: i64) {
         let pid = (d.qos > 0).then(|| self.alloc_pid());
+        let alias = self.out_aliases.pick(&d.msg.topic);
         let mut props = d.msg.props.clone();
-        props.topic_alias = None;
-        props.subscription_id = d.subscription_id;
+        props.topic_alias = alias.property();
+        props.subscription_ids = d.subscription_ids.clone();
         props.message_expiry = d.msg.remaining_expiry(now);
         let publish = Publish {
             dup: d.dup && d.qos > 0,
             qos: d.qos,
             retain: d.retain,
-            topic: d.msg.topic.clone(),
+            topic: match alias {
+                AliasUse::Alias(_) => Arc::from(""),
+                AliasUse::Name | AliasUse::Assign(_) => d.msg.topic.clone(),
+            },
             pid,
             payload: d.msg.payload.clone(),
             props,
@@ -79,6 +86,9 @@ impl Conn {
             self.out.truncate(start);
             self.acked(d.queue_offset);
             return;
+        }
+        if let AliasUse::Assign(a) = alias {
+            self.out_aliases.assigned(d.msg.topic.clone(), a);
         }
         self.hub.stats.sent(d.qos);
         match pid {

@@ -8,7 +8,8 @@
 //! group: `connect` (CONNECT, authentication, session takeover),
 //! `publish` (PUBLISH from the client and its QoS 1/2 acknowledgements),
 //! `deliver` (PUBLISH to the client: in-flight window, receive maximum,
-//! the client's acknowledgements), `subscribe` (SUBSCRIBE, UNSUBSCRIBE)
+//! the client's acknowledgements; `out_aliases`, the topic aliases on
+//! them), `subscribe` (SUBSCRIBE, UNSUBSCRIBE)
 //! and `disconnect` (DISCONNECT, the end of a connection, wills). Here:
 //! the loop, the dispatch, and `Conn::close`, the one place a reason to
 //! stop becomes a reason code for the client.
@@ -16,6 +17,7 @@
 mod connect;
 mod deliver;
 mod disconnect;
+mod out_aliases;
 mod publish;
 mod subscribe;
 
@@ -37,6 +39,7 @@ use crate::packet::{self, Packet, Version, Will, reason};
 use crate::session::Session;
 
 use deliver::InFlight;
+use out_aliases::OutAliases;
 use publish::HeldAck;
 
 /// The CONNECT packet type, for the request metrics.
@@ -92,6 +95,8 @@ struct Conn {
     window: usize,
     client_max_packet: usize,
     aliases: HashMap<u16, Arc<str>>,
+    /// Topic aliases on the PUBLISHes sent to the client.
+    out_aliases: OutAliases,
     /// The session's durable queue: its cursor hands out the records to
     /// send and remembers which were acknowledged.
     queue: Option<Arc<RecordQueue>>,

@@ -45,7 +45,7 @@ impl Conn {
         if !topic_tree::valid_name(&p.topic) {
             return Err(violation(reason::TOPIC_NAME_INVALID, format!("topic name {:?}", p.topic)));
         }
-        if p.props.subscription_id.is_some() {
+        if !p.props.subscription_ids.is_empty() {
             return Err(violation(reason::PROTOCOL_ERROR, "subscription identifier from a client"));
         }
         self.hub.stats.received(p.qos);

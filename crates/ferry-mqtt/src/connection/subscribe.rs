@@ -69,7 +69,7 @@ impl Conn {
                         qos: m.qos.min(qos),
                         msg: m,
                         retain: true,
-                        subscription_id,
+                        subscription_ids: subscription_id.into_iter().collect(),
                         queue_offset: None,
                         dup: false,
                     });

@@ -72,7 +72,7 @@ impl Hub {
                 msg: msg.clone(),
                 qos: msg.qos.min(t.qos),
                 retain: t.rap && msg.retain,
-                subscription_id: t.id,
+                subscription_ids: t.ids,
                 queue_offset: None,
                 dup: false,
             };

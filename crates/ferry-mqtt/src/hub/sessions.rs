@@ -285,14 +285,14 @@ impl Hub {
 }
 
 /// The stored form of a delivery in a session queue: the message's record
-/// with the delivery's QoS and retain flag, its subscription identifier
-/// and DUP flag as headers.
+/// with the delivery's QoS and retain flag, its subscription identifiers
+/// (a header each) and DUP flag as headers.
 pub(super) fn delivery_record(d: &Delivery) -> StoredRecord {
     let mut m = (*d.msg).clone();
     m.qos = d.qos;
     m.retain = d.retain;
     let mut r = m.to_record();
-    if let Some(id) = d.subscription_id {
+    for id in &d.subscription_ids {
         r.headers.push((SUBSCRIPTION_ID.into(), id.to_be_bytes().to_vec()));
     }
     if d.dup {
@@ -303,13 +303,14 @@ pub(super) fn delivery_record(d: &Delivery) -> StoredRecord {
 
 /// A delivery read back from a session queue.
 pub fn delivery_from_record(offset: u64, r: StoredRecord) -> Option<Delivery> {
-    let subscription_id = r
+    let subscription_ids = r
         .headers
         .iter()
-        .find(|(k, _)| k == SUBSCRIPTION_ID)
-        .and_then(|(_, v)| <[u8; 4]>::try_from(v.as_slice()).ok())
-        .map(u32::from_be_bytes);
+        .filter(|(k, _)| k == SUBSCRIPTION_ID)
+        .filter_map(|(_, v)| <[u8; 4]>::try_from(v.as_slice()).ok())
+        .map(u32::from_be_bytes)
+        .collect();
     let dup = r.headers.iter().any(|(k, _)| k == DUP);
     let m = Message::from_record(r)?;
-    Some(Delivery { qos: m.qos, retain: m.retain, msg: Arc::new(m), subscription_id, queue_offset: Some(offset), dup })
+    Some(Delivery { qos: m.qos, retain: m.retain, msg: Arc::new(m), subscription_ids, queue_offset: Some(offset), dup })
 }

@@ -31,8 +31,8 @@ pub(super) struct Target {
     pub(super) session: Arc<Session>,
     /// The subscription's QoS (the delivery gets the lower of it and the message's).
     pub(super) qos: u8,
-    /// The subscription identifier the copy carries.
-    pub(super) id: Option<u32>,
+    /// The subscription identifiers the copy carries.
+    pub(super) ids: Vec<u32>,
     /// Retain as published.
     pub(super) rap: bool,
 }
@@ -76,7 +76,7 @@ impl Hub {
     }
 
     /// The copies `msg` goes out as: one per client with matching
-    /// subscriptions (more for distinct subscription identifiers), leaving
+    /// subscriptions (more where their options differ, see [`Copies`]), leaving
     /// out the publisher's no-local ones, and one per shared group.
     pub(super) fn targets(&self, msg: &Message) -> Vec<Target> {
         let mut direct: HashMap<Arc<str>, Copies> = HashMap::new();
@@ -88,9 +88,9 @@ impl Hub {
                 direct.entry(client.clone()).or_default().add(e.opts.qos, e.id, e.opts.retain_as_published);
             }
         });
-        let mut targets: Vec<(Arc<str>, u8, Option<u32>, bool)> = Vec::with_capacity(direct.len());
+        let mut targets: Vec<(Arc<str>, u8, Vec<u32>, bool)> = Vec::with_capacity(direct.len());
         for (client, copies) in direct {
-            targets.extend(copies.into_copies().map(|c| (client.clone(), c.qos, c.id, c.rap)));
+            copies.each(|c| targets.push((client.clone(), c.qos, c.ids, c.rap)));
         }
         let sessions = lock(&self.sessions);
         for (full, mut members) in shared {
@@ -106,55 +106,75 @@ impl Hub {
             let len = members.len();
             let pick = (0..len).map(|i| (start + i) % len).find(|&i| online(&members[i].0)).unwrap_or(start % len);
             let (client, e) = &members[pick];
-            targets.push((client.clone(), e.opts.qos, e.id, e.opts.retain_as_published));
+            targets.push((client.clone(), e.opts.qos, e.id.into_iter().collect(), e.opts.retain_as_published));
         }
         targets
             .into_iter()
-            .filter_map(|(c, qos, id, rap)| sessions.get(&c).map(|s| Target { session: s.clone(), qos, id, rap }))
+            .filter_map(|(c, qos, ids, rap)| sessions.get(&c).map(|s| Target { session: s.clone(), qos, ids, rap }))
             .collect()
     }
 }
 
-/// One client's subscriptions matching a message, as the copies it gets.
-/// Merged into one copy (the highest QoS, retain-as-published if any asks
-/// for it) unless they carry different subscription identifiers: the codec
-/// sends one identifier per PUBLISH, so then each identifier gets a copy of
-/// its own, as MQTT 5 §3.3.4 allows ("further copies of the message, one
-/// for each additional matching subscription", each with the identifier of
-/// its subscription).
+/// One client's subscriptions matching a message, as the copies it gets
+/// (MQTT 5 §3.3.4). Subscriptions with the same options (QoS,
+/// retain-as-published; no-local ones from the publisher are left out
+/// before) share one copy carrying all their identifiers; where options
+/// differ, each set gets a copy of its own, at its QoS. When none of them
+/// has an identifier the client cannot tell copies apart, so they merge into
+/// one at the highest QoS (retain-as-published if any asks for it), as for
+/// MQTT 3.1.1.
 #[derive(Default)]
 struct Copies {
-    first: MsgCopy,
-    /// Copies for further identifiers (rarely any: no allocation then).
+    first: Option<MsgCopy>,
+    /// Copies for further option sets (rarely any: no allocation then).
     more: Vec<MsgCopy>,
+    /// Some subscription carries an identifier.
+    any_id: bool,
 }
 
-#[derive(Clone, Copy, Default)]
+#[derive(Default)]
 struct MsgCopy {
     qos: u8,
-    id: Option<u32>,
     rap: bool,
+    /// Identifiers of the subscriptions this copy stands for, in match order.
+    ids: Vec<u32>,
+}
+
+impl MsgCopy {
+    fn add_id(&mut self, id: Option<u32>) {
+        if let Some(id) = id
+            && !self.ids.contains(&id)
+        {
+            self.ids.push(id);
+        }
+    }
 }
 
 impl Copies {
     fn add(&mut self, qos: u8, id: Option<u32>, rap: bool) {
-        let distinct = |c: &MsgCopy| matches!((c.id, id), (Some(a), Some(b)) if a != b);
-        let c = if distinct(&self.first) {
-            if let Some(i) = self.more.iter().position(|c| c.id == id) {
-                &mut self.more[i]
-            } else {
-                self.more.push(MsgCopy { qos: 0, id, rap: false });
-                self.more.last_mut().expect("just pushed")
-            }
-        } else {
-            &mut self.first
-        };
-        c.qos = c.qos.max(qos);
-        c.id = c.id.or(id);
-        c.rap |= rap;
+        self.any_id |= id.is_some();
+        let same = |c: &&mut MsgCopy| c.qos == qos && c.rap == rap;
+        if let Some(c) = self.first.iter_mut().chain(self.more.iter_mut()).find(same) {
+            c.add_id(id);
+            return;
+        }
+        let mut c = MsgCopy { qos, rap, ids: Vec::new() };
+        c.add_id(id);
+        match self.first {
+            None => self.first = Some(c),
+            Some(_) => self.more.push(c),
+        }
     }
 
-    fn into_copies(self) -> impl Iterator<Item = MsgCopy> {
-        std::iter::once(self.first).chain(self.more)
+    /// Hands each copy to `f`.
+    fn each(self, mut f: impl FnMut(MsgCopy)) {
+        let all = self.first.into_iter().chain(self.more);
+        if self.any_id {
+            all.for_each(f);
+        } else if let Some(c) =
+            all.reduce(|a, b| MsgCopy { qos: a.qos.max(b.qos), rap: a.rap || b.rap, ids: Vec::new() })
+        {
+            f(c);
+        }
     }
 }

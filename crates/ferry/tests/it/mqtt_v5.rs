@@ -140,11 +140,11 @@ async fn properties_subscription_options_and_shared_subscriptions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overlapping_subscriptions_with_different_identifiers_get_a_copy_each() {
+async fn overlapping_subscriptions_share_a_copy_per_qos_carrying_all_their_identifiers() {
     let dir = tempfile::tempdir().unwrap();
     let b = Broker::start(dir.path());
     let (me, mut rx) = client(b.mqtt_port, "overlap", |_| {}).await;
-    for (filter, id, qos) in [("a/#", 1, QoS::AtMostOnce), ("a/b", 2, QoS::AtLeastOnce), ("a/+", 2, QoS::AtMostOnce)] {
+    for (filter, id, qos) in [("a/#", 1, QoS::AtMostOnce), ("a/b", 2, QoS::AtLeastOnce), ("a/+", 3, QoS::AtMostOnce)] {
         let props = SubscribeProperties { id: Some(id), user_properties: vec![] };
         me.subscribe_many_with_properties([Filter::new(filter, qos)], props).await.unwrap();
         expect(&mut rx, |p| matches!(p, Packet::SubAck(_))).await;
@@ -152,20 +152,60 @@ async fn overlapping_subscriptions_with_different_identifiers_get_a_copy_each() 
     let (other, mut orx) = client(b.mqtt_port, "overlap-pub", |_| {}).await;
     other.publish("a/b", QoS::AtLeastOnce, false, "both").await.unwrap();
     expect(&mut orx, |p| matches!(p, Packet::PubAck(_))).await;
-    // MQTT 5 §3.3.4: one copy per identifier, each at its subscriptions' QoS.
+    // MQTT 5 §3.3.4: one copy per QoS, carrying the identifiers of all the
+    // subscriptions at that QoS.
     let mut got: Vec<(Vec<usize>, QoS)> = Vec::new();
     for _ in 0..2 {
         let p = next_publish(&mut rx).await;
         assert_eq!(&p.payload[..], b"both");
-        got.push((p.properties.map(|pr| pr.subscription_identifiers).unwrap_or_default(), p.qos));
+        let mut ids = p.properties.map(|pr| pr.subscription_identifiers).unwrap_or_default();
+        ids.sort_unstable();
+        got.push((ids, p.qos));
     }
     got.sort_by_key(|(ids, _)| ids.clone());
-    assert_eq!(got, vec![(vec![1], QoS::AtMostOnce), (vec![2], QoS::AtLeastOnce)]);
+    assert_eq!(got, vec![(vec![1, 3], QoS::AtMostOnce), (vec![2], QoS::AtLeastOnce)]);
     quiet(&mut rx, 300).await;
     // Only one identifier matches: one copy.
     other.publish("a/c/d", QoS::AtLeastOnce, false, "one").await.unwrap();
     let p = next_publish(&mut rx).await;
     assert_eq!(p.properties.map(|pr| pr.subscription_identifiers).unwrap_or_default(), vec![1]);
+    quiet(&mut rx, 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_subscriptions_at_one_qos_get_one_publish_with_both_identifiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let (me, mut rx) = client(b.mqtt_port, "ids", |_| {}).await;
+    for (filter, id, qos) in [
+        ("s/#", 1, QoS::AtLeastOnce),
+        ("s/+", 2, QoS::AtLeastOnce),
+        ("d/#", 1, QoS::AtMostOnce),
+        ("d/+", 2, QoS::AtLeastOnce),
+    ] {
+        let props = SubscribeProperties { id: Some(id), user_properties: vec![] };
+        me.subscribe_many_with_properties([Filter::new(filter, qos)], props).await.unwrap();
+        expect(&mut rx, |p| matches!(p, Packet::SubAck(_))).await;
+    }
+    let (other, mut orx) = client(b.mqtt_port, "ids-pub", |_| {}).await;
+    other.publish("s/x", QoS::AtLeastOnce, false, "same").await.unwrap();
+    expect(&mut orx, |p| matches!(p, Packet::PubAck(_))).await;
+    let p = next_publish(&mut rx).await;
+    assert_eq!(p.qos, QoS::AtLeastOnce);
+    let mut ids = p.properties.map(|pr| pr.subscription_identifiers).unwrap_or_default();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![1, 2]);
+    quiet(&mut rx, 300).await;
+    // Different QoS: a copy each, with its own identifier.
+    other.publish("d/x", QoS::AtLeastOnce, false, "diff").await.unwrap();
+    expect(&mut orx, |p| matches!(p, Packet::PubAck(_))).await;
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let p = next_publish(&mut rx).await;
+        got.push((p.properties.map(|pr| pr.subscription_identifiers).unwrap_or_default(), p.qos));
+    }
+    got.sort_by_key(|(ids, _)| ids.clone());
+    assert_eq!(got, vec![(vec![1], QoS::AtMostOnce), (vec![2], QoS::AtLeastOnce)]);
     quiet(&mut rx, 300).await;
 }
 

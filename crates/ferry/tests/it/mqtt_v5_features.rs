@@ -229,3 +229,105 @@ async fn a_full_session_queue_drops_the_newest_messages() {
     assert_eq!(got, ["0", "1", "2"]);
     quiet(&mut srx, 300).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_topic_aliases_are_resolved_by_rumqttc() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let (sub, mut srx) = client(b.mqtt_port, "alias-sub", |o| {
+        o.set_topic_alias_max(Some(10));
+    })
+    .await;
+    sub.subscribe("out/#", QoS::AtLeastOnce).await.unwrap();
+    expect(&mut srx, |p| matches!(p, Packet::SubAck(_))).await;
+    let (publ, mut prx) = client(b.mqtt_port, "alias-pub", |_| {}).await;
+    let sent = [("out/x", "1"), ("out/x", "2"), ("out/y", "3"), ("out/x", "4"), ("out/y", "5")];
+    for (t, v) in sent {
+        publ.publish(t, QoS::AtLeastOnce, false, v).await.unwrap();
+        expect(&mut prx, |p| matches!(p, Packet::PubAck(_))).await;
+    }
+    // rumqttc 0.25 accepts the aliases (an unknown one would be a protocol
+    // error, ending its connection) but hands the application the PUBLISH as
+    // received, before its own resolution: the empty topic is resolved here
+    // from the alias property, as its users do.
+    let mut aliases = std::collections::HashMap::new();
+    let mut got = Vec::new();
+    for _ in 0..sent.len() {
+        let p = next_publish(&mut srx).await;
+        let alias = p.properties.as_ref().and_then(|p| p.topic_alias);
+        let mut t = topic(&p);
+        match alias {
+            Some(a) if t.is_empty() => t = aliases.get(&a).cloned().unwrap_or_default(),
+            Some(a) => {
+                aliases.insert(a, t.clone());
+            }
+            None => {}
+        }
+        got.push((t, String::from_utf8_lossy(&p.payload).into_owned(), alias));
+    }
+    // Each topic keeps the alias it got on first use.
+    let want: Vec<(String, String, Option<u16>)> =
+        [("out/x", "1", 1), ("out/x", "2", 1), ("out/y", "3", 2), ("out/x", "4", 1), ("out/y", "5", 2)]
+            .map(|(t, v, a)| (t.to_string(), v.to_string(), Some(a)))
+            .to_vec();
+    assert_eq!(got, want);
+    quiet(&mut srx, 300).await;
+}
+
+/// The bytes of outbound PUBLISHes to a raw MQTT 5 client that allows
+/// `alias_max` topic aliases, for messages published to t/a, t/a, t/b.
+async fn raw_publishes_with_alias_max(b: &Broker, alias_max: u8) -> Vec<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn frame(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let mut head = [0u8; 2];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head)).await.unwrap().unwrap();
+        assert!(head[1] < 0x80, "short packets only");
+        let mut body = vec![0u8; usize::from(head[1])];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut body)).await.unwrap().unwrap();
+        [&head[..], &body].concat()
+    }
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", b.mqtt_port)).await.unwrap();
+    // CONNECT 5.0, clean start, Topic Alias Maximum = alias_max, client id "raw".
+    let connect =
+        [0x10, 19, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 3, 0x22, 0, alias_max, 0, 3, b'r', b'a', b'w'];
+    s.write_all(&connect).await.unwrap();
+    assert_eq!(frame(&mut s).await[0], 0x20);
+    // SUBSCRIBE t/# at QoS 0.
+    s.write_all(&[0x82, 9, 0, 1, 0, 0, 3, b't', b'/', b'#', 0]).await.unwrap();
+    assert_eq!(frame(&mut s).await[0], 0x90);
+    let (publ, mut prx) = client(b.mqtt_port, "raw-pub", |_| {}).await;
+    for (t, v) in [("t/a", "x"), ("t/a", "y"), ("t/b", "z")] {
+        publ.publish(t, QoS::AtLeastOnce, false, v).await.unwrap();
+        expect(&mut prx, |p| matches!(p, Packet::PubAck(_))).await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(frame(&mut s).await);
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_topic_aliases_on_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    // First use: topic + Topic Alias (0x23) 1; then an empty topic + alias
+    // 1; a second topic gets alias 2.
+    let got = raw_publishes_with_alias_max(&b, 10).await;
+    assert_eq!(got[0], [0x30, 10, 0, 3, b't', b'/', b'a', 3, 0x23, 0, 1, b'x']);
+    assert_eq!(got[1], [0x30, 7, 0, 0, 3, 0x23, 0, 1, b'y']);
+    assert_eq!(got[2], [0x30, 10, 0, 3, b't', b'/', b'b', 3, 0x23, 0, 2, b'z']);
+    drop(b);
+    // One alias allowed: once it is taken, other topics go by name only.
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let got = raw_publishes_with_alias_max(&b, 1).await;
+    assert_eq!(got[1], [0x30, 7, 0, 0, 3, 0x23, 0, 1, b'y']);
+    assert_eq!(got[2], [0x30, 7, 0, 3, b't', b'/', b'b', 0, b'z']);
+    drop(b);
+    // Switched off: names only.
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start_with_toml(dir.path(), "[mqtt]\noutbound_topic_aliases = false\n");
+    let got = raw_publishes_with_alias_max(&b, 10).await;
+    assert_eq!(got[1], [0x30, 7, 0, 3, b't', b'/', b'a', 0, b'y']);
+}

@@ -6,6 +6,7 @@ mod amqp_basic;
 mod amqp_delayed;
 mod amqp_durability;
 mod amqp_kafka_bridge;
+mod amqp_rabbitmq_answers;
 mod amqp_support;
 mod amqp_ttl_dlx;
 mod bridges;

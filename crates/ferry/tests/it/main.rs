@@ -22,6 +22,7 @@ mod kafka_txn;
 mod metrics;
 mod mqtt_bad_input;
 mod mqtt_clients;
+mod mqtt_keep_alive;
 mod mqtt_scale;
 mod mqtt_v5;
 mod mqtt_v5_features;

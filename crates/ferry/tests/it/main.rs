@@ -24,6 +24,7 @@ mod mqtt_bad_input;
 mod mqtt_clients;
 mod mqtt_keep_alive;
 mod mqtt_scale;
+mod mqtt_subscribe_then_publish;
 mod mqtt_v5;
 mod mqtt_v5_features;
 mod mqtt_ws;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Interop tests: real Kafka clients (confluent-kafka, kafka-python, aiokafka, kcat;
 # transactions with the three Python clients; KafkaJS), the seed's pika example
-# (AMQP) and paho-mqtt (MQTT 3.1.1 / 5, TCP and WebSocket)
+# and pika against RabbitMQ's error answers (AMQP) and paho-mqtt (MQTT 3.1.1 / 5, TCP and WebSocket)
 # against a freshly started `ferry serve`. Last line: "interop: N passed, M failed".
 set -euo pipefail
 
@@ -108,6 +108,7 @@ run_test paho_mqtt       "$venv/bin/python" "$here/paho_mqtt_test.py"
 run_test transactions    "$venv/bin/python" "$here/transactions_test.py"
 run_test kafkajs         node "$here/kafkajs_test.mjs"
 run_test pika_seed       "$venv/bin/python" "$here/pika_seed_test.py"
+run_test pika_answers    "$venv/bin/python" "$here/pika_rabbitmq_answers_test.py"
 # Five parts, each in its own child process with a 75 s limit (GROUPS_PART_TIMEOUT);
 # about 40 s when healthy, since every group waits out the broker's default
 # 3 s group.initial.rebalance.delay.ms.

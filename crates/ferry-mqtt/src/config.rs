@@ -88,9 +88,11 @@ pub struct MqttConfig {
     /// Longest session expiry granted, seconds; 3.1.1 persistent sessions
     /// (clean session 0) get this.
     pub max_session_expiry: u32,
-    /// Keepalive granted when a client asks for 0 or more (MQTT 5 Server
-    /// Keep Alive); `None` accepts what the client asks.
-    pub max_keep_alive: Option<u16>,
+    /// Longest keepalive a client may use, seconds (mosquitto's
+    /// max_keepalive); 0: no limit. An MQTT 5 client asking more (or 0) is
+    /// told this value in CONNACK's Server Keep Alive; a 3.1.1 client asking
+    /// more is refused (see connection/connect.rs).
+    pub max_keep_alive: u16,
     /// Accounts that may log in; empty: every client is let in, no credentials needed.
     pub users: Arc<Vec<User>>,
     /// Topic access rules; empty: every client may use every topic.
@@ -111,7 +113,7 @@ impl Default for MqttConfig {
             topic_alias_maximum: 100,
             outbound_topic_aliases: true,
             max_session_expiry: u32::MAX,
-            max_keep_alive: None,
+            max_keep_alive: u16::MAX,
             users: Arc::new(Vec::new()),
             acl: Arc::new(Vec::new()),
             to_kafka: Arc::new(Vec::new()),

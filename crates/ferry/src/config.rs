@@ -70,7 +70,9 @@ pub struct MqttSection {
     pub topic_alias_maximum: Option<u16>,
     pub outbound_topic_aliases: Option<bool>,
     pub max_session_expiry_secs: Option<u32>,
-    pub max_keepalive_secs: Option<u16>,
+    /// mosquitto's name; `max_keepalive_secs` is the name Ferry used first.
+    #[serde(alias = "max_keepalive_secs")]
+    pub max_keepalive: Option<u16>,
     #[serde(default)]
     pub users: Vec<ferry_mqtt::config::User>,
     #[serde(default)]
@@ -249,7 +251,7 @@ impl Settings {
             topic_alias_maximum: m.topic_alias_maximum.unwrap_or(md.topic_alias_maximum),
             outbound_topic_aliases: m.outbound_topic_aliases.unwrap_or(md.outbound_topic_aliases),
             max_session_expiry: m.max_session_expiry_secs.unwrap_or(md.max_session_expiry),
-            max_keep_alive: m.max_keepalive_secs,
+            max_keep_alive: m.max_keepalive.unwrap_or(md.max_keep_alive),
             users: std::sync::Arc::new(m.users),
             acl: std::sync::Arc::new(m.acl),
             to_kafka: std::sync::Arc::new(m.kafka_bridge),
@@ -400,6 +402,19 @@ mod tests {
         assert_eq!((s.mqtt.users.len(), s.mqtt.acl.len(), s.mqtt.to_kafka.len()), (1, 1, 1));
         args.mqtt_listen = Some("off".into());
         assert_eq!(Settings::resolve(&args).unwrap().mqtt_listen, None);
+    }
+
+    #[test]
+    fn mqtt_max_keepalive_defaults_to_65535_and_keeps_its_first_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(&path, "").unwrap();
+        let args = ServeArgs { config: Some(path.clone()), ..Default::default() };
+        assert_eq!(Settings::resolve(&args).unwrap().mqtt.max_keep_alive, 65535);
+        std::fs::write(&path, "[mqtt]\nmax_keepalive = 60\n").unwrap();
+        assert_eq!(Settings::resolve(&args).unwrap().mqtt.max_keep_alive, 60);
+        std::fs::write(&path, "[mqtt]\nmax_keepalive_secs = 0\n").unwrap();
+        assert_eq!(Settings::resolve(&args).unwrap().mqtt.max_keep_alive, 0);
     }
 
     #[test]

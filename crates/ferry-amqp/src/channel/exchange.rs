@@ -32,8 +32,10 @@ impl Channel {
                 } else {
                     d.kind.as_str().to_string()
                 };
+                // A channel error (406), as current RabbitMQ answers, not a
+                // connection close: the client's other channels go on.
                 let kind = ExchangeKind::parse(&type_name)
-                    .ok_or_else(|| AmqpError::new(COMMAND_INVALID, format!("unknown exchange type '{type_name}'")));
+                    .ok_or_else(|| AmqpError::new(PRECONDITION_FAILED, format!("unknown exchange type '{type_name}'")));
                 let kind = match (kind, d.passive) {
                     (Ok(k), _) => k,
                     (Err(_), true) => ExchangeKind::Direct,

@@ -101,10 +101,7 @@ impl Channel {
     /// Routes a method to its class's handler.
     async fn dispatch(&mut self, cx: &mut ConnCtx, m: AMQPClass) -> Result<(), AmqpError> {
         match m {
-            AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Publish(p)) => {
-                self.start_publish(p);
-                Ok(())
-            }
+            AMQPClass::Basic(amq_protocol::protocol::basic::AMQPMethod::Publish(p)) => self.start_publish(p),
             AMQPClass::Basic(m) => self.basic(cx, m),
             AMQPClass::Channel(m) => self.flow(cx, m),
             AMQPClass::Exchange(m) => self.exchange(cx, m),

@@ -36,8 +36,13 @@ struct Confirm {
 }
 
 impl Channel {
-    /// basic.publish: the content frames follow.
-    pub(super) fn start_publish(&mut self, publish: basic::Publish) {
+    /// basic.publish: the content frames follow. `immediate` was dropped
+    /// by RabbitMQ 3.0; like RabbitMQ we refuse it with a connection close
+    /// (540) rather than ignore it, so clients that test for it see it.
+    pub(super) fn start_publish(&mut self, publish: basic::Publish) -> Result<(), AmqpError> {
+        if publish.immediate {
+            return Err(AmqpError::new(NOT_IMPLEMENTED, "immediate=true"));
+        }
         self.pending = Some(PendingPublish {
             publish,
             header: None,
@@ -45,6 +50,7 @@ impl Channel {
             received: 0,
             started: std::time::Instant::now(),
         });
+        Ok(())
     }
 
     /// A content header or body frame.

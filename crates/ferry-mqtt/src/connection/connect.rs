@@ -97,6 +97,12 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
         wr.write_all(&refuse(reason::BAD_USER_OR_PASSWORD)).await?;
         return Ok(None);
     }
+    let Some(keep_alive) = KeepAlive::grant(config.max_keep_alive, c.keep_alive, version) else {
+        // A 3.1.1 client cannot be told a lower keepalive: return code 2
+        // (identifier rejected), as mosquitto answers.
+        wr.write_all(&refuse(reason::CLIENT_ID_NOT_VALID)).await?;
+        return Ok(None);
+    };
     if let Some(w) = &c.will
         && !topic_tree::valid_name(&w.topic)
     {
@@ -130,7 +136,6 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
         // What an earlier connection left unacknowledged goes out first, DUP.
         q.requeue_unacked();
     }
-    let server_keep_alive = config.max_keep_alive.filter(|&m| c.keep_alive == 0 || c.keep_alive > m);
     let window = match version {
         Version::V5 => usize::from(c.receive_max.unwrap_or(u16::MAX)),
         Version::V3 => usize::from(config.max_inflight),
@@ -159,7 +164,7 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
         releasing: BTreeSet::new(),
         will: c.will.clone(),
         expiry,
-        keep_alive_secs: server_keep_alive.unwrap_or(c.keep_alive),
+        keep_alive_secs: keep_alive.secs,
         held: VecDeque::new(),
     };
     let ack = Connack {
@@ -172,7 +177,7 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
         assigned_client_id: assigned,
         topic_alias_max: Some(config.topic_alias_maximum),
         reason_string: None,
-        server_keep_alive,
+        server_keep_alive: keep_alive.lowered.then_some(keep_alive.secs),
     };
     conn.send(Packet::Connack(ack));
     if present {
@@ -187,6 +192,33 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
     Ok(Some((conn, kick)))
 }
 
+/// The keepalive a connection runs with, after `max_keepalive`.
+#[derive(Debug, PartialEq, Eq)]
+struct KeepAlive {
+    /// Seconds; 0: never timed out.
+    secs: u16,
+    /// The broker lowered what the client asked (MQTT 5: sent as Server
+    /// Keep Alive, which the client must then use).
+    lowered: bool,
+}
+
+impl KeepAlive {
+    /// What a client asking `asked` gets under `max` (0: no limit), as
+    /// mosquitto: MQTT 5 asking more than `max`, or 0 (= forever), gets
+    /// `max`. MQTT 3.1.1 has no way to be told, so asking more is refused
+    /// (`None`); asking 0 is let through unlimited, unlike mosquitto, so
+    /// 3.1.1 clients that never ping keep connecting under the default.
+    fn grant(max: u16, asked: u16, version: Version) -> Option<KeepAlive> {
+        let over = max != 0 && (asked == 0 || asked > max);
+        match version {
+            _ if !over => Some(KeepAlive { secs: asked, lowered: false }),
+            Version::V5 => Some(KeepAlive { secs: max, lowered: true }),
+            Version::V3 if asked == 0 => Some(KeepAlive { secs: 0, lowered: false }),
+            Version::V3 => None,
+        }
+    }
+}
+
 /// A random id for a client that sent none (not cryptographic: it only has
 /// to differ from other clients').
 fn rand_u64() -> u64 {
@@ -194,4 +226,36 @@ fn rand_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(max: u16, asked: u16, version: Version) -> Option<(u16, bool)> {
+        KeepAlive::grant(max, asked, version).map(|k| (k.secs, k.lowered))
+    }
+
+    #[test]
+    fn mqtt5_clients_asking_more_than_the_max_are_told_the_max() {
+        assert_eq!(grant(60, 30, Version::V5), Some((30, false)));
+        assert_eq!(grant(60, 60, Version::V5), Some((60, false)));
+        assert_eq!(grant(60, 61, Version::V5), Some((60, true)));
+        assert_eq!(grant(60, 0, Version::V5), Some((60, true)));
+        // The default (65535) lowers only "forever".
+        assert_eq!(grant(u16::MAX, u16::MAX, Version::V5), Some((u16::MAX, false)));
+        assert_eq!(grant(u16::MAX, 0, Version::V5), Some((u16::MAX, true)));
+        // 0: no limit.
+        assert_eq!(grant(0, 0, Version::V5), Some((0, false)));
+        assert_eq!(grant(0, 1000, Version::V5), Some((1000, false)));
+    }
+
+    #[test]
+    fn mqtt311_clients_asking_more_than_the_max_are_refused() {
+        assert_eq!(grant(60, 30, Version::V3), Some((30, false)));
+        assert_eq!(grant(60, 60, Version::V3), Some((60, false)));
+        assert_eq!(grant(60, 61, Version::V3), None);
+        assert_eq!(grant(60, 0, Version::V3), Some((0, false)));
+        assert_eq!(grant(0, 1000, Version::V3), Some((1000, false)));
+    }
 }

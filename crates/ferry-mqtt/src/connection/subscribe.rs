@@ -51,6 +51,9 @@ impl Conn {
                 continue;
             }
             let qos = opts.qos.min(2);
+            // Indexed synchronously, before the SUBACK is even queued, and
+            // routing reads the live index: a publish that follows the
+            // SUBACK finds the subscription (tests/it/mqtt_subscribe_then_publish.rs).
             let existed = self.hub.subscribe(
                 &self.session,
                 SubRecord {

@@ -9,7 +9,7 @@
 //!    same bytes as one produce case in 1 MiB writes (best of 3);
 //! 2. produce throughput, 1 KiB records, acks=1 and acks=all, 1 and 6
 //!    partitions: time from the first send to the last delivery report;
-//!    with `--recompress`, also 1 partition acks=1 into topics whose
+//!    with `--recompress`, also 1 partition acks=1 ("produce p1 to lz4" ...) into topics whose
 //!    `compression.type` is lz4, snappy, zstd and gzip (the producer sends
 //!    uncompressed batches, so the broker compresses every one);
 //! 3. consume throughput: the 6-partition acks=1 topic read back with
@@ -152,7 +152,7 @@ fn throughput(opts: &Options, report: &mut Report, broker: &Broker, runtime: &to
             None => (format!("produce-p{partitions}-acks{acks}"), format!("produce p{partitions} acks={acks}"), vec![]),
             Some(c) => (
                 format!("produce-p{partitions}-acks{acks}-{c}"),
-                format!("produce p{partitions} acks={acks} topic {c}"),
+                format!("produce p{partitions} to {c}"),
                 vec![("compression.type", c)],
             ),
         };

@@ -1,5 +1,6 @@
-//! Produce: batches go to the log as sent (the log validates them); the
-//! response waits for what `acks` asks.
+//! Produce: batches go to the log as sent (the log validates them), unless
+//! the topic's `compression.type` names another codec; the response waits
+//! for what `acks` asks. Refused records are named in KIP-467 record errors.
 
 use ferry_broker::txn::TxnError;
 use ferry_broker::{Acks, Appended, Broker, BrokerError};

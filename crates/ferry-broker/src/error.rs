@@ -45,6 +45,16 @@ pub enum BrokerError {
     /// A batch or record the broker refuses (e.g. a client-written control batch).
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// Records a topic refuses, e.g. keyless records on a compacted topic:
+    /// each with its index among the request's records for the partition
+    /// and why (Kafka's KIP-467 record errors).
+    #[error("{message}")]
+    RejectedRecords {
+        /// The partition-level message, naming the first few errors.
+        message: String,
+        /// (record index, error message) of every refused record.
+        records: Vec<(i32, String)>,
+    },
     /// A transaction coordinator error.
     #[error("transaction: {0:?}")]
     Txn(crate::txn::TxnError),

@@ -14,6 +14,7 @@ pub mod metrics;
 mod partition;
 mod producer;
 pub mod queue;
+mod record_rules;
 pub mod stored;
 pub mod topic_config;
 pub mod txn;

@@ -12,6 +12,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::error::{BrokerError, Result};
 use crate::producer::{ProducerStates, Sequence};
+use crate::record_rules;
 use crate::topic_config::TopicSettings;
 
 /// How much acknowledgement a producer asked for (Kafka's `acks`).
@@ -212,6 +213,7 @@ impl Partition {
             return Err(BrokerError::NotEnoughReplicas { isr: 1, min: settings.min_insync_replicas });
         }
         check_headers(batches, &settings)?;
+        let batches = &*record_rules::apply(batches, &settings, &self.topic, self.index)?;
         let info = if first_producer_id(batches) >= 0 {
             self.append_idempotent(batches)?
         } else {

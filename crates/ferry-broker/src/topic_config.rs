@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use ferry_log::{CleanupPolicy, FlushPolicy, LogConfig, TimestampType};
+use ferry_records::compression::Compression;
 
 use crate::error::{BrokerError, Result};
 
@@ -78,8 +79,9 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         ConfigType::String,
         "producer",
         0,
-        &["producer"],
-        "batches are stored as the producer compressed them",
+        &["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"],
+        "codec of stored batches; producer: as the producer compressed them, others: the broker recompresses \
+         batches in another codec",
     ),
     def(
         "delete.retention.ms",
@@ -111,6 +113,25 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
     ),
     def("max.message.bytes", "message.max.bytes", ConfigType::Int, "1048588", 0, &[], "largest record batch accepted"),
     def(
+        "message.downconversion.enable",
+        "log.message.downconversion.enable",
+        ConfigType::Boolean,
+        "true",
+        0,
+        &["true", "false"],
+        "accepted for old clients and ignored: Ferry serves v2 batches only and never down-converts (removed in \
+         Kafka 4.0)",
+    ),
+    def(
+        "message.format.version",
+        "log.message.format.version",
+        ConfigType::String,
+        "3.0-IV1",
+        0,
+        &[],
+        "accepted for old clients and ignored: Ferry stores v2 batches only (ignored since Kafka 3.0, removed in 4.0)",
+    ),
+    def(
         "message.timestamp.after.max.ms",
         "log.message.timestamp.after.max.ms",
         ConfigType::Long,
@@ -127,6 +148,16 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         0,
         &[],
         "how far in the past a CreateTime timestamp may be",
+    ),
+    def(
+        "message.timestamp.difference.max.ms",
+        "log.message.timestamp.difference.max.ms",
+        ConfigType::Long,
+        MAX,
+        0,
+        &[],
+        "accepted for old clients and ignored: use message.timestamp.before.max.ms and \
+         message.timestamp.after.max.ms (deprecated since Kafka 3.6, removed in 4.0)",
     ),
     def(
         "message.timestamp.type",
@@ -267,6 +298,9 @@ pub struct TopicSettings {
     /// `message.timestamp.after.max.ms`: how far in the future a CreateTime
     /// timestamp may be, in ms.
     pub timestamp_after_max_ms: i64,
+    /// `compression.type`: the codec every stored batch has, or `None`
+    /// (`producer`) to store batches as sent.
+    pub compression: Option<Compression>,
 }
 
 /// Resolves topic overrides over broker defaults (both keyed by topic
@@ -305,6 +339,14 @@ pub fn resolve(broker: &BrokerDefaults, topic: &BTreeMap<String, String>) -> Top
         min_insync_replicas: long("min.insync.replicas").max(1) as usize,
         timestamp_before_max_ms: long("message.timestamp.before.max.ms"),
         timestamp_after_max_ms: long("message.timestamp.after.max.ms"),
+        compression: match get("compression.type") {
+            "uncompressed" => Some(Compression::None),
+            "gzip" => Some(Compression::Gzip),
+            "snappy" => Some(Compression::Snappy),
+            "lz4" => Some(Compression::Lz4),
+            "zstd" => Some(Compression::Zstd),
+            _ => None,
+        },
     }
 }
 
@@ -323,6 +365,37 @@ mod tests {
         assert_eq!(s.log.segment_bytes, 1 << 30);
         assert_eq!(s.log.flush, FlushPolicy::Always);
         assert_eq!(s.log.cleanup_policy, CleanupPolicy::DELETE);
+        assert_eq!(s.compression, None, "producer");
+    }
+
+    #[test]
+    fn compression_types_name_codecs() {
+        for (name, codec) in [
+            ("producer", None),
+            ("uncompressed", Some(Compression::None)),
+            ("gzip", Some(Compression::Gzip)),
+            ("snappy", Some(Compression::Snappy)),
+            ("lz4", Some(Compression::Lz4)),
+            ("zstd", Some(Compression::Zstd)),
+        ] {
+            let topic = map(&[("compression.type", name)]);
+            assert!(validate_all(&topic).is_ok(), "{name}");
+            assert_eq!(resolve(&BrokerDefaults::default(), &topic).compression, codec, "{name}");
+        }
+        // The broker-wide default applies to topics without their own.
+        let broker = BrokerDefaults { dynamic: map(&[("compression.type", "zstd")]), fixed: BTreeMap::new() };
+        assert_eq!(resolve(&broker, &BTreeMap::new()).compression, Some(Compression::Zstd));
+    }
+
+    #[test]
+    fn legacy_configs_are_accepted_and_change_nothing() {
+        let legacy = map(&[
+            ("message.format.version", "2.8-IV1"),
+            ("message.downconversion.enable", "false"),
+            ("message.timestamp.difference.max.ms", "1000"),
+        ]);
+        assert!(validate_all(&legacy).is_ok());
+        assert_eq!(resolve(&BrokerDefaults::default(), &legacy), resolve(&BrokerDefaults::default(), &BTreeMap::new()));
     }
 
     #[test]
@@ -348,6 +421,8 @@ mod tests {
         assert!(validate_all(&map(&[("cleanup.policy", "delete,shred")])).is_err());
         assert!(validate_all(&map(&[("message.timestamp.type", "Whenever")])).is_err());
         assert!(validate_all(&map(&[("no.such.config", "1")])).is_err());
+        assert!(validate_all(&map(&[("compression.type", "brotli")])).is_err());
+        assert!(validate_all(&map(&[("message.downconversion.enable", "maybe")])).is_err());
         assert!(validate_all(&map(&[("cleanup.policy", "compact, delete"), ("retention.ms", "-1")])).is_ok());
     }
 }

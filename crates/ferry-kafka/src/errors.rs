@@ -71,7 +71,7 @@ fn broker_error_code(e: &BrokerError) -> i16 {
         BrokerError::InvalidTimestamp(_) => E::InvalidTimestamp,
         BrokerError::OutOfOrderSequence => E::OutOfOrderSequenceNumber,
         BrokerError::InvalidProducerEpoch => E::InvalidProducerEpoch,
-        BrokerError::InvalidRecord(_) => E::InvalidRecord,
+        BrokerError::InvalidRecord(_) | BrokerError::RejectedRecords { .. } => E::InvalidRecord,
         BrokerError::Txn(t) => return txn_code(*t, true),
         BrokerError::Group(g) => return group_code(*g),
         BrokerError::Log(l) => return log_code(l),

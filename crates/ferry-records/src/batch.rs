@@ -1,6 +1,7 @@
 //! The Kafka RecordBatch v2 header: the only record format the log knows.
 //!
-//! Batches are stored exactly as producers sent them. The log reads only the
+//! Batches are stored exactly as producers sent them (unless a topic's
+//! `compression.type` has the broker recompress them first). The log reads only the
 //! fixed 61-byte header (and checks the CRC over the rest); it patches the
 //! base offset, and for `LogAppendTime` topics the max timestamp, never the
 //! records themselves.

@@ -119,6 +119,19 @@ pub fn rebuild_batch(template: &[u8], raw_records: &[&[u8]]) -> Result<Vec<u8>, 
     assemble(header, raw_records.len(), &payload)
 }
 
+/// The same batch with its records section re-encoded in `codec`: every
+/// header field but the codec bits, batchLength and the CRC is kept, and the
+/// records are not re-validated. `limit` caps the decompressed size.
+/// For topics whose `compression.type` names a codec.
+pub fn recompressed(batch: &[u8], codec: Compression, limit: usize) -> Result<Vec<u8>, RecordsError> {
+    let mut header = header(batch)?;
+    let payload = records_payload(batch, limit)?;
+    let attributes = i16::from_be_bytes(field(&header, ATTRIBUTES_AT)) & !0x07 | codec.id();
+    header[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    let count = usize::try_from(i32::from_be_bytes(field(&header, COUNT_AT))).map_err(|_| corrupt("negative count"))?;
+    assemble(header, count, &compression::compress(codec, &payload)?)
+}
+
 /// Encodes `records` into a fresh batch: baseOffset 0, partitionLeaderEpoch -1,
 /// CreateTime, non-transactional, offsetDelta = index, lastOffsetDelta = n - 1,
 /// baseTimestamp = the first record's timestamp (as the Java producer does; later
@@ -442,6 +455,27 @@ mod tests {
             assert_valid(&empty);
             assert!(parse_records(&records_payload(&empty, LIMIT).unwrap(), 0).unwrap().is_empty());
         }
+    }
+
+    #[test]
+    fn recompressed_keeps_everything_but_codec_and_crc() {
+        for from in ALL {
+            let batch = build_batch(&sample(), from, 42, 3, 7).unwrap();
+            for to in ALL {
+                let out = recompressed(&batch, to, LIMIT).unwrap();
+                assert_valid(&out);
+                let h = crate::batch::validate(&out).unwrap();
+                assert_eq!(Compression::from_attributes(h.attributes).unwrap(), to);
+                assert_eq!(out[..8], batch[..8]);
+                assert_eq!(out[12..17], batch[12..17]);
+                assert_eq!(out[23..HEADER_LEN], batch[23..HEADER_LEN]);
+                let want = records_payload(&batch, LIMIT).unwrap();
+                assert_eq!(records_payload(&out, LIMIT).unwrap(), want);
+            }
+        }
+        let control = build_control_batch(1, 0, true, 0, 1).unwrap();
+        let h = crate::batch::validate(&recompressed(&control, Compression::Gzip, LIMIT).unwrap()).unwrap();
+        assert!(h.is_control() && h.is_transactional(), "other attribute bits kept");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Kafka-protocol benchmark: the release `ferry` binary on 127.0.0.1, driven
 //! by librdkafka (the rdkafka crate) in this process.
 //!
-//! `cargo bench -p ferry --bench kafka [-- --json] [-- --records N --rate R --seconds S --latency-only]`
+//! `cargo bench -p ferry --bench kafka [-- --json] [-- --records N --rate R --seconds S --latency-only --recompress]`
 //!
 //! Measured, in this order, against one broker with a fresh data directory
 //! (under the target directory's tmp/, or `FERRY_BENCH_DIR`):
@@ -9,6 +9,9 @@
 //!    same bytes as one produce case in 1 MiB writes (best of 3);
 //! 2. produce throughput, 1 KiB records, acks=1 and acks=all, 1 and 6
 //!    partitions: time from the first send to the last delivery report;
+//!    with `--recompress`, also 1 partition acks=1 ("produce p1 to lz4" ...) into topics whose
+//!    `compression.type` is lz4, snappy, zstd and gzip (the producer sends
+//!    uncompressed batches, so the broker compresses every one);
 //! 3. consume throughput: the 6-partition acks=1 topic read back with
 //!    assigned partitions (no consumer group);
 //! 4. end-to-end latency at a fixed rate (default 50,000 records/s) into 6
@@ -64,6 +67,8 @@ struct Options {
     latency_only: bool,
     /// Skip the page-cache warm-up before each produce phase.
     cold: bool,
+    /// Also produce into topics whose `compression.type` makes the broker recompress.
+    recompress: bool,
 }
 
 fn main() {
@@ -97,8 +102,15 @@ fn main() {
 }
 
 fn parse_args() -> Options {
-    let mut o =
-        Options { json: false, records: 2_000_000, rate: 50_000, seconds: 5.0, latency_only: false, cold: false };
+    let mut o = Options {
+        json: false,
+        records: 2_000_000,
+        rate: 50_000,
+        seconds: 5.0,
+        latency_only: false,
+        cold: false,
+        recompress: false,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = |what: &str| -> f64 {
@@ -108,6 +120,7 @@ fn parse_args() -> Options {
             "--json" => o.json = true,
             "--latency-only" => o.latency_only = true,
             "--cold" => o.cold = true,
+            "--recompress" => o.recompress = true,
             "--records" => o.records = num("--records") as u64,
             "--rate" => o.rate = num("--rate") as u64,
             "--seconds" => o.seconds = num("--seconds"),
@@ -129,16 +142,28 @@ fn throughput(opts: &Options, report: &mut Report, broker: &Broker, runtime: &to
     report.loopback = loopback;
     eprintln!("loopback TCP: {loopback:.0} MiB/s ({:.0} MiB per run, best of 3)", loop_bytes as f64 / MIB);
 
-    for (acks, partitions) in [("1", 1), ("1", 6), ("all", 1), ("all", 6)] {
-        let topic = format!("produce-p{partitions}-acks{acks}");
-        runtime.block_on(create_topic(&bootstrap, &topic, partitions, &[]));
+    let mut cases: Vec<(&str, i32, Option<&str>)> =
+        vec![("1", 1, None), ("1", 6, None), ("all", 1, None), ("all", 6, None)];
+    if opts.recompress {
+        cases.extend(["lz4", "snappy", "zstd", "gzip"].map(|codec| ("1", 1, Some(codec))));
+    }
+    for (acks, partitions, codec) in cases {
+        let (topic, label, configs) = match codec {
+            None => (format!("produce-p{partitions}-acks{acks}"), format!("produce p{partitions} acks={acks}"), vec![]),
+            Some(c) => (
+                format!("produce-p{partitions}-acks{acks}-{c}"),
+                format!("produce p{partitions} to {c}"),
+                vec![("compression.type", c)],
+            ),
+        };
+        runtime.block_on(create_topic(&bootstrap, &topic, partitions, &configs));
         sync();
         if !opts.cold {
             warm_page_cache(dir, loop_bytes);
         }
         let cpu = Cpu::start(broker.pid());
         let run = produce(&bootstrap, &topic, acks, opts.records);
-        let row = ProduceRow { label: format!("produce p{partitions} acks={acks}"), run, cpu: cpu.stop() };
+        let row = ProduceRow { label, run, cpu: cpu.stop() };
         eprintln!("{}", row.line(loopback));
         report.produce.push(row);
     }

@@ -1,12 +1,16 @@
-//! Produce: batches go to the log as sent (the log validates them); the
-//! response waits for what `acks` asks.
+//! Produce: batches go to the log as sent (the log validates them), unless
+//! the topic's `compression.type` names another codec; the response waits
+//! for what `acks` asks. Refused records are named in KIP-467 record errors.
 
 use ferry_broker::txn::TxnError;
 use ferry_broker::{Acks, Appended, Broker, BrokerError};
 use ferry_records::batch::BatchHeader;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use super::Call;
 use crate::errors::{error_code, error_message};
@@ -15,7 +19,30 @@ use crate::response::{Reply, encode};
 /// A partition's outcome: appended (maybe still waiting), or failed now.
 enum Outcome {
     Appended(Appended),
-    Failed(i16, Option<String>),
+    Failed(Failure),
+}
+
+/// An error code, its message and the records it names (KIP-467).
+struct Failure {
+    code: i16,
+    message: Option<String>,
+    records: Vec<(i32, String)>,
+}
+
+impl Failure {
+    fn code(code: i16) -> Self {
+        Failure { code, message: None, records: Vec::new() }
+    }
+
+    fn of(e: BrokerError) -> Self {
+        let code = error_code(&e);
+        let message = Some(error_message(&e).to_string());
+        let records = match e {
+            BrokerError::RejectedRecords { records, .. } => records,
+            _ => Vec::new(),
+        };
+        Failure { code, message, records }
+    }
 }
 
 pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
@@ -37,10 +64,10 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
         let mut partitions = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
             let outcome = match (&topic, p.records) {
-                (Err(e), _) => Outcome::Failed(error_code(e), None),
-                (Ok(_), None) => Outcome::Failed(ResponseError::CorruptMessage.code(), None),
+                (Err(e), _) => Outcome::Failed(Failure::code(error_code(e))),
+                (Ok(_), None) => Outcome::Failed(Failure::code(ResponseError::CorruptMessage.code())),
                 (Ok(topic), Some(records)) => match topic.partition(p.index) {
-                    None => Outcome::Failed(ResponseError::UnknownTopicOrPartition.code(), None),
+                    None => Outcome::Failed(Failure::code(ResponseError::UnknownTopicOrPartition.code())),
                     Some(partition) => match check_transactional(broker, &topic.name, p.index, &records)
                         .and_then(|()| partition.append(&records, acks))
                     {
@@ -48,7 +75,7 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
                             topic.stats.appended(a.info.records, a.info.bytes);
                             Outcome::Appended(a)
                         }
-                        Err(e) => Outcome::Failed(error_code(&e), Some(error_message(&e).to_string())),
+                        Err(e) => Outcome::Failed(Failure::of(e)),
                     },
                 },
             };
@@ -69,8 +96,8 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
             for (index, outcome, log_start) in partitions {
                 let mut r = PartitionProduceResponse::default().with_index(index).with_base_offset(-1);
                 let result = match outcome {
-                    Outcome::Appended(a) => a.acknowledged().await.map_err(|e| (error_code(&e), Some(e.to_string()))),
-                    Outcome::Failed(code, msg) => Err((code, msg)),
+                    Outcome::Appended(a) => a.acknowledged().await.map_err(Failure::of),
+                    Outcome::Failed(f) => Err(f),
                 };
                 match result {
                     Ok(info) => {
@@ -82,10 +109,19 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
                             r.log_start_offset = log_start;
                         }
                     }
-                    Err((code, msg)) => {
-                        r.error_code = code;
+                    Err(f) => {
+                        r.error_code = f.code;
                         if version >= 8 {
-                            r.error_message = msg.map(kafka_protocol::protocol::StrBytes::from_string);
+                            r.error_message = f.message.map(StrBytes::from_string);
+                            r.record_errors = f
+                                .records
+                                .into_iter()
+                                .map(|(index, message)| {
+                                    BatchIndexAndErrorMessage::default()
+                                        .with_batch_index(index)
+                                        .with_batch_index_error_message(Some(StrBytes::from_string(message)))
+                                })
+                                .collect();
                         }
                     }
                 }

@@ -393,7 +393,7 @@ async fn reset_offsets(State(s): State<AdminState>, Path(id): Path<String>, byte
         Some(p) => p.clone(),
         None => (0..topic.partition_count() as i32).collect(),
     };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now = ferry_util::time::now_ms_u64();
     let mut offsets = Vec::with_capacity(partitions.len());
     for index in partitions {
         let p = topic

@@ -545,7 +545,7 @@ mod tests {
     }
 
     fn one(value: &str) -> Vec<u8> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let now = ferry_util::time::now_ms();
         let r = NewRecord { key: None, value: Some(value.as_bytes()), headers: vec![], timestamp: now };
         build_batch(&[r], Compression::None, -1, -1, -1).unwrap()
     }

@@ -75,8 +75,7 @@ impl Partition {
 
     /// Expires idle producers and writes the producer snapshot if it changed.
     pub fn snapshot_producers(&self) -> Result<()> {
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now = now_ms_u64();
         let mut p = self.producers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         p.expire(now, self.producer_expiration_ms);
         p.snapshot(self.log.dir())
@@ -236,8 +235,7 @@ impl Partition {
     /// with the original offsets instead of being appended again.
     fn append_idempotent(&self, batches: &[u8]) -> Result<AppendInfo> {
         let mut states = self.producers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now = now_ms_u64();
         let mut total: Option<AppendInfo> = None;
         let mut rest = batches;
         while !rest.is_empty() {

@@ -26,7 +26,7 @@ pub(super) fn to_commit<'a>(
     broker: &ferry_broker::Broker,
     partitions: impl Iterator<Item = (&'a str, i32, i64, i32, Option<&'a str>)>,
 ) -> Commits {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now = ferry_util::time::now_ms_u64();
     let mut valid = Vec::new();
     let mut errors = BTreeMap::new();
     for (topic, partition, offset, leader_epoch, metadata) in partitions {

@@ -225,7 +225,7 @@ pub fn list_transactions(c: &Call, req: ListTransactionsRequest) -> Reply {
     let mut r = ListTransactionsResponse::default();
     r.unknown_state_filters =
         req.state_filters.iter().filter(|f| !STATES.iter().any(|s| s.name() == f.as_str())).cloned().collect();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let now = ferry_util::time::now_ms();
     let pattern = req.transactional_id_pattern.as_deref().filter(|p| !p.is_empty());
     r.transaction_states = c
         .ctx

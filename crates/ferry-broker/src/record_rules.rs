@@ -6,14 +6,11 @@
 use std::borrow::Cow;
 
 use ferry_records::batch;
-use ferry_records::compression::Compression;
+use ferry_records::compression::{Compression, MAX_DECOMPRESSED};
 use ferry_records::records::{parse_records, recompressed, records_payload};
 
 use crate::error::{BrokerError, Result};
 use crate::topic_config::TopicSettings;
-
-/// Largest decompressed records section handled on append, as the log's cleaner.
-const MAX_DECOMPRESSED: usize = 256 << 20;
 
 /// Kafka shows at most this many record errors in the partition's message.
 const SHOWN_ERRORS: usize = 3;

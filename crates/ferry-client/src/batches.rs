@@ -2,7 +2,7 @@
 //! `ferry_records`.
 
 use ferry_records::batch::{BatchHeader, HEADER_LEN};
-use ferry_records::compression::Compression;
+use ferry_records::compression::{Compression, MAX_DECOMPRESSED};
 use ferry_records::records::{NewRecord, build_batch, parse_records, records_payload};
 
 use crate::error::ClientError;
@@ -36,9 +36,6 @@ pub struct FetchedRecord {
     /// Headers, in order; a header value may be null.
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
-
-/// Largest records section decompressed from one fetched batch.
-const MAX_DECOMPRESSED: usize = 256 << 20;
 
 /// Encodes records as one v2 batch (base offset 0, no producer id).
 pub fn encode_batch(records: &[Record], compression: Compression) -> Result<Vec<u8>, ClientError> {

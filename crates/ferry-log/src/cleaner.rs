@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::MAX_DECOMPRESSED;
 use crate::cache::SegmentCache;
 use crate::config::LogConfig;
 use crate::error::Result;
@@ -26,6 +25,7 @@ use ferry_util::sync::{lock, write};
 use crate::segment::{self, Segment, for_each_batch, rel};
 use crate::txn_index::AbortedTxn;
 use ferry_records::batch::BatchHeader;
+use ferry_records::compression::MAX_DECOMPRESSED;
 use ferry_records::records::{parse_records, rebuild_batch, records_payload};
 
 /// What one compaction pass did.

@@ -29,7 +29,3 @@ pub use log::{AppendInfo, HwListener, Log, ReadSlice};
 pub use manager::LogManager;
 pub use stats::{FSYNC_BUCKETS, FsyncSnapshot, FsyncStats};
 pub use txn_index::AbortedTxn;
-
-/// Largest decompressed records section the engine will inflate
-/// (compaction, timestamp lookups): a bound against decompression bombs.
-pub(crate) const MAX_DECOMPRESSED: usize = 256 << 20;

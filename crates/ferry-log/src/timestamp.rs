@@ -1,6 +1,7 @@
 //! Finding the first record at or after a timestamp (Kafka's ListOffsets).
 
-use crate::MAX_DECOMPRESSED;
+use ferry_records::compression::MAX_DECOMPRESSED;
+
 use crate::error::Result;
 use crate::log::Log;
 use crate::segment::read_header;

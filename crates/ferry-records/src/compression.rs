@@ -58,6 +58,12 @@ const XERIAL_HEADER_LEN: usize = 16;
 /// Input bytes per xerial chunk; snappy-java's default block size.
 const XERIAL_CHUNK: usize = 32 * 1024;
 
+/// The decompression bound every reader of stored batches uses (the log's
+/// compaction and timestamp lookups, the broker's record rules, the client):
+/// a records section may inflate to at most this many bytes, a limit
+/// against decompression bombs well above any batch Kafka lets through.
+pub const MAX_DECOMPRESSED: usize = 256 << 20;
+
 /// Decompresses `data`, failing with [`RecordsError::TooLarge`] as soon as the
 /// output would exceed `limit` bytes (the output buffer never grows past `limit`).
 ///

@@ -26,18 +26,28 @@ pub fn header_len(buf: &[u8]) -> Option<usize> {
     }
 }
 
-/// (remaining length, bytes it took); `Ok(None)`: incomplete.
-fn remaining_length(buf: &[u8]) -> Result<Option<(usize, usize)>, ()> {
+/// A variable byte integer (MQTT §1.5.5) at the start of `buf` and the
+/// bytes it took; `None` if `buf` ends first or it runs past four bytes.
+/// A non-minimal encoding (trailing 0x80 0x00) is still valid.
+pub(crate) fn read_varint(buf: &[u8]) -> Option<(usize, usize)> {
     let mut value = 0usize;
-    for i in 0..4 {
-        let Some(&b) = buf.get(1 + i) else { return Ok(None) };
+    for (i, &b) in buf.iter().take(4).enumerate() {
         value |= usize::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
-            // A non-minimal encoding (trailing 0x80 0x00) is still valid.
-            return Ok(Some((value, i + 1)));
+            return Some((value, i + 1));
         }
     }
-    Err(())
+    None
+}
+
+/// (remaining length, bytes it took); `Ok(None)`: incomplete.
+fn remaining_length(buf: &[u8]) -> Result<Option<(usize, usize)>, ()> {
+    let field = buf.get(1..).unwrap_or_default();
+    match read_varint(field) {
+        Some(x) => Ok(Some(x)),
+        None if field.len() >= 4 => Err(()),
+        None => Ok(None),
+    }
 }
 
 /// Splits the next packet off `buf` if it is complete and at most

@@ -575,11 +575,12 @@ const SUBSCRIPTION_ID_PROPERTY: u8 = 0x0B;
 /// remaining lengths grown to match.
 fn put_more_subscription_ids(encoded: &[u8], p: &Publish, out: &mut BytesMut) -> Result<(), String> {
     let malformed = || "PUBLISH encoding not as expected".to_string();
-    let (remaining, n) = read_varint(encoded.get(1..).ok_or_else(malformed)?).ok_or_else(malformed)?;
+    let (remaining, n) = crate::codec::read_varint(encoded.get(1..).ok_or_else(malformed)?).ok_or_else(malformed)?;
     let header = 1 + n;
     // Topic (length-prefixed), packet id for QoS 1 and 2, then the properties.
     let props_at = header + 2 + p.topic.len() + if p.qos > 0 { 2 } else { 0 };
-    let (props_len, m) = read_varint(encoded.get(props_at..).ok_or_else(malformed)?).ok_or_else(malformed)?;
+    let (props_len, m) =
+        crate::codec::read_varint(encoded.get(props_at..).ok_or_else(malformed)?).ok_or_else(malformed)?;
     let props_end = props_at + m + props_len;
     let props = encoded.get(props_at + m..props_end).ok_or_else(malformed)?;
     let mut extra = BytesMut::new();
@@ -599,18 +600,6 @@ fn put_more_subscription_ids(encoded: &[u8], p: &Publish, out: &mut BytesMut) ->
     out.put_slice(&extra);
     out.put_slice(&encoded[props_end..]);
     Ok(())
-}
-
-/// A variable byte integer (MQTT §1.5.5) and the bytes it took.
-fn read_varint(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut value = 0usize;
-    for (i, &b) in buf.iter().take(4).enumerate() {
-        value |= usize::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
 }
 
 fn put_varint(out: &mut BytesMut, mut value: usize) -> Result<(), String> {

@@ -8,6 +8,7 @@ mod broker;
 mod error;
 pub mod group;
 mod internal_log;
+pub mod metadata;
 pub mod kv_store;
 pub mod messaging;
 pub mod metrics;

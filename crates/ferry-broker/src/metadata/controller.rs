@@ -1,0 +1,123 @@
+//! What the broker asks of the controller quorum. The broker defines this
+//! trait; `ferry-cluster` implements it on openraft (a single node is a
+//! quorum of one on the same code path). Requests are carried out by the
+//! quorum's leader (forwarded there from any node), and a call returns only
+//! once the resulting records are applied to this node's image, so a
+//! client that created a topic sees it in its next Metadata call.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::MetadataError;
+
+/// A request to change the cluster metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerRequest {
+    /// CreateTopics, for one topic.
+    CreateTopic {
+        /// Topic name (already validated by the broker).
+        name: String,
+        /// Partitions; `None` takes `num.partitions`.
+        partitions: Option<i32>,
+        /// Replicas per partition; `None` takes `default.replication.factor`.
+        replication_factor: Option<i16>,
+        /// An explicit assignment (replica node ids per partition) instead
+        /// of the two counts.
+        assignment: Option<Vec<Vec<i32>>>,
+        /// Config overrides (already validated by the broker).
+        configs: BTreeMap<String, String>,
+        /// Check everything, change nothing.
+        validate_only: bool,
+    },
+    /// DeleteTopics, for one topic.
+    DeleteTopic {
+        /// Topic name.
+        name: String,
+    },
+    /// CreatePartitions, for one topic.
+    CreatePartitions {
+        /// Topic name.
+        name: String,
+        /// The new total.
+        total: i32,
+        /// Replicas of each new partition, if the client chose them.
+        assignment: Option<Vec<Vec<i32>>>,
+        /// Check everything, change nothing.
+        validate_only: bool,
+    },
+    /// Replaces a topic's config overrides.
+    SetTopicConfigs {
+        /// Topic name.
+        name: String,
+        /// All overrides.
+        configs: BTreeMap<String, String>,
+    },
+    /// Replaces the cluster-wide dynamic topic config defaults.
+    SetBrokerDefaults {
+        /// All defaults, by topic config name.
+        configs: BTreeMap<String, String>,
+    },
+    /// A block of cluster-unique producer ids for this node.
+    AllocateProducerIds,
+}
+
+/// What a carried-out request returns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerReply {
+    /// Done; nothing to return.
+    Done,
+    /// The topic exists now (or would, with `validate_only`).
+    TopicCreated {
+        /// Topic id.
+        id: Uuid,
+        /// Replicas of each partition.
+        replicas: Vec<Vec<i32>>,
+    },
+    /// Producer ids `first..first + count` are this node's to hand out.
+    ProducerIds {
+        /// First id of the block.
+        first: i64,
+        /// Ids in the block.
+        count: i64,
+    },
+}
+
+/// The quorum as this node sees it, for `ferry cluster status`, the HTTP
+/// API and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerStatus {
+    /// This node's id.
+    pub node_id: i32,
+    /// The quorum's leader, if one is known.
+    pub leader: Option<i32>,
+    /// The Raft term.
+    pub term: u64,
+    /// The last log index known committed.
+    pub commit_index: u64,
+    /// The last log index applied to this node's image.
+    pub applied_index: u64,
+    /// Voter ids (`--controller-quorum`).
+    pub voters: Vec<i32>,
+    /// Broker-only nodes following the log.
+    pub observers: Vec<i32>,
+    /// Set while the node cannot reach a quorum (startup or partition):
+    /// why, for the log and `/v1/health`.
+    pub waiting: Option<String>,
+}
+
+/// A boxed future the controller's calls return.
+pub type ControllerFuture<T> = Pin<Box<dyn Future<Output = Result<T, MetadataError>> + Send + 'static>>;
+
+/// The controller quorum, as the broker uses it.
+pub trait Controller: Send + Sync + 'static {
+    /// Carries out `request` on the quorum's leader; resolves once the
+    /// change is applied to this node's image.
+    fn submit(&self, request: ControllerRequest) -> ControllerFuture<ControllerReply>;
+
+    /// The quorum as this node sees it now.
+    fn status(&self) -> ControllerStatus;
+}

@@ -1,0 +1,57 @@
+//! Cluster metadata as every node sees it: the records the controller
+//! quorum agrees on ([`MetadataRecord`]), the image they build
+//! ([`MetadataImage`]), and the [`Controller`] the broker sends changes to.
+//! Front-ends read only the image; the Raft machinery is `ferry-cluster`'s.
+
+mod controller;
+mod image;
+mod record;
+
+pub use controller::{Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus};
+pub use image::{MetadataImage, NodeInfo, PartitionInfo, TopicInfo, listener};
+pub use record::MetadataRecord;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Why the controller refused or could not carry out a change. Serializable:
+/// it travels back to the node that forwarded the request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MetadataError {
+    /// CreateTopics for a name that is taken.
+    #[error("topic {0} already exists")]
+    TopicExists(String),
+    /// No topic of that name.
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    /// No topic with that id.
+    #[error("unknown topic id {0}")]
+    UnknownTopicId(Uuid),
+    /// No such partition.
+    #[error("unknown partition {1} of topic id {0}")]
+    UnknownPartition(Uuid, i32),
+    /// No such node.
+    #[error("unknown node {0}")]
+    UnknownNode(i32),
+    /// A partition count or assignment the controller refuses.
+    #[error("invalid partitions: {0}")]
+    InvalidPartitions(String),
+    /// More replicas than live nodes, or below 1.
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
+    /// An explicit assignment naming unknown nodes or repeating one.
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
+    /// A producer id block overlapping one already handed out.
+    #[error("producer ids from {0} are already taken")]
+    ProducerIdsTaken(i64),
+    /// A node registering with an id a live node of another incarnation holds.
+    #[error("node id {0} is already registered by a live node")]
+    DuplicateNodeId(i32),
+    /// A node whose `--controller-quorum` differs from the quorum's.
+    #[error("controller quorum mismatch: {0}")]
+    QuorumMismatch(String),
+    /// No quorum leader could be reached in time (startup, partition, election).
+    #[error("controller unavailable: {0}")]
+    Unavailable(String),
+}

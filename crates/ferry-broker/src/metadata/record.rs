@@ -1,0 +1,94 @@
+//! Metadata records: the entries of the controller quorum's Raft log (as
+//! Kafka's `__cluster_metadata` records). Each is a deterministic change to
+//! the [`MetadataImage`](super::MetadataImage); epochs are bumped by the
+//! apply, never carried, so a record cannot set one wrong.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::image::NodeInfo;
+
+/// One change to the cluster metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataRecord {
+    /// The first record of a new cluster: its id (kept from a single-node
+    /// data directory that already had one).
+    InitCluster {
+        /// Cluster id, as Kafka reports it.
+        cluster_id: String,
+    },
+    /// A node (re-)registers: a new incarnation replaces the old one,
+    /// updates its listeners and rack, and unfences it.
+    RegisterNode(NodeInfo),
+    /// The node missed its heartbeats for the session timeout (or shut
+    /// down): it leads nothing until it registers again.
+    FenceNode {
+        /// The fenced node.
+        node_id: i32,
+    },
+    /// A new topic with its replica assignment (one list of node ids per
+    /// partition, the first being the preferred leader).
+    CreateTopic {
+        /// Topic name.
+        name: String,
+        /// Topic id (KIP-516).
+        id: Uuid,
+        /// Kafka's `internal` flag (`__consumer_offsets`, `__transaction_state`).
+        internal: bool,
+        /// Config overrides.
+        configs: BTreeMap<String, String>,
+        /// Replicas of each partition, in partition order.
+        replicas: Vec<Vec<i32>>,
+    },
+    /// Deletes a topic (by id, so a re-created topic of the same name is safe).
+    DeleteTopic {
+        /// Topic id.
+        id: Uuid,
+    },
+    /// Appends partitions to a topic.
+    CreatePartitions {
+        /// Topic id.
+        id: Uuid,
+        /// Replicas of each new partition.
+        replicas: Vec<Vec<i32>>,
+    },
+    /// Replaces a topic's config overrides.
+    SetTopicConfigs {
+        /// Topic id.
+        id: Uuid,
+        /// The new overrides (all of them).
+        configs: BTreeMap<String, String>,
+    },
+    /// Replaces the cluster-wide dynamic topic config defaults.
+    SetBrokerDefaults {
+        /// The new defaults, by topic config name.
+        configs: BTreeMap<String, String>,
+    },
+    /// A partition's leader, ISR or replicas change (Kafka's
+    /// PartitionChangeRecord). The apply bumps the partition epoch on every
+    /// change and the leader epoch when the leader changes.
+    PartitionChange {
+        /// Topic id.
+        topic_id: Uuid,
+        /// Partition index.
+        partition: i32,
+        /// The new leader (-1: none).
+        leader: i32,
+        /// The new ISR.
+        isr: Vec<i32>,
+        /// New replicas (reassignment), if they change.
+        replicas: Option<Vec<i32>>,
+    },
+    /// A block of producer ids handed to a node (Kafka's AllocateProducerIds):
+    /// `first..first + count`, cluster-unique.
+    ProducerIds {
+        /// The node the block is for.
+        node_id: i32,
+        /// First id of the block.
+        first: i64,
+        /// Ids in the block.
+        count: i64,
+    },
+}

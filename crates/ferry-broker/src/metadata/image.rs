@@ -168,8 +168,13 @@ impl MetadataImage {
                     return Err(MetadataError::TopicExists(name.clone()));
                 }
                 let partitions = replicas.iter().map(|r| new_partition(r)).collect();
-                let topic =
-                    TopicInfo { name: name.clone(), id: *id, internal: *internal, configs: configs.clone(), partitions };
+                let topic = TopicInfo {
+                    name: name.clone(),
+                    id: *id,
+                    internal: *internal,
+                    configs: configs.clone(),
+                    partitions,
+                };
                 self.topic_ids.insert(*id, name.clone());
                 self.topics.insert(name.clone(), Arc::new(topic));
             }
@@ -270,7 +275,16 @@ mod tests {
         assert_eq!(image.nodes[&2].kafka_endpoint(), Some(("127.0.0.1".into(), 9092)));
         // ISR-only change: same leader epoch, new partition epoch.
         image
-            .apply(6, &MetadataRecord::PartitionChange { topic_id: id, partition: 0, leader: 1, isr: vec![1], replicas: None })
+            .apply(
+                6,
+                &MetadataRecord::PartitionChange {
+                    topic_id: id,
+                    partition: 0,
+                    leader: 1,
+                    isr: vec![1],
+                    replicas: None,
+                },
+            )
             .unwrap();
         let p0 = image.partition("t", 0).unwrap();
         assert_eq!((p0.leader_epoch, p0.partition_epoch), (0, 1));

@@ -6,7 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_broker::metadata::{ControllerReply, ControllerRequest, MetadataError, MetadataImage, MetadataRecord, NodeInfo};
+use ferry_broker::metadata::{
+    ControllerReply, ControllerRequest, MetadataError, MetadataImage, MetadataRecord, NodeInfo,
+};
 use uuid::Uuid;
 
 /// The controller's settings (from [`ClusterConfig`](crate::ClusterConfig)).

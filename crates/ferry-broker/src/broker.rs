@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use ferry_log::{EngineConfig, LogManager};
 use ferry_util::sync::{lock, read, write};
@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::error::{BrokerError, Result};
 use crate::group::{CoordinatorConfig, GroupCoordinator};
+use crate::metadata::{Controller, ControllerStatus, MetadataImage, MetadataRecord};
 use crate::metrics::{Metrics, TopicStats};
 use crate::partition::Partition;
 use crate::producer::ProducerIds;
@@ -130,6 +131,10 @@ pub struct Broker {
     groups: Arc<GroupCoordinator>,
     txns: TxnCoordinator,
     metrics: Metrics,
+    /// The latest metadata image the cluster node handed over.
+    metadata: RwLock<Arc<MetadataImage>>,
+    /// The controller quorum, installed by the cluster node at start.
+    controller: OnceLock<Arc<dyn Controller>>,
 }
 
 impl Broker {
@@ -168,6 +173,8 @@ impl Broker {
             admin: Mutex::new(()),
             producer_ids: ProducerIds::open(&producer_ids_dir),
             metrics: Metrics::default(),
+            metadata: RwLock::new(Arc::new(MetadataImage::default())),
+            controller: OnceLock::new(),
         });
         for entry in fs::read_dir(&topics_dir)? {
             let entry = entry?;
@@ -206,6 +213,43 @@ impl Broker {
             }
         })?;
         Ok(broker)
+    }
+
+    /// The cluster metadata as this node last applied it. Front-ends read
+    /// nodes, leaders and replicas only from here.
+    pub fn metadata(&self) -> Arc<MetadataImage> {
+        read(&self.metadata).clone()
+    }
+
+    /// Takes a new metadata image from the cluster node (after every apply).
+    pub fn apply_image(&self, image: Arc<MetadataImage>) {
+        *write(&self.metadata) = image;
+    }
+
+    /// Installs the controller quorum; the first call wins.
+    pub fn set_controller(&self, controller: Arc<dyn Controller>) {
+        let _ = self.controller.set(controller);
+    }
+
+    /// The quorum as this node sees it (default before the cluster node starts).
+    pub fn controller_status(&self) -> ControllerStatus {
+        self.controller.get().map(|c| c.status()).unwrap_or_default()
+    }
+
+    /// The topics of a data directory written before it had cluster
+    /// metadata, as the records that import them (ids and configs kept,
+    /// every partition on this node).
+    pub fn import_records(&self) -> Vec<MetadataRecord> {
+        self.topics()
+            .iter()
+            .map(|t| MetadataRecord::CreateTopic {
+                name: t.name.clone(),
+                id: t.id,
+                internal: false,
+                configs: t.overrides(),
+                replicas: vec![vec![self.config.node_id]; t.partition_count()],
+            })
+            .collect()
     }
 
     /// The settings the broker was opened with.

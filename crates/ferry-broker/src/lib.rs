@@ -3,6 +3,7 @@
 //! long-polling readers wait on, and the metrics registry. Front-ends call
 //! into this crate; it knows no wire protocol.
 
+mod admin;
 pub mod bridge;
 mod broker;
 mod error;
@@ -15,11 +16,15 @@ pub mod metrics;
 mod partition;
 mod producer;
 pub mod queue;
+mod reconcile;
 mod record_rules;
 pub mod stored;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod topic_config;
 pub mod txn;
 
+pub use admin::{CreatedTopic, NewTopic};
 pub use broker::{Broker, BrokerConfig, Topic, validate_topic_name};
 pub use error::{BrokerError, Result};
 /// What front-ends see of the log: the file ranges a read hands out (sent

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::error::{BrokerError, Result};
 use crate::group::{CoordinatorConfig, GroupCoordinator};
-use crate::metadata::{Controller, ControllerStatus, MetadataImage, MetadataRecord};
+use crate::metadata::{Controller, ControllerStatus, CoordinatorKind, MetadataImage, MetadataRecord};
 use crate::metrics::{Metrics, TopicStats};
 use crate::partition::Partition;
 use crate::producer::{self, ProducerIds};
@@ -346,6 +346,13 @@ impl Broker {
             return Err(BrokerError::NotLeaderOrFollower);
         }
         self.topic(topic).and_then(|t| t.partition(index)).ok_or(BrokerError::NotLeaderOrFollower)
+    }
+
+    /// Whether this node coordinates `key` of `kind` now (it leads the
+    /// key's partition of the internal topic; see
+    /// [`MetadataImage::coordinator`]).
+    pub fn coordinates(&self, kind: CoordinatorKind, key: &str) -> bool {
+        read(&self.metadata).coordinator(kind, key).is_some_and(|n| n.id == self.config.node_id)
     }
 
     /// Runs `f` with the topics as KIP-848 consumer groups see them: every

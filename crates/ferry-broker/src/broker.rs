@@ -231,10 +231,9 @@ impl Broker {
             metadata: RwLock::new(Arc::new(MetadataImage::default())),
             controller: OnceLock::new(),
         });
-        // Transactions a crash left half-ended are finished before clients
-        // come back (markers go to the partitions hosted by then; the
-        // housekeeping tick retries the rest once the image places them).
-        broker.txns.tick(broker.as_ref());
+        // Transactions a crash left half-ended are finished by the
+        // housekeeping tick once the image has placed their partitions here
+        // (their markers fail, and are retried, until then).
         // Housekeeping: KIP-848 member expiry and transaction timeouts every
         // second, producer snapshots every 30 s (they keep crash recovery
         // short). The thread ends once the broker is dropped.
@@ -459,9 +458,18 @@ impl Broker {
 /// Commits and aborts reach partitions and groups through the broker.
 impl TxnEffects for Broker {
     fn write_marker(&self, topic: &str, partition: i32, producer_id: i64, epoch: i16, commit: bool) -> Result<()> {
-        let Some(p) = self.topic(topic).and_then(|t| t.partition(partition)) else {
+        let image = self.metadata();
+        if image.applied_index == 0 {
+            // No image yet (start-up): nothing is hosted; the housekeeping
+            // tick retries once partitions are.
+            return Err(BrokerError::ControllerUnavailable("no cluster metadata yet".into()));
+        }
+        if image.partition(topic, partition).is_none() {
             return Ok(()); // deleted since it joined the transaction
-        };
+        }
+        // Led elsewhere: the coordinator retries (markers to other nodes
+        // come with replication, #15).
+        let p = self.leader_partition(topic, partition)?;
         p.write_marker(producer_id, epoch, commit, 0).map(|_| ())
     }
 
@@ -529,6 +537,43 @@ mod tests {
         assert_eq!(t.partition_count(), 3);
         assert_eq!(t.partition(2).unwrap().high_watermark(), 1);
         assert_eq!(b.topic_settings(&t).log.retention_ms, Some(1000));
+    }
+
+    #[tokio::test]
+    async fn a_pre_cluster_directory_is_imported_with_its_ids_defaults_and_producer_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        let topic = dir.path().join("topics/old");
+        fs::create_dir_all(&topic).unwrap();
+        let file =
+            TopicFile { id, partitions: 2, configs: [("retention.ms".into(), "9".into())].into(), created_index: 0 };
+        write_json(&topic.join("topic.json"), &file).unwrap();
+        fs::write(dir.path().join("broker-config.json"), br#"{"retention.bytes":"100"}"#).unwrap();
+        fs::write(dir.path().join("producer-ids.json"), br#"{"next_block":2000}"#).unwrap();
+        let b = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..BrokerConfig::default() }).unwrap();
+        assert!(b.topic("old").is_none(), "not served before an image places it");
+        let records = b.import_records();
+        assert_eq!(
+            records,
+            vec![
+                MetadataRecord::CreateTopic {
+                    name: "old".into(),
+                    id,
+                    internal: false,
+                    configs: file.configs.clone(),
+                    replicas: vec![vec![1], vec![1]],
+                },
+                MetadataRecord::SetBrokerDefaults { configs: [("retention.bytes".into(), "100".into())].into() },
+                MetadataRecord::ProducerIds { node_id: 1, first: 0, count: 2000 },
+            ]
+        );
+        // Imported through the test controller: served with its id, and new
+        // producer ids start past the old ones.
+        crate::testing::install(&b);
+        assert_eq!(b.topic("old").unwrap().id, id);
+        assert_eq!(b.topic_settings(&b.topic("old").unwrap()).log.retention_bytes, Some(100));
+        assert!(b.next_producer_id().await.unwrap() >= 2000);
+        assert!(b.producer_id_issued(5) && !b.producer_id_issued(1_000_000));
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use ferry_log::{EngineConfig, LogManager};
@@ -86,6 +86,9 @@ pub struct Topic {
     pub(crate) partitions: RwLock<BTreeMap<i32, Arc<Partition>>>,
     /// Partitions in the cluster (the image's count), local or not.
     pub(crate) count: AtomicUsize,
+    /// Whether the last reconciliation opened every placed partition (an
+    /// unchanged topic is skipped only then).
+    pub(crate) synced: AtomicBool,
     /// Traffic counters, for metrics.
     pub stats: TopicStats,
 }

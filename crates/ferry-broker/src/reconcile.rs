@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use ferry_util::sync::{lock, read, write};
@@ -45,8 +45,8 @@ impl Broker {
     ///   deleted (moved to trash, removed in the background).
     ///
     /// Does file I/O: call it from a blocking thread. Errors opening one
-    /// topic are logged and leave that topic unhosted; the next image
-    /// tries again.
+    /// topic are logged and leave that topic (or the partitions that failed)
+    /// unhosted; the next image tries again.
     pub fn apply_image(&self, image: Arc<MetadataImage>) {
         let _reconcile = lock(&self.reconcile);
         let previous = std::mem::replace(&mut *write(&self.metadata), image.clone());
@@ -60,8 +60,16 @@ impl Broker {
         };
         let node = self.config.node_id;
         for (name, info) in &image.topics {
-            let placed: Vec<i32> = placed_on(info, node);
             let local = self.topic(name);
+            if let Some(t) = &local
+                && t.id == info.id
+                && !defaults_changed
+                && t.synced.load(Ordering::Acquire)
+                && previous.topic(name).is_some_and(|p| Arc::ptr_eq(p, info))
+            {
+                continue; // unchanged (images share unchanged topics) and complete
+            }
+            let placed: Vec<i32> = placed_on(info, node);
             if let Some(t) = &local {
                 if t.id != info.id {
                     self.delete_local(name, "re-created with another id");
@@ -70,8 +78,6 @@ impl Broker {
                     // sweep_orphans.
                     write(&self.topics).remove(name);
                     continue;
-                } else if !defaults_changed && previous.topic(name).is_some_and(|p| Arc::ptr_eq(p, info)) {
-                    continue; // unchanged (images share unchanged topics)
                 }
             }
             if placed.is_empty() || info.internal {
@@ -88,7 +94,9 @@ impl Broker {
                     }
                 },
             };
-            if let Err(e) = self.sync_topic(&topic, info, &placed) {
+            let synced = self.sync_topic(&topic, info, &placed);
+            topic.synced.store(synced.is_ok(), Ordering::Release);
+            if let Err(e) = synced {
                 tracing::error!(topic = %name, error = %e, "cannot open partitions");
             }
         }
@@ -176,6 +184,7 @@ impl Broker {
             settings: Arc::new(RwLock::new(settings)),
             partitions: RwLock::new(BTreeMap::new()),
             count: AtomicUsize::new(file.partitions),
+            synced: AtomicBool::new(false),
             stats: TopicStats::default(),
         });
         write(&self.topics).insert(info.name.clone(), topic.clone());

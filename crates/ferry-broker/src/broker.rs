@@ -316,9 +316,16 @@ impl Broker {
         self.config.node_id
     }
 
-    /// The cluster id: the image's once the cluster has one, before that the
-    /// one generated on first start and kept in the data directory.
-    pub fn cluster_id(&self) -> String {
+    /// The id generated on this data directory's first start and kept in
+    /// it: the id a new cluster started from this node takes (InitCluster).
+    /// Clients are told [`Broker::current_cluster_id`].
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// The cluster's id as clients see it: the image's once it has one
+    /// (a node that joined an existing cluster), else [`Broker::cluster_id`].
+    pub fn current_cluster_id(&self) -> String {
         read(&self.metadata).cluster_id.clone().unwrap_or_else(|| self.cluster_id.clone())
     }
 

@@ -50,7 +50,7 @@ pub fn install(broker: &Arc<Broker>) -> Arc<TestController> {
     });
     broker.set_controller(controller.clone());
     let mut records = vec![
-        MetadataRecord::InitCluster { cluster_id: broker.cluster_id() },
+        MetadataRecord::InitCluster { cluster_id: broker.cluster_id().to_string() },
         MetadataRecord::RegisterNode(controller.node(DEFAULT_KAFKA)),
     ];
     records.extend(broker.import_records());

@@ -26,7 +26,7 @@ pub fn describe_cluster(c: &Call, _req: DescribeClusterRequest) -> Reply {
         })
         .collect();
     let mut resp = DescribeClusterResponse::default()
-        .with_cluster_id(StrBytes::from_string(broker.cluster_id()))
+        .with_cluster_id(StrBytes::from_string(broker.current_cluster_id()))
         .with_controller_id(BrokerId(broker.controller_status().leader.unwrap_or(-1)))
         .with_brokers(brokers);
     if c.version >= 1 {

@@ -102,7 +102,7 @@ fn respond(c: &Call, req: MetadataRequest, failed: &BTreeMap<String, i16>) -> Re
         resp.controller_id = BrokerId(broker.controller_status().leader.unwrap_or(-1));
     }
     if v >= 2 {
-        resp.cluster_id = Some(StrBytes::from_string(broker.cluster_id()));
+        resp.cluster_id = Some(StrBytes::from_string(broker.current_cluster_id()));
     }
     encode(ApiKey::Metadata, v, c.correlation_id, &resp)
 }

@@ -210,14 +210,20 @@ impl Broker {
 
     /// [`Broker::topic_or_create`] for callers that cannot await (the MQTT
     /// and AMQP routing paths). Only a missing topic costs more than a
-    /// lookup: its creation runs on a scoped thread of its own, so this
-    /// never blocks on the caller's runtime.
+    /// lookup: on a multi-threaded runtime its creation runs on the caller's
+    /// runtime (`block_in_place`, so the controller's connections stay on
+    /// it); elsewhere on a scoped thread with a runtime of its own.
     pub fn topic_or_create_blocking(&self, name: &str) -> Result<Arc<Topic>> {
         if let Some(t) = self.topic(name) {
             return Ok(t);
         }
         if self.metadata().topic(name).is_some() {
             return Err(BrokerError::NotLeaderOrFollower);
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current()
+            && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            return tokio::task::block_in_place(|| handle.block_on(self.topic_or_create(name)));
         }
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -262,4 +268,64 @@ impl Broker {
 
 fn unexpected(reply: &ControllerReply) -> BrokerError {
     BrokerError::ControllerUnavailable(format!("unexpected controller reply {reply:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::BrokerConfig;
+
+    fn open(dir: &std::path::Path, auto_create_topics: bool) -> Arc<Broker> {
+        crate::testing::open(BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            auto_create_topics,
+            ..BrokerConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn auto_creation_from_sync_callers_works_on_any_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = open(dir.path(), true);
+        // On this multi-threaded runtime.
+        assert_eq!(b.topic_or_create_blocking("mt").unwrap().name, "mt");
+        // On a current-thread runtime, and on a thread with none.
+        let (b1, b2) = (b.clone(), b.clone());
+        let ct = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async { b1.topic_or_create_blocking("ct").map(|t| t.name.clone()) })
+        });
+        let none = std::thread::spawn(move || b2.topic_or_create_blocking("none").map(|t| t.name.clone()));
+        assert_eq!(ct.join().unwrap().unwrap(), "ct");
+        assert_eq!(none.join().unwrap().unwrap(), "none");
+        assert_eq!(b.metadata().topics.keys().filter(|n| !n.starts_with("__")).count(), 3);
+        assert!(matches!(b.topic_or_create_blocking("bad/name"), Err(BrokerError::InvalidTopic(_))));
+    }
+
+    #[tokio::test]
+    async fn without_auto_creation_missing_topics_stay_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = open(dir.path(), false);
+        assert!(matches!(b.topic_or_create("t").await, Err(BrokerError::UnknownTopicOrPartition)));
+        assert!(matches!(b.ensure_topic("bad/name").await, Err(BrokerError::InvalidTopic(_))));
+        b.create_topic("t", Some(1), &BTreeMap::new(), false).await.unwrap();
+        assert!(b.topic_or_create("t").await.is_ok());
+        assert!(matches!(
+            b.create_topic_as(NewTopic::new("rf").partitions(1), false).await.map(|c| c.replication_factor()),
+            Ok(1)
+        ));
+        let rf0 = NewTopic { replication_factor: Some(0), ..NewTopic::new("rf0") };
+        assert!(matches!(b.create_topic_as(rf0, false).await, Err(BrokerError::InvalidReplicationFactor(_))));
+        assert!(matches!(
+            b.set_topic_configs("nope", BTreeMap::new(), false).await,
+            Err(BrokerError::UnknownTopicOrPartition)
+        ));
+        let bad: BTreeMap<String, String> = [("retention.ms".to_string(), "x".to_string())].into();
+        assert!(matches!(b.set_dynamic_defaults(bad, false).await, Err(BrokerError::InvalidConfig(_))));
+        let good: BTreeMap<String, String> = [("retention.ms".to_string(), "1234".to_string())].into();
+        b.set_dynamic_defaults(good.clone(), false).await.unwrap();
+        assert_eq!(b.metadata().broker_defaults, good);
+        assert_eq!(b.topic_settings(&b.topic("t").unwrap()).log.retention_ms, Some(1234));
+    }
 }

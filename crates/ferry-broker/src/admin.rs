@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::broker::{Broker, Topic, validate_topic_name};
+use crate::broker::{Broker, validate_topic_name};
 use crate::error::{BrokerError, Result};
 use crate::metadata::{ControllerReply, ControllerRequest};
+use crate::topic::Topic;
 use crate::topic_config;
 
 /// A topic to create (Kafka's CreatableTopic).

@@ -12,11 +12,12 @@ use std::sync::{Arc, RwLock};
 use ferry_util::sync::{lock, read, write};
 use uuid::Uuid;
 
-use crate::broker::{Broker, Topic, TopicFile, write_json};
+use crate::broker::{Broker, write_json};
 use crate::error::Result;
 use crate::metadata::{MetadataImage, TopicInfo};
 use crate::metrics::TopicStats;
 use crate::partition::Partition;
+use crate::topic::{Topic, TopicFile};
 use crate::topic_config;
 
 /// What a directory under `topics/` is to an image.

@@ -6,10 +6,11 @@ use ferry_records::compression::Compression;
 use ferry_records::partitioner::partition_for_key;
 use ferry_records::records::{NewRecord, build_batch};
 
-use crate::broker::{Broker, Topic};
+use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::partition::{Acks, Appended};
 use crate::stored::StoredRecord;
+use crate::topic::Topic;
 
 /// Spreads records without a key over the partitions.
 static ROUND_ROBIN: AtomicUsize = AtomicUsize::new(0);

@@ -479,4 +479,93 @@ mod tests {
         assert_eq!(decode_assignment(&b[..7]), None, "truncated");
         assert_eq!(decode_assignment(&[0, 9]), None, "unknown version");
     }
+
+    mod topics {
+        use axum::body::{Bytes, to_bytes};
+        use axum::extract::{Path, State};
+        use axum::http::StatusCode;
+        use ferry_broker::metadata::{MetadataRecord, NodeInfo};
+        use ferry_broker::{Broker, BrokerConfig};
+        use serde_json::{Value, json};
+
+        use crate::AdminState;
+
+        async fn body(r: super::super::ApiResult) -> (StatusCode, Value) {
+            let r = r.unwrap_or_else(axum::response::IntoResponse::into_response);
+            let status = r.status();
+            let bytes = to_bytes(r.into_body(), 1 << 20).await.unwrap();
+            (status, if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() })
+        }
+
+        #[tokio::test]
+        async fn topic_endpoints_read_the_image_and_change_it_through_the_controller() {
+            let dir = tempfile::tempdir().unwrap();
+            let broker =
+                Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..BrokerConfig::default() }).unwrap();
+            let controller = ferry_broker::testing::install(&broker);
+            let s = AdminState::new(broker.clone());
+            let created = super::super::create_topic(
+                State(s.clone()),
+                Bytes::from_static(br#"{"name":"t","partitions":2,"configs":{"retention.ms":60000}}"#),
+            )
+            .await;
+            let (status, t) = body(created).await;
+            assert_eq!(status, StatusCode::CREATED);
+            assert_eq!(
+                (t["partitions"][1]["leader"].clone(), t["partitions"][1]["high_watermark"].clone()),
+                (json!(1), json!(0))
+            );
+            assert_eq!(t["configs"]["retention.ms"], "60000");
+            // A topic placed on another node: listed and described from the
+            // image, without local offsets.
+            let node2 = NodeInfo {
+                id: 2,
+                incarnation: uuid::Uuid::new_v4(),
+                listeners: Default::default(),
+                rack: None,
+                voter: false,
+                fenced: false,
+            };
+            controller
+                .apply(vec![
+                    MetadataRecord::RegisterNode(node2),
+                    MetadataRecord::CreateTopic {
+                        name: "remote".into(),
+                        id: uuid::Uuid::new_v4(),
+                        internal: false,
+                        configs: Default::default(),
+                        replicas: vec![vec![2]],
+                    },
+                ])
+                .unwrap();
+            let (_, list) = body(super::super::list_topics(State(s.clone())).await).await;
+            let names: Vec<&str> =
+                list["topics"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+            assert_eq!(names, vec!["remote", "t"], "internal topics are not listed");
+            let (_, r) = body(super::super::describe_topic(State(s.clone()), Path("remote".into())).await).await;
+            assert_eq!(r["partitions"][0]["leader"], 2);
+            assert!(r["partitions"][0].get("high_watermark").is_none());
+            let patch = Bytes::from_static(br#"{"retention.ms":null,"cleanup.policy":"compact"}"#);
+            let (status, c) =
+                body(super::super::alter_topic_configs(State(s.clone()), Path("t".into()), patch).await).await;
+            assert_eq!(status, StatusCode::OK);
+            let policy =
+                c["configs"].as_array().unwrap().iter().find(|x| x["name"] == "cleanup.policy").unwrap().clone();
+            assert_eq!((policy["value"].clone(), policy["source"].clone()), (json!("compact"), json!("topic")));
+            let (status, _) = body(super::super::delete_topic(State(s.clone()), Path("t".into())).await).await;
+            assert_eq!(status, StatusCode::NO_CONTENT);
+            assert!(broker.metadata().topic("t").is_none() && broker.topic("t").is_none());
+            let (status, _) = body(super::super::describe_topic(State(s.clone()), Path("t".into())).await).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            // Without a controller, changes are refused as unavailable.
+            let lone_dir = tempfile::tempdir().unwrap();
+            let lone = AdminState::new(
+                Broker::open(BrokerConfig { data_dir: lone_dir.path().to_path_buf(), ..BrokerConfig::default() })
+                    .unwrap(),
+            );
+            let (status, _) =
+                body(super::super::create_topic(State(lone), Bytes::from_static(br#"{"name":"x"}"#)).await).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        }
+    }
 }

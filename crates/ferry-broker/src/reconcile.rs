@@ -50,7 +50,7 @@ impl Broker {
     /// unhosted; the next image tries again.
     pub fn apply_image(&self, image: Arc<MetadataImage>) {
         let _reconcile = lock(&self.reconcile);
-        let previous = std::mem::replace(&mut *write(&self.metadata), image.clone());
+        let previous = self.metadata();
         let defaults_changed = {
             let mut d = write(&self.dynamic);
             let changed = d.dynamic != image.broker_defaults;
@@ -106,6 +106,9 @@ impl Broker {
                 self.delete_local(&topic.name, "deleted");
             }
         }
+        // Published last: a client that sees a partition led here in
+        // Metadata finds it open.
+        *write(&self.metadata) = image;
     }
 
     /// Trashes every topic directory the current image does not place on

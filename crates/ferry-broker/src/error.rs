@@ -87,6 +87,7 @@ impl From<MetadataError> for BrokerError {
     fn from(e: MetadataError) -> Self {
         match e {
             MetadataError::TopicExists(name) => BrokerError::TopicExists(name),
+            MetadataError::InvalidTopic(m) => BrokerError::InvalidTopic(m),
             MetadataError::UnknownTopic(_) | MetadataError::UnknownTopicId(_) | MetadataError::UnknownPartition(..) => {
                 BrokerError::UnknownTopicOrPartition
             }

@@ -140,7 +140,7 @@ impl TestController {
             ControllerRequest::DeleteTopic { name } => {
                 let topic = image.topic(&name).ok_or(MetadataError::UnknownTopic(name.clone()))?;
                 if topic.internal {
-                    return Err(MetadataError::InvalidPartitions(format!("{name} is internal")));
+                    return Err(MetadataError::InvalidTopic(format!("{name} is internal")));
                 }
                 (vec![MetadataRecord::DeleteTopic { id: topic.id }], ControllerReply::Done)
             }

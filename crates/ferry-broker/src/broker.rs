@@ -369,7 +369,7 @@ impl Broker {
     }
 
     /// This node's block of producer ids (InitProducerId). Top it up with
-    /// [`Broker::reserve_producer_id`] before taking one.
+    /// [`Broker::reserve_producer_ids`] before taking one.
     pub fn producer_ids(&self) -> &ProducerIds {
         &self.producer_ids
     }

@@ -13,8 +13,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ferry_broker::group::Committed;
+use ferry_broker::metadata::TopicInfo;
 use ferry_broker::topic_config::{self, ConfigSource, TOPIC_CONFIGS};
-use ferry_broker::{Broker, BrokerError, Topic};
+use ferry_broker::{Broker, BrokerError};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -137,32 +138,48 @@ async fn cluster(State(s): State<AdminState>) -> ApiResult {
     ok(crate::cluster::cluster_json(&s.broker))
 }
 
-fn topic_or_404(b: &Broker, name: &str) -> Result<Arc<Topic>, ApiError> {
-    b.topic(name).ok_or_else(|| ApiError::not_found(format!("topic {name} not found")))
+/// The topic as the cluster knows it (hosted here or not).
+fn topic_or_404(b: &Broker, name: &str) -> Result<Arc<TopicInfo>, ApiError> {
+    b.metadata()
+        .topic(name)
+        .filter(|t| !t.internal)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("topic {name} not found")))
 }
 
-fn topic_json(t: &Topic) -> Value {
-    let partitions: Vec<Value> = t
-        .partitions()
-        .iter()
-        .map(|p| {
-            json!({
-                "partition": p.index,
-                "log_start_offset": p.log_start_offset(),
-                "high_watermark": p.high_watermark(),
-                "size_bytes": p.size_bytes(),
-            })
+/// A topic: every partition's replicas and leader from the image, and the
+/// offsets and size of the partitions this node hosts.
+fn topic_json(b: &Broker, t: &TopicInfo) -> Value {
+    let local = b.topic(&t.name).filter(|l| l.id == t.id);
+    let partitions: Vec<Value> = (0..)
+        .zip(&t.partitions)
+        .map(|(index, info)| {
+            let mut p = json!({
+                "partition": index,
+                "leader": info.leader,
+                "leader_epoch": info.leader_epoch,
+                "replicas": info.replicas,
+                "isr": info.isr,
+            });
+            if let Some(part) = local.as_ref().and_then(|l| l.partition(index)) {
+                p["log_start_offset"] = json!(part.log_start_offset());
+                p["high_watermark"] = json!(part.high_watermark());
+                p["size_bytes"] = json!(part.size_bytes());
+            }
+            p
         })
         .collect();
-    json!({ "name": t.name, "id": t.id.to_string(), "partitions": partitions, "configs": t.overrides() })
+    json!({ "name": t.name, "id": t.id.to_string(), "partitions": partitions, "configs": t.configs })
 }
 
 async fn list_topics(State(s): State<AdminState>) -> ApiResult {
     let topics: Vec<Value> = s
         .broker
-        .topics()
-        .iter()
-        .map(|t| json!({ "name": t.name, "id": t.id.to_string(), "partitions": t.partition_count() }))
+        .metadata()
+        .topics
+        .values()
+        .filter(|t| !t.internal)
+        .map(|t| json!({ "name": t.name, "id": t.id.to_string(), "partitions": t.partitions.len() }))
         .collect();
     ok(json!({ "topics": topics }))
 }
@@ -193,20 +210,19 @@ async fn create_topic(State(s): State<AdminState>, bytes: Bytes) -> ApiResult {
         .iter()
         .map(|(k, v)| Ok((k.clone(), config_value(k, v)?)))
         .collect::<Result<BTreeMap<_, _>, ApiError>>()?;
-    let broker = s.broker.clone();
-    let topic = blocking(move || Ok(broker.create_topic(&req.name, req.partitions, &configs, false)?)).await?;
-    Ok((StatusCode::CREATED, Json(topic_json(&topic))).into_response())
+    s.broker.create_topic(&req.name, req.partitions, &configs, false).await?;
+    let topic = topic_or_404(&s.broker, &req.name)?;
+    Ok((StatusCode::CREATED, Json(topic_json(&s.broker, &topic))).into_response())
 }
 
 async fn describe_topic(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult {
     let t = topic_or_404(&s.broker, &name)?;
-    ok(topic_json(&t))
+    ok(topic_json(&s.broker, &t))
 }
 
 async fn delete_topic(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult {
     topic_or_404(&s.broker, &name)?;
-    let broker = s.broker.clone();
-    blocking(move || Ok(broker.delete_topic(&name)?)).await?;
+    s.broker.delete_topic(&name).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -219,13 +235,13 @@ fn source_name(source: ConfigSource) -> &'static str {
     }
 }
 
-fn configs_json(b: &Broker, t: &Topic) -> Value {
+fn configs_json(b: &Broker, t: &TopicInfo) -> Value {
     let defaults = b.defaults();
-    let overrides = t.overrides();
+    let overrides = &t.configs;
     let configs: Vec<Value> = TOPIC_CONFIGS
         .iter()
         .map(|def| {
-            let (value, source) = topic_config::effective(def, &defaults, &overrides);
+            let (value, source) = topic_config::effective(def, &defaults, overrides);
             json!({ "name": def.name, "value": value, "source": source_name(source) })
         })
         .collect();
@@ -242,7 +258,7 @@ async fn topic_configs(State(s): State<AdminState>, Path(name): Path<String>) ->
 async fn alter_topic_configs(State(s): State<AdminState>, Path(name): Path<String>, bytes: Bytes) -> ApiResult {
     let changes: BTreeMap<String, Value> = body(&bytes)?;
     let t = topic_or_404(&s.broker, &name)?;
-    let mut configs = t.overrides();
+    let mut configs = t.configs.clone();
     for (k, v) in &changes {
         if topic_config::find(k).is_none() {
             return Err(ApiError::bad_request(format!("unknown topic config {k}")));
@@ -253,8 +269,8 @@ async fn alter_topic_configs(State(s): State<AdminState>, Path(name): Path<Strin
             configs.insert(k.clone(), config_value(k, v)?);
         }
     }
-    let broker = s.broker.clone();
-    blocking(move || Ok(broker.set_topic_configs(&name, configs, false)?)).await?;
+    s.broker.set_topic_configs(&name, configs, false).await?;
+    let t = topic_or_404(&s.broker, &name)?;
     ok(configs_json(&s.broker, &t))
 }
 
@@ -475,5 +491,94 @@ mod tests {
         assert_eq!(a.get("ab"), Some(&vec![0, 3]));
         assert_eq!(decode_assignment(&b[..7]), None, "truncated");
         assert_eq!(decode_assignment(&[0, 9]), None, "unknown version");
+    }
+
+    mod topics {
+        use axum::body::{Bytes, to_bytes};
+        use axum::extract::{Path, State};
+        use axum::http::StatusCode;
+        use ferry_broker::metadata::{MetadataRecord, NodeInfo};
+        use ferry_broker::{Broker, BrokerConfig};
+        use serde_json::{Value, json};
+
+        use crate::AdminState;
+
+        async fn body(r: super::super::ApiResult) -> (StatusCode, Value) {
+            let r = r.unwrap_or_else(axum::response::IntoResponse::into_response);
+            let status = r.status();
+            let bytes = to_bytes(r.into_body(), 1 << 20).await.unwrap();
+            (status, if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() })
+        }
+
+        #[tokio::test]
+        async fn topic_endpoints_read_the_image_and_change_it_through_the_controller() {
+            let dir = tempfile::tempdir().unwrap();
+            let broker =
+                Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..BrokerConfig::default() }).unwrap();
+            let controller = ferry_broker::testing::install(&broker);
+            let s = AdminState::new(broker.clone());
+            let created = super::super::create_topic(
+                State(s.clone()),
+                Bytes::from_static(br#"{"name":"t","partitions":2,"configs":{"retention.ms":60000}}"#),
+            )
+            .await;
+            let (status, t) = body(created).await;
+            assert_eq!(status, StatusCode::CREATED);
+            assert_eq!(
+                (t["partitions"][1]["leader"].clone(), t["partitions"][1]["high_watermark"].clone()),
+                (json!(1), json!(0))
+            );
+            assert_eq!(t["configs"]["retention.ms"], "60000");
+            // A topic placed on another node: listed and described from the
+            // image, without local offsets.
+            let node2 = NodeInfo {
+                id: 2,
+                incarnation: uuid::Uuid::new_v4(),
+                listeners: Default::default(),
+                rack: None,
+                voter: false,
+                fenced: false,
+            };
+            controller
+                .apply(vec![
+                    MetadataRecord::RegisterNode(node2),
+                    MetadataRecord::CreateTopic {
+                        name: "remote".into(),
+                        id: uuid::Uuid::new_v4(),
+                        internal: false,
+                        configs: Default::default(),
+                        replicas: vec![vec![2]],
+                    },
+                ])
+                .unwrap();
+            let (_, list) = body(super::super::list_topics(State(s.clone())).await).await;
+            let names: Vec<&str> =
+                list["topics"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+            assert_eq!(names, vec!["remote", "t"], "internal topics are not listed");
+            let (_, r) = body(super::super::describe_topic(State(s.clone()), Path("remote".into())).await).await;
+            assert_eq!(r["partitions"][0]["leader"], 2);
+            assert!(r["partitions"][0].get("high_watermark").is_none());
+            let patch = Bytes::from_static(br#"{"retention.ms":null,"cleanup.policy":"compact"}"#);
+            let (status, c) =
+                body(super::super::alter_topic_configs(State(s.clone()), Path("t".into()), patch).await).await;
+            assert_eq!(status, StatusCode::OK);
+            let policy =
+                c["configs"].as_array().unwrap().iter().find(|x| x["name"] == "cleanup.policy").unwrap().clone();
+            assert_eq!((policy["value"].clone(), policy["source"].clone()), (json!("compact"), json!("topic")));
+            let (status, _) = body(super::super::delete_topic(State(s.clone()), Path("t".into())).await).await;
+            assert_eq!(status, StatusCode::NO_CONTENT);
+            assert!(broker.metadata().topic("t").is_none() && broker.topic("t").is_none());
+            let (status, _) = body(super::super::describe_topic(State(s.clone()), Path("t".into())).await).await;
+            assert_eq!(status, StatusCode::NOT_FOUND);
+            // Without a controller, changes are refused as unavailable.
+            let lone_dir = tempfile::tempdir().unwrap();
+            let lone = AdminState::new(
+                Broker::open(BrokerConfig { data_dir: lone_dir.path().to_path_buf(), ..BrokerConfig::default() })
+                    .unwrap(),
+            );
+            let (status, _) =
+                body(super::super::create_topic(State(lone), Bytes::from_static(br#"{"name":"x"}"#)).await).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        }
     }
 }

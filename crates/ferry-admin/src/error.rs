@@ -43,9 +43,12 @@ impl From<BrokerError> for ApiError {
             BrokerError::InvalidTopic(_)
             | BrokerError::InvalidPartitions(_)
             | BrokerError::InvalidReplicationFactor(_)
+            | BrokerError::InvalidReplicaAssignment(_)
             | BrokerError::InvalidConfig(_)
             | BrokerError::InvalidTimestamp(_) => StatusCode::BAD_REQUEST,
-            BrokerError::Group(GroupError::CoordinatorNotAvailable) => StatusCode::SERVICE_UNAVAILABLE,
+            BrokerError::Group(GroupError::CoordinatorNotAvailable)
+            | BrokerError::ControllerUnavailable(_)
+            | BrokerError::NotLeaderOrFollower => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = match &e {

@@ -1,9 +1,11 @@
-//! The broker: the registry of topics and their partitions, persisted under
-//! the data directory, and the broker-wide config defaults.
+//! The broker: the topics and partitions this node hosts, as the cluster
+//! metadata image places them, and the broker-wide config defaults.
 //!
-//! Layout: `<data>/cluster.json`, `<data>/broker-config.json`, and per topic
-//! `<data>/topics/<name>/topic.json` with one log directory per partition
-//! (`<data>/topics/<name>/<partition>/`).
+//! Layout: `<data>/cluster.json`, and per hosted topic
+//! `<data>/topics/<name>/topic.json` with one log directory per local
+//! partition (`<data>/topics/<name>/<partition>/`). `broker-config.json` and
+//! `producer-ids.json` of a pre-cluster directory are only read, to import
+//! them into a new cluster.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -11,16 +13,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use ferry_log::{EngineConfig, LogManager};
-use ferry_util::sync::{lock, read, write};
+use ferry_util::sync::read;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{BrokerError, Result};
 use crate::group::{CoordinatorConfig, GroupCoordinator};
-use crate::metadata::{Controller, ControllerStatus, MetadataImage, MetadataRecord};
-use crate::metrics::{Metrics, TopicStats};
+use crate::metadata::{Controller, ControllerStatus, CoordinatorKind, MetadataImage, MetadataRecord};
+use crate::metrics::Metrics;
 use crate::partition::Partition;
-use crate::producer::ProducerIds;
+use crate::producer::{self, ProducerIds};
+use crate::topic::{Topic, TopicFile};
 use crate::topic_config::{self, BrokerDefaults, TopicSettings};
 use crate::txn::{TxnConfig, TxnCoordinator, TxnEffects};
 
@@ -68,77 +71,50 @@ impl Default for BrokerConfig {
     }
 }
 
-/// A topic: its partitions and its config overrides.
-pub struct Topic {
-    /// Topic name, validated by [`validate_topic_name`].
-    pub name: String,
-    /// Topic id (KIP-516), stable across restarts.
-    pub id: Uuid,
-    dir: PathBuf,
-    overrides: RwLock<BTreeMap<String, String>>,
-    settings: Arc<RwLock<TopicSettings>>,
-    partitions: RwLock<Vec<Arc<Partition>>>,
-    /// Traffic counters, for metrics.
-    pub stats: TopicStats,
-}
-
-impl Topic {
-    /// Every partition, indexed by partition number.
-    pub fn partitions(&self) -> Vec<Arc<Partition>> {
-        read(&self.partitions).clone()
-    }
-
-    /// Partition `index`; `None` if out of range.
-    pub fn partition(&self, index: i32) -> Option<Arc<Partition>> {
-        usize::try_from(index).ok().and_then(|i| read(&self.partitions).get(i).cloned())
-    }
-
-    /// Number of partitions.
-    pub fn partition_count(&self) -> usize {
-        read(&self.partitions).len()
-    }
-
-    /// Config values set on this topic.
-    pub fn overrides(&self) -> BTreeMap<String, String> {
-        read(&self.overrides).clone()
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct TopicFile {
-    id: Uuid,
-    partitions: usize,
-    configs: BTreeMap<String, String>,
-}
-
 #[derive(Serialize, Deserialize)]
 struct ClusterFile {
     cluster_id: String,
 }
 
-/// The broker: topics and their partitions, groups, producers and
-/// transactions, over one storage engine. Shared by every front-end (`Arc`).
+/// The broker: the topics and partitions the cluster metadata places on this
+/// node, groups, producers and transactions, over one storage engine.
+/// Shared by every front-end (`Arc`).
+///
+/// The metadata image is the truth: local state changes only in
+/// [`Broker::apply_image`], and every admin change goes through the
+/// [`Controller`] (see `admin.rs`).
 pub struct Broker {
-    config: BrokerConfig,
+    pub(crate) config: BrokerConfig,
     cluster_id: String,
-    logs: LogManager,
-    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    /// Broker-wide defaults, keyed by topic config name.
-    dynamic: RwLock<BrokerDefaults>,
-    /// Serialises topic creation, deletion and config changes.
-    admin: Mutex<()>,
+    pub(crate) logs: LogManager,
+    /// Topics hosted here, by name.
+    pub(crate) topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Topic directories found at open, for [`Broker::import_records`].
+    found: BTreeMap<String, TopicFile>,
+    /// Producer ids of a pre-cluster data directory (`producer-ids.json`).
+    legacy_producer_ids: i64,
+    /// Dynamic defaults of a pre-cluster data directory (`broker-config.json`).
+    legacy_defaults: BTreeMap<String, String>,
+    /// Broker-wide defaults, keyed by topic config name: the image's dynamic
+    /// ones over the config file's fixed ones.
+    pub(crate) dynamic: RwLock<BrokerDefaults>,
+    /// Serialises reconciliation (apply_image, sweep_orphans).
+    pub(crate) reconcile: Mutex<()>,
     producer_ids: ProducerIds,
     groups: Arc<GroupCoordinator>,
     txns: TxnCoordinator,
     metrics: Metrics,
     /// The latest metadata image the cluster node handed over.
-    metadata: RwLock<Arc<MetadataImage>>,
+    pub(crate) metadata: RwLock<Arc<MetadataImage>>,
     /// The controller quorum, installed by the cluster node at start.
-    controller: OnceLock<Arc<dyn Controller>>,
+    pub(crate) controller: OnceLock<Arc<dyn Controller>>,
 }
 
 impl Broker {
-    /// Opens the data directory (creating it), recovering every topic.
+    /// Opens the data directory (creating it). Topic directories found under
+    /// `topics/` are not served until an image places them on this node
+    /// ([`Broker::apply_image`]); they are the source of
+    /// [`Broker::import_records`].
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>> {
         topic_config::validate_all(&config.topic_defaults)?;
         let topics_dir = config.data_dir.join("topics");
@@ -153,29 +129,12 @@ impl Broker {
             write_json(&cluster_path, &c)?;
             c.cluster_id
         };
-        let dynamic = fs::read(config.data_dir.join("broker-config.json"))
+        let legacy_defaults = fs::read(config.data_dir.join("broker-config.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<BTreeMap<String, String>>(&b).ok())
             .unwrap_or_default();
-        let fixed = config.topic_defaults.clone();
-        let logs = LogManager::new(config.engine.clone());
-        let groups = GroupCoordinator::open(&config.data_dir, &logs, config.groups.clone())?;
-        let txns = TxnCoordinator::open(&config.data_dir, &logs, config.txns.clone())?;
-        let producer_ids_dir = config.data_dir.clone();
-        let broker = Arc::new(Broker {
-            logs,
-            groups,
-            txns,
-            config,
-            cluster_id,
-            topics: RwLock::new(BTreeMap::new()),
-            dynamic: RwLock::new(BrokerDefaults { dynamic, fixed }),
-            admin: Mutex::new(()),
-            producer_ids: ProducerIds::open(&producer_ids_dir),
-            metrics: Metrics::default(),
-            metadata: RwLock::new(Arc::new(MetadataImage::default())),
-            controller: OnceLock::new(),
-        });
+        let legacy_producer_ids = producer::legacy_next_block(&config.data_dir);
+        let mut found = BTreeMap::new();
         for entry in fs::read_dir(&topics_dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -191,12 +150,32 @@ impl Broker {
             };
             let file: TopicFile = serde_json::from_slice(&bytes)
                 .map_err(|e| std::io::Error::other(format!("{}: {e}", entry.path().display())))?;
-            let topic = broker.load_topic(&name, file)?;
-            write(&broker.topics).insert(name, topic);
+            found.insert(name, file);
         }
-        // Transactions a crash left half-ended are finished before clients
-        // come back.
-        broker.txns.tick(broker.as_ref());
+        let fixed = config.topic_defaults.clone();
+        let logs = LogManager::new(config.engine.clone());
+        let groups = GroupCoordinator::open(&config.data_dir, &logs, config.groups.clone())?;
+        let txns = TxnCoordinator::open(&config.data_dir, &logs, config.txns.clone())?;
+        let broker = Arc::new(Broker {
+            logs,
+            groups,
+            txns,
+            config,
+            cluster_id,
+            topics: RwLock::new(BTreeMap::new()),
+            found,
+            legacy_producer_ids,
+            legacy_defaults,
+            dynamic: RwLock::new(BrokerDefaults { dynamic: BTreeMap::new(), fixed }),
+            reconcile: Mutex::new(()),
+            producer_ids: ProducerIds::default(),
+            metrics: Metrics::default(),
+            metadata: RwLock::new(Arc::new(MetadataImage::default())),
+            controller: OnceLock::new(),
+        });
+        // Transactions a crash left half-ended are finished by the
+        // housekeeping tick once the image has placed their partitions here
+        // (their markers fail, and are retried, until then).
         // Housekeeping: KIP-848 member expiry and transaction timeouts every
         // second, producer snapshots every 30 s (they keep crash recovery
         // short). The thread ends once the broker is dropped.
@@ -221,11 +200,6 @@ impl Broker {
         read(&self.metadata).clone()
     }
 
-    /// Takes a new metadata image from the cluster node (after every apply).
-    pub fn apply_image(&self, image: Arc<MetadataImage>) {
-        *write(&self.metadata) = image;
-    }
-
     /// Installs the controller quorum; the first call wins.
     pub fn set_controller(&self, controller: Arc<dyn Controller>) {
         let _ = self.controller.set(controller);
@@ -236,20 +210,34 @@ impl Broker {
         self.controller.get().map(|c| c.status()).unwrap_or_default()
     }
 
-    /// The topics of a data directory written before it had cluster
-    /// metadata, as the records that import them (ids and configs kept,
-    /// every partition on this node).
+    /// What a data directory written before it had cluster metadata holds,
+    /// as the records that import it into a new cluster: its topics (ids,
+    /// partition counts and configs kept, every partition on this node), its
+    /// dynamic config defaults, and the producer ids it handed out (so the
+    /// cluster never hands them out again).
     pub fn import_records(&self) -> Vec<MetadataRecord> {
-        self.topics()
+        let mut records: Vec<MetadataRecord> = self
+            .found
             .iter()
-            .map(|t| MetadataRecord::CreateTopic {
-                name: t.name.clone(),
-                id: t.id,
+            .map(|(name, file)| MetadataRecord::CreateTopic {
+                name: name.clone(),
+                id: file.id,
                 internal: false,
-                configs: t.overrides(),
-                replicas: vec![vec![self.config.node_id]; t.partition_count()],
+                configs: file.configs.clone(),
+                replicas: vec![vec![self.config.node_id]; file.partitions],
             })
-            .collect()
+            .collect();
+        if !self.legacy_defaults.is_empty() {
+            records.push(MetadataRecord::SetBrokerDefaults { configs: self.legacy_defaults.clone() });
+        }
+        if self.legacy_producer_ids > 0 {
+            records.push(MetadataRecord::ProducerIds {
+                node_id: self.config.node_id,
+                first: 0,
+                count: self.legacy_producer_ids,
+            });
+        }
+        records
     }
 
     /// The settings the broker was opened with.
@@ -267,167 +255,66 @@ impl Broker {
         self.config.node_id
     }
 
-    /// The cluster id, generated on first start and kept in the data directory.
+    /// The id generated on this data directory's first start and kept in
+    /// it: the id a new cluster started from this node takes (InitCluster).
+    /// Clients are told [`Broker::current_cluster_id`].
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
     }
 
-    /// The topic named `name`, if it exists.
+    /// The cluster's id as clients see it: the image's once it has one
+    /// (a node that joined an existing cluster), else [`Broker::cluster_id`].
+    pub fn current_cluster_id(&self) -> String {
+        read(&self.metadata).cluster_id.clone().unwrap_or_else(|| self.cluster_id.clone())
+    }
+
+    /// The topic named `name`, if this node hosts it.
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
         read(&self.topics).get(name).cloned()
     }
 
-    /// The topic with id `id`, if it exists.
+    /// The topic with id `id`, if this node hosts it.
     pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
         read(&self.topics).values().find(|t| t.id == id).cloned()
     }
 
-    /// Every topic, in name order.
+    /// Every topic hosted here, in name order.
     pub fn topics(&self) -> Vec<Arc<Topic>> {
         read(&self.topics).values().cloned().collect()
     }
 
-    /// Runs `f` with the topics as KIP-848 consumer groups see them.
+    /// Partition `index` of `topic` if this node leads it: the partition
+    /// every read and write path uses. `UnknownTopicOrPartition` if the
+    /// image has no such partition, `NotLeaderOrFollower` if another node
+    /// (or none) leads it.
+    pub fn leader_partition(&self, topic: &str, index: i32) -> Result<Arc<Partition>> {
+        let image = self.metadata();
+        let info = image.partition(topic, index).ok_or(BrokerError::UnknownTopicOrPartition)?;
+        if info.leader != self.config.node_id {
+            return Err(BrokerError::NotLeaderOrFollower);
+        }
+        self.topic(topic).and_then(|t| t.partition(index)).ok_or(BrokerError::NotLeaderOrFollower)
+    }
+
+    /// Whether this node coordinates `key` of `kind` now (it leads the
+    /// key's partition of the internal topic; see
+    /// [`MetadataImage::coordinator`]).
+    pub fn coordinates(&self, kind: CoordinatorKind, key: &str) -> bool {
+        read(&self.metadata).coordinator(kind, key).is_some_and(|n| n.id == self.config.node_id)
+    }
+
+    /// Runs `f` with the topics as KIP-848 consumer groups see them: every
+    /// non-internal topic of the cluster.
     pub fn with_group_topics<R>(&self, f: impl FnOnce(&crate::group::Topics) -> R) -> R {
-        let partitions = |t: &str| self.topic(t).map_or(0, |x| x.partition_count());
-        let names = || read(&self.topics).keys().cloned().collect();
+        let image = self.metadata();
+        let partitions = |t: &str| image.topic(t).filter(|t| !t.internal).map_or(0, |x| x.partitions.len());
+        let names = || image.topics.values().filter(|t| !t.internal).map(|t| t.name.clone()).collect();
         f(&crate::group::Topics { partitions: &partitions, names: &names })
-    }
-
-    /// The topic, auto-created with the default partition count if the
-    /// broker allows it.
-    pub fn topic_or_create(&self, name: &str) -> Result<Arc<Topic>> {
-        if let Some(t) = self.topic(name) {
-            return Ok(t);
-        }
-        if !self.config.auto_create_topics {
-            return Err(BrokerError::UnknownTopicOrPartition);
-        }
-        match self.create_topic(name, None, &BTreeMap::new(), false) {
-            Err(BrokerError::TopicExists(_)) => self.topic(name).ok_or(BrokerError::UnknownTopicOrPartition),
-            other => other,
-        }
-    }
-
-    /// Creates a topic. `partitions: None` takes `num.partitions`. With
-    /// `validate_only`, checks everything and creates nothing.
-    pub fn create_topic(
-        &self,
-        name: &str,
-        partitions: Option<i32>,
-        configs: &BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<Arc<Topic>> {
-        validate_topic_name(name)?;
-        let count = partitions.unwrap_or(self.config.default_partitions);
-        if count < 1 || count > self.config.max_partitions_per_topic {
-            return Err(BrokerError::InvalidPartitions(format!(
-                "{count} partitions (1 to {} allowed)",
-                self.config.max_partitions_per_topic
-            )));
-        }
-        topic_config::validate_all(configs)?;
-        let _admin = lock(&self.admin);
-        if self.topic(name).is_some() {
-            return Err(BrokerError::TopicExists(name.to_string()));
-        }
-        let file = TopicFile { id: Uuid::new_v4(), partitions: count as usize, configs: configs.clone() };
-        if validate_only {
-            return Ok(Arc::new(Topic {
-                name: name.to_string(),
-                id: file.id,
-                dir: PathBuf::new(),
-                overrides: RwLock::new(file.configs),
-                settings: Arc::new(RwLock::new(topic_config::resolve(&read(&self.dynamic), configs))),
-                partitions: RwLock::new(Vec::new()),
-                stats: TopicStats::default(),
-            }));
-        }
-        let dir = self.topic_dir(name);
-        fs::create_dir_all(&dir)?;
-        let topic = self.load_topic(name, file)?;
-        // topic.json last: its presence marks a complete topic.
-        self.persist(&topic)?;
-        write(&self.topics).insert(name.to_string(), topic.clone());
-        tracing::info!(topic = name, partitions = count, "created topic");
-        Ok(topic)
-    }
-
-    /// Deletes a topic and, in the background, its data.
-    pub fn delete_topic(&self, name: &str) -> Result<()> {
-        let _admin = lock(&self.admin);
-        let topic = write(&self.topics).remove(name).ok_or(BrokerError::UnknownTopicOrPartition)?;
-        let trash = self.config.data_dir.join("topics").join(format!(".trash-{}", Uuid::new_v4().simple()));
-        fs::rename(&topic.dir, &trash)?;
-        drop(topic);
-        std::thread::spawn(move || {
-            let _ = fs::remove_dir_all(trash);
-        });
-        tracing::info!(topic = name, "deleted topic");
-        Ok(())
-    }
-
-    /// Grows a topic to `total` partitions (never shrinks, as Kafka).
-    pub fn create_partitions(&self, name: &str, total: i32, validate_only: bool) -> Result<()> {
-        let _admin = lock(&self.admin);
-        let topic = self.topic(name).ok_or(BrokerError::UnknownTopicOrPartition)?;
-        let current = topic.partition_count();
-        if total > self.config.max_partitions_per_topic {
-            return Err(BrokerError::InvalidPartitions(format!(
-                "{total} partitions (at most {} allowed)",
-                self.config.max_partitions_per_topic
-            )));
-        }
-        if total < 0 || (total as usize) <= current {
-            return Err(BrokerError::InvalidPartitions(format!(
-                "topic has {current} partitions; the new count must be larger, not {total}"
-            )));
-        }
-        if validate_only {
-            return Ok(());
-        }
-        let settings = read(&topic.settings).clone();
-        for index in current..total as usize {
-            let log = self.logs.open(&topic.dir.join(index.to_string()), settings.log.clone())?;
-            let partition =
-                Partition::new(name, index as i32, log, topic.settings.clone(), self.config.producer_id_expiration_ms)?;
-            write(&topic.partitions).push(Arc::new(partition));
-        }
-        self.persist(&topic)
-    }
-
-    /// Replaces a topic's config overrides (after validating them) and
-    /// applies the result to its partitions.
-    pub fn set_topic_configs(&self, name: &str, configs: BTreeMap<String, String>, validate_only: bool) -> Result<()> {
-        topic_config::validate_all(&configs)?;
-        let _admin = lock(&self.admin);
-        let topic = self.topic(name).ok_or(BrokerError::UnknownTopicOrPartition)?;
-        if validate_only {
-            return Ok(());
-        }
-        *write(&topic.overrides) = configs;
-        self.apply(&topic);
-        self.persist(&topic)
     }
 
     /// Broker-wide defaults, keyed by topic config name.
     pub fn defaults(&self) -> BrokerDefaults {
         read(&self.dynamic).clone()
-    }
-
-    /// Replaces the broker-wide defaults and re-applies every topic's settings.
-    pub fn set_dynamic_defaults(&self, configs: BTreeMap<String, String>, validate_only: bool) -> Result<()> {
-        topic_config::validate_all(&configs)?;
-        let _admin = lock(&self.admin);
-        if validate_only {
-            return Ok(());
-        }
-        write_json(&self.config.data_dir.join("broker-config.json"), &configs)?;
-        write(&self.dynamic).dynamic = configs;
-        for topic in self.topics() {
-            self.apply(&topic);
-        }
-        Ok(())
     }
 
     /// The effective settings of a topic.
@@ -441,7 +328,8 @@ impl Broker {
     }
 
     /// Committed offset, high watermark and lag of every partition a group
-    /// has an offset for.
+    /// has an offset for (high watermark and lag -1 where this node does not
+    /// host the partition).
     pub fn group_lag(&self, group: &str) -> Vec<(String, i32, i64, i64, i64)> {
         self.groups
             .committed(group)
@@ -480,9 +368,16 @@ impl Broker {
         self.logs.fsync_stats()
     }
 
-    /// Hands out producer ids (InitProducerId).
+    /// This node's block of producer ids (InitProducerId). Top it up with
+    /// [`Broker::reserve_producer_ids`] before taking one.
     pub fn producer_ids(&self) -> &ProducerIds {
         &self.producer_ids
+    }
+
+    /// Whether `id` was ever handed out in the cluster (KIP-360's check of
+    /// a producer asking for its next epoch).
+    pub fn producer_id_issued(&self, id: i64) -> bool {
+        id >= 0 && id < read(&self.metadata).next_producer_id
     }
 
     /// Writes the producer snapshots that changed; run periodically so
@@ -504,53 +399,26 @@ impl Broker {
         self.logs.shutdown();
     }
 
-    fn apply(&self, topic: &Topic) {
-        let settings = topic_config::resolve(&read(&self.dynamic), &read(&topic.overrides));
-        for p in topic.partitions() {
-            p.log().set_config(settings.log.clone());
-        }
-        *write(&topic.settings) = settings;
-    }
-
-    fn topic_dir(&self, name: &str) -> PathBuf {
+    pub(crate) fn topic_dir(&self, name: &str) -> PathBuf {
         self.config.data_dir.join("topics").join(name)
-    }
-
-    fn load_topic(&self, name: &str, file: TopicFile) -> Result<Arc<Topic>> {
-        let dir = self.topic_dir(name);
-        let settings = Arc::new(RwLock::new(topic_config::resolve(&read(&self.dynamic), &file.configs)));
-        let log_config = read(&settings).log.clone();
-        let mut partitions = Vec::with_capacity(file.partitions);
-        for index in 0..file.partitions {
-            let log = self.logs.open(&dir.join(index.to_string()), log_config.clone())?;
-            let partition =
-                Partition::new(name, index as i32, log, settings.clone(), self.config.producer_id_expiration_ms)?;
-            partitions.push(Arc::new(partition));
-        }
-        Ok(Arc::new(Topic {
-            name: name.to_string(),
-            id: file.id,
-            dir,
-            overrides: RwLock::new(file.configs),
-            settings,
-            partitions: RwLock::new(partitions),
-            stats: TopicStats::default(),
-        }))
-    }
-
-    fn persist(&self, topic: &Topic) -> Result<()> {
-        let file = TopicFile { id: topic.id, partitions: topic.partition_count(), configs: topic.overrides() };
-        write_json(&topic.dir.join("topic.json"), &file)
     }
 }
 
-/// Kafka's rules: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
 /// Commits and aborts reach partitions and groups through the broker.
 impl TxnEffects for Broker {
     fn write_marker(&self, topic: &str, partition: i32, producer_id: i64, epoch: i16, commit: bool) -> Result<()> {
-        let Some(p) = self.topic(topic).and_then(|t| t.partition(partition)) else {
+        let image = self.metadata();
+        if image.applied_index == 0 {
+            // No image yet (start-up): nothing is hosted; the housekeeping
+            // tick retries once partitions are.
+            return Err(BrokerError::ControllerUnavailable("no cluster metadata yet".into()));
+        }
+        if image.partition(topic, partition).is_none() {
             return Ok(()); // deleted since it joined the transaction
-        };
+        }
+        // Led elsewhere: the coordinator retries (markers to other nodes
+        // come with replication, #15).
+        let p = self.leader_partition(topic, partition)?;
         p.write_marker(producer_id, epoch, commit, 0).map(|_| ())
     }
 
@@ -572,7 +440,7 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
 }
 
 /// Writes a JSON file atomically and durably (tmp, fsync, rename, fsync dir).
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     Ok(ferry_util::fs::write_atomic(path, &bytes, true)?)
 }
@@ -585,7 +453,7 @@ mod tests {
     use ferry_records::records::{NewRecord, build_batch};
 
     fn broker(dir: &Path) -> Arc<Broker> {
-        Broker::open(BrokerConfig { data_dir: dir.to_path_buf(), ..BrokerConfig::default() }).unwrap()
+        crate::testing::open(BrokerConfig { data_dir: dir.to_path_buf(), ..BrokerConfig::default() }).unwrap()
     }
 
     fn one(value: &str) -> Vec<u8> {
@@ -599,10 +467,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
         let cfg: BTreeMap<String, String> = [("retention.ms".to_string(), "1000".to_string())].into();
-        let t = b.create_topic("orders", Some(3), &cfg, false).unwrap();
+        b.create_topic("orders", Some(3), &cfg, false).await.unwrap();
+        let t = b.topic("orders").unwrap();
         let info = t.partition(2).unwrap().append(&one("x"), Acks::All).unwrap().acknowledged().await.unwrap();
         assert_eq!(info.base_offset, 0);
-        assert!(matches!(b.create_topic("orders", Some(1), &BTreeMap::new(), false), Err(BrokerError::TopicExists(_))));
+        assert!(matches!(
+            b.create_topic("orders", Some(1), &BTreeMap::new(), false).await,
+            Err(BrokerError::TopicExists(_))
+        ));
         let id = t.id;
         let cluster = b.cluster_id().to_string();
         b.shutdown();
@@ -617,30 +489,71 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_pre_cluster_directory_is_imported_with_its_ids_defaults_and_producer_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        let topic = dir.path().join("topics/old");
+        fs::create_dir_all(&topic).unwrap();
+        let file =
+            TopicFile { id, partitions: 2, configs: [("retention.ms".into(), "9".into())].into(), created_index: 0 };
+        write_json(&topic.join("topic.json"), &file).unwrap();
+        fs::write(dir.path().join("broker-config.json"), br#"{"retention.bytes":"100"}"#).unwrap();
+        fs::write(dir.path().join("producer-ids.json"), br#"{"next_block":2000}"#).unwrap();
+        let b = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..BrokerConfig::default() }).unwrap();
+        assert!(b.topic("old").is_none(), "not served before an image places it");
+        let records = b.import_records();
+        assert_eq!(
+            records,
+            vec![
+                MetadataRecord::CreateTopic {
+                    name: "old".into(),
+                    id,
+                    internal: false,
+                    configs: file.configs.clone(),
+                    replicas: vec![vec![1], vec![1]],
+                },
+                MetadataRecord::SetBrokerDefaults { configs: [("retention.bytes".into(), "100".into())].into() },
+                MetadataRecord::ProducerIds { node_id: 1, first: 0, count: 2000 },
+            ]
+        );
+        // Imported through the test controller: served with its id, and new
+        // producer ids start past the old ones.
+        crate::testing::install(&b);
+        assert_eq!(b.topic("old").unwrap().id, id);
+        assert_eq!(b.topic_settings(&b.topic("old").unwrap()).log.retention_bytes, Some(100));
+        assert!(b.next_producer_id().await.unwrap() >= 2000);
+        assert!(b.producer_id_issued(5) && !b.producer_id_issued(1_000_000));
+    }
+
+    #[tokio::test]
     async fn names_partitions_and_configs_are_validated() {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
         for bad in ["", ".", "..", "a/b", "sp ace", &"x".repeat(250)] {
-            assert!(matches!(b.create_topic(bad, Some(1), &BTreeMap::new(), false), Err(BrokerError::InvalidTopic(_))));
+            assert!(matches!(
+                b.create_topic(bad, Some(1), &BTreeMap::new(), false).await,
+                Err(BrokerError::InvalidTopic(_))
+            ));
         }
         assert!(matches!(
-            b.create_topic("t", Some(0), &BTreeMap::new(), false),
+            b.create_topic("t", Some(0), &BTreeMap::new(), false).await,
             Err(BrokerError::InvalidPartitions(_))
         ));
         let bad_cfg: BTreeMap<String, String> = [("retention.ms".to_string(), "x".to_string())].into();
-        assert!(matches!(b.create_topic("t", Some(1), &bad_cfg, false), Err(BrokerError::InvalidConfig(_))));
-        b.create_topic("t", Some(1), &BTreeMap::new(), true).unwrap();
+        assert!(matches!(b.create_topic("t", Some(1), &bad_cfg, false).await, Err(BrokerError::InvalidConfig(_))));
+        b.create_topic("t", Some(1), &BTreeMap::new(), true).await.unwrap();
         assert!(b.topic("t").is_none(), "validate_only creates nothing");
-        b.create_topic("t", Some(2), &BTreeMap::new(), false).unwrap();
-        assert!(b.create_partitions("t", 2, false).is_err());
-        assert!(b.create_partitions("t", i32::MAX, false).is_err());
-        b.create_partitions("t", 5, false).unwrap();
+        b.create_topic("t", Some(2), &BTreeMap::new(), false).await.unwrap();
+        assert!(b.create_partitions("t", 2, None, false).await.is_err());
+        assert!(b.create_partitions("t", i32::MAX, None, false).await.is_err());
+        b.create_partitions("t", 5, None, false).await.unwrap();
         assert_eq!(b.topic("t").unwrap().partition_count(), 5);
-        b.delete_topic("t").unwrap();
+        b.delete_topic("t").await.unwrap();
         assert!(b.topic("t").is_none());
-        assert!(matches!(b.delete_topic("t"), Err(BrokerError::UnknownTopicOrPartition)));
+        assert!(matches!(b.delete_topic("t").await, Err(BrokerError::UnknownTopicOrPartition)));
         // Recreating a deleted topic starts empty.
-        let t = b.create_topic("t", Some(1), &BTreeMap::new(), false).unwrap();
+        b.create_topic("t", Some(1), &BTreeMap::new(), false).await.unwrap();
+        let t = b.topic("t").unwrap();
         assert_eq!(t.partition(0).unwrap().high_watermark(), 0);
     }
 
@@ -648,7 +561,8 @@ mod tests {
     async fn a_thread_waiting_on_a_partition_is_woken_when_records_land() {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
-        let t = b.create_topic("signalled", Some(1), &BTreeMap::new(), false).unwrap();
+        b.create_topic("signalled", Some(1), &BTreeMap::new(), false).await.unwrap();
+        let t = b.topic("signalled").unwrap();
         let p = t.partition(0).unwrap();
         let signal = Arc::new(crate::Signal::default());
         p.register_signal(&signal);
@@ -672,7 +586,8 @@ mod tests {
     async fn lag_is_high_watermark_minus_committed() {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
-        let t = b.create_topic("lagging", Some(2), &BTreeMap::new(), false).unwrap();
+        b.create_topic("lagging", Some(2), &BTreeMap::new(), false).await.unwrap();
+        let t = b.topic("lagging").unwrap();
         for _ in 0..5 {
             t.partition(0).unwrap().append(&one("x"), Acks::All).unwrap().acknowledged().await.unwrap();
         }
@@ -687,7 +602,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
         let cfg: BTreeMap<String, String> = [("min.insync.replicas".to_string(), "2".to_string())].into();
-        let t = b.create_topic("t", Some(1), &cfg, false).unwrap();
+        b.create_topic("t", Some(1), &cfg, false).await.unwrap();
+        let t = b.topic("t").unwrap();
         let p = t.partition(0).unwrap();
         assert!(matches!(p.append(&one("a"), Acks::All), Err(BrokerError::NotEnoughReplicas { .. })));
         p.append(&one("a"), Acks::Leader).unwrap();

@@ -2,6 +2,8 @@
 
 use ferry_log::LogError;
 
+use crate::metadata::MetadataError;
+
 /// Everything a broker operation can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -17,9 +19,21 @@ pub enum BrokerError {
     /// A partition count below 1, above the limit, or a decrease.
     #[error("invalid partitions: {0}")]
     InvalidPartitions(String),
-    /// A replication factor this single node cannot provide.
-    #[error("replication factor {0} is larger than the number of brokers (1)")]
-    InvalidReplicationFactor(i32),
+    /// A replication factor below 1 or above the live nodes.
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
+    /// An explicit replica assignment naming unknown nodes, repeating one,
+    /// or of uneven lengths.
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
+    /// The partition exists, but this node does not lead it (another node
+    /// does, or none is available now).
+    #[error("this node is not the leader of the partition")]
+    NotLeaderOrFollower,
+    /// No controller is installed, or the quorum could not carry out the
+    /// change in time (no leader, election, network partition).
+    #[error("controller unavailable: {0}")]
+    ControllerUnavailable(String),
     /// An unknown topic config name or an invalid value.
     #[error("invalid config: {0}")]
     InvalidConfig(String),
@@ -67,6 +81,26 @@ pub enum BrokerError {
     /// A file operation of the broker's own (metadata files, directories) failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<MetadataError> for BrokerError {
+    fn from(e: MetadataError) -> Self {
+        match e {
+            MetadataError::TopicExists(name) => BrokerError::TopicExists(name),
+            MetadataError::InvalidTopic(m) => BrokerError::InvalidTopic(m),
+            MetadataError::UnknownTopic(_) | MetadataError::UnknownTopicId(_) | MetadataError::UnknownPartition(..) => {
+                BrokerError::UnknownTopicOrPartition
+            }
+            MetadataError::InvalidPartitions(m) => BrokerError::InvalidPartitions(m),
+            MetadataError::InvalidReplicationFactor(m) => BrokerError::InvalidReplicationFactor(m),
+            MetadataError::InvalidReplicaAssignment(m) => BrokerError::InvalidReplicaAssignment(m),
+            e @ MetadataError::UnknownNode(_) => BrokerError::InvalidReplicaAssignment(e.to_string()),
+            e @ (MetadataError::ProducerIdsTaken(_)
+            | MetadataError::DuplicateNodeId(_)
+            | MetadataError::QuorumMismatch(_)
+            | MetadataError::Unavailable(_)) => BrokerError::ControllerUnavailable(e.to_string()),
+        }
+    }
 }
 
 impl From<ferry_records::RecordsError> for BrokerError {

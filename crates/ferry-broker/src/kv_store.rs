@@ -105,7 +105,7 @@ mod tests {
     use crate::BrokerConfig;
 
     fn open(dir: &std::path::Path) -> Arc<Broker> {
-        Broker::open(BrokerConfig { data_dir: dir.to_path_buf(), ..Default::default() }).unwrap()
+        crate::testing::open(BrokerConfig { data_dir: dir.to_path_buf(), ..Default::default() }).unwrap()
     }
 
     #[tokio::test]

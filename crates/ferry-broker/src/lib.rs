@@ -3,6 +3,7 @@
 //! long-polling readers wait on, and the metrics registry. Front-ends call
 //! into this crate; it knows no wire protocol.
 
+mod admin;
 pub mod bridge;
 mod broker;
 mod error;
@@ -15,15 +16,21 @@ pub mod metrics;
 mod partition;
 mod producer;
 pub mod queue;
+mod reconcile;
 mod record_rules;
 pub mod stored;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+mod topic;
 pub mod topic_config;
 pub mod txn;
 
-pub use broker::{Broker, BrokerConfig, Topic, validate_topic_name};
+pub use admin::{CreatedTopic, NewTopic};
+pub use broker::{Broker, BrokerConfig, validate_topic_name};
 pub use error::{BrokerError, Result};
 /// What front-ends see of the log: the file ranges a read hands out (sent
 /// with `sendfile`) and the errors they map to protocol codes.
 pub use ferry_log::{LogError, ReadSlice};
 pub use partition::{Acks, Appended, Partition, Signal};
 pub use producer::{ProducerIds, ProducerStates};
+pub use topic::Topic;

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use ferry_log::AbortedTxn;
@@ -242,55 +242,57 @@ impl ProducerStates {
     }
 }
 
-/// Hands out producer ids, durably: blocks of ids are reserved in
-/// `producer-ids.json`, so ids are never reused across restarts.
+/// This node's producer ids: a block of cluster-unique ids the controller
+/// handed out (Kafka's AllocateProducerIds), taken one at a time. Nothing is
+/// kept on disk: the controller's image remembers which blocks are gone, and
+/// a restarted node asks for a new one.
+#[derive(Debug, Default)]
 pub struct ProducerIds {
-    path: PathBuf,
-    /// (next id to hand out, end of the reserved block).
+    /// (next id to hand out, end of the block).
     state: Mutex<(i64, i64)>,
 }
 
-const BLOCK: i64 = 1000;
-
-#[derive(Serialize, Deserialize)]
-struct IdsFile {
-    next_block: i64,
-}
-
 impl ProducerIds {
-    /// Resumes from `<data_dir>/producer-ids.json`; a missing or unreadable
-    /// file starts at 0.
-    pub fn open(data_dir: &Path) -> ProducerIds {
-        let path = data_dir.join("producer-ids.json");
-        let next =
-            fs::read(&path).ok().and_then(|b| serde_json::from_slice::<IdsFile>(&b).ok()).map_or(0, |f| f.next_block);
-        ProducerIds { path, state: Mutex::new((next, next)) }
-    }
-
-    /// A new producer id.
-    pub fn next(&self) -> Result<i64> {
+    /// A new producer id from the current block; `None` once it is used up
+    /// (the caller gets a new block from the controller and tries again).
+    pub fn next(&self) -> Option<i64> {
         let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if s.0 >= s.1 {
-            let end = s.0 + BLOCK;
-            write_atomic(
-                &self.path,
-                &serde_json::to_vec(&IdsFile { next_block: end }).map_err(std::io::Error::other)?,
-            )?;
-            s.1 = end;
+            return None;
         }
         let id = s.0;
         s.0 += 1;
-        Ok(id)
+        Some(id)
     }
 
-    /// Whether `id` was ever handed out by this broker.
-    pub fn issued(&self, id: i64) -> bool {
-        id >= 0 && id < self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0
+    /// Ids left in the current block.
+    pub fn remaining(&self) -> i64 {
+        let s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (s.1 - s.0).max(0)
+    }
+
+    /// Takes the block `first..first + count` (replacing what is left of
+    /// the current one, which is simply never used).
+    pub fn add_block(&self, first: i64, count: i64) {
+        *self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (first, first.saturating_add(count));
     }
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(ferry_util::fs::write_atomic(path, bytes, true)?)
+}
+
+/// The first id not handed out by a pre-cluster data directory
+/// (`<data_dir>/producer-ids.json`), 0 if it has none.
+pub(crate) fn legacy_next_block(data_dir: &Path) -> i64 {
+    #[derive(Deserialize)]
+    struct IdsFile {
+        next_block: i64,
+    }
+    fs::read(data_dir.join("producer-ids.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<IdsFile>(&b).ok())
+        .map_or(0, |f| f.next_block.max(0))
 }
 
 #[cfg(test)]
@@ -348,14 +350,16 @@ mod tests {
     }
 
     #[test]
-    fn producer_ids_are_never_reused() {
+    fn producer_ids_come_from_the_block_and_legacy_files_are_read() {
+        let ids = ProducerIds::default();
+        assert_eq!(ids.next(), None, "no block yet");
+        ids.add_block(1000, 2);
+        assert_eq!((ids.next(), ids.remaining()), (Some(1000), 1));
+        assert_eq!(ids.next(), Some(1001));
+        assert_eq!(ids.next(), None);
         let dir = tempfile::tempdir().unwrap();
-        let ids = ProducerIds::open(dir.path());
-        let a = ids.next().unwrap();
-        let b = ids.next().unwrap();
-        assert!(b > a && ids.issued(a) && !ids.issued(b + 1));
-        drop(ids);
-        let ids = ProducerIds::open(dir.path());
-        assert!(ids.next().unwrap() > b);
+        assert_eq!(legacy_next_block(dir.path()), 0);
+        fs::write(dir.path().join("producer-ids.json"), br#"{"next_block":3000}"#).unwrap();
+        assert_eq!(legacy_next_block(dir.path()), 3000);
     }
 }

@@ -205,7 +205,7 @@ impl TxnCoordinator {
             if expected.is_some() {
                 return Err(TxnError::InvalidProducerIdMapping);
             }
-            let pid = ids.next().map_err(|_| TxnError::CoordinatorNotAvailable)?;
+            let pid = ids.next().ok_or(TxnError::CoordinatorNotAvailable)?;
             let meta = TxnMeta {
                 producer_id: pid,
                 producer_epoch: 0,
@@ -243,7 +243,7 @@ impl TxnCoordinator {
             return Err(TxnError::ConcurrentTransactions);
         }
         if m.producer_epoch >= i16::MAX - 1 {
-            let pid = ids.next().map_err(|_| TxnError::CoordinatorNotAvailable)?;
+            let pid = ids.next().ok_or(TxnError::CoordinatorNotAvailable)?;
             let mut pids = lock(&self.pids);
             pids.remove(&m.producer_id);
             pids.insert(pid, id.to_string());
@@ -555,7 +555,8 @@ mod tests {
     fn commit_writes_markers_then_offsets_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let logs = LogManager::new(Default::default());
-        let ids = ProducerIds::open(dir.path());
+        let ids = ProducerIds::default();
+        ids.add_block(0, 1000);
         let fx = Recorder::default();
         let c = open(dir.path(), &logs);
         let (pid, epoch) = c.init_producer("t1", 60_000, None, &ids, &fx).unwrap();
@@ -589,7 +590,8 @@ mod tests {
     fn a_new_instance_fences_the_old_and_aborts_its_transaction() {
         let dir = tempfile::tempdir().unwrap();
         let logs = LogManager::new(Default::default());
-        let ids = ProducerIds::open(dir.path());
+        let ids = ProducerIds::default();
+        ids.add_block(0, 1000);
         let fx = Recorder::default();
         let c = open(dir.path(), &logs);
         let (pid, e0) = c.init_producer("t", 60_000, None, &ids, &fx).unwrap();
@@ -607,7 +609,8 @@ mod tests {
     fn idle_transactional_ids_expire_but_open_transactions_do_not() {
         let dir = tempfile::tempdir().unwrap();
         let logs = LogManager::new(Default::default());
-        let ids = ProducerIds::open(dir.path());
+        let ids = ProducerIds::default();
+        ids.add_block(0, 1000);
         let fx = Recorder::default();
         let config = TxnConfig { id_expiration_ms: 0, ..TxnConfig::default() };
         let c = TxnCoordinator::open(dir.path(), &logs, config.clone()).unwrap();
@@ -627,7 +630,8 @@ mod tests {
     fn timed_out_and_prepared_transactions_are_finished_by_the_ticker() {
         let dir = tempfile::tempdir().unwrap();
         let logs = LogManager::new(Default::default());
-        let ids = ProducerIds::open(dir.path());
+        let ids = ProducerIds::default();
+        ids.add_block(0, 1000);
         let fx = Recorder::default();
         let c = open(dir.path(), &logs);
         let (pid, epoch) = c.init_producer("t", 1, None, &ids, &fx).unwrap();

@@ -23,6 +23,11 @@ fn counted(code: i16) -> i16 {
     code
 }
 
+/// `code`, counted for the error metric (for codes not from a broker error).
+pub fn counted_code(code: i16) -> i16 {
+    counted(code)
+}
+
 /// (code, Kafka's name for it, times returned) of every code returned so far.
 pub fn error_counts() -> Vec<(i32, &'static str, u64)> {
     (0..CODES)
@@ -66,6 +71,11 @@ fn broker_error_code(e: &BrokerError) -> i16 {
         BrokerError::InvalidTopic(_) => E::InvalidTopicException,
         BrokerError::InvalidPartitions(_) => E::InvalidPartitions,
         BrokerError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor,
+        BrokerError::InvalidReplicaAssignment(_) => E::InvalidReplicaAssignment,
+        BrokerError::NotLeaderOrFollower => E::NotLeaderOrFollower,
+        // What a Kafka broker answers when its forwarded request to the
+        // controller times out; clients retry.
+        BrokerError::ControllerUnavailable(_) => E::RequestTimedOut,
         BrokerError::InvalidConfig(_) => E::InvalidConfig,
         BrokerError::NotEnoughReplicas { .. } => E::NotEnoughReplicas,
         BrokerError::InvalidTimestamp(_) => E::InvalidTimestamp,

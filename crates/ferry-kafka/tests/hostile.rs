@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferry_broker::{Broker, BrokerConfig};
+use ferry_broker::BrokerConfig;
 
-fn ctx(dir: &std::path::Path) -> Arc<ferry_kafka::Ctx> {
-    let broker = Broker::open(BrokerConfig { data_dir: dir.to_path_buf(), ..BrokerConfig::default() }).unwrap();
-    broker.create_topic("t", Some(1), &BTreeMap::new(), false).unwrap();
+async fn ctx(dir: &std::path::Path) -> Arc<ferry_kafka::Ctx> {
+    let broker =
+        ferry_broker::testing::open(BrokerConfig { data_dir: dir.to_path_buf(), ..BrokerConfig::default() }).unwrap();
+    broker.create_topic("t", Some(1), &BTreeMap::new(), false).await.unwrap();
     Arc::new(ferry_kafka::Ctx { broker, config: ferry_kafka::KafkaConfig::default() })
 }
 
@@ -29,7 +30,7 @@ fn frame(key: i16, version: i16, body: &[u8]) -> Bytes {
 #[tokio::test]
 async fn lying_counts_and_lengths_close_the_connection_without_allocating() {
     let dir = tempfile::tempdir().unwrap();
-    let ctx = ctx(dir.path());
+    let ctx = ctx(dir.path()).await;
     let mut cases = vec![
         // Found by the fuzzer: Produce v13 with a compact array count near 2^32.
         (

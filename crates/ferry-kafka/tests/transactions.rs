@@ -121,8 +121,10 @@ fn batch(pid: i64, epoch: i16, seq: i32) -> Vec<u8> {
 
 async fn start() -> (tempfile::TempDir, Arc<Broker>, Client) {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..BrokerConfig::default() }).unwrap();
-    broker.create_topic("t", Some(1), &BTreeMap::new(), false).unwrap();
+    let broker =
+        ferry_broker::testing::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..BrokerConfig::default() })
+            .unwrap();
+    broker.create_topic("t", Some(1), &BTreeMap::new(), false).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let config = ferry_kafka::KafkaConfig { advertised_port: i32::from(port), ..Default::default() };

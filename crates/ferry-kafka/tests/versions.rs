@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
-use ferry_broker::{Broker, BrokerConfig};
+use ferry_broker::BrokerConfig;
 use ferry_records::compression::Compression;
 use ferry_records::records::{NewRecord, build_batch};
 use kafka_protocol::messages::*;
@@ -321,9 +321,9 @@ async fn every_api_at_every_version_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = BrokerConfig { data_dir: dir.path().to_path_buf(), ..BrokerConfig::default() };
     config.groups.initial_rebalance_delay = std::time::Duration::ZERO;
-    let broker = Broker::open(config).unwrap();
-    let topic = broker.create_topic("t", Some(1), &BTreeMap::new(), false).unwrap();
-    broker.create_topic("grow", Some(1), &BTreeMap::new(), false).unwrap();
+    let broker = ferry_broker::testing::open(config).unwrap();
+    let topic = broker.create_topic("t", Some(1), &BTreeMap::new(), false).await.unwrap();
+    broker.create_topic("grow", Some(1), &BTreeMap::new(), false).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let config = ferry_kafka::KafkaConfig { advertised_port: i32::from(port), ..Default::default() };
@@ -368,7 +368,7 @@ async fn every_api_at_every_version_round_trips() {
         for v in min..=max {
             correlation += 1;
             if key == ApiKey::DeleteTopics {
-                broker.create_topic("gone", Some(1), &BTreeMap::new(), false).unwrap();
+                broker.create_topic("gone", Some(1), &BTreeMap::new(), false).await.unwrap();
             }
             let header = RequestHeader::default()
                 .with_request_api_key(key as i16)

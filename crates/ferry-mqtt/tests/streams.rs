@@ -26,7 +26,7 @@ async fn feed(hub: &Arc<ferry_mqtt::Hub>, shutdown: &tokio::sync::watch::Receive
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_streams_whole_and_truncated_end_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = ferry_broker::Broker::open(ferry_broker::BrokerConfig {
+    let broker = ferry_broker::testing::open(ferry_broker::BrokerConfig {
         data_dir: dir.path().to_path_buf(),
         ..Default::default()
     })

@@ -6,10 +6,11 @@ use ferry_records::compression::Compression;
 use ferry_records::partitioner::partition_for_key;
 use ferry_records::records::{NewRecord, build_batch};
 
-use crate::broker::{Broker, Topic};
+use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::partition::{Acks, Appended};
 use crate::stored::StoredRecord;
+use crate::topic::Topic;
 
 /// Spreads records without a key over the partitions.
 static ROUND_ROBIN: AtomicUsize = AtomicUsize::new(0);
@@ -28,18 +29,19 @@ pub fn partition_for(key: Option<&[u8]>, partitions: usize) -> usize {
 /// [`partition_for`] its key, with acks=all: await
 /// [`Appended::acknowledged`] for durability.
 pub fn append_by_key(topic: &Topic, record: &NewRecord<'_>) -> Result<Appended> {
-    let partitions = topic.partitions();
-    let partition =
-        partitions.get(partition_for(record.key, partitions.len())).ok_or(BrokerError::UnknownTopicOrPartition)?;
+    let index = partition_for(record.key, topic.partition_count());
+    let partition = topic
+        .partition(i32::try_from(index).map_err(|_| BrokerError::UnknownTopicOrPartition)?)
+        .ok_or(BrokerError::NotLeaderOrFollower)?;
     let batch = build_batch(std::slice::from_ref(record), Compression::None, -1, -1, -1)?;
     partition.append(&batch, Acks::All)
 }
 
 impl Broker {
     /// [`append_by_key`] to the topic named `topic`, created if the broker
-    /// auto-creates topics.
+    /// auto-creates topics. The key's partition must be hosted here.
     pub fn append_record(&self, topic: &str, record: &StoredRecord) -> Result<Appended> {
-        append_by_key(&*self.topic_or_create(topic)?, &record.as_new_record())
+        append_by_key(&*self.topic_or_create_blocking(topic)?, &record.as_new_record())
     }
 }
 

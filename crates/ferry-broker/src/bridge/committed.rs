@@ -64,7 +64,7 @@ mod tests {
     use ferry_records::records::{NewRecord, build_batch};
 
     use super::*;
-    use crate::{Acks, Broker, BrokerConfig};
+    use crate::{Acks, BrokerConfig};
 
     /// A batch of one record; `txn` = (producer id, base sequence) makes it
     /// transactional.
@@ -90,8 +90,10 @@ mod tests {
     #[tokio::test]
     async fn reads_stop_at_the_lso_and_skip_markers_and_aborted_transactions() {
         let dir = tempfile::tempdir().unwrap();
-        let b = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
-        let p = b.create_topic("t", Some(1), &BTreeMap::new(), false).unwrap().partition(0).unwrap();
+        let b =
+            crate::testing::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        b.create_topic("t", Some(1), &BTreeMap::new(), false).await.unwrap();
+        let p = b.topic("t").unwrap().partition(0).unwrap();
         let append = |bytes: Vec<u8>| {
             let p = p.clone();
             async move { p.append(&bytes, Acks::All).unwrap().acknowledged().await.unwrap() }

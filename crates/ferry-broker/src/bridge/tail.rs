@@ -23,22 +23,27 @@ pub async fn tail(
     mut stop: watch::Receiver<bool>,
 ) {
     let wake = Arc::new(Notify::new());
-    let mut positions: Vec<u64> = Vec::new();
+    // By partition index: only the partitions hosted here are followed.
+    let mut positions: std::collections::BTreeMap<i32, u64> = std::collections::BTreeMap::new();
+    let mut first_pass = true;
     loop {
-        let Ok(t) = broker.topic_or_create(&topic) else {
+        let Ok(t) = broker.topic_or_create(&topic).await else {
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 _ = stop.changed() => return,
             }
         };
         let partitions = t.partitions();
-        let first_pass = positions.is_empty();
-        while let Some(p) = partitions.get(positions.len()) {
+        for p in &partitions {
             // Below the LSO everything is decided; past it a transaction
             // may still commit, so that is where "from now on" starts.
-            positions.push(if first_pass { p.last_stable_offset() } else { p.log_start_offset() });
+            positions
+                .entry(p.index)
+                .or_insert_with(|| if first_pass { p.last_stable_offset() } else { p.log_start_offset() });
         }
-        for (p, pos) in partitions.iter().zip(positions.iter_mut()) {
+        first_pass = false;
+        for p in &partitions {
+            let Some(pos) = positions.get_mut(&p.index) else { continue };
             // Before reading: a record landing after the read wakes us.
             p.register_waiter(&wake);
             loop {

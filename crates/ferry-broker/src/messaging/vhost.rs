@@ -347,7 +347,7 @@ impl Vhost {
                 // Created if the broker auto-creates topics.
                 let broker =
                     self.hooks.broker.as_ref().ok_or_else(|| MessagingError::NotFound(format!("no topic '{t}'")))?;
-                broker.topic_or_create(t).map_err(|_| MessagingError::NotFound(format!("no topic '{t}'")))?;
+                broker.topic_or_create_blocking(t).map_err(|_| MessagingError::NotFound(format!("no topic '{t}'")))?;
                 Ok(true)
             }
         }

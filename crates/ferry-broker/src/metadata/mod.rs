@@ -4,10 +4,12 @@
 //! Front-ends read only the image; the Raft machinery is `ferry-cluster`'s.
 
 mod controller;
+mod coordinator;
 mod image;
 mod record;
 
 pub use controller::{Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus};
+pub use coordinator::{CoordinatorKind, GROUP_TOPIC, TXN_TOPIC, coordinator_partition, java_string_hash};
 pub use image::{MetadataImage, NodeInfo, PartitionInfo, TopicInfo, listener};
 pub use record::MetadataRecord;
 

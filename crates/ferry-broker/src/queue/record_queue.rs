@@ -317,7 +317,8 @@ mod tests {
     async fn acknowledged_prefix_stays_acknowledged_across_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let b = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+            let b = crate::testing::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() })
+                .unwrap();
             let store = b.record_queue_store("test/queues").unwrap();
             let q = store.open(7).unwrap();
             for i in 0..5 {
@@ -331,7 +332,8 @@ mod tests {
             assert_eq!(q.len(), 3);
             b.shutdown();
         }
-        let b = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        let b =
+            crate::testing::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
         let store = b.record_queue_store("test/queues").unwrap();
         assert_eq!(store.ids().unwrap(), vec![7]);
         let q = store.open(7).unwrap();
@@ -346,7 +348,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() };
         {
-            let b = Broker::open(data.clone()).unwrap();
+            let b = crate::testing::open(data.clone()).unwrap();
             let q = b.record_queue_store("s").unwrap().open(1).unwrap();
             for i in 0..5 {
                 q.append(&[rec(i)]).unwrap().1.wait().await.unwrap();
@@ -368,7 +370,7 @@ mod tests {
             assert_eq!(q.floor(), 2);
             // No shutdown: as after a kill -9, only the journal has the acks.
         }
-        let b = Broker::open(data).unwrap();
+        let b = crate::testing::open(data).unwrap();
         let q = b.record_queue_store("s").unwrap().open(1).unwrap();
         assert_eq!(values(&q), vec![(2, b"2".to_vec()), (4, b"4".to_vec()), (5, b"5".to_vec())]);
         let t = q.take().unwrap().unwrap();
@@ -385,7 +387,7 @@ mod tests {
     async fn a_queue_from_before_cursor_files_starts_at_its_log_start() {
         let dir = tempfile::tempdir().unwrap();
         let data = BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() };
-        let b = Broker::open(data.clone()).unwrap();
+        let b = crate::testing::open(data.clone()).unwrap();
         let store = b.record_queue_store("old").unwrap();
         {
             let q = store.open(3).unwrap();
@@ -401,7 +403,7 @@ mod tests {
         }
         b.shutdown();
         drop(store);
-        let b = Broker::open(data).unwrap();
+        let b = crate::testing::open(data).unwrap();
         let q = b.record_queue_store("old").unwrap().open(3).unwrap();
         assert_eq!((q.floor(), q.len()), (2, 2));
         assert_eq!(q.take().unwrap().unwrap().offset, 2);

@@ -20,10 +20,11 @@ fn state() -> &'static State {
         let dir = std::env::temp_dir().join(format!("ferry-fuzz-{}", std::process::id()));
         let mut config = ferry_broker::BrokerConfig { data_dir: dir, ..Default::default() };
         config.groups.initial_rebalance_delay = std::time::Duration::ZERO;
-        let broker = ferry_broker::Broker::open(config).expect("broker");
-        broker.create_topic("t", Some(2), &BTreeMap::new(), false).expect("topic");
+        // The test-support controller: a quorum of one applied in memory.
+        let broker = ferry_broker::testing::open(config).expect("broker");
         // Paused time: long polls and timeouts complete instantly.
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("runtime");
+        runtime.block_on(broker.create_topic("t", Some(2), &BTreeMap::new(), false)).expect("topic");
         let ctx = Arc::new(ferry_kafka::Ctx { broker, config: ferry_kafka::KafkaConfig::default() });
         State { runtime, ctx }
     })

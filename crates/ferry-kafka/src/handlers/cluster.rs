@@ -8,18 +8,27 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::Call;
+use super::nodes::live_brokers;
 use crate::response::Reply;
 
+/// The live nodes and the controller quorum's leader, from the image.
 pub fn describe_cluster(c: &Call, _req: DescribeClusterRequest) -> Reply {
     let broker = &c.ctx.broker;
-    let node = DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(broker.node_id()))
-        .with_host(StrBytes::from_string(c.ctx.config.advertised_host.clone()))
-        .with_port(c.ctx.config.advertised_port);
+    let image = broker.metadata();
+    let brokers = live_brokers(c, &image)
+        .into_iter()
+        .map(|e| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(e.node_id))
+                .with_host(StrBytes::from_string(e.host))
+                .with_port(e.port)
+                .with_rack(e.rack.map(StrBytes::from_string))
+        })
+        .collect();
     let mut resp = DescribeClusterResponse::default()
-        .with_cluster_id(StrBytes::from_string(broker.cluster_id().to_string()))
-        .with_controller_id(BrokerId(broker.node_id()))
-        .with_brokers(vec![node]);
+        .with_cluster_id(StrBytes::from_string(broker.current_cluster_id()))
+        .with_controller_id(BrokerId(broker.controller_status().leader.unwrap_or(-1)))
+        .with_brokers(brokers);
     if c.version >= 1 {
         resp.endpoint_type = 1; // brokers
     }

@@ -62,6 +62,7 @@ pub fn describe(c: &Call, req: DescribeConfigsRequest) -> Reply {
     let broker = &c.ctx.broker;
     let v = c.version;
     let defaults = broker.defaults();
+    let image = broker.metadata();
     let results = req
         .resources
         .into_iter()
@@ -75,8 +76,8 @@ pub fn describe(c: &Call, req: DescribeConfigsRequest) -> Reply {
             };
             let entries: Vec<(String, Entry, bool)> = match res.resource_type {
                 TOPIC => {
-                    if let Some(t) = broker.topic(&res.resource_name) {
-                        config_entries(&defaults, &t.overrides())
+                    if let Some(t) = image.topic(&res.resource_name) {
+                        config_entries(&defaults, &t.configs)
                             .into_iter()
                             .map(|e| (e.def.name.to_string(), e, false))
                             .collect()
@@ -160,8 +161,8 @@ fn broker_to_topic_names(configs: BTreeMap<String, String>) -> ferry_broker::Res
         .collect()
 }
 
-/// Applies a whole new set of values to a resource.
-fn apply(
+/// Applies a whole new set of values to a resource, through the controller.
+async fn apply(
     c: &Call,
     resource_type: i8,
     name: &str,
@@ -170,9 +171,9 @@ fn apply(
 ) -> ferry_broker::Result<()> {
     let broker = &c.ctx.broker;
     match resource_type {
-        TOPIC => broker.set_topic_configs(name, configs, validate_only),
+        TOPIC => broker.set_topic_configs(name, configs, validate_only).await,
         BROKER if is_this_broker(c, name) => {
-            broker.set_dynamic_defaults(broker_to_topic_names(configs)?, validate_only)
+            broker.set_dynamic_defaults(broker_to_topic_names(configs)?, validate_only).await
         }
         _ => Err(BrokerError::InvalidConfig(format!("resource type {resource_type} {name:?} cannot be altered"))),
     }
@@ -182,7 +183,7 @@ fn apply(
 fn current(c: &Call, resource_type: i8, name: &str) -> ferry_broker::Result<BTreeMap<String, String>> {
     let broker = &c.ctx.broker;
     match resource_type {
-        TOPIC => broker.topic(name).map(|t| t.overrides()).ok_or(BrokerError::UnknownTopicOrPartition),
+        TOPIC => broker.metadata().topic(name).map(|t| t.configs.clone()).ok_or(BrokerError::UnknownTopicOrPartition),
         BROKER if is_this_broker(c, name) => Ok(broker
             .defaults()
             .dynamic
@@ -209,72 +210,72 @@ fn result(
 }
 
 /// AlterConfigs: the given values replace everything set on the resource.
-pub fn alter(c: &Call, req: AlterConfigsRequest) -> Reply {
-    let responses = req
-        .resources
-        .into_iter()
-        .map(|res| {
-            let configs =
-                res.configs.iter().filter_map(|x| Some((x.name.to_string(), x.value.as_ref()?.to_string()))).collect();
-            let outcome = apply(c, res.resource_type, &res.resource_name, configs, req.validate_only);
-            result(res.resource_type, res.resource_name, outcome)
-        })
-        .collect();
+pub async fn alter(c: Call, req: AlterConfigsRequest) -> Reply {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for res in req.resources {
+        let configs =
+            res.configs.iter().filter_map(|x| Some((x.name.to_string(), x.value.as_ref()?.to_string()))).collect();
+        let outcome = apply(&c, res.resource_type, &res.resource_name, configs, req.validate_only).await;
+        responses.push(result(res.resource_type, res.resource_name, outcome));
+    }
     c.reply(ApiKey::AlterConfigs, &AlterConfigsResponse::default().with_responses(responses))
 }
 
 /// IncrementalAlterConfigs: SET, DELETE, APPEND and SUBTRACT on single values.
-pub fn incremental_alter(c: &Call, req: IncrementalAlterConfigsRequest) -> Reply {
-    let responses = req
-        .resources
-        .into_iter()
-        .map(|res| {
-            let outcome = current(c, res.resource_type, &res.resource_name).and_then(|mut configs| {
-                for op in &res.configs {
-                    let name = op.name.to_string();
-                    let value = op.value.as_ref().map(std::string::ToString::to_string);
-                    match (op.config_operation, value) {
-                        (0, Some(v)) => {
-                            configs.insert(name, v);
+pub async fn incremental_alter(c: Call, req: IncrementalAlterConfigsRequest) -> Reply {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for res in req.resources {
+        let changed = current(&c, res.resource_type, &res.resource_name).and_then(|mut configs| {
+            for op in &res.configs {
+                let name = op.name.to_string();
+                let value = op.value.as_ref().map(std::string::ToString::to_string);
+                match (op.config_operation, value) {
+                    (0, Some(v)) => {
+                        configs.insert(name, v);
+                    }
+                    (1, _) => {
+                        configs.remove(&name);
+                    }
+                    (2 | 3, Some(v)) => {
+                        let def = topic_config::find(&name).or_else(|| topic_config::find_broker(&name));
+                        if def.is_none_or(|d| d.kind != ConfigType::List) {
+                            return Err(BrokerError::InvalidConfig(format!("{name} is not a list")));
                         }
-                        (1, _) => {
-                            configs.remove(&name);
-                        }
-                        (2 | 3, Some(v)) => {
-                            let def = topic_config::find(&name).or_else(|| topic_config::find_broker(&name));
-                            if def.is_none_or(|d| d.kind != ConfigType::List) {
-                                return Err(BrokerError::InvalidConfig(format!("{name} is not a list")));
+                        let default = def.map_or("", |d| d.default).to_string();
+                        let existing = configs.get(&name).cloned().unwrap_or(default);
+                        let mut items: Vec<String> =
+                            existing.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+                        for item in v.split(',').map(str::trim) {
+                            if op.config_operation == 2 && !items.iter().any(|i| i == item) {
+                                items.push(item.to_string());
+                            } else if op.config_operation == 3 {
+                                items.retain(|i| i != item);
                             }
-                            let default = def.map_or("", |d| d.default).to_string();
-                            let existing = configs.get(&name).cloned().unwrap_or(default);
-                            let mut items: Vec<String> =
-                                existing.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-                            for item in v.split(',').map(str::trim) {
-                                if op.config_operation == 2 && !items.iter().any(|i| i == item) {
-                                    items.push(item.to_string());
-                                } else if op.config_operation == 3 {
-                                    items.retain(|i| i != item);
-                                }
-                            }
-                            configs.insert(name, items.join(","));
                         }
-                        _ => {
-                            return Err(BrokerError::InvalidConfig(format!(
-                                "bad operation {} on {name}",
-                                op.config_operation
-                            )));
-                        }
+                        configs.insert(name, items.join(","));
+                    }
+                    _ => {
+                        return Err(BrokerError::InvalidConfig(format!(
+                            "bad operation {} on {name}",
+                            op.config_operation
+                        )));
                     }
                 }
-                apply(c, res.resource_type, &res.resource_name, configs, req.validate_only)
-            });
-            let r = result(res.resource_type, res.resource_name, outcome);
+            }
+            Ok(configs)
+        });
+        let outcome = match changed {
+            Ok(configs) => apply(&c, res.resource_type, &res.resource_name, configs, req.validate_only).await,
+            Err(e) => Err(e),
+        };
+        let r = result(res.resource_type, res.resource_name, outcome);
+        responses.push(
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_error_code(r.error_code)
                 .with_error_message(r.error_message)
                 .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name)
-        })
-        .collect();
+                .with_resource_name(r.resource_name),
+        );
+    }
     c.reply(ApiKey::IncrementalAlterConfigs, &IncrementalAlterConfigsResponse::default().with_responses(responses))
 }

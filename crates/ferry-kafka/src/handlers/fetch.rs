@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
-use ferry_broker::{BrokerError, Topic};
+use ferry_broker::{BrokerError, Partition, Topic};
 use ferry_broker::{LogError, ReadSlice};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, FetchRequest, ResponseHeader};
@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::Call;
+use super::nodes::{Endpoint, current_leader, endpoints_of};
 use crate::errors::error_code;
 use crate::response::{Chunk, Reply, Response};
 
@@ -38,6 +39,11 @@ struct WantPartition {
     index: i32,
     offset: i64,
     max_bytes: i32,
+    /// The partition if this node leads it, else the error code (looked up
+    /// once, when the request arrives).
+    part: Result<Arc<Partition>, i16>,
+    /// (leader id, leader epoch) for a NOT_LEADER_OR_FOLLOWER answer (v16+).
+    leader: Option<(i32, i32)>,
 }
 
 struct PartitionResult {
@@ -60,6 +66,8 @@ struct Fetch {
     max_bytes: usize,
     read_committed: bool,
     topics: Vec<WantTopic>,
+    /// Endpoints of the leaders named in hints (KIP-951, v16+).
+    node_endpoints: Vec<Endpoint>,
 }
 
 pub async fn handle(c: &Call, req: FetchRequest) -> Reply {
@@ -67,25 +75,41 @@ pub async fn handle(c: &Call, req: FetchRequest) -> Reply {
         return Reply::Ready(session_not_found(c));
     }
     let broker = &c.ctx.broker;
+    let image = broker.metadata();
+    let unknown =
+        if c.version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition }.code();
+    let mut hinted = Vec::new();
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
-            let topic = if c.version >= 13 { broker.topic_by_id(t.topic_id) } else { broker.topic(&t.topic) };
-            WantTopic {
-                name: t.topic.0,
-                id: t.topic_id,
-                topic,
-                partitions: t
-                    .partitions
-                    .iter()
-                    .map(|p| WantPartition {
+            let info = if c.version >= 13 { image.topic_by_id(t.topic_id) } else { image.topic(&t.topic) };
+            let topic = info.and_then(|i| broker.topic(&i.name).filter(|l| l.id == i.id));
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut leader = None;
+                    let part = match info {
+                        None => Err(unknown),
+                        Some(i) => broker.leader_partition(&i.name, p.partition).map_err(|e| {
+                            if matches!(e, BrokerError::NotLeaderOrFollower) && c.version >= 16 {
+                                leader = current_leader(&image, &i.name, p.partition);
+                                hinted.extend(leader.map(|(id, _)| id));
+                            }
+                            error_code(&e)
+                        }),
+                    };
+                    WantPartition {
                         index: p.partition,
                         offset: p.fetch_offset,
                         max_bytes: p.partition_max_bytes,
-                    })
-                    .collect(),
-            }
+                        part,
+                        leader,
+                    }
+                })
+                .collect();
+            WantTopic { name: t.topic.0, id: t.topic_id, topic, partitions }
         })
         .collect();
     let fetch = Fetch {
@@ -95,6 +119,7 @@ pub async fn handle(c: &Call, req: FetchRequest) -> Reply {
         max_bytes: if c.version >= 3 { req.max_bytes.max(0) as usize } else { usize::MAX },
         read_committed: req.isolation_level == 1,
         topics,
+        node_endpoints: endpoints_of(c, &image, hinted),
     };
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     // First attempt in request order; only a long poll runs on its own.
@@ -125,7 +150,7 @@ impl Fetch {
     fn register(&self, waiter: &Arc<Notify>) {
         for t in &self.topics {
             for p in &t.partitions {
-                if let Some(part) = t.topic.as_ref().and_then(|topic| topic.partition(p.index)) {
+                if let Ok(part) = &p.part {
                     part.register_waiter(waiter);
                 }
             }
@@ -172,11 +197,12 @@ impl Fetch {
             records: None,
             aborted: Vec::new(),
         };
-        let unknown =
-            if self.version >= 13 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
-        let Some(part) = t.topic.as_ref().and_then(|topic| topic.partition(p.index)) else {
-            r.error = unknown.code();
-            return r;
+        let part = match &p.part {
+            Ok(part) => part,
+            Err(code) => {
+                r.error = *code;
+                return r;
+            }
         };
         let lso = part.last_stable_offset();
         r.high_watermark = part.high_watermark() as i64;
@@ -233,7 +259,7 @@ impl Fetch {
                 out.string(&t.name, flexible);
             }
             out.array_len(parts.len(), flexible);
-            for r in parts {
+            for (r, want) in parts.iter().zip(&t.partitions) {
                 out.buf.put_i32(r.index);
                 out.buf.put_i16(r.error);
                 out.buf.put_i64(r.high_watermark);
@@ -273,7 +299,19 @@ impl Fetch {
                     out.file(slice.clone());
                 }
                 if flexible {
-                    out.varint(0); // partition tagged fields
+                    // Partition tagged fields: current_leader (tag 1) in a
+                    // NOT_LEADER_OR_FOLLOWER answer, v16+ (KIP-951).
+                    match want.leader.filter(|_| v >= 16 && r.error != 0) {
+                        Some((leader, epoch)) => {
+                            out.varint(1);
+                            out.varint(1);
+                            out.varint(9);
+                            out.buf.put_i32(leader);
+                            out.buf.put_i32(epoch);
+                            out.varint(0);
+                        }
+                        None => out.varint(0),
+                    }
                 }
             }
             if flexible {
@@ -281,7 +319,27 @@ impl Fetch {
             }
         }
         if flexible {
-            out.varint(0); // top-level tagged fields
+            // Top-level tagged fields: node_endpoints (tag 0), v16+.
+            if v >= 16 && !self.node_endpoints.is_empty() {
+                let mut field = Out { chunks: Vec::new(), buf: BytesMut::with_capacity(64) };
+                field.array_len(self.node_endpoints.len(), true);
+                for e in &self.node_endpoints {
+                    field.buf.put_i32(e.node_id);
+                    field.string(&e.host, true);
+                    field.buf.put_i32(e.port);
+                    match &e.rack {
+                        Some(rack) => field.string(rack, true),
+                        None => field.varint(0),
+                    }
+                    field.varint(0);
+                }
+                out.varint(1);
+                out.varint(0);
+                out.varint(field.buf.len() as u32);
+                out.buf.put_slice(&field.buf);
+            } else {
+                out.varint(0);
+            }
         }
         out.finish()
     }

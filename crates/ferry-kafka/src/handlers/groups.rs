@@ -1,6 +1,7 @@
 //! Consumer groups on the classic protocol: FindCoordinator, JoinGroup,
 //! SyncGroup, Heartbeat, LeaveGroup, ListGroups, DescribeGroups,
-//! DeleteGroups. The coordinator is this node, for every key.
+//! DeleteGroups. A group is served by the node leading its partition of
+//! `__consumer_offsets` (others answer NOT_COORDINATOR, see coordinator.rs).
 
 use std::time::Duration;
 
@@ -15,27 +16,60 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
+use ferry_broker::metadata::CoordinatorKind;
+use kafka_protocol::error::ResponseError;
+
 use super::Call;
-use crate::errors::group_error_code;
+use super::coordinator::{coordinates, not_coordinator};
+use super::nodes::endpoint;
+use crate::errors::{counted_code, group_error_code};
 use crate::response::{Reply, encode};
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 
+/// FindCoordinator: the leader of the key's partition of
+/// `__consumer_offsets` (groups) or `__transaction_state` (transactional
+/// ids), from the image; COORDINATOR_NOT_AVAILABLE while it has none.
 pub fn find_coordinator(c: &Call, req: FindCoordinatorRequest) -> Reply {
-    let node = BrokerId(c.ctx.broker.node_id());
-    let (host, port) = (s(c.ctx.config.advertised_host.clone()), c.ctx.config.advertised_port);
+    let image = c.ctx.broker.metadata();
+    let kind = match req.key_type {
+        0 => Some(CoordinatorKind::Group),
+        1 => Some(CoordinatorKind::Transaction),
+        _ => None,
+    };
+    // (error, node id, host, port) for one key.
+    let find = |key: &str| -> (i16, i32, String, i32) {
+        let Some(kind) = kind else {
+            return (counted_code(ResponseError::InvalidRequest.code()), -1, String::new(), -1);
+        };
+        let node = image.coordinator(kind, key).and_then(|n| endpoint(c, &image, n.id));
+        match node {
+            Some(e) => (0, e.node_id, e.host, e.port),
+            None => (counted_code(ResponseError::CoordinatorNotAvailable.code()), -1, String::new(), -1),
+        }
+    };
     let mut r = FindCoordinatorResponse::default();
     if c.version >= 4 {
         r.coordinators = req
             .coordinator_keys
             .into_iter()
-            .map(|key| Coordinator::default().with_key(key).with_node_id(node).with_host(host.clone()).with_port(port))
+            .map(|key| {
+                let (error, node, host, port) = find(&key);
+                Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(BrokerId(node))
+                    .with_host(s(host))
+                    .with_port(port)
+                    .with_error_code(error)
+            })
             .collect();
     } else {
-        r.node_id = node;
-        r.host = host;
+        let (error, node, host, port) = find(&req.key);
+        r.error_code = error;
+        r.node_id = BrokerId(node);
+        r.host = s(host);
         r.port = port;
     }
     c.reply(ApiKey::FindCoordinator, &r)
@@ -162,6 +196,10 @@ pub fn describe_groups(c: &Call, req: DescribeGroupsRequest) -> Reply {
         .into_iter()
         .map(|id| {
             let mut g = DescribedGroup::default().with_group_id(id.clone());
+            if !coordinates(c, CoordinatorKind::Group, &id) {
+                g.error_code = not_coordinator();
+                return g;
+            }
             match coordinator.describe(&id) {
                 Some(d) => {
                     g.group_state = s(d.state.name());
@@ -199,7 +237,11 @@ pub fn delete_groups(c: &Call, req: DeleteGroupsRequest) -> Reply {
         .groups_names
         .into_iter()
         .map(|id| {
-            let e = coordinator.delete_group(&id).err().map_or(0, group_error_code);
+            let e = if coordinates(c, CoordinatorKind::Group, &id) {
+                coordinator.delete_group(&id).err().map_or(0, group_error_code)
+            } else {
+                not_coordinator()
+            };
             DeletableGroupResult::default().with_group_id(id).with_error_code(e)
         })
         .collect();
@@ -210,9 +252,10 @@ pub fn delete_groups(c: &Call, req: DeleteGroupsRequest) -> Reply {
 /// server-computed assignment, by topic id.
 pub fn consumer_group_heartbeat(c: &Call, req: ConsumerGroupHeartbeatRequest) -> Reply {
     let broker = &c.ctx.broker;
+    let image = broker.metadata();
     let owned = req.topic_partitions.map(|tps| {
         tps.iter()
-            .filter_map(|tp| broker.topic_by_id(tp.topic_id).map(|t| (t.name.clone(), tp.partitions.clone())))
+            .filter_map(|tp| image.topic_by_id(tp.topic_id).map(|t| (t.name.clone(), tp.partitions.clone())))
             .flat_map(|(name, ps)| ps.into_iter().map(move |p| (name.clone(), p)))
             .collect()
     });
@@ -244,7 +287,7 @@ pub fn consumer_group_heartbeat(c: &Call, req: ConsumerGroupHeartbeatRequest) ->
                     by_topic
                         .into_iter()
                         .filter_map(|(t, ps)| {
-                            let id = broker.topic(&t)?.id;
+                            let id = image.topic(&t)?.id;
                             Some(
                                 consumer_group_heartbeat_response::TopicPartitions::default()
                                     .with_topic_id(id)
@@ -264,6 +307,7 @@ pub fn consumer_group_heartbeat(c: &Call, req: ConsumerGroupHeartbeatRequest) ->
 pub fn consumer_group_describe(c: &Call, req: ConsumerGroupDescribeRequest) -> Reply {
     use consumer_group_describe_response as d;
     let broker = &c.ctx.broker;
+    let image = broker.metadata();
     let assignment = |parts: &std::collections::BTreeSet<(String, i32)>| {
         let mut by_topic: std::collections::BTreeMap<&String, Vec<i32>> = Default::default();
         for (t, p) in parts {
@@ -273,7 +317,7 @@ pub fn consumer_group_describe(c: &Call, req: ConsumerGroupDescribeRequest) -> R
             by_topic
                 .into_iter()
                 .filter_map(|(t, ps)| {
-                    let id = broker.topic(t)?.id;
+                    let id = image.topic(t)?.id;
                     Some(
                         d::TopicPartitions::default()
                             .with_topic_id(id)
@@ -288,6 +332,9 @@ pub fn consumer_group_describe(c: &Call, req: ConsumerGroupDescribeRequest) -> R
         .group_ids
         .into_iter()
         .map(|id| {
+            if !coordinates(c, CoordinatorKind::Group, &id) {
+                return d::DescribedGroup::default().with_group_id(id).with_error_code(not_coordinator());
+            }
             let described = broker.groups().with_consumer_group(&id, |g| {
                 d::DescribedGroup::default()
                     .with_group_id(id.clone())

@@ -1,6 +1,5 @@
 //! ListOffsets: earliest, latest, by timestamp, max timestamp.
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
@@ -17,19 +16,22 @@ const LATEST_TIERED: i64 = -5;
 pub fn handle(c: &Call, req: ListOffsetsRequest) -> Reply {
     let broker = &c.ctx.broker;
     let read_committed = c.version >= 2 && req.isolation_level == 1;
+    let image = broker.metadata();
     let topics = req
         .topics
         .into_iter()
         .map(|t| {
-            let topic = broker.topic(&t.name);
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
                     let mut r = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-                    let Some(part) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
-                        r.error_code = ResponseError::UnknownTopicOrPartition.code();
-                        return r;
+                    let part = match broker.leader_partition(&t.name, p.partition_index) {
+                        Ok(part) => part,
+                        Err(e) => {
+                            r.error_code = error_code(&e);
+                            return r;
+                        }
                     };
                     let found = match p.timestamp {
                         // read_committed consumers start at the last stable offset.
@@ -53,7 +55,7 @@ pub fn handle(c: &Call, req: ListOffsetsRequest) -> Reply {
                         Err(e) => r.error_code = error_code(&e),
                     }
                     if c.version >= 4 {
-                        r.leader_epoch = 0;
+                        r.leader_epoch = image.partition(&t.name, p.partition_index).map_or(-1, |i| i.leader_epoch);
                     }
                     r
                 })

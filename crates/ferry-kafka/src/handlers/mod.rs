@@ -4,11 +4,13 @@ mod admin;
 mod api_versions;
 mod cluster;
 mod configs;
+mod coordinator;
 mod fetch;
 mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod nodes;
 mod offsets;
 mod produce;
 mod quorum;
@@ -119,23 +121,26 @@ async fn dispatch(ctx: &Arc<Ctx>, mut frame: Bytes, peer: &str, key: i16, versio
     };
     let client_id = header.client_id.map(|c| c.to_string()).unwrap_or_default();
     let c = Call { ctx: ctx.clone(), version, correlation_id, client_id, peer: peer.to_string() };
+    if let Some(reply) = coordinator::refuse(&c, &request) {
+        return reply;
+    }
     match request {
         RequestKind::ApiVersions(r) => api_versions::handle(&c, r),
         RequestKind::Metadata(r) => metadata::handle(&c, r),
         RequestKind::Produce(r) => produce::handle(&c, r),
         RequestKind::Fetch(r) => fetch::handle(&c, r).await,
         RequestKind::ListOffsets(r) => list_offsets::handle(&c, r),
-        RequestKind::CreateTopics(r) => blocking(c, r, admin::create_topics),
-        RequestKind::DeleteTopics(r) => blocking(c, r, admin::delete_topics),
-        RequestKind::CreatePartitions(r) => blocking(c, r, admin::create_partitions),
+        RequestKind::CreateTopics(r) => inline(admin::create_topics(c, r)),
+        RequestKind::DeleteTopics(r) => inline(admin::delete_topics(c, r)),
+        RequestKind::CreatePartitions(r) => inline(admin::create_partitions(c, r)),
         RequestKind::DeleteRecords(r) => blocking(c, r, admin::delete_records),
         RequestKind::DescribeConfigs(r) => configs::describe(&c, r),
-        RequestKind::AlterConfigs(r) => blocking(c, r, configs::alter),
-        RequestKind::IncrementalAlterConfigs(r) => blocking(c, r, configs::incremental_alter),
+        RequestKind::AlterConfigs(r) => inline(configs::alter(c, r)),
+        RequestKind::IncrementalAlterConfigs(r) => inline(configs::incremental_alter(c, r)),
         RequestKind::DescribeCluster(r) => cluster::describe_cluster(&c, r),
         RequestKind::DescribeLogDirs(r) => cluster::describe_log_dirs(&c, r),
         RequestKind::DescribeQuorum(r) => quorum::describe_quorum(&c, r),
-        RequestKind::InitProducerId(r) => blocking(c, r, init_producer_id::handle),
+        RequestKind::InitProducerId(r) => inline(init_producer_id::handle(c, r)),
         RequestKind::AddPartitionsToTxn(r) => blocking(c, r, txn::add_partitions_to_txn),
         RequestKind::AddOffsetsToTxn(r) => blocking(c, r, txn::add_offsets_to_txn),
         RequestKind::EndTxn(r) => blocking(c, r, txn::end_txn),
@@ -171,7 +176,22 @@ fn blocking<R: Send + 'static>(c: Call, req: R, handler: fn(&Call, R) -> Reply) 
     }))
 }
 
+/// Runs an async handler (admin changes through the controller) to its
+/// end before the connection takes the next request, as their effects
+/// must be in order.
+fn inline(handler: impl std::future::Future<Output = Reply> + Send + 'static) -> Reply {
+    Reply::Inline(Box::pin(async move {
+        match handler.await {
+            Reply::Ready(r) => r,
+            Reply::Later(f) | Reply::Inline(f) => f.await,
+            // Not reachable for these handlers; an empty response closes.
+            Reply::None | Reply::Close(_) => Response { chunks: Vec::new() },
+        }
+    }))
+}
+
 /// One request's context.
+#[derive(Clone)]
 pub struct Call {
     pub ctx: Arc<Ctx>,
     pub version: i16,

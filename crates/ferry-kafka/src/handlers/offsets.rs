@@ -13,7 +13,10 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
+use ferry_broker::metadata::CoordinatorKind;
+
 use super::Call;
+use super::coordinator::{coordinates, not_coordinator};
 use crate::errors::{group_error_code, log_error_code};
 use crate::response::{Reply, encode};
 
@@ -29,8 +32,9 @@ pub(super) fn to_commit<'a>(
     let now = ferry_util::time::now_ms_u64();
     let mut valid = Vec::new();
     let mut errors = BTreeMap::new();
+    let image = broker.metadata();
     for (topic, partition, offset, leader_epoch, metadata) in partitions {
-        if broker.topic(topic).and_then(|t| t.partition(partition)).is_none() {
+        if image.partition(topic, partition).is_none() {
             errors.insert((topic.to_string(), partition), ResponseError::UnknownTopicOrPartition.code());
             continue;
         }
@@ -125,6 +129,11 @@ pub fn offset_fetch(c: &Call, req: OffsetFetchRequest) -> Reply {
             .groups
             .into_iter()
             .map(|g| {
+                if !coordinates(c, CoordinatorKind::Group, &g.group_id) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(not_coordinator());
+                }
                 let topics = g.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
                 let topics = fetch_group(c, &g.group_id, topics)
                     .into_iter()

@@ -7,12 +7,13 @@ use ferry_broker::{Acks, Appended, Broker, BrokerError};
 use ferry_records::batch::BatchHeader;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::Call;
+use super::nodes::{current_leader, endpoints_of};
 use crate::errors::{error_code, error_message};
 use crate::response::{Reply, encode};
 
@@ -53,38 +54,69 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
         _ => return invalid_acks(c, req),
     };
     let broker = &c.ctx.broker;
+    let image = broker.metadata();
     let mut topics = Vec::with_capacity(req.topic_data.len());
+    // Leaders named in NOT_LEADER_OR_FOLLOWER hints (KIP-951, v10+).
+    let mut hinted = Vec::new();
     for t in req.topic_data {
         // v13 names topics by id.
-        let topic = if c.version >= 13 {
-            broker.topic_by_id(t.topic_id).ok_or(BrokerError::UnknownTopicOrPartition)
-        } else {
-            broker.topic_or_create(&t.name)
+        let info = if c.version >= 13 { image.topic_by_id(t.topic_id) } else { image.topic(&t.name) };
+        let topic: Result<_, i16> = match info {
+            Some(info) if info.internal => Err(ResponseError::InvalidTopicException.code()),
+            Some(info) => Ok((info.name.clone(), broker.topic(&info.name).filter(|l| l.id == info.id))),
+            None => {
+                if c.version < 13 {
+                    auto_create(c, &t.name);
+                }
+                Err(ResponseError::UnknownTopicOrPartition.code())
+            }
         };
         let mut partitions = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
+            let mut leader = None;
             let outcome = match (&topic, p.records) {
-                (Err(e), _) => Outcome::Failed(Failure::code(error_code(e))),
+                (Err(code), _) => Outcome::Failed(Failure::code(*code)),
                 (Ok(_), None) => Outcome::Failed(Failure::code(ResponseError::CorruptMessage.code())),
-                (Ok(topic), Some(records)) => match topic.partition(p.index) {
-                    None => Outcome::Failed(Failure::code(ResponseError::UnknownTopicOrPartition.code())),
-                    Some(partition) => match check_transactional(broker, &topic.name, p.index, &records)
+                (Ok((name, local)), Some(records)) => match broker.leader_partition(name, p.index) {
+                    Err(e) => {
+                        if matches!(e, BrokerError::NotLeaderOrFollower) && c.version >= 10 {
+                            leader = current_leader(&image, name, p.index);
+                            hinted.extend(leader.map(|(id, _)| id));
+                        }
+                        Outcome::Failed(Failure::of(e))
+                    }
+                    Ok(partition) => match check_transactional(broker, name, p.index, &records)
                         .and_then(|()| partition.append(&records, acks))
                     {
                         Ok(a) => {
-                            topic.stats.appended(a.info.records, a.info.bytes);
+                            if let Some(local) = local {
+                                local.stats.appended(a.info.records, a.info.bytes);
+                            }
                             Outcome::Appended(a)
                         }
                         Err(e) => Outcome::Failed(Failure::of(e)),
                     },
                 },
             };
-            let start =
-                topic.as_ref().ok().and_then(|t| t.partition(p.index)).map_or(-1, |p| p.log_start_offset() as i64);
-            partitions.push((p.index, outcome, start));
+            let start = topic
+                .as_ref()
+                .ok()
+                .and_then(|(_, local)| local.as_ref()?.partition(p.index))
+                .map_or(-1, |p| p.log_start_offset() as i64);
+            partitions.push((p.index, outcome, start, leader));
         }
         topics.push((t.name, t.topic_id, partitions));
     }
+    let node_endpoints: Vec<NodeEndpoint> = endpoints_of(c, &image, hinted)
+        .into_iter()
+        .map(|e| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(e.node_id))
+                .with_host(StrBytes::from_string(e.host))
+                .with_port(e.port)
+                .with_rack(e.rack.map(StrBytes::from_string))
+        })
+        .collect();
     if acks == Acks::None {
         return Reply::None;
     }
@@ -93,8 +125,12 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
         let mut responses = Vec::with_capacity(topics.len());
         for (name, topic_id, partitions) in topics {
             let mut out = Vec::with_capacity(partitions.len());
-            for (index, outcome, log_start) in partitions {
+            for (index, outcome, log_start, leader) in partitions {
                 let mut r = PartitionProduceResponse::default().with_index(index).with_base_offset(-1);
+                if let Some((leader_id, leader_epoch)) = leader {
+                    r.current_leader =
+                        LeaderIdAndEpoch::default().with_leader_id(BrokerId(leader_id)).with_leader_epoch(leader_epoch);
+                }
                 let result = match outcome {
                     Outcome::Appended(a) => a.acknowledged().await.map_err(Failure::of),
                     Outcome::Failed(f) => Err(f),
@@ -135,9 +171,30 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
             }
             responses.push(t);
         }
-        encode(ApiKey::Produce, version, correlation_id, &ProduceResponse::default().with_responses(responses))
+        let mut resp = ProduceResponse::default().with_responses(responses);
+        if version >= 10 {
+            resp.node_endpoints = node_endpoints;
+        }
+        encode(ApiKey::Produce, version, correlation_id, &resp)
     };
     Reply::Later(Box::pin(finish))
+}
+
+/// Produce to a topic the cluster does not have: Kafka's brokers answer
+/// UNKNOWN_TOPIC_OR_PARTITION (clients create topics through Metadata);
+/// Ferry also starts creating it through the controller, if the broker
+/// auto-creates topics, so the client's retry finds it.
+fn auto_create(c: &Call, name: &str) {
+    let broker = c.ctx.broker.clone();
+    if !broker.config().auto_create_topics || ferry_broker::validate_topic_name(name).is_err() {
+        return;
+    }
+    let name = name.to_string();
+    tokio::spawn(async move {
+        if let Err(e) = broker.ensure_topic(&name).await {
+            tracing::debug!(topic = %name, error = %e, "auto-creating topic on produce failed");
+        }
+    });
 }
 
 /// A transactional batch needs its producer's transaction open and holding

@@ -16,6 +16,8 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
+use ferry_broker::metadata::CoordinatorKind;
+
 use super::Call;
 use crate::errors::{group_error_code, txn_error_code};
 use crate::response::Reply;
@@ -80,8 +82,11 @@ fn add_partitions(
     let broker = &c.ctx.broker;
     let wanted: Vec<(String, i32)> =
         topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (t.name.to_string(), *p))).collect();
-    let known = |(t, p): &(String, i32)| broker.topic(t).and_then(|t| t.partition(*p)).is_some();
-    let codes: Vec<i16> = if !wanted.iter().all(known) {
+    let image = broker.metadata();
+    let known = |(t, p): &(String, i32)| image.partition(t, *p).is_some();
+    let codes: Vec<i16> = if !super::coordinator::coordinates(c, CoordinatorKind::Transaction, id) {
+        vec![super::coordinator::not_coordinator(); wanted.len()]
+    } else if !wanted.iter().all(known) {
         let unknown = ResponseError::UnknownTopicOrPartition.code();
         wanted.iter().map(|p| if known(p) { ResponseError::OperationNotAttempted.code() } else { unknown }).collect()
     } else if verify_only {

@@ -148,7 +148,7 @@ mod tests {
 
     use crate::metrics::MqttGauges;
     use bytes::Bytes;
-    use ferry_broker::{Broker, BrokerConfig};
+    use ferry_broker::BrokerConfig;
     use ferry_util::time::now_ms;
 
     use super::*;
@@ -172,7 +172,9 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_drops_the_newest_messages_and_counts_them() {
         let dir = tempfile::tempdir().unwrap();
-        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        let broker =
+            ferry_broker::testing::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() })
+                .unwrap();
         let hub = Hub::open(broker.clone(), MqttConfig { max_queued_messages: 2, ..Default::default() }).unwrap();
         let id: Arc<str> = "s".into();
         let (session, present, generation, _kick) = hub.attach(&id, false, 100, Version::V5).await.unwrap();
@@ -207,7 +209,9 @@ mod tests {
     #[tokio::test]
     async fn a_long_in_memory_queue_marks_its_session_congested_until_it_drains() {
         let dir = tempfile::tempdir().unwrap();
-        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        let broker =
+            ferry_broker::testing::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() })
+                .unwrap();
         let hub = Hub::open(broker.clone(), MqttConfig::default()).unwrap();
         assert_eq!(hub.congestion_high(), 256);
         let id: Arc<str> = "slow".into();

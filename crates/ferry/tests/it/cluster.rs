@@ -233,3 +233,16 @@ fn a_lone_voter_waits_for_its_quorum_then_serves() {
     c.wait_for_brokers(1, &[1, 2, 3]);
     create_topic_at(c.node(1), "after-waiting", 1, 1).unwrap();
 }
+
+#[test]
+fn a_node_waiting_for_its_quorum_stops_cleanly() {
+    let mut c = Cluster::prepare(3);
+    c.launch_waiting(2);
+    eventually_within("node 2 to wait for its quorum", CLUSTER_WAIT, || {
+        let (status, body) = http(c.node(2), "GET", "/v1/health", None);
+        status == 503 && body.contains("waiting")
+    });
+    // SIGTERM while joining: exit status 0, data closed.
+    c.stop(2);
+    assert!(c.node(2).log_text().contains("stopped"), "{}", c.node(2).log_tail());
+}

@@ -102,6 +102,11 @@ impl Cluster {
         self.nodes.keys().copied().collect()
     }
 
+    /// SIGTERM to node `id`; it must exit cleanly.
+    pub fn stop(&mut self, id: i32) {
+        self.node_mut(id).stop();
+    }
+
     pub fn kill9(&mut self, id: i32) {
         self.node_mut(id).kill9();
     }

@@ -46,7 +46,9 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-                .unwrap_or_else(|_| if serving { "info" } else { "warn" }.into()),
+                // openraft narrates every election and heartbeat at info;
+                // its warnings and errors still show.
+                .unwrap_or_else(|_| if serving { "info,openraft=warn" } else { "warn" }.into()),
         )
         .init();
     if let Err(e) = run(command) {

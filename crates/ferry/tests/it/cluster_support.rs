@@ -161,7 +161,7 @@ fn node(dir: &tempfile::TempDir, id: i32, quorum: &str) -> Broker {
     b.args = node_args(id, quorum);
     b.fixed_cluster_port = true;
     b.log = Some(dir.path().join(format!("node{id}.log")));
-    b.log_level = "info";
+    b.log_level = "info,openraft=warn";
     b
 }
 

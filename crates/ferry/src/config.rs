@@ -1,6 +1,8 @@
 //! `ferry serve` settings: built-in defaults, then the TOML file
 //! (`--config`), then `FERRY_*` environment variables, then flags.
 
+mod cluster;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+
+use ferry_broker::metadata::listener;
 
 /// The TOML file. Every field is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -25,6 +29,8 @@ pub struct FileConfig {
     pub mqtt: MqttSection,
     #[serde(default)]
     pub amqp: AmqpSection,
+    #[serde(default)]
+    pub cluster: cluster::ClusterSection,
     /// Broker-wide topic config defaults, with Kafka's topic config names
     /// (`"flush.messages" = "9223372036854775807"`).
     #[serde(default)]
@@ -178,6 +184,8 @@ pub struct ServeArgs {
     /// AMQP 0-9-1 listener address.
     #[arg(long, env = "FERRY_AMQP_LISTEN")]
     pub amqp_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub cluster: cluster::ClusterArgs,
 }
 
 /// Everything `serve` needs, resolved.
@@ -193,6 +201,8 @@ pub struct Settings {
     pub mqtt_listen: Option<SocketAddr>,
     pub mqtt_ws_listen: Option<SocketAddr>,
     pub mqtt: ferry_mqtt::MqttConfig,
+    /// The cluster node: port, quorum, and the listeners it advertises.
+    pub cluster: ferry_cluster::ClusterConfig,
 }
 
 /// An optional listener address: `"off"` (or empty) means none.
@@ -257,20 +267,46 @@ impl Settings {
             to_kafka: std::sync::Arc::new(m.kafka_bridge),
             from_kafka: std::sync::Arc::new(m.from_kafka),
         };
+        let node_id = args.node_id.or(file.node_id).unwrap_or(1);
+        let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
+        let default_partitions = file.kafka.num_partitions.unwrap_or(1);
+        let max_partitions_per_topic = file.kafka.max_partitions_per_topic.unwrap_or(10_000);
+        let http_listen =
+            args.http_listen.or(file.http.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9644)));
+        let mut listeners = BTreeMap::from([
+            (listener::KAFKA.to_string(), advertised.clone()),
+            (listener::AMQP.to_string(), amqp_listen.to_string()),
+            (listener::HTTP.to_string(), http_listen.to_string()),
+        ]);
+        if let Some(mqtt) = mqtt_listen {
+            listeners.insert(listener::MQTT.to_string(), mqtt.to_string());
+        }
+        let cluster = cluster::resolve(
+            &args.cluster,
+            file.cluster,
+            cluster::NodeFacts {
+                node_id,
+                data_dir: &data_dir,
+                listeners,
+                default_partitions,
+                max_partitions_per_topic,
+            },
+        )?;
         Ok(Settings {
+            cluster,
             amqp_listen,
             amqp,
             mqtt_listen,
             mqtt_ws_listen,
             mqtt,
             broker: ferry_broker::BrokerConfig {
-                node_id: args.node_id.or(file.node_id).unwrap_or(1),
-                data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("data")),
+                node_id,
+                data_dir,
                 auto_create_topics: file.kafka.auto_create_topics.unwrap_or(true),
-                default_partitions: file.kafka.num_partitions.unwrap_or(1),
+                default_partitions,
                 topic_defaults: file.topic_defaults,
                 producer_id_expiration_ms: file.kafka.producer_id_expiration_ms.unwrap_or(86_400_000),
-                max_partitions_per_topic: file.kafka.max_partitions_per_topic.unwrap_or(10_000),
+                max_partitions_per_topic,
                 groups: {
                     let mut g = ferry_broker::group::CoordinatorConfig::default();
                     if let Some(ms) = file.kafka.group_initial_rebalance_delay_ms {
@@ -300,10 +336,7 @@ impl Settings {
                 engine,
             },
             kafka_listen,
-            http_listen: args
-                .http_listen
-                .or(file.http.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9644))),
+            http_listen,
             kafka: ferry_kafka::KafkaConfig {
                 advertised_host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
                 advertised_port: port,
@@ -463,5 +496,43 @@ mod tests {
         assert_eq!(s.broker.topic_defaults.get("flush.ms").map(String::as_str), Some("100"));
         std::fs::write(&path, "bogus = 1\n").unwrap();
         assert!(Settings::resolve(&args).is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn cluster_section_and_listeners() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(
+            &path,
+            "node_id = 2\n[cluster]\nlisten = \"127.0.0.1:9193\"\n\
+             controller_quorum = \"1@127.0.0.1:9192,2@127.0.0.1:9193\"\nrack = \"r2\"\n\
+             heartbeat_interval_ms = 300\nsession_timeout_ms = 2000\ndefault_replication_factor = 2\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            advertised_kafka: Some("k2.example:19092".into()),
+            ..Default::default()
+        };
+        let c = Settings::resolve(&args).unwrap().cluster;
+        assert_eq!((c.node_id, c.cluster_listen.as_str(), c.rack.as_deref()), (2, "127.0.0.1:9193", Some("r2")));
+        assert_eq!(c.voters().len(), 2);
+        assert_eq!(c.session_timeout, Duration::from_secs(2));
+        assert_eq!(c.default_replication_factor, Some(2));
+        assert_eq!(c.listeners[listener::KAFKA], "k2.example:19092");
+        assert_eq!(c.listeners[listener::AMQP], "127.0.0.1:5672");
+        assert_eq!(c.listeners[listener::MQTT], "127.0.0.1:1883");
+        assert_eq!(c.listeners[listener::HTTP], "127.0.0.1:9644");
+        assert_eq!(c.listeners[listener::CLUSTER], "127.0.0.1:9193");
+        // The quorum places node 2 elsewhere than where it listens.
+        let moved = ServeArgs {
+            cluster: cluster::ClusterArgs {
+                cluster_listen: Some("127.0.0.1:9200".parse().unwrap()),
+                ..Default::default()
+            },
+            ..args
+        };
+        let e = format!("{:#}", Settings::resolve(&moved).unwrap_err());
+        assert!(e.contains("127.0.0.1:9193") && e.contains("127.0.0.1:9200"), "{e}");
     }
 }

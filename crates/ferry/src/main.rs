@@ -46,7 +46,9 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-                .unwrap_or_else(|_| if serving { "info" } else { "warn" }.into()),
+                // openraft narrates every election and heartbeat at info;
+                // its warnings and errors still show.
+                .unwrap_or_else(|_| if serving { "info,openraft=warn" } else { "warn" }.into()),
         )
         .init();
     if let Err(e) = run(command) {
@@ -80,32 +82,77 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         let broker = ferry_broker::Broker::open(settings.broker.clone())
             .with_context(|| format!("opening data directory {}", settings.broker.data_dir.display()))?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let listener = bind_with_backlog(settings.kafka_listen)
+        // Every port is bound first, so a taken one fails the start at once,
+        // but only the HTTP side listens while the node joins the cluster:
+        // /v1/health answers 503 with the reason, Kafka, AMQP and MQTT
+        // clients are refused until the node has the metadata image.
+        let kafka_socket = bind(settings.kafka_listen)
             .with_context(|| format!("binding the Kafka listener to {}", settings.kafka_listen))?;
+        let mut mqtt_sockets = [None, None];
+        for (slot, addr, what) in [
+            (0, settings.mqtt_listen, "mqtt listener"),
+            (1, settings.mqtt_ws_listen, "mqtt websocket listener (path /mqtt)"),
+        ] {
+            if let Some(addr) = addr {
+                mqtt_sockets[slot] = Some((bind(addr).with_context(|| format!("binding the {what} to {addr}"))?, what));
+            }
+        }
+        let amqp_socket = bind(settings.amqp_listen)
+            .with_context(|| format!("binding the AMQP listener to {}", settings.amqp_listen))?;
+        let http = bind(settings.http_listen)
+            .and_then(listen)
+            .with_context(|| format!("binding the HTTP listener to {}", settings.http_listen))?;
+        tracing::info!(listen = %http.local_addr()?, "http listener ready (admin API, /metrics)");
+        let admin = ferry_admin::AdminState::new(broker.clone());
+        let http_server = tokio::spawn(ferry_admin::serve(http, admin.clone(), stop_rx.clone()));
+
+        let cluster = settings.cluster.clone();
+        tracing::info!(
+            node = cluster.node_id,
+            listen = %cluster.cluster_listen,
+            voters = ?cluster.voters(),
+            "joining the cluster"
+        );
+        let node = tokio::select! {
+            started = ferry_cluster::ClusterNode::start(cluster, broker.clone()) => match started {
+                Ok(node) => node,
+                Err(e) => {
+                    let _ = stop_tx.send(true);
+                    let _ = http_server.await;
+                    close(broker).await?;
+                    return Err(e).context("joining the cluster");
+                }
+            },
+            signal = shutdown_signal() => {
+                signal?;
+                tracing::info!("shutting down before the node joined the cluster");
+                let _ = stop_tx.send(true);
+                let _ = http_server.await;
+                close(broker).await?;
+                tracing::info!("stopped");
+                return Ok(());
+            }
+        };
+        tracing::info!(status = ?ferry_broker::metadata::Controller::status(&*node), "cluster node started");
+
+        let listener = listen(kafka_socket)?;
         tracing::info!(
             listen = %listener.local_addr()?,
             advertised = %format!("{}:{}", settings.kafka.advertised_host, settings.kafka.advertised_port),
             "kafka listener ready"
         );
-        let http = bind_with_backlog(settings.http_listen)
-            .with_context(|| format!("binding the HTTP listener to {}", settings.http_listen))?;
-        tracing::info!(listen = %http.local_addr()?, "http listener ready (admin API, /metrics)");
-        let mqtt = if settings.mqtt_listen.is_some() || settings.mqtt_ws_listen.is_some() {
+        let mqtt = if mqtt_sockets.iter().any(Option::is_some) {
             let hub = ferry_mqtt::Hub::open(broker.clone(), settings.mqtt.clone())
                 .context("opening the MQTT session and retained-message stores")?;
-            let mut listeners = [None, None];
-            for (slot, addr, what) in [
-                (0, settings.mqtt_listen, "mqtt listener"),
-                (1, settings.mqtt_ws_listen, "mqtt websocket listener (path /mqtt)"),
-            ] {
-                if let Some(addr) = addr {
-                    let l = bind_with_backlog(addr).with_context(|| format!("binding the {what} to {addr}"))?;
+            let [tcp, ws] = mqtt_sockets.map(|s| {
+                s.map(|(socket, what)| {
+                    let l = listen(socket)?;
                     tracing::info!(listen = %l.local_addr()?, "{what} ready");
-                    listeners[slot] = Some(l);
-                }
-            }
-            let [tcp, ws] = listeners;
-            Some(tokio::spawn(ferry_mqtt::serve(tcp, ws, hub, stop_rx.clone())))
+                    std::io::Result::Ok(l)
+                })
+                .transpose()
+            });
+            Some(tokio::spawn(ferry_mqtt::serve(tcp?, ws?, hub, stop_rx.clone())))
         } else {
             None
         };
@@ -120,22 +167,19 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             })
             .await?
             .context("opening queues")?;
-            let listener = bind_with_backlog(settings.amqp_listen)
-                .with_context(|| format!("binding the AMQP listener to {}", settings.amqp_listen))?;
-            tracing::info!(listen = %listener.local_addr()?, "amqp listener ready");
             let amqp = Arc::new(ferry_amqp::Server::new(
                 settings.amqp,
                 vhosts.clone(),
                 settings.broker.data_dir.clone(),
                 broker.metrics(),
             ));
+            // Ready before the last port answers: a health check that found
+            // every port open never sees "not ready".
+            admin.set_ready(true);
+            let listener = listen(amqp_socket)?;
+            tracing::info!(listen = %listener.local_addr()?, "amqp listener ready");
             (vhosts, tokio::spawn(ferry_amqp::serve(listener, amqp, stop_rx.clone())))
         };
-        let admin = ferry_admin::AdminState::new(broker.clone());
-        // Ready before the HTTP side serves: every other listener is up by
-        // now, and no health check may see "not ready" once its port answers.
-        admin.set_ready(true);
-        let http_server = tokio::spawn(ferry_admin::serve(http, admin.clone(), stop_rx));
         shutdown_signal().await?;
         tracing::info!("shutting down");
         admin.set_ready(false);
@@ -146,25 +190,34 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             let _ = m.await;
         }
         let _ = amqp_server.await;
-        // Flush, checkpoint and close every log; persist queue cursors.
-        tokio::task::spawn_blocking(move || {
-            vhosts.shutdown();
-            broker.shutdown();
-        })
-        .await?;
+        // Leave the cluster (stop heartbeats and Raft) before the logs close.
+        node.shutdown().await;
+        tokio::task::spawn_blocking(move || vhosts.shutdown()).await?;
+        close(broker).await?;
         tracing::info!("stopped");
         anyhow::Ok(())
     })
 }
 
-/// A listener with a long accept queue: std's (and so tokio's `bind`) is
-/// 128, and a reconnect storm of clients after a restart overflows it, each
-/// dropped SYN costing its client a 1 s retransmit (the kernel caps this at
-/// net.core.somaxconn).
-fn bind_with_backlog(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+/// Flushes, checkpoints and closes every log (off the async workers).
+async fn close(broker: Arc<ferry_broker::Broker>) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || broker.shutdown()).await?;
+    Ok(())
+}
+
+/// A socket bound to `addr` that does not accept connections yet.
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
     let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
+    Ok(socket)
+}
+
+/// Starts accepting on a bound socket, with a long accept queue: std's
+/// (and so tokio's `bind`) is 128, and a reconnect storm of clients after
+/// a restart overflows it, each dropped SYN costing its client a 1 s
+/// retransmit (the kernel caps this at net.core.somaxconn).
+fn listen(socket: tokio::net::TcpSocket) -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(4096)
 }
 

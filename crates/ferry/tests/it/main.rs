@@ -11,6 +11,8 @@ mod amqp_support;
 mod amqp_ttl_dlx;
 mod bridges;
 mod cli;
+mod cluster;
+mod cluster_support;
 mod http;
 mod kafka_admin;
 mod kafka_bad_input;

@@ -23,13 +23,33 @@ pub struct Broker {
     pub amqp_port: u16,
     /// MQTT over WebSocket listener port (path /mqtt).
     pub mqtt_ws_port: u16,
+    /// The cluster port (`--cluster-listen`): every broker its own, as
+    /// tests run in parallel and the default 9192 would collide.
+    pub cluster_port: u16,
+    /// The cluster port is named in a `--controller-quorum`: a retry after
+    /// a port was taken keeps it.
+    pub(crate) fixed_cluster_port: bool,
     data: PathBuf,
     /// More `ferry serve` flags.
-    args: Vec<String>,
+    pub(crate) args: Vec<String>,
     /// More TOML for the config file.
     pub toml: String,
+    /// Where the broker's stderr goes (appended over restarts); `None`:
+    /// the test's stderr.
+    pub(crate) log: Option<PathBuf>,
+    /// `FERRY_LOG` when `FERRY_TEST_LOG` is not set.
+    pub(crate) log_level: &'static str,
     /// Listening once: later spawns (restarts) keep the ports.
     started: bool,
+}
+
+/// Which ports a start waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum WaitFor {
+    /// Every listener: the broker serves.
+    AllPorts,
+    /// The HTTP listener only (a node still waiting for its quorum).
+    Http,
 }
 
 impl Broker {
@@ -38,64 +58,80 @@ impl Broker {
     }
 
     pub fn start_with(data: &Path, args: &[&str]) -> Broker {
-        let port = free_port();
-        let args = args.iter().map(ToString::to_string).collect();
-        let mut b = Broker {
-            child: None,
-            port,
-            http_port: free_port(),
-            mqtt_port: free_port(),
-            amqp_port: free_port(),
-            mqtt_ws_port: free_port(),
-            data: data.to_path_buf(),
-            args,
-            toml: String::new(),
-            started: false,
-        };
+        let mut b = Broker::prepare(data, args, "");
         b.spawn();
         b
     }
 
     /// A broker whose config file also holds `toml` (e.g. an `[mqtt]` or `[amqp]` section).
     pub fn start_with_toml(data: &Path, toml: &str) -> Broker {
-        let port = free_port();
-        let mut b = Broker {
-            child: None,
-            port,
-            http_port: free_port(),
-            mqtt_port: free_port(),
-            amqp_port: free_port(),
-            mqtt_ws_port: free_port(),
-            data: data.to_path_buf(),
-            args: Vec::new(),
-            toml: toml.to_string(),
-            started: false,
-        };
+        let mut b = Broker::prepare(data, &[], toml);
         b.spawn();
         b
     }
 
-    fn spawn(&mut self) {
-        // A port free_port() found free can be taken before the broker binds
-        // it (tests run in parallel; the MQTT scale test opens 11,000
-        // client sockets): the first start then tries other ports.
-        for _ in 0..4 {
-            if self.try_spawn() || self.started {
+    /// A broker with free ports, not started.
+    pub fn prepare(data: &Path, args: &[&str], toml: &str) -> Broker {
+        Broker {
+            child: None,
+            port: free_port(),
+            http_port: free_port(),
+            mqtt_port: free_port(),
+            amqp_port: free_port(),
+            mqtt_ws_port: free_port(),
+            cluster_port: free_port(),
+            fixed_cluster_port: false,
+            data: data.to_path_buf(),
+            args: args.iter().map(ToString::to_string).collect(),
+            toml: toml.to_string(),
+            log: None,
+            log_level: "warn",
+            started: false,
+        }
+    }
+
+    pub(crate) fn spawn(&mut self) {
+        self.spawn_waiting(WaitFor::AllPorts);
+    }
+
+    /// Starts the process and waits until `what` listens.
+    pub(crate) fn spawn_waiting(&mut self, what: WaitFor) {
+        self.launch();
+        self.wait_listening(what);
+    }
+
+    /// Waits until the launched process listens on `what`. A port
+    /// free_port() found free can be taken before the broker binds it
+    /// (tests run in parallel; the MQTT scale test opens 11,000 client
+    /// sockets): on a first start the broker then tries other ports.
+    pub(crate) fn wait_listening(&mut self, what: WaitFor) {
+        let mut tries = 1;
+        while !self.listening(what) {
+            if self.started || tries == 4 {
                 break;
             }
+            tries += 1;
             self.port = free_port();
             self.http_port = free_port();
             self.mqtt_port = free_port();
             self.mqtt_ws_port = free_port();
             self.amqp_port = free_port();
+            if !self.fixed_cluster_port {
+                self.cluster_port = free_port();
+            }
+            self.launch();
         }
-        assert!(self.child.is_some(), "ferry did not start");
+        assert!(self.child.is_some(), "ferry did not start{}", self.log_tail());
         self.started = true;
     }
 
-    /// Starts the broker and waits until it listens; `false` if it exited
-    /// first (a port taken meanwhile).
-    fn try_spawn(&mut self) -> bool {
+    /// The process, started with the current ports.
+    pub(crate) fn launch(&mut self) {
+        assert!(self.child.is_none(), "ferry runs already");
+        self.child = Some(self.command().spawn().expect("start ferry"));
+    }
+
+    fn command(&self) -> Command {
         // Groups form without Kafka's 3 s initial rebalance delay in tests.
         let config = self.data.join("ferry-test.toml");
         std::fs::create_dir_all(&self.data).unwrap();
@@ -107,8 +143,8 @@ impl Broker {
             ),
         )
         .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["serve", "--config"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.args(["serve", "--config"])
             .arg(&config)
             .arg("--data-dir")
             .arg(&self.data)
@@ -117,30 +153,73 @@ impl Broker {
             .args(["--mqtt-listen", &format!("127.0.0.1:{}", self.mqtt_port)])
             .args(["--amqp-listen", &format!("127.0.0.1:{}", self.amqp_port)])
             .args(["--mqtt-ws-listen", &format!("127.0.0.1:{}", self.mqtt_ws_port)])
+            .args(["--cluster-listen", &format!("127.0.0.1:{}", self.cluster_port)])
             .args(&self.args)
             // FERRY_TEST_LOG=debug shows the broker's log in a failing test.
-            .env("FERRY_LOG", std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start ferry");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err()
-            || TcpStream::connect(("127.0.0.1", self.http_port)).is_err()
-            || TcpStream::connect(("127.0.0.1", self.mqtt_port)).is_err()
-            || TcpStream::connect(("127.0.0.1", self.mqtt_ws_port)).is_err()
-            || TcpStream::connect(("127.0.0.1", self.amqp_port)).is_err()
-        {
+            .env("FERRY_LOG", std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| self.log_level.into()))
+            .env_remove("FERRY_CONTROLLER_QUORUM")
+            .env_remove("FERRY_CLUSTER_LISTEN")
+            .env_remove("FERRY_NODE_ID")
+            .stdout(Stdio::null());
+        if let Some(log) = &self.log {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("broker log file");
+            cmd.stderr(file);
+        }
+        cmd
+    }
+
+    /// Waits until the process listens on `what`; `false` if it exited
+    /// first (a port taken meanwhile).
+    fn listening(&mut self, what: WaitFor) -> bool {
+        let ports = match what {
+            WaitFor::AllPorts => vec![self.port, self.http_port, self.mqtt_port, self.mqtt_ws_port, self.amqp_port],
+            WaitFor::Http => vec![self.http_port],
+        };
+        // A cluster node waits for its quorum and elects a leader first.
+        let deadline = Instant::now() + Duration::from_secs(if self.fixed_cluster_port { 60 } else { 30 });
+        while ports.iter().any(|p| TcpStream::connect(("127.0.0.1", *p)).is_err()) {
             if let Some(c) = self.child.as_mut()
                 && matches!(c.try_wait(), Ok(Some(_)))
             {
                 self.child = None;
                 return false;
             }
-            assert!(Instant::now() < deadline, "ferry did not start listening");
+            assert!(Instant::now() < deadline, "ferry did not start listening{}", self.log_tail());
             std::thread::sleep(Duration::from_millis(20));
         }
         true
+    }
+
+    /// Starts a process that must exit by itself (a refused start) within
+    /// `within`; returns its exit status and stderr.
+    pub fn run_to_exit(&mut self, within: Duration) -> (std::process::ExitStatus, String) {
+        let mut cmd = self.command();
+        let mut child = cmd.stderr(Stdio::piped()).spawn().expect("start ferry");
+        let mut stderr = child.stderr.take().expect("stderr");
+        // Drain stderr on a thread so a chatty process never blocks on it.
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            text
+        });
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for ferry") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("ferry did not exit within {within:?}: {}", reader.join().unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (status, reader.join().unwrap_or_default())
+    }
+
+    /// Whether the process is running (it has not exited).
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The broker's process id while it runs.
@@ -157,12 +236,38 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// SIGTERM and wait: a clean shutdown.
+    /// What the broker wrote to its log file so far (empty without one).
+    pub fn log_text(&self) -> String {
+        self.log.as_ref().and_then(|l| std::fs::read_to_string(l).ok()).unwrap_or_default()
+    }
+
+    /// The last lines of the log file, for a failure message.
+    pub fn log_tail(&self) -> String {
+        let text = self.log_text();
+        if text.is_empty() {
+            return String::new();
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        format!("\n--- {} ---\n{}", self.data.display(), lines[lines.len().saturating_sub(40)..].join("\n"))
+    }
+
+    /// SIGTERM and wait (at most 60 s): a clean shutdown.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            let status = c.wait().expect("wait for ferry");
-            assert!(status.success(), "ferry exited with {status}");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let status = loop {
+                if let Some(status) = c.try_wait().expect("wait for ferry") {
+                    break status;
+                }
+                if Instant::now() >= deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!("ferry did not stop within 60 s of SIGTERM{}", self.log_tail());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            assert!(status.success(), "ferry exited with {status}{}", self.log_tail());
         }
     }
 
@@ -341,8 +446,13 @@ pub fn http_json(b: &Broker, method: &str, path: &str, body: Option<&str>) -> (u
 }
 
 /// Polls `f` until it returns true (at most 30 s).
-pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+pub fn eventually(what: &str, f: impl FnMut() -> bool) {
+    eventually_within(what, Duration::from_secs(30), f);
+}
+
+/// Polls `f` until it returns true, at most `limit`.
+pub fn eventually_within(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));

@@ -26,6 +26,7 @@ mod config;
 pub mod controller;
 mod error;
 mod node;
+pub mod raft;
 
 pub use config::{ClusterConfig, parse_quorum};
 pub use error::ClusterError;

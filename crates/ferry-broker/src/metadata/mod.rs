@@ -21,6 +21,10 @@ pub enum MetadataError {
     /// CreateTopics for a name that is taken.
     #[error("topic {0} already exists")]
     TopicExists(String),
+    /// A change the topic's kind forbids (deleting or growing an internal
+    /// topic); Kafka's INVALID_TOPIC_EXCEPTION.
+    #[error("invalid topic: {0}")]
+    InvalidTopic(String),
     /// No topic of that name.
     #[error("unknown topic {0}")]
     UnknownTopic(String),

@@ -3,13 +3,46 @@
 //! metadata records; it never touches the network or the disk, and takes
 //! the clock as an argument, so every decision is tested deterministically.
 //! The node commits what it returns as one Raft entry (all or nothing).
+//!
+//! - `requests.rs`: validation and records of each [`ControllerRequest`].
+//! - `placement.rs`: rack-aware replica placement, explicit assignments.
+//! - `liveness.rs`: last-seen times, duplicate ids.
+//! - `election.rs`: fencing, leader moves and the ISR rule.
+//! - `draft.rs`: a change under construction, applied to a scratch image
+//!   as it grows, so the controller never returns records the apply refuses.
+//!
+//! Internal topics (`__consumer_offsets`, `__transaction_state`) are
+//! created lazily: by the first registration after which enough nodes are
+//! live for their replication factor (the configured default, else
+//! min(3, live nodes)), because at bootstrap no node has registered yet.
 
+mod draft;
+mod election;
+mod liveness;
+mod placement;
+mod requests;
+#[cfg(test)]
+mod scenario;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ferry_broker::metadata::{
     ControllerReply, ControllerRequest, MetadataError, MetadataImage, MetadataRecord, NodeInfo,
 };
 use uuid::Uuid;
+
+use draft::Draft;
+use liveness::Liveness;
+use placement::NodeOrder;
+use requests::TopicSpec;
+
+/// The group coordinators' topic.
+pub const CONSUMER_OFFSETS: &str = "__consumer_offsets";
+/// The transaction coordinators' topic.
+pub const TRANSACTION_STATE: &str = "__transaction_state";
 
 /// The controller's settings (from [`ClusterConfig`](crate::ClusterConfig)).
 #[derive(Clone, Debug)]
@@ -32,22 +65,29 @@ pub struct ControllerConfig {
 /// a new leader starts by counting every node as just seen).
 pub struct QuorumController {
     config: ControllerConfig,
+    liveness: Liveness,
 }
 
 impl QuorumController {
     /// A controller for a leader elected at `now` over `image`.
     pub fn new(config: ControllerConfig, image: &MetadataImage, now: Instant) -> Self {
-        let _ = (image, now);
-        QuorumController { config }
+        QuorumController { config, liveness: Liveness::new(image, now) }
     }
 
-    /// The records a new cluster starts with: its id, the internal topics,
-    /// and `imported` topics found in a single-node data directory
-    /// (`CreateTopic` records with their existing ids).
+    /// The records a new cluster starts with: its id and `imported` topics
+    /// found in a single-node data directory (`CreateTopic` records with
+    /// their existing ids). A record that would not apply (a name imported
+    /// twice) is left out, so the first entry always applies. The internal
+    /// topics come later, with the first registrations (see the module docs).
     pub fn bootstrap(&self, cluster_id: String, imported: Vec<MetadataRecord>) -> Vec<MetadataRecord> {
-        let mut records = vec![MetadataRecord::InitCluster { cluster_id }];
-        records.extend(imported);
-        records
+        let mut draft = Draft::new(&MetadataImage::default());
+        for record in std::iter::once(MetadataRecord::InitCluster { cluster_id }).chain(imported) {
+            let shown = format!("{record:?}");
+            if let Err(e) = draft.push(record) {
+                tracing::warn!(record = %shown, error = %e, "import: record left out");
+            }
+        }
+        draft.into_records()
     }
 
     /// Carries out `request` from node `from` against `image`: the records
@@ -58,33 +98,90 @@ impl QuorumController {
         from: i32,
         request: &ControllerRequest,
     ) -> Result<(Vec<MetadataRecord>, ControllerReply), MetadataError> {
-        let _ = (image, from, request, &self.config);
-        Err(MetadataError::Unavailable("not yet built".into()))
+        let mut draft = Draft::new(image);
+        let reply = requests::carry_out(&self.config, &mut draft, from, request)?;
+        let validate_only = match request {
+            ControllerRequest::CreateTopic { validate_only, .. }
+            | ControllerRequest::CreatePartitions { validate_only, .. } => *validate_only,
+            _ => false,
+        };
+        let records = if validate_only { Vec::new() } else { draft.into_records() };
+        Ok((records, reply))
     }
 
-    /// A node (re-)registers at `now`: `RegisterNode` plus leadership given
-    /// back where it is the only live replica able to lead.
+    /// A node (re-)registers at `now`: `RegisterNode`, leadership of the
+    /// leaderless partitions whose ISR holds it, and the internal topics if
+    /// they are still missing. Refused with `DuplicateNodeId` while another
+    /// incarnation holds the id and was heard from within the session
+    /// timeout (a second process with the same id, or a restart faster
+    /// than the timeout: the node may retry after it).
     pub fn register(
         &mut self,
         image: &MetadataImage,
         node: NodeInfo,
         now: Instant,
     ) -> Result<Vec<MetadataRecord>, MetadataError> {
-        let _ = (image, now);
-        Ok(vec![MetadataRecord::RegisterNode(node)])
+        let (id, incarnation) = (node.id, node.incarnation);
+        if self.liveness.held_by_other(image, id, incarnation, now, self.config.session_timeout) {
+            return Err(MetadataError::DuplicateNodeId(id));
+        }
+        let mut draft = Draft::new(image);
+        draft.push(MetadataRecord::RegisterNode(node))?;
+        election::restore(&mut draft, id)?;
+        self.create_internal_topics(&mut draft);
+        self.liveness.saw(id, incarnation, now);
+        Ok(draft.into_records())
     }
 
     /// A heartbeat from `node` of `incarnation` at `now`. `false`: the node
     /// must register again (unknown, another incarnation, or fenced).
     pub fn heartbeat(&mut self, image: &MetadataImage, node: i32, incarnation: Uuid, now: Instant) -> bool {
-        let _ = now;
-        image.nodes.get(&node).is_some_and(|n| n.incarnation == incarnation && !n.fenced)
+        self.liveness.heartbeat(image, node, incarnation, now)
     }
 
     /// Fences nodes silent past the session timeout at `now` and moves the
-    /// leadership of their partitions to live in-sync replicas (or to none).
+    /// leadership of their partitions to live in-sync replicas (or to none);
+    /// see `election.rs` for the rule. The node commits the records before
+    /// its next tick, so a node is not fenced twice.
     pub fn tick(&mut self, image: &MetadataImage, now: Instant) -> Vec<MetadataRecord> {
-        let _ = (image, now);
-        Vec::new()
+        let silent = self.liveness.silent(image, now, self.config.session_timeout);
+        if silent.is_empty() {
+            return Vec::new();
+        }
+        let mut draft = Draft::new(image);
+        match election::fence(&mut draft, &silent) {
+            Ok(()) => {
+                tracing::info!(nodes = ?silent, "fencing silent nodes");
+                draft.into_records()
+            }
+            Err(e) => {
+                tracing::error!(nodes = ?silent, error = %e, "fencing refused by the image");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Adds the internal topics that are missing, if enough nodes are live
+    /// for their replication factor.
+    fn create_internal_topics(&self, draft: &mut Draft) {
+        let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        let partitions = self.config.internal_topic_partitions.clamp(1, self.config.max_partitions_per_topic.max(1));
+        for name in [CONSUMER_OFFSETS, TRANSACTION_STATE] {
+            let live = NodeOrder::live(draft.image()).len();
+            if draft.image().topic(name).is_some() || requests::replication_factor(&self.config, None, live).is_err() {
+                continue;
+            }
+            let spec = TopicSpec {
+                name,
+                partitions: Some(partitions),
+                replication_factor: None,
+                assignment: None,
+                internal: true,
+                configs: &configs,
+            };
+            if let Err(e) = requests::create_topic(&self.config, draft, &spec) {
+                tracing::warn!(topic = name, error = %e, "internal topic not created");
+            }
+        }
     }
 }

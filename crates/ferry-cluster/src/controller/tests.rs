@@ -1,0 +1,343 @@
+//! Requests, registration, heartbeats and fencing, one rule per test.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ferry_broker::metadata::{
+    ControllerReply, ControllerRequest, MetadataError, MetadataImage, MetadataRecord, NodeInfo,
+};
+use uuid::Uuid;
+
+use super::{CONSUMER_OFFSETS, ControllerConfig, QuorumController, TRANSACTION_STATE};
+
+pub(super) fn config() -> ControllerConfig {
+    ControllerConfig {
+        session_timeout: Duration::from_secs(6),
+        default_partitions: 3,
+        default_replication_factor: None,
+        max_partitions_per_topic: 100,
+        internal_topic_partitions: 4,
+        producer_id_block: 1000,
+    }
+}
+
+pub(super) fn node(id: i32, incarnation: u128, rack: Option<&str>) -> NodeInfo {
+    NodeInfo {
+        id,
+        incarnation: Uuid::from_u128(incarnation),
+        listeners: BTreeMap::from([("kafka".to_string(), format!("127.0.0.1:{}", 9090 + id))]),
+        rack: rack.map(str::to_string),
+        voter: id <= 3,
+        fenced: false,
+    }
+}
+
+/// A cluster at log index `image.applied_index`, driven like the node does.
+struct Cluster {
+    image: MetadataImage,
+    controller: QuorumController,
+    t0: Instant,
+}
+
+impl Cluster {
+    fn new(nodes: &[i32]) -> Self {
+        let t0 = Instant::now();
+        let mut c = Cluster {
+            image: MetadataImage::default(),
+            controller: QuorumController::new(config(), &MetadataImage::default(), t0),
+            t0,
+        };
+        let boot = c.controller.bootstrap("c1".into(), Vec::new());
+        c.commit(&boot);
+        for id in nodes {
+            let records = c.controller.register(&c.image, node(*id, *id as u128, None), t0).unwrap();
+            c.commit(&records);
+        }
+        c
+    }
+
+    fn at(&self, secs: u64) -> Instant {
+        self.t0 + Duration::from_secs(secs)
+    }
+
+    fn commit(&mut self, records: &[MetadataRecord]) {
+        let index = self.image.applied_index + 1;
+        self.image.apply_batch(index, records).unwrap();
+    }
+
+    fn request(&mut self, request: ControllerRequest) -> Result<ControllerReply, MetadataError> {
+        let (records, reply) = self.controller.handle(&self.image, 1, &request)?;
+        self.commit(&records);
+        Ok(reply)
+    }
+}
+
+fn create(
+    name: &str,
+    partitions: Option<i32>,
+    rf: Option<i16>,
+    assignment: Option<Vec<Vec<i32>>>,
+) -> ControllerRequest {
+    ControllerRequest::CreateTopic {
+        name: name.into(),
+        partitions,
+        replication_factor: rf,
+        assignment,
+        configs: BTreeMap::new(),
+        validate_only: false,
+    }
+}
+
+#[test]
+fn bootstrap_keeps_the_cluster_id_and_imports_each_topic_once() {
+    let c = QuorumController::new(config(), &MetadataImage::default(), Instant::now());
+    let topic = |id: u128| MetadataRecord::CreateTopic {
+        name: "t".into(),
+        id: Uuid::from_u128(id),
+        internal: false,
+        configs: BTreeMap::new(),
+        replicas: vec![vec![1]],
+    };
+    let records = c.bootstrap("old-id".into(), vec![topic(1), topic(2)]);
+    assert_eq!(records, vec![MetadataRecord::InitCluster { cluster_id: "old-id".into() }, topic(1)]);
+}
+
+#[test]
+fn internal_topics_come_with_the_first_registration() {
+    let c = Cluster::new(&[1]);
+    for name in [CONSUMER_OFFSETS, TRANSACTION_STATE] {
+        let t = c.image.topic(name).unwrap();
+        assert!(t.internal);
+        assert_eq!(t.configs.get("cleanup.policy").map(String::as_str), Some("compact"));
+        assert_eq!(t.partitions.len(), 4);
+        assert!(t.partitions.iter().all(|p| p.replicas == vec![1] && p.leader == 1));
+    }
+    // With a configured replication factor of 2, they wait for the second node.
+    let t0 = Instant::now();
+    let mut image = MetadataImage::default();
+    let mut ctl =
+        QuorumController::new(ControllerConfig { default_replication_factor: Some(2), ..config() }, &image, t0);
+    image.apply_batch(1, &ctl.register(&image, node(1, 1, None), t0).unwrap()).unwrap();
+    assert!(image.topic(CONSUMER_OFFSETS).is_none());
+    image.apply_batch(2, &ctl.register(&image, node(2, 2, None), t0).unwrap()).unwrap();
+    let t = image.topic(CONSUMER_OFFSETS).unwrap();
+    assert!(t.partitions.iter().all(|p| p.replicas.len() == 2));
+}
+
+#[test]
+fn create_topic_places_replicas_and_validates() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let ControllerReply::TopicCreated { id, replicas } = c.request(create("t", Some(12), None, None)).unwrap() else {
+        panic!("not a topic reply");
+    };
+    assert_eq!(replicas.len(), 12);
+    assert!(replicas.iter().all(|r| r.len() == 3), "default RF is min(3, live nodes)");
+    let t = c.image.topic("t").unwrap();
+    assert_eq!(t.id, id);
+    for n in 1..=3 {
+        assert_eq!(t.partitions.iter().filter(|p| p.leader == n).count(), 4);
+    }
+    // Defaults: num.partitions.
+    c.request(create("d", None, Some(-1), None)).unwrap();
+    assert_eq!(c.image.topic("d").unwrap().partitions.len(), 3);
+
+    let err = |c: &mut Cluster, r| c.request(r).unwrap_err();
+    assert!(matches!(err(&mut c, create("t", Some(1), None, None)), MetadataError::TopicExists(_)));
+    for p in [0, -2, 101] {
+        assert!(matches!(err(&mut c, create("x", Some(p), None, None)), MetadataError::InvalidPartitions(_)), "{p}");
+    }
+    for rf in [0, 4, -3] {
+        let e = err(&mut c, create("x", Some(1), Some(rf), None));
+        assert!(matches!(e, MetadataError::InvalidReplicationFactor(_)), "{rf}");
+    }
+    for a in [vec![vec![1, 9]], vec![vec![2, 2]], vec![vec![1, 2], vec![3]], vec![vec![]]] {
+        let e = err(&mut c, create("x", None, None, Some(a.clone())));
+        assert!(matches!(e, MetadataError::InvalidReplicaAssignment(_)), "{a:?}");
+    }
+    let e = err(&mut c, create("x", Some(2), None, Some(vec![vec![1]])));
+    assert!(matches!(e, MetadataError::InvalidReplicaAssignment(_)));
+    assert!(c.image.topic("x").is_none());
+
+    c.request(create("x", None, None, Some(vec![vec![3, 1], vec![2, 3]]))).unwrap();
+    let x = c.image.topic("x").unwrap();
+    assert_eq!((x.partitions[0].leader, x.partitions[1].replicas.clone()), (3, vec![2, 3]));
+}
+
+#[test]
+fn validate_only_changes_nothing_but_answers() {
+    let mut c = Cluster::new(&[1, 2]);
+    let request = ControllerRequest::CreateTopic {
+        name: "v".into(),
+        partitions: Some(2),
+        replication_factor: Some(2),
+        assignment: None,
+        configs: BTreeMap::new(),
+        validate_only: true,
+    };
+    let (records, reply) = c.controller.handle(&c.image, 1, &request).unwrap();
+    assert!(records.is_empty());
+    assert!(matches!(reply, ControllerReply::TopicCreated { replicas, .. } if replicas.len() == 2));
+    let grow = ControllerRequest::CreatePartitions {
+        name: CONSUMER_OFFSETS.into(),
+        total: 9,
+        assignment: None,
+        validate_only: true,
+    };
+    assert!(matches!(c.controller.handle(&c.image, 1, &grow), Err(MetadataError::InvalidTopic(_))));
+}
+
+#[test]
+fn an_assignment_naming_a_fenced_node_first_starts_with_a_live_leader() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let records = c.controller.tick(&c.image, c.at(7));
+    c.commit(&records);
+    assert!(c.image.nodes.values().all(|n| n.fenced));
+    // Bring 2 back only.
+    let records = c.controller.register(&c.image, node(2, 22, None), c.at(8)).unwrap();
+    c.commit(&records);
+    c.request(create("a", None, None, Some(vec![vec![1, 2]]))).unwrap();
+    let p = c.image.partition("a", 0).unwrap();
+    assert_eq!((p.leader, p.isr.clone(), p.replicas.clone()), (2, vec![2], vec![1, 2]));
+    let e = c.request(create("b", None, None, Some(vec![vec![1, 3]]))).unwrap_err();
+    assert!(matches!(e, MetadataError::InvalidReplicaAssignment(_)));
+}
+
+#[test]
+fn delete_configs_and_producer_ids() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.request(create("t", Some(2), Some(2), None)).unwrap();
+    let configs = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
+    c.request(ControllerRequest::SetTopicConfigs { name: "t".into(), configs: configs.clone() }).unwrap();
+    assert_eq!(c.image.topic("t").unwrap().configs, configs);
+    c.request(ControllerRequest::SetBrokerDefaults { configs: configs.clone() }).unwrap();
+    assert_eq!(c.image.broker_defaults, configs);
+    let unknown = c.request(ControllerRequest::SetTopicConfigs { name: "nope".into(), configs });
+    assert!(matches!(unknown, Err(MetadataError::UnknownTopic(_))));
+
+    let e = c.request(ControllerRequest::DeleteTopic { name: CONSUMER_OFFSETS.into() }).unwrap_err();
+    assert!(matches!(e, MetadataError::InvalidTopic(_)));
+    assert!(matches!(
+        c.request(ControllerRequest::DeleteTopic { name: "nope".into() }),
+        Err(MetadataError::UnknownTopic(_))
+    ));
+    let old = c.image.topic("t").unwrap().id;
+    c.request(ControllerRequest::DeleteTopic { name: "t".into() }).unwrap();
+    assert!(c.image.topic("t").is_none());
+    // A re-created topic gets a new id.
+    c.request(create("t", Some(1), None, None)).unwrap();
+    assert_ne!(c.image.topic("t").unwrap().id, old);
+
+    let a = c.request(ControllerRequest::AllocateProducerIds).unwrap();
+    let b = c.request(ControllerRequest::AllocateProducerIds).unwrap();
+    assert_eq!(a, ControllerReply::ProducerIds { first: 0, count: 1000 });
+    assert_eq!(b, ControllerReply::ProducerIds { first: 1000, count: 1000 });
+    assert_eq!(c.image.next_producer_id, 2000);
+    let stranger = c.controller.handle(&c.image, 42, &ControllerRequest::AllocateProducerIds);
+    assert!(matches!(stranger, Err(MetadataError::UnknownNode(42))));
+}
+
+#[test]
+fn create_partitions_only_grows_and_continues_the_pattern() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.request(create("t", Some(3), Some(2), None)).unwrap();
+    let grow = |total, assignment| ControllerRequest::CreatePartitions {
+        name: "t".into(),
+        total,
+        assignment,
+        validate_only: false,
+    };
+    for total in [3, 2, 101] {
+        assert!(matches!(c.request(grow(total, None)), Err(MetadataError::InvalidPartitions(_))), "{total}");
+    }
+    assert!(matches!(c.request(grow(4, Some(vec![vec![1]]))), Err(MetadataError::InvalidReplicaAssignment(_))));
+    assert!(matches!(c.request(grow(5, Some(vec![vec![1, 2]]))), Err(MetadataError::InvalidReplicaAssignment(_))));
+    let missing =
+        ControllerRequest::CreatePartitions { name: "u".into(), total: 4, assignment: None, validate_only: false };
+    assert!(matches!(c.request(missing), Err(MetadataError::UnknownTopic(_))));
+    c.request(grow(12, None)).unwrap();
+    let t = c.image.topic("t").unwrap();
+    assert_eq!(t.partitions.len(), 12);
+    for n in 1..=3 {
+        assert_eq!(t.partitions.iter().filter(|p| p.leader == n).count(), 4, "continued pattern keeps leaders even");
+    }
+    assert!(t.partitions.iter().all(|p| p.replicas.len() == 2 && p.replicas[0] != p.replicas[1]));
+    c.request(grow(13, Some(vec![vec![3, 1]]))).unwrap();
+    assert_eq!(c.image.partition("t", 12).unwrap().replicas, vec![3, 1]);
+}
+
+#[test]
+fn heartbeats_answer_for_the_current_incarnation_only() {
+    let mut c = Cluster::new(&[1, 2]);
+    let t = c.at(1);
+    assert!(c.controller.heartbeat(&c.image, 1, Uuid::from_u128(1), t));
+    assert!(!c.controller.heartbeat(&c.image, 1, Uuid::from_u128(99), t), "stale incarnation");
+    assert!(!c.controller.heartbeat(&c.image, 7, Uuid::from_u128(7), t), "unknown node");
+    // Node 2 goes silent and is fenced; its heartbeat is then refused.
+    for s in [3, 6] {
+        assert!(c.controller.heartbeat(&c.image, 1, Uuid::from_u128(1), c.at(s)));
+        assert!(c.controller.tick(&c.image, c.at(s)).is_empty());
+    }
+    let records = c.controller.tick(&c.image, c.at(7));
+    assert_eq!(records.first(), Some(&MetadataRecord::FenceNode { node_id: 2 }));
+    c.commit(&records);
+    assert!(!c.controller.heartbeat(&c.image, 2, Uuid::from_u128(2), c.at(7)));
+    assert!(c.image.nodes[&2].fenced && !c.image.nodes[&1].fenced);
+}
+
+#[test]
+fn a_live_id_cannot_be_registered_twice() {
+    let mut c = Cluster::new(&[1, 2]);
+    let imposter = node(2, 77, None);
+    assert_eq!(c.controller.register(&c.image, imposter.clone(), c.at(3)), Err(MetadataError::DuplicateNodeId(2)));
+    // The same incarnation may register again (a retry).
+    assert!(c.controller.register(&c.image, node(2, 2, None), c.at(3)).is_ok());
+    // Once the holder has been silent past the timeout, the id is free.
+    assert!(c.controller.register(&c.image, imposter, c.at(10)).is_ok());
+}
+
+#[test]
+fn fencing_moves_leaders_and_a_returning_node_takes_its_leaderless_partitions() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.request(create("r3", Some(6), Some(3), None)).unwrap();
+    c.request(create("r1", Some(6), Some(1), None)).unwrap();
+    let before = c.image.clone();
+    // Nodes 1 and 3 keep heartbeating; 2 goes silent.
+    for n in [1, 3] {
+        assert!(c.controller.heartbeat(&c.image, n, Uuid::from_u128(n as u128), c.at(5)));
+    }
+    let records = c.controller.tick(&c.image, c.at(7));
+    c.commit(&records);
+    assert!(c.image.nodes[&2].fenced);
+    for (i, p) in c.image.topic("r3").unwrap().partitions.iter().enumerate() {
+        let old = &before.topic("r3").unwrap().partitions[i];
+        assert_ne!(p.leader, 2);
+        assert!(!p.isr.contains(&2), "a fenced follower leaves the ISR");
+        assert_eq!(p.leader_epoch, old.leader_epoch + i32::from(old.leader == 2));
+        if old.leader == 2 {
+            // The first in-sync live replica in replica order.
+            assert_eq!(p.leader, *old.replicas.iter().find(|n| **n != 2).unwrap());
+        }
+    }
+    let r1 = c.image.topic("r1").unwrap();
+    let orphaned: Vec<_> = r1.partitions.iter().filter(|p| p.replicas == vec![2]).collect();
+    assert_eq!(orphaned.len(), 2);
+    assert!(orphaned.iter().all(|p| p.leader == -1 && p.isr == vec![2]), "the last ISR member stays");
+
+    // Node 2 restarts (new incarnation): it leads its leaderless partitions again.
+    let records = c.controller.register(&c.image, node(2, 222, None), c.at(8)).unwrap();
+    c.commit(&records);
+    let r1 = c.image.topic("r1").unwrap();
+    assert!(r1.partitions.iter().filter(|p| p.replicas == vec![2]).all(|p| p.leader == 2 && p.leader_epoch == 2));
+    assert!(c.controller.heartbeat(&c.image, 2, Uuid::from_u128(222), c.at(9)));
+    assert!(c.image.topic("r3").unwrap().partitions.iter().all(|p| !p.isr.contains(&2)));
+}
+
+#[test]
+fn a_new_leader_gives_every_node_a_full_session_timeout() {
+    let mut c = Cluster::new(&[1, 2]);
+    // Elected at t=20 after nobody was heard from for a long time.
+    c.controller = QuorumController::new(config(), &c.image, c.at(20));
+    assert!(c.controller.tick(&c.image, c.at(26)).is_empty());
+    let records = c.controller.tick(&c.image, c.at(27));
+    assert_eq!(records.iter().filter(|r| matches!(r, MetadataRecord::FenceNode { .. })).count(), 2, "{records:?}");
+}

@@ -4,6 +4,7 @@
 //! and the network client over the cluster port.
 
 mod log_store;
+mod network;
 mod state_file;
 mod state_machine;
 #[cfg(test)]
@@ -18,6 +19,7 @@ use openraft::{BasicNode, Config, SnapshotPolicy};
 use crate::error::ClusterError;
 
 pub use log_store::LogStore;
+pub use network::{Network, Peer};
 pub use state_machine::{ImageSink, StateMachine};
 
 openraft::declare_raft_types!(

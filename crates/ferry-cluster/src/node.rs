@@ -167,6 +167,29 @@ impl ClusterNode {
         }
     }
 
+    /// Writes a snapshot of the metadata now and purges the Raft log up to
+    /// it, returning the snapshot's last index (openraft does both by
+    /// itself every [`SNAPSHOT_EVERY`](crate::raft::SNAPSHOT_EVERY) entries;
+    /// this is for operators, before a backup, and for tests). The purge
+    /// may wait while a follower still needs the entries.
+    pub async fn snapshot_now(&self) -> Result<u64, ClusterError> {
+        let raft = &self.node.raft;
+        let fatal = |e: &dyn std::fmt::Display| ClusterError::Raft(e.to_string());
+        let applied = raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+        raft.trigger().snapshot().await.map_err(|e| fatal(&e))?;
+        let patience = Some(Duration::from_secs(30));
+        raft.wait(patience)
+            .metrics(|m| m.snapshot.is_some_and(|s| s.index >= applied), "snapshot")
+            .await
+            .map_err(|e| fatal(&e))?;
+        raft.trigger().purge_log(applied).await.map_err(|e| fatal(&e))?;
+        raft.wait(patience)
+            .metrics(|m| m.purged.is_some_and(|p| p.index >= applied), "purge")
+            .await
+            .map_err(|e| fatal(&e))?;
+        Ok(applied)
+    }
+
     /// This node's cluster port address, as peers reach it.
     pub fn cluster_addr(&self) -> &str {
         &self.node.advertised

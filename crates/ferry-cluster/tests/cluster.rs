@@ -235,3 +235,32 @@ async fn a_single_node_is_a_quorum_of_one_and_keeps_its_metadata_across_restarts
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_after_the_log_was_purged_gets_the_snapshot() {
+    bounded(async {
+        let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+        let quorum = vec![(1, free_addr())];
+        let voter = start(config(1, dirs[0].path(), &quorum[0].1, &quorum)).await.unwrap();
+        for name in ["a", "b", "c"] {
+            voter.node.submit(create(name)).await.unwrap();
+        }
+        let index = voter.node.snapshot_now().await.unwrap();
+        assert!(index >= voter.broker.metadata().applied_index);
+        assert!(dirs[0].path().join("cluster/snapshot.json").exists());
+
+        // Only the snapshot can bring the learner up to date now.
+        let learner = start(config(2, dirs[1].path(), &free_addr(), &quorum)).await.unwrap();
+        eventually("the learner holds the voter's image", || {
+            (*learner.broker.metadata() == *voter.broker.metadata()).then_some(())
+        })
+        .await;
+        for name in ["a", "b", "c"] {
+            assert!(learner.broker.metadata().topic(name).is_some(), "{name}");
+        }
+        assert!(dirs[1].path().join("cluster/snapshot.json").exists(), "installed snapshots are kept");
+        learner.stop().await;
+        voter.stop().await;
+    })
+    .await;
+}

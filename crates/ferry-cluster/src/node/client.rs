@@ -166,7 +166,12 @@ impl Node {
         loop {
             let target = self.target(hint.take(), &mut next_voter);
             let attempt = match target {
-                Target::Local => self.lead(call).await.map_err(Miss::from),
+                Target::Local => match tokio::time::timeout(CALL_TIMEOUT, self.lead(call)).await {
+                    Ok(answer) => answer.map_err(Miss::from),
+                    Err(_) => {
+                        Err(Miss::Retry(format!("no answer from this node's controller within {CALL_TIMEOUT:?}")))
+                    }
+                },
                 Target::Remote(addr) => self.forward(&addr, call).await,
             };
             match attempt {

@@ -165,6 +165,7 @@ impl ClusterNode {
         if let Err(e) = self.node.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
+        self.node.pool.close_all();
     }
 
     /// Writes a snapshot of the metadata now and purges the Raft log up to

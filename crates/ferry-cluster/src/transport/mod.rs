@@ -9,6 +9,8 @@ mod frame;
 mod message;
 mod pool;
 mod server;
+#[cfg(test)]
+mod tests;
 
 pub use error::TransportError;
 pub use frame::{Frame, FrameError, MAX_FRAME, read_frame};

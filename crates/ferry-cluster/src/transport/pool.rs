@@ -107,6 +107,11 @@ impl Pool {
         Ok(c)
     }
 
+    /// Closes every connection (later calls dial again).
+    pub fn close_all(&self) {
+        lock(&self.connections).clear();
+    }
+
     fn forget(&self, addr: &str, conn: &Arc<Connection>) {
         let mut conns = lock(&self.connections);
         if conns.get(addr).is_some_and(|c| Arc::ptr_eq(c, conn)) {

@@ -264,3 +264,35 @@ async fn a_node_joining_after_the_log_was_purged_gets_the_snapshot() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_alone_waits_for_its_quorum_and_says_so() {
+    bounded(async {
+        let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let quorum: Vec<(i32, String)> = (1..=3).map(|id| (id, free_addr())).collect();
+        let first = config(1, dirs[0].path(), &quorum[0].1, &quorum);
+        let broker =
+            Broker::open(BrokerConfig { node_id: 1, data_dir: first.data_dir.clone(), ..Default::default() }).unwrap();
+        let starting = tokio::spawn(ClusterNode::start(first.clone(), broker.clone()));
+        let why = eventually("node 1 says it waits", || broker.controller_status().waiting).await;
+        assert!(why.contains("quorum"), "{why}");
+        assert!(!starting.is_finished(), "start() returns only once registered");
+
+        // The rest of the quorum comes up: everyone starts.
+        let others: Vec<_> = quorum[1..]
+            .iter()
+            .map(|(id, addr)| tokio::spawn(start(config(*id, dirs[*id as usize - 1].path(), addr, &quorum))))
+            .collect();
+        let node = starting.await.unwrap().unwrap();
+        assert_eq!(node.status().waiting, None);
+        assert_eq!(broker.controller_status().node_id, 1);
+        let mut members = vec![Member { config: first, broker, node }];
+        for o in others {
+            members.push(o.await.unwrap().unwrap());
+        }
+        for m in members {
+            m.stop().await;
+        }
+    })
+    .await;
+}

@@ -131,13 +131,20 @@ impl LogStore {
     }
 }
 
-/// The entries at offsets `from..to` (fewer if the log ends before `to`),
-/// with their offsets.
+/// The entries at offsets `from..to` that the log holds, with their
+/// offsets. A purge or truncation racing the read shortens the answer
+/// rather than failing it (the caller keeps only what its map names).
 fn read_range(log: &Log, from: u64, to: u64) -> Result<Vec<(u64, Entry<TypeConfig>)>, String> {
     let mut out = Vec::new();
     let mut offset = from;
-    while offset < to {
-        let bytes = log.read_bytes(offset, 1 << 20).map_err(|e| e.to_string())?;
+    while offset < to.min(log.high_watermark()) {
+        offset = offset.max(log.log_start_offset());
+        let bytes = match log.read_bytes(offset, 1 << 20) {
+            Ok(bytes) => bytes,
+            // The log's bounds moved under the read: take them again.
+            Err(ferry_log::LogError::OffsetOutOfRange { start, end, .. }) if offset < start || offset > end => continue,
+            Err(e) => return Err(e.to_string()),
+        };
         if bytes.is_empty() {
             break;
         }

@@ -108,9 +108,19 @@ fn to_prometheus_text(openmetrics: &str) -> String {
 }
 
 async fn health(State(s): State<AdminState>) -> Response {
-    let ready = s.ready.load(Ordering::Acquire);
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({ "live": true, "ready": ready }))).into_response()
+    let (status, body) = health_body(s.ready.load(Ordering::Acquire), s.broker.controller_status().waiting);
+    (status, Json(body)).into_response()
+}
+
+/// `/v1/health`: 503 while not ready, or while the node waits for the
+/// controller quorum (with the reason under `waiting`).
+fn health_body(ready: bool, waiting: Option<String>) -> (StatusCode, Value) {
+    let status = if ready && waiting.is_none() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let mut body = json!({ "live": true, "ready": ready });
+    if let Some(why) = waiting {
+        body["waiting"] = Value::String(why);
+    }
+    (status, body)
 }
 
 async fn live() -> Response {
@@ -124,13 +134,7 @@ async fn ready(State(s): State<AdminState>) -> Response {
 }
 
 async fn cluster(State(s): State<AdminState>) -> ApiResult {
-    let b = &s.broker;
-    ok(json!({
-        "cluster_id": b.cluster_id(),
-        "node_id": b.node_id(),
-        "topics": b.topics().len(),
-        "groups": b.groups().list().len(),
-    }))
+    ok(crate::cluster::cluster_json(&s.broker))
 }
 
 fn topic_or_404(b: &Broker, name: &str) -> Result<Arc<Topic>, ApiError> {
@@ -433,7 +437,16 @@ async fn reset_offsets(State(s): State<AdminState>, Path(id): Path<String>, byte
 
 #[cfg(test)]
 mod tests {
-    use super::{decode_assignment, to_prometheus_text};
+    use super::{StatusCode, decode_assignment, health_body, json, to_prometheus_text};
+
+    #[test]
+    fn health_says_why_it_waits() {
+        assert_eq!(health_body(true, None), (StatusCode::OK, json!({"live": true, "ready": true})));
+        assert_eq!(health_body(false, None).0, StatusCode::SERVICE_UNAVAILABLE);
+        let (status, body) = health_body(true, Some("waiting for quorum".into()));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, json!({"live": true, "ready": true, "waiting": "waiting for quorum"}));
+    }
 
     #[test]
     fn openmetrics_becomes_prometheus_text() {

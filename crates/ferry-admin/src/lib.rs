@@ -6,6 +6,7 @@
 //! failure, including bodies, queries and routes the router itself refuses.
 
 mod api;
+mod cluster;
 mod error;
 
 use std::net::SocketAddr;
@@ -31,7 +32,10 @@ pub struct AdminState {
 
 impl AdminState {
     /// State for `broker`, not ready until [`AdminState::set_ready`].
+    /// Registers the cluster metric families (`ferry_controller_leader`,
+    /// `ferry_raft_*`, `ferry_cluster_nodes`) with the broker's metrics.
     pub fn new(broker: Arc<Broker>) -> AdminState {
+        cluster::ClusterCollector::register(&broker);
         AdminState { broker, ready: Arc::new(AtomicBool::new(false)) }
     }
 

@@ -5,8 +5,9 @@
 //! correlation id (so requests can be pipelined) and request versions from
 //! ApiVersions; a [`Client`] over one cluster, with partition leaders from
 //! Metadata and group coordinators from FindCoordinator. On top: produce,
-//! fetch, ListOffsets, topic administration, consumer group inspection and
-//! commits, and a classic-protocol group member with the range assignor.
+//! fetch, ListOffsets, topic administration, the cluster's nodes and
+//! controller quorum, consumer group inspection and commits, and a
+//! classic-protocol group member with the range assignor.
 //! Record batches are built and parsed with `ferry_records`.
 //!
 //! The API stays at the protocol level (no printing, no retries on the
@@ -17,6 +18,7 @@ mod admin;
 mod assignor;
 mod batches;
 mod client;
+mod cluster;
 mod conn;
 mod consumer_protocol;
 mod error;
@@ -35,6 +37,7 @@ pub use admin::ConfigEntry;
 pub use assignor::{RANGE, range_assign};
 pub use batches::{FetchedRecord, Record, decode_batches, encode_batch};
 pub use client::{Client, ClientConfig};
+pub use cluster::{ClusterDescription, ClusterNode, QuorumDescription, QuorumReplica};
 pub use conn::{Connection, InFlight};
 pub use consumer_protocol::{decode_assignment, decode_subscription, encode_assignment, encode_subscription};
 pub use error::{ClientError, check, describe_code};

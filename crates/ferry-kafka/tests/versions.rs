@@ -132,6 +132,11 @@ fn request(key: ApiKey, v: i16, topic_id: uuid::Uuid, batch: &Bytes) -> RequestK
             ]))
         }
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        ApiKey::DescribeQuorum => RequestKind::DescribeQuorum(DescribeQuorumRequest::default().with_topics(vec![
+            describe_quorum_request::TopicData::default()
+                .with_topic_name(name("__cluster_metadata"))
+                .with_partitions(vec![describe_quorum_request::PartitionData::default()]),
+        ])),
         ApiKey::InitProducerId => RequestKind::InitProducerId(
             InitProducerIdRequest::default()
                 .with_transactional_id(None)
@@ -418,6 +423,11 @@ fn check(resp: &ResponseKind, key: ApiKey, v: i16) {
         ResponseKind::DescribeLogDirs(r) => assert!(!r.results[0].topics.is_empty(), "{key:?} v{v}"),
         ResponseKind::CreatePartitions(r) => assert_eq!(r.results[0].error_code, 0, "{key:?} v{v}"),
         ResponseKind::DescribeCluster(r) => assert_eq!(r.brokers.len(), 1, "{key:?} v{v}"),
+        // No controller installed: the partition answers, without a leader.
+        ResponseKind::DescribeQuorum(r) => {
+            let p = &r.topics[0].partitions[0];
+            assert_eq!((r.error_code, p.error_code, p.leader_id.0), (0, 0, -1), "{key:?} v{v}");
+        }
         ResponseKind::InitProducerId(r) => assert!(r.error_code == 0 && r.producer_id.0 >= 0, "{key:?} v{v}"),
         ResponseKind::FindCoordinator(r) => {
             let ok =

@@ -14,7 +14,9 @@
 //! Internal topics (`__consumer_offsets`, `__transaction_state`) are
 //! created lazily: by the first registration after which enough nodes are
 //! live for their replication factor (the configured default, else
-//! min(3, live nodes)), because at bootstrap no node has registered yet.
+//! min(3, live nodes)) and, if the node said how many voters there are
+//! ([`QuorumController::with_voters`]), at least min(3, voters) nodes are
+//! live; at bootstrap no node has registered yet.
 
 mod draft;
 mod election;
@@ -66,12 +68,26 @@ pub struct ControllerConfig {
 pub struct QuorumController {
     config: ControllerConfig,
     liveness: Liveness,
+    /// Live nodes the internal topics wait for (see [`QuorumController::with_voters`]).
+    internal_topic_min_nodes: usize,
 }
 
 impl QuorumController {
     /// A controller for a leader elected at `now` over `image`.
     pub fn new(config: ControllerConfig, image: &MetadataImage, now: Instant) -> Self {
-        QuorumController { config, liveness: Liveness::new(image, now) }
+        QuorumController { config, liveness: Liveness::new(image, now), internal_topic_min_nodes: 1 }
+    }
+
+    /// Tells the controller the quorum has `voters` voters: the internal
+    /// topics then wait until min(3, voters) nodes are live, so that a
+    /// cluster starting node by node does not put every coordinator on the
+    /// first node (Kafka's internal topic creation likewise fails until the
+    /// cluster has `offsets.topic.replication.factor` brokers). Without
+    /// it they come with the first registration.
+    #[must_use]
+    pub fn with_voters(mut self, voters: usize) -> Self {
+        self.internal_topic_min_nodes = voters.clamp(1, 3);
+        self
     }
 
     /// The records a new cluster starts with: its id and `imported` topics
@@ -168,7 +184,10 @@ impl QuorumController {
         let partitions = self.config.internal_topic_partitions.clamp(1, self.config.max_partitions_per_topic.max(1));
         for name in [CONSUMER_OFFSETS, TRANSACTION_STATE] {
             let live = NodeOrder::live(draft.image()).len();
-            if draft.image().topic(name).is_some() || requests::replication_factor(&self.config, None, live).is_err() {
+            if draft.image().topic(name).is_some()
+                || live < self.internal_topic_min_nodes
+                || requests::replication_factor(&self.config, None, live).is_err()
+            {
                 continue;
             }
             let spec = TopicSpec {

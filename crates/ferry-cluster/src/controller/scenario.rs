@@ -62,6 +62,7 @@ struct Stats {
     duplicates_refused: usize,
     leadership_restored: usize,
     topics_created: usize,
+    partitions_added: usize,
     failovers: usize,
 }
 
@@ -186,7 +187,22 @@ impl Sim {
                     Err(e) => panic!("{e}"),
                 }
             }
-            95..=97 => {
+            97 => {
+                let name = format!("t{}", self.rng.below(8));
+                let current = self.image.topic(&name).map_or(0, |t| t.partitions.len());
+                let total = i32::try_from(current + 1 + usize::try_from(self.rng.below(3)).unwrap()).unwrap();
+                let request =
+                    ControllerRequest::CreatePartitions { name, total, assignment: None, validate_only: false };
+                match self.controller.handle(&self.image, pick, &request) {
+                    Ok((records, _)) => {
+                        self.commit(&records);
+                        self.stats.partitions_added += 1;
+                    }
+                    Err(MetadataError::UnknownTopic(_) | MetadataError::InvalidReplicationFactor(_)) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            95..=96 => {
                 self.controller = QuorumController::new(config(), &self.image, self.now());
                 self.stats.failovers += 1;
                 for n in self.image.nodes.values() {
@@ -267,11 +283,14 @@ fn seeded_scenarios_keep_the_invariants() {
         total.duplicates_refused += sim.stats.duplicates_refused;
         total.leadership_restored += sim.stats.leadership_restored;
         total.topics_created += sim.stats.topics_created;
+        total.partitions_added += sim.stats.partitions_added;
         total.failovers += sim.stats.failovers;
     }
-    let Stats { fenced, duplicates_refused, leadership_restored, topics_created, failovers } = total;
+    let Stats { fenced, duplicates_refused, leadership_restored, topics_created, partitions_added, failovers } = total;
     assert!(
-        [fenced, duplicates_refused, leadership_restored, topics_created, failovers].iter().all(|n| *n > 50),
+        [fenced, duplicates_refused, leadership_restored, topics_created, partitions_added, failovers]
+            .iter()
+            .all(|n| *n > 50),
         "the scenarios missed a case: {total:?}"
     );
 }

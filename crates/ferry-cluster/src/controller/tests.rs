@@ -122,6 +122,18 @@ fn internal_topics_come_with_the_first_registration() {
     image.apply_batch(2, &ctl.register(&image, node(2, 2, None), t0).unwrap()).unwrap();
     let t = image.topic(CONSUMER_OFFSETS).unwrap();
     assert!(t.partitions.iter().all(|p| p.replicas.len() == 2));
+    // Told of 3 voters, they wait for the third node and spread over all.
+    let mut image = MetadataImage::default();
+    let mut ctl = QuorumController::new(config(), &image, t0).with_voters(3);
+    for id in 1..=3 {
+        assert!(image.topic(TRANSACTION_STATE).is_none());
+        let records = ctl.register(&image, node(id, id as u128, None), t0).unwrap();
+        image.apply_batch(id as u64, &records).unwrap();
+    }
+    let t = image.topic(TRANSACTION_STATE).unwrap();
+    assert!(t.partitions.iter().all(|p| p.replicas.len() == 3));
+    let leaders: std::collections::BTreeSet<i32> = t.partitions.iter().map(|p| p.leader).collect();
+    assert_eq!(leaders.len(), 3, "coordinators spread over the nodes");
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod list_offsets;
 mod metadata;
 mod offsets;
 mod produce;
+mod quorum;
 mod txn;
 
 use std::sync::Arc;
@@ -49,6 +50,7 @@ pub fn supported() -> &'static [(ApiKey, VersionRange)] {
             entry::<CreatePartitionsRequest>(ApiKey::CreatePartitions),
             entry::<IncrementalAlterConfigsRequest>(ApiKey::IncrementalAlterConfigs),
             entry::<DescribeClusterRequest>(ApiKey::DescribeCluster),
+            entry::<DescribeQuorumRequest>(ApiKey::DescribeQuorum),
             entry::<FindCoordinatorRequest>(ApiKey::FindCoordinator),
             entry::<JoinGroupRequest>(ApiKey::JoinGroup),
             entry::<SyncGroupRequest>(ApiKey::SyncGroup),
@@ -132,6 +134,7 @@ async fn dispatch(ctx: &Arc<Ctx>, mut frame: Bytes, peer: &str, key: i16, versio
         RequestKind::IncrementalAlterConfigs(r) => blocking(c, r, configs::incremental_alter),
         RequestKind::DescribeCluster(r) => cluster::describe_cluster(&c, r),
         RequestKind::DescribeLogDirs(r) => cluster::describe_log_dirs(&c, r),
+        RequestKind::DescribeQuorum(r) => quorum::describe_quorum(&c, r),
         RequestKind::InitProducerId(r) => blocking(c, r, init_producer_id::handle),
         RequestKind::AddPartitionsToTxn(r) => blocking(c, r, txn::add_partitions_to_txn),
         RequestKind::AddOffsetsToTxn(r) => blocking(c, r, txn::add_offsets_to_txn),

@@ -12,6 +12,7 @@ macro_rules! say {
 }
 
 pub mod bench;
+mod cluster;
 pub mod consume;
 pub mod group;
 mod output;
@@ -21,10 +22,11 @@ pub mod topic;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 
 use ferry_client::{Client, ClientConfig};
 
+pub use cluster::{ClusterCmd, run as cluster};
 pub use consume::ConsumeArgs;
 pub use group::GroupCmd;
 pub use produce::ProduceArgs;
@@ -58,45 +60,6 @@ impl ClientArgs {
         let config = ClientConfig::new("ferry-cli", Duration::from_millis(self.timeout_ms.max(1)));
         Client::connect(&self.brokers, config).await.with_context(|| format!("brokers {}", self.brokers))
     }
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ClusterVerb {
-    /// Cluster id, controller and brokers.
-    Info,
-}
-
-#[derive(Debug, Args)]
-pub struct ClusterCmd {
-    #[command(subcommand)]
-    pub verb: ClusterVerb,
-    #[command(flatten)]
-    pub conn: ClientArgs,
-}
-
-pub async fn cluster(cmd: ClusterCmd) -> anyhow::Result<()> {
-    let client = cmd.conn.connect().await?;
-    let ClusterVerb::Info = cmd.verb;
-    let md = client.metadata(None).await?;
-    match cmd.conn.format {
-        Format::Json => output::json(&serde_json::json!({
-            "cluster_id": md.cluster_id,
-            "controller_id": md.controller_id,
-            "brokers": md.brokers.iter().map(|b| serde_json::json!({"id": b.node_id, "host": b.host, "port": b.port})).collect::<Vec<_>>(),
-            "topics": md.topics.len(),
-        })),
-        Format::Table => {
-            say!("cluster id: {}", md.cluster_id.as_deref().unwrap_or("-"));
-            say!("controller: {}", md.controller_id);
-            say!("topics:     {}", md.topics.len());
-            say!();
-            output::table(
-                &["BROKER", "HOST", "PORT"],
-                md.brokers.iter().map(|b| vec![b.node_id.to_string(), b.host.clone(), b.port.to_string()]).collect(),
-            );
-        }
-    }
-    Ok(())
 }
 
 /// `k=v` pairs from the command line.

@@ -111,6 +111,18 @@ fn topics_produce_and_consume() {
     assert_eq!(ok_json(&b, &["topic", "describe", "logs"])["configs"], serde_json::json!({}));
 
     assert_eq!(ok_json(&b, &["cluster", "info"])["brokers"][0]["port"], b.port);
+    // One node: it holds and leads every partition of "logs".
+    let s = ok_json(&b, &["cluster", "status"]);
+    let node = &s["nodes"][0];
+    assert_eq!(
+        (node["id"].as_i64(), node["fenced"].as_bool(), node["registered"].as_bool()),
+        (Some(1), Some(false), Some(true)),
+        "{s}"
+    );
+    assert!(node["kafka"].as_str().is_some_and(|k| k.ends_with(&format!(":{}", b.port))), "{s}");
+    assert!(node["leaders"].as_i64() >= Some(2) && s["leaderless_partitions"] == 0, "{s}");
+    assert!(s["controller"].is_object(), "{s}");
+    assert!(ok(&b, &["cluster", "status"], "").contains("REPLICAS"));
     ok(&b, &["topic", "delete", "logs"], "");
     assert!(!ok(&b, &["topic", "list"], "").contains("logs"));
 }

@@ -55,7 +55,8 @@ impl Node {
         let term = self.raft.metrics().borrow().current_term;
         let mut image = self.image();
         if guard.as_ref().is_none_or(|s| s.term != term) {
-            let controller = QuorumController::new(self.controller_config(), &image, Instant::now());
+            let controller = QuorumController::new(self.controller_config(), &image, Instant::now())
+                .with_voters(self.config.voters().len());
             if image.cluster_id.is_none() {
                 let broker = self.broker.upgrade().ok_or_else(|| unavailable("broker stopped"))?;
                 let records = controller.bootstrap(broker.cluster_id().to_string(), broker.import_records());

@@ -55,7 +55,14 @@ impl Node {
         let term = self.raft.metrics().borrow().current_term;
         let mut image = self.image();
         if guard.as_ref().is_none_or(|s| s.term != term) {
-            let controller = QuorumController::new(self.controller_config(), &image, Instant::now())
+            // The leader is this process: an incarnation of its own id in
+            // the image is its previous life (a restart), never a live twin,
+            // so the controller does not count it as alive. The restarted
+            // node then registers at once instead of waiting out its old
+            // session and being fenced first.
+            let mut view = (*image).clone();
+            view.nodes.remove(&self.id);
+            let controller = QuorumController::new(self.controller_config(), &view, Instant::now())
                 .with_voters(self.config.voters().len());
             if image.cluster_id.is_none() {
                 let broker = self.broker.upgrade().ok_or_else(|| unavailable("broker stopped"))?;
@@ -156,6 +163,12 @@ impl Node {
             let result = async {
                 let (mut guard, image) = self.controller().await?;
                 let state = guard.as_mut().ok_or_else(|| unavailable("no controller"))?;
+                if image.nodes.get(&self.id).is_none_or(|n| n.incarnation != self.incarnation) {
+                    // Not registered yet in this process: a tick now would
+                    // start counting this node's previous incarnation as
+                    // alive and refuse its registration (see `controller`).
+                    return Ok(());
+                }
                 let records = state.controller.tick(&image, Instant::now());
                 if !records.is_empty() {
                     self.commit(records).await?;

@@ -117,3 +117,11 @@ async fn a_dead_peer_fails_fast_and_a_restarted_one_is_redialled() {
     tokio::spawn(serve(listener, Arc::new(Echo), stopped));
     assert!(matches!(pool.call(&addr, &beat(4), T).await, Ok(Response::Heartbeat(Ok(true)))));
 }
+
+#[test]
+fn the_quorum_fingerprint_ignores_the_order_voters_were_given_in() {
+    let a = super::fingerprint(&[(2, "h:2".into()), (1, "h:1".into())]);
+    assert_eq!(a, "1@h:1,2@h:2");
+    assert_eq!(a, super::fingerprint(&[(1, "h:1".into()), (2, "h:2".into())]));
+    assert_ne!(a, super::fingerprint(&[(1, "h:1".into()), (2, "h:3".into())]));
+}

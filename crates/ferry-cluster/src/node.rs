@@ -75,7 +75,7 @@ impl ClusterNode {
     /// applied locally (the broker then knows its partitions); while no
     /// quorum is reachable it keeps trying and logs "waiting for quorum".
     pub async fn start(config: ClusterConfig, broker: Arc<Broker>) -> Result<Arc<ClusterNode>, ClusterError> {
-        let voters = config.voters();
+        let mut voters = config.voters();
         if let Some((_, addr)) = voters.iter().find(|(id, _)| *id == config.node_id)
             && port(addr) != port(&config.cluster_listen)
         {
@@ -84,15 +84,22 @@ impl ClusterNode {
                 config.node_id, config.cluster_listen
             )));
         }
-        let quorum = fingerprint(&voters);
         let listener = TcpListener::bind(&config.cluster_listen).await?;
         let local = listener.local_addr()?;
+        let bound = || {
+            let host = config.cluster_listen.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
+            format!("{host}:{}", local.port())
+        };
+        // A quorum of one on port 0 (tests): the port the system chose.
+        for (id, addr) in &mut voters {
+            if *id == config.node_id && port(addr) == Some("0") {
+                *addr = bound();
+            }
+        }
+        let quorum = fingerprint(&voters);
         let advertised = match voters.iter().find(|(id, _)| *id == config.node_id) {
             Some((_, addr)) => addr.clone(),
-            None => config.listeners.get(listener::CLUSTER).cloned().unwrap_or_else(|| {
-                let host = config.cluster_listen.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
-                format!("{host}:{}", local.port())
-            }),
+            None => config.listeners.get(listener::CLUSTER).cloned().unwrap_or_else(bound),
         };
         let dir = config.data_dir.join("cluster");
         let weak = Arc::downgrade(&broker);

@@ -202,8 +202,10 @@ async fn three_voters() {
 async fn a_single_node_is_a_quorum_of_one_and_keeps_its_metadata_across_restarts() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = config(7, dir.path(), &free_addr(), &[]);
+        // No quorum given and port 0: a quorum of one on whatever port.
+        let cfg = config(7, dir.path(), "127.0.0.1:0", &[]);
         let node = start(cfg.clone()).await.unwrap();
+        assert_ne!(node.node.cluster_addr(), "127.0.0.1:0");
         let status = node.node.status();
         assert_eq!((status.leader, status.voters.clone(), status.waiting.clone()), (Some(7), vec![7], None));
         node.node.submit(create("solo")).await.unwrap();

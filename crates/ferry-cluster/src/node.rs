@@ -90,7 +90,7 @@ impl ClusterNode {
             let host = config.cluster_listen.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
             format!("{host}:{}", local.port())
         };
-        // A quorum of one on port 0 (tests): the port the system chose.
+        // Port 0 (tests): the port the system chose.
         for (id, addr) in &mut voters {
             if *id == config.node_id && port(addr) == Some("0") {
                 *addr = bound();
@@ -99,7 +99,10 @@ impl ClusterNode {
         let quorum = fingerprint(&voters);
         let advertised = match voters.iter().find(|(id, _)| *id == config.node_id) {
             Some((_, addr)) => addr.clone(),
-            None => config.listeners.get(listener::CLUSTER).cloned().unwrap_or_else(bound),
+            None => match config.listeners.get(listener::CLUSTER) {
+                Some(addr) if port(addr) != Some("0") => addr.clone(),
+                _ => bound(),
+            },
         };
         let dir = config.data_dir.join("cluster");
         let weak = Arc::downgrade(&broker);

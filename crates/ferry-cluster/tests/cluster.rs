@@ -241,8 +241,13 @@ async fn a_node_joining_after_the_log_was_purged_gets_the_snapshot() {
         assert!(index > 0);
         assert!(dirs[0].path().join("cluster/snapshot.json").exists());
 
-        // Only the snapshot can bring the learner up to date now.
-        let learner = start(config(2, dirs[1].path(), &free_addr(), &quorum)).await.unwrap();
+        // Only the snapshot can bring the learner up to date now. (It
+        // listens on port 0 and says so in its listeners, as the binary
+        // does: it advertises the port it got.)
+        let mut learner_config = config(2, dirs[1].path(), "127.0.0.1:0", &quorum);
+        learner_config.listeners.insert(listener::CLUSTER.into(), "127.0.0.1:0".into());
+        let learner = start(learner_config).await.unwrap();
+        assert_ne!(learner.node.cluster_addr(), "127.0.0.1:0");
         eventually("the learner holds the voter's image", || {
             (*learner.broker.metadata() == *voter.broker.metadata()).then_some(())
         })

@@ -147,16 +147,22 @@ impl ClusterNode {
             stop,
             tasks: Mutex::new(vec![tokio::spawn(serve(listener, node.clone(), stopped))]),
         });
+        // Dropping `start` before it returns (a signal while waiting for
+        // the quorum) stops what it started.
+        let mut guard = StartGuard(Some(cluster.clone()));
         if let Err(e) = node.initialize(&voters).await {
+            guard.disarm();
             cluster.shutdown().await;
             return Err(e);
         }
         broker.set_controller(cluster.clone());
         cluster.spawn(node.clone().lead_while_leader());
         if let Err(e) = node.register().await {
+            guard.disarm();
             cluster.shutdown().await;
             return Err(e.into());
         }
+        guard.disarm();
         cluster.spawn(node.clone().heartbeat_forever());
         tracing::info!(node = node.id, addr = %node.advertised, voter = node.config.is_voter(), "cluster node started");
         Ok(cluster)
@@ -204,6 +210,30 @@ impl ClusterNode {
     /// This node's cluster port address, as peers reach it.
     pub fn cluster_addr(&self) -> &str {
         &self.node.advertised
+    }
+}
+
+/// Stops a node whose `start` was dropped before it finished.
+struct StartGuard(Option<Arc<ClusterNode>>);
+
+impl StartGuard {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        let Some(cluster) = self.0.take() else { return };
+        tracing::info!(node = cluster.node.id, "start abandoned; stopping the cluster node");
+        cluster.stop.send_replace(true);
+        for task in std::mem::take(&mut *lock(&cluster.tasks)) {
+            task.abort();
+        }
+        // The Raft shutdown is async: run it if a runtime is at hand.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { cluster.shutdown().await });
+        }
     }
 }
 

@@ -293,3 +293,22 @@ async fn a_voter_alone_waits_for_its_quorum_and_says_so() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_start_stops_what_it_started() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        // A voter of a quorum whose other voters never come.
+        let quorum = vec![(1, free_addr()), (2, free_addr())];
+        let cfg = config(1, dir.path(), &quorum[0].1, &quorum);
+        let broker =
+            Broker::open(BrokerConfig { node_id: 1, data_dir: cfg.data_dir.clone(), ..Default::default() }).unwrap();
+        let waiting = tokio::time::timeout(Duration::from_millis(500), ClusterNode::start(cfg.clone(), broker.clone()));
+        assert!(waiting.await.is_err(), "no quorum: still starting");
+        // The cluster port is let go, though the broker (which holds the
+        // node as its controller) lives on: the node can start again there.
+        eventually("the port is free again", || std::net::TcpListener::bind(&quorum[0].1).ok().map(|_| ())).await;
+        broker.shutdown();
+    })
+    .await;
+}

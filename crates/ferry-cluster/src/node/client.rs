@@ -110,7 +110,7 @@ impl Node {
     pub(super) async fn register(&self) -> Result<(), MetadataError> {
         let started = Instant::now();
         let duplicate_patience = self.config.session_timeout * 2;
-        let mut logged = Instant::now();
+        let mut logged: Option<Instant> = None;
         loop {
             let outcome = match self.to_leader(&Call::Register(self.info()), CALL_TIMEOUT).await {
                 Ok(Answer::Registered(index)) => self.applied(index, SUBMIT_PATIENCE).await,
@@ -127,9 +127,9 @@ impl Node {
                 Err(e) => e.to_string(),
             };
             *lock(&self.waiting) = Some(format!("waiting for quorum: {why}"));
-            if logged.elapsed() >= WAITING_LOG_EVERY {
+            if logged.is_none_or(|at| at.elapsed() >= WAITING_LOG_EVERY) {
                 tracing::info!(node = self.id, reason = %why, "waiting for quorum");
-                logged = Instant::now();
+                logged = Some(Instant::now());
             }
             tokio::time::sleep(BACKOFF * 4).await;
         }

@@ -26,6 +26,8 @@ mod config;
 pub mod controller;
 mod error;
 mod node;
+pub mod raft;
+pub mod transport;
 
 pub use config::{ClusterConfig, parse_quorum};
 pub use error::ClusterError;

@@ -105,6 +105,38 @@ fn truncate_to_removes_the_suffix_and_appends_continue() {
 }
 
 #[test]
+fn truncate_to_with_flush_always_moves_every_watermark_back_and_survives_reopen() {
+    // Raft's conflicting-suffix truncation: the log is fsynced per append,
+    // so the high watermark and durable offset sit at the log end and must
+    // follow it back; appends after the cut get the freed offsets again.
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let config = LogConfig { flush: ferry_log::FlushPolicy::Always, ..small_config() };
+    let log = open(&m, dir.path(), config.clone());
+    for i in 0..120 {
+        log.append(&value_batch(&format!("e{i}{}", "p".repeat(40)), 1)).unwrap();
+    }
+    log.flush_to(120).unwrap();
+    assert_eq!((log.high_watermark(), log.durable_offset()), (120, 120));
+    assert!(log.segment_count() > 2, "the cut must cross segments");
+    assert_eq!(log.truncate_to(37).unwrap(), 37);
+    assert_eq!((log.next_offset(), log.high_watermark(), log.durable_offset()), (37, 37, 37));
+    assert!(log.read_bytes(37, 1 << 20).unwrap().is_empty());
+    let info = log.append(&value_batch("replacement", 1)).unwrap();
+    assert_eq!(info.base_offset, 37);
+    log.flush_to(38).unwrap();
+    assert_eq!((log.high_watermark(), log.durable_offset()), (38, 38));
+    // A cut at the end is a no-op.
+    assert_eq!(log.truncate_to(38).unwrap(), 38);
+    drop(log);
+    let log = open(&m, dir.path(), config);
+    let all = read_all(&log);
+    assert_eq!(all.len(), 38);
+    assert_eq!(all[36].2.as_deref(), Some(format!("e36{}", "p".repeat(40)).as_str()));
+    assert_eq!(all[37], (37, None, Some("replacement".to_string())));
+}
+
+#[test]
 fn compaction_keeps_latest_per_key_without_moving_offsets() {
     for codec in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
         let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,241 @@
+//! Reaching the quorum leader from any node: a local call when this node
+//! leads, else a request over the cluster port to the leader it knows of
+//! (or, knowing none, to each voter in turn, which answer with the leader).
+//! Calls are retried across elections and unreachable peers for a bounded
+//! time. Registration and heartbeats go the same way.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_broker::metadata::{ControllerReply, ControllerRequest, MetadataError, NodeInfo, listener};
+use ferry_util::sync::lock;
+
+use super::Node;
+use crate::raft::raft_id;
+use crate::transport::{Forwarded, HeartbeatRequest, LeaderError, Request, Response, TransportError};
+
+/// How long a controller call keeps looking for a leader.
+const SUBMIT_PATIENCE: Duration = Duration::from_secs(10);
+/// How long one forwarded call may take (a commit and its apply).
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause between attempts while no leader answers.
+const BACKOFF: Duration = Duration::from_millis(50);
+/// How often "waiting for quorum" is logged.
+const WAITING_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// A call for the leader.
+enum Call {
+    Forward(ControllerRequest),
+    Register(NodeInfo),
+    Heartbeat(HeartbeatRequest),
+}
+
+/// What the leader answered.
+enum Answer {
+    Forwarded(Forwarded),
+    Registered(u64),
+    Alive(bool),
+}
+
+/// Where to send a call.
+enum Target {
+    Local,
+    Remote(String),
+}
+
+/// An attempt that did not get an answer.
+enum Miss {
+    /// Try the hinted node next.
+    Redirect(Option<(u64, String)>),
+    /// Transient: try again (a reason for the log).
+    Retry(String),
+    /// Final.
+    Refused(MetadataError),
+}
+
+impl From<LeaderError> for Miss {
+    fn from(e: LeaderError) -> Miss {
+        match e {
+            LeaderError::NotLeader(hint) => Miss::Redirect(hint),
+            LeaderError::Failed(MetadataError::Unavailable(why)) => Miss::Retry(why),
+            LeaderError::Failed(e) => Miss::Refused(e),
+        }
+    }
+}
+
+impl Call {
+    fn request(&self) -> Request {
+        match self {
+            Call::Forward(r) => Request::Forward(r.clone()),
+            Call::Register(n) => Request::Register(n.clone()),
+            Call::Heartbeat(h) => Request::Heartbeat(h.clone()),
+        }
+    }
+}
+
+impl Node {
+    /// The broker's `Controller::submit`: carried out by the leader, then
+    /// waited for until applied here.
+    pub(super) async fn submit(&self, request: ControllerRequest) -> Result<ControllerReply, MetadataError> {
+        match self.to_leader(&Call::Forward(request), SUBMIT_PATIENCE).await? {
+            Answer::Forwarded(Forwarded { reply, index }) => {
+                self.applied(index, SUBMIT_PATIENCE).await?;
+                Ok(reply)
+            }
+            Answer::Registered(_) | Answer::Alive(_) => {
+                Err(MetadataError::Unavailable("the leader answered another call".into()))
+            }
+        }
+    }
+
+    /// This node as it registers.
+    fn info(&self) -> NodeInfo {
+        let mut listeners = self.config.listeners.clone();
+        listeners.insert(listener::CLUSTER.to_string(), self.advertised.clone());
+        NodeInfo {
+            id: self.id,
+            incarnation: self.incarnation,
+            listeners,
+            rack: self.config.rack.clone(),
+            voter: self.config.is_voter(),
+            fenced: false,
+        }
+    }
+
+    /// Registers this node and waits until the registration is applied
+    /// here. Retries while no quorum answers. `DuplicateNodeId` is retried
+    /// for twice the session timeout (a node restarted faster than its old
+    /// incarnation's session expires is let in once it has), then
+    /// returned, as is `QuorumMismatch`.
+    pub(super) async fn register(&self) -> Result<(), MetadataError> {
+        let started = Instant::now();
+        let duplicate_patience = self.config.session_timeout * 2;
+        let mut logged: Option<Instant> = None;
+        loop {
+            let outcome = match self.to_leader(&Call::Register(self.info()), CALL_TIMEOUT).await {
+                Ok(Answer::Registered(index)) => self.applied(index, SUBMIT_PATIENCE).await,
+                Ok(_) => Err(MetadataError::Unavailable("the leader answered another call".into())),
+                Err(e) => Err(e),
+            };
+            let why = match outcome {
+                Ok(()) => {
+                    *lock(&self.waiting) = None;
+                    return Ok(());
+                }
+                Err(e @ MetadataError::QuorumMismatch(_)) => return Err(e),
+                Err(e @ MetadataError::DuplicateNodeId(_)) if started.elapsed() >= duplicate_patience => return Err(e),
+                Err(e) => e.to_string(),
+            };
+            *lock(&self.waiting) = Some(format!("waiting for quorum: {why}"));
+            if logged.is_none_or(|at| at.elapsed() >= WAITING_LOG_EVERY) {
+                tracing::info!(node = self.id, reason = %why, "waiting for quorum");
+                logged = Some(Instant::now());
+            }
+            tokio::time::sleep(BACKOFF * 4).await;
+        }
+    }
+
+    /// Heartbeats the leader every `heartbeat_interval`; registers again
+    /// when the leader no longer knows this incarnation (or fenced it).
+    pub(super) async fn heartbeat_forever(self: Arc<Self>) {
+        let every = self.config.heartbeat_interval;
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let beat = HeartbeatRequest { node: self.id, incarnation: self.incarnation };
+            match self.to_leader(&Call::Heartbeat(beat), every.max(Duration::from_secs(1))).await {
+                Ok(Answer::Alive(true)) => {}
+                Ok(_) => {
+                    tracing::info!(node = self.id, "the controller no longer knows this node; registering again");
+                    if let Err(e) = self.register().await {
+                        tracing::error!(node = self.id, error = %e, "registering again failed");
+                    }
+                }
+                Err(e) => tracing::debug!(node = self.id, error = %e, "heartbeat"),
+            }
+        }
+    }
+
+    /// Sends `call` to the leader, retrying for `patience`.
+    async fn to_leader(&self, call: &Call, patience: Duration) -> Result<Answer, MetadataError> {
+        let deadline = Instant::now() + patience;
+        let mut hint: Option<(u64, String)> = None;
+        let mut next_voter = 0usize;
+        let mut last: String;
+        loop {
+            let target = self.target(hint.take(), &mut next_voter);
+            let attempt = match target {
+                Target::Local => match tokio::time::timeout(CALL_TIMEOUT, self.lead(call)).await {
+                    Ok(answer) => answer.map_err(Miss::from),
+                    Err(_) => {
+                        Err(Miss::Retry(format!("no answer from this node's controller within {CALL_TIMEOUT:?}")))
+                    }
+                },
+                Target::Remote(addr) => self.forward(&addr, call).await,
+            };
+            match attempt {
+                Ok(answer) => return Ok(answer),
+                Err(Miss::Refused(e)) => return Err(e),
+                Err(Miss::Redirect(Some(leader))) => {
+                    last = format!("redirected to node {}", leader.0);
+                    hint = Some(leader);
+                }
+                Err(Miss::Redirect(None)) => last = "no leader elected".into(),
+                Err(Miss::Retry(why)) => last = why,
+            }
+            if Instant::now() >= deadline {
+                return Err(MetadataError::Unavailable(format!(
+                    "no quorum leader answered within {patience:?} ({last})"
+                )));
+            }
+            tokio::time::sleep(BACKOFF).await;
+        }
+    }
+
+    /// The node to try: a hint from the last answer, else the leader this
+    /// node knows, else the next voter.
+    fn target(&self, hint: Option<(u64, String)>, next_voter: &mut usize) -> Target {
+        let me = raft_id(self.id);
+        let (leader, addr) = if let Some((id, addr)) = hint {
+            (Some(id), Some(addr))
+        } else {
+            let m = self.raft.metrics().borrow().clone();
+            let membership = m.membership_config.membership();
+            (m.current_leader, m.current_leader.and_then(|l| membership.get_node(&l).map(|n| n.addr.clone())))
+        };
+        match (leader, addr) {
+            (Some(l), _) if l == me => Target::Local,
+            (Some(_), Some(addr)) => Target::Remote(addr),
+            _ => {
+                let voters = self.config.voters();
+                let (id, addr) = voters[*next_voter % voters.len()].clone();
+                *next_voter += 1;
+                if id == self.id { Target::Local } else { Target::Remote(addr) }
+            }
+        }
+    }
+
+    async fn lead(&self, call: &Call) -> Result<Answer, LeaderError> {
+        match call {
+            Call::Forward(r) => self.lead_request(self.id, r.clone()).await.map(Answer::Forwarded),
+            Call::Register(n) => self.lead_register(n.clone()).await.map(Answer::Registered),
+            Call::Heartbeat(h) => self.lead_heartbeat(h.clone()).await.map(Answer::Alive),
+        }
+    }
+
+    async fn forward(&self, addr: &str, call: &Call) -> Result<Answer, Miss> {
+        let response = match self.pool.call(addr, &call.request(), CALL_TIMEOUT).await {
+            Ok(r) => r,
+            Err(TransportError::Refused(e)) => return Err(Miss::Refused(e)),
+            Err(e) => return Err(Miss::Retry(e.to_string())),
+        };
+        match response {
+            Response::Forward(r) => r.map(Answer::Forwarded).map_err(Miss::from),
+            Response::Register(r) => r.map(Answer::Registered).map_err(Miss::from),
+            Response::Heartbeat(r) => r.map(Answer::Alive).map_err(Miss::from),
+            Response::Refused(e) => Err(Miss::Refused(e)),
+            _ => Err(Miss::Retry(format!("{addr} answered with another kind"))),
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! The node's side of the cluster port: Raft RPCs go to openraft, the
+//! controller calls to the leader side (which answers `NotLeader` with the
+//! leader's address when this node does not lead).
+
+use std::sync::Arc;
+
+use crate::transport::{Request, Response, Service, ServiceFuture};
+
+use super::Node;
+
+impl Service for Node {
+    fn node_id(&self) -> i32 {
+        self.id
+    }
+
+    fn quorum(&self) -> &str {
+        &self.quorum
+    }
+
+    fn call(self: Arc<Self>, from: i32, request: Request) -> ServiceFuture {
+        Box::pin(async move {
+            match request {
+                Request::AppendEntries(r) => Response::AppendEntries(self.raft.append_entries(r).await),
+                Request::Vote(r) => Response::Vote(self.raft.vote(r).await),
+                Request::InstallSnapshot(r) => Response::InstallSnapshot(self.raft.install_snapshot(r).await),
+                Request::Forward(r) => Response::Forward(self.lead_request(from, r).await),
+                Request::Register(n) => Response::Register(self.lead_register(n).await),
+                Request::Heartbeat(h) => Response::Heartbeat(self.lead_heartbeat(h).await),
+            }
+        })
+    }
+}

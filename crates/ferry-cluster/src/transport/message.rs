@@ -1,0 +1,202 @@
+//! What travels in frames. A request frame's kind names its payload and
+//! its body is `{"from": node id, "quorum": fingerprint, "body": payload}`;
+//! the response has the request's kind with the high bit set (or
+//! [`REFUSED`]) and the answer as its body.
+
+use ferry_broker::metadata::{ControllerReply, ControllerRequest, MetadataError, NodeInfo};
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::frame::Frame;
+use crate::raft::TypeConfig;
+
+const APPEND_ENTRIES: u8 = 1;
+const VOTE: u8 = 2;
+const INSTALL_SNAPSHOT: u8 = 3;
+const FORWARD: u8 = 4;
+const REGISTER: u8 = 5;
+const HEARTBEAT: u8 = 6;
+/// Set on the kind of a response.
+const RESPONSE: u8 = 0x80;
+/// The kind of a refusal (another quorum, or a request that cannot be read).
+const REFUSED: u8 = 0xFF;
+
+/// A heartbeat: the node is alive in this incarnation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    /// The node.
+    pub node: i32,
+    /// Its incarnation.
+    pub incarnation: Uuid,
+}
+
+/// A request to a peer.
+#[derive(Debug)]
+pub enum Request {
+    /// Raft AppendEntries.
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// Raft RequestVote.
+    Vote(VoteRequest<u64>),
+    /// A snapshot chunk.
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A controller request, for the quorum leader to carry out.
+    Forward(ControllerRequest),
+    /// A node (re-)registers with the quorum leader.
+    Register(NodeInfo),
+    /// A node is alive.
+    Heartbeat(HeartbeatRequest),
+}
+
+/// A request the quorum leader carried out: its reply and the log index
+/// to wait for locally before answering the caller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forwarded {
+    /// The controller's reply.
+    pub reply: ControllerReply,
+    /// The Raft index the change was committed at (0: nothing committed).
+    pub index: u64,
+}
+
+/// Why the node asked did not carry out a controller call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum LeaderError {
+    /// It is not the quorum leader; the leader's id and address, if known.
+    #[error("not the quorum leader (leader: {0:?})")]
+    NotLeader(Option<(u64, String)>),
+    /// The controller refused or could not carry out the call.
+    #[error(transparent)]
+    Failed(#[from] MetadataError),
+}
+
+/// A response from a peer.
+#[derive(Debug)]
+pub enum Response {
+    /// To [`Request::AppendEntries`].
+    AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    /// To [`Request::Vote`].
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    /// To [`Request::InstallSnapshot`].
+    InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    /// To [`Request::Forward`].
+    Forward(Result<Forwarded, LeaderError>),
+    /// To [`Request::Register`]: the index of the registration's entry.
+    Register(Result<u64, LeaderError>),
+    /// To [`Request::Heartbeat`]: `false` means register again.
+    Heartbeat(Result<bool, LeaderError>),
+    /// The request was refused before it was looked at.
+    Refused(MetadataError),
+}
+
+#[derive(Serialize)]
+struct EnvelopeOut<'a, T> {
+    from: i32,
+    quorum: &'a str,
+    body: &'a T,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeIn<T> {
+    from: i32,
+    quorum: String,
+    body: T,
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(value).map_err(|e| e.to_string())
+}
+
+/// The frame carrying `request` from node `from` of quorum `quorum`.
+pub fn encode_request(correlation: u64, from: i32, quorum: &str, request: &Request) -> Result<Frame, String> {
+    fn env<T: Serialize>(from: i32, quorum: &str, body: &T) -> Result<Vec<u8>, String> {
+        json(&EnvelopeOut { from, quorum, body })
+    }
+    let (kind, body) = match request {
+        Request::AppendEntries(r) => (APPEND_ENTRIES, env(from, quorum, r)?),
+        Request::Vote(r) => (VOTE, env(from, quorum, r)?),
+        Request::InstallSnapshot(r) => (INSTALL_SNAPSHOT, env(from, quorum, r)?),
+        Request::Forward(r) => (FORWARD, env(from, quorum, r)?),
+        Request::Register(r) => (REGISTER, env(from, quorum, r)?),
+        Request::Heartbeat(r) => (HEARTBEAT, env(from, quorum, r)?),
+    };
+    Ok(Frame { kind, correlation, body })
+}
+
+/// A request frame's sender, quorum fingerprint and request.
+pub fn decode_request(frame: &Frame) -> Result<(i32, String, Request), String> {
+    fn env<T: DeserializeOwned>(body: &[u8], f: fn(T) -> Request) -> Result<(i32, String, Request), String> {
+        let e: EnvelopeIn<T> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        Ok((e.from, e.quorum, f(e.body)))
+    }
+    let body = &frame.body;
+    match frame.kind {
+        APPEND_ENTRIES => env(body, Request::AppendEntries),
+        VOTE => env(body, Request::Vote),
+        INSTALL_SNAPSHOT => env(body, Request::InstallSnapshot),
+        FORWARD => env(body, Request::Forward),
+        REGISTER => env(body, Request::Register),
+        HEARTBEAT => env(body, Request::Heartbeat),
+        kind => Err(format!("unknown request kind {kind}")),
+    }
+}
+
+/// The frame answering request `correlation` with `response`.
+pub fn encode_response(correlation: u64, response: &Response) -> Result<Frame, String> {
+    let (kind, body) = match response {
+        Response::AppendEntries(r) => (APPEND_ENTRIES | RESPONSE, json(r)?),
+        Response::Vote(r) => (VOTE | RESPONSE, json(r)?),
+        Response::InstallSnapshot(r) => (INSTALL_SNAPSHOT | RESPONSE, json(r)?),
+        Response::Forward(r) => (FORWARD | RESPONSE, json(r)?),
+        Response::Register(r) => (REGISTER | RESPONSE, json(r)?),
+        Response::Heartbeat(r) => (HEARTBEAT | RESPONSE, json(r)?),
+        Response::Refused(e) => (REFUSED, json(e)?),
+    };
+    Ok(Frame { kind, correlation, body })
+}
+
+/// A response frame's response.
+pub fn decode_response(frame: &Frame) -> Result<Response, String> {
+    fn de<T: DeserializeOwned>(body: &[u8], f: fn(T) -> Response) -> Result<Response, String> {
+        serde_json::from_slice(body).map(f).map_err(|e| e.to_string())
+    }
+    let body = &frame.body;
+    match frame.kind {
+        k if k == APPEND_ENTRIES | RESPONSE => de(body, Response::AppendEntries),
+        k if k == VOTE | RESPONSE => de(body, Response::Vote),
+        k if k == INSTALL_SNAPSHOT | RESPONSE => de(body, Response::InstallSnapshot),
+        k if k == FORWARD | RESPONSE => de(body, Response::Forward),
+        k if k == REGISTER | RESPONSE => de(body, Response::Register),
+        k if k == HEARTBEAT | RESPONSE => de(body, Response::Heartbeat),
+        REFUSED => de(body, Response::Refused),
+        kind => Err(format!("unknown response kind {kind}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_responses_round_trip_through_frames() {
+        let hb = HeartbeatRequest { node: 3, incarnation: Uuid::new_v4() };
+        let frame = encode_request(9, 3, "1@a:1", &Request::Heartbeat(hb.clone())).unwrap();
+        let (from, quorum, request) = decode_request(&frame).unwrap();
+        assert_eq!((from, quorum.as_str()), (3, "1@a:1"));
+        assert!(matches!(request, Request::Heartbeat(h) if h == hb));
+        let fwd = Forwarded { reply: ControllerReply::Done, index: 12 };
+        let frame = encode_response(9, &Response::Forward(Ok(fwd.clone()))).unwrap();
+        assert!(matches!(decode_response(&frame).unwrap(), Response::Forward(Ok(f)) if f == fwd));
+        let refused = MetadataError::QuorumMismatch("x".into());
+        let frame = encode_response(1, &Response::Refused(refused.clone())).unwrap();
+        assert!(matches!(decode_response(&frame).unwrap(), Response::Refused(e) if e == refused));
+        // Unknown kinds and bodies of the wrong shape are errors, not panics.
+        assert!(decode_request(&Frame { kind: 0x42, correlation: 1, body: b"{}".to_vec() }).is_err());
+        assert!(decode_request(&Frame { kind: VOTE, correlation: 1, body: b"[1,2".to_vec() }).is_err());
+        assert!(decode_response(&Frame { kind: VOTE, correlation: 1, body: b"null".to_vec() }).is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! The client side of the cluster port: one connection per peer address,
+//! shared by every caller and multiplexed by correlation id. A connection
+//! that fails is dropped from the pool and the next call dials again.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_util::sync::lock;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::error::TransportError;
+use super::frame::{Frame, read_frame};
+use super::message::{Request, Response, decode_response, encode_request};
+
+/// Longest a connection attempt may take: a dead peer must fail fast so
+/// Raft moves on (its RPCs last a heartbeat interval).
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
+
+struct Connection {
+    writer: mpsc::Sender<Vec<u8>>,
+    pending: Pending,
+    next: AtomicU64,
+    alive: Arc<AtomicBool>,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Connection {
+    async fn open(addr: &str, timeout: Duration) -> Result<Connection, TransportError> {
+        let unreachable = |reason: String| TransportError::Unreachable { addr: addr.to_string(), reason };
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| unreachable(format!("no connection within {timeout:?}")))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        let alive = Arc::new(AtomicBool::new(true));
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
+        let (p, a) = (pending.clone(), alive.clone());
+        let read_task = tokio::spawn(async move {
+            while let Ok(Some(frame)) = read_frame(&mut reader).await {
+                if let Some(waiter) = lock(&p).remove(&frame.correlation) {
+                    let _ = waiter.send(frame);
+                }
+            }
+            a.store(false, Ordering::Release);
+            // Waiters see their sender dropped: the connection is gone.
+            lock(&p).clear();
+        });
+        let (p, a) = (pending.clone(), alive.clone());
+        let write_task = tokio::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+            a.store(false, Ordering::Release);
+            lock(&p).clear();
+        });
+        Ok(Connection { writer: tx, pending, next: AtomicU64::new(1), alive, tasks: [read_task, write_task] })
+    }
+}
+
+/// Connections to peers, by address.
+pub struct Pool {
+    from: i32,
+    quorum: String,
+    connections: Mutex<HashMap<String, Arc<Connection>>>,
+}
+
+impl Pool {
+    /// A pool whose requests say they come from node `from` of quorum
+    /// `quorum` (its fingerprint).
+    pub fn new(from: i32, quorum: String) -> Pool {
+        Pool { from, quorum, connections: Mutex::new(HashMap::new()) }
+    }
+
+    async fn connection(&self, addr: &str, timeout: Duration) -> Result<Arc<Connection>, TransportError> {
+        if let Some(c) = lock(&self.connections).get(addr).filter(|c| c.alive.load(Ordering::Acquire)) {
+            return Ok(c.clone());
+        }
+        let fresh = Arc::new(Connection::open(addr, timeout.min(CONNECT_TIMEOUT)).await?);
+        let mut conns = lock(&self.connections);
+        // Another caller may have connected meanwhile: one connection wins.
+        let c = match conns.get(addr) {
+            Some(c) if c.alive.load(Ordering::Acquire) => c.clone(),
+            _ => {
+                conns.insert(addr.to_string(), fresh.clone());
+                fresh
+            }
+        };
+        Ok(c)
+    }
+
+    /// Closes every connection (later calls dial again).
+    pub fn close_all(&self) {
+        lock(&self.connections).clear();
+    }
+
+    fn forget(&self, addr: &str, conn: &Arc<Connection>) {
+        let mut conns = lock(&self.connections);
+        if conns.get(addr).is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            conns.remove(addr);
+        }
+    }
+
+    /// Sends `request` to the node at `addr` and waits at most `timeout`
+    /// for its response. A refusal comes back as [`TransportError::Refused`].
+    pub async fn call(&self, addr: &str, request: &Request, timeout: Duration) -> Result<Response, TransportError> {
+        let conn = self.connection(addr, timeout).await?;
+        let correlation = conn.next.fetch_add(1, Ordering::Relaxed);
+        let protocol = |reason: String| TransportError::Protocol { addr: addr.to_string(), reason };
+        let frame = encode_request(correlation, self.from, &self.quorum, request).map_err(protocol)?;
+        let bytes = frame.encode().ok_or_else(|| protocol("request too large for one frame".into()))?;
+        let (tx, rx) = oneshot::channel();
+        lock(&conn.pending).insert(correlation, tx);
+        if conn.writer.send(bytes).await.is_err() {
+            self.forget(addr, &conn);
+            return Err(TransportError::Closed(addr.to_string()));
+        }
+        let reply = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(frame)) => frame,
+            Ok(Err(_)) => {
+                self.forget(addr, &conn);
+                return Err(TransportError::Closed(addr.to_string()));
+            }
+            Err(_) => {
+                lock(&conn.pending).remove(&correlation);
+                return Err(TransportError::Timeout { addr: addr.to_string(), timeout });
+            }
+        };
+        match decode_response(&reply).map_err(protocol)? {
+            Response::Refused(e) => Err(TransportError::Refused(e)),
+            response => Ok(response),
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The cluster port end to end, with a stand-in service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_broker::metadata::MetadataError;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::{HeartbeatRequest, LeaderError, Pool, Request, Response, Service, ServiceFuture, TransportError, serve};
+
+const QUORUM: &str = "1@127.0.0.1:1";
+
+/// Answers heartbeats: alive when the node id is even and the sender
+/// (from the envelope) is node 4.
+struct Echo;
+
+impl Service for Echo {
+    fn node_id(&self) -> i32 {
+        1
+    }
+
+    fn quorum(&self) -> &str {
+        QUORUM
+    }
+
+    fn call(self: Arc<Self>, from: i32, request: Request) -> ServiceFuture {
+        Box::pin(async move {
+            match request {
+                Request::Heartbeat(h) => Response::Heartbeat(Ok(h.node % 2 == 0 && from == 4)),
+                _ => Response::Heartbeat(Err(LeaderError::NotLeader(None))),
+            }
+        })
+    }
+}
+
+async fn server() -> (String, watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(serve(listener, Arc::new(Echo), stopped));
+    (addr, stop)
+}
+
+fn beat(node: i32) -> Request {
+    Request::Heartbeat(HeartbeatRequest { node, incarnation: Uuid::new_v4() })
+}
+
+const T: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn calls_are_answered_and_other_quorums_refused() {
+    let (addr, _stop) = server().await;
+    let pool = Arc::new(Pool::new(4, QUORUM.into()));
+    // Concurrent calls share one connection, told apart by correlation id.
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let (pool, addr) = (pool.clone(), addr.clone());
+            tokio::spawn(async move { pool.call(&addr, &beat(4 + 2 * (i % 2)), T).await })
+        })
+        .collect();
+    for call in calls {
+        assert!(matches!(call.await.unwrap(), Ok(Response::Heartbeat(Ok(true)))));
+    }
+    // Answers follow their request, not the order of arrival: an odd node
+    // is told to register again.
+    assert!(matches!(pool.call(&addr, &beat(3), T).await, Ok(Response::Heartbeat(Ok(false)))));
+    let stranger = Pool::new(4, "1@127.0.0.1:1,2@127.0.0.1:2".into());
+    match stranger.call(&addr, &beat(4), T).await {
+        Err(TransportError::Refused(MetadataError::QuorumMismatch(why))) => {
+            assert!(why.contains("1@127.0.0.1:1,2@127.0.0.1:2") && why.contains("node 1 has '1@127.0.0.1:1'"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_bad_frame_closes_only_its_connection() {
+    let (addr, _stop) = server().await;
+    let pool = Pool::new(4, QUORUM.into());
+    assert!(matches!(pool.call(&addr, &beat(4), T).await, Ok(Response::Heartbeat(Ok(true)))));
+    for bad in [vec![0u8, 0, 0, 3, 1, 2, 3], vec![0, 0, 0, 10, 99, 0, 0, 0, 0, 0, 0, 0, 1, b'x']] {
+        let mut raw = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        raw.write_all(&bad).await.unwrap();
+        let mut buf = [0u8; 8];
+        let read = tokio::time::timeout(T, raw.read(&mut buf)).await.expect("closed in time");
+        assert!(matches!(read, Ok(0) | Err(_)), "{bad:?}");
+    }
+    assert!(
+        matches!(pool.call(&addr, &beat(4), T).await, Ok(Response::Heartbeat(Ok(true)))),
+        "pooled connection still served"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_peer_fails_fast_and_a_restarted_one_is_redialled() {
+    let (addr, stop) = server().await;
+    let pool = Pool::new(4, QUORUM.into());
+    assert!(pool.call(&addr, &beat(4), T).await.is_ok());
+    stop.send_replace(true);
+    // The server is gone and its connections closed.
+    let failed = tokio::time::timeout(T, async {
+        loop {
+            match pool.call(&addr, &beat(4), T).await {
+                Err(TransportError::Unreachable { .. } | TransportError::Closed(_)) => return,
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await;
+    assert!(failed.is_ok(), "calls to a stopped server fail");
+    // Back on the same address: the pool dials again.
+    let listener = TcpListener::bind(&addr).await.unwrap();
+    let (_stop2, stopped) = watch::channel(false);
+    tokio::spawn(serve(listener, Arc::new(Echo), stopped));
+    assert!(matches!(pool.call(&addr, &beat(4), T).await, Ok(Response::Heartbeat(Ok(true)))));
+}
+
+#[test]
+fn the_quorum_fingerprint_ignores_the_order_voters_were_given_in() {
+    let a = super::fingerprint(&[(2, "h:2".into()), (1, "h:1".into())]);
+    assert_eq!(a, "1@h:1,2@h:2");
+    assert_eq!(a, super::fingerprint(&[(1, "h:1".into()), (2, "h:2".into())]));
+    assert_ne!(a, super::fingerprint(&[(1, "h:1".into()), (2, "h:3".into())]));
+}

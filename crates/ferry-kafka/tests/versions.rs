@@ -423,10 +423,10 @@ fn check(resp: &ResponseKind, key: ApiKey, v: i16) {
         ResponseKind::DescribeLogDirs(r) => assert!(!r.results[0].topics.is_empty(), "{key:?} v{v}"),
         ResponseKind::CreatePartitions(r) => assert_eq!(r.results[0].error_code, 0, "{key:?} v{v}"),
         ResponseKind::DescribeCluster(r) => assert_eq!(r.brokers.len(), 1, "{key:?} v{v}"),
-        // No controller installed: the partition answers, without a leader.
+        // The test controller is a quorum of one led by node 1.
         ResponseKind::DescribeQuorum(r) => {
             let p = &r.topics[0].partitions[0];
-            assert_eq!((r.error_code, p.error_code, p.leader_id.0), (0, 0, -1), "{key:?} v{v}");
+            assert_eq!((r.error_code, p.error_code, p.leader_id.0), (0, 0, 1), "{key:?} v{v}");
         }
         ResponseKind::InitProducerId(r) => assert!(r.error_code == 0 && r.producer_id.0 >= 0, "{key:?} v{v}"),
         ResponseKind::FindCoordinator(r) => {

@@ -1,0 +1,107 @@
+//! The STOMP listener: settings, what connections share, the accept loop.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_broker::Broker;
+use ferry_broker::messaging::Vhosts;
+use ferry_broker::metrics::{Metrics, ProtocolMetrics};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::codec::Limits;
+use crate::metrics::StompStats;
+
+/// Settings of the STOMP front-end.
+#[derive(Clone, Debug)]
+pub struct StompConfig {
+    /// Heart-beats the server offers, ms: (sends at least every, wants
+    /// from the client at least every); 0 = none.
+    pub heartbeat: (u32, u32),
+    /// Frame size bounds.
+    pub limits: Limits,
+    /// The vhost for a CONNECT whose `host` names no vhost the broker
+    /// serves (clients often send the server's host name there).
+    pub default_vhost: String,
+    /// Credentials for a CONNECT without `login` (RabbitMQ's
+    /// `default_user`); `None`: such a CONNECT is refused.
+    pub default_login: Option<(String, String)>,
+    /// How long a new connection may take to send CONNECT.
+    pub connect_timeout: Duration,
+    /// Most bytes one transaction may hold.
+    pub max_transaction_bytes: usize,
+}
+
+impl Default for StompConfig {
+    fn default() -> Self {
+        StompConfig {
+            heartbeat: (10_000, 10_000),
+            limits: Limits::default(),
+            default_vhost: "/".into(),
+            default_login: Some(("guest".into(), "guest".into())),
+            connect_timeout: Duration::from_secs(10),
+            max_transaction_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Checks a login: (user, password, peer address, vhost) -> allowed. The
+/// binary supplies the same check the AMQP front-end uses.
+pub type Authenticator = Arc<dyn Fn(&str, &str, IpAddr, &str) -> bool + Send + Sync>;
+
+/// What every connection shares.
+pub struct Server {
+    /// The front-end's settings.
+    pub config: StompConfig,
+    /// Virtual hosts with their exchanges, queues and bindings.
+    pub vhosts: Arc<Vhosts>,
+    /// The broker's topics, for `/kafka/` destinations; `None`: unavailable.
+    pub broker: Option<Arc<Broker>>,
+    /// The login check.
+    pub authenticate: Authenticator,
+    /// Connections and frames, for /metrics.
+    pub metrics: Arc<ProtocolMetrics>,
+    /// Deliveries, acks, errors, receipts, for /metrics.
+    pub stats: Arc<StompStats>,
+}
+
+impl Server {
+    /// Registers the front-end's metrics in `metrics`.
+    pub fn new(
+        config: StompConfig,
+        vhosts: Arc<Vhosts>,
+        broker: Option<Arc<Broker>>,
+        authenticate: Authenticator,
+        metrics: &Metrics,
+    ) -> Server {
+        let stats = StompStats::register(metrics);
+        let metrics = metrics.register(ProtocolMetrics::new("stomp", &crate::metrics::command_names(), None));
+        Server { config, vhosts, broker, authenticate, metrics, stats }
+    }
+}
+
+/// Serves STOMP clients on `listener` until `shutdown` turns true; open
+/// connections then get an ERROR frame and are closed.
+pub async fn serve(listener: TcpListener, server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let conn = crate::connection::run(stream, peer, server.clone(), shutdown.clone());
+                    tasks.spawn(conn.instrument(tracing::info_span!("stomp", %peer)));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "stomp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
+}

@@ -111,7 +111,7 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         };
         let ctx = Arc::new(ferry_kafka::Ctx { broker: broker.clone(), config: settings.kafka });
         let server = tokio::spawn(ferry_kafka::serve(listener, ctx, stop_rx.clone()));
-        let (vhosts, amqp_server) = {
+        let (vhosts, (amqp_server, stomp_server)) = {
             let data = settings.broker.data_dir.clone();
             let (engine, names) = (settings.broker.engine.clone(), settings.amqp.vhosts.clone());
             let kafka_side = broker.clone();
@@ -120,6 +120,21 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             })
             .await?
             .context("opening queues")?;
+            let stomp = match settings.stomp_listen {
+                Some(addr) => {
+                    let l = bind_with_backlog(addr).with_context(|| format!("binding the STOMP listener to {addr}"))?;
+                    tracing::info!(listen = %l.local_addr()?, "stomp listener ready");
+                    let server = Arc::new(ferry_stomp::Server::new(
+                        settings.stomp,
+                        vhosts.clone(),
+                        Some(broker.clone()),
+                        stomp_auth(settings.amqp.users.clone()),
+                        broker.metrics(),
+                    ));
+                    Some(tokio::spawn(ferry_stomp::serve(l, server, stop_rx.clone())))
+                }
+                None => None,
+            };
             let listener = bind_with_backlog(settings.amqp_listen)
                 .with_context(|| format!("binding the AMQP listener to {}", settings.amqp_listen))?;
             tracing::info!(listen = %listener.local_addr()?, "amqp listener ready");
@@ -129,7 +144,7 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                 settings.broker.data_dir.clone(),
                 broker.metrics(),
             ));
-            (vhosts, tokio::spawn(ferry_amqp::serve(listener, amqp, stop_rx.clone())))
+            (vhosts, (tokio::spawn(ferry_amqp::serve(listener, amqp, stop_rx.clone())), stomp))
         };
         let admin = ferry_admin::AdminState::new(broker.clone());
         // Ready before the HTTP side serves: every other listener is up by
@@ -146,6 +161,9 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             let _ = m.await;
         }
         let _ = amqp_server.await;
+        if let Some(s) = stomp_server {
+            let _ = s.await;
+        }
         // Flush, checkpoint and close every log; persist queue cursors.
         tokio::task::spawn_blocking(move || {
             vhosts.shutdown();
@@ -154,6 +172,14 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         .await?;
         tracing::info!("stopped");
         anyhow::Ok(())
+    })
+}
+
+/// STOMP logins go through the AMQP users: the password (and loopback
+/// rule) as AMQP checks them, and some permission on the vhost.
+fn stomp_auth(users: Vec<ferry_amqp::User>) -> ferry_stomp::Authenticator {
+    Arc::new(move |user, pass, peer, vhost| {
+        ferry_amqp::auth::authenticate(&users, user, pass, peer).is_some_and(|u| u.permissions.contains_key(vhost))
     })
 }
 

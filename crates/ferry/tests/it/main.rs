@@ -30,4 +30,6 @@ mod mqtt_v5;
 mod mqtt_v5_features;
 mod mqtt_ws;
 mod raw;
+mod stomp;
+mod stomp_support;
 mod support;

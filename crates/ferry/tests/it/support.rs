@@ -23,6 +23,8 @@ pub struct Broker {
     pub amqp_port: u16,
     /// MQTT over WebSocket listener port (path /mqtt).
     pub mqtt_ws_port: u16,
+    /// The STOMP listener's port.
+    pub stomp_port: u16,
     data: PathBuf,
     /// More `ferry serve` flags.
     args: Vec<String>,
@@ -47,6 +49,7 @@ impl Broker {
             mqtt_port: free_port(),
             amqp_port: free_port(),
             mqtt_ws_port: free_port(),
+            stomp_port: free_port(),
             data: data.to_path_buf(),
             args,
             toml: String::new(),
@@ -66,6 +69,7 @@ impl Broker {
             mqtt_port: free_port(),
             amqp_port: free_port(),
             mqtt_ws_port: free_port(),
+            stomp_port: free_port(),
             data: data.to_path_buf(),
             args: Vec::new(),
             toml: toml.to_string(),
@@ -88,6 +92,7 @@ impl Broker {
             self.mqtt_port = free_port();
             self.mqtt_ws_port = free_port();
             self.amqp_port = free_port();
+            self.stomp_port = free_port();
         }
         assert!(self.child.is_some(), "ferry did not start");
         self.started = true;
@@ -117,6 +122,7 @@ impl Broker {
             .args(["--mqtt-listen", &format!("127.0.0.1:{}", self.mqtt_port)])
             .args(["--amqp-listen", &format!("127.0.0.1:{}", self.amqp_port)])
             .args(["--mqtt-ws-listen", &format!("127.0.0.1:{}", self.mqtt_ws_port)])
+            .args(["--stomp-listen", &format!("127.0.0.1:{}", self.stomp_port)])
             .args(&self.args)
             // FERRY_TEST_LOG=debug shows the broker's log in a failing test.
             .env("FERRY_LOG", std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "warn".into()))
@@ -130,6 +136,7 @@ impl Broker {
             || TcpStream::connect(("127.0.0.1", self.mqtt_port)).is_err()
             || TcpStream::connect(("127.0.0.1", self.mqtt_ws_port)).is_err()
             || TcpStream::connect(("127.0.0.1", self.amqp_port)).is_err()
+            || TcpStream::connect(("127.0.0.1", self.stomp_port)).is_err()
         {
             if let Some(c) = self.child.as_mut()
                 && matches!(c.try_wait(), Ok(Some(_)))

@@ -82,7 +82,6 @@ enum End {
 
 /// Serves one client.
 pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
-    let _open = server.metrics.connection();
     let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(8192);
     let mut decoder = Decoder::new(Version::V1_2, server.config.limits);
@@ -120,6 +119,8 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, server: Arc<Server>
     if wr.write_all(&out).await.is_err() {
         return;
     }
+    // Counted once the handshake succeeded, as AMQP and MQTT count theirs.
+    let _open = server.metrics.connection();
     decoder.version = session.version;
     tracing::debug!(user = %session.user, vhost = %session.vhost.name, version = session.version.as_str(), "stomp connected");
     let (tx, rx) = mpsc::channel(OUTBOX_FRAMES);

@@ -38,6 +38,13 @@ fn send_and_receive_on_a_queue_with_nuls_and_headers() {
     // 1.2 names no `ack` header for ack:auto.
     assert_eq!(m.header("ack"), None);
     c.disconnect();
+    let (status, metrics) = support::http(&b, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    let line = |prefix: &str| metrics.lines().find(|l| l.starts_with(prefix)).map(str::to_string);
+    let sends = line("ferry_requests_total{protocol=\"stomp\",api=\"SEND\"}").expect("STOMP SENDs counted");
+    assert!(sends.ends_with(" 1"), "{sends}");
+    assert!(line("ferry_stomp_deliveries_total 1").is_some(), "{metrics}");
+    assert!(line("ferry_connections_accepted_total{protocol=\"stomp\"} 1").is_some(), "{metrics}");
 }
 
 #[test]
@@ -353,4 +360,63 @@ fn stomp_1_0_and_1_1_sessions() {
     let m = c.message();
     assert_eq!(m.header("colon:key"), Some("line\nbreak"));
     c.disconnect();
+}
+
+#[test]
+fn exchange_destinations_and_temp_queue_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut c = Stomp::connect(&b);
+    c.subscribe("f", "/exchange/amq.fanout", &[]);
+    c.subscribe("d", "/exchange/amq.direct/blue", &[]);
+    c.send("/exchange/amq.direct/blue", b"to blue", &[]);
+    c.send("/exchange/amq.direct/red", b"to red", &[]);
+    c.send("/exchange/amq.fanout/any", b"to all", &[]);
+    let got: Vec<(String, Vec<u8>)> = (0..2)
+        .map(|_| {
+            let m = c.message();
+            (m.header("subscription").unwrap().to_string(), m.body.to_vec())
+        })
+        .collect();
+    assert!(got.contains(&("d".into(), b"to blue".to_vec())), "{got:?}");
+    assert!(got.contains(&("f".into(), b"to all".to_vec())), "{got:?}");
+    // Request / reply: the reply-to of a request names the requester's
+    // private queue, and the answer arrives on its /temp-queue/ subscription.
+    let mut service = Stomp::connect(&b);
+    service.subscribe("s", "/queue/service", &[]);
+    let mut client = Stomp::connect(&b);
+    client.send("/queue/service", b"ping", &[("reply-to", "/temp-queue/answers"), ("correlation-id", "42")]);
+    let req = service.message();
+    let reply_to = req.header("reply-to").unwrap().to_string();
+    assert!(reply_to.starts_with("/reply-queue/amq.gen-"), "{reply_to}");
+    service.send(&reply_to, b"pong", &[("correlation-id", "42")]);
+    let answer = client.message();
+    assert_eq!(&answer.body[..], b"pong");
+    assert_eq!(answer.header("subscription"), Some("/temp-queue/answers"));
+    assert_eq!(answer.header("destination"), Some("/temp-queue/answers"));
+    assert_eq!(answer.header("correlation-id"), Some("42"));
+    // The reply queue goes with its connection.
+    client.disconnect();
+    service.frame("SEND", &[("destination", &reply_to), ("receipt", "late")], b"too late");
+    assert_eq!(service.error_then_close().header("receipt-id"), Some("late"));
+}
+
+#[test]
+fn persistent_messages_and_durable_subscriptions_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Broker::start(dir.path());
+    let mut c = Stomp::connect(&b);
+    c.subscribe("dur", "/topic/audit.#", &[("durable", "true")]);
+    c.disconnect();
+    let mut p = Stomp::connect(&b);
+    p.send("/queue/keep", b"kept", &[("persistent", "true")]);
+    p.send("/topic/audit.login", b"audited", &[("persistent", "true")]);
+    drop(p);
+    b.kill9();
+    b.start_again();
+    let mut c = Stomp::connect(&b);
+    c.subscribe("q", "/queue/keep", &[]);
+    assert_eq!(&c.message().body[..], b"kept", "a SEND's receipt means it is on disk");
+    c.subscribe("dur", "/topic/audit.#", &[("durable", "true")]);
+    assert_eq!(&c.message().body[..], b"audited");
 }

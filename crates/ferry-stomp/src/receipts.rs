@@ -5,6 +5,7 @@
 //! every earlier SEND is stored.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use ferry_broker::Appended;
@@ -46,9 +47,15 @@ impl Wait {
     }
 }
 
+/// Most SENDs of one connection waiting to be stored before the
+/// connection stops reading more.
+const MAX_PENDING: usize = 4096;
+
 /// The chain of pending receipts of one connection.
 pub struct Receipts {
     prev: Option<oneshot::Receiver<bool>>,
+    /// Links in the chain not yet done.
+    pending: Arc<std::sync::atomic::AtomicUsize>,
     out: mpsc::Sender<Bytes>,
     version: Version,
     stats: Arc<StompStats>,
@@ -59,7 +66,7 @@ pub struct Receipts {
 impl Receipts {
     /// Receipts written to `out`.
     pub fn new(out: mpsc::Sender<Bytes>, version: Version, stats: Arc<StompStats>) -> Receipts {
-        Receipts { prev: None, out, version, stats, failed: Arc::new(Notify::new()) }
+        Receipts { prev: None, pending: Arc::default(), out, version, stats, failed: Arc::new(Notify::new()) }
     }
 
     /// After everything before and `waits`, sends a RECEIPT for `receipt`
@@ -75,8 +82,14 @@ impl Receipts {
             }
             return;
         }
+        if self.pending.load(Ordering::Acquire) >= MAX_PENDING {
+            // Backpressure: the client waits while the disk catches up.
+            self.drain().await;
+        }
         let prev = self.prev.take();
         let (tx, rx) = oneshot::channel();
+        let pending = self.pending.clone();
+        pending.fetch_add(1, Ordering::AcqRel);
         self.prev = Some(rx);
         let (out, failed, stats) = (self.out.clone(), self.failed.clone(), self.stats.clone());
         let (ok_frame, err_frame) = match &receipt {
@@ -100,6 +113,7 @@ impl Receipts {
                 let _ = out.send(err_frame).await;
                 failed.notify_one();
             }
+            pending.fetch_sub(1, Ordering::AcqRel);
             let _ = tx.send(ok);
         });
     }

@@ -82,17 +82,51 @@ impl Server {
     }
 }
 
-/// Serves STOMP clients on `listener` until `shutdown` turns true; open
-/// connections then get an ERROR frame and are closed.
-pub async fn serve(listener: TcpListener, server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
+/// STOMP over WebSocket: path `/stomp`, the subprotocols STOMP clients
+/// (stomp.js, RabbitMQ Web-STOMP's) offer, frames in text or binary
+/// messages (ours go out binary).
+pub const WS_ENDPOINT: ferry_util::ws::Endpoint = ferry_util::ws::Endpoint {
+    path: "/stomp",
+    protocols: &["v12.stomp", "v11.stomp", "v10.stomp", "stomp"],
+    accept_text: true,
+};
+
+/// Serves STOMP clients on `tcp` and STOMP-over-WebSocket clients on `ws`
+/// (either may be absent) until `shutdown` turns true; open connections
+/// then get an ERROR frame and are closed.
+pub async fn serve(
+    tcp: Option<TcpListener>,
+    ws: Option<TcpListener>,
+    server: Arc<Server>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = accept(tcp.as_ref()) => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let conn = crate::connection::run(stream, peer, server.clone(), shutdown.clone());
                     tasks.spawn(conn.instrument(tracing::info_span!("stomp", %peer)));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "stomp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            accepted = accept(ws.as_ref()) => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let (server, shutdown) = (server.clone(), shutdown.clone());
+                    let conn = async move {
+                        let limit = server.config.connect_timeout;
+                        match tokio::time::timeout(limit, ferry_util::ws::accept(stream, &WS_ENDPOINT)).await {
+                            Ok(Ok((ws, _))) => crate::connection::run(ws, peer, server, shutdown).await,
+                            Ok(Err(e)) => tracing::debug!(error = %e, "websocket handshake failed"),
+                            Err(_) => tracing::debug!("websocket handshake timed out"),
+                        }
+                    };
+                    tasks.spawn(conn.instrument(tracing::info_span!("stomp-ws", %peer)));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "stomp accept failed");
@@ -104,4 +138,12 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, mut shutdown: wat
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
+}
+
+/// The next connection on `listener`; never, without one.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
 }

@@ -122,6 +122,8 @@ pub struct AmqpSection {
 pub struct StompSection {
     /// `"off"` disables the listener.
     pub listen: Option<String>,
+    /// STOMP over WebSocket (path `/stomp`); off unless given.
+    pub ws_listen: Option<String>,
     /// Heart-beats offered, ms: [server sends every, client must send every].
     pub heartbeat_ms: Option<[u32; 2]>,
     /// Vhost for a CONNECT whose `host` names none.
@@ -202,6 +204,9 @@ pub struct ServeArgs {
     /// STOMP listener address (default 127.0.0.1:61613; "off" disables it).
     #[arg(long, env = "FERRY_STOMP_LISTEN")]
     pub stomp_listen: Option<String>,
+    /// STOMP over WebSocket listener address (path /stomp; off by default).
+    #[arg(long, env = "FERRY_STOMP_WS_LISTEN")]
+    pub stomp_ws_listen: Option<String>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -219,6 +224,7 @@ pub struct Settings {
     pub mqtt: ferry_mqtt::MqttConfig,
     /// `None`: no STOMP listener.
     pub stomp_listen: Option<SocketAddr>,
+    pub stomp_ws_listen: Option<SocketAddr>,
     pub stomp: ferry_stomp::StompConfig,
 }
 
@@ -267,6 +273,8 @@ impl Settings {
             Some(SocketAddr::from(([127, 0, 0, 1], 61613))),
             "STOMP listener",
         )?;
+        let stomp_ws_listen =
+            listener(args.stomp_ws_listen.clone().or(file.stomp.ws_listen.clone()), None, "STOMP WebSocket listener")?;
         let stomp = stomp_config(file.stomp);
         let m = file.mqtt;
         let mqtt_listen = listener(
@@ -292,6 +300,7 @@ impl Settings {
         };
         Ok(Settings {
             stomp_listen,
+            stomp_ws_listen,
             stomp,
             amqp_listen,
             amqp,
@@ -437,6 +446,7 @@ mod tests {
         assert_eq!(s.amqp.users, vec![ferry_amqp::User::guest()]);
         assert_eq!(s.amqp.vhosts, vec!["/".to_string()]);
         assert_eq!(s.stomp_listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:61613"));
+        assert_eq!(s.stomp_ws_listen, None);
     }
 
     #[test]
@@ -445,12 +455,13 @@ mod tests {
         let path = dir.path().join("ferry.toml");
         std::fs::write(
             &path,
-            "[stomp]\nlisten = \"127.0.0.1:61999\"\nheartbeat_ms = [500, 0]\ndefault_login = \"\"\nmax_headers = 8\n",
+            "[stomp]\nlisten = \"127.0.0.1:61999\"\nws_listen = \"127.0.0.1:15674\"\nheartbeat_ms = [500, 0]\ndefault_login = \"\"\nmax_headers = 8\n",
         )
         .unwrap();
         let mut args = ServeArgs { config: Some(path), ..Default::default() };
         let s = Settings::resolve(&args).unwrap();
         assert_eq!(s.stomp_listen.unwrap().port(), 61999);
+        assert_eq!(s.stomp_ws_listen.unwrap().port(), 15674);
         assert_eq!(s.stomp.heartbeat, (500, 0));
         assert_eq!(s.stomp.default_login, None);
         assert_eq!(s.stomp.limits.max_headers, 8);

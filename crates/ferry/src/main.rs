@@ -120,20 +120,29 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             })
             .await?
             .context("opening queues")?;
-            let stomp = match settings.stomp_listen {
-                Some(addr) => {
-                    let l = bind_with_backlog(addr).with_context(|| format!("binding the STOMP listener to {addr}"))?;
-                    tracing::info!(listen = %l.local_addr()?, "stomp listener ready");
-                    let server = Arc::new(ferry_stomp::Server::new(
-                        settings.stomp,
-                        vhosts.clone(),
-                        Some(broker.clone()),
-                        stomp_auth(settings.amqp.users.clone()),
-                        broker.metrics(),
-                    ));
-                    Some(tokio::spawn(ferry_stomp::serve(l, server, stop_rx.clone())))
+            let stomp = if settings.stomp_listen.is_some() || settings.stomp_ws_listen.is_some() {
+                let mut listeners = [None, None];
+                for (slot, addr, what) in [
+                    (0, settings.stomp_listen, "stomp listener"),
+                    (1, settings.stomp_ws_listen, "stomp websocket listener (path /stomp)"),
+                ] {
+                    if let Some(addr) = addr {
+                        let l = bind_with_backlog(addr).with_context(|| format!("binding the {what} to {addr}"))?;
+                        tracing::info!(listen = %l.local_addr()?, "{what} ready");
+                        listeners[slot] = Some(l);
+                    }
                 }
-                None => None,
+                let server = Arc::new(ferry_stomp::Server::new(
+                    settings.stomp,
+                    vhosts.clone(),
+                    Some(broker.clone()),
+                    stomp_auth(settings.amqp.users.clone()),
+                    broker.metrics(),
+                ));
+                let [tcp, ws] = listeners;
+                Some(tokio::spawn(ferry_stomp::serve(tcp, ws, server, stop_rx.clone())))
+            } else {
+                None
             };
             let listener = bind_with_backlog(settings.amqp_listen)
                 .with_context(|| format!("binding the AMQP listener to {}", settings.amqp_listen))?;

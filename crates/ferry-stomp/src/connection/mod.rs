@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use ferry_broker::messaging::{Queue, Vhost};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -80,9 +78,12 @@ enum End {
     Error(StompError, Option<String>),
 }
 
-/// Serves one client.
-pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
-    let (mut rd, mut wr) = stream.into_split();
+/// Serves one client, over TCP or WebSocket.
+pub(crate) async fn run<S>(stream: S, peer: SocketAddr, server: Arc<Server>, mut shutdown: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(8192);
     let mut decoder = Decoder::new(Version::V1_2, server.config.limits);
     let first = tokio::select! {
@@ -144,8 +145,8 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, server: Arc<Server>
 }
 
 /// Reads until the first frame; `None` if the client closed first.
-async fn first_frame(
-    rd: &mut OwnedReadHalf,
+async fn first_frame<R: AsyncRead + Unpin>(
+    rd: &mut R,
     buf: &mut BytesMut,
     decoder: &mut Decoder,
 ) -> Result<Option<Frame>, StompError> {
@@ -163,7 +164,7 @@ async fn first_frame(
 
 /// Writes queued frames; with `every` > 0 ms, an EOL whenever nothing
 /// else was written for that long. Ends when every sender is gone.
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, every: u32) {
+async fn write_loop<S: AsyncWrite>(mut wr: WriteHalf<S>, mut rx: mpsc::Receiver<Bytes>, every: u32) {
     let every = Duration::from_millis(u64::from(every));
     loop {
         let next = if every.is_zero() {
@@ -192,9 +193,9 @@ fn error_frame(e: &StompError, receipt: Option<&str>) -> Frame {
 }
 
 impl Conn {
-    async fn serve(
+    async fn serve<S: AsyncRead>(
         &mut self,
-        rd: &mut OwnedReadHalf,
+        rd: &mut ReadHalf<S>,
         buf: &mut BytesMut,
         decoder: &mut Decoder,
         expect_every: u32,

@@ -25,6 +25,11 @@ use std::sync::Arc;
 use ferry_broker::messaging::{self, HeaderValue, Headers, Queue, QueueSpec, Vhost};
 
 use crate::error::StompError;
+use crate::server::Access;
+
+/// The permission check of the connection: (access, `"queue"` or
+/// `"exchange"`, name).
+pub type Check<'a> = &'a dyn Fn(Access, &str, &str) -> Result<(), StompError>;
 
 /// A parsed `destination` header.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,11 +114,12 @@ pub fn of_message(exchange: &str, routing_key: &str) -> String {
 
 /// A durable queue for `/queue/<name>`, declared on first use; an
 /// existing queue is used as it was declared.
-pub fn queue(vhost: &Arc<Vhost>, name: &str, owner: u64) -> Result<Arc<Queue>, StompError> {
+pub fn queue(vhost: &Arc<Vhost>, name: &str, owner: u64, check: Check<'_>) -> Result<Arc<Queue>, StompError> {
     if let Some(q) = vhost.queue(name) {
         vhost.check_owner(&q, owner)?;
         return Ok(q);
     }
+    check(Access::Configure, "queue", name)?;
     let spec = QueueSpec {
         name: name.to_string(),
         durable: true,
@@ -146,21 +152,29 @@ pub struct Resolved {
     pub private: bool,
 }
 
-/// Declares (or finds) the queue behind a SUBSCRIBE to `dest`.
+/// Declares (or finds) the queue behind a SUBSCRIBE to `dest`, with the
+/// permissions RabbitMQ asks for: configure to declare, write to bind (on
+/// the queue), read to bind (on the exchange) and to consume.
 pub fn subscribe(
     vhost: &Arc<Vhost>,
     broker: Option<&Arc<ferry_broker::Broker>>,
     dest: &Destination,
     opts: &SubscribeOptions,
     owner: u64,
+    check: Check<'_>,
 ) -> Result<Resolved, StompError> {
     match dest {
-        Destination::Queue(n) => Ok(Resolved { queue: queue(vhost, n, owner)?, private: false }),
+        Destination::Queue(n) => {
+            let q = queue(vhost, n, owner, check)?;
+            check(Access::Read, "queue", n)?;
+            Ok(Resolved { queue: q, private: false })
+        }
         Destination::AmqQueue(n) | Destination::ReplyQueue(n) => {
+            check(Access::Read, "queue", n)?;
             Ok(Resolved { queue: vhost.queue_for(n, owner)?, private: false })
         }
-        Destination::Topic(key) => bound_queue(vhost, "amq.topic", key, opts, owner),
-        Destination::Exchange { name, pattern } => bound_queue(vhost, name, pattern, opts, owner),
+        Destination::Topic(key) => bound_queue(vhost, "amq.topic", key, opts, owner, check),
+        Destination::Exchange { name, pattern } => bound_queue(vhost, name, pattern, opts, owner, check),
         Destination::TempQueue(_) => Err(StompError::protocol(
             "SUBSCRIBE to /temp-queue/ is not allowed: its replies arrive by themselves".to_string(),
         )),
@@ -174,6 +188,9 @@ pub fn subscribe(
             let start = if opts.from_start { "earliest" } else { "latest" };
             arguments.insert("x-kafka-start".into(), HeaderValue::Str(start.into()));
             let spec = private_spec(opts, owner, "stomp-kafka-", arguments)?;
+            check(Access::Read, "exchange", &format!("kafka:{topic}"))?;
+            check(Access::Configure, "queue", &spec.name)?;
+            check(Access::Read, "queue", &spec.name)?;
             let durable = spec.durable;
             let q = match vhost.queue(&spec.name) {
                 Some(q) if durable => {
@@ -213,10 +230,15 @@ fn bound_queue(
     pattern: &str,
     opts: &SubscribeOptions,
     owner: u64,
+    check: Check<'_>,
 ) -> Result<Resolved, StompError> {
     // The exchange first: a missing one must not leave a queue behind.
     vhost.exchange_info(exchange)?;
     let spec = private_spec(opts, owner, "stomp-subscription-", Headers::new())?;
+    check(Access::Read, "exchange", exchange)?;
+    for access in [Access::Configure, Access::Write, Access::Read] {
+        check(access, "queue", &spec.name)?;
+    }
     let durable = spec.durable;
     let q = match vhost.queue(&spec.name) {
         Some(q) if durable => {

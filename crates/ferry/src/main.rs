@@ -185,10 +185,21 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
 }
 
 /// STOMP logins go through the AMQP users: the password (and loopback
-/// rule) as AMQP checks them, and some permission on the vhost.
+/// rule) as AMQP checks them, and the user's permission patterns on the
+/// vhost for every queue and exchange a frame touches.
 fn stomp_auth(users: Vec<ferry_amqp::User>) -> ferry_stomp::Authenticator {
     Arc::new(move |user, pass, peer, vhost| {
-        ferry_amqp::auth::authenticate(&users, user, pass, peer).is_some_and(|u| u.permissions.contains_key(vhost))
+        let u = ferry_amqp::auth::authenticate(&users, user, pass, peer)?;
+        let p = u.permissions.get(vhost)?.clone();
+        let check: ferry_stomp::Authorizer = Arc::new(move |access, _kind, name| {
+            let pattern = match access {
+                ferry_stomp::Access::Configure => &p.configure,
+                ferry_stomp::Access::Write => &p.write,
+                ferry_stomp::Access::Read => &p.read,
+            };
+            ferry_amqp::auth::pattern_matches(pattern, name)
+        });
+        Some(check)
     })
 }
 

@@ -19,6 +19,8 @@ pub struct Session {
     pub vhost: Arc<Vhost>,
     /// Who logged in.
     pub user: String,
+    /// What the user may touch.
+    pub authorize: crate::server::Authorizer,
     /// The server sends something at least this often, ms (0: never).
     pub send_every: u32,
     /// The client must send something at least this often, ms (0: no check).
@@ -80,11 +82,11 @@ pub fn connect(server: &Server, frame: &Frame, peer: IpAddr) -> Result<Session, 
             .clone()
             .ok_or_else(|| fail(StompError::Access("login and passcode are required".into())))?,
     };
-    if !(server.authenticate)(&user, &pass, peer, &vhost_name) {
+    let Some(authorize) = (server.authenticate)(&user, &pass, peer, &vhost_name) else {
         return Err(fail(StompError::Access(format!(
             "login refused for user '{user}' on virtual host '{vhost_name}'"
         ))));
-    }
+    };
     let mut connected = Frame::new("CONNECTED");
     if version > Version::V1_0 {
         connected = connected.with("version", version.as_str());
@@ -94,7 +96,7 @@ pub fn connect(server: &Server, frame: &Frame, peer: IpAddr) -> Result<Session, 
     connected = connected
         .with("server", concat!("ferry/", env!("CARGO_PKG_VERSION")))
         .with("session", format!("session-{}", uuid::Uuid::new_v4().simple()));
-    Ok(Session { version, vhost, user, send_every, expect_every, connected })
+    Ok(Session { version, vhost, user, authorize, send_every, expect_every, connected })
 }
 
 #[cfg(test)]

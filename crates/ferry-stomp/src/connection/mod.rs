@@ -53,6 +53,8 @@ struct SubHandle {
 pub(crate) struct Conn {
     server: Arc<Server>,
     vhost: Arc<Vhost>,
+    user: String,
+    authorize: crate::server::Authorizer,
     id: u64,
     version: Version,
     out: mpsc::Sender<Bytes>,
@@ -132,6 +134,8 @@ where
         txns: Transactions::new(server.config.max_transaction_bytes),
         server,
         vhost: session.vhost,
+        user: session.user,
+        authorize: session.authorize,
         id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
         version: session.version,
         out: tx,
@@ -193,6 +197,25 @@ fn error_frame(e: &StompError, receipt: Option<&str>) -> Frame {
 }
 
 impl Conn {
+    /// Refuses `access` to the `kind` (queue or exchange) `name` unless the
+    /// user's permissions allow it.
+    fn check(&self, access: crate::server::Access, kind: &str, name: &str) -> Result<(), StompError> {
+        let name = if name.is_empty() && kind == "exchange" { "amq.default" } else { name };
+        if (self.authorize)(access, kind, name) {
+            return Ok(());
+        }
+        let what = match access {
+            crate::server::Access::Configure => "configure",
+            crate::server::Access::Write => "write",
+            crate::server::Access::Read => "read",
+        };
+        Err(ferry_broker::messaging::MessagingError::AccessRefused(format!(
+            "{what} access to {kind} '{name}' in vhost '{}' refused for user '{}'",
+            self.vhost.name, self.user
+        ))
+        .into())
+    }
+
     async fn serve<S: AsyncRead>(
         &mut self,
         rd: &mut ReadHalf<S>,

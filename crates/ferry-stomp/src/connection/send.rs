@@ -13,6 +13,7 @@ use crate::codec::Frame;
 use crate::destinations::Destination;
 use crate::error::StompError;
 use crate::receipts::Wait;
+use crate::server::Access;
 use crate::subscribe::AckMode;
 use crate::transactions::Pending;
 
@@ -62,9 +63,16 @@ impl Conn {
         let missing_queue = |n: &str| {
             StompError::Messaging(MessagingError::NotFound(format!("no queue '{n}' in vhost '{}'", vhost.name)))
         };
+        let check = |a, k: &str, n: &str| self.check(a, k, n);
+        match &dest {
+            Destination::Topic(_) => check(Access::Write, "exchange", "amq.topic")?,
+            Destination::Exchange { name, .. } => check(Access::Write, "exchange", name)?,
+            Destination::Kafka(topic) => check(Access::Write, "exchange", &format!("kafka:{topic}"))?,
+            _ => check(Access::Write, "exchange", "")?,
+        }
         match &dest {
             Destination::Queue(n) => {
-                crate::destinations::queue(&vhost, n, self.id)?;
+                crate::destinations::queue(&vhost, n, self.id, &check)?;
                 msg.routing_key = n.clone();
             }
             // Publishing to another connection's exclusive queue is
@@ -139,8 +147,10 @@ impl Conn {
         if self.temp.len() >= MAX_TEMP_QUEUES {
             return Err(StompError::protocol(format!("more than {MAX_TEMP_QUEUES} temporary queues")));
         }
+        let name = format!("amq.gen-stomp-{}", uuid::Uuid::new_v4().simple());
+        self.check(Access::Configure, "queue", &name)?;
         let spec = QueueSpec {
-            name: format!("amq.gen-stomp-{}", uuid::Uuid::new_v4().simple()),
+            name,
             durable: false,
             exclusive_owner: Some(self.id),
             auto_delete: false,

@@ -10,6 +10,7 @@ use super::{Conn, SubHandle};
 use crate::codec::{Frame, Version};
 use crate::destinations::{self, Destination, SubscribeOptions};
 use crate::error::StompError;
+use crate::server::Access;
 use crate::subscribe::{AckMode, Settle};
 use crate::transactions::Pending;
 
@@ -58,7 +59,9 @@ impl Conn {
             queue_name: f.header("x-queue-name").map(str::to_string),
             from_start,
         };
-        let resolved = destinations::subscribe(&self.vhost, self.server.broker.as_ref(), &dest, &opts, self.id)?;
+        let check = |a, k: &str, n: &str| self.check(a, k, n);
+        let resolved =
+            destinations::subscribe(&self.vhost, self.server.broker.as_ref(), &dest, &opts, self.id, &check)?;
         let r = self.start_subscription(
             id.clone(),
             resolved.queue.clone(),
@@ -111,6 +114,7 @@ impl Conn {
         let (queue, durable) = (h.queue.clone(), h.durable);
         self.end_subscription(id, h);
         if (is_true(f, "durable") || is_true(f, "persistent")) && durable && queue.consumer_count() == 0 {
+            self.check(Access::Configure, "queue", queue.name())?;
             self.vhost.delete_queue(queue.name(), false, false, self.id)?;
         }
         Ok(())

@@ -519,3 +519,35 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-
     other.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
 }
+
+#[test]
+fn logins_and_permissions_are_the_amqp_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start_with_toml(
+        dir.path(),
+        "[[amqp.users]]\nname = \"app\"\npassword = \"pw\"\n\
+         [amqp.users.permissions.\"/\"]\nconfigure = \"^app-\"\nwrite = \"^amq\\\\.default$|^app-\"\nread = \"^app-\"\n",
+    );
+    let login = [("accept-version", "1.2"), ("host", "/"), ("login", "app"), ("passcode", "pw")];
+    let mut c = Stomp::connect_with(&b, &login);
+    c.subscribe("0", "/queue/app-jobs", &[]);
+    c.send("/queue/app-jobs", b"allowed", &[]);
+    assert_eq!(&c.message().body[..], b"allowed");
+    c.disconnect();
+    let refused: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("SEND", vec![("destination", "/queue/other")]),
+        ("SEND", vec![("destination", "/topic/news")]),
+        ("SUBSCRIBE", vec![("id", "1"), ("destination", "/topic/news")]),
+        ("SUBSCRIBE", vec![("id", "1"), ("destination", "/amq/queue/other")]),
+    ];
+    for (command, headers) in refused {
+        let mut c = Stomp::connect_with(&b, &login);
+        c.frame(command, &headers, b"x");
+        let e = c.error_then_close();
+        assert!(String::from_utf8_lossy(&e.body).contains("refused for user 'app'"), "{command} {headers:?}: {e:?}");
+    }
+    // guest is gone once users are configured; no login means guest.
+    let mut c = Stomp::open(&b);
+    c.frame("CONNECT", &[("accept-version", "1.2")], b"");
+    assert_eq!(c.error_then_close().header("message"), Some("Access refused"));
+}

@@ -53,6 +53,11 @@ impl Stomp {
         c
     }
 
+    /// Closes the sending side (the broker sees end of stream).
+    pub fn shutdown_write(&mut self) {
+        let _ = self.s.shutdown(std::net::Shutdown::Write);
+    }
+
     pub fn raw(&mut self, bytes: &[u8]) {
         self.s.write_all(bytes).expect("write");
     }

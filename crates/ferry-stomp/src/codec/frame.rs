@@ -135,63 +135,71 @@ pub enum Item {
     Heartbeat,
 }
 
-/// Decodes frames from a growing buffer. Keeps how far it searched for a
-/// body's NUL, so a large body arriving in pieces is scanned once.
+/// Decodes frames from a growing buffer. Work done on a frame that is not
+/// complete yet is kept (where its header lines were found, the parsed
+/// head, how far the body was searched for its NUL), so a frame arriving
+/// in many pieces is scanned once, whatever its size.
 #[derive(Debug)]
 pub struct Decoder {
     /// Header escaping follows this version (1.2 until CONNECT is done).
     pub version: Version,
     /// Size bounds.
     pub limits: Limits,
+    /// Start of the first header line not yet seen whole.
+    line_start: usize,
+    /// Lines (command included) seen whole so far.
+    lines: usize,
+    /// The parsed command and headers, once the blank line arrived.
+    head: Option<Head>,
+    /// How far the body was searched for its NUL.
     scanned: usize,
 }
 
+#[derive(Debug)]
 struct Head {
     command: String,
     headers: Vec<(String, String)>,
     /// Where the body starts.
     body_start: usize,
+    /// From `content-length`.
+    length: Option<usize>,
 }
 
 impl Decoder {
     /// A decoder for `version` within `limits`.
     pub fn new(version: Version, limits: Limits) -> Decoder {
-        Decoder { version, limits, scanned: 0 }
+        Decoder { version, limits, line_start: 0, lines: 0, head: None, scanned: 0 }
     }
 
     /// Takes the next frame or heart-beat off `buf`; `Ok(None)` if more
     /// bytes are needed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Item>, FrameError> {
-        match buf.first() {
-            None => return Ok(None),
-            Some(b'\n') => {
-                buf.advance(1);
-                return Ok(Some(Item::Heartbeat));
-            }
-            Some(b'\r') => {
-                return match buf.get(1) {
-                    None => Ok(None),
+        if self.head.is_none() {
+            if self.lines == 0 && self.line_start == 0 {
+                match buf.first() {
+                    None => return Ok(None),
                     Some(b'\n') => {
-                        buf.advance(2);
-                        Ok(Some(Item::Heartbeat))
+                        buf.advance(1);
+                        return Ok(Some(Item::Heartbeat));
                     }
-                    Some(_) => Err(FrameError::BadCommand),
-                };
-            }
-            Some(_) => {}
-        }
-        let Some(head) = self.head(buf)? else { return Ok(None) };
-        let length = match head.headers.iter().find(|(k, _)| k == "content-length") {
-            None => None,
-            Some((_, v)) => {
-                let n: usize = v.trim().parse().map_err(|_| FrameError::BadContentLength(v.clone()))?;
-                if n > self.limits.max_body {
-                    return Err(FrameError::BodyTooLarge(self.limits.max_body));
+                    Some(b'\r') => {
+                        return match buf.get(1) {
+                            None => Ok(None),
+                            Some(b'\n') => {
+                                buf.advance(2);
+                                Ok(Some(Item::Heartbeat))
+                            }
+                            Some(_) => Err(FrameError::BadCommand),
+                        };
+                    }
+                    Some(_) => {}
                 }
-                Some(n)
             }
-        };
-        let body_len = if let Some(n) = length {
+            let Some(end) = self.find_head_end(buf)? else { return Ok(None) };
+            self.head = Some(self.parse_head(&buf[..end], end)?);
+        }
+        let Some(head) = &self.head else { return Ok(None) };
+        let body_len = if let Some(n) = head.length {
             if buf.len() < head.body_start + n + 1 {
                 return Ok(None);
             }
@@ -210,42 +218,49 @@ impl Decoder {
             };
             from + i - head.body_start
         };
-        self.scanned = 0;
+        let Some(head) = self.head.take() else { return Ok(None) };
+        (self.line_start, self.lines, self.scanned) = (0, 0, 0);
         buf.advance(head.body_start);
         let body = buf.split_to(body_len).freeze();
         buf.advance(1);
         Ok(Some(Item::Frame(Frame { command: head.command, headers: head.headers, body })))
     }
 
-    /// Parses the command and headers if the empty line ending them is in `buf`.
-    fn head(&self, buf: &[u8]) -> Result<Option<Head>, FrameError> {
+    /// Where the blank line ending the header lines ends, once it is in
+    /// `buf`; resumes where the last call stopped.
+    fn find_head_end(&mut self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
         let max = self.limits.max_header_line;
-        let mut lines: Vec<&[u8]> = Vec::new();
-        let mut pos = 0;
-        let body_start = loop {
+        loop {
+            let pos = self.line_start;
             let Some(i) = buf[pos..].iter().position(|&b| b == b'\n') else {
                 if buf.len() - pos > max {
                     return Err(FrameError::LineTooLong(max));
                 }
                 return Ok(None);
             };
-            let mut line = &buf[pos..pos + i];
-            if let [rest @ .., b'\r'] = line {
-                line = rest;
+            let mut len = i;
+            if i > 0 && buf[pos + i - 1] == b'\r' {
+                len -= 1;
             }
-            if line.len() > max {
+            if len > max {
                 return Err(FrameError::LineTooLong(max));
             }
-            pos += i + 1;
-            if line.is_empty() {
-                break pos;
+            self.line_start = pos + i + 1;
+            if len == 0 {
+                return Ok(Some(self.line_start));
             }
-            if lines.len() > self.limits.max_headers {
+            self.lines += 1;
+            if self.lines > self.limits.max_headers + 1 {
                 return Err(FrameError::TooManyHeaders(self.limits.max_headers));
             }
-            lines.push(line);
-        };
-        let Some((command, header_lines)) = lines.split_first() else { return Err(FrameError::BadCommand) };
+        }
+    }
+
+    /// Parses the command and header lines in `block` (which ends with the
+    /// blank line).
+    fn parse_head(&self, block: &[u8], body_start: usize) -> Result<Head, FrameError> {
+        let mut lines = block.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        let command = lines.next().unwrap_or_default();
         if command.is_empty() || !command.iter().all(u8::is_ascii_uppercase) {
             return Err(FrameError::BadCommand);
         }
@@ -253,8 +268,8 @@ impl Decoder {
         // CONNECT and CONNECTED are never escaped (1.1 and 1.2 say so, for
         // the benefit of 1.0 peers).
         let escaped = self.version >= Version::V1_1 && command != "CONNECT" && command != "CONNECTED";
-        let mut headers = Vec::with_capacity(header_lines.len());
-        for line in header_lines {
+        let mut headers = Vec::new();
+        for line in lines.take_while(|l| !l.is_empty()) {
             let text = std::str::from_utf8(line)
                 .map_err(|_| FrameError::BadHeader(String::from_utf8_lossy(line).into_owned()))?;
             let Some((k, v)) = text.split_once(':') else { return Err(FrameError::BadHeader(text.to_string())) };
@@ -264,7 +279,17 @@ impl Decoder {
                 headers.push((k.to_string(), v.to_string()));
             }
         }
-        Ok(Some(Head { command, headers, body_start }))
+        let length = match headers.iter().find(|(k, _)| k == "content-length") {
+            None => None,
+            Some((_, v)) => {
+                let n: usize = v.trim().parse().map_err(|_| FrameError::BadContentLength(v.clone()))?;
+                if n > self.limits.max_body {
+                    return Err(FrameError::BodyTooLarge(self.limits.max_body));
+                }
+                Some(n)
+            }
+        };
+        Ok(Head { command, headers, body_start, length })
     }
 }
 
@@ -389,6 +414,27 @@ mod tests {
             let Item::Frame(f) = &got[0] else { panic!() };
             assert_eq!(&f.body[..], b"\0\0\0");
         }
+    }
+
+    #[test]
+    fn a_frame_dripping_in_byte_by_byte_decodes_once_whole() {
+        let wire: &[u8] = b"\nSEND\r\ndestination:/queue/a\nk:v\\cw\n\nbody without length\0\r\nACK\nid:1\n\n\0";
+        let mut d = Decoder::new(Version::V1_2, Limits::default());
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for b in wire {
+            buf.extend_from_slice(&[*b]);
+            while let Some(item) = d.decode(&mut buf).unwrap() {
+                got.push(item);
+            }
+        }
+        assert!(buf.is_empty());
+        let frames: Vec<&Frame> =
+            got.iter().filter_map(|i| if let Item::Frame(f) = i { Some(f) } else { None }).collect();
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(frames[0].header("k"), Some("v:w"));
+        assert_eq!(&frames[0].body[..], b"body without length");
+        assert_eq!(frames[1].command, "ACK");
     }
 
     #[test]

@@ -230,6 +230,7 @@ impl Conn {
         let failed = self.receipts.failed.clone();
         let mut deadline = tokio::time::Instant::now() + grace;
         loop {
+            let mut handled = false;
             loop {
                 let item = match decoder.decode(buf) {
                     Ok(Some(item)) => item,
@@ -237,12 +238,18 @@ impl Conn {
                     Err(e) => return End::Error(e.into(), None),
                 };
                 let Item::Frame(f) = item else { continue };
+                handled = true;
                 let receipt = f.header("receipt").map(str::to_string);
                 match self.handle(f).await {
                     Ok(Flow::Continue) => {}
                     Ok(Flow::Stop) => return End::Quiet,
                     Err(e) => return End::Error(e, receipt),
                 }
+            }
+            if handled {
+                // Handling may have waited (a slow reader, the disk): that
+                // time is ours, not the client's silence.
+                deadline = tokio::time::Instant::now() + grace;
             }
             tokio::select! {
                 r = rd.read_buf(buf) => match r {

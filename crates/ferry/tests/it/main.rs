@@ -32,4 +32,5 @@ mod mqtt_ws;
 mod raw;
 mod stomp;
 mod stomp_support;
+mod stomp_ws;
 mod support;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Interop tests: real Kafka clients (confluent-kafka, kafka-python, aiokafka, kcat;
 # transactions with the three Python clients; KafkaJS), the seed's pika example
-# and pika against RabbitMQ's error answers (AMQP) and paho-mqtt (MQTT 3.1.1 / 5, TCP and WebSocket)
+# and pika against RabbitMQ's error answers (AMQP), paho-mqtt (MQTT 3.1.1 / 5, TCP and WebSocket)
+# and stomp.py (STOMP 1.0 / 1.1 / 1.2, with pika on the AMQP side)
 # against a freshly started `ferry serve`. Last line: "interop: N passed, M failed".
 set -euo pipefail
 
@@ -47,6 +48,8 @@ amqp_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("1
 export AMQP_PORT="$amqp_port"
 mqtt_ws_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 export MQTT_WS_PORT="$mqtt_ws_port"
+stomp_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+export STOMP_PORT="$stomp_port"
 work="$(mktemp -d -t ferry-interop.XXXXXX)"
 broker_pid=""
 
@@ -69,13 +72,14 @@ trap cleanup EXIT
 
 "$ferry" serve --data-dir "$work/data" --kafka-listen "$BOOTSTRAP" --http-listen 127.0.0.1:0 \
     --mqtt-listen "127.0.0.1:$MQTT_PORT" --mqtt-ws-listen "127.0.0.1:$MQTT_WS_PORT" \
-    --amqp-listen "127.0.0.1:$AMQP_PORT" >"$work/broker.log" 2>&1 &
+    --amqp-listen "127.0.0.1:$AMQP_PORT" --stomp-listen "127.0.0.1:$STOMP_PORT" >"$work/broker.log" 2>&1 &
 broker_pid=$!
 
 ready=0
 for _ in $(seq 300); do   # 30 s
     if ! kill -0 "$broker_pid" 2>/dev/null; then break; fi
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$AMQP_PORT") 2>/dev/null; then
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$AMQP_PORT") 2>/dev/null \
+        && (exec 3<>"/dev/tcp/127.0.0.1/$STOMP_PORT") 2>/dev/null; then
         ready=1; break
     fi
     sleep 0.1
@@ -109,6 +113,7 @@ run_test transactions    "$venv/bin/python" "$here/transactions_test.py"
 run_test kafkajs         node "$here/kafkajs_test.mjs"
 run_test pika_seed       "$venv/bin/python" "$here/pika_seed_test.py"
 run_test pika_answers    "$venv/bin/python" "$here/pika_rabbitmq_answers_test.py"
+run_test stomp_py        "$venv/bin/python" "$here/stomp_py_test.py"
 # Five parts, each in its own child process with a 75 s limit (GROUPS_PART_TIMEOUT);
 # about 40 s when healthy, since every group waits out the broker's default
 # 3 s group.initial.rebalance.delay.ms.

@@ -14,7 +14,6 @@ pub mod packet;
 mod server;
 pub mod session;
 pub mod topic_tree;
-pub mod ws;
 
 pub use config::MqttConfig;
 pub use hub::Hub;

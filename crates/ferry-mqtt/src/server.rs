@@ -13,6 +13,10 @@ use tracing::Instrument;
 use crate::hub::Hub;
 use crate::message::Message;
 
+/// MQTT over WebSocket: path `/mqtt`, subprotocol `mqtt`, binary frames only.
+const WS: ferry_util::ws::Endpoint =
+    ferry_util::ws::Endpoint { path: "/mqtt", protocols: &["mqtt"], accept_text: false };
+
 async fn accept(l: Option<&TcpListener>) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
     match l {
         Some(l) => l.accept().await,
@@ -79,8 +83,10 @@ pub async fn serve(
                 tasks.spawn(
                     async move {
                         let r = if websocket {
-                            match tokio::time::timeout(Duration::from_secs(10), crate::ws::accept(stream)).await {
-                                Ok(Ok(ws)) => crate::connection::run(ws, peer, hub, shutdown).await,
+                            match tokio::time::timeout(Duration::from_secs(10), ferry_util::ws::accept(stream, &WS))
+                                .await
+                            {
+                                Ok(Ok((ws, _))) => crate::connection::run(ws, peer, hub, shutdown).await,
                                 Ok(Err(e)) => {
                                     tracing::debug!(error = %e, "websocket handshake failed");
                                     return;

@@ -1,8 +1,11 @@
 //! Small helpers every Ferry crate shares, kept in one place so each has one
 //! implementation: wall-clock time in milliseconds ([`time`]), locks that
 //! survive a panicking holder ([`sync`]) and atomic file replacement
-//! ([`fs`]). No dependencies.
+//! ([`fs`]). No dependencies, unless feature `ws` asks for the WebSocket
+//! server half ([`ws`], tokio) that the MQTT and STOMP front-ends share.
 
 pub mod fs;
 pub mod sync;
 pub mod time;
+#[cfg(feature = "ws")]
+pub mod ws;

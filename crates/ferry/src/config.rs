@@ -31,6 +31,8 @@ pub struct FileConfig {
     pub amqp: AmqpSection,
     #[serde(default)]
     pub cluster: cluster::ClusterSection,
+    #[serde(default)]
+    pub stomp: StompSection,
     /// Broker-wide topic config defaults, with Kafka's topic config names
     /// (`"flush.messages" = "9223372036854775807"`).
     #[serde(default)]
@@ -119,6 +121,27 @@ pub struct AmqpSection {
     pub users: Vec<AmqpUser>,
 }
 
+/// `[stomp]`: the STOMP listener (users are the `[amqp]` ones); see
+/// docs/configuration.md.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StompSection {
+    /// `"off"` disables the listener.
+    pub listen: Option<String>,
+    /// STOMP over WebSocket (path `/stomp`); off unless given.
+    pub ws_listen: Option<String>,
+    /// Heart-beats offered, ms: [server sends every, client must send every].
+    pub heartbeat_ms: Option<[u32; 2]>,
+    /// Vhost for a CONNECT whose `host` names none.
+    pub default_vhost: Option<String>,
+    /// Login used when CONNECT has none (default guest/guest); `""` refuses such a CONNECT.
+    pub default_login: Option<String>,
+    pub default_passcode: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_header_line_bytes: Option<usize>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpUser {
@@ -186,6 +209,12 @@ pub struct ServeArgs {
     pub amqp_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub cluster: cluster::ClusterArgs,
+    /// STOMP listener address (default 127.0.0.1:61613; "off" disables it).
+    #[arg(long, env = "FERRY_STOMP_LISTEN")]
+    pub stomp_listen: Option<String>,
+    /// STOMP over WebSocket listener address (path /stomp; off by default).
+    #[arg(long, env = "FERRY_STOMP_WS_LISTEN")]
+    pub stomp_ws_listen: Option<String>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -203,6 +232,10 @@ pub struct Settings {
     pub mqtt: ferry_mqtt::MqttConfig,
     /// The cluster node: port, quorum, and the listeners it advertises.
     pub cluster: ferry_cluster::ClusterConfig,
+    /// `None`: no STOMP listener.
+    pub stomp_listen: Option<SocketAddr>,
+    pub stomp_ws_listen: Option<SocketAddr>,
+    pub stomp: ferry_stomp::StompConfig,
 }
 
 /// An optional listener address: `"off"` (or empty) means none.
@@ -245,6 +278,14 @@ impl Settings {
         let amqp_listen =
             args.amqp_listen.or(file.amqp.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5672)));
         let amqp = amqp_config(file.amqp)?;
+        let stomp_listen = listener(
+            args.stomp_listen.clone().or(file.stomp.listen.clone()),
+            Some(SocketAddr::from(([127, 0, 0, 1], 61613))),
+            "STOMP listener",
+        )?;
+        let stomp_ws_listen =
+            listener(args.stomp_ws_listen.clone().or(file.stomp.ws_listen.clone()), None, "STOMP WebSocket listener")?;
+        let stomp = stomp_config(file.stomp);
         let m = file.mqtt;
         let mqtt_listen = listener(
             args.mqtt_listen.clone().or(m.listen),
@@ -294,6 +335,9 @@ impl Settings {
         )?;
         Ok(Settings {
             cluster,
+            stomp_listen,
+            stomp_ws_listen,
+            stomp,
             amqp_listen,
             amqp,
             mqtt_listen,
@@ -344,6 +388,26 @@ impl Settings {
                 ..defaults
             },
         })
+    }
+}
+
+fn stomp_config(s: StompSection) -> ferry_stomp::StompConfig {
+    let d = ferry_stomp::StompConfig::default();
+    let login = match (s.default_login, s.default_passcode) {
+        (None, _) => d.default_login.clone(),
+        (Some(l), _) if l.is_empty() => None,
+        (Some(l), p) => Some((l, p.unwrap_or_default())),
+    };
+    ferry_stomp::StompConfig {
+        heartbeat: s.heartbeat_ms.map_or(d.heartbeat, |[a, b]| (a, b)),
+        default_vhost: s.default_vhost.unwrap_or(d.default_vhost.clone()),
+        default_login: login,
+        limits: ferry_stomp::Limits {
+            max_body: s.max_body_bytes.unwrap_or(d.limits.max_body),
+            max_headers: s.max_headers.unwrap_or(d.limits.max_headers),
+            max_header_line: s.max_header_line_bytes.unwrap_or(d.limits.max_header_line),
+        },
+        ..d
     }
 }
 
@@ -414,6 +478,28 @@ mod tests {
         assert_eq!(s.amqp_listen.to_string(), "127.0.0.1:5672");
         assert_eq!(s.amqp.users, vec![ferry_amqp::User::guest()]);
         assert_eq!(s.amqp.vhosts, vec!["/".to_string()]);
+        assert_eq!(s.stomp_listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:61613"));
+        assert_eq!(s.stomp_ws_listen, None);
+    }
+
+    #[test]
+    fn stomp_section_and_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(
+            &path,
+            "[stomp]\nlisten = \"127.0.0.1:61999\"\nws_listen = \"127.0.0.1:15674\"\nheartbeat_ms = [500, 0]\ndefault_login = \"\"\nmax_headers = 8\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs { config: Some(path), ..Default::default() };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.stomp_listen.unwrap().port(), 61999);
+        assert_eq!(s.stomp_ws_listen.unwrap().port(), 15674);
+        assert_eq!(s.stomp.heartbeat, (500, 0));
+        assert_eq!(s.stomp.default_login, None);
+        assert_eq!(s.stomp.limits.max_headers, 8);
+        args.stomp_listen = Some("off".into());
+        assert_eq!(Settings::resolve(&args).unwrap().stomp_listen, None);
     }
 
     #[test]

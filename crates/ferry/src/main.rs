@@ -97,6 +97,16 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                 mqtt_sockets[slot] = Some((bind(addr).with_context(|| format!("binding the {what} to {addr}"))?, what));
             }
         }
+        let mut stomp_sockets = [None, None];
+        for (slot, addr, what) in [
+            (0, settings.stomp_listen, "stomp listener"),
+            (1, settings.stomp_ws_listen, "stomp websocket listener (path /stomp)"),
+        ] {
+            if let Some(addr) = addr {
+                stomp_sockets[slot] =
+                    Some((bind(addr).with_context(|| format!("binding the {what} to {addr}"))?, what));
+            }
+        }
         let amqp_socket = bind(settings.amqp_listen)
             .with_context(|| format!("binding the AMQP listener to {}", settings.amqp_listen))?;
         let http = bind(settings.http_listen)
@@ -158,7 +168,7 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         };
         let ctx = Arc::new(ferry_kafka::Ctx { broker: broker.clone(), config: settings.kafka });
         let server = tokio::spawn(ferry_kafka::serve(listener, ctx, stop_rx.clone()));
-        let (vhosts, amqp_server) = {
+        let (vhosts, amqp_server, stomp_server) = {
             let data = settings.broker.data_dir.clone();
             let (engine, names) = (settings.broker.engine.clone(), settings.amqp.vhosts.clone());
             let kafka_side = broker.clone();
@@ -167,18 +177,39 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             })
             .await?
             .context("opening queues")?;
+            let stomp_users = settings.amqp.users.clone();
             let amqp = Arc::new(ferry_amqp::Server::new(
                 settings.amqp,
                 vhosts.clone(),
                 settings.broker.data_dir.clone(),
                 broker.metrics(),
             ));
+            let stomp = if stomp_sockets.iter().any(Option::is_some) {
+                let server = Arc::new(ferry_stomp::Server::new(
+                    settings.stomp,
+                    vhosts.clone(),
+                    Some(broker.clone()),
+                    stomp_auth(stomp_users),
+                    broker.metrics(),
+                ));
+                let [tcp, ws] = stomp_sockets.map(|s| {
+                    s.map(|(socket, what)| {
+                        let l = listen(socket)?;
+                        tracing::info!(listen = %l.local_addr()?, "{what} ready");
+                        std::io::Result::Ok(l)
+                    })
+                    .transpose()
+                });
+                Some(tokio::spawn(ferry_stomp::serve(tcp?, ws?, server, stop_rx.clone())))
+            } else {
+                None
+            };
             // Ready before the last port answers: a health check that found
             // every port open never sees "not ready".
             admin.set_ready(true);
             let listener = listen(amqp_socket)?;
             tracing::info!(listen = %listener.local_addr()?, "amqp listener ready");
-            (vhosts, tokio::spawn(ferry_amqp::serve(listener, amqp, stop_rx.clone())))
+            (vhosts, tokio::spawn(ferry_amqp::serve(listener, amqp, stop_rx.clone())), stomp)
         };
         shutdown_signal().await?;
         tracing::info!("shutting down");
@@ -190,12 +221,34 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             let _ = m.await;
         }
         let _ = amqp_server.await;
+        if let Some(s) = stomp_server {
+            let _ = s.await;
+        }
         // Leave the cluster (stop heartbeats and Raft) before the logs close.
         node.shutdown().await;
         tokio::task::spawn_blocking(move || vhosts.shutdown()).await?;
         close(broker).await?;
         tracing::info!("stopped");
         anyhow::Ok(())
+    })
+}
+
+/// STOMP logins go through the AMQP users: the password (and loopback
+/// rule) as AMQP checks them, and the user's permission patterns on the
+/// vhost for every queue and exchange a frame touches.
+fn stomp_auth(users: Vec<ferry_amqp::User>) -> ferry_stomp::Authenticator {
+    Arc::new(move |user, pass, peer, vhost| {
+        let u = ferry_amqp::auth::authenticate(&users, user, pass, peer)?;
+        let p = u.permissions.get(vhost)?.clone();
+        let check: ferry_stomp::Authorizer = Arc::new(move |access, _kind, name| {
+            let pattern = match access {
+                ferry_stomp::Access::Configure => &p.configure,
+                ferry_stomp::Access::Write => &p.write,
+                ferry_stomp::Access::Read => &p.read,
+            };
+            ferry_amqp::auth::pattern_matches(pattern, name)
+        });
+        Some(check)
     })
 }
 

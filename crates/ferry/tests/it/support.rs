@@ -23,6 +23,8 @@ pub struct Broker {
     pub amqp_port: u16,
     /// MQTT over WebSocket listener port (path /mqtt).
     pub mqtt_ws_port: u16,
+    /// The STOMP listener's port.
+    pub stomp_port: u16,
     /// The cluster port (`--cluster-listen`): every broker its own, as
     /// tests run in parallel and the default 9192 would collide.
     pub cluster_port: u16,
@@ -79,6 +81,7 @@ impl Broker {
             mqtt_port: free_port(),
             amqp_port: free_port(),
             mqtt_ws_port: free_port(),
+            stomp_port: free_port(),
             cluster_port: free_port(),
             fixed_cluster_port: false,
             data: data.to_path_buf(),
@@ -115,6 +118,7 @@ impl Broker {
             self.http_port = free_port();
             self.mqtt_port = free_port();
             self.mqtt_ws_port = free_port();
+            self.stomp_port = free_port();
             self.amqp_port = free_port();
             if !self.fixed_cluster_port {
                 self.cluster_port = free_port();
@@ -153,6 +157,7 @@ impl Broker {
             .args(["--mqtt-listen", &format!("127.0.0.1:{}", self.mqtt_port)])
             .args(["--amqp-listen", &format!("127.0.0.1:{}", self.amqp_port)])
             .args(["--mqtt-ws-listen", &format!("127.0.0.1:{}", self.mqtt_ws_port)])
+            .args(["--stomp-listen", &format!("127.0.0.1:{}", self.stomp_port)])
             .args(["--cluster-listen", &format!("127.0.0.1:{}", self.cluster_port)])
             .args(&self.args)
             // FERRY_TEST_LOG=debug shows the broker's log in a failing test.
@@ -172,7 +177,9 @@ impl Broker {
     /// first (a port taken meanwhile).
     fn listening(&mut self, what: WaitFor) -> bool {
         let ports = match what {
-            WaitFor::AllPorts => vec![self.port, self.http_port, self.mqtt_port, self.mqtt_ws_port, self.amqp_port],
+            WaitFor::AllPorts => {
+                vec![self.port, self.http_port, self.mqtt_port, self.mqtt_ws_port, self.amqp_port, self.stomp_port]
+            }
             WaitFor::Http => vec![self.http_port],
         };
         // A cluster node waits for its quorum and elects a leader first.

@@ -1,9 +1,11 @@
-//! MQTT over WebSocket (RFC 6455, server side): the opening handshake on
-//! path `/mqtt` with subprotocol `mqtt`, then a byte stream carried in
-//! binary frames. MQTT packets may be split over frames or share one, so
-//! the connection code sees one plain stream ([`WsStream`]) and frames
-//! packets itself. Written here rather than taken from a crate: the server
-//! half is small, and unmasking while streaming never buffers a whole frame.
+//! WebSocket (RFC 6455, server side) for protocols that run over it as a
+//! byte stream (MQTT on `/mqtt`, STOMP on `/stomp`): the opening handshake
+//! on an [`Endpoint`]'s path with one of its subprotocols, then a byte
+//! stream carried in data frames. Packets may be split over frames or
+//! share one, so the connection code sees one plain stream ([`WsStream`])
+//! and frames packets itself. Written here rather than taken from a crate:
+//! the server half is small, and unmasking while streaming never buffers a
+//! whole frame. (Moved from ferry-mqtt so STOMP can share it.)
 
 use std::io;
 use std::pin::Pin;
@@ -27,9 +29,26 @@ pub enum WsError {
     Handshake(&'static str),
 }
 
-/// Reads the opening handshake and answers it: 101 and a [`WsStream`], or
-/// an HTTP error status and [`WsError::Handshake`].
-pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> Result<WsStream<S>, WsError> {
+/// Where a protocol listens and what it accepts.
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoint {
+    /// The request path, e.g. `/mqtt`.
+    pub path: &'static str,
+    /// Subprotocols spoken, best first. A client that offers some, none of
+    /// them these, is refused; one that offers none is served.
+    pub protocols: &'static [&'static str],
+    /// Text frames carry data too (STOMP clients send text); otherwise a
+    /// text frame closes the connection with 1003 (MQTT is binary only).
+    pub accept_text: bool,
+}
+
+/// Reads the opening handshake for `endpoint` and answers it: 101 and a
+/// [`WsStream`] (with the subprotocol agreed on, if any), or an HTTP error
+/// status and [`WsError::Handshake`].
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    endpoint: &Endpoint,
+) -> Result<(WsStream<S>, Option<&'static str>), WsError> {
     let mut buf = BytesMut::with_capacity(1024);
     let end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -43,7 +62,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> Result<
         }
     };
     let head = buf.split_to(end);
-    let accepted = match check_request(&head) {
+    let accepted = match check_request(&head, endpoint) {
         Ok(a) => a,
         Err((status, why)) => return refuse(&mut stream, status, why).await,
     };
@@ -51,13 +70,15 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> Result<
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
         accept_key(&accepted.key)
     );
-    if accepted.mqtt_protocol {
-        response.push_str("Sec-WebSocket-Protocol: mqtt\r\n");
+    if let Some(p) = accepted.protocol {
+        response.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
     }
     response.push_str("\r\n");
     stream.write_all(response.as_bytes()).await?;
     stream.flush().await?;
-    Ok(WsStream::new(stream, buf))
+    let mut ws = WsStream::new(stream, buf);
+    ws.accept_text = endpoint.accept_text;
+    Ok((ws, accepted.protocol))
 }
 
 async fn refuse<S: AsyncWrite + Unpin, T>(stream: &mut S, status: &str, why: &'static str) -> Result<T, WsError> {
@@ -69,13 +90,13 @@ async fn refuse<S: AsyncWrite + Unpin, T>(stream: &mut S, status: &str, why: &'s
 
 struct Accepted {
     key: String,
-    /// The client offered subprotocol `mqtt` (echoed back).
-    mqtt_protocol: bool,
+    /// The subprotocol agreed on (echoed back).
+    protocol: Option<&'static str>,
 }
 
 type Refusal = (&'static str, &'static str);
 
-fn check_request(head: &[u8]) -> Result<Accepted, Refusal> {
+fn check_request(head: &[u8], endpoint: &Endpoint) -> Result<Accepted, Refusal> {
     const BAD: &str = "400 Bad Request";
     let text = std::str::from_utf8(head).map_err(|_| (BAD, "not UTF-8"))?;
     let mut lines = text.split("\r\n");
@@ -88,10 +109,11 @@ fn check_request(head: &[u8]) -> Result<Accepted, Refusal> {
         return Err(("505 HTTP Version Not Supported", "not HTTP/1.1"));
     }
     let path = target.unwrap_or_default().split('?').next().unwrap_or_default();
-    if path != "/mqtt" {
-        return Err(("404 Not Found", "path is not /mqtt"));
+    if path != endpoint.path {
+        return Err(("404 Not Found", "unknown path"));
     }
-    let (mut upgrade, mut connection, mut version_ok, mut key, mut protocols) = (false, false, false, None, None);
+    let (mut upgrade, mut connection, mut version_ok, mut key) = (false, false, false, None);
+    let mut offered: Option<Vec<String>> = None;
     for line in lines.filter(|l| !l.is_empty()) {
         let (name, value) = line.split_once(':').ok_or((BAD, "bad header line"))?;
         let (name, value) = (name.trim(), value.trim());
@@ -105,7 +127,7 @@ fn check_request(head: &[u8]) -> Result<Accepted, Refusal> {
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             key = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
-            protocols = Some(has_token("mqtt"));
+            offered.get_or_insert_with(Vec::new).extend(value.split(',').map(|v| v.trim().to_ascii_lowercase()));
         }
     }
     if !upgrade || !connection {
@@ -115,11 +137,19 @@ fn check_request(head: &[u8]) -> Result<Accepted, Refusal> {
         return Err(("426 Upgrade Required", "Sec-WebSocket-Version is not 13"));
     }
     let key = key.filter(|k| k.len() == 24).ok_or((BAD, "missing or bad Sec-WebSocket-Key"))?;
-    // MQTT clients offer "mqtt"; one offering only other subprotocols is not MQTT.
-    if protocols == Some(false) {
-        return Err((BAD, "subprotocol mqtt not offered"));
-    }
-    Ok(Accepted { key, mqtt_protocol: protocols == Some(true) })
+    // A client offering only other subprotocols speaks something else.
+    let protocol = match offered {
+        None => None,
+        Some(offered) => Some(
+            endpoint
+                .protocols
+                .iter()
+                .copied()
+                .find(|p| offered.iter().any(|o| o == p))
+                .ok_or((BAD, "no subprotocol of ours offered"))?,
+        ),
+    };
+    Ok(Accepted { key, protocol })
 }
 
 /// Sec-WebSocket-Accept for `key`: base64(SHA-1(key + GUID)).
@@ -210,11 +240,13 @@ pub struct WsStream<S> {
     /// Frames to send (data, pongs, close), written before anything new.
     out: BytesMut,
     close_sent: bool,
+    /// Text frames are data (see [`Endpoint::accept_text`]).
+    accept_text: bool,
 }
 
 impl<S> WsStream<S> {
     fn new(inner: S, raw: BytesMut) -> WsStream<S> {
-        WsStream { inner, raw, state: ReadState::Header, out: BytesMut::new(), close_sent: false }
+        WsStream { inner, raw, state: ReadState::Header, out: BytesMut::new(), close_sent: false, accept_text: false }
     }
 }
 
@@ -320,8 +352,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
                     self.raw.advance(hlen);
                     self.state = ReadState::Data { left: len, mask, phase: 0 };
                 }
+                OP_TEXT if self.accept_text => {
+                    self.raw.advance(hlen);
+                    self.state = ReadState::Data { left: len, mask, phase: 0 };
+                }
                 OP_TEXT => {
-                    // MQTT over WebSocket is binary only (MQTT 5 §6).
+                    // E.g. MQTT over WebSocket is binary only (MQTT 5 §6).
                     self.fail(1003, cx);
                     return true;
                 }
@@ -424,6 +460,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
 mod tests {
     use super::*;
 
+    const MQTT: Endpoint = Endpoint { path: "/mqtt", protocols: &["mqtt"], accept_text: false };
+
     #[test]
     fn accept_key_matches_rfc_6455() {
         assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
@@ -457,7 +495,8 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-
         let (a, b) = request.split_at(150);
         cwr.write_all(a).await.unwrap();
         let task = tokio::spawn(async move {
-            let mut ws = accept(server).await.unwrap();
+            let (mut ws, protocol) = accept(server, &MQTT).await.unwrap();
+            assert_eq!(protocol, Some("mqtt"));
             let mut got = vec![0; 11];
             ws.read_exact(&mut got).await.unwrap();
             ws.write_all(b"back").await.unwrap();
@@ -496,13 +535,42 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-
                 "GET /mqtt HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
                 "400",
             ),
+            (
+                "GET /mqtt HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v12.stomp\r\n\r\n",
+                "400",
+            ),
         ] {
             let (mut client, server) = tokio::io::duplex(4096);
             client.write_all(request.as_bytes()).await.unwrap();
-            assert!(accept(server).await.is_err());
+            assert!(accept(server, &MQTT).await.is_err());
             let mut response = String::new();
             client.read_to_string(&mut response).await.unwrap();
             assert!(response.starts_with(&format!("HTTP/1.1 {status}")), "{request:?}: {response}");
         }
+    }
+}
+
+#[cfg(test)]
+mod text_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn text_frames_are_data_where_the_endpoint_says_so() {
+        const STOMP: Endpoint = Endpoint { path: "/stomp", protocols: &["v12.stomp", "v11.stomp"], accept_text: true };
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut request = b"GET /stomp HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v10.stomp, v11.stomp\r\n\r\n"
+            .to_vec();
+        let mask = [9, 8, 7, 6];
+        request.extend_from_slice(&[0x81, 0x80 | 5]);
+        request.extend_from_slice(&mask);
+        request.extend(b"hello".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        client.write_all(&request).await.unwrap();
+        let (mut ws, protocol) = accept(server, &STOMP).await.unwrap();
+        assert_eq!(protocol, Some("v11.stomp"));
+        let mut got = [0u8; 5];
+        ws.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello");
     }
 }

@@ -1,0 +1,167 @@
+//! The STOMP listener: settings, what connections share, the accept loop.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_broker::Broker;
+use ferry_broker::messaging::Vhosts;
+use ferry_broker::metrics::{Metrics, ProtocolMetrics};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::codec::Limits;
+use crate::metrics::StompStats;
+
+/// Settings of the STOMP front-end.
+#[derive(Clone, Debug)]
+pub struct StompConfig {
+    /// Heart-beats the server offers, ms: (sends at least every, wants
+    /// from the client at least every); 0 = none.
+    pub heartbeat: (u32, u32),
+    /// Frame size bounds.
+    pub limits: Limits,
+    /// The vhost for a CONNECT whose `host` names no vhost the broker
+    /// serves (clients often send the server's host name there).
+    pub default_vhost: String,
+    /// Credentials for a CONNECT without `login` (RabbitMQ's
+    /// `default_user`); `None`: such a CONNECT is refused.
+    pub default_login: Option<(String, String)>,
+    /// How long a new connection may take to send CONNECT.
+    pub connect_timeout: Duration,
+    /// Most bytes one transaction may hold.
+    pub max_transaction_bytes: usize,
+}
+
+impl Default for StompConfig {
+    fn default() -> Self {
+        StompConfig {
+            heartbeat: (10_000, 10_000),
+            limits: Limits::default(),
+            default_vhost: "/".into(),
+            default_login: Some(("guest".into(), "guest".into())),
+            connect_timeout: Duration::from_secs(10),
+            max_transaction_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The access a frame needs to a queue or exchange (RabbitMQ's three
+/// permissions, as the AMQP front-end checks them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Declare or delete.
+    Configure,
+    /// Publish to an exchange, bind a queue.
+    Write,
+    /// Consume from a queue, bind from an exchange.
+    Read,
+}
+
+/// What a logged-in user may touch on its vhost: (access, `"queue"` or
+/// `"exchange"`, name) -> allowed. The default exchange is named
+/// `amq.default`, Kafka topics `kafka:<topic>` (exchanges).
+pub type Authorizer = Arc<dyn Fn(Access, &str, &str) -> bool + Send + Sync>;
+
+/// Checks a login: (user, password, peer address, vhost) -> the user's
+/// [`Authorizer`] there, `None` if refused. The binary supplies the same
+/// check and permissions the AMQP front-end uses.
+pub type Authenticator = Arc<dyn Fn(&str, &str, IpAddr, &str) -> Option<Authorizer> + Send + Sync>;
+
+/// What every connection shares.
+pub struct Server {
+    /// The front-end's settings.
+    pub config: StompConfig,
+    /// Virtual hosts with their exchanges, queues and bindings.
+    pub vhosts: Arc<Vhosts>,
+    /// The broker's topics, for `/kafka/` destinations; `None`: unavailable.
+    pub broker: Option<Arc<Broker>>,
+    /// The login check.
+    pub authenticate: Authenticator,
+    /// Connections and frames, for /metrics.
+    pub metrics: Arc<ProtocolMetrics>,
+    /// Deliveries, acks, errors, receipts, for /metrics.
+    pub stats: Arc<StompStats>,
+}
+
+impl Server {
+    /// Registers the front-end's metrics in `metrics`.
+    pub fn new(
+        config: StompConfig,
+        vhosts: Arc<Vhosts>,
+        broker: Option<Arc<Broker>>,
+        authenticate: Authenticator,
+        metrics: &Metrics,
+    ) -> Server {
+        let stats = StompStats::register(metrics);
+        let metrics = metrics.register(ProtocolMetrics::new("stomp", &crate::metrics::command_names(), None));
+        Server { config, vhosts, broker, authenticate, metrics, stats }
+    }
+}
+
+/// STOMP over WebSocket: path `/stomp`, the subprotocols STOMP clients
+/// (stomp.js, RabbitMQ Web-STOMP's) offer, frames in text or binary
+/// messages (ours go out binary).
+pub const WS_ENDPOINT: ferry_util::ws::Endpoint = ferry_util::ws::Endpoint {
+    path: "/stomp",
+    protocols: &["v12.stomp", "v11.stomp", "v10.stomp", "stomp"],
+    accept_text: true,
+};
+
+/// Serves STOMP clients on `tcp` and STOMP-over-WebSocket clients on `ws`
+/// (either may be absent) until `shutdown` turns true; open connections
+/// then get an ERROR frame and are closed.
+pub async fn serve(
+    tcp: Option<TcpListener>,
+    ws: Option<TcpListener>,
+    server: Arc<Server>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = accept(tcp.as_ref()) => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let conn = crate::connection::run(stream, peer, server.clone(), shutdown.clone());
+                    tasks.spawn(conn.instrument(tracing::info_span!("stomp", %peer)));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "stomp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            accepted = accept(ws.as_ref()) => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let (server, shutdown) = (server.clone(), shutdown.clone());
+                    let conn = async move {
+                        let limit = server.config.connect_timeout;
+                        match tokio::time::timeout(limit, ferry_util::ws::accept(stream, &WS_ENDPOINT)).await {
+                            Ok(Ok((ws, _))) => crate::connection::run(ws, peer, server, shutdown).await,
+                            Ok(Err(e)) => tracing::debug!(error = %e, "websocket handshake failed"),
+                            Err(_) => tracing::debug!("websocket handshake timed out"),
+                        }
+                    };
+                    tasks.spawn(conn.instrument(tracing::info_span!("stomp-ws", %peer)));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "stomp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
+}
+
+/// The next connection on `listener`; never, without one.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}

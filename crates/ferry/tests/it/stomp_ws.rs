@@ -1,0 +1,107 @@
+//! STOMP over WebSocket (`--stomp-ws-listen`, path /stomp) with a raw
+//! RFC 6455 client: frames in text and binary messages, to and from a TCP
+//! STOMP client.
+
+use std::time::Duration;
+
+use crate::stomp_support::Stomp;
+use crate::support::{self, Broker};
+
+/// One masked client WebSocket frame (FIN set).
+fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut out = vec![0x80 | opcode];
+    match payload.len() {
+        n @ 0..=125 => out.push(0x80 | n as u8),
+        n => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// Reads server frames until the STOMP decoder has a frame (heart-beats skipped).
+fn ws_stomp_frame(
+    s: &mut std::net::TcpStream,
+    data: &mut bytes::BytesMut,
+    dec: &mut ferry_stomp::codec::Decoder,
+) -> ferry_stomp::Frame {
+    use std::io::Read;
+    loop {
+        while let Some(item) = dec.decode(data).expect("valid STOMP inside the WebSocket") {
+            if let ferry_stomp::codec::Item::Frame(f) = item {
+                return f;
+            }
+        }
+        let mut h = [0u8; 2];
+        s.read_exact(&mut h).expect("a WebSocket frame within 10 s");
+        assert_eq!(h[0] & 0x0f, 2, "binary frames");
+        assert_eq!(h[1] & 0x80, 0, "server frames are not masked");
+        let len = match h[1] {
+            126 => {
+                let mut l = [0u8; 2];
+                s.read_exact(&mut l).unwrap();
+                usize::from(u16::from_be_bytes(l))
+            }
+            127 => {
+                let mut l = [0u8; 8];
+                s.read_exact(&mut l).unwrap();
+                u64::from_be_bytes(l) as usize
+            }
+            n => usize::from(n),
+        };
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).unwrap();
+        data.extend_from_slice(&payload);
+    }
+}
+
+#[test]
+fn stomp_over_websocket_in_text_frames() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let ws_port = support::free_port();
+    let b = Broker::start_with(dir.path(), &["--stomp-ws-listen", &format!("127.0.0.1:{ws_port}")]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", ws_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"GET /stomp HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v10.stomp, v11.stomp, v12.stomp\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("Sec-WebSocket-Protocol: v12.stomp\r\n"), "{head}");
+    // stomp.js style: one frame per text message.
+    s.write_all(&ws_frame(1, b"CONNECT\naccept-version:1.2\nhost:/\n\n\0")).unwrap();
+    let (mut data, mut dec) =
+        (bytes::BytesMut::new(), ferry_stomp::codec::Decoder::new(ferry_stomp::Version::V1_2, Default::default()));
+    assert_eq!(ws_stomp_frame(&mut s, &mut data, &mut dec).command, "CONNECTED");
+    s.write_all(&ws_frame(1, b"SUBSCRIBE\nid:0\ndestination:/queue/wsq\nreceipt:r1\n\n\0")).unwrap();
+    assert_eq!(ws_stomp_frame(&mut s, &mut data, &mut dec).header("receipt-id"), Some("r1"));
+    // A TCP client sends; the WebSocket client receives.
+    let mut tcp = Stomp::connect(&b);
+    tcp.send("/queue/wsq", b"over the web", &[]);
+    let m = ws_stomp_frame(&mut s, &mut data, &mut dec);
+    assert_eq!((m.command.as_str(), &m.body[..]), ("MESSAGE", &b"over the web"[..]));
+    // And the other way, in a binary message.
+    tcp.subscribe("t", "/queue/back", &[]);
+    s.write_all(&ws_frame(2, b"SEND\ndestination:/queue/back\ncontent-length:4\n\nb\0ck\0")).unwrap();
+    assert_eq!(&tcp.message().body[..], b"b\0ck");
+    // Anything but /stomp is refused.
+    let mut other = std::net::TcpStream::connect(("127.0.0.1", ws_port)).unwrap();
+    other.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    other.write_all(b"GET /mqtt HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    other.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}

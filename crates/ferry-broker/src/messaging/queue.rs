@@ -459,6 +459,33 @@ impl Queue {
         Ok(message::decode_batches(&buf)?.into_iter().find(|m| m.offset == offset))
     }
 
+    /// Up to `n` never-taken messages in log order after skipping `skip`
+    /// of them, left in place (Redis's LRANGE over a list). Messages handed
+    /// back for redelivery are not listed.
+    pub fn peek(&self, skip: u64, n: usize) -> Result<Vec<StoredMessage>> {
+        let (mut pos, end) = (self.cursor().cursor.next().max(self.log.log_start_offset()), self.log.high_watermark());
+        let (mut skip, mut out) = (skip, Vec::new());
+        while pos < end && out.len() < n {
+            let Some(slice) = self.log.read(pos, READ_AHEAD)? else { break };
+            let buf = Bytes::from(slice.to_vec()?);
+            let batch = message::decode_batches(&buf)?;
+            let Some(last) = batch.last().map(|m| m.offset) else { break };
+            let c = self.cursor();
+            for m in batch.into_iter().filter(|m| m.offset >= pos && !c.cursor.is_acked(m.offset)) {
+                if c.cursor.outstanding(m.offset).is_some() || out.len() >= n {
+                    continue;
+                }
+                if skip > 0 {
+                    skip -= 1;
+                } else {
+                    out.push(m);
+                }
+            }
+            pos = last + 1;
+        }
+        Ok(out)
+    }
+
     /// A consumer acknowledges deliveries. Offsets not outstanding are
     /// ignored.
     pub fn ack(&self, offsets: &[u64]) -> Result<()> {

@@ -1,0 +1,132 @@
+//! The Redis listener: settings, what connections share, the accept loop.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_broker::Broker;
+use ferry_broker::messaging::Vhosts;
+use ferry_broker::metrics::{Metrics, ProtocolMetrics};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::metrics::RedisStats;
+use crate::pubsub::Hub;
+use crate::resp::Limits;
+use crate::streams::Streams;
+
+/// Settings of the Redis front-end.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// Request size bounds.
+    pub limits: Limits,
+    /// The virtual host whose durable queues lists are.
+    pub vhost: String,
+    /// The user a connection acts as before (or without) AUTH, like
+    /// Redis's `default` user; `None`: commands need AUTH first
+    /// (`-NOAUTH`).
+    pub default_login: Option<(String, String)>,
+    /// Pub/sub messages queued for one subscriber before it is
+    /// disconnected for reading too slowly (Redis's
+    /// `client-output-buffer-limit pubsub`).
+    pub pubsub_buffer: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            limits: Limits::default(),
+            vhost: "/".into(),
+            default_login: Some(("guest".into(), "guest".into())),
+            pubsub_buffer: 4096,
+        }
+    }
+}
+
+/// The access a command needs: (kind, name) is `("queue", list)` for
+/// lists and `("topic", stream)` for streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Create or delete (XGROUP CREATE/DESTROY, a list's first push).
+    Configure,
+    /// Append (XADD, LPUSH, PUBLISH).
+    Write,
+    /// Read or consume (XREAD, XREADGROUP, LPOP, SUBSCRIBE).
+    Read,
+}
+
+/// What a logged-in user may touch: (access, kind, name) -> allowed.
+pub type Authorizer = Arc<dyn Fn(Access, &str, &str) -> bool + Send + Sync>;
+
+/// Checks a login: (user, password, peer address, vhost) -> the user's
+/// [`Authorizer`], `None` if refused. The binary supplies the AMQP users.
+pub type Authenticator = Arc<dyn Fn(&str, &str, IpAddr, &str) -> Option<Authorizer> + Send + Sync>;
+
+/// What every connection shares.
+pub struct Server {
+    /// The front-end's settings.
+    pub config: RedisConfig,
+    /// Virtual hosts: lists are queues of [`RedisConfig::vhost`].
+    pub vhosts: Arc<Vhosts>,
+    /// The broker's topics: streams are topics.
+    pub broker: Arc<Broker>,
+    /// The login check.
+    pub authenticate: Authenticator,
+    /// Connections and commands, for /metrics.
+    pub metrics: Arc<ProtocolMetrics>,
+    /// Entries, list elements, pub/sub messages, for /metrics.
+    pub stats: Arc<RedisStats>,
+    /// Pub/sub channels and their subscribers.
+    pub hub: Hub,
+    /// Streams this node serves, with their consumer groups.
+    pub streams: Arc<Streams>,
+}
+
+impl Server {
+    /// Registers the front-end's metrics in `metrics`; consumer groups are
+    /// kept under `data_dir` (`redis-groups/`) and recovered from there.
+    pub fn new(
+        config: RedisConfig,
+        vhosts: Arc<Vhosts>,
+        broker: Arc<Broker>,
+        authenticate: Authenticator,
+        data_dir: PathBuf,
+        metrics: &Metrics,
+    ) -> std::io::Result<Server> {
+        let stats = RedisStats::register(metrics);
+        let metrics = metrics.register(ProtocolMetrics::new("redis", &crate::metrics::command_names(), None));
+        let streams = Streams::open(data_dir.join("redis-groups"), broker.clone())?;
+        Ok(Server { config, vhosts, broker, authenticate, metrics, stats, hub: Hub::default(), streams })
+    }
+}
+
+/// Serves Redis clients on `listener` until `shutdown` turns true; then
+/// consumer groups are saved and connections closed.
+pub async fn serve(listener: TcpListener, server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    let saver = tokio::spawn(Streams::save_periodically(server.streams.clone()));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let conn = crate::connection::run(stream, peer, server.clone(), shutdown.clone());
+                    tasks.spawn(conn.instrument(tracing::info_span!("redis", %peer)));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "redis accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
+    saver.abort();
+    if let Err(e) = server.streams.save_all(true) {
+        tracing::warn!(error = %e, "saving redis consumer groups failed");
+    }
+}

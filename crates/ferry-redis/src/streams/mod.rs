@@ -1,0 +1,202 @@
+//! Streams: a stream is a Ferry topic with one partition (created by the
+//! first XADD; of an existing topic with more, partition 0 is the
+//! stream), so Kafka clients read it as a topic and XREAD reads what Kafka
+//! producers wrote ([`log`] says how records and entries map).
+//!
+//! Beside the log, each stream has state kept by this front-end: its
+//! consumer groups ([`group`]) and the ids XDEL removed from the middle
+//! of the log (an append-only log cannot drop them; reads skip them). It
+//! lives in `<data>/redis-groups/<stream>.json`, rewritten (fsynced) at
+//! most every [`SAVE_INTERVAL`] when it changed, and at shutdown; group
+//! creation and deletion are written at once. A crash can lose the last
+//! interval's deliveries and acknowledgements: those entries are then
+//! delivered again (at least once, never lost).
+
+pub mod group;
+pub mod id;
+pub mod log;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ferry_broker::{Broker, BrokerError, Partition};
+use serde::{Deserialize, Serialize};
+
+use self::group::Group;
+use self::id::StreamId;
+
+/// How often changed stream state is written.
+pub const SAVE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// A stream's state beside its log.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    /// Consumer groups by name.
+    pub groups: BTreeMap<String, Group>,
+    /// Ids removed by XDEL and still in the log.
+    pub deleted: BTreeSet<StreamId>,
+    /// The largest id XDEL or a trim removed.
+    pub max_deleted: StreamId,
+    /// The id of the last entry, once looked up (not saved: the log has it).
+    #[serde(skip)]
+    pub last_id: Option<StreamId>,
+}
+
+/// One stream's state, locked per command.
+pub struct Stream {
+    /// The stream's key (its topic's name).
+    pub name: String,
+    state: Mutex<State>,
+    dirty: AtomicBool,
+}
+
+impl Stream {
+    /// Locks the state; the caller marks it changed with [`Stream::changed`].
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The state changed: the next periodic save writes it.
+    pub fn changed(&self) {
+        self.dirty.store(true, Ordering::Release);
+    }
+}
+
+impl State {
+    /// The last entry's id (0-0 for an empty stream), read from the log once.
+    pub fn last_id(&mut self, p: &Partition) -> Result<StreamId, BrokerError> {
+        if let Some(id) = self.last_id {
+            return Ok(id);
+        }
+        let id = log::last_entry(p)?.map_or(StreamId::MIN, |e| e.id).max(self.max_deleted);
+        self.last_id = Some(id);
+        Ok(id)
+    }
+
+    /// Forgets XDEL'd ids below the log start (trimmed away for good).
+    pub fn prune_deleted(&mut self, first_kept: Option<StreamId>) {
+        match first_kept {
+            Some(first) => self.deleted = self.deleted.split_off(&first),
+            None => self.deleted.clear(),
+        }
+    }
+}
+
+/// Every stream this node has served since start.
+pub struct Streams {
+    dir: PathBuf,
+    broker: Arc<Broker>,
+    map: Mutex<HashMap<String, Arc<Stream>>>,
+}
+
+impl Streams {
+    /// Opens the state directory.
+    pub fn open(dir: PathBuf, broker: Arc<Broker>) -> std::io::Result<Arc<Streams>> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(Arc::new(Streams { dir, broker, map: Mutex::new(HashMap::new()) }))
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Stream>>> {
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        // Topic names are [a-zA-Z0-9._-], never "." or "..": safe file names.
+        self.dir.join(format!("{name}.json"))
+    }
+
+    /// The state of stream `name`, recovered from its file on first use.
+    pub fn get(&self, name: &str) -> Arc<Stream> {
+        let mut map = self.map();
+        if let Some(s) = map.get(name) {
+            return s.clone();
+        }
+        let state = match std::fs::read(self.path(name)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(stream = name, error = %e, "unreadable redis stream state, starting empty");
+                State::default()
+            }),
+            Err(_) => State::default(),
+        };
+        let s = Arc::new(Stream { name: name.to_string(), state: Mutex::new(state), dirty: AtomicBool::new(false) });
+        map.insert(name.to_string(), s.clone());
+        s
+    }
+
+    /// The stream's partition; `None` if its topic does not exist.
+    pub fn partition(&self, name: &str) -> Result<Option<Arc<Partition>>, BrokerError> {
+        match self.broker.topic(name) {
+            Some(t) => t.partition(0).map(Some).ok_or(BrokerError::NotLeaderOrFollower),
+            None => Ok(None),
+        }
+    }
+
+    /// The stream's partition, its topic created (one partition) if missing.
+    pub async fn partition_or_create(&self, name: &str) -> Result<Arc<Partition>, BrokerError> {
+        if let Some(p) = self.partition(name)? {
+            return Ok(p);
+        }
+        ferry_broker::validate_topic_name(name)?;
+        match self.broker.create_topic(name, Some(1), &BTreeMap::new(), false).await {
+            // A stale state file from an earlier stream of this name goes.
+            Ok(_) => self.forget(name),
+            Err(BrokerError::TopicExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.partition(name)?.ok_or(BrokerError::NotLeaderOrFollower)
+    }
+
+    /// Drops the stream's state (DEL, or a new topic of the same name).
+    pub fn forget(&self, name: &str) {
+        self.map().remove(name);
+        let _ = std::fs::remove_file(self.path(name));
+    }
+
+    /// Writes the stream's state now (group creation and deletion).
+    pub fn save(&self, s: &Stream, sync: bool) -> std::io::Result<()> {
+        s.dirty.store(false, Ordering::Release);
+        let bytes = serde_json::to_vec(&*s.lock()).map_err(std::io::Error::other)?;
+        let path = self.path(&s.name);
+        let tmp = path.with_extension("json.tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            if sync {
+                f.sync_all()?;
+            }
+        }
+        std::fs::rename(&tmp, &path)?;
+        if sync {
+            std::fs::File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Writes every changed stream's state.
+    pub fn save_all(&self, sync: bool) -> std::io::Result<()> {
+        let streams: Vec<Arc<Stream>> = self.map().values().cloned().collect();
+        for s in streams {
+            if s.dirty.load(Ordering::Acquire) {
+                self.save(&s, sync)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves changed state every [`SAVE_INTERVAL`], fsynced, off the runtime's workers.
+    pub async fn save_periodically(streams: Arc<Streams>) {
+        loop {
+            tokio::time::sleep(SAVE_INTERVAL).await;
+            let s = streams.clone();
+            match tokio::task::spawn_blocking(move || s.save_all(true)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "saving redis stream state failed"),
+                Err(_) => return,
+            }
+        }
+    }
+}

@@ -33,6 +33,8 @@ pub struct FileConfig {
     pub cluster: cluster::ClusterSection,
     #[serde(default)]
     pub stomp: StompSection,
+    #[serde(default)]
+    pub redis: RedisSection,
     /// Broker-wide topic config defaults, with Kafka's topic config names
     /// (`"flush.messages" = "9223372036854775807"`).
     #[serde(default)]
@@ -142,6 +144,26 @@ pub struct StompSection {
     pub max_header_line_bytes: Option<usize>,
 }
 
+/// `[redis]`: the Redis listener (users are the `[amqp]` ones); see
+/// docs/configuration.md.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSection {
+    /// `"off"` disables the listener.
+    pub listen: Option<String>,
+    /// The vhost whose queues lists are (default "/").
+    pub vhost: Option<String>,
+    /// User a connection acts as before AUTH (default guest/guest); `""`
+    /// makes every command but AUTH/HELLO answer -NOAUTH.
+    pub default_user: Option<String>,
+    pub default_password: Option<String>,
+    pub max_bulk_bytes: Option<usize>,
+    pub max_array_len: Option<usize>,
+    pub max_inline_bytes: Option<usize>,
+    /// Pub/sub messages queued for a subscriber before it is disconnected.
+    pub pubsub_buffer: Option<usize>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpUser {
@@ -215,6 +237,9 @@ pub struct ServeArgs {
     /// STOMP over WebSocket listener address (path /stomp; off by default).
     #[arg(long, env = "FERRY_STOMP_WS_LISTEN")]
     pub stomp_ws_listen: Option<String>,
+    /// Redis (RESP2/RESP3) listener address (default 127.0.0.1:6379; "off" disables it).
+    #[arg(long, env = "FERRY_REDIS_LISTEN")]
+    pub redis_listen: Option<String>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -236,6 +261,9 @@ pub struct Settings {
     pub stomp_listen: Option<SocketAddr>,
     pub stomp_ws_listen: Option<SocketAddr>,
     pub stomp: ferry_stomp::StompConfig,
+    /// `None`: no Redis listener.
+    pub redis_listen: Option<SocketAddr>,
+    pub redis: ferry_redis::RedisConfig,
 }
 
 /// An optional listener address: `"off"` (or empty) means none.
@@ -286,6 +314,12 @@ impl Settings {
         let stomp_ws_listen =
             listener(args.stomp_ws_listen.clone().or(file.stomp.ws_listen.clone()), None, "STOMP WebSocket listener")?;
         let stomp = stomp_config(file.stomp);
+        let redis_listen = listener(
+            args.redis_listen.clone().or(file.redis.listen.clone()),
+            Some(SocketAddr::from(([127, 0, 0, 1], 6379))),
+            "Redis listener",
+        )?;
+        let redis = redis_config(file.redis);
         let m = file.mqtt;
         let mqtt_listen = listener(
             args.mqtt_listen.clone().or(m.listen),
@@ -338,6 +372,8 @@ impl Settings {
             stomp_listen,
             stomp_ws_listen,
             stomp,
+            redis_listen,
+            redis,
             amqp_listen,
             amqp,
             mqtt_listen,
@@ -411,6 +447,26 @@ fn stomp_config(s: StompSection) -> ferry_stomp::StompConfig {
     }
 }
 
+fn redis_config(s: RedisSection) -> ferry_redis::RedisConfig {
+    let d = ferry_redis::RedisConfig::default();
+    let login = match (s.default_user, s.default_password) {
+        (None, _) => d.default_login.clone(),
+        (Some(u), _) if u.is_empty() => None,
+        (Some(u), p) => Some((u, p.unwrap_or_default())),
+    };
+    ferry_redis::RedisConfig {
+        vhost: s.vhost.unwrap_or(d.vhost.clone()),
+        default_login: login,
+        limits: ferry_redis::Limits {
+            max_bulk: s.max_bulk_bytes.unwrap_or(d.limits.max_bulk),
+            max_array: s.max_array_len.unwrap_or(d.limits.max_array),
+            max_inline: s.max_inline_bytes.unwrap_or(d.limits.max_inline),
+            ..d.limits
+        },
+        pubsub_buffer: s.pubsub_buffer.unwrap_or(d.pubsub_buffer),
+    }
+}
+
 fn amqp_config(section: AmqpSection) -> anyhow::Result<ferry_amqp::AmqpConfig> {
     let defaults = ferry_amqp::AmqpConfig::default();
     let mut vhosts = vec!["/".to_string()];
@@ -480,6 +536,27 @@ mod tests {
         assert_eq!(s.amqp.vhosts, vec!["/".to_string()]);
         assert_eq!(s.stomp_listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:61613"));
         assert_eq!(s.stomp_ws_listen, None);
+        assert_eq!(s.redis_listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:6379"));
+    }
+
+    #[test]
+    fn redis_section_and_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(
+            &path,
+            "[redis]\nlisten = \"127.0.0.1:16379\"\ndefault_user = \"\"\nmax_bulk_bytes = 1024\npubsub_buffer = 7\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs { config: Some(path), ..Default::default() };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.redis_listen.unwrap().port(), 16379);
+        assert_eq!(s.redis.default_login, None);
+        assert_eq!((s.redis.limits.max_bulk, s.redis.pubsub_buffer), (1024, 7));
+        args.redis_listen = Some("off".into());
+        assert_eq!(Settings::resolve(&args).unwrap().redis_listen, None);
+        args.redis_listen = Some("127.0.0.1:6380".into());
+        assert_eq!(Settings::resolve(&args).unwrap().redis_listen.unwrap().port(), 6380);
     }
 
     #[test]

@@ -107,6 +107,10 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                     Some((bind(addr).with_context(|| format!("binding the {what} to {addr}"))?, what));
             }
         }
+        let redis_socket = match settings.redis_listen {
+            Some(addr) => Some(bind(addr).with_context(|| format!("binding the redis listener to {addr}"))?),
+            None => None,
+        };
         let amqp_socket = bind(settings.amqp_listen)
             .with_context(|| format!("binding the AMQP listener to {}", settings.amqp_listen))?;
         let http = bind(settings.http_listen)
@@ -168,7 +172,7 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         };
         let ctx = Arc::new(ferry_kafka::Ctx { broker: broker.clone(), config: settings.kafka });
         let server = tokio::spawn(ferry_kafka::serve(listener, ctx, stop_rx.clone()));
-        let (vhosts, amqp_server, stomp_server) = {
+        let (vhosts, amqp_server, stomp_server, redis_server) = {
             let data = settings.broker.data_dir.clone();
             let (engine, names) = (settings.broker.engine.clone(), settings.amqp.vhosts.clone());
             let kafka_side = broker.clone();
@@ -178,6 +182,7 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             .await?
             .context("opening queues")?;
             let stomp_users = settings.amqp.users.clone();
+            let redis_users = settings.amqp.users.clone();
             let amqp = Arc::new(ferry_amqp::Server::new(
                 settings.amqp,
                 vhosts.clone(),
@@ -204,12 +209,28 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             } else {
                 None
             };
+            let redis = match redis_socket {
+                Some(socket) => {
+                    let server = Arc::new(ferry_redis::Server::new(
+                        settings.redis,
+                        vhosts.clone(),
+                        broker.clone(),
+                        redis_auth(redis_users),
+                        settings.broker.data_dir.clone(),
+                        broker.metrics(),
+                    )?);
+                    let l = listen(socket)?;
+                    tracing::info!(listen = %l.local_addr()?, "redis listener ready");
+                    Some(tokio::spawn(ferry_redis::serve(l, server, stop_rx.clone())))
+                }
+                None => None,
+            };
             // Ready before the last port answers: a health check that found
             // every port open never sees "not ready".
             admin.set_ready(true);
             let listener = listen(amqp_socket)?;
             tracing::info!(listen = %listener.local_addr()?, "amqp listener ready");
-            (vhosts, tokio::spawn(ferry_amqp::serve(listener, amqp, stop_rx.clone())), stomp)
+            (vhosts, tokio::spawn(ferry_amqp::serve(listener, amqp, stop_rx.clone())), stomp, redis)
         };
         shutdown_signal().await?;
         tracing::info!("shutting down");
@@ -223,6 +244,9 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         let _ = amqp_server.await;
         if let Some(s) = stomp_server {
             let _ = s.await;
+        }
+        if let Some(r) = redis_server {
+            let _ = r.await;
         }
         // Leave the cluster (stop heartbeats and Raft) before the logs close.
         node.shutdown().await;
@@ -247,6 +271,29 @@ fn stomp_auth(users: Vec<ferry_amqp::User>) -> ferry_stomp::Authenticator {
                 ferry_stomp::Access::Read => &p.read,
             };
             ferry_amqp::auth::pattern_matches(pattern, name)
+        });
+        Some(check)
+    })
+}
+
+/// Redis logins (AUTH, HELLO ... AUTH) go through the AMQP users as STOMP's
+/// do; a list is checked as the queue of its name, a stream as the
+/// exchange `kafka:<stream>` (its topic, named as the AMQP and STOMP
+/// front-ends name topics), a pub/sub channel as the name itself.
+fn redis_auth(users: Vec<ferry_amqp::User>) -> ferry_redis::Authenticator {
+    Arc::new(move |user, pass, peer, vhost| {
+        let u = ferry_amqp::auth::authenticate(&users, user, pass, peer)?;
+        let p = u.permissions.get(vhost)?.clone();
+        let check: ferry_redis::Authorizer = Arc::new(move |access, kind, name| {
+            let pattern = match access {
+                ferry_redis::Access::Configure => &p.configure,
+                ferry_redis::Access::Write => &p.write,
+                ferry_redis::Access::Read => &p.read,
+            };
+            match kind {
+                "topic" => ferry_amqp::auth::pattern_matches(pattern, &format!("kafka:{name}")),
+                _ => ferry_amqp::auth::pattern_matches(pattern, name),
+            }
         });
         Some(check)
     })

@@ -15,7 +15,7 @@ use crate::error::{CmdResult, CommandError};
 pub const ID_HEADER: &str = "redis-id";
 
 /// An entry id.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamId {
     /// Milliseconds part.
     pub ms: u64,
@@ -58,6 +58,20 @@ impl StreamId {
 impl fmt::Display for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// Saved as its text, so ids can key JSON maps.
+impl serde::Serialize for StreamId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StreamId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        StreamId::parse(text.as_bytes(), 0).ok_or_else(|| serde::de::Error::custom(format!("bad stream id {text:?}")))
     }
 }
 
@@ -154,6 +168,15 @@ mod tests {
         assert_eq!(parse_bound(b"(5-0", false).unwrap(), id(4, u64::MAX));
         assert_eq!(parse_bound(b"5", false).unwrap(), id(5, u64::MAX));
         assert!(parse_bound(b"(0-0", false).is_err());
+    }
+
+    #[test]
+    fn ids_key_json_maps() {
+        let mut m = std::collections::BTreeMap::new();
+        m.insert(id(5, 3), 1);
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(text, r#"{"5-3":1}"#);
+        assert_eq!(serde_json::from_str::<std::collections::BTreeMap<StreamId, i32>>(&text).unwrap(), m);
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct Broker {
     pub mqtt_ws_port: u16,
     /// The STOMP listener's port.
     pub stomp_port: u16,
+    /// The Redis listener's port.
+    pub redis_port: u16,
     /// The cluster port (`--cluster-listen`): every broker its own, as
     /// tests run in parallel and the default 9192 would collide.
     pub cluster_port: u16,
@@ -82,6 +84,7 @@ impl Broker {
             amqp_port: free_port(),
             mqtt_ws_port: free_port(),
             stomp_port: free_port(),
+            redis_port: free_port(),
             cluster_port: free_port(),
             fixed_cluster_port: false,
             data: data.to_path_buf(),
@@ -119,6 +122,7 @@ impl Broker {
             self.mqtt_port = free_port();
             self.mqtt_ws_port = free_port();
             self.stomp_port = free_port();
+            self.redis_port = free_port();
             self.amqp_port = free_port();
             if !self.fixed_cluster_port {
                 self.cluster_port = free_port();
@@ -158,6 +162,7 @@ impl Broker {
             .args(["--amqp-listen", &format!("127.0.0.1:{}", self.amqp_port)])
             .args(["--mqtt-ws-listen", &format!("127.0.0.1:{}", self.mqtt_ws_port)])
             .args(["--stomp-listen", &format!("127.0.0.1:{}", self.stomp_port)])
+            .args(["--redis-listen", &format!("127.0.0.1:{}", self.redis_port)])
             .args(["--cluster-listen", &format!("127.0.0.1:{}", self.cluster_port)])
             .args(&self.args)
             // FERRY_TEST_LOG=debug shows the broker's log in a failing test.
@@ -178,7 +183,15 @@ impl Broker {
     fn listening(&mut self, what: WaitFor) -> bool {
         let ports = match what {
             WaitFor::AllPorts => {
-                vec![self.port, self.http_port, self.mqtt_port, self.mqtt_ws_port, self.amqp_port, self.stomp_port]
+                vec![
+                    self.port,
+                    self.http_port,
+                    self.mqtt_port,
+                    self.mqtt_ws_port,
+                    self.amqp_port,
+                    self.stomp_port,
+                    self.redis_port,
+                ]
             }
             WaitFor::Http => vec![self.http_port],
         };

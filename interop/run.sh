@@ -2,7 +2,8 @@
 # Interop tests: real Kafka clients (confluent-kafka, kafka-python, aiokafka, kcat;
 # transactions with the three Python clients; KafkaJS), the seed's pika example
 # and pika against RabbitMQ's error answers (AMQP), paho-mqtt (MQTT 3.1.1 / 5, TCP and WebSocket)
-# and stomp.py (STOMP 1.0 / 1.1 / 1.2, with pika on the AMQP side)
+# stomp.py (STOMP 1.0 / 1.1 / 1.2, with pika on the AMQP side) and redis-py
+# (RESP2 / RESP3, with confluent-kafka and pika on the other side)
 # against a freshly started `ferry serve`. Last line: "interop: N passed, M failed".
 set -euo pipefail
 
@@ -50,6 +51,8 @@ mqtt_ws_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(
 export MQTT_WS_PORT="$mqtt_ws_port"
 stomp_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 export STOMP_PORT="$stomp_port"
+redis_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+export REDIS_PORT="$redis_port"
 work="$(mktemp -d -t ferry-interop.XXXXXX)"
 broker_pid=""
 
@@ -72,14 +75,16 @@ trap cleanup EXIT
 
 "$ferry" serve --data-dir "$work/data" --kafka-listen "$BOOTSTRAP" --http-listen 127.0.0.1:0 \
     --mqtt-listen "127.0.0.1:$MQTT_PORT" --mqtt-ws-listen "127.0.0.1:$MQTT_WS_PORT" \
-    --amqp-listen "127.0.0.1:$AMQP_PORT" --stomp-listen "127.0.0.1:$STOMP_PORT" >"$work/broker.log" 2>&1 &
+    --amqp-listen "127.0.0.1:$AMQP_PORT" --stomp-listen "127.0.0.1:$STOMP_PORT" \
+    --redis-listen "127.0.0.1:$REDIS_PORT" >"$work/broker.log" 2>&1 &
 broker_pid=$!
 
 ready=0
 for _ in $(seq 300); do   # 30 s
     if ! kill -0 "$broker_pid" 2>/dev/null; then break; fi
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$AMQP_PORT") 2>/dev/null \
-        && (exec 3<>"/dev/tcp/127.0.0.1/$STOMP_PORT") 2>/dev/null; then
+        && (exec 3<>"/dev/tcp/127.0.0.1/$STOMP_PORT") 2>/dev/null \
+        && (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null; then
         ready=1; break
     fi
     sleep 0.1
@@ -114,6 +119,7 @@ run_test kafkajs         node "$here/kafkajs_test.mjs"
 run_test pika_seed       "$venv/bin/python" "$here/pika_seed_test.py"
 run_test pika_answers    "$venv/bin/python" "$here/pika_rabbitmq_answers_test.py"
 run_test stomp_py        "$venv/bin/python" "$here/stomp_py_test.py"
+run_test redis_py        "$venv/bin/python" "$here/redis_py_test.py"
 # Five parts, each in its own child process with a 75 s limit (GROUPS_PART_TIMEOUT);
 # about 40 s when healthy, since every group waits out the broker's default
 # 3 s group.initial.rebalance.delay.ms.

@@ -5,7 +5,7 @@ use ferry_broker::Partition;
 use ferry_util::time::now_ms_u64;
 use tokio::time::Instant;
 
-use super::streams::{entry_reply, open, parse_read, read_after, streams_reply};
+use super::streams::{entry_reply, open, parse_read, streams_reply};
 use super::{Args, Step, Wait};
 use crate::error::{CmdResult, CommandError};
 use crate::resp::Reply;
@@ -13,7 +13,7 @@ use crate::server::Access;
 use crate::session::Session;
 use crate::streams::group::{ClaimOpts, Group};
 use crate::streams::id::{StreamId, invalid, parse_bound};
-use crate::streams::log::{self, Entry};
+use crate::streams::log::{self, Entry, Keep};
 use crate::streams::{State, Stream};
 
 pub(super) async fn run(s: &mut Session, name: &str, a: Args<'_>) -> CmdResult<Step> {
@@ -150,8 +150,12 @@ fn xreadgroup(s: &Session, a: &Args<'_>) -> CmdResult<Step> {
             return Err(nogroup(&name, &group, "XREADGROUP with GROUP option"));
         }
         if id_arg.as_ref() == b">" {
-            let after = state.groups.get(&group).map_or(StreamId::MIN, |g| g.last_id);
-            let entries = read_after(&p, &state, after, o.count)?;
+            let (after, from) = state.groups.get(&group).map_or((StreamId::MIN, 0), |g| (g.last_id, g.next_offset));
+            // From the group's offset, no search; ids at or below its last
+            // delivered one (SETID back and forth) are passed over.
+            let entries = log::scan(&p, from, o.count, |e| {
+                if e.id <= after || state.deleted.contains(&e.id) { Keep::Skip } else { Keep::Take }
+            })?;
             let g = group_of(&mut state, &st, &group, "XREADGROUP")?;
             g.touch(&consumer, now);
             for e in &entries {

@@ -65,13 +65,24 @@ pub fn from_record(offset: u64, r: StoredRecord) -> Entry {
 /// (false stops), at most `count`. Stops at the last stable offset.
 pub fn scan(
     p: &Partition,
+    from: u64,
+    count: usize,
+    keep: impl FnMut(&Entry) -> Keep,
+) -> Result<Vec<Entry>, BrokerError> {
+    scan_reading(p, from, count, READ_BYTES, keep)
+}
+
+/// [`scan`] asking the log for about `bytes` per read (at least a batch).
+fn scan_reading(
+    p: &Partition,
     mut from: u64,
     count: usize,
+    bytes: usize,
     mut keep: impl FnMut(&Entry) -> Keep,
 ) -> Result<Vec<Entry>, BrokerError> {
     let mut out = Vec::new();
     while out.len() < count {
-        let Some(read) = read_committed(p, from, READ_BYTES)? else { break };
+        let Some(read) = read_committed(p, from, bytes)? else { break };
         for (off, r) in read.records {
             let e = from_record(off, r);
             match keep(&e) {
@@ -100,7 +111,8 @@ pub enum Keep {
 
 /// The entry at or after `offset` (the first readable one).
 pub fn entry_at(p: &Partition, offset: u64) -> Result<Option<Entry>, BrokerError> {
-    Ok(scan(p, offset, 1, |_| Keep::Take)?.pop())
+    // One batch is enough: a binary search probes many offsets.
+    Ok(scan_reading(p, offset, 1, 1, |_| Keep::Take)?.pop())
 }
 
 /// The first offset whose entry's id is >= `id` (the high watermark if

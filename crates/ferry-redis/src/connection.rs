@@ -21,7 +21,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
-use crate::commands::{self, Step, Wait};
+use crate::commands::{self, DEFERRING, Durable, Step, Wait};
 use crate::pubsub::Subscriber;
 use crate::resp::{Reply, decode_command, encode};
 use crate::server::Server;
@@ -34,6 +34,9 @@ pub(crate) const POLL_MISSING: Duration = Duration::from_millis(100);
 /// Replies buffered before they are written even mid-pipeline.
 const FLUSH_AT: usize = 64 << 10;
 
+/// Appends whose replies wait for disk before they all are awaited.
+const MAX_DEFERRED: usize = 1024;
+
 /// Client ids (CLIENT ID) double as queue owner ids; they start high so
 /// they never meet the AMQP (from 1) or STOMP (from 2^62) front-ends'.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1 << 61);
@@ -44,6 +47,8 @@ struct Conn {
     inbuf: BytesMut,
     out: BytesMut,
     pushes: mpsc::Receiver<Reply>,
+    /// Replies of pipelined appends waiting for disk, in order.
+    deferred: Vec<(Durable, Reply)>,
     session: Session,
     shutdown: watch::Receiver<bool>,
 }
@@ -76,8 +81,16 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, server: Arc<Server>
         subs: Default::default(),
         subscriber,
     };
-    let mut conn =
-        Conn { rd, wr, inbuf: BytesMut::with_capacity(16 << 10), out: BytesMut::new(), pushes, session, shutdown };
+    let mut conn = Conn {
+        rd,
+        wr,
+        inbuf: BytesMut::with_capacity(16 << 10),
+        out: BytesMut::new(),
+        pushes,
+        deferred: Vec::new(),
+        session,
+        shutdown,
+    };
     if let Err(e) = conn.serve().await {
         tracing::debug!(error = %e, "redis connection ended");
     }
@@ -100,12 +113,14 @@ impl Conn {
                     }
                     Ok(None) => break,
                     Err(e) => {
+                        self.settle().await;
                         self.session.server.stats.protocol_error();
                         encode(&Reply::Error(format!("ERR {e}")), self.session.resp3, &mut self.out);
                         return self.flush().await;
                     }
                 }
             }
+            self.settle().await;
             self.flush().await?;
             if self.session.subscriber.overflowed.load(Ordering::Relaxed) {
                 tracing::debug!("pub/sub subscriber too slow, closing");
@@ -132,6 +147,17 @@ impl Conn {
         }
     }
 
+    /// Waits for the deferred appends, in order, and buffers their replies.
+    async fn settle(&mut self) {
+        let resp3 = self.session.resp3;
+        for (durable, reply) in std::mem::take(&mut self.deferred) {
+            match durable.await {
+                Ok(()) => encode(&reply, resp3, &mut self.out),
+                Err(e) => encode(&e.reply(), resp3, &mut self.out),
+            }
+        }
+    }
+
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
             self.wr.write_all(&self.out).await?;
@@ -145,6 +171,9 @@ impl Conn {
         let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
         let started = std::time::Instant::now();
         let api = crate::metrics::command_index(&name);
+        if !self.deferred.is_empty() && !DEFERRING.contains(&name.as_str()) {
+            self.settle().await;
+        }
         let step = commands::execute(&mut self.session, &name, &args).await;
         let step = match step {
             Step::Block { on, deadline, retry, timeout } => {
@@ -158,6 +187,11 @@ impl Conn {
         };
         let resp3 = self.session.resp3;
         let go_on = match step {
+            // An append that failed at once, behind appends waiting for disk.
+            Step::Reply(r) if !self.deferred.is_empty() => {
+                self.deferred.push((Box::pin(std::future::ready(Ok(()))), r));
+                true
+            }
             Step::Reply(r) => {
                 encode(&r, resp3, &mut self.out);
                 true
@@ -169,6 +203,13 @@ impl Conn {
             Step::Quit(r) => {
                 encode(&r, resp3, &mut self.out);
                 false
+            }
+            Step::Deferred { reply, durable } => {
+                self.deferred.push((durable, reply));
+                if self.deferred.len() >= MAX_DEFERRED {
+                    self.settle().await;
+                }
+                true
             }
             // A retried command never blocks twice over: block() only returns other steps.
             Step::Block { timeout, .. } => {

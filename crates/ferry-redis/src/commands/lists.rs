@@ -15,6 +15,7 @@
 //! - LRANGE lists elements ready for delivery from the head, read without
 //!   taking them.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -38,7 +39,7 @@ pub(super) async fn run(s: &mut Session, name: &str, a: Args<'_>) -> CmdResult<S
     let reply = match name {
         "LPUSH" | "RPUSH" => {
             a.at_least(3)?;
-            push(s, a.get(1)?, &a.raw()[2..]).await?
+            return push(s, a.get(1)?, &a.raw()[2..]);
         }
         "LPOP" | "RPOP" => {
             a.at_least(2)?;
@@ -166,7 +167,7 @@ fn message(key: &str, body: Bytes) -> Message {
 }
 
 /// Appends `values` to the list `key`; answers the length once durable.
-async fn push(s: &Session, key: &Bytes, values: &[Bytes]) -> CmdResult<Reply> {
+fn push(s: &Session, key: &Bytes, values: &[Bytes]) -> CmdResult<Step> {
     let q = queue(s, key, true, Access::Write)?.ok_or_else(|| CommandError::err("no such list"))?;
     let name = key_name(key)?;
     let mut last = None;
@@ -176,22 +177,25 @@ async fn push(s: &Session, key: &Bytes, values: &[Bytes]) -> CmdResult<Reply> {
             Published::Rejected => return Err(CommandError::err(format!("list '{name}' is full"))),
         }
     }
-    if let Some(off) = last {
-        durable(&q, off).await?;
-    }
     s.server.stats.list_pushes(values.len() as u64);
-    Ok(Reply::Int(q.ready_count() as i64))
+    let reply = Reply::Int(q.ready_count() as i64);
+    match last {
+        Some(off) => Ok(Step::Deferred { reply, durable: Box::pin(durable(&q, off)) }),
+        None => Ok(Step::Reply(reply)),
+    }
 }
 
-/// Waits until the queue's log holds `offset` on disk.
-async fn durable(q: &Queue, offset: u64) -> CmdResult<()> {
+/// Resolves once the queue's log holds `offset` on disk.
+fn durable(q: &Queue, offset: u64) -> impl Future<Output = CmdResult<()>> + Send + 'static {
     let (tx, rx) = tokio::sync::oneshot::channel();
     q.on_durable(offset, move |ok| {
         let _ = tx.send(ok);
     });
-    match rx.await {
-        Ok(true) => Ok(()),
-        _ => Err(CommandError::err("the list's log could not be written")),
+    async move {
+        match rx.await {
+            Ok(true) => Ok(()),
+            _ => Err(CommandError::err("the list's log could not be written")),
+        }
     }
 }
 

@@ -9,6 +9,8 @@ mod pubsub;
 mod stream_groups;
 mod streams;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -35,7 +37,19 @@ pub(crate) enum Step {
     Block { on: Wait, deadline: Option<Instant>, retry: Vec<Bytes>, timeout: Reply },
     /// Answer, then close the connection (QUIT).
     Quit(Reply),
+    /// Answer `reply` once `durable` resolves (an append on its way to
+    /// disk), or its error if it fails. Pipelined appends wait together, so
+    /// they share fsyncs (see [`DEFERRING`]).
+    Deferred { reply: Reply, durable: Durable },
 }
+
+/// An append's wait for disk.
+pub(crate) type Durable = Pin<Box<dyn Future<Output = CmdResult<()>> + Send>>;
+
+/// Commands whose replies may wait for disk behind later commands of a
+/// pipeline. Any other command first waits for those before it runs, so a
+/// read in the same pipeline sees the appends before it.
+pub(crate) const DEFERRING: &[&str] = &["XADD", "LPUSH", "RPUSH"];
 
 /// What a blocked command waits for.
 pub(crate) enum Wait {

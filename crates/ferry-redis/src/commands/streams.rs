@@ -29,7 +29,7 @@ use crate::streams::{State, Stream};
 
 pub(super) async fn run(s: &mut Session, name: &str, a: Args<'_>) -> CmdResult<Step> {
     let reply = match name {
-        "XADD" => xadd(s, &a).await?,
+        "XADD" => return xadd(s, &a).await,
         "XLEN" => {
             a.exactly(2)?;
             let Some((p, st)) = open(s, &a, 1, Access::Read)? else { return Ok(Step::Reply(Reply::Int(0))) };
@@ -167,7 +167,7 @@ pub(super) fn parse_trim(a: &Args<'_>, mut i: usize) -> CmdResult<Option<(Trim, 
     Ok(Some((trim, i)))
 }
 
-async fn xadd(s: &Session, a: &Args<'_>) -> CmdResult<Reply> {
+async fn xadd(s: &Session, a: &Args<'_>) -> CmdResult<Step> {
     a.at_least(5)?;
     let name = key_name(a.get(1)?)?;
     let (mut i, mut nomkstream, mut trim) = (2, false, None);
@@ -198,7 +198,7 @@ async fn xadd(s: &Session, a: &Args<'_>) -> CmdResult<Reply> {
     s.check(Access::Write, "topic", name)?;
     let p = match s.server.streams.partition(name)? {
         Some(p) => p,
-        None if nomkstream => return Ok(Reply::Null),
+        None if nomkstream => return Ok(Step::Reply(Reply::Null)),
         None => {
             s.check(Access::Configure, "topic", name)?;
             s.server.streams.partition_or_create(name).await?
@@ -214,13 +214,17 @@ async fn xadd(s: &Session, a: &Args<'_>) -> CmdResult<Reply> {
         state.last_id = Some(id);
         (id, appended)
     };
-    appended.acknowledged().await?;
     s.server.stats.stream_entries(1);
-    if let Some(t) = trim {
-        t.apply(&p, &mut st.lock())?;
-        st.changed();
-    }
-    Ok(Reply::text(id.to_string()))
+    // Trimmed once the entry is readable: a trim counts from the readable end.
+    let durable = Box::pin(async move {
+        appended.acknowledged().await?;
+        if let Some(t) = trim {
+            t.apply(&p, &mut st.lock())?;
+            st.changed();
+        }
+        Ok(())
+    });
+    Ok(Step::Deferred { reply: Reply::text(id.to_string()), durable })
 }
 
 fn range(s: &Session, a: &Args<'_>, rev: bool) -> CmdResult<Reply> {

@@ -519,3 +519,27 @@ async fn bad_input_closes_only_that_connection() {
     let pong: String = cmd("PING").query_async(&mut healthy).await.unwrap();
     assert_eq!(pong, "PONG", "other clients are not disturbed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_appends_answer_in_order_and_reads_see_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut c = connect(&b, false).await;
+    let mut p = redis::pipe();
+    for i in 0..200 {
+        p.cmd("XADD").arg("piped").arg(format!("{}-1", i + 1)).arg("i").arg(i);
+    }
+    p.cmd("RPUSH").arg("piped-list").arg("a").arg("b");
+    p.cmd("XLEN").arg("piped");
+    p.cmd("LLEN").arg("piped-list");
+    let got: Vec<Value> = p.query_async(&mut c).await.unwrap_or_else(|e| panic!("{e}"));
+    let ids: Vec<String> = got[..200].iter().flat_map(fields).collect();
+    assert_eq!(ids, (1..=200).map(|i| format!("{i}-1")).collect::<Vec<_>>());
+    assert_eq!(fields(&Value::Array(got[200..].to_vec())), ["2", "200", "2"]);
+    // An append refused at once keeps its place between ones waiting for disk.
+    let (out, closed) =
+        tokio::task::block_in_place(|| raw(&b, b"XADD px 5-1 f v\r\nXADD px 1-1 f v\r\nXADD px 6-1 f v\r\nQUIT\r\n"));
+    assert!(closed);
+    assert!(out.starts_with("$3\r\n5-1\r\n-ERR The ID specified in XADD"), "{out}");
+    assert!(out.ends_with("$3\r\n6-1\r\n+OK\r\n"), "{out}");
+}

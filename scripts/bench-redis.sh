@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Redis benchmark: Ferry's Redis front-end (release) against Debian's
+# redis-server in its durable modes (appendonly yes with appendfsync always,
+# then everysec), on loopback, in the same run (docs/benchmarks.md, "## Redis").
+# Producing: redis-benchmark's XADD and RPUSH (C clients, no pipelining).
+# Consuming: scripts/bench-redis-consume.py, workers doing XREADGROUP COUNT B
+# + XACK of what they read, the same driver for both servers.
+# Installs redis-server / redis-tools if missing. Environment knobs:
+#   N (requests per producing case, 20000), C (connections, 50),
+#   ENTRIES (entries per consuming case, 50000), WORKERS (4), BATCH (100), ROUNDS (3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$(pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferry-target}"
+N="${N:-20000}"; C="${C:-50}"; ENTRIES="${ENTRIES:-50000}"; WORKERS="${WORKERS:-4}"; BATCH="${BATCH:-100}"
+ROUNDS="${ROUNDS:-3}"
+venv="${FERRY_VENV:-$root/.venv}"
+
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+  echo "== installing redis-server, redis-tools" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server redis-tools
+fi
+[[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check "redis==8.1.0"
+cargo build -q --release -p ferry --bin ferry
+ferry="$CARGO_TARGET_DIR/release/ferry"
+
+work="$(mktemp -d)"
+pid=""
+stop() { if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; fi; }
+trap 'stop; rm -rf "$work"' EXIT
+free_port() { "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; return 1; }
+
+# Starts a server as $1 (ferry | always | everysec); sets $port and $pid.
+start() {
+  port="$(free_port)"
+  rm -rf "$work/data"; mkdir -p "$work/data"
+  case "$1" in
+    ferry)
+      "$ferry" serve --data-dir "$work/data" --redis-listen "127.0.0.1:$port" \
+        --kafka-listen "127.0.0.1:$(free_port)" --http-listen "127.0.0.1:$(free_port)" \
+        --amqp-listen "127.0.0.1:$(free_port)" --mqtt-listen off --stomp-listen off \
+        --cluster-listen "127.0.0.1:$(free_port)" >"$work/ferry.log" 2>&1 &
+      ;;
+    *)
+      redis-server --port "$port" --bind 127.0.0.1 --dir "$work/data" --save "" \
+        --appendonly yes --appendfsync "$1" --daemonize no >"$work/redis.log" 2>&1 &
+      ;;
+  esac
+  pid=$!
+  wait_port "$port"
+}
+
+# Requests per second of one redis-benchmark command against $port.
+produce() {
+  redis-benchmark -p "$port" -n "$N" -c "$C" -q "$@" 2>/dev/null \
+    | tr '\r' '\n' | awk '/requests per second/ { for (i = 1; i <= NF; i++) if ($(i+1) == "requests") v = $i } END { print v }'
+}
+
+echo "# Redis benchmark: N=$N C=$C ENTRIES=$ENTRIES WORKERS=$WORKERS BATCH=$BATCH ROUNDS=$ROUNDS"
+echo "# $(nproc) CPUs; $(uname -r)"
+printf '%-10s %-9s %14s %14s %16s\n' round server "XADD/s" "RPUSH/s" "XREADGROUP+XACK/s"
+for round in $(seq "$ROUNDS"); do
+  for server in ferry always everysec; do
+    start "$server"
+    xadd="$(produce XADD bench-stream '*' field 0123456789abcdef0123456789abcdef)"
+    rpush="$(produce RPUSH bench-list 0123456789abcdef0123456789abcdef)"
+    consume="$("$venv/bin/python" scripts/bench-redis-consume.py --port "$port" --entries "$ENTRIES" \
+      --workers "$WORKERS" --batch "$BATCH")"
+    printf '%-10s %-9s %14s %14s %16s\n' "$round" "$server" "$xadd" "$rpush" "$consume"
+    stop
+  done
+done

@@ -106,7 +106,7 @@ pub fn parse(buf: &[u8], depth: usize, limits: &Limits) -> Result<Option<(Value,
         return err("too deeply nested");
     }
     let Some(line_end) = find_crlf(buf, 1 << 16)? else { return Ok(None) };
-    let Some(&tag) = buf.first() else { return Ok(None) };
+    let Some(&tag) = buf.first().filter(|_| line_end > 0) else { return err("unknown type byte '\\r'") };
     let line = &buf[1..line_end];
     let mut pos = line_end + 2;
     let value = match tag {
@@ -127,7 +127,7 @@ pub fn parse(buf: &[u8], depth: usize, limits: &Limits) -> Result<Option<(Value,
             } else {
                 let n = usize::try_from(n).ok().filter(|&n| n <= limits.max_bulk);
                 let Some(n) = n else { return err("invalid bulk length") };
-                if buf.len() < pos + n + 2 {
+                if buf.len() < pos.saturating_add(n).saturating_add(2) {
                     return Ok(None);
                 }
                 if &buf[pos + n..pos + n + 2] != b"\r\n" {
@@ -145,7 +145,7 @@ pub fn parse(buf: &[u8], depth: usize, limits: &Limits) -> Result<Option<(Value,
             } else {
                 let n = usize::try_from(n).ok().filter(|&n| n <= limits.max_array);
                 let Some(n) = n else { return err("invalid multibulk length") };
-                let count = if tag == b'%' { n * 2 } else { n };
+                let count = if tag == b'%' { n.saturating_mul(2) } else { n };
                 // Every element takes at least 3 bytes: no allocation past what arrived.
                 let mut items = Vec::with_capacity(count.min(buf.len() / 3));
                 for _ in 0..count {
@@ -405,6 +405,8 @@ mod tests {
             b"*99999999999\r\n",
             b"*1\r\n$3\r\nabcde\r\n",
             b"*1\r\n?\r\n",
+            b"*1\r\n\r\n",
+            b"*2\r\n$1\r\na\r\n\r\n",
         ] {
             assert!(one(bad).is_err(), "{:?}", bad.escape_ascii().to_string());
         }
@@ -449,6 +451,15 @@ mod tests {
             let mut buf = BytesMut::from(&input[..]);
             while let Ok(Some(_)) = decode_command(&mut buf, &Limits::default()) {}
             let _ = parse(&input, 0, &Limits::default());
+        }
+
+        #[test]
+        fn any_bytes_after_a_multibulk_header_never_panic(n in 0u8..5, tail in proptest::collection::vec(
+            prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'$'), Just(b'*'), Just(b'1'), Just(b'-'), any::<u8>()], 0..64)) {
+            let mut input = format!("*{n}\r\n").into_bytes();
+            input.extend_from_slice(&tail);
+            let mut buf = BytesMut::from(&input[..]);
+            while let Ok(Some(_)) = decode_command(&mut buf, &Limits::default()) {}
         }
 
         #[test]

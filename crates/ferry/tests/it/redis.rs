@@ -161,6 +161,11 @@ async fn streams_add_range_read_delete_and_trim() {
     assert_eq!(t, "stream");
     let missing: i64 = c.xlen("nothing-here").await.unwrap();
     assert_eq!(missing, 0);
+
+    let (status, metrics) = tokio::task::block_in_place(|| support::http(&b, "GET", "/metrics", None));
+    assert_eq!(status, 200);
+    assert!(metrics.contains("ferry_redis_stream_entries_total 8"), "{metrics}");
+    assert!(metrics.contains(r#"ferry_requests_total{protocol="redis",api="XADD"}"#), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -459,12 +459,28 @@ impl Queue {
         Ok(message::decode_batches(&buf)?.into_iter().find(|m| m.offset == offset))
     }
 
-    /// Up to `n` never-taken messages in log order after skipping `skip`
-    /// of them, left in place (Redis's LRANGE over a list). Messages handed
-    /// back for redelivery are not listed.
+    /// Up to `n` ready messages in delivery order (handed-back ones first,
+    /// then never-taken ones in log order) after skipping `skip` of them,
+    /// left in place (Redis's LRANGE over a list). Not for priority queues,
+    /// whose delivery order this does not follow.
     pub fn peek(&self, skip: u64, n: usize) -> Result<Vec<StoredMessage>> {
-        let (mut pos, end) = (self.cursor().cursor.next().max(self.log.log_start_offset()), self.log.high_watermark());
+        let (requeued, next): (Vec<u64>, u64) = {
+            let c = self.cursor();
+            (c.cursor.requeued().collect(), c.cursor.next())
+        };
         let (mut skip, mut out) = (skip, Vec::new());
+        for off in requeued {
+            if out.len() >= n {
+                return Ok(out);
+            }
+            let Some(m) = self.read_one(off)? else { continue };
+            if skip > 0 {
+                skip -= 1;
+            } else {
+                out.push(m);
+            }
+        }
+        let (mut pos, end) = (next.max(self.log.log_start_offset()), self.log.high_watermark());
         while pos < end && out.len() < n {
             let Some(slice) = self.log.read(pos, READ_AHEAD)? else { break };
             let buf = Bytes::from(slice.to_vec()?);

@@ -158,6 +158,11 @@ impl Cursor {
         self.requeued.pop_first()
     }
 
+    /// The handed-back offsets, lowest first, left in the requeued set.
+    pub fn requeued(&self) -> impl Iterator<Item = u64> + '_ {
+        self.requeued.keys().copied()
+    }
+
     /// The lowest handed-back offset, left in the requeued set.
     pub fn first_requeued(&self) -> Option<u64> {
         self.requeued.first_key_value().map(|(&o, _)| o)

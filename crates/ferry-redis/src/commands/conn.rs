@@ -201,6 +201,7 @@ const TABLE: &[(&str, i64, &str, i64, i64)] = &[
     ("brpoplpush", 4, "write", 1, 2),
     ("llen", 2, "readonly", 1, 1),
     ("lrange", 4, "readonly", 1, 1),
+    ("lrem", 4, "write", 1, 1),
     ("xadd", -5, "write", 1, 1),
     ("xlen", 2, "readonly", 1, 1),
     ("xrange", -4, "readonly", 1, 1),

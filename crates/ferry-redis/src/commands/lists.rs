@@ -13,7 +13,9 @@
 //!   then remove from the source: a crash in between leaves the element in
 //!   both lists, never in neither.
 //! - LRANGE lists elements ready for delivery from the head, read without
-//!   taking them.
+//!   taking them. LREM (completing the reliable-queue pattern) takes
+//!   elements off the head until it has found its matches and hands the
+//!   others back in order: AMQP consumers see those as redelivered.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -89,6 +91,12 @@ pub(super) async fn run(s: &mut Session, name: &str, a: Args<'_>) -> CmdResult<S
                 return Ok(Step::Reply(Reply::Bulk(v)));
             }
             return Ok(block(vec![src], deadline, &a, Reply::Null));
+        }
+        "LREM" => {
+            a.exactly(4)?;
+            let count = a.int(2)?;
+            let Some(q) = queue(s, a.get(1)?, false, Access::Write)? else { return Ok(Step::Reply(Reply::Int(0))) };
+            Reply::Int(remove(s, &q, count, a.get(3)?)? as i64)
         }
         "LLEN" => {
             a.exactly(2)?;
@@ -232,6 +240,26 @@ async fn move_one(s: &Session, src: &Queue, dst_key: &Bytes) -> CmdResult<Option
     s.server.stats.list_pops(1);
     s.server.stats.list_pushes(1);
     Ok(Some(body))
+}
+
+/// LREM: removes up to |count| elements equal to `value` (all for 0), the
+/// oldest first (the newest for a negative count); returns how many.
+fn remove(s: &Session, q: &Queue, count: i64, value: &Bytes) -> CmdResult<u64> {
+    let limit = if count == 0 { u64::MAX } else { count.unsigned_abs() };
+    let (mut matching, mut others) = (Vec::new(), Vec::new());
+    // Oldest first: stop at the limit. Newest first: every element must be seen.
+    while count < 0 || (matching.len() as u64) < limit {
+        let Some(d) = q.take(None)? else { break };
+        if d.message.body == value { matching.push(d.message.offset) } else { others.push(d.message.offset) }
+    }
+    if count < 0 {
+        let keep = matching.len().saturating_sub(limit as usize);
+        others.extend(matching.drain(..keep));
+    }
+    q.ack(&matching)?;
+    q.requeue(&others)?;
+    s.server.stats.list_pops(matching.len() as u64);
+    Ok(matching.len() as u64)
 }
 
 /// LRANGE over the ready elements, Redis's index rules (negative from the end).

@@ -389,8 +389,15 @@ async fn lists_are_queues_with_blocking_pops_and_moves() {
     let moved: String =
         cmd("LMOVE").arg("tasks").arg("processing").arg("RIGHT").arg("LEFT").query_async(&mut c).await.unwrap();
     assert_eq!(moved, "t2");
+    let _: i64 = c.rpush("processing", &["x", "t2b", "x", "y", "x"]).await.unwrap();
+    // The worker is done with t2: LREM drops it, the rest keeps its order.
+    assert_eq!(c.lrem::<_, _, i64>("processing", 1, "t2").await.unwrap(), 1);
+    assert_eq!(c.lrem::<_, _, i64>("processing", -1, "x").await.unwrap(), 1, "the newest x");
+    let left: Vec<String> = c.lrange("processing", 0, -1).await.unwrap();
+    assert_eq!(left, ["x", "t2b", "x", "y"]);
+    assert_eq!(c.lrem::<_, _, i64>("processing", 0, "x").await.unwrap(), 2);
     let popped: Vec<String> = c.rpop("processing", std::num::NonZeroUsize::new(5)).await.unwrap();
-    assert_eq!(popped, ["t2"]);
+    assert_eq!(popped, ["t2b", "y"]);
     let last: Option<String> = c.lpop("tasks", None).await.unwrap();
     assert_eq!(last.as_deref(), Some("t3"));
     let empty: Option<String> = c.lpop("tasks", None).await.unwrap();

@@ -92,11 +92,12 @@ fn ping(s: &Session, a: &Args<'_>) -> CmdResult<Reply> {
 }
 
 fn hello(s: &mut Session, a: &Args<'_>) -> CmdResult<Reply> {
-    let mut i = 1;
+    // The version takes effect only if the whole HELLO succeeds.
+    let (mut i, mut resp3) = (1, s.resp3);
     if a.len() > 1 {
         match a.int(1) {
-            Ok(2) => s.resp3 = false,
-            Ok(3) => s.resp3 = true,
+            Ok(2) => resp3 = false,
+            Ok(3) => resp3 = true,
             _ => return Err(CommandError::Reply("NOPROTO unsupported protocol version".into())),
         }
         i = 2;
@@ -118,6 +119,7 @@ fn hello(s: &mut Session, a: &Args<'_>) -> CmdResult<Reply> {
     if s.authorize.is_none() {
         return Err(CommandError::Reply("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into()));
     }
+    s.resp3 = resp3;
     Ok(Reply::Map(vec![
         (Reply::text("server"), Reply::text("redis")),
         (Reply::text("version"), Reply::text(REDIS_VERSION)),

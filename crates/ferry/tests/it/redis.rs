@@ -555,3 +555,18 @@ async fn pipelined_appends_answer_in_order_and_reads_see_them() {
     assert!(out.starts_with("$3\r\n5-1\r\n-ERR The ID specified in XADD"), "{out}");
     assert!(out.ends_with("$3\r\n6-1\r\n+OK\r\n"), "{out}");
 }
+
+#[test]
+fn without_a_default_user_commands_need_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start_with_toml(dir.path(), "[redis]\ndefault_user = \"\"\n");
+    let (out, _) = raw(&b, b"PING\r\nHELLO 3\r\nHELLO 3 AUTH guest nope\r\nPING\r\nQUIT\r\n");
+    let lines: Vec<&str> = out.split("\r\n").collect();
+    assert!(lines[0].starts_with("-NOAUTH"), "{out}");
+    assert!(lines[1].starts_with("-NOAUTH HELLO"), "{out}");
+    assert!(lines[2].starts_with("-WRONGPASS"), "{out}");
+    assert!(lines[3].starts_with("-NOAUTH"), "{out}");
+    let (out, closed) = raw(&b, b"HELLO 3 AUTH guest guest\r\nPING\r\nXLEN none\r\nQUIT\r\n");
+    assert!(closed && out.starts_with("%7\r\n"), "a RESP3 map: {out}");
+    assert!(out.ends_with("+PONG\r\n:0\r\n+OK\r\n"), "{out}");
+}

@@ -290,6 +290,28 @@ async fn consumer_groups_deliver_ack_and_claim_from_a_dead_worker() {
     let removed: i64 =
         cmd("XGROUP").arg("DELCONSUMER").arg("jobs").arg("workers").arg("a").query_async(&mut c).await.unwrap();
     assert_eq!(removed, 0);
+    let created: i64 =
+        cmd("XGROUP").arg("CREATECONSUMER").arg("jobs").arg("workers").arg("c").query_async(&mut c).await.unwrap();
+    assert_eq!(created, 1);
+    let again: i64 =
+        cmd("XGROUP").arg("CREATECONSUMER").arg("jobs").arg("workers").arg("c").query_async(&mut c).await.unwrap();
+    assert_eq!(again, 0);
+    // SETID back to the start: everything is new again; NOACK keeps nothing pending.
+    let _: () = cmd("XGROUP").arg("SETID").arg("jobs").arg("workers").arg("0").query_async(&mut c).await.unwrap();
+    let replay: Value = cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("workers")
+        .arg("c")
+        .arg("NOACK")
+        .arg("STREAMS")
+        .arg("jobs")
+        .arg(">")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(fields(&replay).iter().filter(|f| f.as_str() == "job").count(), 4);
+    let summary: Value = cmd("XPENDING").arg("jobs").arg("workers").query_async(&mut c).await.unwrap();
+    assert_eq!(fields(&summary), ["0"]);
     let destroyed: i64 = cmd("XGROUP").arg("DESTROY").arg("jobs").arg("workers").query_async(&mut c).await.unwrap();
     assert_eq!(destroyed, 1);
 }

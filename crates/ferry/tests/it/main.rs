@@ -33,6 +33,8 @@ mod mqtt_v5_features;
 mod mqtt_ws;
 mod raw;
 mod redis;
+mod redis_streams;
+mod redis_support;
 mod stomp;
 mod stomp_support;
 mod stomp_ws;

@@ -1,0 +1,315 @@
+//! Redis streams end to end: XADD/XRANGE/XREAD, consumer groups with a
+//! dead worker's entries claimed, a restart, blocking reads; the real
+//! binary and the `redis` crate.
+
+use std::time::Duration;
+
+use redis::{AsyncCommands, Value, cmd};
+
+use crate::redis_support::{connect, fields};
+use crate::support::{self, Broker};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_add_range_read_delete_and_trim() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut c = connect(&b, false).await;
+    let first: String = cmd("XADD").arg("events").arg("*").arg("n").arg("1").query_async(&mut c).await.unwrap();
+    let (ms, seq) = first.split_once('-').unwrap();
+    assert!(ms.parse::<u64>().unwrap() > 1_600_000_000_000 && seq.parse::<u64>().is_ok(), "{first}");
+    let far = format!("{}-5", ms.parse::<u64>().unwrap() + 1000);
+    let id: String = cmd("XADD").arg("events").arg(&far).arg("n").arg("2").query_async(&mut c).await.unwrap();
+    assert_eq!(id, far, "explicit ids are kept");
+    let e = cmd("XADD").arg("events").arg(&first).arg("n").arg("x").query_async::<()>(&mut c).await.unwrap_err();
+    assert!(e.to_string().contains("equal or smaller"), "{e}");
+    let next: String = cmd("XADD")
+        .arg("events")
+        .arg(format!("{}-*", far.split('-').next().unwrap()))
+        .arg("n")
+        .arg("3")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(next.ends_with("-6"), "{next}");
+    let len: i64 = c.xlen("events").await.unwrap();
+    assert_eq!(len, 3);
+
+    let all: Value = cmd("XRANGE").arg("events").arg("-").arg("+").query_async(&mut c).await.unwrap();
+    assert_eq!(fields(&all), [first.as_str(), "n", "1", far.as_str(), "n", "2", next.as_str(), "n", "3"]);
+    let rev: Value =
+        cmd("XREVRANGE").arg("events").arg("+").arg("-").arg("COUNT").arg(1).query_async(&mut c).await.unwrap();
+    assert_eq!(fields(&rev), [next.as_str(), "n", "3"]);
+    let after: Value = cmd("XRANGE")
+        .arg("events")
+        .arg(format!("({first}"))
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(fields(&after), [far.as_str(), "n", "2"]);
+
+    let read: Value =
+        cmd("XREAD").arg("COUNT").arg(2).arg("STREAMS").arg("events").arg("0").query_async(&mut c).await.unwrap();
+    assert_eq!(fields(&read), ["events", first.as_str(), "n", "1", far.as_str(), "n", "2"]);
+    let none: Value = cmd("XREAD").arg("STREAMS").arg("events").arg("$").query_async(&mut c).await.unwrap();
+    assert_eq!(none, Value::Nil);
+
+    let deleted: i64 = cmd("XDEL").arg("events").arg(&far).arg("1-1").query_async(&mut c).await.unwrap();
+    assert_eq!(deleted, 1);
+    let all: Value = cmd("XRANGE").arg("events").arg("-").arg("+").query_async(&mut c).await.unwrap();
+    assert_eq!(fields(&all), [first.as_str(), "n", "1", next.as_str(), "n", "3"]);
+    assert_eq!(c.xlen::<_, i64>("events").await.unwrap(), 2);
+
+    for i in 0..5 {
+        let _: String = cmd("XADD")
+            .arg("events")
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(4)
+            .arg("*")
+            .arg("i")
+            .arg(i)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    assert_eq!(c.xlen::<_, i64>("events").await.unwrap(), 4, "MAXLEN keeps the newest 4");
+    let trimmed: i64 = cmd("XTRIM").arg("events").arg("MAXLEN").arg(1).query_async(&mut c).await.unwrap();
+    assert_eq!(trimmed, 3);
+    let left: Value = cmd("XRANGE").arg("events").arg("-").arg("+").query_async(&mut c).await.unwrap();
+    assert_eq!(fields(&left)[1..], ["i", "4"]);
+    let t: String = cmd("TYPE").arg("events").query_async(&mut c).await.unwrap();
+    assert_eq!(t, "stream");
+    let missing: i64 = c.xlen("nothing-here").await.unwrap();
+    assert_eq!(missing, 0);
+
+    let (status, metrics) = tokio::task::block_in_place(|| support::http(&b, "GET", "/metrics", None));
+    assert_eq!(status, 200);
+    assert!(metrics.contains("ferry_redis_stream_entries_total 8"), "{metrics}");
+    assert!(metrics.contains(r#"ferry_requests_total{protocol="redis",api="XADD"}"#), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_groups_deliver_ack_and_claim_from_a_dead_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut c = connect(&b, false).await;
+    let _: () = cmd("XGROUP")
+        .arg("CREATE")
+        .arg("jobs")
+        .arg("workers")
+        .arg("$")
+        .arg("MKSTREAM")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let e =
+        cmd("XGROUP").arg("CREATE").arg("jobs").arg("workers").arg("$").query_async::<()>(&mut c).await.unwrap_err();
+    assert!(e.to_string().contains("BUSYGROUP"), "{e}");
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let id: String = cmd("XADD").arg("jobs").arg("*").arg("job").arg(i).query_async(&mut c).await.unwrap();
+        ids.push(id);
+    }
+    // Worker a takes two and dies without acking; worker b takes two and acks.
+    let a: Value = cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("workers")
+        .arg("a")
+        .arg("COUNT")
+        .arg(2)
+        .arg("STREAMS")
+        .arg("jobs")
+        .arg(">")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(fields(&a), ["jobs", &ids[0], "job", "0", &ids[1], "job", "1"]);
+    let bw: Value = cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("workers")
+        .arg("b")
+        .arg("STREAMS")
+        .arg("jobs")
+        .arg(">")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(fields(&bw), ["jobs", &ids[2], "job", "2", &ids[3], "job", "3"]);
+    let acked: i64 = cmd("XACK")
+        .arg("jobs")
+        .arg("workers")
+        .arg(&ids[2])
+        .arg(&ids[3])
+        .arg(&ids[3])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(acked, 2);
+
+    let summary: Value = cmd("XPENDING").arg("jobs").arg("workers").query_async(&mut c).await.unwrap();
+    assert_eq!(fields(&summary), ["2", &ids[0], &ids[1], "a", "2"]);
+    let history: Value = cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("workers")
+        .arg("a")
+        .arg("STREAMS")
+        .arg("jobs")
+        .arg("0")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(fields(&history), ["jobs", &ids[0], "job", "0", &ids[1], "job", "1"], "a's own pending entries");
+
+    // b claims a's entries: XAUTOCLAIM with no idle minimum.
+    let claimed: Value = cmd("XAUTOCLAIM")
+        .arg("jobs")
+        .arg("workers")
+        .arg("b")
+        .arg(0)
+        .arg("0-0")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(fields(&claimed), [ids[1].as_str(), &ids[0], "job", "0"], "next cursor, then the claimed entry");
+    let claimed: Value =
+        cmd("XCLAIM").arg("jobs").arg("workers").arg("b").arg(0).arg(&ids[1]).query_async(&mut c).await.unwrap();
+    assert_eq!(fields(&claimed), [ids[1].as_str(), "job", "1"]);
+    let long_idle: Value = cmd("XCLAIM")
+        .arg("jobs")
+        .arg("workers")
+        .arg("a")
+        .arg(3_600_000)
+        .arg(&ids[1])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(fields(&long_idle), Vec::<String>::new(), "not idle for an hour");
+    let ext: Value =
+        cmd("XPENDING").arg("jobs").arg("workers").arg("-").arg("+").arg(10).query_async(&mut c).await.unwrap();
+    let ext = fields(&ext);
+    assert_eq!((ext[0].as_str(), ext[1].as_str(), ext[3].as_str()), (ids[0].as_str(), "b", "2"), "{ext:?}");
+    let acked: i64 =
+        cmd("XACK").arg("jobs").arg("workers").arg(&ids[0]).arg(&ids[1]).query_async(&mut c).await.unwrap();
+    assert_eq!(acked, 2);
+    let groups: Value = cmd("XINFO").arg("GROUPS").arg("jobs").query_async(&mut c).await.unwrap();
+    let g = fields(&groups);
+    assert!(g.windows(2).any(|w| w == ["pending", "0"]) && g.windows(2).any(|w| w == ["consumers", "2"]), "{g:?}");
+    let e = cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("nope")
+        .arg("a")
+        .arg("STREAMS")
+        .arg("jobs")
+        .arg(">")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("NOGROUP"), "{e}");
+    let removed: i64 =
+        cmd("XGROUP").arg("DELCONSUMER").arg("jobs").arg("workers").arg("a").query_async(&mut c).await.unwrap();
+    assert_eq!(removed, 0);
+    let created: i64 =
+        cmd("XGROUP").arg("CREATECONSUMER").arg("jobs").arg("workers").arg("c").query_async(&mut c).await.unwrap();
+    assert_eq!(created, 1);
+    let again: i64 =
+        cmd("XGROUP").arg("CREATECONSUMER").arg("jobs").arg("workers").arg("c").query_async(&mut c).await.unwrap();
+    assert_eq!(again, 0);
+    // SETID back to the start: everything is new again; NOACK keeps nothing pending.
+    let _: () = cmd("XGROUP").arg("SETID").arg("jobs").arg("workers").arg("0").query_async(&mut c).await.unwrap();
+    let replay: Value = cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("workers")
+        .arg("c")
+        .arg("NOACK")
+        .arg("STREAMS")
+        .arg("jobs")
+        .arg(">")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(fields(&replay).iter().filter(|f| f.as_str() == "job").count(), 4);
+    let summary: Value = cmd("XPENDING").arg("jobs").arg("workers").query_async(&mut c).await.unwrap();
+    assert_eq!(fields(&summary), ["0"]);
+    let destroyed: i64 = cmd("XGROUP").arg("DESTROY").arg("jobs").arg("workers").query_async(&mut c).await.unwrap();
+    assert_eq!(destroyed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_and_pending_entries_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Broker::start(dir.path());
+    let mut c = connect(&b, false).await;
+    let _: () =
+        cmd("XGROUP").arg("CREATE").arg("durable").arg("g").arg("0").arg("MKSTREAM").query_async(&mut c).await.unwrap();
+    let id: String = cmd("XADD").arg("durable").arg("*").arg("k").arg("v").query_async(&mut c).await.unwrap();
+    let _: Value = cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("w")
+        .arg("STREAMS")
+        .arg("durable")
+        .arg(">")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    drop(c);
+    b.restart();
+    let mut c = connect(&b, false).await;
+    let pending: Value = cmd("XPENDING").arg("durable").arg("g").query_async(&mut c).await.unwrap();
+    assert_eq!(fields(&pending), ["1", &id, &id, "w", "1"]);
+    let next: String = cmd("XADD").arg("durable").arg("*").arg("k").arg("w").query_async(&mut c).await.unwrap();
+    assert!(next > id || next.len() > id.len(), "ids keep increasing after a restart: {id} then {next}");
+    let more: Value = cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("w")
+        .arg("STREAMS")
+        .arg("durable")
+        .arg(">")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(fields(&more), ["durable", &next, "k", "w"], "the group goes on after its last delivery");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_reads_wake_on_new_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut c = connect(&b, false).await;
+    let _: () =
+        cmd("XGROUP").arg("CREATE").arg("feed").arg("g").arg("$").arg("MKSTREAM").query_async(&mut c).await.unwrap();
+    let mut r1 = connect(&b, false).await;
+    let mut r2 = connect(&b, false).await;
+    let xread = tokio::spawn(async move {
+        cmd("XREAD").arg("BLOCK").arg(0).arg("STREAMS").arg("feed").arg("$").query_async::<Value>(&mut r1).await
+    });
+    let xgroup = tokio::spawn(async move {
+        cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("g")
+            .arg("w")
+            .arg("BLOCK")
+            .arg(0)
+            .arg("STREAMS")
+            .arg("feed")
+            .arg(">")
+            .query_async::<Value>(&mut r2)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!xread.is_finished() && !xgroup.is_finished(), "both wait for an entry");
+    let id: String = cmd("XADD").arg("feed").arg("*").arg("x").arg("1").query_async(&mut c).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), xread).await.unwrap().unwrap().unwrap();
+    assert_eq!(fields(&got), ["feed", &id, "x", "1"]);
+    let got = tokio::time::timeout(Duration::from_secs(10), xgroup).await.unwrap().unwrap().unwrap();
+    assert_eq!(fields(&got), ["feed", &id, "x", "1"]);
+    let timed_out: Value =
+        cmd("XREAD").arg("BLOCK").arg(50).arg("STREAMS").arg("feed").arg("$").query_async(&mut c).await.unwrap();
+    assert_eq!(timed_out, Value::Nil);
+}

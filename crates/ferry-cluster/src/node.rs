@@ -8,8 +8,10 @@
 //!   the cluster port, retried across elections), registration and
 //!   heartbeats.
 //! - `node/service.rs`: answering the cluster port.
+//! - `node/identity.rs`: the incarnation this data directory last ran as.
 
 mod client;
+mod identity;
 mod leader;
 mod service;
 
@@ -56,6 +58,9 @@ pub(crate) struct Node {
     /// This node's cluster port address, as peers reach it.
     advertised: String,
     incarnation: Uuid,
+    /// The incarnation this data directory ran as before this process
+    /// (named in registrations, so this one replaces it at once).
+    previous: Option<Uuid>,
     raft: MetadataRaft,
     /// Every image this node applied, newest last.
     images: watch::Receiver<Arc<MetadataImage>>,
@@ -111,13 +116,16 @@ impl ClusterNode {
                 b.apply_image(image);
             }
         });
-        let (store, sm, images) = tokio::task::spawn_blocking({
+        let incarnation = Uuid::new_v4();
+        let node_id = config.node_id;
+        let (store, sm, images, previous) = tokio::task::spawn_blocking({
             let dir = dir.clone();
             move || -> Result<_, ClusterError> {
                 std::fs::create_dir_all(&dir)?;
+                let previous = identity::renew(&dir, node_id, incarnation)?;
                 let (sm, images) = StateMachine::open(&dir.join("snapshot.json"), sink)?;
                 let store = LogStore::open(&dir.join("raft-log"), &dir.join("vote.json"))?;
-                Ok((store, sm, images))
+                Ok((store, sm, images, previous))
             }
         })
         .await
@@ -131,7 +139,8 @@ impl ClusterNode {
             id: config.node_id,
             quorum,
             advertised,
-            incarnation: Uuid::new_v4(),
+            incarnation,
+            previous,
             raft,
             images,
             broker: Arc::downgrade(&broker),

@@ -12,7 +12,7 @@ use ferry_util::sync::lock;
 
 use super::Node;
 use crate::raft::raft_id;
-use crate::transport::{Forwarded, HeartbeatRequest, LeaderError, Request, Response, TransportError};
+use crate::transport::{Forwarded, HeartbeatRequest, LeaderError, Registration, Request, Response, TransportError};
 
 /// How long a controller call keeps looking for a leader.
 const SUBMIT_PATIENCE: Duration = Duration::from_secs(10);
@@ -26,7 +26,7 @@ const WAITING_LOG_EVERY: Duration = Duration::from_secs(5);
 /// A call for the leader.
 enum Call {
     Forward(ControllerRequest),
-    Register(NodeInfo),
+    Register(Registration),
     Heartbeat(HeartbeatRequest),
 }
 
@@ -88,18 +88,20 @@ impl Node {
         }
     }
 
-    /// This node as it registers.
-    fn info(&self) -> NodeInfo {
+    /// This node as it registers, naming its data directory's previous
+    /// incarnation.
+    fn registration(&self) -> Registration {
         let mut listeners = self.config.listeners.clone();
         listeners.insert(listener::CLUSTER.to_string(), self.advertised.clone());
-        NodeInfo {
+        let node = NodeInfo {
             id: self.id,
             incarnation: self.incarnation,
             listeners,
             rack: self.config.rack.clone(),
             voter: self.config.is_voter(),
             fenced: false,
-        }
+        };
+        Registration { node, previous: self.previous }
     }
 
     /// Registers this node and waits until the registration is applied
@@ -112,7 +114,7 @@ impl Node {
         let duplicate_patience = self.config.session_timeout * 2;
         let mut logged: Option<Instant> = None;
         loop {
-            let outcome = match self.to_leader(&Call::Register(self.info()), CALL_TIMEOUT).await {
+            let outcome = match self.to_leader(&Call::Register(self.registration()), CALL_TIMEOUT).await {
                 Ok(Answer::Registered(index)) => self.applied(index, SUBMIT_PATIENCE).await,
                 Ok(_) => Err(MetadataError::Unavailable("the leader answered another call".into())),
                 Err(e) => Err(e),

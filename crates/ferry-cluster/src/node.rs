@@ -77,8 +77,10 @@ impl ClusterNode {
     /// directory, joins the quorum (initialising it on a first start),
     /// installs itself as `broker`'s controller and image source, and
     /// registers this node. Returns once this node's registration is
-    /// applied locally (the broker then knows its partitions); while no
-    /// quorum is reachable it keeps trying and logs "waiting for quorum".
+    /// applied locally (the broker then knows its partitions) and the
+    /// broker has trashed the topic directories the image does not place
+    /// here (`Broker::sweep_orphans`); while no quorum is reachable it
+    /// keeps trying and logs "waiting for quorum".
     pub async fn start(config: ClusterConfig, broker: Arc<Broker>) -> Result<Arc<ClusterNode>, ClusterError> {
         let mut voters = config.voters();
         if let Some((_, addr)) = voters.iter().find(|(id, _)| *id == config.node_id)
@@ -172,6 +174,16 @@ impl ClusterNode {
             return Err(e.into());
         }
         guard.disarm();
+        // The registration is applied here, after everything committed
+        // before it: the image is caught up, as `sweep_orphans` requires.
+        let sweeper = broker.clone();
+        match tokio::task::spawn_blocking(move || sweeper.sweep_orphans()).await {
+            Ok(trashed) if !trashed.is_empty() => {
+                tracing::info!(node = node.id, topics = ?trashed, "orphan topic directories trashed");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(node = node.id, error = %e, "sweeping orphan topic directories"),
+        }
         cluster.spawn(node.clone().heartbeat_forever());
         tracing::info!(node = node.id, addr = %node.advertised, voter = node.config.is_voter(), "cluster node started");
         Ok(cluster)

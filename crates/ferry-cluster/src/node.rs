@@ -193,12 +193,17 @@ impl ClusterNode {
         lock(&self.tasks).push(tokio::spawn(task));
     }
 
-    /// Controlled shutdown: stops heartbeating, leaves Raft, closes the port.
+    /// Controlled shutdown: stops heartbeating, asks the controller to
+    /// fence this node at once (bounded: at most 5 s, skipped by a quorum
+    /// of one), leaves Raft, closes the port.
     pub async fn shutdown(&self) {
         self.stop.send_replace(true);
         for task in std::mem::take(&mut *lock(&self.tasks)) {
             task.abort();
         }
+        // After the heartbeats stopped: a heartbeat answered "fenced" would
+        // register the node again.
+        self.node.leave().await;
         if let Err(e) = self.node.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }

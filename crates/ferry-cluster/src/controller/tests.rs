@@ -337,6 +337,38 @@ fn a_restart_naming_the_live_incarnation_replaces_it_at_once() {
 }
 
 #[test]
+fn a_controlled_shutdown_fences_the_node_at_once() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.request(create("moving", Some(6), Some(3), None)).unwrap();
+    c.request(create("single", Some(3), Some(1), None)).unwrap();
+    let before = c.image.clone();
+    let shutdown = |incarnation: u128| ControllerRequest::ShutdownNode { incarnation: Uuid::from_u128(incarnation) };
+    // A request from an earlier life of node 2 changes nothing.
+    let (records, reply) = c.controller.handle(&c.image, 2, &shutdown(99)).unwrap();
+    assert_eq!((records, reply), (Vec::new(), ControllerReply::Done));
+    // Node 2 shuts down at t=1, long before its session could expire.
+    let (records, _) = c.controller.handle(&c.image, 2, &shutdown(2)).unwrap();
+    assert_eq!(records.first(), Some(&MetadataRecord::FenceNode { node_id: 2 }));
+    c.commit(&records);
+    assert!(c.image.nodes[&2].fenced);
+    assert_eq!(c.image.live_nodes().map(|n| n.id).collect::<Vec<_>>(), vec![1, 3]);
+    for (i, p) in c.image.topic("moving").unwrap().partitions.iter().enumerate() {
+        let old = &before.topic("moving").unwrap().partitions[i];
+        assert!(p.leader != 2 && p.leader != -1 && !p.isr.contains(&2), "{p:?}");
+        assert_eq!(p.leader == old.leader, old.leader != 2);
+    }
+    for p in &c.image.topic("single").unwrap().partitions {
+        assert_eq!(p.leader == -1, p.replicas == vec![2], "{p:?}");
+    }
+    assert!(!c.controller.heartbeat(&c.image, 2, Uuid::from_u128(2), c.at(1)));
+    // Asking again is harmless; a node the cluster does not know is refused.
+    assert!(c.controller.handle(&c.image, 2, &shutdown(2)).unwrap().0.is_empty());
+    assert_eq!(c.controller.handle(&c.image, 9, &shutdown(9)), Err(MetadataError::UnknownNode(9)));
+    // Nobody else is fenced when the tick comes.
+    assert!(c.controller.tick(&c.image, c.at(2)).is_empty());
+}
+
+#[test]
 fn fencing_moves_leaders_and_a_returning_node_takes_its_leaderless_partitions() {
     let mut c = Cluster::new(&[1, 2, 3]);
     c.request(create("r3", Some(6), Some(3), None)).unwrap();

@@ -22,6 +22,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF: Duration = Duration::from_millis(50);
 /// How often "waiting for quorum" is logged.
 const WAITING_LOG_EVERY: Duration = Duration::from_secs(5);
+/// How long a controlled shutdown waits for the controller to fence this
+/// node before it stops anyway (the quorum may be gone).
+const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(5);
 
 /// A call for the leader.
 enum Call {
@@ -85,6 +88,31 @@ impl Node {
             Answer::Registered(_) | Answer::Alive(_) => {
                 Err(MetadataError::Unavailable("the leader answered another call".into()))
             }
+        }
+    }
+
+    /// Controlled shutdown: asks the controller to fence this incarnation
+    /// now, so its partitions' leadership moves (or goes to -1) at once
+    /// rather than after the session timeout. Skipped by a quorum of one
+    /// (it is the controller, and no other node could lead) and by a node
+    /// not registered in this incarnation (a start abandoned early).
+    /// Bounded by [`SHUTDOWN_PATIENCE`]; a failure is logged, and the
+    /// session timeout fences the node as it would after a crash.
+    pub(super) async fn leave(&self) {
+        let voters = self.config.voters();
+        if voters.len() == 1 && voters.iter().all(|(id, _)| *id == self.id) {
+            return;
+        }
+        let registered =
+            self.image().nodes.get(&self.id).is_some_and(|n| n.incarnation == self.incarnation && !n.fenced);
+        if !registered {
+            return;
+        }
+        let call = Call::Forward(ControllerRequest::ShutdownNode { incarnation: self.incarnation });
+        match tokio::time::timeout(SHUTDOWN_PATIENCE, self.to_leader(&call, SHUTDOWN_PATIENCE)).await {
+            Ok(Ok(_)) => tracing::info!(node = self.id, "controlled shutdown: fenced by the controller"),
+            Ok(Err(e)) => tracing::warn!(node = self.id, error = %e, "controlled shutdown not acknowledged"),
+            Err(_) => tracing::warn!(node = self.id, "controlled shutdown: no answer within {SHUTDOWN_PATIENCE:?}"),
         }
     }
 

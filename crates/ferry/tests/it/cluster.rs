@@ -148,6 +148,42 @@ fn the_controller_fails_over_and_the_killed_node_catches_up() {
 }
 
 #[test]
+fn a_stopped_node_hands_its_leaderships_over_at_once() {
+    let mut c = Cluster::prepare(3);
+    c.set_toml(LONG_SESSION_TOML);
+    c.start_all();
+    for id in c.ids() {
+        c.wait_for_brokers(id, &[1, 2, 3]);
+    }
+    create_topic_eventually(c.node(1), "handover", 6, 3);
+    create_topic_eventually(c.node(1), "alone", 3, 1);
+    assert!(wait_for_leaders(c.node(1), "handover").contains_key(&3));
+    wait_for_leaders(c.node(1), "alone");
+    let on_three = |b: &Broker| {
+        let md = metadata_of(b, &["alone"]).unwrap();
+        md.topics[0].partitions.iter().find(|p| p.replicas == vec![3]).map(|p| p.leader)
+    };
+    assert_eq!(on_three(c.node(1)), Some(3));
+
+    // SIGTERM: the node asks the controller to fence it as it stops, so it
+    // is gone from Metadata and leads nothing long before its 60 s session
+    // could expire.
+    let stopped_at = Instant::now();
+    c.stop(3);
+    assert!(c.node(3).log_text().contains("fenced by the controller"), "{}", c.node(3).log_tail());
+    c.wait_for_brokers(1, &[1, 2]);
+    eventually_within("node 3's leaderships to move", CLUSTER_WAIT, || {
+        leaders_of(c.node(2), "handover").is_some_and(|l| l.keys().all(|n| *n != 3)) && on_three(c.node(2)) == Some(-1)
+    });
+    assert!(stopped_at.elapsed() < Duration::from_secs(60), "fenced within the session timeout");
+
+    // Back, it leads its single-replica partition again.
+    c.restart(3);
+    c.wait_for_brokers(1, &[1, 2, 3]);
+    eventually_within("node 3 to lead its partition again", CLUSTER_WAIT, || on_three(c.node(1)) == Some(3));
+}
+
+#[test]
 fn a_broker_only_node_joins_and_takes_partitions() {
     let mut c = Cluster::start(3);
     c.wait_for_brokers(1, &[1, 2, 3]);

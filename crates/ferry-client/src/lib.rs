@@ -10,9 +10,11 @@
 //! classic-protocol group member with the range assignor.
 //! Record batches are built and parsed with `ferry_records`.
 //!
-//! The API stays at the protocol level (no printing, no retries on the
-//! caller's behalf) so that the CLI, `ferry bench` and broker-to-broker
-//! calls can share it.
+//! The API stays at the protocol level (no printing, and no retries on the
+//! caller's behalf but one: per-partition requests follow a partition's
+//! leader when it moves, a bounded number of times, as every Kafka client
+//! does) so that the CLI, `ferry bench` and broker-to-broker calls can
+//! share it.
 
 mod admin;
 mod assignor;
@@ -28,6 +30,7 @@ mod member;
 mod metadata;
 mod offsets;
 mod produce;
+mod retry;
 
 pub(crate) use ferry_util::sync::lock;
 use kafka_protocol::messages::{GroupId, TopicName};

@@ -33,7 +33,8 @@ pub enum TopicVerb {
     },
     /// List topics.
     List,
-    /// Partitions with their offsets, and the topic's config overrides.
+    /// Partitions with their leader, replicas, in-sync replicas and
+    /// offsets, and the topic's config overrides.
     Describe {
         /// Topic name.
         name: String,
@@ -89,29 +90,44 @@ pub async fn run(cmd: TopicCmd) -> anyhow::Result<()> {
             let end = client.list_offsets(&name, &parts, LATEST).await?;
             let overrides: Vec<_> =
                 client.describe_topic_configs(&name).await?.into_iter().filter(|c| c.source == "TOPIC").collect();
-            let rows: Vec<(i32, i32, i64, i64)> = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    let (i, leader) = (p.partition, p.leader);
-                    (i, leader, start.get(&i).copied().unwrap_or(-1), end.get(&i).copied().unwrap_or(-1))
-                })
-                .collect();
+            let offsets = |i: i32| (start.get(&i).copied().unwrap_or(-1), end.get(&i).copied().unwrap_or(-1));
+            let ids = |nodes: &[i32]| nodes.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
             match fmt {
                 Format::Json => json(&json!({
                     "name": t.name,
                     "id": t.id,
-                    "partitions": rows.iter().map(|(p, l, s, e)| json!({"partition": p, "leader": l, "log_start_offset": s, "log_end_offset": e, "records": e - s})).collect::<Vec<_>>(),
+                    "partitions": t.partitions.iter().map(|p| {
+                        let (s, e) = offsets(p.partition);
+                        json!({
+                            "partition": p.partition,
+                            "leader": p.leader,
+                            "replicas": p.replicas,
+                            "isr": p.isr,
+                            "log_start_offset": s,
+                            "log_end_offset": e,
+                            "records": e - s,
+                        })
+                    }).collect::<Vec<_>>(),
                     "configs": overrides.iter().map(|c| (c.name.clone(), json!(c.value))).collect::<serde_json::Map<_, _>>(),
                 })),
                 Format::Table => {
-                    say!("topic: {}  id: {}  partitions: {}", t.name, t.id, rows.len());
+                    say!("topic: {}  id: {}  partitions: {}", t.name, t.id, t.partitions.len());
                     say!();
                     table(
-                        &["PARTITION", "LEADER", "START", "END", "RECORDS"],
-                        rows.iter()
-                            .map(|(p, l, s, e)| {
-                                vec![p.to_string(), l.to_string(), s.to_string(), e.to_string(), (e - s).to_string()]
+                        &["PARTITION", "LEADER", "REPLICAS", "ISR", "START", "END", "RECORDS"],
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                let (s, e) = offsets(p.partition);
+                                vec![
+                                    p.partition.to_string(),
+                                    p.leader.to_string(),
+                                    ids(&p.replicas),
+                                    ids(&p.isr),
+                                    s.to_string(),
+                                    e.to_string(),
+                                    (e - s).to_string(),
+                                ]
                             })
                             .collect(),
                     );

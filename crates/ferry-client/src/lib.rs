@@ -23,6 +23,7 @@ mod client;
 mod cluster;
 mod conn;
 mod consumer_protocol;
+mod delete_records;
 mod error;
 mod fetch;
 mod groups;
@@ -43,6 +44,7 @@ pub use client::{Client, ClientConfig};
 pub use cluster::{ClusterDescription, ClusterNode, QuorumDescription, QuorumReplica};
 pub use conn::{Connection, InFlight};
 pub use consumer_protocol::{decode_assignment, decode_subscription, encode_assignment, encode_subscription};
+pub use delete_records::{HIGH_WATERMARK, delete_records_request};
 pub use error::{ClientError, check, describe_code};
 /// Record-batch compression codecs, as `ferry_records` defines them.
 pub use ferry_records::compression::Compression;

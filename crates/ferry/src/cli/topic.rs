@@ -1,4 +1,4 @@
-//! `ferry topic create|list|describe|delete|alter-config`.
+//! `ferry topic create|list|describe|delete|delete-records|alter-config`.
 
 use clap::{Args, Subcommand};
 use ferry_client::{EARLIEST, LATEST};
@@ -43,6 +43,18 @@ pub enum TopicVerb {
     Delete {
         /// Topic name.
         name: String,
+    },
+    /// Delete the records before an offset (Kafka's DeleteRecords): they
+    /// can no longer be read, and their segments are freed.
+    DeleteRecords {
+        /// Topic name.
+        name: String,
+        /// Partition (repeatable; default: every partition).
+        #[arg(long = "partition", short = 'p')]
+        partitions: Vec<i32>,
+        /// First offset to keep; -1: delete everything up to the end.
+        #[arg(long, allow_negative_numbers = true)]
+        before: i64,
     },
     /// Set or remove topic config overrides.
     AlterConfig {
@@ -149,6 +161,31 @@ pub async fn run(cmd: TopicCmd) -> anyhow::Result<()> {
             match fmt {
                 Format::Json => json(&json!({ "topic": name, "deleted": true })),
                 Format::Table => say!("deleted topic {name}"),
+            }
+        }
+        TopicVerb::DeleteRecords { name, partitions, before } => {
+            if before < -1 {
+                anyhow::bail!("--before must be an offset, or -1 for the end of each partition");
+            }
+            let t = client.topic(&name).await?;
+            let all: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
+            if let Some(p) = partitions.iter().find(|p| !all.contains(p)) {
+                anyhow::bail!("topic {name} has no partition {p}");
+            }
+            let chosen = if partitions.is_empty() { all } else { partitions };
+            let targets = chosen.iter().map(|&p| (p, before)).collect();
+            let low = client.delete_records(&name, &targets).await?;
+            match fmt {
+                Format::Json => json(&json!({
+                    "topic": name,
+                    "partitions": low.iter().map(|(p, o)| json!({"partition": p, "log_start_offset": o})).collect::<Vec<_>>(),
+                })),
+                Format::Table => {
+                    table(
+                        &["PARTITION", "START"],
+                        low.iter().map(|(p, o)| vec![p.to_string(), o.to_string()]).collect(),
+                    );
+                }
             }
         }
         TopicVerb::AlterConfig { name, set, delete } => {

@@ -375,4 +375,38 @@ fn the_cli_works_across_a_three_node_cluster() {
     assert_eq!(leaders, BTreeSet::from([1, 2, 3]));
     let table = ok(c.node(1), &["topic", "describe", "spread"], "");
     assert!(table.contains("REPLICAS") && table.contains("ISR"), "{table}");
+
+    // Configs through any node: set through node 2, seen through node 3.
+    ok(c.node(2), &["topic", "alter-config", "spread", "--set", "retention.ms=60000"], "");
+    let d = ok_json(c.node(3), &["topic", "describe", "spread"]);
+    assert_eq!(d["configs"]["retention.ms"], "60000", "{d}");
+
+    // A broker answers DeleteRecords for a partition it does not lead with
+    // NOT_LEADER_OR_FOLLOWER (as Kafka's do)...
+    let elsewhere = partitions.iter().find(|p| p["leader"] != 1).unwrap()["partition"].as_i64().unwrap() as i32;
+    let code = runtime().block_on(async {
+        let config = ferry_client::ClientConfig::new("cli-test", std::time::Duration::from_secs(5));
+        let client = ferry_client::Client::connect(&c.node(1).bootstrap(), config).await.unwrap();
+        let req = ferry_client::delete_records_request("spread", &[(elsewhere, -1)]);
+        let resp = client.any().send(req, 2).await.unwrap();
+        resp.topics[0].partitions[0].error_code
+    });
+    assert_eq!(code, 6, "NOT_LEADER_OR_FOLLOWER");
+    // ...and the CLI, through node 3, asks each partition's leader.
+    let deleted = ok_json(c.node(3), &["topic", "delete-records", "spread", "--before", "-1"]);
+    let low: BTreeMap<i64, i64> = deleted["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["partition"].as_i64().unwrap(), p["log_start_offset"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(low, (0..12).map(|p| (p, per_partition.get(&p).copied().unwrap_or(0))).collect(), "{deleted}");
+    let d = ok_json(c.node(1), &["topic", "describe", "spread"]);
+    for p in d["partitions"].as_array().unwrap() {
+        assert_eq!(p["records"], 0, "{p}");
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }

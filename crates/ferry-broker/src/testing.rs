@@ -174,6 +174,13 @@ impl TestController {
             ControllerRequest::SetBrokerDefaults { configs } => {
                 (vec![MetadataRecord::SetBrokerDefaults { configs }], ControllerReply::Done)
             }
+            ControllerRequest::ShutdownNode { incarnation } => {
+                let current = image.nodes.get(&self.node_id).filter(|n| n.incarnation == incarnation && !n.fenced);
+                if current.is_none() {
+                    return Ok(ControllerReply::Done);
+                }
+                (vec![MetadataRecord::FenceNode { node_id: self.node_id }], ControllerReply::Done)
+            }
             ControllerRequest::AllocateProducerIds => {
                 let first = image.next_producer_id;
                 let record = MetadataRecord::ProducerIds { node_id: self.node_id, first, count: PRODUCER_ID_BLOCK };

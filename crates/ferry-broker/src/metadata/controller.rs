@@ -63,6 +63,14 @@ pub enum ControllerRequest {
     },
     /// A block of cluster-unique producer ids for this node.
     AllocateProducerIds,
+    /// Controlled shutdown (Kafka's ControlledShutdown): fence the calling
+    /// node now, so its leaderships move at once instead of after the
+    /// session timeout. Only the named incarnation is fenced: a late request
+    /// from a previous life does not fence the node's next one.
+    ShutdownNode {
+        /// The incarnation shutting down.
+        incarnation: Uuid,
+    },
 }
 
 /// What a carried-out request returns.

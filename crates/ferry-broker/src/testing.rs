@@ -15,7 +15,7 @@ use crate::broker::{Broker, BrokerConfig};
 use crate::error::Result;
 use crate::metadata::{
     Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus, GROUP_TOPIC, MetadataError,
-    MetadataImage, MetadataRecord, NodeInfo, TXN_TOPIC, listener,
+    MetadataImage, MetadataRecord, NodeInfo, PeerError, PeerFuture, PeerRequest, TXN_TOPIC, listener,
 };
 
 /// Partitions of `__consumer_offsets` and `__transaction_state` here.
@@ -218,6 +218,11 @@ fn check_assignment(image: &MetadataImage, assignment: &[Vec<i32>]) -> Result<()
 }
 
 impl Controller for TestController {
+    fn call_peer(&self, node: i32, _request: PeerRequest) -> PeerFuture {
+        // A quorum of one has no peers.
+        Box::pin(async move { Err(PeerError::Unavailable(format!("no node {node} in a test quorum of one"))) })
+    }
+
     fn submit(&self, request: ControllerRequest) -> ControllerFuture<ControllerReply> {
         let result = self.handle(request);
         Box::pin(async move { result })

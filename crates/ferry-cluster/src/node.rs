@@ -13,6 +13,7 @@
 mod client;
 mod identity;
 mod leader;
+mod peer;
 mod service;
 
 use std::collections::BTreeMap;
@@ -22,7 +23,8 @@ use std::time::Duration;
 
 use ferry_broker::Broker;
 use ferry_broker::metadata::{
-    Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus, MetadataImage, listener,
+    Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus, MetadataImage, PeerFuture,
+    PeerRequest, listener,
 };
 use ferry_util::sync::lock;
 use openraft::BasicNode;
@@ -348,5 +350,10 @@ impl Controller for ClusterNode {
 
     fn status(&self) -> ControllerStatus {
         self.node.status()
+    }
+
+    fn call_peer(&self, node: i32, request: PeerRequest) -> PeerFuture {
+        let this = self.node.clone();
+        Box::pin(async move { this.call_peer(node, request).await })
     }
 }

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::MetadataError;
+use super::peer::{PeerError, PeerReply, PeerRequest};
 
 /// A request to change the cluster metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,4 +129,11 @@ pub trait Controller: Send + Sync + 'static {
 
     /// The quorum as this node sees it now.
     fn status(&self) -> ControllerStatus;
+
+    /// Carries out `request` on node `node` (the leader of the partition it
+    /// names), over the cluster port.
+    fn call_peer(&self, node: i32, request: PeerRequest) -> PeerFuture;
 }
+
+/// The boxed future [`Controller::call_peer`] returns.
+pub type PeerFuture = Pin<Box<dyn Future<Output = Result<PeerReply, PeerError>> + Send + 'static>>;

@@ -3,7 +3,9 @@
 //! the response has the request's kind with the high bit set (or
 //! [`REFUSED`]) and the answer as its body.
 
-use ferry_broker::metadata::{ControllerReply, ControllerRequest, MetadataError, NodeInfo};
+use ferry_broker::metadata::{
+    ControllerReply, ControllerRequest, MetadataError, NodeInfo, PeerError, PeerReply, PeerRequest,
+};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -22,6 +24,7 @@ const INSTALL_SNAPSHOT: u8 = 3;
 const FORWARD: u8 = 4;
 const REGISTER: u8 = 5;
 const HEARTBEAT: u8 = 6;
+const PEER: u8 = 7;
 /// Set on the kind of a response.
 const RESPONSE: u8 = 0x80;
 /// The kind of a refusal (another quorum, or a request that cannot be read).
@@ -65,6 +68,8 @@ pub enum Request {
     Register(Registration),
     /// A node is alive.
     Heartbeat(HeartbeatRequest),
+    /// Work for this node's broker (it leads the partition named).
+    Peer(PeerRequest),
 }
 
 /// A request the quorum leader carried out: its reply and the log index
@@ -103,6 +108,8 @@ pub enum Response {
     Register(Result<u64, LeaderError>),
     /// To [`Request::Heartbeat`]: `false` means register again.
     Heartbeat(Result<bool, LeaderError>),
+    /// To [`Request::Peer`].
+    Peer(Result<PeerReply, PeerError>),
     /// The request was refused before it was looked at.
     Refused(MetadataError),
 }
@@ -137,6 +144,7 @@ pub fn encode_request(correlation: u64, from: i32, quorum: &str, request: &Reque
         Request::Forward(r) => (FORWARD, env(from, quorum, r)?),
         Request::Register(r) => (REGISTER, env(from, quorum, r)?),
         Request::Heartbeat(r) => (HEARTBEAT, env(from, quorum, r)?),
+        Request::Peer(r) => (PEER, env(from, quorum, r)?),
     };
     Ok(Frame { kind, correlation, body })
 }
@@ -155,6 +163,7 @@ pub fn decode_request(frame: &Frame) -> Result<(i32, String, Request), String> {
         FORWARD => env(body, Request::Forward),
         REGISTER => env(body, Request::Register),
         HEARTBEAT => env(body, Request::Heartbeat),
+        PEER => env(body, Request::Peer),
         kind => Err(format!("unknown request kind {kind}")),
     }
 }
@@ -168,6 +177,7 @@ pub fn encode_response(correlation: u64, response: &Response) -> Result<Frame, S
         Response::Forward(r) => (FORWARD | RESPONSE, json(r)?),
         Response::Register(r) => (REGISTER | RESPONSE, json(r)?),
         Response::Heartbeat(r) => (HEARTBEAT | RESPONSE, json(r)?),
+        Response::Peer(r) => (PEER | RESPONSE, json(r)?),
         Response::Refused(e) => (REFUSED, json(e)?),
     };
     Ok(Frame { kind, correlation, body })
@@ -186,6 +196,7 @@ pub fn decode_response(frame: &Frame) -> Result<Response, String> {
         k if k == FORWARD | RESPONSE => de(body, Response::Forward),
         k if k == REGISTER | RESPONSE => de(body, Response::Register),
         k if k == HEARTBEAT | RESPONSE => de(body, Response::Heartbeat),
+        k if k == PEER | RESPONSE => de(body, Response::Peer),
         REFUSED => de(body, Response::Refused),
         kind => Err(format!("unknown response kind {kind}")),
     }

@@ -381,17 +381,20 @@ fn the_cli_works_across_a_three_node_cluster() {
     let d = ok_json(c.node(3), &["topic", "describe", "spread"]);
     assert_eq!(d["configs"]["retention.ms"], "60000", "{d}");
 
-    // A broker answers DeleteRecords for a partition it does not lead with
-    // NOT_LEADER_OR_FOLLOWER (as Kafka's do)...
+    // A broker carries out DeleteRecords for a partition it does not lead
+    // by forwarding it to the leader (a Kafka broker would answer
+    // NOT_LEADER_OR_FOLLOWER and leave the routing to the client)...
     let elsewhere = partitions.iter().find(|p| p["leader"] != 1).unwrap()["partition"].as_i64().unwrap() as i32;
-    let code = runtime().block_on(async {
+    let (code, low) = runtime().block_on(async {
         let config = ferry_client::ClientConfig::new("cli-test", std::time::Duration::from_secs(5));
         let client = ferry_client::Client::connect(&c.node(1).bootstrap(), config).await.unwrap();
         let req = ferry_client::delete_records_request("spread", &[(elsewhere, -1)]);
         let resp = client.any().send(req, 2).await.unwrap();
-        resp.topics[0].partitions[0].error_code
+        let p = &resp.topics[0].partitions[0];
+        (p.error_code, p.low_watermark)
     });
-    assert_eq!(code, 6, "NOT_LEADER_OR_FOLLOWER");
+    assert_eq!(code, 0, "carried out by the leader");
+    assert_eq!(low, per_partition.get(&i64::from(elsewhere)).copied().unwrap_or(0));
     // ...and the CLI, through node 3, asks each partition's leader.
     let deleted = ok_json(c.node(3), &["topic", "delete-records", "spread", "--before", "-1"]);
     let low: BTreeMap<i64, i64> = deleted["partitions"]

@@ -49,14 +49,32 @@ trap 'exit 143' TERM INT
 watchdog=$!
 ulimit -n 65536 2>/dev/null || true
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Ports below the kernel's ephemeral range (32768+), so concurrent test
+# runs, which take ephemeral ports, cannot grab one between this check and
+# the node's bind.
+free_port() {
+  python3 -c 'import random, socket
+while True:
+    p = random.randint(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+        print(p)
+        break
+    except OSError:
+        pass
+    finally:
+        s.close()'
+}
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 # A fresh three-node cluster in $work/$1: ports, quorum, data directories.
 setup() {
   local dir="$work/$1" q="" n
   mkdir -p "$dir"
-  printf '[cluster]\nheartbeat_interval_ms = 500\nsession_timeout_ms = 3000\n' > "$dir/ferry.toml"
+  # Default settings (the issue's goal is stated for them); CLUSTER_TOML
+  # adds a [cluster] section's lines, e.g. 'session_timeout_ms = 3000'.
+  printf '[cluster]\n%b\n' "${CLUSTER_TOML:-}" > "$dir/ferry.toml"
   for n in 1 2 3; do
     kafka[$n]=$(free_port); http[$n]=$(free_port); cport[$n]=$(free_port)
     q="$q${q:+,}$n@127.0.0.1:${cport[$n]}"
@@ -71,7 +89,7 @@ start_node() { # node id
     --data-dir "$cluster_dir/n$n" --controller-quorum "$quorum" \
     --cluster-listen "127.0.0.1:${cport[$n]}" --kafka-listen "127.0.0.1:${kafka[$n]}" \
     --http-listen "127.0.0.1:${http[$n]}" --amqp-listen "127.0.0.1:$(free_port)" \
-    --mqtt-listen "127.0.0.1:$(free_port)" >> "$cluster_dir/n$n.log" 2>&1 &
+    --mqtt-listen "127.0.0.1:$(free_port)" --stomp-listen off >> "$cluster_dir/n$n.log" 2>&1 &
   pid[$n]=$!
 }
 

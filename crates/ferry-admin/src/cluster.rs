@@ -161,6 +161,10 @@ mod tests {
         fn status(&self) -> ControllerStatus {
             self.0.clone()
         }
+
+        fn call_peer(&self, _: i32, _: ferry_broker::metadata::PeerRequest) -> ferry_broker::metadata::PeerFuture {
+            Box::pin(async { Err(ferry_broker::metadata::PeerError::Unavailable("test".into())) })
+        }
     }
 
     fn node(id: i32, rack: Option<&str>) -> NodeInfo {

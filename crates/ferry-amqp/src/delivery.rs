@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use amq_protocol::protocol::{AMQPClass, basic};
 use bytes::BytesMut;
+use ferry_broker::messaging::consumer::{self, Credit, FeedEnd};
 use ferry_broker::messaging::{Delivery, Queue};
 use tokio::sync::Notify;
 
@@ -57,12 +58,6 @@ pub enum Settle {
     Requeue,
     /// Rejected without requeue: dropped.
     Discard,
-}
-
-enum Credit {
-    Yes,
-    No,
-    Gone,
 }
 
 impl Shared {
@@ -185,43 +180,19 @@ impl Shared {
     /// Feeds consumer `tag` from `queue` until it is cancelled.
     pub async fn run_consumer(self: Arc<Self>, tag: Arc<str>, queue: Arc<Queue>, id: u64, no_ack: bool) {
         loop {
+            // Backpressure: a client that does not read its socket stops
+            // getting deliveries.
             if self.outbox.is_full() {
                 self.outbox.wait_room().await;
             }
-            let credit = self.credit.notified();
-            tokio::pin!(credit);
-            credit.as_mut().enable();
-            match self.credit(&tag) {
-                Credit::Gone => return,
-                Credit::No => {
-                    credit.await;
-                    continue;
-                }
-                Credit::Yes => {}
-            }
-            let available = queue.notifier().notified();
-            tokio::pin!(available);
-            available.as_mut().enable();
-            match queue.take(Some(id)) {
-                Ok(Some(d)) => {
+            match consumer::next_delivery(&queue, id, &self.credit, || self.credit(&tag)).await {
+                Ok(d) => {
                     if !self.deliver(Some(&tag), no_ack, &d, &queue, 0) {
                         return;
                     }
                 }
-                Ok(None) if queue.is_deleted() => {
-                    self.cancelled_by_server(&tag);
-                    return;
-                }
-                Ok(None) => {
-                    tokio::select! {
-                        _ = available => {}
-                        _ = credit => {}
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(queue = %queue.name(), error = %e, "reading a queue failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
+                Err(FeedEnd::QueueDeleted) => return self.cancelled_by_server(&tag),
+                Err(FeedEnd::Stopped) => return,
             }
         }
     }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::broker::{Broker, validate_topic_name};
 use crate::error::{BrokerError, Result};
-use crate::metadata::{ControllerReply, ControllerRequest};
+use crate::metadata::{ControllerReply, ControllerRequest, PeerError, PeerReply, PeerRequest};
 use crate::topic::Topic;
 use crate::topic_config;
 
@@ -263,6 +263,43 @@ impl Broker {
                 Ok(())
             }
             other => Err(unexpected(&other)),
+        }
+    }
+
+    /// DeleteRecords for one partition, carried out by its leader: here,
+    /// or forwarded to the leading node over the cluster port. Returns the
+    /// new log start offset. `before` -1 means the high watermark.
+    pub async fn delete_records(self: &Arc<Self>, topic: &str, partition: i32, before: i64) -> Result<i64> {
+        let request = PeerRequest::DeleteRecords { topic: topic.to_string(), partition, before };
+        let leader = self.metadata().partition(topic, partition).ok_or(BrokerError::UnknownTopicOrPartition)?.leader;
+        if leader == self.node_id() || leader < 0 {
+            return Ok(self.clone().serve_peer(request).await.map(|PeerReply::LowWatermark(low)| low)?);
+        }
+        let controller = self
+            .controller
+            .get()
+            .cloned()
+            .ok_or_else(|| BrokerError::ControllerUnavailable("no controller installed".into()))?;
+        let PeerReply::LowWatermark(low) = controller.call_peer(leader, request).await?;
+        Ok(low)
+    }
+
+    /// Carries out a call another node forwarded here, on this node only
+    /// (never forwarded again): `NotLeaderOrFollower` if leadership moved.
+    pub async fn serve_peer(self: Arc<Self>, request: PeerRequest) -> Result<PeerReply, PeerError> {
+        match request {
+            PeerRequest::DeleteRecords { topic, partition, before } => {
+                let part = self.leader_partition(&topic, partition)?;
+                // Moving the log start touches files: off the async workers.
+                let low = tokio::task::spawn_blocking(move || {
+                    let target = if before == -1 { Some(part.high_watermark()) } else { u64::try_from(before).ok() };
+                    let target = target.ok_or(PeerError::OffsetOutOfRange)?;
+                    part.delete_records_before(target).map_err(PeerError::from)
+                })
+                .await
+                .map_err(|e| PeerError::Failed(e.to_string()))??;
+                Ok(PeerReply::LowWatermark(low as i64))
+            }
         }
     }
 }

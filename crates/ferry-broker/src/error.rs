@@ -34,6 +34,9 @@ pub enum BrokerError {
     /// change in time (no leader, election, network partition).
     #[error("controller unavailable: {0}")]
     ControllerUnavailable(String),
+    /// The node leading the partition refused a forwarded call.
+    #[error("{0}")]
+    Peer(crate::metadata::PeerError),
     /// An unknown topic config name or an invalid value.
     #[error("invalid config: {0}")]
     InvalidConfig(String),

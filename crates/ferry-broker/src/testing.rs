@@ -15,7 +15,7 @@ use crate::broker::{Broker, BrokerConfig};
 use crate::error::Result;
 use crate::metadata::{
     Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus, GROUP_TOPIC, MetadataError,
-    MetadataImage, MetadataRecord, NodeInfo, TXN_TOPIC, listener,
+    MetadataImage, MetadataRecord, NodeInfo, PeerError, PeerFuture, PeerRequest, TXN_TOPIC, listener,
 };
 
 /// Partitions of `__consumer_offsets` and `__transaction_state` here.
@@ -174,6 +174,13 @@ impl TestController {
             ControllerRequest::SetBrokerDefaults { configs } => {
                 (vec![MetadataRecord::SetBrokerDefaults { configs }], ControllerReply::Done)
             }
+            ControllerRequest::ShutdownNode { incarnation } => {
+                let current = image.nodes.get(&self.node_id).filter(|n| n.incarnation == incarnation && !n.fenced);
+                if current.is_none() {
+                    return Ok(ControllerReply::Done);
+                }
+                (vec![MetadataRecord::FenceNode { node_id: self.node_id }], ControllerReply::Done)
+            }
             ControllerRequest::AllocateProducerIds => {
                 let first = image.next_producer_id;
                 let record = MetadataRecord::ProducerIds { node_id: self.node_id, first, count: PRODUCER_ID_BLOCK };
@@ -211,6 +218,11 @@ fn check_assignment(image: &MetadataImage, assignment: &[Vec<i32>]) -> Result<()
 }
 
 impl Controller for TestController {
+    fn call_peer(&self, node: i32, _request: PeerRequest) -> PeerFuture {
+        // A quorum of one has no peers.
+        Box::pin(async move { Err(PeerError::Unavailable(format!("no node {node} in a test quorum of one"))) })
+    }
+
     fn submit(&self, request: ControllerRequest) -> ControllerFuture<ControllerReply> {
         let result = self.handle(request);
         Box::pin(async move { result })

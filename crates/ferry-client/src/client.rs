@@ -66,7 +66,9 @@ impl Client {
     /// A connection to broker `node`, opened on first use and then shared.
     pub async fn node(&self, node: i32) -> Result<Arc<Connection>, ClientError> {
         let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(&node) {
+        // A connection the broker closed (it stopped or restarted) is
+        // opened again.
+        if let Some(c) = conns.get(&node).filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
         let addr = self.address(node)?;

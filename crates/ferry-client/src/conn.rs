@@ -77,6 +77,12 @@ impl Connection {
         Ok(conn)
     }
 
+    /// Whether the connection is gone (the broker closed it, or it broke):
+    /// every request on it fails.
+    pub fn is_closed(&self) -> bool {
+        self.reader.is_finished()
+    }
+
     /// The address this connection was opened to (`host:port`).
     pub fn addr(&self) -> &str {
         &self.addr

@@ -52,7 +52,18 @@ pub fn fetch_request(topic: &str, partitions: &[(i32, i64)], max_bytes: i32, max
 impl Client {
     /// Fetches from several partitions of a topic (one request per leader;
     /// on one node, one request). `offsets`: partition -> fetch offset.
+    /// Follows leaders that move (bounded retries with fresh Metadata).
     pub async fn fetch(
+        &self,
+        topic: &str,
+        offsets: &BTreeMap<i32, i64>,
+        max_wait_ms: i32,
+        max_bytes: i32,
+    ) -> Result<BTreeMap<i32, PartitionFetch>, ClientError> {
+        self.with_leader_retries(true, || self.fetch_once(topic, offsets, max_wait_ms, max_bytes)).await
+    }
+
+    async fn fetch_once(
         &self,
         topic: &str,
         offsets: &BTreeMap<i32, i64>,

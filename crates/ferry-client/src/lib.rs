@@ -10,9 +10,11 @@
 //! classic-protocol group member with the range assignor.
 //! Record batches are built and parsed with `ferry_records`.
 //!
-//! The API stays at the protocol level (no printing, no retries on the
-//! caller's behalf) so that the CLI, `ferry bench` and broker-to-broker
-//! calls can share it.
+//! The API stays at the protocol level (no printing, and no retries on the
+//! caller's behalf but one: per-partition requests follow a partition's
+//! leader when it moves, a bounded number of times, as every Kafka client
+//! does) so that the CLI, `ferry bench` and broker-to-broker calls can
+//! share it.
 
 mod admin;
 mod assignor;
@@ -21,6 +23,7 @@ mod client;
 mod cluster;
 mod conn;
 mod consumer_protocol;
+mod delete_records;
 mod error;
 mod fetch;
 mod groups;
@@ -28,6 +31,7 @@ mod member;
 mod metadata;
 mod offsets;
 mod produce;
+mod retry;
 
 pub(crate) use ferry_util::sync::lock;
 use kafka_protocol::messages::{GroupId, TopicName};
@@ -40,6 +44,7 @@ pub use client::{Client, ClientConfig};
 pub use cluster::{ClusterDescription, ClusterNode, QuorumDescription, QuorumReplica};
 pub use conn::{Connection, InFlight};
 pub use consumer_protocol::{decode_assignment, decode_subscription, encode_assignment, encode_subscription};
+pub use delete_records::{HIGH_WATERMARK, delete_records_request};
 pub use error::{ClientError, check, describe_code};
 /// Record-batch compression codecs, as `ferry_records` defines them.
 pub use ferry_records::compression::Compression;

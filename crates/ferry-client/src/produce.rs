@@ -42,7 +42,9 @@ pub fn produce_result(resp: &ProduceResponse, topic: &str, partition: i32) -> Re
 
 impl Client {
     /// Produces one batch of `records` to a partition's leader; returns its
-    /// base offset (-1 with `acks` 0, which gets no answer).
+    /// base offset (-1 with `acks` 0, which gets no answer). Where the
+    /// leader moved (NOT_LEADER_OR_FOLLOWER, LEADER_NOT_AVAILABLE), asks
+    /// Metadata again and retries, a bounded number of times.
     pub async fn produce(
         &self,
         topic: &str,
@@ -52,14 +54,20 @@ impl Client {
         compression: Compression,
     ) -> Result<i64, ClientError> {
         let batch = Bytes::from(encode_batch(records, compression)?);
-        let conn = self.leader(topic, partition).await?;
-        let req = produce_request(topic, partition, batch, acks, PRODUCE_TIMEOUT_MS);
-        let v = conn.version::<ProduceRequest>(PRODUCE_VERSION)?;
-        if acks == 0 {
-            conn.fire(&req, v).await?;
-            return Ok(-1);
-        }
-        let resp = conn.send_version(req, v).await?;
-        produce_result(&resp, topic, partition)
+        self.with_leader_retries(false, || {
+            let batch = batch.clone();
+            async move {
+                let conn = self.leader(topic, partition).await?;
+                let req = produce_request(topic, partition, batch, acks, PRODUCE_TIMEOUT_MS);
+                let v = conn.version::<ProduceRequest>(PRODUCE_VERSION)?;
+                if acks == 0 {
+                    conn.fire(&req, v).await?;
+                    return Ok(-1);
+                }
+                let resp = conn.send_version(req, v).await?;
+                produce_result(&resp, topic, partition)
+            }
+        })
+        .await
     }
 }

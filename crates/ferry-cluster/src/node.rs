@@ -8,9 +8,12 @@
 //!   the cluster port, retried across elections), registration and
 //!   heartbeats.
 //! - `node/service.rs`: answering the cluster port.
+//! - `node/identity.rs`: the incarnation this data directory last ran as.
 
 mod client;
+mod identity;
 mod leader;
+mod peer;
 mod service;
 
 use std::collections::BTreeMap;
@@ -20,7 +23,8 @@ use std::time::Duration;
 
 use ferry_broker::Broker;
 use ferry_broker::metadata::{
-    Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus, MetadataImage, listener,
+    Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus, MetadataImage, PeerFuture,
+    PeerRequest, listener,
 };
 use ferry_util::sync::lock;
 use openraft::BasicNode;
@@ -56,6 +60,9 @@ pub(crate) struct Node {
     /// This node's cluster port address, as peers reach it.
     advertised: String,
     incarnation: Uuid,
+    /// The incarnation this data directory ran as before this process
+    /// (named in registrations, so this one replaces it at once).
+    previous: Option<Uuid>,
     raft: MetadataRaft,
     /// Every image this node applied, newest last.
     images: watch::Receiver<Arc<MetadataImage>>,
@@ -72,8 +79,10 @@ impl ClusterNode {
     /// directory, joins the quorum (initialising it on a first start),
     /// installs itself as `broker`'s controller and image source, and
     /// registers this node. Returns once this node's registration is
-    /// applied locally (the broker then knows its partitions); while no
-    /// quorum is reachable it keeps trying and logs "waiting for quorum".
+    /// applied locally (the broker then knows its partitions) and the
+    /// broker has trashed the topic directories the image does not place
+    /// here (`Broker::sweep_orphans`); while no quorum is reachable it
+    /// keeps trying and logs "waiting for quorum".
     pub async fn start(config: ClusterConfig, broker: Arc<Broker>) -> Result<Arc<ClusterNode>, ClusterError> {
         let mut voters = config.voters();
         if let Some((_, addr)) = voters.iter().find(|(id, _)| *id == config.node_id)
@@ -111,13 +120,16 @@ impl ClusterNode {
                 b.apply_image(image);
             }
         });
-        let (store, sm, images) = tokio::task::spawn_blocking({
+        let incarnation = Uuid::new_v4();
+        let node_id = config.node_id;
+        let (store, sm, images, previous) = tokio::task::spawn_blocking({
             let dir = dir.clone();
             move || -> Result<_, ClusterError> {
                 std::fs::create_dir_all(&dir)?;
+                let previous = identity::renew(&dir, node_id, incarnation)?;
                 let (sm, images) = StateMachine::open(&dir.join("snapshot.json"), sink)?;
                 let store = LogStore::open(&dir.join("raft-log"), &dir.join("vote.json"))?;
-                Ok((store, sm, images))
+                Ok((store, sm, images, previous))
             }
         })
         .await
@@ -131,7 +143,8 @@ impl ClusterNode {
             id: config.node_id,
             quorum,
             advertised,
-            incarnation: Uuid::new_v4(),
+            incarnation,
+            previous,
             raft,
             images,
             broker: Arc::downgrade(&broker),
@@ -163,6 +176,16 @@ impl ClusterNode {
             return Err(e.into());
         }
         guard.disarm();
+        // The registration is applied here, after everything committed
+        // before it: the image is caught up, as `sweep_orphans` requires.
+        let sweeper = broker.clone();
+        match tokio::task::spawn_blocking(move || sweeper.sweep_orphans()).await {
+            Ok(trashed) if !trashed.is_empty() => {
+                tracing::info!(node = node.id, topics = ?trashed, "orphan topic directories trashed");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(node = node.id, error = %e, "sweeping orphan topic directories"),
+        }
         cluster.spawn(node.clone().heartbeat_forever());
         tracing::info!(node = node.id, addr = %node.advertised, voter = node.config.is_voter(), "cluster node started");
         Ok(cluster)
@@ -172,12 +195,17 @@ impl ClusterNode {
         lock(&self.tasks).push(tokio::spawn(task));
     }
 
-    /// Controlled shutdown: stops heartbeating, leaves Raft, closes the port.
+    /// Controlled shutdown: stops heartbeating, asks the controller to
+    /// fence this node at once (bounded: at most 5 s, skipped by a quorum
+    /// of one), leaves Raft, closes the port.
     pub async fn shutdown(&self) {
         self.stop.send_replace(true);
         for task in std::mem::take(&mut *lock(&self.tasks)) {
             task.abort();
         }
+        // After the heartbeats stopped: a heartbeat answered "fenced" would
+        // register the node again.
+        self.node.leave().await;
         if let Err(e) = self.node.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }
@@ -322,5 +350,10 @@ impl Controller for ClusterNode {
 
     fn status(&self) -> ControllerStatus {
         self.node.status()
+    }
+
+    fn call_peer(&self, node: i32, request: PeerRequest) -> PeerFuture {
+        let this = self.node.clone();
+        Box::pin(async move { this.call_peer(node, request).await })
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ferry_broker::BrokerError;
 use ferry_broker::LogError;
 use ferry_broker::group::GroupError;
+use ferry_broker::metadata::PeerError;
 use ferry_broker::txn::TxnError;
 use kafka_protocol::error::ResponseError as E;
 
@@ -76,6 +77,13 @@ fn broker_error_code(e: &BrokerError) -> i16 {
         // What a Kafka broker answers when its forwarded request to the
         // controller times out; clients retry.
         BrokerError::ControllerUnavailable(_) => E::RequestTimedOut,
+        BrokerError::Peer(p) => match p {
+            PeerError::UnknownTopicOrPartition => E::UnknownTopicOrPartition,
+            PeerError::NotLeaderOrFollower => E::NotLeaderOrFollower,
+            PeerError::OffsetOutOfRange => E::OffsetOutOfRange,
+            PeerError::Unavailable(_) => E::RequestTimedOut,
+            PeerError::Failed(_) => E::UnknownServerError,
+        },
         BrokerError::InvalidConfig(_) => E::InvalidConfig,
         BrokerError::NotEnoughReplicas { .. } => E::NotEnoughReplicas,
         BrokerError::InvalidTimestamp(_) => E::InvalidTimestamp,

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
+use ferry_broker::messaging::consumer::{self, Credit};
 use ferry_broker::messaging::{Delivery, Queue};
 use tokio::sync::{Notify, mpsc};
 
@@ -89,12 +90,6 @@ pub struct Deliveries {
     out: mpsc::Sender<Bytes>,
     version: Version,
     stats: Arc<StompStats>,
-}
-
-enum Credit {
-    Yes,
-    No,
-    Gone,
 }
 
 impl Deliveries {
@@ -231,44 +226,15 @@ impl Deliveries {
     /// Feeds subscription `sub` from `queue` (as consumer `consumer`) until
     /// it ends or the connection closes.
     pub async fn run(self: Arc<Self>, sub: Arc<str>, queue: Arc<Queue>, consumer: u64) {
-        loop {
-            let credit = self.credit.notified();
-            tokio::pin!(credit);
-            credit.as_mut().enable();
-            match self.credit(&sub) {
-                Credit::Gone => return,
-                Credit::No => {
-                    credit.await;
-                    continue;
-                }
-                Credit::Yes => {}
+        while let Ok(d) = consumer::next_delivery(&queue, consumer, &self.credit, || self.credit(&sub)).await {
+            let Some((frame, ack_id, auto)) = self.prepare(&sub, &d, &queue) else { return };
+            queue.stats.delivered(d.redelivered);
+            self.stats.delivered();
+            if self.out.send(frame).await.is_err() {
+                return;
             }
-            let available = queue.notifier().notified();
-            tokio::pin!(available);
-            available.as_mut().enable();
-            match queue.take(Some(consumer)) {
-                Ok(Some(d)) => {
-                    let Some((frame, ack_id, auto)) = self.prepare(&sub, &d, &queue) else { return };
-                    queue.stats.delivered(d.redelivered);
-                    self.stats.delivered();
-                    if self.out.send(frame).await.is_err() {
-                        return;
-                    }
-                    if auto {
-                        self.auto_settle(ack_id);
-                    }
-                }
-                Ok(None) if queue.is_deleted() => return,
-                Ok(None) => {
-                    tokio::select! {
-                        _ = available => {}
-                        _ = credit => {}
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(queue = %queue.name(), error = %e, "reading a queue failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
+            if auto {
+                self.auto_settle(ack_id);
             }
         }
     }

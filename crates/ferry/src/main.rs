@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod data_lock;
 
 use std::sync::Arc;
 
@@ -77,6 +78,8 @@ fn run(command: Command) -> anyhow::Result<()> {
 }
 
 fn serve(settings: config::Settings) -> anyhow::Result<()> {
+    // Before anything reads or writes the directory; held until return.
+    let _data_lock = data_lock::acquire(&settings.broker.data_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let broker = ferry_broker::Broker::open(settings.broker.clone())

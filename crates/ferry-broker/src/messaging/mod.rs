@@ -10,6 +10,7 @@
 //! Names are percent-encoded into directory names.
 
 pub mod args;
+pub mod consumer;
 mod delayed;
 pub mod exchange;
 mod forwarding;

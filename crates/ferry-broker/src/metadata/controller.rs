@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::MetadataError;
+use super::peer::{PeerError, PeerReply, PeerRequest};
 
 /// A request to change the cluster metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +64,14 @@ pub enum ControllerRequest {
     },
     /// A block of cluster-unique producer ids for this node.
     AllocateProducerIds,
+    /// Controlled shutdown (Kafka's ControlledShutdown): fence the calling
+    /// node now, so its leaderships move at once instead of after the
+    /// session timeout. Only the named incarnation is fenced: a late request
+    /// from a previous life does not fence the node's next one.
+    ShutdownNode {
+        /// The incarnation shutting down.
+        incarnation: Uuid,
+    },
 }
 
 /// What a carried-out request returns.
@@ -120,4 +129,11 @@ pub trait Controller: Send + Sync + 'static {
 
     /// The quorum as this node sees it now.
     fn status(&self) -> ControllerStatus;
+
+    /// Carries out `request` on node `node` (the leader of the partition it
+    /// names), over the cluster port.
+    fn call_peer(&self, node: i32, request: PeerRequest) -> PeerFuture;
 }
+
+/// The boxed future [`Controller::call_peer`] returns.
+pub type PeerFuture = Pin<Box<dyn Future<Output = Result<PeerReply, PeerError>> + Send + 'static>>;

@@ -6,11 +6,13 @@
 mod controller;
 mod coordinator;
 mod image;
+mod peer;
 mod record;
 
-pub use controller::{Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus};
+pub use controller::{Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus, PeerFuture};
 pub use coordinator::{CoordinatorKind, GROUP_TOPIC, TXN_TOPIC, coordinator_partition, java_string_hash};
 pub use image::{MetadataImage, NodeInfo, PartitionInfo, TopicInfo, listener};
+pub use peer::{PeerError, PeerReply, PeerRequest};
 pub use record::MetadataRecord;
 
 use serde::{Deserialize, Serialize};

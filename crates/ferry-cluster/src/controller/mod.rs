@@ -127,18 +127,23 @@ impl QuorumController {
 
     /// A node (re-)registers at `now`: `RegisterNode`, leadership of the
     /// leaderless partitions whose ISR holds it, and the internal topics if
-    /// they are still missing. Refused with `DuplicateNodeId` while another
+    /// they are still missing. `previous` is the incarnation the node's
+    /// data directory last ran as: naming the registered incarnation, the
+    /// registration replaces it at once (a restart, even after kill -9).
+    /// Otherwise it is refused with `DuplicateNodeId` while another
     /// incarnation holds the id and was heard from within the session
-    /// timeout (a second process with the same id, or a restart faster
-    /// than the timeout: the node may retry after it).
+    /// timeout (a second process with the same id and another data
+    /// directory; the node may retry after the timeout).
     pub fn register(
         &mut self,
         image: &MetadataImage,
         node: NodeInfo,
+        previous: Option<Uuid>,
         now: Instant,
     ) -> Result<Vec<MetadataRecord>, MetadataError> {
         let (id, incarnation) = (node.id, node.incarnation);
-        if self.liveness.held_by_other(image, id, incarnation, now, self.config.session_timeout) {
+        let replaces = previous.is_some_and(|p| image.nodes.get(&id).is_some_and(|n| n.incarnation == p));
+        if !replaces && self.liveness.held_by_other(image, id, incarnation, now, self.config.session_timeout) {
             return Err(MetadataError::DuplicateNodeId(id));
         }
         let mut draft = Draft::new(image);

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::ControllerConfig;
 use super::draft::Draft;
-use super::election::partition_index;
+use super::election::{self, partition_index};
 use super::placement::{NodeOrder, stable_hash, validate_assignment};
 
 /// Adds the records of `request` from node `from` to `draft`, returning the
@@ -50,6 +50,15 @@ pub(super) fn carry_out(
         }
         ControllerRequest::SetBrokerDefaults { configs } => {
             draft.push(MetadataRecord::SetBrokerDefaults { configs: configs.clone() })?;
+            Ok(ControllerReply::Done)
+        }
+        ControllerRequest::ShutdownNode { incarnation } => {
+            let node = draft.image().nodes.get(&from).ok_or(MetadataError::UnknownNode(from))?;
+            // Already fenced, or a previous life asking late: nothing to do.
+            if node.incarnation == *incarnation && !node.fenced {
+                election::fence(draft, &[from])?;
+                tracing::info!(node = from, "controlled shutdown: fencing the node");
+            }
             Ok(ControllerReply::Done)
         }
         ControllerRequest::AllocateProducerIds => {

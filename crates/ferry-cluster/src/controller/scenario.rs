@@ -84,7 +84,7 @@ impl Sim {
         let rack = ["a", "b"][usize::try_from(id).unwrap() % 2];
         let info = node(id, self.procs[&id].incarnation, Some(rack));
         let holder = self.image.nodes.get(&id).cloned();
-        match self.controller.register(&self.image, info, self.now()) {
+        match self.controller.register(&self.image, info, None, self.now()) {
             Ok(records) => {
                 // No id registered twice: the previous incarnation, if
                 // unfenced, was silent past the session timeout.

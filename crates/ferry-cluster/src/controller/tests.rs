@@ -50,7 +50,7 @@ impl Cluster {
         let boot = c.controller.bootstrap("c1".into(), Vec::new());
         c.commit(&boot);
         for id in nodes {
-            let records = c.controller.register(&c.image, node(*id, *id as u128, None), t0).unwrap();
+            let records = c.controller.register(&c.image, node(*id, *id as u128, None), None, t0).unwrap();
             c.commit(&records);
         }
         c
@@ -117,9 +117,9 @@ fn internal_topics_come_with_the_first_registration() {
     let mut image = MetadataImage::default();
     let mut ctl =
         QuorumController::new(ControllerConfig { default_replication_factor: Some(2), ..config() }, &image, t0);
-    image.apply_batch(1, &ctl.register(&image, node(1, 1, None), t0).unwrap()).unwrap();
+    image.apply_batch(1, &ctl.register(&image, node(1, 1, None), None, t0).unwrap()).unwrap();
     assert!(image.topic(CONSUMER_OFFSETS).is_none());
-    image.apply_batch(2, &ctl.register(&image, node(2, 2, None), t0).unwrap()).unwrap();
+    image.apply_batch(2, &ctl.register(&image, node(2, 2, None), None, t0).unwrap()).unwrap();
     let t = image.topic(CONSUMER_OFFSETS).unwrap();
     assert!(t.partitions.iter().all(|p| p.replicas.len() == 2));
     // Told of 3 voters, they wait for the third node and spread over all.
@@ -127,7 +127,7 @@ fn internal_topics_come_with_the_first_registration() {
     let mut ctl = QuorumController::new(config(), &image, t0).with_voters(3);
     for id in 1..=3 {
         assert!(image.topic(TRANSACTION_STATE).is_none());
-        let records = ctl.register(&image, node(id, id as u128, None), t0).unwrap();
+        let records = ctl.register(&image, node(id, id as u128, None), None, t0).unwrap();
         image.apply_batch(id as u64, &records).unwrap();
     }
     let t = image.topic(TRANSACTION_STATE).unwrap();
@@ -205,7 +205,7 @@ fn an_assignment_naming_a_fenced_node_first_starts_with_a_live_leader() {
     c.commit(&records);
     assert!(c.image.nodes.values().all(|n| n.fenced));
     // Bring 2 back only.
-    let records = c.controller.register(&c.image, node(2, 22, None), c.at(8)).unwrap();
+    let records = c.controller.register(&c.image, node(2, 22, None), None, c.at(8)).unwrap();
     c.commit(&records);
     c.request(create("a", None, None, Some(vec![vec![1, 2]]))).unwrap();
     let p = c.image.partition("a", 0).unwrap();
@@ -300,11 +300,72 @@ fn heartbeats_answer_for_the_current_incarnation_only() {
 fn a_live_id_cannot_be_registered_twice() {
     let mut c = Cluster::new(&[1, 2]);
     let imposter = node(2, 77, None);
-    assert_eq!(c.controller.register(&c.image, imposter.clone(), c.at(3)), Err(MetadataError::DuplicateNodeId(2)));
+    assert_eq!(
+        c.controller.register(&c.image, imposter.clone(), None, c.at(3)),
+        Err(MetadataError::DuplicateNodeId(2))
+    );
     // The same incarnation may register again (a retry).
-    assert!(c.controller.register(&c.image, node(2, 2, None), c.at(3)).is_ok());
+    assert!(c.controller.register(&c.image, node(2, 2, None), None, c.at(3)).is_ok());
     // Once the holder has been silent past the timeout, the id is free.
-    assert!(c.controller.register(&c.image, imposter, c.at(10)).is_ok());
+    assert!(c.controller.register(&c.image, imposter, None, c.at(10)).is_ok());
+}
+
+#[test]
+fn a_restart_naming_the_live_incarnation_replaces_it_at_once() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.request(create("kept", Some(6), Some(1), None)).unwrap();
+    let before = c.image.topic("kept").unwrap().clone();
+    // Node 2 was killed and restarts long before its session expires.
+    let restarted = node(2, 202, None);
+    let records = c.controller.register(&c.image, restarted, Some(Uuid::from_u128(2)), c.at(1)).unwrap();
+    c.commit(&records);
+    let n2 = &c.image.nodes[&2];
+    assert_eq!((n2.incarnation, n2.fenced), (Uuid::from_u128(202), false));
+    assert_eq!(c.image.topic("kept").unwrap().partitions, before.partitions, "no leader moved");
+    assert!(c.controller.heartbeat(&c.image, 2, Uuid::from_u128(202), c.at(2)));
+    assert!(!c.controller.heartbeat(&c.image, 2, Uuid::from_u128(2), c.at(2)), "the old life is gone");
+    // The new incarnation is live now: a process naming one that is not
+    // registered (another data directory, or an older life) is refused.
+    for previous in [None, Some(Uuid::from_u128(2)), Some(Uuid::from_u128(5))] {
+        let impostor = node(2, 303, None);
+        assert_eq!(
+            c.controller.register(&c.image, impostor, previous, c.at(3)),
+            Err(MetadataError::DuplicateNodeId(2)),
+            "previous {previous:?}"
+        );
+    }
+}
+
+#[test]
+fn a_controlled_shutdown_fences_the_node_at_once() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.request(create("moving", Some(6), Some(3), None)).unwrap();
+    c.request(create("single", Some(3), Some(1), None)).unwrap();
+    let before = c.image.clone();
+    let shutdown = |incarnation: u128| ControllerRequest::ShutdownNode { incarnation: Uuid::from_u128(incarnation) };
+    // A request from an earlier life of node 2 changes nothing.
+    let (records, reply) = c.controller.handle(&c.image, 2, &shutdown(99)).unwrap();
+    assert_eq!((records, reply), (Vec::new(), ControllerReply::Done));
+    // Node 2 shuts down at t=1, long before its session could expire.
+    let (records, _) = c.controller.handle(&c.image, 2, &shutdown(2)).unwrap();
+    assert_eq!(records.first(), Some(&MetadataRecord::FenceNode { node_id: 2 }));
+    c.commit(&records);
+    assert!(c.image.nodes[&2].fenced);
+    assert_eq!(c.image.live_nodes().map(|n| n.id).collect::<Vec<_>>(), vec![1, 3]);
+    for (i, p) in c.image.topic("moving").unwrap().partitions.iter().enumerate() {
+        let old = &before.topic("moving").unwrap().partitions[i];
+        assert!(p.leader != 2 && p.leader != -1 && !p.isr.contains(&2), "{p:?}");
+        assert_eq!(p.leader == old.leader, old.leader != 2);
+    }
+    for p in &c.image.topic("single").unwrap().partitions {
+        assert_eq!(p.leader == -1, p.replicas == vec![2], "{p:?}");
+    }
+    assert!(!c.controller.heartbeat(&c.image, 2, Uuid::from_u128(2), c.at(1)));
+    // Asking again is harmless; a node the cluster does not know is refused.
+    assert!(c.controller.handle(&c.image, 2, &shutdown(2)).unwrap().0.is_empty());
+    assert_eq!(c.controller.handle(&c.image, 9, &shutdown(9)), Err(MetadataError::UnknownNode(9)));
+    // Nobody else is fenced when the tick comes.
+    assert!(c.controller.tick(&c.image, c.at(2)).is_empty());
 }
 
 #[test]
@@ -336,7 +397,7 @@ fn fencing_moves_leaders_and_a_returning_node_takes_its_leaderless_partitions() 
     assert!(orphaned.iter().all(|p| p.leader == -1 && p.isr == vec![2]), "the last ISR member stays");
 
     // Node 2 restarts (new incarnation): it leads its leaderless partitions again.
-    let records = c.controller.register(&c.image, node(2, 222, None), c.at(8)).unwrap();
+    let records = c.controller.register(&c.image, node(2, 222, None), None, c.at(8)).unwrap();
     c.commit(&records);
     let r1 = c.image.topic("r1").unwrap();
     assert!(r1.partitions.iter().filter(|p| p.replicas == vec![2]).all(|p| p.leader == 2 && p.leader_epoch == 2));

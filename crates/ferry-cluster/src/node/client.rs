@@ -12,7 +12,7 @@ use ferry_util::sync::lock;
 
 use super::Node;
 use crate::raft::raft_id;
-use crate::transport::{Forwarded, HeartbeatRequest, LeaderError, Request, Response, TransportError};
+use crate::transport::{Forwarded, HeartbeatRequest, LeaderError, Registration, Request, Response, TransportError};
 
 /// How long a controller call keeps looking for a leader.
 const SUBMIT_PATIENCE: Duration = Duration::from_secs(10);
@@ -22,11 +22,14 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF: Duration = Duration::from_millis(50);
 /// How often "waiting for quorum" is logged.
 const WAITING_LOG_EVERY: Duration = Duration::from_secs(5);
+/// How long a controlled shutdown waits for the controller to fence this
+/// node before it stops anyway (the quorum may be gone).
+const SHUTDOWN_PATIENCE: Duration = Duration::from_secs(5);
 
 /// A call for the leader.
 enum Call {
     Forward(ControllerRequest),
-    Register(NodeInfo),
+    Register(Registration),
     Heartbeat(HeartbeatRequest),
 }
 
@@ -88,18 +91,45 @@ impl Node {
         }
     }
 
-    /// This node as it registers.
-    fn info(&self) -> NodeInfo {
+    /// Controlled shutdown: asks the controller to fence this incarnation
+    /// now, so its partitions' leadership moves (or goes to -1) at once
+    /// rather than after the session timeout. Skipped by a quorum of one
+    /// (it is the controller, and no other node could lead) and by a node
+    /// not registered in this incarnation (a start abandoned early).
+    /// Bounded by [`SHUTDOWN_PATIENCE`]; a failure is logged, and the
+    /// session timeout fences the node as it would after a crash.
+    pub(super) async fn leave(&self) {
+        let voters = self.config.voters();
+        if voters.len() == 1 && voters.iter().all(|(id, _)| *id == self.id) {
+            return;
+        }
+        let registered =
+            self.image().nodes.get(&self.id).is_some_and(|n| n.incarnation == self.incarnation && !n.fenced);
+        if !registered {
+            return;
+        }
+        let call = Call::Forward(ControllerRequest::ShutdownNode { incarnation: self.incarnation });
+        match tokio::time::timeout(SHUTDOWN_PATIENCE, self.to_leader(&call, SHUTDOWN_PATIENCE)).await {
+            Ok(Ok(_)) => tracing::info!(node = self.id, "controlled shutdown: fenced by the controller"),
+            Ok(Err(e)) => tracing::warn!(node = self.id, error = %e, "controlled shutdown not acknowledged"),
+            Err(_) => tracing::warn!(node = self.id, "controlled shutdown: no answer within {SHUTDOWN_PATIENCE:?}"),
+        }
+    }
+
+    /// This node as it registers, naming its data directory's previous
+    /// incarnation.
+    fn registration(&self) -> Registration {
         let mut listeners = self.config.listeners.clone();
         listeners.insert(listener::CLUSTER.to_string(), self.advertised.clone());
-        NodeInfo {
+        let node = NodeInfo {
             id: self.id,
             incarnation: self.incarnation,
             listeners,
             rack: self.config.rack.clone(),
             voter: self.config.is_voter(),
             fenced: false,
-        }
+        };
+        Registration { node, previous: self.previous }
     }
 
     /// Registers this node and waits until the registration is applied
@@ -112,7 +142,7 @@ impl Node {
         let duplicate_patience = self.config.session_timeout * 2;
         let mut logged: Option<Instant> = None;
         loop {
-            let outcome = match self.to_leader(&Call::Register(self.info()), CALL_TIMEOUT).await {
+            let outcome = match self.to_leader(&Call::Register(self.registration()), CALL_TIMEOUT).await {
                 Ok(Answer::Registered(index)) => self.applied(index, SUBMIT_PATIENCE).await,
                 Ok(_) => Err(MetadataError::Unavailable("the leader answered another call".into())),
                 Err(e) => Err(e),

@@ -18,7 +18,7 @@ use tokio::sync::MutexGuard;
 use super::Node;
 use crate::controller::QuorumController;
 use crate::raft::raft_id;
-use crate::transport::{Forwarded, HeartbeatRequest, LeaderError};
+use crate::transport::{Forwarded, HeartbeatRequest, LeaderError, Registration};
 
 /// How often the leader lets the controller act on the passing of time.
 const TICK: Duration = Duration::from_millis(500);
@@ -94,12 +94,13 @@ impl Node {
         Ok(Forwarded { reply, index })
     }
 
-    /// Registers `node`; a broker-only node becomes a Raft learner first,
+    /// Registers a node; a broker-only node becomes a Raft learner first,
     /// so that it receives the entry that registers it.
-    pub(super) async fn lead_register(&self, node: NodeInfo) -> Result<u64, LeaderError> {
+    pub(super) async fn lead_register(&self, registration: Registration) -> Result<u64, LeaderError> {
         let (mut guard, image) = self.controller().await?;
         let state = guard.as_mut().ok_or_else(|| unavailable("no controller"))?;
-        let records = state.controller.register(&image, node.clone(), Instant::now())?;
+        let Registration { node, previous } = registration;
+        let records = state.controller.register(&image, node.clone(), previous, Instant::now())?;
         if !node.voter {
             self.add_learner(&node).await?;
         }

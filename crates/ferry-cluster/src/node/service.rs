@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use ferry_broker::metadata::PeerError;
+
 use crate::transport::{Request, Response, Service, ServiceFuture};
 
 use super::Node;
@@ -26,6 +28,10 @@ impl Service for Node {
                 Request::Forward(r) => Response::Forward(self.lead_request(from, r).await),
                 Request::Register(n) => Response::Register(self.lead_register(n).await),
                 Request::Heartbeat(h) => Response::Heartbeat(self.lead_heartbeat(h).await),
+                Request::Peer(r) => Response::Peer(match self.broker.upgrade() {
+                    Some(broker) => broker.serve_peer(r).await,
+                    None => Err(PeerError::Unavailable("the broker is shutting down".into())),
+                }),
             }
         })
     }

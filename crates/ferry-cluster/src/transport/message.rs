@@ -3,7 +3,9 @@
 //! the response has the request's kind with the high bit set (or
 //! [`REFUSED`]) and the answer as its body.
 
-use ferry_broker::metadata::{ControllerReply, ControllerRequest, MetadataError, NodeInfo};
+use ferry_broker::metadata::{
+    ControllerReply, ControllerRequest, MetadataError, NodeInfo, PeerError, PeerReply, PeerRequest,
+};
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -22,6 +24,7 @@ const INSTALL_SNAPSHOT: u8 = 3;
 const FORWARD: u8 = 4;
 const REGISTER: u8 = 5;
 const HEARTBEAT: u8 = 6;
+const PEER: u8 = 7;
 /// Set on the kind of a response.
 const RESPONSE: u8 = 0x80;
 /// The kind of a refusal (another quorum, or a request that cannot be read).
@@ -36,6 +39,20 @@ pub struct HeartbeatRequest {
     pub incarnation: Uuid,
 }
 
+/// A node's registration: the node as it is now, and the incarnation its
+/// data directory last ran as. Naming the registered incarnation lets a
+/// restarted node replace it at once instead of waiting out its session.
+/// `previous` is optional on the wire (a node without one is a first start).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// The node, with its new incarnation.
+    #[serde(flatten)]
+    pub node: NodeInfo,
+    /// The incarnation this node's data directory ran as before, if any.
+    #[serde(default)]
+    pub previous: Option<Uuid>,
+}
+
 /// A request to a peer.
 #[derive(Debug)]
 pub enum Request {
@@ -48,9 +65,11 @@ pub enum Request {
     /// A controller request, for the quorum leader to carry out.
     Forward(ControllerRequest),
     /// A node (re-)registers with the quorum leader.
-    Register(NodeInfo),
+    Register(Registration),
     /// A node is alive.
     Heartbeat(HeartbeatRequest),
+    /// Work for this node's broker (it leads the partition named).
+    Peer(PeerRequest),
 }
 
 /// A request the quorum leader carried out: its reply and the log index
@@ -89,6 +108,8 @@ pub enum Response {
     Register(Result<u64, LeaderError>),
     /// To [`Request::Heartbeat`]: `false` means register again.
     Heartbeat(Result<bool, LeaderError>),
+    /// To [`Request::Peer`].
+    Peer(Result<PeerReply, PeerError>),
     /// The request was refused before it was looked at.
     Refused(MetadataError),
 }
@@ -123,6 +144,7 @@ pub fn encode_request(correlation: u64, from: i32, quorum: &str, request: &Reque
         Request::Forward(r) => (FORWARD, env(from, quorum, r)?),
         Request::Register(r) => (REGISTER, env(from, quorum, r)?),
         Request::Heartbeat(r) => (HEARTBEAT, env(from, quorum, r)?),
+        Request::Peer(r) => (PEER, env(from, quorum, r)?),
     };
     Ok(Frame { kind, correlation, body })
 }
@@ -141,6 +163,7 @@ pub fn decode_request(frame: &Frame) -> Result<(i32, String, Request), String> {
         FORWARD => env(body, Request::Forward),
         REGISTER => env(body, Request::Register),
         HEARTBEAT => env(body, Request::Heartbeat),
+        PEER => env(body, Request::Peer),
         kind => Err(format!("unknown request kind {kind}")),
     }
 }
@@ -154,6 +177,7 @@ pub fn encode_response(correlation: u64, response: &Response) -> Result<Frame, S
         Response::Forward(r) => (FORWARD | RESPONSE, json(r)?),
         Response::Register(r) => (REGISTER | RESPONSE, json(r)?),
         Response::Heartbeat(r) => (HEARTBEAT | RESPONSE, json(r)?),
+        Response::Peer(r) => (PEER | RESPONSE, json(r)?),
         Response::Refused(e) => (REFUSED, json(e)?),
     };
     Ok(Frame { kind, correlation, body })
@@ -172,6 +196,7 @@ pub fn decode_response(frame: &Frame) -> Result<Response, String> {
         k if k == FORWARD | RESPONSE => de(body, Response::Forward),
         k if k == REGISTER | RESPONSE => de(body, Response::Register),
         k if k == HEARTBEAT | RESPONSE => de(body, Response::Heartbeat),
+        k if k == PEER | RESPONSE => de(body, Response::Peer),
         REFUSED => de(body, Response::Refused),
         kind => Err(format!("unknown response kind {kind}")),
     }
@@ -194,6 +219,24 @@ mod tests {
         let refused = MetadataError::QuorumMismatch("x".into());
         let frame = encode_response(1, &Response::Refused(refused.clone())).unwrap();
         assert!(matches!(decode_response(&frame).unwrap(), Response::Refused(e) if e == refused));
+        // A registration names the previous incarnation; a body without
+        // one (a first start) reads as none.
+        let node = NodeInfo {
+            id: 2,
+            incarnation: Uuid::from_u128(9),
+            listeners: Default::default(),
+            rack: None,
+            voter: true,
+            fenced: false,
+        };
+        let reg = Registration { node: node.clone(), previous: Some(Uuid::from_u128(8)) };
+        let frame = encode_request(3, 2, "q", &Request::Register(reg.clone())).unwrap();
+        assert!(matches!(decode_request(&frame).unwrap().2, Request::Register(r) if r == reg));
+        let bare = serde_json::json!({"from": 2, "quorum": "q", "body": node});
+        let frame = Frame { kind: REGISTER, correlation: 4, body: serde_json::to_vec(&bare).unwrap() };
+        assert!(
+            matches!(decode_request(&frame).unwrap().2, Request::Register(r) if r.previous.is_none() && r.node == node)
+        );
         // Unknown kinds and bodies of the wrong shape are errors, not panics.
         assert!(decode_request(&Frame { kind: 0x42, correlation: 1, body: b"{}".to_vec() }).is_err());
         assert!(decode_request(&Frame { kind: VOTE, correlation: 1, body: b"[1,2".to_vec() }).is_err());

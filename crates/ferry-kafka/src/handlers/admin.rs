@@ -152,44 +152,26 @@ pub async fn create_partitions(c: Call, req: CreatePartitionsRequest) -> Reply {
     c.reply(ApiKey::CreatePartitions, &CreatePartitionsResponse::default().with_results(results))
 }
 
-pub fn delete_records(c: &Call, req: DeleteRecordsRequest) -> Reply {
+/// DeleteRecords: each partition by its leader, here or forwarded to the
+/// leading node (Kafka's admin clients route to leaders themselves; a
+/// request that reaches another node is carried out all the same).
+pub async fn delete_records(c: Call, req: DeleteRecordsRequest) -> Reply {
     let broker = &c.ctx.broker;
-    let topics = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    let mut r = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
-                    let part = match broker.leader_partition(&t.name, p.partition_index) {
-                        Ok(part) => part,
-                        Err(e) => {
-                            r.error_code = error_code(&e);
-                            r.low_watermark = -1;
-                            return r;
-                        }
-                    };
-                    // -1: up to the high watermark.
-                    let target =
-                        if p.offset == -1 { Some(part.high_watermark()) } else { u64::try_from(p.offset).ok() };
-                    match target.map(|o| part.delete_records_before(o)) {
-                        Some(Ok(low)) => r.low_watermark = low as i64,
-                        Some(Err(e)) => {
-                            r.error_code = error_code(&e);
-                            r.low_watermark = -1;
-                        }
-                        None => {
-                            r.error_code = ResponseError::OffsetOutOfRange.code();
-                            r.low_watermark = -1;
-                        }
-                    }
-                    r
-                })
-                .collect();
-            DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions)
-        })
-        .collect();
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let mut r = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+            match broker.delete_records(&t.name, p.partition_index, p.offset).await {
+                Ok(low) => r.low_watermark = low,
+                Err(e) => {
+                    r.error_code = error_code(&e);
+                    r.low_watermark = -1;
+                }
+            }
+            partitions.push(r);
+        }
+        topics.push(DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions));
+    }
     c.reply(ApiKey::DeleteRecords, &DeleteRecordsResponse::default().with_topics(topics))
 }

@@ -133,7 +133,7 @@ async fn dispatch(ctx: &Arc<Ctx>, mut frame: Bytes, peer: &str, key: i16, versio
         RequestKind::CreateTopics(r) => inline(admin::create_topics(c, r)),
         RequestKind::DeleteTopics(r) => inline(admin::delete_topics(c, r)),
         RequestKind::CreatePartitions(r) => inline(admin::create_partitions(c, r)),
-        RequestKind::DeleteRecords(r) => blocking(c, r, admin::delete_records),
+        RequestKind::DeleteRecords(r) => inline(admin::delete_records(c, r)),
         RequestKind::DescribeConfigs(r) => configs::describe(&c, r),
         RequestKind::AlterConfigs(r) => inline(configs::alter(c, r)),
         RequestKind::IncrementalAlterConfigs(r) => inline(configs::incremental_alter(c, r)),

@@ -1,4 +1,4 @@
-//! `ferry topic create|list|describe|delete|alter-config`.
+//! `ferry topic create|list|describe|delete|delete-records|alter-config`.
 
 use clap::{Args, Subcommand};
 use ferry_client::{EARLIEST, LATEST};
@@ -33,7 +33,8 @@ pub enum TopicVerb {
     },
     /// List topics.
     List,
-    /// Partitions with their offsets, and the topic's config overrides.
+    /// Partitions with their leader, replicas, in-sync replicas and
+    /// offsets, and the topic's config overrides.
     Describe {
         /// Topic name.
         name: String,
@@ -42,6 +43,18 @@ pub enum TopicVerb {
     Delete {
         /// Topic name.
         name: String,
+    },
+    /// Delete the records before an offset (Kafka's DeleteRecords): they
+    /// can no longer be read, and their segments are freed.
+    DeleteRecords {
+        /// Topic name.
+        name: String,
+        /// Partition (repeatable; default: every partition).
+        #[arg(long = "partition", short = 'p')]
+        partitions: Vec<i32>,
+        /// First offset to keep; -1: delete everything up to the end.
+        #[arg(long, allow_negative_numbers = true)]
+        before: i64,
     },
     /// Set or remove topic config overrides.
     AlterConfig {
@@ -89,29 +102,44 @@ pub async fn run(cmd: TopicCmd) -> anyhow::Result<()> {
             let end = client.list_offsets(&name, &parts, LATEST).await?;
             let overrides: Vec<_> =
                 client.describe_topic_configs(&name).await?.into_iter().filter(|c| c.source == "TOPIC").collect();
-            let rows: Vec<(i32, i32, i64, i64)> = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    let (i, leader) = (p.partition, p.leader);
-                    (i, leader, start.get(&i).copied().unwrap_or(-1), end.get(&i).copied().unwrap_or(-1))
-                })
-                .collect();
+            let offsets = |i: i32| (start.get(&i).copied().unwrap_or(-1), end.get(&i).copied().unwrap_or(-1));
+            let ids = |nodes: &[i32]| nodes.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
             match fmt {
                 Format::Json => json(&json!({
                     "name": t.name,
                     "id": t.id,
-                    "partitions": rows.iter().map(|(p, l, s, e)| json!({"partition": p, "leader": l, "log_start_offset": s, "log_end_offset": e, "records": e - s})).collect::<Vec<_>>(),
+                    "partitions": t.partitions.iter().map(|p| {
+                        let (s, e) = offsets(p.partition);
+                        json!({
+                            "partition": p.partition,
+                            "leader": p.leader,
+                            "replicas": p.replicas,
+                            "isr": p.isr,
+                            "log_start_offset": s,
+                            "log_end_offset": e,
+                            "records": e - s,
+                        })
+                    }).collect::<Vec<_>>(),
                     "configs": overrides.iter().map(|c| (c.name.clone(), json!(c.value))).collect::<serde_json::Map<_, _>>(),
                 })),
                 Format::Table => {
-                    say!("topic: {}  id: {}  partitions: {}", t.name, t.id, rows.len());
+                    say!("topic: {}  id: {}  partitions: {}", t.name, t.id, t.partitions.len());
                     say!();
                     table(
-                        &["PARTITION", "LEADER", "START", "END", "RECORDS"],
-                        rows.iter()
-                            .map(|(p, l, s, e)| {
-                                vec![p.to_string(), l.to_string(), s.to_string(), e.to_string(), (e - s).to_string()]
+                        &["PARTITION", "LEADER", "REPLICAS", "ISR", "START", "END", "RECORDS"],
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                let (s, e) = offsets(p.partition);
+                                vec![
+                                    p.partition.to_string(),
+                                    p.leader.to_string(),
+                                    ids(&p.replicas),
+                                    ids(&p.isr),
+                                    s.to_string(),
+                                    e.to_string(),
+                                    (e - s).to_string(),
+                                ]
                             })
                             .collect(),
                     );
@@ -133,6 +161,31 @@ pub async fn run(cmd: TopicCmd) -> anyhow::Result<()> {
             match fmt {
                 Format::Json => json(&json!({ "topic": name, "deleted": true })),
                 Format::Table => say!("deleted topic {name}"),
+            }
+        }
+        TopicVerb::DeleteRecords { name, partitions, before } => {
+            if before < -1 {
+                anyhow::bail!("--before must be an offset, or -1 for the end of each partition");
+            }
+            let t = client.topic(&name).await?;
+            let all: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
+            if let Some(p) = partitions.iter().find(|p| !all.contains(p)) {
+                anyhow::bail!("topic {name} has no partition {p}");
+            }
+            let chosen = if partitions.is_empty() { all } else { partitions };
+            let targets = chosen.iter().map(|&p| (p, before)).collect();
+            let low = client.delete_records(&name, &targets).await?;
+            match fmt {
+                Format::Json => json(&json!({
+                    "topic": name,
+                    "partitions": low.iter().map(|(p, o)| json!({"partition": p, "log_start_offset": o})).collect::<Vec<_>>(),
+                })),
+                Format::Table => {
+                    table(
+                        &["PARTITION", "START"],
+                        low.iter().map(|(p, o)| vec![p.to_string(), o.to_string()]).collect(),
+                    );
+                }
             }
         }
         TopicVerb::AlterConfig { name, set, delete } => {

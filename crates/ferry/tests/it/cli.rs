@@ -316,3 +316,100 @@ fn consume_into_a_closed_pipe_ends_cleanly() {
     assert_eq!(g["state"], "Empty", "the member left: {g}");
     assert!(g["offsets"][0]["committed"].as_i64().is_some_and(|c| c >= 2), "{g}");
 }
+
+/// The CLI on a three-node cluster: each command goes through another
+/// node, and per-partition requests find each partition's leader.
+#[test]
+fn the_cli_works_across_a_three_node_cluster() {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use crate::cluster_support::{CLUSTER_WAIT, Cluster, leaders_of};
+    use crate::support::eventually_within;
+
+    let c = Cluster::start(3);
+    for id in c.ids() {
+        c.wait_for_brokers(id, &[1, 2, 3]);
+    }
+    let created = ok(c.node(1), &["topic", "create", "spread", "--partitions", "12", "--replication-factor", "1"], "");
+    assert!(created.contains("created"), "{created}");
+    for id in c.ids() {
+        eventually_within("every node to know the topic's leaders", CLUSTER_WAIT, || {
+            leaders_of(c.node(id), "spread").is_some()
+        });
+    }
+
+    // Keyed records spread over all twelve partitions, through node 2.
+    let input: String = (0..240).map(|i| format!("k{i}:v{i}\n")).collect();
+    let produced = ok(c.node(2), &["produce", "spread", "--key-separator", ":"], &input);
+    assert!(produced.contains("produced 240 records"), "{produced}");
+
+    // Node 3's consumer gets every record.
+    let args = ["consume", "spread", "--from", "earliest", "--count", "240", "--print", "partition,key,value"];
+    let out = ok(c.node(3), &args, "");
+    let mut per_partition: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut got = BTreeSet::new();
+    for line in out.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        assert_eq!(fields.len(), 3, "{line}");
+        *per_partition.entry(fields[0].parse().unwrap()).or_default() += 1;
+        assert_eq!(fields[1].strip_prefix('k'), fields[2].strip_prefix('v'), "{line}");
+        got.insert(fields[2].to_string());
+    }
+    assert_eq!(got, (0..240).map(|i| format!("v{i}")).collect::<BTreeSet<_>>());
+
+    // Describe through node 1: leaders on all three nodes, each partition's
+    // one replica in sync, and end offsets from each partition's leader.
+    let d = ok_json(c.node(1), &["topic", "describe", "spread"]);
+    let partitions = d["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 12);
+    let mut leaders = BTreeSet::new();
+    for p in partitions {
+        let leader = p["leader"].as_i64().unwrap();
+        leaders.insert(leader);
+        assert_eq!(p["replicas"], serde_json::json!([leader]), "{p}");
+        assert_eq!(p["isr"], serde_json::json!([leader]), "{p}");
+        let index = p["partition"].as_i64().unwrap();
+        let expected = per_partition.get(&index).copied().unwrap_or(0);
+        assert_eq!((p["log_start_offset"].as_i64(), p["log_end_offset"].as_i64()), (Some(0), Some(expected)), "{p}");
+    }
+    assert_eq!(leaders, BTreeSet::from([1, 2, 3]));
+    let table = ok(c.node(1), &["topic", "describe", "spread"], "");
+    assert!(table.contains("REPLICAS") && table.contains("ISR"), "{table}");
+
+    // Configs through any node: set through node 2, seen through node 3.
+    ok(c.node(2), &["topic", "alter-config", "spread", "--set", "retention.ms=60000"], "");
+    let d = ok_json(c.node(3), &["topic", "describe", "spread"]);
+    assert_eq!(d["configs"]["retention.ms"], "60000", "{d}");
+
+    // A broker carries out DeleteRecords for a partition it does not lead
+    // by forwarding it to the leader (a Kafka broker would answer
+    // NOT_LEADER_OR_FOLLOWER and leave the routing to the client)...
+    let elsewhere = partitions.iter().find(|p| p["leader"] != 1).unwrap()["partition"].as_i64().unwrap() as i32;
+    let (code, low) = runtime().block_on(async {
+        let config = ferry_client::ClientConfig::new("cli-test", std::time::Duration::from_secs(5));
+        let client = ferry_client::Client::connect(&c.node(1).bootstrap(), config).await.unwrap();
+        let req = ferry_client::delete_records_request("spread", &[(elsewhere, -1)]);
+        let resp = client.any().send(req, 2).await.unwrap();
+        let p = &resp.topics[0].partitions[0];
+        (p.error_code, p.low_watermark)
+    });
+    assert_eq!(code, 0, "carried out by the leader");
+    assert_eq!(low, per_partition.get(&i64::from(elsewhere)).copied().unwrap_or(0));
+    // ...and the CLI, through node 3, asks each partition's leader.
+    let deleted = ok_json(c.node(3), &["topic", "delete-records", "spread", "--before", "-1"]);
+    let low: BTreeMap<i64, i64> = deleted["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["partition"].as_i64().unwrap(), p["log_start_offset"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(low, (0..12).map(|p| (p, per_partition.get(&p).copied().unwrap_or(0))).collect(), "{deleted}");
+    let d = ok_json(c.node(1), &["topic", "describe", "spread"]);
+    for p in d["partitions"].as_array().unwrap() {
+        assert_eq!(p["records"], 0, "{p}");
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}

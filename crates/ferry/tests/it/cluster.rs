@@ -97,11 +97,29 @@ fn three_nodes_share_partitions_and_serve_clients() {
     assert_same_records(got, sent);
 }
 
+/// (leader, leader epoch) of each partition of `topic`, as node `b` sees it.
+fn leadership(b: &Broker, topic: &str) -> Vec<(i32, i32)> {
+    let md = metadata_of(b, &[topic]).unwrap();
+    md.topics[0].partitions.iter().map(|p| (p.leader, p.leader_epoch)).collect()
+}
+
+/// A session timeout longer than the restart test: a killed node that is
+/// back was let in by naming its previous incarnation, not because its old
+/// session had expired (which would also have fenced it first).
+const LONG_SESSION_TOML: &str = "[cluster]\nheartbeat_interval_ms = 200\nsession_timeout_ms = 60000\n";
+
 #[test]
 fn the_controller_fails_over_and_the_killed_node_catches_up() {
-    let mut c = Cluster::start(3);
+    let mut c = Cluster::prepare(3);
+    c.set_toml(LONG_SESSION_TOML);
+    c.start_all();
     c.wait_for_brokers(1, &[1, 2, 3]);
+    create_topic_eventually(c.node(1), "before-kill", 6, 1);
+    let before = wait_for_leaders(c.node(1), "before-kill");
+    assert_eq!(before.len(), 3, "every node leads some: {before:?}");
+    let leadership_before = leadership(c.node(1), "before-kill");
     let old = c.wait_for_leader(1, None);
+    let killed_at = Instant::now();
     c.kill9(old);
     let survivor = c.ids().into_iter().find(|id| *id != old).unwrap();
     let new = c.wait_for_leader(survivor, Some(old));
@@ -112,13 +130,57 @@ fn the_controller_fails_over_and_the_killed_node_catches_up() {
     assert_eq!(md.topics[0].partitions.len(), 3);
 
     // The killed node comes back, rejoins and catches up on what it missed.
+    // It registers at once, replacing its previous incarnation: before the
+    // old session could have expired, never refused as a duplicate, never
+    // fenced (its partitions keep their leader and leader epoch).
     c.restart(old);
+    assert!(killed_at.elapsed() < Duration::from_secs(60), "registered within the old session");
+    assert!(!c.node(old).log_text().contains("already registered"), "{}", c.node(old).log_tail());
+    for id in c.ids() {
+        assert_eq!(leadership(c.node(id), "before-kill"), leadership_before, "via {id}");
+    }
     eventually_within("the restarted node to see the new topic", CLUSTER_WAIT, || {
         metadata_of(c.node(old), &["after-failover"])
             .is_ok_and(|md| md.topics.first().is_some_and(|t| t.error == 0 && t.partitions.len() == 3))
     });
     c.wait_for_brokers(old, &[1, 2, 3]);
     assert!(c.wait_for_leader(old, None) >= 1);
+}
+
+#[test]
+fn a_stopped_node_hands_its_leaderships_over_at_once() {
+    let mut c = Cluster::prepare(3);
+    c.set_toml(LONG_SESSION_TOML);
+    c.start_all();
+    for id in c.ids() {
+        c.wait_for_brokers(id, &[1, 2, 3]);
+    }
+    create_topic_eventually(c.node(1), "handover", 6, 3);
+    create_topic_eventually(c.node(1), "alone", 3, 1);
+    assert!(wait_for_leaders(c.node(1), "handover").contains_key(&3));
+    wait_for_leaders(c.node(1), "alone");
+    let on_three = |b: &Broker| {
+        let md = metadata_of(b, &["alone"]).unwrap();
+        md.topics[0].partitions.iter().find(|p| p.replicas == vec![3]).map(|p| p.leader)
+    };
+    assert_eq!(on_three(c.node(1)), Some(3));
+
+    // SIGTERM: the node asks the controller to fence it as it stops, so it
+    // is gone from Metadata and leads nothing long before its 60 s session
+    // could expire.
+    let stopped_at = Instant::now();
+    c.stop(3);
+    assert!(c.node(3).log_text().contains("fenced by the controller"), "{}", c.node(3).log_tail());
+    c.wait_for_brokers(1, &[1, 2]);
+    eventually_within("node 3's leaderships to move", CLUSTER_WAIT, || {
+        leaders_of(c.node(2), "handover").is_some_and(|l| l.keys().all(|n| *n != 3)) && on_three(c.node(2)) == Some(-1)
+    });
+    assert!(stopped_at.elapsed() < Duration::from_secs(60), "fenced within the session timeout");
+
+    // Back, it leads its single-replica partition again.
+    c.restart(3);
+    c.wait_for_brokers(1, &[1, 2, 3]);
+    eventually_within("node 3 to lead its partition again", CLUSTER_WAIT, || on_three(c.node(1)) == Some(3));
 }
 
 #[test]
@@ -210,6 +272,18 @@ fn starts_the_cluster_must_refuse_exit_with_a_clear_error() {
     assert!(!status.success());
     let listen = format!("127.0.0.1:{}", seven.cluster_port);
     assert!(stderr.contains("node 7 at 127.0.0.1:1,") && stderr.contains(&listen), "{stderr}");
+}
+
+#[test]
+fn a_second_process_on_a_data_directory_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Broker::start(dir.path());
+    let (status, stderr) = Broker::prepare(dir.path(), &[], "").run_to_exit(Duration::from_secs(30));
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("in use by another ferry process"), "{stderr}");
+    assert!(stderr.contains(&format!("pid {}", first.pid().unwrap())), "{stderr}");
+    let md = metadata_of(&first, &[]).unwrap();
+    assert_eq!(broker_ids(&md).len(), 1, "the first process still serves");
 }
 
 #[test]

@@ -46,6 +46,14 @@ impl Cluster {
         c
     }
 
+    /// Replaces every node's config file section (the default:
+    /// [`CLUSTER_TOML`]); for nodes not started yet.
+    pub fn set_toml(&mut self, toml: &str) {
+        for b in self.nodes.values_mut() {
+            b.toml = toml.to_string();
+        }
+    }
+
     fn set_quorum(&mut self, quorum: &str) {
         self.quorum = quorum.to_string();
         for (id, b) in &mut self.nodes {

@@ -1,0 +1,73 @@
+//! Calls one node makes on another through the cluster port, for work that
+//! only a partition's leader can do (Kafka clients would route it to the
+//! leader themselves; a request sent to any node is carried out there too).
+//! The broker forwards; front-ends never talk to other nodes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::BrokerError;
+
+/// A call on the node leading a partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// DeleteRecords for one partition: records before `before` (-1: the
+    /// high watermark) go.
+    DeleteRecords {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: i32,
+        /// The new log start offset, or -1 for the high watermark.
+        before: i64,
+    },
+}
+
+/// What a peer call returns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerReply {
+    /// The partition's log start offset after DeleteRecords.
+    LowWatermark(i64),
+}
+
+/// Why a peer did not carry out a call; serializable, and mapped back to a
+/// [`BrokerError`] by the caller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum PeerError {
+    /// The topic or partition does not exist there.
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    /// The peer does not lead the partition (leadership moved).
+    #[error("not the leader of the partition")]
+    NotLeaderOrFollower,
+    /// An offset past the high watermark.
+    #[error("offset out of range")]
+    OffsetOutOfRange,
+    /// The peer could not be reached or answered nothing usable.
+    #[error("peer unavailable: {0}")]
+    Unavailable(String),
+    /// Any other failure, with its message.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<BrokerError> for PeerError {
+    fn from(e: BrokerError) -> Self {
+        match e {
+            BrokerError::UnknownTopicOrPartition => PeerError::UnknownTopicOrPartition,
+            BrokerError::NotLeaderOrFollower => PeerError::NotLeaderOrFollower,
+            BrokerError::Log(ferry_log::LogError::OffsetOutOfRange { .. }) => PeerError::OffsetOutOfRange,
+            other => PeerError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<PeerError> for BrokerError {
+    fn from(e: PeerError) -> Self {
+        match e {
+            PeerError::UnknownTopicOrPartition => BrokerError::UnknownTopicOrPartition,
+            PeerError::NotLeaderOrFollower => BrokerError::NotLeaderOrFollower,
+            PeerError::Unavailable(why) => BrokerError::ControllerUnavailable(why),
+            other => BrokerError::Peer(other),
+        }
+    }
+}

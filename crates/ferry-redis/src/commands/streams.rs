@@ -211,7 +211,7 @@ async fn xadd(s: &Session, a: &Args<'_>) -> CmdResult<Step> {
         let id = new_id.resolve(state.last_id(&p)?, now)?;
         let batch = ferry_broker::stored::encode_batch(&[log::to_record(id, &fields, now as i64)])?;
         let appended = p.append(&batch, Acks::All)?;
-        state.last_id = Some(id);
+        state.appended(id, appended.info.last_offset);
         (id, appended)
     };
     s.server.stats.stream_entries(1);

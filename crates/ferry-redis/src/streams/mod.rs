@@ -43,6 +43,10 @@ pub struct State {
     /// The id of the last entry, once looked up (not saved: the log has it).
     #[serde(skip)]
     pub last_id: Option<StreamId>,
+    /// The offset after the entry `last_id` is known for: a log that
+    /// reaches past it had records appended by another protocol.
+    #[serde(skip)]
+    pub last_end: u64,
 }
 
 /// One stream's state, locked per command.
@@ -66,14 +70,27 @@ impl Stream {
 }
 
 impl State {
-    /// The last entry's id (0-0 for an empty stream), read from the log once.
+    /// The last entry's id (0-0 for an empty stream): read from the log
+    /// the first time and whenever another protocol appended since, never
+    /// lower than before.
     pub fn last_id(&mut self, p: &Partition) -> Result<StreamId, BrokerError> {
-        if let Some(id) = self.last_id {
+        let end = p.last_stable_offset();
+        if let Some(id) = self.last_id
+            && end <= self.last_end
+        {
             return Ok(id);
         }
-        let id = log::last_entry(p)?.map_or(StreamId::MIN, |e| e.id).max(self.max_deleted);
+        let read = log::last_entry(p)?.map_or(StreamId::MIN, |e| e.id);
+        let id = read.max(self.last_id.unwrap_or(StreamId::MIN)).max(self.max_deleted);
         self.last_id = Some(id);
+        self.last_end = self.last_end.max(end);
         Ok(id)
+    }
+
+    /// XADD appended entry `id` as the record at `offset`.
+    pub fn appended(&mut self, id: StreamId, offset: u64) {
+        self.last_id = Some(id);
+        self.last_end = self.last_end.max(offset + 1);
     }
 
     /// Forgets XDEL'd ids below the log start (trimmed away for good).

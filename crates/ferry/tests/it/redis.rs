@@ -158,6 +158,15 @@ async fn stream_entries_reach_kafka_and_list_elements_reach_amqp() {
     let f = fields(&all);
     assert_eq!(f[..5], [id.as_str(), "sku", "A-1", "qty", "2"]);
     assert!(f.contains(&"value".to_string()), "{f:?}");
+    // Its id is <timestamp>-<offset>, and a later XADD orders itself after it.
+    let parse = |id: &str| {
+        let (ms, seq) = id.split_once('-').unwrap();
+        (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap())
+    };
+    let kafka_id = parse(&f[5]);
+    assert_eq!(kafka_id.1, 1, "{f:?}");
+    let after: String = cmd("XADD").arg("orders").arg("*").arg("n").arg("3").query_async(&mut c).await.unwrap();
+    assert!(parse(&after) > kafka_id, "{after} after {f:?}");
 
     let _: i64 = c.rpush("mailbox", &["for-amqp"]).await.unwrap();
     let (_conn, ch) = amqp_support::channel(&b).await;

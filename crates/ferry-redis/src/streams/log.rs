@@ -176,3 +176,80 @@ pub fn scan_back(p: &Partition, start: StreamId, end: StreamId, count: usize) ->
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ferry_broker::{Acks, BrokerConfig};
+
+    use super::*;
+
+    fn id(ms: u64, seq: u64) -> StreamId {
+        StreamId { ms, seq }
+    }
+
+    /// A stream of 300 entries with ids 10-0, 10-1, 20-0, 20-1, ... (two per ms).
+    async fn stream(dir: &std::path::Path) -> (std::sync::Arc<ferry_broker::Broker>, std::sync::Arc<Partition>) {
+        let b =
+            ferry_broker::testing::open(BrokerConfig { data_dir: dir.to_path_buf(), ..Default::default() }).unwrap();
+        b.create_topic("s", Some(1), &BTreeMap::new(), false).await.unwrap();
+        let p = b.topic("s").unwrap().partition(0).unwrap();
+        for i in 0..300u64 {
+            let e = id(10 * (i / 2 + 1), i % 2);
+            let batch = ferry_broker::stored::encode_batch(&[to_record(
+                e,
+                &[("n".to_string(), Bytes::from(i.to_string()))],
+                ferry_util::time::now_ms(),
+            )])
+            .unwrap();
+            p.append(&batch, Acks::All).unwrap().acknowledged().await.unwrap();
+        }
+        (b, p)
+    }
+
+    #[tokio::test]
+    async fn entries_round_trip_and_ids_are_found_by_search() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_b, p) = stream(dir.path()).await;
+        let first = entry_at(&p, 0).unwrap().unwrap();
+        assert_eq!((first.id, first.fields.clone()), (id(10, 0), vec![(Bytes::from("n"), Bytes::from("0"))]));
+        assert_eq!(seek(&p, StreamId::MIN).unwrap(), 0);
+        assert_eq!(seek(&p, id(10, 1)).unwrap(), 1);
+        assert_eq!(seek(&p, id(10, 2)).unwrap(), 2, "between ids: the next one");
+        assert_eq!(seek(&p, id(750, 0)).unwrap(), 148);
+        assert_eq!(seek(&p, id(1500, 1)).unwrap(), 299);
+        assert_eq!(seek(&p, StreamId::MAX).unwrap(), 300);
+        assert_eq!(last_entry(&p).unwrap().unwrap().id, id(1500, 1));
+    }
+
+    #[tokio::test]
+    async fn backward_scans_cross_their_growing_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_b, p) = stream(dir.path()).await;
+        let got = scan_back(&p, StreamId::MIN, StreamId::MAX, 250).unwrap();
+        assert_eq!(got.len(), 250);
+        assert!(got.windows(2).all(|w| w[0].id > w[1].id), "newest first, no repeats");
+        assert_eq!(got[0].id, id(1500, 1));
+        assert_eq!(got[249].offset, 50);
+        let mid = scan_back(&p, id(100, 0), id(200, 0), usize::MAX).unwrap();
+        assert_eq!(mid.iter().map(|e| e.offset).collect::<Vec<_>>(), (18..=38).rev().collect::<Vec<_>>());
+        assert!(scan_back(&p, id(5, 0), id(9, 0), 10).unwrap().is_empty());
+        let forward = scan(&p, 10, 3, |e| if e.offset % 2 == 0 { Keep::Take } else { Keep::Skip }).unwrap();
+        assert_eq!(forward.iter().map(|e| e.offset).collect::<Vec<_>>(), [10, 12, 14]);
+    }
+
+    #[test]
+    fn records_of_other_protocols_are_entries() {
+        let r = StoredRecord {
+            key: Some(b"k".to_vec()),
+            value: Some(b"v".to_vec()),
+            headers: vec![("h".into(), b"x".to_vec())],
+            timestamp: 1234,
+        };
+        let e = from_record(7, r);
+        assert_eq!(e.id, id(1234, 7));
+        let names: Vec<&[u8]> = e.fields.iter().map(|(f, _)| f.as_ref()).collect();
+        assert_eq!(names, [&b"key"[..], b"value", b"h"]);
+    }
+}

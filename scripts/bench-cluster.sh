@@ -89,7 +89,7 @@ start_node() { # node id
     --data-dir "$cluster_dir/n$n" --controller-quorum "$quorum" \
     --cluster-listen "127.0.0.1:${cport[$n]}" --kafka-listen "127.0.0.1:${kafka[$n]}" \
     --http-listen "127.0.0.1:${http[$n]}" --amqp-listen "127.0.0.1:$(free_port)" \
-    --mqtt-listen "127.0.0.1:$(free_port)" --stomp-listen off >> "$cluster_dir/n$n.log" 2>&1 &
+    --mqtt-listen "127.0.0.1:$(free_port)" --stomp-listen off --redis-listen off >> "$cluster_dir/n$n.log" 2>&1 &
   pid[$n]=$!
 }
 

@@ -33,6 +33,7 @@ mod mqtt_v5_features;
 mod mqtt_ws;
 mod raw;
 mod stomp;
+mod stomp_bench;
 mod stomp_support;
 mod stomp_ws;
 mod support;

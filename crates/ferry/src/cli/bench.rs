@@ -1,4 +1,4 @@
-//! `ferry bench produce|consume|e2e`: throughput and latency against any
+//! `ferry bench produce|consume|e2e` (and `stomp`, in bench_stomp.rs): throughput and latency against any
 //! Kafka-compatible broker, in the spirit of kafka-producer-perf-test.
 //!
 //! Producers: `--concurrency` tasks, each with its own connection per
@@ -46,6 +46,8 @@ pub enum BenchMode {
     /// The reference: a plain TCP sender/receiver pair on 127.0.0.1 (no
     /// broker), pushing the same number of bytes in 1 MiB writes.
     Loopback(LoopbackBench),
+    /// A STOMP 1.2 load client (any STOMP broker): send with receipts, consume with acks.
+    Stomp(super::bench_stomp::StompBench),
 }
 
 #[derive(Clone, Debug, Args)]
@@ -232,6 +234,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
             e2e(&client, &args, &partitions).await?.print(args.json || args.conn.format == Format::Json);
         }
         BenchMode::Loopback(args) => loopback(&args).await?,
+        BenchMode::Stomp(cmd) => super::bench_stomp::run(cmd).await?,
     }
     Ok(())
 }

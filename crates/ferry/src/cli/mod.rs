@@ -12,6 +12,7 @@ macro_rules! say {
 }
 
 pub mod bench;
+mod bench_stomp;
 mod cluster;
 pub mod consume;
 pub mod group;

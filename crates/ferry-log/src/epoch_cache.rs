@@ -171,6 +171,15 @@ impl crate::Log {
         self.epochs.entries()
     }
 
+    /// Records that `epoch` starts at the log end (a new leader does this
+    /// as it takes over, before it appends, so a follower that asks about an
+    /// older epoch learns where that one ended here). Ignored unless newer
+    /// than every epoch here.
+    pub fn assign_epoch(&self, epoch: i32) -> crate::Result<()> {
+        let w = ferry_util::sync::lock(&self.writer);
+        self.epochs.assign(epoch, w.leo)
+    }
+
     /// OffsetsForLeaderEpoch (KIP-101/279): the largest epoch here at most
     /// `epoch`, and the offset after its last record here (the log end for
     /// the newest epoch). `None`: undefined (no epochs, or `epoch` is newer

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use ferry_broker::metadata::MetadataError;
+
 use crate::transport::{Request, Response, Service, ServiceFuture};
 
 use super::Node;
@@ -26,6 +28,14 @@ impl Service for Node {
                 Request::Forward(r) => Response::Forward(self.lead_request(from, r).await),
                 Request::Register(n) => Response::Register(self.lead_register(n).await),
                 Request::Heartbeat(h) => Response::Heartbeat(self.lead_heartbeat(h).await),
+                Request::ReplicaFetch(r) => match self.broker.upgrade() {
+                    Some(broker) => Response::ReplicaFetch(crate::replication::serve_fetch(broker, from, r).await),
+                    None => Response::Refused(MetadataError::Unavailable("broker stopped".into())),
+                },
+                Request::EpochEnd(q) => match self.broker.upgrade() {
+                    Some(broker) => Response::EpochEnd(crate::replication::serve_epoch_end(&broker, &q)),
+                    None => Response::Refused(MetadataError::Unavailable("broker stopped".into())),
+                },
             }
         })
     }

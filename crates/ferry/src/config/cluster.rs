@@ -113,6 +113,7 @@ pub fn resolve(args: &ClusterArgs, file: ClusterSection, node: NodeFacts<'_>) ->
         default_partitions: node.default_partitions,
         default_replication_factor: file.default_replication_factor,
         max_partitions_per_topic: node.max_partitions_per_topic,
+        replication: ferry_cluster::replication::ReplicationConfig::default(),
     })
 }
 

@@ -32,6 +32,7 @@ mod mqtt_v5;
 mod mqtt_v5_features;
 mod mqtt_ws;
 mod raw;
+mod replication;
 mod stomp;
 mod stomp_support;
 mod stomp_ws;

@@ -367,3 +367,196 @@ fn check_epoch(requested: i32, ours: i32) -> std::result::Result<(), ReplicaErro
         std::cmp::Ordering::Equal => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use ferry_records::compression::Compression;
+    use ferry_records::records::{NewRecord, build_batch, parse_records, records_payload};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::broker::{Broker, BrokerConfig};
+    use crate::metadata::{MetadataImage, MetadataRecord, NodeInfo};
+    use crate::partition::Acks;
+
+    /// Nodes 1 and 2, topic `t` (one partition on both, led by 1), then `changes`.
+    fn image(id: Uuid, configs: &[(&str, &str)], changes: &[(i32, Vec<i32>)]) -> Arc<MetadataImage> {
+        let node = |id| NodeInfo {
+            id,
+            incarnation: Uuid::nil(),
+            listeners: BTreeMap::new(),
+            rack: None,
+            voter: true,
+            fenced: false,
+        };
+        let mut records = vec![
+            MetadataRecord::RegisterNode(node(1)),
+            MetadataRecord::RegisterNode(node(2)),
+            MetadataRecord::CreateTopic {
+                name: "t".into(),
+                id,
+                internal: false,
+                configs: configs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect(),
+                replicas: vec![vec![1, 2]],
+            },
+        ];
+        for (leader, isr) in changes {
+            records.push(MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: 0,
+                leader: *leader,
+                isr: isr.clone(),
+                replicas: None,
+            });
+        }
+        let mut image = MetadataImage::default();
+        image.apply_batch(1, &records).unwrap();
+        Arc::new(image)
+    }
+
+    fn broker(dir: &std::path::Path, node_id: i32) -> Arc<Broker> {
+        Broker::open(BrokerConfig { node_id, data_dir: dir.to_path_buf(), ..BrokerConfig::default() }).unwrap()
+    }
+
+    fn one(value: &str) -> Vec<u8> {
+        let r = NewRecord { key: None, value: Some(value.as_bytes()), headers: vec![], timestamp: 1 };
+        build_batch(&[r], Compression::None, -1, -1, -1).unwrap()
+    }
+
+    fn values(p: &Partition) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut offset = p.log_start_offset();
+        while let Some(slice) = p.read(offset, 1 << 20).unwrap() {
+            let bytes = slice.to_vec().unwrap();
+            for (h, b) in ferry_records::batch::split(&bytes).unwrap() {
+                for r in parse_records(&records_payload(b, 1 << 20).unwrap(), h.records_count as usize).unwrap() {
+                    out.push(String::from_utf8_lossy(r.value.unwrap()).into_owned());
+                }
+            }
+            offset = slice.end_offset;
+        }
+        out
+    }
+
+    /// One fetch round of `follower` (node `node`) from `leader`, as the
+    /// cluster's fetcher does it: append, flush, take the high watermark.
+    fn fetch(leader: &Partition, follower: &Partition, node: i32) -> std::result::Result<(), ReplicaError> {
+        let epoch = follower.follower_state().unwrap().leader_epoch;
+        let r = leader.serve_replica_fetch(
+            node,
+            epoch,
+            follower.log_end_offset(),
+            follower.local_acked_end(),
+            1 << 20,
+            now_ms_u64(),
+        )?;
+        let bytes = r.slice.map(|s| s.to_vec().unwrap()).unwrap_or_default();
+        follower.append_replicated(&bytes, r.high_watermark).unwrap();
+        follower.flush_local().unwrap();
+        Ok(())
+    }
+
+    /// What the fetcher does before fetching in a new leader epoch.
+    fn truncate(leader: &Partition, follower: &Partition) {
+        let state = follower.follower_state().unwrap();
+        let asked = follower.latest_epoch().unwrap_or(-1);
+        let end = match leader.leader_end_offset_for_epoch(state.leader_epoch, asked).unwrap() {
+            Some((epoch, end)) => end.min(follower.local_end_offset_for_epoch(epoch).map_or(u64::MAX, |e| e.1)),
+            None => follower.high_watermark(),
+        };
+        follower.truncate_as_follower(state.leader_epoch, end).unwrap();
+        assert!(follower.follower_state().unwrap().truncated);
+    }
+
+    #[tokio::test]
+    async fn acks_all_waits_for_the_isr_and_readers_stop_at_the_high_watermark() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let id = Uuid::new_v4();
+        let (b1, b2) = (broker(d1.path(), 1), broker(d2.path(), 2));
+        let img = image(id, &[("min.insync.replicas", "2")], &[]);
+        b1.apply_image(img.clone());
+        b2.apply_image(img);
+        let leader = b1.topic("t").unwrap().partition(0).unwrap();
+        let follower = b2.topic("t").unwrap().partition(0).unwrap();
+        assert!(leader.leader_state().is_some() && follower.follower_state().is_some());
+        assert!(matches!(follower.append(&one("x"), Acks::Leader), Err(BrokerError::NotLeaderOrFollower)));
+
+        let appended = leader.append(&one("a"), Acks::All).unwrap();
+        let mut ack = Box::pin(appended.acknowledged());
+        assert!(tokio::time::timeout(Duration::ZERO, &mut ack).await.is_err(), "not before the follower has it");
+        leader.log().flush_to(1).unwrap();
+        assert_eq!((leader.high_watermark(), values(&leader)), (0, Vec::<String>::new()), "readers wait too");
+
+        truncate(&leader, &follower);
+        fetch(&leader, &follower, 2).unwrap(); // copies the batch
+        fetch(&leader, &follower, 2).unwrap(); // reports it acknowledged
+        let info = tokio::time::timeout(Duration::from_secs(10), ack).await.unwrap().unwrap();
+        assert_eq!(info.base_offset, 0);
+        assert_eq!(leader.high_watermark(), 1);
+        assert_eq!(values(&leader), ["a"]);
+        fetch(&leader, &follower, 2).unwrap();
+        assert_eq!((follower.high_watermark(), values(&follower)), (1, vec!["a".to_string()]));
+        assert_eq!(follower.latest_epoch(), Some(0));
+
+        // Refusals: epochs that disagree, offsets outside the log, strangers.
+        let now = now_ms_u64();
+        assert_eq!(leader.serve_replica_fetch(2, -1, 1, 1, 100, now).unwrap_err(), ReplicaError::FencedLeaderEpoch);
+        assert_eq!(leader.serve_replica_fetch(2, 3, 1, 1, 100, now).unwrap_err(), ReplicaError::UnknownLeaderEpoch);
+        assert_eq!(leader.serve_replica_fetch(2, 0, 9, 1, 100, now).unwrap_err(), ReplicaError::OffsetOutOfRange);
+        assert_eq!(leader.serve_replica_fetch(7, 0, 1, 1, 100, now).unwrap_err(), ReplicaError::NotLeader);
+        assert_eq!(follower.serve_replica_fetch(1, 0, 1, 1, 100, now).unwrap_err(), ReplicaError::NotLeader);
+
+        // Below min.insync.replicas, acks=all is refused; acks=1 goes on.
+        b1.apply_image(image(id, &[("min.insync.replicas", "2")], &[(1, vec![1])]));
+        assert!(matches!(leader.append(&one("b"), Acks::All), Err(BrokerError::NotEnoughReplicas { isr: 1, min: 2 })));
+        leader.append(&one("b"), Acks::Leader).unwrap();
+        leader.log().flush_to(2).unwrap();
+        assert_eq!(leader.high_watermark(), 2, "the ISR is the leader alone now");
+    }
+
+    #[tokio::test]
+    async fn a_deposed_leader_truncates_by_leader_epoch_not_by_high_watermark() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let id = Uuid::new_v4();
+        let (b1, b2) = (broker(d1.path(), 1), broker(d2.path(), 2));
+        b1.apply_image(image(id, &[], &[]));
+        b2.apply_image(image(id, &[], &[]));
+        let p1 = b1.topic("t").unwrap().partition(0).unwrap();
+        let p2 = b2.topic("t").unwrap().partition(0).unwrap();
+        for v in ["a", "b"] {
+            p1.append(&one(v), Acks::Leader).unwrap();
+        }
+        p1.log().flush_to(2).unwrap();
+        truncate(&p1, &p2);
+        fetch(&p1, &p2, 2).unwrap();
+        fetch(&p1, &p2, 2).unwrap();
+        // Written by node 1 but never replicated: not acknowledged to acks=all.
+        for v in ["c", "d"] {
+            p1.append(&one(v), Acks::Leader).unwrap();
+        }
+        // Node 1 is fenced; node 2 leads in epoch 1 and writes.
+        let fenced = image(id, &[], &[(2, vec![2])]);
+        b2.apply_image(fenced.clone());
+        assert_eq!(p2.leader_state().unwrap().leader_epoch, 1);
+        p2.append(&one("e"), Acks::Leader).unwrap();
+        p2.log().flush_to(3).unwrap();
+        // Node 1 returns as a follower of epoch 1: it cuts "c" and "d" (the
+        // end of epoch 0 on the new leader), then copies "e".
+        b1.apply_image(fenced);
+        assert_eq!(p1.follower_state().unwrap().leader_epoch, 1);
+        truncate(&p2, &p1);
+        assert_eq!(p1.log_end_offset(), 2);
+        fetch(&p2, &p1, 1).unwrap();
+        fetch(&p2, &p1, 1).unwrap();
+        assert_eq!(p1.log_end_offset(), 3);
+        assert_eq!(p1.log().epoch_entries(), p2.log().epoch_entries());
+        let expected = ["a", "b", "e"].map(String::from).to_vec();
+        assert_eq!(values(&p2), expected);
+        fetch(&p2, &p1, 1).unwrap();
+        assert_eq!(values(&p1), expected, "the follower reads to the leader's high watermark");
+    }
+}

@@ -75,8 +75,7 @@ fn followed_from(broker: &Broker, leader: i32) -> Vec<Followed> {
 async fn round(ctx: &Arc<Replicator>, addr: &str, followed: Vec<Followed>) -> bool {
     let (ready, untruncated): (Vec<Followed>, Vec<Followed>) = followed.into_iter().partition(|f| f.state.truncated);
     if !untruncated.is_empty() {
-        truncate(ctx, addr, untruncated).await;
-        return true;
+        return truncate(ctx, addr, untruncated).await;
     }
     let request = ReplicaFetchRequest {
         partitions: ready
@@ -105,14 +104,15 @@ async fn round(ctx: &Arc<Replicator>, addr: &str, followed: Vec<Followed>) -> bo
         }
     };
     let work = move || {
-        let mut progressed = false;
+        // Any partition answered (an empty long poll included): no back-off.
+        let mut answered = false;
         for (f, got) in ready.iter().zip(response.partitions) {
             if got.topic_id != f.topic_id || got.partition != f.part.index {
                 continue;
             }
             match got.result {
                 Ok(info) => match f.part.append_replicated(&got.records, info.high_watermark) {
-                    Ok(appended) => progressed |= appended.is_some(),
+                    Ok(_) => answered = true,
                     Err(e) => {
                         // Diverged from the leader: ask it again where to cut.
                         tracing::warn!(topic = %f.part.topic, partition = f.part.index, error = %e, "replicated append refused");
@@ -132,14 +132,14 @@ async fn round(ctx: &Arc<Replicator>, addr: &str, followed: Vec<Followed>) -> bo
                 tracing::warn!(topic = %f.part.topic, partition = f.part.index, error = %e, "follower flush failed");
             }
         }
-        progressed
+        answered
     };
-    // A long poll that came back empty is progress too (no back-off).
-    tokio::task::spawn_blocking(work).await.is_ok()
+    tokio::task::spawn_blocking(work).await.unwrap_or(false)
 }
 
 /// OffsetsForLeaderEpoch for `parts`, then truncation to the answers.
-async fn truncate(ctx: &Arc<Replicator>, addr: &str, parts: Vec<Followed>) {
+/// True if any partition was truncated (is ready to fetch).
+async fn truncate(ctx: &Arc<Replicator>, addr: &str, parts: Vec<Followed>) -> bool {
     let queries: Vec<EpochQuery> = parts
         .iter()
         .map(|f| EpochQuery {
@@ -152,10 +152,10 @@ async fn truncate(ctx: &Arc<Replicator>, addr: &str, parts: Vec<Followed>) {
     let Ok(Response::EpochEnd(answers)) =
         ctx.pool.call(addr, &Request::EpochEnd(queries), Duration::from_secs(5)).await
     else {
-        tokio::time::sleep(BACKOFF).await;
-        return;
+        return false;
     };
     let work = move || {
+        let mut truncated = false;
         for (f, answer) in parts.iter().zip(answers) {
             let end = match answer.result {
                 // KIP-279: the leader's end for the largest epoch it has at
@@ -175,12 +175,16 @@ async fn truncate(ctx: &Arc<Replicator>, addr: &str, parts: Vec<Followed>) {
                 }
             };
             match f.part.truncate_as_follower(f.state.leader_epoch, end) {
-                Ok(end) => tracing::info!(topic = %f.part.topic, partition = f.part.index, end, "follower truncated"),
+                Ok(end) => {
+                    truncated = true;
+                    tracing::info!(topic = %f.part.topic, partition = f.part.index, end, "follower truncated");
+                }
                 Err(e) => {
                     tracing::warn!(topic = %f.part.topic, partition = f.part.index, error = %e, "truncation failed");
                 }
             }
         }
+        truncated
     };
-    let _ = tokio::task::spawn_blocking(work).await;
+    tokio::task::spawn_blocking(work).await.unwrap_or(false)
 }

@@ -240,7 +240,7 @@ impl Partition {
         };
         // acks=all: the high watermark passes the batch once every ISR
         // member has it acknowledged (on disk under the flush policy).
-        let durable = (acks == Acks::All).then(|| self.repl.wait_for(info.last_offset + 1));
+        let durable = (acks == Acks::All).then(|| self.repl.wait_for(info.last_offset + 1, epoch));
         Ok(Appended { info, durable })
     }
 }

@@ -77,9 +77,17 @@ impl Replication {
         true
     }
 
-    /// Resolves once the high watermark reaches `offset`.
-    pub(crate) fn wait_for(&self, offset: u64) -> oneshot::Receiver<ferry_log::Result<()>> {
+    /// Resolves once the high watermark reaches `offset`, or with an error
+    /// if this node no longer leads in `leader_epoch` (then the record may
+    /// be truncated away and must not be acknowledged). Lock order: role,
+    /// then acks, as where leadership is lost.
+    pub(crate) fn wait_for(&self, offset: u64, leader_epoch: i32) -> oneshot::Receiver<ferry_log::Result<()>> {
         let (tx, rx) = oneshot::channel();
+        let role = lock(&self.role);
+        if !matches!(&*role, Some(Role::Leader(s)) if s.leader_epoch == leader_epoch) {
+            let _ = tx.send(Err(LogError::Unavailable("no longer the partition leader".into())));
+            return rx;
+        }
         let mut acks = lock(&self.acks);
         if self.high_watermark() >= offset {
             let _ = tx.send(Ok(()));
@@ -165,10 +173,11 @@ impl Partition {
                 }));
             }
         }
-        drop(role);
         if lost_leadership {
+            // Under the role lock, so no acks=all append slips in after.
             self.repl.fail_acks();
         }
+        drop(role);
         if self.repl.refresh(self.log().high_watermark()) {
             self.wake_readers();
         }

@@ -132,7 +132,10 @@ async fn produce_all(leader: &Member, values: &[String]) -> Vec<u64> {
     let mut offsets = Vec::new();
     for v in values {
         let appended = p.append(&record(v), Acks::All).unwrap();
-        let info = tokio::time::timeout(PATIENCE, appended.acknowledged()).await.unwrap().unwrap();
+        let Ok(acked) = tokio::time::timeout(PATIENCE, appended.acknowledged()).await else {
+            panic!("{v} not acknowledged: hw {}, leader view {:?}", p.high_watermark(), p.leader_state());
+        };
+        let info = acked.unwrap();
         offsets.push(info.base_offset);
     }
     offsets

@@ -101,6 +101,7 @@ impl From<MetadataError> for BrokerError {
             e @ (MetadataError::ProducerIdsTaken(_)
             | MetadataError::DuplicateNodeId(_)
             | MetadataError::QuorumMismatch(_)
+            | MetadataError::StaleEpoch(_)
             | MetadataError::Unavailable(_)) => BrokerError::ControllerUnavailable(e.to_string()),
         }
     }

@@ -18,6 +18,8 @@ mod producer;
 pub mod queue;
 mod reconcile;
 mod record_rules;
+pub mod replica;
+mod replicated;
 pub mod stored;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -33,4 +35,5 @@ pub use error::{BrokerError, Result};
 pub use ferry_log::{LogError, ReadSlice};
 pub use partition::{Acks, Appended, Partition, Signal};
 pub use producer::{ProducerIds, ProducerStates};
+pub use replicated::{ReplicaError, ReplicaRead};
 pub use topic::Topic;

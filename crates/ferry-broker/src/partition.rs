@@ -13,6 +13,7 @@ use tokio::sync::{Notify, oneshot};
 use crate::error::{BrokerError, Result};
 use crate::producer::{ProducerStates, Sequence};
 use crate::record_rules;
+use crate::replicated::Replication;
 use crate::topic_config::TopicSettings;
 
 /// How much acknowledgement a producer asked for (Kafka's `acks`).
@@ -39,11 +40,13 @@ pub struct Partition {
     /// Readers waiting for the high watermark (or the LSO) to move.
     waiters: Arc<Mutex<Vec<Waiter>>>,
     /// Idempotent producers' sequences; held across check and append.
-    producers: Mutex<ProducerStates>,
-    producer_expiration_ms: u64,
+    pub(crate) producers: Mutex<ProducerStates>,
+    pub(crate) producer_expiration_ms: u64,
     /// First offset of the oldest open transaction (`u64::MAX`: none);
     /// written under the `producers` lock, read without it.
     first_unstable: AtomicU64,
+    /// Role, replicated high watermark and acks=all waiters (`replicated.rs`).
+    pub(crate) repl: Arc<Replication>,
 }
 
 impl Partition {
@@ -59,8 +62,16 @@ impl Partition {
         log.set_uncleanable_from(first_unstable);
         let first_unstable = AtomicU64::new(first_unstable);
         let waiters: Arc<Mutex<Vec<Waiter>>> = Arc::default();
-        let w = waiters.clone();
-        log.set_hw_listener(Arc::new(move || wake(&w)));
+        let repl = Arc::new(Replication::new(log.log_start_offset()));
+        let (w, r, l) = (waiters.clone(), repl.clone(), Arc::downgrade(&log));
+        // Every local advance wakes readers: replica fetches wait for local
+        // data, consumers for the replicated high watermark (they look again).
+        log.set_hw_listener(Arc::new(move || {
+            if let Some(log) = l.upgrade() {
+                r.refresh(log.high_watermark());
+            }
+            wake(&w);
+        }));
         Ok(Partition {
             topic: topic.to_string(),
             index,
@@ -70,6 +81,7 @@ impl Partition {
             producers: Mutex::new(producers),
             producer_expiration_ms,
             first_unstable,
+            repl,
         })
     }
 
@@ -86,15 +98,15 @@ impl Partition {
     }
 
     /// Whole batches from `offset`, at most `max_bytes` unless the first
-    /// batch is larger; `None` at the high watermark.
+    /// batch is larger; `None` at the (replicated) high watermark.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Option<ReadSlice>> {
-        Ok(self.log.read(offset, max_bytes)?)
+        Ok(self.log.read_upto(offset, max_bytes, self.high_watermark())?)
     }
 
     /// [`Partition::read`] for `read_committed` readers: stops before the
     /// first batch at or past `lso` (a [`Partition::last_stable_offset`]).
     pub fn read_committed(&self, offset: u64, max_bytes: usize, lso: u64) -> Result<Option<ReadSlice>> {
-        Ok(self.log.read_upto(offset, max_bytes, lso)?)
+        Ok(self.log.read_upto(offset, max_bytes, lso.min(self.high_watermark()))?)
     }
 
     /// Readers in `read_committed` mode see offsets below this: the high
@@ -124,7 +136,8 @@ impl Partition {
         let offset = {
             let mut states = lock(&self.producers);
             states.check_marker(producer_id, epoch)?;
-            let info = self.log.append(&batch)?;
+            let (leader_epoch, _) = self.leading()?;
+            let info = self.log.append_as_leader(&batch, leader_epoch)?;
             let h = BatchHeader::parse(&batch)?;
             if let Some(aborted) = states.record_marker(&h, info.base_offset, commit, now) {
                 self.log.add_aborted_txn(aborted)?;
@@ -143,13 +156,18 @@ impl Partition {
 
     /// Publishes where the oldest open transaction begins, for readers
     /// (the last stable offset) and for the log's cleaner.
-    fn track_unstable(&self, states: &ProducerStates) {
+    pub(crate) fn track_unstable(&self, states: &ProducerStates) {
         let first = states.first_unstable_offset().unwrap_or(u64::MAX);
         self.first_unstable.store(first, Ordering::Release);
         self.log.set_uncleanable_from(first);
     }
 
     fn wake_waiters(&self) {
+        wake(&self.waiters);
+    }
+
+    /// Wakes every reader waiting for this partition (the high watermark moved).
+    pub(crate) fn wake_readers(&self) {
         wake(&self.waiters);
     }
 
@@ -173,9 +191,10 @@ impl Partition {
         self.log.size_bytes()
     }
 
-    /// Offset after the last record readers may see.
+    /// Offset after the last record readers may see: on a leader, the
+    /// smallest acknowledged end over the ISR (see `replicated.rs`).
     pub fn high_watermark(&self) -> u64 {
-        self.log.high_watermark()
+        self.repl.high_watermark()
     }
 
     /// First readable offset.
@@ -208,23 +227,20 @@ impl Partition {
     pub fn append(&self, batches: &[u8], acks: Acks) -> Result<Appended> {
         let _span = tracing::debug_span!("append", topic = %self.topic, partition = self.index).entered();
         let settings = self.settings.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        if acks == Acks::All && settings.min_insync_replicas > 1 {
-            return Err(BrokerError::NotEnoughReplicas { isr: 1, min: settings.min_insync_replicas });
+        let (epoch, isr) = self.leading()?;
+        if acks == Acks::All && isr < settings.min_insync_replicas {
+            return Err(BrokerError::NotEnoughReplicas { isr, min: settings.min_insync_replicas });
         }
         check_headers(batches, &settings)?;
         let batches = &*record_rules::apply(batches, &settings, &self.topic, self.index)?;
         let info = if first_producer_id(batches) >= 0 {
-            self.append_idempotent(batches)?
+            self.append_idempotent(batches, epoch)?
         } else {
-            self.log.append(batches)?
+            self.log.append_as_leader(batches, epoch)?
         };
-        let durable = (acks == Acks::All && settings.log.flush == FlushPolicy::Always).then(|| {
-            let (tx, rx) = oneshot::channel();
-            self.log.on_durable(info.last_offset + 1, move |r| {
-                let _ = tx.send(r);
-            });
-            rx
-        });
+        // acks=all: the high watermark passes the batch once every ISR
+        // member has it acknowledged (on disk under the flush policy).
+        let durable = (acks == Acks::All).then(|| self.repl.wait_for(info.last_offset + 1, epoch));
         Ok(Appended { info, durable })
     }
 }
@@ -233,7 +249,7 @@ impl Partition {
     /// Batches from idempotent producers: each is checked against its
     /// producer's sequence; a retry of a batch already written is answered
     /// with the original offsets instead of being appended again.
-    fn append_idempotent(&self, batches: &[u8]) -> Result<AppendInfo> {
+    fn append_idempotent(&self, batches: &[u8], leader_epoch: i32) -> Result<AppendInfo> {
         let mut states = self.producers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = now_ms_u64();
         let mut total: Option<AppendInfo> = None;
@@ -254,7 +270,7 @@ impl Partition {
                     bytes: 0,
                 },
                 Sequence::Append => {
-                    let info = self.log.append(one)?;
+                    let info = self.log.append_as_leader(one, leader_epoch)?;
                     states.record(&h, info.base_offset, now);
                     if h.is_transactional() {
                         self.track_unstable(&states);

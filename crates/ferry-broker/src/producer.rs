@@ -303,6 +303,7 @@ mod tests {
         BatchHeader {
             base_offset: 0,
             size: 61,
+            partition_leader_epoch: 0,
             attributes: 0,
             last_offset_delta: count - 1,
             base_timestamp: 0,

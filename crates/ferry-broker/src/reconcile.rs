@@ -223,6 +223,13 @@ impl Broker {
                 Partition::new(&topic.name, index, log, topic.settings.clone(), self.config.producer_id_expiration_ms)?;
             write(&topic.partitions).insert(index, Arc::new(partition));
         }
+        // Lead or follow each local partition as the image says.
+        let now = ferry_util::time::now_ms_u64();
+        for (index, p) in read(&topic.partitions).iter() {
+            if let Some(pinfo) = usize::try_from(*index).ok().and_then(|i| info.partitions.get(i)) {
+                p.apply_placement(self.config.node_id, pinfo, now);
+            }
+        }
         if configs_changed || old_count != info.partitions.len() {
             let file = read_topic_file(&topic.dir);
             let file = TopicFile {

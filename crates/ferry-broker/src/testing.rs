@@ -186,6 +186,19 @@ impl TestController {
                 let record = MetadataRecord::ProducerIds { node_id: self.node_id, first, count: PRODUCER_ID_BLOCK };
                 (vec![record], ControllerReply::ProducerIds { first, count: PRODUCER_ID_BLOCK })
             }
+            ControllerRequest::AlterPartition { topic_id, partition, leader_epoch, partition_epoch, isr } => {
+                let from = self.node_id;
+                let record = crate::metadata::alter_partition(
+                    &image,
+                    from,
+                    topic_id,
+                    partition,
+                    leader_epoch,
+                    partition_epoch,
+                    &isr,
+                )?;
+                (vec![record], ControllerReply::Done)
+            }
         };
         self.apply(records)?;
         Ok(reply)

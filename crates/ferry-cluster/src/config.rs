@@ -34,6 +34,9 @@ pub struct ClusterConfig {
     pub default_replication_factor: Option<i16>,
     /// Most partitions one topic may have.
     pub max_partitions_per_topic: i32,
+    /// Partition replication settings (`replica.lag.time.max.ms` and the
+    /// fetchers').
+    pub replication: crate::replication::ReplicationConfig,
 }
 
 impl ClusterConfig {

@@ -19,6 +19,9 @@
 //!   (validation, replica placement over nodes and racks), tracks node
 //!   heartbeats, fences silent nodes and moves leadership. Pure and
 //!   deterministic (a clock passed in), so it is tested without processes.
+//! - `replication/`: partition replication: replica fetchers on
+//!   followers, fetch and OffsetsForLeaderEpoch answers on leaders, ISR
+//!   changes through the controller.
 //! - `node.rs`: [`ClusterNode`]: starts all of it, registers this node,
 //!   heartbeats, implements the broker's `Controller` trait.
 
@@ -27,6 +30,7 @@ pub mod controller;
 mod error;
 mod node;
 pub mod raft;
+pub mod replication;
 pub mod transport;
 
 pub use config::{ClusterConfig, parse_quorum};

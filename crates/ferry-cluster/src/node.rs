@@ -187,6 +187,14 @@ impl ClusterNode {
             Err(e) => tracing::warn!(node = node.id, error = %e, "sweeping orphan topic directories"),
         }
         cluster.spawn(node.clone().heartbeat_forever());
+        let controller: Arc<dyn Controller> = cluster.clone();
+        let replicator = crate::replication::Replicator::new(
+            Arc::downgrade(&broker),
+            Arc::downgrade(&controller),
+            Pool::new(node.id, node.quorum.clone()),
+            node.config.replication.clone(),
+        );
+        cluster.spawn(replicator.run(cluster.stop.subscribe()));
         tracing::info!(node = node.id, addr = %node.advertised, voter = node.config.is_voter(), "cluster node started");
         Ok(cluster)
     }

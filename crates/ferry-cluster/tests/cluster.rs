@@ -34,6 +34,7 @@ fn config(id: i32, data: &Path, listen: &str, quorum: &[(i32, String)]) -> Clust
         default_partitions: 1,
         default_replication_factor: None,
         max_partitions_per_topic: 1000,
+        replication: ferry_cluster::replication::ReplicationConfig::default(),
     }
 }
 

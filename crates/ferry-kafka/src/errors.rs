@@ -104,7 +104,7 @@ pub fn log_error_code(e: &LogError) -> i16 {
 
 fn log_code(e: &LogError) -> i16 {
     match e {
-        LogError::CorruptBatch(_) | LogError::Codec(_) => E::CorruptMessage,
+        LogError::CorruptBatch(_) | LogError::Codec(_) | LogError::UnexpectedOffset { .. } => E::CorruptMessage,
         LogError::BatchTooLarge { .. } => E::MessageTooLarge,
         LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
         LogError::Unavailable(_) | LogError::Io(_) | LogError::Flush(_) => E::KafkaStorageError,

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 
 const NOT_LEADER: i16 = 6;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const REQUEST_TIMED_OUT: i16 = 7;
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const NOT_COORDINATOR: i16 = 16;
 const INVALID_REPLICATION_FACTOR: i16 = 38;
@@ -235,7 +236,9 @@ async fn partitions_led_elsewhere_answer_not_leader_with_hints() {
         } else {
             t.name = name("split");
         }
-        RequestKind::Produce(ProduceRequest::default().with_acks(-1).with_timeout_ms(5000).with_topic_data(vec![t]))
+        // acks=1: node 2, in partition 1's ISR, never fetches here, so
+        // acks=all would wait for it (see the timeout check below).
+        RequestKind::Produce(ProduceRequest::default().with_acks(1).with_timeout_ms(5000).with_topic_data(vec![t]))
     };
     for v in [9, 10, 13] {
         let ResponseKind::Produce(r) = c.client.call(ApiKey::Produce, v, produce(v)).await else { unreachable!() };
@@ -249,6 +252,32 @@ async fn partitions_led_elsewhere_answer_not_leader_with_hints() {
             assert_eq!(e, vec![(2, "node2.example".to_string(), 19092)], "v{v}");
         }
     }
+
+    // acks=all waits for the ISR (node 2 too), which never fetches: the
+    // produce times out as Kafka's does, and nobody reads past the high
+    // watermark meanwhile.
+    let t = produce_request::TopicProduceData::default().with_name(name("split")).with_partition_data(vec![
+        produce_request::PartitionProduceData::default().with_index(1).with_records(Some(batch())),
+    ]);
+    let all = ProduceRequest::default().with_acks(-1).with_timeout_ms(300).with_topic_data(vec![t]);
+    let ResponseKind::Produce(r) = c.client.call(ApiKey::Produce, 9, RequestKind::Produce(all)).await else {
+        unreachable!()
+    };
+    assert_eq!(r.responses[0].partition_responses[0].error_code, REQUEST_TIMED_OUT);
+    let local = c.broker.topic("split").unwrap().partition(1).unwrap();
+    assert_eq!((local.high_watermark(), local.log_end_offset()), (0, 4));
+    // Node 2 leaves the ISR (as its leader would ask after the lag time):
+    // everything written is committed now.
+    c.controller
+        .apply(vec![MetadataRecord::PartitionChange {
+            topic_id,
+            partition: 1,
+            leader: 1,
+            isr: vec![1],
+            replicas: None,
+        }])
+        .unwrap();
+    assert_eq!(local.high_watermark(), 4);
 
     let fetch = |v: i16| {
         let mut t = fetch_request::FetchTopic::default().with_partitions(
@@ -290,7 +319,7 @@ async fn partitions_led_elsewhere_answer_not_leader_with_hints() {
         unreachable!()
     };
     let p = &r.topics[0].partitions;
-    assert_eq!((p[0].error_code, p[1].error_code, p[1].offset), (NOT_LEADER, 0, 3), "one record per produce above");
+    assert_eq!((p[0].error_code, p[1].error_code, p[1].offset), (NOT_LEADER, 0, 4), "one record per produce above");
     assert!(c.broker.topic("split").unwrap().partition(0).is_none(), "no local log for node 2's partition");
 }
 

@@ -27,6 +27,15 @@ pub enum LogError {
         /// High watermark (inclusive: a read there returns no data yet).
         end: u64,
     },
+    /// A replicated batch does not continue the log: its base offset is
+    /// below the log end (or below the batch before it).
+    #[error("replicated batch at offset {got} does not continue the log at {expected}")]
+    UnexpectedOffset {
+        /// The smallest base offset the log could take.
+        expected: u64,
+        /// The batch's base offset.
+        got: u64,
+    },
     /// A stored batch failed to decode (only reachable through files damaged
     /// after recovery, or a bug).
     #[error("record codec: {0}")]

@@ -10,6 +10,7 @@ mod cache;
 mod checkpoint;
 mod cleaner;
 mod config;
+mod epoch_cache;
 mod error;
 mod flusher;
 mod index;
@@ -24,6 +25,7 @@ mod txn_index;
 
 pub use cleaner::CompactionStats;
 pub use config::{CleanupPolicy, EngineConfig, FlushPolicy, LogConfig, TimestampType};
+pub use epoch_cache::EpochEntry;
 pub use error::{LogError, Result};
 pub use log::{AppendInfo, HwListener, Log, ReadSlice};
 pub use manager::LogManager;

@@ -25,6 +25,15 @@ use crate::segment::{Segment, read_header, rel};
 use crate::txn_index::AbortedTxn;
 use ferry_records::batch::{self, HEADER_LEN};
 
+/// Whose offsets and epochs an append writes.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// The log assigns offsets; the epoch, if any, is stamped into each batch.
+    Leader(Option<i32>),
+    /// The batches keep the leader's offsets and epochs.
+    Replica,
+}
+
 /// Callback run (on the appending or the flusher thread) when the high
 /// watermark advances. Must be quick and must not call back into the log.
 pub type HwListener = Arc<dyn Fn() + Send + Sync>;
@@ -130,6 +139,8 @@ pub struct Log {
     /// The cleaner leaves segments reaching this offset alone: an open
     /// transaction starts here, and its records may yet be aborted.
     pub(crate) uncleanable_from: AtomicU64,
+    /// Where each leader epoch starts (`leader-epoch-checkpoint`).
+    pub(crate) epochs: crate::epoch_cache::EpochCache,
 }
 
 impl Log {
@@ -206,15 +217,38 @@ impl Log {
     /// batch leaves the log untouched. Returns once the data is in the page
     /// cache: use [`Log::flush_to`] or [`Log::on_durable`] to wait for disk.
     pub fn append(self: &Arc<Self>, batches: &[u8]) -> Result<AppendInfo> {
+        self.append_with(batches, Mode::Leader(None))
+    }
+
+    /// [`Log::append`] by a partition leader: each batch's
+    /// partitionLeaderEpoch is set to `leader_epoch` (outside the CRC, so
+    /// nothing is recomputed) and the epoch cache learns where the epoch
+    /// starts, for followers' OffsetsForLeaderEpoch.
+    pub fn append_as_leader(self: &Arc<Self>, batches: &[u8], leader_epoch: i32) -> Result<AppendInfo> {
+        self.append_with(batches, Mode::Leader(Some(leader_epoch)))
+    }
+
+    /// A follower's append: batches copied from the leader keep their
+    /// offsets, epochs, timestamps and bytes. Each batch's CRC is checked;
+    /// the first must start at or past the log end and each one after the
+    /// one before (a compacted leader log has gaps), else
+    /// [`LogError::UnexpectedOffset`] and nothing is written. New leader
+    /// epochs in the batches go to the epoch cache before the data.
+    pub fn append_replicated(self: &Arc<Self>, batches: &[u8]) -> Result<AppendInfo> {
+        self.append_with(batches, Mode::Replica)
+    }
+
+    fn append_with(self: &Arc<Self>, batches: &[u8], mode: Mode) -> Result<AppendInfo> {
         let parsed = batch::split(batches)?;
         let config = self.config();
-        for (h, _) in &parsed {
+        let replica = matches!(mode, Mode::Replica);
+        for (h, _) in parsed.iter().filter(|_| !replica) {
             if h.size > config.max_message_bytes {
                 return Err(LogError::BatchTooLarge { size: h.size, max: config.max_message_bytes });
             }
         }
         let now = ferry_util::time::now_ms_u64();
-        let append_time = (config.timestamp_type == TimestampType::LogAppendTime).then_some(now as i64);
+        let append_time = (!replica && config.timestamp_type == TimestampType::LogAppendTime).then_some(now as i64);
         let total: u64 = parsed.iter().map(|(h, _)| h.size as u64).sum();
         let span: u64 = parsed.iter().map(|(h, _)| u64::from(h.last_offset_delta) + 1).sum();
 
@@ -222,27 +256,55 @@ impl Log {
         if self.failed.load(Ordering::Acquire) {
             return Err(LogError::Unavailable(format!("{} failed earlier; reopen to recover", self.dir.display())));
         }
+        // Where each batch goes: assigned from the log end, or (replica) its own.
+        let mut bases = Vec::with_capacity(parsed.len());
+        let mut next = w.leo;
+        for (h, _) in &parsed {
+            if replica {
+                if h.base_offset < next {
+                    return Err(LogError::UnexpectedOffset { expected: next, got: h.base_offset });
+                }
+                next = h.base_offset;
+            }
+            bases.push(next);
+            next += u64::from(h.last_offset_delta) + 1;
+        }
         let seg_limit = config.segment_bytes.clamp(HEADER_LEN as u64, i32::MAX as u64);
         let active_size = w.active.size();
         if active_size > 0
             && (active_size + total > seg_limit
                 || now >= w.roll_at_ms
-                || w.leo + span - w.active.base > u64::from(u32::MAX))
+                || next.max(w.leo + span) - w.active.base > u64::from(u32::MAX))
         {
             self.roll(&mut w, &config, now)?;
         }
+        let epochs: Vec<i32> = match mode {
+            Mode::Leader(epoch) => epoch.into_iter().collect(),
+            Mode::Replica => parsed.iter().map(|(h, _)| h.partition_leader_epoch).collect(),
+        };
+        for (&epoch, &base) in epochs.iter().zip(&bases) {
+            self.epochs.assign(epoch, base)?;
+        }
 
         let active = w.active.clone();
-        let mut headers = Vec::with_capacity(parsed.len());
-        let mut next = w.leo;
-        for (h, bytes) in &parsed {
-            headers.push(batch::patched_header(bytes, next, append_time));
-            next += u64::from(h.last_offset_delta) + 1;
-        }
+        let stamp = match mode {
+            Mode::Leader(epoch) => epoch,
+            Mode::Replica => None,
+        };
+        let headers: Vec<[u8; HEADER_LEN]> = parsed
+            .iter()
+            .zip(&bases)
+            .filter(|_| !replica)
+            .map(|((_, bytes), &base)| batch::patched_header(bytes, base, stamp, append_time))
+            .collect();
         let mut slices = Vec::with_capacity(parsed.len() * 2);
-        for ((_, bytes), header) in parsed.iter().zip(&headers) {
-            slices.push(IoSlice::new(header));
-            slices.push(IoSlice::new(&bytes[HEADER_LEN..]));
+        if replica {
+            slices.extend(parsed.iter().map(|(_, bytes)| IoSlice::new(bytes)));
+        } else {
+            for ((_, bytes), header) in parsed.iter().zip(&headers) {
+                slices.push(IoSlice::new(header));
+                slices.push(IoSlice::new(&bytes[HEADER_LEN..]));
+            }
         }
         let new_size = match active.write(&self.env.cache, &mut slices, total) {
             Ok(size) => size,
@@ -253,19 +315,17 @@ impl Log {
         };
 
         let mut pos = active.size();
-        let mut offset = w.leo;
         let mut max_timestamp = -1;
         active.with_indexes_mut(&self.env.cache, |ix| {
-            for (h, _) in &parsed {
+            for ((h, _), &base) in parsed.iter().zip(&bases) {
                 let ts = append_time.unwrap_or(h.max_timestamp);
-                ix.on_batch(rel(active.base, offset), pos as u32, h.size as u64, ts, config.index_interval_bytes);
+                ix.on_batch(rel(active.base, base), pos as u32, h.size as u64, ts, config.index_interval_bytes);
                 max_timestamp = max_timestamp.max(ts);
-                offset += u64::from(h.last_offset_delta) + 1;
                 pos += h.size as u64;
             }
         })?;
         let info = AppendInfo {
-            base_offset: w.leo,
+            base_offset: bases.first().copied().unwrap_or(w.leo),
             last_offset: next - 1,
             max_timestamp,
             log_append_time: append_time,

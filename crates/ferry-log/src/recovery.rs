@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::LogConfig;
+use crate::epoch_cache::EpochCache;
 use crate::error::Result;
 use crate::log::{CheckpointState, FlushState, Log, Writer};
 use crate::manager::Env;
@@ -122,6 +123,7 @@ impl Log {
             failed: AtomicBool::new(false),
             aborted: TxnIndex::open(dir, log_start, leo)?,
             uncleanable_from: AtomicU64::new(u64::MAX),
+            epochs: EpochCache::open(dir, leo)?,
         });
         // Recovery fsynced what it validated; segments before the checkpoint
         // were fsynced before it was written. Record that.

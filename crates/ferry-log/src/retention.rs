@@ -60,6 +60,7 @@ impl Log {
         }
         self.start.fetch_max(offset, Ordering::AcqRel);
         self.aborted.prune_before(offset)?;
+        self.epochs.truncate_from_start(self.log_start_offset())?;
         let segments = self.segment_list();
         let doomed: Vec<_> =
             segments.windows(2).filter(|w| w[1].base <= offset && !w[0].is_active()).map(|w| w[0].clone()).collect();
@@ -82,6 +83,7 @@ impl Log {
             }
         }
         self.aborted.prune_before(self.log_start_offset())?;
+        self.epochs.truncate_from_start(self.log_start_offset())?;
         for seg in &doomed {
             // In-flight readers keep the unlinked file open until they finish.
             let _ = seg.retire(&self.env.cache);
@@ -166,6 +168,7 @@ impl Log {
             self.start.store(end, Ordering::Release);
         }
         self.aborted.truncate(end)?;
+        self.epochs.truncate_from_end(end)?;
         std::fs::File::open(&self.dir)?.sync_all()?;
         fs.durable_pos = (target.base, pos);
         drop(w);

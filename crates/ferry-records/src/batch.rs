@@ -15,6 +15,8 @@ pub const LOG_OVERHEAD: usize = 12;
 
 const BASE_OFFSET: usize = 0;
 pub(crate) const BATCH_LENGTH: usize = 8;
+/// Not covered by the CRC, so the leader can stamp it without recomputing.
+const PARTITION_LEADER_EPOCH: usize = 12;
 pub(crate) const MAGIC: usize = 16;
 pub(crate) const CRC: usize = 17;
 /// The CRC covers everything from the attributes field to the end.
@@ -39,6 +41,8 @@ pub struct BatchHeader {
     pub base_offset: u64,
     /// Whole batch size in bytes, including the 12-byte log overhead.
     pub size: usize,
+    /// The leader epoch of the leader that appended the batch (-1: none).
+    pub partition_leader_epoch: i32,
     /// Codec (bits 0-2), timestamp type (bit 3), transactional (bit 4), control (bit 5).
     pub attributes: i16,
     /// Last record's offset minus `base_offset`.
@@ -80,6 +84,7 @@ impl BatchHeader {
         Ok(BatchHeader {
             base_offset: base_offset as u64,
             size: batch_length as usize + LOG_OVERHEAD,
+            partition_leader_epoch: be_i32(buf, PARTITION_LEADER_EPOCH),
             attributes: be_i16(buf, ATTRIBUTES),
             last_offset_delta: last_offset_delta as u32,
             base_timestamp: be_i64(buf, BASE_TIMESTAMP),
@@ -158,14 +163,23 @@ pub fn split(mut buf: &[u8]) -> Result<Vec<(BatchHeader, &[u8])>, RecordsError> 
     Ok(out)
 }
 
-/// The header of a batch as it will be stored: the base offset assigned and,
-/// for log-append-time topics, the timestamp set and the CRC recomputed.
+/// The header of a batch as it will be stored: the base offset assigned,
+/// the leader epoch stamped (when given; outside the CRC) and, for
+/// log-append-time topics, the timestamp set and the CRC recomputed.
 /// Only the header is rewritten; the records are written from the caller's
 /// buffer unchanged.
-pub fn patched_header(batch: &[u8], base_offset: u64, append_time: Option<i64>) -> [u8; HEADER_LEN] {
+pub fn patched_header(
+    batch: &[u8],
+    base_offset: u64,
+    leader_epoch: Option<i32>,
+    append_time: Option<i64>,
+) -> [u8; HEADER_LEN] {
     let mut header = [0u8; HEADER_LEN];
     header.copy_from_slice(&batch[..HEADER_LEN]);
     header[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&(base_offset as i64).to_be_bytes());
+    if let Some(epoch) = leader_epoch {
+        header[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4].copy_from_slice(&epoch.to_be_bytes());
+    }
     if let Some(now) = append_time {
         let attributes = be_i16(&header, ATTRIBUTES) | TIMESTAMP_TYPE_BIT;
         header[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
@@ -291,15 +305,24 @@ pub(crate) mod tests {
     #[test]
     fn patch_sets_offset_and_keeps_crc_valid() {
         let b = sample_batch(2, 5, b"yz");
-        let h = patched_header(&b, 42, None);
+        let h = patched_header(&b, 42, None, None);
         let mut c = h.to_vec();
         c.extend_from_slice(&b[HEADER_LEN..]);
         assert_eq!(validate(&c).unwrap().base_offset, 42);
-        let h = patched_header(&b, 7, Some(999));
+        assert_eq!(
+            validate(&c).unwrap().partition_leader_epoch,
+            BatchHeader::parse(&b).unwrap().partition_leader_epoch
+        );
+        let h = patched_header(&b, 42, Some(17), None);
+        let mut c = h.to_vec();
+        c.extend_from_slice(&b[HEADER_LEN..]);
+        assert_eq!(validate(&c).unwrap().partition_leader_epoch, 17);
+        let h = patched_header(&b, 7, Some(3), Some(999));
         let mut c = h.to_vec();
         c.extend_from_slice(&b[HEADER_LEN..]);
         let parsed = validate(&c).unwrap();
         assert!(parsed.is_log_append_time());
         assert_eq!(parsed.max_timestamp, 999);
+        assert_eq!(parsed.partition_leader_epoch, 3);
     }
 }

@@ -72,6 +72,20 @@ pub enum ControllerRequest {
         /// The incarnation shutting down.
         incarnation: Uuid,
     },
+    /// AlterPartition: the partition's leader changes its ISR (see
+    /// [`alter_partition`](super::alter_partition)).
+    AlterPartition {
+        /// Topic id.
+        topic_id: Uuid,
+        /// Partition index.
+        partition: i32,
+        /// The leader epoch the leader leads in.
+        leader_epoch: i32,
+        /// The partition epoch of the leader's view.
+        partition_epoch: i32,
+        /// The new ISR.
+        isr: Vec<i32>,
+    },
 }
 
 /// What a carried-out request returns.

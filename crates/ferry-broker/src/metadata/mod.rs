@@ -3,12 +3,14 @@
 //! ([`MetadataImage`]), and the [`Controller`] the broker sends changes to.
 //! Front-ends read only the image; the Raft machinery is `ferry-cluster`'s.
 
+mod alter_partition;
 mod controller;
 mod coordinator;
 mod image;
 mod peer;
 mod record;
 
+pub use alter_partition::alter_partition;
 pub use controller::{Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus, PeerFuture};
 pub use coordinator::{CoordinatorKind, GROUP_TOPIC, TXN_TOPIC, coordinator_partition, java_string_hash};
 pub use image::{MetadataImage, NodeInfo, PartitionInfo, TopicInfo, listener};
@@ -59,6 +61,10 @@ pub enum MetadataError {
     /// A node whose `--controller-quorum` differs from the quorum's.
     #[error("controller quorum mismatch: {0}")]
     QuorumMismatch(String),
+    /// A partition change based on an outdated leader or partition epoch
+    /// (Kafka's FENCED_LEADER_EPOCH / INVALID_UPDATE_VERSION).
+    #[error("stale epoch: {0}")]
+    StaleEpoch(String),
     /// No quorum leader could be reached in time (startup, partition, election).
     #[error("controller unavailable: {0}")]
     Unavailable(String),

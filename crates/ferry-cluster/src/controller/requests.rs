@@ -73,6 +73,19 @@ pub(super) fn carry_out(
             draft.push(MetadataRecord::ProducerIds { node_id: from, first, count })?;
             Ok(ControllerReply::ProducerIds { first, count })
         }
+        ControllerRequest::AlterPartition { topic_id, partition, leader_epoch, partition_epoch, isr } => {
+            let record = ferry_broker::metadata::alter_partition(
+                draft.image(),
+                from,
+                *topic_id,
+                *partition,
+                *leader_epoch,
+                *partition_epoch,
+                isr,
+            )?;
+            draft.push(record)?;
+            Ok(ControllerReply::Done)
+        }
     }
 }
 

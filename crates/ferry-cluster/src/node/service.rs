@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ferry_broker::metadata::PeerError;
+use ferry_broker::metadata::{MetadataError, PeerError};
 
 use crate::transport::{Request, Response, Service, ServiceFuture};
 
@@ -32,6 +32,14 @@ impl Service for Node {
                     Some(broker) => broker.serve_peer(r).await,
                     None => Err(PeerError::Unavailable("the broker is shutting down".into())),
                 }),
+                Request::ReplicaFetch(r) => match self.broker.upgrade() {
+                    Some(broker) => Response::ReplicaFetch(crate::replication::serve_fetch(broker, from, r).await),
+                    None => Response::Refused(MetadataError::Unavailable("broker stopped".into())),
+                },
+                Request::EpochEnd(q) => match self.broker.upgrade() {
+                    Some(broker) => Response::EpochEnd(crate::replication::serve_epoch_end(&broker, &q)),
+                    None => Response::Refused(MetadataError::Unavailable("broker stopped".into())),
+                },
             }
         })
     }

@@ -17,6 +17,9 @@ use uuid::Uuid;
 
 use super::frame::Frame;
 use crate::raft::TypeConfig;
+use crate::replication::{
+    EpochAnswer, EpochQuery, ReplicaFetchRequest, ReplicaFetchResponse, decode_fetch_response, encode_fetch_response,
+};
 
 const APPEND_ENTRIES: u8 = 1;
 const VOTE: u8 = 2;
@@ -24,7 +27,9 @@ const INSTALL_SNAPSHOT: u8 = 3;
 const FORWARD: u8 = 4;
 const REGISTER: u8 = 5;
 const HEARTBEAT: u8 = 6;
-const PEER: u8 = 7;
+const REPLICA_FETCH: u8 = 7;
+const EPOCH_END: u8 = 8;
+const PEER: u8 = 9;
 /// Set on the kind of a response.
 const RESPONSE: u8 = 0x80;
 /// The kind of a refusal (another quorum, or a request that cannot be read).
@@ -68,6 +73,10 @@ pub enum Request {
     Register(Registration),
     /// A node is alive.
     Heartbeat(HeartbeatRequest),
+    /// A follower fetches partitions from their leader.
+    ReplicaFetch(ReplicaFetchRequest),
+    /// A follower asks where its last leader epochs end (OffsetsForLeaderEpoch).
+    EpochEnd(Vec<EpochQuery>),
     /// Work for this node's broker (it leads the partition named).
     Peer(PeerRequest),
 }
@@ -108,6 +117,10 @@ pub enum Response {
     Register(Result<u64, LeaderError>),
     /// To [`Request::Heartbeat`]: `false` means register again.
     Heartbeat(Result<bool, LeaderError>),
+    /// To [`Request::ReplicaFetch`].
+    ReplicaFetch(ReplicaFetchResponse),
+    /// To [`Request::EpochEnd`], in request order.
+    EpochEnd(Vec<EpochAnswer>),
     /// To [`Request::Peer`].
     Peer(Result<PeerReply, PeerError>),
     /// The request was refused before it was looked at.
@@ -144,6 +157,8 @@ pub fn encode_request(correlation: u64, from: i32, quorum: &str, request: &Reque
         Request::Forward(r) => (FORWARD, env(from, quorum, r)?),
         Request::Register(r) => (REGISTER, env(from, quorum, r)?),
         Request::Heartbeat(r) => (HEARTBEAT, env(from, quorum, r)?),
+        Request::ReplicaFetch(r) => (REPLICA_FETCH, env(from, quorum, r)?),
+        Request::EpochEnd(r) => (EPOCH_END, env(from, quorum, r)?),
         Request::Peer(r) => (PEER, env(from, quorum, r)?),
     };
     Ok(Frame { kind, correlation, body })
@@ -163,6 +178,8 @@ pub fn decode_request(frame: &Frame) -> Result<(i32, String, Request), String> {
         FORWARD => env(body, Request::Forward),
         REGISTER => env(body, Request::Register),
         HEARTBEAT => env(body, Request::Heartbeat),
+        REPLICA_FETCH => env(body, Request::ReplicaFetch),
+        EPOCH_END => env(body, Request::EpochEnd),
         PEER => env(body, Request::Peer),
         kind => Err(format!("unknown request kind {kind}")),
     }
@@ -177,6 +194,8 @@ pub fn encode_response(correlation: u64, response: &Response) -> Result<Frame, S
         Response::Forward(r) => (FORWARD | RESPONSE, json(r)?),
         Response::Register(r) => (REGISTER | RESPONSE, json(r)?),
         Response::Heartbeat(r) => (HEARTBEAT | RESPONSE, json(r)?),
+        Response::ReplicaFetch(r) => (REPLICA_FETCH | RESPONSE, encode_fetch_response(r)?),
+        Response::EpochEnd(r) => (EPOCH_END | RESPONSE, json(r)?),
         Response::Peer(r) => (PEER | RESPONSE, json(r)?),
         Response::Refused(e) => (REFUSED, json(e)?),
     };
@@ -196,6 +215,8 @@ pub fn decode_response(frame: &Frame) -> Result<Response, String> {
         k if k == FORWARD | RESPONSE => de(body, Response::Forward),
         k if k == REGISTER | RESPONSE => de(body, Response::Register),
         k if k == HEARTBEAT | RESPONSE => de(body, Response::Heartbeat),
+        k if k == REPLICA_FETCH | RESPONSE => decode_fetch_response(body).map(Response::ReplicaFetch),
+        k if k == EPOCH_END | RESPONSE => de(body, Response::EpochEnd),
         k if k == PEER | RESPONSE => de(body, Response::Peer),
         REFUSED => de(body, Response::Refused),
         kind => Err(format!("unknown response kind {kind}")),

@@ -53,6 +53,9 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
         -1 => Acks::All,
         _ => return invalid_acks(c, req),
     };
+    // acks=all waits for the ISR at most this long (then REQUEST_TIMED_OUT,
+    // as Kafka; the records may still be committed later).
+    let ack_deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(req.timeout_ms.max(0) as u64);
     let broker = &c.ctx.broker;
     let image = broker.metadata();
     let mut topics = Vec::with_capacity(req.topic_data.len());
@@ -132,7 +135,10 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
                         LeaderIdAndEpoch::default().with_leader_id(BrokerId(leader_id)).with_leader_epoch(leader_epoch);
                 }
                 let result = match outcome {
-                    Outcome::Appended(a) => a.acknowledged().await.map_err(Failure::of),
+                    Outcome::Appended(a) => match tokio::time::timeout_at(ack_deadline, a.acknowledged()).await {
+                        Ok(r) => r.map_err(Failure::of),
+                        Err(_) => Err(Failure::code(ResponseError::RequestTimedOut.code())),
+                    },
                     Outcome::Failed(f) => Err(f),
                 };
                 match result {

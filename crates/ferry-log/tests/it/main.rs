@@ -5,6 +5,7 @@ mod cleanup;
 mod crash;
 mod damage;
 mod model;
+mod replica;
 
 use std::path::Path;
 use std::sync::Arc;

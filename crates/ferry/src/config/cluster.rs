@@ -30,6 +30,9 @@ pub struct ClusterSection {
     pub session_timeout_ms: Option<u64>,
     /// `default.replication.factor`.
     pub default_replication_factor: Option<i16>,
+    /// `replica.lag.time.max.ms`: a follower not caught up this long
+    /// leaves the ISR.
+    pub replica_lag_time_max_ms: Option<u64>,
 }
 
 /// The cluster flags of `ferry serve`, each also an environment variable.
@@ -99,6 +102,10 @@ pub fn resolve(args: &ClusterArgs, file: ClusterSection, node: NodeFacts<'_>) ->
     {
         bail!("cluster.default_replication_factor must be at least 1, not {rf}");
     }
+    let lag = file.replica_lag_time_max_ms.unwrap_or(30_000);
+    if lag == 0 {
+        bail!("cluster.replica_lag_time_max_ms must be at least 1");
+    }
     let mut listeners = node.listeners;
     listeners.insert(listener::CLUSTER.to_string(), advertised);
     Ok(ClusterConfig {
@@ -113,6 +120,10 @@ pub fn resolve(args: &ClusterArgs, file: ClusterSection, node: NodeFacts<'_>) ->
         default_partitions: node.default_partitions,
         default_replication_factor: file.default_replication_factor,
         max_partitions_per_topic: node.max_partitions_per_topic,
+        replication: ferry_cluster::replication::ReplicationConfig {
+            lag_time_max: Duration::from_millis(lag),
+            ..Default::default()
+        },
     })
 }
 
@@ -217,6 +228,7 @@ mod tests {
             heartbeat_interval_ms: Some(200),
             session_timeout_ms: Some(1_000),
             default_replication_factor: Some(2),
+            replica_lag_time_max_ms: Some(5_000),
         };
         let c = resolve(&ClusterArgs::default(), file, facts(7)).unwrap();
         assert_eq!(c.cluster_listen, "127.0.0.1:9400");
@@ -224,6 +236,7 @@ mod tests {
         assert_eq!(c.heartbeat_interval, Duration::from_millis(200));
         assert_eq!(c.session_timeout, Duration::from_millis(1_000));
         assert_eq!(c.default_replication_factor, Some(2));
+        assert_eq!(c.replication.lag_time_max, Duration::from_secs(5));
         // Flags win.
         let a = ClusterArgs { rack: Some("r2".into()), ..args(Some("127.0.0.1:9400"), None) };
         let file = ClusterSection { rack: Some("r1".into()), ..ClusterSection::default() };
@@ -232,6 +245,7 @@ mod tests {
             ClusterSection { heartbeat_interval_ms: Some(0), ..ClusterSection::default() },
             ClusterSection { session_timeout_ms: Some(500), ..ClusterSection::default() },
             ClusterSection { default_replication_factor: Some(0), ..ClusterSection::default() },
+            ClusterSection { replica_lag_time_max_ms: Some(0), ..ClusterSection::default() },
         ] {
             assert!(resolve(&ClusterArgs::default(), bad, facts(1)).is_err());
         }

@@ -35,6 +35,7 @@ mod raw;
 mod redis;
 mod redis_streams;
 mod redis_support;
+mod replication;
 mod stomp;
 mod stomp_bench;
 mod stomp_support;

@@ -1,0 +1,298 @@
+//! A replicated partition's role and, on its leader, what the leader knows
+//! of each follower: the in-sync replica set (ISR) rules and the high
+//! watermark (Kafka's `Partition`/`Replica` state, issue #15).
+//!
+//! Pure and deterministic: the clock is an argument, so the ISR and high
+//! watermark rules are tested without nodes. [`crate::Partition`] holds one
+//! [`Role`] behind a lock and applies what these functions decide.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metadata::PartitionInfo;
+
+/// What a follower last told the leader, and when it was last caught up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowerProgress {
+    /// The follower's log end offset (its fetch offset).
+    pub log_end: u64,
+    /// Offsets below this are acknowledged on the follower: on disk under
+    /// the topic's flush policy (its log's readable end).
+    pub acked_end: u64,
+    /// Wall-clock ms when the follower last had everything the leader had
+    /// (Kafka's lastCaughtUpTimeMs).
+    pub caught_up_ms: u64,
+    /// The leader's log end at the follower's previous fetch, and when.
+    last_fetch_leader_end: u64,
+    last_fetch_ms: u64,
+    /// Whether it fetched in this leadership (only then may it join the ISR).
+    fetched: bool,
+}
+
+/// The leader's view of one partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderState {
+    /// This node.
+    pub node: i32,
+    /// The leader epoch this node leads in.
+    pub leader_epoch: i32,
+    /// The partition epoch of the image the ISR came from (AlterPartition
+    /// carries it; the controller refuses a stale one).
+    pub partition_epoch: i32,
+    /// All replicas.
+    pub replicas: Vec<i32>,
+    /// The committed ISR (from the image).
+    pub isr: Vec<i32>,
+    /// An ISR change sent to the controller and not yet in the image, with
+    /// when it was sent. The high watermark counts its members too (Kafka's
+    /// "maximal ISR"), so an expansion in flight cannot commit too early.
+    pub pending_isr: Option<(Vec<i32>, u64)>,
+    /// The local log end when this node became leader: a follower must
+    /// reach it before it may rejoin the ISR (it then holds this epoch's
+    /// start).
+    pub epoch_start: u64,
+    /// Progress of every other replica.
+    pub followers: BTreeMap<i32, FollowerProgress>,
+}
+
+/// How this node takes part in a partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// This node leads the partition.
+    Leader(LeaderState),
+    /// This node copies the partition from `leader`.
+    Follower(FollowerState),
+}
+
+/// A follower's view of one partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowerState {
+    /// The leader's node id (-1: none).
+    pub leader: i32,
+    /// The leader epoch the follower fetches in.
+    pub leader_epoch: i32,
+    /// Whether the log was truncated to the end of its last epoch on the
+    /// leader (OffsetsForLeaderEpoch) since this leader epoch began;
+    /// fetching starts only then.
+    pub truncated: bool,
+}
+
+impl LeaderState {
+    /// Leadership from `info` starting now, with the local log ending at
+    /// `log_end`. Every follower counts as caught up now (Kafka does the
+    /// same), so none drops out of the ISR before it has had the lag time.
+    pub fn new(node: i32, info: &PartitionInfo, log_end: u64, now_ms: u64) -> LeaderState {
+        let followers = info
+            .replicas
+            .iter()
+            .filter(|&&r| r != node)
+            .map(|&r| (r, FollowerProgress { caught_up_ms: now_ms, last_fetch_ms: now_ms, ..Default::default() }))
+            .collect();
+        LeaderState {
+            node,
+            leader_epoch: info.leader_epoch,
+            partition_epoch: info.partition_epoch,
+            replicas: info.replicas.clone(),
+            isr: info.isr.clone(),
+            pending_isr: None,
+            epoch_start: log_end,
+            followers,
+        }
+    }
+
+    /// A newer image of the same leadership: ISR, replicas, partition epoch.
+    /// A pending change is settled once the image moves past it.
+    pub fn update(&mut self, info: &PartitionInfo, now_ms: u64) {
+        if info.partition_epoch != self.partition_epoch {
+            self.pending_isr = None;
+        }
+        self.partition_epoch = info.partition_epoch;
+        self.isr.clone_from(&info.isr);
+        self.replicas.clone_from(&info.replicas);
+        for &r in self.replicas.iter().filter(|&&r| r != self.node) {
+            self.followers.entry(r).or_insert(FollowerProgress {
+                caught_up_ms: now_ms,
+                last_fetch_ms: now_ms,
+                ..Default::default()
+            });
+        }
+        let replicas = &self.replicas;
+        self.followers.retain(|r, _| replicas.contains(r));
+    }
+
+    /// A fetch from `follower` at `fetch_offset` (its log end), reporting
+    /// `acked_end`, while the leader's log ends at `leader_end`. Kafka's
+    /// rule for lastCaughtUpTime: caught up now if it asked for the log
+    /// end; caught up at its previous fetch if it asked for what was the
+    /// end then. Returns false for a node that is not a replica.
+    pub fn record_fetch(
+        &mut self,
+        follower: i32,
+        fetch_offset: u64,
+        acked_end: u64,
+        leader_end: u64,
+        now_ms: u64,
+    ) -> bool {
+        let Some(p) = self.followers.get_mut(&follower) else { return false };
+        if fetch_offset >= leader_end {
+            p.caught_up_ms = p.caught_up_ms.max(now_ms);
+        } else if fetch_offset >= p.last_fetch_leader_end {
+            p.caught_up_ms = p.caught_up_ms.max(p.last_fetch_ms);
+        }
+        p.last_fetch_leader_end = leader_end;
+        p.last_fetch_ms = now_ms;
+        p.fetched = true;
+        p.log_end = fetch_offset;
+        p.acked_end = acked_end.min(fetch_offset);
+        true
+    }
+
+    /// The ISR the high watermark and acks=all count: the committed one
+    /// plus any member of a change in flight.
+    pub fn maximal_isr(&self) -> Vec<i32> {
+        let mut all = self.isr.clone();
+        if let Some((pending, _)) = &self.pending_isr {
+            all.extend(pending.iter().filter(|r| !self.isr.contains(r)));
+        }
+        all
+    }
+
+    /// The high watermark: the smallest acknowledged end over the maximal
+    /// ISR, the leader's own (`local_acked`) included.
+    pub fn high_watermark(&self, local_acked: u64) -> u64 {
+        self.maximal_isr()
+            .iter()
+            .map(|r| if *r == self.node { local_acked } else { self.followers.get(r).map_or(0, |p| p.acked_end) })
+            .min()
+            .unwrap_or(local_acked)
+    }
+
+    /// The ISR the leader should ask the controller for, if it differs:
+    /// followers not caught up within `lag_max_ms` leave; followers whose
+    /// log reaches the high watermark `hw` and this epoch's start join.
+    /// Only a follower that fetched in this leadership and is caught up
+    /// (within `lag_max_ms`) joins, so a silent one never does.
+    /// `None` while a change is in flight (one at a time, as Kafka) unless
+    /// it has waited `retry_ms` (then it is asked again).
+    pub fn isr_change(&self, now_ms: u64, lag_max_ms: u64, hw: u64, retry_ms: u64) -> Option<Vec<i32>> {
+        if let Some((_, sent)) = &self.pending_isr
+            && now_ms.saturating_sub(*sent) < retry_ms
+        {
+            return None;
+        }
+        let mut next: Vec<i32> = self
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| {
+                *r == self.node
+                    || self.followers.get(r).is_some_and(|p| now_ms.saturating_sub(p.caught_up_ms) <= lag_max_ms)
+            })
+            .collect();
+        if !next.contains(&self.node) {
+            next.push(self.node);
+        }
+        for (&r, p) in &self.followers {
+            let caught_up = p.fetched && now_ms.saturating_sub(p.caught_up_ms) <= lag_max_ms;
+            if !next.contains(&r) && caught_up && p.log_end >= hw && p.log_end >= self.epoch_start {
+                next.push(r);
+            }
+        }
+        // Replica order, so equal sets compare equal.
+        next.sort_by_key(|r| self.replicas.iter().position(|x| x == r).unwrap_or(usize::MAX));
+        let mut current = self.isr.clone();
+        current.sort_by_key(|r| self.replicas.iter().position(|x| x == r).unwrap_or(usize::MAX));
+        (next != current).then_some(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(replicas: &[i32], isr: &[i32]) -> PartitionInfo {
+        PartitionInfo {
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            leader: replicas[0],
+            leader_epoch: 4,
+            partition_epoch: 9,
+        }
+    }
+
+    #[test]
+    fn high_watermark_is_the_smallest_acknowledged_end_in_the_isr() {
+        let mut s = LeaderState::new(1, &info(&[1, 2, 3], &[1, 2, 3]), 10, 0);
+        assert_eq!(s.high_watermark(10), 0, "followers have acknowledged nothing yet");
+        s.record_fetch(2, 10, 8, 10, 5);
+        s.record_fetch(3, 10, 10, 10, 5);
+        assert_eq!(s.high_watermark(10), 8);
+        assert_eq!(s.high_watermark(6), 6, "the leader's own durable end counts");
+        // Acknowledged past its fetch offset is not believed.
+        s.record_fetch(2, 9, 50, 10, 6);
+        assert_eq!(s.followers[&2].acked_end, 9);
+        // Out of the ISR, a follower no longer holds the watermark back.
+        s.update(&PartitionInfo { isr: vec![1, 3], partition_epoch: 10, ..info(&[1, 2, 3], &[1, 3]) }, 7);
+        assert_eq!(s.high_watermark(10), 10);
+        // An expansion in flight counts its new member at once.
+        s.pending_isr = Some((vec![1, 2, 3], 7));
+        assert_eq!(s.high_watermark(10), 9);
+        assert_eq!(s.maximal_isr(), vec![1, 3, 2]);
+    }
+
+    #[test]
+    fn a_follower_that_stops_fetching_leaves_the_isr_after_the_lag_time() {
+        let mut s = LeaderState::new(1, &info(&[1, 2, 3], &[1, 2, 3]), 0, 1_000);
+        // Follower 3 keeps up; follower 2 stops.
+        s.record_fetch(2, 0, 0, 0, 1_100);
+        for t in (1_200..=40_000).step_by(500) {
+            s.record_fetch(3, 0, 0, 0, t);
+        }
+        assert_eq!(s.isr_change(31_000, 30_000, 0, 5_000), None, "2 was caught up at 1100: not yet");
+        assert_eq!(s.isr_change(31_101, 30_000, 0, 5_000), Some(vec![1, 3]));
+        // A follower that fetches but never reaches the end also goes.
+        let mut s = LeaderState::new(1, &info(&[1, 2], &[1, 2]), 100, 0);
+        for (i, t) in (1_000..=40_000u64).step_by(1_000).enumerate() {
+            // The leader grows by 10 per second; the follower by 5.
+            let leader_end = 100 + 10 * i as u64;
+            s.record_fetch(2, 5 * i as u64, 0, leader_end, t);
+        }
+        assert_eq!(s.isr_change(40_000, 30_000, 0, 5_000), Some(vec![1]));
+    }
+
+    #[test]
+    fn a_follower_rejoins_once_it_reaches_the_high_watermark_and_the_epoch_start() {
+        let mut s = LeaderState::new(1, &info(&[1, 2, 3], &[1, 3]), 50, 0);
+        s.record_fetch(3, 60, 60, 60, 10);
+        s.record_fetch(2, 40, 40, 60, 10);
+        let hw = s.high_watermark(60);
+        assert_eq!(hw, 60);
+        assert_eq!(s.isr_change(20, 30_000, hw, 5_000), None, "2 is behind the high watermark");
+        s.record_fetch(2, 60, 60, 60, 20);
+        assert_eq!(s.isr_change(21, 30_000, hw, 5_000), Some(vec![1, 2, 3]));
+        // One change at a time: while it is in flight, nothing new is asked
+        // until the retry time passes.
+        s.pending_isr = Some((vec![1, 2, 3], 21));
+        assert_eq!(s.isr_change(22, 30_000, hw, 5_000), None);
+        assert_eq!(s.isr_change(5_021, 30_000, hw, 5_000), Some(vec![1, 2, 3]));
+        // The image with the change settles it.
+        s.update(&PartitionInfo { partition_epoch: 10, ..info(&[1, 2, 3], &[1, 2, 3]) }, 30);
+        assert_eq!((s.pending_isr.clone(), s.isr_change(31, 30_000, hw, 5_000)), (None, None));
+        // A follower below this epoch's start stays out even at the HW.
+        let mut s = LeaderState::new(1, &info(&[1, 2], &[1]), 50, 0);
+        s.record_fetch(2, 30, 30, 50, 1);
+        assert_eq!(s.isr_change(2, 30_000, 30, 5_000), None);
+    }
+
+    #[test]
+    fn fetches_from_strangers_are_ignored_and_replicas_follow_the_image() {
+        let mut s = LeaderState::new(1, &info(&[1, 2], &[1, 2]), 0, 0);
+        assert!(!s.record_fetch(7, 5, 5, 5, 1));
+        s.update(&PartitionInfo { partition_epoch: 11, ..info(&[1, 3], &[1]) }, 2);
+        assert_eq!(s.followers.keys().copied().collect::<Vec<_>>(), vec![3]);
+        assert_eq!(s.isr_change(3, 30_000, 0, 5_000), None, "3 has not fetched yet");
+        assert!(s.record_fetch(3, 0, 0, 0, 4));
+        assert_eq!(s.isr_change(5, 30_000, 0, 5_000), Some(vec![1, 3]), "3 is at the (empty) log's end");
+    }
+}

@@ -1,0 +1,571 @@
+//! A partition as a replica: its role from the metadata image, the
+//! replicated high watermark, acks=all waiters, and what the replica
+//! fetchers of `ferry-cluster` call on leaders and followers (issue #15).
+//!
+//! The high watermark readers see is this one, not the local log's: on a
+//! leader it is the smallest acknowledged end over the ISR
+//! ([`LeaderState::high_watermark`]); on a follower, the leader's as last
+//! fetched (capped by the local log). A node alone in the ISR (a single
+//! node) gets its local log's readable end, as before replication.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ferry_log::{AppendInfo, LogError, ReadSlice};
+use ferry_records::batch::BatchHeader;
+use ferry_util::sync::lock;
+use ferry_util::time::now_ms_u64;
+use tokio::sync::oneshot;
+
+use crate::error::{BrokerError, Result};
+use crate::metadata::PartitionInfo;
+use crate::partition::Partition;
+use crate::producer::ProducerStates;
+use crate::replica::{FollowerState, LeaderState, Role};
+
+type AckSender = oneshot::Sender<ferry_log::Result<()>>;
+
+/// The replication state a partition shares with its log's listener.
+pub(crate) struct Replication {
+    role: Mutex<Option<Role>>,
+    /// The replicated high watermark (never moves back, but by truncation).
+    hw: AtomicU64,
+    /// A follower's last high watermark from its leader.
+    leader_hw: AtomicU64,
+    /// acks=all appends waiting for the high watermark, by the offset after
+    /// their last record.
+    acks: Mutex<BTreeMap<u64, Vec<AckSender>>>,
+}
+
+impl Replication {
+    /// Before the image places it, a partition leads nothing and readers
+    /// see nothing past `start`; the first placement sets both.
+    pub(crate) fn new(start: u64) -> Replication {
+        Replication {
+            role: Mutex::new(None),
+            hw: AtomicU64::new(start),
+            leader_hw: AtomicU64::new(start),
+            acks: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn high_watermark(&self) -> u64 {
+        self.hw.load(Ordering::Acquire)
+    }
+
+    /// Recomputes the high watermark from the role and the local log's
+    /// acknowledged end; true if it advanced (readers should be woken).
+    pub(crate) fn refresh(&self, local_acked: u64) -> bool {
+        let target = match &*lock(&self.role) {
+            Some(Role::Leader(s)) => s.high_watermark(local_acked),
+            Some(Role::Follower(_)) => self.leader_hw.load(Ordering::Acquire).min(local_acked),
+            None => return false,
+        };
+        self.advance(target)
+    }
+
+    fn advance(&self, target: u64) -> bool {
+        let mut acks = lock(&self.acks);
+        if self.hw.fetch_max(target, Ordering::AcqRel) >= target {
+            return false;
+        }
+        let rest = acks.split_off(&(target + 1));
+        for tx in std::mem::replace(&mut *acks, rest).into_values().flatten() {
+            let _ = tx.send(Ok(()));
+        }
+        true
+    }
+
+    /// Resolves once the high watermark reaches `offset`, or with an error
+    /// if this node no longer leads in `leader_epoch` (then the record may
+    /// be truncated away and must not be acknowledged). Lock order: role,
+    /// then acks, as where leadership is lost.
+    pub(crate) fn wait_for(&self, offset: u64, leader_epoch: i32) -> oneshot::Receiver<ferry_log::Result<()>> {
+        let (tx, rx) = oneshot::channel();
+        let role = lock(&self.role);
+        if !matches!(&*role, Some(Role::Leader(s)) if s.leader_epoch == leader_epoch) {
+            let _ = tx.send(Err(LogError::Unavailable("no longer the partition leader".into())));
+            return rx;
+        }
+        let mut acks = lock(&self.acks);
+        if self.high_watermark() >= offset {
+            let _ = tx.send(Ok(()));
+        } else {
+            acks.entry(offset).or_default().push(tx);
+        }
+        rx
+    }
+
+    /// Leadership is gone: nobody waiting will be acknowledged here.
+    fn fail_acks(&self) {
+        for tx in std::mem::take(&mut *lock(&self.acks)).into_values().flatten() {
+            let _ = tx.send(Err(LogError::Unavailable("no longer the partition leader".into())));
+        }
+    }
+}
+
+/// Why a replica fetch or epoch query was refused (Kafka's codes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+pub enum ReplicaError {
+    /// This node does not lead the partition (NOT_LEADER_OR_FOLLOWER).
+    #[error("not the leader")]
+    NotLeader,
+    /// The requester's leader epoch is older than the leader's (FENCED_LEADER_EPOCH).
+    #[error("fenced leader epoch")]
+    FencedLeaderEpoch,
+    /// The requester's leader epoch is newer (UNKNOWN_LEADER_EPOCH): this
+    /// node has not seen that image yet.
+    #[error("unknown leader epoch")]
+    UnknownLeaderEpoch,
+    /// The partition is not hosted here (UNKNOWN_TOPIC_OR_PARTITION).
+    #[error("unknown partition")]
+    UnknownPartition,
+    /// The fetch offset is outside the leader's log (OFFSET_OUT_OF_RANGE).
+    #[error("offset out of range")]
+    OffsetOutOfRange,
+    /// The leader's log failed (KAFKA_STORAGE_ERROR).
+    #[error("storage error")]
+    Storage,
+}
+
+/// What a leader answers one partition of a replica fetch.
+#[derive(Debug)]
+pub struct ReplicaRead {
+    /// Whole batches from the fetch offset (none: nothing new).
+    pub slice: Option<ReadSlice>,
+    /// The leader's high watermark.
+    pub high_watermark: u64,
+    /// The leader's log start offset.
+    pub log_start: u64,
+    /// The leader's log end offset.
+    pub log_end: u64,
+}
+
+impl Partition {
+    /// Takes this partition's placement from a new image: leads it (a new
+    /// leader epoch starts a fresh view of the followers), follows it (a
+    /// new leader or epoch means truncating before fetching again), or
+    /// keeps its role with the new ISR.
+    pub fn apply_placement(&self, node: i32, info: &PartitionInfo, now_ms: u64) {
+        let mut role = lock(&self.repl.role);
+        let lost_leadership = matches!(&*role, Some(Role::Leader(_))) && info.leader != node;
+        match &mut *role {
+            Some(Role::Leader(s)) if info.leader == node && s.leader_epoch == info.leader_epoch => {
+                s.update(info, now_ms);
+            }
+            _ if info.leader == node => {
+                tracing::info!(topic = %self.topic, partition = self.index, epoch = info.leader_epoch, "leading");
+                // The new epoch starts at the log end even before an append,
+                // so followers' OffsetsForLeaderEpoch get a defined answer.
+                if let Err(e) = self.log().assign_epoch(info.leader_epoch) {
+                    tracing::error!(topic = %self.topic, partition = self.index, error = %e, "cannot record leader epoch");
+                }
+                *role = Some(Role::Leader(LeaderState::new(node, info, self.log().next_offset(), now_ms)));
+            }
+            Some(Role::Follower(f)) if f.leader == info.leader && f.leader_epoch == info.leader_epoch => {}
+            _ => {
+                tracing::info!(topic = %self.topic, partition = self.index, leader = info.leader, epoch = info.leader_epoch, "following");
+                *role = Some(Role::Follower(FollowerState {
+                    leader: info.leader,
+                    leader_epoch: info.leader_epoch,
+                    truncated: false,
+                }));
+            }
+        }
+        if lost_leadership {
+            // Under the role lock, so no acks=all append slips in after.
+            self.repl.fail_acks();
+        }
+        drop(role);
+        if self.repl.refresh(self.log().high_watermark()) {
+            self.wake_readers();
+        }
+    }
+
+    /// The leader's view, if this node leads the partition.
+    pub fn leader_state(&self) -> Option<LeaderState> {
+        match &*lock(&self.repl.role) {
+            Some(Role::Leader(s)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// The follower's view, if this node follows the partition.
+    pub fn follower_state(&self) -> Option<FollowerState> {
+        match &*lock(&self.repl.role) {
+            Some(Role::Follower(f)) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// The leader epoch appends are stamped with, and the ISR size, if
+    /// this node leads the partition.
+    pub(crate) fn leading(&self) -> Result<(i32, usize)> {
+        match &*lock(&self.repl.role) {
+            Some(Role::Leader(s)) => Ok((s.leader_epoch, s.isr.len())),
+            _ => Err(BrokerError::NotLeaderOrFollower),
+        }
+    }
+
+    /// Leader side of a replica fetch from `follower` at `fetch_offset` (its
+    /// log end) in `leader_epoch`, which has `acked_end` acknowledged:
+    /// records its progress (which may move the high watermark) and reads
+    /// from the local log, past the high watermark (followers need it).
+    pub fn serve_replica_fetch(
+        &self,
+        follower: i32,
+        leader_epoch: i32,
+        fetch_offset: u64,
+        acked_end: u64,
+        max_bytes: usize,
+        now_ms: u64,
+    ) -> std::result::Result<ReplicaRead, ReplicaError> {
+        let log = self.log();
+        {
+            let mut role = lock(&self.repl.role);
+            let Some(Role::Leader(s)) = &mut *role else { return Err(ReplicaError::NotLeader) };
+            check_epoch(leader_epoch, s.leader_epoch)?;
+            if fetch_offset > log.next_offset() || fetch_offset < log.log_start_offset() {
+                return Err(ReplicaError::OffsetOutOfRange);
+            }
+            if !s.record_fetch(follower, fetch_offset, acked_end, log.next_offset(), now_ms) {
+                return Err(ReplicaError::NotLeader);
+            }
+        }
+        if self.repl.refresh(log.high_watermark()) {
+            self.wake_readers();
+        }
+        let slice = match log.read(fetch_offset, max_bytes) {
+            Ok(s) => s,
+            // Readable end behind the fetch offset (an fsync in progress).
+            Err(LogError::OffsetOutOfRange { .. }) => None,
+            Err(_) => return Err(ReplicaError::Storage),
+        };
+        Ok(ReplicaRead {
+            slice,
+            high_watermark: self.high_watermark(),
+            log_start: log.log_start_offset(),
+            log_end: log.next_offset(),
+        })
+    }
+
+    /// Leader side of OffsetsForLeaderEpoch: where `epoch` ends in this
+    /// log, for a follower in `current_epoch` (must be the leader's).
+    pub fn leader_end_offset_for_epoch(
+        &self,
+        current_epoch: i32,
+        epoch: i32,
+    ) -> std::result::Result<Option<(i32, u64)>, ReplicaError> {
+        match &*lock(&self.repl.role) {
+            Some(Role::Leader(s)) => check_epoch(current_epoch, s.leader_epoch)?,
+            _ => return Err(ReplicaError::NotLeader),
+        }
+        Ok(self.log().end_offset_for_epoch(epoch))
+    }
+
+    /// This log's newest leader epoch and where it ends, for a follower's
+    /// OffsetsForLeaderEpoch question.
+    pub fn local_end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, u64)> {
+        self.log().end_offset_for_epoch(epoch)
+    }
+
+    /// The newest leader epoch in the local log.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.log().latest_epoch()
+    }
+
+    /// Follower side: truncates the local log to `offset` (the end of its
+    /// last epoch on the leader) before fetching in `leader_epoch`, and
+    /// rebuilds producer state from what remains. Returns the new log end.
+    pub fn truncate_as_follower(&self, leader_epoch: i32, offset: u64) -> Result<u64> {
+        let mut states = lock(&self.producers);
+        let end = self.log().truncate_to(offset)?;
+        *states = ProducerStates::recover(self.log().dir(), self.log(), self.producer_expiration_ms)?;
+        self.track_unstable(&states);
+        drop(states);
+        self.repl.hw.fetch_min(end, Ordering::AcqRel);
+        self.repl.leader_hw.fetch_min(end, Ordering::AcqRel);
+        if let Some(Role::Follower(f)) = &mut *lock(&self.repl.role)
+            && f.leader_epoch == leader_epoch
+        {
+            f.truncated = true;
+        }
+        Ok(end)
+    }
+
+    /// Follower side: appends batches fetched from the leader unchanged,
+    /// keeping producer state (so a new leader deduplicates retries) and
+    /// aborted transactions, then takes the leader's high watermark.
+    pub fn append_replicated(&self, batches: &[u8], leader_hw: u64) -> Result<Option<AppendInfo>> {
+        let info = if batches.is_empty() {
+            None
+        } else {
+            let mut states = lock(&self.producers);
+            let info = self.log().append_replicated(batches)?;
+            let now = now_ms_u64();
+            let mut rest = batches;
+            while let Ok(h) = BatchHeader::parse(rest) {
+                let one = rest.get(..h.size).unwrap_or_default();
+                rest = rest.get(h.size..).unwrap_or_default();
+                if h.producer_id < 0 {
+                    continue;
+                }
+                if !h.is_control() {
+                    states.record(&h, h.base_offset, now);
+                } else if let Some(commit) = ferry_records::records::control_marker(one).map_err(LogError::from)?
+                    && let Some(aborted) = states.record_marker(&h, h.base_offset, commit, now)
+                {
+                    self.log().add_aborted_txn(aborted)?;
+                }
+            }
+            self.track_unstable(&states);
+            Some(info)
+        };
+        self.repl.leader_hw.fetch_max(leader_hw, Ordering::AcqRel);
+        if self.repl.refresh(self.log().high_watermark()) {
+            self.wake_readers();
+        }
+        Ok(info)
+    }
+
+    /// Follower side: truncate again before the next fetch in
+    /// `leader_epoch` (the leader refused our offset, or our append).
+    pub fn request_truncation(&self, leader_epoch: i32) {
+        if let Some(Role::Follower(f)) = &mut *lock(&self.repl.role)
+            && f.leader_epoch == leader_epoch
+        {
+            f.truncated = false;
+        }
+    }
+
+    /// Blocks until the local log is on disk to its end (a follower under
+    /// the `always` flush policy, before it reports its acknowledged end).
+    pub fn flush_local(&self) -> Result<()> {
+        Ok(self.log().flush_to(self.log().next_offset())?)
+    }
+
+    /// Offsets below this are acknowledged locally: on disk under the
+    /// topic's flush policy (what a follower reports to its leader).
+    pub fn local_acked_end(&self) -> u64 {
+        self.log().high_watermark()
+    }
+
+    /// The local log end offset.
+    pub fn log_end_offset(&self) -> u64 {
+        self.log().next_offset()
+    }
+
+    /// Leader side: the ISR to ask the controller for, if the followers'
+    /// progress calls for a change now (see [`LeaderState::isr_change`]);
+    /// marks it in flight. Returns (leader epoch, partition epoch, ISR).
+    pub fn isr_change_due(&self, now_ms: u64, lag_max_ms: u64, retry_ms: u64) -> Option<(i32, i32, Vec<i32>)> {
+        let mut role = lock(&self.repl.role);
+        let Some(Role::Leader(s)) = &mut *role else { return None };
+        let hw = self.repl.high_watermark();
+        let isr = s.isr_change(now_ms, lag_max_ms, hw, retry_ms)?;
+        s.pending_isr = Some((isr.clone(), now_ms));
+        Some((s.leader_epoch, s.partition_epoch, isr))
+    }
+}
+
+fn check_epoch(requested: i32, ours: i32) -> std::result::Result<(), ReplicaError> {
+    match requested.cmp(&ours) {
+        std::cmp::Ordering::Less => Err(ReplicaError::FencedLeaderEpoch),
+        std::cmp::Ordering::Greater => Err(ReplicaError::UnknownLeaderEpoch),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use ferry_records::compression::Compression;
+    use ferry_records::records::{NewRecord, build_batch, parse_records, records_payload};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::broker::{Broker, BrokerConfig};
+    use crate::metadata::{MetadataImage, MetadataRecord, NodeInfo};
+    use crate::partition::Acks;
+
+    /// Nodes 1 and 2, topic `t` (one partition on both, led by 1), then `changes`.
+    fn image(id: Uuid, configs: &[(&str, &str)], changes: &[(i32, Vec<i32>)]) -> Arc<MetadataImage> {
+        let node = |id| NodeInfo {
+            id,
+            incarnation: Uuid::nil(),
+            listeners: BTreeMap::new(),
+            rack: None,
+            voter: true,
+            fenced: false,
+        };
+        let mut records = vec![
+            MetadataRecord::RegisterNode(node(1)),
+            MetadataRecord::RegisterNode(node(2)),
+            MetadataRecord::CreateTopic {
+                name: "t".into(),
+                id,
+                internal: false,
+                configs: configs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect(),
+                replicas: vec![vec![1, 2]],
+            },
+        ];
+        for (leader, isr) in changes {
+            records.push(MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: 0,
+                leader: *leader,
+                isr: isr.clone(),
+                replicas: None,
+            });
+        }
+        let mut image = MetadataImage::default();
+        image.apply_batch(1, &records).unwrap();
+        Arc::new(image)
+    }
+
+    fn broker(dir: &std::path::Path, node_id: i32) -> Arc<Broker> {
+        Broker::open(BrokerConfig { node_id, data_dir: dir.to_path_buf(), ..BrokerConfig::default() }).unwrap()
+    }
+
+    fn one(value: &str) -> Vec<u8> {
+        let r = NewRecord { key: None, value: Some(value.as_bytes()), headers: vec![], timestamp: 1 };
+        build_batch(&[r], Compression::None, -1, -1, -1).unwrap()
+    }
+
+    fn values(p: &Partition) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut offset = p.log_start_offset();
+        while let Some(slice) = p.read(offset, 1 << 20).unwrap() {
+            let bytes = slice.to_vec().unwrap();
+            for (h, b) in ferry_records::batch::split(&bytes).unwrap() {
+                for r in parse_records(&records_payload(b, 1 << 20).unwrap(), h.records_count as usize).unwrap() {
+                    out.push(String::from_utf8_lossy(r.value.unwrap()).into_owned());
+                }
+            }
+            offset = slice.end_offset;
+        }
+        out
+    }
+
+    /// One fetch round of `follower` (node `node`) from `leader`, as the
+    /// cluster's fetcher does it: append, flush, take the high watermark.
+    fn fetch(leader: &Partition, follower: &Partition, node: i32) -> std::result::Result<(), ReplicaError> {
+        let epoch = follower.follower_state().unwrap().leader_epoch;
+        let r = leader.serve_replica_fetch(
+            node,
+            epoch,
+            follower.log_end_offset(),
+            follower.local_acked_end(),
+            1 << 20,
+            now_ms_u64(),
+        )?;
+        let bytes = r.slice.map(|s| s.to_vec().unwrap()).unwrap_or_default();
+        follower.append_replicated(&bytes, r.high_watermark).unwrap();
+        follower.flush_local().unwrap();
+        Ok(())
+    }
+
+    /// What the fetcher does before fetching in a new leader epoch.
+    fn truncate(leader: &Partition, follower: &Partition) {
+        let state = follower.follower_state().unwrap();
+        let asked = follower.latest_epoch().unwrap_or(-1);
+        let end = match leader.leader_end_offset_for_epoch(state.leader_epoch, asked).unwrap() {
+            Some((epoch, end)) => end.min(follower.local_end_offset_for_epoch(epoch).map_or(u64::MAX, |e| e.1)),
+            None => follower.high_watermark(),
+        };
+        follower.truncate_as_follower(state.leader_epoch, end).unwrap();
+        assert!(follower.follower_state().unwrap().truncated);
+    }
+
+    #[tokio::test]
+    async fn acks_all_waits_for_the_isr_and_readers_stop_at_the_high_watermark() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let id = Uuid::new_v4();
+        let (b1, b2) = (broker(d1.path(), 1), broker(d2.path(), 2));
+        let img = image(id, &[("min.insync.replicas", "2")], &[]);
+        b1.apply_image(img.clone());
+        b2.apply_image(img);
+        let leader = b1.topic("t").unwrap().partition(0).unwrap();
+        let follower = b2.topic("t").unwrap().partition(0).unwrap();
+        assert!(leader.leader_state().is_some() && follower.follower_state().is_some());
+        assert!(matches!(follower.append(&one("x"), Acks::Leader), Err(BrokerError::NotLeaderOrFollower)));
+
+        let appended = leader.append(&one("a"), Acks::All).unwrap();
+        let mut ack = Box::pin(appended.acknowledged());
+        assert!(tokio::time::timeout(Duration::ZERO, &mut ack).await.is_err(), "not before the follower has it");
+        leader.log().flush_to(1).unwrap();
+        assert_eq!((leader.high_watermark(), values(&leader)), (0, Vec::<String>::new()), "readers wait too");
+
+        truncate(&leader, &follower);
+        fetch(&leader, &follower, 2).unwrap(); // copies the batch
+        fetch(&leader, &follower, 2).unwrap(); // reports it acknowledged
+        let info = tokio::time::timeout(Duration::from_secs(10), ack).await.unwrap().unwrap();
+        assert_eq!(info.base_offset, 0);
+        assert_eq!(leader.high_watermark(), 1);
+        assert_eq!(values(&leader), ["a"]);
+        fetch(&leader, &follower, 2).unwrap();
+        assert_eq!((follower.high_watermark(), values(&follower)), (1, vec!["a".to_string()]));
+        assert_eq!(follower.latest_epoch(), Some(0));
+
+        // Refusals: epochs that disagree, offsets outside the log, strangers.
+        let now = now_ms_u64();
+        assert_eq!(leader.serve_replica_fetch(2, -1, 1, 1, 100, now).unwrap_err(), ReplicaError::FencedLeaderEpoch);
+        assert_eq!(leader.serve_replica_fetch(2, 3, 1, 1, 100, now).unwrap_err(), ReplicaError::UnknownLeaderEpoch);
+        assert_eq!(leader.serve_replica_fetch(2, 0, 9, 1, 100, now).unwrap_err(), ReplicaError::OffsetOutOfRange);
+        assert_eq!(leader.serve_replica_fetch(7, 0, 1, 1, 100, now).unwrap_err(), ReplicaError::NotLeader);
+        assert_eq!(follower.serve_replica_fetch(1, 0, 1, 1, 100, now).unwrap_err(), ReplicaError::NotLeader);
+
+        // Below min.insync.replicas, acks=all is refused; acks=1 goes on.
+        b1.apply_image(image(id, &[("min.insync.replicas", "2")], &[(1, vec![1])]));
+        assert!(matches!(leader.append(&one("b"), Acks::All), Err(BrokerError::NotEnoughReplicas { isr: 1, min: 2 })));
+        leader.append(&one("b"), Acks::Leader).unwrap();
+        leader.log().flush_to(2).unwrap();
+        assert_eq!(leader.high_watermark(), 2, "the ISR is the leader alone now");
+    }
+
+    #[tokio::test]
+    async fn a_deposed_leader_truncates_by_leader_epoch_not_by_high_watermark() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let id = Uuid::new_v4();
+        let (b1, b2) = (broker(d1.path(), 1), broker(d2.path(), 2));
+        b1.apply_image(image(id, &[], &[]));
+        b2.apply_image(image(id, &[], &[]));
+        let p1 = b1.topic("t").unwrap().partition(0).unwrap();
+        let p2 = b2.topic("t").unwrap().partition(0).unwrap();
+        for v in ["a", "b"] {
+            p1.append(&one(v), Acks::Leader).unwrap();
+        }
+        p1.log().flush_to(2).unwrap();
+        truncate(&p1, &p2);
+        fetch(&p1, &p2, 2).unwrap();
+        fetch(&p1, &p2, 2).unwrap();
+        // Written by node 1 but never replicated: not acknowledged to acks=all.
+        for v in ["c", "d"] {
+            p1.append(&one(v), Acks::Leader).unwrap();
+        }
+        // Node 1 is fenced; node 2 leads in epoch 1 and writes.
+        let fenced = image(id, &[], &[(2, vec![2])]);
+        b2.apply_image(fenced.clone());
+        assert_eq!(p2.leader_state().unwrap().leader_epoch, 1);
+        p2.append(&one("e"), Acks::Leader).unwrap();
+        p2.log().flush_to(3).unwrap();
+        // Node 1 returns as a follower of epoch 1: it cuts "c" and "d" (the
+        // end of epoch 0 on the new leader), then copies "e".
+        b1.apply_image(fenced);
+        assert_eq!(p1.follower_state().unwrap().leader_epoch, 1);
+        truncate(&p2, &p1);
+        assert_eq!(p1.log_end_offset(), 2);
+        fetch(&p2, &p1, 1).unwrap();
+        fetch(&p2, &p1, 1).unwrap();
+        assert_eq!(p1.log_end_offset(), 3);
+        assert_eq!(p1.log().epoch_entries(), p2.log().epoch_entries());
+        let expected = ["a", "b", "e"].map(String::from).to_vec();
+        assert_eq!(values(&p2), expected);
+        fetch(&p2, &p1, 1).unwrap();
+        assert_eq!(values(&p1), expected, "the follower reads to the leader's high watermark");
+    }
+}

@@ -1,0 +1,142 @@
+//! Partition replication over the cluster port (issue #15): followers
+//! fetch from leaders (`fetcher.rs`), leaders answer (`leader.rs`) and keep
+//! each partition's ISR in line with its followers' progress through the
+//! controller (AlterPartition). The rules themselves (high watermark, ISR
+//! shrink and expand) are `ferry_broker::replica`'s, pure and tested there.
+
+mod fetcher;
+mod leader;
+mod message;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use ferry_broker::Broker;
+use ferry_broker::metadata::{Controller, ControllerRequest};
+use ferry_util::sync::lock;
+use ferry_util::time::now_ms_u64;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub(crate) use leader::{serve_epoch_end, serve_fetch};
+pub use message::{
+    EpochAnswer, EpochQuery, FetchPartition, FetchedInfo, FetchedPartition, ReplicaFetchRequest, ReplicaFetchResponse,
+    decode_fetch_response, encode_fetch_response,
+};
+
+use crate::transport::Pool;
+
+/// Replication settings (broker-wide).
+#[derive(Clone, Debug)]
+pub struct ReplicationConfig {
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long
+    /// leaves the ISR.
+    pub lag_time_max: Duration,
+    /// `replica.fetch.wait.max.ms`: how long a fetch waits at the leader.
+    pub fetch_max_wait: Duration,
+    /// `replica.fetch.response.max.bytes`.
+    pub fetch_max_bytes: usize,
+    /// How often leaders look at their ISRs.
+    pub isr_check_interval: Duration,
+    /// An AlterPartition not yet in the image is sent again after this.
+    pub isr_retry: Duration,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            lag_time_max: Duration::from_secs(30),
+            fetch_max_wait: Duration::from_millis(500),
+            fetch_max_bytes: 8 << 20,
+            isr_check_interval: Duration::from_millis(250),
+            isr_retry: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The node's replication: a fetcher per leader node this node follows,
+/// and the leaders' ISR checks.
+pub(crate) struct Replicator {
+    broker: Weak<Broker>,
+    controller: Weak<dyn Controller>,
+    /// Its own connections, so a large fetch never delays a Raft heartbeat.
+    pool: Pool,
+    config: ReplicationConfig,
+    fetchers: Mutex<BTreeMap<i32, JoinHandle<()>>>,
+}
+
+impl Replicator {
+    pub(crate) fn new(
+        broker: Weak<Broker>,
+        controller: Weak<dyn Controller>,
+        pool: Pool,
+        config: ReplicationConfig,
+    ) -> Arc<Replicator> {
+        Arc::new(Replicator { broker, controller, pool, config, fetchers: Mutex::default() })
+    }
+
+    /// Runs until `stop`: starts a fetcher for each leader node that local
+    /// partitions follow (again if the last one ended), and asks the
+    /// controller for the ISR changes the local leaders call for.
+    pub(crate) async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            let Some(broker) = self.broker.upgrade() else { break };
+            self.start_fetchers(&broker, &stop);
+            self.check_isrs(&broker);
+            drop(broker);
+            tokio::select! {
+                () = tokio::time::sleep(self.config.isr_check_interval) => {}
+                _ = stop.changed() => break,
+            }
+        }
+        for (_, task) in std::mem::take(&mut *lock(&self.fetchers)) {
+            task.abort();
+        }
+    }
+
+    fn start_fetchers(self: &Arc<Self>, broker: &Broker, stop: &watch::Receiver<bool>) {
+        let mut leaders = std::collections::BTreeSet::new();
+        for topic in broker.topics() {
+            for p in topic.partitions() {
+                if let Some(f) = p.follower_state().filter(|f| f.leader >= 0) {
+                    leaders.insert(f.leader);
+                }
+            }
+        }
+        let mut fetchers = lock(&self.fetchers);
+        fetchers.retain(|_, task| !task.is_finished());
+        for leader in leaders {
+            fetchers.entry(leader).or_insert_with(|| tokio::spawn(fetcher::run(self.clone(), leader, stop.clone())));
+        }
+    }
+
+    fn check_isrs(&self, broker: &Broker) {
+        let now = now_ms_u64();
+        let lag = self.config.lag_time_max.as_millis() as u64;
+        let retry = self.config.isr_retry.as_millis() as u64;
+        for topic in broker.topics() {
+            for p in topic.partitions() {
+                let Some((leader_epoch, partition_epoch, isr)) = p.isr_change_due(now, lag, retry) else { continue };
+                let Some(controller) = self.controller.upgrade() else { return };
+                tracing::info!(topic = %topic.name, partition = p.index, ?isr, "asking for an ISR change");
+                let request = ControllerRequest::AlterPartition {
+                    topic_id: topic.id,
+                    partition: p.index,
+                    leader_epoch,
+                    partition_epoch,
+                    isr,
+                };
+                let (name, index) = (topic.name.clone(), p.index);
+                tokio::spawn(async move {
+                    if let Err(e) = controller.submit(request).await {
+                        tracing::info!(topic = %name, partition = index, error = %e, "ISR change refused");
+                    }
+                });
+            }
+        }
+    }
+}

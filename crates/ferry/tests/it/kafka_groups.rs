@@ -187,7 +187,10 @@ async fn members_share_partitions_and_survive_a_killed_member() {
         let b = Member::start(&broker, &group, &topic, assignor);
         // The third member is a separate process, so it can die without a LeaveGroup.
         let mut kcat = Command::new("kcat")
-            .args(["-b", &broker.bootstrap(), "-G", &group, &topic, "-q", "-f", "%s\n"])
+            // -u: unbuffered, so every record kcat consumed (and may have
+            // auto-committed) is on the pipe before the SIGKILL below;
+            // block-buffered output would die with it.
+            .args(["-b", &broker.bootstrap(), "-G", &group, &topic, "-q", "-u", "-f", "%s\n"])
             .args(["-X", &format!("partition.assignment.strategy={assignor}")])
             .args([
                 "-X",
@@ -228,7 +231,14 @@ async fn members_share_partitions_and_survive_a_killed_member() {
             s.extend(kcat_got.lock().unwrap().iter());
             s
         };
-        wait_for(&format!("{assignor}: every record consumed"), Duration::from_secs(60), || all().len() == 600);
+        let end = Instant::now() + Duration::from_secs(60);
+        while all().len() < 600 {
+            if Instant::now() > end {
+                let missing: Vec<u32> = (0..600).filter(|v| !all().contains(v)).collect();
+                panic!("{assignor}: {} records never consumed: {missing:?}", missing.len());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let c = Member::start(&broker, &group, &topic, assignor);
         wait_for(&format!("{assignor}: a fourth member rebalances"), Duration::from_secs(60), || {
             a.assigned() == 2 && b.assigned() == 2 && c.assigned() == 2

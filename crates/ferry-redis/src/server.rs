@@ -1,6 +1,5 @@
 //! The Redis listener: settings, what connections share, the accept loop.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,24 +44,8 @@ impl Default for RedisConfig {
     }
 }
 
-/// The access a command needs: (kind, name) is `("queue", list)` for
-/// lists and `("topic", stream)` for streams.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    /// Create or delete (XGROUP CREATE/DESTROY, a list's first push).
-    Configure,
-    /// Append (XADD, LPUSH, PUBLISH).
-    Write,
-    /// Read or consume (XREAD, XREADGROUP, LPOP, SUBSCRIBE).
-    Read,
-}
-
-/// What a logged-in user may touch: (access, kind, name) -> allowed.
-pub type Authorizer = Arc<dyn Fn(Access, &str, &str) -> bool + Send + Sync>;
-
-/// Checks a login: (user, password, peer address, vhost) -> the user's
-/// [`Authorizer`], `None` if refused. The binary supplies the AMQP users.
-pub type Authenticator = Arc<dyn Fn(&str, &str, IpAddr, &str) -> Option<Authorizer> + Send + Sync>;
+/// Lists are checked as `("queue", list)`, streams as `("topic", stream)`.
+pub use ferry_broker::messaging::access::{Access, Authenticator, Authorizer};
 
 /// What every connection shares.
 pub struct Server {

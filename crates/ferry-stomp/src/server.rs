@@ -1,6 +1,5 @@
 //! The STOMP listener: settings, what connections share, the accept loop.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,27 +46,7 @@ impl Default for StompConfig {
     }
 }
 
-/// The access a frame needs to a queue or exchange (RabbitMQ's three
-/// permissions, as the AMQP front-end checks them).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    /// Declare or delete.
-    Configure,
-    /// Publish to an exchange, bind a queue.
-    Write,
-    /// Consume from a queue, bind from an exchange.
-    Read,
-}
-
-/// What a logged-in user may touch on its vhost: (access, `"queue"` or
-/// `"exchange"`, name) -> allowed. The default exchange is named
-/// `amq.default`, Kafka topics `kafka:<topic>` (exchanges).
-pub type Authorizer = Arc<dyn Fn(Access, &str, &str) -> bool + Send + Sync>;
-
-/// Checks a login: (user, password, peer address, vhost) -> the user's
-/// [`Authorizer`] there, `None` if refused. The binary supplies the same
-/// check and permissions the AMQP front-end uses.
-pub type Authenticator = Arc<dyn Fn(&str, &str, IpAddr, &str) -> Option<Authorizer> + Send + Sync>;
+pub use ferry_broker::messaging::access::{Access, Authenticator, Authorizer};
 
 /// What every connection shares.
 pub struct Server {

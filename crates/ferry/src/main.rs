@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ferry_broker::messaging::access::{Access, Authenticator, Authorizer};
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -197,7 +198,7 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                     settings.stomp,
                     vhosts.clone(),
                     Some(broker.clone()),
-                    stomp_auth(stomp_users),
+                    amqp_users_auth(stomp_users),
                     broker.metrics(),
                 ));
                 let [tcp, ws] = stomp_sockets.map(|s| {
@@ -218,7 +219,7 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                         settings.redis,
                         vhosts.clone(),
                         broker.clone(),
-                        redis_auth(redis_users),
+                        amqp_users_auth(redis_users),
                         settings.broker.data_dir.clone(),
                         broker.metrics(),
                     )?);
@@ -260,38 +261,20 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
     })
 }
 
-/// STOMP logins go through the AMQP users: the password (and loopback
-/// rule) as AMQP checks them, and the user's permission patterns on the
-/// vhost for every queue and exchange a frame touches.
-fn stomp_auth(users: Vec<ferry_amqp::User>) -> ferry_stomp::Authenticator {
+/// STOMP and Redis logins go through the AMQP users: the password (and
+/// loopback rule) as AMQP checks them, and the user's permission patterns
+/// on the vhost for every resource an operation touches. A Kafka topic
+/// (Redis streams) is checked as the exchange `kafka:<topic>`, as the AMQP
+/// and STOMP front-ends name topics.
+fn amqp_users_auth(users: Vec<ferry_amqp::User>) -> Authenticator {
     Arc::new(move |user, pass, peer, vhost| {
         let u = ferry_amqp::auth::authenticate(&users, user, pass, peer)?;
         let p = u.permissions.get(vhost)?.clone();
-        let check: ferry_stomp::Authorizer = Arc::new(move |access, _kind, name| {
+        let check: Authorizer = Arc::new(move |access, kind, name| {
             let pattern = match access {
-                ferry_stomp::Access::Configure => &p.configure,
-                ferry_stomp::Access::Write => &p.write,
-                ferry_stomp::Access::Read => &p.read,
-            };
-            ferry_amqp::auth::pattern_matches(pattern, name)
-        });
-        Some(check)
-    })
-}
-
-/// Redis logins (AUTH, HELLO ... AUTH) go through the AMQP users as STOMP's
-/// do; a list is checked as the queue of its name, a stream as the
-/// exchange `kafka:<stream>` (its topic, named as the AMQP and STOMP
-/// front-ends name topics), a pub/sub channel as the name itself.
-fn redis_auth(users: Vec<ferry_amqp::User>) -> ferry_redis::Authenticator {
-    Arc::new(move |user, pass, peer, vhost| {
-        let u = ferry_amqp::auth::authenticate(&users, user, pass, peer)?;
-        let p = u.permissions.get(vhost)?.clone();
-        let check: ferry_redis::Authorizer = Arc::new(move |access, kind, name| {
-            let pattern = match access {
-                ferry_redis::Access::Configure => &p.configure,
-                ferry_redis::Access::Write => &p.write,
-                ferry_redis::Access::Read => &p.read,
+                Access::Configure => &p.configure,
+                Access::Write => &p.write,
+                Access::Read => &p.read,
             };
             match kind {
                 "topic" => ferry_amqp::auth::pattern_matches(pattern, &format!("kafka:{name}")),

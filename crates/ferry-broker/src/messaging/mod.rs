@@ -9,6 +9,7 @@
 //!
 //! Names are percent-encoded into directory names.
 
+pub mod access;
 pub mod args;
 pub mod consumer;
 mod delayed;

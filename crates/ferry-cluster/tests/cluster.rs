@@ -90,6 +90,24 @@ fn create(name: &str) -> ControllerRequest {
     }
 }
 
+/// Three voters, one per directory of `dirs`, started together; returns
+/// once every node sees all three live.
+async fn three_live_voters(dirs: &[tempfile::TempDir]) -> Vec<Member> {
+    let quorum: Vec<(i32, String)> = (1..=3).map(|id| (id, free_addr())).collect();
+    let starts: Vec<_> = quorum
+        .iter()
+        .map(|(id, addr)| tokio::spawn(start(config(*id, dirs[*id as usize - 1].path(), addr, &quorum))))
+        .collect();
+    let mut members = Vec::new();
+    for s in starts {
+        members.push(s.await.unwrap().unwrap());
+    }
+    for m in &members {
+        eventually("three live nodes", || (m.broker.metadata().live_nodes().count() == 3).then_some(())).await;
+    }
+    members
+}
+
 /// The connection is closed by the peer (a read sees the end or an error).
 async fn closed_by_peer(stream: &mut tokio::net::TcpStream) -> bool {
     let mut buf = [0u8; 64];
@@ -334,18 +352,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 async fn deleted_while_down() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let quorum: Vec<(i32, String)> = (1..=3).map(|id| (id, free_addr())).collect();
-    let starts: Vec<_> = quorum
-        .iter()
-        .map(|(id, addr)| tokio::spawn(start(config(*id, dirs[*id as usize - 1].path(), addr, &quorum))))
-        .collect();
-    let mut members = Vec::new();
-    for s in starts {
-        members.push(s.await.unwrap().unwrap());
-    }
-    for m in &members {
-        eventually("three live nodes", || (m.broker.metadata().live_nodes().count() == 3).then_some(())).await;
-    }
+    let mut members = three_live_voters(&dirs).await;
     // Three partitions, one replica each: one on every node.
     members[0].node.submit(create("doomed")).await.unwrap();
     let three = members.pop().unwrap();
@@ -385,18 +392,7 @@ async fn delete_records_anywhere() {
     use ferry_records::records::{NewRecord, build_batch};
 
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let quorum: Vec<(i32, String)> = (1..=3).map(|id| (id, free_addr())).collect();
-    let starts: Vec<_> = quorum
-        .iter()
-        .map(|(id, addr)| tokio::spawn(start(config(*id, dirs[*id as usize - 1].path(), addr, &quorum))))
-        .collect();
-    let mut members = Vec::new();
-    for s in starts {
-        members.push(s.await.unwrap().unwrap());
-    }
-    for m in &members {
-        eventually("three live nodes", || (m.broker.metadata().live_nodes().count() == 3).then_some(())).await;
-    }
+    let members = three_live_voters(&dirs).await;
     members[0].node.submit(create("trimmed")).await.unwrap();
     let image = members[0].broker.metadata();
     let topic = image.topic("trimmed").unwrap().clone();

@@ -316,8 +316,19 @@ impl Drop for Broker {
     }
 }
 
+/// A port nothing listens on, never handed out before in this test process:
+/// the kernel may give the same ephemeral port to two binds in a row, and
+/// two parallel tests' brokers must not both be told to listen on it (one
+/// would then exit after its other ports were seen listening).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(port) {
+            return port;
+        }
+    }
 }
 
 pub fn config(b: &Broker) -> ClientConfig {

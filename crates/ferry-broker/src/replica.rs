@@ -230,6 +230,28 @@ impl LeaderState {
     }
 }
 
+impl LeaderState {
+    /// The ISR change to send now ([`LeaderState::isr_change`]), marked in
+    /// flight. A change in flight for `retry_ms` that is no longer wanted
+    /// (the controller refused it, e.g. it named a follower fenced since)
+    /// is dropped, so its members stop holding the high watermark back.
+    pub fn next_isr_change(&mut self, now_ms: u64, lag_max_ms: u64, hw: u64, retry_ms: u64) -> Option<Vec<i32>> {
+        let retry_due = self.pending_isr.as_ref().is_some_and(|(_, sent)| now_ms.saturating_sub(*sent) >= retry_ms);
+        match self.isr_change(now_ms, lag_max_ms, hw, retry_ms) {
+            Some(isr) => {
+                self.pending_isr = Some((isr.clone(), now_ms));
+                Some(isr)
+            }
+            None => {
+                if retry_due {
+                    self.pending_isr = None;
+                }
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +352,26 @@ mod tests {
         let mut s = LeaderState::new(1, &info(&[1, 2], &[1]), 50, 0);
         s.record_fetch(2, 30, 30, 50, 1);
         assert_eq!(s.isr_change(2, 30_000, 30, 5_000), None);
+    }
+
+    #[test]
+    fn a_refused_expansion_stops_holding_the_high_watermark_back() {
+        // Follower 2 was caught up when it stopped (a controlled shutdown
+        // fenced it and the image took it out of the ISR): the leader asks
+        // to add it back, which the controller refuses.
+        let mut s = LeaderState::new(1, &info(&[1, 2, 3], &[1, 2, 3]), 0, 0);
+        s.record_fetch(2, 20, 20, 20, 100);
+        s.record_fetch(3, 20, 20, 20, 100);
+        s.update(&PartitionInfo { isr: vec![1, 3], partition_epoch: 10, ..info(&[1, 2, 3], &[1, 3]) }, 150);
+        assert_eq!(s.next_isr_change(200, 2_000, 20, 1_000), Some(vec![1, 2, 3]));
+        s.record_fetch(3, 25, 25, 25, 300);
+        assert_eq!(s.high_watermark(25), Some(20), "the change in flight holds it at 2's end");
+        assert_eq!(s.next_isr_change(900, 2_000, 20, 1_000), None, "in flight");
+        // Past the retry, 2 has not been caught up for the lag time: the
+        // change is no longer wanted and stops counting.
+        s.record_fetch(3, 25, 25, 25, 3_000);
+        assert_eq!(s.next_isr_change(3_000, 2_000, 20, 1_000), None);
+        assert_eq!((s.pending_isr.clone(), s.high_watermark(25)), (None, Some(25)));
     }
 
     #[test]

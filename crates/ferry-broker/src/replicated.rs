@@ -370,8 +370,7 @@ impl Partition {
         let mut role = lock(&self.repl.role);
         let Some(Role::Leader(s)) = &mut *role else { return None };
         let hw = self.repl.high_watermark();
-        let isr = s.isr_change(now_ms, lag_max_ms, hw, retry_ms)?;
-        s.pending_isr = Some((isr.clone(), now_ms));
+        let isr = s.next_isr_change(now_ms, lag_max_ms, hw, retry_ms)?;
         Some((s.leader_epoch, s.partition_epoch, isr))
     }
 }

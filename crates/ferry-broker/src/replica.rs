@@ -237,18 +237,14 @@ impl LeaderState {
     /// is dropped, so its members stop holding the high watermark back.
     pub fn next_isr_change(&mut self, now_ms: u64, lag_max_ms: u64, hw: u64, retry_ms: u64) -> Option<Vec<i32>> {
         let retry_due = self.pending_isr.as_ref().is_some_and(|(_, sent)| now_ms.saturating_sub(*sent) >= retry_ms);
-        match self.isr_change(now_ms, lag_max_ms, hw, retry_ms) {
-            Some(isr) => {
-                self.pending_isr = Some((isr.clone(), now_ms));
-                Some(isr)
+        let Some(isr) = self.isr_change(now_ms, lag_max_ms, hw, retry_ms) else {
+            if retry_due {
+                self.pending_isr = None;
             }
-            None => {
-                if retry_due {
-                    self.pending_isr = None;
-                }
-                None
-            }
-        }
+            return None;
+        };
+        self.pending_isr = Some((isr.clone(), now_ms));
+        Some(isr)
     }
 }
 

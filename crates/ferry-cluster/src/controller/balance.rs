@@ -75,19 +75,18 @@ pub(super) fn elect_leaders(
     election: ElectionType,
     partitions: Option<&[(String, i32)]>,
 ) -> Result<Vec<ElectionResult>, MetadataError> {
-    let all: Vec<(String, i32)>;
-    let (wanted, every) = match partitions {
-        Some(p) => (p, false),
-        None => {
-            all = draft
-                .image()
-                .topics
-                .values()
-                .flat_map(|t| (0..t.partitions.len()).filter_map(|i| Some((t.name.clone(), partition_index(i).ok()?))))
-                .collect();
-            (&all[..], true)
-        }
+    let every = partitions.is_none();
+    let all: Vec<(String, i32)> = if every {
+        draft
+            .image()
+            .topics
+            .values()
+            .flat_map(|t| (0..t.partitions.len()).filter_map(|i| Some((t.name.clone(), partition_index(i).ok()?))))
+            .collect()
+    } else {
+        Vec::new()
     };
+    let wanted = partitions.unwrap_or(&all);
     let mut results = Vec::with_capacity(wanted.len());
     for (name, partition) in wanted {
         let error = elect_one(config, draft, election, name, *partition)?;

@@ -182,6 +182,7 @@ fn a_node_back_with_an_unknown_history_is_no_longer_eligible() {
 
 #[test]
 fn elect_leaders_moves_to_preferred_replicas_and_never_elects_uncleanly() {
+    use ElectionType::{Preferred, Unclean};
     let mut c = Cluster::new(&[1, 2, 3]);
     rf3(&mut c, "t", &[]);
     c.request(create("solo", Some(1), None, Some(vec![vec![2]]))).unwrap();
@@ -193,7 +194,6 @@ fn elect_leaders_moves_to_preferred_replicas_and_never_elects_uncleanly() {
         }
     };
     let result = |topic: &str, partition, error| ElectionResult { topic: topic.into(), partition, error };
-    use ElectionType::{Preferred, Unclean};
     assert_eq!(
         elect(&mut c, Preferred, Some(vec![("t", 0), ("t", 1), ("nope", 0)])),
         vec![

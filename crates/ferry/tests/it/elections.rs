@@ -18,8 +18,11 @@ use crate::support::{Broker, admin, consume_all, eventually_within, producer};
 const BALANCING_TOML: &str = "[cluster]\nheartbeat_interval_ms = 200\nsession_timeout_ms = 2000\n\
                               leader_imbalance_check_interval_seconds = 1\n";
 
-/// (leader, replicas, ISR) of each partition of `topic` as node `b` answers.
-fn partitions(b: &Broker, topic: &str) -> Option<BTreeMap<i32, (i32, Vec<i32>, Vec<i32>)>> {
+/// A partition's leader, replicas and ISR.
+type Placement = (i32, Vec<i32>, Vec<i32>);
+
+/// [`Placement`] of each partition of `topic` as node `b` answers.
+fn partitions(b: &Broker, topic: &str) -> Option<BTreeMap<i32, Placement>> {
     let md = metadata_of(b, &[topic]).ok()?;
     let t = md.topics.into_iter().find(|t| t.name == topic && t.error == 0)?;
     Some(t.partitions.into_iter().map(|p| (p.partition, (p.leader, p.replicas, p.isr))).collect())
@@ -68,13 +71,13 @@ fn produce_acked(b: &Broker, topic: &str, values: std::ops::Range<u32>) -> Vec<(
 
 #[test]
 fn leadership_returns_to_a_restarted_preferred_replica() {
+    const TOPIC: &str = "balanced";
     let mut c = Cluster::prepare(3);
     c.set_toml(BALANCING_TOML);
     c.start_all();
     for id in c.ids() {
         c.wait_for_brokers(id, &[1, 2, 3]);
     }
-    const TOPIC: &str = "balanced";
     create_topic_eventually(c.node(1), TOPIC, 3, 3);
     let mut before = None;
     eventually_within("preferred leaders for every partition", CLUSTER_WAIT, || {
@@ -107,6 +110,7 @@ fn leadership_returns_to_a_restarted_preferred_replica() {
 
 #[test]
 fn an_eligible_replica_brings_back_a_partition_whose_isr_died() {
+    const TOPIC: &str = "elr";
     // Voters 1-3 keep the controller quorum; the topic lives on 1, 4 and 5
     // so that all three of its replicas can die while the quorum lives.
     let mut c = Cluster::start(3);
@@ -115,7 +119,6 @@ fn an_eligible_replica_brings_back_a_partition_whose_isr_died() {
     for id in [1, 2] {
         c.wait_for_brokers(id, &[1, 2, 3, 4, 5]);
     }
-    const TOPIC: &str = "elr";
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let assignment: &[&[i32]] = &[&[1, 4, 5]];

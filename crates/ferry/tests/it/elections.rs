@@ -85,6 +85,10 @@ fn leadership_returns_to_a_restarted_preferred_replica() {
             .filter(|p| p.len() == 3 && p.values().all(|(leader, replicas, _)| replicas.first() == Some(leader)));
         before.is_some()
     });
+    // Three replicas: min.insync.replicas is 2 by default, and says so.
+    let configs = with_client(c.node(2), |client| Box::pin(async move { client.describe_topic_configs(TOPIC).await }));
+    let min_isr = configs.expect("DescribeConfigs").into_iter().find(|e| e.name == "min.insync.replicas").unwrap();
+    assert_eq!((min_isr.value.as_deref(), min_isr.source), (Some("2"), "DEFAULT"));
     let victim = before.unwrap()[&0].0;
     let survivor = c.ids().into_iter().find(|id| *id != victim).unwrap();
     let acked = produce_acked(c.node(victim), TOPIC, 0..200);

@@ -204,6 +204,11 @@ impl QuorumController {
     /// before its next tick, so a node is not fenced twice.
     pub fn tick(&mut self, image: &MetadataImage, now: Instant) -> Vec<MetadataRecord> {
         let silent = self.liveness.silent(image, now, self.config.session_timeout);
+        let balance = &self.config.leader_balance;
+        let balance_due = balance.enabled && now.saturating_duration_since(self.last_balance) >= balance.check_interval;
+        if silent.is_empty() && !balance_due {
+            return Vec::new();
+        }
         let mut draft = Draft::new(image);
         if !silent.is_empty() {
             let mut fencing = Draft::new(image);
@@ -215,10 +220,9 @@ impl QuorumController {
                 Err(e) => tracing::error!(nodes = ?silent, error = %e, "fencing refused by the image"),
             }
         }
-        let balance = &self.config.leader_balance;
-        if balance.enabled && now.saturating_duration_since(self.last_balance) >= balance.check_interval {
+        if balance_due {
             self.last_balance = now;
-            balance::rebalance(&mut draft, balance.max_imbalance_percent);
+            balance::rebalance(&mut draft, self.config.leader_balance.max_imbalance_percent);
         }
         draft.into_records()
     }

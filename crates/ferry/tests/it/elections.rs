@@ -86,7 +86,8 @@ fn leadership_returns_to_a_restarted_preferred_replica() {
         before.is_some()
     });
     // Three replicas: min.insync.replicas is 2 by default, and says so.
-    let configs = with_client(c.node(2), |client| Box::pin(async move { client.describe_topic_configs(TOPIC).await }));
+    // Asked of node 1, whose image holds the topic (checked above).
+    let configs = with_client(c.node(1), |client| Box::pin(async move { client.describe_topic_configs(TOPIC).await }));
     let min_isr = configs.expect("DescribeConfigs").into_iter().find(|e| e.name == "min.insync.replicas").unwrap();
     assert_eq!((min_isr.value.as_deref(), min_isr.source), (Some("2"), "DEFAULT"));
     let victim = before.unwrap()[&0].0;

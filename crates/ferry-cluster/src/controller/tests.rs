@@ -431,3 +431,30 @@ fn a_new_leader_gives_every_node_a_full_session_timeout() {
     let records = c.controller.tick(&c.image, c.at(27));
     assert_eq!(records.iter().filter(|r| matches!(r, MetadataRecord::FenceNode { .. })).count(), 2, "{records:?}");
 }
+
+#[test]
+fn the_default_replication_factor_follows_the_live_nodes() {
+    let rf = |c: &mut Cluster, name: &str| {
+        let Ok(ControllerReply::TopicCreated { replicas, .. }) = c.request(create(name, Some(1), None, None)) else {
+            panic!("{name} not created");
+        };
+        replicas[0].len()
+    };
+    let mut c = Cluster::new(&[1, 2]);
+    assert_eq!(rf(&mut c, "two"), 2, "fewer than 3 nodes: all of them");
+    let mut c = Cluster::new(&[1, 2, 3, 4]);
+    assert_eq!(rf(&mut c, "four"), 3, "3 or more nodes: 3");
+    // Fenced nodes do not count.
+    let records = c.controller.tick(&c.image, c.at(7));
+    c.commit(&records);
+    let records = c.controller.register(&c.image, node(1, 11, None), Some(Uuid::from_u128(1)), c.at(8)).unwrap();
+    c.commit(&records);
+    let records = c.controller.register(&c.image, node(2, 22, None), Some(Uuid::from_u128(2)), c.at(8)).unwrap();
+    c.commit(&records);
+    assert_eq!(rf(&mut c, "two-live"), 2);
+    // default.replication.factor wins, within the live nodes.
+    let mut c = Cluster::with_config(&[1, 2, 3], ControllerConfig { default_replication_factor: Some(1), ..config() });
+    assert_eq!(rf(&mut c, "one"), 1);
+    let mut c = Cluster::with_config(&[1, 2], ControllerConfig { default_replication_factor: Some(3), ..config() });
+    assert!(matches!(c.request(create("x", Some(1), None, None)), Err(MetadataError::InvalidReplicationFactor(_))));
+}

@@ -241,7 +241,7 @@ fn configs_json(b: &Broker, t: &TopicInfo) -> Value {
     let configs: Vec<Value> = TOPIC_CONFIGS
         .iter()
         .map(|def| {
-            let (value, source) = topic_config::effective(def, &defaults, overrides);
+            let (value, source) = topic_config::effective(def, &defaults, overrides, Some(t.replication_factor()));
             json!({ "name": def.name, "value": value, "source": source_name(source) })
         })
         .collect();

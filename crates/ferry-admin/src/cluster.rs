@@ -197,7 +197,14 @@ mod tests {
                 replicas: vec![vec![1, 2], vec![2, 3], vec![3, 1]],
             },
             MetadataRecord::FenceNode { node_id: 3 },
-            MetadataRecord::PartitionChange { topic_id: topic, partition: 2, leader: -1, isr: vec![3], replicas: None },
+            MetadataRecord::PartitionChange {
+                topic_id: topic,
+                partition: 2,
+                leader: -1,
+                isr: vec![3],
+                replicas: None,
+                elr: None,
+            },
         ];
         image.apply_batch(12, &records).unwrap();
         broker.apply_image(Arc::new(image));

@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use crate::broker::{Broker, validate_topic_name};
 use crate::error::{BrokerError, Result};
-use crate::metadata::{ControllerReply, ControllerRequest, PeerError, PeerReply, PeerRequest};
+use crate::metadata::{
+    ControllerReply, ControllerRequest, ElectionResult, ElectionType, PeerError, PeerReply, PeerRequest,
+};
 use crate::topic::Topic;
 use crate::topic_config;
 
@@ -131,6 +133,20 @@ impl Broker {
             return Err(BrokerError::UnknownTopicOrPartition);
         }
         self.submit(ControllerRequest::DeleteTopic { name: name.to_string() }).await.map(|_| ())
+    }
+
+    /// ElectLeaders: preferred-leader elections, or (UNCLEAN) leaders for
+    /// leaderless partitions from their eligible replicas only; `None`:
+    /// every partition. One result per partition (see [`ElectionResult`]).
+    pub async fn elect_leaders(
+        &self,
+        election: ElectionType,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Result<Vec<ElectionResult>> {
+        match self.submit(ControllerRequest::ElectLeaders { election, partitions }).await? {
+            ControllerReply::Elections(results) => Ok(results),
+            other => Err(BrokerError::ControllerUnavailable(format!("unexpected controller reply {other:?}"))),
+        }
     }
 
     /// Grows a topic to `total` partitions (never shrinks, as Kafka);

@@ -36,7 +36,7 @@ pub struct Partition {
     /// Partition number within the topic, from 0.
     pub index: i32,
     log: Arc<Log>,
-    settings: Arc<RwLock<TopicSettings>>,
+    pub(crate) settings: Arc<RwLock<TopicSettings>>,
     /// Readers waiting for the high watermark (or the LSO) to move.
     waiters: Arc<Mutex<Vec<Waiter>>>,
     /// Idempotent producers' sequences; held across check and append.

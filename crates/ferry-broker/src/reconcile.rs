@@ -179,7 +179,7 @@ impl Broker {
                 file
             }
         };
-        let settings = topic_config::resolve(&read(&self.dynamic), &info.configs);
+        let settings = topic_config::resolve(&read(&self.dynamic), &info.configs, info.replication_factor());
         let topic = Arc::new(Topic {
             name: info.name.clone(),
             id: info.id,
@@ -202,7 +202,7 @@ impl Broker {
         if configs_changed {
             (*write(&topic.overrides)).clone_from(&info.configs);
         }
-        let settings = topic_config::resolve(&read(&self.dynamic), &info.configs);
+        let settings = topic_config::resolve(&read(&self.dynamic), &info.configs, info.replication_factor());
         let log_config = settings.log.clone();
         *write(&topic.settings) = settings;
         let old_count = topic.count.swap(info.partitions.len(), Ordering::AcqRel);

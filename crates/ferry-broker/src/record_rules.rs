@@ -89,7 +89,7 @@ mod tests {
 
     fn settings(pairs: &[(&str, &str)]) -> TopicSettings {
         let topic: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        resolve(&BrokerDefaults::default(), &topic)
+        resolve(&BrokerDefaults::default(), &topic, 1)
     }
 
     fn batch(keys: &[Option<&[u8]>], codec: Compression) -> Vec<u8> {

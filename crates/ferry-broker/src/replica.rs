@@ -54,6 +54,9 @@ pub struct LeaderState {
     pub epoch_start: u64,
     /// Progress of every other replica.
     pub followers: BTreeMap<i32, FollowerProgress>,
+    /// The topic's effective `min.insync.replicas` (set from the topic's
+    /// settings with every placement; 1 until then).
+    pub min_insync_replicas: usize,
 }
 
 /// How this node takes part in a partition.
@@ -78,6 +81,16 @@ pub struct FollowerState {
     pub truncated: bool,
 }
 
+/// The ISR size a partition's high watermark needs to advance (KIP-966's
+/// strict min ISR), and below which replicas leaving the ISR become
+/// eligible leader replicas: `min.insync.replicas`, but never more than
+/// the `replicas` there are (a topic configured above its replication
+/// factor refuses acks=all, as Kafka does, yet stays readable). The
+/// leader and the controller use this one rule, so they agree.
+pub fn required_isr(min_insync_replicas: usize, replicas: usize) -> usize {
+    min_insync_replicas.min(replicas).max(1)
+}
+
 impl LeaderState {
     /// Leadership from `info` starting now, with the local log ending at
     /// `log_end`. Every follower counts as caught up now (Kafka does the
@@ -98,6 +111,7 @@ impl LeaderState {
             pending_isr: None,
             epoch_start: log_end,
             followers,
+            min_insync_replicas: 1,
         }
     }
 
@@ -159,13 +173,22 @@ impl LeaderState {
     }
 
     /// The high watermark: the smallest acknowledged end over the maximal
-    /// ISR, the leader's own (`local_acked`) included.
-    pub fn high_watermark(&self, local_acked: u64) -> u64 {
-        self.maximal_isr()
+    /// ISR, the leader's own (`local_acked`) included. `None` (it must not
+    /// advance) while the committed ISR is smaller than
+    /// [`required_isr`] (KIP-966's strict min ISR): then every replica that
+    /// left the ISR meanwhile holds everything below the high watermark,
+    /// which is what makes it an eligible leader replica.
+    pub fn high_watermark(&self, local_acked: u64) -> Option<u64> {
+        if self.isr.len() < required_isr(self.min_insync_replicas, self.replicas.len()) {
+            return None;
+        }
+        let hw = self
+            .maximal_isr()
             .iter()
             .map(|r| if *r == self.node { local_acked } else { self.followers.get(r).map_or(0, |p| p.acked_end) })
             .min()
-            .unwrap_or(local_acked)
+            .unwrap_or(local_acked);
+        Some(hw)
     }
 
     /// The ISR the leader should ask the controller for, if it differs:
@@ -207,6 +230,24 @@ impl LeaderState {
     }
 }
 
+impl LeaderState {
+    /// The ISR change to send now ([`LeaderState::isr_change`]), marked in
+    /// flight. A change in flight for `retry_ms` that is no longer wanted
+    /// (the controller refused it, e.g. it named a follower fenced since)
+    /// is dropped, so its members stop holding the high watermark back.
+    pub fn next_isr_change(&mut self, now_ms: u64, lag_max_ms: u64, hw: u64, retry_ms: u64) -> Option<Vec<i32>> {
+        let retry_due = self.pending_isr.as_ref().is_some_and(|(_, sent)| now_ms.saturating_sub(*sent) >= retry_ms);
+        let Some(isr) = self.isr_change(now_ms, lag_max_ms, hw, retry_ms) else {
+            if retry_due {
+                self.pending_isr = None;
+            }
+            return None;
+        };
+        self.pending_isr = Some((isr.clone(), now_ms));
+        Some(isr)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,27 +259,51 @@ mod tests {
             leader: replicas[0],
             leader_epoch: 4,
             partition_epoch: 9,
+            elr: Vec::new(),
         }
     }
 
     #[test]
     fn high_watermark_is_the_smallest_acknowledged_end_in_the_isr() {
         let mut s = LeaderState::new(1, &info(&[1, 2, 3], &[1, 2, 3]), 10, 0);
-        assert_eq!(s.high_watermark(10), 0, "followers have acknowledged nothing yet");
+        assert_eq!(s.high_watermark(10), Some(0), "followers have acknowledged nothing yet");
         s.record_fetch(2, 10, 8, 10, 5);
         s.record_fetch(3, 10, 10, 10, 5);
-        assert_eq!(s.high_watermark(10), 8);
-        assert_eq!(s.high_watermark(6), 6, "the leader's own durable end counts");
+        assert_eq!(s.high_watermark(10), Some(8));
+        assert_eq!(s.high_watermark(6), Some(6), "the leader's own durable end counts");
         // Acknowledged past its fetch offset is not believed.
         s.record_fetch(2, 9, 50, 10, 6);
         assert_eq!(s.followers[&2].acked_end, 9);
         // Out of the ISR, a follower no longer holds the watermark back.
         s.update(&PartitionInfo { isr: vec![1, 3], partition_epoch: 10, ..info(&[1, 2, 3], &[1, 3]) }, 7);
-        assert_eq!(s.high_watermark(10), 10);
+        assert_eq!(s.high_watermark(10), Some(10));
         // An expansion in flight counts its new member at once.
         s.pending_isr = Some((vec![1, 2, 3], 7));
-        assert_eq!(s.high_watermark(10), 9);
+        assert_eq!(s.high_watermark(10), Some(9));
         assert_eq!(s.maximal_isr(), vec![1, 3, 2]);
+    }
+
+    #[test]
+    fn the_high_watermark_stands_still_below_the_min_isr() {
+        let mut s = LeaderState::new(1, &info(&[1, 2, 3], &[1, 2, 3]), 0, 0);
+        s.min_insync_replicas = 2;
+        s.record_fetch(2, 10, 10, 10, 1);
+        s.record_fetch(3, 10, 10, 10, 1);
+        assert_eq!(s.high_watermark(10), Some(10));
+        s.update(&PartitionInfo { isr: vec![1, 3], partition_epoch: 10, ..info(&[1, 2, 3], &[1, 3]) }, 2);
+        assert_eq!(s.high_watermark(12), Some(10), "two in sync: it moves with them");
+        // The leader alone: nothing advances, whatever it holds (KIP-966),
+        // so 3, leaving now, holds everything below the high watermark.
+        s.update(&PartitionInfo { isr: vec![1], partition_epoch: 11, ..info(&[1, 2, 3], &[1]) }, 3);
+        assert_eq!(s.high_watermark(20), None);
+        // An expansion in flight does not count until it is committed.
+        s.pending_isr = Some((vec![1, 2], 4));
+        assert_eq!(s.high_watermark(20), None);
+        // The requirement never exceeds the replicas there are.
+        assert_eq!((required_isr(2, 1), required_isr(2, 3), required_isr(1, 3), required_isr(0, 0)), (1, 2, 1, 1));
+        let mut single = LeaderState::new(1, &info(&[1], &[1]), 0, 0);
+        single.min_insync_replicas = 2;
+        assert_eq!(single.high_watermark(5), Some(5));
     }
 
     #[test]
@@ -266,7 +331,7 @@ mod tests {
         let mut s = LeaderState::new(1, &info(&[1, 2, 3], &[1, 3]), 50, 0);
         s.record_fetch(3, 60, 60, 60, 10);
         s.record_fetch(2, 40, 40, 60, 10);
-        let hw = s.high_watermark(60);
+        let hw = s.high_watermark(60).unwrap();
         assert_eq!(hw, 60);
         assert_eq!(s.isr_change(20, 30_000, hw, 5_000), None, "2 is behind the high watermark");
         s.record_fetch(2, 60, 60, 60, 20);
@@ -283,6 +348,26 @@ mod tests {
         let mut s = LeaderState::new(1, &info(&[1, 2], &[1]), 50, 0);
         s.record_fetch(2, 30, 30, 50, 1);
         assert_eq!(s.isr_change(2, 30_000, 30, 5_000), None);
+    }
+
+    #[test]
+    fn a_refused_expansion_stops_holding_the_high_watermark_back() {
+        // Follower 2 was caught up when it stopped (a controlled shutdown
+        // fenced it and the image took it out of the ISR): the leader asks
+        // to add it back, which the controller refuses.
+        let mut s = LeaderState::new(1, &info(&[1, 2, 3], &[1, 2, 3]), 0, 0);
+        s.record_fetch(2, 20, 20, 20, 100);
+        s.record_fetch(3, 20, 20, 20, 100);
+        s.update(&PartitionInfo { isr: vec![1, 3], partition_epoch: 10, ..info(&[1, 2, 3], &[1, 3]) }, 150);
+        assert_eq!(s.next_isr_change(200, 2_000, 20, 1_000), Some(vec![1, 2, 3]));
+        s.record_fetch(3, 25, 25, 25, 300);
+        assert_eq!(s.high_watermark(25), Some(20), "the change in flight holds it at 2's end");
+        assert_eq!(s.next_isr_change(900, 2_000, 20, 1_000), None, "in flight");
+        // Past the retry, 2 has not been caught up for the lag time: the
+        // change is no longer wanted and stops counting.
+        s.record_fetch(3, 25, 25, 25, 3_000);
+        assert_eq!(s.next_isr_change(3_000, 2_000, 20, 1_000), None);
+        assert_eq!((s.pending_isr.clone(), s.high_watermark(25)), (None, Some(25)));
     }
 
     #[test]

@@ -58,7 +58,10 @@ impl Replication {
     /// acknowledged end; true if it advanced (readers should be woken).
     pub(crate) fn refresh(&self, local_acked: u64) -> bool {
         let target = match &*lock(&self.role) {
-            Some(Role::Leader(s)) => s.high_watermark(local_acked),
+            Some(Role::Leader(s)) => match s.high_watermark(local_acked) {
+                Some(hw) => hw,
+                None => return false,
+            },
             Some(Role::Follower(_)) => self.leader_hw.load(Ordering::Acquire).min(local_acked),
             None => return false,
         };
@@ -148,6 +151,7 @@ impl Partition {
     /// new leader or epoch means truncating before fetching again), or
     /// keeps its role with the new ISR.
     pub fn apply_placement(&self, node: i32, info: &PartitionInfo, now_ms: u64) {
+        let min_insync = self.settings.read().unwrap_or_else(std::sync::PoisonError::into_inner).min_insync_replicas;
         let mut role = lock(&self.repl.role);
         let lost_leadership = matches!(&*role, Some(Role::Leader(_))) && info.leader != node;
         match &mut *role {
@@ -172,6 +176,9 @@ impl Partition {
                     truncated: false,
                 }));
             }
+        }
+        if let Some(Role::Leader(s)) = &mut *role {
+            s.min_insync_replicas = min_insync;
         }
         if lost_leadership {
             // Under the role lock, so no acks=all append slips in after.
@@ -363,8 +370,7 @@ impl Partition {
         let mut role = lock(&self.repl.role);
         let Some(Role::Leader(s)) = &mut *role else { return None };
         let hw = self.repl.high_watermark();
-        let isr = s.isr_change(now_ms, lag_max_ms, hw, retry_ms)?;
-        s.pending_isr = Some((isr.clone(), now_ms));
+        let isr = s.next_isr_change(now_ms, lag_max_ms, hw, retry_ms)?;
         Some((s.leader_epoch, s.partition_epoch, isr))
     }
 }
@@ -420,6 +426,7 @@ mod tests {
                 leader: *leader,
                 isr: isr.clone(),
                 replicas: None,
+                elr: None,
             });
         }
         let mut image = MetadataImage::default();
@@ -519,11 +526,16 @@ mod tests {
         assert_eq!(leader.serve_replica_fetch(7, 0, 1, 1, 100, now).unwrap_err(), ReplicaError::NotLeader);
         assert_eq!(follower.serve_replica_fetch(1, 0, 1, 1, 100, now).unwrap_err(), ReplicaError::NotLeader);
 
-        // Below min.insync.replicas, acks=all is refused; acks=1 goes on.
+        // Below min.insync.replicas, acks=all is refused; acks=1 goes on,
+        // but the high watermark stands still (KIP-966), so readers do not
+        // see it: the follower that left holds everything they can read.
         b1.apply_image(image(id, &[("min.insync.replicas", "2")], &[(1, vec![1])]));
         assert!(matches!(leader.append(&one("b"), Acks::All), Err(BrokerError::NotEnoughReplicas { isr: 1, min: 2 })));
         leader.append(&one("b"), Acks::Leader).unwrap();
         leader.log().flush_to(2).unwrap();
+        assert_eq!((leader.high_watermark(), values(&leader)), (1, vec!["a".to_string()]));
+        // With min.insync.replicas 1, the leader alone moves it.
+        b1.apply_image(image(id, &[("min.insync.replicas", "1")], &[(1, vec![1])]));
         assert_eq!(leader.high_watermark(), 2, "the ISR is the leader alone now");
     }
 

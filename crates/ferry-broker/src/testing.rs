@@ -14,8 +14,9 @@ use uuid::Uuid;
 use crate::broker::{Broker, BrokerConfig};
 use crate::error::Result;
 use crate::metadata::{
-    Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus, GROUP_TOPIC, MetadataError,
-    MetadataImage, MetadataRecord, NodeInfo, PeerError, PeerFuture, PeerRequest, TXN_TOPIC, listener,
+    Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus, ElectionError, ElectionResult,
+    ElectionType, GROUP_TOPIC, MetadataError, MetadataImage, MetadataRecord, NodeInfo, PeerError, PeerFuture,
+    PeerRequest, TXN_TOPIC, listener,
 };
 
 /// Partitions of `__consumer_offsets` and `__transaction_state` here.
@@ -199,6 +200,9 @@ impl TestController {
                 )?;
                 (vec![record], ControllerReply::Done)
             }
+            ControllerRequest::ElectLeaders { election, partitions } => {
+                (Vec::new(), ControllerReply::Elections(elect_leaders(&image, election, partitions)))
+            }
         };
         self.apply(records)?;
         Ok(reply)
@@ -207,6 +211,44 @@ impl TestController {
     fn default_partitions(&self) -> i32 {
         self.broker.upgrade().map_or(1, |b| b.config().default_partitions)
     }
+}
+
+/// ElectLeaders in a quorum of one: each partition has one replica, which
+/// leads it unless the node is fenced, so there is never anyone to elect.
+fn elect_leaders(
+    image: &MetadataImage,
+    election: ElectionType,
+    partitions: Option<Vec<(String, i32)>>,
+) -> Vec<ElectionResult> {
+    let every = partitions.is_none();
+    let wanted = partitions.unwrap_or_else(|| {
+        image
+            .topics
+            .values()
+            .flat_map(|t| (0..t.partitions.len()).filter_map(|i| Some((t.name.clone(), i32::try_from(i).ok()?))))
+            .collect()
+    });
+    wanted
+        .into_iter()
+        .filter_map(|(topic, partition)| {
+            let error = match image.partition(&topic, partition) {
+                None => ElectionError::UnknownTopicOrPartition,
+                Some(p)
+                    if p.leader != -1
+                        && (election == ElectionType::Unclean || p.replicas.first() == Some(&p.leader)) =>
+                {
+                    ElectionError::ElectionNotNeeded
+                }
+                Some(_) if election == ElectionType::Preferred => ElectionError::PreferredLeaderNotAvailable,
+                Some(_) => ElectionError::EligibleLeadersNotAvailable,
+            };
+            (!(every && error == ElectionError::ElectionNotNeeded)).then_some(ElectionResult {
+                topic,
+                partition,
+                error: Some(error),
+            })
+        })
+        .collect()
 }
 
 /// Every node known, none repeated in a partition, all partitions alike long.

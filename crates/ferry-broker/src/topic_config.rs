@@ -175,7 +175,8 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         "1",
         1,
         &[],
-        "replicas that must have an acks=all write",
+        "replicas that must have an acks=all write, and the ISR size the high watermark needs to advance \
+         (default: 2 on topics with 3 or more replicas, else 1)",
     ),
     def(
         "retention.bytes",
@@ -268,11 +269,25 @@ pub struct BrokerDefaults {
     pub fixed: BTreeMap<String, String>,
 }
 
-/// The effective value of `def` and where it came from.
+/// The built-in default of `def` on a topic of `replication_factor`
+/// replicas (`None`: no topic, e.g. the broker-level view). Only
+/// `min.insync.replicas` depends on it: 2 with 3 or more replicas, else 1,
+/// so that RF 3 keeps an acknowledged record on two nodes by default.
+pub fn builtin_default(def: &'static ConfigDef, replication_factor: Option<usize>) -> &'static str {
+    match (def.name, replication_factor) {
+        ("min.insync.replicas", Some(rf)) if rf >= 3 => "2",
+        _ => def.default,
+    }
+}
+
+/// The effective value of `def` for a topic of `replication_factor`
+/// replicas, and where it came from: the topic's override, the dynamic
+/// broker default, the static one, else the built-in default.
 pub fn effective<'a>(
     def: &'static ConfigDef,
     broker: &'a BrokerDefaults,
     topic: &'a BTreeMap<String, String>,
+    replication_factor: Option<usize>,
 ) -> (&'a str, ConfigSource) {
     if let Some(v) = topic.get(def.name) {
         (v, ConfigSource::Topic)
@@ -281,8 +296,23 @@ pub fn effective<'a>(
     } else if let Some(v) = broker.fixed.get(def.name) {
         (v, ConfigSource::StaticBroker)
     } else {
-        (def.default, ConfigSource::Default)
+        (builtin_default(def, replication_factor), ConfigSource::Default)
     }
+}
+
+/// The effective `min.insync.replicas` of a topic with `replication_factor`
+/// replicas (see [`builtin_default`]): the one function the leader's
+/// acks=all and high-watermark rules, DescribeConfigs and the controller's
+/// eligible leader replicas all use.
+pub fn min_insync_replicas(
+    broker: &BrokerDefaults,
+    topic: &BTreeMap<String, String>,
+    replication_factor: usize,
+) -> usize {
+    find("min.insync.replicas")
+        .and_then(|def| effective(def, broker, topic, Some(replication_factor)).0.trim().parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Everything a partition needs to know about its topic's settings.
@@ -304,9 +334,10 @@ pub struct TopicSettings {
 }
 
 /// Resolves topic overrides over broker defaults (both keyed by topic
-/// config names) into settings. Values were validated when set.
-pub fn resolve(broker: &BrokerDefaults, topic: &BTreeMap<String, String>) -> TopicSettings {
-    let get = |name: &str| find(name).map_or("", |d| effective(d, broker, topic).0);
+/// config names) into settings, for a topic of `replication_factor`
+/// replicas. Values were validated when set.
+pub fn resolve(broker: &BrokerDefaults, topic: &BTreeMap<String, String>, replication_factor: usize) -> TopicSettings {
+    let get = |name: &str| find(name).map_or("", |d| effective(d, broker, topic, Some(replication_factor)).0);
     let long = |name: &str| get(name).trim().parse::<i64>().unwrap_or(i64::MAX);
     let positive = |v: i64| (v >= 0).then_some(v as u64);
     let policy = get("cleanup.policy");
@@ -336,7 +367,7 @@ pub fn resolve(broker: &BrokerDefaults, topic: &BTreeMap<String, String>) -> Top
             delete_retention_ms: long("delete.retention.ms").max(0) as u64,
             flush,
         },
-        min_insync_replicas: long("min.insync.replicas").max(1) as usize,
+        min_insync_replicas: min_insync_replicas(broker, topic, replication_factor),
         timestamp_before_max_ms: long("message.timestamp.before.max.ms"),
         timestamp_after_max_ms: long("message.timestamp.after.max.ms"),
         compression: match get("compression.type") {
@@ -360,7 +391,7 @@ mod tests {
 
     #[test]
     fn defaults_are_kafkas_except_flush() {
-        let s = resolve(&BrokerDefaults::default(), &BTreeMap::new());
+        let s = resolve(&BrokerDefaults::default(), &BTreeMap::new(), 1);
         assert_eq!(s.log.retention_ms, Some(604_800_000));
         assert_eq!(s.log.segment_bytes, 1 << 30);
         assert_eq!(s.log.flush, FlushPolicy::Always);
@@ -380,11 +411,11 @@ mod tests {
         ] {
             let topic = map(&[("compression.type", name)]);
             assert!(validate_all(&topic).is_ok(), "{name}");
-            assert_eq!(resolve(&BrokerDefaults::default(), &topic).compression, codec, "{name}");
+            assert_eq!(resolve(&BrokerDefaults::default(), &topic, 1).compression, codec, "{name}");
         }
         // The broker-wide default applies to topics without their own.
         let broker = BrokerDefaults { dynamic: map(&[("compression.type", "zstd")]), fixed: BTreeMap::new() };
-        assert_eq!(resolve(&broker, &BTreeMap::new()).compression, Some(Compression::Zstd));
+        assert_eq!(resolve(&broker, &BTreeMap::new(), 1).compression, Some(Compression::Zstd));
     }
 
     #[test]
@@ -395,7 +426,10 @@ mod tests {
             ("message.timestamp.difference.max.ms", "1000"),
         ]);
         assert!(validate_all(&legacy).is_ok());
-        assert_eq!(resolve(&BrokerDefaults::default(), &legacy), resolve(&BrokerDefaults::default(), &BTreeMap::new()));
+        assert_eq!(
+            resolve(&BrokerDefaults::default(), &legacy, 1),
+            resolve(&BrokerDefaults::default(), &BTreeMap::new(), 1)
+        );
     }
 
     #[test]
@@ -405,12 +439,35 @@ mod tests {
             fixed: map(&[("flush.messages", MAX), ("retention.ms", "5")]),
         };
         let topic = map(&[("retention.ms", "-1"), ("cleanup.policy", "compact,delete")]);
-        let s = resolve(&broker, &topic);
+        let s = resolve(&broker, &topic, 1);
         assert_eq!(s.log.retention_ms, None);
         assert_eq!(s.log.flush, FlushPolicy::Os);
         assert_eq!(s.log.cleanup_policy, CleanupPolicy::COMPACT_DELETE);
-        let s = resolve(&broker, &map(&[("flush.ms", "50")]));
+        let s = resolve(&broker, &map(&[("flush.ms", "50")]), 1);
         assert_eq!(s.log.flush, FlushPolicy::Interval { ms: 50, messages: i64::MAX as u64 });
+    }
+
+    #[test]
+    fn min_insync_replicas_defaults_to_two_on_three_replicas() {
+        let none = BTreeMap::new();
+        let def = find("min.insync.replicas").unwrap();
+        for (rf, expected) in [(1, 1), (2, 1), (3, 2), (5, 2)] {
+            let broker = BrokerDefaults::default();
+            assert_eq!(min_insync_replicas(&broker, &none, rf), expected, "rf {rf}");
+            assert_eq!(resolve(&broker, &none, rf).min_insync_replicas, expected);
+            let shown = expected.to_string();
+            assert_eq!(effective(def, &broker, &none, Some(rf)), (shown.as_str(), ConfigSource::Default));
+        }
+        assert_eq!(effective(def, &BrokerDefaults::default(), &none, None), ("1", ConfigSource::Default));
+        // Any configured value wins, whatever the replication factor.
+        let fixed = BrokerDefaults { dynamic: BTreeMap::new(), fixed: map(&[("min.insync.replicas", "1")]) };
+        assert_eq!(min_insync_replicas(&fixed, &none, 3), 1);
+        assert_eq!(effective(def, &fixed, &none, Some(3)), ("1", ConfigSource::StaticBroker));
+        let dynamic = BrokerDefaults { dynamic: map(&[("min.insync.replicas", "3")]), fixed: fixed.fixed.clone() };
+        assert_eq!((min_insync_replicas(&dynamic, &none, 1), min_insync_replicas(&dynamic, &none, 3)), (3, 3));
+        let topic = map(&[("min.insync.replicas", "1")]);
+        assert_eq!(min_insync_replicas(&dynamic, &topic, 3), 1);
+        assert_eq!(effective(def, &dynamic, &topic, Some(3)), ("1", ConfigSource::Topic));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Topic administration: CreateTopics, DeleteTopics, DescribeConfigs,
-//! IncrementalAlterConfigs.
+//! IncrementalAlterConfigs, ElectLeaders.
 
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, ElectLeadersRequest,
+    IncrementalAlterConfigsRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -44,7 +46,59 @@ fn source_name(code: i8) -> &'static str {
     }
 }
 
+/// One partition's ElectLeaders outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct ElectionOutcome {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: i32,
+    /// Kafka's error code: 0 elected, 84 ELECTION_NOT_NEEDED, 80
+    /// PREFERRED_LEADER_NOT_AVAILABLE, 83 ELIGIBLE_LEADERS_NOT_AVAILABLE, ...
+    pub error: i16,
+}
+
 impl Client {
+    /// ElectLeaders (v2): preferred-leader elections, or with `unclean`
+    /// leaders for leaderless partitions (a Ferry broker still elects only
+    /// eligible replicas). `partitions`: `(topic, partition)` pairs, `None`
+    /// for every partition (the answer then lists only those that needed
+    /// an election).
+    pub async fn elect_leaders(
+        &self,
+        unclean: bool,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Result<Vec<ElectionOutcome>, ClientError> {
+        let topics = partitions.map(|pairs| {
+            let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = std::collections::BTreeMap::new();
+            for (topic, partition) in pairs {
+                by_topic.entry(topic).or_default().push(*partition);
+            }
+            by_topic
+                .into_iter()
+                .map(|(t, p)| TopicPartitions::default().with_topic(topic_name(t)).with_partitions(p))
+                .collect()
+        });
+        let req = ElectLeadersRequest::default()
+            .with_election_type(i8::from(unclean))
+            .with_topic_partitions(topics)
+            .with_timeout_ms(ADMIN_TIMEOUT_MS);
+        let resp = self.any().send(req, 2).await?;
+        crate::error::check(resp.error_code, || "electing leaders".to_string())?;
+        Ok(resp
+            .replica_election_results
+            .iter()
+            .flat_map(|t| {
+                t.partition_result.iter().map(|p| ElectionOutcome {
+                    topic: t.topic.to_string(),
+                    partition: p.partition_id,
+                    error: p.error_code,
+                })
+            })
+            .collect())
+    }
+
     /// Creates a topic; `partitions`/`replication` of -1 leave them to the broker.
     pub async fn create_topic(
         &self,

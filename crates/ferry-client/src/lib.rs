@@ -37,7 +37,7 @@ pub(crate) use ferry_util::sync::lock;
 use kafka_protocol::messages::{GroupId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-pub use admin::ConfigEntry;
+pub use admin::{ConfigEntry, ElectionOutcome};
 pub use assignor::{RANGE, range_assign};
 pub use batches::{FetchedRecord, Record, decode_batches, encode_batch};
 pub use client::{Client, ClientConfig};

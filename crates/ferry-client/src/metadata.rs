@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
+use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+use kafka_protocol::messages::{DescribeTopicPartitionsRequest, MetadataRequest, MetadataResponse};
 
 use crate::client::Client;
 use crate::conn::Connection;
@@ -120,6 +121,43 @@ impl Client {
             brokers,
             topics,
         })
+    }
+
+    /// The eligible leader replicas (KIP-966) of each partition of `topic`,
+    /// by DescribeTopicPartitions (v0, page by page); partitions without
+    /// any are left out.
+    pub async fn eligible_leader_replicas(
+        &self,
+        topic: &str,
+    ) -> Result<std::collections::BTreeMap<i32, Vec<i32>>, ClientError> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut cursor: Option<Cursor> = None;
+        // Bounded: a broker that keeps answering with a cursor cannot loop us.
+        for _ in 0..1000 {
+            let req = DescribeTopicPartitionsRequest::default()
+                .with_topics(vec![TopicRequest::default().with_name(topic_name(topic))])
+                .with_response_partition_limit(2000)
+                .with_cursor(cursor.take());
+            let resp = self.any().send(req, 0).await?;
+            for t in &resp.topics {
+                check(t.error_code, || format!("topic {topic}"))?;
+                for p in &t.partitions {
+                    let elr: Vec<i32> = p.eligible_leader_replicas.iter().flatten().map(|n| n.0).collect();
+                    if !elr.is_empty() {
+                        out.insert(p.partition_index, elr);
+                    }
+                }
+            }
+            match resp.next_cursor {
+                Some(next) => {
+                    cursor = Some(
+                        Cursor::default().with_topic_name(next.topic_name).with_partition_index(next.partition_index),
+                    );
+                }
+                None => return Ok(out),
+            }
+        }
+        Err(ClientError::Decode("DescribeTopicPartitions: too many pages".into()))
     }
 
     /// Metadata of one existing topic.

@@ -37,6 +37,10 @@ pub struct ClusterConfig {
     /// Partition replication settings (`replica.lag.time.max.ms` and the
     /// fetchers').
     pub replication: crate::replication::ReplicationConfig,
+    /// Automatic preferred-leader balancing (`auto.leader.rebalance.enable`,
+    /// `leader.imbalance.check.interval.seconds`,
+    /// `leader.imbalance.per.broker.percentage`).
+    pub leader_balance: crate::controller::LeaderBalanceConfig,
 }
 
 impl ClusterConfig {

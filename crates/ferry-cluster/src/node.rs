@@ -306,6 +306,8 @@ impl Node {
             max_partitions_per_topic: c.max_partitions_per_topic,
             internal_topic_partitions: INTERNAL_TOPIC_PARTITIONS,
             producer_id_block: PRODUCER_ID_BLOCK,
+            topic_defaults: self.broker.upgrade().map(|b| b.config().topic_defaults.clone()).unwrap_or_default(),
+            leader_balance: c.leader_balance.clone(),
         }
     }
 

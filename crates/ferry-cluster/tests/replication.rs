@@ -44,6 +44,7 @@ fn config(id: i32, data: &Path, listen: &str, quorum: &[(i32, String)]) -> Clust
             isr_retry: Duration::from_secs(1),
             ..ReplicationConfig::default()
         },
+        leader_balance: ferry_cluster::controller::LeaderBalanceConfig::default(),
     }
 }
 

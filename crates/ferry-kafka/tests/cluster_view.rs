@@ -132,6 +132,7 @@ fn lead_on_2(controller: &TestController, topic: &str, index: i32) {
             leader: 2,
             isr: vec![2],
             replicas: Some(vec![2]),
+            elr: None,
         }])
         .unwrap();
 }
@@ -207,6 +208,7 @@ async fn metadata_and_describe_cluster_list_live_nodes_and_leaders_from_the_imag
             leader: -1,
             isr: vec![2],
             replicas: None,
+            elr: None,
         }])
         .unwrap();
     let ResponseKind::Metadata(m) =
@@ -275,6 +277,7 @@ async fn partitions_led_elsewhere_answer_not_leader_with_hints() {
             leader: 1,
             isr: vec![1],
             replicas: None,
+            elr: None,
         }])
         .unwrap();
     assert_eq!(local.high_watermark(), 4);

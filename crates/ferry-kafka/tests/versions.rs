@@ -137,6 +137,17 @@ fn request(key: ApiKey, v: i16, topic_id: uuid::Uuid, batch: &Bytes) -> RequestK
                 .with_topic_name(name("__cluster_metadata"))
                 .with_partitions(vec![describe_quorum_request::PartitionData::default()]),
         ])),
+        ApiKey::DescribeTopicPartitions => RequestKind::DescribeTopicPartitions(
+            DescribeTopicPartitionsRequest::default().with_response_partition_limit(100).with_topics(vec![
+                describe_topic_partitions_request::TopicRequest::default().with_name(name("t")),
+                describe_topic_partitions_request::TopicRequest::default().with_name(name("nope")),
+            ]),
+        ),
+        ApiKey::ElectLeaders => RequestKind::ElectLeaders(
+            ElectLeadersRequest::default().with_election_type(i8::from(v >= 1)).with_topic_partitions(Some(vec![
+                elect_leaders_request::TopicPartitions::default().with_topic(name("t")).with_partitions(vec![0, 7]),
+            ])),
+        ),
         ApiKey::InitProducerId => RequestKind::InitProducerId(
             InitProducerIdRequest::default()
                 .with_transactional_id(None)
@@ -427,6 +438,23 @@ fn check(resp: &ResponseKind, key: ApiKey, v: i16) {
         ResponseKind::DescribeQuorum(r) => {
             let p = &r.topics[0].partitions[0];
             assert_eq!((r.error_code, p.error_code, p.leader_id.0), (0, 0, 1), "{key:?} v{v}");
+        }
+        ResponseKind::DescribeTopicPartitions(r) => {
+            let found: Vec<(String, i16, usize)> = r
+                .topics
+                .iter()
+                .map(|t| (t.name.as_ref().map(|n| n.to_string()).unwrap_or_default(), t.error_code, t.partitions.len()))
+                .collect();
+            assert_eq!(found, vec![("nope".into(), 3, 0), ("t".into(), 0, 1)], "{key:?} v{v}");
+            let p = &r.topics[1].partitions[0];
+            assert_eq!((p.leader_id.0, p.eligible_leader_replicas.as_ref().map(Vec::len)), (1, Some(0)));
+            assert!(r.next_cursor.is_none());
+        }
+        // t-0 is led by its only replica (ELECTION_NOT_NEEDED, 84); t-7 does not exist (3).
+        ResponseKind::ElectLeaders(r) => {
+            let codes: Vec<(i32, i16)> =
+                r.replica_election_results[0].partition_result.iter().map(|p| (p.partition_id, p.error_code)).collect();
+            assert_eq!((r.error_code, codes), (0, vec![(0, 84), (7, 3)]), "{key:?} v{v}");
         }
         ResponseKind::InitProducerId(r) => assert!(r.error_code == 0 && r.producer_id.0 >= 0, "{key:?} v{v}"),
         ResponseKind::FindCoordinator(r) => {

@@ -54,7 +54,14 @@ pub fn alter_partition(
     if !isr.contains(&from) {
         return Err(MetadataError::InvalidReplicaAssignment("the ISR must hold its leader".into()));
     }
-    Ok(MetadataRecord::PartitionChange { topic_id, partition, leader: from, isr: isr.to_vec(), replicas: None })
+    Ok(MetadataRecord::PartitionChange {
+        topic_id,
+        partition,
+        leader: from,
+        isr: isr.to_vec(),
+        replicas: None,
+        elr: None,
+    })
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::MetadataError;
+use super::election::{ElectionResult, ElectionType};
 use super::peer::{PeerError, PeerReply, PeerRequest};
 
 /// A request to change the cluster metadata.
@@ -86,6 +87,14 @@ pub enum ControllerRequest {
         /// The new ISR.
         isr: Vec<i32>,
     },
+    /// ElectLeaders: preferred-leader or (clean only) leaderless elections.
+    ElectLeaders {
+        /// The election type.
+        election: ElectionType,
+        /// `(topic, partition)` pairs; `None`: every partition (the reply
+        /// then leaves out those that needed no election, as Kafka).
+        partitions: Option<Vec<(String, i32)>>,
+    },
 }
 
 /// What a carried-out request returns.
@@ -107,6 +116,8 @@ pub enum ControllerReply {
         /// Ids in the block.
         count: i64,
     },
+    /// ElectLeaders: one result per partition.
+    Elections(Vec<ElectionResult>),
 }
 
 /// The quorum as this node sees it, for `ferry cluster status`, the HTTP

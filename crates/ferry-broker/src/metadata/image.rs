@@ -66,6 +66,13 @@ pub struct PartitionInfo {
     pub leader_epoch: i32,
     /// Bumped on every change of leader, ISR or replicas.
     pub partition_epoch: i32,
+    /// Eligible leader replicas (KIP-966): replicas that left the ISR while
+    /// it was below the topic's min ISR, so the high watermark has not
+    /// moved since and they hold every acknowledged record. Leaders are
+    /// elected from them when the ISR has no live member. Disjoint from
+    /// the ISR. Empty in images written before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub elr: Vec<i32>,
 }
 
 /// A topic as the cluster knows it.
@@ -81,6 +88,14 @@ pub struct TopicInfo {
     pub configs: BTreeMap<String, String>,
     /// Partitions, by index.
     pub partitions: Vec<PartitionInfo>,
+}
+
+impl TopicInfo {
+    /// Replicas per partition (of the first; a topic's partitions all have
+    /// as many outside a reassignment), at least 1.
+    pub fn replication_factor(&self) -> usize {
+        self.partitions.first().map_or(1, |p| p.replicas.len().max(1))
+    }
 }
 
 /// Everything the controller quorum has agreed on, as of one log index.
@@ -188,7 +203,7 @@ impl MetadataImage {
             }
             MetadataRecord::SetTopicConfigs { id, configs } => self.topic_mut(*id)?.configs = configs.clone(),
             MetadataRecord::SetBrokerDefaults { configs } => self.broker_defaults = configs.clone(),
-            MetadataRecord::PartitionChange { topic_id, partition, leader, isr, replicas } => {
+            MetadataRecord::PartitionChange { topic_id, partition, leader, isr, replicas, elr } => {
                 let topic = self.topic_mut(*topic_id)?;
                 let p = usize::try_from(*partition)
                     .ok()
@@ -202,6 +217,12 @@ impl MetadataImage {
                 if let Some(r) = replicas {
                     p.replicas.clone_from(r);
                 }
+                if let Some(e) = elr {
+                    p.elr.clone_from(e);
+                }
+                // ELR and ISR never share a member, and only replicas are either.
+                let (isr, replicas) = (&p.isr, &p.replicas);
+                p.elr.retain(|n| !isr.contains(n) && replicas.contains(n));
                 p.partition_epoch += 1;
             }
             MetadataRecord::ProducerIds { first, count, .. } => {
@@ -229,6 +250,7 @@ fn new_partition(replicas: &[i32]) -> PartitionInfo {
         leader: replicas.first().copied().unwrap_or(-1),
         leader_epoch: 0,
         partition_epoch: 0,
+        elr: Vec::new(),
     }
 }
 
@@ -262,7 +284,14 @@ mod tests {
                 configs: BTreeMap::new(),
                 replicas: vec![vec![1], vec![2]],
             },
-            MetadataRecord::PartitionChange { topic_id: id, partition: 1, leader: -1, isr: vec![2], replicas: None },
+            MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: 1,
+                leader: -1,
+                isr: vec![2],
+                replicas: None,
+                elr: None,
+            },
         ];
         for (i, r) in records.iter().enumerate() {
             image.apply(i as u64 + 1, r).unwrap();
@@ -283,11 +312,48 @@ mod tests {
                     leader: 1,
                     isr: vec![1],
                     replicas: None,
+                    elr: None,
                 },
             )
             .unwrap();
         let p0 = image.partition("t", 0).unwrap();
         assert_eq!((p0.leader_epoch, p0.partition_epoch), (0, 1));
+    }
+
+    #[test]
+    fn the_elr_never_shares_a_member_with_the_isr() {
+        let mut image = MetadataImage::default();
+        let id = Uuid::new_v4();
+        let create = MetadataRecord::CreateTopic {
+            name: "t".into(),
+            id,
+            internal: false,
+            configs: BTreeMap::new(),
+            replicas: vec![vec![1, 2, 3]],
+        };
+        let change = |leader, isr: Vec<i32>, elr: Option<Vec<i32>>| MetadataRecord::PartitionChange {
+            topic_id: id,
+            partition: 0,
+            leader,
+            isr,
+            replicas: None,
+            elr,
+        };
+        image.apply_batch(1, &[create, change(1, vec![1], Some(vec![2, 3, 9]))]).unwrap();
+        assert_eq!(image.partition("t", 0).unwrap().elr, vec![2, 3], "only replicas");
+        // A change that does not name the ELR keeps it, less new ISR members.
+        image.apply(2, &change(1, vec![1, 3], None)).unwrap();
+        let p = image.partition("t", 0).unwrap();
+        assert_eq!((p.elr.clone(), p.partition_epoch), (vec![2], 2));
+        image.apply(3, &change(1, vec![1, 3], Some(Vec::new()))).unwrap();
+        assert!(image.partition("t", 0).unwrap().elr.is_empty());
+        // Images and records from before the field read as an empty ELR.
+        let old = r#"{"replicas":[1],"isr":[1],"leader":1,"leader_epoch":0,"partition_epoch":0}"#;
+        assert!(serde_json::from_str::<PartitionInfo>(old).unwrap().elr.is_empty());
+        let old = format!(
+            r#"{{"PartitionChange":{{"topic_id":"{id}","partition":0,"leader":1,"isr":[1],"replicas":null}}}}"#
+        );
+        assert_eq!(serde_json::from_str::<MetadataRecord>(&old).unwrap(), change(1, vec![1], None));
     }
 
     #[test]

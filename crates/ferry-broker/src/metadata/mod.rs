@@ -6,6 +6,7 @@
 mod alter_partition;
 mod controller;
 mod coordinator;
+mod election;
 mod image;
 mod peer;
 mod record;
@@ -13,6 +14,7 @@ mod record;
 pub use alter_partition::alter_partition;
 pub use controller::{Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus, PeerFuture};
 pub use coordinator::{CoordinatorKind, GROUP_TOPIC, TXN_TOPIC, coordinator_partition, java_string_hash};
+pub use election::{ElectionError, ElectionResult, ElectionType};
 pub use image::{MetadataImage, NodeInfo, PartitionInfo, TopicInfo, listener};
 pub use peer::{PeerError, PeerReply, PeerRequest};
 pub use record::MetadataRecord;

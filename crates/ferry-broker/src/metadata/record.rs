@@ -80,6 +80,11 @@ pub enum MetadataRecord {
         isr: Vec<i32>,
         /// New replicas (reassignment), if they change.
         replicas: Option<Vec<i32>>,
+        /// The new eligible leader replicas (KIP-966), if the controller
+        /// sets them; `None` keeps them. Either way the apply drops members
+        /// of the new ISR and non-replicas. Absent in older records.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        elr: Option<Vec<i32>>,
     },
     /// A block of producer ids handed to a node (Kafka's AllocateProducerIds):
     /// `first..first + count`, cluster-unique.

@@ -7,7 +7,8 @@
 //! - `requests.rs`: validation and records of each [`ControllerRequest`].
 //! - `placement.rs`: rack-aware replica placement, explicit assignments.
 //! - `liveness.rs`: last-seen times, duplicate ids.
-//! - `election.rs`: fencing, leader moves and the ISR rule.
+//! - `election.rs`: fencing, leader moves, the ISR and ELR rules (KIP-966).
+//! - `balance.rs`: automatic preferred-leader balancing and ElectLeaders.
 //! - `draft.rs`: a change under construction, applied to a scratch image
 //!   as it grows, so the controller never returns records the apply refuses.
 //!
@@ -18,8 +19,11 @@
 //! ([`QuorumController::with_voters`]), at least min(3, voters) nodes are
 //! live; at bootstrap no node has registered yet.
 
+mod balance;
 mod draft;
 mod election;
+#[cfg(test)]
+mod election_tests;
 mod liveness;
 mod placement;
 mod requests;
@@ -61,6 +65,32 @@ pub struct ControllerConfig {
     pub internal_topic_partitions: i32,
     /// Producer ids per block handed to a node.
     pub producer_id_block: i64,
+    /// This node's static topic config defaults (the config file's), for
+    /// the eligible leader replicas' `min.insync.replicas`; the dynamic
+    /// ones come from the image. Nodes should agree on them.
+    pub topic_defaults: BTreeMap<String, String>,
+    /// Automatic preferred-leader balancing.
+    pub leader_balance: LeaderBalanceConfig,
+}
+
+/// Automatic leader balancing (Kafka's `auto.leader.rebalance.enable`,
+/// `leader.imbalance.check.interval.seconds`,
+/// `leader.imbalance.per.broker.percentage`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderBalanceConfig {
+    /// Whether the controller moves leadership back to preferred replicas.
+    pub enabled: bool,
+    /// How often it checks.
+    pub check_interval: Duration,
+    /// A node whose preferred partitions are led elsewhere for more than
+    /// this share (percent) gets them back.
+    pub max_imbalance_percent: u32,
+}
+
+impl Default for LeaderBalanceConfig {
+    fn default() -> Self {
+        LeaderBalanceConfig { enabled: true, check_interval: Duration::from_secs(300), max_imbalance_percent: 10 }
+    }
 }
 
 /// The leader's controller state: liveness of every node (in memory only;
@@ -70,12 +100,14 @@ pub struct QuorumController {
     liveness: Liveness,
     /// Live nodes the internal topics wait for (see [`QuorumController::with_voters`]).
     internal_topic_min_nodes: usize,
+    /// When leader balancing last ran (or the controller started).
+    last_balance: Instant,
 }
 
 impl QuorumController {
     /// A controller for a leader elected at `now` over `image`.
     pub fn new(config: ControllerConfig, image: &MetadataImage, now: Instant) -> Self {
-        QuorumController { config, liveness: Liveness::new(image, now), internal_topic_min_nodes: 1 }
+        QuorumController { config, liveness: Liveness::new(image, now), internal_topic_min_nodes: 1, last_balance: now }
     }
 
     /// Tells the controller the quorum has `voters` voters: the internal
@@ -126,14 +158,17 @@ impl QuorumController {
     }
 
     /// A node (re-)registers at `now`: `RegisterNode`, leadership of the
-    /// leaderless partitions whose ISR holds it, and the internal topics if
-    /// they are still missing. `previous` is the incarnation the node's
-    /// data directory last ran as: naming the registered incarnation, the
-    /// registration replaces it at once (a restart, even after kill -9).
-    /// Otherwise it is refused with `DuplicateNodeId` while another
-    /// incarnation holds the id and was heard from within the session
-    /// timeout (a second process with the same id and another data
-    /// directory; the node may retry after the timeout).
+    /// leaderless partitions it is eligible for (ISR, else ELR), and the
+    /// internal topics if they are still missing. `previous` is the
+    /// incarnation the node's data directory last ran as: naming the
+    /// registered incarnation, the registration replaces it at once (a
+    /// restart, even after kill -9: acknowledged data was fsynced, so it
+    /// is the same data and stays eligible). Otherwise it is refused with
+    /// `DuplicateNodeId` while another incarnation holds the id and was
+    /// heard from within the session timeout (a second process with the
+    /// same id and another data directory; the node may retry after the
+    /// timeout); once it may register, its old incarnation is fenced and
+    /// it leaves every ELR first (its data is not known to be the same).
     pub fn register(
         &mut self,
         image: &MetadataImage,
@@ -147,8 +182,9 @@ impl QuorumController {
             return Err(MetadataError::DuplicateNodeId(id));
         }
         let mut draft = Draft::new(image);
+        election::forget_unknown_history(&self.config, &mut draft, id, incarnation, previous)?;
         draft.push(MetadataRecord::RegisterNode(node))?;
-        election::restore(&mut draft, id)?;
+        election::restore(&self.config, &mut draft, id)?;
         self.create_internal_topics(&mut draft);
         self.liveness.saw(id, incarnation, now);
         Ok(draft.into_records())
@@ -161,25 +197,34 @@ impl QuorumController {
     }
 
     /// Fences nodes silent past the session timeout at `now` and moves the
-    /// leadership of their partitions to live in-sync replicas (or to none);
-    /// see `election.rs` for the rule. The node commits the records before
-    /// its next tick, so a node is not fenced twice.
+    /// leadership of their partitions to live eligible replicas (or to
+    /// none); see `election.rs` for the rule. Every
+    /// `leader_balance.check_interval` it also moves leadership back to
+    /// preferred replicas (`balance.rs`). The node commits the records
+    /// before its next tick, so a node is not fenced twice.
     pub fn tick(&mut self, image: &MetadataImage, now: Instant) -> Vec<MetadataRecord> {
         let silent = self.liveness.silent(image, now, self.config.session_timeout);
-        if silent.is_empty() {
+        let balance = &self.config.leader_balance;
+        let balance_due = balance.enabled && now.saturating_duration_since(self.last_balance) >= balance.check_interval;
+        if silent.is_empty() && !balance_due {
             return Vec::new();
         }
         let mut draft = Draft::new(image);
-        match election::fence(&mut draft, &silent) {
-            Ok(()) => {
-                tracing::info!(nodes = ?silent, "fencing silent nodes");
-                draft.into_records()
-            }
-            Err(e) => {
-                tracing::error!(nodes = ?silent, error = %e, "fencing refused by the image");
-                Vec::new()
+        if !silent.is_empty() {
+            let mut fencing = Draft::new(image);
+            match election::fence(&self.config, &mut fencing, &silent) {
+                Ok(()) => {
+                    tracing::info!(nodes = ?silent, "fencing silent nodes");
+                    draft = fencing;
+                }
+                Err(e) => tracing::error!(nodes = ?silent, error = %e, "fencing refused by the image"),
             }
         }
+        if balance_due {
+            self.last_balance = now;
+            balance::rebalance(&mut draft, self.config.leader_balance.max_imbalance_percent);
+        }
+        draft.into_records()
     }
 
     /// Adds the internal topics that are missing, if enough nodes are live

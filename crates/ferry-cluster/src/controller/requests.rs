@@ -7,6 +7,7 @@ use ferry_broker::metadata::{ControllerReply, ControllerRequest, MetadataError, 
 use uuid::Uuid;
 
 use super::ControllerConfig;
+use super::balance;
 use super::draft::Draft;
 use super::election::{self, partition_index};
 use super::placement::{NodeOrder, stable_hash, validate_assignment};
@@ -56,7 +57,7 @@ pub(super) fn carry_out(
             let node = draft.image().nodes.get(&from).ok_or(MetadataError::UnknownNode(from))?;
             // Already fenced, or a previous life asking late: nothing to do.
             if node.incarnation == *incarnation && !node.fenced {
-                election::fence(draft, &[from])?;
+                election::fence(config, draft, &[from])?;
                 tracing::info!(node = from, "controlled shutdown: fencing the node");
             }
             Ok(ControllerReply::Done)
@@ -83,8 +84,13 @@ pub(super) fn carry_out(
                 *partition_epoch,
                 isr,
             )?;
+            let record = election::with_elr(config, draft.image(), record)?;
             draft.push(record)?;
             Ok(ControllerReply::Done)
+        }
+        ControllerRequest::ElectLeaders { election, partitions } => {
+            let results = balance::elect_leaders(config, draft, *election, partitions.as_deref())?;
+            Ok(ControllerReply::Elections(results))
         }
     }
 }
@@ -225,7 +231,14 @@ fn lead_with_live_replicas(
                 "every replica of partition {partition} is on a fenced node"
             )));
         };
-        draft.push(MetadataRecord::PartitionChange { topic_id, partition, leader, isr: live, replicas: None })?;
+        draft.push(MetadataRecord::PartitionChange {
+            topic_id,
+            partition,
+            leader,
+            isr: live,
+            replicas: None,
+            elr: None,
+        })?;
     }
     Ok(())
 }
@@ -240,7 +253,10 @@ fn check_partition_count(config: &ControllerConfig, count: usize) -> Result<usiz
 }
 
 /// The replication factor of a new topic over `live` unfenced nodes:
-/// requested, else configured, else min(3, live); 1 ≤ rf ≤ live.
+/// requested, else `default.replication.factor`, else 3 when 3 or more
+/// nodes are live, else the live count; 1 ≤ rf ≤ live. The one rule for
+/// CreateTopics without a factor, auto-created topics (they come through
+/// CreateTopic without one) and the internal topics.
 pub(super) fn replication_factor(
     config: &ControllerConfig,
     requested: Option<i16>,

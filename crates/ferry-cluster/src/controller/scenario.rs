@@ -1,16 +1,45 @@
-//! A seeded simulation: node processes start, crash, restart, heartbeat
-//! (or miss beats), impostors try to take live ids, topics come and go and
-//! the controller fails over, on a simulated clock. Every batch the
-//! controller returns must apply, and the invariants hold after each step.
+//! A seeded simulation: node processes start, crash, restart (some with a
+//! new, empty data directory), heartbeat (or miss beats), impostors try to
+//! take live ids, topics come and go, leaders shrink and grow ISRs,
+//! acks=all writes are acknowledged, elections are asked for, leadership is
+//! balanced and the controller fails over, on a simulated clock. Every
+//! batch the controller returns must apply, and the invariants hold after
+//! each step, among them the one eligible leader replicas exist for: a
+//! leader, ISR member or ELR member always holds every acknowledged record
+//! (the oracle tracks which data directories do).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use ferry_broker::metadata::{ControllerRequest, MetadataError, MetadataImage, MetadataRecord};
+use ferry_broker::metadata::{
+    ControllerReply, ControllerRequest, ElectionType, MetadataError, MetadataImage, MetadataRecord, PartitionInfo,
+    TopicInfo,
+};
 use uuid::Uuid;
 
-use super::QuorumController;
 use super::tests::{config, node};
+use super::{ControllerConfig, LeaderBalanceConfig, QuorumController};
+
+/// The scenario's controller: balancing on, every 5 simulated seconds.
+fn sim_config() -> ControllerConfig {
+    ControllerConfig {
+        leader_balance: LeaderBalanceConfig {
+            enabled: true,
+            check_interval: Duration::from_secs(5),
+            max_imbalance_percent: 10,
+        },
+        ..config()
+    }
+}
+
+/// The ISR size below which the high watermark stands still, computed
+/// here independently of the controller: `min.insync.replicas` of the
+/// topic, else 2 with 3 or more replicas, else 1; at most the replicas.
+fn required(t: &TopicInfo, p: &PartitionInfo) -> usize {
+    let rf = t.partitions.first().map_or(1, |p| p.replicas.len());
+    let min = t.configs.get("min.insync.replicas").and_then(|v| v.parse().ok()).unwrap_or(if rf >= 3 { 2 } else { 1 });
+    min.min(p.replicas.len()).max(1)
+}
 
 /// xorshift64*: a tiny PRNG so each seed replays exactly.
 struct Rng(u64);
@@ -35,6 +64,11 @@ impl Rng {
 /// One `ferry serve` process.
 struct Process {
     incarnation: u128,
+    /// The incarnation its data directory names (`node.json`), sent as
+    /// `previous` when it registers: `None` for a new directory.
+    previous: Option<u128>,
+    /// Which data directory it runs on (a new one after a wipe).
+    disk: u64,
     running: bool,
     registered: bool,
 }
@@ -51,7 +85,11 @@ struct Sim {
     seen: BTreeMap<i32, (Uuid, u64)>,
     epochs: BTreeMap<(Uuid, usize), (i32, i32)>,
     next_incarnation: u128,
+    next_disk: u64,
     timeout_ms: u64,
+    /// The oracle: per partition, the (node, data directory) pairs that
+    /// hold every record acknowledged so far.
+    has_all: BTreeMap<(Uuid, usize), BTreeSet<(i32, u64)>>,
     stats: Stats,
 }
 
@@ -64,6 +102,13 @@ struct Stats {
     topics_created: usize,
     partitions_added: usize,
     failovers: usize,
+    acknowledged: usize,
+    isr_shrinks: usize,
+    isr_expansions: usize,
+    elr_elections: usize,
+    elect_leaders: usize,
+    balanced: usize,
+    wiped: usize,
 }
 
 impl Sim {
@@ -75,8 +120,50 @@ impl Sim {
         if records.is_empty() {
             return;
         }
+        let before = self.image.clone();
         let index = self.image.applied_index + 1;
         self.image.apply_batch(index, records).unwrap_or_else(|e| panic!("batch refused: {e}: {records:?}"));
+        for t in self.image.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                let old = before.topic_by_id(t.id).and_then(|o| o.partitions.get(i));
+                if old.is_some_and(|o| o.leader != p.leader && p.leader != -1 && o.elr.contains(&p.leader)) {
+                    self.stats.elr_elections += 1;
+                }
+            }
+        }
+    }
+
+    /// The partition at `pick` (a random number) among all partitions.
+    fn some_partition(&self, pick: u64) -> Option<(Uuid, usize, PartitionInfo)> {
+        let all: Vec<(Uuid, usize, PartitionInfo)> = self
+            .image
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter().enumerate().map(|(i, p)| (t.id, i, p.clone())))
+            .collect();
+        let n = u64::try_from(all.len()).ok().filter(|n| *n > 0)?;
+        all.into_iter().nth(usize::try_from(pick % n).ok()?)
+    }
+
+    /// A leader's AlterPartition, from the current image: never refused.
+    fn alter(&mut self, topic_id: Uuid, index: usize, p: &PartitionInfo, isr: Vec<i32>) {
+        let request = ControllerRequest::AlterPartition {
+            topic_id,
+            partition: i32::try_from(index).unwrap(),
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr,
+        };
+        match self.controller.handle(&self.image, p.leader, &request) {
+            Ok((records, _)) => self.commit(&records),
+            Err(e) => panic!("AlterPartition refused: {e}: {p:?}"),
+        }
+    }
+
+    /// Whether node `n`'s registered incarnation is its running process's.
+    fn current(&self, n: i32) -> bool {
+        let registered = self.image.nodes.get(&n).map(|n| n.incarnation);
+        self.procs.get(&n).is_some_and(|p| p.running && registered == Some(Uuid::from_u128(p.incarnation)))
     }
 
     fn register(&mut self, id: i32) {
@@ -84,11 +171,15 @@ impl Sim {
         let rack = ["a", "b"][usize::try_from(id).unwrap() % 2];
         let info = node(id, self.procs[&id].incarnation, Some(rack));
         let holder = self.image.nodes.get(&id).cloned();
-        match self.controller.register(&self.image, info, None, self.now()) {
+        let previous = self.procs[&id].previous.map(Uuid::from_u128);
+        match self.controller.register(&self.image, info, previous, self.now()) {
             Ok(records) => {
                 // No id registered twice: the previous incarnation, if
-                // unfenced, was silent past the session timeout.
-                if let Some(h) = holder.filter(|h| !h.fenced && h.incarnation != incarnation) {
+                // unfenced, was silent past the session timeout, or is
+                // this process's previous life (a restart).
+                if let Some(h) =
+                    holder.filter(|h| !h.fenced && h.incarnation != incarnation && previous != Some(h.incarnation))
+                {
                     let (inc, at) = self.seen[&id];
                     assert!(inc != h.incarnation || self.ms - at > self.timeout_ms, "node {id} taken while live");
                 }
@@ -114,7 +205,7 @@ impl Sim {
     fn step(&mut self) {
         let ids: Vec<i32> = self.procs.keys().copied().collect();
         let pick = ids[usize::try_from(self.rng.below(ids.len() as u64)).unwrap()];
-        match self.rng.below(100) {
+        match self.rng.below(120) {
             0..=39 => {
                 self.ms += self.rng.below(2000);
                 for id in &ids {
@@ -134,6 +225,18 @@ impl Sim {
                 let records = self.controller.tick(&self.image, self.now());
                 let before = self.image.clone();
                 self.commit(&records);
+                for t in self.image.topics.values() {
+                    for (i, p) in t.partitions.iter().enumerate() {
+                        let old = before.topic_by_id(t.id).and_then(|o| o.partitions.get(i));
+                        // A live leader replaced by its preferred replica: balancing.
+                        if old.is_some_and(|o| {
+                            o.leader != p.leader && o.leader != -1 && !self.image.nodes[&o.leader].fenced
+                        }) {
+                            assert_eq!(Some(&p.leader), p.replicas.first(), "{}-{i}: {old:?} -> {p:?}", t.name);
+                            self.stats.balanced += 1;
+                        }
+                    }
+                }
                 self.stats.fenced += records.iter().filter(|r| matches!(r, MetadataRecord::FenceNode { .. })).count();
                 for n in before.live_nodes() {
                     let silent = self.seen.get(&n.id).is_none_or(|(_, at)| self.ms - at > self.timeout_ms);
@@ -142,9 +245,21 @@ impl Sim {
             }
             55..=64 => self.procs.get_mut(&pick).unwrap().running = false,
             65..=74 if !self.procs[&pick].running => {
+                // One restart in four comes with a new, empty data directory.
+                let wiped = self.rng.below(4) == 0;
                 self.next_incarnation += 1;
+                self.next_disk += 1;
+                let next_disk = self.next_disk;
                 let p = self.procs.get_mut(&pick).unwrap();
-                *p = Process { incarnation: self.next_incarnation, running: true, registered: false };
+                // node.json names the last start, registered or not.
+                p.previous = (!wiped).then_some(p.incarnation);
+                p.incarnation = self.next_incarnation;
+                p.running = true;
+                p.registered = false;
+                if wiped {
+                    p.disk = next_disk;
+                    self.stats.wiped += 1;
+                }
             }
             75..=84 => {
                 for id in ids {
@@ -157,10 +272,15 @@ impl Sim {
                 // A second process with a running node's id; if it gets in,
                 // it replaces the first (which would exit on its next refused heartbeat).
                 self.next_incarnation += 1;
-                let old = std::mem::replace(
-                    self.procs.get_mut(&pick).unwrap(),
-                    Process { incarnation: self.next_incarnation, running: true, registered: false },
-                );
+                self.next_disk += 1;
+                let impostor = Process {
+                    incarnation: self.next_incarnation,
+                    previous: None,
+                    disk: self.next_disk,
+                    running: true,
+                    registered: false,
+                };
+                let old = std::mem::replace(self.procs.get_mut(&pick).unwrap(), impostor);
                 self.register(pick);
                 if !self.procs[&pick].registered {
                     self.procs.insert(pick, old);
@@ -170,12 +290,13 @@ impl Sim {
                 let name = format!("t{}", self.rng.below(8));
                 let partitions = Some(i32::try_from(self.rng.below(6)).unwrap() + 1);
                 let rf = [None, Some(1), Some(2), Some(3)][usize::try_from(self.rng.below(4)).unwrap()];
+                let min_isr = [None, None, Some("1"), Some("3")][usize::try_from(self.rng.below(4)).unwrap()];
                 let request = ControllerRequest::CreateTopic {
                     name,
                     partitions,
                     replication_factor: rf,
                     assignment: None,
-                    configs: BTreeMap::new(),
+                    configs: min_isr.map(|m| ("min.insync.replicas".to_string(), m.to_string())).into_iter().collect(),
                     validate_only: false,
                 };
                 match self.controller.handle(&self.image, pick, &request) {
@@ -203,7 +324,7 @@ impl Sim {
                 }
             }
             95..=96 => {
-                self.controller = QuorumController::new(config(), &self.image, self.now());
+                self.controller = QuorumController::new(sim_config(), &self.image, self.now());
                 self.stats.failovers += 1;
                 for n in self.image.nodes.values() {
                     self.seen.insert(n.id, (n.incarnation, self.ms));
@@ -217,9 +338,79 @@ impl Sim {
                     Err(e) => panic!("{e}"),
                 }
             }
+            100..=104 => self.acknowledge(),
+            105..=109 => {
+                // A leader drops a follower from the ISR (it lagged).
+                let r = self.rng.next();
+                let Some((id, i, p)) = self.some_partition(r) else { return };
+                let followers: Vec<i32> = p.isr.iter().copied().filter(|n| *n != p.leader).collect();
+                if p.leader == -1 || !self.current(p.leader) || followers.is_empty() {
+                    return;
+                }
+                let out = followers[usize::try_from(self.rng.below(followers.len() as u64)).unwrap()];
+                let isr = p.isr.iter().copied().filter(|n| *n != out).collect();
+                self.alter(id, i, &p, isr);
+                self.stats.isr_shrinks += 1;
+            }
+            110..=114 => {
+                // Followers catch up (copying the leader's log, so they
+                // hold what the leader holds) and join ISRs, one per
+                // partition where one can.
+                let all: Vec<(Uuid, usize)> =
+                    self.image.topics.values().flat_map(|t| (0..t.partitions.len()).map(|i| (t.id, i))).collect();
+                for (id, i) in all {
+                    let Some(p) = self.image.topic_by_id(id).and_then(|t| t.partitions.get(i)).cloned() else {
+                        continue;
+                    };
+                    if p.leader == -1 || !self.current(p.leader) || self.rng.below(2) == 0 {
+                        continue;
+                    }
+                    let joiner = p
+                        .replicas
+                        .iter()
+                        .copied()
+                        .find(|n| !p.isr.contains(n) && self.current(*n) && !self.image.nodes[n].fenced);
+                    let Some(joiner) = joiner else { continue };
+                    let (leader_disk, joiner_disk) = (self.procs[&p.leader].disk, self.procs[&joiner].disk);
+                    let has_all = self.has_all.entry((id, i)).or_default();
+                    if has_all.contains(&(p.leader, leader_disk)) {
+                        has_all.insert((joiner, joiner_disk));
+                    }
+                    let mut isr = p.isr.clone();
+                    isr.push(joiner);
+                    self.alter(id, i, &p, isr);
+                    self.stats.isr_expansions += 1;
+                }
+            }
+            115..=117 => {
+                let election = if self.rng.below(2) == 0 { ElectionType::Preferred } else { ElectionType::Unclean };
+                let request = ControllerRequest::ElectLeaders { election, partitions: None };
+                let (records, reply) = self.controller.handle(&self.image, pick, &request).unwrap();
+                let ControllerReply::Elections(results) = reply else { panic!("{reply:?}") };
+                self.stats.elect_leaders += results.iter().filter(|r| r.error.is_none()).count();
+                self.commit(&records);
+            }
             _ => {}
         }
         self.check();
+    }
+
+    /// acks=all writes to every partition whose leader and ISR run and
+    /// whose ISR is large enough for the high watermark to move: once
+    /// acknowledged, exactly the ISR's data directories hold everything.
+    fn acknowledge(&mut self) {
+        let mut acked = Vec::new();
+        for t in self.image.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                let running = p.isr.iter().all(|n| self.current(*n));
+                if p.leader != -1 && running && p.isr.len() >= required(t, p) {
+                    let holders: BTreeSet<(i32, u64)> = p.isr.iter().map(|n| (*n, self.procs[n].disk)).collect();
+                    acked.push(((t.id, i), holders));
+                }
+            }
+        }
+        self.stats.acknowledged += acked.len();
+        self.has_all.extend(acked);
     }
 
     fn check(&mut self) {
@@ -231,8 +422,35 @@ impl Sim {
                     assert!(p.isr.contains(&p.leader) && p.replicas.contains(&p.leader), "{}-{i}: {p:?}", t.name);
                 } else {
                     assert!(!p.isr.iter().any(live), "{}-{i} leaderless with a live ISR member: {p:?}", t.name);
+                    assert!(!p.elr.iter().any(live), "{}-{i} leaderless with a live eligible replica: {p:?}", t.name);
                 }
-                assert!(!p.isr.is_empty() && p.isr.iter().all(|n| p.replicas.contains(n)), "{p:?}");
+                assert!(p.isr.iter().all(|n| p.replicas.contains(n)), "{p:?}");
+                assert!(p.leader == -1 || !p.isr.is_empty(), "{p:?}");
+                // KIP-966: ISR and ELR are disjoint replicas; the ELR is
+                // empty while the ISR is large enough to move the HW.
+                assert!(p.elr.iter().all(|n| p.replicas.contains(n) && !p.isr.contains(n)), "{p:?}");
+                assert!(p.elr.is_empty() || p.isr.len() < required(t, p), "{}-{i}: {p:?}", t.name);
+                // The oracle: a new partition's replicas hold everything
+                // (nothing was acknowledged yet); after that, every leader,
+                // ISR and ELR member that runs as registered holds every
+                // acknowledged record.
+                let procs = &self.procs;
+                let has_all = self
+                    .has_all
+                    .entry((t.id, i))
+                    .or_insert_with(|| p.replicas.iter().filter_map(|n| Some((*n, procs.get(n)?.disk))).collect());
+                for n in p.isr.iter().chain(&p.elr).chain(std::iter::once(&p.leader)).filter(|n| **n != -1) {
+                    let registered = self.image.nodes.get(n).map(|x| x.incarnation);
+                    let Some(proc) = procs.get(n).filter(|x| registered == Some(Uuid::from_u128(x.incarnation))) else {
+                        continue;
+                    };
+                    assert!(
+                        has_all.contains(&(*n, proc.disk)),
+                        "{}-{i}: node {n} (data {}) may lack acknowledged records: {p:?}, holders {has_all:?}",
+                        t.name,
+                        proc.disk
+                    );
+                }
                 let epochs = (p.leader_epoch, p.partition_epoch);
                 if let Some(old) = self.epochs.insert((t.id, i), epochs) {
                     assert!(
@@ -254,7 +472,7 @@ fn seeded_scenarios_keep_the_invariants() {
         let nodes = 3 + i32::try_from(rng.below(3)).unwrap();
         let t0 = Instant::now();
         let image = MetadataImage::default();
-        let controller = QuorumController::new(config(), &image, t0);
+        let controller = QuorumController::new(sim_config(), &image, t0);
         let mut sim = Sim {
             rng,
             t0,
@@ -265,14 +483,22 @@ fn seeded_scenarios_keep_the_invariants() {
             seen: BTreeMap::new(),
             epochs: BTreeMap::new(),
             next_incarnation: 100,
+            next_disk: 100,
             timeout_ms: u64::try_from(config().session_timeout.as_millis()).unwrap(),
+            has_all: BTreeMap::new(),
             stats: Stats::default(),
         };
         let boot = sim.controller.bootstrap(format!("cluster-{seed}"), Vec::new());
         sim.commit(&boot);
         for id in 1..=nodes {
-            sim.procs
-                .insert(id, Process { incarnation: u128::try_from(id).unwrap(), running: true, registered: false });
+            let process = Process {
+                incarnation: u128::try_from(id).unwrap(),
+                previous: None,
+                disk: u64::try_from(id).unwrap(),
+                running: true,
+                registered: false,
+            };
+            sim.procs.insert(id, process);
             sim.register(id);
         }
         for _ in 0..300 {
@@ -285,12 +511,48 @@ fn seeded_scenarios_keep_the_invariants() {
         total.topics_created += sim.stats.topics_created;
         total.partitions_added += sim.stats.partitions_added;
         total.failovers += sim.stats.failovers;
+        total.acknowledged += sim.stats.acknowledged;
+        total.isr_shrinks += sim.stats.isr_shrinks;
+        total.isr_expansions += sim.stats.isr_expansions;
+        total.elr_elections += sim.stats.elr_elections;
+        total.elect_leaders += sim.stats.elect_leaders;
+        total.balanced += sim.stats.balanced;
+        total.wiped += sim.stats.wiped;
     }
-    let Stats { fenced, duplicates_refused, leadership_restored, topics_created, partitions_added, failovers } = total;
+    eprintln!("{total:?}");
+    let Stats {
+        fenced,
+        duplicates_refused,
+        leadership_restored,
+        topics_created,
+        partitions_added,
+        failovers,
+        acknowledged,
+        isr_shrinks,
+        isr_expansions,
+        elr_elections,
+        elect_leaders,
+        balanced,
+        wiped,
+    } = total;
     assert!(
-        [fenced, duplicates_refused, leadership_restored, topics_created, partitions_added, failovers]
-            .iter()
-            .all(|n| *n > 50),
+        [
+            fenced,
+            duplicates_refused,
+            leadership_restored,
+            topics_created,
+            partitions_added,
+            failovers,
+            acknowledged,
+            isr_shrinks,
+            isr_expansions,
+            elr_elections,
+            elect_leaders,
+            balanced,
+            wiped
+        ]
+        .iter()
+        .all(|n| *n > 50),
         "the scenarios missed a case: {total:?}"
     );
 }

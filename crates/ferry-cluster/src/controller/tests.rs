@@ -8,7 +8,7 @@ use ferry_broker::metadata::{
 };
 use uuid::Uuid;
 
-use super::{CONSUMER_OFFSETS, ControllerConfig, QuorumController, TRANSACTION_STATE};
+use super::{CONSUMER_OFFSETS, ControllerConfig, LeaderBalanceConfig, QuorumController, TRANSACTION_STATE};
 
 pub(super) fn config() -> ControllerConfig {
     ControllerConfig {
@@ -18,6 +18,9 @@ pub(super) fn config() -> ControllerConfig {
         max_partitions_per_topic: 100,
         internal_topic_partitions: 4,
         producer_id_block: 1000,
+        topic_defaults: BTreeMap::new(),
+        // Off unless a test turns it on: balancing moves leaders on ticks.
+        leader_balance: LeaderBalanceConfig { enabled: false, ..LeaderBalanceConfig::default() },
     }
 }
 
@@ -33,18 +36,22 @@ pub(super) fn node(id: i32, incarnation: u128, rack: Option<&str>) -> NodeInfo {
 }
 
 /// A cluster at log index `image.applied_index`, driven like the node does.
-struct Cluster {
-    image: MetadataImage,
-    controller: QuorumController,
-    t0: Instant,
+pub(super) struct Cluster {
+    pub(super) image: MetadataImage,
+    pub(super) controller: QuorumController,
+    pub(super) t0: Instant,
 }
 
 impl Cluster {
-    fn new(nodes: &[i32]) -> Self {
+    pub(super) fn new(nodes: &[i32]) -> Self {
+        Self::with_config(nodes, config())
+    }
+
+    pub(super) fn with_config(nodes: &[i32], config: ControllerConfig) -> Self {
         let t0 = Instant::now();
         let mut c = Cluster {
             image: MetadataImage::default(),
-            controller: QuorumController::new(config(), &MetadataImage::default(), t0),
+            controller: QuorumController::new(config, &MetadataImage::default(), t0),
             t0,
         };
         let boot = c.controller.bootstrap("c1".into(), Vec::new());
@@ -56,23 +63,23 @@ impl Cluster {
         c
     }
 
-    fn at(&self, secs: u64) -> Instant {
+    pub(super) fn at(&self, secs: u64) -> Instant {
         self.t0 + Duration::from_secs(secs)
     }
 
-    fn commit(&mut self, records: &[MetadataRecord]) {
+    pub(super) fn commit(&mut self, records: &[MetadataRecord]) {
         let index = self.image.applied_index + 1;
         self.image.apply_batch(index, records).unwrap();
     }
 
-    fn request(&mut self, request: ControllerRequest) -> Result<ControllerReply, MetadataError> {
+    pub(super) fn request(&mut self, request: ControllerRequest) -> Result<ControllerReply, MetadataError> {
         let (records, reply) = self.controller.handle(&self.image, 1, &request)?;
         self.commit(&records);
         Ok(reply)
     }
 }
 
-fn create(
+pub(super) fn create(
     name: &str,
     partitions: Option<i32>,
     rf: Option<i16>,
@@ -394,13 +401,23 @@ fn fencing_moves_leaders_and_a_returning_node_takes_its_leaderless_partitions() 
     let r1 = c.image.topic("r1").unwrap();
     let orphaned: Vec<_> = r1.partitions.iter().filter(|p| p.replicas == vec![2]).collect();
     assert_eq!(orphaned.len(), 2);
-    assert!(orphaned.iter().all(|p| p.leader == -1 && p.isr == vec![2]), "the last ISR member stays");
+    assert!(
+        orphaned.iter().all(|p| p.leader == -1 && p.isr.is_empty() && p.elr == vec![2]),
+        "the last ISR member becomes an eligible leader replica: {orphaned:?}"
+    );
+    // With 2 of 3 still in sync, nobody joined an ELR.
+    assert!(c.image.topic("r3").unwrap().partitions.iter().all(|p| p.elr.is_empty() && p.isr.len() == 2));
 
-    // Node 2 restarts (new incarnation): it leads its leaderless partitions again.
-    let records = c.controller.register(&c.image, node(2, 222, None), None, c.at(8)).unwrap();
+    // Node 2 restarts (new incarnation, same data): it leads its leaderless partitions again.
+    let records = c.controller.register(&c.image, node(2, 222, None), Some(Uuid::from_u128(2)), c.at(8)).unwrap();
     c.commit(&records);
     let r1 = c.image.topic("r1").unwrap();
-    assert!(r1.partitions.iter().filter(|p| p.replicas == vec![2]).all(|p| p.leader == 2 && p.leader_epoch == 2));
+    assert!(
+        r1.partitions
+            .iter()
+            .filter(|p| p.replicas == vec![2])
+            .all(|p| p.leader == 2 && p.leader_epoch == 2 && p.isr == vec![2] && p.elr.is_empty())
+    );
     assert!(c.controller.heartbeat(&c.image, 2, Uuid::from_u128(222), c.at(9)));
     assert!(c.image.topic("r3").unwrap().partitions.iter().all(|p| !p.isr.contains(&2)));
 }
@@ -413,4 +430,31 @@ fn a_new_leader_gives_every_node_a_full_session_timeout() {
     assert!(c.controller.tick(&c.image, c.at(26)).is_empty());
     let records = c.controller.tick(&c.image, c.at(27));
     assert_eq!(records.iter().filter(|r| matches!(r, MetadataRecord::FenceNode { .. })).count(), 2, "{records:?}");
+}
+
+#[test]
+fn the_default_replication_factor_follows_the_live_nodes() {
+    let rf = |c: &mut Cluster, name: &str| {
+        let Ok(ControllerReply::TopicCreated { replicas, .. }) = c.request(create(name, Some(1), None, None)) else {
+            panic!("{name} not created");
+        };
+        replicas[0].len()
+    };
+    let mut c = Cluster::new(&[1, 2]);
+    assert_eq!(rf(&mut c, "two"), 2, "fewer than 3 nodes: all of them");
+    let mut c = Cluster::new(&[1, 2, 3, 4]);
+    assert_eq!(rf(&mut c, "four"), 3, "3 or more nodes: 3");
+    // Fenced nodes do not count.
+    let records = c.controller.tick(&c.image, c.at(7));
+    c.commit(&records);
+    let records = c.controller.register(&c.image, node(1, 11, None), Some(Uuid::from_u128(1)), c.at(8)).unwrap();
+    c.commit(&records);
+    let records = c.controller.register(&c.image, node(2, 22, None), Some(Uuid::from_u128(2)), c.at(8)).unwrap();
+    c.commit(&records);
+    assert_eq!(rf(&mut c, "two-live"), 2);
+    // default.replication.factor wins, within the live nodes.
+    let mut c = Cluster::with_config(&[1, 2, 3], ControllerConfig { default_replication_factor: Some(1), ..config() });
+    assert_eq!(rf(&mut c, "one"), 1);
+    let mut c = Cluster::with_config(&[1, 2], ControllerConfig { default_replication_factor: Some(3), ..config() });
+    assert!(matches!(c.request(create("x", Some(1), None, None)), Err(MetadataError::InvalidReplicationFactor(_))));
 }

@@ -30,15 +30,19 @@ pub async fn create_topics(c: Call, req: CreateTopicsRequest) -> Reply {
                     r.num_partitions = created.partitions();
                     r.replication_factor = created.replication_factor();
                     r.configs = Some(
-                        config_entries(&broker.defaults(), &overrides)
-                            .into_iter()
-                            .map(|e| {
-                                CreatableTopicConfigs::default()
-                                    .with_name(StrBytes::from_static_str(e.def.name))
-                                    .with_value(Some(StrBytes::from_string(e.value)))
-                                    .with_config_source(source_code(e.source))
-                            })
-                            .collect(),
+                        config_entries(
+                            &broker.defaults(),
+                            &overrides,
+                            usize::try_from(created.replication_factor()).ok(),
+                        )
+                        .into_iter()
+                        .map(|e| {
+                            CreatableTopicConfigs::default()
+                                .with_name(StrBytes::from_static_str(e.def.name))
+                                .with_value(Some(StrBytes::from_string(e.value)))
+                                .with_config_source(source_code(e.source))
+                        })
+                        .collect(),
                     );
                 }
                 if v >= 7 {

@@ -25,15 +25,24 @@ pub struct Entry {
     pub def: &'static ConfigDef,
     pub value: String,
     pub source: ConfigSource,
+    /// The built-in default for this topic (it can depend on the
+    /// replication factor: `min.insync.replicas`).
+    pub default: &'static str,
 }
 
-/// Every topic config's effective value for the given overrides.
-pub fn config_entries(broker: &BrokerDefaults, topic: &BTreeMap<String, String>) -> Vec<Entry> {
+/// Every topic config's effective value for the given overrides, on a
+/// topic of `replication_factor` replicas (`None`: broker level).
+pub fn config_entries(
+    broker: &BrokerDefaults,
+    topic: &BTreeMap<String, String>,
+    replication_factor: Option<usize>,
+) -> Vec<Entry> {
     TOPIC_CONFIGS
         .iter()
         .map(|def| {
-            let (value, source) = topic_config::effective(def, broker, topic);
-            Entry { def, value: value.to_string(), source }
+            let (value, source) = topic_config::effective(def, broker, topic, replication_factor);
+            let default = topic_config::builtin_default(def, replication_factor);
+            Entry { def, value: value.to_string(), source, default }
         })
         .collect()
 }
@@ -77,7 +86,7 @@ pub fn describe(c: &Call, req: DescribeConfigsRequest) -> Reply {
             let entries: Vec<(String, Entry, bool)> = match res.resource_type {
                 TOPIC => {
                     if let Some(t) = image.topic(&res.resource_name) {
-                        config_entries(&defaults, &t.configs)
+                        config_entries(&defaults, &t.configs, Some(t.replication_factor()))
                             .into_iter()
                             .map(|e| (e.def.name.to_string(), e, false))
                             .collect()
@@ -86,7 +95,7 @@ pub fn describe(c: &Call, req: DescribeConfigsRequest) -> Reply {
                         Vec::new()
                     }
                 }
-                BROKER if is_this_broker(c, &res.resource_name) => config_entries(&defaults, &BTreeMap::new())
+                BROKER if is_this_broker(c, &res.resource_name) => config_entries(&defaults, &BTreeMap::new(), None)
                     .into_iter()
                     .map(|e| (e.def.broker_name.to_string(), e, false))
                     .collect(),
@@ -135,7 +144,7 @@ fn synonyms(e: &Entry, defaults: &BrokerDefaults) -> Vec<DescribeConfigsSynonym>
     if let Some(v) = defaults.fixed.get(e.def.name) {
         out.push((e.def.broker_name, v.clone(), 4));
     }
-    out.push((e.def.broker_name, e.def.default.to_string(), 5));
+    out.push((e.def.broker_name, e.default.to_string(), 5));
     out.into_iter()
         .map(|(n, v, s)| {
             DescribeConfigsSynonym::default()

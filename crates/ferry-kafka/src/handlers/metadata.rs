@@ -1,7 +1,8 @@
 //! Metadata, from the cluster's metadata image: the live brokers, the
 //! controller, and per partition its leader, epoch, replicas and ISR.
 //! Missing topics are auto-created through the controller first (if the
-//! request and the broker allow it).
+//! request and the broker allow it). DescribeTopicPartitions (KIP-966's
+//! view) adds each partition's eligible leader replicas, page by page.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,10 +10,16 @@ use std::sync::Arc;
 use ferry_broker::BrokerError;
 use ferry_broker::metadata::{MetadataImage, TopicInfo};
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_topic_partitions_response::{
+    Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, MetadataRequest,
+    MetadataResponse, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use super::Call;
@@ -147,4 +154,73 @@ fn topic_entry(c: &Call, image: &MetadataImage, topic: &Arc<TopicInfo>) -> Metad
         })
         .collect();
     entry
+}
+
+/// Most partitions one DescribeTopicPartitions answer carries (Kafka's
+/// `max.request.partition.size.limit` default).
+const PARTITIONS_PER_PAGE: usize = 2000;
+
+/// DescribeTopicPartitions v0: the named topics (none: all), sorted by
+/// name, from the request's cursor, at most `response_partition_limit`
+/// partitions (capped), with a cursor to the rest. Unknown names answer
+/// UNKNOWN_TOPIC_OR_PARTITION.
+pub fn describe_topic_partitions(c: &Call, req: DescribeTopicPartitionsRequest) -> Reply {
+    let image = c.ctx.broker.metadata();
+    let mut names: Vec<String> = if req.topics.is_empty() {
+        image.topics.keys().cloned().collect()
+    } else {
+        req.topics.iter().map(|t| t.name.to_string()).collect()
+    };
+    names.sort();
+    names.dedup();
+    let (from_topic, from_partition) =
+        req.cursor.as_ref().map_or((String::new(), 0), |c| (c.topic_name.to_string(), c.partition_index.max(0)));
+    let limit = usize::try_from(req.response_partition_limit).unwrap_or(0).clamp(1, PARTITIONS_PER_PAGE);
+    let ids = |nodes: &[i32]| nodes.iter().map(|n| BrokerId(*n)).collect::<Vec<_>>();
+    let mut resp = DescribeTopicPartitionsResponse::default();
+    let mut left = limit;
+    for name in names.into_iter().filter(|n| *n >= from_topic) {
+        let topic_name = TopicName(StrBytes::from_string(name.clone()));
+        let Some(topic) = image.topic(&name) else {
+            resp.topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(topic_name))
+                    .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+            );
+            continue;
+        };
+        let first = if name == from_topic { usize::try_from(from_partition).unwrap_or(0) } else { 0 };
+        let mut entry = DescribeTopicPartitionsResponseTopic::default()
+            .with_name(Some(topic_name.clone()))
+            .with_topic_id(topic.id)
+            .with_is_internal(topic.internal);
+        for (i, info) in topic.partitions.iter().enumerate().skip(first) {
+            if left == 0 {
+                let index = i32::try_from(i).unwrap_or(i32::MAX);
+                resp.next_cursor = Some(Cursor::default().with_topic_name(topic_name).with_partition_index(index));
+                break;
+            }
+            left -= 1;
+            let offline: Vec<i32> =
+                info.replicas.iter().copied().filter(|r| image.nodes.get(r).is_none_or(|n| n.fenced)).collect();
+            let mut p = DescribeTopicPartitionsResponsePartition::default()
+                .with_partition_index(i32::try_from(i).unwrap_or(i32::MAX))
+                .with_leader_id(BrokerId(info.leader))
+                .with_leader_epoch(info.leader_epoch)
+                .with_replica_nodes(ids(&info.replicas))
+                .with_isr_nodes(ids(&info.isr))
+                .with_eligible_leader_replicas(Some(ids(&info.elr)))
+                .with_last_known_elr(Some(Vec::new()))
+                .with_offline_replicas(ids(&offline));
+            if info.leader < 0 {
+                p.error_code = ResponseError::LeaderNotAvailable.code();
+            }
+            entry.partitions.push(p);
+        }
+        resp.topics.push(entry);
+        if resp.next_cursor.is_some() {
+            break;
+        }
+    }
+    c.reply(ApiKey::DescribeTopicPartitions, &resp)
 }

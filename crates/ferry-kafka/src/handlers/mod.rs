@@ -5,6 +5,7 @@ mod api_versions;
 mod cluster;
 mod configs;
 mod coordinator;
+mod elections;
 mod fetch;
 mod groups;
 mod init_producer_id;
@@ -41,6 +42,7 @@ pub fn supported() -> &'static [(ApiKey, VersionRange)] {
             entry::<FetchRequest>(ApiKey::Fetch),
             entry::<ListOffsetsRequest>(ApiKey::ListOffsets),
             entry::<MetadataRequest>(ApiKey::Metadata),
+            entry::<DescribeTopicPartitionsRequest>(ApiKey::DescribeTopicPartitions),
             entry::<ApiVersionsRequest>(ApiKey::ApiVersions),
             entry::<CreateTopicsRequest>(ApiKey::CreateTopics),
             entry::<DeleteTopicsRequest>(ApiKey::DeleteTopics),
@@ -53,6 +55,7 @@ pub fn supported() -> &'static [(ApiKey, VersionRange)] {
             entry::<IncrementalAlterConfigsRequest>(ApiKey::IncrementalAlterConfigs),
             entry::<DescribeClusterRequest>(ApiKey::DescribeCluster),
             entry::<DescribeQuorumRequest>(ApiKey::DescribeQuorum),
+            entry::<ElectLeadersRequest>(ApiKey::ElectLeaders),
             entry::<FindCoordinatorRequest>(ApiKey::FindCoordinator),
             entry::<JoinGroupRequest>(ApiKey::JoinGroup),
             entry::<SyncGroupRequest>(ApiKey::SyncGroup),
@@ -127,6 +130,7 @@ async fn dispatch(ctx: &Arc<Ctx>, mut frame: Bytes, peer: &str, key: i16, versio
     match request {
         RequestKind::ApiVersions(r) => api_versions::handle(&c, r),
         RequestKind::Metadata(r) => metadata::handle(&c, r),
+        RequestKind::DescribeTopicPartitions(r) => metadata::describe_topic_partitions(&c, r),
         RequestKind::Produce(r) => produce::handle(&c, r),
         RequestKind::Fetch(r) => fetch::handle(&c, r).await,
         RequestKind::ListOffsets(r) => list_offsets::handle(&c, r),
@@ -140,6 +144,7 @@ async fn dispatch(ctx: &Arc<Ctx>, mut frame: Bytes, peer: &str, key: i16, versio
         RequestKind::DescribeCluster(r) => cluster::describe_cluster(&c, r),
         RequestKind::DescribeLogDirs(r) => cluster::describe_log_dirs(&c, r),
         RequestKind::DescribeQuorum(r) => quorum::describe_quorum(&c, r),
+        RequestKind::ElectLeaders(r) => inline(elections::elect_leaders(c, r)),
         RequestKind::InitProducerId(r) => inline(init_producer_id::handle(c, r)),
         RequestKind::AddPartitionsToTxn(r) => blocking(c, r, txn::add_partitions_to_txn),
         RequestKind::AddOffsetsToTxn(r) => blocking(c, r, txn::add_offsets_to_txn),

@@ -1,7 +1,7 @@
-//! `ferry topic create|list|describe|delete|delete-records|alter-config`.
+//! `ferry topic create|list|describe|delete|delete-records|alter-config|elect-leaders`.
 
 use clap::{Args, Subcommand};
-use ferry_client::{EARLIEST, LATEST};
+use ferry_client::{EARLIEST, LATEST, describe_code};
 use serde_json::json;
 
 use super::output::{json, table};
@@ -33,8 +33,8 @@ pub enum TopicVerb {
     },
     /// List topics.
     List,
-    /// Partitions with their leader, replicas, in-sync replicas and
-    /// offsets, and the topic's config overrides.
+    /// Partitions with their leader, replicas, in-sync replicas, eligible
+    /// leader replicas (KIP-966) and offsets, and the topic's config overrides.
     Describe {
         /// Topic name.
         name: String,
@@ -55,6 +55,20 @@ pub enum TopicVerb {
         /// First offset to keep; -1: delete everything up to the end.
         #[arg(long, allow_negative_numbers = true)]
         before: i64,
+    },
+    /// Move leadership to each partition's preferred replica (the first),
+    /// where it is in sync (Kafka's ElectLeaders). With --unclean, give
+    /// leaderless partitions a leader; Ferry still elects only in-sync or
+    /// eligible replicas, never one that may lack acknowledged records.
+    ElectLeaders {
+        /// Topic name (default: every topic).
+        name: Option<String>,
+        /// Partition (repeatable; default: every partition of the topic).
+        #[arg(long = "partition", short = 'p', requires = "name")]
+        partitions: Vec<i32>,
+        /// Elect leaders for leaderless partitions instead of preferred ones.
+        #[arg(long)]
+        unclean: bool,
     },
     /// Set or remove topic config overrides.
     AlterConfig {
@@ -102,6 +116,9 @@ pub async fn run(cmd: TopicCmd) -> anyhow::Result<()> {
             let end = client.list_offsets(&name, &parts, LATEST).await?;
             let overrides: Vec<_> =
                 client.describe_topic_configs(&name).await?.into_iter().filter(|c| c.source == "TOPIC").collect();
+            // A broker without DescribeTopicPartitions shows no ELR.
+            let elr = client.eligible_leader_replicas(&name).await.unwrap_or_default();
+            let elr_of = |p: i32| elr.get(&p).cloned().unwrap_or_default();
             let offsets = |i: i32| (start.get(&i).copied().unwrap_or(-1), end.get(&i).copied().unwrap_or(-1));
             let ids = |nodes: &[i32]| nodes.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
             match fmt {
@@ -115,6 +132,7 @@ pub async fn run(cmd: TopicCmd) -> anyhow::Result<()> {
                             "leader": p.leader,
                             "replicas": p.replicas,
                             "isr": p.isr,
+                            "elr": elr_of(p.partition),
                             "log_start_offset": s,
                             "log_end_offset": e,
                             "records": e - s,
@@ -126,7 +144,7 @@ pub async fn run(cmd: TopicCmd) -> anyhow::Result<()> {
                     say!("topic: {}  id: {}  partitions: {}", t.name, t.id, t.partitions.len());
                     say!();
                     table(
-                        &["PARTITION", "LEADER", "REPLICAS", "ISR", "START", "END", "RECORDS"],
+                        &["PARTITION", "LEADER", "REPLICAS", "ISR", "ELR", "START", "END", "RECORDS"],
                         t.partitions
                             .iter()
                             .map(|p| {
@@ -136,6 +154,7 @@ pub async fn run(cmd: TopicCmd) -> anyhow::Result<()> {
                                     p.leader.to_string(),
                                     ids(&p.replicas),
                                     ids(&p.isr),
+                                    ids(&elr_of(p.partition)),
                                     s.to_string(),
                                     e.to_string(),
                                     (e - s).to_string(),
@@ -185,6 +204,50 @@ pub async fn run(cmd: TopicCmd) -> anyhow::Result<()> {
                         &["PARTITION", "START"],
                         low.iter().map(|(p, o)| vec![p.to_string(), o.to_string()]).collect(),
                     );
+                }
+            }
+        }
+        TopicVerb::ElectLeaders { name, partitions, unclean } => {
+            let wanted = match name {
+                None => None,
+                Some(name) => {
+                    let t = client.topic(&name).await?;
+                    let all: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
+                    if let Some(p) = partitions.iter().find(|p| !all.contains(p)) {
+                        anyhow::bail!("topic {name} has no partition {p}");
+                    }
+                    let chosen = if partitions.is_empty() { all } else { partitions };
+                    Some(chosen.into_iter().map(|p| (name.clone(), p)).collect::<Vec<_>>())
+                }
+            };
+            let mut results = client.elect_leaders(unclean, wanted.as_deref()).await?;
+            results.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+            let outcome = |code: i16| if code == 0 { "ELECTED".to_string() } else { describe_code(code) };
+            match fmt {
+                Format::Json => json(&json!({
+                    "elections": results.iter().map(|r| json!({
+                        "topic": r.topic, "partition": r.partition, "error_code": r.error, "result": outcome(r.error),
+                    })).collect::<Vec<_>>(),
+                })),
+                Format::Table => {
+                    if results.is_empty() {
+                        say!(
+                            "{}",
+                            if unclean {
+                                "no partition needed a leader"
+                            } else {
+                                "every partition is led by its preferred replica"
+                            }
+                        );
+                    } else {
+                        table(
+                            &["TOPIC", "PARTITION", "RESULT"],
+                            results
+                                .iter()
+                                .map(|r| vec![r.topic.clone(), r.partition.to_string(), outcome(r.error)])
+                                .collect(),
+                        );
+                    }
                 }
             }
         }

@@ -33,6 +33,12 @@ pub struct ClusterSection {
     /// `replica.lag.time.max.ms`: a follower not caught up this long
     /// leaves the ISR.
     pub replica_lag_time_max_ms: Option<u64>,
+    /// `auto.leader.rebalance.enable` (default true).
+    pub auto_leader_rebalance_enable: Option<bool>,
+    /// `leader.imbalance.check.interval.seconds` (default 300).
+    pub leader_imbalance_check_interval_seconds: Option<u64>,
+    /// `leader.imbalance.per.broker.percentage` (default 10).
+    pub leader_imbalance_per_broker_percentage: Option<u32>,
 }
 
 /// The cluster flags of `ferry serve`, each also an environment variable.
@@ -106,6 +112,22 @@ pub fn resolve(args: &ClusterArgs, file: ClusterSection, node: NodeFacts<'_>) ->
     if lag == 0 {
         bail!("cluster.replica_lag_time_max_ms must be at least 1");
     }
+    let mut leader_balance = ferry_cluster::controller::LeaderBalanceConfig::default();
+    if let Some(enabled) = file.auto_leader_rebalance_enable {
+        leader_balance.enabled = enabled;
+    }
+    if let Some(secs) = file.leader_imbalance_check_interval_seconds {
+        if secs == 0 {
+            bail!("cluster.leader_imbalance_check_interval_seconds must be at least 1");
+        }
+        leader_balance.check_interval = Duration::from_secs(secs);
+    }
+    if let Some(percent) = file.leader_imbalance_per_broker_percentage {
+        if percent > 100 {
+            bail!("cluster.leader_imbalance_per_broker_percentage must be 0 to 100, not {percent}");
+        }
+        leader_balance.max_imbalance_percent = percent;
+    }
     let mut listeners = node.listeners;
     listeners.insert(listener::CLUSTER.to_string(), advertised);
     Ok(ClusterConfig {
@@ -124,6 +146,7 @@ pub fn resolve(args: &ClusterArgs, file: ClusterSection, node: NodeFacts<'_>) ->
             lag_time_max: Duration::from_millis(lag),
             ..Default::default()
         },
+        leader_balance,
     })
 }
 
@@ -229,8 +252,22 @@ mod tests {
             session_timeout_ms: Some(1_000),
             default_replication_factor: Some(2),
             replica_lag_time_max_ms: Some(5_000),
+            auto_leader_rebalance_enable: Some(false),
+            leader_imbalance_check_interval_seconds: Some(2),
+            leader_imbalance_per_broker_percentage: Some(25),
         };
         let c = resolve(&ClusterArgs::default(), file, facts(7)).unwrap();
+        let balance = &c.leader_balance;
+        assert_eq!(
+            (balance.enabled, balance.check_interval, balance.max_imbalance_percent),
+            (false, Duration::from_secs(2), 25)
+        );
+        let defaults = resolve(&ClusterArgs::default(), ClusterSection::default(), facts(7)).unwrap().leader_balance;
+        assert_eq!(defaults, ferry_cluster::controller::LeaderBalanceConfig::default());
+        assert_eq!(
+            (defaults.enabled, defaults.check_interval.as_secs(), defaults.max_imbalance_percent),
+            (true, 300, 10)
+        );
         assert_eq!(c.cluster_listen, "127.0.0.1:9400");
         assert_eq!(c.rack.as_deref(), Some("r1"));
         assert_eq!(c.heartbeat_interval, Duration::from_millis(200));
@@ -246,6 +283,8 @@ mod tests {
             ClusterSection { session_timeout_ms: Some(500), ..ClusterSection::default() },
             ClusterSection { default_replication_factor: Some(0), ..ClusterSection::default() },
             ClusterSection { replica_lag_time_max_ms: Some(0), ..ClusterSection::default() },
+            ClusterSection { leader_imbalance_check_interval_seconds: Some(0), ..ClusterSection::default() },
+            ClusterSection { leader_imbalance_per_broker_percentage: Some(101), ..ClusterSection::default() },
         ] {
             assert!(resolve(&ClusterArgs::default(), bad, facts(1)).is_err());
         }

@@ -123,6 +123,27 @@ fn topics_produce_and_consume() {
     assert!(node["leaders"].as_i64() >= Some(2) && s["leaderless_partitions"] == 0, "{s}");
     assert!(s["controller"].is_object(), "{s}");
     assert!(ok(&b, &["cluster", "status"], "").contains("REPLICAS"));
+
+    // Eligible leader replicas: none while every replica is in sync.
+    let d = ok_json(&b, &["topic", "describe", "logs"]);
+    assert!(d["partitions"].as_array().unwrap().iter().all(|p| p["elr"] == serde_json::json!([])), "{d}");
+    assert!(ok(&b, &["topic", "describe", "logs"], "").contains("ELR"));
+    // Preferred-leader elections: each partition's only replica leads already.
+    let e = ok_json(&b, &["topic", "elect-leaders", "logs"]);
+    let results: Vec<(i64, i64, bool)> = e["elections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let named = r["result"].as_str().unwrap().starts_with("ELECTION_NOT_NEEDED");
+            (r["partition"].as_i64().unwrap(), r["error_code"].as_i64().unwrap(), named)
+        })
+        .collect();
+    assert_eq!(results, vec![(0, 84, true), (1, 84, true)], "{e}");
+    assert!(ok(&b, &["topic", "elect-leaders"], "").contains("every partition is led by its preferred replica"));
+    let unclean = ok_json(&b, &["topic", "elect-leaders", "logs", "--partition", "1", "--unclean"]);
+    assert_eq!(unclean["elections"][0]["error_code"], 84, "{unclean}");
+    fails(&ferry(&b, &["topic", "elect-leaders", "logs", "--partition", "9"], ""), "no partition 9");
     ok(&b, &["topic", "delete", "logs"], "");
     assert!(!ok(&b, &["topic", "list"], "").contains("logs"));
 }
@@ -368,6 +389,7 @@ fn the_cli_works_across_a_three_node_cluster() {
         leaders.insert(leader);
         assert_eq!(p["replicas"], serde_json::json!([leader]), "{p}");
         assert_eq!(p["isr"], serde_json::json!([leader]), "{p}");
+        assert_eq!(p["elr"], serde_json::json!([]), "{p}");
         let index = p["partition"].as_i64().unwrap();
         let expected = per_partition.get(&index).copied().unwrap_or(0);
         assert_eq!((p["log_start_offset"].as_i64(), p["log_end_offset"].as_i64()), (Some(0), Some(expected)), "{p}");

@@ -218,6 +218,8 @@ mod tests {
             leader: replicas[0],
             leader_epoch: 4,
             partition_epoch: 9,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 

@@ -199,6 +199,17 @@ impl TestController {
                 )?;
                 (vec![record], ControllerReply::Done)
             }
+            ControllerRequest::AlterReassignment { topic, partition, replicas } => {
+                let records: Vec<MetadataRecord> =
+                    crate::metadata::reassign(&image, &topic, partition, replicas.as_deref())?.into_iter().collect();
+                (records, ControllerReply::Done)
+            }
+            ControllerRequest::DecommissionNode { node_id } => {
+                (crate::metadata::decommission(&image, node_id)?.into_iter().collect(), ControllerReply::Done)
+            }
+            ControllerRequest::UnregisterNode { node_id } => {
+                (vec![crate::metadata::unregister(&image, node_id)?], ControllerReply::Done)
+            }
         };
         self.apply(records)?;
         Ok(reply)

@@ -8,6 +8,8 @@
 //! - `placement.rs`: rack-aware replica placement, explicit assignments.
 //! - `liveness.rs`: last-seen times, duplicate ids.
 //! - `election.rs`: fencing, leader moves and the ISR rule.
+//! - `decommission.rs`: moving replicas off leaving nodes, completing
+//!   reassignments (the reassignment rules are `ferry_broker::metadata`'s).
 //! - `draft.rs`: a change under construction, applied to a scratch image
 //!   as it grows, so the controller never returns records the apply refuses.
 //!
@@ -18,6 +20,7 @@
 //! ([`QuorumController::with_voters`]), at least min(3, voters) nodes are
 //! live; at bootstrap no node has registered yet.
 
+mod decommission;
 mod draft;
 mod election;
 mod liveness;
@@ -164,22 +167,24 @@ impl QuorumController {
     /// leadership of their partitions to live in-sync replicas (or to none);
     /// see `election.rs` for the rule. The node commits the records before
     /// its next tick, so a node is not fenced twice.
+    ///
+    /// Then it moves replicas off decommissioning nodes where it can and
+    /// completes the reassignments whose new replicas are in sync (see
+    /// `decommission.rs`).
     pub fn tick(&mut self, image: &MetadataImage, now: Instant) -> Vec<MetadataRecord> {
         let silent = self.liveness.silent(image, now, self.config.session_timeout);
-        if silent.is_empty() {
-            return Vec::new();
-        }
         let mut draft = Draft::new(image);
-        match election::fence(&mut draft, &silent) {
-            Ok(()) => {
-                tracing::info!(nodes = ?silent, "fencing silent nodes");
-                draft.into_records()
-            }
-            Err(e) => {
-                tracing::error!(nodes = ?silent, error = %e, "fencing refused by the image");
-                Vec::new()
+        if !silent.is_empty() {
+            match election::fence(&mut draft, &silent) {
+                Ok(()) => tracing::info!(nodes = ?silent, "fencing silent nodes"),
+                Err(e) => {
+                    tracing::error!(nodes = ?silent, error = %e, "fencing refused by the image");
+                    draft = Draft::new(image);
+                }
             }
         }
+        decommission::progress(&mut draft);
+        draft.into_records()
     }
 
     /// Adds the internal topics that are missing, if enough nodes are live

@@ -7,6 +7,7 @@ use ferry_broker::metadata::{ControllerReply, ControllerRequest, MetadataError, 
 use uuid::Uuid;
 
 use super::ControllerConfig;
+use super::decommission;
 use super::draft::Draft;
 use super::election::{self, partition_index};
 use super::placement::{NodeOrder, stable_hash, validate_assignment};
@@ -84,6 +85,27 @@ pub(super) fn carry_out(
                 isr,
             )?;
             draft.push(record)?;
+            // The ISR that grew may complete a reassignment.
+            if let Some(done) = ferry_broker::metadata::complete_reassignment(draft.image(), *topic_id, *partition) {
+                draft.push(done)?;
+            }
+            Ok(ControllerReply::Done)
+        }
+        ControllerRequest::AlterReassignment { topic, partition, replicas } => {
+            if let Some(record) =
+                ferry_broker::metadata::reassign(draft.image(), topic, *partition, replicas.as_deref())?
+            {
+                draft.push(record)?;
+            }
+            Ok(ControllerReply::Done)
+        }
+        ControllerRequest::DecommissionNode { node_id } => {
+            decommission::start(draft, *node_id)?;
+            Ok(ControllerReply::Done)
+        }
+        ControllerRequest::UnregisterNode { node_id } => {
+            draft.push(ferry_broker::metadata::unregister(draft.image(), *node_id)?)?;
+            tracing::info!(node = node_id, "node unregistered");
             Ok(ControllerReply::Done)
         }
     }

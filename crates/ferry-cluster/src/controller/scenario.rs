@@ -64,6 +64,8 @@ struct Stats {
     topics_created: usize,
     partitions_added: usize,
     failovers: usize,
+    reassignments: usize,
+    reassignments_completed: usize,
 }
 
 impl Sim {
@@ -114,7 +116,7 @@ impl Sim {
     fn step(&mut self) {
         let ids: Vec<i32> = self.procs.keys().copied().collect();
         let pick = ids[usize::try_from(self.rng.below(ids.len() as u64)).unwrap()];
-        match self.rng.below(100) {
+        match self.rng.below(112) {
             0..=39 => {
                 self.ms += self.rng.below(2000);
                 for id in &ids {
@@ -134,6 +136,22 @@ impl Sim {
                 let records = self.controller.tick(&self.image, self.now());
                 let before = self.image.clone();
                 self.commit(&records);
+                self.stats.reassignments_completed += completed(&before, &self.image);
+                // The tick completed whatever could complete, and moved
+                // every replica it could off a leaving node: what is left
+                // there has no node to go to.
+                assert!(ferry_broker::metadata::complete_reassignments(&self.image).is_empty());
+                let placeable: Vec<i32> = self.image.placeable_nodes().map(|n| n.id).collect();
+                for &leaving in &self.image.decommissioning {
+                    for (t, i, p) in self.image.partitions_on(leaving) {
+                        let stays = p.target_replicas().contains(&leaving);
+                        assert!(
+                            !stays || t.internal && p.leader < 0 || placeable.iter().all(|n| p.replicas.contains(n)),
+                            "{}-{i} keeps leaving node {leaving} with {placeable:?} placeable: {p:?}; tick: {records:?}",
+                            t.name
+                        );
+                    }
+                }
                 self.stats.fenced += records.iter().filter(|r| matches!(r, MetadataRecord::FenceNode { .. })).count();
                 for n in before.live_nodes() {
                     let silent = self.seen.get(&n.id).is_none_or(|(_, at)| self.ms - at > self.timeout_ms);
@@ -209,6 +227,9 @@ impl Sim {
                     self.seen.insert(n.id, (n.incarnation, self.ms));
                 }
             }
+            100..=105 => self.reassign(pick),
+            106..=109 => self.catch_up(),
+            110 => self.decommission(pick),
             98..=99 => {
                 let name = format!("t{}", self.rng.below(8));
                 match self.controller.handle(&self.image, pick, &ControllerRequest::DeleteTopic { name }) {
@@ -222,9 +243,97 @@ impl Sim {
         self.check();
     }
 
+    /// A random partition to random nodes (sometimes a cancel, sometimes
+    /// a bad target, which must change nothing).
+    fn reassign(&mut self, from: i32) {
+        let Some(t) = self.image.topics.values().filter(|t| !t.internal).nth(self.rng.below(8) as usize) else {
+            return;
+        };
+        let (topic, partition) = (t.name.clone(), i32::try_from(self.rng.below(t.partitions.len() as u64)).unwrap());
+        let nodes: Vec<i32> = self.image.nodes.keys().copied().collect();
+        let replicas = match self.rng.below(10) {
+            0 => None,
+            1 => Some(vec![nodes[0], nodes[0]]),
+            _ => {
+                let rf = 1 + self.rng.below(3) as usize;
+                let mut target = Vec::new();
+                while target.len() < rf.min(nodes.len()) {
+                    let n = nodes[self.rng.below(nodes.len() as u64) as usize];
+                    if !target.contains(&n) {
+                        target.push(n);
+                    }
+                }
+                Some(target)
+            }
+        };
+        let request = ControllerRequest::AlterReassignment { topic, partition, replicas };
+        let before = self.image.clone();
+        match self.controller.handle(&self.image, from, &request) {
+            Ok((records, _)) => {
+                self.commit(&records);
+                self.stats.reassignments += 1;
+            }
+            Err(
+                MetadataError::InvalidReplicaAssignment(_)
+                | MetadataError::NoReassignmentInProgress(_)
+                | MetadataError::UnknownPartition(..),
+            ) => assert_eq!(self.image, before, "a refused reassignment changed the image"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Leaders add their caught-up (live) replicas to the ISR, as
+    /// replication does (AlterPartition from the leader).
+    fn catch_up(&mut self) {
+        let mut requests = Vec::new();
+        for t in self.image.topics.values().filter(|t| !t.internal) {
+            for (i, p) in (0..).zip(&t.partitions) {
+                let live = |n: &i32| self.image.nodes.get(n).is_some_and(|n| !n.fenced);
+                let mut isr = p.isr.clone();
+                let joining: Vec<i32> =
+                    p.adding_replicas.iter().copied().filter(|n| live(n) && !p.isr.contains(n)).collect();
+                isr.extend(joining);
+                if p.leader >= 0 && isr != p.isr {
+                    requests.push((
+                        p.leader,
+                        ControllerRequest::AlterPartition {
+                            topic_id: t.id,
+                            partition: i,
+                            leader_epoch: p.leader_epoch,
+                            partition_epoch: p.partition_epoch,
+                            isr,
+                        },
+                    ));
+                }
+            }
+        }
+        for (leader, request) in requests {
+            let before = self.image.clone();
+            let Ok((records, _)) = self.controller.handle(&self.image, leader, &request) else { continue };
+            self.commit(&records);
+            self.stats.reassignments_completed += completed(&before, &self.image);
+        }
+    }
+
+    /// Decommissions one node per run at most (the others keep room).
+    fn decommission(&mut self, node: i32) {
+        if !self.image.decommissioning.is_empty() || !self.image.nodes.contains_key(&node) {
+            return;
+        }
+        let request = ControllerRequest::DecommissionNode { node_id: node };
+        let (records, _) = self.controller.handle(&self.image, node, &request).unwrap();
+        self.commit(&records);
+    }
+
     fn check(&mut self) {
         for t in self.image.topics.values() {
             for (i, p) in t.partitions.iter().enumerate() {
+                let distinct: std::collections::BTreeSet<_> = p.replicas.iter().collect();
+                assert_eq!(distinct.len(), p.replicas.len(), "{}-{i}: {p:?}", t.name);
+                let moving = p.adding_replicas.iter().chain(&p.removing_replicas);
+                assert!(moving.clone().all(|r| p.replicas.contains(r)), "{}-{i}: {p:?}", t.name);
+                assert!(!p.adding_replicas.iter().any(|r| p.removing_replicas.contains(r)), "{p:?}");
+
                 let live = |n: &i32| self.image.nodes.get(n).is_some_and(|n| !n.fenced);
                 if p.leader != -1 {
                     assert!(live(&p.leader), "{}-{i} led by fenced or unknown node {}", t.name, p.leader);
@@ -244,6 +353,16 @@ impl Sim {
             }
         }
     }
+}
+
+/// Reassignments `before` had in progress that `after` completed.
+fn completed(before: &MetadataImage, after: &MetadataImage) -> usize {
+    before
+        .topics
+        .values()
+        .flat_map(|t| (0..).zip(&t.partitions).map(move |(i, p)| (t.name.clone(), i, p)))
+        .filter(|(name, i, p)| p.reassigning() && after.partition(name, *i).is_some_and(|q| !q.reassigning()))
+        .count()
 }
 
 #[test]
@@ -285,12 +404,32 @@ fn seeded_scenarios_keep_the_invariants() {
         total.topics_created += sim.stats.topics_created;
         total.partitions_added += sim.stats.partitions_added;
         total.failovers += sim.stats.failovers;
+        total.reassignments += sim.stats.reassignments;
+        total.reassignments_completed += sim.stats.reassignments_completed;
     }
-    let Stats { fenced, duplicates_refused, leadership_restored, topics_created, partitions_added, failovers } = total;
+    let Stats {
+        fenced,
+        duplicates_refused,
+        leadership_restored,
+        topics_created,
+        partitions_added,
+        failovers,
+        reassignments,
+        reassignments_completed,
+    } = total;
     assert!(
-        [fenced, duplicates_refused, leadership_restored, topics_created, partitions_added, failovers]
-            .iter()
-            .all(|n| *n > 50),
+        [
+            fenced,
+            duplicates_refused,
+            leadership_restored,
+            topics_created,
+            partitions_added,
+            failovers,
+            reassignments,
+            reassignments_completed,
+        ]
+        .iter()
+        .all(|n| *n > 50),
         "the scenarios missed a case: {total:?}"
     );
 }

@@ -55,7 +55,7 @@ fn move_off(draft: &mut Draft, node: i32) {
             .and_then(|record| record.map_or(Ok(()), |r| draft.push(r)));
         match started {
             Ok(()) => {
-                tracing::info!(%topic, partition, from = node, to = replacement, "moving a replica off a decommissioning node")
+                tracing::info!(%topic, partition, from = node, to = replacement, "moving a replica off a decommissioning node");
             }
             Err(e) => tracing::warn!(%topic, partition, node, error = %e, "cannot move replica"),
         }

@@ -26,7 +26,7 @@ pub async fn reassign(
     client.alter_partition_reassignment(topic, partition, target.as_deref()).await?;
     match (fmt, &target) {
         (Format::Json, _) => {
-            json(&json!({ "topic": topic, "partition": partition, "replicas": target, "cancelled": cancel }))
+            json(&json!({ "topic": topic, "partition": partition, "replicas": target, "cancelled": cancel }));
         }
         (Format::Table, Some(t)) => say!("reassigning {topic}-{partition} to {}", ids(t)),
         (Format::Table, None) => say!("cancelled the reassignment of {topic}-{partition}"),

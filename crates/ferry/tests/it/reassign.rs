@@ -19,6 +19,11 @@ use crate::cluster_support::{CLUSTER_WAIT, Cluster, create_topic_eventually, met
 use crate::support::{Broker, consume_all, eventually_within, http_json, producer};
 
 const PARTITIONS: i32 = 3;
+const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
+const BROKER_ID_NOT_REGISTERED: i16 = 102;
+const INVALID_REQUEST: i16 = 42;
 
 /// Runs the `ferry` CLI against `b`: (exit code, stdout, stderr).
 fn ferry(b: &Broker, args: &[&str]) -> (i32, String, String) {
@@ -114,7 +119,7 @@ fn a_partition_moves_to_a_new_broker_under_load_and_keeps_every_acknowledged_rec
                     let record = FutureRecord::to(TOPIC).partition(i as i32 % PARTITIONS).key(&v).payload(&v);
                     deliveries.push((i, p.send_result(record).map_err(|(e, _)| e).expect("enqueue")));
                     i += 1;
-                    if i % 20 == 0 {
+                    if i.is_multiple_of(20) {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 }
@@ -196,11 +201,6 @@ fn a_decommissioned_node_is_emptied_and_removed_and_bad_reassignments_change_not
             ]
         })
     });
-    const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
-    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
-    const BROKER_ID_NOT_REGISTERED: i16 = 102;
-    const INVALID_REQUEST: i16 = 42;
     assert_eq!(
         errors,
         [

@@ -95,8 +95,8 @@ fn a_partition_moves_to_a_new_broker_under_load_and_keeps_every_acknowledged_rec
     }
     // Created before node 4 exists: every partition on 1, 2 and 3.
     create_topic_eventually(c.node(1), TOPIC, PARTITIONS, 3);
-    eventually_within("the topic on nodes 1-3", CLUSTER_WAIT, || {
-        replicas(c.node(2), TOPIC).is_some_and(|r| r.len() == PARTITIONS as usize)
+    eventually_within("the topic known to nodes 1-3", CLUSTER_WAIT, || {
+        c.ids().iter().all(|id| replicas(c.node(*id), TOPIC).is_some_and(|r| r.len() == PARTITIONS as usize))
     });
     c.add_broker(4);
     c.wait_for_brokers(2, &[1, 2, 3, 4]);
@@ -182,7 +182,9 @@ fn a_decommissioned_node_is_emptied_and_removed_and_bad_reassignments_change_not
     c.add_broker(4);
     c.wait_for_brokers(1, &[1, 2, 3, 4]);
     create_topic_eventually(c.node(1), TOPIC, 8, 3);
-    eventually_within("the topic placed", CLUSTER_WAIT, || replicas(c.node(1), TOPIC).is_some());
+    eventually_within("the topic known to every node", CLUSTER_WAIT, || {
+        c.ids().iter().all(|id| replicas(c.node(*id), TOPIC).is_some())
+    });
     let before = replicas(c.node(1), TOPIC).unwrap();
 
     // Bad input: Kafka's errors, nothing changed.
@@ -217,8 +219,18 @@ fn a_decommissioned_node_is_emptied_and_removed_and_bad_reassignments_change_not
     );
     let (code, _, stderr) = ferry(c.node(1), &["topic", "reassign", TOPIC, "--partition", "0", "--replicas", "1,2,9"]);
     assert!(code != 0 && stderr.contains("INVALID_REPLICA_ASSIGNMENT"), "{stderr}");
+    // The same over HTTP.
+    let (status, body) =
+        http_json(c.node(3), "POST", "/v1/topics/spread/partitions/0/reassignment", Some(r#"{"replicas":[1,1,2]}"#));
+    assert_eq!(status, 400, "{body}");
+    let (status, body) =
+        http_json(c.node(3), "POST", "/v1/topics/spread/partitions/0/reassignment", Some(r#"{"replicas":null}"#));
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(http_json(c.node(3), "POST", "/v1/nodes/9/decommission", None).0, 404);
+    assert_eq!(http_json(c.node(3), "DELETE", "/v1/nodes/4", None).0, 409, "node 4 runs");
     assert_eq!(replicas(c.node(1), TOPIC).unwrap(), before);
     assert!(ferry_ok(c.node(1), &["topic", "reassignments", "--format", "json"]).contains("\"reassignments\":[]"));
+    assert_eq!(http_json(c.node(2), "GET", "/v1/reassignments", None).1["reassignments"], serde_json::json!([]));
 
     // Decommission node 3: the command waits until nothing is left on it.
     assert!(held_by(c.node(1), 3).is_some_and(|h| !h.is_empty()));
@@ -227,9 +239,11 @@ fn a_decommissioned_node_is_emptied_and_removed_and_bad_reassignments_change_not
     assert_eq!(held_by(c.node(1), 3), Some(Vec::new()));
     let after = replicas(c.node(1), TOPIC).unwrap();
     assert!(after.values().all(|r| r.len() == 3 && !r.contains(&3)), "{after:?}");
-    let status: Value = serde_json::from_str(&ferry_ok(c.node(2), &["cluster", "status", "--format", "json"])).unwrap();
+    let status: Value = serde_json::from_str(&ferry_ok(c.node(1), &["cluster", "status", "--format", "json"])).unwrap();
     let node3 = status["nodes"].as_array().unwrap().iter().find(|n| n["id"] == 3).cloned().unwrap();
     assert_eq!((node3["decommissioning"].clone(), node3["replicas"].clone()), (Value::Bool(true), 0.into()));
+    let (_, cluster) = http_json(c.node(1), "GET", "/v1/cluster", None);
+    assert!(cluster["nodes"].as_array().unwrap().iter().any(|n| n["id"] == 3 && n["decommissioning"] == true));
     // A new topic keeps off it.
     create_topic_eventually(c.node(1), "later", 6, 3);
     eventually_within("the new topic placed", CLUSTER_WAIT, || replicas(c.node(1), "later").is_some());
@@ -241,8 +255,10 @@ fn a_decommissioned_node_is_emptied_and_removed_and_bad_reassignments_change_not
     c.stop(3);
     let out = ferry_ok(c.node(1), &["node", "remove", "3"]);
     assert!(out.contains("removed node 3"), "{out}");
-    let (_, cluster) = http_json(c.node(2), "GET", "/v1/cluster", None);
-    let ids: Vec<i64> = cluster["nodes"].as_array().unwrap().iter().filter_map(|n| n["id"].as_i64()).collect();
-    assert!(!ids.contains(&3), "{ids:?}");
+    // Every node's image drops it (node 1 answered once its own had).
+    eventually_within("node 3 gone from node 2's /v1/cluster", CLUSTER_WAIT, || {
+        let (_, cluster) = http_json(c.node(2), "GET", "/v1/cluster", None);
+        cluster["nodes"].as_array().is_some_and(|nodes| nodes.iter().all(|n| n["id"] != 3))
+    });
     c.wait_for_brokers(2, &[1, 2, 4]);
 }

@@ -275,8 +275,17 @@ mod tests {
         assert_eq!(j["nodes"][1]["fenced"], true);
         assert_eq!(j["nodes"][2]["registered"], false);
         // Without DescribeQuorum: no controller section, nobody a voter.
-        let s = Status::new(&cluster, None, &md);
+        let mut s = Status::new(&cluster, None, &md);
         assert!(s.to_json()["controller"].is_null());
         assert!(s.nodes.iter().all(|n| !n.voter));
+        // Decommissioning nodes show as leaving until they hold nothing.
+        for n in &mut s.nodes {
+            n.decommissioning = n.id <= 2;
+        }
+        let states: Vec<String> = s.rows().into_iter().map(|r| r[3].clone()).collect();
+        assert_eq!(states, ["leaving", "fenced, leaving"]);
+        s.nodes[0].replicas = 0;
+        assert_eq!(s.rows()[0][3], "leaving, empty");
+        assert_eq!(s.to_json()["nodes"][0]["decommissioning"], true);
     }
 }

@@ -39,7 +39,7 @@ pub fn routes() -> Router<AdminState> {
         .route("/v1/groups/{id}", get(describe_group).delete(delete_group))
         .route("/v1/groups/{id}/offsets", post(reset_offsets))
         .route("/v1/nodes/{id}", axum::routing::delete(crate::nodes::remove))
-        .route("/v1/nodes/{id}/decommission", post(crate::nodes::decommission))
+        .route("/v1/nodes/{id}/decommission", post(crate::nodes::decommission).delete(crate::nodes::recommission))
         .route("/v1/reassignments", get(crate::nodes::reassignments))
         .route("/v1/topics/{name}/partitions/{partition}/reassignment", post(crate::nodes::reassign))
         .fallback(not_found)

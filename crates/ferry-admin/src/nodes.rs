@@ -1,5 +1,6 @@
 //! Moving replicas over HTTP, as the Kafka APIs and the CLI do:
-//! `POST /v1/nodes/{id}/decommission`, `DELETE /v1/nodes/{id}`
+//! `POST /v1/nodes/{id}/decommission` (`DELETE` calls it off),
+//! `DELETE /v1/nodes/{id}`
 //! (UnregisterBroker), `GET /v1/reassignments` and
 //! `POST /v1/topics/{name}/partitions/{p}/reassignment` (body
 //! `{"replicas": [2,3,4]}`, or `{"replicas": null}` to cancel).
@@ -23,6 +24,12 @@ pub(crate) async fn decommission(State(s): State<AdminState>, Path(id): Path<i32
     s.broker.decommission_node(id).await?;
     let left = s.broker.metadata().partitions_on(id).count();
     Ok((StatusCode::ACCEPTED, Json(json!({ "node": id, "decommissioning": true, "replicas": left }))).into_response())
+}
+
+/// Calls off node `id`'s decommission.
+pub(crate) async fn recommission(State(s): State<AdminState>, Path(id): Path<i32>) -> ApiResult {
+    s.broker.recommission_node(id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Removes a stopped node that holds no replicas (409 while it runs or

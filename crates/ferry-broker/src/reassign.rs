@@ -75,6 +75,14 @@ impl Broker {
         self.submit(ControllerRequest::DecommissionNode { node_id: node }).await.map(|_| ())
     }
 
+    /// Calls off node `node`'s decommission (idempotent).
+    pub async fn recommission_node(&self, node: i32) -> Result<()> {
+        if !self.metadata().nodes.contains_key(&node) {
+            return Err(BrokerError::NodeNotRegistered(node));
+        }
+        self.submit(ControllerRequest::RecommissionNode { node_id: node }).await.map(|_| ())
+    }
+
     /// Removes a stopped node holding no replicas from the metadata.
     pub async fn unregister_node(&self, node: i32) -> Result<()> {
         if !self.metadata().nodes.contains_key(&node) {

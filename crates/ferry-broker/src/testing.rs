@@ -207,6 +207,9 @@ impl TestController {
             ControllerRequest::DecommissionNode { node_id } => {
                 (crate::metadata::decommission(&image, node_id)?.into_iter().collect(), ControllerReply::Done)
             }
+            ControllerRequest::RecommissionNode { node_id } => {
+                (crate::metadata::recommission(&image, node_id)?.into_iter().collect(), ControllerReply::Done)
+            }
             ControllerRequest::UnregisterNode { node_id } => {
                 (vec![crate::metadata::unregister(&image, node_id)?], ControllerReply::Done)
             }

@@ -84,13 +84,14 @@ impl Client {
             .collect())
     }
 
-    /// Starts decommissioning `node`: no new replicas go to it and the
-    /// controller moves its replicas to other nodes.
-    pub async fn decommission_node(&self, node: i32) -> Result<(), ClientError> {
+    /// Starts decommissioning `node` (`leave`): no new replicas go to it
+    /// and the controller moves its replicas to other nodes; or calls it
+    /// off (`!leave`).
+    pub async fn decommission_node(&self, node: i32, leave: bool) -> Result<(), ClientError> {
         let op = AlterableConfig::default()
             .with_name(StrBytes::from_static_str(DECOMMISSION))
             .with_config_operation(0)
-            .with_value(Some(StrBytes::from_static_str("true")));
+            .with_value(Some(StrBytes::from_static_str(if leave { "true" } else { "false" })));
         let res = AlterConfigsResource::default()
             .with_resource_type(BROKER_RESOURCE)
             .with_resource_name(StrBytes::from_string(node.to_string()))

@@ -103,6 +103,11 @@ pub enum ControllerRequest {
         /// The node leaving.
         node_id: i32,
     },
+    /// Calls off `node_id`'s decommission.
+    RecommissionNode {
+        /// The node.
+        node_id: i32,
+    },
     /// UnregisterBroker: removes a stopped node that holds no replicas
     /// from the metadata.
     UnregisterNode {

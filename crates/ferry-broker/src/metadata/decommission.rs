@@ -13,6 +13,15 @@ pub fn decommission(image: &MetadataImage, node: i32) -> Result<Option<MetadataR
     Ok((!image.decommissioning.contains(&node)).then_some(MetadataRecord::DecommissionNode { node_id: node }))
 }
 
+/// The record that calls off `node`'s decommission, or `None` if it is
+/// not being decommissioned.
+pub fn recommission(image: &MetadataImage, node: i32) -> Result<Option<MetadataRecord>, MetadataError> {
+    if !image.nodes.contains_key(&node) {
+        return Err(MetadataError::UnknownNode(node));
+    }
+    Ok(image.decommissioning.contains(&node).then_some(MetadataRecord::RecommissionNode { node_id: node }))
+}
+
 /// The record that removes `node` from the metadata. Refused while the node
 /// runs (it would register again) or holds replicas (they would be lost
 /// from their partitions without a reassignment).

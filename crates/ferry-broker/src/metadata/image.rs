@@ -283,6 +283,11 @@ impl MetadataImage {
                 }
                 self.decommissioning.insert(*node_id);
             }
+            MetadataRecord::RecommissionNode { node_id } => {
+                if !self.decommissioning.remove(node_id) {
+                    return Err(MetadataError::UnknownNode(*node_id));
+                }
+            }
             MetadataRecord::UnregisterNode { node_id } => {
                 if self.nodes.remove(node_id).is_none() {
                     return Err(MetadataError::UnknownNode(*node_id));

@@ -15,7 +15,7 @@ mod record;
 pub use alter_partition::alter_partition;
 pub use controller::{Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus, PeerFuture};
 pub use coordinator::{CoordinatorKind, GROUP_TOPIC, TXN_TOPIC, coordinator_partition, java_string_hash};
-pub use decommission::{decommission, unregister};
+pub use decommission::{decommission, recommission, unregister};
 pub use image::{MetadataImage, NodeInfo, PartitionInfo, TopicInfo, listener};
 pub use peer::{PeerError, PeerReply, PeerRequest};
 pub use reassignment::{complete as complete_reassignment, complete_all as complete_reassignments, reassign};

@@ -109,6 +109,12 @@ pub enum MetadataRecord {
         /// The node.
         node_id: i32,
     },
+    /// A decommission is called off: placement may pick the node again
+    /// (moves already started run on to their targets).
+    RecommissionNode {
+        /// The node.
+        node_id: i32,
+    },
     /// A node leaves the metadata (Kafka's UnregisterBroker), once stopped
     /// and holding no replicas.
     UnregisterNode {

@@ -103,6 +103,13 @@ pub(super) fn carry_out(
             decommission::start(draft, *node_id)?;
             Ok(ControllerReply::Done)
         }
+        ControllerRequest::RecommissionNode { node_id } => {
+            if let Some(record) = ferry_broker::metadata::recommission(draft.image(), *node_id)? {
+                draft.push(record)?;
+                tracing::info!(node = node_id, "decommission called off");
+            }
+            Ok(ControllerReply::Done)
+        }
         ControllerRequest::UnregisterNode { node_id } => {
             draft.push(ferry_broker::metadata::unregister(draft.image(), *node_id)?)?;
             tracing::info!(node = node_id, "node unregistered");

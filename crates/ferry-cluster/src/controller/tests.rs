@@ -548,3 +548,20 @@ fn a_leaving_node_is_replaced_from_its_own_rack_first() {
     run(&mut image, ControllerRequest::DecommissionNode { node_id: 1 });
     assert_eq!(image.partition("t", 0).unwrap().adding_replicas, vec![4], "node 4 shares node 1's rack");
 }
+
+#[test]
+fn a_decommission_can_be_called_off() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.request(ControllerRequest::DecommissionNode { node_id: 3 }).unwrap();
+    assert!(matches!(c.request(create("t", Some(1), Some(3), None)), Err(MetadataError::InvalidReplicationFactor(_))));
+    c.request(ControllerRequest::RecommissionNode { node_id: 3 }).unwrap();
+    assert!(c.image.decommissioning.is_empty());
+    c.request(create("t", Some(1), Some(3), None)).unwrap();
+    // Again, or for a node not leaving: nothing to do; unknown: refused.
+    let (records, _) = c.controller.handle(&c.image, 1, &ControllerRequest::RecommissionNode { node_id: 3 }).unwrap();
+    assert!(records.is_empty());
+    assert!(matches!(
+        c.request(ControllerRequest::RecommissionNode { node_id: 9 }),
+        Err(MetadataError::UnknownNode(9))
+    ));
+}

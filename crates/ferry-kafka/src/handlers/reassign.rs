@@ -7,7 +7,8 @@
 //! directories with a broker config (KIP-1066, `cordoned.log.dirs`),
 //! Ferry takes a node config, `node.decommission`, on the node's BROKER
 //! resource (named by its id): IncrementalAlterConfigs SET `true` starts
-//! it, DescribeConfigs shows it for every registered node.
+//! it, SET `false` or DELETE calls it off, DescribeConfigs shows it for
+//! every registered node.
 
 use ferry_broker::BrokerError;
 use kafka_protocol::messages::alter_partition_reassignments_response::{
@@ -110,8 +111,8 @@ pub fn is_decommission(resource_type: i8, ops: &[incremental_alter_configs_reque
 const BROKER_RESOURCE: i8 = 4;
 
 /// IncrementalAlterConfigs on node `name`'s BROKER resource with
-/// `node.decommission`: only SET `true`, alone, is accepted (a
-/// decommission cannot be undone yet).
+/// `node.decommission`, alone: SET `true` starts a decommission, SET
+/// `false` or DELETE calls it off.
 pub async fn decommission(
     c: &Call,
     name: &str,
@@ -121,19 +122,23 @@ pub async fn decommission(
     let node: i32 = name.parse().map_err(|_| {
         BrokerError::InvalidConfig(format!("{DECOMMISSION} needs the node id as resource name, not {name:?}"))
     })?;
-    let set_true = matches!(ops, [op] if op.config_operation == 0 && op.value.as_deref() == Some("true"));
-    if !set_true {
-        return Err(BrokerError::InvalidConfig(format!(
-            "{DECOMMISSION} can only be set to true, alone (a decommission cannot be undone)"
-        )));
-    }
+    let leave = match ops {
+        [op] if op.config_operation == 0 && op.value.as_deref() == Some("true") => true,
+        [op] if op.config_operation == 0 && op.value.as_deref() == Some("false") => false,
+        [op] if op.config_operation == 1 => false,
+        _ => {
+            return Err(BrokerError::InvalidConfig(format!(
+                "{DECOMMISSION} takes SET true, SET false or DELETE, alone"
+            )));
+        }
+    };
     if !c.ctx.broker.metadata().nodes.contains_key(&node) {
         return Err(BrokerError::NodeNotRegistered(node));
     }
     if validate_only {
         return Ok(());
     }
-    c.ctx.broker.decommission_node(node).await
+    if leave { c.ctx.broker.decommission_node(node).await } else { c.ctx.broker.recommission_node(node).await }
 }
 
 /// `node.decommission` of the node a BROKER resource names (empty: this

@@ -34,6 +34,10 @@ pub enum NodeVerb {
         /// Give up waiting after this many seconds.
         #[arg(long, default_value_t = 3600)]
         wait_secs: u64,
+        /// Call the decommission off: placement may pick the node again
+        /// (moves already started run on).
+        #[arg(long)]
+        cancel: bool,
     },
     /// Remove a stopped node that holds no replicas from the cluster's metadata.
     Remove {
@@ -46,8 +50,15 @@ pub async fn run(cmd: NodeCmd) -> anyhow::Result<()> {
     let client = cmd.conn.connect().await?;
     let fmt = cmd.conn.format;
     match cmd.verb {
-        NodeVerb::Decommission { id, no_wait, wait_secs } => {
-            client.decommission_node(id).await?;
+        NodeVerb::Decommission { id, cancel: true, .. } => {
+            client.decommission_node(id, false).await?;
+            match fmt {
+                Format::Json => json(&json!({ "node": id, "decommissioning": false })),
+                Format::Table => say!("node {id} is no longer being decommissioned"),
+            }
+        }
+        NodeVerb::Decommission { id, no_wait, wait_secs, cancel: false } => {
+            client.decommission_node(id, true).await?;
             if no_wait {
                 let left = replicas_on(&client, id).await?;
                 match fmt {

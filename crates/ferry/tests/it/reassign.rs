@@ -232,6 +232,17 @@ fn a_decommissioned_node_is_emptied_and_removed_and_bad_reassignments_change_not
     assert!(ferry_ok(c.node(1), &["topic", "reassignments", "--format", "json"]).contains("\"reassignments\":[]"));
     assert_eq!(http_json(c.node(2), "GET", "/v1/reassignments", None).1["reassignments"], serde_json::json!([]));
 
+    // Started and called off: nothing moves for good (moves that started
+    // run on, so only the flag is checked).
+    ferry_ok(c.node(1), &["node", "decommission", "4", "--no-wait"]);
+    let leaving = |c: &Cluster, id: i32| {
+        let (_, cluster) = http_json(c.node(1), "GET", "/v1/cluster", None);
+        cluster["nodes"].as_array().unwrap().iter().any(|n| n["id"] == id && n["decommissioning"] == true)
+    };
+    assert!(leaving(&c, 4));
+    ferry_ok(c.node(1), &["node", "decommission", "4", "--cancel"]);
+    assert!(!leaving(&c, 4));
+
     // Decommission node 3: the command waits until nothing is left on it.
     assert!(held_by(c.node(1), 3).is_some_and(|h| !h.is_empty()));
     let out = ferry_ok(c.node(1), &["node", "decommission", "3", "--wait-secs", "120"]);
@@ -242,8 +253,7 @@ fn a_decommissioned_node_is_emptied_and_removed_and_bad_reassignments_change_not
     let status: Value = serde_json::from_str(&ferry_ok(c.node(1), &["cluster", "status", "--format", "json"])).unwrap();
     let node3 = status["nodes"].as_array().unwrap().iter().find(|n| n["id"] == 3).cloned().unwrap();
     assert_eq!((node3["decommissioning"].clone(), node3["replicas"].clone()), (Value::Bool(true), 0.into()));
-    let (_, cluster) = http_json(c.node(1), "GET", "/v1/cluster", None);
-    assert!(cluster["nodes"].as_array().unwrap().iter().any(|n| n["id"] == 3 && n["decommissioning"] == true));
+    assert!(leaving(&c, 3));
     // A new topic keeps off it.
     create_topic_eventually(c.node(1), "later", 6, 3);
     eventually_within("the new topic placed", CLUSTER_WAIT, || replicas(c.node(1), "later").is_some());

@@ -18,6 +18,13 @@ use ferry_broker::metadata::{MetadataError, MetadataImage, complete_reassignment
 use super::draft::Draft;
 use super::placement::NodeOrder;
 
+/// Whether a tick has anything to do here: a node is leaving, or a
+/// reassignment is in progress.
+pub(super) fn due(image: &MetadataImage) -> bool {
+    !image.decommissioning.is_empty()
+        || image.topics.values().any(|t| t.partitions.iter().any(ferry_broker::metadata::PartitionInfo::reassigning))
+}
+
 /// Completes every reassignment that can complete, then starts the moves
 /// off every decommissioning node that can start now (in that order: a
 /// completion can free a node to move to; a move that can complete at

@@ -173,6 +173,9 @@ impl QuorumController {
     /// `decommission.rs`).
     pub fn tick(&mut self, image: &MetadataImage, now: Instant) -> Vec<MetadataRecord> {
         let silent = self.liveness.silent(image, now, self.config.session_timeout);
+        if silent.is_empty() && !decommission::due(image) {
+            return Vec::new(); // no image copy on an idle tick
+        }
         let mut draft = Draft::new(image);
         if !silent.is_empty() {
             match election::fence(&mut draft, &silent) {

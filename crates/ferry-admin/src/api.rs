@@ -1,5 +1,5 @@
 //! Routes: `/metrics`, `/v1/health*`, and the REST admin API on topics,
-//! configs, groups and offsets.
+//! configs, groups and offsets (nodes and reassignments: `nodes.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,6 +38,10 @@ pub fn routes() -> Router<AdminState> {
         .route("/v1/groups", get(list_groups))
         .route("/v1/groups/{id}", get(describe_group).delete(delete_group))
         .route("/v1/groups/{id}/offsets", post(reset_offsets))
+        .route("/v1/nodes/{id}", axum::routing::delete(crate::nodes::remove))
+        .route("/v1/nodes/{id}/decommission", post(crate::nodes::decommission).delete(crate::nodes::recommission))
+        .route("/v1/reassignments", get(crate::nodes::reassignments))
+        .route("/v1/topics/{name}/partitions/{partition}/reassignment", post(crate::nodes::reassign))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

@@ -48,6 +48,7 @@ pub(crate) fn cluster_json(broker: &Broker) -> Value {
             "rack": n.rack,
             "voter": n.voter,
             "fenced": n.fenced,
+            "decommissioning": image.decommissioning.contains(&n.id),
             "listeners": n.listeners,
             "replicas": l.replicas,
             "leaders": l.leaders,

@@ -39,7 +39,11 @@ impl From<BrokerError> for ApiError {
             BrokerError::UnknownTopicOrPartition | BrokerError::Group(GroupError::GroupIdNotFound) => {
                 StatusCode::NOT_FOUND
             }
-            BrokerError::TopicExists(_) | BrokerError::Group(GroupError::NonEmptyGroup) => StatusCode::CONFLICT,
+            BrokerError::NodeNotRegistered(_) => StatusCode::NOT_FOUND,
+            BrokerError::TopicExists(_)
+            | BrokerError::Group(GroupError::NonEmptyGroup)
+            | BrokerError::InvalidRequest(_)
+            | BrokerError::NoReassignmentInProgress(_) => StatusCode::CONFLICT,
             BrokerError::InvalidTopic(_)
             | BrokerError::InvalidPartitions(_)
             | BrokerError::InvalidReplicationFactor(_)

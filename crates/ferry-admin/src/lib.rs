@@ -8,6 +8,7 @@
 mod api;
 mod cluster;
 mod error;
+mod nodes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -74,7 +74,7 @@ impl CreatedTopic {
 
 impl Broker {
     /// Sends `request` to the controller quorum.
-    async fn submit(&self, request: ControllerRequest) -> Result<ControllerReply> {
+    pub(crate) async fn submit(&self, request: ControllerRequest) -> Result<ControllerReply> {
         let controller = self
             .controller
             .get()

@@ -26,6 +26,16 @@ pub enum BrokerError {
     /// or of uneven lengths.
     #[error("invalid replica assignment: {0}")]
     InvalidReplicaAssignment(String),
+    /// Cancelling a reassignment where none is in progress.
+    #[error("no reassignment in progress: {0}")]
+    NoReassignmentInProgress(String),
+    /// A request the broker refuses as a whole (Kafka's INVALID_REQUEST),
+    /// e.g. unregistering a node that still runs or holds replicas.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A node id the cluster has no registration for.
+    #[error("node {0} is not registered")]
+    NodeNotRegistered(i32),
     /// The partition exists, but this node does not lead it (another node
     /// does, or none is available now).
     #[error("this node is not the leader of the partition")]
@@ -98,6 +108,8 @@ impl From<MetadataError> for BrokerError {
             MetadataError::InvalidReplicationFactor(m) => BrokerError::InvalidReplicationFactor(m),
             MetadataError::InvalidReplicaAssignment(m) => BrokerError::InvalidReplicaAssignment(m),
             e @ MetadataError::UnknownNode(_) => BrokerError::InvalidReplicaAssignment(e.to_string()),
+            MetadataError::NoReassignmentInProgress(m) => BrokerError::NoReassignmentInProgress(m),
+            MetadataError::NodeInUse(m) => BrokerError::InvalidRequest(m),
             e @ (MetadataError::ProducerIdsTaken(_)
             | MetadataError::DuplicateNodeId(_)
             | MetadataError::QuorumMismatch(_)

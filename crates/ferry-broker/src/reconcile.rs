@@ -75,9 +75,16 @@ impl Broker {
                 if t.id != info.id {
                     self.delete_local(name, "re-created with another id");
                 } else if placed.is_empty() || info.internal {
-                    // Moved away: stop serving; the data stays until
-                    // sweep_orphans.
-                    write(&self.topics).remove(name);
+                    // Moved away (reassigned elsewhere): stop serving and
+                    // delete the data, unless the directory was first
+                    // hosted after this image (a restarted node replaying
+                    // its metadata log); sweep_orphans catches that later.
+                    let newer = read_topic_file(&t.dir).is_some_and(|f| f.created_index > image.applied_index);
+                    if newer {
+                        write(&self.topics).remove(name);
+                    } else {
+                        self.delete_local(name, "no replica placed here any more");
+                    }
                     continue;
                 }
             }
@@ -95,7 +102,7 @@ impl Broker {
                     }
                 },
             };
-            let synced = self.sync_topic(&topic, info, &placed);
+            let synced = self.sync_topic(&topic, info, &placed, image.applied_index);
             topic.synced.store(synced.is_ok(), Ordering::Release);
             if let Err(e) = synced {
                 tracing::error!(topic = %name, error = %e, "cannot open partitions");
@@ -131,7 +138,11 @@ impl Broker {
         let mut trashed = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".trash-") || self.topic(&name).is_some() {
+            if name.starts_with(".trash-") {
+                continue;
+            }
+            if let Some(topic) = self.topic(&name) {
+                self.sweep_partitions(&topic, &image);
                 continue;
             }
             let file = read_topic_file(&entry.path());
@@ -151,6 +162,20 @@ impl Broker {
             }
         }
         trashed
+    }
+
+    /// Trashes the partition directories of a hosted topic that `image`
+    /// does not place here (reassigned away while this node was down).
+    fn sweep_partitions(&self, topic: &Topic, image: &MetadataImage) {
+        let Some(info) = image.topic(&topic.name).filter(|i| i.id == topic.id) else { return };
+        let placed = placed_on(info, self.config.node_id);
+        let Ok(entries) = fs::read_dir(&topic.dir) else { return };
+        for entry in entries.flatten() {
+            let Some(index) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            if !placed.contains(&index) && entry.path().is_dir() {
+                self.trash_partition(topic, index, image.applied_index);
+            }
+        }
     }
 
     /// Opens (or creates) the local topic for `info`; `None` when its
@@ -197,7 +222,7 @@ impl Broker {
 
     /// Brings a hosted topic in line with `info`: configs, partition count,
     /// the local partitions (`placed`), and `topic.json`.
-    fn sync_topic(&self, topic: &Topic, info: &TopicInfo, placed: &[i32]) -> Result<()> {
+    fn sync_topic(&self, topic: &Topic, info: &TopicInfo, placed: &[i32], applied_index: u64) -> Result<()> {
         let configs_changed = *read(&topic.overrides) != info.configs;
         if configs_changed {
             (*write(&topic.overrides)).clone_from(&info.configs);
@@ -211,14 +236,21 @@ impl Broker {
             if placed.contains(index) {
                 p.log().set_config(log_config.clone());
             } else {
+                // Reassigned away: the replica's log goes with it.
                 write(&topic.partitions).remove(index);
+                self.trash_partition(topic, *index, applied_index);
             }
         }
         for &index in placed {
             if read(&topic.partitions).contains_key(&index) {
                 continue;
             }
-            let log = self.logs.open(&topic.dir.join(index.to_string()), log_config.clone())?;
+            let dir = topic.dir.join(index.to_string());
+            if !dir.exists() {
+                fs::create_dir_all(&dir)?;
+                write_json(&dir.join(REPLICA_FILE), &ReplicaFile { placed_index: applied_index })?;
+            }
+            let log = self.logs.open(&dir, log_config.clone())?;
             let partition =
                 Partition::new(&topic.name, index, log, topic.settings.clone(), self.config.producer_id_expiration_ms)?;
             write(&topic.partitions).insert(index, Arc::new(partition));
@@ -242,6 +274,27 @@ impl Broker {
             write_json(&topic.dir.join("topic.json"), &file)?;
         }
         Ok(())
+    }
+
+    /// Trashes the directory of partition `index` of `topic`, no longer a
+    /// replica here as of `applied_index`, unless it was placed here
+    /// after that index (an older image replayed at restart).
+    fn trash_partition(&self, topic: &Topic, index: i32, applied_index: u64) {
+        let dir = topic.dir.join(index.to_string());
+        if read_replica_file(&dir).is_some_and(|f| f.placed_index > applied_index) {
+            return;
+        }
+        let trash = self.config.data_dir.join("topics").join(format!(".trash-{}", Uuid::new_v4().simple()));
+        match fs::rename(&dir, &trash) {
+            Ok(()) => {
+                tracing::info!(topic = %topic.name, partition = index, "deleted a replica reassigned away");
+                std::thread::spawn(move || {
+                    let _ = fs::remove_dir_all(trash);
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(topic = %topic.name, partition = index, error = %e, "cannot trash replica"),
+        }
     }
 
     /// Stops hosting `name` and trashes its directory.
@@ -271,6 +324,20 @@ impl Broker {
 /// Indices of `info`'s partitions with `node` among their replicas.
 fn placed_on(info: &TopicInfo, node: i32) -> Vec<i32> {
     (0..).zip(&info.partitions).filter(|(_, p)| p.replicas.contains(&node)).map(|(i, _)| i).collect()
+}
+
+/// `<partition dir>/replica.json`: the image index at which this node
+/// first held the replica, so a replayed older image that does not place
+/// it here does not delete it.
+const REPLICA_FILE: &str = "replica.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ReplicaFile {
+    placed_index: u64,
+}
+
+fn read_replica_file(dir: &std::path::Path) -> Option<ReplicaFile> {
+    fs::read(dir.join(REPLICA_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 fn read_topic_file(dir: &std::path::Path) -> Option<TopicFile> {
@@ -441,5 +508,42 @@ mod tests {
         assert_eq!(b.topic_settings(&t).log.retention_ms, Some(7000));
         assert_eq!(t.overrides(), overrides);
         assert_eq!(read_topic_file(&dir.path().join("topics/a")).unwrap().configs, overrides);
+    }
+
+    #[tokio::test]
+    async fn a_replica_reassigned_away_is_deleted_unless_placed_here_after_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = open(dir.path());
+        let id = Uuid::new_v4();
+        let both = || create("t", id, vec![vec![1], vec![1, 2]]);
+        let moved = || {
+            vec![
+                both(),
+                MetadataRecord::PartitionReassignment {
+                    topic_id: id,
+                    partition: 1,
+                    replicas: vec![2],
+                    adding_replicas: vec![],
+                    removing_replicas: vec![],
+                    leader: 2,
+                    isr: vec![2],
+                },
+            ]
+        };
+        let p1 = dir.path().join("topics/t/1");
+        b.apply_image(image(2, vec![both()]));
+        assert!(p1.is_dir());
+        b.apply_image(image(3, moved()));
+        assert!(!p1.exists(), "moved away: deleted");
+        assert!(b.topic("t").unwrap().partition(1).is_none() && dir.path().join("topics/t/0").is_dir());
+        // Placed here again at index 4: a fresh log, which a replayed
+        // older image that does not place it here leaves alone.
+        b.apply_image(image(4, vec![both()]));
+        assert!(p1.is_dir());
+        b.apply_image(image(3, moved()));
+        assert!(p1.is_dir(), "placed here after index 3");
+        // Every partition moves away: the topic's directory goes.
+        b.apply_image(image(5, vec![create("t", id, vec![vec![2], vec![2]])]));
+        assert!(b.topic("t").is_none() && !dir.path().join("topics/t").exists());
     }
 }

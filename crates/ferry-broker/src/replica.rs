@@ -260,6 +260,8 @@ mod tests {
             leader_epoch: 4,
             partition_epoch: 9,
             elr: Vec::new(),
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 

@@ -203,6 +203,20 @@ impl TestController {
             ControllerRequest::ElectLeaders { election, partitions } => {
                 (Vec::new(), ControllerReply::Elections(elect_leaders(&image, election, partitions)))
             }
+            ControllerRequest::AlterReassignment { topic, partition, replicas } => {
+                let records: Vec<MetadataRecord> =
+                    crate::metadata::reassign(&image, &topic, partition, replicas.as_deref())?.into_iter().collect();
+                (records, ControllerReply::Done)
+            }
+            ControllerRequest::DecommissionNode { node_id } => {
+                (crate::metadata::decommission(&image, node_id)?.into_iter().collect(), ControllerReply::Done)
+            }
+            ControllerRequest::RecommissionNode { node_id } => {
+                (crate::metadata::recommission(&image, node_id)?.into_iter().collect(), ControllerReply::Done)
+            }
+            ControllerRequest::UnregisterNode { node_id } => {
+                (vec![crate::metadata::unregister(&image, node_id)?], ControllerReply::Done)
+            }
         };
         self.apply(records)?;
         Ok(reply)

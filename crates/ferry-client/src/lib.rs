@@ -5,7 +5,8 @@
 //! correlation id (so requests can be pipelined) and request versions from
 //! ApiVersions; a [`Client`] over one cluster, with partition leaders from
 //! Metadata and group coordinators from FindCoordinator. On top: produce,
-//! fetch, ListOffsets, topic administration, the cluster's nodes and
+//! fetch, ListOffsets, topic administration, reassignments and node
+//! decommission, the cluster's nodes and
 //! controller quorum, consumer group inspection and commits, and a
 //! classic-protocol group member with the range assignor.
 //! Record batches are built and parsed with `ferry_records`.
@@ -31,6 +32,7 @@ mod member;
 mod metadata;
 mod offsets;
 mod produce;
+mod reassign;
 mod retry;
 
 pub(crate) use ferry_util::sync::lock;
@@ -54,6 +56,7 @@ pub use member::GroupMembership;
 pub use metadata::{BrokerMetadata, ClusterMetadata, PartitionMetadata, TopicMetadata};
 pub use offsets::{EARLIEST, LATEST};
 pub use produce::{PRODUCE_VERSION, produce_request, produce_result};
+pub use reassign::PartitionReassignment;
 
 pub(crate) fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))

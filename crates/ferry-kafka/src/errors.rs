@@ -74,6 +74,9 @@ fn broker_error_code(e: &BrokerError) -> i16 {
         BrokerError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor,
         BrokerError::InvalidReplicaAssignment(_) => E::InvalidReplicaAssignment,
         BrokerError::NotLeaderOrFollower => E::NotLeaderOrFollower,
+        BrokerError::NoReassignmentInProgress(_) => E::NoReassignmentInProgress,
+        BrokerError::InvalidRequest(_) => E::InvalidRequest,
+        BrokerError::NodeNotRegistered(_) => E::BrokerIdNotRegistered,
         // What a Kafka broker answers when its forwarded request to the
         // controller times out; clients retry.
         BrokerError::ControllerUnavailable(_) => E::RequestTimedOut,

@@ -323,6 +323,22 @@ fn request(key: ApiKey, v: i16, topic_id: uuid::Uuid, batch: &Bytes) -> RequestK
                 .with_transactional_ids(vec![TransactionalId(StrBytes::from_static_str("tx"))]),
         ),
         ApiKey::ListTransactions => RequestKind::ListTransactions(ListTransactionsRequest::default()),
+        ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
+            // A cancel where nothing moves: NO_REASSIGNMENT_IN_PROGRESS.
+            AlterPartitionReassignmentsRequest::default().with_timeout_ms(5000).with_topics(vec![
+                alter_partition_reassignments_request::ReassignableTopic::default()
+                    .with_name(name("t"))
+                    .with_partitions(vec![
+                        alter_partition_reassignments_request::ReassignablePartition::default().with_replicas(None),
+                    ]),
+            ]),
+        ),
+        ApiKey::ListPartitionReassignments => RequestKind::ListPartitionReassignments(
+            ListPartitionReassignmentsRequest::default().with_timeout_ms(5000).with_topics(None),
+        ),
+        ApiKey::UnregisterBroker => {
+            RequestKind::UnregisterBroker(UnregisterBrokerRequest::default().with_broker_id(BrokerId(99)))
+        }
         other => panic!("no sample request for {other:?}"),
     }
 }
@@ -512,6 +528,13 @@ fn check(resp: &ResponseKind, key: ApiKey, v: i16) {
         ResponseKind::TxnOffsetCommit(r) => assert_eq!(r.topics[0].partitions[0].error_code, 49, "{key:?} v{v}"),
         ResponseKind::DescribeTransactions(r) => assert_eq!(r.transaction_states[0].error_code, 105, "{key:?} v{v}"),
         ResponseKind::ListTransactions(r) => assert_eq!(r.error_code, 0, "{key:?} v{v}"),
+        ResponseKind::AlterPartitionReassignments(r) => {
+            assert_eq!(r.responses[0].partitions[0].error_code, 85, "{key:?} v{v}");
+        }
+        ResponseKind::ListPartitionReassignments(r) => {
+            assert!(r.error_code == 0 && r.topics.is_empty(), "{key:?} v{v}");
+        }
+        ResponseKind::UnregisterBroker(r) => assert_eq!(r.error_code, 102, "{key:?} v{v}"),
         _ => panic!("unexpected response"),
     }
 }

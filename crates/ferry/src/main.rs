@@ -26,7 +26,7 @@ enum Command {
     /// 127.0.0.1:9092, AMQP on 127.0.0.1:5672, MQTT on 127.0.0.1:1883, HTTP
     /// admin API and /metrics on 127.0.0.1:9644).
     Serve(config::ServeArgs),
-    /// Create, list, describe, delete topics and alter their configs.
+    /// Create, list, describe, delete topics, alter their configs, reassign partitions.
     Topic(cli::TopicCmd),
     /// Write records: the arguments, or one per line of stdin.
     Produce(cli::ProduceArgs),
@@ -36,6 +36,8 @@ enum Command {
     Group(cli::GroupCmd),
     /// Cluster information.
     Cluster(cli::ClusterCmd),
+    /// Take a node out of the cluster: decommission, remove.
+    Node(cli::NodeCmd),
     /// Measure throughput and latency: produce, consume, end to end.
     Bench(cli::bench::BenchCmd),
 }
@@ -73,6 +75,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             Command::Consume(args) => cli::consume::run(args).await,
             Command::Group(cmd) => cli::group::run(cmd).await,
             Command::Cluster(cmd) => cli::cluster(cmd).await,
+            Command::Node(cmd) => cli::node::run(cmd).await,
             Command::Bench(cmd) => cli::bench::run(cmd).await,
         }
     })

@@ -95,6 +95,34 @@ pub enum ControllerRequest {
         /// then leaves out those that needed no election, as Kafka).
         partitions: Option<Vec<(String, i32)>>,
     },
+    /// AlterPartitionReassignments, for one partition: reassign it to
+    /// `replicas`, or cancel its reassignment (`None`). See
+    /// [`reassign`](super::reassign).
+    AlterReassignment {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: i32,
+        /// The target replicas; `None` cancels.
+        replicas: Option<Vec<i32>>,
+    },
+    /// Starts decommissioning `node_id`: new replicas never go to it and
+    /// the controller moves its replicas to other live nodes.
+    DecommissionNode {
+        /// The node leaving.
+        node_id: i32,
+    },
+    /// Calls off `node_id`'s decommission.
+    RecommissionNode {
+        /// The node.
+        node_id: i32,
+    },
+    /// UnregisterBroker: removes a stopped node that holds no replicas
+    /// from the metadata.
+    UnregisterNode {
+        /// The node.
+        node_id: i32,
+    },
 }
 
 /// What a carried-out request returns.

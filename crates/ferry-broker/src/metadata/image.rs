@@ -3,7 +3,7 @@
 //! through [`Broker::metadata`](crate::Broker::metadata); it is replaced
 //! whole (copy on write, topics shared by `Arc`) after every apply.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -73,6 +73,34 @@ pub struct PartitionInfo {
     /// the ISR. Empty in images written before it existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub elr: Vec<i32>,
+    /// Replicas a reassignment in progress adds (KIP-455); they are in
+    /// `replicas` already and leave this list when the reassignment
+    /// completes.
+    #[serde(default)]
+    pub adding_replicas: Vec<i32>,
+    /// Replicas a reassignment in progress removes (still in `replicas`
+    /// until it completes).
+    #[serde(default)]
+    pub removing_replicas: Vec<i32>,
+}
+
+impl PartitionInfo {
+    /// Whether a reassignment is in progress.
+    pub fn reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas before the reassignment in progress (all replicas
+    /// when none is).
+    pub fn original_replicas(&self) -> Vec<i32> {
+        self.replicas.iter().copied().filter(|r| !self.adding_replicas.contains(r)).collect()
+    }
+
+    /// The replicas once the reassignment in progress completes (all
+    /// replicas when none is).
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas.iter().copied().filter(|r| !self.removing_replicas.contains(r)).collect()
+    }
 }
 
 /// A topic as the cluster knows it.
@@ -115,6 +143,10 @@ pub struct MetadataImage {
     pub next_producer_id: i64,
     /// The Raft log index of the last record applied (0: none).
     pub applied_index: u64,
+    /// Nodes being decommissioned: placement never picks them, and the
+    /// controller moves their replicas to other nodes.
+    #[serde(default)]
+    pub decommissioning: BTreeSet<i32>,
 }
 
 impl MetadataImage {
@@ -136,6 +168,20 @@ impl MetadataImage {
     /// Nodes that are registered and not fenced, by id.
     pub fn live_nodes(&self) -> impl Iterator<Item = &NodeInfo> {
         self.nodes.values().filter(|n| !n.fenced)
+    }
+
+    /// Live nodes new replicas may go to: not fenced, not being
+    /// decommissioned.
+    pub fn placeable_nodes(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.live_nodes().filter(|n| !self.decommissioning.contains(&n.id))
+    }
+
+    /// (topic, partition index, partition) of every partition with `node`
+    /// among its replicas.
+    pub fn partitions_on(&self, node: i32) -> impl Iterator<Item = (&Arc<TopicInfo>, i32, &PartitionInfo)> {
+        self.topics.values().flat_map(move |t| {
+            (0..).zip(&t.partitions).filter(move |(_, p)| p.replicas.contains(&node)).map(move |(i, p)| (t, i, p))
+        })
     }
 
     /// Applies one record at log index `index`. An error leaves the image
@@ -225,6 +271,53 @@ impl MetadataImage {
                 p.elr.retain(|n| !isr.contains(n) && replicas.contains(n));
                 p.partition_epoch += 1;
             }
+            MetadataRecord::PartitionReassignment {
+                topic_id,
+                partition,
+                replicas,
+                adding_replicas,
+                removing_replicas,
+                leader,
+                isr,
+            } => {
+                let topic = self.topic_mut(*topic_id)?;
+                let p = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|i| topic.partitions.get_mut(i))
+                    .ok_or(MetadataError::UnknownPartition(*topic_id, *partition))?;
+                // As Kafka's PartitionChangeBuilder: a new leader, or a
+                // replica set that drops a replica, starts a leader epoch,
+                // so a removed replica's fetches are fenced.
+                if p.leader != *leader || p.replicas.iter().any(|r| !replicas.contains(r)) {
+                    p.leader_epoch += 1;
+                }
+                p.leader = *leader;
+                p.isr.clone_from(isr);
+                p.replicas.clone_from(replicas);
+                p.adding_replicas.clone_from(adding_replicas);
+                p.removing_replicas.clone_from(removing_replicas);
+                // ELR members must stay replicas and outside the ISR.
+                let (isr, replicas) = (&p.isr, &p.replicas);
+                p.elr.retain(|n| !isr.contains(n) && replicas.contains(n));
+                p.partition_epoch += 1;
+            }
+            MetadataRecord::DecommissionNode { node_id } => {
+                if !self.nodes.contains_key(node_id) {
+                    return Err(MetadataError::UnknownNode(*node_id));
+                }
+                self.decommissioning.insert(*node_id);
+            }
+            MetadataRecord::RecommissionNode { node_id } => {
+                if !self.decommissioning.remove(node_id) {
+                    return Err(MetadataError::UnknownNode(*node_id));
+                }
+            }
+            MetadataRecord::UnregisterNode { node_id } => {
+                if self.nodes.remove(node_id).is_none() {
+                    return Err(MetadataError::UnknownNode(*node_id));
+                }
+                self.decommissioning.remove(node_id);
+            }
             MetadataRecord::ProducerIds { first, count, .. } => {
                 if *first < self.next_producer_id {
                     return Err(MetadataError::ProducerIdsTaken(*first));
@@ -251,6 +344,8 @@ fn new_partition(replicas: &[i32]) -> PartitionInfo {
         leader_epoch: 0,
         partition_epoch: 0,
         elr: Vec::new(),
+        adding_replicas: Vec::new(),
+        removing_replicas: Vec::new(),
     }
 }
 

@@ -6,17 +6,21 @@
 mod alter_partition;
 mod controller;
 mod coordinator;
+mod decommission;
 mod election;
 mod image;
 mod peer;
+mod reassignment;
 mod record;
 
 pub use alter_partition::alter_partition;
 pub use controller::{Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus, PeerFuture};
 pub use coordinator::{CoordinatorKind, GROUP_TOPIC, TXN_TOPIC, coordinator_partition, java_string_hash};
+pub use decommission::{decommission, recommission, unregister};
 pub use election::{ElectionError, ElectionResult, ElectionType};
 pub use image::{MetadataImage, NodeInfo, PartitionInfo, TopicInfo, listener};
 pub use peer::{PeerError, PeerReply, PeerRequest};
+pub use reassignment::{complete as complete_reassignment, complete_all as complete_reassignments, reassign};
 pub use record::MetadataRecord;
 
 use serde::{Deserialize, Serialize};
@@ -67,6 +71,14 @@ pub enum MetadataError {
     /// (Kafka's FENCED_LEADER_EPOCH / INVALID_UPDATE_VERSION).
     #[error("stale epoch: {0}")]
     StaleEpoch(String),
+    /// Cancelling a reassignment where none is in progress (Kafka's
+    /// NO_REASSIGNMENT_IN_PROGRESS).
+    #[error("no reassignment in progress for {0}")]
+    NoReassignmentInProgress(String),
+    /// A node that cannot leave the metadata yet (still running, or still
+    /// holding replicas).
+    #[error("node in use: {0}")]
+    NodeInUse(String),
     /// No quorum leader could be reached in time (startup, partition, election).
     #[error("controller unavailable: {0}")]
     Unavailable(String),

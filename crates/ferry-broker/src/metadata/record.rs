@@ -86,6 +86,46 @@ pub enum MetadataRecord {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         elr: Option<Vec<i32>>,
     },
+    /// A partition's replicas change (KIP-455): a reassignment starts
+    /// (replicas = target ∪ current, with the adding and removing ones
+    /// named), is cancelled (back to the original replicas), or completes
+    /// (replicas = target, both lists empty), with the leader and ISR that
+    /// go with it. The apply bumps the partition epoch, and the leader
+    /// epoch when the leader changes or a replica leaves the set.
+    PartitionReassignment {
+        /// Topic id.
+        topic_id: Uuid,
+        /// Partition index.
+        partition: i32,
+        /// All replicas, target first.
+        replicas: Vec<i32>,
+        /// Replicas being added (empty: none, or complete).
+        adding_replicas: Vec<i32>,
+        /// Replicas being removed.
+        removing_replicas: Vec<i32>,
+        /// The leader (-1: none).
+        leader: i32,
+        /// The ISR.
+        isr: Vec<i32>,
+    },
+    /// A node starts leaving the cluster: no new replicas go to it and the
+    /// controller moves its replicas elsewhere.
+    DecommissionNode {
+        /// The node.
+        node_id: i32,
+    },
+    /// A decommission is called off: placement may pick the node again
+    /// (moves already started run on to their targets).
+    RecommissionNode {
+        /// The node.
+        node_id: i32,
+    },
+    /// A node leaves the metadata (Kafka's UnregisterBroker), once stopped
+    /// and holding no replicas.
+    UnregisterNode {
+        /// The node.
+        node_id: i32,
+    },
     /// A block of producer ids handed to a node (Kafka's AllocateProducerIds):
     /// `first..first + count`, cluster-unique.
     ProducerIds {

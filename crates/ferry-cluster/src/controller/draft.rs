@@ -31,6 +31,11 @@ impl Draft {
         Ok(())
     }
 
+    /// The records so far, in order.
+    pub(super) fn records(&self) -> &[MetadataRecord] {
+        &self.records
+    }
+
     /// The records, in order.
     pub(super) fn into_records(self) -> Vec<MetadataRecord> {
         self.records

@@ -196,6 +196,32 @@ pub(super) fn forget_unknown_history(
     Ok(())
 }
 
+/// Empties the ELR of every partition whose ISR now meets *required*, as
+/// the ELR rule would on its next ISR change. A reassignment can lower
+/// *required* without touching those partitions: the replication factor
+/// (partition 0's replica count) sets the `min.insync.replicas` default,
+/// and the leader moves the high watermark by the new value at once, so
+/// an ELR member left behind could lack acknowledged records. Run on any
+/// change holding a `PartitionReassignment`, in the same Raft entry.
+pub(super) fn clear_stale_elrs(config: &ControllerConfig, draft: &mut Draft) -> Result<(), MetadataError> {
+    if !draft.records().iter().any(|r| matches!(r, MetadataRecord::PartitionReassignment { .. })) {
+        return Ok(());
+    }
+    let image = draft.image();
+    let mut changes = Vec::new();
+    for topic in image.topics.values() {
+        for (index, p) in topic.partitions.iter().enumerate() {
+            if !p.elr.is_empty() && p.isr.len() >= required_isr(config, image, topic, p) {
+                changes.extend(change(topic, index, p, (p.leader, p.isr.clone(), Vec::new()))?);
+            }
+        }
+    }
+    for record in changes {
+        draft.push(record)?;
+    }
+    Ok(())
+}
+
 /// The ELR that goes with an ISR change the partition's leader asked for
 /// (AlterPartition): the record with its ELR set.
 pub(super) fn with_elr(

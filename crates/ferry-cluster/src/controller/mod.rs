@@ -9,6 +9,8 @@
 //! - `liveness.rs`: last-seen times, duplicate ids.
 //! - `election.rs`: fencing, leader moves, the ISR and ELR rules (KIP-966).
 //! - `balance.rs`: automatic preferred-leader balancing and ElectLeaders.
+//! - `decommission.rs`: moving replicas off leaving nodes, completing
+//!   reassignments (the reassignment rules are `ferry_broker::metadata`'s).
 //! - `draft.rs`: a change under construction, applied to a scratch image
 //!   as it grows, so the controller never returns records the apply refuses.
 //!
@@ -20,6 +22,7 @@
 //! live; at bootstrap no node has registered yet.
 
 mod balance;
+mod decommission;
 mod draft;
 mod election;
 #[cfg(test)]
@@ -148,6 +151,7 @@ impl QuorumController {
     ) -> Result<(Vec<MetadataRecord>, ControllerReply), MetadataError> {
         let mut draft = Draft::new(image);
         let reply = requests::carry_out(&self.config, &mut draft, from, request)?;
+        election::clear_stale_elrs(&self.config, &mut draft)?;
         let validate_only = match request {
             ControllerRequest::CreateTopic { validate_only, .. }
             | ControllerRequest::CreatePartitions { validate_only, .. } => *validate_only,
@@ -198,16 +202,20 @@ impl QuorumController {
 
     /// Fences nodes silent past the session timeout at `now` and moves the
     /// leadership of their partitions to live eligible replicas (or to
-    /// none); see `election.rs` for the rule. Every
-    /// `leader_balance.check_interval` it also moves leadership back to
-    /// preferred replicas (`balance.rs`). The node commits the records
+    /// none); see `election.rs` for the rule. The node commits the records
     /// before its next tick, so a node is not fenced twice.
+    ///
+    /// Then it moves replicas off decommissioning nodes where it can and
+    /// completes the reassignments whose new replicas are in sync (see
+    /// `decommission.rs`). Every `leader_balance.check_interval` it also
+    /// moves leadership back to preferred replicas (`balance.rs`), after
+    /// the moves, so it sees the replica lists they leave.
     pub fn tick(&mut self, image: &MetadataImage, now: Instant) -> Vec<MetadataRecord> {
         let silent = self.liveness.silent(image, now, self.config.session_timeout);
         let balance = &self.config.leader_balance;
         let balance_due = balance.enabled && now.saturating_duration_since(self.last_balance) >= balance.check_interval;
-        if silent.is_empty() && !balance_due {
-            return Vec::new();
+        if silent.is_empty() && !balance_due && !decommission::due(image) {
+            return Vec::new(); // no image copy on an idle tick
         }
         let mut draft = Draft::new(image);
         if !silent.is_empty() {
@@ -219,6 +227,10 @@ impl QuorumController {
                 }
                 Err(e) => tracing::error!(nodes = ?silent, error = %e, "fencing refused by the image"),
             }
+        }
+        decommission::progress(&mut draft);
+        if let Err(e) = election::clear_stale_elrs(&self.config, &mut draft) {
+            tracing::error!(error = %e, "clearing stale eligible leader replicas refused by the image");
         }
         if balance_due {
             self.last_balance = now;

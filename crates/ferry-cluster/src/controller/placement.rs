@@ -25,9 +25,9 @@ pub(super) struct NodeOrder {
 }
 
 impl NodeOrder {
-    /// The live unfenced nodes of `image`.
+    /// The live unfenced nodes of `image` that are not being decommissioned.
     pub(super) fn live(image: &MetadataImage) -> Self {
-        let nodes: Vec<(i32, Option<&String>)> = image.live_nodes().map(|n| (n.id, n.rack.as_ref())).collect();
+        let nodes: Vec<(i32, Option<&String>)> = image.placeable_nodes().map(|n| (n.id, n.rack.as_ref())).collect();
         if nodes.is_empty() || nodes.iter().any(|(_, rack)| rack.is_none()) {
             return NodeOrder { ids: nodes.iter().map(|(id, _)| *id).collect(), racks: None };
         }
@@ -59,6 +59,16 @@ impl NodeOrder {
     /// Where `node` stands in the order.
     pub(super) fn position(&self, node: i32) -> Option<usize> {
         self.ids.iter().position(|id| *id == node)
+    }
+
+    /// The nodes, in placement order.
+    pub(super) fn ids(&self) -> &[i32] {
+        &self.ids
+    }
+
+    /// Whether racks count (every node has one).
+    pub(super) fn rack_aware(&self) -> bool {
+        self.racks.is_some()
     }
 
     /// Replicas for partitions `first..first + count` of `topic`, `rf` each

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::ControllerConfig;
 use super::balance;
+use super::decommission;
 use super::draft::Draft;
 use super::election::{self, partition_index};
 use super::placement::{NodeOrder, stable_hash, validate_assignment};
@@ -86,6 +87,34 @@ pub(super) fn carry_out(
             )?;
             let record = election::with_elr(config, draft.image(), record)?;
             draft.push(record)?;
+            // The ISR that grew may complete a reassignment.
+            if let Some(done) = ferry_broker::metadata::complete_reassignment(draft.image(), *topic_id, *partition) {
+                draft.push(done)?;
+            }
+            Ok(ControllerReply::Done)
+        }
+        ControllerRequest::AlterReassignment { topic, partition, replicas } => {
+            if let Some(record) =
+                ferry_broker::metadata::reassign(draft.image(), topic, *partition, replicas.as_deref())?
+            {
+                draft.push(record)?;
+            }
+            Ok(ControllerReply::Done)
+        }
+        ControllerRequest::DecommissionNode { node_id } => {
+            decommission::start(draft, *node_id)?;
+            Ok(ControllerReply::Done)
+        }
+        ControllerRequest::RecommissionNode { node_id } => {
+            if let Some(record) = ferry_broker::metadata::recommission(draft.image(), *node_id)? {
+                draft.push(record)?;
+                tracing::info!(node = node_id, "decommission called off");
+            }
+            Ok(ControllerReply::Done)
+        }
+        ControllerRequest::UnregisterNode { node_id } => {
+            draft.push(ferry_broker::metadata::unregister(draft.image(), *node_id)?)?;
+            tracing::info!(node = node_id, "node unregistered");
             Ok(ControllerReply::Done)
         }
         ControllerRequest::ElectLeaders { election, partitions } => {

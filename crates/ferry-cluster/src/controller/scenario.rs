@@ -2,7 +2,8 @@
 //! new, empty data directory), heartbeat (or miss beats), impostors try to
 //! take live ids, topics come and go, leaders shrink and grow ISRs,
 //! acks=all writes are acknowledged, elections are asked for, leadership is
-//! balanced and the controller fails over, on a simulated clock. Every
+//! balanced, partitions are reassigned (and moves cancelled), nodes are
+//! decommissioned and the controller fails over, on a simulated clock. Every
 //! batch the controller returns must apply, and the invariants hold after
 //! each step, among them the one eligible leader replicas exist for: a
 //! leader, ISR member or ELR member always holds every acknowledged record
@@ -109,6 +110,8 @@ struct Stats {
     elect_leaders: usize,
     balanced: usize,
     wiped: usize,
+    reassignments: usize,
+    reassignments_completed: usize,
 }
 
 impl Sim {
@@ -128,6 +131,14 @@ impl Sim {
                 let old = before.topic_by_id(t.id).and_then(|o| o.partitions.get(i));
                 if old.is_some_and(|o| o.leader != p.leader && p.leader != -1 && o.elr.contains(&p.leader)) {
                     self.stats.elr_elections += 1;
+                }
+                // Internal partitions have no replicated log yet: a move
+                // completes at once and starts them afresh on the new
+                // replicas (docs/cluster.md, Reassignment: internal topics),
+                // so the oracle starts over there too.
+                if t.internal && old.is_some_and(|o| o.replicas != p.replicas) {
+                    let holders = p.replicas.iter().filter_map(|n| Some((*n, self.procs.get(n)?.disk))).collect();
+                    self.has_all.insert((t.id, i), holders);
                 }
             }
         }
@@ -205,7 +216,7 @@ impl Sim {
     fn step(&mut self) {
         let ids: Vec<i32> = self.procs.keys().copied().collect();
         let pick = ids[usize::try_from(self.rng.below(ids.len() as u64)).unwrap()];
-        match self.rng.below(120) {
+        match self.rng.below(132) {
             0..=39 => {
                 self.ms += self.rng.below(2000);
                 for id in &ids {
@@ -225,16 +236,37 @@ impl Sim {
                 let records = self.controller.tick(&self.image, self.now());
                 let before = self.image.clone();
                 self.commit(&records);
+                self.stats.reassignments_completed += completed(&before, &self.image);
                 for t in self.image.topics.values() {
                     for (i, p) in t.partitions.iter().enumerate() {
                         let old = before.topic_by_id(t.id).and_then(|o| o.partitions.get(i));
-                        // A live leader replaced by its preferred replica: balancing.
+                        // A live leader replaced by its preferred replica: balancing
+                        // (a reassignment completing also moves leaders, and changes
+                        // the replicas).
                         if old.is_some_and(|o| {
-                            o.leader != p.leader && o.leader != -1 && !self.image.nodes[&o.leader].fenced
+                            o.leader != p.leader
+                                && o.leader != -1
+                                && !self.image.nodes[&o.leader].fenced
+                                && o.replicas == p.replicas
                         }) {
                             assert_eq!(Some(&p.leader), p.replicas.first(), "{}-{i}: {old:?} -> {p:?}", t.name);
                             self.stats.balanced += 1;
                         }
+                    }
+                }
+                // The tick completed whatever could complete, and moved
+                // every replica it could off a leaving node: what is left
+                // there has no node to go to.
+                assert!(ferry_broker::metadata::complete_reassignments(&self.image).is_empty());
+                let placeable: Vec<i32> = self.image.placeable_nodes().map(|n| n.id).collect();
+                for &leaving in &self.image.decommissioning {
+                    for (t, i, p) in self.image.partitions_on(leaving) {
+                        let stays = p.target_replicas().contains(&leaving);
+                        assert!(
+                            !stays || t.internal && p.leader < 0 || placeable.iter().all(|n| p.replicas.contains(n)),
+                            "{}-{i} keeps leaving node {leaving} with {placeable:?} placeable: {p:?}; tick: {records:?}",
+                            t.name
+                        );
                     }
                 }
                 self.stats.fenced += records.iter().filter(|r| matches!(r, MetadataRecord::FenceNode { .. })).count();
@@ -382,6 +414,9 @@ impl Sim {
                     self.stats.isr_expansions += 1;
                 }
             }
+            120..=125 => self.reassign(pick),
+            126..=129 => self.catch_up(),
+            130 => self.decommission(pick),
             115..=117 => {
                 let election = if self.rng.below(2) == 0 { ElectionType::Preferred } else { ElectionType::Unclean };
                 let request = ControllerRequest::ElectLeaders { election, partitions: None };
@@ -413,9 +448,105 @@ impl Sim {
         self.has_all.extend(acked);
     }
 
+    /// A random partition to random nodes (sometimes a cancel, sometimes
+    /// a bad target, which must change nothing).
+    fn reassign(&mut self, from: i32) {
+        let Some(t) = self.image.topics.values().filter(|t| !t.internal).nth(self.rng.below(8) as usize) else {
+            return;
+        };
+        let (topic, partition) = (t.name.clone(), i32::try_from(self.rng.below(t.partitions.len() as u64)).unwrap());
+        let nodes: Vec<i32> = self.image.nodes.keys().copied().collect();
+        let replicas = match self.rng.below(10) {
+            0 => None,
+            1 => Some(vec![nodes[0], nodes[0]]),
+            _ => {
+                let rf = 1 + self.rng.below(3) as usize;
+                let mut target = Vec::new();
+                while target.len() < rf.min(nodes.len()) {
+                    let n = nodes[self.rng.below(nodes.len() as u64) as usize];
+                    if !target.contains(&n) {
+                        target.push(n);
+                    }
+                }
+                Some(target)
+            }
+        };
+        let request = ControllerRequest::AlterReassignment { topic, partition, replicas };
+        let before = self.image.clone();
+        match self.controller.handle(&self.image, from, &request) {
+            Ok((records, _)) => {
+                self.commit(&records);
+                self.stats.reassignments += 1;
+            }
+            Err(
+                MetadataError::InvalidReplicaAssignment(_)
+                | MetadataError::NoReassignmentInProgress(_)
+                | MetadataError::UnknownPartition(..),
+            ) => assert_eq!(self.image, before, "a refused reassignment changed the image"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Leaders add their caught-up adding replicas to the ISR, as
+    /// replication does (AlterPartition from the leader): a running leader
+    /// and running, unfenced joiners, which copy the leader's log (so hold
+    /// what it holds, for the oracle).
+    fn catch_up(&mut self) {
+        let mut requests = Vec::new();
+        for t in self.image.topics.values().filter(|t| !t.internal) {
+            for (i, p) in (0..).zip(&t.partitions) {
+                if p.leader < 0 || !self.current(p.leader) {
+                    continue;
+                }
+                let live = |n: &i32| self.image.nodes.get(n).is_some_and(|n| !n.fenced) && self.current(*n);
+                let joining: Vec<i32> =
+                    p.adding_replicas.iter().copied().filter(|n| live(n) && !p.isr.contains(n)).collect();
+                if joining.is_empty() {
+                    continue;
+                }
+                let mut isr = p.isr.clone();
+                isr.extend(&joining);
+                let request = ControllerRequest::AlterPartition {
+                    topic_id: t.id,
+                    partition: i,
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                    isr,
+                };
+                requests.push((t.id, usize::try_from(i).unwrap(), p.leader, joining, request));
+            }
+        }
+        for (id, i, leader, joining, request) in requests {
+            let before = self.image.clone();
+            let Ok((records, _)) = self.controller.handle(&self.image, leader, &request) else { continue };
+            let has_all = self.has_all.entry((id, i)).or_default();
+            if has_all.contains(&(leader, self.procs[&leader].disk)) {
+                has_all.extend(joining.iter().map(|n| (*n, self.procs[n].disk)));
+            }
+            self.commit(&records);
+            self.stats.reassignments_completed += completed(&before, &self.image);
+        }
+    }
+
+    /// Decommissions one node per run at most (the others keep room).
+    fn decommission(&mut self, node: i32) {
+        if !self.image.decommissioning.is_empty() || !self.image.nodes.contains_key(&node) {
+            return;
+        }
+        let request = ControllerRequest::DecommissionNode { node_id: node };
+        let (records, _) = self.controller.handle(&self.image, node, &request).unwrap();
+        self.commit(&records);
+    }
+
     fn check(&mut self) {
         for t in self.image.topics.values() {
             for (i, p) in t.partitions.iter().enumerate() {
+                let distinct: std::collections::BTreeSet<_> = p.replicas.iter().collect();
+                assert_eq!(distinct.len(), p.replicas.len(), "{}-{i}: {p:?}", t.name);
+                let moving = p.adding_replicas.iter().chain(&p.removing_replicas);
+                assert!(moving.clone().all(|r| p.replicas.contains(r)), "{}-{i}: {p:?}", t.name);
+                assert!(!p.adding_replicas.iter().any(|r| p.removing_replicas.contains(r)), "{p:?}");
+
                 let live = |n: &i32| self.image.nodes.get(n).is_some_and(|n| !n.fenced);
                 if p.leader != -1 {
                     assert!(live(&p.leader), "{}-{i} led by fenced or unknown node {}", t.name, p.leader);
@@ -429,7 +560,7 @@ impl Sim {
                 // KIP-966: ISR and ELR are disjoint replicas; the ELR is
                 // empty while the ISR is large enough to move the HW.
                 assert!(p.elr.iter().all(|n| p.replicas.contains(n) && !p.isr.contains(n)), "{p:?}");
-                assert!(p.elr.is_empty() || p.isr.len() < required(t, p), "{}-{i}: {p:?}", t.name);
+                assert!(p.elr.is_empty() || p.isr.len() < required(t, p), "{}-{i}: {p:?} {t:?}", t.name);
                 // The oracle: a new partition's replicas hold everything
                 // (nothing was acknowledged yet); after that, every leader,
                 // ISR and ELR member that runs as registered holds every
@@ -462,6 +593,16 @@ impl Sim {
             }
         }
     }
+}
+
+/// Reassignments `before` had in progress that `after` completed.
+fn completed(before: &MetadataImage, after: &MetadataImage) -> usize {
+    before
+        .topics
+        .values()
+        .flat_map(|t| (0..).zip(&t.partitions).map(move |(i, p)| (t.name.clone(), i, p)))
+        .filter(|(name, i, p)| p.reassigning() && after.partition(name, *i).is_some_and(|q| !q.reassigning()))
+        .count()
 }
 
 #[test]
@@ -518,6 +659,8 @@ fn seeded_scenarios_keep_the_invariants() {
         total.elect_leaders += sim.stats.elect_leaders;
         total.balanced += sim.stats.balanced;
         total.wiped += sim.stats.wiped;
+        total.reassignments += sim.stats.reassignments;
+        total.reassignments_completed += sim.stats.reassignments_completed;
     }
     eprintln!("{total:?}");
     let Stats {
@@ -534,6 +677,8 @@ fn seeded_scenarios_keep_the_invariants() {
         elect_leaders,
         balanced,
         wiped,
+        reassignments,
+        reassignments_completed,
     } = total;
     assert!(
         [
@@ -549,7 +694,9 @@ fn seeded_scenarios_keep_the_invariants() {
             elr_elections,
             elect_leaders,
             balanced,
-            wiped
+            wiped,
+            reassignments,
+            reassignments_completed,
         ]
         .iter()
         .all(|n| *n > 50),

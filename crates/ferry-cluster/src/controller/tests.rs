@@ -458,3 +458,192 @@ fn the_default_replication_factor_follows_the_live_nodes() {
     let mut c = Cluster::with_config(&[1, 2], ControllerConfig { default_replication_factor: Some(3), ..config() });
     assert!(matches!(c.request(create("x", Some(1), None, None)), Err(MetadataError::InvalidReplicationFactor(_))));
 }
+
+impl Cluster {
+    /// The leader of `topic`-`partition` adds every replica to the ISR, as
+    /// it does once they have caught up (AlterPartition).
+    fn all_in_sync(&mut self, topic: &str, partition: i32) {
+        let t = self.image.topic(topic).unwrap();
+        let p = t.partitions[usize::try_from(partition).unwrap()].clone();
+        let request = ControllerRequest::AlterPartition {
+            topic_id: t.id,
+            partition,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: p.replicas.clone(),
+        };
+        let (records, _) = self.controller.handle(&self.image, p.leader, &request).unwrap();
+        self.commit(&records);
+    }
+
+    fn reassign(&mut self, topic: &str, partition: i32, replicas: Option<Vec<i32>>) -> Result<(), MetadataError> {
+        self.request(ControllerRequest::AlterReassignment { topic: topic.into(), partition, replicas }).map(|_| ())
+    }
+}
+
+#[test]
+fn a_reassignment_completes_once_the_new_replicas_are_in_sync() {
+    let mut c = Cluster::new(&[1, 2, 3, 4]);
+    c.request(create("t", None, None, Some(vec![vec![1, 2, 3], vec![1, 2, 3]]))).unwrap();
+    c.reassign("t", 0, Some(vec![2, 3, 4])).unwrap();
+    let p = c.image.partition("t", 0).unwrap().clone();
+    assert_eq!((p.replicas, p.adding_replicas, p.removing_replicas), (vec![2, 3, 4, 1], vec![4], vec![1]));
+    assert_eq!((p.leader, p.leader_epoch), (1, 0));
+    // Time passes; nothing completes until node 4 is in sync.
+    assert!(c.controller.tick(&c.image, c.at(1)).is_empty());
+    c.all_in_sync("t", 0);
+    let p = c.image.partition("t", 0).unwrap().clone();
+    assert_eq!((p.replicas.clone(), p.isr.clone(), p.leader, p.leader_epoch), (vec![2, 3, 4], vec![2, 3, 4], 2, 1));
+    assert!(!p.reassigning());
+    // Cancelling: back to the original replicas; nothing to cancel then.
+    c.reassign("t", 1, Some(vec![4, 2, 3])).unwrap();
+    assert_eq!(c.image.partition("t", 1).unwrap().leader, 1, "the old leader leads until the move completes");
+    c.reassign("t", 1, None).unwrap();
+    let p = c.image.partition("t", 1).unwrap();
+    // As Kafka's revert: the replicas minus the adding ones, in their order.
+    assert_eq!((p.replicas.clone(), p.isr.clone(), p.leader), (vec![2, 3, 1], vec![1, 2, 3], 1));
+    assert!(!p.reassigning());
+    assert!(matches!(c.reassign("t", 1, None), Err(MetadataError::NoReassignmentInProgress(_))));
+    // Bad targets change nothing.
+    let before = c.image.topics.clone();
+    for bad in [vec![1, 2, 9], vec![1, 1, 2], vec![]] {
+        assert!(matches!(c.reassign("t", 1, Some(bad)), Err(MetadataError::InvalidReplicaAssignment(_))));
+    }
+    assert!(matches!(c.reassign("t", 5, Some(vec![1])), Err(MetadataError::UnknownPartition(..))));
+    assert!(matches!(c.reassign("nope", 0, Some(vec![1])), Err(MetadataError::UnknownTopic(_))));
+    assert_eq!(c.image.topics, before);
+}
+
+#[test]
+fn decommission_moves_every_replica_off_and_the_node_can_then_be_removed() {
+    let mut c = Cluster::new(&[1, 2, 3, 4]);
+    c.request(create("t", Some(8), Some(3), None)).unwrap();
+    let on_4 = |c: &Cluster| c.image.partitions_on(4).count();
+    assert!(on_4(&c) > 0);
+    c.request(ControllerRequest::DecommissionNode { node_id: 4 }).unwrap();
+    assert!(c.image.decommissioning.contains(&4));
+    for (t, i, p) in c.image.partitions_on(4) {
+        assert!(t.internal || p.removing_replicas == vec![4], "{}-{i}: {p:?}", t.name);
+        assert_eq!(p.adding_replicas.len(), usize::from(!t.internal), "{}-{i}: {p:?}", t.name);
+    }
+    // New topics keep off it; so do explicit targets.
+    c.request(create("new", Some(6), Some(3), None)).unwrap();
+    assert!(c.image.topic("new").unwrap().partitions.iter().all(|p| !p.replicas.contains(&4)));
+    assert!(c.reassign("new", 0, Some(vec![1, 2, 4])).is_err());
+    // The new replicas catch up; the moves complete and node 4 holds nothing.
+    for i in 0..8 {
+        if c.image.partition("t", i).unwrap().reassigning() {
+            c.all_in_sync("t", i);
+        }
+    }
+    assert_eq!(on_4(&c), 0);
+    assert!(c.image.topic("t").unwrap().partitions.iter().all(|p| p.replicas.len() == 3 && p.leader != 4));
+    // Removing it: refused while it runs, done once it is fenced.
+    let unregister = ControllerRequest::UnregisterNode { node_id: 4 };
+    assert!(matches!(c.request(unregister.clone()), Err(MetadataError::NodeInUse(_))));
+    for n in 1..=3 {
+        assert!(c.controller.heartbeat(&c.image, n, Uuid::from_u128(n as u128), c.at(5)));
+    }
+    let records = c.controller.tick(&c.image, c.at(7));
+    c.commit(&records);
+    c.request(unregister.clone()).unwrap();
+    assert!(!c.image.nodes.contains_key(&4) && !c.image.decommissioning.contains(&4));
+    assert!(matches!(c.request(unregister), Err(MetadataError::UnknownNode(4))));
+}
+
+#[test]
+fn a_fenced_node_holding_replicas_cannot_be_removed_and_moves_wait_for_a_free_node() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.request(create("t", Some(3), Some(3), None)).unwrap();
+    c.request(ControllerRequest::DecommissionNode { node_id: 3 }).unwrap();
+    // Every live node holds every partition: nowhere to move to yet.
+    assert!(c.image.topic("t").unwrap().partitions.iter().all(|p| !p.reassigning()));
+    for n in [1, 2] {
+        assert!(c.controller.heartbeat(&c.image, n, Uuid::from_u128(n as u128), c.at(5)));
+    }
+    let records = c.controller.tick(&c.image, c.at(7));
+    c.commit(&records);
+    assert!(c.image.nodes[&3].fenced);
+    let e = c.request(ControllerRequest::UnregisterNode { node_id: 3 }).unwrap_err();
+    assert!(matches!(e, MetadataError::NodeInUse(_)), "{e}");
+    // A fifth node joins: the next tick starts the moves onto it.
+    let records = c.controller.register(&c.image, node(5, 5, None), None, c.at(8)).unwrap();
+    c.commit(&records);
+    let records = c.controller.tick(&c.image, c.at(8));
+    c.commit(&records);
+    assert!(c.image.topic("t").unwrap().partitions.iter().all(|p| p.adding_replicas == vec![5]));
+}
+
+#[test]
+fn a_leaving_node_is_replaced_from_its_own_rack_first() {
+    let t0 = Instant::now();
+    let mut image = MetadataImage::default();
+    let mut ctl = QuorumController::new(config(), &image, t0);
+    for (id, rack) in [(1, "a"), (2, "b"), (3, "c"), (4, "a"), (5, "b")] {
+        let records = ctl.register(&image, node(id, id as u128, Some(rack)), None, t0).unwrap();
+        image.apply_batch(image.applied_index + 1, &records).unwrap();
+    }
+    let mut run = |image: &mut MetadataImage, request: ControllerRequest| {
+        let (records, _) = ctl.handle(image, 1, &request).unwrap();
+        image.apply_batch(image.applied_index + 1, &records).unwrap();
+    };
+    let create = create("t", None, None, Some(vec![vec![1, 2, 3]]));
+    run(&mut image, create);
+    run(&mut image, ControllerRequest::DecommissionNode { node_id: 1 });
+    assert_eq!(image.partition("t", 0).unwrap().adding_replicas, vec![4], "node 4 shares node 1's rack");
+}
+
+#[test]
+fn a_decommission_can_be_called_off() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.request(ControllerRequest::DecommissionNode { node_id: 3 }).unwrap();
+    assert!(matches!(c.request(create("t", Some(1), Some(3), None)), Err(MetadataError::InvalidReplicationFactor(_))));
+    c.request(ControllerRequest::RecommissionNode { node_id: 3 }).unwrap();
+    assert!(c.image.decommissioning.is_empty());
+    c.request(create("t", Some(1), Some(3), None)).unwrap();
+    // Again, or for a node not leaving: nothing to do; unknown: refused.
+    let (records, _) = c.controller.handle(&c.image, 1, &ControllerRequest::RecommissionNode { node_id: 3 }).unwrap();
+    assert!(records.is_empty());
+    assert!(matches!(
+        c.request(ControllerRequest::RecommissionNode { node_id: 9 }),
+        Err(MetadataError::UnknownNode(9))
+    ));
+}
+
+#[test]
+fn a_reassignment_that_lowers_min_insync_clears_the_eligible_replicas_it_leaves_stale() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    c.request(create("t", None, None, Some(vec![vec![1, 2, 3], vec![1, 2, 3]]))).unwrap();
+    // Partition 1's ISR shrinks below the default min ISR (2 with 3 replicas).
+    let t = c.image.topic("t").unwrap().clone();
+    let p = &t.partitions[1];
+    let shrink = ControllerRequest::AlterPartition {
+        topic_id: t.id,
+        partition: 1,
+        leader_epoch: p.leader_epoch,
+        partition_epoch: p.partition_epoch,
+        isr: vec![1],
+    };
+    let (records, _) = c.controller.handle(&c.image, 1, &shrink).unwrap();
+    c.commit(&records);
+    assert_eq!(c.image.partition("t", 1).unwrap().elr, vec![2, 3]);
+    // A reorder of partition 0 keeps the replication factor: nothing else changes.
+    c.request(ControllerRequest::AlterReassignment { topic: "t".into(), partition: 0, replicas: Some(vec![2, 1, 3]) })
+        .unwrap();
+    assert_eq!(c.image.partition("t", 1).unwrap().elr, vec![2, 3]);
+    // Partition 0 down to 2 replicas: the default min ISR becomes 1, which
+    // partition 1's ISR meets, so its leader moves the high watermark alone
+    // and the ELR (which would miss those records) goes in the same entry.
+    let (records, _) = c
+        .controller
+        .handle(
+            &c.image,
+            1,
+            &ControllerRequest::AlterReassignment { topic: "t".into(), partition: 0, replicas: Some(vec![2, 1]) },
+        )
+        .unwrap();
+    assert!(records.iter().any(|r| matches!(r, MetadataRecord::PartitionReassignment { .. })), "{records:?}");
+    c.commit(&records);
+    let p = c.image.partition("t", 1).unwrap();
+    assert_eq!((p.isr.clone(), p.elr.clone(), p.leader), (vec![1], Vec::new(), 1));
+}

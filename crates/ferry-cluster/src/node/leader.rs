@@ -91,7 +91,26 @@ impl Node {
         let state = guard.as_mut().ok_or_else(|| unavailable("no controller"))?;
         let (records, reply) = state.controller.handle(&image, from, &request)?;
         let index = if records.is_empty() { image.applied_index } else { self.commit(records).await? };
+        if let ControllerRequest::UnregisterNode { node_id } = request {
+            self.remove_learner(node_id).await;
+        }
         Ok(Forwarded { reply, index })
+    }
+
+    /// An unregistered broker-only node stops receiving the metadata log
+    /// (voters stay: the quorum is `--controller-quorum`). Best effort: a
+    /// learner left behind only costs replication traffic to a dead address.
+    async fn remove_learner(&self, node: i32) {
+        let id = raft_id(node);
+        let learner = self.raft.metrics().borrow().membership_config.membership().learner_ids().any(|l| l == id);
+        if !learner {
+            return;
+        }
+        let remove = ChangeMembers::RemoveNodes(std::collections::BTreeSet::from([id]));
+        match self.raft.change_membership(remove, false).await {
+            Ok(_) => tracing::info!(node, "removed the unregistered node's Raft learner"),
+            Err(e) => tracing::warn!(node, error = %e, "cannot remove the unregistered node's Raft learner"),
+        }
     }
 
     /// Registers a node; a broker-only node becomes a Raft learner first,

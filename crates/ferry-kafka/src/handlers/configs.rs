@@ -13,7 +13,7 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-use super::Call;
+use super::{Call, reassign};
 use crate::errors::{error_code, error_message};
 use crate::response::Reply;
 
@@ -99,6 +99,8 @@ pub fn describe(c: &Call, req: DescribeConfigsRequest) -> Reply {
                     .into_iter()
                     .map(|e| (e.def.broker_name.to_string(), e, false))
                     .collect(),
+                // Another registered node: only its node configs (below).
+                BROKER if reassign::decommissioning(c, &res.resource_name).is_some() => Vec::new(),
                 _ => {
                     r.error_code = ResponseError::InvalidRequest.code();
                     Vec::new()
@@ -126,6 +128,17 @@ pub fn describe(c: &Call, req: DescribeConfigsRequest) -> Reply {
                     out
                 })
                 .collect();
+            if res.resource_type == BROKER
+                && wanted(reassign::DECOMMISSION)
+                && let Some(leaving) = reassign::decommissioning(c, &res.resource_name)
+            {
+                r.configs.push(
+                    DescribeConfigsResourceResult::default()
+                        .with_name(StrBytes::from_static_str(reassign::DECOMMISSION))
+                        .with_value(Some(StrBytes::from_static_str(if leaving { "true" } else { "false" })))
+                        .with_config_source(if leaving { 2 } else { 5 }),
+                );
+            }
             r
         })
         .collect();
@@ -234,6 +247,18 @@ pub async fn alter(c: Call, req: AlterConfigsRequest) -> Reply {
 pub async fn incremental_alter(c: Call, req: IncrementalAlterConfigsRequest) -> Reply {
     let mut responses = Vec::with_capacity(req.resources.len());
     for res in req.resources {
+        if reassign::is_decommission(res.resource_type, &res.configs) {
+            let outcome = reassign::decommission(&c, &res.resource_name, &res.configs, req.validate_only).await;
+            let r = result(res.resource_type, res.resource_name, outcome);
+            responses.push(
+                incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_error_code(r.error_code)
+                    .with_error_message(r.error_message)
+                    .with_resource_type(r.resource_type)
+                    .with_resource_name(r.resource_name),
+            );
+            continue;
+        }
         let changed = current(&c, res.resource_type, &res.resource_name).and_then(|mut configs| {
             for op in &res.configs {
                 let name = op.name.to_string();

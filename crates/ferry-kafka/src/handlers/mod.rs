@@ -15,6 +15,7 @@ mod nodes;
 mod offsets;
 mod produce;
 mod quorum;
+mod reassign;
 mod txn;
 
 use std::sync::Arc;
@@ -75,6 +76,9 @@ pub fn supported() -> &'static [(ApiKey, VersionRange)] {
             entry::<TxnOffsetCommitRequest>(ApiKey::TxnOffsetCommit),
             entry::<DescribeTransactionsRequest>(ApiKey::DescribeTransactions),
             entry::<ListTransactionsRequest>(ApiKey::ListTransactions),
+            entry::<AlterPartitionReassignmentsRequest>(ApiKey::AlterPartitionReassignments),
+            entry::<ListPartitionReassignmentsRequest>(ApiKey::ListPartitionReassignments),
+            entry::<UnregisterBrokerRequest>(ApiKey::UnregisterBroker),
         ]
     })
 }
@@ -145,6 +149,9 @@ async fn dispatch(ctx: &Arc<Ctx>, mut frame: Bytes, peer: &str, key: i16, versio
         RequestKind::DescribeLogDirs(r) => cluster::describe_log_dirs(&c, r),
         RequestKind::DescribeQuorum(r) => quorum::describe_quorum(&c, r),
         RequestKind::ElectLeaders(r) => inline(elections::elect_leaders(c, r)),
+        RequestKind::AlterPartitionReassignments(r) => inline(reassign::alter(c, r)),
+        RequestKind::ListPartitionReassignments(r) => reassign::list(&c, r),
+        RequestKind::UnregisterBroker(r) => inline(reassign::unregister_broker(c, r)),
         RequestKind::InitProducerId(r) => inline(init_producer_id::handle(c, r)),
         RequestKind::AddPartitionsToTxn(r) => blocking(c, r, txn::add_partitions_to_txn),
         RequestKind::AddOffsetsToTxn(r) => blocking(c, r, txn::add_offsets_to_txn),

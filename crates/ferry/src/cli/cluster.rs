@@ -41,7 +41,16 @@ pub async fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
                 Err(e) => return Err(e.into()),
             };
             let md = client.metadata(None).await?;
-            let status = Status::new(&nodes, quorum.as_ref(), &md);
+            let mut status = Status::new(&nodes, quorum.as_ref(), &md);
+            let ids: Vec<i32> = status.nodes.iter().filter(|n| n.kafka.is_some()).map(|n| n.id).collect();
+            // A broker without Ferry's node config answers nothing: no state.
+            if let Ok(states) = client.decommissioning(&ids).await {
+                for (id, leaving) in states {
+                    if let Some(row) = status.nodes.iter_mut().find(|n| n.id == id) {
+                        row.decommissioning = leaving == Some(true);
+                    }
+                }
+            }
             match cmd.conn.format {
                 Format::Json => json(&status.to_json()),
                 Format::Table => status.print(),
@@ -80,6 +89,8 @@ struct NodeRow {
     kafka: Option<String>,
     rack: Option<String>,
     fenced: bool,
+    /// Being decommissioned (replicas moving off it).
+    decommissioning: bool,
     voter: bool,
     replicas: usize,
     leaders: usize,
@@ -154,6 +165,7 @@ impl Status {
                 "kafka": n.kafka,
                 "rack": n.rack,
                 "fenced": n.fenced,
+                "decommissioning": n.decommissioning,
                 "registered": n.kafka.is_some(),
                 "voter": n.voter,
                 "replicas": n.replicas,
@@ -185,10 +197,13 @@ impl Status {
         self.nodes
             .iter()
             .map(|n| {
-                let state = match (&n.kafka, n.fenced) {
-                    (None, _) => "unregistered",
-                    (Some(_), true) => "fenced",
-                    (Some(_), false) => "live",
+                let state = match (&n.kafka, n.fenced, n.decommissioning) {
+                    (None, _, _) => "unregistered",
+                    (Some(_), true, false) => "fenced",
+                    (Some(_), true, true) => "fenced, leaving",
+                    (Some(_), false, true) if n.replicas == 0 => "leaving, empty",
+                    (Some(_), false, true) => "leaving",
+                    (Some(_), false, false) => "live",
                 };
                 vec![
                     n.id.to_string(),
@@ -260,8 +275,17 @@ mod tests {
         assert_eq!(j["nodes"][1]["fenced"], true);
         assert_eq!(j["nodes"][2]["registered"], false);
         // Without DescribeQuorum: no controller section, nobody a voter.
-        let s = Status::new(&cluster, None, &md);
+        let mut s = Status::new(&cluster, None, &md);
         assert!(s.to_json()["controller"].is_null());
         assert!(s.nodes.iter().all(|n| !n.voter));
+        // Decommissioning nodes show as leaving until they hold nothing.
+        for n in &mut s.nodes {
+            n.decommissioning = n.id <= 2;
+        }
+        let states: Vec<String> = s.rows().into_iter().map(|r| r[3].clone()).collect();
+        assert_eq!(states, ["leaving", "fenced, leaving"]);
+        s.nodes[0].replicas = 0;
+        assert_eq!(s.rows()[0][3], "leaving, empty");
+        assert_eq!(s.to_json()["nodes"][0]["decommissioning"], true);
     }
 }

@@ -16,8 +16,10 @@ mod bench_stomp;
 mod cluster;
 pub mod consume;
 pub mod group;
+pub mod node;
 mod output;
 pub mod produce;
+mod reassign;
 pub mod topic;
 
 use std::time::Duration;
@@ -30,6 +32,7 @@ use ferry_client::{Client, ClientConfig};
 pub use cluster::{ClusterCmd, run as cluster};
 pub use consume::ConsumeArgs;
 pub use group::GroupCmd;
+pub use node::NodeCmd;
 pub use produce::ProduceArgs;
 pub use topic::TopicCmd;
 

@@ -1,4 +1,4 @@
-//! `ferry topic create|list|describe|delete|delete-records|alter-config|elect-leaders`.
+//! `ferry topic create|list|describe|delete|delete-records|alter-config|elect-leaders|reassign|reassignments`.
 
 use clap::{Args, Subcommand};
 use ferry_client::{EARLIEST, LATEST, describe_code};
@@ -81,6 +81,23 @@ pub enum TopicVerb {
         #[arg(long = "delete", short = 'd')]
         delete: Vec<String>,
     },
+    /// Move a partition's replicas to other nodes (the new ones catch up
+    /// first), or cancel a move in progress.
+    Reassign {
+        /// Topic name.
+        name: String,
+        /// Partition.
+        #[arg(long, short = 'p')]
+        partition: i32,
+        /// The new replicas, comma-separated node ids, preferred leader first.
+        #[arg(long, short = 'r')]
+        replicas: Option<String>,
+        /// Cancel the partition's reassignment in progress.
+        #[arg(long)]
+        cancel: bool,
+    },
+    /// Reassignments in progress.
+    Reassignments,
 }
 
 pub async fn run(cmd: TopicCmd) -> anyhow::Result<()> {
@@ -262,6 +279,10 @@ pub async fn run(cmd: TopicCmd) -> anyhow::Result<()> {
                 Format::Table => say!("altered configs of topic {name}"),
             }
         }
+        TopicVerb::Reassign { name, partition, replicas, cancel } => {
+            super::reassign::reassign(&client, fmt, &name, partition, replicas.as_deref(), cancel).await?;
+        }
+        TopicVerb::Reassignments => super::reassign::list(&client, fmt).await?,
     }
     Ok(())
 }

@@ -33,6 +33,7 @@ mod mqtt_v5;
 mod mqtt_v5_features;
 mod mqtt_ws;
 mod raw;
+mod reassign;
 mod redis;
 mod redis_streams;
 mod redis_support;

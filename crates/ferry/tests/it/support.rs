@@ -252,6 +252,11 @@ impl Broker {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port)
     }
 
+    /// The broker's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

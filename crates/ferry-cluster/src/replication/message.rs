@@ -131,6 +131,11 @@ impl Chunk {
             Chunk::File(s) => s.len as usize,
         }
     }
+
+    /// Whether there is nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The answer to a [`ReplicaFetchRequest`].

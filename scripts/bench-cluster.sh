@@ -25,8 +25,11 @@ rounds="${ROUNDS:-20}"
 partitions="${PARTITIONS:-10000}"
 limit="${LIMIT:-1800}"
 
-cargo build -q --release --locked -p ferry --bin ferry
-ferry="$CARGO_TARGET_DIR/release/ferry"
+# FERRY_BIN: a release binary built before (skips the build).
+if [ -z "${FERRY_BIN:-}" ]; then
+  cargo build -q --release --locked -p ferry --bin ferry
+fi
+ferry="${FERRY_BIN:-$CARGO_TARGET_DIR/release/ferry}"
 work="$(mktemp -d -t ferry-bench-cluster.XXXXXX)"
 declare -A pid=() kafka=() http=() cport=()
 stop_all() {

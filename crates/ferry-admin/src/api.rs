@@ -168,6 +168,7 @@ fn topic_json(b: &Broker, t: &TopicInfo) -> Value {
             if let Some(part) = local.as_ref().and_then(|l| l.partition(index)) {
                 p["log_start_offset"] = json!(part.log_start_offset());
                 p["high_watermark"] = json!(part.high_watermark());
+                p["log_end_offset"] = json!(part.log_end_offset());
                 p["size_bytes"] = json!(part.size_bytes());
             }
             p

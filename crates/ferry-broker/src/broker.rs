@@ -177,8 +177,8 @@ impl Broker {
         // housekeeping tick once the image has placed their partitions here
         // (their markers fail, and are retried, until then).
         // Housekeeping: KIP-848 member expiry and transaction timeouts every
-        // second, producer snapshots every 30 s (they keep crash recovery
-        // short). The thread ends once the broker is dropped.
+        // second, high-watermark checkpoints every 5 s, producer snapshots
+        // every 30 s (they keep crash recovery short). The thread ends once the broker is dropped.
         let weak = Arc::downgrade(&broker);
         std::thread::Builder::new().name("ferry-housekeeping".into()).spawn(move || {
             for tick in 1u64.. {
@@ -188,6 +188,10 @@ impl Broker {
                 b.txns.tick(b.as_ref());
                 if tick % 30 == 0 {
                     b.snapshot_producers();
+                }
+                // Kafka's replica.high.watermark.checkpoint.interval.ms.
+                if tick % 5 == 0 {
+                    b.checkpoint_high_watermarks();
                 }
             }
         })?;
@@ -392,10 +396,23 @@ impl Broker {
         }
     }
 
-    /// Snapshots producer state, flushes and checkpoints every log, and
-    /// stops the storage threads.
+    /// Writes the high-watermark checkpoints that moved; run periodically
+    /// and at shutdown so a restarted node starts where readers were.
+    pub fn checkpoint_high_watermarks(&self) {
+        for topic in self.topics() {
+            for p in topic.partitions() {
+                if let Err(e) = p.checkpoint_high_watermark() {
+                    tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "high-watermark checkpoint failed");
+                }
+            }
+        }
+    }
+
+    /// Snapshots producer state and high watermarks, flushes and
+    /// checkpoints every log, and stops the storage threads.
     pub fn shutdown(&self) {
         self.snapshot_producers();
+        self.checkpoint_high_watermarks();
         self.logs.shutdown();
     }
 

@@ -8,6 +8,7 @@ pub mod bridge;
 mod broker;
 mod error;
 pub mod group;
+mod hw_checkpoint;
 mod internal_log;
 pub mod kv_store;
 pub mod messaging;

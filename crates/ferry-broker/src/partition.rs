@@ -39,6 +39,9 @@ pub struct Partition {
     pub(crate) settings: Arc<RwLock<TopicSettings>>,
     /// Readers waiting for the high watermark (or the LSO) to move.
     waiters: Arc<Mutex<Vec<Waiter>>>,
+    /// Replica fetches waiting for an append (they read past the high
+    /// watermark, so an append must wake them before its fsync ends).
+    fetchers: Arc<Mutex<Vec<Waiter>>>,
     /// Idempotent producers' sequences; held across check and append.
     pub(crate) producers: Mutex<ProducerStates>,
     pub(crate) producer_expiration_ms: u64,
@@ -62,15 +65,18 @@ impl Partition {
         log.set_uncleanable_from(first_unstable);
         let first_unstable = AtomicU64::new(first_unstable);
         let waiters: Arc<Mutex<Vec<Waiter>>> = Arc::default();
-        let repl = Arc::new(Replication::new(log.log_start_offset()));
-        let (w, r, l) = (waiters.clone(), repl.clone(), Arc::downgrade(&log));
-        // Every local advance wakes readers: replica fetches wait for local
-        // data, consumers for the replicated high watermark (they look again).
+        let fetchers: Arc<Mutex<Vec<Waiter>>> = Arc::default();
+        let repl = Arc::new(Replication::new(crate::hw_checkpoint::initial(&log)));
+        let (w, f, r, l) = (waiters.clone(), fetchers.clone(), repl.clone(), Arc::downgrade(&log));
+        // Every local advance wakes readers: consumers wait for the
+        // replicated high watermark (they look again), and replica fetches
+        // for the leader's own durable end too (it may move the former).
         log.set_hw_listener(Arc::new(move || {
             if let Some(log) = l.upgrade() {
                 r.refresh(log.high_watermark());
             }
             wake(&w);
+            wake(&f);
         }));
         Ok(Partition {
             topic: topic.to_string(),
@@ -78,6 +84,7 @@ impl Partition {
             log,
             settings,
             waiters,
+            fetchers,
             producers: Mutex::new(producers),
             producer_expiration_ms,
             first_unstable,
@@ -145,6 +152,7 @@ impl Partition {
             self.track_unstable(&states);
             info.base_offset
         };
+        self.wake_fetchers();
         let flush = self.settings.read().unwrap_or_else(std::sync::PoisonError::into_inner).log.flush;
         if flush == FlushPolicy::Always {
             self.log.flush_to(offset + 1)?;
@@ -169,6 +177,18 @@ impl Partition {
     /// Wakes every reader waiting for this partition (the high watermark moved).
     pub(crate) fn wake_readers(&self) {
         wake(&self.waiters);
+    }
+
+    fn wake_fetchers(&self) {
+        wake(&self.fetchers);
+    }
+
+    /// Wakes `waiter` (once) at the next append or high watermark move:
+    /// for a replica fetch, which reads up to the log end.
+    pub fn register_fetch_waiter(&self, waiter: &Arc<Notify>) {
+        let mut w = lock(&self.fetchers);
+        w.retain(Waiter::alive);
+        w.push(Waiter::Task(Arc::downgrade(waiter)));
     }
 
     /// DeleteRecords: makes offsets below `offset` unreadable; the new log start.
@@ -238,6 +258,8 @@ impl Partition {
         } else {
             self.log.append_as_leader(batches, epoch)?
         };
+        // Followers copy it now, fsyncing while this node does.
+        self.wake_fetchers();
         // acks=all: the high watermark passes the batch once every ISR
         // member has it acknowledged (on disk under the flush policy).
         let durable = (acks == Acks::All).then(|| self.repl.wait_for(info.last_offset + 1, epoch));

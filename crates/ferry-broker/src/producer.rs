@@ -221,6 +221,17 @@ impl ProducerStates {
         self.dirty |= self.producers.len() != before;
     }
 
+    /// No producer at all, and no snapshot left in `dir` (the log was
+    /// emptied and restarted at a later offset).
+    pub(crate) fn reset(dir: &Path) -> Result<ProducerStates> {
+        match fs::remove_file(dir.join(SNAPSHOT)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(ProducerStates::default())
+    }
+
     /// Writes the snapshot if anything changed since the last one.
     pub fn snapshot(&mut self, dir: &Path) -> Result<()> {
         if !self.dirty {

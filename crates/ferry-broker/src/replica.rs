@@ -195,10 +195,19 @@ impl LeaderState {
     /// followers not caught up within `lag_max_ms` leave; followers whose
     /// log reaches the high watermark `hw` and this epoch's start join.
     /// Only a follower that fetched in this leadership and is caught up
-    /// (within `lag_max_ms`) joins, so a silent one never does.
+    /// (within `lag_max_ms`) joins, so a silent one never does, and only
+    /// an `eligible` one (not fenced: the controller would refuse it, and
+    /// the high watermark would wait for it meanwhile; KIP-841).
     /// `None` while a change is in flight (one at a time, as Kafka) unless
     /// it has waited `retry_ms` (then it is asked again).
-    pub fn isr_change(&self, now_ms: u64, lag_max_ms: u64, hw: u64, retry_ms: u64) -> Option<Vec<i32>> {
+    pub fn isr_change(
+        &self,
+        now_ms: u64,
+        lag_max_ms: u64,
+        hw: u64,
+        retry_ms: u64,
+        eligible: &dyn Fn(i32) -> bool,
+    ) -> Option<Vec<i32>> {
         if let Some((_, sent)) = &self.pending_isr
             && now_ms.saturating_sub(*sent) < retry_ms
         {
@@ -218,7 +227,7 @@ impl LeaderState {
         }
         for (&r, p) in &self.followers {
             let caught_up = p.fetched && now_ms.saturating_sub(p.caught_up_ms) <= lag_max_ms;
-            if !next.contains(&r) && caught_up && p.log_end >= hw && p.log_end >= self.epoch_start {
+            if !next.contains(&r) && caught_up && p.log_end >= hw && p.log_end >= self.epoch_start && eligible(r) {
                 next.push(r);
             }
         }
@@ -235,9 +244,16 @@ impl LeaderState {
     /// flight. A change in flight for `retry_ms` that is no longer wanted
     /// (the controller refused it, e.g. it named a follower fenced since)
     /// is dropped, so its members stop holding the high watermark back.
-    pub fn next_isr_change(&mut self, now_ms: u64, lag_max_ms: u64, hw: u64, retry_ms: u64) -> Option<Vec<i32>> {
+    pub fn next_isr_change(
+        &mut self,
+        now_ms: u64,
+        lag_max_ms: u64,
+        hw: u64,
+        retry_ms: u64,
+        eligible: &dyn Fn(i32) -> bool,
+    ) -> Option<Vec<i32>> {
         let retry_due = self.pending_isr.as_ref().is_some_and(|(_, sent)| now_ms.saturating_sub(*sent) >= retry_ms);
-        let Some(isr) = self.isr_change(now_ms, lag_max_ms, hw, retry_ms) else {
+        let Some(isr) = self.isr_change(now_ms, lag_max_ms, hw, retry_ms, eligible) else {
             if retry_due {
                 self.pending_isr = None;
             }
@@ -251,6 +267,8 @@ impl LeaderState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ALL: fn(i32) -> bool = |_| true;
 
     fn info(replicas: &[i32], isr: &[i32]) -> PartitionInfo {
         PartitionInfo {
@@ -316,8 +334,8 @@ mod tests {
         for t in (1_200..=40_000).step_by(500) {
             s.record_fetch(3, 0, 0, 0, t);
         }
-        assert_eq!(s.isr_change(31_000, 30_000, 0, 5_000), None, "2 was caught up at 1100: not yet");
-        assert_eq!(s.isr_change(31_101, 30_000, 0, 5_000), Some(vec![1, 3]));
+        assert_eq!(s.isr_change(31_000, 30_000, 0, 5_000, &ALL), None, "2 was caught up at 1100: not yet");
+        assert_eq!(s.isr_change(31_101, 30_000, 0, 5_000, &ALL), Some(vec![1, 3]));
         // A follower that fetches but never reaches the end also goes.
         let mut s = LeaderState::new(1, &info(&[1, 2], &[1, 2]), 100, 0);
         for (i, t) in (1_000..=40_000u64).step_by(1_000).enumerate() {
@@ -325,7 +343,7 @@ mod tests {
             let leader_end = 100 + 10 * i as u64;
             s.record_fetch(2, 5 * i as u64, 0, leader_end, t);
         }
-        assert_eq!(s.isr_change(40_000, 30_000, 0, 5_000), Some(vec![1]));
+        assert_eq!(s.isr_change(40_000, 30_000, 0, 5_000, &ALL), Some(vec![1]));
     }
 
     #[test]
@@ -335,21 +353,22 @@ mod tests {
         s.record_fetch(2, 40, 40, 60, 10);
         let hw = s.high_watermark(60).unwrap();
         assert_eq!(hw, 60);
-        assert_eq!(s.isr_change(20, 30_000, hw, 5_000), None, "2 is behind the high watermark");
+        assert_eq!(s.isr_change(20, 30_000, hw, 5_000, &ALL), None, "2 is behind the high watermark");
         s.record_fetch(2, 60, 60, 60, 20);
-        assert_eq!(s.isr_change(21, 30_000, hw, 5_000), Some(vec![1, 2, 3]));
+        assert_eq!(s.isr_change(21, 30_000, hw, 5_000, &|r| r != 2), None, "not while 2 is fenced");
+        assert_eq!(s.isr_change(21, 30_000, hw, 5_000, &ALL), Some(vec![1, 2, 3]));
         // One change at a time: while it is in flight, nothing new is asked
         // until the retry time passes.
         s.pending_isr = Some((vec![1, 2, 3], 21));
-        assert_eq!(s.isr_change(22, 30_000, hw, 5_000), None);
-        assert_eq!(s.isr_change(5_021, 30_000, hw, 5_000), Some(vec![1, 2, 3]));
+        assert_eq!(s.isr_change(22, 30_000, hw, 5_000, &ALL), None);
+        assert_eq!(s.isr_change(5_021, 30_000, hw, 5_000, &ALL), Some(vec![1, 2, 3]));
         // The image with the change settles it.
         s.update(&PartitionInfo { partition_epoch: 10, ..info(&[1, 2, 3], &[1, 2, 3]) }, 30);
-        assert_eq!((s.pending_isr.clone(), s.isr_change(31, 30_000, hw, 5_000)), (None, None));
+        assert_eq!((s.pending_isr.clone(), s.isr_change(31, 30_000, hw, 5_000, &ALL)), (None, None));
         // A follower below this epoch's start stays out even at the HW.
         let mut s = LeaderState::new(1, &info(&[1, 2], &[1]), 50, 0);
         s.record_fetch(2, 30, 30, 50, 1);
-        assert_eq!(s.isr_change(2, 30_000, 30, 5_000), None);
+        assert_eq!(s.isr_change(2, 30_000, 30, 5_000, &ALL), None);
     }
 
     #[test]
@@ -361,14 +380,14 @@ mod tests {
         s.record_fetch(2, 20, 20, 20, 100);
         s.record_fetch(3, 20, 20, 20, 100);
         s.update(&PartitionInfo { isr: vec![1, 3], partition_epoch: 10, ..info(&[1, 2, 3], &[1, 3]) }, 150);
-        assert_eq!(s.next_isr_change(200, 2_000, 20, 1_000), Some(vec![1, 2, 3]));
+        assert_eq!(s.next_isr_change(200, 2_000, 20, 1_000, &ALL), Some(vec![1, 2, 3]));
         s.record_fetch(3, 25, 25, 25, 300);
         assert_eq!(s.high_watermark(25), Some(20), "the change in flight holds it at 2's end");
-        assert_eq!(s.next_isr_change(900, 2_000, 20, 1_000), None, "in flight");
+        assert_eq!(s.next_isr_change(900, 2_000, 20, 1_000, &ALL), None, "in flight");
         // Past the retry, 2 has not been caught up for the lag time: the
         // change is no longer wanted and stops counting.
         s.record_fetch(3, 25, 25, 25, 3_000);
-        assert_eq!(s.next_isr_change(3_000, 2_000, 20, 1_000), None);
+        assert_eq!(s.next_isr_change(3_000, 2_000, 20, 1_000, &ALL), None);
         assert_eq!((s.pending_isr.clone(), s.high_watermark(25)), (None, Some(25)));
     }
 
@@ -378,8 +397,8 @@ mod tests {
         assert!(!s.record_fetch(7, 5, 5, 5, 1));
         s.update(&PartitionInfo { partition_epoch: 11, ..info(&[1, 3], &[1]) }, 2);
         assert_eq!(s.followers.keys().copied().collect::<Vec<_>>(), vec![3]);
-        assert_eq!(s.isr_change(3, 30_000, 0, 5_000), None, "3 has not fetched yet");
+        assert_eq!(s.isr_change(3, 30_000, 0, 5_000, &ALL), None, "3 has not fetched yet");
         assert!(s.record_fetch(3, 0, 0, 0, 4));
-        assert_eq!(s.isr_change(5, 30_000, 0, 5_000), Some(vec![1, 3]), "3 is at the (empty) log's end");
+        assert_eq!(s.isr_change(5, 30_000, 0, 5_000, &ALL), Some(vec![1, 3]), "3 is at the (empty) log's end");
     }
 }

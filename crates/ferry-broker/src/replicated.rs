@@ -36,17 +36,23 @@ pub(crate) struct Replication {
     /// acks=all appends waiting for the high watermark, by the offset after
     /// their last record.
     acks: Mutex<BTreeMap<u64, Vec<AckSender>>>,
+    /// The high watermark in the partition's checkpoint file (`u64::MAX`:
+    /// none written or read).
+    checkpointed: AtomicU64,
 }
 
 impl Replication {
     /// Before the image places it, a partition leads nothing and readers
-    /// see nothing past `start`; the first placement sets both.
-    pub(crate) fn new(start: u64) -> Replication {
+    /// see nothing past `hw` (the checkpointed high watermark, or the log
+    /// start), with the `checkpointed` value as read; the first placement
+    /// sets the role.
+    pub(crate) fn new((hw, checkpointed): (u64, Option<u64>)) -> Replication {
         Replication {
             role: Mutex::new(None),
-            hw: AtomicU64::new(start),
-            leader_hw: AtomicU64::new(start),
+            hw: AtomicU64::new(hw),
+            leader_hw: AtomicU64::new(hw),
             acks: Mutex::default(),
+            checkpointed: AtomicU64::new(checkpointed.unwrap_or(u64::MAX)),
         }
     }
 
@@ -124,9 +130,14 @@ pub enum ReplicaError {
     /// The partition is not hosted here (UNKNOWN_TOPIC_OR_PARTITION).
     #[error("unknown partition")]
     UnknownPartition,
-    /// The fetch offset is outside the leader's log (OFFSET_OUT_OF_RANGE).
+    /// The fetch offset is past the leader's log end (OFFSET_OUT_OF_RANGE).
     #[error("offset out of range")]
     OffsetOutOfRange,
+    /// The fetch offset is below the leader's log start, given here
+    /// (OFFSET_OUT_OF_RANGE in Kafka, where the follower then asks for the
+    /// log start): the follower restarts its log there.
+    #[error("offset below the log start {0}")]
+    BelowLogStart(u64),
     /// The leader's log failed (KAFKA_STORAGE_ERROR).
     #[error("storage error")]
     Storage,
@@ -233,8 +244,11 @@ impl Partition {
             let mut role = lock(&self.repl.role);
             let Some(Role::Leader(s)) = &mut *role else { return Err(ReplicaError::NotLeader) };
             check_epoch(leader_epoch, s.leader_epoch)?;
-            if fetch_offset > log.next_offset() || fetch_offset < log.log_start_offset() {
+            if fetch_offset > log.next_offset() {
                 return Err(ReplicaError::OffsetOutOfRange);
+            }
+            if fetch_offset < log.log_start_offset() {
+                return Err(ReplicaError::BelowLogStart(log.log_start_offset()));
             }
             if !s.record_fetch(follower, fetch_offset, acked_end, log.next_offset(), now_ms) {
                 return Err(ReplicaError::NotLeader);
@@ -243,10 +257,16 @@ impl Partition {
         if self.repl.refresh(log.high_watermark()) {
             self.wake_readers();
         }
-        let slice = match log.read(fetch_offset, max_bytes) {
+        // Up to the log end, not the durable end: the follower copies and
+        // fsyncs while this node's own fsync runs. The high watermark still
+        // waits for both (the leader counts its own durable end).
+        let slice = match log.read_written(fetch_offset, max_bytes) {
             Ok(s) => s,
-            // Readable end behind the fetch offset (an fsync in progress).
-            Err(LogError::OffsetOutOfRange { .. }) => None,
+            // DeleteRecords or a truncation since the check above.
+            Err(LogError::OffsetOutOfRange { start, .. }) if fetch_offset < start => {
+                return Err(ReplicaError::BelowLogStart(start));
+            }
+            Err(LogError::OffsetOutOfRange { .. }) => return Err(ReplicaError::OffsetOutOfRange),
             Err(_) => return Err(ReplicaError::Storage),
         };
         Ok(ReplicaRead {
@@ -336,6 +356,40 @@ impl Partition {
         Ok(info)
     }
 
+    /// Follower side: the leader's log starts at `log_start`, past this
+    /// log's end (retention or DeleteRecords removed what it would fetch
+    /// next): empties the log and restarts it there (Kafka's
+    /// truncateFullyAndStartAt), with no producer state. Nothing is lost
+    /// that the leader still has.
+    pub fn restart_as_follower(&self, leader_epoch: i32, log_start: u64) -> Result<()> {
+        if !matches!(self.follower_state(), Some(f) if f.leader_epoch == leader_epoch) {
+            return Err(BrokerError::NotLeaderOrFollower);
+        }
+        let mut states = lock(&self.producers);
+        self.log().restart_at(log_start)?;
+        *states = ProducerStates::reset(self.log().dir())?;
+        self.track_unstable(&states);
+        drop(states);
+        // The offsets below the new start are gone: readers begin there.
+        self.repl.hw.store(log_start, Ordering::Release);
+        self.repl.leader_hw.store(log_start, Ordering::Release);
+        self.wake_readers();
+        Ok(())
+    }
+
+    /// Writes the high-watermark checkpoint if the high watermark moved
+    /// since the last one (see `hw_checkpoint.rs`).
+    pub fn checkpoint_high_watermark(&self) -> Result<()> {
+        let hw = self.high_watermark();
+        if self.repl.checkpointed.swap(hw, Ordering::AcqRel) == hw {
+            return Ok(());
+        }
+        crate::hw_checkpoint::write(self.log().dir(), hw).inspect_err(|_| {
+            self.repl.checkpointed.store(u64::MAX, Ordering::Release);
+        })?;
+        Ok(())
+    }
+
     /// Follower side: truncate again before the next fetch in
     /// `leader_epoch` (the leader refused our offset, or our append).
     pub fn request_truncation(&self, leader_epoch: i32) {
@@ -365,12 +419,19 @@ impl Partition {
 
     /// Leader side: the ISR to ask the controller for, if the followers'
     /// progress calls for a change now (see [`LeaderState::isr_change`]);
-    /// marks it in flight. Returns (leader epoch, partition epoch, ISR).
-    pub fn isr_change_due(&self, now_ms: u64, lag_max_ms: u64, retry_ms: u64) -> Option<(i32, i32, Vec<i32>)> {
+    /// marks it in flight. Only `eligible` followers may join. Returns
+    /// (leader epoch, partition epoch, ISR).
+    pub fn isr_change_due(
+        &self,
+        now_ms: u64,
+        lag_max_ms: u64,
+        retry_ms: u64,
+        eligible: &dyn Fn(i32) -> bool,
+    ) -> Option<(i32, i32, Vec<i32>)> {
         let mut role = lock(&self.repl.role);
         let Some(Role::Leader(s)) = &mut *role else { return None };
         let hw = self.repl.high_watermark();
-        let isr = s.next_isr_change(now_ms, lag_max_ms, hw, retry_ms)?;
+        let isr = s.next_isr_change(now_ms, lag_max_ms, hw, retry_ms, eligible)?;
         Some((s.leader_epoch, s.partition_epoch, isr))
     }
 }
@@ -469,7 +530,14 @@ mod tests {
             follower.local_acked_end(),
             1 << 20,
             now_ms_u64(),
-        )?;
+        );
+        let r = match r {
+            Err(ReplicaError::BelowLogStart(start)) => {
+                follower.restart_as_follower(epoch, start).unwrap();
+                return Ok(());
+            }
+            r => r?,
+        };
         let bytes = r.slice.map(|s| s.to_vec().unwrap()).unwrap_or_default();
         follower.append_replicated(&bytes, r.high_watermark).unwrap();
         follower.flush_local().unwrap();
@@ -579,5 +647,126 @@ mod tests {
         assert_eq!(values(&p2), expected);
         fetch(&p2, &p1, 1).unwrap();
         assert_eq!(values(&p1), expected, "the follower reads to the leader's high watermark");
+    }
+
+    #[tokio::test]
+    async fn followers_copy_past_the_leaders_durable_end_and_acks_still_wait_for_it() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let id = Uuid::new_v4();
+        let (b1, b2) = (broker(d1.path(), 1), broker(d2.path(), 2));
+        let img = image(id, &[("min.insync.replicas", "2")], &[]);
+        b1.apply_image(img.clone());
+        b2.apply_image(img);
+        let leader = b1.topic("t").unwrap().partition(0).unwrap();
+        let follower = b2.topic("t").unwrap().partition(0).unwrap();
+        truncate(&leader, &follower);
+        let mut acks = Vec::new();
+        for i in 0..20u64 {
+            let appended = leader.append(&one(&format!("v{i}")), Acks::All).unwrap();
+            acks.push(appended.acknowledged());
+            // The batch is there for the follower at once, fsynced by the
+            // leader or not (the flush policy is `always`).
+            let r = leader.serve_replica_fetch(2, 0, i, follower.local_acked_end(), 1 << 20, now_ms_u64()).unwrap();
+            let bytes = r.slice.expect("the batch just appended").to_vec().unwrap();
+            assert_eq!(BatchHeader::parse(&bytes).unwrap().base_offset, i);
+            follower.append_replicated(&bytes, r.high_watermark).unwrap();
+            follower.flush_local().unwrap();
+            // Never past what is on the leader's disk, whatever the follower has.
+            assert!(leader.high_watermark() <= leader.log().durable_offset());
+        }
+        fetch(&leader, &follower, 2).unwrap();
+        for ack in acks {
+            tokio::time::timeout(Duration::from_secs(10), ack).await.unwrap().unwrap();
+        }
+        assert_eq!(leader.high_watermark(), 20);
+        assert!(leader.log().durable_offset() >= 20 && follower.local_acked_end() >= 20);
+    }
+
+    #[tokio::test]
+    async fn a_follower_behind_the_leaders_log_start_restarts_its_log_there() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let id = Uuid::new_v4();
+        let (b1, b2) = (broker(d1.path(), 1), broker(d2.path(), 2));
+        let img = image(id, &[], &[]);
+        b1.apply_image(img.clone());
+        b2.apply_image(img.clone());
+        let leader = b1.topic("t").unwrap().partition(0).unwrap();
+        let follower = b2.topic("t").unwrap().partition(0).unwrap();
+        truncate(&leader, &follower);
+        for v in ["a", "b"] {
+            leader.append(&one(v), Acks::Leader).unwrap();
+        }
+        leader.log().flush_to(2).unwrap();
+        fetch(&leader, &follower, 2).unwrap();
+        assert_eq!(follower.log_end_offset(), 2);
+        // The follower drops out of the ISR (it stopped, say) while the
+        // leader writes more and DeleteRecords removes the follower's next
+        // offsets.
+        b1.apply_image(image(id, &[], &[(1, vec![1])]));
+        b2.apply_image(image(id, &[], &[(1, vec![1])]));
+        for v in ["c", "d", "e", "f"] {
+            leader.append(&one(v), Acks::Leader).unwrap();
+        }
+        leader.log().flush_to(6).unwrap();
+        assert_eq!(leader.delete_records_before(4).unwrap(), 4);
+        let epoch = follower.follower_state().unwrap().leader_epoch;
+        let r = leader.serve_replica_fetch(2, epoch, 2, 2, 1 << 20, now_ms_u64());
+        assert_eq!(r.unwrap_err(), ReplicaError::BelowLogStart(4));
+        // The fetcher's answer: restart at 4, then copy from there.
+        fetch(&leader, &follower, 2).unwrap();
+        assert_eq!((follower.log_start_offset(), follower.log_end_offset()), (4, 4));
+        fetch(&leader, &follower, 2).unwrap();
+        fetch(&leader, &follower, 2).unwrap();
+        assert_eq!(follower.log_end_offset(), 6);
+        assert_eq!(values(&follower), ["e", "f"]);
+        assert_eq!(follower.log().epoch_entries(), leader.log().epoch_entries());
+        // A restart of a node that does not follow that leader epoch is refused.
+        assert!(follower.restart_as_follower(epoch + 1, 9).is_err());
+        assert!(leader.restart_as_follower(epoch, 9).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_restarted_follower_starts_at_its_checkpointed_high_watermark() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let id = Uuid::new_v4();
+        let img = image(id, &[], &[]);
+        let b1 = broker(d1.path(), 1);
+        b1.apply_image(img.clone());
+        let leader = b1.topic("t").unwrap().partition(0).unwrap();
+        {
+            let b2 = broker(d2.path(), 2);
+            b2.apply_image(img.clone());
+            let follower = b2.topic("t").unwrap().partition(0).unwrap();
+            truncate(&leader, &follower);
+            for v in ["a", "b", "c"] {
+                leader.append(&one(v), Acks::Leader).unwrap();
+            }
+            leader.log().flush_to(3).unwrap();
+            for _ in 0..3 {
+                fetch(&leader, &follower, 2).unwrap();
+            }
+            assert_eq!((leader.high_watermark(), follower.high_watermark()), (3, 3));
+            b2.shutdown(); // writes the checkpoint
+        }
+        // Back as a follower, before any fetch: readers see what they saw.
+        let b2 = broker(d2.path(), 2);
+        b2.apply_image(img);
+        let follower = b2.topic("t").unwrap().partition(0).unwrap();
+        assert_eq!(follower.high_watermark(), 3);
+        assert_eq!(values(&follower), ["a", "b", "c"]);
+        // Only moves are written; a damaged file counts as none.
+        follower.checkpoint_high_watermark().unwrap();
+        let path = follower.log().dir().join(crate::hw_checkpoint::FILE_NAME);
+        std::fs::write(&path, "garbage").unwrap();
+        follower.checkpoint_high_watermark().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "garbage", "unchanged: not rewritten");
+        leader.append(&one("d"), Acks::Leader).unwrap();
+        leader.log().flush_to(4).unwrap();
+        fetch(&leader, &follower, 2).unwrap();
+        fetch(&leader, &follower, 2).unwrap();
+        fetch(&leader, &follower, 2).unwrap();
+        assert_eq!(follower.high_watermark(), 4);
+        follower.checkpoint_high_watermark().unwrap();
+        assert_eq!(crate::hw_checkpoint::read(follower.log().dir()), Some(4));
     }
 }

@@ -189,7 +189,7 @@ impl Log {
         *write(&self.hw_listener) = Some(listener);
     }
 
-    fn hw_advanced(&self) {
+    pub(crate) fn hw_advanced(&self) {
         if let Some(l) = read(&self.hw_listener).as_ref() {
             l();
         }
@@ -530,7 +530,24 @@ impl Log {
     /// [`Log::read`] that stops before the first batch starting at or past
     /// `upto` (the last stable offset, for `read_committed` readers).
     pub fn read_upto(&self, offset: u64, max_bytes: usize, upto: u64) -> Result<Option<ReadSlice>> {
-        let end = self.high_watermark();
+        self.read_range(offset, max_bytes, upto, false)
+    }
+
+    /// [`Log::read`] past the high watermark, up to the log end: everything
+    /// written, durable or not. A partition leader serves its followers
+    /// this way, so they copy (and fsync) a batch while the leader's own
+    /// fsync of it is still running; what counts as acknowledged is decided
+    /// by the durable ends, not by what was read.
+    pub fn read_written(&self, offset: u64, max_bytes: usize) -> Result<Option<ReadSlice>> {
+        self.read_range(offset, max_bytes, u64::MAX, true)
+    }
+
+    /// `written`: bounded by the log end and each segment's written size
+    /// instead of the high watermark and its visible size.
+    fn read_range(&self, offset: u64, max_bytes: usize, upto: u64, written: bool) -> Result<Option<ReadSlice>> {
+        // The log end before the sizes: whatever the end covers is written
+        // (an append publishes its segment size before the log end).
+        let end = if written { self.next_offset() } else { self.high_watermark() };
         let start = self.log_start_offset();
         if offset < start || offset > end {
             return Err(LogError::OffsetOutOfRange { offset, start, end });
@@ -540,7 +557,7 @@ impl Log {
         let mut cursor = offset;
         while cursor < hw {
             let Some(seg) = self.segment_for(cursor) else { break };
-            let mut limit = seg.visible();
+            let mut limit = if written { seg.size() } else { seg.visible() };
             let mut limit_offset = seg.end().min(hw);
             let file = seg.file(cache)?;
             if hw < end && hw < seg.end() {

@@ -177,6 +177,54 @@ impl Log {
     }
 }
 
+impl Log {
+    /// Empties the log and starts it again at `offset`, which may lie past
+    /// the log end (Kafka's truncateFullyAndStartAt): a follower whose log
+    /// ends below its leader's log start (retention or DeleteRecords
+    /// removed what it would fetch next) can only continue from there.
+    /// Every segment, aborted transaction and leader epoch goes; durable
+    /// on return.
+    pub fn restart_at(self: &Arc<Self>, offset: u64) -> Result<()> {
+        let maintenance = lock(&self.maintenance);
+        let mut fs = lock(&self.flush);
+        let mut w = lock(&self.writer);
+        let removed: Vec<Arc<Segment>> = std::mem::take(&mut *write(&self.segments)).into_values().collect();
+        for seg in &removed {
+            // In-flight readers keep the unlinked files open until they finish.
+            let _ = seg.retire(&self.env.cache);
+            seg.delete_files();
+        }
+        let fresh = match Segment::create(&self.dir, offset) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                self.failed.store(true, Ordering::Release);
+                return Err(e);
+            }
+        };
+        fresh.set_active(true);
+        write(&self.segments).insert(offset, fresh.clone());
+        w.active = fresh;
+        w.rolled.clear();
+        w.leo = offset;
+        w.dir_dirty = true;
+        w.unflushed_records = 0;
+        self.leo.store(offset, Ordering::Release);
+        self.hw.store(offset, Ordering::Release);
+        self.durable.store(offset, Ordering::Release);
+        self.start.store(offset, Ordering::Release);
+        self.dirty_since.store(0, Ordering::Relaxed);
+        self.aborted.prune_before(u64::MAX)?;
+        self.epochs.truncate_from_end(0)?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        fs.durable_pos = (offset, 0);
+        drop(w);
+        self.write_checkpoint(fs, true)?;
+        drop(maintenance);
+        self.hw_advanced();
+        Ok(())
+    }
+}
+
 fn mtime_ms(seg: &Segment) -> u64 {
     std::fs::metadata(seg.log_path())
         .and_then(|m| m.modified())

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::Replicator;
-use super::message::{EpochQuery, FetchPartition, ReplicaFetchRequest};
+use super::message::{EpochQuery, FetchPartition, Records, ReplicaFetchRequest};
 use crate::transport::{Request, Response};
 
 /// Pause after a failed call or when nothing can be fetched yet.
@@ -110,8 +110,13 @@ async fn round(ctx: &Arc<Replicator>, addr: &str, followed: Vec<Followed>) -> bo
             if got.topic_id != f.topic_id || got.partition != f.part.index {
                 continue;
             }
+            let records = match &got.records {
+                Records::Bytes(b) => b.as_slice(),
+                // Only a leader's own responses hold file ranges.
+                Records::File(_) => continue,
+            };
             match got.result {
-                Ok(info) => match f.part.append_replicated(&got.records, info.high_watermark) {
+                Ok(info) => match f.part.append_replicated(records, info.high_watermark) {
                     Ok(_) => answered = true,
                     Err(e) => {
                         // Diverged from the leader: ask it again where to cut.
@@ -120,6 +125,19 @@ async fn round(ctx: &Arc<Replicator>, addr: &str, followed: Vec<Followed>) -> bo
                     }
                 },
                 Err(ReplicaError::OffsetOutOfRange) => f.part.request_truncation(f.state.leader_epoch),
+                // Retention or DeleteRecords on the leader removed what this
+                // log would fetch next: continue from the leader's start.
+                Err(ReplicaError::BelowLogStart(start)) => {
+                    match f.part.restart_as_follower(f.state.leader_epoch, start) {
+                        Ok(()) => {
+                            answered = true;
+                            tracing::info!(topic = %f.part.topic, partition = f.part.index, start, "follower log restarted at the leader's log start");
+                        }
+                        Err(e) => {
+                            tracing::warn!(topic = %f.part.topic, partition = f.part.index, error = %e, "follower log restart failed");
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::debug!(topic = %f.part.topic, partition = f.part.index, error = %e, "replica fetch refused");
                 }

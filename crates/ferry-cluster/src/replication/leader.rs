@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::message::{
-    EpochAnswer, EpochQuery, FetchedInfo, FetchedPartition, ReplicaFetchRequest, ReplicaFetchResponse,
+    EpochAnswer, EpochQuery, FetchedInfo, FetchedPartition, Records, ReplicaFetchRequest, ReplicaFetchResponse,
 };
 
 /// Longest a fetch may wait at the leader, whatever it asks.
@@ -34,7 +34,7 @@ pub(crate) async fn serve_fetch(broker: Arc<Broker>, from: i32, request: Replica
         // Register first, then look: an append in between still wakes us.
         let waiter = Arc::new(Notify::new());
         for p in parts.iter().flatten() {
-            p.register_waiter(&waiter);
+            p.register_fetch_waiter(&waiter);
         }
         let (response, ready) = collect(from, &request, &parts);
         let left = deadline.saturating_duration_since(Instant::now());
@@ -62,7 +62,7 @@ fn collect(from: i32, request: &ReplicaFetchRequest, parts: &[Option<Arc<Partiti
                 topic_id: want.topic_id,
                 partition: want.partition,
                 result: Err(ReplicaError::UnknownPartition),
-                records: Vec::new(),
+                records: Records::default(),
             };
             let Some(part) = part else {
                 ready = true;
@@ -72,14 +72,10 @@ fn collect(from: i32, request: &ReplicaFetchRequest, parts: &[Option<Arc<Partiti
                 part.serve_replica_fetch(from, want.leader_epoch, want.fetch_offset, want.acked_end, budget, now);
             match read {
                 Ok(r) => {
-                    if let Some(slice) = r.slice.filter(|_| budget > 0) {
-                        let Ok(bytes) = slice.to_vec() else {
-                            out.result = Err(ReplicaError::Storage);
-                            ready = true;
-                            return out;
-                        };
-                        budget = budget.saturating_sub(bytes.len());
-                        out.records = bytes;
+                    // A file range: the connection sends it with sendfile.
+                    if let Some(slice) = r.slice.filter(|s| budget > 0 && s.len > 0) {
+                        budget = budget.saturating_sub(slice.len as usize);
+                        out.records = Records::File(slice);
                         ready = true;
                     }
                     out.result = Ok(FetchedInfo {

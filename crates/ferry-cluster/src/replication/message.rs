@@ -2,9 +2,10 @@
 //! many partitions from one leader, and its OffsetsForLeaderEpoch question
 //! before it fetches in a new leader epoch. A fetch response's batches are
 //! raw bytes after the JSON header (see [`encode_fetch_response`]), so the
-//! data is not inflated by JSON.
+//! data is not inflated by JSON, and the leader sends them from its
+//! segment files with `sendfile`, as the Kafka Fetch handler does.
 
-use ferry_broker::ReplicaError;
+use ferry_broker::{ReadSlice, ReplicaError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -56,7 +57,85 @@ pub struct FetchedPartition {
     /// The leader's state, or why the partition was refused.
     pub result: Result<FetchedInfo, ReplicaError>,
     /// Whole batches from the fetch offset, as the leader stores them.
-    pub records: Vec<u8>,
+    pub records: Records,
+}
+
+/// A fetched partition's batches: a range of a segment file on the leader
+/// (sent with `sendfile`), or bytes (as the follower reads them).
+#[derive(Clone, Debug)]
+pub enum Records {
+    /// Bytes in memory.
+    Bytes(Vec<u8>),
+    /// A range of one of the leader's segment files.
+    File(ReadSlice),
+}
+
+impl Default for Records {
+    fn default() -> Self {
+        Records::Bytes(Vec::new())
+    }
+}
+
+impl Records {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Records::Bytes(b) => b.len(),
+            Records::File(s) => s.len as usize,
+        }
+    }
+
+    /// Whether there is nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes (a file range is read; for tests and the copying path).
+    pub fn to_vec(&self) -> std::io::Result<Vec<u8>> {
+        match self {
+            Records::Bytes(b) => Ok(b.clone()),
+            Records::File(s) => s.to_vec().map_err(std::io::Error::other),
+        }
+    }
+}
+
+/// The same bytes (a file range is the same range of the same file).
+impl PartialEq for Records {
+    fn eq(&self, other: &Records) -> bool {
+        match (self, other) {
+            (Records::Bytes(a), Records::Bytes(b)) => a == b,
+            (Records::File(a), Records::File(b)) => {
+                std::sync::Arc::ptr_eq(&a.file, &b.file) && (a.position, a.len) == (b.position, b.len)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Records {}
+
+/// One piece of an outgoing frame: bytes, or a file range for `sendfile`.
+#[derive(Debug)]
+pub enum Chunk {
+    /// Bytes in memory.
+    Bytes(Vec<u8>),
+    /// A range of a segment file.
+    File(ReadSlice),
+}
+
+impl Chunk {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Chunk::Bytes(b) => b.len(),
+            Chunk::File(s) => s.len as usize,
+        }
+    }
+
+    /// Whether there is nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The answer to a [`ReplicaFetchRequest`].
@@ -74,8 +153,9 @@ struct PartitionHeader {
     records_len: usize,
 }
 
-/// `u32 header length | JSON header | every partition's records in order`.
-pub fn encode_fetch_response(r: &ReplicaFetchResponse) -> Result<Vec<u8>, String> {
+/// `u32 header length | JSON header | every partition's records in order`,
+/// as chunks: the records stay file ranges, for `sendfile`.
+pub fn encode_fetch_response_chunks(r: &ReplicaFetchResponse) -> Result<Vec<Chunk>, String> {
     let headers: Vec<PartitionHeader> = r
         .partitions
         .iter()
@@ -88,11 +168,32 @@ pub fn encode_fetch_response(r: &ReplicaFetchResponse) -> Result<Vec<u8>, String
         .collect();
     let header = serde_json::to_vec(&headers).map_err(|e| e.to_string())?;
     let len = u32::try_from(header.len()).map_err(|_| "fetch response header too large".to_string())?;
-    let mut out = Vec::with_capacity(4 + header.len() + r.partitions.iter().map(|p| p.records.len()).sum::<usize>());
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&header);
-    for p in &r.partitions {
-        out.extend_from_slice(&p.records);
+    let mut head = Vec::with_capacity(4 + header.len());
+    head.extend_from_slice(&len.to_be_bytes());
+    head.extend_from_slice(&header);
+    let mut chunks = vec![Chunk::Bytes(head)];
+    for p in r.partitions.iter().filter(|p| !p.records.is_empty()) {
+        match &p.records {
+            // Small bytes go with the bytes before them (fewer writes).
+            Records::Bytes(b) => match chunks.last_mut() {
+                Some(Chunk::Bytes(last)) => last.extend_from_slice(b),
+                _ => chunks.push(Chunk::Bytes(b.clone())),
+            },
+            Records::File(s) => chunks.push(Chunk::File(s.clone())),
+        }
+    }
+    Ok(chunks)
+}
+
+/// [`encode_fetch_response_chunks`] as one buffer (file ranges read).
+pub fn encode_fetch_response(r: &ReplicaFetchResponse) -> Result<Vec<u8>, String> {
+    let chunks = encode_fetch_response_chunks(r)?;
+    let mut out = Vec::with_capacity(chunks.iter().map(Chunk::len).sum());
+    for c in chunks {
+        match c {
+            Chunk::Bytes(b) => out.extend_from_slice(&b),
+            Chunk::File(s) => out.extend(s.to_vec().map_err(|e| e.to_string())?),
+        }
     }
     Ok(out)
 }
@@ -116,7 +217,7 @@ pub fn decode_fetch_response(body: &[u8]) -> Result<ReplicaFetchResponse, String
             topic_id: h.topic_id,
             partition: h.partition,
             result: h.result,
-            records: records.to_vec(),
+            records: Records::Bytes(records.to_vec()),
         });
     }
     if !rest.is_empty() {
@@ -162,13 +263,13 @@ mod tests {
                     topic_id: Uuid::new_v4(),
                     partition: 0,
                     result: Ok(FetchedInfo { high_watermark: 5, log_start: 0, log_end: 9 }),
-                    records: vec![1, 2, 3],
+                    records: Records::Bytes(vec![1, 2, 3]),
                 },
                 FetchedPartition {
                     topic_id: Uuid::new_v4(),
                     partition: 3,
                     result: Err(ReplicaError::FencedLeaderEpoch),
-                    records: vec![],
+                    records: Records::default(),
                 },
             ],
         };
@@ -180,5 +281,30 @@ mod tests {
         assert!(decode_fetch_response(&longer).is_err());
         assert!(decode_fetch_response(&[0, 0, 1]).is_err());
         assert!(decode_fetch_response(&[0xff, 0xff, 0xff, 0xff, b'[']).is_err());
+    }
+
+    #[test]
+    fn file_ranges_stay_chunks_of_their_own_and_read_back_as_their_bytes() {
+        use std::io::Write;
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"0123456789abcdef").unwrap();
+        let file = std::sync::Arc::new(f);
+        let slice = |position, len| ReadSlice { file: file.clone(), position, len, end_offset: 0 };
+        let info = Ok(FetchedInfo { high_watermark: 1, log_start: 0, log_end: 2 });
+        let part = |partition, records| FetchedPartition { topic_id: Uuid::nil(), partition, result: info, records };
+        let r = ReplicaFetchResponse {
+            partitions: vec![
+                part(0, Records::File(slice(2, 5))),
+                part(1, Records::Bytes(b"xy".to_vec())),
+                part(2, Records::default()),
+                part(3, Records::File(slice(10, 6))),
+            ],
+        };
+        let chunks = encode_fetch_response_chunks(&r).unwrap();
+        let kinds: Vec<(bool, usize)> = chunks.iter().map(|c| (matches!(c, Chunk::File(_)), c.len())).collect();
+        assert_eq!(kinds[1..], [(true, 5), (false, 2), (true, 6)], "no copy of a file range");
+        let back = decode_fetch_response(&encode_fetch_response(&r).unwrap()).unwrap();
+        let bytes: Vec<Vec<u8>> = back.partitions.iter().map(|p| p.records.to_vec().unwrap()).collect();
+        assert_eq!(bytes, [b"23456".to_vec(), b"xy".to_vec(), vec![], b"abcdef".to_vec()]);
     }
 }

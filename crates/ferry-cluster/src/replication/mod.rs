@@ -21,8 +21,8 @@ use tokio::task::JoinHandle;
 
 pub(crate) use leader::{serve_epoch_end, serve_fetch};
 pub use message::{
-    EpochAnswer, EpochQuery, FetchPartition, FetchedInfo, FetchedPartition, ReplicaFetchRequest, ReplicaFetchResponse,
-    decode_fetch_response, encode_fetch_response,
+    Chunk, EpochAnswer, EpochQuery, FetchPartition, FetchedInfo, FetchedPartition, Records, ReplicaFetchRequest,
+    ReplicaFetchResponse, decode_fetch_response, encode_fetch_response, encode_fetch_response_chunks,
 };
 
 use crate::transport::Pool;
@@ -118,9 +118,14 @@ impl Replicator {
         let now = now_ms_u64();
         let lag = self.config.lag_time_max.as_millis() as u64;
         let retry = self.config.isr_retry.as_millis() as u64;
+        // A fenced node may not join an ISR (the controller refuses it).
+        let image = broker.metadata();
+        let eligible = |r: i32| image.nodes.get(&r).is_some_and(|n| !n.fenced);
         for topic in broker.topics() {
             for p in topic.partitions() {
-                let Some((leader_epoch, partition_epoch, isr)) = p.isr_change_due(now, lag, retry) else { continue };
+                let Some((leader_epoch, partition_epoch, isr)) = p.isr_change_due(now, lag, retry, &eligible) else {
+                    continue;
+                };
                 let Some(controller) = self.controller.upgrade() else { return };
                 tracing::info!(topic = %topic.name, partition = p.index, ?isr, "asking for an ISR change");
                 let request = ControllerRequest::AlterPartition {

@@ -18,7 +18,8 @@ use uuid::Uuid;
 use super::frame::Frame;
 use crate::raft::TypeConfig;
 use crate::replication::{
-    EpochAnswer, EpochQuery, ReplicaFetchRequest, ReplicaFetchResponse, decode_fetch_response, encode_fetch_response,
+    Chunk, EpochAnswer, EpochQuery, ReplicaFetchRequest, ReplicaFetchResponse, decode_fetch_response,
+    encode_fetch_response, encode_fetch_response_chunks,
 };
 
 const APPEND_ENTRIES: u8 = 1;
@@ -200,6 +201,32 @@ pub fn encode_response(correlation: u64, response: &Response) -> Result<Frame, S
         Response::Refused(e) => (REFUSED, json(e)?),
     };
     Ok(Frame { kind, correlation, body })
+}
+
+/// The frame answering request `correlation` with `response`, as chunks
+/// ready to write, the length prefix included: a replica fetch's records
+/// stay file ranges (sent with `sendfile`, never copied into memory).
+/// `Ok(None)` if it is too large for one frame.
+pub fn encode_response_chunks(correlation: u64, response: &Response) -> Result<Option<Vec<Chunk>>, String> {
+    let Response::ReplicaFetch(r) = response else {
+        return Ok(encode_response(correlation, response)?.encode().map(|b| vec![Chunk::Bytes(b)]));
+    };
+    let body = encode_fetch_response_chunks(r)?;
+    let total: usize = body.iter().map(Chunk::len).sum();
+    let Some(head) = frame_head(REPLICA_FETCH | RESPONSE, correlation, total) else { return Ok(None) };
+    let mut chunks = Vec::with_capacity(body.len() + 1);
+    chunks.push(Chunk::Bytes(head));
+    chunks.extend(body);
+    Ok(Some(chunks))
+}
+
+/// `u32 length | kind | correlation` of a frame whose body is `body_len`
+/// bytes (`None`: over [`super::MAX_FRAME`]).
+fn frame_head(kind: u8, correlation: u64, body_len: usize) -> Option<Vec<u8>> {
+    let mut head = Frame { kind, correlation, body: Vec::new() }.encode()?;
+    let len = u32::try_from(body_len).ok()?.checked_add(1 + 8).filter(|l| *l <= super::MAX_FRAME)?;
+    head[..4].copy_from_slice(&len.to_be_bytes());
+    Some(head)
 }
 
 /// A response frame's response.

@@ -2,18 +2,22 @@
 //! runs each in a task of its own (so a slow snapshot chunk does not hold
 //! up heartbeats), answering through one writer per connection. A frame
 //! that cannot be read or decoded closes its connection, and only it.
+//! Replica fetch data goes from the segment files with `sendfile`.
 
 use std::future::Future;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use ferry_broker::metadata::MetadataError;
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::frame::read_frame;
-use super::message::{Request, Response, decode_request, encode_response};
+use super::message::{Request, Response, decode_request, encode_response_chunks};
+use crate::replication::Chunk;
 
 /// Requests one connection may have in flight.
 const IN_FLIGHT: usize = 64;
@@ -62,10 +66,11 @@ async fn stopped_signal(stop: &mut watch::Receiver<bool>) {
 async fn connection<S: Service>(stream: TcpStream, service: Arc<S>, mut stop: watch::Receiver<bool>) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let (mut reader, mut writer) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(IN_FLIGHT);
+    let (tx, mut rx) = mpsc::channel::<Vec<Chunk>>(IN_FLIGHT);
     let write_task = tokio::spawn(async move {
-        while let Some(bytes) = rx.recv().await {
-            if writer.write_all(&bytes).await.is_err() {
+        while let Some(chunks) = rx.recv().await {
+            if let Err(e) = write_chunks(&mut writer, &chunks).await {
+                tracing::debug!(error = %e, "cluster connection write failed");
                 return;
             }
         }
@@ -109,9 +114,9 @@ async fn connection<S: Service>(stream: TcpStream, service: Arc<S>, mut stop: wa
                 Some(refused) => refused,
                 None => service.call(from, request).await,
             };
-            match encode_response(correlation, &response).map(|f| f.encode()) {
-                Ok(Some(bytes)) => {
-                    let _ = tx.send(bytes).await;
+            match encode_response_chunks(correlation, &response) {
+                Ok(Some(chunks)) => {
+                    let _ = tx.send(chunks).await;
                 }
                 Ok(None) => tracing::warn!(correlation, "response too large for one frame"),
                 Err(e) => tracing::warn!(correlation, error = %e, "response not encodable"),
@@ -121,4 +126,40 @@ async fn connection<S: Service>(stream: TcpStream, service: Arc<S>, mut stop: wa
     }
     // Closing the write half (and dropping the read half) closes the socket.
     write_task.abort();
+}
+
+/// Writes one frame's chunks in order; a file range goes by `sendfile`.
+async fn write_chunks(writer: &mut OwnedWriteHalf, chunks: &[Chunk]) -> std::io::Result<()> {
+    for chunk in chunks {
+        match chunk {
+            Chunk::Bytes(b) => writer.write_all(b).await?,
+            Chunk::File(slice) => send_file(writer.as_ref(), slice).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Sends a file range straight from the page cache to the socket.
+async fn send_file(stream: &TcpStream, slice: &ferry_broker::ReadSlice) -> std::io::Result<()> {
+    let mut offset = i64::try_from(slice.position).map_err(std::io::Error::other)?;
+    let end = offset + i64::try_from(slice.len).map_err(std::io::Error::other)?;
+    while offset < end {
+        stream.writable().await?;
+        let count = (end - offset) as usize;
+        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            nix::sys::sendfile::sendfile64(stream.as_fd(), slice.file.as_fd(), Some(&mut offset), count)
+                .map_err(std::io::Error::from)
+        });
+        match sent {
+            // The file got shorter than promised (a truncation): the frame
+            // cannot be completed, so the connection must go.
+            Ok(0) => {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "segment shrank during sendfile"));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -116,6 +116,71 @@ fn plain_appends_leave_epochs_alone() {
     assert_eq!(BatchHeader::parse(&stored).unwrap().partition_leader_epoch, -1);
 }
 
+#[test]
+fn a_leader_reads_for_followers_up_to_its_log_end_before_the_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let config = ferry_log::LogConfig { flush: ferry_log::FlushPolicy::Always, ..small_config() };
+    let log = open(&m, dir.path(), config);
+    for i in 0..20u64 {
+        log.append_as_leader(&value_batch(&format!("v{i}"), 1), 0).unwrap();
+        // Right after the append, whether or not the flusher got to it:
+        // the batch is there for a follower, and readers still stop at
+        // the durable end.
+        let slice = log.read_written(i, 1 << 20).unwrap().expect("the batch just written");
+        let got = split(&slice.to_vec().unwrap()).unwrap().into_iter().map(|(h, _)| h.base_offset).collect::<Vec<_>>();
+        assert_eq!(got, [i]);
+        assert!(log.high_watermark() <= log.durable_offset());
+    }
+    // From the start, across segments, everything written comes back.
+    let mut offset = 0;
+    let mut bytes = Vec::new();
+    while let Some(slice) = log.read_written(offset, 300).unwrap() {
+        bytes.extend(slice.to_vec().unwrap());
+        offset = split(&bytes).unwrap().last().unwrap().0.next_offset();
+    }
+    assert_eq!(offset, 20);
+    assert_eq!(log.read_written(20, 100).unwrap().map(|s| s.len), None, "at the log end: nothing");
+    assert!(matches!(log.read_written(21, 100), Err(LogError::OffsetOutOfRange { .. })));
+    log.flush_to(20).unwrap();
+    assert_eq!(all_bytes(&log), bytes, "the same bytes readers get once durable");
+}
+
+#[test]
+fn restart_at_empties_the_log_and_continues_from_a_later_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let leader = open(&m, &dir.path().join("leader"), small_config());
+    for i in 0..12 {
+        leader.append_as_leader(&value_batch(&format!("r{i}"), 1), 2).unwrap();
+    }
+    leader.delete_records_before(10).unwrap();
+    let tail = all_bytes(&leader);
+    assert_eq!(split(&tail).unwrap()[0].0.base_offset, 10);
+
+    // A follower that has 0..4 (epoch 1) while the leader starts at 10.
+    let follower = open(&m, &dir.path().join("follower"), small_config());
+    for i in 0..4 {
+        follower.append_as_leader(&value_batch(&format!("old{i}"), 1), 1).unwrap();
+    }
+    follower.restart_at(10).unwrap();
+    assert_eq!((follower.log_start_offset(), follower.next_offset(), follower.high_watermark()), (10, 10, 10));
+    assert_eq!(follower.epoch_entries(), vec![]);
+    assert_eq!(read_all(&follower), vec![]);
+    follower.append_replicated(&tail).unwrap();
+    assert_eq!(all_bytes(&follower), tail);
+    assert_eq!(follower.epoch_entries(), vec![entry(2, 10)]);
+    follower.close().unwrap();
+    drop(follower);
+    // It survives a restart as it is.
+    let m = manager();
+    let follower = open(&m, &dir.path().join("follower"), small_config());
+    assert_eq!((follower.log_start_offset(), follower.next_offset()), (10, 12));
+    assert_eq!(all_bytes(&follower), tail);
+    let values: Vec<String> = read_all(&follower).into_iter().filter_map(|r| r.2).collect();
+    assert_eq!(values, ["r10", "r11"]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 

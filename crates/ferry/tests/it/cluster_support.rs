@@ -2,7 +2,7 @@
 //! one `--controller-quorum`, broker-only nodes besides, each node with its
 //! own data directory, free ports and log file.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use ferry_client::{Client, ClientConfig, ClientError, ClusterMetadata};
@@ -10,7 +10,7 @@ use ferry_client::{Client, ClientConfig, ClientError, ClusterMetadata};
 use crate::support::{Broker, WaitFor, eventually_within, http_json};
 
 /// Test timings: a silent node is fenced after 2 s instead of 6.
-const CLUSTER_TOML: &str = "[cluster]\nheartbeat_interval_ms = 200\nsession_timeout_ms = 2000\n";
+pub const CLUSTER_TOML: &str = "[cluster]\nheartbeat_interval_ms = 200\nsession_timeout_ms = 2000\n";
 
 /// How long a cluster-wide change (election, registration, catch-up) may take.
 pub const CLUSTER_WAIT: Duration = Duration::from_secs(60);
@@ -21,6 +21,9 @@ pub struct Cluster {
     nodes: BTreeMap<i32, Broker>,
     /// The `--controller-quorum` every node gets.
     pub quorum: String,
+    /// Nodes stopped with SIGSTOP (resumed before anything else is done
+    /// to them, and when the cluster is dropped).
+    paused: BTreeSet<i32>,
 }
 
 impl Cluster {
@@ -33,7 +36,7 @@ impl Cluster {
         }
         let quorum =
             nodes.iter().map(|(id, b)| format!("{id}@127.0.0.1:{}", b.cluster_port)).collect::<Vec<_>>().join(",");
-        let mut c = Cluster { dir, nodes, quorum: String::new() };
+        let mut c = Cluster { dir, nodes, quorum: String::new(), paused: BTreeSet::new() };
         c.set_quorum(&quorum);
         c
     }
@@ -112,11 +115,30 @@ impl Cluster {
 
     /// SIGTERM to node `id`; it must exit cleanly.
     pub fn stop(&mut self, id: i32) {
+        self.resume(id);
         self.node_mut(id).stop();
     }
 
     pub fn kill9(&mut self, id: i32) {
+        self.resume(id);
         self.node_mut(id).kill9();
+    }
+
+    /// SIGSTOP to node `id`: it stays up but does nothing (a long GC pause,
+    /// a partitioned host), so its sessions and fetches time out.
+    pub fn pause(&mut self, id: i32) {
+        let pid = self.node(id).pid().unwrap_or_else(|| panic!("node {id} is not running"));
+        signal(pid, "STOP");
+        self.paused.insert(id);
+    }
+
+    /// SIGCONT to node `id` if it was paused.
+    pub fn resume(&mut self, id: i32) {
+        if self.paused.remove(&id)
+            && let Some(pid) = self.node(id).pid()
+        {
+            signal(pid, "CONT");
+        }
     }
 
     /// Starts a stopped or killed node again on its ports and data.
@@ -155,6 +177,13 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // A paused process is resumed first, so it can be killed and
+        // reaped like the others.
+        for id in std::mem::take(&mut self.paused) {
+            if let Some(pid) = self.nodes.get(&id).and_then(Broker::pid) {
+                signal(pid, "CONT");
+            }
+        }
         // A failing test shows what every node said.
         if std::thread::panicking() {
             for b in self.nodes.values() {
@@ -162,6 +191,12 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// `kill -<sig> <pid>`.
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+    assert!(status.is_ok_and(|s| s.success()), "kill -{sig} {pid}");
 }
 
 fn node(dir: &tempfile::TempDir, id: i32, quorum: &str) -> Broker {
@@ -239,7 +274,19 @@ pub fn controller_leader(b: &Broker) -> Option<i32> {
 /// CreateTopics sent to node `b` itself (the ferry client asks its
 /// bootstrap node; librdkafka would ask the controller it believes in).
 pub fn create_topic_at(b: &Broker, name: &str, partitions: i32, replication: i16) -> Result<(), ClientError> {
+    create_topic_with(b, name, partitions, replication, &[])
+}
+
+/// [`create_topic_at`] with topic configs.
+pub fn create_topic_with(
+    b: &Broker,
+    name: &str,
+    partitions: i32,
+    replication: i16,
+    configs: &[(&str, &str)],
+) -> Result<(), ClientError> {
     let (bootstrap, name) = (b.bootstrap(), name.to_string());
+    let configs: Vec<(String, String)> = configs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -248,7 +295,7 @@ pub fn create_topic_at(b: &Broker, name: &str, partitions: i32, replication: i16
         rt.block_on(async {
             let client =
                 Client::connect(&bootstrap, ClientConfig::new("cluster-test", Duration::from_secs(15))).await?;
-            client.create_topic(&name, partitions, replication, &[]).await
+            client.create_topic(&name, partitions, replication, &configs).await
         })
     })
     .join()
@@ -259,10 +306,21 @@ pub fn create_topic_at(b: &Broker, name: &str, partitions: i32, replication: i16
 /// node not yet registered); a retry that finds the topic created by an
 /// earlier, timed-out attempt counts as done.
 pub fn create_topic_eventually(b: &Broker, name: &str, partitions: i32, replication: i16) {
+    create_topic_eventually_with(b, name, partitions, replication, &[]);
+}
+
+/// [`create_topic_eventually`] with topic configs.
+pub fn create_topic_eventually_with(
+    b: &Broker,
+    name: &str,
+    partitions: i32,
+    replication: i16,
+    configs: &[(&str, &str)],
+) {
     const TOPIC_ALREADY_EXISTS: i16 = 36;
     let deadline = Instant::now() + CLUSTER_WAIT;
     loop {
-        match create_topic_at(b, name, partitions, replication) {
+        match create_topic_with(b, name, partitions, replication, configs) {
             Ok(()) => return,
             Err(e) if e.code() == Some(TOPIC_ALREADY_EXISTS) => return,
             Err(e) => assert!(Instant::now() < deadline, "CreateTopics {name} through {}: {e}", b.bootstrap()),

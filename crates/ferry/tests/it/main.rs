@@ -38,6 +38,7 @@ mod redis;
 mod redis_streams;
 mod redis_support;
 mod replication;
+mod replication_faults;
 mod stomp;
 mod stomp_bench;
 mod stomp_support;

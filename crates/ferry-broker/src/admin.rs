@@ -72,6 +72,11 @@ impl CreatedTopic {
 
 impl Broker {
     /// Sends `request` to the controller quorum.
+    /// Carries out a change that replies nothing.
+    pub(crate) async fn submit_change(&self, request: ControllerRequest) -> Result<()> {
+        self.submit(request).await.map(|_| ())
+    }
+
     async fn submit(&self, request: ControllerRequest) -> Result<ControllerReply> {
         let controller = self
             .controller

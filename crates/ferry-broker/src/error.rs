@@ -78,6 +78,12 @@ pub enum BrokerError {
     /// A group coordinator error.
     #[error("group: {0:?}")]
     Group(crate::group::GroupError),
+    /// A user, credential or ACL that is not there.
+    #[error("not found: {0}")]
+    ResourceNotFound(String),
+    /// A request the broker refuses as a whole (bad user name, iterations).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     /// A storage engine error.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -97,6 +103,8 @@ impl From<MetadataError> for BrokerError {
             MetadataError::InvalidPartitions(m) => BrokerError::InvalidPartitions(m),
             MetadataError::InvalidReplicationFactor(m) => BrokerError::InvalidReplicationFactor(m),
             MetadataError::InvalidReplicaAssignment(m) => BrokerError::InvalidReplicaAssignment(m),
+            MetadataError::ResourceNotFound(m) => BrokerError::ResourceNotFound(m),
+            MetadataError::InvalidRequest(m) => BrokerError::InvalidRequest(m),
             e @ MetadataError::UnknownNode(_) => BrokerError::InvalidReplicaAssignment(e.to_string()),
             e @ (MetadataError::ProducerIdsTaken(_)
             | MetadataError::DuplicateNodeId(_)

@@ -199,6 +199,13 @@ impl TestController {
                 )?;
                 (vec![record], ControllerReply::Done)
             }
+            request @ (ControllerRequest::UpsertScramCredential { .. }
+            | ControllerRequest::DeleteScramCredential { .. }
+            | ControllerRequest::CreateAcls { .. }
+            | ControllerRequest::DeleteAcls { .. }) => {
+                let records = crate::metadata::security_change(&image, &request).unwrap_or(Ok(Vec::new()))?;
+                (records, ControllerReply::Done)
+            }
         };
         self.apply(records)?;
         Ok(reply)

@@ -9,6 +9,7 @@ mod coordinator;
 mod image;
 mod peer;
 mod record;
+mod security;
 
 pub use alter_partition::alter_partition;
 pub use controller::{Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus, PeerFuture};
@@ -16,6 +17,7 @@ pub use coordinator::{CoordinatorKind, GROUP_TOPIC, TXN_TOPIC, coordinator_parti
 pub use image::{MetadataImage, NodeInfo, PartitionInfo, TopicInfo, listener};
 pub use peer::{PeerError, PeerReply, PeerRequest};
 pub use record::MetadataRecord;
+pub use security::security_change;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -65,6 +67,13 @@ pub enum MetadataError {
     /// (Kafka's FENCED_LEADER_EPOCH / INVALID_UPDATE_VERSION).
     #[error("stale epoch: {0}")]
     StaleEpoch(String),
+    /// A user, credential or ACL that is not there (Kafka's
+    /// RESOURCE_NOT_FOUND).
+    #[error("not found: {0}")]
+    ResourceNotFound(String),
+    /// A user name, credential or ACL the controller refuses.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     /// No quorum leader could be reached in time (startup, partition, election).
     #[error("controller unavailable: {0}")]
     Unavailable(String),

@@ -86,6 +86,16 @@ pub(super) fn carry_out(
             draft.push(record)?;
             Ok(ControllerReply::Done)
         }
+        ControllerRequest::UpsertScramCredential { .. }
+        | ControllerRequest::DeleteScramCredential { .. }
+        | ControllerRequest::CreateAcls { .. }
+        | ControllerRequest::DeleteAcls { .. } => {
+            let records = ferry_broker::metadata::security_change(draft.image(), request).unwrap_or(Ok(Vec::new()))?;
+            for record in records {
+                draft.push(record)?;
+            }
+            Ok(ControllerReply::Done)
+        }
     }
 }
 

@@ -32,6 +32,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod retry;
+mod sasl;
 
 pub(crate) use ferry_util::sync::lock;
 use kafka_protocol::messages::{GroupId, TopicName};
@@ -54,6 +55,7 @@ pub use member::GroupMembership;
 pub use metadata::{BrokerMetadata, ClusterMetadata, PartitionMetadata, TopicMetadata};
 pub use offsets::{EARLIEST, LATEST};
 pub use produce::{PRODUCE_VERSION, produce_request, produce_result};
+pub use sasl::SaslLogin;
 
 pub(crate) fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))

@@ -48,7 +48,14 @@ pub struct NodeInfo {
 impl NodeInfo {
     /// The advertised Kafka `(host, port)`, if the node has a Kafka listener.
     pub fn kafka_endpoint(&self) -> Option<(String, i32)> {
-        let addr = self.listeners.get(listener::KAFKA)?;
+        self.kafka_endpoint_on(listener::KAFKA)
+    }
+
+    /// The advertised `(host, port)` of the Kafka listener registered
+    /// under `key` (a node with several Kafka listeners registers each as
+    /// `kafka.<PROTOCOL>`), falling back to the node's first listener.
+    pub fn kafka_endpoint_on(&self, key: &str) -> Option<(String, i32)> {
+        let addr = self.listeners.get(key).or_else(|| self.listeners.get(listener::KAFKA))?;
         let (host, port) = addr.rsplit_once(':')?;
         Some((host.trim_matches(['[', ']']).to_string(), port.parse().ok()?))
     }

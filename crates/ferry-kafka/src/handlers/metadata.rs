@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use ferry_broker::BrokerError;
 use ferry_broker::metadata::{MetadataImage, TopicInfo};
+use ferry_broker::security::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -17,7 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Call;
 use super::nodes::live_brokers;
-use crate::errors::error_code;
+use crate::errors::{denied_code, error_code};
 use crate::response::{Reply, Response, encode};
 
 pub fn handle(c: &Call, req: MetadataRequest) -> Reply {
@@ -29,6 +30,11 @@ pub fn handle(c: &Call, req: MetadataRequest) -> Reply {
             .iter()
             .filter_map(|t| t.name.as_ref())
             .filter(|n| image.topic(n).is_none())
+            // Kafka creates only what the client may see and create.
+            .filter(|n| {
+                c.allowed(Operation::Describe, ResourceType::Topic, n)
+                    && (c.allowed_cluster(Operation::Create) || c.allowed(Operation::Create, ResourceType::Topic, n))
+            })
             .map(|n| n.to_string())
             .collect(),
         _ => Vec::new(),
@@ -64,6 +70,11 @@ fn respond(c: &Call, req: MetadataRequest, failed: &BTreeMap<String, i16>) -> Re
         Some(list) if !(v == 0 && list.is_empty()) => list
             .into_iter()
             .map(|t| match t.name {
+                // Unauthorized topics answer TOPIC_AUTHORIZATION_FAILED,
+                // whether they exist or not (existence is not revealed).
+                Some(name) if !c.allowed(Operation::Describe, ResourceType::Topic, &name) => {
+                    error_entry(&name, denied_code(ResourceType::Topic))
+                }
                 Some(name) => match (failed.get(name.as_str()), image.topic(&name)) {
                     (Some(code), _) => error_entry(&name, *code),
                     (None, Some(info)) => topic_entry(c, &image, info),
@@ -75,6 +86,11 @@ fn respond(c: &Call, req: MetadataRequest, failed: &BTreeMap<String, i16>) -> Re
                     }
                 },
                 None => match image.topic_by_id(t.topic_id) {
+                    Some(info) if !c.allowed(Operation::Describe, ResourceType::Topic, &info.name) => {
+                        MetadataResponseTopic::default()
+                            .with_error_code(denied_code(ResourceType::Topic))
+                            .with_topic_id(t.topic_id)
+                    }
                     Some(info) => topic_entry(c, &image, info),
                     None => MetadataResponseTopic::default()
                         .with_error_code(ResponseError::UnknownTopicId.code())
@@ -82,7 +98,13 @@ fn respond(c: &Call, req: MetadataRequest, failed: &BTreeMap<String, i16>) -> Re
                 },
             })
             .collect(),
-        _ => image.topics.values().map(|t| topic_entry(c, &image, t)).collect(),
+        // All topics: those the client may describe (Kafka omits the rest).
+        _ => image
+            .topics
+            .values()
+            .filter(|t| c.allowed(Operation::Describe, ResourceType::Topic, &t.name))
+            .map(|t| topic_entry(c, &image, t))
+            .collect(),
     };
     let brokers = live_brokers(c, &image)
         .into_iter()

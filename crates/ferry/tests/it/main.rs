@@ -36,6 +36,7 @@ mod redis;
 mod redis_streams;
 mod redis_support;
 mod replication;
+mod security;
 mod stomp;
 mod stomp_bench;
 mod stomp_support;

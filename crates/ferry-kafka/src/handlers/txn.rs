@@ -221,6 +221,10 @@ pub fn describe_transactions(c: &Call, req: DescribeTransactionsRequest) -> Repl
         .into_iter()
         .map(|id| {
             let mut st = TransactionState::default().with_transactional_id(id.clone());
+            if !c.allowed(Operation::Describe, ResourceType::TransactionalId, &id) {
+                st.error_code = denied_code(ResourceType::TransactionalId);
+                return st;
+            }
             match txns.describe(&id) {
                 None => st.error_code = ResponseError::TransactionalIdNotFound.code(),
                 Some(m) => {
@@ -275,6 +279,8 @@ pub fn list_transactions(c: &Call, req: ListTransactionsRequest) -> Reply {
             req.duration_filter < 0 || (*state == TxnState::Ongoing && now - *start as i64 >= req.duration_filter)
         })
         .filter(|(id, ..)| pattern.is_none_or(|p| simple_match(p, id)))
+        // Only the ids the client may describe (as Kafka filters them).
+        .filter(|(id, ..)| c.allowed(Operation::Describe, ResourceType::TransactionalId, id))
         .map(|(id, pid, state, _)| {
             TransactionState::default()
                 .with_transactional_id(TransactionalId(s(id)))

@@ -11,7 +11,7 @@ use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::support::Broker;
 
@@ -196,6 +196,25 @@ async fn sasl_logins_and_acls_with_librdkafka() {
     // bob has no write ACL.
     let e = produce(&producer(&bob), "orders", "x").await.unwrap_err();
     assert_eq!(code_of(&e), Some(RDKafkaErrorCode::TopicAuthorizationFailed), "{e}");
+
+    // Idempotent producers need Write on some topic (KIP-679): alice has it.
+    let idem = alice.clone().set("enable.idempotence", "true").set("message.timeout.ms", "10000").create().unwrap();
+    produce(&idem, "orders", "idempotent").await.expect("alice's idempotent producer");
+    // Transactions need Write on the transactional id.
+    let txn_config = alice.clone().set("transactional.id", "tx-alice").set("message.timeout.ms", "10000").clone();
+    let txn: FutureProducer = txn_config.create().unwrap();
+    let e = txn.init_transactions(Duration::from_secs(10)).unwrap_err();
+    assert_eq!(code_of(&e), Some(RDKafkaErrorCode::TransactionalIdAuthorizationFailed), "{e}");
+    drop(txn);
+    as_admin(
+        &b,
+        &["acl", "add", "--allow-principal", "User:alice", "--operation", "write", "--transactional-id", "tx-alice"],
+    );
+    let txn: FutureProducer = txn_config.create().unwrap();
+    txn.init_transactions(Duration::from_secs(10)).expect("init_transactions with the ACL");
+    txn.begin_transaction().unwrap();
+    produce(&txn, "orders", "in-txn").await.expect("transactional produce");
+    txn.commit_transaction(Duration::from_secs(10)).expect("commit");
 
     // A wrong password, or an unknown user, fails with the client's
     // authentication error...

@@ -276,3 +276,52 @@ fn a_sasl_listener_refuses_requests_before_the_login() {
     assert!(consumer.fetch_metadata(None, Duration::from_secs(10)).is_ok(), "the plaintext listener still serves");
     b.stop();
 }
+
+/// Three nodes, each with a PLAINTEXT and a SASL_PLAINTEXT listener: a
+/// user and an ACL made through node 1 work on node 3 (they are cluster
+/// metadata), and a client of node 3's SASL listener is sent to the other
+/// nodes' SASL listeners (each listener advertises its own addresses).
+#[tokio::test(flavor = "multi_thread")]
+async fn users_and_acls_are_cluster_wide() {
+    use crate::cluster_support::Cluster;
+    let mut c = Cluster::prepare(3);
+    for id in c.ids() {
+        let b = c.node_mut(id);
+        b.sasl_port = Some(crate::support::free_port());
+        // Anonymous clients of the plain listeners administer.
+        b.args.extend(["--super-users".to_string(), "User:ANONYMOUS".to_string()]);
+    }
+    c.start_all();
+    c.wait_for_brokers(1, &[1, 2, 3]);
+    let one = c.node(1).bootstrap();
+    for args in [
+        vec!["user", "create", "carol", "--password", "carol-secret"],
+        vec!["topic", "create", "shared", "--partitions", "3"],
+        vec!["acl", "add", "--allow-principal", "User:carol", "--operation", "write", "--topic", "shared"],
+    ] {
+        let mut all = args.clone();
+        all.extend(["--brokers", &one, "--timeout-ms", "20000"]);
+        let (code, out, err) = ferry(&all);
+        assert_eq!(code, 0, "ferry {args:?}: {out}{err}");
+    }
+    let sasl_ports: std::collections::BTreeSet<i32> =
+        c.ids().iter().map(|id| i32::from(c.node(*id).sasl_port.unwrap())).collect();
+    let carol = sasl_config(c.node(3), "SCRAM-SHA-256", "carol", "carol-secret");
+    // Node 3 applies the metadata a moment after node 1 answered.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let md = loop {
+        let consumer: BaseConsumer = carol.create().unwrap();
+        match consumer.fetch_metadata(Some("shared"), Duration::from_secs(5)) {
+            Ok(md) => break md,
+            Err(e) => assert!(Instant::now() < deadline, "carol on node 3: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let advertised: std::collections::BTreeSet<i32> = md.brokers().iter().map(|b| b.port()).collect();
+    assert_eq!(advertised, sasl_ports, "node 3's SASL listener advertises every node's SASL listener");
+    let p = producer(&carol);
+    for i in 0..6 {
+        produce(&p, "shared", &format!("v{i}")).await.expect("carol writes through every partition leader");
+    }
+    c.stop_all();
+}

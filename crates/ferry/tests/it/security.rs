@@ -317,7 +317,8 @@ async fn users_and_acls_are_cluster_wide() {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    let advertised: std::collections::BTreeSet<i32> = md.brokers().iter().map(|b| b.port()).collect();
+    let advertised: std::collections::BTreeSet<i32> =
+        md.brokers().iter().map(rdkafka::metadata::MetadataBroker::port).collect();
     assert_eq!(advertised, sasl_ports, "node 3's SASL listener advertises every node's SASL listener");
     let p = producer(&carol);
     for i in 0..6 {

@@ -55,6 +55,10 @@ pub struct KafkaConfig {
     /// Authorization and SASL; `None`: no authorizer (every request is
     /// allowed, as without any SASL listener).
     pub security: Option<Arc<KafkaSecurity>>,
+    /// A SASL listener closes a connection that has not logged in by then
+    /// (a client that opens connections and sends nothing, or half a frame,
+    /// holds no resources for long).
+    pub login_timeout: std::time::Duration,
 }
 
 impl Default for KafkaConfig {
@@ -67,6 +71,7 @@ impl Default for KafkaConfig {
             protocol: SecurityProtocol::Plaintext,
             listener_key: ferry_broker::metadata::listener::KAFKA.to_string(),
             security: None,
+            login_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -128,9 +133,11 @@ async fn connection(
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut session = Session::new(peer.ip());
     let sasl_listener = ctx.config.protocol.sasl();
+    let login_deadline = tokio::time::Instant::now() + ctx.config.login_timeout;
     let result = async {
         loop {
-            if !fill(&mut rd, &mut buf, 4, &mut shutdown).await? {
+            let deadline = (sasl_listener && !session.authenticated).then_some(login_deadline);
+            if !before(deadline, fill(&mut rd, &mut buf, 4, &mut shutdown)).await? {
                 return Ok(());
             }
             let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
@@ -146,7 +153,7 @@ async fn connection(
                 return Err(std::io::Error::other(format!("{peer}: bad request size {len}")));
             }
             let total = 4 + len as usize;
-            if !fill(&mut rd, &mut buf, total, &mut shutdown).await? {
+            if !before(deadline, fill(&mut rd, &mut buf, total, &mut shutdown)).await? {
                 return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "truncated request"));
             }
             let frame = buf.split_to(total).split_off(4).freeze();
@@ -230,6 +237,19 @@ async fn connection(
     drop(tx);
     let _ = writer.await;
     result
+}
+
+/// `read`, failing at `deadline` (if one) with a timeout.
+async fn before(
+    deadline: Option<tokio::time::Instant>,
+    read: impl std::future::Future<Output = std::io::Result<bool>>,
+) -> std::io::Result<bool> {
+    match deadline {
+        None => read.await,
+        Some(d) => tokio::time::timeout_at(d, read)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no SASL login in time"))?,
+    }
 }
 
 /// Reads until `buf` holds at least `want` bytes. `Ok(false)` on a clean

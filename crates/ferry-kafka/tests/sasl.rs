@@ -36,6 +36,7 @@ async fn listener(dir: &std::path::Path) -> u16 {
         advertised_port: i32::from(port),
         protocol: ferry_kafka::SecurityProtocol::SaslPlaintext,
         security: Some(Arc::new(security)),
+        login_timeout: Duration::from_secs(2),
         ..Default::default()
     };
     let ctx = Arc::new(ferry_kafka::Ctx { broker, config });
@@ -204,6 +205,15 @@ async fn scram_plain_and_hostile_exchanges() {
     .await;
     let v: ApiVersionsResponse = recv(&mut s, ApiKey::ApiVersions, 3).await.unwrap();
     assert!(v.api_keys.iter().any(|k| k.api_key == ApiKey::SaslAuthenticate as i16));
+
+    // Silence, or half a frame, before the login: closed at the login timeout.
+    let started = std::time::Instant::now();
+    let mut silent = connect().await.unwrap();
+    let mut half = connect().await.unwrap();
+    half.write_all(&100i32.to_be_bytes()).await.unwrap();
+    half.write_all(b"abc").await.unwrap();
+    assert!(read_frame(&mut silent).await.is_none() && read_frame(&mut half).await.is_none());
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
 
     // The broker still serves a good login.
     let mut s = connect().await.unwrap();

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ferry_broker::security::scram::ScramServer;
-use ferry_broker::security::{Authorizer, LoginLimiter, Principal, ScramMechanism, parse_plain};
+use ferry_broker::security::{Authorizer, LoginLimiter, Principal, ScramCredential, ScramMechanism, parse_plain};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     ApiKey, RequestHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
@@ -270,8 +270,14 @@ async fn step(broker: &ferry_broker::Broker, state: State, token: &[u8]) -> Step
             let creds = broker.metadata().users.get(&user).cloned().unwrap_or_default();
             // PBKDF2 costs milliseconds: off the async workers.
             let name = user.clone();
-            let ok = tokio::task::spawn_blocking(move || {
-                ScramMechanism::ALL.iter().find_map(|m| creds.get(m)).is_some_and(|c| c.verify_password(&password))
+            let ok = tokio::task::spawn_blocking(move || match ScramMechanism::ALL.iter().find_map(|m| creds.get(m)) {
+                Some(c) => c.verify_password(&password),
+                // An unknown user costs the same PBKDF2 as a known one, so
+                // the answer's timing does not tell which users exist.
+                None => {
+                    let _ = unknown_user().verify_password(&password);
+                    false
+                }
             })
             .await
             .unwrap_or(false);
@@ -295,6 +301,12 @@ async fn step(broker: &ferry_broker::Broker, state: State, token: &[u8]) -> Step
         }
         State::Idle | State::Done => Err(("?", None, "no SASL exchange in progress".into())),
     }
+}
+
+/// The credential PLAIN checks an unknown user's password against.
+fn unknown_user() -> &'static ScramCredential {
+    static C: std::sync::OnceLock<ScramCredential> = std::sync::OnceLock::new();
+    C.get_or_init(|| ScramCredential::new(ScramMechanism::Sha512, "", ScramMechanism::MIN_ITERATIONS))
 }
 
 /// (version, correlation id) after decoding the request header.

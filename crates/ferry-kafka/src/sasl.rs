@@ -270,11 +270,12 @@ async fn step(broker: &ferry_broker::Broker, state: State, token: &[u8]) -> Step
             let creds = broker.metadata().users.get(&user).cloned().unwrap_or_default();
             // PBKDF2 costs milliseconds: off the async workers.
             let name = user.clone();
-            let ok = tokio::task::spawn_blocking(move || match ScramMechanism::ALL.iter().find_map(|m| creds.get(m)) {
-                Some(c) => c.verify_password(&password),
-                // An unknown user costs the same PBKDF2 as a known one, so
-                // the answer's timing does not tell which users exist.
-                None => {
+            let ok = tokio::task::spawn_blocking(move || {
+                if let Some(c) = ScramMechanism::ALL.iter().find_map(|m| creds.get(m)) {
+                    c.verify_password(&password)
+                } else {
+                    // An unknown user costs the same PBKDF2 as a known one,
+                    // so the answer's timing does not tell which users exist.
                     let _ = unknown_user().verify_password(&password);
                     false
                 }

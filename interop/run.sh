@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Interop tests: real Kafka clients (confluent-kafka, kafka-python, aiokafka, kcat;
+# confluent-kafka over SASL_PLAINTEXT SCRAM-SHA-256 with ACLs;
 # transactions with the three Python clients; KafkaJS), the seed's pika example
 # and pika against RabbitMQ's error answers (AMQP), paho-mqtt (MQTT 3.1.1 / 5, TCP and WebSocket)
 # stomp.py (STOMP 1.0 / 1.1 / 1.2, with pika on the AMQP side) and redis-py
@@ -53,6 +54,8 @@ stomp_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("
 export STOMP_PORT="$stomp_port"
 redis_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 export REDIS_PORT="$redis_port"
+sasl_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+export SASL_BOOTSTRAP="127.0.0.1:$sasl_port" SASL_USER=interop SASL_PASSWORD=interop-secret
 work="$(mktemp -d -t ferry-interop.XXXXXX)"
 broker_pid=""
 
@@ -73,7 +76,11 @@ stop_broker() {
 cleanup() { stop_broker || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-"$ferry" serve --data-dir "$work/data" --kafka-listen "$BOOTSTRAP" --http-listen 127.0.0.1:0 \
+# A SASL listener beside the plain one (sasl_test.py); anonymous clients of
+# the plain listener are super users, so the other tests run as without it.
+"$ferry" user create "$SASL_USER" --password "$SASL_PASSWORD" --data-dir "$work/data" >/dev/null
+"$ferry" serve --data-dir "$work/data" --kafka-listen "PLAINTEXT://$BOOTSTRAP,SASL_PLAINTEXT://$SASL_BOOTSTRAP" \
+    --super-users User:ANONYMOUS --http-listen 127.0.0.1:0 \
     --mqtt-listen "127.0.0.1:$MQTT_PORT" --mqtt-ws-listen "127.0.0.1:$MQTT_WS_PORT" \
     --amqp-listen "127.0.0.1:$AMQP_PORT" --stomp-listen "127.0.0.1:$STOMP_PORT" \
     --redis-listen "127.0.0.1:$REDIS_PORT" >"$work/broker.log" 2>&1 &
@@ -113,6 +120,7 @@ run_test confluent_kafka "$venv/bin/python" "$here/confluent_kafka_test.py"
 run_test kafka_python    "$venv/bin/python" "$here/kafka_python_test.py"
 run_test aiokafka        "$venv/bin/python" "$here/aiokafka_test.py"
 run_test kcat            bash "$here/kcat_test.sh"
+run_test sasl            "$venv/bin/python" "$here/sasl_test.py"
 run_test paho_mqtt       "$venv/bin/python" "$here/paho_mqtt_test.py"
 run_test transactions    "$venv/bin/python" "$here/transactions_test.py"
 run_test kafkajs         node "$here/kafkajs_test.mjs"

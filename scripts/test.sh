@@ -14,14 +14,22 @@ fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 
-# kcat: a consumer-group member the group tests kill with SIGKILL, and an
-# interop client.
-if ! command -v kcat >/dev/null; then
-  echo "== installing kcat"
+# System packages a fresh Debian/Ubuntu machine lacks: kcat (a consumer-group
+# member the group tests kill with SIGKILL, and an interop client), and
+# libssl-dev + pkg-config, which rdkafka's `ssl` feature (SCRAM) builds
+# against. Installs only the missing ones.
+missing=()
+command -v kcat >/dev/null || missing+=(kcat)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+if ! pkg-config --exists openssl 2>/dev/null && ! dpkg -s libssl-dev >/dev/null 2>&1; then
+  missing+=(libssl-dev)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "== installing ${missing[*]}"
   sudo=""
   if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq kcat
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 
 echo "== cargo fmt --check"

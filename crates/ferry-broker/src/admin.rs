@@ -73,6 +73,11 @@ impl CreatedTopic {
 }
 
 impl Broker {
+    /// Carries out a change that replies nothing.
+    pub(crate) async fn submit_change(&self, request: ControllerRequest) -> Result<()> {
+        self.submit(request).await.map(|_| ())
+    }
+
     /// Sends `request` to the controller quorum.
     pub(crate) async fn submit(&self, request: ControllerRequest) -> Result<ControllerReply> {
         let controller = self

@@ -30,7 +30,8 @@ pub enum BrokerError {
     #[error("no reassignment in progress: {0}")]
     NoReassignmentInProgress(String),
     /// A request the broker refuses as a whole (Kafka's INVALID_REQUEST),
-    /// e.g. unregistering a node that still runs or holds replicas.
+    /// e.g. unregistering a node that still runs or holds replicas, a bad
+    /// user name or too few SCRAM iterations.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     /// A node id the cluster has no registration for.
@@ -88,6 +89,9 @@ pub enum BrokerError {
     /// A group coordinator error.
     #[error("group: {0:?}")]
     Group(crate::group::GroupError),
+    /// A user, credential or ACL that is not there.
+    #[error("not found: {0}")]
+    ResourceNotFound(String),
     /// A storage engine error.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -107,6 +111,8 @@ impl From<MetadataError> for BrokerError {
             MetadataError::InvalidPartitions(m) => BrokerError::InvalidPartitions(m),
             MetadataError::InvalidReplicationFactor(m) => BrokerError::InvalidReplicationFactor(m),
             MetadataError::InvalidReplicaAssignment(m) => BrokerError::InvalidReplicaAssignment(m),
+            MetadataError::ResourceNotFound(m) => BrokerError::ResourceNotFound(m),
+            MetadataError::InvalidRequest(m) => BrokerError::InvalidRequest(m),
             e @ MetadataError::UnknownNode(_) => BrokerError::InvalidReplicaAssignment(e.to_string()),
             MetadataError::NoReassignmentInProgress(m) => BrokerError::NoReassignmentInProgress(m),
             MetadataError::NodeInUse(m) => BrokerError::InvalidRequest(m),

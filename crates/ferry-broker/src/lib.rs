@@ -22,6 +22,8 @@ mod reconcile;
 mod record_rules;
 pub mod replica;
 mod replicated;
+pub mod security;
+mod security_admin;
 pub mod stored;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

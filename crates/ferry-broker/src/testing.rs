@@ -217,6 +217,13 @@ impl TestController {
             ControllerRequest::UnregisterNode { node_id } => {
                 (vec![crate::metadata::unregister(&image, node_id)?], ControllerReply::Done)
             }
+            request @ (ControllerRequest::UpsertScramCredential { .. }
+            | ControllerRequest::DeleteScramCredential { .. }
+            | ControllerRequest::CreateAcls { .. }
+            | ControllerRequest::DeleteAcls { .. }) => {
+                let records = crate::metadata::security_change(&image, &request).unwrap_or(Ok(Vec::new()))?;
+                (records, ControllerReply::Done)
+            }
         };
         self.apply(records)?;
         Ok(reply)

@@ -17,12 +17,21 @@ pub struct ClientConfig {
     pub client_id: String,
     /// Bound on opening a connection and on waiting for each answer.
     pub timeout: Duration,
+    /// Log in with SASL on every connection (a SASL_PLAINTEXT listener).
+    pub sasl: Option<crate::sasl::SaslLogin>,
 }
 
 impl ClientConfig {
     /// A client called `client_id` that waits up to `timeout`.
     pub fn new(client_id: impl Into<String>, timeout: Duration) -> ClientConfig {
-        ClientConfig { client_id: client_id.into(), timeout }
+        ClientConfig { client_id: client_id.into(), timeout, sasl: None }
+    }
+
+    /// The same, logging in with `login` on every connection.
+    #[must_use]
+    pub fn with_sasl(mut self, login: crate::sasl::SaslLogin) -> ClientConfig {
+        self.sasl = Some(login);
+        self
     }
 }
 

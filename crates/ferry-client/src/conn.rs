@@ -74,6 +74,9 @@ impl Connection {
             return Err(ClientError::Kafka { code: resp.error_code, context: "ApiVersions".into() });
         }
         conn.versions = resp.api_keys.iter().map(|k| (k.api_key, (k.min_version, k.max_version))).collect();
+        if let Some(login) = &config.sasl {
+            crate::sasl::login(&conn, login).await?;
+        }
         Ok(conn)
     }
 

@@ -34,6 +34,7 @@ mod offsets;
 mod produce;
 mod reassign;
 mod retry;
+mod sasl;
 
 pub(crate) use ferry_util::sync::lock;
 use kafka_protocol::messages::{GroupId, TopicName};
@@ -57,6 +58,7 @@ pub use metadata::{BrokerMetadata, ClusterMetadata, PartitionMetadata, TopicMeta
 pub use offsets::{EARLIEST, LATEST};
 pub use produce::{PRODUCE_VERSION, produce_request, produce_result};
 pub use reassign::PartitionReassignment;
+pub use sasl::SaslLogin;
 
 pub(crate) fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))

@@ -97,8 +97,24 @@ fn broker_error_code(e: &BrokerError) -> i16 {
         BrokerError::Group(g) => return group_code(*g),
         BrokerError::Log(l) => return log_code(l),
         BrokerError::Io(_) => E::KafkaStorageError,
+        BrokerError::ResourceNotFound(_) => E::ResourceNotFound,
     }
     .code()
+}
+
+/// The code of a refused authorization, by the resource the request was
+/// refused on: the one place denials become Kafka codes.
+pub fn denied_code(resource: ferry_broker::security::ResourceType) -> i16 {
+    use ferry_broker::security::ResourceType as R;
+    counted(
+        match resource {
+            R::Topic => E::TopicAuthorizationFailed,
+            R::Group => E::GroupAuthorizationFailed,
+            R::TransactionalId => E::TransactionalIdAuthorizationFailed,
+            R::Cluster | R::Vhost | R::Queue | R::Exchange | R::MqttTopic => E::ClusterAuthorizationFailed,
+        }
+        .code(),
+    )
 }
 
 pub fn log_error_code(e: &LogError) -> i16 {

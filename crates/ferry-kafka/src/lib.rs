@@ -3,9 +3,13 @@
 
 mod errors;
 mod handlers;
+mod listener;
 mod response;
+mod sasl;
 mod server;
 
+pub use listener::{ListenerSpec, SecurityProtocol};
+pub use sasl::{KafkaSecurity, SaslMechanism};
 pub use server::{Ctx, KafkaConfig, serve};
 
 /// Runs one request frame (without its size prefix) through the decoder
@@ -15,7 +19,8 @@ pub async fn handle_frame(ctx: &std::sync::Arc<Ctx>, frame: bytes::Bytes) -> boo
     if frame.len() < 8 {
         return false;
     }
-    match handlers::handle(ctx, frame, "/127.0.0.1").await {
+    let anonymous = std::sync::Arc::new(ferry_broker::security::Principal::anonymous());
+    match handlers::handle(ctx, frame, "/127.0.0.1", &anonymous).await {
         response::Reply::Ready(r) => !r.chunks.is_empty(),
         response::Reply::Later(f) | response::Reply::Inline(f) => !f.await.chunks.is_empty(),
         response::Reply::None => true,

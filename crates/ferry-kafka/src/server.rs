@@ -23,7 +23,14 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::handlers;
+use crate::listener::SecurityProtocol;
 use crate::response::{Chunk, Reply, Response};
+use crate::sasl::{self, KafkaSecurity, Session, Step};
+
+/// API keys a SASL listener takes before the login.
+const SASL_HANDSHAKE: i16 = 17;
+const SASL_AUTHENTICATE: i16 = 36;
+const API_VERSIONS: i16 = 18;
 
 /// Settings of the Kafka listener.
 #[derive(Clone, Debug)]
@@ -37,6 +44,21 @@ pub struct KafkaConfig {
     /// Requests of one connection in progress at once; the reader stops
     /// reading beyond this (backpressure).
     pub max_in_flight: usize,
+    /// The listener's security protocol: SASL_PLAINTEXT listeners take
+    /// only ApiVersions and SASL requests before a login.
+    pub protocol: SecurityProtocol,
+    /// The key of this listener's advertised address in the node's
+    /// registered listeners (`kafka`, or `kafka.SASL_PLAINTEXT` for a
+    /// further listener), so Metadata answers each client with addresses
+    /// of the listener it came in through.
+    pub listener_key: String,
+    /// Authorization and SASL; `None`: no authorizer (every request is
+    /// allowed, as without any SASL listener).
+    pub security: Option<Arc<KafkaSecurity>>,
+    /// A SASL listener closes a connection that has not logged in by then
+    /// (a client that opens connections and sends nothing, or half a frame,
+    /// holds no resources for long).
+    pub login_timeout: std::time::Duration,
 }
 
 impl Default for KafkaConfig {
@@ -46,6 +68,10 @@ impl Default for KafkaConfig {
             advertised_port: 9092,
             max_request_bytes: 100 * 1024 * 1024,
             max_in_flight: 64,
+            protocol: SecurityProtocol::Plaintext,
+            listener_key: ferry_broker::metadata::listener::KAFKA.to_string(),
+            security: None,
+            login_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -105,24 +131,80 @@ async fn connection(
     // zeroing or a fresh allocation per request (the bytes handed to a
     // handler stay valid while the buffer is refilled).
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut session = Session::new(peer.ip());
+    let sasl_listener = ctx.config.protocol.sasl();
+    let login_deadline = tokio::time::Instant::now() + ctx.config.login_timeout;
     let result = async {
         loop {
-            if !fill(&mut rd, &mut buf, 4, &mut shutdown).await? {
+            let deadline = (sasl_listener && !session.authenticated).then_some(login_deadline);
+            if !before(deadline, fill(&mut rd, &mut buf, 4, &mut shutdown)).await? {
                 return Ok(());
             }
             let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-            if len < 8 || len as usize > ctx.config.max_request_bytes {
+            let raw = session.expects_raw_token();
+            let max = if raw || (sasl_listener && !session.authenticated) {
+                // Before the login a client may not make the broker buffer much.
+                sasl::MAX_TOKEN.min(ctx.config.max_request_bytes)
+            } else {
+                ctx.config.max_request_bytes
+            };
+            if len < if raw { 0 } else { 8 } || len as usize > max {
                 // The frame cannot be skipped safely: Kafka closes too.
                 return Err(std::io::Error::other(format!("{peer}: bad request size {len}")));
             }
             let total = 4 + len as usize;
-            if !fill(&mut rd, &mut buf, total, &mut shutdown).await? {
+            if !before(deadline, fill(&mut rd, &mut buf, total, &mut shutdown)).await? {
                 return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "truncated request"));
             }
             let frame = buf.split_to(total).split_off(4).freeze();
             let started = std::time::Instant::now();
-            let api = usize::try_from(i16::from_be_bytes([frame[0], frame[1]])).unwrap_or(usize::MAX);
-            let pending = match handlers::handle(&ctx, frame, &peer_host).await {
+            if raw {
+                // After a v0 SaslHandshake: an unframed token.
+                let Some(security) = ctx.config.security.as_deref() else {
+                    return Err(std::io::Error::other("raw SASL token without security"));
+                };
+                match sasl::raw_token(&ctx.broker, security, &mut session, frame).await {
+                    Step::Reply(r) => {
+                        if tx.send(Pending::Ready(r)).await.is_err() {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    Step::Fail(_) | Step::Close(_) => {
+                        return Err(std::io::Error::other(format!("{peer}: SASL authentication failed")));
+                    }
+                }
+            }
+            let key = i16::from_be_bytes([frame[0], frame[1]]);
+            let api = usize::try_from(key).unwrap_or(usize::MAX);
+            if key == SASL_HANDSHAKE || key == SASL_AUTHENTICATE {
+                let step = if key == SASL_HANDSHAKE {
+                    sasl::handshake(ctx.config.security.as_deref(), sasl_listener, &mut session, frame)
+                } else if let (Some(security), true) = (ctx.config.security.as_deref(), sasl_listener) {
+                    sasl::authenticate(&ctx.broker, security, &mut session, frame).await
+                } else {
+                    sasl::not_here(frame)
+                };
+                metrics.observe(api, started.elapsed());
+                match step {
+                    Step::Reply(r) => {
+                        if tx.send(Pending::Ready(r)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Step::Fail(r) => {
+                        let _ = tx.send(Pending::Ready(r)).await;
+                        return Err(std::io::Error::other(format!("{peer}: SASL exchange refused")));
+                    }
+                    Step::Close(why) => return Err(std::io::Error::other(format!("{peer}: {why}"))),
+                }
+                continue;
+            }
+            if sasl_listener && !session.authenticated && key != API_VERSIONS {
+                // Kafka closes too: nothing but the login before the login.
+                return Err(std::io::Error::other(format!("{peer}: API key {key} before SASL authentication")));
+            }
+            let pending = match handlers::handle(&ctx, frame, &peer_host, &session.principal).await {
                 Reply::Ready(r) => {
                     metrics.observe(api, started.elapsed());
                     Pending::Ready(r)
@@ -155,6 +237,19 @@ async fn connection(
     drop(tx);
     let _ = writer.await;
     result
+}
+
+/// `read`, failing at `deadline` (if one) with a timeout.
+async fn before(
+    deadline: Option<tokio::time::Instant>,
+    read: impl std::future::Future<Output = std::io::Result<bool>>,
+) -> std::io::Result<bool> {
+    match deadline {
+        None => read.await,
+        Some(d) => tokio::time::timeout_at(d, read)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no SASL login in time"))?,
+    }
 }
 
 /// Reads until `buf` holds at least `want` bytes. `Ok(false)` on a clean

@@ -339,6 +339,51 @@ fn request(key: ApiKey, v: i16, topic_id: uuid::Uuid, batch: &Bytes) -> RequestK
         ApiKey::UnregisterBroker => {
             RequestKind::UnregisterBroker(UnregisterBrokerRequest::default().with_broker_id(BrokerId(99)))
         }
+        // This listener has no SASL and no authorizer: the SASL APIs answer
+        // ILLEGAL_SASL_STATE, the ACL APIs SECURITY_DISABLED, users work.
+        ApiKey::SaslHandshake => RequestKind::SaslHandshake(
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        ),
+        ApiKey::SaslAuthenticate => RequestKind::SaslAuthenticate(SaslAuthenticateRequest::default()),
+        ApiKey::CreateAcls => RequestKind::CreateAcls(CreateAclsRequest::default().with_creations(vec![
+            create_acls_request::AclCreation::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("t"))
+                .with_resource_pattern_type(3)
+                .with_principal(StrBytes::from_static_str("User:a"))
+                .with_host(StrBytes::from_static_str("*"))
+                .with_operation(3)
+                .with_permission_type(3),
+        ])),
+        ApiKey::DescribeAcls => RequestKind::DescribeAcls(
+            DescribeAclsRequest::default()
+                .with_resource_type_filter(1)
+                .with_pattern_type_filter(1)
+                .with_principal_filter(None)
+                .with_host_filter(None)
+                .with_operation(1)
+                .with_permission_type(1),
+        ),
+        ApiKey::DeleteAcls => RequestKind::DeleteAcls(DeleteAclsRequest::default().with_filters(vec![
+            delete_acls_request::DeleteAclsFilter::default()
+                .with_resource_type_filter(1)
+                .with_pattern_type_filter(1)
+                .with_operation(1)
+                .with_permission_type(1),
+        ])),
+        ApiKey::DescribeUserScramCredentials => {
+            RequestKind::DescribeUserScramCredentials(DescribeUserScramCredentialsRequest::default())
+        }
+        ApiKey::AlterUserScramCredentials => {
+            RequestKind::AlterUserScramCredentials(AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+                alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+                    .with_name(StrBytes::from_static_str("u"))
+                    .with_mechanism(1)
+                    .with_iterations(4096)
+                    .with_salt(Bytes::from_static(b"salt"))
+                    .with_salted_password(Bytes::from(vec![7u8; 32])),
+            ]))
+        }
         other => panic!("no sample request for {other:?}"),
     }
 }
@@ -508,6 +553,13 @@ fn check(resp: &ResponseKind, key: ApiKey, v: i16) {
                 r.assignment.as_ref().map_or(0, |a| a.topic_partitions.iter().map(|t| t.partitions.len()).sum());
             assert_eq!((r.member_epoch, parts), (1, 1), "{key:?} v{v}: the lone member gets t's one partition");
         }
+        ResponseKind::SaslHandshake(r) => assert_eq!(r.error_code, 34, "{key:?} v{v}"),
+        ResponseKind::SaslAuthenticate(r) => assert_eq!(r.error_code, 34, "{key:?} v{v}"),
+        ResponseKind::CreateAcls(r) => assert_eq!(r.results[0].error_code, 54, "{key:?} v{v}"),
+        ResponseKind::DescribeAcls(r) => assert_eq!(r.error_code, 54, "{key:?} v{v}"),
+        ResponseKind::DeleteAcls(r) => assert_eq!(r.filter_results[0].error_code, 54, "{key:?} v{v}"),
+        ResponseKind::DescribeUserScramCredentials(r) => assert_eq!(r.error_code, 0, "{key:?} v{v}"),
+        ResponseKind::AlterUserScramCredentials(r) => assert_eq!(r.results[0].error_code, 0, "{key:?} v{v}: {r:?}"),
         ResponseKind::ConsumerGroupDescribe(r) => {
             assert_eq!(r.groups[0].error_code, 0, "{key:?} v{v}");
             assert_eq!(r.groups[0].members.len(), 1, "{key:?} v{v}");

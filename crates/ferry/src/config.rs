@@ -35,6 +35,8 @@ pub struct FileConfig {
     pub stomp: StompSection,
     #[serde(default)]
     pub redis: RedisSection,
+    #[serde(default)]
+    pub security: SecuritySection,
     /// Broker-wide topic config defaults, with Kafka's topic config names
     /// (`"flush.messages" = "9223372036854775807"`).
     #[serde(default)]
@@ -44,7 +46,8 @@ pub struct FileConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSection {
-    pub listen: Option<SocketAddr>,
+    /// `NAME://HOST:PORT,...` or `HOST:PORT` (see docs/security.md).
+    pub listen: Option<String>,
     pub advertised: Option<String>,
     pub auto_create_topics: Option<bool>,
     pub num_partitions: Option<i32>,
@@ -191,6 +194,20 @@ fn match_all() -> String {
     ".*".to_string()
 }
 
+/// `[security]`: SASL mechanisms, super users, anonymous access; see
+/// docs/security.md.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySection {
+    /// e.g. `"SCRAM-SHA-512,SCRAM-SHA-256,PLAIN"`.
+    pub sasl_mechanisms: Option<String>,
+    /// e.g. `["User:admin"]`.
+    pub super_users: Option<Vec<String>>,
+    pub allow_anonymous: Option<bool>,
+    /// Kafka's `allow.everyone.if.no.acl.found` (default false).
+    pub allow_everyone_if_no_acl_found: Option<bool>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSection {
@@ -208,9 +225,11 @@ pub struct ServeArgs {
     /// Where all data lives.
     #[arg(long, env = "FERRY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Kafka listener address.
+    /// Kafka listeners: a comma-separated list of NAME://HOST:PORT, NAME one
+    /// of PLAINTEXT, SASL_PLAINTEXT (SSL, SASL_SSL need TLS); a bare
+    /// HOST:PORT is PLAINTEXT.
     #[arg(long, env = "FERRY_KAFKA_LISTEN")]
-    pub kafka_listen: Option<SocketAddr>,
+    pub kafka_listen: Option<String>,
     /// HOST:PORT Kafka clients are told to connect to (default: the listener).
     #[arg(long, env = "FERRY_ADVERTISED_KAFKA")]
     pub advertised_kafka: Option<String>,
@@ -240,14 +259,37 @@ pub struct ServeArgs {
     /// Redis (RESP2/RESP3) listener address (default 127.0.0.1:6379; "off" disables it).
     #[arg(long, env = "FERRY_REDIS_LISTEN")]
     pub redis_listen: Option<String>,
+    /// SASL mechanisms SASL listeners offer (default SCRAM-SHA-512,SCRAM-SHA-256,PLAIN).
+    #[arg(long, env = "FERRY_SASL_MECHANISMS")]
+    pub sasl_mechanisms: Option<String>,
+    /// Principals allowed everything, comma-separated (User:admin,...).
+    #[arg(long, env = "FERRY_SUPER_USERS")]
+    pub super_users: Option<String>,
+    /// Let listeners without authentication bind non-loopback addresses.
+    #[arg(long, env = "FERRY_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+}
+
+/// Authentication and authorization, resolved.
+#[derive(Debug, Clone)]
+pub struct SecuritySettings {
+    /// Offered on SASL listeners, in order.
+    pub sasl_mechanisms: Vec<ferry_kafka::SaslMechanism>,
+    /// The authorizer's settings.
+    pub authorizer: ferry_broker::security::AuthorizerConfig,
 }
 
 /// Everything `serve` needs, resolved.
 #[derive(Debug)]
 pub struct Settings {
     pub broker: ferry_broker::BrokerConfig,
-    pub kafka_listen: SocketAddr,
+    /// Settings of the first Kafka listener (the others differ in protocol,
+    /// advertised address and listener key).
     pub kafka: ferry_kafka::KafkaConfig,
+    /// Every Kafka listener with its advertised `host:port`.
+    pub kafka_listeners: Vec<(ferry_kafka::ListenerSpec, String)>,
+    /// `Some` when any Kafka listener is SASL: authorization is on.
+    pub security: Option<SecuritySettings>,
     pub amqp_listen: SocketAddr,
     pub amqp: ferry_amqp::AmqpConfig,
     pub http_listen: SocketAddr,
@@ -284,10 +326,20 @@ impl Settings {
             }
             None => FileConfig::default(),
         };
-        let kafka_listen =
-            args.kafka_listen.or(file.kafka.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
+        let listen_spec =
+            args.kafka_listen.clone().or(file.kafka.listen.clone()).unwrap_or_else(|| "127.0.0.1:9092".to_string());
+        let specs = ferry_kafka::ListenerSpec::parse_list(&listen_spec).map_err(anyhow::Error::msg)?;
+        let security = security_settings(args, &file.security, &specs)?;
+        let kafka_listen = specs[0].addr;
         let advertised =
             args.advertised_kafka.clone().or(file.kafka.advertised).unwrap_or_else(|| kafka_listen.to_string());
+        // The first listener advertises `--advertised-kafka`; the others
+        // their own address.
+        let kafka_listeners: Vec<(ferry_kafka::ListenerSpec, String)> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), if i == 0 { advertised.clone() } else { l.addr.to_string() }))
+            .collect();
         let Some((host, port)) = advertised.rsplit_once(':') else {
             bail!("advertised address {advertised:?} is not HOST:PORT")
         };
@@ -356,6 +408,9 @@ impl Settings {
         if let Some(mqtt) = mqtt_listen {
             listeners.insert(listener::MQTT.to_string(), mqtt.to_string());
         }
+        for (spec, advertised) in &kafka_listeners {
+            listeners.insert(kafka_listener_key(spec), advertised.clone());
+        }
         let cluster = cluster::resolve(
             &args.cluster,
             file.cluster,
@@ -415,16 +470,76 @@ impl Settings {
                 },
                 engine,
             },
-            kafka_listen,
+            kafka_listeners,
+            security,
             http_listen,
             kafka: ferry_kafka::KafkaConfig {
                 advertised_host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
                 advertised_port: port,
                 max_request_bytes: file.kafka.max_request_bytes.unwrap_or(defaults.max_request_bytes),
+                protocol: specs[0].protocol,
+                listener_key: kafka_listener_key(&specs[0]),
                 ..defaults
             },
         })
     }
+}
+
+/// Where a Kafka listener's advertised address is registered in the
+/// node's listeners: `kafka.<PROTOCOL>` (the first also as `kafka`).
+pub fn kafka_listener_key(spec: &ferry_kafka::ListenerSpec) -> String {
+    format!("{}.{}", listener::KAFKA, spec.protocol.name())
+}
+
+/// The security settings, `None` without any SASL listener. Refuses TLS
+/// listeners (not there yet) and, without `--allow-anonymous`, listeners
+/// without authentication on non-loopback addresses.
+fn security_settings(
+    args: &ServeArgs,
+    file: &SecuritySection,
+    specs: &[ferry_kafka::ListenerSpec],
+) -> anyhow::Result<Option<SecuritySettings>> {
+    if let Some(l) = specs.iter().find(|l| l.protocol.tls()) {
+        bail!("Kafka listener {l} needs TLS (--tls-cert), which this build does not have yet");
+    }
+    let allow_anonymous = args.allow_anonymous || file.allow_anonymous.unwrap_or(false);
+    if !allow_anonymous && let Some(l) = specs.iter().find(|l| !l.protocol.sasl() && !l.addr.ip().is_loopback()) {
+        bail!(
+            "Kafka listener {l} accepts clients without authentication on a non-loopback address; \
+             use SASL_PLAINTEXT://, bind a loopback address, or pass --allow-anonymous"
+        );
+    }
+    if !specs.iter().any(|l| l.protocol.sasl()) {
+        return Ok(None);
+    }
+    let mechanisms = args.sasl_mechanisms.clone().or(file.sasl_mechanisms.clone());
+    let sasl_mechanisms = match mechanisms {
+        None => ferry_kafka::SaslMechanism::DEFAULT.to_vec(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(|m| ferry_kafka::SaslMechanism::from_name(m).with_context(|| format!("unknown SASL mechanism {m:?}")))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    };
+    if sasl_mechanisms.is_empty() {
+        bail!("--sasl-mechanisms names none");
+    }
+    let super_users: Vec<String> = match &args.super_users {
+        Some(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        None => file.super_users.clone().unwrap_or_default(),
+    };
+    let super_users = super_users
+        .iter()
+        .map(|p| ferry_broker::security::Principal::parse(p).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Some(SecuritySettings {
+        sasl_mechanisms,
+        authorizer: ferry_broker::security::AuthorizerConfig {
+            super_users,
+            allow_everyone_if_no_acl_found: file.allow_everyone_if_no_acl_found.unwrap_or(false),
+        },
+    }))
 }
 
 fn stomp_config(s: StompSection) -> ferry_stomp::StompConfig {
@@ -525,7 +640,7 @@ mod tests {
     #[test]
     fn no_file_means_a_working_single_node() {
         let s = Settings::resolve(&ServeArgs::default()).unwrap();
-        assert_eq!(s.kafka_listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(s.kafka_listeners[0].0.addr.to_string(), "127.0.0.1:9092");
         assert_eq!(s.broker.data_dir, PathBuf::from("data"));
         assert_eq!(s.http_listen.to_string(), "127.0.0.1:9644");
         assert_eq!((s.kafka.advertised_host.as_str(), s.kafka.advertised_port), ("127.0.0.1", 9092));
@@ -646,14 +761,11 @@ mod tests {
             "data_dir = \"/srv/ferry\"\n[kafka]\nlisten = \"127.0.0.1:9000\"\n[http]\nlisten = \"127.0.0.1:9700\"\n[topic_defaults]\n\"flush.ms\" = \"100\"\n",
         )
         .unwrap();
-        let args = ServeArgs {
-            config: Some(path.clone()),
-            kafka_listen: Some("127.0.0.1:9100".parse().unwrap()),
-            ..Default::default()
-        };
+        let args =
+            ServeArgs { config: Some(path.clone()), kafka_listen: Some("127.0.0.1:9100".into()), ..Default::default() };
         let s = Settings::resolve(&args).unwrap();
         assert_eq!(s.broker.data_dir, PathBuf::from("/srv/ferry"));
-        assert_eq!(s.kafka_listen.port(), 9100);
+        assert_eq!(s.kafka_listeners[0].0.addr.port(), 9100);
         assert_eq!(s.kafka.advertised_port, 9100);
         assert_eq!(s.http_listen.port(), 9700);
         assert_eq!(s.broker.topic_defaults.get("flush.ms").map(String::as_str), Some("100"));
@@ -697,5 +809,62 @@ mod tests {
         };
         let e = format!("{:#}", Settings::resolve(&moved).unwrap_err());
         assert!(e.contains("127.0.0.1:9193") && e.contains("127.0.0.1:9200"), "{e}");
+    }
+
+    #[test]
+    fn kafka_listeners_and_security() {
+        let mut args = ServeArgs {
+            kafka_listen: Some("PLAINTEXT://127.0.0.1:9092,SASL_PLAINTEXT://127.0.0.1:9093".into()),
+            super_users: Some("User:admin, User:ops".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.kafka_listeners.len(), 2);
+        assert_eq!(s.kafka_listeners[0].0.addr.port(), 9092);
+        let sec = s.security.expect("a SASL listener turns authorization on");
+        assert_eq!(sec.sasl_mechanisms, ferry_kafka::SaslMechanism::DEFAULT.to_vec());
+        assert_eq!(sec.authorizer.super_users.len(), 2);
+        assert_eq!(s.cluster.listeners["kafka.SASL_PLAINTEXT"], "127.0.0.1:9093");
+        assert_eq!(s.cluster.listeners[listener::KAFKA], "127.0.0.1:9092");
+        args.sasl_mechanisms = Some("PLAIN".into());
+        assert_eq!(
+            Settings::resolve(&args).unwrap().security.unwrap().sasl_mechanisms,
+            vec![ferry_kafka::SaslMechanism::Plain]
+        );
+        args.sasl_mechanisms = Some("GSSAPI".into());
+        assert!(Settings::resolve(&args).is_err());
+        // Without a SASL listener: no authorizer, as before.
+        let plain = ServeArgs { kafka_listen: Some("127.0.0.1:9092".into()), ..Default::default() };
+        assert!(Settings::resolve(&plain).unwrap().security.is_none());
+        // TLS listeners parse but are refused until TLS exists.
+        let tls = ServeArgs { kafka_listen: Some("SASL_SSL://127.0.0.1:9094".into()), ..Default::default() };
+        assert!(format!("{:#}", Settings::resolve(&tls).unwrap_err()).contains("needs TLS"));
+        // Safe by default: no anonymous listener off loopback.
+        let open = ServeArgs { kafka_listen: Some("0.0.0.0:9092".into()), ..Default::default() };
+        assert!(format!("{:#}", Settings::resolve(&open).unwrap_err()).contains("--allow-anonymous"));
+        let allowed = ServeArgs { allow_anonymous: true, ..open };
+        assert!(Settings::resolve(&allowed).is_ok());
+        let sasl_outside =
+            ServeArgs { kafka_listen: Some("SASL_PLAINTEXT://0.0.0.0:9093".into()), ..Default::default() };
+        assert!(Settings::resolve(&sasl_outside).is_ok());
+    }
+
+    #[test]
+    fn security_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(
+            &path,
+            "[kafka]\nlisten = \"SASL_PLAINTEXT://127.0.0.1:9093\"\n\
+             [security]\nsasl_mechanisms = \"SCRAM-SHA-256\"\nsuper_users = [\"User:root\"]\n\
+             allow_everyone_if_no_acl_found = true\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(&ServeArgs { config: Some(path), ..Default::default() }).unwrap();
+        let sec = s.security.unwrap();
+        assert_eq!(sec.sasl_mechanisms.len(), 1);
+        assert!(sec.authorizer.allow_everyone_if_no_acl_found);
+        assert!(sec.authorizer.super_users.contains(&ferry_broker::security::Principal::user("root")));
+        assert_eq!(s.kafka.protocol, ferry_kafka::SecurityProtocol::SaslPlaintext);
     }
 }

@@ -2,6 +2,7 @@
 //! manage and measure one (any Kafka-compatible broker) over the Kafka
 //! protocol.
 
+mod bootstrap_users;
 mod cli;
 mod config;
 mod data_lock;
@@ -38,6 +39,11 @@ enum Command {
     Cluster(cli::ClusterCmd),
     /// Take a node out of the cluster: decommission, remove.
     Node(cli::NodeCmd),
+    /// SCRAM users: create, passwd, delete, list (on a running cluster, or
+    /// before the first start with --data-dir).
+    User(cli::UserCmd),
+    /// ACLs: add, list, remove (Kafka's model, rpk's flags).
+    Acl(cli::AclCmd),
     /// Measure throughput and latency: produce, consume, end to end.
     Bench(cli::bench::BenchCmd),
 }
@@ -76,6 +82,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             Command::Group(cmd) => cli::group::run(cmd).await,
             Command::Cluster(cmd) => cli::cluster(cmd).await,
             Command::Node(cmd) => cli::node::run(cmd).await,
+            Command::User(cmd) => cli::user::run(cmd).await,
+            Command::Acl(cmd) => cli::acl::run(cmd).await,
             Command::Bench(cmd) => cli::bench::run(cmd).await,
         }
     })
@@ -93,8 +101,11 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         // but only the HTTP side listens while the node joins the cluster:
         // /v1/health answers 503 with the reason, Kafka, AMQP and MQTT
         // clients are refused until the node has the metadata image.
-        let kafka_socket = bind(settings.kafka_listen)
-            .with_context(|| format!("binding the Kafka listener to {}", settings.kafka_listen))?;
+        let mut kafka_sockets = Vec::with_capacity(settings.kafka_listeners.len());
+        for (spec, advertised) in &settings.kafka_listeners {
+            let socket = bind(spec.addr).with_context(|| format!("binding the Kafka listener {spec}"))?;
+            kafka_sockets.push((socket, spec.clone(), advertised.clone()));
+        }
         let mut mqtt_sockets = [None, None];
         for (slot, addr, what) in [
             (0, settings.mqtt_listen, "mqtt listener"),
@@ -156,12 +167,44 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         };
         tracing::info!(status = ?ferry_broker::metadata::Controller::status(&*node), "cluster node started");
 
-        let listener = listen(kafka_socket)?;
-        tracing::info!(
-            listen = %listener.local_addr()?,
-            advertised = %format!("{}:{}", settings.kafka.advertised_host, settings.kafka.advertised_port),
-            "kafka listener ready"
-        );
+        if let Err(e) = bootstrap_users::import(&broker, &settings.broker.data_dir).await {
+            tracing::error!(error = %format!("{e:#}"), "bootstrap users not imported (the file stays for the next start)");
+        }
+        // Authorization is on with any SASL listener; then every Kafka
+        // listener checks ACLs (a PLAINTEXT client is User:ANONYMOUS).
+        let security = settings.security.as_ref().map(|s| {
+            tracing::info!(
+                mechanisms = ?s.sasl_mechanisms.iter().map(|m| m.name()).collect::<Vec<_>>(),
+                super_users = ?s.authorizer.super_users.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "kafka authorization on"
+            );
+            Arc::new(ferry_kafka::KafkaSecurity {
+                authorizer: Arc::new(ferry_broker::security::Authorizer::new(s.authorizer.clone(), broker.clone())),
+                mechanisms: s.sasl_mechanisms.clone(),
+                limiter: ferry_broker::security::LoginLimiter::new(),
+            })
+        });
+        let mut kafka_servers = Vec::with_capacity(kafka_sockets.len());
+        for (socket, spec, advertised) in kafka_sockets {
+            let listener = listen(socket)?;
+            let (host, port) = advertised.rsplit_once(':').context("advertised address is not HOST:PORT")?;
+            let config = ferry_kafka::KafkaConfig {
+                advertised_host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+                advertised_port: port.parse().context("advertised port")?,
+                protocol: spec.protocol,
+                listener_key: config::kafka_listener_key(&spec),
+                security: security.clone(),
+                ..settings.kafka.clone()
+            };
+            tracing::info!(
+                listen = %listener.local_addr()?,
+                protocol = spec.protocol.name(),
+                advertised = %advertised,
+                "kafka listener ready"
+            );
+            let ctx = Arc::new(ferry_kafka::Ctx { broker: broker.clone(), config });
+            kafka_servers.push(tokio::spawn(ferry_kafka::serve(listener, ctx, stop_rx.clone())));
+        }
         let mqtt = if mqtt_sockets.iter().any(Option::is_some) {
             let hub = ferry_mqtt::Hub::open(broker.clone(), settings.mqtt.clone())
                 .context("opening the MQTT session and retained-message stores")?;
@@ -177,8 +220,6 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         } else {
             None
         };
-        let ctx = Arc::new(ferry_kafka::Ctx { broker: broker.clone(), config: settings.kafka });
-        let server = tokio::spawn(ferry_kafka::serve(listener, ctx, stop_rx.clone()));
         let (vhosts, amqp_server, stomp_server, redis_server) = {
             let data = settings.broker.data_dir.clone();
             let (engine, names) = (settings.broker.engine.clone(), settings.amqp.vhosts.clone());
@@ -243,7 +284,9 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         admin.set_ready(false);
         let _ = stop_tx.send(true);
-        let _ = server.await;
+        for server in kafka_servers {
+            let _ = server.await;
+        }
         let _ = http_server.await;
         if let Some(m) = mqtt {
             let _ = m.await;

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::MetadataError;
 use super::election::{ElectionResult, ElectionType};
 use super::peer::{PeerError, PeerReply, PeerRequest};
+use crate::security::{AclBinding, ScramCredential, ScramMechanism};
 
 /// A request to change the cluster metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +123,30 @@ pub enum ControllerRequest {
     UnregisterNode {
         /// The node.
         node_id: i32,
+    },
+    /// AlterUserScramCredentials, one upsertion (creates the user).
+    UpsertScramCredential {
+        /// User name.
+        user: String,
+        /// The credential (salted and hashed already).
+        credential: ScramCredential,
+    },
+    /// AlterUserScramCredentials, one deletion.
+    DeleteScramCredential {
+        /// User name.
+        user: String,
+        /// Which credential.
+        mechanism: ScramMechanism,
+    },
+    /// CreateAcls (bindings already present are kept as they are).
+    CreateAcls {
+        /// The new bindings.
+        bindings: Vec<AclBinding>,
+    },
+    /// DeleteAcls: the bindings the broker found matching the filters.
+    DeleteAcls {
+        /// The bindings to remove (absent ones are skipped).
+        bindings: Vec<AclBinding>,
     },
 }
 

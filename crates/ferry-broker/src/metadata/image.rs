@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::MetadataError;
 use super::record::MetadataRecord;
+use crate::security::{AclSet, UserCredentials};
 
 /// Listener names in [`NodeInfo::listeners`].
 pub mod listener {
@@ -47,7 +48,14 @@ pub struct NodeInfo {
 impl NodeInfo {
     /// The advertised Kafka `(host, port)`, if the node has a Kafka listener.
     pub fn kafka_endpoint(&self) -> Option<(String, i32)> {
-        let addr = self.listeners.get(listener::KAFKA)?;
+        self.kafka_endpoint_on(listener::KAFKA)
+    }
+
+    /// The advertised `(host, port)` of the Kafka listener registered
+    /// under `key` (a node with several Kafka listeners registers each as
+    /// `kafka.<PROTOCOL>`), falling back to the node's first listener.
+    pub fn kafka_endpoint_on(&self, key: &str) -> Option<(String, i32)> {
+        let addr = self.listeners.get(key).or_else(|| self.listeners.get(listener::KAFKA))?;
         let (host, port) = addr.rsplit_once(':')?;
         Some((host.trim_matches(['[', ']']).to_string(), port.parse().ok()?))
     }
@@ -141,6 +149,13 @@ pub struct MetadataImage {
     pub broker_defaults: BTreeMap<String, String>,
     /// The first producer id not yet handed out.
     pub next_producer_id: i64,
+    /// SCRAM credentials by user name (shared: the image is cloned on
+    /// every apply, users and ACLs change rarely).
+    #[serde(default)]
+    pub users: Arc<BTreeMap<String, UserCredentials>>,
+    /// Every ACL.
+    #[serde(default)]
+    pub acls: Arc<AclSet>,
     /// The Raft log index of the last record applied (0: none).
     pub applied_index: u64,
     /// Nodes being decommissioned: placement never picks them, and the
@@ -324,6 +339,32 @@ impl MetadataImage {
                 }
                 self.next_producer_id = first + count;
             }
+            MetadataRecord::UpsertScramCredential { user, credential } => {
+                Arc::make_mut(&mut self.users)
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(credential.mechanism, credential.clone());
+            }
+            MetadataRecord::DeleteScramCredential { user, mechanism } => {
+                let users = Arc::make_mut(&mut self.users);
+                let creds = users.get_mut(user).filter(|c| c.contains_key(mechanism)).ok_or_else(|| {
+                    MetadataError::ResourceNotFound(format!("no {} credential for {user}", mechanism.name()))
+                })?;
+                creds.remove(mechanism);
+                if creds.is_empty() {
+                    users.remove(user);
+                }
+            }
+            MetadataRecord::CreateAcl(binding) => {
+                if !self.acls.contains(binding) {
+                    Arc::make_mut(&mut self.acls).insert(binding.clone());
+                }
+            }
+            MetadataRecord::DeleteAcl(binding) => {
+                if self.acls.contains(binding) {
+                    Arc::make_mut(&mut self.acls).remove(binding);
+                }
+            }
         }
         Ok(())
     }
@@ -479,5 +520,49 @@ mod tests {
         assert_eq!(image.applied_index, 7);
         image.apply_batch(8, &batch[..1]).unwrap();
         assert!(image.topic("t").is_none() && image.topic_ids.is_empty());
+    }
+
+    #[test]
+    fn users_and_acls_are_metadata() {
+        use crate::security::*;
+        let mut image = MetadataImage::default();
+        let cred = ScramCredential::new(ScramMechanism::Sha256, "pw", 4096);
+        let upsert = MetadataRecord::UpsertScramCredential { user: "alice".into(), credential: cred.clone() };
+        image.apply(1, &upsert).unwrap();
+        assert_eq!(image.users["alice"][&ScramMechanism::Sha256], cred);
+        let before = image.clone();
+        let delete512 =
+            MetadataRecord::DeleteScramCredential { user: "alice".into(), mechanism: ScramMechanism::Sha512 };
+        assert!(image.apply(2, &delete512).is_err());
+        assert_eq!(image.users, before.users);
+        let delete = MetadataRecord::DeleteScramCredential { user: "alice".into(), mechanism: ScramMechanism::Sha256 };
+        image.apply(3, &delete).unwrap();
+        assert!(image.users.is_empty(), "a user without credentials is gone");
+        let binding = AclBinding {
+            pattern: ResourcePattern {
+                resource_type: ResourceType::Topic,
+                name: "t".into(),
+                pattern_type: PatternType::Literal,
+            },
+            entry: AclEntry {
+                principal: Principal::user("alice"),
+                host: "*".into(),
+                operation: Operation::Read,
+                permission: Permission::Allow,
+            },
+        };
+        image.apply(4, &MetadataRecord::CreateAcl(binding.clone())).unwrap();
+        image.apply(5, &MetadataRecord::CreateAcl(binding.clone())).unwrap();
+        assert_eq!(image.acls.len(), 1);
+        // The image (with users and ACLs) survives a snapshot round trip,
+        // and an image written before users existed still loads.
+        let json = serde_json::to_string(&image).unwrap();
+        assert_eq!(serde_json::from_str::<MetadataImage>(&json).unwrap(), image);
+        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+        old.as_object_mut().unwrap().remove("acls");
+        old.as_object_mut().unwrap().remove("users");
+        assert!(serde_json::from_value::<MetadataImage>(old).unwrap().acls.is_empty());
+        image.apply(6, &MetadataRecord::DeleteAcl(binding)).unwrap();
+        assert!(image.acls.is_empty());
     }
 }

@@ -12,6 +12,7 @@ mod image;
 mod peer;
 mod reassignment;
 mod record;
+mod security;
 
 pub use alter_partition::alter_partition;
 pub use controller::{Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus, PeerFuture};
@@ -22,6 +23,7 @@ pub use image::{MetadataImage, NodeInfo, PartitionInfo, TopicInfo, listener};
 pub use peer::{PeerError, PeerReply, PeerRequest};
 pub use reassignment::{complete as complete_reassignment, complete_all as complete_reassignments, reassign};
 pub use record::MetadataRecord;
+pub use security::security_change;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -79,6 +81,13 @@ pub enum MetadataError {
     /// holding replicas).
     #[error("node in use: {0}")]
     NodeInUse(String),
+    /// A user, credential or ACL that is not there (Kafka's
+    /// RESOURCE_NOT_FOUND).
+    #[error("not found: {0}")]
+    ResourceNotFound(String),
+    /// A user name, credential or ACL the controller refuses.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     /// No quorum leader could be reached in time (startup, partition, election).
     #[error("controller unavailable: {0}")]
     Unavailable(String),

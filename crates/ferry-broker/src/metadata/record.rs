@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::image::NodeInfo;
+use crate::security::{AclBinding, ScramCredential, ScramMechanism};
 
 /// One change to the cluster metadata.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,4 +137,24 @@ pub enum MetadataRecord {
         /// Ids in the block.
         count: i64,
     },
+    /// Sets a user's SCRAM credential for one mechanism (creating the
+    /// user). Only SCRAM's salted, hashed form is ever recorded.
+    UpsertScramCredential {
+        /// User name.
+        user: String,
+        /// The credential.
+        credential: ScramCredential,
+    },
+    /// Removes a user's credential for one mechanism; a user left with none
+    /// is gone.
+    DeleteScramCredential {
+        /// User name.
+        user: String,
+        /// Which credential.
+        mechanism: ScramMechanism,
+    },
+    /// Adds an ACL (already present: nothing changes).
+    CreateAcl(AclBinding),
+    /// Removes an ACL (absent: nothing changes).
+    DeleteAcl(AclBinding),
 }

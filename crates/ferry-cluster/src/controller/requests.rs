@@ -101,6 +101,16 @@ pub(super) fn carry_out(
             }
             Ok(ControllerReply::Done)
         }
+        ControllerRequest::UpsertScramCredential { .. }
+        | ControllerRequest::DeleteScramCredential { .. }
+        | ControllerRequest::CreateAcls { .. }
+        | ControllerRequest::DeleteAcls { .. } => {
+            let records = ferry_broker::metadata::security_change(draft.image(), request).unwrap_or(Ok(Vec::new()))?;
+            for record in records {
+                draft.push(record)?;
+            }
+            Ok(ControllerReply::Done)
+        }
         ControllerRequest::DecommissionNode { node_id } => {
             decommission::start(draft, *node_id)?;
             Ok(ControllerReply::Done)

@@ -647,3 +647,49 @@ fn a_reassignment_that_lowers_min_insync_clears_the_eligible_replicas_it_leaves_
     let p = c.image.partition("t", 1).unwrap();
     assert_eq!((p.isr.clone(), p.elr.clone(), p.leader), (vec![1], Vec::new(), 1));
 }
+
+#[test]
+fn users_and_acls_are_controller_requests() {
+    use ferry_broker::security::*;
+    let mut c = Cluster::new(&[1]);
+    let cred = ScramCredential::new(ScramMechanism::Sha512, "pw", 4096);
+    let upsert = |user: &str, credential: ScramCredential| ControllerRequest::UpsertScramCredential {
+        user: user.into(),
+        credential,
+    };
+    c.request(upsert("alice", cred.clone())).unwrap();
+    assert_eq!(c.image.users["alice"][&ScramMechanism::Sha512], cred);
+    // Refused: an empty name, too few iterations, keys of the wrong length.
+    assert!(matches!(c.request(upsert("", cred.clone())), Err(MetadataError::InvalidRequest(_))));
+    let weak = ScramCredential::new(ScramMechanism::Sha512, "pw", 1000);
+    assert!(matches!(c.request(upsert("bob", weak)), Err(MetadataError::InvalidRequest(_))));
+    let mut cut = cred.clone();
+    cut.stored_key.truncate(8);
+    assert!(matches!(c.request(upsert("bob", cut)), Err(MetadataError::InvalidRequest(_))));
+    let delete = |m| ControllerRequest::DeleteScramCredential { user: "alice".into(), mechanism: m };
+    assert!(matches!(c.request(delete(ScramMechanism::Sha256)), Err(MetadataError::ResourceNotFound(_))));
+    c.request(delete(ScramMechanism::Sha512)).unwrap();
+    assert!(c.image.users.is_empty());
+
+    let binding = AclBinding {
+        pattern: ResourcePattern {
+            resource_type: ResourceType::Topic,
+            name: "t".into(),
+            pattern_type: PatternType::Prefixed,
+        },
+        entry: AclEntry {
+            principal: Principal::user("alice"),
+            host: "*".into(),
+            operation: Operation::Read,
+            permission: Permission::Allow,
+        },
+    };
+    // Creating twice adds one binding; deleting an absent one is no error.
+    for _ in 0..2 {
+        c.request(ControllerRequest::CreateAcls { bindings: vec![binding.clone()] }).unwrap();
+    }
+    assert_eq!(c.image.acls.len(), 1);
+    c.request(ControllerRequest::DeleteAcls { bindings: vec![binding.clone()] }).unwrap();
+    c.request(ControllerRequest::DeleteAcls { bindings: vec![binding] }).unwrap();
+    assert!(c.image.acls.is_empty());
+}

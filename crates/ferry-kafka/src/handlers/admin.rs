@@ -14,8 +14,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Call;
 use super::configs::{config_entries, source_code};
-use crate::errors::{error_code, error_message};
+use crate::errors::{denied_code, error_code, error_message};
 use crate::response::Reply;
+use ferry_broker::security::{Operation, ResourceType};
 
 /// CreateTopics: each topic through the controller, in request order.
 pub async fn create_topics(c: Call, req: CreateTopicsRequest) -> Reply {
@@ -24,6 +25,16 @@ pub async fn create_topics(c: Call, req: CreateTopicsRequest) -> Reply {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let mut r = CreatableTopicResult::default().with_name(t.name.clone());
+        // Create on the cluster or on the topic (Kafka's rule).
+        if !c.allowed_cluster(Operation::Create) && !c.allowed(Operation::Create, ResourceType::Topic, &t.name) {
+            r.error_code = denied_code(ResourceType::Topic);
+            if v >= 5 {
+                r.num_partitions = -1;
+                r.replication_factor = -1;
+            }
+            topics.push(r);
+            continue;
+        }
         match create_one(&c, &t, req.validate_only).await {
             Ok((created, overrides)) => {
                 if v >= 5 {
@@ -110,7 +121,17 @@ pub async fn delete_topics(c: Call, req: DeleteTopicsRequest) -> Reply {
             None => image.topic_by_id(id),
         };
         let mut r = DeletableTopicResult::default().with_name(name.clone());
-        if let Some(t) = topic {
+        let denied = match (topic, &name) {
+            (Some(t), _) => !c.allowed(Operation::Delete, ResourceType::Topic, &t.name),
+            (None, Some(n)) => !c.allowed(Operation::Delete, ResourceType::Topic, n),
+            (None, None) => false,
+        };
+        if denied {
+            r.error_code = denied_code(ResourceType::Topic);
+            if v >= 6 {
+                r.topic_id = id;
+            }
+        } else if let Some(t) = topic {
             if v >= 6 {
                 r.topic_id = t.id;
                 r.name = Some(TopicName(StrBytes::from_string(t.name.clone())));
@@ -147,7 +168,9 @@ pub async fn create_partitions(c: Call, req: CreatePartitionsRequest) -> Reply {
             .as_ref()
             .filter(|a| !a.is_empty())
             .map(|a| a.iter().map(|p| p.broker_ids.iter().map(|b| b.0).collect()).collect());
-        if let Err(e) = broker.create_partitions(&t.name, t.count, assignment, req.validate_only).await {
+        if !c.allowed(Operation::Alter, ResourceType::Topic, &t.name) {
+            r.error_code = denied_code(ResourceType::Topic);
+        } else if let Err(e) = broker.create_partitions(&t.name, t.count, assignment, req.validate_only).await {
             r.error_code = error_code(&e);
             r.error_message = Some(error_message(&e));
         }
@@ -166,6 +189,12 @@ pub async fn delete_records(c: Call, req: DeleteRecordsRequest) -> Reply {
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
             let mut r = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+            if !c.allowed(Operation::Delete, ResourceType::Topic, &t.name) {
+                r.error_code = denied_code(ResourceType::Topic);
+                r.low_watermark = -1;
+                partitions.push(r);
+                continue;
+            }
             match broker.delete_records(&t.name, p.partition_index, p.offset).await {
                 Ok(low) => r.low_watermark = low,
                 Err(e) => {

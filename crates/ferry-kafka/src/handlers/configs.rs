@@ -14,8 +14,10 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Call, reassign};
-use crate::errors::{error_code, error_message};
+use crate::errors::{denied_code, error_code, error_message};
 use crate::response::Reply;
+use ferry_broker::security::acl::CLUSTER_NAME;
+use ferry_broker::security::{Operation, ResourceType};
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
@@ -67,6 +69,16 @@ fn type_code(kind: ConfigType) -> i8 {
     }
 }
 
+/// The denial code if the client may not do `op` on the configs of the
+/// resource: a topic's are the topic's, a broker's are the cluster's.
+fn refused(c: &Call, resource_type: i8, name: &str, op: Operation) -> Option<i16> {
+    let (rt, name) = match resource_type {
+        TOPIC => (ResourceType::Topic, name),
+        _ => (ResourceType::Cluster, CLUSTER_NAME),
+    };
+    (!c.allowed(op, rt, name)).then(|| denied_code(rt))
+}
+
 pub fn describe(c: &Call, req: DescribeConfigsRequest) -> Reply {
     let broker = &c.ctx.broker;
     let v = c.version;
@@ -79,6 +91,10 @@ pub fn describe(c: &Call, req: DescribeConfigsRequest) -> Reply {
             let mut r = DescribeConfigsResult::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
+            if let Some(code) = refused(c, res.resource_type, &res.resource_name, Operation::DescribeConfigs) {
+                r.error_code = code;
+                return r;
+            }
             // Null or empty: every config (as Kafka's ConfigHelper).
             let wanted = |name: &str| {
                 res.configuration_keys.as_ref().is_none_or(|k| k.is_empty() || k.iter().any(|x| &**x == name))
@@ -237,6 +253,11 @@ pub async fn alter(c: Call, req: AlterConfigsRequest) -> Reply {
     for res in req.resources {
         let configs =
             res.configs.iter().filter_map(|x| Some((x.name.to_string(), x.value.as_ref()?.to_string()))).collect();
+        if let Some(code) = refused(&c, res.resource_type, &res.resource_name, Operation::AlterConfigs) {
+            let r = result(res.resource_type, res.resource_name, Ok(()));
+            responses.push(r.with_error_code(code));
+            continue;
+        }
         let outcome = apply(&c, res.resource_type, &res.resource_name, configs, req.validate_only).await;
         responses.push(result(res.resource_type, res.resource_name, outcome));
     }
@@ -247,6 +268,16 @@ pub async fn alter(c: Call, req: AlterConfigsRequest) -> Reply {
 pub async fn incremental_alter(c: Call, req: IncrementalAlterConfigsRequest) -> Reply {
     let mut responses = Vec::with_capacity(req.resources.len());
     for res in req.resources {
+        // BROKER resources (node.decommission too) check Alter-configs on the Cluster.
+        if let Some(code) = refused(&c, res.resource_type, &res.resource_name, Operation::AlterConfigs) {
+            responses.push(
+                incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_error_code(code)
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name),
+            );
+            continue;
+        }
         if reassign::is_decommission(res.resource_type, &res.configs) {
             let outcome = reassign::decommission(&c, &res.resource_name, &res.configs, req.validate_only).await;
             let r = result(res.resource_type, res.resource_name, outcome);

@@ -12,8 +12,10 @@ use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaE
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
+use ferry_broker::security::{Operation, ResourceType};
+
 use super::Call;
-use crate::errors::{error_code, error_message};
+use crate::errors::{denied_code, error_code, error_message};
 use crate::response::Reply;
 
 /// Kafka's ElectionType codes (v0 has no field: always preferred).
@@ -44,7 +46,20 @@ pub async fn elect_leaders(c: Call, req: ElectLeadersRequest) -> Reply {
         .as_ref()
         .map(|topics| topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.topic.to_string(), *p))).collect());
     let mut by_topic: BTreeMap<String, Vec<PartitionResult>> = BTreeMap::new();
-    match c.ctx.broker.elect_leaders(election, wanted.clone()).await {
+    // Alter on the Cluster, as Kafka: refused, the top-level code and every
+    // partition asked for carry CLUSTER_AUTHORIZATION_FAILED.
+    let outcome = if c.allowed_cluster(Operation::Alter) {
+        c.ctx
+            .broker
+            .elect_leaders(election, wanted.clone())
+            .await
+            .map_err(|e| (error_code(&e), error_message(&e), false))
+    } else {
+        let code = denied_code(ResourceType::Cluster);
+        Err((code, StrBytes::from_static_str("Cluster authorization failed."), true))
+    };
+    let mut top_code = 0;
+    match outcome {
         Ok(results) => {
             for r in results {
                 let mut out = PartitionResult::default().with_partition_id(r.partition);
@@ -56,18 +71,18 @@ pub async fn elect_leaders(c: Call, req: ElectLeadersRequest) -> Reply {
                 by_topic.entry(r.topic).or_default().push(out);
             }
         }
-        Err(e) => {
-            // The controller could not be reached: every partition asked
-            // for gets the error (none asked for: the top-level code).
-            let Some(wanted) = wanted else {
-                let resp = ElectLeadersResponse::default().with_error_code(error_code(&e));
-                return c.reply(ApiKey::ElectLeaders, &resp);
-            };
-            for (topic, partition) in wanted {
+        Err((code, message, refused)) => {
+            // Refused, or the controller could not be reached: every
+            // partition asked for gets the error; the top-level code (v1+)
+            // tells a refusal, or the error when none was named.
+            if c.version >= 1 && (refused || wanted.is_none()) {
+                top_code = code;
+            }
+            for (topic, partition) in wanted.into_iter().flatten() {
                 let out = PartitionResult::default()
                     .with_partition_id(partition)
-                    .with_error_code(error_code(&e))
-                    .with_error_message(Some(error_message(&e)));
+                    .with_error_code(code)
+                    .with_error_message(Some(message.clone()));
                 by_topic.entry(topic).or_default().push(out);
             }
         }
@@ -80,5 +95,6 @@ pub async fn elect_leaders(c: Call, req: ElectLeadersRequest) -> Reply {
                 .with_partition_result(partitions)
         })
         .collect();
-    c.reply(ApiKey::ElectLeaders, &ElectLeadersResponse::default().with_replica_election_results(results))
+    let resp = ElectLeadersResponse::default().with_error_code(top_code).with_replica_election_results(results);
+    c.reply(ApiKey::ElectLeaders, &resp)
 }

@@ -22,8 +22,10 @@ use uuid::Uuid;
 
 use super::Call;
 use super::nodes::{Endpoint, current_leader, endpoints_of};
+use crate::errors::denied_code;
 use crate::errors::error_code;
 use crate::response::{Chunk, Reply, Response};
+use ferry_broker::security::{Operation, ResourceType};
 
 /// Longest long poll a client may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -84,6 +86,9 @@ pub async fn handle(c: &Call, req: FetchRequest) -> Reply {
         .into_iter()
         .map(|t| {
             let info = if c.version >= 13 { image.topic_by_id(t.topic_id) } else { image.topic(&t.topic) };
+            let denied = !c.allowed(Operation::Read, ResourceType::Topic, info.map_or(&*t.topic, |i| i.name.as_str()));
+            let info = if denied { None } else { info };
+            let unknown = if denied { denied_code(ResourceType::Topic) } else { unknown };
             let topic = info.and_then(|i| broker.topic(&i.name).filter(|l| l.id == i.id));
             let partitions = t
                 .partitions

@@ -22,8 +22,9 @@ use kafka_protocol::error::ResponseError;
 use super::Call;
 use super::coordinator::{coordinates, not_coordinator};
 use super::nodes::endpoint;
-use crate::errors::{counted_code, group_error_code};
+use crate::errors::{counted_code, denied_code, group_error_code};
 use crate::response::{Reply, encode};
+use ferry_broker::security::{Operation, ResourceType};
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -44,6 +45,13 @@ pub fn find_coordinator(c: &Call, req: FindCoordinatorRequest) -> Reply {
         let Some(kind) = kind else {
             return (counted_code(ResponseError::InvalidRequest.code()), -1, String::new(), -1);
         };
+        let resource = match kind {
+            CoordinatorKind::Group => ResourceType::Group,
+            CoordinatorKind::Transaction => ResourceType::TransactionalId,
+        };
+        if !c.allowed(Operation::Describe, resource, key) {
+            return (denied_code(resource), -1, String::new(), -1);
+        }
         let node = image.coordinator(kind, key).and_then(|n| endpoint(c, &image, n.id));
         match node {
             Some(e) => (0, e.node_id, e.host, e.port),
@@ -77,6 +85,13 @@ pub fn find_coordinator(c: &Call, req: FindCoordinatorRequest) -> Reply {
 
 pub fn join_group(c: &Call, req: JoinGroupRequest) -> Reply {
     let v = c.version;
+    if !c.allowed(Operation::Read, ResourceType::Group, &req.group_id) {
+        let r = JoinGroupResponse::default()
+            .with_error_code(denied_code(ResourceType::Group))
+            .with_generation_id(-1)
+            .with_protocol_name(Some(s(String::new())));
+        return c.reply(ApiKey::JoinGroup, &r);
+    }
     let join = Join {
         member_id: req.member_id.to_string(),
         instance_id: if v >= 5 { req.group_instance_id.map(|i| i.to_string()) } else { None },
@@ -120,6 +135,10 @@ pub fn join_group(c: &Call, req: JoinGroupRequest) -> Reply {
 }
 
 pub fn sync_group(c: &Call, req: SyncGroupRequest) -> Reply {
+    if !c.allowed(Operation::Read, ResourceType::Group, &req.group_id) {
+        return c
+            .reply(ApiKey::SyncGroup, &SyncGroupResponse::default().with_error_code(denied_code(ResourceType::Group)));
+    }
     let assignments = req.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.to_vec())).collect();
     let rx = c.ctx.broker.groups().sync(&req.group_id, &req.member_id, req.generation_id, assignments);
     let (version, correlation_id) = (c.version, c.correlation_id);
@@ -137,6 +156,10 @@ pub fn sync_group(c: &Call, req: SyncGroupRequest) -> Reply {
 }
 
 pub fn heartbeat(c: &Call, req: HeartbeatRequest) -> Reply {
+    if !c.allowed(Operation::Read, ResourceType::Group, &req.group_id) {
+        return c
+            .reply(ApiKey::Heartbeat, &HeartbeatResponse::default().with_error_code(denied_code(ResourceType::Group)));
+    }
     let e = c.ctx.broker.groups().heartbeat(&req.group_id, &req.member_id, req.generation_id);
     c.reply(ApiKey::Heartbeat, &HeartbeatResponse::default().with_error_code(e.map_or(0, group_error_code)))
 }
@@ -144,6 +167,10 @@ pub fn heartbeat(c: &Call, req: HeartbeatRequest) -> Reply {
 pub fn leave_group(c: &Call, req: LeaveGroupRequest) -> Reply {
     let groups = c.ctx.broker.groups();
     let mut r = LeaveGroupResponse::default();
+    if !c.allowed(Operation::Read, ResourceType::Group, &req.group_id) {
+        r.error_code = denied_code(ResourceType::Group);
+        return c.reply(ApiKey::LeaveGroup, &r);
+    }
     if c.version >= 3 {
         r.members = req
             .members
@@ -169,6 +196,10 @@ pub fn list_groups(c: &Call, req: ListGroupsRequest) -> Reply {
         .groups()
         .list()
         .into_iter()
+        // Describe on the cluster lists every group, else those the client may describe.
+        .filter(|(id, ..)| {
+            c.allowed_cluster(Operation::Describe) || c.allowed(Operation::Describe, ResourceType::Group, id)
+        })
         .filter(|(_, _, state, _)| {
             req.states_filter.is_empty() || req.states_filter.iter().any(|f| f.eq_ignore_ascii_case(state))
         })
@@ -196,6 +227,10 @@ pub fn describe_groups(c: &Call, req: DescribeGroupsRequest) -> Reply {
         .into_iter()
         .map(|id| {
             let mut g = DescribedGroup::default().with_group_id(id.clone());
+            if !c.allowed(Operation::Describe, ResourceType::Group, &id) {
+                g.error_code = denied_code(ResourceType::Group);
+                return g;
+            }
             if !coordinates(c, CoordinatorKind::Group, &id) {
                 g.error_code = not_coordinator();
                 return g;
@@ -237,7 +272,9 @@ pub fn delete_groups(c: &Call, req: DeleteGroupsRequest) -> Reply {
         .groups_names
         .into_iter()
         .map(|id| {
-            let e = if coordinates(c, CoordinatorKind::Group, &id) {
+            let e = if !c.allowed(Operation::Delete, ResourceType::Group, &id) {
+                denied_code(ResourceType::Group)
+            } else if coordinates(c, CoordinatorKind::Group, &id) {
                 coordinator.delete_group(&id).err().map_or(0, group_error_code)
             } else {
                 not_coordinator()
@@ -251,6 +288,10 @@ pub fn delete_groups(c: &Call, req: DeleteGroupsRequest) -> Reply {
 /// ConsumerGroupHeartbeat (KIP-848): join, heartbeat, leave, and the
 /// server-computed assignment, by topic id.
 pub fn consumer_group_heartbeat(c: &Call, req: ConsumerGroupHeartbeatRequest) -> Reply {
+    if !c.allowed(Operation::Read, ResourceType::Group, &req.group_id) {
+        let r = ConsumerGroupHeartbeatResponse::default().with_error_code(denied_code(ResourceType::Group));
+        return c.reply(ApiKey::ConsumerGroupHeartbeat, &r);
+    }
     let broker = &c.ctx.broker;
     let image = broker.metadata();
     let owned = req.topic_partitions.map(|tps| {

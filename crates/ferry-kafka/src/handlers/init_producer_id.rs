@@ -9,8 +9,9 @@ use ferry_broker::metadata::CoordinatorKind;
 
 use super::Call;
 use super::coordinator::coordinates;
-use crate::errors::{error_code, txn_error_code};
+use crate::errors::{denied_code, error_code, txn_error_code};
 use crate::response::Reply;
+use ferry_broker::security::{Operation, ResourceType};
 
 /// InitProducerId. Ids come from this node's block, topped up from the
 /// controller first if it is used up; the transaction coordinator's
@@ -21,6 +22,10 @@ pub async fn handle(c: Call, req: InitProducerIdRequest) -> Reply {
     if let Some(id) = req.transactional_id.as_deref() {
         if id.is_empty() {
             r.error_code = ResponseError::InvalidRequest.code();
+            return c.reply(ApiKey::InitProducerId, &r);
+        }
+        if !c.allowed(Operation::Write, ResourceType::TransactionalId, id) {
+            r.error_code = denied_code(ResourceType::TransactionalId);
             return c.reply(ApiKey::InitProducerId, &r);
         }
         if !coordinates(&c, CoordinatorKind::Transaction, id) {
@@ -36,6 +41,12 @@ pub async fn handle(c: Call, req: InitProducerIdRequest) -> Reply {
             Ok(reply) => reply,
             Err(_) => Reply::Close("InitProducerId task failed".into()),
         };
+    }
+    // An idempotent producer: IdempotentWrite on the cluster, or Write on
+    // some topic (KIP-679, so producers with topic ACLs work by default).
+    if !c.allowed_cluster(Operation::IdempotentWrite) && !c.allowed_any(Operation::Write, ResourceType::Topic) {
+        r.error_code = denied_code(ResourceType::Cluster);
+        return c.reply(ApiKey::InitProducerId, &r);
     }
     // KIP-360 (v3+): a producer that knows its id asks for the next epoch,
     // keeping its id; one that exhausted its epochs gets a new id.

@@ -4,8 +4,10 @@ use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionRespon
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
 use super::Call;
+use crate::errors::denied_code;
 use crate::errors::error_code;
 use crate::response::Reply;
+use ferry_broker::security::{Operation, ResourceType};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -26,6 +28,10 @@ pub fn handle(c: &Call, req: ListOffsetsRequest) -> Reply {
                 .iter()
                 .map(|p| {
                     let mut r = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+                    if !c.allowed(Operation::Describe, ResourceType::Topic, &t.name) {
+                        r.error_code = denied_code(ResourceType::Topic);
+                        return r;
+                    }
                     let part = match broker.leader_partition(&t.name, p.partition_index) {
                         Ok(part) => part,
                         Err(e) => {

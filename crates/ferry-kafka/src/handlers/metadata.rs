@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use ferry_broker::BrokerError;
 use ferry_broker::metadata::{MetadataImage, TopicInfo};
+use ferry_broker::security::{Operation, ResourceType};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_topic_partitions_response::{
     Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
@@ -24,7 +25,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Call;
 use super::nodes::live_brokers;
-use crate::errors::error_code;
+use crate::errors::{denied_code, error_code};
 use crate::response::{Reply, Response, encode};
 
 pub fn handle(c: &Call, req: MetadataRequest) -> Reply {
@@ -36,6 +37,11 @@ pub fn handle(c: &Call, req: MetadataRequest) -> Reply {
             .iter()
             .filter_map(|t| t.name.as_ref())
             .filter(|n| image.topic(n).is_none())
+            // Kafka creates only what the client may see and create.
+            .filter(|n| {
+                c.allowed(Operation::Describe, ResourceType::Topic, n)
+                    && (c.allowed_cluster(Operation::Create) || c.allowed(Operation::Create, ResourceType::Topic, n))
+            })
             .map(|n| n.to_string())
             .collect(),
         _ => Vec::new(),
@@ -71,6 +77,11 @@ fn respond(c: &Call, req: MetadataRequest, failed: &BTreeMap<String, i16>) -> Re
         Some(list) if !(v == 0 && list.is_empty()) => list
             .into_iter()
             .map(|t| match t.name {
+                // Unauthorized topics answer TOPIC_AUTHORIZATION_FAILED,
+                // whether they exist or not (existence is not revealed).
+                Some(name) if !c.allowed(Operation::Describe, ResourceType::Topic, &name) => {
+                    error_entry(&name, denied_code(ResourceType::Topic))
+                }
                 Some(name) => match (failed.get(name.as_str()), image.topic(&name)) {
                     (Some(code), _) => error_entry(&name, *code),
                     (None, Some(info)) => topic_entry(c, &image, info),
@@ -82,6 +93,11 @@ fn respond(c: &Call, req: MetadataRequest, failed: &BTreeMap<String, i16>) -> Re
                     }
                 },
                 None => match image.topic_by_id(t.topic_id) {
+                    Some(info) if !c.allowed(Operation::Describe, ResourceType::Topic, &info.name) => {
+                        MetadataResponseTopic::default()
+                            .with_error_code(denied_code(ResourceType::Topic))
+                            .with_topic_id(t.topic_id)
+                    }
                     Some(info) => topic_entry(c, &image, info),
                     None => MetadataResponseTopic::default()
                         .with_error_code(ResponseError::UnknownTopicId.code())
@@ -89,7 +105,13 @@ fn respond(c: &Call, req: MetadataRequest, failed: &BTreeMap<String, i16>) -> Re
                 },
             })
             .collect(),
-        _ => image.topics.values().map(|t| topic_entry(c, &image, t)).collect(),
+        // All topics: those the client may describe (Kafka omits the rest).
+        _ => image
+            .topics
+            .values()
+            .filter(|t| c.allowed(Operation::Describe, ResourceType::Topic, &t.name))
+            .map(|t| topic_entry(c, &image, t))
+            .collect(),
     };
     let brokers = live_brokers(c, &image)
         .into_iter()
@@ -166,8 +188,10 @@ const PARTITIONS_PER_PAGE: usize = 2000;
 /// UNKNOWN_TOPIC_OR_PARTITION.
 pub fn describe_topic_partitions(c: &Call, req: DescribeTopicPartitionsRequest) -> Reply {
     let image = c.ctx.broker.metadata();
+    // All topics: only those the client may describe (as Metadata); named
+    // ones it may not: TOPIC_AUTHORIZATION_FAILED, known or not (as Kafka).
     let mut names: Vec<String> = if req.topics.is_empty() {
-        image.topics.keys().cloned().collect()
+        image.topics.keys().filter(|n| c.allowed(Operation::Describe, ResourceType::Topic, n)).cloned().collect()
     } else {
         req.topics.iter().map(|t| t.name.to_string()).collect()
     };
@@ -181,6 +205,14 @@ pub fn describe_topic_partitions(c: &Call, req: DescribeTopicPartitionsRequest) 
     let mut left = limit;
     for name in names.into_iter().filter(|n| *n >= from_topic) {
         let topic_name = TopicName(StrBytes::from_string(name.clone()));
+        if !c.allowed(Operation::Describe, ResourceType::Topic, &name) {
+            resp.topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(topic_name))
+                    .with_error_code(denied_code(ResourceType::Topic)),
+            );
+            continue;
+        }
         let Some(topic) = image.topic(&name) else {
             resp.topics.push(
                 DescribeTopicPartitionsResponseTopic::default()

@@ -1,7 +1,9 @@
 //! Request dispatch: one module per API group, as Redpanda lays it out.
 
+mod acls;
 mod admin;
 mod api_versions;
+mod authz;
 mod cluster;
 mod configs;
 mod coordinator;
@@ -16,6 +18,7 @@ mod offsets;
 mod produce;
 mod quorum;
 mod reassign;
+mod scram_users;
 mod txn;
 
 use std::sync::Arc;
@@ -24,6 +27,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Message, VersionRange};
 use tracing::Instrument;
+
+use ferry_broker::security::Principal;
 
 use crate::response::{Chunk, Reply, Response};
 use crate::server::Ctx;
@@ -79,6 +84,14 @@ pub fn supported() -> &'static [(ApiKey, VersionRange)] {
             entry::<AlterPartitionReassignmentsRequest>(ApiKey::AlterPartitionReassignments),
             entry::<ListPartitionReassignmentsRequest>(ApiKey::ListPartitionReassignments),
             entry::<UnregisterBrokerRequest>(ApiKey::UnregisterBroker),
+            // Answered by the connection (its session), not by dispatch.
+            entry::<SaslHandshakeRequest>(ApiKey::SaslHandshake),
+            entry::<SaslAuthenticateRequest>(ApiKey::SaslAuthenticate),
+            entry::<CreateAclsRequest>(ApiKey::CreateAcls),
+            entry::<DescribeAclsRequest>(ApiKey::DescribeAcls),
+            entry::<DeleteAclsRequest>(ApiKey::DeleteAcls),
+            entry::<DescribeUserScramCredentialsRequest>(ApiKey::DescribeUserScramCredentials),
+            entry::<AlterUserScramCredentialsRequest>(ApiKey::AlterUserScramCredentials),
         ]
     })
 }
@@ -103,17 +116,25 @@ pub fn supports(key: ApiKey, version: i16) -> bool {
 
 /// Decodes one request frame and runs its handler, in a `request` span
 /// (API key, version, correlation id) that its deferred work keeps.
-pub async fn handle(ctx: &Arc<Ctx>, frame: Bytes, peer: &str) -> Reply {
+pub async fn handle(ctx: &Arc<Ctx>, frame: Bytes, peer: &str, principal: &Arc<Principal>) -> Reply {
     // The server checked the frame holds at least the fixed 8 header bytes.
     let (key, version, correlation_id) = {
         let mut b = &frame[..8];
         (b.get_i16(), b.get_i16(), b.get_i32())
     };
     let span = tracing::debug_span!("request", api = key, version, correlation_id);
-    dispatch(ctx, frame, peer, key, version, correlation_id).instrument(span.clone()).await.in_span(span)
+    dispatch(ctx, frame, peer, principal, key, version, correlation_id).instrument(span.clone()).await.in_span(span)
 }
 
-async fn dispatch(ctx: &Arc<Ctx>, mut frame: Bytes, peer: &str, key: i16, version: i16, correlation_id: i32) -> Reply {
+async fn dispatch(
+    ctx: &Arc<Ctx>,
+    mut frame: Bytes,
+    peer: &str,
+    principal: &Arc<Principal>,
+    key: i16,
+    version: i16,
+    correlation_id: i32,
+) -> Reply {
     let api_key = match ApiKey::try_from(key) {
         Ok(k) if supports(k, version) => k,
         Ok(ApiKey::ApiVersions) => return api_versions::unsupported_version(correlation_id),
@@ -127,7 +148,14 @@ async fn dispatch(ctx: &Arc<Ctx>, mut frame: Bytes, peer: &str, key: i16, versio
         Err(e) => return Reply::Close(format!("malformed {api_key:?} v{version} request: {e}")),
     };
     let client_id = header.client_id.map(|c| c.to_string()).unwrap_or_default();
-    let c = Call { ctx: ctx.clone(), version, correlation_id, client_id, peer: peer.to_string() };
+    let c = Call {
+        ctx: ctx.clone(),
+        version,
+        correlation_id,
+        client_id,
+        peer: peer.to_string(),
+        principal: principal.clone(),
+    };
     if let Some(reply) = coordinator::refuse(&c, &request) {
         return reply;
     }
@@ -172,6 +200,11 @@ async fn dispatch(ctx: &Arc<Ctx>, mut frame: Bytes, peer: &str, key: i16, versio
         RequestKind::OffsetDelete(r) => offsets::offset_delete(&c, r),
         RequestKind::ConsumerGroupHeartbeat(r) => groups::consumer_group_heartbeat(&c, r),
         RequestKind::ConsumerGroupDescribe(r) => groups::consumer_group_describe(&c, r),
+        RequestKind::CreateAcls(r) => inline(acls::create_acls(c, r)),
+        RequestKind::DescribeAcls(r) => acls::describe_acls(&c, r),
+        RequestKind::DeleteAcls(r) => inline(acls::delete_acls(c, r)),
+        RequestKind::DescribeUserScramCredentials(r) => scram_users::describe(&c, r),
+        RequestKind::AlterUserScramCredentials(r) => inline(scram_users::alter(c, r)),
         _ => unsupported(correlation_id),
     }
 }
@@ -211,6 +244,8 @@ pub struct Call {
     pub client_id: String,
     /// The client's address, as Kafka shows it ("/127.0.0.1").
     pub peer: String,
+    /// Who the connection is (`User:ANONYMOUS` before or without a login).
+    pub principal: Arc<Principal>,
 }
 
 impl Call {

@@ -16,8 +16,8 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    fn of(node: &NodeInfo) -> Option<Endpoint> {
-        let (host, port) = node.kafka_endpoint()?;
+    fn of(node: &NodeInfo, listener_key: &str) -> Option<Endpoint> {
+        let (host, port) = node.kafka_endpoint_on(listener_key)?;
         Some(Endpoint { node_id: node.id, host, port, rack: node.rack.clone() })
     }
 }
@@ -27,7 +27,7 @@ impl Endpoint {
 /// the image (a client reaching us must be able to reach us again).
 pub fn endpoint(c: &Call, image: &MetadataImage, node_id: i32) -> Option<Endpoint> {
     match image.nodes.get(&node_id) {
-        Some(n) if !n.fenced => Endpoint::of(n),
+        Some(n) if !n.fenced => Endpoint::of(n, &c.ctx.config.listener_key),
         Some(_) => None,
         None if node_id == c.ctx.broker.node_id() => Some(Endpoint {
             node_id,
@@ -42,7 +42,8 @@ pub fn endpoint(c: &Call, image: &MetadataImage, node_id: i32) -> Option<Endpoin
 /// Every live (unfenced) node with a Kafka endpoint, by id; this node
 /// included even before its registration is applied.
 pub fn live_brokers(c: &Call, image: &MetadataImage) -> Vec<Endpoint> {
-    let mut out: Vec<Endpoint> = image.live_nodes().filter_map(Endpoint::of).collect();
+    let mut out: Vec<Endpoint> =
+        image.live_nodes().filter_map(|n| Endpoint::of(n, &c.ctx.config.listener_key)).collect();
     let me = c.ctx.broker.node_id();
     if !image.nodes.contains_key(&me)
         && let Some(e) = endpoint(c, image, me)

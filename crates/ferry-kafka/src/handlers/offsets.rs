@@ -17,8 +17,9 @@ use ferry_broker::metadata::CoordinatorKind;
 
 use super::Call;
 use super::coordinator::{coordinates, not_coordinator};
-use crate::errors::{group_error_code, log_error_code};
+use crate::errors::{denied_code, group_error_code, log_error_code};
 use crate::response::{Reply, encode};
+use ferry_broker::security::{Operation, ResourceType};
 
 /// The offsets of an (Txn)OffsetCommit request, given as (topic, partition,
 /// offset, leader epoch, metadata): those of known partitions to commit,
@@ -46,16 +47,31 @@ pub(super) fn to_commit<'a>(
 
 pub fn offset_commit(c: &Call, req: OffsetCommitRequest) -> Reply {
     let broker = &c.ctx.broker;
+    // Committing needs Read on the group (else every partition fails) and
+    // on each topic (else that topic's partitions fail).
+    let group_denied = !c.allowed(Operation::Read, ResourceType::Group, &req.group_id);
+    let denied: HashSet<String> = req
+        .topics
+        .iter()
+        .filter(|t| group_denied || !c.allowed(Operation::Read, ResourceType::Topic, &t.name))
+        .map(|t| t.name.to_string())
+        .collect();
     // Partitions of unknown topics fail alone; the rest are committed together.
-    let (valid, errors) = to_commit(
+    let (valid, mut errors) = to_commit(
         broker,
-        req.topics.iter().flat_map(|t| {
+        req.topics.iter().filter(|t| !denied.contains(t.name.as_str())).flat_map(|t| {
             t.partitions.iter().map(|p| {
                 let epoch = if c.version >= 6 { p.committed_leader_epoch } else { -1 };
                 (t.name.as_str(), p.partition_index, p.committed_offset, epoch, p.committed_metadata.as_deref())
             })
         }),
     );
+    let code = denied_code(if group_denied { ResourceType::Group } else { ResourceType::Topic });
+    for t in req.topics.iter().filter(|t| denied.contains(t.name.as_str())) {
+        for p in &t.partitions {
+            errors.insert((t.name.to_string(), p.partition_index), code);
+        }
+    }
     let outcome = if valid.is_empty() {
         Ok(None)
     } else {
@@ -102,10 +118,15 @@ pub fn offset_commit(c: &Call, req: OffsetCommitRequest) -> Reply {
 type TopicOffsets = (TopicName, Vec<(i32, Option<Committed>)>);
 
 /// Committed offsets for the requested topics (None: all the group has).
+/// Topics the client may not describe are left out (Kafka answers them
+/// TOPIC_AUTHORIZATION_FAILED per partition; leaving them out tells as
+/// little).
 fn fetch_group(c: &Call, group: &str, topics: Option<Vec<(TopicName, Vec<i32>)>>) -> Vec<TopicOffsets> {
     let committed = c.ctx.broker.groups().committed(group);
+    let visible = |t: &str| c.allowed(Operation::Describe, ResourceType::Topic, t);
     if let Some(ts) = topics {
         ts.into_iter()
+            .filter(|(name, _)| visible(name))
             .map(|(name, parts)| {
                 let parts = parts.into_iter().map(|p| (p, committed.get(&(name.to_string(), p)).cloned())).collect();
                 (name, parts)
@@ -113,8 +134,10 @@ fn fetch_group(c: &Call, group: &str, topics: Option<Vec<(TopicName, Vec<i32>)>>
             .collect()
     } else {
         let mut by_topic: BTreeMap<String, Vec<(i32, Option<Committed>)>> = BTreeMap::new();
-        for ((t, p), c) in committed {
-            by_topic.entry(t).or_default().push((p, Some(c)));
+        for ((t, p), offset) in committed {
+            if visible(&t) {
+                by_topic.entry(t).or_default().push((p, Some(offset)));
+            }
         }
         by_topic.into_iter().map(|(t, ps)| (TopicName(StrBytes::from_string(t)), ps)).collect()
     }
@@ -129,6 +152,11 @@ pub fn offset_fetch(c: &Call, req: OffsetFetchRequest) -> Reply {
             .groups
             .into_iter()
             .map(|g| {
+                if !c.allowed(Operation::Describe, ResourceType::Group, &g.group_id) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(denied_code(ResourceType::Group));
+                }
                 if !coordinates(c, CoordinatorKind::Group, &g.group_id) {
                     return OffsetFetchResponseGroup::default()
                         .with_group_id(g.group_id)
@@ -156,6 +184,8 @@ pub fn offset_fetch(c: &Call, req: OffsetFetchRequest) -> Reply {
                 OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_topics(topics)
             })
             .collect();
+    } else if !c.allowed(Operation::Describe, ResourceType::Group, &req.group_id) {
+        r.error_code = denied_code(ResourceType::Group);
     } else {
         let topics = req.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
         r.topics = fetch_group(c, &req.group_id, topics)
@@ -185,6 +215,10 @@ pub fn offset_fetch(c: &Call, req: OffsetFetchRequest) -> Reply {
 pub fn offset_delete(c: &Call, req: OffsetDeleteRequest) -> Reply {
     let coordinator = c.ctx.broker.groups();
     let mut r = OffsetDeleteResponse::default();
+    if !c.allowed(Operation::Delete, ResourceType::Group, &req.group_id) {
+        r.error_code = denied_code(ResourceType::Group);
+        return c.reply(ApiKey::OffsetDelete, &r);
+    }
     let Some(desc) = coordinator.describe(&req.group_id).filter(|_| coordinator.exists(&req.group_id)) else {
         r.error_code = ResponseError::GroupIdNotFound.code();
         return c.reply(ApiKey::OffsetDelete, &r);

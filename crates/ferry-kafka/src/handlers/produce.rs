@@ -14,8 +14,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Call;
 use super::nodes::{current_leader, endpoints_of};
-use crate::errors::{error_code, error_message};
+use crate::errors::{denied_code, error_code, error_message};
 use crate::response::{Reply, encode};
+use ferry_broker::security::{Operation, ResourceType};
 
 /// A partition's outcome: appended (maybe still waiting), or failed now.
 enum Outcome {
@@ -61,10 +62,16 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
     let mut topics = Vec::with_capacity(req.topic_data.len());
     // Leaders named in NOT_LEADER_OR_FOLLOWER hints (KIP-951, v10+).
     let mut hinted = Vec::new();
+    // A transactional producer needs Write on its transactional id.
+    let txn_denied =
+        req.transactional_id.as_ref().is_some_and(|id| !c.allowed(Operation::Write, ResourceType::TransactionalId, id));
     for t in req.topic_data {
         // v13 names topics by id.
         let info = if c.version >= 13 { image.topic_by_id(t.topic_id) } else { image.topic(&t.name) };
+        let name = info.map_or(t.name.as_str(), |i| i.name.as_str());
         let topic: Result<_, i16> = match info {
+            _ if txn_denied => Err(denied_code(ResourceType::TransactionalId)),
+            _ if !c.allowed(Operation::Write, ResourceType::Topic, name) => Err(denied_code(ResourceType::Topic)),
             Some(info) if info.internal => Err(ResponseError::InvalidTopicException.code()),
             Some(info) => Ok((info.name.clone(), broker.topic(&info.name).filter(|l| l.id == info.id))),
             None => {
@@ -193,6 +200,9 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
 fn auto_create(c: &Call, name: &str) {
     let broker = c.ctx.broker.clone();
     if !broker.config().auto_create_topics || ferry_broker::validate_topic_name(name).is_err() {
+        return;
+    }
+    if !c.allowed_cluster(Operation::Create) && !c.allowed(Operation::Create, ResourceType::Topic, name) {
         return;
     }
     let name = name.to_string();

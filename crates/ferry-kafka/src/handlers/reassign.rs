@@ -11,6 +11,7 @@
 //! every registered node.
 
 use ferry_broker::BrokerError;
+use ferry_broker::security::{Operation, ResourceType};
 use kafka_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
 };
@@ -21,15 +22,30 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::Call;
-use crate::errors::{error_code, error_message};
+use crate::errors::{denied_code, error_code, error_message};
 use crate::response::Reply;
 
-/// AlterPartitionReassignments: each partition through the controller; a
-/// null replica list cancels. v1's `allow_replication_factor_change =
-/// false` (KIP-860) refuses targets of another size.
+/// The top-level code and message of a refused cluster operation (these
+/// APIs authorize the whole request on the Cluster, as Kafka).
+fn cluster_refused(c: &Call, op: Operation) -> Option<(i16, Option<StrBytes>)> {
+    (!c.allowed_cluster(op))
+        .then(|| (denied_code(ResourceType::Cluster), Some(StrBytes::from_static_str("Cluster authorization failed."))))
+}
+
+/// AlterPartitionReassignments (Alter on the Cluster): each partition
+/// through the controller; a null replica list cancels. v1's
+/// `allow_replication_factor_change = false` (KIP-860) refuses targets of
+/// another size.
 pub async fn alter(c: Call, req: AlterPartitionReassignmentsRequest) -> Reply {
     let broker = &c.ctx.broker;
     let allow_rf_change = c.version < 1 || req.allow_replication_factor_change;
+    if let Some((code, message)) = cluster_refused(&c, Operation::Alter) {
+        let mut resp = AlterPartitionReassignmentsResponse::default().with_error_code(code).with_error_message(message);
+        if c.version >= 1 {
+            resp.allow_replication_factor_change = allow_rf_change;
+        }
+        return c.reply(ApiKey::AlterPartitionReassignments, &resp);
+    }
     let mut responses = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
@@ -63,9 +79,14 @@ pub async fn alter(c: Call, req: AlterPartitionReassignmentsRequest) -> Reply {
     c.reply(ApiKey::AlterPartitionReassignments, &resp)
 }
 
-/// ListPartitionReassignments: the reassignments in progress, of the named
-/// partitions or of all (null topics).
+/// ListPartitionReassignments (Describe on the Cluster): the
+/// reassignments in progress, of the named partitions or of all (null
+/// topics).
 pub fn list(c: &Call, req: ListPartitionReassignmentsRequest) -> Reply {
+    if let Some((code, message)) = cluster_refused(c, Operation::Describe) {
+        let resp = ListPartitionReassignmentsResponse::default().with_error_code(code).with_error_message(message);
+        return c.reply(ApiKey::ListPartitionReassignments, &resp);
+    }
     let wanted: Option<Vec<(String, Vec<i32>)>> =
         req.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
     let mut topics: Vec<OngoingTopicReassignment> = Vec::new();
@@ -88,11 +109,16 @@ pub fn list(c: &Call, req: ListPartitionReassignmentsRequest) -> Reply {
     c.reply(ApiKey::ListPartitionReassignments, &ListPartitionReassignmentsResponse::default().with_topics(topics))
 }
 
-/// UnregisterBroker: removes a stopped node that holds no replicas from
-/// the metadata (BROKER_ID_NOT_REGISTERED for an unknown id,
-/// INVALID_REQUEST while it runs or holds replicas).
+/// UnregisterBroker (Alter on the Cluster): removes a stopped node that
+/// holds no replicas from the metadata (BROKER_ID_NOT_REGISTERED for an
+/// unknown id, INVALID_REQUEST while it runs or holds replicas).
 pub async fn unregister_broker(c: Call, req: UnregisterBrokerRequest) -> Reply {
     let mut resp = UnregisterBrokerResponse::default();
+    if let Some((code, message)) = cluster_refused(&c, Operation::Alter) {
+        resp.error_code = code;
+        resp.error_message = message;
+        return c.reply(ApiKey::UnregisterBroker, &resp);
+    }
     if let Err(e) = c.ctx.broker.unregister_node(req.broker_id.0).await {
         resp.error_code = error_code(&e);
         resp.error_message = Some(error_message(&e));

@@ -19,8 +19,9 @@ use kafka_protocol::protocol::StrBytes;
 use ferry_broker::metadata::CoordinatorKind;
 
 use super::Call;
-use crate::errors::{group_error_code, txn_error_code};
+use crate::errors::{denied_code, group_error_code, txn_error_code};
 use crate::response::Reply;
+use ferry_broker::security::{Operation, ResourceType};
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
@@ -84,7 +85,13 @@ fn add_partitions(
         topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (t.name.to_string(), *p))).collect();
     let image = broker.metadata();
     let known = |(t, p): &(String, i32)| image.partition(t, *p).is_some();
-    let codes: Vec<i16> = if !super::coordinator::coordinates(c, CoordinatorKind::Transaction, id) {
+    let may_write = |(t, _): &(String, i32)| c.allowed(Operation::Write, ResourceType::Topic, t);
+    let codes: Vec<i16> = if !c.allowed(Operation::Write, ResourceType::TransactionalId, id) {
+        vec![denied_code(ResourceType::TransactionalId); wanted.len()]
+    } else if !wanted.iter().all(may_write) {
+        let denied = denied_code(ResourceType::Topic);
+        wanted.iter().map(|p| if may_write(p) { ResponseError::OperationNotAttempted.code() } else { denied }).collect()
+    } else if !super::coordinator::coordinates(c, CoordinatorKind::Transaction, id) {
         vec![super::coordinator::not_coordinator(); wanted.len()]
     } else if !wanted.iter().all(known) {
         let unknown = ResponseError::UnknownTopicOrPartition.code();
@@ -117,6 +124,9 @@ fn add_partitions(
 }
 
 pub fn add_offsets_to_txn(c: &Call, req: AddOffsetsToTxnRequest) -> Reply {
+    if let Some(code) = txn_refused(c, &req.transactional_id, Some(&req.group_id)) {
+        return c.reply(ApiKey::AddOffsetsToTxn, &AddOffsetsToTxnResponse::default().with_error_code(code));
+    }
     let outcome =
         c.ctx.broker.txns().add_offsets(&req.transactional_id, req.producer_id.0, req.producer_epoch, &req.group_id);
     let r = AddOffsetsToTxnResponse::default()
@@ -143,6 +153,9 @@ pub fn txn_offset_commit(c: &Call, req: TxnOffsetCommitRequest) -> Reply {
         None
     };
     let shared = match member_check {
+        _ if txn_refused(c, &req.transactional_id, Some(&req.group_id)).is_some() => {
+            txn_refused(c, &req.transactional_id, Some(&req.group_id))
+        }
         Some(e) => Some(e),
         None if valid.is_empty() => None,
         None => broker
@@ -171,7 +184,22 @@ pub fn txn_offset_commit(c: &Call, req: TxnOffsetCommitRequest) -> Reply {
     c.reply(ApiKey::TxnOffsetCommit, &TxnOffsetCommitResponse::default().with_topics(topics))
 }
 
+/// The denial code if the client may not write to the transactional id
+/// (or read the group whose offsets the transaction commits).
+fn txn_refused(c: &Call, id: &str, group: Option<&str>) -> Option<i16> {
+    if !c.allowed(Operation::Write, ResourceType::TransactionalId, id) {
+        return Some(denied_code(ResourceType::TransactionalId));
+    }
+    match group {
+        Some(g) if !c.allowed(Operation::Read, ResourceType::Group, g) => Some(denied_code(ResourceType::Group)),
+        _ => None,
+    }
+}
+
 pub fn end_txn(c: &Call, req: EndTxnRequest) -> Reply {
+    if let Some(code) = txn_refused(c, &req.transactional_id, None) {
+        return c.reply(ApiKey::EndTxn, &EndTxnResponse::default().with_error_code(code));
+    }
     let broker = &c.ctx.broker;
     let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
     let outcome = broker.txns().end(&req.transactional_id, pid, epoch, req.committed, broker.as_ref());
@@ -193,6 +221,10 @@ pub fn describe_transactions(c: &Call, req: DescribeTransactionsRequest) -> Repl
         .into_iter()
         .map(|id| {
             let mut st = TransactionState::default().with_transactional_id(id.clone());
+            if !c.allowed(Operation::Describe, ResourceType::TransactionalId, &id) {
+                st.error_code = denied_code(ResourceType::TransactionalId);
+                return st;
+            }
             match txns.describe(&id) {
                 None => st.error_code = ResponseError::TransactionalIdNotFound.code(),
                 Some(m) => {
@@ -247,6 +279,8 @@ pub fn list_transactions(c: &Call, req: ListTransactionsRequest) -> Reply {
             req.duration_filter < 0 || (*state == TxnState::Ongoing && now - *start as i64 >= req.duration_filter)
         })
         .filter(|(id, ..)| pattern.is_none_or(|p| simple_match(p, id)))
+        // Only the ids the client may describe (as Kafka filters them).
+        .filter(|(id, ..)| c.allowed(Operation::Describe, ResourceType::TransactionalId, id))
         .map(|(id, pid, state, _)| {
             TransactionState::default()
                 .with_transactional_id(TransactionalId(s(id)))

@@ -11,6 +11,7 @@ macro_rules! say {
     }};
 }
 
+pub mod acl;
 pub mod bench;
 mod bench_stomp;
 mod cluster;
@@ -21,6 +22,7 @@ mod output;
 pub mod produce;
 mod reassign;
 pub mod topic;
+pub mod user;
 
 use std::time::Duration;
 
@@ -29,12 +31,14 @@ use clap::{Args, ValueEnum};
 
 use ferry_client::{Client, ClientConfig};
 
+pub use acl::AclCmd;
 pub use cluster::{ClusterCmd, run as cluster};
 pub use consume::ConsumeArgs;
 pub use group::GroupCmd;
 pub use node::NodeCmd;
 pub use produce::ProduceArgs;
 pub use topic::TopicCmd;
+pub use user::UserCmd;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -57,11 +61,34 @@ pub struct ClientArgs {
     /// Time limit for connecting and for each request, in milliseconds.
     #[arg(long, global = true, default_value_t = 10_000)]
     pub timeout_ms: u64,
+    /// Log in with SASL as this user (a SASL_PLAINTEXT listener).
+    #[arg(long = "user", global = true, env = "FERRY_SASL_USER")]
+    pub sasl_user: Option<String>,
+    /// The SASL user's password (also `--sasl-password`, the name `ferry
+    /// user` takes it by, its `--password` being the user's new one).
+    #[arg(
+        long = "password",
+        alias = "sasl-password",
+        global = true,
+        env = "FERRY_SASL_PASSWORD",
+        requires = "sasl_user"
+    )]
+    pub sasl_password: Option<String>,
+    /// SASL mechanism: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN.
+    #[arg(long, global = true, env = "FERRY_SASL_MECHANISM", default_value = "SCRAM-SHA-512")]
+    pub sasl_mechanism: String,
 }
 
 impl ClientArgs {
     pub async fn connect(&self) -> anyhow::Result<Client> {
-        let config = ClientConfig::new("ferry-cli", Duration::from_millis(self.timeout_ms.max(1)));
+        let mut config = ClientConfig::new("ferry-cli", Duration::from_millis(self.timeout_ms.max(1)));
+        if let Some(user) = &self.sasl_user {
+            config = config.with_sasl(ferry_client::SaslLogin {
+                mechanism: self.sasl_mechanism.clone(),
+                user: user.clone(),
+                password: self.sasl_password.clone().unwrap_or_default(),
+            });
+        }
         Client::connect(&self.brokers, config).await.with_context(|| format!("brokers {}", self.brokers))
     }
 }

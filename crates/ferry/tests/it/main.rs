@@ -39,6 +39,7 @@ mod redis_streams;
 mod redis_support;
 mod replication;
 mod replication_faults;
+mod security;
 mod stomp;
 mod stomp_bench;
 mod stomp_support;

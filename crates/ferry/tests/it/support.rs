@@ -27,6 +27,8 @@ pub struct Broker {
     pub stomp_port: u16,
     /// The Redis listener's port.
     pub redis_port: u16,
+    /// A second Kafka listener, SASL_PLAINTEXT, when set (`with_sasl_listener`).
+    pub sasl_port: Option<u16>,
     /// The cluster port (`--cluster-listen`): every broker its own, as
     /// tests run in parallel and the default 9192 would collide.
     pub cluster_port: u16,
@@ -85,6 +87,7 @@ impl Broker {
             mqtt_ws_port: free_port(),
             stomp_port: free_port(),
             redis_port: free_port(),
+            sasl_port: None,
             cluster_port: free_port(),
             fixed_cluster_port: false,
             data: data.to_path_buf(),
@@ -124,6 +127,9 @@ impl Broker {
             self.stomp_port = free_port();
             self.redis_port = free_port();
             self.amqp_port = free_port();
+            if self.sasl_port.is_some() {
+                self.sasl_port = Some(free_port());
+            }
             if !self.fixed_cluster_port {
                 self.cluster_port = free_port();
             }
@@ -131,6 +137,26 @@ impl Broker {
         }
         assert!(self.child.is_some(), "ferry did not start{}", self.log_tail());
         self.started = true;
+    }
+
+    /// Adds a SASL_PLAINTEXT Kafka listener on a port of its own (the
+    /// plain one stays on `port`).
+    pub fn with_sasl_listener(mut self) -> Broker {
+        self.sasl_port = Some(free_port());
+        self
+    }
+
+    /// `--kafka-listen`: the plain listener, and the SASL one if asked for.
+    fn kafka_listen(&self) -> String {
+        match self.sasl_port {
+            Some(sasl) => format!("PLAINTEXT://127.0.0.1:{},SASL_PLAINTEXT://127.0.0.1:{sasl}", self.port),
+            None => format!("127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// `bootstrap.servers` of the SASL listener.
+    pub fn sasl_bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.sasl_port.expect("a SASL listener"))
     }
 
     /// The process, started with the current ports.
@@ -156,7 +182,7 @@ impl Broker {
             .arg(&config)
             .arg("--data-dir")
             .arg(&self.data)
-            .args(["--kafka-listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--kafka-listen", &self.kafka_listen()])
             .args(["--http-listen", &format!("127.0.0.1:{}", self.http_port)])
             .args(["--mqtt-listen", &format!("127.0.0.1:{}", self.mqtt_port)])
             .args(["--amqp-listen", &format!("127.0.0.1:{}", self.amqp_port)])
@@ -183,7 +209,7 @@ impl Broker {
     fn listening(&mut self, what: WaitFor) -> bool {
         let ports = match what {
             WaitFor::AllPorts => {
-                vec![
+                let mut ports = vec![
                     self.port,
                     self.http_port,
                     self.mqtt_port,
@@ -191,7 +217,9 @@ impl Broker {
                     self.amqp_port,
                     self.stomp_port,
                     self.redis_port,
-                ]
+                ];
+                ports.extend(self.sasl_port);
+                ports
             }
             WaitFor::Http => vec![self.http_port],
         };

@@ -68,8 +68,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Registers the front-end's metrics in `metrics`; consumer groups are
-    /// kept under `data_dir` (`redis-groups/`) and recovered from there.
+    /// Registers the front-end's metrics in `metrics`; streams' XDEL'd ids
+    /// are kept under `data_dir` (`redis-streams/`), consumer groups by the
+    /// broker (`internal/redis-groups/`).
     pub fn new(
         config: RedisConfig,
         vhosts: Arc<Vhosts>,
@@ -80,13 +81,13 @@ impl Server {
     ) -> std::io::Result<Server> {
         let stats = RedisStats::register(metrics);
         let metrics = metrics.register(ProtocolMetrics::new("redis", &crate::metrics::command_names(), None));
-        let streams = Streams::open(data_dir.join("redis-groups"), broker.clone())?;
+        let streams = Streams::open(data_dir.join("redis-streams"), broker.clone()).map_err(std::io::Error::other)?;
         Ok(Server { config, vhosts, broker, authenticate, metrics, stats, hub: Hub::default(), streams })
     }
 }
 
 /// Serves Redis clients on `listener` until `shutdown` turns true; then
-/// consumer groups are saved and connections closed.
+/// stream state and consumer groups are saved and connections closed.
 pub async fn serve(listener: TcpListener, server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     let saver = tokio::spawn(Streams::save_periodically(server.streams.clone()));
@@ -110,6 +111,9 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, mut shutdown: wat
     let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
     saver.abort();
     if let Err(e) = server.streams.save_all(true) {
+        tracing::warn!(error = %e, "saving redis stream state failed");
+    }
+    if let Err(e) = server.streams.groups.flush() {
         tracing::warn!(error = %e, "saving redis consumer groups failed");
     }
 }

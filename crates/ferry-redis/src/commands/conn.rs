@@ -271,8 +271,9 @@ async fn delete(s: &Session, key: &str) -> CmdResult<bool> {
     match key_type(s, key) {
         "stream" => {
             s.check(Access::Configure, "topic", key)?;
-            s.server.broker.delete_topic(key).await?;
+            // Its groups go first: they are found by the topic's id.
             s.server.streams.forget(key);
+            s.server.broker.delete_topic(key).await?;
             Ok(true)
         }
         "list" => {

@@ -1,5 +1,5 @@
-//! Routes: `/metrics`, `/v1/health*`, and the REST admin API on topics,
-//! configs, groups and offsets.
+//! Routes: `/metrics`, `/v1/health*`, the REST admin API on topics,
+//! configs, groups and offsets, and `/stomp` (STOMP over WebSocket).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,6 +38,7 @@ pub fn routes() -> Router<AdminState> {
         .route("/v1/groups", get(list_groups))
         .route("/v1/groups/{id}", get(describe_group).delete(delete_group))
         .route("/v1/groups/{id}/offsets", post(reset_offsets))
+        .route("/stomp", get(crate::websocket::upgrade))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_util::ws::{Endpoint, Io, Route};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -25,13 +26,18 @@ async fn accept(l: Option<&TcpListener>) -> std::io::Result<(tokio::net::TcpStre
 }
 
 /// Serves MQTT clients on `tcp` and MQTT-over-WebSocket clients on `ws`
-/// until `shutdown` turns true.
+/// until `shutdown` turns true. The WebSocket listener also hands requests
+/// for the paths of `ws_routes` (another protocol's, e.g. `/stomp`) to
+/// their handlers; shutdown waits for those connections too.
 pub async fn serve(
     tcp: Option<TcpListener>,
     ws: Option<TcpListener>,
+    ws_routes: Vec<Route>,
     hub: Arc<Hub>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let endpoints: Arc<[Endpoint]> = std::iter::once(WS).chain(ws_routes.iter().map(|r| r.endpoint)).collect();
+    let ws_routes: Arc<[Route]> = ws_routes.into();
     let mut tasks = JoinSet::new();
     {
         let (hub, mut stop) = (hub.clone(), shutdown.clone());
@@ -78,15 +84,21 @@ pub async fn serve(
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let (hub, shutdown) = (hub.clone(), shutdown.clone());
+                let (endpoints, ws_routes) = (endpoints.clone(), ws_routes.clone());
                 // One span per connection; CONNECT fills in the client id.
                 let span = tracing::info_span!("mqtt", %peer, client_id = tracing::field::Empty);
                 tasks.spawn(
                     async move {
                         let r = if websocket {
-                            match tokio::time::timeout(Duration::from_secs(10), ferry_util::ws::accept(stream, &WS))
+                            let io: Box<dyn Io> = Box::new(stream);
+                            match tokio::time::timeout(Duration::from_secs(10), ferry_util::ws::accept(io, &endpoints))
                                 .await
                             {
-                                Ok(Ok((ws, _))) => crate::connection::run(ws, peer, hub, shutdown).await,
+                                Ok(Ok((ws, 0, _))) => crate::connection::run(ws, peer, hub, shutdown).await,
+                                Ok(Ok((ws, i, _))) => {
+                                    (ws_routes[i - 1].handler)(ws, peer).await;
+                                    return;
+                                }
                                 Ok(Err(e)) => {
                                     tracing::debug!(error = %e, "websocket handshake failed");
                                     return;

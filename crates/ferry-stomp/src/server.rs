@@ -98,6 +98,10 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(ws) = ws {
+        let routes = vec![ws_route(server.clone(), shutdown.clone())];
+        tasks.spawn(ferry_util::ws::serve(ws, routes, server.config.connect_timeout, shutdown.clone()));
+    }
     loop {
         tokio::select! {
             accepted = accept(tcp.as_ref()) => match accepted {
@@ -111,30 +115,24 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            accepted = accept(ws.as_ref()) => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let (server, shutdown) = (server.clone(), shutdown.clone());
-                    let conn = async move {
-                        let limit = server.config.connect_timeout;
-                        match tokio::time::timeout(limit, ferry_util::ws::accept(stream, &WS_ENDPOINT)).await {
-                            Ok(Ok((ws, _))) => crate::connection::run(ws, peer, server, shutdown).await,
-                            Ok(Err(e)) => tracing::debug!(error = %e, "websocket handshake failed"),
-                            Err(_) => tracing::debug!("websocket handshake timed out"),
-                        }
-                    };
-                    tasks.spawn(conn.instrument(tracing::info_span!("stomp-ws", %peer)));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "stomp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             _ = shutdown.changed() => break,
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
+}
+
+/// STOMP at [`WS_ENDPOINT`] (`/stomp`) for any WebSocket listener: its own
+/// (`--stomp-ws-listen`), the MQTT one's, the HTTP one's. Connections end
+/// when `shutdown` turns true.
+pub fn ws_route(server: Arc<Server>, shutdown: watch::Receiver<bool>) -> ferry_util::ws::Route {
+    ferry_util::ws::Route {
+        endpoint: WS_ENDPOINT,
+        handler: Arc::new(move |ws, peer| {
+            let conn = crate::connection::run(ws, peer, server.clone(), shutdown.clone());
+            Box::pin(conn.instrument(tracing::info_span!("stomp-ws", %peer)))
+        }),
+    }
 }
 
 /// The next connection on `listener`; never, without one.

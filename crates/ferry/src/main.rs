@@ -159,24 +159,9 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             advertised = %format!("{}:{}", settings.kafka.advertised_host, settings.kafka.advertised_port),
             "kafka listener ready"
         );
-        let mqtt = if mqtt_sockets.iter().any(Option::is_some) {
-            let hub = ferry_mqtt::Hub::open(broker.clone(), settings.mqtt.clone())
-                .context("opening the MQTT session and retained-message stores")?;
-            let [tcp, ws] = mqtt_sockets.map(|s| {
-                s.map(|(socket, what)| {
-                    let l = listen(socket)?;
-                    tracing::info!(listen = %l.local_addr()?, "{what} ready");
-                    std::io::Result::Ok(l)
-                })
-                .transpose()
-            });
-            Some(tokio::spawn(ferry_mqtt::serve(tcp?, ws?, hub, stop_rx.clone())))
-        } else {
-            None
-        };
         let ctx = Arc::new(ferry_kafka::Ctx { broker: broker.clone(), config: settings.kafka });
         let server = tokio::spawn(ferry_kafka::serve(listener, ctx, stop_rx.clone()));
-        let (vhosts, amqp_server, stomp_server, redis_server) = {
+        let (vhosts, amqp_server, stomp_server, redis_server, mqtt) = {
             let data = settings.broker.data_dir.clone();
             let (engine, names) = (settings.broker.engine.clone(), settings.amqp.vhosts.clone());
             let kafka_side = broker.clone();
@@ -193,6 +178,7 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                 settings.broker.data_dir.clone(),
                 broker.metrics(),
             ));
+            let mut stomp_ws_routes = Vec::new();
             let stomp = if stomp_sockets.iter().any(Option::is_some) {
                 let server = Arc::new(ferry_stomp::Server::new(
                     settings.stomp,
@@ -209,7 +195,26 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                     })
                     .transpose()
                 });
+                // STOMP over WebSocket at /stomp on the HTTP and MQTT
+                // WebSocket listeners too (docs/protocols.md).
+                stomp_ws_routes.push(ferry_stomp::ws_route(server.clone(), stop_rx.clone()));
+                admin.set_ws_routes(stomp_ws_routes.clone());
                 Some(tokio::spawn(ferry_stomp::serve(tcp?, ws?, server, stop_rx.clone())))
+            } else {
+                None
+            };
+            let mqtt = if mqtt_sockets.iter().any(Option::is_some) {
+                let hub = ferry_mqtt::Hub::open(broker.clone(), settings.mqtt.clone())
+                    .context("opening the MQTT session and retained-message stores")?;
+                let [tcp, ws] = mqtt_sockets.map(|s| {
+                    s.map(|(socket, what)| {
+                        let l = listen(socket)?;
+                        tracing::info!(listen = %l.local_addr()?, "{what} ready");
+                        std::io::Result::Ok(l)
+                    })
+                    .transpose()
+                });
+                Some(tokio::spawn(ferry_mqtt::serve(tcp?, ws?, stomp_ws_routes, hub, stop_rx.clone())))
             } else {
                 None
             };
@@ -234,7 +239,7 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             admin.set_ready(true);
             let listener = listen(amqp_socket)?;
             tracing::info!(listen = %listener.local_addr()?, "amqp listener ready");
-            (vhosts, tokio::spawn(ferry_amqp::serve(listener, amqp, stop_rx.clone())), stomp, redis)
+            (vhosts, tokio::spawn(ferry_amqp::serve(listener, amqp, stop_rx.clone())), stomp, redis, mqtt)
         };
         shutdown_signal().await?;
         tracing::info!("shutting down");

@@ -34,6 +34,8 @@ enum Command {
     Consume(cli::ConsumeArgs),
     /// Consumer groups: list, describe (with lag), reset offsets, delete.
     Group(cli::GroupCmd),
+    /// Redis streams and their consumer groups (over the Redis listener).
+    Redis(cli::RedisCmd),
     /// Cluster information.
     Cluster(cli::ClusterCmd),
     /// Measure throughput and latency: produce, consume, end to end.
@@ -72,6 +74,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             Command::Produce(args) => cli::produce::run(args).await,
             Command::Consume(args) => cli::consume::run(args).await,
             Command::Group(cmd) => cli::group::run(cmd).await,
+            Command::Redis(cmd) => cli::redis::run(cmd).await,
             Command::Cluster(cmd) => cli::cluster(cmd).await,
             Command::Bench(cmd) => cli::bench::run(cmd).await,
         }

@@ -18,6 +18,7 @@ pub mod consume;
 pub mod group;
 mod output;
 pub mod produce;
+pub mod redis;
 pub mod topic;
 
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub use cluster::{ClusterCmd, run as cluster};
 pub use consume::ConsumeArgs;
 pub use group::GroupCmd;
 pub use produce::ProduceArgs;
+pub use redis::RedisCmd;
 pub use topic::TopicCmd;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

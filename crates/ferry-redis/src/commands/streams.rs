@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferry_broker::{Acks, Partition};
+use ferry_broker::Partition;
 use ferry_util::time::now_ms_u64;
 use tokio::time::Instant;
 
@@ -206,19 +206,20 @@ async fn xadd(s: &Session, a: &Args<'_>) -> CmdResult<Step> {
         }
     };
     let st = s.server.streams.get(name);
-    let (id, appended) = {
+    let appender = st.appender(&p);
+    let (id, durable) = {
         let mut state = st.lock();
         let now = now_ms_u64();
         let id = new_id.resolve(state.last_id(&p)?, now)?;
-        let batch = ferry_broker::stored::encode_batch(&[log::to_record(id, &fields, now as i64)])?;
-        let appended = p.append(&batch, Acks::All)?;
-        state.appended(id, appended.info.last_offset);
-        (id, appended)
+        // Queued under the lock: the log keeps entries in id order.
+        let durable = appender.push(log::to_record(id, &fields, now as i64));
+        state.assigned(id);
+        (id, durable)
     };
     s.server.stats.stream_entries(1);
     // Trimmed once the entry is readable: a trim counts from the readable end.
     let durable = Box::pin(async move {
-        appended.acknowledged().await?;
+        durable.await.map_err(|_| CommandError::err("the stream's appender stopped"))??;
         if let Some(t) = trim {
             t.apply(&p, &mut st.lock())?;
             st.changed();

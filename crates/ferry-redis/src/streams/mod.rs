@@ -13,6 +13,7 @@
 //! `<data>/redis-streams/<stream>.json`, rewritten (fsynced) at most every
 //! [`SAVE_INTERVAL`] when it changed, and at shutdown.
 
+pub mod appender;
 pub mod id;
 pub mod log;
 
@@ -26,6 +27,7 @@ use ferry_broker::queue::{GroupCursor, GroupCursorStore};
 use ferry_broker::{Broker, BrokerError, Partition};
 use serde::{Deserialize, Serialize};
 
+use self::appender::Appender;
 use self::id::StreamId;
 
 /// How often changed stream state is written.
@@ -53,6 +55,8 @@ pub struct Stream {
     pub name: String,
     state: Mutex<State>,
     dirty: AtomicBool,
+    /// XADD's group commit, for the partition it was started on.
+    appender: Mutex<Option<(Arc<Partition>, Arc<Appender>)>>,
 }
 
 impl Stream {
@@ -64,6 +68,20 @@ impl Stream {
     /// The state changed: the next periodic save writes it.
     pub fn changed(&self) {
         self.dirty.store(true, Ordering::Release);
+    }
+
+    /// The appending task for partition `p` (a new one if the topic was
+    /// created again since).
+    pub fn appender(self: &Arc<Self>, p: &Arc<Partition>) -> Arc<Appender> {
+        let mut slot = self.appender.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*slot {
+            Some((on, a)) if Arc::ptr_eq(on, p) => a.clone(),
+            _ => {
+                let a = Arc::new(Appender::start(p.clone(), Arc::downgrade(self)));
+                *slot = Some((p.clone(), a.clone()));
+                a
+            }
+        }
     }
 }
 
@@ -85,9 +103,14 @@ impl State {
         Ok(id)
     }
 
-    /// XADD appended entry `id` as the record at `offset`.
-    pub fn appended(&mut self, id: StreamId, offset: u64) {
+    /// XADD gave out `id` (its entry is queued for appending).
+    pub fn assigned(&mut self, id: StreamId) {
         self.last_id = Some(id);
+    }
+
+    /// XADD's entries are in the log up to `offset`: a log end past it
+    /// means another protocol appended.
+    pub fn appended(&mut self, offset: u64) {
         self.last_end = self.last_end.max(offset + 1);
     }
 
@@ -163,7 +186,12 @@ impl Streams {
             }),
             Err(_) => State::default(),
         };
-        let s = Arc::new(Stream { name: name.to_string(), state: Mutex::new(state), dirty: AtomicBool::new(false) });
+        let s = Arc::new(Stream {
+            name: name.to_string(),
+            state: Mutex::new(state),
+            dirty: AtomicBool::new(false),
+            appender: Mutex::new(None),
+        });
         map.insert(name.to_string(), s.clone());
         s
     }

@@ -377,3 +377,48 @@ async fn stream_info_full_and_a_removed_consumer_hands_entries_back() {
     let counts: Vec<String> = fields(&ext).chunks(4).map(|d| d[3].clone()).collect();
     assert_eq!(counts, ["2", "2", "1"], "a second delivery of the handed-back ones");
 }
+
+/// XADDs from many connections at once share appends (group commit): every
+/// reply's id is in the stream once, and the log holds them in id order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_adds_from_many_connections_keep_id_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let mut c = connect(&b, false).await;
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..50 {
+                let id: String = cmd("XADD")
+                    .arg("shared")
+                    .arg("*")
+                    .arg("w")
+                    .arg(w)
+                    .arg("i")
+                    .arg(i)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                ids.push(id);
+            }
+            ids
+        }));
+    }
+    let mut replied = Vec::new();
+    for t in tasks {
+        replied.extend(tokio::time::timeout(Duration::from_secs(60), t).await.unwrap().unwrap());
+    }
+    let mut c = connect(&b, false).await;
+    let all: Value = cmd("XRANGE").arg("shared").arg("-").arg("+").query_async(&mut c).await.unwrap();
+    let Value::Array(entries) = all else { panic!("{all:?}") };
+    let logged: Vec<String> = entries.iter().map(|e| fields(e)[0].clone()).collect();
+    assert_eq!(logged.len(), 400);
+    let key = |id: &str| {
+        let (ms, seq) = id.split_once('-').unwrap();
+        (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap())
+    };
+    assert!(logged.windows(2).all(|w| key(&w[0]) < key(&w[1])), "log order is id order");
+    replied.sort_by_key(|id| key(id));
+    assert_eq!(replied, logged);
+}

@@ -654,6 +654,7 @@ mod text_tests {
 
     #[tokio::test]
     async fn text_frames_are_data_where_the_endpoint_says_so() {
+        const MQTT: Endpoint = Endpoint { path: "/mqtt", protocols: &["mqtt"], accept_text: false };
         const STOMP: Endpoint = Endpoint { path: "/stomp", protocols: &["v12.stomp", "v11.stomp"], accept_text: true };
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let mut request = b"GET /stomp HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -664,7 +665,6 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-
         request.extend_from_slice(&mask);
         request.extend(b"hello".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         client.write_all(&request).await.unwrap();
-        const MQTT: Endpoint = Endpoint { path: "/mqtt", protocols: &["mqtt"], accept_text: false };
         let (mut ws, i, protocol) = accept(server, &[MQTT, STOMP]).await.unwrap();
         assert_eq!(i, 1, "the endpoint of the path asked for");
         assert_eq!(protocol, Some("v11.stomp"));

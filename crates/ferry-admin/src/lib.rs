@@ -8,6 +8,9 @@
 mod api;
 mod cluster;
 mod error;
+mod tls_listener;
+
+pub use tls_listener::TlsListener;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,18 +57,21 @@ pub fn router(state: AdminState) -> Router {
 /// Serves HTTP on `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<ferry_tls::TlsServer>>,
     state: AdminState,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::debug!(?addr, "http listener serving");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            while !*shutdown.borrow() {
-                if shutdown.changed().await.is_err() {
-                    return;
-                }
+    tracing::debug!(?addr, tls = tls.is_some(), "http listener serving");
+    let stopped = async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
             }
-        })
-        .await
+        }
+    };
+    match tls {
+        None => axum::serve(listener, router(state)).with_graceful_shutdown(stopped).await,
+        Some(tls) => axum::serve(TlsListener::new(listener, tls), router(state)).with_graceful_shutdown(stopped).await,
+    }
 }

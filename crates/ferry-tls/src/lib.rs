@@ -11,6 +11,7 @@
 //!   with Kafka's `ssl.principal.mapping.rules` syntax.
 //! - [`Listen`]: a listener address `HOST:PORT` or `tls://HOST:PORT`.
 
+mod accept;
 mod dn;
 mod error;
 mod listen;
@@ -20,6 +21,7 @@ pub mod resolver;
 mod server;
 mod stream;
 
+pub use accept::{AcceptAll, Accepted};
 pub use dn::subject_dn;
 pub use error::TlsError;
 pub use listen::{Listen, parse_listeners};

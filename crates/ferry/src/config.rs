@@ -273,22 +273,13 @@ pub struct Settings {
     pub mqtt: ferry_mqtt::MqttConfig,
     /// The cluster node: port, quorum, and the listeners it advertises.
     pub cluster: ferry_cluster::ClusterConfig,
-    /// `None`: no STOMP listener.
-    pub stomp_listen: Option<SocketAddr>,
-    pub stomp_ws_listen: Option<SocketAddr>,
+    /// STOMP listeners (plain and TLS); empty: none.
+    pub stomp_listen: Vec<ferry_tls::Listen>,
+    pub stomp_ws_listen: Vec<ferry_tls::Listen>,
     pub stomp: ferry_stomp::StompConfig,
-    /// `None`: no Redis listener.
-    pub redis_listen: Option<SocketAddr>,
+    /// Redis listeners (plain and TLS); empty: none.
+    pub redis_listen: Vec<ferry_tls::Listen>,
     pub redis: ferry_redis::RedisConfig,
-}
-
-/// An optional listener address: `"off"` (or empty) means none.
-fn listener(value: Option<String>, default: Option<SocketAddr>, what: &str) -> anyhow::Result<Option<SocketAddr>> {
-    match value {
-        None => Ok(default),
-        Some(v) if v.is_empty() || v == "off" => Ok(None),
-        Some(v) => Ok(Some(v.parse().with_context(|| format!("{what} address {v:?}"))?)),
-    }
 }
 
 impl Settings {
@@ -326,17 +317,20 @@ impl Settings {
         )?;
         let amqp = amqp_config(file.amqp)?;
         let tls = tls::resolve(&args.tls, file.tls)?;
-        let stomp_listen = listener(
+        let stomp_listen = tls::listeners(
             args.stomp_listen.clone().or(file.stomp.listen.clone()),
-            Some(SocketAddr::from(([127, 0, 0, 1], 61613))),
+            &[ferry_tls::Listen { addr: SocketAddr::from(([127, 0, 0, 1], 61613)), tls: false }],
             "STOMP listener",
         )?;
-        let stomp_ws_listen =
-            listener(args.stomp_ws_listen.clone().or(file.stomp.ws_listen.clone()), None, "STOMP WebSocket listener")?;
+        let stomp_ws_listen = tls::listeners(
+            args.stomp_ws_listen.clone().or(file.stomp.ws_listen.clone()),
+            &[],
+            "STOMP WebSocket listener",
+        )?;
         let stomp = stomp_config(file.stomp);
-        let redis_listen = listener(
+        let redis_listen = tls::listeners(
             args.redis_listen.clone().or(file.redis.listen.clone()),
-            Some(SocketAddr::from(([127, 0, 0, 1], 6379))),
+            &[ferry_tls::Listen { addr: SocketAddr::from(([127, 0, 0, 1], 6379)), tls: false }],
             "Redis listener",
         )?;
         let redis = redis_config(file.redis);
@@ -350,7 +344,14 @@ impl Settings {
             tls::listeners(args.mqtt_ws_listen.clone().or(m.ws_listen), &[], "MQTT WebSocket listener")?;
         tls::check(
             tls.as_ref(),
-            &[(&amqp_listen, "--amqp-listen"), (&mqtt_listen, "--mqtt-listen"), (&mqtt_ws_listen, "--mqtt-ws-listen")],
+            &[
+                (&amqp_listen, "--amqp-listen"),
+                (&mqtt_listen, "--mqtt-listen"),
+                (&mqtt_ws_listen, "--mqtt-ws-listen"),
+                (&stomp_listen, "--stomp-listen"),
+                (&stomp_ws_listen, "--stomp-ws-listen"),
+                (&redis_listen, "--redis-listen"),
+            ],
         )?;
         let md = ferry_mqtt::MqttConfig::default();
         let mqtt = ferry_mqtt::MqttConfig {
@@ -567,9 +568,9 @@ mod tests {
         assert!(s.tls.is_none());
         assert_eq!(s.amqp.users, vec![ferry_amqp::User::guest()]);
         assert_eq!(s.amqp.vhosts, vec!["/".to_string()]);
-        assert_eq!(s.stomp_listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:61613"));
-        assert_eq!(s.stomp_ws_listen, None);
-        assert_eq!(s.redis_listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:6379"));
+        assert_eq!(s.stomp_listen.iter().map(ToString::to_string).collect::<Vec<_>>(), ["127.0.0.1:61613"]);
+        assert!(s.stomp_ws_listen.is_empty());
+        assert_eq!(s.redis_listen.iter().map(ToString::to_string).collect::<Vec<_>>(), ["127.0.0.1:6379"]);
     }
 
     #[test]
@@ -583,13 +584,13 @@ mod tests {
         .unwrap();
         let mut args = ServeArgs { config: Some(path), ..Default::default() };
         let s = Settings::resolve(&args).unwrap();
-        assert_eq!(s.redis_listen.unwrap().port(), 16379);
+        assert_eq!(s.redis_listen[0].addr.port(), 16379);
         assert_eq!(s.redis.default_login, None);
         assert_eq!((s.redis.limits.max_bulk, s.redis.pubsub_buffer), (1024, 7));
         args.redis_listen = Some("off".into());
-        assert_eq!(Settings::resolve(&args).unwrap().redis_listen, None);
+        assert!(Settings::resolve(&args).unwrap().redis_listen.is_empty());
         args.redis_listen = Some("127.0.0.1:6380".into());
-        assert_eq!(Settings::resolve(&args).unwrap().redis_listen.unwrap().port(), 6380);
+        assert_eq!(Settings::resolve(&args).unwrap().redis_listen[0].addr.port(), 6380);
     }
 
     #[test]
@@ -603,13 +604,13 @@ mod tests {
         .unwrap();
         let mut args = ServeArgs { config: Some(path), ..Default::default() };
         let s = Settings::resolve(&args).unwrap();
-        assert_eq!(s.stomp_listen.unwrap().port(), 61999);
-        assert_eq!(s.stomp_ws_listen.unwrap().port(), 15674);
+        assert_eq!(s.stomp_listen[0].addr.port(), 61999);
+        assert_eq!(s.stomp_ws_listen[0].addr.port(), 15674);
         assert_eq!(s.stomp.heartbeat, (500, 0));
         assert_eq!(s.stomp.default_login, None);
         assert_eq!(s.stomp.limits.max_headers, 8);
         args.stomp_listen = Some("off".into());
-        assert_eq!(Settings::resolve(&args).unwrap().stomp_listen, None);
+        assert!(Settings::resolve(&args).unwrap().stomp_listen.is_empty());
     }
 
     #[test]

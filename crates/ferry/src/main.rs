@@ -114,20 +114,21 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                 mqtt_sockets.push((socket, websocket, tls_for(l), what));
             }
         }
-        let mut stomp_sockets = [None, None];
-        for (slot, addr, what) in [
-            (0, settings.stomp_listen, "stomp listener"),
-            (1, settings.stomp_ws_listen, "stomp websocket listener (path /stomp)"),
+        let mut stomp_sockets = Vec::new();
+        for (list, websocket, what) in [
+            (&settings.stomp_listen, false, "stomp listener"),
+            (&settings.stomp_ws_listen, true, "stomp websocket listener (path /stomp)"),
         ] {
-            if let Some(addr) = addr {
-                stomp_sockets[slot] =
-                    Some((bind(addr).with_context(|| format!("binding the {what} to {addr}"))?, what));
+            for l in list {
+                let socket = bind(l.addr).with_context(|| format!("binding the {what} to {l}"))?;
+                stomp_sockets.push((socket, websocket, tls_for(l), what));
             }
         }
-        let redis_socket = match settings.redis_listen {
-            Some(addr) => Some(bind(addr).with_context(|| format!("binding the redis listener to {addr}"))?),
-            None => None,
-        };
+        let mut redis_sockets = Vec::new();
+        for l in &settings.redis_listen {
+            let socket = bind(l.addr).with_context(|| format!("binding the redis listener to {l}"))?;
+            redis_sockets.push((socket, tls_for(l)));
+        }
         let mut amqp_sockets = Vec::new();
         for l in &settings.amqp_listen {
             let socket = bind(l.addr).with_context(|| format!("binding the AMQP listener to {l}"))?;
@@ -208,7 +209,7 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                 settings.broker.data_dir.clone(),
                 broker.metrics(),
             ));
-            let stomp = if stomp_sockets.iter().any(Option::is_some) {
+            let stomp = if !stomp_sockets.is_empty() {
                 let server = Arc::new(ferry_stomp::Server::new(
                     settings.stomp,
                     vhosts.clone(),
@@ -216,20 +217,20 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                     amqp_users_auth(stomp_users),
                     broker.metrics(),
                 ));
-                let [tcp, ws] = stomp_sockets.map(|s| {
-                    s.map(|(socket, what)| {
-                        let l = listen(socket)?;
-                        tracing::info!(listen = %l.local_addr()?, "{what} ready");
-                        std::io::Result::Ok(l)
-                    })
-                    .transpose()
-                });
-                Some(tokio::spawn(ferry_stomp::serve(tcp?, ws?, server, stop_rx.clone())))
+                let mut listeners = Vec::new();
+                for (socket, websocket, tls, what) in stomp_sockets {
+                    let socket = listen(socket)?;
+                    tracing::info!(listen = %socket.local_addr()?, tls = tls.is_some(), "{what} ready");
+                    listeners.push(ferry_stomp::Listener { socket, websocket, tls });
+                }
+                Some(tokio::spawn(ferry_stomp::serve(listeners, server, stop_rx.clone())))
             } else {
                 None
             };
-            let redis = match redis_socket {
-                Some(socket) => {
+            let redis = if redis_sockets.is_empty() {
+                None
+            } else {
+                {
                     let server = Arc::new(ferry_redis::Server::new(
                         settings.redis,
                         vhosts.clone(),
@@ -238,11 +239,14 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                         settings.broker.data_dir.clone(),
                         broker.metrics(),
                     )?);
-                    let l = listen(socket)?;
-                    tracing::info!(listen = %l.local_addr()?, "redis listener ready");
-                    Some(tokio::spawn(ferry_redis::serve(l, server, stop_rx.clone())))
+                    let mut listeners = Vec::new();
+                    for (socket, tls) in redis_sockets {
+                        let l = listen(socket)?;
+                        tracing::info!(listen = %l.local_addr()?, tls = tls.is_some(), "redis listener ready");
+                        listeners.push((l, tls));
+                    }
+                    Some(tokio::spawn(ferry_redis::serve(listeners, server, stop_rx.clone())))
                 }
-                None => None,
             };
             // Ready before the last port answers: a health check that found
             // every port open never sees "not ready".

@@ -432,3 +432,64 @@ fn https_admin_api_with_curl() {
     ]);
     assert_eq!(String::from_utf8_lossy(&again.stdout), "200");
 }
+
+/// Reads from `s` until `want` shows up (10 s at most).
+async fn read_until<S: tokio::io::AsyncRead + Unpin>(s: &mut S, want: &[u8]) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !got.windows(want.len()).any(|w| w == want) {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf)).await.expect("answer within 10 s").unwrap();
+        assert!(n > 0, "closed before {:?}: {:?}", String::from_utf8_lossy(want), String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+#[tokio::test]
+async fn stomp_and_redis_over_tls_beside_plain() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let (stomps, rediss) = (free_port(), free_port());
+    let mut b = Broker::prepare(&dir.path().join("data"), &[], "");
+    let mut args = pki.flags();
+    args.extend([
+        "--stomp-listen".into(),
+        format!("tls://127.0.0.1:{stomps},127.0.0.1:{}", b.stomp_port),
+        "--redis-listen".into(),
+        format!("tls://127.0.0.1:{rediss},127.0.0.1:{}", b.redis_port),
+    ]);
+    b.args = args;
+    b.spawn();
+    let client = pki.client(Some(leaf(&pki.client_ca, "app")));
+
+    let mut stomp = tls_connect(client.clone(), stomps).await.unwrap();
+    stomp.write_all(b"CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\n\n\0").await.unwrap();
+    read_until(&mut stomp, b"CONNECTED").await;
+    let mut redis = tls_connect(client, rediss).await.unwrap();
+    redis.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+    read_until(&mut redis, b"+PONG\r\n").await;
+
+    // The plain listeners beside them.
+    let mut plain = TcpStream::connect(("127.0.0.1", b.redis_port)).await.unwrap();
+    plain.write_all(b"*1\r\n$4\r\nPING\r\n").await.unwrap();
+    read_until(&mut plain, b"+PONG\r\n").await;
+    let mut plain = TcpStream::connect(("127.0.0.1", b.stomp_port)).await.unwrap();
+    plain.write_all(b"CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\n\n\0").await.unwrap();
+    read_until(&mut plain, b"CONNECTED").await;
+
+    // Untrusted client certificates are refused on both.
+    let rogue = pki.client(Some(leaf(&ca("rogue ca"), "app")));
+    for port in [stomps, rediss] {
+        let r = async {
+            let mut s = tls_connect(rogue.clone(), port).await?;
+            s.write_all(b"*1\r\n$4\r\nPING\r\n").await?;
+            let mut buf = [0u8; 16];
+            match s.read(&mut buf).await? {
+                0 => Err(std::io::Error::other("closed")),
+                _ => Ok(()),
+            }
+        };
+        assert!(r.await.is_err(), "port {port} took an untrusted certificate");
+    }
+}

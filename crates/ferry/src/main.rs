@@ -230,23 +230,21 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             let redis = if redis_sockets.is_empty() {
                 None
             } else {
-                {
-                    let server = Arc::new(ferry_redis::Server::new(
-                        settings.redis,
-                        vhosts.clone(),
-                        broker.clone(),
-                        amqp_users_auth(redis_users),
-                        settings.broker.data_dir.clone(),
-                        broker.metrics(),
-                    )?);
-                    let mut listeners = Vec::new();
-                    for (socket, tls) in redis_sockets {
-                        let l = listen(socket)?;
-                        tracing::info!(listen = %l.local_addr()?, tls = tls.is_some(), "redis listener ready");
-                        listeners.push((l, tls));
-                    }
-                    Some(tokio::spawn(ferry_redis::serve(listeners, server, stop_rx.clone())))
+                let server = Arc::new(ferry_redis::Server::new(
+                    settings.redis,
+                    vhosts.clone(),
+                    broker.clone(),
+                    amqp_users_auth(redis_users),
+                    settings.broker.data_dir.clone(),
+                    broker.metrics(),
+                )?);
+                let mut listeners = Vec::new();
+                for (socket, tls) in redis_sockets {
+                    let l = listen(socket)?;
+                    tracing::info!(listen = %l.local_addr()?, tls = tls.is_some(), "redis listener ready");
+                    listeners.push((l, tls));
                 }
+                Some(tokio::spawn(ferry_redis::serve(listeners, server, stop_rx.clone())))
             };
             // Ready before the last port answers: a health check that found
             // every port open never sees "not ready".

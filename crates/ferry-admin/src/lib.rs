@@ -8,13 +8,17 @@
 mod api;
 mod cluster;
 mod error;
+mod tls_listener;
 mod websocket;
+
+pub use tls_listener::TlsListener;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use ferry_broker::Broker;
 use ferry_util::ws::Route;
 use tokio::net::TcpListener;
@@ -74,19 +78,29 @@ pub fn router(state: AdminState) -> Router {
 /// Serves HTTP on `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<ferry_tls::TlsServer>>,
     state: AdminState,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::debug!(?addr, "http listener serving");
-    // The peer's address reaches WebSocket protocols (loopback-only users).
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            while !*shutdown.borrow() {
-                if shutdown.changed().await.is_err() {
-                    return;
-                }
+    tracing::debug!(?addr, tls = tls.is_some(), "http listener serving");
+    let stopped = async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
             }
-        })
-        .await
+        }
+    };
+    // The peer's address reaches WebSocket protocols (loopback-only users),
+    // over HTTPS as well: `TlsListener` hands out the TCP peer address.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => axum::serve(listener, app).with_graceful_shutdown(stopped).await,
+        Some(tls) => {
+            // axum's `ConnectInfo<SocketAddr>` is implemented for its own
+            // TcpListener and for any listener behind `tap_io` (a no-op here).
+            let listener = TlsListener::new(listener, tls).tap_io(|_| {});
+            axum::serve(listener, app).with_graceful_shutdown(stopped).await
+        }
+    }
 }

@@ -1,11 +1,14 @@
 //! `ferry-kafka`: the Kafka wire-protocol front-end. Frames in, handlers
 //! calling `ferry-broker`, responses out (Fetch data by sendfile).
 
+mod copy_file;
 mod errors;
 mod handlers;
 mod response;
 mod server;
 
+// The Fetch copy path for TLS connections (the Kafka SSL listener uses it).
+pub use copy_file::copy_file;
 pub use server::{Ctx, KafkaConfig, serve};
 
 /// Runs one request frame (without its size prefix) through the decoder

@@ -86,17 +86,28 @@ impl Server {
     }
 }
 
-/// Serves Redis clients on `listener` until `shutdown` turns true; then
-/// stream state and consumer groups are saved and connections closed.
-pub async fn serve(listener: TcpListener, server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
+/// Serves Redis clients on every listener (TLS ones with their
+/// `TlsServer`) until `shutdown` turns true; then stream state and consumer
+/// groups are saved and connections closed.
+pub async fn serve(
+    listeners: Vec<(TcpListener, Option<Arc<ferry_tls::TlsServer>>)>,
+    server: Arc<Server>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     let saver = tokio::spawn(Streams::save_periodically(server.streams.clone()));
+    let mut accept = ferry_tls::AcceptAll::new(listeners.into_iter().map(|(l, tls)| (l, tls, 0)).collect());
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let conn = crate::connection::run(stream, peer, server.clone(), shutdown.clone());
+            Some(accepted) = accept.next() => match accepted {
+                Ok(a) => {
+                    let (server, shutdown, peer) = (server.clone(), shutdown.clone(), a.peer);
+                    let conn = async move {
+                        match a.handshake().await {
+                            Ok((stream, _)) => crate::connection::run(stream, peer, server, shutdown).await,
+                            Err(e) => tracing::debug!(error = %e, "tls handshake failed"),
+                        }
+                    };
                     tasks.spawn(conn.instrument(tracing::info_span!("redis", %peer)));
                 }
                 Err(e) => {

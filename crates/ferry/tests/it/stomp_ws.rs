@@ -9,7 +9,7 @@ use crate::stomp_support::Stomp;
 use crate::support::{self, Broker};
 
 /// One masked client WebSocket frame (FIN set).
-fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [0x11, 0x22, 0x33, 0x44];
     let mut out = vec![0x80 | opcode];
     match payload.len() {
@@ -25,12 +25,11 @@ fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Reads server frames until the STOMP decoder has a frame (heart-beats skipped).
-fn ws_stomp_frame(
-    s: &mut std::net::TcpStream,
+pub(crate) fn ws_stomp_frame(
+    s: &mut impl std::io::Read,
     data: &mut bytes::BytesMut,
     dec: &mut ferry_stomp::codec::Decoder,
 ) -> ferry_stomp::Frame {
-    use std::io::Read;
     loop {
         while let Some(item) = dec.decode(data).expect("valid STOMP inside the WebSocket") {
             if let ferry_stomp::codec::Item::Frame(f) = item {
@@ -110,9 +109,15 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-
 /// Opens a WebSocket on `port` at /stomp; returns the socket once the 101
 /// answer (which must agree on v12.stomp) is read.
 fn ws_connect(port: u16) -> std::net::TcpStream {
-    use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    ws_upgrade(&mut s);
+    s
+}
+
+/// The opening handshake at /stomp on `s` (plain or TLS): sends the
+/// request and reads the 101 answer, which must agree on v12.stomp.
+pub(crate) fn ws_upgrade(s: &mut (impl std::io::Read + std::io::Write)) {
     s.write_all(
         b"GET /stomp HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v11.stomp, v12.stomp\r\n\r\n",
@@ -128,7 +133,6 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
     assert!(head.contains("sec-websocket-protocol: v12.stomp\r\n"), "{head}");
-    s
 }
 
 /// The same STOMP front-end answers at /stomp on the MQTT WebSocket

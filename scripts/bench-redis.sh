@@ -5,6 +5,8 @@
 # Producing: redis-benchmark's XADD and RPUSH (C clients, no pipelining).
 # Consuming: scripts/bench-redis-consume.py, workers doing XREADGROUP COUNT B
 # + XACK of what they read, the same driver for both servers.
+# Broker CPU = utime+stime of the server process (/proc/PID/stat, all
+# threads) across each case, per MiB of payload (32-byte values).
 # Installs redis-server / redis-tools if missing. Environment knobs:
 #   N (requests per producing case, 20000), C (connections, 50),
 #   ENTRIES (entries per consuming case, 50000), WORKERS (4), BATCH (100), ROUNDS (3).
@@ -55,23 +57,36 @@ start() {
   wait_port "$port"
 }
 
-# Requests per second of one redis-benchmark command against $port.
+# CPU seconds (user + system, every thread) of process $1 so far.
+hz="$(getconf CLK_TCK)"
+cpu_of() { sed 's/.*) //' "/proc/$1/stat" | awk -v hz="$hz" '{ printf "%.3f", ($12 + $13) / hz }'; }
+# Broker CPU seconds per MiB of 32-byte payloads: $1 CPU seconds over $2 payloads.
+per_mib() { python3 -c "import sys; print('%.2f' % (float(sys.argv[1]) / (int(sys.argv[2]) * 32 / 1048576)))" "$1" "$2"; }
+
+# "requests/s broker-CPU-s" of one redis-benchmark command against $port.
 produce() {
-  redis-benchmark -p "$port" -n "$N" -c "$C" -q "$@" 2>/dev/null \
-    | tr '\r' '\n' | awk '/requests per second/ { for (i = 1; i <= NF; i++) if ($(i+1) == "requests") v = $i } END { print v }'
+  local before after rate
+  before="$(cpu_of "$pid")"
+  rate="$(redis-benchmark -p "$port" -n "$N" -c "$C" -q "$@" 2>/dev/null \
+    | tr '\r' '\n' | awk '/requests per second/ { for (i = 1; i <= NF; i++) if ($(i+1) == "requests") v = $i } END { print v }')"
+  after="$(cpu_of "$pid")"
+  echo "$rate $(python3 -c "import sys; print('%.3f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$before" "$after")"
 }
 
 echo "# Redis benchmark: N=$N C=$C ENTRIES=$ENTRIES WORKERS=$WORKERS BATCH=$BATCH ROUNDS=$ROUNDS"
-echo "# $(nproc) CPUs; $(uname -r)"
-printf '%-10s %-9s %14s %14s %16s\n' round server "XADD/s" "RPUSH/s" "XREADGROUP+XACK/s"
+echo "# $(nproc) CPUs; $(uname -r); ferry $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "# per case: rate, then broker CPU seconds per MiB of 32-byte payloads"
+printf '%-6s %-9s %12s %8s %12s %8s %18s %8s\n' round server "XADD/s" "CPU/MiB" "RPUSH/s" "CPU/MiB" "XREADGROUP+XACK/s" "CPU/MiB"
 for round in $(seq "$ROUNDS"); do
   for server in ferry always everysec; do
     start "$server"
-    xadd="$(produce XADD bench-stream '*' field 0123456789abcdef0123456789abcdef)"
-    rpush="$(produce RPUSH bench-list 0123456789abcdef0123456789abcdef)"
-    consume="$("$venv/bin/python" scripts/bench-redis-consume.py --port "$port" --entries "$ENTRIES" \
-      --workers "$WORKERS" --batch "$BATCH")"
-    printf '%-10s %-9s %14s %14s %16s\n' "$round" "$server" "$xadd" "$rpush" "$consume"
+    read -r xadd xadd_cpu < <(produce XADD bench-stream '*' field 0123456789abcdef0123456789abcdef)
+    read -r rpush rpush_cpu < <(produce RPUSH bench-list 0123456789abcdef0123456789abcdef)
+    read -r consume consume_cpu < <("$venv/bin/python" scripts/bench-redis-consume.py --port "$port" --entries "$ENTRIES" \
+      --workers "$WORKERS" --batch "$BATCH" --pid "$pid")
+    printf '%-6s %-9s %12s %8s %12s %8s %18s %8s\n' "$round" "$server" \
+      "$xadd" "$(per_mib "$xadd_cpu" "$N")" "$rpush" "$(per_mib "$rpush_cpu" "$N")" \
+      "$consume" "$(per_mib "$consume_cpu" "$ENTRIES")"
     stop
   done
 done

@@ -1,5 +1,6 @@
-//! Routes: `/metrics`, `/v1/health*`, and the REST admin API on topics,
-//! configs, groups and offsets (nodes and reassignments: `nodes.rs`).
+//! Routes: `/metrics`, `/v1/health*`, the REST admin API on topics,
+//! configs, groups and offsets (nodes and reassignments: `nodes.rs`), and
+//! `/stomp` (STOMP over WebSocket).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,6 +43,7 @@ pub fn routes() -> Router<AdminState> {
         .route("/v1/nodes/{id}/decommission", post(crate::nodes::decommission).delete(crate::nodes::recommission))
         .route("/v1/reassignments", get(crate::nodes::reassignments))
         .route("/v1/topics/{name}/partitions/{partition}/reassignment", post(crate::nodes::reassign))
+        .route("/stomp", get(crate::websocket::upgrade))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

@@ -9,13 +9,19 @@ mod api;
 mod cluster;
 mod error;
 mod nodes;
+mod tls_listener;
+mod websocket;
+
+pub use tls_listener::TlsListener;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use ferry_broker::Broker;
+use ferry_util::ws::Route;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -29,6 +35,8 @@ pub struct AdminState {
     /// Whether the broker takes client traffic (listeners bound, not
     /// shutting down): `/v1/health/ready`.
     pub ready: Arc<AtomicBool>,
+    /// WebSocket protocols served on their paths (STOMP at `/stomp`).
+    ws_routes: Arc<RwLock<Vec<Route>>>,
 }
 
 impl AdminState {
@@ -37,7 +45,23 @@ impl AdminState {
     /// `ferry_raft_*`, `ferry_cluster_nodes`) with the broker's metrics.
     pub fn new(broker: Arc<Broker>) -> AdminState {
         cluster::ClusterCollector::register(&broker);
-        AdminState { broker, ready: Arc::new(AtomicBool::new(false)) }
+        AdminState { broker, ready: Arc::new(AtomicBool::new(false)), ws_routes: Arc::default() }
+    }
+
+    /// Serves `routes` over WebSocket on their paths (the front-ends start
+    /// after the HTTP listener). The router answers WebSocket upgrades on
+    /// `/stomp` only.
+    pub fn set_ws_routes(&self, routes: Vec<Route>) {
+        *self.ws_routes.write().unwrap_or_else(std::sync::PoisonError::into_inner) = routes;
+    }
+
+    fn ws_route(&self, path: &str) -> Option<Route> {
+        self.ws_routes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|r| r.endpoint.path == path)
+            .cloned()
     }
 
     /// Sets what `/v1/health/ready` answers (true once listeners are bound,
@@ -55,18 +79,29 @@ pub fn router(state: AdminState) -> Router {
 /// Serves HTTP on `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<ferry_tls::TlsServer>>,
     state: AdminState,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::debug!(?addr, "http listener serving");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            while !*shutdown.borrow() {
-                if shutdown.changed().await.is_err() {
-                    return;
-                }
+    tracing::debug!(?addr, tls = tls.is_some(), "http listener serving");
+    let stopped = async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                return;
             }
-        })
-        .await
+        }
+    };
+    // The peer's address reaches WebSocket protocols (loopback-only users),
+    // over HTTPS as well: `TlsListener` hands out the TCP peer address.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        None => axum::serve(listener, app).with_graceful_shutdown(stopped).await,
+        Some(tls) => {
+            // axum's `ConnectInfo<SocketAddr>` is implemented for its own
+            // TcpListener and for any listener behind `tap_io` (a no-op here).
+            let listener = TlsListener::new(listener, tls).tap_io(|_| {});
+            axum::serve(listener, app).with_graceful_shutdown(stopped).await
+        }
+    }
 }

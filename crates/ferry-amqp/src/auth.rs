@@ -87,6 +87,17 @@ pub fn authenticate<'a>(users: &'a [User], name: &str, password: &str, peer: IpA
     (same && loopback_ok).then_some(user)
 }
 
+/// SASL EXTERNAL: the user named by the connection's client certificate
+/// (the TLS layer verified it and mapped its subject to `principal`), as
+/// RabbitMQ's `rabbitmq_auth_mechanism_ssl`: the user must exist, its
+/// password is not asked, the loopback rule still applies. The hook the
+/// shared user store replaces later.
+pub fn external<'a>(users: &'a [User], principal: &str, peer: IpAddr) -> Option<&'a User> {
+    let user = users.iter().find(|u| u.name == principal)?;
+    let loopback_ok = !user.loopback_only || peer.is_loopback() || peer.to_canonical().is_loopback();
+    loopback_ok.then_some(user)
+}
+
 /// Permission patterns: a subset of the regular expressions RabbitMQ uses,
 /// matched as RabbitMQ does (unanchored unless `^` / `$` are given):
 /// alternatives `|`, `.` (any character), `.*`, `\` escapes, anchors.

@@ -78,15 +78,39 @@ impl Server {
     }
 }
 
-/// Serves AMQP clients on `listener` until `shutdown` turns true; open
-/// connections are then closed with connection.close 320.
-pub async fn serve(listener: TcpListener, server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
+/// Serves AMQP clients on `listener` (AMQPS when `tls` is given) until
+/// `shutdown` turns true; open connections are then closed with
+/// connection.close 320.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<ferry_tls::TlsServer>>,
+    server: Arc<Server>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let conn = crate::connection::run(stream, peer, server.clone(), shutdown.clone());
+                    let (server, shutdown, tls) = (server.clone(), shutdown.clone(), tls.clone());
+                    let conn = async move {
+                        let (stream, principal) = match tls {
+                            None => (ferry_tls::MaybeTls::Plain(stream), None),
+                            // The handshake runs in the connection's task:
+                            // a slow or garbage one holds up nobody else.
+                            Some(tls) => match tls.accept(stream).await {
+                                Ok(s) => {
+                                    let principal = tls.peer_principal(&s);
+                                    (s, principal)
+                                }
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "tls handshake failed");
+                                    return;
+                                }
+                            },
+                        };
+                        crate::connection::run(stream, peer, principal, server, shutdown).await;
+                    };
                     tasks.spawn(conn.instrument(tracing::info_span!("amqp", %peer)));
                 }
                 Err(e) => {

@@ -1,6 +1,7 @@
 //! `ferry-kafka`: the Kafka wire-protocol front-end. Frames in, handlers
 //! calling `ferry-broker`, responses out (Fetch data by sendfile).
 
+mod copy_file;
 mod errors;
 mod handlers;
 mod listener;
@@ -10,6 +11,8 @@ mod server;
 
 pub use listener::{ListenerSpec, SecurityProtocol};
 pub use sasl::{KafkaSecurity, SaslMechanism};
+// The Fetch copy path for TLS connections (for a future Kafka SSL listener).
+pub use copy_file::copy_file;
 pub use server::{Ctx, KafkaConfig, serve};
 
 /// Runs one request frame (without its size prefix) through the decoder

@@ -306,7 +306,8 @@ async fn write_responses(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>
     Ok(())
 }
 
-/// Sends a file range straight from the page cache to the socket.
+/// Sends a file range straight from the page cache to the socket (plain
+/// TCP only; a TLS connection uses [`crate::copy_file::copy_file`]).
 async fn send_file(stream: &TcpStream, slice: &ferry_broker::ReadSlice) -> std::io::Result<()> {
     let mut offset = slice.position as i64;
     let end = offset + slice.len as i64;

@@ -17,4 +17,4 @@ pub mod topic_tree;
 
 pub use config::MqttConfig;
 pub use hub::Hub;
-pub use server::serve;
+pub use server::{Listener, serve};

@@ -553,6 +553,17 @@ fn from_v5(p: v5::Packet) -> Result<Packet, DecodeError> {
 /// Encodes `packet` for `version` onto `out`. Fails only on values the
 /// wire cannot carry (a topic past 64 KiB, say).
 pub fn encode(packet: &Packet, version: Version, out: &mut BytesMut) -> Result<(), String> {
+    if let (Version::V3, Packet::Suback { pid, codes }) = (version, packet) {
+        // mqtt-proto 0.4.0 writes a refused subscription as 3 (its enum
+        // index), which clients reject; MQTT 3.1.1 §3.9.3 says 0x80.
+        out.put_u8(0x90);
+        put_varint(out, 2 + codes.len())?;
+        out.put_u16(*pid);
+        for &c in codes {
+            out.put_u8(if c <= 2 { c } else { 0x80 });
+        }
+        return Ok(());
+    }
     let bytes = match version {
         Version::V3 => to_v3(packet)?.encode().map_err(|e| e.to_string())?,
         Version::V5 => to_v5(packet)?.encode().map_err(|e| e.to_string())?,
@@ -860,6 +871,17 @@ pub fn encode_client(packet: &Packet, version: Version) -> Result<Vec<u8>, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v3_suback_refusal_is_0x80() {
+        let mut out = BytesMut::new();
+        let ack = Packet::Suback { pid: 7, codes: vec![1, reason::NOT_AUTHORIZED, 0, 2] };
+        encode(&ack, Version::V3, &mut out).unwrap();
+        assert_eq!(&out[..], &[0x90, 6, 0, 7, 1, 0x80, 0, 2]);
+        // mqtt-proto reads it back (it accepts 0x80 as Failure).
+        let decoded = v3::Packet::decode(&out[..]).unwrap().unwrap();
+        assert!(matches!(decoded, v3::Packet::Suback(s) if s.topics[1] == v3::SubscribeReturnCode::Failure));
+    }
 
     fn publish(qos: u8) -> Publish {
         Publish {

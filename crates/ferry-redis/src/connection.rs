@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
+
+use ferry_tls::MaybeTls;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
@@ -42,8 +43,8 @@ const MAX_DEFERRED: usize = 1024;
 static NEXT_ID: AtomicU64 = AtomicU64::new(1 << 61);
 
 struct Conn {
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    rd: ReadHalf<MaybeTls>,
+    wr: WriteHalf<MaybeTls>,
     inbuf: BytesMut,
     out: BytesMut,
     pushes: mpsc::Receiver<Reply>,
@@ -62,9 +63,14 @@ enum Woken {
 
 /// Serves one client until it quits, goes away, breaks the protocol, or
 /// the server shuts down.
-pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, server: Arc<Server>, shutdown: watch::Receiver<bool>) {
+pub(crate) async fn run(
+    stream: ferry_tls::MaybeTls,
+    peer: SocketAddr,
+    server: Arc<Server>,
+    shutdown: watch::Receiver<bool>,
+) {
     let _open = server.metrics.connection();
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = tokio::io::split(stream);
     let (subscriber, pushes) = Subscriber::new(server.config.pubsub_buffer);
     let (authorize, user) = match &server.config.default_login {
         Some((u, p)) => ((server.authenticate)(u, p, peer.ip(), &server.config.vhost), u.clone()),

@@ -38,6 +38,7 @@ const COMMANDS: &[&str] = &[
     "BLMOVE",
     "LLEN",
     "LRANGE",
+    "LINDEX",
     "PUBLISH",
     "SPUBLISH",
     "SUBSCRIBE",

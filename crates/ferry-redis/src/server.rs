@@ -68,8 +68,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Registers the front-end's metrics in `metrics`; consumer groups are
-    /// kept under `data_dir` (`redis-groups/`) and recovered from there.
+    /// Registers the front-end's metrics in `metrics`; streams' XDEL'd ids
+    /// are kept under `data_dir` (`redis-streams/`), consumer groups by the
+    /// broker (`internal/redis-groups/`).
     pub fn new(
         config: RedisConfig,
         vhosts: Arc<Vhosts>,
@@ -80,22 +81,33 @@ impl Server {
     ) -> std::io::Result<Server> {
         let stats = RedisStats::register(metrics);
         let metrics = metrics.register(ProtocolMetrics::new("redis", &crate::metrics::command_names(), None));
-        let streams = Streams::open(data_dir.join("redis-groups"), broker.clone())?;
+        let streams = Streams::open(data_dir.join("redis-streams"), broker.clone()).map_err(std::io::Error::other)?;
         Ok(Server { config, vhosts, broker, authenticate, metrics, stats, hub: Hub::default(), streams })
     }
 }
 
-/// Serves Redis clients on `listener` until `shutdown` turns true; then
-/// consumer groups are saved and connections closed.
-pub async fn serve(listener: TcpListener, server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
+/// Serves Redis clients on every listener (TLS ones with their
+/// `TlsServer`) until `shutdown` turns true; then stream state and consumer
+/// groups are saved and connections closed.
+pub async fn serve(
+    listeners: Vec<(TcpListener, Option<Arc<ferry_tls::TlsServer>>)>,
+    server: Arc<Server>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     let saver = tokio::spawn(Streams::save_periodically(server.streams.clone()));
+    let mut accept = ferry_tls::AcceptAll::new(listeners.into_iter().map(|(l, tls)| (l, tls, 0)).collect());
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let conn = crate::connection::run(stream, peer, server.clone(), shutdown.clone());
+            Some(accepted) = accept.next() => match accepted {
+                Ok(a) => {
+                    let (server, shutdown, peer) = (server.clone(), shutdown.clone(), a.peer);
+                    let conn = async move {
+                        match a.handshake().await {
+                            Ok((stream, _)) => crate::connection::run(stream, peer, server, shutdown).await,
+                            Err(e) => tracing::debug!(error = %e, "tls handshake failed"),
+                        }
+                    };
                     tasks.spawn(conn.instrument(tracing::info_span!("redis", %peer)));
                 }
                 Err(e) => {
@@ -110,6 +122,9 @@ pub async fn serve(listener: TcpListener, server: Arc<Server>, mut shutdown: wat
     let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
     saver.abort();
     if let Err(e) = server.streams.save_all(true) {
+        tracing::warn!(error = %e, "saving redis stream state failed");
+    }
+    if let Err(e) = server.streams.groups.flush() {
         tracing::warn!(error = %e, "saving redis consumer groups failed");
     }
 }

@@ -16,4 +16,4 @@ pub mod transactions;
 
 pub use codec::{Frame, FrameError, Limits, Version};
 pub use error::StompError;
-pub use server::{Access, Authenticator, Authorizer, Server, StompConfig, WS_ENDPOINT, serve};
+pub use server::{Access, Authenticator, Authorizer, Listener, Server, StompConfig, WS_ENDPOINT, serve, ws_route};

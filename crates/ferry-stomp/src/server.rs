@@ -88,47 +88,49 @@ pub const WS_ENDPOINT: ferry_util::ws::Endpoint = ferry_util::ws::Endpoint {
     accept_text: true,
 };
 
-/// Serves STOMP clients on `tcp` and STOMP-over-WebSocket clients on `ws`
-/// (either may be absent) until `shutdown` turns true; open connections
-/// then get an ERROR frame and are closed.
-pub async fn serve(
-    tcp: Option<TcpListener>,
-    ws: Option<TcpListener>,
-    server: Arc<Server>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// One listening socket of the STOMP front-end.
+pub struct Listener {
+    /// The bound, listening socket.
+    pub socket: TcpListener,
+    /// STOMP over WebSocket (path `/stomp`) rather than bare STOMP.
+    pub websocket: bool,
+    /// TLS first (`tls://`, or `wss://` for WebSocket).
+    pub tls: Option<Arc<ferry_tls::TlsServer>>,
+}
+
+/// Serves STOMP (and STOMP-over-WebSocket) clients on every listener until
+/// `shutdown` turns true; open connections then get an ERROR frame and
+/// are closed.
+pub async fn serve(listeners: Vec<Listener>, server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
+    let mut accept =
+        ferry_tls::AcceptAll::new(listeners.into_iter().map(|l| (l.socket, l.tls, usize::from(l.websocket))).collect());
     loop {
         tokio::select! {
-            accepted = accept(tcp.as_ref()) => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let conn = crate::connection::run(stream, peer, server.clone(), shutdown.clone());
-                    tasks.spawn(conn.instrument(tracing::info_span!("stomp", %peer)));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "stomp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            accepted = accept(ws.as_ref()) => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let (server, shutdown) = (server.clone(), shutdown.clone());
+            Some(accepted) = accept.next() => match accepted {
+                Ok(a) => {
+                    let (server, shutdown, peer, websocket) = (server.clone(), shutdown.clone(), a.peer, a.tag == 1);
                     let conn = async move {
+                        // TLS, then the WebSocket upgrade, within the connect timeout.
                         let limit = server.config.connect_timeout;
-                        match tokio::time::timeout(limit, ferry_util::ws::accept(stream, &WS_ENDPOINT)).await {
-                            Ok(Ok((ws, _))) => crate::connection::run(ws, peer, server, shutdown).await,
+                        let stream = match tokio::time::timeout(limit, a.handshake()).await {
+                            Ok(Ok((stream, _))) => stream,
+                            Ok(Err(e)) => return tracing::debug!(error = %e, "tls handshake failed"),
+                            Err(_) => return tracing::debug!("tls handshake timed out"),
+                        };
+                        if !websocket {
+                            return crate::connection::run(stream, peer, server, shutdown).await;
+                        }
+                        match tokio::time::timeout(limit, ferry_util::ws::accept(stream, &[WS_ENDPOINT])).await {
+                            Ok(Ok((ws, _, _))) => crate::connection::run(ws, peer, server, shutdown).await,
                             Ok(Err(e)) => tracing::debug!(error = %e, "websocket handshake failed"),
                             Err(_) => tracing::debug!("websocket handshake timed out"),
                         }
                     };
-                    tasks.spawn(conn.instrument(tracing::info_span!("stomp-ws", %peer)));
+                    let span = if websocket { tracing::info_span!("stomp-ws", %peer) } else { tracing::info_span!("stomp", %peer) };
+                    tasks.spawn(conn.instrument(span));
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "stomp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                Err(e) => tracing::warn!(error = %e, "stomp accept failed"),
             },
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             _ = shutdown.changed() => break,
@@ -137,10 +139,15 @@ pub async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
 }
 
-/// The next connection on `listener`; never, without one.
-async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
-    match listener {
-        Some(l) => l.accept().await,
-        None => std::future::pending().await,
+/// STOMP at [`WS_ENDPOINT`] (`/stomp`) for any WebSocket listener: its own
+/// (`--stomp-ws-listen`), the MQTT one's, the HTTP one's. Connections end
+/// when `shutdown` turns true.
+pub fn ws_route(server: Arc<Server>, shutdown: watch::Receiver<bool>) -> ferry_util::ws::Route {
+    ferry_util::ws::Route {
+        endpoint: WS_ENDPOINT,
+        handler: Arc::new(move |ws, peer| {
+            let conn = crate::connection::run(ws, peer, server.clone(), shutdown.clone());
+            Box::pin(conn.instrument(tracing::info_span!("stomp-ws", %peer)))
+        }),
     }
 }

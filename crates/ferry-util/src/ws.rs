@@ -6,13 +6,24 @@
 //! and frames packets itself. Written here rather than taken from a crate:
 //! the server half is small, and unmasking while streaming never buffers a
 //! whole frame. (Moved from ferry-mqtt so STOMP can share it.)
+//!
+//! One listener can serve several protocols by path ([`Route`], [`serve`]:
+//! `/mqtt` and `/stomp` on the MQTT WebSocket listener); an HTTP server
+//! that parsed the request itself checks it with [`check_upgrade`] and
+//! wraps the upgraded connection with [`WsStream::upgraded`].
 
+use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 /// The largest opening handshake accepted.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -42,13 +53,73 @@ pub struct Endpoint {
     pub accept_text: bool,
 }
 
-/// Reads the opening handshake for `endpoint` and answers it: 101 and a
-/// [`WsStream`] (with the subprotocol agreed on, if any), or an HTTP error
-/// status and [`WsError::Handshake`].
+/// A byte stream a WebSocket runs over: a TCP socket, or an HTTP
+/// connection upgraded by another server.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// Serves one accepted WebSocket connection (from the peer's address).
+pub type Handler =
+    Arc<dyn Fn(WsStream<Box<dyn Io>>, SocketAddr) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A protocol served on a path.
+#[derive(Clone)]
+pub struct Route {
+    /// The path and what it accepts.
+    pub endpoint: Endpoint,
+    /// What serves its connections.
+    pub handler: Handler,
+}
+
+/// Serves WebSocket clients on `listener` until `shutdown` turns true:
+/// each is handed to the one of `routes` whose path its request names
+/// (others get 404), once its handshake is done within `handshake`.
+pub async fn serve(
+    listener: TcpListener,
+    routes: Vec<Route>,
+    handshake: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let routes: Arc<[Route]> = routes.into();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let routes = routes.clone();
+                    tasks.spawn(async move {
+                        let endpoints: Vec<Endpoint> = routes.iter().map(|r| r.endpoint).collect();
+                        let io: Box<dyn Io> = Box::new(stream);
+                        match tokio::time::timeout(handshake, accept(io, &endpoints)).await {
+                            Ok(Ok((ws, i, _))) => (routes[i].handler)(ws, peer).await,
+                            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "websocket handshake failed"),
+                            Err(_) => tracing::debug!(%peer, "websocket handshake timed out"),
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "websocket accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    // Connections see the same shutdown through their handlers.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
+}
+
+/// Reads the opening handshake for the one of `endpoints` whose path it
+/// names and answers it: 101 and a [`WsStream`], that endpoint's index and
+/// the subprotocol agreed on (if any); or an HTTP error status and
+/// [`WsError::Handshake`].
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
-    endpoint: &Endpoint,
-) -> Result<(WsStream<S>, Option<&'static str>), WsError> {
+    endpoints: &[Endpoint],
+) -> Result<(WsStream<S>, usize, Option<&'static str>), WsError> {
     let mut buf = BytesMut::with_capacity(1024);
     let end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -62,13 +133,14 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let head = buf.split_to(end);
-    let accepted = match check_request(&head, endpoint) {
+    let (i, accepted) = match check_request(&head, endpoints) {
         Ok(a) => a,
         Err((status, why)) => return refuse(&mut stream, status, why).await,
     };
+    let endpoint = &endpoints[i];
     let mut response = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
-        accept_key(&accepted.key)
+        accepted.accept
     );
     if let Some(p) = accepted.protocol {
         response.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
@@ -78,7 +150,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     stream.flush().await?;
     let mut ws = WsStream::new(stream, buf);
     ws.accept_text = endpoint.accept_text;
-    Ok((ws, accepted.protocol))
+    Ok((ws, i, accepted.protocol))
 }
 
 async fn refuse<S: AsyncWrite + Unpin, T>(stream: &mut S, status: &str, why: &'static str) -> Result<T, WsError> {
@@ -88,15 +160,19 @@ async fn refuse<S: AsyncWrite + Unpin, T>(stream: &mut S, status: &str, why: &'s
     Err(WsError::Handshake(why))
 }
 
-struct Accepted {
-    key: String,
-    /// The subprotocol agreed on (echoed back).
-    protocol: Option<&'static str>,
+/// An upgrade request accepted: what the 101 answer carries.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The `Sec-WebSocket-Accept` value.
+    pub accept: String,
+    /// The subprotocol agreed on (`Sec-WebSocket-Protocol`, echoed back).
+    pub protocol: Option<&'static str>,
 }
 
-type Refusal = (&'static str, &'static str);
+/// An HTTP status line and why, for a refused request.
+pub type Refusal = (&'static str, &'static str);
 
-fn check_request(head: &[u8], endpoint: &Endpoint) -> Result<Accepted, Refusal> {
+fn check_request(head: &[u8], endpoints: &[Endpoint]) -> Result<(usize, Accepted), Refusal> {
     const BAD: &str = "400 Bad Request";
     let text = std::str::from_utf8(head).map_err(|_| (BAD, "not UTF-8"))?;
     let mut lines = text.split("\r\n");
@@ -109,13 +185,26 @@ fn check_request(head: &[u8], endpoint: &Endpoint) -> Result<Accepted, Refusal> 
         return Err(("505 HTTP Version Not Supported", "not HTTP/1.1"));
     }
     let path = target.unwrap_or_default().split('?').next().unwrap_or_default();
-    if path != endpoint.path {
-        return Err(("404 Not Found", "unknown path"));
-    }
-    let (mut upgrade, mut connection, mut version_ok, mut key) = (false, false, false, None);
-    let mut offered: Option<Vec<String>> = None;
+    let i = endpoints.iter().position(|e| e.path == path).ok_or(("404 Not Found", "unknown path"))?;
+    let mut headers = Vec::new();
     for line in lines.filter(|l| !l.is_empty()) {
         let (name, value) = line.split_once(':').ok_or((BAD, "bad header line"))?;
+        headers.push((name.trim(), value.trim()));
+    }
+    Ok((i, check_upgrade(headers, &endpoints[i])?))
+}
+
+/// Checks the headers of a GET upgrade request (HTTP/1.1, on
+/// `endpoint`'s path) as RFC 6455 asks: what to answer with 101, or the
+/// status to refuse it with.
+pub fn check_upgrade<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    endpoint: &Endpoint,
+) -> Result<Accepted, Refusal> {
+    const BAD: &str = "400 Bad Request";
+    let (mut upgrade, mut connection, mut version_ok, mut key) = (false, false, false, None);
+    let mut offered: Option<Vec<String>> = None;
+    for (name, value) in headers {
         let (name, value) = (name.trim(), value.trim());
         let has_token = |t: &str| value.split(',').any(|v| v.trim().eq_ignore_ascii_case(t));
         if name.eq_ignore_ascii_case("upgrade") {
@@ -149,7 +238,7 @@ fn check_request(head: &[u8], endpoint: &Endpoint) -> Result<Accepted, Refusal> 
                 .ok_or((BAD, "no subprotocol of ours offered"))?,
         ),
     };
-    Ok(Accepted { key, protocol })
+    Ok(Accepted { accept: accept_key(&key), protocol })
 }
 
 /// Sec-WebSocket-Accept for `key`: base64(SHA-1(key + GUID)).
@@ -247,6 +336,14 @@ pub struct WsStream<S> {
 impl<S> WsStream<S> {
     fn new(inner: S, raw: BytesMut) -> WsStream<S> {
         WsStream { inner, raw, state: ReadState::Header, out: BytesMut::new(), close_sent: false, accept_text: false }
+    }
+
+    /// The WebSocket over `inner`, a connection whose upgrade request
+    /// (checked by [`check_upgrade`]) another server answered with 101.
+    pub fn upgraded(inner: S, endpoint: &Endpoint) -> WsStream<S> {
+        let mut ws = WsStream::new(inner, BytesMut::new());
+        ws.accept_text = endpoint.accept_text;
+        ws
     }
 }
 
@@ -495,7 +592,7 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-
         let (a, b) = request.split_at(150);
         cwr.write_all(a).await.unwrap();
         let task = tokio::spawn(async move {
-            let (mut ws, protocol) = accept(server, &MQTT).await.unwrap();
+            let (mut ws, _, protocol) = accept(server, &[MQTT]).await.unwrap();
             assert_eq!(protocol, Some("mqtt"));
             let mut got = vec![0; 11];
             ws.read_exact(&mut got).await.unwrap();
@@ -543,7 +640,7 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v12.stomp
         ] {
             let (mut client, server) = tokio::io::duplex(4096);
             client.write_all(request.as_bytes()).await.unwrap();
-            assert!(accept(server, &MQTT).await.is_err());
+            assert!(accept(server, &[MQTT]).await.is_err());
             let mut response = String::new();
             client.read_to_string(&mut response).await.unwrap();
             assert!(response.starts_with(&format!("HTTP/1.1 {status}")), "{request:?}: {response}");
@@ -557,6 +654,7 @@ mod text_tests {
 
     #[tokio::test]
     async fn text_frames_are_data_where_the_endpoint_says_so() {
+        const MQTT: Endpoint = Endpoint { path: "/mqtt", protocols: &["mqtt"], accept_text: false };
         const STOMP: Endpoint = Endpoint { path: "/stomp", protocols: &["v12.stomp", "v11.stomp"], accept_text: true };
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let mut request = b"GET /stomp HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -567,7 +665,8 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-
         request.extend_from_slice(&mask);
         request.extend(b"hello".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         client.write_all(&request).await.unwrap();
-        let (mut ws, protocol) = accept(server, &STOMP).await.unwrap();
+        let (mut ws, i, protocol) = accept(server, &[MQTT, STOMP]).await.unwrap();
+        assert_eq!(i, 1, "the endpoint of the path asked for");
         assert_eq!(protocol, Some("v11.stomp"));
         let mut got = [0u8; 5];
         ws.read_exact(&mut got).await.unwrap();

@@ -2,6 +2,9 @@
 //! (`--config`), then `FERRY_*` environment variables, then flags.
 
 mod cluster;
+mod tls;
+
+pub use tls::TlsSettings;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -37,6 +40,8 @@ pub struct FileConfig {
     pub redis: RedisSection,
     #[serde(default)]
     pub security: SecuritySection,
+    #[serde(default)]
+    pub tls: tls::TlsSection,
     /// Broker-wide topic config defaults, with Kafka's topic config names
     /// (`"flush.messages" = "9223372036854775807"`).
     #[serde(default)]
@@ -99,15 +104,16 @@ pub struct MqttSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSection {
-    /// Address of the HTTP admin API and /metrics.
-    pub listen: Option<SocketAddr>,
+    /// Address of the HTTP admin API and /metrics (`tls://` for HTTPS).
+    pub listen: Option<String>,
 }
 
 /// `[amqp]`: the AMQP 0-9-1 listener, users and virtual hosts.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpSection {
-    pub listen: Option<SocketAddr>,
+    /// `HOST:PORT`, `tls://HOST:PORT`, comma-separated; `"off"`: none.
+    pub listen: Option<String>,
     pub frame_max: Option<u32>,
     pub channel_max: Option<u16>,
     /// Heartbeat interval offered to clients, seconds.
@@ -233,23 +239,28 @@ pub struct ServeArgs {
     /// HOST:PORT Kafka clients are told to connect to (default: the listener).
     #[arg(long, env = "FERRY_ADVERTISED_KAFKA")]
     pub advertised_kafka: Option<String>,
-    /// HTTP listener: REST admin API, /v1/health and Prometheus /metrics.
+    /// HTTP listener: REST admin API, /v1/health and Prometheus /metrics
+    /// (`tls://HOST:PORT` for HTTPS).
     #[arg(long, env = "FERRY_HTTP_LISTEN")]
-    pub http_listen: Option<SocketAddr>,
+    pub http_listen: Option<String>,
     /// This broker's node id.
     #[arg(long, env = "FERRY_NODE_ID")]
     pub node_id: Option<i32>,
-    /// MQTT listener address (default 127.0.0.1:1883; "off" disables it).
+    /// MQTT listeners: HOST:PORT or tls://HOST:PORT (MQTTS), comma-separated
+    /// (default 127.0.0.1:1883; "off" disables them).
     #[arg(long, env = "FERRY_MQTT_LISTEN")]
     pub mqtt_listen: Option<String>,
-    /// MQTT over WebSocket listener address (path /mqtt; off by default).
+    /// MQTT over WebSocket listeners (path /mqtt): HOST:PORT or wss://HOST:PORT,
+    /// comma-separated (off by default).
     #[arg(long, env = "FERRY_MQTT_WS_LISTEN")]
     pub mqtt_ws_listen: Option<String>,
-    /// AMQP 0-9-1 listener address.
+    /// AMQP 0-9-1 listeners: HOST:PORT or tls://HOST:PORT (AMQPS), comma-separated.
     #[arg(long, env = "FERRY_AMQP_LISTEN")]
-    pub amqp_listen: Option<SocketAddr>,
+    pub amqp_listen: Option<String>,
     #[command(flatten)]
     pub cluster: cluster::ClusterArgs,
+    #[command(flatten)]
+    pub tls: tls::TlsArgs,
     /// STOMP listener address (default 127.0.0.1:61613; "off" disables it).
     #[arg(long, env = "FERRY_STOMP_LISTEN")]
     pub stomp_listen: Option<String>,
@@ -290,31 +301,27 @@ pub struct Settings {
     pub kafka_listeners: Vec<(ferry_kafka::ListenerSpec, String)>,
     /// `Some` when any Kafka listener is SASL: authorization is on.
     pub security: Option<SecuritySettings>,
-    pub amqp_listen: SocketAddr,
+    /// Every AMQP listener (plain and AMQPS).
+    pub amqp_listen: Vec<ferry_tls::Listen>,
     pub amqp: ferry_amqp::AmqpConfig,
-    pub http_listen: SocketAddr,
-    /// `None`: no MQTT listener.
-    pub mqtt_listen: Option<SocketAddr>,
-    pub mqtt_ws_listen: Option<SocketAddr>,
+    /// The HTTP admin API (HTTPS with `tls://`).
+    pub http_listen: ferry_tls::Listen,
+    /// MQTT listeners (plain and MQTTS); empty: none.
+    pub mqtt_listen: Vec<ferry_tls::Listen>,
+    /// MQTT over WebSocket listeners (ws and wss).
+    pub mqtt_ws_listen: Vec<ferry_tls::Listen>,
+    /// The certificate for TLS listeners; `None`: no TLS configured.
+    pub tls: Option<TlsSettings>,
     pub mqtt: ferry_mqtt::MqttConfig,
     /// The cluster node: port, quorum, and the listeners it advertises.
     pub cluster: ferry_cluster::ClusterConfig,
-    /// `None`: no STOMP listener.
-    pub stomp_listen: Option<SocketAddr>,
-    pub stomp_ws_listen: Option<SocketAddr>,
+    /// STOMP listeners (plain and TLS); empty: none.
+    pub stomp_listen: Vec<ferry_tls::Listen>,
+    pub stomp_ws_listen: Vec<ferry_tls::Listen>,
     pub stomp: ferry_stomp::StompConfig,
-    /// `None`: no Redis listener.
-    pub redis_listen: Option<SocketAddr>,
+    /// Redis listeners (plain and TLS); empty: none.
+    pub redis_listen: Vec<ferry_tls::Listen>,
     pub redis: ferry_redis::RedisConfig,
-}
-
-/// An optional listener address: `"off"` (or empty) means none.
-fn listener(value: Option<String>, default: Option<SocketAddr>, what: &str) -> anyhow::Result<Option<SocketAddr>> {
-    match value {
-        None => Ok(default),
-        Some(v) if v.is_empty() || v == "off" => Ok(None),
-        Some(v) => Ok(Some(v.parse().with_context(|| format!("{what} address {v:?}"))?)),
-    }
 }
 
 impl Settings {
@@ -355,30 +362,49 @@ impl Settings {
         if let Some(ms) = file.storage.cleaner_interval_ms {
             engine.cleaner_interval = Duration::from_millis(ms);
         }
-        let amqp_listen =
-            args.amqp_listen.or(file.amqp.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5672)));
+        let amqp_listen = tls::listeners(
+            args.amqp_listen.clone().or(file.amqp.listen.clone()),
+            &[ferry_tls::Listen { addr: SocketAddr::from(([127, 0, 0, 1], 5672)), tls: false }],
+            "AMQP listener",
+        )?;
         let amqp = amqp_config(file.amqp)?;
-        let stomp_listen = listener(
+        let tls = tls::resolve(&args.tls, file.tls)?;
+        let stomp_listen = tls::listeners(
             args.stomp_listen.clone().or(file.stomp.listen.clone()),
-            Some(SocketAddr::from(([127, 0, 0, 1], 61613))),
+            &[ferry_tls::Listen { addr: SocketAddr::from(([127, 0, 0, 1], 61613)), tls: false }],
             "STOMP listener",
         )?;
-        let stomp_ws_listen =
-            listener(args.stomp_ws_listen.clone().or(file.stomp.ws_listen.clone()), None, "STOMP WebSocket listener")?;
+        let stomp_ws_listen = tls::listeners(
+            args.stomp_ws_listen.clone().or(file.stomp.ws_listen.clone()),
+            &[],
+            "STOMP WebSocket listener",
+        )?;
         let stomp = stomp_config(file.stomp);
-        let redis_listen = listener(
+        let redis_listen = tls::listeners(
             args.redis_listen.clone().or(file.redis.listen.clone()),
-            Some(SocketAddr::from(([127, 0, 0, 1], 6379))),
+            &[ferry_tls::Listen { addr: SocketAddr::from(([127, 0, 0, 1], 6379)), tls: false }],
             "Redis listener",
         )?;
         let redis = redis_config(file.redis);
         let m = file.mqtt;
-        let mqtt_listen = listener(
+        let mqtt_listen = tls::listeners(
             args.mqtt_listen.clone().or(m.listen),
-            Some(SocketAddr::from(([127, 0, 0, 1], 1883))),
+            &[ferry_tls::Listen { addr: SocketAddr::from(([127, 0, 0, 1], 1883)), tls: false }],
             "MQTT listener",
         )?;
-        let mqtt_ws_listen = listener(args.mqtt_ws_listen.clone().or(m.ws_listen), None, "MQTT WebSocket listener")?;
+        let mqtt_ws_listen =
+            tls::listeners(args.mqtt_ws_listen.clone().or(m.ws_listen), &[], "MQTT WebSocket listener")?;
+        tls::check(
+            tls.as_ref(),
+            &[
+                (&amqp_listen, "--amqp-listen"),
+                (&mqtt_listen, "--mqtt-listen"),
+                (&mqtt_ws_listen, "--mqtt-ws-listen"),
+                (&stomp_listen, "--stomp-listen"),
+                (&stomp_ws_listen, "--stomp-ws-listen"),
+                (&redis_listen, "--redis-listen"),
+            ],
+        )?;
         let md = ferry_mqtt::MqttConfig::default();
         let mqtt = ferry_mqtt::MqttConfig {
             max_packet_size: m.max_packet_size.unwrap_or(md.max_packet_size),
@@ -398,14 +424,20 @@ impl Settings {
         let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
         let default_partitions = file.kafka.num_partitions.unwrap_or(1);
         let max_partitions_per_topic = file.kafka.max_partitions_per_topic.unwrap_or(10_000);
-        let http_listen =
-            args.http_listen.or(file.http.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9644)));
+        let http_listen = match args.http_listen.clone().or(file.http.listen) {
+            Some(v) => ferry_tls::Listen::parse(&v).with_context(|| format!("HTTP listener address {v:?}"))?,
+            None => ferry_tls::Listen { addr: SocketAddr::from(([127, 0, 0, 1], 9644)), tls: false },
+        };
+        tls::check(tls.as_ref(), &[(std::slice::from_ref(&http_listen), "--http-listen")])?;
         let mut listeners = BTreeMap::from([
             (listener::KAFKA.to_string(), advertised.clone()),
-            (listener::AMQP.to_string(), amqp_listen.to_string()),
             (listener::HTTP.to_string(), http_listen.to_string()),
         ]);
-        if let Some(mqtt) = mqtt_listen {
+        // The first of each protocol's listeners (with its tls:// scheme).
+        if let Some(amqp) = amqp_listen.first() {
+            listeners.insert(listener::AMQP.to_string(), amqp.to_string());
+        }
+        if let Some(mqtt) = mqtt_listen.first() {
             listeners.insert(listener::MQTT.to_string(), mqtt.to_string());
         }
         for (spec, advertised) in &kafka_listeners {
@@ -434,6 +466,7 @@ impl Settings {
             mqtt_listen,
             mqtt_ws_listen,
             mqtt,
+            tls,
             broker: ferry_broker::BrokerConfig {
                 node_id,
                 data_dir,
@@ -500,7 +533,9 @@ fn security_settings(
     specs: &[ferry_kafka::ListenerSpec],
 ) -> anyhow::Result<Option<SecuritySettings>> {
     if let Some(l) = specs.iter().find(|l| l.protocol.tls()) {
-        bail!("Kafka listener {l} needs TLS (--tls-cert), which this build does not have yet");
+        bail!(
+            "Kafka listener {l} needs TLS, which the Kafka front-end does not speak yet (tls:// works for AMQP, MQTT, STOMP, Redis and HTTP)"
+        );
     }
     let allow_anonymous = args.allow_anonymous || file.allow_anonymous.unwrap_or(false);
     if !allow_anonymous && let Some(l) = specs.iter().find(|l| !l.protocol.sasl() && !l.addr.ip().is_loopback()) {
@@ -644,14 +679,15 @@ mod tests {
         assert_eq!(s.broker.data_dir, PathBuf::from("data"));
         assert_eq!(s.http_listen.to_string(), "127.0.0.1:9644");
         assert_eq!((s.kafka.advertised_host.as_str(), s.kafka.advertised_port), ("127.0.0.1", 9092));
-        assert_eq!(s.mqtt_listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:1883"));
-        assert_eq!(s.mqtt_ws_listen, None);
-        assert_eq!(s.amqp_listen.to_string(), "127.0.0.1:5672");
+        assert_eq!(s.mqtt_listen.iter().map(ToString::to_string).collect::<Vec<_>>(), ["127.0.0.1:1883"]);
+        assert!(s.mqtt_ws_listen.is_empty());
+        assert_eq!(s.amqp_listen.iter().map(ToString::to_string).collect::<Vec<_>>(), ["127.0.0.1:5672"]);
+        assert!(s.tls.is_none());
         assert_eq!(s.amqp.users, vec![ferry_amqp::User::guest()]);
         assert_eq!(s.amqp.vhosts, vec!["/".to_string()]);
-        assert_eq!(s.stomp_listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:61613"));
-        assert_eq!(s.stomp_ws_listen, None);
-        assert_eq!(s.redis_listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:6379"));
+        assert_eq!(s.stomp_listen.iter().map(ToString::to_string).collect::<Vec<_>>(), ["127.0.0.1:61613"]);
+        assert!(s.stomp_ws_listen.is_empty());
+        assert_eq!(s.redis_listen.iter().map(ToString::to_string).collect::<Vec<_>>(), ["127.0.0.1:6379"]);
     }
 
     #[test]
@@ -665,13 +701,13 @@ mod tests {
         .unwrap();
         let mut args = ServeArgs { config: Some(path), ..Default::default() };
         let s = Settings::resolve(&args).unwrap();
-        assert_eq!(s.redis_listen.unwrap().port(), 16379);
+        assert_eq!(s.redis_listen[0].addr.port(), 16379);
         assert_eq!(s.redis.default_login, None);
         assert_eq!((s.redis.limits.max_bulk, s.redis.pubsub_buffer), (1024, 7));
         args.redis_listen = Some("off".into());
-        assert_eq!(Settings::resolve(&args).unwrap().redis_listen, None);
+        assert!(Settings::resolve(&args).unwrap().redis_listen.is_empty());
         args.redis_listen = Some("127.0.0.1:6380".into());
-        assert_eq!(Settings::resolve(&args).unwrap().redis_listen.unwrap().port(), 6380);
+        assert_eq!(Settings::resolve(&args).unwrap().redis_listen[0].addr.port(), 6380);
     }
 
     #[test]
@@ -685,13 +721,13 @@ mod tests {
         .unwrap();
         let mut args = ServeArgs { config: Some(path), ..Default::default() };
         let s = Settings::resolve(&args).unwrap();
-        assert_eq!(s.stomp_listen.unwrap().port(), 61999);
-        assert_eq!(s.stomp_ws_listen.unwrap().port(), 15674);
+        assert_eq!(s.stomp_listen[0].addr.port(), 61999);
+        assert_eq!(s.stomp_ws_listen[0].addr.port(), 15674);
         assert_eq!(s.stomp.heartbeat, (500, 0));
         assert_eq!(s.stomp.default_login, None);
         assert_eq!(s.stomp.limits.max_headers, 8);
         args.stomp_listen = Some("off".into());
-        assert_eq!(Settings::resolve(&args).unwrap().stomp_listen, None);
+        assert!(Settings::resolve(&args).unwrap().stomp_listen.is_empty());
     }
 
     #[test]
@@ -708,11 +744,49 @@ mod tests {
         .unwrap();
         let mut args = ServeArgs { config: Some(path), ..Default::default() };
         let s = Settings::resolve(&args).unwrap();
-        assert_eq!(s.mqtt_listen.unwrap().port(), 1999);
+        assert_eq!(s.mqtt_listen[0].addr.port(), 1999);
         assert_eq!(s.mqtt.max_queued_messages, 5);
         assert_eq!((s.mqtt.users.len(), s.mqtt.acl.len(), s.mqtt.to_kafka.len()), (1, 1, 1));
         args.mqtt_listen = Some("off".into());
-        assert_eq!(Settings::resolve(&args).unwrap().mqtt_listen, None);
+        assert!(Settings::resolve(&args).unwrap().mqtt_listen.is_empty());
+    }
+
+    #[test]
+    fn tls_listeners_need_a_certificate() {
+        let mut args = ServeArgs {
+            amqp_listen: Some("127.0.0.1:5672,tls://127.0.0.1:5671".into()),
+            mqtt_ws_listen: Some("wss://127.0.0.1:8443".into()),
+            ..Default::default()
+        };
+        let e = format!("{:#}", Settings::resolve(&args).unwrap_err());
+        assert!(e.contains("--amqp-listen tls://127.0.0.1:5671") && e.contains("--tls-cert"), "{e}");
+        args.tls.tls_cert = Some("c.pem".into());
+        assert!(format!("{:#}", Settings::resolve(&args).unwrap_err()).contains("--tls-cert needs --tls-key"));
+        args.tls.tls_key = Some("k.pem".into());
+        args.tls.tls_principal_mapping = Some("RULE:^CN=(.*)$/$1/L,DEFAULT".into());
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.amqp_listen.iter().map(|l| l.tls).collect::<Vec<_>>(), [false, true]);
+        assert!(s.mqtt_ws_listen[0].tls);
+        let tls = s.tls.unwrap();
+        assert_eq!(tls.files.cert, std::path::PathBuf::from("c.pem"));
+        assert_eq!(tls.mapper.map("CN=Ann").as_deref(), Some("ann"));
+        args.tls.tls_principal_mapping = Some("RULE:broken".into());
+        assert!(Settings::resolve(&args).is_err());
+    }
+
+    #[test]
+    fn tls_section_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(
+            &path,
+            "[tls]\ncert = \"/etc/ferry/c.pem\"\nkey = \"/etc/ferry/k.pem\"\nclient_ca = \"/etc/ferry/ca.pem\"\n\
+             [amqp]\nlisten = \"tls://127.0.0.1:5671\"\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(&ServeArgs { config: Some(path), ..Default::default() }).unwrap();
+        assert!(s.amqp_listen[0].tls && s.amqp_listen[0].addr.port() == 5671);
+        assert_eq!(s.tls.unwrap().files.client_ca, Some(std::path::PathBuf::from("/etc/ferry/ca.pem")));
     }
 
     #[test]
@@ -741,7 +815,7 @@ mod tests {
         .unwrap();
         let args = ServeArgs { config: Some(path.clone()), ..Default::default() };
         let s = Settings::resolve(&args).unwrap();
-        assert_eq!(s.amqp_listen.port(), 5673);
+        assert_eq!(s.amqp_listen[0].addr.port(), 5673);
         assert_eq!(s.amqp.vhosts, vec!["/".to_string(), "orders".to_string()]);
         let app = &s.amqp.users[0];
         assert!(!app.loopback_only);
@@ -767,7 +841,7 @@ mod tests {
         assert_eq!(s.broker.data_dir, PathBuf::from("/srv/ferry"));
         assert_eq!(s.kafka_listeners[0].0.addr.port(), 9100);
         assert_eq!(s.kafka.advertised_port, 9100);
-        assert_eq!(s.http_listen.port(), 9700);
+        assert_eq!(s.http_listen.addr.port(), 9700);
         assert_eq!(s.broker.topic_defaults.get("flush.ms").map(String::as_str), Some("100"));
         std::fs::write(&path, "bogus = 1\n").unwrap();
         assert!(Settings::resolve(&args).is_err(), "unknown keys are refused");
@@ -836,7 +910,7 @@ mod tests {
         // Without a SASL listener: no authorizer, as before.
         let plain = ServeArgs { kafka_listen: Some("127.0.0.1:9092".into()), ..Default::default() };
         assert!(Settings::resolve(&plain).unwrap().security.is_none());
-        // TLS listeners parse but are refused until TLS exists.
+        // TLS listeners parse but are refused until Kafka speaks TLS.
         let tls = ServeArgs { kafka_listen: Some("SASL_SSL://127.0.0.1:9094".into()), ..Default::default() };
         assert!(format!("{:#}", Settings::resolve(&tls).unwrap_err()).contains("needs TLS"));
         // Safe by default: no anonymous listener off loopback.

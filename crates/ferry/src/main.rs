@@ -26,7 +26,7 @@ enum Command {
     /// Run a broker (with no arguments: one node, data in ./data, Kafka on
     /// 127.0.0.1:9092, AMQP on 127.0.0.1:5672, MQTT on 127.0.0.1:1883, HTTP
     /// admin API and /metrics on 127.0.0.1:9644).
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Create, list, describe, delete topics, alter their configs, reassign partitions.
     Topic(cli::TopicCmd),
     /// Write records: the arguments, or one per line of stdin.
@@ -35,6 +35,8 @@ enum Command {
     Consume(cli::ConsumeArgs),
     /// Consumer groups: list, describe (with lag), reset offsets, delete.
     Group(cli::GroupCmd),
+    /// Redis streams and their consumer groups (over the Redis listener).
+    Redis(cli::RedisCmd),
     /// Cluster information.
     Cluster(cli::ClusterCmd),
     /// Take a node out of the cluster: decommission, remove.
@@ -80,6 +82,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             Command::Produce(args) => cli::produce::run(args).await,
             Command::Consume(args) => cli::consume::run(args).await,
             Command::Group(cmd) => cli::group::run(cmd).await,
+            Command::Redis(cmd) => cli::redis::run(cmd).await,
             Command::Cluster(cmd) => cli::cluster(cmd).await,
             Command::Node(cmd) => cli::node::run(cmd).await,
             Command::User(cmd) => cli::user::run(cmd).await,
@@ -97,6 +100,18 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         let broker = ferry_broker::Broker::open(settings.broker.clone())
             .with_context(|| format!("opening data directory {}", settings.broker.data_dir.display()))?;
         let (stop_tx, stop_rx) = watch::channel(false);
+        // One certificate for every TLS listener, reloaded in place.
+        let tls = match &settings.tls {
+            Some(t) => {
+                let server = ferry_tls::TlsServer::new(t.files.clone(), t.mapper.clone())
+                    .context("loading the TLS certificate (--tls-cert, --tls-key, --tls-client-ca)")?;
+                let server = Arc::new(server);
+                server.spawn_reloader(stop_rx.clone());
+                Some(server)
+            }
+            None => None,
+        };
+        let tls_for = |l: &ferry_tls::Listen| if l.tls { tls.clone() } else { None };
         // Every port is bound first, so a taken one fails the start at once,
         // but only the HTTP side listens while the node joins the cluster:
         // /v1/health answers 503 with the reason, Kafka, AMQP and MQTT
@@ -106,37 +121,43 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             let socket = bind(spec.addr).with_context(|| format!("binding the Kafka listener {spec}"))?;
             kafka_sockets.push((socket, spec.clone(), advertised.clone()));
         }
-        let mut mqtt_sockets = [None, None];
-        for (slot, addr, what) in [
-            (0, settings.mqtt_listen, "mqtt listener"),
-            (1, settings.mqtt_ws_listen, "mqtt websocket listener (path /mqtt)"),
+        let mut mqtt_sockets = Vec::new();
+        for (list, websocket, what) in [
+            (&settings.mqtt_listen, false, "mqtt listener"),
+            (&settings.mqtt_ws_listen, true, "mqtt websocket listener (path /mqtt)"),
         ] {
-            if let Some(addr) = addr {
-                mqtt_sockets[slot] = Some((bind(addr).with_context(|| format!("binding the {what} to {addr}"))?, what));
+            for l in list {
+                let socket = bind(l.addr).with_context(|| format!("binding the {what} to {l}"))?;
+                mqtt_sockets.push((socket, websocket, tls_for(l), what));
             }
         }
-        let mut stomp_sockets = [None, None];
-        for (slot, addr, what) in [
-            (0, settings.stomp_listen, "stomp listener"),
-            (1, settings.stomp_ws_listen, "stomp websocket listener (path /stomp)"),
+        let mut stomp_sockets = Vec::new();
+        for (list, websocket, what) in [
+            (&settings.stomp_listen, false, "stomp listener"),
+            (&settings.stomp_ws_listen, true, "stomp websocket listener (path /stomp)"),
         ] {
-            if let Some(addr) = addr {
-                stomp_sockets[slot] =
-                    Some((bind(addr).with_context(|| format!("binding the {what} to {addr}"))?, what));
+            for l in list {
+                let socket = bind(l.addr).with_context(|| format!("binding the {what} to {l}"))?;
+                stomp_sockets.push((socket, websocket, tls_for(l), what));
             }
         }
-        let redis_socket = match settings.redis_listen {
-            Some(addr) => Some(bind(addr).with_context(|| format!("binding the redis listener to {addr}"))?),
-            None => None,
-        };
-        let amqp_socket = bind(settings.amqp_listen)
-            .with_context(|| format!("binding the AMQP listener to {}", settings.amqp_listen))?;
-        let http = bind(settings.http_listen)
+        let mut redis_sockets = Vec::new();
+        for l in &settings.redis_listen {
+            let socket = bind(l.addr).with_context(|| format!("binding the redis listener to {l}"))?;
+            redis_sockets.push((socket, tls_for(l)));
+        }
+        let mut amqp_sockets = Vec::new();
+        for l in &settings.amqp_listen {
+            let socket = bind(l.addr).with_context(|| format!("binding the AMQP listener to {l}"))?;
+            amqp_sockets.push((socket, tls_for(l)));
+        }
+        let http = bind(settings.http_listen.addr)
             .and_then(listen)
             .with_context(|| format!("binding the HTTP listener to {}", settings.http_listen))?;
         tracing::info!(listen = %http.local_addr()?, "http listener ready (admin API, /metrics)");
         let admin = ferry_admin::AdminState::new(broker.clone());
-        let http_server = tokio::spawn(ferry_admin::serve(http, admin.clone(), stop_rx.clone()));
+        let http_server =
+            tokio::spawn(ferry_admin::serve(http, tls_for(&settings.http_listen), admin.clone(), stop_rx.clone()));
 
         let cluster = settings.cluster.clone();
         tracing::info!(
@@ -205,22 +226,7 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             let ctx = Arc::new(ferry_kafka::Ctx { broker: broker.clone(), config });
             kafka_servers.push(tokio::spawn(ferry_kafka::serve(listener, ctx, stop_rx.clone())));
         }
-        let mqtt = if mqtt_sockets.iter().any(Option::is_some) {
-            let hub = ferry_mqtt::Hub::open(broker.clone(), settings.mqtt.clone())
-                .context("opening the MQTT session and retained-message stores")?;
-            let [tcp, ws] = mqtt_sockets.map(|s| {
-                s.map(|(socket, what)| {
-                    let l = listen(socket)?;
-                    tracing::info!(listen = %l.local_addr()?, "{what} ready");
-                    std::io::Result::Ok(l)
-                })
-                .transpose()
-            });
-            Some(tokio::spawn(ferry_mqtt::serve(tcp?, ws?, hub, stop_rx.clone())))
-        } else {
-            None
-        };
-        let (vhosts, amqp_server, stomp_server, redis_server) = {
+        let (vhosts, amqp_server, stomp_server, redis_server, mqtt) = {
             let data = settings.broker.data_dir.clone();
             let (engine, names) = (settings.broker.engine.clone(), settings.amqp.vhosts.clone());
             let kafka_side = broker.clone();
@@ -237,7 +243,8 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                 settings.broker.data_dir.clone(),
                 broker.metrics(),
             ));
-            let stomp = if stomp_sockets.iter().any(Option::is_some) {
+            let mut stomp_ws_routes = Vec::new();
+            let stomp = if !stomp_sockets.is_empty() {
                 let server = Arc::new(ferry_stomp::Server::new(
                     settings.stomp,
                     vhosts.clone(),
@@ -245,40 +252,62 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                     amqp_users_auth(stomp_users),
                     broker.metrics(),
                 ));
-                let [tcp, ws] = stomp_sockets.map(|s| {
-                    s.map(|(socket, what)| {
-                        let l = listen(socket)?;
-                        tracing::info!(listen = %l.local_addr()?, "{what} ready");
-                        std::io::Result::Ok(l)
-                    })
-                    .transpose()
-                });
-                Some(tokio::spawn(ferry_stomp::serve(tcp?, ws?, server, stop_rx.clone())))
+                let mut listeners = Vec::new();
+                for (socket, websocket, tls, what) in stomp_sockets {
+                    let socket = listen(socket)?;
+                    tracing::info!(listen = %socket.local_addr()?, tls = tls.is_some(), "{what} ready");
+                    listeners.push(ferry_stomp::Listener { socket, websocket, tls });
+                }
+                // STOMP over WebSocket at /stomp on the HTTP(S) and MQTT
+                // WebSocket (ws://, wss://) listeners too (docs/protocols.md).
+                stomp_ws_routes.push(ferry_stomp::ws_route(server.clone(), stop_rx.clone()));
+                admin.set_ws_routes(stomp_ws_routes.clone());
+                Some(tokio::spawn(ferry_stomp::serve(listeners, server, stop_rx.clone())))
             } else {
                 None
             };
-            let redis = match redis_socket {
-                Some(socket) => {
-                    let server = Arc::new(ferry_redis::Server::new(
-                        settings.redis,
-                        vhosts.clone(),
-                        broker.clone(),
-                        amqp_users_auth(redis_users),
-                        settings.broker.data_dir.clone(),
-                        broker.metrics(),
-                    )?);
-                    let l = listen(socket)?;
-                    tracing::info!(listen = %l.local_addr()?, "redis listener ready");
-                    Some(tokio::spawn(ferry_redis::serve(l, server, stop_rx.clone())))
+            let mqtt = if !mqtt_sockets.is_empty() {
+                let hub = ferry_mqtt::Hub::open(broker.clone(), settings.mqtt.clone())
+                    .context("opening the MQTT session and retained-message stores")?;
+                let mut listeners = Vec::new();
+                for (socket, websocket, tls, what) in mqtt_sockets {
+                    let socket = listen(socket)?;
+                    tracing::info!(listen = %socket.local_addr()?, tls = tls.is_some(), "{what} ready");
+                    listeners.push(ferry_mqtt::Listener { socket, websocket, tls });
                 }
-                None => None,
+                Some(tokio::spawn(ferry_mqtt::serve(listeners, stomp_ws_routes, hub, stop_rx.clone())))
+            } else {
+                None
+            };
+            let redis = if redis_sockets.is_empty() {
+                None
+            } else {
+                let server = Arc::new(ferry_redis::Server::new(
+                    settings.redis,
+                    vhosts.clone(),
+                    broker.clone(),
+                    amqp_users_auth(redis_users),
+                    settings.broker.data_dir.clone(),
+                    broker.metrics(),
+                )?);
+                let mut listeners = Vec::new();
+                for (socket, tls) in redis_sockets {
+                    let l = listen(socket)?;
+                    tracing::info!(listen = %l.local_addr()?, tls = tls.is_some(), "redis listener ready");
+                    listeners.push((l, tls));
+                }
+                Some(tokio::spawn(ferry_redis::serve(listeners, server, stop_rx.clone())))
             };
             // Ready before the last port answers: a health check that found
             // every port open never sees "not ready".
             admin.set_ready(true);
-            let listener = listen(amqp_socket)?;
-            tracing::info!(listen = %listener.local_addr()?, "amqp listener ready");
-            (vhosts, tokio::spawn(ferry_amqp::serve(listener, amqp, stop_rx.clone())), stomp, redis)
+            let mut amqp_servers = Vec::new();
+            for (socket, tls) in amqp_sockets {
+                let listener = listen(socket)?;
+                tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), "amqp listener ready");
+                amqp_servers.push(tokio::spawn(ferry_amqp::serve(listener, tls, amqp.clone(), stop_rx.clone())));
+            }
+            (vhosts, amqp_servers, stomp, redis, mqtt)
         };
         shutdown_signal().await?;
         tracing::info!("shutting down");
@@ -291,7 +320,9 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         if let Some(m) = mqtt {
             let _ = m.await;
         }
-        let _ = amqp_server.await;
+        for s in amqp_server {
+            let _ = s.await;
+        }
         if let Some(s) = stomp_server {
             let _ = s.await;
         }

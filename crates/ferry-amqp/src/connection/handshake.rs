@@ -1,5 +1,5 @@
 //! The connection class: the opening handshake (protocol header,
-//! start/start-ok with PLAIN or AMQPLAIN, tune/tune-ok, open), and the
+//! start/start-ok with PLAIN, AMQPLAIN or EXTERNAL (client certificate), tune/tune-ok, open), and the
 //! connection methods after it (close, close-ok, blocked, update-secret),
 //! including the close handshakes either side starts.
 
@@ -43,6 +43,7 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
     outbox: &Outbox,
     peer: SocketAddr,
+    principal: Option<&str>,
     server: &Server,
     id: u64,
 ) -> Result<(ConnCtx, u16, u16, bool), HandshakeError> {
@@ -75,7 +76,8 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
         version_major: 0,
         version_minor: 9,
         server_properties: props,
-        mechanisms: LongString::from("PLAIN AMQPLAIN"),
+        // EXTERNAL only where a verified client certificate named someone.
+        mechanisms: LongString::from(if principal.is_some() { "PLAIN AMQPLAIN EXTERNAL" } else { "PLAIN AMQPLAIN" }),
         locales: LongString::from("en_US"),
     };
     outbox.send(method_frame(0, &AMQPClass::Connection(connection::AMQPMethod::Start(start))));
@@ -92,8 +94,11 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
         _ => false,
     };
     let mechanism = ok.mechanism.as_str();
-    let user = auth::credentials(mechanism, ok.response.as_bytes())
-        .and_then(|(name, pass)| auth::authenticate(&cfg.users, &name, &pass, peer.ip()));
+    let user = match (mechanism, principal) {
+        ("EXTERNAL", Some(name)) => auth::external(&cfg.users, name, peer.ip()),
+        _ => auth::credentials(mechanism, ok.response.as_bytes())
+            .and_then(|(name, pass)| auth::authenticate(&cfg.users, &name, &pass, peer.ip())),
+    };
     let Some(user) = user else {
         return Err(refuse(AmqpError::new(
             ACCESS_REFUSED,

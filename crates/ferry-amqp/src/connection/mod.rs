@@ -19,7 +19,6 @@ use bytes::BytesMut;
 use ferry_broker::messaging::{Queue, Vhost};
 use ferry_broker::metrics::ProtocolMetrics;
 use tokio::io::AsyncRead;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -107,15 +106,27 @@ fn truncate(s: &str) -> String {
     s[..end].to_string()
 }
 
-/// Serves one client until it leaves.
-pub async fn run(stream: TcpStream, peer: SocketAddr, server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+/// Serves one client until it leaves. `principal`: the mapped name of a
+/// verified client certificate (TLS listeners with `--tls-client-ca`),
+/// which the EXTERNAL mechanism logs in as.
+pub async fn run(
+    stream: ferry_tls::MaybeTls,
+    peer: SocketAddr,
+    principal: Option<String>,
+    server: Arc<Server>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.tcp().set_nodelay(true);
+    let (rd, wr) = tokio::io::split(stream);
     let (outbox, rx) = Outbox::new();
     let writer = tokio::spawn(outbox.clone().run_writer(rx, wr));
     let mut reader = FrameReader::new(rd);
     let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
-    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut reader, &outbox, peer, &server, id)).await;
+    let handshake = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        handshake(&mut reader, &outbox, peer, principal.as_deref(), &server, id),
+    )
+    .await;
     match handshake {
         Ok(Ok((cx, heartbeat, channel_max, blocked_capable))) => {
             // A client connection from here on (a port probe is not one).

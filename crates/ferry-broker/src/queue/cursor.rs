@@ -209,6 +209,17 @@ impl Cursor {
         self.requeued.remove(&offset).is_some()
     }
 
+    /// Moves the cursor to `offset` (a consumer group set to another
+    /// position): everything below it counts as acknowledged, nothing at or
+    /// above it does, and it is the next offset taken. Deliveries out stay
+    /// out; handed-back ones are dropped (the new position decides).
+    pub fn reposition(&mut self, offset: u64) {
+        self.floor = offset;
+        self.acked = RangeSet::default();
+        self.next = offset;
+        self.requeued.clear();
+    }
+
     /// Acknowledges `[from, to)` (a purge); nothing in it is taken again.
     pub fn ack_range(&mut self, from: u64, to: u64) {
         if to > from {
@@ -308,6 +319,21 @@ mod tests {
         settle(&mut c, &[0]);
         assert_eq!(c.floor(), 10);
         assert_eq!(c.unacked_below(10), 0);
+    }
+
+    #[test]
+    fn a_repositioned_cursor_forgets_acks_and_keeps_deliveries_out() {
+        let mut c = Cursor::recover(&Snapshot::default(), 0, 20);
+        c.deliver(3, out(1));
+        c.taken_through(3);
+        c.ack(&[0, 1, 2, 8]);
+        c.reposition(6);
+        assert_eq!((c.floor(), c.next()), (6, 6));
+        assert!(c.is_acked(5) && !c.is_acked(8), "acks at or above the new position are forgotten");
+        assert_eq!(c.outstanding(3), Some(out(1)));
+        c.reposition(1);
+        assert!(!c.is_acked(2) && c.is_acked(0));
+        assert_eq!(c.snapshot().floor, 1);
     }
 
     proptest::proptest! {

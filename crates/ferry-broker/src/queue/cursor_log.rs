@@ -50,6 +50,9 @@ pub enum Trim {
     WholeSegments,
     /// The log start follows the floor.
     ToFloor,
+    /// Never: the log is shared (a topic partition that other readers and
+    /// other cursors read); its retention, not the cursor, deletes.
+    Never,
 }
 
 /// The cursor, the user's state beside it and the journal, under one lock.
@@ -106,6 +109,16 @@ impl<S> Tracked<S> {
             Some(mark) => self.store.journal_mark(mark),
             None => Ok(()),
         }
+    }
+
+    /// Moves the cursor to `offset` ([`Cursor::reposition`]); a journal
+    /// cannot say that, so the snapshot is rewritten and fsynced at once.
+    pub fn reposition(&mut self, offset: u64) -> Result<()> {
+        self.cursor.reposition(offset);
+        self.dirty = true;
+        self.persist(true)?;
+        self.synced_len = 0;
+        Ok(())
     }
 
     /// Something changed that only a snapshot records.
@@ -190,6 +203,7 @@ impl<S> CursorLog<S> {
         let trim = match self.trim {
             Trim::WholeSegments => self.log.segment_count() > 1,
             Trim::ToFloor => true,
+            Trim::Never => false,
         };
         if trim && target > self.log.log_start_offset() {
             self.log.delete_records_before(target)?;

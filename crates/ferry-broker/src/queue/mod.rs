@@ -13,13 +13,17 @@
 //!   rewrites the snapshot and deletes the acknowledged prefix of the log.
 //! - [`record_queue`]: numbered queues of stored records in one directory
 //!   (a front-end's per-client queues), built on the above.
+//! - [`group_cursor`]: named consumer groups over a topic partition's own
+//!   log (Redis stream groups), built on the above.
 
 pub mod cursor;
 pub mod cursor_log;
 pub mod cursor_store;
+pub mod group_cursor;
 pub mod ranges;
 pub mod record_queue;
 
 pub use cursor::{Cursor, Outstanding};
 pub use cursor_log::{CursorLog, Snapshots, Tracked, Trim};
+pub use group_cursor::{ClaimOpts, Delivery, GroupCursor, GroupCursorStore, GroupState, Member};
 pub use record_queue::{RecordQueue, RecordQueueStore, Taken};

@@ -66,7 +66,8 @@ pub(super) async fn read_connect<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 /// the CONNECT was refused (the refusing CONNACK is sent).
 pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
     hub: &Arc<Hub>,
-    c: Connect,
+    mut c: Connect,
+    principal: Option<Arc<str>>,
     version: Version,
     wr: &mut W,
 ) -> Result<Option<(Conn, oneshot::Receiver<u8>)>, ConnError> {
@@ -93,7 +94,10 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
         wr.write_all(&refuse(reason::BAD_AUTHENTICATION_METHOD)).await?;
         return Ok(None);
     }
-    if !auth::authenticate(config, c.username.as_deref(), c.password.as_deref()) {
+    let by_certificate = c.username.is_none() && principal.is_some();
+    if by_certificate {
+        c.username = principal;
+    } else if !auth::authenticate(config, c.username.as_deref(), c.password.as_deref()) {
         wr.write_all(&refuse(reason::BAD_USER_OR_PASSWORD)).await?;
         return Ok(None);
     }

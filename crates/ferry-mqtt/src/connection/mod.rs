@@ -119,6 +119,19 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     peer: SocketAddr,
     hub: Arc<Hub>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnError> {
+    run_as(stream, peer, None, hub, shutdown).await
+}
+
+/// [`run`] for a connection whose verified client certificate maps to
+/// `principal`: a CONNECT without a username logs in as that name
+/// (mosquitto's `use_identity_as_username`).
+pub async fn run_as<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    peer: SocketAddr,
+    principal: Option<Arc<str>>,
+    hub: Arc<Hub>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -128,7 +141,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         return Ok(());
     };
     let started = Instant::now();
-    let session = connect::connect_session(&hub, *connect, version, &mut wr).await;
+    let session = connect::connect_session(&hub, *connect, principal, version, &mut wr).await;
     hub.protocol.observe(CONNECT, started.elapsed());
     let Some((mut conn, mut kick)) = session? else {
         return Ok(());

@@ -203,6 +203,9 @@ const TABLE: &[(&str, i64, &str, i64, i64)] = &[
     ("brpoplpush", 4, "write", 1, 2),
     ("llen", 2, "readonly", 1, 1),
     ("lrange", 4, "readonly", 1, 1),
+    ("lindex", 3, "readonly", 1, 1),
+    ("lset", 4, "write", 1, 1),
+    ("linsert", 5, "write", 1, 1),
     ("lrem", 4, "write", 1, 1),
     ("xadd", -5, "write", 1, 1),
     ("xlen", 2, "readonly", 1, 1),
@@ -271,8 +274,9 @@ async fn delete(s: &Session, key: &str) -> CmdResult<bool> {
     match key_type(s, key) {
         "stream" => {
             s.check(Access::Configure, "topic", key)?;
-            s.server.broker.delete_topic(key).await?;
+            // Its groups go first: they are found by the topic's id.
             s.server.streams.forget(key);
+            s.server.broker.delete_topic(key).await?;
             Ok(true)
         }
         "list" => {

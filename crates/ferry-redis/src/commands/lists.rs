@@ -16,6 +16,9 @@
 //!   taking them. LREM (completing the reliable-queue pattern) takes
 //!   elements off the head until it has found its matches and hands the
 //!   others back in order: AMQP consumers see those as redelivered.
+//! - LINDEX reads a ready element as LRANGE does; LSET and LINSERT answer
+//!   `-ERR` (an element in the middle of a log cannot change or gain a
+//!   neighbour).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -109,6 +112,27 @@ pub(super) async fn run(s: &mut Session, name: &str, a: Args<'_>) -> CmdResult<S
             };
             let (start, stop) = (a.int(2)?, a.int(3)?);
             range(&q, start, stop)?
+        }
+        "LINDEX" => {
+            a.exactly(3)?;
+            let Some(q) = queue(s, a.get(1)?, false, Access::Read)? else { return Ok(Step::Reply(Reply::Null)) };
+            let i = a.int(2)?;
+            let len = q.ready_count() as i64;
+            let at = if i < 0 { len + i } else { i };
+            if at < 0 || at >= len {
+                Reply::Null
+            } else {
+                q.peek(at as u64, 1)?.pop().map_or(Reply::Null, |m| Reply::Bulk(m.body))
+            }
+        }
+        // A queue's log is append-only: an element in the middle cannot
+        // change or gain a neighbour.
+        "LSET" | "LINSERT" => {
+            a.exactly(if name == "LSET" { 4 } else { 5 })?;
+            queue(s, a.get(1)?, false, Access::Write)?;
+            Reply::err(format!(
+                "{name} is not supported: a Ferry list is a queue (push at the tail, pop at the head) and cannot change in the middle"
+            ))
         }
         _ => super::unknown(name, a.raw()),
     };

@@ -93,7 +93,7 @@ async fn run(s: &mut Session, name: &str, raw: &[Bytes]) -> CmdResult<Step> {
         "SUBSCRIBE" | "PSUBSCRIBE" | "SSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE" | "SUNSUBSCRIBE" | "PUBLISH"
         | "SPUBLISH" => return pubsub::run(s, name, a),
         "LPUSH" | "RPUSH" | "LPOP" | "RPOP" | "BLPOP" | "BRPOP" | "LMOVE" | "BLMOVE" | "RPOPLPUSH" | "BRPOPLPUSH"
-        | "LLEN" | "LRANGE" | "LREM" => return lists::run(s, name, a).await,
+        | "LLEN" | "LRANGE" | "LREM" | "LINDEX" | "LSET" | "LINSERT" => return lists::run(s, name, a).await,
         n if n.starts_with('X') => return streams::run(s, name, a).await,
         _ => unknown(name, raw),
     };

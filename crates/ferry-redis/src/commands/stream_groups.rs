@@ -1,7 +1,13 @@
 //! Consumer-group commands: XGROUP, XREADGROUP, XACK, XPENDING, XCLAIM,
-//! XAUTOCLAIM (the group model is in [`crate::streams::group`]).
+//! XAUTOCLAIM. A group is a broker group cursor over the stream's
+//! partition ([`ferry_broker::queue::group_cursor`]); its deliveries out
+//! are keyed by entry id ([`StreamId::key`]), so XACK and XCLAIM find them
+//! without a search of the log.
+
+use std::sync::Arc;
 
 use ferry_broker::Partition;
+use ferry_broker::queue::{ClaimOpts, Delivery, GroupCursor, GroupState};
 use ferry_util::time::now_ms_u64;
 use tokio::time::Instant;
 
@@ -11,10 +17,9 @@ use crate::error::{CmdResult, CommandError};
 use crate::resp::Reply;
 use crate::server::Access;
 use crate::session::Session;
-use crate::streams::group::{ClaimOpts, Group};
+use crate::streams::State;
 use crate::streams::id::{StreamId, invalid, parse_bound};
 use crate::streams::log::{self, Entry, Keep};
-use crate::streams::{State, Stream};
 
 pub(super) async fn run(s: &mut Session, name: &str, a: Args<'_>) -> CmdResult<Step> {
     let reply = match name {
@@ -22,15 +27,13 @@ pub(super) async fn run(s: &mut Session, name: &str, a: Args<'_>) -> CmdResult<S
         "XREADGROUP" => return xreadgroup(s, &a),
         "XACK" => {
             a.at_least(4)?;
-            let mut ids = Vec::new();
+            let mut keys = Vec::new();
             for i in 3..a.len() {
-                ids.push(StreamId::parse(a.get(i)?, 0).ok_or_else(invalid)?);
+                keys.push(StreamId::parse(a.get(i)?, 0).ok_or_else(invalid)?.key());
             }
-            let Some((_, st)) = open(s, &a, 1, Access::Read)? else { return Ok(Step::Reply(Reply::Int(0))) };
-            let mut state = st.lock();
-            let Some(g) = state.groups.get_mut(a.str(2)?) else { return Ok(Step::Reply(Reply::Int(0))) };
-            let n = g.ack(&ids);
-            st.changed();
+            let Some((p, _)) = open(s, &a, 1, Access::Read)? else { return Ok(Step::Reply(Reply::Int(0))) };
+            let Some(g) = s.server.streams.group(&p, a.str(2)?)? else { return Ok(Step::Reply(Reply::Int(0))) };
+            let n = g.lock().ack(&keys)?;
             s.server.stats.group_acks(n as u64);
             Reply::Int(n as i64)
         }
@@ -46,22 +49,38 @@ fn nogroup(key: &str, group: &str, what: &str) -> CommandError {
     CommandError::Reply(format!("NOGROUP No such key '{key}' or consumer group '{group}' in {what}"))
 }
 
-/// The group's state, or NOGROUP.
-fn group_of<'a>(state: &'a mut State, st: &Stream, group: &str, what: &str) -> CmdResult<&'a mut Group> {
-    state.groups.get_mut(group).ok_or_else(|| nogroup(&st.name, group, what))
+/// The group, or NOGROUP.
+fn group_of(s: &Session, p: &Partition, group: &str, what: &str) -> CmdResult<Arc<GroupCursor>> {
+    s.server.streams.group(p, group)?.ok_or_else(|| nogroup(&p.topic, group, what))
 }
 
-/// A group's starting point: `$` is the stream's end, else after `id`.
-fn start_at(p: &Partition, state: &mut State, arg: &[u8]) -> CmdResult<(StreamId, u64)> {
+/// Where a group set to `arg` reads on: `$` is the stream's end, else the
+/// first entry after id `arg`.
+fn start_at(p: &Partition, arg: &[u8]) -> CmdResult<u64> {
     if arg == b"$" {
-        return Ok((state.last_id(p)?, p.last_stable_offset()));
+        return Ok(p.last_stable_offset());
     }
     let id = StreamId::parse(arg, 0).ok_or_else(invalid)?;
-    let from = match id.next() {
+    Ok(match id.next() {
         Some(after) => log::seek(p, after)?,
         None => p.last_stable_offset(),
-    };
-    Ok((id, from))
+    })
+}
+
+/// `ENTRIESREAD n` after XGROUP CREATE / SETID's id (and MKSTREAM): accepted,
+/// without effect (a group's entries-read is its position).
+fn check_create_options(a: &Args<'_>, mut i: usize, create: bool) -> CmdResult<()> {
+    while i < a.len() {
+        match a.upper(i)?.as_str() {
+            "MKSTREAM" if create => i += 1,
+            "ENTRIESREAD" => {
+                a.int(i + 1)?;
+                i += 2;
+            }
+            _ => return Err(CommandError::Syntax),
+        }
+    }
+    Ok(())
 }
 
 async fn xgroup(s: &Session, a: &Args<'_>) -> CmdResult<Reply> {
@@ -77,12 +96,11 @@ async fn xgroup(s: &Session, a: &Args<'_>) -> CmdResult<Reply> {
     let key = super::conn::key_name(a.get(2)?)?;
     let group = a.str(3)?.to_string();
     let opened = open(s, a, 2, Access::Read)?;
-    let (p, st) = match opened {
-        Some(x) => x,
+    let p = match opened {
+        Some((p, _)) => p,
         None if sub == "CREATE" && (5..a.len()).any(|i| a.upper(i).is_ok_and(|w| w == "MKSTREAM")) => {
             s.check(Access::Configure, "topic", key)?;
-            let p = s.server.streams.partition_or_create(key).await?;
-            (p, s.server.streams.get(key))
+            s.server.streams.partition_or_create(key).await?
         }
         None => {
             return Err(CommandError::err(
@@ -91,42 +109,91 @@ async fn xgroup(s: &Session, a: &Args<'_>) -> CmdResult<Reply> {
         }
     };
     let now = now_ms_u64();
-    let reply = {
-        let mut state = st.lock();
-        match sub.as_str() {
-            "CREATE" => {
-                a.at_least(5)?;
-                if state.groups.contains_key(&group) {
-                    return Err(CommandError::Reply("BUSYGROUP Consumer Group name already exists".into()));
-                }
-                let (id, from) = start_at(&p, &mut state, a.get(4)?)?;
-                state.groups.insert(group, Group::new(id, from));
-                Reply::ok()
+    Ok(match sub.as_str() {
+        "CREATE" => {
+            a.at_least(5)?;
+            check_create_options(a, 5, true)?;
+            let from = start_at(&p, a.get(4)?)?;
+            if s.server.streams.create_group(&p, &group, from)?.is_none() {
+                return Err(CommandError::Reply("BUSYGROUP Consumer Group name already exists".into()));
             }
-            "DESTROY" => Reply::Int(i64::from(state.groups.remove(&group).is_some())),
-            "SETID" => {
-                a.at_least(5)?;
-                let (id, from) = start_at(&p, &mut state, a.get(4)?)?;
-                let g = group_of(&mut state, &st, &group, "XGROUP SETID")?;
-                g.last_id = id;
-                g.next_offset = from;
-                Reply::ok()
-            }
-            "CREATECONSUMER" => {
-                a.exactly(5)?;
-                let consumer = a.str(4)?;
-                Reply::Int(i64::from(group_of(&mut state, &st, &group, "XGROUP CREATECONSUMER")?.touch(consumer, now)))
-            }
-            _ => {
-                a.exactly(5)?;
-                let consumer = a.str(4)?;
-                Reply::Int(group_of(&mut state, &st, &group, "XGROUP DELCONSUMER")?.remove_consumer(consumer) as i64)
-            }
+            Reply::ok()
         }
-    };
-    // Groups appearing and going are written at once.
-    s.server.streams.save(&st, true)?;
-    Ok(reply)
+        "DESTROY" => {
+            a.exactly(4)?;
+            Reply::Int(i64::from(s.server.streams.remove_group(&p, &group)?))
+        }
+        "SETID" => {
+            a.at_least(5)?;
+            check_create_options(a, 5, false)?;
+            let from = start_at(&p, a.get(4)?)?;
+            group_of(s, &p, &group, "XGROUP SETID")?.lock().reposition(from)?;
+            Reply::ok()
+        }
+        "CREATECONSUMER" => {
+            a.exactly(5)?;
+            let consumer = a.str(4)?;
+            Reply::Int(i64::from(group_of(s, &p, &group, "XGROUP CREATECONSUMER")?.lock().touch(consumer, now)))
+        }
+        _ => {
+            a.exactly(5)?;
+            let consumer = a.str(4)?;
+            Reply::Int(group_of(s, &p, &group, "XGROUP DELCONSUMER")?.lock().remove_member(consumer) as i64)
+        }
+    })
+}
+
+/// The entry at exactly `offset`, unless trimmed or XDEL'd.
+fn entry_at_offset(p: &Partition, state: &State, offset: u64) -> CmdResult<Option<Entry>> {
+    if offset < p.log_start_offset() {
+        return Ok(None);
+    }
+    Ok(log::entry_at(p, offset)?.filter(|e| e.offset == offset && !state.deleted.contains(&e.id)))
+}
+
+/// XREADGROUP `>`: deliveries handed back first, then new entries, at
+/// most `count`. XDEL'd entries met on the way are acknowledged: no
+/// consumer is to get them.
+fn read_new(
+    p: &Partition,
+    gs: &mut GroupState<'_>,
+    state: &State,
+    consumer: &str,
+    count: usize,
+    noack: bool,
+    now: u64,
+) -> CmdResult<Vec<Entry>> {
+    let mut out = Vec::new();
+    for (offset, n) in gs.take_requeued(count) {
+        match entry_at_offset(p, state, offset)? {
+            Some(e) => {
+                gs.redeliver(consumer, offset, e.id.key(), n, now);
+                out.push(e);
+            }
+            None => gs.ack_unread(offset, 0)?,
+        }
+    }
+    if out.len() >= count {
+        return Ok(out);
+    }
+    let mut gone = Vec::new();
+    let fresh = log::scan(p, gs.next(), count - out.len(), |e| {
+        if gs.passes_over(e.offset) {
+            Keep::Skip
+        } else if state.deleted.contains(&e.id) {
+            gone.push((e.offset, e.id.key()));
+            Keep::Skip
+        } else {
+            Keep::Take
+        }
+    })?;
+    for (offset, key) in gone {
+        gs.ack_unread(offset, key)?;
+    }
+    let taken: Vec<(u64, u128)> = fresh.iter().map(|e| (e.offset, e.id.key())).collect();
+    gs.deliver_new(consumer, &taken, now, noack)?;
+    out.extend(fresh);
+    Ok(out)
 }
 
 fn xreadgroup(s: &Session, a: &Args<'_>) -> CmdResult<Step> {
@@ -145,23 +212,17 @@ fn xreadgroup(s: &Session, a: &Args<'_>) -> CmdResult<Step> {
         let Some((p, st)) = open(s, a, o.keys_at + k, Access::Read)? else {
             return Err(nogroup(&name, &group, "XREADGROUP with GROUP option"));
         };
-        let mut state = st.lock();
-        if !state.groups.contains_key(&group) {
-            return Err(nogroup(&name, &group, "XREADGROUP with GROUP option"));
-        }
+        let g = s
+            .server
+            .streams
+            .group(&p, &group)?
+            .ok_or_else(|| nogroup(&name, &group, "XREADGROUP with GROUP option"))?;
+        // Group before stream state, everywhere both are held.
+        let mut gs = g.lock();
+        let state = st.lock();
+        gs.touch(&consumer, now);
         if id_arg.as_ref() == b">" {
-            let (after, from) = state.groups.get(&group).map_or((StreamId::MIN, 0), |g| (g.last_id, g.next_offset));
-            // From the group's offset, no search; ids at or below its last
-            // delivered one (SETID back and forth) are passed over.
-            let entries = log::scan(&p, from, o.count, |e| {
-                if e.id <= after || state.deleted.contains(&e.id) { Keep::Skip } else { Keep::Take }
-            })?;
-            let g = group_of(&mut state, &st, &group, "XREADGROUP")?;
-            g.touch(&consumer, now);
-            for e in &entries {
-                g.deliver_new(&consumer, e.id, e.offset, now, o.noack);
-            }
-            st.changed();
+            let entries = read_new(&p, &mut gs, &state, &consumer, o.count, o.noack, now)?;
             s.server.stats.group_deliveries(entries.len() as u64);
             if entries.is_empty() {
                 waits.push(p.clone());
@@ -171,13 +232,16 @@ fn xreadgroup(s: &Session, a: &Args<'_>) -> CmdResult<Step> {
         } else {
             all_new = false;
             let after = StreamId::parse(id_arg, 0).ok_or_else(invalid)?;
-            let g = group_of(&mut state, &st, &group, "XREADGROUP")?;
-            g.touch(&consumer, now);
-            let pending = g.pending_of(&consumer, after, o.count);
-            st.changed();
-            let mut replies = Vec::with_capacity(pending.len());
-            for (id, pe) in pending {
-                match entry_by_offset(&p, &state, id, pe.offset)? {
+            let Some(from) = after.next() else {
+                out.push((key.clone(), Reply::Array(vec![])));
+                continue;
+            };
+            let mine: Vec<Delivery> =
+                gs.pending(from.key(), u128::MAX).filter(|d| d.consumer == consumer).take(o.count).collect();
+            let mut replies = Vec::with_capacity(mine.len());
+            for d in mine {
+                let id = StreamId::from_key(d.key);
+                match entry_at_offset(&p, &state, d.offset)? {
                     Some(e) => replies.push(entry_reply(&e)),
                     None => replies.push(Reply::Array(vec![Reply::text(id.to_string()), Reply::Null])),
                 }
@@ -199,38 +263,26 @@ fn xreadgroup(s: &Session, a: &Args<'_>) -> CmdResult<Step> {
     }
 }
 
-/// The entry `id` at `offset`, unless trimmed or XDEL'd.
-fn entry_by_offset(p: &Partition, state: &State, id: StreamId, offset: u64) -> CmdResult<Option<Entry>> {
-    if state.deleted.contains(&id) || offset < p.log_start_offset() {
-        return Ok(None);
-    }
-    Ok(log::entry_at(p, offset)?.filter(|e| e.id == id))
-}
-
 fn xpending(s: &Session, a: &Args<'_>) -> CmdResult<Reply> {
     a.at_least(3)?;
     let group = a.str(2)?.to_string();
     let key = String::from_utf8_lossy(a.get(1)?).into_owned();
-    let Some((_, st)) = open(s, a, 1, Access::Read)? else { return Err(nogroup(&key, &group, "XPENDING")) };
-    let mut state = st.lock();
-    let g = group_of(&mut state, &st, &group, "XPENDING")?;
+    let Some((p, _)) = open(s, a, 1, Access::Read)? else { return Err(nogroup(&key, &group, "XPENDING")) };
+    let g = group_of(s, &p, &group, "XPENDING")?;
+    let gs = g.lock();
+    let id = |k: u128| Reply::text(StreamId::from_key(k).to_string());
     if a.len() == 3 {
-        if g.pel.is_empty() {
+        let mut all = gs.pending(0, u128::MAX);
+        let Some(first) = all.next() else {
             return Ok(Reply::Array(vec![Reply::Int(0), Reply::Null, Reply::Null, Reply::NullArray]));
-        }
-        let first = g.pel.keys().next().copied().unwrap_or_default();
-        let last = g.pel.keys().next_back().copied().unwrap_or_default();
-        let per: Vec<Reply> = g
+        };
+        let last = all.last().map_or(first.key, |d| d.key);
+        let per: Vec<Reply> = gs
             .pending_counts()
             .into_iter()
             .map(|(c, n)| Reply::Array(vec![Reply::text(c), Reply::text(n.to_string())]))
             .collect();
-        return Ok(Reply::Array(vec![
-            Reply::Int(g.pel.len() as i64),
-            Reply::text(first.to_string()),
-            Reply::text(last.to_string()),
-            Reply::Array(per),
-        ]));
+        return Ok(Reply::Array(vec![Reply::Int(gs.pending_len() as i64), id(first.key), id(last), Reply::Array(per)]));
     }
     let mut i = 3;
     let mut min_idle = 0;
@@ -247,25 +299,49 @@ fn xpending(s: &Session, a: &Args<'_>) -> CmdResult<Reply> {
         _ => return Err(CommandError::Syntax),
     };
     let now = now_ms_u64();
-    if start > end {
-        return Ok(Reply::Array(vec![]));
-    }
     Ok(Reply::Array(
-        g.pel
-            .range(start..=end)
-            .filter(|(_, p)| consumer.is_none_or(|c| p.consumer == c))
-            .filter(|(_, p)| now.saturating_sub(p.delivered_ms) >= min_idle)
+        gs.pending(start.key(), end.key())
+            .filter(|d| consumer.is_none_or(|c| d.consumer == c))
+            .filter(|d| now.saturating_sub(d.delivered_ms) >= min_idle)
             .take(count)
-            .map(|(id, p)| {
+            .map(|d| {
                 Reply::Array(vec![
-                    Reply::text(id.to_string()),
-                    Reply::text(p.consumer.clone()),
-                    Reply::Int(now.saturating_sub(p.delivered_ms) as i64),
-                    Reply::Int(p.count as i64),
+                    id(d.key),
+                    Reply::text(d.consumer),
+                    Reply::Int(now.saturating_sub(d.delivered_ms) as i64),
+                    Reply::Int(i64::from(d.count)),
                 ])
             })
             .collect(),
     ))
+}
+
+/// Replies for claimed deliveries: the entries (or ids, with JUSTID); a
+/// claimed entry gone from the stream is no longer pending (Redis 7) and
+/// its id is returned in `deleted`.
+fn claimed_replies(
+    p: &Partition,
+    gs: &mut GroupState<'_>,
+    state: &State,
+    claimed: Vec<Delivery>,
+    just_id: bool,
+    deleted: &mut Vec<Reply>,
+) -> CmdResult<Vec<Reply>> {
+    let mut replies = Vec::with_capacity(claimed.len());
+    for d in claimed {
+        let id = StreamId::from_key(d.key);
+        if just_id {
+            replies.push(Reply::text(id.to_string()));
+            continue;
+        }
+        if let Some(e) = entry_at_offset(p, state, d.offset)? {
+            replies.push(entry_reply(&e));
+        } else {
+            gs.ack_unread(d.offset, d.key)?;
+            deleted.push(Reply::text(id.to_string()));
+        }
+    }
+    Ok(replies)
 }
 
 fn xclaim(s: &Session, a: &Args<'_>) -> CmdResult<Reply> {
@@ -297,7 +373,7 @@ fn xclaim(s: &Session, a: &Args<'_>) -> CmdResult<Reply> {
                 i += 2;
             }
             "RETRYCOUNT" => {
-                opts.retry_count = Some(a.int(i + 1)?.max(0) as u64);
+                opts.count = Some(u32::try_from(a.int(i + 1)?.max(0)).unwrap_or(u32::MAX));
                 i += 2;
             }
             "LASTID" => {
@@ -309,58 +385,32 @@ fn xclaim(s: &Session, a: &Args<'_>) -> CmdResult<Reply> {
                 i += 1;
             }
             "JUSTID" => {
-                opts.just_id = true;
+                opts.keep_count = true;
                 i += 1;
             }
             _ => return Err(CommandError::Syntax),
         }
     }
+    let just_id = opts.keep_count;
     let key = String::from_utf8_lossy(a.get(1)?).into_owned();
     let Some((p, st)) = open(s, a, 1, Access::Read)? else { return Err(nogroup(&key, &group, "XCLAIM")) };
-    let mut state = st.lock();
-    let mut found = Vec::new();
-    for id in &ids {
-        let pending = state.groups.get(&group).is_some_and(|g| g.pel.contains_key(id));
-        if pending || !force {
-            found.push((*id, None));
-            continue;
-        }
-        // FORCE: an entry pending nowhere becomes pending here, if it exists.
-        let at = log::seek(&p, *id)?;
-        let e = log::entry_at(&p, at)?.filter(|e| e.id == *id && !state.deleted.contains(id));
-        found.push((*id, e.map(|e| e.offset)));
-    }
-    let g = group_of(&mut state, &st, &group, "XCLAIM")?;
-    g.touch(&consumer, now);
+    let g = group_of(s, &p, &group, "XCLAIM")?;
+    let mut gs = g.lock();
+    let state = st.lock();
+    gs.touch(&consumer, now);
     let mut claimed = Vec::new();
-    for (id, forced) in found {
-        if let Some(offset) = forced {
-            g.pel.insert(
-                id,
-                crate::streams::group::Pending { offset, consumer: consumer.clone(), delivered_ms: now, count: 0 },
-            );
-        }
-        if let Some(pe) = g.claim(id, &consumer, min_idle, now, &opts) {
-            claimed.push((id, pe));
-        }
-    }
-    st.changed();
-    let mut replies = Vec::with_capacity(claimed.len());
-    for (id, pe) in claimed {
-        if opts.just_id {
-            replies.push(Reply::text(id.to_string()));
-            continue;
-        }
-        match entry_by_offset(&p, &state, id, pe.offset)? {
-            Some(e) => replies.push(entry_reply(&e)),
-            // Gone from the stream: no longer pending (Redis 7).
-            None => {
-                if let Some(g) = state.groups.get_mut(&group) {
-                    g.pel.remove(&id);
-                }
+    for id in ids {
+        if force && gs.pending_at(id.key()).is_none() {
+            // FORCE: an entry pending nowhere becomes pending here, if it
+            // exists and the group has not acknowledged it.
+            let at = log::seek(&p, id)?;
+            if let Some(e) = entry_at_offset(&p, &state, at)?.filter(|e| e.id == id) {
+                gs.force(e.offset, id.key(), &consumer, now);
             }
         }
+        claimed.extend(gs.claim(id.key(), &consumer, min_idle, now, opts));
     }
+    let replies = claimed_replies(&p, &mut gs, &state, claimed, just_id, &mut Vec::new())?;
     s.server.stats.group_deliveries(replies.len() as u64);
     Ok(Reply::Array(replies))
 }
@@ -389,43 +439,30 @@ fn xautoclaim(s: &Session, a: &Args<'_>) -> CmdResult<Reply> {
     }
     let key = String::from_utf8_lossy(a.get(1)?).into_owned();
     let Some((p, st)) = open(s, a, 1, Access::Read)? else { return Err(nogroup(&key, &group, "XAUTOCLAIM")) };
+    let g = group_of(s, &p, &group, "XAUTOCLAIM")?;
     let now = now_ms_u64();
-    let mut state = st.lock();
-    let g = group_of(&mut state, &st, &group, "XAUTOCLAIM")?;
-    g.touch(&consumer, now);
-    let opts = ClaimOpts { just_id, ..ClaimOpts::default() };
+    let mut gs = g.lock();
+    let state = st.lock();
+    gs.touch(&consumer, now);
+    let opts = ClaimOpts { keep_count: just_id, ..ClaimOpts::default() };
     // Redis looks at most COUNT * 10 pending entries per call.
-    let candidates: Vec<StreamId> = g.pel.range(start..).take(count.saturating_mul(10)).map(|(id, _)| *id).collect();
+    let candidates: Vec<u128> =
+        gs.pending(start.key(), u128::MAX).take(count.saturating_mul(10)).map(|d| d.key).collect();
     let mut claimed = Vec::new();
     let mut next = StreamId::MIN;
-    for (n, id) in candidates.iter().enumerate() {
+    for (n, &k) in candidates.iter().enumerate() {
         if claimed.len() >= count {
-            next = *id;
+            next = StreamId::from_key(k);
             break;
         }
-        if let Some(pe) = g.claim(*id, &consumer, min_idle, now, &opts) {
-            claimed.push((*id, pe));
-        }
+        claimed.extend(gs.claim(k, &consumer, min_idle, now, opts));
         if n + 1 == candidates.len() {
-            next = g.pel.range(id.next().unwrap_or(StreamId::MAX)..).next().map_or(StreamId::MIN, |(i, _)| *i);
+            next =
+                gs.pending(k.saturating_add(1), u128::MAX).next().map_or(StreamId::MIN, |d| StreamId::from_key(d.key));
         }
     }
-    st.changed();
-    let (mut entries, mut deleted) = (Vec::new(), Vec::new());
-    for (id, pe) in claimed {
-        if just_id {
-            entries.push(Reply::text(id.to_string()));
-            continue;
-        }
-        if let Some(e) = entry_by_offset(&p, &state, id, pe.offset)? {
-            entries.push(entry_reply(&e));
-        } else {
-            if let Some(g) = state.groups.get_mut(&group) {
-                g.pel.remove(&id);
-            }
-            deleted.push(Reply::text(id.to_string()));
-        }
-    }
+    let mut deleted = Vec::new();
+    let entries = claimed_replies(&p, &mut gs, &state, claimed, just_id, &mut deleted)?;
     s.server.stats.group_deliveries(entries.len() as u64);
     Ok(Reply::Array(vec![Reply::text(next.to_string()), Reply::Array(entries), Reply::Array(deleted)]))
 }

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferry_broker::{Acks, Partition};
+use ferry_broker::Partition;
 use ferry_util::time::now_ms_u64;
 use tokio::time::Instant;
 
@@ -26,6 +26,7 @@ use crate::session::Session;
 use crate::streams::id::{NewId, StreamId, invalid, parse_bound};
 use crate::streams::log::{self, Entry, Keep};
 use crate::streams::{State, Stream};
+use ferry_broker::queue::{Delivery, GroupCursor, GroupState};
 
 pub(super) async fn run(s: &mut Session, name: &str, a: Args<'_>) -> CmdResult<Step> {
     let reply = match name {
@@ -205,19 +206,20 @@ async fn xadd(s: &Session, a: &Args<'_>) -> CmdResult<Step> {
         }
     };
     let st = s.server.streams.get(name);
-    let (id, appended) = {
+    let appender = st.appender(&p);
+    let (id, durable) = {
         let mut state = st.lock();
         let now = now_ms_u64();
         let id = new_id.resolve(state.last_id(&p)?, now)?;
-        let batch = ferry_broker::stored::encode_batch(&[log::to_record(id, &fields, now as i64)])?;
-        let appended = p.append(&batch, Acks::All)?;
-        state.appended(id, appended.info.last_offset);
-        (id, appended)
+        // Queued under the lock: the log keeps entries in id order.
+        let durable = appender.push(log::to_record(id, &fields, now as i64));
+        state.assigned(id);
+        (id, durable)
     };
     s.server.stats.stream_entries(1);
     // Trimmed once the entry is readable: a trim counts from the readable end.
     let durable = Box::pin(async move {
-        appended.acknowledged().await?;
+        durable.await.map_err(|_| CommandError::err("the stream's appender stopped"))??;
         if let Some(t) = trim {
             t.apply(&p, &mut st.lock())?;
             st.changed();
@@ -368,68 +370,69 @@ fn xinfo(s: &Session, a: &Args<'_>) -> CmdResult<Reply> {
     a.at_least(3)?;
     let sub = a.upper(1)?;
     let Some((p, st)) = open(s, a, 2, Access::Read)? else { return Err(CommandError::err("no such key")) };
-    let mut state = st.lock();
     let now = now_ms_u64();
-    let kv = |k: &str, v: Reply| (Reply::text(k), v);
-    let id = |i: StreamId| Reply::text(i.to_string());
     match sub.as_str() {
         "STREAM" => {
-            let last = state.last_id(&p)?;
-            let first = log::scan(&p, p.log_start_offset(), 1, |e| {
-                if state.deleted.contains(&e.id) { Keep::Skip } else { Keep::Take }
-            })?
-            .pop();
-            let last_entry = log::last_entry(&p)?.filter(|e| !state.deleted.contains(&e.id));
-            let len =
-                p.last_stable_offset().saturating_sub(p.log_start_offset()).saturating_sub(state.deleted.len() as u64);
-            Ok(Reply::Map(vec![
-                kv("length", Reply::Int(len as i64)),
-                kv("radix-tree-keys", Reply::Int(1)),
-                kv("radix-tree-nodes", Reply::Int(1)),
-                kv("last-generated-id", id(last)),
-                kv("max-deleted-entry-id", id(state.max_deleted)),
-                kv("entries-added", Reply::Int(p.last_stable_offset() as i64)),
-                kv("recorded-first-entry-id", id(first.as_ref().map_or(StreamId::MIN, |e| e.id))),
-                kv("groups", Reply::Int(state.groups.len() as i64)),
-                kv("first-entry", first.as_ref().map_or(Reply::Null, entry_reply)),
-                kv("last-entry", last_entry.as_ref().map_or(Reply::Null, entry_reply)),
-            ]))
+            // FULL [COUNT n]: entries and groups in detail, n of each list (0: all).
+            let full = match a.len() {
+                3 => None,
+                4 if a.upper(3)? == "FULL" => Some(10),
+                6 if a.upper(3)? == "FULL" && a.upper(4)? == "COUNT" => {
+                    Some(usize::try_from(a.int(5)?).ok().filter(|&n| n > 0).unwrap_or(usize::MAX))
+                }
+                _ => return Err(CommandError::Syntax),
+            };
+            let names = s.server.streams.group_names(&p)?;
+            let groups = match full {
+                Some(n) => {
+                    let mut out = Vec::with_capacity(names.len());
+                    for name in &names {
+                        if let Some(g) = s.server.streams.group(&p, name)? {
+                            out.push(group_full(&p, &g, n)?);
+                        }
+                    }
+                    Reply::Array(out)
+                }
+                None => Reply::Int(names.len() as i64),
+            };
+            let mut state = st.lock();
+            stream_info(&p, &mut state, full, groups)
         }
         "GROUPS" => {
-            let end = p.last_stable_offset();
-            Ok(Reply::Array(
-                state
-                    .groups
-                    .iter()
-                    .map(|(name, g)| {
-                        Reply::Map(vec![
-                            kv("name", Reply::text(name.clone())),
-                            kv("consumers", Reply::Int(g.consumers.len() as i64)),
-                            kv("pending", Reply::Int(g.pel.len() as i64)),
-                            kv("last-delivered-id", id(g.last_id)),
-                            kv("entries-read", Reply::Int(g.entries_read as i64)),
-                            kv("lag", Reply::Int(end.saturating_sub(g.next_offset) as i64)),
-                        ])
-                    })
-                    .collect(),
-            ))
+            a.exactly(3)?;
+            let mut out = Vec::new();
+            for name in s.server.streams.group_names(&p)? {
+                let Some(g) = s.server.streams.group(&p, &name)? else { continue };
+                let gs = g.lock();
+                let (last, read, lag) = position(&p, &gs)?;
+                out.push(Reply::Map(vec![
+                    kv("name", Reply::text(name)),
+                    kv("consumers", Reply::Int(gs.members().len() as i64)),
+                    kv("pending", Reply::Int(gs.pending_len() as i64)),
+                    kv("last-delivered-id", Reply::text(last.to_string())),
+                    kv("entries-read", Reply::Int(read as i64)),
+                    kv("lag", Reply::Int(lag as i64)),
+                ]));
+            }
+            Ok(Reply::Array(out))
         }
         "CONSUMERS" => {
             a.exactly(4)?;
             let group = a.str(3)?;
-            let g = state.groups.get_mut(group).ok_or_else(|| {
+            let g = s.server.streams.group(&p, group)?.ok_or_else(|| {
                 CommandError::Reply(format!("NOGROUP No such consumer group '{group}' for key name '{}'", st.name))
             })?;
-            let counts = g.pending_counts();
+            let gs = g.lock();
+            let counts = gs.pending_counts();
             Ok(Reply::Array(
-                g.consumers
+                gs.members()
                     .iter()
-                    .map(|(name, c)| {
+                    .map(|(name, m)| {
                         Reply::Map(vec![
                             kv("name", Reply::text(name.clone())),
-                            kv("pending", Reply::Int(counts.get(name.as_str()).copied().unwrap_or(0) as i64)),
-                            kv("idle", Reply::Int(now.saturating_sub(c.seen_ms) as i64)),
-                            kv("inactive", Reply::Int(c.active_ms.map_or(-1, |t| now.saturating_sub(t) as i64))),
+                            kv("pending", Reply::Int(counts.get(name).copied().unwrap_or(0) as i64)),
+                            kv("idle", Reply::Int(now.saturating_sub(m.seen_ms) as i64)),
+                            kv("inactive", Reply::Int(m.active_ms.map_or(-1, |t| now.saturating_sub(t) as i64))),
                         ])
                     })
                     .collect(),
@@ -437,4 +440,109 @@ fn xinfo(s: &Session, a: &Args<'_>) -> CmdResult<Reply> {
         }
         _ => Err(CommandError::err("unknown subcommand or wrong number of arguments for 'xinfo' command")),
     }
+}
+
+fn kv(k: &str, v: Reply) -> (Reply, Reply) {
+    (Reply::text(k), v)
+}
+
+fn id_reply(i: StreamId) -> Reply {
+    Reply::text(i.to_string())
+}
+
+/// XINFO STREAM: the summary, or with `full` (entries to list) the first
+/// entries instead of the first and last, and `groups` as given.
+fn stream_info(p: &Partition, state: &mut State, full: Option<usize>, groups: Reply) -> CmdResult<Reply> {
+    let last = state.last_id(p)?;
+    let deleted = &state.deleted;
+    let len = p.last_stable_offset().saturating_sub(p.log_start_offset()).saturating_sub(deleted.len() as u64);
+    let listed = log::scan(p, p.log_start_offset(), full.unwrap_or(1), |e| {
+        if deleted.contains(&e.id) { Keep::Skip } else { Keep::Take }
+    })?;
+    let first_id = listed.first().map_or(StreamId::MIN, |e| e.id);
+    let mut fields = vec![
+        kv("length", Reply::Int(len as i64)),
+        kv("radix-tree-keys", Reply::Int(1)),
+        kv("radix-tree-nodes", Reply::Int(1)),
+        kv("last-generated-id", id_reply(last)),
+        kv("max-deleted-entry-id", id_reply(state.max_deleted)),
+        kv("entries-added", Reply::Int(p.last_stable_offset() as i64)),
+        kv("recorded-first-entry-id", id_reply(first_id)),
+    ];
+    if full.is_some() {
+        fields.push(kv("entries", Reply::Array(listed.iter().map(entry_reply).collect())));
+        fields.push(kv("groups", groups));
+    } else {
+        let last_entry = log::last_entry(p)?.filter(|e| !state.deleted.contains(&e.id));
+        fields.push(kv("groups", groups));
+        fields.push(kv("first-entry", listed.first().map_or(Reply::Null, entry_reply)));
+        fields.push(kv("last-entry", last_entry.as_ref().map_or(Reply::Null, entry_reply)));
+    }
+    Ok(Reply::Map(fields))
+}
+
+/// A group's last delivered id (that of the entry before where it reads
+/// on), entries read (its position: entries added before it) and lag.
+fn position(p: &Partition, gs: &GroupState<'_>) -> CmdResult<(StreamId, u64, u64)> {
+    let next = gs.next();
+    let last = match next.checked_sub(1) {
+        Some(before) if before >= p.log_start_offset() => {
+            log::entry_at(p, before)?.filter(|e| e.offset == before).map_or(StreamId::MIN, |e| e.id)
+        }
+        _ => StreamId::MIN,
+    };
+    Ok((last, next, p.last_stable_offset().saturating_sub(next)))
+}
+
+/// One group in XINFO STREAM FULL: its position, at most `n` of its
+/// deliveries out, its consumers with at most `n` of theirs each.
+fn group_full(p: &Partition, g: &GroupCursor, n: usize) -> CmdResult<Reply> {
+    let gs = g.lock();
+    let (last, read, lag) = position(p, &gs)?;
+    let pel: Vec<Reply> = gs
+        .pending(0, u128::MAX)
+        .take(n)
+        .map(|d| {
+            Reply::Array(vec![
+                id_reply(StreamId::from_key(d.key)),
+                Reply::text(d.consumer),
+                Reply::Int(d.delivered_ms as i64),
+                Reply::Int(i64::from(d.count)),
+            ])
+        })
+        .collect();
+    let consumers: Vec<Reply> = gs
+        .members()
+        .iter()
+        .map(|(name, m)| {
+            let mine: Vec<Delivery> = gs.pending(0, u128::MAX).filter(|d| &d.consumer == name).collect();
+            let listed = mine
+                .iter()
+                .take(n)
+                .map(|d| {
+                    Reply::Array(vec![
+                        id_reply(StreamId::from_key(d.key)),
+                        Reply::Int(d.delivered_ms as i64),
+                        Reply::Int(i64::from(d.count)),
+                    ])
+                })
+                .collect();
+            Reply::Map(vec![
+                kv("name", Reply::text(name.clone())),
+                kv("seen-time", Reply::Int(m.seen_ms as i64)),
+                kv("active-time", Reply::Int(m.active_ms.map_or(-1, |t| t as i64))),
+                kv("pel-count", Reply::Int(mine.len() as i64)),
+                kv("pending", Reply::Array(listed)),
+            ])
+        })
+        .collect();
+    Ok(Reply::Map(vec![
+        kv("name", Reply::text(g.name())),
+        kv("last-delivered-id", id_reply(last)),
+        kv("entries-read", Reply::Int(read as i64)),
+        kv("lag", Reply::Int(lag as i64)),
+        kv("pel-count", Reply::Int(gs.pending_len() as i64)),
+        kv("pending", Reply::Array(pel)),
+        kv("consumers", Reply::Array(consumers)),
+    ]))
 }

@@ -45,6 +45,17 @@ impl StreamId {
         }
     }
 
+    /// The id as one number, ordered as ids are: a group cursor's key for
+    /// the entry's delivery.
+    pub fn key(self) -> u128 {
+        (u128::from(self.ms) << 64) | u128::from(self.seq)
+    }
+
+    /// The id whose [`StreamId::key`] is `key`.
+    pub fn from_key(key: u128) -> StreamId {
+        StreamId { ms: (key >> 64) as u64, seq: key as u64 }
+    }
+
     /// Parses `ms-seq`, or a bare `ms` whose sequence is `missing_seq`.
     pub fn parse(s: &[u8], missing_seq: u64) -> Option<StreamId> {
         let s = std::str::from_utf8(s).ok()?;
@@ -168,6 +179,17 @@ mod tests {
         assert_eq!(parse_bound(b"(5-0", false).unwrap(), id(4, u64::MAX));
         assert_eq!(parse_bound(b"5", false).unwrap(), id(5, u64::MAX));
         assert!(parse_bound(b"(0-0", false).is_err());
+    }
+
+    #[test]
+    fn keys_order_as_ids_do() {
+        let ids = [id(0, 0), id(0, u64::MAX), id(1, 0), id(u64::MAX, 3)];
+        for w in ids.windows(2) {
+            assert!(w[0].key() < w[1].key());
+        }
+        for i in ids {
+            assert_eq!(StreamId::from_key(i.key()), i);
+        }
     }
 
     #[test]

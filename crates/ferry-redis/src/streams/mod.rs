@@ -3,16 +3,17 @@
 //! stream), so Kafka clients read it as a topic and XREAD reads what Kafka
 //! producers wrote ([`log`] says how records and entries map).
 //!
-//! Beside the log, each stream has state kept by this front-end: its
-//! consumer groups ([`group`]) and the ids XDEL removed from the middle
-//! of the log (an append-only log cannot drop them; reads skip them). It
-//! lives in `<data>/redis-groups/<stream>.json`, rewritten (fsynced) at
-//! most every [`SAVE_INTERVAL`] when it changed, and at shutdown; group
-//! creation and deletion are written at once. A crash can lose the last
-//! interval's deliveries and acknowledgements: those entries are then
-//! delivered again (at least once, never lost).
+//! A consumer group is one of the broker's group cursors over the
+//! partition ([`ferry_broker::queue::group_cursor`]: the acknowledgement
+//! cursor AMQP queues use, with per-entry acks and deliveries out),
+//! stored under `<data>/internal/redis-groups/`.
+//!
+//! Beside the log, each stream has the ids XDEL removed from the middle of
+//! the log (an append-only log cannot drop them; reads skip them), in
+//! `<data>/redis-streams/<stream>.json`, rewritten (fsynced) at most every
+//! [`SAVE_INTERVAL`] when it changed, and at shutdown.
 
-pub mod group;
+pub mod appender;
 pub mod id;
 pub mod log;
 
@@ -22,10 +23,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use ferry_broker::queue::{GroupCursor, GroupCursorStore};
 use ferry_broker::{Broker, BrokerError, Partition};
 use serde::{Deserialize, Serialize};
 
-use self::group::Group;
+use self::appender::Appender;
 use self::id::StreamId;
 
 /// How often changed stream state is written.
@@ -34,8 +36,6 @@ pub const SAVE_INTERVAL: Duration = Duration::from_millis(200);
 /// A stream's state beside its log.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct State {
-    /// Consumer groups by name.
-    pub groups: BTreeMap<String, Group>,
     /// Ids removed by XDEL and still in the log.
     pub deleted: BTreeSet<StreamId>,
     /// The largest id XDEL or a trim removed.
@@ -55,6 +55,8 @@ pub struct Stream {
     pub name: String,
     state: Mutex<State>,
     dirty: AtomicBool,
+    /// XADD's group commit, for the partition it was started on.
+    appender: Mutex<Option<(Arc<Partition>, Arc<Appender>)>>,
 }
 
 impl Stream {
@@ -66,6 +68,20 @@ impl Stream {
     /// The state changed: the next periodic save writes it.
     pub fn changed(&self) {
         self.dirty.store(true, Ordering::Release);
+    }
+
+    /// The appending task for partition `p` (a new one if the topic was
+    /// created again since).
+    pub fn appender(self: &Arc<Self>, p: &Arc<Partition>) -> Arc<Appender> {
+        let mut slot = self.appender.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*slot {
+            Some((on, a)) if Arc::ptr_eq(on, p) => a.clone(),
+            _ => {
+                let a = Arc::new(Appender::start(p.clone(), Arc::downgrade(self)));
+                *slot = Some((p.clone(), a.clone()));
+                a
+            }
+        }
     }
 }
 
@@ -87,9 +103,14 @@ impl State {
         Ok(id)
     }
 
-    /// XADD appended entry `id` as the record at `offset`.
-    pub fn appended(&mut self, id: StreamId, offset: u64) {
+    /// XADD gave out `id` (its entry is queued for appending).
+    pub fn assigned(&mut self, id: StreamId) {
         self.last_id = Some(id);
+    }
+
+    /// XADD's entries are in the log up to `offset`: a log end past it
+    /// means another protocol appended.
+    pub fn appended(&mut self, offset: u64) {
         self.last_end = self.last_end.max(offset + 1);
     }
 
@@ -107,13 +128,40 @@ pub struct Streams {
     dir: PathBuf,
     broker: Arc<Broker>,
     map: Mutex<HashMap<String, Arc<Stream>>>,
+    /// The consumer groups of every stream.
+    pub groups: GroupCursorStore,
 }
 
 impl Streams {
-    /// Opens the state directory.
-    pub fn open(dir: PathBuf, broker: Arc<Broker>) -> std::io::Result<Arc<Streams>> {
+    /// Opens the state directory and the group store.
+    pub fn open(dir: PathBuf, broker: Arc<Broker>) -> Result<Arc<Streams>, BrokerError> {
         std::fs::create_dir_all(&dir)?;
-        Ok(Arc::new(Streams { dir, broker, map: Mutex::new(HashMap::new()) }))
+        let groups = broker.group_cursor_store("redis-groups")?;
+        Ok(Arc::new(Streams { dir, broker, map: Mutex::new(HashMap::new()), groups }))
+    }
+
+    fn topic_of(&self, p: &Partition) -> Result<Arc<ferry_broker::Topic>, BrokerError> {
+        self.broker.topic(&p.topic).ok_or(BrokerError::UnknownTopicOrPartition)
+    }
+
+    /// Group `name` of the stream in `p`, if it exists.
+    pub fn group(&self, p: &Partition, name: &str) -> Result<Option<Arc<GroupCursor>>, BrokerError> {
+        self.groups.open(&*self.topic_of(p)?, p, name)
+    }
+
+    /// Creates group `name` reading from offset `from`; `None` if it exists.
+    pub fn create_group(&self, p: &Partition, name: &str, from: u64) -> Result<Option<Arc<GroupCursor>>, BrokerError> {
+        self.groups.create(&*self.topic_of(p)?, p, name, from)
+    }
+
+    /// Deletes group `name`; false if there was none.
+    pub fn remove_group(&self, p: &Partition, name: &str) -> Result<bool, BrokerError> {
+        self.groups.remove(&*self.topic_of(p)?, p, name)
+    }
+
+    /// The stream's groups, sorted by name.
+    pub fn group_names(&self, p: &Partition) -> Result<Vec<String>, BrokerError> {
+        self.groups.names(&*self.topic_of(p)?, p)
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Stream>>> {
@@ -138,7 +186,12 @@ impl Streams {
             }),
             Err(_) => State::default(),
         };
-        let s = Arc::new(Stream { name: name.to_string(), state: Mutex::new(state), dirty: AtomicBool::new(false) });
+        let s = Arc::new(Stream {
+            name: name.to_string(),
+            state: Mutex::new(state),
+            dirty: AtomicBool::new(false),
+            appender: Mutex::new(None),
+        });
         map.insert(name.to_string(), s.clone());
         s
     }
@@ -166,13 +219,19 @@ impl Streams {
         self.partition(name)?.ok_or(BrokerError::NotLeaderOrFollower)
     }
 
-    /// Drops the stream's state (DEL, or a new topic of the same name).
+    /// Drops the stream's state and its groups (DEL, before its topic
+    /// goes; or a new topic of the same name).
     pub fn forget(&self, name: &str) {
+        if let Some(t) = self.broker.topic(name)
+            && let Err(e) = self.groups.remove_topic(&t)
+        {
+            tracing::warn!(stream = name, error = %e, "deleting a stream's consumer groups failed");
+        }
         self.map().remove(name);
         let _ = std::fs::remove_file(self.path(name));
     }
 
-    /// Writes the stream's state now (group creation and deletion).
+    /// Writes the stream's state now.
     pub fn save(&self, s: &Stream, sync: bool) -> std::io::Result<()> {
         s.dirty.store(false, Ordering::Release);
         let bytes = serde_json::to_vec(&*s.lock()).map_err(std::io::Error::other)?;

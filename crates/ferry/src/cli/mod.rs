@@ -21,6 +21,7 @@ pub mod node;
 mod output;
 pub mod produce;
 mod reassign;
+pub mod redis;
 pub mod topic;
 pub mod user;
 
@@ -37,6 +38,7 @@ pub use consume::ConsumeArgs;
 pub use group::GroupCmd;
 pub use node::NodeCmd;
 pub use produce::ProduceArgs;
+pub use redis::RedisCmd;
 pub use topic::TopicCmd;
 pub use user::UserCmd;
 

@@ -435,3 +435,41 @@ fn the_cli_works_across_a_three_node_cluster() {
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
+
+#[test]
+fn lists_redis_streams_and_their_groups() {
+    use redis::cmd;
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let redis_addr = format!("127.0.0.1:{}", b.redis_port);
+    runtime().block_on(async {
+        let mut c = crate::redis_support::connect(&b, false).await;
+        for _ in 0..3 {
+            let _: String = cmd("XADD").arg("jobs").arg("*").arg("k").arg("v").query_async(&mut c).await.unwrap();
+        }
+        let _: () = cmd("XGROUP").arg("CREATE").arg("jobs").arg("workers").arg("0").query_async(&mut c).await.unwrap();
+        let _: redis::Value = cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("workers")
+            .arg("w1")
+            .arg("COUNT")
+            .arg(2)
+            .arg("STREAMS")
+            .arg("jobs")
+            .arg(">")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    });
+    let streams = ok_json(&b, &["redis", "streams", "--redis", &redis_addr]);
+    let jobs = streams["streams"].as_array().unwrap().iter().find(|s| s["stream"] == "jobs").cloned();
+    assert_eq!(jobs.as_ref().map(|j| (&j["length"], &j["groups"])), Some((&3.into(), &1.into())), "{streams}");
+    let groups = ok_json(&b, &["redis", "groups", "jobs", "--redis", &redis_addr]);
+    let g = &groups["groups"][0];
+    assert_eq!((&g["group"], &g["pending"], &g["lag"]), (&"workers".into(), &2.into(), &1.into()), "{groups}");
+    assert_eq!(g["consumers"][0], serde_json::json!({"consumer": "w1", "pending": 2}), "{groups}");
+    let table = ok(&b, &["redis", "groups", "jobs", "--redis", &redis_addr], "");
+    assert!(table.lines().any(|l| l.starts_with("workers") && l.contains("w1(2)")), "{table}");
+    let o = ferry(&b, &["redis", "groups", "nothing", "--redis", &redis_addr], "");
+    fails(&o, "no such key");
+}

@@ -45,3 +45,4 @@ mod stomp_bench;
 mod stomp_support;
 mod stomp_ws;
 mod support;
+mod tls;

@@ -66,6 +66,16 @@ async fn lists_are_queues_with_blocking_pops_and_moves() {
     assert_eq!(c.llen::<_, i64>("tasks").await.unwrap(), 2);
     let range: Vec<String> = c.lrange("tasks", 0, -1).await.unwrap();
     assert_eq!(range, ["t2", "t3"]);
+    // LINDEX reads by position; LSET / LINSERT cannot change a queue's middle.
+    assert_eq!(c.lindex::<_, Option<String>>("tasks", 0).await.unwrap().as_deref(), Some("t2"));
+    assert_eq!(c.lindex::<_, Option<String>>("tasks", -1).await.unwrap().as_deref(), Some("t3"));
+    assert_eq!(c.lindex::<_, Option<String>>("tasks", 2).await.unwrap(), None);
+    assert_eq!(c.lindex::<_, Option<String>>("nothing", 0).await.unwrap(), None);
+    let e = c.lset::<_, _, ()>("tasks", 0, "x").await.unwrap_err();
+    assert!(e.to_string().contains("LSET is not supported"), "{e}");
+    let e = cmd("LINSERT").arg("tasks").arg("BEFORE").arg("t3").arg("x").query_async::<()>(&mut c).await.unwrap_err();
+    assert!(e.to_string().contains("LINSERT is not supported"), "{e}");
+    assert_eq!(c.lrange::<_, Vec<String>>("tasks", 0, -1).await.unwrap(), ["t2", "t3"], "unchanged");
     // The reliable-queue pattern: move to a processing list.
     let moved: String =
         cmd("LMOVE").arg("tasks").arg("processing").arg("RIGHT").arg("LEFT").query_async(&mut c).await.unwrap();

@@ -239,42 +239,59 @@ async fn consumer_groups_deliver_ack_and_claim_from_a_dead_worker() {
     assert_eq!(destroyed, 1);
 }
 
+/// A group is the broker's queue cursor: acknowledgements survive a
+/// kill -9, deliveries out do not (like an AMQP queue's): unacknowledged
+/// entries go out again with `>`, counted as second deliveries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn groups_and_pending_entries_survive_a_restart() {
+async fn groups_keep_acks_across_a_kill_and_deliver_the_rest_again() {
     let dir = tempfile::tempdir().unwrap();
     let mut b = Broker::start(dir.path());
     let mut c = connect(&b, false).await;
     let _: () =
         cmd("XGROUP").arg("CREATE").arg("durable").arg("g").arg("0").arg("MKSTREAM").query_async(&mut c).await.unwrap();
-    let id: String = cmd("XADD").arg("durable").arg("*").arg("k").arg("v").query_async(&mut c).await.unwrap();
-    let _: Value = cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("g")
-        .arg("w")
-        .arg("STREAMS")
-        .arg("durable")
-        .arg(">")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let id: String = cmd("XADD").arg("durable").arg("*").arg("k").arg(i).query_async(&mut c).await.unwrap();
+        ids.push(id);
+    }
+    let read = |consumer: &'static str| {
+        cmd("XREADGROUP").arg("GROUP").arg("g").arg(consumer).arg("STREAMS").arg("durable").arg(">").clone()
+    };
+    let got: Value = read("w").query_async(&mut c).await.unwrap();
+    assert_eq!(fields(&got).iter().filter(|f| f.as_str() == "k").count(), 4);
+    // Out of order: the second and the last acknowledged.
+    let acked: i64 = cmd("XACK").arg("durable").arg("g").arg(&ids[1]).arg(&ids[3]).query_async(&mut c).await.unwrap();
+    assert_eq!(acked, 2);
+    drop(c);
+    b.kill9();
+    b.start_again();
+    let mut c = connect(&b, false).await;
+    let groups: Value = cmd("XINFO").arg("GROUPS").arg("durable").query_async(&mut c).await.unwrap();
+    let g = fields(&groups);
+    assert!(g.windows(2).any(|w| w == ["name", "g"]) && g.windows(2).any(|w| w == ["pending", "0"]), "{g:?}");
+    let next: String = cmd("XADD").arg("durable").arg("*").arg("k").arg("new").query_async(&mut c).await.unwrap();
+    assert!(next > ids[3] || next.len() > ids[3].len(), "ids keep increasing after a restart: {} then {next}", ids[3]);
+    let again: Value = read("v").query_async(&mut c).await.unwrap();
+    assert_eq!(
+        fields(&again),
+        ["durable", &ids[0], "k", "0", &ids[2], "k", "2", &next, "k", "new"],
+        "unacknowledged entries again, then the new one"
+    );
+    let ext: Value =
+        cmd("XPENDING").arg("durable").arg("g").arg("-").arg("+").arg(10).query_async(&mut c).await.unwrap();
+    let ext = fields(&ext);
+    assert_eq!(ext.len(), 12, "{ext:?}");
+    assert_eq!((ext[0].as_str(), ext[1].as_str(), ext[3].as_str()), (ids[0].as_str(), "v", "2"), "{ext:?}");
+    assert_eq!((ext[8].as_str(), ext[11].as_str()), (next.as_str(), "1"), "{ext:?}");
+    // A clean restart keeps the acknowledgements too.
+    let acked: i64 =
+        cmd("XACK").arg("durable").arg("g").arg(&ids[0]).arg(&ids[2]).arg(&next).query_async(&mut c).await.unwrap();
+    assert_eq!(acked, 3);
     drop(c);
     b.restart();
     let mut c = connect(&b, false).await;
-    let pending: Value = cmd("XPENDING").arg("durable").arg("g").query_async(&mut c).await.unwrap();
-    assert_eq!(fields(&pending), ["1", &id, &id, "w", "1"]);
-    let next: String = cmd("XADD").arg("durable").arg("*").arg("k").arg("w").query_async(&mut c).await.unwrap();
-    assert!(next > id || next.len() > id.len(), "ids keep increasing after a restart: {id} then {next}");
-    let more: Value = cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("g")
-        .arg("w")
-        .arg("STREAMS")
-        .arg("durable")
-        .arg(">")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    assert_eq!(fields(&more), ["durable", &next, "k", "w"], "the group goes on after its last delivery");
+    let none: Value = read("v").query_async(&mut c).await.unwrap();
+    assert_eq!(none, Value::Nil, "everything acknowledged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,4 +329,96 @@ async fn blocked_reads_wake_on_new_entries() {
     let timed_out: Value =
         cmd("XREAD").arg("BLOCK").arg(50).arg("STREAMS").arg("feed").arg("$").query_async(&mut c).await.unwrap();
     assert_eq!(timed_out, Value::Nil);
+}
+
+/// XINFO STREAM FULL lists entries, groups, deliveries out and consumers;
+/// DELCONSUMER hands a consumer's deliveries back to the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_info_full_and_a_removed_consumer_hands_entries_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut c = connect(&b, false).await;
+    let _: () =
+        cmd("XGROUP").arg("CREATE").arg("tasks").arg("g").arg("0").arg("MKSTREAM").query_async(&mut c).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let id: String = cmd("XADD").arg("tasks").arg("*").arg("t").arg(i).query_async(&mut c).await.unwrap();
+        ids.push(id);
+    }
+    let read = |consumer: &'static str, count: usize| {
+        cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("g")
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("STREAMS")
+            .arg("tasks")
+            .arg(">")
+            .clone()
+    };
+    let _: Value = read("gone", 2).query_async(&mut c).await.unwrap();
+    let full: Value = cmd("XINFO").arg("STREAM").arg("tasks").arg("FULL").query_async(&mut c).await.unwrap();
+    let f = fields(&full);
+    for pair in [["length", "3"], ["last-delivered-id", &ids[1]], ["pel-count", "2"], ["name", "gone"], ["lag", "1"]] {
+        assert!(f.windows(2).any(|w| w == pair), "{pair:?} in {f:?}");
+    }
+    assert!(f.windows(4).any(|w| w == [ids[2].as_str(), "t", "2", "groups"]), "entries, then groups: {f:?}");
+    let limited: Value =
+        cmd("XINFO").arg("STREAM").arg("tasks").arg("FULL").arg("COUNT").arg(1).query_async(&mut c).await.unwrap();
+    let l = fields(&limited);
+    assert!(l.windows(5).any(|w| w == ["entries", ids[0].as_str(), "t", "0", "groups"]), "COUNT 1: one entry: {l:?}");
+    let removed: i64 =
+        cmd("XGROUP").arg("DELCONSUMER").arg("tasks").arg("g").arg("gone").query_async(&mut c).await.unwrap();
+    assert_eq!(removed, 2);
+    let again: Value = read("next", 10).query_async(&mut c).await.unwrap();
+    assert_eq!(fields(&again), ["tasks", &ids[0], "t", "0", &ids[1], "t", "1", &ids[2], "t", "2"], "handed back first");
+    let ext: Value = cmd("XPENDING").arg("tasks").arg("g").arg("-").arg("+").arg(10).query_async(&mut c).await.unwrap();
+    let counts: Vec<String> = fields(&ext).chunks(4).map(|d| d[3].clone()).collect();
+    assert_eq!(counts, ["2", "2", "1"], "a second delivery of the handed-back ones");
+}
+
+/// XADDs from many connections at once share appends (group commit): every
+/// reply's id is in the stream once, and the log holds them in id order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_adds_from_many_connections_keep_id_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let mut c = connect(&b, false).await;
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..50 {
+                let id: String = cmd("XADD")
+                    .arg("shared")
+                    .arg("*")
+                    .arg("w")
+                    .arg(w)
+                    .arg("i")
+                    .arg(i)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                ids.push(id);
+            }
+            ids
+        }));
+    }
+    let mut replied = Vec::new();
+    for t in tasks {
+        replied.extend(tokio::time::timeout(Duration::from_secs(60), t).await.unwrap().unwrap());
+    }
+    let mut c = connect(&b, false).await;
+    let all: Value = cmd("XRANGE").arg("shared").arg("-").arg("+").query_async(&mut c).await.unwrap();
+    let Value::Array(entries) = all else { panic!("{all:?}") };
+    let logged: Vec<String> = entries.iter().map(|e| fields(e)[0].clone()).collect();
+    assert_eq!(logged.len(), 400);
+    let key = |id: &str| {
+        let (ms, seq) = id.split_once('-').unwrap();
+        (ms.parse::<u64>().unwrap(), seq.parse::<u64>().unwrap())
+    };
+    assert!(logged.windows(2).all(|w| key(&w[0]) < key(&w[1])), "log order is id order");
+    replied.sort_by_key(|id| key(id));
+    assert_eq!(replied, logged);
 }

@@ -1,4 +1,5 @@
-//! STOMP over WebSocket (`--stomp-ws-listen`, path /stomp) with a raw
+//! STOMP over WebSocket at path /stomp (on `--stomp-ws-listen`, on the
+//! MQTT WebSocket listener beside /mqtt, on the HTTP listener) with a raw
 //! RFC 6455 client: frames in text and binary messages, to and from a TCP
 //! STOMP client.
 
@@ -8,7 +9,7 @@ use crate::stomp_support::Stomp;
 use crate::support::{self, Broker};
 
 /// One masked client WebSocket frame (FIN set).
-fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [0x11, 0x22, 0x33, 0x44];
     let mut out = vec![0x80 | opcode];
     match payload.len() {
@@ -24,12 +25,11 @@ fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Reads server frames until the STOMP decoder has a frame (heart-beats skipped).
-fn ws_stomp_frame(
-    s: &mut std::net::TcpStream,
+pub(crate) fn ws_stomp_frame(
+    s: &mut impl std::io::Read,
     data: &mut bytes::BytesMut,
     dec: &mut ferry_stomp::codec::Decoder,
 ) -> ferry_stomp::Frame {
-    use std::io::Read;
     loop {
         while let Some(item) = dec.decode(data).expect("valid STOMP inside the WebSocket") {
             if let ferry_stomp::codec::Item::Frame(f) = item {
@@ -104,4 +104,71 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-
     let mut answer = String::new();
     other.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}
+
+/// Opens a WebSocket on `port` at /stomp; returns the socket once the 101
+/// answer (which must agree on v12.stomp) is read.
+fn ws_connect(port: u16) -> std::net::TcpStream {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    ws_upgrade(&mut s);
+    s
+}
+
+/// The opening handshake at /stomp on `s` (plain or TLS): sends the
+/// request and reads the 101 answer, which must agree on v12.stomp.
+pub(crate) fn ws_upgrade(s: &mut (impl std::io::Read + std::io::Write)) {
+    s.write_all(
+        b"GET /stomp HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v11.stomp, v12.stomp\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
+    assert!(head.contains("sec-websocket-protocol: v12.stomp\r\n"), "{head}");
+}
+
+/// The same STOMP front-end answers at /stomp on the MQTT WebSocket
+/// listener (MQTT still at /mqtt) and on the HTTP listener.
+#[test]
+fn stomp_at_its_path_on_the_mqtt_websocket_and_http_listeners() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut tcp = Stomp::connect(&b);
+    tcp.subscribe("t", "/queue/shared-ws", &[]);
+    for (port, what) in [(b.mqtt_ws_port, "mqtt websocket"), (b.http_port, "http")] {
+        let mut s = ws_connect(port);
+        s.write_all(&ws_frame(1, b"CONNECT\naccept-version:1.2\nhost:/\nlogin:guest\npasscode:guest\n\n\0")).unwrap();
+        let (mut data, mut dec) =
+            (bytes::BytesMut::new(), ferry_stomp::codec::Decoder::new(ferry_stomp::Version::V1_2, Default::default()));
+        assert_eq!(ws_stomp_frame(&mut s, &mut data, &mut dec).command, "CONNECTED", "{what}");
+        let send = format!("SEND\ndestination:/queue/shared-ws\nreceipt:r\n\nvia {what}\0");
+        s.write_all(&ws_frame(1, send.as_bytes())).unwrap();
+        assert_eq!(ws_stomp_frame(&mut s, &mut data, &mut dec).header("receipt-id"), Some("r"), "{what}");
+        assert_eq!(tcp.message().body, format!("via {what}").as_bytes(), "{what}");
+    }
+    // MQTT keeps its path on the shared listener: a CONNECT over /mqtt gets a CONNACK.
+    let mut m = std::net::TcpStream::connect(("127.0.0.1", b.mqtt_ws_port)).unwrap();
+    m.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    m.write_all(
+        b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n",
+    )
+    .unwrap();
+    let connect = [0x10, 0x0d, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 30, 0, 1, b'c'];
+    m.write_all(&ws_frame(2, &connect)).unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.windows(2).any(|w| w == [0x20, 0x02]) {
+        std::io::Read::read_exact(&mut m, &mut byte).expect("a CONNACK over /mqtt");
+        got.push(byte[0]);
+    }
 }

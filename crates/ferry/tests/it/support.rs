@@ -178,19 +178,25 @@ impl Broker {
         )
         .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
-        cmd.args(["serve", "--config"])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(&self.data)
-            .args(["--kafka-listen", &self.kafka_listen()])
-            .args(["--http-listen", &format!("127.0.0.1:{}", self.http_port)])
-            .args(["--mqtt-listen", &format!("127.0.0.1:{}", self.mqtt_port)])
-            .args(["--amqp-listen", &format!("127.0.0.1:{}", self.amqp_port)])
-            .args(["--mqtt-ws-listen", &format!("127.0.0.1:{}", self.mqtt_ws_port)])
-            .args(["--stomp-listen", &format!("127.0.0.1:{}", self.stomp_port)])
-            .args(["--redis-listen", &format!("127.0.0.1:{}", self.redis_port)])
-            .args(["--cluster-listen", &format!("127.0.0.1:{}", self.cluster_port)])
-            .args(&self.args)
+        cmd.args(["serve", "--config"]).arg(&config).arg("--data-dir").arg(&self.data);
+        // A listener flag the test gives itself (e.g. a list with a tls://
+        // listener) replaces the default one: clap takes a flag once.
+        let addr = |port: u16| format!("127.0.0.1:{port}");
+        for (flag, value) in [
+            ("--kafka-listen", self.kafka_listen()),
+            ("--http-listen", addr(self.http_port)),
+            ("--mqtt-listen", addr(self.mqtt_port)),
+            ("--amqp-listen", addr(self.amqp_port)),
+            ("--mqtt-ws-listen", addr(self.mqtt_ws_port)),
+            ("--stomp-listen", addr(self.stomp_port)),
+            ("--redis-listen", addr(self.redis_port)),
+            ("--cluster-listen", addr(self.cluster_port)),
+        ] {
+            if !self.args.iter().any(|a| a == flag) {
+                cmd.args([flag, &value]);
+            }
+        }
+        cmd.args(&self.args)
             // FERRY_TEST_LOG=debug shows the broker's log in a failing test.
             .env("FERRY_LOG", std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| self.log_level.into()))
             .env_remove("FERRY_CONTROLLER_QUORUM")

@@ -273,15 +273,20 @@ impl Broker {
         let request = PeerRequest::DeleteRecords { topic: topic.to_string(), partition, before };
         let leader = self.metadata().partition(topic, partition).ok_or(BrokerError::UnknownTopicOrPartition)?.leader;
         if leader == self.node_id() || leader < 0 {
-            return Ok(self.clone().serve_peer(request).await.map(|PeerReply::LowWatermark(low)| low)?);
+            return match self.clone().serve_peer(request).await? {
+                PeerReply::LowWatermark(low) => Ok(low),
+                other => Err(PeerError::Failed(format!("unexpected peer reply {other:?}")).into()),
+            };
         }
         let controller = self
             .controller
             .get()
             .cloned()
             .ok_or_else(|| BrokerError::ControllerUnavailable("no controller installed".into()))?;
-        let PeerReply::LowWatermark(low) = controller.call_peer(leader, request).await?;
-        Ok(low)
+        match controller.call_peer(leader, request).await? {
+            PeerReply::LowWatermark(low) => Ok(low),
+            other => Err(PeerError::Failed(format!("unexpected peer reply {other:?}")).into()),
+        }
     }
 
     /// Carries out a call another node forwarded here, on this node only
@@ -299,6 +304,22 @@ impl Broker {
                 .await
                 .map_err(|e| PeerError::Failed(e.to_string()))??;
                 Ok(PeerReply::LowWatermark(low as i64))
+            }
+            PeerRequest::WriteTxnMarker { topic, partition, producer_id, epoch, commit } => {
+                let part = self.leader_partition(&topic, partition)?;
+                // Waits for the ISR: off the async workers.
+                tokio::task::spawn_blocking(move || part.write_marker(producer_id, epoch, commit, 0))
+                    .await
+                    .map_err(|e| PeerError::Failed(e.to_string()))??;
+                Ok(PeerReply::Done)
+            }
+            PeerRequest::CommitOffsets { group, offsets } => {
+                let written = self.groups().store_offsets(&group, offsets).map_err(|e| match e {
+                    crate::group::GroupError::NotCoordinator => PeerError::NotLeaderOrFollower,
+                    e => PeerError::Failed(format!("{e:?}")),
+                })?;
+                written.acknowledged().await.map_err(|e| PeerError::Failed(format!("{e:?}")))?;
+                Ok(PeerReply::Done)
             }
         }
     }

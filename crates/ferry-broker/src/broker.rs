@@ -3,9 +3,12 @@
 //!
 //! Layout: `<data>/cluster.json`, and per hosted topic
 //! `<data>/topics/<name>/topic.json` with one log directory per local
-//! partition (`<data>/topics/<name>/<partition>/`). `broker-config.json` and
-//! `producer-ids.json` of a pre-cluster directory are only read, to import
-//! them into a new cluster.
+//! partition (`<data>/topics/<name>/<partition>/`); the internal topics
+//! `__consumer_offsets` and `__transaction_state` are hosted the same way.
+//! `broker-config.json` and `producer-ids.json` of a pre-cluster directory
+//! are only read, to import them into a new cluster; its node-local
+//! `internal/__consumer_offsets` and `internal/__transaction_state` logs
+//! are imported once into the internal topics (see `coordinator_load.rs`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -19,7 +22,10 @@ use uuid::Uuid;
 
 use crate::error::{BrokerError, Result};
 use crate::group::{CoordinatorConfig, GroupCoordinator};
-use crate::metadata::{Controller, ControllerStatus, CoordinatorKind, MetadataImage, MetadataRecord};
+use crate::metadata::{
+    Controller, ControllerStatus, CoordinatorKind, GROUP_TOPIC, MetadataImage, MetadataRecord, PeerReply, PeerRequest,
+    TXN_TOPIC,
+};
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::producer::{self, ProducerIds};
@@ -103,6 +109,12 @@ pub struct Broker {
     producer_ids: ProducerIds,
     groups: Arc<GroupCoordinator>,
     txns: TxnCoordinator,
+    /// Node-local coordinator logs of an older data directory, still to be
+    /// imported into the internal topics.
+    pub(crate) legacy_internal: Mutex<Vec<CoordinatorKind>>,
+    /// The runtime peer calls from blocking threads run on (the cluster
+    /// node's, taken when it installs the controller).
+    runtime: OnceLock<tokio::runtime::Handle>,
     metrics: Metrics,
     /// The latest metadata image the cluster node handed over.
     pub(crate) metadata: RwLock<Arc<MetadataImage>>,
@@ -154,12 +166,15 @@ impl Broker {
         }
         let fixed = config.topic_defaults.clone();
         let logs = LogManager::new(config.engine.clone());
-        let groups = GroupCoordinator::open(&config.data_dir, &logs, config.groups.clone())?;
-        let txns = TxnCoordinator::open(&config.data_dir, &logs, config.txns.clone())?;
+        let groups = GroupCoordinator::open(config.groups.clone())?;
+        let txns = TxnCoordinator::open(config.txns.clone());
+        let legacy_internal = crate::coordinator_load::legacy_logs(&config.data_dir);
         let broker = Arc::new(Broker {
             logs,
             groups,
             txns,
+            legacy_internal: Mutex::new(legacy_internal),
+            runtime: OnceLock::new(),
             config,
             cluster_id,
             topics: RwLock::new(BTreeMap::new()),
@@ -202,7 +217,27 @@ impl Broker {
 
     /// Installs the controller quorum; the first call wins.
     pub fn set_controller(&self, controller: Arc<dyn Controller>) {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let _ = self.runtime.set(handle);
+        }
         let _ = self.controller.set(controller);
+    }
+
+    /// Calls `node` through the controller's peer link from a blocking
+    /// thread (never an async worker).
+    pub(crate) fn call_peer_blocking(&self, node: i32, request: PeerRequest) -> Result<PeerReply> {
+        let controller = self
+            .controller
+            .get()
+            .cloned()
+            .ok_or_else(|| BrokerError::ControllerUnavailable("no controller installed".into()))?;
+        let runtime = self
+            .runtime
+            .get()
+            .cloned()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+            .ok_or_else(|| BrokerError::ControllerUnavailable("no runtime for peer calls".into()))?;
+        Ok(runtime.block_on(controller.call_peer(node, request))?)
     }
 
     /// The quorum as this node sees it (default before the cluster node starts).
@@ -222,7 +257,9 @@ impl Broker {
             .map(|(name, file)| MetadataRecord::CreateTopic {
                 name: name.clone(),
                 id: file.id,
-                internal: false,
+                // A directory that hosted the internal topics keeps them
+                // (with their ids, so the coordinators' state is reused).
+                internal: is_internal(name),
                 configs: file.configs.clone(),
                 replicas: vec![vec![self.config.node_id]; file.partitions],
             })
@@ -278,8 +315,15 @@ impl Broker {
         read(&self.topics).values().find(|t| t.id == id).cloned()
     }
 
-    /// Every topic hosted here, in name order.
+    /// Every client topic hosted here, in name order (the internal
+    /// `__consumer_offsets` and `__transaction_state` left out).
     pub fn topics(&self) -> Vec<Arc<Topic>> {
+        read(&self.topics).values().filter(|t| !is_internal(&t.name)).cloned().collect()
+    }
+
+    /// Every topic hosted here, the internal ones included (what
+    /// replication and housekeeping go over), in name order.
+    pub fn hosted_topics(&self) -> Vec<Arc<Topic>> {
         read(&self.topics).values().cloned().collect()
     }
 
@@ -297,10 +341,15 @@ impl Broker {
     }
 
     /// Whether this node coordinates `key` of `kind` now (it leads the
-    /// key's partition of the internal topic; see
-    /// [`MetadataImage::coordinator`]).
+    /// key's partition of the internal topic, see
+    /// [`MetadataImage::coordinator`],
+    /// and has loaded it).
     pub fn coordinates(&self, kind: CoordinatorKind, key: &str) -> bool {
-        read(&self.metadata).coordinator(kind, key).is_some_and(|n| n.id == self.config.node_id)
+        let loaded = match kind {
+            CoordinatorKind::Group => self.groups.serves(key),
+            CoordinatorKind::Transaction => self.txns.serves(key),
+        };
+        loaded && read(&self.metadata).coordinator(kind, key).is_some_and(|n| n.id == self.config.node_id)
     }
 
     /// Runs `f` with the topics as KIP-848 consumer groups see them: every
@@ -383,7 +432,7 @@ impl Broker {
     /// Writes the producer snapshots that changed; run periodically so
     /// recovery after a crash scans little.
     pub fn snapshot_producers(&self) {
-        for topic in self.topics() {
+        for topic in self.hosted_topics() {
             for p in topic.partitions() {
                 if let Err(e) = p.snapshot_producers() {
                     tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "producer snapshot failed");
@@ -413,19 +462,42 @@ impl TxnEffects for Broker {
             // tick retries once partitions are.
             return Err(BrokerError::ControllerUnavailable("no cluster metadata yet".into()));
         }
-        if image.partition(topic, partition).is_none() {
+        let Some(info) = image.partition(topic, partition) else {
             return Ok(()); // deleted since it joined the transaction
+        };
+        if info.leader == self.config.node_id {
+            let p = self.leader_partition(topic, partition)?;
+            return p.write_marker(producer_id, epoch, commit, 0).map(|_| ());
         }
-        // Led elsewhere: the coordinator retries (markers to other nodes
-        // come with replication, #15).
-        let p = self.leader_partition(topic, partition)?;
-        p.write_marker(producer_id, epoch, commit, 0).map(|_| ())
+        if info.leader < 0 {
+            return Err(BrokerError::NotLeaderOrFollower); // retried by the tick
+        }
+        // Kafka's WriteTxnMarkers: the partition's leader writes it and
+        // answers once its ISR has it.
+        let request = PeerRequest::WriteTxnMarker { topic: topic.to_string(), partition, producer_id, epoch, commit };
+        self.call_peer_blocking(info.leader, request).map(|_| ())
     }
 
     fn commit_offsets(&self, group: &str, offsets: Vec<(String, i32, crate::group::Committed)>) -> Result<()> {
-        let end = self.groups.store_offsets(group, offsets)?;
-        self.groups.wait_durable(end)
+        if self.groups.serves(group) {
+            return Ok(self.groups.store_offsets(group, offsets)?.acknowledged_blocking()?);
+        }
+        // The group's coordinator is another node: it writes them there.
+        let node = self
+            .metadata()
+            .coordinator(CoordinatorKind::Group, group)
+            .map(|n| n.id)
+            .ok_or(BrokerError::Group(crate::group::GroupError::CoordinatorNotAvailable))?;
+        if node == self.config.node_id {
+            return Err(crate::group::GroupError::CoordinatorNotAvailable.into()); // not loaded yet
+        }
+        self.call_peer_blocking(node, PeerRequest::CommitOffsets { group: group.to_string(), offsets }).map(|_| ())
     }
+}
+
+/// Whether `name` is one of the coordinators' internal topics.
+pub fn is_internal(name: &str) -> bool {
+    name == GROUP_TOPIC || name == TXN_TOPIC
 }
 
 /// Checks a topic name the way Kafka does: 1 to 249 characters from

@@ -126,14 +126,16 @@ impl Partition {
     }
 
     /// Writes a transaction marker for `producer_id` and blocks until it is
-    /// as durable as the topic's flush policy makes acks=all writes. Call
-    /// from a blocking thread. Returns the marker's offset.
+    /// acknowledged as an acks=all write is (on every ISR member, durable
+    /// under the flush policy), so the transaction coordinator records the
+    /// transaction complete only once no leader change can lose a marker.
+    /// Call from a blocking thread. Returns the marker's offset.
     pub fn write_marker(&self, producer_id: i64, epoch: i16, commit: bool, coordinator_epoch: i32) -> Result<u64> {
         let now = now_ms_u64();
         let batch =
             ferry_records::records::build_control_batch(producer_id, epoch, commit, coordinator_epoch, now as i64)
                 .map_err(LogError::from)?;
-        let offset = {
+        let (offset, leader_epoch) = {
             let mut states = lock(&self.producers);
             states.check_marker(producer_id, epoch)?;
             let (leader_epoch, _) = self.leading()?;
@@ -143,7 +145,7 @@ impl Partition {
                 self.log.add_aborted_txn(aborted)?;
             }
             self.track_unstable(&states);
-            info.base_offset
+            (info.base_offset, leader_epoch)
         };
         let flush = self.settings.read().unwrap_or_else(std::sync::PoisonError::into_inner).log.flush;
         if flush == FlushPolicy::Always {
@@ -151,6 +153,7 @@ impl Partition {
         }
         // The LSO may have moved without the high watermark moving.
         self.wake_waiters();
+        wait_blocking(self.repl.wait_for(offset + 1, leader_epoch))?;
         Ok(offset)
     }
 
@@ -312,6 +315,27 @@ impl Appended {
             rx.await.map_err(|_| BrokerError::Log(ferry_log::LogError::Unavailable("flusher stopped".into())))??;
         }
         Ok(self.info)
+    }
+
+    /// [`Appended::acknowledged`] for a blocking thread (never call it on
+    /// an async worker).
+    pub fn acknowledged_blocking(self) -> Result<AppendInfo> {
+        if let Some(rx) = self.durable {
+            wait_blocking(rx)?;
+        }
+        Ok(self.info)
+    }
+}
+
+/// Waits for an acknowledgement on a blocking thread; one already given
+/// is taken without blocking (so callers on a runtime that find the
+/// answer there do not block it).
+fn wait_blocking(mut rx: oneshot::Receiver<ferry_log::Result<()>>) -> Result<()> {
+    let closed = || BrokerError::Log(LogError::Unavailable("flusher stopped".into()));
+    match rx.try_recv() {
+        Ok(r) => Ok(r?),
+        Err(oneshot::error::TryRecvError::Closed) => Err(closed()),
+        Err(oneshot::error::TryRecvError::Empty) => Ok(rx.blocking_recv().map_err(|_| closed())??),
     }
 }
 

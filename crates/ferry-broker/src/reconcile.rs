@@ -36,8 +36,10 @@ enum DirState {
 impl Broker {
     /// Takes a new metadata image from the cluster node (after every apply)
     /// and reconciles local state with it:
-    /// - every non-internal topic with partitions placed on this node is
-    ///   hosted: its directory created (or reopened, if its `topic.json` has
+    /// - every topic with partitions placed on this node is hosted (the
+    ///   internal ones too, compacted and flushed on every write whatever
+    ///   their configs say, and the coordinators load the internal
+    ///   partitions this node leads and unload the others): its directory created (or reopened, if its `topic.json` has
     ///   the same id; trashed first if it is another topic's), the placed
     ///   partitions' logs opened, partitions no longer placed here closed;
     /// - topic overrides and the cluster-wide defaults (over the config
@@ -74,14 +76,15 @@ impl Broker {
             if let Some(t) = &local {
                 if t.id != info.id {
                     self.delete_local(name, "re-created with another id");
-                } else if placed.is_empty() || info.internal {
+                } else if placed.is_empty() {
                     // Moved away: stop serving; the data stays until
                     // sweep_orphans.
+                    self.unload_coordinators(name);
                     write(&self.topics).remove(name);
                     continue;
                 }
             }
-            if placed.is_empty() || info.internal {
+            if placed.is_empty() {
                 continue;
             }
             let topic = match local.filter(|t| t.id == info.id) {
@@ -96,12 +99,15 @@ impl Broker {
                 },
             };
             let synced = self.sync_topic(&topic, info, &placed);
+            // A coordinator partition that failed to load is tried again
+            // with the next image.
+            let synced = synced.and_then(|()| self.sync_coordinators(&topic, info));
             topic.synced.store(synced.is_ok(), Ordering::Release);
             if let Err(e) = synced {
                 tracing::error!(topic = %name, error = %e, "cannot open partitions");
             }
         }
-        for topic in self.topics() {
+        for topic in self.hosted_topics() {
             if image.topic(&topic.name).is_none_or(|i| i.id != topic.id) {
                 self.delete_local(&topic.name, "deleted");
             }
@@ -138,9 +144,9 @@ impl Broker {
             if file.as_ref().is_some_and(|f| f.created_index > image.applied_index) {
                 continue;
             }
-            let wanted = image.topic(&name).is_some_and(|i| {
-                !i.internal && file.as_ref().is_some_and(|f| f.id == i.id) && !placed_on(i, node).is_empty()
-            });
+            let wanted = image
+                .topic(&name)
+                .is_some_and(|i| file.as_ref().is_some_and(|f| f.id == i.id) && !placed_on(i, node).is_empty());
             if !wanted {
                 tracing::info!(topic = %name, "removing a topic directory the cluster does not place here");
                 if let Err(e) = self.trash(&name) {
@@ -179,7 +185,7 @@ impl Broker {
                 file
             }
         };
-        let settings = topic_config::resolve(&read(&self.dynamic), &info.configs);
+        let settings = self.settings_for(info);
         let topic = Arc::new(Topic {
             name: info.name.clone(),
             id: info.id,
@@ -202,7 +208,7 @@ impl Broker {
         if configs_changed {
             (*write(&topic.overrides)).clone_from(&info.configs);
         }
-        let settings = topic_config::resolve(&read(&self.dynamic), &info.configs);
+        let settings = self.settings_for(info);
         let log_config = settings.log.clone();
         *write(&topic.settings) = settings;
         let old_count = topic.count.swap(info.partitions.len(), Ordering::AcqRel);
@@ -244,8 +250,22 @@ impl Broker {
         Ok(())
     }
 
+    /// The effective settings of `info`'s topic. The internal topics hold
+    /// coordinator state: compacted, and every write on disk before it
+    /// counts, whatever their configs say.
+    fn settings_for(&self, info: &TopicInfo) -> topic_config::TopicSettings {
+        let mut settings = topic_config::resolve(&read(&self.dynamic), &info.configs);
+        if info.internal {
+            settings.log.cleanup_policy = ferry_log::CleanupPolicy::COMPACT;
+            settings.log.flush = ferry_log::FlushPolicy::Always;
+            settings.log.retention_ms = None;
+        }
+        settings
+    }
+
     /// Stops hosting `name` and trashes its directory.
     fn delete_local(&self, name: &str, why: &str) {
+        self.unload_coordinators(name);
         let Some(topic) = write(&self.topics).remove(name) else { return };
         drop(topic);
         match self.trash(name) {
@@ -359,7 +379,15 @@ mod tests {
         assert!(matches!(b.leader_partition("t", 2), Err(BrokerError::NotLeaderOrFollower)), "a follower here");
         assert!(matches!(b.leader_partition("t", 3), Err(BrokerError::UnknownTopicOrPartition)));
         assert!(b.topic("elsewhere").is_none() && !dir.path().join("topics/elsewhere").exists());
-        assert!(b.topic("__consumer_offsets").is_none(), "internal topics get no local logs yet");
+        // Internal topics are hosted like any other, compacted and flushed
+        // on every write; their leader serves the groups that hash to them.
+        let internal = b.topic("__consumer_offsets").unwrap();
+        let log = &b.topic_settings(&internal).log;
+        assert_eq!(
+            (log.cleanup_policy, log.flush),
+            (ferry_log::CleanupPolicy::COMPACT, ferry_log::FlushPolicy::Always)
+        );
+        assert!(b.groups().serves("any-group"));
         assert!(dir.path().join("topics/t/0").is_dir() && !dir.path().join("topics/t/1").exists());
     }
 

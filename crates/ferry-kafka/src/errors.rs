@@ -98,10 +98,6 @@ fn broker_error_code(e: &BrokerError) -> i16 {
     .code()
 }
 
-pub fn log_error_code(e: &LogError) -> i16 {
-    counted(log_code(e))
-}
-
 fn log_code(e: &LogError) -> i16 {
     match e {
         LogError::CorruptBatch(_) | LogError::Codec(_) | LogError::UnexpectedOffset { .. } => E::CorruptMessage,
@@ -128,6 +124,7 @@ fn txn_code(e: TxnError, fenced_supported: bool) -> i16 {
         TxnError::InvalidTransactionTimeout => E::InvalidTransactionTimeout,
         TxnError::TransactionalIdNotFound => E::TransactionalIdNotFound,
         TxnError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
+        TxnError::NotCoordinator => E::NotCoordinator,
     }
     .code()
 }
@@ -148,6 +145,7 @@ fn group_code(e: GroupError) -> i16 {
         GroupError::NonEmptyGroup => E::NonEmptyGroup,
         GroupError::GroupIdNotFound => E::GroupIdNotFound,
         GroupError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => E::NotCoordinator,
         GroupError::FencedMemberEpoch => E::FencedMemberEpoch,
         GroupError::StaleMemberEpoch => E::StaleMemberEpoch,
         GroupError::UnsupportedAssignor => E::UnsupportedAssignor,

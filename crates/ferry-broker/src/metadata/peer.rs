@@ -20,6 +20,30 @@ pub enum PeerRequest {
         /// The new log start offset, or -1 for the high watermark.
         before: i64,
     },
+    /// A transaction coordinator's commit or abort marker for one
+    /// partition (Kafka's WriteTxnMarkers), answered once the partition's
+    /// ISR has it.
+    WriteTxnMarker {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: i32,
+        /// The transaction's producer id.
+        producer_id: i64,
+        /// The producer epoch the transaction ends in.
+        epoch: i16,
+        /// Commit (true) or abort.
+        commit: bool,
+    },
+    /// A committed transaction's offsets for a group, sent by the
+    /// transaction's coordinator to the group's, answered once the
+    /// `__consumer_offsets` ISR has them.
+    CommitOffsets {
+        /// The consumer group.
+        group: String,
+        /// (topic, partition, offset) triples.
+        offsets: Vec<(String, i32, crate::group::Committed)>,
+    },
 }
 
 /// What a peer call returns.
@@ -27,6 +51,8 @@ pub enum PeerRequest {
 pub enum PeerReply {
     /// The partition's log start offset after DeleteRecords.
     LowWatermark(i64),
+    /// The marker or offsets are written and acknowledged.
+    Done,
 }
 
 /// Why a peer did not carry out a call; serializable, and mapped back to a

@@ -100,7 +100,7 @@ impl Replicator {
 
     fn start_fetchers(self: &Arc<Self>, broker: &Broker, stop: &watch::Receiver<bool>) {
         let mut leaders = std::collections::BTreeSet::new();
-        for topic in broker.topics() {
+        for topic in broker.hosted_topics() {
             for p in topic.partitions() {
                 if let Some(f) = p.follower_state().filter(|f| f.leader >= 0) {
                     leaders.insert(f.leader);
@@ -118,7 +118,7 @@ impl Replicator {
         let now = now_ms_u64();
         let lag = self.config.lag_time_max.as_millis() as u64;
         let retry = self.config.isr_retry.as_millis() as u64;
-        for topic in broker.topics() {
+        for topic in broker.hosted_topics() {
             for p in topic.partitions() {
                 let Some((leader_epoch, partition_epoch, isr)) = p.isr_change_due(now, lag, retry) else { continue };
                 let Some(controller) = self.controller.upgrade() else { return };

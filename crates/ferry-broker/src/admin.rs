@@ -305,22 +305,10 @@ impl Broker {
                 .map_err(|e| PeerError::Failed(e.to_string()))??;
                 Ok(PeerReply::LowWatermark(low as i64))
             }
-            PeerRequest::WriteTxnMarker { topic, partition, producer_id, epoch, commit } => {
-                let part = self.leader_partition(&topic, partition)?;
-                // Waits for the ISR: off the async workers.
-                tokio::task::spawn_blocking(move || part.write_marker(producer_id, epoch, commit, 0))
-                    .await
-                    .map_err(|e| PeerError::Failed(e.to_string()))??;
-                Ok(PeerReply::Done)
-            }
-            PeerRequest::CommitOffsets { group, offsets } => {
-                let written = self.groups().store_offsets(&group, offsets).map_err(|e| match e {
-                    crate::group::GroupError::NotCoordinator => PeerError::NotLeaderOrFollower,
-                    e => PeerError::Failed(format!("{e:?}")),
-                })?;
-                written.acknowledged().await.map_err(|e| PeerError::Failed(format!("{e:?}")))?;
-                Ok(PeerReply::Done)
-            }
+            // Transaction calls wait for an ISR: off the async workers.
+            txn => tokio::task::spawn_blocking(move || self.serve_txn_peer(txn))
+                .await
+                .map_err(|e| PeerError::Failed(e.to_string()))?,
         }
     }
 }

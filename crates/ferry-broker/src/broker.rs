@@ -31,7 +31,7 @@ use crate::partition::Partition;
 use crate::producer::{self, ProducerIds};
 use crate::topic::{Topic, TopicFile};
 use crate::topic_config::{self, BrokerDefaults, TopicSettings};
-use crate::txn::{TxnConfig, TxnCoordinator, TxnEffects};
+use crate::txn::{TxnConfig, TxnCoordinator};
 
 /// Settings of the broker process.
 #[derive(Clone, Debug)]
@@ -450,48 +450,6 @@ impl Broker {
 
     pub(crate) fn topic_dir(&self, name: &str) -> PathBuf {
         self.config.data_dir.join("topics").join(name)
-    }
-}
-
-/// Commits and aborts reach partitions and groups through the broker.
-impl TxnEffects for Broker {
-    fn write_marker(&self, topic: &str, partition: i32, producer_id: i64, epoch: i16, commit: bool) -> Result<()> {
-        let image = self.metadata();
-        if image.applied_index == 0 {
-            // No image yet (start-up): nothing is hosted; the housekeeping
-            // tick retries once partitions are.
-            return Err(BrokerError::ControllerUnavailable("no cluster metadata yet".into()));
-        }
-        let Some(info) = image.partition(topic, partition) else {
-            return Ok(()); // deleted since it joined the transaction
-        };
-        if info.leader == self.config.node_id {
-            let p = self.leader_partition(topic, partition)?;
-            return p.write_marker(producer_id, epoch, commit, 0).map(|_| ());
-        }
-        if info.leader < 0 {
-            return Err(BrokerError::NotLeaderOrFollower); // retried by the tick
-        }
-        // Kafka's WriteTxnMarkers: the partition's leader writes it and
-        // answers once its ISR has it.
-        let request = PeerRequest::WriteTxnMarker { topic: topic.to_string(), partition, producer_id, epoch, commit };
-        self.call_peer_blocking(info.leader, request).map(|_| ())
-    }
-
-    fn commit_offsets(&self, group: &str, offsets: Vec<(String, i32, crate::group::Committed)>) -> Result<()> {
-        if self.groups.serves(group) {
-            return Ok(self.groups.store_offsets(group, offsets)?.acknowledged_blocking()?);
-        }
-        // The group's coordinator is another node: it writes them there.
-        let node = self
-            .metadata()
-            .coordinator(CoordinatorKind::Group, group)
-            .map(|n| n.id)
-            .ok_or(BrokerError::Group(crate::group::GroupError::CoordinatorNotAvailable))?;
-        if node == self.config.node_id {
-            return Err(crate::group::GroupError::CoordinatorNotAvailable.into()); // not loaded yet
-        }
-        self.call_peer_blocking(node, PeerRequest::CommitOffsets { group: group.to_string(), offsets }).map(|_| ())
     }
 }
 

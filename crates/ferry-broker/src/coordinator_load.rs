@@ -31,10 +31,17 @@ const IMPORT_BATCH: usize = 500;
 
 /// The node-local coordinator logs of an older data directory.
 pub(crate) fn legacy_logs(data_dir: &Path) -> Vec<CoordinatorKind> {
-    [CoordinatorKind::Group, CoordinatorKind::Transaction]
+    let found: Vec<CoordinatorKind> = [CoordinatorKind::Group, CoordinatorKind::Transaction]
         .into_iter()
         .filter(|k| legacy_dir(data_dir, *k).is_dir())
-        .collect()
+        .collect();
+    for kind in &found {
+        tracing::info!(
+            topic = kind.topic(),
+            "found a node-local coordinator log; it is imported once this node serves every partition of the topic"
+        );
+    }
+    found
 }
 
 fn legacy_dir(data_dir: &Path, kind: CoordinatorKind) -> PathBuf {

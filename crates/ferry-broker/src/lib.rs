@@ -28,6 +28,7 @@ pub mod testing;
 mod topic;
 pub mod topic_config;
 pub mod txn;
+mod txn_effects;
 
 pub use admin::{CreatedTopic, NewTopic};
 pub use broker::{Broker, BrokerConfig, is_internal, validate_topic_name};

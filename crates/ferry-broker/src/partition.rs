@@ -153,8 +153,26 @@ impl Partition {
         }
         // The LSO may have moved without the high watermark moving.
         self.wake_waiters();
-        wait_blocking(self.repl.wait_for(offset + 1, leader_epoch))?;
-        Ok(offset)
+        // Bounded: a coordinator whose call timed out sends the marker
+        // again, and a thread must not wait for an ISR that never comes.
+        let mut acked = self.repl.wait_for(offset + 1, leader_epoch);
+        let deadline = std::time::Instant::now() + MARKER_ISR_WAIT;
+        loop {
+            match acked.try_recv() {
+                Ok(r) => r?,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(LogError::Unavailable("partition closed".into()).into());
+                }
+                Err(oneshot::error::TryRecvError::Empty) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    continue;
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    return Err(LogError::Unavailable("the ISR did not take the marker in time".into()).into());
+                }
+            }
+            return Ok(offset);
+        }
     }
 
     /// Publishes where the oldest open transaction begins, for readers
@@ -300,6 +318,10 @@ impl Partition {
 fn first_producer_id(batches: &[u8]) -> i64 {
     BatchHeader::parse(batches).map_or(-1, |h| h.producer_id)
 }
+
+/// How long a transaction marker waits for the ISR before the writer is
+/// told to retry.
+const MARKER_ISR_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// An append that happened, possibly still waiting to be durable.
 pub struct Appended {

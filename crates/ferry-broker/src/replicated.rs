@@ -359,11 +359,31 @@ impl Partition {
     /// Leader side: the ISR to ask the controller for, if the followers'
     /// progress calls for a change now (see [`LeaderState::isr_change`]);
     /// marks it in flight. Returns (leader epoch, partition epoch, ISR).
-    pub fn isr_change_due(&self, now_ms: u64, lag_max_ms: u64, retry_ms: u64) -> Option<(i32, i32, Vec<i32>)> {
+    /// Nodes in `fenced` never join (KIP-841): the controller would refuse
+    /// them, and while such a change is in flight its members count for
+    /// the high watermark, which a dead node would then hold still (a
+    /// killed node looks caught up to the leader until the high watermark
+    /// moves, which it cannot).
+    pub fn isr_change_due(
+        &self,
+        now_ms: u64,
+        lag_max_ms: u64,
+        retry_ms: u64,
+        fenced: &[i32],
+    ) -> Option<(i32, i32, Vec<i32>)> {
         let mut role = lock(&self.repl.role);
         let Some(Role::Leader(s)) = &mut *role else { return None };
         let hw = self.repl.high_watermark();
-        let isr = s.isr_change(now_ms, lag_max_ms, hw, retry_ms)?;
+        let mut isr = s.isr_change(now_ms, lag_max_ms, hw, retry_ms)?;
+        isr.retain(|r| s.isr.contains(r) || !fenced.contains(r));
+        let mut current = s.isr.clone();
+        current.sort_unstable();
+        let mut proposed = isr.clone();
+        proposed.sort_unstable();
+        if proposed == current {
+            s.pending_isr = None; // an earlier proposal named a node since fenced
+            return None;
+        }
         s.pending_isr = Some((isr.clone(), now_ms));
         Some((s.leader_epoch, s.partition_epoch, isr))
     }

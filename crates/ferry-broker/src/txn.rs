@@ -35,7 +35,7 @@ use crate::partition::{Appended, Partition};
 use crate::producer::ProducerIds;
 
 /// Why a transactional request was refused; front-ends map these to codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnError {
     /// Another producer instance took over the transactional id.
     ProducerFenced,
@@ -177,6 +177,8 @@ impl TxnCoordinator {
     /// Prepare state are finished by the next [`TxnCoordinator::tick`].
     /// Call from a blocking thread.
     pub(crate) fn load(&self, index: i32, count: usize, partition: Arc<Partition>, leader_epoch: i32) -> Result<()> {
+        // What it appended as a follower and not yet flushed is part of it.
+        partition.flush_local()?;
         let mut found = HashMap::new();
         internal_log::replay(partition.log(), |key, value| {
             let Ok(id) = std::str::from_utf8(key) else { return };

@@ -188,6 +188,8 @@ impl GroupCoordinator {
     /// end, which as leader it will commit) into groups and offsets, then
     /// serves the groups that hash to it. Call from a blocking thread.
     pub(crate) fn load(&self, index: i32, count: usize, partition: Arc<Partition>, leader_epoch: i32) -> Result<()> {
+        // What it appended as a follower and not yet flushed is part of it.
+        partition.flush_local()?;
         let mut groups = HashMap::new();
         let mut offsets: HashMap<String, GroupOffsets> = HashMap::new();
         let now = now_ms_u64();

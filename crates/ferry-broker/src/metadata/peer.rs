@@ -44,6 +44,20 @@ pub enum PeerRequest {
         /// (topic, partition, offset) triples.
         offsets: Vec<(String, i32, crate::group::Committed)>,
     },
+    /// TxnOffsetCommit's offsets, sent by the group's coordinator to the
+    /// transaction's, which holds them until the transaction ends.
+    StageTxnOffsets {
+        /// The transactional id.
+        transactional_id: String,
+        /// The transaction's producer id.
+        producer_id: i64,
+        /// The producer epoch.
+        epoch: i16,
+        /// The consumer group.
+        group: String,
+        /// (topic, partition, offset) triples.
+        offsets: Vec<(String, i32, crate::group::Committed)>,
+    },
 }
 
 /// What a peer call returns.
@@ -71,6 +85,9 @@ pub enum PeerError {
     /// The peer could not be reached or answered nothing usable.
     #[error("peer unavailable: {0}")]
     Unavailable(String),
+    /// The transaction coordinator refused the call.
+    #[error("transaction error {0:?}")]
+    Txn(crate::txn::TxnError),
     /// Any other failure, with its message.
     #[error("{0}")]
     Failed(String),

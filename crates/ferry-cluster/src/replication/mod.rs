@@ -118,9 +118,13 @@ impl Replicator {
         let now = now_ms_u64();
         let lag = self.config.lag_time_max.as_millis() as u64;
         let retry = self.config.isr_retry.as_millis() as u64;
+        let image = broker.metadata();
+        let fenced: Vec<i32> = image.nodes.values().filter(|n| n.fenced).map(|n| n.id).collect();
         for topic in broker.hosted_topics() {
             for p in topic.partitions() {
-                let Some((leader_epoch, partition_epoch, isr)) = p.isr_change_due(now, lag, retry) else { continue };
+                let Some((leader_epoch, partition_epoch, isr)) = p.isr_change_due(now, lag, retry, &fenced) else {
+                    continue;
+                };
                 let Some(controller) = self.controller.upgrade() else { return };
                 tracing::info!(topic = %topic.name, partition = p.index, ?isr, "asking for an ISR change");
                 let request = ControllerRequest::AlterPartition {

@@ -13,6 +13,7 @@ mod bridges;
 mod cli;
 mod cluster;
 mod cluster_support;
+mod coordinators;
 mod http;
 mod kafka_admin;
 mod kafka_bad_input;

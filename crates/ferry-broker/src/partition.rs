@@ -153,26 +153,9 @@ impl Partition {
         }
         // The LSO may have moved without the high watermark moving.
         self.wake_waiters();
-        // Bounded: a coordinator whose call timed out sends the marker
-        // again, and a thread must not wait for an ISR that never comes.
-        let mut acked = self.repl.wait_for(offset + 1, leader_epoch);
-        let deadline = std::time::Instant::now() + MARKER_ISR_WAIT;
-        loop {
-            match acked.try_recv() {
-                Ok(r) => r?,
-                Err(oneshot::error::TryRecvError::Closed) => {
-                    return Err(LogError::Unavailable("partition closed".into()).into());
-                }
-                Err(oneshot::error::TryRecvError::Empty) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(2));
-                    continue;
-                }
-                Err(oneshot::error::TryRecvError::Empty) => {
-                    return Err(LogError::Unavailable("the ISR did not take the marker in time".into()).into());
-                }
-            }
-            return Ok(offset);
-        }
+        // Bounded: a coordinator whose call timed out sends the marker again.
+        wait_blocking(self.repl.wait_for(offset + 1, leader_epoch))?;
+        Ok(offset)
     }
 
     /// Publishes where the oldest open transaction begins, for readers
@@ -319,9 +302,10 @@ fn first_producer_id(batches: &[u8]) -> i64 {
     BatchHeader::parse(batches).map_or(-1, |h| h.producer_id)
 }
 
-/// How long a transaction marker waits for the ISR before the writer is
-/// told to retry.
-const MARKER_ISR_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
+/// How long a blocking wait for the ISR (a transaction marker, a
+/// coordinator's write) lasts before the writer is told to retry: below
+/// the 10 s a peer call is given, so a remote caller gets the answer.
+const BLOCKING_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// An append that happened, possibly still waiting to be durable.
 pub struct Appended {
@@ -340,7 +324,8 @@ impl Appended {
     }
 
     /// [`Appended::acknowledged`] for a blocking thread (never call it on
-    /// an async worker).
+    /// an async worker), waiting at most 8 s: then an `Unavailable` error,
+    /// and the write may still be acknowledged later.
     pub fn acknowledged_blocking(self) -> Result<AppendInfo> {
         if let Some(rx) = self.durable {
             wait_blocking(rx)?;
@@ -349,15 +334,28 @@ impl Appended {
     }
 }
 
-/// Waits for an acknowledgement on a blocking thread; one already given
-/// is taken without blocking (so callers on a runtime that find the
-/// answer there do not block it).
+/// Waits on a blocking thread for an acknowledgement, at most
+/// [`BLOCKING_ACK_WAIT`] (then the caller is told to retry; a thread must
+/// not wait for an ISR that never comes). One already given is taken
+/// without blocking, so callers on a runtime that find the answer there do
+/// not block it.
 fn wait_blocking(mut rx: oneshot::Receiver<ferry_log::Result<()>>) -> Result<()> {
-    let closed = || BrokerError::Log(LogError::Unavailable("flusher stopped".into()));
-    match rx.try_recv() {
-        Ok(r) => Ok(r?),
-        Err(oneshot::error::TryRecvError::Closed) => Err(closed()),
-        Err(oneshot::error::TryRecvError::Empty) => Ok(rx.blocking_recv().map_err(|_| closed())??),
+    let deadline = std::time::Instant::now() + BLOCKING_ACK_WAIT;
+    let mut pause = std::time::Duration::from_micros(100);
+    loop {
+        match rx.try_recv() {
+            Ok(r) => return Ok(r?),
+            Err(oneshot::error::TryRecvError::Closed) => {
+                return Err(LogError::Unavailable("flusher stopped".into()).into());
+            }
+            Err(oneshot::error::TryRecvError::Empty) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(2));
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {
+                return Err(LogError::Unavailable("not acknowledged by the ISR in time".into()).into());
+            }
+        }
     }
 }
 

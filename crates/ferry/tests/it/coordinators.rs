@@ -183,15 +183,24 @@ fn a_group_resumes_from_its_committed_offsets_after_its_coordinator_is_killed() 
     c.wait_for_brokers(survivor, &[1, 2, 3]);
 }
 
-/// Records per partition of `topic` (its high watermarks), via `via`.
+/// Records per partition of `topic` (its high watermarks), via `via`;
+/// asked again while a partition has no leader (the killed node led it).
 fn count_per_partition(c: &Cluster, via: i32, topic: &str) -> BTreeMap<i32, i64> {
     let consumer: BaseConsumer = config(c.node(via)).set("group.id", "coord-probe").create().unwrap();
-    (0..3)
-        .map(|p| {
-            let (_, high) = consumer.fetch_watermarks(topic, p, T).unwrap();
-            (p, high)
-        })
-        .collect()
+    let mut ends = BTreeMap::new();
+    eventually_within(&format!("high watermarks of {topic}"), CLUSTER_WAIT, || {
+        for p in 0..3 {
+            match consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
+                Ok((_, high)) => ends.insert(p, high),
+                Err(e) => {
+                    eprintln!("watermarks of {topic}/{p}: {e}");
+                    return false;
+                }
+            };
+        }
+        true
+    });
+    ends
 }
 
 type TxnProducer = ThreadedProducer<DefaultProducerContext>;

@@ -220,22 +220,24 @@ impl Broker {
                 write(&topic.partitions).remove(index);
             }
         }
-        for &index in placed {
-            if read(&topic.partitions).contains_key(&index) {
-                continue;
-            }
+        let missing: Vec<i32> = placed.iter().copied().filter(|i| !read(&topic.partitions).contains_key(i)).collect();
+        let open = |index: i32| -> Result<()> {
             let log = self.logs.open(&topic.dir.join(index.to_string()), log_config.clone())?;
             let partition =
                 Partition::new(&topic.name, index, log, topic.settings.clone(), self.config.producer_id_expiration_ms)?;
             write(&topic.partitions).insert(index, Arc::new(partition));
-        }
+            Ok(())
+        };
+        in_parallel(&missing, open)?;
         // Lead or follow each local partition as the image says.
         let now = ferry_util::time::now_ms_u64();
-        for (index, p) in read(&topic.partitions).iter() {
-            if let Some(pinfo) = usize::try_from(*index).ok().and_then(|i| info.partitions.get(i)) {
+        let local: Vec<(i32, Arc<Partition>)> = read(&topic.partitions).iter().map(|(i, p)| (*i, p.clone())).collect();
+        in_parallel(&local, |(index, p)| {
+            if let Some(pinfo) = usize::try_from(index).ok().and_then(|i| info.partitions.get(i)) {
                 p.apply_placement(self.config.node_id, pinfo, now);
             }
-        }
+            Ok(())
+        })?;
         if configs_changed || old_count != info.partitions.len() {
             let file = read_topic_file(&topic.dir);
             let file = TopicFile {
@@ -286,6 +288,35 @@ impl Broker {
         });
         Ok(())
     }
+}
+
+/// Threads opening or placing one topic's partitions at once: each step
+/// waits on fsyncs (files, directories, checkpoints), and a topic of many
+/// partitions (the internal ones have 50) would otherwise wait for them
+/// one by one.
+const PARALLEL_OPENS: usize = 8;
+
+/// Runs `f` on the items, split over up to [`PARALLEL_OPENS`] threads;
+/// each thread stops at its first error, which is returned.
+fn in_parallel<T: Clone + Send + Sync>(items: &[T], f: impl Fn(T) -> Result<()> + Sync) -> Result<()> {
+    if items.len() <= 1 {
+        return items.iter().cloned().try_for_each(f);
+    }
+    let chunk = items.len().div_ceil(PARALLEL_OPENS);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| {
+                let f = &f;
+                scope.spawn(move || part.iter().cloned().map(f).find(|r| r.is_err()).unwrap_or(Ok(())))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(std::io::Error::other("partition open panicked").into())))
+            .find(|r| r.is_err())
+            .unwrap_or(Ok(()))
+    })
 }
 
 /// Indices of `info`'s partitions with `node` among their replicas.

@@ -308,13 +308,13 @@ fn in_parallel<T: Clone + Send + Sync>(items: &[T], f: impl Fn(T) -> Result<()> 
             .chunks(chunk)
             .map(|part| {
                 let f = &f;
-                scope.spawn(move || part.iter().cloned().map(f).find(|r| r.is_err()).unwrap_or(Ok(())))
+                scope.spawn(move || part.iter().cloned().map(f).find(Result::is_err).unwrap_or(Ok(())))
             })
             .collect();
         workers
             .into_iter()
             .map(|w| w.join().unwrap_or_else(|_| Err(std::io::Error::other("partition open panicked").into())))
-            .find(|r| r.is_err())
+            .find(Result::is_err)
             .unwrap_or(Ok(()))
     })
 }

@@ -86,6 +86,7 @@ fn broker_error_code(e: &BrokerError) -> i16 {
             PeerError::OffsetOutOfRange => E::OffsetOutOfRange,
             PeerError::Unavailable(_) => E::RequestTimedOut,
             PeerError::Failed(_) => E::UnknownServerError,
+            PeerError::Txn(t) => return txn_code(*t, true),
         },
         BrokerError::InvalidConfig(_) => E::InvalidConfig,
         BrokerError::NotEnoughReplicas { .. } => E::NotEnoughReplicas,
@@ -99,10 +100,6 @@ fn broker_error_code(e: &BrokerError) -> i16 {
         BrokerError::Io(_) => E::KafkaStorageError,
     }
     .code()
-}
-
-pub fn log_error_code(e: &LogError) -> i16 {
-    counted(log_code(e))
 }
 
 fn log_code(e: &LogError) -> i16 {
@@ -131,6 +128,7 @@ fn txn_code(e: TxnError, fenced_supported: bool) -> i16 {
         TxnError::InvalidTransactionTimeout => E::InvalidTransactionTimeout,
         TxnError::TransactionalIdNotFound => E::TransactionalIdNotFound,
         TxnError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
+        TxnError::NotCoordinator => E::NotCoordinator,
     }
     .code()
 }
@@ -151,6 +149,7 @@ fn group_code(e: GroupError) -> i16 {
         GroupError::NonEmptyGroup => E::NonEmptyGroup,
         GroupError::GroupIdNotFound => E::GroupIdNotFound,
         GroupError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => E::NotCoordinator,
         GroupError::FencedMemberEpoch => E::FencedMemberEpoch,
         GroupError::StaleMemberEpoch => E::StaleMemberEpoch,
         GroupError::UnsupportedAssignor => E::UnsupportedAssignor,

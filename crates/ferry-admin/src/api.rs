@@ -445,17 +445,14 @@ async fn reset_offsets(State(s): State<AdminState>, Path(id): Path<String>, byte
     }
     let result: Vec<Value> =
         offsets.iter().map(|(t, p, c)| json!({ "topic": t, "partition": p, "offset": c.offset })).collect();
-    let end = b.groups().commit(&id, "", -1, offsets).map_err(|e| match e {
+    let written = b.groups().commit(&id, "", -1, offsets).map_err(|e| match e {
         ferry_broker::group::GroupError::UnknownMemberId => {
             ApiError::new(StatusCode::CONFLICT, "the group has active members; stop them first")
         }
         e => ApiError::from(BrokerError::Group(e)),
     })?;
-    match b.groups().durable(end).await {
-        Ok(Ok(())) => ok(json!({ "group": id, "offsets": result })),
-        Ok(Err(e)) => Err(BrokerError::from(e).into()),
-        Err(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the broker is shutting down")),
-    }
+    written.acknowledged().await.map_err(|e| ApiError::from(BrokerError::Group(e)))?;
+    ok(json!({ "group": id, "offsets": result }))
 }
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ impl From<BrokerError> for ApiError {
             | BrokerError::InvalidReplicaAssignment(_)
             | BrokerError::InvalidConfig(_)
             | BrokerError::InvalidTimestamp(_) => StatusCode::BAD_REQUEST,
-            BrokerError::Group(GroupError::CoordinatorNotAvailable)
+            BrokerError::Group(GroupError::CoordinatorNotAvailable | GroupError::NotCoordinator)
             | BrokerError::ControllerUnavailable(_)
             | BrokerError::NotLeaderOrFollower => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -294,15 +294,20 @@ impl Broker {
         let request = PeerRequest::DeleteRecords { topic: topic.to_string(), partition, before };
         let leader = self.metadata().partition(topic, partition).ok_or(BrokerError::UnknownTopicOrPartition)?.leader;
         if leader == self.node_id() || leader < 0 {
-            return Ok(self.clone().serve_peer(request).await.map(|PeerReply::LowWatermark(low)| low)?);
+            return match self.clone().serve_peer(request).await? {
+                PeerReply::LowWatermark(low) => Ok(low),
+                other => Err(PeerError::Failed(format!("unexpected peer reply {other:?}")).into()),
+            };
         }
         let controller = self
             .controller
             .get()
             .cloned()
             .ok_or_else(|| BrokerError::ControllerUnavailable("no controller installed".into()))?;
-        let PeerReply::LowWatermark(low) = controller.call_peer(leader, request).await?;
-        Ok(low)
+        match controller.call_peer(leader, request).await? {
+            PeerReply::LowWatermark(low) => Ok(low),
+            other => Err(PeerError::Failed(format!("unexpected peer reply {other:?}")).into()),
+        }
     }
 
     /// Carries out a call another node forwarded here, on this node only
@@ -321,6 +326,10 @@ impl Broker {
                 .map_err(|e| PeerError::Failed(e.to_string()))??;
                 Ok(PeerReply::LowWatermark(low as i64))
             }
+            // Transaction calls wait for an ISR: off the async workers.
+            txn => tokio::task::spawn_blocking(move || self.serve_txn_peer(txn))
+                .await
+                .map_err(|e| PeerError::Failed(e.to_string()))?,
         }
     }
 }

@@ -3,9 +3,12 @@
 //!
 //! Layout: `<data>/cluster.json`, and per hosted topic
 //! `<data>/topics/<name>/topic.json` with one log directory per local
-//! partition (`<data>/topics/<name>/<partition>/`). `broker-config.json` and
-//! `producer-ids.json` of a pre-cluster directory are only read, to import
-//! them into a new cluster.
+//! partition (`<data>/topics/<name>/<partition>/`); the internal topics
+//! `__consumer_offsets` and `__transaction_state` are hosted the same way.
+//! `broker-config.json` and `producer-ids.json` of a pre-cluster directory
+//! are only read, to import them into a new cluster; its node-local
+//! `internal/__consumer_offsets` and `internal/__transaction_state` logs
+//! are imported once into the internal topics (see `coordinator_load.rs`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -19,13 +22,16 @@ use uuid::Uuid;
 
 use crate::error::{BrokerError, Result};
 use crate::group::{CoordinatorConfig, GroupCoordinator};
-use crate::metadata::{Controller, ControllerStatus, CoordinatorKind, MetadataImage, MetadataRecord};
+use crate::metadata::{
+    Controller, ControllerStatus, CoordinatorKind, GROUP_TOPIC, MetadataImage, MetadataRecord, PeerReply, PeerRequest,
+    TXN_TOPIC,
+};
 use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::producer::{self, ProducerIds};
 use crate::topic::{Topic, TopicFile};
 use crate::topic_config::{self, BrokerDefaults, TopicSettings};
-use crate::txn::{TxnConfig, TxnCoordinator, TxnEffects};
+use crate::txn::{TxnConfig, TxnCoordinator};
 
 /// Settings of the broker process.
 #[derive(Clone, Debug)]
@@ -103,6 +109,12 @@ pub struct Broker {
     producer_ids: ProducerIds,
     groups: Arc<GroupCoordinator>,
     txns: TxnCoordinator,
+    /// Node-local coordinator logs of an older data directory, still to be
+    /// imported into the internal topics.
+    pub(crate) legacy_internal: Mutex<Vec<CoordinatorKind>>,
+    /// The runtime peer calls from blocking threads run on (the cluster
+    /// node's, taken when it installs the controller).
+    runtime: OnceLock<tokio::runtime::Handle>,
     metrics: Metrics,
     /// The latest metadata image the cluster node handed over.
     pub(crate) metadata: RwLock<Arc<MetadataImage>>,
@@ -154,12 +166,15 @@ impl Broker {
         }
         let fixed = config.topic_defaults.clone();
         let logs = LogManager::new(config.engine.clone());
-        let groups = GroupCoordinator::open(&config.data_dir, &logs, config.groups.clone())?;
-        let txns = TxnCoordinator::open(&config.data_dir, &logs, config.txns.clone())?;
+        let groups = GroupCoordinator::open(config.groups.clone())?;
+        let txns = TxnCoordinator::open(config.txns.clone());
+        let legacy_internal = crate::coordinator_load::legacy_logs(&config.data_dir);
         let broker = Arc::new(Broker {
             logs,
             groups,
             txns,
+            legacy_internal: Mutex::new(legacy_internal),
+            runtime: OnceLock::new(),
             config,
             cluster_id,
             topics: RwLock::new(BTreeMap::new()),
@@ -206,7 +221,27 @@ impl Broker {
 
     /// Installs the controller quorum; the first call wins.
     pub fn set_controller(&self, controller: Arc<dyn Controller>) {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let _ = self.runtime.set(handle);
+        }
         let _ = self.controller.set(controller);
+    }
+
+    /// Calls `node` through the controller's peer link from a blocking
+    /// thread (never an async worker).
+    pub(crate) fn call_peer_blocking(&self, node: i32, request: PeerRequest) -> Result<PeerReply> {
+        let controller = self
+            .controller
+            .get()
+            .cloned()
+            .ok_or_else(|| BrokerError::ControllerUnavailable("no controller installed".into()))?;
+        let runtime = self
+            .runtime
+            .get()
+            .cloned()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+            .ok_or_else(|| BrokerError::ControllerUnavailable("no runtime for peer calls".into()))?;
+        Ok(runtime.block_on(controller.call_peer(node, request))?)
     }
 
     /// The quorum as this node sees it (default before the cluster node starts).
@@ -226,7 +261,9 @@ impl Broker {
             .map(|(name, file)| MetadataRecord::CreateTopic {
                 name: name.clone(),
                 id: file.id,
-                internal: false,
+                // A directory that hosted the internal topics keeps them
+                // (with their ids, so the coordinators' state is reused).
+                internal: is_internal(name),
                 configs: file.configs.clone(),
                 replicas: vec![vec![self.config.node_id]; file.partitions],
             })
@@ -282,8 +319,15 @@ impl Broker {
         read(&self.topics).values().find(|t| t.id == id).cloned()
     }
 
-    /// Every topic hosted here, in name order.
+    /// Every client topic hosted here, in name order (the internal
+    /// `__consumer_offsets` and `__transaction_state` left out).
     pub fn topics(&self) -> Vec<Arc<Topic>> {
+        read(&self.topics).values().filter(|t| !is_internal(&t.name)).cloned().collect()
+    }
+
+    /// Every topic hosted here, the internal ones included (what
+    /// replication and housekeeping go over), in name order.
+    pub fn hosted_topics(&self) -> Vec<Arc<Topic>> {
         read(&self.topics).values().cloned().collect()
     }
 
@@ -301,10 +345,15 @@ impl Broker {
     }
 
     /// Whether this node coordinates `key` of `kind` now (it leads the
-    /// key's partition of the internal topic; see
-    /// [`MetadataImage::coordinator`]).
+    /// key's partition of the internal topic, see
+    /// [`MetadataImage::coordinator`],
+    /// and has loaded it).
     pub fn coordinates(&self, kind: CoordinatorKind, key: &str) -> bool {
-        read(&self.metadata).coordinator(kind, key).is_some_and(|n| n.id == self.config.node_id)
+        let loaded = match kind {
+            CoordinatorKind::Group => self.groups.serves(key),
+            CoordinatorKind::Transaction => self.txns.serves(key),
+        };
+        loaded && read(&self.metadata).coordinator(kind, key).is_some_and(|n| n.id == self.config.node_id)
     }
 
     /// Runs `f` with the topics as KIP-848 consumer groups see them: every
@@ -387,7 +436,7 @@ impl Broker {
     /// Writes the producer snapshots that changed; run periodically so
     /// recovery after a crash scans little.
     pub fn snapshot_producers(&self) {
-        for topic in self.topics() {
+        for topic in self.hosted_topics() {
             for p in topic.partitions() {
                 if let Err(e) = p.snapshot_producers() {
                     tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "producer snapshot failed");
@@ -399,7 +448,7 @@ impl Broker {
     /// Writes the high-watermark checkpoints that moved; run periodically
     /// and at shutdown so a restarted node starts where readers were.
     pub fn checkpoint_high_watermarks(&self) {
-        for topic in self.topics() {
+        for topic in self.hosted_topics() {
             for p in topic.partitions() {
                 if let Err(e) = p.checkpoint_high_watermark() {
                     tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "high-watermark checkpoint failed");
@@ -421,28 +470,9 @@ impl Broker {
     }
 }
 
-/// Commits and aborts reach partitions and groups through the broker.
-impl TxnEffects for Broker {
-    fn write_marker(&self, topic: &str, partition: i32, producer_id: i64, epoch: i16, commit: bool) -> Result<()> {
-        let image = self.metadata();
-        if image.applied_index == 0 {
-            // No image yet (start-up): nothing is hosted; the housekeeping
-            // tick retries once partitions are.
-            return Err(BrokerError::ControllerUnavailable("no cluster metadata yet".into()));
-        }
-        if image.partition(topic, partition).is_none() {
-            return Ok(()); // deleted since it joined the transaction
-        }
-        // Led elsewhere: the coordinator retries (markers to other nodes
-        // come with replication, #15).
-        let p = self.leader_partition(topic, partition)?;
-        p.write_marker(producer_id, epoch, commit, 0).map(|_| ())
-    }
-
-    fn commit_offsets(&self, group: &str, offsets: Vec<(String, i32, crate::group::Committed)>) -> Result<()> {
-        let end = self.groups.store_offsets(group, offsets)?;
-        self.groups.wait_durable(end)
-    }
+/// Whether `name` is one of the coordinators' internal topics.
+pub fn is_internal(name: &str) -> bool {
+    name == GROUP_TOPIC || name == TXN_TOPIC
 }
 
 /// Checks a topic name the way Kafka does: 1 to 249 characters from

@@ -1,6 +1,9 @@
-//! Internal logs: broker state kept as records of compacted logs under
-//! `<data>/internal/` (committed offsets, transaction state, key/value
-//! stores), fsynced like acks=all writes and replayed into memory at start.
+//! Internal logs: broker state kept as records of compacted logs. Node-local
+//! ones live under `<data>/internal/` (key/value stores, and the offsets and
+//! transaction logs of a data directory written before the coordinators
+//! moved to replicated partitions, read once to import them); the
+//! coordinators' own state is in partitions of the replicated internal
+//! topics ([`append_acked`]). Both are replayed into memory.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,6 +14,7 @@ use ferry_records::compression::Compression;
 use ferry_records::records::{NewRecord, build_batch, parse_records, records_payload};
 
 use crate::error::Result;
+use crate::partition::{Acks, Appended, Partition};
 
 /// Bytes read per step of a replay (a larger batch is still read whole).
 const REPLAY_CHUNK: usize = 4 << 20;
@@ -59,12 +63,26 @@ pub(crate) fn replay(log: &Log, mut f: impl FnMut(&[u8], Option<&[u8]>)) -> Resu
     })
 }
 
-/// Appends `(key, value)` records as one batch (not yet durable) and
-/// returns the offset to wait for with `Log::flush_to` / `on_durable`.
+/// Appends `(key, value)` records as one batch to a node-local log (not
+/// yet durable) and returns the offset to wait for with `Log::flush_to`:
+/// how the coordinators wrote before they moved to the internal topics,
+/// kept to build such directories in tests.
+#[cfg(test)]
 pub(crate) fn append(log: &Arc<Log>, records: &[(&[u8], Option<&[u8]>)]) -> Result<u64> {
     let ts = ferry_util::time::now_ms();
     let recs: Vec<NewRecord<'_>> =
         records.iter().map(|&(k, v)| NewRecord { key: Some(k), value: v, headers: vec![], timestamp: ts }).collect();
     let batch = build_batch(&recs, Compression::None, -1, -1, -1).map_err(LogError::from)?;
     Ok(log.append(&batch)?.last_offset + 1)
+}
+
+/// Appends `(key, value)` records as one batch to a partition of an
+/// internal topic this node leads, as an acks=all write: the returned
+/// [`Appended`] resolves once every ISR member has it.
+pub(crate) fn append_acked(partition: &Partition, records: &[(&[u8], Option<&[u8]>)]) -> Result<Appended> {
+    let ts = ferry_util::time::now_ms();
+    let recs: Vec<NewRecord<'_>> =
+        records.iter().map(|&(k, v)| NewRecord { key: Some(k), value: v, headers: vec![], timestamp: ts }).collect();
+    let batch = build_batch(&recs, Compression::None, -1, -1, -1).map_err(LogError::from)?;
+    partition.append(&batch, Acks::All)
 }

@@ -6,6 +6,8 @@
 mod admin;
 pub mod bridge;
 mod broker;
+mod coordinator_load;
+mod coordinator_partitions;
 mod error;
 pub mod group;
 mod hw_checkpoint;
@@ -30,9 +32,10 @@ pub mod testing;
 mod topic;
 pub mod topic_config;
 pub mod txn;
+mod txn_effects;
 
 pub use admin::{CreatedTopic, NewTopic};
-pub use broker::{Broker, BrokerConfig, validate_topic_name};
+pub use broker::{Broker, BrokerConfig, is_internal, validate_topic_name};
 pub use error::{BrokerError, Result};
 /// What front-ends see of the log: the file ranges a read hands out (sent
 /// with `sendfile`) and the errors they map to protocol codes.

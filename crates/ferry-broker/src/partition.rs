@@ -133,14 +133,16 @@ impl Partition {
     }
 
     /// Writes a transaction marker for `producer_id` and blocks until it is
-    /// as durable as the topic's flush policy makes acks=all writes. Call
-    /// from a blocking thread. Returns the marker's offset.
+    /// acknowledged as an acks=all write is (on every ISR member, durable
+    /// under the flush policy), so the transaction coordinator records the
+    /// transaction complete only once no leader change can lose a marker.
+    /// Call from a blocking thread. Returns the marker's offset.
     pub fn write_marker(&self, producer_id: i64, epoch: i16, commit: bool, coordinator_epoch: i32) -> Result<u64> {
         let now = now_ms_u64();
         let batch =
             ferry_records::records::build_control_batch(producer_id, epoch, commit, coordinator_epoch, now as i64)
                 .map_err(LogError::from)?;
-        let offset = {
+        let (offset, leader_epoch) = {
             let mut states = lock(&self.producers);
             states.check_marker(producer_id, epoch)?;
             let (leader_epoch, _) = self.leading()?;
@@ -150,7 +152,7 @@ impl Partition {
                 self.log.add_aborted_txn(aborted)?;
             }
             self.track_unstable(&states);
-            info.base_offset
+            (info.base_offset, leader_epoch)
         };
         self.wake_fetchers();
         let flush = self.settings.read().unwrap_or_else(std::sync::PoisonError::into_inner).log.flush;
@@ -159,6 +161,8 @@ impl Partition {
         }
         // The LSO may have moved without the high watermark moving.
         self.wake_waiters();
+        // Bounded: a coordinator whose call timed out sends the marker again.
+        wait_blocking(self.repl.wait_for(offset + 1, leader_epoch))?;
         Ok(offset)
     }
 
@@ -320,6 +324,11 @@ fn first_producer_id(batches: &[u8]) -> i64 {
     BatchHeader::parse(batches).map_or(-1, |h| h.producer_id)
 }
 
+/// How long a blocking wait for the ISR (a transaction marker, a
+/// coordinator's write) lasts before the writer is told to retry: below
+/// the 10 s a peer call is given, so a remote caller gets the answer.
+const BLOCKING_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// An append that happened, possibly still waiting to be durable.
 pub struct Appended {
     /// Offsets, timestamps and sizes the log assigned.
@@ -334,6 +343,41 @@ impl Appended {
             rx.await.map_err(|_| BrokerError::Log(ferry_log::LogError::Unavailable("flusher stopped".into())))??;
         }
         Ok(self.info)
+    }
+
+    /// [`Appended::acknowledged`] for a blocking thread (never call it on
+    /// an async worker), waiting at most 8 s: then an `Unavailable` error,
+    /// and the write may still be acknowledged later.
+    pub fn acknowledged_blocking(self) -> Result<AppendInfo> {
+        if let Some(rx) = self.durable {
+            wait_blocking(rx)?;
+        }
+        Ok(self.info)
+    }
+}
+
+/// Waits on a blocking thread for an acknowledgement, at most
+/// [`BLOCKING_ACK_WAIT`] (then the caller is told to retry; a thread must
+/// not wait for an ISR that never comes). One already given is taken
+/// without blocking, so callers on a runtime that find the answer there do
+/// not block it.
+fn wait_blocking(mut rx: oneshot::Receiver<ferry_log::Result<()>>) -> Result<()> {
+    let deadline = std::time::Instant::now() + BLOCKING_ACK_WAIT;
+    let mut pause = std::time::Duration::from_micros(100);
+    loop {
+        match rx.try_recv() {
+            Ok(r) => return Ok(r?),
+            Err(oneshot::error::TryRecvError::Closed) => {
+                return Err(LogError::Unavailable("flusher stopped".into()).into());
+            }
+            Err(oneshot::error::TryRecvError::Empty) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(2));
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {
+                return Err(LogError::Unavailable("not acknowledged by the ISR in time".into()).into());
+            }
+        }
     }
 }
 

@@ -36,8 +36,11 @@ enum DirState {
 impl Broker {
     /// Takes a new metadata image from the cluster node (after every apply)
     /// and reconciles local state with it:
-    /// - every non-internal topic with partitions placed on this node is
-    ///   hosted: its directory created (or reopened, if its `topic.json` has
+    /// - every topic with partitions placed on this node is hosted (the
+    ///   internal ones too, compacted and flushed on every write whatever
+    ///   their configs say, and the coordinators load the internal
+    ///   partitions this node leads and unload the others): its directory
+    ///   created (or reopened, if its `topic.json` has
     ///   the same id; trashed first if it is another topic's), the placed
     ///   partitions' logs opened, partitions no longer placed here closed;
     /// - topic overrides and the cluster-wide defaults (over the config
@@ -74,11 +77,12 @@ impl Broker {
             if let Some(t) = &local {
                 if t.id != info.id {
                     self.delete_local(name, "re-created with another id");
-                } else if placed.is_empty() || info.internal {
+                } else if placed.is_empty() {
                     // Moved away (reassigned elsewhere): stop serving and
                     // delete the data, unless the directory was first
                     // hosted after this image (a restarted node replaying
                     // its metadata log); sweep_orphans catches that later.
+                    self.unload_coordinators(name);
                     let newer = read_topic_file(&t.dir).is_some_and(|f| f.created_index > image.applied_index);
                     if newer {
                         write(&self.topics).remove(name);
@@ -88,7 +92,7 @@ impl Broker {
                     continue;
                 }
             }
-            if placed.is_empty() || info.internal {
+            if placed.is_empty() {
                 continue;
             }
             let topic = match local.filter(|t| t.id == info.id) {
@@ -103,12 +107,15 @@ impl Broker {
                 },
             };
             let synced = self.sync_topic(&topic, info, &placed, image.applied_index);
+            // A coordinator partition that failed to load is tried again
+            // with the next image.
+            let synced = synced.and_then(|()| self.sync_coordinators(&topic, info));
             topic.synced.store(synced.is_ok(), Ordering::Release);
             if let Err(e) = synced {
                 tracing::error!(topic = %name, error = %e, "cannot open partitions");
             }
         }
-        for topic in self.topics() {
+        for topic in self.hosted_topics() {
             if image.topic(&topic.name).is_none_or(|i| i.id != topic.id) {
                 self.delete_local(&topic.name, "deleted");
             }
@@ -149,9 +156,9 @@ impl Broker {
             if file.as_ref().is_some_and(|f| f.created_index > image.applied_index) {
                 continue;
             }
-            let wanted = image.topic(&name).is_some_and(|i| {
-                !i.internal && file.as_ref().is_some_and(|f| f.id == i.id) && !placed_on(i, node).is_empty()
-            });
+            let wanted = image
+                .topic(&name)
+                .is_some_and(|i| file.as_ref().is_some_and(|f| f.id == i.id) && !placed_on(i, node).is_empty());
             if !wanted {
                 tracing::info!(topic = %name, "removing a topic directory the cluster does not place here");
                 if let Err(e) = self.trash(&name) {
@@ -204,7 +211,7 @@ impl Broker {
                 file
             }
         };
-        let settings = topic_config::resolve(&read(&self.dynamic), &info.configs, info.replication_factor());
+        let settings = self.settings_for(info);
         let topic = Arc::new(Topic {
             name: info.name.clone(),
             id: info.id,
@@ -227,7 +234,7 @@ impl Broker {
         if configs_changed {
             (*write(&topic.overrides)).clone_from(&info.configs);
         }
-        let settings = topic_config::resolve(&read(&self.dynamic), &info.configs, info.replication_factor());
+        let settings = self.settings_for(info);
         let log_config = settings.log.clone();
         *write(&topic.settings) = settings;
         let old_count = topic.count.swap(info.partitions.len(), Ordering::AcqRel);
@@ -241,10 +248,8 @@ impl Broker {
                 self.trash_partition(topic, *index, applied_index);
             }
         }
-        for &index in placed {
-            if read(&topic.partitions).contains_key(&index) {
-                continue;
-            }
+        let missing: Vec<i32> = placed.iter().copied().filter(|i| !read(&topic.partitions).contains_key(i)).collect();
+        let open = |index: i32| -> Result<()> {
             let dir = topic.dir.join(index.to_string());
             if !dir.exists() {
                 fs::create_dir_all(&dir)?;
@@ -254,14 +259,18 @@ impl Broker {
             let partition =
                 Partition::new(&topic.name, index, log, topic.settings.clone(), self.config.producer_id_expiration_ms)?;
             write(&topic.partitions).insert(index, Arc::new(partition));
-        }
+            Ok(())
+        };
+        in_parallel(&missing, open)?;
         // Lead or follow each local partition as the image says.
         let now = ferry_util::time::now_ms_u64();
-        for (index, p) in read(&topic.partitions).iter() {
-            if let Some(pinfo) = usize::try_from(*index).ok().and_then(|i| info.partitions.get(i)) {
+        let local: Vec<(i32, Arc<Partition>)> = read(&topic.partitions).iter().map(|(i, p)| (*i, p.clone())).collect();
+        in_parallel(&local, |(index, p)| {
+            if let Some(pinfo) = usize::try_from(index).ok().and_then(|i| info.partitions.get(i)) {
                 p.apply_placement(self.config.node_id, pinfo, now);
             }
-        }
+            Ok(())
+        })?;
         if configs_changed || old_count != info.partitions.len() {
             let file = read_topic_file(&topic.dir);
             let file = TopicFile {
@@ -297,8 +306,22 @@ impl Broker {
         }
     }
 
+    /// The effective settings of `info`'s topic. The internal topics hold
+    /// coordinator state: compacted, and every write on disk before it
+    /// counts, whatever their configs say.
+    fn settings_for(&self, info: &TopicInfo) -> topic_config::TopicSettings {
+        let mut settings = topic_config::resolve(&read(&self.dynamic), &info.configs, info.replication_factor());
+        if info.internal {
+            settings.log.cleanup_policy = ferry_log::CleanupPolicy::COMPACT;
+            settings.log.flush = ferry_log::FlushPolicy::Always;
+            settings.log.retention_ms = None;
+        }
+        settings
+    }
+
     /// Stops hosting `name` and trashes its directory.
     fn delete_local(&self, name: &str, why: &str) {
+        self.unload_coordinators(name);
         let Some(topic) = write(&self.topics).remove(name) else { return };
         drop(topic);
         match self.trash(name) {
@@ -319,6 +342,35 @@ impl Broker {
         });
         Ok(())
     }
+}
+
+/// Threads opening or placing one topic's partitions at once: each step
+/// waits on fsyncs (files, directories, checkpoints), and a topic of many
+/// partitions (the internal ones have 50) would otherwise wait for them
+/// one by one.
+const PARALLEL_OPENS: usize = 8;
+
+/// Runs `f` on the items, split over up to [`PARALLEL_OPENS`] threads;
+/// each thread stops at its first error, which is returned.
+fn in_parallel<T: Clone + Send + Sync>(items: &[T], f: impl Fn(T) -> Result<()> + Sync) -> Result<()> {
+    if items.len() <= 1 {
+        return items.iter().cloned().try_for_each(f);
+    }
+    let chunk = items.len().div_ceil(PARALLEL_OPENS);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| {
+                let f = &f;
+                scope.spawn(move || part.iter().cloned().map(f).find(Result::is_err).unwrap_or(Ok(())))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(std::io::Error::other("partition open panicked").into())))
+            .find(Result::is_err)
+            .unwrap_or(Ok(()))
+    })
 }
 
 /// Indices of `info`'s partitions with `node` among their replicas.
@@ -426,7 +478,15 @@ mod tests {
         assert!(matches!(b.leader_partition("t", 2), Err(BrokerError::NotLeaderOrFollower)), "a follower here");
         assert!(matches!(b.leader_partition("t", 3), Err(BrokerError::UnknownTopicOrPartition)));
         assert!(b.topic("elsewhere").is_none() && !dir.path().join("topics/elsewhere").exists());
-        assert!(b.topic("__consumer_offsets").is_none(), "internal topics get no local logs yet");
+        // Internal topics are hosted like any other, compacted and flushed
+        // on every write; their leader serves the groups that hash to them.
+        let internal = b.topic("__consumer_offsets").unwrap();
+        let log = &b.topic_settings(&internal).log;
+        assert_eq!(
+            (log.cleanup_policy, log.flush),
+            (ferry_log::CleanupPolicy::COMPACT, ferry_log::FlushPolicy::Always)
+        );
+        assert!(b.groups().serves("any-group"));
         assert!(dir.path().join("topics/t/0").is_dir() && !dir.path().join("topics/t/1").exists());
     }
 

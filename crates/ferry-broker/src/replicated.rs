@@ -769,4 +769,55 @@ mod tests {
         follower.checkpoint_high_watermark().unwrap();
         assert_eq!(crate::hw_checkpoint::read(follower.log().dir()), Some(4));
     }
+
+    #[tokio::test]
+    async fn a_fenced_follower_is_never_proposed_for_the_isr() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        let node = |id| NodeInfo {
+            id,
+            incarnation: Uuid::nil(),
+            listeners: BTreeMap::new(),
+            rack: None,
+            voter: true,
+            fenced: false,
+        };
+        // Replicas 1, 2, 3; node 3 was fenced (and so left the ISR).
+        let records = vec![
+            MetadataRecord::RegisterNode(node(1)),
+            MetadataRecord::RegisterNode(node(2)),
+            MetadataRecord::RegisterNode(node(3)),
+            MetadataRecord::CreateTopic {
+                name: "t".into(),
+                id,
+                internal: false,
+                configs: BTreeMap::new(),
+                replicas: vec![vec![1, 2, 3]],
+            },
+            MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: 0,
+                leader: 1,
+                isr: vec![1, 2],
+                replicas: None,
+                elr: None,
+            },
+        ];
+        let mut image = MetadataImage::default();
+        image.apply_batch(1, &records).unwrap();
+        let b = broker(dir.path(), 1);
+        b.apply_image(Arc::new(image));
+        let leader = b.topic("t").unwrap().partition(0).unwrap();
+        leader.append(&one("a"), Acks::Leader).unwrap();
+        leader.log().flush_to(1).unwrap();
+        // Node 3's last fetch (before it died) had it caught up.
+        let now = now_ms_u64();
+        let epoch = leader.leader_state().unwrap().leader_epoch;
+        leader.serve_replica_fetch(2, epoch, 1, 1, 1 << 20, now).unwrap();
+        leader.serve_replica_fetch(3, epoch, 1, 1, 1 << 20, now).unwrap();
+        assert_eq!(leader.isr_change_due(now, 30_000, 5_000, &|r| r != 3), None, "fenced: not proposed");
+        assert_eq!(leader.leader_state().unwrap().pending_isr, None, "and not counted for the high watermark");
+        let (_, _, isr) = leader.isr_change_due(now, 30_000, 5_000, &|_| true).unwrap();
+        assert_eq!(isr, vec![1, 2, 3], "live and caught up: proposed");
+    }
 }

@@ -55,7 +55,10 @@ pub fn install(broker: &Arc<Broker>) -> Arc<TestController> {
         MetadataRecord::RegisterNode(controller.node(DEFAULT_KAFKA)),
     ];
     records.extend(broker.import_records());
-    for name in [GROUP_TOPIC, TXN_TOPIC] {
+    let imported =
+        |name: &str| records.iter().any(|r| matches!(r, MetadataRecord::CreateTopic { name: n, .. } if n == name));
+    let missing: Vec<&str> = [GROUP_TOPIC, TXN_TOPIC].into_iter().filter(|n| !imported(n)).collect();
+    for name in missing {
         records.push(MetadataRecord::CreateTopic {
             name: name.to_string(),
             id: Uuid::new_v4(),

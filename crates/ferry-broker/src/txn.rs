@@ -1,14 +1,19 @@
 //! The transaction coordinator: Kafka's transaction state machine per
-//! transactional id, kept in an internal compacted log
-//! (`<data>/internal/__transaction_state`, one record per id) and rebuilt
-//! from it at start.
+//! transactional id, kept in the replicated, compacted `__transaction_state`
+//! topic (one record per id, in the partition the id hashes to). The node
+//! leading a partition [`loads`](TxnCoordinator::load) it and serves its
+//! ids; on losing leadership it [`unloads`](TxnCoordinator::unload) them
+//! (NOT_COORDINATOR). Every state record is an acks=all append, waited for
+//! before the next step, so a new coordinator finds each transaction where
+//! the old one left it: Ongoing ones carry on (or time out), Prepare ones
+//! are finished by the housekeeping tick, re-sending their markers.
 //!
 //! A transaction goes Empty -> Ongoing (AddPartitionsToTxn,
 //! AddOffsetsToTxn) -> PrepareCommit / PrepareAbort (EndTxn, a timeout, or a
 //! new producer instance fencing the old) -> CompleteCommit / CompleteAbort.
 //! The Prepare state is durable before any marker is written, and the
 //! Complete state only after every marker is, so a crash anywhere in between
-//! is finished on the next start by writing the markers again (a marker for
+//! is finished by the next coordinator, or after the next start, by writing the markers again (a marker for
 //! a transaction a partition already closed is a no-op there).
 //!
 //! Offsets sent with TxnOffsetCommit wait in the transaction's record and
@@ -16,21 +21,21 @@
 //! and output records become visible together or not at all.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use ferry_log::{Log, LogManager};
 use ferry_util::sync::lock;
 use ferry_util::time::now_ms_u64;
 use serde::{Deserialize, Serialize};
 
+use crate::coordinator_partitions::CoordinatorPartitions;
 use crate::error::{BrokerError, Result};
 use crate::group::Committed;
 use crate::internal_log;
+use crate::partition::{Appended, Partition};
 use crate::producer::ProducerIds;
 
 /// Why a transactional request was refused; front-ends map these to codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnError {
     /// Another producer instance took over the transactional id.
     ProducerFenced,
@@ -46,6 +51,9 @@ pub enum TxnError {
     TransactionalIdNotFound,
     /// Writing state or markers failed; retry.
     CoordinatorNotAvailable,
+    /// This node does not coordinate the transactional id (its
+    /// `__transaction_state` partition is led, or loaded, elsewhere).
+    NotCoordinator,
 }
 
 impl From<TxnError> for BrokerError {
@@ -144,44 +152,124 @@ pub trait TxnEffects {
 /// Kafka's transaction coordinator for this broker (see the module docs).
 pub struct TxnCoordinator {
     config: TxnConfig,
-    log: Arc<Log>,
     txns: Mutex<HashMap<String, TxnMeta>>,
     /// Producer id -> transactional id, for checking produce requests.
     /// Lock order: `txns`, then `pids`.
     pids: Mutex<HashMap<i64, String>>,
+    /// The `__transaction_state` partitions served here.
+    parts: CoordinatorPartitions,
 }
 
 impl TxnCoordinator {
-    /// Opens the internal log and rebuilds every transactional id's state.
-    pub fn open(data_dir: &Path, logs: &LogManager, config: TxnConfig) -> Result<TxnCoordinator> {
-        let log = internal_log::open(data_dir, logs, "__transaction_state")?;
-        let mut txns = HashMap::new();
-        internal_log::replay(&log, |key, value| {
+    /// A coordinator serving no partition yet (see [`TxnCoordinator::load`]).
+    pub fn open(config: TxnConfig) -> TxnCoordinator {
+        TxnCoordinator {
+            config,
+            txns: Mutex::new(HashMap::new()),
+            pids: Mutex::new(HashMap::new()),
+            parts: CoordinatorPartitions::default(),
+        }
+    }
+
+    /// Loads partition `index` (of `count`) of `__transaction_state`, which
+    /// this node now leads in `leader_epoch`: replays it (to its local end)
+    /// and serves the ids that hash to it. Transactions it finds in a
+    /// Prepare state are finished by the next [`TxnCoordinator::tick`].
+    /// Call from a blocking thread.
+    pub(crate) fn load(&self, index: i32, count: usize, partition: Arc<Partition>, leader_epoch: i32) -> Result<()> {
+        // What it appended as a follower and not yet flushed is part of it.
+        partition.flush_local()?;
+        let mut found = HashMap::new();
+        internal_log::replay(partition.log(), |key, value| {
             let Ok(id) = std::str::from_utf8(key) else { return };
             match value.and_then(|v| serde_json::from_slice::<TxnMeta>(v).ok()) {
-                Some(m) => txns.insert(id.to_string(), m),
-                None => txns.remove(id),
+                Some(m) => found.insert(id.to_string(), m),
+                None => found.remove(id),
             };
         })?;
-        let pids = txns.iter().map(|(id, m)| (m.producer_id, id.clone())).collect();
-        Ok(TxnCoordinator { config, log, txns: Mutex::new(txns), pids: Mutex::new(pids) })
+        let mine = |id: &str| crate::metadata::coordinator_partition(id, count) == Some(index);
+        found.retain(|id, _| mine(id));
+        let mut txns = lock(&self.txns);
+        // Whatever an earlier term left in memory goes; the log is the truth.
+        self.drop_ids(&mut txns, |id| mine(id));
+        let mut pids = lock(&self.pids);
+        for (id, m) in found {
+            pids.insert(m.producer_id, id.clone());
+            txns.insert(id, m);
+        }
+        drop(pids);
+        self.parts.insert(index, count, partition, leader_epoch);
+        tracing::info!(partition = index, epoch = leader_epoch, "loaded transaction coordinator partition");
+        Ok(())
+    }
+
+    /// Stops serving partition `index`: its ids leave memory and their
+    /// requests get NOT_COORDINATOR.
+    pub(crate) fn unload(&self, index: i32) {
+        let mut txns = lock(&self.txns);
+        if !self.parts.remove(index) {
+            return;
+        }
+        let count = self.parts.count();
+        self.drop_ids(&mut txns, |id| crate::metadata::coordinator_partition(id, count) == Some(index));
+        tracing::info!(partition = index, "unloaded transaction coordinator partition");
+    }
+
+    fn drop_ids(&self, txns: &mut HashMap<String, TxnMeta>, which: impl Fn(&str) -> bool) {
+        let mut pids = lock(&self.pids);
+        txns.retain(|id, m| {
+            let keep = !which(id);
+            if !keep {
+                pids.remove(&m.producer_id);
+            }
+            keep
+        });
+    }
+
+    /// The leader epoch partition `index` was loaded in, if it is.
+    pub(crate) fn loaded_epoch(&self, index: i32) -> Option<i32> {
+        self.parts.epoch(index)
+    }
+
+    /// Indexes of the loaded partitions.
+    pub(crate) fn loaded(&self) -> Vec<i32> {
+        self.parts.indexes()
+    }
+
+    /// Whether every `__transaction_state` partition is served here.
+    pub(crate) fn all_loaded(&self) -> bool {
+        self.parts.all_loaded()
+    }
+
+    /// Whether this node serves transactional id `id` now.
+    pub fn serves(&self, id: &str) -> bool {
+        self.parts.serves(id)
     }
 
     /// Appends a state record (under the `txns` lock, so the log's order is
-    /// the order of the changes) and returns the offset to wait for.
-    fn append(&self, id: &str, meta: Option<&TxnMeta>) -> TxnResult<u64> {
+    /// the order of the changes) to the id's partition, as acks=all.
+    fn append(&self, id: &str, meta: Option<&TxnMeta>) -> TxnResult<Appended> {
+        let partition = self.parts.get(id).ok_or(TxnError::NotCoordinator)?;
         let value = meta.and_then(|m| serde_json::to_vec(m).ok());
-        internal_log::append(&self.log, &[(id.as_bytes(), value.as_deref())]).map_err(|e| {
-            tracing::error!(transactional_id = id, error = %e, "transaction state write failed");
-            TxnError::CoordinatorNotAvailable
+        internal_log::append_acked(&partition, &[(id.as_bytes(), value.as_deref())]).map_err(|e| match e {
+            BrokerError::NotLeaderOrFollower => TxnError::NotCoordinator,
+            e => {
+                tracing::error!(transactional_id = id, error = %e, "transaction state write failed");
+                TxnError::CoordinatorNotAvailable
+            }
         })
     }
 
-    /// Waits (blocking) until the state records below `end` are on disk.
-    fn durable(&self, end: u64) -> TxnResult<()> {
-        self.log.flush_to(end).map_err(|e| {
-            tracing::error!(error = %e, "transaction state flush failed");
-            TxnError::CoordinatorNotAvailable
+    /// Waits (blocking) until a state record is on every ISR member.
+    fn durable(&self, written: Appended) -> TxnResult<()> {
+        written.acknowledged_blocking().map(|_| ()).map_err(|e| match e {
+            BrokerError::NotLeaderOrFollower | BrokerError::Log(ferry_log::LogError::Unavailable(_)) => {
+                TxnError::NotCoordinator
+            }
+            e => {
+                tracing::error!(error = %e, "transaction state write failed");
+                TxnError::CoordinatorNotAvailable
+            }
         })
     }
 
@@ -202,6 +290,9 @@ impl TxnCoordinator {
         let mut txns = lock(&self.txns);
         let now = now_ms_u64();
         let Some(m) = txns.get_mut(id) else {
+            if !self.parts.serves(id) {
+                return Err(TxnError::NotCoordinator);
+            }
             if expected.is_some() {
                 return Err(TxnError::InvalidProducerIdMapping);
             }
@@ -281,6 +372,9 @@ impl TxnCoordinator {
     /// Makes the transaction Ongoing (if it is not) and applies `f`,
     /// persisting the result if anything changed.
     fn extend(&self, id: &str, pid: i64, epoch: i16, f: impl FnOnce(&mut TxnMeta) -> bool) -> TxnResult<()> {
+        if !self.parts.serves(id) {
+            return Err(TxnError::NotCoordinator);
+        }
         let mut txns = lock(&self.txns);
         let m = Self::check(&mut txns, id, pid, epoch)?;
         let now = now_ms_u64();
@@ -318,6 +412,9 @@ impl TxnCoordinator {
         epoch: i16,
         partitions: &[(String, i32)],
     ) -> TxnResult<Vec<bool>> {
+        if !self.parts.serves(id) {
+            return Err(TxnError::NotCoordinator);
+        }
         let mut txns = lock(&self.txns);
         let m = Self::check(&mut txns, id, pid, epoch)?;
         let open = m.state == TxnState::Ongoing;
@@ -340,6 +437,9 @@ impl TxnCoordinator {
         group: &str,
         offsets: Vec<(String, i32, Committed)>,
     ) -> TxnResult<()> {
+        if !self.parts.serves(id) {
+            return Err(TxnError::NotCoordinator);
+        }
         {
             let mut txns = lock(&self.txns);
             let m = Self::check(&mut txns, id, pid, epoch)?;
@@ -359,9 +459,17 @@ impl TxnCoordinator {
     /// Checks that a transactional batch may be written: its producer's
     /// transaction is open and holds the partition (Kafka's KIP-890
     /// verification), so no stray batch can hold the last stable offset.
+    ///
+    /// Only the producer's coordinator knows its transaction: where the
+    /// producer id is unknown here and some `__transaction_state`
+    /// partition is served elsewhere, the batch is taken unchecked (as
+    /// Kafka before KIP-890; the producer's epoch still fences it).
     pub fn verify_produce(&self, pid: i64, epoch: i16, topic: &str, partition: i32) -> TxnResult<()> {
         let txns = lock(&self.txns);
         let Some(m) = lock(&self.pids).get(&pid).and_then(|id| txns.get(id)) else {
+            if !self.parts.all_loaded() {
+                return Ok(());
+            }
             return Err(TxnError::InvalidProducerIdMapping);
         };
         if epoch < m.producer_epoch {
@@ -377,6 +485,9 @@ impl TxnCoordinator {
     /// EndTxn: commits or aborts the open transaction. A retry of an end
     /// that already completed succeeds again.
     pub fn end(&self, id: &str, pid: i64, epoch: i16, commit: bool, effects: &dyn TxnEffects) -> TxnResult<()> {
+        if !self.parts.serves(id) {
+            return Err(TxnError::NotCoordinator);
+        }
         {
             let mut txns = lock(&self.txns);
             let m = txns.get_mut(id).ok_or(TxnError::InvalidProducerIdMapping)?;
@@ -519,7 +630,12 @@ impl TxnCoordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
     use std::sync::Mutex as StdMutex;
+
+    use crate::broker::{Broker, BrokerConfig};
+    use crate::metadata::TXN_TOPIC;
+    use crate::testing::INTERNAL_PARTITIONS;
 
     /// (topic, partition, producer id, epoch, commit).
     type Marker = (String, i32, i64, i16, bool);
@@ -547,18 +663,40 @@ mod tests {
         Committed { offset, leader_epoch: -1, metadata: None, commit_ms: 0 }
     }
 
-    fn open(dir: &Path, logs: &LogManager) -> TxnCoordinator {
-        TxnCoordinator::open(dir, logs, TxnConfig::default()).unwrap()
+    /// A broker whose `__transaction_state` partitions are served by a
+    /// coordinator the test drives (with its own effects and ticks), not
+    /// by the broker's own (whose housekeeping would tick it).
+    fn open_with(dir: &Path, config: TxnConfig) -> (Arc<Broker>, TxnCoordinator) {
+        let b = crate::testing::open(BrokerConfig { data_dir: dir.to_path_buf(), ..BrokerConfig::default() }).unwrap();
+        let c = TxnCoordinator::open(config);
+        for index in (0..).take(INTERNAL_PARTITIONS) {
+            b.txns().unload(index);
+            load(&b, &c, index);
+        }
+        (b, c)
+    }
+
+    fn load(b: &Broker, c: &TxnCoordinator, index: i32) {
+        let p = b.topic(TXN_TOPIC).unwrap().partition(index).unwrap();
+        let epoch = p.leader_state().unwrap().leader_epoch;
+        c.load(index, INTERNAL_PARTITIONS, p, epoch).unwrap();
+    }
+
+    fn open(dir: &Path) -> (Arc<Broker>, TxnCoordinator) {
+        open_with(dir, TxnConfig::default())
+    }
+
+    fn close(b: Arc<Broker>) {
+        b.shutdown();
     }
 
     #[test]
     fn commit_writes_markers_then_offsets_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let logs = LogManager::new(Default::default());
         let ids = ProducerIds::default();
         ids.add_block(0, 1000);
         let fx = Recorder::default();
-        let c = open(dir.path(), &logs);
+        let (b, c) = open(dir.path());
         let (pid, epoch) = c.init_producer("t1", 60_000, None, &ids, &fx).unwrap();
         let parts = vec![("a".to_string(), 0), ("b".to_string(), 1)];
         c.add_partitions("t1", pid, epoch, &parts).unwrap();
@@ -581,7 +719,8 @@ mod tests {
         c.end("t1", pid, epoch, true, &fx).unwrap();
         assert_eq!(c.end("t1", pid, epoch, false, &fx), Err(TxnError::InvalidTxnState));
         drop(c);
-        let c = open(dir.path(), &logs);
+        close(b);
+        let (_b, c) = open(dir.path());
         let m = c.describe("t1").unwrap();
         assert_eq!((m.state, m.producer_id, m.partitions.len()), (TxnState::CompleteCommit, pid, 0));
     }
@@ -589,11 +728,10 @@ mod tests {
     #[test]
     fn a_new_instance_fences_the_old_and_aborts_its_transaction() {
         let dir = tempfile::tempdir().unwrap();
-        let logs = LogManager::new(Default::default());
         let ids = ProducerIds::default();
         ids.add_block(0, 1000);
         let fx = Recorder::default();
-        let c = open(dir.path(), &logs);
+        let (_b, c) = open(dir.path());
         let (pid, e0) = c.init_producer("t", 60_000, None, &ids, &fx).unwrap();
         c.add_partitions("t", pid, e0, &[("a".to_string(), 0)]).unwrap();
         let (pid2, e1) = c.init_producer("t", 60_000, None, &ids, &fx).unwrap();
@@ -608,12 +746,11 @@ mod tests {
     #[test]
     fn idle_transactional_ids_expire_but_open_transactions_do_not() {
         let dir = tempfile::tempdir().unwrap();
-        let logs = LogManager::new(Default::default());
         let ids = ProducerIds::default();
         ids.add_block(0, 1000);
         let fx = Recorder::default();
         let config = TxnConfig { id_expiration_ms: 0, ..TxnConfig::default() };
-        let c = TxnCoordinator::open(dir.path(), &logs, config.clone()).unwrap();
+        let (b, c) = open_with(dir.path(), config.clone());
         c.init_producer("idle", 60_000, None, &ids, &fx).unwrap();
         let (pid, epoch) = c.init_producer("busy", 60_000, None, &ids, &fx).unwrap();
         c.add_partitions("busy", pid, epoch, &[("a".to_string(), 0)]).unwrap();
@@ -622,18 +759,18 @@ mod tests {
         assert!(c.describe("idle").is_none());
         assert!(c.describe("busy").is_some());
         drop(c);
-        let c = TxnCoordinator::open(dir.path(), &logs, config).unwrap();
+        close(b);
+        let (_b, c) = open_with(dir.path(), config);
         assert!(c.describe("idle").is_none(), "the expiry is durable");
     }
 
     #[test]
     fn timed_out_and_prepared_transactions_are_finished_by_the_ticker() {
         let dir = tempfile::tempdir().unwrap();
-        let logs = LogManager::new(Default::default());
         let ids = ProducerIds::default();
         ids.add_block(0, 1000);
         let fx = Recorder::default();
-        let c = open(dir.path(), &logs);
+        let (b, c) = open(dir.path());
         let (pid, epoch) = c.init_producer("t", 1, None, &ids, &fx).unwrap();
         c.add_partitions("t", pid, epoch, &[("a".to_string(), 0)]).unwrap();
         // Left in PrepareCommit, as by a crash between the two writes.
@@ -644,7 +781,8 @@ mod tests {
             c.begin_end(&mut txns, "u", true, false).unwrap();
         }
         drop(c);
-        let c = open(dir.path(), &logs);
+        close(b);
+        let (_b, c) = open(dir.path());
         std::thread::sleep(std::time::Duration::from_millis(5));
         c.tick(&fx);
         let markers = fx.markers.lock().unwrap().clone();
@@ -653,5 +791,49 @@ mod tests {
         assert_eq!(c.describe("t").unwrap().state, TxnState::CompleteAbort);
         assert_eq!(c.describe("u").unwrap().state, TxnState::CompleteCommit);
         assert_eq!(c.end("t", pid, epoch, true, &fx), Err(TxnError::ProducerFenced));
+    }
+
+    #[test]
+    fn a_new_coordinator_loads_open_and_half_ended_transactions_and_finishes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = ProducerIds::default();
+        ids.add_block(0, 1000);
+        let fx = Recorder::default();
+        let (b, old) = open(dir.path());
+        let (pid, epoch) = old.init_producer("open", 60_000, None, &ids, &fx).unwrap();
+        old.add_partitions("open", pid, epoch, &[("a".to_string(), 0)]).unwrap();
+        let (pid2, epoch2) = old.init_producer("ending", 60_000, None, &ids, &fx).unwrap();
+        old.add_partitions("ending", pid2, epoch2, &[("b".to_string(), 0)]).unwrap();
+        {
+            // The old coordinator dies between PrepareCommit and its markers.
+            let mut txns = lock(&old.txns);
+            old.begin_end(&mut txns, "ending", true, false).unwrap();
+        }
+        // It loses its partitions: its ids are no longer served there.
+        for index in (0..).take(INTERNAL_PARTITIONS) {
+            old.unload(index);
+        }
+        assert!(old.describe("open").is_none() && !old.serves("open"));
+        assert_eq!(old.add_partitions("open", pid, epoch, &[]), Err(TxnError::NotCoordinator));
+        assert_eq!(old.init_producer("new", 60_000, None, &ids, &fx), Err(TxnError::NotCoordinator));
+        assert_eq!(old.end("open", pid, epoch, true, &fx), Err(TxnError::NotCoordinator));
+
+        // Another coordinator loads the same partitions (as a new leader).
+        let new = TxnCoordinator::open(TxnConfig::default());
+        for index in (0..).take(INTERNAL_PARTITIONS) {
+            load(&b, &new, index);
+        }
+        let m = new.describe("open").unwrap();
+        assert_eq!((m.state, m.producer_epoch, m.partitions.len()), (TxnState::Ongoing, epoch, 1));
+        new.verify_produce(pid, epoch, "a", 0).unwrap();
+        assert_eq!(new.describe("ending").unwrap().state, TxnState::PrepareCommit);
+        // The half-ended one is finished by re-sending its markers; the
+        // open one carries on under the new coordinator.
+        new.tick(&fx);
+        assert_eq!(new.describe("ending").unwrap().state, TxnState::CompleteCommit);
+        assert!(fx.markers.lock().unwrap().contains(&("b".into(), 0, pid2, epoch2, true)));
+        new.end("open", pid, epoch, false, &fx).unwrap();
+        assert!(fx.markers.lock().unwrap().contains(&("a".into(), 0, pid, epoch, false)));
+        assert_eq!(new.describe("open").unwrap().state, TxnState::CompleteAbort);
     }
 }

@@ -86,6 +86,7 @@ fn broker_error_code(e: &BrokerError) -> i16 {
             PeerError::OffsetOutOfRange => E::OffsetOutOfRange,
             PeerError::Unavailable(_) => E::RequestTimedOut,
             PeerError::Failed(_) => E::UnknownServerError,
+            PeerError::Txn(t) => return txn_code(*t, true),
         },
         BrokerError::InvalidConfig(_) => E::InvalidConfig,
         BrokerError::NotEnoughReplicas { .. } => E::NotEnoughReplicas,
@@ -117,10 +118,6 @@ pub fn denied_code(resource: ferry_broker::security::ResourceType) -> i16 {
     )
 }
 
-pub fn log_error_code(e: &LogError) -> i16 {
-    counted(log_code(e))
-}
-
 fn log_code(e: &LogError) -> i16 {
     match e {
         LogError::CorruptBatch(_) | LogError::Codec(_) | LogError::UnexpectedOffset { .. } => E::CorruptMessage,
@@ -147,6 +144,7 @@ fn txn_code(e: TxnError, fenced_supported: bool) -> i16 {
         TxnError::InvalidTransactionTimeout => E::InvalidTransactionTimeout,
         TxnError::TransactionalIdNotFound => E::TransactionalIdNotFound,
         TxnError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
+        TxnError::NotCoordinator => E::NotCoordinator,
     }
     .code()
 }
@@ -167,6 +165,7 @@ fn group_code(e: GroupError) -> i16 {
         GroupError::NonEmptyGroup => E::NonEmptyGroup,
         GroupError::GroupIdNotFound => E::GroupIdNotFound,
         GroupError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => E::NotCoordinator,
         GroupError::FencedMemberEpoch => E::FencedMemberEpoch,
         GroupError::StaleMemberEpoch => E::StaleMemberEpoch,
         GroupError::UnsupportedAssignor => E::UnsupportedAssignor,

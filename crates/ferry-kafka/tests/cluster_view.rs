@@ -431,6 +431,29 @@ async fn coordinators_follow_the_internal_topics_leaders() {
         unreachable!()
     };
     assert_eq!((r.error_code, r.node_id.0), (COORDINATOR_NOT_AVAILABLE, -1));
+
+    // A leaderless partition (its leader died, none elected yet) is no
+    // coordinator either; the node that led it stops serving its groups.
+    let id = c.controller.image().topic(GROUP_TOPIC).unwrap().id;
+    let index = coordinator_partition(&local, INTERNAL_PARTITIONS).unwrap();
+    c.controller
+        .apply(vec![MetadataRecord::PartitionChange {
+            topic_id: id,
+            partition: index,
+            leader: -1,
+            isr: vec![],
+            replicas: None,
+            elr: None,
+        }])
+        .unwrap();
+    let ResponseKind::FindCoordinator(r) = c.client.call(ApiKey::FindCoordinator, 4, find(&[&local], 0)).await else {
+        unreachable!()
+    };
+    assert_eq!((r.coordinators[0].error_code, r.coordinators[0].node_id.0), (COORDINATOR_NOT_AVAILABLE, -1));
+    let ResponseKind::OffsetCommit(r) = c.client.call(ApiKey::OffsetCommit, 8, commit(&local)).await else {
+        unreachable!()
+    };
+    assert_eq!(r.topics[0].partitions[0].error_code, NOT_COORDINATOR);
 }
 
 #[tokio::test]

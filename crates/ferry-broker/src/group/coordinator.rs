@@ -1,24 +1,30 @@
 //! The group coordinator: consumer groups and their committed offsets.
 //!
-//! Committed offsets and each group's generation are records in an internal
-//! compacted log (`<data>/internal/__consumer_offsets`), keyed per group and
-//! partition, as Kafka keeps them; the in-memory maps are rebuilt from it at
-//! start. A ticker thread drives timeouts (sessions, rebalances) and expires
-//! the offsets of groups left empty past `offsets.retention.minutes`.
+//! Committed offsets and each group's generation are records of the
+//! replicated, compacted `__consumer_offsets` topic, keyed per group and
+//! partition, as Kafka keeps them; a group lives in the partition its id
+//! hashes to. When this node becomes a partition's leader, the broker
+//! [`loads`](GroupCoordinator::load) it (replays it into the in-memory
+//! maps) and this node serves its groups; when it stops leading, the
+//! partition is [`unloaded`](GroupCoordinator::unload) and its groups'
+//! requests get NOT_COORDINATOR. Writes are acks=all appends: a commit is
+//! answered once its record is on every ISR member. A ticker thread drives
+//! timeouts (sessions, rebalances) and expires the offsets of groups left
+//! empty past `offsets.retention.minutes`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use ferry_log::{Log, LogManager};
 use ferry_util::sync::lock;
 use ferry_util::time::now_ms_u64;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::error::Result;
+use crate::coordinator_partitions::CoordinatorPartitions;
+use crate::error::{BrokerError, Result};
 use crate::internal_log;
+use crate::partition::{Appended, Partition};
 
 use super::GroupError;
 use super::classic::{ClassicGroup, ClassicGroupState, Join, JoinResult, SyncResult};
@@ -39,9 +45,47 @@ pub struct Committed {
 
 /// Keys of the internal log.
 #[derive(Serialize, Deserialize)]
-enum Key {
+pub(crate) enum Key {
     Offset { group: String, topic: String, partition: i32 },
     Group { group: String },
+}
+
+impl Key {
+    /// The group the record belongs to (it decides the record's partition).
+    pub(crate) fn group(&self) -> &str {
+        match self {
+            Key::Offset { group, .. } | Key::Group { group } => group,
+        }
+    }
+}
+
+/// A write to `__consumer_offsets` that happened and is waiting for the
+/// ISR; answer the client once it resolves.
+pub struct OffsetsWritten(Appended);
+
+impl OffsetsWritten {
+    /// Resolves once every ISR member has the records. Losing the
+    /// partition's leadership meanwhile is NOT_COORDINATOR.
+    pub async fn acknowledged(self) -> std::result::Result<(), GroupError> {
+        self.0.acknowledged().await.map(|_| ()).map_err(ack_error)
+    }
+
+    /// [`OffsetsWritten::acknowledged`] for a blocking thread.
+    pub fn acknowledged_blocking(self) -> std::result::Result<(), GroupError> {
+        self.0.acknowledged_blocking().map(|_| ()).map_err(ack_error)
+    }
+}
+
+fn ack_error(e: BrokerError) -> GroupError {
+    match e {
+        BrokerError::NotLeaderOrFollower | BrokerError::Log(ferry_log::LogError::Unavailable(_)) => {
+            GroupError::NotCoordinator
+        }
+        e => {
+            tracing::warn!(error = %e, "offsets write failed");
+            GroupError::CoordinatorNotAvailable
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -120,17 +164,36 @@ pub struct GroupCoordinator {
     consumer_groups: Mutex<HashMap<String, ConsumerGroup>>,
     groups: Mutex<HashMap<String, ClassicGroup>>,
     offsets: Mutex<HashMap<String, GroupOffsets>>,
-    log: Arc<Log>,
+    /// The `__consumer_offsets` partitions served here.
+    parts: CoordinatorPartitions,
 }
 
 impl GroupCoordinator {
-    /// Opens the internal log and rebuilds groups and offsets from it.
-    pub fn open(data_dir: &Path, logs: &LogManager, config: CoordinatorConfig) -> Result<Arc<GroupCoordinator>> {
-        let log = internal_log::open(data_dir, logs, "__consumer_offsets")?;
+    /// A coordinator serving no partition yet (see [`GroupCoordinator::load`]).
+    pub fn open(config: CoordinatorConfig) -> Result<Arc<GroupCoordinator>> {
+        let coordinator = Arc::new(GroupCoordinator {
+            config,
+            consumer_groups: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
+            offsets: Mutex::new(HashMap::new()),
+            parts: CoordinatorPartitions::default(),
+        });
+        let weak = Arc::downgrade(&coordinator);
+        std::thread::Builder::new().name("ferry-groups".into()).spawn(move || ticker(weak))?;
+        Ok(coordinator)
+    }
+
+    /// Loads partition `index` (of `count`) of `__consumer_offsets`, which
+    /// this node now leads in `leader_epoch`: replays its log (to its local
+    /// end, which as leader it will commit) into groups and offsets, then
+    /// serves the groups that hash to it. Call from a blocking thread.
+    pub(crate) fn load(&self, index: i32, count: usize, partition: Arc<Partition>, leader_epoch: i32) -> Result<()> {
+        // What it appended as a follower and not yet flushed is part of it.
+        partition.flush_local()?;
         let mut groups = HashMap::new();
         let mut offsets: HashMap<String, GroupOffsets> = HashMap::new();
         let now = now_ms_u64();
-        internal_log::replay(&log, |key, value| {
+        internal_log::replay(partition.log(), |key, value| {
             let Ok(key) = serde_json::from_slice::<Key>(key) else { return };
             match key {
                 Key::Offset { group, topic, partition } => {
@@ -151,43 +214,95 @@ impl GroupCoordinator {
             }
         })?;
         offsets.retain(|_, m| !m.is_empty());
-        let coordinator = Arc::new(GroupCoordinator {
-            config,
-            consumer_groups: Mutex::new(HashMap::new()),
-            groups: Mutex::new(groups),
-            offsets: Mutex::new(offsets),
-            log,
-        });
-        let weak = Arc::downgrade(&coordinator);
-        std::thread::Builder::new().name("ferry-groups".into()).spawn(move || ticker(weak))?;
-        Ok(coordinator)
+        let mine = |g: &str| crate::metadata::coordinator_partition(g, count) == Some(index);
+        groups.retain(|g, _| mine(g));
+        offsets.retain(|g, _| mine(g));
+        // Whatever an earlier term left in memory goes; the log is the truth.
+        self.drop_groups(|g| mine(g));
+        lock(&self.groups).extend(groups);
+        lock(&self.offsets).extend(offsets);
+        self.parts.insert(index, count, partition, leader_epoch);
+        tracing::info!(partition = index, epoch = leader_epoch, "loaded group coordinator partition");
+        Ok(())
     }
 
-    fn write(&self, records: &[(Key, Option<Vec<u8>>)]) -> Result<u64> {
+    /// Stops serving partition `index`: its groups leave memory (their
+    /// members' pending joins end), and their requests get NOT_COORDINATOR.
+    pub(crate) fn unload(&self, index: i32) {
+        if !self.parts.remove(index) {
+            return;
+        }
+        let count = self.parts.count();
+        self.drop_groups(|g| crate::metadata::coordinator_partition(g, count) == Some(index));
+        tracing::info!(partition = index, "unloaded group coordinator partition");
+    }
+
+    /// The leader epoch partition `index` was loaded in, if it is.
+    pub(crate) fn loaded_epoch(&self, index: i32) -> Option<i32> {
+        self.parts.epoch(index)
+    }
+
+    /// Indexes of the loaded partitions.
+    pub(crate) fn loaded(&self) -> Vec<i32> {
+        self.parts.indexes()
+    }
+
+    /// Whether every `__consumer_offsets` partition is served here.
+    pub(crate) fn all_loaded(&self) -> bool {
+        self.parts.all_loaded()
+    }
+
+    /// Whether this node serves `group` now (its partition is loaded).
+    pub fn serves(&self, group: &str) -> bool {
+        self.parts.serves(group)
+    }
+
+    /// Removes the groups for which `which` holds from every map (lock
+    /// order: groups, consumer groups, offsets; each taken alone).
+    fn drop_groups(&self, which: impl Fn(&str) -> bool) {
+        lock(&self.groups).retain(|g, _| !which(g));
+        lock(&self.consumer_groups).retain(|g, _| !which(g));
+        lock(&self.offsets).retain(|g, _| !which(g));
+    }
+
+    /// Appends records of `group` to its partition (acks=all).
+    fn write(&self, group: &str, records: &[(Key, Option<Vec<u8>>)]) -> std::result::Result<Appended, GroupError> {
+        let partition = self.parts.get(group).ok_or(GroupError::NotCoordinator)?;
         let keys: Vec<Vec<u8>> = records.iter().map(|(k, _)| serde_json::to_vec(k).unwrap_or_default()).collect();
         let recs: Vec<(&[u8], Option<&[u8]>)> =
             records.iter().zip(&keys).map(|((_, v), k)| (k.as_slice(), v.as_deref())).collect();
-        internal_log::append(&self.log, &recs)
+        internal_log::append_acked(&partition, &recs).map_err(|e| match e {
+            BrokerError::NotLeaderOrFollower => GroupError::NotCoordinator,
+            e => {
+                tracing::error!(group, error = %e, "offsets write failed");
+                GroupError::CoordinatorNotAvailable
+            }
+        })
     }
 
     fn persist_generation(&self, g: &ClassicGroup) {
         let value =
             serde_json::to_vec(&GroupRecord { generation: g.generation, protocol_type: g.protocol_type.clone() }).ok();
-        if let Err(e) = self.write(&[(Key::Group { group: g.id.clone() }, value)]) {
-            tracing::warn!(group = %g.id, error = %e, "could not persist group generation");
+        if let Err(e) = self.write(&g.id, &[(Key::Group { group: g.id.clone() }, value)]) {
+            tracing::warn!(group = %g.id, error = ?e, "could not persist group generation");
         }
     }
 
-    /// Runs `f` on the group (created if missing), persisting a generation change.
-    fn with_group<R>(&self, id: &str, f: impl FnOnce(&mut ClassicGroup) -> R) -> R {
+    /// Runs `f` on the group (created if missing), persisting a generation
+    /// change; `None` if this node does not serve the group (checked under
+    /// the groups lock, so an unload cannot miss a group created here).
+    fn with_group<R>(&self, id: &str, f: impl FnOnce(&mut ClassicGroup) -> R) -> Option<R> {
         let mut groups = lock(&self.groups);
+        if !self.parts.serves(id) {
+            return None;
+        }
         let g = groups.entry(id.to_string()).or_insert_with(|| ClassicGroup::new(id, 0, None, now_ms_u64()));
         let generation = g.generation;
         let r = f(g);
         if g.generation != generation {
             self.persist_generation(g);
         }
-        r
+        Some(r)
     }
 
     /// Handles a JoinGroup, creating the classic group if missing; joins whose
@@ -203,7 +318,12 @@ impl GroupCoordinator {
             return rx;
         }
         let delay = self.config.initial_rebalance_delay;
-        self.with_group(group, |g| g.join(j, Instant::now(), delay))
+        self.with_group(group, |g| g.join(j, Instant::now(), delay)).unwrap_or_else(|| {
+            let (tx, rx) = oneshot::channel();
+            let _ =
+                tx.send(JoinResult { error: Some(GroupError::NotCoordinator), generation: -1, ..Default::default() });
+            rx
+        })
     }
 
     /// Handles a SyncGroup; the answer arrives once the leader's assignment has.
@@ -214,13 +334,18 @@ impl GroupCoordinator {
         generation: i32,
         assignments: Vec<(String, Vec<u8>)>,
     ) -> oneshot::Receiver<SyncResult> {
-        self.with_group(group, |g| g.sync(member, generation, assignments, Instant::now()))
+        self.with_group(group, |g| g.sync(member, generation, assignments, Instant::now())).unwrap_or_else(|| {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(SyncResult { error: Some(GroupError::NotCoordinator), ..Default::default() });
+            rx
+        })
     }
 
     /// Handles a classic Heartbeat; `None` means the member is in good standing.
     pub fn heartbeat(&self, group: &str, member: &str, generation: i32) -> Option<GroupError> {
         match lock(&self.groups).get_mut(group) {
             Some(g) => g.heartbeat(member, generation, Instant::now()),
+            None if !self.parts.serves(group) => Some(GroupError::NotCoordinator),
             None => Some(GroupError::UnknownMemberId),
         }
     }
@@ -228,7 +353,13 @@ impl GroupCoordinator {
     /// Handles a LeaveGroup of one member, by member id or static instance id.
     pub fn leave(&self, group: &str, member: &str, instance: Option<&str>) -> Option<GroupError> {
         let mut groups = lock(&self.groups);
-        let Some(g) = groups.get_mut(group) else { return Some(GroupError::UnknownMemberId) };
+        let Some(g) = groups.get_mut(group) else {
+            return Some(if self.parts.serves(group) {
+                GroupError::UnknownMemberId
+            } else {
+                GroupError::NotCoordinator
+            });
+        };
         let generation = g.generation;
         let r = g.leave(member, instance, Instant::now());
         if g.generation != generation {
@@ -250,6 +381,9 @@ impl GroupCoordinator {
             return Err(GroupError::InconsistentGroupProtocol);
         }
         let mut groups = lock(&self.consumer_groups);
+        if !self.parts.serves(group) {
+            return Err(GroupError::NotCoordinator);
+        }
         let g = groups.entry(group.to_string()).or_insert_with(|| ConsumerGroup::new(group, 0));
         g.heartbeat(hb, Instant::now(), topics)
     }
@@ -264,16 +398,15 @@ impl GroupCoordinator {
         lock(&self.consumer_groups).get(group).map(f)
     }
 
-    /// Commits offsets: checks the member and generation, writes them to
-    /// the internal log and returns the offset that must be durable before
-    /// answering.
+    /// Commits offsets: checks the member and generation and writes them
+    /// to the group's partition; answer once the write is acknowledged.
     pub fn commit(
         &self,
         group: &str,
         member: &str,
         generation: i32,
         offsets: Vec<(String, i32, Committed)>,
-    ) -> std::result::Result<u64, GroupError> {
+    ) -> std::result::Result<OffsetsWritten, GroupError> {
         self.check_member(group, member, generation)?;
         self.store_offsets(group, offsets)
     }
@@ -299,6 +432,7 @@ impl GroupCoordinator {
                     }
                 }
                 // A group member commits for a group this broker never saw.
+                None if !self.parts.serves(group) => return Err(GroupError::NotCoordinator),
                 None if generation >= 0 => return Err(GroupError::IllegalGeneration),
                 None => {
                     groups.insert(group.to_string(), ClassicGroup::new(group, 0, None, now_ms_u64()));
@@ -309,44 +443,28 @@ impl GroupCoordinator {
     }
 
     /// Writes offsets without a membership check (a committed transaction's
-    /// offsets, checked when they were sent) and returns the offset that
-    /// must be durable before answering.
+    /// offsets, checked when they were sent); answer once the write is
+    /// acknowledged.
     pub fn store_offsets(
         &self,
         group: &str,
         offsets: Vec<(String, i32, Committed)>,
-    ) -> std::result::Result<u64, GroupError> {
+    ) -> std::result::Result<OffsetsWritten, GroupError> {
         let records: Vec<(Key, Option<Vec<u8>>)> = offsets
             .iter()
             .map(|(t, p, c)| {
                 (Key::Offset { group: group.to_string(), topic: t.clone(), partition: *p }, serde_json::to_vec(c).ok())
             })
             .collect();
-        let end = self.write(&records).map_err(|e| {
-            tracing::error!(group, error = %e, "offset commit failed");
-            GroupError::CoordinatorNotAvailable
-        })?;
+        // Under the offsets lock, so the map and the log agree on the order
+        // of concurrent commits.
         let mut all = lock(&self.offsets);
+        let written = self.write(group, &records)?;
         let map = all.entry(group.to_string()).or_default();
         for (t, p, c) in offsets {
             map.insert((t, p), c);
         }
-        Ok(end)
-    }
-
-    /// Blocks until offsets below `end` in the internal log are on disk
-    /// (for callers outside the async runtime).
-    pub fn wait_durable(&self, end: u64) -> Result<()> {
-        Ok(self.log.flush_to(end)?)
-    }
-
-    /// Resolves once offsets below `end` in the internal log are on disk.
-    pub fn durable(&self, end: u64) -> oneshot::Receiver<ferry_log::Result<()>> {
-        let (tx, rx) = oneshot::channel();
-        self.log.on_durable(end, move |r| {
-            let _ = tx.send(r);
-        });
-        rx
+        Ok(OffsetsWritten(written))
     }
 
     /// All committed offsets of a group; empty if it has none.
@@ -399,6 +517,9 @@ impl GroupCoordinator {
     /// Deletes an empty group and its offsets.
     pub fn delete_group(&self, group: &str) -> std::result::Result<(), GroupError> {
         let mut groups = lock(&self.groups);
+        if !self.parts.serves(group) {
+            return Err(GroupError::NotCoordinator);
+        }
         let known = groups.contains_key(group) || lock(&self.offsets).contains_key(group);
         if !known {
             return Err(GroupError::GroupIdNotFound);
@@ -414,13 +535,16 @@ impl GroupCoordinator {
             .map(|(topic, partition)| (Key::Offset { group: group.to_string(), topic, partition }, None))
             .collect();
         tombstones.push((Key::Group { group: group.to_string() }, None));
-        self.write(&tombstones).map_err(|_| GroupError::CoordinatorNotAvailable)?;
+        self.write(group, &tombstones)?;
         Ok(())
     }
 
     /// Deletes some offsets of a group (OffsetDelete); the caller refuses
     /// topics the group is consuming.
     pub fn delete_offsets(&self, group: &str, partitions: &[(String, i32)]) -> Result<()> {
+        if !self.parts.serves(group) {
+            return Err(GroupError::NotCoordinator.into());
+        }
         let mut all = lock(&self.offsets);
         let Some(map) = all.get_mut(group) else { return Ok(()) };
         let mut tombstones = Vec::new();
@@ -431,7 +555,7 @@ impl GroupCoordinator {
         }
         drop(all);
         if !tombstones.is_empty() {
-            self.write(&tombstones)?;
+            self.write(group, &tombstones)?;
         }
         Ok(())
     }
@@ -499,15 +623,22 @@ fn ticker(weak: Weak<GroupCoordinator>) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::path::Path;
 
-    fn open(dir: &Path, logs: &LogManager, retention_ms: u64) -> Arc<GroupCoordinator> {
-        let config = CoordinatorConfig {
+    use super::*;
+    use crate::broker::{Broker, BrokerConfig};
+    use crate::metadata::{GROUP_TOPIC, MetadataRecord, coordinator_partition};
+    use crate::testing::{INTERNAL_PARTITIONS, TestController};
+
+    fn open(dir: &Path, retention_ms: u64) -> (Arc<Broker>, Arc<TestController>) {
+        let groups = CoordinatorConfig {
             initial_rebalance_delay: Duration::ZERO,
             offsets_retention_ms: retention_ms,
             ..CoordinatorConfig::default()
         };
-        GroupCoordinator::open(dir, logs, config).unwrap()
+        let b = Broker::open(BrokerConfig { data_dir: dir.to_path_buf(), groups, ..BrokerConfig::default() }).unwrap();
+        let controller = crate::testing::install(&b);
+        (b, controller)
     }
 
     fn committed(offset: i64) -> Committed {
@@ -528,22 +659,24 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn offsets_and_generations_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let logs = LogManager::new(ferry_log::EngineConfig::default());
-        let c = open(dir.path(), &logs, u64::MAX);
+        let (b, _) = open(dir.path(), u64::MAX);
+        let c = b.groups().clone();
         let joined = c.join("g", join("")).await.unwrap();
         assert_eq!((joined.error, joined.generation), (None, 1));
-        let end = c.commit("g", &joined.member_id, 1, vec![("t".into(), 0, committed(42))]).unwrap();
-        c.durable(end).await.unwrap().unwrap();
+        let written = c.commit("g", &joined.member_id, 1, vec![("t".into(), 0, committed(42))]).unwrap();
+        written.acknowledged().await.unwrap();
         // A stale generation is refused; a simple consumer may not commit
         // into a group with members.
-        assert_eq!(c.commit("g", &joined.member_id, 0, vec![]), Err(GroupError::IllegalGeneration));
-        assert_eq!(c.commit("g", "", -1, vec![]), Err(GroupError::UnknownMemberId));
+        assert_eq!(c.commit("g", &joined.member_id, 0, vec![]).err(), Some(GroupError::IllegalGeneration));
+        assert_eq!(c.commit("g", "", -1, vec![]).err(), Some(GroupError::UnknownMemberId));
         assert_eq!(c.delete_group("g"), Err(GroupError::NonEmptyGroup));
-        drop(c);
-        let c = open(dir.path(), &logs, u64::MAX);
+        b.shutdown();
+        drop((c, b));
+        let (b, _) = open(dir.path(), u64::MAX);
+        let c = b.groups().clone();
         assert_eq!(c.committed("g").get(&("t".to_string(), 0)).map(|x| x.offset), Some(42));
         // The generation goes on from where it was.
         let rejoined = c.join("g", join("")).await.unwrap();
@@ -551,16 +684,17 @@ mod tests {
         assert_eq!(c.leave("g", &rejoined.member_id, None), None);
         c.delete_group("g").unwrap();
         assert_eq!(c.delete_group("g"), Err(GroupError::GroupIdNotFound));
-        drop(c);
-        let c = open(dir.path(), &logs, u64::MAX);
-        assert!(c.committed("g").is_empty(), "deleted groups stay deleted");
+        b.shutdown();
+        drop((c, b));
+        let (b, _) = open(dir.path(), u64::MAX);
+        assert!(b.groups().committed("g").is_empty(), "deleted groups stay deleted");
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn offsets_of_empty_groups_expire() {
         let dir = tempfile::tempdir().unwrap();
-        let logs = LogManager::new(ferry_log::EngineConfig::default());
-        let c = open(dir.path(), &logs, 0);
+        let (b, _) = open(dir.path(), 0);
+        let c = b.groups().clone();
         c.commit("simple", "", -1, vec![("t".into(), 0, committed(7))]).unwrap();
         let joined = c.join("busy", join("")).await.unwrap();
         c.commit("busy", &joined.member_id, joined.generation, vec![("t".into(), 0, committed(9))]).unwrap();
@@ -568,5 +702,61 @@ mod tests {
         c.tick();
         assert!(c.committed("simple").is_empty(), "an empty group's offsets expire");
         assert_eq!(c.committed("busy").len(), 1, "a group with members keeps its offsets");
+    }
+
+    /// Moves the leadership of `group`'s `__consumer_offsets` partition
+    /// (-1: none), as the controller does when its leader dies.
+    fn lead(controller: &TestController, group: &str, leader: i32) {
+        let image = controller.image();
+        let topic = image.topic(GROUP_TOPIC).unwrap();
+        let partition = coordinator_partition(group, INTERNAL_PARTITIONS).unwrap();
+        let isr = if leader < 0 { vec![] } else { vec![leader] };
+        controller
+            .apply(vec![MetadataRecord::PartitionChange {
+                topic_id: topic.id,
+                partition,
+                leader,
+                isr,
+                replicas: None,
+                elr: None,
+            }])
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn groups_unload_with_leadership_and_reload_from_the_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let (b, controller) = open(dir.path(), u64::MAX);
+        let c = b.groups().clone();
+        // Two groups on different partitions.
+        let other = (0..100)
+            .map(|i| format!("other-{i}"))
+            .find(|g| coordinator_partition(g, INTERNAL_PARTITIONS) != coordinator_partition("g", INTERNAL_PARTITIONS))
+            .unwrap();
+        let joined = c.join("g", join("")).await.unwrap();
+        c.commit("g", &joined.member_id, 1, vec![("t".into(), 0, committed(5))]).unwrap().acknowledged().await.unwrap();
+        c.commit(&other, "", -1, vec![("t".into(), 0, committed(8))]).unwrap().acknowledged().await.unwrap();
+        let heartbeat_rx = c.sync("g", &joined.member_id, 1, vec![]);
+        assert_eq!(heartbeat_rx.await.unwrap().error, None);
+
+        // The partition loses its leader: the group leaves memory and every
+        // request for it is refused with NOT_COORDINATOR; the other stays.
+        tokio::task::block_in_place(|| lead(&controller, "g", -1));
+        assert!(!c.serves("g") && c.serves(&other));
+        assert!(!b.coordinates(crate::metadata::CoordinatorKind::Group, "g"));
+        assert!(c.committed("g").is_empty() && c.describe("g").is_none());
+        assert_eq!(c.heartbeat("g", &joined.member_id, 1), Some(GroupError::NotCoordinator));
+        assert_eq!(c.commit("g", "", -1, vec![]).err(), Some(GroupError::NotCoordinator));
+        assert_eq!(c.join("g", join("")).await.unwrap().error, Some(GroupError::NotCoordinator));
+        assert_eq!(c.committed(&other).len(), 1);
+
+        // Led here again (a new leader epoch): reloaded from the partition,
+        // offsets and generation as committed.
+        tokio::task::block_in_place(|| lead(&controller, "g", 1));
+        assert!(c.serves("g") && b.coordinates(crate::metadata::CoordinatorKind::Group, "g"));
+        assert_eq!(c.committed("g").get(&("t".to_string(), 0)).map(|x| x.offset), Some(5));
+        assert_eq!(c.describe("g").unwrap().generation, 1);
+        assert_eq!(c.heartbeat("g", &joined.member_id, 1), Some(GroupError::UnknownMemberId), "members rejoin");
+        assert_eq!(c.join("g", join("")).await.unwrap().generation, 2);
     }
 }

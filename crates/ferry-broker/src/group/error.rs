@@ -25,6 +25,9 @@ pub enum GroupError {
     GroupIdNotFound,
     /// The group cannot be served now (it is dead, or its offsets log failed).
     CoordinatorNotAvailable,
+    /// This node does not coordinate the group (its `__consumer_offsets`
+    /// partition is led, or loaded, elsewhere); the client looks it up again.
+    NotCoordinator,
     /// KIP-848: the member's epoch is not the current one; it must rejoin.
     FencedMemberEpoch,
     /// KIP-848: an offset commit with an outdated member epoch.

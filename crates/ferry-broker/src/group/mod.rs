@@ -5,11 +5,11 @@
 //! - `consumer`: KIP-848 "consumer" groups (ConsumerGroupHeartbeat), where
 //!   the coordinator computes and hands out the assignment.
 //! - `coordinator`: the `GroupCoordinator` that owns both kinds of group and
-//!   the committed offsets, kept in an internal compacted log.
+//!   the committed offsets, kept in the replicated `__consumer_offsets` topic.
 
 mod classic;
 mod consumer;
-mod coordinator;
+pub(crate) mod coordinator;
 mod error;
 
 pub use classic::{ClassicGroup, ClassicGroupState, ClassicMember, Join, JoinResult, SyncResult};
@@ -17,6 +17,6 @@ pub use consumer::{
     Assignor, ConsumerGroup, ConsumerMember, Heartbeat, HeartbeatResult, TopicPartition, TopicRegex, Topics,
 };
 pub use coordinator::{
-    Committed, CoordinatorConfig, GroupCoordinator, GroupDescription, GroupOffsets, MemberDescription,
+    Committed, CoordinatorConfig, GroupCoordinator, GroupDescription, GroupOffsets, MemberDescription, OffsetsWritten,
 };
 pub use error::GroupError;

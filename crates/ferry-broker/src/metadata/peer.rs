@@ -20,6 +20,44 @@ pub enum PeerRequest {
         /// The new log start offset, or -1 for the high watermark.
         before: i64,
     },
+    /// A transaction coordinator's commit or abort marker for one
+    /// partition (Kafka's WriteTxnMarkers), answered once the partition's
+    /// ISR has it.
+    WriteTxnMarker {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: i32,
+        /// The transaction's producer id.
+        producer_id: i64,
+        /// The producer epoch the transaction ends in.
+        epoch: i16,
+        /// Commit (true) or abort.
+        commit: bool,
+    },
+    /// A committed transaction's offsets for a group, sent by the
+    /// transaction's coordinator to the group's, answered once the
+    /// `__consumer_offsets` ISR has them.
+    CommitOffsets {
+        /// The consumer group.
+        group: String,
+        /// (topic, partition, offset) triples.
+        offsets: Vec<(String, i32, crate::group::Committed)>,
+    },
+    /// TxnOffsetCommit's offsets, sent by the group's coordinator to the
+    /// transaction's, which holds them until the transaction ends.
+    StageTxnOffsets {
+        /// The transactional id.
+        transactional_id: String,
+        /// The transaction's producer id.
+        producer_id: i64,
+        /// The producer epoch.
+        epoch: i16,
+        /// The consumer group.
+        group: String,
+        /// (topic, partition, offset) triples.
+        offsets: Vec<(String, i32, crate::group::Committed)>,
+    },
 }
 
 /// What a peer call returns.
@@ -27,6 +65,8 @@ pub enum PeerRequest {
 pub enum PeerReply {
     /// The partition's log start offset after DeleteRecords.
     LowWatermark(i64),
+    /// The marker or offsets are written and acknowledged.
+    Done,
 }
 
 /// Why a peer did not carry out a call; serializable, and mapped back to a
@@ -45,6 +85,9 @@ pub enum PeerError {
     /// The peer could not be reached or answered nothing usable.
     #[error("peer unavailable: {0}")]
     Unavailable(String),
+    /// The transaction coordinator refused the call.
+    #[error("transaction error {0:?}")]
+    Txn(crate::txn::TxnError),
     /// Any other failure, with its message.
     #[error("{0}")]
     Failed(String),

@@ -41,9 +41,6 @@ pub fn reassign(
     if !p.reassigning() && p.replicas == target {
         return Ok(None);
     }
-    if t.internal {
-        return Ok(Some(move_unreplicated(image, t.id, partition, p, target)));
-    }
     if p.reassigning() && original == target {
         return revert(image, t.id, partition, p, &original).map(Some);
     }
@@ -109,33 +106,6 @@ fn completion(
         ..p.clone()
     };
     Some(record(topic_id, partition, &done))
-}
-
-/// Internal topics have no replicated logs yet (their coordinators keep
-/// state in node-local logs), so there is nothing to catch up: their
-/// reassignment completes at once, the ISR being the target's unfenced
-/// nodes. Once internal partitions are replicated like any other, this
-/// goes and they take the general path.
-fn move_unreplicated(
-    image: &MetadataImage,
-    topic_id: uuid::Uuid,
-    partition: i32,
-    p: &PartitionInfo,
-    target: &[i32],
-) -> MetadataRecord {
-    let live: Vec<i32> =
-        target.iter().copied().filter(|n| image.nodes.get(n).is_some_and(|node| !node.fenced)).collect();
-    let isr = if live.is_empty() { target.to_vec() } else { live };
-    let leader = if isr.contains(&p.leader) { p.leader } else { elect(image, target, &isr) };
-    let moved = PartitionInfo {
-        replicas: target.to_vec(),
-        isr,
-        leader,
-        adding_replicas: Vec::new(),
-        removing_replicas: Vec::new(),
-        ..p.clone()
-    };
-    record(topic_id, partition, &moved)
 }
 
 /// Back to the original replicas: the ISR keeps only them; the leader

@@ -60,7 +60,7 @@ pub(super) async fn run(ctx: Arc<Replicator>, leader: i32, mut stop: watch::Rece
 /// The local partitions following `leader` now.
 fn followed_from(broker: &Broker, leader: i32) -> Vec<Followed> {
     let mut out = Vec::new();
-    for topic in broker.topics() {
+    for topic in broker.hosted_topics() {
         for part in topic.partitions() {
             if let Some(state) = part.follower_state().filter(|f| f.leader == leader) {
                 out.push(Followed { topic_id: topic.id, part, state });

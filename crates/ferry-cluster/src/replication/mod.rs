@@ -100,7 +100,7 @@ impl Replicator {
 
     fn start_fetchers(self: &Arc<Self>, broker: &Broker, stop: &watch::Receiver<bool>) {
         let mut leaders = std::collections::BTreeSet::new();
-        for topic in broker.topics() {
+        for topic in broker.hosted_topics() {
             for p in topic.partitions() {
                 if let Some(f) = p.follower_state().filter(|f| f.leader >= 0) {
                     leaders.insert(f.leader);
@@ -121,7 +121,7 @@ impl Replicator {
         // A fenced node may not join an ISR (the controller refuses it).
         let image = broker.metadata();
         let eligible = |r: i32| image.nodes.get(&r).is_some_and(|n| !n.fenced);
-        for topic in broker.topics() {
+        for topic in broker.hosted_topics() {
             for p in topic.partitions() {
                 let Some((leader_epoch, partition_epoch, isr)) = p.isr_change_due(now, lag, retry, &eligible) else {
                     continue;

@@ -17,7 +17,7 @@ use ferry_broker::metadata::CoordinatorKind;
 
 use super::Call;
 use super::coordinator::{coordinates, not_coordinator};
-use crate::errors::{denied_code, group_error_code, log_error_code};
+use crate::errors::{denied_code, group_error_code};
 use crate::response::{Reply, encode};
 use ferry_broker::security::{Operation, ResourceType};
 
@@ -77,21 +77,15 @@ pub fn offset_commit(c: &Call, req: OffsetCommitRequest) -> Reply {
     } else {
         broker.groups().commit(&req.group_id, &req.member_id, req.generation_id_or_member_epoch, valid).map(Some)
     };
-    let durable = match &outcome {
-        Ok(Some(end)) => Some(broker.groups().durable(*end)),
-        _ => None,
-    };
     let (version, correlation_id) = (c.version, c.correlation_id);
     Reply::Later(Box::pin(async move {
-        // One error for the whole commit (group state or storage), else per partition.
-        let shared = match (outcome, durable) {
-            (Err(e), _) => Some(group_error_code(e)),
-            (Ok(_), Some(rx)) => match rx.await {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(log_error_code(&e)),
-                Err(_) => Some(ResponseError::CoordinatorNotAvailable.code()),
-            },
-            (Ok(_), None) => None,
+        // One error for the whole commit (group state, or the write not
+        // reaching the ISR), else per partition. Answered once the
+        // `__consumer_offsets` ISR has the records.
+        let shared = match outcome {
+            Err(e) => Some(group_error_code(e)),
+            Ok(Some(written)) => written.acknowledged().await.err().map(group_error_code),
+            Ok(None) => None,
         };
         let topics = req
             .topics

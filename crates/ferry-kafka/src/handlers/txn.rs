@@ -159,8 +159,7 @@ pub fn txn_offset_commit(c: &Call, req: TxnOffsetCommitRequest) -> Reply {
         Some(e) => Some(e),
         None if valid.is_empty() => None,
         None => broker
-            .txns()
-            .stage_offsets(&req.transactional_id, req.producer_id.0, req.producer_epoch, &req.group_id, valid)
+            .stage_txn_offsets(&req.transactional_id, req.producer_id.0, req.producer_epoch, &req.group_id, valid)
             .err()
             .map(|e| code(c, ApiKey::TxnOffsetCommit, e)),
     };

@@ -461,6 +461,17 @@ mod tests {
 
     /// Nodes 1 and 2, topic `t` (one partition on both, led by 1), then `changes`.
     fn image(id: Uuid, configs: &[(&str, &str)], changes: &[(i32, Vec<i32>)]) -> Arc<MetadataImage> {
+        image_of(id, &[1, 2], configs, changes)
+    }
+
+    /// Topic `t` with one partition on `replicas` (each a registered node),
+    /// then the given (leader, ISR) changes.
+    fn image_of(
+        id: Uuid,
+        replicas: &[i32],
+        configs: &[(&str, &str)],
+        changes: &[(i32, Vec<i32>)],
+    ) -> Arc<MetadataImage> {
         let node = |id| NodeInfo {
             id,
             incarnation: Uuid::nil(),
@@ -469,17 +480,15 @@ mod tests {
             voter: true,
             fenced: false,
         };
-        let mut records = vec![
-            MetadataRecord::RegisterNode(node(1)),
-            MetadataRecord::RegisterNode(node(2)),
-            MetadataRecord::CreateTopic {
-                name: "t".into(),
-                id,
-                internal: false,
-                configs: configs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect(),
-                replicas: vec![vec![1, 2]],
-            },
-        ];
+        let mut records: Vec<MetadataRecord> =
+            replicas.iter().map(|r| MetadataRecord::RegisterNode(node(*r))).collect();
+        records.push(MetadataRecord::CreateTopic {
+            name: "t".into(),
+            id,
+            internal: false,
+            configs: configs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect(),
+            replicas: vec![replicas.to_vec()],
+        });
         for (leader, isr) in changes {
             records.push(MetadataRecord::PartitionChange {
                 topic_id: id,
@@ -773,40 +782,10 @@ mod tests {
     #[tokio::test]
     async fn a_fenced_follower_is_never_proposed_for_the_isr() {
         let dir = tempfile::tempdir().unwrap();
-        let id = Uuid::new_v4();
-        let node = |id| NodeInfo {
-            id,
-            incarnation: Uuid::nil(),
-            listeners: BTreeMap::new(),
-            rack: None,
-            voter: true,
-            fenced: false,
-        };
         // Replicas 1, 2, 3; node 3 was fenced (and so left the ISR).
-        let records = vec![
-            MetadataRecord::RegisterNode(node(1)),
-            MetadataRecord::RegisterNode(node(2)),
-            MetadataRecord::RegisterNode(node(3)),
-            MetadataRecord::CreateTopic {
-                name: "t".into(),
-                id,
-                internal: false,
-                configs: BTreeMap::new(),
-                replicas: vec![vec![1, 2, 3]],
-            },
-            MetadataRecord::PartitionChange {
-                topic_id: id,
-                partition: 0,
-                leader: 1,
-                isr: vec![1, 2],
-                replicas: None,
-                elr: None,
-            },
-        ];
-        let mut image = MetadataImage::default();
-        image.apply_batch(1, &records).unwrap();
+        let image = image_of(Uuid::new_v4(), &[1, 2, 3], &[], &[(1, vec![1, 2])]);
         let b = broker(dir.path(), 1);
-        b.apply_image(Arc::new(image));
+        b.apply_image(image);
         let leader = b.topic("t").unwrap().partition(0).unwrap();
         leader.append(&one("a"), Acks::Leader).unwrap();
         leader.log().flush_to(1).unwrap();

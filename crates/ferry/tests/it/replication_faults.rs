@@ -197,9 +197,6 @@ fn a_fenced_old_leader_acknowledges_nothing_that_is_lost_and_truncates_its_stale
     let mut pinned_config = idempotent.to_vec();
     pinned_config.extend([("message.timeout.ms", "6000"), ("request.timeout.ms", "3000")]);
     let pinned = producer(c.node(old), &pinned_config);
-    let mut main_config = idempotent.to_vec();
-    main_config.push(("message.timeout.ms", "60000"));
-    let main = producer(c.node(survivor), &main_config);
     let (mut acknowledged, error) = send(&pinned, TOPIC, 0..10);
     assert_eq!((acknowledged.len(), error), (10, None));
 
@@ -213,6 +210,12 @@ fn a_fenced_old_leader_acknowledges_nothing_that_is_lost_and_truncates_its_stale
             l != old && !isr.contains(&old)
         })
     });
+    // Made only now, through a survivor that no longer lists the fenced
+    // node: an idempotent producer's first InitProducerId sent to the
+    // paused node would wait out librdkafka's 60 s socket timeout.
+    let mut main_config = idempotent.to_vec();
+    main_config.push(("message.timeout.ms", "60000"));
+    let main = producer(c.node(survivor), &main_config);
     let (acked, error) = send(&main, TOPIC, 200..210);
     assert_eq!((acked.len(), error), (10, None), "the new leader acknowledges");
     acknowledged.extend(acked);

@@ -528,3 +528,38 @@ pub fn eventually_within(what: &str, limit: Duration, mut f: impl FnMut() -> boo
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Ends the whole test run if the returned guard is still alive after
+/// `limit`: for tests whose client calls can block forever inside
+/// librdkafka, where a stuck thread cannot be unwound. It kills this
+/// process's child processes (the brokers) first, so none is left behind.
+pub fn watchdog(what: &'static str, limit: Duration) -> Watchdog {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(limit) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            eprintln!("{what}: still running after {limit:?}; killing its brokers and ending the run");
+            kill_children();
+            std::process::exit(101);
+        }
+    });
+    Watchdog { _disarm: tx }
+}
+
+/// Dropping it disarms the [`watchdog`].
+pub struct Watchdog {
+    _disarm: std::sync::mpsc::Sender<()>,
+}
+
+/// SIGKILL to every process whose parent is this one.
+fn kill_children() {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for pid in entries.flatten().filter_map(|e| e.file_name().into_string().ok()) {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        if ppid == Some(me.as_str()) {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! `ferry-kafka`: the Kafka wire-protocol front-end. Frames in, handlers
-//! calling `ferry-broker`, responses out (Fetch data by sendfile).
+//! calling `ferry-broker`, responses out (Fetch data by sendfile; by read
+//! and write on TLS listeners).
 
 mod copy_file;
 mod errors;
@@ -11,7 +12,7 @@ mod server;
 
 pub use listener::{ListenerSpec, SecurityProtocol};
 pub use sasl::{KafkaSecurity, SaslMechanism};
-// The Fetch copy path for TLS connections (for a future Kafka SSL listener).
+// The Fetch copy path of TLS connections (sendfile cannot encrypt).
 pub use copy_file::copy_file;
 pub use server::{Ctx, KafkaConfig, serve};
 

@@ -1,6 +1,6 @@
 //! Kafka listener specs: `NAME://HOST:PORT` with Kafka's security protocol
-//! names, a bare `HOST:PORT` being PLAINTEXT. The TLS protocols parse so a
-//! config names them today; the binary refuses them until TLS lands.
+//! names, a bare `HOST:PORT` being PLAINTEXT. SSL and SASL_SSL listeners
+//! speak TLS with the node's one certificate (ferry-tls).
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -6,7 +6,16 @@
 //! parts a handler hands back (waiting for fsync under acks=all, a fetch's
 //! long poll) run as their own tasks, so one slow request holds up neither
 //! the requests behind it nor other connections. The writer task sends the
-//! responses in request order, record data by `sendfile`.
+//! responses in request order, record data by `sendfile` on plain TCP and
+//! by read + write ([`crate::copy_file`]) on TLS, where the bytes must be
+//! encrypted in user space.
+//!
+//! On an SSL or SASL_SSL listener the TLS handshake runs first, in the
+//! connection's own task under ferry-tls's timeout, so garbage or a stalled
+//! handshake closes only that connection. An SSL client with a verified
+//! certificate is the principal its subject maps to
+//! (`--tls-principal-mapping`); a SASL_SSL client logs in with SASL as on
+//! SASL_PLAINTEXT (its certificate, if any, only opens the door).
 
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -15,7 +24,9 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use ferry_broker::Broker;
 use ferry_broker::metrics::ProtocolMetrics;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use ferry_broker::security::Principal;
+use ferry_tls::{MaybeTls, TlsServer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter, WriteHalf};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -59,6 +70,9 @@ pub struct KafkaConfig {
     /// (a client that opens connections and sends nothing, or half a frame,
     /// holds no resources for long).
     pub login_timeout: std::time::Duration,
+    /// The certificate of an SSL or SASL_SSL listener (the node's one TLS
+    /// server); `None` on PLAINTEXT and SASL_PLAINTEXT listeners.
+    pub tls: Option<Arc<TlsServer>>,
 }
 
 impl Default for KafkaConfig {
@@ -72,6 +86,7 @@ impl Default for KafkaConfig {
             listener_key: ferry_broker::metadata::listener::KAFKA.to_string(),
             security: None,
             login_timeout: std::time::Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -100,7 +115,11 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: watch::Re
                     let metrics = metrics.clone();
                     tokio::spawn(async move {
                         let _open = metrics.connection();
-                        if let Err(e) = connection(stream, peer, ctx, shutdown, metrics.clone()).await {
+                        let _ = stream.set_nodelay(true);
+                        let Some((stream, identity)) = secure(stream, ctx.config.tls.as_deref()).await else {
+                            return;
+                        };
+                        if let Err(e) = connection(stream, identity, peer, ctx, shutdown, metrics.clone()).await {
                             tracing::debug!(error = %e, "kafka connection closed");
                         }
                     }.instrument(tracing::info_span!("kafka", %peer)));
@@ -115,16 +134,68 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>, mut shutdown: watch::Re
     }
 }
 
+/// What a client certificate says about a connection.
+enum Identity {
+    /// No TLS, or TLS without a client certificate.
+    None,
+    /// A verified client certificate and the principal name it maps to.
+    Cert(String),
+}
+
+/// The stream to serve: the TLS handshake on a TLS listener (bounded by
+/// ferry-tls's timeout). `None`: the handshake failed or the verified
+/// certificate maps to no principal; the connection is dropped (only it).
+async fn secure(tcp: TcpStream, tls: Option<&TlsServer>) -> Option<(MaybeTls, Identity)> {
+    let Some(tls) = tls else { return Some((MaybeTls::Plain(tcp), Identity::None)) };
+    let stream = match tls.accept(tcp).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::info!(error = %e, "kafka TLS handshake failed");
+            return None;
+        }
+    };
+    let has_cert = match &stream {
+        MaybeTls::Tls(s) => s.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()),
+        MaybeTls::Plain(_) => false,
+    };
+    if !has_cert {
+        return Some((stream, Identity::None));
+    }
+    match tls.peer_principal(&stream) {
+        Some(name) => Some((stream, Identity::Cert(name))),
+        None => {
+            // Kafka fails such a login too: a certificate no rule maps
+            // must not fall back to another identity.
+            tracing::warn!("client certificate maps to no principal (--tls-principal-mapping); connection closed");
+            None
+        }
+    }
+}
+
+/// The reading side of a connection (plain or TLS).
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+
 async fn connection(
-    stream: TcpStream,
+    stream: MaybeTls,
+    identity: Identity,
     peer: SocketAddr,
     ctx: Arc<Ctx>,
     mut shutdown: watch::Receiver<bool>,
     metrics: Arc<ProtocolMetrics>,
 ) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
     let peer_host = format!("/{}", peer.ip());
-    let (mut rd, wr) = stream.into_split();
+    let (mut rd, wr): (Reader, Out) = match stream {
+        MaybeTls::Plain(tcp) => {
+            let (rd, wr) = tcp.into_split();
+            (Box::new(rd), Out::Plain(wr))
+        }
+        tls => {
+            let (rd, wr) = tokio::io::split(tls);
+            // Responses are gathered into TLS records of up to 64 KiB
+            // instead of one record (and one syscall) per piece.
+            (Box::new(rd), Out::Tls(BufWriter::with_capacity(64 * 1024, wr)))
+        }
+    };
     let (tx, rx) = mpsc::channel::<Pending>(ctx.config.max_in_flight.max(1));
     let writer = tokio::spawn(write_responses(wr, rx));
     // One read buffer per connection: frames are split off it without
@@ -133,6 +204,12 @@ async fn connection(
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut session = Session::new(peer.ip());
     let sasl_listener = ctx.config.protocol.sasl();
+    if let (Identity::Cert(name), SecurityProtocol::Ssl) = (&identity, ctx.config.protocol) {
+        // SSL: the certificate is the login (SASL_SSL logs in with SASL).
+        session.principal = Arc::new(Principal::user(name));
+        session.authenticated = true;
+        tracing::debug!(principal = %session.principal, "authenticated by client certificate");
+    }
     let login_deadline = tokio::time::Instant::now() + ctx.config.login_timeout;
     let result = async {
         loop {
@@ -255,7 +332,7 @@ async fn before(
 /// Reads until `buf` holds at least `want` bytes. `Ok(false)` on a clean
 /// end of stream before any byte of a new frame, or on shutdown.
 async fn fill(
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    rd: &mut Reader,
     buf: &mut BytesMut,
     want: usize,
     shutdown: &mut watch::Receiver<bool>,
@@ -281,11 +358,50 @@ enum Pending {
     Task(JoinHandle<Response>),
 }
 
-async fn write_responses(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) -> std::io::Result<()> {
+/// The writing side of a connection.
+enum Out {
+    /// Plain TCP: record data goes by `sendfile`.
+    Plain(OwnedWriteHalf),
+    /// TLS: record data is read and written through the encryption.
+    Tls(BufWriter<WriteHalf<MaybeTls>>),
+}
+
+impl Out {
+    async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Out::Plain(w) => w.write_all(b).await,
+            Out::Tls(w) => w.write_all(b).await,
+        }
+    }
+
+    async fn file(&mut self, slice: &ferry_broker::ReadSlice) -> std::io::Result<()> {
+        match self {
+            Out::Plain(w) => send_file(w.as_ref(), slice).await,
+            Out::Tls(w) => crate::copy_file(w, slice).await,
+        }
+    }
+
+    /// Pushes buffered TLS records out (a plain socket buffers nothing).
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Out::Plain(_) => Ok(()),
+            Out::Tls(w) => w.flush().await,
+        }
+    }
+}
+
+async fn write_responses(mut wr: Out, mut rx: mpsc::Receiver<Pending>) -> std::io::Result<()> {
     while let Some(p) = rx.recv().await {
         let response = match p {
             Pending::Ready(r) => r,
-            Pending::Task(t) => t.await.map_err(std::io::Error::other)?,
+            Pending::Task(t) => {
+                if !t.is_finished() {
+                    // A long poll or an fsync wait: what is buffered must
+                    // not wait behind it.
+                    wr.flush().await?;
+                }
+                t.await.map_err(std::io::Error::other)?
+            }
         };
         if response.chunks.is_empty() {
             // A response that could not be encoded: the client would wait
@@ -299,11 +415,16 @@ async fn write_responses(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>
         for chunk in &response.chunks {
             match chunk {
                 Chunk::Bytes(b) => wr.write_all(b).await?,
-                Chunk::File(slice) => send_file(wr.as_ref(), slice).await?,
+                Chunk::File(slice) => wr.file(slice).await?,
             }
         }
+        if rx.is_empty() {
+            // Nothing more ready: what is buffered goes now (pipelined
+            // responses behind this one share its records).
+            wr.flush().await?;
+        }
     }
-    Ok(())
+    wr.flush().await
 }
 
 /// Sends a file range straight from the page cache to the socket (plain

@@ -232,8 +232,8 @@ pub struct ServeArgs {
     #[arg(long, env = "FERRY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Kafka listeners: a comma-separated list of NAME://HOST:PORT, NAME one
-    /// of PLAINTEXT, SASL_PLAINTEXT (SSL, SASL_SSL need TLS); a bare
-    /// HOST:PORT is PLAINTEXT.
+    /// of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL (SSL and SASL_SSL use
+    /// --tls-cert); a bare HOST:PORT is PLAINTEXT.
     #[arg(long, env = "FERRY_KAFKA_LISTEN")]
     pub kafka_listen: Option<String>,
     /// HOST:PORT Kafka clients are told to connect to (default: the listener).
@@ -299,7 +299,8 @@ pub struct Settings {
     pub kafka: ferry_kafka::KafkaConfig,
     /// Every Kafka listener with its advertised `host:port`.
     pub kafka_listeners: Vec<(ferry_kafka::ListenerSpec, String)>,
-    /// `Some` when any Kafka listener is SASL: authorization is on.
+    /// `Some` when any Kafka listener authenticates (SASL, or SSL with
+    /// client certificates): authorization is on.
     pub security: Option<SecuritySettings>,
     /// Every AMQP listener (plain and AMQPS).
     pub amqp_listen: Vec<ferry_tls::Listen>,
@@ -336,7 +337,8 @@ impl Settings {
         let listen_spec =
             args.kafka_listen.clone().or(file.kafka.listen.clone()).unwrap_or_else(|| "127.0.0.1:9092".to_string());
         let specs = ferry_kafka::ListenerSpec::parse_list(&listen_spec).map_err(anyhow::Error::msg)?;
-        let security = security_settings(args, &file.security, &specs)?;
+        let tls = tls::resolve(&args.tls, file.tls)?;
+        let security = security_settings(args, &file.security, &specs, tls.as_ref())?;
         let kafka_listen = specs[0].addr;
         let advertised =
             args.advertised_kafka.clone().or(file.kafka.advertised).unwrap_or_else(|| kafka_listen.to_string());
@@ -368,7 +370,6 @@ impl Settings {
             "AMQP listener",
         )?;
         let amqp = amqp_config(file.amqp)?;
-        let tls = tls::resolve(&args.tls, file.tls)?;
         let stomp_listen = tls::listeners(
             args.stomp_listen.clone().or(file.stomp.listen.clone()),
             &[ferry_tls::Listen { addr: SocketAddr::from(([127, 0, 0, 1], 61613)), tls: false }],
@@ -524,27 +525,36 @@ pub fn kafka_listener_key(spec: &ferry_kafka::ListenerSpec) -> String {
     format!("{}.{}", listener::KAFKA, spec.protocol.name())
 }
 
-/// The security settings, `None` without any SASL listener. Refuses TLS
-/// listeners (not there yet) and, without `--allow-anonymous`, listeners
-/// without authentication on non-loopback addresses.
+/// The security settings, `None` without any authenticating listener
+/// (SASL, or SSL with `--tls-client-ca`). Refuses SSL and SASL_SSL
+/// listeners without a certificate and, without `--allow-anonymous`,
+/// listeners without authentication on non-loopback addresses.
 fn security_settings(
     args: &ServeArgs,
     file: &SecuritySection,
     specs: &[ferry_kafka::ListenerSpec],
+    tls: Option<&TlsSettings>,
 ) -> anyhow::Result<Option<SecuritySettings>> {
-    if let Some(l) = specs.iter().find(|l| l.protocol.tls()) {
-        bail!(
-            "Kafka listener {l} needs TLS, which the Kafka front-end does not speak yet (tls:// works for AMQP, MQTT, STOMP, Redis and HTTP)"
-        );
+    if tls.is_none()
+        && let Some(l) = specs.iter().find(|l| l.protocol.tls())
+    {
+        bail!("Kafka listener {l} is a TLS listener: give --tls-cert and --tls-key (or [tls] cert and key)");
     }
+    // An SSL listener that asks for client certificates authenticates
+    // every client (the certificate is the login).
+    let client_certs = tls.is_some_and(|t| t.files.client_ca.is_some());
+    let authenticates = |l: &&ferry_kafka::ListenerSpec| {
+        l.protocol.sasl() || (l.protocol == ferry_kafka::SecurityProtocol::Ssl && client_certs)
+    };
     let allow_anonymous = args.allow_anonymous || file.allow_anonymous.unwrap_or(false);
-    if !allow_anonymous && let Some(l) = specs.iter().find(|l| !l.protocol.sasl() && !l.addr.ip().is_loopback()) {
+    if !allow_anonymous && let Some(l) = specs.iter().find(|l| !authenticates(l) && !l.addr.ip().is_loopback()) {
         bail!(
             "Kafka listener {l} accepts clients without authentication on a non-loopback address; \
-             use SASL_PLAINTEXT://, bind a loopback address, or pass --allow-anonymous"
+             use SASL_PLAINTEXT:// or SASL_SSL://, SSL:// with --tls-client-ca, bind a loopback address, \
+             or pass --allow-anonymous"
         );
     }
-    if !specs.iter().any(|l| l.protocol.sasl()) {
+    if !specs.iter().any(|l| authenticates(&l)) {
         return Ok(None);
     }
     let mechanisms = args.sasl_mechanisms.clone().or(file.sasl_mechanisms.clone());
@@ -910,9 +920,20 @@ mod tests {
         // Without a SASL listener: no authorizer, as before.
         let plain = ServeArgs { kafka_listen: Some("127.0.0.1:9092".into()), ..Default::default() };
         assert!(Settings::resolve(&plain).unwrap().security.is_none());
-        // TLS listeners parse but are refused until Kafka speaks TLS.
-        let tls = ServeArgs { kafka_listen: Some("SASL_SSL://127.0.0.1:9094".into()), ..Default::default() };
-        assert!(format!("{:#}", Settings::resolve(&tls).unwrap_err()).contains("needs TLS"));
+        // TLS listeners need the certificate.
+        let mut tls = ServeArgs { kafka_listen: Some("SASL_SSL://127.0.0.1:9094".into()), ..Default::default() };
+        assert!(format!("{:#}", Settings::resolve(&tls).unwrap_err()).contains("--tls-cert"));
+        tls.tls.tls_cert = Some("cert.pem".into());
+        tls.tls.tls_key = Some("key.pem".into());
+        let s = Settings::resolve(&tls).unwrap();
+        assert!(s.security.is_some(), "SASL_SSL turns authorization on");
+        assert_eq!(s.cluster.listeners["kafka.SASL_SSL"], "127.0.0.1:9094");
+        // SSL off loopback: anonymous without client certificates, an
+        // authenticated listener with them.
+        tls.kafka_listen = Some("SSL://0.0.0.0:9094".into());
+        assert!(format!("{:#}", Settings::resolve(&tls).unwrap_err()).contains("--allow-anonymous"));
+        tls.tls.tls_client_ca = Some("ca.pem".into());
+        assert!(Settings::resolve(&tls).unwrap().security.is_some(), "SSL with client certificates authenticates");
         // Safe by default: no anonymous listener off loopback.
         let open = ServeArgs { kafka_listen: Some("0.0.0.0:9092".into()), ..Default::default() };
         assert!(format!("{:#}", Settings::resolve(&open).unwrap_err()).contains("--allow-anonymous"));

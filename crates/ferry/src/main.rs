@@ -191,8 +191,9 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         if let Err(e) = bootstrap_users::import(&broker, &settings.broker.data_dir).await {
             tracing::error!(error = %format!("{e:#}"), "bootstrap users not imported (the file stays for the next start)");
         }
-        // Authorization is on with any SASL listener; then every Kafka
-        // listener checks ACLs (a PLAINTEXT client is User:ANONYMOUS).
+        // Authorization is on with any SASL listener (or SSL listener with
+        // client certificates); then every Kafka listener checks ACLs (a
+        // PLAINTEXT client is User:ANONYMOUS).
         let security = settings.security.as_ref().map(|s| {
             tracing::info!(
                 mechanisms = ?s.sasl_mechanisms.iter().map(|m| m.name()).collect::<Vec<_>>(),
@@ -215,6 +216,7 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                 protocol: spec.protocol,
                 listener_key: config::kafka_listener_key(&spec),
                 security: security.clone(),
+                tls: if spec.protocol.tls() { tls.clone() } else { None },
                 ..settings.kafka.clone()
             };
             tracing::info!(

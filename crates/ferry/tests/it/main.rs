@@ -22,6 +22,7 @@ mod kafka_clients;
 mod kafka_groups;
 mod kafka_idempotence;
 mod kafka_pipelining;
+mod kafka_tls;
 mod kafka_topic_rules;
 mod kafka_txn;
 mod metrics;

@@ -16,7 +16,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use crate::support::Broker;
 
 /// Runs the CLI; (exit code, stdout, stderr).
-fn ferry(args: &[&str]) -> (i32, String, String) {
+pub(crate) fn ferry(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(args)
         .env("FERRY_LOG", "warn")
@@ -34,7 +34,7 @@ fn ferry(args: &[&str]) -> (i32, String, String) {
 }
 
 /// The CLI as the super user `admin` over SASL SCRAM-SHA-512.
-fn as_admin(b: &Broker, args: &[&str]) -> String {
+pub(crate) fn as_admin(b: &Broker, args: &[&str]) -> String {
     let brokers = b.sasl_bootstrap();
     let mut all = args.to_vec();
     all.extend([
@@ -65,11 +65,11 @@ fn sasl_config(b: &Broker, mechanism: &str, user: &str, password: &str) -> Clien
     c
 }
 
-fn producer(c: &ClientConfig) -> FutureProducer {
+pub(crate) fn producer(c: &ClientConfig) -> FutureProducer {
     c.clone().set("message.timeout.ms", "10000").create().expect("producer")
 }
 
-async fn produce(p: &FutureProducer, topic: &str, value: &str) -> Result<(), KafkaError> {
+pub(crate) async fn produce(p: &FutureProducer, topic: &str, value: &str) -> Result<(), KafkaError> {
     p.send(FutureRecord::<(), str>::to(topic).payload(value), Duration::from_secs(10))
         .await
         .map(|_| ())
@@ -77,7 +77,7 @@ async fn produce(p: &FutureProducer, topic: &str, value: &str) -> Result<(), Kaf
 }
 
 /// Consumes from `topic` in `group` until a record or an error arrives.
-fn consume_one(c: &ClientConfig, group: &str, topic: &str) -> Result<String, KafkaError> {
+pub(crate) fn consume_one(c: &ClientConfig, group: &str, topic: &str) -> Result<String, KafkaError> {
     let consumer: BaseConsumer = c
         .clone()
         .set("group.id", group)
@@ -102,10 +102,10 @@ fn consume_one(c: &ClientConfig, group: &str, topic: &str) -> Result<String, Kaf
 
 /// The errors librdkafka reports (its authentication failures come here).
 #[derive(Clone, Default)]
-struct Errors(Arc<Mutex<Vec<Reported>>>);
+pub(crate) struct Errors(pub(crate) Arc<Mutex<Vec<Reported>>>);
 
 /// An error code and librdkafka's reason.
-type Reported = (Option<RDKafkaErrorCode>, String);
+pub(crate) type Reported = (Option<RDKafkaErrorCode>, String);
 
 impl ClientContext for Errors {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -115,7 +115,7 @@ impl ClientContext for Errors {
 
 impl ConsumerContext for Errors {}
 
-fn code_of(e: &KafkaError) -> Option<RDKafkaErrorCode> {
+pub(crate) fn code_of(e: &KafkaError) -> Option<RDKafkaErrorCode> {
     e.rdkafka_error_code()
 }
 

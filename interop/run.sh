@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interop tests: real Kafka clients (confluent-kafka, kafka-python, aiokafka, kcat;
-# confluent-kafka over SASL_PLAINTEXT SCRAM-SHA-256 with ACLs;
+# confluent-kafka over SASL_PLAINTEXT SCRAM-SHA-256 with ACLs; confluent-kafka and
+# kcat over SASL_SSL SCRAM-SHA-512;
 # transactions with the three Python clients; KafkaJS), the seed's pika example
 # and pika against RabbitMQ's error answers (AMQP), paho-mqtt (MQTT 3.1.1 / 5, TCP and WebSocket)
 # stomp.py (STOMP 1.0 / 1.1 / 1.2, with pika on the AMQP side) and redis-py
@@ -56,6 +57,8 @@ redis_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("
 export REDIS_PORT="$redis_port"
 sasl_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 export SASL_BOOTSTRAP="127.0.0.1:$sasl_port" SASL_USER=interop SASL_PASSWORD=interop-secret
+ssl_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+export SSL_BOOTSTRAP="127.0.0.1:$ssl_port" FERRY="$ferry"
 work="$(mktemp -d -t ferry-interop.XXXXXX)"
 broker_pid=""
 
@@ -79,7 +82,18 @@ trap cleanup EXIT
 # A SASL listener beside the plain one (sasl_test.py); anonymous clients of
 # the plain listener are super users, so the other tests run as without it.
 "$ferry" user create "$SASL_USER" --password "$SASL_PASSWORD" --data-dir "$work/data" >/dev/null
-"$ferry" serve --data-dir "$work/data" --kafka-listen "PLAINTEXT://$BOOTSTRAP,SASL_PLAINTEXT://$SASL_BOOTSTRAP" \
+# A SASL_SSL listener too (kcat_sasl_ssl_test.sh, sasl_ssl_test.py): a CA and a
+# broker certificate for 127.0.0.1 made with openssl.
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ferry interop ca" \
+    -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$work/broker.key" -out "$work/broker.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$work/san.ext"
+openssl x509 -req -in "$work/broker.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial -days 2 \
+    -extfile "$work/san.ext" -out "$work/broker.pem" 2>/dev/null
+export SSL_CA="$work/ca.pem"
+"$ferry" serve --data-dir "$work/data" \
+    --kafka-listen "SASL_SSL://$SSL_BOOTSTRAP,PLAINTEXT://$BOOTSTRAP,SASL_PLAINTEXT://$SASL_BOOTSTRAP" \
+    --tls-cert "$work/broker.pem" --tls-key "$work/broker.key" \
     --super-users User:ANONYMOUS --http-listen 127.0.0.1:0 \
     --mqtt-listen "127.0.0.1:$MQTT_PORT" --mqtt-ws-listen "127.0.0.1:$MQTT_WS_PORT" \
     --amqp-listen "127.0.0.1:$AMQP_PORT" --stomp-listen "127.0.0.1:$STOMP_PORT" \
@@ -121,6 +135,8 @@ run_test kafka_python    "$venv/bin/python" "$here/kafka_python_test.py"
 run_test aiokafka        "$venv/bin/python" "$here/aiokafka_test.py"
 run_test kcat            bash "$here/kcat_test.sh"
 run_test sasl            "$venv/bin/python" "$here/sasl_test.py"
+run_test sasl_ssl        "$venv/bin/python" "$here/sasl_ssl_test.py"
+run_test kcat_sasl_ssl   bash "$here/kcat_sasl_ssl_test.sh"
 run_test paho_mqtt       "$venv/bin/python" "$here/paho_mqtt_test.py"
 run_test transactions    "$venv/bin/python" "$here/transactions_test.py"
 run_test kafkajs         node "$here/kafkajs_test.mjs"

@@ -59,6 +59,8 @@ pub struct ScramServer {
     client_first_bare: String,
     server_first: String,
     nonce: String,
+    /// Length of the client's part at the start of `nonce`.
+    client_nonce_len: usize,
 }
 
 /// A finished exchange.
@@ -140,9 +142,20 @@ impl ScramServer {
             gs2_header,
             client_first_bare: bare.to_string(),
             server_first: server_first.clone(),
+            client_nonce_len: client_nonce.len(),
             nonce,
         };
         Ok((server, server_first.into_bytes()))
+    }
+
+    /// librdkafka before 2.6.1 (Debian's kcat, many distributions) sends
+    /// its client nonce followed by the whole combined nonce, so the client
+    /// part twice (librdkafka #4895; Kafka 3.8.1 to 3.9 accepted it). Exactly
+    /// that form is taken: the server's part is still echoed in full, so a
+    /// replayed client-final still fails.
+    fn doubled_client_nonce(&self, nonce: &str) -> bool {
+        let client = &self.nonce[..self.client_nonce_len];
+        nonce.len() == self.nonce.len() + client.len() && nonce.starts_with(client) && nonce.ends_with(&self.nonce)
     }
 
     /// The user client-first named (not yet authenticated).
@@ -162,7 +175,7 @@ impl ScramServer {
         if binding != self.gs2_header.as_bytes() {
             return Err(ScramError::BindingMismatch);
         }
-        if nonce != self.nonce {
+        if nonce != self.nonce && !self.doubled_client_nonce(nonce) {
             return Err(ScramError::NonceMismatch);
         }
         let proof = B64.decode(proof).map_err(|_| ScramError::Malformed("proof is not base64"))?;
@@ -237,6 +250,17 @@ mod tests {
 
     /// A client for the tests: client-final for a server-first.
     fn client_final(m: ScramMechanism, password: &str, client_first_bare: &str, server_first: &str) -> String {
+        client_final_with_nonce(m, password, client_first_bare, server_first, None)
+    }
+
+    /// As [`client_final`], echoing `echo` instead of the server's nonce.
+    fn client_final_with_nonce(
+        m: ScramMechanism,
+        password: &str,
+        client_first_bare: &str,
+        server_first: &str,
+        echo: Option<&str>,
+    ) -> String {
         let mut nonce = "";
         let mut salt = Vec::new();
         let mut iterations = 0;
@@ -250,7 +274,7 @@ mod tests {
         }
         let salted = m.salted_password(password.as_bytes(), &salt, iterations);
         let client_key = m.hmac(&salted, b"Client Key");
-        let without_proof = format!("c=biws,r={nonce}");
+        let without_proof = format!("c=biws,r={}", echo.unwrap_or(nonce));
         let auth = format!("{client_first_bare},{server_first},{without_proof}");
         let signature = m.hmac(&m.hash(&client_key), auth.as_bytes());
         let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
@@ -278,6 +302,32 @@ mod tests {
             .unwrap();
         assert_eq!(done.username, "user");
         assert_eq!(String::from_utf8(done.server_final).unwrap(), "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+    }
+
+    #[test]
+    fn the_doubled_client_nonce_of_old_librdkafka_is_taken_and_nothing_else() {
+        let m = ScramMechanism::Sha512;
+        let cred = ScramCredential::new(m, "pw", 4096);
+        let bare = "n=u,r=cnonce";
+        // librdkafka < 2.6.1 sends client nonce + (client nonce + server nonce).
+        for (sent, ok) in [
+            ("cnonceSN", true),
+            ("cnoncecnonceSN", true),
+            ("xxxxxxcnonceSN", false),
+            ("cnoncecnonceSX", false),
+            ("cnonceSNcnonce", false),
+            ("cnoncecnoncecnonceSN", false),
+        ] {
+            let (server, first) =
+                ScramServer::start_with_nonce(m, format!("n,,{bare}").as_bytes(), |_| Some(cred.clone()), "SN")
+                    .unwrap();
+            let fin = client_final_with_nonce(m, "pw", bare, std::str::from_utf8(&first).unwrap(), Some(sent));
+            let result = server.finish(fin.as_bytes());
+            assert_eq!(result.is_ok(), ok, "{sent}: {result:?}");
+            if !ok {
+                assert_eq!(result.unwrap_err(), ScramError::NonceMismatch);
+            }
+        }
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub struct ClusterConfig {
     /// `leader.imbalance.check.interval.seconds`,
     /// `leader.imbalance.per.broker.percentage`).
     pub leader_balance: crate::controller::LeaderBalanceConfig,
+    /// Mutual TLS on the cluster port (`--cluster-listen tls://...` or
+    /// `[cluster] tls = true`); `None`: plain TCP. Every node of a cluster
+    /// must agree.
+    pub tls: Option<ferry_tls::PeerTls>,
 }
 
 impl ClusterConfig {

@@ -135,7 +135,7 @@ impl ClusterNode {
         .await
         .map_err(|e| ClusterError::Storage(e.to_string()))??;
         let committed = store.committed_index();
-        let pool = Arc::new(Pool::new(config.node_id, quorum.clone()));
+        let pool = Arc::new(Pool::new(config.node_id, quorum.clone()).with_tls(config.tls.clone()));
         let raft = MetadataRaft::new(raft_id(config.node_id), raft_config()?, Network::new(pool.clone()), store, sm)
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
@@ -155,10 +155,11 @@ impl ClusterNode {
             config,
         });
         let (stop, stopped) = watch::channel(false);
+        let tls = node.config.tls.as_ref().map(|t| t.server.clone());
         let cluster = Arc::new(ClusterNode {
             node: node.clone(),
             stop,
-            tasks: Mutex::new(vec![tokio::spawn(serve(listener, node.clone(), stopped))]),
+            tasks: Mutex::new(vec![tokio::spawn(serve(listener, tls, node.clone(), stopped))]),
         });
         // Dropping `start` before it returns (a signal while waiting for
         // the quorum) stops what it started.
@@ -191,7 +192,7 @@ impl ClusterNode {
         let replicator = crate::replication::Replicator::new(
             Arc::downgrade(&broker),
             Arc::downgrade(&controller),
-            Pool::new(node.id, node.quorum.clone()),
+            Pool::new(node.id, node.quorum.clone()).with_tls(node.config.tls.clone()),
             node.config.replication.clone(),
         );
         cluster.spawn(replicator.run(cluster.stop.subscribe()));

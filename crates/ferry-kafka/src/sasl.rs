@@ -2,7 +2,8 @@
 //! then SaslAuthenticate (v0-2) carries the tokens; after a v0 handshake
 //! the tokens come raw (a size and the bytes, no Kafka header), as old
 //! clients send them. Mechanisms: PLAIN and SCRAM-SHA-256/512, both
-//! checked against the users in the metadata image. A failed login is
+//! checked against the users in the metadata image, and OAUTHBEARER, a JWT
+//! checked against the configured JWKS (its `sub` is the principal). A failed login is
 //! answered late (per source address, see `LoginLimiter`), with
 //! SASL_AUTHENTICATION_FAILED, and the connection is closed; the log names
 //! the user and address, never a password or proof.
@@ -13,7 +14,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ferry_broker::security::scram::ScramServer;
-use ferry_broker::security::{Authorizer, LoginLimiter, Principal, ScramCredential, ScramMechanism, parse_plain};
+use ferry_broker::security::{
+    Authorizer, JwtValidator, LoginLimiter, Principal, ScramCredential, ScramMechanism, oauthbearer, parse_plain,
+};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     ApiKey, RequestHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
@@ -35,6 +38,8 @@ pub enum SaslMechanism {
     Plain,
     /// SCRAM-SHA-256 or SCRAM-SHA-512.
     Scram(ScramMechanism),
+    /// OAUTHBEARER (RFC 7628, KIP-255): a signed JWT.
+    OAuthBearer,
 }
 
 impl SaslMechanism {
@@ -50,6 +55,7 @@ impl SaslMechanism {
         match self {
             SaslMechanism::Plain => "PLAIN",
             SaslMechanism::Scram(m) => m.name(),
+            SaslMechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 
@@ -57,6 +63,9 @@ impl SaslMechanism {
     pub fn from_name(name: &str) -> Option<SaslMechanism> {
         if name.eq_ignore_ascii_case("PLAIN") {
             return Some(SaslMechanism::Plain);
+        }
+        if name.eq_ignore_ascii_case("OAUTHBEARER") {
+            return Some(SaslMechanism::OAuthBearer);
         }
         ScramMechanism::from_name(name).map(SaslMechanism::Scram)
     }
@@ -71,6 +80,9 @@ pub struct KafkaSecurity {
     pub mechanisms: Vec<SaslMechanism>,
     /// Failed-login delays per source address.
     pub limiter: LoginLimiter,
+    /// The JWKS OAUTHBEARER tokens are checked against; set exactly when
+    /// the mechanisms include OAUTHBEARER.
+    pub oauth: Option<Arc<JwtValidator>>,
 }
 
 /// Where a connection's SASL exchange is.
@@ -227,7 +239,7 @@ async fn token(
     token: &[u8],
 ) -> Result<Bytes, String> {
     let state = std::mem::replace(&mut session.state, State::Done);
-    let result = step(broker, state, token).await;
+    let result = step(broker, security, state, token).await;
     match result {
         Ok((next, (bytes, user))) => {
             if let Some(user) = user {
@@ -259,7 +271,7 @@ type StepResult = Result<(State, (Bytes, Option<String>)), (&'static str, Option
 
 /// The next state and (reply bytes, user once authenticated), or
 /// (mechanism, user if known, message).
-async fn step(broker: &ferry_broker::Broker, state: State, token: &[u8]) -> StepResult {
+async fn step(broker: &ferry_broker::Broker, security: &KafkaSecurity, state: State, token: &[u8]) -> StepResult {
     if token.len() > MAX_TOKEN {
         return Err(("?", None, format!("SASL token of {} bytes is too long", token.len())));
     }
@@ -293,6 +305,21 @@ async fn step(broker: &ferry_broker::Broker, state: State, token: &[u8]) -> Step
             let lookup = |u: &str| image.users.get(u).and_then(|c| c.get(&m)).cloned();
             let (server, first) = ScramServer::start(m, token, lookup).map_err(|e| (m.name(), None, e.to_string()))?;
             Ok((State::ScramFinal { server: Box::new(server), raw }, (Bytes::from(first), None)))
+        }
+        State::Chosen { mechanism: SaslMechanism::OAuthBearer, .. } => {
+            let Some(validator) = security.oauth.as_deref() else {
+                return Err(("OAUTHBEARER", None, "OAUTHBEARER is not configured".into()));
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            // Kafka answers a bad token with an error challenge the client
+            // acknowledges; a failed SaslAuthenticate says the same in one
+            // round trip, and librdkafka reports it as an authentication error.
+            match oauthbearer::authenticate(validator, token, now) {
+                Ok(sub) => Ok((State::Done, (Bytes::new(), Some(sub)))),
+                Err(e) => Err(("OAUTHBEARER", None, format!("Authentication failed: {e}"))),
+            }
         }
         State::ScramFinal { server, .. } => {
             let user = server.username().to_string();

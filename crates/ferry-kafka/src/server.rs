@@ -161,14 +161,13 @@ async fn secure(tcp: TcpStream, tls: Option<&TlsServer>) -> Option<(MaybeTls, Id
     if !has_cert {
         return Some((stream, Identity::None));
     }
-    match tls.peer_principal(&stream) {
-        Some(name) => Some((stream, Identity::Cert(name))),
-        None => {
-            // Kafka fails such a login too: a certificate no rule maps
-            // must not fall back to another identity.
-            tracing::warn!("client certificate maps to no principal (--tls-principal-mapping); connection closed");
-            None
-        }
+    if let Some(name) = tls.peer_principal(&stream) {
+        Some((stream, Identity::Cert(name)))
+    } else {
+        // Kafka fails such a login too: a certificate no rule maps
+        // must not fall back to another identity.
+        tracing::warn!("client certificate maps to no principal (--tls-principal-mapping); connection closed");
+        None
     }
 }
 

@@ -29,6 +29,7 @@ async fn listener(dir: &std::path::Path) -> u16 {
         authorizer: Arc::new(Authorizer::new(config, broker.clone())),
         mechanisms: ferry_kafka::SaslMechanism::DEFAULT.to_vec(),
         limiter: LoginLimiter::new(),
+        oauth: None,
     };
     let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = socket.local_addr().unwrap().port();

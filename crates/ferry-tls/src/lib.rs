@@ -10,12 +10,15 @@
 //! - [`PrincipalMapper`]: client certificate subject -> principal name,
 //!   with Kafka's `ssl.principal.mapping.rules` syntax.
 //! - [`Listen`]: a listener address `HOST:PORT` or `tls://HOST:PORT`.
+//! - [`PeerTls`]: mutual TLS between cluster nodes (both sides of the
+//!   cluster port).
 
 mod accept;
 mod dn;
 mod error;
 mod listen;
 mod mapping;
+mod peer;
 mod pem;
 pub mod resolver;
 mod server;
@@ -26,7 +29,8 @@ pub use dn::subject_dn;
 pub use error::TlsError;
 pub use listen::{Listen, parse_listeners};
 pub use mapping::PrincipalMapper;
-pub use pem::{load_certs, load_key};
+pub use peer::PeerTls;
+pub use pem::{load_certs, load_key, roots};
 pub use server::{HANDSHAKE_TIMEOUT, TlsFiles, TlsServer};
 pub use stream::MaybeTls;
 

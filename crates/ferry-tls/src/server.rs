@@ -41,7 +41,7 @@ pub struct TlsServer {
     mapper: PrincipalMapper,
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -69,19 +69,29 @@ impl std::fmt::Debug for TlsServer {
 impl TlsServer {
     /// Loads the files; an error names the file at fault.
     pub fn new(files: TlsFiles, mapper: PrincipalMapper) -> Result<TlsServer, TlsError> {
+        let roots = match &files.client_ca {
+            Some(ca) => Some(pem::roots(ca)?),
+            None => None,
+        };
+        TlsServer::with_client_roots(files, mapper, roots)
+    }
+
+    /// As [`TlsServer::new`], with the client CAs given (`None`: no client
+    /// certificates asked for) instead of read from `files.client_ca`.
+    pub fn with_client_roots(
+        files: TlsFiles,
+        mapper: PrincipalMapper,
+        roots: Option<rustls::RootCertStore>,
+    ) -> Result<TlsServer, TlsError> {
         let resolver = Arc::new(ReloadingResolver::new(certified_key(&files)?));
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Rustls(e.to_string()))?;
-        let builder = match &files.client_ca {
-            Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in pem::load_certs(ca)? {
-                    roots.add(cert).map_err(|e| TlsError::Rustls(format!("{}: {e}", ca.display())))?;
-                }
+        let builder = match roots {
+            Some(roots) => {
                 let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
                     .build()
-                    .map_err(|e| TlsError::Rustls(format!("{}: {e}", ca.display())))?;
+                    .map_err(|e| TlsError::Rustls(format!("client CA: {e}")))?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),

@@ -212,6 +212,12 @@ pub struct SecuritySection {
     pub allow_anonymous: Option<bool>,
     /// Kafka's `allow.everyone.if.no.acl.found` (default false).
     pub allow_everyone_if_no_acl_found: Option<bool>,
+    /// The JWKS file OAUTHBEARER tokens are checked against.
+    pub sasl_oauthbearer_jwks: Option<PathBuf>,
+    /// The `iss` every OAUTHBEARER token must carry (unchecked when unset).
+    pub sasl_oauthbearer_issuer: Option<String>,
+    /// The `aud` every OAUTHBEARER token must name (unchecked when unset).
+    pub sasl_oauthbearer_audience: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,9 +276,19 @@ pub struct ServeArgs {
     /// Redis (RESP2/RESP3) listener address (default 127.0.0.1:6379; "off" disables it).
     #[arg(long, env = "FERRY_REDIS_LISTEN")]
     pub redis_listen: Option<String>,
-    /// SASL mechanisms SASL listeners offer (default SCRAM-SHA-512,SCRAM-SHA-256,PLAIN).
+    /// SASL mechanisms SASL listeners offer (default SCRAM-SHA-512,SCRAM-SHA-256,PLAIN;
+    /// OAUTHBEARER when listed, with --sasl-oauthbearer-jwks).
     #[arg(long, env = "FERRY_SASL_MECHANISMS")]
     pub sasl_mechanisms: Option<String>,
+    /// JWKS file (JSON) whose RS256/ES256 keys OAUTHBEARER tokens must be signed with.
+    #[arg(long, env = "FERRY_SASL_OAUTHBEARER_JWKS")]
+    pub sasl_oauthbearer_jwks: Option<PathBuf>,
+    /// The issuer (`iss`) OAUTHBEARER tokens must carry.
+    #[arg(long, env = "FERRY_SASL_OAUTHBEARER_ISSUER")]
+    pub sasl_oauthbearer_issuer: Option<String>,
+    /// The audience (`aud`) OAUTHBEARER tokens must name.
+    #[arg(long, env = "FERRY_SASL_OAUTHBEARER_AUDIENCE")]
+    pub sasl_oauthbearer_audience: Option<String>,
     /// Principals allowed everything, comma-separated (User:admin,...).
     #[arg(long, env = "FERRY_SUPER_USERS")]
     pub super_users: Option<String>,
@@ -288,6 +304,8 @@ pub struct SecuritySettings {
     pub sasl_mechanisms: Vec<ferry_kafka::SaslMechanism>,
     /// The authorizer's settings.
     pub authorizer: ferry_broker::security::AuthorizerConfig,
+    /// The JWKS of OAUTHBEARER, loaded; set when the mechanisms include it.
+    pub oauth: Option<std::sync::Arc<ferry_broker::security::JwtValidator>>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -448,6 +466,7 @@ impl Settings {
             &args.cluster,
             file.cluster,
             cluster::NodeFacts {
+                tls: tls.as_ref().map(|t| &t.files),
                 node_id,
                 data_dir: &data_dir,
                 listeners,
@@ -570,6 +589,18 @@ fn security_settings(
     if sasl_mechanisms.is_empty() {
         bail!("--sasl-mechanisms names none");
     }
+    let oauth = if sasl_mechanisms.contains(&ferry_kafka::SaslMechanism::OAuthBearer) {
+        let Some(jwks) = args.sasl_oauthbearer_jwks.clone().or(file.sasl_oauthbearer_jwks.clone()) else {
+            bail!("OAUTHBEARER needs --sasl-oauthbearer-jwks (or [security] sasl_oauthbearer_jwks)");
+        };
+        let issuer = args.sasl_oauthbearer_issuer.clone().or(file.sasl_oauthbearer_issuer.clone());
+        let audience = args.sasl_oauthbearer_audience.clone().or(file.sasl_oauthbearer_audience.clone());
+        let v =
+            ferry_broker::security::JwtValidator::load(&jwks, issuer, audience).context("--sasl-oauthbearer-jwks")?;
+        Some(std::sync::Arc::new(v))
+    } else {
+        None
+    };
     let super_users: Vec<String> = match &args.super_users {
         Some(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
         None => file.super_users.clone().unwrap_or_default(),
@@ -584,6 +615,7 @@ fn security_settings(
             super_users,
             allow_everyone_if_no_acl_found: file.allow_everyone_if_no_acl_found.unwrap_or(false),
         },
+        oauth,
     }))
 }
 
@@ -886,7 +918,7 @@ mod tests {
         // The quorum places node 2 elsewhere than where it listens.
         let moved = ServeArgs {
             cluster: cluster::ClusterArgs {
-                cluster_listen: Some("127.0.0.1:9200".parse().unwrap()),
+                cluster_listen: Some(ferry_tls::Listen::parse("127.0.0.1:9200").unwrap()),
                 ..Default::default()
             },
             ..args
@@ -917,6 +949,20 @@ mod tests {
         );
         args.sasl_mechanisms = Some("GSSAPI".into());
         assert!(Settings::resolve(&args).is_err());
+        // OAUTHBEARER only with a JWKS, which is read at start.
+        args.sasl_mechanisms = Some("SCRAM-SHA-512,OAUTHBEARER".into());
+        assert!(format!("{:#}", Settings::resolve(&args).unwrap_err()).contains("--sasl-oauthbearer-jwks"));
+        let dir = tempfile::tempdir().unwrap();
+        let jwks = dir.path().join("jwks.json");
+        args.sasl_oauthbearer_jwks = Some(jwks.clone());
+        assert!(Settings::resolve(&args).is_err(), "a missing JWKS file refuses the start");
+        // 32 zero bytes each (base64url): a well-formed key, never used here.
+        let (x, y) = ("A".repeat(43), "A".repeat(43));
+        std::fs::write(&jwks, format!(r#"{{"keys":[{{"kty":"EC","crv":"P-256","x":"{x}","y":"{y}"}}]}}"#)).unwrap();
+        let sec = Settings::resolve(&args).unwrap().security.unwrap();
+        assert!(sec.oauth.is_some() && sec.sasl_mechanisms.contains(&ferry_kafka::SaslMechanism::OAuthBearer));
+        args.sasl_mechanisms = None;
+        assert!(Settings::resolve(&args).unwrap().security.unwrap().oauth.is_none(), "not listed: not offered");
         // Without a SASL listener: no authorizer, as before.
         let plain = ServeArgs { kafka_listen: Some("127.0.0.1:9092".into()), ..Default::default() };
         assert!(Settings::resolve(&plain).unwrap().security.is_none());

@@ -111,6 +111,10 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             }
             None => None,
         };
+        if let Some(peer) = &settings.cluster.tls {
+            // The cluster port's server side reloads like every listener.
+            peer.server.spawn_reloader(stop_rx.clone());
+        }
         let tls_for = |l: &ferry_tls::Listen| if l.tls { tls.clone() } else { None };
         // Every port is bound first, so a taken one fails the start at once,
         // but only the HTTP side listens while the node joins the cluster:
@@ -204,6 +208,7 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                 authorizer: Arc::new(ferry_broker::security::Authorizer::new(s.authorizer.clone(), broker.clone())),
                 mechanisms: s.sasl_mechanisms.clone(),
                 limiter: ferry_broker::security::LoginLimiter::new(),
+                oauth: s.oauth.clone(),
             })
         });
         let mut kafka_servers = Vec::with_capacity(kafka_sockets.len());

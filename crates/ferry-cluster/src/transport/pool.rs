@@ -1,14 +1,16 @@
 //! The client side of the cluster port: one connection per peer address,
 //! shared by every caller and multiplexed by correlation id. A connection
 //! that fails is dropped from the pool and the next call dials again.
+//! With cluster TLS every connection is mutual TLS ([`ferry_tls::PeerTls`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ferry_tls::PeerTls;
 use ferry_util::sync::lock;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -40,14 +42,28 @@ impl Drop for Connection {
 }
 
 impl Connection {
-    async fn open(addr: &str, timeout: Duration) -> Result<Connection, TransportError> {
+    async fn open(addr: &str, timeout: Duration, tls: Option<&PeerTls>) -> Result<Connection, TransportError> {
         let unreachable = |reason: String| TransportError::Unreachable { addr: addr.to_string(), reason };
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let connect = async {
+            let stream = TcpStream::connect(addr).await?;
+            let _ = stream.set_nodelay(true);
+            Ok::<_, std::io::Error>(match tls {
+                None => Connection::start(stream.into_split()),
+                Some(tls) => Connection::start(tokio::io::split(tls.connect(addr, stream).await?)),
+            })
+        };
+        tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| unreachable(format!("no connection within {timeout:?}")))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
+            .map_err(|e| unreachable(e.to_string()))
+    }
+
+    /// Runs the reader and writer tasks of a connected stream.
+    fn start<R, W>((mut reader, mut writer): (R, W)) -> Connection
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let alive = Arc::new(AtomicBool::new(true));
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
@@ -72,7 +88,7 @@ impl Connection {
             a.store(false, Ordering::Release);
             lock(&p).clear();
         });
-        Ok(Connection { writer: tx, pending, next: AtomicU64::new(1), alive, tasks: [read_task, write_task] })
+        Connection { writer: tx, pending, next: AtomicU64::new(1), alive, tasks: [read_task, write_task] }
     }
 }
 
@@ -80,6 +96,7 @@ impl Connection {
 pub struct Pool {
     from: i32,
     quorum: String,
+    tls: Option<PeerTls>,
     connections: Mutex<HashMap<String, Arc<Connection>>>,
 }
 
@@ -87,14 +104,21 @@ impl Pool {
     /// A pool whose requests say they come from node `from` of quorum
     /// `quorum` (its fingerprint).
     pub fn new(from: i32, quorum: String) -> Pool {
-        Pool { from, quorum, connections: Mutex::new(HashMap::new()) }
+        Pool { from, quorum, tls: None, connections: Mutex::new(HashMap::new()) }
+    }
+
+    /// The same pool dialing its peers over mutual TLS.
+    pub fn with_tls(self, tls: Option<PeerTls>) -> Pool {
+        Pool { tls, ..self }
     }
 
     async fn connection(&self, addr: &str, timeout: Duration) -> Result<Arc<Connection>, TransportError> {
         if let Some(c) = lock(&self.connections).get(addr).filter(|c| c.alive.load(Ordering::Acquire)) {
             return Ok(c.clone());
         }
-        let fresh = Arc::new(Connection::open(addr, timeout.min(CONNECT_TIMEOUT)).await?);
+        // The TLS handshake counts into the connect budget: a dead peer
+        // still fails fast.
+        let fresh = Arc::new(Connection::open(addr, timeout.min(CONNECT_TIMEOUT), self.tls.as_ref()).await?);
         let mut conns = lock(&self.connections);
         // Another caller may have connected meanwhile: one connection wins.
         let c = match conns.get(addr) {

@@ -2,7 +2,9 @@
 //! runs each in a task of its own (so a slow snapshot chunk does not hold
 //! up heartbeats), answering through one writer per connection. A frame
 //! that cannot be read or decoded closes its connection, and only it.
-//! Replica fetch data goes from the segment files with `sendfile`.
+//! Replica fetch data goes from the segment files with `sendfile`; over
+//! cluster TLS (mutual: the peer must present a certificate the node's CA
+//! signed) it is read and written through the encryption instead.
 
 use std::future::Future;
 use std::os::fd::AsFd;
@@ -10,7 +12,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use ferry_broker::metadata::MetadataError;
-use tokio::io::AsyncWriteExt;
+use ferry_tls::{MaybeTls, TlsServer};
+use tokio::io::{AsyncRead, AsyncWriteExt, BufWriter, WriteHalf};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -35,9 +38,14 @@ pub trait Service: Send + Sync + 'static {
     fn call(self: Arc<Self>, from: i32, request: Request) -> ServiceFuture;
 }
 
-/// Accepts connections on `listener` and serves them until `stop` turns
-/// true (then every connection is closed too).
-pub async fn serve<S: Service>(listener: TcpListener, service: Arc<S>, stop: watch::Receiver<bool>) {
+/// Accepts connections on `listener` (over mutual TLS with `tls`) and
+/// serves them until `stop` turns true (then every connection is closed too).
+pub async fn serve<S: Service>(
+    listener: TcpListener,
+    tls: Option<Arc<TlsServer>>,
+    service: Arc<S>,
+    stop: watch::Receiver<bool>,
+) {
     let mut stopped = stop.clone();
     loop {
         tokio::select! {
@@ -46,7 +54,22 @@ pub async fn serve<S: Service>(listener: TcpListener, service: Arc<S>, stop: wat
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     tracing::debug!(%peer, "cluster connection");
-                    tokio::spawn(connection(stream, service.clone(), stop.clone()));
+                    let (service, stop, tls) = (service.clone(), stop.clone(), tls.clone());
+                    tokio::spawn(async move {
+                        // The handshake in the connection's own task: a bad
+                        // or slow one holds up no other peer.
+                        let stream = match tls {
+                            None => MaybeTls::Plain(stream),
+                            Some(tls) => match tls.accept(stream).await {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    tracing::warn!(%peer, error = %e, "cluster TLS handshake failed");
+                                    return;
+                                }
+                            },
+                        };
+                        connection(stream, peer.to_string(), service, stop).await;
+                    });
                 }
                 Err(e) => {
                     // Out of descriptors and the like: pause rather than spin.
@@ -63,13 +86,29 @@ async fn stopped_signal(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-async fn connection<S: Service>(stream: TcpStream, service: Arc<S>, mut stop: watch::Receiver<bool>) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let (mut reader, mut writer) = stream.into_split();
+/// The writing side of a cluster connection.
+enum Writer {
+    /// Plain TCP: file ranges by `sendfile`.
+    Plain(OwnedWriteHalf),
+    /// TLS: file ranges read and written through the encryption.
+    Tls(BufWriter<WriteHalf<MaybeTls>>),
+}
+
+async fn connection<S: Service>(stream: MaybeTls, peer: String, service: Arc<S>, mut stop: watch::Receiver<bool>) {
+    let (mut reader, mut writer): (Box<dyn AsyncRead + Send + Unpin>, Writer) = match stream {
+        MaybeTls::Plain(tcp) => {
+            let (r, w) = tcp.into_split();
+            (Box::new(r), Writer::Plain(w))
+        }
+        tls => {
+            let (r, w) = tokio::io::split(tls);
+            (Box::new(r), Writer::Tls(BufWriter::with_capacity(64 * 1024, w)))
+        }
+    };
     let (tx, mut rx) = mpsc::channel::<Vec<Chunk>>(IN_FLIGHT);
     let write_task = tokio::spawn(async move {
         while let Some(chunks) = rx.recv().await {
-            if let Err(e) = write_chunks(&mut writer, &chunks).await {
+            if let Err(e) = write_chunks(&mut writer, &chunks, rx.is_empty()).await {
                 tracing::debug!(error = %e, "cluster connection write failed");
                 return;
             }
@@ -128,13 +167,54 @@ async fn connection<S: Service>(stream: TcpStream, service: Arc<S>, mut stop: wa
     write_task.abort();
 }
 
-/// Writes one frame's chunks in order; a file range goes by `sendfile`.
-async fn write_chunks(writer: &mut OwnedWriteHalf, chunks: &[Chunk]) -> std::io::Result<()> {
-    for chunk in chunks {
-        match chunk {
-            Chunk::Bytes(b) => writer.write_all(b).await?,
-            Chunk::File(slice) => send_file(writer.as_ref(), slice).await?,
+/// Writes one frame's chunks in order; a file range goes by `sendfile`
+/// (plain) or is copied (TLS). `last`: nothing else is queued, so what TLS
+/// buffered goes out now.
+async fn write_chunks(writer: &mut Writer, chunks: &[Chunk], last: bool) -> std::io::Result<()> {
+    match writer {
+        Writer::Plain(w) => {
+            for chunk in chunks {
+                match chunk {
+                    Chunk::Bytes(b) => w.write_all(b).await?,
+                    Chunk::File(slice) => send_file(w.as_ref(), slice).await?,
+                }
+            }
         }
+        Writer::Tls(w) => {
+            for chunk in chunks {
+                match chunk {
+                    Chunk::Bytes(b) => w.write_all(b).await?,
+                    Chunk::File(slice) => copy_file(w, slice).await?,
+                }
+            }
+            if last {
+                w.flush().await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A file range read (off the async workers, 256 KiB at a time) and
+/// written: the TLS path, where `sendfile` cannot encrypt. (ferry-kafka's
+/// `copy_file` does the same for Kafka fetches; the cluster crate does not
+/// depend on a front-end.)
+async fn copy_file<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    slice: &ferry_broker::ReadSlice,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let (mut at, end) = (slice.position, slice.position + slice.len);
+    while at < end {
+        let (file, want) = (slice.file.clone(), usize::try_from((end - at).min(256 * 1024)).unwrap_or(256 * 1024));
+        let buf = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; want];
+            file.read_exact_at(&mut buf, at).map(|()| buf)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        w.write_all(&buf).await?;
+        at += buf.len() as u64;
     }
     Ok(())
 }

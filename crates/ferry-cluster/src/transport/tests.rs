@@ -40,7 +40,7 @@ async fn server() -> (String, watch::Sender<bool>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(serve(listener, Arc::new(Echo), stopped));
+    tokio::spawn(serve(listener, None, Arc::new(Echo), stopped));
     (addr, stop)
 }
 
@@ -114,7 +114,7 @@ async fn a_dead_peer_fails_fast_and_a_restarted_one_is_redialled() {
     // Back on the same address: the pool dials again.
     let listener = TcpListener::bind(&addr).await.unwrap();
     let (_stop2, stopped) = watch::channel(false);
-    tokio::spawn(serve(listener, Arc::new(Echo), stopped));
+    tokio::spawn(serve(listener, None, Arc::new(Echo), stopped));
     assert!(matches!(pool.call(&addr, &beat(4), T).await, Ok(Response::Heartbeat(Ok(true)))));
 }
 

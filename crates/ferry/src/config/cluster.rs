@@ -21,6 +21,9 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std:
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
     pub listen: Option<SocketAddr>,
+    /// Mutual TLS on the cluster port with the node certificate (as
+    /// `--cluster-listen tls://...`); every node of the cluster alike.
+    pub tls: Option<bool>,
     /// `ID@HOST:PORT,...`, as `--controller-quorum`.
     pub controller_quorum: Option<String>,
     pub rack: Option<String>,
@@ -45,9 +48,11 @@ pub struct ClusterSection {
 #[derive(Debug, Default, clap::Args)]
 pub struct ClusterArgs {
     /// Cluster port: Raft, forwarded admin requests, heartbeats (default
-    /// 127.0.0.1:9192).
-    #[arg(long, env = "FERRY_CLUSTER_LISTEN")]
-    pub cluster_listen: Option<SocketAddr>,
+    /// 127.0.0.1:9192); tls://HOST:PORT for mutual TLS between nodes with
+    /// --tls-cert (peers verified against --tls-client-ca, else the CAs in
+    /// the --tls-cert chain).
+    #[arg(long, env = "FERRY_CLUSTER_LISTEN", value_parser = parse_listen)]
+    pub cluster_listen: Option<ferry_tls::Listen>,
     /// The controller quorum's voters, ID@HOST:PORT,... (default: a quorum
     /// of one, this node at --cluster-listen). A node not named here is a
     /// broker only.
@@ -58,8 +63,14 @@ pub struct ClusterArgs {
     pub rack: Option<String>,
 }
 
+fn parse_listen(s: &str) -> Result<ferry_tls::Listen, ferry_tls::TlsError> {
+    ferry_tls::Listen::parse(s)
+}
+
 /// What the cluster settings are resolved against.
 pub struct NodeFacts<'a> {
+    /// The node certificate (`--tls-cert`...), for cluster TLS.
+    pub tls: Option<&'a ferry_tls::TlsFiles>,
     pub node_id: i32,
     pub data_dir: &'a Path,
     /// Advertised `host:port` per listener name, without the cluster one
@@ -76,7 +87,15 @@ pub fn resolve(args: &ClusterArgs, file: ClusterSection, node: NodeFacts<'_>) ->
     if node.node_id < 0 {
         bail!("node id {} is negative", node.node_id);
     }
-    let listen = args.cluster_listen.or(file.listen).unwrap_or(DEFAULT_LISTEN);
+    let listen = args.cluster_listen.map(|l| l.addr).or(file.listen).unwrap_or(DEFAULT_LISTEN);
+    let tls = args.cluster_listen.is_some_and(|l| l.tls) || file.tls.unwrap_or(false);
+    let tls = match (tls, node.tls) {
+        (false, _) => None,
+        (true, None) => bail!("TLS on the cluster port needs --tls-cert and --tls-key (or [tls] cert and key)"),
+        (true, Some(files)) => {
+            Some(ferry_tls::PeerTls::new(files).context("cluster TLS (--tls-cert, --tls-key, --tls-client-ca)")?)
+        }
+    };
     let quorum = match args.controller_quorum.clone().or(file.controller_quorum) {
         Some(text) => parse_quorum(&text).with_context(|| format!("--controller-quorum {text:?}"))?,
         None => Vec::new(),
@@ -147,6 +166,7 @@ pub fn resolve(args: &ClusterArgs, file: ClusterSection, node: NodeFacts<'_>) ->
             ..Default::default()
         },
         leader_balance,
+        tls,
     })
 }
 
@@ -180,6 +200,7 @@ mod tests {
 
     fn facts(node_id: i32) -> NodeFacts<'static> {
         NodeFacts {
+            tls: None,
             node_id,
             data_dir: Path::new("d"),
             listeners: [(listener::KAFKA.to_string(), "127.0.0.1:9092".to_string())].into(),
@@ -190,7 +211,7 @@ mod tests {
 
     fn args(listen: Option<&str>, quorum: Option<&str>) -> ClusterArgs {
         ClusterArgs {
-            cluster_listen: listen.map(|l| l.parse().unwrap()),
+            cluster_listen: listen.map(|l| ferry_tls::Listen::parse(l).unwrap()),
             controller_quorum: quorum.map(String::from),
             rack: None,
         }
@@ -206,6 +227,23 @@ mod tests {
         assert_eq!(c.listeners[listener::KAFKA], "127.0.0.1:9092");
         assert_eq!((c.heartbeat_interval, c.session_timeout), (Duration::from_secs(1), Duration::from_secs(6)));
         assert_eq!((c.rack, c.default_replication_factor), (None, None));
+        assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn cluster_tls_needs_the_node_certificate() {
+        // tls:// on the flag, or `tls = true` in the file: the same.
+        let e = resolve(&args(Some("tls://127.0.0.1:9300"), None), ClusterSection::default(), facts(1)).unwrap_err();
+        assert!(format!("{e:#}").contains("--tls-cert"), "{e:#}");
+        let file = ClusterSection { tls: Some(true), ..Default::default() };
+        assert!(resolve(&ClusterArgs::default(), file, facts(1)).is_err());
+        let missing = ferry_tls::TlsFiles { cert: "nope.pem".into(), key: "nope.key".into(), client_ca: None };
+        let facts = NodeFacts { tls: Some(&missing), ..facts(1) };
+        let e = resolve(&args(Some("tls://127.0.0.1:9300"), None), ClusterSection::default(), facts).unwrap_err();
+        assert!(format!("{e:#}").contains("nope.pem"), "{e:#}");
+        // The address without the scheme is what the node listens on.
+        let c = resolve(&args(Some("127.0.0.1:9300"), None), ClusterSection::default(), self::facts(1)).unwrap();
+        assert_eq!(c.cluster_listen, "127.0.0.1:9300");
     }
 
     #[test]
@@ -255,6 +293,7 @@ mod tests {
             auto_leader_rebalance_enable: Some(false),
             leader_imbalance_check_interval_seconds: Some(2),
             leader_imbalance_per_broker_percentage: Some(25),
+            tls: Some(false),
         };
         let c = resolve(&ClusterArgs::default(), file, facts(7)).unwrap();
         let balance = &c.leader_balance;

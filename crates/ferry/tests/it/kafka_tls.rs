@@ -1,9 +1,10 @@
 //! Kafka over TLS (issue #18) with librdkafka: SASL_SSL with SCRAM-SHA-512
 //! (produce and consume, the fetch data read and written through TLS),
 //! SSL with a client certificate whose mapped principal the ACLs name, an
-//! untrusted certificate refused while the broker keeps serving, and a
-//! garbage handshake closing only its own connection. Certificates are
-//! made with rcgen (the helpers of `tls.rs`).
+//! untrusted certificate refused while the broker keeps serving, a
+//! garbage handshake closing only its own connection, and OAUTHBEARER with
+//! ES256 tokens signed here (valid, expired, signed by a stranger's key).
+//! Certificates are made with rcgen (the helpers of `tls.rs`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -93,7 +94,7 @@ async fn sasl_ssl_scram_produce_and_consume() {
     // The SASL_SSL listener advertises itself, not the plain listeners.
     let p = producer(&alice);
     let md = p.client().fetch_metadata(Some("secure"), Duration::from_secs(10)).expect("metadata over SASL_SSL");
-    let ports: Vec<i32> = md.brokers().iter().map(|b| b.port()).collect();
+    let ports: Vec<i32> = md.brokers().iter().map(rdkafka::metadata::MetadataBroker::port).collect();
     assert_eq!(ports, [i32::from(sasl_ssl)], "the client's own listener is advertised");
 
     // 300 records of 1 KiB: fetches of several hundred KiB, read from the
@@ -187,6 +188,134 @@ async fn ssl_client_certificate_is_the_principal() {
     garbage_handshake_closes(ssl).await;
     produce(&p, "mine", "still").await.expect("alice still writes after the refusals");
     drop((p, c, c2));
+    let mut b = b;
+    b.stop();
+}
+
+/// OAUTHBEARER tokens for librdkafka: `ClientContext::generate_oauth_token`
+/// hands over a JWT signed here (librdkafka's own `sasl.oauthbearer.config`
+/// tokens are unsigned, which Ferry refuses).
+struct OAuth {
+    token: String,
+    errors: Errors,
+}
+
+impl rdkafka::client::ClientContext for OAuth {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        // librdkafka wants a lifetime in the future even for a token the
+        // broker will find expired: that check is the broker's.
+        let in_an_hour = (unix_now() + 3600) * 1000;
+        Ok(rdkafka::client::OAuthToken {
+            token: self.token.clone(),
+            principal_name: "x".into(),
+            lifetime_ms: in_an_hour,
+        })
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.errors.0.lock().unwrap().push((error.rdkafka_error_code(), reason.to_string()));
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A P-256 key, its JWKS entry (`kid`), and ES256 tokens signed with it.
+struct Signer(ring::signature::EcdsaKeyPair);
+
+impl Signer {
+    fn new() -> Signer {
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        let rng = ring::rand::SystemRandom::new();
+        let pk8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        Signer(EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pk8.as_ref(), &rng).unwrap())
+    }
+
+    fn jwk(&self, kid: &str) -> serde_json::Value {
+        use base64::Engine;
+        use ring::signature::KeyPair;
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let p = self.0.public_key().as_ref();
+        serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid, "x": b.encode(&p[1..33]), "y": b.encode(&p[33..65])})
+    }
+
+    fn token(&self, kid: &str, sub: &str, exp: i64) -> String {
+        use base64::Engine;
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let part = |v: serde_json::Value| b.encode(serde_json::to_vec(&v).unwrap());
+        let claims = serde_json::json!({"sub": sub, "exp": exp, "iat": unix_now(), "aud": "ferry"});
+        let signed = format!("{}.{}", part(serde_json::json!({"alg": "ES256", "kid": kid})), part(claims));
+        let sig = self.0.sign(&ring::rand::SystemRandom::new(), signed.as_bytes()).unwrap();
+        format!("{signed}.{}", b.encode(sig.as_ref()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oauthbearer_tokens_signed_by_the_jwks() {
+    let dir = tempfile::tempdir().unwrap();
+    users(dir.path(), &[("admin", "admin-secret")]);
+    let pki = Pki::new(dir.path());
+    let (issuer, stranger) = (Signer::new(), Signer::new());
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({"keys": [issuer.jwk("k1")]}).to_string()).unwrap();
+    let sasl_ssl = free_port();
+    let flags = [
+        "--tls-cert",
+        pki.cert.to_str().unwrap(),
+        "--tls-key",
+        pki.key.to_str().unwrap(),
+        "--sasl-mechanisms",
+        "SCRAM-SHA-512,OAUTHBEARER",
+        "--sasl-oauthbearer-jwks",
+        jwks.to_str().unwrap(),
+        "--sasl-oauthbearer-audience",
+        "ferry",
+    ]
+    .map(String::from)
+    .to_vec();
+    let b = broker(dir.path(), &format!("SASL_SSL://127.0.0.1:{sasl_ssl}"), flags);
+    as_admin(&b, &["topic", "create", "tokens"]);
+    as_admin(&b, &["acl", "add", "--allow-principal", "User:carol", "--operation", "write", "--topic", "tokens"]);
+
+    let mut config = tls_config(dir.path(), &pki, sasl_ssl, "SASL_SSL");
+    config.set("sasl.mechanism", "OAUTHBEARER").set("message.timeout.ms", "10000");
+    let with_token = |token: String| {
+        let errors = Errors::default();
+        let p: rdkafka::producer::FutureProducer<OAuth> =
+            config.create_with_context(OAuth { token, errors: errors.clone() }).expect("producer");
+        (p, errors)
+    };
+    // A token signed by the JWKS key: User:carol (its sub) writes.
+    let (p, _) = with_token(issuer.token("k1", "carol", unix_now() + 600));
+    produce(&p, "tokens", "by token").await.expect("carol writes with a valid token");
+    // Another subject has no ACL: authenticated, then refused the topic.
+    let (p2, _) = with_token(issuer.token("k1", "dave", unix_now() + 600));
+    let e = produce(&p2, "tokens", "x").await.unwrap_err();
+    assert_eq!(code_of(&e), Some(RDKafkaErrorCode::TopicAuthorizationFailed), "{e}");
+    // Expired, and signed by a key outside the JWKS: authentication errors.
+    for (what, token) in [
+        ("expired", issuer.token("k1", "carol", unix_now() - 600)),
+        ("wrong key", stranger.token("k1", "carol", unix_now() + 600)),
+    ] {
+        let (bad, errors) = with_token(token);
+        assert!(produce(&bad, "tokens", "x").await.is_err(), "{what} token wrote");
+        let seen = errors.0.lock().unwrap().clone();
+        assert!(
+            seen.iter().any(|(code, reason)| *code == Some(RDKafkaErrorCode::Authentication)
+                && reason.contains("SASL authentication error")),
+            "{what}: {seen:?}"
+        );
+    }
+    produce(&p, "tokens", "still").await.expect("the valid token's producer still writes");
+    let log = std::fs::read_to_string(dir.path().join("broker.log")).unwrap_or_default();
+    assert!(log.contains("JWT expired") && log.contains("signature"), "{log}");
+    drop((p, p2));
     let mut b = b;
     b.stop();
 }

@@ -13,6 +13,7 @@ mod bridges;
 mod cli;
 mod cluster;
 mod cluster_support;
+mod cluster_tls;
 mod coordinators;
 mod elections;
 mod http;

@@ -69,7 +69,11 @@ pub(crate) fn producer(c: &ClientConfig) -> FutureProducer {
     c.clone().set("message.timeout.ms", "10000").create().expect("producer")
 }
 
-pub(crate) async fn produce(p: &FutureProducer, topic: &str, value: &str) -> Result<(), KafkaError> {
+pub(crate) async fn produce<C: ClientContext + 'static>(
+    p: &FutureProducer<C>,
+    topic: &str,
+    value: &str,
+) -> Result<(), KafkaError> {
     p.send(FutureRecord::<(), str>::to(topic).payload(value), Duration::from_secs(10))
         .await
         .map(|_| ())

@@ -85,7 +85,7 @@ impl Pki {
     }
 
     /// A client config trusting the server CA, presenting `identity`.
-    fn client(&self, identity: Option<(String, String)>) -> Arc<rustls::ClientConfig> {
+    pub(crate) fn client(&self, identity: Option<(String, String)>) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.server_ca.cert.der().clone()).unwrap();
         let b = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -104,7 +104,7 @@ impl Pki {
     }
 }
 
-async fn tls_connect(config: Arc<rustls::ClientConfig>, port: u16) -> std::io::Result<TlsStream<TcpStream>> {
+pub(crate) async fn tls_connect(config: Arc<rustls::ClientConfig>, port: u16) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
     let name = ServerName::try_from("127.0.0.1").unwrap();
     tokio::time::timeout(Duration::from_secs(10), TlsConnector::from(config).connect(name, tcp))

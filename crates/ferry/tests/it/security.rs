@@ -16,7 +16,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use crate::support::Broker;
 
 /// Runs the CLI; (exit code, stdout, stderr).
-fn ferry(args: &[&str]) -> (i32, String, String) {
+pub(crate) fn ferry(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(args)
         .env("FERRY_LOG", "warn")
@@ -34,7 +34,7 @@ fn ferry(args: &[&str]) -> (i32, String, String) {
 }
 
 /// The CLI as the super user `admin` over SASL SCRAM-SHA-512.
-fn as_admin(b: &Broker, args: &[&str]) -> String {
+pub(crate) fn as_admin(b: &Broker, args: &[&str]) -> String {
     let brokers = b.sasl_bootstrap();
     let mut all = args.to_vec();
     all.extend([

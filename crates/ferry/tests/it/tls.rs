@@ -24,12 +24,12 @@ use tokio::net::TcpStream;
 use crate::mqtt_clients::expect;
 use crate::support::{Broker, free_port};
 
-struct Ca {
+pub(crate) struct Ca {
     cert: rcgen::Certificate,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
-fn ca(name: &str) -> Ca {
+pub(crate) fn ca(name: &str) -> Ca {
     let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     p.distinguished_name.push(rcgen::DnType::CommonName, name);
@@ -39,7 +39,7 @@ fn ca(name: &str) -> Ca {
 }
 
 /// (cert PEM, key PEM) for `cn` (O=Ferry), valid for 127.0.0.1, signed by `ca`.
-fn leaf(ca: &Ca, cn: &str) -> (String, String) {
+pub(crate) fn leaf(ca: &Ca, cn: &str) -> (String, String) {
     let mut p = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
     p.distinguished_name.push(rcgen::DnType::CommonName, cn);
     p.distinguished_name.push(rcgen::DnType::OrganizationName, "Ferry");
@@ -49,16 +49,16 @@ fn leaf(ca: &Ca, cn: &str) -> (String, String) {
 }
 
 /// A server CA and certificate, a client CA, in files under `dir`.
-struct Pki {
+pub(crate) struct Pki {
     server_ca: Ca,
-    client_ca: Ca,
+    pub(crate) client_ca: Ca,
     cert: PathBuf,
     key: PathBuf,
     client_ca_file: PathBuf,
 }
 
 impl Pki {
-    fn new(dir: &Path) -> Pki {
+    pub(crate) fn new(dir: &Path) -> Pki {
         let (server_ca, client_ca) = (ca("ferry test server ca"), ca("ferry test client ca"));
         let (cert_pem, key_pem) = leaf(&server_ca, "broker");
         let (cert, key, client_ca_file) = (dir.join("cert.pem"), dir.join("key.pem"), dir.join("client-ca.pem"));
@@ -68,8 +68,13 @@ impl Pki {
         Pki { server_ca, client_ca, cert, key, client_ca_file }
     }
 
+    /// The server CA certificate (what clients trust), PEM.
+    pub(crate) fn server_ca_pem(&self) -> String {
+        self.server_ca.cert.pem()
+    }
+
     /// The flags for mutual TLS with names mapped from `CN`.
-    fn flags(&self) -> Vec<String> {
+    pub(crate) fn flags(&self) -> Vec<String> {
         [
             "--tls-cert",
             self.cert.to_str().unwrap(),
@@ -85,7 +90,7 @@ impl Pki {
     }
 
     /// A client config trusting the server CA, presenting `identity`.
-    fn client(&self, identity: Option<(String, String)>) -> Arc<rustls::ClientConfig> {
+    pub(crate) fn client(&self, identity: Option<(String, String)>) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.server_ca.cert.der().clone()).unwrap();
         let b = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))

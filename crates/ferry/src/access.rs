@@ -84,7 +84,30 @@ pub async fn import_config_users(
             bail!("user {name:?} is defined twice in the config with different passwords");
         }
     }
-    for (name, password) in passwords {
+    // Writes can meet a controller election (a cluster starting): retried
+    // for a while; the start fails if the store stays unwritable.
+    let mut wait = std::time::Duration::from_millis(200);
+    for attempt in 1..=5 {
+        match write_config_users(broker, &passwords, amqp, access).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 => {
+                tracing::warn!(error = %format!("{e:#}"), attempt, "importing the config users; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn write_config_users(
+    broker: &Broker,
+    passwords: &BTreeMap<&str, &str>,
+    amqp: &[ferry_amqp::User],
+    access: &AccessSettings,
+) -> anyhow::Result<()> {
+    for (&name, &password) in passwords {
         let stored = broker.metadata().users.get(name).cloned().unwrap_or_default();
         for m in ScramMechanism::ALL {
             if stored.get(&m).is_some_and(|c| c.verify_password(password)) {

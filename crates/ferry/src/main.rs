@@ -199,6 +199,8 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         // users go into it before any of their listeners accepts.
         let imported = access::import_config_users(&broker, &settings.amqp.users, &settings.access).await;
         if let Err(e) = imported.and_then(|()| access::check_anonymous_listeners(&settings, &gate)) {
+            // Fail closed: a node whose listeners would be open (or whose
+            // config contradicts itself) does not start.
             let _ = stop_tx.send(true);
             let _ = http_server.await;
             node.shutdown().await;

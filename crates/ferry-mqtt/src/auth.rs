@@ -14,16 +14,18 @@ use crate::config::MqttConfig;
 /// Checks a CONNECT's credentials. While logins are not required, a user
 /// name the store does not know is taken as given (mosquitto with
 /// `allow_anonymous`), and its ACLs apply; a known one is always checked.
-pub fn authenticate(
+pub async fn authenticate(
     config: &MqttConfig,
     username: Option<&str>,
     password: Option<&[u8]>,
     peer: IpAddr,
 ) -> Result<(), Refused> {
-    match &config.gate {
-        Some(gate) => gate.mqtt_login(username, password, peer).map(|_| ()),
-        None => Ok(()),
-    }
+    let Some(gate) = config.gate.clone() else { return Ok(()) };
+    let (user, password) = (username.map(str::to_string), password.map(<[u8]>::to_vec));
+    // PBKDF2 (milliseconds) off the async workers.
+    tokio::task::spawn_blocking(move || gate.mqtt_login(user.as_deref(), password.as_deref(), peer).map(|_| ()))
+        .await
+        .unwrap_or(Err(Refused { delay: std::time::Duration::ZERO }))
 }
 
 /// Whether the client may publish to topic `name`.

@@ -98,7 +98,13 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
     let user = match (mechanism, principal) {
         ("EXTERNAL", Some(name)) => gate.external("amqp", name, peer.ip()),
         _ => match auth::credentials(mechanism, ok.response.as_bytes()) {
-            Some((name, pass)) => gate.login("amqp", &name, &pass, peer.ip()),
+            Some((name, pass)) => {
+                // PBKDF2 (milliseconds) off the async workers.
+                let (g, ip) = (gate.clone(), peer.ip());
+                tokio::task::spawn_blocking(move || g.login("amqp", &name, &pass, ip))
+                    .await
+                    .unwrap_or(Err(ferry_broker::messaging::access::Refused { delay: std::time::Duration::ZERO }))
+            }
             None => Err(ferry_broker::messaging::access::Refused { delay: std::time::Duration::ZERO }),
         },
     };

@@ -98,7 +98,7 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
     let by_certificate = c.username.is_none() && principal.is_some();
     if by_certificate {
         c.username = principal;
-    } else if let Err(refused) = auth::authenticate(config, c.username.as_deref(), c.password.as_deref(), peer) {
+    } else if let Err(refused) = auth::authenticate(config, c.username.as_deref(), c.password.as_deref(), peer).await {
         // Slows password guessing from one address (LoginLimiter).
         tokio::time::sleep(refused.delay).await;
         wr.write_all(&refuse(reason::BAD_USER_OR_PASSWORD)).await?;

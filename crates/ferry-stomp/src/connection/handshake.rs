@@ -82,7 +82,11 @@ pub async fn connect(server: &Server, frame: &Frame, peer: IpAddr) -> Result<Ses
             .clone()
             .ok_or_else(|| fail(StompError::Access("login and passcode are required".into())))?,
     };
-    let authorize = match (server.authenticate)(&user, &pass, peer, &vhost_name) {
+    // The password check (PBKDF2, milliseconds) off the async workers.
+    let (check, u, p, v) = (server.authenticate.clone(), user.clone(), pass.clone(), vhost_name.clone());
+    let checked = tokio::task::spawn_blocking(move || check(&u, &p, peer, &v)).await;
+    let checked = checked.unwrap_or(Err(crate::server::Refused { delay: std::time::Duration::ZERO }));
+    let authorize = match checked {
         Ok(a) => Some(a),
         Err(refused) => {
             // Slows password guessing from one address (LoginLimiter).

@@ -95,6 +95,11 @@ async fn amqp_user_limited_to_one_vhost_and_write_only() {
     assert!(amqp(&b, "nobody:w-secret", "v1").await.is_err());
     let got = ach.basic_get("jobs".into(), BasicGetOptions { no_ack: true }).await.unwrap().expect("the job arrived");
     assert_eq!(got.delivery.data, b"job-1");
+    // Removing the vhost ACL (DeleteAcls with Ferry's resource codes) closes the vhost.
+    as_admin(&b, &["acl", "remove", "--allow-principal", "User:writer", "--operation", "describe", "--vhost", "v1"]);
+    assert!(amqp(&b, "writer:w-secret", "v1").await.is_err(), "the vhost ACL is gone");
+    let listed = as_admin(&b, &["acl", "list", "--vhost", "v1"]);
+    assert!(!listed.contains("User:writer"), "{listed}");
     let log = std::fs::read_to_string(dir.path().join("broker.log")).unwrap_or_default();
     assert!(!log.contains("w-secret") && !log.contains("nope"), "passwords never reach the log");
 }

@@ -46,6 +46,10 @@ class Client:
         self.c.on_publish = lambda _c, _u, mid, _rc, _p: self.acks.put(mid)
         self.c.on_subscribe = lambda _c, _u, mid, codes, _p: self.acks.put(("sub", mid, [int(x.value) for x in codes]))
         self.c.on_connect = lambda _c, _u, flags, rc, _p: self.connected.put((flags.session_present, rc.value))
+        # The store holds users (run.sh), so MQTT logins are required
+        # (docs/security.md); MQTT_USER is a super user there.
+        if os.environ.get("MQTT_USER"):
+            self.c.username_pw_set(os.environ["MQTT_USER"], os.environ.get("MQTT_PASSWORD", ""))
         if will:
             topic, payload, qos = will
             self.c.will_set(topic, payload, qos=qos)

@@ -5,7 +5,8 @@
 # transactions with the three Python clients; KafkaJS), the seed's pika example
 # and pika against RabbitMQ's error answers (AMQP), paho-mqtt (MQTT 3.1.1 / 5, TCP and WebSocket)
 # stomp.py (STOMP 1.0 / 1.1 / 1.2, with pika on the AMQP side) and redis-py
-# (RESP2 / RESP3, with confluent-kafka and pika on the other side)
+# (RESP2 / RESP3, with confluent-kafka and pika on the other side), and pika /
+# paho-mqtt over TLS with a vhost-limited user and a topic ACL (authz_tls)
 # against a freshly started `ferry serve`. Last line: "interop: N passed, M failed".
 set -euo pipefail
 
@@ -81,22 +82,33 @@ trap cleanup EXIT
 
 # A SASL listener beside the plain one (sasl_test.py); anonymous clients of
 # the plain listener are super users, so the other tests run as without it.
-"$ferry" user create "$SASL_USER" --password "$SASL_PASSWORD" --data-dir "$work/data" >/dev/null
-# A SASL_SSL listener too (kcat_sasl_ssl_test.sh, sasl_ssl_test.py): a CA and a
-# broker certificate for 127.0.0.1 made with openssl.
+# A user in the store turns MQTT logins on (docs/security.md): paho logs in as
+# the super user MQTT_USER. TLS_USER is the vhost- and topic-limited user of
+# authz_tls_test.py (pika over AMQPS, paho over MQTTS; the CA is made here).
+export MQTT_USER=mqtt MQTT_PASSWORD=mqtt-secret TLS_USER=tlsapp TLS_PASSWORD=tlsapp-secret
+export FERRY_BIN="$ferry" TLS_CA="$work/ca.pem"
+amqps_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+mqtts_port="$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+export AMQPS_PORT="$amqps_port" MQTTS_PORT="$mqtts_port"
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ferry interop ca" \
     -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$work/broker.key" -out "$work/broker.csr" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$work/broker.key" -out "$work/broker.csr" 2>/dev/null
 printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$work/san.ext"
 openssl x509 -req -in "$work/broker.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial -days 2 \
     -extfile "$work/san.ext" -out "$work/broker.pem" 2>/dev/null
+printf '[amqp]\nvhosts = ["tls-vhost"]\n' >"$work/ferry.toml"
+"$ferry" user create "$SASL_USER" --password "$SASL_PASSWORD" --data-dir "$work/data" >/dev/null
+"$ferry" user create "$MQTT_USER" --password "$MQTT_PASSWORD" --data-dir "$work/data" >/dev/null
+"$ferry" user create "$TLS_USER" --password "$TLS_PASSWORD" --data-dir "$work/data" >/dev/null
+# A SASL_SSL listener too (kcat_sasl_ssl_test.sh, sasl_ssl_test.py), with the
+# same CA and broker certificate as the AMQPS and MQTTS listeners.
 export SSL_CA="$work/ca.pem"
-"$ferry" serve --data-dir "$work/data" \
+"$ferry" serve --data-dir "$work/data" --config "$work/ferry.toml" \
     --kafka-listen "SASL_SSL://$SSL_BOOTSTRAP,PLAINTEXT://$BOOTSTRAP,SASL_PLAINTEXT://$SASL_BOOTSTRAP" \
+    --super-users "User:ANONYMOUS,User:$MQTT_USER" --http-listen 127.0.0.1:0 \
     --tls-cert "$work/broker.pem" --tls-key "$work/broker.key" \
-    --super-users User:ANONYMOUS --http-listen 127.0.0.1:0 \
-    --mqtt-listen "127.0.0.1:$MQTT_PORT" --mqtt-ws-listen "127.0.0.1:$MQTT_WS_PORT" \
-    --amqp-listen "127.0.0.1:$AMQP_PORT" --stomp-listen "127.0.0.1:$STOMP_PORT" \
+    --mqtt-listen "127.0.0.1:$MQTT_PORT,tls://127.0.0.1:$MQTTS_PORT" --mqtt-ws-listen "127.0.0.1:$MQTT_WS_PORT" \
+    --amqp-listen "127.0.0.1:$AMQP_PORT,tls://127.0.0.1:$AMQPS_PORT" --stomp-listen "127.0.0.1:$STOMP_PORT" \
     --redis-listen "127.0.0.1:$REDIS_PORT" >"$work/broker.log" 2>&1 &
 broker_pid=$!
 
@@ -144,6 +156,7 @@ run_test pika_seed       "$venv/bin/python" "$here/pika_seed_test.py"
 run_test pika_answers    "$venv/bin/python" "$here/pika_rabbitmq_answers_test.py"
 run_test stomp_py        "$venv/bin/python" "$here/stomp_py_test.py"
 run_test redis_py        "$venv/bin/python" "$here/redis_py_test.py"
+run_test authz_tls       "$venv/bin/python" "$here/authz_tls_test.py"
 # Five parts, each in its own child process with a 75 s limit (GROUPS_PART_TIMEOUT);
 # about 40 s when healthy, since every group waits out the broker's default
 # 3 s group.initial.rebalance.delay.ms.

@@ -43,6 +43,13 @@ pub fn routes() -> Router<AdminState> {
         .route("/v1/nodes/{id}/decommission", post(crate::nodes::decommission).delete(crate::nodes::recommission))
         .route("/v1/reassignments", get(crate::nodes::reassignments))
         .route("/v1/topics/{name}/partitions/{partition}/reassignment", post(crate::nodes::reassign))
+        .route("/v1/users", get(crate::security::list_users).post(crate::security::create_user))
+        .route("/v1/users/{name}", axum::routing::delete(crate::security::delete_user))
+        .route("/v1/users/{name}/password", axum::routing::put(crate::security::change_password))
+        .route(
+            "/v1/acls",
+            get(crate::security::list_acls).post(crate::security::add_acl).delete(crate::security::remove_acl),
+        )
         .route("/stomp", get(crate::websocket::upgrade))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -9,6 +9,7 @@ mod api;
 mod cluster;
 mod error;
 mod nodes;
+pub mod security;
 mod tls_listener;
 mod websocket;
 
@@ -37,6 +38,8 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// WebSocket protocols served on their paths (STOMP at `/stomp`).
     ws_routes: Arc<RwLock<Vec<Route>>>,
+    /// Who may use the API; unset: everyone (tests of this crate).
+    auth: Arc<std::sync::OnceLock<security::HttpAuth>>,
 }
 
 impl AdminState {
@@ -45,7 +48,12 @@ impl AdminState {
     /// `ferry_raft_*`, `ferry_cluster_nodes`) with the broker's metrics.
     pub fn new(broker: Arc<Broker>) -> AdminState {
         cluster::ClusterCollector::register(&broker);
-        AdminState { broker, ready: Arc::new(AtomicBool::new(false)), ws_routes: Arc::default() }
+        AdminState { broker, ready: Arc::new(AtomicBool::new(false)), ws_routes: Arc::default(), auth: Arc::default() }
+    }
+
+    /// Turns on authentication (once; see [`security`]).
+    pub fn set_auth(&self, auth: security::HttpAuth) {
+        let _ = self.auth.set(auth);
     }
 
     /// Serves `routes` over WebSocket on their paths (the front-ends start
@@ -73,7 +81,8 @@ impl AdminState {
 
 /// The HTTP routes.
 pub fn router(state: AdminState) -> Router {
-    api::routes().with_state(state)
+    let auth = axum::middleware::from_fn_with_state(state.clone(), security::require_login);
+    api::routes().layer(auth).with_state(state)
 }
 
 /// Serves HTTP on `listener` until `shutdown` turns true.

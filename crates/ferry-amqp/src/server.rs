@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use ferry_broker::messaging::Vhosts;
 use ferry_broker::metrics::{Metrics, ProtocolMetrics};
+use ferry_broker::security::Gatekeeper;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -14,7 +15,9 @@ use crate::metrics::AmqpStats;
 /// Settings of the AMQP front-end.
 #[derive(Clone, Debug)]
 pub struct AmqpConfig {
-    /// Accounts that may log in; the default is RabbitMQ's `guest`.
+    /// Accounts from the configuration; the default is RabbitMQ's `guest`.
+    /// The binary imports them into the user store at start (their
+    /// permissions become ACLs); logins check the store.
     pub users: Vec<User>,
     /// Virtual hosts that exist (always at least "/").
     pub vhosts: Vec<String>,
@@ -60,12 +63,22 @@ pub struct Server {
     pub metrics: Arc<ProtocolMetrics>,
     /// Publisher confirms, for /metrics.
     pub stats: Arc<AmqpStats>,
+    /// Logins and permissions (the one user store and authorizer).
+    pub gate: Arc<Gatekeeper>,
 }
 
 impl Server {
     /// Starts the resource alarm monitor for `data_dir` (needs a runtime)
     /// and registers the front-end's metrics and queues in `metrics`.
-    pub fn new(config: AmqpConfig, vhosts: Arc<Vhosts>, data_dir: std::path::PathBuf, metrics: &Metrics) -> Server {
+    /// Logins and permissions are `gate`'s (`config.users` are imported
+    /// into its store by the binary).
+    pub fn new(
+        config: AmqpConfig,
+        vhosts: Arc<Vhosts>,
+        gate: Arc<Gatekeeper>,
+        data_dir: std::path::PathBuf,
+        metrics: &Metrics,
+    ) -> Server {
         let alarm = crate::alarm::monitor(crate::alarm::AlarmConfig {
             data_dir,
             disk_free_limit: config.disk_free_limit,
@@ -74,7 +87,7 @@ impl Server {
         metrics.register_queues(&vhosts);
         let stats = AmqpStats::register(metrics);
         let metrics = metrics.register(ProtocolMetrics::new("amqp", &crate::metrics::method_names(), None));
-        Server { config, vhosts, alarm, metrics, stats }
+        Server { config, vhosts, alarm, metrics, stats, gate }
     }
 }
 

@@ -1,76 +1,46 @@
-//! Authentication (`[[mqtt.users]]`) and topic ACLs (`[[mqtt.acl]]`).
-//!
-//! With no users configured every client is let in (anonymous, like
-//! mosquitto 1.x). With no ACL entries every topic is allowed; with some,
-//! a topic is allowed only if an entry for the user (or `*`) grants it.
+//! Logins and topic ACLs, asked of the broker's one
+//! [`Gatekeeper`](ferry_broker::security::Gatekeeper) (the user store and
+//! `MqttTopic:` ACLs; `[[mqtt.users]]` / `[[mqtt.acl]]` are imported into
+//! them at start). Without a gatekeeper (`MqttConfig::gate` `None`, as in
+//! tests of this crate alone) every client and topic is let in.
 
-use crate::config::{Access, MqttConfig};
-use crate::topic_tree;
+use std::net::IpAddr;
 
-/// Whether `username`/`password` may connect.
-pub fn authenticate(config: &MqttConfig, username: Option<&str>, password: Option<&[u8]>) -> bool {
-    if config.users.is_empty() {
-        return true;
-    }
-    let (Some(name), Some(pw)) = (username, password) else { return false };
-    config.users.iter().any(|u| u.name == name && constant_time_eq(u.password.as_bytes(), pw))
-}
+use ferry_broker::messaging::access::Refused;
+use ferry_broker::security::{Operation, Principal};
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+use crate::config::MqttConfig;
+
+/// Checks a CONNECT's credentials. While logins are not required, a user
+/// name the store does not know is taken as given (mosquitto with
+/// `allow_anonymous`), and its ACLs apply; a known one is always checked.
+pub async fn authenticate(
+    config: &MqttConfig,
+    username: Option<&str>,
+    password: Option<&[u8]>,
+    peer: IpAddr,
+) -> Result<(), Refused> {
+    let Some(gate) = config.gate.clone() else { return Ok(()) };
+    let (user, password) = (username.map(str::to_string), password.map(<[u8]>::to_vec));
+    // PBKDF2 (milliseconds) off the async workers.
+    tokio::task::spawn_blocking(move || gate.mqtt_login(user.as_deref(), password.as_deref(), peer).map(|_| ()))
+        .await
+        .unwrap_or(Err(Refused { delay: std::time::Duration::ZERO }))
 }
 
 /// Whether the client may publish to topic `name`.
-pub fn may_publish(config: &MqttConfig, user: Option<&str>, client_id: &str, name: &str) -> bool {
-    allowed(config, user, client_id, |pattern| topic_tree::matches(pattern, name), Access::Write)
+pub fn may_publish(config: &MqttConfig, user: Option<&str>, client_id: &str, peer: IpAddr, name: &str) -> bool {
+    allowed(config, user, client_id, peer, Operation::Write, name)
 }
 
 /// Whether the client may subscribe to `filter` (every topic it matches
 /// must be readable).
-pub fn may_subscribe(config: &MqttConfig, user: Option<&str>, client_id: &str, filter: &str) -> bool {
-    allowed(config, user, client_id, |pattern| topic_tree::covers(pattern, filter), Access::Read)
+pub fn may_subscribe(config: &MqttConfig, user: Option<&str>, client_id: &str, peer: IpAddr, filter: &str) -> bool {
+    allowed(config, user, client_id, peer, Operation::Read, filter)
 }
 
-fn allowed(
-    config: &MqttConfig,
-    user: Option<&str>,
-    client_id: &str,
-    fits: impl Fn(&str) -> bool,
-    want: Access,
-) -> bool {
-    if config.acl.is_empty() {
-        return true;
-    }
-    config.acl.iter().any(|e| {
-        let for_user = e.user == "*" || Some(e.user.as_str()) == user;
-        let grants = e.access == Access::Readwrite || e.access == want;
-        for_user && grants && fits(&e.pattern.replace("%u", user.unwrap_or("")).replace("%c", client_id))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::config::{AclEntry, User};
-
-    #[test]
-    fn users_and_acls() {
-        let mut c = MqttConfig::default();
-        assert!(authenticate(&c, None, None), "anonymous without users");
-        c.users = Arc::new(vec![User { name: "u".into(), password: "p".into() }]);
-        assert!(authenticate(&c, Some("u"), Some(b"p")));
-        assert!(!authenticate(&c, Some("u"), Some(b"q")) && !authenticate(&c, None, None));
-        assert!(may_publish(&c, Some("u"), "c", "any/thing"), "no ACL: everything");
-        c.acl = Arc::new(vec![
-            AclEntry { user: "u".into(), pattern: "sensors/#".into(), access: Access::Write },
-            AclEntry { user: "*".into(), pattern: "devices/%c/+".into(), access: Access::Readwrite },
-        ]);
-        assert!(may_publish(&c, Some("u"), "c", "sensors/t1"));
-        assert!(!may_subscribe(&c, Some("u"), "c", "sensors/#"), "write-only");
-        assert!(may_subscribe(&c, None, "dev1", "devices/dev1/+"));
-        assert!(!may_subscribe(&c, None, "dev1", "devices/dev2/+"));
-        assert!(!may_subscribe(&c, None, "dev1", "devices/#"));
-    }
+fn allowed(config: &MqttConfig, user: Option<&str>, client_id: &str, peer: IpAddr, op: Operation, topic: &str) -> bool {
+    let Some(gate) = &config.gate else { return true };
+    let principal = user.map(Principal::user);
+    gate.mqtt_allows(principal.as_ref(), client_id, &peer.to_string(), op, topic)
 }

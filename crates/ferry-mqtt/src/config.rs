@@ -93,10 +93,10 @@ pub struct MqttConfig {
     /// told this value in CONNACK's Server Keep Alive; a 3.1.1 client asking
     /// more is refused (see connection/connect.rs).
     pub max_keep_alive: u16,
-    /// Accounts that may log in; empty: every client is let in, no credentials needed.
-    pub users: Arc<Vec<User>>,
-    /// Topic access rules; empty: every client may use every topic.
-    pub acl: Arc<Vec<AclEntry>>,
+    /// Logins and topic ACLs on the broker's user store and authorizer
+    /// (`[[mqtt.users]]` / `[[mqtt.acl]]` are imported into them);
+    /// `None`: everyone and every topic (tests of this crate).
+    pub gate: Option<Arc<ferry_broker::security::Gatekeeper>>,
     /// MQTT -> Kafka bridges.
     pub to_kafka: Arc<Vec<ToKafka>>,
     /// Kafka -> MQTT bridges.
@@ -114,8 +114,7 @@ impl Default for MqttConfig {
             outbound_topic_aliases: true,
             max_session_expiry: u32::MAX,
             max_keep_alive: u16::MAX,
-            users: Arc::new(Vec::new()),
-            acl: Arc::new(Vec::new()),
+            gate: None,
             to_kafka: Arc::new(Vec::new()),
             from_kafka: Arc::new(Vec::new()),
         }

@@ -73,7 +73,7 @@ pub(crate) async fn run(
     let (rd, wr) = tokio::io::split(stream);
     let (subscriber, pushes) = Subscriber::new(server.config.pubsub_buffer);
     let (authorize, user) = match &server.config.default_login {
-        Some((u, p)) => ((server.authenticate)(u, p, peer.ip(), &server.config.vhost), u.clone()),
+        Some((u, p)) => ((server.authenticate)(u, p, peer.ip(), &server.config.vhost).ok(), u.clone()),
         None => (None, String::new()),
     };
     let session = Session {
@@ -84,6 +84,7 @@ pub(crate) async fn run(
         name: None,
         authorize,
         user,
+        login_delay: std::time::Duration::ZERO,
         subs: Default::default(),
         subscriber,
     };
@@ -181,6 +182,10 @@ impl Conn {
             self.settle().await;
         }
         let step = commands::execute(&mut self.session, &name, &args).await;
+        let delay = std::mem::take(&mut self.session.login_delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let step = match step {
             Step::Block { on, deadline, retry, timeout } => {
                 self.flush().await?;

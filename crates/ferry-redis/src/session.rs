@@ -26,6 +26,8 @@ pub(crate) struct Session {
     pub authorize: Option<Authorizer>,
     /// The logged-in user's name.
     pub user: String,
+    /// How long to hold the reply to a refused AUTH (LoginLimiter).
+    pub login_delay: std::time::Duration,
     /// Channels, patterns and shard channels subscribed to.
     pub subs: Subscriptions,
     /// Where pub/sub messages for this connection arrive.
@@ -49,12 +51,16 @@ impl Session {
     pub(crate) fn login(&mut self, user: &str, password: &str) -> CmdResult<()> {
         let vhost = &self.server.config.vhost;
         match (self.server.authenticate)(user, password, self.peer.ip(), vhost) {
-            Some(a) => {
+            Ok(a) => {
                 self.authorize = Some(a);
                 self.user = user.to_string();
                 Ok(())
             }
-            None => Err(CommandError::Reply("WRONGPASS invalid username-password pair or user is disabled.".into())),
+            Err(refused) => {
+                // The connection waits this long before answering.
+                self.login_delay = refused.delay;
+                Err(CommandError::Reply("WRONGPASS invalid username-password pair or user is disabled.".into()))
+            }
         }
     }
 }

@@ -46,7 +46,7 @@ impl Default for StompConfig {
     }
 }
 
-pub use ferry_broker::messaging::access::{Access, Authenticator, Authorizer};
+pub use ferry_broker::messaging::access::{Access, Authenticator, Authorizer, Refused};
 
 /// What every connection shares.
 pub struct Server {

@@ -1,6 +1,7 @@
 //! `ferry serve` settings: built-in defaults, then the TOML file
 //! (`--config`), then `FERRY_*` environment variables, then flags.
 
+pub mod access;
 mod cluster;
 mod tls;
 
@@ -341,6 +342,8 @@ pub struct Settings {
     /// Redis listeners (plain and TLS); empty: none.
     pub redis_listen: Vec<ferry_tls::Listen>,
     pub redis: ferry_redis::RedisConfig,
+    /// Logins and permissions of the other protocols (one user store).
+    pub access: access::AccessSettings,
 }
 
 impl Settings {
@@ -424,6 +427,7 @@ impl Settings {
                 (&redis_listen, "--redis-listen"),
             ],
         )?;
+        let (mqtt_users, mqtt_acl) = (m.users, m.acl);
         let md = ferry_mqtt::MqttConfig::default();
         let mqtt = ferry_mqtt::MqttConfig {
             max_packet_size: m.max_packet_size.unwrap_or(md.max_packet_size),
@@ -434,8 +438,7 @@ impl Settings {
             outbound_topic_aliases: m.outbound_topic_aliases.unwrap_or(md.outbound_topic_aliases),
             max_session_expiry: m.max_session_expiry_secs.unwrap_or(md.max_session_expiry),
             max_keep_alive: m.max_keepalive.unwrap_or(md.max_keep_alive),
-            users: std::sync::Arc::new(m.users),
-            acl: std::sync::Arc::new(m.acl),
+            gate: None,
             to_kafka: std::sync::Arc::new(m.kafka_bridge),
             from_kafka: std::sync::Arc::new(m.from_kafka),
         };
@@ -524,6 +527,12 @@ impl Settings {
                 engine,
             },
             kafka_listeners,
+            access: access::AccessSettings {
+                super_users: access::super_users(args.super_users.as_ref(), file.security.super_users.as_ref())?,
+                allow_anonymous: args.allow_anonymous || file.security.allow_anonymous.unwrap_or(false),
+                mqtt_users,
+                mqtt_acl,
+            },
             security,
             http_listen,
             kafka: ferry_kafka::KafkaConfig {
@@ -788,7 +797,7 @@ mod tests {
         let s = Settings::resolve(&args).unwrap();
         assert_eq!(s.mqtt_listen[0].addr.port(), 1999);
         assert_eq!(s.mqtt.max_queued_messages, 5);
-        assert_eq!((s.mqtt.users.len(), s.mqtt.acl.len(), s.mqtt.to_kafka.len()), (1, 1, 1));
+        assert_eq!((s.access.mqtt_users.len(), s.access.mqtt_acl.len(), s.mqtt.to_kafka.len()), (1, 1, 1));
         args.mqtt_listen = Some("off".into());
         assert!(Settings::resolve(&args).unwrap().mqtt_listen.is_empty());
     }

@@ -2,6 +2,7 @@
 //! manage and measure one (any Kafka-compatible broker) over the Kafka
 //! protocol.
 
+mod access;
 mod bootstrap_users;
 mod cli;
 mod config;
@@ -11,7 +12,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ferry_broker::messaging::access::{Access, Authenticator, Authorizer};
 use tokio::sync::watch;
 
 #[derive(Parser)]
@@ -160,6 +160,10 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             .with_context(|| format!("binding the HTTP listener to {}", settings.http_listen))?;
         tracing::info!(listen = %http.local_addr()?, "http listener ready (admin API, /metrics)");
         let admin = ferry_admin::AdminState::new(broker.clone());
+        // Logins for the other protocols and the HTTP API (it reads the
+        // store as the metadata arrives, so it is ready before the node joins).
+        let gate = access::gatekeeper(&broker, &settings.amqp.users, &settings.access);
+        admin.set_auth(ferry_admin::security::HttpAuth { gate: gate.clone(), always: settings.security.is_some() });
         let http_server =
             tokio::spawn(ferry_admin::serve(http, tls_for(&settings.http_listen), admin.clone(), stop_rx.clone()));
 
@@ -194,6 +198,18 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
 
         if let Err(e) = bootstrap_users::import(&broker, &settings.broker.data_dir).await {
             tracing::error!(error = %format!("{e:#}"), "bootstrap users not imported (the file stays for the next start)");
+        }
+        // One user store for AMQP, MQTT, STOMP and Redis: the config's
+        // users go into it before any of their listeners accepts.
+        let imported = access::import_config_users(&broker, &settings.amqp.users, &settings.access).await;
+        if let Err(e) = imported.and_then(|()| access::check_anonymous_listeners(&settings, &gate)) {
+            // Fail closed: a node whose listeners would be open (or whose
+            // config contradicts itself) does not start.
+            let _ = stop_tx.send(true);
+            let _ = http_server.await;
+            node.shutdown().await;
+            close(broker).await?;
+            return Err(e);
         }
         // Authorization is on with any SASL listener (or SSL listener with
         // client certificates); then every Kafka listener checks ACLs (a
@@ -242,11 +258,10 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             })
             .await?
             .context("opening queues")?;
-            let stomp_users = settings.amqp.users.clone();
-            let redis_users = settings.amqp.users.clone();
             let amqp = Arc::new(ferry_amqp::Server::new(
                 settings.amqp,
                 vhosts.clone(),
+                gate.clone(),
                 settings.broker.data_dir.clone(),
                 broker.metrics(),
             ));
@@ -256,7 +271,7 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                     settings.stomp,
                     vhosts.clone(),
                     Some(broker.clone()),
-                    amqp_users_auth(stomp_users),
+                    gate.authenticator("stomp"),
                     broker.metrics(),
                 ));
                 let mut listeners = Vec::new();
@@ -274,7 +289,8 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                 None
             };
             let mqtt = if !mqtt_sockets.is_empty() {
-                let hub = ferry_mqtt::Hub::open(broker.clone(), settings.mqtt.clone())
+                let config = ferry_mqtt::MqttConfig { gate: Some(gate.clone()), ..settings.mqtt.clone() };
+                let hub = ferry_mqtt::Hub::open(broker.clone(), config)
                     .context("opening the MQTT session and retained-message stores")?;
                 let mut listeners = Vec::new();
                 for (socket, websocket, tls, what) in mqtt_sockets {
@@ -293,7 +309,7 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                     settings.redis,
                     vhosts.clone(),
                     broker.clone(),
-                    amqp_users_auth(redis_users),
+                    gate.authenticator("redis"),
                     settings.broker.data_dir.clone(),
                     broker.metrics(),
                 )?);
@@ -342,30 +358,6 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         close(broker).await?;
         tracing::info!("stopped");
         anyhow::Ok(())
-    })
-}
-
-/// STOMP and Redis logins go through the AMQP users: the password (and
-/// loopback rule) as AMQP checks them, and the user's permission patterns
-/// on the vhost for every resource an operation touches. A Kafka topic
-/// (Redis streams) is checked as the exchange `kafka:<topic>`, as the AMQP
-/// and STOMP front-ends name topics.
-fn amqp_users_auth(users: Vec<ferry_amqp::User>) -> Authenticator {
-    Arc::new(move |user, pass, peer, vhost| {
-        let u = ferry_amqp::auth::authenticate(&users, user, pass, peer)?;
-        let p = u.permissions.get(vhost)?.clone();
-        let check: Authorizer = Arc::new(move |access, kind, name| {
-            let pattern = match access {
-                Access::Configure => &p.configure,
-                Access::Write => &p.write,
-                Access::Read => &p.read,
-            };
-            match kind {
-                "topic" => ferry_amqp::auth::pattern_matches(pattern, &format!("kafka:{name}")),
-                _ => ferry_amqp::auth::pattern_matches(pattern, name),
-            }
-        });
-        Some(check)
     })
 }
 

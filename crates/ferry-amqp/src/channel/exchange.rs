@@ -59,7 +59,7 @@ impl Channel {
                 Ok(())
             }
             exchange::AMQPMethod::Delete(d) => {
-                cx.check(Perm::Configure, "exchange", d.exchange.as_str())?;
+                cx.check(Perm::Delete, "exchange", d.exchange.as_str())?;
                 cx.vhost.delete_exchange(d.exchange.as_str(), d.if_unused)?;
                 if !d.nowait {
                     self.send(cx, AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})))?;

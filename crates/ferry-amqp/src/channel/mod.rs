@@ -129,6 +129,7 @@ fn not_valid_here(m: &AMQPClass) -> AmqpError {
 #[derive(Clone, Copy, Debug)]
 pub enum Perm {
     Configure,
+    Delete,
     Write,
     Read,
 }

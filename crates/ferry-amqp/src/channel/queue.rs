@@ -59,7 +59,7 @@ impl Channel {
             }
             queue::AMQPMethod::Delete(d) => {
                 let name = cx.queue_name(d.queue.as_str())?;
-                cx.check(Perm::Configure, "queue", &name)?;
+                cx.check(Perm::Delete, "queue", &name)?;
                 let n = cx.vhost.delete_queue(&name, d.if_unused, d.if_empty, cx.id)?;
                 if !d.nowait {
                     let message_count = n.min(u64::from(u32::MAX)) as u32;

@@ -94,12 +94,29 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
         _ => false,
     };
     let mechanism = ok.mechanism.as_str();
+    let gate = &server.gate;
     let user = match (mechanism, principal) {
-        ("EXTERNAL", Some(name)) => auth::external(&cfg.users, name, peer.ip()),
-        _ => auth::credentials(mechanism, ok.response.as_bytes())
-            .and_then(|(name, pass)| auth::authenticate(&cfg.users, &name, &pass, peer.ip())),
+        ("EXTERNAL", Some(name)) => gate.external("amqp", name, peer.ip()),
+        _ => match auth::credentials(mechanism, ok.response.as_bytes()) {
+            Some((name, pass)) => {
+                // PBKDF2 (milliseconds) off the async workers.
+                let (g, ip) = (gate.clone(), peer.ip());
+                tokio::task::spawn_blocking(move || g.login("amqp", &name, &pass, ip))
+                    .await
+                    .unwrap_or(Err(ferry_broker::messaging::access::Refused { delay: std::time::Duration::ZERO }))
+            }
+            None => Err(ferry_broker::messaging::access::Refused { delay: std::time::Duration::ZERO }),
+        },
     };
-    let Some(user) = user else {
+    let user = match user {
+        Ok(p) => Ok(p),
+        Err(refused) => {
+            // Slows password guessing from one address (LoginLimiter).
+            tokio::time::sleep(refused.delay).await;
+            Err(refused)
+        }
+    };
+    let Ok(user) = user else {
         return Err(refuse(AmqpError::new(
             ACCESS_REFUSED,
             format!(
@@ -125,20 +142,20 @@ pub(super) async fn handshake<R: AsyncRead + Unpin>(
     };
     let vhost_name = open.virtual_host.as_str();
     let vhost = server.vhosts.get(vhost_name);
-    let permissions = user.permissions.get(vhost_name).cloned();
-    let (Some(vhost), Some(permissions)) = (vhost, permissions) else {
+    let authorize = gate.vhost_authorizer(user.clone(), peer.ip(), vhost_name);
+    let (Some(vhost), Some(authorize)) = (vhost, authorize) else {
         return Err(refuse(AmqpError::new(
             NOT_ALLOWED,
             format!("access to vhost '{vhost_name}' refused for user '{}'", user.name),
         )));
     };
     outbox.send(method_frame(0, &AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {}))));
-    tracing::debug!(%peer, user = %user.name, vhost = %vhost_name, frame_max, heartbeat = t.heartbeat, "amqp connection open");
+    tracing::debug!(%peer, user = %user, vhost = %vhost_name, frame_max, heartbeat = t.heartbeat, "amqp connection open");
     let cx = ConnCtx {
         id,
         user: user.name.clone(),
         vhost,
-        permissions,
+        authorize,
         outbox: outbox.clone(),
         frame_max,
         max_message: cfg.max_message_bytes,

@@ -22,7 +22,6 @@ use tokio::io::AsyncRead;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::auth::{self, Permissions};
 use crate::channel::{Channel, Perm};
 use crate::error::*;
 use crate::frame::{self, Frame, FrameError, FrameReader};
@@ -41,7 +40,8 @@ pub struct ConnCtx {
     pub id: u64,
     pub user: String,
     pub vhost: Arc<Vhost>,
-    pub permissions: Permissions,
+    /// What the user may do on the vhost (ACLs, through the gatekeeper).
+    pub authorize: ferry_broker::messaging::access::Authorizer,
     pub outbox: Outbox,
     pub frame_max: u32,
     pub max_message: usize,
@@ -55,19 +55,21 @@ pub struct ConnCtx {
 
 impl ConnCtx {
     pub fn check(&self, perm: Perm, kind: &str, name: &str) -> Result<(), AmqpError> {
-        let pattern = match perm {
-            Perm::Configure => &self.permissions.configure,
-            Perm::Write => &self.permissions.write,
-            Perm::Read => &self.permissions.read,
+        use ferry_broker::messaging::access::Access;
+        let access = match perm {
+            Perm::Configure => Access::Configure,
+            Perm::Delete => Access::Delete,
+            Perm::Write => Access::Write,
+            Perm::Read => Access::Read,
         };
-        // The default exchange is always writable and readable (RabbitMQ
-        // checks it as "amq.default").
+        // RabbitMQ checks the default exchange as "amq.default".
         let name = if name.is_empty() && kind == "exchange" { "amq.default" } else { name };
-        if auth::pattern_matches(pattern, name) {
+        if (self.authorize)(access, kind, name) {
             Ok(())
         } else {
             let what = match perm {
                 Perm::Configure => "configure",
+                Perm::Delete => "configure (delete)",
                 Perm::Write => "write",
                 Perm::Read => "read",
             };

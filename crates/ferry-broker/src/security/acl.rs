@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::mqtt_filter::{self, MqttIdentity};
 use super::principal::Principal;
+use super::regex;
 
 /// The literal name of the one cluster resource.
 pub const CLUSTER_NAME: &str = "kafka-cluster";
@@ -60,6 +62,50 @@ impl ResourceType {
         }
     }
 
+    /// The code in CreateAcls / DescribeAcls / DeleteAcls: Kafka's, or
+    /// for the types Kafka has not Ferry's own (64 vhost, 65 queue, 66
+    /// exchange, 67 MQTT topic), which only Ferry's CLI sends.
+    pub fn wire_code(self) -> i8 {
+        match self {
+            ResourceType::Vhost => 64,
+            ResourceType::Queue => 65,
+            ResourceType::Exchange => 66,
+            ResourceType::MqttTopic => 67,
+            t => t.kafka_code().unwrap_or(0),
+        }
+    }
+
+    /// The type of a [`ResourceType::wire_code`].
+    pub fn from_wire_code(code: i8) -> Option<ResourceType> {
+        match code {
+            64 => Some(ResourceType::Vhost),
+            65 => Some(ResourceType::Queue),
+            66 => Some(ResourceType::Exchange),
+            67 => Some(ResourceType::MqttTopic),
+            c => ResourceType::from_kafka_code(c),
+        }
+    }
+
+    /// Every type with its own wire code past Kafka's.
+    pub const FERRY_TYPES: [ResourceType; 4] =
+        [ResourceType::Vhost, ResourceType::Queue, ResourceType::Exchange, ResourceType::MqttTopic];
+
+    /// The type of a [`ResourceType::name`].
+    pub fn from_name(name: &str) -> Option<ResourceType> {
+        [
+            ResourceType::Topic,
+            ResourceType::Group,
+            ResourceType::Cluster,
+            ResourceType::TransactionalId,
+            ResourceType::Vhost,
+            ResourceType::Queue,
+            ResourceType::Exchange,
+            ResourceType::MqttTopic,
+        ]
+        .into_iter()
+        .find(|t| t.name() == name)
+    }
+
     /// Lower-case name, as the CLI and HTTP API spell it.
     pub fn name(self) -> &'static str {
         match self {
@@ -82,15 +128,63 @@ pub enum PatternType {
     Literal,
     /// Every name starting with it.
     Prefixed,
+    /// RabbitMQ's permission regex subset ([`regex::pattern_matches`]) over
+    /// the whole name (`vhost/queue`): the imported RabbitMQ permissions
+    /// that are neither a name nor a prefix. No Kafka code.
+    Regex,
+    /// An MQTT topic filter (`+`, `#`) with `%u` / `%c` substituted at the
+    /// check ([`mqtt_filter`]); for `MqttTopic` resources. No Kafka code.
+    MqttFilter,
 }
 
 impl PatternType {
-    /// Kafka's code: 3 literal, 4 prefixed.
+    /// Kafka's code: 3 literal, 4 prefixed; 0 (UNKNOWN) for the types
+    /// Kafka has not.
     pub fn kafka_code(self) -> i8 {
         match self {
             PatternType::Literal => 3,
             PatternType::Prefixed => 4,
+            PatternType::Regex | PatternType::MqttFilter => 0,
         }
+    }
+
+    /// The code in the ACL APIs: Kafka's, or Ferry's own (64 regex, 65
+    /// MQTT filter), which only Ferry's CLI sends.
+    pub fn wire_code(self) -> i8 {
+        match self {
+            PatternType::Regex => 64,
+            PatternType::MqttFilter => 65,
+            t => t.kafka_code(),
+        }
+    }
+
+    /// The pattern type of a [`PatternType::wire_code`].
+    pub fn from_wire_code(code: i8) -> Option<PatternType> {
+        match code {
+            64 => Some(PatternType::Regex),
+            65 => Some(PatternType::MqttFilter),
+            c => PatternType::from_kafka_code(c),
+        }
+    }
+
+    /// The CLI's and HTTP API's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            PatternType::Literal => "literal",
+            PatternType::Prefixed => "prefixed",
+            PatternType::Regex => "regex",
+            PatternType::MqttFilter => "mqtt-filter",
+        }
+    }
+
+    /// The pattern type of a name ([`PatternType::name`], case ignored).
+    pub fn from_name(name: &str) -> Option<PatternType> {
+        [PatternType::Literal, PatternType::Prefixed, PatternType::Regex, PatternType::MqttFilter].into_iter().find(
+            |t| {
+                t.name().eq_ignore_ascii_case(name)
+                    || (name.eq_ignore_ascii_case("mqtt_filter") && *t == PatternType::MqttFilter)
+            },
+        )
     }
 
     /// The pattern type of a Kafka code (not ANY or MATCH).
@@ -226,12 +320,25 @@ pub struct ResourcePattern {
 }
 
 impl ResourcePattern {
-    /// Whether the pattern covers the resource `name` of `resource_type`.
+    /// Whether the pattern covers the resource `name` of `resource_type`
+    /// (an MQTT filter with `%u` / `%c` covers nothing here: see
+    /// [`ResourcePattern::matches_for`]).
     pub fn matches(&self, resource_type: ResourceType, name: &str) -> bool {
+        self.matches_for(resource_type, name, None)
+    }
+
+    /// [`ResourcePattern::matches`], with `%u` / `%c` of an MQTT filter
+    /// taken from `who`. For an MQTT filter, `name` is a topic name or a
+    /// subscription filter, covered when every topic it matches is.
+    pub fn matches_for(&self, resource_type: ResourceType, name: &str, who: Option<&MqttIdentity<'_>>) -> bool {
         self.resource_type == resource_type
             && match self.pattern_type {
                 PatternType::Literal => self.name == name || self.name == WILDCARD,
                 PatternType::Prefixed => name.starts_with(&self.name),
+                PatternType::Regex => regex::pattern_matches(&self.name, name),
+                PatternType::MqttFilter => {
+                    mqtt_filter::substitute(&self.name, who).is_some_and(|p| mqtt_filter::covers(&p, name))
+                }
             }
     }
 }
@@ -376,7 +483,22 @@ impl AclSet {
         resource_type: ResourceType,
         name: &'a str,
     ) -> impl Iterator<Item = &'a AclBinding> {
-        self.bindings.iter().filter(move |b| b.pattern.matches(resource_type, name))
+        self.on_resource_for(resource_type, name, None)
+    }
+
+    /// [`AclSet::on_resource`] for an MQTT client (`%u` / `%c`).
+    pub fn on_resource_for<'a>(
+        &'a self,
+        resource_type: ResourceType,
+        name: &'a str,
+        who: Option<&'a MqttIdentity<'a>>,
+    ) -> impl Iterator<Item = &'a AclBinding> {
+        self.bindings.iter().filter(move |b| b.pattern.matches_for(resource_type, name, who))
+    }
+
+    /// Whether some binding is about resources of `resource_type`.
+    pub fn has_type(&self, resource_type: ResourceType) -> bool {
+        self.bindings.iter().any(|b| b.pattern.resource_type == resource_type)
     }
 }
 
@@ -414,6 +536,25 @@ mod tests {
         // A prefixed "*" is the prefix "*", not a wildcard.
         let pre_star = ResourcePattern { name: "*".into(), ..pre };
         assert!(!pre_star.matches(ResourceType::Topic, "anything") && pre_star.matches(ResourceType::Topic, "*x"));
+        let re = ResourcePattern {
+            resource_type: ResourceType::Queue,
+            name: "^v/app-|^v/.*-tmp$".into(),
+            pattern_type: PatternType::Regex,
+        };
+        assert!(re.matches(ResourceType::Queue, "v/app-1") && re.matches(ResourceType::Queue, "v/x-tmp"));
+        assert!(!re.matches(ResourceType::Queue, "w/app-1") && !re.matches(ResourceType::Queue, "v/x-tmp2"));
+        let mq = ResourcePattern {
+            resource_type: ResourceType::MqttTopic,
+            name: "users/%u/#".into(),
+            pattern_type: PatternType::MqttFilter,
+        };
+        let who = MqttIdentity { user: Some("ann"), client_id: "c1" };
+        assert!(mq.matches_for(ResourceType::MqttTopic, "users/ann/x", Some(&who)));
+        assert!(!mq.matches_for(ResourceType::MqttTopic, "users/bob/x", Some(&who)));
+        assert!(!mq.matches(ResourceType::MqttTopic, "users/%u/x"), "no identity: a %u pattern matches nothing");
+        for t in [PatternType::Literal, PatternType::Prefixed, PatternType::Regex, PatternType::MqttFilter] {
+            assert_eq!(PatternType::from_name(t.name()), Some(t));
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::acl::{AclSet, Operation, Permission, ResourceType, WILDCARD};
+use super::mqtt_filter::MqttIdentity;
 use super::principal::Principal;
 
 /// Where the authorizer reads the current ACLs (the metadata image).
@@ -72,13 +73,27 @@ impl Authorizer {
         resource_type: ResourceType,
         name: &str,
     ) -> bool {
+        self.authorize_for(principal, host, operation, resource_type, name, None)
+    }
+
+    /// [`Authorizer::authorize`] for an MQTT client: `who` fills `%u` and
+    /// `%c` of MQTT filter patterns.
+    pub fn authorize_for(
+        &self,
+        principal: &Principal,
+        host: &str,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+        who: Option<&MqttIdentity<'_>>,
+    ) -> bool {
         if self.is_super_user(principal) {
             return true;
         }
         let acls = self.source.acls();
         let mut any = false;
         let mut allowed = false;
-        for b in acls.on_resource(resource_type, name) {
+        for b in acls.on_resource_for(resource_type, name, who) {
             any = true;
             if !b.entry.applies_to(principal, host) {
                 continue;

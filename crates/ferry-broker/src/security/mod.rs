@@ -11,17 +11,22 @@
 pub mod acl;
 mod authorizer;
 mod credentials;
+mod gatekeeper;
 mod login_limiter;
+pub mod mqtt_filter;
 pub mod oauthbearer;
 mod plain;
 mod principal;
+pub mod regex;
 pub mod scram;
+pub mod vhost_permissions;
 
 pub use acl::{
     AclBinding, AclEntry, AclFilter, AclSet, Operation, PatternType, Permission, ResourcePattern, ResourceType,
 };
 pub use authorizer::{AclSource, Authorizer, AuthorizerConfig};
 pub use credentials::{ScramCredential, ScramMechanism, UserCredentials};
+pub use gatekeeper::{Gatekeeper, UserSource};
 pub use login_limiter::LoginLimiter;
 pub use oauthbearer::{JwtValidator, OAuthError};
 pub use plain::{PlainError, parse_plain};

@@ -60,8 +60,8 @@ pub async fn create_acls(c: Call, req: CreateAclsRequest) -> Reply {
 /// A creation as a binding, or why it is invalid.
 fn binding(a: &create_acls_request::AclCreation) -> Result<AclBinding, String> {
     let resource_type =
-        ResourceType::from_kafka_code(a.resource_type).ok_or(format!("invalid resource type {}", a.resource_type))?;
-    let pattern_type = PatternType::from_kafka_code(a.resource_pattern_type)
+        ResourceType::from_wire_code(a.resource_type).ok_or(format!("invalid resource type {}", a.resource_type))?;
+    let pattern_type = PatternType::from_wire_code(a.resource_pattern_type)
         .ok_or(format!("invalid pattern type {}", a.resource_pattern_type))?;
     let operation = Operation::from_kafka_code(a.operation).ok_or(format!("invalid operation {}", a.operation))?;
     let permission =
@@ -74,6 +74,16 @@ fn binding(a: &create_acls_request::AclCreation) -> Result<AclBinding, String> {
         && (&*a.resource_name != CLUSTER_NAME || pattern_type != PatternType::Literal)
     {
         return Err(format!("the cluster resource is the literal {CLUSTER_NAME}"));
+    }
+    // Ferry's pattern types: MQTT filters name MQTT topics, regexes queues and exchanges.
+    match pattern_type {
+        PatternType::MqttFilter if resource_type != ResourceType::MqttTopic => {
+            return Err("the mqtt-filter pattern type is for MQTT topics".into());
+        }
+        PatternType::Regex if !matches!(resource_type, ResourceType::Queue | ResourceType::Exchange) => {
+            return Err("the regex pattern type is for queues and exchanges".into());
+        }
+        _ => {}
     }
     Ok(AclBinding {
         pattern: ResourcePattern { resource_type, name: a.resource_name.to_string(), pattern_type },
@@ -95,7 +105,7 @@ fn filter(
         if code == 1 { Ok(None) } else { Err(format!("invalid {what} filter {code}")) }
     }
     Ok(AclFilter {
-        resource_type: match ResourceType::from_kafka_code(resource_type) {
+        resource_type: match ResourceType::from_wire_code(resource_type) {
             Some(t) => Some(t),
             None => any_or(resource_type, "resource type")?,
         },
@@ -104,7 +114,7 @@ fn filter(
             1 => PatternFilter::Any,
             2 => PatternFilter::Match,
             code => PatternFilter::Exact(
-                PatternType::from_kafka_code(code).ok_or(format!("invalid pattern type filter {code}"))?,
+                PatternType::from_wire_code(code).ok_or(format!("invalid pattern type filter {code}"))?,
             ),
         },
         principal: principal.map(|p| Principal::parse(p)).transpose().map_err(|e| e.to_string())?,
@@ -147,8 +157,9 @@ pub fn describe_acls(c: &Call, req: DescribeAclsRequest) -> Reply {
     let acls = c.ctx.broker.metadata().acls.clone();
     let mut by_pattern: BTreeMap<&ResourcePattern, Vec<AclDescription>> = BTreeMap::new();
     for b in acls.matching(&f) {
-        // Types without a Kafka code (AMQP, MQTT) are not Kafka's to list.
-        if b.pattern.resource_type.kafka_code().is_none() {
+        // Types without a Kafka code (AMQP, MQTT) are listed only to a
+        // filter naming their type (Ferry's CLI), not to Kafka clients.
+        if b.pattern.resource_type.kafka_code().is_none() && f.resource_type.is_none() {
             continue;
         }
         by_pattern.entry(&b.pattern).or_default().push(description(&b.entry));
@@ -157,9 +168,9 @@ pub fn describe_acls(c: &Call, req: DescribeAclsRequest) -> Reply {
         .into_iter()
         .map(|(p, acls)| {
             DescribeAclsResource::default()
-                .with_resource_type(p.resource_type.kafka_code().unwrap_or(0))
+                .with_resource_type(p.resource_type.wire_code())
                 .with_resource_name(StrBytes::from_string(p.name.clone()))
-                .with_pattern_type(p.pattern_type.kafka_code())
+                .with_pattern_type(p.pattern_type.wire_code())
                 .with_acls(acls)
         })
         .collect();
@@ -203,7 +214,9 @@ pub async fn delete_acls(c: Call, req: DeleteAclsRequest) -> Reply {
                 f.operation,
                 f.permission_type,
             )?;
-            Ok(acls.matching(&f).cloned().collect())
+            // As DescribeAcls: AMQP and MQTT ACLs only for a filter naming their type.
+            let listed = |b: &&AclBinding| b.pattern.resource_type.kafka_code().is_some() || f.resource_type.is_some();
+            Ok(acls.matching(&f).filter(listed).cloned().collect())
         })
         .collect();
     let mut all: Vec<AclBinding> = matched.iter().filter_map(|m| m.as_ref().ok()).flatten().cloned().collect();
@@ -224,9 +237,9 @@ pub async fn delete_acls(c: Call, req: DeleteAclsRequest) -> Reply {
                     .iter()
                     .map(|b| {
                         DeleteAclsMatchingAcl::default()
-                            .with_resource_type(b.pattern.resource_type.kafka_code().unwrap_or(0))
+                            .with_resource_type(b.pattern.resource_type.wire_code())
                             .with_resource_name(StrBytes::from_string(b.pattern.name.clone()))
-                            .with_pattern_type(b.pattern.pattern_type.kafka_code())
+                            .with_pattern_type(b.pattern.pattern_type.wire_code())
                             .with_principal(StrBytes::from_string(b.entry.principal.to_string()))
                             .with_host(StrBytes::from_string(b.entry.host.clone()))
                             .with_operation(b.entry.operation.kafka_code())

@@ -68,6 +68,7 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
     hub: &Arc<Hub>,
     mut c: Connect,
     principal: Option<Arc<str>>,
+    peer: std::net::IpAddr,
     version: Version,
     wr: &mut W,
 ) -> Result<Option<(Conn, oneshot::Receiver<u8>)>, ConnError> {
@@ -97,7 +98,9 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
     let by_certificate = c.username.is_none() && principal.is_some();
     if by_certificate {
         c.username = principal;
-    } else if !auth::authenticate(config, c.username.as_deref(), c.password.as_deref()) {
+    } else if let Err(refused) = auth::authenticate(config, c.username.as_deref(), c.password.as_deref(), peer).await {
+        // Slows password guessing from one address (LoginLimiter).
+        tokio::time::sleep(refused.delay).await;
         wr.write_all(&refuse(reason::BAD_USER_OR_PASSWORD)).await?;
         return Ok(None);
     }
@@ -152,6 +155,7 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
         generation,
         client_id,
         username: c.username.clone(),
+        peer,
         out: BytesMut::with_capacity(256),
         inflight: BTreeMap::new(),
         next_pid: 0,

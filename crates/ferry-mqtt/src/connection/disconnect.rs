@@ -56,17 +56,33 @@ impl Conn {
             End::Normal | End::Shutdown => None,
         };
         if let Some(w) = will {
-            publish_will(self.hub.clone(), self.session.clone(), self.generation, w, self.expiry, self.username);
+            publish_will(
+                self.hub.clone(),
+                self.session.clone(),
+                self.generation,
+                w,
+                self.expiry,
+                self.username,
+                self.peer,
+            );
         }
     }
 }
 
 /// Publishes a will now, or after its delay (capped by the session expiry)
 /// unless the client reconnected meanwhile.
-fn publish_will(hub: Arc<Hub>, session: Arc<Session>, generation: u64, w: Will, expiry: u32, user: Option<Arc<str>>) {
+fn publish_will(
+    hub: Arc<Hub>,
+    session: Arc<Session>,
+    generation: u64,
+    w: Will,
+    expiry: u32,
+    user: Option<Arc<str>>,
+    peer: std::net::IpAddr,
+) {
     let client_id = session.client_id.clone();
     let go = move || {
-        if !auth::may_publish(&hub.config, user.as_deref(), &client_id, &w.topic) {
+        if !auth::may_publish(&hub.config, user.as_deref(), &client_id, peer, &w.topic) {
             return;
         }
         let now = now_ms();

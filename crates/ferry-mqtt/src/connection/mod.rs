@@ -89,6 +89,8 @@ struct Conn {
     generation: u64,
     client_id: Arc<str>,
     username: Option<Arc<str>>,
+    /// The client's address (ACL host).
+    peer: std::net::IpAddr,
     out: BytesMut,
     inflight: BTreeMap<u16, InFlight>,
     next_pid: u16,
@@ -141,7 +143,7 @@ pub async fn run_as<S: AsyncRead + AsyncWrite + Unpin>(
         return Ok(());
     };
     let started = Instant::now();
-    let session = connect::connect_session(&hub, *connect, principal, version, &mut wr).await;
+    let session = connect::connect_session(&hub, *connect, principal, peer.ip(), version, &mut wr).await;
     hub.protocol.observe(CONNECT, started.elapsed());
     let Some((mut conn, mut kick)) = session? else {
         return Ok(());

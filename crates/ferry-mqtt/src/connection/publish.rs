@@ -50,7 +50,7 @@ impl Conn {
         }
         self.hub.stats.received(p.qos);
         let pid = p.pid.unwrap_or(0);
-        if !auth::may_publish(&self.hub.config, self.username.as_deref(), &self.client_id, &p.topic) {
+        if !auth::may_publish(&self.hub.config, self.username.as_deref(), &self.client_id, self.peer, &p.topic) {
             // 3.1.1 has no way to say no: acknowledge and drop, as mosquitto does.
             let code = if self.version == Version::V5 { reason::NOT_AUTHORIZED } else { reason::SUCCESS };
             match p.qos {

@@ -46,7 +46,7 @@ impl Conn {
             if shared && opts.no_local {
                 return Err(violation(reason::PROTOCOL_ERROR, "no local on a shared subscription"));
             }
-            if !auth::may_subscribe(&self.hub.config, self.username.as_deref(), &self.client_id, plain) {
+            if !auth::may_subscribe(&self.hub.config, self.username.as_deref(), &self.client_id, self.peer, plain) {
                 codes.push(reason::NOT_AUTHORIZED);
                 continue;
             }

@@ -273,14 +273,14 @@ fn key_type(s: &Session, key: &str) -> &'static str {
 async fn delete(s: &Session, key: &str) -> CmdResult<bool> {
     match key_type(s, key) {
         "stream" => {
-            s.check(Access::Configure, "topic", key)?;
+            s.check(Access::Delete, "topic", key)?;
             // Its groups go first: they are found by the topic's id.
             s.server.streams.forget(key);
             s.server.broker.delete_topic(key).await?;
             Ok(true)
         }
         "list" => {
-            s.check(Access::Configure, "queue", key)?;
+            s.check(Access::Delete, "queue", key)?;
             if let Some(v) = s.server.vhosts.get(&s.server.config.vhost) {
                 v.delete_queue(key, false, false, s.id)?;
             }

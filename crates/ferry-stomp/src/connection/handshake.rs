@@ -57,7 +57,7 @@ pub fn heartbeats(header: Option<&str>, server: (u32, u32)) -> Result<(u32, u32)
 }
 
 /// Answers a CONNECT or STOMP frame.
-pub fn connect(server: &Server, frame: &Frame, peer: IpAddr) -> Result<Session, (Version, StompError)> {
+pub async fn connect(server: &Server, frame: &Frame, peer: IpAddr) -> Result<Session, (Version, StompError)> {
     let version = negotiate(frame.header("accept-version"))
         .ok_or((Version::V1_0, StompError::protocol("Supported protocol versions are 1.0 1.1 1.2".to_string())))?;
     let fail = |e: StompError| (version, e);
@@ -82,7 +82,19 @@ pub fn connect(server: &Server, frame: &Frame, peer: IpAddr) -> Result<Session, 
             .clone()
             .ok_or_else(|| fail(StompError::Access("login and passcode are required".into())))?,
     };
-    let Some(authorize) = (server.authenticate)(&user, &pass, peer, &vhost_name) else {
+    // The password check (PBKDF2, milliseconds) off the async workers.
+    let (check, u, p, v) = (server.authenticate.clone(), user.clone(), pass.clone(), vhost_name.clone());
+    let checked = tokio::task::spawn_blocking(move || check(&u, &p, peer, &v)).await;
+    let checked = checked.unwrap_or(Err(crate::server::Refused { delay: std::time::Duration::ZERO }));
+    let authorize = match checked {
+        Ok(a) => Some(a),
+        Err(refused) => {
+            // Slows password guessing from one address (LoginLimiter).
+            tokio::time::sleep(refused.delay).await;
+            None
+        }
+    };
+    let Some(authorize) = authorize else {
         return Err(fail(StompError::Access(format!(
             "login refused for user '{user}' on virtual host '{vhost_name}'"
         ))));

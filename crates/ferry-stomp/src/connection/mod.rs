@@ -99,7 +99,9 @@ where
     let session = match first {
         Ok(Some(f)) if f.command == "CONNECT" || f.command == "STOMP" => {
             server.metrics.observe(crate::metrics::command_index(&f.command), started.elapsed());
-            handshake::connect(&server, &f, peer.ip()).map_err(|(v, e)| (v, e, f.header("receipt").map(str::to_string)))
+            handshake::connect(&server, &f, peer.ip())
+                .await
+                .map_err(|(v, e)| (v, e, f.header("receipt").map(str::to_string)))
         }
         Ok(Some(f)) => Err((Version::V1_0, StompError::protocol(format!("expected CONNECT, got {}", f.command)), None)),
         Ok(None) | Err(StompError::Io(_)) => return,
@@ -206,6 +208,7 @@ impl Conn {
         }
         let what = match access {
             crate::server::Access::Configure => "configure",
+            crate::server::Access::Delete => "configure (delete)",
             crate::server::Access::Write => "write",
             crate::server::Access::Read => "read",
         };

@@ -1,6 +1,9 @@
 //! `ferry acl add|list|remove`: Kafka ACLs through CreateAcls,
 //! DescribeAcls and DeleteAcls, with rpk's flags:
 //! `ferry acl add --allow-principal User:alice --operation read --topic orders`.
+//! AMQP and MQTT resources (`--vhost`, `--queue`, `--exchange`,
+//! `--mqtt-topic`) travel with Ferry's own codes past Kafka's (see
+//! `ResourceType::wire_code`).
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -64,7 +67,23 @@ pub struct AclFlags {
     /// The cluster.
     #[arg(long)]
     pub cluster: bool,
-    /// literal (default) or prefixed; `list` also takes any and match.
+    /// AMQP virtual hosts (`describe` lets a user open one).
+    #[arg(long, value_delimiter = ',')]
+    pub vhost: Vec<String>,
+    /// AMQP / STOMP / Redis queues, as VHOST/QUEUE (`//orders` is
+    /// `orders` in the vhost `/`).
+    #[arg(long, value_delimiter = ',')]
+    pub queue: Vec<String>,
+    /// AMQP exchanges, as VHOST/EXCHANGE.
+    #[arg(long, value_delimiter = ',')]
+    pub exchange: Vec<String>,
+    /// MQTT topics or filters (with --resource-pattern-type mqtt-filter:
+    /// `+`, `#`, `%u`, `%c`).
+    #[arg(long, value_delimiter = ',')]
+    pub mqtt_topic: Vec<String>,
+    /// literal (default), prefixed, regex (queues, exchanges: RabbitMQ's
+    /// permission regex over VHOST/NAME) or mqtt-filter (MQTT topics);
+    /// `list` also takes any and match.
     #[arg(long, default_value = "literal")]
     pub resource_pattern_type: String,
 }
@@ -78,16 +97,21 @@ fn resources(f: &AclFlags) -> Vec<(ResourceType, String)> {
     if f.cluster {
         out.push((ResourceType::Cluster, CLUSTER_NAME.to_string()));
     }
+    out.extend(f.vhost.iter().map(|v| (ResourceType::Vhost, v.clone())));
+    out.extend(f.queue.iter().map(|q| (ResourceType::Queue, q.clone())));
+    out.extend(f.exchange.iter().map(|x| (ResourceType::Exchange, x.clone())));
+    out.extend(f.mqtt_topic.iter().map(|t| (ResourceType::MqttTopic, t.clone())));
     out
 }
 
 fn pattern_code(name: &str, for_list: bool) -> anyhow::Result<i8> {
     Ok(match name.to_ascii_lowercase().as_str() {
-        "literal" => PatternType::Literal.kafka_code(),
-        "prefixed" => PatternType::Prefixed.kafka_code(),
         "any" if for_list => 1,
         "match" if for_list => 2,
-        other => bail!("--resource-pattern-type {other:?}: literal or prefixed"),
+        other => match PatternType::from_name(other) {
+            Some(t) => t.wire_code(),
+            None => bail!("--resource-pattern-type {other:?}: literal, prefixed, regex or mqtt-filter"),
+        },
     })
 }
 
@@ -120,7 +144,8 @@ pub async fn run(cmd: AclCmd) -> anyhow::Result<()> {
             let (res, ents, ops) = (resources(f), entries(f)?, operations(f)?);
             if res.is_empty() || ents.is_empty() || ops.is_empty() {
                 bail!(
-                    "name a resource (--topic, --group, --transactional-id, --cluster), a principal and an operation"
+                    "name a resource (--topic, --group, --transactional-id, --cluster, --vhost, --queue, --exchange, \
+                     --mqtt-topic), a principal and an operation"
                 );
             }
             let pattern = pattern_code(&f.resource_pattern_type, false)?;
@@ -130,7 +155,7 @@ pub async fn run(cmd: AclCmd) -> anyhow::Result<()> {
                     for op in &ops {
                         creations.push(
                             AclCreation::default()
-                                .with_resource_type(rt.kafka_code().unwrap_or(0))
+                                .with_resource_type(rt.wire_code())
                                 .with_resource_name(StrBytes::from_string(name.clone()))
                                 .with_resource_pattern_type(pattern)
                                 .with_principal(StrBytes::from_string(principal.clone()))
@@ -180,10 +205,13 @@ pub async fn run(cmd: AclCmd) -> anyhow::Result<()> {
             } else {
                 pattern_code(&f.resource_pattern_type, true)?
             };
+            // ANY lists Kafka's types; Ferry's own are listed by naming them.
             let filters: Vec<(i8, Option<String>)> = if res.is_empty() {
-                vec![(1, None)]
+                std::iter::once((1, None))
+                    .chain(ResourceType::FERRY_TYPES.iter().map(|t| (t.wire_code(), None)))
+                    .collect()
             } else {
-                res.into_iter().map(|(t, n)| (t.kafka_code().unwrap_or(1), Some(n))).collect()
+                res.into_iter().map(|(t, n)| (t.wire_code(), Some(n))).collect()
             };
             let mut rows = Vec::new();
             for (rt, name) in filters {
@@ -203,11 +231,9 @@ pub async fn run(cmd: AclCmd) -> anyhow::Result<()> {
                         rows.push(vec![
                             a.principal.to_string(),
                             a.host.to_string(),
-                            ResourceType::from_kafka_code(res.resource_type).map_or("?", ResourceType::name).into(),
+                            ResourceType::from_wire_code(res.resource_type).map_or("?", ResourceType::name).into(),
                             res.resource_name.to_string(),
-                            PatternType::from_kafka_code(res.pattern_type)
-                                .map_or("?", |p| if p == PatternType::Literal { "literal" } else { "prefixed" })
-                                .into(),
+                            PatternType::from_wire_code(res.pattern_type).map_or("?", PatternType::name).into(),
                             Operation::from_kafka_code(a.operation).map_or("?", Operation::name).into(),
                             if a.permission_type == Permission::Allow.kafka_code() { "allow" } else { "deny" }.into(),
                         ]);

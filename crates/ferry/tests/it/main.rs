@@ -9,6 +9,7 @@ mod amqp_kafka_bridge;
 mod amqp_rabbitmq_answers;
 mod amqp_support;
 mod amqp_ttl_dlx;
+mod authz;
 mod bridges;
 mod cli;
 mod cluster;

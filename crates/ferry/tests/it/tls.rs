@@ -68,6 +68,11 @@ impl Pki {
         Pki { server_ca, client_ca, cert, key, client_ca_file }
     }
 
+    /// The server CA certificate (what clients trust), PEM.
+    pub(crate) fn server_ca_pem(&self) -> String {
+        self.server_ca.cert.pem()
+    }
+
     /// The flags for mutual TLS with names mapped from `CN`.
     pub(crate) fn flags(&self) -> Vec<String> {
         [

@@ -41,6 +41,11 @@ pub struct ClusterConfig {
     /// `leader.imbalance.check.interval.seconds`,
     /// `leader.imbalance.per.broker.percentage`).
     pub leader_balance: crate::controller::LeaderBalanceConfig,
+    /// `[cluster] dial_via`: peer cluster address -> the address this node
+    /// dials instead (a proxy, a tunnel, a NAT). Peers are still named and
+    /// registered by their own address; only the connection goes elsewhere.
+    /// The fault harness (crates/ferry-chaos) puts its proxy here.
+    pub dial_via: BTreeMap<String, String>,
 }
 
 impl ClusterConfig {

@@ -135,7 +135,7 @@ impl ClusterNode {
         .await
         .map_err(|e| ClusterError::Storage(e.to_string()))??;
         let committed = store.committed_index();
-        let pool = Arc::new(Pool::new(config.node_id, quorum.clone()));
+        let pool = Arc::new(Pool::new(config.node_id, quorum.clone()).routed(config.dial_via.clone()));
         let raft = MetadataRaft::new(raft_id(config.node_id), raft_config()?, Network::new(pool.clone()), store, sm)
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
@@ -191,7 +191,7 @@ impl ClusterNode {
         let replicator = crate::replication::Replicator::new(
             Arc::downgrade(&broker),
             Arc::downgrade(&controller),
-            Pool::new(node.id, node.quorum.clone()),
+            Pool::new(node.id, node.quorum.clone()).routed(node.config.dial_via.clone()),
             node.config.replication.clone(),
         );
         cluster.spawn(replicator.run(cluster.stop.subscribe()));

@@ -36,6 +36,7 @@ fn config(id: i32, data: &Path, listen: &str, quorum: &[(i32, String)]) -> Clust
         max_partitions_per_topic: 1000,
         replication: ferry_cluster::replication::ReplicationConfig::default(),
         leader_balance: ferry_cluster::controller::LeaderBalanceConfig::default(),
+        dial_via: BTreeMap::new(),
     }
 }
 

@@ -45,6 +45,7 @@ fn config(id: i32, data: &Path, listen: &str, quorum: &[(i32, String)]) -> Clust
             ..ReplicationConfig::default()
         },
         leader_balance: ferry_cluster::controller::LeaderBalanceConfig::default(),
+        dial_via: BTreeMap::new(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! shared by every caller and multiplexed by correlation id. A connection
 //! that fails is dropped from the pool and the next call dials again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -80,6 +80,8 @@ impl Connection {
 pub struct Pool {
     from: i32,
     quorum: String,
+    /// Peer address -> the address dialed instead (`[cluster] dial_via`).
+    routes: BTreeMap<String, String>,
     connections: Mutex<HashMap<String, Arc<Connection>>>,
 }
 
@@ -87,14 +89,21 @@ impl Pool {
     /// A pool whose requests say they come from node `from` of quorum
     /// `quorum` (its fingerprint).
     pub fn new(from: i32, quorum: String) -> Pool {
-        Pool { from, quorum, connections: Mutex::new(HashMap::new()) }
+        Pool { from, quorum, routes: BTreeMap::new(), connections: Mutex::new(HashMap::new()) }
+    }
+
+    /// Dials `routes[addr]` instead of `addr` for the peers it names.
+    pub fn routed(mut self, routes: BTreeMap<String, String>) -> Pool {
+        self.routes = routes;
+        self
     }
 
     async fn connection(&self, addr: &str, timeout: Duration) -> Result<Arc<Connection>, TransportError> {
         if let Some(c) = lock(&self.connections).get(addr).filter(|c| c.alive.load(Ordering::Acquire)) {
             return Ok(c.clone());
         }
-        let fresh = Arc::new(Connection::open(addr, timeout.min(CONNECT_TIMEOUT)).await?);
+        let dial = self.routes.get(addr).map_or(addr, String::as_str);
+        let fresh = Arc::new(Connection::open(dial, timeout.min(CONNECT_TIMEOUT)).await?);
         let mut conns = lock(&self.connections);
         // Another caller may have connected meanwhile: one connection wins.
         let c = match conns.get(addr) {

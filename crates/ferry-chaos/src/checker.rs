@@ -243,6 +243,7 @@ pub fn check(history: &[Op], options: &Options) -> Report {
                     positions.remove(&(op.process, p));
                 }
             }
+            (Kind::Fault, _) => {}
             (Kind::Drain, _) => {
                 if let (Some(p), Some(end)) = (op.partition, op.offset) {
                     let d = drained.entry(p).or_insert(end);

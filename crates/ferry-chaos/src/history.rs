@@ -45,6 +45,9 @@ pub enum Kind {
     Commit,
     /// Aborts transaction `txn` (`ok`: it is aborted).
     Abort,
+    /// The harness injected (`invoke`) or healed (`ok`) the fault `error`
+    /// names: context for a reader of the history, ignored by the checker.
+    Fault,
 }
 
 /// One line of a history.

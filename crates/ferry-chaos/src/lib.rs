@@ -8,3 +8,5 @@
 
 pub mod checker;
 pub mod history;
+pub mod proxy;
+pub mod schedule;

@@ -144,9 +144,20 @@ type Acked = (i32, i64, usize, u64);
 type Event = (u64, bool, i64, i64, usize);
 
 impl Write {
+    /// Acknowledged in a partition, at an offset the client may not know
+    /// (librdkafka reports a batch it infers was written, because a later
+    /// one was, with offset -1001): partition, offset, line.
+    fn acked_in(&self) -> Option<(i32, Option<i64>, usize)> {
+        match self.outcome {
+            Some((Phase::Ok, line, _, Some(p), o)) => Some((p, o.filter(|o| *o >= 0), line)),
+            _ => None,
+        }
+    }
+
+    /// Acknowledged at a known offset.
     fn acked(&self) -> Option<Acked> {
         match self.outcome {
-            Some((Phase::Ok, line, time, Some(p), Some(o))) => Some((p, o, line, time)),
+            Some((Phase::Ok, line, time, Some(p), Some(o))) if o >= 0 => Some((p, o, line, time)),
             _ => None,
         }
     }
@@ -322,12 +333,25 @@ pub fn check(history: &[Op], options: &Options) -> Report {
     let mut values: Vec<(&i64, &Write)> = writes.iter().collect();
     values.sort_by_key(|(_, w)| w.invoke_line);
     for (v, w) in &values {
-        let Some((p, o, line, _)) = w.acked() else { continue };
+        let Some((p, o, line)) = w.acked_in() else { continue };
         if let Some(TxnOutcome::Aborted | TxnOutcome::Unknown) = txn_of(w) {
             continue;
         }
         let Some(end) = drained.get(&p) else {
             report.undrained.insert(p);
+            continue;
+        };
+        let Some(o) = o else {
+            if !seen_at.contains_key(v) {
+                anomaly(
+                    AnomalyKind::LostWrite,
+                    format!(
+                        "value {v} acknowledged in partition {p} at an unknown offset (line {line}, process {}) was \
+                         never read; partition {p} was drained to {end}",
+                        w.process
+                    ),
+                );
+            }
             continue;
         };
         if let Some((other, read_line)) = at_offset.get(&(p, o))
@@ -340,7 +364,16 @@ pub fn check(history: &[Op], options: &Options) -> Report {
                      {other} (line {read_line})"
                 ),
             );
-        } else if o < *end && !seen_at.contains_key(v) {
+        } else if o >= *end {
+            anomaly(
+                AnomalyKind::LostWrite,
+                format!(
+                    "value {v} acknowledged at partition {p} offset {o} (line {line}, process {}), but partition {p} \
+                     ends at {end}",
+                    w.process
+                ),
+            );
+        } else if !seen_at.contains_key(v) {
             anomaly(
                 AnomalyKind::LostWrite,
                 format!(
@@ -383,10 +416,10 @@ pub fn check(history: &[Op], options: &Options) -> Report {
     }
 
     // Torn transactions: a committed transaction is visible whole or not at all.
-    let mut members: BTreeMap<u64, Vec<(i64, Option<Acked>)>> = BTreeMap::new();
+    let mut members: BTreeMap<u64, Vec<(i64, Option<(i32, usize)>)>> = BTreeMap::new();
     for (v, w) in &values {
         if let Some(t) = w.txn {
-            members.entry(t).or_default().push((**v, w.acked()));
+            members.entry(t).or_default().push((**v, w.acked_in().map(|(p, _, line)| (p, line))));
         }
     }
     for (t, vs) in &members {

@@ -39,7 +39,8 @@ pub enum Kind {
     /// assignment, a rebalance, a restart): its later reads may repeat.
     Reset,
     /// A complete read of `partition` up to `offset` (its end) happened:
-    /// every acknowledged write below it must have been read by someone.
+    /// every acknowledged write below it must have been read by someone,
+    /// and none may have been acknowledged at or above it.
     Drain,
     /// Commits transaction `txn`: `ok` committed, `fail` aborted.
     Commit,
@@ -65,7 +66,8 @@ pub struct Op {
     /// The record key, when the workload keys its records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// The partition written or read.
+    /// The partition written or read: a number unique across the run's
+    /// topics (the harness numbers them `100 * topic + partition`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partition: Option<i32>,
     /// The offset acknowledged or read (a drain's end, a reset's start).

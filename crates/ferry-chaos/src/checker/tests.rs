@@ -65,13 +65,15 @@ fn clean() -> H {
     let mut h = H::default();
     h.send(1, 1, 0, 0).send(2, 100, 1, 0).invoke(1, 2).invoke(2, 101).ok(2, 101, 1, 1).ok(1, 2, 0, 1);
     h.invoke(1, 3).fail(1, 3);
+    // Acknowledged at an offset the client does not know (librdkafka's -1001).
+    h.invoke(2, 103).ok(2, 103, 1, -1001);
     // Unknown outcome, and it did land: allowed.
     h.invoke(2, 102).push(Op::new(Phase::Info, Kind::Send, 2, 0).value(102).error("broker gone"));
     h.invoke_txn(3, 200, 7).ok(3, 200, 0, 2).invoke_txn(3, 201, 7).ok(3, 201, 1, 3).commit(3, 7, Phase::Ok);
     h.invoke_txn(3, 202, 8).ok(3, 202, 0, 3).push(Op::new(Phase::Ok, Kind::Abort, 3, 0).txn(8));
     h.read(9, 0, 0, 1).read(9, 0, 1, 2).reset(9, 0, 0).read(9, 0, 0, 1).read(9, 0, 1, 2).read(9, 0, 2, 200);
-    h.read(9, 1, 0, 100).read(9, 1, 1, 101).read(9, 1, 2, 102).read(9, 1, 3, 201);
-    h.drain(9, 0, 4).drain(9, 1, 4);
+    h.read(9, 1, 0, 100).read(9, 1, 1, 101).read(9, 1, 2, 102).read(9, 1, 3, 201).read(9, 1, 4, 103);
+    h.drain(9, 0, 4).drain(9, 1, 5);
     h
 }
 
@@ -79,11 +81,11 @@ fn clean() -> H {
 fn a_clean_history_passes() {
     let r = clean().check();
     assert!(r.is_valid(), "{r}");
-    assert_eq!(r.writes, [9, 7, 1, 1], "{r}");
+    assert_eq!(r.writes, [10, 8, 1, 1], "{r}");
     assert_eq!(r.txns, [1, 1, 0], "{r}");
     assert!(r.undrained.is_empty());
-    // From the ok of value 2 (line 8) to that of value 200 (line 14).
-    assert_eq!(r.longest_gap.0, Duration::from_millis(6), "{r}");
+    // From the ok of value 2 (line 8) to that of value 103 (line 12).
+    assert_eq!(r.longest_gap, (Duration::from_millis(4), 8_000_000), "{r}");
 }
 
 #[test]
@@ -95,6 +97,14 @@ fn catches_a_lost_acknowledged_write() {
     let mut h = clean();
     h.send(1, 5, 0, 5).read(9, 0, 5, 77).drain(9, 0, 6);
     caught(&h.check(), AnomalyKind::LostWrite, &["value 5", "holds value 77"]);
+    // The partition ends below the acknowledged offset (truncated).
+    let mut h = clean();
+    h.send(1, 6, 0, 9).drain(9, 0, 4);
+    caught(&h.check(), AnomalyKind::LostWrite, &["value 6", "offset 9", "ends at 4"]);
+    // Acknowledged at an unknown offset, never read.
+    let mut h = clean();
+    h.invoke(1, 7).ok(1, 7, 0, -1001).drain(9, 0, 4);
+    caught(&h.check(), AnomalyKind::LostWrite, &["value 7", "unknown offset", "never read"]);
     // Without a drain of its partition nothing is claimed lost.
     let mut h = clean();
     h.send(1, 4, 5, 0);

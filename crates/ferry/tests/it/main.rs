@@ -10,6 +10,7 @@ mod amqp_rabbitmq_answers;
 mod amqp_support;
 mod amqp_ttl_dlx;
 mod bridges;
+mod chaos;
 mod cli;
 mod cluster;
 mod cluster_support;

@@ -416,17 +416,17 @@ pub fn check(history: &[Op], options: &Options) -> Report {
     }
 
     // Torn transactions: a committed transaction is visible whole or not at all.
-    let mut members: BTreeMap<u64, Vec<(i64, Option<(i32, usize)>)>> = BTreeMap::new();
+    let mut members: BTreeMap<u64, Vec<(i64, Option<i32>)>> = BTreeMap::new();
     for (v, w) in &values {
         if let Some(t) = w.txn {
-            members.entry(t).or_default().push((**v, w.acked_in().map(|(p, _, line)| (p, line))));
+            members.entry(t).or_default().push((**v, w.acked_in().map(|(p, ..)| p)));
         }
     }
     for (t, vs) in &members {
         if txns.get(t) != Some(&TxnOutcome::Committed) {
             continue;
         }
-        let checkable = vs.iter().all(|(_, acked)| acked.is_some_and(|(p, ..)| drained.contains_key(&p)));
+        let checkable = vs.iter().all(|(_, acked)| acked.is_some_and(|p| drained.contains_key(&p)));
         if !checkable {
             continue;
         }

@@ -59,9 +59,27 @@ fn settings() -> Settings {
     }
 }
 
+/// Idempotent acks=all producers and a read_committed group consumer
+/// under every kind of fault: nothing acknowledged lost, duplicated or
+/// reordered, no offset going back.
 #[test]
 fn kafka_under_faults_loses_nothing_acknowledged() {
+    run(false);
+}
+
+/// The same with the consume-transform-produce transactional worker:
+/// no aborted read, no torn transaction, nothing transformed twice, and
+/// no transaction left hanging.
+#[test]
+#[ignore = "finds a product bug: a transaction left hanging after its coordinator moves (the partition's last stable \
+            offset stuck for good; docs/reliability.md, \"Found\"). scripts/chaos.sh runs it"]
+fn kafka_transactions_under_faults_leave_nothing_hanging() {
+    run(true);
+}
+
+fn run(transactions: bool) {
     let s = settings();
+    let topics: &[&str] = if transactions { &[TOPIC, OUT] } else { &[TOPIC] };
     // Faults, workloads and the final read are bounded; this ends a run
     // that hangs in a client call anyway.
     let _guard = watchdog("chaos run", s.length + Duration::from_secs(420));
@@ -77,7 +95,7 @@ fn kafka_under_faults_loses_nothing_acknowledged() {
     }
     cluster.start_all();
     cluster.wait_for_leader(1, None);
-    for topic in [TOPIC, OUT] {
+    for topic in topics {
         create_topic_eventually_with(cluster.node(1), topic, PARTITIONS, 3, &[("min.insync.replicas", "2")]);
         eventually_within(&format!("leaders of {topic}"), Duration::from_secs(60), || {
             leaders_of(cluster.node(1), topic).is_some()
@@ -97,7 +115,7 @@ fn kafka_under_faults_loses_nothing_acknowledged() {
         let (b, r, st) = (bootstrap.clone(), rec.clone(), stop.clone());
         workers.push(std::thread::spawn(move || group_consumer(&b, &r, &st, 900)));
     }
-    {
+    if transactions {
         let (b, r, st, p) = (bootstrap.clone(), rec.clone(), stop.clone(), processes.clone());
         workers.push(std::thread::spawn(move || transform(&b, &r, &st, &p)));
     }
@@ -130,35 +148,55 @@ fn kafka_under_faults_loses_nothing_acknowledged() {
     }
 
     // Every partition read whole, now that the cluster is whole again.
-    for topic in [TOPIC, OUT] {
+    for topic in topics {
         drain(&bootstrap, &rec, topic);
     }
     let ops = rec.ops();
-    let path = s.keep.join(format!("chaos-{}.jsonl", s.seed));
+    let name = format!("chaos-{}{}", if transactions { "txn-" } else { "" }, s.seed);
+    let path = s.keep.join(format!("{name}.jsonl"));
     std::fs::create_dir_all(&s.keep).expect("history directory");
     history::write(&path, &ops).expect("keep the history");
+    // Every node's log beside the history, for the post-mortem.
+    for id in &ids {
+        let log = s.keep.join(format!("{name}-node{id}.log"));
+        std::fs::write(&log, cluster.node(*id).log_text()).expect("keep the node log");
+    }
     let report = checker::check(&ops, &Options::default());
+    // After the run no transaction is open: the read_committed end of a
+    // partition below its high watermark is a transaction left hanging.
+    let hanging: Vec<String> = ops
+        .iter()
+        .filter(|o| o.f == Kind::Drain && o.error.is_some())
+        .map(|o| format!("partition {:?}: {}", o.partition, o.error.as_deref().unwrap_or_default()))
+        .collect();
     let faults: usize = injected.values().sum();
     eprintln!(
-        "chaos seed {} ran {:.0} s: {faults} faults {injected:?}\n{report}history: {}",
+        "{name}: seed {} ran {:.0} s: {faults} faults {injected:?}\n{report}history: {}",
         s.seed,
         start.elapsed().as_secs_f64(),
         path.display()
     );
-    assert!(report.is_valid(), "anomalies (seed {}, history {}):\n{report}", s.seed, path.display());
+    assert!(
+        report.is_valid() && hanging.is_empty(),
+        "anomalies (seed {}, history {}):\n{report}hanging transactions: {hanging:?}",
+        s.seed,
+        path.display()
+    );
     assert!(report.undrained.is_empty(), "partitions not read whole: {:?}", report.undrained);
     assert_eq!(injected.len(), FaultKind::ALL.len(), "every fault kind injected: {injected:?}");
-    assert_progress(&report);
-    exactly_once(&ops);
+    assert_progress(&report, transactions);
+    if transactions {
+        exactly_once(&ops);
+    }
 }
 
 /// The workloads did something under the faults: the test cannot pass
 /// on an idle cluster.
-fn assert_progress(report: &Report) {
+fn assert_progress(report: &Report, transactions: bool) {
     let [_, ok, ..] = report.writes;
     assert!(ok >= 100, "only {ok} writes acknowledged:\n{report}");
     assert!(report.reads >= ok, "fewer reads than acknowledged writes:\n{report}");
-    assert!(report.txns[0] >= 3, "only {} transactions committed:\n{report}", report.txns[0]);
+    assert!(!transactions || report.txns[0] >= 3, "only {} transactions committed:\n{report}", report.txns[0]);
 }
 
 /// Each input record is transformed into at most one committed output
@@ -259,7 +297,9 @@ fn idempotent_producer(bootstrap: &str, rec: &Recorder, stop: &AtomicBool, proce
                         });
                     }
                     // Never handed to the broker.
-                    Err((e, _)) => rec.log(Op::new(Phase::Fail, Kind::Send, process, 0).value(value).error(e.to_string())),
+                    Err((e, _)) => {
+                        rec.log(Op::new(Phase::Fail, Kind::Send, process, 0).value(value).error(e.to_string()));
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -303,7 +343,9 @@ fn group_consumer(bootstrap: &str, rec: &Recorder, stop: &AtomicBool, process: u
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100))
             && let Some(value) = value_of(m.payload())
         {
-            rec.log(Op::new(Phase::Ok, Kind::Read, process, 0).partition(m.partition()).offset(m.offset()).value(value));
+            rec.log(
+                Op::new(Phase::Ok, Kind::Read, process, 0).partition(m.partition()).offset(m.offset()).value(value),
+            );
         }
     }
 }
@@ -327,25 +369,24 @@ fn transform(bootstrap: &str, rec: &Recorder, stop: &AtomicBool, processes: &Ato
     let mut txns = 0u64;
     let mut n = 0i64;
     while !stop.load(Ordering::Acquire) {
-        let (p, process) = match producer.take() {
-            Some(p) => p,
-            None => {
-                let process = processes.fetch_add(1, Ordering::Relaxed);
-                let p: FutureProducer = client(bootstrap)
-                    .set("transactional.id", "chaos-ctp")
-                    .set("transaction.timeout.ms", "20000")
-                    .set("request.timeout.ms", "4000")
-                    .set("message.timeout.ms", "15000")
-                    .set("linger.ms", "5")
-                    .create()
-                    .expect("transactional producer");
-                if p.init_transactions(T).is_err() {
-                    std::thread::sleep(Duration::from_millis(500));
-                    continue;
-                }
-                n = 0;
-                (p, process)
+        let (p, process) = if let Some(p) = producer.take() {
+            p
+        } else {
+            let process = processes.fetch_add(1, Ordering::Relaxed);
+            let p: FutureProducer = client(bootstrap)
+                .set("transactional.id", "chaos-ctp")
+                .set("transaction.timeout.ms", "20000")
+                .set("request.timeout.ms", "4000")
+                .set("message.timeout.ms", "15000")
+                .set("linger.ms", "5")
+                .create()
+                .expect("transactional producer");
+            if p.init_transactions(T).is_err() {
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
             }
+            n = 0;
+            (p, process)
         };
         let mut batch = Vec::new();
         let deadline = Instant::now() + Duration::from_millis(300);
@@ -379,7 +420,7 @@ fn transform(bootstrap: &str, rec: &Recorder, stop: &AtomicBool, processes: &Ato
             }
             next.insert(*partition, offset + 1);
         }
-        let abort_on_purpose = txns % 5 == 0;
+        let abort_on_purpose = txns.is_multiple_of(5);
         let outcome = finish(&p, &consumer, &next, abort_on_purpose, rec, process, txn);
         for (value, d) in deliveries {
             let done = Op::new(Phase::Ok, Kind::Send, process, 0).value(value).txn(txn);
@@ -531,12 +572,20 @@ fn drain(bootstrap: &str, rec: &Recorder, topic: &str) {
         tpl.add_partition_offset(topic, p, Offset::Beginning).expect("partition");
     }
     consumer.assign(&tpl).expect("assign");
+    // Watermarks as read_uncommitted sees them: the high watermark, where
+    // the drain's read_committed ones are the last stable offset.
+    let uncommitted: BaseConsumer = client(bootstrap)
+        .set("group.id", format!("chaos-drain-{topic}"))
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .expect("watermark consumer");
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut whole: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut whole: BTreeMap<i32, (i64, Option<i64>)> = BTreeMap::new();
     while whole.len() < PARTITIONS as usize && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                let mut op = Op::new(Phase::Ok, Kind::Read, DRAIN, 0).partition(base + m.partition()).offset(m.offset());
+                let mut op =
+                    Op::new(Phase::Ok, Kind::Read, DRAIN, 0).partition(base + m.partition()).offset(m.offset());
                 if let Some(v) = value_of(m.payload()) {
                     op = op.value(v);
                 }
@@ -548,14 +597,19 @@ fn drain(bootstrap: &str, rec: &Recorder, topic: &str) {
             // The end of a partition: everything below its high watermark
             // (no writes run now) has been read.
             Some(Err(KafkaError::PartitionEOF(p))) => {
-                if let Ok((_, high)) = consumer.fetch_watermarks(topic, p, T) {
-                    whole.insert(p, high);
+                if let Ok((_, stable)) = consumer.fetch_watermarks(topic, p, T) {
+                    let high = uncommitted.fetch_watermarks(topic, p, T).ok().map(|(_, h)| h);
+                    whole.insert(p, (stable, high));
                 }
             }
             _ => {}
         }
     }
-    for (p, high) in whole {
-        rec.log(Op::new(Phase::Ok, Kind::Drain, DRAIN, 0).partition(base + p).offset(high));
+    for (p, (stable, high)) in whole {
+        let mut op = Op::new(Phase::Ok, Kind::Drain, DRAIN, 0).partition(base + p).offset(stable);
+        if let Some(high) = high.filter(|h| *h != stable) {
+            op = op.error(format!("{topic}/{p}: last stable offset {stable}, high watermark {high}"));
+        }
+        rec.log(op);
     }
 }

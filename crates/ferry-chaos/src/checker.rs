@@ -175,7 +175,8 @@ struct Read {
     line: usize,
     process: u64,
     partition: i32,
-    offset: i64,
+    /// `None`: a queue delivery (AMQP, MQTT), which has no offset.
+    offset: Option<i64>,
     value: i64,
     uncommitted: bool,
 }
@@ -231,7 +232,12 @@ pub fn check(history: &[Op], options: &Options) -> Report {
                 }
             }
             (Kind::Read, _) => {
-                let (Some(partition), Some(offset), Some(value)) = (op.partition, op.offset, op.value) else {
+                let (Some(partition), Some(value)) = (op.partition, op.value) else { continue };
+                let Some(offset) = op.offset else {
+                    // A queue delivery: counts for loss, duplicates and
+                    // visibility; a redelivery may come in any order.
+                    let (process, uncommitted) = (op.process, op.uncommitted);
+                    reads.push(Read { line, process, partition, offset: None, value, uncommitted });
                     continue;
                 };
                 if let Some((last, last_line)) = positions.get(&(op.process, partition))
@@ -247,7 +253,8 @@ pub fn check(history: &[Op], options: &Options) -> Report {
                     );
                 }
                 positions.insert((op.process, partition), (offset, line));
-                reads.push(Read { line, process: op.process, partition, offset, value, uncommitted: op.uncommitted });
+                let (process, uncommitted) = (op.process, op.uncommitted);
+                reads.push(Read { line, process, partition, offset: Some(offset), value, uncommitted });
             }
             (Kind::Reset, _) => {
                 if let Some(p) = op.partition {
@@ -256,7 +263,9 @@ pub fn check(history: &[Op], options: &Options) -> Report {
             }
             (Kind::Fault, _) => {}
             (Kind::Drain, _) => {
-                if let (Some(p), Some(end)) = (op.partition, op.offset) {
+                if let Some(p) = op.partition {
+                    // A queue has no offsets: drained means emptied.
+                    let end = op.offset.unwrap_or(i64::MAX);
                     let d = drained.entry(p).or_insert(end);
                     *d = (*d).max(end);
                 }
@@ -285,30 +294,34 @@ pub fn check(history: &[Op], options: &Options) -> Report {
     let mut seen_at: HashMap<i64, BTreeMap<(i32, i64), usize>> = HashMap::new();
     let mut at_offset: BTreeMap<(i32, i64), (i64, usize)> = BTreeMap::new();
     for r in &reads {
-        seen_at.entry(r.value).or_default().entry((r.partition, r.offset)).or_insert(r.line);
-        match at_offset.get(&(r.partition, r.offset)) {
-            Some((v, l)) if *v != r.value => anomaly(
-                AnomalyKind::Divergence,
-                format!(
-                    "partition {} offset {} read as value {v} (line {l}) and value {} (line {}, process {})",
-                    r.partition, r.offset, r.value, r.line, r.process
+        // Each queue delivery is a place of its own (a negative line number).
+        let place = r.offset.unwrap_or(-i64::try_from(r.line).unwrap_or(i64::MAX));
+        seen_at.entry(r.value).or_default().entry((r.partition, place)).or_insert(r.line);
+        if let Some(offset) = r.offset {
+            match at_offset.get(&(r.partition, offset)) {
+                Some((v, l)) if *v != r.value => anomaly(
+                    AnomalyKind::Divergence,
+                    format!(
+                        "partition {} offset {offset} read as value {v} (line {l}) and value {} (line {}, process {})",
+                        r.partition, r.value, r.line, r.process
+                    ),
                 ),
-            ),
-            Some(_) => {}
-            None => {
-                at_offset.insert((r.partition, r.offset), (r.value, r.line));
+                Some(_) => {}
+                None => {
+                    at_offset.insert((r.partition, offset), (r.value, r.line));
+                }
             }
         }
+        let at = r.offset.map_or_else(|| "a delivery".to_string(), |o| format!("offset {o}"));
         if let Some(w) = writes.get(&r.value) {
             if !r.uncommitted && txn_of(w) == Some(TxnOutcome::Aborted) {
                 anomaly(
                     AnomalyKind::AbortedRead,
                     format!(
-                        "value {} of aborted transaction {} read at partition {} offset {} (line {})",
+                        "value {} of aborted transaction {} read at partition {} {at} (line {})",
                         r.value,
                         w.txn.unwrap_or_default(),
                         r.partition,
-                        r.offset,
                         r.line
                     ),
                 );
@@ -317,11 +330,10 @@ pub fn check(history: &[Op], options: &Options) -> Report {
                 anomaly(
                     AnomalyKind::FailedWriteVisible,
                     format!(
-                        "value {} failed (line {}) but was read at partition {} offset {} (line {})",
+                        "value {} failed (line {}) but was read at partition {} {at} (line {})",
                         r.value,
                         w.outcome.map(|o| o.1).unwrap_or_default(),
                         r.partition,
-                        r.offset,
                         r.line
                     ),
                 );

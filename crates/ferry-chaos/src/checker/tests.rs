@@ -112,6 +112,31 @@ fn catches_a_lost_acknowledged_write() {
     assert!(r.is_valid() && r.undrained.contains(&5), "{r}");
 }
 
+/// A queue: deliveries without offsets, a redelivery after a reconnect.
+fn queue() -> H {
+    let mut h = H::default();
+    h.invoke(1, 1).push(Op::new(Phase::Ok, Kind::Send, 1, 0).value(1).partition(300));
+    h.invoke(1, 2).push(Op::new(Phase::Ok, Kind::Send, 1, 0).value(2).partition(300));
+    for v in [2, 1, 2] {
+        h.push(Op::new(Phase::Ok, Kind::Read, 5, 0).partition(300).value(v));
+    }
+    h.push(Op::new(Phase::Ok, Kind::Drain, 5, 0).partition(300));
+    h
+}
+
+#[test]
+fn queues_are_checked_by_value() {
+    let r = check(&queue().0, &Options { duplicates_forbidden: false, ..Options::default() });
+    assert!(r.is_valid(), "{r}");
+    // Exactly-once delivery (MQTT QoS 2) forbids the redelivery.
+    caught(&queue().check(), AnomalyKind::Duplicate, &["value 2", "2 offsets"]);
+    // A confirmed message the emptied queue never delivered.
+    let mut h = queue();
+    h.invoke(1, 3).push(Op::new(Phase::Ok, Kind::Send, 1, 0).value(3).partition(300));
+    let r = check(&h.0, &Options { duplicates_forbidden: false, ..Options::default() });
+    caught(&r, AnomalyKind::LostWrite, &["value 3", "never read"]);
+}
+
 #[test]
 fn catches_a_duplicate() {
     let mut h = clean();

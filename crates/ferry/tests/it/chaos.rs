@@ -44,13 +44,13 @@ const T: Duration = Duration::from_secs(10);
 const VALUES: i64 = 1_000_000_000;
 
 /// What a run is told by its environment.
-struct Settings {
-    seed: u64,
-    length: Duration,
-    keep: PathBuf,
+pub struct Settings {
+    pub seed: u64,
+    pub length: Duration,
+    pub keep: PathBuf,
 }
 
-fn settings() -> Settings {
+pub fn settings() -> Settings {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     Settings {
         seed: var("FERRY_CHAOS_SEED").map_or(16, |s| s.parse().expect("FERRY_CHAOS_SEED is a number")),

@@ -11,6 +11,7 @@ mod amqp_support;
 mod amqp_ttl_dlx;
 mod bridges;
 mod chaos;
+mod chaos_single;
 mod cli;
 mod cluster;
 mod cluster_support;

@@ -61,4 +61,4 @@ limit=$(( (2 * secs + 900) * 3 ))
 FERRY_CHAOS_SECS="$secs" FERRY_CHAOS_SEED="$seed" FERRY_CHAOS_DIR="$dir" \
     timeout --kill-after=30 "$limit" \
     cargo test -p ferry --test it "$filter" -- --include-ignored --nocapture --test-threads=1 \
-    2>&1 | grep -v -E '^[0-9]{4}-[0-9]{2}-[0-9]{2}T' | tee "$dir/chaos-$seed-$workload.out"
+    2>&1 | grep --line-buffered -v -E '^[0-9]{4}-[0-9]{2}-[0-9]{2}T' | tee "$dir/chaos-$seed-$workload.out"

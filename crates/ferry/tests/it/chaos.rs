@@ -54,7 +54,7 @@ pub fn settings() -> Settings {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     Settings {
         seed: var("FERRY_CHAOS_SEED").map_or(16, |s| s.parse().expect("FERRY_CHAOS_SEED is a number")),
-        length: Duration::from_secs(var("FERRY_CHAOS_SECS").map_or(60, |s| s.parse().expect("FERRY_CHAOS_SECS"))),
+        length: Duration::from_secs(var("FERRY_CHAOS_SECS").map_or(45, |s| s.parse().expect("FERRY_CHAOS_SECS"))),
         keep: var("FERRY_CHAOS_DIR").map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from),
     }
 }

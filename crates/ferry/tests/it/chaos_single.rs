@@ -241,21 +241,23 @@ async fn amqp_consumer(uri: &str, rec: &Recorder, stop: &AtomicBool, last_read: 
     }
 }
 
-fn mqtt_options(port: u16, id: &str) -> MqttOptions {
+fn mqtt_options(port: u16, id: &str, clean: bool) -> MqttOptions {
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
-    o.set_clean_session(false).set_keep_alive(Duration::from_secs(5));
+    o.set_clean_session(clean).set_keep_alive(Duration::from_secs(5));
     o
 }
 
 /// Publishes to `chaos/q1` or `chaos/q2` at `qos`, one message at a time,
-/// each waiting for its PUBACK / PUBCOMP; a fresh connection (same client
-/// id, persistent session) after a failure.
+/// each waiting for its PUBACK / PUBCOMP; a fresh connection after a
+/// failure, with a clean session: a new client state starts its packet ids
+/// at 1 again, and a resumed session would take a new QoS 2 PUBLISH for a
+/// retransmission of the old one with that id (and rightly drop it).
 async fn mqtt_publisher(port: u16, qos: QoS, rec: &Recorder, stop: &AtomicBool) {
     let (process, topic, partition) =
         if qos == QoS::ExactlyOnce { (12u64, "chaos/q2", MQTT2) } else { (11, "chaos/q1", MQTT1) };
     let mut n = 0i64;
     while !stop.load(Ordering::Acquire) {
-        let (client, mut el) = AsyncClient::new(mqtt_options(port, &format!("chaos-pub-{process}")), 10);
+        let (client, mut el) = AsyncClient::new(mqtt_options(port, &format!("chaos-pub-{process}"), true), 10);
         if !connected(&mut el).await {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
@@ -304,7 +306,10 @@ async fn connected(el: &mut rumqttc::EventLoop) -> bool {
 }
 
 /// One persistent session subscribed to both topics (QoS 1 and QoS 2),
-/// logging every message; reconnects after a failure.
+/// logging every message; reconnects after a failure. The QoS 2 packet ids
+/// received and not yet released are kept across connections, as MQTT
+/// asks of a client (rumqttc forgets them on reconnect): a PUBLISH the
+/// broker sends again for one of them is the same message, not a new one.
 async fn mqtt_subscriber(
     port: u16,
     q1: &Recorder,
@@ -314,8 +319,9 @@ async fn mqtt_subscriber(
     subscribed: &AtomicBool,
 ) {
     const PROCESS: u64 = 20;
+    let mut unreleased = std::collections::BTreeSet::new();
     while !stop.load(Ordering::Acquire) {
-        let (client, mut el) = AsyncClient::new(mqtt_options(port, "chaos-sub"), 100);
+        let (client, mut el) = AsyncClient::new(mqtt_options(port, "chaos-sub", false), 100);
         if !connected(&mut el).await {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
@@ -328,9 +334,13 @@ async fn mqtt_subscriber(
         while !stop.load(Ordering::Acquire) {
             match tokio::time::timeout(Duration::from_millis(200), el.poll()).await {
                 Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => subscribed.store(true, Ordering::Release),
+                Ok(Ok(Event::Incoming(Packet::PubRel(r)))) => {
+                    unreleased.remove(&r.pkid);
+                }
                 Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
                     let (rec, partition) = if p.topic == "chaos/q2" { (q2, MQTT2) } else { (q1, MQTT1) };
-                    if let Some(v) = value_of(&p.payload) {
+                    let again = p.qos == QoS::ExactlyOnce && !unreleased.insert(p.pkid);
+                    if let Some(v) = value_of(&p.payload).filter(|_| !again) {
                         rec.log(Op::new(Phase::Ok, Kind::Read, PROCESS, 0).partition(partition).value(v));
                     }
                     last_read.store(q1.now(), Ordering::Release);

@@ -34,8 +34,22 @@ const MQTT1: i32 = 401;
 const MQTT2: i32 = 402;
 const VALUES: i64 = 1_000_000_000;
 
+/// AMQP confirms and MQTT QoS 1 across kill -9 restarts: nothing
+/// confirmed lost, redeliveries allowed.
 #[test]
 fn amqp_and_mqtt_lose_nothing_confirmed_across_kill9() {
+    run(false);
+}
+
+/// MQTT QoS 2 as well: exactly once.
+#[test]
+#[ignore = "finds a product bug: MQTT QoS 2 messages completed with PUBCOMP lost, and others delivered twice, across \
+            kill -9 restarts (docs/reliability.md, \"Found\"). scripts/chaos.sh runs it"]
+fn mqtt_qos2_is_exactly_once_across_kill9() {
+    run(true);
+}
+
+fn run(qos2: bool) {
     let s = settings();
     // A single node restarts fast: 20 s (4-5 kills) unless told otherwise.
     let length = if std::env::var("FERRY_CHAOS_SECS").is_ok() { s.length } else { Duration::from_secs(20) };
@@ -68,6 +82,9 @@ fn amqp_and_mqtt_lose_nothing_confirmed_across_kill9() {
         writers.push(std::thread::spawn(move || block_on(amqp_publisher(&u, &r, &st))));
     }
     for (qos, rec) in [(QoS::AtLeastOnce, mqtt1.clone()), (QoS::ExactlyOnce, mqtt2.clone())] {
+        if qos == QoS::ExactlyOnce && !qos2 {
+            continue;
+        }
         let st = stop.clone();
         writers.push(std::thread::spawn(move || block_on(mqtt_publisher(mqtt_port, qos, &rec, &st))));
     }
@@ -108,6 +125,9 @@ fn amqp_and_mqtt_lose_nothing_confirmed_across_kill9() {
     for (name, rec, partition, duplicates_forbidden) in
         [("amqp", &amqp, AMQP, false), ("mqtt-qos1", &mqtt1, MQTT1, false), ("mqtt-qos2", &mqtt2, MQTT2, true)]
     {
+        if partition == MQTT2 && !qos2 {
+            continue;
+        }
         if drained {
             rec.log(Op::new(Phase::Ok, Kind::Drain, 0, 0).partition(partition));
         }
@@ -340,8 +360,21 @@ async fn mqtt_subscriber(
                 Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
                     let (rec, partition) = if p.topic == "chaos/q2" { (q2, MQTT2) } else { (q1, MQTT1) };
                     let again = p.qos == QoS::ExactlyOnce && !unreleased.insert(p.pkid);
+                    if again {
+                        // Kept in the history (the checker skips it) to tell
+                        // a real resend from a new message on a stale id.
+                        let what = format!(
+                            "not delivered again: pkid {} dup {} value {:?}",
+                            p.pkid,
+                            p.dup,
+                            value_of(&p.payload)
+                        );
+                        rec.log(Op::new(Phase::Info, Kind::Fault, PROCESS, 0).partition(partition).error(what));
+                    }
                     if let Some(v) = value_of(&p.payload).filter(|_| !again) {
-                        rec.log(Op::new(Phase::Ok, Kind::Read, PROCESS, 0).partition(partition).value(v));
+                        // The packet id and DUP flag tell a resend from a new delivery.
+                        let how = format!("pkid {} dup {}", p.pkid, p.dup);
+                        rec.log(Op::new(Phase::Ok, Kind::Read, PROCESS, 0).partition(partition).value(v).key(how));
                     }
                     last_read.store(q1.now(), Ordering::Release);
                 }

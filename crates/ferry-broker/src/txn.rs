@@ -333,22 +333,25 @@ impl TxnCoordinator {
         if m.state.preparing() {
             return Err(TxnError::ConcurrentTransactions);
         }
-        if m.producer_epoch >= i16::MAX - 1 {
-            let pid = ids.next().ok_or(TxnError::CoordinatorNotAvailable)?;
+        // The new state takes effect once it is in the log (see `extend`).
+        let mut next = m.clone();
+        if next.producer_epoch >= i16::MAX - 1 {
+            next.producer_id = ids.next().ok_or(TxnError::CoordinatorNotAvailable)?;
+            next.producer_epoch = 0;
+        } else {
+            next.producer_epoch += 1;
+        }
+        next.timeout_ms = timeout_ms;
+        next.state = TxnState::Empty;
+        next.update_ms = now;
+        let (pid, epoch) = (next.producer_id, next.producer_epoch);
+        let end = self.append(id, Some(&next))?;
+        if pid != m.producer_id {
             let mut pids = lock(&self.pids);
             pids.remove(&m.producer_id);
             pids.insert(pid, id.to_string());
-            m.producer_id = pid;
-            m.producer_epoch = 0;
-        } else {
-            m.producer_epoch += 1;
         }
-        m.timeout_ms = timeout_ms;
-        m.state = TxnState::Empty;
-        m.update_ms = now;
-        let (pid, epoch) = (m.producer_id, m.producer_epoch);
-        let snapshot = m.clone();
-        let end = self.append(id, Some(&snapshot))?;
+        *m = next;
         drop(txns);
         self.durable(end)?;
         Ok((pid, epoch))
@@ -378,18 +381,26 @@ impl TxnCoordinator {
         let mut txns = lock(&self.txns);
         let m = Self::check(&mut txns, id, pid, epoch)?;
         let now = now_ms_u64();
-        let mut changed = f(m);
-        if m.state != TxnState::Ongoing {
-            m.state = TxnState::Ongoing;
-            m.start_ms = now;
+        // Changes go to a copy that replaces the state only once it is in
+        // the log. Changing memory first made a failed write (too few
+        // in-sync replicas) look done: the client's retry found nothing to
+        // change and wrote nothing, so a partition of the transaction was
+        // missing from the log, and a coordinator loaded from it after a
+        // move never wrote that partition's marker (a transaction left
+        // hanging, found by the fault harness, docs/reliability.md).
+        let mut next = m.clone();
+        let mut changed = f(&mut next);
+        if next.state != TxnState::Ongoing {
+            next.state = TxnState::Ongoing;
+            next.start_ms = now;
             changed = true;
         }
         if !changed {
             return Ok(());
         }
-        m.update_ms = now;
-        let snapshot = m.clone();
-        let end = self.append(id, Some(&snapshot))?;
+        next.update_ms = now;
+        let end = self.append(id, Some(&next))?;
+        *m = next;
         drop(txns);
         self.durable(end)
     }
@@ -520,13 +531,15 @@ impl TxnCoordinator {
         fence: bool,
     ) -> TxnResult<()> {
         let m = txns.get_mut(id).ok_or(TxnError::InvalidProducerIdMapping)?;
-        m.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
-        if fence && m.producer_epoch < i16::MAX - 1 {
-            m.producer_epoch += 1;
+        // The new state takes effect once it is in the log (see `extend`).
+        let mut next = m.clone();
+        next.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
+        if fence && next.producer_epoch < i16::MAX - 1 {
+            next.producer_epoch += 1;
         }
-        m.update_ms = now_ms_u64();
-        let snapshot = m.clone();
-        let end = self.append(id, Some(&snapshot))?;
+        next.update_ms = now_ms_u64();
+        let end = self.append(id, Some(&next))?;
+        *m = next;
         // Durable before any marker: a restart must know to finish this.
         self.durable(end)
     }
@@ -688,6 +701,42 @@ mod tests {
 
     fn close(b: Arc<Broker>) {
         b.shutdown();
+    }
+
+    /// A state write refused (too few in-sync replicas) changes nothing:
+    /// the client's retry writes the change, and a coordinator loaded
+    /// from the log afterwards (a move) knows every partition of the
+    /// transaction. Memory used to change first, so the retry wrote
+    /// nothing and the moved coordinator left a partition hanging.
+    #[test]
+    fn a_refused_state_write_changes_nothing_and_its_retry_is_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = ProducerIds::default();
+        ids.add_block(0, 1000);
+        let fx = Recorder::default();
+        let (b, c) = open(dir.path());
+        let (pid, epoch) = c.init_producer("t1", 60_000, None, &ids, &fx).unwrap();
+        c.add_partitions("t1", pid, epoch, &[("a".to_string(), 0)]).unwrap();
+        let index = crate::metadata::coordinator_partition("t1", INTERNAL_PARTITIONS).unwrap();
+        let p = b.topic(TXN_TOPIC).unwrap().partition(index).unwrap();
+        let min_isr = |n: usize| p.settings.write().unwrap().min_insync_replicas = n;
+        min_isr(2);
+        let more = [("b".to_string(), 1)];
+        assert_eq!(c.add_partitions("t1", pid, epoch, &more), Err(TxnError::CoordinatorNotAvailable));
+        assert_eq!(c.verify_produce(pid, epoch, "b", 1), Err(TxnError::InvalidTxnState));
+        assert_eq!(c.init_producer("t1", 60_000, None, &ids, &fx), Err(TxnError::CoordinatorNotAvailable));
+        assert_eq!(c.describe("t1").unwrap().producer_epoch, epoch);
+        min_isr(1);
+        c.add_partitions("t1", pid, epoch, &more).unwrap();
+        // The coordinator moves: a new one loads the log.
+        c.unload(index);
+        load(&b, &c, index);
+        let m = c.describe("t1").unwrap();
+        assert_eq!(m.state, TxnState::Ongoing);
+        assert!(m.partitions.contains(&("b".to_string(), 1)), "{:?}", m.partitions);
+        c.end("t1", pid, epoch, false, &fx).unwrap();
+        assert_eq!(fx.markers.lock().unwrap().len(), 2, "a marker for each partition");
+        close(b);
     }
 
     #[test]

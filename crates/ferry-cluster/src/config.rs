@@ -45,6 +45,11 @@ pub struct ClusterConfig {
     /// `[cluster] tls = true`); `None`: plain TCP. Every node of a cluster
     /// must agree.
     pub tls: Option<ferry_tls::PeerTls>,
+    /// `[cluster] dial_via`: peer cluster address -> the address this node
+    /// dials instead (a proxy, a tunnel, a NAT). Peers are still named and
+    /// registered by their own address; only the connection goes elsewhere.
+    /// The fault harness (crates/ferry-chaos) puts its proxy here.
+    pub dial_via: BTreeMap<String, String>,
 }
 
 impl ClusterConfig {

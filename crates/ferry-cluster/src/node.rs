@@ -135,7 +135,9 @@ impl ClusterNode {
         .await
         .map_err(|e| ClusterError::Storage(e.to_string()))??;
         let committed = store.committed_index();
-        let pool = Arc::new(Pool::new(config.node_id, quorum.clone()).with_tls(config.tls.clone()));
+        let pool = Arc::new(
+            Pool::new(config.node_id, quorum.clone()).with_tls(config.tls.clone()).routed(config.dial_via.clone()),
+        );
         let raft = MetadataRaft::new(raft_id(config.node_id), raft_config()?, Network::new(pool.clone()), store, sm)
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
@@ -192,7 +194,9 @@ impl ClusterNode {
         let replicator = crate::replication::Replicator::new(
             Arc::downgrade(&broker),
             Arc::downgrade(&controller),
-            Pool::new(node.id, node.quorum.clone()).with_tls(node.config.tls.clone()),
+            Pool::new(node.id, node.quorum.clone())
+                .with_tls(node.config.tls.clone())
+                .routed(node.config.dial_via.clone()),
             node.config.replication.clone(),
         );
         cluster.spawn(replicator.run(cluster.stop.subscribe()));

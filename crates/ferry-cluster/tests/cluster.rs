@@ -37,6 +37,7 @@ fn config(id: i32, data: &Path, listen: &str, quorum: &[(i32, String)]) -> Clust
         replication: ferry_cluster::replication::ReplicationConfig::default(),
         leader_balance: ferry_cluster::controller::LeaderBalanceConfig::default(),
         tls: None,
+        dial_via: BTreeMap::new(),
     }
 }
 

@@ -46,6 +46,7 @@ fn config(id: i32, data: &Path, listen: &str, quorum: &[(i32, String)]) -> Clust
         },
         leader_balance: ferry_cluster::controller::LeaderBalanceConfig::default(),
         tls: None,
+        dial_via: BTreeMap::new(),
     }
 }
 

@@ -906,7 +906,8 @@ mod tests {
             &path,
             "node_id = 2\n[cluster]\nlisten = \"127.0.0.1:9193\"\n\
              controller_quorum = \"1@127.0.0.1:9192,2@127.0.0.1:9193\"\nrack = \"r2\"\n\
-             heartbeat_interval_ms = 300\nsession_timeout_ms = 2000\ndefault_replication_factor = 2\n",
+             heartbeat_interval_ms = 300\nsession_timeout_ms = 2000\ndefault_replication_factor = 2\n\
+             dial_via = { \"127.0.0.1:9192\" = \"127.0.0.1:40001\" }\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -919,6 +920,7 @@ mod tests {
         assert_eq!(c.voters().len(), 2);
         assert_eq!(c.session_timeout, Duration::from_secs(2));
         assert_eq!(c.default_replication_factor, Some(2));
+        assert_eq!(c.dial_via.get("127.0.0.1:9192").map(String::as_str), Some("127.0.0.1:40001"));
         assert_eq!(c.listeners[listener::KAFKA], "k2.example:19092");
         assert_eq!(c.listeners[listener::AMQP], "127.0.0.1:5672");
         assert_eq!(c.listeners[listener::MQTT], "127.0.0.1:1883");

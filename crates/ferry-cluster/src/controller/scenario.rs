@@ -605,10 +605,35 @@ fn completed(before: &MetadataImage, after: &MetadataImage) -> usize {
         .count()
 }
 
+/// Names the seed of a scenario that panics, and how to replay it alone.
+struct Replay(u64);
+
+impl Drop for Replay {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "scenario seed {} failed; replay it with FERRY_SIM_FIRST_SEED={} FERRY_SIM_SEEDS=1 \
+                 cargo test -p ferry-cluster --lib seeded_scenarios",
+                self.0, self.0
+            );
+        }
+    }
+}
+
+/// `FERRY_SIM_<name>` as a number, else `default`.
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(format!("FERRY_SIM_{name}")).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// 200 seeds in `cargo test`; `FERRY_SIM_SEEDS=5000` (and
+/// `FERRY_SIM_FIRST_SEED`) run more, or replay one (docs/reliability.md).
 #[test]
 fn seeded_scenarios_keep_the_invariants() {
     let mut total = Stats::default();
-    for seed in 0..200u64 {
+    let first = env_number("FIRST_SEED", 0);
+    let count = env_number("SEEDS", 200);
+    for seed in first..first.saturating_add(count) {
+        let _replay = Replay(seed);
         let mut rng = Rng::new(seed);
         let nodes = 3 + i32::try_from(rng.below(3)).unwrap();
         let t0 = Instant::now();
@@ -699,7 +724,9 @@ fn seeded_scenarios_keep_the_invariants() {
             reassignments_completed,
         ]
         .iter()
-        .all(|n| *n > 50),
+        // A replay of a few seeds need not reach every case.
+        .all(|n| *n > 50)
+            || count < 200,
         "the scenarios missed a case: {total:?}"
     );
 }

@@ -3,7 +3,7 @@
 //! that fails is dropped from the pool and the next call dials again.
 //! With cluster TLS every connection is mutual TLS ([`ferry_tls::PeerTls`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,10 +42,17 @@ impl Drop for Connection {
 }
 
 impl Connection {
-    async fn open(addr: &str, timeout: Duration, tls: Option<&PeerTls>) -> Result<Connection, TransportError> {
+    /// Connects to the peer at `addr` through `dial` (the same address
+    /// unless `[cluster] dial_via` routes it); TLS checks the peer's name.
+    async fn open(
+        addr: &str,
+        dial: &str,
+        timeout: Duration,
+        tls: Option<&PeerTls>,
+    ) -> Result<Connection, TransportError> {
         let unreachable = |reason: String| TransportError::Unreachable { addr: addr.to_string(), reason };
         let connect = async {
-            let stream = TcpStream::connect(addr).await?;
+            let stream = TcpStream::connect(dial).await?;
             let _ = stream.set_nodelay(true);
             Ok::<_, std::io::Error>(match tls {
                 None => Connection::start(stream.into_split()),
@@ -97,6 +104,8 @@ pub struct Pool {
     from: i32,
     quorum: String,
     tls: Option<PeerTls>,
+    /// Peer address -> the address dialed instead (`[cluster] dial_via`).
+    routes: BTreeMap<String, String>,
     connections: Mutex<HashMap<String, Arc<Connection>>>,
 }
 
@@ -104,12 +113,18 @@ impl Pool {
     /// A pool whose requests say they come from node `from` of quorum
     /// `quorum` (its fingerprint).
     pub fn new(from: i32, quorum: String) -> Pool {
-        Pool { from, quorum, tls: None, connections: Mutex::new(HashMap::new()) }
+        Pool { from, quorum, tls: None, routes: BTreeMap::new(), connections: Mutex::new(HashMap::new()) }
     }
 
     /// The same pool dialing its peers over mutual TLS.
     pub fn with_tls(self, tls: Option<PeerTls>) -> Pool {
         Pool { tls, ..self }
+    }
+
+    /// Dials `routes[addr]` instead of `addr` for the peers it names.
+    pub fn routed(mut self, routes: BTreeMap<String, String>) -> Pool {
+        self.routes = routes;
+        self
     }
 
     async fn connection(&self, addr: &str, timeout: Duration) -> Result<Arc<Connection>, TransportError> {
@@ -118,7 +133,8 @@ impl Pool {
         }
         // The TLS handshake counts into the connect budget: a dead peer
         // still fails fast.
-        let fresh = Arc::new(Connection::open(addr, timeout.min(CONNECT_TIMEOUT), self.tls.as_ref()).await?);
+        let dial = self.routes.get(addr).map_or(addr, String::as_str);
+        let fresh = Arc::new(Connection::open(addr, dial, timeout.min(CONNECT_TIMEOUT), self.tls.as_ref()).await?);
         let mut conns = lock(&self.connections);
         // Another caller may have connected meanwhile: one connection wins.
         let c = match conns.get(addr) {

@@ -118,6 +118,17 @@ async fn a_dead_peer_fails_fast_and_a_restarted_one_is_redialled() {
     assert!(matches!(pool.call(&addr, &beat(4), T).await, Ok(Response::Heartbeat(Ok(true)))));
 }
 
+#[tokio::test]
+async fn a_routed_peer_is_dialled_at_its_route() {
+    let (real, _stop) = server().await;
+    // A name nothing listens on, routed to the server.
+    let named = "127.0.0.1:1".to_string();
+    let routed = Pool::new(4, QUORUM.into()).routed([(named.clone(), real)].into());
+    assert!(matches!(routed.call(&named, &beat(4), T).await, Ok(Response::Heartbeat(Ok(true)))));
+    let direct = Pool::new(4, QUORUM.into());
+    assert!(matches!(direct.call(&named, &beat(4), T).await, Err(TransportError::Unreachable { .. })));
+}
+
 #[test]
 fn the_quorum_fingerprint_ignores_the_order_voters_were_given_in() {
     let a = super::fingerprint(&[(2, "h:2".into()), (1, "h:1".into())]);

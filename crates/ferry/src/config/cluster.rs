@@ -42,6 +42,8 @@ pub struct ClusterSection {
     pub leader_imbalance_check_interval_seconds: Option<u64>,
     /// `leader.imbalance.per.broker.percentage` (default 10).
     pub leader_imbalance_per_broker_percentage: Option<u32>,
+    /// Peer cluster address -> the address to dial instead (a proxy).
+    pub dial_via: Option<BTreeMap<String, String>>,
 }
 
 /// The cluster flags of `ferry serve`, each also an environment variable.
@@ -167,6 +169,7 @@ pub fn resolve(args: &ClusterArgs, file: ClusterSection, node: NodeFacts<'_>) ->
         },
         leader_balance,
         tls,
+        dial_via: file.dial_via.unwrap_or_default(),
     })
 }
 
@@ -294,6 +297,7 @@ mod tests {
             leader_imbalance_check_interval_seconds: Some(2),
             leader_imbalance_per_broker_percentage: Some(25),
             tls: Some(false),
+            dial_via: None,
         };
         let c = resolve(&ClusterArgs::default(), file, facts(7)).unwrap();
         let balance = &c.leader_balance;

@@ -11,6 +11,8 @@ mod amqp_support;
 mod amqp_ttl_dlx;
 mod authz;
 mod bridges;
+mod chaos;
+mod chaos_single;
 mod cli;
 mod cluster;
 mod cluster_support;

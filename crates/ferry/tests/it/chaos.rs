@@ -1,0 +1,616 @@
+//! The fault harness (issue #16): three `ferry serve` voters whose cluster
+//! traffic goes through a proxy the test controls (`[cluster] dial_via`),
+//! faults from a seeded schedule (kill -9 and restart, SIGSTOP/SIGCONT,
+//! a node isolated, a node cut from the controller leader, one-way loss,
+//! a bridge, latency), Kafka workloads that write a history (idempotent
+//! acks=all producers, a read_committed group consumer, a
+//! consume-transform-produce transactional worker), a complete read of
+//! every partition at the end, and the checker over it all.
+//!
+//! `cargo test -p ferry --test it chaos::` runs about a minute with seed
+//! 16; `scripts/chaos.sh --duration 30m --seed S` runs long ones
+//! (FERRY_CHAOS_SECS, FERRY_CHAOS_SEED, FERRY_CHAOS_DIR). The history is
+//! kept in FERRY_CHAOS_DIR (default: the target's tmp dir) as
+//! `chaos-<seed>.jsonl`; `ferry-chaos-check` checks it again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ferry_chaos::checker::{self, Options, Report};
+use ferry_chaos::history::{self, Kind, Op, Phase, Recorder};
+use ferry_chaos::proxy::Proxy;
+use ferry_chaos::schedule::{self, Fault, FaultKind, Plan, bridge_halves};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+
+use crate::cluster_support::{CLUSTER_TOML, Cluster, controller_leader, create_topic_eventually_with, leaders_of};
+use crate::support::{eventually_within, watchdog};
+
+/// Written by the idempotent producers, read by the group consumer and
+/// the transactional worker. History partitions 0..3.
+const TOPIC: &str = "chaos";
+/// Written by the transactional worker. History partitions 100..103.
+const OUT: &str = "chaos-out";
+const OUT_BASE: i32 = 100;
+const PARTITIONS: i32 = 3;
+/// Client calls that can block (transactions, watermarks).
+const T: Duration = Duration::from_secs(10);
+/// Values are `process * VALUES + n`: unique per run, increasing per process.
+const VALUES: i64 = 1_000_000_000;
+
+/// What a run is told by its environment.
+pub struct Settings {
+    pub seed: u64,
+    pub length: Duration,
+    pub keep: PathBuf,
+}
+
+pub fn settings() -> Settings {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    Settings {
+        seed: var("FERRY_CHAOS_SEED").map_or(16, |s| s.parse().expect("FERRY_CHAOS_SEED is a number")),
+        length: Duration::from_secs(var("FERRY_CHAOS_SECS").map_or(45, |s| s.parse().expect("FERRY_CHAOS_SECS"))),
+        keep: var("FERRY_CHAOS_DIR").map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from),
+    }
+}
+
+/// Idempotent acks=all producers and a read_committed group consumer
+/// under every kind of fault: nothing acknowledged lost, duplicated or
+/// reordered, no offset going back.
+#[test]
+fn kafka_under_faults_loses_nothing_acknowledged() {
+    run(false);
+}
+
+/// The same with the consume-transform-produce transactional worker:
+/// no aborted read, no torn transaction, nothing transformed twice, and
+/// no transaction left hanging.
+#[test]
+#[ignore = "finds a product bug: an EndTxn across a transaction coordinator move ends in INVALID_PRODUCER_ID_MAPPING \
+            and the transaction is left hanging or committed without its input offsets (docs/reliability.md, \
+            \"Found\"). scripts/chaos.sh runs it"]
+fn kafka_transactions_under_faults_leave_nothing_hanging() {
+    run(true);
+}
+
+fn run(transactions: bool) {
+    let s = settings();
+    let topics: &[&str] = if transactions { &[TOPIC, OUT] } else { &[TOPIC] };
+    // Faults, workloads and the final read are bounded; this ends a run
+    // that hangs in a client call anyway.
+    let _guard = watchdog("chaos run", s.length + Duration::from_secs(420));
+    let mut cluster = Cluster::prepare(3);
+    let ids = cluster.ids();
+    let addresses: BTreeMap<i32, String> =
+        ids.iter().map(|id| (*id, format!("127.0.0.1:{}", cluster.node(*id).cluster_port))).collect();
+    let nodes: Vec<(i32, String)> = addresses.iter().map(|(id, a)| (*id, a.clone())).collect();
+    let proxy = Proxy::start(&nodes).expect("proxy");
+    for id in &ids {
+        cluster.node_mut(*id).toml =
+            format!("{CLUSTER_TOML}replica_lag_time_max_ms = 4000\n{}", proxy.dial_via_toml(*id, &addresses));
+    }
+    cluster.start_all();
+    cluster.wait_for_leader(1, None);
+    for topic in topics {
+        create_topic_eventually_with(cluster.node(1), topic, PARTITIONS, 3, &[("min.insync.replicas", "2")]);
+        eventually_within(&format!("leaders of {topic}"), Duration::from_secs(60), || {
+            leaders_of(cluster.node(1), topic).is_some()
+        });
+    }
+    let bootstrap = ids.iter().map(|id| cluster.node(*id).bootstrap()).collect::<Vec<_>>().join(",");
+
+    let rec = Recorder::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let processes = Arc::new(AtomicU64::new(1));
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let (b, r, st, p) = (bootstrap.clone(), rec.clone(), stop.clone(), processes.clone());
+        workers.push(std::thread::spawn(move || idempotent_producer(&b, &r, &st, &p)));
+    }
+    {
+        let (b, r, st) = (bootstrap.clone(), rec.clone(), stop.clone());
+        workers.push(std::thread::spawn(move || group_consumer(&b, &r, &st, 900)));
+    }
+    if transactions {
+        let (b, r, st, p) = (bootstrap.clone(), rec.clone(), stop.clone(), processes.clone());
+        workers.push(std::thread::spawn(move || transform(&b, &r, &st, &p)));
+    }
+
+    // The faults, one at a time.
+    let plan = Plan {
+        nodes: ids.clone(),
+        kinds: FaultKind::ALL.to_vec(),
+        lasts: (Duration::from_secs(2), Duration::from_secs(4)),
+        quiet: (Duration::from_millis(1500), Duration::from_secs(3)),
+        latency_ms: (20, 250),
+    };
+    let steps = schedule::schedule(s.seed, &plan, s.length);
+    let start = Instant::now();
+    let mut injected: BTreeMap<FaultKind, usize> = BTreeMap::new();
+    for step in &steps {
+        std::thread::sleep((start + step.at).saturating_duration_since(Instant::now()));
+        let what = inject(&mut cluster, &proxy, &ids, step.fault);
+        eprintln!("chaos {:>7.1}s: {what} for {:?}", start.elapsed().as_secs_f64(), step.lasts);
+        rec.log(Op::new(Phase::Invoke, Kind::Fault, 0, 0).error(what.clone()));
+        std::thread::sleep(step.lasts);
+        heal(&mut cluster, &proxy, step.fault);
+        rec.log(Op::new(Phase::Ok, Kind::Fault, 0, 0).error(what));
+        *injected.entry(step.fault.kind()).or_default() += 1;
+    }
+    std::thread::sleep((start + s.length).saturating_duration_since(Instant::now()));
+    stop.store(true, Ordering::Release);
+    for w in workers {
+        w.join().expect("workload thread");
+    }
+
+    // Every partition read whole, now that the cluster is whole again.
+    for topic in topics {
+        drain(&bootstrap, &rec, topic);
+    }
+    let ops = rec.ops();
+    let name = format!("chaos-{}{}", if transactions { "txn-" } else { "" }, s.seed);
+    let path = s.keep.join(format!("{name}.jsonl"));
+    std::fs::create_dir_all(&s.keep).expect("history directory");
+    history::write(&path, &ops).expect("keep the history");
+    // Every node's log beside the history, for the post-mortem.
+    for id in &ids {
+        let log = s.keep.join(format!("{name}-node{id}.log"));
+        std::fs::write(&log, cluster.node(*id).log_text()).expect("keep the node log");
+    }
+    let report = checker::check(&ops, &Options::default());
+    // After the run no transaction is open: the read_committed end of a
+    // partition below its high watermark is a transaction left hanging.
+    let hanging: Vec<String> = ops
+        .iter()
+        .filter(|o| o.f == Kind::Drain && o.error.is_some())
+        .map(|o| format!("partition {:?}: {}", o.partition, o.error.as_deref().unwrap_or_default()))
+        .collect();
+    let faults: usize = injected.values().sum();
+    eprintln!(
+        "{name}: seed {} ran {:.0} s: {faults} faults {injected:?}\n{report}history: {}",
+        s.seed,
+        start.elapsed().as_secs_f64(),
+        path.display()
+    );
+    assert!(
+        report.is_valid() && hanging.is_empty(),
+        "anomalies (seed {}, history {}):\n{report}hanging transactions: {hanging:?}",
+        s.seed,
+        path.display()
+    );
+    assert!(report.undrained.is_empty(), "partitions not read whole: {:?}", report.undrained);
+    assert_eq!(injected.len(), FaultKind::ALL.len(), "every fault kind injected: {injected:?}");
+    assert_progress(&report, transactions);
+    if transactions {
+        exactly_once(&ops);
+    }
+}
+
+/// The workloads did something under the faults: the test cannot pass
+/// on an idle cluster.
+fn assert_progress(report: &Report, transactions: bool) {
+    let [_, ok, ..] = report.writes;
+    assert!(ok >= 100, "only {ok} writes acknowledged:\n{report}");
+    assert!(report.reads >= ok, "fewer reads than acknowledged writes:\n{report}");
+    assert!(!transactions || report.txns[0] >= 3, "only {} transactions committed:\n{report}", report.txns[0]);
+}
+
+/// Each input record is transformed into at most one committed output
+/// record (the output key is the input value).
+fn exactly_once(ops: &[Op]) {
+    let mut keys: HashMap<&str, Vec<i64>> = HashMap::new();
+    for op in ops.iter().filter(|o| o.f == Kind::Read && o.process == DRAIN && o.partition >= Some(OUT_BASE)) {
+        if let (Some(k), Some(v)) = (op.key.as_deref(), op.value) {
+            keys.entry(k).or_default().push(v);
+        }
+    }
+    let twice: Vec<_> = keys.iter().filter(|(_, vs)| vs.len() > 1).take(20).collect();
+    assert!(twice.is_empty(), "input records transformed twice into committed output (input -> outputs): {twice:?}");
+}
+
+/// Starts `fault`; says what it did (a cut from the leader names the pair).
+fn inject(cluster: &mut Cluster, proxy: &Proxy, ids: &[i32], fault: Fault) -> String {
+    match fault {
+        Fault::Kill(n) => cluster.kill9(n),
+        Fault::Pause(n) => cluster.pause(n),
+        Fault::Isolate(n) => proxy.split(&[n]),
+        Fault::CutFromLeader(n) => {
+            let leader = ids.iter().find_map(|id| controller_leader(cluster.node(*id))).unwrap_or(ids[0]);
+            // The leader itself: another node is cut from it instead.
+            let n = if n == leader { *ids.iter().find(|i| **i != leader).unwrap_or(&n) } else { n };
+            proxy.cut(n, leader);
+            return format!("cut node {n} from the controller leader {leader}");
+        }
+        Fault::OneWay(a, b) => proxy.drop_one_way(a, b),
+        Fault::Bridge(b) => {
+            let (left, right) = bridge_halves(ids, b);
+            for l in &left {
+                for r in &right {
+                    proxy.cut(*l, *r);
+                }
+            }
+        }
+        Fault::Latency(ms) => proxy.delay_all(Duration::from_millis(ms)),
+    }
+    fault.to_string()
+}
+
+fn heal(cluster: &mut Cluster, proxy: &Proxy, fault: Fault) {
+    match fault {
+        Fault::Kill(n) => cluster.restart(n),
+        Fault::Pause(n) => cluster.resume(n),
+        _ => proxy.heal(),
+    }
+}
+
+fn client(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap).set("broker.address.family", "v4");
+    c
+}
+
+/// The history's value of a record (its payload, a decimal number).
+fn value_of(payload: Option<&[u8]>) -> Option<i64> {
+    std::str::from_utf8(payload?).ok()?.parse().ok()
+}
+
+/// Sends increasing values with an idempotent acks=all producer, 8 in
+/// flight, logging each send; a producer that fails fatally is replaced
+/// by a new one (a new process in the history).
+fn idempotent_producer(bootstrap: &str, rec: &Recorder, stop: &AtomicBool, processes: &AtomicU64) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        while !stop.load(Ordering::Acquire) {
+            let process = processes.fetch_add(1, Ordering::Relaxed);
+            let producer: FutureProducer = client(bootstrap)
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("linger.ms", "5")
+                .set("request.timeout.ms", "4000")
+                .set("message.timeout.ms", "12000")
+                .create()
+                .expect("producer");
+            let mut inflight = tokio::task::JoinSet::new();
+            let mut n = 0i64;
+            while !stop.load(Ordering::Acquire) && producer.client().fatal_error().is_none() {
+                while inflight.len() >= 8 {
+                    inflight.join_next().await;
+                }
+                let value = i64::try_from(process).unwrap_or(0) * VALUES + n;
+                n += 1;
+                let text = value.to_string();
+                rec.log(Op::new(Phase::Invoke, Kind::Send, process, 0).value(value).key(text.clone()));
+                match producer.send_result(FutureRecord::to(TOPIC).key(&text).payload(&text)) {
+                    Ok(delivery) => {
+                        let rec = rec.clone();
+                        inflight.spawn(async move {
+                            let done = Op::new(Phase::Ok, Kind::Send, process, 0).value(value);
+                            rec.log(match delivery.await {
+                                Ok(Ok(d)) => done.partition(d.partition).offset(d.offset),
+                                Ok(Err((e, _))) => Op { phase: Phase::Info, ..done }.error(e.to_string()),
+                                Err(_) => Op { phase: Phase::Info, ..done }.error("delivery future dropped"),
+                            });
+                        });
+                    }
+                    // Never handed to the broker.
+                    Err((e, _)) => {
+                        rec.log(Op::new(Phase::Fail, Kind::Send, process, 0).value(value).error(e.to_string()));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            while inflight.join_next().await.is_some() {}
+        }
+    });
+}
+
+/// The history process of the final complete reads.
+const DRAIN: u64 = 999;
+
+/// Logs a reset for every partition a rebalance assigns: reads may repeat.
+struct Resets {
+    rec: Recorder,
+    process: u64,
+}
+
+impl ClientContext for Resets {}
+
+impl ConsumerContext for Resets {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            for e in tpl.elements() {
+                self.rec.log(Op::new(Phase::Ok, Kind::Reset, self.process, 0).partition(e.partition()));
+            }
+        }
+    }
+}
+
+/// A read_committed group consumer of [`TOPIC`], logging every record.
+fn group_consumer(bootstrap: &str, rec: &Recorder, stop: &AtomicBool, process: u64) {
+    let consumer: BaseConsumer<Resets> = client(bootstrap)
+        .set("group.id", "chaos-readers")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("session.timeout.ms", "6000")
+        .create_with_context(Resets { rec: rec.clone(), process })
+        .expect("consumer");
+    consumer.subscribe(&[TOPIC]).expect("subscribe");
+    while !stop.load(Ordering::Acquire) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100))
+            && let Some(value) = value_of(m.payload())
+        {
+            rec.log(
+                Op::new(Phase::Ok, Kind::Read, process, 0).partition(m.partition()).offset(m.offset()).value(value),
+            );
+        }
+    }
+}
+
+/// Consume-transform-produce: reads [`TOPIC`] (group `chaos-ctp`), writes
+/// one new value per input record to [`OUT`] keyed by the input value,
+/// and commits the input offsets in the same transaction; every fifth
+/// transaction is aborted on purpose. After an abort the input is read
+/// again from the committed offsets.
+fn transform(bootstrap: &str, rec: &Recorder, stop: &AtomicBool, processes: &AtomicU64) {
+    let consumer: BaseConsumer = client(bootstrap)
+        .set("group.id", "chaos-ctp")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[TOPIC]).expect("subscribe");
+    let mut producer: Option<(FutureProducer, u64)> = None;
+    let mut txns = 0u64;
+    let mut n = 0i64;
+    while !stop.load(Ordering::Acquire) {
+        let (p, process) = if let Some(p) = producer.take() {
+            p
+        } else {
+            let process = processes.fetch_add(1, Ordering::Relaxed);
+            let p: FutureProducer = client(bootstrap)
+                .set("transactional.id", "chaos-ctp")
+                .set("transaction.timeout.ms", "20000")
+                .set("request.timeout.ms", "4000")
+                .set("message.timeout.ms", "15000")
+                .set("linger.ms", "5")
+                .create()
+                .expect("transactional producer");
+            if p.init_transactions(T).is_err() {
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            n = 0;
+            (p, process)
+        };
+        let mut batch = Vec::new();
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while batch.len() < 20 && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50))
+                && let Some(v) = value_of(m.payload())
+            {
+                batch.push((m.partition(), m.offset(), v));
+            }
+        }
+        if batch.is_empty() {
+            producer = Some((p, process));
+            continue;
+        }
+        txns += 1;
+        let txn = process * 1_000_000 + txns;
+        if p.begin_transaction().is_err() {
+            rewind(&consumer);
+            continue;
+        }
+        let mut deliveries = Vec::new();
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        for (partition, offset, input) in &batch {
+            let value = i64::try_from(process).unwrap_or(0) * VALUES + n;
+            n += 1;
+            let (key, text) = (input.to_string(), value.to_string());
+            rec.log(Op::new(Phase::Invoke, Kind::Send, process, 0).value(value).txn(txn).key(key.clone()));
+            match p.send_result(FutureRecord::to(OUT).key(&key).payload(&text)) {
+                Ok(d) => deliveries.push((value, d)),
+                Err((e, _)) => rec.log(Op::new(Phase::Fail, Kind::Send, process, 0).value(value).error(e.to_string())),
+            }
+            next.insert(*partition, offset + 1);
+        }
+        let abort_on_purpose = txns.is_multiple_of(5);
+        let outcome = finish(&p, &consumer, &next, abort_on_purpose, rec, process, txn);
+        for (value, d) in deliveries {
+            let done = Op::new(Phase::Ok, Kind::Send, process, 0).value(value).txn(txn);
+            rec.log(match futures_lite::future::block_on(d) {
+                Ok(Ok(d)) => done.partition(OUT_BASE + d.partition).offset(d.offset),
+                Ok(Err((e, _))) => Op { phase: Phase::Info, ..done }.error(e.to_string()),
+                Err(_) => Op { phase: Phase::Info, ..done }.error("delivery future dropped"),
+            });
+        }
+        match outcome {
+            Finished::Committed => producer = Some((p, process)),
+            Finished::Aborted => {
+                rewind(&consumer);
+                producer = Some((p, process));
+            }
+            // A new producer (the same transactional id) fences this one
+            // and settles its transaction.
+            Finished::Unknown => rewind(&consumer),
+        }
+    }
+    drop(producer);
+    // A transaction left open would hold the read_committed end of [`OUT`]
+    // below records committed after it: a new producer with the
+    // transactional id aborts it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let settle: FutureProducer =
+            client(bootstrap).set("transactional.id", "chaos-ctp").create().expect("transactional producer");
+        if settle.init_transactions(T).is_ok() {
+            return;
+        }
+    }
+    panic!("the transactional id chaos-ctp could not be initialised within 60 s after the run");
+}
+
+enum Finished {
+    Committed,
+    Aborted,
+    Unknown,
+}
+
+/// Commits (or aborts) the open transaction with the input offsets
+/// `next`, logging the outcome.
+fn finish(
+    p: &FutureProducer,
+    consumer: &BaseConsumer,
+    next: &BTreeMap<i32, i64>,
+    abort: bool,
+    rec: &Recorder,
+    process: u64,
+    txn: u64,
+) -> Finished {
+    let commit = Op::new(Phase::Invoke, Kind::Commit, process, 0).txn(txn);
+    let aborted = |why: String| {
+        if p.abort_transaction(T).is_ok() {
+            rec.log(Op::new(Phase::Ok, Kind::Abort, process, 0).txn(txn).error(why));
+            Finished::Aborted
+        } else {
+            rec.log(Op::new(Phase::Info, Kind::Abort, process, 0).txn(txn).error(why));
+            Finished::Unknown
+        }
+    };
+    if abort {
+        rec.log(Op::new(Phase::Invoke, Kind::Abort, process, 0).txn(txn));
+        return aborted("on purpose".into());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (partition, offset) in next {
+        let _ = tpl.add_partition_offset(TOPIC, *partition, Offset::Offset(*offset));
+    }
+    let Some(group) = consumer.group_metadata() else {
+        rec.log(Op::new(Phase::Invoke, Kind::Abort, process, 0).txn(txn));
+        return aborted("no group metadata".into());
+    };
+    if let Err(e) = p.send_offsets_to_transaction(&tpl, &group, T) {
+        rec.log(Op::new(Phase::Invoke, Kind::Abort, process, 0).txn(txn));
+        return if requires_abort(&e) { aborted(e.to_string()) } else { unknown_abort(rec, process, txn, &e) };
+    }
+    rec.log(commit.clone());
+    // A retriable failure may be retried (librdkafka keeps the state).
+    for _ in 0..3 {
+        match p.commit_transaction(T) {
+            Ok(()) => {
+                rec.log(Op { phase: Phase::Ok, ..commit });
+                return Finished::Committed;
+            }
+            Err(e) if requires_abort(&e) => {
+                return if p.abort_transaction(T).is_ok() {
+                    rec.log(Op { phase: Phase::Fail, ..commit }.error(e.to_string()));
+                    Finished::Aborted
+                } else {
+                    rec.log(Op { phase: Phase::Info, ..commit }.error(e.to_string()));
+                    Finished::Unknown
+                };
+            }
+            Err(e) if retriable(&e) => continue,
+            Err(e) => {
+                rec.log(Op { phase: Phase::Info, ..commit }.error(e.to_string()));
+                return Finished::Unknown;
+            }
+        }
+    }
+    rec.log(Op { phase: Phase::Info, ..commit }.error("commit retries exhausted"));
+    Finished::Unknown
+}
+
+/// An abort that could not be asked for cleanly: its outcome is unknown.
+fn unknown_abort(rec: &Recorder, process: u64, txn: u64, e: &KafkaError) -> Finished {
+    rec.log(Op::new(Phase::Info, Kind::Abort, process, 0).txn(txn).error(e.to_string()));
+    Finished::Unknown
+}
+
+fn requires_abort(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::Transaction(r) if r.txn_requires_abort())
+}
+
+fn retriable(e: &KafkaError) -> bool {
+    matches!(e, KafkaError::Transaction(r) if r.is_retriable())
+}
+
+/// Back to the group's committed input offsets (the earliest without).
+fn rewind(consumer: &BaseConsumer) {
+    let Ok(committed) = consumer.committed(T) else { return };
+    let mut tpl = TopicPartitionList::new();
+    for e in committed.elements() {
+        let offset = match e.offset() {
+            Offset::Offset(o) => Offset::Offset(o),
+            _ => Offset::Beginning,
+        };
+        let _ = tpl.add_partition_offset(e.topic(), e.partition(), offset);
+    }
+    let _ = consumer.seek_partitions(tpl, T);
+}
+
+/// Reads every partition of `topic` from the start to its end
+/// (read_committed), logging each record and a drain per partition read
+/// whole, at most two minutes.
+fn drain(bootstrap: &str, rec: &Recorder, topic: &str) {
+    let base = if topic == OUT { OUT_BASE } else { 0 };
+    let consumer: BaseConsumer = client(bootstrap)
+        .set("group.id", format!("chaos-drain-{topic}"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("drain consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    // Watermarks as read_uncommitted sees them: the high watermark, where
+    // the drain's read_committed ones are the last stable offset.
+    let uncommitted: BaseConsumer = client(bootstrap)
+        .set("group.id", format!("chaos-drain-{topic}"))
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .expect("watermark consumer");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut whole: BTreeMap<i32, (i64, Option<i64>)> = BTreeMap::new();
+    while whole.len() < PARTITIONS as usize && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let mut op =
+                    Op::new(Phase::Ok, Kind::Read, DRAIN, 0).partition(base + m.partition()).offset(m.offset());
+                if let Some(v) = value_of(m.payload()) {
+                    op = op.value(v);
+                }
+                if let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                    op = op.key(k);
+                }
+                rec.log(op);
+            }
+            // The end of a partition: everything below its high watermark
+            // (no writes run now) has been read.
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                if let Ok((_, stable)) = consumer.fetch_watermarks(topic, p, T) {
+                    let high = uncommitted.fetch_watermarks(topic, p, T).ok().map(|(_, h)| h);
+                    whole.insert(p, (stable, high));
+                }
+            }
+            _ => {}
+        }
+    }
+    for (p, (stable, high)) in whole {
+        let mut op = Op::new(Phase::Ok, Kind::Drain, DRAIN, 0).partition(base + p).offset(stable);
+        if let Some(high) = high.filter(|h| *h != stable) {
+            op = op.error(format!("{topic}/{p}: last stable offset {stable}, high watermark {high}"));
+        }
+        rec.log(op);
+    }
+}

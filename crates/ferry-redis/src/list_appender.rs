@@ -2,9 +2,9 @@
 //! ([`crate::streams::appender`]): a list's pushes go to one task per
 //! list, which appends whatever has queued up, from every connection, as
 //! one record batch of the queue's log ([`Queue::publish_all`]: one CRC,
-//! one write, one flush request for many elements), then takes the next
-//! batch while the last one's fsync runs. Each push's reply still waits
-//! for its own elements to be durable.
+//! one write, one flush request for many elements), one batch on its way
+//! to disk at a time ([`crate::group_commit`]). Each push's reply still
+//! waits for its own elements to be durable.
 //!
 //! Only lists without length limits or priorities go through it (a queue
 //! declared with those by AMQP): there an element may be refused, and the
@@ -18,9 +18,11 @@ use ferry_broker::messaging::{Message, Published, Queue};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{CmdResult, CommandError};
+use crate::group_commit;
 
-/// Elements taken into one batch at most (a push's elements are never split).
-const MAX_BATCH: usize = 1024;
+/// Pushes taken into one batch at most (a push's elements are never split;
+/// [`Queue::publish_all`] makes a new record batch every 256 KiB).
+const MAX_PUSHES: usize = 1024;
 
 /// Resolves to the list's length after the batch, once the push is durable.
 type Done = oneshot::Sender<CmdResult<i64>>;
@@ -72,12 +74,12 @@ impl ListAppenders {
     }
 }
 
-async fn run(q: Arc<Queue>, mut rx: mpsc::UnboundedReceiver<(Vec<Message>, Done)>) {
-    while let Some((mut elements, done)) = rx.recv().await {
-        let mut waiters = vec![done];
-        while elements.len() < MAX_BATCH {
-            let Ok((more, done)) = rx.try_recv() else { break };
-            elements.extend(more);
+async fn run(q: Arc<Queue>, rx: mpsc::UnboundedReceiver<(Vec<Message>, Done)>) {
+    group_commit::run(rx, MAX_PUSHES, group_commit::LINGER, move |batch| {
+        let mut elements = Vec::with_capacity(batch.len());
+        let mut waiters = Vec::with_capacity(batch.len());
+        for (push, done) in batch {
+            elements.extend(push);
             waiters.push(done);
         }
         let last = match q.publish_all(&elements) {
@@ -85,20 +87,26 @@ async fn run(q: Arc<Queue>, mut rx: mpsc::UnboundedReceiver<(Vec<Message>, Done)
             // Lists that may refuse do not come here (see the module docs).
             Ok(Published::Rejected) => {
                 answer(waiters, Err("the list refused the elements".into()));
-                continue;
+                return None;
             }
             Err(e) => {
                 answer(waiters, Err(format!("the list's log could not be written: {e}")));
-                continue;
+                return None;
             }
         };
         drop(elements);
         let len = q.ready_count() as i64;
-        // Waits for disk on the flusher's callback, so the next batch is appended meanwhile.
+        let (on_disk, durable) = oneshot::channel();
+        // Answered on the flusher's callback, which ends the batch's flight.
         q.on_durable(last, move |ok| {
-            answer(waiters, if ok { Ok(len) } else { Err("the list's log could not be written".into()) })
+            answer(waiters, if ok { Ok(len) } else { Err("the list's log could not be written".into()) });
+            let _ = on_disk.send(());
         });
-    }
+        Some(Box::pin(async move {
+            let _ = durable.await;
+        }))
+    })
+    .await;
 }
 
 fn answer(waiters: Vec<Done>, result: Result<i64, String>) {

@@ -49,10 +49,13 @@ impl ListAppender {
     }
 }
 
+/// A list's appender, with the queue it appends to.
+type Started = (Weak<Queue>, Arc<ListAppender>);
+
 /// One appending task per list, started on first use.
 #[derive(Default)]
 pub struct ListAppenders {
-    map: Mutex<HashMap<String, (Weak<Queue>, Arc<ListAppender>)>>,
+    map: Mutex<HashMap<String, Started>>,
 }
 
 impl ListAppenders {

@@ -56,7 +56,7 @@ pub struct SubscriptionInfo {
 }
 
 /// What a subscription keeps in the registry.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Sub {
     destination: String,
     queue: Arc<Queue>,
@@ -97,26 +97,22 @@ impl Registry {
     /// Open subscriptions, by connection then id, with their queues' counts.
     pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
         // Queues' counts are read outside the registry's lock.
-        let subs: Vec<(u64, String, String, Arc<Queue>, &'static str, u32, bool)> = self
+        let subs: Vec<(u64, String, Sub)> = self
             .lock()
             .iter()
-            .flat_map(|(&conn, c)| {
-                c.subs.iter().map(move |(id, s)| {
-                    (conn, id.clone(), s.destination.clone(), s.queue.clone(), s.ack, s.prefetch, s.durable)
-                })
-            })
+            .flat_map(|(&conn, c)| c.subs.iter().map(move |(id, s)| (conn, id.clone(), s.clone())))
             .collect();
         subs.into_iter()
-            .map(|(connection, id, destination, queue, ack, prefetch, durable)| SubscriptionInfo {
+            .map(|(connection, id, s)| SubscriptionInfo {
                 connection,
                 id,
-                destination,
-                queue: queue.name().to_string(),
-                ack,
-                prefetch,
-                durable,
-                ready: queue.ready_count(),
-                unacked: queue.unacked_count() as u64,
+                queue: s.queue.name().to_string(),
+                ready: s.queue.ready_count(),
+                unacked: s.queue.unacked_count() as u64,
+                destination: s.destination,
+                ack: s.ack,
+                prefetch: s.prefetch,
+                durable: s.durable,
             })
             .collect()
     }

@@ -258,10 +258,10 @@ async fn pipelined_appends_answer_in_order_and_reads_see_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_from_many_connections_share_batches_and_keep_their_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let b = Broker::start(dir.path());
     const CONNS: usize = 8;
     const PUSHES: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
     let mut tasks = Vec::new();
     for k in 0..CONNS {
         let mut c = connect(&b, false).await;

@@ -33,9 +33,10 @@ pub struct ListAppender {
 }
 
 impl ListAppender {
-    fn start(q: Arc<Queue>) -> ListAppender {
+    fn start(q: &Arc<Queue>) -> ListAppender {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(q, rx));
+        // Weak: a deleted list's queue (and its log files) is not kept alive by its task.
+        tokio::spawn(run(Arc::downgrade(q), rx));
         ListAppender { tx }
     }
 
@@ -63,21 +64,22 @@ impl ListAppenders {
     /// queue was deleted and declared again since).
     pub fn get(&self, name: &str, q: &Arc<Queue>) -> Arc<ListAppender> {
         let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Compared while alive: a freed queue's address may be a new one's.
         if let Some((on, a)) = map.get(name)
-            && on.as_ptr() == Arc::as_ptr(q)
+            && on.upgrade().is_some_and(|on| Arc::ptr_eq(&on, q))
         {
             return a.clone();
         }
         // Lists deleted since go with the new entry's insertion (their tasks
         // end once their last pushes are answered).
         map.retain(|_, (on, _)| on.strong_count() > 0);
-        let a = Arc::new(ListAppender::start(q.clone()));
+        let a = Arc::new(ListAppender::start(q));
         map.insert(name.to_string(), (Arc::downgrade(q), a.clone()));
         a
     }
 }
 
-async fn run(q: Arc<Queue>, rx: mpsc::UnboundedReceiver<(Vec<Message>, Done)>) {
+async fn run(q: Weak<Queue>, rx: mpsc::UnboundedReceiver<(Vec<Message>, Done)>) {
     group_commit::run(rx, MAX_PUSHES, group_commit::LINGER, move |batch| {
         let mut elements = Vec::with_capacity(batch.len());
         let mut waiters = Vec::with_capacity(batch.len());
@@ -85,6 +87,10 @@ async fn run(q: Arc<Queue>, rx: mpsc::UnboundedReceiver<(Vec<Message>, Done)>) {
             elements.extend(push);
             waiters.push(done);
         }
+        let Some(q) = q.upgrade() else {
+            answer(waiters, Err("the list was deleted".into()));
+            return None;
+        };
         let last = match q.publish_all(&elements) {
             Ok(Published::Stored(off)) => off,
             // Lists that may refuse do not come here (see the module docs).

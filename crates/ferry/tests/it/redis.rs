@@ -308,6 +308,14 @@ async fn pushes_from_many_connections_share_batches_and_keep_their_order() {
     assert_eq!(popped, all);
     let none: Option<String> = c.lpop("shared", None).await.unwrap();
     assert_eq!(none, None);
+    // A list deleted and pushed to again is a new queue with a new appender.
+    let _: i64 = c.rpush("shared", &["old"]).await.unwrap();
+    let deleted: i64 = c.del("shared").await.unwrap();
+    assert_eq!(deleted, 1);
+    let n: i64 = c.rpush("shared", &["new-1", "new-2"]).await.unwrap();
+    assert_eq!(n, 2);
+    let all: Vec<String> = c.lrange("shared", 0, -1).await.unwrap();
+    assert_eq!(all, ["new-1", "new-2"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,9 +9,10 @@
 //! command in flight, the ones that came back first would get an fsync of
 //! their own while the rest are still being answered, and the clients
 //! split into groups that alternate, each fsync covering a part of them.
-//! So after a batch is durable and its clients answered, the loop waits
-//! (at most [`LINGER`]) until as many commands as that batch held have
-//! come back, then appends them all as one batch.
+//! So after a batch of many commands ([`MIN_WAITED_FOR`]) is durable and
+//! its clients answered, the loop waits (at most [`LINGER`]) until as many
+//! commands as that batch held have come back, then appends them all as
+//! one batch.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,6 +24,11 @@ use tokio::time::Instant;
 /// How long the loop waits for the clients a durable batch released to
 /// come back (tokio's timers tick in milliseconds).
 pub const LINGER: Duration = Duration::from_millis(1);
+
+/// Batches of fewer commands do not wait for their clients: with few
+/// clients, one slow to come back would hold the others for the whole
+/// linger (about an fsync), more than sharing the fsync saves them.
+pub const MIN_WAITED_FOR: usize = 8;
 
 /// A batch's wait for disk; it answers the batch's clients when it ends.
 pub type InFlight = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -81,7 +87,7 @@ pub async fn run<T>(
             } => {
                 in_flight = None;
                 // The clients it answered are on their way back.
-                linger = Some((n, Instant::now() + linger_for));
+                linger = (n >= MIN_WAITED_FOR).then(|| (n, Instant::now() + linger_for));
             }
             () = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() => {
                 linger = None;
@@ -165,34 +171,50 @@ mod tests {
     #[tokio::test]
     async fn it_waits_for_the_clients_a_batch_released() {
         let (tx, log, _task) = start(100, LONG);
-        for i in 0..3 {
+        let n = MIN_WAITED_FOR as u32;
+        for i in 0..n {
             tx.send(i).unwrap();
         }
         appended(&log, 1).await;
         release(&log, 0);
         settle().await;
-        // Two of the three are back: the loop waits for the third.
-        tx.send(10).unwrap();
-        tx.send(11).unwrap();
+        // All but one are back: the loop waits for the last.
+        for i in 0..n - 1 {
+            tx.send(100 + i).unwrap();
+        }
         settle().await;
         assert_eq!(batches(&log).len(), 1, "{:?}", batches(&log));
-        tx.send(12).unwrap();
+        tx.send(100 + n - 1).unwrap();
         appended(&log, 2).await;
-        assert_eq!(batches(&log), [vec![0, 1, 2], vec![10, 11, 12]], "all three back: appended at once");
+        assert_eq!(batches(&log)[1], (100..100 + n).collect::<Vec<_>>(), "all back: appended at once");
     }
 
     #[tokio::test]
     async fn it_waits_no_longer_than_the_linger() {
         let (tx, log, _task) = start(100, Duration::from_millis(20));
+        for i in 0..MIN_WAITED_FOR as u32 {
+            tx.send(i).unwrap();
+        }
+        appended(&log, 1).await;
+        release(&log, 0);
+        // Only one comes back: appended once the linger is over.
+        tx.send(20).unwrap();
+        appended(&log, 2).await;
+        assert_eq!(batches(&log)[1], [20]);
+    }
+
+    #[tokio::test]
+    async fn a_small_batch_is_not_waited_for() {
+        let (tx, log, _task) = start(100, LONG);
         for i in 0..3 {
             tx.send(i).unwrap();
         }
         appended(&log, 1).await;
         release(&log, 0);
-        // Only one of three comes back: appended once the linger is over.
-        tx.send(20).unwrap();
+        // One of three back: appended at once, no linger for so few.
+        tx.send(10).unwrap();
         appended(&log, 2).await;
-        assert_eq!(batches(&log)[1], [20]);
+        assert_eq!(batches(&log)[1], [10]);
     }
 
     #[tokio::test]

@@ -4,7 +4,8 @@
 # kcat over SASL_SSL SCRAM-SHA-512;
 # transactions with the three Python clients; KafkaJS), the seed's pika example
 # and pika against RabbitMQ's error answers (AMQP), paho-mqtt (MQTT 3.1.1 / 5, TCP and WebSocket)
-# stomp.py (STOMP 1.0 / 1.1 / 1.2, with pika on the AMQP side) and redis-py
+# stomp.py (STOMP 1.0 / 1.1 / 1.2, with pika on the AMQP side), @stomp/stompjs
+# (STOMP over WebSocket on the MQTT WebSocket listener's /stomp) and redis-py
 # (RESP2 / RESP3, with confluent-kafka and pika on the other side), and pika /
 # paho-mqtt over TLS with a vhost-limited user and a topic ACL (authz_tls)
 # against a freshly started `ferry serve`. Last line: "interop: N passed, M failed".
@@ -30,14 +31,19 @@ if ! command -v kcat >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q kcat
 fi
 
-# KafkaJS, an independent JavaScript client (Node and npm from Debian if missing).
+# KafkaJS, an independent JavaScript client, and @stomp/stompjs with ws
+# (STOMP over WebSocket) (Node and npm from Debian if missing).
 if ! command -v npm >/dev/null; then
     sudo=""
     [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null && sudo="sudo"
     $sudo apt-get update -q
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q nodejs npm
 fi
-(cd "$here" && npm ci --no-audit --no-fund --silent)
+# Installed only when missing or not what package-lock.json says (npm ls
+# checks the tree against it), so a warm checkout runs without the registry.
+if ! (cd "$here" && npm ls --silent >/dev/null 2>&1); then
+    (cd "$here" && npm ci --no-audit --no-fund --silent)
+fi
 
 # Always build: a no-op when fresh, and never a stale binary.
 (cd "$root" && cargo build -q -p ferry --bin ferry)
@@ -155,6 +161,7 @@ run_test kafkajs         node "$here/kafkajs_test.mjs"
 run_test pika_seed       "$venv/bin/python" "$here/pika_seed_test.py"
 run_test pika_answers    "$venv/bin/python" "$here/pika_rabbitmq_answers_test.py"
 run_test stomp_py        "$venv/bin/python" "$here/stomp_py_test.py"
+run_test stompjs_ws      node "$here/stompjs_ws_test.mjs"
 run_test redis_py        "$venv/bin/python" "$here/redis_py_test.py"
 run_test authz_tls       "$venv/bin/python" "$here/authz_tls_test.py"
 # Five parts, each in its own child process with a 75 s limit (GROUPS_PART_TIMEOUT);

@@ -9,7 +9,8 @@
 # threads) across each case, per MiB of payload (32-byte values).
 # Installs redis-server / redis-tools if missing. Environment knobs:
 #   N (requests per producing case, 20000), C (connections, 50),
-#   ENTRIES (entries per consuming case, 50000), WORKERS (4), BATCH (100), ROUNDS (3).
+#   ENTRIES (entries per consuming case, 50000), WORKERS (4), BATCH (100), ROUNDS (3),
+#   FERRY_BIN (a ferry binary to measure; default: build the release one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
@@ -27,8 +28,14 @@ if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/nu
 fi
 [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check "redis==8.1.0"
-cargo build -q --release -p ferry --bin ferry
-ferry="$CARGO_TARGET_DIR/release/ferry"
+# FERRY_BIN: measure that binary instead of building the release one
+# (e.g. two builds compared in one run of the same machine state).
+if [[ -n "${FERRY_BIN:-}" ]]; then
+  ferry="$FERRY_BIN"
+else
+  cargo build -q --release -p ferry --bin ferry
+  ferry="$CARGO_TARGET_DIR/release/ferry"
+fi
 
 work="$(mktemp -d)"
 pid=""
@@ -74,7 +81,7 @@ produce() {
 }
 
 echo "# Redis benchmark: N=$N C=$C ENTRIES=$ENTRIES WORKERS=$WORKERS BATCH=$BATCH ROUNDS=$ROUNDS"
-echo "# $(nproc) CPUs; $(uname -r); ferry $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "# $(nproc) CPUs; $(uname -r); ferry ${FERRY_BIN:-$(git rev-parse --short HEAD 2>/dev/null || echo '?')}; load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# per case: rate, then broker CPU seconds per MiB of 32-byte payloads"
 printf '%-6s %-9s %12s %8s %12s %8s %18s %8s\n' round server "XADD/s" "CPU/MiB" "RPUSH/s" "CPU/MiB" "XREADGROUP+XACK/s" "CPU/MiB"
 for round in $(seq "$ROUNDS"); do
@@ -90,3 +97,4 @@ for round in $(seq "$ROUNDS"); do
     stop
   done
 done
+echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"

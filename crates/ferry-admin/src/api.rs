@@ -1,5 +1,6 @@
 //! Routes: `/metrics`, `/v1/health*`, the REST admin API on topics,
-//! configs, groups and offsets (nodes and reassignments: `nodes.rs`), and
+//! configs, groups and offsets (nodes and reassignments: `nodes.rs`),
+//! front-ends' listings (`/v1/stomp/connections|subscriptions`), and
 //! `/stomp` (STOMP over WebSocket).
 
 use std::collections::BTreeMap;
@@ -50,9 +51,19 @@ pub fn routes() -> Router<AdminState> {
             "/v1/acls",
             get(crate::security::list_acls).post(crate::security::add_acl).delete(crate::security::remove_acl),
         )
+        .route("/v1/stomp/connections", get(listing))
+        .route("/v1/stomp/subscriptions", get(listing))
         .route("/stomp", get(crate::websocket::upgrade))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// A front-end's listing ([`crate::LISTINGS`]), if that front-end runs.
+async fn listing(State(s): State<AdminState>, uri: axum::http::Uri) -> ApiResult {
+    match s.listing(uri.path()) {
+        Some(list) => ok(list()),
+        None => Err(ApiError::not_found(format!("{} is not served: its front-end is not running", uri.path()))),
+    }
 }
 
 async fn not_found() -> ApiError {

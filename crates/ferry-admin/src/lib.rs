@@ -15,6 +15,7 @@ mod websocket;
 
 pub use tls_listener::TlsListener;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -28,6 +29,9 @@ use tokio::sync::watch;
 
 pub use error::ApiError;
 
+/// The endpoints front-ends fill with [`AdminState::set_listing`].
+pub const LISTINGS: &[&str] = &["/v1/stomp/connections", "/v1/stomp/subscriptions"];
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AdminState {
@@ -40,7 +44,14 @@ pub struct AdminState {
     ws_routes: Arc<RwLock<Vec<Route>>>,
     /// Who may use the API; unset: everyone (tests of this crate).
     auth: Arc<std::sync::OnceLock<security::HttpAuth>>,
+    /// What front-ends list about themselves, by endpoint path.
+    listings: Arc<RwLock<HashMap<String, Listing>>>,
 }
+
+/// A front-end's listing (its connections, its subscriptions) as JSON,
+/// made at each request. The binary hands them over, so this crate
+/// imports no front-end.
+pub type Listing = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 impl AdminState {
     /// State for `broker`, not ready until [`AdminState::set_ready`].
@@ -48,7 +59,13 @@ impl AdminState {
     /// `ferry_raft_*`, `ferry_cluster_nodes`) with the broker's metrics.
     pub fn new(broker: Arc<Broker>) -> AdminState {
         cluster::ClusterCollector::register(&broker);
-        AdminState { broker, ready: Arc::new(AtomicBool::new(false)), ws_routes: Arc::default(), auth: Arc::default() }
+        AdminState {
+            broker,
+            ready: Arc::new(AtomicBool::new(false)),
+            ws_routes: Arc::default(),
+            auth: Arc::default(),
+            listings: Arc::default(),
+        }
     }
 
     /// Turns on authentication (once; see [`security`]).
@@ -70,6 +87,16 @@ impl AdminState {
             .iter()
             .find(|r| r.endpoint.path == path)
             .cloned()
+    }
+
+    /// Serves `listing` at `path`, one of the front-end listing endpoints
+    /// ([`LISTINGS`]); until then (the front-end is off) that path answers 404.
+    pub fn set_listing(&self, path: &str, listing: Listing) {
+        self.listings.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(path.to_string(), listing);
+    }
+
+    fn listing(&self, path: &str) -> Option<Listing> {
+        self.listings.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(path).cloned()
     }
 
     /// Sets what `/v1/health/ready` answers (true once listeners are bound,

@@ -49,7 +49,7 @@ struct Conn {
     out: BytesMut,
     pushes: mpsc::Receiver<Reply>,
     /// Replies of pipelined appends waiting for disk, in order.
-    deferred: Vec<(Durable, Reply)>,
+    deferred: Vec<Durable>,
     session: Session,
     shutdown: watch::Receiver<bool>,
 }
@@ -157,9 +157,9 @@ impl Conn {
     /// Waits for the deferred appends, in order, and buffers their replies.
     async fn settle(&mut self) {
         let resp3 = self.session.resp3;
-        for (durable, reply) in std::mem::take(&mut self.deferred) {
+        for durable in std::mem::take(&mut self.deferred) {
             match durable.await {
-                Ok(()) => encode(&reply, resp3, &mut self.out),
+                Ok(reply) => encode(&reply, resp3, &mut self.out),
                 Err(e) => encode(&e.reply(), resp3, &mut self.out),
             }
         }
@@ -200,7 +200,7 @@ impl Conn {
         let go_on = match step {
             // An append that failed at once, behind appends waiting for disk.
             Step::Reply(r) if !self.deferred.is_empty() => {
-                self.deferred.push((Box::pin(std::future::ready(Ok(()))), r));
+                self.deferred.push(Box::pin(std::future::ready(Ok(r))));
                 true
             }
             Step::Reply(r) => {
@@ -215,8 +215,8 @@ impl Conn {
                 encode(&r, resp3, &mut self.out);
                 false
             }
-            Step::Deferred { reply, durable } => {
-                self.deferred.push((durable, reply));
+            Step::Deferred(durable) => {
+                self.deferred.push(durable);
                 if self.deferred.len() >= MAX_DEFERRED {
                     self.settle().await;
                 }

@@ -7,6 +7,8 @@ mod commands;
 mod connection;
 pub mod error;
 pub mod glob;
+mod group_commit;
+pub mod list_appender;
 pub mod metrics;
 pub mod pubsub;
 pub mod resp;

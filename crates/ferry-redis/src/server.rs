@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::list_appender::ListAppenders;
 use crate::metrics::RedisStats;
 use crate::pubsub::Hub;
 use crate::resp::Limits;
@@ -65,6 +66,8 @@ pub struct Server {
     pub hub: Hub,
     /// Streams this node serves, with their consumer groups.
     pub streams: Arc<Streams>,
+    /// LPUSH / RPUSH group commit, one task per list.
+    pub lists: ListAppenders,
 }
 
 impl Server {
@@ -82,7 +85,17 @@ impl Server {
         let stats = RedisStats::register(metrics);
         let metrics = metrics.register(ProtocolMetrics::new("redis", &crate::metrics::command_names(), None));
         let streams = Streams::open(data_dir.join("redis-streams"), broker.clone()).map_err(std::io::Error::other)?;
-        Ok(Server { config, vhosts, broker, authenticate, metrics, stats, hub: Hub::default(), streams })
+        Ok(Server {
+            config,
+            vhosts,
+            broker,
+            authenticate,
+            metrics,
+            stats,
+            hub: Hub::default(),
+            streams,
+            lists: ListAppenders::default(),
+        })
     }
 }
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod headers;
 pub mod metrics;
 mod receipts;
+pub mod registry;
 mod server;
 pub mod subscribe;
 pub mod transactions;

@@ -9,9 +9,11 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ferry_broker::metrics::{Metrics, counter, family};
+use ferry_broker::metrics::{Metrics, counter, family, gauge};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
+
+use crate::registry::Registry;
 
 /// Client commands; the position is the metrics API number.
 const COMMANDS: &[&str] =
@@ -30,6 +32,8 @@ pub fn command_index(command: &str) -> usize {
 /// What the STOMP front-end counts beside its requests.
 #[derive(Debug, Default)]
 pub struct StompStats {
+    /// Open subscriptions are counted from it (`ferry_stomp_subscriptions`).
+    registry: Arc<Registry>,
     delivered: AtomicU64,
     acked: AtomicU64,
     nacked: AtomicU64,
@@ -38,9 +42,10 @@ pub struct StompStats {
 }
 
 impl StompStats {
-    /// New counters, encoded by `metrics` at every scrape.
-    pub fn register(metrics: &Metrics) -> Arc<StompStats> {
-        let stats = Arc::new(StompStats::default());
+    /// New counters, encoded by `metrics` at every scrape, with the
+    /// subscriptions open in `registry`.
+    pub fn register(metrics: &Metrics, registry: Arc<Registry>) -> Arc<StompStats> {
+        let stats = Arc::new(StompStats { registry, ..Default::default() });
         metrics.register_collector("stomp", stats.clone());
         stats
     }
@@ -92,7 +97,13 @@ impl Collector for StompStats {
             "STOMP ERROR frames sent (each closes its connection)",
             [(vec![], c(&self.errors))],
         )?;
-        family(&mut e, "ferry_stomp_receipts", "STOMP RECEIPT frames sent", [(vec![], c(&self.receipts))])
+        family(&mut e, "ferry_stomp_receipts", "STOMP RECEIPT frames sent", [(vec![], c(&self.receipts))])?;
+        family(
+            &mut e,
+            "ferry_stomp_subscriptions",
+            "STOMP subscriptions open on all connections",
+            [(vec![], gauge(self.registry.subscription_count() as i64))],
+        )
     }
 }
 

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use crate::codec::Limits;
 use crate::metrics::StompStats;
+use crate::registry::Registry;
 
 /// Settings of the STOMP front-end.
 #[derive(Clone, Debug)]
@@ -62,6 +63,8 @@ pub struct Server {
     pub metrics: Arc<ProtocolMetrics>,
     /// Deliveries, acks, errors, receipts, for /metrics.
     pub stats: Arc<StompStats>,
+    /// Open connections and subscriptions, for listings.
+    pub registry: Arc<Registry>,
 }
 
 impl Server {
@@ -73,9 +76,10 @@ impl Server {
         authenticate: Authenticator,
         metrics: &Metrics,
     ) -> Server {
-        let stats = StompStats::register(metrics);
+        let registry = Arc::new(Registry::default());
+        let stats = StompStats::register(metrics, registry.clone());
         let metrics = metrics.register(ProtocolMetrics::new("stomp", &crate::metrics::command_names(), None));
-        Server { config, vhosts, broker, authenticate, metrics, stats }
+        Server { config, vhosts, broker, authenticate, metrics, stats, registry }
     }
 }
 

@@ -47,6 +47,15 @@ impl AckMode {
             Some(other) => Err(StompError::protocol(format!("invalid ack mode {other:?}"))),
         }
     }
+
+    /// The `ack` header's value for this mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckMode::Auto => "auto",
+            AckMode::Client => "client",
+            AckMode::ClientIndividual => "client-individual",
+        }
+    }
 }
 
 /// What to do with settled deliveries.

@@ -37,6 +37,8 @@ enum Command {
     Group(cli::GroupCmd),
     /// Redis streams and their consumer groups (over the Redis listener).
     Redis(cli::RedisCmd),
+    /// STOMP connections and subscriptions (over the HTTP admin API).
+    Stomp(cli::StompCmd),
     /// Cluster information.
     Cluster(cli::ClusterCmd),
     /// Take a node out of the cluster: decommission, remove.
@@ -83,6 +85,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             Command::Consume(args) => cli::consume::run(args).await,
             Command::Group(cmd) => cli::group::run(cmd).await,
             Command::Redis(cmd) => cli::redis::run(cmd).await,
+            Command::Stomp(cmd) => cli::stomp::run(cmd).await,
             Command::Cluster(cmd) => cli::cluster(cmd).await,
             Command::Node(cmd) => cli::node::run(cmd).await,
             Command::User(cmd) => cli::user::run(cmd).await,
@@ -274,6 +277,11 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                     gate.authenticator("stomp"),
                     broker.metrics(),
                 ));
+                // Listed on the admin API (`ferry stomp ...`) before clients can connect.
+                let registry = server.registry.clone();
+                admin.set_listing("/v1/stomp/connections", Arc::new(move || cli::stomp::connections_json(&registry)));
+                let registry = server.registry.clone();
+                admin.set_listing("/v1/stomp/subscriptions", Arc::new(move || cli::stomp::subscriptions_json(&registry)));
                 let mut listeners = Vec::new();
                 for (socket, websocket, tls, what) in stomp_sockets {
                     let socket = listen(socket)?;

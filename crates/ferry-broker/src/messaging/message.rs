@@ -112,41 +112,68 @@ pub struct StoredMessage {
 
 /// Encodes `m` as a one-record batch.
 pub fn encode(m: &Message, timestamp: i64) -> Result<Vec<u8>> {
-    let persistent: &[u8] = if m.persistent { b"1" } else { b"0" };
-    let expires = m.expires_at.map(|e| e.to_string());
-    let mut headers = vec![
-        (H_EXCHANGE.as_bytes(), Some(m.exchange.as_bytes())),
-        (H_PROPERTIES.as_bytes(), Some(&m.properties[..])),
-        (H_PERSISTENT.as_bytes(), Some(persistent)),
-    ];
-    if let Some(e) = &expires {
-        headers.push((H_EXPIRES_AT.as_bytes(), Some(e.as_bytes())));
+    encode_all(std::slice::from_ref(m), timestamp)
+}
+
+/// Encodes `ms` as one batch of as many records (one CRC, one append, one
+/// flush for all of them: a front-end's group commit).
+pub fn encode_all(ms: &[Message], timestamp: i64) -> Result<Vec<u8>> {
+    let texts = ms.iter().map(Texts::of).collect::<Result<Vec<_>>>()?;
+    let records: Vec<NewRecord<'_>> = ms.iter().zip(&texts).map(|(m, t)| t.record(m, timestamp)).collect();
+    records::build_batch(&records, Compression::None, -1, -1, -1).map_err(|e| BrokerError::InvalidRecord(e.to_string()))
+}
+
+/// What a message's record headers borrow beside the message itself.
+struct Texts {
+    expires: Option<String>,
+    deliver_at: Option<String>,
+    route_headers: Option<Vec<u8>>,
+    retries: String,
+    priority: [u8; 1],
+}
+
+impl Texts {
+    fn of(m: &Message) -> Result<Texts> {
+        let route_headers = match m.deliver_at {
+            Some(_) if !m.headers.is_empty() => Some(serde_json::to_vec(&m.headers).map_err(std::io::Error::other)?),
+            _ => None,
+        };
+        Ok(Texts {
+            expires: m.expires_at.map(|e| e.to_string()),
+            deliver_at: m.deliver_at.map(|d| d.to_string()),
+            route_headers,
+            retries: m.retries.to_string(),
+            priority: [m.priority],
+        })
     }
-    let priority = [m.priority];
-    if m.priority > 0 {
-        headers.push((H_PRIORITY.as_bytes(), Some(&priority[..])));
+
+    fn record<'a>(&'a self, m: &'a Message, timestamp: i64) -> NewRecord<'a> {
+        let persistent: &[u8] = if m.persistent { b"1" } else { b"0" };
+        let mut headers = vec![
+            (H_EXCHANGE.as_bytes(), Some(m.exchange.as_bytes())),
+            (H_PROPERTIES.as_bytes(), Some(&m.properties[..])),
+            (H_PERSISTENT.as_bytes(), Some(persistent)),
+        ];
+        if let Some(e) = &self.expires {
+            headers.push((H_EXPIRES_AT.as_bytes(), Some(e.as_bytes())));
+        }
+        if m.priority > 0 {
+            headers.push((H_PRIORITY.as_bytes(), Some(&self.priority[..])));
+        }
+        if let Some(d) = &self.deliver_at {
+            headers.push((H_DELIVER_AT.as_bytes(), Some(d.as_bytes())));
+        }
+        if let Some(h) = &self.route_headers {
+            headers.push((H_ROUTE_HEADERS.as_bytes(), Some(&h[..])));
+        }
+        if let Some(q) = &m.retry_queue {
+            headers.push((H_RETRY_QUEUE.as_bytes(), Some(q.as_bytes())));
+        }
+        if m.retries > 0 {
+            headers.push((H_RETRIES.as_bytes(), Some(self.retries.as_bytes())));
+        }
+        NewRecord { key: Some(m.routing_key.as_bytes()), value: Some(&m.body), headers, timestamp }
     }
-    let deliver_at = m.deliver_at.map(|d| d.to_string());
-    let route_headers = match m.deliver_at {
-        Some(_) if !m.headers.is_empty() => Some(serde_json::to_vec(&m.headers).map_err(std::io::Error::other)?),
-        _ => None,
-    };
-    if let Some(d) = &deliver_at {
-        headers.push((H_DELIVER_AT.as_bytes(), Some(d.as_bytes())));
-    }
-    if let Some(h) = &route_headers {
-        headers.push((H_ROUTE_HEADERS.as_bytes(), Some(&h[..])));
-    }
-    if let Some(q) = &m.retry_queue {
-        headers.push((H_RETRY_QUEUE.as_bytes(), Some(q.as_bytes())));
-    }
-    let retries = m.retries.to_string();
-    if m.retries > 0 {
-        headers.push((H_RETRIES.as_bytes(), Some(retries.as_bytes())));
-    }
-    let record = NewRecord { key: Some(m.routing_key.as_bytes()), value: Some(&m.body), headers, timestamp };
-    records::build_batch(&[record], Compression::None, -1, -1, -1)
-        .map_err(|e| BrokerError::InvalidRecord(e.to_string()))
 }
 
 /// Decodes every record of the whole batches in `buf` (as read from a log),
@@ -249,5 +276,29 @@ mod tests {
         assert_eq!((s.expires_at, s.priority, s.deliver_at), (Some(99), 4, Some(7)));
         assert_eq!(s.headers, m.headers);
         assert_eq!((s.retry_queue.as_deref(), s.retries), (Some("q"), 2));
+    }
+
+    #[test]
+    fn several_messages_make_one_batch_with_consecutive_offsets() {
+        let m = |key: &str, body: &'static [u8], priority: u8| Message {
+            exchange: String::new(),
+            routing_key: key.into(),
+            properties: Bytes::new(),
+            body: Bytes::from_static(body),
+            persistent: priority == 0,
+            expires_at: None,
+            priority,
+            deliver_at: None,
+            retry_queue: None,
+            retries: 0,
+            headers: Headers::new(),
+        };
+        let batch = Bytes::from(encode_all(&[m("a", b"one", 0), m("b", b"two", 3), m("c", b"", 0)], 55).unwrap());
+        assert_eq!(ferry_records::batch::split(&batch).unwrap().len(), 1);
+        let got = decode_batches(&batch).unwrap();
+        let seen: Vec<(u64, &str, &[u8], u8, bool)> =
+            got.iter().map(|s| (s.offset, s.routing_key.as_str(), &s.body[..], s.priority, s.persistent)).collect();
+        assert_eq!(seen, [(0, "a", &b"one"[..], 0, true), (1, "b", b"two", 3, false), (2, "c", b"", 0, true)]);
+        assert!(got.iter().all(|s| s.timestamp == 55));
     }
 }

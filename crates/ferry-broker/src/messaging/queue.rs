@@ -30,6 +30,9 @@ use crate::metrics::QueueStats;
 use crate::queue::{CursorLog, Outstanding, Snapshots, Tracked, Trim};
 /// Bytes read from the log per refill of the read-ahead buffer.
 const READ_AHEAD: usize = 256 * 1024;
+/// Bodies per record batch of [`Queue::publish_all`] (then a new batch, so
+/// no batch nears the log's size limit).
+const BATCH_BYTES: usize = 256 * 1024;
 
 /// A queue's declared properties.
 #[derive(Clone, Debug, PartialEq)]
@@ -275,6 +278,43 @@ impl Queue {
         drop(c);
         self.finish_letters(letters)?;
         Ok(Published::Stored(offset))
+    }
+
+    /// Appends `ms` as few record batches (one per [`BATCH_BYTES`] of
+    /// bodies: one append and one flush request for many messages, a
+    /// front-end's group commit); returns the last one's offset. A queue
+    /// with length limits or priorities takes them one at a time
+    /// ([`Queue::publish`]), stopping at the first refused: then
+    /// `Rejected`, the ones before it stored. `ms` must not be empty.
+    pub fn publish_all(&self, ms: &[Message]) -> Result<Published> {
+        if self.args.limited() || self.args.max_priority.is_some() {
+            let mut last = Published::Rejected;
+            for m in ms {
+                last = self.publish(m)?;
+                if last == Published::Rejected {
+                    break;
+                }
+            }
+            return Ok(last);
+        }
+        let (mut last, mut rest) = (Published::Rejected, ms);
+        while !rest.is_empty() {
+            let mut bytes = 0;
+            let n = rest
+                .iter()
+                .take_while(|m| {
+                    let before = bytes;
+                    bytes += m.body.len();
+                    before < BATCH_BYTES
+                })
+                .count();
+            let (now, later) = rest.split_at(n.max(1));
+            let info = self.log.append(&message::encode_all(now, now_ms())?)?;
+            now.iter().for_each(|_| self.stats.published());
+            last = Published::Stored(info.last_offset);
+            rest = later;
+        }
+        Ok(last)
     }
 
     /// drop-head overflow: the oldest readable ready messages go.

@@ -24,7 +24,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferry_broker::messaging::{HeaderValue, Headers, Message, Published, Queue, QueueSpec};
+use ferry_broker::messaging::{Headers, Message, Published, Queue, QueueSpec};
 use tokio::time::Instant;
 
 use super::args::parse_timeout;
@@ -181,8 +181,6 @@ fn queue(s: &Session, key: &Bytes, create: bool, access: Access) -> CmdResult<Op
 }
 
 fn message(key: &str, body: Bytes) -> Message {
-    let mut headers = Headers::new();
-    headers.insert("redis-list".into(), HeaderValue::Str(key.to_string()));
     Message {
         exchange: String::new(),
         routing_key: key.to_string(),
@@ -199,21 +197,27 @@ fn message(key: &str, body: Bytes) -> Message {
 }
 
 /// Appends `values` to the list `key`; answers the length once durable.
+/// Pushes from every connection share record batches and fsyncs
+/// ([`crate::list_appender`]), except on lists that may refuse elements.
 fn push(s: &Session, key: &Bytes, values: &[Bytes]) -> CmdResult<Step> {
     let q = queue(s, key, true, Access::Write)?.ok_or_else(|| CommandError::err("no such list"))?;
     let name = key_name(key)?;
-    let mut last = None;
-    for v in values {
-        match q.publish(&message(name, v.clone()))? {
-            Published::Stored(off) => last = Some(off),
-            Published::Rejected => return Err(CommandError::err(format!("list '{name}' is full"))),
-        }
-    }
+    let elements: Vec<Message> = values.iter().map(|v| message(name, v.clone())).collect();
     s.server.stats.list_pushes(values.len() as u64);
-    let reply = Reply::Int(q.ready_count() as i64);
-    match last {
-        Some(off) => Ok(Step::Deferred { reply, durable: Box::pin(durable(&q, off)) }),
-        None => Ok(Step::Reply(reply)),
+    if !q.args.limited() && q.args.max_priority.is_none() {
+        let done = s.server.lists.get(name, &q).push(elements);
+        return Ok(Step::Deferred(Box::pin(async move {
+            let len = done.await.map_err(|_| CommandError::err("the list's appender stopped"))??;
+            Ok(Reply::Int(len))
+        })));
+    }
+    match q.publish_all(&elements)? {
+        Published::Stored(off) => {
+            let reply = Reply::Int(q.ready_count() as i64);
+            let durable = durable(&q, off);
+            Ok(Step::Deferred(Box::pin(async move { durable.await.map(|()| reply) })))
+        }
+        Published::Rejected => Err(CommandError::err(format!("list '{name}' is full"))),
     }
 }
 

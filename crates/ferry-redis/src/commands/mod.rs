@@ -37,14 +37,14 @@ pub(crate) enum Step {
     Block { on: Wait, deadline: Option<Instant>, retry: Vec<Bytes>, timeout: Reply },
     /// Answer, then close the connection (QUIT).
     Quit(Reply),
-    /// Answer `reply` once `durable` resolves (an append on its way to
-    /// disk), or its error if it fails. Pipelined appends wait together, so
+    /// Answer with what `durable` resolves to once its append is on disk
+    /// (or its error if it fails). Pipelined appends wait together, so
     /// they share fsyncs (see [`DEFERRING`]).
-    Deferred { reply: Reply, durable: Durable },
+    Deferred(Durable),
 }
 
-/// An append's wait for disk.
-pub(crate) type Durable = Pin<Box<dyn Future<Output = CmdResult<()>> + Send>>;
+/// An append's wait for disk, then its reply.
+pub(crate) type Durable = Pin<Box<dyn Future<Output = CmdResult<Reply>> + Send>>;
 
 /// Commands whose replies may wait for disk behind later commands of a
 /// pipeline. Any other command first waits for those before it runs, so a

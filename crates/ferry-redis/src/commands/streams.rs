@@ -224,9 +224,9 @@ async fn xadd(s: &Session, a: &Args<'_>) -> CmdResult<Step> {
             t.apply(&p, &mut st.lock())?;
             st.changed();
         }
-        Ok(())
+        Ok(Reply::text(id.to_string()))
     });
-    Ok(Step::Deferred { reply: Reply::text(id.to_string()), durable })
+    Ok(Step::Deferred(durable))
 }
 
 fn range(s: &Session, a: &Args<'_>, rev: bool) -> CmdResult<Reply> {

@@ -1,7 +1,7 @@
 //! Group commit of XADDs across connections: a stream's entries go to one
 //! task per stream, which appends whatever has queued up as one record
 //! batch (one CRC, one write, one flush request for many clients' XADDs),
-//! then moves on to the next batch while the last one's fsync runs. Each
+//! one batch on its way to disk at a time ([`crate::group_commit`]). Each
 //! XADD's reply still waits for its own entry to be durable.
 //!
 //! Entries are queued under the stream's lock, right after their ids are
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Stream;
 use crate::error::{CmdResult, CommandError};
+use crate::group_commit;
 
 /// Entries taken into one batch at most.
 const MAX_BATCH: usize = 1024;
@@ -45,15 +46,9 @@ impl Appender {
     }
 }
 
-async fn run(p: Arc<Partition>, stream: Weak<Stream>, mut rx: mpsc::UnboundedReceiver<(StoredRecord, Done)>) {
-    while let Some(first) = rx.recv().await {
-        let mut records = vec![first.0];
-        let mut waiters = vec![first.1];
-        while records.len() < MAX_BATCH {
-            let Ok((r, done)) = rx.try_recv() else { break };
-            records.push(r);
-            waiters.push(done);
-        }
+async fn run(p: Arc<Partition>, stream: Weak<Stream>, rx: mpsc::UnboundedReceiver<(StoredRecord, Done)>) {
+    group_commit::run(rx, MAX_BATCH, group_commit::LINGER, move |batch| {
+        let (records, waiters): (Vec<StoredRecord>, Vec<Done>) = batch.into_iter().unzip();
         let appended = encode_batch(&records).map_err(CommandError::from).and_then(|b| Ok(p.append(&b, Acks::All)?));
         let appended = match appended {
             Ok(a) => a,
@@ -62,19 +57,19 @@ async fn run(p: Arc<Partition>, stream: Weak<Stream>, mut rx: mpsc::UnboundedRec
                 for w in waiters {
                     let _ = w.send(Err(CommandError::Reply(text.clone())));
                 }
-                continue;
+                return None;
             }
         };
-        match stream.upgrade() {
-            Some(st) => st.lock().appended(appended.info.last_offset),
-            None => return,
+        // The stream is gone (deleted): its entries' waits still end.
+        if let Some(st) = stream.upgrade() {
+            st.lock().appended(appended.info.last_offset);
         }
-        // Waits for disk off this task, so the next batch is appended meanwhile.
-        tokio::spawn(async move {
+        Some(Box::pin(async move {
             let result = appended.acknowledged().await.map(|_| ()).map_err(|e| e.to_string());
             for w in waiters {
                 let _ = w.send(result.clone().map_err(|e| CommandError::Reply(format!("ERR {e}"))));
             }
-        });
-    }
+        }))
+    })
+    .await;
 }

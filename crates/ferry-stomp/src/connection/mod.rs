@@ -63,6 +63,8 @@ pub(crate) struct Conn {
     subs: HashMap<Arc<str>, SubHandle>,
     txns: Transactions,
     temp: HashMap<String, Arc<Queue>>,
+    /// This connection in the front-end's listing, while it lives.
+    listed: crate::registry::Entry,
 }
 
 /// What to do after a frame.
@@ -128,6 +130,17 @@ where
     let _open = server.metrics.connection();
     decoder.version = session.version;
     tracing::debug!(user = %session.user, vhost = %session.vhost.name, version = session.version.as_str(), "stomp connected");
+    let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+    let listed = server.registry.add(crate::registry::ConnectionInfo {
+        id,
+        peer,
+        user: session.user.clone(),
+        vhost: session.vhost.name.clone(),
+        version: session.version.as_str(),
+        connected_at_ms: ferry_util::time::now_ms(),
+        heartbeat: (session.send_every, session.expect_every),
+        subscriptions: 0,
+    });
     let (tx, rx) = mpsc::channel(OUTBOX_FRAMES);
     let writer = tokio::spawn(write_loop(wr, rx, session.send_every));
     let deliveries = Deliveries::new(tx.clone(), session.version, server.stats.clone());
@@ -138,12 +151,13 @@ where
         vhost: session.vhost,
         user: session.user,
         authorize: session.authorize,
-        id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
+        id,
         version: session.version,
         out: tx,
         deliveries,
         subs: HashMap::new(),
         temp: HashMap::new(),
+        listed,
     };
     let end = conn.serve(&mut rd, &mut buf, &mut decoder, session.expect_every, &mut shutdown).await;
     conn.close(end).await;

@@ -159,7 +159,7 @@ impl Conn {
         let q = self.vhost.declare_queue(spec, false, self.id)?;
         let dest = format!("/temp-queue/{x}");
         let id: Arc<str> = dest.as_str().into();
-        self.start_subscription(id, q.clone(), AckMode::Auto, 0, Some(dest), false, false)?;
+        self.start_subscription(id, q.clone(), AckMode::Auto, 0, (&dest.clone(), Some(dest)), false, false)?;
         self.temp.insert(x.to_string(), q.clone());
         Ok(q.name().to_string())
     }

@@ -67,7 +67,7 @@ impl Conn {
             resolved.queue.clone(),
             mode,
             prefetch,
-            None,
+            (dest_text, None),
             resolved.private,
             is_true(f, "exclusive"),
         );
@@ -77,11 +77,16 @@ impl Conn {
         if let Some(h) = self.subs.get_mut(&id) {
             h.durable = opts.durable
                 && matches!(dest, Destination::Topic(_) | Destination::Exchange { .. } | Destination::Kafka(_));
+            if h.durable {
+                self.listed.durable(&id);
+            }
         }
         r
     }
 
-    /// Registers a subscription and starts its delivery task.
+    /// Registers a subscription and starts its delivery task. `destination`:
+    /// the one subscribed to (as listed), and the one MESSAGE frames name
+    /// if not the queue's own.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn start_subscription(
         &mut self,
@@ -89,7 +94,7 @@ impl Conn {
         queue: Arc<Queue>,
         mode: AckMode,
         prefetch: u32,
-        destination: Option<String>,
+        (listed_as, destination): (&str, Option<String>),
         private: bool,
         exclusive: bool,
     ) -> Result<(), StompError> {
@@ -99,6 +104,7 @@ impl Conn {
             return Err(StompError::protocol(format!("duplicate subscription id {id:?}")));
         }
         let task = tokio::spawn(self.deliveries.clone().run(id.clone(), queue.clone(), consumer).in_current_span());
+        self.listed.subscribed(&id, listed_as, queue.clone(), mode.as_str(), prefetch);
         self.subs.insert(id, SubHandle { queue, consumer, task, private, durable: false });
         Ok(())
     }
@@ -125,6 +131,7 @@ impl Conn {
     pub(super) fn end_subscription(&mut self, id: &str, h: SubHandle) {
         h.task.abort();
         self.deliveries.remove(id);
+        self.listed.unsubscribed(id);
         let last = h.queue.remove_consumer(h.consumer);
         if (last || h.private)
             && let Err(e) = self.vhost.delete_if_present(&h.queue)

@@ -22,6 +22,7 @@ mod output;
 pub mod produce;
 mod reassign;
 pub mod redis;
+pub mod stomp;
 pub mod topic;
 pub mod user;
 
@@ -39,6 +40,7 @@ pub use group::GroupCmd;
 pub use node::NodeCmd;
 pub use produce::ProduceArgs;
 pub use redis::RedisCmd;
+pub use stomp::StompCmd;
 pub use topic::TopicCmd;
 pub use user::UserCmd;
 

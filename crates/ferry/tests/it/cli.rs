@@ -473,3 +473,68 @@ fn lists_redis_streams_and_their_groups() {
     let o = ferry(&b, &["redis", "groups", "nothing", "--redis", &redis_addr], "");
     fails(&o, "no such key");
 }
+
+#[test]
+fn lists_stomp_connections_and_subscriptions() {
+    use crate::stomp_support::Stomp;
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let http = format!("127.0.0.1:{}", b.http_port);
+    let mut worker = Stomp::connect(&b);
+    worker.subscribe("jobs-1", "/queue/jobs", &[("ack", "client-individual"), ("prefetch-count", "5")]);
+    worker.subscribe("news", "/topic/news.*", &[("durable", "true")]);
+    let mut producer = Stomp::connect(&b);
+    for body in ["a", "b"] {
+        producer.send("/queue/jobs", body.as_bytes(), &[]);
+    }
+    // Both delivered and not acknowledged: unacked 2 on the jobs queue.
+    for _ in 0..2 {
+        worker.message();
+    }
+
+    let conns = ok_json(&b, &["stomp", "connections", "--http", &http]);
+    let list = conns["connections"].as_array().unwrap_or_else(|| panic!("{conns}"));
+    assert_eq!(list.len(), 2, "{conns}");
+    assert!(list.iter().all(|c| c["user"] == "guest" && c["vhost"] == "/" && c["version"] == "1.2"), "{conns}");
+    let mut subs_per_conn: Vec<i64> = list.iter().map(|c| c["subscriptions"].as_i64().unwrap()).collect();
+    subs_per_conn.sort();
+    assert_eq!(subs_per_conn, [0, 2], "{conns}");
+
+    let subs = ok_json(&b, &["stomp", "subscriptions", "--http", &http]);
+    let list = subs["subscriptions"].as_array().unwrap_or_else(|| panic!("{subs}"));
+    let jobs = list.iter().find(|s| s["id"] == "jobs-1").unwrap_or_else(|| panic!("{subs}"));
+    assert_eq!(
+        (&jobs["destination"], &jobs["queue"], &jobs["ack"], &jobs["prefetch"], &jobs["unacked"], &jobs["durable"]),
+        (&"/queue/jobs".into(), &"jobs".into(), &"client-individual".into(), &5.into(), &2.into(), &false.into()),
+        "{subs}"
+    );
+    let news = list.iter().find(|s| s["id"] == "news").unwrap_or_else(|| panic!("{subs}"));
+    assert_eq!((&news["durable"], &news["ack"]), (&true.into(), &"auto".into()), "{subs}");
+    assert_eq!(news["queue"], "stomp-subscription-news", "{subs}");
+    let table = ok(&b, &["stomp", "subscriptions", "--http", &http], "");
+    assert!(table.lines().next().is_some_and(|l| l.starts_with("CONNECTION")), "{table}");
+    assert!(table.lines().any(|l| l.contains("/queue/jobs") && l.contains("client-individual")), "{table}");
+    let (_, metrics) = crate::support::http(&b, "GET", "/metrics", None);
+    assert!(metrics.lines().any(|l| l == "ferry_stomp_subscriptions 2"), "{metrics}");
+
+    // Gone with their connection.
+    worker.disconnect();
+    producer.disconnect();
+    crate::support::eventually("the connections are unlisted", || {
+        let subs = ok_json(&b, &["stomp", "subscriptions", "--http", &http]);
+        let conns = ok_json(&b, &["stomp", "connections", "--http", &http]);
+        subs["subscriptions"].as_array().is_some_and(Vec::is_empty)
+            && conns["connections"].as_array().is_some_and(Vec::is_empty)
+    });
+}
+
+#[test]
+fn stomp_listings_answer_404_when_stomp_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Broker::prepare(dir.path(), &["--stomp-listen", "off"], "");
+    b.spawn_waiting(crate::support::WaitFor::Http);
+    let (status, body) = crate::support::http(&b, "GET", "/v1/stomp/connections", None);
+    assert_eq!(status, 404, "{body}");
+    let o = ferry(&b, &["stomp", "connections", "--http", &format!("127.0.0.1:{}", b.http_port)], "");
+    fails(&o, "not served");
+}

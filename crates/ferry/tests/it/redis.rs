@@ -256,6 +256,88 @@ async fn pipelined_appends_answer_in_order_and_reads_see_them() {
     assert!(out.ends_with("$3\r\n6-1\r\n+OK\r\n"), "{out}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_from_many_connections_share_batches_and_keep_their_order() {
+    const CONNS: usize = 8;
+    const PUSHES: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut tasks = Vec::new();
+    for k in 0..CONNS {
+        let mut c = connect(&b, false).await;
+        tasks.push(tokio::spawn(async move {
+            // Pipelined and concurrent with the other connections: the
+            // list's appender takes pushes of several clients into one batch.
+            let mut p = redis::pipe();
+            for i in 0..PUSHES {
+                p.cmd(if i % 2 == 0 { "RPUSH" } else { "LPUSH" })
+                    .arg("shared")
+                    .arg(format!("c{k}-{i}a"))
+                    .arg(format!("c{k}-{i}b"));
+            }
+            let lens: Vec<i64> = p.query_async(&mut c).await.unwrap_or_else(|e| panic!("{e}"));
+            lens
+        }));
+    }
+    let total = (CONNS * PUSHES * 2) as i64;
+    for t in tasks {
+        let lens = t.await.unwrap();
+        assert_eq!(lens.len(), PUSHES);
+        // Each answer counts at least this connection's elements so far.
+        for (i, len) in lens.iter().enumerate() {
+            assert!(*len >= 2 * (i as i64 + 1) && *len <= total, "{lens:?}");
+        }
+    }
+    let mut c = connect(&b, false).await;
+    let len: i64 = c.llen("shared").await.unwrap();
+    assert_eq!(len, total);
+    let all: Vec<String> = c.lrange("shared", 0, -1).await.unwrap();
+    assert_eq!(all.len() as i64, total);
+    for k in 0..CONNS {
+        // A connection's elements come in the order it pushed them, and a
+        // push's elements stay together (a push is one append, as in Redis).
+        let at: Vec<usize> = (0..PUSHES)
+            .flat_map(|i| [format!("c{k}-{i}a"), format!("c{k}-{i}b")])
+            .map(|e| all.iter().position(|x| *x == e).unwrap_or_else(|| panic!("{e} missing")))
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "connection {k} out of order: {at:?}");
+        assert!(at.chunks(2).all(|p| p[1] == p[0] + 1), "a push of connection {k} was split: {at:?}");
+    }
+    // Every element was stored once: popping takes them all, then nothing.
+    let popped: Vec<String> = cmd("LPOP").arg("shared").arg(total).query_async(&mut c).await.unwrap();
+    assert_eq!(popped, all);
+    let none: Option<String> = c.lpop("shared", None).await.unwrap();
+    assert_eq!(none, None);
+    // A list deleted and pushed to again is a new queue with a new appender.
+    let _: i64 = c.rpush("shared", &["old"]).await.unwrap();
+    let deleted: i64 = c.del("shared").await.unwrap();
+    assert_eq!(deleted, 1);
+    let n: i64 = c.rpush("shared", &["new-1", "new-2"]).await.unwrap();
+    assert_eq!(n, 2);
+    let all: Vec<String> = c.lrange("shared", 0, -1).await.unwrap();
+    assert_eq!(all, ["new-1", "new-2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_with_a_length_limit_refuses_what_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let (_conn, ch) = amqp_support::channel(&b).await;
+    let mut args = lapin::types::FieldTable::default();
+    args.insert("x-max-length".into(), lapin::types::AMQPValue::LongLongInt(3));
+    args.insert("x-overflow".into(), lapin::types::AMQPValue::LongString("reject-publish".into()));
+    let opts = lapin::options::QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare("bounded".into(), opts, args).await.unwrap();
+    let mut c = connect(&b, false).await;
+    let n: i64 = c.rpush("bounded", &["a", "b"]).await.unwrap();
+    assert_eq!(n, 2);
+    let e = c.rpush::<_, _, i64>("bounded", &["c", "d", "e"]).await.unwrap_err();
+    assert!(e.to_string().contains("list 'bounded' is full"), "{e}");
+    // The elements that fitted stay, in order; the rest were refused.
+    let all: Vec<String> = c.lrange("bounded", 0, -1).await.unwrap();
+    assert_eq!(all, ["a", "b", "c"]);
+}
+
 #[test]
 fn without_a_default_user_commands_need_auth() {
     let dir = tempfile::tempdir().unwrap();

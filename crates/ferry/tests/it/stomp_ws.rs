@@ -172,3 +172,58 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-
         got.push(byte[0]);
     }
 }
+
+/// Bad input over WebSocket: garbage STOMP inside a valid message gets an
+/// ERROR frame and a close; a broken WebSocket frame (unmasked, as only a
+/// server may send) and a message with a gigantic length close the
+/// connection. Other clients, over WebSocket and TCP, go on.
+#[test]
+fn bad_input_over_websocket_closes_only_that_connection() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut healthy = ws_connect(b.mqtt_ws_port);
+    healthy.write_all(&ws_frame(1, b"CONNECT\naccept-version:1.2\nhost:/\n\n\0")).unwrap();
+    let (mut data, mut dec) =
+        (bytes::BytesMut::new(), ferry_stomp::codec::Decoder::new(ferry_stomp::Version::V1_2, Default::default()));
+    assert_eq!(ws_stomp_frame(&mut healthy, &mut data, &mut dec).command, "CONNECTED");
+
+    // Reads what the server still sends until it closes (bounded by the read timeout).
+    let until_closed = |s: &mut std::net::TcpStream| {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return (got, true),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => return (got, false),
+            }
+        }
+    };
+    // Not STOMP at all, after a good CONNECT.
+    let mut garbage = ws_connect(b.mqtt_ws_port);
+    garbage.write_all(&ws_frame(1, b"CONNECT\naccept-version:1.2\nhost:/\n\n\0")).unwrap();
+    garbage.write_all(&ws_frame(2, b"\xff\xfe\x00GARBAGE\nno-colon-here\n\n\0")).unwrap();
+    let (got, closed) = until_closed(&mut garbage);
+    assert!(closed, "closed after the ERROR frame");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("CONNECTED") && text.contains("ERROR"), "{text}");
+    // An unmasked client frame breaks RFC 6455.
+    let mut unmasked = ws_connect(b.mqtt_ws_port);
+    unmasked.write_all(&[0x82, 0x05, b'h', b'e', b'l', b'l', b'o']).unwrap();
+    assert!(until_closed(&mut unmasked).1, "an unmasked frame closes the connection");
+    // A frame claiming 2^62 bytes.
+    let mut huge = ws_connect(b.mqtt_ws_port);
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&(1u64 << 62).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    huge.write_all(&frame).unwrap();
+    assert!(until_closed(&mut huge).1, "a gigantic length closes the connection");
+
+    // The others are still served.
+    healthy.write_all(&ws_frame(1, b"SEND\ndestination:/queue/after-garbage\nreceipt:ok\n\nstill\0")).unwrap();
+    assert_eq!(ws_stomp_frame(&mut healthy, &mut data, &mut dec).header("receipt-id"), Some("ok"));
+    let mut tcp = Stomp::connect(&b);
+    tcp.subscribe("a", "/queue/after-garbage", &[]);
+    assert_eq!(&tcp.message().body[..], b"still");
+}

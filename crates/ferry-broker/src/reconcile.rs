@@ -120,6 +120,9 @@ impl Broker {
                 self.delete_local(&topic.name, "deleted");
             }
         }
+        // Quorum queues follow their partitions' leadership, loaded before
+        // the image is published, as the coordinators are.
+        self.sync_quorum_queues(&image);
         // Published last: a client that sees a partition led here in
         // Metadata finds it open.
         *write(&self.metadata) = image;

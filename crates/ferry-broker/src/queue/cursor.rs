@@ -180,6 +180,34 @@ impl Cursor {
         Some(out)
     }
 
+    /// Whether `offset` was handed back and waits to go out again.
+    pub fn is_requeued(&self, offset: u64) -> bool {
+        self.requeued.contains_key(&offset)
+    }
+
+    /// Handed-back deliveries at or past `offset`.
+    pub fn requeued_from(&self, offset: u64) -> usize {
+        self.requeued.range(offset..).count()
+    }
+
+    /// Puts `offset` in the handed-back set as a replicated queue's replay
+    /// found it (returned before the takeover, not acknowledged since).
+    pub fn restore_requeued(&mut self, offset: u64, out: Outstanding) {
+        if !self.is_acked(offset) {
+            self.requeued.insert(offset, out);
+        }
+    }
+
+    /// Handed-back deliveries with their counts, lowest offset first.
+    pub fn requeued_counts(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.requeued.iter().map(|(&o, out)| (o, out.count))
+    }
+
+    /// Deliveries out with consumers, with their counts (in no order).
+    pub fn unacked_counts(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.unacked.iter().map(|(&o, out)| (o, out.count))
+    }
+
     /// Hands every unacknowledged delivery back (its consumer is gone).
     pub fn requeue_all(&mut self) -> usize {
         let n = self.unacked.len();

@@ -17,8 +17,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ferry_log::Log;
 
 use crate::error::Result;
-use crate::queue::cursor::Cursor;
+use crate::partition::{Acks, Partition};
+use crate::queue::cursor::{Cursor, Outstanding};
+use crate::queue::cursor_records::{self, CursorChange, CursorSnapshot};
 use crate::queue::cursor_store::CursorStore;
+use crate::stored;
 
 /// Journal bytes past which an acknowledgement rewrites the snapshot in
 /// line (with [`Snapshots::InLine`]).
@@ -55,6 +58,26 @@ pub enum Trim {
     Never,
 }
 
+/// Cursor records after which a replicated cursor writes a snapshot record
+/// (so a new leader's replay and the log's retained prefix stay short).
+const RECORDS_PER_SNAPSHOT: u64 = 4096;
+
+/// Where a cursor's changes go.
+enum Journal {
+    /// Node-local files (`cursor.json` + `cursor.journal`).
+    Files(CursorStore),
+    /// Records in the queue's own replicated partition, beside its
+    /// messages (a quorum queue: [`cursor_records`]).
+    Records(RecordJournal),
+}
+
+/// A replicated cursor's journal: the partition it appends its records to.
+struct RecordJournal {
+    partition: Arc<Partition>,
+    since_snapshot: u64,
+    last_snapshot: Option<u64>,
+}
+
 /// The cursor, the user's state beside it and the journal, under one lock.
 pub struct Tracked<S> {
     /// The acknowledgement state; change it through `Tracked`'s methods
@@ -62,7 +85,7 @@ pub struct Tracked<S> {
     pub cursor: Cursor,
     /// What the cursor's user keeps with it.
     pub extra: S,
-    store: CursorStore,
+    store: Journal,
     snapshots: Snapshots,
     dirty: bool,
     /// Journal length at its last fsync by `maintain`.
@@ -77,11 +100,55 @@ impl<S> Tracked<S> {
         }
         self.cursor.ack(offsets);
         self.dirty = true;
-        self.store.journal_acks(offsets)?;
-        if self.snapshots == Snapshots::InLine && self.store.journal_len() > COMPACT_AT {
-            self.persist(false)?;
+        match &mut self.store {
+            Journal::Files(store) => {
+                store.journal_acks(offsets)?;
+                if self.snapshots == Snapshots::InLine && store.journal_len() > COMPACT_AT {
+                    self.persist(false)?;
+                }
+                Ok(())
+            }
+            Journal::Records(_) => self.record(CursorChange::Ack(offsets.to_vec())),
         }
+    }
+
+    /// Appends `change` to a replicated cursor's partition (acks=1: the
+    /// followers copy it at once; AMQP's acks have no answer to wait for).
+    /// The record's own offset is no message: it counts as acknowledged,
+    /// here as in a replay. A node-local cursor has nothing to do.
+    fn record(&mut self, change: CursorChange) -> Result<()> {
+        let Journal::Records(j) = &mut self.store else { return Ok(()) };
+        let is_snapshot = matches!(change, CursorChange::Snapshot(_));
+        let batch = stored::encode_batch(&[change.to_record(ferry_util::time::now_ms())?])?;
+        let offset = j.partition.append(&batch, Acks::Leader)?.info.base_offset;
+        if is_snapshot {
+            j.last_snapshot = Some(offset);
+            j.since_snapshot = 0;
+        } else {
+            j.since_snapshot += 1;
+        }
+        self.cursor.ack(&[offset]);
         Ok(())
+    }
+
+    /// Hands an unacknowledged delivery back (see [`Cursor::requeue`]); a
+    /// replicated cursor records it with its delivery count.
+    pub fn requeue(&mut self, offset: u64) -> Result<Option<Outstanding>> {
+        let out = self.cursor.requeue(offset);
+        if let Some(o) = out {
+            self.record(CursorChange::Returned(vec![(offset, o.count)]))?;
+        }
+        Ok(out)
+    }
+
+    /// The whole cursor as a snapshot record's content: unacknowledged
+    /// messages that were handed back keep the count of their last return.
+    fn record_snapshot(&self) -> CursorSnapshot {
+        let snap = self.cursor.snapshot();
+        let mut returned: Vec<(u64, u32)> = self.cursor.requeued_counts().collect();
+        returned.extend(self.cursor.unacked_counts().filter(|&(_, n)| n > 1).map(|(o, n)| (o, n - 1)));
+        returned.sort_unstable();
+        CursorSnapshot { floor: snap.floor, acked: snap.acked, delivered_mark: snap.delivered_mark, returned }
     }
 
     /// Acknowledges those of `offsets` out with a consumer; returns how
@@ -97,7 +164,10 @@ impl<S> Tracked<S> {
         self.cursor.ack_range(from, to);
         self.dirty = true;
         if to > from {
-            self.store.journal_range(from, to)?;
+            match &mut self.store {
+                Journal::Files(store) => store.journal_range(from, to)?,
+                Journal::Records(_) => self.record(CursorChange::AckRange(from, to))?,
+            }
         }
         Ok(())
     }
@@ -106,7 +176,10 @@ impl<S> Tracked<S> {
     /// delivered" mark when it moves.
     pub fn note_delivered(&mut self, offset: u64) -> Result<()> {
         match self.cursor.note_delivered(offset) {
-            Some(mark) => self.store.journal_mark(mark),
+            Some(mark) => match &mut self.store {
+                Journal::Files(store) => store.journal_mark(mark),
+                Journal::Records(_) => self.record(CursorChange::Delivered(mark)),
+            },
             None => Ok(()),
         }
     }
@@ -130,9 +203,26 @@ impl<S> Tracked<S> {
         if !self.dirty && !sync {
             return Ok(());
         }
-        self.store.write_snapshot(&self.cursor.snapshot(), sync)?;
+        match &mut self.store {
+            Journal::Files(store) => store.write_snapshot(&self.cursor.snapshot(), sync)?,
+            Journal::Records(j) => {
+                // The records are the state; a snapshot record only
+                // shortens the replay and lets the log's prefix go.
+                if j.since_snapshot >= RECORDS_PER_SNAPSHOT || (sync && j.since_snapshot > 0) {
+                    let snap = self.record_snapshot();
+                    self.record(CursorChange::Snapshot(snap))?;
+                }
+            }
+        }
         self.dirty = false;
         Ok(())
+    }
+
+    fn files(&self) -> Option<&CursorStore> {
+        match &self.store {
+            Journal::Files(store) => Some(store),
+            Journal::Records(_) => None,
+        }
     }
 }
 
@@ -149,12 +239,41 @@ impl<S> CursorLog<S> {
     pub fn open(dir: &Path, log: Arc<Log>, snapshots: Snapshots, trim: Trim, extra: S) -> Result<CursorLog<S>> {
         let (store, snap) = CursorStore::open(dir)?;
         let cursor = Cursor::recover(&snap, log.log_start_offset(), log.next_offset());
-        let mut tracked = Tracked { cursor, extra, store, snapshots, dirty: true, synced_len: 0 };
+        let mut tracked =
+            Tracked { cursor, extra, store: Journal::Files(store), snapshots, dirty: true, synced_len: 0 };
         if snapshots == Snapshots::InLine {
             // Folds the replayed journal into the snapshot.
             tracked.persist(false)?;
         }
         Ok(CursorLog { log, state: Mutex::new(tracked), trim })
+    }
+
+    /// Opens a replicated cursor over `partition`, which this node leads:
+    /// replays the cursor records in the partition's log (to its end: as
+    /// leader, that is what it will commit) into the state the previous
+    /// leader had. Handed-back messages come back first with their counts;
+    /// everything else below the delivered mark goes out flagged.
+    pub fn open_replicated(partition: Arc<Partition>, extra: S) -> Result<CursorLog<S>> {
+        let log = partition.log().clone();
+        let replayed = cursor_records::replay(&log)?;
+        let mut cursor = replayed.state.cursor(log.log_start_offset(), log.next_offset());
+        for (offset, count) in replayed.state.returned() {
+            cursor.restore_requeued(offset, Outstanding { count, size: 0 });
+        }
+        let journal = RecordJournal {
+            partition,
+            since_snapshot: replayed.records_since_snapshot,
+            last_snapshot: replayed.last_snapshot,
+        };
+        let tracked = Tracked {
+            cursor,
+            extra,
+            store: Journal::Records(journal),
+            snapshots: Snapshots::InLine,
+            dirty: false,
+            synced_len: 0,
+        };
+        Ok(CursorLog { log, state: Mutex::new(tracked), trim: Trim::ToFloor })
     }
 
     /// The log the cursor runs over.
@@ -167,37 +286,51 @@ impl<S> CursorLog<S> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The journal file, to fsync off the async threads.
-    pub fn journal(&self) -> Arc<File> {
-        self.lock().store.journal_handle()
+    /// The journal file, to fsync off the async threads (`None` for a
+    /// replicated cursor: its records are durable with the partition).
+    pub fn journal(&self) -> Option<Arc<File>> {
+        self.lock().files().map(CursorStore::journal_handle)
     }
 
     /// Persists the cursor and deletes the acknowledged prefix of the log.
     /// Called periodically from a background thread, and at shutdown with
     /// `sync`: it may fsync.
     pub fn maintain(&self, sync: bool) -> Result<()> {
-        let (floor, unsynced) = {
+        let (floor, unsynced, replicated) = {
             let mut t = self.lock();
             let mut unsynced = None;
+            let journal_len = t.files().map_or(0, CursorStore::journal_len);
             match t.snapshots {
                 Snapshots::InLine => t.persist(sync)?,
-                Snapshots::Synced if sync || t.store.journal_len() > SYNCED_COMPACT_AT => {
+                Snapshots::Synced if sync || journal_len > SYNCED_COMPACT_AT => {
                     t.dirty = true;
                     t.persist(true)?;
                     t.synced_len = 0;
                 }
                 Snapshots::Synced => {
-                    let len = t.store.journal_len();
-                    if len != t.synced_len {
-                        t.synced_len = len;
-                        unsynced = Some(t.store.journal_handle());
+                    if journal_len != t.synced_len {
+                        t.synced_len = journal_len;
+                        unsynced = t.files().map(CursorStore::journal_handle);
                     }
                 }
             }
-            (t.cursor.floor(), unsynced)
+            let replicated = match &t.store {
+                // The log before the last snapshot record (and the floor)
+                // is no longer needed by a replay.
+                Journal::Records(j) => Some((j.partition.clone(), j.last_snapshot.unwrap_or(0))),
+                Journal::Files(_) => None,
+            };
+            (t.cursor.floor(), unsynced, replicated)
         };
         if let Some(journal) = unsynced {
             journal.sync_data()?;
+        }
+        if let Some((partition, snapshot)) = replicated {
+            let target = floor.min(snapshot).min(partition.high_watermark());
+            if target > partition.log_start_offset() {
+                partition.delete_records_before(target)?;
+            }
+            return Ok(());
         }
         let target = floor.min(self.log.high_watermark());
         let trim = match self.trim {

@@ -146,6 +146,12 @@ impl CursorState {
         self.returned.retain(|&o, _| o >= floor);
     }
 
+    /// The cursor record at `offset` is no message: it counts as
+    /// acknowledged (the leader that wrote it acknowledged it at once).
+    pub fn ack_record(&mut self, offset: u64) {
+        self.apply(&CursorChange::Ack(vec![offset]));
+    }
+
     /// Whether `offset` is acknowledged.
     pub fn is_acked(&self, offset: u64) -> bool {
         offset < self.floor || self.acked.contains(offset)
@@ -222,6 +228,7 @@ pub fn replay(log: &Log) -> Result<Replayed> {
                         out.records_since_snapshot += 1;
                     }
                     out.state.apply(&change);
+                    out.state.ack_record(*offset);
                 }
             }
         }
@@ -267,8 +274,10 @@ mod tests {
     impl Leader {
         fn record(&mut self, change: CursorChange) {
             let batch = stored::encode_batch(&[change.to_record(0).unwrap()]).unwrap();
-            self.log.append(&batch).unwrap();
+            let offset = self.log.append(&batch).unwrap().base_offset;
             self.state.apply(&change);
+            self.state.ack_record(offset);
+            self.live.ack(&[offset]);
         }
 
         fn publish(&mut self, i: u64) {

@@ -116,6 +116,8 @@ fn open_in(broker: &Broker, image: &MetadataImage, vhost: &str, name: &str) -> R
 mod tests {
     use bytes::Bytes;
 
+    use std::sync::Arc;
+
     use crate::broker::{Broker, BrokerConfig};
     use crate::messaging::{Headers, Message, Published};
     use crate::metadata::{AmqpRequest, Arguments, ControllerRequest, MetadataRecord, QueueKind, QueueType};
@@ -235,5 +237,70 @@ mod tests {
         assert_eq!(q.ready_count(), 0);
         assert!(q.take(None).unwrap().is_none());
         assert!(q.log().log_start_offset() > 0, "acknowledged prefix trimmed");
+    }
+
+    /// Through a vhost, as the AMQP front-end calls it: in a cluster of
+    /// more than one node, `x-queue-type: quorum` declares a quorum queue
+    /// through the controller, which the vhost then finds, routes to and
+    /// deletes (with its partition); classic declarations and a single
+    /// node keep node-local queues.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_vhost_declares_routes_to_and_deletes_quorum_queues() {
+        use crate::messaging::{HeaderValue, Hooks, QueueSpec, Vhosts};
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        let controller = crate::testing::install(&broker);
+        let hooks = Hooks { broker: Some(broker.clone()), ..Default::default() };
+        let vhosts = Vhosts::open(dir.path(), Default::default(), &["/".to_string()], hooks).unwrap();
+        let vhost = vhosts.get("/").unwrap();
+        let spec = |name: &str, queue_type: &str| QueueSpec {
+            name: name.into(),
+            durable: true,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments: [("x-queue-type".to_string(), HeaderValue::Str(queue_type.into()))].into(),
+        };
+        // A single node: node-local, as before.
+        let single = vhost.declare_queue(spec("solo", "quorum"), false, 1).unwrap();
+        assert!(!single.is_replicated());
+        assert!(broker.metadata().amqp.is_empty());
+
+        // A second node registers: quorum queues are replicated partitions now.
+        let mut second = controller.node("127.0.0.1:9093");
+        second.id = broker.node_id() + 1;
+        controller.apply(vec![MetadataRecord::RegisterNode(second)]).unwrap();
+        let q = vhost.declare_queue(spec("orders", "quorum"), false, 1).unwrap();
+        assert!(q.is_replicated());
+        assert!(matches!(broker.metadata().amqp["/"].queues["orders"].kind, QueueKind::Quorum { .. }));
+        assert!(!vhost.declare_queue(spec("plain", "classic"), false, 1).unwrap().is_replicated());
+        // Redeclared as classic: refused (406), as RabbitMQ.
+        let err = vhost.declare_queue(spec("orders", "classic"), false, 1).unwrap_err();
+        assert!(matches!(err, crate::messaging::MessagingError::PreconditionFailed(_)), "{err:?}");
+        let bad = vhost.declare_queue(spec("x", "stream"), false, 1).unwrap_err();
+        assert!(matches!(bad, crate::messaging::MessagingError::PreconditionFailed(_)), "{bad:?}");
+        // Passive declares and the default exchange find it.
+        assert!(Arc::ptr_eq(&vhost.declare_queue(spec("orders", "quorum"), true, 1).unwrap(), &q));
+        let routed = vhost.route("", "orders", &Headers::new()).unwrap();
+        assert_eq!(routed.len(), 1);
+        let Published::Stored(offset) = routed[0].publish(&message(1)).unwrap() else { panic!("refused") };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        routed[0].on_durable(offset, move |ok| {
+            let _ = tx.send(ok);
+        });
+        assert!(rx.await.unwrap());
+        let d = q.take(None).unwrap().unwrap();
+        assert_eq!(&d.message.body[..], b"m1");
+        q.ack(&[d.message.offset]).unwrap();
+
+        // Deleting it deletes the metadata and its partition's topic.
+        let QueueKind::Quorum { topic_id } = broker.metadata().amqp["/"].queues["orders"].kind else {
+            panic!("not a quorum queue")
+        };
+        vhost.delete_queue("orders", false, false, 1).unwrap();
+        assert!(q.is_deleted());
+        assert!(broker.metadata().topic_by_id(topic_id).is_none());
+        assert!(vhost.queue("orders").is_none());
+        assert!(vhost.queue("plain").is_some() && vhost.queue("solo").is_some(), "classic queues stay");
+        vhosts.shutdown();
     }
 }

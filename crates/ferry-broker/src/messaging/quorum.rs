@@ -239,6 +239,70 @@ mod tests {
         assert!(q.log().log_start_offset() > 0, "acknowledged prefix trimmed");
     }
 
+    /// Deliveries over several delivered-mark windows, then a snapshot
+    /// record and a trimmed log: the next leader still flags every
+    /// delivery left unacknowledged (the marks are recorded ahead and the
+    /// snapshot carries the highest), and only those.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delivered_marks_cover_every_delivery_across_windows_and_snapshots() {
+        const N: u32 = 3000;
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        let controller = crate::testing::install(&broker);
+        let declare = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
+            vhost: "/".into(),
+            name: "big".into(),
+            auto_delete: false,
+            arguments: Arguments::default(),
+            queue_type: QueueType::Quorum { group_size: None },
+        });
+        broker.submit_change(declare).await.unwrap();
+        let q = broker.quorum_queue("/", "big").unwrap();
+        let mut last = 0;
+        for i in 0..N {
+            let Published::Stored(offset) = q.publish(&message(i)).unwrap() else { panic!("refused") };
+            last = offset;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        q.on_durable(last, move |ok| {
+            let _ = tx.send(ok);
+        });
+        assert!(rx.await.unwrap());
+        // 2500 out over two and a half windows; the first 2000 acknowledged.
+        let mut out = Vec::new();
+        for _ in 0..2500 {
+            out.push(q.take(None).unwrap().unwrap());
+        }
+        let acked: Vec<u64> = out[..2000].iter().map(|d| d.message.offset).collect();
+        q.ack(&acked).unwrap();
+        q.maintain(true).unwrap();
+        let start = q.log().log_start_offset();
+        assert!(start > 0, "trimmed up to the snapshot record");
+        let QueueKind::Quorum { topic_id } = broker.metadata().amqp["/"].queues["big"].kind else {
+            panic!("not a quorum queue")
+        };
+        let lead = |leader| MetadataRecord::PartitionChange {
+            topic_id,
+            partition: 0,
+            leader,
+            isr: vec![broker.node_id()],
+            replicas: None,
+            elr: None,
+        };
+        controller.apply(vec![lead(-1)]).unwrap();
+        controller.apply(vec![lead(broker.node_id())]).unwrap();
+        let q = broker.quorum_queue("/", "big").unwrap();
+        let mut after = Vec::new();
+        while let Some(d) = q.take(None).unwrap() {
+            after.push(d);
+        }
+        assert_eq!(after.len(), (N - 2000) as usize);
+        for d in &after[..500] {
+            assert!(d.redelivered, "offset {} was out: flagged", d.message.offset);
+        }
+        assert_eq!(after[0].message.offset, out[2000].message.offset);
+    }
+
     /// Through a vhost, as the AMQP front-end calls it: in a cluster of
     /// more than one node, `x-queue-type: quorum` declares a quorum queue
     /// through the controller, which the vhost then finds, routes to and

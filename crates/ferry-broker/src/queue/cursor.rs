@@ -153,6 +153,17 @@ impl Cursor {
         Some(self.delivered_mark)
     }
 
+    /// The persisted "possibly delivered" mark.
+    pub fn delivered_mark(&self) -> u64 {
+        self.delivered_mark
+    }
+
+    /// Raises the "possibly delivered" mark to `mark` (a replicated cursor
+    /// records its marks ahead of the deliveries).
+    pub fn raise_delivered_mark(&mut self, mark: u64) {
+        self.delivered_mark = self.delivered_mark.max(mark);
+    }
+
     /// The oldest handed-back delivery, taken off the requeued set.
     pub fn pop_requeued(&mut self) -> Option<(u64, Outstanding)> {
         self.requeued.pop_first()

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ferry_log::Log;
 
 use crate::error::Result;
-use crate::partition::{Acks, Partition};
-use crate::queue::cursor::{Cursor, Outstanding};
+use crate::partition::{Acks, Appended, Partition};
+use crate::queue::cursor::{Cursor, DELIVERED_WINDOW, Outstanding};
 use crate::queue::cursor_records::{self, CursorChange, CursorSnapshot};
 use crate::queue::cursor_store::CursorStore;
 use crate::stored;
@@ -76,6 +76,20 @@ struct RecordJournal {
     partition: Arc<Partition>,
     since_snapshot: u64,
     last_snapshot: Option<u64>,
+    /// The highest delivered mark whose record the ISR has: a new leader
+    /// flags every offset below it.
+    committed_mark: u64,
+    /// A mark recorded ahead, not yet known to be on the ISR.
+    pending_mark: Option<PendingMark>,
+}
+
+/// A delivered-mark record waiting for the high watermark.
+struct PendingMark {
+    /// The highest mark recorded up to and with this record: once the
+    /// ISR has the record, it has every record before it too.
+    covers: u64,
+    offset: u64,
+    appended: Appended,
 }
 
 /// The cursor, the user's state beside it and the journal, under one lock.
@@ -175,12 +189,46 @@ impl<S> Tracked<S> {
     /// Notes a first delivery of `offset`, journaling the "possibly
     /// delivered" mark when it moves.
     pub fn note_delivered(&mut self, offset: u64) -> Result<()> {
-        match self.cursor.note_delivered(offset) {
-            Some(mark) => match &mut self.store {
-                Journal::Files(store) => store.journal_mark(mark),
-                Journal::Records(_) => self.record(CursorChange::Delivered(mark)),
-            },
-            None => Ok(()),
+        if matches!(self.store, Journal::Records(_)) {
+            return self.note_delivered_replicated(offset);
+        }
+        match (self.cursor.note_delivered(offset), &mut self.store) {
+            (Some(mark), Journal::Files(store)) => store.journal_mark(mark),
+            _ => Ok(()),
+        }
+    }
+
+    /// A replicated cursor delivers `offset` only below a mark whose
+    /// record the ISR has, so whichever replica leads next flags it as a
+    /// possible redelivery. The next mark is recorded half a window
+    /// ahead, so a delivery waits for it (bounded, under the cursor's
+    /// lock) only when deliveries outrun replication.
+    fn note_delivered_replicated(&mut self, offset: u64) -> Result<()> {
+        loop {
+            let Journal::Records(j) = &mut self.store else { return Ok(()) };
+            if j.pending_mark.as_ref().is_some_and(|p| j.partition.high_watermark() > p.offset) {
+                let p = j.pending_mark.take();
+                j.committed_mark = j.committed_mark.max(p.map_or(0, |p| p.covers));
+            }
+            if j.pending_mark.is_none() && offset + DELIVERED_WINDOW / 2 >= j.committed_mark {
+                let mark = offset + DELIVERED_WINDOW;
+                let record = CursorChange::Delivered(mark).to_record(ferry_util::time::now_ms())?;
+                let appended = j.partition.append(&stored::encode_batch(&[record])?, Acks::All)?;
+                let at = appended.info.base_offset;
+                j.since_snapshot += 1;
+                // Snapshots carry the highest mark recorded.
+                self.cursor.raise_delivered_mark(mark);
+                let covers = self.cursor.delivered_mark();
+                j.pending_mark = Some(PendingMark { covers, offset: at, appended });
+                self.cursor.ack(&[at]);
+                continue;
+            }
+            if offset < j.committed_mark {
+                return Ok(());
+            }
+            let Some(p) = j.pending_mark.take() else { return Ok(()) };
+            wait_acknowledged(p.appended)?;
+            j.committed_mark = j.committed_mark.max(p.covers);
         }
     }
 
@@ -264,6 +312,11 @@ impl<S> CursorLog<S> {
             partition,
             since_snapshot: replayed.records_since_snapshot,
             last_snapshot: replayed.last_snapshot,
+            // The replayed marks may be past the high watermark (the old
+            // leader's tail): the first delivery records a mark and waits
+            // for it, which commits them all.
+            committed_mark: 0,
+            pending_mark: None,
         };
         let tracked = Tracked {
             cursor,
@@ -342,5 +395,17 @@ impl<S> CursorLog<S> {
             self.log.delete_records_before(target)?;
         }
         Ok(())
+    }
+}
+
+/// Waits for `appended` to be acknowledged by the ISR, off the async
+/// scheduler where possible (a multi-threaded runtime's worker hands its
+/// other tasks over first).
+fn wait_acknowledged(appended: Appended) -> Result<()> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| appended.acknowledged_blocking().map(|_| ()))
+        }
+        _ => appended.acknowledged_blocking().map(|_| ()),
     }
 }

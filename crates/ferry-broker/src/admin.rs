@@ -257,6 +257,24 @@ impl Broker {
         })
     }
 
+    /// [`Broker::submit_change`] from a synchronous caller (an AMQP
+    /// handler), the way [`Broker::topic_or_create_blocking`] waits.
+    pub(crate) fn submit_change_blocking(&self, request: ControllerRequest) -> Result<()> {
+        if let Ok(handle) = tokio::runtime::Handle::try_current()
+            && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            return tokio::task::block_in_place(|| handle.block_on(self.submit_change(request)));
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                runtime.block_on(self.submit_change(request))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(BrokerError::ControllerUnavailable("controller call panicked".into())))
+        })
+    }
+
     /// A new producer id for InitProducerId, taking a new block of ids
     /// from the controller when this node's block is used up.
     pub async fn next_producer_id(&self) -> Result<i64> {

@@ -120,6 +120,9 @@ pub struct Broker {
     pub(crate) metadata: RwLock<Arc<MetadataImage>>,
     /// The controller quorum, installed by the cluster node at start.
     pub(crate) controller: OnceLock<Arc<dyn Controller>>,
+    /// Quorum queues whose partition this node leads, opened in that
+    /// leader epoch (`messaging/quorum.rs`).
+    pub(crate) quorum_queues: Mutex<crate::messaging::quorum::QuorumQueues>,
 }
 
 impl Broker {
@@ -187,6 +190,7 @@ impl Broker {
             metrics: Metrics::default(),
             metadata: RwLock::new(Arc::new(MetadataImage::default())),
             controller: OnceLock::new(),
+            quorum_queues: Mutex::default(),
         });
         // Transactions a crash left half-ended are finished by the
         // housekeeping tick once the image has placed their partitions here
@@ -201,6 +205,7 @@ impl Broker {
                 let Some(b) = weak.upgrade() else { return };
                 b.with_group_topics(|topics| b.groups.expire_consumer_members(topics));
                 b.txns.tick(b.as_ref());
+                b.maintain_quorum_queues();
                 if tick % 30 == 0 {
                     b.snapshot_producers();
                 }

@@ -120,6 +120,9 @@ impl Broker {
                 self.delete_local(&topic.name, "deleted");
             }
         }
+        // Quorum queues follow their partitions' leadership, loaded before
+        // the image is published, as the coordinators are.
+        self.sync_quorum_queues(&image);
         // Published last: a client that sees a partition led here in
         // Metadata finds it open.
         *write(&self.metadata) = image;
@@ -307,14 +310,21 @@ impl Broker {
     }
 
     /// The effective settings of `info`'s topic. The internal topics hold
-    /// coordinator state: compacted, and every write on disk before it
-    /// counts, whatever their configs say.
+    /// coordinator state (compacted) or a quorum queue (never compacted:
+    /// its records have no keys; the queue's acknowledgements, not
+    /// retention, delete): every write on disk before it counts, nothing
+    /// expires by time, whatever their configs say.
     fn settings_for(&self, info: &TopicInfo) -> topic_config::TopicSettings {
         let mut settings = topic_config::resolve(&read(&self.dynamic), &info.configs, info.replication_factor());
         if info.internal {
-            settings.log.cleanup_policy = ferry_log::CleanupPolicy::COMPACT;
+            settings.log.cleanup_policy = if info.name.starts_with(crate::metadata::QUEUE_TOPIC_PREFIX) {
+                ferry_log::CleanupPolicy::DELETE
+            } else {
+                ferry_log::CleanupPolicy::COMPACT
+            };
             settings.log.flush = ferry_log::FlushPolicy::Always;
             settings.log.retention_ms = None;
+            settings.log.retention_bytes = None;
         }
         settings
     }

@@ -219,6 +219,26 @@ impl Partition {
 
     /// The leader epoch appends are stamped with, and the ISR size, if
     /// this node leads the partition.
+    /// Calls `done(true)` once the high watermark passes `end` in this
+    /// leadership, `done(false)` if the leadership ends first (a quorum
+    /// queue's publisher confirm).
+    pub(crate) fn on_acknowledged(&self, end: u64, done: impl FnOnce(bool) + Send + 'static) {
+        let rx = match self.leading() {
+            Ok((epoch, _)) => self.repl.wait_for(end, epoch),
+            Err(_) => return done(false),
+        };
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move { done(matches!(rx.await, Ok(Ok(())))) });
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("ferry-queue-confirm".into())
+            .spawn(move || done(matches!(rx.blocking_recv(), Ok(Ok(())))));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot wait for a quorum queue confirm");
+        }
+    }
+
     pub(crate) fn leading(&self) -> Result<(i32, usize)> {
         match &*lock(&self.repl.role) {
             Some(Role::Leader(s)) => Ok((s.leader_epoch, s.isr.len())),

@@ -227,6 +227,22 @@ impl TestController {
                 let records = crate::metadata::security_change(&image, &request).unwrap_or(Ok(Vec::new()))?;
                 (records, ControllerReply::Done)
             }
+            ControllerRequest::Amqp(request) => {
+                // A quorum queue's topic: one replica, on this node.
+                let node = self.node_id;
+                let mut make_topic = |name: &str, _group: Option<usize>| {
+                    let id = Uuid::new_v4();
+                    let create = MetadataRecord::CreateTopic {
+                        name: name.to_string(),
+                        id,
+                        internal: true,
+                        configs: BTreeMap::new(),
+                        replicas: vec![vec![node]],
+                    };
+                    Ok((id, vec![create]))
+                };
+                (crate::metadata::amqp_change(&image, node, &request, &mut make_topic)?, ControllerReply::Done)
+            }
         };
         self.apply(records)?;
         Ok(reply)

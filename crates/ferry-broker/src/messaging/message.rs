@@ -204,6 +204,10 @@ fn decode_batch(buf: &Bytes, header: &BatchHeader, batch: &[u8], out: &mut Vec<S
     let records =
         records::parse_records(payload_ref, header.records_count as usize).map_err(|e| corrupt(e.to_string()))?;
     for r in records {
+        // A quorum queue's cursor records share its log; they are no messages.
+        if r.headers.iter().any(|(k, _)| *k == crate::queue::cursor_records::CURSOR_HEADER.as_bytes()) {
+            continue;
+        }
         let slice = |s: &[u8]| if s.is_empty() { Bytes::new() } else { base.slice_ref(s) };
         let mut m = StoredMessage {
             offset: header.base_offset + u64::from(r.offset_delta.max(0) as u32),

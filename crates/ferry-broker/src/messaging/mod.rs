@@ -18,6 +18,7 @@ mod forwarding;
 pub mod kafka_link;
 pub mod message;
 pub mod queue;
+pub(crate) mod quorum;
 mod vhost;
 
 use std::collections::BTreeMap;

@@ -27,6 +27,7 @@ use crate::messaging::exchange::Headers;
 use crate::messaging::message::{self, Message, StoredMessage};
 use crate::messaging::vhost::Vhost;
 use crate::metrics::QueueStats;
+use crate::partition::{Acks, Partition};
 use crate::queue::{CursorLog, Outstanding, Snapshots, Tracked, Trim};
 /// Bytes read from the log per refill of the read-ahead buffer.
 const READ_AHEAD: usize = 256 * 1024;
@@ -82,6 +83,10 @@ pub struct Queue {
     /// Its parsed `x-` arguments (limits, dead-lettering, priorities, ...).
     pub args: QueueArgs,
     log: Arc<Log>,
+    /// A quorum queue's replicated partition (this node leads it): messages
+    /// are appended through it and readable up to its high watermark, and
+    /// the cursor is records in it. `None`: a node-local queue.
+    partition: Option<Arc<Partition>>,
     dir: PathBuf,
     state: CursorLog<Ready>,
     notify: Arc<Notify>,
@@ -129,17 +134,45 @@ impl Queue {
     pub(crate) fn open(spec: QueueSpec, dir: &Path, log: Arc<Log>) -> Result<Arc<Queue>, MessagingError> {
         let args = QueueArgs::parse(&spec.arguments).map_err(MessagingError::PreconditionFailed)?;
         let state = CursorLog::open(dir, log.clone(), Snapshots::InLine, Trim::WholeSegments, Ready::default())?;
+        let notify = Arc::new(Notify::new());
+        let n = notify.clone();
+        log.set_hw_listener(Arc::new(move || n.notify_waiters()));
+        Self::build(spec, args, dir, log, None, state, notify)
+    }
+
+    /// Opens a quorum queue on `partition`, which this node leads (issue
+    /// #17): its cursor is rebuilt from the cursor records in the
+    /// partition's log, as the previous leader left it
+    /// ([`CursorLog::open_replicated`]).
+    pub fn open_replicated(spec: QueueSpec, partition: Arc<Partition>) -> Result<Arc<Queue>, MessagingError> {
+        let args = QueueArgs::parse(&spec.arguments).map_err(MessagingError::PreconditionFailed)?;
+        let state = CursorLog::open_replicated(partition.clone(), Ready::default())?;
+        let log = partition.log().clone();
+        let dir = log.dir().to_path_buf();
+        let notify = Arc::new(Notify::new());
+        let q = Self::build(spec, args, &dir, log, Some(partition.clone()), state, notify)?;
+        spawn_hw_bridge(Arc::downgrade(&q), &partition);
+        Ok(q)
+    }
+
+    fn build(
+        spec: QueueSpec,
+        args: QueueArgs,
+        dir: &Path,
+        log: Arc<Log>,
+        partition: Option<Arc<Partition>>,
+        state: CursorLog<Ready>,
+        notify: Arc<Notify>,
+    ) -> Result<Arc<Queue>, MessagingError> {
         {
             let mut c = state.lock();
             c.extra.read_pos = c.cursor.floor();
         }
-        let notify = Arc::new(Notify::new());
-        let n = notify.clone();
-        log.set_hw_listener(Arc::new(move || n.notify_waiters()));
         let q = Arc::new(Queue {
             spec,
             args,
             log,
+            partition,
             dir: dir.to_path_buf(),
             state,
             notify,
@@ -163,8 +196,8 @@ impl Queue {
         let mut ix = BTreeSet::new();
         let mut pos = c.cursor.floor();
         let mut total = 0u64;
-        while pos < self.log.high_watermark() {
-            let Some(slice) = self.log.read(pos, READ_AHEAD)? else { break };
+        while pos < self.readable_end() {
+            let Some(slice) = self.read_log(pos, READ_AHEAD)? else { break };
             let buf = Bytes::from(slice.to_vec()?);
             let msgs = message::decode_batches(&buf)?;
             let Some(last) = msgs.last() else { break };
@@ -205,6 +238,35 @@ impl Queue {
 
     pub(crate) fn log(&self) -> &Arc<Log> {
         &self.log
+    }
+
+    /// Consumers see messages below this: the log's high watermark, or a
+    /// quorum queue's replicated one (on every in-sync replica).
+    fn readable_end(&self) -> u64 {
+        self.partition.as_ref().map_or_else(|| self.log.high_watermark(), |p| p.high_watermark())
+    }
+
+    /// Whole batches from `offset`, up to [`Queue::readable_end`].
+    fn read_log(&self, offset: u64, max_bytes: usize) -> Result<Option<ferry_log::ReadSlice>> {
+        match &self.partition {
+            Some(p) => p.read(offset, max_bytes),
+            None => Ok(self.log.read(offset, max_bytes)?),
+        }
+    }
+
+    /// Appends an encoded message; a quorum queue's goes through its
+    /// partition (refused when this node no longer leads it, or when the
+    /// ISR is below min.insync.replicas).
+    fn append(&self, batch: &[u8]) -> Result<u64> {
+        match &self.partition {
+            Some(p) => Ok(p.append(batch, Acks::All)?.info.base_offset),
+            None => Ok(self.log.append(batch)?.base_offset),
+        }
+    }
+
+    /// Whether this is a quorum queue (on a replicated partition).
+    pub fn is_replicated(&self) -> bool {
+        self.partition.is_some()
     }
 
     fn cursor(&self) -> MutexGuard<'_, Cursor> {
@@ -251,7 +313,7 @@ impl Queue {
         let now = now_ms();
         if !self.args.limited() && self.args.max_priority.is_none() {
             let batch = message::encode(m, now)?;
-            let offset = self.log.append(&batch)?.base_offset;
+            let offset = self.append(&batch)?;
             self.stats.published();
             return Ok(Published::Stored(offset));
         }
@@ -348,7 +410,7 @@ impl Queue {
         }
         loop {
             let Some(m) = self.next_fresh(c)? else { return Ok(None) };
-            if c.cursor.is_acked(m.offset) {
+            if not_fresh(c, m.offset) {
                 continue;
             }
             c.extra.ready_bytes = c.extra.ready_bytes.saturating_sub(m.body.len() as u64);
@@ -359,7 +421,11 @@ impl Queue {
 
     /// Calls `done` once the message at `offset` is on disk.
     pub fn on_durable(&self, offset: u64, done: impl FnOnce(bool) + Send + 'static) {
-        self.log.on_durable(offset + 1, move |r| done(r.is_ok()));
+        match &self.partition {
+            // A quorum queue confirms once the ISR has it.
+            Some(p) => p.on_acknowledged(offset + 1, done),
+            None => self.log.on_durable(offset + 1, move |r| done(r.is_ok())),
+        }
     }
 
     /// The next message for consumer `consumer` (None: basic.get), if one
@@ -401,7 +467,7 @@ impl Queue {
         }
         loop {
             let Some(m) = self.next_fresh(c)? else { return Ok(None) };
-            if c.cursor.is_acked(m.offset) {
+            if not_fresh(c, m.offset) {
                 continue;
             }
             let size = m.body.len() as u32;
@@ -448,7 +514,7 @@ impl Queue {
     /// queue the oldest readable one of the highest priority.
     fn next_fresh(&self, c: &mut Cursor) -> Result<Option<StoredMessage>> {
         if let Some(ix) = c.extra.priorities.as_mut() {
-            let hw = self.log.high_watermark();
+            let hw = self.readable_end();
             loop {
                 let Some(&key) = ix.iter().find(|(_, off)| *off < hw) else { return Ok(None) };
                 ix.remove(&key);
@@ -476,10 +542,10 @@ impl Queue {
             c.cursor.skip_to(start);
         }
         let r = &mut c.extra;
-        if r.read_pos >= self.log.high_watermark() {
+        if r.read_pos >= self.readable_end() {
             return Ok(false);
         }
-        let Some(slice) = self.log.read(r.read_pos, READ_AHEAD)? else { return Ok(false) };
+        let Some(slice) = self.read_log(r.read_pos, READ_AHEAD)? else { return Ok(false) };
         let buf = Bytes::from(slice.to_vec()?);
         for m in message::decode_batches(&buf)? {
             if m.offset >= r.read_pos {
@@ -494,7 +560,7 @@ impl Queue {
         if offset < self.log.log_start_offset() {
             return Ok(None);
         }
-        let Some(slice) = self.log.read(offset, 1)? else { return Ok(None) };
+        let Some(slice) = self.read_log(offset, 1)? else { return Ok(None) };
         let buf = Bytes::from(slice.to_vec()?);
         Ok(message::decode_batches(&buf)?.into_iter().find(|m| m.offset == offset))
     }
@@ -520,9 +586,9 @@ impl Queue {
                 out.push(m);
             }
         }
-        let (mut pos, end) = (next.max(self.log.log_start_offset()), self.log.high_watermark());
+        let (mut pos, end) = (next.max(self.log.log_start_offset()), self.readable_end());
         while pos < end && out.len() < n {
-            let Some(slice) = self.log.read(pos, READ_AHEAD)? else { break };
+            let Some(slice) = self.read_log(pos, READ_AHEAD)? else { break };
             let buf = Bytes::from(slice.to_vec()?);
             let batch = message::decode_batches(&buf)?;
             let Some(last) = batch.last().map(|m| m.offset) else { break };
@@ -600,7 +666,7 @@ impl Queue {
                         over.push(off);
                         continue;
                     }
-                    c.cursor.requeue(off);
+                    c.requeue(off)?;
                     c.extra.ready_bytes += u64::from(out.size);
                 }
             }
@@ -732,6 +798,14 @@ impl Queue {
     }
 }
 
+/// Whether `offset`, met in log order, is not to go out as a first
+/// delivery: acknowledged, or (after a quorum queue's takeover) handed
+/// back before it, so it goes out from the requeued set with its count
+/// and may be out now.
+fn not_fresh(c: &Cursor, offset: u64) -> bool {
+    c.cursor.is_acked(offset) || c.cursor.is_requeued(offset) || c.cursor.outstanding(offset).is_some()
+}
+
 /// Messages ready for delivery below `end`: handed back, or never taken
 /// and not acknowledged (a purge acknowledges without taking).
 fn ready(c: &Cursor, end: u64) -> u64 {
@@ -740,5 +814,50 @@ fn ready(c: &Cursor, end: u64) -> u64 {
         return ix.len() as u64 + requeued;
     }
     let next = c.cursor.next();
+    // Returned messages at or past `next` (a quorum queue's takeover) are
+    // counted once, in the range.
+    let requeued = requeued - c.cursor.requeued_from(next) as u64;
     end.saturating_sub(next).saturating_sub(c.cursor.acked_from(next)) + requeued
+}
+
+/// Wakes a quorum queue's consumers whenever its partition's replicated
+/// high watermark moves (the partition's waiters are woken once per
+/// registration; this re-registers), until the queue is dropped.
+fn spawn_hw_bridge(queue: Weak<Queue>, partition: &Arc<Partition>) {
+    let partition = Arc::downgrade(partition);
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn(async move {
+                let waiter = Arc::new(Notify::new());
+                loop {
+                    let Some(p) = partition.upgrade() else { return };
+                    p.register_waiter(&waiter);
+                    drop(p);
+                    // Bounded, so a dropped queue is noticed.
+                    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), waiter.notified()).await;
+                    let Some(q) = queue.upgrade() else { return };
+                    if q.is_deleted() {
+                        return;
+                    }
+                    q.notify.notify_waiters();
+                }
+            });
+        }
+        Err(_) => {
+            let _ = std::thread::Builder::new().name("ferry-quorum-queue".into()).spawn(move || {
+                let signal = Arc::new(crate::Signal::default());
+                loop {
+                    let Some(p) = partition.upgrade() else { return };
+                    p.register_signal(&signal);
+                    drop(p);
+                    signal.wait(std::time::Duration::from_millis(500));
+                    let Some(q) = queue.upgrade() else { return };
+                    if q.is_deleted() {
+                        return;
+                    }
+                    q.notify.notify_waiters();
+                }
+            });
+        }
+    }
 }

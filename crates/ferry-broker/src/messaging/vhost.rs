@@ -17,6 +17,7 @@ use super::kafka_link::{Feed, Hooks};
 use super::message::Message;
 use super::queue::{Queue, QueueSpec};
 use super::{MessagingError, encode_name};
+use crate::metadata::{AmqpRequest, Arguments, ControllerRequest, QueueType};
 use ferry_util::time::now_ms;
 
 type Result<T, E = MessagingError> = std::result::Result<T, E>;
@@ -55,6 +56,8 @@ pub struct Vhost {
     pub(super) delays: DelayStore,
     /// Queues fed from Kafka topics.
     feeds: Mutex<Vec<Feed>>,
+    /// This vhost, for the quorum queues it hands out (dead-lettering).
+    me: std::sync::OnceLock<std::sync::Weak<Vhost>>,
 }
 
 fn rd<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -172,7 +175,9 @@ impl Vhost {
             admin: Mutex::new(()),
             hooks,
             feeds: Mutex::new(Vec::new()),
+            me: std::sync::OnceLock::new(),
         });
+        let _ = vhost.me.set(Arc::downgrade(&vhost));
         for q in rd(&vhost.queues).values() {
             q.set_vhost(Arc::downgrade(&vhost));
             if let Some(f) = Feed::open(&vhost.hooks, q) {
@@ -406,9 +411,64 @@ impl Vhost {
         if changed { self.save() } else { Ok(()) }
     }
 
-    /// The queue named `name`, if declared.
+    /// The queue named `name`, if declared: a queue of this node, or a
+    /// quorum queue whose partition this node leads.
     pub fn queue(&self, name: &str) -> Option<Arc<Queue>> {
-        rd(&self.queues).get(name).cloned()
+        rd(&self.queues).get(name).cloned().or_else(|| self.served_quorum_queue(name))
+    }
+
+    /// The quorum queue `name` if this node serves it (issue #17).
+    fn served_quorum_queue(&self, name: &str) -> Option<Arc<Queue>> {
+        let q = self.hooks.broker.as_ref()?.quorum_queue(&self.name, name)?;
+        q.set_vhost(self.weak_self());
+        Some(q)
+    }
+
+    fn weak_self(&self) -> std::sync::Weak<Vhost> {
+        self.me.get().cloned().unwrap_or_default()
+    }
+
+    /// The broker, when quorum queues apply: a cluster of more than one
+    /// node (a single node keeps today's node-local queues, whatever
+    /// `x-queue-type` says; docs/cluster.md "Queues in a cluster").
+    fn quorum_broker(&self) -> Option<&Arc<crate::Broker>> {
+        let broker = self.hooks.broker.as_ref()?;
+        (broker.metadata().nodes.len() > 1).then_some(broker)
+    }
+
+    /// Declares a quorum queue through the controller and returns it if
+    /// this node serves it; `None` for any other declaration.
+    fn declare_quorum(&self, spec: &QueueSpec) -> Result<Option<Arc<Queue>>> {
+        if !spec.durable || spec.exclusive_owner.is_some() {
+            return Ok(None);
+        }
+        let Some(broker) = self.quorum_broker() else { return Ok(None) };
+        let bad = |e: String| {
+            MessagingError::PreconditionFailed(format!("{e} for queue '{}' in vhost '{}'", spec.name, self.name))
+        };
+        let queue_type = QueueType::from_arguments(&spec.arguments, QueueType::Classic).map_err(bad)?;
+        if queue_type == QueueType::Classic {
+            return Ok(None);
+        }
+        QueueArgs::parse(&spec.arguments).map_err(bad)?;
+        let request = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
+            vhost: self.name.clone(),
+            name: spec.name.clone(),
+            auto_delete: spec.auto_delete,
+            arguments: Arguments(spec.arguments.clone()),
+            queue_type,
+        });
+        broker.submit_change_blocking(request).map_err(|e| match e {
+            crate::BrokerError::InvalidRequest(m) => MessagingError::PreconditionFailed(m),
+            other => MessagingError::Internal(other),
+        })?;
+        // Led by another node: clients must connect there until forwarding
+        // (phase 2) serves it from any node.
+        let q = self
+            .served_quorum_queue(&spec.name)
+            .ok_or(MessagingError::Internal(crate::BrokerError::NotLeaderOrFollower))?;
+        q.touch();
+        Ok(Some(q))
     }
 
     /// Every queue, by name.
@@ -474,6 +534,9 @@ impl Vhost {
         if passive {
             return Err(self.not_found_queue(&spec.name));
         }
+        if let Some(q) = self.declare_quorum(&spec)? {
+            return Ok(q);
+        }
         if spec.name.starts_with("amq.") && !spec.name.starts_with("amq.gen-") {
             return Err(MessagingError::AccessRefused(format!(
                 "queue name '{}' contains reserved prefix 'amq.*'",
@@ -526,26 +589,43 @@ impl Vhost {
 
     /// Caller holds `admin`.
     fn remove_queue(&self, q: &Arc<Queue>) -> Result<()> {
-        wr(&self.queues).remove(q.name());
-        let dest = Destination::Queue(q.name().to_string());
-        {
-            let mut exchanges = wr(&self.exchanges);
-            let mut emptied = Vec::new();
-            for e in exchanges.values_mut() {
-                let before = e.bindings.len();
-                e.bindings.retain(|b| b.destination != dest);
-                if e.auto_delete && before > 0 && e.bindings.is_empty() {
-                    emptied.push(e.name.clone());
-                }
-            }
-            for name in emptied {
-                exchanges.remove(&name);
-            }
+        if q.is_replicated() {
+            // A quorum queue is metadata: the controller deletes it with
+            // its partition (the log is not this vhost's to close).
+            let broker = self.hooks.broker.as_ref().ok_or_else(|| self.not_found_queue(q.name()))?;
+            let request = ControllerRequest::Amqp(AmqpRequest::DeleteQueue {
+                vhost: self.name.clone(),
+                name: q.name().to_string(),
+            });
+            broker.submit_change_blocking(request)?;
+            q.mark_deleted();
+            self.drop_bindings_to(q.name());
+            return self.save();
         }
+        wr(&self.queues).remove(q.name());
+        self.drop_bindings_to(q.name());
         q.mark_deleted();
         let _ = q.log().close();
         let _ = fs::remove_dir_all(q.dir());
         if q.spec.durable { self.save() } else { Ok(()) }
+    }
+
+    /// Removes every binding to queue `name`, and auto-delete exchanges
+    /// left without bindings.
+    fn drop_bindings_to(&self, name: &str) {
+        let dest = Destination::Queue(name.to_string());
+        let mut exchanges = wr(&self.exchanges);
+        let mut emptied = Vec::new();
+        for e in exchanges.values_mut() {
+            let before = e.bindings.len();
+            e.bindings.retain(|b| b.destination != dest);
+            if e.auto_delete && before > 0 && e.bindings.is_empty() {
+                emptied.push(e.name.clone());
+            }
+        }
+        for name in emptied {
+            exchanges.remove(&name);
+        }
     }
 
     /// Deletes `q` if it is still registered (auto-delete, exclusive queues).
@@ -582,7 +662,9 @@ impl Vhost {
             walk(&exchanges, exchange, routing_key, headers, &mut seen, &mut names, &mut topics);
         }
         let queues = rd(&self.queues);
-        Ok((names.iter().filter_map(|n| queues.get(n).cloned()).collect(), topics.into_iter().collect()))
+        let found =
+            names.iter().filter_map(|n| queues.get(n).cloned().or_else(|| self.served_quorum_queue(n))).collect();
+        Ok((found, topics.into_iter().collect()))
     }
 
     /// Appends `m` to the Kafka topic `topic` (acks=all); the caller

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::MetadataError;
+use super::amqp::AmqpRequest;
 use super::election::{ElectionResult, ElectionType};
 use super::peer::{PeerError, PeerReply, PeerRequest};
 use crate::security::{AclBinding, ScramCredential, ScramMechanism};
@@ -148,6 +149,8 @@ pub enum ControllerRequest {
         /// The bindings to remove (absent ones are skipped).
         bindings: Vec<AclBinding>,
     },
+    /// A change to the AMQP definitions (see [`amqp_change`](super::amqp_change)).
+    Amqp(AmqpRequest),
 }
 
 /// What a carried-out request returns.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::MetadataError;
+use super::amqp::VhostDefinitions;
 use super::record::MetadataRecord;
 use crate::security::{AclSet, UserCredentials};
 
@@ -162,6 +163,10 @@ pub struct MetadataImage {
     /// controller moves their replicas to other nodes.
     #[serde(default)]
     pub decommissioning: BTreeSet<i32>,
+    /// AMQP definitions (exchanges, bindings, durable queues) by vhost
+    /// (shared like users and ACLs; absent in older snapshots: empty).
+    #[serde(default)]
+    pub amqp: Arc<BTreeMap<String, VhostDefinitions>>,
 }
 
 impl MetadataImage {
@@ -364,6 +369,10 @@ impl MetadataImage {
                 if self.acls.contains(binding) {
                     Arc::make_mut(&mut self.acls).remove(binding);
                 }
+            }
+            MetadataRecord::Amqp(record) => {
+                let topic_ids = &self.topic_ids;
+                super::amqp::apply(&mut self.amqp, |id| topic_ids.contains_key(&id), record)?;
             }
         }
         Ok(())

@@ -4,6 +4,7 @@
 //! Front-ends read only the image; the Raft machinery is `ferry-cluster`'s.
 
 mod alter_partition;
+mod amqp;
 mod controller;
 mod coordinator;
 mod decommission;
@@ -15,6 +16,10 @@ mod record;
 mod security;
 
 pub use alter_partition::alter_partition;
+pub use amqp::{
+    AmqpRecord, AmqpRequest, Arguments, BindingDef, ExchangeDef, QUEUE_TOPIC_PREFIX, QueueDef, QueueKind,
+    QueueTopicMaker, QueueType, VhostDefinitions, amqp_change, is_builtin_exchange, queue_topic_name,
+};
 pub use controller::{Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus, PeerFuture};
 pub use coordinator::{CoordinatorKind, GROUP_TOPIC, TXN_TOPIC, coordinator_partition, java_string_hash};
 pub use decommission::{decommission, recommission, unregister};

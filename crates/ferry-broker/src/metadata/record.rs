@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::amqp::AmqpRecord;
 use super::image::NodeInfo;
 use crate::security::{AclBinding, ScramCredential, ScramMechanism};
 
@@ -157,4 +158,6 @@ pub enum MetadataRecord {
     CreateAcl(AclBinding),
     /// Removes an ACL (absent: nothing changes).
     DeleteAcl(AclBinding),
+    /// A change to the AMQP definitions (exchanges, bindings, durable queues).
+    Amqp(AmqpRecord),
 }

@@ -153,6 +153,17 @@ impl Cursor {
         Some(self.delivered_mark)
     }
 
+    /// The persisted "possibly delivered" mark.
+    pub fn delivered_mark(&self) -> u64 {
+        self.delivered_mark
+    }
+
+    /// Raises the "possibly delivered" mark to `mark` (a replicated cursor
+    /// records its marks ahead of the deliveries).
+    pub fn raise_delivered_mark(&mut self, mark: u64) {
+        self.delivered_mark = self.delivered_mark.max(mark);
+    }
+
     /// The oldest handed-back delivery, taken off the requeued set.
     pub fn pop_requeued(&mut self) -> Option<(u64, Outstanding)> {
         self.requeued.pop_first()
@@ -178,6 +189,34 @@ impl Cursor {
         let out = self.unacked.remove(&offset)?;
         self.requeued.insert(offset, out);
         Some(out)
+    }
+
+    /// Whether `offset` was handed back and waits to go out again.
+    pub fn is_requeued(&self, offset: u64) -> bool {
+        self.requeued.contains_key(&offset)
+    }
+
+    /// Handed-back deliveries at or past `offset`.
+    pub fn requeued_from(&self, offset: u64) -> usize {
+        self.requeued.range(offset..).count()
+    }
+
+    /// Puts `offset` in the handed-back set as a replicated queue's replay
+    /// found it (returned before the takeover, not acknowledged since).
+    pub fn restore_requeued(&mut self, offset: u64, out: Outstanding) {
+        if !self.is_acked(offset) {
+            self.requeued.insert(offset, out);
+        }
+    }
+
+    /// Handed-back deliveries with their counts, lowest offset first.
+    pub fn requeued_counts(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.requeued.iter().map(|(&o, out)| (o, out.count))
+    }
+
+    /// Deliveries out with consumers, with their counts (in no order).
+    pub fn unacked_counts(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.unacked.iter().map(|(&o, out)| (o, out.count))
     }
 
     /// Hands every unacknowledged delivery back (its consumer is gone).

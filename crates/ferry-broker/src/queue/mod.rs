@@ -11,6 +11,8 @@
 //! - [`cursor_log`]: a log, its cursor and what its user keeps beside it
 //!   under one lock, journaling every change; periodic maintenance
 //!   rewrites the snapshot and deletes the acknowledged prefix of the log.
+//! - [`cursor_records`]: a replicated (quorum) queue's cursor as records
+//!   in the queue's own log, and the replay a new leader rebuilds it with.
 //! - [`record_queue`]: numbered queues of stored records in one directory
 //!   (a front-end's per-client queues), built on the above.
 //! - [`group_cursor`]: named consumer groups over a topic partition's own
@@ -18,6 +20,7 @@
 
 pub mod cursor;
 pub mod cursor_log;
+pub mod cursor_records;
 pub mod cursor_store;
 pub mod group_cursor;
 pub mod ranges;

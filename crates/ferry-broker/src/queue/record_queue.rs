@@ -246,7 +246,7 @@ impl RecordQueue {
     /// Resolves once every acknowledgement made so far survives a power
     /// loss (the journal is fsynced on the blocking pool).
     pub async fn acks_durable(&self) -> Result<()> {
-        let journal = self.cursor.journal();
+        let Some(journal) = self.cursor.journal() else { return Ok(()) };
         tokio::task::spawn_blocking(move || journal.sync_data()).await.map_err(std::io::Error::other)??;
         Ok(())
     }

@@ -111,6 +111,34 @@ pub(super) fn carry_out(
             }
             Ok(ControllerReply::Done)
         }
+        ControllerRequest::Amqp(request) => {
+            let image = draft.image().clone();
+            // A quorum queue's topic is placed as any topic, in a scratch
+            // draft whose records go first into the entry.
+            let mut make_topic = |name: &str, group_size: Option<usize>| {
+                let mut scratch = Draft::new(&image);
+                let live = NodeOrder::live(&image).len();
+                // RabbitMQ caps the initial group size at the cluster's size.
+                let rf = group_size.map(|g| i16::try_from(g.min(live).max(1)).unwrap_or(i16::MAX));
+                let configs = BTreeMap::new();
+                let spec = TopicSpec {
+                    name,
+                    partitions: Some(1),
+                    replication_factor: rf,
+                    assignment: None,
+                    internal: true,
+                    configs: &configs,
+                };
+                match create_topic(config, &mut scratch, &spec)? {
+                    ControllerReply::TopicCreated { id, .. } => Ok((id, scratch.into_records())),
+                    other => Err(MetadataError::InvalidRequest(format!("unexpected reply {other:?}"))),
+                }
+            };
+            for record in ferry_broker::metadata::amqp_change(&image, from, request, &mut make_topic)? {
+                draft.push(record)?;
+            }
+            Ok(ControllerReply::Done)
+        }
         ControllerRequest::DecommissionNode { node_id } => {
             decommission::start(draft, *node_id)?;
             Ok(ControllerReply::Done)

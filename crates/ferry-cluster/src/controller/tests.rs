@@ -693,3 +693,67 @@ fn users_and_acls_are_controller_requests() {
     c.request(ControllerRequest::DeleteAcls { bindings: vec![binding] }).unwrap();
     assert!(c.image.acls.is_empty());
 }
+
+#[test]
+fn amqp_definitions_place_a_quorum_queue_as_a_replicated_topic() {
+    use ferry_broker::messaging::{Destination, ExchangeKind, HeaderValue};
+    use ferry_broker::metadata::{AmqpRequest, Arguments, BindingDef, ExchangeDef, QueueKind, QueueType};
+    let mut c = Cluster::new(&[1, 2, 3]);
+    let declare = |name: &str, queue_type| {
+        ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
+            vhost: "/".into(),
+            name: name.into(),
+            auto_delete: false,
+            arguments: Arguments::default(),
+            queue_type,
+        })
+    };
+    // Default group size: three replicas on three live nodes, one partition, led and in sync.
+    c.request(declare("orders", QueueType::Quorum { group_size: None })).unwrap();
+    let QueueKind::Quorum { topic_id } = c.image.amqp["/"].queues["orders"].kind else { panic!("not quorum") };
+    let t = c.image.topic_by_id(topic_id).unwrap().clone();
+    assert!(t.internal && t.partitions.len() == 1, "{t:?}");
+    let p = &t.partitions[0];
+    assert_eq!((p.replicas.len(), p.isr.len()), (3, 3));
+    assert!(p.replicas.contains(&p.leader));
+    // A group size above the cluster's is capped at it (RabbitMQ's rule); 1 is one replica.
+    c.request(declare("big", QueueType::Quorum { group_size: Some(7) })).unwrap();
+    c.request(declare("one", QueueType::Quorum { group_size: Some(1) })).unwrap();
+    let replicas = |c: &Cluster, q: &str| {
+        let QueueKind::Quorum { topic_id } = c.image.amqp["/"].queues[q].kind else { panic!("not quorum") };
+        c.image.topic_by_id(topic_id).unwrap().partitions[0].replicas.len()
+    };
+    assert_eq!((replicas(&c, "big"), replicas(&c, "one")), (3, 1));
+    // A classic queue lives on the node that declared it (here the caller, node 1).
+    c.request(declare("local", QueueType::Classic)).unwrap();
+    assert_eq!(c.image.amqp["/"].queues["local"].kind, QueueKind::Classic { node: 1 });
+    // The same declaration again changes nothing; another type is refused.
+    c.request(declare("orders", QueueType::Quorum { group_size: None })).unwrap();
+    assert_eq!(c.image.topics.len(), 2 + 3, "no second topic");
+    assert!(matches!(c.request(declare("orders", QueueType::Classic)), Err(MetadataError::InvalidRequest(_))));
+
+    // Exchanges and bindings route the same on every node: they are in the image.
+    let exchange = ExchangeDef {
+        name: "tasks".into(),
+        kind: ExchangeKind::Direct,
+        durable: true,
+        auto_delete: false,
+        internal: false,
+        delayed: false,
+        arguments: Arguments([("alternate-exchange".to_string(), HeaderValue::Str("amq.fanout".into()))].into()),
+    };
+    c.request(ControllerRequest::Amqp(AmqpRequest::DeclareExchange { vhost: "/".into(), exchange })).unwrap();
+    let binding = BindingDef {
+        source: "tasks".into(),
+        destination: Destination::Queue("orders".into()),
+        routing_key: "new".into(),
+        arguments: Arguments::default(),
+    };
+    c.request(ControllerRequest::Amqp(AmqpRequest::Bind { vhost: "/".into(), binding: binding.clone() })).unwrap();
+    assert_eq!(c.image.amqp["/"].bindings, vec![binding]);
+    // Deleting the queue deletes its topic and its bindings in one entry.
+    c.request(ControllerRequest::Amqp(AmqpRequest::DeleteQueue { vhost: "/".into(), name: "orders".into() })).unwrap();
+    assert!(c.image.topic_by_id(topic_id).is_none());
+    assert!(c.image.amqp["/"].bindings.is_empty() && !c.image.amqp["/"].queues.contains_key("orders"));
+    assert!(c.image.amqp["/"].exchanges.contains_key("tasks"));
+}

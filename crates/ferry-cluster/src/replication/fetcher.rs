@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ferry_broker::metadata::listener;
 use ferry_broker::replica::FollowerState;
-use ferry_broker::{Broker, Partition, ReplicaError};
+use ferry_broker::{Broker, BrokerError, Partition, ReplicaError};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -116,8 +116,14 @@ async fn round(ctx: &Arc<Replicator>, addr: &str, followed: Vec<Followed>) -> bo
                 Records::File(_) => continue,
             };
             match got.result {
-                Ok(info) => match f.part.append_replicated(records, info.high_watermark) {
+                Ok(info) => match f.part.append_replicated(f.state.leader_epoch, records, info.high_watermark) {
                     Ok(_) => answered = true,
+                    // The role or epoch changed since the fetch was sent
+                    // (a late answer, maybe a deposed leader's stale tail):
+                    // dropped; the next round fetches as the new role says.
+                    Err(BrokerError::NotLeaderOrFollower) => {
+                        tracing::debug!(topic = %f.part.topic, partition = f.part.index, "late replica fetch answer dropped");
+                    }
                     Err(e) => {
                         // Diverged from the leader: ask it again where to cut.
                         tracing::warn!(topic = %f.part.topic, partition = f.part.index, error = %e, "replicated append refused");
@@ -196,6 +202,9 @@ async fn truncate(ctx: &Arc<Replicator>, addr: &str, parts: Vec<Followed>) -> bo
                 Ok(end) => {
                     truncated = true;
                     tracing::info!(topic = %f.part.topic, partition = f.part.index, end, "follower truncated");
+                }
+                Err(BrokerError::NotLeaderOrFollower) => {
+                    tracing::debug!(topic = %f.part.topic, partition = f.part.index, "late epoch answer dropped");
                 }
                 Err(e) => {
                     tracing::warn!(topic = %f.part.topic, partition = f.part.index, error = %e, "truncation failed");

@@ -355,8 +355,9 @@ impl Partition {
                 }
                 if !h.is_control() {
                     states.record(&h, h.base_offset, now);
-                } else if let Some(commit) = ferry_records::records::control_marker(one).map_err(LogError::from)?
-                    && let Some(aborted) = states.record_marker(&h, h.base_offset, commit, now)
+                } else if let Some((commit, coordinator_epoch)) =
+                    ferry_records::records::end_txn_marker(one).map_err(LogError::from)?
+                    && let Some(aborted) = states.record_marker(&h, h.base_offset, commit, coordinator_epoch, now)
                 {
                     self.log().add_aborted_txn(aborted)?;
                 }

@@ -31,6 +31,7 @@ use crate::coordinator_partitions::CoordinatorPartitions;
 use crate::error::{BrokerError, Result};
 use crate::group::Committed;
 use crate::internal_log;
+use crate::metadata::PeerError;
 use crate::partition::{Appended, Partition};
 use crate::producer::ProducerIds;
 
@@ -54,6 +55,10 @@ pub enum TxnError {
     /// This node does not coordinate the transactional id (its
     /// `__transaction_state` partition is led, or loaded, elsewhere).
     NotCoordinator,
+    /// A partition leader refused a marker: a coordinator with a newer
+    /// coordinator epoch (the `__transaction_state` partition's leader
+    /// epoch) wrote one for the producer (TRANSACTION_COORDINATOR_FENCED).
+    CoordinatorFenced,
 }
 
 impl From<TxnError> for BrokerError {
@@ -142,9 +147,20 @@ impl Default for TxnConfig {
 /// writes markers into partitions and commits offsets for groups.
 pub trait TxnEffects {
     /// Writes a commit or abort marker for the producer into a partition
-    /// and waits until it is on disk. A partition that no longer exists is
-    /// not an error.
-    fn write_marker(&self, topic: &str, partition: i32, producer_id: i64, epoch: i16, commit: bool) -> Result<()>;
+    /// and waits until it is on disk. `coordinator_epoch` is the leader
+    /// epoch the coordinator loaded the transaction's `__transaction_state`
+    /// partition in (Kafka's WriteTxnMarkers coordinatorEpoch); the
+    /// partition refuses it if older than its last marker's for the
+    /// producer. A partition that no longer exists is not an error.
+    fn write_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<()>;
     /// Commits a transaction's offsets for a group, durably.
     fn commit_offsets(&self, group: &str, offsets: Vec<(String, i32, Committed)>) -> Result<()>;
 }
@@ -538,11 +554,23 @@ impl TxnCoordinator {
             return Ok(());
         };
         let commit = m.state == TxnState::PrepareCommit;
+        let coordinator_epoch =
+            self.parts.index_of(id).and_then(|i| self.parts.epoch(i)).ok_or(TxnError::NotCoordinator)?;
         for (topic, partition) in &m.partitions {
-            effects.write_marker(topic, *partition, m.producer_id, m.producer_epoch, commit).map_err(|e| {
-                tracing::error!(transactional_id = id, topic, partition, error = %e, "transaction marker write failed");
-                TxnError::CoordinatorNotAvailable
-            })?;
+            effects
+                .write_marker(topic, *partition, m.producer_id, m.producer_epoch, commit, coordinator_epoch)
+                .map_err(|e| match e {
+                    BrokerError::Txn(TxnError::CoordinatorFenced)
+                    | BrokerError::Peer(PeerError::Txn(TxnError::CoordinatorFenced)) => {
+                        // A newer coordinator owns the id: the client finds it.
+                        tracing::info!(transactional_id = id, topic, partition, coordinator_epoch, "marker refused: a newer transaction coordinator owns it");
+                        TxnError::NotCoordinator
+                    }
+                    e => {
+                        tracing::error!(transactional_id = id, topic, partition, error = %e, "transaction marker write failed");
+                        TxnError::CoordinatorNotAvailable
+                    }
+                })?;
         }
         if commit {
             for (group, offsets) in &m.offsets {
@@ -637,8 +665,8 @@ mod tests {
     use crate::metadata::TXN_TOPIC;
     use crate::testing::INTERNAL_PARTITIONS;
 
-    /// (topic, partition, producer id, epoch, commit).
-    type Marker = (String, i32, i64, i16, bool);
+    /// (topic, partition, producer id, epoch, commit, coordinator epoch).
+    type Marker = (String, i32, i64, i16, bool, i32);
     type GroupCommit = (String, Vec<(String, i32, Committed)>);
 
     /// Records what the coordinator asked for.
@@ -649,8 +677,8 @@ mod tests {
     }
 
     impl TxnEffects for Recorder {
-        fn write_marker(&self, topic: &str, partition: i32, pid: i64, epoch: i16, commit: bool) -> Result<()> {
-            self.markers.lock().unwrap().push((topic.to_string(), partition, pid, epoch, commit));
+        fn write_marker(&self, topic: &str, partition: i32, pid: i64, epoch: i16, commit: bool, ce: i32) -> Result<()> {
+            self.markers.lock().unwrap().push((topic.to_string(), partition, pid, epoch, commit, ce));
             Ok(())
         }
         fn commit_offsets(&self, group: &str, offsets: Vec<(String, i32, Committed)>) -> Result<()> {
@@ -686,6 +714,13 @@ mod tests {
         open_with(dir, TxnConfig::default())
     }
 
+    /// The coordinator epoch markers for `id` carry: the leader epoch of
+    /// its `__transaction_state` partition.
+    fn ce(b: &Broker, id: &str) -> i32 {
+        let index = crate::metadata::coordinator_partition(id, INTERNAL_PARTITIONS).unwrap();
+        b.topic(TXN_TOPIC).unwrap().partition(index).unwrap().leader_state().unwrap().leader_epoch
+    }
+
     fn close(b: Arc<Broker>) {
         b.shutdown();
     }
@@ -712,7 +747,7 @@ mod tests {
         c.end("t1", pid, epoch, true, &fx).unwrap();
         assert_eq!(
             *fx.markers.lock().unwrap(),
-            vec![("a".into(), 0, pid, epoch, true), ("b".into(), 1, pid, epoch, true)]
+            vec![("a".into(), 0, pid, epoch, true, ce(&b, "t1")), ("b".into(), 1, pid, epoch, true, ce(&b, "t1"))]
         );
         assert_eq!(fx.offsets.lock().unwrap()[0].0, "g");
         // A retried commit succeeds; an abort now does not fit.
@@ -731,13 +766,13 @@ mod tests {
         let ids = ProducerIds::default();
         ids.add_block(0, 1000);
         let fx = Recorder::default();
-        let (_b, c) = open(dir.path());
+        let (b, c) = open(dir.path());
         let (pid, e0) = c.init_producer("t", 60_000, None, &ids, &fx).unwrap();
         c.add_partitions("t", pid, e0, &[("a".to_string(), 0)]).unwrap();
         let (pid2, e1) = c.init_producer("t", 60_000, None, &ids, &fx).unwrap();
         assert_eq!(pid2, pid);
         assert!(e1 > e0 + 1, "the abort fenced with one bump, the new instance got another");
-        assert_eq!(*fx.markers.lock().unwrap(), vec![("a".into(), 0, pid, e0 + 1, false)]);
+        assert_eq!(*fx.markers.lock().unwrap(), vec![("a".into(), 0, pid, e0 + 1, false, ce(&b, "t"))]);
         assert_eq!(c.add_partitions("t", pid, e0, &[("a".to_string(), 0)]), Err(TxnError::ProducerFenced));
         assert_eq!(c.init_producer("t", 0, None, &ids, &fx), Err(TxnError::InvalidTransactionTimeout));
         assert_eq!(c.init_producer("t", 1000, Some((pid, e0)), &ids, &fx), Err(TxnError::ProducerFenced));
@@ -782,12 +817,12 @@ mod tests {
         }
         drop(c);
         close(b);
-        let (_b, c) = open(dir.path());
+        let (b, c) = open(dir.path());
         std::thread::sleep(std::time::Duration::from_millis(5));
         c.tick(&fx);
         let markers = fx.markers.lock().unwrap().clone();
-        assert!(markers.contains(&("a".into(), 0, pid, epoch + 1, false)), "{markers:?}");
-        assert!(markers.contains(&("b".into(), 0, pid2, epoch2, true)), "{markers:?}");
+        assert!(markers.contains(&("a".into(), 0, pid, epoch + 1, false, ce(&b, "t"))), "{markers:?}");
+        assert!(markers.contains(&("b".into(), 0, pid2, epoch2, true, ce(&b, "u"))), "{markers:?}");
         assert_eq!(c.describe("t").unwrap().state, TxnState::CompleteAbort);
         assert_eq!(c.describe("u").unwrap().state, TxnState::CompleteCommit);
         assert_eq!(c.end("t", pid, epoch, true, &fx), Err(TxnError::ProducerFenced));
@@ -831,9 +866,61 @@ mod tests {
         // open one carries on under the new coordinator.
         new.tick(&fx);
         assert_eq!(new.describe("ending").unwrap().state, TxnState::CompleteCommit);
-        assert!(fx.markers.lock().unwrap().contains(&("b".into(), 0, pid2, epoch2, true)));
+        assert!(fx.markers.lock().unwrap().contains(&("b".into(), 0, pid2, epoch2, true, ce(&b, "ending"))));
         new.end("open", pid, epoch, false, &fx).unwrap();
-        assert!(fx.markers.lock().unwrap().contains(&("a".into(), 0, pid, epoch, false)));
+        assert!(fx.markers.lock().unwrap().contains(&("a".into(), 0, pid, epoch, false, ce(&b, "open"))));
         assert_eq!(new.describe("open").unwrap().state, TxnState::CompleteAbort);
+    }
+
+    #[test]
+    fn a_deposed_coordinators_markers_are_refused_once_its_successor_wrote_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids = ProducerIds::default();
+        ids.add_block(0, 1000);
+        let fx = Recorder::default();
+        let (b, old) = open(dir.path());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(b.create_topic("d", Some(1), &BTreeMap::new(), false)).unwrap();
+        let data = b.topic("d").unwrap().partition(0).unwrap();
+        let (pid, epoch) = old.init_producer("x", 60_000, None, &ids, &fx).unwrap();
+        old.add_partitions("x", pid, epoch, &[("d".to_string(), 0)]).unwrap();
+        let loaded = ce(&b, "x");
+        assert_eq!(
+            old.loaded_epoch(crate::metadata::coordinator_partition("x", INTERNAL_PARTITIONS).unwrap()),
+            Some(loaded)
+        );
+
+        // A successor loads the same `__transaction_state` partitions one
+        // leader epoch later (as after a leader change; the old one has
+        // not heard yet) and commits, through the partition leader (here,
+        // this broker's own `TxnEffects`).
+        let new = TxnCoordinator::open(TxnConfig::default());
+        for index in (0..).take(INTERNAL_PARTITIONS) {
+            let p = b.topic(TXN_TOPIC).unwrap().partition(index).unwrap();
+            new.load(index, INTERNAL_PARTITIONS, p, loaded + 1).unwrap();
+        }
+        new.end("x", pid, epoch, true, &*b).unwrap();
+        assert_eq!(data.log_end_offset(), 1, "the commit marker");
+
+        // The deposed coordinator tries to abort it: the leader refuses its
+        // marker (TRANSACTION_COORDINATOR_FENCED), it answers NOT_COORDINATOR.
+        assert_eq!(old.end("x", pid, epoch, false, &*b), Err(TxnError::NotCoordinator));
+        assert_eq!(data.log_end_offset(), 1, "no abort marker after the commit");
+        let refused = TxnEffects::write_marker(&*b, "d", 0, pid, epoch, false, loaded);
+        assert!(matches!(refused, Err(BrokerError::Txn(TxnError::CoordinatorFenced))), "{refused:?}");
+        // The successor's retry (same coordinator epoch) and a newer one pass.
+        TxnEffects::write_marker(&*b, "d", 0, pid, epoch, true, loaded + 1).unwrap();
+        TxnEffects::write_marker(&*b, "d", 0, pid, epoch, true, loaded + 2).unwrap();
+        assert_eq!(data.log_end_offset(), 3);
+        // The epoch is part of the producer state a restart rebuilds from
+        // the markers themselves (no snapshot left).
+        let log_dir = data.log().dir().to_path_buf();
+        drop((old, new, data));
+        close(b);
+        std::fs::remove_file(log_dir.join("producers.json")).unwrap();
+        let (b, _c) = open(dir.path());
+        let refused = TxnEffects::write_marker(&*b, "d", 0, pid, epoch, false, loaded + 1);
+        assert!(matches!(refused, Err(BrokerError::Txn(TxnError::CoordinatorFenced))), "{refused:?}");
+        TxnEffects::write_marker(&*b, "d", 0, pid, epoch, false, loaded + 2).unwrap();
     }
 }

@@ -759,4 +759,68 @@ mod tests {
         assert_eq!(c.heartbeat("g", &joined.member_id, 1), Some(GroupError::UnknownMemberId), "members rejoin");
         assert_eq!(c.join("g", join("")).await.unwrap().generation, 2);
     }
+
+    fn hb(member: &str, epoch: i32) -> Heartbeat {
+        Heartbeat {
+            member_id: member.into(),
+            member_epoch: epoch,
+            instance_id: None,
+            rack_id: None,
+            client_id: "c".into(),
+            client_host: "h".into(),
+            subscribed: (epoch == 0).then(|| vec!["t".to_string()]),
+            regex: None,
+            owned: Some(vec![]),
+            server_assignor: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kip_848_members_are_fenced_by_a_new_coordinator_and_rejoin() {
+        let dir = tempfile::tempdir().unwrap();
+        let (b, controller) = open(dir.path(), u64::MAX);
+        let c = b.groups().clone();
+        let four = |_: &str| 4;
+        let no_names = Vec::new;
+        let topics = Topics { partitions: &four, names: &no_names };
+        let a = c.consumer_heartbeat("g", hb("a", 0), &topics).unwrap();
+        let a = c.consumer_heartbeat("g", hb("a", a.member_epoch), &topics).unwrap();
+        let epoch = a.member_epoch;
+        assert!(epoch > 0);
+        c.commit("g", "a", epoch, vec![("t".into(), 0, committed(5))]).unwrap().acknowledged().await.unwrap();
+
+        // The coordinator moves away and back (a new leader epoch): members
+        // are not stored, so the new term fences every one of them.
+        tokio::task::block_in_place(|| lead(&controller, "g", -1));
+        assert_eq!(c.consumer_heartbeat("g", hb("a", epoch), &topics).err(), Some(GroupError::NotCoordinator));
+        tokio::task::block_in_place(|| lead(&controller, "g", 1));
+        assert!(c.with_consumer_group("g", |_| ()).is_none(), "no KIP-848 state survives the move");
+        // UNKNOWN_MEMBER_ID: the client drops its partitions and rejoins
+        // with epoch 0; a commit from its old term is refused meanwhile.
+        assert_eq!(c.consumer_heartbeat("g", hb("a", epoch), &topics).err(), Some(GroupError::UnknownMemberId));
+        assert!(c.commit("g", "a", epoch, vec![("t".into(), 0, committed(99))]).is_err());
+        let b2 = c.consumer_heartbeat("g", hb("b", 0), &topics).unwrap();
+        assert_eq!(
+            c.commit("g", "a", epoch, vec![("t".into(), 0, committed(99))]).err(),
+            Some(GroupError::UnknownMemberId)
+        );
+        let a = c.consumer_heartbeat("g", hb("a", 0), &topics).unwrap();
+        assert!(a.member_epoch > 0 && b2.member_epoch > 0);
+        // The committed offsets are the old term's, untouched by the stale commits.
+        assert_eq!(c.committed("g").get(&("t".to_string(), 0)).map(|x| x.offset), Some(5));
+        // The rejoined members share the partitions again.
+        let mut owned = std::collections::BTreeSet::new();
+        for _ in 0..4 {
+            for m in ["a", "b"] {
+                let e = c.with_consumer_group("g", |g| g.members[m].epoch).unwrap();
+                let r = c.consumer_heartbeat("g", hb(m, e), &topics).unwrap();
+                if let Some(assigned) = r.assignment {
+                    owned.retain(|(member, _)| *member != m);
+                    owned.extend(assigned.into_iter().map(|p| (m, p)));
+                }
+            }
+        }
+        let partitions: std::collections::BTreeSet<_> = owned.iter().map(|(_, p)| p.clone()).collect();
+        assert_eq!((owned.len(), partitions.len()), (4, 4), "each partition owned once: {owned:?}");
+    }
 }

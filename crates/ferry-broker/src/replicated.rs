@@ -424,6 +424,13 @@ impl Partition {
         Ok(self.log().flush_to(self.log().next_offset())?)
     }
 
+    /// Calls `done` once the local log is on disk to its current end (at
+    /// once if it is), on a flusher thread: a follower asks this for every
+    /// partition of a fetch response at once, so the fsyncs overlap.
+    pub fn on_local_flushed(&self, done: impl FnOnce(Result<()>) + Send + 'static) {
+        self.log().on_durable(self.log().next_offset(), move |r| done(r.map_err(BrokerError::from)));
+    }
+
     /// Offsets below this are acknowledged locally: on disk under the
     /// topic's flush policy (what a follower reports to its leader).
     pub fn local_acked_end(&self) -> u64 {

@@ -106,6 +106,7 @@ async fn round(ctx: &Arc<Replicator>, addr: &str, followed: Vec<Followed>) -> bo
     let work = move || {
         // Any partition answered (an empty long poll included): no back-off.
         let mut answered = false;
+        let mut unflushed: Vec<Arc<Partition>> = Vec::new();
         for (f, got) in ready.iter().zip(response.partitions) {
             if got.topic_id != f.topic_id || got.partition != f.part.index {
                 continue;
@@ -148,12 +149,28 @@ async fn round(ctx: &Arc<Replicator>, addr: &str, followed: Vec<Followed>) -> bo
                     tracing::debug!(topic = %f.part.topic, partition = f.part.index, error = %e, "replica fetch refused");
                 }
             }
-            // acks=all counts what followers have on disk: make it so
-            // before the next fetch reports it.
-            if f.part.local_acked_end() < f.part.log_end_offset()
-                && let Err(e) = f.part.flush_local()
-            {
-                tracing::warn!(topic = %f.part.topic, partition = f.part.index, error = %e, "follower flush failed");
+            if f.part.local_acked_end() < f.part.log_end_offset() {
+                unflushed.push(f.part.clone());
+            }
+        }
+        // acks=all counts what followers have on disk: make it so before
+        // the next fetch (sent as soon as this returns) reports it. Every
+        // partition's fsync is asked for at once, so they overlap on the
+        // log's flusher pool instead of running one after another: the
+        // next fetch, and so the leader's high watermark, waits for the
+        // slowest one, not for their sum.
+        let (tx, rx) = std::sync::mpsc::channel();
+        for part in unflushed {
+            let tx = tx.clone();
+            let p = part.clone();
+            part.on_local_flushed(move |r| {
+                let _ = tx.send((p, r));
+            });
+        }
+        drop(tx);
+        for (part, r) in rx {
+            if let Err(e) = r {
+                tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "follower flush failed");
             }
         }
         answered

@@ -217,13 +217,15 @@ for name, r, load in runs:
     p50, p99, mx, n = l["p50"], l["p99"], l["max"], l["samples"]
     print(f"e2e {name} acks=all at {rate} records/s: {rps:.0f} records/s, latency ms p50 {p50:.2f}, p99 {p99:.2f}, max {mx:.2f} ({n} samples), load {load}")
 l3, l1 = runs[0][1]["latency_ms"], runs[1][1]["latency_ms"]
-print(f"e2e RF3 / RF1: p50 {l3['p50'] / l1['p50']:.2f}, p99 {l3['p99'] / l1['p99']:.2f}")
+r50, r99 = l3["p50"] / l1["p50"], l3["p99"] / l1["p99"]
+print(f"e2e RF3 / RF1: p50 {r50:.2f}, p99 {r99:.2f}")
 base = json.loads(sys.argv[6])
 if base:
     l = base["latency_ms"]
-    print(f"e2e RF3 baseline servers: latency ms p50 {l['p50']:.2f}, p99 {l['p99']:.2f}, max {l['max']:.2f}, load {sys.argv[7]}")
+    b50, b99, bmax = l["p50"], l["p99"], l["max"]
+    print(f"e2e RF3 baseline servers: latency ms p50 {b50:.2f}, p99 {b99:.2f}, max {bmax:.2f}, load {sys.argv[7]}")
 ' "$e2e" "$load3" "$e2e1" "$load1" "$rate" "$e2eb" "$loadb"
-if [ -n "$baseline" ]; then
+if [ -n "$baseline" ] && [ -s "$work/baseline.txt" ]; then
   echo
   echo "RF3 with this build against RF3 with $baseline (same run, same client)"
   echo "round | base rec/s | base CPU ms/MiB | base p99 ms | now rec/s | now CPU ms/MiB | now p99 ms | now/base throughput | now/base CPU per MiB"

@@ -9,8 +9,11 @@
 #      alternating; records/s, MiB/s and broker CPU ms per MiB (utime +
 #      stime of every broker process from /proc/<pid>/stat, summed over the
 #      nodes, over the run) and the ratio RF3 / RF1 per round.
-#  (2) end-to-end latency at RATE records/s (20,000), RF 3, acks=all, 6
-#      partitions, `ferry bench e2e` for E2E_SECS: p50, p99, max.
+#  (2) end-to-end latency at RATE records/s (20,000), acks=all, 6
+#      partitions, `ferry bench e2e` for E2E_SECS: p50, p99, max, RF 3
+#      (on the last RF 3 cluster) then RF 1 (a fresh one-node cluster),
+#      and RF 3 / RF 1 of each, with the load average after each run.
+#      ROUNDS=0 runs only this.
 #  With BASELINE=<another release ferry binary>, each round also runs (1)'s
 #  RF 3 case with that binary (servers only; the client is always this
 #  build's), and prints RF3 now / RF3 baseline: before/after in one run.
@@ -169,10 +172,29 @@ for round in $(seq "$rounds"); do
   echo "round $round: RF1 $r1 | RF3 $r3 | RF3 baseline $rb" >&2
 done
 
-# End-to-end latency on the last RF3 cluster.
+# End-to-end latency: RF 3 (on the last RF 3 cluster, or a fresh one),
+# then RF 1 on a fresh one-node cluster, same client and settings.
+e2e_run() {
+  "$ferry" bench e2e -t e2e --rate "$rate" --duration-secs "$e2e_secs" -s "$size" --acks -1 --partitions 6 \
+    --json --brokers "$brokers"
+}
+[ "${#pid[@]}" -eq 3 ] || start_cluster e2e-rf3 3
 create_topic e2e 3
-e2e=$("$ferry" bench e2e -t e2e --rate "$rate" --duration-secs "$e2e_secs" -s "$size" --acks -1 --partitions 6 \
-  --json --brokers "$brokers")
+e2e=$(e2e_run)
+load3=$(cut -d' ' -f1 /proc/loadavg)
+start_cluster e2e-rf1 1
+create_topic e2e 1
+e2e1=$(e2e_run)
+load1=$(cut -d' ' -f1 /proc/loadavg)
+e2eb='{}' loadb=-
+if [ -n "$baseline" ]; then
+  server="$baseline"
+  start_cluster e2e-base 3
+  create_topic e2e 3
+  e2eb=$(e2e_run)
+  loadb=$(cut -d' ' -f1 /proc/loadavg)
+  server="$ferry"
+fi
 stop_all
 
 echo
@@ -188,12 +210,22 @@ for line in open(sys.argv[1]):
 ' "$results"
 python3 -c '
 import json, sys
-r = json.loads(sys.argv[1])
-l, rps = r["latency_ms"], r["records_per_sec"]
-p50, p99, mx, n = l["p50"], l["p99"], l["max"], l["samples"]
-print(f"e2e RF3 acks=all at {sys.argv[2]} records/s: {rps:.0f} records/s, latency ms p50 {p50:.2f}, p99 {p99:.2f}, max {mx:.2f} ({n} samples)")
-' "$e2e" "$rate"
-if [ -n "$baseline" ]; then
+rate = sys.argv[5]
+runs = [("RF3", json.loads(sys.argv[1]), sys.argv[2]), ("RF1", json.loads(sys.argv[3]), sys.argv[4])]
+for name, r, load in runs:
+    l, rps = r["latency_ms"], r["records_per_sec"]
+    p50, p99, mx, n = l["p50"], l["p99"], l["max"], l["samples"]
+    print(f"e2e {name} acks=all at {rate} records/s: {rps:.0f} records/s, latency ms p50 {p50:.2f}, p99 {p99:.2f}, max {mx:.2f} ({n} samples), load {load}")
+l3, l1 = runs[0][1]["latency_ms"], runs[1][1]["latency_ms"]
+r50, r99 = l3["p50"] / l1["p50"], l3["p99"] / l1["p99"]
+print(f"e2e RF3 / RF1: p50 {r50:.2f}, p99 {r99:.2f}")
+base = json.loads(sys.argv[6])
+if base:
+    l = base["latency_ms"]
+    b50, b99, bmax = l["p50"], l["p99"], l["max"]
+    print(f"e2e RF3 baseline servers: latency ms p50 {b50:.2f}, p99 {b99:.2f}, max {bmax:.2f}, load {sys.argv[7]}")
+' "$e2e" "$load3" "$e2e1" "$load1" "$rate" "$e2eb" "$loadb"
+if [ -n "$baseline" ] && [ -s "$work/baseline.txt" ]; then
   echo
   echo "RF3 with this build against RF3 with $baseline (same run, same client)"
   echo "round | base rec/s | base CPU ms/MiB | base p99 ms | now rec/s | now CPU ms/MiB | now p99 ms | now/base throughput | now/base CPU per MiB"

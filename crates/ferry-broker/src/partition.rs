@@ -144,11 +144,11 @@ impl Partition {
                 .map_err(LogError::from)?;
         let (offset, leader_epoch) = {
             let mut states = lock(&self.producers);
-            states.check_marker(producer_id, epoch)?;
+            states.check_marker(producer_id, epoch, coordinator_epoch)?;
             let (leader_epoch, _) = self.leading()?;
             let info = self.log.append_as_leader(&batch, leader_epoch)?;
             let h = BatchHeader::parse(&batch)?;
-            if let Some(aborted) = states.record_marker(&h, info.base_offset, commit, now) {
+            if let Some(aborted) = states.record_marker(&h, info.base_offset, commit, coordinator_epoch, now) {
                 self.log.add_aborted_txn(aborted)?;
             }
             self.track_unstable(&states);

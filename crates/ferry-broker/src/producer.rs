@@ -36,12 +36,32 @@ struct BatchMeta {
     last_offset: u64,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchMeta>,
     /// Wall-clock ms of the last write, for `producer.id.expiration.ms`.
     last_write_ms: u64,
+    /// The coordinator epoch of the producer's last transaction marker here
+    /// (Kafka's ProducerStateEntry.coordinatorEpoch; -1: none): a marker
+    /// from an older coordinator epoch is refused.
+    #[serde(default = "no_coordinator_epoch")]
+    coordinator_epoch: i32,
+}
+
+fn no_coordinator_epoch() -> i32 {
+    -1
+}
+
+impl Default for ProducerEntry {
+    fn default() -> Self {
+        ProducerEntry {
+            epoch: 0,
+            batches: VecDeque::new(),
+            last_write_ms: 0,
+            coordinator_epoch: no_coordinator_epoch(),
+        }
+    }
 }
 
 /// What a batch from an idempotent producer should do.
@@ -126,18 +146,33 @@ impl ProducerStates {
     }
 
     /// Checks that a transaction marker's epoch is not older than its
-    /// producer's (the coordinator fenced that producer long ago).
-    pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<()> {
+    /// producer's (the coordinator fenced that producer long ago), and that
+    /// its coordinator epoch is not older than the last marker's here
+    /// (Kafka's TRANSACTION_COORDINATOR_FENCED: a deposed coordinator must
+    /// not end a transaction its successor owns).
+    pub fn check_marker(&self, producer_id: i64, epoch: i16, coordinator_epoch: i32) -> Result<()> {
         match self.producers.get(&producer_id) {
+            Some(e) if coordinator_epoch < e.coordinator_epoch => {
+                Err(BrokerError::Txn(crate::txn::TxnError::CoordinatorFenced))
+            }
             Some(e) if epoch < e.epoch => Err(BrokerError::InvalidProducerEpoch),
             _ => Ok(()),
         }
     }
 
-    /// Records a transaction marker written at `offset`: the producer's
-    /// transaction here ends; an aborted one is returned for the index.
-    pub fn record_marker(&mut self, h: &BatchHeader, offset: u64, commit: bool, now_ms: u64) -> Option<AbortedTxn> {
+    /// Records a transaction marker written at `offset` by a coordinator
+    /// in `coordinator_epoch`: the producer's transaction here ends; an
+    /// aborted one is returned for the index.
+    pub fn record_marker(
+        &mut self,
+        h: &BatchHeader,
+        offset: u64,
+        commit: bool,
+        coordinator_epoch: i32,
+        now_ms: u64,
+    ) -> Option<AbortedTxn> {
         let entry = self.producers.entry(h.producer_id).or_default();
+        entry.coordinator_epoch = coordinator_epoch;
         if h.producer_epoch > entry.epoch {
             // An epoch bumped by the coordinator (a timed-out transaction):
             // the producer's older batches no longer deduplicate.
@@ -192,11 +227,11 @@ impl ProducerStates {
             // A marker: its type is in its one record.
             let marker = log.read_bytes(h.base_offset, h.size).map_err(BrokerError::from).and_then(|bytes| {
                 let batch = bytes.get(..h.size).unwrap_or_default();
-                ferry_records::records::control_marker(batch).map_err(|e| BrokerError::Log(e.into()))
+                ferry_records::records::end_txn_marker(batch).map_err(|e| BrokerError::Log(e.into()))
             });
             match marker {
-                Ok(Some(commit)) => {
-                    if let Some(aborted) = states.record_marker(h, h.base_offset, commit, now)
+                Ok(Some((commit, coordinator_epoch))) => {
+                    if let Some(aborted) = states.record_marker(h, h.base_offset, commit, coordinator_epoch, now)
                         && let Err(e) = log.add_aborted_txn(aborted)
                     {
                         failed = Some(e.into());

@@ -325,30 +325,45 @@ impl Partition {
     /// Follower side: truncates the local log to `offset` (the end of its
     /// last epoch on the leader) before fetching in `leader_epoch`, and
     /// rebuilds producer state from what remains. Returns the new log end.
+    /// Refused (NotLeaderOrFollower) if the partition no longer follows in
+    /// `leader_epoch`: an answer that arrives after this node became leader
+    /// or moved on to a newer epoch must not cut its log.
     pub fn truncate_as_follower(&self, leader_epoch: i32, offset: u64) -> Result<u64> {
+        // Lock order: producers, then role (as in `write_marker`); the role
+        // is held across the truncation so no placement slips in between.
         let mut states = lock(&self.producers);
+        let mut role = lock(&self.repl.role);
+        let Some(Role::Follower(f)) = &mut *role else { return Err(BrokerError::NotLeaderOrFollower) };
+        if f.leader_epoch != leader_epoch {
+            return Err(BrokerError::NotLeaderOrFollower);
+        }
         let end = self.log().truncate_to(offset)?;
         *states = ProducerStates::recover(self.log().dir(), self.log(), self.producer_expiration_ms)?;
         self.track_unstable(&states);
-        drop(states);
         self.repl.hw.fetch_min(end, Ordering::AcqRel);
         self.repl.leader_hw.fetch_min(end, Ordering::AcqRel);
-        if let Some(Role::Follower(f)) = &mut *lock(&self.repl.role)
-            && f.leader_epoch == leader_epoch
-        {
-            f.truncated = true;
-        }
+        f.truncated = true;
         Ok(end)
     }
 
     /// Follower side: appends batches fetched from the leader unchanged,
     /// keeping producer state (so a new leader deduplicates retries) and
     /// aborted transactions, then takes the leader's high watermark.
-    pub fn append_replicated(&self, batches: &[u8], leader_hw: u64) -> Result<Option<AppendInfo>> {
+    /// `leader_epoch` is the epoch the fetch was sent in: refused
+    /// (NotLeaderOrFollower) unless the partition still follows, truncated,
+    /// in that epoch, so a late answer from a deposed leader (its stale
+    /// tail) never lands in a newer epoch's log.
+    pub fn append_replicated(&self, leader_epoch: i32, batches: &[u8], leader_hw: u64) -> Result<Option<AppendInfo>> {
+        // Lock order: producers, then role; the role is held across the
+        // append so a new placement waits for it.
+        let mut states = lock(&self.producers);
+        let role = lock(&self.repl.role);
+        if !matches!(&*role, Some(Role::Follower(f)) if f.leader_epoch == leader_epoch && f.truncated) {
+            return Err(BrokerError::NotLeaderOrFollower);
+        }
         let info = if batches.is_empty() {
             None
         } else {
-            let mut states = lock(&self.producers);
             let info = self.log().append_replicated(batches)?;
             let now = now_ms_u64();
             let mut rest = batches;
@@ -360,8 +375,9 @@ impl Partition {
                 }
                 if !h.is_control() {
                     states.record(&h, h.base_offset, now);
-                } else if let Some(commit) = ferry_records::records::control_marker(one).map_err(LogError::from)?
-                    && let Some(aborted) = states.record_marker(&h, h.base_offset, commit, now)
+                } else if let Some((commit, coordinator_epoch)) =
+                    ferry_records::records::end_txn_marker(one).map_err(LogError::from)?
+                    && let Some(aborted) = states.record_marker(&h, h.base_offset, commit, coordinator_epoch, now)
                 {
                     self.log().add_aborted_txn(aborted)?;
                 }
@@ -370,6 +386,8 @@ impl Partition {
             Some(info)
         };
         self.repl.leader_hw.fetch_max(leader_hw, Ordering::AcqRel);
+        drop(role);
+        drop(states);
         if self.repl.refresh(self.log().high_watermark()) {
             self.wake_readers();
         }
@@ -424,6 +442,13 @@ impl Partition {
     /// the `always` flush policy, before it reports its acknowledged end).
     pub fn flush_local(&self) -> Result<()> {
         Ok(self.log().flush_to(self.log().next_offset())?)
+    }
+
+    /// Calls `done` once the local log is on disk to its current end (at
+    /// once if it is), on a flusher thread: a follower asks this for every
+    /// partition of a fetch response at once, so the fsyncs overlap.
+    pub fn on_local_flushed(&self, done: impl FnOnce(Result<()>) + Send + 'static) {
+        self.log().on_durable(self.log().next_offset(), move |r| done(r.map_err(BrokerError::from)));
     }
 
     /// Offsets below this are acknowledged locally: on disk under the
@@ -568,7 +593,7 @@ mod tests {
             r => r?,
         };
         let bytes = r.slice.map(|s| s.to_vec().unwrap()).unwrap_or_default();
-        follower.append_replicated(&bytes, r.high_watermark).unwrap();
+        follower.append_replicated(epoch, &bytes, r.high_watermark).unwrap();
         follower.flush_local().unwrap();
         Ok(())
     }
@@ -679,6 +704,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_late_answer_from_a_deposed_leader_never_reaches_a_newer_epochs_log() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let id = Uuid::new_v4();
+        let (b1, b2) = (broker(d1.path(), 1), broker(d2.path(), 2));
+        b1.apply_image(image(id, &[], &[]));
+        b2.apply_image(image(id, &[], &[]));
+        let p1 = b1.topic("t").unwrap().partition(0).unwrap();
+        let p2 = b2.topic("t").unwrap().partition(0).unwrap();
+        p1.append(&one("a"), Acks::Leader).unwrap();
+        p1.log().flush_to(1).unwrap();
+        truncate(&p1, &p2);
+        fetch(&p1, &p2, 2).unwrap();
+        // Node 1's stale tail, read for a fetch in epoch 0 but answered late.
+        p1.append(&one("stale"), Acks::Leader).unwrap();
+        let late = p1.serve_replica_fetch(2, 0, 1, 1, 1 << 20, now_ms_u64()).unwrap();
+        let late = late.slice.expect("the stale batch").to_vec().unwrap();
+        // Node 2 leads in epoch 1 before the answer arrives: it is refused,
+        // and so is a late truncation answer of epoch 0.
+        b2.apply_image(image(id, &[], &[(2, vec![2])]));
+        assert!(matches!(p2.append_replicated(0, &late, 2), Err(BrokerError::NotLeaderOrFollower)));
+        assert!(matches!(p2.truncate_as_follower(0, 0), Err(BrokerError::NotLeaderOrFollower)));
+        assert_eq!(values(&p2), ["a"]);
+        assert_eq!(p2.log_end_offset(), 1);
+        // Likewise on a follower that moved on to a newer epoch (of node 1
+        // again): only answers to fetches in its own epoch, once truncated.
+        let d3 = tempfile::tempdir().unwrap();
+        let b3 = broker(d3.path(), 2);
+        b3.apply_image(image(id, &[], &[]));
+        let p3 = b3.topic("t").unwrap().partition(0).unwrap();
+        truncate(&p1, &p3);
+        b3.apply_image(image(id, &[], &[(2, vec![1, 2]), (1, vec![1, 2])]));
+        assert_eq!(p3.follower_state().unwrap().leader_epoch, 2);
+        assert!(matches!(p3.append_replicated(0, &late, 2), Err(BrokerError::NotLeaderOrFollower)));
+        assert!(
+            matches!(p3.append_replicated(2, &late, 2), Err(BrokerError::NotLeaderOrFollower)),
+            "not truncated in epoch 2 yet"
+        );
+        assert_eq!(p3.log_end_offset(), 0);
+    }
+
+    #[tokio::test]
     async fn followers_copy_past_the_leaders_durable_end_and_acks_still_wait_for_it() {
         let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let id = Uuid::new_v4();
@@ -698,7 +764,7 @@ mod tests {
             let r = leader.serve_replica_fetch(2, 0, i, follower.local_acked_end(), 1 << 20, now_ms_u64()).unwrap();
             let bytes = r.slice.expect("the batch just appended").to_vec().unwrap();
             assert_eq!(BatchHeader::parse(&bytes).unwrap().base_offset, i);
-            follower.append_replicated(&bytes, r.high_watermark).unwrap();
+            follower.append_replicated(0, &bytes, r.high_watermark).unwrap();
             follower.flush_local().unwrap();
             // Never past what is on the leader's disk, whatever the follower has.
             assert!(leader.high_watermark() <= leader.log().durable_offset());
@@ -791,6 +857,8 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "garbage", "unchanged: not rewritten");
         leader.append(&one("d"), Acks::Leader).unwrap();
         leader.log().flush_to(4).unwrap();
+        // As the fetcher does: a new follower state truncates first.
+        truncate(&leader, &follower);
         fetch(&leader, &follower, 2).unwrap();
         fetch(&leader, &follower, 2).unwrap();
         fetch(&leader, &follower, 2).unwrap();

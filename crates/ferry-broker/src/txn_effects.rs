@@ -14,7 +14,15 @@ use crate::txn::{TxnEffects, TxnError};
 
 /// Commits and aborts reach partitions and groups through the broker.
 impl TxnEffects for Broker {
-    fn write_marker(&self, topic: &str, partition: i32, producer_id: i64, epoch: i16, commit: bool) -> Result<()> {
+    fn write_marker(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<()> {
         let image = self.metadata();
         if image.applied_index == 0 {
             // No image yet (start-up): nothing is hosted; the housekeeping
@@ -26,14 +34,21 @@ impl TxnEffects for Broker {
         };
         if info.leader == self.config.node_id {
             let p = self.leader_partition(topic, partition)?;
-            return p.write_marker(producer_id, epoch, commit, 0).map(|_| ());
+            return p.write_marker(producer_id, epoch, commit, coordinator_epoch).map(|_| ());
         }
         if info.leader < 0 {
             return Err(BrokerError::NotLeaderOrFollower); // retried by the tick
         }
         // Kafka's WriteTxnMarkers: the partition's leader writes it and
         // answers once its ISR has it.
-        let request = PeerRequest::WriteTxnMarker { topic: topic.to_string(), partition, producer_id, epoch, commit };
+        let request = PeerRequest::WriteTxnMarker {
+            topic: topic.to_string(),
+            partition,
+            producer_id,
+            epoch,
+            commit,
+            coordinator_epoch,
+        };
         self.call_peer_blocking(info.leader, request).map(|_| ())
     }
 
@@ -95,9 +110,9 @@ impl Broker {
     /// Carries out a transaction peer call on this node (see `serve_peer`).
     pub(crate) fn serve_txn_peer(&self, request: PeerRequest) -> std::result::Result<PeerReply, PeerError> {
         match request {
-            PeerRequest::WriteTxnMarker { topic, partition, producer_id, epoch, commit } => {
+            PeerRequest::WriteTxnMarker { topic, partition, producer_id, epoch, commit, coordinator_epoch } => {
                 let part = self.leader_partition(&topic, partition)?;
-                part.write_marker(producer_id, epoch, commit, 0)?;
+                part.write_marker(producer_id, epoch, commit, coordinator_epoch)?;
             }
             PeerRequest::CommitOffsets { group, offsets } => {
                 let written = self.groups().store_offsets(&group, offsets).map_err(group_peer_error)?;

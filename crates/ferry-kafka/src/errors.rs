@@ -145,6 +145,7 @@ fn txn_code(e: TxnError, fenced_supported: bool) -> i16 {
         TxnError::TransactionalIdNotFound => E::TransactionalIdNotFound,
         TxnError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
         TxnError::NotCoordinator => E::NotCoordinator,
+        TxnError::CoordinatorFenced => E::TransactionCoordinatorFenced,
     }
     .code()
 }

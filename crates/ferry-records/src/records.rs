@@ -225,6 +225,25 @@ pub fn control_marker(batch: &[u8]) -> Result<Option<bool>, RecordsError> {
     })
 }
 
+/// A transaction marker's type and coordinator epoch (Kafka's
+/// EndTransactionMarker value: version int16, coordinatorEpoch int32):
+/// `Some((commit, coordinator_epoch))`, the epoch -1 if the value lacks it;
+/// `None` for other control records.
+pub fn end_txn_marker(batch: &[u8]) -> Result<Option<(bool, i32)>, RecordsError> {
+    let count = i32::from_be_bytes(field(&header(batch)?, COUNT_AT));
+    let payload = records_payload(batch, 1 << 20)?;
+    let records = parse_records(&payload, usize::try_from(count).map_err(|_| corrupt("negative count"))?)?;
+    let Some(first) = records.first() else { return Ok(None) };
+    let commit = match first.key {
+        Some([0, 0, 0, 0, ..]) => false,
+        Some([0, 0, 0, 1, ..]) => true,
+        _ => return Ok(None),
+    };
+    let epoch =
+        first.value.and_then(|v| v.get(2..6)).and_then(|b| <[u8; 4]>::try_from(b).ok()).map_or(-1, i32::from_be_bytes);
+    Ok(Some((commit, epoch)))
+}
+
 /// Finishes a batch: fills in batchLength, recordsCount and the CRC-32C over [21..].
 fn assemble(mut header: [u8; HEADER_LEN], count: usize, payload: &[u8]) -> Result<Vec<u8>, RecordsError> {
     let too_big = |_| RecordsError::Invalid("batch too large".to_owned());

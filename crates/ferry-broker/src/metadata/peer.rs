@@ -34,6 +34,11 @@ pub enum PeerRequest {
         epoch: i16,
         /// Commit (true) or abort.
         commit: bool,
+        /// The coordinator's epoch (its `__transaction_state` partition's
+        /// leader epoch): refused if older than the partition's last
+        /// marker's for the producer (TRANSACTION_COORDINATOR_FENCED).
+        #[serde(default)]
+        coordinator_epoch: i32,
     },
     /// A committed transaction's offsets for a group, sent by the
     /// transaction's coordinator to the group's, answered once the
@@ -98,6 +103,7 @@ impl From<BrokerError> for PeerError {
         match e {
             BrokerError::UnknownTopicOrPartition => PeerError::UnknownTopicOrPartition,
             BrokerError::NotLeaderOrFollower => PeerError::NotLeaderOrFollower,
+            BrokerError::Txn(e) => PeerError::Txn(e),
             BrokerError::Log(ferry_log::LogError::OffsetOutOfRange { .. }) => PeerError::OffsetOutOfRange,
             other => PeerError::Failed(other.to_string()),
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ferry_broker::metadata::listener;
 use ferry_broker::replica::FollowerState;
-use ferry_broker::{Broker, Partition, ReplicaError};
+use ferry_broker::{Broker, BrokerError, Partition, ReplicaError};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -106,6 +106,7 @@ async fn round(ctx: &Arc<Replicator>, addr: &str, followed: Vec<Followed>) -> bo
     let work = move || {
         // Any partition answered (an empty long poll included): no back-off.
         let mut answered = false;
+        let mut unflushed: Vec<Arc<Partition>> = Vec::new();
         for (f, got) in ready.iter().zip(response.partitions) {
             if got.topic_id != f.topic_id || got.partition != f.part.index {
                 continue;
@@ -116,8 +117,14 @@ async fn round(ctx: &Arc<Replicator>, addr: &str, followed: Vec<Followed>) -> bo
                 Records::File(_) => continue,
             };
             match got.result {
-                Ok(info) => match f.part.append_replicated(records, info.high_watermark) {
+                Ok(info) => match f.part.append_replicated(f.state.leader_epoch, records, info.high_watermark) {
                     Ok(_) => answered = true,
+                    // The role or epoch changed since the fetch was sent
+                    // (a late answer, maybe a deposed leader's stale tail):
+                    // dropped; the next round fetches as the new role says.
+                    Err(BrokerError::NotLeaderOrFollower) => {
+                        tracing::debug!(topic = %f.part.topic, partition = f.part.index, "late replica fetch answer dropped");
+                    }
                     Err(e) => {
                         // Diverged from the leader: ask it again where to cut.
                         tracing::warn!(topic = %f.part.topic, partition = f.part.index, error = %e, "replicated append refused");
@@ -142,12 +149,28 @@ async fn round(ctx: &Arc<Replicator>, addr: &str, followed: Vec<Followed>) -> bo
                     tracing::debug!(topic = %f.part.topic, partition = f.part.index, error = %e, "replica fetch refused");
                 }
             }
-            // acks=all counts what followers have on disk: make it so
-            // before the next fetch reports it.
-            if f.part.local_acked_end() < f.part.log_end_offset()
-                && let Err(e) = f.part.flush_local()
-            {
-                tracing::warn!(topic = %f.part.topic, partition = f.part.index, error = %e, "follower flush failed");
+            if f.part.local_acked_end() < f.part.log_end_offset() {
+                unflushed.push(f.part.clone());
+            }
+        }
+        // acks=all counts what followers have on disk: make it so before
+        // the next fetch (sent as soon as this returns) reports it. Every
+        // partition's fsync is asked for at once, so they overlap on the
+        // log's flusher pool instead of running one after another: the
+        // next fetch, and so the leader's high watermark, waits for the
+        // slowest one, not for their sum.
+        let (tx, rx) = std::sync::mpsc::channel();
+        for part in unflushed {
+            let tx = tx.clone();
+            let p = part.clone();
+            part.on_local_flushed(move |r| {
+                let _ = tx.send((p, r));
+            });
+        }
+        drop(tx);
+        for (part, r) in rx {
+            if let Err(e) = r {
+                tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "follower flush failed");
             }
         }
         answered
@@ -196,6 +219,9 @@ async fn truncate(ctx: &Arc<Replicator>, addr: &str, parts: Vec<Followed>) -> bo
                 Ok(end) => {
                     truncated = true;
                     tracing::info!(topic = %f.part.topic, partition = f.part.index, end, "follower truncated");
+                }
+                Err(BrokerError::NotLeaderOrFollower) => {
+                    tracing::debug!(topic = %f.part.topic, partition = f.part.index, "late epoch answer dropped");
                 }
                 Err(e) => {
                     tracing::warn!(topic = %f.part.topic, partition = f.part.index, error = %e, "truncation failed");

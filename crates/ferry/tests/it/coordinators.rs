@@ -112,23 +112,38 @@ fn commit(consumer: &BaseConsumer, seen: &mut Vec<(i32, i64)>) -> BTreeMap<i32, 
 
 #[test]
 fn a_group_resumes_from_its_committed_offsets_after_its_coordinator_is_killed() {
-    const TOPIC: &str = "coord-in";
-    const GROUP: &str = "coord-group";
-    const N: u32 = 600;
-    let mut c = cluster(&[TOPIC]);
-    let victim = wait_for_coordinator(&c, &[1, 2, 3], GROUP_TOPIC, GROUP, None);
-    let survivor = c.ids().into_iter().find(|id| *id != victim).unwrap();
-    block_on(produce_values(c.node(survivor), TOPIC, 0..N));
+    group_resumes_after_its_coordinator_is_killed("classic", "coord-in", "coord-group");
+}
 
-    let consumer: BaseConsumer = config(c.node(survivor))
-        .set("group.id", GROUP)
+/// The same with a KIP-848 group (librdkafka's `group.protocol=consumer`):
+/// the new coordinator does not know the member (members and assignments
+/// are not stored) and answers its heartbeat UNKNOWN_MEMBER_ID; the client
+/// drops its partitions, rejoins with member epoch 0, and resumes from
+/// the committed offsets.
+#[test]
+fn a_kip_848_group_rejoins_and_resumes_after_its_coordinator_is_killed() {
+    group_resumes_after_its_coordinator_is_killed("consumer", "coord848-in", "coord848-group");
+}
+
+fn group_resumes_after_its_coordinator_is_killed(protocol: &str, topic: &str, group: &str) {
+    const N: u32 = 600;
+    let mut c = cluster(&[topic]);
+    let victim = wait_for_coordinator(&c, &[1, 2, 3], GROUP_TOPIC, group, None);
+    let survivor = c.ids().into_iter().find(|id| *id != victim).unwrap();
+    block_on(produce_values(c.node(survivor), topic, 0..N));
+
+    let mut consumer_config = config(c.node(survivor));
+    consumer_config
+        .set("group.id", group)
+        .set("group.protocol", protocol)
         .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "500")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[TOPIC]).unwrap();
+        .set("enable.auto.commit", "false");
+    if protocol == "classic" {
+        // KIP-848 members take both from the broker.
+        consumer_config.set("session.timeout.ms", "10000").set("heartbeat.interval.ms", "500");
+    }
+    let consumer: BaseConsumer = consumer_config.create().unwrap();
+    consumer.subscribe(&[topic]).unwrap();
     // A third consumed and committed; then an uncommitted tail.
     let mut seen = Vec::new();
     consume(&consumer, &mut seen, T, |s| s.len() >= N as usize / 3);
@@ -142,9 +157,9 @@ fn a_group_resumes_from_its_committed_offsets_after_its_coordinator_is_killed() 
     // move at its next commit: the new coordinator does not know it
     // (members are not stored), so it rejoins and, assigned its partitions
     // again, resumes from the committed offsets.
-    let new = wait_for_coordinator(&c, &[survivor], GROUP_TOPIC, GROUP, Some(victim));
+    let new = wait_for_coordinator(&c, &[survivor], GROUP_TOPIC, group, Some(victim));
     assert_ne!(new, victim);
-    let ends: BTreeMap<i32, i64> = count_per_partition(&c, survivor, TOPIC);
+    let ends: BTreeMap<i32, i64> = count_per_partition(&c, survivor, topic);
     commit(&consumer, &mut seen);
     consume(&consumer, &mut seen, Duration::from_secs(120), |s| {
         let distinct: BTreeSet<&(i32, i64)> = s.iter().collect();

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::Value;
 
 use crate::cluster_support::{CLUSTER_WAIT, Cluster, controller_leader, create_topic_eventually_with, metadata_of};
@@ -243,4 +243,93 @@ fn a_fenced_old_leader_acknowledges_nothing_that_is_lost_and_truncates_its_stale
         assert_eq!(counts.get(v), Some(&1), "acknowledged record {v}: read {got:?}");
     }
     assert!(counts.values().all(|n| *n == 1), "a record read twice: {got:?}");
+}
+
+#[test]
+fn a_deposed_leader_holding_an_unreplicated_tail_truncates_it_when_it_returns() {
+    const TOPIC: &str = "stale-tail";
+    // Lag time far above the pauses: the paused followers stay in the ISR,
+    // so the acks=1 records are written but cannot be committed.
+    let toml = "session_timeout_ms = 2000\nreplica_lag_time_max_ms = 10000\nauto_leader_rebalance_enable = false\n";
+    let (mut c, old) = cluster_with_topic(toml, TOPIC);
+    let followers = others(&c, &[old]);
+    let all = producer(c.node(old), &[("acks", "all"), ("linger.ms", "1")]);
+    assert_eq!(send(&all, TOPIC, 0..10), ((0..10).collect(), None));
+    eventually_within("every replica at 10", CLUSTER_WAIT, || {
+        c.ids().into_iter().all(|id| offsets(c.node(id), TOPIC) == Some((10, 10)))
+    });
+    let one = producer(c.node(old), &[("acks", "1"), ("linger.ms", "1"), ("message.timeout.ms", "5000")]);
+    one.client().fetch_metadata(Some(TOPIC), Duration::from_secs(10)).expect("metadata");
+
+    // Both followers stopped, for less than the session timeout. Their
+    // fetches already at the leader are answered (empty) within the 500 ms
+    // replica fetch wait before anything is written.
+    let paused_at = Instant::now();
+    for f in &followers {
+        c.pause(*f);
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(send(&one, TOPIC, 1000..1005), ((1000..1005).collect(), None), "acks=1 on the leader alone");
+    let (hw, end) = offsets(c.node(old), TOPIC).expect("the leader's offsets");
+    assert_eq!((hw, end), (10, 15), "the leader holds a tail past its high watermark");
+    c.pause(old);
+    for f in &followers {
+        c.resume(*f);
+    }
+    assert!(paused_at.elapsed() < Duration::from_secs(2), "the followers were paused past the session timeout");
+
+    // The old leader is fenced; a follower leads in a new epoch.
+    let mut leader = 0;
+    eventually_within("a new leader", CLUSTER_WAIT, || {
+        isr_and_leader(c.node(followers[0]), TOPIC).is_some_and(|(isr, l)| {
+            leader = l;
+            l != old && !isr.contains(&old)
+        })
+    });
+    let main = producer(c.node(leader), &[("acks", "all"), ("linger.ms", "1"), ("message.timeout.ms", "60000")]);
+    assert_eq!(send(&main, TOPIC, 200..210), ((200..210).collect(), None), "the new leader acknowledges");
+
+    // Back, the old leader follows: its tail at 10..15 is cut (the end of
+    // its epoch on the new leader is 10), then it copies the new records.
+    c.resume(old);
+    eventually_within("the old leader back in the ISR", CLUSTER_WAIT, || {
+        isr_and_leader(c.node(leader), TOPIC).is_some_and(|(isr, _)| isr == [1, 2, 3])
+    });
+    eventually_within("every replica's log equal to the leader's", CLUSTER_WAIT, || {
+        c.ids().into_iter().all(|id| offsets(c.node(id), TOPIC) == Some((20, 20)))
+    });
+    let want: Vec<u32> = (0..10).chain(200..210).collect();
+    assert_eq!(read_back(c.node(leader), TOPIC), want);
+    // No replica keeps the acks=1 records: every node's segment files of
+    // the topic (uncompressed batches: the values are there as text) hold
+    // the acks=all ones and none of those.
+    for id in c.ids() {
+        let bytes = segment_bytes(c.node(id).data_dir(), TOPIC);
+        let has = |v: u32| {
+            let text = v.to_string();
+            bytes.windows(text.len()).any(|w| w == text.as_bytes())
+        };
+        assert!((200..210).all(has), "node {id} lacks an acks=all record");
+        let kept: Vec<u32> = (1000..1005).filter(|v| has(*v)).collect();
+        assert!(kept.is_empty(), "node {id} still holds acks=1 records {kept:?}");
+    }
+}
+
+/// The bytes of every segment file (`*.log`) under a directory of `dir`
+/// whose name starts with `topic`.
+fn segment_bytes(dir: &std::path::Path, topic: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), false)];
+    while let Some((d, in_topic)) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                stack.push((path, in_topic || name.starts_with(topic)));
+            } else if in_topic && name.ends_with(".log") {
+                out.extend(std::fs::read(&path).unwrap_or_default());
+            }
+        }
+    }
+    out
 }

@@ -121,10 +121,19 @@ impl TxnCoordinator {
         let mut found = HashMap::new();
         internal_log::replay(partition.log(), |key, value| {
             let Ok(id) = std::str::from_utf8(key) else { return };
-            match value.and_then(|v| serde_json::from_slice::<TxnMeta>(v).ok()) {
-                Some(m) => found.insert(id.to_string(), m),
-                None => found.remove(id),
-            };
+            // Only a tombstone forgets an id: a record that does not parse
+            // leaves the id's previous state (and says so).
+            match value.map(serde_json::from_slice::<TxnMeta>) {
+                Some(Ok(m)) => {
+                    found.insert(id.to_string(), m);
+                }
+                Some(Err(e)) => {
+                    tracing::error!(transactional_id = id, error = %e, "unreadable transaction state record")
+                }
+                None => {
+                    found.remove(id);
+                }
+            }
         })?;
         let mine = |id: &str| crate::metadata::coordinator_partition(id, count) == Some(index);
         found.retain(|id, _| mine(id));
@@ -189,7 +198,16 @@ impl TxnCoordinator {
     /// the order of the changes) to the id's partition, as acks=all.
     fn append(&self, id: &str, meta: Option<&TxnMeta>) -> TxnResult<Appended> {
         let partition = self.parts.get(id).ok_or(TxnError::NotCoordinator)?;
-        let value = meta.and_then(|m| serde_json::to_vec(m).ok());
+        // A state that cannot be stored is refused, never written as a
+        // tombstone (which a coordinator loading the log takes as "no such
+        // id": it answered the producer INVALID_PRODUCER_ID_MAPPING).
+        let value = match meta.map(serde_json::to_vec).transpose() {
+            Ok(value) => value,
+            Err(e) => {
+                tracing::error!(transactional_id = id, error = %e, "cannot encode transaction state");
+                return Err(TxnError::CoordinatorNotAvailable);
+            }
+        };
         internal_log::append_acked(&partition, &[(id.as_bytes(), value.as_deref())]).map_err(|e| match e {
             BrokerError::NotLeaderOrFollower => TxnError::NotCoordinator,
             e => {

@@ -92,10 +92,37 @@ pub struct TxnMeta {
     pub partitions: BTreeSet<(String, i32)>,
     /// Consumer groups whose offsets the transaction commits (AddOffsetsToTxn).
     pub groups: BTreeSet<String>,
-    /// TxnOffsetCommit offsets by group, applied on commit.
+    /// TxnOffsetCommit offsets by group, applied on commit. Stored as a
+    /// list per group: JSON map keys must be strings, and a (topic,
+    /// partition) key made the whole record fail to serialize.
+    #[serde(with = "staged_offsets")]
     pub offsets: BTreeMap<String, BTreeMap<(String, i32), Committed>>,
     /// Wall-clock ms when the open transaction began (0: none open).
     pub start_ms: u64,
     /// Wall-clock ms of the last state change.
     pub update_ms: u64,
+}
+
+/// The stored form of [`TxnMeta::offsets`]: group -> [(topic, partition,
+/// offset)]. A record from before had to have no offsets (one with offsets
+/// could not be written), and `{}` reads the same in both forms.
+mod staged_offsets {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::group::Committed;
+
+    type Staged = BTreeMap<String, BTreeMap<(String, i32), Committed>>;
+
+    pub(super) fn serialize<S: Serializer>(offsets: &Staged, s: S) -> Result<S::Ok, S::Error> {
+        let listed: BTreeMap<&String, Vec<(&String, i32, &Committed)>> =
+            offsets.iter().map(|(group, o)| (group, o.iter().map(|((t, p), c)| (t, *p, c)).collect())).collect();
+        listed.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Staged, D::Error> {
+        let listed = BTreeMap::<String, Vec<(String, i32, Committed)>>::deserialize(d)?;
+        Ok(listed.into_iter().map(|(group, o)| (group, o.into_iter().map(|(t, p, c)| ((t, p), c)).collect())).collect())
+    }
 }

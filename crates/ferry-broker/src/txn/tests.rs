@@ -106,6 +106,48 @@ fn a_refused_state_write_changes_nothing_and_its_retry_is_logged() {
     close(b);
 }
 
+/// A transaction with staged offsets (TxnOffsetCommit) moves to another
+/// coordinator before its EndTxn: the new one, loaded from the log, knows
+/// the producer, its partitions and its offsets, and commits them all.
+/// The stored record could not hold the offsets (JSON maps need string
+/// keys; they were keyed by (topic, partition)), so it was written as a
+/// tombstone: the moved coordinator did not know the id and answered
+/// EndTxn with INVALID_PRODUCER_ID_MAPPING (docs/reliability.md, Found 1).
+#[test]
+fn a_moved_coordinator_commits_a_transaction_with_staged_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = ProducerIds::default();
+    ids.add_block(0, 1000);
+    let fx = Recorder::default();
+    let (b, c) = open(dir.path());
+    let (pid, epoch) = c.init_producer("t1", 60_000, None, &ids, &fx).unwrap();
+    c.add_partitions("t1", pid, epoch, &[("out".to_string(), 2)]).unwrap();
+    c.add_offsets("t1", pid, epoch, "g").unwrap();
+    let staged = vec![("in".to_string(), 0, committed(5)), ("in".to_string(), 1, committed(7))];
+    c.stage_offsets("t1", pid, epoch, "g", staged).unwrap();
+    // The coordinator moves: a new one loads the log.
+    let index = crate::metadata::coordinator_partition("t1", INTERNAL_PARTITIONS).unwrap();
+    c.unload(index);
+    let moved = TxnCoordinator::open(TxnConfig::default());
+    load(&b, &moved, index);
+    let m = moved.describe("t1").expect("the moved coordinator knows the transactional id");
+    assert_eq!((m.producer_id, m.producer_epoch, m.state), (pid, epoch, TxnState::Ongoing));
+    assert!(m.partitions.contains(&("out".to_string(), 2)), "{:?}", m.partitions);
+    moved.verify_produce(pid, epoch, "out", 2).unwrap();
+    moved.end("t1", pid, epoch, true, &fx).unwrap();
+    assert_eq!(*fx.markers.lock().unwrap(), vec![("out".into(), 2, pid, epoch, true, ce(&b, "t1"))]);
+    let commits = fx.offsets.lock().unwrap();
+    assert_eq!(commits.len(), 1, "the input offsets are committed with the transaction");
+    let got: Vec<(String, i32, i64)> = commits[0].1.iter().map(|(t, p, c)| (t.clone(), *p, c.offset)).collect();
+    assert_eq!((commits[0].0.as_str(), got), ("g", vec![("in".into(), 0, 5), ("in".into(), 1, 7)]));
+    drop(commits);
+    // Reopened after the commit, it is still known (the Complete record).
+    drop((c, moved));
+    close(b);
+    let (_b, c) = open(dir.path());
+    assert_eq!(c.describe("t1").map(|m| (m.producer_id, m.state)), Some((pid, TxnState::CompleteCommit)));
+}
+
 #[test]
 fn commit_writes_markers_then_offsets_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();

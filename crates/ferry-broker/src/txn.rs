@@ -128,7 +128,7 @@ impl TxnCoordinator {
                     found.insert(id.to_string(), m);
                 }
                 Some(Err(e)) => {
-                    tracing::error!(transactional_id = id, error = %e, "unreadable transaction state record")
+                    tracing::error!(transactional_id = id, error = %e, "unreadable transaction state record");
                 }
                 None => {
                     found.remove(id);

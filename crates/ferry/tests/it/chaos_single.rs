@@ -43,8 +43,9 @@ fn amqp_and_mqtt_lose_nothing_confirmed_across_kill9() {
 
 /// MQTT QoS 2 as well: exactly once.
 #[test]
-#[ignore = "finds a product bug: MQTT QoS 2 messages completed with PUBCOMP lost, and others delivered twice, across \
-            kill -9 restarts (docs/reliability.md, \"Found\"). scripts/chaos.sh runs it"]
+#[ignore = "its subscriber (rumqttc 0.25) cannot take the PUBREL the broker resends after a restart, as MQTT asks: \
+            rumqttc forgets its QoS 2 ids on every disconnect and drops the connection on an unsolicited PUBREL, \
+            so it reconnects forever (docs/reliability.md, \"Found\" 5). scripts/chaos.sh runs it"]
 fn mqtt_qos2_is_exactly_once_across_kill9() {
     run(true);
 }

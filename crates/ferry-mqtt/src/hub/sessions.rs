@@ -363,3 +363,19 @@ pub fn delivery_from_record(offset: u64, r: StoredRecord) -> Option<Delivery> {
     let m = Message::from_record(r)?;
     Some(Delivery { qos: m.qos, retain: m.retain, msg: Arc::new(m), subscription_ids, queue_offset: Some(offset), dup })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn released_ids_round_trip_and_a_torn_tail_is_ignored() {
+        let ids = vec![(1, Some(0)), (65535, Some(u64::MAX - 1)), (7, None)];
+        let v = encode_released(&ids);
+        assert_eq!(v.len(), 30);
+        assert_eq!(decode_released(&v), ids);
+        assert_eq!(decode_released(&v[..25]), ids[..2]);
+        // Id 0 is not a packet id: never taken from a damaged record.
+        assert_eq!(decode_released(&encode_released(&[(0, Some(3))])), vec![]);
+    }
+}

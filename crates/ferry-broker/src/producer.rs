@@ -198,20 +198,22 @@ impl ProducerStates {
     }
 
     /// Loads the snapshot in `dir` and brings it up to the log's end by
-    /// scanning the headers written after it.
+    /// scanning the headers written after it. A snapshot past the log's end
+    /// (the log lost its tail in a crash, or a follower truncated it) is
+    /// not used: state is rebuilt from the whole log and a new snapshot is
+    /// written at once. Keeping only the snapshot's batches below the end
+    /// would lose older ones its window had already dropped, and leaving it
+    /// on disk would let a later rebuild (once the log grows past its
+    /// offset again, with other batches there) take the cut tail for the
+    /// log's and miss what replaced it: a new leader would append a retry
+    /// it holds (docs/reliability.md, Found 6).
     pub fn recover(dir: &Path, log: &ferry_log::Log, expiration_ms: u64) -> Result<ProducerStates> {
         let end = log.next_offset();
         let mut states: ProducerStates =
             fs::read(dir.join(SNAPSHOT)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        if states.offset > end {
-            // The log lost its tail in a crash (a non-`always` flush
-            // policy): forget batches that are no longer there.
-            for entry in states.producers.values_mut() {
-                entry.batches.retain(|b| b.last_offset < end);
-            }
-            states.producers.retain(|_, e| !e.batches.is_empty());
-            states.ongoing.retain(|_, first| *first < end);
-            states.offset = end;
+        let stale = states.offset > end;
+        if stale {
+            states = ProducerStates::default();
         }
         let from = states.offset.max(log.log_start_offset());
         let now = now_ms_u64();
@@ -246,6 +248,10 @@ impl ProducerStates {
         }
         states.offset = end;
         states.expire(now, expiration_ms);
+        if stale {
+            states.dirty = true;
+            states.snapshot(dir)?;
+        }
         Ok(states)
     }
 
@@ -384,6 +390,39 @@ mod tests {
         // Sequences wrap.
         s.record(&header(9, 0, i32::MAX - 1, 2), 300, 1);
         assert_eq!(s.check(&header(9, 0, 0, 1)).unwrap(), Sequence::Append);
+    }
+
+    /// A snapshot past the log's end (a crash lost the log's tail, or a
+    /// follower truncated it) is not trusted: state comes from the log, so
+    /// batches older than the snapshot's window still deduplicate, and a
+    /// new snapshot replaces the stale one at once.
+    #[test]
+    fn a_snapshot_past_the_log_end_is_rebuilt_from_the_log() {
+        use ferry_log::{LogConfig, LogManager};
+        use ferry_records::compression::Compression;
+        use ferry_records::records::{NewRecord, build_batch};
+
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogManager::new(Default::default());
+        let config = LogConfig { flush: ferry_log::FlushPolicy::Os, ..LogConfig::default() };
+        let log = logs.open(dir.path(), config).unwrap();
+        let mut states = ProducerStates::default();
+        for seq in 0..10 {
+            let r = NewRecord { key: None, value: Some(b"v"), headers: vec![], timestamp: 1 };
+            let batch = build_batch(&[r], Compression::None, 7, 0, seq).unwrap();
+            let info = log.append_as_leader(&batch, 0).unwrap();
+            states.record(&BatchHeader::parse(&batch).unwrap(), info.base_offset, now_ms_u64());
+        }
+        // The snapshot's window holds sequences 5-9 (offsets 5-9).
+        states.snapshot(dir.path()).unwrap();
+        assert_eq!(log.truncate_to(4).unwrap(), 4);
+        let rebuilt = ProducerStates::recover(dir.path(), &log, u64::MAX).unwrap();
+        // The log holds sequences 0-3: 3 is a retry, 4 the next one.
+        assert_eq!(rebuilt.check(&header(7, 0, 3, 1)).unwrap(), Sequence::Duplicate { base_offset: 3, last_offset: 3 });
+        assert_eq!(rebuilt.check(&header(7, 0, 4, 1)).unwrap(), Sequence::Append);
+        let on_disk: ProducerStates = serde_json::from_slice(&fs::read(dir.path().join(SNAPSHOT)).unwrap()).unwrap();
+        assert_eq!(on_disk.offset, 4, "the stale snapshot is replaced");
+        assert_eq!(on_disk.check(&header(7, 0, 4, 1)).unwrap(), Sequence::Append);
     }
 
     #[test]

@@ -867,6 +867,68 @@ mod tests {
         assert_eq!(crate::hw_checkpoint::read(follower.log().dir()), Some(4));
     }
 
+    /// A batch of idempotent producer `pid` (epoch 0) at sequence `seq`.
+    fn idem(pid: i64, seq: i32, value: &str) -> Vec<u8> {
+        let r = NewRecord { key: None, value: Some(value.as_bytes()), headers: vec![], timestamp: 1 };
+        build_batch(&[r], Compression::None, pid, 0, seq).unwrap()
+    }
+
+    /// Found 6 (docs/reliability.md): a node that appended a batch as a
+    /// follower must answer that batch's retry with its original offset once
+    /// it leads, even after truncations in between. Here node 1's producer
+    /// snapshot still held a tail it truncated away (the batch of producer 8
+    /// at offset 1); a later truncation above that snapshot rebuilt producer
+    /// state from it, lost producer 7's sequence 1 (fetched from node 2 at
+    /// offset 1), and the new leader appended the retry again.
+    #[tokio::test]
+    async fn a_follower_promoted_to_leader_answers_a_retry_with_the_original_offset() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let id = Uuid::new_v4();
+        let (b1, b2) = (broker(d1.path(), 1), broker(d2.path(), 2));
+        b1.apply_image(image(id, &[], &[]));
+        b2.apply_image(image(id, &[], &[]));
+        let p1 = b1.topic("t").unwrap().partition(0).unwrap();
+        let p2 = b2.topic("t").unwrap().partition(0).unwrap();
+        p1.append(&idem(7, 0, "a"), Acks::Leader).unwrap();
+        p1.log().flush_to(1).unwrap();
+        truncate(&p1, &p2);
+        fetch(&p1, &p2, 2).unwrap();
+        fetch(&p1, &p2, 2).unwrap();
+        // Node 1 writes a batch nobody copies, and snapshots its producers
+        // (the housekeeping thread does every 30 s) with it.
+        p1.append(&idem(8, 0, "x"), Acks::Leader).unwrap();
+        p1.snapshot_producers().unwrap();
+        // Node 2 leads epoch 1 and takes producer 7's next batch at offset 1.
+        let e1 = [(2, vec![2])];
+        b2.apply_image(image(id, &[], &e1));
+        assert_eq!(p2.append(&idem(7, 1, "b"), Acks::Leader).unwrap().info.base_offset, 1);
+        p2.log().flush_to(2).unwrap();
+        // Node 1 follows: cuts "x", copies "b" (as a follower).
+        b1.apply_image(image(id, &[], &e1));
+        truncate(&p2, &p1);
+        assert_eq!(p1.log_end_offset(), 1);
+        fetch(&p2, &p1, 1).unwrap();
+        fetch(&p2, &p1, 1).unwrap();
+        assert_eq!(p1.log_end_offset(), 2);
+        // A retried fetch truncates again, to its log end (2, not below the
+        // old snapshot's offset): producer state is rebuilt once more.
+        p1.request_truncation(1);
+        truncate(&p2, &p1);
+        assert_eq!(p1.log_end_offset(), 2);
+        // Node 1 leads epoch 2; producer 7 retries sequence 1 (its answer
+        // from node 2 was lost), and a new producer 8 starts at sequence 0.
+        b1.apply_image(image(id, &[], &[(2, vec![2]), (1, vec![1])]));
+        assert_eq!(p1.leader_state().unwrap().leader_epoch, 2);
+        let retry = p1.append(&idem(7, 1, "b"), Acks::Leader).unwrap().info;
+        assert_eq!((retry.base_offset, retry.last_offset), (1, 1), "answered with the original offset");
+        assert_eq!(p1.log_end_offset(), 2, "not appended again");
+        assert_eq!(p1.append(&idem(7, 0, "a"), Acks::Leader).unwrap().info.base_offset, 0);
+        assert_eq!(p1.append(&idem(8, 0, "y"), Acks::Leader).unwrap().info.base_offset, 2, "\"x\" is gone");
+        assert_eq!(p1.append(&idem(7, 2, "c"), Acks::Leader).unwrap().info.base_offset, 3);
+        p1.log().flush_to(4).unwrap();
+        assert_eq!(values(&p1), ["a", "b", "y", "c"].map(String::from).to_vec());
+    }
+
     #[tokio::test]
     async fn a_fenced_follower_is_never_proposed_for_the_isr() {
         let dir = tempfile::tempdir().unwrap();

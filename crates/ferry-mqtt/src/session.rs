@@ -113,8 +113,9 @@ pub struct SessionState {
     /// Messages dropped because the queue was full, or QoS 0 while offline.
     pub dropped: u64,
     /// Outbound QoS 2 ids whose PUBREL was sent and not completed when the
-    /// last connection ended (in memory): sent again on reconnect.
-    pub releasing: Vec<u16>,
+    /// last connection ended (or the broker stopped), with their message's
+    /// queue offset: PUBREL is sent again on reconnect.
+    pub releasing: Vec<(u16, Option<u64>)>,
     /// When the connection last took a message from `pending`: a session
     /// that stopped taking any is stuck, not slow (no backpressure for it).
     pub drained_at: Option<Instant>,

@@ -2,7 +2,7 @@
 //! assignment, authentication, attaching (or taking over) the session, and
 //! the CONNACK with what the server allows.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,7 +169,8 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
         }),
         queue,
         queue_unreadable: false,
-        releasing: BTreeSet::new(),
+        releasing: BTreeMap::new(),
+        parked: None,
         will: c.will.clone(),
         expiry,
         keep_alive_secs: keep_alive.secs,
@@ -191,9 +192,9 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
     if present {
         // MQTT: a resumed session re-sends its unacknowledged PUBRELs first.
         let releasing = std::mem::take(&mut conn.session.lock().releasing);
-        for pid in releasing {
+        for (pid, offset) in releasing {
             conn.send(Packet::Pubrel { pid, code: 0 });
-            conn.releasing.insert(pid);
+            conn.releasing.insert(pid, offset);
         }
     }
     flush(wr, &mut conn.out).await?;

@@ -25,12 +25,14 @@ impl Conn {
     pub(super) fn fill(&mut self) {
         let now = now_ms();
         while self.inflight.len() + self.releasing.len() < self.window {
-            let Some(d) = self.next_delivery() else { break };
+            let Some(d) = self.parked.take().or_else(|| self.next_delivery()) else { break };
             if d.msg.expired(now) {
                 self.acked(d.queue_offset);
                 continue;
             }
-            self.deliver(d, now);
+            if !self.deliver(d, now) {
+                break;
+            }
         }
     }
 
@@ -60,8 +62,27 @@ impl Conn {
         d
     }
 
-    fn deliver(&mut self, d: Delivery, now: i64) {
-        let pid = (d.qos > 0).then(|| self.alloc_pid());
+    /// Sends `d`; false when its packet id is still taken (it is parked
+    /// until that exchange completes).
+    fn deliver(&mut self, d: Delivery, now: i64) -> bool {
+        let pid = match (d.qos, d.queue_offset) {
+            (0, _) => None,
+            (_, Some(o)) => {
+                let pid = pid_for(o);
+                if self.releasing.get(&pid) == Some(&Some(o)) {
+                    // PUBREC'd before a restart that lost the queue's
+                    // acknowledgement: the client has it, PUBREL is out.
+                    self.acked(Some(o));
+                    return true;
+                }
+                if self.inflight.contains_key(&pid) || self.releasing.contains_key(&pid) {
+                    self.parked = Some(d);
+                    return false;
+                }
+                Some(pid)
+            }
+            (_, None) => Some(self.alloc_pid()),
+        };
         let alias = self.out_aliases.pick(&d.msg.topic);
         let mut props = d.msg.props.clone();
         props.topic_alias = alias.property();
@@ -85,7 +106,7 @@ impl Conn {
             // Larger than the client accepts: MQTT 5 says drop it.
             self.out.truncate(start);
             self.acked(d.queue_offset);
-            return;
+            return true;
         }
         if let AliasUse::Assign(a) = alias {
             self.out_aliases.assigned(d.msg.topic.clone(), a);
@@ -97,6 +118,7 @@ impl Conn {
             }
             None => self.acked(d.queue_offset),
         }
+        true
     }
 
     fn alloc_pid(&mut self) -> u16 {
@@ -104,7 +126,7 @@ impl Conn {
             self.next_pid = self.next_pid.wrapping_add(1);
             if self.next_pid != 0
                 && !self.inflight.contains_key(&self.next_pid)
-                && !self.releasing.contains(&self.next_pid)
+                && !self.releasing.contains_key(&self.next_pid)
             {
                 return self.next_pid;
             }
@@ -123,24 +145,27 @@ impl Conn {
     /// PUBREC: a QoS 2 delivery arrived (or was refused); PUBREL follows.
     pub(super) async fn on_pubrec(&mut self, pid: u16, code: u8) {
         match self.inflight.get_mut(&pid) {
+            Some(f) if f.d.qos == 2 && f.released => self.send(Packet::Pubrel { pid, code: 0 }),
             Some(f) if f.d.qos == 2 => {
-                let offset = f.d.queue_offset.take();
+                let offset = f.d.queue_offset;
                 let refused = code >= 0x80;
                 if refused {
                     // The client refused it: the exchange ends here.
                     self.inflight.remove(&pid);
-                } else {
-                    f.released = true;
+                    self.acked(offset);
+                    return;
                 }
+                f.released = true;
+                // Once PUBREL is out the PUBLISH must never be sent again,
+                // and PUBREL must be, after a crash too: the released id
+                // (with its queue offset) is on disk first, then the
+                // queue's acknowledgement.
+                self.persist_released().await;
                 self.acked(offset);
-                if !refused {
-                    // Once PUBREL is out the PUBLISH must never be sent
-                    // again: the acknowledgement is on disk first.
-                    if offset.is_some() {
-                        self.acks_durable().await;
-                    }
-                    self.send(Packet::Pubrel { pid, code: 0 });
+                if offset.is_some() {
+                    self.acks_durable().await;
                 }
+                self.send(Packet::Pubrel { pid, code: 0 });
             }
             _ => self.send(Packet::Pubrel { pid, code: reason::PACKET_ID_NOT_FOUND }),
         }
@@ -149,10 +174,38 @@ impl Conn {
     /// PUBCOMP: a QoS 2 delivery is done (this connection's, or one an
     /// earlier connection released).
     pub(super) fn on_pubcomp(&mut self, pid: u16) {
-        if self.inflight.get(&pid).is_some_and(|f| f.released) {
-            self.inflight.remove(&pid);
+        let done = if self.inflight.get(&pid).is_some_and(|f| f.released) {
+            self.inflight.remove(&pid).is_some()
         } else {
-            self.releasing.remove(&pid);
+            self.releasing.remove(&pid).is_some()
+        };
+        if done {
+            // Not awaited: a release forgotten by a crash is only sent
+            // again, and the client answers it with PUBCOMP.
+            let _ = self.hub.persist_released(&self.session, &self.released_ids()).inspect_err(
+                |e| tracing::warn!(client = %self.client_id, error = %e, "could not persist released QoS 2 ids"),
+            );
+        }
+    }
+
+    /// Outbound QoS 2 ids released (PUBREL sent) and awaiting PUBCOMP,
+    /// with the queue offset of their message.
+    pub(super) fn released_ids(&self) -> Vec<(u16, Option<u64>)> {
+        self.inflight
+            .iter()
+            .filter(|(_, f)| f.released)
+            .map(|(pid, f)| (*pid, f.d.queue_offset))
+            .chain(self.releasing.iter().map(|(pid, o)| (*pid, *o)))
+            .collect()
+    }
+
+    async fn persist_released(&self) {
+        let r = match self.hub.persist_released(&self.session, &self.released_ids()) {
+            Ok(d) => d.wait().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            tracing::warn!(client = %self.client_id, error = %e, "could not persist released QoS 2 ids");
         }
     }
 
@@ -172,4 +225,11 @@ impl Conn {
             tracing::warn!(client = %self.client_id, error = %e, "could not acknowledge in the session queue");
         }
     }
+}
+
+/// The packet id of the queued message at `offset`: derived from the
+/// offset, so a resend after a reconnect or a restart goes out under the
+/// id the client saw first (MQTT 3.1.1 and 5.0 section 4.4).
+pub(super) fn pid_for(offset: u64) -> u16 {
+    (offset % u64::from(u16::MAX)) as u16 + 1
 }

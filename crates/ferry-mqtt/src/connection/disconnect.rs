@@ -37,18 +37,12 @@ impl Conn {
     /// session and publish the will if the end was abnormal.
     pub(super) fn finish(mut self, end: End) {
         // PUBRELs still awaiting PUBCOMP are sent again on reconnect.
-        let releasing: Vec<u16> = self
-            .inflight
-            .iter()
-            .filter(|(_, f)| f.released)
-            .map(|(pid, _)| *pid)
-            .chain(self.releasing.iter().copied())
-            .collect();
-        self.session.lock().releasing = releasing;
+        self.session.lock().releasing = self.released_ids();
         let unacked: Vec<Delivery> = std::mem::take(&mut self.inflight)
             .into_values()
             .filter(|f| !f.released)
             .map(|f| Delivery { dup: true, ..f.d })
+            .chain(self.parked.take())
             .collect();
         self.hub.detach(&self.session, self.generation, unacked);
         let will = match end {

@@ -21,7 +21,7 @@ mod out_aliases;
 mod publish;
 mod subscribe;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +36,7 @@ use tracing::Instrument;
 use crate::codec::{Frame, next_frame};
 use crate::hub::Hub;
 use crate::packet::{self, Packet, Version, Will, reason};
-use crate::session::Session;
+use crate::session::{Delivery, Session};
 
 use deliver::InFlight;
 use out_aliases::OutAliases;
@@ -105,8 +105,12 @@ struct Conn {
     /// The queue failed to read: this connection leaves it alone.
     queue_unreadable: bool,
     /// Outbound QoS 2 ids released (PUBREL sent) by an earlier connection
-    /// of the session, awaiting PUBCOMP.
-    releasing: BTreeSet<u16>,
+    /// of the session (or before a restart), awaiting PUBCOMP, with the
+    /// queue offset of their message.
+    releasing: BTreeMap<u16, Option<u64>>,
+    /// A queued delivery whose packet id (derived from its offset) is still
+    /// in use: sent once that exchange completes.
+    parked: Option<Delivery>,
     will: Option<Will>,
     expiry: u32,
     keep_alive_secs: u16,

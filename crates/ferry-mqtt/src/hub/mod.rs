@@ -50,6 +50,11 @@ pub struct Hub {
     /// session (value: the ids, u16 big-endian), so a restart keeps
     /// exactly-once for exchanges half done.
     qos2: Arc<KvStore>,
+    /// Outbound QoS 2 ids released (PUBREL sent) and not completed, per
+    /// persistent session (value: per id, u16 and the message's queue
+    /// offset, u64, big-endian; `u64::MAX` for none), so PUBREL goes out
+    /// again after a restart.
+    released: Arc<KvStore>,
     queues: RecordQueueStore,
     next_queue_id: AtomicU64,
     /// Messages received, sent and dropped (queue limit reached, or QoS 0
@@ -67,6 +72,7 @@ impl Hub {
         let retained = broker.kv_store("mqtt/retained")?;
         let store = broker.kv_store("mqtt/session-state")?;
         let qos2 = broker.kv_store("mqtt/qos2-received")?;
+        let released = broker.kv_store("mqtt/qos2-released")?;
         let queues = broker.record_queue_store("mqtt/sessions")?;
         let stats = MqttStats::register(broker.metrics());
         let protocol = broker.metrics().register(ProtocolMetrics::new("mqtt", crate::packet::TYPE_NAMES, None));
@@ -79,6 +85,7 @@ impl Hub {
             retained,
             store,
             qos2,
+            released,
             queues,
             next_queue_id: AtomicU64::new(1),
             stats,

@@ -61,6 +61,13 @@ impl Hub {
                 None => drop(self.qos2.put(&client_id, None)?),
             }
         }
+        for (client_id, rec) in self.released.select(|_, _| true) {
+            let session = lock(&self.sessions).get(client_id.as_str()).cloned();
+            match session {
+                Some(s) => s.lock().releasing = decode_released(&rec.value.unwrap_or_default()),
+                None => drop(self.released.put(&client_id, None)?),
+            }
+        }
         for id in self.queues.ids()? {
             max_id = max_id.max(id);
             if !used.contains(&id) {
@@ -208,6 +215,9 @@ impl Hub {
         if self.qos2.get(&session.client_id).is_some() {
             let _ = self.qos2.put(&session.client_id, None)?;
         }
+        if self.released.get(&session.client_id).is_some() {
+            let _ = self.released.put(&session.client_id, None)?;
+        }
         if had_queue || self.queues.ids()?.contains(&queue_id) {
             self.queues.remove(queue_id)?;
         }
@@ -246,6 +256,22 @@ impl Hub {
             return self.qos2.put(&session.client_id, None);
         }
         self.qos2.put(&session.client_id, Some(StoredRecord { value: Some(value), ..Default::default() }))
+    }
+
+    /// Writes the session's outbound QoS 2 ids released and awaiting
+    /// PUBCOMP (persistent sessions); PUBREL waits for it.
+    pub fn persist_released(&self, session: &Session, ids: &[(u16, Option<u64>)]) -> Result<Durable, BrokerError> {
+        if session.lock().expiry == 0 {
+            return Ok(Durable::ready());
+        }
+        if ids.is_empty() {
+            if self.released.get(&session.client_id).is_none() {
+                return Ok(Durable::ready());
+            }
+            return self.released.put(&session.client_id, None);
+        }
+        let value = encode_released(ids);
+        self.released.put(&session.client_id, Some(StoredRecord { value: Some(value), ..Default::default() }))
     }
 
     /// Ends offline sessions past their expiry.
@@ -301,6 +327,29 @@ pub(super) fn delivery_record(d: &Delivery) -> StoredRecord {
     r
 }
 
+/// The stored form of released outbound QoS 2 ids: per id, the id (u16)
+/// and its message's queue offset (u64, `u64::MAX` for none), big-endian.
+pub(super) fn encode_released(ids: &[(u16, Option<u64>)]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(ids.len() * 10);
+    for (pid, offset) in ids {
+        v.extend_from_slice(&pid.to_be_bytes());
+        v.extend_from_slice(&offset.unwrap_or(u64::MAX).to_be_bytes());
+    }
+    v
+}
+
+/// Reads [`encode_released`]'s form back (a torn tail is ignored).
+pub(super) fn decode_released(v: &[u8]) -> Vec<(u16, Option<u64>)> {
+    v.chunks_exact(10)
+        .map(|c| {
+            let pid = u16::from_be_bytes([c[0], c[1]]);
+            let offset = u64::from_be_bytes(c[2..10].try_into().unwrap_or([0xff; 8]));
+            (pid, (offset != u64::MAX).then_some(offset))
+        })
+        .filter(|(pid, _)| *pid != 0)
+        .collect()
+}
+
 /// A delivery read back from a session queue.
 pub fn delivery_from_record(offset: u64, r: StoredRecord) -> Option<Delivery> {
     let subscription_ids = r
@@ -313,4 +362,20 @@ pub fn delivery_from_record(offset: u64, r: StoredRecord) -> Option<Delivery> {
     let dup = r.headers.iter().any(|(k, _)| k == DUP);
     let m = Message::from_record(r)?;
     Some(Delivery { qos: m.qos, retain: m.retain, msg: Arc::new(m), subscription_ids, queue_offset: Some(offset), dup })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn released_ids_round_trip_and_a_torn_tail_is_ignored() {
+        let ids = vec![(1, Some(0)), (65535, Some(u64::MAX - 1)), (7, None)];
+        let v = encode_released(&ids);
+        assert_eq!(v.len(), 30);
+        assert_eq!(decode_released(&v), ids);
+        assert_eq!(decode_released(&v[..25]), ids[..2]);
+        // Id 0 is not a packet id: never taken from a damaged record.
+        assert_eq!(decode_released(&encode_released(&[(0, Some(3))])), vec![]);
+    }
 }

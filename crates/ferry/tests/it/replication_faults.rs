@@ -147,7 +147,12 @@ fn acks_all_with_min_insync_two_goes_on_with_one_node_paused_and_stops_with_two(
     const TOPIC: &str = "min-insync";
     let (mut c, leader) = cluster_with_topic("session_timeout_ms = 2000\nreplica_lag_time_max_ms = 1000\n", TOPIC);
     let followers = others(&c, &[leader]);
-    let p = producer(c.node(leader), &[("acks", "all"), ("linger.ms", "1"), ("message.timeout.ms", "30000")]);
+    // Idempotent: a produce request timed out while the ISR shrinks is
+    // retried, and only idempotence keeps the retry from landing twice.
+    let idempotent = [("acks", "all"), ("enable.idempotence", "true"), ("linger.ms", "1")];
+    let mut config = idempotent.to_vec();
+    config.push(("message.timeout.ms", "30000"));
+    let p = producer(c.node(leader), &config);
     assert_eq!(send(&p, TOPIC, 0..10), ((0..10).collect(), None));
 
     // One follower paused: fenced after 2 s, out of the ISR; two remain.
@@ -179,7 +184,9 @@ fn acks_all_with_min_insync_two_goes_on_with_one_node_paused_and_stops_with_two(
     // Both back: acks=all works again.
     c.resume(followers[0]);
     c.resume(followers[1]);
-    let p2 = producer(c.node(leader), &[("acks", "all"), ("linger.ms", "1"), ("message.timeout.ms", "60000")]);
+    let mut config = idempotent.to_vec();
+    config.push(("message.timeout.ms", "60000"));
+    let p2 = producer(c.node(leader), &config);
     assert_eq!(send(&p2, TOPIC, 20..30), ((20..30).collect(), None));
     // Everything acknowledged is there, in order (the refused records may
     // be too: written, just never acknowledged).

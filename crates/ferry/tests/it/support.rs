@@ -355,19 +355,28 @@ impl Drop for Broker {
     }
 }
 
-/// A port nothing listens on, never handed out before in this test process:
-/// the kernel may give the same ephemeral port to two binds in a row, and
-/// two parallel tests' brokers must not both be told to listen on it (one
-/// would then exit after its other ports were seen listening).
+/// A port nothing listens on, never handed out before in this test process,
+/// and below the kernel's ephemeral range (32768 and up): a restarted broker
+/// gets its port back, and a client dialing it while it was down must not
+/// have been given that very port as its own local end (loopback
+/// self-connect), nor may two parallel tests' brokers be told to listen on
+/// the same port.
 pub fn free_port() -> u16 {
+    const LOW: u32 = 12_000;
+    const SPAN: u32 = 20_000;
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(port) {
+    let seed = std::process::id().wrapping_mul(7919)
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for i in 0..SPAN {
+        let port = u16::try_from(LOW + (seed.wrapping_add(i.wrapping_mul(7))) % SPAN).expect("below 32768");
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
             return port;
         }
     }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 pub fn config(b: &Broker) -> ClientConfig {

@@ -206,7 +206,7 @@ impl Streams {
 
     /// The stream's partition, its topic created (one partition) if missing.
     pub async fn partition_or_create(&self, name: &str) -> Result<Arc<Partition>, BrokerError> {
-        if let Some(p) = self.partition(name)? {
+        if let Ok(Some(p)) = self.partition(name) {
             return Ok(p);
         }
         ferry_broker::validate_topic_name(name)?;
@@ -216,7 +216,18 @@ impl Streams {
             Err(BrokerError::TopicExists(_)) => {}
             Err(e) => return Err(e),
         }
-        self.partition(name)?.ok_or(BrokerError::NotLeaderOrFollower)
+        // A concurrent XADD may have created the topic an instant ago: its
+        // partition is here once that metadata is applied (bounded wait).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            match self.partition(name) {
+                Ok(Some(p)) => return Ok(p),
+                r if std::time::Instant::now() >= deadline => {
+                    return r.and_then(|p| p.ok_or(BrokerError::NotLeaderOrFollower));
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
     }
 
     /// Drops the stream's state and its groups (DEL, before its topic

@@ -19,57 +19,14 @@
 #   PART=b PARTITIONS=2000 scripts/bench-cluster.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferry-target}"
 part="${PART:-ab}"
 rounds="${ROUNDS:-20}"
 partitions="${PARTITIONS:-10000}"
 limit="${LIMIT:-1800}"
 
-# FERRY_BIN: a release binary built before (skips the build).
-if [ -z "${FERRY_BIN:-}" ]; then
-  cargo build -q --release --locked -p ferry --bin ferry
-fi
-ferry="${FERRY_BIN:-$CARGO_TARGET_DIR/release/ferry}"
-work="$(mktemp -d -t ferry-bench-cluster.XXXXXX)"
-declare -A pid=() kafka=() http=() cport=()
-stop_all() {
-  for n in "${!pid[@]}"; do kill -9 "${pid[$n]}" 2>/dev/null || true; done
-  for n in "${!pid[@]}"; do wait "${pid[$n]}" 2>/dev/null || true; done
-  pid=()
-}
-watchdog=
-trap 'stop_all; [ -z "$watchdog" ] || kill "$watchdog" 2>/dev/null || true; rm -rf "$work"' EXIT
-trap 'exit 143' TERM INT
-# The whole run is bounded: past LIMIT the script ends itself (and the EXIT
-# trap stops the nodes).
-(
-  trap 'kill "$s" 2>/dev/null; exit 0' TERM
-  sleep "$limit" & s=$!
-  wait "$s"
-  echo "bench-cluster: over ${limit}s, stopping" >&2
-  kill -TERM $$
-) &
-watchdog=$!
-ulimit -n 65536 2>/dev/null || true
-
-# Ports below the kernel's ephemeral range (32768+), so concurrent test
-# runs, which take ephemeral ports, cannot grab one between this check and
-# the node's bind.
-free_port() {
-  python3 -c 'import random, socket
-while True:
-    p = random.randint(20000, 32000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-        print(p)
-        break
-    except OSError:
-        pass
-    finally:
-        s.close()'
-}
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+bench=bench-cluster
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
 # A fresh three-node cluster in $work/$1: ports, quorum, data directories.
 setup() {

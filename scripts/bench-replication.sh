@@ -22,7 +22,6 @@
 #   FERRY_BIN=/tmp/ferry-new BASELINE=/tmp/ferry-old scripts/bench-replication.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferry-target}"
 records="${RECORDS:-300000}"
 size="${SIZE:-1024}"
 rounds="${ROUNDS:-3}"
@@ -30,47 +29,11 @@ rate="${RATE:-20000}"
 e2e_secs="${E2E_SECS:-20}"
 limit="${LIMIT:-1800}"
 
-# FERRY_BIN: a release binary built before (skips the build).
-if [ -z "${FERRY_BIN:-}" ]; then
-  cargo build -q --release --locked -p ferry --bin ferry
-fi
-ferry="${FERRY_BIN:-$CARGO_TARGET_DIR/release/ferry}"
+bench=bench-replication
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 baseline="${BASELINE:-}"
 server="$ferry"
-work="$(mktemp -d -t ferry-bench-repl.XXXXXX)"
-declare -A pid=() kafka=() http=() cport=()
-stop_all() {
-  for n in "${!pid[@]}"; do kill -9 "${pid[$n]}" 2>/dev/null || true; done
-  for n in "${!pid[@]}"; do wait "${pid[$n]}" 2>/dev/null || true; done
-  pid=()
-}
-watchdog=
-trap 'stop_all; [ -z "$watchdog" ] || kill "$watchdog" 2>/dev/null || true; rm -rf "$work"' EXIT
-trap 'exit 143' TERM INT
-(
-  trap 'kill "$s" 2>/dev/null; exit 0' TERM
-  sleep "$limit" & s=$!
-  wait "$s"
-  echo "bench-replication: over ${limit}s, stopping" >&2
-  kill -TERM $$
-) &
-watchdog=$!
-
-# Ports below the ephemeral range, so concurrent tests cannot take them.
-free_port() {
-  python3 -c 'import random, socket
-while True:
-    p = random.randint(20000, 32000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-        print(p)
-        break
-    except OSError:
-        pass
-    finally:
-        s.close()'
-}
 
 # A fresh cluster of $2 nodes (1 or 3) in $work/$1, started and serving.
 start_cluster() {

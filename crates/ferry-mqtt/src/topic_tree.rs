@@ -45,23 +45,6 @@ pub fn matches(filter: &str, name: &str) -> bool {
     }
 }
 
-/// Whether every topic matched by `filter` is matched by `pattern` (an ACL
-/// pattern covering a subscription).
-pub fn covers(pattern: &str, filter: &str) -> bool {
-    let mut p = pattern.split('/');
-    let mut f = filter.split('/');
-    loop {
-        match (p.next(), f.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(l)) if l != "#" => {}
-            (Some(a), Some(b)) if a == b && a != "+" && a != "#" => {}
-            (Some(a), Some(b)) if a == b => {} // "+" covers "+"
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
-
 /// Subscriptions by filter: `K` identifies a subscriber (one entry per
 /// subscriber and filter), `V` is what the subscription carries.
 pub struct TopicTree<K, V> {
@@ -181,8 +164,6 @@ mod tests {
         assert!(valid_filter("a/+/#") && valid_filter("#") && valid_filter("+") && valid_filter("/"));
         assert!(!valid_filter("a/#/b") && !valid_filter("a#") && !valid_filter("a/b+") && !valid_filter(""));
         assert!(valid_name("a/b") && !valid_name("a/+") && !valid_name(""));
-        assert!(covers("a/#", "a/+/c") && covers("a/+", "a/b") && covers("+/+", "+/b"));
-        assert!(!covers("a/+", "a/#") && !covers("a/b", "a/+") && !covers("a/+", "a/b/c"));
     }
 
     #[test]

@@ -69,6 +69,7 @@ mod tests {
         assert!(covers("a/+/c", "a/b/c") && !covers("a/+/c", "a/b/d"));
         assert!(!covers("#", "$SYS/x") && covers("$SYS/#", "$SYS/x"));
         assert!(covers("x", "x") && !covers("x", "x/y") && !covers("x/y", "x"));
+        assert!(covers("a/#", "a/+/c") && covers("+/+", "+/b") && !covers("a/b", "a/+"));
     }
 
     #[test]

@@ -6,80 +6,22 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_broker::metadata::{Controller, ControllerReply, ControllerRequest, MetadataError, listener};
 use ferry_broker::{Broker, BrokerConfig};
 use ferry_cluster::{ClusterConfig, ClusterError, ClusterNode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Longest any awaited condition may take.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-fn free_addr() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
-}
+mod support;
+use support::{Member, PATIENCE, eventually, free_addr, start};
 
 fn config(id: i32, data: &Path, listen: &str, quorum: &[(i32, String)]) -> ClusterConfig {
-    ClusterConfig {
-        node_id: id,
-        data_dir: data.to_path_buf(),
-        cluster_listen: listen.to_string(),
-        quorum: quorum.to_vec(),
-        rack: None,
-        listeners: BTreeMap::from([(listener::KAFKA.to_string(), format!("127.0.0.1:{}", 19090 + id))]),
-        heartbeat_interval: Duration::from_millis(200),
-        session_timeout: Duration::from_secs(2),
-        default_partitions: 1,
-        default_replication_factor: None,
-        max_partitions_per_topic: 1000,
-        replication: ferry_cluster::replication::ReplicationConfig::default(),
-        leader_balance: ferry_cluster::controller::LeaderBalanceConfig::default(),
-        tls: None,
-        dial_via: BTreeMap::new(),
-    }
-}
-
-struct Member {
-    config: ClusterConfig,
-    broker: Arc<Broker>,
-    node: Arc<ClusterNode>,
-}
-
-impl Member {
-    fn id(&self) -> i32 {
-        self.config.node_id
-    }
-
-    async fn stop(self) {
-        self.node.shutdown().await;
-        self.broker.shutdown();
-    }
-}
-
-async fn start(config: ClusterConfig) -> Result<Member, ClusterError> {
-    let broker =
-        Broker::open(BrokerConfig { node_id: config.node_id, data_dir: config.data_dir.clone(), ..Default::default() })
-            .unwrap();
-    let node = ClusterNode::start(config.clone(), broker.clone()).await?;
-    Ok(Member { config, broker, node })
-}
-
-/// Polls `check` until it yields, for at most [`PATIENCE`].
-async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "not within {PATIENCE:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::config(id, data, listen, quorum, 19090)
 }
 
 async fn bounded<T>(f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(180), f).await.expect("the test ran out of time")
+    support::bounded(Duration::from_secs(180), f).await
 }
 
 fn create(name: &str) -> ControllerRequest {

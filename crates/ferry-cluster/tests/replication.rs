@@ -8,35 +8,22 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ferry_broker::metadata::{Controller, ControllerRequest, listener};
-use ferry_broker::{Acks, Broker, BrokerConfig, Partition};
+use ferry_broker::metadata::{Controller, ControllerRequest};
+use ferry_broker::{Acks, Partition};
+use ferry_cluster::ClusterConfig;
 use ferry_cluster::replication::ReplicationConfig;
-use ferry_cluster::{ClusterConfig, ClusterNode};
 use ferry_records::compression::Compression;
 use ferry_records::records::{NewRecord, build_batch, parse_records, records_payload};
 
-/// Longest any awaited condition may take.
-const PATIENCE: Duration = Duration::from_secs(30);
+mod support;
+use support::{Member, PATIENCE, eventually, free_addr};
 
-fn free_addr() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
-}
-
+/// The support configuration with a quick ISR: a stopped follower leaves
+/// it within seconds.
 fn config(id: i32, data: &Path, listen: &str, quorum: &[(i32, String)]) -> ClusterConfig {
     ClusterConfig {
-        node_id: id,
-        data_dir: data.to_path_buf(),
-        cluster_listen: listen.to_string(),
-        quorum: quorum.to_vec(),
-        rack: None,
-        listeners: BTreeMap::from([(listener::KAFKA.to_string(), format!("127.0.0.1:{}", 29090 + id))]),
-        heartbeat_interval: Duration::from_millis(200),
-        session_timeout: Duration::from_secs(2),
-        default_partitions: 1,
-        default_replication_factor: None,
-        max_partitions_per_topic: 1000,
         replication: ReplicationConfig {
             lag_time_max: Duration::from_secs(2),
             fetch_max_wait: Duration::from_millis(200),
@@ -44,56 +31,20 @@ fn config(id: i32, data: &Path, listen: &str, quorum: &[(i32, String)]) -> Clust
             isr_retry: Duration::from_secs(1),
             ..ReplicationConfig::default()
         },
-        leader_balance: ferry_cluster::controller::LeaderBalanceConfig::default(),
-        tls: None,
-        dial_via: BTreeMap::new(),
+        ..support::config(id, data, listen, quorum, 29090)
     }
 }
 
-struct Member {
-    config: ClusterConfig,
-    broker: Arc<Broker>,
-    node: Arc<ClusterNode>,
-}
-
-impl Member {
-    fn id(&self) -> i32 {
-        self.config.node_id
-    }
-
-    fn partition(&self) -> Option<Arc<Partition>> {
-        self.broker.topic("r").and_then(|t| t.partition(0))
-    }
-
-    async fn stop(self) -> ClusterConfig {
-        self.node.shutdown().await;
-        self.broker.shutdown();
-        self.config
-    }
+fn partition(m: &Member) -> Option<Arc<Partition>> {
+    m.broker.topic("r").and_then(|t| t.partition(0))
 }
 
 async fn start(config: ClusterConfig) -> Member {
-    let broker =
-        Broker::open(BrokerConfig { node_id: config.node_id, data_dir: config.data_dir.clone(), ..Default::default() })
-            .unwrap();
-    let node = ClusterNode::start(config.clone(), broker.clone()).await.unwrap();
-    Member { config, broker, node }
-}
-
-/// Polls `check` until it yields, for at most [`PATIENCE`].
-async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "not within {PATIENCE:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::start(config).await.unwrap()
 }
 
 async fn bounded<T>(f: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(240), f).await.expect("the test ran out of time")
+    support::bounded(Duration::from_secs(240), f).await
 }
 
 fn record(value: &str) -> Vec<u8> {
@@ -131,7 +82,7 @@ fn isr_and_leader(m: &Member) -> (Vec<i32>, i32) {
 /// Produces `values` with acks=all through the leader among `members`;
 /// each returns once acknowledged. Returns the offsets.
 async fn produce_all(leader: &Member, values: &[String]) -> Vec<u64> {
-    let p = leader.partition().unwrap();
+    let p = partition(leader).unwrap();
     let mut offsets = Vec::new();
     for v in values {
         let appended = p.append(&record(v), Acks::All).unwrap();
@@ -174,7 +125,7 @@ async fn replicate() {
     };
     members[0].node.submit(create).await.unwrap();
     for m in &members {
-        eventually("the partition on every node", || m.partition().map(|_| ())).await;
+        eventually("the partition on every node", || partition(m).map(|_| ())).await;
     }
     let (isr, leader) = isr_and_leader(&members[0]);
     assert_eq!(isr, vec![1, 2, 3], "default replication factor: three with three nodes");
@@ -185,17 +136,17 @@ async fn replicate() {
     let offsets = produce_all(&members[li], &first).await;
     assert_eq!(offsets, (0..20).collect::<Vec<u64>>());
     for m in members.iter().filter(|m| m.id() != leader) {
-        let p = m.partition().unwrap();
+        let p = partition(m).unwrap();
         assert!(p.local_acked_end() >= 20, "follower {} acknowledged only {}", m.id(), p.local_acked_end());
         assert!(p.follower_state().is_some());
     }
-    assert_eq!(values(&members[li].partition().unwrap()), first);
+    assert_eq!(values(&partition(&members[li]).unwrap()), first);
     // Followers learn the high watermark and hold the leader's bytes.
     for m in members.iter().filter(|m| m.id() != leader) {
-        let p = m.partition().unwrap();
+        let p = partition(m).unwrap();
         eventually("the follower's high watermark", || (p.high_watermark() == 20).then_some(())).await;
         assert_eq!(values(&p), first);
-        assert_eq!(p.latest_epoch(), members[li].partition().unwrap().latest_epoch());
+        assert_eq!(p.latest_epoch(), partition(&members[li]).unwrap().latest_epoch());
     }
 
     // A follower stops: it leaves the ISR, and acks=all goes on with two.
@@ -211,7 +162,7 @@ async fn replicate() {
     members.push(start(stopped).await);
     let back = members.last().unwrap();
     eventually("the follower back in the ISR", || (isr_and_leader(back).0 == vec![1, 2, 3]).then_some(())).await;
-    let p = back.partition().unwrap();
+    let p = partition(back).unwrap();
     eventually("the restarted follower caught up", || (p.high_watermark() == 40).then_some(())).await;
     let expected: Vec<String> = first.iter().chain(&second).cloned().collect();
     assert_eq!(values(&p), expected);
@@ -227,13 +178,13 @@ async fn replicate() {
     })
     .await;
     let nl = members.iter().position(|m| m.id() == new_leader).unwrap();
-    let p = members[nl].partition().unwrap();
+    let p = partition(&members[nl]).unwrap();
     eventually("the new leader's view", || p.leader_state().map(|_| ())).await;
     let third: Vec<String> = (0..5).map(|i| format!("c{i}")).collect();
     produce_all(&members[nl], &third).await;
     let all: Vec<String> = expected.iter().chain(&third).cloned().collect();
     eventually("every acknowledged record on the new leader", || (values(&p) == all).then_some(())).await;
-    let other = members.iter().find(|m| m.id() != new_leader).unwrap().partition().unwrap();
+    let other = partition(members.iter().find(|m| m.id() != new_leader).unwrap()).unwrap();
     eventually("and on the other survivor", || (values(&other) == all).then_some(())).await;
     drop((p, other));
     for m in members {

@@ -7,16 +7,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use ferry_broker::metadata::{GROUP_TOPIC, MetadataRecord, NodeInfo, TXN_TOPIC, coordinator_partition, listener};
 use ferry_broker::testing::{INTERNAL_PARTITIONS, TestController};
 use ferry_broker::{Broker, BrokerConfig};
 use ferry_records::compression::Compression;
 use ferry_records::records::{NewRecord, build_batch};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use kafka_protocol::protocol::StrBytes;
 
 const NOT_LEADER: i16 = 6;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -25,34 +23,8 @@ const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const NOT_COORDINATOR: i16 = 16;
 const INVALID_REPLICATION_FACTOR: i16 = 38;
 
-struct Client {
-    s: TcpStream,
-    correlation: i32,
-}
-
-impl Client {
-    async fn call(&mut self, key: ApiKey, v: i16, req: RequestKind) -> ResponseKind {
-        self.correlation += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(v)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("cluster-test")));
-        let mut buf = BytesMut::new();
-        header.encode(&mut buf, key.request_header_version(v)).unwrap();
-        req.encode(&mut buf, v).unwrap();
-        self.s.write_all(&(buf.len() as i32).to_be_bytes()).await.unwrap();
-        self.s.write_all(&buf).await.unwrap();
-        let len = self.s.read_i32().await.unwrap();
-        let mut body = BytesMut::zeroed(len as usize);
-        self.s.read_exact(&mut body).await.unwrap();
-        let mut body = body.freeze();
-        ResponseHeader::decode(&mut body, key.response_header_version(v)).unwrap();
-        let resp = ResponseKind::decode(key, &mut body, v).unwrap();
-        assert!(body.is_empty(), "{key:?} v{v}: trailing bytes");
-        resp
-    }
-}
+mod support;
+use support::Client;
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
@@ -118,8 +90,8 @@ async fn start() -> Cluster {
     let (stop, rx) = tokio::sync::watch::channel(false);
     std::mem::forget(stop);
     tokio::spawn(ferry_kafka::serve(listener, ctx, rx));
-    let s = TcpStream::connect(("127.0.0.1", port as u16)).await.unwrap();
-    Cluster { _dir: dir, broker, controller, client: Client { s, correlation: 0 }, port }
+    let client = Client::connect(port as u16, "cluster-test").await;
+    Cluster { _dir: dir, broker, controller, client, port }
 }
 
 /// Moves the leadership of `topic`'s partition `index` to node 2.

@@ -6,41 +6,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use ferry_broker::{Broker, BrokerConfig};
 use ferry_records::compression::Compression;
 use ferry_records::records::{NewRecord, build_batch, build_control_batch};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use kafka_protocol::protocol::StrBytes;
 
-struct Client {
-    s: TcpStream,
-    correlation: i32,
-}
+mod support;
+use support::Client;
 
 impl Client {
-    async fn call(&mut self, key: ApiKey, v: i16, req: RequestKind) -> ResponseKind {
-        self.correlation += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(v)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("txn-test")));
-        let mut buf = BytesMut::new();
-        header.encode(&mut buf, key.request_header_version(v)).unwrap();
-        req.encode(&mut buf, v).unwrap();
-        self.s.write_all(&(buf.len() as i32).to_be_bytes()).await.unwrap();
-        self.s.write_all(&buf).await.unwrap();
-        let len = self.s.read_i32().await.unwrap();
-        let mut body = BytesMut::zeroed(len as usize);
-        self.s.read_exact(&mut body).await.unwrap();
-        let mut body = body.freeze();
-        ResponseHeader::decode(&mut body, key.response_header_version(v)).unwrap();
-        ResponseKind::decode(key, &mut body, v).unwrap()
-    }
-
     async fn init(&mut self, id: &str) -> (i64, i16) {
         let req = InitProducerIdRequest::default()
             .with_transactional_id(Some(txn_id(id)))
@@ -132,8 +108,8 @@ async fn start() -> (tempfile::TempDir, Arc<Broker>, Client) {
     let (stop, rx) = tokio::sync::watch::channel(false);
     std::mem::forget(stop);
     tokio::spawn(ferry_kafka::serve(listener, ctx, rx));
-    let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    (dir, broker, Client { s, correlation: 0 })
+    let client = Client::connect(port, "txn-test").await;
+    (dir, broker, client)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -145,7 +145,21 @@ impl Vhost {
     }
 
     fn admin(&self) -> MutexGuard<'_, ()> {
-        self.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        match self.admin.try_lock() {
+            Ok(guard) => return guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
+        // The holder may be waiting for the controller, whose work needs
+        // this runtime's workers: wait off the worker, or every worker
+        // could end up blocked here (many clients declaring at once).
+        let wait = || self.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
     }
 
     /// The routing table, rebuilt first if the image's definitions changed

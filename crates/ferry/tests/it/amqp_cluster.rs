@@ -253,9 +253,7 @@ fn exchanges_and_bindings_are_cluster_metadata() {
         let conn = connect(c.node(1)).await;
         let ch = conn.create_channel().await.unwrap();
         let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-        ch.exchange_declare("events".into(), lapin::ExchangeKind::Topic, durable, FieldTable::default())
-            .await
-            .unwrap();
+        ch.exchange_declare("events".into(), lapin::ExchangeKind::Topic, durable, FieldTable::default()).await.unwrap();
         let opts = QueueDeclareOptions { durable: true, ..Default::default() };
         ch.queue_declare("held-by-1".into(), opts, classic()).await.expect("classic queue");
         // Without x-queue-type: quorum in a cluster ([amqp] default_queue_type unset).

@@ -257,11 +257,14 @@ fn exchanges_and_bindings_are_cluster_metadata() {
         let opts = QueueDeclareOptions { durable: true, ..Default::default() };
         ch.queue_declare("held-by-1".into(), opts, classic()).await.expect("classic queue");
         // Without x-queue-type: quorum in a cluster ([amqp] default_queue_type unset).
-        let ch = match ch.queue_declare(ROUTED.into(), opts, FieldTable::default()).await {
-            Ok(_) => ch,
+        let (_conn, ch) = match ch.queue_declare(ROUTED.into(), opts, FieldTable::default()).await {
+            Ok(_) => (conn, ch),
             Err(e) => {
+                // 541 closes the connection: a new one.
                 assert_eq!(reply_code(&e), Some(541), "declared, but led elsewhere: {e}");
-                conn.create_channel().await.unwrap()
+                let conn = connect(c.node(1)).await;
+                let ch = conn.create_channel().await.unwrap();
+                (conn, ch)
             }
         };
         ch.queue_bind(ROUTED.into(), "events".into(), "e.#".into(), QueueBindOptions::default(), FieldTable::default())

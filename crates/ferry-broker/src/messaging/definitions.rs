@@ -494,8 +494,8 @@ mod tests {
         }
 
         /// A classic queue deleted through another node (its record gone)
-        /// is closed by the node holding it; a queue another node holds is
-        /// not opened here.
+        /// is closed by the node holding it; a transient or exclusive
+        /// declaration of a name the cluster's metadata has is refused.
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn a_classic_queue_follows_its_record() {
             let dir = tempfile::tempdir().unwrap();
@@ -507,6 +507,21 @@ mod tests {
             let q = vhost.declare_queue(spec("jobs", true, None), false, 1).unwrap();
             vhost.bind("amq.direct", Destination::Queue("jobs".into()), "j", Headers::new(), 1).unwrap();
             let qdir = q.dir().to_path_buf();
+            // A durable queue of the metadata (as if held by another node:
+            // not open here): a transient queue of that name is refused
+            // (406), as an exclusive one (405).
+            let elsewhere = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
+                vhost: "/".into(),
+                name: "theirs".into(),
+                auto_delete: false,
+                arguments: crate::metadata::Arguments::default(),
+                queue_type: crate::metadata::QueueType::Classic,
+            });
+            broker.submit_change(elsewhere).await.unwrap();
+            let err = vhost.declare_queue(spec("theirs", false, None), false, 1).unwrap_err();
+            assert!(matches!(err, MessagingError::PreconditionFailed(_)), "{err:?}");
+            let err = vhost.declare_queue(spec("theirs", true, Some(1)), false, 1).unwrap_err();
+            assert!(matches!(err, MessagingError::ResourceLocked(_)), "{err:?}");
             let delete = ControllerRequest::Amqp(AmqpRequest::DeleteQueue { vhost: "/".into(), name: "jobs".into() });
             broker.submit_change(delete).await.unwrap();
             assert!(routed(&vhost, "amq.direct", "j").is_empty(), "its binding went with the record");

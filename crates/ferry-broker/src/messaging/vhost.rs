@@ -557,6 +557,19 @@ impl Vhost {
         if spec.durable && spec.exclusive_owner.is_none() {
             return self.declare_shared(spec);
         }
+        // A durable queue of the cluster by that name (held by another
+        // node): an exclusive or transient one would shadow it here.
+        if self.table().defs(&self.name).is_some_and(|d| d.queues.contains_key(&spec.name)) {
+            let (vhost, name) = (&self.name, &spec.name);
+            if spec.exclusive_owner.is_some() {
+                return Err(MessagingError::ResourceLocked(format!(
+                    "cannot obtain exclusive access to locked queue '{name}' in vhost '{vhost}'"
+                )));
+            }
+            return Err(MessagingError::PreconditionFailed(format!(
+                "inequivalent arg 'durable' for queue '{name}' in vhost '{vhost}': received 'false' but current is 'true'"
+            )));
+        }
         self.open_local(spec, true)
     }
 

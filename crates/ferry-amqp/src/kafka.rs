@@ -17,6 +17,7 @@ pub fn hooks(broker: Option<Arc<Broker>>) -> Hooks {
         death: Some(crate::death::death_hook()),
         properties_from_headers: Some(Arc::new(properties_from_headers)),
         headers_from_properties: Some(Arc::new(headers_from_properties)),
+        default_queue_type: None,
     }
 }
 

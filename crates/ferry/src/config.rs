@@ -131,6 +131,9 @@ pub struct AmqpSection {
     /// Users; when none are given, `guest`/`guest` (loopback only) on "/".
     #[serde(default)]
     pub users: Vec<AmqpUser>,
+    /// Type of queues declared without `x-queue-type`: "quorum" or
+    /// "classic" (default: quorum in a cluster of more than one node).
+    pub default_queue_type: Option<String>,
 }
 
 /// `[stomp]`: the STOMP listener (users are the `[amqp]` ones); see
@@ -264,6 +267,10 @@ pub struct ServeArgs {
     /// AMQP 0-9-1 listeners: HOST:PORT or tls://HOST:PORT (AMQPS), comma-separated.
     #[arg(long, env = "FERRY_AMQP_LISTEN")]
     pub amqp_listen: Option<String>,
+    /// Type of AMQP queues declared without x-queue-type: quorum or classic
+    /// (default: quorum when the cluster has more than one node, else classic).
+    #[arg(long, env = "FERRY_AMQP_DEFAULT_QUEUE_TYPE")]
+    pub amqp_default_queue_type: Option<String>,
     #[command(flatten)]
     pub cluster: cluster::ClusterArgs,
     #[command(flatten)]
@@ -324,6 +331,8 @@ pub struct Settings {
     /// Every AMQP listener (plain and AMQPS).
     pub amqp_listen: Vec<ferry_tls::Listen>,
     pub amqp: ferry_amqp::AmqpConfig,
+    /// `[amqp] default_queue_type`; `None`: by the cluster's size.
+    pub amqp_default_queue_type: Option<ferry_broker::metadata::QueueType>,
     /// The HTTP admin API (HTTPS with `tls://`).
     pub http_listen: ferry_tls::Listen,
     /// MQTT listeners (plain and MQTTS); empty: none.
@@ -390,6 +399,8 @@ impl Settings {
             &[ferry_tls::Listen { addr: SocketAddr::from(([127, 0, 0, 1], 5672)), tls: false }],
             "AMQP listener",
         )?;
+        let amqp_default_queue_type =
+            default_queue_type(args.amqp_default_queue_type.as_deref().or(file.amqp.default_queue_type.as_deref()))?;
         let amqp = amqp_config(file.amqp)?;
         let stomp_listen = tls::listeners(
             args.stomp_listen.clone().or(file.stomp.listen.clone()),
@@ -486,6 +497,7 @@ impl Settings {
             redis,
             amqp_listen,
             amqp,
+            amqp_default_queue_type,
             mqtt_listen,
             mqtt_ws_listen,
             mqtt,
@@ -666,6 +678,17 @@ fn redis_config(s: RedisSection) -> ferry_redis::RedisConfig {
         },
         pubsub_buffer: s.pubsub_buffer.unwrap_or(d.pubsub_buffer),
     }
+}
+
+/// `--amqp-default-queue-type` / `[amqp] default_queue_type`.
+fn default_queue_type(value: Option<&str>) -> anyhow::Result<Option<ferry_broker::metadata::QueueType>> {
+    use ferry_broker::metadata::QueueType;
+    Ok(match value {
+        None => None,
+        Some("quorum") => Some(QueueType::Quorum { group_size: None }),
+        Some("classic") => Some(QueueType::Classic),
+        Some(other) => bail!("amqp.default_queue_type must be quorum or classic, not {other:?}"),
+    })
 }
 
 fn amqp_config(section: AmqpSection) -> anyhow::Result<ferry_amqp::AmqpConfig> {
@@ -875,6 +898,27 @@ mod tests {
         std::fs::write(&path, "[[amqp.users]]\nname = \"x\"\npassword = \"y\"\n[amqp.users.permissions.nope]\n")
             .unwrap();
         assert!(Settings::resolve(&args).is_err(), "permissions on an unknown vhost are refused");
+    }
+
+    #[test]
+    fn amqp_default_queue_type() {
+        use ferry_broker::metadata::QueueType;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        let args = ServeArgs { config: Some(path.clone()), ..Default::default() };
+        std::fs::write(&path, "[amqp]\n").unwrap();
+        assert_eq!(Settings::resolve(&args).unwrap().amqp_default_queue_type, None, "by the cluster's size");
+        std::fs::write(&path, "[amqp]\ndefault_queue_type = \"classic\"\n").unwrap();
+        assert_eq!(Settings::resolve(&args).unwrap().amqp_default_queue_type, Some(QueueType::Classic));
+        let flag = ServeArgs { amqp_default_queue_type: Some("quorum".into()), ..args };
+        assert_eq!(
+            Settings::resolve(&flag).unwrap().amqp_default_queue_type,
+            Some(QueueType::Quorum { group_size: None }),
+            "the flag beats the file"
+        );
+        std::fs::write(&path, "[amqp]\ndefault_queue_type = \"stream\"\n").unwrap();
+        let args = ServeArgs { config: Some(path), ..Default::default() };
+        assert!(Settings::resolve(&args).is_err());
     }
 
     #[test]

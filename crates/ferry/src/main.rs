@@ -255,10 +255,10 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
         let (vhosts, amqp_server, stomp_server, redis_server, mqtt) = {
             let data = settings.broker.data_dir.clone();
             let (engine, names) = (settings.broker.engine.clone(), settings.amqp.vhosts.clone());
-            let kafka_side = broker.clone();
-            let vhosts = tokio::task::spawn_blocking(move || {
-                ferry_broker::messaging::Vhosts::open(&data, engine, &names, ferry_amqp::hooks(Some(kafka_side)))
-            })
+            let mut hooks = ferry_amqp::hooks(Some(broker.clone()));
+            hooks.default_queue_type = settings.amqp_default_queue_type;
+            let vhosts =
+                tokio::task::spawn_blocking(move || ferry_broker::messaging::Vhosts::open(&data, engine, &names, hooks))
             .await?
             .context("opening queues")?;
             let amqp = Arc::new(ferry_amqp::Server::new(

@@ -57,6 +57,10 @@ pub struct Hooks {
     pub properties_from_headers: Option<PropertiesFromHeaders>,
     /// Builds a record's headers from a message's properties when it goes to a topic.
     pub headers_from_properties: Option<HeadersFromProperties>,
+    /// The type of a queue declared without `x-queue-type` (`[amqp]
+    /// default_queue_type`); `None`: quorum in a cluster of more than one
+    /// node, else classic.
+    pub default_queue_type: Option<crate::metadata::QueueType>,
 }
 
 /// Appends `m` to `topic` as one record (acks=all); the caller waits on

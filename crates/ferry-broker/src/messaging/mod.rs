@@ -1,9 +1,10 @@
 //! Queues, exchanges and bindings: the protocol-neutral half of AMQP-style
 //! messaging (DESIGN §1: a queue is a log plus a durable cursor).
 //!
-//! Layout under the data directory:
-//! - `queues/<vhost>/definitions.json`: durable exchanges, queues and
-//!   bindings of a virtual host, rewritten atomically on every change;
+//! Exchanges, bindings and durable queues are cluster metadata
+//! (`definitions.rs`). Layout under the data directory:
+//! - `queues/<vhost>/definitions.json.imported`: a vhost's definitions as
+//!   an older version kept them, imported once into the metadata;
 //! - `queues/<vhost>/q/<queue>/`: a durable queue's log and its cursor files;
 //! - `queues-transient/`: logs of non-durable queues, wiped at start.
 //!
@@ -12,6 +13,7 @@
 pub mod access;
 pub mod args;
 pub mod consumer;
+mod definitions;
 mod delayed;
 pub mod exchange;
 mod forwarding;

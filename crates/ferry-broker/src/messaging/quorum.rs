@@ -303,11 +303,11 @@ mod tests {
         assert_eq!(after[0].message.offset, out[2000].message.offset);
     }
 
-    /// Through a vhost, as the AMQP front-end calls it: in a cluster of
-    /// more than one node, `x-queue-type: quorum` declares a quorum queue
-    /// through the controller, which the vhost then finds, routes to and
-    /// deletes (with its partition); classic declarations and a single
-    /// node keep node-local queues.
+    /// Through a vhost, as the AMQP front-end calls it: `x-queue-type:
+    /// quorum` (or, in a cluster of more than one node, no type) declares a
+    /// quorum queue through the controller, which the vhost then finds,
+    /// routes to and deletes (with its partition); classic declarations
+    /// keep node-local queues, declared in the metadata too.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_vhost_declares_routes_to_and_deletes_quorum_queues() {
         use crate::messaging::{HeaderValue, Hooks, QueueSpec, Vhosts};
@@ -324,15 +324,23 @@ mod tests {
             auto_delete: false,
             arguments: [("x-queue-type".to_string(), HeaderValue::Str(queue_type.into()))].into(),
         };
-        // A single node: node-local, as before.
-        let single = vhost.declare_queue(spec("solo", "quorum"), false, 1).unwrap();
+        // A single node: without `x-queue-type`, classic (held by this node,
+        // as before, but declared in the metadata); asked for, quorum.
+        let mut plain_spec = spec("solo", "classic");
+        plain_spec.arguments.clear();
+        let single = vhost.declare_queue(plain_spec, false, 1).unwrap();
         assert!(!single.is_replicated());
-        assert!(broker.metadata().amqp.is_empty());
+        let node = broker.node_id();
+        assert_eq!(broker.metadata().amqp["/"].queues["solo"].kind, QueueKind::Classic { node });
+        assert!(vhost.declare_queue(spec("one", "quorum"), false, 1).unwrap().is_replicated());
 
-        // A second node registers: quorum queues are replicated partitions now.
+        // A second node registers: quorum queues are the default now.
         let mut second = controller.node("127.0.0.1:9093");
         second.id = broker.node_id() + 1;
         controller.apply(vec![MetadataRecord::RegisterNode(second)]).unwrap();
+        let mut unnamed_type = spec("by-default", "classic");
+        unnamed_type.arguments.clear();
+        assert!(vhost.declare_queue(unnamed_type, false, 1).unwrap().is_replicated());
         let q = vhost.declare_queue(spec("orders", "quorum"), false, 1).unwrap();
         assert!(q.is_replicated());
         assert!(matches!(broker.metadata().amqp["/"].queues["orders"].kind, QueueKind::Quorum { .. }));

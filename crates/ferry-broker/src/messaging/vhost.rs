@@ -1,5 +1,7 @@
-//! A virtual host: its exchanges (with their bindings) and queues, the
-//! durable ones persisted in `definitions.json` and rebuilt at start.
+//! A virtual host: its exchanges (with their bindings) and queues. The
+//! exchanges, bindings and durable queues are cluster metadata
+//! (`definitions.rs`); exclusive and non-durable queues, and bindings to
+//! them, are this node's alone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -8,16 +10,16 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 
 use ferry_log::{FlushPolicy, LogConfig, LogManager};
 use ferry_util::sync::lock;
-use serde::{Deserialize, Serialize};
 
 use super::args::QueueArgs;
+use super::definitions::{self, Table};
 use super::delayed::DelayStore;
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind, Headers};
 use super::kafka_link::{Feed, Hooks};
 use super::message::Message;
 use super::queue::{Queue, QueueSpec};
 use super::{MessagingError, encode_name};
-use crate::metadata::{AmqpRequest, Arguments, ControllerRequest, QueueType};
+use crate::metadata::{AmqpRequest, Arguments, QueueKind, QueueType};
 use ferry_util::time::now_ms;
 
 type Result<T, E = MessagingError> = std::result::Result<T, E>;
@@ -25,19 +27,6 @@ type Result<T, E = MessagingError> = std::result::Result<T, E>;
 /// Largest message a queue log accepts (RabbitMQ's default max_message_size
 /// is 128 MiB), plus room for the record framing.
 pub const MAX_MESSAGE_BYTES: usize = 128 << 20;
-
-#[derive(Default, Serialize, Deserialize)]
-struct Definitions {
-    exchanges: Vec<Exchange>,
-    queues: Vec<QueueDef>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct QueueDef {
-    name: String,
-    auto_delete: bool,
-    arguments: Headers,
-}
 
 /// One virtual host: its exchanges, bindings and queues, each queue on its
 /// own log.
@@ -47,9 +36,12 @@ pub struct Vhost {
     dir: PathBuf,
     transient_dir: PathBuf,
     logs: Arc<LogManager>,
-    exchanges: RwLock<BTreeMap<String, Exchange>>,
+    /// Exchanges and bindings, rebuilt from the image as it changes.
+    table: RwLock<Table>,
+    /// This node's queues: classic durable ones the image places here,
+    /// exclusive and non-durable ones.
     queues: RwLock<BTreeMap<String, Arc<Queue>>>,
-    /// Serialises changes of definitions and the file that records them.
+    /// Serialises changes of definitions.
     admin: Mutex<()>,
     pub(super) hooks: Hooks,
     /// Messages waiting for their `x-delay`.
@@ -83,29 +75,6 @@ fn queue_log_config() -> LogConfig {
     }
 }
 
-fn builtin_exchanges() -> Vec<Exchange> {
-    [
-        ("", ExchangeKind::Direct),
-        ("amq.direct", ExchangeKind::Direct),
-        ("amq.fanout", ExchangeKind::Fanout),
-        ("amq.topic", ExchangeKind::Topic),
-        ("amq.headers", ExchangeKind::Headers),
-        ("amq.match", ExchangeKind::Headers),
-    ]
-    .into_iter()
-    .map(|(name, kind)| Exchange {
-        name: name.into(),
-        kind,
-        durable: true,
-        auto_delete: false,
-        internal: false,
-        arguments: Headers::new(),
-        bindings: Vec::new(),
-        delayed: false,
-    })
-    .collect()
-}
-
 impl Vhost {
     pub(crate) fn open(
         name: &str,
@@ -115,28 +84,30 @@ impl Vhost {
         hooks: Hooks,
     ) -> Result<Arc<Vhost>> {
         fs::create_dir_all(dir.join("q"))?;
-        let defs: Definitions = match fs::read(dir.join("definitions.json")) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| std::io::Error::other(format!("{}/definitions.json: {e}", dir.display())))?,
-            Err(_) => Definitions::default(),
-        };
-        let mut exchanges: BTreeMap<String, Exchange> =
-            defs.exchanges.into_iter().map(|e| (e.name.clone(), e)).collect();
-        for e in builtin_exchanges() {
-            exchanges.entry(e.name.clone()).or_insert(e);
+        // Definitions written before they were cluster metadata: imported once.
+        if let Some(broker) = &hooks.broker {
+            definitions::import(broker, name, dir)?;
         }
+        // The classic durable queues the image places on this node.
         let mut queues = BTreeMap::new();
-        for q in defs.queues {
-            let spec = QueueSpec {
-                name: q.name,
-                durable: true,
-                exclusive_owner: None,
-                auto_delete: q.auto_delete,
-                arguments: q.arguments,
-            };
-            let qdir = dir.join("q").join(encode_name(&spec.name));
-            let log = logs.open(&qdir, queue_log_config())?;
-            queues.insert(spec.name.clone(), Queue::open(spec, &qdir, log)?);
+        if let Some(broker) = &hooks.broker {
+            let image = broker.metadata();
+            let node = broker.node_id();
+            for q in image.amqp.get(name).map(|d| d.queues.values()).into_iter().flatten() {
+                if q.kind != (QueueKind::Classic { node }) {
+                    continue;
+                }
+                let spec = QueueSpec {
+                    name: q.name.clone(),
+                    durable: true,
+                    exclusive_owner: None,
+                    auto_delete: q.auto_delete,
+                    arguments: q.arguments.0.clone(),
+                };
+                let qdir = dir.join("q").join(encode_name(&spec.name));
+                let log = logs.open(&qdir, queue_log_config())?;
+                queues.insert(spec.name.clone(), Queue::open(spec, &qdir, log)?);
+            }
         }
         // Directories of queues whose declaration or deletion was cut short.
         // (The delayed-message store lives beside `q/`, not in it.)
@@ -147,20 +118,6 @@ impl Vhost {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }
-        // Bindings to queues that no longer exist are dropped.
-        for e in exchanges.values_mut() {
-            e.bindings.retain(|b| match &b.destination {
-                Destination::Queue(q) => queues.contains_key(q),
-                Destination::Exchange(_) | Destination::Topic(_) => true,
-            });
-        }
-        let names: BTreeSet<String> = exchanges.keys().cloned().collect();
-        for e in exchanges.values_mut() {
-            e.bindings.retain(|b| match &b.destination {
-                Destination::Exchange(x) => names.contains(x),
-                Destination::Queue(_) | Destination::Topic(_) => true,
-            });
-        }
         let delay_dir = dir.join("delayed");
         fs::create_dir_all(&delay_dir)?;
         let delays = DelayStore::open(&delay_dir, logs.open(&delay_dir, queue_log_config())?)?;
@@ -170,7 +127,7 @@ impl Vhost {
             dir: dir.to_path_buf(),
             transient_dir: transient_dir.to_path_buf(),
             logs,
-            exchanges: RwLock::new(exchanges),
+            table: RwLock::new(Table::new()),
             queues: RwLock::new(queues),
             admin: Mutex::new(()),
             hooks,
@@ -188,43 +145,64 @@ impl Vhost {
     }
 
     fn admin(&self) -> MutexGuard<'_, ()> {
-        self.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        match self.admin.try_lock() {
+            Ok(guard) => return guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {}
+        }
+        // The holder may be waiting for the controller, whose work needs
+        // this runtime's workers: wait off the worker, or every worker
+        // could end up blocked here (many clients declaring at once).
+        let wait = || self.admin.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        }
     }
 
-    /// Rewrites definitions.json (atomically, fsynced). Caller holds `admin`.
-    fn save(&self) -> Result<()> {
-        let queues = rd(&self.queues);
-        let durable_dest = |d: &Destination, ex: &BTreeMap<String, Exchange>| match d {
-            Destination::Queue(q) => queues.get(q).is_some_and(|q| q.spec.durable),
-            Destination::Exchange(x) => ex.get(x).is_some_and(|x| x.durable),
-            Destination::Topic(_) => true,
-        };
-        let exchanges = rd(&self.exchanges);
-        let defs = Definitions {
-            exchanges: exchanges
-                .values()
-                .filter(|e| e.durable)
-                .map(|e| {
-                    let mut e = e.clone();
-                    e.bindings.retain(|b| durable_dest(&b.destination, &exchanges));
-                    e
-                })
-                .collect(),
-            // Exclusive queues die with their connection, so never outlive a restart.
-            queues: queues
-                .values()
-                .filter(|q| q.spec.durable && q.spec.exclusive_owner.is_none())
-                .map(|q| QueueDef {
-                    name: q.spec.name.clone(),
-                    auto_delete: q.spec.auto_delete,
-                    arguments: q.spec.arguments.clone(),
-                })
-                .collect(),
-        };
-        drop((exchanges, queues));
-        let bytes = serde_json::to_vec_pretty(&defs).map_err(std::io::Error::other)?;
-        ferry_util::fs::write_atomic(&self.dir.join("definitions.json"), &bytes, true)?;
-        Ok(())
+    /// The routing table, rebuilt first if the image's definitions changed
+    /// since it was built.
+    fn table(&self) -> RwLockReadGuard<'_, Table> {
+        let Some(broker) = &self.hooks.broker else { return rd(&self.table) };
+        {
+            let image = ferry_util::sync::read(&broker.metadata);
+            let t = rd(&self.table);
+            if t.built_from(&image.amqp) {
+                return t;
+            }
+        }
+        let amqp = broker.metadata().amqp.clone();
+        {
+            let mut t = wr(&self.table);
+            if !t.built_from(&amqp) {
+                t.rebuild(&self.name, amqp);
+            }
+        }
+        rd(&self.table)
+    }
+
+    /// [`Vhost::table`] for a local change.
+    fn table_mut(&self) -> RwLockWriteGuard<'_, Table> {
+        drop(self.table());
+        wr(&self.table)
+    }
+
+    /// Submits a definitions change to the controller.
+    fn submit(&self, request: AmqpRequest) -> Result<()> {
+        definitions::submit(self.hooks.broker.as_ref(), request)
+    }
+
+    /// Deletes the auto-delete exchanges `names` (left without local
+    /// bindings) if the cluster has no binding from or to them either.
+    fn delete_emptied(&self, names: Vec<String>) {
+        for name in names {
+            let request = AmqpRequest::DeleteExchange { vhost: self.name.clone(), name: name.clone(), if_unused: true };
+            if let Err(e) = self.submit(request) {
+                tracing::debug!(vhost = %self.name, exchange = %name, error = %e, "auto-delete exchange kept");
+            }
+        }
     }
 
     fn not_found_exchange(&self, name: &str) -> MessagingError {
@@ -238,7 +216,7 @@ impl Vhost {
     /// Declares `ex` (or, `passive`, checks that it exists).
     pub fn declare_exchange(&self, ex: Exchange, passive: bool) -> Result<()> {
         let _a = self.admin();
-        if let Some(cur) = rd(&self.exchanges).get(&ex.name) {
+        if let Some(cur) = self.table().exchanges.get(&ex.name) {
             if passive {
                 return Ok(());
             }
@@ -275,9 +253,9 @@ impl Vhost {
                 ex.name
             )));
         }
-        let durable = ex.durable;
-        wr(&self.exchanges).insert(ex.name.clone(), Exchange { bindings: Vec::new(), ..ex });
-        if durable { self.save() } else { Ok(()) }
+        // Every exchange is metadata, durable or not: a client may publish
+        // through any node (docs/cluster.md).
+        self.submit(AmqpRequest::DeclareExchange { vhost: self.name.clone(), exchange: definitions::def_of(&ex) })
     }
 
     /// Deletes an exchange and every binding from or to it. Deleting one
@@ -290,30 +268,28 @@ impl Vhost {
                 self.name
             )));
         }
-        let mut exchanges = wr(&self.exchanges);
-        let Some(ex) = exchanges.get(name) else { return Ok(()) };
-        let dest = Destination::Exchange(name.to_string());
-        let used =
-            !ex.bindings.is_empty() || exchanges.values().any(|e| e.bindings.iter().any(|b| b.destination == dest));
-        if if_unused && used {
+        let mut table = self.table_mut();
+        if !table.exchanges.contains_key(name) {
+            return Ok(());
+        }
+        if if_unused && table.in_use(name) {
             return Err(MessagingError::PreconditionFailed(format!(
                 "exchange '{name}' in vhost '{}' in use",
                 self.name
             )));
         }
-        let durable = ex.durable;
-        exchanges.remove(name);
-        for e in exchanges.values_mut() {
-            e.bindings.retain(|b| b.destination != dest);
-        }
-        drop(exchanges);
-        if durable { self.save() } else { Ok(()) }
+        let emptied = table.drop_local(&Destination::Exchange(name.to_string()));
+        drop(table);
+        self.submit(AmqpRequest::DeleteExchange { vhost: self.name.clone(), name: name.to_string(), if_unused })?;
+        self.delete_emptied(emptied.into_iter().filter(|x| x != name).collect());
+        Ok(())
     }
 
     /// An exchange's type, and whether it is internal (clients may not
     /// publish to it) and delayed (`x-delayed-message`).
     pub fn exchange_info(&self, name: &str) -> Result<(ExchangeKind, bool, bool)> {
-        rd(&self.exchanges)
+        self.table()
+            .exchanges
             .get(name)
             .map(|e| (e.kind, e.internal, e.delayed))
             .ok_or_else(|| self.not_found_exchange(name))
@@ -335,18 +311,27 @@ impl Vhost {
         self.delays.pending()
     }
 
+    /// Checks that a binding's destination exists (and may be bound by
+    /// `owner`); whether the binding is cluster metadata (not a binding to
+    /// one of this node's exclusive or non-durable queues).
     fn check_destination(&self, dest: &Destination, owner: u64) -> Result<bool> {
         match dest {
             Destination::Queue(q) => {
-                let queue = self.queue(q).ok_or_else(|| self.not_found_queue(q))?;
+                if self.table().defs(&self.name).is_some_and(|d| d.queues.contains_key(q)) {
+                    return Ok(true);
+                }
+                let queue = rd(&self.queues).get(q).cloned().ok_or_else(|| self.not_found_queue(q))?;
                 self.check_owner(&queue, owner)?;
-                Ok(queue.spec.durable)
+                Ok(false)
             }
             Destination::Exchange(x) => {
                 if x.is_empty() {
                     return Err(default_exchange_refused(&self.name));
                 }
-                rd(&self.exchanges).get(x).map(|e| e.durable).ok_or_else(|| self.not_found_exchange(x))
+                if !self.table().exchanges.contains_key(x) {
+                    return Err(self.not_found_exchange(x));
+                }
+                Ok(true)
             }
             Destination::Topic(t) => {
                 // Created if the broker auto-creates topics.
@@ -371,17 +356,21 @@ impl Vhost {
         if source.is_empty() {
             return Err(default_exchange_refused(&self.name));
         }
-        let dest_durable = self.check_destination(&destination, owner)?;
-        let mut exchanges = wr(&self.exchanges);
-        let ex = exchanges.get_mut(source).ok_or_else(|| self.not_found_exchange(source))?;
-        let binding = Binding { destination, routing_key: key.to_string(), arguments };
-        if ex.bindings.contains(&binding) {
-            return Ok(());
+        if !self.table().exchanges.contains_key(source) {
+            return Err(self.not_found_exchange(source));
         }
-        ex.bindings.push(binding);
-        let durable = ex.durable && dest_durable;
-        drop(exchanges);
-        if durable { self.save() } else { Ok(()) }
+        let shared = self.check_destination(&destination, owner)?;
+        let binding = Binding { destination, routing_key: key.to_string(), arguments };
+        if shared {
+            let binding = definitions::binding_def(source, &binding);
+            return self.submit(AmqpRequest::Bind { vhost: self.name.clone(), binding });
+        }
+        let mut table = self.table_mut();
+        if !table.exchanges.contains_key(source) {
+            return Err(self.not_found_exchange(source));
+        }
+        table.add_local(source, binding);
+        Ok(())
     }
 
     /// Removes a binding (absent bindings are fine; absent ends are not).
@@ -397,18 +386,23 @@ impl Vhost {
         if source.is_empty() {
             return Err(default_exchange_refused(&self.name));
         }
-        self.check_destination(&destination, owner)?;
-        let mut exchanges = wr(&self.exchanges);
-        let ex = exchanges.get_mut(source).ok_or_else(|| self.not_found_exchange(source))?;
-        let before = ex.bindings.len();
-        ex.bindings.retain(|b| !(b.destination == destination && b.routing_key == key && &b.arguments == arguments));
-        let changed = ex.bindings.len() != before;
-        let auto_delete = ex.auto_delete && ex.bindings.is_empty();
-        if changed && auto_delete {
-            exchanges.remove(source);
+        let shared = self.check_destination(&destination, owner)?;
+        if !self.table().exchanges.contains_key(source) {
+            return Err(self.not_found_exchange(source));
         }
-        drop(exchanges);
-        if changed { self.save() } else { Ok(()) }
+        let binding = Binding { destination, routing_key: key.to_string(), arguments: arguments.clone() };
+        if shared {
+            let binding = definitions::binding_def(source, &binding);
+            return self.submit(AmqpRequest::Unbind { vhost: self.name.clone(), binding });
+        }
+        let mut table = self.table_mut();
+        let emptied = table.remove_local(source, &binding)
+            && table.exchanges.get(source).is_some_and(|e| e.auto_delete && e.bindings.is_empty());
+        drop(table);
+        if emptied {
+            self.delete_emptied(vec![source.to_string()]);
+        }
+        Ok(())
     }
 
     /// The queue named `name`, if declared: a queue of this node, or a
@@ -428,47 +422,64 @@ impl Vhost {
         self.me.get().cloned().unwrap_or_default()
     }
 
-    /// The broker, when quorum queues apply: a cluster of more than one
-    /// node (a single node keeps today's node-local queues, whatever
-    /// `x-queue-type` says; docs/cluster.md "Queues in a cluster").
-    fn quorum_broker(&self) -> Option<&Arc<crate::Broker>> {
-        let broker = self.hooks.broker.as_ref()?;
-        (broker.metadata().nodes.len() > 1).then_some(broker)
-    }
-
-    /// Declares a quorum queue through the controller and returns it if
-    /// this node serves it; `None` for any other declaration.
-    fn declare_quorum(&self, spec: &QueueSpec) -> Result<Option<Arc<Queue>>> {
-        if !spec.durable || spec.exclusive_owner.is_some() {
-            return Ok(None);
-        }
-        let Some(broker) = self.quorum_broker() else { return Ok(None) };
+    /// Declares a durable, non-exclusive queue through the controller:
+    /// classic (held by this node) or quorum, by `x-queue-type` or the
+    /// default. Returns it if this node holds or serves it.
+    fn declare_shared(self: &Arc<Self>, spec: QueueSpec) -> Result<Arc<Queue>> {
         let bad = |e: String| {
             MessagingError::PreconditionFailed(format!("{e} for queue '{}' in vhost '{}'", spec.name, self.name))
         };
-        let queue_type = QueueType::from_arguments(&spec.arguments, QueueType::Classic).map_err(bad)?;
-        if queue_type == QueueType::Classic {
-            return Ok(None);
-        }
-        QueueArgs::parse(&spec.arguments).map_err(bad)?;
-        let request = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
+        let broker = self.hooks.broker.as_ref();
+        let default = definitions::default_queue_type(broker, self.hooks.default_queue_type);
+        let queue_type = QueueType::from_arguments(&spec.arguments, default).map_err(bad)?;
+        let kind_now = || {
+            broker
+                .and_then(|b| b.metadata().amqp.get(&self.name).and_then(|d| d.queues.get(&spec.name)).map(|q| q.kind))
+        };
+        let existed = kind_now().is_some();
+        self.submit(AmqpRequest::DeclareQueue {
             vhost: self.name.clone(),
             name: spec.name.clone(),
             auto_delete: spec.auto_delete,
             arguments: Arguments(spec.arguments.clone()),
             queue_type,
-        });
-        broker.submit_change_blocking(request).map_err(|e| match e {
-            crate::BrokerError::InvalidRequest(m) => MessagingError::PreconditionFailed(m),
-            other => MessagingError::Internal(other),
         })?;
-        // Led by another node: clients must connect there until forwarding
-        // (phase 2) serves it from any node.
-        let q = self
-            .served_quorum_queue(&spec.name)
-            .ok_or(MessagingError::Internal(crate::BrokerError::NotLeaderOrFollower))?;
-        q.touch();
-        Ok(Some(q))
+        let me = broker.map(|b| b.node_id());
+        match kind_now() {
+            Some(QueueKind::Quorum { .. }) => {
+                // Led by another node: served through its leader (forwarding).
+                let q = self
+                    .served_quorum_queue(&spec.name)
+                    .ok_or(MessagingError::Internal(crate::BrokerError::NotLeaderOrFollower))?;
+                q.touch();
+                Ok(q)
+            }
+            Some(QueueKind::Classic { node }) if Some(node) == me => self.open_local(spec, !existed),
+            // Held by another node, or deleted meanwhile.
+            _ => Err(MessagingError::Internal(crate::BrokerError::NotLeaderOrFollower)),
+        }
+    }
+
+    /// Opens a queue of this node and registers it; `fresh`: a new queue
+    /// (whatever its directory holds is from an earlier one).
+    fn open_local(self: &Arc<Self>, spec: QueueSpec, fresh: bool) -> Result<Arc<Queue>> {
+        let qdir = if spec.durable {
+            self.dir.join("q").join(encode_name(&spec.name))
+        } else {
+            self.transient_dir.join(encode_name(&spec.name))
+        };
+        if fresh {
+            let _ = fs::remove_dir_all(&qdir);
+        }
+        fs::create_dir_all(&qdir)?;
+        let log = self.logs.open(&qdir, queue_log_config())?;
+        let q = Queue::open(spec, &qdir, log)?;
+        q.set_vhost(Arc::downgrade(self));
+        if let Some(f) = Feed::open(&self.hooks, &q) {
+            lock(&self.feeds).push(f);
+        }
+        wr(&self.queues).insert(q.spec.name.clone(), q.clone());
+        Ok(q)
     }
 
     /// Every queue, by name.
@@ -534,9 +545,6 @@ impl Vhost {
         if passive {
             return Err(self.not_found_queue(&spec.name));
         }
-        if let Some(q) = self.declare_quorum(&spec)? {
-            return Ok(q);
-        }
         if spec.name.starts_with("amq.") && !spec.name.starts_with("amq.gen-") {
             return Err(MessagingError::AccessRefused(format!(
                 "queue name '{}' contains reserved prefix 'amq.*'",
@@ -546,25 +554,23 @@ impl Vhost {
         QueueArgs::parse(&spec.arguments).map_err(|e| {
             MessagingError::PreconditionFailed(format!("{e} for queue '{}' in vhost '{}'", spec.name, self.name))
         })?;
-        let qdir = if spec.durable {
-            self.dir.join("q").join(encode_name(&spec.name))
-        } else {
-            self.transient_dir.join(encode_name(&spec.name))
-        };
-        let _ = fs::remove_dir_all(&qdir);
-        fs::create_dir_all(&qdir)?;
-        let log = self.logs.open(&qdir, queue_log_config())?;
-        let durable = spec.durable;
-        let q = Queue::open(spec, &qdir, log)?;
-        q.set_vhost(Arc::downgrade(self));
-        if let Some(f) = Feed::open(&self.hooks, &q) {
-            lock(&self.feeds).push(f);
+        if spec.durable && spec.exclusive_owner.is_none() {
+            return self.declare_shared(spec);
         }
-        wr(&self.queues).insert(q.spec.name.clone(), q.clone());
-        if durable {
-            self.save()?;
+        // A durable queue of the cluster by that name (held by another
+        // node): an exclusive or transient one would shadow it here.
+        if self.table().defs(&self.name).is_some_and(|d| d.queues.contains_key(&spec.name)) {
+            let (vhost, name) = (&self.name, &spec.name);
+            if spec.exclusive_owner.is_some() {
+                return Err(MessagingError::ResourceLocked(format!(
+                    "cannot obtain exclusive access to locked queue '{name}' in vhost '{vhost}'"
+                )));
+            }
+            return Err(MessagingError::PreconditionFailed(format!(
+                "inequivalent arg 'durable' for queue '{name}' in vhost '{vhost}': received 'false' but current is 'true'"
+            )));
         }
-        Ok(q)
+        self.open_local(spec, true)
     }
 
     /// Deletes a queue and its bindings; returns how many messages were
@@ -589,42 +595,53 @@ impl Vhost {
 
     /// Caller holds `admin`.
     fn remove_queue(&self, q: &Arc<Queue>) -> Result<()> {
-        if q.is_replicated() {
-            // A quorum queue is metadata: the controller deletes it with
-            // its partition (the log is not this vhost's to close).
-            let broker = self.hooks.broker.as_ref().ok_or_else(|| self.not_found_queue(q.name()))?;
-            let request = ControllerRequest::Amqp(AmqpRequest::DeleteQueue {
-                vhost: self.name.clone(),
-                name: q.name().to_string(),
-            });
-            broker.submit_change_blocking(request)?;
-            q.mark_deleted();
-            self.drop_bindings_to(q.name());
-            return self.save();
+        let shared = q.spec.durable && q.spec.exclusive_owner.is_none();
+        if shared {
+            // Metadata: the controller deletes it with its bindings (and a
+            // quorum queue's partition, whose log is not this vhost's).
+            self.submit(AmqpRequest::DeleteQueue { vhost: self.name.clone(), name: q.name().to_string() })?;
         }
+        if q.is_replicated() {
+            q.mark_deleted();
+            return Ok(());
+        }
+        self.close_local(q);
+        Ok(())
+    }
+
+    /// Closes and removes one of this node's queues with its local
+    /// bindings (and auto-delete exchanges they leave empty). Caller holds
+    /// `admin`.
+    fn close_local(&self, q: &Arc<Queue>) {
         wr(&self.queues).remove(q.name());
-        self.drop_bindings_to(q.name());
+        let emptied = self.table_mut().drop_local(&Destination::Queue(q.name().to_string()));
+        self.delete_emptied(emptied);
         q.mark_deleted();
         let _ = q.log().close();
         let _ = fs::remove_dir_all(q.dir());
-        if q.spec.durable { self.save() } else { Ok(()) }
     }
 
-    /// Removes every binding to queue `name`, and auto-delete exchanges
-    /// left without bindings.
-    fn drop_bindings_to(&self, name: &str) {
-        let dest = Destination::Queue(name.to_string());
-        let mut exchanges = wr(&self.exchanges);
-        let mut emptied = Vec::new();
-        for e in exchanges.values_mut() {
-            let before = e.bindings.len();
-            e.bindings.retain(|b| b.destination != dest);
-            if e.auto_delete && before > 0 && e.bindings.is_empty() {
-                emptied.push(e.name.clone());
-            }
-        }
-        for name in emptied {
-            exchanges.remove(&name);
+    /// Closes this node's classic queues whose record is gone (deleted
+    /// through another node).
+    fn close_unplaced(&self) {
+        let Some(broker) = &self.hooks.broker else { return };
+        let _a = self.admin();
+        let image = broker.metadata();
+        let placed = |name: &str| {
+            image
+                .amqp
+                .get(&self.name)
+                .and_then(|d| d.queues.get(name))
+                .is_some_and(|q| q.kind == QueueKind::Classic { node: broker.node_id() })
+        };
+        let gone: Vec<Arc<Queue>> = rd(&self.queues)
+            .values()
+            .filter(|q| q.spec.durable && q.spec.exclusive_owner.is_none() && !placed(q.name()))
+            .cloned()
+            .collect();
+        for q in gone {
+            tracing::info!(vhost = %self.name, queue = %q.name(), "queue deleted through another node");
+            self.close_local(&q);
         }
     }
 
@@ -654,12 +671,12 @@ impl Vhost {
         let mut names = BTreeSet::new();
         let mut topics = BTreeSet::new();
         {
-            let exchanges = rd(&self.exchanges);
-            if !exchanges.contains_key(exchange) {
+            let table = self.table();
+            if !table.exchanges.contains_key(exchange) {
                 return Err(self.not_found_exchange(exchange));
             }
             let mut seen = BTreeSet::new();
-            walk(&exchanges, exchange, routing_key, headers, &mut seen, &mut names, &mut topics);
+            walk(&table.exchanges, exchange, routing_key, headers, &mut seen, &mut names, &mut topics);
         }
         let queues = rd(&self.queues);
         let found =
@@ -681,6 +698,7 @@ impl Vhost {
     }
 
     pub(crate) fn maintain(&self, sync: bool) {
+        self.close_unplaced();
         let queues: Vec<Arc<Queue>> = rd(&self.queues).values().cloned().collect();
         let now = now_ms();
         for q in queues {

@@ -24,7 +24,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferry_broker::messaging::{Headers, Message, Published, Queue, QueueSpec};
+use ferry_broker::messaging::{HeaderValue, Headers, Message, Published, Queue, QueueSpec};
 use tokio::time::Instant;
 
 use super::args::parse_timeout;
@@ -175,7 +175,9 @@ fn queue(s: &Session, key: &Bytes, create: bool, access: Access) -> CmdResult<Op
         durable: true,
         exclusive_owner: None,
         auto_delete: false,
-        arguments: Headers::new(),
+        // A list is one node's, as a key of one Redis server: never the
+        // cluster's default quorum type.
+        arguments: [("x-queue-type".to_string(), HeaderValue::Str("classic".into()))].into(),
     };
     Ok(Some(vhost.declare_queue(spec, false, s.id)?))
 }

@@ -1,4 +1,6 @@
-//! Quorum queues on a three-node cluster (issue #17, phase 1): lapin
+//! AMQP on a three-node cluster (issue #17).
+//!
+//! Quorum queues (phase 1): lapin
 //! declares `x-queue-type: quorum`, publishes with confirms and consumes
 //! with manual acks on the node that leads the queue's partition; that
 //! node is killed with SIGKILL (twice, restarting it each time). Every
@@ -6,6 +8,11 @@
 //! comes back, and the deliveries that were out when the leader died come
 //! back flagged redelivered. (Phase 1 has no forwarding yet: the clients
 //! follow the leader themselves.)
+//!
+//! Definitions (phase 2a): an exchange and bindings declared through one
+//! node are cluster metadata: every node knows the exchange, the node
+//! serving a queue routes to it whichever node bound it, and a restart of
+//! the whole cluster keeps them.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -14,7 +21,7 @@ use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, Consumer};
 
-use crate::amqp_support::{connect, next, persistent, publish};
+use crate::amqp_support::{connect, get, next, persistent, publish, reply_code};
 use crate::cluster_support::{CLUSTER_WAIT, Cluster, metadata_of};
 use crate::support::{eventually_within, watchdog};
 
@@ -167,5 +174,147 @@ fn a_quorum_queue_survives_its_leaders_sigkill() {
         let mut cons = consumer(&cch, "last").await;
         assert_eq!(confirmed.difference(&acked).count(), 5 + 10 + 1);
         drain(&mut cons, &confirmed, &mut acked, &out_at_kill).await;
+    });
+}
+
+fn classic() -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert("x-queue-type".into(), AMQPValue::LongString("classic".into()));
+    t
+}
+
+/// Passive-declares exchange `name` on node `id` until it is there.
+async fn exchange_known(c: &Cluster, id: i32, name: &str) {
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    let conn = connect(c.node(id)).await;
+    loop {
+        let ch = conn.create_channel().await.expect("channel");
+        let passive = ExchangeDeclareOptions { passive: true, ..Default::default() };
+        match ch.exchange_declare(name.into(), lapin::ExchangeKind::Topic, passive, FieldTable::default()).await {
+            Ok(()) => return,
+            Err(e) => {
+                assert_eq!(reply_code(&e), Some(404), "passive declare of {name} on node {id}: {e}");
+                assert!(Instant::now() < deadline, "node {id} never learnt exchange {name}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The node leading queue `ROUTED`'s partition (as node `via` sees it), a
+/// live one among `live`.
+fn routed_leader(c: &Cluster, live: &[i32]) -> i32 {
+    let mut leader = 0;
+    eventually_within("a leader for the quorum queue", CLUSTER_WAIT, || {
+        live.iter().any(|via| match queue_partition(c, *via) {
+            Some((l, _)) if live.contains(&l) => {
+                leader = l;
+                true
+            }
+            _ => false,
+        })
+    });
+    leader
+}
+
+/// Publishes with confirms to `events` on node `id` (retried while the
+/// node's queue leadership settles) and gets the message from `queue`.
+async fn routed_through(c: &Cluster, id: i32, queue: &str, key: &str, body: &str) {
+    let deadline = Instant::now() + CLUSTER_WAIT;
+    let conn = connect(c.node(id)).await;
+    loop {
+        let ch = conn.create_channel().await.expect("channel");
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        publish(&ch, "events", key, body.as_bytes(), persistent()).await;
+        let got = ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await;
+        if let Ok(Some(m)) = got {
+            assert_eq!(String::from_utf8_lossy(&m.delivery.data), body, "{queue} on node {id}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "{body} was never routed to {queue} on node {id}: {got:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[test]
+fn exchanges_and_bindings_are_cluster_metadata() {
+    const ROUTED: &str = "routed";
+    let _guard = watchdog("amqp_cluster::exchanges_and_bindings_are_cluster_metadata", Duration::from_secs(240));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut c = Cluster::start(3);
+    for id in c.ids() {
+        c.wait_for_brokers(id, &[1, 2, 3]);
+    }
+    let all = c.ids();
+    rt.block_on(async {
+        // On node 1: a topic exchange, a quorum queue (wherever it is led;
+        // the declaration is answered by its leader only, phase 1) and a
+        // classic queue (held by node 1), and a binding of the quorum queue.
+        let conn = connect(c.node(1)).await;
+        let ch = conn.create_channel().await.unwrap();
+        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        ch.exchange_declare("events".into(), lapin::ExchangeKind::Topic, durable, FieldTable::default()).await.unwrap();
+        let opts = QueueDeclareOptions { durable: true, ..Default::default() };
+        ch.queue_declare("held-by-1".into(), opts, classic()).await.expect("classic queue");
+        // Without x-queue-type: quorum in a cluster ([amqp] default_queue_type unset).
+        let (_conn, ch) = match ch.queue_declare(ROUTED.into(), opts, FieldTable::default()).await {
+            Ok(_) => (conn, ch),
+            Err(e) => {
+                // 541 closes the connection: a new one.
+                assert_eq!(reply_code(&e), Some(541), "declared, but led elsewhere: {e}");
+                let conn = connect(c.node(1)).await;
+                let ch = conn.create_channel().await.unwrap();
+                (conn, ch)
+            }
+        };
+        ch.queue_bind(ROUTED.into(), "events".into(), "e.#".into(), QueueBindOptions::default(), FieldTable::default())
+            .await
+            .expect("a binding to a quorum queue led anywhere");
+        // An inequivalent redeclaration is refused on another node too.
+        let conn2 = connect(c.node(2)).await;
+        let ch2 = conn2.create_channel().await.unwrap();
+        exchange_known(&c, 2, "events").await;
+        let err = ch2
+            .exchange_declare("events".into(), lapin::ExchangeKind::Fanout, durable, FieldTable::default())
+            .await
+            .unwrap_err();
+        assert_eq!(reply_code(&err), Some(406), "{err}");
+        // Node 2 binds node 1's classic queue: node 1 routes to it.
+        let ch2 = conn2.create_channel().await.unwrap();
+        ch2.queue_bind(
+            "held-by-1".into(),
+            "events".into(),
+            "c.*".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("a binding through another node");
+        for id in &all {
+            exchange_known(&c, *id, "events").await;
+        }
+        let leader = routed_leader(&c, &all);
+        routed_through(&c, leader, ROUTED, "e.a.b", "before").await;
+        routed_through(&c, 1, "held-by-1", "c.x", "classic").await;
+        // Not matching the binding: not routed.
+        let lch = connect(c.node(leader)).await.create_channel().await.unwrap();
+        lch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        publish(&lch, "events", "other", b"nowhere", persistent()).await;
+        assert_eq!(get(&lch, ROUTED).await, None);
+    });
+
+    // The whole cluster restarts: the definitions are in its metadata log.
+    c.stop_all();
+    c.start_all();
+    for id in c.ids() {
+        c.wait_for_brokers(id, &[1, 2, 3]);
+    }
+    rt.block_on(async {
+        for id in &all {
+            exchange_known(&c, *id, "events").await;
+        }
+        let leader = routed_leader(&c, &all);
+        routed_through(&c, leader, ROUTED, "e.after", "after").await;
+        routed_through(&c, 1, "held-by-1", "c.y", "classic after").await;
     });
 }

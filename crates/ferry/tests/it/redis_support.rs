@@ -13,7 +13,12 @@ use crate::support::Broker;
 pub async fn connect(b: &Broker, resp3: bool) -> MultiplexedConnection {
     let proto = if resp3 { "?protocol=resp3" } else { "" };
     let client = redis::Client::open(format!("redis://127.0.0.1:{}/{proto}", b.redis_port)).expect("redis url");
-    client.get_multiplexed_async_connection().await.expect("redis connect")
+    // The crate's default 500 ms answer timeout is a timing assertion: a
+    // loaded machine (a pipeline of 200 fsynced appends, a new list's
+    // definition through the controller) exceeds it; the tests bound
+    // their time themselves.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(30)));
+    client.get_multiplexed_async_connection_with_config(&config).await.expect("redis connect")
 }
 
 /// Sends raw bytes, returns what came back until the server closed or

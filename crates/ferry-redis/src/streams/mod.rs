@@ -217,8 +217,9 @@ impl Streams {
             Err(e) => return Err(e),
         }
         // A concurrent XADD may have created the topic an instant ago: its
-        // partition is here once that metadata is applied (bounded wait).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        // partition is here once that metadata is applied (bounded wait;
+        // 1 s was too short on a loaded 2-core machine).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             match self.partition(name) {
                 Ok(Some(p)) => return Ok(p),

@@ -52,6 +52,13 @@ impl Broker {
     /// topic are logged and leave that topic (or the partitions that failed)
     /// unhosted; the next image tries again.
     pub fn apply_image(&self, image: Arc<MetadataImage>) {
+        self.apply_image_at(image, ferry_util::time::now_ms_u64());
+    }
+
+    /// [`Broker::apply_image`] at `now_ms` (the time leaders start their
+    /// followers' lag clocks from): the replication simulation runs on a
+    /// simulated clock.
+    pub fn apply_image_at(&self, image: Arc<MetadataImage>, now_ms: u64) {
         let _reconcile = lock(&self.reconcile);
         let previous = self.metadata();
         let defaults_changed = {
@@ -106,7 +113,7 @@ impl Broker {
                     }
                 },
             };
-            let synced = self.sync_topic(&topic, info, &placed, image.applied_index);
+            let synced = self.sync_topic(&topic, info, &placed, image.applied_index, now_ms);
             // A coordinator partition that failed to load is tried again
             // with the next image.
             let synced = synced.and_then(|()| self.sync_coordinators(&topic, info));
@@ -232,7 +239,7 @@ impl Broker {
 
     /// Brings a hosted topic in line with `info`: configs, partition count,
     /// the local partitions (`placed`), and `topic.json`.
-    fn sync_topic(&self, topic: &Topic, info: &TopicInfo, placed: &[i32], applied_index: u64) -> Result<()> {
+    fn sync_topic(&self, topic: &Topic, info: &TopicInfo, placed: &[i32], applied_index: u64, now: u64) -> Result<()> {
         let configs_changed = *read(&topic.overrides) != info.configs;
         if configs_changed {
             (*write(&topic.overrides)).clone_from(&info.configs);
@@ -266,7 +273,6 @@ impl Broker {
         };
         in_parallel(&missing, open)?;
         // Lead or follow each local partition as the image says.
-        let now = ferry_util::time::now_ms_u64();
         let local: Vec<(i32, Arc<Partition>)> = read(&topic.partitions).iter().map(|(i, p)| (*i, p.clone())).collect();
         in_parallel(&local, |(index, p)| {
             if let Some(pinfo) = usize::try_from(index).ok().and_then(|i| info.partitions.get(i)) {

@@ -44,8 +44,9 @@ pub struct LeaderState {
     pub replicas: Vec<i32>,
     /// The committed ISR (from the image).
     pub isr: Vec<i32>,
-    /// An ISR change sent to the controller and not yet in the image, with
-    /// when it was sent. The high watermark counts its members too (Kafka's
+    /// The members of every ISR change sent to the controller since the
+    /// last image (any of them may have been committed), with when the
+    /// last one was sent. The high watermark counts them too (Kafka's
     /// "maximal ISR"), so an expansion in flight cannot commit too early.
     pub pending_isr: Option<(Vec<i32>, u64)>,
     /// The local log end when this node became leader: a follower must
@@ -241,9 +242,21 @@ impl LeaderState {
 
 impl LeaderState {
     /// The ISR change to send now ([`LeaderState::isr_change`]), marked in
-    /// flight. A change in flight for `retry_ms` that is no longer wanted
-    /// (the controller refused it, e.g. it named a follower fenced since)
-    /// is dropped, so its members stop holding the high watermark back.
+    /// flight.
+    ///
+    /// A change sent earlier may have been committed without this node
+    /// knowing yet (its answer lost or late, the image not here yet), so
+    /// its members keep counting for the high watermark until an image
+    /// with a newer partition epoch settles it ([`LeaderState::update`]):
+    /// every ISR the controller may hold is counted. Once it has been in
+    /// flight for `retry_ms`, the change wanted now is sent; if none is
+    /// (the earlier one is no longer wanted: say it named a follower the
+    /// controller refused, fenced since), the committed ISR is asked for
+    /// again, so that the image moves on either way: applied, it settles
+    /// the change; refused as stale, the earlier one was applied and its
+    /// image is on its way. (Dropping the change instead let the high
+    /// watermark pass a follower the controller had put in the ISR: found
+    /// by the replication simulation, seed 236.)
     pub fn next_isr_change(
         &mut self,
         now_ms: u64,
@@ -253,13 +266,22 @@ impl LeaderState {
         eligible: &dyn Fn(i32) -> bool,
     ) -> Option<Vec<i32>> {
         let retry_due = self.pending_isr.as_ref().is_some_and(|(_, sent)| now_ms.saturating_sub(*sent) >= retry_ms);
-        let Some(isr) = self.isr_change(now_ms, lag_max_ms, hw, retry_ms, eligible) else {
-            if retry_due {
-                self.pending_isr = None;
+        let isr = match self.isr_change(now_ms, lag_max_ms, hw, retry_ms, eligible) {
+            Some(isr) => isr,
+            None if retry_due => {
+                let mut isr = self.isr.clone();
+                isr.sort_by_key(|r| self.replicas.iter().position(|x| x == r).unwrap_or(usize::MAX));
+                isr
             }
-            return None;
+            None => return None,
         };
-        self.pending_isr = Some((isr.clone(), now_ms));
+        let mut counted = self.pending_isr.take().map(|(p, _)| p).unwrap_or_default();
+        for r in &isr {
+            if !counted.contains(r) {
+                counted.push(*r);
+            }
+        }
+        self.pending_isr = Some((counted, now_ms));
         Some(isr)
     }
 }
@@ -385,10 +407,43 @@ mod tests {
         assert_eq!(s.high_watermark(25), Some(20), "the change in flight holds it at 2's end");
         assert_eq!(s.next_isr_change(900, 2_000, 20, 1_000, &ALL), None, "in flight");
         // Past the retry, 2 has not been caught up for the lag time: the
-        // change is no longer wanted and stops counting.
+        // change is no longer wanted. It may have been committed all the
+        // same (its answer lost), so 2 still counts while the leader asks
+        // for the committed ISR again, to learn which.
         s.record_fetch(3, 25, 25, 25, 3_000);
-        assert_eq!(s.next_isr_change(3_000, 2_000, 20, 1_000, &ALL), None);
+        assert_eq!(s.next_isr_change(3_000, 2_000, 20, 1_000, &ALL), Some(vec![1, 3]));
+        assert_eq!(s.high_watermark(25), Some(20), "2 may be in the committed ISR");
+        // The image with that change (a newer partition epoch) settles it.
+        s.update(&PartitionInfo { isr: vec![1, 3], partition_epoch: 11, ..info(&[1, 2, 3], &[1, 3]) }, 3_100);
         assert_eq!((s.pending_isr.clone(), s.high_watermark(25)), (None, Some(25)));
+    }
+
+    /// Found by the replication simulation (seed 236): the controller
+    /// committed an expansion whose answer the leader never saw; the
+    /// follower then stopped fetching. The leader must keep counting it
+    /// until the image tells, or it acknowledges records the new ISR
+    /// member lacks (and the controller may elect that member).
+    #[test]
+    fn an_expansion_in_flight_counts_until_the_image_settles_it() {
+        let mut s = LeaderState::new(1, &info(&[1, 2, 3], &[1, 3]), 0, 0);
+        s.min_insync_replicas = 2;
+        s.record_fetch(2, 0, 0, 0, 100);
+        s.record_fetch(3, 0, 0, 0, 100);
+        assert_eq!(s.next_isr_change(200, 2_000, 0, 1_500, &ALL), Some(vec![1, 2, 3]));
+        // The leader writes 3 records; 3 copies them, 2 never fetches again.
+        for t in (300..=6_000).step_by(300) {
+            s.record_fetch(3, 3, 3, 3, t);
+            let hw = s.high_watermark(3).unwrap();
+            assert_eq!(hw, 0, "at {t} ms: 2 may be in the ISR");
+            let _ = s.next_isr_change(t, 2_000, hw, 1_500, &ALL);
+        }
+        // Its image arrives: 2 is in the ISR. The leader then shrinks it
+        // the ordinary way (2 lags), and only that image frees the HW.
+        s.update(&PartitionInfo { partition_epoch: 10, ..info(&[1, 2, 3], &[1, 2, 3]) }, 6_100);
+        assert_eq!(s.high_watermark(3), Some(0));
+        assert_eq!(s.next_isr_change(6_200, 2_000, 0, 1_500, &ALL), Some(vec![1, 3]));
+        s.update(&PartitionInfo { partition_epoch: 11, ..info(&[1, 2, 3], &[1, 3]) }, 6_300);
+        assert_eq!(s.high_watermark(3), Some(3));
     }
 
     #[test]

@@ -317,6 +317,13 @@ impl Partition {
         self.log().end_offset_for_epoch(epoch)
     }
 
+    /// Whole batches of the local log from `offset`, past the high
+    /// watermark (as a replica fetch reads): for checks that compare
+    /// replicas' logs, such as the replication simulation's.
+    pub fn read_local(&self, offset: u64, max_bytes: usize) -> Result<Option<ReadSlice>> {
+        Ok(self.log().read_written(offset, max_bytes)?)
+    }
+
     /// The newest leader epoch in the local log.
     pub fn latest_epoch(&self) -> Option<i32> {
         self.log().latest_epoch()
@@ -329,6 +336,18 @@ impl Partition {
     /// `leader_epoch`: an answer that arrives after this node became leader
     /// or moved on to a newer epoch must not cut its log.
     pub fn truncate_as_follower(&self, leader_epoch: i32, offset: u64) -> Result<u64> {
+        self.truncate_follower(leader_epoch, offset, true)
+    }
+
+    /// KIP-279's intermediate step: the leader's answer named an epoch this
+    /// log does not have, so the log is cut to where its largest epoch
+    /// before that one ends, and the leader is asked again (about that
+    /// epoch) before any fetch. Otherwise as [`Partition::truncate_as_follower`].
+    pub fn truncate_as_follower_partly(&self, leader_epoch: i32, offset: u64) -> Result<u64> {
+        self.truncate_follower(leader_epoch, offset, false)
+    }
+
+    fn truncate_follower(&self, leader_epoch: i32, offset: u64, complete: bool) -> Result<u64> {
         // Lock order: producers, then role (as in `write_marker`); the role
         // is held across the truncation so no placement slips in between.
         let mut states = lock(&self.producers);
@@ -342,7 +361,7 @@ impl Partition {
         self.track_unstable(&states);
         self.repl.hw.fetch_min(end, Ordering::AcqRel);
         self.repl.leader_hw.fetch_min(end, Ordering::AcqRel);
-        f.truncated = true;
+        f.truncated = complete;
         Ok(end)
     }
 

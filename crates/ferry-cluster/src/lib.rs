@@ -28,6 +28,7 @@
 mod config;
 pub mod controller;
 mod error;
+mod image_gate;
 mod node;
 pub mod raft;
 pub mod replication;

@@ -37,6 +37,7 @@ use uuid::Uuid;
 use crate::config::ClusterConfig;
 use crate::controller::ControllerConfig;
 use crate::error::ClusterError;
+use crate::image_gate::ImageGate;
 use crate::raft::{ImageSink, LogStore, MetadataRaft, Network, StateMachine, node_id, raft_config, raft_id};
 use crate::transport::{Pool, fingerprint, serve};
 
@@ -115,11 +116,17 @@ impl ClusterNode {
         };
         let dir = config.data_dir.join("cluster");
         let weak = Arc::downgrade(&broker);
-        let sink: ImageSink = Arc::new(move |image| {
+        // Fenced until caught up: the broker reconciles from no image
+        // before this node's registration is applied (`image_gate.rs`).
+        let gate = Arc::new(ImageGate::new(move |image| {
             if let Some(b) = weak.upgrade() {
                 b.apply_image(image);
             }
-        });
+        }));
+        let sink: ImageSink = {
+            let gate = gate.clone();
+            Arc::new(move |image| gate.offer(image))
+        };
         let incarnation = Uuid::new_v4();
         let node_id = config.node_id;
         let (store, sm, images, previous) = tokio::task::spawn_blocking({
@@ -180,7 +187,11 @@ impl ClusterNode {
         }
         guard.disarm();
         // The registration is applied here, after everything committed
-        // before it: the image is caught up, as `sweep_orphans` requires.
+        // before it: the image is caught up, as `sweep_orphans` requires,
+        // and the broker may act on it now.
+        if let Err(e) = tokio::task::spawn_blocking(move || gate.open()).await {
+            tracing::error!(node = node.id, error = %e, "applying the caught-up image");
+        }
         let sweeper = broker.clone();
         match tokio::task::spawn_blocking(move || sweeper.sweep_orphans()).await {
             Ok(trashed) if !trashed.is_empty() => {

@@ -103,6 +103,12 @@ impl Log {
         let mut fs = lock(&self.flush);
         let mut w = lock(&self.writer);
         if offset >= w.leo {
+            // No record goes, but an epoch that starts at the log end (a
+            // leader that recorded its epoch and appended nothing before it
+            // was deposed) does: else a follower asking the leader about
+            // its latest epoch would ask about that one forever (Kafka's
+            // truncateTo trims the epoch cache the same way).
+            self.epochs.truncate_from_end(w.leo)?;
             return Ok(w.leo);
         }
         let cache = &self.env.cache;

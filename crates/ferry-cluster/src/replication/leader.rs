@@ -25,32 +25,38 @@ const MAX_BYTES: usize = 32 << 20;
 pub(crate) async fn serve_fetch(broker: Arc<Broker>, from: i32, request: ReplicaFetchRequest) -> ReplicaFetchResponse {
     let wait = Duration::from_millis(request.max_wait_ms).min(MAX_WAIT);
     let deadline = Instant::now() + wait;
-    let parts: Vec<Option<Arc<Partition>>> = request
-        .partitions
-        .iter()
-        .map(|p| broker.topic_by_id(p.topic_id).and_then(|t| t.partition(p.partition)))
-        .collect();
+    let parts = fetched_partitions(&broker, &request);
     loop {
         // Register first, then look: an append in between still wakes us.
         let waiter = Arc::new(Notify::new());
         for p in parts.iter().flatten() {
             p.register_fetch_waiter(&waiter);
         }
-        let (response, ready) = collect(from, &request, &parts);
+        let (response, ready) = collect(from, &request, &parts, now_ms_u64());
         let left = deadline.saturating_duration_since(Instant::now());
         if ready || left.is_zero() {
             return response;
         }
         if tokio::time::timeout(left, waiter.notified()).await.is_err() {
-            return collect(from, &request, &parts).0;
+            return collect(from, &request, &parts, now_ms_u64()).0;
         }
     }
 }
 
-/// One look at every partition; true when the answer should go now (data
-/// or an error somewhere).
-fn collect(from: i32, request: &ReplicaFetchRequest, parts: &[Option<Arc<Partition>>]) -> (ReplicaFetchResponse, bool) {
-    let now = now_ms_u64();
+/// The local partitions a fetch asks for, in its order (`None`: not here).
+pub(super) fn fetched_partitions(broker: &Broker, request: &ReplicaFetchRequest) -> Vec<Option<Arc<Partition>>> {
+    request.partitions.iter().map(|p| broker.topic_by_id(p.topic_id).and_then(|t| t.partition(p.partition))).collect()
+}
+
+/// One look at every partition at `now` (ms); true when the answer should
+/// go now (data or an error somewhere). The simulation (`sim.rs`) answers
+/// with one look, never waiting.
+pub(super) fn collect(
+    from: i32,
+    request: &ReplicaFetchRequest,
+    parts: &[Option<Arc<Partition>>],
+    now: u64,
+) -> (ReplicaFetchResponse, bool) {
     let mut budget = request.max_bytes.clamp(1, MAX_BYTES);
     let mut ready = false;
     let partitions = request

@@ -7,6 +7,8 @@
 mod fetcher;
 mod leader;
 mod message;
+#[cfg(test)]
+mod sim;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -115,33 +117,46 @@ impl Replicator {
     }
 
     fn check_isrs(&self, broker: &Broker) {
-        let now = now_ms_u64();
-        let lag = self.config.lag_time_max.as_millis() as u64;
-        let retry = self.config.isr_retry.as_millis() as u64;
-        // A fenced node may not join an ISR (the controller refuses it).
-        let image = broker.metadata();
-        let eligible = |r: i32| image.nodes.get(&r).is_some_and(|n| !n.fenced);
-        for topic in broker.hosted_topics() {
-            for p in topic.partitions() {
-                let Some((leader_epoch, partition_epoch, isr)) = p.isr_change_due(now, lag, retry, &eligible) else {
-                    continue;
-                };
-                let Some(controller) = self.controller.upgrade() else { return };
-                tracing::info!(topic = %topic.name, partition = p.index, ?isr, "asking for an ISR change");
-                let request = ControllerRequest::AlterPartition {
-                    topic_id: topic.id,
-                    partition: p.index,
-                    leader_epoch,
-                    partition_epoch,
-                    isr,
-                };
-                let (name, index) = (topic.name.clone(), p.index);
-                tokio::spawn(async move {
-                    if let Err(e) = controller.submit(request).await {
-                        tracing::info!(topic = %name, partition = index, error = %e, "ISR change refused");
-                    }
-                });
-            }
+        for (name, index, request) in isr_changes(broker, &self.config, now_ms_u64()) {
+            let Some(controller) = self.controller.upgrade() else { return };
+            tokio::spawn(async move {
+                if let Err(e) = controller.submit(request).await {
+                    tracing::info!(topic = %name, partition = index, error = %e, "ISR change refused");
+                }
+            });
         }
     }
+}
+
+/// The AlterPartition requests the partitions this node leads call for at
+/// `now` (ms), each marked in flight (with its topic's name and the
+/// partition, for the logs).
+pub(super) fn isr_changes(
+    broker: &Broker,
+    config: &ReplicationConfig,
+    now: u64,
+) -> Vec<(String, i32, ControllerRequest)> {
+    let lag = config.lag_time_max.as_millis() as u64;
+    let retry = config.isr_retry.as_millis() as u64;
+    // A fenced node may not join an ISR (the controller refuses it).
+    let image = broker.metadata();
+    let eligible = |r: i32| image.nodes.get(&r).is_some_and(|n| !n.fenced);
+    let mut out = Vec::new();
+    for topic in broker.hosted_topics() {
+        for p in topic.partitions() {
+            let Some((leader_epoch, partition_epoch, isr)) = p.isr_change_due(now, lag, retry, &eligible) else {
+                continue;
+            };
+            tracing::info!(topic = %topic.name, partition = p.index, ?isr, "asking for an ISR change");
+            let request = ControllerRequest::AlterPartition {
+                topic_id: topic.id,
+                partition: p.index,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            };
+            out.push((topic.name.clone(), p.index, request));
+        }
+    }
+    out
 }

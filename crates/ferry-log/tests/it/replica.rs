@@ -104,6 +104,26 @@ fn truncation_and_restart_keep_the_epoch_cache_with_the_log() {
     assert_eq!(log.end_offset_for_epoch(1), None);
 }
 
+/// A leader that records its epoch and is deposed before it appends leaves
+/// that epoch at its log end. As a follower it must drop it when told to
+/// truncate there (found by the replication simulation, seed 16): else its
+/// OffsetsForLeaderEpoch question names that epoch forever.
+#[test]
+fn truncating_to_the_log_end_drops_an_epoch_that_starts_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let log = open(&m, dir.path(), small_config());
+    for v in ["a", "b"] {
+        log.append_as_leader(&value_batch(v, 1), 0).unwrap();
+    }
+    log.assign_epoch(3).unwrap();
+    assert_eq!(log.epoch_entries(), vec![entry(0, 0), entry(3, 2)]);
+    assert_eq!(log.truncate_to(5).unwrap(), 2, "nothing past the end to cut");
+    assert_eq!(log.epoch_entries(), vec![entry(0, 0)]);
+    assert_eq!(log.latest_epoch(), Some(0));
+    assert_eq!(log.next_offset(), 2);
+}
+
 #[test]
 fn plain_appends_leave_epochs_alone() {
     let dir = tempfile::tempdir().unwrap();

@@ -28,6 +28,16 @@ fn partitions(b: &Broker, topic: &str) -> Option<BTreeMap<i32, Placement>> {
     Some(t.partitions.into_iter().map(|p| (p.partition, (p.leader, p.replicas, p.isr))).collect())
 }
 
+/// The epochs of the "leading" lines for partition 0 of `topic` in a
+/// node's log.
+fn leading_epochs(log: &str, topic: &str) -> Vec<i32> {
+    let needle = format!("topic={topic} partition=0 ");
+    log.lines()
+        .filter(|l| l.contains(" leading ") && l.contains(&needle))
+        .filter_map(|l| l.split("epoch=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
 /// A ferry client of node `b` on a thread of its own, running `call`.
 fn with_client<T: Send + 'static>(b: &Broker, call: fn(Client) -> futures_like::BoxFuture<T>) -> T {
     let bootstrap = b.bootstrap();
@@ -93,6 +103,9 @@ fn leadership_returns_to_a_restarted_preferred_replica() {
     let victim = before.unwrap()[&0].0;
     let survivor = c.ids().into_iter().find(|id| *id != victim).unwrap();
     let acked = produce_acked(c.node(victim), TOPIC, 0..200);
+    // The last epoch the victim led partition 0 in, and where its log is.
+    let before_kill = c.node(victim).log_text();
+    let led = leading_epochs(&before_kill, TOPIC).into_iter().max().expect("the victim logged its leadership");
 
     c.kill9(victim);
     eventually_within("partition 0 led elsewhere", CLUSTER_WAIT, || {
@@ -107,6 +120,13 @@ fn leadership_returns_to_a_restarted_preferred_replica() {
         after.as_ref().is_some_and(|p| p.values().all(|(leader, replicas, _)| replicas.first() == Some(leader)))
     });
     assert_eq!(after.unwrap()[&0].0, victim);
+    // Fenced until caught up (docs/reliability.md, Found 3): the restarted
+    // process never led partition 0 in the epoch it led before the kill
+    // (its replayed metadata still says so), only in newer ones.
+    let restarted = c.node(victim).log_text();
+    let since = restarted.get(before_kill.len()..).unwrap_or_default();
+    let stale: Vec<i32> = leading_epochs(since, TOPIC).into_iter().filter(|e| *e <= led).collect();
+    assert!(stale.is_empty(), "restarted node {victim} led in stale epochs {stale:?} (before: {led})");
     let got = consume_all(c.node(survivor), TOPIC, 1, acked.len());
     let got: Vec<(i64, u32)> =
         got.into_iter().map(|(_, offset, _, v)| (offset, std::str::from_utf8(&v).unwrap().parse().unwrap())).collect();

@@ -101,6 +101,9 @@ pub struct QuorumClient {
     workers: AtomicBool,
 }
 
+/// Deliveries taken from a remote leader, tagged with its (node, epoch).
+type Buffered = (Option<(i32, i32)>, VecDeque<Delivery>);
+
 /// One consumer of a quorum queue on this node.
 pub struct QuorumConsumer {
     id: u64,
@@ -108,7 +111,7 @@ pub struct QuorumConsumer {
     /// Deliveries asked of a remote leader per take.
     window: u32,
     /// Taken from a remote leader (node, epoch) and not yet handed out.
-    buffer: Mutex<(Option<(i32, i32)>, VecDeque<Delivery>)>,
+    buffer: Mutex<Buffered>,
     /// Its registration on the local queue, while this node leads.
     local: Mutex<Option<(Weak<Queue>, u64)>>,
 }
@@ -428,7 +431,7 @@ impl QuorumClient {
                                     Some(d) if buffer.0 == Some((node, epoch)) => buffer.1.push_back(d),
                                     Some(_) => {}
                                     None => {
-                                        tracing::warn!(queue = %self.name, offset = w.offset, "undecodable delivery")
+                                        tracing::warn!(queue = %self.name, offset = w.offset, "undecodable delivery");
                                     }
                                 }
                             }
@@ -551,10 +554,11 @@ async fn forward_batch(c: &Arc<QuorumClient>, mut batch: Vec<(Message, Option<Do
                 let mut iter = batch.into_iter();
                 for (m, done) in iter.by_ref() {
                     match q.publish(&m) {
-                        Ok(Published::Stored(offset)) => match done {
-                            Some(done) => q.on_durable(offset, done),
-                            None => {}
-                        },
+                        Ok(Published::Stored(offset)) => {
+                            if let Some(done) = done {
+                                q.on_durable(offset, done);
+                            }
+                        }
                         Ok(Published::Rejected) => {
                             if let Some(done) = done {
                                 done(false);

@@ -211,7 +211,7 @@ fn elect_preferred(c: &Cluster, via: i32, topic: &str) {
             let config = ferry_client::ClientConfig::new("fwd-test", Duration::from_secs(10));
             let client = ferry_client::Client::connect(&bootstrap, config).await.expect("connect");
             let _ = client.elect_leaders(false, Some(&[(topic, 0)])).await;
-        })
+        });
     })
     .join()
     .expect("election thread");

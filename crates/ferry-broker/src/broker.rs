@@ -127,7 +127,7 @@ pub struct Broker {
     /// (`messaging/remote_queue.rs`).
     pub(crate) queue_sessions: Mutex<crate::messaging::remote_queue::Sessions>,
     /// This node's forwarding clients of quorum queues, one per queue
-    /// (`messaging/quorum_client.rs`).
+    /// (`messaging/quorum_client/`).
     pub(crate) quorum_clients: Mutex<crate::messaging::quorum_client::Clients>,
 }
 

@@ -6,7 +6,9 @@
 //! image, a queue whose partition this node now leads (in a leader epoch
 //! it has not opened it in) is opened, its cursor rebuilt from the
 //! partition's log ([`Queue::open_replicated`]); one it no longer leads,
-//! or that was deleted, is closed (marked deleted, so its consumers stop).
+//! or that was deleted, is closed (marked deleted: consumers holding the
+//! `Queue` itself stop; AMQP consumers go through the node's
+//! `QuorumClient`, which moves them to the next leader).
 //! docs/cluster.md, "Queues in a cluster".
 
 use std::collections::BTreeMap;

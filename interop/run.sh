@@ -3,7 +3,7 @@
 # confluent-kafka over SASL_PLAINTEXT SCRAM-SHA-256 with ACLs; confluent-kafka and
 # kcat over SASL_SSL SCRAM-SHA-512;
 # transactions with the three Python clients; KafkaJS), the seed's pika example
-# and pika against RabbitMQ's error answers (AMQP), paho-mqtt (MQTT 3.1.1 / 5, TCP and WebSocket)
+# and pika against RabbitMQ's error answers (AMQP), pika and the seed against a three-node cluster (quorum queue forwarding), paho-mqtt (MQTT 3.1.1 / 5, TCP and WebSocket)
 # stomp.py (STOMP 1.0 / 1.1 / 1.2, with pika on the AMQP side), @stomp/stompjs
 # (STOMP over WebSocket on the MQTT WebSocket listener's /stomp) and redis-py
 # (RESP2 / RESP3, with confluent-kafka and pika on the other side), and pika /
@@ -160,6 +160,7 @@ run_test transactions    "$venv/bin/python" "$here/transactions_test.py"
 run_test kafkajs         node "$here/kafkajs_test.mjs"
 run_test pika_seed       "$venv/bin/python" "$here/pika_seed_test.py"
 run_test pika_answers    "$venv/bin/python" "$here/pika_rabbitmq_answers_test.py"
+run_test pika_cluster    "$venv/bin/python" "$here/pika_cluster_test.py"
 run_test stomp_py        "$venv/bin/python" "$here/stomp_py_test.py"
 run_test stompjs_ws      node "$here/stompjs_ws_test.mjs"
 run_test redis_py        "$venv/bin/python" "$here/redis_py_test.py"

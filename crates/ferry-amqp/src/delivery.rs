@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use amq_protocol::protocol::{AMQPClass, basic};
 use bytes::BytesMut;
-use ferry_broker::messaging::consumer::{self, Credit, FeedEnd};
-use ferry_broker::messaging::{Delivery, Queue};
+use ferry_broker::messaging::consumer::{Credit, FeedEnd};
+use ferry_broker::messaging::{Delivery, HandleConsumer, QueueHandle};
 use tokio::sync::Notify;
 
 use crate::error::{AmqpError, PRECONDITION_FAILED};
@@ -19,7 +19,7 @@ use crate::frame;
 use crate::outbox::Outbox;
 
 pub struct Unacked {
-    pub queue: Arc<Queue>,
+    pub queue: QueueHandle,
     pub offset: u64,
     pub consumer: Option<Arc<str>>,
 }
@@ -88,7 +88,7 @@ impl Shared {
 
     /// Hands `d` to consumer `tag` (or, for basic.get, `tag` None). Returns
     /// false if the consumer is gone; the message then goes back.
-    pub fn deliver(&self, tag: Option<&Arc<str>>, no_ack: bool, d: &Delivery, queue: &Arc<Queue>, ready: u32) -> bool {
+    pub fn deliver(&self, tag: Option<&Arc<str>>, no_ack: bool, d: &Delivery, queue: &QueueHandle, ready: u32) -> bool {
         let m = &d.message;
         let mut s = self.lock();
         let live = !s.closed && tag.is_none_or(|t| s.consumers.contains_key(t));
@@ -128,7 +128,7 @@ impl Shared {
                 slot.in_flight += 1;
             }
         }
-        queue.stats.delivered(d.redelivered);
+        queue.delivered(d.redelivered);
         self.outbox.send(out.freeze());
         drop(s);
         if no_ack && let Err(e) = queue.auto_ack(&[m.offset]) {
@@ -178,14 +178,14 @@ impl Shared {
     }
 
     /// Feeds consumer `tag` from `queue` until it is cancelled.
-    pub async fn run_consumer(self: Arc<Self>, tag: Arc<str>, queue: Arc<Queue>, id: u64, no_ack: bool) {
+    pub async fn run_consumer(self: Arc<Self>, tag: Arc<str>, queue: QueueHandle, id: HandleConsumer, no_ack: bool) {
         loop {
             // Backpressure: a client that does not read its socket stops
             // getting deliveries.
             if self.outbox.is_full() {
                 self.outbox.wait_room().await;
             }
-            match consumer::next_delivery(&queue, id, &self.credit, || self.credit(&tag)).await {
+            match queue.next_delivery(&id, &self.credit, || self.credit(&tag)).await {
                 Ok(d) => {
                     if !self.deliver(Some(&tag), no_ack, &d, &queue, 0) {
                         return;
@@ -216,9 +216,9 @@ fn unknown_tag(tag: u64) -> AmqpError {
 }
 
 fn apply(taken: Vec<Unacked>, how: Settle) -> Result<(), AmqpError> {
-    let mut by_queue: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
+    let mut by_queue: Vec<(QueueHandle, Vec<u64>)> = Vec::new();
     for u in taken {
-        match by_queue.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
+        match by_queue.iter_mut().find(|(q, _)| q.same(&u.queue)) {
             Some((_, offs)) => offs.push(u.offset),
             None => by_queue.push((u.queue, vec![u.offset])),
         }

@@ -344,6 +344,10 @@ impl Broker {
                 .map_err(|e| PeerError::Failed(e.to_string()))??;
                 Ok(PeerReply::LowWatermark(low as i64))
             }
+            queue @ (PeerRequest::QueuePublish { .. }
+            | PeerRequest::QueueTake { .. }
+            | PeerRequest::QueueSettle { .. }
+            | PeerRequest::QueuePurge { .. }) => self.serve_queue_peer(queue).await,
             // Transaction calls wait for an ISR: off the async workers.
             txn => tokio::task::spawn_blocking(move || self.serve_txn_peer(txn))
                 .await

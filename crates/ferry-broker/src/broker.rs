@@ -123,6 +123,12 @@ pub struct Broker {
     /// Quorum queues whose partition this node leads, opened in that
     /// leader epoch (`messaging/quorum.rs`).
     pub(crate) quorum_queues: Mutex<crate::messaging::quorum::QuorumQueues>,
+    /// Forwarding nodes' deliveries of the quorum queues led here
+    /// (`messaging/remote_queue.rs`).
+    pub(crate) queue_sessions: Mutex<crate::messaging::remote_queue::Sessions>,
+    /// This node's forwarding clients of quorum queues, one per queue
+    /// (`messaging/quorum_client/`).
+    pub(crate) quorum_clients: Mutex<crate::messaging::quorum_client::Clients>,
 }
 
 impl Broker {
@@ -191,6 +197,8 @@ impl Broker {
             metadata: RwLock::new(Arc::new(MetadataImage::default())),
             controller: OnceLock::new(),
             quorum_queues: Mutex::default(),
+            queue_sessions: Mutex::default(),
+            quorum_clients: Mutex::default(),
         });
         // Transactions a crash left half-ended are finished by the
         // housekeeping tick once the image has placed their partitions here

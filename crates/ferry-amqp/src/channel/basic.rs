@@ -39,8 +39,8 @@ impl Channel {
                 self.shared.credit.notify_waiters();
                 if let Some(h) = self.consumers.remove(&tag) {
                     h.task.abort();
-                    if h.queue.remove_consumer(h.id) {
-                        cx.vhost.delete_if_present(&h.queue)?;
+                    if let Some(q) = h.queue.remove_consumer(&h.id) {
+                        cx.vhost.delete_if_present(&q)?;
                     }
                 }
                 if !c.nowait {
@@ -53,11 +53,11 @@ impl Channel {
             }
             basic::AMQPMethod::Get(g) => {
                 cx.check(Perm::Read, "queue", g.queue.as_str())?;
-                let q = cx.vhost.queue_for(g.queue.as_str(), cx.id)?;
+                let q = cx.vhost.queue_handle_for(g.queue.as_str(), cx.id)?;
                 q.touch();
-                match q.take(None)? {
-                    Some(d) => {
-                        let ready = q.ready_count().min(u64::from(u32::MAX)) as u32;
+                match q.get()? {
+                    Some((d, ready)) => {
+                        let ready = ready.min(u64::from(u32::MAX)) as u32;
                         self.shared.deliver(None, g.no_ack, &d, &q, ready);
                         Ok(())
                     }
@@ -87,7 +87,7 @@ impl Channel {
     fn consume(&mut self, cx: &mut ConnCtx, c: basic::Consume) -> Result<(), AmqpError> {
         let name = cx.queue_name(c.queue.as_str())?;
         cx.check(Perm::Read, "queue", &name)?;
-        let q = cx.vhost.queue_for(&name, cx.id)?;
+        let q = cx.vhost.queue_handle_for(&name, cx.id)?;
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
             format!("amq.ctag-{}", uuid::Uuid::new_v4().simple()).into()
         } else {
@@ -96,7 +96,7 @@ impl Channel {
         if self.consumers.contains_key(&tag) {
             return Err(AmqpError::new(NOT_ALLOWED, format!("attempt to reuse consumer tag '{tag}'")));
         }
-        let id = q.add_consumer(c.exclusive)?;
+        let id = q.add_consumer(c.exclusive, self.consumer_prefetch)?;
         self.shared
             .lock()
             .consumers
@@ -107,8 +107,9 @@ impl Channel {
             self.send(cx, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(ok)))?;
         }
         // In the connection's span, so its deliveries can be told apart.
-        let task =
-            tokio::spawn(self.shared.clone().run_consumer(tag.clone(), q.clone(), id, c.no_ack).in_current_span());
+        let task = tokio::spawn(
+            self.shared.clone().run_consumer(tag.clone(), q.clone(), id.clone(), c.no_ack).in_current_span(),
+        );
         self.consumers.insert(tag, ConsumerHandle { queue: q, id, task });
         Ok(())
     }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use amq_protocol::protocol::{AMQPClass, access};
 use bytes::BytesMut;
-use ferry_broker::messaging::Queue;
+use ferry_broker::messaging::{HandleConsumer, QueueHandle};
 use tokio::task::JoinHandle;
 
 use crate::confirms::Confirms;
@@ -31,9 +31,9 @@ use publish::PendingPublish;
 use tx::TxBuffer;
 
 struct ConsumerHandle {
-    queue: Arc<Queue>,
-    /// The queue's id for this consumer.
-    id: u64,
+    queue: QueueHandle,
+    /// The queue's registration of this consumer.
+    id: HandleConsumer,
     task: JoinHandle<()>,
 }
 
@@ -81,8 +81,8 @@ impl Channel {
         self.shared.credit.notify_waiters();
         for (_, c) in self.consumers.drain() {
             c.task.abort();
-            if c.queue.remove_consumer(c.id) {
-                let _ = cx.vhost.delete_if_present(&c.queue);
+            if let Some(q) = c.queue.remove_consumer(&c.id) {
+                let _ = cx.vhost.delete_if_present(&q);
             }
         }
         self.shared.requeue_all();

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use amq_protocol::protocol::AMQPClass;
 use amq_protocol::protocol::basic::{self, AMQPProperties, parse_properties};
 use bytes::{Bytes, BytesMut};
-use ferry_broker::messaging::{Message, Published, Queue};
+use ferry_broker::messaging::{HandlePublished, Message, PublishWait};
 use ferry_util::time::now_ms;
 
 use super::{Channel, Perm};
@@ -179,11 +179,11 @@ impl Channel {
         msg: &Message,
         mandatory: bool,
         confirm: Option<(Confirms, u64)>,
-    ) -> Result<Vec<(Arc<Queue>, u64)>, AmqpError> {
+    ) -> Result<Vec<PublishWait>, AmqpError> {
         if msg.deliver_at.is_some() {
             return self.store_delayed(cx, msg, confirm);
         }
-        let (queues, topics) = cx.vhost.route_all(&msg.exchange, &msg.routing_key, &msg.headers)?;
+        let (queues, topics) = cx.vhost.route_handles(&msg.exchange, &msg.routing_key, &msg.headers)?;
         let mut appends = Vec::with_capacity(topics.len());
         for t in &topics {
             appends.push(cx.vhost.publish_to_topic(t, msg)?);
@@ -204,9 +204,9 @@ impl Channel {
         let mut rejected = false;
         for q in &queues {
             match q.publish(msg)? {
-                Published::Stored(offset) if msg.persistent && q.spec.durable => waits.push((q.clone(), offset)),
-                Published::Stored(_) => {}
-                Published::Rejected => rejected = true,
+                HandlePublished::Stored(wait) => waits.push(wait),
+                HandlePublished::Volatile => {}
+                HandlePublished::Rejected => rejected = true,
             }
         }
         let Some((confirms, seq)) = confirm else {
@@ -234,9 +234,9 @@ impl Channel {
                 }
             });
         }
-        for (q, offset) in waits {
+        for wait in waits {
             let (state, confirms) = (state.clone(), confirms.clone());
-            q.on_durable(offset, move |ok| {
+            wait.on_done(move |ok| {
                 if !ok {
                     state.failed.store(true, Ordering::Release);
                 }
@@ -256,7 +256,7 @@ impl Channel {
         cx: &ConnCtx,
         msg: &Message,
         confirm: Option<(Confirms, u64)>,
-    ) -> Result<Vec<(Arc<Queue>, u64)>, AmqpError> {
+    ) -> Result<Vec<PublishWait>, AmqpError> {
         let offset = cx.vhost.publish_delayed(msg)?;
         let Some((confirms, seq)) = confirm else { return Ok(Vec::new()) };
         if !msg.persistent {

@@ -50,7 +50,7 @@ impl Channel {
             queue::AMQPMethod::Purge(p) => {
                 let name = cx.queue_name(p.queue.as_str())?;
                 cx.check(Perm::Read, "queue", &name)?;
-                let n = cx.vhost.queue_for(&name, cx.id)?.purge()?;
+                let n = cx.vhost.queue_handle_for(&name, cx.id)?.purge()?;
                 if !p.nowait {
                     let message_count = n.min(u64::from(u32::MAX)) as u32;
                     self.send(cx, AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count })))?;
@@ -60,7 +60,7 @@ impl Channel {
             queue::AMQPMethod::Delete(d) => {
                 let name = cx.queue_name(d.queue.as_str())?;
                 cx.check(Perm::Delete, "queue", &name)?;
-                let n = cx.vhost.delete_queue(&name, d.if_unused, d.if_empty, cx.id)?;
+                let n = cx.vhost.delete_queue_handle(&name, d.if_unused, d.if_empty, cx.id)?;
                 if !d.nowait {
                     let message_count = n.min(u64::from(u32::MAX)) as u32;
                     self.send(cx, AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count })))?;
@@ -87,16 +87,20 @@ impl Channel {
             auto_delete: d.auto_delete,
             arguments: values::headers(&d.arguments),
         };
-        let q = cx.vhost.declare_queue(spec, d.passive, cx.id)?;
-        if q.spec.exclusive_owner == Some(cx.id) && !cx.exclusive.iter().any(|e| Arc::ptr_eq(e, &q)) {
+        let h = cx.vhost.declare_queue_handle(spec, d.passive, cx.id)?;
+        if let Some(q) = h.as_local()
+            && q.spec.exclusive_owner == Some(cx.id)
+            && !cx.exclusive.iter().any(|e| Arc::ptr_eq(e, q))
+        {
             cx.exclusive.push(q.clone());
         }
-        cx.last_queue = Some(q.name().to_string());
+        cx.last_queue = Some(h.name().to_string());
         if !d.nowait {
+            let (ready, consumers) = h.counts();
             let ok = queue::DeclareOk {
-                queue: q.name().into(),
-                message_count: q.ready_count().min(u64::from(u32::MAX)) as u32,
-                consumer_count: q.consumer_count(),
+                queue: h.name().into(),
+                message_count: ready.min(u64::from(u32::MAX)) as u32,
+                consumer_count: consumers,
             };
             self.send(cx, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(ok)))?;
         }

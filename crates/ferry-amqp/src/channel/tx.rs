@@ -54,9 +54,9 @@ impl Channel {
         for (msg, mandatory) in &buf.publishes {
             waits.extend(self.route_and_store(cx, msg, *mandatory, None)?);
         }
-        for (q, offset) in waits {
+        for wait in waits {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            q.on_durable(offset, move |ok| {
+            wait.on_done(move |ok| {
                 let _ = tx.send(ok);
             });
             if !matches!(rx.await, Ok(true)) {

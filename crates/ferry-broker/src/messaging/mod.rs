@@ -20,7 +20,10 @@ mod forwarding;
 pub mod kafka_link;
 pub mod message;
 pub mod queue;
+pub mod queue_handle;
 pub(crate) mod quorum;
+pub mod quorum_client;
+pub(crate) mod remote_queue;
 mod vhost;
 
 use std::collections::BTreeMap;
@@ -35,6 +38,7 @@ pub use exchange::{Binding, Destination, Exchange, ExchangeKind, HeaderValue, He
 pub use kafka_link::Hooks;
 pub use message::{Message, StoredMessage};
 pub use queue::{Delivery, Letter, Published, Queue, QueueSpec};
+pub use queue_handle::{HandleConsumer, HandlePublished, PublishWait, QueueHandle};
 pub use vhost::{MAX_MESSAGE_BYTES, Vhost};
 
 /// Why a messaging operation was refused. Front-ends map these to their

@@ -616,6 +616,40 @@ impl Queue {
         Ok(())
     }
 
+    /// Acknowledgements forwarded by another node (issue #17): each offset
+    /// is settled wherever it is: out with a consumer, handed back, or
+    /// (after a leader move) not yet delivered again by this leader. So an
+    /// ack re-sent to a new leader still holds. Offsets past the log end
+    /// are ignored.
+    pub fn ack_anywhere(&self, offsets: &[u64]) -> Result<()> {
+        let end = self.log.next_offset();
+        let mut c = self.cursor();
+        let mut done = c.settle(offsets)?;
+        let rest: Vec<u64> = offsets
+            .iter()
+            .copied()
+            .filter(|&o| o < end && !c.cursor.is_acked(o) && c.cursor.outstanding(o).is_none())
+            .collect();
+        for &o in &rest {
+            c.cursor.forget_requeued(o);
+        }
+        c.ack(&rest)?;
+        done += rest.len();
+        drop(c);
+        self.stats.acked(done as u64);
+        Ok(())
+    }
+
+    /// Calls `done` once every cursor change made so far is safe: on the
+    /// ISR for a quorum queue (its cursor records), at once otherwise (a
+    /// node-local cursor's journal is its own business).
+    pub fn on_settled(&self, done: impl FnOnce(bool) + Send + 'static) {
+        match &self.partition {
+            Some(p) => p.on_acknowledged(self.log.next_offset(), done),
+            None => done(true),
+        }
+    }
+
     /// Deliveries made without acknowledgement (auto-ack) leave the queue.
     pub fn auto_ack(&self, offsets: &[u64]) -> Result<()> {
         self.settle(offsets).map(|_| ())
@@ -696,10 +730,22 @@ impl Queue {
                     break;
                 }
                 let Some(front) = c.extra.buffer.front() else { break };
-                if !c.cursor.is_acked(front.offset) && !self.expired(front, now) {
+                let (offset, settled) = (front.offset, not_fresh(&c, front.offset));
+                if !settled && !self.expired(front, now) {
                     break;
                 }
-                let Some(m) = self.pop_head(&mut c)? else { break };
+                // The front itself leaves: `pop_head` would skip a settled
+                // front (one acknowledged before this leader took it: a
+                // forwarded ack after a takeover) and expire the next
+                // message instead, which is not due.
+                let Some(m) = c.extra.buffer.pop_front() else { break };
+                c.cursor.taken_through(offset);
+                if settled {
+                    continue;
+                }
+                let size = m.body.len() as u32;
+                c.extra.ready_bytes = c.extra.ready_bytes.saturating_sub(u64::from(size));
+                c.cursor.deliver(offset, Outstanding { count: 0, size });
                 letters.push((m, "expired"));
             }
             if self.args.limited() {

@@ -6,7 +6,9 @@
 //! image, a queue whose partition this node now leads (in a leader epoch
 //! it has not opened it in) is opened, its cursor rebuilt from the
 //! partition's log ([`Queue::open_replicated`]); one it no longer leads,
-//! or that was deleted, is closed (marked deleted, so its consumers stop).
+//! or that was deleted, is closed (marked deleted: consumers holding the
+//! `Queue` itself stop; AMQP consumers go through the node's
+//! `QuorumClient`, which moves them to the next leader).
 //! docs/cluster.md, "Queues in a cluster".
 
 use std::collections::BTreeMap;
@@ -75,6 +77,7 @@ impl Broker {
     /// Snapshot records and trimming for the quorum queues served here
     /// (the housekeeping tick).
     pub(crate) fn maintain_quorum_queues(&self) {
+        self.expire_queue_sessions();
         let queues: Vec<Arc<Queue>> = lock(&self.quorum_queues).values().map(|(_, q)| q.clone()).collect();
         for q in queues {
             if let Err(e) = q.sweep().and_then(|()| q.maintain(false)) {
@@ -373,6 +376,58 @@ mod tests {
         assert!(broker.metadata().topic_by_id(topic_id).is_none());
         assert!(vhost.queue("orders").is_none());
         assert!(vhost.queue("plain").is_some() && vhost.queue("solo").is_some(), "classic queues stay");
+        vhosts.shutdown();
+    }
+
+    /// A forwarded ack (`Queue::ack_anywhere`) settles a message this
+    /// leader has not handed out yet (an ack re-sent to a new leader after
+    /// a takeover), and the periodic sweep then drops that settled head
+    /// without expiring the message behind it (it used to take the next
+    /// message as "expired": lost). The vhost answers a quorum queue with a
+    /// handle that reaches it wherever it is led.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forwarded_acks_settle_undelivered_messages_and_the_sweep_keeps_the_next() {
+        use crate::messaging::{HandlePublished, HeaderValue, Hooks, PublishWait, QueueHandle, QueueSpec, Vhosts};
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        let controller = crate::testing::install(&broker);
+        let hooks = Hooks { broker: Some(broker.clone()), ..Default::default() };
+        let vhosts = Vhosts::open(dir.path(), Default::default(), &["/".to_string()], hooks).unwrap();
+        let vhost = vhosts.get("/").unwrap();
+        let mut second = controller.node("127.0.0.1:9093");
+        second.id = broker.node_id() + 1;
+        controller.apply(vec![MetadataRecord::RegisterNode(second)]).unwrap();
+        let spec = QueueSpec {
+            name: "orders".into(),
+            durable: true,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments: [("x-queue-type".to_string(), HeaderValue::Str("quorum".into()))].into(),
+        };
+        let h = vhost.declare_queue_handle(spec, false, 1).unwrap();
+        assert!(matches!(h, QueueHandle::Quorum(_)), "a quorum queue is reached through its client");
+        assert!(matches!(vhost.queue_handle("orders"), Some(QueueHandle::Quorum(_))));
+        let mut offsets = Vec::new();
+        for i in 0..3 {
+            let HandlePublished::Stored(wait) = h.publish(&message(i)).unwrap() else { panic!("not stored") };
+            if let PublishWait::Local(_, offset) = &wait {
+                offsets.push(*offset);
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            wait.on_done(move |ok| {
+                let _ = tx.send(ok);
+            });
+            assert!(rx.await.unwrap(), "confirmed once the ISR has it");
+        }
+        assert_eq!(offsets.len(), 3, "led here: stored by the local queue");
+        assert_eq!(h.counts(), (3, 0));
+        let q = broker.quorum_queue("/", "orders").unwrap();
+        q.ack_anywhere(&offsets[..1]).unwrap();
+        q.sweep().unwrap();
+        let d = q.take(None).unwrap().unwrap();
+        assert_eq!(&d.message.body[..], b"m1", "the acknowledged head is gone, the next is not expired");
+        assert_eq!(&q.take(None).unwrap().unwrap().message.body[..], b"m2");
+        assert!(q.take(None).unwrap().is_none());
         vhosts.shutdown();
     }
 }

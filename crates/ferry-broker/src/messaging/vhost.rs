@@ -209,7 +209,7 @@ impl Vhost {
         MessagingError::NotFound(format!("no exchange '{name}' in vhost '{}'", self.name))
     }
 
-    fn not_found_queue(&self, name: &str) -> MessagingError {
+    pub(super) fn not_found_queue(&self, name: &str) -> MessagingError {
         MessagingError::NotFound(format!("no queue '{name}' in vhost '{}'", self.name))
     }
 
@@ -418,7 +418,7 @@ impl Vhost {
         Some(q)
     }
 
-    fn weak_self(&self) -> std::sync::Weak<Vhost> {
+    pub(super) fn weak_self(&self) -> std::sync::Weak<Vhost> {
         self.me.get().cloned().unwrap_or_default()
     }
 
@@ -447,7 +447,8 @@ impl Vhost {
         let me = broker.map(|b| b.node_id());
         match kind_now() {
             Some(QueueKind::Quorum { .. }) => {
-                // Led by another node: served through its leader (forwarding).
+                // Led by another node: `declare_queue_handle` answers with a
+                // forwarding handle (issue #17).
                 let q = self
                     .served_quorum_queue(&spec.name)
                     .ok_or(MessagingError::Internal(crate::BrokerError::NotLeaderOrFollower))?;
@@ -668,20 +669,30 @@ impl Vhost {
         routing_key: &str,
         headers: &Headers,
     ) -> Result<(Vec<Arc<Queue>>, Vec<String>)> {
-        let mut names = BTreeSet::new();
-        let mut topics = BTreeSet::new();
-        {
-            let table = self.table();
-            if !table.exchanges.contains_key(exchange) {
-                return Err(self.not_found_exchange(exchange));
-            }
-            let mut seen = BTreeSet::new();
-            walk(&table.exchanges, exchange, routing_key, headers, &mut seen, &mut names, &mut topics);
-        }
+        let (names, topics) = self.route_names(exchange, routing_key, headers)?;
         let queues = rd(&self.queues);
         let found =
             names.iter().filter_map(|n| queues.get(n).cloned().or_else(|| self.served_quorum_queue(n))).collect();
-        Ok((found, topics.into_iter().collect()))
+        Ok((found, topics))
+    }
+
+    /// The names of the queues, and the topics, a message published to
+    /// `exchange` reaches (declared or not).
+    pub(super) fn route_names(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: &Headers,
+    ) -> Result<(BTreeSet<String>, Vec<String>)> {
+        let mut names = BTreeSet::new();
+        let mut topics = BTreeSet::new();
+        let table = self.table();
+        if !table.exchanges.contains_key(exchange) {
+            return Err(self.not_found_exchange(exchange));
+        }
+        let mut seen = BTreeSet::new();
+        walk(&table.exchanges, exchange, routing_key, headers, &mut seen, &mut names, &mut topics);
+        Ok((names, topics.into_iter().collect()))
     }
 
     /// Appends `m` to the Kafka topic `topic` (acks=all); the caller

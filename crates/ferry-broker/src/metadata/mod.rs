@@ -25,7 +25,7 @@ pub use coordinator::{CoordinatorKind, GROUP_TOPIC, TXN_TOPIC, coordinator_parti
 pub use decommission::{decommission, recommission, unregister};
 pub use election::{ElectionError, ElectionResult, ElectionType};
 pub use image::{MetadataImage, NodeInfo, PartitionInfo, TopicInfo, listener};
-pub use peer::{PeerError, PeerReply, PeerRequest};
+pub use peer::{PeerError, PeerReply, PeerRequest, WireDelivery};
 pub use reassignment::{complete as complete_reassignment, complete_all as complete_reassignments, reassign};
 pub use record::MetadataRecord;
 pub use security::security_change;

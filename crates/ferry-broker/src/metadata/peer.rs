@@ -63,6 +63,58 @@ pub enum PeerRequest {
         /// (topic, partition, offset) triples.
         offsets: Vec<(String, i32, crate::group::Committed)>,
     },
+    /// Messages for a quorum queue, forwarded by a node that does not lead
+    /// it (issue #17); answered once the queue's ISR has them (the
+    /// publisher confirm), with [`PeerReply::QueueStored`].
+    QueuePublish {
+        /// Virtual host.
+        vhost: String,
+        /// Queue name.
+        queue: String,
+        /// The messages, one record batch (`messaging::message::encode_all`), base64.
+        batch: String,
+    },
+    /// Up to `max` deliveries for the consumers of a forwarding node
+    /// (`session`), waiting up to `wait_ms` for one; `max` 0 only renews the
+    /// session and asks for the counts. Answered with
+    /// [`PeerReply::QueueDeliveries`].
+    QueueTake {
+        /// Virtual host.
+        vhost: String,
+        /// Queue name.
+        queue: String,
+        /// The forwarding node's session: its deliveries go back to the
+        /// queue when it is silent for the session timeout.
+        session: String,
+        /// Most deliveries to return.
+        max: u32,
+        /// Long-poll bound, ms.
+        wait_ms: u64,
+    },
+    /// Acks, returns (requeue) and rejects of a forwarding node's
+    /// deliveries, answered once the cursor records are on the ISR.
+    QueueSettle {
+        /// Virtual host.
+        vhost: String,
+        /// Queue name.
+        queue: String,
+        /// The forwarding node's session.
+        session: String,
+        /// Acknowledged offsets (settled wherever they are: out, handed back
+        /// or not yet delivered by a new leader).
+        acks: Vec<u64>,
+        /// Offsets handed back for redelivery.
+        requeues: Vec<u64>,
+        /// Offsets rejected without requeue (dead-lettered or dropped).
+        rejects: Vec<u64>,
+    },
+    /// queue.purge of a quorum queue led by the called node.
+    QueuePurge {
+        /// Virtual host.
+        vhost: String,
+        /// Queue name.
+        queue: String,
+    },
 }
 
 /// What a peer call returns.
@@ -72,6 +124,31 @@ pub enum PeerReply {
     LowWatermark(i64),
     /// The marker or offsets are written and acknowledged.
     Done,
+    /// To [`PeerRequest::QueuePublish`]: per message, stored (and on the
+    /// ISR) or refused by a full queue.
+    QueueStored(Vec<bool>),
+    /// To [`PeerRequest::QueueTake`] and [`PeerRequest::QueuePurge`].
+    QueueDeliveries {
+        /// The deliveries, in order.
+        deliveries: Vec<WireDelivery>,
+        /// Messages ready in the queue (purged, for a purge).
+        ready: u64,
+        /// Consumers registered on the leader.
+        consumers: u32,
+    },
+}
+
+/// One delivery of a quorum queue, sent to the node forwarding it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireDelivery {
+    /// The message's offset in the queue's partition.
+    pub offset: u64,
+    /// May have been delivered before.
+    pub redelivered: bool,
+    /// Deliveries so far, this one included.
+    pub count: u32,
+    /// The message as a one-record batch (`messaging::message::encode`), base64.
+    pub batch: String,
 }
 
 /// Why a peer did not carry out a call; serializable, and mapped back to a

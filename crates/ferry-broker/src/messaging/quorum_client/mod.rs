@@ -1,0 +1,526 @@
+//! A node's client of one quorum queue (issue #17, "any node serves any
+//! client"): every channel of this node reaches the queue through it,
+//! whichever node leads it now. Each call looks the leader up in the
+//! latest image: this node (the local [`Queue`]) or another one, called
+//! over the cluster port (`remote_queue.rs` is the other end).
+//!
+//! - Publishes go through one ordered pipeline; a batch is retried on the
+//!   next leader until one stores it and answers (the confirm), for up to
+//!   [`PUBLISH_DEADLINE`], then nacked. A retry after a leader died before
+//!   answering may store a message twice (at-least-once, as RabbitMQ's
+//!   confirms).
+//! - Settlements (ack, requeue, reject) are kept until a leader answered
+//!   them (its cursor records on the ISR) and re-sent to the next leader
+//!   until then; a take waits for them, so a new leader never hands out
+//!   again what this node's consumers acknowledged. Offsets acknowledged
+//!   here recently are also filtered out of what a leader hands out.
+//! - Consumers survive leader moves: a consumer follows the leader (local
+//!   or remote); its deliveries out at the move come back from the new
+//!   leader flagged redelivered. Only a deletion ends it.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use ferry_util::sync::lock;
+use tokio::sync::Notify;
+
+use crate::broker::Broker;
+mod pipelines;
+
+use crate::messaging::MessagingError;
+use crate::messaging::consumer::{self, Credit, FeedEnd};
+use crate::messaging::message::Message;
+use crate::messaging::queue::{Delivery, Published, Queue};
+use crate::messaging::remote_queue::decode_delivery;
+
+use crate::metadata::{PeerError, PeerReply, PeerRequest, QueueKind};
+
+/// A forwarded publish is nacked if no leader stored it within this.
+const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
+/// Long-poll of a remote take.
+const TAKE_WAIT_MS: u64 = 1000;
+/// Pause before retrying a call that found no leader.
+const RETRY: Duration = Duration::from_millis(100);
+/// Renewal period of this node's session on a remote leader.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Recently acknowledged offsets remembered for filtering.
+const RECENT_ACKS: usize = 1 << 16;
+/// Messages per forwarded publish batch.
+const PUBLISH_BATCH: usize = 256;
+
+/// Clients by (vhost, queue).
+pub type Clients = HashMap<(String, String), Arc<QuorumClient>>;
+
+/// Called with a publish's outcome: stored on the ISR (true) or not.
+pub type Done = Box<dyn FnOnce(bool) + Send>;
+
+/// Where the queue is served now.
+enum Target {
+    /// Here.
+    Local(Arc<Queue>),
+    /// On node `node`, in leader epoch `epoch`.
+    Remote { node: i32, epoch: i32 },
+    /// No leader at the moment.
+    Unavailable,
+    /// The queue is no longer declared.
+    Deleted,
+}
+
+#[derive(Default)]
+struct Settles {
+    acks: Vec<u64>,
+    requeues: Vec<u64>,
+    rejects: Vec<u64>,
+    /// A batch is on its way to a leader.
+    sending: bool,
+}
+
+impl Settles {
+    fn is_empty(&self) -> bool {
+        self.acks.is_empty() && self.requeues.is_empty() && self.rejects.is_empty()
+    }
+}
+
+/// This node's client of one quorum queue.
+pub struct QuorumClient {
+    broker: Weak<Broker>,
+    vhost: String,
+    name: String,
+    /// This node's session on remote leaders.
+    session: String,
+    publishes: Mutex<VecDeque<(Message, Option<Done>)>>,
+    publish_wake: Notify,
+    settles: Mutex<Settles>,
+    settle_wake: Notify,
+    /// Raised when a settlement batch was answered.
+    settled: Notify,
+    recent_acks: Mutex<BTreeSet<u64>>,
+    /// Deliveries taken from a remote leader and not yet settled (the
+    /// session needs renewing while there are any).
+    unsettled: AtomicI64,
+    next_consumer: AtomicU64,
+    workers: AtomicBool,
+}
+
+/// Deliveries taken from a remote leader, tagged with its (node, epoch).
+type Buffered = (Option<(i32, i32)>, VecDeque<Delivery>);
+
+/// One consumer of a quorum queue on this node.
+pub struct QuorumConsumer {
+    id: u64,
+    exclusive: bool,
+    /// Deliveries asked of a remote leader per take.
+    window: u32,
+    /// Taken from a remote leader (node, epoch) and not yet handed out.
+    buffer: Mutex<Buffered>,
+    /// Its registration on the local queue, while this node leads.
+    local: Mutex<Option<(Weak<Queue>, u64)>>,
+}
+
+impl std::fmt::Debug for QuorumConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuorumConsumer").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// This node's client of quorum queue `name` of `vhost` (made on first use).
+    pub fn quorum_client(self: &Arc<Self>, vhost: &str, name: &str) -> Arc<QuorumClient> {
+        lock(&self.quorum_clients)
+            .entry((vhost.to_string(), name.to_string()))
+            .or_insert_with(|| {
+                Arc::new(QuorumClient {
+                    broker: Arc::downgrade(self),
+                    vhost: vhost.to_string(),
+                    name: name.to_string(),
+                    session: format!("{}-{}", self.node_id(), uuid::Uuid::new_v4().simple()),
+                    publishes: Mutex::default(),
+                    publish_wake: Notify::new(),
+                    settles: Mutex::default(),
+                    settle_wake: Notify::new(),
+                    settled: Notify::new(),
+                    recent_acks: Mutex::default(),
+                    unsettled: AtomicI64::new(0),
+                    next_consumer: AtomicU64::new(0),
+                    workers: AtomicBool::new(false),
+                })
+            })
+            .clone()
+    }
+
+    /// Whether `vhost` declares `name` as a quorum queue (in the image).
+    pub fn is_quorum_queue(&self, vhost: &str, name: &str) -> bool {
+        self.metadata()
+            .amqp
+            .get(vhost)
+            .and_then(|d| d.queues.get(name))
+            .is_some_and(|d| matches!(d.kind, QueueKind::Quorum { .. }))
+    }
+}
+
+fn unavailable(why: impl std::fmt::Display) -> MessagingError {
+    MessagingError::Internal(crate::BrokerError::ControllerUnavailable(why.to_string()))
+}
+
+impl QuorumClient {
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn target(&self) -> Target {
+        let Some(b) = self.broker.upgrade() else { return Target::Deleted };
+        let image = b.metadata();
+        let Some(def) = image.amqp.get(&self.vhost).and_then(|d| d.queues.get(&self.name)) else {
+            return Target::Deleted;
+        };
+        let QueueKind::Quorum { topic_id } = def.kind else { return Target::Deleted };
+        if let Some(q) = b.quorum_queue(&self.vhost, &self.name) {
+            return Target::Local(q);
+        }
+        match image.topic_by_id(topic_id).and_then(|t| t.partitions.first()) {
+            Some(p) if p.leader >= 0 && p.leader != b.node_id() => {
+                Target::Remote { node: p.leader, epoch: p.leader_epoch }
+            }
+            Some(_) => Target::Unavailable,
+            None => Target::Deleted,
+        }
+    }
+
+    /// The local queue, if this node serves it now.
+    pub fn local(&self) -> Option<Arc<Queue>> {
+        match self.target() {
+            Target::Local(q) => Some(q),
+            _ => None,
+        }
+    }
+
+    async fn call(&self, node: i32, request: PeerRequest) -> Result<PeerReply, PeerError> {
+        let b = self.broker.upgrade().ok_or_else(|| PeerError::Unavailable("broker stopped".into()))?;
+        let controller =
+            b.controller.get().cloned().ok_or_else(|| PeerError::Unavailable("no controller installed".into()))?;
+        drop(b);
+        controller.call_peer(node, request).await
+    }
+
+    /// A call from a synchronous caller on an async worker (basic.get,
+    /// queue.declare's counts, queue.purge): on a multi-threaded runtime
+    /// only, never blocking a current-thread one.
+    fn call_blocking(&self, node: i32, request: PeerRequest) -> Result<PeerReply, MessagingError> {
+        let b = self.broker.upgrade().ok_or_else(|| unavailable("broker stopped"))?;
+        let call = || b.call_peer_blocking(node, request).map_err(MessagingError::Internal);
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(call)
+            }
+            Ok(_) => Err(unavailable("forwarding needs a multi-threaded runtime")),
+            Err(_) => call(),
+        }
+    }
+
+    fn start_workers(self: &Arc<Self>) {
+        if self.workers.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            self.workers.store(false, Ordering::Release);
+            return;
+        };
+        handle.spawn(pipelines::publisher(Arc::downgrade(self)));
+        handle.spawn(pipelines::settler(Arc::downgrade(self)));
+    }
+
+    /// Publishes `m`: at once into the local queue when this node leads
+    /// it and nothing forwarded is still queued (order), else through the
+    /// forwarding pipeline. `Ok(None)`: forwarded, `done` will be called;
+    /// `Ok(Some(..))`: stored here (`done` not called).
+    pub fn publish(
+        self: &Arc<Self>,
+        m: &Message,
+        done: Option<Done>,
+    ) -> Result<Option<(Arc<Queue>, Published)>, MessagingError> {
+        if lock(&self.publishes).is_empty()
+            && let Target::Local(q) = self.target()
+        {
+            match q.publish(m) {
+                Ok(p) => return Ok(Some((q, p))),
+                Err(crate::BrokerError::NotLeaderOrFollower) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.start_workers();
+        lock(&self.publishes).push_back((m.clone(), done));
+        self.publish_wake.notify_one();
+        Ok(None)
+    }
+
+    /// Acknowledges, hands back or rejects offsets, through whichever node
+    /// leads the queue; kept and retried until a leader answers.
+    pub fn settle(self: &Arc<Self>, acks: &[u64], requeues: &[u64], rejects: &[u64]) {
+        if !acks.is_empty() {
+            let mut recent = lock(&self.recent_acks);
+            recent.extend(acks.iter().copied());
+            while recent.len() > RECENT_ACKS {
+                recent.pop_first();
+            }
+        }
+        {
+            let mut s = lock(&self.settles);
+            s.acks.extend_from_slice(acks);
+            s.requeues.extend_from_slice(requeues);
+            s.rejects.extend_from_slice(rejects);
+        }
+        self.start_workers();
+        self.settle_wake.notify_one();
+    }
+
+    /// Waits until every settlement made so far has been answered.
+    async fn settles_flushed(&self) {
+        loop {
+            let answered = self.settled.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable();
+            {
+                let s = lock(&self.settles);
+                if s.is_empty() && !s.sending {
+                    return;
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), answered).await;
+        }
+    }
+
+    fn recently_acked(&self, offset: u64) -> bool {
+        lock(&self.recent_acks).contains(&offset)
+    }
+
+    /// A new consumer; `window` is how many deliveries it may hold (its
+    /// prefetch; 0 = unlimited).
+    pub fn add_consumer(self: &Arc<Self>, exclusive: bool, window: u16) -> Arc<QuorumConsumer> {
+        let window = if window == 0 { 64 } else { u32::from(window) };
+        Arc::new(QuorumConsumer {
+            id: self.next_consumer.fetch_add(1, Ordering::Relaxed),
+            exclusive,
+            window,
+            buffer: Mutex::default(),
+            local: Mutex::default(),
+        })
+    }
+
+    /// The consumer is gone: its unsent deliveries go back.
+    pub fn remove_consumer(self: &Arc<Self>, c: &QuorumConsumer) {
+        let buffered: Vec<u64> = lock(&c.buffer).1.drain(..).map(|d| d.message.offset).collect();
+        if !buffered.is_empty() {
+            self.settle(&[], &buffered, &[]);
+        }
+        if let Some((q, id)) = lock(&c.local).take()
+            && let Some(q) = q.upgrade()
+        {
+            q.remove_consumer(id);
+        }
+    }
+
+    /// Registers `c` on the local queue `q` (this leadership's), once.
+    fn local_id(&self, c: &QuorumConsumer, q: &Arc<Queue>) -> Result<u64, MessagingError> {
+        let mut local = lock(&c.local);
+        if let Some((cur, id)) = local.as_ref()
+            && std::ptr::eq(cur.as_ptr(), Arc::as_ptr(q))
+        {
+            return Ok(*id);
+        }
+        if let Some((old, id)) = local.take()
+            && let Some(old) = old.upgrade()
+        {
+            old.remove_consumer(id);
+        }
+        let id = q.add_consumer(c.exclusive)?;
+        *local = Some((Arc::downgrade(q), id));
+        Ok(id)
+    }
+
+    /// The next delivery for consumer `c` while `credit()` allows one, from
+    /// whichever node leads the queue; ends only when the consumer stops
+    /// or the queue is deleted (never on a leader move).
+    pub async fn next_delivery(
+        self: &Arc<Self>,
+        c: &QuorumConsumer,
+        credit_changed: &Notify,
+        mut credit: impl FnMut() -> Credit,
+    ) -> Result<Delivery, FeedEnd> {
+        loop {
+            let changed = credit_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match credit() {
+                Credit::Gone => return Err(FeedEnd::Stopped),
+                Credit::No => {
+                    // Bounded, so the session on a remote leader is renewed
+                    // by the settler's heartbeat while the consumer is full.
+                    let _ = tokio::time::timeout(HEARTBEAT, changed).await;
+                    continue;
+                }
+                Credit::Yes => {}
+            }
+            match self.target() {
+                Target::Deleted => {
+                    self.remove_consumer(c);
+                    return Err(FeedEnd::QueueDeleted);
+                }
+                Target::Unavailable => tokio::time::sleep(RETRY).await,
+                Target::Local(q) => {
+                    lock(&c.buffer).1.clear();
+                    let id = match self.local_id(c, &q) {
+                        Ok(id) => id,
+                        Err(e) => {
+                            tracing::warn!(queue = %self.name, error = %e, "cannot consume from the queue here");
+                            tokio::time::sleep(RETRY).await;
+                            continue;
+                        }
+                    };
+                    // Settlements made through an earlier leader land first.
+                    self.settles_flushed().await;
+                    match consumer::next_delivery(&q, id, credit_changed, &mut credit).await {
+                        Ok(d) if self.recently_acked(d.message.offset) => {
+                            self.settle(&[d.message.offset], &[], &[]);
+                        }
+                        Ok(d) => return Ok(d),
+                        Err(FeedEnd::Stopped) => return Err(FeedEnd::Stopped),
+                        // Deposed (or deleted: the next target says which).
+                        Err(FeedEnd::QueueDeleted) => {}
+                    }
+                }
+                Target::Remote { node, epoch } => {
+                    if let Some((q, id)) = lock(&c.local).take()
+                        && let Some(q) = q.upgrade()
+                    {
+                        q.remove_consumer(id);
+                    }
+                    {
+                        let mut buffer = lock(&c.buffer);
+                        if buffer.0 != Some((node, epoch)) {
+                            // Taken from an earlier leader: the new one hands
+                            // them out again, flagged redelivered.
+                            buffer.0 = Some((node, epoch));
+                            buffer.1.clear();
+                        }
+                        while let Some(d) = buffer.1.pop_front() {
+                            if self.recently_acked(d.message.offset) {
+                                drop(buffer);
+                                self.settle(&[d.message.offset], &[], &[]);
+                                buffer = lock(&c.buffer);
+                                continue;
+                            }
+                            return Ok(d);
+                        }
+                    }
+                    // What this node's consumers settled reaches the leader
+                    // before anything is taken from it.
+                    self.settles_flushed().await;
+                    let take = PeerRequest::QueueTake {
+                        vhost: self.vhost.clone(),
+                        queue: self.name.clone(),
+                        session: self.session.clone(),
+                        max: c.window,
+                        wait_ms: TAKE_WAIT_MS,
+                    };
+                    match self.call(node, take).await {
+                        Ok(PeerReply::QueueDeliveries { deliveries, .. }) => {
+                            let mut buffer = lock(&c.buffer);
+                            for w in &deliveries {
+                                self.unsettled.fetch_add(1, Ordering::Relaxed);
+                                match decode_delivery(w) {
+                                    Some(d) if buffer.0 == Some((node, epoch)) => buffer.1.push_back(d),
+                                    Some(_) => {}
+                                    None => {
+                                        tracing::warn!(queue = %self.name, offset = w.offset, "undecodable delivery");
+                                    }
+                                }
+                            }
+                        }
+                        Ok(other) => {
+                            tracing::warn!(queue = %self.name, reply = ?other, "unexpected take reply");
+                            tokio::time::sleep(RETRY).await;
+                        }
+                        Err(e) => {
+                            tracing::debug!(queue = %self.name, node, error = %e, "take from the queue's leader failed");
+                            tokio::time::sleep(RETRY).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One message without a consumer (basic.get), from the leader.
+    pub fn get(self: &Arc<Self>) -> Result<Option<(Delivery, u64)>, MessagingError> {
+        match self.target() {
+            Target::Local(q) => Ok(q.take(None)?.map(|d| (d, q.ready_count()))),
+            Target::Remote { node, .. } => {
+                let take = PeerRequest::QueueTake {
+                    vhost: self.vhost.clone(),
+                    queue: self.name.clone(),
+                    session: self.session.clone(),
+                    max: 1,
+                    wait_ms: 0,
+                };
+                match self.call_blocking(node, take)? {
+                    PeerReply::QueueDeliveries { deliveries, ready, .. } => {
+                        let d = deliveries.first().and_then(decode_delivery);
+                        if d.is_some() {
+                            self.unsettled.fetch_add(1, Ordering::Relaxed);
+                            self.start_workers();
+                        }
+                        Ok(d.map(|d| (d, ready)))
+                    }
+                    other => Err(unavailable(format!("unexpected reply {other:?}"))),
+                }
+            }
+            Target::Unavailable => Err(MessagingError::Internal(crate::BrokerError::NotLeaderOrFollower)),
+            Target::Deleted => Err(self.not_found()),
+        }
+    }
+
+    fn not_found(&self) -> MessagingError {
+        MessagingError::NotFound(format!("no queue '{}' in vhost '{}'", self.name, self.vhost))
+    }
+
+    /// (ready messages, consumers) as the leader counts them; zeros when
+    /// no leader answers.
+    pub fn counts(&self) -> (u64, u32) {
+        match self.target() {
+            Target::Local(q) => (q.ready_count(), q.consumer_count()),
+            Target::Remote { node, .. } => {
+                let take = PeerRequest::QueueTake {
+                    vhost: self.vhost.clone(),
+                    queue: self.name.clone(),
+                    session: self.session.clone(),
+                    max: 0,
+                    wait_ms: 0,
+                };
+                match self.call_blocking(node, take) {
+                    Ok(PeerReply::QueueDeliveries { ready, consumers, .. }) => (ready, consumers),
+                    _ => (0, 0),
+                }
+            }
+            Target::Unavailable | Target::Deleted => (0, 0),
+        }
+    }
+
+    /// queue.purge, on the leader.
+    pub fn purge(&self) -> Result<u64, MessagingError> {
+        match self.target() {
+            Target::Local(q) => Ok(q.purge()?),
+            Target::Remote { node, .. } => {
+                let purge = PeerRequest::QueuePurge { vhost: self.vhost.clone(), queue: self.name.clone() };
+                match self.call_blocking(node, purge)? {
+                    PeerReply::QueueDeliveries { ready, .. } => Ok(ready),
+                    other => Err(unavailable(format!("unexpected reply {other:?}"))),
+                }
+            }
+            Target::Unavailable => Err(MessagingError::Internal(crate::BrokerError::NotLeaderOrFollower)),
+            Target::Deleted => Err(self.not_found()),
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The leader's side of forwarding (issue #17, "any node serves any
+//! client"): a node that does not lead a quorum queue forwards its
+//! clients' publishes, takes and settlements here over the cluster port
+//! ([`PeerRequest::QueuePublish`], [`PeerRequest::QueueTake`],
+//! [`PeerRequest::QueueSettle`], [`PeerRequest::QueuePurge`]).
+//!
+//! Deliveries taken by a forwarding node belong to its *session*: when the
+//! session is silent for [`SESSION_TIMEOUT`] (the node died, or lost the
+//! cluster port) its unsettled deliveries go back to the queue, as a
+//! closed channel's do. The forwarding node renews its session with an
+//! empty take while it holds deliveries.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use ferry_util::sync::lock;
+
+use crate::broker::Broker;
+use crate::messaging::message::{self, Message, StoredMessage};
+use crate::messaging::queue::{Delivery, Published, Queue};
+use crate::metadata::{PeerError, PeerReply, PeerRequest, QueueKind, WireDelivery};
+
+/// A forwarding node silent this long loses its deliveries to the queue.
+pub(crate) const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest long-poll of a take (below the cluster port's 10 s call timeout).
+const MAX_WAIT: Duration = Duration::from_secs(5);
+/// How long a forwarded publish or settlement waits for the ISR.
+const ISR_WAIT: Duration = Duration::from_secs(8);
+
+/// One forwarding node's deliveries of one queue.
+pub(crate) struct Session {
+    /// The queue (this leadership's) the deliveries were taken from.
+    queue: Weak<Queue>,
+    /// Offsets out with the forwarding node's consumers.
+    offsets: BTreeSet<u64>,
+    seen: Instant,
+}
+
+/// Sessions by (vhost, queue, session id).
+pub(crate) type Sessions = HashMap<(String, String, String), Session>;
+
+/// A stored message back as the message that was published (its
+/// timestamp becomes the re-append's).
+pub(crate) fn to_message(m: StoredMessage) -> Message {
+    Message {
+        exchange: m.exchange,
+        routing_key: m.routing_key,
+        properties: m.properties,
+        body: m.body,
+        persistent: m.persistent,
+        headers: m.headers,
+        expires_at: m.expires_at,
+        priority: m.priority,
+        deliver_at: None,
+        retry_queue: m.retry_queue,
+        retries: m.retries,
+    }
+}
+
+/// A delivery for the wire.
+pub(crate) fn encode_delivery(d: &Delivery) -> crate::Result<WireDelivery> {
+    let batch = message::encode(&to_message(d.message.clone()), d.message.timestamp)?;
+    Ok(WireDelivery {
+        offset: d.message.offset,
+        redelivered: d.redelivered,
+        count: d.delivery_count,
+        batch: B64.encode(batch),
+    })
+}
+
+/// A delivery back from the wire.
+pub(crate) fn decode_delivery(w: &WireDelivery) -> Option<Delivery> {
+    let bytes = B64.decode(&w.batch).ok()?;
+    let mut m = message::decode_batches(&Bytes::from(bytes)).ok()?.into_iter().next()?;
+    m.offset = w.offset;
+    Some(Delivery { message: m, redelivered: w.redelivered, delivery_count: w.count })
+}
+
+/// Messages for the wire: one record batch, base64.
+pub(crate) fn encode_messages(ms: &[Message]) -> crate::Result<String> {
+    Ok(B64.encode(message::encode_all(ms, ferry_util::time::now_ms())?))
+}
+
+fn failed(e: impl std::fmt::Display) -> PeerError {
+    PeerError::Failed(e.to_string())
+}
+
+/// Waits (bounded) for a completion callback's answer.
+pub(crate) async fn completion(register: impl FnOnce(Box<dyn FnOnce(bool) + Send>)) -> bool {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    register(Box::new(move |ok| {
+        let _ = tx.send(ok);
+    }));
+    matches!(tokio::time::timeout(ISR_WAIT, rx).await, Ok(Ok(true)))
+}
+
+impl Broker {
+    /// The quorum queue served here, or why not: deleted (unknown) or led
+    /// elsewhere (the caller looks the leader up again).
+    fn served_queue(&self, vhost: &str, name: &str) -> Result<Arc<Queue>, PeerError> {
+        if let Some(q) = self.quorum_queue(vhost, name) {
+            return Ok(q);
+        }
+        let image = self.metadata();
+        let declared = image
+            .amqp
+            .get(vhost)
+            .and_then(|d| d.queues.get(name))
+            .is_some_and(|d| matches!(d.kind, QueueKind::Quorum { .. }));
+        Err(if declared { PeerError::NotLeaderOrFollower } else { PeerError::UnknownTopicOrPartition })
+    }
+
+    /// Notes `session` alive, with `taken` offsets now out with it.
+    fn note_session(&self, vhost: &str, name: &str, session: &str, q: &Arc<Queue>, taken: &[u64], settled: &[u64]) {
+        let mut sessions = lock(&self.queue_sessions);
+        let key = (vhost.to_string(), name.to_string(), session.to_string());
+        let s = sessions.entry(key).or_insert_with(|| Session {
+            queue: Arc::downgrade(q),
+            offsets: BTreeSet::new(),
+            seen: Instant::now(),
+        });
+        if !std::ptr::eq(s.queue.as_ptr(), Arc::as_ptr(q)) {
+            // A new leadership: what the old one handed out comes back by the replay.
+            s.queue = Arc::downgrade(q);
+            s.offsets.clear();
+        }
+        s.seen = Instant::now();
+        s.offsets.extend(taken.iter().copied());
+        for o in settled {
+            s.offsets.remove(o);
+        }
+    }
+
+    /// Sessions silent past [`SESSION_TIMEOUT`] hand their deliveries back
+    /// (the housekeeping tick).
+    pub(crate) fn expire_queue_sessions(&self) {
+        let expired: Vec<Session> = {
+            let mut sessions = lock(&self.queue_sessions);
+            let now = Instant::now();
+            let gone: Vec<_> = sessions
+                .iter()
+                .filter(|(_, s)| now.duration_since(s.seen) >= SESSION_TIMEOUT || s.queue.strong_count() == 0)
+                .map(|(k, _)| k.clone())
+                .collect();
+            gone.into_iter().filter_map(|k| sessions.remove(&k)).collect()
+        };
+        for s in expired {
+            let Some(q) = s.queue.upgrade() else { continue };
+            let offsets: Vec<u64> = s.offsets.into_iter().collect();
+            tracing::info!(queue = %q.name(), deliveries = offsets.len(), "a forwarding node's session expired");
+            if let Err(e) = q.requeue(&offsets) {
+                tracing::warn!(queue = %q.name(), error = %e, "returning an expired session's deliveries failed");
+            }
+        }
+    }
+
+    /// Carries out a forwarded queue call (see `serve_peer`).
+    pub(crate) async fn serve_queue_peer(self: Arc<Self>, request: PeerRequest) -> Result<PeerReply, PeerError> {
+        match request {
+            PeerRequest::QueuePublish { vhost, queue, batch } => {
+                let q = self.served_queue(&vhost, &queue)?;
+                let bytes = B64.decode(batch).map_err(failed)?;
+                let msgs = message::decode_batches(&Bytes::from(bytes)).map_err(PeerError::from)?;
+                let mut stored = Vec::with_capacity(msgs.len());
+                let mut last = None;
+                for m in msgs {
+                    match q.publish(&to_message(m)).map_err(PeerError::from)? {
+                        Published::Stored(offset) => {
+                            stored.push(true);
+                            last = Some(offset);
+                        }
+                        Published::Rejected => stored.push(false),
+                    }
+                }
+                if let Some(offset) = last
+                    && !completion(|done| q.on_durable(offset, done)).await
+                {
+                    // Not on the ISR (leadership moved, ISR too small): the
+                    // forwarding node retries, possibly storing it twice.
+                    return Err(PeerError::NotLeaderOrFollower);
+                }
+                Ok(PeerReply::QueueStored(stored))
+            }
+            PeerRequest::QueueTake { vhost, queue, session, max, wait_ms } => {
+                let q = self.served_queue(&vhost, &queue)?;
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms).min(MAX_WAIT);
+                let mut out = Vec::new();
+                loop {
+                    let available = q.notifier().notified();
+                    tokio::pin!(available);
+                    available.as_mut().enable();
+                    while out.len() < max as usize {
+                        match q.take(None).map_err(PeerError::from)? {
+                            Some(d) => out.push(d),
+                            None => break,
+                        }
+                    }
+                    if !out.is_empty() || max == 0 || tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    if q.is_deleted() {
+                        return Err(PeerError::NotLeaderOrFollower);
+                    }
+                    let _ = tokio::time::timeout_at(deadline, available).await;
+                }
+                let offsets: Vec<u64> = out.iter().map(|d| d.message.offset).collect();
+                self.note_session(&vhost, &queue, &session, &q, &offsets, &[]);
+                let deliveries = out.iter().map(encode_delivery).collect::<crate::Result<Vec<_>>>();
+                let deliveries = match deliveries {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = q.requeue(&offsets);
+                        return Err(PeerError::from(e));
+                    }
+                };
+                Ok(PeerReply::QueueDeliveries { deliveries, ready: q.ready_count(), consumers: q.consumer_count() })
+            }
+            PeerRequest::QueueSettle { vhost, queue, session, acks, requeues, rejects } => {
+                let q = self.served_queue(&vhost, &queue)?;
+                let mut settled = acks.clone();
+                settled.extend(&requeues);
+                settled.extend(&rejects);
+                self.note_session(&vhost, &queue, &session, &q, &[], &settled);
+                if !acks.is_empty() {
+                    q.ack_anywhere(&acks).map_err(PeerError::from)?;
+                }
+                if !requeues.is_empty() {
+                    q.requeue(&requeues).map_err(PeerError::from)?;
+                }
+                if !rejects.is_empty() {
+                    q.reject(&rejects).map_err(PeerError::from)?;
+                }
+                // Answered once the cursor records are on the ISR: an
+                // answered ack survives this leader's death.
+                if !completion(|done| q.on_settled(done)).await {
+                    return Err(PeerError::NotLeaderOrFollower);
+                }
+                Ok(PeerReply::Done)
+            }
+            PeerRequest::QueuePurge { vhost, queue } => {
+                let q = self.served_queue(&vhost, &queue)?;
+                let ready = q.purge().map_err(PeerError::from)?;
+                Ok(PeerReply::QueueDeliveries { deliveries: Vec::new(), ready, consumers: q.consumer_count() })
+            }
+            other => Err(PeerError::Failed(format!("not a queue call: {other:?}"))),
+        }
+    }
+}

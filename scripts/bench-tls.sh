@@ -152,6 +152,18 @@ for name in ("produce-plain", "produce-sasl_ssl", "consume-plain", "consume-sasl
     print(f"{name:<22}{n:>5}{rate[name]:>8.1f}{cpu * 1000 / (mib * n):>19.2f}")
 for kind in ("produce", "consume"):
     print(f"{kind} SASL_SSL / PLAINTEXT: {rate[kind + '-sasl_ssl'] / rate[kind + '-plain']:.2f}x")
+# Per round (a phase of each listener per round, in file order): the median
+# round resists a load spike on the shared machine better than the sums.
+rounds = collections.defaultdict(list)
+for line in open(path):
+    name, t0, t1, c0, c1 = line.split()
+    rounds[name].append((mib / (float(t1) - float(t0)), (float(c1) - float(c0)) / tck * 1000 / mib))
+med = lambda xs: sorted(xs)[len(xs) // 2] if len(xs) % 2 else sum(sorted(xs)[len(xs) // 2 - 1:len(xs) // 2 + 1]) / 2
+for kind in ("produce", "consume"):
+    p, t = rounds[kind + "-plain"], rounds[kind + "-sasl_ssl"]
+    ratios = [b[0] / a[0] for a, b in zip(p, t)]
+    print(f"{kind} per round SASL_SSL/PLAINTEXT: {' '.join(f'{r:.2f}' for r in ratios)}; median {med(ratios):.2f}x; "
+          f"median broker CPU ms/MiB {med([a[1] for a in p]):.2f} PLAINTEXT, {med([b[1] for b in t]):.2f} SASL_SSL")
 meta, login = agg["metadata-plaintext"], agg["login-scram-sha-512"]
 per_meta, per_login = meta[0] / logins * parallel, login[0] / logins * parallel
 print(f"connect + Metadata over PLAINTEXT: {logins / meta[0]:.0f}/s ({per_meta * 1000:.1f} ms each, {parallel} at once); "

@@ -2,7 +2,6 @@
 //! calling `ferry-broker`, responses out (Fetch data by sendfile; by read
 //! and write on TLS listeners).
 
-mod copy_file;
 mod errors;
 mod handlers;
 mod listener;
@@ -12,8 +11,6 @@ mod server;
 
 pub use listener::{ListenerSpec, SecurityProtocol};
 pub use sasl::{KafkaSecurity, SaslMechanism};
-// The Fetch copy path of TLS connections (sendfile cannot encrypt).
-pub use copy_file::copy_file;
 pub use server::{Ctx, KafkaConfig, serve};
 
 /// Runs one request frame (without its size prefix) through the decoder

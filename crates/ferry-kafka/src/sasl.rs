@@ -15,7 +15,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use ferry_broker::security::scram::ScramServer;
 use ferry_broker::security::{
-    Authorizer, JwtValidator, LoginLimiter, Principal, ScramCredential, ScramMechanism, oauthbearer, parse_plain,
+    Authorizer, JwksFile, LoginLimiter, Principal, ScramCredential, ScramMechanism, oauthbearer, parse_plain,
 };
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
@@ -80,9 +80,9 @@ pub struct KafkaSecurity {
     pub mechanisms: Vec<SaslMechanism>,
     /// Failed-login delays per source address.
     pub limiter: LoginLimiter,
-    /// The JWKS OAUTHBEARER tokens are checked against; set exactly when
-    /// the mechanisms include OAUTHBEARER.
-    pub oauth: Option<Arc<JwtValidator>>,
+    /// The JWKS OAUTHBEARER tokens are checked against (its keys as last
+    /// read); set exactly when the mechanisms include OAUTHBEARER.
+    pub oauth: Option<Arc<JwksFile>>,
 }
 
 /// Where a connection's SASL exchange is.
@@ -307,7 +307,7 @@ async fn step(broker: &ferry_broker::Broker, security: &KafkaSecurity, state: St
             Ok((State::ScramFinal { server: Box::new(server), raw }, (Bytes::from(first), None)))
         }
         State::Chosen { mechanism: SaslMechanism::OAuthBearer, .. } => {
-            let Some(validator) = security.oauth.as_deref() else {
+            let Some(jwks) = security.oauth.as_deref() else {
                 return Err(("OAUTHBEARER", None, "OAUTHBEARER is not configured".into()));
             };
             let now = std::time::SystemTime::now()
@@ -316,7 +316,7 @@ async fn step(broker: &ferry_broker::Broker, security: &KafkaSecurity, state: St
             // Kafka answers a bad token with an error challenge the client
             // acknowledges; a failed SaslAuthenticate says the same in one
             // round trip, and librdkafka reports it as an authentication error.
-            match oauthbearer::authenticate(validator, token, now) {
+            match oauthbearer::authenticate(&jwks.current(), token, now) {
                 Ok(sub) => Ok((State::Done, (Bytes::new(), Some(sub)))),
                 Err(e) => Err(("OAUTHBEARER", None, format!("Authentication failed: {e}"))),
             }

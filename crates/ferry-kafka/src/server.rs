@@ -7,8 +7,8 @@
 //! long poll) run as their own tasks, so one slow request holds up neither
 //! the requests behind it nor other connections. The writer task sends the
 //! responses in request order, record data by `sendfile` on plain TCP and
-//! by read + write ([`crate::copy_file`]) on TLS, where the bytes must be
-//! encrypted in user space.
+//! by read + write on TLS ([`ferry_tls::send_file`], [`ferry_tls::copy_file`]),
+//! where the bytes must be encrypted in user space.
 //!
 //! On an SSL or SASL_SSL listener the TLS handshake runs first, in the
 //! connection's own task under ferry-tls's timeout, so garbage or a stalled
@@ -18,7 +18,6 @@
 //! SASL_PLAINTEXT (its certificate, if any, only opens the door).
 
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -375,8 +374,8 @@ impl Out {
 
     async fn file(&mut self, slice: &ferry_broker::ReadSlice) -> std::io::Result<()> {
         match self {
-            Out::Plain(w) => send_file(w.as_ref(), slice).await,
-            Out::Tls(w) => crate::copy_file(w, slice).await,
+            Out::Plain(w) => ferry_tls::send_file(w.as_ref(), &slice.file, slice.position, slice.len).await,
+            Out::Tls(w) => ferry_tls::copy_file(w, &slice.file, slice.position, slice.len).await,
         }
     }
 
@@ -424,30 +423,4 @@ async fn write_responses(mut wr: Out, mut rx: mpsc::Receiver<Pending>) -> std::i
         }
     }
     wr.flush().await
-}
-
-/// Sends a file range straight from the page cache to the socket (plain
-/// TCP only; a TLS connection uses [`crate::copy_file::copy_file`]).
-async fn send_file(stream: &TcpStream, slice: &ferry_broker::ReadSlice) -> std::io::Result<()> {
-    let mut offset = slice.position as i64;
-    let end = offset + slice.len as i64;
-    while offset < end {
-        stream.writable().await?;
-        let count = (end - offset) as usize;
-        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
-            nix::sys::sendfile::sendfile64(stream.as_fd(), slice.file.as_fd(), Some(&mut offset), count)
-                .map_err(std::io::Error::from)
-        });
-        match sent {
-            // The file got shorter than promised (truncated under us): the
-            // frame cannot be completed, so the connection must go.
-            Ok(0) => {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "segment shrank during sendfile"));
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

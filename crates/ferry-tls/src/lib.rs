@@ -12,10 +12,13 @@
 //! - [`Listen`]: a listener address `HOST:PORT` or `tls://HOST:PORT`.
 //! - [`PeerTls`]: mutual TLS between cluster nodes (both sides of the
 //!   cluster port).
+//! - [`send_file`] / [`copy_file`]: a file range (segment data) to a plain
+//!   socket by `sendfile`, or read and written through TLS.
 
 mod accept;
 mod dn;
 mod error;
+mod file_range;
 mod listen;
 mod mapping;
 mod peer;
@@ -27,6 +30,7 @@ mod stream;
 pub use accept::{AcceptAll, Accepted};
 pub use dn::subject_dn;
 pub use error::TlsError;
+pub use file_range::{COPY_CHUNK, copy_file, send_file};
 pub use listen::{Listen, parse_listeners};
 pub use mapping::PrincipalMapper;
 pub use peer::PeerTls;

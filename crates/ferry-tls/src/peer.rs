@@ -4,64 +4,44 @@
 //! that follow the leaf in `--tls-cert` (a self-signed leaf alone trusts
 //! itself). A node dialing a peer checks the certificate names the host it
 //! dialed (the address in `--controller-quorum` or the peer's registered
-//! cluster address).
+//! cluster address). Both sides follow reloads of the files
+//! ([`TlsServer::reload`]): connections made after one use the new
+//! certificate, key and anchors.
 
 use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
+use tokio::io::BufReader;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::server::provider;
-use crate::{PrincipalMapper, TlsError, TlsFiles, TlsServer, pem};
+use crate::server::{READ_BUFFER, Trust};
+use crate::{PrincipalMapper, TlsError, TlsFiles, TlsServer};
 
 /// Both sides of the cluster port's TLS.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PeerTls {
-    /// Accepts peers (client certificates required).
+    /// Accepts peers (client certificates required); its reload also
+    /// renews what [`PeerTls::connect`] presents and trusts.
     pub server: Arc<TlsServer>,
-    connector: TlsConnector,
-}
-
-impl std::fmt::Debug for PeerTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PeerTls").field("server", &self.server).finish_non_exhaustive()
-    }
 }
 
 impl PeerTls {
     /// Loads the node certificate and the peers' trust anchors.
     pub fn new(files: &TlsFiles) -> Result<PeerTls, TlsError> {
-        let chain = pem::load_certs(&files.cert)?;
-        let roots = if let Some(ca) = &files.client_ca {
-            pem::roots(ca)?
-        } else {
-            // The chain's CAs; a lone self-signed leaf is its own anchor.
-            let anchors = if chain.len() > 1 { &chain[1..] } else { &chain[..] };
-            let mut roots = rustls::RootCertStore::empty();
-            for c in anchors {
-                roots.add(c.clone()).map_err(|e| TlsError::Rustls(format!("{}: {e}", files.cert.display())))?;
-            }
-            roots
-        };
-        let server =
-            Arc::new(TlsServer::with_client_roots(files.clone(), PrincipalMapper::default(), Some(roots.clone()))?);
-        let key = pem::load_key(&files.key)?;
-        let client = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Rustls(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| TlsError::Rustls(format!("{}: {e}", files.key.display())))?;
-        Ok(PeerTls { server, connector: TlsConnector::from(Arc::new(client)) })
+        let server = TlsServer::with_trust(files.clone(), PrincipalMapper::default(), Trust::Peers)?;
+        Ok(PeerTls { server: Arc::new(server) })
     }
 
-    /// The TLS handshake to the peer at `addr` (`host:port`) over `tcp`.
-    pub async fn connect(&self, addr: &str, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+    /// The TLS handshake to the peer at `addr` (`host:port`) over `tcp`,
+    /// with the certificate, key and anchors of the last (re)load.
+    /// The socket is read through a buffer, as on the accepting side.
+    pub async fn connect(&self, addr: &str, tcp: TcpStream) -> std::io::Result<TlsStream<BufReader<TcpStream>>> {
         let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
         let name = ServerName::try_from(host.to_string())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
-        self.connector.connect(name, tcp).await
+        let connector =
+            self.server.connector().ok_or_else(|| std::io::Error::other("cluster TLS without peer anchors"))?;
+        connector.connect(name, BufReader::with_capacity(READ_BUFFER, tcp)).await
     }
 }

@@ -1,8 +1,10 @@
-//! The certificate new handshakes present, swappable while connections
-//! made with the old one keep running (they hold their own keys).
+//! The certificate new handshakes present (accepted, and dialed on the
+//! cluster port), swappable while connections made with the old one keep
+//! running (they hold their own keys).
 
 use std::sync::{Arc, RwLock};
 
+use rustls::client::ResolvesClientCert;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
@@ -32,5 +34,19 @@ impl ReloadingResolver {
 impl ResolvesServerCert for ReloadingResolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.get())
+    }
+}
+
+impl ResolvesClientCert for ReloadingResolver {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }

@@ -4,7 +4,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -13,8 +13,10 @@ use tokio_rustls::server::TlsStream;
 pub enum MaybeTls {
     /// A plain listener's connection.
     Plain(TcpStream),
-    /// A TLS listener's connection (boxed: the TLS state is large).
-    Tls(Box<TlsStream<TcpStream>>),
+    /// A TLS listener's connection (boxed: the TLS state is large). The
+    /// socket is read through a buffer: rustls reads a record or less at a
+    /// time, which would be a system call per 4 KiB.
+    Tls(Box<TlsStream<BufReader<TcpStream>>>),
 }
 
 impl MaybeTls {
@@ -22,7 +24,7 @@ impl MaybeTls {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             MaybeTls::Plain(s) => s,
-            MaybeTls::Tls(s) => s.get_ref().0,
+            MaybeTls::Tls(s) => s.get_ref().0.get_ref(),
         }
     }
 

@@ -240,3 +240,91 @@ fn maybe_tls_is_plain_for_tcp() {
         assert!(s.tcp().peer_addr().is_ok());
     });
 }
+
+#[tokio::test]
+async fn the_server_picks_aes_128_gcm_over_a_client_preferring_aes_256() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca("ca");
+    let (c, k) = leaf(&ca, "broker");
+    let files = TlsFiles { cert: write(dir.path(), "c.pem", &c), key: write(dir.path(), "k.pem", &k), client_ca: None };
+    let server = Arc::new(TlsServer::new(files, PrincipalMapper::default()).unwrap());
+    let (addr, _rx) = echo(server).await;
+    // rustls' default order puts AES-256-GCM first, as OpenSSL's does.
+    let mut s = client(&ca, None)
+        .connect(ServerName::try_from("localhost").unwrap(), TcpStream::connect(addr).await.unwrap())
+        .await
+        .unwrap();
+    roundtrip(&mut s).await;
+    let suite = s.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+    assert_eq!(suite, rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+}
+
+/// (cert PEM, key PEM) for `cn`, signed by `ca`, as a chain file with `ca`.
+fn chained(ca: &Ca, cn: &str) -> (String, String) {
+    let (cert, key) = leaf(ca, cn);
+    (format!("{cert}{}", ca.cert.pem()), key)
+}
+
+#[tokio::test]
+async fn a_reloaded_peer_dials_with_the_new_certificate_and_anchors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_ca, new_ca) = (ca("old ca"), ca("new ca"));
+    // The accepting node already runs on the new CA and trusts both.
+    let (bc, bk) = chained(&new_ca, "node b");
+    let b_files = TlsFiles {
+        cert: write(dir.path(), "b.pem", &bc),
+        key: write(dir.path(), "b.key", &bk),
+        client_ca: Some(write(dir.path(), "b-ca.pem", &format!("{}{}", old_ca.cert.pem(), new_ca.cert.pem()))),
+    };
+    let b = crate::PeerTls::new(&b_files).unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let server = b.server.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = l.accept().await.unwrap();
+            let (server, seen_tx) = (server.clone(), seen_tx.clone());
+            tokio::spawn(async move {
+                if let Ok(MaybeTls::Tls(mut s)) = server.accept(tcp).await {
+                    let leaf = s.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+                    let _ = seen_tx.send(crate::subject_dn(&leaf).unwrap());
+                    let mut buf = [0u8; 4];
+                    if s.read_exact(&mut buf).await.is_ok() {
+                        let _ = s.write_all(&buf).await;
+                    }
+                }
+            });
+        }
+    });
+    // The dialing node still has the old CA only: it cannot trust node b.
+    let (ac, ak) = chained(&old_ca, "node a");
+    let a_files = TlsFiles {
+        cert: write(dir.path(), "a.pem", &ac),
+        key: write(dir.path(), "a.key", &ak),
+        client_ca: Some(write(dir.path(), "a-ca.pem", &old_ca.cert.pem())),
+    };
+    let a = crate::PeerTls::new(&a_files).unwrap();
+    let addr = format!("localhost:{port}");
+    let dial = || async { a.connect(&addr, TcpStream::connect(("127.0.0.1", port)).await.unwrap()).await };
+    assert!(dial().await.is_err(), "node b's certificate is not trusted yet");
+
+    // Renewed on disk (new certificate, key and CA), then reloaded.
+    let (ac2, ak2) = chained(&new_ca, "node a renewed");
+    std::fs::write(&a_files.key, &ak2).unwrap();
+    std::fs::write(&a_files.cert, &ac2).unwrap();
+    std::fs::write(a_files.client_ca.as_ref().unwrap(), new_ca.cert.pem()).unwrap();
+    a.server.reload().unwrap();
+    let mut s = dial().await.expect("the reloaded anchors trust node b");
+    s.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf, b"ping");
+    let presented = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await.unwrap().unwrap();
+    assert_eq!(presented, "O=Ferry,CN=node a renewed", "the dialing side still presents its old certificate");
+
+    // A broken CA file is refused and leaves the working setup in place.
+    std::fs::write(a_files.client_ca.as_ref().unwrap(), "not a certificate").unwrap();
+    assert!(a.server.reload().is_err());
+    assert!(dial().await.is_ok(), "a failed reload changed what the dialer trusts");
+}

@@ -2,9 +2,13 @@
 //! implementation: wall-clock time in milliseconds ([`time`]), locks that
 //! survive a panicking holder ([`sync`]) and atomic file replacement
 //! ([`fs`]). No dependencies, unless feature `ws` asks for the WebSocket
-//! server half ([`ws`], tokio) that the MQTT and STOMP front-ends share.
+//! server half ([`ws`], tokio) that the MQTT and STOMP front-ends share, or
+//! feature `reload` for reading files again on SIGHUP or change
+//! ([`reload`], tokio: TLS certificates, the OAUTHBEARER JWKS).
 
 pub mod fs;
+#[cfg(feature = "reload")]
+pub mod reload;
 pub mod sync;
 pub mod time;
 #[cfg(feature = "ws")]

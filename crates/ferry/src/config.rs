@@ -313,7 +313,7 @@ pub struct SecuritySettings {
     /// The authorizer's settings.
     pub authorizer: ferry_broker::security::AuthorizerConfig,
     /// The JWKS of OAUTHBEARER, loaded; set when the mechanisms include it.
-    pub oauth: Option<std::sync::Arc<ferry_broker::security::JwtValidator>>,
+    pub oauth: Option<std::sync::Arc<ferry_broker::security::JwksFile>>,
 }
 
 /// Everything `serve` needs, resolved.
@@ -616,8 +616,7 @@ fn security_settings(
         };
         let issuer = args.sasl_oauthbearer_issuer.clone().or(file.sasl_oauthbearer_issuer.clone());
         let audience = args.sasl_oauthbearer_audience.clone().or(file.sasl_oauthbearer_audience.clone());
-        let v =
-            ferry_broker::security::JwtValidator::load(&jwks, issuer, audience).context("--sasl-oauthbearer-jwks")?;
+        let v = ferry_broker::security::JwksFile::load(&jwks, issuer, audience).context("--sasl-oauthbearer-jwks")?;
         Some(std::sync::Arc::new(v))
     } else {
         None

@@ -115,7 +115,8 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
             None => None,
         };
         if let Some(peer) = &settings.cluster.tls {
-            // The cluster port's server side reloads like every listener.
+            // The cluster port reloads like every listener, for the
+            // connections it accepts and those it dials.
             peer.server.spawn_reloader(stop_rx.clone());
         }
         let tls_for = |l: &ferry_tls::Listen| if l.tls { tls.clone() } else { None };
@@ -230,6 +231,14 @@ fn serve(settings: config::Settings) -> anyhow::Result<()> {
                 oauth: s.oauth.clone(),
             })
         });
+        if let Some(jwks) = settings.security.as_ref().and_then(|s| s.oauth.clone()) {
+            // Rotated identity-provider keys are taken without a restart.
+            let files = vec![jwks.path().to_path_buf()];
+            let every = ferry_util::reload::POLL_EVERY;
+            ferry_util::reload::spawn_reloader("oauthbearer jwks", files, every, stop_rx.clone(), move || {
+                jwks.reload().map_err(|e| e.to_string())
+            });
+        }
         let mut kafka_servers = Vec::with_capacity(kafka_sockets.len());
         for (socket, spec, advertised) in kafka_sockets {
             let listener = listen(socket)?;

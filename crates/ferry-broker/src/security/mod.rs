@@ -1,7 +1,7 @@
 //! Security: who a connection is ([`Principal`]), how it proves it
 //! ([`ScramCredential`], the SCRAM server in [`scram`], PLAIN checked
 //! against the same stored credential, OAUTHBEARER JWTs checked against a
-//! JWKS in [`oauthbearer`]), and what it may do (Kafka's ACL
+//! JWKS in [`oauthbearer`], the file reloaded by [`JwksFile`]), and what it may do (Kafka's ACL
 //! model in [`acl`], checked by the one [`Authorizer`] every front-end
 //! uses). Users and ACLs live in the cluster metadata
 //! ([`MetadataImage::users`](crate::metadata::MetadataImage) and
@@ -12,6 +12,7 @@ pub mod acl;
 mod authorizer;
 mod credentials;
 mod gatekeeper;
+mod jwks_file;
 mod login_limiter;
 pub mod mqtt_filter;
 pub mod oauthbearer;
@@ -27,6 +28,7 @@ pub use acl::{
 pub use authorizer::{AclSource, Authorizer, AuthorizerConfig};
 pub use credentials::{ScramCredential, ScramMechanism, UserCredentials};
 pub use gatekeeper::{Gatekeeper, UserSource};
+pub use jwks_file::JwksFile;
 pub use login_limiter::LoginLimiter;
 pub use oauthbearer::{JwtValidator, OAuthError};
 pub use plain::{PlainError, parse_plain};

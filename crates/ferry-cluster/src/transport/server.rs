@@ -7,15 +7,14 @@
 //! signed) it is read and written through the encryption instead.
 
 use std::future::Future;
-use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use ferry_broker::metadata::MetadataError;
 use ferry_tls::{MaybeTls, TlsServer};
 use tokio::io::{AsyncRead, AsyncWriteExt, BufWriter, WriteHalf};
+use tokio::net::TcpListener;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::frame::read_frame;
@@ -176,7 +175,7 @@ async fn write_chunks(writer: &mut Writer, chunks: &[Chunk], last: bool) -> std:
             for chunk in chunks {
                 match chunk {
                     Chunk::Bytes(b) => w.write_all(b).await?,
-                    Chunk::File(slice) => send_file(w.as_ref(), slice).await?,
+                    Chunk::File(s) => ferry_tls::send_file(w.as_ref(), &s.file, s.position, s.len).await?,
                 }
             }
         }
@@ -184,61 +183,12 @@ async fn write_chunks(writer: &mut Writer, chunks: &[Chunk], last: bool) -> std:
             for chunk in chunks {
                 match chunk {
                     Chunk::Bytes(b) => w.write_all(b).await?,
-                    Chunk::File(slice) => copy_file(w, slice).await?,
+                    Chunk::File(s) => ferry_tls::copy_file(w, &s.file, s.position, s.len).await?,
                 }
             }
             if last {
                 w.flush().await?;
             }
-        }
-    }
-    Ok(())
-}
-
-/// A file range read (off the async workers, 256 KiB at a time) and
-/// written: the TLS path, where `sendfile` cannot encrypt. (ferry-kafka's
-/// `copy_file` does the same for Kafka fetches; the cluster crate does not
-/// depend on a front-end.)
-async fn copy_file<W: tokio::io::AsyncWrite + Unpin>(
-    w: &mut W,
-    slice: &ferry_broker::ReadSlice,
-) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let (mut at, end) = (slice.position, slice.position + slice.len);
-    while at < end {
-        let (file, want) = (slice.file.clone(), usize::try_from((end - at).min(256 * 1024)).unwrap_or(256 * 1024));
-        let buf = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; want];
-            file.read_exact_at(&mut buf, at).map(|()| buf)
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        w.write_all(&buf).await?;
-        at += buf.len() as u64;
-    }
-    Ok(())
-}
-
-/// Sends a file range straight from the page cache to the socket.
-async fn send_file(stream: &TcpStream, slice: &ferry_broker::ReadSlice) -> std::io::Result<()> {
-    let mut offset = i64::try_from(slice.position).map_err(std::io::Error::other)?;
-    let end = offset + i64::try_from(slice.len).map_err(std::io::Error::other)?;
-    while offset < end {
-        stream.writable().await?;
-        let count = (end - offset) as usize;
-        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
-            nix::sys::sendfile::sendfile64(stream.as_fd(), slice.file.as_fd(), Some(&mut offset), count)
-                .map_err(std::io::Error::from)
-        });
-        match sent {
-            // The file got shorter than promised (a truncation): the frame
-            // cannot be completed, so the connection must go.
-            Ok(0) => {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "segment shrank during sendfile"));
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
         }
     }
     Ok(())

@@ -9,7 +9,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ApiKey, BrokerId, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::Call;
@@ -115,7 +115,11 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
                 .map_or(-1, |p| p.log_start_offset() as i64);
             partitions.push((p.index, outcome, start, leader));
         }
-        topics.push((t.name, t.topic_id, partitions));
+        // The decoded name is a slice of the request frame: a copy lets the
+        // frame's memory go now, not after the fsync wait, so the
+        // connection reads the next request into the same (warm) buffer
+        // instead of a fresh allocation it must fault in page by page.
+        topics.push((TopicName(StrBytes::from_string(t.name.to_string())), t.topic_id, partitions));
     }
     let node_endpoints: Vec<NodeEndpoint> = endpoints_of(c, &image, hinted)
         .into_iter()

@@ -316,6 +316,23 @@ async fn oauthbearer_tokens_signed_by_the_jwks() {
     let log = std::fs::read_to_string(dir.path().join("broker.log")).unwrap_or_default();
     assert!(log.contains("JWT expired") && log.contains("signature"), "{log}");
     drop((p, p2));
+
+    // The identity provider rotates its key: the file is read again (file
+    // change, polled every 2 s) and a token of the new key logs in without
+    // a restart.
+    std::fs::write(&jwks, serde_json::json!({"keys": [stranger.jwk("k2")]}).to_string()).unwrap();
+    let mut rotated = false;
+    for _ in 0..5 {
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        let (p3, _) = with_token(stranger.token("k2", "carol", unix_now() + 600));
+        if produce(&p3, "tokens", "rotated").await.is_ok() {
+            rotated = true;
+            break;
+        }
+    }
+    assert!(rotated, "a token of the rotated-in key was never accepted");
+    let (old_key, _) = with_token(issuer.token("k1", "carol", unix_now() + 600));
+    assert!(produce(&old_key, "tokens", "x").await.is_err(), "a key removed from the JWKS still logs in");
     let mut b = b;
     b.stop();
 }

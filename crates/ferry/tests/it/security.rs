@@ -353,3 +353,94 @@ async fn users_and_acls_are_cluster_wide() {
     }
     c.stop_all();
 }
+
+/// One request in Kafka's framing: SaslHandshake v1 (key 17) or
+/// SaslAuthenticate v1 (key 36), both non-flexible, header v1 without a
+/// client id.
+fn sasl_frame(key: i16, correlation: i32, body: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&key.to_be_bytes());
+    f.extend_from_slice(&1i16.to_be_bytes());
+    f.extend_from_slice(&correlation.to_be_bytes());
+    f.extend_from_slice(&(-1i16).to_be_bytes());
+    f.extend_from_slice(body);
+    let mut out = (f.len() as u32).to_be_bytes().to_vec();
+    out.extend(f);
+    out
+}
+
+/// Sends a request and reads its response body (after the correlation id).
+fn sasl_call(s: &mut std::net::TcpStream, key: i16, correlation: i32, body: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    s.write_all(&sasl_frame(key, correlation, body))?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let mut resp = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut resp)?;
+    assert_eq!(&resp[..4], &correlation.to_be_bytes());
+    Ok(resp[4..].to_vec())
+}
+
+/// A SaslAuthenticate v1 body: the token as BYTES.
+fn auth_bytes(token: &[u8]) -> Vec<u8> {
+    let mut b = (token.len() as i32).to_be_bytes().to_vec();
+    b.extend_from_slice(token);
+    b
+}
+
+/// Handshake for SCRAM-SHA-256 and send client-first; the server-first.
+fn scram_first(s: &mut std::net::TcpStream, user: &str) -> String {
+    let mech = b"SCRAM-SHA-256";
+    let mut hs = (mech.len() as i16).to_be_bytes().to_vec();
+    hs.extend_from_slice(mech);
+    let r = sasl_call(s, 17, 1, &hs).unwrap();
+    assert_eq!(&r[..2], &[0, 0], "handshake accepted");
+    let r = sasl_call(s, 36, 2, &auth_bytes(format!("n,,n={user},r=clientnonce123").as_bytes())).unwrap();
+    assert_eq!(&r[..2], &[0, 0], "client-first accepted");
+    // error_message (nullable string), then auth_bytes.
+    let msg_len = i16::from_be_bytes([r[2], r[3]]).max(0) as usize;
+    let at = 4 + msg_len;
+    let n = i32::from_be_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]]) as usize;
+    String::from_utf8(r[at + 4..at + 4 + n].to_vec()).unwrap()
+}
+
+/// Hostile SASL on the wire (issue #18): an exchange cut after the
+/// server-first, and a client-final whose nonce is not the server's; each
+/// closes only its own connection (the forged one with
+/// SASL_AUTHENTICATION_FAILED first), and the broker keeps logging in
+/// honest clients.
+#[test]
+fn a_cut_or_forged_scram_exchange_closes_only_that_connection() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let (code, out, err) = ferry(&["user", "create", "alice", "--password", "alice-secret", "--data-dir", data]);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut b = Broker::prepare(dir.path(), &[], "").with_sasl_listener();
+    b.spawn();
+    let connect = || {
+        let s = std::net::TcpStream::connect(b.sasl_bootstrap()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s
+    };
+
+    // Cut in the middle: client-first sent, server-first read, then gone.
+    let mut cut = connect();
+    assert!(scram_first(&mut cut, "alice").starts_with("r=clientnonce123"));
+    drop(cut);
+
+    // A client-final with a nonce that is not the server's.
+    let mut forged = connect();
+    let server_first = scram_first(&mut forged, "alice");
+    assert!(server_first.contains(",s=") && server_first.contains(",i="), "{server_first}");
+    let final_msg = "c=biws,r=clientnonce123forged,p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let r = sasl_call(&mut forged, 36, 3, &auth_bytes(final_msg.as_bytes())).unwrap();
+    assert_eq!(i16::from_be_bytes([r[0], r[1]]), 58, "SASL_AUTHENTICATION_FAILED");
+    let mut rest = [0u8; 16];
+    assert_eq!(forged.read(&mut rest).unwrap_or(0), 0, "the forged exchange's connection is closed");
+
+    // Honest clients still log in and work.
+    let consumer: BaseConsumer = sasl_config(&b, "SCRAM-SHA-256", "alice", "alice-secret").create().unwrap();
+    assert!(consumer.fetch_metadata(None, Duration::from_secs(15)).is_ok(), "a SCRAM login after the hostile ones");
+    b.stop();
+}

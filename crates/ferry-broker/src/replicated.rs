@@ -948,6 +948,52 @@ mod tests {
         assert_eq!(values(&p1), ["a", "b", "y", "c"].map(String::from).to_vec());
     }
 
+    /// Found 7 (docs/reliability.md): an acks=all batch appended just before
+    /// the ISR shrank waits for the ISR; its producer's retries (same epoch
+    /// and sequence) are refused while the ISR is too small (as Kafka: the
+    /// min.insync.replicas check comes first) and answered with the original
+    /// offset once it is back, never appended again. The same record resent
+    /// under a bumped epoch from sequence 0, as librdkafka does after its
+    /// epoch bump, is a new epoch's first batch: accepted, as by Kafka.
+    #[tokio::test]
+    async fn a_retry_while_the_first_append_waits_for_the_isr_is_never_appended_again() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let id = Uuid::new_v4();
+        let (b1, b2) = (broker(d1.path(), 1), broker(d2.path(), 2));
+        let min2 = [("min.insync.replicas", "2")];
+        b1.apply_image(image(id, &min2, &[]));
+        b2.apply_image(image(id, &min2, &[]));
+        let leader = b1.topic("t").unwrap().partition(0).unwrap();
+        let follower = b2.topic("t").unwrap().partition(0).unwrap();
+        truncate(&leader, &follower);
+        let first = leader.append(&idem(7, 0, "a"), Acks::All).unwrap();
+        assert_eq!(first.info.base_offset, 0);
+        leader.log().flush_to(1).unwrap();
+        let mut first = Box::pin(first.acknowledged());
+        assert!(tokio::time::timeout(Duration::ZERO, &mut first).await.is_err(), "waits for the follower");
+        // The ISR shrinks to the leader: the retry is refused, not appended.
+        b1.apply_image(image(id, &min2, &[(1, vec![1])]));
+        assert!(matches!(
+            leader.append(&idem(7, 0, "a"), Acks::All),
+            Err(BrokerError::NotEnoughReplicas { isr: 1, min: 2 })
+        ));
+        assert_eq!(leader.log_end_offset(), 1);
+        // The follower is back: the next retry gets offset 0 and waits too.
+        b1.apply_image(image(id, &min2, &[(1, vec![1]), (1, vec![1, 2])]));
+        let retry = leader.append(&idem(7, 0, "a"), Acks::All).unwrap();
+        assert_eq!((retry.info.base_offset, leader.log_end_offset()), (0, 1), "answered, not appended");
+        fetch(&leader, &follower, 2).unwrap();
+        fetch(&leader, &follower, 2).unwrap();
+        let retry = tokio::time::timeout(Duration::from_secs(10), retry.acknowledged()).await.unwrap().unwrap();
+        assert_eq!(retry.base_offset, 0);
+        assert_eq!(tokio::time::timeout(Duration::from_secs(10), first).await.unwrap().unwrap().base_offset, 0);
+        assert_eq!(values(&leader), ["a"]);
+        // The same record renumbered under epoch 1: the broker cannot know.
+        let r = NewRecord { key: None, value: Some(b"a"), headers: vec![], timestamp: 1 };
+        let bumped = build_batch(&[r], Compression::None, 7, 1, 0).unwrap();
+        assert_eq!(leader.append(&bumped, Acks::Leader).unwrap().info.base_offset, 1);
+    }
+
     #[tokio::test]
     async fn a_fenced_follower_is_never_proposed_for_the_isr() {
         let dir = tempfile::tempdir().unwrap();

@@ -12,17 +12,22 @@
 //! (FERRY_CHAOS_SECS, FERRY_CHAOS_SEED, FERRY_CHAOS_DIR). The history is
 //! kept in FERRY_CHAOS_DIR (default: the target's tmp dir) as
 //! `chaos-<seed>.jsonl`; `ferry-chaos-check` checks it again.
+//! FERRY_CHAOS_CLIENT_DEBUG (librdkafka `debug` contexts, e.g. `eos`) keeps
+//! the idempotent producers' librdkafka log beside it as
+//! `chaos-<seed>-producers.log` (time in the history's seconds, process).
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_chaos::checker::{self, Options, Report};
 use ferry_chaos::history::{self, Kind, Op, Phase, Recorder};
 use ferry_chaos::proxy::Proxy;
 use ferry_chaos::schedule::{self, Fault, FaultKind, Plan, bridge_halves};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -48,6 +53,8 @@ pub struct Settings {
     pub seed: u64,
     pub length: Duration,
     pub keep: PathBuf,
+    /// librdkafka debug contexts for the idempotent producers' log.
+    pub client_debug: Option<String>,
 }
 
 pub fn settings() -> Settings {
@@ -56,6 +63,7 @@ pub fn settings() -> Settings {
         seed: var("FERRY_CHAOS_SEED").map_or(16, |s| s.parse().expect("FERRY_CHAOS_SEED is a number")),
         length: Duration::from_secs(var("FERRY_CHAOS_SECS").map_or(45, |s| s.parse().expect("FERRY_CHAOS_SECS"))),
         keep: var("FERRY_CHAOS_DIR").map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from),
+        client_debug: var("FERRY_CHAOS_CLIENT_DEBUG"),
     }
 }
 
@@ -104,10 +112,16 @@ fn run(transactions: bool) {
     let rec = Recorder::new();
     let stop = Arc::new(AtomicBool::new(false));
     let processes = Arc::new(AtomicU64::new(1));
+    let client_log = s.client_debug.as_ref().map(|contexts| {
+        std::fs::create_dir_all(&s.keep).expect("history directory");
+        let name = format!("chaos-{}{}-producers.log", if transactions { "txn-" } else { "" }, s.seed);
+        let file = std::fs::File::create(s.keep.join(name)).expect("producers' log");
+        (contexts.clone(), Arc::new(Mutex::new(std::io::BufWriter::new(file))))
+    });
     let mut workers = Vec::new();
     for _ in 0..2 {
-        let (b, r, st, p) = (bootstrap.clone(), rec.clone(), stop.clone(), processes.clone());
-        workers.push(std::thread::spawn(move || idempotent_producer(&b, &r, &st, &p)));
+        let (b, r, st, p, l) = (bootstrap.clone(), rec.clone(), stop.clone(), processes.clone(), client_log.clone());
+        workers.push(std::thread::spawn(move || idempotent_producer(&b, &r, &st, &p, l)));
     }
     {
         let (b, r, st) = (bootstrap.clone(), rec.clone(), stop.clone());
@@ -143,6 +157,9 @@ fn run(transactions: bool) {
     stop.store(true, Ordering::Release);
     for w in workers {
         w.join().expect("workload thread");
+    }
+    if let Some((_, out)) = &client_log {
+        lock(out).flush().expect("write the producers' log");
     }
 
     // Every partition read whole, now that the cluster is whole again.
@@ -256,22 +273,54 @@ fn value_of(payload: Option<&[u8]>) -> Option<i64> {
     std::str::from_utf8(payload?).ok()?.parse().ok()
 }
 
+/// Where librdkafka's log of the idempotent producers goes, when asked for.
+type ClientLog = Option<(String, Arc<Mutex<std::io::BufWriter<std::fs::File>>>)>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// An idempotent producer's librdkafka log lines, stamped with the
+/// history's clock and process, so a client-side decision (an epoch bump,
+/// a renumbered retry) can be laid beside the history's events.
+struct ProducerLog {
+    rec: Recorder,
+    process: u64,
+    out: Option<Arc<Mutex<std::io::BufWriter<std::fs::File>>>>,
+}
+
+impl ClientContext for ProducerLog {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if let Some(out) = &self.out {
+            let t = self.rec.now() as f64 / 1e9;
+            // A lost line only thins a diagnostic log.
+            let _ = writeln!(lock(out), "{t:.6} p{} {level:?} {fac} {message}", self.process);
+        }
+    }
+}
+
 /// Sends increasing values with an idempotent acks=all producer, 8 in
 /// flight, logging each send; a producer that fails fatally is replaced
 /// by a new one (a new process in the history).
-fn idempotent_producer(bootstrap: &str, rec: &Recorder, stop: &AtomicBool, processes: &AtomicU64) {
+fn idempotent_producer(bootstrap: &str, rec: &Recorder, stop: &AtomicBool, processes: &AtomicU64, log: ClientLog) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         while !stop.load(Ordering::Acquire) {
             let process = processes.fetch_add(1, Ordering::Relaxed);
-            let producer: FutureProducer = client(bootstrap)
+            let mut config = client(bootstrap);
+            config
                 .set("enable.idempotence", "true")
                 .set("acks", "all")
                 .set("linger.ms", "5")
                 .set("request.timeout.ms", "4000")
-                .set("message.timeout.ms", "12000")
-                .create()
-                .expect("producer");
+                .set("message.timeout.ms", "12000");
+            if let Some((contexts, _)) = &log {
+                // rdkafka passes librdkafka no more than the `log` crate's
+                // level, which is off in tests.
+                config.set("debug", contexts).set_log_level(RDKafkaLogLevel::Debug);
+            }
+            let context = ProducerLog { rec: rec.clone(), process, out: log.as_ref().map(|(_, out)| out.clone()) };
+            let producer: FutureProducer<ProducerLog> = config.create_with_context(context).expect("producer");
             let mut inflight = tokio::task::JoinSet::new();
             let mut n = 0i64;
             while !stop.load(Ordering::Acquire) && producer.client().fatal_error().is_none() {

@@ -373,4 +373,24 @@ mod tests {
         let bad_ec = br#"{"keys": [{"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"}]}"#;
         assert!(JwtValidator::from_jwks(bad_ec, None, None).is_err());
     }
+
+    /// The fuzz target's validator (crates/ferry-kafka/fuzz/fuzz_targets/sasl.rs):
+    /// a key no token verifies against loads, and hostile messages are
+    /// errors, never panics.
+    #[test]
+    fn hostile_client_messages_are_refused() {
+        let n = format!("{}xA", "x".repeat(340));
+        let jwks = format!(r#"{{"keys":[{{"kty":"RSA","kid":"k1","alg":"RS256","n":"{n}","e":"AQAB"}}]}}"#);
+        let v = JwtValidator::from_jwks(jwks.as_bytes(), None, None).expect("jwks");
+        for m in [
+            &b""[..],
+            b"n,,",
+            b"n,,\x01auth=Bearer \x01\x01",
+            b"n,a=x,\x01auth=Bearer a.b.c\x01\x01",
+            b"n,,\x01auth=Bearer eyJhbGciOiJSUzI1NiJ9..\x01\x01",
+            b"\xff\xfe",
+        ] {
+            assert!(authenticate(&v, m, 1_700_000_000).is_err(), "{m:?}");
+        }
+    }
 }

@@ -495,9 +495,14 @@ impl Log {
 
     /// Interval policy: true when unflushed data is older than `flush.ms`.
     pub(crate) fn flush_due(&self, now: u64) -> Option<u64> {
-        let FlushPolicy::Interval { ms, .. } = self.config().flush else { return None };
+        // Runs every few ms for every log: a clean log answers from one
+        // atomic, without touching (or copying) its config.
         let since = self.dirty_since.load(Ordering::Relaxed);
-        (since != 0 && now.saturating_sub(since) >= ms).then(|| self.next_offset())
+        if since == 0 {
+            return None;
+        }
+        let FlushPolicy::Interval { ms, .. } = read(&self.config).flush else { return None };
+        (now.saturating_sub(since) >= ms).then(|| self.next_offset())
     }
 
     /// Writes a checkpoint if the durable position moved since the last one

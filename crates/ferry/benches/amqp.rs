@@ -111,6 +111,9 @@ fn start_ferry(root: &Path) -> Server {
         .arg(dir.join("data"))
         .args(["--kafka-listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--amqp-listen", &format!("127.0.0.1:{port}")])
+        // Free ports only: the defaults may be taken by other brokers.
+        .args(["--mqtt-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--stomp-listen", "off", "--redis-listen", "off"])
         .env("FERRY_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

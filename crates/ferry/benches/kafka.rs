@@ -1,7 +1,7 @@
 //! Kafka-protocol benchmark: the release `ferry` binary on 127.0.0.1, driven
 //! by librdkafka (the rdkafka crate) in this process.
 //!
-//! `cargo bench -p ferry --bench kafka [-- --json] [-- --records N --rate R --seconds S --latency-only --recompress]`
+//! `cargo bench -p ferry --bench kafka [-- --json] [-- --records N --rate R --seconds S --latency-only --recompress --linger-ms L]`
 //!
 //! Measured, in this order, against one broker with a fresh data directory
 //! (under the target directory's tmp/, or `FERRY_BENCH_DIR`):
@@ -69,6 +69,9 @@ struct Options {
     cold: bool,
     /// Also produce into topics whose `compression.type` makes the broker recompress.
     recompress: bool,
+    /// The latency producer's `linger.ms` (1 by default; 0 for low rates,
+    /// where a record would otherwise wait the linger out alone).
+    linger_ms: u64,
 }
 
 fn main() {
@@ -110,6 +113,7 @@ fn parse_args() -> Options {
         latency_only: false,
         cold: false,
         recompress: false,
+        linger_ms: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -124,6 +128,7 @@ fn parse_args() -> Options {
             "--records" => o.records = num("--records") as u64,
             "--rate" => o.rate = num("--rate") as u64,
             "--seconds" => o.seconds = num("--seconds"),
+            "--linger-ms" => o.linger_ms = num("--linger-ms") as u64,
             _ => {} // `cargo bench` passes --bench; filters mean nothing here
         }
     }
@@ -187,7 +192,7 @@ fn latencies(opts: &Options, report: &mut Report, broker: &Broker, runtime: &tok
         runtime.block_on(create_topic(&bootstrap, &topic, LATENCY_PARTITIONS, configs));
         sync();
         let cpu = Cpu::start(broker.pid());
-        let run = latency(&bootstrap, &topic, acks, opts.rate, opts.seconds);
+        let run = latency(&bootstrap, &topic, acks, opts.rate, opts.seconds, opts.linger_ms);
         let row = LatencyRow { acks, fsync, run, cpu: cpu.stop() };
         eprintln!("{}", row.line());
         report.latency.push(row);
@@ -210,6 +215,9 @@ impl Broker {
             .arg(data)
             .args(["--kafka-listen", &format!("127.0.0.1:{port}")])
             .args(["--http-listen", "127.0.0.1:0"])
+            // Free ports only: the defaults may be taken by other brokers.
+            .args(["--amqp-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+            .args(["--stomp-listen", "off", "--redis-listen", "off"])
             .env("FERRY_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -579,14 +587,15 @@ fn seq_of(payload: &[u8]) -> u64 {
 /// `rate` records/s for the warm-up plus `seconds`, each stamped with the
 /// time it was due (so a stalled sender counts against latency, no
 /// coordinated omission), while a consumer tails the topic. Latency-minded
-/// client settings: linger.ms=1, Nagle off, fetch.wait.max.ms=5,
+/// client settings: linger.ms=`linger_ms`, Nagle off, fetch.wait.max.ms=5,
 /// fetch.min.bytes=1.
-fn latency(bootstrap: &str, topic: &str, acks: &str, rate: u64, seconds: f64) -> Latency {
+fn latency(bootstrap: &str, topic: &str, acks: &str, rate: u64, seconds: f64, linger_ms: u64) -> Latency {
     let epoch = Instant::now();
     let warmup = (WARMUP.as_secs_f64() * rate as f64) as u64;
     let total = warmup + (seconds * rate as f64) as u64;
     let nodelay = ("socket.nagle.disable", "true");
-    let p = producer(bootstrap, acks, Counting::new(epoch, Some(warmup)), &[("linger.ms", "1"), nodelay]);
+    let linger = linger_ms.to_string();
+    let p = producer(bootstrap, acks, Counting::new(epoch, Some(warmup)), &[("linger.ms", &linger), nodelay]);
     p.client().fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
     let tuning = [("fetch.wait.max.ms", "5"), ("fetch.min.bytes", "1"), nodelay];
     let c = consumer(bootstrap, topic, LATENCY_PARTITIONS, &tuning);

@@ -18,6 +18,14 @@
 //!   message carries the time it was due (a stalled sender counts against
 //!   latency).
 //!
+//! - rumqttc (issue #21): one rumqttc publisher at QoS 1 with the client's
+//!   default in-flight window (100), 1 KiB payloads, `--messages` of them,
+//!   into one QoS 1 subscriber (this bench's client, clean session), as
+//!   fast as the broker acknowledges; broker CPU per message alongside.
+//!   `rumqttc-qos1-persist`: the same (a quarter of the messages) into a
+//!   persistent-session subscriber, whose messages both brokers store
+//!   (Ferry fsyncs them before the PUBACK).
+//!
 //! "other" is the CPU everything else on the machine used during the case
 //! (both brokers' runs); above about 10%, rerun. Before each half the bench
 //! waits (up to 15 s) for the machine to be idle.
@@ -43,6 +51,8 @@ use tokio::sync::Semaphore;
 
 const PAYLOAD: usize = 64;
 const QOS1_WINDOW: usize = 32;
+/// Payload of the rumqttc case (issue #21: 1 KiB).
+const RUMQTTC_PAYLOAD: usize = 1024;
 const CASE_DEADLINE: Duration = Duration::from_secs(60);
 
 struct Options {
@@ -95,6 +105,9 @@ impl Server {
             .args(["--kafka-listen", &format!("127.0.0.1:{}", free_port())])
             .args(["--http-listen", "127.0.0.1:0"])
             .args(["--mqtt-listen", &format!("127.0.0.1:{port}")])
+            // Free ports only: the defaults may be taken by other brokers.
+            .args(["--amqp-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--stomp-listen", "off", "--redis-listen", "off"])
             .env("FERRY_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -227,12 +240,18 @@ impl Reader {
 }
 
 async fn connect(port: u16, id: &str) -> (Reader, OwnedWriteHalf) {
+    connect_as(port, id, true).await
+}
+
+/// CONNECT with a clean session, or (`clean` false) a persistent one whose
+/// QoS 1 messages the broker stores durably.
+async fn connect_as(port: u16, id: &str, clean: bool) -> (Reader, OwnedWriteHalf) {
     let s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
     s.set_nodelay(true).unwrap();
     let (rd, mut wr) = s.into_split();
     let mut p = vec![0x10];
     remaining_length(&mut p, 12 + id.len());
-    p.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60]);
+    p.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, if clean { 0x02 } else { 0 }, 0, 60]);
     p.extend_from_slice(&(id.len() as u16).to_be_bytes());
     p.extend_from_slice(id.as_bytes());
     wr.write_all(&p).await.unwrap();
@@ -284,7 +303,7 @@ async fn subscriber(
                 acks.extend_from_slice(&[0x40, 2, body[at], body[at + 1]]);
                 at += 2;
             }
-            let due = u64::from_be_bytes(body[at..at + 8].try_into().unwrap());
+            let Some(due) = body.get(at..at + 8).map(|b| u64::from_be_bytes(b.try_into().unwrap())) else { continue };
             if due >= record_from {
                 let _ = hist.record(now.saturating_sub(due).max(1));
             }
@@ -370,9 +389,42 @@ async fn publisher(
     }
 }
 
+/// Sends `n` publishes of `RUMQTTC_PAYLOAD` bytes through rumqttc at QoS 1
+/// (the client's default in-flight window), as fast as they are
+/// acknowledged; each starts with its send time.
+async fn publisher_rumqttc(port: u16, id: String, topic: String, n: u64, epoch: Instant) {
+    let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(60)).set_max_packet_size(64 * 1024, 64 * 1024);
+    let (client, mut events) = rumqttc::AsyncClient::new(o, 1024);
+    let sender = tokio::spawn(async move {
+        let mut payload = vec![b'x'; RUMQTTC_PAYLOAD];
+        for _ in 0..n {
+            payload[..8].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_be_bytes());
+            client.publish(topic.as_str(), rumqttc::QoS::AtLeastOnce, false, payload.clone()).await.unwrap();
+        }
+        client
+    });
+    let mut acked = 0;
+    while acked < n {
+        match events.poll().await {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => acked += 1,
+            Ok(_) => {}
+            Err(e) => panic!("rumqttc publisher: {e}"),
+        }
+    }
+    let client = sender.await.unwrap();
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), events.poll()).await;
+}
+
 #[derive(Clone)]
 struct Case {
     name: String,
+    /// Publish through rumqttc (1 KiB payloads) instead of the raw client.
+    rumqttc: bool,
+    /// Subscribers keep persistent sessions (their QoS 1 messages are
+    /// stored durably before the publisher's PUBACK).
+    persistent: bool,
     qos: u8,
     publishers: u64,
     subscribers: u64,
@@ -389,6 +441,8 @@ struct Outcome {
     p50_ms: f64,
     p99_ms: f64,
     broker_cpu: f64,
+    /// Broker CPU seconds over the case.
+    broker_secs: f64,
 }
 
 async fn run_case(server: &Server, case: &Case, round: usize) -> Outcome {
@@ -396,7 +450,7 @@ async fn run_case(server: &Server, case: &Case, round: usize) -> Outcome {
     let tag = format!("{}-{round}", case.name);
     let mut subs = Vec::new();
     for s in 0..case.subscribers {
-        let (mut r, mut wr) = connect(server.port, &format!("{tag}-sub{s}")).await;
+        let (mut r, mut wr) = connect_as(server.port, &format!("{tag}-sub{s}"), !case.persistent).await;
         subscribe(&mut r, &mut wr, &format!("bench/{tag}/#"), case.qos).await;
         subs.push((r, wr));
     }
@@ -416,7 +470,13 @@ async fn run_case(server: &Server, case: &Case, round: usize) -> Outcome {
         .enumerate()
         .map(|(i, (r, wr))| {
             let topic = format!("bench/{tag}/{i}");
-            tokio::spawn(publisher(r, wr, topic, case.qos, case.per_publisher, case.rate, epoch))
+            if case.rumqttc {
+                drop((r, wr));
+                let id = format!("{tag}-rumqttc{i}");
+                tokio::spawn(publisher_rumqttc(server.port, id, topic, case.per_publisher, epoch))
+            } else {
+                tokio::spawn(publisher(r, wr, topic, case.qos, case.per_publisher, case.rate, epoch))
+            }
         })
         .collect();
     let mut hist = Histogram::<u64>::new(3).unwrap();
@@ -447,6 +507,7 @@ async fn run_case(server: &Server, case: &Case, round: usize) -> Outcome {
         p50_ms: hist.value_at_quantile(0.5) as f64 / 1e6,
         p99_ms: hist.value_at_quantile(0.99) as f64 / 1e6,
         broker_cpu,
+        broker_secs: broker,
     }
 }
 
@@ -505,6 +566,8 @@ fn main() {
     for qos in [0u8, 1] {
         let base = |name: &str, publishers, subscribers, per_publisher, rate| Case {
             name: format!("{name}-qos{qos}"),
+            rumqttc: false,
+            persistent: false,
             qos,
             publishers,
             subscribers,
@@ -519,6 +582,19 @@ fn main() {
         cases.push(Case {
             warmup: Duration::from_millis(500),
             ..base(&format!("latency{}k", high / 1000), 1, 1, latency_n * 4, Some(high))
+        });
+    }
+    for persistent in [false, true] {
+        cases.push(Case {
+            name: format!("rumqttc-qos1{}", if persistent { "-persist" } else { "" }),
+            rumqttc: true,
+            persistent,
+            qos: 1,
+            publishers: 1,
+            subscribers: 1,
+            per_publisher: if persistent { n / 4 } else { n },
+            rate: None,
+            warmup: Duration::ZERO,
         });
     }
     cases.retain(|c| opts.only.is_empty() || opts.only.iter().any(|o| c.name.contains(o.as_str())));
@@ -567,5 +643,9 @@ fn main() {
             m.broker_cpu * 100.0,
             f.other_cpu.max(m.other_cpu) * 100.0
         );
+        if case.rumqttc {
+            let per = |o: &Outcome| o.broker_secs * 1e6 / o.deliveries.max(1) as f64;
+            println!("{:<16} broker CPU per message: ferry {:.2} us, mosquitto {:.2} us", "", per(f), per(m));
+        }
     }
 }

@@ -208,8 +208,10 @@ pub async fn run_as<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(_) => deadline = keep_alive.map(|k| Instant::now() + k),
             },
             _ = conn.session.wake.notified() => {}
+            // A held ack's message is stored: send it (and those after it).
+            () = publish::oldest_stored(&mut conn.held) => {}
             // Held acks: look again at the congested queues shortly.
-            _ = tokio::time::sleep(Duration::from_millis(1)), if !conn.held.is_empty() => {}
+            _ = tokio::time::sleep(Duration::from_millis(1)), if publish::waits_on_subscribers(&conn.held) => {}
             _ = sleep => {
                 break conn.close(&mut wr, violation(reason::KEEP_ALIVE_TIMEOUT, "keep alive timeout")).await;
             }

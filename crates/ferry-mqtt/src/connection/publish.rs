@@ -2,8 +2,17 @@
 //! the hub, and the QoS 1/2 acknowledgements (PUBACK, PUBREC, then PUBREL
 //! and PUBCOMP for exactly once), held back briefly while congested
 //! subscribers drain.
+//!
+//! A QoS 1 PUBLISH whose copies went to durable queues is acknowledged once
+//! they are on disk, but the connection does not wait for that before
+//! reading the next PUBLISH: the PUBACK waits in `held` (in order) with the
+//! stores' completion, so the publishes of one connection share their
+//! fsyncs (group commit) instead of taking one each, one after another.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crate::topic_tree;
@@ -20,11 +29,54 @@ use crate::session::Session;
 /// queues to drain: bounds how much one stuck subscriber slows a publisher.
 const MAX_ACK_HOLD: Duration = Duration::from_millis(20);
 
-/// A publisher's acknowledgement held back while subscribers drain.
+/// Most acknowledgements one connection holds back: past it the connection
+/// waits for the oldest message's store before reading on (a 3.1.1 client
+/// has no receive maximum to hold it back).
+const MAX_UNSTORED: usize = 1024;
+
+/// Resolves to a PUBACK's reason code once the message's stores are durable.
+/// In a mutex only to be `Sync` (the connection is shared across awaits);
+/// it is only ever reached through `&mut`, never locked.
+type Stored = std::sync::Mutex<Pin<Box<dyn Future<Output = u8> + Send>>>;
+
+/// A publisher's acknowledgement held back while its message is stored or
+/// subscribers drain.
 pub(super) struct HeldAck {
     packet: Packet,
+    /// Still being stored (QoS 1): sent once this resolves.
+    stored: Option<Stored>,
     until: Instant,
     waiting_on: Vec<Arc<Session>>,
+}
+
+impl HeldAck {
+    /// Whether the store finished, taking its reason code if it just did.
+    fn poll_stored(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(f) = self.stored.as_mut() else { return Poll::Ready(()) };
+        let f = f.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Poll::Ready(c) = f.as_mut().poll(cx) else { return Poll::Pending };
+        self.stored = None;
+        if let Packet::Puback { code, .. } = &mut self.packet {
+            *code = c;
+        }
+        Poll::Ready(())
+    }
+}
+
+/// Waits until the oldest held acknowledgement's store finishes (forever if
+/// it has none: the caller's select then waits on its other branches).
+/// Cancel-safe: the store stays in `held`.
+pub(super) async fn oldest_stored(held: &mut std::collections::VecDeque<HeldAck>) {
+    match held.front_mut() {
+        Some(h) if h.stored.is_some() => std::future::poll_fn(|cx| h.poll_stored(cx)).await,
+        _ => std::future::pending().await,
+    }
+}
+
+/// Whether the oldest held acknowledgement waits only for subscribers
+/// (its store is done), so a timer must look at it again.
+pub(super) fn waits_on_subscribers(held: &std::collections::VecDeque<HeldAck>) -> bool {
+    held.front().is_some_and(|h| h.stored.is_none())
 }
 
 impl Conn {
@@ -85,24 +137,33 @@ impl Conn {
             origin: Some(self.client_id.clone()),
             timestamp: now,
         });
-        let mut congested = Vec::new();
-        let code = match self.hub.publish(msg) {
-            Ok(routed) => {
-                congested = routed.congested;
-                let mut code = reason::SUCCESS;
-                for w in routed.waits {
-                    if let Err(e) = w.wait().await {
-                        tracing::warn!(client = %self.client_id, error = %e, "publish not stored");
-                        code = reason::UNSPECIFIED;
-                    }
-                }
-                code
-            }
+        let (mut code, mut congested, mut waits) = (reason::SUCCESS, Vec::new(), Vec::new());
+        match self.hub.publish(msg) {
+            Ok(routed) => (congested, waits) = (routed.congested, routed.waits),
             Err(e) => {
                 tracing::warn!(client = %self.client_id, error = %e, "publish failed");
-                reason::UNSPECIFIED
+                code = reason::UNSPECIFIED;
             }
-        };
+        }
+        if p.qos == 1 && !waits.is_empty() {
+            // Acknowledged once stored, in order; meanwhile read on.
+            let client = self.client_id.clone();
+            let stored: Stored = std::sync::Mutex::new(Box::pin(async move { stored_code(&client, waits).await }));
+            self.held.push_back(HeldAck {
+                packet: Packet::Puback { pid, code },
+                stored: Some(stored),
+                until: Instant::now() + MAX_ACK_HOLD,
+                waiting_on: congested,
+            });
+            while self.held.len() > MAX_UNSTORED && self.held.front().is_some_and(|h| h.stored.is_some()) {
+                oldest_stored(&mut self.held).await;
+                self.release_held();
+            }
+            return Ok(());
+        }
+        if !waits.is_empty() {
+            code = stored_code(&self.client_id, waits).await;
+        }
         if let Some(d) = qos2_state {
             self.wait_persisted(d).await;
         }
@@ -118,7 +179,12 @@ impl Conn {
             // gets its acknowledgements a little later (at most
             // MAX_ACK_HOLD), so its in-flight window, not the subscriber's
             // queue, absorbs the difference. Acks keep their order.
-            self.held.push_back(HeldAck { packet: ack, until: Instant::now() + MAX_ACK_HOLD, waiting_on: congested });
+            self.held.push_back(HeldAck {
+                packet: ack,
+                stored: None,
+                until: Instant::now() + MAX_ACK_HOLD,
+                waiting_on: congested,
+            });
         }
         Ok(())
     }
@@ -135,11 +201,15 @@ impl Conn {
         self.send(Packet::Pubcomp { pid, code });
     }
 
-    /// Sends held acknowledgements whose subscribers drained or whose hold
-    /// ran out, in order.
+    /// Sends held acknowledgements whose messages are stored and whose
+    /// subscribers drained (or whose hold ran out), in order.
     pub(super) fn release_held(&mut self) {
         let now = Instant::now();
+        let mut cx = Context::from_waker(Waker::noop());
         while let Some(h) = self.held.front_mut() {
+            if h.poll_stored(&mut cx).is_pending() {
+                break;
+            }
             let hub = &self.hub;
             h.waiting_on.retain(|s| !hub.drained(s));
             if !h.waiting_on.is_empty() && now < h.until {
@@ -150,4 +220,16 @@ impl Conn {
             }
         }
     }
+}
+
+/// Waits for a message's stores; the reason code for its acknowledgement.
+async fn stored_code(client: &str, waits: Vec<crate::hub::Wait>) -> u8 {
+    let mut code = reason::SUCCESS;
+    for w in waits {
+        if let Err(e) = w.wait().await {
+            tracing::warn!(client, error = %e, "publish not stored");
+            code = reason::UNSPECIFIED;
+        }
+    }
+    code
 }

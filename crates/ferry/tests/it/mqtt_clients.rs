@@ -181,6 +181,49 @@ async fn persistent_session_keeps_subscriptions_and_queued_messages_across_kill9
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_of_qos1_publishes_is_acknowledged_in_order_once_stored() {
+    // The publisher's PUBLISHes share fsyncs (their PUBACKs wait in order
+    // while the connection reads on); acknowledged still means durable.
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Broker::start(dir.path());
+    {
+        let (sub, mut srx) = client(b.mqtt_port, "keeper", false, |_| {}).await;
+        subscribe(&sub, &mut srx, "w/#", QoS::AtLeastOnce).await;
+        sub.disconnect().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (publ, mut prx) = client(b.mqtt_port, "pub", true, |o| {
+        o.set_inflight(100);
+    })
+    .await;
+    let n = 300;
+    let sender = tokio::spawn(async move {
+        for i in 0..n {
+            publ.publish(format!("w/{}", i % 3), QoS::AtLeastOnce, false, i.to_string()).await.unwrap();
+        }
+        publ
+    });
+    let mut acked = Vec::new();
+    while acked.len() < n {
+        if let Packet::PubAck(a) = expect(&mut prx, |p| matches!(p, Packet::PubAck(_))).await {
+            acked.push(a.pkid);
+        }
+    }
+    let _publ = sender.await.unwrap();
+    // In the order of the PUBLISHes (rumqttc 0.25 numbers them 1 to its
+    // in-flight limit, then starts over).
+    let want: Vec<u16> = (0..n).map(|i| (i % 100 + 1) as u16).collect();
+    assert_eq!(acked, want, "PUBACKs out of order");
+    b.kill9();
+    b.start_again();
+    let (_sub, mut srx) = client(b.mqtt_port, "keeper", false, |_| {}).await;
+    let got = publishes(&mut srx, n).await;
+    let values: Vec<String> = got.into_iter().map(|g| g.1).collect();
+    let sent: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    assert_eq!(values, sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn will_is_published_on_abnormal_disconnect_only() {
     let dir = tempfile::tempdir().unwrap();
     let b = Broker::start(dir.path());

@@ -422,11 +422,20 @@ async fn a_half_done_inbound_qos2_exchange_survives_kill9_exactly_once() {
     let mut s = raw(b.mqtt_port).await;
     send_expect(&mut s, &publish(false, b"once"), [0x50, 2, 0, 7]).await;
     assert_eq!(publishes(&mut srx, 1).await[0].1, "once");
-    // (time for the subscriber's PUBREC to move its queue's cursor)
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // The broker crashes before PUBREL: the id is still awaiting release after the restart.
+    // The subscriber's side of "once" ends (PUBREL in, PUBCOMP out) and it
+    // disconnects: the broker handles its PUBCOMP before the DISCONNECT, so
+    // no PUBREL is resent after the restart (a fresh rumqttc state drops
+    // its connection on one it does not know; a fixed sleep was too short
+    // under load).
+    expect(&mut srx, |p| matches!(p, Packet::PubRel(_))).await;
+    sub.disconnect().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async { while srx.recv().await.is_some() {} })
+        .await
+        .expect("the subscriber's connection ends after its DISCONNECT");
+    // The broker crashes before the publisher's PUBREL: the id is still
+    // awaiting release after the restart.
     b.kill9();
-    drop((sub, srx));
+    drop(sub);
     b.start_again();
     let (_sub, mut srx) = client(b.mqtt_port, "q2sub", false, |_| {}).await;
     let mut s = raw(b.mqtt_port).await;

@@ -4,14 +4,17 @@
 //! a node isolated, a node cut from the controller leader, one-way loss,
 //! a bridge, latency), Kafka workloads that write a history (idempotent
 //! acks=all producers, a read_committed group consumer, a
-//! consume-transform-produce transactional worker), a complete read of
-//! every partition at the end, and the checker over it all.
+//! consume-transform-produce transactional worker) or an AMQP workload
+//! (a publisher with confirms and a manual-ack consumer on a quorum queue,
+//! on two different nodes), a complete read of every partition (the
+//! emptied queue) at the end, and the checker over it all.
 //!
 //! `cargo test -p ferry --test it chaos::` runs about a minute with seed
 //! 16; `scripts/chaos.sh --duration 30m --seed S` runs long ones
 //! (FERRY_CHAOS_SECS, FERRY_CHAOS_SEED, FERRY_CHAOS_DIR). The history is
 //! kept in FERRY_CHAOS_DIR (default: the target's tmp dir) as
-//! `chaos-<seed>.jsonl`; `ferry-chaos-check` checks it again.
+//! `chaos-<seed>.jsonl` (`chaos-amqp-quorum-<seed>.jsonl`);
+//! `ferry-chaos-check` checks it again.
 //! FERRY_CHAOS_CLIENT_DEBUG (librdkafka `debug` contexts, e.g. `eos`) keeps
 //! the idempotent producers' librdkafka log beside it as
 //! `chaos-<seed>-producers.log` (time in the history's seconds, process).

@@ -101,6 +101,9 @@ pub struct QuorumClient {
     /// session needs renewing while there are any).
     unsettled: AtomicI64,
     next_consumer: AtomicU64,
+    /// Numbers this client's forwarded publish batches (with `session`, the
+    /// id a leader recognises a retry by).
+    next_batch: AtomicU64,
     workers: AtomicBool,
 }
 
@@ -144,6 +147,7 @@ impl Broker {
                     recent_acks: Mutex::default(),
                     unsettled: AtomicI64::new(0),
                     next_consumer: AtomicU64::new(0),
+                    next_batch: AtomicU64::new(0),
                     workers: AtomicBool::new(false),
                 })
             })

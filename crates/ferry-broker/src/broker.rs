@@ -126,6 +126,9 @@ pub struct Broker {
     /// Forwarding nodes' deliveries of the quorum queues led here
     /// (`messaging/remote_queue.rs`).
     pub(crate) queue_sessions: Mutex<crate::messaging::remote_queue::Sessions>,
+    /// The last forwarded publish batch stored per forwarding session
+    /// (`messaging/remote_queue.rs`): retries are not stored twice.
+    pub(crate) queue_publishes: Mutex<crate::messaging::remote_queue::Forwarded>,
     /// This node's forwarding clients of quorum queues, one per queue
     /// (`messaging/quorum_client/`).
     pub(crate) quorum_clients: Mutex<crate::messaging::quorum_client::Clients>,
@@ -198,6 +201,7 @@ impl Broker {
             controller: OnceLock::new(),
             quorum_queues: Mutex::default(),
             queue_sessions: Mutex::default(),
+            queue_publishes: Mutex::default(),
             quorum_clients: Mutex::default(),
         });
         // Transactions a crash left half-ended are finished by the

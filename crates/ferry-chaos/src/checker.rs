@@ -19,11 +19,15 @@ pub struct Options {
     /// The longest time without any successful write or commit that still
     /// counts as available; `None`: gaps are measured, never an anomaly.
     pub max_gap: Option<Duration>,
+    /// Queues with redelivery flags (AMQP), when duplicates are allowed: a
+    /// value delivered again is still a Duplicate unless that delivery is
+    /// flagged redelivered or its publish's outcome is unknown (`info`).
+    pub unflagged_redelivery_forbidden: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { duplicates_forbidden: true, max_gap: None }
+        Options { duplicates_forbidden: true, max_gap: None, unflagged_redelivery_forbidden: false }
     }
 }
 
@@ -187,6 +191,8 @@ pub fn check(history: &[Op], options: &Options) -> Report {
     let mut writes: HashMap<i64, Write> = HashMap::new();
     let mut txns: HashMap<u64, TxnOutcome> = HashMap::new();
     let mut reads: Vec<Read> = Vec::new();
+    // Queue deliveries: (value, line, flagged redelivered).
+    let mut deliveries: Vec<(i64, usize, bool)> = Vec::new();
     let mut drained: HashMap<i32, i64> = HashMap::new();
     let mut found: Vec<Anomaly> = Vec::new();
     let mut anomaly = |kind, detail: String| found.push(Anomaly { kind, detail });
@@ -238,6 +244,7 @@ pub fn check(history: &[Op], options: &Options) -> Report {
                     // visibility; a redelivery may come in any order.
                     let (process, uncommitted) = (op.process, op.uncommitted);
                     reads.push(Read { line, process, partition, offset: None, value, uncommitted });
+                    deliveries.push((value, line, op.redelivered));
                     continue;
                 };
                 if let Some((last, last_line)) = positions.get(&(op.process, partition))
@@ -404,6 +411,29 @@ pub fn check(history: &[Op], options: &Options) -> Report {
         for (v, at) in dups {
             let places: Vec<String> = at.iter().map(|((p, o), l)| format!("{p}@{o} (line {l})")).collect();
             anomaly(AnomalyKind::Duplicate, format!("value {v} read at {} offsets: {}", at.len(), places.join(", ")));
+        }
+    }
+
+    // A queue delivers a message again only flagged redelivered (the
+    // broker knows it may have been out), or when its publish's outcome was
+    // unknown (the publisher's side of at-least-once).
+    if !options.duplicates_forbidden && options.unflagged_redelivery_forbidden {
+        let mut first: HashMap<i64, usize> = HashMap::new();
+        for &(v, line, redelivered) in &deliveries {
+            let Some(&earlier) = first.get(&v) else {
+                first.insert(v, line);
+                continue;
+            };
+            let unknown = writes.get(&v).is_some_and(|w| !matches!(w.outcome, Some((Phase::Ok | Phase::Fail, ..))));
+            if !redelivered && !unknown {
+                anomaly(
+                    AnomalyKind::Duplicate,
+                    format!(
+                        "value {v} delivered again at line {line} not flagged redelivered (first delivered at line \
+                         {earlier}), its publish confirmed"
+                    ),
+                );
+            }
         }
     }
 

@@ -82,6 +82,10 @@ pub struct Op {
     /// A read made with read_uncommitted (aborted records may show).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub uncommitted: bool,
+    /// A queue delivery the broker flagged redelivered (AMQP's
+    /// `redelivered`): it may have been delivered before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redelivered: bool,
     /// Free text: the error of a `fail`/`info`, what a fault did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -101,6 +105,7 @@ impl Op {
             value: None,
             txn: None,
             uncommitted: false,
+            redelivered: false,
             error: None,
         }
     }

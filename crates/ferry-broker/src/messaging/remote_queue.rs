@@ -31,6 +31,20 @@ const MAX_WAIT: Duration = Duration::from_secs(5);
 /// How long a forwarded publish or settlement waits for the ISR.
 const ISR_WAIT: Duration = Duration::from_secs(8);
 
+/// The last publish batch a forwarding session had stored here.
+pub(crate) struct ForwardedBatch {
+    /// The queue (this leadership's) it was stored in: a retry reaching a
+    /// later leadership is stored again (at-least-once).
+    queue: Weak<Queue>,
+    number: u64,
+    /// Per message, stored or refused; the last stored offset.
+    stored: Vec<bool>,
+    last: Option<u64>,
+}
+
+/// Last batches by (vhost, queue, session id).
+pub(crate) type Forwarded = HashMap<(String, String, String), ForwardedBatch>;
+
 /// One forwarding node's deliveries of one queue.
 pub(crate) struct Session {
     /// The queue (this leadership's) the deliveries were taken from.
@@ -114,6 +128,48 @@ impl Broker {
         Err(if declared { PeerError::NotLeaderOrFollower } else { PeerError::UnknownTopicOrPartition })
     }
 
+    /// Stores a forwarded batch, unless this leadership stored the same
+    /// batch (`id`) already: a retry after the answer was lost (a torn
+    /// connection, a timed-out call) then gets the first attempt's answer,
+    /// once that is on the ISR, instead of a second copy of each message.
+    fn store_forwarded(
+        &self,
+        vhost: &str,
+        name: &str,
+        q: &Arc<Queue>,
+        id: Option<(String, u64)>,
+        msgs: Vec<StoredMessage>,
+    ) -> Result<(Vec<bool>, Option<u64>), PeerError> {
+        // Held across the appends (no await): a retry arriving while the
+        // first attempt is still being stored waits for it.
+        let mut forwarded = lock(&self.queue_publishes);
+        let key = id.as_ref().map(|(session, _)| (vhost.to_string(), name.to_string(), session.clone()));
+        if let (Some(key), Some((_, number))) = (&key, &id)
+            && let Some(b) = forwarded.get(key)
+            && b.number == *number
+            && std::ptr::eq(b.queue.as_ptr(), Arc::as_ptr(q))
+        {
+            return Ok((b.stored.clone(), b.last));
+        }
+        let mut stored = Vec::with_capacity(msgs.len());
+        let mut last = None;
+        for m in msgs {
+            match q.publish(&to_message(m)).map_err(PeerError::from)? {
+                Published::Stored(offset) => {
+                    stored.push(true);
+                    last = Some(offset);
+                }
+                Published::Rejected => stored.push(false),
+            }
+        }
+        if let (Some(key), Some((_, number))) = (key, id) {
+            forwarded.retain(|_, b| b.queue.strong_count() > 0);
+            let batch = ForwardedBatch { queue: Arc::downgrade(q), number, stored: stored.clone(), last };
+            forwarded.insert(key, batch);
+        }
+        Ok((stored, last))
+    }
+
     /// Notes `session` alive, with `taken` offsets now out with it.
     fn note_session(&self, vhost: &str, name: &str, session: &str, q: &Arc<Queue>, taken: &[u64], settled: &[u64]) {
         let mut sessions = lock(&self.queue_sessions);
@@ -161,21 +217,11 @@ impl Broker {
     /// Carries out a forwarded queue call (see `serve_peer`).
     pub(crate) async fn serve_queue_peer(self: Arc<Self>, request: PeerRequest) -> Result<PeerReply, PeerError> {
         match request {
-            PeerRequest::QueuePublish { vhost, queue, batch } => {
+            PeerRequest::QueuePublish { vhost, queue, batch, id } => {
                 let q = self.served_queue(&vhost, &queue)?;
                 let bytes = B64.decode(batch).map_err(failed)?;
                 let msgs = message::decode_batches(&Bytes::from(bytes)).map_err(PeerError::from)?;
-                let mut stored = Vec::with_capacity(msgs.len());
-                let mut last = None;
-                for m in msgs {
-                    match q.publish(&to_message(m)).map_err(PeerError::from)? {
-                        Published::Stored(offset) => {
-                            stored.push(true);
-                            last = Some(offset);
-                        }
-                        Published::Rejected => stored.push(false),
-                    }
-                }
+                let (stored, last) = self.store_forwarded(&vhost, &queue, &q, id, msgs)?;
                 if let Some(offset) = last
                     && !completion(|done| q.on_durable(offset, done)).await
                 {
@@ -248,5 +294,75 @@ impl Broker {
             }
             other => Err(PeerError::Failed(format!("not a queue call: {other:?}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use crate::broker::{Broker, BrokerConfig};
+    use crate::messaging::{Headers, Message};
+    use crate::metadata::{AmqpRequest, Arguments, ControllerRequest, PeerReply, PeerRequest, QueueType};
+
+    use super::encode_messages;
+
+    fn message(i: u32) -> Message {
+        Message {
+            exchange: String::new(),
+            routing_key: "orders".into(),
+            properties: Bytes::new(),
+            body: Bytes::from(format!("m{i}")),
+            persistent: true,
+            headers: Headers::new(),
+            expires_at: None,
+            priority: 0,
+            deliver_at: None,
+            retry_queue: None,
+            retries: 0,
+        }
+    }
+
+    /// A forwarding node retries a batch whose answer it lost (its
+    /// connection to the leader was torn while the ISR caught up: chaos
+    /// seed 17, docs/reliability.md Found 12): the leader answers the retry
+    /// from the first attempt and stores nothing again. Another batch, or a
+    /// request without an id, is stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retried_forwarded_batch_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        let _controller = crate::testing::install(&broker);
+        let declare = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
+            vhost: "/".into(),
+            name: "orders".into(),
+            auto_delete: false,
+            arguments: Arguments::default(),
+            queue_type: QueueType::Quorum { group_size: None },
+        });
+        broker.submit_change(declare).await.unwrap();
+        let publish = |first: u32, id: Option<u64>| PeerRequest::QueuePublish {
+            vhost: "/".into(),
+            queue: "orders".into(),
+            batch: encode_messages(&[message(first), message(first + 1)]).unwrap(),
+            id: id.map(|n| ("node2-session".to_string(), n)),
+        };
+        for (request, what) in [
+            (publish(0, Some(7)), "batch 7"),
+            (publish(0, Some(7)), "batch 7 again"),
+            (publish(2, Some(8)), "batch 8"),
+            (publish(4, None), "no id"),
+        ] {
+            match broker.clone().serve_queue_peer(request).await {
+                Ok(PeerReply::QueueStored(stored)) => assert_eq!(stored, [true, true], "{what}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        let q = broker.quorum_queue("/", "orders").unwrap();
+        let mut bodies = Vec::new();
+        while let Some(d) = q.take(None).unwrap() {
+            bodies.push(String::from_utf8(d.message.body.to_vec()).unwrap());
+        }
+        assert_eq!(bodies, ["m0", "m1", "m2", "m3", "m4", "m5"], "each message stored once");
     }
 }

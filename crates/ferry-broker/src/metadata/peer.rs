@@ -73,6 +73,11 @@ pub enum PeerRequest {
         queue: String,
         /// The messages, one record batch (`messaging::message::encode_all`), base64.
         batch: String,
+        /// The forwarding client's (session, batch number), the same in
+        /// every retry of the batch: a leader that stored it already
+        /// answers from that and does not store it again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<(String, u64)>,
     },
     /// Up to `max` deliveries for the consumers of a forwarding node
     /// (`session`), waiting up to `wait_ms` for one; `max` 0 only renews the

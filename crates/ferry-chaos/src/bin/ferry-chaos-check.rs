@@ -1,4 +1,4 @@
-//! `ferry-chaos-check HISTORY.jsonl [--allow-duplicates] [--max-gap-ms N]`:
+//! `ferry-chaos-check HISTORY.jsonl [--allow-duplicates | --redelivered-only] [--max-gap-ms N]`:
 //! checks a kept history again; exits 1 when it finds an anomaly.
 
 use std::process::ExitCode;
@@ -13,6 +13,11 @@ fn main() -> ExitCode {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--allow-duplicates" => options.duplicates_forbidden = false,
+            // At-least-once queues that flag redeliveries (AMQP).
+            "--redelivered-only" => {
+                options.duplicates_forbidden = false;
+                options.unflagged_redelivery_forbidden = true;
+            }
             "--max-gap-ms" => match args.next().and_then(|n| n.parse().ok()) {
                 Some(ms) => options.max_gap = Some(Duration::from_millis(ms)),
                 None => return usage("--max-gap-ms needs milliseconds"),
@@ -35,6 +40,8 @@ fn main() -> ExitCode {
 }
 
 fn usage(why: &str) -> ExitCode {
-    eprintln!("{why}\nusage: ferry-chaos-check HISTORY.jsonl [--allow-duplicates] [--max-gap-ms N]");
+    eprintln!(
+        "{why}\nusage: ferry-chaos-check HISTORY.jsonl [--allow-duplicates | --redelivered-only] [--max-gap-ms N]"
+    );
     ExitCode::from(2)
 }

@@ -137,6 +137,33 @@ fn queues_are_checked_by_value() {
     caught(&r, AnomalyKind::LostWrite, &["value 3", "never read"]);
 }
 
+/// AMQP: a message comes back only flagged redelivered, unless its
+/// publish's outcome was unknown.
+#[test]
+fn a_queue_redelivers_only_flagged() {
+    let amqp = Options { duplicates_forbidden: false, unflagged_redelivery_forbidden: true, ..Options::default() };
+    let delivery =
+        |v: i64, redelivered: bool| Op { redelivered, ..Op::new(Phase::Ok, Kind::Read, 5, 0).partition(300).value(v) };
+    let mut flagged = H::default();
+    flagged.invoke(1, 1).push(Op::new(Phase::Ok, Kind::Send, 1, 0).value(1).partition(300));
+    flagged.invoke(1, 2).push(Op::new(Phase::Info, Kind::Send, 1, 0).value(2).error("connection lost"));
+    // 1 back flagged; 2 twice unflagged, but its publish may have been
+    // written twice for all the publisher knows.
+    flagged.push(delivery(1, false)).push(delivery(1, true)).push(delivery(2, false)).push(delivery(2, false));
+    flagged.push(Op::new(Phase::Ok, Kind::Drain, 5, 0).partition(300));
+    let r = check(&flagged.0, &amqp);
+    assert!(r.is_valid(), "{r}");
+    // A confirmed message delivered again without the flag.
+    let mut h = H::default();
+    h.invoke(1, 1).push(Op::new(Phase::Ok, Kind::Send, 1, 0).value(1).partition(300));
+    h.push(delivery(1, false)).push(delivery(1, true)).push(delivery(1, false));
+    h.push(Op::new(Phase::Ok, Kind::Drain, 5, 0).partition(300));
+    caught(&check(&h.0, &amqp), AnomalyKind::Duplicate, &["value 1", "line 5", "first delivered at line 3"]);
+    // Without the option (MQTT QoS 1 has no flag to go by) it passes.
+    let r = check(&h.0, &Options { duplicates_forbidden: false, ..Options::default() });
+    assert!(r.is_valid(), "{r}");
+}
+
 #[test]
 fn catches_a_duplicate() {
     let mut h = clean();

@@ -4,14 +4,17 @@
 //! a node isolated, a node cut from the controller leader, one-way loss,
 //! a bridge, latency), Kafka workloads that write a history (idempotent
 //! acks=all producers, a read_committed group consumer, a
-//! consume-transform-produce transactional worker), a complete read of
-//! every partition at the end, and the checker over it all.
+//! consume-transform-produce transactional worker) or an AMQP workload
+//! (a publisher with confirms and a manual-ack consumer on a quorum queue,
+//! on two different nodes), a complete read of every partition (the
+//! emptied queue) at the end, and the checker over it all.
 //!
 //! `cargo test -p ferry --test it chaos::` runs about a minute with seed
 //! 16; `scripts/chaos.sh --duration 30m --seed S` runs long ones
 //! (FERRY_CHAOS_SECS, FERRY_CHAOS_SEED, FERRY_CHAOS_DIR). The history is
 //! kept in FERRY_CHAOS_DIR (default: the target's tmp dir) as
-//! `chaos-<seed>.jsonl`; `ferry-chaos-check` checks it again.
+//! `chaos-<seed>.jsonl` (`chaos-amqp-quorum-<seed>.jsonl`);
+//! `ferry-chaos-check` checks it again.
 //! FERRY_CHAOS_CLIENT_DEBUG (librdkafka `debug` contexts, e.g. `eos`) keeps
 //! the idempotent producers' librdkafka log beside it as
 //! `chaos-<seed>-producers.log` (time in the history's seconds, process).
@@ -89,18 +92,7 @@ fn run(transactions: bool) {
     // Faults, workloads and the final read are bounded; this ends a run
     // that hangs in a client call anyway.
     let _guard = watchdog("chaos run", s.length + Duration::from_secs(420));
-    let mut cluster = Cluster::prepare(3);
-    let ids = cluster.ids();
-    let addresses: BTreeMap<i32, String> =
-        ids.iter().map(|id| (*id, format!("127.0.0.1:{}", cluster.node(*id).cluster_port))).collect();
-    let nodes: Vec<(i32, String)> = addresses.iter().map(|(id, a)| (*id, a.clone())).collect();
-    let proxy = Proxy::start(&nodes).expect("proxy");
-    for id in &ids {
-        cluster.node_mut(*id).toml =
-            format!("{CLUSTER_TOML}replica_lag_time_max_ms = 4000\n{}", proxy.dial_via_toml(*id, &addresses));
-    }
-    cluster.start_all();
-    cluster.wait_for_leader(1, None);
+    let (mut cluster, proxy, ids) = faulty_cluster();
     for topic in topics {
         create_topic_eventually_with(cluster.node(1), topic, PARTITIONS, 3, &[("min.insync.replicas", "2")]);
         eventually_within(&format!("leaders of {topic}"), Duration::from_secs(60), || {
@@ -132,28 +124,7 @@ fn run(transactions: bool) {
         workers.push(std::thread::spawn(move || transform(&b, &r, &st, &p)));
     }
 
-    // The faults, one at a time.
-    let plan = Plan {
-        nodes: ids.clone(),
-        kinds: FaultKind::ALL.to_vec(),
-        lasts: (Duration::from_secs(2), Duration::from_secs(4)),
-        quiet: (Duration::from_millis(1500), Duration::from_secs(3)),
-        latency_ms: (20, 250),
-    };
-    let steps = schedule::schedule(s.seed, &plan, s.length);
-    let start = Instant::now();
-    let mut injected: BTreeMap<FaultKind, usize> = BTreeMap::new();
-    for step in &steps {
-        std::thread::sleep((start + step.at).saturating_duration_since(Instant::now()));
-        let what = inject(&mut cluster, &proxy, &ids, step.fault);
-        eprintln!("chaos {:>7.1}s: {what} for {:?}", start.elapsed().as_secs_f64(), step.lasts);
-        rec.log(Op::new(Phase::Invoke, Kind::Fault, 0, 0).error(what.clone()));
-        std::thread::sleep(step.lasts);
-        heal(&mut cluster, &proxy, step.fault);
-        rec.log(Op::new(Phase::Ok, Kind::Fault, 0, 0).error(what));
-        *injected.entry(step.fault.kind()).or_default() += 1;
-    }
-    std::thread::sleep((start + s.length).saturating_duration_since(Instant::now()));
+    let (start, injected) = faults(&mut cluster, &proxy, &ids, &s, &rec);
     stop.store(true, Ordering::Release);
     for w in workers {
         w.join().expect("workload thread");
@@ -171,11 +142,7 @@ fn run(transactions: bool) {
     let path = s.keep.join(format!("{name}.jsonl"));
     std::fs::create_dir_all(&s.keep).expect("history directory");
     history::write(&path, &ops).expect("keep the history");
-    // Every node's log beside the history, for the post-mortem.
-    for id in &ids {
-        let log = s.keep.join(format!("{name}-node{id}.log"));
-        std::fs::write(&log, cluster.node(*id).log_text()).expect("keep the node log");
-    }
+    keep_node_logs(&cluster, &s, &name);
     let report = checker::check(&ops, &Options::default());
     // After the run no transaction is open: the read_committed end of a
     // partition below its high watermark is a transaction left hanging.
@@ -202,6 +169,65 @@ fn run(transactions: bool) {
     assert_progress(&report, transactions);
     if transactions {
         exactly_once(&ops);
+    }
+}
+
+/// Three voters whose cluster traffic crosses the fault proxy, a
+/// controller leader elected.
+fn faulty_cluster() -> (Cluster, Proxy, Vec<i32>) {
+    let mut cluster = Cluster::prepare(3);
+    let ids = cluster.ids();
+    let addresses: BTreeMap<i32, String> =
+        ids.iter().map(|id| (*id, format!("127.0.0.1:{}", cluster.node(*id).cluster_port))).collect();
+    let nodes: Vec<(i32, String)> = addresses.iter().map(|(id, a)| (*id, a.clone())).collect();
+    let proxy = Proxy::start(&nodes).expect("proxy");
+    for id in &ids {
+        cluster.node_mut(*id).toml =
+            format!("{CLUSTER_TOML}replica_lag_time_max_ms = 4000\n{}", proxy.dial_via_toml(*id, &addresses));
+    }
+    cluster.start_all();
+    cluster.wait_for_leader(1, None);
+    (cluster, proxy, ids)
+}
+
+/// The seeded faults, one at a time, for the run's length (each logged in
+/// `rec`); returns when the run began and the faults injected by kind.
+fn faults(
+    cluster: &mut Cluster,
+    proxy: &Proxy,
+    ids: &[i32],
+    s: &Settings,
+    rec: &Recorder,
+) -> (Instant, BTreeMap<FaultKind, usize>) {
+    let plan = Plan {
+        nodes: ids.to_vec(),
+        kinds: FaultKind::ALL.to_vec(),
+        lasts: (Duration::from_secs(2), Duration::from_secs(4)),
+        quiet: (Duration::from_millis(1500), Duration::from_secs(3)),
+        latency_ms: (20, 250),
+    };
+    let steps = schedule::schedule(s.seed, &plan, s.length);
+    let start = Instant::now();
+    let mut injected: BTreeMap<FaultKind, usize> = BTreeMap::new();
+    for step in &steps {
+        std::thread::sleep((start + step.at).saturating_duration_since(Instant::now()));
+        let what = inject(cluster, proxy, ids, step.fault);
+        eprintln!("chaos {:>7.1}s: {what} for {:?}", start.elapsed().as_secs_f64(), step.lasts);
+        rec.log(Op::new(Phase::Invoke, Kind::Fault, 0, 0).error(what.clone()));
+        std::thread::sleep(step.lasts);
+        heal(cluster, proxy, step.fault);
+        rec.log(Op::new(Phase::Ok, Kind::Fault, 0, 0).error(what));
+        *injected.entry(step.fault.kind()).or_default() += 1;
+    }
+    std::thread::sleep((start + s.length).saturating_duration_since(Instant::now()));
+    (start, injected)
+}
+
+/// Every node's log beside the history, for the post-mortem.
+fn keep_node_logs(cluster: &Cluster, s: &Settings, name: &str) {
+    for id in cluster.ids() {
+        let log = s.keep.join(format!("{name}-node{id}.log"));
+        std::fs::write(&log, cluster.node(id).log_text()).expect("keep the node log");
     }
 }
 
@@ -683,5 +709,225 @@ fn drain(bootstrap: &str, rec: &Recorder, topic: &str) {
             op = op.error(format!("{topic}/{p}: last stable offset {stable}, high watermark {high}"));
         }
         rec.log(op);
+    }
+}
+
+/// The AMQP quorum queue of [`amqp_quorum_queue_under_faults_loses_nothing_confirmed`];
+/// history partition [`AMQP`].
+const QUEUE: &str = "chaos-quorum";
+const AMQP: i32 = 300;
+/// AMQP client calls that can block (connect, declare, a confirm).
+const AMQP_T: Duration = Duration::from_secs(10);
+
+/// AMQP on a quorum queue under every kind of fault: a publisher with
+/// confirms on one node and a manual-ack consumer on another (each node
+/// forwards to the queue's leader), both moving to the next node when
+/// their connection fails. At-least-once: no confirmed message lost, and
+/// a message comes back only flagged redelivered (or when its publish's
+/// outcome was unknown).
+#[test]
+fn amqp_quorum_queue_under_faults_loses_nothing_confirmed() {
+    let s = settings();
+    let _guard = watchdog("amqp chaos run", s.length + Duration::from_secs(420));
+    let (mut cluster, proxy, ids) = faulty_cluster();
+    for id in &ids {
+        cluster.wait_for_brokers(*id, &ids);
+    }
+    let nodes: Vec<(i32, String)> = ids.iter().map(|id| (*id, cluster.node(*id).amqp_uri())).collect();
+    let rec = Recorder::new();
+    let (stop, stop_reader) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    // When the consumer last had a delivery or (re)subscribed, history clock.
+    let last_read = Arc::new(AtomicU64::new(0));
+    let consuming = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (n, r, st, lr, c) = (nodes.clone(), rec.clone(), stop_reader.clone(), last_read.clone(), consuming.clone());
+        std::thread::spawn(move || amqp_block_on(amqp_consumer(&n, 1, &r, &st, &lr, &c)))
+    };
+    eventually_within("the AMQP consumer subscribed", Duration::from_secs(60), || consuming.load(Ordering::Acquire));
+    let writer = {
+        let (n, r, st) = (nodes.clone(), rec.clone(), stop.clone());
+        std::thread::spawn(move || amqp_block_on(amqp_publisher(&n, 0, &r, &st)))
+    };
+
+    let (start, injected) = faults(&mut cluster, &proxy, &ids, &s, &rec);
+    stop.store(true, Ordering::Release);
+    writer.join().expect("publisher thread");
+    // Emptied: nothing delivered for 5 s (at most two minutes), every
+    // fault healed.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let since = || Duration::from_nanos(rec.now().saturating_sub(last_read.load(Ordering::Acquire)));
+    while since() < Duration::from_secs(5) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let drained = Instant::now() < deadline;
+    stop_reader.store(true, Ordering::Release);
+    reader.join().expect("consumer thread");
+    if drained {
+        rec.log(Op::new(Phase::Ok, Kind::Drain, 0, 0).partition(AMQP));
+    }
+
+    let ops = rec.ops();
+    let name = format!("chaos-amqp-quorum-{}", s.seed);
+    let path = s.keep.join(format!("{name}.jsonl"));
+    std::fs::create_dir_all(&s.keep).expect("history directory");
+    history::write(&path, &ops).expect("keep the history");
+    keep_node_logs(&cluster, &s, &name);
+    let options = Options { duplicates_forbidden: false, unflagged_redelivery_forbidden: true, ..Options::default() };
+    let report = checker::check(&ops, &options);
+    let redelivered = ops.iter().filter(|o| o.f == Kind::Read && o.redelivered).count();
+    let faults: usize = injected.values().sum();
+    eprintln!(
+        "{name}: seed {} ran {:.0} s: {faults} faults {injected:?}, {redelivered} deliveries flagged redelivered\n\
+         {report}history: {}",
+        s.seed,
+        start.elapsed().as_secs_f64(),
+        path.display()
+    );
+    assert!(report.is_valid(), "anomalies (seed {}, history {}):\n{report}", s.seed, path.display());
+    assert!(report.undrained.is_empty(), "the queue was not emptied within 2 minutes: {:?}", report.undrained);
+    assert_eq!(injected.len(), FaultKind::ALL.len(), "every fault kind injected: {injected:?}");
+    assert_progress(&report, false);
+}
+
+fn amqp_block_on<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f);
+}
+
+fn quorum_args() -> lapin::types::FieldTable {
+    let mut t = lapin::types::FieldTable::default();
+    t.insert("x-queue-type".into(), lapin::types::AMQPValue::LongString("quorum".into()));
+    t
+}
+
+/// A connection and channel to `nodes[at]` with the quorum queue declared
+/// (every client declares it; the same declaration again changes nothing),
+/// or `None` within [`AMQP_T`].
+async fn amqp_channel(uri: &str) -> Option<(lapin::Connection, lapin::Channel)> {
+    use lapin::options::QueueDeclareOptions;
+    let open = async {
+        let conn = lapin::Connection::connect(uri, lapin::ConnectionProperties::default()).await.ok()?;
+        let ch = conn.create_channel().await.ok()?;
+        let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+        ch.queue_declare(QUEUE.into(), durable, quorum_args()).await.ok()?;
+        Some((conn, ch))
+    };
+    tokio::time::timeout(AMQP_T, open).await.ok().flatten()
+}
+
+/// Publishes persistent messages to [`QUEUE`] (mandatory: an unroutable
+/// one comes back instead of being confirmed and dropped), one at a time,
+/// each waiting for its confirm: ack `ok`, nack or returned `fail`, an
+/// error or no answer within [`AMQP_T`] `info` (the connection was lost
+/// before the confirm). Starts on `nodes[home]` and moves to the next node
+/// after a failure.
+async fn amqp_publisher(nodes: &[(i32, String)], home: usize, rec: &Recorder, stop: &AtomicBool) {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    const PROCESS: u64 = 1;
+    let mut n = 0i64;
+    let mut at = home;
+    while !stop.load(Ordering::Acquire) {
+        let (node, uri) = &nodes[at % nodes.len()];
+        at += 1;
+        let Some((conn, ch)) = amqp_channel(uri).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let select = tokio::time::timeout(AMQP_T, ch.confirm_select(ConfirmSelectOptions::default())).await;
+        if !matches!(select, Ok(Ok(()))) {
+            continue;
+        }
+        at -= 1;
+        let via = format!("node {node}");
+        while !stop.load(Ordering::Acquire) {
+            let value = i64::try_from(PROCESS).unwrap_or(0) * VALUES + n;
+            n += 1;
+            let text = value.to_string();
+            rec.log(Op::new(Phase::Invoke, Kind::Send, PROCESS, 0).value(value).key(via.clone()));
+            let props = lapin::BasicProperties::default().with_delivery_mode(2);
+            let mandatory = BasicPublishOptions { mandatory: true, ..Default::default() };
+            let confirm =
+                async { ch.basic_publish("".into(), QUEUE.into(), mandatory, text.as_bytes(), props).await?.await };
+            let done = Op::new(Phase::Ok, Kind::Send, PROCESS, 0).value(value).key(via.clone());
+            match tokio::time::timeout(AMQP_T, confirm).await {
+                Ok(Ok(lapin::Confirmation::Ack(None))) => rec.log(done.partition(AMQP)),
+                Ok(Ok(lapin::Confirmation::Ack(Some(_)))) => {
+                    rec.log(Op { phase: Phase::Fail, ..done }.error("returned unroutable"));
+                }
+                // The broker says it did not take it.
+                Ok(Ok(_)) => rec.log(Op { phase: Phase::Fail, ..done }.error("nack")),
+                Ok(Err(e)) => {
+                    rec.log(Op { phase: Phase::Info, ..done }.error(e.to_string()));
+                    at += 1;
+                    break;
+                }
+                Err(_) => {
+                    rec.log(Op { phase: Phase::Info, ..done }.error("no confirm within 10 s"));
+                    at += 1;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "bye".into())).await;
+    }
+}
+
+/// Consumes [`QUEUE`] with manual acks (prefetch 50), logging each delivery
+/// with its redelivered flag before acking it. Starts on `nodes[home]` and
+/// moves to the next node when the connection fails or the broker cancels
+/// the consumer.
+async fn amqp_consumer(
+    nodes: &[(i32, String)],
+    home: usize,
+    rec: &Recorder,
+    stop: &AtomicBool,
+    last_read: &AtomicU64,
+    consuming: &AtomicBool,
+) {
+    use futures_lite::StreamExt;
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+    const PROCESS: u64 = 2;
+    let mut at = home;
+    while !stop.load(Ordering::Acquire) {
+        let (node, uri) = &nodes[at % nodes.len()];
+        at += 1;
+        let Some((conn, ch)) = amqp_channel(uri).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let subscribe = async {
+            ch.basic_qos(50, BasicQosOptions::default()).await?;
+            ch.basic_consume(QUEUE.into(), "chaos".into(), BasicConsumeOptions::default(), Default::default()).await
+        };
+        let Ok(Ok(mut consumer)) = tokio::time::timeout(AMQP_T, subscribe).await else { continue };
+        at -= 1;
+        last_read.store(rec.now(), Ordering::Release);
+        consuming.store(true, Ordering::Release);
+        while !stop.load(Ordering::Acquire) {
+            match tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
+                Ok(Some(Ok(d))) => {
+                    if let Some(v) = value_of(Some(&d.data)) {
+                        let how = format!("node {node} tag {}", d.delivery_tag);
+                        rec.log(Op {
+                            redelivered: d.redelivered,
+                            ..Op::new(Phase::Ok, Kind::Read, PROCESS, 0).partition(AMQP).value(v).key(how)
+                        });
+                    }
+                    last_read.store(rec.now(), Ordering::Release);
+                    let ack = tokio::time::timeout(AMQP_T, d.ack(BasicAckOptions::default())).await;
+                    if !matches!(ack, Ok(Ok(_))) {
+                        at += 1;
+                        break;
+                    }
+                }
+                // The connection failed or the consumer was cancelled.
+                Ok(_) => {
+                    at += 1;
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "bye".into())).await;
     }
 }

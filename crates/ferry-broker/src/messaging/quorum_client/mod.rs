@@ -6,9 +6,10 @@
 //!
 //! - Publishes go through one ordered pipeline; a batch is retried on the
 //!   next leader until one stores it and answers (the confirm), for up to
-//!   [`PUBLISH_DEADLINE`], then nacked. A retry after a leader died before
-//!   answering may store a message twice (at-least-once, as RabbitMQ's
-//!   confirms).
+//!   [`PUBLISH_DEADLINE`], then nacked. Every retry carries the batch's
+//!   number, which the leader that stored it answers from memory; a retry
+//!   that reaches another leader (the first died or was deposed before
+//!   answering) may store a message twice (at-least-once).
 //! - Settlements (ack, requeue, reject) are kept until a leader answered
 //!   them (its cursor records on the ISR) and re-sent to the next leader
 //!   until then; a take waits for them, so a new leader never hands out
@@ -101,6 +102,9 @@ pub struct QuorumClient {
     /// session needs renewing while there are any).
     unsettled: AtomicI64,
     next_consumer: AtomicU64,
+    /// Numbers this client's forwarded publish batches (with `session`, the
+    /// id a leader recognises a retry by).
+    next_batch: AtomicU64,
     workers: AtomicBool,
 }
 
@@ -144,6 +148,7 @@ impl Broker {
                     recent_acks: Mutex::default(),
                     unsettled: AtomicI64::new(0),
                     next_consumer: AtomicU64::new(0),
+                    next_batch: AtomicU64::new(0),
                     workers: AtomicBool::new(false),
                 })
             })

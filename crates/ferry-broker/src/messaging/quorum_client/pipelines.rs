@@ -38,6 +38,8 @@ pub(super) async fn publisher(client: Weak<QuorumClient>) {
 
 async fn forward_batch(c: &Arc<QuorumClient>, mut batch: Vec<(Message, Option<Done>)>) {
     let deadline = tokio::time::Instant::now() + PUBLISH_DEADLINE;
+    // Every retry of the same messages carries the same number.
+    let mut number = c.next_batch.fetch_add(1, Ordering::Relaxed);
     loop {
         match c.target() {
             Target::Deleted => break,
@@ -68,6 +70,7 @@ async fn forward_batch(c: &Arc<QuorumClient>, mut batch: Vec<(Message, Option<Do
                     return;
                 }
                 batch = rest;
+                number = c.next_batch.fetch_add(1, Ordering::Relaxed);
             }
             Target::Remote { node, .. } => {
                 let msgs: Vec<Message> = batch.iter().map(|(m, _)| m.clone()).collect();
@@ -78,8 +81,12 @@ async fn forward_batch(c: &Arc<QuorumClient>, mut batch: Vec<(Message, Option<Do
                         break;
                     }
                 };
-                let request =
-                    PeerRequest::QueuePublish { vhost: c.vhost.clone(), queue: c.name.clone(), batch: encoded };
+                let request = PeerRequest::QueuePublish {
+                    vhost: c.vhost.clone(),
+                    queue: c.name.clone(),
+                    batch: encoded,
+                    id: Some((c.session.clone(), number)),
+                };
                 match c.call(node, request).await {
                     Ok(PeerReply::QueueStored(stored)) => {
                         for (i, (_, done)) in batch.into_iter().enumerate() {

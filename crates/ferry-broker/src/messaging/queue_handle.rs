@@ -14,6 +14,7 @@ use super::queue::{Delivery, Published, Queue, QueueSpec};
 use super::quorum_client::{Done, QuorumClient, QuorumConsumer};
 use super::vhost::Vhost;
 use super::{Headers, MessagingError};
+use crate::BrokerError;
 use crate::metadata::{AmqpRequest, ControllerRequest};
 
 type Result<T, E = MessagingError> = std::result::Result<T, E>;
@@ -137,18 +138,28 @@ impl QueueHandle {
             Published::Stored(_) => HandlePublished::Volatile,
             Published::Rejected => HandlePublished::Rejected,
         };
-        match self {
-            QueueHandle::Local(q) => Ok(local(q.clone(), q.publish(m)?)),
+        let stored = match self {
+            QueueHandle::Local(q) => q.publish(m).map(|p| local(q.clone(), p)).map_err(MessagingError::from),
             QueueHandle::Quorum(c) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let done: Done = Box::new(move |ok| {
                     let _ = tx.send(ok);
                 });
-                match c.publish(m, Some(done))? {
-                    Some((q, p)) => Ok(local(q, p)),
-                    None => Ok(HandlePublished::Stored(PublishWait::Forwarded(rx))),
-                }
+                c.publish(m, Some(done)).map(|p| match p {
+                    Some((q, p)) => local(q, p),
+                    None => HandlePublished::Stored(PublishWait::Forwarded(rx)),
+                })
             }
+        };
+        match stored {
+            // Refused before the append (too few in-sync replicas, or
+            // leadership just moved): not stored, so the publisher gets a
+            // nack and may retry, as from a reject-publish queue, instead of
+            // losing its channel to a 541.
+            Err(MessagingError::Internal(BrokerError::NotEnoughReplicas { .. } | BrokerError::NotLeaderOrFollower)) => {
+                Ok(HandlePublished::Rejected)
+            }
+            other => other,
         }
     }
 

@@ -223,14 +223,26 @@ fn routed_leader(c: &Cluster, live: &[i32]) -> i32 {
 }
 
 /// Publishes with confirms to `events` on node `id` (retried while the
-/// node's queue leadership settles) and gets the message from `queue`.
+/// node's queue leadership settles, and while a restarted cluster's quorum
+/// queue has too few in-sync replicas: such a publish is nacked) and gets
+/// the message from `queue`.
 async fn routed_through(c: &Cluster, id: i32, queue: &str, key: &str, body: &str) {
     let deadline = Instant::now() + CLUSTER_WAIT;
     let conn = connect(c.node(id)).await;
     loop {
         let ch = conn.create_channel().await.expect("channel");
         ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-        publish(&ch, "events", key, body.as_bytes(), persistent()).await;
+        let confirm = ch
+            .basic_publish("events".into(), key.into(), BasicPublishOptions::default(), body.as_bytes(), persistent())
+            .await
+            .expect("basic.publish")
+            .await
+            .expect("confirm");
+        if confirm.is_nack() {
+            assert!(Instant::now() < deadline, "{body} to {queue} on node {id}: nacked until the deadline");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
         let got = ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await;
         if let Ok(Some(m)) = got {
             assert_eq!(String::from_utf8_lossy(&m.delivery.data), body, "{queue} on node {id}");

@@ -90,6 +90,9 @@ fn broker_error_code(e: &BrokerError) -> i16 {
         },
         BrokerError::InvalidConfig(_) => E::InvalidConfig,
         BrokerError::NotEnoughReplicas { .. } => E::NotEnoughReplicas,
+        // KIP-890 verification that could not reach an answer: retried by
+        // every client (Kafka's choice, KAFKA-15459).
+        BrokerError::TxnUnverified(_) => E::NotEnoughReplicas,
         BrokerError::InvalidTimestamp(_) => E::InvalidTimestamp,
         BrokerError::OutOfOrderSequence => E::OutOfOrderSequenceNumber,
         BrokerError::InvalidProducerEpoch => E::InvalidProducerEpoch,

@@ -23,13 +23,15 @@ fn config(id: i32, data: &Path, listen: &str, quorum: &[(i32, String)]) -> Clust
     support::config(id, data, listen, quorum, 19390)
 }
 
+/// Where a batch header's CRC and attributes begin.
+const CRC_AT: usize = 17;
+const ATTRIBUTES_AT: usize = 21;
+
 /// A transactional batch of one record (the transactional attribute bit
 /// set, the CRC over attributes onwards computed again).
 fn txn_batch(pid: i64, epoch: i16, seq: i32) -> Vec<u8> {
     let record = NewRecord { key: None, value: Some(b"v"), headers: vec![], timestamp: 1_700_000_000_000 };
     let mut batch = build_batch(&[record], Compression::None, pid, epoch, seq).unwrap();
-    const CRC_AT: usize = 17;
-    const ATTRIBUTES_AT: usize = 21;
     batch[ATTRIBUTES_AT + 1] |= 1 << 4;
     let crc = crc32c(&batch[ATTRIBUTES_AT..]);
     batch[CRC_AT..ATTRIBUTES_AT].copy_from_slice(&crc.to_be_bytes());

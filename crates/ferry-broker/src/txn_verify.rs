@@ -166,6 +166,60 @@ fn copy(e: &BrokerError) -> BrokerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::BrokerConfig;
+    use crate::partition::Acks;
+
+    /// A transactional batch of one record for (pid, epoch).
+    fn txn_batch(pid: i64, epoch: i16) -> Vec<u8> {
+        let record = ferry_records::records::NewRecord {
+            key: None,
+            value: Some(b"v"),
+            headers: vec![],
+            timestamp: ferry_util::time::now_ms(),
+        };
+        let mut batch = ferry_records::records::build_batch(
+            &[record],
+            ferry_records::compression::Compression::None,
+            pid,
+            epoch,
+            0,
+        )
+        .unwrap();
+        // Transactional attribute bit, then the CRC (over attributes onwards).
+        batch[22] |= 1 << 4;
+        let crc = ferry_records::batch::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        batch
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_coordinator_that_cannot_answer_gets_a_retriable_refusal_and_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = crate::testing::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..BrokerConfig::default() })
+            .unwrap();
+        b.create_topic("d", Some(1), &std::collections::BTreeMap::new(), false).await.unwrap();
+        let p = b.leader_partition("d", 0).unwrap();
+        // Without the request's transactional id: refused.
+        let no_id = b.check_txn_batch(None, &p, &txn_batch(5, 0));
+        assert!(matches!(no_id, Err(BrokerError::Txn(TxnError::InvalidTxnState))));
+        // The id's `__transaction_state` partition is not served here (it
+        // moved away, or is loading) and no other node leads it.
+        let count = crate::testing::INTERNAL_PARTITIONS;
+        let index = crate::metadata::coordinator_partition("gone", count).unwrap();
+        b.txns().unload(index);
+        let Ok(TxnBatch::Verify(v)) = b.check_txn_batch(Some("gone"), &p, &txn_batch(5, 0)) else {
+            panic!("a batch whose coordinator is not here waits for its answer");
+        };
+        let verdict = b.verify_txn_batches("gone", &[v]).await.pop().unwrap();
+        assert!(matches!(verdict, Err(BrokerError::TxnUnverified(_))), "{verdict:?}");
+        // The refusal left nothing behind: the next batch asks again, and
+        // an append claiming verification is refused.
+        assert!(!p.txn_verified(5, 0));
+        let forced = p.append_checked(&txn_batch(5, 0), Acks::Leader, true);
+        assert!(matches!(forced, Err(BrokerError::Txn(TxnError::InvalidTxnState))));
+        assert_eq!(p.high_watermark(), 0);
+        assert_eq!(p.last_stable_offset(), 0);
+    }
 
     #[test]
     fn coordinator_errors_become_produce_answers() {

@@ -182,3 +182,17 @@ fn group_code(e: GroupError) -> i16 {
 pub fn error_message(e: &BrokerError) -> kafka_protocol::protocol::StrBytes {
     kafka_protocol::protocol::StrBytes::from_string(e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unverifiable_transactional_batch_is_retriable_with_kafkas_message() {
+        let e = BrokerError::TxnUnverified("coordinator node 2: peer unavailable".into());
+        assert_eq!(error_code(&e), E::NotEnoughReplicas.code());
+        assert!(error_message(&e).starts_with("unable to verify the partition has been added to the transaction"));
+        // Outside the transaction: INVALID_TXN_STATE, as Kafka 3.6+.
+        assert_eq!(error_code(&BrokerError::Txn(TxnError::InvalidTxnState)), 48);
+    }
+}

@@ -83,6 +83,11 @@ pub enum BrokerError {
         /// (record index, error message) of every refused record.
         records: Vec<(i32, String)>,
     },
+    /// A transactional batch whose transaction could not be verified with
+    /// its coordinator (unreachable, moving, ending one): retriable; Kafka
+    /// answers NOT_ENOUGH_REPLICAS with this message (KAFKA-15459).
+    #[error("unable to verify the partition has been added to the transaction: {0}")]
+    TxnUnverified(String),
     /// A transaction coordinator error.
     #[error("transaction: {0:?}")]
     Txn(crate::txn::TxnError),

@@ -33,6 +33,7 @@ mod topic;
 pub mod topic_config;
 pub mod txn;
 mod txn_effects;
+mod txn_verify;
 
 pub use admin::{CreatedTopic, NewTopic};
 pub use broker::{Broker, BrokerConfig, is_internal, validate_topic_name};
@@ -45,3 +46,4 @@ pub use producer::{ProducerIds, ProducerStates};
 pub use reassign::Reassignment;
 pub use replicated::{ReplicaError, ReplicaRead};
 pub use topic::Topic;
+pub use txn_verify::{PendingVerification, TxnBatch};

@@ -132,6 +132,24 @@ impl Partition {
         lock(&self.producers).is_ongoing(producer_id)
     }
 
+    /// Whether (`producer_id`, `epoch`)'s transaction is verified here
+    /// (KIP-890, see [`crate::producer::ProducerStates::txn_verified`]).
+    pub fn txn_verified(&self, producer_id: i64, epoch: i16) -> bool {
+        lock(&self.producers).txn_verified(producer_id, epoch)
+    }
+
+    /// Starts verifying a producer's transaction with its coordinator;
+    /// returns the token [`Partition::finish_verification`] takes.
+    pub fn begin_verification(&self, producer_id: i64, epoch: i16) -> u64 {
+        lock(&self.producers).begin_verification(producer_id, epoch)
+    }
+
+    /// The coordinator's answer; false if a marker ended the transaction
+    /// meanwhile.
+    pub fn finish_verification(&self, producer_id: i64, token: u64, confirmed: bool) -> bool {
+        lock(&self.producers).finish_verification(producer_id, token, confirmed)
+    }
+
     /// Writes a transaction marker for `producer_id` and blocks until it is
     /// acknowledged as an acks=all write is (on every ISR member, durable
     /// under the flush policy), so the transaction coordinator records the
@@ -249,6 +267,15 @@ impl Partition {
     /// page cache, so it runs on the caller's task; fsync happens on the
     /// log's flusher thread.
     pub fn append(&self, batches: &[u8], acks: Acks) -> Result<Appended> {
+        self.append_checked(batches, acks, false)
+    }
+
+    /// [`Partition::append`]; with `verified_txn`, each transactional batch
+    /// must also belong to a transaction verified here (KIP-890), checked
+    /// under the lock the append holds, so a marker written since the
+    /// verification refuses the batch (INVALID_TXN_STATE) instead of
+    /// opening a transaction no coordinator knows.
+    pub fn append_checked(&self, batches: &[u8], acks: Acks, verified_txn: bool) -> Result<Appended> {
         let _span = tracing::debug_span!("append", topic = %self.topic, partition = self.index).entered();
         let settings = self.settings.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let (epoch, isr) = self.leading()?;
@@ -258,7 +285,7 @@ impl Partition {
         check_headers(batches, &settings)?;
         let batches = &*record_rules::apply(batches, &settings, &self.topic, self.index)?;
         let info = if first_producer_id(batches) >= 0 {
-            self.append_idempotent(batches, epoch)?
+            self.append_idempotent(batches, epoch, verified_txn)?
         } else {
             self.log.append_as_leader(batches, epoch)?
         };
@@ -275,7 +302,7 @@ impl Partition {
     /// Batches from idempotent producers: each is checked against its
     /// producer's sequence; a retry of a batch already written is answered
     /// with the original offsets instead of being appended again.
-    fn append_idempotent(&self, batches: &[u8], leader_epoch: i32) -> Result<AppendInfo> {
+    fn append_idempotent(&self, batches: &[u8], leader_epoch: i32, verified_txn: bool) -> Result<AppendInfo> {
         let mut states = self.producers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = now_ms_u64();
         let mut total: Option<AppendInfo> = None;
@@ -296,6 +323,15 @@ impl Partition {
                     bytes: 0,
                 },
                 Sequence::Append => {
+                    // A retry of a batch written is answered above even if
+                    // its transaction has ended since.
+                    if verified_txn
+                        && h.is_transactional()
+                        && !h.is_control()
+                        && !states.txn_verified(h.producer_id, h.producer_epoch)
+                    {
+                        return Err(BrokerError::Txn(crate::txn::TxnError::InvalidTxnState));
+                    }
                     let info = self.log.append_as_leader(one, leader_epoch)?;
                     states.record(&h, info.base_offset, now);
                     if h.is_transactional() {

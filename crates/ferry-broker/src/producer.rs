@@ -84,6 +84,23 @@ pub struct ProducerStates {
     offset: u64,
     #[serde(skip)]
     dirty: bool,
+    /// KIP-890 verifications of transactional producers whose coordinator
+    /// is another node: producer id -> the one under way or done (only in
+    /// memory: a new leader verifies again). A marker ends it.
+    #[serde(skip)]
+    verifications: HashMap<i64, Verification>,
+    #[serde(skip)]
+    next_verification: u64,
+}
+
+/// A producer's verification with its transaction coordinator (KIP-890).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Verification {
+    epoch: i16,
+    /// Tells this verification from a later one of the same producer.
+    token: u64,
+    /// The coordinator said the partition is in the open transaction.
+    confirmed: bool,
 }
 
 fn next_seq(seq: i32) -> i32 {
@@ -182,6 +199,9 @@ impl ProducerStates {
         entry.last_write_ms = entry.last_write_ms.max(now_ms);
         self.offset = self.offset.max(offset + 1);
         self.dirty = true;
+        // The transaction ends here: the next one is verified again, and a
+        // verification still under way answers for an ended transaction.
+        self.verifications.remove(&h.producer_id);
         let first = self.ongoing.remove(&h.producer_id)?;
         (!commit).then_some(AbortedTxn { producer_id: h.producer_id, first_offset: first, last_offset: offset })
     }
@@ -189,6 +209,45 @@ impl ProducerStates {
     /// Whether `producer_id` has a transaction open on this partition.
     pub fn is_ongoing(&self, producer_id: i64) -> bool {
         self.ongoing.contains_key(&producer_id)
+    }
+
+    /// Whether a transactional batch of (`producer_id`, `epoch`) belongs to
+    /// a transaction already verified here (KIP-890): the producer's open
+    /// transaction here is of that epoch, or its coordinator confirmed the
+    /// partition and no marker came since.
+    pub fn txn_verified(&self, producer_id: i64, epoch: i16) -> bool {
+        let open = self.ongoing.contains_key(&producer_id)
+            && self.producers.get(&producer_id).is_some_and(|e| e.epoch == epoch);
+        open || self.verifications.get(&producer_id).is_some_and(|v| v.confirmed && v.epoch == epoch)
+    }
+
+    /// Starts verifying (`producer_id`, `epoch`) with its coordinator; the
+    /// token confirms it later unless a marker ends it first. One under way
+    /// for the same epoch is shared.
+    pub fn begin_verification(&mut self, producer_id: i64, epoch: i16) -> u64 {
+        if let Some(v) = self.verifications.get(&producer_id).filter(|v| v.epoch == epoch) {
+            return v.token;
+        }
+        self.next_verification += 1;
+        let token = self.next_verification;
+        self.verifications.insert(producer_id, Verification { epoch, token, confirmed: false });
+        token
+    }
+
+    /// The coordinator's answer to verification `token`: confirmed, it is
+    /// remembered until a marker; refused, it is forgotten. False when a
+    /// marker (or a newer verification) came meanwhile: the answer is about
+    /// a transaction that ended.
+    pub fn finish_verification(&mut self, producer_id: i64, token: u64, confirmed: bool) -> bool {
+        let Some(v) = self.verifications.get_mut(&producer_id).filter(|v| v.token == token) else {
+            return false;
+        };
+        if confirmed {
+            v.confirmed = true;
+        } else {
+            self.verifications.remove(&producer_id);
+        }
+        true
     }
 
     /// Where the oldest open transaction began: no reader in
@@ -365,6 +424,35 @@ mod tests {
             base_sequence: seq,
             records_count: count,
         }
+    }
+
+    #[test]
+    fn a_verification_lasts_until_the_transactions_marker() {
+        let mut s = ProducerStates::default();
+        let txn = |seq| BatchHeader { attributes: 1 << 4, ..header(9, 2, seq, 1) };
+        let marker = BatchHeader { attributes: (1 << 4) | (1 << 5), ..header(9, 2, -1, 1) };
+        assert!(!s.txn_verified(9, 2));
+        // Refused by the coordinator: forgotten.
+        let t = s.begin_verification(9, 2);
+        assert!(s.finish_verification(9, t, false));
+        assert!(!s.txn_verified(9, 2));
+        // Confirmed: later batches of the epoch need no round trip, other
+        // epochs do.
+        let t = s.begin_verification(9, 2);
+        assert_eq!(s.begin_verification(9, 2), t, "one verification under way is shared");
+        assert!(s.finish_verification(9, t, true));
+        assert!(s.txn_verified(9, 2) && !s.txn_verified(9, 3));
+        s.record(&txn(0), 10, 1);
+        assert!(s.txn_verified(9, 2));
+        // The marker ends it: the next transaction is verified again.
+        s.record_marker(&marker, 11, true, 0, 1);
+        assert!(!s.txn_verified(9, 2));
+        // A marker between the question and the answer: the answer is about
+        // an ended transaction and does not count.
+        let t = s.begin_verification(9, 2);
+        s.record_marker(&marker, 12, false, 0, 1);
+        assert!(!s.finish_verification(9, t, true));
+        assert!(!s.txn_verified(9, 2));
     }
 
     #[test]

@@ -92,9 +92,6 @@ pub trait TxnEffects {
 pub struct TxnCoordinator {
     config: TxnConfig,
     txns: Mutex<HashMap<String, TxnMeta>>,
-    /// Producer id -> transactional id, for checking produce requests.
-    /// Lock order: `txns`, then `pids`.
-    pids: Mutex<HashMap<i64, String>>,
     /// The `__transaction_state` partitions served here.
     parts: CoordinatorPartitions,
 }
@@ -102,12 +99,7 @@ pub struct TxnCoordinator {
 impl TxnCoordinator {
     /// A coordinator serving no partition yet (see [`TxnCoordinator::load`]).
     pub fn open(config: TxnConfig) -> TxnCoordinator {
-        TxnCoordinator {
-            config,
-            txns: Mutex::new(HashMap::new()),
-            pids: Mutex::new(HashMap::new()),
-            parts: CoordinatorPartitions::default(),
-        }
+        TxnCoordinator { config, txns: Mutex::new(HashMap::new()), parts: CoordinatorPartitions::default() }
     }
 
     /// Loads partition `index` (of `count`) of `__transaction_state`, which
@@ -140,12 +132,7 @@ impl TxnCoordinator {
         let mut txns = lock(&self.txns);
         // Whatever an earlier term left in memory goes; the log is the truth.
         self.drop_ids(&mut txns, |id| mine(id));
-        let mut pids = lock(&self.pids);
-        for (id, m) in found {
-            pids.insert(m.producer_id, id.clone());
-            txns.insert(id, m);
-        }
-        drop(pids);
+        txns.extend(found);
         self.parts.insert(index, count, partition, leader_epoch);
         tracing::info!(partition = index, epoch = leader_epoch, "loaded transaction coordinator partition");
         Ok(())
@@ -164,14 +151,7 @@ impl TxnCoordinator {
     }
 
     fn drop_ids(&self, txns: &mut HashMap<String, TxnMeta>, which: impl Fn(&str) -> bool) {
-        let mut pids = lock(&self.pids);
-        txns.retain(|id, m| {
-            let keep = !which(id);
-            if !keep {
-                pids.remove(&m.producer_id);
-            }
-            keep
-        });
+        txns.retain(|id, _| !which(id));
     }
 
     /// The leader epoch partition `index` was loaded in, if it is.
@@ -255,10 +235,8 @@ impl TxnCoordinator {
                 }
             }
             for id in expired {
-                if self.append(&id, None).is_ok()
-                    && let Some(m) = txns.remove(&id)
-                {
-                    lock(&self.pids).remove(&m.producer_id);
+                if self.append(&id, None).is_ok() {
+                    txns.remove(&id);
                 }
             }
             for id in &timed_out {

@@ -123,6 +123,13 @@ impl Broker {
                     .stage_offsets(&transactional_id, producer_id, epoch, &group, offsets)
                     .map_err(PeerError::Txn)?;
             }
+            PeerRequest::VerifyTxn { transactional_id, producer_id, epoch, partitions } => {
+                let verified = self
+                    .txns()
+                    .verify_partitions(&transactional_id, producer_id, epoch, &partitions)
+                    .map_err(PeerError::Txn)?;
+                return Ok(PeerReply::TxnVerified(verified));
+            }
             other => return Err(PeerError::Failed(format!("not a transaction call: {other:?}"))),
         }
         Ok(PeerReply::Done)

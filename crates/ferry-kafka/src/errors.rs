@@ -90,6 +90,9 @@ fn broker_error_code(e: &BrokerError) -> i16 {
         },
         BrokerError::InvalidConfig(_) => E::InvalidConfig,
         BrokerError::NotEnoughReplicas { .. } => E::NotEnoughReplicas,
+        // KIP-890 verification that could not reach an answer: retried by
+        // every client (Kafka's choice, KAFKA-15459).
+        BrokerError::TxnUnverified(_) => E::NotEnoughReplicas,
         BrokerError::InvalidTimestamp(_) => E::InvalidTimestamp,
         BrokerError::OutOfOrderSequence => E::OutOfOrderSequenceNumber,
         BrokerError::InvalidProducerEpoch => E::InvalidProducerEpoch,
@@ -178,4 +181,18 @@ fn group_code(e: GroupError) -> i16 {
 /// The error message Kafka responses carry beside the code, where they can.
 pub fn error_message(e: &BrokerError) -> kafka_protocol::protocol::StrBytes {
     kafka_protocol::protocol::StrBytes::from_string(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unverifiable_transactional_batch_is_retriable_with_kafkas_message() {
+        let e = BrokerError::TxnUnverified("coordinator node 2: peer unavailable".into());
+        assert_eq!(error_code(&e), E::NotEnoughReplicas.code());
+        assert!(error_message(&e).starts_with("unable to verify the partition has been added to the transaction"));
+        // Outside the transaction: INVALID_TXN_STATE, as Kafka 3.6+.
+        assert_eq!(error_code(&BrokerError::Txn(TxnError::InvalidTxnState)), 48);
+    }
 }

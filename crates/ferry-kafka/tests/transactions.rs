@@ -56,8 +56,10 @@ impl Client {
             .with_partition_data(vec![
                 produce_request::PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(batch))),
             ]);
+        // The producer's transactional id ("p" below): the leader verifies
+        // the batch with that id's transaction (KIP-890).
         let req = ProduceRequest::default()
-            .with_transactional_id(Some(txn_id("t")))
+            .with_transactional_id(Some(txn_id("p")))
             .with_acks(-1)
             .with_timeout_ms(5000)
             .with_topic_data(vec![t]);

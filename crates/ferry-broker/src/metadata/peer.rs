@@ -63,6 +63,20 @@ pub enum PeerRequest {
         /// (topic, partition, offset) triples.
         offsets: Vec<(String, i32, crate::group::Committed)>,
     },
+    /// Whether partitions are in a producer's open transaction (KIP-890:
+    /// AddPartitionsToTxn with verify_only), asked by a partition's leader
+    /// of the transaction's coordinator before the producer's first
+    /// transactional batch there; answered with [`PeerReply::TxnVerified`].
+    VerifyTxn {
+        /// The transactional id.
+        transactional_id: String,
+        /// The producer id of the batches.
+        producer_id: i64,
+        /// Their producer epoch.
+        epoch: i16,
+        /// (topic, partition) pairs to verify.
+        partitions: Vec<(String, i32)>,
+    },
     /// Messages for a quorum queue, forwarded by a node that does not lead
     /// it (issue #17); answered once the queue's ISR has them (the
     /// publisher confirm), with [`PeerReply::QueueStored`].
@@ -129,6 +143,9 @@ pub enum PeerReply {
     LowWatermark(i64),
     /// The marker or offsets are written and acknowledged.
     Done,
+    /// To [`PeerRequest::VerifyTxn`]: per partition, in the open
+    /// transaction or not.
+    TxnVerified(Vec<bool>),
     /// To [`PeerRequest::QueuePublish`]: per message, stored (and on the
     /// ISR) or refused by a full queue.
     QueueStored(Vec<bool>),

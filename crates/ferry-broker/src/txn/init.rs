@@ -48,7 +48,6 @@ impl TxnCoordinator {
             };
             let end = self.append(id, Some(&meta))?;
             txns.insert(id.to_string(), meta);
-            lock(&self.pids).insert(pid, id.to_string());
             drop(txns);
             self.durable(end)?;
             return Ok((pid, 0));
@@ -84,11 +83,6 @@ impl TxnCoordinator {
         next.update_ms = now;
         let (pid, epoch) = (next.producer_id, next.producer_epoch);
         let end = self.append(id, Some(&next))?;
-        if pid != m.producer_id {
-            let mut pids = lock(&self.pids);
-            pids.remove(&m.producer_id);
-            pids.insert(pid, id.to_string());
-        }
         *m = next;
         drop(txns);
         self.durable(end)?;

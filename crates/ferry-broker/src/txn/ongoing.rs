@@ -127,22 +127,18 @@ impl TxnCoordinator {
         })
     }
 
-    /// Checks that a transactional batch may be written: its producer's
-    /// transaction is open and holds the partition (Kafka's KIP-890
-    /// verification), so no stray batch can hold the last stable offset.
-    ///
-    /// Only the producer's coordinator knows its transaction: where the
-    /// producer id is unknown here and some `__transaction_state`
-    /// partition is served elsewhere, the batch is taken unchecked (as
-    /// Kafka before KIP-890; the producer's epoch still fences it).
-    pub fn verify_produce(&self, pid: i64, epoch: i16, topic: &str, partition: i32) -> TxnResult<()> {
+    /// Checks that a transactional batch of transactional id `id` may be
+    /// written: its producer's transaction is open and holds the partition
+    /// (Kafka's KIP-890 verification), so no stray batch can hold the last
+    /// stable offset. Only the id's coordinator knows: elsewhere this is
+    /// NOT_COORDINATOR, and the partition's leader asks the coordinator
+    /// (`Broker::check_txn_batch`).
+    pub fn verify_produce(&self, id: &str, pid: i64, epoch: i16, topic: &str, partition: i32) -> TxnResult<()> {
+        if !self.parts.serves(id) {
+            return Err(TxnError::NotCoordinator);
+        }
         let txns = lock(&self.txns);
-        let Some(m) = lock(&self.pids).get(&pid).and_then(|id| txns.get(id)) else {
-            if !self.parts.all_loaded() {
-                return Ok(());
-            }
-            return Err(TxnError::InvalidProducerIdMapping);
-        };
+        let m = txns.get(id).filter(|m| m.producer_id == pid).ok_or(TxnError::InvalidProducerIdMapping)?;
         if epoch < m.producer_epoch {
             return Err(TxnError::ProducerFenced);
         }

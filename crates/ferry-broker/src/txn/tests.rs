@@ -90,7 +90,7 @@ fn a_refused_state_write_changes_nothing_and_its_retry_is_logged() {
     min_isr(2);
     let more = [("b".to_string(), 1)];
     assert_eq!(c.add_partitions("t1", pid, epoch, &more), Err(TxnError::CoordinatorNotAvailable));
-    assert_eq!(c.verify_produce(pid, epoch, "b", 1), Err(TxnError::InvalidTxnState));
+    assert_eq!(c.verify_produce("t1", pid, epoch, "b", 1), Err(TxnError::InvalidTxnState));
     assert_eq!(c.init_producer("t1", 60_000, None, &ids, &fx), Err(TxnError::CoordinatorNotAvailable));
     assert_eq!(c.describe("t1").unwrap().producer_epoch, epoch);
     min_isr(1);
@@ -133,7 +133,7 @@ fn a_moved_coordinator_commits_a_transaction_with_staged_offsets() {
     let m = moved.describe("t1").expect("the moved coordinator knows the transactional id");
     assert_eq!((m.producer_id, m.producer_epoch, m.state), (pid, epoch, TxnState::Ongoing));
     assert!(m.partitions.contains(&("out".to_string(), 2)), "{:?}", m.partitions);
-    moved.verify_produce(pid, epoch, "out", 2).unwrap();
+    moved.verify_produce("t1", pid, epoch, "out", 2).unwrap();
     moved.end("t1", pid, epoch, true, &fx).unwrap();
     assert_eq!(*fx.markers.lock().unwrap(), vec![("out".into(), 2, pid, epoch, true, ce(&b, "t1"))]);
     let commits = fx.offsets.lock().unwrap();
@@ -164,8 +164,8 @@ fn commit_writes_markers_then_offsets_and_survives_reopen() {
     c.add_offsets("t1", pid, epoch, "g").unwrap();
     c.stage_offsets("t1", pid, epoch, "g", vec![("in".into(), 0, committed(5))]).unwrap();
     assert_eq!(c.describe("t1").unwrap().state, TxnState::Ongoing);
-    c.verify_produce(pid, epoch, "a", 0).unwrap();
-    assert_eq!(c.verify_produce(pid, epoch, "c", 0), Err(TxnError::InvalidTxnState));
+    c.verify_produce("t1", pid, epoch, "a", 0).unwrap();
+    assert_eq!(c.verify_produce("t1", pid, epoch, "c", 0), Err(TxnError::InvalidTxnState));
     assert_eq!(c.end("t1", pid, epoch - 1, true, &fx), Err(TxnError::ProducerFenced));
     c.end("t1", pid, epoch, true, &fx).unwrap();
     assert_eq!(
@@ -283,7 +283,7 @@ fn a_new_coordinator_loads_open_and_half_ended_transactions_and_finishes_them() 
     }
     let m = new.describe("open").unwrap();
     assert_eq!((m.state, m.producer_epoch, m.partitions.len()), (TxnState::Ongoing, epoch, 1));
-    new.verify_produce(pid, epoch, "a", 0).unwrap();
+    new.verify_produce("open", pid, epoch, "a", 0).unwrap();
     assert_eq!(new.describe("ending").unwrap().state, TxnState::PrepareCommit);
     // The half-ended one is finished by re-sending its markers; the
     // open one carries on under the new coordinator.

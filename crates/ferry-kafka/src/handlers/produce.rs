@@ -2,9 +2,10 @@
 //! the topic's `compression.type` names another codec; the response waits
 //! for what `acks` asks. Refused records are named in KIP-467 record errors.
 
+use std::sync::Arc;
+
 use ferry_broker::txn::TxnError;
-use ferry_broker::{Acks, Appended, Broker, BrokerError};
-use ferry_records::batch::BatchHeader;
+use ferry_broker::{Acks, Appended, BrokerError, Partition, PendingVerification, Topic, TxnBatch};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
@@ -18,10 +19,22 @@ use crate::errors::{denied_code, error_code, error_message};
 use crate::response::{Reply, encode};
 use ferry_broker::security::{Operation, ResourceType};
 
-/// A partition's outcome: appended (maybe still waiting), or failed now.
+/// A partition's outcome: appended (maybe still waiting), failed now, or
+/// waiting for the transaction coordinator's verification (KIP-890).
 enum Outcome {
     Appended(Appended),
     Failed(Failure),
+    Verifying,
+}
+
+/// A batch that waits for its transaction's coordinator: where its outcome
+/// goes (topic and partition position in the response), and what to append.
+struct Waiting {
+    topic: usize,
+    partition: usize,
+    verification: PendingVerification,
+    records: bytes::Bytes,
+    local: Option<Arc<Topic>>,
 }
 
 /// An error code, its message and the records it names (KIP-467).
@@ -65,6 +78,9 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
     // A transactional producer needs Write on its transactional id.
     let txn_denied =
         req.transactional_id.as_ref().is_some_and(|id| !c.allowed(Operation::Write, ResourceType::TransactionalId, id));
+    let tid = req.transactional_id.as_ref().map(|id| id.as_str());
+    // Transactional batches whose coordinator is another node (KIP-890).
+    let mut waiting: Vec<Waiting> = Vec::new();
     for t in req.topic_data {
         // v13 names topics by id.
         let info = if c.version >= 13 { image.topic_by_id(t.topic_id) } else { image.topic(&t.name) };
@@ -95,14 +111,23 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
                         }
                         Outcome::Failed(Failure::of(e))
                     }
-                    Ok(partition) => match check_transactional(broker, name, p.index, &records)
-                        .and_then(|()| partition.append(&records, acks))
-                    {
-                        Ok(a) => {
-                            if let Some(local) = local {
-                                local.stats.appended(a.info.records, a.info.bytes);
-                            }
-                            Outcome::Appended(a)
+                    Ok(partition) => match broker.check_txn_batch(tid, &partition, &records) {
+                        Ok(TxnBatch::Append) => append(&partition, &records, acks, false, local.as_ref()),
+                        Ok(TxnBatch::AppendVerified) => append(&partition, &records, acks, true, local.as_ref()),
+                        // acks=0 gets no answer to wait for: a client that
+                        // is transactional always asks acks=all.
+                        Ok(TxnBatch::Verify(_)) if acks == Acks::None => {
+                            Outcome::Failed(Failure::of(BrokerError::Txn(TxnError::InvalidTxnState)))
+                        }
+                        Ok(TxnBatch::Verify(verification)) => {
+                            waiting.push(Waiting {
+                                topic: topics.len(),
+                                partition: partitions.len(),
+                                verification,
+                                records,
+                                local: local.clone(),
+                            });
+                            Outcome::Verifying
                         }
                         Err(e) => Outcome::Failed(Failure::of(e)),
                     },
@@ -135,7 +160,28 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
         return Reply::None;
     }
     let (version, correlation_id) = (c.version, c.correlation_id);
+    let inline = !waiting.is_empty();
+    let txn_id = req.transactional_id.as_ref().map(|id| id.to_string());
+    let broker = broker.clone();
+    let mut topics = topics;
     let finish = async move {
+        if !waiting.is_empty() {
+            // The coordinator answers first; the appends then happen before
+            // the connection takes its next request (Inline below), so a
+            // producer's batches stay in order.
+            let (checks, slots): (Vec<_>, Vec<_>) =
+                waiting.into_iter().map(|w| (w.verification, (w.topic, w.partition, w.records, w.local))).unzip();
+            let verdicts = broker.verify_txn_batches(txn_id.as_deref().unwrap_or_default(), &checks).await;
+            for ((check, (t, p, records, local)), verdict) in checks.iter().zip(slots).zip(verdicts) {
+                let outcome = match verdict {
+                    Ok(()) => append(&check.partition, &records, acks, true, local.as_ref()),
+                    Err(e) => Outcome::Failed(Failure::of(e)),
+                };
+                if let Some(slot) = topics.get_mut(t).and_then(|topic| topic.2.get_mut(p)) {
+                    slot.1 = outcome;
+                }
+            }
+        }
         let mut responses = Vec::with_capacity(topics.len());
         for (name, topic_id, partitions) in topics {
             let mut out = Vec::with_capacity(partitions.len());
@@ -151,6 +197,7 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
                         Err(_) => Err(Failure::code(ResponseError::RequestTimedOut.code())),
                     },
                     Outcome::Failed(f) => Err(f),
+                    Outcome::Verifying => Err(Failure::of(BrokerError::Txn(TxnError::InvalidTxnState))),
                 };
                 match result {
                     Ok(info) => {
@@ -194,7 +241,7 @@ pub fn handle(c: &Call, req: ProduceRequest) -> Reply {
         }
         encode(ApiKey::Produce, version, correlation_id, &resp)
     };
-    Reply::Later(Box::pin(finish))
+    if inline { Reply::Inline(Box::pin(finish)) } else { Reply::Later(Box::pin(finish)) }
 }
 
 /// Produce to a topic the cluster does not have: Kafka's brokers answer
@@ -217,18 +264,23 @@ fn auto_create(c: &Call, name: &str) {
     });
 }
 
-/// A transactional batch needs its producer's transaction open and holding
-/// the partition; Produce knows no PRODUCER_FENCED, so a fenced producer
-/// gets INVALID_PRODUCER_EPOCH as from Kafka.
-fn check_transactional(broker: &Broker, topic: &str, partition: i32, records: &[u8]) -> Result<(), BrokerError> {
-    match BatchHeader::parse(records) {
-        Ok(h) if h.is_transactional() && !h.is_control() => {
-            broker.txns().verify_produce(h.producer_id, h.producer_epoch, topic, partition).map_err(|e| match e {
-                TxnError::ProducerFenced => BrokerError::InvalidProducerEpoch,
-                e => e.into(),
-            })
+/// Appends a partition's records (`verified_txn`: see
+/// `Partition::append_checked`).
+fn append(
+    partition: &Partition,
+    records: &[u8],
+    acks: Acks,
+    verified_txn: bool,
+    local: Option<&Arc<Topic>>,
+) -> Outcome {
+    match partition.append_checked(records, acks, verified_txn) {
+        Ok(a) => {
+            if let Some(local) = local {
+                local.stats.appended(a.info.records, a.info.bytes);
+            }
+            Outcome::Appended(a)
         }
-        _ => Ok(()),
+        Err(e) => Outcome::Failed(Failure::of(e)),
     }
 }
 

@@ -67,14 +67,18 @@ cpu() { awk '{print $14 + $15}' "/proc/$broker/stat"; }
 results="$work/results"
 load_before="$(cut -d' ' -f1 /proc/loadavg)"
 
+# Busy and total ticks of the whole machine (/proc/stat): on 2 cores the
+# client (kcat: librdkafka with OpenSSL) competes with the broker, so each
+# phase also records the client's CPU and how busy the machine was.
+machine() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8}' /proc/stat; }
 phase() { # name, then the command (stdin from the records file for produce)
   local name="$1"; shift
   sync
-  local c0 t0 c1 t1
-  c0="$(cpu)"; t0="$(date +%s.%N)"
-  "$@"
-  t1="$(date +%s.%N)"; c1="$(cpu)"
-  echo "$name $t0 $t1 $c0 $c1" >>"$results"
+  local c0 t0 c1 t1 m0 m1 client
+  c0="$(cpu)"; t0="$(date +%s.%N)"; m0="$(machine)"
+  client="$( { TIMEFORMAT='%U %S'; time "$@" >/dev/null 2>&1; } 2>&1 | tail -1)"
+  t1="$(date +%s.%N)"; c1="$(cpu)"; m1="$(machine)"
+  echo "$name $t0 $t1 $c0 $c1 $client $m0 $m1" >>"$results"
 }
 produce() { # listener address, topic, extra kcat args...
   local addr="$1" topic="$2"; shift 2
@@ -137,26 +141,33 @@ path, records, logins, parallel, iters, pbkdf2_ms, lb, la, tck, mech = sys.argv[
 records, logins, parallel, tck = int(records), int(logins), int(parallel), int(tck)
 mib = records * 1024 / 2**20
 agg = collections.defaultdict(lambda: [0.0, 0.0, 0])
+client = collections.defaultdict(float)
+busy = collections.defaultdict(lambda: [0, 0])
 for line in open(path):
-    name, t0, t1, c0, c1 = line.split()
+    name, t0, t1, c0, c1, cu, cs, mb0, mt0, mb1, mt1 = line.split()
     a = agg[name]
     a[0] += float(t1) - float(t0)
     a[1] += (float(c1) - float(c0)) / tck
     a[2] += 1
+    client[name] += float(cu) + float(cs)
+    busy[name][0] += int(mb1) - int(mb0)
+    busy[name][1] += int(mt1) - int(mt0)
 print(f"load average (1 min): {lb} before, {la} after; 2 cores; SASL_SSL login {mech}")
-print(f"{'phase':<22}{'runs':>5}{'MiB/s':>8}{'broker CPU ms/MiB':>19}")
+print(f"{'phase':<22}{'runs':>5}{'MiB/s':>8}{'broker CPU ms/MiB':>19}{'client CPU ms/MiB':>19}{'machine busy':>14}")
 rate = {}
 for name in ("produce-plain", "produce-sasl_ssl", "consume-plain", "consume-sasl_ssl"):
     secs, cpu, n = agg[name]
     rate[name] = mib * n / secs
-    print(f"{name:<22}{n:>5}{rate[name]:>8.1f}{cpu * 1000 / (mib * n):>19.2f}")
+    b, t = busy[name]
+    print(f"{name:<22}{n:>5}{rate[name]:>8.1f}{cpu * 1000 / (mib * n):>19.2f}"
+          f"{client[name] * 1000 / (mib * n):>19.2f}{100 * b / max(t, 1):>13.0f}%")
 for kind in ("produce", "consume"):
     print(f"{kind} SASL_SSL / PLAINTEXT: {rate[kind + '-sasl_ssl'] / rate[kind + '-plain']:.2f}x")
 # Per round (a phase of each listener per round, in file order): the median
 # round resists a load spike on the shared machine better than the sums.
 rounds = collections.defaultdict(list)
 for line in open(path):
-    name, t0, t1, c0, c1 = line.split()
+    name, t0, t1, c0, c1 = line.split()[:5]
     rounds[name].append((mib / (float(t1) - float(t0)), (float(c1) - float(c0)) / tck * 1000 / mib))
 med = lambda xs: sorted(xs)[len(xs) // 2] if len(xs) % 2 else sum(sorted(xs)[len(xs) // 2 - 1:len(xs) // 2 + 1]) / 2
 for kind in ("produce", "consume"):

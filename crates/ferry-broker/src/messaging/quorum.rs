@@ -116,7 +116,7 @@ fn open_in(broker: &Broker, image: &MetadataImage, vhost: &str, name: &str) -> R
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use bytes::Bytes;
 
     use std::sync::Arc;
@@ -125,7 +125,8 @@ mod tests {
     use crate::messaging::{Headers, Message, Published};
     use crate::metadata::{AmqpRequest, Arguments, ControllerRequest, MetadataRecord, QueueKind, QueueType};
 
-    fn message(i: u32) -> Message {
+    /// Message `m{i}` for the queue `orders` (also the forwarding tests').
+    pub(in crate::messaging) fn message(i: u32) -> Message {
         Message {
             exchange: String::new(),
             routing_key: "orders".into(),

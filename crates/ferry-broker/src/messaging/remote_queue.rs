@@ -299,29 +299,11 @@ impl Broker {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-
     use crate::broker::{Broker, BrokerConfig};
-    use crate::messaging::{Headers, Message};
     use crate::metadata::{AmqpRequest, Arguments, ControllerRequest, PeerReply, PeerRequest, QueueType};
 
     use super::encode_messages;
-
-    fn message(i: u32) -> Message {
-        Message {
-            exchange: String::new(),
-            routing_key: "orders".into(),
-            properties: Bytes::new(),
-            body: Bytes::from(format!("m{i}")),
-            persistent: true,
-            headers: Headers::new(),
-            expires_at: None,
-            priority: 0,
-            deliver_at: None,
-            retry_queue: None,
-            retries: 0,
-        }
-    }
+    use crate::messaging::quorum::tests::message;
 
     /// A forwarding node retries a batch whose answer it lost (its
     /// connection to the leader was torn while the ISR caught up: chaos

@@ -4,6 +4,7 @@
 # workloads writing a history, the checker over it.
 #
 #   scripts/chaos.sh --duration 30m --seed 7 [--workload idempotent|transactions|amqp|single|all] [--dir DIR]
+#                    [--ports LOW-HIGH]
 #
 # idempotent: acks=all idempotent producers and a group consumer, 3 voters;
 # transactions: the same plus a consume-transform-produce worker;
@@ -14,7 +15,14 @@
 #
 # Each workload runs for --duration (s, m or h suffix) and stops by itself;
 # the whole script is bounded by `timeout` (twice the duration plus 15
-# minutes per workload). Histories and node logs are kept in DIR (default
+# minutes per workload). The test binary and the `ferry` binary are copied
+# into DIR/bin first and run from there, so rebuilding the workspace during
+# a long run changes nothing in it. --ports keeps the nodes' ports in
+# LOW-HIGH (FERRY_TEST_PORTS): give runs side by side ranges of their own,
+# away from other test suites, so that no one takes a killed node's port.
+# Histories are written as they are recorded (a run its watchdog ends keeps
+# its history, whose last line names the client calls still blocked), node
+# logs at the end, in DIR (default
 # target/chaos): chaos-<seed>.jsonl, chaos-txn-<seed>.jsonl,
 # chaos-amqp-quorum-<seed>.jsonl, chaos-{amqp,mqtt-qos1,mqtt-qos2}-<seed>.jsonl;
 # check one again with `cargo run -p ferry-chaos --bin ferry-chaos-check -- FILE`
@@ -26,13 +34,15 @@ duration=30m
 seed=1
 workload=all
 dir=""
+ports=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --duration) duration="$2"; shift 2 ;;
         --seed) seed="$2"; shift 2 ;;
         --workload) workload="$2"; shift 2 ;;
         --dir) dir="$2"; shift 2 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        --ports) ports="$2"; shift 2 ;;
+        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -45,6 +55,7 @@ case "$duration" in
 esac
 [[ "$secs" =~ ^[0-9]+$ && "$secs" -ge 30 ]] || { echo "--duration must be at least 30s" >&2; exit 2; }
 [[ "$seed" =~ ^[0-9]+$ ]] || { echo "--seed must be a number" >&2; exit 2; }
+[[ -z "$ports" || "$ports" =~ ^[0-9]+-[0-9]+$ ]] || { echo "--ports is LOW-HIGH" >&2; exit 2; }
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dir="${dir:-$root/target/chaos}"
@@ -60,10 +71,20 @@ case "$workload" in
 esac
 
 cd "$root"
-# Build first, outside the time bound of the run itself.
-cargo test -p ferry --test it --no-run
+# Build first, outside the time bound of the run itself, and keep copies of
+# the binaries the run uses.
+test_bin=$(cargo test -p ferry --test it --no-run 2>&1 | tee /dev/stderr \
+    | sed -n 's/.*Executable tests\/it\/main.rs (\(.*\))$/\1/p' | tail -1)
+[[ -n "$test_bin" ]] || { echo "no test binary found in cargo's output" >&2; exit 1; }
+[[ "$test_bin" = /* ]] || test_bin="$root/$test_bin"
+ferry_bin="$(dirname "$(dirname "$test_bin")")/ferry"
+mkdir -p "$dir/bin"
+cp "$test_bin" "$dir/bin/it"
+cp "$ferry_bin" "$dir/bin/ferry"
+git -C "$root" describe --always --dirty > "$dir/bin/commit" 2>/dev/null || true
 limit=$(( (2 * secs + 900) * 4 ))
-FERRY_CHAOS_SECS="$secs" FERRY_CHAOS_SEED="$seed" FERRY_CHAOS_DIR="$dir" \
+FERRY_CHAOS_SECS="$secs" FERRY_CHAOS_SEED="$seed" FERRY_CHAOS_DIR="$dir" FERRY_BIN="$dir/bin/ferry" \
+    FERRY_TEST_PORTS="$ports" \
     timeout --kill-after=30 "$limit" \
-    cargo test -p ferry --test it "$filter" -- --include-ignored --nocapture --test-threads=1 \
+    "$dir/bin/it" "$filter" --include-ignored --nocapture --test-threads=1 \
     2>&1 | grep --line-buffered -v -E '^[0-9]{4}-[0-9]{2}-[0-9]{2}T' | tee "$dir/chaos-$seed-$workload.out"

@@ -128,7 +128,7 @@ pub struct Broker {
     pub(crate) queue_sessions: Mutex<crate::messaging::remote_queue::Sessions>,
     /// The last forwarded publish batch stored per forwarding session
     /// (`messaging/remote_queue.rs`): retries are not stored twice.
-    pub(crate) queue_publishes: Mutex<crate::messaging::remote_queue::Forwarded>,
+    pub(crate) queue_publishes: Mutex<crate::messaging::publish_ids::Publishers>,
     /// This node's forwarding clients of quorum queues, one per queue
     /// (`messaging/quorum_client/`).
     pub(crate) quorum_clients: Mutex<crate::messaging::quorum_client::Clients>,

@@ -175,11 +175,56 @@ pub fn write(path: &Path, ops: &[Op]) -> std::io::Result<()> {
 }
 
 /// A history being recorded by many clients at once: events in the order
-/// they were logged, with times from one start instant.
+/// they were logged, with times from one start instant. One made with
+/// [`Recorder::to_file`] also writes each event to its file as it is
+/// logged, one line, unbuffered: a run that a watchdog or a crash ends
+/// keeps everything logged before.
 #[derive(Clone)]
 pub struct Recorder {
     start: Instant,
-    ops: Arc<Mutex<Vec<Op>>>,
+    ops: Arc<Mutex<History>>,
+    calls: Arc<Mutex<Calls>>,
+}
+
+struct History {
+    ops: Vec<Op>,
+    file: Option<std::fs::File>,
+    /// The first write error; later events are still kept in memory.
+    failed: Option<String>,
+}
+
+/// Client calls in progress, by a number of their own.
+#[derive(Default)]
+struct Calls {
+    next: u64,
+    open: std::collections::BTreeMap<u64, Blocked>,
+}
+
+/// A client call in progress ([`Recorder::call`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocked {
+    /// Which workload (client) made it.
+    pub workload: String,
+    /// The call.
+    pub op: String,
+    /// When it began, nanoseconds on the history's clock.
+    pub since: u64,
+}
+
+/// Ends its call when dropped ([`Recorder::call`]).
+pub struct Call {
+    calls: Arc<Mutex<Calls>>,
+    id: u64,
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        lock(&self.calls).open.remove(&self.id);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Default for Recorder {
@@ -189,9 +234,26 @@ impl Default for Recorder {
 }
 
 impl Recorder {
-    /// An empty history starting now.
+    /// An empty history starting now, kept in memory only.
     pub fn new() -> Recorder {
-        Recorder { start: Instant::now(), ops: Arc::new(Mutex::new(Vec::new())) }
+        Recorder::with_file(None)
+    }
+
+    /// An empty history starting now, also streamed to `path` (created,
+    /// or truncated), one JSON line per event as it is logged.
+    pub fn to_file(path: &Path) -> std::io::Result<Recorder> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(Recorder::with_file(Some(std::fs::File::create(path)?)))
+    }
+
+    fn with_file(file: Option<std::fs::File>) -> Recorder {
+        Recorder {
+            start: Instant::now(),
+            ops: Arc::new(Mutex::new(History { ops: Vec::new(), file, failed: None })),
+            calls: Arc::new(Mutex::new(Calls::default())),
+        }
     }
 
     /// Nanoseconds since the recorder started.
@@ -204,16 +266,80 @@ impl Recorder {
         Op::new(phase, f, process, self.now())
     }
 
-    /// Appends `op` (stamped again now, so the order of lines and of times agree).
+    /// Appends `op` (stamped again now, so the order of lines and of times
+    /// agree), and writes its line to the file, if there is one.
     pub fn log(&self, mut op: Op) {
-        let mut ops = self.ops.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = lock(&self.ops);
+        let h = &mut *guard;
         op.time = self.now();
-        ops.push(op);
+        if h.failed.is_none()
+            && let Some(file) = &mut h.file
+        {
+            // One write per line: the kernel has it once `write` returns,
+            // whatever becomes of this process.
+            let written = serde_json::to_vec(&op).map_err(std::io::Error::from).and_then(|mut line| {
+                line.push(b'\n');
+                file.write_all(&line)
+            });
+            if let Err(e) = written {
+                h.failed = Some(e.to_string());
+            }
+        }
+        h.ops.push(op);
     }
 
     /// Everything logged so far.
     pub fn ops(&self) -> Vec<Op> {
-        self.ops.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        lock(&self.ops).ops.clone()
+    }
+
+    /// The first error writing the history file, if any (the history is
+    /// then incomplete on disk, complete in memory).
+    pub fn write_error(&self) -> Option<String> {
+        lock(&self.ops).failed.clone()
+    }
+
+    /// Notes that `workload` starts client call `op`, until the returned
+    /// guard is dropped: what [`Recorder::blocked`] names when a run hangs.
+    pub fn call(&self, workload: &str, op: impl Into<String>) -> Call {
+        let since = self.now();
+        let mut calls = lock(&self.calls);
+        let id = calls.next;
+        calls.next += 1;
+        calls.open.insert(id, Blocked { workload: workload.to_string(), op: op.into(), since });
+        Call { calls: self.calls.clone(), id }
+    }
+
+    /// The client calls in progress, the oldest first.
+    pub fn blocked(&self) -> Vec<Blocked> {
+        let mut open: Vec<Blocked> = lock(&self.calls).open.values().cloned().collect();
+        open.sort_by_key(|b| b.since);
+        open
+    }
+
+    /// The calls in progress as text, one per line, with how long each
+    /// has been running: for a watchdog's last words. Also logged to the
+    /// history as an `info` fault line (`error` names them), so the file
+    /// says why it ends there.
+    pub fn report_blocked(&self, why: &str) -> String {
+        let now = self.now();
+        let lines: Vec<String> = self
+            .blocked()
+            .iter()
+            .map(|b| {
+                let secs = |ns: u64| ns as f64 / 1e9;
+                format!(
+                    "{}: {} since {:.3} s ({:.1} s)",
+                    b.workload,
+                    b.op,
+                    secs(b.since),
+                    secs(now.saturating_sub(b.since))
+                )
+            })
+            .collect();
+        let text = if lines.is_empty() { "no client call in progress".to_string() } else { lines.join("; ") };
+        self.log(Op::new(Phase::Info, Kind::Fault, 0, 0).error(format!("{why}: {text}")));
+        text
     }
 }
 
@@ -239,5 +365,74 @@ mod tests {
         let e = read(&path).unwrap_err().to_string();
         assert!(e.contains(":1:"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The child of [`a_streamed_history_survives_its_process_being_aborted`]:
+    /// logs three events to the file it is given, then aborts (no
+    /// destructor, no flush at exit), as a crash or a watchdog's exit does.
+    #[test]
+    #[ignore = "run by a_streamed_history_survives_its_process_being_aborted"]
+    fn child_logs_then_aborts() {
+        let Ok(path) = std::env::var("FERRY_CHAOS_HISTORY_CHILD") else { return };
+        let rec = Recorder::to_file(Path::new(&path)).unwrap();
+        for v in 0..3 {
+            rec.log(Op::new(Phase::Invoke, Kind::Send, 1, 0).value(v));
+        }
+        let _blocked = rec.call("producer", "send 2");
+        std::process::abort();
+    }
+
+    #[test]
+    fn a_streamed_history_survives_its_process_being_aborted() {
+        let dir = std::env::temp_dir().join(format!("ferry-chaos-stream-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("h.jsonl");
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "history::tests::child_logs_then_aborts", "--ignored", "--nocapture"])
+            .env("FERRY_CHAOS_HISTORY_CHILD", &path)
+            .status()
+            .unwrap();
+        assert!(!status.success(), "the child aborted");
+        let ops = read(&path).unwrap();
+        assert_eq!(ops.iter().map(|o| o.value).collect::<Vec<_>>(), [Some(0), Some(1), Some(2)]);
+        assert!(ops.windows(2).all(|w| w[0].time <= w[1].time), "{ops:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_line_is_on_disk_as_soon_as_it_is_logged_and_in_memory_too() {
+        let dir = std::env::temp_dir().join(format!("ferry-chaos-lines-{}", std::process::id()));
+        let path = dir.join("h.jsonl");
+        let rec = Recorder::to_file(&path).unwrap();
+        rec.log(Op::new(Phase::Invoke, Kind::Send, 1, 0).value(7));
+        assert_eq!(read(&path).unwrap().len(), 1);
+        rec.clone().log(Op::new(Phase::Ok, Kind::Send, 1, 0).value(7).partition(0).offset(0));
+        assert_eq!(read(&path).unwrap(), rec.ops());
+        assert_eq!(rec.write_error(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn blocked_calls_are_named_until_they_return() {
+        let rec = Recorder::new();
+        assert!(rec.blocked().is_empty());
+        let commit = rec.call("transform", "commit_transaction txn 3000007");
+        {
+            let _send = rec.call("producer 2", "delivery of 2000000041");
+            let blocked = rec.blocked();
+            assert_eq!(
+                blocked.iter().map(|b| (b.workload.as_str(), b.op.as_str())).collect::<Vec<_>>(),
+                [("transform", "commit_transaction txn 3000007"), ("producer 2", "delivery of 2000000041")]
+            );
+            assert!(blocked[0].since <= blocked[1].since);
+        }
+        let text = rec.report_blocked("watchdog");
+        assert!(text.starts_with("transform: commit_transaction txn 3000007 since "), "{text}");
+        assert!(!text.contains("producer 2"), "{text}");
+        let last = rec.ops().pop().unwrap();
+        assert_eq!((last.phase, last.f), (Phase::Info, Kind::Fault));
+        assert!(last.error.unwrap().starts_with("watchdog: transform: commit_transaction"));
+        drop(commit);
+        assert_eq!(rec.report_blocked("watchdog"), "no client call in progress");
     }
 }

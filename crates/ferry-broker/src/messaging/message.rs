@@ -28,6 +28,10 @@ pub const H_ROUTE_HEADERS: &str = "amqp.route-headers";
 pub const H_RETRY_QUEUE: &str = "amqp.retry-queue";
 /// Record header: retries so far, decimal text (absent: 0).
 pub const H_RETRIES: &str = "amqp.retries";
+/// Record header: a quorum queue publisher's id for the message,
+/// `<session> <sequence>` (`messaging::publish_ids`): a new leader knows a
+/// retried publish by it. Not delivered to consumers.
+pub const H_PUBLISH: &str = "ferry.publish";
 
 /// A message as a front-end publishes it.
 #[derive(Clone, Debug)]
@@ -113,6 +117,17 @@ pub struct StoredMessage {
 /// Encodes `m` as a one-record batch.
 pub fn encode(m: &Message, timestamp: i64) -> Result<Vec<u8>> {
     encode_all(std::slice::from_ref(m), timestamp)
+}
+
+/// Encodes `m` as a one-record batch, with its publisher id `tag`
+/// ([`H_PUBLISH`]) if it has one.
+pub fn encode_tagged(m: &Message, timestamp: i64, tag: Option<&str>) -> Result<Vec<u8>> {
+    let Some(tag) = tag else { return encode(m, timestamp) };
+    let texts = Texts::of(m)?;
+    let mut record = texts.record(m, timestamp);
+    record.headers.push((H_PUBLISH.as_bytes(), Some(tag.as_bytes())));
+    records::build_batch(&[record], Compression::None, -1, -1, -1)
+        .map_err(|e| BrokerError::InvalidRecord(e.to_string()))
 }
 
 /// Encodes `ms` as one batch of as many records (one CRC, one append, one

@@ -310,9 +310,15 @@ impl Queue {
     /// Readable by consumers once the log makes it visible (for a durable
     /// queue: once on disk).
     pub fn publish(&self, m: &Message) -> Result<Published> {
+        self.publish_tagged(m, None)
+    }
+
+    /// [`Queue::publish`], the record carrying its publisher id `tag`
+    /// (a quorum queue's, `messaging::publish_ids`).
+    pub(crate) fn publish_tagged(&self, m: &Message, tag: Option<&str>) -> Result<Published> {
         let now = now_ms();
         if !self.args.limited() && self.args.max_priority.is_none() {
-            let batch = message::encode(m, now)?;
+            let batch = message::encode_tagged(m, now, tag)?;
             let offset = self.append(&batch)?;
             self.stats.published();
             return Ok(Published::Stored(offset));
@@ -329,7 +335,7 @@ impl Queue {
             }
             return Ok(Published::Rejected);
         }
-        let batch = message::encode(m, now)?;
+        let batch = message::encode_tagged(m, now, tag)?;
         let offset = self.log.append(&batch)?.base_offset;
         c.extra.ready_bytes += size;
         if let (Some(ix), Some(max)) = (c.extra.priorities.as_mut(), self.args.max_priority) {

@@ -388,7 +388,7 @@ pub(super) mod tests {
     /// handle that reaches it wherever it is led.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn forwarded_acks_settle_undelivered_messages_and_the_sweep_keeps_the_next() {
-        use crate::messaging::{HandlePublished, HeaderValue, Hooks, PublishWait, QueueHandle, QueueSpec, Vhosts};
+        use crate::messaging::{HandlePublished, HeaderValue, Hooks, QueueHandle, QueueSpec, Vhosts};
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
         let controller = crate::testing::install(&broker);
@@ -408,27 +408,89 @@ pub(super) mod tests {
         let h = vhost.declare_queue_handle(spec, false, 1).unwrap();
         assert!(matches!(h, QueueHandle::Quorum(_)), "a quorum queue is reached through its client");
         assert!(matches!(vhost.queue_handle("orders"), Some(QueueHandle::Quorum(_))));
-        let mut offsets = Vec::new();
         for i in 0..3 {
             let HandlePublished::Stored(wait) = h.publish(&message(i)).unwrap() else { panic!("not stored") };
-            if let PublishWait::Local(_, offset) = &wait {
-                offsets.push(*offset);
-            }
             let (tx, rx) = tokio::sync::oneshot::channel();
             wait.on_done(move |ok| {
                 let _ = tx.send(ok);
             });
             assert!(rx.await.unwrap(), "confirmed once the ISR has it");
         }
-        assert_eq!(offsets.len(), 3, "led here: stored by the local queue");
         assert_eq!(h.counts(), (3, 0));
         let q = broker.quorum_queue("/", "orders").unwrap();
+        assert_eq!(q.ready_count(), 3, "led here: stored by the local queue");
+        let offsets: Vec<u64> = (0..3).map(|_| q.take(None).unwrap().unwrap().message.offset).collect();
+        q.requeue(&offsets).unwrap();
         q.ack_anywhere(&offsets[..1]).unwrap();
         q.sweep().unwrap();
         let d = q.take(None).unwrap().unwrap();
         assert_eq!(&d.message.body[..], b"m1", "the acknowledged head is gone, the next is not expired");
         assert_eq!(&q.take(None).unwrap().unwrap().message.body[..], b"m2");
         assert!(q.take(None).unwrap().is_none());
+        vhosts.shutdown();
+    }
+
+    /// Found 13 (chaos seed 19, FailedWriteVisible): a persistent message
+    /// published here while this node leads is stored, and the leadership
+    /// ends before the ISR has it (here: a second ISR member that never
+    /// fetches). The record survives in the next leader's log (here: the
+    /// same log in the next leader epoch), so the publish is not nacked:
+    /// it is retried with its publisher id, which the next leader finds in
+    /// its log, and confirmed once, stored once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_local_publish_outliving_its_leadership_is_confirmed_by_the_next_and_stored_once() {
+        use crate::messaging::remote_queue::tests::takeover;
+        use crate::messaging::{HandlePublished, HeaderValue, Hooks, QueueHandle, QueueSpec, Vhosts};
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        let controller = crate::testing::install(&broker);
+        let hooks = Hooks { broker: Some(broker.clone()), ..Default::default() };
+        let vhosts = Vhosts::open(dir.path(), Default::default(), &["/".to_string()], hooks).unwrap();
+        let vhost = vhosts.get("/").unwrap();
+        let mut second = controller.node("127.0.0.1:9093");
+        second.id = broker.node_id() + 1;
+        controller.apply(vec![MetadataRecord::RegisterNode(second.clone())]).unwrap();
+        let spec = QueueSpec {
+            name: "orders".into(),
+            durable: true,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments: [("x-queue-type".to_string(), HeaderValue::Str("quorum".into()))].into(),
+        };
+        let h = vhost.declare_queue_handle(spec, false, 1).unwrap();
+        assert!(matches!(h, QueueHandle::Quorum(_)));
+        let QueueKind::Quorum { topic_id } = broker.metadata().amqp["/"].queues["orders"].kind else {
+            panic!("not a quorum queue")
+        };
+        let both = vec![broker.node_id(), second.id];
+        controller
+            .apply(vec![MetadataRecord::PartitionChange {
+                topic_id,
+                partition: 0,
+                leader: broker.node_id(),
+                isr: both.clone(),
+                replicas: Some(both),
+                elr: None,
+            }])
+            .unwrap();
+        assert!(broker.quorum_queue("/", "orders").is_some(), "led here");
+
+        let HandlePublished::Stored(wait) = h.publish(&message(0)).unwrap() else { panic!("not stored") };
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        wait.on_done(move |ok| {
+            let _ = tx.send(ok);
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(rx.try_recv().is_err(), "not confirmed while the second ISR member lacks it");
+        takeover(&broker, &controller, vec![broker.node_id()]);
+        let confirmed = tokio::time::timeout(std::time::Duration::from_secs(20), rx).await;
+        assert!(matches!(confirmed, Ok(Ok(true))), "confirmed by the next leadership, not nacked: {confirmed:?}");
+        let q = broker.quorum_queue("/", "orders").unwrap();
+        let mut bodies = Vec::new();
+        while let Some(d) = q.take(None).unwrap() {
+            bodies.push(String::from_utf8(d.message.body.to_vec()).unwrap());
+        }
+        assert_eq!(bodies, ["m0"], "stored once");
         vhosts.shutdown();
     }
 }

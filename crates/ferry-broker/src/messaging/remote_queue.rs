@@ -21,6 +21,7 @@ use ferry_util::sync::lock;
 
 use crate::broker::Broker;
 use crate::messaging::message::{self, Message, StoredMessage};
+use crate::messaging::publish_ids::Stored;
 use crate::messaging::queue::{Delivery, Published, Queue};
 use crate::metadata::{PeerError, PeerReply, PeerRequest, QueueKind, WireDelivery};
 
@@ -30,20 +31,6 @@ pub(crate) const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_WAIT: Duration = Duration::from_secs(5);
 /// How long a forwarded publish or settlement waits for the ISR.
 const ISR_WAIT: Duration = Duration::from_secs(8);
-
-/// The last publish batch a forwarding session had stored here.
-pub(crate) struct ForwardedBatch {
-    /// The queue (this leadership's) it was stored in: a retry reaching a
-    /// later leadership is stored again (at-least-once).
-    queue: Weak<Queue>,
-    number: u64,
-    /// Per message, stored or refused; the last stored offset.
-    stored: Vec<bool>,
-    last: Option<u64>,
-}
-
-/// Last batches by (vhost, queue, session id).
-pub(crate) type Forwarded = HashMap<(String, String, String), ForwardedBatch>;
 
 /// One forwarding node's deliveries of one queue.
 pub(crate) struct Session {
@@ -128,46 +115,36 @@ impl Broker {
         Err(if declared { PeerError::NotLeaderOrFollower } else { PeerError::UnknownTopicOrPartition })
     }
 
-    /// Stores a forwarded batch, unless this leadership stored the same
-    /// batch (`id`) already: a retry after the answer was lost (a torn
-    /// connection, a timed-out call) then gets the first attempt's answer,
-    /// once that is on the ISR, instead of a second copy of each message.
+    /// Stores a forwarded batch. With its publisher's ids (`id`'s
+    /// session and one sequence number per message), what this leader's
+    /// log holds already (a retry after a lost answer, on this leader or
+    /// from the one before: `publish_ids`) is answered, not stored again.
     fn store_forwarded(
         &self,
         vhost: &str,
         name: &str,
         q: &Arc<Queue>,
         id: Option<(String, u64)>,
+        seqs: Vec<u64>,
         msgs: Vec<StoredMessage>,
-    ) -> Result<(Vec<bool>, Option<u64>), PeerError> {
-        // Held across the appends (no await): a retry arriving while the
-        // first attempt is still being stored waits for it.
-        let mut forwarded = lock(&self.queue_publishes);
-        let key = id.as_ref().map(|(session, _)| (vhost.to_string(), name.to_string(), session.clone()));
-        if let (Some(key), Some((_, number))) = (&key, &id)
-            && let Some(b) = forwarded.get(key)
-            && b.number == *number
-            && std::ptr::eq(b.queue.as_ptr(), Arc::as_ptr(q))
+    ) -> Result<Stored, PeerError> {
+        if let Some((session, _)) = id
+            && seqs.len() == msgs.len()
         {
-            return Ok((b.stored.clone(), b.last));
+            let msgs: Vec<(Message, u64)> = msgs.into_iter().map(to_message).zip(seqs).collect();
+            return self.store_published(vhost, name, q, &session, &msgs).map_err(PeerError::from);
         }
-        let mut stored = Vec::with_capacity(msgs.len());
-        let mut last = None;
+        let mut out = Stored { stored: Vec::with_capacity(msgs.len()), wait: None };
         for m in msgs {
             match q.publish(&to_message(m)).map_err(PeerError::from)? {
                 Published::Stored(offset) => {
-                    stored.push(true);
-                    last = Some(offset);
+                    out.stored.push(true);
+                    out.wait = Some(offset);
                 }
-                Published::Rejected => stored.push(false),
+                Published::Rejected => out.stored.push(false),
             }
         }
-        if let (Some(key), Some((_, number))) = (key, id) {
-            forwarded.retain(|_, b| b.queue.strong_count() > 0);
-            let batch = ForwardedBatch { queue: Arc::downgrade(q), number, stored: stored.clone(), last };
-            forwarded.insert(key, batch);
-        }
-        Ok((stored, last))
+        Ok(out)
     }
 
     /// Notes `session` alive, with `taken` offsets now out with it.
@@ -217,16 +194,16 @@ impl Broker {
     /// Carries out a forwarded queue call (see `serve_peer`).
     pub(crate) async fn serve_queue_peer(self: Arc<Self>, request: PeerRequest) -> Result<PeerReply, PeerError> {
         match request {
-            PeerRequest::QueuePublish { vhost, queue, batch, id } => {
+            PeerRequest::QueuePublish { vhost, queue, batch, id, seqs } => {
                 let q = self.served_queue(&vhost, &queue)?;
                 let bytes = B64.decode(batch).map_err(failed)?;
                 let msgs = message::decode_batches(&Bytes::from(bytes)).map_err(PeerError::from)?;
-                let (stored, last) = self.store_forwarded(&vhost, &queue, &q, id, msgs)?;
-                if let Some(offset) = last
+                let Stored { stored, wait } = self.store_forwarded(&vhost, &queue, &q, id, seqs, msgs)?;
+                if let Some(offset) = wait
                     && !completion(|done| q.on_durable(offset, done)).await
                 {
                     // Not on the ISR (leadership moved, ISR too small): the
-                    // forwarding node retries, possibly storing it twice.
+                    // forwarding node retries with the same ids.
                     return Err(PeerError::NotLeaderOrFollower);
                 }
                 Ok(PeerReply::QueueStored(stored))
@@ -298,23 +275,22 @@ impl Broker {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    use std::sync::Arc;
+
     use crate::broker::{Broker, BrokerConfig};
-    use crate::metadata::{AmqpRequest, Arguments, ControllerRequest, PeerReply, PeerRequest, QueueType};
+    use crate::metadata::{
+        AmqpRequest, Arguments, ControllerRequest, MetadataRecord, PeerReply, PeerRequest, QueueKind, QueueType,
+    };
+    use crate::testing::TestController;
 
     use super::encode_messages;
     use crate::messaging::quorum::tests::message;
 
-    /// A forwarding node retries a batch whose answer it lost (its
-    /// connection to the leader was torn while the ISR caught up: chaos
-    /// seed 17, docs/reliability.md Found 12): the leader answers the retry
-    /// from the first attempt and stores nothing again. Another batch, or a
-    /// request without an id, is stored.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_retried_forwarded_batch_is_stored_once() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A broker leading quorum queue `orders`, and its controller.
+    async fn leading_orders(dir: &tempfile::TempDir) -> (Arc<Broker>, Arc<TestController>) {
         let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
-        let _controller = crate::testing::install(&broker);
+        let controller = crate::testing::install(&broker);
         let declare = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
             vhost: "/".into(),
             name: "orders".into(),
@@ -323,28 +299,99 @@ mod tests {
             queue_type: QueueType::Quorum { group_size: None },
         });
         broker.submit_change(declare).await.unwrap();
-        let publish = |first: u32, id: Option<u64>| PeerRequest::QueuePublish {
+        (broker, controller)
+    }
+
+    /// Leadership of `orders` moves away and back: a new leader epoch, a
+    /// new leadership replaying the same log (as a new leader's would).
+    pub(in crate::messaging) fn takeover(broker: &Broker, controller: &TestController, isr: Vec<i32>) {
+        let QueueKind::Quorum { topic_id } = broker.metadata().amqp["/"].queues["orders"].kind else {
+            panic!("not a quorum queue")
+        };
+        let lead = |leader, isr| MetadataRecord::PartitionChange {
+            topic_id,
+            partition: 0,
+            leader,
+            isr,
+            replicas: None,
+            elr: None,
+        };
+        controller.apply(vec![lead(-1, vec![broker.node_id()])]).unwrap();
+        assert!(broker.quorum_queue("/", "orders").is_none(), "not served without the leadership");
+        controller.apply(vec![lead(broker.node_id(), isr)]).unwrap();
+    }
+
+    /// Message `m{first}`, `m{first + 1}`, .. of session `node2-session`,
+    /// with sequence numbers `seqs` (none: no ids at all).
+    fn publish(first: u32, n: u32, seqs: Option<Vec<u64>>) -> PeerRequest {
+        let msgs: Vec<_> = (first..first + n).map(message).collect();
+        PeerRequest::QueuePublish {
             vhost: "/".into(),
             queue: "orders".into(),
-            batch: encode_messages(&[message(first), message(first + 1)]).unwrap(),
-            id: id.map(|n| ("node2-session".to_string(), n)),
-        };
-        for (request, what) in [
-            (publish(0, Some(7)), "batch 7"),
-            (publish(0, Some(7)), "batch 7 again"),
-            (publish(2, Some(8)), "batch 8"),
-            (publish(4, None), "no id"),
-        ] {
-            match broker.clone().serve_queue_peer(request).await {
-                Ok(PeerReply::QueueStored(stored)) => assert_eq!(stored, [true, true], "{what}"),
-                other => panic!("{what}: {other:?}"),
-            }
+            batch: encode_messages(&msgs).unwrap(),
+            id: seqs.as_ref().map(|s| ("node2-session".to_string(), s.first().copied().unwrap_or(0))),
+            seqs: seqs.unwrap_or_default(),
         }
+    }
+
+    async fn stored(broker: &Arc<Broker>, request: PeerRequest, what: &str) -> Vec<bool> {
+        match broker.clone().serve_queue_peer(request).await {
+            Ok(PeerReply::QueueStored(stored)) => stored,
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+
+    fn bodies(broker: &Broker) -> Vec<String> {
         let q = broker.quorum_queue("/", "orders").unwrap();
         let mut bodies = Vec::new();
         while let Some(d) = q.take(None).unwrap() {
             bodies.push(String::from_utf8(d.message.body.to_vec()).unwrap());
         }
-        assert_eq!(bodies, ["m0", "m1", "m2", "m3", "m4", "m5"], "each message stored once");
+        bodies
+    }
+
+    /// A forwarding node retries a batch whose answer it lost (its
+    /// connection to the leader was torn while the ISR caught up: chaos
+    /// seed 17, docs/reliability.md Found 12): the leader answers the retry
+    /// from its log and stores nothing again. Another batch, or a request
+    /// without ids, is stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retried_forwarded_batch_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, _controller) = leading_orders(&dir).await;
+        for (request, what) in [
+            (publish(0, 2, Some(vec![7, 8])), "batch 7"),
+            (publish(0, 2, Some(vec![7, 8])), "batch 7 again"),
+            (publish(2, 2, Some(vec![9, 10])), "batch 9"),
+            (publish(4, 2, None), "no ids"),
+        ] {
+            assert_eq!(stored(&broker, request, what).await, [true, true], "{what}");
+        }
+        assert_eq!(bodies(&broker), ["m0", "m1", "m2", "m3", "m4", "m5"], "each message stored once");
+    }
+
+    /// Found 13 (chaos seed 19): the leader stored a forwarded batch and
+    /// lost its leadership before the ISR answered; the retry reaches the
+    /// next leader, whose log holds the batch. It is answered from that
+    /// log, not stored a second time (the leadership's memory is gone: the
+    /// ids come from the records). A retry holding one message more (it
+    /// joined the batch after the first attempt) stores only that one, and
+    /// ids of another session are no match.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retry_reaching_the_next_leader_is_not_stored_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, controller) = leading_orders(&dir).await;
+        assert_eq!(stored(&broker, publish(0, 2, Some(vec![0, 1])), "first attempt").await, [true, true]);
+        takeover(&broker, &controller, vec![broker.node_id()]);
+        assert_eq!(stored(&broker, publish(0, 2, Some(vec![0, 1])), "retry").await, [true, true]);
+        assert_eq!(stored(&broker, publish(0, 3, Some(vec![0, 1, 2])), "retry and one more").await, [true; 3]);
+        let other = match publish(3, 1, Some(vec![0])) {
+            PeerRequest::QueuePublish { vhost, queue, batch, seqs, .. } => {
+                PeerRequest::QueuePublish { vhost, queue, batch, id: Some(("node3-session".into(), 0)), seqs }
+            }
+            _ => unreachable!(),
+        };
+        assert_eq!(stored(&broker, other, "another session").await, [true]);
+        assert_eq!(bodies(&broker), ["m0", "m1", "m2", "m3"], "each message stored once across the takeover");
     }
 }

@@ -88,10 +88,15 @@ pub enum PeerRequest {
         /// The messages, one record batch (`messaging::message::encode_all`), base64.
         batch: String,
         /// The forwarding client's (session, batch number), the same in
-        /// every retry of the batch: a leader that stored it already
-        /// answers from that and does not store it again.
+        /// every retry of the batch.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<(String, u64)>,
+        /// With `id`'s session, each message's sequence number, the same in
+        /// every retry: a leader whose log holds a message already (stored
+        /// by it or by an earlier leader) answers it and does not store it
+        /// again (`messaging::publish_ids`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        seqs: Vec<u64>,
     },
     /// Up to `max` deliveries for the consumers of a forwarding node
     /// (`session`), waiting up to `wait_ms` for one; `max` 0 only renews the

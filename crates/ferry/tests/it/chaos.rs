@@ -12,8 +12,10 @@
 //! `cargo test -p ferry --test it chaos::` runs about a minute with seed
 //! 16; `scripts/chaos.sh --duration 30m --seed S` runs long ones
 //! (FERRY_CHAOS_SECS, FERRY_CHAOS_SEED, FERRY_CHAOS_DIR). The history is
-//! kept in FERRY_CHAOS_DIR (default: the target's tmp dir) as
-//! `chaos-<seed>.jsonl` (`chaos-amqp-quorum-<seed>.jsonl`);
+//! written to FERRY_CHAOS_DIR (default: the target's tmp dir) as it is
+//! recorded, one line per event, as `chaos-<seed>.jsonl`
+//! (`chaos-amqp-quorum-<seed>.jsonl`), so a run its watchdog ends keeps
+//! it (with a last line naming the client calls still blocked);
 //! `ferry-chaos-check` checks it again.
 //! FERRY_CHAOS_CLIENT_DEBUG (librdkafka `debug` contexts, e.g. `eos`) keeps
 //! the idempotent producers' librdkafka log beside it as
@@ -27,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_chaos::checker::{self, Options, Report};
-use ferry_chaos::history::{self, Kind, Op, Phase, Recorder};
+use ferry_chaos::history::{Kind, Op, Phase, Recorder};
 use ferry_chaos::proxy::Proxy;
 use ferry_chaos::schedule::{self, Fault, FaultKind, Plan, bridge_halves};
 use rdkafka::config::RDKafkaLogLevel;
@@ -37,7 +39,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::cluster_support::{CLUSTER_TOML, Cluster, controller_leader, create_topic_eventually_with, leaders_of};
-use crate::support::{eventually_within, watchdog};
+use crate::support::{eventually_within, watchdog_naming};
 
 /// Written by the idempotent producers, read by the group consumer and
 /// the transactional worker. History partitions 0..3.
@@ -89,9 +91,15 @@ fn kafka_transactions_under_faults_leave_nothing_hanging() {
 fn run(transactions: bool) {
     let s = settings();
     let topics: &[&str] = if transactions { &[TOPIC, OUT] } else { &[TOPIC] };
+    let name = format!("chaos-{}{}", if transactions { "txn-" } else { "" }, s.seed);
+    let path = s.keep.join(format!("{name}.jsonl"));
+    let rec = Recorder::to_file(&path).expect("the history file");
     // Faults, workloads and the final read are bounded; this ends a run
-    // that hangs in a client call anyway.
-    let _guard = watchdog("chaos run", s.length + Duration::from_secs(420));
+    // that hangs in a client call anyway, naming the calls.
+    let _guard = {
+        let rec = rec.clone();
+        watchdog_naming("chaos run", s.length + Duration::from_secs(420), move || rec.report_blocked("watchdog"))
+    };
     let (mut cluster, proxy, ids) = faulty_cluster();
     for topic in topics {
         create_topic_eventually_with(cluster.node(1), topic, PARTITIONS, 3, &[("min.insync.replicas", "2")]);
@@ -101,7 +109,6 @@ fn run(transactions: bool) {
     }
     let bootstrap = ids.iter().map(|id| cluster.node(*id).bootstrap()).collect::<Vec<_>>().join(",");
 
-    let rec = Recorder::new();
     let stop = Arc::new(AtomicBool::new(false));
     let processes = Arc::new(AtomicU64::new(1));
     let client_log = s.client_debug.as_ref().map(|contexts| {
@@ -138,10 +145,7 @@ fn run(transactions: bool) {
         drain(&bootstrap, &rec, topic);
     }
     let ops = rec.ops();
-    let name = format!("chaos-{}{}", if transactions { "txn-" } else { "" }, s.seed);
-    let path = s.keep.join(format!("{name}.jsonl"));
-    std::fs::create_dir_all(&s.keep).expect("history directory");
-    history::write(&path, &ops).expect("keep the history");
+    assert_eq!(rec.write_error(), None, "writing the history {}", path.display());
     keep_node_logs(&cluster, &s, &name);
     let report = checker::check(&ops, &Options::default());
     // After the run no transaction is open: the read_committed end of a
@@ -211,11 +215,17 @@ fn faults(
     let mut injected: BTreeMap<FaultKind, usize> = BTreeMap::new();
     for step in &steps {
         std::thread::sleep((start + step.at).saturating_duration_since(Instant::now()));
-        let what = inject(cluster, proxy, ids, step.fault);
+        let what = {
+            let _call = rec.call("harness", format!("inject {}", step.fault));
+            inject(cluster, proxy, ids, step.fault)
+        };
         eprintln!("chaos {:>7.1}s: {what} for {:?}", start.elapsed().as_secs_f64(), step.lasts);
         rec.log(Op::new(Phase::Invoke, Kind::Fault, 0, 0).error(what.clone()));
         std::thread::sleep(step.lasts);
-        heal(cluster, proxy, step.fault);
+        {
+            let _call = rec.call("harness", format!("heal {what}"));
+            heal(cluster, proxy, step.fault);
+        }
         rec.log(Op::new(Phase::Ok, Kind::Fault, 0, 0).error(what));
         *injected.entry(step.fault.kind()).or_default() += 1;
     }
@@ -368,6 +378,7 @@ fn idempotent_producer(bootstrap: &str, rec: &Recorder, stop: &AtomicBool, proce
                     Ok(delivery) => {
                         let rec = rec.clone();
                         inflight.spawn(async move {
+                            let _call = rec.call(&format!("producer {process}"), format!("delivery of {value}"));
                             let done = Op::new(Phase::Ok, Kind::Send, process, 0).value(value);
                             rec.log(match delivery.await {
                                 Ok(Ok(d)) => done.partition(d.partition).offset(d.offset),
@@ -420,6 +431,7 @@ fn group_consumer(bootstrap: &str, rec: &Recorder, stop: &AtomicBool, process: u
         .expect("consumer");
     consumer.subscribe(&[TOPIC]).expect("subscribe");
     while !stop.load(Ordering::Acquire) {
+        let _call = rec.call("group consumer", "poll");
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100))
             && let Some(value) = value_of(m.payload())
         {
@@ -428,6 +440,8 @@ fn group_consumer(bootstrap: &str, rec: &Recorder, stop: &AtomicBool, process: u
             );
         }
     }
+    let _call = rec.call("group consumer", "close");
+    drop(consumer);
 }
 
 /// Consume-transform-produce: reads [`TOPIC`] (group `chaos-ctp`), writes
@@ -461,16 +475,20 @@ fn transform(bootstrap: &str, rec: &Recorder, stop: &AtomicBool, processes: &Ato
                 .set("linger.ms", "5")
                 .create()
                 .expect("transactional producer");
+            let init = rec.call("transform", format!("init_transactions (process {process})"));
             if p.init_transactions(T).is_err() {
+                drop(init);
                 std::thread::sleep(Duration::from_millis(500));
                 continue;
             }
+            drop(init);
             n = 0;
             (p, process)
         };
         let mut batch = Vec::new();
         let deadline = Instant::now() + Duration::from_millis(300);
         while batch.len() < 20 && Instant::now() < deadline {
+            let _call = rec.call("transform", "poll");
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50))
                 && let Some(v) = value_of(m.payload())
             {
@@ -483,10 +501,13 @@ fn transform(bootstrap: &str, rec: &Recorder, stop: &AtomicBool, processes: &Ato
         }
         txns += 1;
         let txn = process * 1_000_000 + txns;
+        let begin = rec.call("transform", format!("begin_transaction {txn}"));
         if p.begin_transaction().is_err() {
-            rewind(&consumer);
+            drop(begin);
+            rewind(&consumer, rec);
             continue;
         }
+        drop(begin);
         let mut deliveries = Vec::new();
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         for (partition, offset, input) in &batch {
@@ -504,6 +525,7 @@ fn transform(bootstrap: &str, rec: &Recorder, stop: &AtomicBool, processes: &Ato
         let outcome = finish(&p, &consumer, &next, abort_on_purpose, rec, process, txn);
         for (value, d) in deliveries {
             let done = Op::new(Phase::Ok, Kind::Send, process, 0).value(value).txn(txn);
+            let _call = rec.call("transform", format!("delivery of {value} (txn {txn})"));
             rec.log(match futures_lite::future::block_on(d) {
                 Ok(Ok(d)) => done.partition(OUT_BASE + d.partition).offset(d.offset),
                 Ok(Err((e, _))) => Op { phase: Phase::Info, ..done }.error(e.to_string()),
@@ -513,12 +535,12 @@ fn transform(bootstrap: &str, rec: &Recorder, stop: &AtomicBool, processes: &Ato
         match outcome {
             Finished::Committed => producer = Some((p, process)),
             Finished::Aborted => {
-                rewind(&consumer);
+                rewind(&consumer, rec);
                 producer = Some((p, process));
             }
             // A new producer (the same transactional id) fences this one
             // and settles its transaction.
-            Finished::Unknown => rewind(&consumer),
+            Finished::Unknown => rewind(&consumer, rec),
         }
     }
     drop(producer);
@@ -529,6 +551,7 @@ fn transform(bootstrap: &str, rec: &Recorder, stop: &AtomicBool, processes: &Ato
     while Instant::now() < deadline {
         let settle: FutureProducer =
             client(bootstrap).set("transactional.id", "chaos-ctp").create().expect("transactional producer");
+        let _call = rec.call("transform", "init_transactions after the run");
         if settle.init_transactions(T).is_ok() {
             return;
         }
@@ -555,6 +578,7 @@ fn finish(
 ) -> Finished {
     let commit = Op::new(Phase::Invoke, Kind::Commit, process, 0).txn(txn);
     let aborted = |why: String| {
+        let _call = rec.call("transform", format!("abort_transaction {txn}"));
         if p.abort_transaction(T).is_ok() {
             rec.log(Op::new(Phase::Ok, Kind::Abort, process, 0).txn(txn).error(why));
             Finished::Aborted
@@ -582,8 +606,10 @@ fn finish(
     // new one with the same transactional id fences it.
     let (tx, rx) = std::sync::mpsc::channel();
     let stuck = p.clone();
+    let call = rec.call("transform", format!("send_offsets_to_transaction {txn}"));
     std::thread::spawn(move || {
         let _ = tx.send(stuck.send_offsets_to_transaction(&tpl, &group, T));
+        drop(call);
     });
     match rx.recv_timeout(T + Duration::from_secs(10)) {
         Ok(Ok(())) => {}
@@ -600,12 +626,16 @@ fn finish(
     rec.log(commit.clone());
     // A retriable failure may be retried (librdkafka keeps the state).
     for _ in 0..3 {
-        match p.commit_transaction(T) {
+        let call = rec.call("transform", format!("commit_transaction {txn}"));
+        let committed = p.commit_transaction(T);
+        drop(call);
+        match committed {
             Ok(()) => {
                 rec.log(Op { phase: Phase::Ok, ..commit });
                 return Finished::Committed;
             }
             Err(e) if requires_abort(&e) => {
+                let _call = rec.call("transform", format!("abort_transaction {txn}"));
                 return if p.abort_transaction(T).is_ok() {
                     rec.log(Op { phase: Phase::Fail, ..commit }.error(e.to_string()));
                     Finished::Aborted
@@ -640,7 +670,8 @@ fn retriable(e: &KafkaError) -> bool {
 }
 
 /// Back to the group's committed input offsets (the earliest without).
-fn rewind(consumer: &BaseConsumer) {
+fn rewind(consumer: &BaseConsumer, rec: &Recorder) {
+    let _call = rec.call("transform", "rewind (committed, seek)");
     let Ok(committed) = consumer.committed(T) else { return };
     let mut tpl = TopicPartitionList::new();
     for e in committed.elements() {
@@ -680,6 +711,7 @@ fn drain(bootstrap: &str, rec: &Recorder, topic: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut whole: BTreeMap<i32, (i64, Option<i64>)> = BTreeMap::new();
     while whole.len() < PARTITIONS as usize && Instant::now() < deadline {
+        let _call = rec.call(&format!("drain {topic}"), "poll or fetch_watermarks");
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 let mut op =
@@ -728,13 +760,18 @@ const AMQP_T: Duration = Duration::from_secs(10);
 #[test]
 fn amqp_quorum_queue_under_faults_loses_nothing_confirmed() {
     let s = settings();
-    let _guard = watchdog("amqp chaos run", s.length + Duration::from_secs(420));
+    let name = format!("chaos-amqp-quorum-{}", s.seed);
+    let path = s.keep.join(format!("{name}.jsonl"));
+    let rec = Recorder::to_file(&path).expect("the history file");
+    let _guard = {
+        let rec = rec.clone();
+        watchdog_naming("amqp chaos run", s.length + Duration::from_secs(420), move || rec.report_blocked("watchdog"))
+    };
     let (mut cluster, proxy, ids) = faulty_cluster();
     for id in &ids {
         cluster.wait_for_brokers(*id, &ids);
     }
     let nodes: Vec<(i32, String)> = ids.iter().map(|id| (*id, cluster.node(*id).amqp_uri())).collect();
-    let rec = Recorder::new();
     let (stop, stop_reader) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     // When the consumer last had a delivery or (re)subscribed, history clock.
     let last_read = Arc::new(AtomicU64::new(0));
@@ -767,10 +804,7 @@ fn amqp_quorum_queue_under_faults_loses_nothing_confirmed() {
     }
 
     let ops = rec.ops();
-    let name = format!("chaos-amqp-quorum-{}", s.seed);
-    let path = s.keep.join(format!("{name}.jsonl"));
-    std::fs::create_dir_all(&s.keep).expect("history directory");
-    history::write(&path, &ops).expect("keep the history");
+    assert_eq!(rec.write_error(), None, "writing the history {}", path.display());
     keep_node_logs(&cluster, &s, &name);
     let options = Options { duplicates_forbidden: false, unflagged_redelivery_forbidden: true, ..Options::default() };
     let report = checker::check(&ops, &options);
@@ -828,10 +862,13 @@ async fn amqp_publisher(nodes: &[(i32, String)], home: usize, rec: &Recorder, st
     while !stop.load(Ordering::Acquire) {
         let (node, uri) = &nodes[at % nodes.len()];
         at += 1;
+        let connect = rec.call("amqp publisher", format!("connect to node {node}"));
         let Some((conn, ch)) = amqp_channel(uri).await else {
+            drop(connect);
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
+        drop(connect);
         let select = tokio::time::timeout(AMQP_T, ch.confirm_select(ConfirmSelectOptions::default())).await;
         if !matches!(select, Ok(Ok(()))) {
             continue;
@@ -848,7 +885,10 @@ async fn amqp_publisher(nodes: &[(i32, String)], home: usize, rec: &Recorder, st
             let confirm =
                 async { ch.basic_publish("".into(), QUEUE.into(), mandatory, text.as_bytes(), props).await?.await };
             let done = Op::new(Phase::Ok, Kind::Send, PROCESS, 0).value(value).key(via.clone());
-            match tokio::time::timeout(AMQP_T, confirm).await {
+            let call = rec.call("amqp publisher", format!("confirm of {value} via {via}"));
+            let confirmed = tokio::time::timeout(AMQP_T, confirm).await;
+            drop(call);
+            match confirmed {
                 Ok(Ok(lapin::Confirmation::Ack(None))) => rec.log(done.partition(AMQP)),
                 Ok(Ok(lapin::Confirmation::Ack(Some(_)))) => {
                     rec.log(Op { phase: Phase::Fail, ..done }.error("returned unroutable"));
@@ -891,10 +931,13 @@ async fn amqp_consumer(
     while !stop.load(Ordering::Acquire) {
         let (node, uri) = &nodes[at % nodes.len()];
         at += 1;
+        let connect = rec.call("amqp consumer", format!("connect to node {node}"));
         let Some((conn, ch)) = amqp_channel(uri).await else {
+            drop(connect);
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
+        drop(connect);
         let subscribe = async {
             ch.basic_qos(50, BasicQosOptions::default()).await?;
             ch.basic_consume(QUEUE.into(), "chaos".into(), BasicConsumeOptions::default(), Default::default()).await
@@ -914,7 +957,9 @@ async fn amqp_consumer(
                         });
                     }
                     last_read.store(rec.now(), Ordering::Release);
+                    let call = rec.call("amqp consumer", format!("ack of tag {} via node {node}", d.delivery_tag));
                     let ack = tokio::time::timeout(AMQP_T, d.ack(BasicAckOptions::default())).await;
+                    drop(call);
                     if !matches!(ack, Ok(Ok(_))) {
                         at += 1;
                         break;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ferry_chaos::checker::{self, Options};
-use ferry_chaos::history::{self, Kind, Op, Phase, Recorder};
+use ferry_chaos::history::{Kind, Op, Phase, Recorder};
 use ferry_chaos::schedule::Rng;
 use futures_lite::StreamExt;
 use lapin::options::{
@@ -25,7 +25,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use crate::chaos::settings;
-use crate::support::{Broker, watchdog};
+use crate::support::{Broker, watchdog_naming};
 
 const QUEUE: &str = "chaos-q";
 /// History partitions: the AMQP queue, the MQTT QoS 1 and QoS 2 topics.
@@ -51,14 +51,26 @@ fn run(qos2: bool) {
     let s = settings();
     // A single node restarts fast: 20 s (4-5 kills) unless told otherwise.
     let length = if std::env::var("FERRY_CHAOS_SECS").is_ok() { s.length } else { Duration::from_secs(20) };
-    let _guard = watchdog("single-node chaos run", length + Duration::from_secs(300));
+    let history = |name: &str| s.keep.join(format!("chaos-{name}-{}.jsonl", s.seed));
+    let (amqp, mqtt1) = (Recorder::to_file(&history("amqp")), Recorder::to_file(&history("mqtt-qos1")));
+    let (amqp, mqtt1) = (amqp.expect("the AMQP history file"), mqtt1.expect("the QoS 1 history file"));
+    let mqtt2 =
+        if qos2 { Recorder::to_file(&history("mqtt-qos2")).expect("the QoS 2 history file") } else { Recorder::new() };
+    let _guard = {
+        let recs = [("amqp", amqp.clone()), ("mqtt-qos1", mqtt1.clone()), ("mqtt-qos2", mqtt2.clone())];
+        watchdog_naming("single-node chaos run", length + Duration::from_secs(300), move || {
+            recs.iter()
+                .map(|(name, r)| format!("{name}: {}", r.report_blocked("watchdog")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut b = Broker::prepare(dir.path(), &[], "");
     b.log = Some(dir.path().join("node.log"));
     b.start_again();
     let (amqp_uri, mqtt_port) = (b.amqp_uri(), b.mqtt_port);
 
-    let (amqp, mqtt1, mqtt2) = (Recorder::new(), Recorder::new(), Recorder::new());
     let stop = Arc::new(AtomicBool::new(false));
     let stop_readers = Arc::new(AtomicBool::new(false));
     let last_read = Arc::new(AtomicU64::new(0));
@@ -130,9 +142,8 @@ fn run(qos2: bool) {
             rec.log(Op::new(Phase::Ok, Kind::Drain, 0, 0).partition(partition));
         }
         let ops = rec.ops();
-        let path = s.keep.join(format!("chaos-{name}-{}.jsonl", s.seed));
-        std::fs::create_dir_all(&s.keep).expect("history directory");
-        history::write(&path, &ops).expect("keep the history");
+        let path = history(name);
+        assert_eq!(rec.write_error(), None, "writing the history {}", path.display());
         let report = checker::check(&ops, &Options { duplicates_forbidden, ..Options::default() });
         eprintln!("chaos {name}: seed {} {kills} kills\n{report}history: {}", s.seed, path.display());
         let [_, ok, ..] = report.writes;
@@ -167,10 +178,12 @@ async fn amqp_publisher(uri: &str, rec: &Recorder, stop: &AtomicBool) {
     const PROCESS: u64 = 1;
     let mut n = 0i64;
     while !stop.load(Ordering::Acquire) {
+        let setup = rec.call("amqp publisher", "connect, confirm_select, declare");
         let Ok(Ok(conn)) =
             tokio::time::timeout(Duration::from_secs(3), Connection::connect(uri, ConnectionProperties::default()))
                 .await
         else {
+            drop(setup);
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
@@ -183,6 +196,7 @@ async fn amqp_publisher(uri: &str, rec: &Recorder, stop: &AtomicBool) {
         {
             continue;
         }
+        drop(setup);
         while !stop.load(Ordering::Acquire) {
             let value = PROCESS as i64 * VALUES + n;
             n += 1;
@@ -196,7 +210,10 @@ async fn amqp_publisher(uri: &str, rec: &Recorder, stop: &AtomicBool) {
                 c.await
             };
             let done = Op::new(Phase::Ok, Kind::Send, PROCESS, 0).value(value);
-            match tokio::time::timeout(Duration::from_secs(5), confirm).await {
+            let call = rec.call("amqp publisher", format!("confirm of {value}"));
+            let confirmed = tokio::time::timeout(Duration::from_secs(5), confirm).await;
+            drop(call);
+            match confirmed {
                 Ok(Ok(c)) if c.is_ack() => rec.log(done.partition(AMQP)),
                 // A nack: the broker says it did not take it.
                 Ok(Ok(_)) => rec.log(Op { phase: Phase::Fail, ..done }.error("nack")),
@@ -220,10 +237,12 @@ async fn amqp_publisher(uri: &str, rec: &Recorder, stop: &AtomicBool) {
 async fn amqp_consumer(uri: &str, rec: &Recorder, stop: &AtomicBool, last_read: &AtomicU64) {
     const PROCESS: u64 = 2;
     while !stop.load(Ordering::Acquire) {
+        let setup = rec.call("amqp consumer", "connect, declare, consume");
         let Ok(Ok(conn)) =
             tokio::time::timeout(Duration::from_secs(3), Connection::connect(uri, ConnectionProperties::default()))
                 .await
         else {
+            drop(setup);
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
@@ -239,6 +258,7 @@ async fn amqp_consumer(uri: &str, rec: &Recorder, stop: &AtomicBool, last_read: 
         else {
             continue;
         };
+        drop(setup);
         // The publisher may start once the queue exists.
         last_read.store(rec.now(), Ordering::Release);
         while !stop.load(Ordering::Acquire) {
@@ -248,6 +268,7 @@ async fn amqp_consumer(uri: &str, rec: &Recorder, stop: &AtomicBool, last_read: 
                         rec.log(Op::new(Phase::Ok, Kind::Read, PROCESS, 0).partition(AMQP).value(v));
                     }
                     last_read.store(rec.now(), Ordering::Release);
+                    let _call = rec.call("amqp consumer", format!("ack of tag {}", d.delivery_tag));
                     if d.ack(BasicAckOptions::default()).await.is_err() {
                         break;
                     }
@@ -285,6 +306,7 @@ async fn mqtt_publisher(port: u16, qos: QoS, rec: &Recorder, stop: &AtomicBool) 
             n += 1;
             rec.log(Op::new(Phase::Invoke, Kind::Send, process, 0).value(value));
             let done = Op::new(Phase::Ok, Kind::Send, process, 0).value(value);
+            let _call = rec.call(&format!("mqtt publisher QoS {}", qos as u8), format!("publish of {value}"));
             if client.publish(topic, qos, false, value.to_string()).await.is_err() {
                 rec.log(Op { phase: Phase::Info, ..done }.error("client closed"));
                 break;

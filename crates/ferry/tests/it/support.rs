@@ -177,7 +177,7 @@ impl Broker {
             ),
         )
         .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        let mut cmd = Command::new(ferry_bin());
         cmd.args(["serve", "--config"]).arg(&config).arg("--data-dir").arg(&self.data);
         // A listener flag the test gives itself (e.g. a list with a tls://
         // listener) replaces the default one: clap takes a flag once.
@@ -361,22 +361,42 @@ impl Drop for Broker {
 /// have been given that very port as its own local end (loopback
 /// self-connect), nor may two parallel tests' brokers be told to listen on
 /// the same port.
+/// `FERRY_TEST_PORTS=LOW-HIGH` (inclusive, below 32768) narrows the range,
+/// so that long runs beside other test suites keep to ports of their own.
 pub fn free_port() -> u16 {
-    const LOW: u32 = 12_000;
-    const SPAN: u32 = 20_000;
+    let (low, span) = port_range();
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
     let seed = std::process::id().wrapping_mul(7919)
         ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    for i in 0..SPAN {
-        let port = u16::try_from(LOW + (seed.wrapping_add(i.wrapping_mul(7))) % SPAN).expect("below 32768");
+    for i in 0..span {
+        let port = u16::try_from(low + (seed.wrapping_add(i.wrapping_mul(7))) % span).expect("below 32768");
         if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             given.insert(port);
             return port;
         }
     }
-    panic!("no free port in {LOW}..{}", LOW + SPAN);
+    panic!("no free port in {low}..{}", low + span);
+}
+
+/// The ports [`free_port`] hands out: (first, how many).
+fn port_range() -> (u32, u32) {
+    const DEFAULT: (u32, u32) = (12_000, 20_000);
+    let Some(range) = std::env::var("FERRY_TEST_PORTS").ok().filter(|r| !r.is_empty()) else { return DEFAULT };
+    let parsed =
+        range.split_once('-').and_then(|(l, h)| Some((l.trim().parse::<u32>().ok()?, h.trim().parse::<u32>().ok()?)));
+    match parsed {
+        Some((low, high)) if low >= 1024 && low <= high && high < 32_768 => (low, high - low + 1),
+        _ => panic!("FERRY_TEST_PORTS is LOW-HIGH, 1024 <= LOW <= HIGH < 32768: {range:?}"),
+    }
+}
+
+/// The `ferry` binary the tests start: this build's, or `FERRY_BIN` (a
+/// copy kept for a long run, so that rebuilding the workspace meanwhile
+/// does not change the binary its restarted nodes run).
+pub fn ferry_bin() -> std::path::PathBuf {
+    std::env::var_os("FERRY_BIN").map_or_else(|| env!("CARGO_BIN_EXE_ferry").into(), Into::into)
 }
 
 pub fn config(b: &Broker) -> ClientConfig {
@@ -543,10 +563,24 @@ pub fn eventually_within(what: &str, limit: Duration, mut f: impl FnMut() -> boo
 /// librdkafka, where a stuck thread cannot be unwound. It kills this
 /// process's child processes (the brokers) first, so none is left behind.
 pub fn watchdog(what: &'static str, limit: Duration) -> Watchdog {
+    watchdog_naming(what, limit, String::new)
+}
+
+/// [`watchdog`], whose last words also say what `blocked` names (the
+/// client calls still in progress).
+pub fn watchdog_naming(
+    what: &'static str,
+    limit: Duration,
+    blocked: impl FnOnce() -> String + Send + 'static,
+) -> Watchdog {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
         if rx.recv_timeout(limit) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
             eprintln!("{what}: still running after {limit:?}; killing its brokers and ending the run");
+            let blocked = blocked();
+            if !blocked.is_empty() {
+                eprintln!("{what}: blocked: {blocked}");
+            }
             kill_children();
             std::process::exit(101);
         }

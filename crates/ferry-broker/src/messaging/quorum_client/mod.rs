@@ -6,10 +6,13 @@
 //!
 //! - Publishes go through one ordered pipeline; a batch is retried on the
 //!   next leader until one stores it and answers (the confirm), for up to
-//!   [`PUBLISH_DEADLINE`], then nacked. Every retry carries the batch's
-//!   number, which the leader that stored it answers from memory; a retry
-//!   that reaches another leader (the first died or was deposed before
-//!   answering) may store a message twice (at-least-once).
+//!   [`PUBLISH_DEADLINE`], then nacked. Every message carries this
+//!   client's session and a sequence number, stored with it in the queue's
+//!   log (`publish_ids`): the same in every retry, so whichever leader gets
+//!   a retry stores only what its log does not hold yet. A message stored
+//!   here while this node led, whose leadership ended before the ISR had
+//!   it, is retried the same way instead of being nacked: it may survive
+//!   in the new leader's log (docs/reliability.md, Found 13).
 //! - Settlements (ack, requeue, reject) are kept until a leader answered
 //!   them (its cursor records on the ISR) and re-sent to the next leader
 //!   until then; a take waits for them, so a new leader never hands out
@@ -91,7 +94,8 @@ pub struct QuorumClient {
     name: String,
     /// This node's session on remote leaders.
     session: String,
-    publishes: Mutex<VecDeque<(Message, Option<Done>)>>,
+    /// Waiting for the pipeline, in sequence order: (message, done, sequence).
+    publishes: Mutex<VecDeque<Pending>>,
     publish_wake: Notify,
     settles: Mutex<Settles>,
     settle_wake: Notify,
@@ -102,11 +106,14 @@ pub struct QuorumClient {
     /// session needs renewing while there are any).
     unsettled: AtomicI64,
     next_consumer: AtomicU64,
-    /// Numbers this client's forwarded publish batches (with `session`, the
-    /// id a leader recognises a retry by).
-    next_batch: AtomicU64,
+    /// Numbers this client's messages (with `session`, the id a leader
+    /// recognises a retry by).
+    next_seq: AtomicU64,
     workers: AtomicBool,
 }
+
+/// A message for the publish pipeline: (message, its confirm, sequence number).
+type Pending = (Message, Option<Done>, u64);
 
 /// Deliveries taken from a remote leader, tagged with its (node, epoch).
 type Buffered = (Option<(i32, i32)>, VecDeque<Delivery>);
@@ -148,7 +155,7 @@ impl Broker {
                     recent_acks: Mutex::default(),
                     unsettled: AtomicI64::new(0),
                     next_consumer: AtomicU64::new(0),
-                    next_batch: AtomicU64::new(0),
+                    next_seq: AtomicU64::new(0),
                     workers: AtomicBool::new(false),
                 })
             })
@@ -239,8 +246,10 @@ impl QuorumClient {
 
     /// Publishes `m`: at once into the local queue when this node leads
     /// it and nothing forwarded is still queued (order), else through the
-    /// forwarding pipeline. `Ok(None)`: forwarded, `done` will be called;
-    /// `Ok(Some(..))`: stored here (`done` not called).
+    /// forwarding pipeline. `Ok(None)`: `done` will be called (a persistent
+    /// message stored here is confirmed once the ISR has it, or retried
+    /// through the pipeline if this leadership ends first); `Ok(Some(..))`:
+    /// a transient message stored here, or refused (`done` not called).
     pub fn publish(
         self: &Arc<Self>,
         m: &Message,
@@ -248,17 +257,61 @@ impl QuorumClient {
     ) -> Result<Option<(Arc<Queue>, Published)>, MessagingError> {
         if lock(&self.publishes).is_empty()
             && let Target::Local(q) = self.target()
+            && let Some(b) = self.broker.upgrade()
         {
-            match q.publish(m) {
-                Ok(p) => return Ok(Some((q, p))),
-                Err(crate::BrokerError::NotLeaderOrFollower) => {}
-                Err(e) => return Err(e.into()),
+            if !m.persistent {
+                match q.publish(m) {
+                    Ok(p) => return Ok(Some((q, p))),
+                    Err(crate::BrokerError::NotLeaderOrFollower) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            } else {
+                let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+                match b.store_published(&self.vhost, &self.name, &q, &self.session, &[(m.clone(), seq)]) {
+                    Ok(stored) => match stored.wait {
+                        Some(offset) if stored.stored == [true] => {
+                            let (client, m) = (Arc::downgrade(self), m.clone());
+                            q.on_durable(offset, move |ok| match (ok, client.upgrade()) {
+                                (false, Some(c)) => c.retry((m, done, seq)),
+                                (ok, _) => {
+                                    if let Some(done) = done {
+                                        done(ok);
+                                    }
+                                }
+                            });
+                            return Ok(None);
+                        }
+                        _ => return Ok(Some((q, Published::Rejected))),
+                    },
+                    Err(crate::BrokerError::NotLeaderOrFollower) => {
+                        self.retry((m.clone(), done, seq));
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         self.start_workers();
-        lock(&self.publishes).push_back((m.clone(), done));
+        {
+            let mut q = lock(&self.publishes);
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            q.push_back((m.clone(), done, seq));
+        }
         self.publish_wake.notify_one();
         Ok(None)
+    }
+
+    /// Hands `pending`, stored here while this node led but not confirmed
+    /// by that leadership, to the pipeline again, before the messages
+    /// published after it (sequence order), with its sequence number.
+    fn retry(self: &Arc<Self>, pending: Pending) {
+        self.start_workers();
+        {
+            let mut q = lock(&self.publishes);
+            let at = q.partition_point(|p| p.2 < pending.2);
+            q.insert(at, pending);
+        }
+        self.publish_wake.notify_one();
     }
 
     /// Acknowledges, hands back or rejects offsets, through whichever node

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use ferry_util::sync::lock;
 
-use super::{Done, HEARTBEAT, PUBLISH_BATCH, PUBLISH_DEADLINE, QuorumClient, RETRY, Target};
+use super::{HEARTBEAT, PUBLISH_BATCH, PUBLISH_DEADLINE, Pending, QuorumClient, RETRY, Target};
 use crate::messaging::message::Message;
-use crate::messaging::queue::Published;
+use crate::messaging::publish_ids::Stored;
 use crate::messaging::remote_queue::{self, encode_messages};
 use crate::metadata::{PeerError, PeerReply, PeerRequest};
 
@@ -23,7 +23,7 @@ pub(super) async fn publisher(client: Weak<QuorumClient>) {
         let woken = c.publish_wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        let batch: Vec<(Message, Option<Done>)> = {
+        let batch: Vec<Pending> = {
             let mut q = lock(&c.publishes);
             let n = q.len().min(PUBLISH_BATCH);
             q.drain(..n).collect()
@@ -36,66 +36,47 @@ pub(super) async fn publisher(client: Weak<QuorumClient>) {
     }
 }
 
-async fn forward_batch(c: &Arc<QuorumClient>, mut batch: Vec<(Message, Option<Done>)>) {
+async fn forward_batch(c: &Arc<QuorumClient>, batch: Vec<Pending>) {
     let deadline = tokio::time::Instant::now() + PUBLISH_DEADLINE;
-    // Every retry of the same messages carries the same number.
-    let mut number = c.next_batch.fetch_add(1, Ordering::Relaxed);
-    loop {
+    // Every retry carries the same ids, so whichever leader gets it stores
+    // only what its log does not hold yet (`publish_ids`).
+    let msgs: Vec<(Message, u64)> = batch.iter().map(|(m, _, seq)| (m.clone(), *seq)).collect();
+    let stored = loop {
         match c.target() {
-            Target::Deleted => break,
+            Target::Deleted => break None,
             Target::Local(q) => {
-                // Led here now: stored locally, in order.
-                let mut rest = Vec::new();
-                let mut iter = batch.into_iter();
-                for (m, done) in iter.by_ref() {
-                    match q.publish(&m) {
-                        Ok(Published::Stored(offset)) => {
-                            if let Some(done) = done {
-                                q.on_durable(offset, done);
-                            }
+                // Led here now: stored locally, confirmed once on the ISR.
+                if let Some(b) = c.broker.upgrade()
+                    && let Ok(Stored { stored, wait }) = b.store_published(&c.vhost, &c.name, &q, &c.session, &msgs)
+                {
+                    drop(b);
+                    match wait {
+                        None => break Some(stored),
+                        Some(offset) if remote_queue::completion(|done| q.on_durable(offset, done)).await => {
+                            break Some(stored);
                         }
-                        Ok(Published::Rejected) => {
-                            if let Some(done) = done {
-                                done(false);
-                            }
-                        }
-                        Err(_) => {
-                            rest.push((m, done));
-                            break;
-                        }
+                        Some(_) => {}
                     }
                 }
-                rest.extend(iter);
-                if rest.is_empty() {
-                    return;
-                }
-                batch = rest;
-                number = c.next_batch.fetch_add(1, Ordering::Relaxed);
             }
             Target::Remote { node, .. } => {
-                let msgs: Vec<Message> = batch.iter().map(|(m, _)| m.clone()).collect();
-                let encoded = match encode_messages(&msgs) {
+                let plain: Vec<Message> = msgs.iter().map(|(m, _)| m.clone()).collect();
+                let encoded = match encode_messages(&plain) {
                     Ok(b) => b,
                     Err(e) => {
                         tracing::warn!(queue = %c.name, error = %e, "cannot encode forwarded messages");
-                        break;
+                        break None;
                     }
                 };
                 let request = PeerRequest::QueuePublish {
                     vhost: c.vhost.clone(),
                     queue: c.name.clone(),
                     batch: encoded,
-                    id: Some((c.session.clone(), number)),
+                    id: Some((c.session.clone(), msgs.first().map_or(0, |(_, seq)| *seq))),
+                    seqs: msgs.iter().map(|(_, seq)| *seq).collect(),
                 };
                 match c.call(node, request).await {
-                    Ok(PeerReply::QueueStored(stored)) => {
-                        for (i, (_, done)) in batch.into_iter().enumerate() {
-                            if let Some(done) = done {
-                                done(stored.get(i).copied().unwrap_or(false));
-                            }
-                        }
-                        return;
-                    }
+                    Ok(PeerReply::QueueStored(stored)) => break Some(stored),
                     Ok(other) => tracing::warn!(queue = %c.name, reply = ?other, "unexpected publish reply"),
                     Err(PeerError::UnknownTopicOrPartition) => {}
                     Err(e) => tracing::debug!(queue = %c.name, node, error = %e, "forwarded publish failed; retrying"),
@@ -104,14 +85,14 @@ async fn forward_batch(c: &Arc<QuorumClient>, mut batch: Vec<(Message, Option<Do
             Target::Unavailable => {}
         }
         if tokio::time::Instant::now() >= deadline {
-            break;
+            break None;
         }
         tokio::time::sleep(RETRY).await;
-    }
-    // Not stored: the publishers get a nack.
-    for (_, done) in batch {
+    };
+    // Not stored (`None`): the publishers get a nack.
+    for (i, (_, done, _)) in batch.into_iter().enumerate() {
         if let Some(done) = done {
-            done(false);
+            done(stored.as_ref().and_then(|s| s.get(i)).copied().unwrap_or(false));
         }
     }
 }

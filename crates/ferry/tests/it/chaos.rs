@@ -176,6 +176,47 @@ fn run(transactions: bool) {
     }
 }
 
+/// The child of [`a_hung_run_keeps_its_history_and_names_its_blocked_calls`]:
+/// a run whose client call never returns, under a 1 s watchdog.
+#[test]
+#[ignore = "run by a_hung_run_keeps_its_history_and_names_its_blocked_calls"]
+fn hung_run_child() {
+    let Ok(path) = std::env::var("FERRY_CHAOS_HUNG_HISTORY") else { return };
+    let rec = Recorder::to_file(std::path::Path::new(&path)).expect("the history file");
+    let _guard = {
+        let rec = rec.clone();
+        watchdog_naming("hung run", Duration::from_secs(1), move || rec.report_blocked("watchdog"))
+    };
+    rec.log(Op::new(Phase::Invoke, Kind::Send, 3, 0).value(3_000_000_007));
+    let _done = rec.call("producer 3", "delivery of 3000000007");
+    let _commit = rec.call("transform", "commit_transaction 5000017");
+    std::thread::sleep(Duration::from_secs(30));
+}
+
+/// A run its watchdog ends keeps the history written so far, and says
+/// which client calls were blocked, since when: on stderr and as the
+/// history's last line.
+#[test]
+fn a_hung_run_keeps_its_history_and_names_its_blocked_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hung.jsonl");
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "chaos::hung_run_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("FERRY_CHAOS_HUNG_HISTORY", &path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(101), "ended by its watchdog");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("hung run: blocked: producer 3: delivery of 3000000007 since"), "{stderr}");
+    assert!(stderr.contains("transform: commit_transaction 5000017 since"), "{stderr}");
+    let ops = ferry_chaos::history::read(&path).unwrap();
+    assert_eq!(ops.len(), 2, "{ops:?}");
+    assert_eq!((ops[0].phase, ops[0].value), (Phase::Invoke, Some(3_000_000_007)));
+    let last = ops[1].error.as_deref().unwrap_or_default();
+    assert_eq!((ops[1].phase, ops[1].f), (Phase::Info, Kind::Fault));
+    assert!(last.starts_with("watchdog: producer 3: delivery of 3000000007 since "), "{last}");
+}
+
 /// Three voters whose cluster traffic crosses the fault proxy, a
 /// controller leader elected.
 fn faulty_cluster() -> (Cluster, Proxy, Vec<i32>) {

@@ -364,9 +364,9 @@ impl Drop for Broker {
 /// `FERRY_TEST_PORTS=LOW-HIGH` (inclusive, below 32768) narrows the range,
 /// so that long runs beside other test suites keep to ports of their own.
 pub fn free_port() -> u16 {
-    let (low, span) = port_range();
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let (low, span) = port_range();
     let seed = std::process::id().wrapping_mul(7919)
         ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -19,6 +19,7 @@ pub mod exchange;
 mod forwarding;
 pub mod kafka_link;
 pub mod message;
+pub(crate) mod peer_routes;
 pub(crate) mod publish_ids;
 pub mod queue;
 pub mod queue_handle;

@@ -168,15 +168,27 @@ impl Broker {
         }
     }
 
-    /// Sessions silent past [`SESSION_TIMEOUT`] hand their deliveries back
+    /// Sessions silent past [`SESSION_TIMEOUT`], or of a node the
+    /// controller fenced, hand their deliveries back
     /// (the housekeeping tick).
     pub(crate) fn expire_queue_sessions(&self) {
+        let image = self.metadata();
+        // A session of a node the controller fenced (it died) goes at once:
+        // its node is named first in its id (`QuorumClient`'s "<node>-<uuid>").
+        let fenced = |session: &str| {
+            session
+                .split_once('-')
+                .and_then(|(node, _)| node.parse::<i32>().ok())
+                .is_some_and(|node| image.nodes.get(&node).is_none_or(|n| n.fenced))
+        };
         let expired: Vec<Session> = {
             let mut sessions = lock(&self.queue_sessions);
             let now = Instant::now();
             let gone: Vec<_> = sessions
                 .iter()
-                .filter(|(_, s)| now.duration_since(s.seen) >= SESSION_TIMEOUT || s.queue.strong_count() == 0)
+                .filter(|((_, _, session), s)| {
+                    now.duration_since(s.seen) >= SESSION_TIMEOUT || s.queue.strong_count() == 0 || fenced(session)
+                })
                 .map(|(k, _)| k.clone())
                 .collect();
             gone.into_iter().filter_map(|k| sessions.remove(&k)).collect()

@@ -33,6 +33,7 @@ mod kafka_txn;
 mod metrics;
 mod mqtt_bad_input;
 mod mqtt_clients;
+mod mqtt_cluster;
 mod mqtt_keep_alive;
 mod mqtt_scale;
 mod mqtt_subscribe_then_publish;

@@ -350,6 +350,11 @@ impl QuorumClient {
         }
     }
 
+    /// Resolves once every settlement made so far is on a leader's ISR.
+    pub async fn settled(&self) {
+        self.settles_flushed().await;
+    }
+
     fn recently_acked(&self, offset: u64) -> bool {
         lock(&self.recent_acks).contains(&offset)
     }

@@ -132,6 +132,9 @@ pub struct Broker {
     /// This node's forwarding clients of quorum queues, one per queue
     /// (`messaging/quorum_client/`).
     pub(crate) quorum_clients: Mutex<crate::messaging::quorum_client::Clients>,
+    /// The vhosts opened over this broker, for forwarded calls to the
+    /// classic queues held here (`messaging/remote_queue.rs`).
+    pub(crate) vhosts: OnceLock<std::sync::Weak<crate::messaging::Vhosts>>,
 }
 
 impl Broker {
@@ -203,6 +206,7 @@ impl Broker {
             queue_sessions: Mutex::default(),
             queue_publishes: Mutex::default(),
             quorum_clients: Mutex::default(),
+            vhosts: OnceLock::new(),
         });
         // Transactions a crash left half-ended are finished by the
         // housekeeping tick once the image has placed their partitions here
@@ -228,6 +232,12 @@ impl Broker {
             }
         })?;
         Ok(broker)
+    }
+
+    /// A runtime to spawn on: the caller's, else the cluster node's (for
+    /// blocking threads such as the delayed-message timer).
+    pub(crate) fn runtime_handle(&self) -> Option<tokio::runtime::Handle> {
+        tokio::runtime::Handle::try_current().ok().or_else(|| self.runtime.get().cloned())
     }
 
     /// The cluster metadata as this node last applied it. Front-ends read

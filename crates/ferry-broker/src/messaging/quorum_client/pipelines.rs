@@ -42,7 +42,8 @@ async fn forward_batch(c: &Arc<QuorumClient>, mut batch: Vec<(Message, Option<Do
     let mut number = c.next_batch.fetch_add(1, Ordering::Relaxed);
     loop {
         match c.target() {
-            Target::Deleted => break,
+            // A classic queue whose holder is down: nacked at once.
+            Target::Deleted | Target::Down { .. } => break,
             Target::Local(q) => {
                 // Led here now: stored locally, in order.
                 let mut rest = Vec::new();
@@ -179,7 +180,7 @@ pub(super) async fn settler(client: Weak<QuorumClient>) {
 async fn send_settles(c: &Arc<QuorumClient>, acks: &[u64], requeues: &[u64], rejects: &[u64]) -> bool {
     match c.target() {
         Target::Deleted => true,
-        Target::Unavailable => false,
+        Target::Unavailable | Target::Down { .. } => false,
         Target::Local(q) => {
             let applied = (|| -> crate::Result<()> {
                 if !acks.is_empty() {

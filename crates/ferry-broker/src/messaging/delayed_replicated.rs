@@ -33,11 +33,11 @@ use super::queue_handle::{HandlePublished, PublishWait, QueueHandle};
 use super::remote_queue::to_message;
 use super::vhost::Vhost;
 use super::{MessagingError, definitions};
-use crate::metadata::{AmqpRequest, Arguments, QueueType};
-
 /// The internal quorum queue holding a vhost's delayed messages (`amq.*`:
 /// no client may declare, consume from, bind or publish to it).
-pub const DELAY_QUEUE: &str = "amq.ferry.delayed";
+pub use crate::metadata::DELAY_QUEUE;
+use crate::metadata::{AmqpRequest, Arguments, QueueType};
+
 /// Messages taken from the delay queue per timer tick.
 const TAKE_PER_TICK: usize = 256;
 /// A message some queue did not confirm is routed again after this.

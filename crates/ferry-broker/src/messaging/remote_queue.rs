@@ -70,7 +70,8 @@ pub(crate) fn to_message(m: StoredMessage) -> Message {
         headers: m.headers,
         expires_at: m.expires_at,
         priority: m.priority,
-        deliver_at: None,
+        // Kept: the delay queue's records carry their due time.
+        deliver_at: m.deliver_at,
         retry_queue: m.retry_queue,
         retries: m.retries,
     }

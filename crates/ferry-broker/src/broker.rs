@@ -140,6 +140,9 @@ pub struct Broker {
     pub(crate) mqtt_router: OnceLock<MqttRouter>,
     /// Ordered senders of MQTT messages to other nodes, by node id.
     pub(crate) mqtt_peer_routes: Mutex<crate::messaging::peer_routes::PeerRoutes>,
+    /// The vhosts opened over this broker, for forwarded calls to the
+    /// classic queues held here (`messaging/remote_queue.rs`).
+    pub(crate) vhosts: OnceLock<std::sync::Weak<crate::messaging::Vhosts>>,
 }
 
 impl Broker {
@@ -213,6 +216,7 @@ impl Broker {
             quorum_clients: Mutex::default(),
             mqtt_router: OnceLock::new(),
             mqtt_peer_routes: Mutex::default(),
+            vhosts: OnceLock::new(),
         });
         // Transactions a crash left half-ended are finished by the
         // housekeeping tick once the image has placed their partitions here
@@ -238,6 +242,12 @@ impl Broker {
             }
         })?;
         Ok(broker)
+    }
+
+    /// A runtime to spawn on: the caller's, else the cluster node's (for
+    /// blocking threads such as the delayed-message timer).
+    pub(crate) fn runtime_handle(&self) -> Option<tokio::runtime::Handle> {
+        tokio::runtime::Handle::try_current().ok().or_else(|| self.runtime.get().cloned())
     }
 
     /// The cluster metadata as this node last applied it. Front-ends read

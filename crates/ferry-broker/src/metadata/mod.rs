@@ -18,7 +18,7 @@ mod security;
 
 pub use alter_partition::alter_partition;
 pub use amqp::{
-    AmqpRecord, AmqpRequest, Arguments, BindingDef, ExchangeDef, QUEUE_TOPIC_PREFIX, QueueDef, QueueKind,
+    AmqpRecord, AmqpRequest, Arguments, BindingDef, DELAY_QUEUE, ExchangeDef, QUEUE_TOPIC_PREFIX, QueueDef, QueueKind,
     QueueTopicMaker, QueueType, VhostDefinitions, amqp_change, is_builtin_exchange, queue_topic_name,
 };
 pub use controller::{Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus, PeerFuture};

@@ -4,6 +4,8 @@ mod amqp_access;
 mod amqp_bad_input;
 mod amqp_basic;
 mod amqp_cluster;
+mod amqp_cluster_classic;
+mod amqp_cluster_delayed;
 mod amqp_delayed;
 mod amqp_durability;
 mod amqp_kafka_bridge;

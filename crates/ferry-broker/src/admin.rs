@@ -9,13 +9,15 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use crate::broker::{Broker, validate_topic_name};
+use crate::broker::{Broker, MqttRouter, validate_topic_name};
 use crate::error::{BrokerError, Result};
 use crate::metadata::{
     ControllerReply, ControllerRequest, ElectionResult, ElectionType, PeerError, PeerReply, PeerRequest,
 };
 use crate::topic::Topic;
 use crate::topic_config;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 
 /// A topic to create (Kafka's CreatableTopic).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -257,6 +259,24 @@ impl Broker {
         })
     }
 
+    /// Submits an MQTT sessions or retained change; resolves once this
+    /// node's image has it.
+    pub async fn submit_mqtt(&self, record: crate::metadata::MqttRecord) -> Result<()> {
+        self.submit_change(ControllerRequest::Mqtt(record)).await
+    }
+
+    /// [`Broker::submit_mqtt`] from a synchronous caller (startup imports).
+    pub fn submit_mqtt_blocking(&self, record: crate::metadata::MqttRecord) -> Result<()> {
+        self.submit_change_blocking(ControllerRequest::Mqtt(record))
+    }
+
+    /// Installs the MQTT front-end's handler of [`PeerRequest::MqttRoute`]
+    /// (the message in its encoding, the publisher's client id); the first
+    /// call wins.
+    pub fn set_mqtt_router(&self, router: MqttRouter) {
+        let _ = self.mqtt_router.set(router);
+    }
+
     /// [`Broker::submit_change`] from a synchronous caller (an AMQP
     /// handler), the way [`Broker::topic_or_create_blocking`] waits.
     pub(crate) fn submit_change_blocking(&self, request: ControllerRequest) -> Result<()> {
@@ -348,6 +368,14 @@ impl Broker {
             | PeerRequest::QueueTake { .. }
             | PeerRequest::QueueSettle { .. }
             | PeerRequest::QueuePurge { .. }) => self.serve_queue_peer(queue).await,
+            PeerRequest::MqttRoute { messages } => {
+                let router = self.mqtt_router.get().ok_or(PeerError::UnknownTopicOrPartition)?;
+                for (message, origin) in messages {
+                    let message = B64.decode(message).map_err(|e| PeerError::Failed(e.to_string()))?;
+                    router(&message, origin.as_deref());
+                }
+                Ok(PeerReply::Done)
+            }
             // Transaction calls wait for an ISR: off the async workers.
             txn => tokio::task::spawn_blocking(move || self.serve_txn_peer(txn))
                 .await

@@ -82,6 +82,10 @@ struct ClusterFile {
     cluster_id: String,
 }
 
+/// Hands an MQTT message routed from another node (front-end encoding,
+/// publisher's client id) to this node's subscribers.
+pub type MqttRouter = Box<dyn Fn(&[u8], Option<&str>) + Send + Sync>;
+
 /// The broker: the topics and partitions the cluster metadata places on this
 /// node, groups, producers and transactions, over one storage engine.
 /// Shared by every front-end (`Arc`).
@@ -132,6 +136,13 @@ pub struct Broker {
     /// This node's forwarding clients of quorum queues, one per queue
     /// (`messaging/quorum_client/`).
     pub(crate) quorum_clients: Mutex<crate::messaging::quorum_client::Clients>,
+    /// The MQTT front-end's handler of messages routed from other nodes.
+    pub(crate) mqtt_router: OnceLock<MqttRouter>,
+    /// Ordered senders of MQTT messages to other nodes, by node id.
+    pub(crate) mqtt_peer_routes: Mutex<crate::messaging::peer_routes::PeerRoutes>,
+    /// The vhosts opened over this broker, for forwarded calls to the
+    /// classic queues held here (`messaging/remote_queue.rs`).
+    pub(crate) vhosts: OnceLock<std::sync::Weak<crate::messaging::Vhosts>>,
 }
 
 impl Broker {
@@ -203,6 +214,9 @@ impl Broker {
             queue_sessions: Mutex::default(),
             queue_publishes: Mutex::default(),
             quorum_clients: Mutex::default(),
+            mqtt_router: OnceLock::new(),
+            mqtt_peer_routes: Mutex::default(),
+            vhosts: OnceLock::new(),
         });
         // Transactions a crash left half-ended are finished by the
         // housekeeping tick once the image has placed their partitions here
@@ -228,6 +242,12 @@ impl Broker {
             }
         })?;
         Ok(broker)
+    }
+
+    /// A runtime to spawn on: the caller's, else the cluster node's (for
+    /// blocking threads such as the delayed-message timer).
+    pub(crate) fn runtime_handle(&self) -> Option<tokio::runtime::Handle> {
+        tokio::runtime::Handle::try_current().ok().or_else(|| self.runtime.get().cloned())
     }
 
     /// The cluster metadata as this node last applied it. Front-ends read

@@ -36,7 +36,7 @@ mod txn_effects;
 mod txn_verify;
 
 pub use admin::{CreatedTopic, NewTopic};
-pub use broker::{Broker, BrokerConfig, is_internal, validate_topic_name};
+pub use broker::{Broker, BrokerConfig, MqttRouter, is_internal, validate_topic_name};
 pub use error::{BrokerError, Result};
 /// What front-ends see of the log: the file ranges a read hands out (sent
 /// with `sendfile`) and the errors they map to protocol codes.

@@ -227,7 +227,7 @@ impl TestController {
                 let records = crate::metadata::security_change(&image, &request).unwrap_or(Ok(Vec::new()))?;
                 (records, ControllerReply::Done)
             }
-            ControllerRequest::Amqp(request) => {
+            request @ (ControllerRequest::Amqp(_) | ControllerRequest::Mqtt(_)) => {
                 // A quorum queue's topic: one replica, on this node.
                 let node = self.node_id;
                 let mut make_topic = |name: &str, _group: Option<usize>| {
@@ -241,7 +241,12 @@ impl TestController {
                     };
                     Ok((id, vec![create]))
                 };
-                (crate::metadata::amqp_change(&image, node, &request, &mut make_topic)?, ControllerReply::Done)
+                let records = match &request {
+                    ControllerRequest::Mqtt(r) => crate::metadata::mqtt_change(&image, node, r, &mut make_topic)?,
+                    ControllerRequest::Amqp(r) => crate::metadata::amqp_change(&image, node, r, &mut make_topic)?,
+                    _ => Vec::new(),
+                };
+                (records, ControllerReply::Done)
             }
         };
         self.apply(records)?;

@@ -40,6 +40,8 @@ pub mod reason {
     pub const BAD_USER_OR_PASSWORD: u8 = 0x86;
     /// Not authorized (3.1.1 CONNACK return code 5).
     pub const NOT_AUTHORIZED: u8 = 0x87;
+    /// CONNACK: the server cannot serve now (3.1.1 return code 3).
+    pub const SERVER_UNAVAILABLE: u8 = 0x88;
     /// DISCONNECT: the broker is shutting down.
     pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
     /// CONNACK: the authentication method is not supported.

@@ -8,11 +8,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ferry_broker::queue::RecordQueue;
+use ferry_broker::metadata::{MqttSession, MqttSubscription};
 use ferry_util::sync::lock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
 
+use crate::hub::SessionQueue;
 use crate::message::Message;
 use crate::packet::{SubOptions, Version};
 
@@ -68,7 +69,34 @@ impl SubRecord {
     }
 }
 
-/// A session's persisted state (the value in the session store).
+impl From<&SubRecord> for MqttSubscription {
+    fn from(s: &SubRecord) -> Self {
+        MqttSubscription {
+            filter: s.filter.clone(),
+            qos: s.qos,
+            no_local: s.no_local,
+            retain_as_published: s.retain_as_published,
+            retain_handling: s.retain_handling,
+            id: s.id,
+        }
+    }
+}
+
+impl From<&MqttSubscription> for SubRecord {
+    fn from(s: &MqttSubscription) -> Self {
+        SubRecord {
+            filter: s.filter.clone(),
+            qos: s.qos.min(2),
+            no_local: s.no_local,
+            retain_as_published: s.retain_as_published,
+            retain_handling: s.retain_handling,
+            id: s.id,
+        }
+    }
+}
+
+/// A session's persisted state as older versions kept it in their
+/// node-local session store (imported into the metadata once).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SessionRecord {
     /// Which durable queue in the session queue store is the session's.
@@ -91,8 +119,12 @@ pub struct Online {
 pub struct SessionState {
     /// Protocol version of the last connection.
     pub version: Version,
-    /// The session's durable queue in the session queue store.
+    /// The session's node-local queue in the session queue store.
     pub queue_id: u64,
+    /// Its replicated queue (a cluster's session) instead, by name.
+    pub replicated: Option<String>,
+    /// The cluster metadata holds it (a persistent session).
+    pub recorded: bool,
     /// Session expiry in seconds (0 ends with the connection; `u32::MAX`
     /// never expires).
     pub expiry: u32,
@@ -105,7 +137,7 @@ pub struct SessionState {
     /// When the last connection ended (the expiry counts from here).
     pub disconnected_at: Option<Instant>,
     /// Opened on first use.
-    pub queue: Option<Arc<RecordQueue>>,
+    pub queue: Option<SessionQueue>,
     /// QoS 2 packet ids received and not yet released (PUBREL).
     pub incoming_qos2: HashSet<u16>,
     /// Bumped by every connect: a delayed will checks it is still current.
@@ -141,6 +173,8 @@ impl Session {
             state: Mutex::new(SessionState {
                 version,
                 queue_id,
+                replicated: None,
+                recorded: false,
                 expiry,
                 subscriptions: HashMap::new(),
                 pending: VecDeque::new(),
@@ -165,10 +199,23 @@ impl Session {
 }
 
 impl SessionState {
-    /// What the session store keeps of it.
-    pub fn record(&self) -> SessionRecord {
-        let mut subscriptions: Vec<SubRecord> = self.subscriptions.values().cloned().collect();
-        subscriptions.sort_by(|a, b| a.filter.cmp(&b.filter));
-        SessionRecord { queue_id: self.queue_id, expiry: self.expiry, subscriptions }
+    /// Subscriptions in the metadata's form, sorted by filter.
+    pub fn subscription_defs(&self) -> Vec<MqttSubscription> {
+        let mut subs: Vec<MqttSubscription> = self.subscriptions.values().map(MqttSubscription::from).collect();
+        subs.sort_by(|a, b| a.filter.cmp(&b.filter));
+        subs
+    }
+
+    /// What the cluster metadata keeps of it, attached to `node` (and
+    /// disconnected since `disconnected_at`, wall-clock ms).
+    pub fn definition(&self, node: i32, disconnected_at: Option<i64>) -> MqttSession {
+        MqttSession {
+            node,
+            expiry: self.expiry,
+            disconnected_at,
+            subscriptions: self.subscription_defs(),
+            queue: self.replicated.clone(),
+            local_queue: self.replicated.is_none().then_some(self.queue_id),
+        }
     }
 }

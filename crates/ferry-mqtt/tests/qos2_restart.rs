@@ -7,16 +7,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use ferry_broker::metadata::{MqttRecord, MqttState};
 use ferry_mqtt::message::Message;
 use ferry_mqtt::packet::{self, Connect, Packet, SubOptions, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 const V: Version = Version::V5;
 
-fn open(dir: &std::path::Path) -> (Arc<ferry_broker::Broker>, Arc<ferry_mqtt::Hub>) {
+/// Opens a broker and hub on `dir`, with the MQTT metadata of an earlier
+/// life (the test controller keeps its image in memory only; a real node's
+/// comes back from its Raft log).
+async fn open(dir: &std::path::Path, earlier: Option<&MqttState>) -> (Arc<ferry_broker::Broker>, Arc<ferry_mqtt::Hub>) {
     let broker =
         ferry_broker::testing::open(ferry_broker::BrokerConfig { data_dir: dir.to_path_buf(), ..Default::default() })
             .unwrap();
+    for (client_id, session) in earlier.map(|s| s.sessions.clone()).unwrap_or_default() {
+        broker.submit_mqtt(MqttRecord::PutSession { client_id, session }).await.unwrap();
+    }
     let hub = ferry_mqtt::Hub::open(broker.clone(), ferry_mqtt::MqttConfig::default()).unwrap();
     (broker, hub)
 }
@@ -147,7 +154,7 @@ fn message(payload: &'static str, qos: u8) -> Arc<Message> {
 async fn in_flight_survives(restart: bool) {
     let dir = tempfile::tempdir().unwrap();
     let (_tx, shutdown) = tokio::sync::watch::channel(false);
-    let (broker, hub) = open(dir.path());
+    let (broker, hub) = open(dir.path(), None).await;
     let (mut c, _) = Client::connect(&hub, &shutdown).await;
     let qos2 = SubOptions { qos: 2, no_local: false, retain_as_published: false, retain_handling: 0 };
     c.send(&Packet::Subscribe { pid: 1, subscription_id: None, filters: vec![("t".into(), qos2)] }).await;
@@ -175,9 +182,10 @@ async fn in_flight_survives(restart: bool) {
     let hub = if restart {
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(hub);
+        let earlier = broker.metadata().mqtt.clone();
         broker.shutdown();
         drop(broker);
-        open(dir.path()).1
+        open(dir.path(), Some(&earlier)).await.1
     } else {
         hub
     };

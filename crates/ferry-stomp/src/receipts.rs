@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use ferry_broker::Appended;
-use ferry_broker::messaging::{Queue, Vhost};
+use ferry_broker::messaging::{PublishWait, Queue};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::codec::{Frame, Version, encode};
@@ -21,8 +21,9 @@ pub enum Wait {
     Queue(Arc<Queue>, u64),
     /// A Kafka append being acknowledged.
     Topic(Appended),
-    /// A delayed message (at this offset of the vhost's delay store) reaching the disk.
-    Delayed(Arc<Vhost>, u64),
+    /// A delayed message reaching its delay store's disk (or, in a
+    /// cluster, the delay queue's ISR).
+    Delayed(PublishWait),
 }
 
 impl Wait {
@@ -36,9 +37,9 @@ impl Wait {
                 rx.await.unwrap_or(false)
             }
             Wait::Topic(a) => a.acknowledged().await.is_ok(),
-            Wait::Delayed(v, offset) => {
+            Wait::Delayed(wait) => {
                 let (tx, rx) = oneshot::channel();
-                v.delayed_on_durable(offset, move |ok| {
+                wait.on_done(move |ok| {
                     let _ = tx.send(ok);
                 });
                 rx.await.unwrap_or(false)

@@ -249,21 +249,21 @@ impl Channel {
     }
 
     /// A message for an `x-delayed-message` exchange with an `x-delay`:
-    /// held in the durable delay store; confirmed once stored (on disk if
-    /// persistent). `mandatory` cannot be honoured: routing happens later.
+    /// held in the durable delay store (the replicated delay queue in a
+    /// cluster); confirmed once stored (on disk, or the ISR, if persistent). `mandatory` cannot be honoured: routing happens later.
     fn store_delayed(
         &self,
         cx: &ConnCtx,
         msg: &Message,
         confirm: Option<(Confirms, u64)>,
     ) -> Result<Vec<PublishWait>, AmqpError> {
-        let offset = cx.vhost.publish_delayed(msg)?;
+        let wait = cx.vhost.publish_delayed(msg)?;
         let Some((confirms, seq)) = confirm else { return Ok(Vec::new()) };
         if !msg.persistent {
             confirms.complete(seq, true);
             return Ok(Vec::new());
         }
-        cx.vhost.delayed_on_durable(offset, move |ok| confirms.complete(seq, ok));
+        wait.on_done(move |ok| confirms.complete(seq, ok));
         Ok(Vec::new())
     }
 }

@@ -15,10 +15,12 @@ pub mod args;
 pub mod consumer;
 mod definitions;
 mod delayed;
+mod delayed_replicated;
 pub mod exchange;
 mod forwarding;
 pub mod kafka_link;
 pub mod message;
+pub(crate) mod peer_routes;
 pub(crate) mod publish_ids;
 pub mod queue;
 pub mod queue_handle;
@@ -35,6 +37,7 @@ use std::time::Duration;
 use ferry_log::{EngineConfig, LogManager};
 
 pub use args::{Overflow, QueueArgs};
+pub use delayed_replicated::DELAY_QUEUE;
 pub use exchange::{Binding, Destination, Exchange, ExchangeKind, HeaderValue, Headers};
 pub use kafka_link::Hooks;
 pub use message::{Message, StoredMessage};
@@ -128,6 +131,10 @@ impl Vhosts {
             map.insert(name.clone(), Vhost::open(name, &dir, &tdir, logs.clone(), hooks.clone())?);
         }
         let vhosts = Arc::new(Vhosts { vhosts: RwLock::new(map), logs });
+        if let Some(b) = &hooks.broker {
+            // Forwarded calls reach the classic queues held here through it.
+            let _ = b.vhosts.set(Arc::downgrade(&vhosts));
+        }
         // The delayed-message timer: due messages are routed within a few ms.
         let weak = Arc::downgrade(&vhosts);
         std::thread::Builder::new().name("ferry-delays".into()).spawn(move || {
@@ -137,6 +144,7 @@ impl Vhosts {
                 let now = ferry_util::time::now_ms();
                 for vhost in v.all() {
                     vhost.fire_delayed(now);
+                    vhost.fire_replicated_delays(now);
                 }
             }
         })?;

@@ -562,7 +562,8 @@ impl Queue {
         Ok(!r.buffer.is_empty())
     }
 
-    fn read_one(&self, offset: u64) -> Result<Option<StoredMessage>> {
+    /// The message at `offset`, if still in the log.
+    pub(crate) fn read_one(&self, offset: u64) -> Result<Option<StoredMessage>> {
         if offset < self.log.log_start_offset() {
             return Ok(None);
         }

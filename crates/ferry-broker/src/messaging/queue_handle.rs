@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::consumer::{self, Credit, FeedEnd};
+use super::delayed_replicated::DELAY_QUEUE;
 use super::message::Message;
 use super::queue::{Delivery, Published, Queue, QueueSpec};
 use super::quorum_client::{Done, QuorumClient, QuorumConsumer};
@@ -24,7 +25,8 @@ type Result<T, E = MessagingError> = std::result::Result<T, E>;
 pub enum QueueHandle {
     /// A queue of this node.
     Local(Arc<Queue>),
-    /// A quorum queue, wherever it is led.
+    /// A quorum queue, wherever it is led, or a classic queue held by
+    /// another node: reached through this node's forwarding client.
     Quorum(Arc<QuorumClient>),
 }
 
@@ -49,6 +51,11 @@ pub enum PublishWait {
     Local(Arc<Queue>, u64),
     /// The forwarding pipeline's answer.
     Forwarded(tokio::sync::oneshot::Receiver<bool>),
+    /// A delayed message's offset in its vhost's node-local delay store
+    /// reaching disk.
+    Delayed(std::sync::Weak<Vhost>, u64),
+    /// Known already.
+    Done(bool),
 }
 
 impl PublishWait {
@@ -56,6 +63,11 @@ impl PublishWait {
     pub fn on_done(self, done: impl FnOnce(bool) + Send + 'static) {
         match self {
             PublishWait::Local(q, offset) => q.on_durable(offset, done),
+            PublishWait::Delayed(v, offset) => match v.upgrade() {
+                Some(v) => v.delays.on_durable(offset, done),
+                None => done(false),
+            },
+            PublishWait::Done(ok) => done(ok),
             PublishWait::Forwarded(rx) => {
                 let wait = async move { done(matches!(rx.await, Ok(true))) };
                 match tokio::runtime::Handle::try_current() {
@@ -282,11 +294,21 @@ impl QueueHandle {
     }
 }
 
+/// 403 for the broker's own queues (the delay queue), which no client
+/// may declare, consume from, bind or delete.
+pub(crate) fn check_not_internal(name: &str) -> Result<()> {
+    if name == DELAY_QUEUE {
+        return Err(MessagingError::AccessRefused(format!("queue name '{name}' contains reserved prefix 'amq.*'")));
+    }
+    Ok(())
+}
+
 impl Vhost {
-    /// This node's client of quorum queue `name`, if the metadata declares one.
+    /// This node's forwarding client of `name`, if the metadata declares a
+    /// quorum queue, or a classic queue another node holds, by that name.
     fn quorum_client(&self, name: &str) -> Option<Arc<QuorumClient>> {
         let broker = self.hooks.broker.as_ref()?;
-        broker.is_quorum_queue(&self.name, name).then(|| broker.quorum_client(&self.name, name))
+        broker.is_forwarded_queue(&self.name, name).then(|| broker.quorum_client(&self.name, name))
     }
 
     /// The queue `name` as a channel reaches it, if declared: a quorum
@@ -304,9 +326,11 @@ impl Vhost {
     /// [`Vhost::queue_handle`] for `owner`: 404 if absent, 405 if another
     /// connection's exclusive queue.
     pub fn queue_handle_for(&self, name: &str, owner: u64) -> Result<QueueHandle> {
+        check_not_internal(name)?;
         let h = self.queue_handle(name).ok_or_else(|| self.not_found_queue(name))?;
-        if let QueueHandle::Local(q) = &h {
-            self.check_owner(q, owner)?;
+        match &h {
+            QueueHandle::Local(q) => self.check_owner(q, owner)?,
+            QueueHandle::Quorum(c) => c.check_reachable()?,
         }
         Ok(h)
     }
@@ -320,7 +344,7 @@ impl Vhost {
         headers: &Headers,
     ) -> Result<(Vec<QueueHandle>, Vec<String>)> {
         let (names, topics) = self.route_names(exchange, routing_key, headers)?;
-        let queues = names.iter().filter_map(|n| self.queue_handle(n)).collect();
+        let queues = names.iter().filter(|n| *n != DELAY_QUEUE).filter_map(|n| self.queue_handle(n)).collect();
         Ok((queues, topics))
     }
 
@@ -329,9 +353,11 @@ impl Vhost {
     /// another node with its handle instead of refusing it.
     pub fn declare_queue_handle(self: &Arc<Self>, spec: QueueSpec, passive: bool, owner: u64) -> Result<QueueHandle> {
         let name = spec.name.clone();
+        check_not_internal(&name)?;
         if self.queue(&name).is_none()
             && let Some(c) = self.quorum_client(&name)
         {
+            c.check_reachable()?;
             if !passive {
                 self.check_quorum_equivalent(&spec)?;
             }
@@ -344,13 +370,15 @@ impl Vhost {
             Ok(q) => Ok(QueueHandle::Local(q)),
             // Declared through the controller, led by another node.
             Err(MessagingError::Internal(crate::BrokerError::NotLeaderOrFollower)) => {
-                self.quorum_client(&name).map(QueueHandle::Quorum).ok_or_else(|| self.not_found_queue(&name))
+                let c = self.quorum_client(&name).ok_or_else(|| self.not_found_queue(&name))?;
+                c.check_reachable()?;
+                Ok(QueueHandle::Quorum(c))
             }
             Err(e) => Err(e),
         }
     }
 
-    /// A redeclaration of a quorum queue led elsewhere: the same settings
+    /// A redeclaration of a queue served elsewhere: the same settings
     /// as its declaration in the metadata, else 406.
     fn check_quorum_equivalent(&self, spec: &QueueSpec) -> Result<()> {
         let Some(broker) = self.hooks.broker.as_ref() else { return Ok(()) };
@@ -382,9 +410,11 @@ impl Vhost {
         Ok(())
     }
 
-    /// Deletes a queue as [`Vhost::delete_queue`] does; a quorum queue led
-    /// by another node is deleted through the controller.
+    /// Deletes a queue as [`Vhost::delete_queue`] does; a queue served by
+    /// another node is deleted through the controller (whose record makes
+    /// a classic queue's holder close it and remove its files).
     pub fn delete_queue_handle(&self, name: &str, if_unused: bool, if_empty: bool, owner: u64) -> Result<u64> {
+        check_not_internal(name)?;
         if self.queue(name).is_some() {
             return self.delete_queue(name, if_unused, if_empty, owner);
         }

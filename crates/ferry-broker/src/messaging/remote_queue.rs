@@ -1,5 +1,6 @@
 //! The leader's side of forwarding (issue #17, "any node serves any
-//! client"): a node that does not lead a quorum queue forwards its
+//! client"): a node that does not lead a quorum queue (or hold a classic
+//! one) forwards its
 //! clients' publishes, takes and settlements here over the cluster port
 //! ([`PeerRequest::QueuePublish`], [`PeerRequest::QueueTake`],
 //! [`PeerRequest::QueueSettle`], [`PeerRequest::QueuePurge`]).
@@ -56,7 +57,8 @@ pub(crate) fn to_message(m: StoredMessage) -> Message {
         headers: m.headers,
         expires_at: m.expires_at,
         priority: m.priority,
-        deliver_at: None,
+        // Kept: the delay queue's records carry their due time.
+        deliver_at: m.deliver_at,
         retry_queue: m.retry_queue,
         retries: m.retries,
     }
@@ -100,19 +102,26 @@ pub(crate) async fn completion(register: impl FnOnce(Box<dyn FnOnce(bool) + Send
 }
 
 impl Broker {
-    /// The quorum queue served here, or why not: deleted (unknown) or led
-    /// elsewhere (the caller looks the leader up again).
+    /// The queue served here (a quorum queue led here, a classic queue
+    /// held here), or why not: deleted (unknown) or served elsewhere or
+    /// not opened yet (the caller looks the queue up again).
     fn served_queue(&self, vhost: &str, name: &str) -> Result<Arc<Queue>, PeerError> {
-        if let Some(q) = self.quorum_queue(vhost, name) {
+        if let Some(q) = self.quorum_queue(vhost, name).or_else(|| self.held_classic_queue(vhost, name)) {
             return Ok(q);
         }
-        let image = self.metadata();
-        let declared = image
-            .amqp
-            .get(vhost)
-            .and_then(|d| d.queues.get(name))
-            .is_some_and(|d| matches!(d.kind, QueueKind::Quorum { .. }));
+        let declared = self.metadata().amqp.get(vhost).is_some_and(|d| d.queues.contains_key(name));
         Err(if declared { PeerError::NotLeaderOrFollower } else { PeerError::UnknownTopicOrPartition })
+    }
+
+    /// The classic queue `name` of `vhost` if the image places it on this
+    /// node and its vhost has it open.
+    pub(crate) fn held_classic_queue(&self, vhost: &str, name: &str) -> Option<Arc<Queue>> {
+        let image = self.metadata();
+        let def = image.amqp.get(vhost)?.queues.get(name)?;
+        if def.kind != (QueueKind::Classic { node: self.node_id() }) {
+            return None;
+        }
+        self.vhosts.get()?.upgrade()?.get(vhost)?.held_queue(name)
     }
 
     /// Stores a forwarded batch. With its publisher's ids (`id`'s
@@ -168,15 +177,27 @@ impl Broker {
         }
     }
 
-    /// Sessions silent past [`SESSION_TIMEOUT`] hand their deliveries back
+    /// Sessions silent past [`SESSION_TIMEOUT`], or of a node the
+    /// controller fenced, hand their deliveries back
     /// (the housekeeping tick).
     pub(crate) fn expire_queue_sessions(&self) {
+        let image = self.metadata();
+        // A session of a node the controller fenced (it died) goes at once:
+        // its node is named first in its id (`QuorumClient`'s "<node>-<uuid>").
+        let fenced = |session: &str| {
+            session
+                .split_once('-')
+                .and_then(|(node, _)| node.parse::<i32>().ok())
+                .is_some_and(|node| image.nodes.get(&node).is_none_or(|n| n.fenced))
+        };
         let expired: Vec<Session> = {
             let mut sessions = lock(&self.queue_sessions);
             let now = Instant::now();
             let gone: Vec<_> = sessions
                 .iter()
-                .filter(|(_, s)| now.duration_since(s.seen) >= SESSION_TIMEOUT || s.queue.strong_count() == 0)
+                .filter(|((_, _, session), s)| {
+                    now.duration_since(s.seen) >= SESSION_TIMEOUT || s.queue.strong_count() == 0 || fenced(session)
+                })
                 .map(|(k, _)| k.clone())
                 .collect();
             gone.into_iter().filter_map(|k| sessions.remove(&k)).collect()

@@ -14,6 +14,7 @@ use ferry_util::sync::lock;
 use super::args::QueueArgs;
 use super::definitions::{self, Table};
 use super::delayed::DelayStore;
+use super::delayed_replicated::DelayTimer;
 use super::exchange::{Binding, Destination, Exchange, ExchangeKind, Headers};
 use super::kafka_link::{Feed, Hooks};
 use super::message::Message;
@@ -46,6 +47,9 @@ pub struct Vhost {
     pub(super) hooks: Hooks,
     /// Messages waiting for their `x-delay`.
     pub(super) delays: DelayStore,
+    /// The delay queue's due index, while this node leads it (a cluster's
+    /// delayed messages, `delayed_replicated.rs`).
+    pub(super) replicated_delays: DelayTimer,
     /// Queues fed from Kafka topics.
     feeds: Mutex<Vec<Feed>>,
     /// This vhost, for the quorum queues it hands out (dead-lettering).
@@ -123,6 +127,7 @@ impl Vhost {
         let delays = DelayStore::open(&delay_dir, logs.open(&delay_dir, queue_log_config())?)?;
         let vhost = Arc::new(Vhost {
             delays,
+            replicated_delays: DelayTimer::default(),
             name: name.to_string(),
             dir: dir.to_path_buf(),
             transient_dir: transient_dir.to_path_buf(),
@@ -295,28 +300,13 @@ impl Vhost {
             .ok_or_else(|| self.not_found_exchange(name))
     }
 
-    /// Holds `m` (`deliver_at` set, `exchange` a delayed exchange) until it
-    /// is due; returns its offset in the delay store.
-    pub fn publish_delayed(&self, m: &Message) -> Result<u64> {
-        Ok(self.delays.add(m)?)
-    }
-
-    /// Calls `done` once the delayed message at `offset` is on disk.
-    pub fn delayed_on_durable(&self, offset: u64, done: impl FnOnce(bool) + Send + 'static) {
-        self.delays.on_durable(offset, done);
-    }
-
-    /// Delayed messages not yet routed.
-    pub fn delayed_pending(&self) -> usize {
-        self.delays.pending()
-    }
-
     /// Checks that a binding's destination exists (and may be bound by
     /// `owner`); whether the binding is cluster metadata (not a binding to
     /// one of this node's exclusive or non-durable queues).
     fn check_destination(&self, dest: &Destination, owner: u64) -> Result<bool> {
         match dest {
             Destination::Queue(q) => {
+                super::queue_handle::check_not_internal(q)?;
                 if self.table().defs(&self.name).is_some_and(|d| d.queues.contains_key(q)) {
                     return Ok(true);
                 }
@@ -409,6 +399,11 @@ impl Vhost {
     /// quorum queue whose partition this node leads.
     pub fn queue(&self, name: &str) -> Option<Arc<Queue>> {
         rd(&self.queues).get(name).cloned().or_else(|| self.served_quorum_queue(name))
+    }
+
+    /// This node's own queue `name` (classic, exclusive or transient).
+    pub(crate) fn held_queue(&self, name: &str) -> Option<Arc<Queue>> {
+        rd(&self.queues).get(name).cloned()
     }
 
     /// The quorum queue `name` if this node serves it (issue #17).

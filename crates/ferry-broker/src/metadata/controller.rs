@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::MetadataError;
 use super::amqp::AmqpRequest;
 use super::election::{ElectionResult, ElectionType};
+use super::mqtt::MqttRecord;
 use super::peer::{PeerError, PeerReply, PeerRequest};
 use crate::security::{AclBinding, ScramCredential, ScramMechanism};
 
@@ -151,6 +152,9 @@ pub enum ControllerRequest {
     },
     /// A change to the AMQP definitions (see [`amqp_change`](super::amqp_change)).
     Amqp(AmqpRequest),
+    /// A change to the MQTT sessions or retained messages (see
+    /// [`mqtt_change`](super::mqtt_change)).
+    Mqtt(MqttRecord),
 }
 
 /// What a carried-out request returns.

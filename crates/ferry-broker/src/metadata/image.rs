@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::MetadataError;
 use super::amqp::VhostDefinitions;
+use super::mqtt::MqttState;
 use super::record::MetadataRecord;
 use crate::security::{AclSet, UserCredentials};
 
@@ -167,6 +168,10 @@ pub struct MetadataImage {
     /// (shared like users and ACLs; absent in older snapshots: empty).
     #[serde(default)]
     pub amqp: Arc<BTreeMap<String, VhostDefinitions>>,
+    /// MQTT persistent sessions and retained messages (shared like the
+    /// AMQP definitions; absent in older snapshots: empty).
+    #[serde(default)]
+    pub mqtt: Arc<MqttState>,
 }
 
 impl MetadataImage {
@@ -374,6 +379,7 @@ impl MetadataImage {
                 let topic_ids = &self.topic_ids;
                 super::amqp::apply(&mut self.amqp, |id| topic_ids.contains_key(&id), record)?;
             }
+            MetadataRecord::Mqtt(record) => super::mqtt::apply(&mut self.mqtt, record),
         }
         Ok(())
     }

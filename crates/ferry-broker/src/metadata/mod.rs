@@ -10,6 +10,7 @@ mod coordinator;
 mod decommission;
 mod election;
 mod image;
+mod mqtt;
 mod peer;
 mod reassignment;
 mod record;
@@ -17,7 +18,7 @@ mod security;
 
 pub use alter_partition::alter_partition;
 pub use amqp::{
-    AmqpRecord, AmqpRequest, Arguments, BindingDef, ExchangeDef, QUEUE_TOPIC_PREFIX, QueueDef, QueueKind,
+    AmqpRecord, AmqpRequest, Arguments, BindingDef, DELAY_QUEUE, ExchangeDef, QUEUE_TOPIC_PREFIX, QueueDef, QueueKind,
     QueueTopicMaker, QueueType, VhostDefinitions, amqp_change, is_builtin_exchange, queue_topic_name,
 };
 pub use controller::{Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus, PeerFuture};
@@ -25,6 +26,10 @@ pub use coordinator::{CoordinatorKind, GROUP_TOPIC, TXN_TOPIC, coordinator_parti
 pub use decommission::{decommission, recommission, unregister};
 pub use election::{ElectionError, ElectionResult, ElectionType};
 pub use image::{MetadataImage, NodeInfo, PartitionInfo, TopicInfo, listener};
+pub use mqtt::{
+    MAX_RETAINED_BYTES, MAX_SUBSCRIPTIONS, MQTT_VHOST, MqttRecord, MqttSession, MqttState, MqttSubscription,
+    RetainedMessage, mqtt_change,
+};
 pub use peer::{PeerError, PeerReply, PeerRequest, WireDelivery};
 pub use reassignment::{complete as complete_reassignment, complete_all as complete_reassignments, reassign};
 pub use record::MetadataRecord;

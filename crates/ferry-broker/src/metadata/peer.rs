@@ -139,6 +139,16 @@ pub enum PeerRequest {
         /// Queue name.
         queue: String,
     },
+    /// An MQTT message published on the calling node, for the called
+    /// node's connected subscribers that the caller cannot reach (clean
+    /// sessions, and QoS 0 copies); answered [`PeerReply::Done`] once handed
+    /// to their sessions. Persistent sessions' QoS 1/2 copies go through
+    /// their replicated queues instead.
+    MqttRoute {
+        /// The messages in publish order: each in the MQTT front-end's
+        /// encoding (base64) with its publisher's client id (no-local).
+        messages: Vec<(String, Option<String>)>,
+    },
 }
 
 /// What a peer call returns.

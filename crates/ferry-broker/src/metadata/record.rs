@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::amqp::AmqpRecord;
 use super::image::NodeInfo;
+use super::mqtt::MqttRecord;
 use crate::security::{AclBinding, ScramCredential, ScramMechanism};
 
 /// One change to the cluster metadata.
@@ -160,4 +161,6 @@ pub enum MetadataRecord {
     DeleteAcl(AclBinding),
     /// A change to the AMQP definitions (exchanges, bindings, durable queues).
     Amqp(AmqpRecord),
+    /// A change to the MQTT sessions or retained messages.
+    Mqtt(MqttRecord),
 }

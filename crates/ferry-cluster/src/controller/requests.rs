@@ -111,7 +111,7 @@ pub(super) fn carry_out(
             }
             Ok(ControllerReply::Done)
         }
-        ControllerRequest::Amqp(request) => {
+        ControllerRequest::Amqp(_) | ControllerRequest::Mqtt(_) => {
             let image = draft.image().clone();
             // A quorum queue's topic is placed as any topic, in a scratch
             // draft whose records go first into the entry.
@@ -134,7 +134,12 @@ pub(super) fn carry_out(
                     other => Err(MetadataError::InvalidRequest(format!("unexpected reply {other:?}"))),
                 }
             };
-            for record in ferry_broker::metadata::amqp_change(&image, from, request, &mut make_topic)? {
+            let records = match request {
+                ControllerRequest::Mqtt(r) => ferry_broker::metadata::mqtt_change(&image, from, r, &mut make_topic)?,
+                ControllerRequest::Amqp(r) => ferry_broker::metadata::amqp_change(&image, from, r, &mut make_topic)?,
+                _ => Vec::new(),
+            };
+            for record in records {
                 draft.push(record)?;
             }
             Ok(ControllerReply::Done)

@@ -121,10 +121,15 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
         Version::V3 => config.max_session_expiry,
         Version::V5 => c.session_expiry.unwrap_or(0).min(config.max_session_expiry),
     };
-    let (session, present, generation, kick) = hub
-        .attach(&client_id, c.clean_start, expiry, version)
-        .await
-        .map_err(|e| ConnError::Protocol(format!("attaching session {client_id}: {e}")))?;
+    let (session, present, generation, kick) = match hub.attach(&client_id, c.clean_start, expiry, version).await {
+        Ok(attached) => attached,
+        Err(e) => {
+            // The cluster metadata cannot record the session now (no
+            // controller quorum): the client may try again, here or elsewhere.
+            wr.write_all(&refuse(reason::SERVER_UNAVAILABLE)).await?;
+            return Err(ConnError::Protocol(format!("attaching session {client_id}: {e}")));
+        }
+    };
     // A persistent session's QoS 1/2 messages all pass through its queue;
     // a session resumed with expiry 0 still gets what is queued for it.
     let queue = if expiry > 0 || present {
@@ -139,10 +144,8 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
     } else {
         None
     };
-    if let Some(q) = &queue {
-        // What an earlier connection left unacknowledged goes out first, DUP.
-        q.requeue_unacked();
-    }
+    // What an earlier connection left unacknowledged goes out first, DUP.
+    let queue = queue.map(|q| q.reader(&session));
     let window = match version {
         Version::V5 => usize::from(c.receive_max.unwrap_or(u16::MAX)),
         Version::V3 => usize::from(config.max_inflight),

@@ -44,6 +44,11 @@ impl Conn {
             .map(|f| Delivery { dup: true, ..f.d })
             .chain(self.parked.take())
             .collect();
+        if let Some(q) = self.queue.take() {
+            // Queued messages out with the client go back to the queue.
+            let out: Vec<u64> = unacked.iter().filter_map(|d| d.queue_offset).collect();
+            q.close(&out);
+        }
         self.hub.detach(&self.session, self.generation, unacked);
         let will = match end {
             End::Abnormal => self.will.take(),

@@ -27,14 +27,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ferry_broker::queue::RecordQueue;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::codec::{Frame, next_frame};
-use crate::hub::Hub;
+use crate::hub::{Hub, QueueReader};
 use crate::packet::{self, Packet, Version, Will, reason};
 use crate::session::{Delivery, Session};
 
@@ -101,7 +100,7 @@ struct Conn {
     out_aliases: OutAliases,
     /// The session's durable queue: its cursor hands out the records to
     /// send and remembers which were acknowledged.
-    queue: Option<Arc<RecordQueue>>,
+    queue: Option<QueueReader>,
     /// The queue failed to read: this connection leaves it alone.
     queue_unreadable: bool,
     /// Outbound QoS 2 ids released (PUBREL sent) by an earlier connection
@@ -330,10 +329,12 @@ impl Conn {
         Ok(())
     }
 
-    /// Writes the session's subscriptions and expiry and waits until they
-    /// are durable (a failure is logged: the connection goes on).
+    /// Records the session's subscriptions and expiry in the cluster
+    /// metadata and waits for it (a failure is logged: the connection goes on).
     async fn persist(&self) {
-        self.wait_persisted(self.hub.persist(&self.session)).await;
+        if let Err(e) = self.hub.persist(&self.session).await {
+            tracing::warn!(client = %self.client_id, error = %e, "could not record session state");
+        }
     }
 
     async fn wait_persisted(&self, d: Result<ferry_broker::stored::Durable, ferry_broker::BrokerError>) {

@@ -7,8 +7,12 @@
 //!
 //! Lock order: the session map, then a session, then the subscription tree.
 
+mod cluster;
+mod import;
+pub mod packed;
 mod retained;
 mod routing;
+mod session_queue;
 mod sessions;
 mod subscriptions;
 
@@ -19,12 +23,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::metrics::{MqttGauges, MqttStats};
 use crate::topic_tree::TopicTree;
 use ferry_broker::kv_store::KvStore;
+use ferry_broker::metadata::MqttState;
 use ferry_broker::metrics::ProtocolMetrics;
 use ferry_broker::queue::RecordQueueStore;
 use ferry_broker::{Broker, BrokerError};
 use ferry_util::sync::lock;
 
 pub use routing::{Routed, Wait};
+pub use session_queue::{QueueReader, Queued, SessionQueue, Taken};
 pub use sessions::delivery_from_record;
 use subscriptions::SubscriptionIndex;
 pub use subscriptions::split_shared;
@@ -43,9 +49,8 @@ pub struct Hub {
     tree: RwLock<SubscriptionIndex>,
     /// Per shared subscription (full filter), the next member's turn.
     shared_next: Mutex<HashMap<Arc<str>, usize>>,
-    retained: Arc<KvStore>,
-    /// Persistent sessions' subscriptions and expiry, keyed by client id.
-    store: Arc<KvStore>,
+    /// The image's MQTT state the sessions were last synchronised with.
+    synced: Mutex<Arc<MqttState>>,
     /// QoS 2 packet ids received and not yet released, per persistent
     /// session (value: the ids, u16 big-endian), so a restart keeps
     /// exactly-once for exchanges half done.
@@ -66,11 +71,10 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// Opens the stores (`<data>/internal/mqtt/...`) and restores persistent
-    /// sessions with their subscriptions.
+    /// Opens the node-local stores (`<data>/internal/mqtt/...`), imports
+    /// an older version's sessions and retained messages into the cluster
+    /// metadata, and restores persistent sessions from the metadata.
     pub fn open(broker: Arc<Broker>, config: MqttConfig) -> Result<Arc<Hub>, BrokerError> {
-        let retained = broker.kv_store("mqtt/retained")?;
-        let store = broker.kv_store("mqtt/session-state")?;
         let qos2 = broker.kv_store("mqtt/qos2-received")?;
         let released = broker.kv_store("mqtt/qos2-released")?;
         let queues = broker.record_queue_store("mqtt/sessions")?;
@@ -82,8 +86,7 @@ impl Hub {
             sessions: Mutex::new(HashMap::new()),
             tree: RwLock::new(TopicTree::default()),
             shared_next: Mutex::new(HashMap::new()),
-            retained,
-            store,
+            synced: Mutex::new(Arc::default()),
             qos2,
             released,
             queues,
@@ -91,8 +94,15 @@ impl Hub {
             stats,
             protocol,
         };
+        hub.import_old_stores()?;
         hub.restore_sessions()?;
         let hub = Arc::new(hub);
+        let weak = Arc::downgrade(&hub);
+        hub.broker.set_mqtt_router(Box::new(move |message, origin| {
+            if let Some(hub) = weak.upgrade() {
+                hub.route_from_peer(message, origin);
+            }
+        }));
         let weak = Arc::downgrade(&hub);
         hub.stats.set_gauges(Box::new(move || weak.upgrade().map(|h| h.gauges()).unwrap_or_default()));
         Ok(hub)

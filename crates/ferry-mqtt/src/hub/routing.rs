@@ -5,15 +5,18 @@
 //! own. A publisher's acknowledgement waits for what was stored, and a
 //! little for subscribers that are behind (congested).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::topic_tree;
 use ferry_broker::stored::Durable;
 use ferry_broker::{Appended, BrokerError};
+use tokio::sync::oneshot;
 
-use super::Hub;
 use super::sessions::delivery_record;
+use super::{Hub, Queued};
 use crate::message::Message;
 use crate::session::{Delivery, Session, SessionState};
 
@@ -23,10 +26,14 @@ const STALL: Duration = Duration::from_millis(100);
 
 /// Something a publisher waits for before its acknowledgement.
 pub enum Wait {
-    /// A write to the retained store or a session queue.
+    /// A write to a node-local session queue.
     Durable(Durable),
     /// An append to a Kafka topic (bridge rule), acknowledged as acks=all.
     Kafka(Appended),
+    /// A replicated session queue's answer: on its ISR (true) or not.
+    Replicated(oneshot::Receiver<bool>),
+    /// A change to the cluster metadata (a retained message).
+    Metadata(Pin<Box<dyn Future<Output = Result<(), BrokerError>> + Send>>),
 }
 
 impl Wait {
@@ -35,6 +42,11 @@ impl Wait {
         match self {
             Wait::Durable(d) => d.wait().await,
             Wait::Kafka(a) => a.acknowledged().await.map(|_| ()),
+            Wait::Replicated(rx) => match rx.await {
+                Ok(true) => Ok(()),
+                _ => Err(BrokerError::ControllerUnavailable("session queue did not store the message".into())),
+            },
+            Wait::Metadata(f) => f.await,
         }
     }
 }
@@ -54,10 +66,12 @@ pub struct Routed {
 impl Hub {
     /// Routes a message: retained store, subscribers, Kafka bridge rules.
     pub fn publish(&self, msg: Arc<Message>) -> Result<Routed, BrokerError> {
+        self.sync_sessions(false);
         let mut waits = Vec::new();
         if msg.retain {
-            waits.push(Wait::Durable(self.retain(&msg)?));
+            waits.push(self.retain(&msg)?);
         }
+        self.route_to_peers(&msg);
         for rule in self.config.to_kafka.iter().filter(|r| topic_tree::matches(&r.filter, &msg.topic)) {
             let mut record = msg.to_record();
             record.headers.retain(|(k, _)| k != "mqtt.qos" && k != "mqtt.retain");
@@ -77,7 +91,7 @@ impl Hub {
                 dup: false,
             };
             if let Some(w) = self.enqueue(&t.session, d)? {
-                waits.push(Wait::Durable(w));
+                waits.push(w);
             }
             if msg.origin.as_deref() != Some(&*t.session.client_id) && self.is_congested(&t.session.lock(), high) {
                 congested.push(t.session);
@@ -113,22 +127,20 @@ impl Hub {
     /// message is on disk (it reads only durable records). QoS 0, and
     /// everything for a session that ends with its connection, stay in
     /// memory, for a connected session only.
-    pub fn enqueue(&self, session: &Arc<Session>, d: Delivery) -> Result<Option<Durable>, BrokerError> {
+    pub fn enqueue(&self, session: &Arc<Session>, d: Delivery) -> Result<Option<Wait>, BrokerError> {
         let mut st = session.lock();
         let limit = self.config.max_queued_messages;
         if d.qos > 0 && st.expiry > 0 {
             let q = self.queue_of(&mut st)?;
-            if q.written_len() >= limit {
-                st.dropped += 1;
-                self.stats.dropped();
-                return Ok(None);
-            }
-            let (end, durable) = q.append(&[delivery_record(&d)])?;
-            if st.online.is_some() {
-                let s = session.clone();
-                q.on_durable(end, move || s.wake.notify_one());
-            }
-            return Ok(Some(durable));
+            let wake = st.online.is_some().then(|| session.clone());
+            return Ok(match q.push(&[delivery_record(&d)], limit, wake)?.pop() {
+                Some(Queued::Stored(w)) => Some(w),
+                Some(Queued::Full) | None => {
+                    st.dropped += 1;
+                    self.stats.dropped();
+                    None
+                }
+            });
         }
         if st.online.is_none() || st.pending.len() as u64 >= limit {
             st.dropped += 1;
@@ -153,6 +165,7 @@ mod tests {
 
     use super::*;
     use crate::config::MqttConfig;
+    use crate::hub::SessionQueue;
     use crate::packet::Version;
     use crate::session::SubRecord;
 
@@ -199,7 +212,9 @@ mod tests {
         assert_eq!((session.lock().dropped, hub.stats.dropped_count()), (4, 4));
         let offline = MqttGauges { sessions_offline: 1, subscriptions: 1, ..MqttGauges::default() };
         assert_eq!(hub.gauges(), offline);
-        let q = hub.queue_of(&mut session.lock()).unwrap();
+        let SessionQueue::Local(q) = hub.queue_of(&mut session.lock()).unwrap() else {
+            panic!("a single node's queue")
+        };
         q.flush().unwrap();
         let kept: Vec<Vec<u8>> = q.read(0, 1 << 20).unwrap().into_iter().filter_map(|(_, r)| r.value).collect();
         assert_eq!(kept, [b"0".to_vec(), b"1".to_vec()]);

@@ -1,8 +1,9 @@
 //! The session registry: sessions by client id, attached to at most one
-//! connection (a new one takes over), persisted when their expiry is not 0
-//! (subscriptions and expiry in the session store, unreleased inbound QoS 2
-//! ids in their own store, QoS 1/2 messages in a durable queue each), and
-//! ended when their expiry runs out.
+//! connection (a new one takes over, on this node or, through the cluster
+//! metadata, on another), persistent when their expiry is not 0 (recorded
+//! in the metadata with their subscriptions; QoS 1/2 messages in a queue
+//! each, replicated in a cluster; unreleased inbound QoS 2 ids in a
+//! node-local store), and ended when their expiry runs out.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,15 +11,16 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ferry_broker::BrokerError;
-use ferry_broker::queue::RecordQueue;
+use ferry_broker::metadata::{MQTT_VHOST, MqttRecord};
 use ferry_broker::stored::{Durable, StoredRecord};
 use ferry_util::sync::lock;
+use ferry_util::time::now_ms;
 use tokio::sync::oneshot;
 
-use super::Hub;
+use super::{Hub, SessionQueue};
 use crate::message::Message;
 use crate::packet::{Version, reason};
-use crate::session::{Delivery, Online, Session, SessionRecord, SessionState};
+use crate::session::{Delivery, Online, Session, SessionState};
 
 /// Header of a queued delivery: the subscription identifier it carries.
 const SUBSCRIPTION_ID: &str = "mqtt.subscription_id";
@@ -26,31 +28,14 @@ const SUBSCRIPTION_ID: &str = "mqtt.subscription_id";
 const DUP: &str = "mqtt.dup";
 
 impl Hub {
-    /// Restores persistent sessions with their subscriptions and unreleased
-    /// QoS 2 ids, and removes queues no session owns.
+    /// Restores persistent sessions from the metadata with their unreleased
+    /// QoS 2 ids, and removes local queues no session of this node owns.
     pub(super) fn restore_sessions(&self) -> Result<(), BrokerError> {
-        let mut max_id = 0;
-        let mut used = HashSet::new();
-        for (client_id, rec) in self.store.select(|_, _| true) {
-            let Some(record) = rec.value.as_deref().and_then(|v| serde_json::from_slice::<SessionRecord>(v).ok())
-            else {
-                continue;
-            };
-            max_id = max_id.max(record.queue_id);
-            used.insert(record.queue_id);
-            let client_id: Arc<str> = client_id.into();
-            let session = Arc::new(Session::new(client_id.clone(), Version::V5, record.queue_id, record.expiry));
-            {
-                let mut st = session.lock();
-                // The expiry countdown restarts with the broker.
-                st.disconnected_at = Some(Instant::now());
-                for sub in record.subscriptions {
-                    self.index(&client_id, &sub);
-                    st.subscriptions.insert(sub.filter.as_str().into(), sub);
-                }
-            }
-            lock(&self.sessions).insert(client_id, session);
-        }
+        self.sync_sessions(true);
+        let image = self.broker.metadata();
+        let me = self.broker.node_id();
+        let used: HashSet<u64> =
+            image.mqtt.sessions.values().filter(|s| s.node == me).filter_map(|s| s.local_queue).collect();
         for (client_id, rec) in self.qos2.select(|_, _| true) {
             let session = lock(&self.sessions).get(client_id.as_str()).cloned();
             match session {
@@ -68,9 +53,12 @@ impl Hub {
                 None => drop(self.released.put(&client_id, None)?),
             }
         }
+        let mut max_id = used.iter().copied().max().unwrap_or(0);
         for id in self.queues.ids()? {
             max_id = max_id.max(id);
-            if !used.contains(&id) {
+            // Only once the image has something: an empty one may not have
+            // caught up yet.
+            if image.applied_index > 0 && !used.contains(&id) {
                 self.queues.remove(id)?;
             }
         }
@@ -84,8 +72,9 @@ impl Hub {
     }
 
     /// Attaches a new connection to `client_id`'s session, taking it over
-    /// from a connection that holds it. Returns the session, whether it
-    /// existed, the connection's generation and its takeover signal.
+    /// from a connection that holds it (here, or on another node through
+    /// the metadata). Returns the session, whether it existed, the
+    /// connection's generation and its takeover signal.
     pub async fn attach(
         &self,
         client_id: &Arc<str>,
@@ -93,6 +82,7 @@ impl Hub {
         expiry: u32,
         version: Version,
     ) -> Result<(Arc<Session>, bool, u64, oneshot::Receiver<u8>), BrokerError> {
+        self.sync_sessions(false);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let Some(old) = lock(&self.sessions).get(client_id).cloned() else { break };
@@ -119,122 +109,186 @@ impl Hub {
         if let Some(old) = &existing
             && clean_start
         {
-            self.remove_session(old)?;
+            self.remove_session(old).await?;
         }
         let (session, present) = if let Some(s) = existing.filter(|_| !clean_start) {
             (s, true)
         } else {
             let id = self.next_queue_id.fetch_add(1, Ordering::Relaxed);
             let s = Arc::new(Session::new(client_id.clone(), version, id, expiry));
-            lock(&self.sessions).insert(client_id.clone(), s.clone());
+            if expiry > 0 && self.replicated_sessions() {
+                // A new name per session: a new session never meets an
+                // earlier one's offsets.
+                s.lock().replicated = Some(queue_name(client_id));
+            }
             (s, false)
         };
+        let persist = {
+            let mut st = session.lock();
+            let changed = st.expiry != expiry;
+            st.expiry = expiry;
+            st.version = version;
+            expiry > 0 && (changed || !present || st.recorded)
+        };
+        if persist {
+            // Recorded as attached here before the connection goes online:
+            // a node still holding the client's old connection drops it.
+            let def = session.lock().definition(self.broker.node_id(), None);
+            self.broker.submit_mqtt(MqttRecord::PutSession { client_id: client_id.to_string(), session: def }).await?;
+            session.lock().recorded = true;
+        } else if present && expiry == 0 && session.lock().recorded {
+            // Resumed with expiry 0: it ends with this connection.
+            self.forget(client_id);
+            session.lock().recorded = false;
+        }
+        lock(&self.sessions).insert(client_id.clone(), session.clone());
         let (tx, rx) = oneshot::channel();
-        let (generation, persist) = {
+        let generation = {
             let mut st = session.lock();
             st.generation += 1;
             st.online = Some(Online { generation: st.generation, kick: Some(tx) });
             st.disconnected_at = None;
-            st.version = version;
-            let changed = st.expiry != expiry;
-            st.expiry = expiry;
-            (st.generation, expiry > 0 && (changed || !present))
+            st.generation
         };
-        if persist {
-            self.persist(&session)?.wait().await?;
-        }
         Ok((session, present, generation, rx))
+    }
+
+    /// Whether new persistent sessions get a replicated queue: when the
+    /// cluster has more than one node or voter (as AMQP's default queue
+    /// type); a single node keeps its sessions' queues on its own disk.
+    fn replicated_sessions(&self) -> bool {
+        self.broker.metadata().nodes.len() > 1 || self.broker.controller_status().voters.len() > 1
     }
 
     /// Detaches connection `generation`: a session with expiry 0 ends; a
     /// persistent one keeps its unacknowledged and pending QoS 1/2
     /// messages in its durable queue (`unacked` are the connection's
     /// in-flight messages that did not come from the queue).
-    pub fn detach(&self, session: &Arc<Session>, generation: u64, unacked: Vec<Delivery>) {
-        let end = {
+    pub fn detach(self: &Arc<Self>, session: &Arc<Session>, generation: u64, unacked: Vec<Delivery>) {
+        let (end, record) = {
             let mut st = session.lock();
-            if st.online.as_ref().is_some_and(|o| o.generation == generation) {
+            let current = st.online.as_ref().is_some_and(|o| o.generation == generation);
+            if current {
                 st.online = None;
                 st.disconnected_at = Some(Instant::now());
             }
             let mut spill: Vec<Delivery> = unacked;
             spill.extend(st.pending.drain(..));
             if st.expiry == 0 {
-                true
+                (true, None)
             } else {
                 let records: Vec<StoredRecord> =
                     spill.iter().filter(|d| d.qos > 0 && d.queue_offset.is_none()).map(delivery_record).collect();
                 if !records.is_empty() {
-                    match self.queue_of(&mut st) {
-                        Ok(q) => {
-                            if let Err(e) = q.append(&records) {
-                                tracing::warn!(client = %session.client_id, error = %e, "could not queue messages");
-                            }
-                        }
-                        Err(e) => tracing::warn!(client = %session.client_id, error = %e, "could not open queue"),
+                    let limit = self.config.max_queued_messages;
+                    if let Err(e) = self.queue_of(&mut st).and_then(|q| q.push(&records, limit, None)) {
+                        tracing::warn!(client = %session.client_id, error = %e, "could not queue messages");
                     }
                 }
-                false
+                // Not if another node took the session over meanwhile.
+                let me = self.broker.node_id();
+                let ours = self.broker.metadata().mqtt.sessions.get(&*session.client_id).is_some_and(|d| d.node == me);
+                let record = (current && st.recorded && ours).then(|| st.definition(me, Some(now_ms())));
+                (false, record)
             }
         };
-        if end && let Err(e) = self.remove_session(session) {
-            tracing::warn!(client = %session.client_id, error = %e, "could not remove session");
+        if end {
+            match self.drop_session(session) {
+                Ok(true) => self.forget(&session.client_id),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(client = %session.client_id, error = %e, "could not remove session"),
+            }
+        }
+        if let Some(def) = record {
+            // When it ended, for its expiry on any node.
+            let record = MqttRecord::PutSession { client_id: session.client_id.to_string(), session: def };
+            let broker = self.broker.clone();
+            spawn(async move {
+                if let Err(e) = broker.submit_mqtt(record).await {
+                    tracing::warn!(error = %e, "could not record a session's disconnection");
+                }
+            });
         }
         session.detached.notify_waiters();
     }
 
     /// The session's durable queue, opened on first use.
-    pub fn queue_of(&self, st: &mut SessionState) -> Result<Arc<RecordQueue>, BrokerError> {
+    pub fn queue_of(&self, st: &mut SessionState) -> Result<SessionQueue, BrokerError> {
         if let Some(q) = &st.queue {
             return Ok(q.clone());
         }
-        let q = self.queues.open(st.queue_id)?;
+        let q = match &st.replicated {
+            Some(name) => SessionQueue::Replicated(self.broker.quorum_client(MQTT_VHOST, name)),
+            None => SessionQueue::Local(self.queues.open(st.queue_id)?),
+        };
         st.queue = Some(q.clone());
         Ok(q)
     }
 
-    /// Ends a session: subscriptions, queue and persisted state go.
-    fn remove_session(&self, session: &Arc<Session>) -> Result<(), BrokerError> {
+    /// Ends a session: subscriptions, queue and persisted state go (the
+    /// metadata's record and a replicated queue with it).
+    async fn remove_session(&self, session: &Arc<Session>) -> Result<(), BrokerError> {
+        let recorded = self.drop_session(session)?;
+        if recorded {
+            self.broker.submit_mqtt(MqttRecord::DeleteSession { client_id: session.client_id.to_string() }).await?;
+        }
+        Ok(())
+    }
+
+    /// Forgets a session here (its record is another node's or already
+    /// gone); returns whether it was recorded.
+    pub(super) fn drop_session(&self, session: &Arc<Session>) -> Result<bool, BrokerError> {
         {
             let mut map = lock(&self.sessions);
             if map.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
                 map.remove(&session.client_id);
             }
         }
-        let (queue_id, had_queue) = {
+        let (queue_id, local, recorded) = {
             let mut st = session.lock();
             for full in st.subscriptions.keys() {
                 self.unindex(&session.client_id, full);
             }
             st.subscriptions.clear();
             st.pending.clear();
-            let had = st.queue.take().is_some();
-            (st.queue_id, had)
+            st.queue = None;
+            (st.queue_id, st.replicated.is_none(), std::mem::take(&mut st.recorded))
         };
-        let _ = self.store.put(&session.client_id, None)?;
         if self.qos2.get(&session.client_id).is_some() {
             let _ = self.qos2.put(&session.client_id, None)?;
         }
         if self.released.get(&session.client_id).is_some() {
             let _ = self.released.put(&session.client_id, None)?;
         }
-        if had_queue || self.queues.ids()?.contains(&queue_id) {
+        if local && self.queues.ids()?.contains(&queue_id) {
             self.queues.remove(queue_id)?;
         }
-        Ok(())
+        Ok(recorded)
     }
 
-    /// Writes the session's subscriptions and expiry (persistent sessions).
-    pub fn persist(&self, session: &Session) -> Result<Durable, BrokerError> {
-        let record = {
-            let st = session.lock();
-            if st.expiry == 0 {
-                return Ok(Durable::ready());
+    /// Deletes `client_id`'s record, in the background.
+    fn forget(&self, client_id: &str) {
+        let broker = self.broker.clone();
+        let record = MqttRecord::DeleteSession { client_id: client_id.to_string() };
+        spawn(async move {
+            if let Err(e) = broker.submit_mqtt(record).await {
+                tracing::warn!(error = %e, "could not delete a session's record");
             }
-            st.record()
+        });
+    }
+
+    /// Records the session's subscriptions and expiry in the cluster
+    /// metadata (persistent sessions); resolves once this node's image has
+    /// them.
+    pub async fn persist(&self, session: &Session) -> Result<(), BrokerError> {
+        let def = {
+            let st = session.lock();
+            if st.expiry == 0 || !st.recorded {
+                return Ok(());
+            }
+            st.definition(self.broker.node_id(), None)
         };
-        let value = serde_json::to_vec(&record).map_err(|e| std::io::Error::other(e.to_string()))?;
-        self.store.put(&session.client_id, Some(StoredRecord { value: Some(value), ..Default::default() }))
+        self.broker.submit_mqtt(MqttRecord::PutSession { client_id: session.client_id.to_string(), session: def }).await
     }
 
     /// Writes the session's unreleased inbound QoS 2 packet ids (persistent
@@ -274,8 +328,21 @@ impl Hub {
         self.released.put(&session.client_id, Some(StoredRecord { value: Some(value), ..Default::default() }))
     }
 
-    /// Ends offline sessions past their expiry.
-    pub fn expire_sessions(&self) {
+    /// Ends offline sessions past their expiry (and takes in the metadata's
+    /// changes first). A session's expiry is carried out by the node it
+    /// was last attached to, or, if that node is gone, by the live node
+    /// with the lowest id.
+    pub fn expire_sessions(self: &Arc<Self>) {
+        self.sync_sessions(true);
+        let image = self.broker.metadata();
+        let me = self.broker.node_id();
+        let first_live = image.live_nodes().map(|n| n.id).min();
+        let ours = |client: &str| match image.mqtt.sessions.get(client) {
+            None => true,
+            Some(def) => {
+                def.node == me || (!image.live_nodes().any(|n| n.id == def.node) && first_live.is_none_or(|n| n == me))
+            }
+        };
         let now = Instant::now();
         let expired: Vec<Arc<Session>> = lock(&self.sessions)
             .values()
@@ -287,13 +354,17 @@ impl Hub {
                         .disconnected_at
                         .is_some_and(|t| now.duration_since(t) >= Duration::from_secs(st.expiry.into()))
             })
+            .filter(|s| ours(&s.client_id))
             .cloned()
             .collect();
         for s in expired {
             tracing::debug!(client = %s.client_id, "session expired");
-            if let Err(e) = self.remove_session(&s) {
-                tracing::warn!(client = %s.client_id, error = %e, "could not remove expired session");
-            }
+            let hub = self.clone();
+            spawn(async move {
+                if let Err(e) = hub.remove_session(&s).await {
+                    tracing::warn!(client = %s.client_id, error = %e, "could not remove expired session");
+                }
+            });
         }
     }
 
@@ -307,6 +378,34 @@ impl Hub {
                 tracing::warn!(client = %s.client_id, error = %e, "could not flush session queue");
             }
         }
+    }
+}
+
+/// A new replicated session queue's name: the client id (cut to fit an
+/// AMQP queue name) and a random suffix.
+fn queue_name(client_id: &str) -> String {
+    let mut cut = client_id.len().min(200);
+    while !client_id.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}~{}", &client_id[..cut], uuid_suffix())
+}
+
+/// 64 random bits in hex (not cryptographic: only unique).
+fn uuid_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    format!("{:016x}", h.finish())
+}
+
+/// Runs `f` on the current runtime (none: a unit test's synchronous caller,
+/// which then does without it).
+pub(super) fn spawn(f: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(h) = tokio::runtime::Handle::try_current() {
+        h.spawn(f);
+    } else {
+        tracing::warn!("no runtime for a session's background work");
     }
 }
 

@@ -100,8 +100,8 @@ impl Conn {
                 let delay = f.header("x-delay").and_then(|d| d.trim().parse::<i64>().ok()).filter(|d| *d > 0);
                 if let (true, Some(d)) = (delayed, delay) {
                     msg.deliver_at = Some(now.saturating_add(d));
-                    let offset = vhost.publish_delayed(&msg)?;
-                    return Ok(if msg.persistent { vec![Wait::Delayed(vhost, offset)] } else { Vec::new() });
+                    let wait = vhost.publish_delayed(&msg)?;
+                    return Ok(if msg.persistent { vec![Wait::Delayed(wait)] } else { Vec::new() });
                 }
             }
             Destination::Kafka(topic) => {

@@ -4,6 +4,12 @@
 //! latest image: this node (the local [`Queue`]) or another one, called
 //! over the cluster port (`remote_queue.rs` is the other end).
 //!
+//! A classic queue held by another node is reached the same way, its
+//! holder standing for the leader (phase 2c); it never moves, and while
+//! its holder is fenced (down) publishes to it are nacked at once and
+//! declarations, consumes and gets answer 404, as RabbitMQ answers for a
+//! classic queue whose node is down.
+//!
 //! - Publishes go through one ordered pipeline; a batch is retried on the
 //!   next leader until one stores it and answers (the confirm), for up to
 //!   [`PUBLISH_DEADLINE`], then nacked. Every message carries this
@@ -64,10 +70,13 @@ pub type Done = Box<dyn FnOnce(bool) + Send>;
 enum Target {
     /// Here.
     Local(Arc<Queue>),
-    /// On node `node`, in leader epoch `epoch`.
-    Remote { node: i32, epoch: i32 },
+    /// On node `node`, in `epoch`: a quorum queue's leader epoch, a
+    /// classic queue's holder incarnation (what a restart changes).
+    Remote { node: i32, epoch: u128 },
     /// No leader at the moment.
     Unavailable,
+    /// A classic queue whose holder is down (fenced).
+    Down { node: i32 },
     /// The queue is no longer declared.
     Deleted,
 }
@@ -116,7 +125,7 @@ pub struct QuorumClient {
 type Pending = (Message, Option<Done>, u64);
 
 /// Deliveries taken from a remote leader, tagged with its (node, epoch).
-type Buffered = (Option<(i32, i32)>, VecDeque<Delivery>);
+type Buffered = (Option<(i32, u128)>, VecDeque<Delivery>);
 
 /// One consumer of a quorum queue on this node.
 pub struct QuorumConsumer {
@@ -170,6 +179,16 @@ impl Broker {
             .and_then(|d| d.queues.get(name))
             .is_some_and(|d| matches!(d.kind, QueueKind::Quorum { .. }))
     }
+
+    /// Whether this node reaches `name` of `vhost` through a
+    /// [`QuorumClient`]: a quorum queue, or a classic queue another node
+    /// holds.
+    pub fn is_forwarded_queue(&self, vhost: &str, name: &str) -> bool {
+        self.metadata().amqp.get(vhost).and_then(|d| d.queues.get(name)).is_some_and(|d| match d.kind {
+            QueueKind::Quorum { .. } => true,
+            QueueKind::Classic { node } => node != self.node_id(),
+        })
+    }
 }
 
 fn unavailable(why: impl std::fmt::Display) -> MessagingError {
@@ -188,13 +207,24 @@ impl QuorumClient {
         let Some(def) = image.amqp.get(&self.vhost).and_then(|d| d.queues.get(&self.name)) else {
             return Target::Deleted;
         };
-        let QueueKind::Quorum { topic_id } = def.kind else { return Target::Deleted };
+        let topic_id = match def.kind {
+            QueueKind::Quorum { topic_id } => topic_id,
+            QueueKind::Classic { node } if node == b.node_id() => {
+                return b.held_classic_queue(&self.vhost, &self.name).map_or(Target::Unavailable, Target::Local);
+            }
+            QueueKind::Classic { node } => {
+                return match image.nodes.get(&node) {
+                    Some(n) if !n.fenced => Target::Remote { node, epoch: n.incarnation.as_u128() },
+                    _ => Target::Down { node },
+                };
+            }
+        };
         if let Some(q) = b.quorum_queue(&self.vhost, &self.name) {
             return Target::Local(q);
         }
         match image.topic_by_id(topic_id).and_then(|t| t.partitions.first()) {
             Some(p) if p.leader >= 0 && p.leader != b.node_id() => {
-                Target::Remote { node: p.leader, epoch: p.leader_epoch }
+                Target::Remote { node: p.leader, epoch: u128::from(p.leader_epoch as u32) }
             }
             Some(_) => Target::Unavailable,
             None => Target::Deleted,
@@ -236,7 +266,9 @@ impl QuorumClient {
         if self.workers.swap(true, Ordering::AcqRel) {
             return;
         }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        // A caller off the runtime (the delayed-message timer, dead-lettering
+        // from the queues' maintenance thread) uses the cluster node's.
+        let Some(handle) = self.broker.upgrade().and_then(|b| b.runtime_handle()) else {
             self.workers.store(false, Ordering::Release);
             return;
         };
@@ -350,6 +382,11 @@ impl QuorumClient {
         }
     }
 
+    /// Resolves once every settlement made so far is on a leader's ISR.
+    pub async fn settled(&self) {
+        self.settles_flushed().await;
+    }
+
     fn recently_acked(&self, offset: u64) -> bool {
         lock(&self.recent_acks).contains(&offset)
     }
@@ -426,7 +463,8 @@ impl QuorumClient {
                     self.remove_consumer(c);
                     return Err(FeedEnd::QueueDeleted);
                 }
-                Target::Unavailable => tokio::time::sleep(RETRY).await,
+                // A classic queue's consumer waits for its holder's return.
+                Target::Unavailable | Target::Down { .. } => tokio::time::sleep(RETRY).await,
                 Target::Local(q) => {
                     lock(&c.buffer).1.clear();
                     let id = match self.local_id(c, &q) {
@@ -536,12 +574,29 @@ impl QuorumClient {
                 }
             }
             Target::Unavailable => Err(MessagingError::Internal(crate::BrokerError::NotLeaderOrFollower)),
+            Target::Down { node } => Err(self.down(node)),
             Target::Deleted => Err(self.not_found()),
         }
     }
 
     fn not_found(&self) -> MessagingError {
         MessagingError::NotFound(format!("no queue '{}' in vhost '{}'", self.name, self.vhost))
+    }
+
+    /// RabbitMQ's answer for a classic queue whose node is down.
+    fn down(&self, node: i32) -> MessagingError {
+        MessagingError::NotFound(format!(
+            "home node 'ferry@{node}' of durable queue '{}' in vhost '{}' is down or inaccessible",
+            self.name, self.vhost
+        ))
+    }
+
+    /// 404 for a classic queue whose holder is down (declare, consume, get).
+    pub fn check_reachable(&self) -> Result<(), MessagingError> {
+        match self.target() {
+            Target::Down { node } => Err(self.down(node)),
+            _ => Ok(()),
+        }
     }
 
     /// (ready messages, consumers) as the leader counts them; zeros when
@@ -562,7 +617,7 @@ impl QuorumClient {
                     _ => (0, 0),
                 }
             }
-            Target::Unavailable | Target::Deleted => (0, 0),
+            Target::Unavailable | Target::Down { .. } | Target::Deleted => (0, 0),
         }
     }
 
@@ -578,6 +633,7 @@ impl QuorumClient {
                 }
             }
             Target::Unavailable => Err(MessagingError::Internal(crate::BrokerError::NotLeaderOrFollower)),
+            Target::Down { node } => Err(self.down(node)),
             Target::Deleted => Err(self.not_found()),
         }
     }

@@ -43,7 +43,8 @@ async fn forward_batch(c: &Arc<QuorumClient>, batch: Vec<Pending>) {
     let msgs: Vec<(Message, u64)> = batch.iter().map(|(m, _, seq)| (m.clone(), *seq)).collect();
     let stored = loop {
         match c.target() {
-            Target::Deleted => break None,
+            // A classic queue whose holder is down: nacked at once.
+            Target::Deleted | Target::Down { .. } => break None,
             Target::Local(q) => {
                 // Led here now: stored locally, confirmed once on the ISR.
                 if let Some(b) = c.broker.upgrade()
@@ -160,7 +161,7 @@ pub(super) async fn settler(client: Weak<QuorumClient>) {
 async fn send_settles(c: &Arc<QuorumClient>, acks: &[u64], requeues: &[u64], rejects: &[u64]) -> bool {
     match c.target() {
         Target::Deleted => true,
-        Target::Unavailable => false,
+        Target::Unavailable | Target::Down { .. } => false,
         Target::Local(q) => {
             let applied = (|| -> crate::Result<()> {
                 if !acks.is_empty() {

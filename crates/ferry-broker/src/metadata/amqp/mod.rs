@@ -26,6 +26,11 @@ use super::MetadataError;
 /// Prefix of the internal topics holding quorum queues.
 pub const QUEUE_TOPIC_PREFIX: &str = "__amqp_queue.";
 
+/// The broker's own quorum queue of a vhost's delayed messages (issue
+/// #17): the one `amq.*` queue the controller accepts; no client may
+/// declare it (the vhosts refuse it before they ask the controller).
+pub const DELAY_QUEUE: &str = "amq.ferry.delayed";
+
 /// Longest exchange, queue or vhost name (AMQP's short string).
 const MAX_NAME: usize = 255;
 

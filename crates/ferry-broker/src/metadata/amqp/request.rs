@@ -208,7 +208,7 @@ pub fn amqp_change(
         AmqpRequest::DeclareQueue { vhost, name, auto_delete, arguments, queue_type } => {
             check_name("vhost", vhost)?;
             check_name("queue", name)?;
-            if name.starts_with("amq.") && !name.starts_with("amq.gen-") {
+            if name.starts_with("amq.") && !name.starts_with("amq.gen-") && name != super::DELAY_QUEUE {
                 return Err(MetadataError::InvalidRequest(format!(
                     "queue name '{name}' contains reserved prefix 'amq.*'"
                 )));

@@ -1,0 +1,298 @@
+//! MQTT state as cluster metadata (issue #17): persistent sessions (their
+//! subscriptions, expiry and the quorum queue holding their QoS 1/2
+//! messages) and retained messages, so every node routes to every
+//! persistent session and answers a subscription with the same retained
+//! messages, and a client resumes its session on any node. The records
+//! ([`MqttRecord`]) build [`MetadataImage::mqtt`]; [`mqtt_change`] checks a
+//! request (a record) and adds the records of the session queue's
+//! declaration or deletion (through [`amqp_change`]), in one Raft entry.
+//! docs/cluster.md, "MQTT in a cluster".
+//!
+//! Message contents are the front-end's (opaque bytes, base64 here).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::amqp::{AmqpRequest, Arguments, QueueTopicMaker, QueueType, amqp_change};
+use super::{MetadataError, MetadataImage, MetadataRecord};
+
+/// The vhost holding MQTT session queues (quorum queues). No AMQP client
+/// reaches it: vhosts are the AMQP config's, and this name is refused there.
+pub const MQTT_VHOST: &str = "__mqtt";
+
+/// Largest retained message (its front-end encoding) the metadata keeps:
+/// retained messages ride in the Raft log and in every node's image.
+pub const MAX_RETAINED_BYTES: usize = 64 * 1024;
+
+/// Most subscriptions one session records.
+pub const MAX_SUBSCRIPTIONS: usize = 1024;
+
+/// One subscription of a persistent session (MQTT 5 options included).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MqttSubscription {
+    /// The filter as subscribed, `$share/group/` prefix included.
+    pub filter: String,
+    /// Maximum QoS granted, 0 to 2.
+    pub qos: u8,
+    /// Don't send the subscriber's own publishes back to it.
+    #[serde(default)]
+    pub no_local: bool,
+    /// Keep the RETAIN flag of live messages as published.
+    #[serde(default)]
+    pub retain_as_published: bool,
+    /// 0 send retained messages at subscribe, 1 only for a new one, 2 never.
+    #[serde(default)]
+    pub retain_handling: u8,
+    /// Subscription identifier (MQTT 5).
+    #[serde(default)]
+    pub id: Option<u32>,
+}
+
+/// A persistent session (session expiry above 0) as the cluster knows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MqttSession {
+    /// The node its client attached to last: a node holding the client's
+    /// connection drops it when another node takes the session over.
+    pub node: i32,
+    /// Session expiry, seconds (`u32::MAX`: never).
+    pub expiry: u32,
+    /// Wall-clock ms its last connection ended; `None` while connected.
+    #[serde(default)]
+    pub disconnected_at: Option<i64>,
+    /// Subscriptions, sorted by filter.
+    pub subscriptions: Vec<MqttSubscription>,
+    /// The quorum queue (in [`MQTT_VHOST`]) holding its QoS 1/2 messages;
+    /// `None`: its messages stay on `node` (a single node's session).
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// Without `queue`: the id of its node-local queue on `node`.
+    #[serde(default)]
+    pub local_queue: Option<u64>,
+}
+
+/// A retained message: the front-end's encoding of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetainedMessage {
+    /// The message, base64 of the front-end's encoding.
+    pub data: String,
+    /// Wall-clock ms after which it is no longer handed out.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+}
+
+/// MQTT state in the image (shared by `Arc`: cloned on every apply).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MqttState {
+    /// Persistent sessions by client id.
+    pub sessions: BTreeMap<String, MqttSession>,
+    /// Retained messages by topic.
+    pub retained: BTreeMap<String, RetainedMessage>,
+}
+
+/// A change to the MQTT state; also the request the broker sends
+/// (`ControllerRequest::Mqtt`), checked by [`mqtt_change`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MqttRecord {
+    /// Creates or replaces a persistent session. A request naming a queue
+    /// the metadata does not declare yet declares it (quorum) in the same
+    /// entry; one replacing another queue deletes the old one.
+    PutSession {
+        /// Client id.
+        client_id: String,
+        /// The session.
+        session: MqttSession,
+    },
+    /// Ends a session (clean start, expiry); its queue is deleted in the
+    /// same entry. Absent: nothing changes.
+    DeleteSession {
+        /// Client id.
+        client_id: String,
+    },
+    /// Sets (`Some`) or clears a topic's retained message.
+    Retain {
+        /// Topic name.
+        topic: String,
+        /// The message; `None` clears it.
+        message: Option<RetainedMessage>,
+    },
+}
+
+/// The records carrying out `request` from node `from` against `image`, in
+/// order (a queue's topic and declaration before the session naming it).
+pub fn mqtt_change(
+    image: &MetadataImage,
+    from: i32,
+    request: &MqttRecord,
+    make_topic: &mut QueueTopicMaker<'_>,
+) -> Result<Vec<MetadataRecord>, MetadataError> {
+    let invalid = |why: String| Err(MetadataError::InvalidRequest(why));
+    let declared = |q: &str| image.amqp.get(MQTT_VHOST).is_some_and(|d| d.queues.contains_key(q));
+    let delete_queue = |q: &str, records: &mut Vec<MetadataRecord>| -> Result<(), MetadataError> {
+        let request = AmqpRequest::DeleteQueue { vhost: MQTT_VHOST.into(), name: q.into() };
+        records.extend(amqp_change(image, from, &request, &mut |_, _| {
+            Err(MetadataError::InvalidRequest("no topic is made by a deletion".into()))
+        })?);
+        Ok(())
+    };
+    let mut records = Vec::new();
+    match request {
+        MqttRecord::PutSession { client_id, session } => {
+            if client_id.is_empty() || client_id.len() > u16::MAX as usize {
+                return invalid(format!("invalid MQTT client id of {} bytes", client_id.len()));
+            }
+            if session.subscriptions.len() > MAX_SUBSCRIPTIONS {
+                return invalid(format!("{} subscriptions (at most {MAX_SUBSCRIPTIONS})", session.subscriptions.len()));
+            }
+            let old = image.mqtt.sessions.get(client_id);
+            if old == Some(session) {
+                return Ok(records);
+            }
+            if let Some(q) = old.and_then(|o| o.queue.as_deref())
+                && session.queue.as_deref() != Some(q)
+            {
+                delete_queue(q, &mut records)?;
+            }
+            if let Some(q) = session.queue.as_deref()
+                && !declared(q)
+            {
+                let request = AmqpRequest::DeclareQueue {
+                    vhost: MQTT_VHOST.into(),
+                    name: q.into(),
+                    auto_delete: false,
+                    arguments: Arguments::default(),
+                    queue_type: QueueType::Quorum { group_size: None },
+                };
+                records.extend(amqp_change(image, from, &request, make_topic)?);
+            }
+        }
+        MqttRecord::DeleteSession { client_id } => {
+            let Some(old) = image.mqtt.sessions.get(client_id) else { return Ok(records) };
+            if let Some(q) = old.queue.as_deref() {
+                delete_queue(q, &mut records)?;
+            }
+        }
+        MqttRecord::Retain { topic, message } => {
+            if topic.is_empty() || topic.len() > u16::MAX as usize {
+                return invalid(format!("invalid MQTT topic of {} bytes", topic.len()));
+            }
+            if let Some(m) = message
+                && m.data.len() > MAX_RETAINED_BYTES.div_ceil(3) * 4
+            {
+                return invalid(format!("retained message over {MAX_RETAINED_BYTES} bytes"));
+            }
+            if image.mqtt.retained.get(topic) == message.as_ref() {
+                return Ok(records);
+            }
+        }
+    }
+    records.push(MetadataRecord::Mqtt(request.clone()));
+    Ok(records)
+}
+
+/// Applies `record` to the image's MQTT state (never fails: every record
+/// is a plain set or removal).
+pub(super) fn apply(state: &mut Arc<MqttState>, record: &MqttRecord) {
+    let s = Arc::make_mut(state);
+    match record {
+        MqttRecord::PutSession { client_id, session } => {
+            s.sessions.insert(client_id.clone(), session.clone());
+        }
+        MqttRecord::DeleteSession { client_id } => {
+            s.sessions.remove(client_id);
+        }
+        MqttRecord::Retain { topic, message: Some(m) } => {
+            s.retained.insert(topic.clone(), m.clone());
+        }
+        MqttRecord::Retain { topic, message: None } => {
+            s.retained.remove(topic);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    /// Applies what `mqtt_change` makes, as a controller would.
+    fn change(image: &mut MetadataImage, request: MqttRecord) -> Result<usize, MetadataError> {
+        let mut make_topic = |name: &str, _: Option<usize>| {
+            let id = Uuid::new_v4();
+            let create = MetadataRecord::CreateTopic {
+                name: name.into(),
+                id,
+                internal: true,
+                configs: BTreeMap::new(),
+                replicas: vec![vec![1]],
+            };
+            Ok((id, vec![create]))
+        };
+        let records = mqtt_change(image, 1, &request, &mut make_topic)?;
+        let n = records.len();
+        image.apply_batch(image.applied_index + 1, &records)?;
+        Ok(n)
+    }
+
+    fn session(queue: Option<&str>, filters: &[&str]) -> MqttSession {
+        MqttSession {
+            node: 1,
+            expiry: 60,
+            disconnected_at: None,
+            subscriptions: filters
+                .iter()
+                .map(|f| MqttSubscription { filter: (*f).into(), qos: 1, ..Default::default() })
+                .collect(),
+            queue: queue.map(String::from),
+            local_queue: None,
+        }
+    }
+
+    fn queues(image: &MetadataImage) -> Vec<String> {
+        image.amqp.get(MQTT_VHOST).map(|d| d.queues.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_session_declares_its_queue_and_takes_it_away_when_it_ends() {
+        let mut image = MetadataImage::default();
+        let put = |s| MqttRecord::PutSession { client_id: "c".into(), session: s };
+        // Topic, queue declaration, session: one entry.
+        assert_eq!(change(&mut image, put(session(Some("q1"), &["a/#"]))).unwrap(), 3);
+        assert_eq!(queues(&image), ["q1"]);
+        assert_eq!(image.mqtt.sessions["c"].subscriptions[0].filter, "a/#");
+        let topics = image.topics.len();
+        // The same again changes nothing; a new subscription only the session.
+        assert_eq!(change(&mut image, put(session(Some("q1"), &["a/#"]))).unwrap(), 0);
+        assert_eq!(change(&mut image, put(session(Some("q1"), &["a/#", "b"]))).unwrap(), 1);
+        assert_eq!(image.topics.len(), topics);
+        // Another queue (a clean start): the old one and its topic go.
+        change(&mut image, put(session(Some("q2"), &[]))).unwrap();
+        assert_eq!(queues(&image), ["q2"]);
+        assert_eq!(image.topics.len(), topics);
+        change(&mut image, MqttRecord::DeleteSession { client_id: "c".into() }).unwrap();
+        assert!(queues(&image).is_empty() && image.mqtt.sessions.is_empty() && image.topics.is_empty());
+        // Absent: nothing to do.
+        assert_eq!(change(&mut image, MqttRecord::DeleteSession { client_id: "c".into() }).unwrap(), 0);
+        // A single node's session names no queue.
+        change(&mut image, put(session(None, &["x"]))).unwrap();
+        assert!(queues(&image).is_empty() && image.mqtt.sessions.contains_key("c"));
+    }
+
+    #[test]
+    fn retained_messages_are_set_cleared_and_bounded() {
+        let mut image = MetadataImage::default();
+        let m = RetainedMessage { data: "AAAA".into(), expires_at: None };
+        let retain = |m: Option<RetainedMessage>| MqttRecord::Retain { topic: "t".into(), message: m };
+        assert_eq!(change(&mut image, retain(Some(m.clone()))).unwrap(), 1);
+        assert_eq!(image.mqtt.retained["t"], m);
+        assert_eq!(change(&mut image, retain(Some(m))).unwrap(), 0);
+        change(&mut image, retain(None)).unwrap();
+        assert!(image.mqtt.retained.is_empty());
+        let big = RetainedMessage { data: "A".repeat(MAX_RETAINED_BYTES / 3 * 4 + 8), expires_at: None };
+        assert!(matches!(change(&mut image, retain(Some(big))), Err(MetadataError::InvalidRequest(_))));
+        let empty = MqttRecord::Retain { topic: String::new(), message: None };
+        assert!(change(&mut image, empty).is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! The hub in a cluster (issue #17): persistent sessions follow the
+//! metadata, and messages reach the subscribers of other nodes.
+//!
+//! - Every node holds every persistent session of the metadata (offline
+//!   where its client is not connected here), indexed with its
+//!   subscriptions, so a publish on any node puts its QoS 1/2 copies into
+//!   the session's (replicated) queue, wherever the client is.
+//! - A session recorded as attached to another node is taken from a
+//!   connection holding it here (the client reconnected there); one no
+//!   longer recorded (ended elsewhere) is dropped here.
+//! - What the publishing node cannot queue, its connected subscribers on
+//!   other nodes (clean sessions, QoS 0 copies), goes to those nodes
+//!   (`PeerRequest::MqttRoute`), which hand it only to such sessions.
+//!
+//! A single node is a cluster of one: the same records, nobody to route to.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_broker::metadata::MqttSession;
+use ferry_util::sync::lock;
+use ferry_util::time::now_ms;
+
+use super::Hub;
+use super::packed::{pack, unpack};
+use crate::message::Message;
+use crate::packet::{Version, reason};
+use crate::session::{Delivery, Session, SubRecord};
+
+impl Hub {
+    /// Brings the sessions in line with the metadata: at once if `full`,
+    /// else only if the image's MQTT part changed since the last time.
+    pub(super) fn sync_sessions(&self, full: bool) {
+        let image = self.broker.metadata();
+        {
+            let mut synced = lock(&self.synced);
+            if !full && Arc::ptr_eq(&synced, &image.mqtt) {
+                return;
+            }
+            *synced = image.mqtt.clone();
+        }
+        let me = self.broker.node_id();
+        for (client_id, def) in &image.mqtt.sessions {
+            let local = lock(&self.sessions).get(client_id.as_str()).cloned();
+            match local {
+                None => {
+                    let client_id: Arc<str> = client_id.as_str().into();
+                    let s = Arc::new(Session::new(client_id.clone(), Version::V5, 0, def.expiry));
+                    self.refresh(&s, def);
+                    lock(&self.sessions).entry(client_id).or_insert(s);
+                }
+                Some(s) => {
+                    let online = s.lock().online.is_some();
+                    if online {
+                        if def.node != me {
+                            tracing::debug!(client = %client_id, node = def.node, "session taken over on another node");
+                            kick(&s);
+                        }
+                    } else {
+                        self.refresh(&s, def);
+                    }
+                }
+            }
+        }
+        // Ended on another node (a clean start, its expiry).
+        let gone: Vec<Arc<Session>> = lock(&self.sessions)
+            .iter()
+            .filter(|(id, s)| s.lock().recorded && !image.mqtt.sessions.contains_key(&***id))
+            .map(|(_, s)| s.clone())
+            .collect();
+        for s in gone {
+            if s.lock().online.is_some() {
+                kick(&s);
+            } else if let Err(e) = self.drop_session(&s) {
+                tracing::warn!(client = %s.client_id, error = %e, "could not drop an ended session");
+            }
+        }
+    }
+
+    /// Makes offline session `s` what the metadata says.
+    fn refresh(&self, s: &Arc<Session>, def: &MqttSession) {
+        let mut st = s.lock();
+        st.recorded = true;
+        st.expiry = def.expiry;
+        if st.replicated != def.queue || (def.queue.is_none() && def.local_queue != Some(st.queue_id)) {
+            st.replicated = def.queue.clone();
+            st.queue_id = def.local_queue.unwrap_or(st.queue_id);
+            st.queue = None;
+        }
+        if st.disconnected_at.is_none() {
+            // Ended at the recorded time; a session whose node died with
+            // the client connected counts from now.
+            let ago = def.disconnected_at.map_or(0, |t| u64::try_from(now_ms() - t).unwrap_or(0));
+            st.disconnected_at =
+                Some(Instant::now().checked_sub(Duration::from_millis(ago)).unwrap_or_else(Instant::now));
+        }
+        if st.subscription_defs() == def.subscriptions {
+            return;
+        }
+        for full in st.subscriptions.keys() {
+            self.unindex(&s.client_id, full);
+        }
+        st.subscriptions = HashMap::new();
+        for sub in &def.subscriptions {
+            let sub = SubRecord::from(sub);
+            self.index(&s.client_id, &sub);
+            st.subscriptions.insert(sub.filter.as_str().into(), sub);
+        }
+    }
+
+    /// Sends `msg` to the other nodes' connected subscribers.
+    pub(super) fn route_to_peers(&self, msg: &Message) {
+        if self.broker.metadata().nodes.len() < 2 {
+            return;
+        }
+        self.broker.route_mqtt_to_peers(&pack(&msg.to_record()), msg.origin.as_deref());
+    }
+
+    /// A message published on another node: to the sessions here that node
+    /// could not queue for (connected, and a clean session or a QoS 0
+    /// copy).
+    pub fn route_from_peer(&self, message: &[u8], origin: Option<&str>) {
+        let Some(mut msg) = unpack(message).and_then(Message::from_record) else {
+            tracing::warn!("undecodable MQTT message from a peer");
+            return;
+        };
+        msg.origin = origin.map(Arc::from);
+        let msg = Arc::new(msg);
+        self.sync_sessions(false);
+        for t in self.targets(&msg) {
+            let qos = msg.qos.min(t.qos);
+            let queued_by_publisher = {
+                let st = t.session.lock();
+                (qos > 0 && st.expiry > 0) || st.online.is_none()
+            };
+            if queued_by_publisher {
+                continue;
+            }
+            let d = Delivery {
+                msg: msg.clone(),
+                qos,
+                retain: t.rap && msg.retain,
+                subscription_ids: t.ids,
+                queue_offset: None,
+                dup: false,
+            };
+            if let Err(e) = self.enqueue(&t.session, d) {
+                tracing::warn!(client = %t.session.client_id, error = %e, "could not hand over a routed message");
+            }
+        }
+    }
+}
+
+/// Tells the connection holding `s` it was taken over.
+fn kick(s: &Session) {
+    if let Some(k) = s.lock().online.as_mut().and_then(|o| o.kick.take()) {
+        let _ = k.send(reason::SESSION_TAKEN_OVER);
+    }
+}

@@ -63,6 +63,15 @@ impl Liveness {
             .is_some_and(|s| s.incarnation == registered.incarnation && now.saturating_duration_since(s.at) <= timeout)
     }
 
+    /// The leader could hear no one until `now` (its process was paused,
+    /// or it could not confirm its leadership): silence before `now` says
+    /// nothing about the nodes, so every node's session starts again now.
+    pub(super) fn restart_sessions(&mut self, now: Instant) {
+        for s in self.seen.values_mut() {
+            s.at = s.at.max(now);
+        }
+    }
+
     /// Unfenced nodes of `image` not heard from for more than `timeout`
     /// at `now`, in id order. A node the leader never saw (registered
     /// before it was elected but after `new`, which the serial controller

@@ -200,6 +200,20 @@ impl QuorumController {
         self.liveness.heartbeat(image, node, incarnation, now)
     }
 
+    /// The leader could hear no heartbeat until `now` (paused, cut off from
+    /// its quorum, starved): every node gets a fresh session timeout from
+    /// `now`, as after an election. Otherwise its first tick afterwards
+    /// would fence every node at once, itself included (docs/reliability.md,
+    /// Found 14).
+    pub fn restart_sessions(&mut self, now: Instant) {
+        self.liveness.restart_sessions(now);
+    }
+
+    /// The session timeout nodes are fenced after.
+    pub fn session_timeout(&self) -> Duration {
+        self.config.session_timeout
+    }
+
     /// Fences nodes silent past the session timeout at `now` and moves the
     /// leadership of their partitions to live eligible replicas (or to
     /// none); see `election.rs` for the rule. The node commits the records

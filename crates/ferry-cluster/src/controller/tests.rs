@@ -303,6 +303,42 @@ fn heartbeats_answer_for_the_current_incarnation_only() {
     assert!(c.image.nodes[&2].fenced && !c.image.nodes[&1].fenced);
 }
 
+/// A controller leader that could hear no one for longer than a session
+/// (its process paused, its quorum out of reach: chaos seed 9, where such
+/// a leader fenced nodes 1, 2 and 3 at once on its first tick, Found 14)
+/// starts every session again instead of fencing everyone; a node that
+/// then stays silent for a whole session is fenced as before.
+#[test]
+fn a_controller_that_heard_no_one_starts_every_session_again() {
+    let mut c = Cluster::new(&[1, 2, 3]);
+    for n in 1..=3 {
+        assert!(c.controller.heartbeat(&c.image, n, Uuid::from_u128(n as u128), c.at(1)));
+    }
+    // Deaf from 1 s to 9 s (the session is 6 s): without the restart this
+    // tick fences all three.
+    let mut deaf = Cluster::new(&[1, 2, 3]);
+    for n in 1..=3 {
+        assert!(deaf.controller.heartbeat(&deaf.image, n, Uuid::from_u128(n as u128), deaf.at(1)));
+    }
+    assert_eq!(deaf.controller.tick(&deaf.image, deaf.at(9)).iter().filter(|r| fence(r)).count(), 3);
+
+    c.controller.restart_sessions(c.at(9));
+    assert!(c.controller.tick(&c.image, c.at(9)).is_empty(), "no one fenced for the controller's own silence");
+    // Nodes 1 and 2 heartbeat again, node 3 stays silent a whole session.
+    for s in [11, 14] {
+        for n in 1..=2 {
+            assert!(c.controller.heartbeat(&c.image, n, Uuid::from_u128(n as u128), c.at(s)));
+        }
+        assert!(c.controller.tick(&c.image, c.at(s)).is_empty());
+    }
+    let records = c.controller.tick(&c.image, c.at(16));
+    assert_eq!(records.iter().filter(|r| fence(r)).collect::<Vec<_>>(), [&MetadataRecord::FenceNode { node_id: 3 }]);
+}
+
+fn fence(r: &MetadataRecord) -> bool {
+    matches!(r, MetadataRecord::FenceNode { .. })
+}
+
 #[test]
 fn a_live_id_cannot_be_registered_twice() {
     let mut c = Cluster::new(&[1, 2]);

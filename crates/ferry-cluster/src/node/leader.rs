@@ -27,6 +27,9 @@ const TICK: Duration = Duration::from_millis(500);
 pub(crate) struct LeaderState {
     term: u64,
     controller: QuorumController,
+    /// When the leadership was last confirmed (a quorum answered): the
+    /// controller hears heartbeats only while it is.
+    confirmed: Instant,
 }
 
 fn not_leader(f: &ForwardToLeader<u64, BasicNode>) -> LeaderError {
@@ -53,6 +56,19 @@ impl Node {
             Err(RaftError::Fatal(e)) => return Err(unavailable(e)),
         }
         let term = self.raft.metrics().borrow().current_term;
+        let now = Instant::now();
+        if let Some(s) = guard.as_mut().filter(|s| s.term == term) {
+            // Nothing was heard while the leadership could not be confirmed
+            // (this process paused, its quorum out of reach) for more than
+            // half a session: that silence is the controller's, not the
+            // nodes'. (A tick is due every 500 ms, heartbeats more often.)
+            let deaf = now.saturating_duration_since(s.confirmed);
+            if deaf > s.controller.session_timeout() / 2 {
+                tracing::info!(node = self.id, ?deaf, "the controller heard nothing for a while: sessions start again");
+                s.controller.restart_sessions(now);
+            }
+            s.confirmed = now;
+        }
         let mut image = self.image();
         if guard.as_ref().is_none_or(|s| s.term != term) {
             // The leader is this process: an incarnation of its own id in
@@ -71,7 +87,7 @@ impl Node {
                 tracing::info!(node = self.id, index, "bootstrapped the cluster metadata");
                 image = self.image();
             }
-            *guard = Some(LeaderState { term, controller });
+            *guard = Some(LeaderState { term, controller, confirmed: now });
         }
         Ok((guard, image))
     }

@@ -104,6 +104,28 @@ pub enum MqttRecord {
         /// The session.
         session: MqttSession,
     },
+    /// A client resumes its session on `node`, with session expiry
+    /// `expiry`: the rest (subscriptions, queue) is kept as the metadata
+    /// has it, whatever this node's image had seen. Refused
+    /// (`ResourceNotFound`) if the session ended meanwhile.
+    Attach {
+        /// Client id.
+        client_id: String,
+        /// The node the client is connected to now.
+        node: i32,
+        /// Session expiry, seconds.
+        expiry: u32,
+    },
+    /// The session's connection on `node` ended at `at` (wall-clock ms);
+    /// nothing changes if the session is attached to another node now.
+    Detach {
+        /// Client id.
+        client_id: String,
+        /// The node whose connection ended.
+        node: i32,
+        /// When.
+        at: i64,
+    },
     /// Ends a session (clean start, expiry); its queue is deleted in the
     /// same entry. Absent: nothing changes.
     DeleteSession {
@@ -167,6 +189,16 @@ pub fn mqtt_change(
                 records.extend(amqp_change(image, from, &request, make_topic)?);
             }
         }
+        MqttRecord::Attach { client_id, .. } => {
+            if !image.mqtt.sessions.contains_key(client_id) {
+                return Err(MetadataError::ResourceNotFound(format!("no MQTT session {client_id}")));
+            }
+        }
+        MqttRecord::Detach { client_id, node, .. } => {
+            if image.mqtt.sessions.get(client_id).is_none_or(|s| s.node != *node) {
+                return Ok(records);
+            }
+        }
         MqttRecord::DeleteSession { client_id } => {
             let Some(old) = image.mqtt.sessions.get(client_id) else { return Ok(records) };
             if let Some(q) = old.queue.as_deref() {
@@ -198,6 +230,18 @@ pub(super) fn apply(state: &mut Arc<MqttState>, record: &MqttRecord) {
     match record {
         MqttRecord::PutSession { client_id, session } => {
             s.sessions.insert(client_id.clone(), session.clone());
+        }
+        MqttRecord::Attach { client_id, node, expiry } => {
+            if let Some(session) = s.sessions.get_mut(client_id) {
+                session.node = *node;
+                session.expiry = *expiry;
+                session.disconnected_at = None;
+            }
+        }
+        MqttRecord::Detach { client_id, node, at } => {
+            if let Some(session) = s.sessions.get_mut(client_id).filter(|s| s.node == *node) {
+                session.disconnected_at = Some(*at);
+            }
         }
         MqttRecord::DeleteSession { client_id } => {
             s.sessions.remove(client_id);
@@ -273,8 +317,22 @@ mod tests {
         assert_eq!(image.topics.len(), topics);
         change(&mut image, MqttRecord::DeleteSession { client_id: "c".into() }).unwrap();
         assert!(queues(&image).is_empty() && image.mqtt.sessions.is_empty() && image.topics.is_empty());
-        // Absent: nothing to do.
+        // Absent: nothing to do, and nothing to attach to.
         assert_eq!(change(&mut image, MqttRecord::DeleteSession { client_id: "c".into() }).unwrap(), 0);
+        let attach = |node| MqttRecord::Attach { client_id: "c".into(), node, expiry: 30 };
+        assert!(matches!(change(&mut image, attach(2)), Err(MetadataError::ResourceNotFound(_))));
+        // Attached elsewhere: subscriptions and queue kept; a late detach
+        // from the node it left changes nothing.
+        change(&mut image, put(session(Some("q3"), &["k"]))).unwrap();
+        change(&mut image, attach(2)).unwrap();
+        let detach = |node| MqttRecord::Detach { client_id: "c".into(), node, at: 7 };
+        assert_eq!(change(&mut image, detach(1)).unwrap(), 0);
+        let s = &image.mqtt.sessions["c"];
+        assert_eq!((s.node, s.expiry, s.disconnected_at, s.queue.as_deref()), (2, 30, None, Some("q3")));
+        assert_eq!(s.subscriptions.len(), 1);
+        change(&mut image, detach(2)).unwrap();
+        assert_eq!(image.mqtt.sessions["c"].disconnected_at, Some(7));
+        change(&mut image, MqttRecord::DeleteSession { client_id: "c".into() }).unwrap();
         // A single node's session names no queue.
         change(&mut image, put(session(None, &["x"]))).unwrap();
         assert!(queues(&image).is_empty() && image.mqtt.sessions.contains_key("c"));

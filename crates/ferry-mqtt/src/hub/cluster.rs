@@ -79,7 +79,7 @@ impl Hub {
     }
 
     /// Makes offline session `s` what the metadata says.
-    fn refresh(&self, s: &Arc<Session>, def: &MqttSession) {
+    pub(super) fn refresh(&self, s: &Arc<Session>, def: &MqttSession) {
         let mut st = s.lock();
         st.recorded = true;
         st.expiry = def.expiry;

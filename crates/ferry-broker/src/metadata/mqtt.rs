@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::amqp::{AmqpRequest, Arguments, QueueTopicMaker, QueueType, amqp_change};
 use super::{MetadataError, MetadataImage, MetadataRecord};
+use crate::messaging::HeaderValue;
 
 /// The vhost holding MQTT session queues (quorum queues). No AMQP client
 /// reaches it: vhosts are the AMQP config's, and this name is refused there.
@@ -70,6 +71,10 @@ pub struct MqttSession {
     /// Without `queue`: the id of its node-local queue on `node`.
     #[serde(default)]
     pub local_queue: Option<u64>,
+    /// Most messages its queue holds (`x-max-length` with
+    /// `reject-publish`: a message past it is dropped for the session).
+    #[serde(default)]
+    pub queue_limit: Option<u64>,
 }
 
 /// A retained message: the front-end's encoding of it.
@@ -179,11 +184,17 @@ pub fn mqtt_change(
             if let Some(q) = session.queue.as_deref()
                 && !declared(q)
             {
+                let mut arguments = Arguments::default();
+                if let Some(limit) = session.queue_limit {
+                    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                    arguments.0.insert("x-max-length".into(), HeaderValue::Int(limit));
+                    arguments.0.insert("x-overflow".into(), HeaderValue::Str("reject-publish".into()));
+                }
                 let request = AmqpRequest::DeclareQueue {
                     vhost: MQTT_VHOST.into(),
                     name: q.into(),
                     auto_delete: false,
-                    arguments: Arguments::default(),
+                    arguments,
                     queue_type: QueueType::Quorum { group_size: None },
                 };
                 records.extend(amqp_change(image, from, &request, make_topic)?);
@@ -291,6 +302,7 @@ mod tests {
                 .collect(),
             queue: queue.map(String::from),
             local_queue: None,
+            queue_limit: Some(10),
         }
     }
 
@@ -305,6 +317,8 @@ mod tests {
         // Topic, queue declaration, session: one entry.
         assert_eq!(change(&mut image, put(session(Some("q1"), &["a/#"]))).unwrap(), 3);
         assert_eq!(queues(&image), ["q1"]);
+        let args = &image.amqp[MQTT_VHOST].queues["q1"].arguments.0;
+        assert_eq!(args.get("x-max-length"), Some(&HeaderValue::Int(10)));
         assert_eq!(image.mqtt.sessions["c"].subscriptions[0].filter, "a/#");
         let topics = image.topics.len();
         // The same again changes nothing; a new subscription only the session.

@@ -203,6 +203,7 @@ mod tests {
             subscriptions: vec![MqttSubscription { filter: "t/#".into(), qos: 1, ..Default::default() }],
             queue: None,
             local_queue: Some(77),
+            queue_limit: None,
         };
         broker.submit_mqtt(MqttRecord::PutSession { client_id: "far".into(), session: far }).await.unwrap();
         let routed = hub.publish(message("t/x", 1)).unwrap();

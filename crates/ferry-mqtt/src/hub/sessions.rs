@@ -160,7 +160,7 @@ impl Hub {
             (expiry > 0 && !st.recorded, expiry == 0 && st.recorded)
         };
         if unrecorded {
-            let def = session.lock().definition(me, None);
+            let def = session.lock().definition(me, None, self.config.max_queued_messages);
             self.broker.submit_mqtt(MqttRecord::PutSession { client_id: client_id.to_string(), session: def }).await?;
             session.lock().recorded = true;
         } else if ending {
@@ -316,7 +316,7 @@ impl Hub {
             if st.expiry == 0 || !st.recorded {
                 return Ok(());
             }
-            st.definition(self.broker.node_id(), None)
+            st.definition(self.broker.node_id(), None, self.config.max_queued_messages)
         };
         self.broker.submit_mqtt(MqttRecord::PutSession { client_id: session.client_id.to_string(), session: def }).await
     }

@@ -207,9 +207,11 @@ impl SessionState {
     }
 
     /// What the cluster metadata keeps of it, attached to `node` (and
-    /// disconnected since `disconnected_at`, wall-clock ms).
-    pub fn definition(&self, node: i32, disconnected_at: Option<i64>) -> MqttSession {
+    /// disconnected since `disconnected_at`, wall-clock ms), its queue
+    /// holding at most `queue_limit` messages.
+    pub fn definition(&self, node: i32, disconnected_at: Option<i64>, queue_limit: u64) -> MqttSession {
         MqttSession {
+            queue_limit: Some(queue_limit),
             node,
             expiry: self.expiry,
             disconnected_at,

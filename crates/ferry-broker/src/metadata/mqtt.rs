@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::amqp::{AmqpRequest, Arguments, QueueTopicMaker, QueueType, amqp_change};
 use super::{MetadataError, MetadataImage, MetadataRecord};
+use crate::messaging::HeaderValue;
 
 /// The vhost holding MQTT session queues (quorum queues). No AMQP client
 /// reaches it: vhosts are the AMQP config's, and this name is refused there.
@@ -70,6 +71,10 @@ pub struct MqttSession {
     /// Without `queue`: the id of its node-local queue on `node`.
     #[serde(default)]
     pub local_queue: Option<u64>,
+    /// Most messages its queue holds (`x-max-length` with
+    /// `reject-publish`: a message past it is dropped for the session).
+    #[serde(default)]
+    pub queue_limit: Option<u64>,
 }
 
 /// A retained message: the front-end's encoding of it.
@@ -103,6 +108,28 @@ pub enum MqttRecord {
         client_id: String,
         /// The session.
         session: MqttSession,
+    },
+    /// A client resumes its session on `node`, with session expiry
+    /// `expiry`: the rest (subscriptions, queue) is kept as the metadata
+    /// has it, whatever this node's image had seen. Refused
+    /// (`ResourceNotFound`) if the session ended meanwhile.
+    Attach {
+        /// Client id.
+        client_id: String,
+        /// The node the client is connected to now.
+        node: i32,
+        /// Session expiry, seconds.
+        expiry: u32,
+    },
+    /// The session's connection on `node` ended at `at` (wall-clock ms);
+    /// nothing changes if the session is attached to another node now.
+    Detach {
+        /// Client id.
+        client_id: String,
+        /// The node whose connection ended.
+        node: i32,
+        /// When.
+        at: i64,
     },
     /// Ends a session (clean start, expiry); its queue is deleted in the
     /// same entry. Absent: nothing changes.
@@ -157,14 +184,30 @@ pub fn mqtt_change(
             if let Some(q) = session.queue.as_deref()
                 && !declared(q)
             {
+                let mut arguments = Arguments::default();
+                if let Some(limit) = session.queue_limit {
+                    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                    arguments.0.insert("x-max-length".into(), HeaderValue::Int(limit));
+                    arguments.0.insert("x-overflow".into(), HeaderValue::Str("reject-publish".into()));
+                }
                 let request = AmqpRequest::DeclareQueue {
                     vhost: MQTT_VHOST.into(),
                     name: q.into(),
                     auto_delete: false,
-                    arguments: Arguments::default(),
+                    arguments,
                     queue_type: QueueType::Quorum { group_size: None },
                 };
                 records.extend(amqp_change(image, from, &request, make_topic)?);
+            }
+        }
+        MqttRecord::Attach { client_id, .. } => {
+            if !image.mqtt.sessions.contains_key(client_id) {
+                return Err(MetadataError::ResourceNotFound(format!("no MQTT session {client_id}")));
+            }
+        }
+        MqttRecord::Detach { client_id, node, .. } => {
+            if image.mqtt.sessions.get(client_id).is_none_or(|s| s.node != *node) {
+                return Ok(records);
             }
         }
         MqttRecord::DeleteSession { client_id } => {
@@ -198,6 +241,18 @@ pub(super) fn apply(state: &mut Arc<MqttState>, record: &MqttRecord) {
     match record {
         MqttRecord::PutSession { client_id, session } => {
             s.sessions.insert(client_id.clone(), session.clone());
+        }
+        MqttRecord::Attach { client_id, node, expiry } => {
+            if let Some(session) = s.sessions.get_mut(client_id) {
+                session.node = *node;
+                session.expiry = *expiry;
+                session.disconnected_at = None;
+            }
+        }
+        MqttRecord::Detach { client_id, node, at } => {
+            if let Some(session) = s.sessions.get_mut(client_id).filter(|s| s.node == *node) {
+                session.disconnected_at = Some(*at);
+            }
         }
         MqttRecord::DeleteSession { client_id } => {
             s.sessions.remove(client_id);
@@ -247,6 +302,7 @@ mod tests {
                 .collect(),
             queue: queue.map(String::from),
             local_queue: None,
+            queue_limit: Some(10),
         }
     }
 
@@ -261,6 +317,8 @@ mod tests {
         // Topic, queue declaration, session: one entry.
         assert_eq!(change(&mut image, put(session(Some("q1"), &["a/#"]))).unwrap(), 3);
         assert_eq!(queues(&image), ["q1"]);
+        let args = &image.amqp[MQTT_VHOST].queues["q1"].arguments.0;
+        assert_eq!(args.get("x-max-length"), Some(&HeaderValue::Int(10)));
         assert_eq!(image.mqtt.sessions["c"].subscriptions[0].filter, "a/#");
         let topics = image.topics.len();
         // The same again changes nothing; a new subscription only the session.
@@ -273,8 +331,22 @@ mod tests {
         assert_eq!(image.topics.len(), topics);
         change(&mut image, MqttRecord::DeleteSession { client_id: "c".into() }).unwrap();
         assert!(queues(&image).is_empty() && image.mqtt.sessions.is_empty() && image.topics.is_empty());
-        // Absent: nothing to do.
+        // Absent: nothing to do, and nothing to attach to.
         assert_eq!(change(&mut image, MqttRecord::DeleteSession { client_id: "c".into() }).unwrap(), 0);
+        let attach = |node| MqttRecord::Attach { client_id: "c".into(), node, expiry: 30 };
+        assert!(matches!(change(&mut image, attach(2)), Err(MetadataError::ResourceNotFound(_))));
+        // Attached elsewhere: subscriptions and queue kept; a late detach
+        // from the node it left changes nothing.
+        change(&mut image, put(session(Some("q3"), &["k"]))).unwrap();
+        change(&mut image, attach(2)).unwrap();
+        let detach = |node| MqttRecord::Detach { client_id: "c".into(), node, at: 7 };
+        assert_eq!(change(&mut image, detach(1)).unwrap(), 0);
+        let s = &image.mqtt.sessions["c"];
+        assert_eq!((s.node, s.expiry, s.disconnected_at, s.queue.as_deref()), (2, 30, None, Some("q3")));
+        assert_eq!(s.subscriptions.len(), 1);
+        change(&mut image, detach(2)).unwrap();
+        assert_eq!(image.mqtt.sessions["c"].disconnected_at, Some(7));
+        change(&mut image, MqttRecord::DeleteSession { client_id: "c".into() }).unwrap();
         // A single node's session names no queue.
         change(&mut image, put(session(None, &["x"]))).unwrap();
         assert!(queues(&image).is_empty() && image.mqtt.sessions.contains_key("c"));

@@ -79,7 +79,7 @@ impl Hub {
     }
 
     /// Makes offline session `s` what the metadata says.
-    fn refresh(&self, s: &Arc<Session>, def: &MqttSession) {
+    pub(super) fn refresh(&self, s: &Arc<Session>, def: &MqttSession) {
         let mut st = s.lock();
         st.recorded = true;
         st.expiry = def.expiry;
@@ -156,5 +156,82 @@ impl Hub {
 fn kick(s: &Session) {
     if let Some(k) = s.lock().online.as_mut().and_then(|o| o.kick.take()) {
         let _ = k.send(reason::SESSION_TAKEN_OVER);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use ferry_broker::BrokerConfig;
+    use ferry_broker::metadata::{MqttRecord, MqttSubscription};
+
+    use super::*;
+    use crate::config::MqttConfig;
+    use crate::hub::SessionQueue;
+
+    fn message(topic: &str, qos: u8) -> Arc<Message> {
+        Arc::new(Message {
+            topic: topic.into(),
+            payload: Bytes::from_static(b"m"),
+            qos,
+            retain: false,
+            props: Default::default(),
+            expires_at: None,
+            origin: None,
+            timestamp: now_ms(),
+        })
+    }
+
+    /// A session recorded through another node is held here (routed to,
+    /// resumable with its subscriptions); a takeover elsewhere closes the
+    /// connection here and a late detach from here changes nothing; an end
+    /// elsewhere drops it here.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sessions_follow_the_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker =
+            ferry_broker::testing::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() })
+                .unwrap();
+        let hub = Hub::open(broker.clone(), MqttConfig::default()).unwrap();
+        let me = broker.node_id();
+        let far = MqttSession {
+            node: me + 1,
+            expiry: 60,
+            disconnected_at: None,
+            subscriptions: vec![MqttSubscription { filter: "t/#".into(), qos: 1, ..Default::default() }],
+            queue: None,
+            local_queue: Some(77),
+            queue_limit: None,
+        };
+        broker.submit_mqtt(MqttRecord::PutSession { client_id: "far".into(), session: far }).await.unwrap();
+        let routed = hub.publish(message("t/x", 1)).unwrap();
+        assert_eq!((routed.matched, routed.waits.len()), (1, 1), "into the session's queue");
+        assert_eq!(hub.publish(message("u", 1)).unwrap().matched, 0);
+
+        let id: Arc<str> = "far".into();
+        let (session, present, generation, mut kick) = hub.attach(&id, false, 30, Version::V5).await.unwrap();
+        assert!(present);
+        let def = broker.metadata().mqtt.sessions["far"].clone();
+        assert_eq!((def.node, def.expiry, def.subscriptions.len()), (me, 30, 1));
+        assert_eq!(session.lock().subscriptions.len(), 1);
+        let SessionQueue::Local(q) = hub.queue_of(&mut session.lock()).unwrap() else { panic!("a local queue") };
+        assert_eq!(q.written_len(), 1, "the message routed before the attach waits in the queue");
+
+        let takeover = MqttRecord::Attach { client_id: "far".into(), node: me + 1, expiry: 30 };
+        broker.submit_mqtt(takeover).await.unwrap();
+        hub.sync_sessions(true);
+        assert_eq!(kick.try_recv(), Ok(reason::SESSION_TAKEN_OVER));
+        hub.detach(&session, generation, Vec::new());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let def = broker.metadata().mqtt.sessions["far"].clone();
+        assert_eq!((def.node, def.disconnected_at), (me + 1, None), "a late detach changes nothing");
+
+        broker.submit_mqtt(MqttRecord::DeleteSession { client_id: "far".into() }).await.unwrap();
+        hub.sync_sessions(true);
+        assert_eq!(hub.session_count(), 0);
+        assert_eq!(hub.publish(message("t/x", 1)).unwrap().matched, 0);
+        broker.shutdown();
     }
 }

@@ -34,6 +34,7 @@ impl Hub {
                 subscriptions: old.subscriptions.iter().map(MqttSubscription::from).collect(),
                 queue: None,
                 local_queue: Some(old.queue_id),
+                queue_limit: None,
             };
             self.broker.submit_mqtt_blocking(MqttRecord::PutSession { client_id: client_id.clone(), session })?;
         }

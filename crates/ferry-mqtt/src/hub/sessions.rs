@@ -111,8 +111,40 @@ impl Hub {
         {
             self.remove_session(old).await?;
         }
-        let (session, present) = if let Some(s) = existing.filter(|_| !clean_start) {
-            (s, true)
+        let me = self.broker.node_id();
+        let mut resumed = existing.filter(|_| !clean_start);
+        if let Some(s) = resumed.clone()
+            && expiry > 0
+            && s.lock().recorded
+        {
+            // Recorded as attached here before the connection goes online
+            // (a node still holding the client's old connection drops it),
+            // and taken as the metadata has it: this node's copy may not
+            // have seen the last changes made through another node.
+            let attach = MqttRecord::Attach { client_id: client_id.to_string(), node: me, expiry };
+            match self.broker.submit_mqtt(attach).await {
+                Ok(()) => {
+                    if let Some(def) = self.broker.metadata().mqtt.sessions.get(&**client_id) {
+                        self.refresh(&s, def);
+                    }
+                }
+                Err(BrokerError::ResourceNotFound(_)) => {
+                    // Ended meanwhile (expired, or a clean start elsewhere).
+                    self.drop_session(&s)?;
+                    resumed = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let present = resumed.is_some();
+        let session = if let Some(s) = resumed {
+            let mut st = s.lock();
+            st.version = version;
+            if !st.recorded {
+                st.expiry = expiry;
+            }
+            drop(st);
+            s
         } else {
             let id = self.next_queue_id.fetch_add(1, Ordering::Relaxed);
             let s = Arc::new(Session::new(client_id.clone(), version, id, expiry));
@@ -121,25 +153,22 @@ impl Hub {
                 // earlier one's offsets.
                 s.lock().replicated = Some(queue_name(client_id));
             }
-            (s, false)
+            s
         };
-        let persist = {
-            let mut st = session.lock();
-            let changed = st.expiry != expiry;
-            st.expiry = expiry;
-            st.version = version;
-            expiry > 0 && (changed || !present || st.recorded)
+        let (unrecorded, ending) = {
+            let st = session.lock();
+            (expiry > 0 && !st.recorded, expiry == 0 && st.recorded)
         };
-        if persist {
-            // Recorded as attached here before the connection goes online:
-            // a node still holding the client's old connection drops it.
-            let def = session.lock().definition(self.broker.node_id(), None);
+        if unrecorded {
+            let def = session.lock().definition(me, None, self.config.max_queued_messages);
             self.broker.submit_mqtt(MqttRecord::PutSession { client_id: client_id.to_string(), session: def }).await?;
             session.lock().recorded = true;
-        } else if present && expiry == 0 && session.lock().recorded {
+        } else if ending {
             // Resumed with expiry 0: it ends with this connection.
             self.forget(client_id);
-            session.lock().recorded = false;
+            let mut st = session.lock();
+            st.recorded = false;
+            st.expiry = 0;
         }
         lock(&self.sessions).insert(client_id.clone(), session.clone());
         let (tx, rx) = oneshot::channel();
@@ -185,10 +214,12 @@ impl Hub {
                         tracing::warn!(client = %session.client_id, error = %e, "could not queue messages");
                     }
                 }
-                // Not if another node took the session over meanwhile.
-                let me = self.broker.node_id();
-                let ours = self.broker.metadata().mqtt.sessions.get(&*session.client_id).is_some_and(|d| d.node == me);
-                let record = (current && st.recorded && ours).then(|| st.definition(me, Some(now_ms())));
+                // Ignored if another node took the session over meanwhile.
+                let record = (current && st.recorded).then(|| MqttRecord::Detach {
+                    client_id: session.client_id.to_string(),
+                    node: self.broker.node_id(),
+                    at: now_ms(),
+                });
                 (false, record)
             }
         };
@@ -199,9 +230,8 @@ impl Hub {
                 Err(e) => tracing::warn!(client = %session.client_id, error = %e, "could not remove session"),
             }
         }
-        if let Some(def) = record {
+        if let Some(record) = record {
             // When it ended, for its expiry on any node.
-            let record = MqttRecord::PutSession { client_id: session.client_id.to_string(), session: def };
             let broker = self.broker.clone();
             spawn(async move {
                 if let Err(e) = broker.submit_mqtt(record).await {
@@ -286,7 +316,7 @@ impl Hub {
             if st.expiry == 0 || !st.recorded {
                 return Ok(());
             }
-            st.definition(self.broker.node_id(), None)
+            st.definition(self.broker.node_id(), None, self.config.max_queued_messages)
         };
         self.broker.submit_mqtt(MqttRecord::PutSession { client_id: session.client_id.to_string(), session: def }).await
     }

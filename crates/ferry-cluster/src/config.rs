@@ -27,6 +27,11 @@ pub struct ClusterConfig {
     pub heartbeat_interval: Duration,
     /// A node silent this long is fenced (`broker.session.timeout.ms`).
     pub session_timeout: Duration,
+    /// A node whose process is gone (its cluster port refuses or resets
+    /// connections, found twice this far apart, no heartbeat in between) is
+    /// fenced then, without waiting for the session timeout
+    /// (`dead_node_grace_ms`; at or above the session timeout: never early).
+    pub dead_node_grace: Duration,
     /// `num.partitions`: partitions of a topic created without a count.
     pub default_partitions: i32,
     /// `default.replication.factor`; `None`: 3 with 3 or more nodes, else

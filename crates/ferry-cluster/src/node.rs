@@ -9,11 +9,15 @@
 //!   heartbeats.
 //! - `node/service.rs`: answering the cluster port.
 //! - `node/identity.rs`: the incarnation this data directory last ran as.
+//! - `node/probe.rs`: telling a dead node from a silent one (the leader
+//!   probes the cluster port of nodes that went quiet or whose
+//!   connections broke).
 
 mod client;
 mod identity;
 mod leader;
 mod peer;
+mod probe;
 mod service;
 
 use std::collections::BTreeMap;
@@ -73,6 +77,8 @@ pub(crate) struct Node {
     leader: tokio::sync::Mutex<Option<leader::LeaderState>>,
     /// Why the node is waiting for the quorum, while it is.
     waiting: Mutex<Option<String>>,
+    /// Peers to probe, and the probes running (`node/probe.rs`).
+    probes: probe::Probes,
 }
 
 impl ClusterNode {
@@ -161,6 +167,7 @@ impl ClusterNode {
             committed,
             leader: tokio::sync::Mutex::new(None),
             waiting: Mutex::new(None),
+            probes: probe::Probes::default(),
             config,
         });
         let (stop, stopped) = watch::channel(false);
@@ -317,6 +324,7 @@ impl Node {
         let c = &self.config;
         ControllerConfig {
             session_timeout: c.session_timeout,
+            dead_node_grace: c.dead_node_grace,
             default_partitions: c.default_partitions,
             default_replication_factor: c.default_replication_factor,
             max_partitions_per_topic: c.max_partitions_per_topic,

@@ -1,6 +1,9 @@
-//! Which nodes the leader has heard from, and when. Kept in memory only:
-//! a new leader starts by counting every registered node as seen at its
-//! election, which gives every node one full session timeout to find it.
+//! Which nodes the leader has heard from, and when; and which were found
+//! gone (their process dead: the cluster port refused or reset a
+//! connection). Kept in memory only: a new leader starts by counting every
+//! registered node as seen at its election, which gives every node one
+//! full session timeout to find it (but not a node its own probes found
+//! gone, before the election too).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,24 +16,45 @@ use uuid::Uuid;
 struct Seen {
     incarnation: Uuid,
     at: Instant,
+    /// Heard from (a heartbeat, a registration), not only assumed alive
+    /// at this leader's election.
+    heard: bool,
 }
 
-/// Last-seen times of every node, by id.
+/// What probes of a node's cluster port found: its process gone (the
+/// connection refused or reset) from `first` to `last`, with no answer
+/// in between. Probes that got no answer in time (a paused or cut-off
+/// node) are not findings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gone {
+    /// The node.
+    pub node: i32,
+    /// The incarnation registered when it was probed.
+    pub incarnation: Uuid,
+    /// The first probe that found it gone.
+    pub first: Instant,
+    /// The latest.
+    pub last: Instant,
+}
+
+/// Last-seen times of every node, by id, and probe findings.
 #[derive(Debug, Default)]
 pub(super) struct Liveness {
     seen: BTreeMap<i32, Seen>,
+    gone: BTreeMap<i32, Gone>,
 }
 
 impl Liveness {
     /// Every node of `image` counted as seen at `now`.
     pub(super) fn new(image: &MetadataImage, now: Instant) -> Self {
-        let seen = image.nodes.values().map(|n| (n.id, Seen { incarnation: n.incarnation, at: now })).collect();
-        Liveness { seen }
+        let seen =
+            image.nodes.values().map(|n| (n.id, Seen { incarnation: n.incarnation, at: now, heard: false })).collect();
+        Liveness { seen, gone: BTreeMap::new() }
     }
 
     /// Records a sign of life of `node` in `incarnation`.
     pub(super) fn saw(&mut self, node: i32, incarnation: Uuid, now: Instant) {
-        self.seen.insert(node, Seen { incarnation, at: now });
+        self.seen.insert(node, Seen { incarnation, at: now, heard: true });
     }
 
     /// A heartbeat: accepted (and counted) only from the registered,
@@ -41,6 +65,12 @@ impl Liveness {
             self.saw(node, incarnation, now);
         }
         current
+    }
+
+    /// Replaces the probe findings with `found` (the leader's node keeps
+    /// them, from before its election too).
+    pub(super) fn found(&mut self, found: impl IntoIterator<Item = Gone>) {
+        self.gone = found.into_iter().map(|g| (g.node, g)).collect();
     }
 
     /// Whether `node` is held by another incarnation that is registered,
@@ -79,11 +109,31 @@ impl Liveness {
     pub(super) fn silent(&mut self, image: &MetadataImage, now: Instant, timeout: Duration) -> Vec<i32> {
         let mut silent = Vec::new();
         for node in image.live_nodes() {
-            let seen = *self.seen.entry(node.id).or_insert(Seen { incarnation: node.incarnation, at: now });
+            let seen =
+                *self.seen.entry(node.id).or_insert(Seen { incarnation: node.incarnation, at: now, heard: false });
             if now.saturating_duration_since(seen.at) > timeout {
                 silent.push(node.id);
             }
         }
         silent
+    }
+
+    /// Unfenced nodes of `image` whose process is known gone: probes found
+    /// it gone, with no answer in between, from before or at its last
+    /// heartbeat (if that came after the first finding: a heartbeat sent
+    /// before the death and counted late) until at least `grace` after
+    /// (one refused connection is not enough: the port may have been
+    /// between two processes). In id order.
+    pub(super) fn dead(&self, image: &MetadataImage, grace: Duration) -> Vec<i32> {
+        image
+            .live_nodes()
+            .filter(|n| {
+                let Some(g) = self.gone.get(&n.id) else { return false };
+                let heard = self.seen.get(&n.id).filter(|s| s.heard && s.incarnation == n.incarnation);
+                let since = heard.map_or(g.first, |s| s.at.max(g.first));
+                g.incarnation == n.incarnation && g.last.saturating_duration_since(since) >= grace
+            })
+            .map(|n| n.id)
+            .collect()
     }
 }

@@ -27,6 +27,8 @@ mod draft;
 mod election;
 #[cfg(test)]
 mod election_tests;
+#[cfg(test)]
+mod gone_tests;
 mod liveness;
 mod placement;
 mod requests;
@@ -44,6 +46,7 @@ use ferry_broker::metadata::{
 use uuid::Uuid;
 
 use draft::Draft;
+pub use liveness::Gone;
 use liveness::Liveness;
 use placement::NodeOrder;
 use requests::TopicSpec;
@@ -58,6 +61,11 @@ pub const TRANSACTION_STATE: &str = "__transaction_state";
 pub struct ControllerConfig {
     /// A node silent this long is fenced.
     pub session_timeout: Duration,
+    /// A node whose process is gone (probes of its cluster port refused
+    /// or reset, at least this far apart, and no heartbeat in between) is
+    /// fenced then instead of at the session timeout. At or above the
+    /// session timeout it changes nothing.
+    pub dead_node_grace: Duration,
     /// `num.partitions`.
     pub default_partitions: i32,
     /// `default.replication.factor`; `None`: min(3, live nodes).
@@ -214,9 +222,25 @@ impl QuorumController {
         self.config.session_timeout
     }
 
-    /// Fences nodes silent past the session timeout at `now` and moves the
-    /// leadership of their partitions to live eligible replicas (or to
-    /// none); see `election.rs` for the rule. The node commits the records
+    /// What probes of the nodes' cluster ports found so far (replacing
+    /// what was said before): nodes whose process is gone. A node found
+    /// gone at least `dead_node_grace` apart, and not heard from since the
+    /// first, is fenced by the next tick; one that is silent but not found
+    /// gone (paused, cut off) waits for the session timeout.
+    pub fn found_gone(&mut self, found: impl IntoIterator<Item = Gone>) {
+        self.liveness.found(found);
+    }
+
+    /// Unfenced nodes not heard from for more than `after` at `now`: the
+    /// ones worth probing (with those whose connections broke).
+    pub fn quiet(&mut self, image: &MetadataImage, now: Instant, after: Duration) -> Vec<i32> {
+        self.liveness.silent(image, now, after)
+    }
+
+    /// Fences nodes silent past the session timeout at `now`, and nodes
+    /// whose process is known gone (see [`QuorumController::found_gone`]) past
+    /// `dead_node_grace`, and moves the leadership of their partitions to
+    /// live eligible replicas (or to none); see `election.rs` for the rule. The node commits the records
     /// before its next tick, so a node is not fenced twice.
     ///
     /// Then it moves replicas off decommissioning nodes where it can and
@@ -225,7 +249,12 @@ impl QuorumController {
     /// moves leadership back to preferred replicas (`balance.rs`), after
     /// the moves, so it sees the replica lists they leave.
     pub fn tick(&mut self, image: &MetadataImage, now: Instant) -> Vec<MetadataRecord> {
-        let silent = self.liveness.silent(image, now, self.config.session_timeout);
+        let mut silent = self.liveness.silent(image, now, self.config.session_timeout);
+        if self.config.dead_node_grace < self.config.session_timeout {
+            silent.extend(self.liveness.dead(image, self.config.dead_node_grace));
+            silent.sort_unstable();
+            silent.dedup();
+        }
         let balance = &self.config.leader_balance;
         let balance_due = balance.enabled && now.saturating_duration_since(self.last_balance) >= balance.check_interval;
         if silent.is_empty() && !balance_due && !decommission::due(image) {
@@ -236,7 +265,7 @@ impl QuorumController {
             let mut fencing = Draft::new(image);
             match election::fence(&self.config, &mut fencing, &silent) {
                 Ok(()) => {
-                    tracing::info!(nodes = ?silent, "fencing silent nodes");
+                    tracing::info!(nodes = ?silent, "fencing silent or dead nodes");
                     draft = fencing;
                 }
                 Err(e) => tracing::error!(nodes = ?silent, error = %e, "fencing refused by the image"),

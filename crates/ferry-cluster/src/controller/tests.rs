@@ -13,6 +13,7 @@ use super::{CONSUMER_OFFSETS, ControllerConfig, LeaderBalanceConfig, QuorumContr
 pub(super) fn config() -> ControllerConfig {
     ControllerConfig {
         session_timeout: Duration::from_secs(6),
+        dead_node_grace: Duration::from_secs(1),
         default_partitions: 3,
         default_replication_factor: None,
         max_partitions_per_topic: 100,

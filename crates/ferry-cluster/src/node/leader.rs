@@ -26,7 +26,7 @@ const TICK: Duration = Duration::from_millis(500);
 /// The controller of the current term.
 pub(crate) struct LeaderState {
     term: u64,
-    controller: QuorumController,
+    pub(super) controller: QuorumController,
     /// When the leadership was last confirmed (a quorum answered): the
     /// controller hears heartbeats only while it is.
     confirmed: Instant,
@@ -44,7 +44,9 @@ impl Node {
     /// Takes the controller for one call: confirms this node leads, with an
     /// image holding everything committed so far, and makes the term's
     /// controller (bootstrapping a new cluster) if need be.
-    async fn controller(&self) -> Result<(MutexGuard<'_, Option<LeaderState>>, Arc<MetadataImage>), LeaderError> {
+    pub(super) async fn controller(
+        &self,
+    ) -> Result<(MutexGuard<'_, Option<LeaderState>>, Arc<MetadataImage>), LeaderError> {
         let mut guard = self.leader.lock().await;
         match self.raft.ensure_linearizable().await {
             Ok(_) => {}
@@ -175,7 +177,8 @@ impl Node {
 
     /// While this node leads: takes up the controller as soon as it is
     /// elected (bootstrapping a new cluster) and ticks it, committing the
-    /// fences and leader moves it decides on.
+    /// fences and leader moves it decides on, and probes quiet peers
+    /// (`probe.rs`); a probe's finding wakes it at once.
     pub(super) async fn lead_while_leader(self: Arc<Self>) {
         let mut ticks = tokio::time::interval(TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -184,6 +187,8 @@ impl Node {
         loop {
             let ticked = tokio::select! {
                 _ = ticks.tick() => true,
+                // A probe found something: act now, not at the next tick.
+                () = self.probes.wake.notified() => true,
                 changed = metrics.changed() => if changed.is_err() { return } else { false },
             };
             let (leader, term) = {
@@ -205,6 +210,7 @@ impl Node {
                     // alive and refuse its registration (see `controller`).
                     return Ok(());
                 }
+                self.lead_probes(&mut state.controller, &image);
                 let records = state.controller.tick(&image, Instant::now());
                 if !records.is_empty() {
                     self.commit(records).await?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ferry_broker::metadata::{MetadataError, PeerError};
 
-use crate::transport::{Request, Response, Service, ServiceFuture};
+use crate::transport::{Pong, Request, Response, Service, ServiceFuture};
 
 use super::Node;
 
@@ -17,6 +17,10 @@ impl Service for Node {
 
     fn quorum(&self) -> &str {
         &self.quorum
+    }
+
+    fn disconnected(self: Arc<Self>, from: i32) {
+        self.connection_broke(from);
     }
 
     fn call(self: Arc<Self>, from: i32, request: Request) -> ServiceFuture {
@@ -36,6 +40,7 @@ impl Service for Node {
                     Some(broker) => Response::ReplicaFetch(crate::replication::serve_fetch(broker, from, r).await),
                     None => Response::Refused(MetadataError::Unavailable("broker stopped".into())),
                 },
+                Request::Ping => Response::Ping(Pong { node: self.id, incarnation: self.incarnation }),
                 Request::EpochEnd(q) => match self.broker.upgrade() {
                     Some(broker) => Response::EpochEnd(crate::replication::serve_epoch_end(&broker, &q)),
                     None => Response::Refused(MetadataError::Unavailable("broker stopped".into())),

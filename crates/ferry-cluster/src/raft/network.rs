@@ -59,9 +59,10 @@ impl Peer {
 /// rest are network errors (retried at once).
 fn failed<E: std::error::Error>(e: &TransportError) -> RPCError<u64, BasicNode, E> {
     match e {
-        TransportError::Unreachable { .. } | TransportError::Closed(_) | TransportError::Refused(_) => {
-            RPCError::Unreachable(Unreachable::new(e))
-        }
+        TransportError::Unreachable { .. }
+        | TransportError::Down { .. }
+        | TransportError::Closed(_)
+        | TransportError::Refused(_) => RPCError::Unreachable(Unreachable::new(e)),
         TransportError::Timeout { .. } | TransportError::Protocol { .. } => RPCError::Network(NetworkError::new(e)),
     }
 }

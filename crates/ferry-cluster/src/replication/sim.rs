@@ -74,6 +74,8 @@ fn replication_config() -> ReplicationConfig {
 fn controller_config() -> ControllerConfig {
     ControllerConfig {
         session_timeout: Duration::from_millis(SESSION_MS),
+        // The simulation reports no probes: silence alone fences.
+        dead_node_grace: Duration::from_millis(SESSION_MS),
         default_partitions: 1,
         default_replication_factor: None,
         max_partitions_per_topic: 100,

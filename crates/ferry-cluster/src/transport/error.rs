@@ -15,6 +15,15 @@ pub enum TransportError {
         /// Why.
         reason: String,
     },
+    /// The peer's port refused or reset the connection: no process serves
+    /// it (a live but paused or cut-off node times out instead).
+    #[error("{addr} is down: {reason}")]
+    Down {
+        /// The peer's address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
     /// The connection closed before the reply came.
     #[error("connection to {0} closed")]
     Closed(String),
@@ -37,4 +46,13 @@ pub enum TransportError {
     /// The peer refused the request (another quorum).
     #[error(transparent)]
     Refused(MetadataError),
+}
+
+impl TransportError {
+    /// Whether the failure says the peer's process is gone: its port
+    /// refused or reset the connection, or closed it before answering.
+    /// (A timeout says nothing: the peer may be paused or cut off.)
+    pub fn peer_gone(&self) -> bool {
+        matches!(self, TransportError::Down { .. } | TransportError::Closed(_))
+    }
 }

@@ -31,6 +31,7 @@ const HEARTBEAT: u8 = 6;
 const REPLICA_FETCH: u8 = 7;
 const EPOCH_END: u8 = 8;
 const PEER: u8 = 9;
+const PING: u8 = 10;
 /// Set on the kind of a response.
 const RESPONSE: u8 = 0x80;
 /// The kind of a refusal (another quorum, or a request that cannot be read).
@@ -80,6 +81,17 @@ pub enum Request {
     EpochEnd(Vec<EpochQuery>),
     /// Work for this node's broker (it leads the partition named).
     Peer(PeerRequest),
+    /// Is this node's process alive? (The controller probes silent nodes.)
+    Ping,
+}
+
+/// The answer to [`Request::Ping`]: who answered.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    /// The node.
+    pub node: i32,
+    /// Its incarnation (the process).
+    pub incarnation: Uuid,
 }
 
 /// A request the quorum leader carried out: its reply and the log index
@@ -124,6 +136,8 @@ pub enum Response {
     EpochEnd(Vec<EpochAnswer>),
     /// To [`Request::Peer`].
     Peer(Result<PeerReply, PeerError>),
+    /// To [`Request::Ping`].
+    Ping(Pong),
     /// The request was refused before it was looked at.
     Refused(MetadataError),
 }
@@ -161,6 +175,7 @@ pub fn encode_request(correlation: u64, from: i32, quorum: &str, request: &Reque
         Request::ReplicaFetch(r) => (REPLICA_FETCH, env(from, quorum, r)?),
         Request::EpochEnd(r) => (EPOCH_END, env(from, quorum, r)?),
         Request::Peer(r) => (PEER, env(from, quorum, r)?),
+        Request::Ping => (PING, env(from, quorum, &())?),
     };
     Ok(Frame { kind, correlation, body })
 }
@@ -182,6 +197,7 @@ pub fn decode_request(frame: &Frame) -> Result<(i32, String, Request), String> {
         REPLICA_FETCH => env(body, Request::ReplicaFetch),
         EPOCH_END => env(body, Request::EpochEnd),
         PEER => env(body, Request::Peer),
+        PING => env(body, |()| Request::Ping),
         kind => Err(format!("unknown request kind {kind}")),
     }
 }
@@ -198,6 +214,7 @@ pub fn encode_response(correlation: u64, response: &Response) -> Result<Frame, S
         Response::ReplicaFetch(r) => (REPLICA_FETCH | RESPONSE, encode_fetch_response(r)?),
         Response::EpochEnd(r) => (EPOCH_END | RESPONSE, json(r)?),
         Response::Peer(r) => (PEER | RESPONSE, json(r)?),
+        Response::Ping(r) => (PING | RESPONSE, json(r)?),
         Response::Refused(e) => (REFUSED, json(e)?),
     };
     Ok(Frame { kind, correlation, body })
@@ -245,6 +262,7 @@ pub fn decode_response(frame: &Frame) -> Result<Response, String> {
         k if k == REPLICA_FETCH | RESPONSE => decode_fetch_response(body).map(Response::ReplicaFetch),
         k if k == EPOCH_END | RESPONSE => de(body, Response::EpochEnd),
         k if k == PEER | RESPONSE => de(body, Response::Peer),
+        k if k == PING | RESPONSE => de(body, Response::Ping),
         REFUSED => de(body, Response::Refused),
         kind => Err(format!("unknown response kind {kind}")),
     }
@@ -285,6 +303,11 @@ mod tests {
         assert!(
             matches!(decode_request(&frame).unwrap().2, Request::Register(r) if r.previous.is_none() && r.node == node)
         );
+        let frame = encode_request(5, 2, "q", &Request::Ping).unwrap();
+        assert!(matches!(decode_request(&frame).unwrap(), (2, _, Request::Ping)));
+        let pong = Pong { node: 2, incarnation: Uuid::from_u128(7) };
+        let frame = encode_response(5, &Response::Ping(pong.clone())).unwrap();
+        assert!(matches!(decode_response(&frame).unwrap(), Response::Ping(p) if p == pong));
         // Unknown kinds and bodies of the wrong shape are errors, not panics.
         assert!(decode_request(&Frame { kind: 0x42, correlation: 1, body: b"{}".to_vec() }).is_err());
         assert!(decode_request(&Frame { kind: VOTE, correlation: 1, body: b"[1,2".to_vec() }).is_err());

@@ -15,7 +15,7 @@ mod tests;
 pub use error::TransportError;
 pub use frame::{Frame, FrameError, MAX_FRAME, read_frame};
 pub use message::{
-    Forwarded, HeartbeatRequest, LeaderError, Registration, Request, Response, decode_request, encode_request,
+    Forwarded, HeartbeatRequest, LeaderError, Pong, Registration, Request, Response, decode_request, encode_request,
 };
 pub use pool::Pool;
 pub use server::{Service, ServiceFuture, serve};

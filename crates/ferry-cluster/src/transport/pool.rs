@@ -51,6 +51,17 @@ impl Connection {
         tls: Option<&PeerTls>,
     ) -> Result<Connection, TransportError> {
         let unreachable = |reason: String| TransportError::Unreachable { addr: addr.to_string(), reason };
+        // Refused or reset: nothing serves the port (the process is gone);
+        // a proxy in between that cannot reach it closes at once (EOF).
+        let failed = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::UnexpectedEof => {
+                TransportError::Down { addr: addr.to_string(), reason: e.to_string() }
+            }
+            _ => unreachable(e.to_string()),
+        };
         let connect = async {
             let stream = TcpStream::connect(dial).await?;
             let _ = stream.set_nodelay(true);
@@ -62,7 +73,7 @@ impl Connection {
         tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| unreachable(format!("no connection within {timeout:?}")))?
-            .map_err(|e| unreachable(e.to_string()))
+            .map_err(failed)
     }
 
     /// Runs the reader and writer tasks of a connected stream.

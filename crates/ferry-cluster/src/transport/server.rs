@@ -35,6 +35,9 @@ pub trait Service: Send + Sync + 'static {
     fn quorum(&self) -> &str;
     /// Answers `request` from node `from`.
     fn call(self: Arc<Self>, from: i32, request: Request) -> ServiceFuture;
+    /// A connection from node `from` ended by the peer (closed, reset or
+    /// unreadable), not by this node stopping: the peer may be dead.
+    fn disconnected(self: Arc<Self>, _from: i32) {}
 }
 
 /// Accepts connections on `listener` (over mutual TLS with `tls`) and
@@ -114,9 +117,15 @@ async fn connection<S: Service>(stream: MaybeTls, peer: String, service: Arc<S>,
         }
     });
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    // The node at the other end, once a request named it.
+    let mut peer_node = None;
+    let mut stopping = false;
     loop {
         let frame = tokio::select! {
-            () = stopped_signal(&mut stop) => break,
+            () = stopped_signal(&mut stop) => {
+                stopping = true;
+                break;
+            }
             frame = read_frame(&mut reader) => frame,
         };
         let frame = match frame {
@@ -134,6 +143,7 @@ async fn connection<S: Service>(stream: MaybeTls, peer: String, service: Arc<S>,
                 break;
             }
         };
+        peer_node = Some(from);
         let Ok(permit) = slots.clone().acquire_owned().await else { break };
         let tx = tx.clone();
         let correlation = frame.correlation;
@@ -164,6 +174,9 @@ async fn connection<S: Service>(stream: MaybeTls, peer: String, service: Arc<S>,
     }
     // Closing the write half (and dropping the read half) closes the socket.
     write_task.abort();
+    if let Some(from) = peer_node.filter(|_| !stopping) {
+        service.disconnected(from);
+    }
 }
 
 /// Writes one frame's chunks in order; a file range goes by `sendfile`

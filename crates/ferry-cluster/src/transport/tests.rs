@@ -104,7 +104,9 @@ async fn a_dead_peer_fails_fast_and_a_restarted_one_is_redialled() {
     let failed = tokio::time::timeout(T, async {
         loop {
             match pool.call(&addr, &beat(4), T).await {
-                Err(TransportError::Unreachable { .. } | TransportError::Closed(_)) => return,
+                Err(TransportError::Unreachable { .. } | TransportError::Down { .. } | TransportError::Closed(_)) => {
+                    return;
+                }
                 _ => tokio::time::sleep(Duration::from_millis(10)).await,
             }
         }
@@ -126,7 +128,35 @@ async fn a_routed_peer_is_dialled_at_its_route() {
     let routed = Pool::new(4, QUORUM.into()).routed([(named.clone(), real)].into());
     assert!(matches!(routed.call(&named, &beat(4), T).await, Ok(Response::Heartbeat(Ok(true)))));
     let direct = Pool::new(4, QUORUM.into());
-    assert!(matches!(direct.call(&named, &beat(4), T).await, Err(TransportError::Unreachable { .. })));
+    assert!(matches!(direct.call(&named, &beat(4), T).await, Err(TransportError::Down { .. })));
+}
+
+#[tokio::test]
+async fn a_dead_peer_is_told_from_a_paused_one() {
+    // Dead: nothing listens on the port any more (refused).
+    let gone = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = gone.local_addr().unwrap().to_string();
+    drop(gone);
+    let pool = Pool::new(4, QUORUM.into());
+    let e = pool.call(&dead, &Request::Ping, T).await.unwrap_err();
+    assert!(e.peer_gone(), "{e}");
+    // Paused (SIGSTOP): the kernel accepts the connection, nobody answers.
+    let paused = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = paused.local_addr().unwrap().to_string();
+    let e = pool.call(&addr, &Request::Ping, Duration::from_millis(300)).await.unwrap_err();
+    assert!(matches!(e, TransportError::Timeout { .. }) && !e.peer_gone(), "{e}");
+    // Killed with a connection open: the pending call sees it close.
+    let (live, stop) = server().await;
+    assert!(pool.call(&live, &beat(4), T).await.is_ok());
+    stop.send_replace(true);
+    let e = loop {
+        match pool.call(&live, &beat(4), T).await {
+            Err(e) => break e,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    assert!(e.peer_gone(), "{e}");
+    drop(paused);
 }
 
 #[test]

@@ -33,6 +33,7 @@ pub fn config(id: i32, data: &Path, listen: &str, quorum: &[(i32, String)], kafk
         listeners: BTreeMap::from([(listener::KAFKA.to_string(), format!("127.0.0.1:{}", i32::from(kafka_base) + id))]),
         heartbeat_interval: Duration::from_millis(200),
         session_timeout: Duration::from_secs(2),
+        dead_node_grace: Duration::from_secs(1),
         default_partitions: 1,
         default_replication_factor: None,
         max_partitions_per_topic: 1000,

@@ -31,6 +31,9 @@ pub struct ClusterSection {
     pub heartbeat_interval_ms: Option<u64>,
     /// `broker.session.timeout.ms`.
     pub session_timeout_ms: Option<u64>,
+    /// A node whose cluster port refuses connections (its process is gone)
+    /// is fenced after this instead of the session timeout (default 1000).
+    pub dead_node_grace_ms: Option<u64>,
     /// `default.replication.factor`.
     pub default_replication_factor: Option<i16>,
     /// `replica.lag.time.max.ms`: a follower not caught up this long
@@ -124,6 +127,7 @@ pub fn resolve(args: &ClusterArgs, file: ClusterSection, node: NodeFacts<'_>) ->
     if session <= heartbeat {
         bail!("cluster.session_timeout_ms ({session}) must be longer than cluster.heartbeat_interval_ms ({heartbeat})");
     }
+    let dead_grace = file.dead_node_grace_ms.unwrap_or(1_000);
     if let Some(rf) = file.default_replication_factor
         && rf < 1
     {
@@ -160,6 +164,7 @@ pub fn resolve(args: &ClusterArgs, file: ClusterSection, node: NodeFacts<'_>) ->
         listeners,
         heartbeat_interval: Duration::from_millis(heartbeat),
         session_timeout: Duration::from_millis(session),
+        dead_node_grace: Duration::from_millis(dead_grace),
         default_partitions: node.default_partitions,
         default_replication_factor: file.default_replication_factor,
         max_partitions_per_topic: node.max_partitions_per_topic,
@@ -291,6 +296,7 @@ mod tests {
             rack: Some("r1".into()),
             heartbeat_interval_ms: Some(200),
             session_timeout_ms: Some(1_000),
+            dead_node_grace_ms: Some(500),
             default_replication_factor: Some(2),
             replica_lag_time_max_ms: Some(5_000),
             auto_leader_rebalance_enable: Some(false),
@@ -315,6 +321,12 @@ mod tests {
         assert_eq!(c.rack.as_deref(), Some("r1"));
         assert_eq!(c.heartbeat_interval, Duration::from_millis(200));
         assert_eq!(c.session_timeout, Duration::from_millis(1_000));
+        assert_eq!(c.dead_node_grace, Duration::from_millis(500));
+        let defaults = resolve(&ClusterArgs::default(), ClusterSection::default(), facts(7)).unwrap();
+        assert_eq!(
+            (defaults.session_timeout, defaults.dead_node_grace),
+            (Duration::from_secs(6), Duration::from_secs(1))
+        );
         assert_eq!(c.default_replication_factor, Some(2));
         assert_eq!(c.replication.lag_time_max, Duration::from_secs(5));
         // Flags win.

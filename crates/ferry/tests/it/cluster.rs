@@ -105,8 +105,10 @@ fn leadership(b: &Broker, topic: &str) -> Vec<(i32, i32)> {
 
 /// A session timeout longer than the restart test: a killed node that is
 /// back was let in by naming its previous incarnation, not because its old
-/// session had expired (which would also have fenced it first).
-const LONG_SESSION_TOML: &str = "[cluster]\nheartbeat_interval_ms = 200\nsession_timeout_ms = 60000\n";
+/// session had expired (which would also have fenced it first). Dead nodes
+/// are not fenced early either (`dead_node_grace_ms` at the timeout).
+const LONG_SESSION_TOML: &str =
+    "[cluster]\nheartbeat_interval_ms = 200\nsession_timeout_ms = 60000\ndead_node_grace_ms = 60000\n";
 
 #[test]
 fn the_controller_fails_over_and_the_killed_node_catches_up() {

@@ -9,6 +9,7 @@ mod amqp_cluster_delayed;
 mod amqp_delayed;
 mod amqp_durability;
 mod amqp_kafka_bridge;
+mod amqp_kill_gap;
 mod amqp_rabbitmq_answers;
 mod amqp_support;
 mod amqp_ttl_dlx;

@@ -38,6 +38,7 @@ use tokio::sync::Notify;
 
 use crate::broker::Broker;
 mod pipelines;
+mod take;
 
 use crate::messaging::MessagingError;
 use crate::messaging::consumer::{self, Credit, FeedEnd};
@@ -137,6 +138,8 @@ pub struct QuorumConsumer {
     buffer: Mutex<Buffered>,
     /// Its registration on the local queue, while this node leads.
     local: Mutex<Option<(Weak<Queue>, u64)>>,
+    /// Removed (cancelled, channel closed): takes answered since go back.
+    removed: AtomicBool,
 }
 
 impl std::fmt::Debug for QuorumConsumer {
@@ -401,12 +404,18 @@ impl QuorumClient {
             window,
             buffer: Mutex::default(),
             local: Mutex::default(),
+            removed: AtomicBool::new(false),
         })
     }
 
-    /// The consumer is gone: its unsent deliveries go back.
+    /// The consumer is gone: its unsent deliveries go back, and so do those
+    /// of a take still out for it (`take.rs`).
     pub fn remove_consumer(self: &Arc<Self>, c: &QuorumConsumer) {
-        let buffered: Vec<u64> = lock(&c.buffer).1.drain(..).map(|d| d.message.offset).collect();
+        let buffered: Vec<u64> = {
+            let mut buffer = lock(&c.buffer);
+            c.removed.store(true, Ordering::Release);
+            buffer.1.drain(..).map(|d| d.message.offset).collect()
+        };
         if !buffered.is_empty() {
             self.settle(&[], &buffered, &[]);
         }
@@ -521,9 +530,15 @@ impl QuorumClient {
                         max: c.window,
                         wait_ms: TAKE_WAIT_MS,
                     };
-                    match self.call(node, take).await {
+                    match self.take_from(node, take).await {
                         Ok(PeerReply::QueueDeliveries { deliveries, .. }) => {
                             let mut buffer = lock(&c.buffer);
+                            if c.removed.load(Ordering::Acquire) {
+                                // Removed while the take was out.
+                                drop(buffer);
+                                self.hand_back(&deliveries);
+                                return Err(FeedEnd::Stopped);
+                            }
                             for w in &deliveries {
                                 self.unsettled.fetch_add(1, Ordering::Relaxed);
                                 match decode_delivery(w) {

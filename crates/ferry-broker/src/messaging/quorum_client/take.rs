@@ -1,0 +1,201 @@
+//! A remote take whose deliveries are never stranded. A take long-polls
+//! the queue's leader, which hands the deliveries to this node's session
+//! as soon as it answers. If the consumer goes away while the call is out
+//! (basic.cancel and closed channels abort the consumer's task, dropping
+//! its future), or between the answer and its buffering, nobody would
+//! deliver or settle them: the session keeps them (renewed while this
+//! node holds deliveries) until the node dies. So the call runs in a task
+//! of its own, and what it brings back for a consumer that is gone is
+//! handed back to the queue (requeued, like a closed channel's deliveries).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::task::JoinHandle;
+
+use super::QuorumClient;
+use crate::metadata::{PeerError, PeerReply, PeerRequest, WireDelivery};
+
+/// A take on its way; dropped before it finished, it hands back what the
+/// leader answers.
+struct InFlight {
+    client: Arc<QuorumClient>,
+    call: Option<JoinHandle<Result<PeerReply, PeerError>>>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let Some(call) = self.call.take() else { return };
+        let client = self.client.clone();
+        // The consumer's runtime is still running (only its task ended).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Ok(Ok(PeerReply::QueueDeliveries { deliveries, .. })) = call.await {
+                    client.hand_back(&deliveries);
+                }
+            });
+        }
+    }
+}
+
+impl QuorumClient {
+    /// Sends `take` (a [`PeerRequest::QueueTake`]) to `node` and returns
+    /// its answer; if the caller stops waiting first, the deliveries go
+    /// back to the queue when the answer comes.
+    pub(super) async fn take_from(self: &Arc<Self>, node: i32, take: PeerRequest) -> Result<PeerReply, PeerError> {
+        let client = self.clone();
+        let call = tokio::spawn(async move { client.call(node, take).await });
+        let mut in_flight = InFlight { client: self.clone(), call: Some(call) };
+        let answer = match in_flight.call.as_mut() {
+            Some(call) => call.await,
+            None => return Err(PeerError::Unavailable("take not started".into())),
+        };
+        in_flight.call = None;
+        answer.unwrap_or_else(|e| Err(PeerError::Unavailable(format!("take task ended: {e}"))))
+    }
+
+    /// Deliveries taken for a consumer that is gone: back to the queue
+    /// through the settlement pipeline (counted as held until answered).
+    pub(super) fn hand_back(self: &Arc<Self>, deliveries: &[WireDelivery]) {
+        if deliveries.is_empty() {
+            return;
+        }
+        self.unsettled.fetch_add(deliveries.len() as i64, Ordering::Relaxed);
+        let offsets: Vec<u64> = deliveries.iter().map(|d| d.offset).collect();
+        self.settle(&[], &offsets, &[]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::sync::Notify;
+
+    use crate::broker::{Broker, BrokerConfig};
+    use crate::messaging::consumer::Credit;
+    use crate::messaging::queue::Published;
+    use crate::messaging::quorum::tests::message;
+    use crate::metadata::{
+        AmqpRequest, Arguments, Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus,
+        MetadataRecord, PeerFuture, PeerRequest, QueueType,
+    };
+
+    /// Node 2's controller: its peer calls reach node 1's broker, and a
+    /// take's answer comes back only after `delay` (the take is out).
+    struct Routed {
+        leader: Arc<Broker>,
+        delay: Duration,
+        answered: Arc<Notify>,
+    }
+
+    impl Controller for Routed {
+        fn submit(&self, _request: ControllerRequest) -> ControllerFuture<ControllerReply> {
+            Box::pin(async { Err(crate::metadata::MetadataError::Unavailable("not in this test".into())) })
+        }
+
+        fn status(&self) -> ControllerStatus {
+            ControllerStatus {
+                node_id: 2,
+                leader: Some(1),
+                term: 1,
+                commit_index: 0,
+                applied_index: 0,
+                voters: vec![1],
+                observers: Vec::new(),
+                waiting: None,
+            }
+        }
+
+        fn call_peer(&self, _node: i32, request: PeerRequest) -> PeerFuture {
+            let (leader, delay, answered) = (self.leader.clone(), self.delay, self.answered.clone());
+            Box::pin(async move {
+                let take = matches!(request, PeerRequest::QueueTake { max, .. } if max > 0);
+                let reply = leader.serve_peer(request).await;
+                if take {
+                    tokio::time::sleep(delay).await;
+                    answered.notify_one();
+                }
+                reply
+            })
+        }
+    }
+
+    /// A consumer on node 2 is cancelled (its task aborted, then removed)
+    /// while its take from the leader on node 1 is out: what node 1 handed
+    /// out for it goes back to the queue (redelivered, flagged) instead of
+    /// staying with node 2's session.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_take_out_when_its_consumer_is_cancelled_hands_its_deliveries_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = Broker::open(BrokerConfig { data_dir: dir.path().join("one"), ..Default::default() }).unwrap();
+        let controller = crate::testing::install(&one);
+        let declare = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
+            vhost: "/".into(),
+            name: "orders".into(),
+            auto_delete: false,
+            arguments: Arguments::default(),
+            queue_type: QueueType::Quorum { group_size: None },
+        });
+        one.submit_change(declare).await.unwrap();
+        let q = one.quorum_queue("/", "orders").unwrap();
+        for i in 0..3 {
+            let Published::Stored(offset) = q.publish(&message(i)).unwrap() else { panic!("refused") };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            q.on_durable(offset, move |ok| {
+                let _ = tx.send(ok);
+            });
+            assert!(rx.await.unwrap());
+        }
+
+        // Node 2 sees the same metadata (the queue led by node 1) and
+        // reaches node 1 through its peer link.
+        let config = BrokerConfig { data_dir: dir.path().join("two"), node_id: 2, ..Default::default() };
+        let two = Broker::open(config).unwrap();
+        let answered = Arc::new(Notify::new());
+        let routed = Routed { leader: one.clone(), delay: Duration::from_millis(500), answered: answered.clone() };
+        two.set_controller(Arc::new(routed));
+        let mut image = controller.image();
+        let mut node = controller.node("127.0.0.1:9093");
+        node.id = 2;
+        image.apply_batch(image.applied_index + 1, &[MetadataRecord::RegisterNode(node)]).unwrap();
+        two.apply_image(Arc::new(image));
+        assert!(two.quorum_queue("/", "orders").is_none(), "led by node 1, not here");
+
+        let client = two.quorum_client("/", "orders");
+        let consumer = client.add_consumer(false, 10);
+        let feed = {
+            let (client, consumer) = (client.clone(), consumer.clone());
+            tokio::spawn(async move {
+                let credit = Notify::new();
+                let _ = client.next_delivery(&consumer, &credit, || Credit::Yes).await;
+            })
+        };
+        // The take reached node 1 (everything is out with node 2's session)
+        // but its answer has not come back: the consumer is cancelled.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while q.ready_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the take reached the leader");
+        feed.abort();
+        let _ = feed.await;
+        client.remove_consumer(&consumer);
+        tokio::time::timeout(Duration::from_secs(10), answered.notified()).await.expect("the take answered");
+
+        // The answer is handed back: the three messages are ready again on
+        // the leader, flagged redelivered.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while q.ready_count() < 3 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the deliveries handed back to the queue");
+        let again = q.take(None).unwrap().unwrap();
+        assert_eq!((&again.message.body[..], again.redelivered), (&b"m0"[..], true));
+    }
+}

@@ -285,6 +285,15 @@ impl QueueHandle {
         }
     }
 
+    /// Deliveries out and not yet settled, as far as this node knows them
+    /// (a queue served elsewhere: 0, its leader keeps them).
+    pub fn unacked_count(&self) -> usize {
+        match self {
+            QueueHandle::Local(q) => q.unacked_count(),
+            QueueHandle::Quorum(c) => c.local().map_or(0, |q| q.unacked_count()),
+        }
+    }
+
     /// Drops every ready message; returns how many.
     pub fn purge(&self) -> Result<u64> {
         match self {

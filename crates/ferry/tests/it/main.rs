@@ -51,6 +51,7 @@ mod replication_faults;
 mod security;
 mod stomp;
 mod stomp_bench;
+mod stomp_cluster;
 mod stomp_support;
 mod stomp_ws;
 mod support;

@@ -346,6 +346,7 @@ impl Broker {
             }
             queue @ (PeerRequest::QueuePublish { .. }
             | PeerRequest::QueueTake { .. }
+            | PeerRequest::QueueConsume { .. }
             | PeerRequest::QueueSettle { .. }
             | PeerRequest::QueuePurge { .. }) => self.serve_queue_peer(queue).await,
             // Transaction calls wait for an ISR: off the async workers.

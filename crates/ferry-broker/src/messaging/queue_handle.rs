@@ -179,7 +179,7 @@ impl QueueHandle {
     pub fn add_consumer(&self, exclusive: bool, window: u16) -> Result<HandleConsumer> {
         match self {
             QueueHandle::Local(q) => Ok(HandleConsumer::Local(q.add_consumer(exclusive)?)),
-            QueueHandle::Quorum(c) => Ok(HandleConsumer::Quorum(c.add_consumer(exclusive, window))),
+            QueueHandle::Quorum(c) => Ok(HandleConsumer::Quorum(c.add_consumer(exclusive, window)?)),
         }
     }
 

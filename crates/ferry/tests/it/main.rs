@@ -5,6 +5,7 @@ mod amqp_bad_input;
 mod amqp_basic;
 mod amqp_cluster;
 mod amqp_cluster_classic;
+mod amqp_cluster_consumers;
 mod amqp_cluster_delayed;
 mod amqp_delayed;
 mod amqp_durability;

@@ -366,6 +366,7 @@ impl Broker {
             }
             queue @ (PeerRequest::QueuePublish { .. }
             | PeerRequest::QueueTake { .. }
+            | PeerRequest::QueueConsume { .. }
             | PeerRequest::QueueSettle { .. }
             | PeerRequest::QueuePurge { .. }) => self.serve_queue_peer(queue).await,
             PeerRequest::MqttRoute { messages } => {

@@ -85,7 +85,7 @@ fn broker_error_code(e: &BrokerError) -> i16 {
             PeerError::NotLeaderOrFollower => E::NotLeaderOrFollower,
             PeerError::OffsetOutOfRange => E::OffsetOutOfRange,
             PeerError::Unavailable(_) => E::RequestTimedOut,
-            PeerError::Failed(_) => E::UnknownServerError,
+            PeerError::Failed(_) | PeerError::AccessRefused(_) => E::UnknownServerError,
             PeerError::Txn(t) => return txn_code(*t, true),
         },
         BrokerError::InvalidConfig(_) => E::InvalidConfig,

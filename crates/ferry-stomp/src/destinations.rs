@@ -22,7 +22,7 @@
 
 use std::sync::Arc;
 
-use ferry_broker::messaging::{self, HeaderValue, Headers, Queue, QueueSpec, Vhost};
+use ferry_broker::messaging::{self, HeaderValue, Headers, QueueHandle, QueueSpec, Vhost};
 
 use crate::error::StompError;
 use crate::server::Access;
@@ -113,11 +113,11 @@ pub fn of_message(exchange: &str, routing_key: &str) -> String {
 }
 
 /// A durable queue for `/queue/<name>`, declared on first use; an
-/// existing queue is used as it was declared.
-pub fn queue(vhost: &Arc<Vhost>, name: &str, owner: u64, check: Check<'_>) -> Result<Arc<Queue>, StompError> {
-    if let Some(q) = vhost.queue(name) {
-        vhost.check_owner(&q, owner)?;
-        return Ok(q);
+/// existing queue is used as it was declared, wherever it is served (a
+/// queue of another node is reached by forwarding, issue #17).
+pub fn queue(vhost: &Arc<Vhost>, name: &str, owner: u64, check: Check<'_>) -> Result<QueueHandle, StompError> {
+    if vhost.queue_handle(name).is_some() {
+        return Ok(vhost.queue_handle_for(name, owner)?);
     }
     check(Access::Configure, "queue", name)?;
     let spec = QueueSpec {
@@ -127,7 +127,7 @@ pub fn queue(vhost: &Arc<Vhost>, name: &str, owner: u64, check: Check<'_>) -> Re
         auto_delete: false,
         arguments: Headers::new(),
     };
-    Ok(vhost.declare_queue(spec, false, owner)?)
+    Ok(vhost.declare_queue_handle(spec, false, owner)?)
 }
 
 /// How a SUBSCRIBE wants its queue.
@@ -147,7 +147,7 @@ pub struct SubscribeOptions {
 /// own (deleted when the subscription ends, unless durable).
 pub struct Resolved {
     /// The queue to consume.
-    pub queue: Arc<Queue>,
+    pub queue: QueueHandle,
     /// Created for this subscription only.
     pub private: bool,
 }
@@ -171,7 +171,7 @@ pub fn subscribe(
         }
         Destination::AmqQueue(n) | Destination::ReplyQueue(n) => {
             check(Access::Read, "queue", n)?;
-            Ok(Resolved { queue: vhost.queue_for(n, owner)?, private: false })
+            Ok(Resolved { queue: vhost.queue_handle_for(n, owner)?, private: false })
         }
         Destination::Topic(key) => bound_queue(vhost, "amq.topic", key, opts, owner, check),
         Destination::Exchange { name, pattern } => bound_queue(vhost, name, pattern, opts, owner, check),
@@ -192,13 +192,7 @@ pub fn subscribe(
             check(Access::Configure, "queue", &spec.name)?;
             check(Access::Read, "queue", &spec.name)?;
             let durable = spec.durable;
-            let q = match vhost.queue(&spec.name) {
-                Some(q) if durable => {
-                    vhost.check_owner(&q, owner)?;
-                    q
-                }
-                _ => vhost.declare_queue(spec, false, owner)?,
-            };
+            let q = own_queue(vhost, spec, owner)?;
             Ok(Resolved { queue: q, private: !durable })
         }
     }
@@ -224,6 +218,16 @@ fn private_spec(
     Ok(QueueSpec { name, durable: false, exclusive_owner: Some(owner), auto_delete: true, arguments })
 }
 
+/// A subscription's own queue: a durable one found (wherever it is
+/// served: a durable subscription's queue is a cluster queue) or
+/// declared; a private one always declared (exclusive, so this node's).
+fn own_queue(vhost: &Arc<Vhost>, spec: QueueSpec, owner: u64) -> Result<QueueHandle, StompError> {
+    if spec.durable && vhost.queue_handle(&spec.name).is_some() {
+        return Ok(vhost.queue_handle_for(&spec.name, owner)?);
+    }
+    Ok(vhost.declare_queue_handle(spec, false, owner)?)
+}
+
 fn bound_queue(
     vhost: &Arc<Vhost>,
     exchange: &str,
@@ -240,18 +244,12 @@ fn bound_queue(
         check(access, "queue", &spec.name)?;
     }
     let durable = spec.durable;
-    let q = match vhost.queue(&spec.name) {
-        Some(q) if durable => {
-            vhost.check_owner(&q, owner)?;
-            q
-        }
-        _ => vhost.declare_queue(spec, false, owner)?,
-    };
+    let q = own_queue(vhost, spec, owner)?;
     if let Err(e) =
         vhost.bind(exchange, messaging::Destination::Queue(q.name().to_string()), pattern, Headers::new(), owner)
     {
-        if !durable {
-            let _ = vhost.delete_if_present(&q);
+        if !durable && let Some(q) = q.as_local() {
+            let _ = vhost.delete_if_present(q);
         }
         return Err(e.into());
     }

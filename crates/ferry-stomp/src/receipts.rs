@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use ferry_broker::Appended;
-use ferry_broker::messaging::{PublishWait, Queue};
+use ferry_broker::messaging::PublishWait;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::codec::{Frame, Version, encode};
@@ -17,8 +17,9 @@ use crate::metrics::StompStats;
 
 /// Something a SEND waits for before it counts as stored.
 pub enum Wait {
-    /// The message at this offset of a durable queue reaching the disk.
-    Queue(Arc<Queue>, u64),
+    /// A message in a queue: on a durable queue's disk, or stored by the
+    /// node serving it (forwarded, issue #17).
+    Queue(PublishWait),
     /// A Kafka append being acknowledged.
     Topic(Appended),
     /// A delayed message reaching its delay store's disk (or, in a
@@ -29,9 +30,9 @@ pub enum Wait {
 impl Wait {
     async fn done(self) -> bool {
         match self {
-            Wait::Queue(q, offset) => {
+            Wait::Queue(wait) => {
                 let (tx, rx) = oneshot::channel();
-                q.on_durable(offset, move |ok| {
+                wait.on_done(move |ok| {
                     let _ = tx.send(ok);
                 });
                 rx.await.unwrap_or(false)

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ferry_broker::messaging::Queue;
+use ferry_broker::messaging::QueueHandle;
 
 /// A connection as listed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,7 +59,7 @@ pub struct SubscriptionInfo {
 #[derive(Clone, Debug)]
 struct Sub {
     destination: String,
-    queue: Arc<Queue>,
+    queue: QueueHandle,
     ack: &'static str,
     prefetch: u32,
     durable: bool,
@@ -107,7 +107,7 @@ impl Registry {
                 connection,
                 id,
                 queue: s.queue.name().to_string(),
-                ready: s.queue.ready_count(),
+                ready: s.queue.counts().0,
                 unacked: s.queue.unacked_count() as u64,
                 destination: s.destination,
                 ack: s.ack,
@@ -131,7 +131,7 @@ pub struct Entry {
 
 impl Entry {
     /// Lists a subscription of this connection.
-    pub fn subscribed(&self, id: &str, destination: &str, queue: Arc<Queue>, ack: &'static str, prefetch: u32) {
+    pub fn subscribed(&self, id: &str, destination: &str, queue: QueueHandle, ack: &'static str, prefetch: u32) {
         if let Some(c) = self.registry.lock().get_mut(&self.id) {
             let sub = Sub { destination: destination.to_string(), queue, ack, prefetch, durable: false };
             c.subs.insert(id.to_string(), sub);

@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
-use ferry_broker::messaging::consumer::{self, Credit};
-use ferry_broker::messaging::{Delivery, Queue};
+use ferry_broker::messaging::consumer::Credit;
+use ferry_broker::messaging::{Delivery, HandleConsumer, QueueHandle};
 use tokio::sync::{Notify, mpsc};
 
 use crate::codec::{Frame, Version, encode};
@@ -71,7 +71,7 @@ pub enum Settle {
 
 struct Unacked {
     sub: Arc<str>,
-    queue: Arc<Queue>,
+    queue: QueueHandle,
     offset: u64,
 }
 
@@ -194,7 +194,7 @@ impl Deliveries {
     /// between taking the message and this: a task stopped at any await
     /// leaves every taken message registered, so [`Deliveries::close`]
     /// returns it.
-    fn prepare(&self, sub: &Arc<str>, d: &Delivery, queue: &Arc<Queue>) -> Option<(Bytes, u64, bool)> {
+    fn prepare(&self, sub: &Arc<str>, d: &Delivery, queue: &QueueHandle) -> Option<(Bytes, u64, bool)> {
         let m = &d.message;
         let mut s = self.lock();
         let live = !s.closed && s.subs.contains_key(sub);
@@ -232,12 +232,13 @@ impl Deliveries {
         Some((out.freeze(), ack_id, auto))
     }
 
-    /// Feeds subscription `sub` from `queue` (as consumer `consumer`) until
-    /// it ends or the connection closes.
-    pub async fn run(self: Arc<Self>, sub: Arc<str>, queue: Arc<Queue>, consumer: u64) {
-        while let Ok(d) = consumer::next_delivery(&queue, consumer, &self.credit, || self.credit(&sub)).await {
+    /// Feeds subscription `sub` from `queue` (as consumer `consumer`,
+    /// wherever the queue is served) until it ends or the connection
+    /// closes.
+    pub async fn run(self: Arc<Self>, sub: Arc<str>, queue: QueueHandle, consumer: HandleConsumer) {
+        while let Ok(d) = queue.next_delivery(&consumer, &self.credit, || self.credit(&sub)).await {
             let Some((frame, ack_id, auto)) = self.prepare(&sub, &d, &queue) else { return };
-            queue.stats.delivered(d.redelivered);
+            queue.delivered(d.redelivered);
             self.stats.delivered();
             if self.out.send(frame).await.is_err() {
                 return;
@@ -270,9 +271,9 @@ impl Deliveries {
 }
 
 fn apply(taken: Vec<Unacked>, how: Settle) {
-    let mut by_queue: Vec<(Arc<Queue>, Vec<u64>)> = Vec::new();
+    let mut by_queue: Vec<(QueueHandle, Vec<u64>)> = Vec::new();
     for u in taken {
-        match by_queue.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
+        match by_queue.iter_mut().find(|(q, _)| q.same(&u.queue)) {
             Some((_, offs)) => offs.push(u.offset),
             None => by_queue.push((u.queue, vec![u.offset])),
         }

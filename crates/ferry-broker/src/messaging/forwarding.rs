@@ -53,7 +53,8 @@ impl Vhost {
     /// crash can repeat the message, a power loss before the page cache is
     /// written back can lose the copy).
     fn publish_routed(&self, exchange: &str, msg: &Message) -> Result<(), MessagingError> {
-        let (queues, topics) = self.route_all(exchange, &msg.routing_key, &msg.headers)?;
+        // Queues served by other nodes too (forwarded, issue #17).
+        let (queues, topics) = self.route_handles(exchange, &msg.routing_key, &msg.headers)?;
         for q in queues {
             if let Err(e) = q.publish(msg) {
                 tracing::warn!(queue = %q.name(), error = %e, "forwarding a message failed");

@@ -179,7 +179,7 @@ impl QueueHandle {
     pub fn add_consumer(&self, exclusive: bool, window: u16) -> Result<HandleConsumer> {
         match self {
             QueueHandle::Local(q) => Ok(HandleConsumer::Local(q.add_consumer(exclusive)?)),
-            QueueHandle::Quorum(c) => Ok(HandleConsumer::Quorum(c.add_consumer(exclusive, window))),
+            QueueHandle::Quorum(c) => Ok(HandleConsumer::Quorum(c.add_consumer(exclusive, window)?)),
         }
     }
 
@@ -282,6 +282,15 @@ impl QueueHandle {
         match self {
             QueueHandle::Local(q) => (q.ready_count(), q.consumer_count()),
             QueueHandle::Quorum(c) => c.counts(),
+        }
+    }
+
+    /// Deliveries out and not yet settled, as far as this node knows them
+    /// (a queue served elsewhere: 0, its leader keeps them).
+    pub fn unacked_count(&self) -> usize {
+        match self {
+            QueueHandle::Local(q) => q.unacked_count(),
+            QueueHandle::Quorum(c) => c.local().map_or(0, |q| q.unacked_count()),
         }
     }
 

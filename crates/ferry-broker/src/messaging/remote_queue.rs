@@ -39,6 +39,9 @@ pub(crate) struct Session {
     queue: Weak<Queue>,
     /// Offsets out with the forwarding node's consumers.
     offsets: BTreeSet<u64>,
+    /// Its consumers registered on `queue`: id in the session -> the
+    /// queue's consumer id.
+    consumers: HashMap<u64, u64>,
     seen: Instant,
 }
 
@@ -163,17 +166,58 @@ impl Broker {
         let s = sessions.entry(key).or_insert_with(|| Session {
             queue: Arc::downgrade(q),
             offsets: BTreeSet::new(),
+            consumers: HashMap::new(),
             seen: Instant::now(),
         });
         if !std::ptr::eq(s.queue.as_ptr(), Arc::as_ptr(q)) {
-            // A new leadership: what the old one handed out comes back by the replay.
+            // A new leadership: what the old one handed out comes back by
+            // the replay; its consumers register again as they take.
             s.queue = Arc::downgrade(q);
             s.offsets.clear();
+            s.consumers.clear();
         }
         s.seen = Instant::now();
         s.offsets.extend(taken.iter().copied());
         for o in settled {
             s.offsets.remove(o);
+        }
+    }
+
+    /// The queue's consumer id of a forwarding node's consumer `remote`
+    /// (its id in `session`, exclusive), registered now if it is not yet
+    /// (its first take, or a new leadership's).
+    fn session_consumer(
+        &self,
+        vhost: &str,
+        name: &str,
+        session: &str,
+        q: &Arc<Queue>,
+        (remote, exclusive): (u64, bool),
+    ) -> Result<u64, PeerError> {
+        self.note_session(vhost, name, session, q, &[], &[]);
+        let mut sessions = lock(&self.queue_sessions);
+        let key = (vhost.to_string(), name.to_string(), session.to_string());
+        let s = sessions.get_mut(&key).ok_or(PeerError::NotLeaderOrFollower)?;
+        if let Some(id) = s.consumers.get(&remote) {
+            return Ok(*id);
+        }
+        let id = q.add_consumer(exclusive).map_err(|e| match e {
+            crate::messaging::MessagingError::AccessRefused(m) => PeerError::AccessRefused(m),
+            other => PeerError::Failed(other.to_string()),
+        })?;
+        s.consumers.insert(remote, id);
+        Ok(id)
+    }
+
+    /// Removes a forwarding node's consumer (its cancel).
+    fn cancel_session_consumer(&self, vhost: &str, name: &str, session: &str, q: &Arc<Queue>, remote: u64) {
+        let key = (vhost.to_string(), name.to_string(), session.to_string());
+        let id = lock(&self.queue_sessions)
+            .get_mut(&key)
+            .filter(|s| std::ptr::eq(s.queue.as_ptr(), Arc::as_ptr(q)))
+            .and_then(|s| s.consumers.remove(&remote));
+        if let Some(id) = id {
+            q.remove_consumer(id);
         }
     }
 
@@ -204,6 +248,9 @@ impl Broker {
         };
         for s in expired {
             let Some(q) = s.queue.upgrade() else { continue };
+            for id in s.consumers.values() {
+                q.remove_consumer(*id);
+            }
             let offsets: Vec<u64> = s.offsets.into_iter().collect();
             tracing::info!(queue = %q.name(), deliveries = offsets.len(), "a forwarding node's session expired");
             if let Err(e) = q.requeue(&offsets) {
@@ -229,8 +276,22 @@ impl Broker {
                 }
                 Ok(PeerReply::QueueStored(stored))
             }
-            PeerRequest::QueueTake { vhost, queue, session, max, wait_ms } => {
+            PeerRequest::QueueConsume { vhost, queue, session, consumer, exclusive, cancel } => {
                 let q = self.served_queue(&vhost, &queue)?;
+                if cancel {
+                    self.cancel_session_consumer(&vhost, &queue, &session, &q, consumer);
+                } else {
+                    self.session_consumer(&vhost, &queue, &session, &q, (consumer, exclusive))?;
+                }
+                Ok(PeerReply::Done)
+            }
+            PeerRequest::QueueTake { vhost, queue, session, max, wait_ms, consumer } => {
+                let q = self.served_queue(&vhost, &queue)?;
+                // A consumer's take respects single-active-consumer.
+                let taker = match consumer {
+                    Some(c) if max > 0 => Some(self.session_consumer(&vhost, &queue, &session, &q, c)?),
+                    _ => None,
+                };
                 let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms).min(MAX_WAIT);
                 let mut out = Vec::new();
                 loop {
@@ -238,7 +299,7 @@ impl Broker {
                     tokio::pin!(available);
                     available.as_mut().enable();
                     while out.len() < max as usize {
-                        match q.take(None).map_err(PeerError::from)? {
+                        match q.take(taker).map_err(PeerError::from)? {
                             Some(d) => out.push(d),
                             None => break,
                         }

@@ -114,6 +114,29 @@ pub enum PeerRequest {
         max: u32,
         /// Long-poll bound, ms.
         wait_ms: u64,
+        /// The forwarding node's consumer taking (its id in the session,
+        /// exclusive): registered on the leader on its first take (a new
+        /// leader's too), so single-active-consumer and the consumer count
+        /// see it. Absent: basic.get and renewals.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        consumer: Option<(u64, bool)>,
+    },
+    /// Registers (or, `cancel`, removes) a forwarding node's consumer on
+    /// the leader: answered [`PeerReply::Done`], or
+    /// [`PeerError::AccessRefused`] when an exclusive consumer conflicts.
+    QueueConsume {
+        /// Virtual host.
+        vhost: String,
+        /// Queue name.
+        queue: String,
+        /// The forwarding node's session.
+        session: String,
+        /// The consumer's id in the session.
+        consumer: u64,
+        /// An exclusive consumer.
+        exclusive: bool,
+        /// Removes the consumer instead.
+        cancel: bool,
     },
     /// Acks, returns (requeue) and rejects of a forwarding node's
     /// deliveries, answered once the cursor records are on the ISR.
@@ -210,6 +233,9 @@ pub enum PeerError {
     /// Any other failure, with its message.
     #[error("{0}")]
     Failed(String),
+    /// An exclusive consumer refused (AMQP 403).
+    #[error("{0}")]
+    AccessRefused(String),
 }
 
 impl From<BrokerError> for PeerError {

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use ferry_broker::messaging::{Queue, Vhost};
+use ferry_broker::messaging::{HandleConsumer, Queue, QueueHandle, Vhost};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -40,8 +40,8 @@ const OUTBOX_FRAMES: usize = 256;
 const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 
 struct SubHandle {
-    queue: Arc<Queue>,
-    consumer: u64,
+    queue: QueueHandle,
+    consumer: HandleConsumer,
     task: JoinHandle<()>,
     /// The subscription's own queue (deleted when it ends).
     private: bool,

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use ferry_broker::messaging::{Message, MessagingError, Published, QueueSpec};
+use ferry_broker::messaging::{HandlePublished, Message, MessagingError, QueueHandle, QueueSpec};
 use ferry_util::time::now_ms;
 
 use super::Conn;
@@ -78,7 +78,7 @@ impl Conn {
             // Publishing to another connection's exclusive queue is
             // allowed, as through AMQP's default exchange.
             Destination::AmqQueue(n) | Destination::ReplyQueue(n) => {
-                vhost.queue(n).ok_or_else(|| missing_queue(n))?;
+                vhost.queue_handle(n).ok_or_else(|| missing_queue(n))?;
                 msg.routing_key = n.clone();
             }
             Destination::TempQueue(x) => msg.routing_key = self.temp_queue(x)?,
@@ -115,16 +115,17 @@ impl Conn {
                 return Ok(vec![Wait::Topic(vhost.publish_to_topic(topic, &msg)?)]);
             }
         }
-        let (queues, topics) = vhost.route_all(&msg.exchange, &msg.routing_key, &msg.headers)?;
+        // Queues served by other nodes too (forwarded, issue #17).
+        let (queues, topics) = vhost.route_handles(&msg.exchange, &msg.routing_key, &msg.headers)?;
         let mut waits = Vec::with_capacity(queues.len() + topics.len());
         for t in &topics {
             waits.push(Wait::Topic(vhost.publish_to_topic(t, &msg)?));
         }
         for q in queues {
             match q.publish(&msg)? {
-                Published::Stored(offset) if msg.persistent && q.spec.durable => waits.push(Wait::Queue(q, offset)),
-                Published::Stored(_) => {}
-                Published::Rejected => {
+                HandlePublished::Stored(wait) => waits.push(Wait::Queue(wait)),
+                HandlePublished::Volatile => {}
+                HandlePublished::Rejected => {
                     return Err(MessagingError::PreconditionFailed(format!(
                         "queue '{}' in vhost '{}' is full and refuses messages",
                         q.name(),
@@ -159,7 +160,8 @@ impl Conn {
         let q = self.vhost.declare_queue(spec, false, self.id)?;
         let dest = format!("/temp-queue/{x}");
         let id: Arc<str> = dest.as_str().into();
-        self.start_subscription(id, q.clone(), AckMode::Auto, 0, (&dest.clone(), Some(dest)), false, false)?;
+        let handle = QueueHandle::Local(q.clone());
+        self.start_subscription(id, handle, AckMode::Auto, 0, (&dest.clone(), Some(dest)), false, false)?;
         self.temp.insert(x.to_string(), q.clone());
         Ok(q.name().to_string())
     }

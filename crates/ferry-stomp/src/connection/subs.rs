@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ferry_broker::messaging::Queue;
+use ferry_broker::messaging::QueueHandle;
 use tracing::Instrument;
 
 use super::{Conn, SubHandle};
@@ -71,8 +71,11 @@ impl Conn {
             resolved.private,
             is_true(f, "exclusive"),
         );
-        if r.is_err() && resolved.private {
-            let _ = self.vhost.delete_if_present(&resolved.queue);
+        if r.is_err()
+            && resolved.private
+            && let Some(q) = resolved.queue.as_local()
+        {
+            let _ = self.vhost.delete_if_present(q);
         }
         if let Some(h) = self.subs.get_mut(&id) {
             h.durable = opts.durable
@@ -91,19 +94,22 @@ impl Conn {
     pub(super) fn start_subscription(
         &mut self,
         id: Arc<str>,
-        queue: Arc<Queue>,
+        queue: QueueHandle,
         mode: AckMode,
         prefetch: u32,
         (listed_as, destination): (&str, Option<String>),
         private: bool,
         exclusive: bool,
     ) -> Result<(), StompError> {
-        let consumer = queue.add_consumer(exclusive)?;
+        // A forwarded consumer takes at most its prefetch per call.
+        let window = u16::try_from(prefetch).unwrap_or(u16::MAX);
+        let consumer = queue.add_consumer(exclusive, window)?;
         if !self.deliveries.add(&id, mode, prefetch, destination) {
-            queue.remove_consumer(consumer);
+            queue.remove_consumer(&consumer);
             return Err(StompError::protocol(format!("duplicate subscription id {id:?}")));
         }
-        let task = tokio::spawn(self.deliveries.clone().run(id.clone(), queue.clone(), consumer).in_current_span());
+        let task =
+            tokio::spawn(self.deliveries.clone().run(id.clone(), queue.clone(), consumer.clone()).in_current_span());
         self.listed.subscribed(&id, listed_as, queue.clone(), mode.as_str(), prefetch);
         self.subs.insert(id, SubHandle { queue, consumer, task, private, durable: false });
         Ok(())
@@ -119,9 +125,9 @@ impl Conn {
         let h = self.subs.remove(id).ok_or_else(|| StompError::protocol(format!("no subscription {id:?}")))?;
         let (queue, durable) = (h.queue.clone(), h.durable);
         self.end_subscription(id, h);
-        if (is_true(f, "durable") || is_true(f, "persistent")) && durable && queue.consumer_count() == 0 {
+        if (is_true(f, "durable") || is_true(f, "persistent")) && durable && queue.counts().1 == 0 {
             self.check(Access::Configure, "queue", queue.name())?;
-            self.vhost.delete_queue(queue.name(), false, false, self.id)?;
+            self.vhost.delete_queue_handle(queue.name(), false, false, self.id)?;
         }
         Ok(())
     }
@@ -132,9 +138,12 @@ impl Conn {
         h.task.abort();
         self.deliveries.remove(id);
         self.listed.unsubscribed(id);
-        let last = h.queue.remove_consumer(h.consumer);
-        if (last || h.private)
-            && let Err(e) = self.vhost.delete_if_present(&h.queue)
+        // The last consumer of a local auto-delete queue, or the
+        // subscription's own (local, exclusive) queue.
+        let last = h.queue.remove_consumer(&h.consumer);
+        let own = if h.private { h.queue.as_local().cloned() } else { None };
+        if let Some(q) = last.or(own)
+            && let Err(e) = self.vhost.delete_if_present(&q)
         {
             tracing::warn!(queue = %h.queue.name(), error = %e, "deleting a subscription queue failed");
         }

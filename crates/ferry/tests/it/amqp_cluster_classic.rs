@@ -212,3 +212,50 @@ fn a_classic_queue_is_served_through_every_node() {
     });
     drop((conn1, conn3));
 }
+
+/// Dead letters follow forwarding too: node 2's classic queue dead-letters
+/// (through the default exchange) into a classic queue held by node 1; a
+/// client on node 3 rejects the message and finds the dead letter.
+#[test]
+fn dead_letters_reach_a_queue_held_by_another_node() {
+    let _guard =
+        watchdog("amqp_cluster_classic::dead_letters_reach_a_queue_held_by_another_node", Duration::from_secs(180));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let c = Cluster::start(3);
+    for id in c.ids() {
+        c.wait_for_brokers(id, &[1, 2, 3]);
+    }
+    rt.block_on(async {
+        let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+        let conn1 = connect(c.node(1)).await;
+        let ch1 = conn1.create_channel().await.unwrap();
+        ch1.queue_declare("dead".into(), durable, classic()).await.expect("dead, held by node 1");
+        let conn2 = connect(c.node(2)).await;
+        let ch2 = conn2.create_channel().await.unwrap();
+        let mut args = classic();
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString("dead".into()));
+        ch2.queue_declare("work".into(), durable, args).await.expect("work, held by node 2");
+        let conn3 = connect(c.node(3)).await;
+        let ch3 = conn3.create_channel().await.unwrap();
+        ch3.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        publish(&ch3, "", "work", b"doomed", persistent()).await;
+        let m = ch3
+            .basic_get("work".into(), BasicGetOptions { no_ack: false })
+            .await
+            .expect("basic.get through node 3")
+            .expect("the message");
+        m.delivery.reject(BasicRejectOptions { requeue: false }).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = ch3.basic_get("dead".into(), BasicGetOptions { no_ack: true }).await.expect("basic.get");
+            if let Some(m) = got {
+                assert_eq!(m.delivery.data, b"doomed");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the dead letter never reached node 1's queue");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drop((conn1, conn2, conn3));
+    });
+}

@@ -395,22 +395,69 @@ impl QuorumClient {
     }
 
     /// A new consumer; `window` is how many deliveries it may hold (its
-    /// prefetch; 0 = unlimited).
-    pub fn add_consumer(self: &Arc<Self>, exclusive: bool, window: u16) -> Arc<QuorumConsumer> {
+    /// prefetch; 0 = unlimited). Registered on the node serving the queue
+    /// now (again on each later leader as it takes), so the leader counts
+    /// it and applies single-active-consumer and exclusive consume across
+    /// nodes: refused (403) beside an exclusive consumer, or exclusive
+    /// beside any.
+    pub fn add_consumer(self: &Arc<Self>, exclusive: bool, window: u16) -> Result<Arc<QuorumConsumer>, MessagingError> {
         let window = if window == 0 { 64 } else { u32::from(window) };
-        Arc::new(QuorumConsumer {
+        let c = Arc::new(QuorumConsumer {
             id: self.next_consumer.fetch_add(1, Ordering::Relaxed),
             exclusive,
             window,
             buffer: Mutex::default(),
             local: Mutex::default(),
             removed: AtomicBool::new(false),
-        })
+        });
+        match self.target() {
+            Target::Local(q) => {
+                self.local_id(&c, &q)?;
+            }
+            Target::Remote { node, .. } => {
+                let register = PeerRequest::QueueConsume {
+                    vhost: self.vhost.clone(),
+                    queue: self.name.clone(),
+                    session: self.session.clone(),
+                    consumer: c.id,
+                    exclusive,
+                    cancel: false,
+                };
+                match self.call_blocking(node, register) {
+                    Err(MessagingError::Internal(crate::BrokerError::Peer(PeerError::AccessRefused(m)))) => {
+                        return Err(MessagingError::AccessRefused(m));
+                    }
+                    // Not answered now: registered by its first take.
+                    Err(e) => tracing::debug!(queue = %self.name, error = %e, "registering a consumer failed"),
+                    Ok(_) => {}
+                }
+            }
+            Target::Unavailable | Target::Down { .. } | Target::Deleted => {}
+        }
+        Ok(c)
     }
 
     /// The consumer is gone: its unsent deliveries go back, and so do those
-    /// of a take still out for it (`take.rs`).
+    /// of a take still out for it (`take.rs`); the node serving the queue
+    /// forgets it.
     pub fn remove_consumer(self: &Arc<Self>, c: &QuorumConsumer) {
+        if let Target::Remote { node, .. } = self.target()
+            && let Some(rt) = self.broker.upgrade().and_then(|b| b.runtime_handle())
+        {
+            let cancel = PeerRequest::QueueConsume {
+                vhost: self.vhost.clone(),
+                queue: self.name.clone(),
+                session: self.session.clone(),
+                consumer: c.id,
+                exclusive: c.exclusive,
+                cancel: true,
+            };
+            let me = self.clone();
+            // Unanswered (the leader died): its session's expiry removes it.
+            rt.spawn(async move {
+                let _ = me.call(node, cancel).await;
+            });
+        }
         let buffered: Vec<u64> = {
             let mut buffer = lock(&c.buffer);
             c.removed.store(true, Ordering::Release);
@@ -529,6 +576,7 @@ impl QuorumClient {
                         session: self.session.clone(),
                         max: c.window,
                         wait_ms: TAKE_WAIT_MS,
+                        consumer: Some((c.id, c.exclusive)),
                     };
                     match self.take_from(node, take).await {
                         Ok(PeerReply::QueueDeliveries { deliveries, .. }) => {
@@ -575,6 +623,7 @@ impl QuorumClient {
                     session: self.session.clone(),
                     max: 1,
                     wait_ms: 0,
+                    consumer: None,
                 };
                 match self.call_blocking(node, take)? {
                     PeerReply::QueueDeliveries { deliveries, ready, .. } => {
@@ -626,6 +675,7 @@ impl QuorumClient {
                     session: self.session.clone(),
                     max: 0,
                     wait_ms: 0,
+                    consumer: None,
                 };
                 match self.call_blocking(node, take) {
                     Ok(PeerReply::QueueDeliveries { ready, consumers, .. }) => (ready, consumers),

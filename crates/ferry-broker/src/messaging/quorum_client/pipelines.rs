@@ -126,6 +126,7 @@ pub(super) async fn settler(client: Weak<QuorumClient>) {
                     session: c.session.clone(),
                     max: 0,
                     wait_ms: 0,
+                    consumer: None,
                 };
                 let _ = c.call(node, renew).await;
             }

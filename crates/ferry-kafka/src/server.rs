@@ -6,8 +6,9 @@
 //! parts a handler hands back (waiting for fsync under acks=all, a fetch's
 //! long poll) run as their own tasks, so one slow request holds up neither
 //! the requests behind it nor other connections. The writer task sends the
-//! responses in request order, record data by `sendfile` on plain TCP and
-//! by read + write on TLS ([`ferry_tls::send_file`], [`ferry_tls::copy_file`]),
+//! responses in request order, gathering what is ready into one send;
+//! record data goes by `sendfile` on plain TCP (small ranges are copied
+//! into the send instead) and by read + write on TLS ([`ferry_tls::send_file`], [`ferry_tls::copy_file`]),
 //! where the bytes must be encrypted in user space.
 //!
 //! On an SSL or SASL_SSL listener the TLS handshake runs first, in the
@@ -185,7 +186,7 @@ async fn connection(
     let (mut rd, wr): (Reader, Out) = match stream {
         MaybeTls::Plain(tcp) => {
             let (rd, wr) = tcp.into_split();
-            (Box::new(rd), Out::Plain(wr))
+            (Box::new(rd), Out::Plain { wr, buf: BytesMut::with_capacity(PLAIN_BUFFER) })
         }
         tls => {
             let (rd, wr) = tokio::io::split(tls);
@@ -356,10 +357,23 @@ enum Pending {
     Task(JoinHandle<Response>),
 }
 
+/// Plain TCP: responses (size prefix, encoded parts, and record ranges up
+/// to [`SMALL_RANGE`]) are gathered here and leave in one `send`, so a
+/// small response is one syscall and one segment, not four; the client
+/// wakes once for it.
+const PLAIN_BUFFER: usize = 64 * 1024;
+
+/// Record ranges up to this size are copied into the send buffer (one
+/// `pread` from the page cache) rather than sent by `sendfile` between two
+/// more sends: at low rates a fetch carries a batch or two, and the extra
+/// syscalls and segments cost more than the copy.
+const SMALL_RANGE: u64 = 16 * 1024;
+
 /// The writing side of a connection.
 enum Out {
-    /// Plain TCP: record data goes by `sendfile`.
-    Plain(OwnedWriteHalf),
+    /// Plain TCP: large record ranges go by `sendfile`, the rest through
+    /// `buf` (see [`PLAIN_BUFFER`]).
+    Plain { wr: OwnedWriteHalf, buf: BytesMut },
     /// TLS: record data is read and written through the encryption.
     Tls(BufWriter<WriteHalf<MaybeTls>>),
 }
@@ -367,25 +381,62 @@ enum Out {
 impl Out {
     async fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
         match self {
-            Out::Plain(w) => w.write_all(b).await,
+            Out::Plain { wr, buf } => {
+                if buf.len() + b.len() > PLAIN_BUFFER {
+                    send_buffered(wr, buf).await?;
+                }
+                if b.len() >= PLAIN_BUFFER {
+                    return wr.write_all(b).await;
+                }
+                buf.extend_from_slice(b);
+                Ok(())
+            }
             Out::Tls(w) => w.write_all(b).await,
         }
     }
 
     async fn file(&mut self, slice: &ferry_broker::ReadSlice) -> std::io::Result<()> {
         match self {
-            Out::Plain(w) => ferry_tls::send_file(w.as_ref(), &slice.file, slice.position, slice.len).await,
+            Out::Plain { wr, buf } => {
+                let len = slice.len as usize;
+                if slice.len <= SMALL_RANGE {
+                    if buf.len() + len > PLAIN_BUFFER {
+                        send_buffered(wr, buf).await?;
+                    }
+                    let at = buf.len();
+                    buf.resize(at + len, 0);
+                    // A short file fails here as `sendfile` would below.
+                    if let Err(e) =
+                        std::os::unix::fs::FileExt::read_exact_at(&*slice.file, &mut buf[at..], slice.position)
+                    {
+                        buf.truncate(at);
+                        return Err(e);
+                    }
+                    return Ok(());
+                }
+                send_buffered(wr, buf).await?;
+                ferry_tls::send_file(wr.as_ref(), &slice.file, slice.position, slice.len).await
+            }
             Out::Tls(w) => ferry_tls::copy_file(w, &slice.file, slice.position, slice.len).await,
         }
     }
 
-    /// Pushes buffered TLS records out (a plain socket buffers nothing).
+    /// Pushes what is buffered out (TLS records, or the plain send buffer).
     async fn flush(&mut self) -> std::io::Result<()> {
         match self {
-            Out::Plain(_) => Ok(()),
+            Out::Plain { wr, buf } => send_buffered(wr, buf).await,
             Out::Tls(w) => w.flush().await,
         }
     }
+}
+
+/// Sends and empties a plain connection's send buffer.
+async fn send_buffered(wr: &mut OwnedWriteHalf, buf: &mut BytesMut) -> std::io::Result<()> {
+    if !buf.is_empty() {
+        wr.write_all(buf).await?;
+        buf.clear();
+    }
+    Ok(())
 }
 
 async fn write_responses(mut wr: Out, mut rx: mpsc::Receiver<Pending>) -> std::io::Result<()> {
@@ -407,9 +458,7 @@ async fn write_responses(mut wr: Out, mut rx: mpsc::Receiver<Pending>) -> std::i
             return Err(std::io::Error::other("response could not be encoded"));
         }
         let total: usize = response.chunks.iter().map(Chunk::len).sum();
-        let mut head = BytesMut::with_capacity(4);
-        head.extend_from_slice(&(total as i32).to_be_bytes());
-        wr.write_all(&head).await?;
+        wr.write_all(&(total as i32).to_be_bytes()).await?;
         for chunk in &response.chunks {
             match chunk {
                 Chunk::Bytes(b) => wr.write_all(b).await?,

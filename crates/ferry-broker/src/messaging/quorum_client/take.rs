@@ -164,7 +164,7 @@ mod tests {
         assert!(two.quorum_queue("/", "orders").is_none(), "led by node 1, not here");
 
         let client = two.quorum_client("/", "orders");
-        let consumer = client.add_consumer(false, 10);
+        let consumer = client.add_consumer(false, 10).expect("a consumer");
         let feed = {
             let (client, consumer) = (client.clone(), consumer.clone());
             tokio::spawn(async move {

@@ -3,13 +3,14 @@
 //! subscriber on node 2, a publisher on node 3. Messages cross nodes; node
 //! 1 is killed with SIGKILL; what is published meanwhile through node 3
 //! reaches the persistent sessions when their clients reconnect to node 2
-//! (session present), QoS 2 exactly once; retained messages are the same
-//! on every node.
+//! (session present), QoS 2 exactly once; the will of a client whose node
+//! died is published by another node; retained messages are the same on
+//! every node.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
 use crate::cluster_support::Cluster;
@@ -112,13 +113,18 @@ async fn persistent_sessions_resume_on_another_node_after_a_kill() {
     c.wait_for_brokers(1, &[1, 2, 3]);
     let port = |c: &Cluster, id: i32| c.node(id).mqtt_port;
 
-    let (q1, mut r1) = client(port(&c, 1), "q1", false, |_| {}).await;
+    let (q1, mut r1) = client(port(&c, 1), "q1", false, |o| {
+        o.set_last_will(LastWill::new("w/q1", "q1 gone", QoS::AtLeastOnce, false));
+    })
+    .await;
     subscribe(&q1, &mut r1, "t/#", QoS::AtLeastOnce).await;
     let (q2, mut r2) = client(port(&c, 1), "q2", false, |_| {}).await;
     subscribe(&q2, &mut r2, "t/#", QoS::ExactlyOnce).await;
     let (clean, mut rc) = client(port(&c, 2), "clean", true, |_| {}).await;
     subscribe(&clean, &mut rc, "t/#", QoS::AtLeastOnce).await;
     let (publisher, mut rp) = client(port(&c, 3), "pub", true, |_| {}).await;
+    let (watcher, mut rw) = client(port(&c, 3), "watcher", true, |_| {}).await;
+    subscribe(&watcher, &mut rw, "w/#", QoS::AtLeastOnce).await;
 
     // A retained message through node 3, seen from node 2.
     publisher.publish("r/cfg", QoS::AtLeastOnce, true, "v1").await.unwrap();
@@ -143,6 +149,10 @@ async fn persistent_sessions_resume_on_another_node_after_a_kill() {
     publish_all(&publisher, &mut rp, "t/b", QoS::ExactlyOnce, half2).await;
     let got = received(&mut rc, &dead).await;
     assert!(dead.iter().all(|p| got.contains_key(p)), "clean session on node 2: {got:?}");
+
+    // q1's will: published by a surviving node, since q1's died with it.
+    let will = received(&mut rw, &["q1 gone".to_string()]).await;
+    assert_eq!(will.get("q1 gone"), Some(&1), "{will:?}");
 
     // Their clients come back through node 2: nothing lost, QoS 2 once.
     let (_q2, mut r2, present) = resume(port(&c, 2), "q2").await;

@@ -126,6 +126,7 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
         Err(e) => {
             // The cluster metadata cannot record the session now (no
             // controller quorum): the client may try again, here or elsewhere.
+            tracing::warn!(client = %client_id, error = %e, "session not attached; CONNACK server unavailable");
             wr.write_all(&refuse(reason::SERVER_UNAVAILABLE)).await?;
             return Err(ConnError::Protocol(format!("attaching session {client_id}: {e}")));
         }

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ferry_broker::metadata::{MqttSession, MqttSubscription};
+use ferry_broker::metadata::{MqttSession, MqttSubscription, WillDef};
 use ferry_util::sync::lock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
@@ -125,6 +125,8 @@ pub struct SessionState {
     pub replicated: Option<String>,
     /// The cluster metadata holds it (a persistent session).
     pub recorded: bool,
+    /// Its connection's will as recorded in the metadata.
+    pub will: Option<WillDef>,
     /// Session expiry in seconds (0 ends with the connection; `u32::MAX`
     /// never expires).
     pub expiry: u32,
@@ -175,6 +177,7 @@ impl Session {
                 queue_id,
                 replicated: None,
                 recorded: false,
+                will: None,
                 expiry,
                 subscriptions: HashMap::new(),
                 pending: VecDeque::new(),
@@ -212,6 +215,7 @@ impl SessionState {
     pub fn definition(&self, node: i32, disconnected_at: Option<i64>, queue_limit: u64) -> MqttSession {
         MqttSession {
             queue_limit: Some(queue_limit),
+            will: self.will.clone(),
             node,
             expiry: self.expiry,
             disconnected_at,

@@ -22,6 +22,8 @@ use crate::metadata::PeerRequest;
 const MAX_QUEUED: usize = 16 * 1024;
 /// Messages per call.
 const BATCH: usize = 256;
+/// How long a batch is tried on a peer that does not answer.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Senders by peer node id.
 pub(crate) type PeerRoutes = HashMap<i32, mpsc::Sender<(String, Option<String>)>>;
@@ -32,7 +34,10 @@ impl Broker {
     pub fn route_mqtt_to_peers(self: &Arc<Self>, message: &[u8], origin: Option<&str>) {
         let me = self.node_id();
         let image = self.metadata();
-        let mut peers = image.live_nodes().map(|n| n.id).filter(|id| *id != me).peekable();
+        // Every registered node, fenced or not: a node fenced for missed
+        // heartbeats (a pause, a loaded machine) may still hold clients;
+        // one that is down only fails its own sender's calls.
+        let mut peers = image.nodes.keys().copied().filter(|id| *id != me).peekable();
         if peers.peek().is_none() {
             return;
         }
@@ -52,14 +57,29 @@ impl Broker {
     }
 }
 
-/// Sends what `rx` gets to `node`, in order, batching.
+/// Sends what `rx` gets to `node`, in order, batching; a failed call is
+/// tried again for up to [`RETRY_FOR`] (a retry after a call that reached
+/// the peer but lost its answer hands the batch over twice: at least once),
+/// then the batch is dropped for that node.
 async fn send_to(broker: std::sync::Weak<Broker>, node: i32, mut rx: mpsc::Receiver<(String, Option<String>)>) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let Some(controller) = broker.upgrade().and_then(|b| b.controller.get().cloned()) else { return };
         let messages = std::mem::take(&mut batch);
-        if let Err(e) = controller.call_peer(node, PeerRequest::MqttRoute { messages }).await {
-            tracing::debug!(node, error = %e, "routing MQTT messages to a peer failed");
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
+        loop {
+            let Some(controller) = broker.upgrade().and_then(|b| b.controller.get().cloned()) else { return };
+            let request = PeerRequest::MqttRoute { messages: messages.clone() };
+            match controller.call_peer(node, request).await {
+                Ok(_) => break,
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!(node, error = %e, messages = messages.len(), "MQTT messages not routed to a peer");
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(node, error = %e, "routing MQTT messages to a peer failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
         }
     }
 }

@@ -28,6 +28,9 @@ use crate::metadata::{PeerError, PeerReply, PeerRequest, QueueKind, WireDelivery
 
 /// A forwarding node silent this long loses its deliveries to the queue.
 pub(crate) const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
+/// A fenced node's session silent this long is gone: past the forwarding
+/// node's renewal period (5 s), so a live one is never taken for dead.
+const FENCED_SILENCE: Duration = Duration::from_secs(6);
 /// Longest long-poll of a take (below the cluster port's 10 s call timeout).
 const MAX_WAIT: Duration = Duration::from_secs(5);
 /// How long a forwarded publish or settlement waits for the ISR.
@@ -221,13 +224,16 @@ impl Broker {
         }
     }
 
-    /// Sessions silent past [`SESSION_TIMEOUT`], or of a node the
-    /// controller fenced, hand their deliveries back
+    /// Sessions silent past [`SESSION_TIMEOUT`] (past [`FENCED_SILENCE`]
+    /// for a node the controller fenced) hand their deliveries back
     /// (the housekeeping tick).
     pub(crate) fn expire_queue_sessions(&self) {
         let image = self.metadata();
-        // A session of a node the controller fenced (it died) goes at once:
-        // its node is named first in its id (`QuorumClient`'s "<node>-<uuid>").
+        // A session of a node the controller fenced (it died) goes once
+        // silent for FENCED_SILENCE, not the full SESSION_TIMEOUT: its node
+        // is named first in its id (`QuorumClient`'s "<node>-<uuid>"). Not
+        // at once: a node fenced while alive (a pause, a loaded machine)
+        // still takes and renews, and must keep its deliveries.
         let fenced = |session: &str| {
             session
                 .split_once('-')
@@ -240,7 +246,10 @@ impl Broker {
             let gone: Vec<_> = sessions
                 .iter()
                 .filter(|((_, _, session), s)| {
-                    now.duration_since(s.seen) >= SESSION_TIMEOUT || s.queue.strong_count() == 0 || fenced(session)
+                    let silent = now.duration_since(s.seen);
+                    silent >= SESSION_TIMEOUT
+                        || s.queue.strong_count() == 0
+                        || (silent >= FENCED_SILENCE && fenced(session))
                 })
                 .map(|(k, _)| k.clone())
                 .collect();

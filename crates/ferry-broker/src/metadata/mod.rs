@@ -28,7 +28,7 @@ pub use election::{ElectionError, ElectionResult, ElectionType};
 pub use image::{MetadataImage, NodeInfo, PartitionInfo, TopicInfo, listener};
 pub use mqtt::{
     MAX_RETAINED_BYTES, MAX_SUBSCRIPTIONS, MQTT_VHOST, MqttRecord, MqttSession, MqttState, MqttSubscription,
-    RetainedMessage, mqtt_change,
+    RetainedMessage, WillDef, mqtt_change,
 };
 pub use peer::{PeerError, PeerReply, PeerRequest, WireDelivery};
 pub use reassignment::{complete as complete_reassignment, complete_all as complete_reassignments, reassign};

@@ -75,6 +75,22 @@ pub struct MqttSession {
     /// `reject-publish`: a message past it is dropped for the session).
     #[serde(default)]
     pub queue_limit: Option<u64>,
+    /// The will of its connection on `node`: published by another node if
+    /// `node` dies with the client connected.
+    #[serde(default)]
+    pub will: Option<WillDef>,
+}
+
+/// A connection's will as the metadata keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WillDef {
+    /// The will message, base64 of the front-end's encoding.
+    pub data: String,
+    /// Will delay, seconds.
+    pub delay: u32,
+    /// Message expiry of the will once published, seconds.
+    #[serde(default)]
+    pub expiry: Option<u32>,
 }
 
 /// A retained message: the front-end's encoding of it.
@@ -121,7 +137,19 @@ pub enum MqttRecord {
         /// Session expiry, seconds.
         expiry: u32,
     },
-    /// The session's connection on `node` ended at `at` (wall-clock ms);
+    /// The will of the session's connection on `node` (after its
+    /// `Attach`, which clears the previous connection's); nothing changes
+    /// if the session is attached to another node now.
+    SetWill {
+        /// Client id.
+        client_id: String,
+        /// The node holding the connection.
+        node: i32,
+        /// The will.
+        will: WillDef,
+    },
+    /// The session's connection on `node` ended at `at` (wall-clock ms;
+    /// its will, if any, is that node's to publish, so it is cleared);
     /// nothing changes if the session is attached to another node now.
     Detach {
         /// Client id.
@@ -205,9 +233,14 @@ pub fn mqtt_change(
                 return Err(MetadataError::ResourceNotFound(format!("no MQTT session {client_id}")));
             }
         }
-        MqttRecord::Detach { client_id, node, .. } => {
+        MqttRecord::Detach { client_id, node, .. } | MqttRecord::SetWill { client_id, node, .. } => {
             if image.mqtt.sessions.get(client_id).is_none_or(|s| s.node != *node) {
                 return Ok(records);
+            }
+            if let MqttRecord::SetWill { will, .. } = request
+                && will.data.len() > MAX_RETAINED_BYTES.div_ceil(3) * 4
+            {
+                return invalid(format!("will message over {MAX_RETAINED_BYTES} bytes"));
             }
         }
         MqttRecord::DeleteSession { client_id } => {
@@ -247,11 +280,18 @@ pub(super) fn apply(state: &mut Arc<MqttState>, record: &MqttRecord) {
                 session.node = *node;
                 session.expiry = *expiry;
                 session.disconnected_at = None;
+                session.will = None;
+            }
+        }
+        MqttRecord::SetWill { client_id, node, will } => {
+            if let Some(session) = s.sessions.get_mut(client_id).filter(|s| s.node == *node) {
+                session.will = Some(will.clone());
             }
         }
         MqttRecord::Detach { client_id, node, at } => {
             if let Some(session) = s.sessions.get_mut(client_id).filter(|s| s.node == *node) {
                 session.disconnected_at = Some(*at);
+                session.will = None;
             }
         }
         MqttRecord::DeleteSession { client_id } => {
@@ -303,6 +343,7 @@ mod tests {
             queue: queue.map(String::from),
             local_queue: None,
             queue_limit: Some(10),
+            will: None,
         }
     }
 
@@ -344,8 +385,15 @@ mod tests {
         let s = &image.mqtt.sessions["c"];
         assert_eq!((s.node, s.expiry, s.disconnected_at, s.queue.as_deref()), (2, 30, None, Some("q3")));
         assert_eq!(s.subscriptions.len(), 1);
+        // A will: set by the node holding the connection only, cleared by its detach.
+        let will = WillDef { data: "AA==".into(), delay: 0, expiry: None };
+        let set_will = |node| MqttRecord::SetWill { client_id: "c".into(), node, will: will.clone() };
+        assert_eq!(change(&mut image, set_will(1)).unwrap(), 0);
+        change(&mut image, set_will(2)).unwrap();
+        assert_eq!(image.mqtt.sessions["c"].will, Some(will.clone()));
         change(&mut image, detach(2)).unwrap();
         assert_eq!(image.mqtt.sessions["c"].disconnected_at, Some(7));
+        assert_eq!(image.mqtt.sessions["c"].will, None);
         change(&mut image, MqttRecord::DeleteSession { client_id: "c".into() }).unwrap();
         // A single node's session names no queue.
         change(&mut image, put(session(None, &["x"]))).unwrap();

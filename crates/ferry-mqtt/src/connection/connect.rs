@@ -126,6 +126,7 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
         Err(e) => {
             // The cluster metadata cannot record the session now (no
             // controller quorum): the client may try again, here or elsewhere.
+            tracing::warn!(client = %client_id, error = %e, "session not attached; CONNACK server unavailable");
             wr.write_all(&refuse(reason::SERVER_UNAVAILABLE)).await?;
             return Err(ConnError::Protocol(format!("attaching session {client_id}: {e}")));
         }
@@ -146,6 +147,13 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
     };
     // What an earlier connection left unacknowledged goes out first, DUP.
     let queue = queue.map(|q| q.reader(&session));
+    if let Some(w) = &c.will
+        && auth::may_publish(config, c.username.as_deref(), &client_id, peer, &w.topic)
+        && let Err(e) = hub.record_will(&session, w).await
+    {
+        // Published by this node all the same; only a death of this node loses it.
+        tracing::warn!(client = %client_id, error = %e, "could not record the will");
+    }
     let window = match version {
         Version::V5 => usize::from(c.receive_max.unwrap_or(u16::MAX)),
         Version::V3 => usize::from(config.max_inflight),

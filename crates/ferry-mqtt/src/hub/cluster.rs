@@ -88,13 +88,13 @@ impl Hub {
             st.queue_id = def.local_queue.unwrap_or(st.queue_id);
             st.queue = None;
         }
-        if st.disconnected_at.is_none() {
-            // Ended at the recorded time; a session whose node died with
-            // the client connected counts from now.
-            let ago = def.disconnected_at.map_or(0, |t| u64::try_from(now_ms() - t).unwrap_or(0));
-            st.disconnected_at =
-                Some(Instant::now().checked_sub(Duration::from_millis(ago)).unwrap_or_else(Instant::now));
-        }
+        st.will = def.will.clone();
+        // Ended at the recorded time; still connected to another node:
+        // none (if that node died, `orphans` counts from when it was noticed).
+        st.disconnected_at = def.disconnected_at.map(|t| {
+            let ago = Duration::from_millis(u64::try_from(now_ms() - t).unwrap_or(0));
+            Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
+        });
         if st.subscription_defs() == def.subscriptions {
             return;
         }
@@ -204,6 +204,7 @@ mod tests {
             queue: None,
             local_queue: Some(77),
             queue_limit: None,
+            will: None,
         };
         broker.submit_mqtt(MqttRecord::PutSession { client_id: "far".into(), session: far }).await.unwrap();
         let routed = hub.publish(message("t/x", 1)).unwrap();

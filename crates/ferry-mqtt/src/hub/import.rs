@@ -35,6 +35,7 @@ impl Hub {
                 queue: None,
                 local_queue: Some(old.queue_id),
                 queue_limit: None,
+                will: None,
             };
             self.broker.submit_mqtt_blocking(MqttRecord::PutSession { client_id: client_id.clone(), session })?;
         }

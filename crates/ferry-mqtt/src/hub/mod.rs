@@ -15,6 +15,7 @@ mod routing;
 mod session_queue;
 mod sessions;
 mod subscriptions;
+mod wills;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -51,6 +52,9 @@ pub struct Hub {
     shared_next: Mutex<HashMap<Arc<str>, usize>>,
     /// The image's MQTT state the sessions were last synchronised with.
     synced: Mutex<Arc<MqttState>>,
+    /// Sessions whose node died with their client connected, by client id:
+    /// when this node noticed, and whether their will went out (`wills`).
+    orphans: Mutex<HashMap<String, (std::time::Instant, bool)>>,
     /// QoS 2 packet ids received and not yet released, per persistent
     /// session (value: the ids, u16 big-endian), so a restart keeps
     /// exactly-once for exchanges half done.
@@ -87,6 +91,7 @@ impl Hub {
             tree: RwLock::new(TopicTree::default()),
             shared_next: Mutex::new(HashMap::new()),
             synced: Mutex::new(Arc::default()),
+            orphans: Mutex::default(),
             qos2,
             released,
             queues,

@@ -200,6 +200,8 @@ impl Hub {
             if current {
                 st.online = None;
                 st.disconnected_at = Some(Instant::now());
+                // Published (or dropped) by this node: the record's goes with the detach.
+                st.will = None;
             }
             let mut spill: Vec<Delivery> = unacked;
             spill.extend(st.pending.drain(..));
@@ -373,16 +375,16 @@ impl Hub {
                 def.node == me || (!image.live_nodes().any(|n| n.id == def.node) && first_live.is_none_or(|n| n == me))
             }
         };
+        let orphans = self.orphans(&image);
         let now = Instant::now();
         let expired: Vec<Arc<Session>> = lock(&self.sessions)
             .values()
             .filter(|s| {
                 let st = s.lock();
+                let since = st.disconnected_at.or_else(|| orphans.get(&*s.client_id).copied());
                 st.online.is_none()
                     && st.expiry != u32::MAX
-                    && st
-                        .disconnected_at
-                        .is_some_and(|t| now.duration_since(t) >= Duration::from_secs(st.expiry.into()))
+                    && since.is_some_and(|t| now.duration_since(t) >= Duration::from_secs(st.expiry.into()))
             })
             .filter(|s| ours(&s.client_id))
             .cloned()

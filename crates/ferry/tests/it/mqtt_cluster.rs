@@ -3,36 +3,51 @@
 //! subscriber on node 2, a publisher on node 3. Messages cross nodes; node
 //! 1 is killed with SIGKILL; what is published meanwhile through node 3
 //! reaches the persistent sessions when their clients reconnect to node 2
-//! (session present), QoS 2 exactly once; retained messages are the same
-//! on every node.
+//! (session present), QoS 2 exactly once; the will of a client whose node
+//! died is published by another node; retained messages are the same on
+//! every node.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
 use crate::cluster_support::Cluster;
 use crate::mqtt_clients::{client, expect};
 use crate::support::watchdog;
 
-/// A connected client (no reconnects) and whether its session was present.
-async fn resume(port: u16, id: &str) -> (AsyncClient, mpsc::UnboundedReceiver<Packet>, bool) {
-    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
-    opts.set_clean_session(false).set_keep_alive(Duration::from_secs(30));
-    let (c, mut el) = AsyncClient::new(opts, 100);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok(ev) = el.poll().await {
-            if let Event::Incoming(p) = ev
-                && tx.send(p).is_err()
-            {
-                return;
-            }
+/// A connected client with a persistent session (no reconnects) and
+/// whether its session was present. A refused or dropped connection is
+/// tried again (30 s at most): a node answers "server unavailable" while
+/// the cluster metadata cannot record the session (an election under load).
+async fn resume(port: u16, id: &str, will: Option<LastWill>) -> (AsyncClient, mpsc::UnboundedReceiver<Packet>, bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_clean_session(false).set_keep_alive(Duration::from_secs(30));
+        if let Some(w) = will.clone() {
+            opts.set_last_will(w);
         }
-    });
-    let Packet::ConnAck(ack) = expect(&mut rx, |p| matches!(p, Packet::ConnAck(_))).await else { unreachable!() };
-    (c, rx, ack.session_present)
+        let (c, mut el) = AsyncClient::new(opts, 100);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(ev) = el.poll().await {
+                if let Event::Incoming(p) = ev
+                    && tx.send(p).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        if let Ok(Some(Packet::ConnAck(ack))) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await
+            && ack.code == rumqttc::ConnectReturnCode::Success
+        {
+            return (c, rx, ack.session_present);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{id} could not connect through port {port}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn subscribe(c: &AsyncClient, rx: &mut mpsc::UnboundedReceiver<Packet>, filter: &str, qos: QoS) {
@@ -112,13 +127,16 @@ async fn persistent_sessions_resume_on_another_node_after_a_kill() {
     c.wait_for_brokers(1, &[1, 2, 3]);
     let port = |c: &Cluster, id: i32| c.node(id).mqtt_port;
 
-    let (q1, mut r1) = client(port(&c, 1), "q1", false, |_| {}).await;
+    let will = LastWill::new("w/q1", "q1 gone", QoS::AtLeastOnce, false);
+    let (q1, mut r1, _) = resume(port(&c, 1), "q1", Some(will)).await;
     subscribe(&q1, &mut r1, "t/#", QoS::AtLeastOnce).await;
-    let (q2, mut r2) = client(port(&c, 1), "q2", false, |_| {}).await;
+    let (q2, mut r2, _) = resume(port(&c, 1), "q2", None).await;
     subscribe(&q2, &mut r2, "t/#", QoS::ExactlyOnce).await;
     let (clean, mut rc) = client(port(&c, 2), "clean", true, |_| {}).await;
     subscribe(&clean, &mut rc, "t/#", QoS::AtLeastOnce).await;
     let (publisher, mut rp) = client(port(&c, 3), "pub", true, |_| {}).await;
+    let (watcher, mut rw) = client(port(&c, 3), "watcher", true, |_| {}).await;
+    subscribe(&watcher, &mut rw, "w/#", QoS::AtLeastOnce).await;
 
     // A retained message through node 3, seen from node 2.
     publisher.publish("r/cfg", QoS::AtLeastOnce, true, "v1").await.unwrap();
@@ -144,13 +162,17 @@ async fn persistent_sessions_resume_on_another_node_after_a_kill() {
     let got = received(&mut rc, &dead).await;
     assert!(dead.iter().all(|p| got.contains_key(p)), "clean session on node 2: {got:?}");
 
+    // q1's will: published by a surviving node, since q1's died with it.
+    let will = received(&mut rw, &["q1 gone".to_string()]).await;
+    assert_eq!(will.get("q1 gone"), Some(&1), "{will:?}");
+
     // Their clients come back through node 2: nothing lost, QoS 2 once.
-    let (_q2, mut r2, present) = resume(port(&c, 2), "q2").await;
+    let (_q2, mut r2, present) = resume(port(&c, 2), "q2", None).await;
     assert!(present, "q2's session resumed on node 2");
     let got = received(&mut r2, &dead).await;
     let once: BTreeMap<String, usize> = dead.iter().map(|p| (p.clone(), 1)).collect();
     assert_eq!(got, once, "every message published meanwhile, exactly once, nothing from before");
-    let (_q1, mut r1, present) = resume(port(&c, 2), "q1").await;
+    let (_q1, mut r1, present) = resume(port(&c, 2), "q1", None).await;
     assert!(present, "q1's session resumed on node 2");
     let got = received(&mut r1, &dead).await;
     assert!(dead.iter().all(|p| got.contains_key(p)), "QoS 1: every message published meanwhile: {got:?}");

@@ -130,6 +130,8 @@ pub struct QuorumConsumer {
     buffer: Mutex<Buffered>,
     /// Its registration on the local queue, while this node leads.
     local: Mutex<Option<(Weak<Queue>, u64)>>,
+    /// Takes answered by remote leaders (the next take's number).
+    takes: AtomicU64,
 }
 
 impl std::fmt::Debug for QuorumConsumer {
@@ -347,6 +349,7 @@ impl QuorumClient {
             window,
             buffer: Mutex::default(),
             local: Mutex::default(),
+            takes: AtomicU64::new(0),
         });
         match self.target() {
             Target::Local(q) => {
@@ -510,9 +513,11 @@ impl QuorumClient {
                         max: c.window,
                         wait_ms: TAKE_WAIT_MS,
                         consumer: Some((c.id, c.exclusive)),
+                        number: Some(c.takes.load(Ordering::Relaxed)),
                     };
                     match self.call(node, take).await {
                         Ok(PeerReply::QueueDeliveries { deliveries, .. }) => {
+                            c.takes.fetch_add(1, Ordering::Relaxed);
                             let mut buffer = lock(&c.buffer);
                             for w in &deliveries {
                                 self.unsettled.fetch_add(1, Ordering::Relaxed);
@@ -551,6 +556,7 @@ impl QuorumClient {
                     max: 1,
                     wait_ms: 0,
                     consumer: None,
+                    number: None,
                 };
                 match self.call_blocking(node, take)? {
                     PeerReply::QueueDeliveries { deliveries, ready, .. } => {
@@ -603,6 +609,7 @@ impl QuorumClient {
                     max: 0,
                     wait_ms: 0,
                     consumer: None,
+                    number: None,
                 };
                 match self.call_blocking(node, take) {
                     Ok(PeerReply::QueueDeliveries { ready, consumers, .. }) => (ready, consumers),

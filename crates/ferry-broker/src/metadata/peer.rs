@@ -120,6 +120,12 @@ pub enum PeerRequest {
         /// see it. Absent: basic.get and renewals.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         consumer: Option<(u64, bool)>,
+        /// The consumer's take number, advanced once a take is answered:
+        /// a retry of a take whose answer was lost (a torn connection)
+        /// gets that take's deliveries again instead of leaving them out
+        /// with a session that never saw them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        number: Option<u64>,
     },
     /// Registers (or, `cancel`, removes) a forwarding node's consumer on
     /// the leader: answered [`PeerReply::Done`], or

@@ -138,7 +138,7 @@ fn a_classic_queue_is_served_through_every_node() {
             }
         }
         // The handed-back m6 comes again, flagged (after what the
-        // consumer's freed prefetch let through meanwhile: held, unacked).
+        // consumer's freed prefetch let through meanwhile: acknowledged).
         loop {
             let d = next_within(&mut cons, wait).await;
             let body = String::from_utf8(d.data.clone()).unwrap();
@@ -149,7 +149,9 @@ fn a_classic_queue_is_served_through_every_node() {
                 break;
             }
             assert!(!d.redelivered, "{body} was never handed back");
-            out_at_kill.insert(body);
+            // Acknowledged, so the prefetch has room for m6.
+            d.ack(BasicAckOptions::default()).await.unwrap();
+            acked.insert(body);
         }
     });
 

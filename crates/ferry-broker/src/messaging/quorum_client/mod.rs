@@ -140,6 +140,8 @@ pub struct QuorumConsumer {
     local: Mutex<Option<(Weak<Queue>, u64)>>,
     /// Removed (cancelled, channel closed): takes answered since go back.
     removed: AtomicBool,
+    /// Takes answered by remote leaders (the next take's number).
+    takes: AtomicU64,
 }
 
 impl std::fmt::Debug for QuorumConsumer {
@@ -409,6 +411,7 @@ impl QuorumClient {
             buffer: Mutex::default(),
             local: Mutex::default(),
             removed: AtomicBool::new(false),
+            takes: AtomicU64::new(0),
         });
         match self.target() {
             Target::Local(q) => {
@@ -577,9 +580,11 @@ impl QuorumClient {
                         max: c.window,
                         wait_ms: TAKE_WAIT_MS,
                         consumer: Some((c.id, c.exclusive)),
+                        number: Some(c.takes.load(Ordering::Relaxed)),
                     };
                     match self.take_from(node, take).await {
                         Ok(PeerReply::QueueDeliveries { deliveries, .. }) => {
+                            c.takes.fetch_add(1, Ordering::Relaxed);
                             let mut buffer = lock(&c.buffer);
                             if c.removed.load(Ordering::Acquire) {
                                 // Removed while the take was out.
@@ -624,6 +629,7 @@ impl QuorumClient {
                     max: 1,
                     wait_ms: 0,
                     consumer: None,
+                    number: None,
                 };
                 match self.call_blocking(node, take)? {
                     PeerReply::QueueDeliveries { deliveries, ready, .. } => {
@@ -676,6 +682,7 @@ impl QuorumClient {
                     max: 0,
                     wait_ms: 0,
                     consumer: None,
+                    number: None,
                 };
                 match self.call_blocking(node, take) {
                     Ok(PeerReply::QueueDeliveries { ready, consumers, .. }) => (ready, consumers),

@@ -127,6 +127,7 @@ pub(super) async fn settler(client: Weak<QuorumClient>) {
                     max: 0,
                     wait_ms: 0,
                     consumer: None,
+                    number: None,
                 };
                 let _ = c.call(node, renew).await;
             }

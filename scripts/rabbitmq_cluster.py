@@ -3,7 +3,9 @@ of the Debian package's server (`apt-get install rabbitmq-server`), each
 with its own node name, AMQP and distribution ports and data directory
 under `root`, one Erlang cookie, joined into one cluster with
 `rabbitmqctl join_cluster`. Every port listens on 127.0.0.1 only (epmd
-too, when this starts it). `stop()` stops the nodes it started, by pid.
+too, when this starts it). `stop()` stops the nodes it started, by pid;
+epmd, the host's shared Erlang port mapper, is left running (stop it with
+`epmd -kill` when no other Erlang node needs it).
 """
 import os
 import signal

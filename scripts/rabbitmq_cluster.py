@@ -3,7 +3,9 @@ of the Debian package's server (`apt-get install rabbitmq-server`), each
 with its own node name, AMQP and distribution ports and data directory
 under `root`, one Erlang cookie, joined into one cluster with
 `rabbitmqctl join_cluster`. Every port listens on 127.0.0.1 only (epmd
-too, when this starts it). `stop()` stops the nodes it started, by pid.
+too, when this starts it). `stop()` stops the nodes it started, by pid;
+epmd, the host's shared Erlang port mapper, is left running (stop it with
+`epmd -kill` when no other Erlang node needs it).
 """
 import os
 import signal
@@ -66,20 +68,32 @@ class RabbitCluster:
         subprocess.run([os.path.join(RABBIT_BIN, "rabbitmqctl"), "-n", node["name"], *args], env=self.env(),
                        check=True, timeout=timeout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
+    def await_startup(self, node, within=180):
+        """Waits until `node` runs RabbitMQ (retried while its VM is not up yet)."""
+        deadline = time.time() + within
+        while True:
+            try:
+                self.ctl(node, "await_startup", "--timeout", "30", timeout=60)
+                return
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+                if time.time() > deadline:
+                    raise
+                time.sleep(1)
+
     def start(self):
         for node in self.nodes:
             log = open(os.path.join(node["dir"], "out.log"), "ab")
             node["proc"] = subprocess.Popen([os.path.join(RABBIT_BIN, "rabbitmq-server")], env=self.env(node),
                                             stdout=log, stderr=log, start_new_session=True)
         for node in self.nodes:
-            self.ctl(node, "await_startup", "--timeout", "120", timeout=150)
+            self.await_startup(node)
         first = self.nodes[0]
         for node in self.nodes[1:]:
             self.ctl(node, "stop_app")
             self.ctl(node, "join_cluster", first["name"])
             self.ctl(node, "start_app")
         for node in self.nodes:
-            self.ctl(node, "await_startup", "--timeout", "120", timeout=150)
+            self.await_startup(node)
 
     def pids(self):
         """The nodes' Erlang VM (beam.smp) pids."""

@@ -20,6 +20,7 @@ mod recovery;
 mod retention;
 mod segment;
 mod stats;
+mod ticker;
 mod timestamp;
 mod txn_index;
 

@@ -179,7 +179,17 @@ impl Log {
     /// Changes the log's settings; they apply from the next append, roll or
     /// cleaner pass.
     pub fn set_config(&self, config: LogConfig) {
+        let deadline = match config.flush {
+            FlushPolicy::Interval { ms, .. } => {
+                Some(self.dirty_since.load(Ordering::Relaxed)).filter(|&s| s != 0).map(|s| s.saturating_add(ms))
+            }
+            _ => None,
+        };
         *write(&self.config) = config;
+        if let Some(at) = deadline {
+            // Dirty data under a new interval: the ticker may sleep past it.
+            self.env.ticker.due_at(at);
+        }
         // New cleanup settings deserve a fresh compaction pass.
         self.compacted_below.store(u64::MAX, Ordering::Release);
     }
@@ -337,6 +347,9 @@ impl Log {
         self.leo.store(next, Ordering::Release);
         if self.dirty_since.load(Ordering::Relaxed) == 0 {
             self.dirty_since.store(now.max(1), Ordering::Relaxed);
+            if let FlushPolicy::Interval { ms, .. } = config.flush {
+                self.env.ticker.due_at(now.max(1).saturating_add(ms));
+            }
         }
         match config.flush {
             FlushPolicy::Always => self.queue_flush(),
@@ -493,16 +506,17 @@ impl Log {
         Ok(())
     }
 
-    /// Interval policy: true when unflushed data is older than `flush.ms`.
-    pub(crate) fn flush_due(&self, now: u64) -> Option<u64> {
-        // Runs every few ms for every log: a clean log answers from one
-        // atomic, without touching (or copying) its config.
+    /// Interval policy: when (ms since the epoch) the unflushed data
+    /// becomes `flush.ms` old; `None` for a clean log or another policy.
+    pub(crate) fn flush_deadline(&self) -> Option<u64> {
+        // The ticker asks every log: a clean log answers from one atomic,
+        // without touching (or copying) its config.
         let since = self.dirty_since.load(Ordering::Relaxed);
         if since == 0 {
             return None;
         }
         let FlushPolicy::Interval { ms, .. } = read(&self.config).flush else { return None };
-        (now.saturating_sub(since) >= ms).then(|| self.next_offset())
+        Some(since.saturating_add(ms))
     }
 
     /// Writes a checkpoint if the durable position moved since the last one

@@ -1,6 +1,6 @@
 //! The engine: opens logs and runs the threads they share (the flushers,
-//! the interval ticker, the checkpointer and the cleaner), and bounds the
-//! open segments across all of them.
+//! the interval ticker (`ticker.rs`), the checkpointer and the cleaner),
+//! and bounds the open segments across all of them.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,10 +13,8 @@ use crate::config::{EngineConfig, LogConfig};
 use crate::error::Result;
 use crate::flusher::{Flusher, Registry};
 use crate::log::Log;
+use crate::ticker::Ticker;
 use ferry_util::sync::lock;
-
-/// How often interval-policy logs are checked for due flushes.
-const INTERVAL_TICK: Duration = Duration::from_millis(5);
 
 /// What every log of one manager shares.
 pub struct Env {
@@ -24,6 +22,8 @@ pub struct Env {
     pub(crate) cache: SegmentCache,
     pub(crate) flusher: Flusher,
     pub(crate) fsync: crate::stats::FsyncStats,
+    /// Flushes interval-policy logs when due; appends wake it.
+    pub(crate) ticker: Ticker,
 }
 
 /// Owns the background threads; dropping it (or [`LogManager::shutdown`])
@@ -46,13 +46,24 @@ impl LogManager {
             cache: SegmentCache::new(config.max_open_segments),
             flusher,
             fsync: Default::default(),
+            ticker: Ticker::new(),
             config,
         });
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         // Checkpoints have a thread of their own: their fsyncs would hold up
         // the flusher's group commits, and a long compaction the checkpoints.
+        let ticker = {
+            let (env, registry) = (env.clone(), registry.clone());
+            let spawned = std::thread::Builder::new()
+                .name("ferry-log-ticker".into())
+                .spawn(move || env.ticker.run(&registry, request_due));
+            if let Err(e) = &spawned {
+                tracing::error!(error = %e, "could not start the log flush ticker");
+            }
+            spawned.ok()
+        };
         let threads = [
-            every(&registry, &stop, "ferry-log-ticker", INTERVAL_TICK, request_due),
+            ticker,
             every(&registry, &stop, "ferry-log-checkpointer", env.config.checkpoint_interval, checkpoint_all),
             every(&registry, &stop, "ferry-log-cleaner", env.config.cleaner_interval, clean_all),
         ];
@@ -92,6 +103,7 @@ impl LogManager {
             *lock(flag) = true;
             cv.notify_all();
         }
+        self.env.ticker.stop();
         for t in std::mem::take(&mut *lock(&self.threads)) {
             let _ = t.join();
         }
@@ -117,14 +129,18 @@ fn live(registry: &Registry) -> Vec<Arc<Log>> {
     reg.iter().filter_map(Weak::upgrade).collect()
 }
 
-/// Asks for a flush of every interval-policy log whose unflushed data is due.
-fn request_due(registry: &Registry) {
-    let now = ferry_util::time::now_ms_u64();
+/// Asks for a flush of every interval-policy log whose unflushed data is
+/// due at `now`; returns the earliest deadline of the others.
+fn request_due(registry: &Registry, now: u64) -> Option<u64> {
+    let mut next: Option<u64> = None;
     for log in live(registry) {
-        if let Some(target) = log.flush_due(now) {
-            log.env.flusher.request(log.clone(), target, None);
+        match log.flush_deadline() {
+            Some(at) if at <= now => log.env.flusher.request(log.clone(), log.next_offset(), None),
+            Some(at) => next = Some(next.map_or(at, |n| n.min(at))),
+            None => {}
         }
     }
+    next
 }
 
 fn clean_all(registry: &Registry) {

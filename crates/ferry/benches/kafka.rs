@@ -2,6 +2,7 @@
 //! by librdkafka (the rdkafka crate) in this process.
 //!
 //! `cargo bench -p ferry --bench kafka [-- --json] [-- --records N --rate R --seconds S --latency-only --recompress --linger-ms L]`
+//! (`FERRY_BIN=path` runs another broker build, e.g. to compare two in one sitting)
 //!
 //! Measured, in this order, against one broker with a fresh data directory
 //! (under the target directory's tmp/, or `FERRY_BENCH_DIR`):
@@ -210,7 +211,7 @@ struct Broker {
 impl Broker {
     fn start(data: &Path) -> Broker {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        let mut child = Command::new(ferry_bin())
             .args(["serve", "--data-dir"])
             .arg(data)
             .args(["--kafka-listen", &format!("127.0.0.1:{port}")])
@@ -948,4 +949,10 @@ impl Report {
             latency.join(",")
         )
     }
+}
+
+/// The broker binary: `FERRY_BIN` if set (to compare two builds in one
+/// sitting), else the one cargo built with this bench.
+fn ferry_bin() -> std::ffi::OsString {
+    std::env::var_os("FERRY_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_ferry").into())
 }

@@ -4,6 +4,7 @@
 //! client costs little next to either broker).
 //!
 //! `scripts/bench-mqtt.sh [-- --messages N --rate R --seconds S --only NAME]`
+//! (`FERRY_BIN=path` runs another broker build, e.g. to compare two in one sitting)
 //! (installs mosquitto if missing, then `cargo bench -p ferry --bench mqtt`).
 //!
 //! Cases, each run against both brokers back to back (the order alternates):
@@ -97,7 +98,7 @@ impl Server {
         let port = free_port();
         let config = dir.join("ferry.toml");
         std::fs::write(&config, "[mqtt]\nmax_queued_messages = 1000000000\nmax_inflight_messages = 20\n").unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        let child = Command::new(ferry_bin())
             .args(["serve", "--config"])
             .arg(&config)
             .arg("--data-dir")
@@ -648,4 +649,10 @@ fn main() {
             println!("{:<16} broker CPU per message: ferry {:.2} us, mosquitto {:.2} us", "", per(f), per(m));
         }
     }
+}
+
+/// The broker binary: `FERRY_BIN` if set (to compare two builds in one
+/// sitting), else the one cargo built with this bench.
+fn ferry_bin() -> std::ffi::OsString {
+    std::env::var_os("FERRY_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_ferry").into())
 }

@@ -558,6 +558,7 @@ mod take_tests {
             queue: "orders".into(),
             batch: encode_messages(&(0..6).map(message).collect::<Vec<_>>()).unwrap(),
             id: None,
+            seqs: Vec::new(),
         };
         broker.clone().serve_queue_peer(publish).await.unwrap();
         let take = |number: u64| PeerRequest::QueueTake {

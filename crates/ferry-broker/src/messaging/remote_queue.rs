@@ -419,7 +419,7 @@ pub(super) mod tests {
     use crate::messaging::quorum::tests::message;
 
     /// A broker leading quorum queue `orders`, and its controller.
-    async fn leading_orders(dir: &tempfile::TempDir) -> (Arc<Broker>, Arc<TestController>) {
+    pub(super) async fn leading_orders(dir: &tempfile::TempDir) -> (Arc<Broker>, Arc<TestController>) {
         let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
         let controller = crate::testing::install(&broker);
         let declare = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
@@ -529,8 +529,7 @@ pub(super) mod tests {
 
 #[cfg(test)]
 mod take_tests {
-    use crate::broker::{Broker, BrokerConfig};
-    use crate::metadata::{AmqpRequest, Arguments, ControllerRequest, PeerReply, PeerRequest, QueueType};
+    use crate::metadata::{PeerReply, PeerRequest};
 
     use super::encode_messages;
     use crate::messaging::quorum::tests::message;
@@ -543,16 +542,7 @@ mod take_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_retried_take_gets_the_lost_answer_again() {
         let dir = tempfile::tempdir().unwrap();
-        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
-        let _controller = crate::testing::install(&broker);
-        let declare = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
-            vhost: "/".into(),
-            name: "orders".into(),
-            auto_delete: false,
-            arguments: Arguments::default(),
-            queue_type: QueueType::Quorum { group_size: None },
-        });
-        broker.submit_change(declare).await.unwrap();
+        let (broker, _controller) = super::tests::leading_orders(&dir).await;
         let publish = PeerRequest::QueuePublish {
             vhost: "/".into(),
             queue: "orders".into(),

@@ -74,7 +74,8 @@ pub(crate) struct Node {
     broker: Weak<Broker>,
     pool: Arc<Pool>,
     committed: Arc<AtomicU64>,
-    leader: tokio::sync::Mutex<Option<leader::LeaderState>>,
+    /// The leader side: the term's controller and the decisions' turns.
+    leading: leader::Leading,
     /// Why the node is waiting for the quorum, while it is.
     waiting: Mutex<Option<String>>,
     /// Peers to probe, and the probes running (`node/probe.rs`).
@@ -165,7 +166,7 @@ impl ClusterNode {
             broker: Arc::downgrade(&broker),
             pool,
             committed,
-            leader: tokio::sync::Mutex::new(None),
+            leading: leader::Leading::default(),
             waiting: Mutex::new(None),
             probes: probe::Probes::default(),
             config,

@@ -118,6 +118,11 @@ impl Liveness {
         silent
     }
 
+    /// How long ago `node` was last heard from (or assumed alive) at `now`.
+    pub(super) fn silent_for(&self, node: i32, now: Instant) -> Option<Duration> {
+        self.seen.get(&node).map(|s| now.saturating_duration_since(s.at))
+    }
+
     /// Unfenced nodes of `image` whose process is known gone: probes found
     /// it gone, with no answer in between, from before or at its last
     /// heartbeat (if that came after the first finding: a heartbeat sent

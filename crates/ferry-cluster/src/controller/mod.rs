@@ -113,12 +113,21 @@ pub struct QuorumController {
     internal_topic_min_nodes: usize,
     /// When leader balancing last ran (or the controller started).
     last_balance: Instant,
+    /// When the leader last heard anyone: its leadership confirmed, or a
+    /// heartbeat from another node (see [`QuorumController::hearing`]).
+    heard: Instant,
 }
 
 impl QuorumController {
     /// A controller for a leader elected at `now` over `image`.
     pub fn new(config: ControllerConfig, image: &MetadataImage, now: Instant) -> Self {
-        QuorumController { config, liveness: Liveness::new(image, now), internal_topic_min_nodes: 1, last_balance: now }
+        QuorumController {
+            config,
+            liveness: Liveness::new(image, now),
+            internal_topic_min_nodes: 1,
+            last_balance: now,
+            heard: now,
+        }
     }
 
     /// Tells the controller the quorum has `voters` voters: the internal
@@ -208,18 +217,22 @@ impl QuorumController {
         self.liveness.heartbeat(image, node, incarnation, now)
     }
 
-    /// The leader could hear no heartbeat until `now` (paused, cut off from
-    /// its quorum, starved): every node gets a fresh session timeout from
-    /// `now`, as after an election. Otherwise its first tick afterwards
-    /// would fence every node at once, itself included (docs/reliability.md,
-    /// Found 14).
-    pub fn restart_sessions(&mut self, now: Instant) {
-        self.liveness.restart_sessions(now);
-    }
-
-    /// The session timeout nodes are fenced after.
-    pub fn session_timeout(&self) -> Duration {
-        self.config.session_timeout
+    /// The leader hears at `now`: its leadership was confirmed by a quorum,
+    /// or another node's heartbeat arrived (its own node's heartbeat says
+    /// only that the process runs, not that anyone can reach it). If it
+    /// had heard nothing for more than half a session (paused, starved, cut
+    /// off from every peer but not deposed), that silence was its own, not
+    /// the nodes': every session starts again at `now`, as after an
+    /// election. Otherwise its first tick afterwards would fence every node
+    /// at once, itself included (docs/reliability.md, Found 14). Returns
+    /// how long it was deaf when it restarted the sessions.
+    pub fn hearing(&mut self, now: Instant) -> Option<Duration> {
+        let deaf = now.saturating_duration_since(self.heard);
+        self.heard = self.heard.max(now);
+        (deaf > self.config.session_timeout / 2).then(|| {
+            self.liveness.restart_sessions(now);
+            deaf
+        })
     }
 
     /// What probes of the nodes' cluster ports found so far (replacing
@@ -265,7 +278,8 @@ impl QuorumController {
             let mut fencing = Draft::new(image);
             match election::fence(&self.config, &mut fencing, &silent) {
                 Ok(()) => {
-                    tracing::info!(nodes = ?silent, "fencing silent or dead nodes");
+                    let silent_for: Vec<_> = silent.iter().map(|n| self.liveness.silent_for(*n, now)).collect();
+                    tracing::info!(nodes = ?silent, ?silent_for, "fencing silent or dead nodes");
                     draft = fencing;
                 }
                 Err(e) => tracing::error!(nodes = ?silent, error = %e, "fencing refused by the image"),

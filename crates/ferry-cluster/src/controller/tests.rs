@@ -323,7 +323,7 @@ fn a_controller_that_heard_no_one_starts_every_session_again() {
     }
     assert_eq!(deaf.controller.tick(&deaf.image, deaf.at(9)).iter().filter(|r| fence(r)).count(), 3);
 
-    c.controller.restart_sessions(c.at(9));
+    assert_eq!(c.controller.hearing(c.at(9)), Some(Duration::from_secs(9)));
     assert!(c.controller.tick(&c.image, c.at(9)).is_empty(), "no one fenced for the controller's own silence");
     // Nodes 1 and 2 heartbeat again, node 3 stays silent a whole session.
     for s in [11, 14] {
@@ -333,6 +333,45 @@ fn a_controller_that_heard_no_one_starts_every_session_again() {
         assert!(c.controller.tick(&c.image, c.at(s)).is_empty());
     }
     let records = c.controller.tick(&c.image, c.at(16));
+    assert_eq!(records.iter().filter(|r| fence(r)).collect::<Vec<_>>(), [&MetadataRecord::FenceNode { node_id: 3 }]);
+}
+
+#[test]
+fn a_heartbeat_after_a_deaf_stretch_starts_every_session_again_before_it_counts() {
+    // The leader heard no one from 0 s to 9 s (paused, its quorum out of
+    // reach). The first thing it hears is node 2's heartbeat: sessions
+    // restart before it is counted, so nodes 1 and 3, whose heartbeats
+    // are still on their way, are not fenced by the next tick.
+    let mut c = Cluster::new(&[1, 2, 3]);
+    assert_eq!(c.controller.hearing(c.at(9)), Some(Duration::from_secs(9)));
+    assert!(c.controller.heartbeat(&c.image, 2, Uuid::from_u128(2), c.at(9)));
+    assert!(c.controller.tick(&c.image, c.at(9)).is_empty());
+    // Hearing again within half a session restarts nothing.
+    assert_eq!(c.controller.hearing(c.at(11)), None);
+    assert_eq!(c.controller.tick(&c.image, c.at(16)).iter().filter(|r| fence(r)).count(), 3);
+}
+
+#[test]
+fn heartbeats_heard_without_confirmed_leadership_keep_nodes_in_and_the_silent_one_out() {
+    // The leader confirms its leadership only at 1 s (its quorum round
+    // trips then fail or queue), yet heartbeats reach it every second:
+    // they count (liveness is the leader's own soft state), no session
+    // restarts, and only the node that falls silent is fenced.
+    let mut c = Cluster::new(&[1, 2, 3]);
+    assert_eq!(c.controller.hearing(c.at(1)), None);
+    for s in 2..=13 {
+        for n in 1..=3 {
+            if n == 3 && s > 7 {
+                continue;
+            }
+            if n != 1 {
+                assert_eq!(c.controller.hearing(c.at(s)), None);
+            }
+            assert!(c.controller.heartbeat(&c.image, n, Uuid::from_u128(n as u128), c.at(s)));
+        }
+        assert!(c.controller.tick(&c.image, c.at(s)).is_empty(), "no one fenced at {s} s");
+    }
+    let records = c.controller.tick(&c.image, c.at(13) + Duration::from_millis(500));
     assert_eq!(records.iter().filter(|r| fence(r)).collect::<Vec<_>>(), [&MetadataRecord::FenceNode { node_id: 3 }]);
 }
 

@@ -250,7 +250,7 @@ impl Node {
         match call {
             Call::Forward(r) => self.lead_request(self.id, r.clone()).await.map(Answer::Forwarded),
             Call::Register(n) => self.lead_register(n.clone()).await.map(Answer::Registered),
-            Call::Heartbeat(h) => self.lead_heartbeat(h.clone()).await.map(Answer::Alive),
+            Call::Heartbeat(h) => self.lead_heartbeat(h.clone()).map(Answer::Alive),
         }
     }
 

@@ -1,19 +1,31 @@
 //! What a node does while it is the quorum leader: it runs the
-//! [`QuorumController`] and commits what it returns, one call at a time
-//! (the mutex), each against an image that holds everything committed
-//! before (`ensure_linearizable` waits for this term's first entry to be
-//! applied). A new term gets a new controller, which counts every node as
-//! just seen; the first leader of a new cluster commits the bootstrap
-//! records first.
+//! [`QuorumController`] and commits what it returns.
+//!
+//! Two locks, for two kinds of work (docs/cluster.md, "Heartbeats"):
+//! - Decisions (requests, registrations, ticks) take turns
+//!   ([`Leading::turn`]): each confirms the leadership with a quorum
+//!   (`ensure_linearizable`, which also waits for this term's first entry
+//!   to be applied) and holds its turn until its records are committed, so
+//!   the next decision sees them.
+//! - The controller itself ([`Leading::state`]) is locked only for
+//!   synchronous work, never across an await. A heartbeat takes only this
+//!   lock: liveness is the leader's own soft state, as in Kafka's
+//!   controller, so a heartbeat is counted at once, without a quorum round
+//!   trip and without waiting for a decision's commit. Only the fencing
+//!   that liveness leads to goes through Raft.
+//!
+//! A new term gets a new controller, which counts every node as just
+//! seen; the first leader of a new cluster commits the bootstrap records
+//! first.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_broker::metadata::{ControllerRequest, MetadataError, MetadataImage, MetadataRecord, NodeInfo, listener};
+use ferry_util::sync::lock;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{BasicNode, ChangeMembers};
-use tokio::sync::MutexGuard;
 
 use super::Node;
 use crate::controller::QuorumController;
@@ -22,14 +34,38 @@ use crate::transport::{Forwarded, HeartbeatRequest, LeaderError, Registration};
 
 /// How often the leader lets the controller act on the passing of time.
 const TICK: Duration = Duration::from_millis(500);
+/// How long a decision waits for the leadership to be confirmed (a quorum
+/// round trip, then this term's first entry applied) before it gives its
+/// turn up: a leader cut off from its quorum must not hold every later
+/// decision behind an unbounded wait.
+const CONFIRM_PATIENCE: Duration = Duration::from_secs(2);
+/// A decision that waited longer than this for its turn and the
+/// confirmation is logged (to see a controller falling behind).
+const SLOW_TURN: Duration = Duration::from_millis(500);
 
 /// The controller of the current term.
 pub(crate) struct LeaderState {
     term: u64,
-    pub(super) controller: QuorumController,
-    /// When the leadership was last confirmed (a quorum answered): the
-    /// controller hears heartbeats only while it is.
-    confirmed: Instant,
+    controller: QuorumController,
+}
+
+/// The leader side's locks (see the module docs).
+#[derive(Default)]
+pub(crate) struct Leading {
+    /// The current term's controller. A std mutex: held only for
+    /// synchronous work.
+    state: std::sync::Mutex<Option<LeaderState>>,
+    /// One decision at a time, from the confirmation of the leadership to
+    /// the commit of its records.
+    turn: tokio::sync::Mutex<()>,
+}
+
+/// A decision's turn: the leadership was confirmed in `term`, the term's
+/// controller exists, and `image` holds everything committed before.
+pub(super) struct Turn<'a> {
+    _turn: tokio::sync::MutexGuard<'a, ()>,
+    term: u64,
+    image: Arc<MetadataImage>,
 }
 
 fn not_leader(f: &ForwardToLeader<u64, BasicNode>) -> LeaderError {
@@ -41,57 +77,72 @@ fn unavailable(e: impl std::fmt::Display) -> LeaderError {
 }
 
 impl Node {
-    /// Takes the controller for one call: confirms this node leads, with an
+    /// Takes a turn for one decision: confirms this node leads, with an
     /// image holding everything committed so far, and makes the term's
     /// controller (bootstrapping a new cluster) if need be.
-    pub(super) async fn controller(
-        &self,
-    ) -> Result<(MutexGuard<'_, Option<LeaderState>>, Arc<MetadataImage>), LeaderError> {
-        let mut guard = self.leader.lock().await;
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => {}
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => return Err(not_leader(&f)),
+    pub(super) async fn turn(&self, what: &'static str) -> Result<Turn<'_>, LeaderError> {
+        let asked = Instant::now();
+        let turn = self.leading.turn.lock().await;
+        let waited = asked.elapsed();
+        let confirmed = tokio::time::timeout(CONFIRM_PATIENCE, self.raft.ensure_linearizable()).await;
+        if asked.elapsed() > SLOW_TURN {
+            tracing::info!(node = self.id, what, ?waited, confirm = ?asked.elapsed() - waited, "slow controller turn");
+        }
+        match confirmed {
+            Ok(Ok(_)) => {}
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => return Err(not_leader(&f)),
             // Lost contact with a quorum: someone else may lead soon.
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) | Err(_) => {
                 return Err(LeaderError::NotLeader(None));
             }
-            Err(RaftError::Fatal(e)) => return Err(unavailable(e)),
+            Ok(Err(RaftError::Fatal(e))) => return Err(unavailable(e)),
         }
         let term = self.raft.metrics().borrow().current_term;
         let now = Instant::now();
-        if let Some(s) = guard.as_mut().filter(|s| s.term == term) {
-            // Nothing was heard while the leadership could not be confirmed
-            // (this process paused, its quorum out of reach) for more than
-            // half a session: that silence is the controller's, not the
-            // nodes'. (A tick is due every 500 ms, heartbeats more often.)
-            let deaf = now.saturating_duration_since(s.confirmed);
-            if deaf > s.controller.session_timeout() / 2 {
-                tracing::info!(node = self.id, ?deaf, "the controller heard nothing for a while: sessions start again");
-                s.controller.restart_sessions(now);
-            }
-            s.confirmed = now;
-        }
         let mut image = self.image();
-        if guard.as_ref().is_none_or(|s| s.term != term) {
-            // The leader is this process: an incarnation of its own id in
-            // the image is its previous life (a restart), never a live twin,
-            // so the controller does not count it as alive. The restarted
-            // node then registers at once instead of waiting out its old
-            // session and being fenced first.
-            let mut view = (*image).clone();
-            view.nodes.remove(&self.id);
-            let controller = QuorumController::new(self.controller_config(), &view, Instant::now())
-                .with_voters(self.config.voters().len());
-            if image.cluster_id.is_none() {
-                let broker = self.broker.upgrade().ok_or_else(|| unavailable("broker stopped"))?;
-                let records = controller.bootstrap(broker.cluster_id().to_string(), broker.import_records());
-                let index = self.commit(records).await?;
-                tracing::info!(node = self.id, index, "bootstrapped the cluster metadata");
-                image = self.image();
+        {
+            let mut state = lock(&self.leading.state);
+            if let Some(s) = state.as_mut().filter(|s| s.term == term) {
+                if let Some(deaf) = s.controller.hearing(now) {
+                    tracing::info!(
+                        node = self.id,
+                        ?deaf,
+                        "the controller heard nothing for a while: sessions start again"
+                    );
+                }
+                return Ok(Turn { _turn: turn, term, image });
             }
-            *guard = Some(LeaderState { term, controller, confirmed: now });
         }
-        Ok((guard, image))
+        // The leader is this process: an incarnation of its own id in the
+        // image is its previous life (a restart), never a live twin, so the
+        // controller does not count it as alive. The restarted node then
+        // registers at once instead of waiting out its old session and
+        // being fenced first.
+        let mut view = (*image).clone();
+        view.nodes.remove(&self.id);
+        let controller =
+            QuorumController::new(self.controller_config(), &view, now).with_voters(self.config.voters().len());
+        if image.cluster_id.is_none() {
+            let broker = self.broker.upgrade().ok_or_else(|| unavailable("broker stopped"))?;
+            let records = controller.bootstrap(broker.cluster_id().to_string(), broker.import_records());
+            let index = self.commit(records).await?;
+            tracing::info!(node = self.id, index, "bootstrapped the cluster metadata");
+            image = self.image();
+        }
+        *lock(&self.leading.state) = Some(LeaderState { term, controller });
+        Ok(Turn { _turn: turn, term, image })
+    }
+
+    /// Runs `f` on the controller of `turn`'s term (gone if a newer term
+    /// replaced it meanwhile).
+    fn with_controller<T>(
+        &self,
+        turn: &Turn<'_>,
+        f: impl FnOnce(&mut QuorumController) -> T,
+    ) -> Result<T, LeaderError> {
+        let mut state = lock(&self.leading.state);
+        let s = state.as_mut().filter(|s| s.term == turn.term).ok_or(LeaderError::NotLeader(None))?;
+        Ok(f(&mut s.controller))
     }
 
     /// Commits `records` as one entry; its index once applied here.
@@ -105,10 +156,9 @@ impl Node {
 
     /// Carries out a controller request from node `from`.
     pub(super) async fn lead_request(&self, from: i32, request: ControllerRequest) -> Result<Forwarded, LeaderError> {
-        let (mut guard, image) = self.controller().await?;
-        let state = guard.as_mut().ok_or_else(|| unavailable("no controller"))?;
-        let (records, reply) = state.controller.handle(&image, from, &request)?;
-        let index = if records.is_empty() { image.applied_index } else { self.commit(records).await? };
+        let turn = self.turn("request").await?;
+        let (records, reply) = self.with_controller(&turn, |c| c.handle(&turn.image, from, &request))??;
+        let index = if records.is_empty() { turn.image.applied_index } else { self.commit(records).await? };
         if let ControllerRequest::UnregisterNode { node_id } = request {
             self.remove_learner(node_id).await;
         }
@@ -134,10 +184,10 @@ impl Node {
     /// Registers a node; a broker-only node becomes a Raft learner first,
     /// so that it receives the entry that registers it.
     pub(super) async fn lead_register(&self, registration: Registration) -> Result<u64, LeaderError> {
-        let (mut guard, image) = self.controller().await?;
-        let state = guard.as_mut().ok_or_else(|| unavailable("no controller"))?;
+        let turn = self.turn("register").await?;
         let Registration { node, previous } = registration;
-        let records = state.controller.register(&image, node.clone(), previous, Instant::now())?;
+        let now = Instant::now();
+        let records = self.with_controller(&turn, |c| c.register(&turn.image, node.clone(), previous, now))??;
         if !node.voter {
             self.add_learner(&node).await?;
         }
@@ -168,11 +218,35 @@ impl Node {
         }
     }
 
-    /// A heartbeat; `false` tells the node to register again.
-    pub(super) async fn lead_heartbeat(&self, beat: HeartbeatRequest) -> Result<bool, LeaderError> {
-        let (mut guard, image) = self.controller().await?;
-        let state = guard.as_mut().ok_or_else(|| unavailable("no controller"))?;
-        Ok(state.controller.heartbeat(&image, beat.node, beat.incarnation, Instant::now()))
+    /// A heartbeat; `false` tells the node to register again. Counted at
+    /// once by the controller of the term this node leads as far as it
+    /// knows (no quorum round trip, no wait for a decision: see the module
+    /// docs). A leader deposed without knowing it yet counts heartbeats no
+    /// one will act on: its fences cannot commit, and the next term's
+    /// controller starts every session afresh.
+    pub(super) fn lead_heartbeat(&self, beat: HeartbeatRequest) -> Result<bool, LeaderError> {
+        let (leader, term, leader_addr) = {
+            let m = self.raft.metrics().borrow().clone();
+            let addr =
+                m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
+            (m.current_leader, m.current_term, addr)
+        };
+        if leader != Some(raft_id(self.id)) {
+            return Err(LeaderError::NotLeader(leader.zip(leader_addr)));
+        }
+        let image = self.image();
+        let now = Instant::now();
+        let mut state = lock(&self.leading.state);
+        // Just elected: the controller comes with the term's first turn.
+        let s = state.as_mut().filter(|s| s.term == term).ok_or_else(|| unavailable("the controller is starting"))?;
+        // This node's own heartbeat says the process runs, not that anyone
+        // can reach it.
+        if beat.node != self.id
+            && let Some(deaf) = s.controller.hearing(now)
+        {
+            tracing::info!(node = self.id, ?deaf, "the controller heard nothing for a while: sessions start again");
+        }
+        Ok(s.controller.heartbeat(&image, beat.node, beat.incarnation, now))
     }
 
     /// While this node leads: takes up the controller as soon as it is
@@ -202,16 +276,18 @@ impl Node {
             }
             taken = Some(term);
             let result = async {
-                let (mut guard, image) = self.controller().await?;
-                let state = guard.as_mut().ok_or_else(|| unavailable("no controller"))?;
+                let turn = self.turn("tick").await?;
+                let image = &turn.image;
                 if image.nodes.get(&self.id).is_none_or(|n| n.incarnation != self.incarnation) {
                     // Not registered yet in this process: a tick now would
                     // start counting this node's previous incarnation as
-                    // alive and refuse its registration (see `controller`).
+                    // alive and refuse its registration (see `turn`).
                     return Ok(());
                 }
-                self.lead_probes(&mut state.controller, &image);
-                let records = state.controller.tick(&image, Instant::now());
+                let records = self.with_controller(&turn, |c| {
+                    self.lead_probes(c, image);
+                    c.tick(image, Instant::now())
+                })?;
                 if !records.is_empty() {
                     self.commit(records).await?;
                 }
@@ -224,3 +300,7 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "leader_tests.rs"]
+mod tests;

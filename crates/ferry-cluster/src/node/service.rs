@@ -31,7 +31,7 @@ impl Service for Node {
                 Request::InstallSnapshot(r) => Response::InstallSnapshot(self.raft.install_snapshot(r).await),
                 Request::Forward(r) => Response::Forward(self.lead_request(from, r).await),
                 Request::Register(n) => Response::Register(self.lead_register(n).await),
-                Request::Heartbeat(h) => Response::Heartbeat(self.lead_heartbeat(h).await),
+                Request::Heartbeat(h) => Response::Heartbeat(self.lead_heartbeat(h)),
                 Request::Peer(r) => Response::Peer(match self.broker.upgrade() {
                     Some(broker) => broker.serve_peer(r).await,
                     None => Err(PeerError::Unavailable("the broker is shutting down".into())),

@@ -198,7 +198,7 @@ async fn xadd(s: &Session, a: &Args<'_>) -> CmdResult<Step> {
     }
     s.check(Access::Write, "topic", name)?;
     let p = match s.server.streams.partition(name)? {
-        Some(p) => p,
+        Some(_) => s.server.streams.led(name).await?,
         None if nomkstream => return Ok(Step::Reply(Reply::Null)),
         None => {
             s.check(Access::Configure, "topic", name)?;

@@ -128,6 +128,8 @@ pub struct Streams {
     dir: PathBuf,
     broker: Arc<Broker>,
     map: Mutex<HashMap<String, Arc<Stream>>>,
+    /// One stream creation at a time (see [`Streams::partition_or_create`]).
+    creating: tokio::sync::Mutex<()>,
     /// The consumer groups of every stream.
     pub groups: GroupCursorStore,
 }
@@ -137,7 +139,13 @@ impl Streams {
     pub fn open(dir: PathBuf, broker: Arc<Broker>) -> Result<Arc<Streams>, BrokerError> {
         std::fs::create_dir_all(&dir)?;
         let groups = broker.group_cursor_store("redis-groups")?;
-        Ok(Arc::new(Streams { dir, broker, map: Mutex::new(HashMap::new()), groups }))
+        Ok(Arc::new(Streams {
+            dir,
+            broker,
+            map: Mutex::new(HashMap::new()),
+            creating: tokio::sync::Mutex::new(()),
+            groups,
+        }))
     }
 
     fn topic_of(&self, p: &Partition) -> Result<Arc<ferry_broker::Topic>, BrokerError> {
@@ -196,39 +204,63 @@ impl Streams {
         s
     }
 
-    /// The stream's partition; `None` if its topic does not exist.
+    /// The stream's partition; `None` if its topic does not exist here, or
+    /// not yet: the broker hosts a new topic before it opens its partition
+    /// (a concurrent XADD creating the stream), and a stream's only
+    /// partition is placed wherever its topic is hosted.
     pub fn partition(&self, name: &str) -> Result<Option<Arc<Partition>>, BrokerError> {
-        match self.broker.topic(name) {
-            Some(t) => t.partition(0).map(Some).ok_or(BrokerError::NotLeaderOrFollower),
-            None => Ok(None),
+        Ok(self.broker.topic(name).and_then(|t| t.partition(0)))
+    }
+
+    /// The stream's partition, its topic created (one partition) if missing,
+    /// once usable (see [`Streams::led`]). Creators take turns: the first
+    /// drops the state an earlier stream of this name left (its file)
+    /// before the topic exists, so no XADD can use the new topic with that
+    /// state; the others then find the topic in the image (the creation
+    /// returns once it is applied here) and only wait for it.
+    pub async fn partition_or_create(&self, name: &str) -> Result<Arc<Partition>, BrokerError> {
+        if self.partition(name)?.is_none() {
+            ferry_broker::validate_topic_name(name)?;
+            let _creating = self.creating.lock().await;
+            if self.broker.metadata().topic(name).is_none() {
+                self.forget(name);
+                match self.broker.create_topic(name, Some(1), &BTreeMap::new(), false).await {
+                    Ok(_) | Err(BrokerError::TopicExists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.led(name).await
+    }
+
+    /// The stream's partition for a write, once this node leads it. A
+    /// topic created an instant ago (by this connection or a concurrent
+    /// XADD) is hosted here before this node takes up its leadership (the
+    /// broker publishes the image last), so a write then would be refused:
+    /// wait for the leadership, bounded (1 s was too short on a loaded
+    /// 2-core machine). A partition the published image gives to another
+    /// node (or to none) is returned at once: the write gets the broker's
+    /// refusal.
+    pub async fn led(&self, name: &str) -> Result<Arc<Partition>, BrokerError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let found = self.partition(name);
+            if let Ok(Some(p)) = &found
+                && p.leader_state().is_some()
+            {
+                return Ok(p.clone());
+            }
+            if self.led_elsewhere(name) || std::time::Instant::now() >= deadline {
+                return found.and_then(|p| p.ok_or(BrokerError::NotLeaderOrFollower));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
 
-    /// The stream's partition, its topic created (one partition) if missing.
-    pub async fn partition_or_create(&self, name: &str) -> Result<Arc<Partition>, BrokerError> {
-        if let Ok(Some(p)) = self.partition(name) {
-            return Ok(p);
-        }
-        ferry_broker::validate_topic_name(name)?;
-        match self.broker.create_topic(name, Some(1), &BTreeMap::new(), false).await {
-            // A stale state file from an earlier stream of this name goes.
-            Ok(_) => self.forget(name),
-            Err(BrokerError::TopicExists(_)) => {}
-            Err(e) => return Err(e),
-        }
-        // A concurrent XADD may have created the topic an instant ago: its
-        // partition is here once that metadata is applied (bounded wait;
-        // 1 s was too short on a loaded 2-core machine).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match self.partition(name) {
-                Ok(Some(p)) => return Ok(p),
-                r if std::time::Instant::now() >= deadline => {
-                    return r.and_then(|p| p.ok_or(BrokerError::NotLeaderOrFollower));
-                }
-                _ => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-            }
-        }
+    /// Whether the published image gives the stream's partition to
+    /// another node, or to none.
+    fn led_elsewhere(&self, name: &str) -> bool {
+        self.broker.metadata().partition(name, 0).is_some_and(|p| p.leader != self.broker.config().node_id)
     }
 
     /// Drops the stream's state and its groups (DEL, before its topic

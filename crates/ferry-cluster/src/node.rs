@@ -194,6 +194,11 @@ impl ClusterNode {
             return Err(e.into());
         }
         guard.disarm();
+        // The session started with the registration: heartbeat from now on,
+        // not after the broker applied the image below (with a hundred
+        // internal partitions to open on a loaded machine, that can take
+        // longer than a session, and the controller then fenced this node).
+        cluster.spawn(node.clone().heartbeat_forever());
         // The registration is applied here, after everything committed
         // before it: the image is caught up, as `sweep_orphans` requires,
         // and the broker may act on it now.
@@ -208,7 +213,6 @@ impl ClusterNode {
             Ok(_) => {}
             Err(e) => tracing::warn!(node = node.id, error = %e, "sweeping orphan topic directories"),
         }
-        cluster.spawn(node.clone().heartbeat_forever());
         let controller: Arc<dyn Controller> = cluster.clone();
         let replicator = crate::replication::Replicator::new(
             Arc::downgrade(&broker),

@@ -67,6 +67,17 @@ impl From<LeaderError> for Miss {
 }
 
 impl Call {
+    /// How long one attempt may take: a heartbeat gives up well within a
+    /// session, so that one stuck on a leader that is gone (paused, cut
+    /// off: no reply until the timeout) tries the new leader in time,
+    /// before its session runs out; a leader heartbeats itself locally.
+    fn attempt_timeout(&self, session: Duration) -> Duration {
+        match self {
+            Call::Heartbeat(_) => CALL_TIMEOUT.min(session / 2),
+            Call::Forward(_) | Call::Register(_) => CALL_TIMEOUT,
+        }
+    }
+
     fn request(&self) -> Request {
         match self {
             Call::Forward(r) => Request::Forward(r.clone()),
@@ -193,16 +204,15 @@ impl Node {
         let mut hint: Option<(u64, String)> = None;
         let mut next_voter = 0usize;
         let mut last: String;
+        let timeout = call.attempt_timeout(self.config.session_timeout);
         loop {
             let target = self.target(hint.take(), &mut next_voter);
             let attempt = match target {
-                Target::Local => match tokio::time::timeout(CALL_TIMEOUT, self.lead(call)).await {
+                Target::Local => match tokio::time::timeout(timeout, self.lead(call)).await {
                     Ok(answer) => answer.map_err(Miss::from),
-                    Err(_) => {
-                        Err(Miss::Retry(format!("no answer from this node's controller within {CALL_TIMEOUT:?}")))
-                    }
+                    Err(_) => Err(Miss::Retry(format!("no answer from this node's controller within {timeout:?}"))),
                 },
-                Target::Remote(addr) => self.forward(&addr, call).await,
+                Target::Remote(addr) => self.forward(&addr, call, timeout).await,
             };
             match attempt {
                 Ok(answer) => return Ok(answer),
@@ -254,8 +264,8 @@ impl Node {
         }
     }
 
-    async fn forward(&self, addr: &str, call: &Call) -> Result<Answer, Miss> {
-        let response = match self.pool.call(addr, &call.request(), CALL_TIMEOUT).await {
+    async fn forward(&self, addr: &str, call: &Call, timeout: Duration) -> Result<Answer, Miss> {
+        let response = match self.pool.call(addr, &call.request(), timeout).await {
             Ok(r) => r,
             Err(TransportError::Refused(e)) => return Err(Miss::Refused(e)),
             Err(e) => return Err(Miss::Retry(e.to_string())),

@@ -285,8 +285,14 @@ impl Node {
                     return Ok(());
                 }
                 let records = self.with_controller(&turn, |c| {
+                    let now = Instant::now();
+                    // The node running the controller is alive: its tick
+                    // runs. Its heartbeat loop may be late (an attempt on
+                    // a former leader timing out), which must not fence the
+                    // node, and with it every partition it leads.
+                    c.heartbeat(image, self.id, self.incarnation, now);
                     self.lead_probes(c, image);
-                    c.tick(image, Instant::now())
+                    c.tick(image, now)
                 })?;
                 if !records.is_empty() {
                     self.commit(records).await?;

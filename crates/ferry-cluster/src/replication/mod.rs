@@ -5,6 +5,7 @@
 //! shrink and expand) are `ferry_broker::replica`'s, pure and tested there.
 
 mod fetcher;
+mod in_flight;
 mod leader;
 mod message;
 #[cfg(test)]
@@ -66,6 +67,8 @@ pub(crate) struct Replicator {
     pool: Pool,
     config: ReplicationConfig,
     fetchers: Mutex<BTreeMap<i32, JoinHandle<()>>>,
+    /// The AlterPartition requests not answered yet.
+    in_flight: in_flight::InFlight,
 }
 
 impl Replicator {
@@ -75,7 +78,14 @@ impl Replicator {
         pool: Pool,
         config: ReplicationConfig,
     ) -> Arc<Replicator> {
-        Arc::new(Replicator { broker, controller, pool, config, fetchers: Mutex::default() })
+        Arc::new(Replicator {
+            broker,
+            controller,
+            pool,
+            config,
+            fetchers: Mutex::default(),
+            in_flight: in_flight::InFlight::default(),
+        })
     }
 
     /// Runs until `stop`: starts a fetcher for each leader node that local
@@ -116,15 +126,45 @@ impl Replicator {
         }
     }
 
+    /// Sends the ISR changes due, except for partitions whose previous
+    /// request is still in flight (`in_flight.rs`); refusals are logged as
+    /// one line per round (each at debug).
     fn check_isrs(&self, broker: &Broker) {
-        for (name, index, request) in isr_changes(broker, &self.config, now_ms_u64()) {
-            let Some(controller) = self.controller.upgrade() else { return };
-            tokio::spawn(async move {
-                if let Err(e) = controller.submit(request).await {
-                    tracing::info!(topic = %name, partition = index, error = %e, "ISR change refused");
-                }
-            });
+        let due: Vec<_> = isr_changes(broker, &self.config, now_ms_u64())
+            .into_iter()
+            .filter_map(|(name, index, request)| {
+                let ControllerRequest::AlterPartition { topic_id, partition, .. } = &request else { return None };
+                let sent = self.in_flight.send((*topic_id, *partition))?;
+                Some((name, index, request, sent))
+            })
+            .collect();
+        if due.is_empty() {
+            return;
         }
+        let Some(controller) = self.controller.upgrade() else { return };
+        tokio::spawn(async move {
+            let mut answers = tokio::task::JoinSet::new();
+            for (name, index, request, sent) in due {
+                let controller = controller.clone();
+                answers.spawn(async move {
+                    let answer = controller.submit(request).await;
+                    drop(sent);
+                    (name, index, answer)
+                });
+            }
+            let (mut asked, mut refused, mut first) = (0usize, 0usize, None);
+            while let Some(answer) = answers.join_next().await {
+                asked += 1;
+                if let Ok((name, index, Err(e))) = answer {
+                    tracing::debug!(topic = %name, partition = index, error = %e, "ISR change refused");
+                    refused += 1;
+                    first.get_or_insert_with(|| format!("{name}-{index}: {e}"));
+                }
+            }
+            if let Some(first) = first {
+                tracing::info!(refused, asked, first, "ISR changes refused");
+            }
+        });
     }
 }
 

@@ -51,6 +51,8 @@ pub fn routes() -> Router<AdminState> {
             "/v1/acls",
             get(crate::security::list_acls).post(crate::security::add_acl).delete(crate::security::remove_acl),
         )
+        .route("/api/vhosts", get(crate::vhosts::list))
+        .route("/api/vhosts/{name}", get(crate::vhosts::show).put(crate::vhosts::create).delete(crate::vhosts::delete))
         .route("/v1/stomp/connections", get(listing))
         .route("/v1/stomp/subscriptions", get(listing))
         .route("/stomp", get(crate::websocket::upgrade))

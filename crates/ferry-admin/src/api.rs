@@ -1,7 +1,8 @@
 //! Routes: `/metrics`, `/v1/health*`, the REST admin API on topics,
 //! configs, groups and offsets (nodes and reassignments: `nodes.rs`),
-//! front-ends' listings (`/v1/stomp/connections|subscriptions`), and
-//! `/stomp` (STOMP over WebSocket).
+//! front-ends' listings (`/v1/stomp/connections|subscriptions`), vhosts
+//! (RabbitMQ's `/api/vhosts`: `vhosts.rs`), and `/stomp` (STOMP over
+//! WebSocket).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -209,6 +209,12 @@ impl Vhosts {
         self.vhosts.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
     }
 
+    /// The vhost `name` if it is open here, without looking at the image
+    /// (callers inside an image's apply).
+    pub(crate) fn get_open(&self, name: &str) -> Option<Arc<Vhost>> {
+        self.vhosts.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
+    }
+
     /// The names of the vhosts open here.
     pub fn names(&self) -> Vec<String> {
         self.vhosts.read().unwrap_or_else(std::sync::PoisonError::into_inner).keys().cloned().collect()

@@ -1,7 +1,8 @@
 //! Routes: `/metrics`, `/v1/health*`, the REST admin API on topics,
 //! configs, groups and offsets (nodes and reassignments: `nodes.rs`),
-//! front-ends' listings (`/v1/stomp/connections|subscriptions`), and
-//! `/stomp` (STOMP over WebSocket).
+//! front-ends' listings (`/v1/stomp/connections|subscriptions`), vhosts
+//! (RabbitMQ's `/api/vhosts`: `vhosts.rs`), and `/stomp` (STOMP over
+//! WebSocket).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub fn routes() -> Router<AdminState> {
             "/v1/acls",
             get(crate::security::list_acls).post(crate::security::add_acl).delete(crate::security::remove_acl),
         )
+        .route("/api/vhosts", get(crate::vhosts::list))
+        .route("/api/vhosts/{name}", get(crate::vhosts::show).put(crate::vhosts::create).delete(crate::vhosts::delete))
         .route("/v1/stomp/connections", get(listing))
         .route("/v1/stomp/subscriptions", get(listing))
         .route("/stomp", get(crate::websocket::upgrade))

@@ -39,7 +39,7 @@ impl From<BrokerError> for ApiError {
             BrokerError::UnknownTopicOrPartition | BrokerError::Group(GroupError::GroupIdNotFound) => {
                 StatusCode::NOT_FOUND
             }
-            BrokerError::NodeNotRegistered(_) => StatusCode::NOT_FOUND,
+            BrokerError::NodeNotRegistered(_) | BrokerError::ResourceNotFound(_) => StatusCode::NOT_FOUND,
             BrokerError::TopicExists(_)
             | BrokerError::Group(GroupError::NonEmptyGroup)
             | BrokerError::InvalidRequest(_)

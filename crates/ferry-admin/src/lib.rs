@@ -11,6 +11,7 @@ mod error;
 mod nodes;
 pub mod security;
 mod tls_listener;
+mod vhosts;
 mod websocket;
 
 pub use tls_listener::TlsListener;

@@ -34,6 +34,7 @@ pub mod topic_config;
 pub mod txn;
 mod txn_effects;
 mod txn_verify;
+mod vhost_admin;
 
 pub use admin::{CreatedTopic, NewTopic};
 pub use broker::{Broker, BrokerConfig, MqttRouter, is_internal, validate_topic_name};

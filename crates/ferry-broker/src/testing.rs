@@ -53,6 +53,9 @@ pub fn install(broker: &Arc<Broker>) -> Arc<TestController> {
     let mut records = vec![
         MetadataRecord::InitCluster { cluster_id: broker.cluster_id().to_string() },
         MetadataRecord::RegisterNode(controller.node(DEFAULT_KAFKA)),
+        // The default vhost, as a node with the default config creates it
+        // at its first start (tests declare in it before opening vhosts).
+        MetadataRecord::Amqp(crate::metadata::AmqpRecord::CreateVhost { name: "/".into() }),
     ];
     records.extend(broker.import_records());
     let imported =

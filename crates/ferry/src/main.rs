@@ -48,6 +48,8 @@ enum Command {
     User(cli::UserCmd),
     /// ACLs: add, list, remove (Kafka's model, rpk's flags).
     Acl(cli::AclCmd),
+    /// AMQP vhosts of the cluster: add, delete, list (over the HTTP admin API).
+    Vhost(cli::VhostCmd),
     /// Measure throughput and latency: produce, consume, end to end.
     Bench(cli::bench::BenchCmd),
 }
@@ -90,6 +92,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             Command::Node(cmd) => cli::node::run(cmd).await,
             Command::User(cmd) => cli::user::run(cmd).await,
             Command::Acl(cmd) => cli::acl::run(cmd).await,
+            Command::Vhost(cmd) => cli::vhost::run(cmd).await,
             Command::Bench(cmd) => cli::bench::run(cmd).await,
         }
     })

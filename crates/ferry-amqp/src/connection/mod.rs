@@ -192,7 +192,14 @@ impl Connection {
         // A peer silent for two heartbeat intervals is gone.
         let idle = if self.heartbeat > 0 { Duration::from_secs(u64::from(self.heartbeat) * 2) } else { Duration::MAX };
         let mut closing: Option<tokio::time::Instant> = None;
+        // The vhost deleted (through any node): closed as RabbitMQ closes
+        // them, connection.close 320.
+        let mut vhost_gone = self.cx.vhost.deleted();
         loop {
+            if closing.is_none() && *vhost_gone.borrow_and_update() {
+                let why = format!("vhost '{}' is deleted", self.cx.vhost.name);
+                self.close(&AmqpError::new(CONNECTION_FORCED, why), &mut closing);
+            }
             // A publishing connection under a resource alarm is not read
             // until the alarm clears (RabbitMQ's flow control).
             let alarm = self.alarm.borrow().clone();
@@ -243,6 +250,7 @@ impl Connection {
                     self.close(&AmqpError::new(CONNECTION_FORCED, "broker shutdown"), &mut closing);
                     continue;
                 }
+                _ = vhost_gone.changed(), if closing.is_none() => continue,
             };
             let frame = match frame {
                 Err(_) => {

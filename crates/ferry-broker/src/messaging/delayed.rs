@@ -92,6 +92,11 @@ impl DelayStore {
         self.cursor.lock().ack(offsets)
     }
 
+    /// Closes the log (its vhost was deleted).
+    pub(crate) fn close(&self) {
+        let _ = self.cursor.log().close();
+    }
+
     /// Persists the cursor and deletes routed segments.
     pub(crate) fn maintain(&self, sync: bool) -> Result<()> {
         self.cursor.maintain(sync)

@@ -83,7 +83,7 @@ fn unwrap(body: &Bytes) -> Option<Message> {
 impl Vhost {
     /// Whether this vhost's delayed messages are replicated: a cluster's
     /// (the default queue type is quorum), or the delay queue exists.
-    fn delays_replicated(&self) -> bool {
+    pub(super) fn delays_replicated(&self) -> bool {
         let Some(broker) = &self.hooks.broker else { return false };
         if broker.metadata().amqp.get(&self.name).is_some_and(|d| d.queues.contains_key(DELAY_QUEUE)) {
             return true;
@@ -227,6 +227,8 @@ impl Vhost {
     fn route_held(&self, m: &Message) -> Vec<tokio::sync::oneshot::Receiver<bool>> {
         let mut waits = Vec::new();
         let handles = match &m.retry_queue {
+            // A retry (`x-retry-delays`) goes straight back to its queue,
+            // wherever it is served, if it still exists.
             Some(name) => self.queue_handle(name).into_iter().collect(),
             None => match self.route_handles(&m.exchange, &m.routing_key, &m.headers) {
                 Ok((queues, topics)) => {

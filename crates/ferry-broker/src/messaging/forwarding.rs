@@ -6,6 +6,7 @@ use ferry_util::time::now_ms;
 use super::exchange::Headers;
 use super::message::{Message, StoredMessage};
 use super::queue::{Letter, Queue};
+use super::queue_handle::PublishWait;
 use super::vhost::Vhost;
 use super::{Death, MessagingError};
 
@@ -71,7 +72,16 @@ impl Vhost {
     /// Holds a rejected message of `q` for `delay` ms, then puts it back
     /// into `q` (`x-retry-delays`), with its death recorded as for a
     /// dead letter (`x-death`, reason `rejected`, so consumers can count).
-    pub(crate) fn schedule_retry(&self, q: &Queue, m: &StoredMessage, delay: u64) -> crate::Result<()> {
+    /// In a cluster the retry waits in the replicated delay queue (as
+    /// delayed messages do: it survives the death of `q`'s node); the
+    /// returned wait then says when it is safe there, and `q` must keep the
+    /// message until it is. `None`: held in the node-local store already.
+    pub(crate) fn schedule_retry(
+        &self,
+        q: &Queue,
+        m: &StoredMessage,
+        delay: u64,
+    ) -> Result<Option<PublishWait>, MessagingError> {
         let death = Death {
             queue: q.name(),
             reason: "rejected",
@@ -96,8 +106,11 @@ impl Vhost {
             retry_queue: Some(q.name().to_string()),
             retries: m.retries + 1,
         };
+        if self.delays_replicated() {
+            return self.publish_delayed(&retry).map(Some);
+        }
         self.delays.add(&retry)?;
-        Ok(())
+        Ok(None)
     }
 
     /// Routes the delayed messages that are due. A message whose exchange
@@ -140,5 +153,98 @@ impl Vhost {
         if let Err(e) = self.delays.done(&done) {
             tracing::warn!(vhost = %self.name, error = %e, "recording routed delayed messages failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use crate::broker::{Broker, BrokerConfig};
+    use crate::messaging::quorum::tests::message;
+    use crate::messaging::remote_queue::encode_messages;
+    use crate::messaging::{Destination, Exchange, ExchangeKind, HeaderValue, Headers, Hooks, QueueSpec, Vhosts};
+    use crate::metadata::{AmqpRequest, Arguments, ControllerRequest, PeerReply, PeerRequest, QueueType};
+
+    /// A quorum queue served here only to another node's consumer (never
+    /// looked up through a vhost on this node: declared through another
+    /// node, consumed through one) dead-letters a forwarded reject through
+    /// its vhost, with the front-end's `x-death` rewrite. Before, it had no
+    /// vhost here and dropped the dead letter.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_forwarded_reject_dead_letters_with_the_death_hook() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        crate::testing::install(&broker);
+        let death: crate::messaging::DeathHook = Arc::new(|_props: &[u8], d: &crate::messaging::Death<'_>| {
+            (Bytes::from(format!("died in {} ({})", d.queue, d.reason)), Headers::new())
+        });
+        let hooks = Hooks { broker: Some(broker.clone()), death: Some(death), ..Default::default() };
+        let vhosts = Vhosts::open(dir.path(), Default::default(), &["/".to_string()], hooks).unwrap();
+        let vhost = vhosts.get("/").unwrap();
+        let dlx = Exchange {
+            name: "dlx".into(),
+            kind: ExchangeKind::Fanout,
+            durable: true,
+            auto_delete: false,
+            internal: false,
+            arguments: Headers::new(),
+            bindings: Vec::new(),
+            delayed: false,
+        };
+        vhost.declare_exchange(dlx, false).unwrap();
+        let dead = QueueSpec {
+            name: "dead".into(),
+            durable: true,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments: Headers::new(),
+        };
+        let dead = vhost.declare_queue(dead, false, 1).unwrap();
+        vhost.bind("dlx", Destination::Queue("dead".into()), "", Headers::new(), 1).unwrap();
+        // `orders` declared as another node would: straight to the controller.
+        let args: Headers = [("x-dead-letter-exchange".to_string(), HeaderValue::Str("dlx".into()))].into();
+        let declare = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
+            vhost: "/".into(),
+            name: "orders".into(),
+            auto_delete: false,
+            arguments: Arguments(args),
+            queue_type: QueueType::Quorum { group_size: None },
+        });
+        broker.submit_change(declare).await.unwrap();
+
+        let call = |request| broker.clone().serve_queue_peer(request);
+        let batch = encode_messages(&[message(0)]).unwrap();
+        let publish =
+            PeerRequest::QueuePublish { vhost: "/".into(), queue: "orders".into(), batch, id: None, seqs: Vec::new() };
+        call(publish).await.unwrap();
+        let take = PeerRequest::QueueTake {
+            vhost: "/".into(),
+            queue: "orders".into(),
+            session: "node2-session".into(),
+            max: 1,
+            wait_ms: 0,
+            consumer: Some((7, false)),
+            number: Some(0),
+        };
+        let PeerReply::QueueDeliveries { deliveries, .. } = call(take).await.unwrap() else { panic!("no deliveries") };
+        let offsets: Vec<u64> = deliveries.iter().map(|d| d.offset).collect();
+        assert_eq!(offsets.len(), 1);
+        let settle = PeerRequest::QueueSettle {
+            vhost: "/".into(),
+            queue: "orders".into(),
+            session: "node2-session".into(),
+            acks: Vec::new(),
+            requeues: Vec::new(),
+            rejects: offsets,
+        };
+        call(settle).await.unwrap();
+
+        let letter = dead.take(None).unwrap().expect("the dead letter");
+        assert_eq!(letter.message.body, Bytes::from("m0"));
+        assert_eq!(letter.message.properties, Bytes::from("died in orders (rejected)"));
+        vhosts.shutdown();
     }
 }

@@ -28,10 +28,11 @@ pub(crate) mod quorum;
 pub mod quorum_client;
 pub(crate) mod remote_queue;
 mod vhost;
+mod vhost_records;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
 use ferry_log::{EngineConfig, LogManager};
@@ -108,11 +109,25 @@ pub type DeathHook = Arc<dyn Fn(&[u8], &Death<'_>) -> (bytes::Bytes, Headers) + 
 pub struct Vhosts {
     vhosts: RwLock<BTreeMap<String, Arc<Vhost>>>,
     logs: Arc<LogManager>,
+    /// `queues/` and `queues-transient/` under the data directory.
+    root: PathBuf,
+    transient: PathBuf,
+    hooks: Hooks,
+    /// The image's vhost set `vhosts` was last synced with (held, so its
+    /// address is not reused); `None`: not yet (or no broker).
+    synced: Mutex<Option<Arc<BTreeSet<String>>>>,
+}
+
+fn wr<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Vhosts {
-    /// Opens (or creates) `names` under `data_dir`, recovering durable
-    /// definitions and queues; non-durable queues from before are gone.
+    /// Opens the vhosts under `data_dir`, recovering durable queues;
+    /// non-durable queues from before are gone. With a broker, the vhosts
+    /// are the cluster's records: `names` (the config's) are created if
+    /// this node never created them, and the vhosts follow the image from
+    /// then on (`vhost_records.rs`); without one, they are `names`.
     pub fn open(
         data_dir: &Path,
         engine: EngineConfig,
@@ -124,13 +139,27 @@ impl Vhosts {
         let _ = std::fs::remove_dir_all(&transient);
         std::fs::create_dir_all(&root)?;
         let logs = Arc::new(LogManager::new(engine));
-        let mut map = BTreeMap::new();
-        for name in names {
-            let dir = root.join(encode_name(name));
-            let tdir: PathBuf = transient.join(encode_name(name));
-            map.insert(name.clone(), Vhost::open(name, &dir, &tdir, logs.clone(), hooks.clone())?);
+        let names: Vec<String> = match &hooks.broker {
+            Some(broker) => {
+                vhost_records::create_configured(broker, &root, names)?;
+                let live = broker.metadata().vhosts.clone();
+                vhost_records::remove_deleted_dirs(&root, &transient, &live);
+                live.iter().cloned().collect()
+            }
+            None => names.to_vec(),
+        };
+        let vhosts = Arc::new(Vhosts {
+            vhosts: RwLock::new(BTreeMap::new()),
+            logs,
+            root,
+            transient,
+            hooks: hooks.clone(),
+            synced: Mutex::new(None),
+        });
+        for name in &names {
+            let vhost = vhosts.open_vhost(name)?;
+            wr(&vhosts.vhosts).insert(name.clone(), vhost);
         }
-        let vhosts = Arc::new(Vhosts { vhosts: RwLock::new(map), logs });
         if let Some(b) = &hooks.broker {
             // Forwarded calls reach the classic queues held here through it.
             let _ = b.vhosts.set(Arc::downgrade(&vhosts));
@@ -173,9 +202,22 @@ impl Vhosts {
         Ok(vhosts)
     }
 
-    /// The virtual host `name`; `None` if the broker does not serve it.
+    /// The virtual host `name`; `None` if the broker does not serve it
+    /// (it does not exist, or was deleted).
     pub fn get(&self, name: &str) -> Option<Arc<Vhost>> {
+        self.sync_with_image();
         self.vhosts.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
+    }
+
+    /// The vhost `name` if it is open here, without looking at the image
+    /// (callers inside an image's apply).
+    pub(crate) fn get_open(&self, name: &str) -> Option<Arc<Vhost>> {
+        self.vhosts.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
+    }
+
+    /// The names of the vhosts open here.
+    pub fn names(&self) -> Vec<String> {
+        self.vhosts.read().unwrap_or_else(std::sync::PoisonError::into_inner).keys().cloned().collect()
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<Vhost>> {
@@ -183,6 +225,7 @@ impl Vhosts {
     }
 
     fn maintain(&self, sync: bool) {
+        self.sync_with_image();
         for v in self.all() {
             v.maintain(sync);
         }

@@ -227,6 +227,11 @@ impl Queue {
         let _ = self.vhost.set(vhost);
     }
 
+    /// Whether the queue knows its vhost (for dead letters and retries).
+    pub(crate) fn has_vhost(&self) -> bool {
+        self.vhost.get().is_some()
+    }
+
     /// The queue's name.
     pub fn name(&self) -> &str {
         &self.spec.name
@@ -683,15 +688,47 @@ impl Queue {
                 Some(&delay) => {
                     // Held in the delay store first, then acknowledged here:
                     // a crash in between retries twice, never loses it.
-                    if let Some(v) = self.vhost.get().and_then(Weak::upgrade) {
-                        v.schedule_retry(self, &m, delay)?;
+                    let Some(v) = self.vhost.get().and_then(Weak::upgrade) else {
+                        self.settle(&[off])?;
+                        continue;
+                    };
+                    match v.schedule_retry(self, &m, delay) {
+                        Ok(None) => {
+                            self.settle(&[off])?;
+                        }
+                        Ok(Some(wait)) => self.settle_once_held(&v, off, wait),
+                        Err(MessagingError::Internal(e)) => return Err(e),
+                        // The delay queue refused it (its vhost is going):
+                        // dead-lettered as a retry-less queue would.
+                        Err(e) => {
+                            tracing::debug!(queue = %self.name(), error = %e, "retry not held; dead-lettered");
+                            letters.push((m, "rejected"));
+                        }
                     }
-                    self.settle(&[off])?;
                 }
                 None => letters.push((m, "rejected")),
             }
         }
         self.finish_letters(letters)
+    }
+
+    /// Acknowledges `offset` once the replicated delay queue holds its
+    /// retry (`wait`); if it never does, the message is handed back
+    /// (redelivered now rather than lost). Until then it stays out with
+    /// its consumer: a leader's death in between redelivers it, and the
+    /// retry may come too (at-least-once, as the local store after a crash).
+    fn settle_once_held(&self, vhost: &Vhost, offset: u64, wait: super::PublishWait) {
+        // This queue as its vhost hands it out (the leadership's queue).
+        let Some(me) = vhost.queue(self.name()).filter(|q| std::ptr::eq(Arc::as_ptr(q), self)) else {
+            let _ = self.settle(&[offset]);
+            return;
+        };
+        wait.on_done(move |held| {
+            let done = if held { me.settle(&[offset]).map(|_| ()) } else { me.requeue(&[offset]) };
+            if let Err(e) = done {
+                tracing::debug!(queue = %me.name(), offset, error = %e, "settling a held retry failed");
+            }
+        });
     }
 
     /// Hands deliveries back for redelivery (nack/reject with requeue, a

@@ -74,12 +74,29 @@ impl Broker {
         }
     }
 
+    /// Links `q` to its vhost, open on this node, if it has none yet: a
+    /// queue served here only to other nodes' clients (forwarded) is never
+    /// looked up through a vhost here, and without one it would
+    /// dead-letter without the front-end's `x-death` hook (or not at
+    /// all) and drop its `x-retry-delays` retries.
+    pub(crate) fn link_vhost(&self, vhost: &str, q: &Queue) {
+        if q.has_vhost() {
+            return;
+        }
+        if let Some(v) = self.vhosts.get().and_then(std::sync::Weak::upgrade).and_then(|v| v.get_open(vhost)) {
+            q.set_vhost(v.weak_self());
+        }
+    }
+
     /// Snapshot records and trimming for the quorum queues served here
     /// (the housekeeping tick).
     pub(crate) fn maintain_quorum_queues(&self) {
         self.expire_queue_sessions();
-        let queues: Vec<Arc<Queue>> = lock(&self.quorum_queues).values().map(|(_, q)| q.clone()).collect();
-        for q in queues {
+        let queues: Vec<(String, Arc<Queue>)> =
+            lock(&self.quorum_queues).iter().map(|((vhost, _), (_, q))| (vhost.clone(), q.clone())).collect();
+        for (vhost, q) in queues {
+            // Expired messages dead-letter through it.
+            self.link_vhost(&vhost, &q);
             if let Err(e) = q.sweep().and_then(|()| q.maintain(false)) {
                 tracing::warn!(queue = %q.name(), error = %e, "quorum queue maintenance failed");
             }

@@ -115,6 +115,9 @@ impl Broker {
     /// not opened yet (the caller looks the queue up again).
     fn served_queue(&self, vhost: &str, name: &str) -> Result<Arc<Queue>, PeerError> {
         if let Some(q) = self.quorum_queue(vhost, name).or_else(|| self.held_classic_queue(vhost, name)) {
+            // Rejects and nacks forwarded here dead-letter and retry
+            // through the vhost, even with no client of it on this node.
+            self.link_vhost(vhost, &q);
             return Ok(q);
         }
         let declared = self.metadata().amqp.get(vhost).is_some_and(|d| d.queues.contains_key(name));

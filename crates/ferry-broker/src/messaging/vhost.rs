@@ -54,6 +54,8 @@ pub struct Vhost {
     feeds: Mutex<Vec<Feed>>,
     /// This vhost, for the quorum queues it hands out (dead-lettering).
     me: std::sync::OnceLock<std::sync::Weak<Vhost>>,
+    /// Turns true once the vhost is deleted (its connections close).
+    deleted: tokio::sync::watch::Sender<bool>,
 }
 
 fn rd<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -138,6 +140,7 @@ impl Vhost {
             hooks,
             feeds: Mutex::new(Vec::new()),
             me: std::sync::OnceLock::new(),
+            deleted: tokio::sync::watch::Sender::new(false),
         });
         let _ = vhost.me.set(Arc::downgrade(&vhost));
         for q in rd(&vhost.queues).values() {
@@ -147,6 +150,41 @@ impl Vhost {
             }
         }
         Ok(vhost)
+    }
+
+    /// Turns true when the vhost is deleted: a connection to it closes
+    /// (AMQP: connection.close 320, as RabbitMQ closes them).
+    pub fn deleted(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.deleted.subscribe()
+    }
+
+    /// Whether the vhost was deleted.
+    pub fn is_deleted(&self) -> bool {
+        *self.deleted.borrow()
+    }
+
+    fn check_live(&self) -> Result<()> {
+        if self.is_deleted() {
+            return Err(MessagingError::NotFound(format!("vhost '{}' is deleted", self.name)));
+        }
+        Ok(())
+    }
+
+    /// The vhost was deleted (its definitions and quorum queues went with
+    /// its record): tells its connections, stops this node's queues and
+    /// removes their files.
+    pub(super) fn close_deleted(&self) {
+        self.deleted.send_replace(true);
+        let _a = self.admin();
+        let queues: Vec<Arc<Queue>> = std::mem::take(&mut *wr(&self.queues)).into_values().collect();
+        for q in queues {
+            q.mark_deleted();
+            let _ = q.log().close();
+        }
+        lock(&self.feeds).clear();
+        self.delays.close();
+        let _ = fs::remove_dir_all(&self.dir);
+        let _ = fs::remove_dir_all(&self.transient_dir);
     }
 
     fn admin(&self) -> MutexGuard<'_, ()> {
@@ -221,6 +259,7 @@ impl Vhost {
     /// Declares `ex` (or, `passive`, checks that it exists).
     pub fn declare_exchange(&self, ex: Exchange, passive: bool) -> Result<()> {
         let _a = self.admin();
+        self.check_live()?;
         if let Some(cur) = self.table().exchanges.get(&ex.name) {
             if passive {
                 return Ok(());
@@ -507,6 +546,7 @@ impl Vhost {
     /// the declaring connection.
     pub fn declare_queue(self: &Arc<Self>, spec: QueueSpec, passive: bool, owner: u64) -> Result<Arc<Queue>> {
         let _a = self.admin();
+        self.check_live()?;
         if let Some(q) = self.queue(&spec.name) {
             self.check_owner(&q, owner)?;
             q.touch();

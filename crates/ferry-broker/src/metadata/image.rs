@@ -168,6 +168,11 @@ pub struct MetadataImage {
     /// (shared like users and ACLs; absent in older snapshots: empty).
     #[serde(default)]
     pub amqp: Arc<BTreeMap<String, VhostDefinitions>>,
+    /// The AMQP vhosts (also STOMP's and Redis's), created and deleted by
+    /// records (shared like the definitions; absent in older snapshots:
+    /// none, until the nodes create their configured ones at start).
+    #[serde(default)]
+    pub vhosts: Arc<BTreeSet<String>>,
     /// MQTT persistent sessions and retained messages (shared like the
     /// AMQP definitions; absent in older snapshots: empty).
     #[serde(default)]
@@ -377,7 +382,7 @@ impl MetadataImage {
             }
             MetadataRecord::Amqp(record) => {
                 let topic_ids = &self.topic_ids;
-                super::amqp::apply(&mut self.amqp, |id| topic_ids.contains_key(&id), record)?;
+                super::amqp::apply(&mut self.amqp, &mut self.vhosts, |id| topic_ids.contains_key(&id), record)?;
             }
             MetadataRecord::Mqtt(record) => super::mqtt::apply(&mut self.mqtt, record),
         }

@@ -20,7 +20,7 @@ use super::{MetadataError, MetadataImage, MetadataRecord};
 use crate::messaging::HeaderValue;
 
 /// The vhost holding MQTT session queues (quorum queues). No AMQP client
-/// reaches it: vhosts are the AMQP config's, and this name is refused there.
+/// reaches it: it is no vhost record, and cannot be created as one.
 pub const MQTT_VHOST: &str = "__mqtt";
 
 /// Largest retained message (its front-end encoding) the metadata keeps:

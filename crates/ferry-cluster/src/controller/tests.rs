@@ -784,6 +784,9 @@ fn amqp_definitions_place_a_quorum_queue_as_a_replicated_topic() {
             queue_type,
         })
     };
+    // Nothing is declared in a vhost that does not exist.
+    assert!(matches!(c.request(declare("orders", QueueType::Classic)), Err(MetadataError::ResourceNotFound(_))));
+    c.request(ControllerRequest::Amqp(AmqpRequest::CreateVhost { name: "/".into() })).unwrap();
     // Default group size: three replicas on three live nodes, one partition, led and in sync.
     c.request(declare("orders", QueueType::Quorum { group_size: None })).unwrap();
     let QueueKind::Quorum { topic_id } = c.image.amqp["/"].queues["orders"].kind else { panic!("not quorum") };

@@ -25,6 +25,7 @@ pub mod redis;
 pub mod stomp;
 pub mod topic;
 pub mod user;
+pub mod vhost;
 
 use std::time::Duration;
 
@@ -43,6 +44,7 @@ pub use redis::RedisCmd;
 pub use stomp::StompCmd;
 pub use topic::TopicCmd;
 pub use user::UserCmd;
+pub use vhost::VhostCmd;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum Format {

@@ -97,7 +97,7 @@ async fn get(addr: &str, path: &str, timeout: Duration) -> anyhow::Result<Value>
 }
 
 /// A chunked body's content.
-fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
+pub(super) fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = b.windows(2).position(|w| w == b"\r\n").context("bad chunk")?;

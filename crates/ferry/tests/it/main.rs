@@ -7,6 +7,8 @@ mod amqp_cluster;
 mod amqp_cluster_classic;
 mod amqp_cluster_consumers;
 mod amqp_cluster_delayed;
+mod amqp_cluster_retry;
+mod amqp_cluster_vhosts;
 mod amqp_delayed;
 mod amqp_durability;
 mod amqp_kafka_bridge;

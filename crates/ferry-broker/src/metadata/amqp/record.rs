@@ -1,6 +1,6 @@
 //! The records changing the AMQP definitions, and their apply.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -56,16 +56,44 @@ pub enum AmqpRecord {
         /// Queue name.
         name: String,
     },
+    /// A new vhost (present already: nothing changes).
+    CreateVhost {
+        /// Vhost name.
+        name: String,
+    },
+    /// Deletes a vhost with its exchanges, bindings and queues (its quorum
+    /// queues' topics are deleted by their own records in the same entry).
+    DeleteVhost {
+        /// Vhost name.
+        name: String,
+    },
 }
 
-/// Applies `record` to the vhost map (the image's `amqp`). An error leaves
-/// it unchanged.
+/// Applies `record` to the vhost map (the image's `amqp`) and the vhost
+/// names (the image's `vhosts`). An error leaves them unchanged.
 pub(in crate::metadata) fn apply(
     amqp: &mut Arc<BTreeMap<String, VhostDefinitions>>,
+    vhosts: &mut Arc<BTreeSet<String>>,
     topic_exists: impl Fn(Uuid) -> bool,
     record: &AmqpRecord,
 ) -> Result<(), MetadataError> {
-    let vhost_of = |r: &AmqpRecord| match r {
+    let vhost = match record {
+        AmqpRecord::CreateVhost { name } => {
+            if !vhosts.contains(name) {
+                Arc::make_mut(vhosts).insert(name.clone());
+            }
+            return Ok(());
+        }
+        AmqpRecord::DeleteVhost { name } => {
+            if !vhosts.contains(name) {
+                return Err(MetadataError::ResourceNotFound(format!("no vhost '{name}'")));
+            }
+            Arc::make_mut(vhosts).remove(name);
+            if amqp.contains_key(name) {
+                Arc::make_mut(amqp).remove(name);
+            }
+            return Ok(());
+        }
         AmqpRecord::DeclareExchange { vhost, .. }
         | AmqpRecord::DeleteExchange { vhost, .. }
         | AmqpRecord::Bind { vhost, .. }
@@ -73,7 +101,6 @@ pub(in crate::metadata) fn apply(
         | AmqpRecord::DeclareQueue { vhost, .. }
         | AmqpRecord::DeleteQueue { vhost, .. } => vhost.clone(),
     };
-    let vhost = vhost_of(record);
     let cur = amqp.get(&vhost).cloned().unwrap_or_default();
     let mut defs = cur;
     match record {
@@ -134,6 +161,7 @@ pub(in crate::metadata) fn apply(
             let dest = Destination::Queue(name.clone());
             defs.bindings.retain(|b| b.destination != dest);
         }
+        AmqpRecord::CreateVhost { .. } | AmqpRecord::DeleteVhost { .. } => return Ok(()),
     }
     let map = Arc::make_mut(amqp);
     if defs == VhostDefinitions::default() {

@@ -10,7 +10,8 @@ use super::{
     is_builtin_exchange, queue_topic_name,
 };
 use crate::messaging::{Destination, Headers};
-use crate::metadata::{MetadataError, MetadataImage, MetadataRecord};
+use crate::metadata::{MQTT_VHOST, MetadataError, MetadataImage, MetadataRecord};
+use crate::security::{PatternType, ResourceType};
 
 /// The queue type a declaration asks for (`x-queue-type`, or the broker's
 /// default), resolved by the broker.
@@ -108,6 +109,28 @@ pub enum AmqpRequest {
         /// Queue name.
         name: String,
     },
+    /// Creates a vhost (RabbitMQ's `PUT /api/vhosts/{name}`; present
+    /// already: nothing changes).
+    CreateVhost {
+        /// Vhost name.
+        name: String,
+    },
+    /// Deletes a vhost with everything in it: exchanges, bindings, queues
+    /// (quorum queues' partitions too) and the ACL that lets users open it.
+    DeleteVhost {
+        /// Vhost name.
+        name: String,
+    },
+}
+
+/// Refuses a change that creates something in a vhost that does not exist
+/// (deleted meanwhile through another node): what a vhost holds goes with
+/// it, and must not reappear if a vhost of that name is created again.
+fn check_vhost(image: &MetadataImage, vhost: &str) -> Result<(), MetadataError> {
+    if vhost == MQTT_VHOST || image.vhosts.contains(vhost) {
+        return Ok(());
+    }
+    Err(MetadataError::ResourceNotFound(format!("no vhost '{vhost}'")))
 }
 
 /// How a quorum queue's topic is made: the caller places it (the quorum
@@ -131,6 +154,7 @@ pub fn amqp_change(
         AmqpRequest::DeclareExchange { vhost, exchange } => {
             check_name("vhost", vhost)?;
             check_name("exchange", &exchange.name)?;
+            check_vhost(image, vhost)?;
             if exchange.name.starts_with("amq.") {
                 return Err(MetadataError::InvalidRequest(format!(
                     "exchange name '{}' contains reserved prefix 'amq.*'",
@@ -170,6 +194,7 @@ pub fn amqp_change(
             Ok(records)
         }
         AmqpRequest::Bind { vhost, binding } => {
+            check_vhost(image, vhost)?;
             let defs = image.amqp.get(vhost).unwrap_or(&empty);
             if binding.source.is_empty() {
                 return Err(MetadataError::InvalidRequest(format!(
@@ -208,6 +233,7 @@ pub fn amqp_change(
         AmqpRequest::DeclareQueue { vhost, name, auto_delete, arguments, queue_type } => {
             check_name("vhost", vhost)?;
             check_name("queue", name)?;
+            check_vhost(image, vhost)?;
             if name.starts_with("amq.") && !name.starts_with("amq.gen-") && name != super::DELAY_QUEUE {
                 return Err(MetadataError::InvalidRequest(format!(
                     "queue name '{name}' contains reserved prefix 'amq.*'"
@@ -259,6 +285,44 @@ pub fn amqp_change(
             records.extend(
                 emptied_auto_delete(defs, &gone, None)
                     .map(|x| rec(AmqpRecord::DeleteExchange { vhost: vhost.clone(), name: x })),
+            );
+            Ok(records)
+        }
+        AmqpRequest::CreateVhost { name } => {
+            check_name("vhost", name)?;
+            if name == MQTT_VHOST {
+                return Err(MetadataError::InvalidRequest(format!("vhost name '{name}' is reserved")));
+            }
+            if image.vhosts.contains(name) {
+                return Ok(Vec::new());
+            }
+            Ok(vec![rec(AmqpRecord::CreateVhost { name: name.clone() })])
+        }
+        AmqpRequest::DeleteVhost { name } => {
+            if !image.vhosts.contains(name) {
+                return Err(MetadataError::ResourceNotFound(format!("no vhost '{name}'")));
+            }
+            let mut records = vec![rec(AmqpRecord::DeleteVhost { name: name.clone() })];
+            let defs = image.amqp.get(name).unwrap_or(&empty);
+            for q in defs.queues.values() {
+                if let QueueKind::Quorum { topic_id } = q.kind
+                    && image.topic_by_id(topic_id).is_some()
+                {
+                    records.push(MetadataRecord::DeleteTopic { id: topic_id });
+                }
+            }
+            // RabbitMQ drops a vhost's permissions with it: a vhost created
+            // again by that name is open to no one until granted again.
+            records.extend(
+                image
+                    .acls
+                    .iter()
+                    .filter(|b| {
+                        b.pattern.resource_type == ResourceType::Vhost
+                            && b.pattern.pattern_type == PatternType::Literal
+                            && b.pattern.name == *name
+                    })
+                    .map(|b| MetadataRecord::DeleteAcl(b.clone())),
             );
             Ok(records)
         }

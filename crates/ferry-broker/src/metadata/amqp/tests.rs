@@ -61,9 +61,18 @@ fn commit(image: &mut MetadataImage, request: AmqpRequest) -> Result<Vec<Metadat
     Ok(records)
 }
 
+/// An image holding the vhosts `names`, created through requests.
+fn with_vhosts(names: &[&str]) -> MetadataImage {
+    let mut image = MetadataImage::default();
+    for name in names {
+        commit(&mut image, AmqpRequest::CreateVhost { name: name.to_string() }).unwrap();
+    }
+    image
+}
+
 #[test]
 fn exchanges_bindings_and_queues_are_metadata() {
-    let mut image = MetadataImage::default();
+    let mut image = with_vhosts(&["/"]);
     let declare_x = |x: ExchangeDef| AmqpRequest::DeclareExchange { vhost: "/".into(), exchange: x };
     assert_eq!(commit(&mut image, declare_x(exchange("logs", true))).unwrap().len(), 1);
     // The same declaration again changes nothing; another is refused.
@@ -126,7 +135,7 @@ fn exchanges_bindings_and_queues_are_metadata() {
 
 #[test]
 fn an_exchange_in_use_is_kept_with_if_unused_and_its_bindings_go_with_it() {
-    let mut image = MetadataImage::default();
+    let mut image = with_vhosts(&["v"]);
     let declare_x = |x: ExchangeDef| AmqpRequest::DeclareExchange { vhost: "v".into(), exchange: x };
     commit(&mut image, declare_x(exchange("a", false))).unwrap();
     commit(&mut image, declare_x(exchange("b", true))).unwrap();
@@ -147,13 +156,13 @@ fn an_exchange_in_use_is_kept_with_if_unused_and_its_bindings_go_with_it() {
 
 #[test]
 fn a_quorum_queue_is_declared_with_its_topic_in_one_entry() {
-    let mut image = MetadataImage::default();
+    let mut image = with_vhosts(&["/"]);
     let records =
         commit(&mut image, declare_queue("orders", Headers::new(), QueueType::Quorum { group_size: Some(3) })).unwrap();
     let QueueKind::Quorum { topic_id } = image.amqp["/"].queues["orders"].kind else { panic!("not quorum") };
     let topic = image.topic_by_id(topic_id).unwrap();
     assert!(topic.internal && topic.name.starts_with(QUEUE_TOPIC_PREFIX), "{}", topic.name);
-    assert_eq!(topic.name, queue_topic_name("/", "orders", 1));
+    assert_eq!(topic.name, queue_topic_name("/", "orders", image.applied_index));
     assert!(matches!(records[0], MetadataRecord::CreateTopic { .. }));
     // Deleting the queue deletes its topic in the same entry.
     let records = commit(&mut image, AmqpRequest::DeleteQueue { vhost: "/".into(), name: "orders".into() }).unwrap();
@@ -207,4 +216,84 @@ fn arguments_compare_floats_by_bits() {
     assert_eq!(a, a.clone());
     let b = Arguments([("x".to_string(), HeaderValue::Float(1.0))].into());
     assert_ne!(a, b);
+}
+
+#[test]
+fn vhosts_are_records_and_take_what_they_hold_with_them() {
+    use crate::security::{AclBinding, AclEntry, Operation, PatternType, Permission, ResourcePattern, ResourceType};
+    let mut image = MetadataImage::default();
+    let x = |vhost: &str| AmqpRequest::DeclareExchange { vhost: vhost.into(), exchange: exchange("logs", false) };
+    // Nothing is created in a vhost that does not exist.
+    assert!(matches!(commit(&mut image, x("orders")), Err(MetadataError::ResourceNotFound(_))));
+    let quorum = QueueType::Quorum { group_size: None };
+    let q = |vhost: &str| AmqpRequest::DeclareQueue {
+        vhost: vhost.into(),
+        name: "jobs".into(),
+        auto_delete: false,
+        arguments: Arguments::default(),
+        queue_type: quorum,
+    };
+    assert!(matches!(commit(&mut image, q("orders")), Err(MetadataError::ResourceNotFound(_))));
+    // MQTT's reserved vhost needs no record, and cannot be made one.
+    commit(&mut image, q(crate::metadata::MQTT_VHOST)).unwrap();
+    let reserved = AmqpRequest::CreateVhost { name: crate::metadata::MQTT_VHOST.into() };
+    assert!(matches!(commit(&mut image, reserved), Err(MetadataError::InvalidRequest(_))));
+    assert!(matches!(
+        commit(&mut image, AmqpRequest::CreateVhost { name: String::new() }),
+        Err(MetadataError::InvalidRequest(_))
+    ));
+
+    let create = |name: &str| AmqpRequest::CreateVhost { name: name.into() };
+    assert_eq!(commit(&mut image, create("orders")).unwrap().len(), 1);
+    assert!(commit(&mut image, create("orders")).unwrap().is_empty(), "created already");
+    commit(&mut image, create("other")).unwrap();
+    assert_eq!(image.vhosts.iter().map(String::as_str).collect::<Vec<_>>(), ["orders", "other"]);
+    commit(&mut image, x("orders")).unwrap();
+    commit(&mut image, q("orders")).unwrap();
+    commit(&mut image, x("other")).unwrap();
+    commit(&mut image, AmqpRequest::Bind { vhost: "orders".into(), binding: binding("logs", "jobs", "#") }).unwrap();
+    let QueueKind::Quorum { topic_id } = image.amqp["orders"].queues["jobs"].kind else { panic!("not quorum") };
+    let acl = |name: &str, resource_type, pattern_type| AclBinding {
+        pattern: ResourcePattern { resource_type, name: name.into(), pattern_type },
+        entry: AclEntry {
+            principal: "User:alice".parse().unwrap(),
+            host: "*".into(),
+            operation: Operation::Describe,
+            permission: Permission::Allow,
+        },
+    };
+    let open_orders = acl("orders", ResourceType::Vhost, PatternType::Literal);
+    let open_other = acl("other", ResourceType::Vhost, PatternType::Literal);
+    let queue_acl = acl("orders/", ResourceType::Queue, PatternType::Prefixed);
+    for a in [&open_orders, &open_other, &queue_acl] {
+        image.apply(image.applied_index + 1, &MetadataRecord::CreateAcl(a.clone())).unwrap();
+    }
+
+    // Deleting a vhost removes, in one entry, its definitions, its quorum
+    // queues' topics and the ACL that opens it; other vhosts keep theirs.
+    let records = commit(&mut image, AmqpRequest::DeleteVhost { name: "orders".into() }).unwrap();
+    assert!(records.contains(&MetadataRecord::DeleteTopic { id: topic_id }), "{records:?}");
+    assert!(records.contains(&MetadataRecord::DeleteAcl(open_orders.clone())), "{records:?}");
+    assert!(!image.vhosts.contains("orders") && !image.amqp.contains_key("orders"));
+    assert!(image.topic_by_id(topic_id).is_none());
+    assert!(!image.acls.contains(&open_orders) && image.acls.contains(&open_other));
+    assert!(image.acls.contains(&queue_acl), "only the vhost's own ACL goes (names of others are ambiguous)");
+    assert!(image.amqp["other"].exchanges.contains_key("logs"));
+    assert!(matches!(
+        commit(&mut image, AmqpRequest::DeleteVhost { name: "orders".into() }),
+        Err(MetadataError::ResourceNotFound(_))
+    ));
+    // Created again, it is empty.
+    commit(&mut image, create("orders")).unwrap();
+    assert!(!image.amqp.contains_key("orders"));
+
+    // The records survive a snapshot round trip; an older snapshot has none.
+    let json = serde_json::to_string(&image).unwrap();
+    assert_eq!(serde_json::from_str::<MetadataImage>(&json).unwrap(), image);
+    let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+    old.as_object_mut().unwrap().remove("vhosts");
+    assert!(serde_json::from_value::<MetadataImage>(old).unwrap().vhosts.is_empty());
+    // A record deleting an absent vhost is refused by the apply.
+    let gone = MetadataRecord::Amqp(AmqpRecord::DeleteVhost { name: "nope".into() });
+    assert!(matches!(image.apply(image.applied_index + 1, &gone), Err(MetadataError::ResourceNotFound(_))));
 }

@@ -294,11 +294,19 @@ impl Broker {
     /// Carries out a forwarded queue call (see `serve_peer`).
     pub(crate) async fn serve_queue_peer(self: Arc<Self>, request: PeerRequest) -> Result<PeerReply, PeerError> {
         match request {
-            PeerRequest::QueuePublish { vhost, queue, batch, id, seqs } => {
+            PeerRequest::QueuePublish { vhost, queue, batch, id, seqs, pipelined, after } => {
                 let q = self.served_queue(&vhost, &queue)?;
+                if after.is_some_and(|l| l != q.leadership()) {
+                    // Earlier batches of the pipeline went to another
+                    // leadership: they are sent again first (order).
+                    return Err(PeerError::NotLeaderOrFollower);
+                }
                 let bytes = B64.decode(batch).map_err(failed)?;
                 let msgs = message::decode_batches(&Bytes::from(bytes)).map_err(PeerError::from)?;
                 let Stored { stored, wait } = self.store_forwarded(&vhost, &queue, &q, id, seqs, msgs)?;
+                if pipelined {
+                    return Ok(PeerReply::QueueAppended { stored, wait, leadership: q.leadership() });
+                }
                 if let Some(offset) = wait
                     && !completion(|done| q.on_durable(offset, done)).await
                 {
@@ -307,6 +315,14 @@ impl Broker {
                     return Err(PeerError::NotLeaderOrFollower);
                 }
                 Ok(PeerReply::QueueStored(stored))
+            }
+            PeerRequest::QueueCommitted { vhost, queue, leadership, offset } => {
+                let q = self.served_queue(&vhost, &queue)?;
+                // Another leadership's offset may name another record.
+                if q.leadership() != leadership || !completion(|done| q.on_durable(offset, done)).await {
+                    return Err(PeerError::NotLeaderOrFollower);
+                }
+                Ok(PeerReply::Done)
             }
             PeerRequest::QueueConsume { vhost, queue, session, consumer, exclusive, cancel } => {
                 let q = self.served_queue(&vhost, &queue)?;
@@ -419,7 +435,7 @@ pub(super) mod tests {
     use crate::messaging::quorum::tests::message;
 
     /// A broker leading quorum queue `orders`, and its controller.
-    pub(super) async fn leading_orders(dir: &tempfile::TempDir) -> (Arc<Broker>, Arc<TestController>) {
+    pub(in crate::messaging) async fn leading_orders(dir: &tempfile::TempDir) -> (Arc<Broker>, Arc<TestController>) {
         let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
         let controller = crate::testing::install(&broker);
         let declare = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
@@ -462,6 +478,8 @@ pub(super) mod tests {
             batch: encode_messages(&msgs).unwrap(),
             id: seqs.as_ref().map(|s| ("node2-session".to_string(), s.first().copied().unwrap_or(0))),
             seqs: seqs.unwrap_or_default(),
+            pipelined: false,
+            after: None,
         }
     }
 
@@ -517,8 +535,9 @@ pub(super) mod tests {
         assert_eq!(stored(&broker, publish(0, 2, Some(vec![0, 1])), "retry").await, [true, true]);
         assert_eq!(stored(&broker, publish(0, 3, Some(vec![0, 1, 2])), "retry and one more").await, [true; 3]);
         let other = match publish(3, 1, Some(vec![0])) {
-            PeerRequest::QueuePublish { vhost, queue, batch, seqs, .. } => {
-                PeerRequest::QueuePublish { vhost, queue, batch, id: Some(("node3-session".into(), 0)), seqs }
+            PeerRequest::QueuePublish { vhost, queue, batch, seqs, pipelined, after, .. } => {
+                let id = Some(("node3-session".into(), 0));
+                PeerRequest::QueuePublish { vhost, queue, batch, id, seqs, pipelined, after }
             }
             _ => unreachable!(),
         };
@@ -549,6 +568,8 @@ mod take_tests {
             batch: encode_messages(&(0..6).map(message).collect::<Vec<_>>()).unwrap(),
             id: None,
             seqs: Vec::new(),
+            pipelined: false,
+            after: None,
         };
         broker.clone().serve_queue_peer(publish).await.unwrap();
         let take = |number: u64| PeerRequest::QueueTake {

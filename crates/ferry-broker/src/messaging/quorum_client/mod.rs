@@ -10,9 +10,11 @@
 //! declarations, consumes and gets answer 404, as RabbitMQ answers for a
 //! classic queue whose node is down.
 //!
-//! - Publishes go through one ordered pipeline; a batch is retried on the
-//!   next leader until one stores it and answers (the confirm), for up to
-//!   [`PUBLISH_DEADLINE`], then nacked. Every message carries this
+//! - Publishes go through one ordered pipeline: a batch is sent once the
+//!   one before is appended (not once on the ISR), each waiting for the
+//!   ISR separately (`window.rs`), and confirmed in order; a batch is
+//!   retried on the next leader until one stores it and its ISR has it, for
+//!   up to [`PUBLISH_DEADLINE`], then nacked. Every message carries this
 //!   client's session and a sequence number, stored with it in the queue's
 //!   log (`publish_ids`): the same in every retry, so whichever leader gets
 //!   a retry stores only what its log does not hold yet. A message stored
@@ -29,7 +31,7 @@
 //!   leader flagged redelivered. Only a deletion ends it.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -37,8 +39,11 @@ use ferry_util::sync::lock;
 use tokio::sync::Notify;
 
 use crate::broker::Broker;
+#[cfg(test)]
+mod pipeline_tests;
 mod pipelines;
 mod take;
+mod window;
 
 use crate::messaging::MessagingError;
 use crate::messaging::consumer::{self, Credit, FeedEnd};
@@ -47,6 +52,7 @@ use crate::messaging::queue::{Delivery, Published, Queue};
 use crate::messaging::remote_queue::decode_delivery;
 
 use crate::metadata::{PeerError, PeerReply, PeerRequest, QueueKind};
+use window::Pending;
 
 /// A forwarded publish is nacked if no leader stored it within this.
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
@@ -104,8 +110,12 @@ pub struct QuorumClient {
     name: String,
     /// This node's session on remote leaders.
     session: String,
-    /// Waiting for the pipeline, in sequence order: (message, done, sequence).
+    /// Waiting for the pipeline, in sequence order.
     publishes: Mutex<VecDeque<Pending>>,
+    /// Messages the pipeline took from `publishes` and has not confirmed
+    /// or nacked yet (a publish stored here directly must not overtake
+    /// them).
+    forwarding: AtomicUsize,
     publish_wake: Notify,
     settles: Mutex<Settles>,
     settle_wake: Notify,
@@ -121,9 +131,6 @@ pub struct QuorumClient {
     next_seq: AtomicU64,
     workers: AtomicBool,
 }
-
-/// A message for the publish pipeline: (message, its confirm, sequence number).
-type Pending = (Message, Option<Done>, u64);
 
 /// Deliveries taken from a remote leader, tagged with its (node, epoch).
 type Buffered = (Option<(i32, u128)>, VecDeque<Delivery>);
@@ -162,6 +169,7 @@ impl Broker {
                     name: name.to_string(),
                     session: format!("{}-{}", self.node_id(), uuid::Uuid::new_v4().simple()),
                     publishes: Mutex::default(),
+                    forwarding: AtomicUsize::new(0),
                     publish_wake: Notify::new(),
                     settles: Mutex::default(),
                     settle_wake: Notify::new(),
@@ -293,6 +301,7 @@ impl QuorumClient {
         done: Option<Done>,
     ) -> Result<Option<(Arc<Queue>, Published)>, MessagingError> {
         if lock(&self.publishes).is_empty()
+            && self.forwarding.load(Ordering::Acquire) == 0
             && let Target::Local(q) = self.target()
             && let Some(b) = self.broker.upgrade()
         {
@@ -309,7 +318,7 @@ impl QuorumClient {
                         Some(offset) if stored.stored == [true] => {
                             let (client, m) = (Arc::downgrade(self), m.clone());
                             q.on_durable(offset, move |ok| match (ok, client.upgrade()) {
-                                (false, Some(c)) => c.retry((m, done, seq)),
+                                (false, Some(c)) => c.retry(Pending::new(m, done, seq)),
                                 (ok, _) => {
                                     if let Some(done) = done {
                                         done(ok);
@@ -321,7 +330,7 @@ impl QuorumClient {
                         _ => return Ok(Some((q, Published::Rejected))),
                     },
                     Err(crate::BrokerError::NotLeaderOrFollower) => {
-                        self.retry((m.clone(), done, seq));
+                        self.retry(Pending::new(m.clone(), done, seq));
                         return Ok(None);
                     }
                     Err(e) => return Err(e.into()),
@@ -332,7 +341,7 @@ impl QuorumClient {
         {
             let mut q = lock(&self.publishes);
             let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-            q.push_back((m.clone(), done, seq));
+            q.push_back(Pending::new(m.clone(), done, seq));
         }
         self.publish_wake.notify_one();
         Ok(None)
@@ -345,7 +354,7 @@ impl QuorumClient {
         self.start_workers();
         {
             let mut q = lock(&self.publishes);
-            let at = q.partition_point(|p| p.2 < pending.2);
+            let at = q.partition_point(|p| p.seq < pending.seq);
             q.insert(at, pending);
         }
         self.publish_wake.notify_one();

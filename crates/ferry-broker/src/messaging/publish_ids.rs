@@ -13,12 +13,19 @@
 //! nacked although it survives.
 //!
 //! What is known is kept per session as ranges of sequence numbers (a
-//! session numbers its messages in order, so a few ranges). Records the
-//! queue trimmed (acknowledged and below a cursor snapshot) are not seen
-//! by a later scan; a retry reaches a leader within the publish deadline
-//! (30 s), long before a message could be published, delivered, acked and
-//! trimmed in the normal course, and the old leader's in-memory ranges
-//! cover the same leadership.
+//! session numbers its messages in order, so a few ranges): what this
+//! leadership appended, and what a scan of its log found. The log is
+//! read only when a publish says some of its messages were sent before
+//! ([`Resent`]: a first attempt cannot be in any log), and only from the
+//! first record stamped [`SKEW`] before their first sending (the time
+//! index finds it), extended further back only if a later retry is older:
+//! a takeover of a queue holding millions of messages costs its first
+//! publish nothing, and a retry a few seconds of log. Records the queue
+//! trimmed (acknowledged and below a cursor snapshot) are not seen by a
+//! scan; a retry reaches a leader within the publish deadline (30 s), long
+//! before a message could be published, delivered, acked and trimmed in
+//! the normal course, and the old leader's in-memory ranges cover the same
+//! leadership.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -28,18 +35,23 @@ use ferry_util::sync::lock;
 use crate::broker::Broker;
 use crate::messaging::message::{H_PUBLISH, Message};
 use crate::messaging::queue::{Published, Queue};
+use crate::metadata::Resent;
 use crate::queue::ranges::RangeSet;
 use crate::stored;
 
 /// Bytes read from the log per step of a scan.
 const SCAN_CHUNK: usize = 1 << 20;
+/// A scan for messages first sent at `t` starts at records stamped
+/// `t - SKEW`: records carry their leader's clock, the sender's is another.
+pub(crate) const SKEW: i64 = 60_000;
 
 /// The sequence numbers one leadership of a queue holds, by session.
 pub(crate) struct PublishIds {
     /// The queue (one leadership) they are for.
     queue: Weak<Queue>,
-    /// The log has been read (`sessions` is complete).
-    scanned: bool,
+    /// The log was read from this offset to its end at the time (`None`:
+    /// not read; `sessions` then holds this leadership's appends only).
+    scanned_from: Option<u64>,
     sessions: HashMap<String, RangeSet>,
 }
 
@@ -57,17 +69,16 @@ fn parse(value: &[u8]) -> Option<(&str, u64)> {
     Some((session, seq.parse().ok()?))
 }
 
-/// The publisher ids in `q`'s log, from its start to its end (every
-/// written record: as leader, that is what it commits).
-fn scan(q: &Queue) -> crate::Result<HashMap<String, RangeSet>> {
+/// The publisher ids in `q`'s log from `from` to `to` (every written
+/// record: as leader, that is what it commits), added to `sessions`.
+fn scan(q: &Queue, from: u64, to: u64, sessions: &mut HashMap<String, RangeSet>) -> crate::Result<()> {
     let log = q.log();
-    let mut sessions: HashMap<String, RangeSet> = HashMap::new();
-    let (mut pos, end) = (log.log_start_offset(), log.next_offset());
-    while pos < end {
+    let mut pos = from.max(log.log_start_offset());
+    while pos < to {
         let Some(slice) = log.read_written(pos, SCAN_CHUNK)? else { break };
         let records = stored::decode_batches(&slice.to_vec()?)?;
         let Some(&(last, _)) = records.last() else { break };
-        for (_, record) in records.iter().filter(|(o, _)| *o >= pos) {
+        for (_, record) in records.iter().filter(|(o, _)| *o >= pos && *o < to) {
             for (k, v) in &record.headers {
                 if k == H_PUBLISH
                     && let Some((session, seq)) = parse(v)
@@ -78,7 +89,37 @@ fn scan(q: &Queue) -> crate::Result<HashMap<String, RangeSet>> {
         }
         pos = last + 1;
     }
-    Ok(sessions)
+    Ok(())
+}
+
+/// Where a scan for messages `resent` starts (`None`: no scan).
+fn scan_start(q: &Queue, resent: Resent) -> crate::Result<Option<u64>> {
+    let log = q.log();
+    Ok(match resent {
+        Resent::No => None,
+        Resent::Unknown => Some(log.log_start_offset()),
+        // The first record stamped since; none readable is: only the
+        // unflushed tail may be.
+        Resent::Since(t) => Some(match log.offset_for_timestamp(t.saturating_sub(SKEW))? {
+            Some((offset, _)) => offset,
+            None => log.high_watermark(),
+        }),
+    })
+}
+
+impl PublishIds {
+    /// Makes sure the log was read as far back as `resent` needs.
+    fn cover(&mut self, q: &Queue, resent: Resent) -> crate::Result<()> {
+        let Some(from) = scan_start(q, resent)? else { return Ok(()) };
+        let to = match self.scanned_from {
+            Some(done) if done <= from => return Ok(()),
+            Some(done) => done,
+            None => q.log().next_offset(),
+        };
+        scan(q, from, to, &mut self.sessions)?;
+        self.scanned_from = Some(from);
+        Ok(())
+    }
 }
 
 /// What [`Broker::store_published`] did: per message, stored (now or
@@ -90,29 +131,21 @@ pub(crate) struct Stored {
 }
 
 impl Broker {
-    /// The ids `q` (this node's leadership of quorum queue `name`) holds,
-    /// read from its log on first use (under the entry's lock, which is
-    /// taken before the entry is visible: a publish to this leadership
-    /// waits for the scan rather than missing what it finds).
-    fn publish_ids(&self, vhost: &str, name: &str, q: &Arc<Queue>) -> crate::Result<Arc<Mutex<PublishIds>>> {
+    /// The ids `q` (this node's leadership of quorum queue `name`) holds.
+    fn publish_ids(&self, vhost: &str, name: &str, q: &Arc<Queue>) -> Arc<Mutex<PublishIds>> {
         let key = (vhost.to_string(), name.to_string());
         let mut all = lock(&self.queue_publishes);
         if let Some(ids) = all.get(&key)
             && lock(ids).queue.upgrade().is_some_and(|held| Arc::ptr_eq(&held, q))
         {
-            return Ok(ids.clone());
+            return ids.clone();
         }
         // A new leadership here: the ids of closed ones go.
         all.retain(|_, ids| lock(ids).queue.strong_count() > 0);
         let ids =
-            Arc::new(Mutex::new(PublishIds { queue: Arc::downgrade(q), scanned: false, sessions: HashMap::new() }));
-        let mut scanning = lock(&ids);
+            Arc::new(Mutex::new(PublishIds { queue: Arc::downgrade(q), scanned_from: None, sessions: HashMap::new() }));
         all.insert(key, ids.clone());
-        drop(all);
-        scanning.sessions = scan(q)?;
-        scanning.scanned = true;
-        drop(scanning);
-        Ok(ids)
+        ids
     }
 
     /// Stores `msgs` of publisher `session`, each with its sequence number,
@@ -124,18 +157,16 @@ impl Broker {
         vhost: &str,
         name: &str,
         q: &Arc<Queue>,
-        session: &str,
+        (session, resent): (&str, Resent),
         msgs: &[(Message, u64)],
     ) -> crate::Result<Stored> {
-        let entry = self.publish_ids(vhost, name, q)?;
-        // Held across the appends (no await): a retry arriving while the
-        // first attempt is still being stored waits for it.
+        let entry = self.publish_ids(vhost, name, q);
+        // Held across the scan and the appends (no await): a retry
+        // arriving while the first attempt is still being stored waits for
+        // it, and a publish to this leadership waits for a scan rather
+        // than missing what it finds.
         let mut ids = lock(&entry);
-        if !ids.scanned {
-            // The first scan failed: nothing is known until one succeeds.
-            ids.sessions = scan(q)?;
-            ids.scanned = true;
-        }
+        ids.cover(q, resent)?;
         let mut out = Stored { stored: Vec::with_capacity(msgs.len()), wait: None };
         let mut held = false;
         for (m, seq) in msgs {

@@ -78,6 +78,7 @@ impl Broker {
     /// (the housekeeping tick).
     pub(crate) fn maintain_quorum_queues(&self) {
         self.expire_queue_sessions();
+        self.free_idle_quorum_clients(crate::messaging::quorum_client::IDLE);
         let queues: Vec<Arc<Queue>> = lock(&self.quorum_queues).values().map(|(_, q)| q.clone()).collect();
         for q in queues {
             if let Err(e) = q.sweep().and_then(|()| q.maintain(false)) {

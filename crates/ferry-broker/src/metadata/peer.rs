@@ -112,6 +112,11 @@ pub enum PeerRequest {
         /// them all again, in order).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<u64>,
+        /// Whether some of the messages were sent to a leader before, and
+        /// since when: how far back the leader looks for their ids in its
+        /// log (`messaging::publish_ids`).
+        #[serde(default, skip_serializing_if = "Resent::is_unknown")]
+        resent: Resent,
     },
     /// Answered [`PeerReply::Done`] once the queue's ISR has everything up
     /// to `offset`, appended in `leadership` (a pipelined
@@ -173,6 +178,12 @@ pub enum PeerRequest {
         exclusive: bool,
         /// Removes the consumer instead.
         cancel: bool,
+        /// With `cancel`: the consumer's next take number. A take of that
+        /// number the leader answered never reached the forwarding node
+        /// (the answer was lost), so what it handed out and is still out
+        /// with the session goes back to the queue at once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unanswered: Option<u64>,
     },
     /// Acks, returns (requeue) and rejects of a forwarding node's
     /// deliveries, answered once the cursor records are on the ISR.
@@ -208,6 +219,26 @@ pub enum PeerRequest {
         /// encoding (base64) with its publisher's client id (no-local).
         messages: Vec<(String, Option<String>)>,
     },
+}
+
+/// Whether a publish's messages may be in a queue's log already (sent to
+/// a leader before, their answer lost or their leadership ended): a
+/// leader looks their publisher ids up in its log only that far back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Resent {
+    /// Not said (a sender that predates the field): the whole log.
+    #[default]
+    Unknown,
+    /// None was ever sent: no log is read.
+    No,
+    /// Some were, first at this wall-clock time (ms) or later.
+    Since(i64),
+}
+
+impl Resent {
+    fn is_unknown(&self) -> bool {
+        *self == Resent::Unknown
+    }
 }
 
 /// What a peer call returns.

@@ -18,15 +18,15 @@ use crate::testing::TestController;
 
 /// What the link does to node 2's calls.
 #[derive(Default)]
-struct Faults {
+pub(super) struct Faults {
     /// Each ISR wait reaches the leader this late (batches pile up).
-    commit_delay: Duration,
+    pub commit_delay: Duration,
     /// The answer of this publish call (0 = first) is lost after the
     /// leader carried it out.
-    lose_publish: Option<usize>,
+    pub lose_publish: Option<usize>,
     /// After this publish call is carried out, the leadership moves away
     /// and back (a new leadership over the same log).
-    takeover_after: Option<usize>,
+    pub takeover_after: Option<usize>,
 }
 
 /// Node 2's controller: its peer calls reach node 1's broker.
@@ -94,9 +94,10 @@ impl Controller for Link {
     }
 }
 
-struct Setup {
-    leader: Arc<Broker>,
-    two: Arc<Broker>,
+pub(super) struct Setup {
+    pub leader: Arc<Broker>,
+    pub controller: Arc<TestController>,
+    pub two: Arc<Broker>,
     commits: Arc<(AtomicUsize, AtomicUsize)>,
     refused: Arc<AtomicUsize>,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
@@ -104,7 +105,7 @@ struct Setup {
 
 /// Node 1 leads `orders`; node 2 sees the same metadata and reaches node
 /// 1 through a [`Link`] with `faults`.
-async fn setup(faults: Faults) -> Setup {
+pub(super) async fn setup(faults: Faults) -> Setup {
     let (one_dir, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (leader, controller) = leading_orders(&one_dir).await;
     let config = BrokerConfig { data_dir: dir.path().to_path_buf(), node_id: 2, ..Default::default() };
@@ -119,13 +120,21 @@ async fn setup(faults: Faults) -> Setup {
         commits: commits.clone(),
         refused: refused.clone(),
     }));
-    let mut image = controller.image();
-    let mut node = controller.node("127.0.0.1:9093");
-    node.id = 2;
-    image.apply_batch(image.applied_index + 1, &[MetadataRecord::RegisterNode(node)]).unwrap();
-    two.apply_image(Arc::new(image));
-    assert!(two.quorum_queue("/", "orders").is_none(), "led by node 1, not here");
-    Setup { leader, two, commits, refused, _dirs: (one_dir, dir) }
+    let s = Setup { leader, controller, two, commits, refused, _dirs: (one_dir, dir) };
+    s.sync_two();
+    assert!(s.two.quorum_queue("/", "orders").is_none(), "led by node 1, not here");
+    s
+}
+
+impl Setup {
+    /// Node 2 gets the controller's latest image (with node 2 in it).
+    pub(super) fn sync_two(&self) {
+        let mut image = self.controller.image();
+        let mut node = self.controller.node("127.0.0.1:9093");
+        node.id = 2;
+        image.apply_batch(image.applied_index + 1, &[MetadataRecord::RegisterNode(node)]).unwrap();
+        self.two.apply_image(Arc::new(image));
+    }
 }
 
 /// Publishes `n` messages through node 2's client at once; the confirms,

@@ -12,7 +12,7 @@ use ferry_util::sync::lock;
 
 use tokio::task::JoinHandle;
 
-use super::window::{At, Entry, Pending, Window, requeue, split_expired};
+use super::window::{At, Entry, Pending, Window, mark_sent, requeue, split_expired};
 use super::{HEARTBEAT, PUBLISH_BATCH, PUBLISH_DEADLINE, QuorumClient, RETRY, Target};
 use crate::messaging::message::Message;
 use crate::messaging::publish_ids::Stored;
@@ -93,7 +93,8 @@ pub(super) async fn publisher(client: Weak<QuorumClient>) {
     let mut window: Window<Commit> = Window::default();
     loop {
         let Some(c) = client.upgrade() else { return };
-        let woken = c.publish_wake.notified();
+        let wake = c.publish_wake.clone();
+        let woken = wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
         confirm_heads(&c, &mut window).await;
@@ -104,6 +105,9 @@ pub(super) async fn publisher(client: Weak<QuorumClient>) {
                 continue;
             }
         }
+        // Idle, the client is not held: an unused one can be freed
+        // (`Broker::free_idle_quorum_clients`), which ends this task.
+        drop(c);
         // Woken by a publish or a commit task.
         let _ = tokio::time::timeout(Duration::from_secs(1), woken).await;
     }
@@ -177,6 +181,7 @@ async fn send(c: &Arc<QuorumClient>, window: &mut Window<Commit>, mut batch: Vec
         // Every retry carries the same ids, so whichever leader gets it
         // stores only what its log does not hold yet (`publish_ids`).
         let msgs: Vec<(Message, u64)> = batch.iter().map(|p| (p.message.clone(), p.seq)).collect();
+        let resent = mark_sent(&mut batch, ferry_util::time::now_ms());
         match c.target() {
             // Deleted, or a classic queue whose holder is down: nacked.
             Target::Deleted | Target::Down { .. } => {
@@ -194,7 +199,7 @@ async fn send(c: &Arc<QuorumClient>, window: &mut Window<Commit>, mut batch: Vec
                     return;
                 }
                 let appended = match c.broker.upgrade() {
-                    Some(b) => b.store_published(&c.vhost, &c.name, &q, &c.session, &msgs),
+                    Some(b) => b.store_published(&c.vhost, &c.name, &q, (&c.session, resent), &msgs),
                     None => Err(crate::BrokerError::NotLeaderOrFollower),
                 };
                 match appended {
@@ -234,6 +239,7 @@ async fn send(c: &Arc<QuorumClient>, window: &mut Window<Commit>, mut batch: Vec
                     seqs: batch.iter().map(|p| p.seq).collect(),
                     pipelined: true,
                     after,
+                    resent,
                 };
                 match c.call(node, request).await {
                     Ok(PeerReply::QueueAppended { stored, wait, leadership }) => {
@@ -280,7 +286,8 @@ async fn send(c: &Arc<QuorumClient>, window: &mut Window<Commit>, mut batch: Vec
 pub(super) async fn settler(client: Weak<QuorumClient>) {
     loop {
         let Some(c) = client.upgrade() else { return };
-        let woken = c.settle_wake.notified();
+        let wake = c.settle_wake.clone();
+        let woken = wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
         let (acks, requeues, rejects) = {
@@ -295,8 +302,11 @@ pub(super) async fn settler(client: Weak<QuorumClient>) {
         if acks.is_empty() && requeues.is_empty() && rejects.is_empty() {
             let heartbeat = c.unsettled.load(Ordering::Relaxed) > 0;
             let target = if heartbeat { Some(c.target()) } else { None };
+            // Not held while idle (see the publisher).
+            drop(c);
             if tokio::time::timeout(HEARTBEAT, woken).await.is_err()
                 && let Some(Target::Remote { node, .. }) = target
+                && let Some(c) = client.upgrade()
             {
                 let renew = PeerRequest::QueueTake {
                     vhost: c.vhost.clone(),

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::Done;
 use crate::messaging::message::Message;
 use crate::messaging::queue::Queue;
+use crate::metadata::Resent;
 
 /// A message for the publish pipeline.
 pub(super) struct Pending {
@@ -32,11 +33,19 @@ pub(super) struct Pending {
     /// Nacked if no leader confirmed it by then: set when first taken by
     /// the pipeline, kept across rewinds.
     pub deadline: Option<Instant>,
+    /// Wall-clock ms it was first sent to a leader (`None`: never, so no
+    /// log can hold it).
+    pub sent_at: Option<i64>,
 }
 
 impl Pending {
     pub(super) fn new(message: Message, done: Option<Done>, seq: u64) -> Pending {
-        Pending { message, done, seq, deadline: None }
+        Pending { message, done, seq, deadline: None, sent_at: None }
+    }
+
+    /// A message a leader was given at `sent_at` and did not confirm.
+    pub(super) fn again(message: Message, done: Option<Done>, seq: u64, sent_at: i64) -> Pending {
+        Pending { sent_at: Some(sent_at), ..Pending::new(message, done, seq) }
     }
 
     /// Calls its confirm.
@@ -162,6 +171,16 @@ pub(super) fn requeue(queue: &mut VecDeque<Pending>, rewound: Vec<Pending>) {
     queue.extend(all);
 }
 
+/// What a leader is told of `batch`'s earlier sendings, before this one
+/// (which it then records).
+pub(super) fn mark_sent(batch: &mut [Pending], now_ms: i64) -> Resent {
+    let first = batch.iter().filter_map(|p| p.sent_at).min();
+    for p in batch.iter_mut() {
+        p.sent_at.get_or_insert(now_ms);
+    }
+    first.map_or(Resent::No, Resent::Since)
+}
+
 /// Splits `batch` into the messages still within their deadline and those
 /// past it (at `now`).
 pub(super) fn split_expired(batch: Vec<Pending>, now: Instant) -> (Vec<Pending>, Vec<Pending>) {
@@ -248,6 +267,21 @@ mod tests {
         let rewound = w.push(next.clone(), Entry { batch: vec![pending(1, &log)], stored: vec![true], wait: () });
         assert_eq!(seqs(&rewound), [0]);
         assert!(w.at().is_some_and(|at| at.same(&next)) && w.len() == 1);
+    }
+
+    /// A leader looks ids up only for a batch holding messages sent
+    /// before, from the first sending on.
+    #[test]
+    fn a_batch_says_whether_and_since_when_it_was_sent_before() {
+        let log = Log::default();
+        let mut fresh: Vec<Pending> = (0..2).map(|s| pending(s, &log)).collect();
+        assert_eq!(super::mark_sent(&mut fresh, 1000), crate::metadata::Resent::No);
+        assert!(fresh.iter().all(|p| p.sent_at == Some(1000)));
+        assert_eq!(super::mark_sent(&mut fresh, 2000), crate::metadata::Resent::Since(1000), "sent again");
+        let mut mixed = vec![pending(0, &log), Pending::again(message(1), None, 1, 700), pending(2, &log)];
+        mixed[0].sent_at = Some(900);
+        assert_eq!(super::mark_sent(&mut mixed, 3000), crate::metadata::Resent::Since(700));
+        assert_eq!(mixed[2].sent_at, Some(3000));
     }
 
     #[test]

@@ -206,3 +206,95 @@ mod tests {
         assert_eq!(parse(&[0xff, b' ', b'1']), None);
     }
 }
+
+#[cfg(test)]
+mod scan_tests {
+    use std::time::{Duration, Instant};
+
+    use ferry_util::time::now_ms;
+
+    use super::{SKEW, scan_start};
+    use crate::broker::Broker;
+    use crate::messaging::message::Message;
+    use crate::messaging::quorum::tests::message;
+    use crate::messaging::remote_queue::tests::{leading_orders, takeover};
+    use crate::metadata::Resent;
+
+    fn store(broker: &Broker, session: &str, resent: Resent, msgs: &[(Message, u64)]) -> Vec<bool> {
+        let q = broker.quorum_queue("/", "orders").unwrap();
+        broker.store_published("/", "orders", &q, (session, resent), msgs).unwrap().stored
+    }
+
+    /// How far back this leadership read its log (`None`: not at all).
+    fn scanned_from(broker: &Broker) -> Option<u64> {
+        let all = ferry_util::sync::lock(&broker.queue_publishes);
+        let ids = all.get(&("/".to_string(), "orders".to_string())).expect("ids kept");
+        ferry_util::sync::lock(ids).scanned_from
+    }
+
+    /// After a takeover, a publish of new messages reads no log; one
+    /// holding resent messages reads it from their first sending on (less
+    /// the clock skew) and answers what an earlier leadership stored
+    /// without storing it again; a later, older retry reads further back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_resent_messages_are_looked_up_and_only_since_their_sending() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, controller) = leading_orders(&dir).await;
+        let sent = now_ms();
+        let first: Vec<(Message, u64)> = (0..10).map(|i| (message(i), u64::from(i))).collect();
+        assert_eq!(store(&broker, "s1", Resent::No, &first), [true; 10]);
+        takeover(&broker, &controller, vec![broker.node_id()]);
+
+        assert_eq!(store(&broker, "s1", Resent::No, &[(message(10), 10)]), [true]);
+        assert_eq!(scanned_from(&broker), None, "a new message is looked up nowhere");
+
+        // Records stamped before the retry's horizon are not read.
+        let q = broker.quorum_queue("/", "orders").unwrap();
+        let later = scan_start(&q, Resent::Since(now_ms() + 2 * SKEW)).unwrap().unwrap();
+        assert!(later >= q.log().high_watermark(), "past every stamped record: {later}");
+
+        let end = q.log().next_offset();
+        assert_eq!(store(&broker, "s1", Resent::Since(sent), &[(message(3), 3)]), [true]);
+        assert_eq!(q.log().next_offset(), end, "held already: not stored again");
+        let from = scanned_from(&broker).expect("read");
+        assert!(from <= 3, "read from the first record since the sending, less the skew: {from}");
+        assert_eq!(store(&broker, "s1", Resent::Unknown, &[(message(4), 4)]), [true]);
+        assert_eq!(scanned_from(&broker), Some(q.log().log_start_offset()), "an unknown sending: the whole log");
+        assert_eq!(q.log().next_offset(), end);
+    }
+
+    /// Measures the first publish after a takeover of a queue holding many
+    /// messages (1 KiB, older than the skew), for a new message, a message
+    /// resent a second ago, and a whole-log read (what every first publish
+    /// cost before). `FERRY_SCAN_MESSAGES` messages (default 100,000).
+    /// `cargo test --release -p ferry-broker --lib first_publish_after_a_takeover -- --ignored --nocapture`
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement: takes minutes"]
+    async fn first_publish_after_a_takeover() {
+        let n: u32 = std::env::var("FERRY_SCAN_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, controller) = leading_orders(&dir).await;
+        let body = bytes::Bytes::from(vec![b'x'; 1024]);
+        let started = Instant::now();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let msgs: Vec<(Message, u64)> =
+                chunk.iter().map(|i| (Message { body: body.clone(), ..message(*i) }, u64::from(*i))).collect();
+            store(&broker, "filler", Resent::No, &msgs);
+        }
+        let q = broker.quorum_queue("/", "orders").unwrap();
+        println!("{n} messages, {} MiB, written in {:?}", q.log().size_bytes() >> 20, started.elapsed());
+        // Older than the skew, as a queue's backlog is.
+        tokio::time::sleep(Duration::from_millis(SKEW as u64 + 5_000)).await;
+        let cases = [
+            ("whole log (every first publish before)", Resent::Unknown),
+            ("a new message", Resent::No),
+            ("a message resent 1 s ago", Resent::Since(now_ms() - 1000)),
+        ];
+        for (seq, (what, resent)) in (0u32..).zip(cases) {
+            takeover(&broker, &controller, vec![broker.node_id()]);
+            let t = Instant::now();
+            assert_eq!(store(&broker, "s2", resent, &[(message(seq), u64::from(seq))]), [true]);
+            println!("first publish after a takeover, {what}: {:?}", t.elapsed());
+        }
+    }
+}

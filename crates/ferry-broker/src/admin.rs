@@ -365,6 +365,7 @@ impl Broker {
                 Ok(PeerReply::LowWatermark(low as i64))
             }
             queue @ (PeerRequest::QueuePublish { .. }
+            | PeerRequest::QueueCommitted { .. }
             | PeerRequest::QueueTake { .. }
             | PeerRequest::QueueConsume { .. }
             | PeerRequest::QueueSettle { .. }

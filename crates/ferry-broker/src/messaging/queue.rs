@@ -98,6 +98,11 @@ pub struct Queue {
     last_used: AtomicU64,
     /// Messages published, delivered, acknowledged, dead-lettered.
     pub stats: QueueStats,
+    /// Names this opening of the queue (a quorum queue's: one leadership)
+    /// to forwarding nodes, whose pipelined publishes are confirmed only
+    /// by the leadership that appended them (random: unique across
+    /// restarts).
+    leadership: u64,
 }
 
 #[derive(Default)]
@@ -181,6 +186,7 @@ impl Queue {
             vhost: OnceLock::new(),
             last_used: AtomicU64::new(now_ms_u64()),
             stats: QueueStats::default(),
+            leadership: uuid::Uuid::new_v4().as_u64_pair().0,
         });
         if q.args.max_length_bytes.is_some() || q.args.max_priority.is_some() {
             q.rescan()?;
@@ -267,6 +273,11 @@ impl Queue {
             Some(p) => Ok(p.append(batch, Acks::All)?.info.base_offset),
             None => Ok(self.log.append(batch)?.base_offset),
         }
+    }
+
+    /// This opening's name for forwarding nodes (see the field).
+    pub(crate) fn leadership(&self) -> u64 {
+        self.leadership
     }
 
     /// Whether this is a quorum queue (on a replicated partition).

@@ -92,6 +92,7 @@ impl Broker {
     /// (the housekeeping tick).
     pub(crate) fn maintain_quorum_queues(&self) {
         self.expire_queue_sessions();
+        self.free_idle_quorum_clients(crate::messaging::quorum_client::IDLE);
         let queues: Vec<(String, Arc<Queue>)> =
             lock(&self.quorum_queues).iter().map(|((vhost, _), (_, q))| (vhost.clone(), q.clone())).collect();
         for (vhost, q) in queues {

@@ -24,7 +24,7 @@ use crate::broker::Broker;
 use crate::messaging::message::{self, Message, StoredMessage};
 use crate::messaging::publish_ids::Stored;
 use crate::messaging::queue::{Delivery, Published, Queue};
-use crate::metadata::{PeerError, PeerReply, PeerRequest, QueueKind, WireDelivery};
+use crate::metadata::{PeerError, PeerReply, PeerRequest, QueueKind, Resent, WireDelivery};
 
 /// A forwarding node silent this long loses its deliveries to the queue.
 pub(crate) const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,6 +35,9 @@ const FENCED_SILENCE: Duration = Duration::from_secs(6);
 const MAX_WAIT: Duration = Duration::from_secs(5);
 /// How long a forwarded publish or settlement waits for the ISR.
 const ISR_WAIT: Duration = Duration::from_secs(8);
+/// Cancelled consumers a session remembers (a take still on its way when
+/// its consumer was cancelled must not register it again).
+const CANCELLED: usize = 4096;
 
 /// One forwarding node's deliveries of one queue.
 pub(crate) struct Session {
@@ -47,6 +50,8 @@ pub(crate) struct Session {
     consumers: HashMap<u64, u64>,
     /// Each consumer's last take: (its number, what it was answered).
     last_takes: HashMap<u64, (u64, Vec<WireDelivery>)>,
+    /// Consumers cancelled (ids are never reused), kept across leaderships.
+    cancelled: BTreeSet<u64>,
     seen: Instant,
 }
 
@@ -144,15 +149,15 @@ impl Broker {
         vhost: &str,
         name: &str,
         q: &Arc<Queue>,
-        id: Option<(String, u64)>,
+        id: Option<(String, Resent)>,
         seqs: Vec<u64>,
         msgs: Vec<StoredMessage>,
     ) -> Result<Stored, PeerError> {
-        if let Some((session, _)) = id
+        if let Some((session, resent)) = id
             && seqs.len() == msgs.len()
         {
             let msgs: Vec<(Message, u64)> = msgs.into_iter().map(to_message).zip(seqs).collect();
-            return self.store_published(vhost, name, q, &session, &msgs).map_err(PeerError::from);
+            return self.store_published(vhost, name, q, (&session, resent), &msgs).map_err(PeerError::from);
         }
         let mut out = Stored { stored: Vec::with_capacity(msgs.len()), wait: None };
         for m in msgs {
@@ -176,6 +181,7 @@ impl Broker {
             offsets: BTreeSet::new(),
             consumers: HashMap::new(),
             last_takes: HashMap::new(),
+            cancelled: BTreeSet::new(),
             seen: Instant::now(),
         });
         if !std::ptr::eq(s.queue.as_ptr(), Arc::as_ptr(q)) {
@@ -219,19 +225,57 @@ impl Broker {
         Ok(id)
     }
 
-    /// Removes a forwarding node's consumer (its cancel).
-    fn cancel_session_consumer(&self, vhost: &str, name: &str, session: &str, q: &Arc<Queue>, remote: u64) {
+    /// Removes a forwarding node's consumer (its cancel). What its take
+    /// numbered `unanswered` handed out and is still out with the session
+    /// goes back to the queue: that answer never reached the forwarding
+    /// node (it would have taken the next number), so nobody else will
+    /// deliver or settle it before the session expires.
+    fn cancel_session_consumer(
+        &self,
+        (vhost, name, session): (&str, &str, &str),
+        q: &Arc<Queue>,
+        remote: u64,
+        unanswered: Option<u64>,
+    ) -> crate::Result<()> {
+        self.note_session(vhost, name, session, q, &[], &[]);
         let key = (vhost.to_string(), name.to_string(), session.to_string());
-        let id = lock(&self.queue_sessions)
-            .get_mut(&key)
-            .filter(|s| std::ptr::eq(s.queue.as_ptr(), Arc::as_ptr(q)))
-            .and_then(|s| {
-                s.last_takes.remove(&remote);
-                s.consumers.remove(&remote)
-            });
+        let (id, lost) = {
+            let mut sessions = lock(&self.queue_sessions);
+            let Some(s) = sessions.get_mut(&key) else { return Ok(()) };
+            s.cancelled.insert(remote);
+            while s.cancelled.len() > CANCELLED {
+                s.cancelled.pop_first();
+            }
+            let lost: Vec<u64> = match s.last_takes.remove(&remote) {
+                Some((n, deliveries)) if Some(n) == unanswered => {
+                    deliveries.iter().map(|w| w.offset).filter(|o| s.offsets.remove(o)).collect()
+                }
+                _ => Vec::new(),
+            };
+            (s.consumers.remove(&remote), lost)
+        };
         if let Some(id) = id {
             q.remove_consumer(id);
         }
+        if !lost.is_empty() {
+            tracing::debug!(queue = %q.name(), deliveries = lost.len(), "a cancelled consumer's lost take handed back");
+            q.requeue(&lost)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `remote` of `key`'s session was cancelled.
+    fn cancelled(&self, key: &(String, String, String), remote: u64) -> bool {
+        lock(&self.queue_sessions).get(key).is_some_and(|s| s.cancelled.contains(&remote))
+    }
+
+    /// Of `offsets`, those out with `key`'s session in `q`'s leadership.
+    fn held_by_session(&self, key: &(String, String, String), q: &Arc<Queue>, offsets: &[u64]) -> Vec<u64> {
+        let sessions = lock(&self.queue_sessions);
+        let Some(s) = sessions.get(key).filter(|s| std::ptr::eq(s.queue.as_ptr(), Arc::as_ptr(q))) else {
+            return Vec::new();
+        };
+        offsets.iter().copied().filter(|o| s.offsets.contains(o)).collect()
     }
 
     /// A retried take (`number` as the consumer's last take): that take's
@@ -297,11 +341,20 @@ impl Broker {
     /// Carries out a forwarded queue call (see `serve_peer`).
     pub(crate) async fn serve_queue_peer(self: Arc<Self>, request: PeerRequest) -> Result<PeerReply, PeerError> {
         match request {
-            PeerRequest::QueuePublish { vhost, queue, batch, id, seqs } => {
+            PeerRequest::QueuePublish { vhost, queue, batch, id, seqs, pipelined, after, resent } => {
                 let q = self.served_queue(&vhost, &queue)?;
+                if after.is_some_and(|l| l != q.leadership()) {
+                    // Earlier batches of the pipeline went to another
+                    // leadership: they are sent again first (order).
+                    return Err(PeerError::NotLeaderOrFollower);
+                }
                 let bytes = B64.decode(batch).map_err(failed)?;
                 let msgs = message::decode_batches(&Bytes::from(bytes)).map_err(PeerError::from)?;
+                let id = id.map(|(session, _)| (session, resent));
                 let Stored { stored, wait } = self.store_forwarded(&vhost, &queue, &q, id, seqs, msgs)?;
+                if pipelined {
+                    return Ok(PeerReply::QueueAppended { stored, wait, leadership: q.leadership() });
+                }
                 if let Some(offset) = wait
                     && !completion(|done| q.on_durable(offset, done)).await
                 {
@@ -311,10 +364,18 @@ impl Broker {
                 }
                 Ok(PeerReply::QueueStored(stored))
             }
-            PeerRequest::QueueConsume { vhost, queue, session, consumer, exclusive, cancel } => {
+            PeerRequest::QueueCommitted { vhost, queue, leadership, offset } => {
+                let q = self.served_queue(&vhost, &queue)?;
+                // Another leadership's offset may name another record.
+                if q.leadership() != leadership || !completion(|done| q.on_durable(offset, done)).await {
+                    return Err(PeerError::NotLeaderOrFollower);
+                }
+                Ok(PeerReply::Done)
+            }
+            PeerRequest::QueueConsume { vhost, queue, session, consumer, exclusive, cancel, unanswered } => {
                 let q = self.served_queue(&vhost, &queue)?;
                 if cancel {
-                    self.cancel_session_consumer(&vhost, &queue, &session, &q, consumer);
+                    self.cancel_session_consumer((&vhost, &queue, &session), &q, consumer, unanswered)?;
                 } else {
                     self.session_consumer(&vhost, &queue, &session, &q, (consumer, exclusive))?;
                 }
@@ -330,6 +391,18 @@ impl Broker {
                     self.note_session(&vhost, &queue, &session, &q, &[], &[]);
                     return Ok(PeerReply::QueueDeliveries {
                         deliveries,
+                        ready: q.ready_count(),
+                        consumers: q.consumer_count(),
+                    });
+                }
+                if let Some((c, _)) = consumer
+                    && self.cancelled(&key, c)
+                {
+                    // Sent before its consumer's cancel, arriving after it:
+                    // nothing is taken for a consumer that is gone.
+                    self.note_session(&vhost, &queue, &session, &q, &[], &[]);
+                    return Ok(PeerReply::QueueDeliveries {
+                        deliveries: Vec::new(),
                         ready: q.ready_count(),
                         consumers: q.consumer_count(),
                     });
@@ -378,6 +451,11 @@ impl Broker {
             }
             PeerRequest::QueueSettle { vhost, queue, session, acks, requeues, rejects } => {
                 let q = self.served_queue(&vhost, &queue)?;
+                // Only what is out with this session goes back: the rest
+                // went back already (a cancel's lost take, an expired
+                // session, an earlier leadership) and may be out with
+                // another consumer now.
+                let requeues = self.held_by_session(&(vhost.clone(), queue.clone(), session.clone()), &q, &requeues);
                 let mut settled = acks.clone();
                 settled.extend(&requeues);
                 settled.extend(&rejects);
@@ -422,7 +500,7 @@ pub(super) mod tests {
     use crate::messaging::quorum::tests::message;
 
     /// A broker leading quorum queue `orders`, and its controller.
-    pub(super) async fn leading_orders(dir: &tempfile::TempDir) -> (Arc<Broker>, Arc<TestController>) {
+    pub(in crate::messaging) async fn leading_orders(dir: &tempfile::TempDir) -> (Arc<Broker>, Arc<TestController>) {
         let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
         let controller = crate::testing::install(&broker);
         let declare = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
@@ -465,6 +543,9 @@ pub(super) mod tests {
             batch: encode_messages(&msgs).unwrap(),
             id: seqs.as_ref().map(|s| ("node2-session".to_string(), s.first().copied().unwrap_or(0))),
             seqs: seqs.unwrap_or_default(),
+            pipelined: false,
+            after: None,
+            resent: crate::metadata::Resent::Unknown,
         }
     }
 
@@ -520,8 +601,9 @@ pub(super) mod tests {
         assert_eq!(stored(&broker, publish(0, 2, Some(vec![0, 1])), "retry").await, [true, true]);
         assert_eq!(stored(&broker, publish(0, 3, Some(vec![0, 1, 2])), "retry and one more").await, [true; 3]);
         let other = match publish(3, 1, Some(vec![0])) {
-            PeerRequest::QueuePublish { vhost, queue, batch, seqs, .. } => {
-                PeerRequest::QueuePublish { vhost, queue, batch, id: Some(("node3-session".into(), 0)), seqs }
+            PeerRequest::QueuePublish { vhost, queue, batch, seqs, pipelined, after, resent, .. } => {
+                let id = Some(("node3-session".into(), 0));
+                PeerRequest::QueuePublish { vhost, queue, batch, id, seqs, pipelined, after, resent }
             }
             _ => unreachable!(),
         };
@@ -552,6 +634,9 @@ mod take_tests {
             batch: encode_messages(&(0..6).map(message).collect::<Vec<_>>()).unwrap(),
             id: None,
             seqs: Vec::new(),
+            pipelined: false,
+            after: None,
+            resent: crate::metadata::Resent::Unknown,
         };
         broker.clone().serve_queue_peer(publish).await.unwrap();
         let take = |number: u64| PeerRequest::QueueTake {

@@ -30,7 +30,7 @@ pub use mqtt::{
     MAX_RETAINED_BYTES, MAX_SUBSCRIPTIONS, MQTT_VHOST, MqttRecord, MqttSession, MqttState, MqttSubscription,
     RetainedMessage, WillDef, mqtt_change,
 };
-pub use peer::{PeerError, PeerReply, PeerRequest, WireDelivery};
+pub use peer::{PeerError, PeerReply, PeerRequest, Resent, WireDelivery};
 pub use reassignment::{complete as complete_reassignment, complete_all as complete_reassignments, reassign};
 pub use record::MetadataRecord;
 pub use security::security_change;

@@ -97,6 +97,41 @@ pub enum PeerRequest {
         /// again (`messaging::publish_ids`).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         seqs: Vec<u64>,
+        /// Answer once appended ([`PeerReply::QueueAppended`]), not once on
+        /// the ISR: the forwarding node waits for the ISR separately
+        /// ([`PeerRequest::QueueCommitted`]) and sends its next batch
+        /// meanwhile. A leader that does not know the field answers
+        /// [`PeerReply::QueueStored`] as before.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pipelined: bool,
+        /// The leadership (a [`PeerReply::QueueAppended`]'s) holding the
+        /// forwarding node's earlier batches that are not confirmed yet:
+        /// refused with [`PeerError::NotLeaderOrFollower`] unless it is
+        /// still the leader's, so a pipeline's batches are appended in one
+        /// leadership, in order (after a change the forwarding node sends
+        /// them all again, in order).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+        /// Whether some of the messages were sent to a leader before, and
+        /// since when: how far back the leader looks for their ids in its
+        /// log (`messaging::publish_ids`).
+        #[serde(default, skip_serializing_if = "Resent::is_unknown")]
+        resent: Resent,
+    },
+    /// Answered [`PeerReply::Done`] once the queue's ISR has everything up
+    /// to `offset`, appended in `leadership` (a pipelined
+    /// [`PeerRequest::QueuePublish`]'s answer); refused with
+    /// [`PeerError::NotLeaderOrFollower`] if that leadership is over (or
+    /// the ISR does not catch up in time).
+    QueueCommitted {
+        /// Virtual host.
+        vhost: String,
+        /// Queue name.
+        queue: String,
+        /// The leadership the records were appended in.
+        leadership: u64,
+        /// The last offset to wait for.
+        offset: u64,
     },
     /// Up to `max` deliveries for the consumers of a forwarding node
     /// (`session`), waiting up to `wait_ms` for one; `max` 0 only renews the
@@ -143,6 +178,12 @@ pub enum PeerRequest {
         exclusive: bool,
         /// Removes the consumer instead.
         cancel: bool,
+        /// With `cancel`: the consumer's next take number. A take of that
+        /// number the leader answered never reached the forwarding node
+        /// (the answer was lost), so what it handed out and is still out
+        /// with the session goes back to the queue at once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unanswered: Option<u64>,
     },
     /// Acks, returns (requeue) and rejects of a forwarding node's
     /// deliveries, answered once the cursor records are on the ISR.
@@ -180,6 +221,26 @@ pub enum PeerRequest {
     },
 }
 
+/// Whether a publish's messages may be in a queue's log already (sent to
+/// a leader before, their answer lost or their leadership ended): a
+/// leader looks their publisher ids up in its log only that far back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Resent {
+    /// Not said (a sender that predates the field): the whole log.
+    #[default]
+    Unknown,
+    /// None was ever sent: no log is read.
+    No,
+    /// Some were, first at this wall-clock time (ms) or later.
+    Since(i64),
+}
+
+impl Resent {
+    fn is_unknown(&self) -> bool {
+        *self == Resent::Unknown
+    }
+}
+
 /// What a peer call returns.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerReply {
@@ -193,6 +254,19 @@ pub enum PeerReply {
     /// To [`PeerRequest::QueuePublish`]: per message, stored (and on the
     /// ISR) or refused by a full queue.
     QueueStored(Vec<bool>),
+    /// To a pipelined [`PeerRequest::QueuePublish`]: per message, stored
+    /// (now or before) or refused by a full queue, not yet known to be on
+    /// the ISR.
+    QueueAppended {
+        /// Per message: stored, or refused by a full queue.
+        stored: Vec<bool>,
+        /// The offset whose commit makes all of them safe (`None`: nothing
+        /// stored).
+        wait: Option<u64>,
+        /// The leadership that appended them (for
+        /// [`PeerRequest::QueueCommitted`] and the next batch's `after`).
+        leadership: u64,
+    },
     /// To [`PeerRequest::QueueTake`] and [`PeerRequest::QueuePurge`].
     QueueDeliveries {
         /// The deliveries, in order.

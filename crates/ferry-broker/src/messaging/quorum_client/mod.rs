@@ -10,9 +10,11 @@
 //! declarations, consumes and gets answer 404, as RabbitMQ answers for a
 //! classic queue whose node is down.
 //!
-//! - Publishes go through one ordered pipeline; a batch is retried on the
-//!   next leader until one stores it and answers (the confirm), for up to
-//!   [`PUBLISH_DEADLINE`], then nacked. Every message carries this
+//! - Publishes go through one ordered pipeline: a batch is sent once the
+//!   one before is appended (not once on the ISR), each waiting for the
+//!   ISR separately (`window.rs`), and confirmed in order; a batch is
+//!   retried on the next leader until one stores it and its ISR has it, for
+//!   up to [`PUBLISH_DEADLINE`], then nacked. Every message carries this
 //!   client's session and a sequence number, stored with it in the queue's
 //!   log (`publish_ids`): the same in every retry, so whichever leader gets
 //!   a retry stores only what its log does not hold yet. A message stored
@@ -29,16 +31,22 @@
 //!   leader flagged redelivered. Only a deletion ends it.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use ferry_util::sync::lock;
+use ferry_util::time::now_ms_u64;
 use tokio::sync::Notify;
 
 use crate::broker::Broker;
+mod idle;
+#[cfg(test)]
+mod pipeline_tests;
+pub(crate) use idle::IDLE;
 mod pipelines;
 mod take;
+mod window;
 
 use crate::messaging::MessagingError;
 use crate::messaging::consumer::{self, Credit, FeedEnd};
@@ -47,6 +55,7 @@ use crate::messaging::queue::{Delivery, Published, Queue};
 use crate::messaging::remote_queue::decode_delivery;
 
 use crate::metadata::{PeerError, PeerReply, PeerRequest, QueueKind};
+use window::Pending;
 
 /// A forwarded publish is nacked if no leader stored it within this.
 const PUBLISH_DEADLINE: Duration = Duration::from_secs(30);
@@ -104,11 +113,17 @@ pub struct QuorumClient {
     name: String,
     /// This node's session on remote leaders.
     session: String,
-    /// Waiting for the pipeline, in sequence order: (message, done, sequence).
+    /// Waiting for the pipeline, in sequence order.
     publishes: Mutex<VecDeque<Pending>>,
-    publish_wake: Notify,
+    /// Messages the pipeline took from `publishes` and has not confirmed
+    /// or nacked yet (a publish stored here directly must not overtake
+    /// them).
+    forwarding: AtomicUsize,
+    /// Shared with the pipelines, which wait on them without holding the
+    /// client (an idle client is freed).
+    publish_wake: Arc<Notify>,
     settles: Mutex<Settles>,
-    settle_wake: Notify,
+    settle_wake: Arc<Notify>,
     /// Raised when a settlement batch was answered.
     settled: Notify,
     recent_acks: Mutex<BTreeSet<u64>>,
@@ -120,10 +135,9 @@ pub struct QuorumClient {
     /// recognises a retry by).
     next_seq: AtomicU64,
     workers: AtomicBool,
+    /// Wall-clock ms of the last call (an idle client is freed).
+    last_used: AtomicU64,
 }
-
-/// A message for the publish pipeline: (message, its confirm, sequence number).
-type Pending = (Message, Option<Done>, u64);
 
 /// Deliveries taken from a remote leader, tagged with its (node, epoch).
 type Buffered = (Option<(i32, u128)>, VecDeque<Delivery>);
@@ -162,15 +176,17 @@ impl Broker {
                     name: name.to_string(),
                     session: format!("{}-{}", self.node_id(), uuid::Uuid::new_v4().simple()),
                     publishes: Mutex::default(),
-                    publish_wake: Notify::new(),
+                    forwarding: AtomicUsize::new(0),
+                    publish_wake: Arc::default(),
                     settles: Mutex::default(),
-                    settle_wake: Notify::new(),
+                    settle_wake: Arc::default(),
                     settled: Notify::new(),
                     recent_acks: Mutex::default(),
                     unsettled: AtomicI64::new(0),
                     next_consumer: AtomicU64::new(0),
                     next_seq: AtomicU64::new(0),
                     workers: AtomicBool::new(false),
+                    last_used: AtomicU64::new(now_ms_u64()),
                 })
             })
             .clone()
@@ -292,7 +308,9 @@ impl QuorumClient {
         m: &Message,
         done: Option<Done>,
     ) -> Result<Option<(Arc<Queue>, Published)>, MessagingError> {
+        self.touch();
         if lock(&self.publishes).is_empty()
+            && self.forwarding.load(Ordering::Acquire) == 0
             && let Target::Local(q) = self.target()
             && let Some(b) = self.broker.upgrade()
         {
@@ -304,16 +322,22 @@ impl QuorumClient {
                 }
             } else {
                 let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-                match b.store_published(&self.vhost, &self.name, &q, &self.session, &[(m.clone(), seq)]) {
+                let sent_at = ferry_util::time::now_ms();
+                // A new message: no log holds it, nothing to look up.
+                let id = (self.session.as_str(), crate::metadata::Resent::No);
+                match b.store_published(&self.vhost, &self.name, &q, id, &[(m.clone(), seq)]) {
                     Ok(stored) => match stored.wait {
                         Some(offset) if stored.stored == [true] => {
-                            let (client, m) = (Arc::downgrade(self), m.clone());
-                            q.on_durable(offset, move |ok| match (ok, client.upgrade()) {
-                                (false, Some(c)) => c.retry((m, done, seq)),
-                                (ok, _) => {
+                            // Held until answered: a client with a publish
+                            // out is not idle.
+                            let (client, m) = (self.clone(), m.clone());
+                            q.on_durable(offset, move |ok| {
+                                if ok {
                                     if let Some(done) = done {
-                                        done(ok);
+                                        done(true);
                                     }
+                                } else {
+                                    client.retry(Pending::again(m, done, seq, sent_at));
                                 }
                             });
                             return Ok(None);
@@ -321,7 +345,8 @@ impl QuorumClient {
                         _ => return Ok(Some((q, Published::Rejected))),
                     },
                     Err(crate::BrokerError::NotLeaderOrFollower) => {
-                        self.retry((m.clone(), done, seq));
+                        // Perhaps stored before the error: looked up.
+                        self.retry(Pending::again(m.clone(), done, seq, sent_at));
                         return Ok(None);
                     }
                     Err(e) => return Err(e.into()),
@@ -332,7 +357,7 @@ impl QuorumClient {
         {
             let mut q = lock(&self.publishes);
             let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-            q.push_back((m.clone(), done, seq));
+            q.push_back(Pending::new(m.clone(), done, seq));
         }
         self.publish_wake.notify_one();
         Ok(None)
@@ -345,7 +370,7 @@ impl QuorumClient {
         self.start_workers();
         {
             let mut q = lock(&self.publishes);
-            let at = q.partition_point(|p| p.2 < pending.2);
+            let at = q.partition_point(|p| p.seq < pending.seq);
             q.insert(at, pending);
         }
         self.publish_wake.notify_one();
@@ -354,6 +379,7 @@ impl QuorumClient {
     /// Acknowledges, hands back or rejects offsets, through whichever node
     /// leads the queue; kept and retried until a leader answers.
     pub fn settle(self: &Arc<Self>, acks: &[u64], requeues: &[u64], rejects: &[u64]) {
+        self.touch();
         if !acks.is_empty() {
             let mut recent = lock(&self.recent_acks);
             recent.extend(acks.iter().copied());
@@ -403,6 +429,7 @@ impl QuorumClient {
     /// nodes: refused (403) beside an exclusive consumer, or exclusive
     /// beside any.
     pub fn add_consumer(self: &Arc<Self>, exclusive: bool, window: u16) -> Result<Arc<QuorumConsumer>, MessagingError> {
+        self.touch();
         let window = if window == 0 { 64 } else { u32::from(window) };
         let c = Arc::new(QuorumConsumer {
             id: self.next_consumer.fetch_add(1, Ordering::Relaxed),
@@ -425,6 +452,7 @@ impl QuorumClient {
                     consumer: c.id,
                     exclusive,
                     cancel: false,
+                    unanswered: None,
                 };
                 match self.call_blocking(node, register) {
                     Err(MessagingError::Internal(crate::BrokerError::Peer(PeerError::AccessRefused(m)))) => {
@@ -454,6 +482,9 @@ impl QuorumClient {
                 consumer: c.id,
                 exclusive: c.exclusive,
                 cancel: true,
+                // A take of this number went unanswered (its answer lost):
+                // the leader hands its deliveries back.
+                unanswered: Some(c.takes.load(Ordering::Acquire)),
             };
             let me = self.clone();
             // Unanswered (the leader died): its session's expiry removes it.
@@ -619,6 +650,7 @@ impl QuorumClient {
 
     /// One message without a consumer (basic.get), from the leader.
     pub fn get(self: &Arc<Self>) -> Result<Option<(Delivery, u64)>, MessagingError> {
+        self.touch();
         match self.target() {
             Target::Local(q) => Ok(q.take(None)?.map(|d| (d, q.ready_count()))),
             Target::Remote { node, .. } => {
@@ -672,6 +704,7 @@ impl QuorumClient {
     /// (ready messages, consumers) as the leader counts them; zeros when
     /// no leader answers.
     pub fn counts(&self) -> (u64, u32) {
+        self.touch();
         match self.target() {
             Target::Local(q) => (q.ready_count(), q.consumer_count()),
             Target::Remote { node, .. } => {
@@ -695,6 +728,7 @@ impl QuorumClient {
 
     /// queue.purge, on the leader.
     pub fn purge(&self) -> Result<u64, MessagingError> {
+        self.touch();
         match self.target() {
             Target::Local(q) => Ok(q.purge()?),
             Target::Remote { node, .. } => {

@@ -1,5 +1,6 @@
 //! The two background tasks of a [`QuorumClient`]: the ordered publish
-//! pipeline (forwarded batches retried on the next leader) and the
+//! pipeline (forwarded batches pipelined, `window.rs`, and retried on the
+//! next leader) and the
 //! settlement pipeline (kept until a leader answers; the session's
 //! heartbeat).
 
@@ -9,75 +10,254 @@ use std::time::Duration;
 
 use ferry_util::sync::lock;
 
-use super::{HEARTBEAT, PUBLISH_BATCH, PUBLISH_DEADLINE, Pending, QuorumClient, RETRY, Target};
+use tokio::task::JoinHandle;
+
+use super::window::{At, Entry, Pending, Window, mark_sent, requeue, split_expired};
+use super::{HEARTBEAT, PUBLISH_BATCH, PUBLISH_DEADLINE, QuorumClient, RETRY, Target};
 use crate::messaging::message::Message;
 use crate::messaging::publish_ids::Stored;
 use crate::messaging::remote_queue::{self, encode_messages};
 use crate::metadata::{PeerError, PeerReply, PeerRequest};
 
-/// The publish pipeline: batches in order, each retried on the current
-/// leader until stored or past [`PUBLISH_DEADLINE`].
-pub(super) async fn publisher(client: Weak<QuorumClient>) {
-    loop {
-        let Some(c) = client.upgrade() else { return };
-        let woken = c.publish_wake.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        let batch: Vec<Pending> = {
-            let mut q = lock(&c.publishes);
-            let n = q.len().min(PUBLISH_BATCH);
-            q.drain(..n).collect()
-        };
-        if batch.is_empty() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), woken).await;
-            continue;
+/// Batches appended and waiting for the ISR at once, at most.
+const WINDOW: usize = 16;
+
+/// A batch's ISR wait: a task answering whether the leadership that
+/// appended it has it on its ISR; aborted when dropped (a rewind).
+pub(super) struct Commit(Option<JoinHandle<bool>>);
+
+impl Commit {
+    /// Nothing to wait for: `ok` already known.
+    fn known(ok: bool) -> Commit {
+        let task = tokio::spawn(async move { ok });
+        Commit(Some(task))
+    }
+
+    /// Waits for `offset` to be on the ISR of leadership `at`, then wakes
+    /// the pipeline.
+    fn start(c: &Arc<QuorumClient>, at: &At, offset: u64) -> Commit {
+        let (c, at) = (c.clone(), at.clone());
+        Commit(Some(tokio::spawn(async move {
+            let ok = match at {
+                At::Local(q) => remote_queue::completion(|done| q.on_durable(offset, done)).await,
+                At::Remote { node, leadership } => {
+                    let request = PeerRequest::QueueCommitted {
+                        vhost: c.vhost.clone(),
+                        queue: c.name.clone(),
+                        leadership,
+                        offset,
+                    };
+                    match c.call(node, request).await {
+                        Ok(PeerReply::Done) => true,
+                        Ok(other) => {
+                            tracing::warn!(queue = %c.name, reply = ?other, "unexpected commit reply");
+                            false
+                        }
+                        Err(e) => {
+                            tracing::debug!(queue = %c.name, node, error = %e, "a forwarded batch's ISR wait failed");
+                            false
+                        }
+                    }
+                }
+            };
+            c.publish_wake.notify_one();
+            ok
+        })))
+    }
+
+    fn is_finished(&self) -> bool {
+        self.0.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    async fn outcome(mut self) -> bool {
+        match self.0.take() {
+            Some(task) => task.await.unwrap_or(false),
+            None => false,
         }
-        forward_batch(&c, batch).await;
     }
 }
 
-async fn forward_batch(c: &Arc<QuorumClient>, batch: Vec<Pending>) {
-    let deadline = tokio::time::Instant::now() + PUBLISH_DEADLINE;
-    // Every retry carries the same ids, so whichever leader gets it stores
-    // only what its log does not hold yet (`publish_ids`).
-    let msgs: Vec<(Message, u64)> = batch.iter().map(|(m, _, seq)| (m.clone(), *seq)).collect();
-    let stored = loop {
+impl Drop for Commit {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The publish pipeline: batches sent in order, each as soon as the one
+/// before is appended (`window.rs`), confirmed once its ISR wait answers;
+/// retried on the current leader until confirmed or past
+/// [`PUBLISH_DEADLINE`].
+pub(super) async fn publisher(client: Weak<QuorumClient>) {
+    let mut window: Window<Commit> = Window::default();
+    loop {
+        let Some(c) = client.upgrade() else { return };
+        let wake = c.publish_wake.clone();
+        let woken = wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        confirm_heads(&c, &mut window).await;
+        if window.len() < WINDOW {
+            let batch = next_batch(&c);
+            if !batch.is_empty() {
+                send(&c, &mut window, batch).await;
+                continue;
+            }
+        }
+        // Idle, the client is not held: an unused one can be freed
+        // (`Broker::free_idle_quorum_clients`), which ends this task.
+        drop(c);
+        // Woken by a publish or a commit task.
+        let _ = tokio::time::timeout(Duration::from_secs(1), woken).await;
+    }
+}
+
+/// Confirms the window's oldest batches whose waits answered, in order;
+/// a failed wait sends the whole window again.
+async fn confirm_heads(c: &Arc<QuorumClient>, window: &mut Window<Commit>) {
+    while window.head().is_some_and(|w| w.is_finished()) {
+        let Some(entry) = window.pop() else { return };
+        let Entry { batch, stored, wait } = entry;
+        if wait.outcome().await {
+            let n = batch.len();
+            Entry { batch, stored, wait: () }.finish(true);
+            c.forwarding.fetch_sub(n, Ordering::AcqRel);
+        } else {
+            // Not on that leadership's ISR (deposed, or the ISR too slow):
+            // sent again, in order, with the same ids.
+            let mut again = batch;
+            again.extend(window.rewind());
+            give_back(c, again);
+            return;
+        }
+    }
+}
+
+/// Up to [`PUBLISH_BATCH`] messages from the pipeline's queue, each with a
+/// deadline from its first turn; those already past it are nacked.
+fn next_batch(c: &Arc<QuorumClient>) -> Vec<Pending> {
+    let now = tokio::time::Instant::now();
+    let batch: Vec<Pending> = {
+        let mut q = lock(&c.publishes);
+        let n = q.len().min(PUBLISH_BATCH);
+        c.forwarding.fetch_add(n, Ordering::AcqRel);
+        q.drain(..n).collect()
+    };
+    let batch = batch
+        .into_iter()
+        .map(|mut p| {
+            p.deadline.get_or_insert(now + PUBLISH_DEADLINE);
+            p
+        })
+        .collect();
+    let (live, expired) = split_expired(batch, now);
+    nack(c, expired);
+    live
+}
+
+fn nack(c: &QuorumClient, ps: Vec<Pending>) {
+    c.forwarding.fetch_sub(ps.len(), Ordering::AcqRel);
+    for p in ps {
+        p.finish(false);
+    }
+}
+
+/// Messages taken by the pipeline and not confirmed: back to the front of
+/// its queue, in sequence order.
+fn give_back(c: &Arc<QuorumClient>, ps: Vec<Pending>) {
+    let n = ps.len();
+    requeue(&mut lock(&c.publishes), ps);
+    c.forwarding.fetch_sub(n, Ordering::AcqRel);
+    c.publish_wake.notify_one();
+}
+
+/// Sends `batch` (the pipeline's next messages) to the queue's current
+/// leader, retrying until it is appended; the window takes it (and its ISR
+/// wait). When the window's leadership is not the one appending now, the
+/// window and the batch go back to the queue to be sent again in order.
+async fn send(c: &Arc<QuorumClient>, window: &mut Window<Commit>, mut batch: Vec<Pending>) {
+    loop {
+        // Every retry carries the same ids, so whichever leader gets it
+        // stores only what its log does not hold yet (`publish_ids`).
+        let msgs: Vec<(Message, u64)> = batch.iter().map(|p| (p.message.clone(), p.seq)).collect();
+        let resent = mark_sent(&mut batch, ferry_util::time::now_ms());
         match c.target() {
-            // A classic queue whose holder is down: nacked at once.
-            Target::Deleted | Target::Down { .. } => break None,
+            // Deleted, or a classic queue whose holder is down: nacked.
+            Target::Deleted | Target::Down { .. } => {
+                let mut all = window.rewind();
+                all.extend(batch);
+                nack(c, all);
+                return;
+            }
             Target::Local(q) => {
-                // Led here now: stored locally, confirmed once on the ISR.
-                if let Some(b) = c.broker.upgrade()
-                    && let Ok(Stored { stored, wait }) = b.store_published(&c.vhost, &c.name, &q, &c.session, &msgs)
-                {
-                    drop(b);
-                    match wait {
-                        None => break Some(stored),
-                        Some(offset) if remote_queue::completion(|done| q.on_durable(offset, done)).await => {
-                            break Some(stored);
-                        }
-                        Some(_) => {}
+                let at = At::Local(q.clone());
+                if !window.accepts(&at) {
+                    let mut all = window.rewind();
+                    all.extend(batch);
+                    give_back(c, all);
+                    return;
+                }
+                let appended = match c.broker.upgrade() {
+                    Some(b) => b.store_published(&c.vhost, &c.name, &q, (&c.session, resent), &msgs),
+                    None => Err(crate::BrokerError::NotLeaderOrFollower),
+                };
+                match appended {
+                    Ok(Stored { stored, wait }) => {
+                        let wait = wait.map_or_else(|| Commit::known(true), |offset| Commit::start(c, &at, offset));
+                        window.push(at, Entry { batch, stored, wait });
+                        return;
                     }
+                    Err(e) => tracing::debug!(queue = %c.name, error = %e, "storing forwarded messages here failed"),
                 }
             }
             Target::Remote { node, .. } => {
-                let plain: Vec<Message> = msgs.iter().map(|(m, _)| m.clone()).collect();
+                let after = match window.at() {
+                    None => None,
+                    Some(At::Remote { node: n, leadership }) if *n == node => Some(*leadership),
+                    Some(_) => {
+                        let mut all = window.rewind();
+                        all.extend(batch);
+                        give_back(c, all);
+                        return;
+                    }
+                };
+                let plain: Vec<Message> = msgs.into_iter().map(|(m, _)| m).collect();
                 let encoded = match encode_messages(&plain) {
                     Ok(b) => b,
                     Err(e) => {
                         tracing::warn!(queue = %c.name, error = %e, "cannot encode forwarded messages");
-                        break None;
+                        nack(c, batch);
+                        return;
                     }
                 };
                 let request = PeerRequest::QueuePublish {
                     vhost: c.vhost.clone(),
                     queue: c.name.clone(),
                     batch: encoded,
-                    id: Some((c.session.clone(), msgs.first().map_or(0, |(_, seq)| *seq))),
-                    seqs: msgs.iter().map(|(_, seq)| *seq).collect(),
+                    id: Some((c.session.clone(), batch.first().map_or(0, |p| p.seq))),
+                    seqs: batch.iter().map(|p| p.seq).collect(),
+                    pipelined: true,
+                    after,
+                    resent,
                 };
                 match c.call(node, request).await {
-                    Ok(PeerReply::QueueStored(stored)) => break Some(stored),
+                    Ok(PeerReply::QueueAppended { stored, wait, leadership }) => {
+                        let at = At::Remote { node, leadership };
+                        let wait = wait.map_or_else(|| Commit::known(true), |offset| Commit::start(c, &at, offset));
+                        let rewound = window.push(at, Entry { batch, stored, wait });
+                        // `after` was checked by the leader: nothing to rewind.
+                        debug_assert!(rewound.is_empty());
+                        give_back(c, rewound);
+                        return;
+                    }
+                    // A leader without pipelining answers once on its ISR.
+                    Ok(PeerReply::QueueStored(stored)) => {
+                        let at = At::Remote { node, leadership: 0 };
+                        let rewound = window.push(at, Entry { batch, stored, wait: Commit::known(true) });
+                        give_back(c, rewound);
+                        return;
+                    }
                     Ok(other) => tracing::warn!(queue = %c.name, reply = ?other, "unexpected publish reply"),
                     Err(PeerError::UnknownTopicOrPartition) => {}
                     Err(e) => tracing::debug!(queue = %c.name, node, error = %e, "forwarded publish failed; retrying"),
@@ -85,16 +265,20 @@ async fn forward_batch(c: &Arc<QuorumClient>, batch: Vec<Pending>) {
             }
             Target::Unavailable => {}
         }
-        if tokio::time::Instant::now() >= deadline {
-            break None;
+        if !window.is_empty() {
+            // The window's leadership may be gone: everything again, in order.
+            let mut all = window.rewind();
+            all.extend(batch);
+            give_back(c, all);
+            return;
         }
+        let (live, expired) = split_expired(batch, tokio::time::Instant::now());
+        nack(c, expired);
+        if live.is_empty() {
+            return;
+        }
+        batch = live;
         tokio::time::sleep(RETRY).await;
-    };
-    // Not stored (`None`): the publishers get a nack.
-    for (i, (_, done, _)) in batch.into_iter().enumerate() {
-        if let Some(done) = done {
-            done(stored.as_ref().and_then(|s| s.get(i)).copied().unwrap_or(false));
-        }
     }
 }
 
@@ -102,7 +286,8 @@ async fn forward_batch(c: &Arc<QuorumClient>, batch: Vec<Pending>) {
 pub(super) async fn settler(client: Weak<QuorumClient>) {
     loop {
         let Some(c) = client.upgrade() else { return };
-        let woken = c.settle_wake.notified();
+        let wake = c.settle_wake.clone();
+        let woken = wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
         let (acks, requeues, rejects) = {
@@ -117,8 +302,11 @@ pub(super) async fn settler(client: Weak<QuorumClient>) {
         if acks.is_empty() && requeues.is_empty() && rejects.is_empty() {
             let heartbeat = c.unsettled.load(Ordering::Relaxed) > 0;
             let target = if heartbeat { Some(c.target()) } else { None };
+            // Not held while idle (see the publisher).
+            drop(c);
             if tokio::time::timeout(HEARTBEAT, woken).await.is_err()
                 && let Some(Target::Remote { node, .. }) = target
+                && let Some(c) = client.upgrade()
             {
                 let renew = PeerRequest::QueueTake {
                     vhost: c.vhost.clone(),

@@ -88,6 +88,8 @@ mod tests {
         leader: Arc<Broker>,
         delay: Duration,
         answered: Arc<Notify>,
+        /// Every take's answer is lost after the leader carried it out.
+        lose_takes: bool,
     }
 
     impl Controller for Routed {
@@ -109,26 +111,30 @@ mod tests {
         }
 
         fn call_peer(&self, _node: i32, request: PeerRequest) -> PeerFuture {
-            let (leader, delay, answered) = (self.leader.clone(), self.delay, self.answered.clone());
+            let (leader, delay, answered, lose) =
+                (self.leader.clone(), self.delay, self.answered.clone(), self.lose_takes);
             Box::pin(async move {
                 let take = matches!(request, PeerRequest::QueueTake { max, .. } if max > 0);
                 let reply = leader.serve_peer(request).await;
                 if take {
                     tokio::time::sleep(delay).await;
                     answered.notify_one();
+                    if lose {
+                        return Err(crate::metadata::PeerError::Unavailable("connection reset (test)".into()));
+                    }
                 }
                 reply
             })
         }
     }
 
-    /// A consumer on node 2 is cancelled (its task aborted, then removed)
-    /// while its take from the leader on node 1 is out: what node 1 handed
-    /// out for it goes back to the queue (redelivered, flagged) instead of
-    /// staying with node 2's session.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_take_out_when_its_consumer_is_cancelled_hands_its_deliveries_back() {
-        let dir = tempfile::tempdir().unwrap();
+    /// Node 1 leading `orders` with three messages on its ISR, and node 2
+    /// reaching it through a [`Routed`] link.
+    async fn two_nodes(
+        dir: &tempfile::TempDir,
+        delay: Duration,
+        lose_takes: bool,
+    ) -> (Arc<Broker>, Arc<Broker>, Arc<Notify>) {
         let one = Broker::open(BrokerConfig { data_dir: dir.path().join("one"), ..Default::default() }).unwrap();
         let controller = crate::testing::install(&one);
         let declare = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
@@ -154,7 +160,7 @@ mod tests {
         let config = BrokerConfig { data_dir: dir.path().join("two"), node_id: 2, ..Default::default() };
         let two = Broker::open(config).unwrap();
         let answered = Arc::new(Notify::new());
-        let routed = Routed { leader: one.clone(), delay: Duration::from_millis(500), answered: answered.clone() };
+        let routed = Routed { leader: one.clone(), delay, answered: answered.clone(), lose_takes };
         two.set_controller(Arc::new(routed));
         let mut image = controller.image();
         let mut node = controller.node("127.0.0.1:9093");
@@ -162,7 +168,28 @@ mod tests {
         image.apply_batch(image.applied_index + 1, &[MetadataRecord::RegisterNode(node)]).unwrap();
         two.apply_image(Arc::new(image));
         assert!(two.quorum_queue("/", "orders").is_none(), "led by node 1, not here");
+        (one, two, answered)
+    }
 
+    async fn eventually_ready(q: &crate::messaging::Queue, n: u64, within: Duration) {
+        tokio::time::timeout(within, async {
+            while q.ready_count() < n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the deliveries handed back to the queue");
+    }
+
+    /// A consumer on node 2 is cancelled (its task aborted, then removed)
+    /// while its take from the leader on node 1 is out: what node 1 handed
+    /// out for it goes back to the queue (redelivered, flagged) instead of
+    /// staying with node 2's session.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_take_out_when_its_consumer_is_cancelled_hands_its_deliveries_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, two, answered) = two_nodes(&dir, Duration::from_millis(500), false).await;
+        let q = one.quorum_queue("/", "orders").unwrap();
         let client = two.quorum_client("/", "orders");
         let consumer = client.add_consumer(false, 10).expect("a consumer");
         let feed = {
@@ -188,14 +215,39 @@ mod tests {
 
         // The answer is handed back: the three messages are ready again on
         // the leader, flagged redelivered.
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while q.ready_count() < 3 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("the deliveries handed back to the queue");
+        eventually_ready(&q, 3, Duration::from_secs(10)).await;
         let again = q.take(None).unwrap().unwrap();
         assert_eq!((&again.message.body[..], again.redelivered), (&b"m0"[..], true));
+        assert_eq!(q.consumer_count(), 0, "the cancelled consumer is not registered again");
+    }
+
+    /// A consumer's take was answered by the leader but the answer was
+    /// lost (a torn connection), and the consumer is removed before a
+    /// retry gets it: the cancel names the unanswered take, and the leader
+    /// hands its deliveries back at once instead of keeping them with
+    /// node 2's session until it expires (30 s silent).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_consumer_removed_after_a_lost_take_answer_hands_its_deliveries_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, two, answered) = two_nodes(&dir, Duration::ZERO, true).await;
+        let q = one.quorum_queue("/", "orders").unwrap();
+        let client = two.quorum_client("/", "orders");
+        let consumer = client.add_consumer(false, 10).expect("a consumer");
+        let feed = {
+            let (client, consumer) = (client.clone(), consumer.clone());
+            tokio::spawn(async move {
+                let credit = Notify::new();
+                let _ = client.next_delivery(&consumer, &credit, || Credit::Yes).await;
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(10), answered.notified()).await.expect("a take answered and lost");
+        assert_eq!(q.ready_count(), 0, "out with node 2's session");
+        feed.abort();
+        let _ = feed.await;
+        client.remove_consumer(&consumer);
+        eventually_ready(&q, 3, Duration::from_secs(5)).await;
+        let again = q.take(None).unwrap().unwrap();
+        assert_eq!((&again.message.body[..], again.redelivered), (&b"m0"[..], true));
+        assert_eq!(q.consumer_count(), 0, "the consumer is gone from the leader");
     }
 }

@@ -184,10 +184,9 @@ pub async fn run_as<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
-        if let Some(v) = stop {
+        if let Some(v) = stop.or_else(|| conn.release_held().err()) {
             break conn.close(&mut wr, v).await;
         }
-        conn.release_held();
         conn.fill();
         if !conn.out.is_empty()
             && let Err(e) = flush(&mut wr, &mut conn.out).await

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_broker::metadata::MqttSession;
+use ferry_broker::metadata::{MqttSession, MqttSubscription};
 use ferry_util::sync::lock;
 use ferry_util::time::now_ms;
 
@@ -26,7 +26,7 @@ use super::Hub;
 use super::packed::{pack, unpack};
 use crate::message::Message;
 use crate::packet::{Version, reason};
-use crate::session::{Delivery, Session, SubRecord};
+use crate::session::{Delivery, Session};
 
 impl Hub {
     /// Brings the sessions in line with the metadata: at once if `full`,
@@ -103,7 +103,7 @@ impl Hub {
         }
         st.subscriptions = HashMap::new();
         for sub in &def.subscriptions {
-            let sub = SubRecord::from(sub);
+            let sub = MqttSubscription { qos: sub.qos.min(2), ..sub.clone() };
             self.index(&s.client_id, &sub);
             st.subscriptions.insert(sub.filter.as_str().into(), sub);
         }
@@ -165,23 +165,14 @@ mod tests {
 
     use bytes::Bytes;
     use ferry_broker::BrokerConfig;
-    use ferry_broker::metadata::{MqttRecord, MqttSubscription};
+    use ferry_broker::metadata::MqttRecord;
 
     use super::*;
     use crate::config::MqttConfig;
     use crate::hub::SessionQueue;
 
     fn message(topic: &str, qos: u8) -> Arc<Message> {
-        Arc::new(Message {
-            topic: topic.into(),
-            payload: Bytes::from_static(b"m"),
-            qos,
-            retain: false,
-            props: Default::default(),
-            expires_at: None,
-            origin: None,
-            timestamp: now_ms(),
-        })
+        Message::plain(topic, Bytes::from_static(b"m"), qos)
     }
 
     /// A session recorded through another node is held here (routed to,

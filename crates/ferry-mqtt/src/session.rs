@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ferry_broker::metadata::{MqttSession, MqttSubscription, WillDef};
+use ferry_broker::metadata::{MqttSession, MqttSubscription, Qos2State, WillDef};
 use ferry_util::sync::lock;
 use serde::Deserialize;
 use tokio::sync::{Notify, oneshot};
@@ -101,6 +101,9 @@ pub struct SessionState {
     /// last connection ended (or the broker stopped), with their message's
     /// queue offset: PUBREL is sent again on reconnect.
     pub releasing: Vec<(u16, Option<u64>)>,
+    /// A replicated session's outbound QoS 2 ids released and awaiting
+    /// PUBCOMP as last recorded in the metadata (with the inbound ids).
+    pub released_recorded: Vec<(u16, Option<u64>)>,
     /// When the connection last took a message from `pending`: a session
     /// that stopped taking any is stuck, not slow (no backpressure for it).
     pub drained_at: Option<Instant>,
@@ -139,6 +142,7 @@ impl Session {
                 generation: 0,
                 dropped: 0,
                 releasing: Vec::new(),
+                released_recorded: Vec::new(),
                 drained_at: None,
             }),
             wake: Notify::new(),
@@ -173,6 +177,8 @@ impl SessionState {
             subscriptions: self.subscription_defs(),
             queue: self.replicated.clone(),
             local_queue: self.replicated.is_none().then_some(self.queue_id),
+            // Recorded apart (`MqttRecord::Qos2`), kept by a `PutSession`.
+            qos2: Qos2State::default(),
         }
     }
 }

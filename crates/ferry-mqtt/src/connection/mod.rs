@@ -311,7 +311,7 @@ impl Conn {
             Packet::Pubrel { pid, .. } => self.on_pubrel(pid).await,
             Packet::Puback { pid, .. } => self.on_puback(pid),
             Packet::Pubrec { pid, code } => self.on_pubrec(pid, code).await,
-            Packet::Pubcomp { pid, .. } => self.on_pubcomp(pid),
+            Packet::Pubcomp { pid, .. } => self.on_pubcomp(pid).await,
             Packet::Subscribe { pid, subscription_id, filters } => {
                 self.on_subscribe(pid, subscription_id, filters).await?;
             }
@@ -336,7 +336,7 @@ impl Conn {
         }
     }
 
-    async fn wait_persisted(&self, d: Result<ferry_broker::stored::Durable, ferry_broker::BrokerError>) {
+    async fn wait_persisted(&self, d: Result<crate::hub::Wait, ferry_broker::BrokerError>) {
         match d {
             Ok(d) => {
                 if let Err(e) = d.wait().await {

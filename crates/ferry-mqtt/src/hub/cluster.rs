@@ -89,6 +89,13 @@ impl Hub {
             st.queue = None;
         }
         st.will = def.will.clone();
+        if def.queue.is_some() {
+            // A replicated session's QoS 2 exchanges are the metadata's
+            // (recorded by whichever node held its connection last).
+            st.incoming_qos2 = def.qos2.received.iter().copied().collect();
+            st.releasing.clone_from(&def.qos2.released);
+            st.released_recorded.clone_from(&def.qos2.released);
+        }
         // Ended at the recorded time; still connected to another node:
         // none (if that node died, `orphans` counts from when it was noticed).
         st.disconnected_at = def.disconnected_at.map(|t| {
@@ -196,6 +203,7 @@ mod tests {
             local_queue: Some(77),
             queue_limit: None,
             will: None,
+            qos2: Default::default(),
         };
         broker.submit_mqtt(MqttRecord::PutSession { client_id: "far".into(), session: far }).await.unwrap();
         let routed = hub.publish(message("t/x", 1)).unwrap();

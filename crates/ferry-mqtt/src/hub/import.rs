@@ -36,6 +36,7 @@ impl Hub {
                 local_queue: Some(old.queue_id),
                 queue_limit: None,
                 will: None,
+                qos2: Default::default(),
             };
             self.broker.submit_mqtt_blocking(MqttRecord::PutSession { client_id: client_id.clone(), session })?;
         }

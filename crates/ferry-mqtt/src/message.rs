@@ -41,6 +41,21 @@ const CORRELATION_DATA: &str = "mqtt.correlation_data";
 const PAYLOAD_UTF8: &str = "mqtt.payload_format";
 
 impl Message {
+    /// A plain message published now (no properties), for tests.
+    #[cfg(test)]
+    pub(crate) fn plain(topic: &str, payload: impl Into<Bytes>, qos: u8) -> Arc<Message> {
+        Arc::new(Message {
+            topic: topic.into(),
+            payload: payload.into(),
+            qos,
+            retain: false,
+            props: PublishProps::default(),
+            expires_at: None,
+            origin: None,
+            timestamp: ferry_util::time::now_ms(),
+        })
+    }
+
     /// Whether the message expired at `now` (ms).
     pub fn expired(&self, now: i64) -> bool {
         self.expires_at.is_some_and(|t| t <= now)

@@ -8,9 +8,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use ferry_broker::metadata::{MqttSession, MqttSubscription, WillDef};
+use ferry_broker::metadata::{MqttSession, MqttSubscription, Qos2State, WillDef};
 use ferry_util::sync::lock;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::{Notify, oneshot};
 
 use crate::hub::SessionQueue;
@@ -35,76 +35,27 @@ pub struct Delivery {
     pub dup: bool,
 }
 
-/// A subscription as the session keeps (and persists) it.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SubRecord {
-    /// The filter as subscribed, `$share/group/` prefix included.
-    pub filter: String,
-    /// Maximum QoS granted, 0 to 2.
-    pub qos: u8,
-    /// Don't send the subscriber's own publishes back to it.
-    #[serde(default)]
-    pub no_local: bool,
-    /// Keep the RETAIN flag of live messages as published.
-    #[serde(default)]
-    pub retain_as_published: bool,
-    /// 0 send retained messages at subscribe, 1 only for a new
-    /// subscription, 2 never.
-    #[serde(default)]
-    pub retain_handling: u8,
-    /// Subscription identifier (MQTT 5), sent with each matching message.
-    #[serde(default)]
-    pub id: Option<u32>,
-}
-
-impl SubRecord {
-    /// The subscription's options as the codec carries them.
-    pub fn options(&self) -> SubOptions {
-        SubOptions {
-            qos: self.qos,
-            no_local: self.no_local,
-            retain_as_published: self.retain_as_published,
-            retain_handling: self.retain_handling,
-        }
-    }
-}
-
-impl From<&SubRecord> for MqttSubscription {
-    fn from(s: &SubRecord) -> Self {
-        MqttSubscription {
-            filter: s.filter.clone(),
-            qos: s.qos,
-            no_local: s.no_local,
-            retain_as_published: s.retain_as_published,
-            retain_handling: s.retain_handling,
-            id: s.id,
-        }
-    }
-}
-
-impl From<&MqttSubscription> for SubRecord {
-    fn from(s: &MqttSubscription) -> Self {
-        SubRecord {
-            filter: s.filter.clone(),
-            qos: s.qos.min(2),
-            no_local: s.no_local,
-            retain_as_published: s.retain_as_published,
-            retain_handling: s.retain_handling,
-            id: s.id,
-        }
+/// The options a subscription (as the session keeps and the metadata
+/// records it) gives the codec.
+pub fn sub_options(s: &MqttSubscription) -> SubOptions {
+    SubOptions {
+        qos: s.qos.min(2),
+        no_local: s.no_local,
+        retain_as_published: s.retain_as_published,
+        retain_handling: s.retain_handling,
     }
 }
 
 /// A session's persisted state as older versions kept it in their
 /// node-local session store (imported into the metadata once).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Deserialize)]
 pub struct SessionRecord {
     /// Which durable queue in the session queue store is the session's.
     pub queue_id: u64,
     /// Seconds; `u32::MAX` never expires.
     pub expiry: u32,
     /// Subscriptions, sorted by filter.
-    pub subscriptions: Vec<SubRecord>,
+    pub subscriptions: Vec<MqttSubscription>,
 }
 
 /// The connection a session is attached to.
@@ -131,7 +82,7 @@ pub struct SessionState {
     /// never expires).
     pub expiry: u32,
     /// Subscriptions by filter as subscribed.
-    pub subscriptions: HashMap<Arc<str>, SubRecord>,
+    pub subscriptions: HashMap<Arc<str>, MqttSubscription>,
     /// Messages for the online connection, in order.
     pub pending: VecDeque<Delivery>,
     /// The connection attached, if any.
@@ -150,6 +101,9 @@ pub struct SessionState {
     /// last connection ended (or the broker stopped), with their message's
     /// queue offset: PUBREL is sent again on reconnect.
     pub releasing: Vec<(u16, Option<u64>)>,
+    /// A replicated session's outbound QoS 2 ids released and awaiting
+    /// PUBCOMP as last recorded in the metadata (with the inbound ids).
+    pub released_recorded: Vec<(u16, Option<u64>)>,
     /// When the connection last took a message from `pending`: a session
     /// that stopped taking any is stuck, not slow (no backpressure for it).
     pub drained_at: Option<Instant>,
@@ -188,6 +142,7 @@ impl Session {
                 generation: 0,
                 dropped: 0,
                 releasing: Vec::new(),
+                released_recorded: Vec::new(),
                 drained_at: None,
             }),
             wake: Notify::new(),
@@ -204,7 +159,7 @@ impl Session {
 impl SessionState {
     /// Subscriptions in the metadata's form, sorted by filter.
     pub fn subscription_defs(&self) -> Vec<MqttSubscription> {
-        let mut subs: Vec<MqttSubscription> = self.subscriptions.values().map(MqttSubscription::from).collect();
+        let mut subs: Vec<MqttSubscription> = self.subscriptions.values().cloned().collect();
         subs.sort_by(|a, b| a.filter.cmp(&b.filter));
         subs
     }
@@ -222,6 +177,8 @@ impl SessionState {
             subscriptions: self.subscription_defs(),
             queue: self.replicated.clone(),
             local_queue: self.replicated.is_none().then_some(self.queue_id),
+            // Recorded apart (`MqttRecord::Qos2`), kept by a `PutSession`.
+            qos2: Qos2State::default(),
         }
     }
 }

@@ -511,4 +511,80 @@ pub(super) mod tests {
         assert_eq!(bodies, ["m0"], "stored once");
         vhosts.shutdown();
     }
+
+    /// The lost QoS 2 message of issue #17 (an MQTT session queue led by
+    /// the publisher's node): a persistent publish on the leader while the
+    /// ISR is below min.insync.replicas (two followers fenced under load)
+    /// was refused at once, which the MQTT front-end took for a full queue
+    /// and dropped after acknowledging it. It now waits in the publish
+    /// pipeline, in order, and is stored once the ISR allows: one copy,
+    /// confirmed, nothing refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_local_publish_refused_for_too_few_in_sync_replicas_waits_for_them() {
+        use crate::messaging::{HandlePublished, HeaderValue, Hooks, QueueHandle, QueueSpec, Vhosts};
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        let controller = crate::testing::install(&broker);
+        let hooks = Hooks { broker: Some(broker.clone()), ..Default::default() };
+        let vhosts = Vhosts::open(dir.path(), Default::default(), &["/".to_string()], hooks).unwrap();
+        let vhost = vhosts.get("/").unwrap();
+        let me = broker.node_id();
+        for id in [me + 1, me + 2] {
+            let mut other = controller.node("127.0.0.1:9093");
+            other.id = id;
+            controller.apply(vec![MetadataRecord::RegisterNode(other)]).unwrap();
+        }
+        let spec = QueueSpec {
+            name: "orders".into(),
+            durable: true,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments: [("x-queue-type".to_string(), HeaderValue::Str("quorum".into()))].into(),
+        };
+        let h = vhost.declare_queue_handle(spec, false, 1).unwrap();
+        assert!(matches!(h, QueueHandle::Quorum(_)));
+        let QueueKind::Quorum { topic_id } = broker.metadata().amqp["/"].queues["orders"].kind else {
+            panic!("not a quorum queue")
+        };
+        let lead = |replicas: Vec<i32>| MetadataRecord::PartitionChange {
+            topic_id,
+            partition: 0,
+            leader: me,
+            isr: vec![me],
+            replicas: Some(replicas),
+            elr: None,
+        };
+        // Three replicas (min.insync.replicas 2), the followers out of the ISR.
+        controller.apply(vec![lead(vec![me, me + 1, me + 2])]).unwrap();
+        let q = broker.quorum_queue("/", "orders").expect("led here");
+
+        let mut waits = Vec::new();
+        for i in 0..2 {
+            let HandlePublished::Stored(wait) = h.publish(&message(i)).unwrap() else {
+                panic!("m{i} refused while the ISR is short: a publisher would take it for stored or dropped")
+            };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            wait.on_done(move |ok| {
+                let _ = tx.send(ok);
+            });
+            waits.push(rx);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(q.ready_count(), 0, "nothing stored while the ISR is short");
+        assert!(waits[0].try_recv().is_err(), "not confirmed while the ISR is short");
+
+        // The ISR is enough again (here: the replicas shrink to this node).
+        controller.apply(vec![lead(vec![me])]).unwrap();
+        for (i, rx) in waits.into_iter().enumerate() {
+            let confirmed = tokio::time::timeout(std::time::Duration::from_secs(20), rx).await;
+            assert!(matches!(confirmed, Ok(Ok(true))), "m{i} confirmed once stored: {confirmed:?}");
+        }
+        let q = broker.quorum_queue("/", "orders").unwrap();
+        let mut bodies = Vec::new();
+        while let Some(d) = q.take(None).unwrap() {
+            bodies.push(String::from_utf8(d.message.body.to_vec()).unwrap());
+        }
+        assert_eq!(bodies, ["m0", "m1"], "stored once each, in order");
+        vhosts.shutdown();
+    }
 }

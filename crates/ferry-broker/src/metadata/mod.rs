@@ -27,7 +27,7 @@ pub use decommission::{decommission, recommission, unregister};
 pub use election::{ElectionError, ElectionResult, ElectionType};
 pub use image::{MetadataImage, NodeInfo, PartitionInfo, TopicInfo, listener};
 pub use mqtt::{
-    MAX_RETAINED_BYTES, MAX_SUBSCRIPTIONS, MQTT_VHOST, MqttRecord, MqttSession, MqttState, MqttSubscription,
+    MAX_RETAINED_BYTES, MAX_SUBSCRIPTIONS, MQTT_VHOST, MqttRecord, MqttSession, MqttState, MqttSubscription, Qos2State,
     RetainedMessage, WillDef, mqtt_change,
 };
 pub use peer::{PeerError, PeerReply, PeerRequest, Resent, WireDelivery};

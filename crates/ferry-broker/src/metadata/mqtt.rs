@@ -79,6 +79,24 @@ pub struct MqttSession {
     /// `node` dies with the client connected.
     #[serde(default)]
     pub will: Option<WillDef>,
+    /// Its QoS 2 exchanges half done (a replicated session's: a node
+    /// taking the session over carries them on).
+    #[serde(default)]
+    pub qos2: Qos2State,
+}
+
+/// A session's QoS 2 exchanges half done, as its node recorded them
+/// (before PUBREC, PUBREL and PUBCOMP go out: docs/cluster.md).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Qos2State {
+    /// Inbound packet ids received (their message routed) and not yet
+    /// released: a resend is acknowledged, not routed again.
+    #[serde(default)]
+    pub received: Vec<u16>,
+    /// Outbound packet ids released (PUBREL sent) and not yet completed,
+    /// with their message's queue offset: PUBREL goes out again on resume.
+    #[serde(default)]
+    pub released: Vec<(u16, Option<u64>)>,
 }
 
 /// A connection's will as the metadata keeps it.
@@ -159,6 +177,16 @@ pub enum MqttRecord {
         /// When.
         at: i64,
     },
+    /// The QoS 2 exchanges half done of the session's connection on
+    /// `node`; nothing changes if the session is attached to another node.
+    Qos2 {
+        /// Client id.
+        client_id: String,
+        /// The node holding the connection.
+        node: i32,
+        /// The exchanges.
+        state: Qos2State,
+    },
     /// Ends a session (clean start, expiry); its queue is deleted in the
     /// same entry. Absent: nothing changes.
     DeleteSession {
@@ -201,7 +229,8 @@ pub fn mqtt_change(
                 return invalid(format!("{} subscriptions (at most {MAX_SUBSCRIPTIONS})", session.subscriptions.len()));
             }
             let old = image.mqtt.sessions.get(client_id);
-            if old == Some(session) {
+            // Its QoS 2 exchanges are kept (`apply`): not a change.
+            if old.is_some_and(|o| *o == MqttSession { qos2: o.qos2.clone(), ..session.clone() }) {
                 return Ok(records);
             }
             if let Some(q) = old.and_then(|o| o.queue.as_deref())
@@ -231,6 +260,14 @@ pub fn mqtt_change(
         MqttRecord::Attach { client_id, .. } => {
             if !image.mqtt.sessions.contains_key(client_id) {
                 return Err(MetadataError::ResourceNotFound(format!("no MQTT session {client_id}")));
+            }
+        }
+        MqttRecord::Qos2 { client_id, node, state } => {
+            if image.mqtt.sessions.get(client_id).is_none_or(|s| s.node != *node || s.qos2 == *state) {
+                return Ok(records);
+            }
+            if state.received.len() + state.released.len() > 2 * usize::from(u16::MAX) {
+                return invalid("more QoS 2 exchanges than packet ids".into());
             }
         }
         MqttRecord::Detach { client_id, node, .. } | MqttRecord::SetWill { client_id, node, .. } => {
@@ -273,7 +310,14 @@ pub(super) fn apply(state: &mut Arc<MqttState>, record: &MqttRecord) {
     let s = Arc::make_mut(state);
     match record {
         MqttRecord::PutSession { client_id, session } => {
-            s.sessions.insert(client_id.clone(), session.clone());
+            // Subscriptions and expiry change; QoS 2 exchanges are `Qos2`'s.
+            let qos2 = s.sessions.get(client_id).map(|old| old.qos2.clone()).unwrap_or_default();
+            s.sessions.insert(client_id.clone(), MqttSession { qos2, ..session.clone() });
+        }
+        MqttRecord::Qos2 { client_id, node, state } => {
+            if let Some(session) = s.sessions.get_mut(client_id).filter(|s| s.node == *node) {
+                session.qos2 = state.clone();
+            }
         }
         MqttRecord::Attach { client_id, node, expiry } => {
             if let Some(session) = s.sessions.get_mut(client_id) {
@@ -344,6 +388,7 @@ mod tests {
             local_queue: None,
             queue_limit: Some(10),
             will: None,
+            qos2: Qos2State::default(),
         }
     }
 
@@ -394,6 +439,25 @@ mod tests {
         change(&mut image, detach(2)).unwrap();
         assert_eq!(image.mqtt.sessions["c"].disconnected_at, Some(7));
         assert_eq!(image.mqtt.sessions["c"].will, None);
+        change(&mut image, MqttRecord::DeleteSession { client_id: "c".into() }).unwrap();
+        // QoS 2 exchanges: recorded by the node holding the connection
+        // only, kept by a takeover (Attach) and by a new subscription.
+        change(&mut image, put(session(Some("q3"), &["k"]))).unwrap();
+        let state = Qos2State { received: vec![3, 9], released: vec![(7, Some(70))] };
+        let qos2 = |node, state: &Qos2State| MqttRecord::Qos2 { client_id: "c".into(), node, state: state.clone() };
+        assert_eq!(change(&mut image, qos2(2, &state)).unwrap(), 0, "not the session's node");
+        assert_eq!(change(&mut image, qos2(1, &state)).unwrap(), 1);
+        assert_eq!(change(&mut image, qos2(1, &state)).unwrap(), 0, "the same again");
+        change(&mut image, put(MqttSession { node: 1, ..session(Some("q3"), &["k", "z"]) })).unwrap();
+        change(&mut image, attach(2)).unwrap();
+        let s = &image.mqtt.sessions["c"];
+        assert_eq!((s.node, s.subscriptions.len(), &s.qos2), (2, 2, &state));
+        assert_eq!(
+            change(&mut image, put(MqttSession { node: 2, expiry: 30, ..session(Some("q3"), &["k", "z"]) })).unwrap(),
+            0
+        );
+        change(&mut image, qos2(2, &Qos2State::default())).unwrap();
+        assert_eq!(image.mqtt.sessions["c"].qos2, Qos2State::default());
         change(&mut image, MqttRecord::DeleteSession { client_id: "c".into() }).unwrap();
         // A single node's session names no queue.
         change(&mut image, put(session(None, &["x"]))).unwrap();

@@ -173,18 +173,27 @@ impl Conn {
 
     /// PUBCOMP: a QoS 2 delivery is done (this connection's, or one an
     /// earlier connection released).
-    pub(super) fn on_pubcomp(&mut self, pid: u16) {
+    pub(super) async fn on_pubcomp(&mut self, pid: u16) {
         let done = if self.inflight.get(&pid).is_some_and(|f| f.released) {
             self.inflight.remove(&pid).is_some()
         } else {
             self.releasing.remove(&pid).is_some()
         };
         if done {
-            // Not awaited: a release forgotten by a crash is only sent
-            // again, and the client answers it with PUBCOMP.
-            let _ = self.hub.persist_released(&self.session, &self.released_ids()).inspect_err(
-                |e| tracing::warn!(client = %self.client_id, error = %e, "could not persist released QoS 2 ids"),
-            );
+            // A node-local write is not awaited: a release forgotten by a
+            // crash is only sent again, and the client answers it with
+            // PUBCOMP. A replicated session's record is (the next one,
+            // adding an id, must not land before it).
+            let written = self.hub.persist_released(&self.session, &self.released_ids());
+            match written {
+                Ok(w @ crate::hub::Wait::Metadata(_)) => {
+                    if let Err(e) = w.wait().await {
+                        tracing::warn!(client = %self.client_id, error = %e, "could not record released QoS 2 ids");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(client = %self.client_id, error = %e, "could not persist released QoS 2 ids"),
+            }
         }
     }
 
@@ -201,7 +210,7 @@ impl Conn {
 
     async fn persist_released(&self) {
         let r = match self.hub.persist_released(&self.session, &self.released_ids()) {
-            Ok(d) => d.wait().await,
+            Ok(w) => w.wait().await,
             Err(e) => Err(e),
         };
         if let Err(e) = r {

@@ -184,10 +184,9 @@ pub async fn run_as<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
-        if let Some(v) = stop {
+        if let Some(v) = stop.or_else(|| conn.release_held().err()) {
             break conn.close(&mut wr, v).await;
         }
-        conn.release_held();
         conn.fill();
         if !conn.out.is_empty()
             && let Err(e) = flush(&mut wr, &mut conn.out).await
@@ -312,7 +311,7 @@ impl Conn {
             Packet::Pubrel { pid, .. } => self.on_pubrel(pid).await,
             Packet::Puback { pid, .. } => self.on_puback(pid),
             Packet::Pubrec { pid, code } => self.on_pubrec(pid, code).await,
-            Packet::Pubcomp { pid, .. } => self.on_pubcomp(pid),
+            Packet::Pubcomp { pid, .. } => self.on_pubcomp(pid).await,
             Packet::Subscribe { pid, subscription_id, filters } => {
                 self.on_subscribe(pid, subscription_id, filters).await?;
             }
@@ -337,7 +336,7 @@ impl Conn {
         }
     }
 
-    async fn wait_persisted(&self, d: Result<ferry_broker::stored::Durable, ferry_broker::BrokerError>) {
+    async fn wait_persisted(&self, d: Result<crate::hub::Wait, ferry_broker::BrokerError>) {
         match d {
             Ok(d) => {
                 if let Err(e) = d.wait().await {

@@ -157,7 +157,7 @@ impl Conn {
             });
             while self.held.len() > MAX_UNSTORED && self.held.front().is_some_and(|h| h.stored.is_some()) {
                 oldest_stored(&mut self.held).await;
-                self.release_held();
+                self.release_held()?;
             }
             return Ok(());
         }
@@ -173,7 +173,7 @@ impl Conn {
             _ => return Ok(()),
         };
         if congested.is_empty() && self.held.is_empty() {
-            self.send(ack);
+            self.acknowledge(ack)?;
         } else {
             // Backpressure: a publisher faster than a subscriber drains
             // gets its acknowledgements a little later (at most
@@ -201,9 +201,28 @@ impl Conn {
         self.send(Packet::Pubcomp { pid, code });
     }
 
+    /// Sends a publisher's PUBACK or PUBREC. MQTT 3.1.1 has no negative
+    /// acknowledgement: a message that was not stored is not acknowledged
+    /// at all, the connection closes, and the client sends it again (DUP)
+    /// when it reconnects, instead of taking the message for stored.
+    fn acknowledge(&mut self, ack: Packet) -> Result<(), Violation> {
+        if self.version == Version::V3
+            && let Packet::Puback { pid, code } | Packet::Pubrec { pid, code } = ack
+            && code >= 0x80
+        {
+            if matches!(ack, Packet::Pubrec { .. }) {
+                // Its resend must be routed, not taken for a duplicate.
+                self.session.lock().incoming_qos2.remove(&pid);
+            }
+            return Err(violation(reason::UNSPECIFIED, format!("publish {pid} not stored")));
+        }
+        self.send(ack);
+        Ok(())
+    }
+
     /// Sends held acknowledgements whose messages are stored and whose
     /// subscribers drained (or whose hold ran out), in order.
-    pub(super) fn release_held(&mut self) {
+    pub(super) fn release_held(&mut self) -> Result<(), Violation> {
         let now = Instant::now();
         let mut cx = Context::from_waker(Waker::noop());
         while let Some(h) = self.held.front_mut() {
@@ -216,9 +235,10 @@ impl Conn {
                 break;
             }
             if let Some(h) = self.held.pop_front() {
-                self.send(h.packet);
+                self.acknowledge(h.packet)?;
             }
         }
+        Ok(())
     }
 }
 

@@ -10,7 +10,8 @@ use super::{Conn, Violation, violation};
 use crate::auth;
 use crate::hub::split_shared;
 use crate::packet::{self, Packet, reason};
-use crate::session::{Delivery, SubRecord};
+use crate::session::Delivery;
+use ferry_broker::metadata::MqttSubscription;
 
 impl Conn {
     pub(super) async fn on_subscribe(
@@ -56,7 +57,7 @@ impl Conn {
             // SUBACK finds the subscription (tests/it/mqtt_subscribe_then_publish.rs).
             let existed = self.hub.subscribe(
                 &self.session,
-                SubRecord {
+                MqttSubscription {
                     filter: filter.to_string(),
                     qos,
                     no_local: opts.no_local,

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_broker::metadata::MqttSession;
+use ferry_broker::metadata::{MqttSession, MqttSubscription};
 use ferry_util::sync::lock;
 use ferry_util::time::now_ms;
 
@@ -26,7 +26,7 @@ use super::Hub;
 use super::packed::{pack, unpack};
 use crate::message::Message;
 use crate::packet::{Version, reason};
-use crate::session::{Delivery, Session, SubRecord};
+use crate::session::{Delivery, Session};
 
 impl Hub {
     /// Brings the sessions in line with the metadata: at once if `full`,
@@ -89,6 +89,13 @@ impl Hub {
             st.queue = None;
         }
         st.will = def.will.clone();
+        if def.queue.is_some() {
+            // A replicated session's QoS 2 exchanges are the metadata's
+            // (recorded by whichever node held its connection last).
+            st.incoming_qos2 = def.qos2.received.iter().copied().collect();
+            st.releasing.clone_from(&def.qos2.released);
+            st.released_recorded.clone_from(&def.qos2.released);
+        }
         // Ended at the recorded time; still connected to another node:
         // none (if that node died, `orphans` counts from when it was noticed).
         st.disconnected_at = def.disconnected_at.map(|t| {
@@ -103,7 +110,7 @@ impl Hub {
         }
         st.subscriptions = HashMap::new();
         for sub in &def.subscriptions {
-            let sub = SubRecord::from(sub);
+            let sub = MqttSubscription { qos: sub.qos.min(2), ..sub.clone() };
             self.index(&s.client_id, &sub);
             st.subscriptions.insert(sub.filter.as_str().into(), sub);
         }
@@ -165,23 +172,14 @@ mod tests {
 
     use bytes::Bytes;
     use ferry_broker::BrokerConfig;
-    use ferry_broker::metadata::{MqttRecord, MqttSubscription};
+    use ferry_broker::metadata::MqttRecord;
 
     use super::*;
     use crate::config::MqttConfig;
     use crate::hub::SessionQueue;
 
     fn message(topic: &str, qos: u8) -> Arc<Message> {
-        Arc::new(Message {
-            topic: topic.into(),
-            payload: Bytes::from_static(b"m"),
-            qos,
-            retain: false,
-            props: Default::default(),
-            expires_at: None,
-            origin: None,
-            timestamp: now_ms(),
-        })
+        Message::plain(topic, Bytes::from_static(b"m"), qos)
     }
 
     /// A session recorded through another node is held here (routed to,
@@ -205,6 +203,7 @@ mod tests {
             local_queue: Some(77),
             queue_limit: None,
             will: None,
+            qos2: Default::default(),
         };
         broker.submit_mqtt(MqttRecord::PutSession { client_id: "far".into(), session: far }).await.unwrap();
         let routed = hub.publish(message("t/x", 1)).unwrap();

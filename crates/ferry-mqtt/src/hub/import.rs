@@ -9,7 +9,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use ferry_broker::BrokerError;
-use ferry_broker::metadata::{MAX_RETAINED_BYTES, MqttRecord, MqttSession, MqttSubscription, RetainedMessage};
+use ferry_broker::metadata::{MAX_RETAINED_BYTES, MqttRecord, MqttSession, RetainedMessage};
 
 use super::Hub;
 use super::packed::pack;
@@ -31,11 +31,12 @@ impl Hub {
                 node: me,
                 expiry: old.expiry,
                 disconnected_at: Some(ferry_util::time::now_ms()),
-                subscriptions: old.subscriptions.iter().map(MqttSubscription::from).collect(),
+                subscriptions: old.subscriptions,
                 queue: None,
                 local_queue: Some(old.queue_id),
                 queue_limit: None,
                 will: None,
+                qos2: Default::default(),
             };
             self.broker.submit_mqtt_blocking(MqttRecord::PutSession { client_id: client_id.clone(), session })?;
         }

@@ -10,6 +10,7 @@
 mod cluster;
 mod import;
 pub mod packed;
+mod qos2;
 mod retained;
 mod routing;
 mod session_queue;

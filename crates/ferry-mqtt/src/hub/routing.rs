@@ -161,25 +161,15 @@ mod tests {
     use crate::metrics::MqttGauges;
     use bytes::Bytes;
     use ferry_broker::BrokerConfig;
-    use ferry_util::time::now_ms;
 
     use super::*;
     use crate::config::MqttConfig;
     use crate::hub::SessionQueue;
     use crate::packet::Version;
-    use crate::session::SubRecord;
+    use ferry_broker::metadata::MqttSubscription;
 
     fn message(i: u32, qos: u8) -> Arc<Message> {
-        Arc::new(Message {
-            topic: "t/x".into(),
-            payload: Bytes::from(i.to_string()),
-            qos,
-            retain: false,
-            props: Default::default(),
-            expires_at: None,
-            origin: None,
-            timestamp: now_ms(),
-        })
+        Message::plain("t/x", i.to_string(), qos)
     }
 
     #[tokio::test]
@@ -192,7 +182,7 @@ mod tests {
         let id: Arc<str> = "s".into();
         let (session, present, generation, _kick) = hub.attach(&id, false, 100, Version::V5).await.unwrap();
         assert!(!present);
-        hub.subscribe(&session, SubRecord { filter: "t/#".into(), qos: 1, ..SubRecord::default() });
+        hub.subscribe(&session, MqttSubscription { filter: "t/#".into(), qos: 1, ..MqttSubscription::default() });
         // QoS 1 goes to the durable queue, connected or not: two fit, the third is dropped.
         for i in 0..3 {
             assert_eq!(hub.publish(message(i, 1)).unwrap().matched, 1);
@@ -231,7 +221,7 @@ mod tests {
         assert_eq!(hub.congestion_high(), 256);
         let id: Arc<str> = "slow".into();
         let (session, _, _, _kick) = hub.attach(&id, true, 0, Version::V5).await.unwrap();
-        hub.subscribe(&session, SubRecord { filter: "t/#".into(), qos: 1, ..SubRecord::default() });
+        hub.subscribe(&session, MqttSubscription { filter: "t/#".into(), qos: 1, ..MqttSubscription::default() });
         // A connection that is taking messages.
         session.lock().drained_at = Some(Instant::now());
         for i in 0..255 {

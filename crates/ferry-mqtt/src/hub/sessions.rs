@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ferry_broker::BrokerError;
 use ferry_broker::metadata::{MQTT_VHOST, MqttRecord};
-use ferry_broker::stored::{Durable, StoredRecord};
+use ferry_broker::stored::StoredRecord;
 use ferry_util::sync::lock;
 use ferry_util::time::now_ms;
 use tokio::sync::oneshot;
@@ -321,43 +321,6 @@ impl Hub {
             st.definition(self.broker.node_id(), None, self.config.max_queued_messages)
         };
         self.broker.submit_mqtt(MqttRecord::PutSession { client_id: session.client_id.to_string(), session: def }).await
-    }
-
-    /// Writes the session's unreleased inbound QoS 2 packet ids (persistent
-    /// sessions); PUBREC and PUBCOMP wait for it.
-    pub fn persist_qos2(&self, session: &Session) -> Result<Durable, BrokerError> {
-        let value = {
-            let st = session.lock();
-            if st.expiry == 0 {
-                return Ok(Durable::ready());
-            }
-            let mut ids: Vec<u16> = st.incoming_qos2.iter().copied().collect();
-            ids.sort_unstable();
-            ids.iter().flat_map(|id| id.to_be_bytes()).collect::<Vec<u8>>()
-        };
-        if value.is_empty() {
-            if self.qos2.get(&session.client_id).is_none() {
-                return Ok(Durable::ready());
-            }
-            return self.qos2.put(&session.client_id, None);
-        }
-        self.qos2.put(&session.client_id, Some(StoredRecord { value: Some(value), ..Default::default() }))
-    }
-
-    /// Writes the session's outbound QoS 2 ids released and awaiting
-    /// PUBCOMP (persistent sessions); PUBREL waits for it.
-    pub fn persist_released(&self, session: &Session, ids: &[(u16, Option<u64>)]) -> Result<Durable, BrokerError> {
-        if session.lock().expiry == 0 {
-            return Ok(Durable::ready());
-        }
-        if ids.is_empty() {
-            if self.released.get(&session.client_id).is_none() {
-                return Ok(Durable::ready());
-            }
-            return self.released.put(&session.client_id, None);
-        }
-        let value = encode_released(ids);
-        self.released.put(&session.client_id, Some(StoredRecord { value: Some(value), ..Default::default() }))
     }
 
     /// Ends offline sessions past their expiry (and takes in the metadata's

@@ -12,7 +12,8 @@ use ferry_util::sync::{lock, read, write};
 use super::Hub;
 use crate::message::Message;
 use crate::packet::SubOptions;
-use crate::session::{Session, SubRecord};
+use crate::session::{Session, sub_options};
+use ferry_broker::metadata::MqttSubscription;
 
 /// One subscription as the index keeps it.
 #[derive(Clone)]
@@ -43,13 +44,13 @@ pub fn split_shared(filter: &str) -> Option<(&str, &str)> {
 }
 
 impl Hub {
-    pub(super) fn index(&self, client_id: &Arc<str>, sub: &SubRecord) {
+    pub(super) fn index(&self, client_id: &Arc<str>, sub: &MqttSubscription) {
         let full: Arc<str> = sub.filter.as_str().into();
         let (share, filter) = match split_shared(&sub.filter) {
             Some((group, filter)) => (Some(Arc::from(group)), filter),
             None => (None, sub.filter.as_str()),
         };
-        let entry = SubEntry { opts: sub.options(), id: sub.id, share };
+        let entry = SubEntry { opts: sub_options(sub), id: sub.id, share };
         write(&self.tree).insert(filter, (client_id.clone(), full), entry);
     }
 
@@ -59,7 +60,7 @@ impl Hub {
     }
 
     /// Adds or replaces a subscription; returns whether it existed.
-    pub fn subscribe(&self, session: &Session, sub: SubRecord) -> bool {
+    pub fn subscribe(&self, session: &Session, sub: MqttSubscription) -> bool {
         let mut st = session.lock();
         self.index(&session.client_id, &sub);
         st.subscriptions.insert(sub.filter.as_str().into(), sub).is_some()

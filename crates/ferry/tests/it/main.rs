@@ -40,6 +40,7 @@ mod metrics;
 mod mqtt_bad_input;
 mod mqtt_clients;
 mod mqtt_cluster;
+mod mqtt_cluster_qos2;
 mod mqtt_keep_alive;
 mod mqtt_scale;
 mod mqtt_subscribe_then_publish;

@@ -298,11 +298,12 @@ impl QuorumClient {
     }
 
     /// Publishes `m`: at once into the local queue when this node leads
-    /// it and nothing forwarded is still queued (order), else through the
-    /// forwarding pipeline. `Ok(None)`: `done` will be called (a persistent
-    /// message stored here is confirmed once the ISR has it, or retried
-    /// through the pipeline if this leadership ends first); `Ok(Some(..))`:
-    /// a transient message stored here, or refused (`done` not called).
+    /// it and nothing forwarded is still queued (order), else (or when the
+    /// local queue refuses it for now) through the forwarding pipeline.
+    /// `Ok(None)`: `done` will be called (a persistent message stored here
+    /// is confirmed once the ISR has it, or retried through the pipeline if
+    /// this leadership ends first); `Ok(Some(..))`: a transient message
+    /// stored here, or refused (`done` not called).
     pub fn publish(
         self: &Arc<Self>,
         m: &Message,
@@ -344,8 +345,15 @@ impl QuorumClient {
                         }
                         _ => return Ok(Some((q, Published::Rejected))),
                     },
-                    Err(crate::BrokerError::NotLeaderOrFollower) => {
-                        // Perhaps stored before the error: looked up.
+                    // Refused before the append (the leadership just moved,
+                    // or too few in-sync replicas for now: followers fenced
+                    // under load), perhaps stored before the error: retried
+                    // by the pipeline like a forwarded publish (looked up),
+                    // in order, until stored or past its deadline. Refused at
+                    // once, an MQTT session queue's copy was taken for one a
+                    // full queue drops, its publisher told it was stored
+                    // (docs/cluster.md, issue #17).
+                    Err(crate::BrokerError::NotLeaderOrFollower | crate::BrokerError::NotEnoughReplicas { .. }) => {
                         self.retry(Pending::again(m.clone(), done, seq, sent_at));
                         return Ok(None);
                     }

@@ -217,8 +217,16 @@ mod tests {
 
         let call = |request| broker.clone().serve_queue_peer(request);
         let batch = encode_messages(&[message(0)]).unwrap();
-        let publish =
-            PeerRequest::QueuePublish { vhost: "/".into(), queue: "orders".into(), batch, id: None, seqs: Vec::new() };
+        let publish = PeerRequest::QueuePublish {
+            vhost: "/".into(),
+            queue: "orders".into(),
+            batch,
+            id: None,
+            seqs: Vec::new(),
+            pipelined: false,
+            after: None,
+            resent: crate::metadata::Resent::Unknown,
+        };
         call(publish).await.unwrap();
         let take = PeerRequest::QueueTake {
             vhost: "/".into(),

@@ -279,3 +279,22 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_attempt_gives_up_within_half_a_session() {
+        let beat = Call::Heartbeat(HeartbeatRequest { node: 1, incarnation: uuid::Uuid::from_u128(1) });
+        let delete = Call::Forward(ControllerRequest::DeleteTopic { name: "t".into() });
+        // The chaos harness's 2 s session: a heartbeat stuck on a former
+        // leader tries the new one after 1 s, within the session.
+        assert_eq!(beat.attempt_timeout(Duration::from_secs(2)), Duration::from_secs(1));
+        // The default 6 s session: 3 s; never more than a forwarded call.
+        assert_eq!(beat.attempt_timeout(Duration::from_secs(6)), Duration::from_secs(3));
+        assert_eq!(beat.attempt_timeout(Duration::from_secs(60)), CALL_TIMEOUT);
+        // A forwarded change waits for its commit as before.
+        assert_eq!(delete.attempt_timeout(Duration::from_secs(2)), CALL_TIMEOUT);
+    }
+}

@@ -133,8 +133,9 @@ impl Replicator {
         let due: Vec<_> = isr_changes(broker, &self.config, now_ms_u64())
             .into_iter()
             .filter_map(|(name, index, request)| {
-                let ControllerRequest::AlterPartition { topic_id, partition, .. } = &request else { return None };
+                let ControllerRequest::AlterPartition { topic_id, partition, isr, .. } = &request else { return None };
                 let sent = self.in_flight.send((*topic_id, *partition))?;
+                tracing::info!(topic = %name, partition = index, ?isr, "asking for an ISR change");
                 Some((name, index, request, sent))
             })
             .collect();
@@ -187,7 +188,6 @@ pub(super) fn isr_changes(
             let Some((leader_epoch, partition_epoch, isr)) = p.isr_change_due(now, lag, retry, &eligible) else {
                 continue;
             };
-            tracing::info!(topic = %topic.name, partition = p.index, ?isr, "asking for an ISR change");
             let request = ControllerRequest::AlterPartition {
                 topic_id: topic.id,
                 partition: p.index,

@@ -675,4 +675,52 @@ mod take_tests {
         let retried = offsets(broker.clone().serve_queue_peer(take(1)).await.unwrap());
         assert_eq!(retried, [next[1]]);
     }
+
+    /// A forwarded requeue hands back only what its session holds: an
+    /// offset out with another node's session (handed back by a cancel or
+    /// an expiry and taken again since, or a late settle) stays out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_requeue_returns_only_what_its_session_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, _controller) = super::tests::leading_orders(&dir).await;
+        let publish = PeerRequest::QueuePublish {
+            vhost: "/".into(),
+            queue: "orders".into(),
+            batch: encode_messages(&(0..4).map(message).collect::<Vec<_>>()).unwrap(),
+            id: None,
+            seqs: Vec::new(),
+            pipelined: false,
+            after: None,
+            resent: crate::metadata::Resent::Unknown,
+        };
+        broker.clone().serve_queue_peer(publish).await.unwrap();
+        let take = |session: &str| PeerRequest::QueueTake {
+            vhost: "/".into(),
+            queue: "orders".into(),
+            session: session.into(),
+            max: 2,
+            wait_ms: 0,
+            consumer: None,
+            number: None,
+        };
+        let requeue = |session: &str, offsets: Vec<u64>| PeerRequest::QueueSettle {
+            vhost: "/".into(),
+            queue: "orders".into(),
+            session: session.into(),
+            acks: Vec::new(),
+            requeues: offsets,
+            rejects: Vec::new(),
+        };
+        let taken = match broker.clone().serve_queue_peer(take("node2-session")).await.unwrap() {
+            PeerReply::QueueDeliveries { deliveries, .. } => deliveries.iter().map(|w| w.offset).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(taken.len(), 2);
+        let q = broker.quorum_queue("/", "orders").unwrap();
+        assert_eq!(q.ready_count(), 2);
+        broker.clone().serve_queue_peer(requeue("node3-session", taken.clone())).await.unwrap();
+        assert_eq!(q.ready_count(), 2, "another session's requeue leaves node 2's deliveries out");
+        broker.clone().serve_queue_peer(requeue("node2-session", taken)).await.unwrap();
+        assert_eq!(q.ready_count(), 4, "its own session's requeue hands them back");
+    }
 }

@@ -43,10 +43,11 @@ use crate::broker::Broker;
 mod idle;
 #[cfg(test)]
 mod pipeline_tests;
-pub(crate) use idle::IDLE;
 mod pipelines;
 mod take;
 mod window;
+
+pub(crate) use idle::IDLE;
 
 use crate::messaging::MessagingError;
 use crate::messaging::consumer::{self, Credit, FeedEnd};

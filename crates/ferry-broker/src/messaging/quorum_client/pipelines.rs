@@ -181,7 +181,6 @@ async fn send(c: &Arc<QuorumClient>, window: &mut Window<Commit>, mut batch: Vec
         // Every retry carries the same ids, so whichever leader gets it
         // stores only what its log does not hold yet (`publish_ids`).
         let msgs: Vec<(Message, u64)> = batch.iter().map(|p| (p.message.clone(), p.seq)).collect();
-        let resent = mark_sent(&mut batch, ferry_util::time::now_ms());
         match c.target() {
             // Deleted, or a classic queue whose holder is down: nacked.
             Target::Deleted | Target::Down { .. } => {
@@ -198,6 +197,7 @@ async fn send(c: &Arc<QuorumClient>, window: &mut Window<Commit>, mut batch: Vec
                     give_back(c, all);
                     return;
                 }
+                let resent = mark_sent(&mut batch, ferry_util::time::now_ms());
                 let appended = match c.broker.upgrade() {
                     Some(b) => b.store_published(&c.vhost, &c.name, &q, (&c.session, resent), &msgs),
                     None => Err(crate::BrokerError::NotLeaderOrFollower),
@@ -231,6 +231,7 @@ async fn send(c: &Arc<QuorumClient>, window: &mut Window<Commit>, mut batch: Vec
                         return;
                     }
                 };
+                let resent = mark_sent(&mut batch, ferry_util::time::now_ms());
                 let request = PeerRequest::QueuePublish {
                     vhost: c.vhost.clone(),
                     queue: c.name.clone(),

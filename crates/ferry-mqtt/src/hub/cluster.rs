@@ -211,7 +211,7 @@ mod tests {
         assert_eq!(hub.publish(message("u", 1)).unwrap().matched, 0);
 
         let id: Arc<str> = "far".into();
-        let (session, present, generation, mut kick) = hub.attach(&id, false, 30, Version::V5).await.unwrap();
+        let (session, present, generation, mut kick) = hub.attach(&id, false, 30, Version::V5, None).await.unwrap();
         assert!(present);
         let def = broker.metadata().mqtt.sessions["far"].clone();
         assert_eq!((def.node, def.expiry, def.subscriptions.len()), (me, 30, 1));
@@ -219,7 +219,7 @@ mod tests {
         let SessionQueue::Local(q) = hub.queue_of(&mut session.lock()).unwrap() else { panic!("a local queue") };
         assert_eq!(q.written_len(), 1, "the message routed before the attach waits in the queue");
 
-        let takeover = MqttRecord::Attach { client_id: "far".into(), node: me + 1, expiry: 30 };
+        let takeover = MqttRecord::Attach { client_id: "far".into(), node: me + 1, expiry: 30, will: None };
         broker.submit_mqtt(takeover).await.unwrap();
         hub.sync_sessions(true);
         assert_eq!(kick.try_recv(), Ok(reason::SESSION_TAKEN_OVER));

@@ -247,24 +247,6 @@ impl Broker {
         (*n == number).then(|| deliveries.iter().filter(|w| s.offsets.contains(&w.offset)).cloned().collect())
     }
 
-    /// Those of `offsets` this leadership has out with `session`: only
-    /// they go back on its requeue. A forwarding node hands back what it
-    /// took under an earlier leadership too (it cannot always tell which
-    /// leader epoch served a take); those this leadership replayed are
-    /// ready already or out with another consumer, whom a requeue must not
-    /// take them from.
-    fn out_with(&self, vhost: &str, name: &str, session: &str, q: &Arc<Queue>, offsets: Vec<u64>) -> Vec<u64> {
-        if offsets.is_empty() {
-            return offsets;
-        }
-        let key = (vhost.to_string(), name.to_string(), session.to_string());
-        let sessions = lock(&self.queue_sessions);
-        let Some(s) = sessions.get(&key).filter(|s| std::ptr::eq(s.queue.as_ptr(), Arc::as_ptr(q))) else {
-            return Vec::new();
-        };
-        offsets.into_iter().filter(|o| s.offsets.contains(o)).collect()
-    }
-
     /// Sessions silent past [`SESSION_TIMEOUT`] (past [`FENCED_SILENCE`]
     /// for a node the controller fenced) hand their deliveries back
     /// (the housekeeping tick).
@@ -393,7 +375,6 @@ impl Broker {
             }
             PeerRequest::QueueSettle { vhost, queue, session, acks, requeues, rejects } => {
                 let q = self.served_queue(&vhost, &queue)?;
-                let requeues = self.out_with(&vhost, &queue, &session, &q, requeues);
                 let mut settled = acks.clone();
                 settled.extend(&requeues);
                 settled.extend(&rejects);

@@ -27,8 +27,8 @@ pub use decommission::{decommission, recommission, unregister};
 pub use election::{ElectionError, ElectionResult, ElectionType};
 pub use image::{MetadataImage, NodeInfo, PartitionInfo, TopicInfo, listener};
 pub use mqtt::{
-    MAX_RETAINED_BYTES, MAX_SUBSCRIPTIONS, MQTT_VHOST, MqttRecord, MqttSession, MqttState, MqttSubscription, Qos2State,
-    RetainedMessage, WillDef, mqtt_change,
+    CleanWill, MAX_RETAINED_BYTES, MAX_SUBSCRIPTIONS, MQTT_VHOST, MqttRecord, MqttSession, MqttState, MqttSubscription,
+    Qos2State, RetainedMessage, WillDef, mqtt_change,
 };
 pub use peer::{PeerError, PeerReply, PeerRequest, Resent, WireDelivery};
 pub use reassignment::{complete as complete_reassignment, complete_all as complete_reassignments, reassign};

@@ -128,6 +128,21 @@ pub struct MqttState {
     pub sessions: BTreeMap<String, MqttSession>,
     /// Retained messages by topic.
     pub retained: BTreeMap<String, RetainedMessage>,
+    /// Wills of clean sessions' connections (session expiry 0: not
+    /// sessions of the metadata), by client id, then by the node holding
+    /// the connection: published by another node if that node dies.
+    #[serde(default)]
+    pub clean_wills: BTreeMap<String, BTreeMap<i32, CleanWill>>,
+}
+
+/// The will of a clean session's connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanWill {
+    /// The connection's id on its node (a later connection of the same
+    /// client there replaces it; only its own clearing removes it).
+    pub conn: u64,
+    /// The will.
+    pub will: WillDef,
 }
 
 /// A change to the MQTT state; also the request the broker sends
@@ -154,6 +169,10 @@ pub enum MqttRecord {
         node: i32,
         /// Session expiry, seconds.
         expiry: u32,
+        /// The new connection's will (recorded with the attach: no moment
+        /// where the connection is attached and its will unknown).
+        #[serde(default)]
+        will: Option<WillDef>,
     },
     /// The will of the session's connection on `node` (after its
     /// `Attach`, which clears the previous connection's); nothing changes
@@ -192,6 +211,20 @@ pub enum MqttRecord {
     DeleteSession {
         /// Client id.
         client_id: String,
+    },
+    /// Sets (`Some`) or clears the will of a clean session's connection
+    /// on `node`.
+    CleanWill {
+        /// Client id.
+        client_id: String,
+        /// The node holding the connection.
+        node: i32,
+        /// The connection's id on its node.
+        conn: u64,
+        /// The will; `None` clears it if it is still connection `conn`'s
+        /// (the connection ended, its will published or dropped by its
+        /// node, or by another if that node died).
+        will: Option<WillDef>,
     },
     /// Sets (`Some`) or clears a topic's retained message.
     Retain {
@@ -257,9 +290,12 @@ pub fn mqtt_change(
                 records.extend(amqp_change(image, from, &request, make_topic)?);
             }
         }
-        MqttRecord::Attach { client_id, .. } => {
+        MqttRecord::Attach { client_id, will, .. } => {
             if !image.mqtt.sessions.contains_key(client_id) {
                 return Err(MetadataError::ResourceNotFound(format!("no MQTT session {client_id}")));
+            }
+            if will.as_ref().is_some_and(|w| w.data.len() > MAX_RETAINED_BYTES.div_ceil(3) * 4) {
+                return invalid(format!("will message over {MAX_RETAINED_BYTES} bytes"));
             }
         }
         MqttRecord::Qos2 { client_id, node, state } => {
@@ -278,6 +314,22 @@ pub fn mqtt_change(
                 && will.data.len() > MAX_RETAINED_BYTES.div_ceil(3) * 4
             {
                 return invalid(format!("will message over {MAX_RETAINED_BYTES} bytes"));
+            }
+        }
+        MqttRecord::CleanWill { client_id, node, conn, will } => {
+            if client_id.is_empty() || client_id.len() > u16::MAX as usize {
+                return invalid(format!("invalid MQTT client id of {} bytes", client_id.len()));
+            }
+            if will.as_ref().is_some_and(|w| w.data.len() > MAX_RETAINED_BYTES.div_ceil(3) * 4) {
+                return invalid(format!("will message over {MAX_RETAINED_BYTES} bytes"));
+            }
+            let now = image.mqtt.clean_wills.get(client_id).and_then(|w| w.get(node));
+            let unchanged = match will {
+                Some(w) => now.is_some_and(|n| n.conn == *conn && n.will == *w),
+                None => now.is_none_or(|n| n.conn != *conn),
+            };
+            if unchanged {
+                return Ok(records);
             }
         }
         MqttRecord::DeleteSession { client_id } => {
@@ -319,12 +371,26 @@ pub(super) fn apply(state: &mut Arc<MqttState>, record: &MqttRecord) {
                 session.qos2 = state.clone();
             }
         }
-        MqttRecord::Attach { client_id, node, expiry } => {
+        MqttRecord::Attach { client_id, node, expiry, will } => {
             if let Some(session) = s.sessions.get_mut(client_id) {
                 session.node = *node;
                 session.expiry = *expiry;
                 session.disconnected_at = None;
-                session.will = None;
+                session.will.clone_from(will);
+            }
+        }
+        MqttRecord::CleanWill { client_id, node, conn, will: Some(w) } => {
+            let will = CleanWill { conn: *conn, will: w.clone() };
+            s.clean_wills.entry(client_id.clone()).or_default().insert(*node, will);
+        }
+        MqttRecord::CleanWill { client_id, node, conn, will: None } => {
+            if let Some(wills) = s.clean_wills.get_mut(client_id) {
+                if wills.get(node).is_some_and(|w| w.conn == *conn) {
+                    wills.remove(node);
+                }
+                if wills.is_empty() {
+                    s.clean_wills.remove(client_id);
+                }
             }
         }
         MqttRecord::SetWill { client_id, node, will } => {
@@ -419,7 +485,7 @@ mod tests {
         assert!(queues(&image).is_empty() && image.mqtt.sessions.is_empty() && image.topics.is_empty());
         // Absent: nothing to do, and nothing to attach to.
         assert_eq!(change(&mut image, MqttRecord::DeleteSession { client_id: "c".into() }).unwrap(), 0);
-        let attach = |node| MqttRecord::Attach { client_id: "c".into(), node, expiry: 30 };
+        let attach = |node| MqttRecord::Attach { client_id: "c".into(), node, expiry: 30, will: None };
         assert!(matches!(change(&mut image, attach(2)), Err(MetadataError::ResourceNotFound(_))));
         // Attached elsewhere: subscriptions and queue kept; a late detach
         // from the node it left changes nothing.
@@ -462,6 +528,37 @@ mod tests {
         // A single node's session names no queue.
         change(&mut image, put(session(None, &["x"]))).unwrap();
         assert!(queues(&image).is_empty() && image.mqtt.sessions.contains_key("c"));
+    }
+
+    #[test]
+    fn wills_are_recorded_with_the_attach_and_per_node_for_clean_sessions() {
+        let mut image = MetadataImage::default();
+        let will = WillDef { data: "AA==".into(), delay: 5, expiry: None };
+        change(&mut image, MqttRecord::PutSession { client_id: "p".into(), session: session(Some("q"), &[]) }).unwrap();
+        let attach = MqttRecord::Attach { client_id: "p".into(), node: 2, expiry: 30, will: Some(will.clone()) };
+        change(&mut image, attach).unwrap();
+        assert_eq!((image.mqtt.sessions["p"].node, image.mqtt.sessions["p"].will.as_ref()), (2, Some(&will)));
+        // Clean sessions: one will per (client, node), cleared by its node.
+        let clean = |node, conn, w: Option<&WillDef>| MqttRecord::CleanWill {
+            client_id: "c".into(),
+            node,
+            conn,
+            will: w.cloned(),
+        };
+        assert_eq!(change(&mut image, clean(1, 10, Some(&will))).unwrap(), 1);
+        assert_eq!(change(&mut image, clean(1, 10, Some(&will))).unwrap(), 0, "the same again");
+        change(&mut image, clean(3, 30, Some(&will))).unwrap();
+        // A later connection on node 1 replaces the first; the first's
+        // clearing, landing late, leaves it.
+        change(&mut image, clean(1, 11, Some(&will))).unwrap();
+        assert_eq!(change(&mut image, clean(1, 10, None)).unwrap(), 0);
+        change(&mut image, clean(1, 11, None)).unwrap();
+        assert_eq!(image.mqtt.clean_wills["c"].keys().copied().collect::<Vec<_>>(), [3]);
+        change(&mut image, clean(3, 30, None)).unwrap();
+        assert!(image.mqtt.clean_wills.is_empty());
+        assert_eq!(change(&mut image, clean(3, 30, None)).unwrap(), 0, "absent: nothing to clear");
+        let big = WillDef { data: "A".repeat(MAX_RETAINED_BYTES / 3 * 4 + 8), delay: 0, expiry: None };
+        assert!(matches!(change(&mut image, clean(1, 12, Some(&big))), Err(MetadataError::InvalidRequest(_))));
     }
 
     #[test]

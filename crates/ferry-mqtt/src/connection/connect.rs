@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use super::{Conn, ConnError, flush, read_frame};
 use crate::auth;
-use crate::hub::Hub;
+use crate::hub::{self, Hub};
 use crate::packet::{self, Connack, Connect, Packet, Version, reason};
 use crate::topic_tree;
 
@@ -121,7 +121,17 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
         Version::V3 => config.max_session_expiry,
         Version::V5 => c.session_expiry.unwrap_or(0).min(config.max_session_expiry),
     };
-    let (session, present, generation, kick) = match hub.attach(&client_id, c.clean_start, expiry, version).await {
+    // The will as recorded for the other nodes (published by one of them
+    // if this node dies with the client connected): not one this client
+    // may not publish.
+    let will_def = c
+        .will
+        .as_ref()
+        .filter(|w| auth::may_publish(config, c.username.as_deref(), &client_id, peer, &w.topic))
+        .map(|w| hub::will_def(&client_id, w));
+    let attached =
+        hub.attach(&client_id, c.clean_start, expiry, version, will_def.clone().filter(|_| expiry > 0)).await;
+    let (session, present, generation, kick) = match attached {
         Ok(attached) => attached,
         Err(e) => {
             // The cluster metadata cannot record the session now (no
@@ -147,13 +157,17 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
     };
     // What an earlier connection left unacknowledged goes out first, DUP.
     let queue = queue.map(|q| q.reader(&session));
-    if let Some(w) = &c.will
-        && auth::may_publish(config, c.username.as_deref(), &client_id, peer, &w.topic)
-        && let Err(e) = hub.record_will(&session, w).await
-    {
-        // Published by this node all the same; only a death of this node loses it.
-        tracing::warn!(client = %client_id, error = %e, "could not record the will");
-    }
+    let clean_will = match will_def.filter(|_| !session.lock().recorded) {
+        Some(w) => match hub.record_clean_will(&client_id, w).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Published by this node all the same; only a death of this node loses it.
+                tracing::warn!(client = %client_id, error = %e, "could not record the will");
+                None
+            }
+        },
+        None => None,
+    };
     let window = match version {
         Version::V5 => usize::from(c.receive_max.unwrap_or(u16::MAX)),
         Version::V3 => usize::from(config.max_inflight),
@@ -183,6 +197,7 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
         releasing: BTreeMap::new(),
         parked: None,
         will: c.will.clone(),
+        clean_will,
         expiry,
         keep_alive_secs: keep_alive.secs,
         held: VecDeque::new(),

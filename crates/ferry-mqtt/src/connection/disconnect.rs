@@ -50,6 +50,10 @@ impl Conn {
             q.close(&out);
         }
         self.hub.detach(&self.session, self.generation, unacked);
+        if let Some(conn) = self.clean_will {
+            // Published (or dropped) here, now.
+            self.hub.clear_clean_will(&self.session.client_id, conn);
+        }
         let will = match end {
             End::Abnormal => self.will.take(),
             End::Normal | End::Shutdown => None,

@@ -111,6 +111,9 @@ struct Conn {
     /// in use: sent once that exchange completes.
     parked: Option<Delivery>,
     will: Option<Will>,
+    /// A clean session's will recorded in the metadata: the connection's id
+    /// there (cleared when the connection ends).
+    clean_will: Option<u64>,
     expiry: u32,
     keep_alive_secs: u16,
     /// PUBACK/PUBRECs held back, in the order their PUBLISHes came.

@@ -105,15 +105,23 @@ impl Hub {
         if st.subscription_defs() == def.subscriptions {
             return;
         }
-        for full in st.subscriptions.keys() {
+        // Only what changed: routing reads the index without the session's
+        // lock, so a subscription kept must never leave it, even for a
+        // moment (a publish then would miss this session).
+        let wanted: HashMap<Arc<str>, MqttSubscription> = def
+            .subscriptions
+            .iter()
+            .map(|sub| (sub.filter.as_str().into(), MqttSubscription { qos: sub.qos.min(2), ..sub.clone() }))
+            .collect();
+        for full in st.subscriptions.keys().filter(|f| !wanted.contains_key(*f)) {
             self.unindex(&s.client_id, full);
         }
-        st.subscriptions = HashMap::new();
-        for sub in &def.subscriptions {
-            let sub = MqttSubscription { qos: sub.qos.min(2), ..sub.clone() };
-            self.index(&s.client_id, &sub);
-            st.subscriptions.insert(sub.filter.as_str().into(), sub);
+        for (full, sub) in &wanted {
+            if st.subscriptions.get(full) != Some(sub) {
+                self.index(&s.client_id, sub);
+            }
         }
+        st.subscriptions = wanted;
     }
 
     /// Sends `msg` to the other nodes' connected subscribers.
@@ -172,7 +180,7 @@ mod tests {
 
     use bytes::Bytes;
     use ferry_broker::BrokerConfig;
-    use ferry_broker::metadata::MqttRecord;
+    use ferry_broker::metadata::{MqttRecord, MqttSubscription};
 
     use super::*;
     use crate::config::MqttConfig;
@@ -180,6 +188,51 @@ mod tests {
 
     fn message(topic: &str, qos: u8) -> Arc<Message> {
         Message::plain(topic, Bytes::from_static(b"m"), qos)
+    }
+
+    /// A session's subscriptions changed through another node: the ones it
+    /// keeps stay indexed throughout, so a publish routed meanwhile on
+    /// another thread always finds them (the index was emptied and filled
+    /// again: a publish in between matched nothing, the copy lost).
+    #[test]
+    fn subscriptions_kept_by_a_change_elsewhere_are_never_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker =
+            ferry_broker::testing::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() })
+                .unwrap();
+        let hub = Hub::open(broker.clone(), MqttConfig::default()).unwrap();
+        let sub = |filter: &str| MqttSubscription { filter: filter.into(), qos: 0, ..Default::default() };
+        let def = |subs: Vec<MqttSubscription>| MqttSession {
+            node: broker.node_id() + 1,
+            expiry: 60,
+            subscriptions: subs,
+            local_queue: Some(7),
+            ..Default::default()
+        };
+        let (one, two) = (def(vec![sub("t/#")]), def(vec![sub("t/#"), sub("u/#")]));
+        let s = Arc::new(Session::new("far".into(), Version::V5, 7, 60));
+        hub.refresh(&s, &one);
+        lock(&hub.sessions).insert("far".into(), s.clone());
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let missed = std::thread::scope(|scope| {
+            let router = scope.spawn(|| {
+                let mut missed = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if hub.targets(&message("t/x", 0)).is_empty() {
+                        missed += 1;
+                    }
+                }
+                missed
+            });
+            for i in 0..20_000 {
+                hub.refresh(&s, if i % 2 == 0 { &two } else { &one });
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            router.join().unwrap()
+        });
+        assert_eq!(missed, 0, "publishes that found no subscription while t/# was kept");
+        assert_eq!(hub.targets(&message("u/x", 0)).len(), 0, "u/# gone with the last change");
+        broker.shutdown();
     }
 
     /// A session recorded through another node is held here (routed to,
@@ -211,7 +264,7 @@ mod tests {
         assert_eq!(hub.publish(message("u", 1)).unwrap().matched, 0);
 
         let id: Arc<str> = "far".into();
-        let (session, present, generation, mut kick) = hub.attach(&id, false, 30, Version::V5).await.unwrap();
+        let (session, present, generation, mut kick) = hub.attach(&id, false, 30, Version::V5, None).await.unwrap();
         assert!(present);
         let def = broker.metadata().mqtt.sessions["far"].clone();
         assert_eq!((def.node, def.expiry, def.subscriptions.len()), (me, 30, 1));
@@ -219,7 +272,7 @@ mod tests {
         let SessionQueue::Local(q) = hub.queue_of(&mut session.lock()).unwrap() else { panic!("a local queue") };
         assert_eq!(q.written_len(), 1, "the message routed before the attach waits in the queue");
 
-        let takeover = MqttRecord::Attach { client_id: "far".into(), node: me + 1, expiry: 30 };
+        let takeover = MqttRecord::Attach { client_id: "far".into(), node: me + 1, expiry: 30, will: None };
         broker.submit_mqtt(takeover).await.unwrap();
         hub.sync_sessions(true);
         assert_eq!(kick.try_recv(), Ok(reason::SESSION_TAKEN_OVER));

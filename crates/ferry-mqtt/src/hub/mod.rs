@@ -36,6 +36,7 @@ pub use session_queue::{QueueReader, Queued, SessionQueue, Taken};
 pub use sessions::delivery_from_record;
 use subscriptions::SubscriptionIndex;
 pub use subscriptions::split_shared;
+pub use wills::will_def;
 
 use crate::config::MqttConfig;
 use crate::session::Session;
@@ -56,6 +57,12 @@ pub struct Hub {
     /// Sessions whose node died with their client connected, by client id:
     /// when this node noticed, and whether their will went out (`wills`).
     orphans: Mutex<HashMap<String, (std::time::Instant, bool)>>,
+    /// Clean sessions' wills of dead nodes this node published, as
+    /// (client id, node, connection), until their records are cleared.
+    clean_wills_fired: Mutex<std::collections::HashSet<(String, i32, u64)>>,
+    /// The next connection id for a clean session's recorded will (from
+    /// the start time: unique across this node's restarts).
+    next_conn: AtomicU64,
     /// QoS 2 packet ids received and not yet released, per persistent
     /// session (value: the ids, u16 big-endian), so a restart keeps
     /// exactly-once for exchanges half done.
@@ -93,6 +100,8 @@ impl Hub {
             shared_next: Mutex::new(HashMap::new()),
             synced: Mutex::new(Arc::default()),
             orphans: Mutex::default(),
+            clean_wills_fired: Mutex::default(),
+            next_conn: AtomicU64::new(u64::try_from(ferry_util::time::now_ms()).unwrap_or(0) << 16),
             qos2,
             released,
             queues,

@@ -180,7 +180,7 @@ mod tests {
                 .unwrap();
         let hub = Hub::open(broker.clone(), MqttConfig { max_queued_messages: 2, ..Default::default() }).unwrap();
         let id: Arc<str> = "s".into();
-        let (session, present, generation, _kick) = hub.attach(&id, false, 100, Version::V5).await.unwrap();
+        let (session, present, generation, _kick) = hub.attach(&id, false, 100, Version::V5, None).await.unwrap();
         assert!(!present);
         hub.subscribe(&session, MqttSubscription { filter: "t/#".into(), qos: 1, ..MqttSubscription::default() });
         // QoS 1 goes to the durable queue, connected or not: two fit, the third is dropped.
@@ -220,7 +220,7 @@ mod tests {
         let hub = Hub::open(broker.clone(), MqttConfig::default()).unwrap();
         assert_eq!(hub.congestion_high(), 256);
         let id: Arc<str> = "slow".into();
-        let (session, _, _, _kick) = hub.attach(&id, true, 0, Version::V5).await.unwrap();
+        let (session, _, _, _kick) = hub.attach(&id, true, 0, Version::V5, None).await.unwrap();
         hub.subscribe(&session, MqttSubscription { filter: "t/#".into(), qos: 1, ..MqttSubscription::default() });
         // A connection that is taking messages.
         session.lock().drained_at = Some(Instant::now());

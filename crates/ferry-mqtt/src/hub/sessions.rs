@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ferry_broker::BrokerError;
-use ferry_broker::metadata::{MQTT_VHOST, MqttRecord};
+use ferry_broker::metadata::{MQTT_VHOST, MqttRecord, WillDef};
 use ferry_broker::stored::StoredRecord;
 use ferry_util::sync::lock;
 use ferry_util::time::now_ms;
@@ -73,7 +73,8 @@ impl Hub {
 
     /// Attaches a new connection to `client_id`'s session, taking it over
     /// from a connection that holds it (here, or on another node through
-    /// the metadata). Returns the session, whether it existed, the
+    /// the metadata); a persistent session records the connection's `will`
+    /// with it. Returns the session, whether it existed, the
     /// connection's generation and its takeover signal.
     pub async fn attach(
         &self,
@@ -81,6 +82,7 @@ impl Hub {
         clean_start: bool,
         expiry: u32,
         version: Version,
+        will: Option<WillDef>,
     ) -> Result<(Arc<Session>, bool, u64, oneshot::Receiver<u8>), BrokerError> {
         self.sync_sessions(false);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -121,7 +123,9 @@ impl Hub {
             // (a node still holding the client's old connection drops it),
             // and taken as the metadata has it: this node's copy may not
             // have seen the last changes made through another node.
-            let attach = MqttRecord::Attach { client_id: client_id.to_string(), node: me, expiry };
+            // With the connection's will: no moment where it is attached
+            // here and its will unknown to the other nodes.
+            let attach = MqttRecord::Attach { client_id: client_id.to_string(), node: me, expiry, will: will.clone() };
             match self.broker.submit_mqtt(attach).await {
                 Ok(()) => {
                     if let Some(def) = self.broker.metadata().mqtt.sessions.get(&**client_id) {
@@ -160,6 +164,7 @@ impl Hub {
             (expiry > 0 && !st.recorded, expiry == 0 && st.recorded)
         };
         if unrecorded {
+            session.lock().will.clone_from(&will);
             let def = session.lock().definition(me, None, self.config.max_queued_messages);
             self.broker.submit_mqtt(MqttRecord::PutSession { client_id: client_id.to_string(), session: def }).await?;
             session.lock().recorded = true;
@@ -185,7 +190,7 @@ impl Hub {
     /// Whether new persistent sessions get a replicated queue: when the
     /// cluster has more than one node or voter (as AMQP's default queue
     /// type); a single node keeps its sessions' queues on its own disk.
-    fn replicated_sessions(&self) -> bool {
+    pub(super) fn replicated_sessions(&self) -> bool {
         self.broker.metadata().nodes.len() > 1 || self.broker.controller_status().voters.len() > 1
     }
 

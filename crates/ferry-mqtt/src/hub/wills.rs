@@ -1,15 +1,22 @@
-//! Wills in a cluster (issue #17): the node holding a persistent session's
-//! connection publishes its will as on a single node; the will is also
-//! recorded with the session (`SetWill`), so that if the node dies with the
-//! client connected, another node publishes it: the live node with the
-//! lowest id, once the will delay (capped by the session expiry) has passed
-//! since it noticed the node gone, unless the client reconnected somewhere
-//! meanwhile. The session is then recorded as ended (`Detach`), which
-//! clears the will. Clean sessions (expiry 0) are not recorded: their wills
-//! die with their node.
+//! Wills in a cluster (issue #17): the node holding a connection publishes
+//! its will as on a single node; the will is also recorded in the cluster
+//! metadata, so that if the node dies with the client connected, another
+//! node publishes it: the live node with the lowest id.
+//! - A persistent session's will is recorded with the session, by the
+//!   `Attach` (or the new session's record) of its connection, and
+//!   published once the will delay (capped by the session expiry) has
+//!   passed since the node was noticed gone, unless the client reconnected
+//!   somewhere meanwhile. The session is then recorded as ended
+//!   (`Detach`), which clears the will.
+//! - A clean session's (expiry 0: not a session of the metadata) is
+//!   recorded apart, per client and node, with its connection's id
+//!   (`CleanWill`), cleared when the connection ends; published as soon as
+//!   its node is noticed gone (its session ended with the connection), then
+//!   cleared.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -24,31 +31,54 @@ use super::packed::{pack, unpack};
 use super::sessions::spawn;
 use crate::message::Message;
 use crate::packet::Will;
-use crate::session::Session;
+
+/// The will of a connection as the metadata keeps it: the message, packed
+/// (published as `client_id`), its delay and message expiry.
+pub fn will_def(client_id: &Arc<str>, will: &Will) -> WillDef {
+    let msg = Message {
+        topic: will.topic.clone(),
+        payload: will.payload.clone(),
+        qos: will.qos,
+        retain: will.retain,
+        props: will.props.clone(),
+        expires_at: None,
+        origin: Some(client_id.clone()),
+        timestamp: now_ms(),
+    };
+    WillDef { data: B64.encode(pack(&msg.to_record())), delay: will.delay, expiry: will.props.message_expiry }
+}
 
 impl Hub {
-    /// Records the will of `session`'s connection here (persistent
-    /// sessions), for another node to publish should this one die.
-    pub async fn record_will(&self, session: &Session, will: &Will) -> Result<(), BrokerError> {
-        if session.lock().expiry == 0 || !session.lock().recorded {
-            return Ok(());
+    /// Records the will of a clean session's connection here, for another
+    /// node to publish should this one die; returns the connection's id
+    /// (for [`Hub::clear_clean_will`]). A persistent session's is recorded
+    /// by its attach.
+    /// On a single node (no other node to publish it) nothing is recorded.
+    pub async fn record_clean_will(&self, client_id: &str, will: WillDef) -> Result<Option<u64>, BrokerError> {
+        if !self.replicated_sessions() {
+            return Ok(None);
         }
-        let msg = Message {
-            topic: will.topic.clone(),
-            payload: will.payload.clone(),
-            qos: will.qos,
-            retain: will.retain,
-            props: will.props.clone(),
-            expires_at: None,
-            origin: Some(session.client_id.clone()),
-            timestamp: now_ms(),
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let record = MqttRecord::CleanWill {
+            client_id: client_id.to_string(),
+            node: self.broker.node_id(),
+            conn,
+            will: Some(will),
         };
-        let def =
-            WillDef { data: B64.encode(pack(&msg.to_record())), delay: will.delay, expiry: will.props.message_expiry };
-        session.lock().will = Some(def.clone());
+        self.broker.submit_mqtt(record).await.map(|()| Some(conn))
+    }
+
+    /// The clean session's connection `conn` here ended (its will published
+    /// or dropped here): its record goes, in the background.
+    pub fn clear_clean_will(&self, client_id: &str, conn: u64) {
         let record =
-            MqttRecord::SetWill { client_id: session.client_id.to_string(), node: self.broker.node_id(), will: def };
-        self.broker.submit_mqtt(record).await
+            MqttRecord::CleanWill { client_id: client_id.to_string(), node: self.broker.node_id(), conn, will: None };
+        let broker = self.broker.clone();
+        spawn(async move {
+            if let Err(e) = broker.submit_mqtt(record).await {
+                tracing::warn!(error = %e, "could not clear a connection's will");
+            }
+        });
     }
 
     /// Sessions of `image` whose node is gone while their client was
@@ -79,12 +109,33 @@ impl Hub {
         let noticed = orphans.iter().map(|(id, (since, _))| (id.clone(), *since)).collect();
         drop(orphans);
         for (client_id, node, will) in due {
-            self.publish_orphaned_will(client_id, node, &will);
+            let ended = MqttRecord::Detach { client_id: client_id.clone(), node, at: now_ms() };
+            self.publish_orphaned_will(client_id, node, &will, ended);
+        }
+        // Clean sessions' wills of dead nodes: due at once, each once.
+        let mut fired = lock(&self.clean_wills_fired);
+        fired.retain(|(id, node, conn)| {
+            image.mqtt.clean_wills.get(id).and_then(|w| w.get(node)).is_some_and(|w| w.conn == *conn)
+        });
+        let mut due = Vec::new();
+        for (id, wills) in image.mqtt.clean_wills.iter().filter(|_| firing) {
+            for (node, w) in wills.iter().filter(|(node, _)| !live.contains(node)) {
+                if fired.insert((id.clone(), *node, w.conn)) {
+                    due.push((id.clone(), *node, w.clone()));
+                }
+            }
+        }
+        drop(fired);
+        for (client_id, node, w) in due {
+            let ended = MqttRecord::CleanWill { client_id: client_id.clone(), node, conn: w.conn, will: None };
+            self.publish_orphaned_will(client_id, node, &w.will, ended);
         }
         noticed
     }
 
-    fn publish_orphaned_will(self: &Arc<Self>, client_id: String, node: i32, will: &WillDef) {
+    /// Publishes the will of `client_id`'s connection on dead node `node`,
+    /// then records `ended` (the will is gone).
+    fn publish_orphaned_will(self: &Arc<Self>, client_id: String, node: i32, will: &WillDef, ended: MqttRecord) {
         let msg = B64.decode(&will.data).ok().and_then(|b| unpack(&b)).and_then(Message::from_record);
         let Some(mut msg) = msg else {
             tracing::warn!(client = %client_id, "undecodable will in the metadata");
@@ -109,7 +160,6 @@ impl Hub {
                     tracing::warn!(client = %client_id, error = %e, "will not stored");
                 }
             }
-            let ended = MqttRecord::Detach { client_id: client_id.clone(), node, at: now };
             if let Err(e) = broker.submit_mqtt(ended).await {
                 tracing::warn!(client = %client_id, error = %e, "could not record a session's end");
             }

@@ -4,8 +4,8 @@
 //! 1 is killed with SIGKILL; what is published meanwhile through node 3
 //! reaches the persistent sessions when their clients reconnect to node 2
 //! (session present), QoS 2 exactly once; the will of a client whose node
-//! died is published by another node; retained messages are the same on
-//! every node.
+//! died is published by another node (a persistent session's and a clean
+//! session's); retained messages are the same on every node.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -133,6 +133,12 @@ async fn persistent_sessions_resume_on_another_node_after_a_kill() {
     let (q2, mut r2, _) = resume(port(&c, 1), "q2", None).await;
     subscribe(&q2, &mut r2, "t/#", QoS::ExactlyOnce).await;
     let (clean, mut rc) = client(port(&c, 2), "clean", true, |_| {}).await;
+    // A clean session with a will on node 1: recorded apart, published by
+    // a surviving node too.
+    let (_c1, _) = client(port(&c, 1), "c1", true, |o| {
+        o.set_last_will(LastWill::new("w/c1", "c1 gone", QoS::AtLeastOnce, false));
+    })
+    .await;
     subscribe(&clean, &mut rc, "t/#", QoS::AtLeastOnce).await;
     let (publisher, mut rp) = client(port(&c, 3), "pub", true, |_| {}).await;
     let (watcher, mut rw) = client(port(&c, 3), "watcher", true, |_| {}).await;
@@ -162,9 +168,11 @@ async fn persistent_sessions_resume_on_another_node_after_a_kill() {
     let got = received(&mut rc, &dead).await;
     assert!(dead.iter().all(|p| got.contains_key(p)), "clean session on node 2: {got:?}");
 
-    // q1's will: published by a surviving node, since q1's died with it.
-    let will = received(&mut rw, &["q1 gone".to_string()]).await;
-    assert_eq!(will.get("q1 gone"), Some(&1), "{will:?}");
+    // q1's and c1's wills: published by a surviving node, since their
+    // node died with them, once each.
+    let wills = ["q1 gone".to_string(), "c1 gone".to_string()];
+    let got = received(&mut rw, &wills).await;
+    assert!(wills.iter().all(|w| got.get(w) == Some(&1)), "{got:?}");
 
     // Their clients come back through node 2: nothing lost, QoS 2 once.
     let (_q2, mut r2, present) = resume(port(&c, 2), "q2", None).await;

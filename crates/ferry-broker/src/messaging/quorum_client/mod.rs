@@ -595,10 +595,23 @@ impl QuorumClient {
                     {
                         let mut buffer = lock(&c.buffer);
                         if buffer.0 != Some((node, epoch)) {
-                            // Taken from an earlier leader: the new one hands
-                            // them out again, flagged redelivered.
+                            // Taken under another leader epoch than the one
+                            // named now: usually an earlier leader's, whose
+                            // successor hands them out again (redelivered).
+                            // But this image may have named an older epoch
+                            // than the leader served (it moved away and back
+                            // unseen): then the leader has them out with this
+                            // node's session, renewed by every take, and
+                            // dropping them lost them. Handed back: either way
+                            // they come again (requeueing what a leader does
+                            // not have out does nothing).
                             buffer.0 = Some((node, epoch));
-                            buffer.1.clear();
+                            let dropped: Vec<u64> = buffer.1.drain(..).map(|d| d.message.offset).collect();
+                            if !dropped.is_empty() {
+                                drop(buffer);
+                                self.settle(&[], &dropped, &[]);
+                                buffer = lock(&c.buffer);
+                            }
                         }
                         while let Some(d) = buffer.1.pop_front() {
                             if self.recently_acked(d.message.offset) {

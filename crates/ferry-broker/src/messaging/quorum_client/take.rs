@@ -250,4 +250,69 @@ mod tests {
         assert_eq!((&again.message.body[..], again.redelivered), (&b"m0"[..], true));
         assert_eq!(q.consumer_count(), 0, "the consumer is gone from the leader");
     }
+
+    /// Node 2's image lags: it still names node 1's earlier leader epoch
+    /// while node 1 leads again in a new one (away and back). What node 2
+    /// takes from the new leadership is tagged with the old epoch; when its
+    /// image catches up, the deliveries still buffered were dropped as the
+    /// old leadership's, although the leader has them out with node 2's
+    /// session, which every take renews: never handed out again. They are
+    /// handed back now, and come again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deliveries_buffered_under_a_stale_leader_epoch_are_not_lost() {
+        use crate::messaging::remote_queue::tests::takeover;
+        let dir = tempfile::tempdir().unwrap();
+        let one = Broker::open(BrokerConfig { data_dir: dir.path().join("one"), ..Default::default() }).unwrap();
+        let controller = crate::testing::install(&one);
+        let declare = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
+            vhost: "/".into(),
+            name: "orders".into(),
+            auto_delete: false,
+            arguments: Arguments::default(),
+            queue_type: QueueType::Quorum { group_size: None },
+        });
+        one.submit_change(declare).await.unwrap();
+        let config = BrokerConfig { data_dir: dir.path().join("two"), node_id: 2, ..Default::default() };
+        let two = Broker::open(config).unwrap();
+        let answered = Arc::new(Notify::new());
+        two.set_controller(Arc::new(Routed { leader: one.clone(), delay: Duration::ZERO, answered }));
+        let image_of_two = || {
+            let mut image = controller.image();
+            let mut node = controller.node("127.0.0.1:9093");
+            node.id = 2;
+            image.apply_batch(image.applied_index + 1, &[MetadataRecord::RegisterNode(node)]).unwrap();
+            Arc::new(image)
+        };
+        // Node 2 sees node 1 lead in the first epoch; node 1 moves on.
+        two.apply_image(image_of_two());
+        takeover(&one, &controller, vec![one.node_id()]);
+        let q = one.quorum_queue("/", "orders").unwrap();
+        for i in 0..3 {
+            let Published::Stored(offset) = q.publish(&message(i)).unwrap() else { panic!("refused") };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            q.on_durable(offset, move |ok| {
+                let _ = tx.send(ok);
+            });
+            assert!(rx.await.unwrap());
+        }
+
+        let client = two.quorum_client("/", "orders");
+        let consumer = client.add_consumer(false, 10).expect("a consumer");
+        let credit = Notify::new();
+        let next = || async {
+            tokio::time::timeout(Duration::from_secs(10), client.next_delivery(&consumer, &credit, || Credit::Yes))
+                .await
+                .expect("a delivery within 10 s")
+                .expect("the consumer goes on")
+        };
+        // One take brings all three; the first is handed out.
+        assert_eq!(&next().await.message.body[..], b"m0");
+        assert_eq!(q.ready_count(), 0, "all three out with node 2's session");
+        // Node 2's image catches up: the two still buffered come all the same.
+        two.apply_image(image_of_two());
+        let mut rest = [next().await, next().await];
+        rest.sort_by_key(|d| d.message.offset);
+        let bodies: Vec<&[u8]> = rest.iter().map(|d| &d.message.body[..]).collect();
+        assert_eq!(bodies, [&b"m1"[..], &b"m2"[..]]);
+    }
 }

@@ -275,7 +275,12 @@ mod tests {
         let config = BrokerConfig { data_dir: dir.path().join("two"), node_id: 2, ..Default::default() };
         let two = Broker::open(config).unwrap();
         let answered = Arc::new(Notify::new());
-        two.set_controller(Arc::new(Routed { leader: one.clone(), delay: Duration::ZERO, answered }));
+        two.set_controller(Arc::new(Routed {
+            leader: one.clone(),
+            delay: Duration::ZERO,
+            answered,
+            lose_takes: false,
+        }));
         let image_of_two = || {
             let mut image = controller.image();
             let mut node = controller.node("127.0.0.1:9093");

@@ -197,18 +197,13 @@ async fn xadd(s: &Session, a: &Args<'_>) -> CmdResult<Step> {
         fields.push((f.to_string(), fv[1].clone()));
     }
     s.check(Access::Write, "topic", name)?;
-    let p = match s.server.streams.partition(name) {
-        Ok(Some(p)) => p,
-        Ok(None) if nomkstream => return Ok(Step::Reply(Reply::Null)),
-        Ok(None) => {
+    let p = match s.server.streams.partition(name)? {
+        Some(p) => p,
+        None if nomkstream => return Ok(Step::Reply(Reply::Null)),
+        None => {
             s.check(Access::Configure, "topic", name)?;
             s.server.streams.partition_or_create(name).await?
         }
-        // Hosted an instant ago (a concurrent XADD created it), its
-        // partition not open yet: waited for (the topic exists, so
-        // nothing is created).
-        Err(ferry_broker::BrokerError::NotLeaderOrFollower) => s.server.streams.partition_or_create(name).await?,
-        Err(e) => return Err(e.into()),
     };
     let st = s.server.streams.get(name);
     let appender = st.appender(&p);

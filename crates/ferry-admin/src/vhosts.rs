@@ -42,7 +42,7 @@ pub async fn list(State(s): State<AdminState>) -> ApiResult {
 
 /// `GET /api/vhosts/{name}`.
 pub async fn show(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult {
-    if !s.broker.metadata().vhosts.contains(&name) {
+    if !s.broker.metadata().vhosts.contains_key(&name) {
         return Err(ApiError::not_found(format!("no vhost '{name}'")));
     }
     Ok(Json(vhost_json(&name)).into_response())
@@ -59,7 +59,7 @@ pub async fn create(State(s): State<AdminState>, Path(name): Path<String>) -> Ap
 
 /// `DELETE /api/vhosts/{name}`: 204, or 404 if there is none.
 pub async fn delete(State(s): State<AdminState>, Path(name): Path<String>) -> ApiResult {
-    if !s.broker.metadata().vhosts.contains(&name) {
+    if !s.broker.metadata().vhosts.contains_key(&name) {
         return Err(ApiError::not_found(format!("no vhost '{name}'")));
     }
     s.broker.delete_vhost(&name).await?;

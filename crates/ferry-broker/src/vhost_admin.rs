@@ -10,7 +10,7 @@ use crate::metadata::{AmqpRequest, ControllerRequest};
 impl Broker {
     /// Creates the vhost `name`; `false`: it existed already (nothing changed).
     pub async fn create_vhost(&self, name: &str) -> Result<bool> {
-        let existed = self.metadata().vhosts.contains(name);
+        let existed = self.metadata().vhosts.contains_key(name);
         self.submit_change(ControllerRequest::Amqp(AmqpRequest::CreateVhost { name: name.to_string() })).await?;
         Ok(!existed)
     }
@@ -23,6 +23,6 @@ impl Broker {
 
     /// The vhosts, by name.
     pub fn vhost_names(&self) -> Vec<String> {
-        self.metadata().vhosts.iter().cloned().collect()
+        self.metadata().vhosts.keys().cloned().collect()
     }
 }

@@ -30,7 +30,7 @@ pub(crate) mod remote_queue;
 mod vhost;
 mod vhost_records;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 use std::time::Duration;
@@ -113,9 +113,9 @@ pub struct Vhosts {
     root: PathBuf,
     transient: PathBuf,
     hooks: Hooks,
-    /// The image's vhost set `vhosts` was last synced with (held, so its
+    /// The image's vhosts `vhosts` was last synced with (held, so its
     /// address is not reused); `None`: not yet (or no broker).
-    synced: Mutex<Option<Arc<BTreeSet<String>>>>,
+    synced: Mutex<Option<Arc<BTreeMap<String, u64>>>>,
 }
 
 fn wr<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
@@ -139,14 +139,14 @@ impl Vhosts {
         let _ = std::fs::remove_dir_all(&transient);
         std::fs::create_dir_all(&root)?;
         let logs = Arc::new(LogManager::new(engine));
-        let names: Vec<String> = match &hooks.broker {
+        let names: Vec<(String, u64)> = match &hooks.broker {
             Some(broker) => {
                 vhost_records::create_configured(broker, &root, names)?;
                 let live = broker.metadata().vhosts.clone();
                 vhost_records::remove_deleted_dirs(&root, &transient, &live);
-                live.iter().cloned().collect()
+                live.iter().map(|(n, g)| (n.clone(), *g)).collect()
             }
-            None => names.to_vec(),
+            None => names.iter().map(|n| (n.clone(), 0)).collect(),
         };
         let vhosts = Arc::new(Vhosts {
             vhosts: RwLock::new(BTreeMap::new()),
@@ -156,8 +156,8 @@ impl Vhosts {
             hooks: hooks.clone(),
             synced: Mutex::new(None),
         });
-        for name in &names {
-            let vhost = vhosts.open_vhost(name)?;
+        for (name, generation) in &names {
+            let vhost = vhosts.open_vhost(name, *generation)?;
             wr(&vhosts.vhosts).insert(name.clone(), vhost);
         }
         if let Some(b) = &hooks.broker {

@@ -137,7 +137,7 @@ impl Broker {
         if def.kind != (QueueKind::Classic { node: self.node_id() }) {
             return None;
         }
-        self.vhosts.get()?.upgrade()?.get(vhost)?.held_queue(name)
+        self.vhosts.get()?.upgrade()?.get_open(vhost)?.held_queue(name)
     }
 
     /// Stores a forwarded batch. With its publisher's ids (`id`'s

@@ -56,6 +56,9 @@ pub struct Vhost {
     me: std::sync::OnceLock<std::sync::Weak<Vhost>>,
     /// Turns true once the vhost is deleted (its connections close).
     deleted: tokio::sync::watch::Sender<bool>,
+    /// The image's generation of the vhost this one was opened for (0:
+    /// no broker): one deleted and created again is another.
+    pub(super) generation: u64,
 }
 
 fn rd<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -84,6 +87,7 @@ fn queue_log_config() -> LogConfig {
 impl Vhost {
     pub(crate) fn open(
         name: &str,
+        generation: u64,
         dir: &Path,
         transient_dir: &Path,
         logs: Arc<LogManager>,
@@ -141,6 +145,7 @@ impl Vhost {
             feeds: Mutex::new(Vec::new()),
             me: std::sync::OnceLock::new(),
             deleted: tokio::sync::watch::Sender::new(false),
+            generation,
         });
         let _ = vhost.me.set(Arc::downgrade(&vhost));
         for q in rd(&vhost.queues).values() {

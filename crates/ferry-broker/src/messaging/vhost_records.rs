@@ -9,7 +9,7 @@
 //! remembers which ones it created (`queues/vhosts-created.json`), so a
 //! vhost deleted through the admin API does not come back at a restart.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,8 +63,8 @@ pub(super) fn create_configured(broker: &Arc<Broker>, root: &Path, names: &[Stri
 /// Removes the directories of vhosts the image does not have (deleted
 /// while this node was down): a vhost created again by that name starts
 /// empty, without the old one's queues or delayed messages.
-pub(super) fn remove_deleted_dirs(root: &Path, transient: &Path, live: &BTreeSet<String>) {
-    let known: BTreeSet<String> = live.iter().map(|n| encode_name(n)).collect();
+pub(super) fn remove_deleted_dirs(root: &Path, transient: &Path, live: &BTreeMap<String, u64>) {
+    let known: BTreeSet<String> = live.keys().map(|n| encode_name(n)).collect();
     for base in [root, transient] {
         let Ok(entries) = std::fs::read_dir(base) else { continue };
         for entry in entries.flatten() {
@@ -78,8 +78,9 @@ pub(super) fn remove_deleted_dirs(root: &Path, transient: &Path, live: &BTreeSet
 }
 
 impl Vhosts {
-    /// Opens the vhosts the image gained and closes those it lost, if its
-    /// vhost set changed since the last call (a pointer compare otherwise).
+    /// Opens the vhosts the image gained and closes those it lost (or
+    /// that were deleted and created again: another generation), if its
+    /// vhosts changed since the last call (a pointer compare otherwise).
     pub(super) fn sync_with_image(&self) {
         let Some(broker) = &self.hooks.broker else { return };
         let names = broker.metadata().vhosts.clone();
@@ -87,16 +88,16 @@ impl Vhosts {
         if synced.as_ref().is_some_and(|s| Arc::ptr_eq(s, &names)) {
             return;
         }
-        let open: Vec<String> = self.names();
-        for gone in open.iter().filter(|n| !names.contains(*n)) {
+        let open: Vec<(String, u64)> = self.all().iter().map(|v| (v.name.clone(), v.generation)).collect();
+        for (gone, _) in open.iter().filter(|(n, g)| names.get(n) != Some(g)) {
             let removed = super::wr(&self.vhosts).remove(gone);
             if let Some(vhost) = removed {
                 tracing::info!(vhost = %gone, "vhost deleted: closing its queues and connections");
                 vhost.close_deleted();
             }
         }
-        for name in names.iter().filter(|n| !open.contains(*n)) {
-            match self.open_vhost(name) {
+        for (name, &generation) in names.iter().filter(|(n, g)| !open.contains(&((*n).clone(), **g))) {
+            match self.open_vhost(name, generation) {
                 Ok(vhost) => {
                     tracing::info!(vhost = %name, "vhost created");
                     super::wr(&self.vhosts).insert(name.clone(), vhost);
@@ -111,11 +112,11 @@ impl Vhosts {
         *synced = Some(names);
     }
 
-    /// Opens the vhost `name` over this node's directories.
-    pub(super) fn open_vhost(&self, name: &str) -> Result<Arc<Vhost>, MessagingError> {
+    /// Opens the vhost `name` (of `generation`) over this node's directories.
+    pub(super) fn open_vhost(&self, name: &str, generation: u64) -> Result<Arc<Vhost>, MessagingError> {
         let dir = self.root.join(encode_name(name));
         let tdir = self.transient.join(encode_name(name));
-        Vhost::open(name, &dir, &tdir, self.logs.clone(), self.hooks.clone())
+        Vhost::open(name, generation, &dir, &tdir, self.logs.clone(), self.hooks.clone())
     }
 }
 
@@ -185,12 +186,20 @@ mod tests {
         submit(&broker, AmqpRequest::CreateVhost { name: "orders".into() }).await.unwrap();
         let again = vhosts.get("orders").unwrap();
         assert!(again.queue("classic").is_none() && again.queue("quorum").is_none());
+        // Deleted and created again before this node looked (a script
+        // resetting a vhost): the old one is closed all the same.
+        let transient = again.declare_queue(spec("transient", false, false), false, 1).unwrap();
+        submit(&broker, AmqpRequest::DeleteVhost { name: "orders".into() }).await.unwrap();
+        submit(&broker, AmqpRequest::CreateVhost { name: "orders".into() }).await.unwrap();
+        let third = vhosts.get("orders").unwrap();
+        assert!(again.is_deleted() && transient.is_deleted() && !third.is_deleted());
+        assert!(third.queue("transient").is_none());
 
         // A configured vhost deleted through the admin API stays deleted
         // at the next start; one added to the config is created then.
         submit(&broker, AmqpRequest::DeleteVhost { name: "configured".into() }).await.unwrap();
         vhosts.shutdown();
-        drop((orders, again, vhosts));
+        drop((orders, again, third, vhosts));
         let vhosts = open(dir.path(), &broker, &["/", "configured", "added"]);
         assert_eq!(vhosts.names(), ["/", "added", "orders"]);
         vhosts.shutdown();

@@ -169,10 +169,12 @@ pub struct MetadataImage {
     #[serde(default)]
     pub amqp: Arc<BTreeMap<String, VhostDefinitions>>,
     /// The AMQP vhosts (also STOMP's and Redis's), created and deleted by
-    /// records (shared like the definitions; absent in older snapshots:
-    /// none, until the nodes create their configured ones at start).
+    /// records, each with its generation: the applied index before the
+    /// entry that created it, so a vhost deleted and created again is told
+    /// from the first (shared like the definitions; absent in older
+    /// snapshots: none, until the nodes create their configured ones).
     #[serde(default)]
-    pub vhosts: Arc<BTreeSet<String>>,
+    pub vhosts: Arc<BTreeMap<String, u64>>,
     /// MQTT persistent sessions and retained messages (shared like the
     /// AMQP definitions; absent in older snapshots: empty).
     #[serde(default)]
@@ -382,7 +384,14 @@ impl MetadataImage {
             }
             MetadataRecord::Amqp(record) => {
                 let topic_ids = &self.topic_ids;
-                super::amqp::apply(&mut self.amqp, &mut self.vhosts, |id| topic_ids.contains_key(&id), record)?;
+                let generation = self.applied_index;
+                super::amqp::apply(
+                    &mut self.amqp,
+                    &mut self.vhosts,
+                    generation,
+                    |id| topic_ids.contains_key(&id),
+                    record,
+                )?;
             }
             MetadataRecord::Mqtt(record) => super::mqtt::apply(&mut self.mqtt, record),
         }

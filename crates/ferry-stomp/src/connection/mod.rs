@@ -246,7 +246,16 @@ impl Conn {
         let grace = Duration::from_millis(2 * u64::from(expect_every));
         let failed = self.receipts.failed.clone();
         let mut deadline = tokio::time::Instant::now() + grace;
+        // The vhost deleted (through any node): an ERROR frame, then closed.
+        let mut vhost_gone = self.vhost.deleted();
         loop {
+            if *vhost_gone.borrow_and_update() {
+                let gone = ferry_broker::messaging::MessagingError::NotFound(format!(
+                    "vhost '{}' is deleted",
+                    self.vhost.name
+                ));
+                return End::Error(StompError::Messaging(gone), None);
+            }
             let mut handled = false;
             loop {
                 let item = match decoder.decode(buf) {
@@ -278,6 +287,7 @@ impl Conn {
                 }
                 _ = failed.notified() => return End::Quiet,
                 _ = shutdown.changed() => return End::Error(StompError::protocol("the server is shutting down"), None),
+                _ = vhost_gone.changed() => {}
             }
         }
     }

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::amqp_support::{persistent, publish, reply_code};
 use crate::cluster_support::{CLUSTER_WAIT, Cluster, metadata_of};
+use crate::stomp_support::Stomp;
 use crate::support::{Broker, ferry_bin, http_json, watchdog};
 
 fn uri(b: &Broker, vhost: &str) -> String {
@@ -68,7 +69,8 @@ fn acl(b: &Broker, resource_type: &str, name: &str, pattern: &str, operation: &s
 /// every node lists it; guest may not open it until granted (safe by
 /// default); a lapin client on node 3 declares a quorum queue in it and
 /// publishes with confirms. Node 2 is killed with SIGKILL; the vhost is
-/// deleted through node 1: node 3's connection is closed (320), the
+/// deleted through node 1: node 3's AMQP connection is closed (320) and
+/// its STOMP connection gets an ERROR frame, the
 /// queue's partition is gone, connecting is refused (530) on nodes 1
 /// and 3; node 2, restarted, lists the same vhosts, refuses the deleted
 /// one and has removed its files. `ferry vhost` adds, lists and deletes.
@@ -124,6 +126,8 @@ fn vhosts_are_cluster_records() {
         assert_eq!(got.map(|m| m.delivery.data), Some(b"m0".to_vec()));
         conn
     });
+    // A STOMP client of the vhost on node 3 too.
+    let mut stomp = Stomp::connect_with(c.node(3), &[("accept-version", "1.2"), ("host", "orders")]);
     let made: Vec<String> = queue_topics(c.node(1)).into_iter().filter(|t| !before.contains(t)).collect();
     assert_eq!(made.len(), 1, "the quorum queue's partition: {made:?}");
 
@@ -138,6 +142,10 @@ fn vhosts_are_cluster_records() {
             assert!(Instant::now() < deadline, "the connection to the deleted vhost stayed open");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // So is the STOMP one (an ERROR frame, then the end of the stream).
+        let error = stomp.error_then_close();
+        assert_eq!(error.header("message"), Some("not_found"), "{error:?}");
+        assert!(String::from_utf8_lossy(&error.body).contains("vhost 'orders' is deleted"), "{error:?}");
         for id in [1, 3] {
             let deadline = Instant::now() + CLUSTER_WAIT;
             while !refused(c.node(id), "orders").await {

@@ -301,3 +301,51 @@ fn https_admin_api_asks_for_a_super_user() {
     let (_, users) = curl("/v1/users", &["-u", "admin:admin-secret"]);
     assert!(!users.contains("\"ops\""), "{users}");
 }
+
+/// Vhosts through the admin API when security is on (docs/cluster.md,
+/// "Vhosts as records"): only a super user may create or delete one
+/// (`ferry vhost` with HTTP basic authentication: 401 without a login,
+/// 403 for another user); a new vhost admits no one else until an ACL
+/// grants it; deleting it closes its connections and drops that ACL.
+#[tokio::test(flavor = "multi_thread")]
+async fn vhosts_are_made_by_super_users_and_open_to_no_one_else_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    bootstrap_users(dir.path(), &[("admin", "admin-secret"), ("writer", "w-secret")]);
+    let b = secured_broker(dir.path(), &[], "");
+    let http = format!("127.0.0.1:{}", b.http_port);
+    let vhost = |login: Option<(&str, &str)>, args: &[&str]| {
+        let mut all = vec!["vhost"];
+        all.extend(args);
+        all.extend(["--http", &http]);
+        if let Some((user, pw)) = login {
+            all.extend(["--user", user, "--password", pw]);
+        }
+        ferry(&all)
+    };
+    let (code, _, err) = vhost(None, &["add", "v3"]);
+    assert!(code != 0 && err.contains("401"), "{err}");
+    let (code, _, err) = vhost(Some(("writer", "w-secret")), &["add", "v3"]);
+    assert!(code != 0 && err.contains("403"), "{err}");
+    let (code, out, err) = vhost(Some(("admin", "admin-secret")), &["add", "v3"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("created vhost v3"), "{out}");
+    let (_, out, _) = vhost(Some(("admin", "admin-secret")), &["list"]);
+    assert!(out.lines().any(|l| l.trim() == "v3"), "{out}");
+
+    assert!(amqp(&b, "writer:w-secret", "v3").await.is_err(), "a new vhost is open to no one but super users");
+    as_admin(&b, &["acl", "add", "--allow-principal", "User:writer", "--operation", "describe", "--vhost", "v3"]);
+    let conn = amqp(&b, "writer:w-secret", "v3").await.expect("granted");
+    let (code, out, err) = vhost(Some(("admin", "admin-secret")), &["delete", "v3"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while conn.status().connected() {
+        assert!(std::time::Instant::now() < deadline, "the connection to the deleted vhost stayed open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listed = as_admin(&b, &["acl", "list", "--vhost", "v3"]);
+    assert!(!listed.contains("User:writer"), "the vhost's ACL went with it: {listed}");
+    // Created again, it admits no one but super users again.
+    let (code, out, err) = vhost(Some(("admin", "admin-secret")), &["add", "v3"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(amqp(&b, "writer:w-secret", "v3").await.is_err());
+}

@@ -1,6 +1,6 @@
 //! The records changing the AMQP definitions, and their apply.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -69,23 +69,25 @@ pub enum AmqpRecord {
     },
 }
 
-/// Applies `record` to the vhost map (the image's `amqp`) and the vhost
-/// names (the image's `vhosts`). An error leaves them unchanged.
+/// Applies `record` to the vhost map (the image's `amqp`) and the vhosts
+/// (the image's `vhosts`; a new one gets `generation`). An error leaves
+/// them unchanged.
 pub(in crate::metadata) fn apply(
     amqp: &mut Arc<BTreeMap<String, VhostDefinitions>>,
-    vhosts: &mut Arc<BTreeSet<String>>,
+    vhosts: &mut Arc<BTreeMap<String, u64>>,
+    generation: u64,
     topic_exists: impl Fn(Uuid) -> bool,
     record: &AmqpRecord,
 ) -> Result<(), MetadataError> {
     let vhost = match record {
         AmqpRecord::CreateVhost { name } => {
-            if !vhosts.contains(name) {
-                Arc::make_mut(vhosts).insert(name.clone());
+            if !vhosts.contains_key(name) {
+                Arc::make_mut(vhosts).insert(name.clone(), generation);
             }
             return Ok(());
         }
         AmqpRecord::DeleteVhost { name } => {
-            if !vhosts.contains(name) {
+            if !vhosts.contains_key(name) {
                 return Err(MetadataError::ResourceNotFound(format!("no vhost '{name}'")));
             }
             Arc::make_mut(vhosts).remove(name);

@@ -127,7 +127,7 @@ pub enum AmqpRequest {
 /// (deleted meanwhile through another node): what a vhost holds goes with
 /// it, and must not reappear if a vhost of that name is created again.
 fn check_vhost(image: &MetadataImage, vhost: &str) -> Result<(), MetadataError> {
-    if vhost == MQTT_VHOST || image.vhosts.contains(vhost) {
+    if vhost == MQTT_VHOST || image.vhosts.contains_key(vhost) {
         return Ok(());
     }
     Err(MetadataError::ResourceNotFound(format!("no vhost '{vhost}'")))
@@ -293,13 +293,13 @@ pub fn amqp_change(
             if name == MQTT_VHOST {
                 return Err(MetadataError::InvalidRequest(format!("vhost name '{name}' is reserved")));
             }
-            if image.vhosts.contains(name) {
+            if image.vhosts.contains_key(name) {
                 return Ok(Vec::new());
             }
             Ok(vec![rec(AmqpRecord::CreateVhost { name: name.clone() })])
         }
         AmqpRequest::DeleteVhost { name } => {
-            if !image.vhosts.contains(name) {
+            if !image.vhosts.contains_key(name) {
                 return Err(MetadataError::ResourceNotFound(format!("no vhost '{name}'")));
             }
             let mut records = vec![rec(AmqpRecord::DeleteVhost { name: name.clone() })];

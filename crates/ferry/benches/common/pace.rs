@@ -5,9 +5,10 @@
 //! the due time, that delay was in every end-to-end figure, for Ferry and
 //! its peer alike (about 0.5 ms at p50). Here tokio's timer covers all but
 //! the last 2 ms, and a blocking `std::thread::sleep` (an hrtimer, as the
-//! raw probe's in scripts/latency-probe.rs) the rest, inside
-//! `block_in_place` so the runtime's other tasks move to another thread
-//! meanwhile. Needs the multi-thread runtime.
+//! raw probe's in scripts/latency-probe.rs) on a blocking-pool thread the
+//! rest; waking the sender from there costs a thread hand-off (tens of
+//! microseconds, counted as latency), not a timer tick. (`block_in_place`
+//! instead stalled lapin's publishes by up to a second.)
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,6 @@ pub async fn until(at: Instant) {
         tokio::time::sleep(d).await;
     }
     if let Some(d) = at.checked_duration_since(Instant::now()) {
-        tokio::task::block_in_place(|| std::thread::sleep(d));
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(d)).await;
     }
 }

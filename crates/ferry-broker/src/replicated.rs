@@ -37,7 +37,11 @@ pub(crate) struct Replication {
     /// their last record.
     acks: Mutex<BTreeMap<u64, Vec<AckSender>>>,
     /// The high watermark in the partition's checkpoint file (`u64::MAX`:
-    /// none written or read).
+    /// unknown, write one). A partition without a file starts at its log
+    /// start, which is what the missing file already says: the first
+    /// housekeeping tick after start used to write a checkpoint, two fsyncs
+    /// and a rename, for every such partition (100 internal ones included)
+    /// at once, a burst on the disk under the first seconds of traffic.
     checkpointed: AtomicU64,
 }
 
@@ -52,7 +56,7 @@ impl Replication {
             hw: AtomicU64::new(hw),
             leader_hw: AtomicU64::new(hw),
             acks: Mutex::default(),
-            checkpointed: AtomicU64::new(checkpointed.unwrap_or(u64::MAX)),
+            checkpointed: AtomicU64::new(checkpointed.unwrap_or(hw)),
         }
     }
 
@@ -837,6 +841,18 @@ mod tests {
         // A restart of a node that does not follow that leader epoch is refused.
         assert!(follower.restart_as_follower(epoch + 1, 9).is_err());
         assert!(leader.restart_as_follower(epoch, 9).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_partition_at_its_log_start_writes_no_high_watermark_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let b = broker(d.path(), 1);
+        b.apply_image(image(Uuid::new_v4(), &[], &[]));
+        let p = b.topic("t").unwrap().partition(0).unwrap();
+        assert_eq!(p.high_watermark(), 0);
+        // A missing file already means "the log start": nothing to fsync.
+        p.checkpoint_high_watermark().unwrap();
+        assert!(!p.log().dir().join(crate::hw_checkpoint::FILE_NAME).exists());
     }
 
     #[tokio::test]

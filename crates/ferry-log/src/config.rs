@@ -97,9 +97,15 @@ pub struct EngineConfig {
     /// Most segment files held open at once, across all logs. Each open
     /// segment costs one descriptor and its in-memory indexes.
     pub max_open_segments: usize,
-    /// How often a log's recovery checkpoint is rewritten while it takes
-    /// writes. Recovery after a crash rescans at most what was written since.
+    /// How often the checkpointer looks at the logs, and the shortest time
+    /// between two checkpoints of one log. Recovery after a crash rescans
+    /// what was written since a log's last checkpoint.
     pub checkpoint_interval: Duration,
+    /// A log's checkpoint is rewritten once this many bytes were appended
+    /// past it (bounding what recovery rescans)...
+    pub checkpoint_bytes: u64,
+    /// ...or once it is this old and behind the durable position.
+    pub checkpoint_max_age: Duration,
     /// How often the cleaner thread applies retention and compaction.
     pub cleaner_interval: Duration,
 }
@@ -109,6 +115,8 @@ impl Default for EngineConfig {
         EngineConfig {
             max_open_segments: 1024,
             checkpoint_interval: Duration::from_secs(1),
+            checkpoint_bytes: 16 << 20,
+            checkpoint_max_age: Duration::from_secs(30),
             cleaner_interval: Duration::from_secs(30),
         }
     }

@@ -103,6 +103,8 @@ pub(crate) struct FlushState {
 pub(crate) struct CheckpointState {
     pub last: Instant,
     pub written: Option<Checkpoint>,
+    /// [`Log::appended`] when `written` was taken.
+    pub appended_at: u64,
 }
 
 /// One partition's append-only log: a directory of segments with their
@@ -124,6 +126,9 @@ pub struct Log {
     pub(crate) durable: AtomicU64,
     /// Wall-clock ms of the first append not yet flushed (0: none).
     pub(crate) dirty_since: AtomicU64,
+    /// Bytes appended since the log was opened (what the checkpointer
+    /// weighs a checkpoint's age against).
+    pub(crate) appended: AtomicU64,
     pub(crate) flush_queued: AtomicBool,
     /// Where the last completed compaction pass stopped (an offset).
     pub(crate) compacted_below: AtomicU64,
@@ -343,6 +348,7 @@ impl Log {
             bytes: total,
         };
         active.commit_write(new_size, next);
+        self.appended.fetch_add(total, Ordering::Relaxed);
         w.leo = next;
         self.leo.store(next, Ordering::Release);
         if self.dirty_since.load(Ordering::Relaxed) == 0 {
@@ -491,12 +497,14 @@ impl Log {
     pub(crate) fn write_checkpoint(&self, fs: MutexGuard<'_, FlushState>, force: bool) -> Result<()> {
         let (segment, position) = fs.durable_pos;
         let cp = Checkpoint { segment, position, log_start: self.log_start_offset() };
+        let appended = self.appended.load(Ordering::Relaxed);
         let mut state = lock(&self.checkpoint);
         drop(fs);
-        state.last = Instant::now();
         if state.written == Some(cp) && !force {
             return Ok(());
         }
+        state.last = Instant::now();
+        state.appended_at = appended;
         state.written = None;
         if let Some(seg) = read(&self.segments).get(&segment) {
             seg.persist_indexes(true)?;
@@ -520,10 +528,22 @@ impl Log {
     }
 
     /// Writes a checkpoint if the durable position moved since the last one
-    /// (so an idle log's checkpoint catches up with its last flush).
+    /// and either enough was appended since that recovery would rescan much
+    /// (`checkpoint_bytes`) or it is `checkpoint_max_age` old (so an idle
+    /// log's checkpoint catches up with its last flush). A checkpoint costs
+    /// three fsyncs (indexes, file, directory) that take the journal with
+    /// them: once a second per active log, they delayed the appends' own
+    /// fdatasyncs often enough to show in a low-rate p99.
     pub(crate) fn checkpoint_if_stale(&self) -> Result<()> {
         let fs = lock(&self.flush);
-        if lock(&self.checkpoint).last.elapsed() >= self.env.config.checkpoint_interval {
+        let config = &self.env.config;
+        let due = {
+            let state = lock(&self.checkpoint);
+            let age = state.last.elapsed();
+            let behind = self.appended.load(Ordering::Relaxed).saturating_sub(state.appended_at);
+            age >= config.checkpoint_interval && (behind >= config.checkpoint_bytes || age >= config.checkpoint_max_age)
+        };
+        if due {
             self.write_checkpoint(fs, false)?;
         }
         Ok(())

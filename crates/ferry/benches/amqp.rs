@@ -34,6 +34,9 @@ use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 
+#[path = "common/pace.rs"]
+mod pace;
+
 const BODY: usize = 1024;
 
 struct Options {
@@ -207,7 +210,7 @@ async fn publish(conn: &Connection, queue: &str, n: u64, window: usize, rate: Op
         let due = match rate {
             Some(r) => {
                 let due = first + Duration::from_nanos(i * 1_000_000_000 / r);
-                tokio::time::sleep_until(due.into()).await;
+                pace::until(due).await;
                 due
             }
             None => Instant::now(),

@@ -50,6 +50,9 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::Semaphore;
 
+#[path = "common/pace.rs"]
+mod pace;
+
 const PAYLOAD: usize = 64;
 const QOS1_WINDOW: usize = 32;
 /// Payload of the rumqttc case (issue #21: 1 KiB).
@@ -356,7 +359,7 @@ async fn publisher(
                     wr.write_all(&out).await.unwrap();
                     out.clear();
                 }
-                tokio::time::sleep_until((epoch + due).into()).await;
+                pace::until(epoch + due).await;
                 due
             }
             None => epoch.elapsed(),

@@ -229,6 +229,8 @@ pub struct SecuritySection {
 pub struct StorageSection {
     pub max_open_segments: Option<usize>,
     pub checkpoint_interval_ms: Option<u64>,
+    pub checkpoint_bytes: Option<u64>,
+    pub checkpoint_max_age_ms: Option<u64>,
     pub cleaner_interval_ms: Option<u64>,
 }
 
@@ -390,6 +392,12 @@ impl Settings {
         }
         if let Some(ms) = file.storage.checkpoint_interval_ms {
             engine.checkpoint_interval = Duration::from_millis(ms);
+        }
+        if let Some(n) = file.storage.checkpoint_bytes {
+            engine.checkpoint_bytes = n;
+        }
+        if let Some(ms) = file.storage.checkpoint_max_age_ms {
+            engine.checkpoint_max_age = Duration::from_millis(ms);
         }
         if let Some(ms) = file.storage.cleaner_interval_ms {
             engine.cleaner_interval = Duration::from_millis(ms);

@@ -207,30 +207,67 @@ fn many_logs_flush_at_once_and_every_waiter_is_answered() {
     assert!(answers.iter().all(|ok| *ok), "{answers:?}");
 }
 
-#[test]
-fn the_checkpointer_keeps_a_busy_logs_checkpoint_fresh() {
-    let dir = tempfile::tempdir().unwrap();
-    let m = LogManager::new(EngineConfig {
+/// A manager whose checkpointer looks every 50 ms, with the given triggers.
+fn checkpointing(bytes: u64, max_age: std::time::Duration) -> LogManager {
+    LogManager::new(EngineConfig {
         cleaner_interval: std::time::Duration::from_secs(3600),
         checkpoint_interval: std::time::Duration::from_millis(50),
+        checkpoint_bytes: bytes,
+        checkpoint_max_age: max_age,
         ..EngineConfig::default()
-    });
-    let log = open(&m, dir.path(), LogConfig { flush: FlushPolicy::Always, ..small_config() });
-    let checkpoint = || std::fs::read_to_string(dir.path().join("recovery.checkpoint")).unwrap_or_default();
-    let at_open = checkpoint();
+    })
+}
+
+/// Appends and fsyncs 40 small batches; returns the checkpoint file's
+/// text from before them and a way to read it again.
+fn busy_log(m: &LogManager, dir: &std::path::Path) -> (std::sync::Arc<ferry_log::Log>, String) {
+    let log = open(m, dir, LogConfig { flush: FlushPolicy::Always, ..small_config() });
+    let at_open = std::fs::read_to_string(dir.join("recovery.checkpoint")).unwrap();
     for i in 0..40 {
         let info = log.append(&value_batch(&format!("v{i}"), 1)).unwrap();
         log.flush_to(info.last_offset + 1).unwrap();
     }
+    (log, at_open)
+}
+
+fn wait_for_new_checkpoint(dir: &std::path::Path, old: &str) {
+    let checkpoint = || std::fs::read_to_string(dir.join("recovery.checkpoint")).unwrap_or_default();
     // No close: only the checkpointer thread can move it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while checkpoint() == at_open {
-        assert!(std::time::Instant::now() < deadline, "checkpoint never moved from {at_open:?}");
+    while checkpoint() == old {
+        assert!(std::time::Instant::now() < deadline, "checkpoint never moved from {old:?}");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     // "v1 <segment> <position> <log start> <crc>": past the start now.
     let fields: Vec<u64> = checkpoint().split_whitespace().skip(1).take(2).map(|f| f.parse().unwrap()).collect();
     assert!((fields[0], fields[1]) > (0, 0), "{:?}", checkpoint());
+}
+
+#[test]
+fn the_checkpointer_keeps_a_busy_logs_checkpoint_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    // 40 batches are well past 1 KiB.
+    let m = checkpointing(1024, std::time::Duration::from_secs(3600));
+    let (_log, at_open) = busy_log(&m, dir.path());
+    wait_for_new_checkpoint(dir.path(), &at_open);
+}
+
+#[test]
+fn a_checkpoint_waits_for_enough_bytes_or_its_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = checkpointing(1 << 30, std::time::Duration::from_secs(3600));
+    let (_log, at_open) = busy_log(&m, dir.path());
+    // Several passes of the checkpointer: little was written, the
+    // checkpoint is young, so it stays (no fsyncs for it).
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let now = std::fs::read_to_string(dir.path().join("recovery.checkpoint")).unwrap();
+    assert_eq!(now, at_open, "checkpoint rewritten for a few bytes");
+    drop(m);
+    // The same little, once the checkpoint is old enough, is recorded.
+    let dir = tempfile::tempdir().unwrap();
+    let m = checkpointing(1 << 30, std::time::Duration::from_millis(100));
+    let (_log, at_open) = busy_log(&m, dir.path());
+    wait_for_new_checkpoint(dir.path(), &at_open);
 }
 
 #[test]

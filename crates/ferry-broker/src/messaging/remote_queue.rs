@@ -25,6 +25,7 @@ use crate::messaging::message::{self, Message, StoredMessage};
 use crate::messaging::publish_ids::Stored;
 use crate::messaging::queue::{Delivery, Published, Queue};
 use crate::metadata::{PeerError, PeerReply, PeerRequest, QueueKind, Resent, WireDelivery};
+use uuid::Uuid;
 
 /// A forwarding node silent this long loses its deliveries to the queue.
 pub(crate) const SESSION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,6 +54,15 @@ pub(crate) struct Session {
     /// Consumers cancelled (ids are never reused), kept across leaderships.
     cancelled: BTreeSet<u64>,
     seen: Instant,
+    /// The forwarding node's incarnation in this node's image at its last
+    /// call (`None`: not in the image): a restarted node's new process
+    /// never renews its predecessor's session.
+    incarnation: Option<Uuid>,
+}
+
+/// The node that named `session` (`QuorumClient`'s "<node>-<uuid>").
+fn session_node(session: &str) -> Option<i32> {
+    session.split_once('-').and_then(|(node, _)| node.parse().ok())
 }
 
 /// Sessions by (vhost, queue, session id).
@@ -174,6 +184,8 @@ impl Broker {
 
     /// Notes `session` alive, with `taken` offsets now out with it.
     fn note_session(&self, vhost: &str, name: &str, session: &str, q: &Arc<Queue>, taken: &[u64], settled: &[u64]) {
+        let incarnation =
+            session_node(session).and_then(|node| self.metadata().nodes.get(&node).map(|n| n.incarnation));
         let mut sessions = lock(&self.queue_sessions);
         let key = (vhost.to_string(), name.to_string(), session.to_string());
         let s = sessions.entry(key).or_insert_with(|| Session {
@@ -183,6 +195,7 @@ impl Broker {
             last_takes: HashMap::new(),
             cancelled: BTreeSet::new(),
             seen: Instant::now(),
+            incarnation,
         });
         if !std::ptr::eq(s.queue.as_ptr(), Arc::as_ptr(q)) {
             // A new leadership: what the old one handed out comes back by
@@ -193,6 +206,7 @@ impl Broker {
             s.last_takes.clear();
         }
         s.seen = Instant::now();
+        s.incarnation = incarnation;
         s.offsets.extend(taken.iter().copied());
         for o in settled {
             s.offsets.remove(o);
@@ -299,16 +313,22 @@ impl Broker {
     /// (the housekeeping tick).
     pub(crate) fn expire_queue_sessions(&self) {
         let image = self.metadata();
-        // A session of a node the controller fenced (it died) goes once
-        // silent for FENCED_SILENCE, not the full SESSION_TIMEOUT: its node
-        // is named first in its id (`QuorumClient`'s "<node>-<uuid>"). Not
-        // at once: a node fenced while alive (a pause, a loaded machine)
-        // still takes and renews, and must keep its deliveries.
-        let fenced = |session: &str| {
-            session
-                .split_once('-')
-                .and_then(|(node, _)| node.parse::<i32>().ok())
-                .is_some_and(|node| image.nodes.get(&node).is_none_or(|n| n.fenced))
+        // A session of a node the controller fenced (it died), or whose
+        // node registered again since its last call (it died and restarted:
+        // its new process has sessions of its own, and a restart within
+        // the dead-node grace is never fenced), goes once silent for
+        // FENCED_SILENCE, not the full SESSION_TIMEOUT: its deliveries
+        // (confirmed messages) would otherwise stay out for 30 s (the AMQP
+        // chaos run, seed 16). Not at once: a node fenced while alive (a
+        // pause, a loaded machine) still takes and renews, and must keep
+        // its deliveries; a session whose first calls came before this
+        // node's image had its restart renews within the silence and
+        // records the new incarnation.
+        let dead = |session: &str, s: &Session| {
+            session_node(session).is_some_and(|node| match image.nodes.get(&node) {
+                Some(n) => n.fenced || s.incarnation.is_some_and(|i| i != n.incarnation),
+                None => true,
+            })
         };
         let expired: Vec<Session> = {
             let mut sessions = lock(&self.queue_sessions);
@@ -319,7 +339,7 @@ impl Broker {
                     let silent = now.duration_since(s.seen);
                     silent >= SESSION_TIMEOUT
                         || s.queue.strong_count() == 0
-                        || (silent >= FENCED_SILENCE && fenced(session))
+                        || (silent >= FENCED_SILENCE && dead(session, s))
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
@@ -722,5 +742,82 @@ mod take_tests {
         assert_eq!(q.ready_count(), 2, "another session's requeue leaves node 2's deliveries out");
         broker.clone().serve_queue_peer(requeue("node2-session", taken)).await.unwrap();
         assert_eq!(q.ready_count(), 4, "its own session's requeue hands them back");
+    }
+
+    /// A forwarding node killed and restarted within the dead-node grace
+    /// (never fenced) leaves its old process's session behind: its
+    /// deliveries, confirmed messages, go back once the session is silent
+    /// for `FENCED_SILENCE`, not after the 30 s `SESSION_TIMEOUT` (AMQP
+    /// chaos run, seed 16: 50 messages out with node 2's dead session for
+    /// 32 s; a run whose drain came first reported one as never read).
+    /// The new process's session, whose first call came after the
+    /// restart, keeps its deliveries.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_nodes_old_session_hands_its_deliveries_back() {
+        use crate::metadata::{MetadataRecord, NodeInfo};
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, controller) = super::tests::leading_orders(&dir).await;
+        let register = |incarnation: u128| {
+            let node = NodeInfo {
+                id: 2,
+                incarnation: uuid::Uuid::from_u128(incarnation),
+                listeners: Default::default(),
+                rack: None,
+                voter: true,
+                fenced: false,
+            };
+            controller.apply(vec![MetadataRecord::RegisterNode(node)]).unwrap();
+        };
+        register(1);
+        let publish = PeerRequest::QueuePublish {
+            vhost: "/".into(),
+            queue: "orders".into(),
+            batch: encode_messages(&(0..6).map(message).collect::<Vec<_>>()).unwrap(),
+            id: None,
+            seqs: Vec::new(),
+            pipelined: false,
+            after: None,
+            resent: crate::metadata::Resent::Unknown,
+        };
+        broker.clone().serve_queue_peer(publish).await.unwrap();
+        let take = |session: &str| PeerRequest::QueueTake {
+            vhost: "/".into(),
+            queue: "orders".into(),
+            session: session.into(),
+            max: 2,
+            wait_ms: 0,
+            consumer: None,
+            number: None,
+        };
+        let taken = |reply: PeerReply| match reply {
+            PeerReply::QueueDeliveries { deliveries, .. } => deliveries,
+            other => panic!("{other:?}"),
+        };
+        let old = taken(broker.clone().serve_queue_peer(take("2-first")).await.unwrap());
+        assert_eq!(old.len(), 2);
+        let q = broker.quorum_queue("/", "orders").unwrap();
+        // Silent as long as a dead session would be by the next tick.
+        let silence = |session: &str| {
+            let key = ("/".to_string(), "orders".to_string(), session.to_string());
+            let mut sessions = ferry_util::sync::lock(&broker.queue_sessions);
+            let s = sessions.get_mut(&key).expect("the session");
+            s.seen -= super::FENCED_SILENCE + std::time::Duration::from_secs(1);
+        };
+        silence("2-first");
+        broker.expire_queue_sessions();
+        assert_eq!(q.ready_count(), 4, "node 2 unchanged (a pause): its session keeps its deliveries");
+
+        register(2);
+        let new = taken(broker.clone().serve_queue_peer(take("2-second")).await.unwrap());
+        assert_eq!(new.len(), 2);
+        assert!(new.iter().all(|d| !old.iter().any(|o| o.offset == d.offset)));
+        assert_eq!(q.ready_count(), 2);
+        silence("2-second");
+        broker.expire_queue_sessions();
+        assert_eq!(q.ready_count(), 4, "the old process's session handed back its two, the new one kept its own");
+        let again = taken(broker.clone().serve_queue_peer(take("3-other")).await.unwrap());
+        let offsets = |ds: &[crate::metadata::WireDelivery]| ds.iter().map(|d| d.offset).collect::<Vec<_>>();
+        assert_eq!(offsets(&again), offsets(&old), "the old session's deliveries come first");
+        assert!(again.iter().all(|d| d.redelivered), "flagged redelivered: {:?}", offsets(&again));
     }
 }

@@ -308,15 +308,23 @@ impl QuorumClient {
     /// local queue refuses it for now) through the forwarding pipeline.
     /// `Ok(None)`: `done` will be called (a persistent message stored here
     /// is confirmed once the ISR has it, or retried through the pipeline if
-    /// this leadership ends first); `Ok(Some(..))`: a transient message
-    /// stored here, or refused (`done` not called).
+    /// this leadership ends first; a transient one stored here while
+    /// earlier settlements are unanswered, once they are);
+    /// `Ok(Some(..))`: a transient message stored here, or refused (`done`
+    /// not called).
     pub fn publish(
         self: &Arc<Self>,
         m: &Message,
         done: Option<Done>,
     ) -> Result<Option<(Arc<Queue>, Published)>, MessagingError> {
         self.touch();
-        let done = done.map(|d| self.after_settles(d));
+        // Settlements made before this publish and not answered yet: its
+        // confirm waits for them (`settle_gate.rs`).
+        let need = lock(&self.settles).gate.mark();
+        let done = match (done, need) {
+            (Some(d), Some(need)) => Some(self.after_settles(need, d)),
+            (done, _) => done,
+        };
         if lock(&self.publishes).is_empty()
             && self.forwarding.load(Ordering::Acquire) == 0
             && let Target::Local(q) = self.target()
@@ -324,6 +332,14 @@ impl QuorumClient {
         {
             if !m.persistent {
                 match q.publish(m) {
+                    // Not confirmed at once (as a transient message stored
+                    // here otherwise is): once those settlements are.
+                    Ok(Published::Stored(_)) if need.is_some() && done.is_some() => {
+                        if let Some(done) = done {
+                            done(true);
+                        }
+                        return Ok(None);
+                    }
                     Ok(p) => return Ok(Some((q, p))),
                     Err(crate::BrokerError::NotLeaderOrFollower) => {}
                     Err(e) => return Err(e.into()),
@@ -436,11 +452,10 @@ impl QuorumClient {
         self.settles_flushed().await;
     }
 
-    /// `done`, holding a positive confirm until every settlement made
-    /// before now is answered (`settle_gate.rs`): a confirm covers this
+    /// `done`, holding a positive confirm until settlement `need` (the
+    /// last made before the publish) is answered (`settle_gate.rs`): a confirm covers this
     /// node's earlier acks too.
-    fn after_settles(self: &Arc<Self>, done: Done) -> Done {
-        let Some(need) = lock(&self.settles).gate.mark() else { return done };
+    fn after_settles(self: &Arc<Self>, need: u64, done: Done) -> Done {
         let client = Arc::downgrade(self);
         Box::new(move |ok| {
             let now = match client.upgrade() {

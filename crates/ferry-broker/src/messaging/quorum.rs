@@ -512,6 +512,81 @@ pub(super) mod tests {
         vhosts.shutdown();
     }
 
+    /// Acks before confirms (docs/cluster.md) on the leader's own node: an
+    /// ack whose cursor record the ISR lacks (a second ISR member that
+    /// never fetches) holds the confirm of a later publish, a transient one
+    /// too (otherwise confirmed at once), until the record is on the ISR
+    /// (here: the ISR shrinks to this node). A confirm seen before a kill
+    /// -9 so never leaves an earlier ack behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_confirm_on_the_leader_waits_for_an_earlier_ack_on_the_isr() {
+        use crate::messaging::{HandlePublished, HeaderValue, Hooks, QueueHandle, QueueSpec, Vhosts};
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        let controller = crate::testing::install(&broker);
+        let hooks = Hooks { broker: Some(broker.clone()), ..Default::default() };
+        let vhosts = Vhosts::open(dir.path(), Default::default(), &["/".to_string()], hooks).unwrap();
+        let vhost = vhosts.get("/").unwrap();
+        let me = broker.node_id();
+        let mut second = controller.node("127.0.0.1:9093");
+        second.id = me + 1;
+        controller.apply(vec![MetadataRecord::RegisterNode(second.clone())]).unwrap();
+        let spec = QueueSpec {
+            name: "orders".into(),
+            durable: true,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments: [("x-queue-type".to_string(), HeaderValue::Str("quorum".into()))].into(),
+        };
+        let h = vhost.declare_queue_handle(spec, false, 1).unwrap();
+        let QueueHandle::Quorum(client) = &h else { panic!("a quorum queue is reached through its client") };
+        let QueueKind::Quorum { topic_id } = broker.metadata().amqp["/"].queues["orders"].kind else {
+            panic!("not a quorum queue")
+        };
+        let lead = |isr: Vec<i32>| MetadataRecord::PartitionChange {
+            topic_id,
+            partition: 0,
+            leader: me,
+            isr: isr.clone(),
+            replicas: Some(isr),
+            elr: None,
+        };
+        controller.apply(vec![lead(vec![me])]).unwrap();
+        let confirmed = |wait: crate::messaging::PublishWait| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            wait.on_done(move |ok| {
+                let _ = tx.send(ok);
+            });
+            rx
+        };
+        let HandlePublished::Stored(wait) = h.publish(&message(0)).unwrap() else { panic!("not stored") };
+        assert!(confirmed(wait).await.unwrap(), "m0 confirmed");
+        let (d, _) = client.get().unwrap().expect("m0 delivered");
+
+        // The second replica joins the ISR and never fetches; m0 is acked.
+        controller.apply(vec![lead(vec![me, second.id])]).unwrap();
+        client.settle(&[d.message.offset], &[], &[]);
+        let transient = Message { persistent: false, ..message(1) };
+        let HandlePublished::Stored(wait) = h.publish(&transient).unwrap() else {
+            panic!("a transient publish after an unanswered ack was confirmed at once")
+        };
+        let mut m1 = confirmed(wait);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(m1.try_recv().is_err(), "m1 not confirmed while the ISR lacks the ack before it");
+
+        // The ISR has everything (here: it shrinks to this node): the ack, then m1.
+        controller.apply(vec![lead(vec![me])]).unwrap();
+        let m1 = tokio::time::timeout(std::time::Duration::from_secs(20), m1).await;
+        assert!(matches!(m1, Ok(Ok(true))), "m1 confirmed once the ack is on the ISR: {m1:?}");
+        let q = broker.quorum_queue("/", "orders").unwrap();
+        let mut bodies = Vec::new();
+        while let Some(d) = q.take(None).unwrap() {
+            bodies.push(String::from_utf8(d.message.body.to_vec()).unwrap());
+        }
+        assert_eq!(bodies, ["m1"], "m0 acknowledged");
+        vhosts.shutdown();
+    }
+
     /// The lost QoS 2 message of issue #17 (an MQTT session queue led by
     /// the publisher's node): a persistent publish on the leader while the
     /// ISR is below min.insync.replicas (two followers fenced under load)

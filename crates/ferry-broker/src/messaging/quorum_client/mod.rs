@@ -26,6 +26,8 @@
 //!   until then; a take waits for them, so a new leader never hands out
 //!   again what this node's consumers acknowledged. Offsets acknowledged
 //!   here recently are also filtered out of what a leader hands out.
+//!   A publish's confirm waits for the settlements made before it
+//!   (`settle_gate.rs`), so a confirm means earlier acks are on the ISR.
 //! - Consumers survive leader moves: a consumer follows the leader (local
 //!   or remote); its deliveries out at the move come back from the new
 //!   leader flagged redelivered. Only a deletion ends it.
@@ -44,6 +46,7 @@ mod idle;
 #[cfg(test)]
 mod pipeline_tests;
 mod pipelines;
+mod settle_gate;
 mod take;
 mod window;
 
@@ -99,6 +102,8 @@ struct Settles {
     rejects: Vec<u64>,
     /// A batch is on its way to a leader.
     sending: bool,
+    /// Confirms waiting for the settlements made before their publish.
+    gate: settle_gate::SettleGate,
 }
 
 impl Settles {
@@ -303,14 +308,23 @@ impl QuorumClient {
     /// local queue refuses it for now) through the forwarding pipeline.
     /// `Ok(None)`: `done` will be called (a persistent message stored here
     /// is confirmed once the ISR has it, or retried through the pipeline if
-    /// this leadership ends first); `Ok(Some(..))`: a transient message
-    /// stored here, or refused (`done` not called).
+    /// this leadership ends first; a transient one stored here while
+    /// earlier settlements are unanswered, once they are);
+    /// `Ok(Some(..))`: a transient message stored here, or refused (`done`
+    /// not called).
     pub fn publish(
         self: &Arc<Self>,
         m: &Message,
         done: Option<Done>,
     ) -> Result<Option<(Arc<Queue>, Published)>, MessagingError> {
         self.touch();
+        // Settlements made before this publish and not answered yet: its
+        // confirm waits for them (`settle_gate.rs`).
+        let need = lock(&self.settles).gate.mark();
+        let done = match (done, need) {
+            (Some(d), Some(need)) => Some(self.after_settles(need, d)),
+            (done, _) => done,
+        };
         if lock(&self.publishes).is_empty()
             && self.forwarding.load(Ordering::Acquire) == 0
             && let Target::Local(q) = self.target()
@@ -318,6 +332,14 @@ impl QuorumClient {
         {
             if !m.persistent {
                 match q.publish(m) {
+                    // Not confirmed at once (as a transient message stored
+                    // here otherwise is): once those settlements are.
+                    Ok(Published::Stored(_)) if need.is_some() && done.is_some() => {
+                        if let Some(done) = done {
+                            done(true);
+                        }
+                        return Ok(None);
+                    }
                     Ok(p) => return Ok(Some((q, p))),
                     Err(crate::BrokerError::NotLeaderOrFollower) => {}
                     Err(e) => return Err(e.into()),
@@ -398,6 +420,9 @@ impl QuorumClient {
         }
         {
             let mut s = lock(&self.settles);
+            if !(acks.is_empty() && requeues.is_empty() && rejects.is_empty()) {
+                s.gate.issue();
+            }
             s.acks.extend_from_slice(acks);
             s.requeues.extend_from_slice(requeues);
             s.rejects.extend_from_slice(rejects);
@@ -425,6 +450,23 @@ impl QuorumClient {
     /// Resolves once every settlement made so far is on a leader's ISR.
     pub async fn settled(&self) {
         self.settles_flushed().await;
+    }
+
+    /// `done`, holding a positive confirm until settlement `need` (the
+    /// last made before the publish) is answered (`settle_gate.rs`): a confirm covers this
+    /// node's earlier acks too.
+    fn after_settles(self: &Arc<Self>, need: u64, done: Done) -> Done {
+        let client = Arc::downgrade(self);
+        Box::new(move |ok| {
+            let now = match client.upgrade() {
+                Some(c) if ok => lock(&c.settles).gate.confirm(need, done),
+                // A nack is not held; a freed client had nothing unanswered.
+                _ => Some(done),
+            };
+            if let Some(done) = now {
+                done(ok);
+            }
+        })
     }
 
     fn recently_acked(&self, offset: u64) -> bool {

@@ -27,6 +27,8 @@ pub(super) struct Faults {
     /// After this publish call is carried out, the leadership moves away
     /// and back (a new leadership over the same log).
     pub takeover_after: Option<usize>,
+    /// Each settlement reaches the leader this late.
+    pub settle_delay: Duration,
 }
 
 /// Node 2's controller: its peer calls reach node 1's broker.
@@ -39,6 +41,8 @@ struct Link {
     commits: Arc<(AtomicUsize, AtomicUsize)>,
     /// Calls the leader refused with NotLeaderOrFollower.
     refused: Arc<AtomicUsize>,
+    /// Settlements the leader answered.
+    settled: Arc<AtomicUsize>,
 }
 
 impl Controller for Link {
@@ -67,15 +71,23 @@ impl Controller for Link {
         let publish =
             matches!(request, PeerRequest::QueuePublish { .. }).then(|| self.publishes.fetch_add(1, Ordering::SeqCst));
         let commit = matches!(request, PeerRequest::QueueCommitted { .. });
+        let settle = matches!(request, PeerRequest::QueueSettle { .. });
         let (delay, lose, move_after) =
             (self.faults.commit_delay, self.faults.lose_publish, self.faults.takeover_after);
+        let (settle_delay, settled) = (self.faults.settle_delay, self.settled.clone());
         Box::pin(async move {
             if commit {
                 let out = commits.0.fetch_add(1, Ordering::SeqCst) + 1;
                 commits.1.fetch_max(out, Ordering::SeqCst);
                 tokio::time::sleep(delay).await;
             }
+            if settle {
+                tokio::time::sleep(settle_delay).await;
+            }
             let reply = leader.clone().serve_peer(request).await;
+            if settle && reply.is_ok() {
+                settled.fetch_add(1, Ordering::SeqCst);
+            }
             if commit {
                 commits.0.fetch_sub(1, Ordering::SeqCst);
             }
@@ -100,6 +112,7 @@ pub(super) struct Setup {
     pub two: Arc<Broker>,
     commits: Arc<(AtomicUsize, AtomicUsize)>,
     refused: Arc<AtomicUsize>,
+    settled: Arc<AtomicUsize>,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
@@ -112,6 +125,7 @@ pub(super) async fn setup(faults: Faults) -> Setup {
     let two = Broker::open(config).unwrap();
     let commits = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
     let refused = Arc::new(AtomicUsize::new(0));
+    let settled = Arc::new(AtomicUsize::new(0));
     two.set_controller(Arc::new(Link {
         leader: leader.clone(),
         controller: controller.clone(),
@@ -119,8 +133,9 @@ pub(super) async fn setup(faults: Faults) -> Setup {
         publishes: AtomicUsize::new(0),
         commits: commits.clone(),
         refused: refused.clone(),
+        settled: settled.clone(),
     }));
-    let s = Setup { leader, controller, two, commits, refused, _dirs: (one_dir, dir) };
+    let s = Setup { leader, controller, two, commits, refused, settled, _dirs: (one_dir, dir) };
     s.sync_two();
     assert!(s.two.quorum_queue("/", "orders").is_none(), "led by node 1, not here");
     s
@@ -205,4 +220,29 @@ async fn a_leader_change_mid_pipeline_resends_the_window_in_order() {
     assert!(publish_all(&s.two, 700).await.iter().all(|ok| *ok), "all confirmed");
     assert!(s.refused.load(Ordering::SeqCst) >= 1, "the old leadership's calls were refused");
     assert_eq!(bodies(&s.leader), expected(700), "each message once, in order");
+}
+
+/// Issue #17's acknowledged message that came back: node 2's consumer acks
+/// m0, then m1 is published through the same client. The ack travels in
+/// the settlement pipeline (here: slowed down), the publish in the publish
+/// pipeline; m1's confirm used to come first, so a kill -9 of the leader
+/// right after it could lose the ack. The confirm now comes only once the
+/// leader answered the ack (its cursor record on the ISR).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirm_after_an_ack_waits_for_the_ack_on_the_isr() {
+    let s = setup(Faults { settle_delay: Duration::from_millis(500), ..Faults::default() }).await;
+    assert_eq!(publish_all(&s.two, 1).await, [true]);
+    let client = s.two.quorum_client("/", "orders");
+    let (d, _) = client.get().unwrap().expect("m0 delivered through node 2");
+    client.settle(&[d.message.offset], &[], &[]);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let settled = s.settled.clone();
+    let done = Box::new(move |ok| {
+        let _ = tx.send((ok, settled.load(Ordering::SeqCst)));
+    });
+    assert!(client.publish(&message(1), Some(done)).unwrap().is_none(), "forwarded");
+    let (ok, answered) = tokio::time::timeout(Duration::from_secs(20), rx).await.expect("m1 answered").unwrap();
+    assert!(ok, "m1 confirmed");
+    assert_eq!(answered, 1, "m1 confirmed before the ack made before it was answered");
+    assert_eq!(bodies(&s.leader), ["m1"], "m0 acknowledged on the leader");
 }

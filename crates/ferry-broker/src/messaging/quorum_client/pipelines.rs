@@ -297,6 +297,7 @@ pub(super) async fn settler(client: Weak<QuorumClient>) {
                 (Vec::new(), Vec::new(), Vec::new())
             } else {
                 s.sending = true;
+                s.gate.take();
                 (std::mem::take(&mut s.acks), std::mem::take(&mut s.requeues), std::mem::take(&mut s.rejects))
             }
         };
@@ -324,16 +325,22 @@ pub(super) async fn settler(client: Weak<QuorumClient>) {
         }
         let n = (acks.len() + requeues.len() + rejects.len()) as i64;
         let answered = send_settles(&c, &acks, &requeues, &rejects).await;
-        {
+        let released = {
             let mut s = lock(&c.settles);
             s.sending = false;
-            if !answered {
+            if answered {
+                s.gate.answered()
+            } else {
                 // Kept for the next leader, before anything settled since.
-                let later = std::mem::take(&mut *s);
-                s.acks = [acks, later.acks].concat();
-                s.requeues = [requeues, later.requeues].concat();
-                s.rejects = [rejects, later.rejects].concat();
+                s.acks = [acks, std::mem::take(&mut s.acks)].concat();
+                s.requeues = [requeues, std::mem::take(&mut s.requeues)].concat();
+                s.rejects = [rejects, std::mem::take(&mut s.rejects)].concat();
+                Vec::new()
             }
+        };
+        // Confirms of publishes made after these settlements.
+        for done in released {
+            done(true);
         }
         if answered {
             let left = c.unsettled.fetch_sub(n, Ordering::Relaxed) - n;

@@ -10,7 +10,9 @@ RabbitMQ's quorum queues on three local nodes in the same run:
      node (forwarded), and Ferry classic queue (one node).
    Each figure is the median of `rounds` runs; beside it the CPU the
    brokers spent (every broker process of the system, user + system time
-   from /proc) per MiB of message bodies.
+   from /proc) per MiB of message bodies, the client's own CPU per MiB
+   (this process: pika) and how busy the machine's CPUs were, so a rate
+   capped by the client's share of the cores shows as such.
 2. the consumer-visible gap across a kill -9 of the Ferry queue's leader:
    a worker on a surviving node, a publisher on the other; the gap is the
    time from the kill to the first delivery of a message published after
@@ -50,6 +52,14 @@ def cpu_seconds(pids):
         except (OSError, IndexError, ValueError):
             pass
     return total / TICKS
+
+
+def busy_jiffies():
+    """(busy, total) jiffies of all CPUs so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def publish_windowed(port, queue, n, window):
@@ -119,13 +129,17 @@ def measure(port, queue, n, window, rounds, pids):
         n = max(100, n // 20)
     publish_windowed(port, queue, min(n, 500), window)  # warm-up
     purge(port, queue)
-    rates, cpu = [], []
+    mib = n * len(BODY) / 2**20
+    rates, cpu, client, busy = [], [], [], []
     for _ in range(rounds):
-        before = cpu_seconds(pids)
+        before, client_before, jiffies_before = cpu_seconds(pids), time.process_time(), busy_jiffies()
         rates.append(publish_windowed(port, queue, n, window))
-        cpu.append((cpu_seconds(pids) - before) * 1000 / (n * len(BODY) / 2**20))
+        cpu.append((cpu_seconds(pids) - before) * 1000 / mib)
+        client.append((time.process_time() - client_before) * 1000 / mib)
+        jiffies = busy_jiffies()
+        busy.append((jiffies[0] - jiffies_before[0]) / max(1, jiffies[1] - jiffies_before[1]))
         purge(port, queue)
-    return statistics.median(rates), statistics.median(cpu)
+    return tuple(statistics.median(x) for x in (rates, cpu, client, busy))
 
 
 def rabbitmq(root, n, window, rounds):
@@ -230,12 +244,12 @@ def main():
             print(f"publish with confirms, 1 KiB persistent, {count} messages, at most {w} unconfirmed, "
                   f"median of {rounds}:")
             ref = rows.get(("rabbitmq quorum queue, client on its leader", w))
-            for (name, ww), (rate, cpu) in rows.items():
+            for (name, ww), (rate, cpu, client, busy) in rows.items():
                 if ww != w:
                     continue
                 vs = f"{rate / ref[0]:5.2f}x" if ref else "   - "
                 print(f"  {name:48} {rate:8.0f} msg/s  {vs} of rabbitmq quorum  "
-                      f"broker CPU {cpu:7.1f} ms/MiB")
+                      f"broker CPU {cpu:7.1f} ms/MiB  client CPU {client:7.1f} ms/MiB  machine {busy:4.0%} busy")
         if gaps:
             print(f"consumer gap across {len(gaps)} leader kills: p50 {statistics.median(gaps):.2f} s, "
                   f"max {max(gaps):.2f} s")

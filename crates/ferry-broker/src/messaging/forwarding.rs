@@ -163,8 +163,6 @@ mod tests {
     use bytes::Bytes;
 
     use crate::broker::{Broker, BrokerConfig};
-    use crate::messaging::quorum::tests::message;
-    use crate::messaging::remote_queue::encode_messages;
     use crate::messaging::{Destination, Exchange, ExchangeKind, HeaderValue, Headers, Hooks, QueueSpec, Vhosts};
     use crate::metadata::{AmqpRequest, Arguments, ControllerRequest, PeerReply, PeerRequest, QueueType};
 
@@ -216,18 +214,7 @@ mod tests {
         broker.submit_change(declare).await.unwrap();
 
         let call = |request| broker.clone().serve_queue_peer(request);
-        let batch = encode_messages(&[message(0)]).unwrap();
-        let publish = PeerRequest::QueuePublish {
-            vhost: "/".into(),
-            queue: "orders".into(),
-            batch,
-            id: None,
-            seqs: Vec::new(),
-            pipelined: false,
-            after: None,
-            resent: crate::metadata::Resent::Unknown,
-        };
-        call(publish).await.unwrap();
+        call(crate::messaging::remote_queue::tests::publish(0, 1, None)).await.unwrap();
         let take = PeerRequest::QueueTake {
             vhost: "/".into(),
             queue: "orders".into(),

@@ -555,7 +555,7 @@ pub(super) mod tests {
 
     /// Message `m{first}`, `m{first + 1}`, .. of session `node2-session`,
     /// with sequence numbers `seqs` (none: no ids at all).
-    fn publish(first: u32, n: u32, seqs: Option<Vec<u64>>) -> PeerRequest {
+    pub(in crate::messaging) fn publish(first: u32, n: u32, seqs: Option<Vec<u64>>) -> PeerRequest {
         let msgs: Vec<_> = (first..first + n).map(message).collect();
         PeerRequest::QueuePublish {
             vhost: "/".into(),
@@ -636,8 +636,20 @@ pub(super) mod tests {
 mod take_tests {
     use crate::metadata::{PeerReply, PeerRequest};
 
-    use super::encode_messages;
-    use crate::messaging::quorum::tests::message;
+    use super::tests::publish;
+
+    /// A take of two by `session`, without a consumer or a number.
+    fn take(session: &str) -> PeerRequest {
+        PeerRequest::QueueTake {
+            vhost: "/".into(),
+            queue: "orders".into(),
+            session: session.into(),
+            max: 2,
+            wait_ms: 0,
+            consumer: None,
+            number: None,
+        }
+    }
 
     /// A forwarding node whose take's answer was lost (chaos seed 16: an
     /// isolated node's consumer skipped a message that stayed out with
@@ -648,17 +660,7 @@ mod take_tests {
     async fn a_retried_take_gets_the_lost_answer_again() {
         let dir = tempfile::tempdir().unwrap();
         let (broker, _controller) = super::tests::leading_orders(&dir).await;
-        let publish = PeerRequest::QueuePublish {
-            vhost: "/".into(),
-            queue: "orders".into(),
-            batch: encode_messages(&(0..6).map(message).collect::<Vec<_>>()).unwrap(),
-            id: None,
-            seqs: Vec::new(),
-            pipelined: false,
-            after: None,
-            resent: crate::metadata::Resent::Unknown,
-        };
-        broker.clone().serve_queue_peer(publish).await.unwrap();
+        broker.clone().serve_queue_peer(publish(0, 6, None)).await.unwrap();
         let take = |number: u64| PeerRequest::QueueTake {
             vhost: "/".into(),
             queue: "orders".into(),
@@ -703,26 +705,7 @@ mod take_tests {
     async fn a_requeue_returns_only_what_its_session_holds() {
         let dir = tempfile::tempdir().unwrap();
         let (broker, _controller) = super::tests::leading_orders(&dir).await;
-        let publish = PeerRequest::QueuePublish {
-            vhost: "/".into(),
-            queue: "orders".into(),
-            batch: encode_messages(&(0..4).map(message).collect::<Vec<_>>()).unwrap(),
-            id: None,
-            seqs: Vec::new(),
-            pipelined: false,
-            after: None,
-            resent: crate::metadata::Resent::Unknown,
-        };
-        broker.clone().serve_queue_peer(publish).await.unwrap();
-        let take = |session: &str| PeerRequest::QueueTake {
-            vhost: "/".into(),
-            queue: "orders".into(),
-            session: session.into(),
-            max: 2,
-            wait_ms: 0,
-            consumer: None,
-            number: None,
-        };
+        broker.clone().serve_queue_peer(publish(0, 4, None)).await.unwrap();
         let requeue = |session: &str, offsets: Vec<u64>| PeerRequest::QueueSettle {
             vhost: "/".into(),
             queue: "orders".into(),
@@ -769,26 +752,7 @@ mod take_tests {
             controller.apply(vec![MetadataRecord::RegisterNode(node)]).unwrap();
         };
         register(1);
-        let publish = PeerRequest::QueuePublish {
-            vhost: "/".into(),
-            queue: "orders".into(),
-            batch: encode_messages(&(0..6).map(message).collect::<Vec<_>>()).unwrap(),
-            id: None,
-            seqs: Vec::new(),
-            pipelined: false,
-            after: None,
-            resent: crate::metadata::Resent::Unknown,
-        };
-        broker.clone().serve_queue_peer(publish).await.unwrap();
-        let take = |session: &str| PeerRequest::QueueTake {
-            vhost: "/".into(),
-            queue: "orders".into(),
-            session: session.into(),
-            max: 2,
-            wait_ms: 0,
-            consumer: None,
-            number: None,
-        };
+        broker.clone().serve_queue_peer(publish(0, 6, None)).await.unwrap();
         let taken = |reply: PeerReply| match reply {
             PeerReply::QueueDeliveries { deliveries, .. } => deliveries,
             other => panic!("{other:?}"),

@@ -398,24 +398,32 @@ pub(super) mod tests {
         vhosts.shutdown();
     }
 
-    /// A forwarded ack (`Queue::ack_anywhere`) settles a message this
-    /// leader has not handed out yet (an ack re-sent to a new leader after
-    /// a takeover), and the periodic sweep then drops that settled head
-    /// without expiring the message behind it (it used to take the next
-    /// message as "expired": lost). The vhost answers a quorum queue with a
-    /// handle that reaches it wherever it is led.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn forwarded_acks_settle_undelivered_messages_and_the_sweep_keeps_the_next() {
-        use crate::messaging::{HandlePublished, HeaderValue, Hooks, QueueHandle, QueueSpec, Vhosts};
+    /// A broker with its test controller and vhost "/", `others` more
+    /// nodes registered (the ids after this one's), and quorum queue
+    /// `orders` declared through the vhost: the leader tests' setting.
+    struct Orders {
+        _dir: tempfile::TempDir,
+        broker: Arc<Broker>,
+        controller: Arc<crate::testing::TestController>,
+        vhosts: Arc<crate::messaging::Vhosts>,
+        vhost: Arc<crate::messaging::Vhost>,
+        h: crate::messaging::QueueHandle,
+        topic_id: uuid::Uuid,
+    }
+
+    fn orders(others: i32) -> Orders {
+        use crate::messaging::{HeaderValue, Hooks, QueueSpec, Vhosts};
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
         let controller = crate::testing::install(&broker);
         let hooks = Hooks { broker: Some(broker.clone()), ..Default::default() };
         let vhosts = Vhosts::open(dir.path(), Default::default(), &["/".to_string()], hooks).unwrap();
         let vhost = vhosts.get("/").unwrap();
-        let mut second = controller.node("127.0.0.1:9093");
-        second.id = broker.node_id() + 1;
-        controller.apply(vec![MetadataRecord::RegisterNode(second)]).unwrap();
+        for id in 1..=others {
+            let mut other = controller.node("127.0.0.1:9093");
+            other.id = broker.node_id() + id;
+            controller.apply(vec![MetadataRecord::RegisterNode(other)]).unwrap();
+        }
         let spec = QueueSpec {
             name: "orders".into(),
             durable: true,
@@ -424,6 +432,32 @@ pub(super) mod tests {
             arguments: [("x-queue-type".to_string(), HeaderValue::Str("quorum".into()))].into(),
         };
         let h = vhost.declare_queue_handle(spec, false, 1).unwrap();
+        let QueueKind::Quorum { topic_id } = broker.metadata().amqp["/"].queues["orders"].kind else {
+            panic!("not a quorum queue")
+        };
+        Orders { _dir: dir, broker, controller, vhosts, vhost, h, topic_id }
+    }
+
+    /// The bodies of the messages ready in the `orders` led here, taken.
+    fn ready_bodies(broker: &Broker) -> Vec<String> {
+        let q = broker.quorum_queue("/", "orders").unwrap();
+        let mut bodies = Vec::new();
+        while let Some(d) = q.take(None).unwrap() {
+            bodies.push(String::from_utf8(d.message.body.to_vec()).unwrap());
+        }
+        bodies
+    }
+
+    /// A forwarded ack (`Queue::ack_anywhere`) settles a message this
+    /// leader has not handed out yet (an ack re-sent to a new leader after
+    /// a takeover), and the periodic sweep then drops that settled head
+    /// without expiring the message behind it (it used to take the next
+    /// message as "expired": lost). The vhost answers a quorum queue with a
+    /// handle that reaches it wherever it is led.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forwarded_acks_settle_undelivered_messages_and_the_sweep_keeps_the_next() {
+        use crate::messaging::{HandlePublished, QueueHandle};
+        let Orders { _dir, broker, vhosts, vhost, h, .. } = orders(1);
         assert!(matches!(h, QueueHandle::Quorum(_)), "a quorum queue is reached through its client");
         assert!(matches!(vhost.queue_handle("orders"), Some(QueueHandle::Quorum(_))));
         for i in 0..3 {
@@ -458,29 +492,10 @@ pub(super) mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_local_publish_outliving_its_leadership_is_confirmed_by_the_next_and_stored_once() {
         use crate::messaging::remote_queue::tests::takeover;
-        use crate::messaging::{HandlePublished, HeaderValue, Hooks, QueueHandle, QueueSpec, Vhosts};
-        let dir = tempfile::tempdir().unwrap();
-        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
-        let controller = crate::testing::install(&broker);
-        let hooks = Hooks { broker: Some(broker.clone()), ..Default::default() };
-        let vhosts = Vhosts::open(dir.path(), Default::default(), &["/".to_string()], hooks).unwrap();
-        let vhost = vhosts.get("/").unwrap();
-        let mut second = controller.node("127.0.0.1:9093");
-        second.id = broker.node_id() + 1;
-        controller.apply(vec![MetadataRecord::RegisterNode(second.clone())]).unwrap();
-        let spec = QueueSpec {
-            name: "orders".into(),
-            durable: true,
-            exclusive_owner: None,
-            auto_delete: false,
-            arguments: [("x-queue-type".to_string(), HeaderValue::Str("quorum".into()))].into(),
-        };
-        let h = vhost.declare_queue_handle(spec, false, 1).unwrap();
+        use crate::messaging::{HandlePublished, QueueHandle};
+        let Orders { _dir, broker, controller, vhosts, h, topic_id, .. } = orders(1);
         assert!(matches!(h, QueueHandle::Quorum(_)));
-        let QueueKind::Quorum { topic_id } = broker.metadata().amqp["/"].queues["orders"].kind else {
-            panic!("not a quorum queue")
-        };
-        let both = vec![broker.node_id(), second.id];
+        let both = vec![broker.node_id(), broker.node_id() + 1];
         controller
             .apply(vec![MetadataRecord::PartitionChange {
                 topic_id,
@@ -503,11 +518,7 @@ pub(super) mod tests {
         takeover(&broker, &controller, vec![broker.node_id()]);
         let confirmed = tokio::time::timeout(std::time::Duration::from_secs(20), rx).await;
         assert!(matches!(confirmed, Ok(Ok(true))), "confirmed by the next leadership, not nacked: {confirmed:?}");
-        let q = broker.quorum_queue("/", "orders").unwrap();
-        let mut bodies = Vec::new();
-        while let Some(d) = q.take(None).unwrap() {
-            bodies.push(String::from_utf8(d.message.body.to_vec()).unwrap());
-        }
+        let bodies = ready_bodies(&broker);
         assert_eq!(bodies, ["m0"], "stored once");
         vhosts.shutdown();
     }
@@ -520,29 +531,10 @@ pub(super) mod tests {
     /// -9 so never leaves an earlier ack behind.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_confirm_on_the_leader_waits_for_an_earlier_ack_on_the_isr() {
-        use crate::messaging::{HandlePublished, HeaderValue, Hooks, QueueHandle, QueueSpec, Vhosts};
-        let dir = tempfile::tempdir().unwrap();
-        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
-        let controller = crate::testing::install(&broker);
-        let hooks = Hooks { broker: Some(broker.clone()), ..Default::default() };
-        let vhosts = Vhosts::open(dir.path(), Default::default(), &["/".to_string()], hooks).unwrap();
-        let vhost = vhosts.get("/").unwrap();
+        use crate::messaging::{HandlePublished, QueueHandle};
+        let Orders { _dir, broker, controller, vhosts, h, topic_id, .. } = orders(1);
         let me = broker.node_id();
-        let mut second = controller.node("127.0.0.1:9093");
-        second.id = me + 1;
-        controller.apply(vec![MetadataRecord::RegisterNode(second.clone())]).unwrap();
-        let spec = QueueSpec {
-            name: "orders".into(),
-            durable: true,
-            exclusive_owner: None,
-            auto_delete: false,
-            arguments: [("x-queue-type".to_string(), HeaderValue::Str("quorum".into()))].into(),
-        };
-        let h = vhost.declare_queue_handle(spec, false, 1).unwrap();
         let QueueHandle::Quorum(client) = &h else { panic!("a quorum queue is reached through its client") };
-        let QueueKind::Quorum { topic_id } = broker.metadata().amqp["/"].queues["orders"].kind else {
-            panic!("not a quorum queue")
-        };
         let lead = |isr: Vec<i32>| MetadataRecord::PartitionChange {
             topic_id,
             partition: 0,
@@ -564,7 +556,7 @@ pub(super) mod tests {
         let (d, _) = client.get().unwrap().expect("m0 delivered");
 
         // The second replica joins the ISR and never fetches; m0 is acked.
-        controller.apply(vec![lead(vec![me, second.id])]).unwrap();
+        controller.apply(vec![lead(vec![me, me + 1])]).unwrap();
         client.settle(&[d.message.offset], &[], &[]);
         let transient = Message { persistent: false, ..message(1) };
         let HandlePublished::Stored(wait) = h.publish(&transient).unwrap() else {
@@ -578,11 +570,7 @@ pub(super) mod tests {
         controller.apply(vec![lead(vec![me])]).unwrap();
         let m1 = tokio::time::timeout(std::time::Duration::from_secs(20), m1).await;
         assert!(matches!(m1, Ok(Ok(true))), "m1 confirmed once the ack is on the ISR: {m1:?}");
-        let q = broker.quorum_queue("/", "orders").unwrap();
-        let mut bodies = Vec::new();
-        while let Some(d) = q.take(None).unwrap() {
-            bodies.push(String::from_utf8(d.message.body.to_vec()).unwrap());
-        }
+        let bodies = ready_bodies(&broker);
         assert_eq!(bodies, ["m1"], "m0 acknowledged");
         vhosts.shutdown();
     }
@@ -596,31 +584,10 @@ pub(super) mod tests {
     /// confirmed, nothing refused.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_local_publish_refused_for_too_few_in_sync_replicas_waits_for_them() {
-        use crate::messaging::{HandlePublished, HeaderValue, Hooks, QueueHandle, QueueSpec, Vhosts};
-        let dir = tempfile::tempdir().unwrap();
-        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
-        let controller = crate::testing::install(&broker);
-        let hooks = Hooks { broker: Some(broker.clone()), ..Default::default() };
-        let vhosts = Vhosts::open(dir.path(), Default::default(), &["/".to_string()], hooks).unwrap();
-        let vhost = vhosts.get("/").unwrap();
+        use crate::messaging::{HandlePublished, QueueHandle};
+        let Orders { _dir, broker, controller, vhosts, h, topic_id, .. } = orders(2);
         let me = broker.node_id();
-        for id in [me + 1, me + 2] {
-            let mut other = controller.node("127.0.0.1:9093");
-            other.id = id;
-            controller.apply(vec![MetadataRecord::RegisterNode(other)]).unwrap();
-        }
-        let spec = QueueSpec {
-            name: "orders".into(),
-            durable: true,
-            exclusive_owner: None,
-            auto_delete: false,
-            arguments: [("x-queue-type".to_string(), HeaderValue::Str("quorum".into()))].into(),
-        };
-        let h = vhost.declare_queue_handle(spec, false, 1).unwrap();
         assert!(matches!(h, QueueHandle::Quorum(_)));
-        let QueueKind::Quorum { topic_id } = broker.metadata().amqp["/"].queues["orders"].kind else {
-            panic!("not a quorum queue")
-        };
         let lead = |replicas: Vec<i32>| MetadataRecord::PartitionChange {
             topic_id,
             partition: 0,
@@ -654,11 +621,7 @@ pub(super) mod tests {
             let confirmed = tokio::time::timeout(std::time::Duration::from_secs(20), rx).await;
             assert!(matches!(confirmed, Ok(Ok(true))), "m{i} confirmed once stored: {confirmed:?}");
         }
-        let q = broker.quorum_queue("/", "orders").unwrap();
-        let mut bodies = Vec::new();
-        while let Some(d) = q.take(None).unwrap() {
-            bodies.push(String::from_utf8(d.message.body.to_vec()).unwrap());
-        }
+        let bodies = ready_bodies(&broker);
         assert_eq!(bodies, ["m0", "m1"], "stored once each, in order");
         vhosts.shutdown();
     }

@@ -345,3 +345,24 @@ impl Controller for TestController {
         }
     }
 }
+
+/// What a test's forwarding node answers a controller request it has no
+/// use for.
+pub fn no_submit() -> ControllerFuture<ControllerReply> {
+    Box::pin(async { Err(crate::metadata::MetadataError::Unavailable("not in this test".into())) })
+}
+
+/// The status of a test's forwarding node: node 2, node 1 leading the
+/// controller quorum.
+pub fn node2_status() -> ControllerStatus {
+    ControllerStatus {
+        node_id: 2,
+        leader: Some(1),
+        term: 1,
+        commit_index: 0,
+        applied_index: 0,
+        voters: vec![1],
+        observers: Vec::new(),
+        waiting: None,
+    }
+}

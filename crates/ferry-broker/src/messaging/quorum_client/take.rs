@@ -94,20 +94,11 @@ mod tests {
 
     impl Controller for Routed {
         fn submit(&self, _request: ControllerRequest) -> ControllerFuture<ControllerReply> {
-            Box::pin(async { Err(crate::metadata::MetadataError::Unavailable("not in this test".into())) })
+            crate::testing::no_submit()
         }
 
         fn status(&self) -> ControllerStatus {
-            ControllerStatus {
-                node_id: 2,
-                leader: Some(1),
-                term: 1,
-                commit_index: 0,
-                applied_index: 0,
-                voters: vec![1],
-                observers: Vec::new(),
-                waiting: None,
-            }
+            crate::testing::node2_status()
         }
 
         fn call_peer(&self, _node: i32, request: PeerRequest) -> PeerFuture {

@@ -215,7 +215,12 @@ impl Broker {
 
     /// The queue's consumer id of a forwarding node's consumer `remote`
     /// (its id in `session`, exclusive), registered now if it is not yet
-    /// (its first take, or a new leadership's).
+    /// (its first take, or a new leadership's). `None`: that consumer was
+    /// cancelled, and a registration or take arriving after its cancel
+    /// (sent earlier, or retried, on another connection of the cluster
+    /// port) must not bring it back: registered for good, it would count
+    /// as a consumer, hold an exclusive consume or single-active-consumer
+    /// turn, and never take (Found 15).
     fn session_consumer(
         &self,
         vhost: &str,
@@ -223,20 +228,25 @@ impl Broker {
         session: &str,
         q: &Arc<Queue>,
         (remote, exclusive): (u64, bool),
-    ) -> Result<u64, PeerError> {
+    ) -> Result<Option<u64>, PeerError> {
         self.note_session(vhost, name, session, q, &[], &[]);
         let mut sessions = lock(&self.queue_sessions);
         let key = (vhost.to_string(), name.to_string(), session.to_string());
         let s = sessions.get_mut(&key).ok_or(PeerError::NotLeaderOrFollower)?;
         if let Some(id) = s.consumers.get(&remote) {
-            return Ok(*id);
+            return Ok(Some(*id));
+        }
+        if s.cancelled.contains(&remote) {
+            tracing::info!(queue = %q.name(), session, consumer = remote, "a cancelled forwarded consumer not registered again");
+            return Ok(None);
         }
         let id = q.add_consumer(exclusive).map_err(|e| match e {
             crate::messaging::MessagingError::AccessRefused(m) => PeerError::AccessRefused(m),
             other => PeerError::Failed(other.to_string()),
         })?;
         s.consumers.insert(remote, id);
-        Ok(id)
+        tracing::info!(queue = %q.name(), session, consumer = remote, id, "a forwarded consumer registered");
+        Ok(Some(id))
     }
 
     /// Removes a forwarding node's consumer (its cancel). What its take
@@ -268,6 +278,14 @@ impl Broker {
             };
             (s.consumers.remove(&remote), lost)
         };
+        tracing::info!(
+            queue = %q.name(),
+            session,
+            consumer = remote,
+            registered = id.is_some(),
+            handed_back = lost.len(),
+            "a forwarded consumer cancelled"
+        );
         if let Some(id) = id {
             q.remove_consumer(id);
         }
@@ -351,7 +369,12 @@ impl Broker {
                 q.remove_consumer(*id);
             }
             let offsets: Vec<u64> = s.offsets.into_iter().collect();
-            tracing::info!(queue = %q.name(), deliveries = offsets.len(), "a forwarding node's session expired");
+            tracing::info!(
+                queue = %q.name(),
+                deliveries = offsets.len(),
+                consumers = s.consumers.len(),
+                "a forwarding node's session expired"
+            );
             if let Err(e) = q.requeue(&offsets) {
                 tracing::warn!(queue = %q.name(), error = %e, "returning an expired session's deliveries failed");
             }
@@ -429,7 +452,17 @@ impl Broker {
                 }
                 // A consumer's take respects single-active-consumer.
                 let taker = match consumer {
-                    Some(c) if max > 0 => Some(self.session_consumer(&vhost, &queue, &session, &q, c)?),
+                    Some(c) if max > 0 => match self.session_consumer(&vhost, &queue, &session, &q, c)? {
+                        Some(id) => Some(id),
+                        // Cancelled since the check above.
+                        None => {
+                            return Ok(PeerReply::QueueDeliveries {
+                                deliveries: Vec::new(),
+                                ready: q.ready_count(),
+                                consumers: q.consumer_count(),
+                            });
+                        }
+                    },
                     _ => None,
                 };
                 let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms).min(MAX_WAIT);
@@ -696,6 +729,50 @@ mod take_tests {
         broker.clone().serve_queue_peer(settle).await.unwrap();
         let retried = offsets(broker.clone().serve_queue_peer(take(1)).await.unwrap());
         assert_eq!(retried, [next[1]]);
+    }
+
+    /// A forwarding node's registration of a consumer reaching the leader
+    /// after that consumer's cancel (sent earlier, held up on a slow or
+    /// torn cluster-port connection while the cancel took another; Found
+    /// 15) registers nothing: the leader neither counts it nor lets it
+    /// take. Another consumer of the same session registers as before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_registration_arriving_after_its_cancel_registers_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, _controller) = super::tests::leading_orders(&dir).await;
+        broker.clone().serve_queue_peer(publish(0, 2, None)).await.unwrap();
+        let consume = |consumer: u64, cancel: bool| PeerRequest::QueueConsume {
+            vhost: "/".into(),
+            queue: "orders".into(),
+            session: "node2-session".into(),
+            consumer,
+            exclusive: false,
+            cancel,
+            unanswered: None,
+        };
+        let q = broker.quorum_queue("/", "orders").unwrap();
+        broker.clone().serve_queue_peer(consume(7, true)).await.unwrap();
+        broker.clone().serve_queue_peer(consume(7, false)).await.unwrap();
+        assert_eq!(q.consumer_count(), 0, "the cancelled consumer is not registered");
+        let take = PeerRequest::QueueTake {
+            vhost: "/".into(),
+            queue: "orders".into(),
+            session: "node2-session".into(),
+            max: 2,
+            wait_ms: 0,
+            consumer: Some((7, false)),
+            number: Some(0),
+        };
+        match broker.clone().serve_queue_peer(take).await.unwrap() {
+            PeerReply::QueueDeliveries { deliveries, consumers, .. } => {
+                assert!(deliveries.is_empty(), "a cancelled consumer takes nothing");
+                assert_eq!(consumers, 0);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(q.ready_count(), 2);
+        broker.clone().serve_queue_peer(consume(8, false)).await.unwrap();
+        assert_eq!(q.consumer_count(), 1, "another consumer registers");
     }
 
     /// A forwarded requeue hands back only what its session holds: an

@@ -19,6 +19,7 @@ mod amqp_ttl_dlx;
 mod authz;
 mod bridges;
 mod chaos;
+mod chaos_amqp_clients;
 mod chaos_single;
 mod cli;
 mod cluster;

@@ -73,6 +73,9 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 const RECENT_ACKS: usize = 1 << 16;
 /// Messages per forwarded publish batch.
 const PUBLISH_BATCH: usize = 256;
+/// How long a removed consumer's cancel is retried towards the leader
+/// (past it the leader's session timeout has removed it anyway).
+const CANCEL_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Clients by (vhost, queue).
 pub type Clients = HashMap<(String, String), Arc<QuorumClient>>;
@@ -505,12 +508,22 @@ impl QuorumClient {
                     cancel: false,
                     unanswered: None,
                 };
-                match self.call_blocking(node, register) {
+                let started = std::time::Instant::now();
+                let answer = self.call_blocking(node, register);
+                tracing::info!(
+                    queue = %self.name,
+                    consumer = c.id,
+                    leader = node,
+                    ms = started.elapsed().as_millis() as u64,
+                    ok = answer.is_ok(),
+                    "a consumer registered on the queue's leader"
+                );
+                match answer {
                     Err(MessagingError::Internal(crate::BrokerError::Peer(PeerError::AccessRefused(m)))) => {
                         return Err(MessagingError::AccessRefused(m));
                     }
                     // Not answered now: registered by its first take.
-                    Err(e) => tracing::debug!(queue = %self.name, error = %e, "registering a consumer failed"),
+                    Err(e) => tracing::info!(queue = %self.name, error = %e, "registering a consumer failed"),
                     Ok(_) => {}
                 }
             }
@@ -523,7 +536,7 @@ impl QuorumClient {
     /// of a take still out for it (`take.rs`); the node serving the queue
     /// forgets it.
     pub fn remove_consumer(self: &Arc<Self>, c: &QuorumConsumer) {
-        if let Target::Remote { node, .. } = self.target()
+        if !matches!(self.target(), Target::Local(_))
             && let Some(rt) = self.broker.upgrade().and_then(|b| b.runtime_handle())
         {
             let cancel = PeerRequest::QueueConsume {
@@ -538,10 +551,8 @@ impl QuorumClient {
                 unanswered: Some(c.takes.load(Ordering::Acquire)),
             };
             let me = self.clone();
-            // Unanswered (the leader died): its session's expiry removes it.
-            rt.spawn(async move {
-                let _ = me.call(node, cancel).await;
-            });
+            let consumer = c.id;
+            rt.spawn(async move { me.cancel_remote(consumer, cancel).await });
         }
         let buffered: Vec<u64> = {
             let mut buffer = lock(&c.buffer);
@@ -556,6 +567,37 @@ impl QuorumClient {
         {
             q.remove_consumer(id);
         }
+    }
+
+    /// Sends a removed consumer's cancel to whichever node leads the
+    /// queue, until one answers (for at most [`CANCEL_DEADLINE`]): this
+    /// node's session on the leader lives on while its other consumers
+    /// take, so a cancel lost to a torn connection or sent while no leader
+    /// was known would leave the consumer registered there (counted,
+    /// holding an exclusive or single-active turn, taking nothing), and
+    /// the deliveries of a take whose answer was lost out with the
+    /// session. A leader that has not seen the consumer records the
+    /// cancel, so a registration still on its way is refused.
+    async fn cancel_remote(self: Arc<Self>, consumer: u64, cancel: PeerRequest) {
+        let deadline = tokio::time::Instant::now() + CANCEL_DEADLINE;
+        let mut last = String::from("no leader");
+        while tokio::time::Instant::now() < deadline {
+            match self.target() {
+                // Gone with the queue, or led here now (a new leadership
+                // registers only what takes from it).
+                Target::Deleted | Target::Local(_) => return,
+                Target::Remote { node, .. } => match self.call(node, cancel.clone()).await {
+                    Ok(_) => {
+                        tracing::info!(queue = %self.name, consumer, leader = node, "a consumer cancelled on the queue's leader");
+                        return;
+                    }
+                    Err(e) => last = e.to_string(),
+                },
+                Target::Unavailable | Target::Down { .. } => {}
+            }
+            tokio::time::sleep(RETRY * 5).await;
+        }
+        tracing::info!(queue = %self.name, consumer, error = %last, "a consumer's cancel never answered: its session's expiry removes it");
     }
 
     /// Registers `c` on the local queue `q` (this leadership's), once.

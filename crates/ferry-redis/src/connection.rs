@@ -5,6 +5,11 @@
 //!
 //! Input that is not RESP gets `-ERR Protocol error: ...` and the
 //! connection is closed, as Redis does; nothing else is affected.
+//!
+//! When the vhost whose queues its lists are is deleted (through any
+//! node), the connection gets `-ERR vhost '..' is deleted` (the answer of
+//! the command it waits on, if any) and is closed, as AMQP connections get
+//! connection.close 320 and STOMP ones an ERROR frame.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,6 +57,9 @@ struct Conn {
     deferred: Vec<Durable>,
     session: Session,
     shutdown: watch::Receiver<bool>,
+    /// Turns true when the vhost open at connect time is deleted (none:
+    /// there was none).
+    vhost_gone: Option<watch::Receiver<bool>>,
 }
 
 /// What ended a wait.
@@ -59,6 +67,7 @@ enum Woken {
     Retry,
     Timeout,
     Closed,
+    VhostGone,
 }
 
 /// Serves one client until it quits, goes away, breaks the protocol, or
@@ -72,6 +81,7 @@ pub(crate) async fn run(
     let _open = server.metrics.connection();
     let (rd, wr) = tokio::io::split(stream);
     let (subscriber, pushes) = Subscriber::new(server.config.pubsub_buffer);
+    let vhost_gone = server.vhosts.get(&server.config.vhost).map(|v| v.deleted());
     let (authorize, user) = match &server.config.default_login {
         Some((u, p)) => ((server.authenticate)(u, p, peer.ip(), &server.config.vhost).ok(), u.clone()),
         None => (None, String::new()),
@@ -97,6 +107,7 @@ pub(crate) async fn run(
         deferred: Vec::new(),
         session,
         shutdown,
+        vhost_gone,
     };
     if let Err(e) = conn.serve().await {
         tracing::debug!(error = %e, "redis connection ended");
@@ -128,6 +139,10 @@ impl Conn {
                 }
             }
             self.settle().await;
+            if self.vhost_deleted() {
+                encode(&self.vhost_gone_reply(), self.session.resp3, &mut self.out);
+                return self.flush().await;
+            }
             self.flush().await?;
             if self.session.subscriber.overflowed.load(Ordering::Relaxed) {
                 tracing::debug!("pub/sub subscriber too slow, closing");
@@ -150,8 +165,18 @@ impl Conn {
                     }
                 }
                 _ = self.shutdown.changed() => return Ok(()),
+                _ = deleted(&mut self.vhost_gone) => {}
             }
         }
+    }
+
+    /// Whether the connection's vhost was deleted.
+    fn vhost_deleted(&mut self) -> bool {
+        self.vhost_gone.as_mut().is_some_and(|g| *g.borrow_and_update())
+    }
+
+    fn vhost_gone_reply(&self) -> Reply {
+        Reply::Error(format!("ERR vhost '{}' is deleted", self.session.server.config.vhost))
     }
 
     /// Waits for the deferred appends, in order, and buffers their replies.
@@ -271,6 +296,7 @@ impl Conn {
                     Ok(_) => Woken::Retry,
                 },
                 _ = self.shutdown.changed() => Woken::Closed,
+                _ = deleted(&mut self.vhost_gone) => Woken::VhostGone,
             };
             drop(armed);
             match woken {
@@ -280,6 +306,12 @@ impl Conn {
                 }
                 Woken::Timeout => return Ok(Some(Step::Reply(timeout))),
                 Woken::Closed => return Ok(None),
+                // The blocked command's answer, then closed.
+                Woken::VhostGone if self.vhost_deleted() => return Ok(Some(Step::Quit(self.vhost_gone_reply()))),
+                Woken::VhostGone => {
+                    on = next_on;
+                    retry = next_retry;
+                }
             }
         }
     }
@@ -295,6 +327,18 @@ fn any<'a, 'b>(armed: &'a mut [Pin<Box<tokio::sync::futures::Notified<'b>>>]) ->
         }
         Poll::Pending
     })
+}
+
+/// Ready when the vhost's deletion flag changes; never without a vhost
+/// (or once its sender is gone).
+async fn deleted(gone: &mut Option<watch::Receiver<bool>>) {
+    let open = match gone {
+        Some(g) => g.changed().await.is_ok(),
+        None => false,
+    };
+    if !open {
+        std::future::pending::<()>().await;
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

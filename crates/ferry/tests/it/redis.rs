@@ -352,3 +352,45 @@ fn without_a_default_user_commands_need_auth() {
     assert!(closed && out.starts_with("%7\r\n"), "a RESP3 map: {out}");
     assert!(out.ends_with("+PONG\r\n:0\r\n+OK\r\n"), "{out}");
 }
+
+/// The vhost whose queues the lists are is deleted (RabbitMQ's `DELETE
+/// /api/vhosts/...`): every Redis connection gets `-ERR vhost '/' is
+/// deleted` (a blocked BLPOP as its answer, an idle connection unasked)
+/// and is closed, as AMQP connections get connection.close 320 and STOMP
+/// ones an ERROR frame. A connection opened afterwards is not logged in
+/// (the default user's vhost is gone, as AMQP refuses it with 530).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_a_deleted_vhost_get_an_error_and_are_closed() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path());
+    let mut c = connect(&b, false).await;
+    let n: i64 = c.rpush("jobs", "a").await.unwrap();
+    assert_eq!(n, 1);
+    let mut waiter = connect(&b, false).await;
+    let blpop = tokio::spawn(async move { waiter.blpop::<_, Value>("empty", 0.0).await });
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", b.redis_port)).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    idle.write_all(b"PING\r\n").unwrap();
+    let mut pong = [0u8; 7];
+    idle.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (status, body) = tokio::task::block_in_place(|| support::http(&b, "DELETE", "/api/vhosts/%2F", None));
+    assert_eq!(status, 204, "{body}");
+    let e = tokio::time::timeout(Duration::from_secs(10), blpop)
+        .await
+        .expect("the blocked BLPOP answered")
+        .unwrap()
+        .expect_err("BLPOP answers an error");
+    assert!(e.to_string().contains("vhost '/' is deleted"), "{e}");
+    let mut out = Vec::new();
+    tokio::task::block_in_place(|| idle.read_to_end(&mut out)).expect("the idle connection is closed");
+    assert_eq!(String::from_utf8_lossy(&out), "-ERR vhost '/' is deleted\r\n");
+    assert!(cmd("PING").query_async::<String>(&mut c).await.is_err(), "the first connection is closed too");
+
+    let (out, closed) = tokio::task::block_in_place(|| raw(&b, b"PING\r\nLPOP jobs\r\nQUIT\r\n"));
+    assert!(out.starts_with("-NOAUTH Authentication required.\r\n-NOAUTH"), "{out}");
+    assert!(out.ends_with("+OK\r\n") && closed, "{out}");
+}

@@ -113,7 +113,7 @@ impl Conn {
             return Ok(());
         }
         if p.qos == 2 {
-            let mut st = self.session.lock();
+            let st = self.session.lock();
             if st.incoming_qos2.contains(&pid) {
                 // A resend of one already routed: exactly once.
                 drop(st);
@@ -123,9 +123,7 @@ impl Conn {
             if st.incoming_qos2.len() >= usize::from(self.hub.config.receive_maximum) {
                 return Err(violation(reason::RECEIVE_MAXIMUM_EXCEEDED, "too many unreleased QoS 2 publishes"));
             }
-            st.incoming_qos2.insert(pid);
         }
-        let qos2_state = (p.qos == 2).then(|| self.hub.persist_qos2(&self.session));
         let now = now_ms();
         let msg = Arc::new(Message {
             topic: p.topic,
@@ -164,8 +162,18 @@ impl Conn {
         if !waits.is_empty() {
             code = stored_code(&self.client_id, waits).await;
         }
-        if let Some(d) = qos2_state {
-            self.wait_persisted(d).await;
+        if p.qos == 2 && code < 0x80 {
+            // The id is received only once the message is stored, and
+            // recorded (persistent sessions) before PUBREC. Recorded
+            // beside the routing, a death between the two could keep the
+            // id of a message that was never stored: its resend would be
+            // taken for a duplicate and acknowledged, the message lost.
+            // In this order that moment can at worst route a resend again
+            // (docs/protocols.md, "QoS 2 and a crash"). A refused message's
+            // id is never received: PUBREC >= 0x80 ends the exchange
+            // (MQTT 5 4.3.3), and a 3.1.1 client resends it.
+            self.session.lock().incoming_qos2.insert(pid);
+            self.wait_persisted(self.hub.persist_qos2(&self.session)).await;
         }
         let ack = match p.qos {
             1 => Packet::Puback { pid, code },
@@ -210,10 +218,7 @@ impl Conn {
             && let Packet::Puback { pid, code } | Packet::Pubrec { pid, code } = ack
             && code >= 0x80
         {
-            if matches!(ack, Packet::Pubrec { .. }) {
-                // Its resend must be routed, not taken for a duplicate.
-                self.session.lock().incoming_qos2.remove(&pid);
-            }
+            // Its id was not received (`on_publish`): the resend is routed.
             return Err(violation(reason::UNSPECIFIED, format!("publish {pid} not stored")));
         }
         self.send(ack);

@@ -1,7 +1,9 @@
 //! A persistent session's QoS 2 exchanges half done: inbound packet ids
-//! received (their message routed) and not yet released, and outbound ids
-//! released (PUBREL sent) and not yet completed. Written before the
-//! packet that depends on them goes out (PUBREC, PUBCOMP, PUBREL).
+//! received (their message routed and stored) and not yet released, and
+//! outbound ids released (PUBREL sent) and not yet completed. Written
+//! before the packet that depends on them goes out (PUBREC, PUBCOMP,
+//! PUBREL); an inbound id only after its message's stores answered, so
+//! no id is ever recorded for a message that is not stored.
 //!
 //! A single node's session keeps them in this node's stores (a restart
 //! carries them on). A replicated session (a cluster's) records them in
@@ -22,8 +24,8 @@ use crate::session::Session;
 
 impl Hub {
     /// Writes the session's unreleased inbound QoS 2 packet ids (persistent
-    /// sessions); PUBREC and PUBCOMP wait for it. Started now (the write
-    /// goes out while the message is routed), awaited through the `Wait`.
+    /// sessions); PUBREC and PUBCOMP wait for it. Started now, awaited
+    /// through the `Wait`.
     pub fn persist_qos2(&self, session: &Session) -> Result<Wait, BrokerError> {
         let (replicated, value) = {
             let st = session.lock();

@@ -73,6 +73,9 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 const RECENT_ACKS: usize = 1 << 16;
 /// Messages per forwarded publish batch.
 const PUBLISH_BATCH: usize = 256;
+/// How long basic.consume waits for a non-exclusive consumer's
+/// registration on a remote leader.
+const REGISTER_WAIT: Duration = Duration::from_secs(2);
 /// How long a removed consumer's cancel is retried towards the leader
 /// (past it the leader's session timeout has removed it anyway).
 const CANCEL_DEADLINE: Duration = Duration::from_secs(30);
@@ -281,8 +284,29 @@ impl QuorumClient {
     /// queue.declare's counts, queue.purge): on a multi-threaded runtime
     /// only, never blocking a current-thread one.
     fn call_blocking(&self, node: i32, request: PeerRequest) -> Result<PeerReply, MessagingError> {
+        self.call_blocking_within(node, request, None)
+    }
+
+    /// [`Self::call_blocking`], given up after `within` if set (the call
+    /// may still be carried out).
+    fn call_blocking_within(
+        &self,
+        node: i32,
+        request: PeerRequest,
+        within: Option<Duration>,
+    ) -> Result<PeerReply, MessagingError> {
         let b = self.broker.upgrade().ok_or_else(|| unavailable("broker stopped"))?;
-        let call = || b.call_peer_blocking(node, request).map_err(MessagingError::Internal);
+        let call = || match within {
+            None => b.call_peer_blocking(node, request).map_err(MessagingError::Internal),
+            Some(within) => {
+                let controller = b.controller.get().cloned().ok_or_else(|| unavailable("no controller installed"))?;
+                let runtime = b.runtime_handle().ok_or_else(|| unavailable("no runtime for peer calls"))?;
+                match runtime.block_on(tokio::time::timeout(within, controller.call_peer(node, request))) {
+                    Ok(answer) => answer.map_err(|e| MessagingError::Internal(e.into())),
+                    Err(_) => Err(unavailable(format!("node {node} did not answer within {within:?}"))),
+                }
+            }
+        };
         match tokio::runtime::Handle::try_current() {
             Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
                 tokio::task::block_in_place(call)
@@ -509,7 +533,14 @@ impl QuorumClient {
                     unanswered: None,
                 };
                 let started = std::time::Instant::now();
-                let answer = self.call_blocking(node, register);
+                // A leader that died and is not fenced yet answers nothing
+                // for the cluster port's 10 s; the consume would wait as
+                // long, past clients' own timeouts (Found 15: the harness
+                // gave up on it and lapin kept the consumer it answered
+                // later). Unanswered, a consumer registers with its first
+                // take; an exclusive one waits for the leader's word.
+                let within = (!exclusive).then_some(REGISTER_WAIT);
+                let answer = self.call_blocking_within(node, register, within);
                 tracing::info!(
                     queue = %self.name,
                     consumer = c.id,

@@ -90,6 +90,8 @@ mod tests {
         answered: Arc<Notify>,
         /// Every take's answer is lost after the leader carried it out.
         lose_takes: bool,
+        /// Consumer registrations are answered only after 40 s (a dead leader).
+        hang_registrations: bool,
     }
 
     impl Controller for Routed {
@@ -104,7 +106,12 @@ mod tests {
         fn call_peer(&self, _node: i32, request: PeerRequest) -> PeerFuture {
             let (leader, delay, answered, lose) =
                 (self.leader.clone(), self.delay, self.answered.clone(), self.lose_takes);
+            let hang = self.hang_registrations && matches!(request, PeerRequest::QueueConsume { cancel: false, .. });
             Box::pin(async move {
+                if hang {
+                    // Longer than the test waits for the consume.
+                    tokio::time::sleep(Duration::from_secs(40)).await;
+                }
                 let take = matches!(request, PeerRequest::QueueTake { max, .. } if max > 0);
                 let reply = leader.serve_peer(request).await;
                 if take {
@@ -124,7 +131,7 @@ mod tests {
     async fn two_nodes(
         dir: &tempfile::TempDir,
         delay: Duration,
-        lose_takes: bool,
+        (lose_takes, hang_registrations): (bool, bool),
     ) -> (Arc<Broker>, Arc<Broker>, Arc<Notify>) {
         let one = Broker::open(BrokerConfig { data_dir: dir.path().join("one"), ..Default::default() }).unwrap();
         let controller = crate::testing::install(&one);
@@ -151,7 +158,7 @@ mod tests {
         let config = BrokerConfig { data_dir: dir.path().join("two"), node_id: 2, ..Default::default() };
         let two = Broker::open(config).unwrap();
         let answered = Arc::new(Notify::new());
-        let routed = Routed { leader: one.clone(), delay, answered: answered.clone(), lose_takes };
+        let routed = Routed { leader: one.clone(), delay, answered: answered.clone(), lose_takes, hang_registrations };
         two.set_controller(Arc::new(routed));
         let mut image = controller.image();
         let mut node = controller.node("127.0.0.1:9093");
@@ -179,7 +186,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_take_out_when_its_consumer_is_cancelled_hands_its_deliveries_back() {
         let dir = tempfile::tempdir().unwrap();
-        let (one, two, answered) = two_nodes(&dir, Duration::from_millis(500), false).await;
+        let (one, two, answered) = two_nodes(&dir, Duration::from_millis(500), (false, false)).await;
         let q = one.quorum_queue("/", "orders").unwrap();
         let client = two.quorum_client("/", "orders");
         let consumer = client.add_consumer(false, 10).expect("a consumer");
@@ -220,7 +227,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_consumer_removed_after_a_lost_take_answer_hands_its_deliveries_back() {
         let dir = tempfile::tempdir().unwrap();
-        let (one, two, answered) = two_nodes(&dir, Duration::ZERO, true).await;
+        let (one, two, answered) = two_nodes(&dir, Duration::ZERO, (true, false)).await;
         let q = one.quorum_queue("/", "orders").unwrap();
         let client = two.quorum_client("/", "orders");
         let consumer = client.add_consumer(false, 10).expect("a consumer");
@@ -240,6 +247,34 @@ mod tests {
         let again = q.take(None).unwrap().unwrap();
         assert_eq!((&again.message.body[..], again.redelivered), (&b"m0"[..], true));
         assert_eq!(q.consumer_count(), 0, "the consumer is gone from the leader");
+    }
+
+    /// A consume through node 2 while the leader answers no registration
+    /// (dead and not fenced yet: the cluster port waits 10 s) is answered
+    /// within `REGISTER_WAIT`, not when the call times out (Found 15: the
+    /// harness's client gave up first and lapin kept the consumer alive).
+    /// The consumer registers with its first take and gets the messages.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_consume_does_not_wait_for_a_silent_leader() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, two, _answered) = two_nodes(&dir, Duration::ZERO, (false, true)).await;
+        let client = two.quorum_client("/", "orders");
+        let adding = {
+            let client = client.clone();
+            tokio::task::spawn_blocking(move || client.add_consumer(false, 10))
+        };
+        let consumer = tokio::time::timeout(Duration::from_secs(30), adding)
+            .await
+            .expect("the consume answered without the leader's word")
+            .unwrap()
+            .expect("a consumer");
+        let credit = Notify::new();
+        let d = tokio::time::timeout(Duration::from_secs(10), client.next_delivery(&consumer, &credit, || Credit::Yes))
+            .await
+            .expect("a delivery")
+            .expect("the consumer goes on");
+        assert_eq!(&d.message.body[..], b"m0");
+        assert_eq!(one.quorum_queue("/", "orders").unwrap().consumer_count(), 1, "registered by its take");
     }
 
     /// Node 2's image lags: it still names node 1's earlier leader epoch
@@ -271,6 +306,7 @@ mod tests {
             delay: Duration::ZERO,
             answered,
             lose_takes: false,
+            hang_registrations: false,
         }));
         let image_of_two = || {
             let mut image = controller.image();

@@ -69,9 +69,79 @@ pub fn next_frame(buf: &mut BytesMut, max_packet: usize) -> Frame {
     Frame::Packet(buf.split_to(total).freeze())
 }
 
+/// How much room a connection offers each read. It doubles (up to
+/// [`ReadSize::MAX`]) while reads fill what was offered, so a client that
+/// sends faster than the connection reads (a pipelining publisher) gives
+/// many packets per read system call; it halves (down to [`ReadSize::MIN`])
+/// while reads take little, and an empty buffer much larger than that is
+/// let go, so an idle connection holds little memory.
+#[derive(Debug)]
+pub struct ReadSize {
+    next: usize,
+}
+
+impl Default for ReadSize {
+    fn default() -> Self {
+        ReadSize { next: ReadSize::MIN }
+    }
+}
+
+impl ReadSize {
+    /// Room offered to a quiet connection.
+    pub const MIN: usize = 1024;
+    /// Room offered to a busy one.
+    pub const MAX: usize = 64 * 1024;
+
+    /// Makes room in `buf` for the next read; returns how much is offered.
+    pub fn prepare(&self, buf: &mut BytesMut) -> usize {
+        if buf.is_empty() && buf.capacity() > 4 * self.next {
+            *buf = BytesMut::with_capacity(self.next);
+        } else if buf.capacity() - buf.len() < self.next {
+            buf.reserve(self.next);
+        }
+        buf.capacity() - buf.len()
+    }
+
+    /// A read of `n` bytes into `offered` bytes of room.
+    pub fn read(&mut self, offered: usize, n: usize) {
+        if n >= offered {
+            self.next = (self.next * 2).min(Self::MAX);
+        } else if n < self.next / 4 {
+            self.next = (self.next / 2).max(Self::MIN);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_grow_while_they_fill_the_buffer_and_shrink_when_quiet() {
+        let (mut size, mut buf) = (ReadSize::default(), BytesMut::new());
+        let offered = size.prepare(&mut buf);
+        assert!(offered >= ReadSize::MIN);
+        // Full reads: the offer doubles up to the cap.
+        for _ in 0..10 {
+            let offered = size.prepare(&mut buf);
+            size.read(offered, offered);
+        }
+        assert_eq!(size.next, ReadSize::MAX);
+        assert!(size.prepare(&mut buf) >= ReadSize::MAX);
+        // Small reads: it halves down to the floor, and the big empty
+        // buffer is let go.
+        for _ in 0..10 {
+            let offered = size.prepare(&mut buf);
+            size.read(offered, 10);
+        }
+        assert_eq!(size.next, ReadSize::MIN);
+        let offered = size.prepare(&mut buf);
+        assert!((ReadSize::MIN..4 * ReadSize::MIN).contains(&offered), "{offered}");
+        // A partial packet is kept when room is made.
+        buf.extend_from_slice(&[0x30, 0x05, 0]);
+        size.prepare(&mut buf);
+        assert_eq!(&buf[..], &[0x30, 0x05, 0]);
+    }
 
     #[test]
     fn frames_are_split_and_limits_checked_before_buffering() {

@@ -25,7 +25,11 @@
 //!   fast as the broker acknowledges; broker CPU per message alongside.
 //!   `rumqttc-qos1-persist`: the same (a quarter of the messages) into a
 //!   persistent-session subscriber, whose messages both brokers store
-//!   (Ferry fsyncs them before the PUBACK).
+//!   (Ferry fsyncs them before the PUBACK). The clients (rumqttc and the
+//!   subscriber, this process) share the machine with the broker, so their
+//!   CPU per message, the machine's busy share and the "client cap" (the
+//!   rate at which broker + clients at their CPU per message would use
+//!   every CPU) are printed beside it.
 //!
 //! "other" is the CPU everything else on the machine used during the case
 //! (both brokers' runs); above about 10%, rerun. Before each half the bench
@@ -112,6 +116,7 @@ impl Server {
             // Free ports only: the defaults may be taken by other brokers.
             .args(["--amqp-listen", &format!("127.0.0.1:{}", free_port())])
             .args(["--stomp-listen", "off", "--redis-listen", "off"])
+            .args(["--cluster-listen", &format!("127.0.0.1:{}", free_port())])
             .env("FERRY_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
@@ -447,6 +452,10 @@ struct Outcome {
     broker_cpu: f64,
     /// Broker CPU seconds over the case.
     broker_secs: f64,
+    /// This process's (the clients') CPU seconds over the case.
+    client_secs: f64,
+    /// The whole machine's busy CPU over the case, as a share of all CPUs.
+    busy_share: f64,
 }
 
 async fn run_case(server: &Server, case: &Case, round: usize) -> Outcome {
@@ -499,7 +508,8 @@ async fn run_case(server: &Server, case: &Case, round: usize) -> Outcome {
     let secs = started.elapsed().as_secs_f64();
     let broker = process_ticks(server.pid()) - cpu_before;
     let bench = process_ticks(std::process::id()) - self_before;
-    let other_cpu = ((machine_busy_ticks() - busy_before - broker - bench) / secs).max(0.0);
+    let busy = machine_busy_ticks() - busy_before;
+    let other_cpu = ((busy - broker - bench) / secs).max(0.0);
     let broker_cpu = broker / secs;
     if joined.is_err() {
         eprintln!("{} {}: not done within {CASE_DEADLINE:?}", server.name, case.name);
@@ -512,6 +522,8 @@ async fn run_case(server: &Server, case: &Case, round: usize) -> Outcome {
         p99_ms: hist.value_at_quantile(0.99) as f64 / 1e6,
         broker_cpu,
         broker_secs: broker,
+        client_secs: bench,
+        busy_share: busy / secs / cpus() as f64,
     }
 }
 
@@ -535,6 +547,10 @@ fn settle() {
             return;
         }
     }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// Busy (not idle, not iowait) CPU seconds of the whole machine, /proc/stat.
@@ -561,7 +577,7 @@ fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "MQTT benchmark: ferry (release) vs {version}, {} CPUs, load average {}",
-        std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        cpus(),
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
     let n = opts.messages;
@@ -648,8 +664,27 @@ fn main() {
             f.other_cpu.max(m.other_cpu) * 100.0
         );
         if case.rumqttc {
-            let per = |o: &Outcome| o.broker_secs * 1e6 / o.deliveries.max(1) as f64;
-            println!("{:<16} broker CPU per message: ferry {:.2} us, mosquitto {:.2} us", "", per(f), per(m));
+            let per = |secs: f64, o: &Outcome| secs * 1e6 / o.deliveries.max(1) as f64;
+            println!(
+                "{:<16} broker CPU per message: ferry {:.2} us, mosquitto {:.2} us",
+                "",
+                per(f.broker_secs, f),
+                per(m.broker_secs, m)
+            );
+            // The clients share the machine with the broker: at their CPU per
+            // message plus the broker's, this rate would use every CPU.
+            let cap = |o: &Outcome| cpus() as f64 * 1e6 / (per(o.broker_secs, o) + per(o.client_secs, o));
+            println!(
+                "{:<16} client CPU per message: {:.2} us (ferry run), {:.2} us (mosquitto run); machine busy {:.0}% / {:.0}%; \
+                 client cap {:.0} / {:.0} msg/s",
+                "",
+                per(f.client_secs, f),
+                per(m.client_secs, m),
+                f.busy_share * 100.0,
+                m.busy_share * 100.0,
+                cap(f),
+                cap(m)
+            );
         }
     }
 }

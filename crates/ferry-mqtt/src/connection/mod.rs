@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::codec::{Frame, next_frame};
+use crate::codec::{Frame, ReadSize, next_frame};
 use crate::hub::{Hub, QueueReader};
 use crate::packet::{self, Packet, Version, Will, reason};
 use crate::session::{Delivery, Session};
@@ -158,6 +158,7 @@ pub async fn run_as<S: AsyncRead + AsyncWrite + Unpin>(
     let _open = hub.protocol.connection();
     let keep_alive = conn.keep_alive_window();
     let mut deadline = keep_alive.map(|k| Instant::now() + k);
+    let mut read_size = ReadSize::default();
     let end = loop {
         // Whole packets first, then what the session has for the client.
         let mut stop = None;
@@ -203,10 +204,15 @@ pub async fn run_as<S: AsyncRead + AsyncWrite + Unpin>(
                 None => std::future::pending().await,
             }
         };
+        // Room for whatever the client sent meanwhile: many packets per read.
+        let offered = read_size.prepare(&mut buf);
         tokio::select! {
             r = rd.read_buf(&mut buf) => match r {
                 Ok(0) | Err(_) => break End::Abnormal,
-                Ok(_) => deadline = keep_alive.map(|k| Instant::now() + k),
+                Ok(n) => {
+                    read_size.read(offered, n);
+                    deadline = keep_alive.map(|k| Instant::now() + k);
+                }
             },
             _ = conn.session.wake.notified() => {}
             // A held ack's message is stored: send it (and those after it).

@@ -188,7 +188,8 @@ fn linger<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>, key: usize, rel
     }
 }
 
-/// Flushes one log and tells its waiters how it went.
+/// Flushes one log and tells its waiters how it went; then, their answers
+/// out, prepares the log's next fsync (`Log::zero_ahead`).
 fn flush_one(log: &Arc<Log>, target: u64, waiters: Vec<FlushCallback>) {
     let result = log.flush(target);
     for done in waiters {
@@ -196,5 +197,8 @@ fn flush_one(log: &Arc<Log>, target: u64, waiters: Vec<FlushCallback>) {
             Ok(()) => Ok(()),
             Err(e) => Err(LogError::Unavailable(e.to_string())),
         });
+    }
+    if result.is_ok() {
+        log.zero_ahead();
     }
 }

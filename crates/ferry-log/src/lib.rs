@@ -23,6 +23,7 @@ mod stats;
 mod ticker;
 mod timestamp;
 mod txn_index;
+mod zero_ahead;
 
 pub use cleaner::CompactionStats;
 pub use config::{CleanupPolicy, EngineConfig, FlushPolicy, LogConfig, TimestampType};

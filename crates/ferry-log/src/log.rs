@@ -91,11 +91,15 @@ pub(crate) struct Writer {
     /// Wall-clock ms at which `segment.ms` rolls the active segment.
     pub roll_at_ms: u64,
     pub unflushed_records: u64,
+    /// Set by `close`: no more zeros ahead (`crate::zero_ahead`).
+    pub zeros_off: bool,
 }
 
 pub(crate) struct FlushState {
     /// Durable position: (segment base, byte position).
     pub durable_pos: (u64, u64),
+    /// Bytes of the active segment the last flush made durable.
+    pub last_flush_bytes: u64,
 }
 
 /// The recovery checkpoint last written. Its own lock, so that writing one
@@ -383,6 +387,9 @@ impl Log {
     /// Closes the active segment and starts a new one at the log end.
     pub(crate) fn roll(self: &Arc<Self>, w: &mut Writer, config: &LogConfig, now: u64) -> Result<()> {
         let old = w.active.clone();
+        // Its zeros ahead go before the fsync that the roll queues, so a
+        // sealed segment's length is its data.
+        old.cut_zero_tail(&self.env.cache)?;
         old.seal();
         let new = Arc::new(Segment::create(&self.dir, w.leo)?);
         new.set_active(true);
@@ -480,7 +487,11 @@ impl Log {
         {
             self.hw_advanced();
         }
+        let before = fs.durable_pos;
         fs.durable_pos = fs.durable_pos.max((active.base, pos));
+        if sync_active {
+            fs.last_flush_bytes = if before.0 == active.base { size.saturating_sub(before.1) } else { size };
+        }
         let pending = self.leo.load(Ordering::Acquire) > durable;
         self.dirty_since.store(if pending { ferry_util::time::now_ms_u64().max(1) } else { 0 }, Ordering::Relaxed);
         Ok(())
@@ -552,8 +563,14 @@ impl Log {
     /// Flushes everything, persists indexes and the checkpoint. The log
     /// stays usable; call this before dropping it for a fast next start.
     pub fn close(&self) -> Result<()> {
+        let active = {
+            // Under the writer lock: no append lands past the cut meanwhile.
+            let mut w = lock(&self.writer);
+            w.zeros_off = true;
+            w.active.cut_zero_tail(&self.env.cache)?;
+            w.active.clone()
+        };
         self.flush(u64::MAX)?;
-        let active = lock(&self.writer).active.clone();
         active.persist_indexes(true)?;
         self.write_checkpoint(lock(&self.flush), true)
     }

@@ -7,7 +7,7 @@
 //! descriptor like any other.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +35,9 @@ pub struct Segment {
     visible: AtomicU64,
     /// Offset after the last batch written.
     end: AtomicU64,
+    /// File length when the file runs past `size` with zeros written ahead
+    /// (see [`Segment::zero_ahead`]); 0 when it does not.
+    zeroed_to: AtomicU64,
     /// Set while this is the log's active segment.
     active: AtomicBool,
     file: Mutex<Option<Arc<File>>>,
@@ -63,6 +66,7 @@ impl Segment {
             size: AtomicU64::new(size),
             visible: AtomicU64::new(size),
             end: AtomicU64::new(end),
+            zeroed_to: AtomicU64::new(0),
             active: AtomicBool::new(false),
             file: Mutex::new(None),
             indexes: RwLock::new(None),
@@ -119,7 +123,9 @@ impl Segment {
         if let Some(f) = slot.as_ref() {
             return Ok(f.clone());
         }
-        let f = Arc::new(OpenOptions::new().read(true).append(true).open(&self.log_path)?);
+        // Not O_APPEND: writes are positional, as the file may run past
+        // `size` with zeros written ahead.
+        let f = Arc::new(OpenOptions::new().read(true).write(true).open(&self.log_path)?);
         *slot = Some(f.clone());
         drop(slot);
         cache.admit(self);
@@ -176,28 +182,75 @@ impl Segment {
         Ok(ix)
     }
 
-    /// Appends already-validated batches with one vectored write. On a
-    /// failed or short write the file is cut back, leaving it as it was.
+    /// Appends already-validated batches at the end of the data with one
+    /// vectored positional write. On a failed or short write the file is
+    /// cut back, leaving it as it was (less any zeros written ahead).
     pub fn write(self: &Arc<Self>, cache: &SegmentCache, slices: &mut [IoSlice<'_>], len: u64) -> Result<u64> {
         let file = self.file(cache)?;
         let before = self.size();
         let mut rest = &mut slices[..];
-        let mut f = &*file;
+        let mut at = before;
         while !rest.is_empty() {
-            match f.write_vectored(rest) {
+            match nix::sys::uio::pwritev(&*file, rest, at as i64) {
                 Ok(0) => {
-                    let _ = file.set_len(before);
+                    self.cut_back(&file, before);
                     return Err(io::Error::new(io::ErrorKind::WriteZero, "segment write").into());
                 }
-                Ok(n) => IoSlice::advance_slices(&mut rest, n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(n) => {
+                    IoSlice::advance_slices(&mut rest, n);
+                    at += n as u64;
+                }
+                Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
-                    let _ = file.set_len(before);
-                    return Err(e.into());
+                    self.cut_back(&file, before);
+                    return Err(io::Error::from(e).into());
                 }
             }
         }
         Ok(before + len)
+    }
+
+    fn cut_back(&self, file: &File, len: u64) {
+        let _ = file.set_len(len);
+        self.zeroed_to.store(0, Ordering::Release);
+    }
+
+    /// Writes zeros past the data, up to `upto`, unless they are there
+    /// already; true when it wrote some (they are not durable until the
+    /// next fsync of the file). The caller holds the log's writer lock, so
+    /// no append lands in the range meanwhile.
+    /// Why: `crate::zero_ahead`.
+    pub fn zero_ahead(self: &Arc<Self>, cache: &SegmentCache, upto: u64) -> Result<bool> {
+        let size = self.size();
+        let from = self.zeroed_to.load(Ordering::Acquire).max(size);
+        if from >= upto {
+            return Ok(false);
+        }
+        let file = self.file(cache)?;
+        let zeros = vec![0u8; (upto - from) as usize];
+        if let Err(e) = file.write_all_at(&zeros, from) {
+            self.cut_back(&file, size);
+            return Err(e.into());
+        }
+        self.zeroed_to.store(upto, Ordering::Release);
+        Ok(true)
+    }
+
+    /// Bytes of zeros written ahead past the data.
+    pub fn zero_headroom(&self) -> u64 {
+        self.zeroed_to.load(Ordering::Acquire).saturating_sub(self.size())
+    }
+
+    /// Cuts zeros written ahead off the file, so that its length is its
+    /// data again (before a roll seals it, or at close).
+    pub fn cut_zero_tail(self: &Arc<Self>, cache: &SegmentCache) -> Result<()> {
+        if self.zeroed_to.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        let file = self.file(cache)?;
+        file.set_len(self.size())?;
+        self.zeroed_to.store(0, Ordering::Release);
+        Ok(())
     }
 
     /// Publishes a completed write of batches ending at `end`.
@@ -211,6 +264,7 @@ impl Segment {
         let file = self.file(cache)?;
         file.set_len(pos)?;
         file.sync_all()?;
+        self.zeroed_to.store(0, Ordering::Release);
         self.size.store(pos, Ordering::Release);
         self.visible.store(pos, Ordering::Release);
         self.end.store(end, Ordering::Release);
@@ -368,9 +422,16 @@ pub fn recover(seg: &Arc<Segment>, cache: &SegmentCache, from: u64, interval: u6
         }
     }
     if truncated || pos < file_len {
-        tracing::warn!(segment = %seg.log_path.display(), valid = pos, len = file_len, "truncating torn or corrupt tail");
+        if zero_tail(&file, pos, file_len) {
+            // Zeros written ahead of the appends (`Segment::zero_ahead`):
+            // the end of the data, not damage; later segments stay.
+            tracing::debug!(segment = %seg.log_path.display(), valid = pos, len = file_len, "cutting zeroed tail");
+            truncated = false;
+        } else {
+            tracing::warn!(segment = %seg.log_path.display(), valid = pos, len = file_len, "truncating torn or corrupt tail");
+            truncated = true;
+        }
         file.set_len(pos)?;
-        truncated = true;
     }
     file.sync_all()?;
     ix.persist(&seg.index_path, &seg.time_path, true)?;
@@ -391,6 +452,20 @@ fn entry_matches(file: &File, base: u64, ix: &Indexes, limit: u64) -> bool {
             matches!(read_header(file, u64::from(e.pos), limit), Ok(Some(h)) if h.base_offset == base + u64::from(e.rel))
         }
     }
+}
+
+/// Whether the file holds only zeros from `pos` to `len`.
+fn zero_tail(file: &File, pos: u64, len: u64) -> bool {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = pos;
+    while at < len {
+        let n = buf.len().min((len - at) as usize);
+        if file.read_exact_at(&mut buf[..n], at).is_err() || buf[..n].iter().any(|&b| b != 0) {
+            return false;
+        }
+        at += n as u64;
+    }
+    true
 }
 
 /// Reads and fully validates the batch at `pos`; `None` if it is torn,

@@ -6,6 +6,7 @@ mod crash;
 mod damage;
 mod model;
 mod replica;
+mod zero_ahead;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -18,6 +18,10 @@ struct State {
     next: u64,
     /// Completed above `next`: sequence number -> ack (true) or nack.
     done: BTreeMap<u64, bool>,
+    /// Acks in order not sent yet: the first and last of their run.
+    run: Option<(u64, u64)>,
+    /// Frames ready to send (nacks, and the acks before each).
+    out: BytesMut,
 }
 
 #[derive(Clone)]
@@ -30,40 +34,66 @@ pub struct Confirms {
 
 impl Confirms {
     pub fn new(channel: u16, outbox: Outbox, stats: Arc<AmqpStats>) -> Confirms {
-        Confirms { channel, outbox, state: Arc::new(Mutex::new(State { next: 1, done: BTreeMap::new() })), stats }
+        let state = State { next: 1, done: BTreeMap::new(), run: None, out: BytesMut::new() };
+        Confirms { channel, outbox, state: Arc::new(Mutex::new(state)), stats }
     }
 
-    fn send(&self, out: &mut BytesMut, m: basic::AMQPMethod) {
+    fn put(channel: u16, out: &mut BytesMut, m: basic::AMQPMethod) {
         // Encoding a fixed-size method cannot fail.
-        let _ = frame::put_method(out, self.channel, &AMQPClass::Basic(m));
+        let _ = frame::put_method(out, channel, &AMQPClass::Basic(m));
     }
 
     /// Publish `seq` is settled: on disk where it had to be (`ok`), or not.
+    /// The frames go out at once, or, when a burst of completions is being
+    /// handed out on this thread (`ferry_util::batch`: a high watermark or
+    /// an fsync releasing many publishes), once at its end: one `multiple`
+    /// ack for the burst instead of one frame per publish.
     pub fn complete(&self, seq: u64, ok: bool) {
-        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        s.done.insert(seq, ok);
-        let mut out = BytesMut::new();
-        let mut run: Option<(u64, u64)> = None; // first and last of a run of acks
-        loop {
-            let next = s.next;
-            let Some(ok) = s.done.remove(&next) else { break };
-            s.next += 1;
-            self.stats.confirmed(ok);
-            if ok {
-                run = Some((run.map_or(next, |r| r.0), next));
-                continue;
+        {
+            let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.done.insert(seq, ok);
+            loop {
+                let next = s.next;
+                let Some(ok) = s.done.remove(&next) else { break };
+                s.next += 1;
+                self.stats.confirmed(ok);
+                if ok {
+                    s.run = Some((s.run.map_or(next, |r| r.0), next));
+                    continue;
+                }
+                let State { run, out, .. } = &mut *s;
+                if let Some((first, last)) = run.take() {
+                    Self::put(
+                        self.channel,
+                        out,
+                        basic::AMQPMethod::Ack(basic::Ack { delivery_tag: last, multiple: last > first }),
+                    );
+                }
+                Self::put(
+                    self.channel,
+                    out,
+                    basic::AMQPMethod::Nack(basic::Nack { delivery_tag: next, multiple: false, requeue: false }),
+                );
             }
+        }
+        let me = self.clone();
+        ferry_util::batch::defer(Arc::as_ptr(&self.state) as usize, move || me.flush());
+    }
+
+    /// Sends what is settled and not sent yet.
+    fn flush(&self) {
+        let out = {
+            let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let State { run, out, .. } = &mut *s;
             if let Some((first, last)) = run.take() {
-                self.send(&mut out, basic::AMQPMethod::Ack(basic::Ack { delivery_tag: last, multiple: last > first }));
+                Self::put(
+                    self.channel,
+                    out,
+                    basic::AMQPMethod::Ack(basic::Ack { delivery_tag: last, multiple: last > first }),
+                );
             }
-            self.send(
-                &mut out,
-                basic::AMQPMethod::Nack(basic::Nack { delivery_tag: next, multiple: false, requeue: false }),
-            );
-        }
-        if let Some((first, last)) = run {
-            self.send(&mut out, basic::AMQPMethod::Ack(basic::Ack { delivery_tag: last, multiple: last > first }));
-        }
+            out.split()
+        };
         if !out.is_empty() {
             self.outbox.send(out.freeze());
         }
@@ -106,5 +136,31 @@ mod tests {
         c.complete(6, true);
         c.complete(5, false);
         assert_eq!(drain(&mut rx), vec![(5, false, false), (6, false, true)]);
+    }
+
+    /// A burst of completions handed out together (a high watermark
+    /// releasing many publishes) costs the client one frame: a `multiple`
+    /// ack, nacks still on their own and never covered.
+    #[test]
+    fn a_burst_is_one_multiple_ack() {
+        let (outbox, mut rx) = Outbox::new();
+        let c = Confirms::new(1, outbox, Arc::default());
+        ferry_util::batch::scope(|| {
+            for seq in 1..=10 {
+                c.complete(seq, true);
+            }
+            assert!(drain(&mut rx).is_empty(), "sent when the burst ends");
+        });
+        assert_eq!(drain(&mut rx), vec![(10, true, true)]);
+        ferry_util::batch::scope(|| {
+            c.complete(12, true);
+            c.complete(11, true);
+            c.complete(13, false);
+            c.complete(14, true);
+            c.complete(16, true);
+        });
+        assert_eq!(drain(&mut rx), vec![(12, true, true), (13, false, false), (14, false, true)]);
+        c.complete(15, true);
+        assert_eq!(drain(&mut rx), vec![(16, true, true)]);
     }
 }

@@ -26,6 +26,40 @@ use crate::replica::{FollowerState, LeaderState, Role};
 
 type AckSender = oneshot::Sender<ferry_log::Result<()>>;
 
+/// Waits for the high watermark to pass an offset.
+enum AckWaiter {
+    /// An acks=all append, a transaction marker (awaited).
+    Channel(AckSender),
+    /// A quorum queue's publisher confirm, called on the thread that moves
+    /// the high watermark: no task per publish, and the publishes one move
+    /// releases are confirmed as one burst (`ferry_util::batch`).
+    Call(Box<dyn FnOnce(bool) + Send>),
+}
+
+/// Waiters by the offset after their last record.
+type AckWaiters = BTreeMap<u64, Vec<AckWaiter>>;
+
+/// Tells `waiters`, in offset order, that the high watermark passed them
+/// (`ok`) or that the leadership ended first. Call without locks held:
+/// callbacks run here.
+fn release(waiters: AckWaiters, ok: bool) {
+    if waiters.is_empty() {
+        return;
+    }
+    ferry_util::batch::scope(|| {
+        for waiter in waiters.into_values().flatten() {
+            match waiter {
+                AckWaiter::Channel(tx) => {
+                    let r =
+                        if ok { Ok(()) } else { Err(LogError::Unavailable("no longer the partition leader".into())) };
+                    let _ = tx.send(r);
+                }
+                AckWaiter::Call(done) => done(ok),
+            }
+        }
+    });
+}
+
 /// The replication state a partition shares with its log's listener.
 pub(crate) struct Replication {
     role: Mutex<Option<Role>>,
@@ -35,7 +69,7 @@ pub(crate) struct Replication {
     leader_hw: AtomicU64,
     /// acks=all appends waiting for the high watermark, by the offset after
     /// their last record.
-    acks: Mutex<BTreeMap<u64, Vec<AckSender>>>,
+    acks: Mutex<AckWaiters>,
     /// The high watermark in the partition's checkpoint file (`u64::MAX`:
     /// unknown, write one). A partition without a file starts at its log
     /// start, which is what the missing file already says: the first
@@ -79,14 +113,15 @@ impl Replication {
     }
 
     fn advance(&self, target: u64) -> bool {
-        let mut acks = lock(&self.acks);
-        if self.hw.fetch_max(target, Ordering::AcqRel) >= target {
-            return false;
-        }
-        let rest = acks.split_off(&(target + 1));
-        for tx in std::mem::replace(&mut *acks, rest).into_values().flatten() {
-            let _ = tx.send(Ok(()));
-        }
+        let released = {
+            let mut acks = lock(&self.acks);
+            if self.hw.fetch_max(target, Ordering::AcqRel) >= target {
+                return false;
+            }
+            let rest = acks.split_off(&(target + 1));
+            std::mem::replace(&mut *acks, rest)
+        };
+        release(released, true);
         true
     }
 
@@ -96,25 +131,36 @@ impl Replication {
     /// then acks, as where leadership is lost.
     pub(crate) fn wait_for(&self, offset: u64, leader_epoch: i32) -> oneshot::Receiver<ferry_log::Result<()>> {
         let (tx, rx) = oneshot::channel();
-        let role = lock(&self.role);
-        if !matches!(&*role, Some(Role::Leader(s)) if s.leader_epoch == leader_epoch) {
-            let _ = tx.send(Err(LogError::Unavailable("no longer the partition leader".into())));
-            return rx;
-        }
-        let mut acks = lock(&self.acks);
-        if self.high_watermark() >= offset {
-            let _ = tx.send(Ok(()));
-        } else {
-            acks.entry(offset).or_default().push(tx);
-        }
+        self.on_reached(offset, leader_epoch, AckWaiter::Channel(tx));
         rx
     }
 
-    /// Leadership is gone: nobody waiting will be acknowledged here.
-    fn fail_acks(&self) {
-        for tx in std::mem::take(&mut *lock(&self.acks)).into_values().flatten() {
-            let _ = tx.send(Err(LogError::Unavailable("no longer the partition leader".into())));
+    /// Tells `waiter` once the high watermark reaches `offset` (now if it
+    /// has), or that this node no longer leads in `leader_epoch`.
+    fn on_reached(&self, offset: u64, leader_epoch: i32, waiter: AckWaiter) {
+        let now = {
+            let role = lock(&self.role);
+            if !matches!(&*role, Some(Role::Leader(s)) if s.leader_epoch == leader_epoch) {
+                Some(false)
+            } else {
+                let mut acks = lock(&self.acks);
+                if self.high_watermark() >= offset {
+                    Some(true)
+                } else {
+                    acks.entry(offset).or_default().push(waiter);
+                    return;
+                }
+            }
+        };
+        if let Some(ok) = now {
+            release(BTreeMap::from([(offset, vec![waiter])]), ok);
         }
+    }
+
+    /// Leadership is gone: nobody waiting will be acknowledged here. The
+    /// waiters, to [`release`] once the caller's locks are dropped.
+    fn take_acks(&self) -> AckWaiters {
+        std::mem::take(&mut *lock(&self.acks))
     }
 }
 
@@ -195,11 +241,11 @@ impl Partition {
         if let Some(Role::Leader(s)) = &mut *role {
             s.min_insync_replicas = min_insync;
         }
-        if lost_leadership {
-            // Under the role lock, so no acks=all append slips in after.
-            self.repl.fail_acks();
-        }
+        // Under the role lock, so no acks=all append slips in after; told
+        // after it, as their callbacks may take it.
+        let failed = if lost_leadership { self.repl.take_acks() } else { AckWaiters::new() };
         drop(role);
+        release(failed, false);
         if self.repl.refresh(self.log().high_watermark()) {
             self.wake_readers();
         }
@@ -221,28 +267,21 @@ impl Partition {
         }
     }
 
-    /// The leader epoch appends are stamped with, and the ISR size, if
-    /// this node leads the partition.
     /// Calls `done(true)` once the high watermark passes `end` in this
     /// leadership, `done(false)` if the leadership ends first (a quorum
     /// queue's publisher confirm).
+    /// `done` runs on the thread that moves the high watermark (a replica
+    /// fetch's, or the flusher's), or on the caller's if it is known now:
+    /// keep it short, and hold no lock `done` takes while calling this.
     pub(crate) fn on_acknowledged(&self, end: u64, done: impl FnOnce(bool) + Send + 'static) {
-        let rx = match self.leading() {
-            Ok((epoch, _)) => self.repl.wait_for(end, epoch),
-            Err(_) => return done(false),
-        };
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move { done(matches!(rx.await, Ok(Ok(())))) });
-            return;
-        }
-        let spawned = std::thread::Builder::new()
-            .name("ferry-queue-confirm".into())
-            .spawn(move || done(matches!(rx.blocking_recv(), Ok(Ok(())))));
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot wait for a quorum queue confirm");
+        match self.leading() {
+            Ok((epoch, _)) => self.repl.on_reached(end, epoch, AckWaiter::Call(Box::new(done))),
+            Err(_) => done(false),
         }
     }
 
+    /// The leader epoch appends are stamped with, and the ISR size, if
+    /// this node leads the partition.
     pub(crate) fn leading(&self) -> Result<(i32, usize)> {
         match &*lock(&self.repl.role) {
             Some(Role::Leader(s)) => Ok((s.leader_epoch, s.isr.len())),

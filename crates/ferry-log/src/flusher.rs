@@ -188,16 +188,20 @@ fn linger<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>, key: usize, rel
     }
 }
 
-/// Flushes one log and tells its waiters how it went; then, their answers
-/// out, prepares the log's next fsync (`Log::zero_ahead`).
+/// Flushes one log and tells its waiters how it went, as one burst
+/// (`ferry_util::batch`: an AMQP channel answers the publishes one fsync
+/// made durable with one confirm frame); then, their answers out, prepares
+/// the log's next fsync (`Log::zero_ahead`).
 fn flush_one(log: &Arc<Log>, target: u64, waiters: Vec<FlushCallback>) {
     let result = log.flush(target);
-    for done in waiters {
-        done(match &result {
-            Ok(()) => Ok(()),
-            Err(e) => Err(LogError::Unavailable(e.to_string())),
-        });
-    }
+    ferry_util::batch::scope(|| {
+        for done in waiters {
+            done(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(LogError::Unavailable(e.to_string())),
+            });
+        }
+    });
     if result.is_ok() {
         log.zero_ahead();
     }

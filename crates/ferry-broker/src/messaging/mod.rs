@@ -43,7 +43,7 @@ pub use exchange::{Binding, Destination, Exchange, ExchangeKind, HeaderValue, He
 pub use kafka_link::Hooks;
 pub use message::{Message, StoredMessage};
 pub use queue::{Delivery, Letter, Published, Queue, QueueSpec};
-pub use queue_handle::{HandleConsumer, HandlePublished, PublishWait, QueueHandle};
+pub use queue_handle::{HandleConsumer, HandlePublished, Outcome, PublishWait, QueueHandle};
 pub use vhost::{MAX_MESSAGE_BYTES, Vhost};
 
 /// Why a messaging operation was refused. Front-ends map these to their

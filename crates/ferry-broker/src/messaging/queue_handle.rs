@@ -49,8 +49,9 @@ pub enum HandleConsumer {
 pub enum PublishWait {
     /// The local queue's offset reaching disk (or the ISR).
     Local(Arc<Queue>, u64),
-    /// The forwarding pipeline's answer.
-    Forwarded(tokio::sync::oneshot::Receiver<bool>),
+    /// The quorum client's answer (its forwarding pipeline's, or the
+    /// local leader's high watermark).
+    Forwarded(Outcome),
     /// A delayed message's offset in its vhost's node-local delay store
     /// reaching disk.
     Delayed(std::sync::Weak<Vhost>, u64),
@@ -68,28 +69,69 @@ impl PublishWait {
                 None => done(false),
             },
             PublishWait::Done(ok) => done(ok),
-            PublishWait::Forwarded(rx) => {
-                let wait = async move { done(matches!(rx.await, Ok(true))) };
-                match tokio::runtime::Handle::try_current() {
-                    Ok(h) => {
-                        h.spawn(wait);
-                    }
-                    Err(_) => {
-                        let _ = std::thread::Builder::new()
-                            .name("ferry-forward-confirm".into())
-                            .spawn(move || futures_lite_block_on(wait));
-                    }
-                }
-            }
+            PublishWait::Forwarded(outcome) => outcome.on_done(done),
         }
     }
 }
 
-/// Runs `f` to completion on a throwaway current-thread runtime (a caller
-/// with no runtime at all: tests).
-fn futures_lite_block_on(f: impl std::future::Future<Output = ()>) {
-    if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        rt.block_on(f);
+/// A publish's outcome, handed from whoever learns it to whoever waits
+/// for it by the one that comes second, on its own thread: no task and no
+/// channel per publish, and a high watermark that releases many publishes
+/// confirms them in one burst (`ferry_util::batch`).
+pub struct Outcome(Arc<std::sync::Mutex<OutcomeState>>);
+
+enum OutcomeState {
+    Open,
+    Known(bool),
+    Wanted(Box<dyn FnOnce(bool) + Send>),
+    Given,
+}
+
+/// The side of an [`Outcome`] that learns it; dropped unused: `false`
+/// (the publish is nacked, as a dropped channel was before).
+struct Resolver(Arc<std::sync::Mutex<OutcomeState>>);
+
+impl Outcome {
+    /// An outcome, and the [`Done`] that gives it.
+    fn new() -> (Outcome, Done) {
+        let state = Arc::new(std::sync::Mutex::new(OutcomeState::Open));
+        let resolver = Resolver(state.clone());
+        (Outcome(state), Box::new(move |ok| resolver.give(ok)))
+    }
+
+    /// Calls `done` with the outcome, now if known.
+    pub fn on_done(self, done: impl FnOnce(bool) + Send + 'static) {
+        let mut s = ferry_util::sync::lock(&self.0);
+        match std::mem::replace(&mut *s, OutcomeState::Given) {
+            OutcomeState::Known(ok) => {
+                drop(s);
+                done(ok);
+            }
+            OutcomeState::Open => *s = OutcomeState::Wanted(Box::new(done)),
+            // Only one `on_done` per outcome (it takes `self`).
+            OutcomeState::Wanted(_) | OutcomeState::Given => {}
+        }
+    }
+}
+
+impl Resolver {
+    fn give(&self, ok: bool) {
+        let mut s = ferry_util::sync::lock(&self.0);
+        match std::mem::replace(&mut *s, OutcomeState::Given) {
+            OutcomeState::Open => *s = OutcomeState::Known(ok),
+            OutcomeState::Wanted(done) => {
+                drop(s);
+                done(ok);
+            }
+            // Given once already (`give` and then the drop).
+            known @ (OutcomeState::Known(_) | OutcomeState::Given) => *s = known,
+        }
+    }
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        self.give(false);
     }
 }
 
@@ -153,13 +195,10 @@ impl QueueHandle {
         let stored = match self {
             QueueHandle::Local(q) => q.publish(m).map(|p| local(q.clone(), p)).map_err(MessagingError::from),
             QueueHandle::Quorum(c) => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let done: Done = Box::new(move |ok| {
-                    let _ = tx.send(ok);
-                });
+                let (outcome, done) = Outcome::new();
                 c.publish(m, Some(done)).map(|p| match p {
                     Some((q, p)) => local(q, p),
-                    None => HandlePublished::Stored(PublishWait::Forwarded(rx)),
+                    None => HandlePublished::Stored(PublishWait::Forwarded(outcome)),
                 })
             }
         };

@@ -138,6 +138,23 @@ pub fn encode_all(ms: &[Message], timestamp: i64) -> Result<Vec<u8>> {
     records::build_batch(&records, Compression::None, -1, -1, -1).map_err(|e| BrokerError::InvalidRecord(e.to_string()))
 }
 
+/// [`encode_all`], each record carrying its publisher id (`tags`, one per
+/// message, as [`encode_tagged`]): a forwarded batch, one append.
+pub fn encode_all_tagged(ms: &[&Message], tags: &[String], timestamp: i64) -> Result<Vec<u8>> {
+    let texts = ms.iter().map(|m| Texts::of(m)).collect::<Result<Vec<_>>>()?;
+    let records: Vec<NewRecord<'_>> = ms
+        .iter()
+        .zip(&texts)
+        .zip(tags)
+        .map(|((m, t), tag)| {
+            let mut record = t.record(m, timestamp);
+            record.headers.push((H_PUBLISH.as_bytes(), Some(tag.as_bytes())));
+            record
+        })
+        .collect();
+    records::build_batch(&records, Compression::None, -1, -1, -1).map_err(|e| BrokerError::InvalidRecord(e.to_string()))
+}
+
 /// What a message's record headers borrow beside the message itself.
 struct Texts {
     expires: Option<String>,

@@ -167,31 +167,49 @@ impl Broker {
         // than missing what it finds.
         let mut ids = lock(&entry);
         ids.cover(q, resent)?;
-        let mut out = Stored { stored: Vec::with_capacity(msgs.len()), wait: None };
-        let mut held = false;
-        for (m, seq) in msgs {
-            if ids.sessions.get(session).is_some_and(|s| s.contains(*seq)) {
-                out.stored.push(true);
-                held = true;
+        let held_before = |seq: u64| ids.sessions.get(session).is_some_and(|s| s.contains(seq));
+        let stored_before: Vec<bool> = msgs.iter().map(|(_, seq)| held_before(*seq)).collect();
+        let held = stored_before.contains(&true);
+        let fresh: Vec<&(Message, u64)> =
+            msgs.iter().zip(&stored_before).filter(|(_, h)| !**h).map(|(m, _)| m).collect();
+        let mut out = Stored { stored: stored_before, wait: None };
+        // Several new ones: one append for all (a forwarded batch).
+        if fresh.len() > 1 {
+            let ms: Vec<&Message> = fresh.iter().map(|(m, _)| m).collect();
+            let tags: Vec<String> = fresh.iter().map(|(_, seq)| tag(session, *seq)).collect();
+            if let Some(first) = q.publish_tagged_batch(&ms, &tags)? {
+                let s = ids.sessions.entry(session.to_string()).or_default();
+                fresh.iter().for_each(|(_, seq)| s.insert(*seq));
+                out.stored = vec![true; msgs.len()];
+                out.wait = Some(first + fresh.len() as u64 - 1);
+                return Ok(finish(q, out, held));
+            }
+        }
+        for (i, (m, seq)) in msgs.iter().enumerate() {
+            if out.stored[i] {
                 continue;
             }
             match q.publish_tagged(m, Some(&tag(session, *seq)))? {
                 Published::Stored(offset) => {
                     ids.sessions.entry(session.to_string()).or_default().insert(*seq);
-                    out.stored.push(true);
+                    out.stored[i] = true;
                     out.wait = Some(offset);
                 }
-                Published::Rejected => out.stored.push(false),
+                Published::Rejected => {}
             }
         }
-        if held {
-            // Stored before, somewhere below the log's end: safe once that
-            // is committed.
-            let end = q.log().next_offset().saturating_sub(1);
-            out.wait = Some(out.wait.map_or(end, |w| w.max(end)));
-        }
-        Ok(out)
+        Ok(finish(q, out, held))
     }
+}
+
+/// `out`, waiting also for the log's end if some messages were `held`
+/// (stored before, somewhere below it: safe once that is committed).
+fn finish(q: &Queue, mut out: Stored, held: bool) -> Stored {
+    if held {
+        let end = q.log().next_offset().saturating_sub(1);
+        out.wait = Some(out.wait.map_or(end, |w| w.max(end)));
+    }
+    out
 }
 
 #[cfg(test)]

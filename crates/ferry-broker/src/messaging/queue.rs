@@ -364,6 +364,22 @@ impl Queue {
         Ok(Published::Stored(offset))
     }
 
+    /// Appends `ms`, each with its publisher id (`tags`), as one record
+    /// batch: one append and one flush request for a forwarded batch.
+    /// Returns the first one's offset (the rest follow it), or `None`
+    /// when the queue takes them one at a time (length limits,
+    /// priorities: [`Queue::publish_tagged`]) or they are too large
+    /// together.
+    pub(crate) fn publish_tagged_batch(&self, ms: &[&Message], tags: &[String]) -> Result<Option<u64>> {
+        let bytes: usize = ms.iter().map(|m| m.body.len()).sum();
+        if self.args.limited() || self.args.max_priority.is_some() || bytes > BATCH_BYTES {
+            return Ok(None);
+        }
+        let offset = self.append(&message::encode_all_tagged(ms, tags, now_ms())?)?;
+        ms.iter().for_each(|_| self.stats.published());
+        Ok(Some(offset))
+    }
+
     /// Appends `ms` as few record batches (one per [`BATCH_BYTES`] of
     /// bodies: one append and one flush request for many messages, a
     /// front-end's group commit); returns the last one's offset. A queue

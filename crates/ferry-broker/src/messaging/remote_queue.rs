@@ -15,16 +15,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use bytes::Bytes;
 use ferry_util::sync::lock;
 
 use crate::broker::Broker;
 use crate::messaging::message::{self, Message, StoredMessage};
 use crate::messaging::publish_ids::Stored;
 use crate::messaging::queue::{Delivery, Published, Queue};
-use crate::metadata::{PeerError, PeerReply, PeerRequest, QueueKind, Resent, WireDelivery};
+use crate::metadata::{Blob, PeerError, PeerReply, PeerRequest, QueueKind, Resent, WireDelivery};
 use uuid::Uuid;
 
 /// A forwarding node silent this long loses its deliveries to the queue.
@@ -94,25 +91,20 @@ pub(crate) fn encode_delivery(d: &Delivery) -> crate::Result<WireDelivery> {
         offset: d.message.offset,
         redelivered: d.redelivered,
         count: d.delivery_count,
-        batch: B64.encode(batch),
+        batch: Blob::from(batch),
     })
 }
 
 /// A delivery back from the wire.
 pub(crate) fn decode_delivery(w: &WireDelivery) -> Option<Delivery> {
-    let bytes = B64.decode(&w.batch).ok()?;
-    let mut m = message::decode_batches(&Bytes::from(bytes)).ok()?.into_iter().next()?;
+    let mut m = message::decode_batches(w.batch.bytes()).ok()?.into_iter().next()?;
     m.offset = w.offset;
     Some(Delivery { message: m, redelivered: w.redelivered, delivery_count: w.count })
 }
 
-/// Messages for the wire: one record batch, base64.
-pub(crate) fn encode_messages(ms: &[Message]) -> crate::Result<String> {
-    Ok(B64.encode(message::encode_all(ms, ferry_util::time::now_ms())?))
-}
-
-fn failed(e: impl std::fmt::Display) -> PeerError {
-    PeerError::Failed(e.to_string())
+/// Messages for the wire: one record batch.
+pub(crate) fn encode_messages(ms: &[Message]) -> crate::Result<Blob> {
+    Ok(Blob::from(message::encode_all(ms, ferry_util::time::now_ms())?))
 }
 
 /// Waits (bounded) for a completion callback's answer.
@@ -391,8 +383,7 @@ impl Broker {
                     // leadership: they are sent again first (order).
                     return Err(PeerError::NotLeaderOrFollower);
                 }
-                let bytes = B64.decode(batch).map_err(failed)?;
-                let msgs = message::decode_batches(&Bytes::from(bytes)).map_err(PeerError::from)?;
+                let msgs = message::decode_batches(batch.bytes()).map_err(PeerError::from)?;
                 let id = id.map(|(session, _)| (session, resent));
                 let Stored { stored, wait } = self.store_forwarded(&vhost, &queue, &q, id, seqs, msgs)?;
                 if pipelined {
@@ -662,6 +653,23 @@ pub(super) mod tests {
         };
         assert_eq!(stored(&broker, other, "another session").await, [true]);
         assert_eq!(bodies(&broker), ["m0", "m1", "m2", "m3"], "each message stored once across the takeover");
+    }
+
+    /// A forwarded batch is one append (one record batch in the log, each
+    /// record with its publisher id); a retry whose first messages the
+    /// log holds appends only the rest, again as one batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_forwarded_batch_is_one_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, _controller) = leading_orders(&dir).await;
+        assert_eq!(stored(&broker, publish(0, 5, Some(vec![0, 1, 2, 3, 4])), "five").await, [true; 5]);
+        assert_eq!(stored(&broker, publish(0, 8, Some((0..8).collect())), "retry and three").await, [true; 8]);
+        let q = broker.quorum_queue("/", "orders").unwrap();
+        let bytes = q.log().read(0, 1 << 20).unwrap().expect("the log's records").to_vec().unwrap();
+        let batches = ferry_records::batch::split(&bytes).unwrap();
+        let counts: Vec<u32> = batches.iter().map(|(h, _)| h.records_count).collect();
+        assert_eq!(counts, [5, 3], "one batch per forwarded batch");
+        assert_eq!(bodies(&broker), ["m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7"]);
     }
 }
 

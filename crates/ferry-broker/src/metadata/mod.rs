@@ -12,6 +12,7 @@ mod election;
 mod image;
 mod mqtt;
 mod peer;
+mod peer_blobs;
 mod reassignment;
 mod record;
 mod security;
@@ -31,6 +32,7 @@ pub use mqtt::{
     Qos2State, RetainedMessage, WillDef, mqtt_change,
 };
 pub use peer::{PeerError, PeerReply, PeerRequest, Resent, WireDelivery};
+pub use peer_blobs::{Blob, BlobCount};
 pub use reassignment::{complete as complete_reassignment, complete_all as complete_reassignments, reassign};
 pub use record::MetadataRecord;
 pub use security::security_change;

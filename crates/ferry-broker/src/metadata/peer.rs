@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::peer_blobs::Blob;
 use crate::error::BrokerError;
 
 /// A call on the node leading a partition.
@@ -85,8 +86,10 @@ pub enum PeerRequest {
         vhost: String,
         /// Queue name.
         queue: String,
-        /// The messages, one record batch (`messaging::message::encode_all`), base64.
-        batch: String,
+        /// The messages, one record batch (`messaging::message::encode_all`):
+        /// base64 in JSON, raw bytes beside it between nodes that can
+        /// (`peer_blobs`).
+        batch: Blob,
         /// The forwarding client's (session, batch number), the same in
         /// every retry of the batch.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -287,8 +290,9 @@ pub struct WireDelivery {
     pub redelivered: bool,
     /// Deliveries so far, this one included.
     pub count: u32,
-    /// The message as a one-record batch (`messaging::message::encode`), base64.
-    pub batch: String,
+    /// The message as a one-record batch (`messaging::message::encode`):
+    /// base64 in JSON, raw bytes beside it between nodes that can.
+    pub batch: Blob,
 }
 
 /// Why a peer did not carry out a call; serializable, and mapped back to a

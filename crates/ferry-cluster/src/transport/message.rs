@@ -1,8 +1,12 @@
 //! What travels in frames. A request frame's kind names its payload and
 //! its body is `{"from": node id, "quorum": fingerprint, "body": payload}`;
 //! the response has the request's kind with the high bit set (or
-//! [`REFUSED`]) and the answer as its body.
+//! [`REFUSED`]) and the answer as its body. A peer call to a node that
+//! speaks it ([`Pong::binary_peer`]) goes as [`PEER_BINARY`]: the same
+//! JSON with the call's binary payloads raw after it (`peer_body`), and
+//! is answered the same way.
 
+use bytes::Bytes;
 use ferry_broker::metadata::{
     ControllerReply, ControllerRequest, MetadataError, NodeInfo, PeerError, PeerReply, PeerRequest,
 };
@@ -16,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::frame::Frame;
+use super::peer_body;
 use crate::raft::TypeConfig;
 use crate::replication::{
     Chunk, EpochAnswer, EpochQuery, ReplicaFetchRequest, ReplicaFetchResponse, decode_fetch_response,
@@ -32,6 +37,8 @@ const REPLICA_FETCH: u8 = 7;
 const EPOCH_END: u8 = 8;
 const PEER: u8 = 9;
 const PING: u8 = 10;
+/// A peer call with its payloads raw after the JSON (`peer_body`).
+const PEER_BINARY: u8 = 11;
 /// Set on the kind of a response.
 const RESPONSE: u8 = 0x80;
 /// The kind of a refusal (another quorum, or a request that cannot be read).
@@ -92,6 +99,10 @@ pub struct Pong {
     pub node: i32,
     /// Its incarnation (the process).
     pub incarnation: Uuid,
+    /// It reads peer calls with raw payloads ([`PEER_BINARY`]); absent
+    /// (false) from nodes that predate them, which get JSON.
+    #[serde(default)]
+    pub binary_peer: bool,
 }
 
 /// A request the quorum leader carried out: its reply and the log index
@@ -160,12 +171,26 @@ fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
     serde_json::to_vec(value).map_err(|e| e.to_string())
 }
 
-/// The frame carrying `request` from node `from` of quorum `quorum`.
-pub fn encode_request(correlation: u64, from: i32, quorum: &str, request: &Request) -> Result<Frame, String> {
+/// The frame carrying `request` from node `from` of quorum `quorum`; a
+/// peer call as [`PEER_BINARY`] if `binary` (the peer reads it).
+pub fn encode_request(
+    correlation: u64,
+    from: i32,
+    quorum: &str,
+    request: &Request,
+    binary: bool,
+) -> Result<Frame, String> {
     fn env<T: Serialize>(from: i32, quorum: &str, body: &T) -> Result<Vec<u8>, String> {
         json(&EnvelopeOut { from, quorum, body })
     }
     let (kind, body) = match request {
+        Request::Peer(r) if binary => {
+            // Cloned to take the payloads out: they are `Bytes`, so only
+            // reference counts are copied.
+            let mut r = r.clone();
+            let blobs = r.take_blobs();
+            (PEER_BINARY, peer_body::encode(&EnvelopeOut { from, quorum, body: &r }, &blobs)?)
+        }
         Request::AppendEntries(r) => (APPEND_ENTRIES, env(from, quorum, r)?),
         Request::Vote(r) => (VOTE, env(from, quorum, r)?),
         Request::InstallSnapshot(r) => (INSTALL_SNAPSHOT, env(from, quorum, r)?),
@@ -197,14 +222,34 @@ pub fn decode_request(frame: &Frame) -> Result<(i32, String, Request), String> {
         REPLICA_FETCH => env(body, Request::ReplicaFetch),
         EPOCH_END => env(body, Request::EpochEnd),
         PEER => env(body, Request::Peer),
+        PEER_BINARY => {
+            let (json, blobs) = peer_body::decode(Bytes::copy_from_slice(body))?;
+            let (from, quorum, mut request) = env::<ferry_broker::metadata::PeerRequest>(&json, Request::Peer)?;
+            if let Request::Peer(r) = &mut request {
+                r.put_blobs(blobs).map_err(|e| e.to_string())?;
+            }
+            Ok((from, quorum, request))
+        }
         PING => env(body, |()| Request::Ping),
         kind => Err(format!("unknown request kind {kind}")),
     }
 }
 
-/// The frame answering request `correlation` with `response`.
-pub fn encode_response(correlation: u64, response: &Response) -> Result<Frame, String> {
+/// Whether a request frame is answered in the binary peer form (it came
+/// in it).
+pub fn answers_binary(frame: &Frame) -> bool {
+    frame.kind == PEER_BINARY
+}
+
+/// The frame answering request `correlation` with `response`; a peer
+/// answer in the binary form if `binary` (the request came in it).
+pub fn encode_response(correlation: u64, response: &Response, binary: bool) -> Result<Frame, String> {
     let (kind, body) = match response {
+        Response::Peer(r) if binary => {
+            let mut r = r.clone();
+            let blobs = r.as_mut().map(PeerReply::take_blobs).unwrap_or_default();
+            (PEER_BINARY | RESPONSE, peer_body::encode(&r, &blobs)?)
+        }
         Response::AppendEntries(r) => (APPEND_ENTRIES | RESPONSE, json(r)?),
         Response::Vote(r) => (VOTE | RESPONSE, json(r)?),
         Response::InstallSnapshot(r) => (INSTALL_SNAPSHOT | RESPONSE, json(r)?),
@@ -224,9 +269,13 @@ pub fn encode_response(correlation: u64, response: &Response) -> Result<Frame, S
 /// ready to write, the length prefix included: a replica fetch's records
 /// stay file ranges (sent with `sendfile`, never copied into memory).
 /// `Ok(None)` if it is too large for one frame.
-pub fn encode_response_chunks(correlation: u64, response: &Response) -> Result<Option<Vec<Chunk>>, String> {
+pub fn encode_response_chunks(
+    correlation: u64,
+    response: &Response,
+    binary: bool,
+) -> Result<Option<Vec<Chunk>>, String> {
     let Response::ReplicaFetch(r) = response else {
-        return Ok(encode_response(correlation, response)?.encode().map(|b| vec![Chunk::Bytes(b)]));
+        return Ok(encode_response(correlation, response, binary)?.encode().map(|b| vec![Chunk::Bytes(b)]));
     };
     let body = encode_fetch_response_chunks(r)?;
     let total: usize = body.iter().map(Chunk::len).sum();
@@ -262,6 +311,16 @@ pub fn decode_response(frame: &Frame) -> Result<Response, String> {
         k if k == REPLICA_FETCH | RESPONSE => decode_fetch_response(body).map(Response::ReplicaFetch),
         k if k == EPOCH_END | RESPONSE => de(body, Response::EpochEnd),
         k if k == PEER | RESPONSE => de(body, Response::Peer),
+        k if k == PEER_BINARY | RESPONSE => {
+            let (json, blobs) = peer_body::decode(Bytes::copy_from_slice(body))?;
+            let mut answer: Result<PeerReply, PeerError> = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
+            match &mut answer {
+                Ok(reply) => reply.put_blobs(blobs).map_err(|e| e.to_string())?,
+                Err(_) if blobs.is_empty() => {}
+                Err(_) => return Err("payloads with a refused peer call".into()),
+            }
+            Ok(Response::Peer(answer))
+        }
         k if k == PING | RESPONSE => de(body, Response::Ping),
         REFUSED => de(body, Response::Refused),
         kind => Err(format!("unknown response kind {kind}")),
@@ -270,20 +329,22 @@ pub fn decode_response(frame: &Frame) -> Result<Response, String> {
 
 #[cfg(test)]
 mod tests {
+    use ferry_broker::metadata::{Blob, Resent, WireDelivery};
+
     use super::*;
 
     #[test]
     fn requests_and_responses_round_trip_through_frames() {
         let hb = HeartbeatRequest { node: 3, incarnation: Uuid::new_v4() };
-        let frame = encode_request(9, 3, "1@a:1", &Request::Heartbeat(hb.clone())).unwrap();
+        let frame = encode_request(9, 3, "1@a:1", &Request::Heartbeat(hb.clone()), false).unwrap();
         let (from, quorum, request) = decode_request(&frame).unwrap();
         assert_eq!((from, quorum.as_str()), (3, "1@a:1"));
         assert!(matches!(request, Request::Heartbeat(h) if h == hb));
         let fwd = Forwarded { reply: ControllerReply::Done, index: 12 };
-        let frame = encode_response(9, &Response::Forward(Ok(fwd.clone()))).unwrap();
+        let frame = encode_response(9, &Response::Forward(Ok(fwd.clone())), false).unwrap();
         assert!(matches!(decode_response(&frame).unwrap(), Response::Forward(Ok(f)) if f == fwd));
         let refused = MetadataError::QuorumMismatch("x".into());
-        let frame = encode_response(1, &Response::Refused(refused.clone())).unwrap();
+        let frame = encode_response(1, &Response::Refused(refused.clone()), false).unwrap();
         assert!(matches!(decode_response(&frame).unwrap(), Response::Refused(e) if e == refused));
         // A registration names the previous incarnation; a body without
         // one (a first start) reads as none.
@@ -296,21 +357,109 @@ mod tests {
             fenced: false,
         };
         let reg = Registration { node: node.clone(), previous: Some(Uuid::from_u128(8)) };
-        let frame = encode_request(3, 2, "q", &Request::Register(reg.clone())).unwrap();
+        let frame = encode_request(3, 2, "q", &Request::Register(reg.clone()), false).unwrap();
         assert!(matches!(decode_request(&frame).unwrap().2, Request::Register(r) if r == reg));
         let bare = serde_json::json!({"from": 2, "quorum": "q", "body": node});
         let frame = Frame { kind: REGISTER, correlation: 4, body: serde_json::to_vec(&bare).unwrap() };
         assert!(
             matches!(decode_request(&frame).unwrap().2, Request::Register(r) if r.previous.is_none() && r.node == node)
         );
-        let frame = encode_request(5, 2, "q", &Request::Ping).unwrap();
+        let frame = encode_request(5, 2, "q", &Request::Ping, true).unwrap();
         assert!(matches!(decode_request(&frame).unwrap(), (2, _, Request::Ping)));
-        let pong = Pong { node: 2, incarnation: Uuid::from_u128(7) };
-        let frame = encode_response(5, &Response::Ping(pong.clone())).unwrap();
+        let pong = Pong { node: 2, incarnation: Uuid::from_u128(7), binary_peer: true };
+        let frame = encode_response(5, &Response::Ping(pong.clone()), false).unwrap();
         assert!(matches!(decode_response(&frame).unwrap(), Response::Ping(p) if p == pong));
+        // An older node's pong does not say: it reads JSON only.
+        let old = serde_json::json!({"node": 2, "incarnation": Uuid::from_u128(7)});
+        let frame = Frame { kind: PING | RESPONSE, correlation: 5, body: serde_json::to_vec(&old).unwrap() };
+        assert!(matches!(decode_response(&frame).unwrap(), Response::Ping(p) if !p.binary_peer));
         // Unknown kinds and bodies of the wrong shape are errors, not panics.
         assert!(decode_request(&Frame { kind: 0x42, correlation: 1, body: b"{}".to_vec() }).is_err());
         assert!(decode_request(&Frame { kind: VOTE, correlation: 1, body: b"[1,2".to_vec() }).is_err());
         assert!(decode_response(&Frame { kind: VOTE, correlation: 1, body: b"null".to_vec() }).is_err());
+    }
+
+    fn forwarded_publish() -> PeerRequest {
+        PeerRequest::QueuePublish {
+            vhost: "/".into(),
+            queue: "q".into(),
+            batch: Blob::from(b"\x00raw \xffrecords".to_vec()),
+            id: Some(("2-s".into(), 4)),
+            seqs: vec![4],
+            pipelined: true,
+            after: Some(9),
+            resent: Resent::No,
+        }
+    }
+
+    /// A peer call and its answer round-trip in both forms; the binary
+    /// form carries the payloads raw (no base64 in the frame), and a
+    /// JSON call from an older node is still read and answered as JSON.
+    #[test]
+    fn peer_calls_round_trip_in_the_binary_form_and_as_json() {
+        let call = forwarded_publish();
+        for binary in [true, false] {
+            let frame = encode_request(7, 2, "q", &Request::Peer(call.clone()), binary).unwrap();
+            assert_eq!(answers_binary(&frame), binary);
+            let raw_in_frame = frame.body.windows(b"raw \xff".len()).any(|w| w == b"raw \xff");
+            assert_eq!(raw_in_frame, binary, "payload raw only in the binary form");
+            assert!(matches!(decode_request(&frame).unwrap(), (2, _, Request::Peer(r)) if r == call));
+        }
+        let delivery =
+            |b: &[u8]| WireDelivery { offset: 3, redelivered: true, count: 2, batch: Blob::from(b.to_vec()) };
+        let answers = [
+            Ok(PeerReply::QueueDeliveries {
+                deliveries: vec![delivery(b"one"), delivery(b"")],
+                ready: 1,
+                consumers: 2,
+            }),
+            Ok(PeerReply::Done),
+            Err(PeerError::NotLeaderOrFollower),
+        ];
+        for answer in answers {
+            for binary in [true, false] {
+                let frame = encode_response(7, &Response::Peer(answer.clone()), binary).unwrap();
+                assert!(matches!(decode_response(&frame).unwrap(), Response::Peer(a) if a == answer));
+            }
+        }
+    }
+
+    /// A truncated or garbled binary peer frame, or one whose payloads do
+    /// not fit its call, is an error (the connection closes), never a panic.
+    #[test]
+    fn bad_binary_peer_frames_are_errors() {
+        let frame = encode_request(7, 2, "q", &Request::Peer(forwarded_publish()), true).unwrap();
+        for cut in 0..frame.body.len() {
+            let bad = Frame { body: frame.body[..cut].to_vec(), ..frame.clone() };
+            assert!(decode_request(&bad).is_err(), "cut at {cut}");
+        }
+        let mut seed = 0x2545_f491_u32;
+        for _ in 0..2000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            let mut bad = frame.clone();
+            let at = seed as usize % bad.body.len();
+            bad.body[at] ^= (seed >> 8) as u8 | 1;
+            let _ = decode_request(&bad);
+        }
+        // Two payloads for a publish (one place), none for a take's answer
+        // with a delivery, payloads with a refusal: errors.
+        let mut call = forwarded_publish();
+        let mut blobs = call.take_blobs();
+        blobs.push(Bytes::from_static(b"extra"));
+        let env = EnvelopeOut { from: 2, quorum: "q", body: &call };
+        let body = peer_body::encode(&env, &blobs).unwrap();
+        assert!(decode_request(&Frame { kind: PEER_BINARY, correlation: 1, body }).is_err());
+        let mut reply = Ok::<_, PeerError>(PeerReply::QueueDeliveries {
+            deliveries: vec![WireDelivery { offset: 0, redelivered: false, count: 1, batch: Blob::default() }],
+            ready: 0,
+            consumers: 0,
+        });
+        let body = peer_body::encode(&reply, &[]).unwrap();
+        assert!(decode_response(&Frame { kind: PEER_BINARY | RESPONSE, correlation: 1, body }).is_err());
+        reply = Err(PeerError::NotLeaderOrFollower);
+        let body = peer_body::encode(&reply, &[Bytes::from_static(b"x")]).unwrap();
+        assert!(decode_response(&Frame { kind: PEER_BINARY | RESPONSE, correlation: 1, body }).is_err());
     }
 }

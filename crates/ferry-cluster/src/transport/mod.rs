@@ -7,6 +7,7 @@
 mod error;
 mod frame;
 mod message;
+mod peer_body;
 mod pool;
 mod server;
 #[cfg(test)]

@@ -12,7 +12,7 @@ use ferry_tls::PeerTls;
 use ferry_util::sync::lock;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OnceCell, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::error::TransportError;
@@ -27,6 +27,8 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
 
 struct Connection {
     writer: mpsc::Sender<Vec<u8>>,
+    /// Whether the peer reads binary peer calls (asked once, by a ping).
+    binary_peer: OnceCell<bool>,
     pending: Pending,
     next: AtomicU64,
     alive: Arc<AtomicBool>,
@@ -106,7 +108,14 @@ impl Connection {
             a.store(false, Ordering::Release);
             lock(&p).clear();
         });
-        Connection { writer: tx, pending, next: AtomicU64::new(1), alive, tasks: [read_task, write_task] }
+        Connection {
+            writer: tx,
+            binary_peer: OnceCell::new(),
+            pending,
+            next: AtomicU64::new(1),
+            alive,
+            tasks: [read_task, write_task],
+        }
     }
 }
 
@@ -172,22 +181,50 @@ impl Pool {
 
     /// Sends `request` to the node at `addr` and waits at most `timeout`
     /// for its response. A refusal comes back as [`TransportError::Refused`].
+    /// A peer call goes in the binary form if the peer reads it (asked
+    /// once per connection), else as JSON (a node that predates it).
     pub async fn call(&self, addr: &str, request: &Request, timeout: Duration) -> Result<Response, TransportError> {
         let conn = self.connection(addr, timeout).await?;
+        let binary = match request {
+            Request::Peer(_) => {
+                *conn
+                    .binary_peer
+                    .get_or_try_init(|| async {
+                        match self.exchange(addr, &conn, &Request::Ping, false, timeout).await? {
+                            Response::Ping(pong) => Ok::<_, TransportError>(pong.binary_peer),
+                            _ => Ok(false),
+                        }
+                    })
+                    .await?
+            }
+            _ => false,
+        };
+        self.exchange(addr, &conn, request, binary, timeout).await
+    }
+
+    /// One request and its response on `conn`.
+    async fn exchange(
+        &self,
+        addr: &str,
+        conn: &Arc<Connection>,
+        request: &Request,
+        binary: bool,
+        timeout: Duration,
+    ) -> Result<Response, TransportError> {
         let correlation = conn.next.fetch_add(1, Ordering::Relaxed);
         let protocol = |reason: String| TransportError::Protocol { addr: addr.to_string(), reason };
-        let frame = encode_request(correlation, self.from, &self.quorum, request).map_err(protocol)?;
+        let frame = encode_request(correlation, self.from, &self.quorum, request, binary).map_err(protocol)?;
         let bytes = frame.encode().ok_or_else(|| protocol("request too large for one frame".into()))?;
         let (tx, rx) = oneshot::channel();
         lock(&conn.pending).insert(correlation, tx);
         if conn.writer.send(bytes).await.is_err() {
-            self.forget(addr, &conn);
+            self.forget(addr, conn);
             return Err(TransportError::Closed(addr.to_string()));
         }
         let reply = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(frame)) => frame,
             Ok(Err(_)) => {
-                self.forget(addr, &conn);
+                self.forget(addr, conn);
                 return Err(TransportError::Closed(addr.to_string()));
             }
             Err(_) => {

@@ -18,7 +18,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::frame::read_frame;
-use super::message::{Request, Response, decode_request, encode_response_chunks};
+use super::message::{Request, Response, answers_binary, decode_request, encode_response_chunks};
 use crate::replication::Chunk;
 
 /// Requests one connection may have in flight.
@@ -144,6 +144,7 @@ async fn connection<S: Service>(stream: MaybeTls, peer: String, service: Arc<S>,
             }
         };
         peer_node = Some(from);
+        let binary = answers_binary(&frame);
         let Ok(permit) = slots.clone().acquire_owned().await else { break };
         let tx = tx.clone();
         let correlation = frame.correlation;
@@ -162,7 +163,7 @@ async fn connection<S: Service>(stream: MaybeTls, peer: String, service: Arc<S>,
                 Some(refused) => refused,
                 None => service.call(from, request).await,
             };
-            match encode_response_chunks(correlation, &response) {
+            match encode_response_chunks(correlation, &response, binary) {
                 Ok(Some(chunks)) => {
                     let _ = tx.send(chunks).await;
                 }

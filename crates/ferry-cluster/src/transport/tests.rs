@@ -166,3 +166,83 @@ fn the_quorum_fingerprint_ignores_the_order_voters_were_given_in() {
     assert_eq!(a, super::fingerprint(&[(1, "h:1".into()), (2, "h:2".into())]));
     assert_ne!(a, super::fingerprint(&[(1, "h:1".into()), (2, "h:3".into())]));
 }
+
+/// A hand-rolled node: answers pings (saying it reads binary peer calls
+/// if `binary`) and echoes a forwarded publish's batch as a delivery,
+/// recording each request frame's kind. Without `binary` it acts as a
+/// node that predates the binary form: such a frame closes the connection.
+async fn fake_node(binary: bool) -> (String, Arc<std::sync::Mutex<Vec<u8>>>) {
+    use super::frame::read_frame;
+    use super::message::{answers_binary, decode_request, encode_response};
+    use ferry_broker::metadata::{PeerReply, PeerRequest, WireDelivery};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let kinds = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = kinds.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(frame)) = read_frame(&mut stream).await {
+                    seen.lock().unwrap().push(frame.kind);
+                    if answers_binary(&frame) && !binary {
+                        return;
+                    }
+                    let response = match decode_request(&frame).unwrap().2 {
+                        Request::Ping => Response::Ping(super::Pong {
+                            node: 1,
+                            incarnation: Uuid::from_u128(1),
+                            binary_peer: binary,
+                        }),
+                        Request::Peer(PeerRequest::QueuePublish { batch, .. }) => {
+                            let delivery = WireDelivery { offset: 0, redelivered: false, count: 1, batch };
+                            Response::Peer(Ok(PeerReply::QueueDeliveries {
+                                deliveries: vec![delivery],
+                                ready: 0,
+                                consumers: 0,
+                            }))
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    };
+                    let out = encode_response(frame.correlation, &response, answers_binary(&frame)).unwrap();
+                    stream.write_all(&out.encode().unwrap()).await.unwrap();
+                }
+            });
+        }
+    });
+    (addr, kinds)
+}
+
+/// A peer call goes in the binary form to a node whose pong says it reads
+/// it, and as JSON to an older node (which would close the connection on
+/// the binary form): forwarding works across versions. The question is
+/// asked once per connection.
+#[tokio::test]
+async fn peer_calls_are_binary_only_to_nodes_that_read_them() {
+    use ferry_broker::metadata::{Blob, PeerReply, PeerRequest, Resent};
+    let publish = |n: u8| {
+        Request::Peer(PeerRequest::QueuePublish {
+            vhost: "/".into(),
+            queue: "q".into(),
+            batch: Blob::from(vec![n; 100]),
+            id: None,
+            seqs: Vec::new(),
+            pipelined: true,
+            after: None,
+            resent: Resent::No,
+        })
+    };
+    for (binary, peer_kind) in [(true, 11u8), (false, 9)] {
+        let (addr, kinds) = fake_node(binary).await;
+        let pool = Pool::new(4, QUORUM.into());
+        for n in 0..3 {
+            match pool.call(&addr, &publish(n), T).await {
+                Ok(Response::Peer(Ok(PeerReply::QueueDeliveries { deliveries, .. }))) => {
+                    assert_eq!(deliveries[0].batch.bytes()[..], [n; 100], "binary {binary}");
+                }
+                other => panic!("binary {binary}: {other:?}"),
+            }
+        }
+        assert_eq!(*kinds.lock().unwrap(), [10, peer_kind, peer_kind, peer_kind], "one ping, then peer calls");
+    }
+}

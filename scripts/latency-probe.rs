@@ -11,10 +11,16 @@
 //! that fsyncs before delivery cannot avoid: two loopback hops, one write,
 //! one fdatasync, and three blocking threads' wake-ups. Nothing else.
 //!
-//! `latency-probe [--rate 1000] [--seconds 10] [--fsync] [--dir DIR]`
+//! With `--zeroed` the file is written with zeros (and fsynced) first and
+//! the messages overwrite them in place, as Ferry's logs do at low rates
+//! (ferry-log zero_ahead.rs): fdatasync then has no new file length to
+//! write, only the data.
+//!
+//! `latency-probe [--rate 1000] [--seconds 10] [--fsync] [--zeroed] [--dir DIR]`
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -24,6 +30,7 @@ fn main() {
     let mut rate = 1000u64;
     let mut seconds = 10.0f64;
     let mut fsync = false;
+    let mut zeroed = false;
     let mut dir = std::env::temp_dir();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -31,6 +38,7 @@ fn main() {
             "--rate" => rate = args.next().and_then(|v| v.parse().ok()).expect("--rate N"),
             "--seconds" => seconds = args.next().and_then(|v| v.parse().ok()).expect("--seconds S"),
             "--fsync" => fsync = true,
+            "--zeroed" => zeroed = true,
             "--dir" => dir = args.next().expect("--dir DIR").into(),
             other => panic!("unknown argument {other}"),
         }
@@ -48,7 +56,15 @@ fn main() {
         let (mut cons, _) = lc.accept().expect("accept");
         prod.set_nodelay(true).expect("nodelay");
         cons.set_nodelay(true).expect("nodelay");
-        let mut log = OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
+        let log = OpenOptions::new().create(true).truncate(true).write(true).open(&log_path).expect("log file");
+        if zeroed {
+            let zeros = vec![0u8; 1 << 20];
+            for i in 0..(count * SIZE as u64).div_ceil(1 << 20) {
+                log.write_all_at(&zeros, i << 20).expect("zeros");
+            }
+            log.sync_all().expect("fsync zeros");
+        }
+        let mut pos = 0u64;
         let mut buf = vec![0u8; 1 << 20];
         let mut have = 0;
         loop {
@@ -61,7 +77,8 @@ fn main() {
             if whole == 0 {
                 continue;
             }
-            log.write_all(&buf[..whole]).expect("write");
+            log.write_all_at(&buf[..whole], pos).expect("write");
+            pos += whole as u64;
             if fsync {
                 log.sync_data().expect("fdatasync");
             }
@@ -115,8 +132,9 @@ fn main() {
     let pct = |q: f64| lat[((q * lat.len() as f64) as usize).min(lat.len() - 1)] as f64 / 1e6;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "probe {} {rate}/s: n {} p50 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} ms; load {}",
+        "probe {}{} {rate}/s: n {} p50 {:.3} p99 {:.3} p99.9 {:.3} max {:.3} ms; load {}",
         if fsync { "fsync" } else { "no-fsync" },
+        if zeroed { " zeroed" } else { "" },
         lat.len(),
         pct(0.5),
         pct(0.99),

@@ -98,8 +98,8 @@ pub(crate) struct Writer {
 pub(crate) struct FlushState {
     /// Durable position: (segment base, byte position).
     pub durable_pos: (u64, u64),
-    /// Bytes of the active segment the last flush made durable.
-    pub last_flush_bytes: u64,
+    /// How this log's flushes have gone lately (`crate::zero_ahead`).
+    pub pace: crate::zero_ahead::FlushPace,
 }
 
 /// The recovery checkpoint last written. Its own lock, so that writing one
@@ -490,7 +490,7 @@ impl Log {
         let before = fs.durable_pos;
         fs.durable_pos = fs.durable_pos.max((active.base, pos));
         if sync_active {
-            fs.last_flush_bytes = if before.0 == active.base { size.saturating_sub(before.1) } else { size };
+            fs.pace.note(if before.0 == active.base { size.saturating_sub(before.1) } else { size });
         }
         let pending = self.leo.load(Ordering::Acquire) > durable;
         self.dirty_since.store(if pending { ferry_util::time::now_ms_u64().max(1) } else { 0 }, Ordering::Relaxed);

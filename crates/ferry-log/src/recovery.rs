@@ -108,7 +108,7 @@ impl Log {
                 unflushed_records: 0,
                 zeros_off: false,
             }),
-            flush: Mutex::new(FlushState { durable_pos: (active.base, active.size()), last_flush_bytes: 0 }),
+            flush: Mutex::new(FlushState { durable_pos: (active.base, active.size()), pace: Default::default() }),
             checkpoint: Mutex::new(CheckpointState { last: Instant::now(), written: None, appended_at: 0 }),
             config: RwLock::new(config),
             maintenance: Mutex::new(()),

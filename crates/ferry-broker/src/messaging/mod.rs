@@ -170,7 +170,10 @@ impl Vhosts {
             loop {
                 std::thread::sleep(Duration::from_millis(5));
                 let Some(v) = weak.upgrade() else { return };
-                let now = ferry_util::time::now_ms();
+                // Due times are whole ms stamped from a clock read that
+                // dropped the fraction; a message is due once its ms has
+                // wholly passed, so it never comes before its delay.
+                let now = ferry_util::time::now_ms() - 1;
                 for vhost in v.all() {
                     vhost.fire_delayed(now);
                     vhost.fire_replicated_delays(now);

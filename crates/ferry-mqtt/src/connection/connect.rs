@@ -201,6 +201,8 @@ pub(super) async fn connect_session<W: AsyncWrite + Unpin>(
         expiry,
         keep_alive_secs: keep_alive.secs,
         held: VecDeque::new(),
+        staged: crate::hub::Staged::default(),
+        acks: Vec::new(),
     };
     let ack = Connack {
         session_present: present,

@@ -218,7 +218,8 @@ impl Conn {
         }
     }
 
-    async fn acks_durable(&self) {
+    async fn acks_durable(&mut self) {
+        self.commit_acks();
         if let Some(q) = &self.queue
             && let Err(e) = q.acks_durable().await
         {
@@ -227,12 +228,24 @@ impl Conn {
     }
 
     /// A queued message was delivered (or is dropped): its queue cursor
-    /// remembers it, whatever the order.
+    /// remembers it, whatever the order, once [`Conn::commit_acks`] runs.
     pub(super) fn acked(&mut self, offset: Option<u64>) {
-        let (Some(o), Some(q)) = (offset, &self.queue) else { return };
-        if let Err(e) = q.ack(o) {
+        if let (Some(o), Some(_)) = (offset, &self.queue) {
+            self.acks.push(o);
+        }
+    }
+
+    /// Journals the acknowledgements gathered since the last call in one
+    /// write (the connection's loop calls it once per read).
+    pub(super) fn commit_acks(&mut self) {
+        let Some(q) = &self.queue else { return };
+        if self.acks.is_empty() {
+            return;
+        }
+        if let Err(e) = q.ack(&self.acks) {
             tracing::warn!(client = %self.client_id, error = %e, "could not acknowledge in the session queue");
         }
+        self.acks.clear();
     }
 }
 

@@ -36,6 +36,7 @@ impl Conn {
     /// The connection is gone: hand unacknowledged messages back to the
     /// session and publish the will if the end was abnormal.
     pub(super) fn finish(mut self, end: End) {
+        self.commit_acks();
         // PUBRELs still awaiting PUBCOMP are sent again on reconnect.
         self.session.lock().releasing = self.released_ids();
         let unacked: Vec<Delivery> = std::mem::take(&mut self.inflight)

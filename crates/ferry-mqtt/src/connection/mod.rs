@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::codec::{Frame, ReadSize, next_frame};
-use crate::hub::{Hub, QueueReader};
+use crate::hub::{Hub, QueueReader, Staged};
 use crate::packet::{self, Packet, Version, Will, reason};
 use crate::session::{Delivery, Session};
 
@@ -118,6 +118,12 @@ struct Conn {
     keep_alive_secs: u16,
     /// PUBACK/PUBRECs held back, in the order their PUBLISHes came.
     held: VecDeque<HeldAck>,
+    /// Copies of this read's QoS 1 messages for node-local session queues,
+    /// appended once the read is handled.
+    staged: Staged,
+    /// Session queue offsets the client acknowledged in this read, journaled
+    /// together ([`Conn::commit_acks`]).
+    acks: Vec<u64>,
 }
 
 /// Runs a connection until it closes. The caller runs it inside the
@@ -188,10 +194,13 @@ pub async fn run_as<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
+        // One append per session queue for the whole read.
+        conn.staged.commit();
         if let Some(v) = stop.or_else(|| conn.release_held().err()) {
             break conn.close(&mut wr, v).await;
         }
         conn.fill();
+        conn.commit_acks();
         if !conn.out.is_empty()
             && let Err(e) = flush(&mut wr, &mut conn.out).await
         {

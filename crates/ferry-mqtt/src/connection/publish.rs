@@ -8,6 +8,9 @@
 //! reading the next PUBLISH: the PUBACK waits in `held` (in order) with the
 //! stores' completion, so the publishes of one connection share their
 //! fsyncs (group commit) instead of taking one each, one after another.
+//! The copies of one read's QoS 1 PUBLISHes for node-local session queues
+//! are staged and appended as one batch per queue once the read is handled
+//! (`Conn::commit_staged`), before anything waits for them.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -136,7 +139,14 @@ impl Conn {
             timestamp: now,
         });
         let (mut code, mut congested, mut waits) = (reason::SUCCESS, Vec::new(), Vec::new());
-        match self.hub.publish(msg) {
+        // QoS 0 and 2 must not overtake the QoS 1 messages staged before them.
+        let staged = if p.qos == 1 {
+            Some(&mut self.staged)
+        } else {
+            self.staged.commit();
+            None
+        };
+        match self.hub.publish_staged(msg, staged) {
             Ok(routed) => (congested, waits) = (routed.congested, routed.waits),
             Err(e) => {
                 tracing::warn!(client = %self.client_id, error = %e, "publish failed");
@@ -154,6 +164,7 @@ impl Conn {
                 waiting_on: congested,
             });
             while self.held.len() > MAX_UNSTORED && self.held.front().is_some_and(|h| h.stored.is_some()) {
+                self.staged.commit();
                 oldest_stored(&mut self.held).await;
                 self.release_held()?;
             }

@@ -15,6 +15,7 @@ mod retained;
 mod routing;
 mod session_queue;
 mod sessions;
+mod staged;
 mod subscriptions;
 mod wills;
 
@@ -34,6 +35,7 @@ use ferry_util::sync::lock;
 pub use routing::{Routed, Wait};
 pub use session_queue::{QueueReader, Queued, SessionQueue, Taken};
 pub use sessions::delivery_from_record;
+pub use staged::{BatchStore, Staged};
 use subscriptions::SubscriptionIndex;
 pub use subscriptions::split_shared;
 pub use wills::will_def;

@@ -16,7 +16,8 @@ use ferry_broker::{Appended, BrokerError};
 use tokio::sync::oneshot;
 
 use super::sessions::delivery_record;
-use super::{Hub, Queued};
+use super::staged::{BatchStore, Staged};
+use super::{Hub, Queued, SessionQueue};
 use crate::message::Message;
 use crate::session::{Delivery, Session, SessionState};
 
@@ -34,6 +35,8 @@ pub enum Wait {
     Replicated(oneshot::Receiver<bool>),
     /// A change to the cluster metadata (a retained message).
     Metadata(Pin<Box<dyn Future<Output = Result<(), BrokerError>> + Send>>),
+    /// A batch of staged appends to a node-local session queue.
+    Batch(Arc<BatchStore>),
 }
 
 impl Wait {
@@ -47,6 +50,7 @@ impl Wait {
                 _ => Err(BrokerError::ControllerUnavailable("session queue did not store the message".into())),
             },
             Wait::Metadata(f) => f.await,
+            Wait::Batch(b) => std::future::poll_fn(|cx| b.poll(cx)).await,
         }
     }
 }
@@ -66,6 +70,12 @@ pub struct Routed {
 impl Hub {
     /// Routes a message: retained store, subscribers, Kafka bridge rules.
     pub fn publish(&self, msg: Arc<Message>) -> Result<Routed, BrokerError> {
+        self.publish_staged(msg, None)
+    }
+
+    /// [`Hub::publish`], staging the copies for node-local session queues
+    /// in `staged` (the caller commits them before it waits).
+    pub fn publish_staged(&self, msg: Arc<Message>, mut staged: Option<&mut Staged>) -> Result<Routed, BrokerError> {
         self.sync_sessions(false);
         let mut waits = Vec::new();
         if msg.retain {
@@ -90,7 +100,7 @@ impl Hub {
                 queue_offset: None,
                 dup: false,
             };
-            if let Some(w) = self.enqueue(&t.session, d)? {
+            if let Some(w) = self.enqueue_staged(&t.session, d, staged.as_deref_mut())? {
                 waits.push(w);
             }
             if msg.origin.as_deref() != Some(&*t.session.client_id) && self.is_congested(&t.session.lock(), high) {
@@ -128,11 +138,30 @@ impl Hub {
     /// everything for a session that ends with its connection, stay in
     /// memory, for a connected session only.
     pub fn enqueue(&self, session: &Arc<Session>, d: Delivery) -> Result<Option<Wait>, BrokerError> {
+        self.enqueue_staged(session, d, None)
+    }
+
+    /// [`Hub::enqueue`], staging a copy for a node-local session queue in
+    /// `staged` if given.
+    fn enqueue_staged(
+        &self,
+        session: &Arc<Session>,
+        d: Delivery,
+        staged: Option<&mut Staged>,
+    ) -> Result<Option<Wait>, BrokerError> {
         let mut st = session.lock();
         let limit = self.config.max_queued_messages;
         if d.qos > 0 && st.expiry > 0 {
             let q = self.queue_of(&mut st)?;
             let wake = st.online.is_some().then(|| session.clone());
+            if let (Some(staged), SessionQueue::Local(local)) = (staged, &q) {
+                let store = staged.stage(local, delivery_record(&d), limit, wake);
+                if store.is_none() {
+                    st.dropped += 1;
+                    self.stats.dropped();
+                }
+                return Ok(store.map(Wait::Batch));
+            }
             return Ok(match q.push(&[delivery_record(&d)], limit, wake)?.pop() {
                 Some(Queued::Stored(w)) => Some(w),
                 Some(Queued::Full) | None => {

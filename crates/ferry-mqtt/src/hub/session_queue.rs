@@ -176,12 +176,12 @@ impl QueueReader {
         }
     }
 
-    /// The client has the message at `offset` (or it is dropped).
-    pub fn ack(&self, offset: u64) -> Result<(), BrokerError> {
+    /// The client has the messages at `offsets` (or they are dropped).
+    pub fn ack(&self, offsets: &[u64]) -> Result<(), BrokerError> {
         match self {
-            QueueReader::Local(q) => q.ack(offset),
+            QueueReader::Local(q) => q.ack_all(offsets),
             QueueReader::Replicated(f) => {
-                f.client.settle(&[offset], &[], &[]);
+                f.client.settle(offsets, &[], &[]);
                 Ok(())
             }
         }

@@ -82,16 +82,26 @@ mod tests {
         MetadataRecord, PeerFuture, PeerRequest, QueueType,
     };
 
+    /// What goes wrong on node 2's link to node 1.
+    #[derive(Clone, Copy, Default)]
+    struct Faults {
+        /// Every take's answer is lost after the leader carried it out.
+        lose_takes: bool,
+        /// Consumer registrations are answered only after 40 s (a dead leader).
+        hang_registrations: bool,
+        /// This many cancels are lost before they reach the leader.
+        lost_cancels: usize,
+    }
+
     /// Node 2's controller: its peer calls reach node 1's broker, and a
     /// take's answer comes back only after `delay` (the take is out).
     struct Routed {
         leader: Arc<Broker>,
         delay: Duration,
         answered: Arc<Notify>,
-        /// Every take's answer is lost after the leader carried it out.
-        lose_takes: bool,
-        /// Consumer registrations are answered only after 40 s (a dead leader).
-        hang_registrations: bool,
+        faults: Faults,
+        /// Cancels lost so far.
+        cancels_lost: std::sync::atomic::AtomicUsize,
     }
 
     impl Controller for Routed {
@@ -105,8 +115,16 @@ mod tests {
 
         fn call_peer(&self, _node: i32, request: PeerRequest) -> PeerFuture {
             let (leader, delay, answered, lose) =
-                (self.leader.clone(), self.delay, self.answered.clone(), self.lose_takes);
-            let hang = self.hang_registrations && matches!(request, PeerRequest::QueueConsume { cancel: false, .. });
+                (self.leader.clone(), self.delay, self.answered.clone(), self.faults.lose_takes);
+            let hang =
+                self.faults.hang_registrations && matches!(request, PeerRequest::QueueConsume { cancel: false, .. });
+            if matches!(request, PeerRequest::QueueConsume { cancel: true, .. })
+                && self.cancels_lost.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < self.faults.lost_cancels
+            {
+                return Box::pin(async {
+                    Err(crate::metadata::PeerError::Unavailable("connection reset (test)".into()))
+                });
+            }
             Box::pin(async move {
                 if hang {
                     // Longer than the test waits for the consume.
@@ -131,7 +149,7 @@ mod tests {
     async fn two_nodes(
         dir: &tempfile::TempDir,
         delay: Duration,
-        (lose_takes, hang_registrations): (bool, bool),
+        faults: Faults,
     ) -> (Arc<Broker>, Arc<Broker>, Arc<Notify>) {
         let one = Broker::open(BrokerConfig { data_dir: dir.path().join("one"), ..Default::default() }).unwrap();
         let controller = crate::testing::install(&one);
@@ -158,13 +176,15 @@ mod tests {
         let config = BrokerConfig { data_dir: dir.path().join("two"), node_id: 2, ..Default::default() };
         let two = Broker::open(config).unwrap();
         let answered = Arc::new(Notify::new());
-        let routed = Routed { leader: one.clone(), delay, answered: answered.clone(), lose_takes, hang_registrations };
+        let routed =
+            Routed { leader: one.clone(), delay, answered: answered.clone(), faults, cancels_lost: Default::default() };
         two.set_controller(Arc::new(routed));
-        let mut image = controller.image();
+        // Both know node 2 (node 1 does not take its sessions for a dead
+        // node's).
         let mut node = controller.node("127.0.0.1:9093");
         node.id = 2;
-        image.apply_batch(image.applied_index + 1, &[MetadataRecord::RegisterNode(node)]).unwrap();
-        two.apply_image(Arc::new(image));
+        controller.apply(vec![MetadataRecord::RegisterNode(node)]).unwrap();
+        two.apply_image(Arc::new(controller.image()));
         assert!(two.quorum_queue("/", "orders").is_none(), "led by node 1, not here");
         (one, two, answered)
     }
@@ -186,7 +206,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_take_out_when_its_consumer_is_cancelled_hands_its_deliveries_back() {
         let dir = tempfile::tempdir().unwrap();
-        let (one, two, answered) = two_nodes(&dir, Duration::from_millis(500), (false, false)).await;
+        let (one, two, answered) = two_nodes(&dir, Duration::from_millis(500), Faults::default()).await;
         let q = one.quorum_queue("/", "orders").unwrap();
         let client = two.quorum_client("/", "orders");
         let consumer = client.add_consumer(false, 10).expect("a consumer");
@@ -227,7 +247,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_consumer_removed_after_a_lost_take_answer_hands_its_deliveries_back() {
         let dir = tempfile::tempdir().unwrap();
-        let (one, two, answered) = two_nodes(&dir, Duration::ZERO, (true, false)).await;
+        let (one, two, answered) =
+            two_nodes(&dir, Duration::ZERO, Faults { lose_takes: true, ..Faults::default() }).await;
         let q = one.quorum_queue("/", "orders").unwrap();
         let client = two.quorum_client("/", "orders");
         let consumer = client.add_consumer(false, 10).expect("a consumer");
@@ -257,7 +278,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_consume_does_not_wait_for_a_silent_leader() {
         let dir = tempfile::tempdir().unwrap();
-        let (one, two, _answered) = two_nodes(&dir, Duration::ZERO, (false, true)).await;
+        let (one, two, _answered) =
+            two_nodes(&dir, Duration::ZERO, Faults { hang_registrations: true, ..Faults::default() }).await;
         let client = two.quorum_client("/", "orders");
         let adding = {
             let client = client.clone();
@@ -275,6 +297,31 @@ mod tests {
             .expect("the consumer goes on");
         assert_eq!(&d.message.body[..], b"m0");
         assert_eq!(one.quorum_queue("/", "orders").unwrap().consumer_count(), 1, "registered by its take");
+    }
+
+    /// A consumer through node 2 is removed (its channel closed) and its
+    /// cancel is lost twice on the way to the leader (a torn cluster-port
+    /// connection): it is sent again until the leader has it, so the
+    /// leader stops counting the consumer (and would stop giving it an
+    /// exclusive or single-active turn) instead of keeping it while node
+    /// 2's session lives on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_cancel_is_sent_again_until_the_leader_has_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, two, _answered) =
+            two_nodes(&dir, Duration::ZERO, Faults { lost_cancels: 2, ..Faults::default() }).await;
+        let q = one.quorum_queue("/", "orders").unwrap();
+        let client = two.quorum_client("/", "orders");
+        let consumer = client.add_consumer(false, 10).expect("a consumer");
+        assert_eq!(q.consumer_count(), 1, "registered on the leader");
+        client.remove_consumer(&consumer);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while q.consumer_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the leader forgot the consumer");
     }
 
     /// Node 2's image lags: it still names node 1's earlier leader epoch
@@ -305,8 +352,8 @@ mod tests {
             leader: one.clone(),
             delay: Duration::ZERO,
             answered,
-            lose_takes: false,
-            hang_registrations: false,
+            faults: Faults::default(),
+            cancels_lost: Default::default(),
         }));
         let image_of_two = || {
             let mut image = controller.image();

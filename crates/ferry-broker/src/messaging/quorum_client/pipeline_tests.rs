@@ -29,6 +29,8 @@ pub(super) struct Faults {
     pub takeover_after: Option<usize>,
     /// Each settlement reaches the leader this late.
     pub settle_delay: Duration,
+    /// The answer of this publish call comes back this late.
+    pub slow_publish: Option<(usize, Duration)>,
 }
 
 /// Node 2's controller: its peer calls reach node 1's broker.
@@ -36,7 +38,7 @@ struct Link {
     leader: Arc<Broker>,
     controller: Arc<TestController>,
     faults: Faults,
-    publishes: AtomicUsize,
+    publishes: Arc<AtomicUsize>,
     /// ISR waits out now, and the most at once.
     commits: Arc<(AtomicUsize, AtomicUsize)>,
     /// Calls the leader refused with NotLeaderOrFollower.
@@ -66,6 +68,7 @@ impl Controller for Link {
         let (delay, lose, move_after) =
             (self.faults.commit_delay, self.faults.lose_publish, self.faults.takeover_after);
         let (settle_delay, settled) = (self.faults.settle_delay, self.settled.clone());
+        let slow = self.faults.slow_publish.filter(|(n, _)| publish == Some(*n)).map(|(_, d)| d);
         Box::pin(async move {
             if commit {
                 let out = commits.0.fetch_add(1, Ordering::SeqCst) + 1;
@@ -88,6 +91,9 @@ impl Controller for Link {
             if publish.is_some() && publish == move_after {
                 takeover(&leader, &controller, vec![leader.node_id()]);
             }
+            if let Some(delay) = slow {
+                tokio::time::sleep(delay).await;
+            }
             if publish.is_some() && publish == lose {
                 return Err(PeerError::Unavailable("connection reset (test)".into()));
             }
@@ -104,6 +110,7 @@ pub(super) struct Setup {
     commits: Arc<(AtomicUsize, AtomicUsize)>,
     refused: Arc<AtomicUsize>,
     settled: Arc<AtomicUsize>,
+    publishes: Arc<AtomicUsize>,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
@@ -117,16 +124,17 @@ pub(super) async fn setup(faults: Faults) -> Setup {
     let commits = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
     let refused = Arc::new(AtomicUsize::new(0));
     let settled = Arc::new(AtomicUsize::new(0));
+    let publishes = Arc::new(AtomicUsize::new(0));
     two.set_controller(Arc::new(Link {
         leader: leader.clone(),
         controller: controller.clone(),
         faults,
-        publishes: AtomicUsize::new(0),
+        publishes: publishes.clone(),
         commits: commits.clone(),
         refused: refused.clone(),
         settled: settled.clone(),
     }));
-    let s = Setup { leader, controller, two, commits, refused, settled, _dirs: (one_dir, dir) };
+    let s = Setup { leader, controller, two, commits, refused, settled, publishes, _dirs: (one_dir, dir) };
     s.sync_two();
     assert!(s.two.quorum_queue("/", "orders").is_none(), "led by node 1, not here");
     s
@@ -236,4 +244,44 @@ async fn a_confirm_after_an_ack_waits_for_the_ack_on_the_isr() {
     assert!(ok, "m1 confirmed");
     assert_eq!(answered, 1, "m1 confirmed before the ack made before it was answered");
     assert_eq!(bodies(&s.leader), ["m1"], "m0 acknowledged on the leader");
+}
+
+/// A batch on the ISR is confirmed while the pipeline still waits for the
+/// next batch's append answer (here 3 s late), not after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_batch_is_confirmed_while_the_next_append_is_out() {
+    let faults = Faults {
+        commit_delay: Duration::from_millis(300),
+        slow_publish: Some((1, Duration::from_secs(3))),
+        ..Faults::default()
+    };
+    let s = setup(faults).await;
+    let client = s.two.quorum_client("/", "orders");
+    let confirms = Arc::new(Mutex::new(Vec::new()));
+    let start = tokio::time::Instant::now();
+    let confirm = |i: u32| {
+        let confirms = confirms.clone();
+        Box::new(move |ok| confirms.lock().unwrap().push((i, ok, start.elapsed())))
+    };
+    assert!(client.publish(&message(0), Some(confirm(0))).unwrap().is_none(), "forwarded");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while s.publishes.load(Ordering::SeqCst) < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("m0 sent");
+    assert!(client.publish(&message(1), Some(confirm(1))).unwrap().is_none(), "forwarded");
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while confirms.lock().unwrap().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("both answered");
+    let confirms = confirms.lock().unwrap().clone();
+    assert_eq!(confirms.iter().map(|(i, ok, _)| (*i, *ok)).collect::<Vec<_>>(), [(0, true), (1, true)]);
+    assert!(confirms[0].2 < Duration::from_secs(2), "m0 confirmed before m1's append answer: {confirms:?}");
+    assert!(confirms[1].2 >= Duration::from_secs(3), "m1 after its slow answer: {confirms:?}");
+    assert_eq!(bodies(&s.leader), expected(2));
 }

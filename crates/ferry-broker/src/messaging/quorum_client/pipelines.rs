@@ -4,7 +4,7 @@
 //! settlement pipeline (kept until a leader answers; the session's
 //! heartbeat).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -24,20 +24,27 @@ const WINDOW: usize = 16;
 
 /// A batch's ISR wait: a task answering whether the leadership that
 /// appended it has it on its ISR; aborted when dropped (a rewind).
-pub(super) struct Commit(Option<JoinHandle<bool>>);
+pub(super) struct Commit {
+    task: Option<JoinHandle<bool>>,
+    /// Set by the task once the ISR has the batch, so the pipeline can
+    /// confirm it while it waits for another append's answer.
+    committed: Arc<AtomicBool>,
+}
 
 impl Commit {
     /// Nothing to wait for: `ok` already known.
     fn known(ok: bool) -> Commit {
         let task = tokio::spawn(async move { ok });
-        Commit(Some(task))
+        Commit { task: Some(task), committed: Arc::new(AtomicBool::new(ok)) }
     }
 
     /// Waits for `offset` to be on the ISR of leadership `at`, then wakes
     /// the pipeline.
     fn start(c: &Arc<QuorumClient>, at: &At, offset: u64) -> Commit {
         let (c, at) = (c.clone(), at.clone());
-        Commit(Some(tokio::spawn(async move {
+        let committed = Arc::new(AtomicBool::new(false));
+        let flag = committed.clone();
+        let task = tokio::spawn(async move {
             let ok = match at {
                 At::Local(q) => remote_queue::completion(|done| q.on_durable(offset, done)).await,
                 At::Remote { node, leadership } => {
@@ -60,17 +67,24 @@ impl Commit {
                     }
                 }
             };
+            flag.store(ok, Ordering::Release);
             c.publish_wake.notify_one();
             ok
-        })))
+        });
+        Commit { task: Some(task), committed }
     }
 
     fn is_finished(&self) -> bool {
-        self.0.as_ref().is_none_or(JoinHandle::is_finished)
+        self.task.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Known to be on the ISR.
+    fn is_committed(&self) -> bool {
+        self.committed.load(Ordering::Acquire)
     }
 
     async fn outcome(mut self) -> bool {
-        match self.0.take() {
+        match self.task.take() {
             Some(task) => task.await.unwrap_or(false),
             None => false,
         }
@@ -79,7 +93,7 @@ impl Commit {
 
 impl Drop for Commit {
     fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
+        if let Some(task) = self.task.take() {
             task.abort();
         }
     }
@@ -94,13 +108,15 @@ pub(super) async fn publisher(client: Weak<QuorumClient>) {
     loop {
         let Some(c) = client.upgrade() else { return };
         let wake = c.publish_wake.clone();
-        let woken = wake.notified();
-        tokio::pin!(woken);
+        let mut woken = Box::pin(wake.notified());
         woken.as_mut().enable();
         confirm_heads(&c, &mut window).await;
         if window.len() < WINDOW {
             let batch = next_batch(&c);
             if !batch.is_empty() {
+                // Not waiting here while sending: a wake-up then is for
+                // `send`, which confirms what the ISR has meanwhile.
+                drop(woken);
                 send(&c, &mut window, batch).await;
                 continue;
             }
@@ -130,6 +146,38 @@ async fn confirm_heads(c: &Arc<QuorumClient>, window: &mut Window<Commit>) {
             again.extend(window.rewind());
             give_back(c, again);
             return;
+        }
+    }
+}
+
+/// Confirms the window's oldest batches known to be on the ISR, in order,
+/// while the pipeline waits for another batch's append: their confirms do
+/// not wait for that answer. A failed wait is left for [`confirm_heads`]
+/// (its rewind must not pass the batch being appended).
+fn confirm_committed(c: &QuorumClient, window: &mut Window<Commit>) {
+    while window.head().is_some_and(|w| w.is_committed()) {
+        let Some(Entry { batch, stored, .. }) = window.pop() else { return };
+        let n = batch.len();
+        Entry { batch, stored, wait: () }.finish(true);
+        c.forwarding.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// `call`'s answer, confirming what the ISR has meanwhile.
+async fn answer_confirming<F: std::future::Future<Output = Result<PeerReply, PeerError>>>(
+    c: &QuorumClient,
+    window: &mut Window<Commit>,
+    call: F,
+) -> Result<PeerReply, PeerError> {
+    tokio::pin!(call);
+    loop {
+        let woken = c.publish_wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        confirm_committed(c, window);
+        tokio::select! {
+            answer = &mut call => return answer,
+            () = &mut woken => {}
         }
     }
 }
@@ -242,7 +290,7 @@ async fn send(c: &Arc<QuorumClient>, window: &mut Window<Commit>, mut batch: Vec
                     after,
                     resent,
                 };
-                match c.call(node, request).await {
+                match answer_confirming(c, window, c.call(node, request)).await {
                     Ok(PeerReply::QueueAppended { stored, wait, leadership }) => {
                         let at = At::Remote { node, leadership };
                         let wait = wait.map_or_else(|| Commit::known(true), |offset| Commit::start(c, &at, offset));

@@ -493,28 +493,31 @@ impl Broker {
     /// periodically and at shutdown so a restarted node starts where
     /// readers were.
     pub fn checkpoint_high_watermarks(&self) -> Result<()> {
-        let mut moved = false;
-        let mut open = BTreeMap::new();
         let mut partitions = Vec::new();
-        for topic in self.hosted_topics() {
-            for p in topic.partitions() {
-                let (hw, changed) = p.take_high_watermark_checkpoint();
-                moved |= changed;
-                open.insert((topic.name.clone(), p.index), hw);
-                partitions.push(p);
+        let open = || {
+            let mut moved = false;
+            let mut open = BTreeMap::new();
+            for topic in self.hosted_topics() {
+                for p in topic.partitions() {
+                    let (hw, changed) = p.take_high_watermark_checkpoint();
+                    moved |= changed;
+                    open.insert((topic.name.clone(), p.index), hw);
+                    partitions.push(p);
+                }
             }
-        }
-        if !moved {
-            return Ok(());
-        }
+            moved.then_some(open)
+        };
         // Partitions not open (yet: the image places them after start) keep
         // their entries while their log directory is there.
-        let result =
-            self.hw_checkpoints.write(open, |(topic, index)| self.topic_dir(topic).join(index.to_string()).is_dir());
-        for p in &partitions {
-            p.checkpoint_written(result.is_ok());
+        let keep = |(topic, index): &(String, i32)| self.topic_dir(topic).join(index.to_string()).is_dir();
+        let result = self.hw_checkpoints.write(open, keep);
+        if !matches!(result, Ok(false)) {
+            for p in &partitions {
+                p.checkpoint_written(result.is_ok());
+            }
         }
-        Ok(result?)
+        result?;
+        Ok(())
     }
 
     /// Snapshots producer state and high watermarks, flushes and

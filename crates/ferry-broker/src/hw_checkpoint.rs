@@ -117,17 +117,25 @@ impl Checkpoints {
         lock(&self.entries).get(&(topic.to_string(), index)).copied()
     }
 
-    /// Replaces the file with the high watermarks of the open partitions,
-    /// plus the entries of partitions not open (yet) for which `keep` holds
-    /// (their log directory is still there): one write, fsync and rename.
-    pub(crate) fn write(&self, open: BTreeMap<Key, u64>, keep: impl Fn(&Key) -> bool) -> std::io::Result<()> {
+    /// Replaces the file with the high watermarks of the open partitions
+    /// that `open` returns (`None`: none moved, nothing to write), plus the
+    /// entries of partitions not open (yet) for which `keep` holds (their
+    /// log directory is still there): one write, fsync and rename. Whether
+    /// it wrote. `open` runs under the writers' lock, so a slower writer
+    /// never replaces a newer file with the older values it read.
+    pub(crate) fn write(
+        &self,
+        open: impl FnOnce() -> Option<BTreeMap<Key, u64>>,
+        keep: impl Fn(&Key) -> bool,
+    ) -> std::io::Result<bool> {
         let mut entries = lock(&self.entries);
+        let Some(open) = open() else { return Ok(false) };
         let mut next: BTreeMap<Key, u64> =
             entries.iter().filter(|(k, _)| !open.contains_key(*k) && keep(k)).map(|(k, v)| (k.clone(), *v)).collect();
         next.extend(open);
         ferry_util::fs::write_atomic(&self.data_dir.join(FILE_NAME), render(&next).as_bytes(), true)?;
         *entries = next;
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -145,7 +153,7 @@ mod tests {
         assert_eq!(read(dir.path()), None);
         let c = Checkpoints::open(dir.path());
         let open = BTreeMap::from([(key("t", 0), 42), (key("t", 1), 0), (key("__consumer_offsets", 7), 9)]);
-        c.write(open.clone(), |_| true).unwrap();
+        c.write(|| Some(open.clone()), |_| true).unwrap();
         assert_eq!(read(dir.path()), Some(open.clone()));
         let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
         assert_eq!(text, "0\n3\n__consumer_offsets 7 9\nt 0 42\nt 1 0\n");
@@ -179,7 +187,7 @@ mod tests {
         let c = Checkpoints::open(dir.path());
         let open: BTreeMap<Key, u64> =
             (0..1000).map(|i| (key(&format!("topic-{}", i % 10), i / 10), i as u64 * 3)).collect();
-        c.write(open.clone(), |_| true).unwrap();
+        c.write(|| Some(open.clone()), |_| true).unwrap();
         assert_eq!(read(dir.path()).unwrap(), open);
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -192,11 +200,13 @@ mod tests {
     fn entries_of_partitions_not_open_are_kept_while_their_directory_is() {
         let dir = tempfile::tempdir().unwrap();
         Checkpoints::open(dir.path())
-            .write(BTreeMap::from([(key("a", 0), 5), (key("b", 0), 6), (key("c", 0), 7)]), |_| true)
+            .write(|| Some(BTreeMap::from([(key("a", 0), 5), (key("b", 0), 6), (key("c", 0), 7)])), |_| true)
             .unwrap();
         // After a restart, only a/0 opened so far; b/0 is still on disk, c/0 was trashed.
         let c = Checkpoints::open(dir.path());
-        c.write(BTreeMap::from([(key("a", 0), 8)]), |k| k.0 == "b").unwrap();
+        assert!(!c.write(|| None, |_| false).unwrap());
+        assert_eq!(read(dir.path()).unwrap().len(), 3, "nothing moved: not rewritten");
+        c.write(|| Some(BTreeMap::from([(key("a", 0), 8)])), |k| k.0 == "b").unwrap();
         assert_eq!(read(dir.path()).unwrap(), BTreeMap::from([(key("a", 0), 8), (key("b", 0), 6)]));
         assert_eq!(c.get("b", 0), Some(6));
         assert_eq!(c.get("c", 0), None);

@@ -103,6 +103,8 @@ pub struct Broker {
     found: BTreeMap<String, TopicFile>,
     /// Producer ids of a pre-cluster data directory (`producer-ids.json`).
     legacy_producer_ids: i64,
+    /// The data directory's high-watermark checkpoint (`hw_checkpoint.rs`).
+    pub(crate) hw_checkpoints: crate::hw_checkpoint::Checkpoints,
     /// Dynamic defaults of a pre-cluster data directory (`broker-config.json`).
     legacy_defaults: BTreeMap<String, String>,
     /// Broker-wide defaults, keyed by topic config name: the image's dynamic
@@ -192,6 +194,7 @@ impl Broker {
         let groups = GroupCoordinator::open(config.groups.clone())?;
         let txns = TxnCoordinator::open(config.txns.clone());
         let legacy_internal = crate::coordinator_load::legacy_logs(&config.data_dir);
+        let hw_checkpoints = crate::hw_checkpoint::Checkpoints::open(&config.data_dir);
         let broker = Arc::new(Broker {
             logs,
             groups,
@@ -203,6 +206,7 @@ impl Broker {
             topics: RwLock::new(BTreeMap::new()),
             found,
             legacy_producer_ids,
+            hw_checkpoints,
             legacy_defaults,
             dynamic: RwLock::new(BrokerDefaults { dynamic: BTreeMap::new(), fixed }),
             reconcile: Mutex::new(()),
@@ -236,8 +240,10 @@ impl Broker {
                     b.snapshot_producers();
                 }
                 // Kafka's replica.high.watermark.checkpoint.interval.ms.
-                if tick % 5 == 0 {
-                    b.checkpoint_high_watermarks();
+                if tick % 5 == 0
+                    && let Err(e) = b.checkpoint_high_watermarks()
+                {
+                    tracing::warn!(error = %e, "high-watermark checkpoint failed");
                 }
             }
         })?;
@@ -482,23 +488,45 @@ impl Broker {
         }
     }
 
-    /// Writes the high-watermark checkpoints that moved; run periodically
-    /// and at shutdown so a restarted node starts where readers were.
-    pub fn checkpoint_high_watermarks(&self) {
-        for topic in self.hosted_topics() {
-            for p in topic.partitions() {
-                if let Err(e) = p.checkpoint_high_watermark() {
-                    tracing::warn!(topic = %topic.name, partition = p.index, error = %e, "high-watermark checkpoint failed");
+    /// Writes the data directory's high-watermark checkpoint if any hosted
+    /// partition's moved (one file for all: `hw_checkpoint.rs`); run
+    /// periodically and at shutdown so a restarted node starts where
+    /// readers were.
+    pub fn checkpoint_high_watermarks(&self) -> Result<()> {
+        let mut partitions = Vec::new();
+        let open = || {
+            let mut moved = false;
+            let mut open = BTreeMap::new();
+            for topic in self.hosted_topics() {
+                for p in topic.partitions() {
+                    let (hw, changed) = p.take_high_watermark_checkpoint();
+                    moved |= changed;
+                    open.insert((topic.name.clone(), p.index), hw);
+                    partitions.push(p);
                 }
             }
+            moved.then_some(open)
+        };
+        // Partitions not open (yet: the image places them after start) keep
+        // their entries while their log directory is there.
+        let keep = |(topic, index): &(String, i32)| self.topic_dir(topic).join(index.to_string()).is_dir();
+        let result = self.hw_checkpoints.write(open, keep);
+        if !matches!(result, Ok(false)) {
+            for p in &partitions {
+                p.checkpoint_written(result.is_ok());
+            }
         }
+        result?;
+        Ok(())
     }
 
     /// Snapshots producer state and high watermarks, flushes and
     /// checkpoints every log, and stops the storage threads.
     pub fn shutdown(&self) {
         self.snapshot_producers();
-        self.checkpoint_high_watermarks();
+        if let Err(e) = self.checkpoint_high_watermarks() {
+            tracing::warn!(error = %e, "high-watermark checkpoint failed");
+        }
         self.logs.shutdown();
     }
 

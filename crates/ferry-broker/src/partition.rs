@@ -59,6 +59,7 @@ impl Partition {
         log: Arc<Log>,
         settings: Arc<RwLock<TopicSettings>>,
         producer_expiration_ms: u64,
+        hw_checkpoint: Option<u64>,
     ) -> Result<Partition> {
         let producers = ProducerStates::recover(log.dir(), &log, producer_expiration_ms)?;
         let first_unstable = producers.first_unstable_offset().unwrap_or(u64::MAX);
@@ -66,7 +67,7 @@ impl Partition {
         let first_unstable = AtomicU64::new(first_unstable);
         let waiters: Arc<Mutex<Vec<Waiter>>> = Arc::default();
         let fetchers: Arc<Mutex<Vec<Waiter>>> = Arc::default();
-        let repl = Arc::new(Replication::new(crate::hw_checkpoint::initial(&log)));
+        let repl = Arc::new(Replication::new(crate::hw_checkpoint::initial(&log, hw_checkpoint)));
         let (w, f, r, l) = (waiters.clone(), fetchers.clone(), repl.clone(), Arc::downgrade(&log));
         // Every local advance wakes readers: consumers wait for the
         // replicated high watermark (they look again), and replica fetches

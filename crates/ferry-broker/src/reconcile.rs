@@ -266,8 +266,15 @@ impl Broker {
                 write_json(&dir.join(REPLICA_FILE), &ReplicaFile { placed_index: applied_index })?;
             }
             let log = self.logs.open(&dir, log_config.clone())?;
-            let partition =
-                Partition::new(&topic.name, index, log, topic.settings.clone(), self.config.producer_id_expiration_ms)?;
+            let checkpoint = self.hw_checkpoints.get(&topic.name, index);
+            let partition = Partition::new(
+                &topic.name,
+                index,
+                log,
+                topic.settings.clone(),
+                self.config.producer_id_expiration_ms,
+                checkpoint,
+            )?;
             write(&topic.partitions).insert(index, Arc::new(partition));
             Ok(())
         };

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ferry_log::{AppendInfo, LogError, ReadSlice};
 use ferry_records::batch::BatchHeader;
@@ -70,13 +70,14 @@ pub(crate) struct Replication {
     /// acks=all appends waiting for the high watermark, by the offset after
     /// their last record.
     acks: Mutex<AckWaiters>,
-    /// The high watermark in the partition's checkpoint file (`u64::MAX`:
-    /// unknown, write one). A partition without a file starts at its log
-    /// start, which is what the missing file already says: the first
-    /// housekeeping tick after start used to write a checkpoint, two fsyncs
-    /// and a rename, for every such partition (100 internal ones included)
-    /// at once, a burst on the disk under the first seconds of traffic.
+    /// The high watermark in the data directory's checkpoint file
+    /// (`u64::MAX`: unknown, write one). A partition without an entry
+    /// starts at its log start, which is what the missing entry already
+    /// says: nothing moved, nothing to write.
     checkpointed: AtomicU64,
+    /// An older version's per-partition checkpoint file is in the log
+    /// directory, to remove once the new file holds this partition.
+    legacy_checkpoint: AtomicBool,
 }
 
 impl Replication {
@@ -84,13 +85,14 @@ impl Replication {
     /// see nothing past `hw` (the checkpointed high watermark, or the log
     /// start), with the `checkpointed` value as read; the first placement
     /// sets the role.
-    pub(crate) fn new((hw, checkpointed): (u64, Option<u64>)) -> Replication {
+    pub(crate) fn new((hw, checkpointed, legacy): (u64, Option<u64>, bool)) -> Replication {
         Replication {
             role: Mutex::new(None),
             hw: AtomicU64::new(hw),
             leader_hw: AtomicU64::new(hw),
             acks: Mutex::default(),
             checkpointed: AtomicU64::new(checkpointed.unwrap_or(hw)),
+            legacy_checkpoint: AtomicBool::new(legacy),
         }
     }
 
@@ -477,17 +479,27 @@ impl Partition {
         Ok(())
     }
 
-    /// Writes the high-watermark checkpoint if the high watermark moved
-    /// since the last one (see `hw_checkpoint.rs`).
-    pub fn checkpoint_high_watermark(&self) -> Result<()> {
+    /// The high watermark to checkpoint now, and whether it moved since the
+    /// last checkpoint (see `hw_checkpoint.rs`). It counts as written from
+    /// here on: the writer calls `checkpoint_written(false)` if it failed.
+    pub(crate) fn take_high_watermark_checkpoint(&self) -> (u64, bool) {
         let hw = self.high_watermark();
-        if self.repl.checkpointed.swap(hw, Ordering::AcqRel) == hw {
-            return Ok(());
-        }
-        crate::hw_checkpoint::write(self.log().dir(), hw).inspect_err(|_| {
+        (hw, self.repl.checkpointed.swap(hw, Ordering::AcqRel) != hw)
+    }
+
+    /// The data directory's checkpoint holding this partition was written
+    /// (`ok`: the older per-partition file can go) or failed (write again).
+    pub(crate) fn checkpoint_written(&self, ok: bool) {
+        if !ok {
             self.repl.checkpointed.store(u64::MAX, Ordering::Release);
-        })?;
-        Ok(())
+        } else if self.repl.legacy_checkpoint.swap(false, Ordering::AcqRel) {
+            let path = self.log().dir().join(crate::hw_checkpoint::LEGACY_FILE_NAME);
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "removing an old high-watermark checkpoint failed");
+            }
+        }
     }
 
     /// Follower side: truncate again before the next fetch in
@@ -889,9 +901,9 @@ mod tests {
         b.apply_image(image(Uuid::new_v4(), &[], &[]));
         let p = b.topic("t").unwrap().partition(0).unwrap();
         assert_eq!(p.high_watermark(), 0);
-        // A missing file already means "the log start": nothing to fsync.
-        p.checkpoint_high_watermark().unwrap();
-        assert!(!p.log().dir().join(crate::hw_checkpoint::FILE_NAME).exists());
+        // A missing entry already means "the log start": nothing to fsync.
+        b.checkpoint_high_watermarks().unwrap();
+        assert!(!d.path().join(crate::hw_checkpoint::FILE_NAME).exists());
     }
 
     #[tokio::test]
@@ -924,10 +936,10 @@ mod tests {
         assert_eq!(follower.high_watermark(), 3);
         assert_eq!(values(&follower), ["a", "b", "c"]);
         // Only moves are written; a damaged file counts as none.
-        follower.checkpoint_high_watermark().unwrap();
-        let path = follower.log().dir().join(crate::hw_checkpoint::FILE_NAME);
+        b2.checkpoint_high_watermarks().unwrap();
+        let path = d2.path().join(crate::hw_checkpoint::FILE_NAME);
         std::fs::write(&path, "garbage").unwrap();
-        follower.checkpoint_high_watermark().unwrap();
+        b2.checkpoint_high_watermarks().unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "garbage", "unchanged: not rewritten");
         leader.append(&one("d"), Acks::Leader).unwrap();
         leader.log().flush_to(4).unwrap();
@@ -937,8 +949,52 @@ mod tests {
         fetch(&leader, &follower, 2).unwrap();
         fetch(&leader, &follower, 2).unwrap();
         assert_eq!(follower.high_watermark(), 4);
-        follower.checkpoint_high_watermark().unwrap();
-        assert_eq!(crate::hw_checkpoint::read(follower.log().dir()), Some(4));
+        b2.checkpoint_high_watermarks().unwrap();
+        let read = crate::hw_checkpoint::read(d2.path()).unwrap();
+        assert_eq!(read.get(&("t".to_string(), 0)), Some(&4));
+        drop(b2);
+        std::fs::write(&path, "garbage").unwrap();
+        let b2 = broker(d2.path(), 2);
+        b2.apply_image(image(id, &[], &[]));
+        assert_eq!(b2.topic("t").unwrap().partition(0).unwrap().high_watermark(), 0, "damaged: the log start");
+    }
+
+    #[tokio::test]
+    async fn an_older_per_partition_checkpoint_is_read_then_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        let p_dir;
+        {
+            let b = broker(d.path(), 1);
+            b.apply_image(image_of(id, &[1], &[], &[]));
+            let p = b.topic("t").unwrap().partition(0).unwrap();
+            for v in ["a", "b", "c"] {
+                p.append(&one(v), Acks::Leader).unwrap();
+            }
+            p.log().flush_to(3).unwrap();
+            p_dir = p.log().dir().to_path_buf();
+            b.shutdown();
+        }
+        // As an older version left it: no data-directory file, one per partition.
+        std::fs::remove_file(d.path().join(crate::hw_checkpoint::FILE_NAME)).unwrap();
+        let legacy = p_dir.join(crate::hw_checkpoint::LEGACY_FILE_NAME);
+        std::fs::write(&legacy, "0\n3\n").unwrap();
+        let b = broker(d.path(), 1);
+        b.apply_image(image_of(id, &[1], &[], &[]));
+        let p = b.topic("t").unwrap().partition(0).unwrap();
+        let before_placement = crate::hw_checkpoint::initial(p.log(), None);
+        assert_eq!(before_placement, (3, Some(3), true));
+        assert_eq!(p.high_watermark(), 3);
+        // Unmoved: nothing written, the old file stays the checkpoint.
+        b.checkpoint_high_watermarks().unwrap();
+        assert!(legacy.exists());
+        assert!(!d.path().join(crate::hw_checkpoint::FILE_NAME).exists());
+        p.append(&one("d"), Acks::Leader).unwrap();
+        p.log().flush_to(4).unwrap();
+        b.checkpoint_high_watermarks().unwrap();
+        assert!(!legacy.exists(), "removed once the new file holds the partition");
+        let read = crate::hw_checkpoint::read(d.path()).unwrap();
+        assert_eq!(read.get(&("t".to_string(), 0)), Some(&4));
     }
 
     /// A batch of idempotent producer `pid` (epoch 0) at sequence `seq`.

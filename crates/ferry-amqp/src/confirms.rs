@@ -43,6 +43,13 @@ impl Confirms {
         let _ = frame::put_method(out, channel, &AMQPClass::Basic(m));
     }
 
+    /// Puts the run of positive confirms not sent yet, if any, as one ack.
+    fn put_run(channel: u16, out: &mut BytesMut, run: &mut Option<(u64, u64)>) {
+        if let Some((first, last)) = run.take() {
+            Self::put(channel, out, basic::AMQPMethod::Ack(basic::Ack { delivery_tag: last, multiple: last > first }));
+        }
+    }
+
     /// Publish `seq` is settled: on disk where it had to be (`ok`), or not.
     /// The frames go out at once, or, when a burst of completions is being
     /// handed out on this thread (`ferry_util::batch`: a high watermark or
@@ -62,13 +69,7 @@ impl Confirms {
                     continue;
                 }
                 let State { run, out, .. } = &mut *s;
-                if let Some((first, last)) = run.take() {
-                    Self::put(
-                        self.channel,
-                        out,
-                        basic::AMQPMethod::Ack(basic::Ack { delivery_tag: last, multiple: last > first }),
-                    );
-                }
+                Self::put_run(self.channel, out, run);
                 Self::put(
                     self.channel,
                     out,
@@ -85,13 +86,7 @@ impl Confirms {
         let out = {
             let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let State { run, out, .. } = &mut *s;
-            if let Some((first, last)) = run.take() {
-                Self::put(
-                    self.channel,
-                    out,
-                    basic::AMQPMethod::Ack(basic::Ack { delivery_tag: last, multiple: last > first }),
-                );
-            }
+            Self::put_run(self.channel, out, run);
             out.split()
         };
         if !out.is_empty() {

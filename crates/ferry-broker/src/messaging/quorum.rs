@@ -439,7 +439,7 @@ pub(super) mod tests {
     }
 
     /// The bodies of the messages ready in the `orders` led here, taken.
-    fn ready_bodies(broker: &Broker) -> Vec<String> {
+    pub(crate) fn ready_bodies(broker: &Broker) -> Vec<String> {
         let q = broker.quorum_queue("/", "orders").unwrap();
         let mut bodies = Vec::new();
         while let Some(d) = q.take(None).unwrap() {

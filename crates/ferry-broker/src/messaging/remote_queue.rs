@@ -541,7 +541,7 @@ pub(super) mod tests {
     use crate::testing::TestController;
 
     use super::encode_messages;
-    use crate::messaging::quorum::tests::message;
+    use crate::messaging::quorum::tests::{message, ready_bodies};
 
     /// A broker leading quorum queue `orders`, and its controller.
     pub(in crate::messaging) async fn leading_orders(dir: &tempfile::TempDir) -> (Arc<Broker>, Arc<TestController>) {
@@ -600,15 +600,6 @@ pub(super) mod tests {
         }
     }
 
-    fn bodies(broker: &Broker) -> Vec<String> {
-        let q = broker.quorum_queue("/", "orders").unwrap();
-        let mut bodies = Vec::new();
-        while let Some(d) = q.take(None).unwrap() {
-            bodies.push(String::from_utf8(d.message.body.to_vec()).unwrap());
-        }
-        bodies
-    }
-
     /// A forwarding node retries a batch whose answer it lost (its
     /// connection to the leader was torn while the ISR caught up: chaos
     /// seed 17, docs/reliability.md Found 12): the leader answers the retry
@@ -626,7 +617,7 @@ pub(super) mod tests {
         ] {
             assert_eq!(stored(&broker, request, what).await, [true, true], "{what}");
         }
-        assert_eq!(bodies(&broker), ["m0", "m1", "m2", "m3", "m4", "m5"], "each message stored once");
+        assert_eq!(ready_bodies(&broker), ["m0", "m1", "m2", "m3", "m4", "m5"], "each message stored once");
     }
 
     /// Found 13 (chaos seed 19): the leader stored a forwarded batch and
@@ -652,7 +643,7 @@ pub(super) mod tests {
             _ => unreachable!(),
         };
         assert_eq!(stored(&broker, other, "another session").await, [true]);
-        assert_eq!(bodies(&broker), ["m0", "m1", "m2", "m3"], "each message stored once across the takeover");
+        assert_eq!(ready_bodies(&broker), ["m0", "m1", "m2", "m3"], "each message stored once across the takeover");
     }
 
     /// A forwarded batch is one append (one record batch in the log, each
@@ -669,7 +660,7 @@ pub(super) mod tests {
         let batches = ferry_records::batch::split(&bytes).unwrap();
         let counts: Vec<u32> = batches.iter().map(|(h, _)| h.records_count).collect();
         assert_eq!(counts, [5, 3], "one batch per forwarded batch");
-        assert_eq!(bodies(&broker), ["m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7"]);
+        assert_eq!(ready_bodies(&broker), ["m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7"]);
     }
 }
 

@@ -366,3 +366,16 @@ pub fn node2_status() -> ControllerStatus {
         waiting: None,
     }
 }
+
+/// Declares the quorum queue `name` in vhost `/` (defaults, no arguments)
+/// through `broker`'s controller.
+pub async fn declare_quorum(broker: &Broker, name: &str) {
+    let declare = ControllerRequest::Amqp(crate::metadata::AmqpRequest::DeclareQueue {
+        vhost: "/".into(),
+        name: name.into(),
+        auto_delete: false,
+        arguments: crate::metadata::Arguments::default(),
+        queue_type: crate::metadata::QueueType::Quorum { group_size: None },
+    });
+    broker.submit_change(declare).await.expect("the queue is declared");
+}

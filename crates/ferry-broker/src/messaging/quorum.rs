@@ -171,14 +171,7 @@ pub(super) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
         let controller = crate::testing::install(&broker);
-        let declare = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
-            vhost: "/".into(),
-            name: "orders".into(),
-            auto_delete: false,
-            arguments: Arguments::default(),
-            queue_type: QueueType::Quorum { group_size: None },
-        });
-        broker.submit_change(declare).await.unwrap();
+        crate::testing::declare_quorum(&broker, "orders").await;
         let classic = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
             vhost: "/".into(),
             name: "local".into(),
@@ -271,14 +264,7 @@ pub(super) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
         let controller = crate::testing::install(&broker);
-        let declare = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
-            vhost: "/".into(),
-            name: "big".into(),
-            auto_delete: false,
-            arguments: Arguments::default(),
-            queue_type: QueueType::Quorum { group_size: None },
-        });
-        broker.submit_change(declare).await.unwrap();
+        crate::testing::declare_quorum(&broker, "big").await;
         let q = broker.quorum_queue("/", "big").unwrap();
         let mut last = 0;
         for i in 0..N {

@@ -535,9 +535,7 @@ pub(super) mod tests {
     use std::sync::Arc;
 
     use crate::broker::{Broker, BrokerConfig};
-    use crate::metadata::{
-        AmqpRequest, Arguments, ControllerRequest, MetadataRecord, PeerReply, PeerRequest, QueueKind, QueueType,
-    };
+    use crate::metadata::{MetadataRecord, PeerReply, PeerRequest, QueueKind};
     use crate::testing::TestController;
 
     use super::encode_messages;
@@ -547,14 +545,7 @@ pub(super) mod tests {
     pub(in crate::messaging) async fn leading_orders(dir: &tempfile::TempDir) -> (Arc<Broker>, Arc<TestController>) {
         let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
         let controller = crate::testing::install(&broker);
-        let declare = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
-            vhost: "/".into(),
-            name: "orders".into(),
-            auto_delete: false,
-            arguments: Arguments::default(),
-            queue_type: QueueType::Quorum { group_size: None },
-        });
-        broker.submit_change(declare).await.unwrap();
+        crate::testing::declare_quorum(&broker, "orders").await;
         (broker, controller)
     }
 

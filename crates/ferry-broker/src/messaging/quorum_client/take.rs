@@ -78,8 +78,8 @@ mod tests {
     use crate::messaging::queue::Published;
     use crate::messaging::quorum::tests::message;
     use crate::metadata::{
-        AmqpRequest, Arguments, Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus,
-        MetadataRecord, PeerFuture, PeerRequest, QueueType,
+        Controller, ControllerFuture, ControllerReply, ControllerRequest, ControllerStatus, MetadataRecord, PeerFuture,
+        PeerRequest,
     };
 
     /// What goes wrong on node 2's link to node 1.
@@ -153,14 +153,7 @@ mod tests {
     ) -> (Arc<Broker>, Arc<Broker>, Arc<Notify>) {
         let one = Broker::open(BrokerConfig { data_dir: dir.path().join("one"), ..Default::default() }).unwrap();
         let controller = crate::testing::install(&one);
-        let declare = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
-            vhost: "/".into(),
-            name: "orders".into(),
-            auto_delete: false,
-            arguments: Arguments::default(),
-            queue_type: QueueType::Quorum { group_size: None },
-        });
-        one.submit_change(declare).await.unwrap();
+        crate::testing::declare_quorum(&one, "orders").await;
         let q = one.quorum_queue("/", "orders").unwrap();
         for i in 0..3 {
             let Published::Stored(offset) = q.publish(&message(i)).unwrap() else { panic!("refused") };
@@ -337,14 +330,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let one = Broker::open(BrokerConfig { data_dir: dir.path().join("one"), ..Default::default() }).unwrap();
         let controller = crate::testing::install(&one);
-        let declare = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
-            vhost: "/".into(),
-            name: "orders".into(),
-            auto_delete: false,
-            arguments: Arguments::default(),
-            queue_type: QueueType::Quorum { group_size: None },
-        });
-        one.submit_change(declare).await.unwrap();
+        crate::testing::declare_quorum(&one, "orders").await;
         let config = BrokerConfig { data_dir: dir.path().join("two"), node_id: 2, ..Default::default() };
         let two = Broker::open(config).unwrap();
         let answered = Arc::new(Notify::new());

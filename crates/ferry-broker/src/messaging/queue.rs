@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use bytes::Bytes;
-use ferry_log::Log;
+use ferry_log::{AppendInfo, Log};
 use ferry_util::time::{now_ms, now_ms_u64};
 use tokio::sync::Notify;
 
@@ -268,10 +268,10 @@ impl Queue {
     /// Appends an encoded message; a quorum queue's goes through its
     /// partition (refused when this node no longer leads it, or when the
     /// ISR is below min.insync.replicas).
-    fn append(&self, batch: &[u8]) -> Result<u64> {
+    fn append(&self, batch: &[u8]) -> Result<AppendInfo> {
         match &self.partition {
-            Some(p) => Ok(p.append(batch, Acks::All)?.info.base_offset),
-            None => Ok(self.log.append(batch)?.base_offset),
+            Some(p) => Ok(p.append(batch, Acks::All)?.info),
+            None => Ok(self.log.append(batch)?),
         }
     }
 
@@ -335,7 +335,7 @@ impl Queue {
         let now = now_ms();
         if !self.args.limited() && self.args.max_priority.is_none() {
             let batch = message::encode_tagged(m, now, tag)?;
-            let offset = self.append(&batch)?;
+            let offset = self.append(&batch)?.base_offset;
             self.stats.published();
             return Ok(Published::Stored(offset));
         }
@@ -352,7 +352,7 @@ impl Queue {
             return Ok(Published::Rejected);
         }
         let batch = message::encode_tagged(m, now, tag)?;
-        let offset = self.log.append(&batch)?.base_offset;
+        let offset = self.append(&batch)?.base_offset;
         c.extra.ready_bytes += size;
         if let (Some(ix), Some(max)) = (c.extra.priorities.as_mut(), self.args.max_priority) {
             ix.insert((Reverse(m.priority.min(max)), offset));
@@ -375,7 +375,7 @@ impl Queue {
         if self.args.limited() || self.args.max_priority.is_some() || bytes > BATCH_BYTES {
             return Ok(None);
         }
-        let offset = self.append(&message::encode_all_tagged(ms, tags, now_ms())?)?;
+        let offset = self.append(&message::encode_all_tagged(ms, tags, now_ms())?)?.base_offset;
         ms.iter().for_each(|_| self.stats.published());
         Ok(Some(offset))
     }
@@ -409,7 +409,7 @@ impl Queue {
                 })
                 .count();
             let (now, later) = rest.split_at(n.max(1));
-            let info = self.log.append(&message::encode_all(now, now_ms())?)?;
+            let info = self.append(&message::encode_all(now, now_ms())?)?;
             now.iter().for_each(|_| self.stats.published());
             last = Published::Stored(info.last_offset);
             rest = later;

@@ -254,6 +254,48 @@ pub(super) mod tests {
         assert!(q.log().log_start_offset() > 0, "acknowledged prefix trimmed");
     }
 
+    /// A quorum queue with a length limit takes its messages one at a
+    /// time (the limit is checked under the cursor's lock), and those go
+    /// through the partition too: refused once this node stops leading. Before, they went to the log
+    /// directly, so a deposed leader still stored them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_length_limited_quorum_queue_appends_through_its_partition() {
+        use crate::messaging::HeaderValue;
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig { data_dir: dir.path().to_path_buf(), ..Default::default() }).unwrap();
+        let controller = crate::testing::install(&broker);
+        let declare = ControllerRequest::Amqp(AmqpRequest::DeclareQueue {
+            vhost: "/".into(),
+            name: "orders".into(),
+            auto_delete: false,
+            arguments: Arguments([("x-max-length".to_string(), HeaderValue::Int(3))].into()),
+            queue_type: QueueType::Quorum { group_size: None },
+        });
+        broker.submit_change(declare).await.unwrap();
+        let QueueKind::Quorum { topic_id } = broker.metadata().amqp["/"].queues["orders"].kind else {
+            panic!("not a quorum queue")
+        };
+        let q = broker.quorum_queue("/", "orders").unwrap();
+        assert!(q.args.limited());
+        for i in 0..4 {
+            assert!(matches!(q.publish(&message(i)).unwrap(), Published::Stored(_)));
+        }
+
+        let end = q.log().next_offset();
+        controller
+            .apply(vec![MetadataRecord::PartitionChange {
+                topic_id,
+                partition: 0,
+                leader: -1,
+                isr: vec![broker.node_id()],
+                replicas: None,
+                elr: None,
+            }])
+            .unwrap();
+        assert!(q.publish(&message(9)).is_err(), "a deposed leader refuses");
+        assert_eq!(q.log().next_offset(), end, "and stores nothing");
+    }
+
     /// Deliveries over several delivered-mark windows, then a snapshot
     /// record and a trimmed log: the next leader still flags every
     /// delivery left unacknowledged (the marks are recorded ahead and the

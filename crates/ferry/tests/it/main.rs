@@ -7,6 +7,7 @@ mod amqp_cluster;
 mod amqp_cluster_classic;
 mod amqp_cluster_consumers;
 mod amqp_cluster_delayed;
+mod amqp_cluster_exclusive;
 mod amqp_cluster_retry;
 mod amqp_cluster_vhosts;
 mod amqp_delayed;

@@ -46,6 +46,7 @@ mod idle;
 #[cfg(test)]
 mod pipeline_tests;
 mod pipelines;
+mod register;
 mod settle_gate;
 mod take;
 mod window;
@@ -73,9 +74,6 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 const RECENT_ACKS: usize = 1 << 16;
 /// Messages per forwarded publish batch.
 const PUBLISH_BATCH: usize = 256;
-/// How long basic.consume waits for a non-exclusive consumer's
-/// registration on a remote leader.
-const REGISTER_WAIT: Duration = Duration::from_secs(2);
 /// How long a removed consumer's cancel is retried towards the leader
 /// (past it the leader's session timeout has removed it anyway).
 const CANCEL_DEADLINE: Duration = Duration::from_secs(30);
@@ -295,25 +293,23 @@ impl QuorumClient {
         request: PeerRequest,
         within: Option<Duration>,
     ) -> Result<PeerReply, MessagingError> {
-        let b = self.broker.upgrade().ok_or_else(|| unavailable("broker stopped"))?;
-        let call = || match within {
-            None => b.call_peer_blocking(node, request).map_err(MessagingError::Internal),
-            Some(within) => {
-                let controller = b.controller.get().cloned().ok_or_else(|| unavailable("no controller installed"))?;
-                let runtime = b.runtime_handle().ok_or_else(|| unavailable("no runtime for peer calls"))?;
-                match runtime.block_on(tokio::time::timeout(within, controller.call_peer(node, request))) {
-                    Ok(answer) => answer.map_err(|e| MessagingError::Internal(e.into())),
-                    Err(_) => Err(unavailable(format!("node {node} did not answer within {within:?}"))),
+        let Some(within) = within else {
+            let b = self.broker.upgrade().ok_or_else(|| unavailable("broker stopped"))?;
+            let call = || b.call_peer_blocking(node, request).map_err(MessagingError::Internal);
+            return match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(call)
                 }
-            }
+                Ok(_) => Err(unavailable("forwarding needs a multi-threaded runtime")),
+                Err(_) => call(),
+            };
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(call)
+        self.blocking(async move {
+            match tokio::time::timeout(within, self.call(node, request)).await {
+                Ok(answer) => answer.map_err(|e| MessagingError::Internal(e.into())),
+                Err(_) => Err(unavailable(format!("node {node} did not answer within {within:?}"))),
             }
-            Ok(_) => Err(unavailable("forwarding needs a multi-threaded runtime")),
-            Err(_) => call(),
-        }
+        })
     }
 
     fn start_workers(self: &Arc<Self>) {
@@ -522,42 +518,9 @@ impl QuorumClient {
             Target::Local(q) => {
                 self.local_id(&c, &q)?;
             }
-            Target::Remote { node, .. } => {
-                let register = PeerRequest::QueueConsume {
-                    vhost: self.vhost.clone(),
-                    queue: self.name.clone(),
-                    session: self.session.clone(),
-                    consumer: c.id,
-                    exclusive,
-                    cancel: false,
-                    unanswered: None,
-                };
-                let started = std::time::Instant::now();
-                // A leader that died and is not fenced yet answers nothing
-                // for the cluster port's 10 s; the consume would wait as
-                // long, past clients' own timeouts (Found 15: the harness
-                // gave up on it and lapin kept the consumer it answered
-                // later). Unanswered, a consumer registers with its first
-                // take; an exclusive one waits for the leader's word.
-                let within = (!exclusive).then_some(REGISTER_WAIT);
-                let answer = self.call_blocking_within(node, register, within);
-                tracing::info!(
-                    queue = %self.name,
-                    consumer = c.id,
-                    leader = node,
-                    ms = started.elapsed().as_millis() as u64,
-                    ok = answer.is_ok(),
-                    "a consumer registered on the queue's leader"
-                );
-                match answer {
-                    Err(MessagingError::Internal(crate::BrokerError::Peer(PeerError::AccessRefused(m)))) => {
-                        return Err(MessagingError::AccessRefused(m));
-                    }
-                    // Not answered now: registered by its first take.
-                    Err(e) => tracing::info!(queue = %self.name, error = %e, "registering a consumer failed"),
-                    Ok(_) => {}
-                }
-            }
+            Target::Remote { node, .. } => self.register_remote(&c, Some(node))?,
+            // No leader now: an exclusive consumer waits for the next one's word.
+            Target::Unavailable if exclusive => self.register_remote(&c, None)?,
             Target::Unavailable | Target::Down { .. } | Target::Deleted => {}
         }
         Ok(c)

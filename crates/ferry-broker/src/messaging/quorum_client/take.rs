@@ -74,6 +74,7 @@ mod tests {
     use tokio::sync::Notify;
 
     use crate::broker::{Broker, BrokerConfig};
+    use crate::messaging::MessagingError;
     use crate::messaging::consumer::Credit;
     use crate::messaging::queue::Published;
     use crate::messaging::quorum::tests::message;
@@ -87,8 +88,9 @@ mod tests {
     struct Faults {
         /// Every take's answer is lost after the leader carried it out.
         lose_takes: bool,
-        /// Consumer registrations are answered only after 40 s (a dead leader).
-        hang_registrations: bool,
+        /// Consumer registrations reach the leader only this late (a dead
+        /// leader, not fenced yet).
+        hang_registrations: Option<Duration>,
         /// This many cancels are lost before they reach the leader.
         lost_cancels: usize,
     }
@@ -116,8 +118,10 @@ mod tests {
         fn call_peer(&self, _node: i32, request: PeerRequest) -> PeerFuture {
             let (leader, delay, answered, lose) =
                 (self.leader.clone(), self.delay, self.answered.clone(), self.faults.lose_takes);
-            let hang =
-                self.faults.hang_registrations && matches!(request, PeerRequest::QueueConsume { cancel: false, .. });
+            let hang = self
+                .faults
+                .hang_registrations
+                .filter(|_| matches!(request, PeerRequest::QueueConsume { cancel: false, .. }));
             if matches!(request, PeerRequest::QueueConsume { cancel: true, .. })
                 && self.cancels_lost.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < self.faults.lost_cancels
             {
@@ -126,9 +130,8 @@ mod tests {
                 });
             }
             Box::pin(async move {
-                if hang {
-                    // Longer than the test waits for the consume.
-                    tokio::time::sleep(Duration::from_secs(40)).await;
+                if let Some(hang) = hang {
+                    tokio::time::sleep(hang).await;
                 }
                 let take = matches!(request, PeerRequest::QueueTake { max, .. } if max > 0);
                 let reply = leader.serve_peer(request).await;
@@ -271,8 +274,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_consume_does_not_wait_for_a_silent_leader() {
         let dir = tempfile::tempdir().unwrap();
-        let (one, two, _answered) =
-            two_nodes(&dir, Duration::ZERO, Faults { hang_registrations: true, ..Faults::default() }).await;
+        let (one, two, _answered) = two_nodes(&dir, Duration::ZERO, hang_registrations(Duration::from_secs(40))).await;
         let client = two.quorum_client("/", "orders");
         let adding = {
             let client = client.clone();
@@ -290,6 +292,41 @@ mod tests {
             .expect("the consumer goes on");
         assert_eq!(&d.message.body[..], b"m0");
         assert_eq!(one.quorum_queue("/", "orders").unwrap().consumer_count(), 1, "registered by its take");
+    }
+
+    fn hang_registrations(hang: Duration) -> Faults {
+        Faults { hang_registrations: Some(hang), ..Faults::default() }
+    }
+
+    /// An exclusive consume through node 2 while the leader answers no
+    /// registration (dead and not fenced yet) needs the leader's word, so
+    /// it fails after `EXCLUSIVE_WAIT` as a timed-out consume (541), not
+    /// after the cluster port's 10 s, past clients' own timeouts. Its
+    /// cancel goes after it, and the registration, reaching the leader
+    /// later, registers nothing: no consumer is left behind a consume that
+    /// failed (Found 15).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exclusive_consume_is_refused_in_time_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let hang = super::super::register::EXCLUSIVE_WAIT + Duration::from_secs(3);
+        let (one, two, _answered) = two_nodes(&dir, Duration::ZERO, hang_registrations(hang)).await;
+        let q = one.quorum_queue("/", "orders").unwrap();
+        let client = two.quorum_client("/", "orders");
+        let started = tokio::time::Instant::now();
+        let adding = {
+            let client = client.clone();
+            tokio::task::spawn_blocking(move || client.add_consumer(true, 10))
+        };
+        let err = adding.await.unwrap().expect_err("no leader registered the exclusive consumer");
+        assert!(started.elapsed() < hang, "answered before the registration reached the leader");
+        assert!(
+            matches!(&err, MessagingError::Internal(_)) && err.to_string().contains("timeout occurred during consume"),
+            "{err}"
+        );
+        // The late registration arrives after the cancel: nothing registered.
+        tokio::time::sleep(hang.saturating_sub(started.elapsed()) + Duration::from_secs(1)).await;
+        assert_eq!(q.consumer_count(), 0, "a consumer left behind the failed consume");
+        q.add_consumer(true).expect("the queue is free for an exclusive consumer");
     }
 
     /// A consumer through node 2 is removed (its channel closed) and its

@@ -16,8 +16,6 @@ use crate::metadata::{
 };
 use crate::topic::Topic;
 use crate::topic_config;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 
 /// A topic to create (Kafka's CreatableTopic).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -373,8 +371,7 @@ impl Broker {
             PeerRequest::MqttRoute { messages } => {
                 let router = self.mqtt_router.get().ok_or(PeerError::UnknownTopicOrPartition)?;
                 for (message, origin) in messages {
-                    let message = B64.decode(message).map_err(|e| PeerError::Failed(e.to_string()))?;
-                    router(&message, origin.as_deref());
+                    router(message.bytes(), origin.as_deref());
                 }
                 Ok(PeerReply::Done)
             }

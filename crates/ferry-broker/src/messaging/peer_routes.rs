@@ -5,18 +5,19 @@
 //! [`MAX_QUEUED`] messages waiting for a slow or unreachable peer, new ones
 //! are dropped for it (its clean sessions' QoS 0/1 copies are at most once
 //! across nodes; persistent sessions' QoS 1/2 copies go through their
-//! replicated queues, never this way).
+//! replicated queues, never this way). The messages travel raw beside
+//! the call's JSON to nodes that read them so (`metadata::peer_blobs`),
+//! as base64 to older ones.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
 use ferry_util::sync::lock;
 use tokio::sync::mpsc;
 
 use crate::broker::Broker;
-use crate::metadata::PeerRequest;
+use crate::metadata::{Blob, PeerRequest};
 
 /// Messages waiting for one peer.
 const MAX_QUEUED: usize = 16 * 1024;
@@ -26,12 +27,12 @@ const BATCH: usize = 256;
 const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Senders by peer node id.
-pub(crate) type PeerRoutes = HashMap<i32, mpsc::Sender<(String, Option<String>)>>;
+pub(crate) type PeerRoutes = HashMap<i32, mpsc::Sender<(Blob, Option<String>)>>;
 
 impl Broker {
     /// Hands an MQTT message (the front-end's encoding) to the connected
     /// subscribers of every other live node, without waiting.
-    pub fn route_mqtt_to_peers(self: &Arc<Self>, message: &[u8], origin: Option<&str>) {
+    pub fn route_mqtt_to_peers(self: &Arc<Self>, message: Bytes, origin: Option<&str>) {
         let me = self.node_id();
         let image = self.metadata();
         // Every registered node, fenced or not: a node fenced for missed
@@ -42,7 +43,7 @@ impl Broker {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let encoded = B64.encode(message);
+        let message = Blob(message);
         let mut routes = lock(&self.mqtt_peer_routes);
         for node in peers {
             let tx = routes.entry(node).or_insert_with(|| {
@@ -50,7 +51,7 @@ impl Broker {
                 runtime.spawn(send_to(Arc::downgrade(self), node, rx));
                 tx
             });
-            if tx.try_send((encoded.clone(), origin.map(String::from))).is_err() {
+            if tx.try_send((message.clone(), origin.map(String::from))).is_err() {
                 tracing::debug!(node, "MQTT routing to a peer is behind; message dropped for it");
             }
         }
@@ -61,7 +62,7 @@ impl Broker {
 /// tried again for up to [`RETRY_FOR`] (a retry after a call that reached
 /// the peer but lost its answer hands the batch over twice: at least once),
 /// then the batch is dropped for that node.
-async fn send_to(broker: std::sync::Weak<Broker>, node: i32, mut rx: mpsc::Receiver<(String, Option<String>)>) {
+async fn send_to(broker: std::sync::Weak<Broker>, node: i32, mut rx: mpsc::Receiver<(Blob, Option<String>)>) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let messages = std::mem::take(&mut batch);

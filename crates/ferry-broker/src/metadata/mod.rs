@@ -32,7 +32,7 @@ pub use mqtt::{
     Qos2State, RetainedMessage, WillDef, mqtt_change,
 };
 pub use peer::{PeerError, PeerReply, PeerRequest, Resent, WireDelivery};
-pub use peer_blobs::{Blob, BlobCount};
+pub use peer_blobs::{Blob, BlobCount, RAW_PAYLOADS};
 pub use reassignment::{complete as complete_reassignment, complete_all as complete_reassignments, reassign};
 pub use record::MetadataRecord;
 pub use security::security_change;

@@ -219,8 +219,10 @@ pub enum PeerRequest {
     /// their replicated queues instead.
     MqttRoute {
         /// The messages in publish order: each in the MQTT front-end's
-        /// encoding (base64) with its publisher's client id (no-local).
-        messages: Vec<(String, Option<String>)>,
+        /// encoding with its publisher's client id (no-local). Base64 in
+        /// JSON, as older nodes send and read it; raw bytes beside it
+        /// between nodes that can (`peer_blobs`).
+        messages: Vec<(Blob, Option<String>)>,
     },
 }
 

@@ -4,7 +4,8 @@
 //! nodes read and write), but a node that can carries them as raw bytes
 //! after the JSON ([`PeerRequest::take_blobs`] empties them out of the
 //! call, [`PeerRequest::put_blobs`] puts them back on the other side), so
-//! nothing is base64-encoded, escaped or parsed byte by byte.
+//! nothing is base64-encoded, escaped or parsed byte by byte. MQTT
+//! messages routed to other nodes' subscribers travel the same way.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -65,11 +66,29 @@ fn fill(places: Vec<&mut Blob>, blobs: Vec<Bytes>) -> Result<(), BlobCount> {
     Ok(())
 }
 
+/// The raw-payload version of this node: which calls' payloads it reads
+/// raw beside the JSON. 1: forwarded queue publishes and takes'
+/// deliveries; 2: MQTT routes too. A node names its version when pinged,
+/// and a call goes raw only to a node whose version covers it (see
+/// [`PeerRequest::raw_since`]), as JSON to any other: a version-1 node
+/// would find payloads its call has no place for.
+pub const RAW_PAYLOADS: u8 = 2;
+
 impl PeerRequest {
     fn blob_places(&mut self) -> Vec<&mut Blob> {
         match self {
             PeerRequest::QueuePublish { batch, .. } => vec![batch],
+            PeerRequest::MqttRoute { messages } => messages.iter_mut().map(|(m, _)| m).collect(),
             _ => Vec::new(),
+        }
+    }
+
+    /// The [`RAW_PAYLOADS`] version a node needs to read this call with
+    /// its payloads raw.
+    pub fn raw_since(&self) -> u8 {
+        match self {
+            PeerRequest::MqttRoute { .. } => 2,
+            _ => 1,
         }
     }
 
@@ -157,5 +176,27 @@ mod tests {
         assert_eq!(out, reply);
         assert!(PeerReply::Done.take_blobs().is_empty());
         assert!(PeerReply::Done.put_blobs(vec![Bytes::new()]).is_err());
+    }
+
+    /// An MQTT route's messages are the base64 strings older nodes send
+    /// and read (the field's JSON is unchanged), and move out and back in
+    /// order; only nodes of version 2 read them raw.
+    #[test]
+    fn mqtt_routes_carry_their_messages_as_blobs() {
+        let route = PeerRequest::MqttRoute {
+            messages: vec![(Blob::from(b"\x00one".to_vec()), Some("c1".into())), (Blob::from(b"two".to_vec()), None)],
+        };
+        assert_eq!(route.raw_since(), 2);
+        assert_eq!(publish(b"x").raw_since(), 1);
+        // The JSON an older node sends: strings of base64.
+        let old = serde_json::json!({"MqttRoute": {"messages": [[B64.encode(b"\x00one"), "c1"], [B64.encode(b"two"), null]]}});
+        assert_eq!(serde_json::to_value(&route).unwrap(), old);
+        assert_eq!(serde_json::from_value::<PeerRequest>(old).unwrap(), route);
+        let mut out = route.clone();
+        let blobs = out.take_blobs();
+        assert_eq!(blobs, [Bytes::from_static(b"\x00one"), Bytes::from_static(b"two")]);
+        assert_eq!(out.clone().put_blobs(vec![Bytes::new()]), Err(BlobCount { given: 1, places: 2 }));
+        out.put_blobs(blobs).unwrap();
+        assert_eq!(out, route);
     }
 }

@@ -103,6 +103,23 @@ pub struct Pong {
     /// (false) from nodes that predate them, which get JSON.
     #[serde(default)]
     pub binary_peer: bool,
+    /// Which calls' payloads it reads raw (`metadata::RAW_PAYLOADS`);
+    /// absent from nodes that read only the first ones (version 1 if
+    /// `binary_peer`).
+    #[serde(default)]
+    pub raw_payloads: u8,
+}
+
+impl Pong {
+    /// This node's answer.
+    pub fn of(node: i32, incarnation: Uuid) -> Pong {
+        Pong { node, incarnation, binary_peer: true, raw_payloads: ferry_broker::metadata::RAW_PAYLOADS }
+    }
+
+    /// The raw-payload version the pinged node reads (0: JSON only).
+    pub fn raw_version(&self) -> u8 {
+        self.raw_payloads.max(u8::from(self.binary_peer))
+    }
 }
 
 /// A request the quorum leader carried out: its reply and the log index
@@ -366,13 +383,17 @@ mod tests {
         );
         let frame = encode_request(5, 2, "q", &Request::Ping, true).unwrap();
         assert!(matches!(decode_request(&frame).unwrap(), (2, _, Request::Ping)));
-        let pong = Pong { node: 2, incarnation: Uuid::from_u128(7), binary_peer: true };
+        let pong = Pong::of(2, Uuid::from_u128(7));
         let frame = encode_response(5, &Response::Ping(pong.clone()), false).unwrap();
-        assert!(matches!(decode_response(&frame).unwrap(), Response::Ping(p) if p == pong));
-        // An older node's pong does not say: it reads JSON only.
+        assert!(matches!(decode_response(&frame).unwrap(), Response::Ping(p) if p == pong && p.raw_version() == 2));
+        // An older node's pong does not say: it reads JSON only, or (a
+        // node of the first binary form) the queue calls' payloads raw.
         let old = serde_json::json!({"node": 2, "incarnation": Uuid::from_u128(7)});
         let frame = Frame { kind: PING | RESPONSE, correlation: 5, body: serde_json::to_vec(&old).unwrap() };
-        assert!(matches!(decode_response(&frame).unwrap(), Response::Ping(p) if !p.binary_peer));
+        assert!(matches!(decode_response(&frame).unwrap(), Response::Ping(p) if p.raw_version() == 0));
+        let first = serde_json::json!({"node": 2, "incarnation": Uuid::from_u128(7), "binary_peer": true});
+        let frame = Frame { kind: PING | RESPONSE, correlation: 5, body: serde_json::to_vec(&first).unwrap() };
+        assert!(matches!(decode_response(&frame).unwrap(), Response::Ping(p) if p.raw_version() == 1));
         // Unknown kinds and bodies of the wrong shape are errors, not panics.
         assert!(decode_request(&Frame { kind: 0x42, correlation: 1, body: b"{}".to_vec() }).is_err());
         assert!(decode_request(&Frame { kind: VOTE, correlation: 1, body: b"[1,2".to_vec() }).is_err());
@@ -392,18 +413,31 @@ mod tests {
         }
     }
 
+    /// MQTT messages routed to a peer's subscribers (the front-end's
+    /// encoding, with their publishers' client ids).
+    fn mqtt_route() -> PeerRequest {
+        PeerRequest::MqttRoute {
+            messages: vec![
+                (Blob::from(b"\x00\x00raw \xffmqtt".to_vec()), Some("pub-1".into())),
+                (Blob::default(), None),
+                (Blob::from(vec![0xff; 40]), Some("pub-2".into())),
+            ],
+        }
+    }
+
     /// A peer call and its answer round-trip in both forms; the binary
     /// form carries the payloads raw (no base64 in the frame), and a
     /// JSON call from an older node is still read and answered as JSON.
     #[test]
     fn peer_calls_round_trip_in_the_binary_form_and_as_json() {
-        let call = forwarded_publish();
-        for binary in [true, false] {
-            let frame = encode_request(7, 2, "q", &Request::Peer(call.clone()), binary).unwrap();
-            assert_eq!(answers_binary(&frame), binary);
-            let raw_in_frame = frame.body.windows(b"raw \xff".len()).any(|w| w == b"raw \xff");
-            assert_eq!(raw_in_frame, binary, "payload raw only in the binary form");
-            assert!(matches!(decode_request(&frame).unwrap(), (2, _, Request::Peer(r)) if r == call));
+        for call in [forwarded_publish(), mqtt_route()] {
+            for binary in [true, false] {
+                let frame = encode_request(7, 2, "q", &Request::Peer(call.clone()), binary).unwrap();
+                assert_eq!(answers_binary(&frame), binary);
+                let raw_in_frame = frame.body.windows(b"raw \xff".len()).any(|w| w == b"raw \xff");
+                assert_eq!(raw_in_frame, binary, "payload raw only in the binary form: {call:?}");
+                assert!(matches!(decode_request(&frame).unwrap(), (2, _, Request::Peer(r)) if r == call));
+            }
         }
         let delivery =
             |b: &[u8]| WireDelivery { offset: 3, redelivered: true, count: 2, batch: Blob::from(b.to_vec()) };
@@ -428,20 +462,35 @@ mod tests {
     /// not fit its call, is an error (the connection closes), never a panic.
     #[test]
     fn bad_binary_peer_frames_are_errors() {
-        let frame = encode_request(7, 2, "q", &Request::Peer(forwarded_publish()), true).unwrap();
-        for cut in 0..frame.body.len() {
-            let bad = Frame { body: frame.body[..cut].to_vec(), ..frame.clone() };
-            assert!(decode_request(&bad).is_err(), "cut at {cut}");
+        for call in [forwarded_publish(), mqtt_route()] {
+            let frame = encode_request(7, 2, "q", &Request::Peer(call), true).unwrap();
+            for cut in 0..frame.body.len() {
+                let bad = Frame { body: frame.body[..cut].to_vec(), ..frame.clone() };
+                assert!(decode_request(&bad).is_err(), "cut at {cut}");
+            }
+            let mut seed = 0x2545_f491_u32;
+            for _ in 0..2000 {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                let mut bad = frame.clone();
+                let at = seed as usize % bad.body.len();
+                bad.body[at] ^= (seed >> 8) as u8 | 1;
+                let _ = decode_request(&bad);
+            }
         }
-        let mut seed = 0x2545_f491_u32;
-        for _ in 0..2000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            let mut bad = frame.clone();
-            let at = seed as usize % bad.body.len();
-            bad.body[at] ^= (seed >> 8) as u8 | 1;
-            let _ = decode_request(&bad);
+        // An MQTT route with a payload fewer or more than its messages.
+        for change in [-1i32, 1] {
+            let mut call = mqtt_route();
+            let mut blobs = call.take_blobs();
+            if change < 0 {
+                blobs.pop();
+            } else {
+                blobs.push(Bytes::from_static(b"extra"));
+            }
+            let env = EnvelopeOut { from: 2, quorum: "q", body: &call };
+            let body = peer_body::encode(&env, &blobs).unwrap();
+            assert!(decode_request(&Frame { kind: PEER_BINARY, correlation: 1, body }).is_err(), "{change}");
         }
         // Two payloads for a publish (one place), none for a take's answer
         // with a delivery, payloads with a refusal: errors.

@@ -27,8 +27,9 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
 
 struct Connection {
     writer: mpsc::Sender<Vec<u8>>,
-    /// Whether the peer reads binary peer calls (asked once, by a ping).
-    binary_peer: OnceCell<bool>,
+    /// Which peer calls the peer reads with raw payloads (asked once, by
+    /// a ping: `Pong::raw_version`).
+    raw_version: OnceCell<u8>,
     pending: Pending,
     next: AtomicU64,
     alive: Arc<AtomicBool>,
@@ -110,7 +111,7 @@ impl Connection {
         });
         Connection {
             writer: tx,
-            binary_peer: OnceCell::new(),
+            raw_version: OnceCell::new(),
             pending,
             next: AtomicU64::new(1),
             alive,
@@ -181,21 +182,22 @@ impl Pool {
 
     /// Sends `request` to the node at `addr` and waits at most `timeout`
     /// for its response. A refusal comes back as [`TransportError::Refused`].
-    /// A peer call goes in the binary form if the peer reads it (asked
-    /// once per connection), else as JSON (a node that predates it).
+    /// A peer call goes in the binary form if the peer reads that call so
+    /// (asked once per connection), else as JSON (a node that predates it).
     pub async fn call(&self, addr: &str, request: &Request, timeout: Duration) -> Result<Response, TransportError> {
         let conn = self.connection(addr, timeout).await?;
         let binary = match request {
-            Request::Peer(_) => {
-                *conn
-                    .binary_peer
+            Request::Peer(call) => {
+                let version = *conn
+                    .raw_version
                     .get_or_try_init(|| async {
                         match self.exchange(addr, &conn, &Request::Ping, false, timeout).await? {
-                            Response::Ping(pong) => Ok::<_, TransportError>(pong.binary_peer),
-                            _ => Ok(false),
+                            Response::Ping(pong) => Ok::<_, TransportError>(pong.raw_version()),
+                            _ => Ok(0),
                         }
                     })
-                    .await?
+                    .await?;
+                version >= call.raw_since()
             }
             _ => false,
         };

@@ -167,33 +167,38 @@ fn the_quorum_fingerprint_ignores_the_order_voters_were_given_in() {
     assert_ne!(a, super::fingerprint(&[(1, "h:1".into()), (2, "h:3".into())]));
 }
 
-/// A hand-rolled node: answers pings (saying it reads binary peer calls
-/// if `binary`) and echoes a forwarded publish's batch as a delivery,
-/// recording each request frame's kind. Without `binary` it acts as a
-/// node that predates the binary form: such a frame closes the connection.
-async fn fake_node(binary: bool) -> (String, Arc<std::sync::Mutex<Vec<u8>>>) {
+/// A hand-rolled node of raw-payload version `version` (0: it predates
+/// the binary form, 1: it reads only the queue calls' payloads raw):
+/// answers pings saying so, echoes a forwarded publish's batch as a
+/// delivery and answers an MQTT route, recording each request frame's kind
+/// and each route's messages. A binary frame it could not read (any, at
+/// version 0; an MQTT route's, at 1: payloads its call has no place for)
+/// closes the connection, as such a node does.
+async fn fake_node(version: u8) -> (String, Arc<std::sync::Mutex<Vec<u8>>>, Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
     use super::frame::read_frame;
     use super::message::{answers_binary, decode_request, encode_response};
     use ferry_broker::metadata::{PeerReply, PeerRequest, WireDelivery};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let kinds = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = kinds.clone();
+    let routed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (seen, got) = (kinds.clone(), routed.clone());
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            let seen = seen.clone();
+            let (seen, got) = (seen.clone(), got.clone());
             tokio::spawn(async move {
                 while let Ok(Some(frame)) = read_frame(&mut stream).await {
                     seen.lock().unwrap().push(frame.kind);
-                    if answers_binary(&frame) && !binary {
+                    if answers_binary(&frame) && version == 0 {
                         return;
                     }
                     let response = match decode_request(&frame).unwrap().2 {
-                        Request::Ping => Response::Ping(super::Pong {
-                            node: 1,
-                            incarnation: Uuid::from_u128(1),
-                            binary_peer: binary,
-                        }),
+                        Request::Ping => {
+                            let mut pong = super::Pong::of(1, Uuid::from_u128(1));
+                            pong.binary_peer = version > 0;
+                            pong.raw_payloads = if version > 1 { version } else { 0 };
+                            Response::Ping(pong)
+                        }
                         Request::Peer(PeerRequest::QueuePublish { batch, .. }) => {
                             let delivery = WireDelivery { offset: 0, redelivered: false, count: 1, batch };
                             Response::Peer(Ok(PeerReply::QueueDeliveries {
@@ -201,6 +206,13 @@ async fn fake_node(binary: bool) -> (String, Arc<std::sync::Mutex<Vec<u8>>>) {
                                 ready: 0,
                                 consumers: 0,
                             }))
+                        }
+                        Request::Peer(PeerRequest::MqttRoute { messages }) => {
+                            if answers_binary(&frame) && version < 2 {
+                                return;
+                            }
+                            got.lock().unwrap().extend(messages.iter().map(|(m, _)| m.bytes().to_vec()));
+                            Response::Peer(Ok(PeerReply::Done))
                         }
                         other => panic!("unexpected {other:?}"),
                     };
@@ -210,13 +222,13 @@ async fn fake_node(binary: bool) -> (String, Arc<std::sync::Mutex<Vec<u8>>>) {
             });
         }
     });
-    (addr, kinds)
+    (addr, kinds, routed)
 }
 
 /// A peer call goes in the binary form to a node whose pong says it reads
-/// it, and as JSON to an older node (which would close the connection on
-/// the binary form): forwarding works across versions. The question is
-/// asked once per connection.
+/// that call so, and as JSON to an older node (which would close the
+/// connection on it): forwarding and MQTT routing work across versions.
+/// The question is asked once per connection.
 #[tokio::test]
 async fn peer_calls_are_binary_only_to_nodes_that_read_them() {
     use ferry_broker::metadata::{Blob, PeerReply, PeerRequest, Resent};
@@ -232,17 +244,30 @@ async fn peer_calls_are_binary_only_to_nodes_that_read_them() {
             resent: Resent::No,
         })
     };
-    for (binary, peer_kind) in [(true, 11u8), (false, 9)] {
-        let (addr, kinds) = fake_node(binary).await;
+    let route = |n: u8| {
+        Request::Peer(PeerRequest::MqttRoute {
+            messages: vec![(Blob::from(vec![n; 50]), Some("c".into())), (Blob::from(vec![n + 1; 3]), None)],
+        })
+    };
+    // (version, a publish's frame kind, a route's frame kind)
+    for (version, publish_kind, route_kind) in [(2, 11u8, 11u8), (1, 11, 9), (0, 9, 9)] {
+        let (addr, kinds, routed) = fake_node(version).await;
         let pool = Pool::new(4, QUORUM.into());
         for n in 0..3 {
             match pool.call(&addr, &publish(n), T).await {
                 Ok(Response::Peer(Ok(PeerReply::QueueDeliveries { deliveries, .. }))) => {
-                    assert_eq!(deliveries[0].batch.bytes()[..], [n; 100], "binary {binary}");
+                    assert_eq!(deliveries[0].batch.bytes()[..], [n; 100], "version {version}");
                 }
-                other => panic!("binary {binary}: {other:?}"),
+                other => panic!("version {version}: {other:?}"),
+            }
+            match pool.call(&addr, &route(n), T).await {
+                Ok(Response::Peer(Ok(PeerReply::Done))) => {}
+                other => panic!("version {version}: {other:?}"),
             }
         }
-        assert_eq!(*kinds.lock().unwrap(), [10, peer_kind, peer_kind, peer_kind], "one ping, then peer calls");
+        let expected: Vec<u8> = std::iter::once(10).chain((0..3).flat_map(|_| [publish_kind, route_kind])).collect();
+        assert_eq!(*kinds.lock().unwrap(), expected, "version {version}: one ping, then peer calls");
+        let want: Vec<Vec<u8>> = (0..3u8).flat_map(|n| [vec![n; 50], vec![n + 1; 3]]).collect();
+        assert_eq!(*routed.lock().unwrap(), want, "version {version}: every routed message, in order");
     }
 }

@@ -129,7 +129,7 @@ impl Hub {
         if self.broker.metadata().nodes.len() < 2 {
             return;
         }
-        self.broker.route_mqtt_to_peers(&pack(&msg.to_record()), msg.origin.as_deref());
+        self.broker.route_mqtt_to_peers(pack(&msg.to_record()).into(), msg.origin.as_deref());
     }
 
     /// A message published on another node: to the sessions here that node

@@ -126,10 +126,15 @@ impl Cluster {
 
     /// SIGSTOP to node `id`: it stays up but does nothing (a long GC pause,
     /// a partitioned host), so its sessions and fetches time out.
+    /// Returns once every thread of it is stopped: `kill` returns when
+    /// the signal is queued, and a thread still to be scheduled can serve
+    /// a request first (seen under load: a registration answered 1 ms
+    /// after the SIGSTOP).
     pub fn pause(&mut self, id: i32) {
         let pid = self.node(id).pid().unwrap_or_else(|| panic!("node {id} is not running"));
         signal(pid, "STOP");
         self.paused.insert(id);
+        eventually_within(&format!("node {id}'s threads to stop"), Duration::from_secs(10), || all_stopped(pid));
     }
 
     /// SIGCONT to node `id` if it was paused.
@@ -191,6 +196,19 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in
+/// `/proc/<pid>/task/*/stat`, after the parenthesised command name).
+fn all_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with(['T', 't'])))
+            // A thread that ended meanwhile stops nothing.
+            .unwrap_or(true)
+    })
 }
 
 /// `kill -<sig> <pid>`.

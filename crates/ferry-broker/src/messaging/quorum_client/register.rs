@@ -10,7 +10,8 @@
 //!   exclusivity is the leader's to grant: 403 beside other consumers). It
 //!   follows the leader for up to [`EXCLUSIVE_WAIT`], sending the
 //!   registration again to each new leader (a kill -9 is fenced within
-//!   about a second, so such a move is ridden through), then the consume
+//!   about a second, a pause after its session timeout, so such moves are
+//!   mostly ridden through), then the consume
 //!   fails as RabbitMQ's quorum queue answers a consume that timed out
 //!   (541, "timeout occurred during consume operation"), and the
 //!   consumer's cancel goes to whichever node leads next, so a
@@ -30,8 +31,10 @@ use crate::metadata::{PeerError, PeerReply, PeerRequest};
 const REGISTER_WAIT: Duration = Duration::from_secs(2);
 /// How long basic.consume follows the leader for an exclusive consumer's
 /// registration: past a killed leader's fence and the next election
-/// (about 1.5 s), below clients' own consume timeouts (10 s and more).
-pub(super) const EXCLUSIVE_WAIT: Duration = Duration::from_secs(5);
+/// (about 1.5 s) and, mostly, a paused one's (its 6 s session timeout
+/// counts from its last heartbeat), below clients' own consume timeouts
+/// (10 s and more).
+pub(super) const EXCLUSIVE_WAIT: Duration = Duration::from_secs(7);
 
 /// A registration on its way to a leader (node, epoch).
 type OutCall<'a> = ((i32, u128), Pin<Box<dyn Future<Output = Result<PeerReply, PeerError>> + 'a>>);

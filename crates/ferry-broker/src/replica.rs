@@ -82,19 +82,6 @@ pub struct FollowerState {
     pub truncated: bool,
 }
 
-/// A follower's acknowledged end after a report of `acked_end` with its
-/// log ending at `log_end`, where the leader had `recorded`. Within a
-/// leadership it only grows: a pipelined follower's acknowledgement and
-/// its next fetch (sent before the fsync ended, so reporting less) are
-/// served in any order, and a long-polling fetch records its report again
-/// each time it wakes. A log ending below `recorded` was cut (or the
-/// report is older than that cut): then the report is taken as it is,
-/// since counting less is always safe.
-fn merged_acked_end(recorded: u64, acked_end: u64, log_end: u64) -> u64 {
-    let reported = acked_end.min(log_end);
-    if log_end >= recorded { recorded.max(reported) } else { reported }
-}
-
 /// The ISR size a partition's high watermark needs to advance (KIP-966's
 /// strict min ISR), and below which replicas leaving the ISR become
 /// eligible leader replicas: `min.insync.replicas`, but never more than
@@ -172,19 +159,7 @@ impl LeaderState {
         p.last_fetch_ms = now_ms;
         p.fetched = true;
         p.log_end = fetch_offset;
-        p.acked_end = merged_acked_end(p.acked_end, acked_end, fetch_offset);
-        true
-    }
-
-    /// A pipelined follower's acknowledgement (it fetches again before its
-    /// fsync ends, and reports the fsync's end on its own): offsets below
-    /// `acked_end` are on its disk, and its log ends at `log_end` (checked
-    /// against the leader's log end by the caller, as a fetch offset is).
-    /// Counts only for a follower that fetched in this leadership. Returns
-    /// false for a node that is not a replica or has not fetched.
-    pub fn record_ack(&mut self, follower: i32, log_end: u64, acked_end: u64) -> bool {
-        let Some(p) = self.followers.get_mut(&follower).filter(|p| p.fetched) else { return false };
-        p.acked_end = merged_acked_end(p.acked_end, acked_end, log_end);
+        p.acked_end = acked_end.min(fetch_offset);
         true
     }
 
@@ -348,33 +323,6 @@ mod tests {
         s.pending_isr = Some((vec![1, 2, 3], 7));
         assert_eq!(s.high_watermark(10), Some(9));
         assert_eq!(s.maximal_isr(), vec![1, 3, 2]);
-    }
-
-    /// A pipelined follower's acknowledgement and its fetches arrive in
-    /// any order: the acknowledged end never goes back for an older
-    /// report, but does for a log that was cut below it.
-    #[test]
-    fn acknowledgements_only_grow_unless_the_follower_log_was_cut() {
-        let mut s = LeaderState::new(1, &info(&[1, 2, 3], &[1, 2, 3]), 20, 0);
-        assert!(!s.record_ack(2, 10, 10), "no acknowledgement before a fetch in this leadership");
-        assert_eq!(s.followers[&2].acked_end, 0);
-        assert!(!s.record_ack(7, 10, 10), "not a replica");
-        s.record_fetch(2, 10, 5, 20, 1);
-        assert!(s.record_ack(2, 10, 10));
-        assert_eq!(s.followers[&2].acked_end, 10);
-        // The fetch sent before the fsync ended, served after the
-        // acknowledgement (or woken again from its long poll).
-        s.record_fetch(2, 12, 5, 20, 2);
-        assert_eq!(s.followers[&2].acked_end, 10);
-        assert!(s.record_ack(2, 12, 8), "an older acknowledgement");
-        assert_eq!(s.followers[&2].acked_end, 10);
-        assert!(s.record_ack(2, 12, 30), "past its log end is not believed");
-        assert_eq!(s.followers[&2].acked_end, 12);
-        // A log cut below what was acknowledged counts what it reports.
-        s.record_fetch(2, 7, 7, 20, 3);
-        assert_eq!(s.followers[&2].acked_end, 7);
-        s.record_fetch(3, 20, 20, 20, 3);
-        assert_eq!(s.high_watermark(20), Some(7));
     }
 
     #[test]

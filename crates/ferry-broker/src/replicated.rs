@@ -342,36 +342,6 @@ impl Partition {
         })
     }
 
-    /// Leader side of a pipelined follower's acknowledgement: `follower`,
-    /// fetching in `leader_epoch` with its log ending at `log_end`, has
-    /// `acked_end` on disk. Records it as a fetch records its report
-    /// (only ever growing: see `replica::merged_acked_end`), which may
-    /// move the high watermark; reads nothing.
-    pub fn serve_replica_ack(
-        &self,
-        follower: i32,
-        leader_epoch: i32,
-        log_end: u64,
-        acked_end: u64,
-    ) -> std::result::Result<(), ReplicaError> {
-        let log = self.log();
-        {
-            let mut role = lock(&self.repl.role);
-            let Some(Role::Leader(s)) = &mut *role else { return Err(ReplicaError::NotLeader) };
-            check_epoch(leader_epoch, s.leader_epoch)?;
-            if log_end > log.next_offset() {
-                return Err(ReplicaError::OffsetOutOfRange);
-            }
-            if !s.record_ack(follower, log_end, acked_end) {
-                return Err(ReplicaError::NotLeader);
-            }
-        }
-        if self.repl.refresh(log.high_watermark()) {
-            self.wake_readers();
-        }
-        Ok(())
-    }
-
     /// Leader side of OffsetsForLeaderEpoch: where `epoch` ends in this
     /// log, for a follower in `current_epoch` (must be the leader's).
     pub fn leader_end_offset_for_epoch(

@@ -40,16 +40,9 @@ impl Service for Node {
                     Some(broker) => Response::ReplicaFetch(crate::replication::serve_fetch(broker, from, r).await),
                     None => Response::Refused(MetadataError::Unavailable("broker stopped".into())),
                 },
-                Request::Ping => Response::Ping(Pong {
-                    node: self.id,
-                    incarnation: self.incarnation,
-                    binary_peer: true,
-                    replica_ack: true,
-                }),
-                Request::ReplicaAck(acks) => match self.broker.upgrade() {
-                    Some(broker) => Response::ReplicaAck(crate::replication::serve_ack(&broker, from, &acks)),
-                    None => Response::Refused(MetadataError::Unavailable("broker stopped".into())),
-                },
+                Request::Ping => {
+                    Response::Ping(Pong { node: self.id, incarnation: self.incarnation, binary_peer: true })
+                }
                 Request::EpochEnd(q) => match self.broker.upgrade() {
                     Some(broker) => Response::EpochEnd(crate::replication::serve_epoch_end(&broker, &q)),
                     None => Response::Refused(MetadataError::Unavailable("broker stopped".into())),

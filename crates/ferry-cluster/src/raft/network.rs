@@ -63,9 +63,7 @@ fn failed<E: std::error::Error>(e: &TransportError) -> RPCError<u64, BasicNode, 
         | TransportError::Down { .. }
         | TransportError::Closed(_)
         | TransportError::Refused(_) => RPCError::Unreachable(Unreachable::new(e)),
-        TransportError::Timeout { .. } | TransportError::Protocol { .. } | TransportError::Unsupported { .. } => {
-            RPCError::Network(NetworkError::new(e))
-        }
+        TransportError::Timeout { .. } | TransportError::Protocol { .. } => RPCError::Network(NetworkError::new(e)),
     }
 }
 

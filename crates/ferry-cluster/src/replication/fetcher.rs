@@ -3,13 +3,6 @@
 //! fetches in a new leader epoch, a partition is truncated to where its
 //! last epoch ends on the leader (OffsetsForLeaderEpoch, KIP-101/279),
 //! never by high watermark alone.
-//!
-//! A follower's fsync is off the round's path when its leader takes
-//! acknowledgements (`Pong::replica_ack`): the next fetch goes right after
-//! the append, and when the fsync ends an acknowledgement tells the leader
-//! what is on disk, so the high watermark moves without waiting for the
-//! next fetch (which reported less). Against an older leader the round
-//! waits for the fsync and the next fetch reports it, as before.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,19 +15,11 @@ use uuid::Uuid;
 
 use super::ReplicationConfig;
 use super::Replicator;
-use super::message::{
-    AckPartition, EpochAnswer, EpochQuery, FetchPartition, Records, ReplicaFetchRequest, ReplicaFetchResponse,
-};
+use super::message::{EpochAnswer, EpochQuery, FetchPartition, Records, ReplicaFetchRequest, ReplicaFetchResponse};
 use crate::transport::{Request, Response};
 
 /// Pause after a failed call or when nothing can be fetched yet.
 const BACKOFF: Duration = Duration::from_millis(100);
-/// Fsyncs (each with its acknowledgement to follow) a pipelined fetcher
-/// may have pending before its next round waits for the oldest: the disk
-/// sets the pace when it is slower than the network.
-const PENDING_FSYNCS: usize = 2;
-/// How long an acknowledgement may wait for its answer.
-const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A partition this node follows, as one fetch round sees it.
 pub(super) struct Followed {
@@ -43,14 +28,6 @@ pub(super) struct Followed {
     pub(super) state: FollowerState,
     /// The log end when the round began: where it fetches from.
     pub(super) fetch_offset: u64,
-}
-
-/// A partition a fetch appended to, not yet on disk to its end: with the
-/// leader and epoch it was fetched in (its acknowledgement is for them).
-pub(super) struct Unflushed {
-    pub(super) topic_id: Uuid,
-    pub(super) part: Arc<Partition>,
-    pub(super) state: FollowerState,
 }
 
 /// What one round of a fetcher does (the same choice in the node and in
@@ -65,9 +42,6 @@ pub(super) enum Round {
 /// Fetches from `leader` until no local partition follows it (the
 /// replicator starts another when one does again) or `stop`.
 pub(super) async fn run(ctx: Arc<Replicator>, leader: i32, mut stop: watch::Receiver<bool>) {
-    // The fsyncs of a pipelined fetcher's rounds and their acknowledgements
-    // (dropped with the fetcher: a new one reports in its fetches).
-    let mut acks = tokio::task::JoinSet::new();
     loop {
         if *stop.borrow() {
             return;
@@ -81,7 +55,7 @@ pub(super) async fn run(ctx: Arc<Replicator>, leader: i32, mut stop: watch::Rece
         drop(broker);
         let progressed = match addr {
             Some(addr) => tokio::select! {
-                r = round(&ctx, &addr, followed, &mut acks) => r,
+                r = round(&ctx, &addr, followed) => r,
                 _ = stop.changed() => return,
             },
             None => false,
@@ -117,32 +91,14 @@ pub(super) fn plan(followed: Vec<Followed>) -> Round {
 }
 
 /// One round: truncate what needs it, then one fetch. False when nothing
-/// was done (an error, or nothing ready), so the caller backs off. The
-/// fsync of what it appended goes to `acks` if the leader takes
-/// acknowledgements, else the round waits for it.
-async fn round(
-    ctx: &Arc<Replicator>,
-    addr: &str,
-    followed: Vec<Followed>,
-    acks: &mut tokio::task::JoinSet<()>,
-) -> bool {
+/// was done (an error, or nothing ready), so the caller backs off.
+async fn round(ctx: &Arc<Replicator>, addr: &str, followed: Vec<Followed>) -> bool {
     let ready = match plan(followed) {
         Round::Truncate(parts) => return truncate(ctx, addr, parts).await,
         Round::Fetch(ready) => ready,
     };
-    let timeout = ctx.config.fetch_max_wait + Duration::from_secs(5);
-    // Asked once per connection (a restarted leader may run another version).
-    let pipelined = match ctx.pool.peer(addr, timeout).await {
-        Ok(pong) => pong.replica_ack,
-        Err(e) => {
-            tracing::debug!(addr, error = %e, "replica fetch failed");
-            return false;
-        }
-    };
-    while acks.len() >= PENDING_FSYNCS {
-        acks.join_next().await;
-    }
     let request = fetch_request(&ready, &ctx.config);
+    let timeout = ctx.config.fetch_max_wait + Duration::from_secs(5);
     let response = match ctx.pool.call(addr, &Request::ReplicaFetch(request), timeout).await {
         Ok(Response::ReplicaFetch(r)) => r,
         Ok(other) => {
@@ -167,55 +123,8 @@ async fn round(
     } else {
         apply_fetch_response(&ready, response)
     };
-    if unflushed.is_empty() {
-        return answered;
-    }
-    if pipelined {
-        let (ctx, addr) = (ctx.clone(), addr.to_string());
-        acks.spawn(async move {
-            let parts: Vec<Arc<Partition>> = unflushed.iter().map(|u| u.part.clone()).collect();
-            flushed(parts).await;
-            let acks = acknowledgements(&unflushed);
-            if acks.is_empty() {
-                return;
-            }
-            match ctx.pool.call(&addr, &Request::ReplicaAck(acks), ACK_TIMEOUT).await {
-                Ok(Response::ReplicaAck(answers)) => {
-                    for e in answers.iter().filter_map(|a| a.as_ref().err()) {
-                        tracing::debug!(addr, error = %e, "replica acknowledgement refused");
-                    }
-                }
-                Ok(other) => tracing::debug!(?other, "unexpected answer to a replica acknowledgement"),
-                // The next fetch reports the same.
-                Err(e) => tracing::debug!(addr, error = %e, "replica acknowledgement failed"),
-            }
-        });
-    } else {
-        flushed(unflushed.into_iter().map(|u| u.part).collect()).await;
-    }
+    flushed(unflushed).await;
     answered
-}
-
-/// The acknowledgements of `unflushed` once their fsyncs ended: what each
-/// log has on disk, for the leader and epoch it was fetched from. A
-/// partition that moved on meanwhile (another leader or epoch, or it must
-/// truncate again) is left out: its next fetch speaks for it.
-pub(super) fn acknowledgements(unflushed: &[Unflushed]) -> Vec<AckPartition> {
-    unflushed
-        .iter()
-        .filter(|u| u.part.follower_state().is_some_and(|s| s == u.state))
-        .map(|u| {
-            // Read before the log end, so it is never past it.
-            let acked_end = u.part.local_acked_end();
-            AckPartition {
-                topic_id: u.topic_id,
-                partition: u.part.index,
-                leader_epoch: u.state.leader_epoch,
-                log_end: u.part.log_end_offset(),
-                acked_end,
-            }
-        })
-        .collect()
 }
 
 /// acks=all counts what followers have on disk: make it so before the
@@ -267,9 +176,9 @@ pub(super) fn fetch_request(ready: &[Followed], config: &ReplicationConfig) -> R
 /// in): appends, truncation requests, log restarts. Blocking (appends).
 /// Returns whether any partition answered (an empty long poll included:
 /// then no back-off) and the partitions left to fsync.
-pub(super) fn apply_fetch_response(ready: &[Followed], response: ReplicaFetchResponse) -> (bool, Vec<Unflushed>) {
+pub(super) fn apply_fetch_response(ready: &[Followed], response: ReplicaFetchResponse) -> (bool, Vec<Arc<Partition>>) {
     let mut answered = false;
-    let mut unflushed = Vec::new();
+    let mut unflushed: Vec<Arc<Partition>> = Vec::new();
     for (f, got) in ready.iter().zip(response.partitions) {
         if got.topic_id != f.topic_id || got.partition != f.part.index {
             continue;
@@ -320,7 +229,7 @@ pub(super) fn apply_fetch_response(ready: &[Followed], response: ReplicaFetchRes
             }
         }
         if f.part.local_acked_end() < f.part.log_end_offset() {
-            unflushed.push(Unflushed { topic_id: f.topic_id, part: f.part.clone(), state: f.state });
+            unflushed.push(f.part.clone());
         }
     }
     (answered, unflushed)
@@ -328,9 +237,9 @@ pub(super) fn apply_fetch_response(ready: &[Followed], response: ReplicaFetchRes
 
 /// [`flushed`] for a blocking thread (the tests' and the simulation's).
 #[cfg(test)]
-pub(super) fn flush_all(unflushed: &[Unflushed]) {
+pub(super) fn flush_all(unflushed: Vec<Arc<Partition>>) {
     let (tx, rx) = std::sync::mpsc::channel();
-    for part in unflushed.iter().map(|u| &u.part) {
+    for part in unflushed {
         let tx = tx.clone();
         let p = part.clone();
         part.on_local_flushed(move |r| {
@@ -518,7 +427,7 @@ mod tests {
                 let (response, _) = collect(from, &request, &fetched_partitions(leader, &request), 1);
                 let bytes = super::super::encode_fetch_response(&response).unwrap();
                 let (_, unflushed) = apply_fetch_response(&ready, super::super::decode_fetch_response(&bytes).unwrap());
-                flush_all(&unflushed);
+                flush_all(unflushed);
                 true
             }
         }

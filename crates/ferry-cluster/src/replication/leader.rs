@@ -10,8 +10,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::message::{
-    AckPartition, EpochAnswer, EpochQuery, FetchedInfo, FetchedPartition, Records, ReplicaFetchRequest,
-    ReplicaFetchResponse,
+    EpochAnswer, EpochQuery, FetchedInfo, FetchedPartition, Records, ReplicaFetchRequest, ReplicaFetchResponse,
 };
 
 /// Longest a fetch may wait at the leader, whatever it asks.
@@ -100,18 +99,6 @@ pub(super) fn collect(
         })
         .collect();
     (ReplicaFetchResponse { partitions }, ready)
-}
-
-/// Takes a pipelined follower's acknowledgements from node `from`; the
-/// answer for each, in order (a refusal says the next fetch will be
-/// refused too, which the follower acts on).
-pub(crate) fn serve_ack(broker: &Broker, from: i32, acks: &[AckPartition]) -> Vec<Result<(), ReplicaError>> {
-    acks.iter()
-        .map(|a| match broker.topic_by_id(a.topic_id).and_then(|t| t.partition(a.partition)) {
-            Some(p) => p.serve_replica_ack(from, a.leader_epoch, a.log_end, a.acked_end),
-            None => Err(ReplicaError::UnknownPartition),
-        })
-        .collect()
 }
 
 /// Answers OffsetsForLeaderEpoch for each query, in order.

@@ -36,23 +36,6 @@ pub struct ReplicaFetchRequest {
     pub max_wait_ms: u64,
 }
 
-/// One partition of a pipelined follower's acknowledgement: its fsync
-/// ended, so the leader may count what it copied without waiting for the
-/// next fetch (which the follower sent before the fsync ended).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AckPartition {
-    /// Topic id.
-    pub topic_id: Uuid,
-    /// Partition index.
-    pub partition: i32,
-    /// The leader epoch the follower fetches in.
-    pub leader_epoch: i32,
-    /// The follower's log end offset.
-    pub log_end: u64,
-    /// Offsets below this are on the follower's disk.
-    pub acked_end: u64,
-}
-
 /// What the leader knows of a fetched partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchedInfo {

@@ -22,11 +22,10 @@ use ferry_util::time::now_ms_u64;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub(crate) use leader::{serve_ack, serve_epoch_end, serve_fetch};
+pub(crate) use leader::{serve_epoch_end, serve_fetch};
 pub use message::{
-    AckPartition, Chunk, EpochAnswer, EpochQuery, FetchPartition, FetchedInfo, FetchedPartition, Records,
-    ReplicaFetchRequest, ReplicaFetchResponse, decode_fetch_response, encode_fetch_response,
-    encode_fetch_response_chunks,
+    Chunk, EpochAnswer, EpochQuery, FetchPartition, FetchedInfo, FetchedPartition, Records, ReplicaFetchRequest,
+    ReplicaFetchResponse, decode_fetch_response, encode_fetch_response, encode_fetch_response_chunks,
 };
 
 use crate::transport::Pool;

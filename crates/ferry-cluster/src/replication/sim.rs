@@ -24,15 +24,7 @@
 //! fetch or epoch answer that arrives after its partition moved on changes
 //! nothing. After the schedule, with every fault healed, every partition
 //! must converge (all replicas equal to the leader, high watermark at its
-//! end).
-//!
-//! Followers of most leaders are pipelined (`fetcher.rs`): a fetch reports
-//! the acknowledged end as it was before the last answer's append (its
-//! fsync had not ended when the real fetcher sent it), and each answer
-//! that appended is followed by an acknowledgement, a message of its own
-//! that is lost, reordered or held back like any other. Some nodes lead
-//! as an older version would: their followers report in their fetches
-//! only (mixed versions). `FERRY_SIM_SEEDS` / `FERRY_SIM_FIRST_SEED` as for the controller
+//! end). `FERRY_SIM_SEEDS` / `FERRY_SIM_FIRST_SEED` as for the controller
 //! scenarios (docs/reliability.md).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,10 +45,9 @@ use uuid::Uuid;
 use super::fetcher::{self, Followed, Round};
 use super::leader::{collect, fetched_partitions};
 use super::message::{
-    AckPartition, EpochAnswer, EpochQuery, ReplicaFetchRequest, ReplicaFetchResponse, decode_fetch_response,
-    encode_fetch_response,
+    EpochAnswer, EpochQuery, ReplicaFetchRequest, ReplicaFetchResponse, decode_fetch_response, encode_fetch_response,
 };
-use super::{ReplicationConfig, isr_changes, serve_ack, serve_epoch_end};
+use super::{ReplicationConfig, isr_changes, serve_epoch_end};
 use crate::controller::{ControllerConfig, LeaderBalanceConfig, QuorumController};
 use crate::image_gate::ImageGate;
 
@@ -136,12 +127,6 @@ struct Node {
     applied: usize,
     /// Per partition: what its log holds, as checked so far.
     views: BTreeMap<usize, View>,
-    /// It leads as a version without acknowledgements would: its
-    /// followers wait for their fsync and report it in the next fetch.
-    old: bool,
-    /// Per partition: the acknowledged end before the last fetch answer's
-    /// append, which is what a pipelined fetch reports.
-    reported: BTreeMap<(Uuid, i32), u64>,
 }
 
 /// A log as the checks last read it: (leader epoch, value) per offset,
@@ -157,7 +142,6 @@ enum Payload {
     FetchAnswer(ReplicaFetchResponse),
     EpochQueries(Vec<EpochQuery>),
     EpochAnswers(Vec<EpochAnswer>),
-    Ack(Vec<AckPartition>),
     Alter(ControllerRequest),
 }
 
@@ -192,7 +176,6 @@ struct Pending {
 struct Stats {
     appended: usize,
     acknowledged: usize,
-    acks: usize,
     crashes: usize,
     cuts: usize,
     elections: usize,
@@ -294,8 +277,6 @@ impl Sim {
                 cut_until: 0,
                 applied: 0,
                 views: BTreeMap::new(),
-                old: sim.rng.below(4) == 0,
-                reported: BTreeMap::new(),
             };
             sim.nodes.insert(id, node);
             sim.start(id);
@@ -380,7 +361,6 @@ impl Sim {
         node.gate = Some(gate);
         node.registered = false;
         node.views.clear();
-        node.reported.clear();
         let applied = node.applied;
         self.log(|| format!("node {id} starts (incarnation {incarnation}) on image {applied}"));
         self.register(id);
@@ -512,22 +492,9 @@ impl Sim {
             }
             let round = self.next_round;
             self.next_round += 1;
-            let pipelined = self.nodes.get(&leader).is_some_and(|n| !n.old);
             let (payload, parts) = match fetcher::plan(followed) {
                 Round::Truncate(parts) => (Payload::EpochQueries(fetcher::epoch_queries(&parts)), parts),
-                Round::Fetch(parts) => {
-                    let mut request = fetcher::fetch_request(&parts, &self.config);
-                    if pipelined {
-                        // Sent before the last append's fsync ended.
-                        let reported = &self.nodes[&id].reported;
-                        for p in &mut request.partitions {
-                            if let Some(r) = reported.get(&(p.topic_id, p.partition)) {
-                                p.acked_end = p.acked_end.min(*r);
-                            }
-                        }
-                    }
-                    (Payload::Fetch(request), parts)
-                }
+                Round::Fetch(parts) => (Payload::Fetch(fetcher::fetch_request(&parts, &self.config)), parts),
             };
             self.rounds.insert(round, RoundState { node: id, leader, started: self.ms, parts });
             self.send(id, leader, round, payload);
@@ -651,22 +618,10 @@ impl Sim {
                     })
                     .count();
                 let ends: Vec<u64> = round.parts.iter().map(|f| f.part.log_end_offset()).collect();
-                if let Some(node) = self.nodes.get_mut(&msg.to) {
-                    for f in &round.parts {
-                        node.reported.insert((f.topic_id, f.part.index), f.part.local_acked_end());
-                    }
-                }
                 let (_, unflushed) = fetcher::apply_fetch_response(&round.parts, response);
-                fetcher::flush_all(&unflushed);
+                fetcher::flush_all(unflushed);
                 self.check_unchanged(&round.parts, &stale);
                 self.count_truncations(&round.parts, &ends);
-                if self.nodes.get(&msg.from).is_some_and(|n| !n.old) {
-                    let acks = fetcher::acknowledgements(&unflushed);
-                    if !acks.is_empty() {
-                        self.log(|| format!("node {} acknowledges to {}: {acks:?}", msg.to, msg.from));
-                        self.send(msg.to, msg.from, msg.round, Payload::Ack(acks));
-                    }
-                }
             }
             Payload::EpochAnswers(answers) => {
                 let Some(round) = self.rounds.remove(&msg.round) else { return };
@@ -694,11 +649,6 @@ impl Sim {
                 fetcher::apply_epoch_answers(&round.parts, answers);
                 self.check_unchanged(&round.parts, &stale);
                 self.count_truncations(&round.parts, &ends);
-            }
-            Payload::Ack(acks) => {
-                let answers = serve_ack(&broker, msg.from, &acks);
-                self.stats.acks += answers.iter().filter(|a| a.is_ok()).count();
-                self.log(|| format!("node {} takes acknowledgements of {}: {answers:?}", msg.to, msg.from));
             }
             Payload::Alter(_) => {}
         }
@@ -1051,7 +1001,6 @@ fn seeded_replication_keeps_acknowledged_records() {
         let s = &sim.stats;
         total.appended += s.appended;
         total.acknowledged += s.acknowledged;
-        total.acks += s.acks;
         total.crashes += s.crashes;
         total.cuts += s.cuts;
         total.elections += s.elections;
@@ -1067,7 +1016,6 @@ fn seeded_replication_keeps_acknowledged_records() {
     let Stats {
         appended,
         acknowledged,
-        acks,
         crashes,
         cuts,
         elections,
@@ -1083,7 +1031,6 @@ fn seeded_replication_keeps_acknowledged_records() {
         [
             appended,
             acknowledged,
-            acks,
             crashes,
             cuts,
             elections,

@@ -43,14 +43,6 @@ pub enum TransportError {
         /// What was wrong.
         reason: String,
     },
-    /// The peer does not take this kind of request (it predates it).
-    #[error("{addr} does not take {what}")]
-    Unsupported {
-        /// The peer's address.
-        addr: String,
-        /// The kind of request.
-        what: &'static str,
-    },
     /// The peer refused the request (another quorum).
     #[error(transparent)]
     Refused(MetadataError),

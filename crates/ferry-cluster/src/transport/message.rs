@@ -7,7 +7,6 @@
 //! is answered the same way.
 
 use bytes::Bytes;
-use ferry_broker::ReplicaError;
 use ferry_broker::metadata::{
     ControllerReply, ControllerRequest, MetadataError, NodeInfo, PeerError, PeerReply, PeerRequest,
 };
@@ -24,7 +23,7 @@ use super::frame::Frame;
 use super::peer_body;
 use crate::raft::TypeConfig;
 use crate::replication::{
-    AckPartition, Chunk, EpochAnswer, EpochQuery, ReplicaFetchRequest, ReplicaFetchResponse, decode_fetch_response,
+    Chunk, EpochAnswer, EpochQuery, ReplicaFetchRequest, ReplicaFetchResponse, decode_fetch_response,
     encode_fetch_response, encode_fetch_response_chunks,
 };
 
@@ -40,8 +39,6 @@ const PEER: u8 = 9;
 const PING: u8 = 10;
 /// A peer call with its payloads raw after the JSON (`peer_body`).
 const PEER_BINARY: u8 = 11;
-/// A pipelined follower's acknowledgement ([`Pong::replica_ack`]).
-const REPLICA_ACK: u8 = 12;
 /// Set on the kind of a response.
 const RESPONSE: u8 = 0x80;
 /// The kind of a refusal (another quorum, or a request that cannot be read).
@@ -93,8 +90,6 @@ pub enum Request {
     Peer(PeerRequest),
     /// Is this node's process alive? (The controller probes silent nodes.)
     Ping,
-    /// A pipelined follower's fsync ended: what it has on disk.
-    ReplicaAck(Vec<AckPartition>),
 }
 
 /// The answer to [`Request::Ping`]: who answered.
@@ -108,11 +103,6 @@ pub struct Pong {
     /// (false) from nodes that predate them, which get JSON.
     #[serde(default)]
     pub binary_peer: bool,
-    /// It takes [`Request::ReplicaAck`], so its followers may fetch again
-    /// before their fsync ends; absent (false) from nodes that predate it,
-    /// whose followers wait for the fsync and report it in the next fetch.
-    #[serde(default)]
-    pub replica_ack: bool,
 }
 
 /// A request the quorum leader carried out: its reply and the log index
@@ -159,8 +149,6 @@ pub enum Response {
     Peer(Result<PeerReply, PeerError>),
     /// To [`Request::Ping`].
     Ping(Pong),
-    /// To [`Request::ReplicaAck`], in request order.
-    ReplicaAck(Vec<Result<(), ReplicaError>>),
     /// The request was refused before it was looked at.
     Refused(MetadataError),
 }
@@ -213,7 +201,6 @@ pub fn encode_request(
         Request::EpochEnd(r) => (EPOCH_END, env(from, quorum, r)?),
         Request::Peer(r) => (PEER, env(from, quorum, r)?),
         Request::Ping => (PING, env(from, quorum, &())?),
-        Request::ReplicaAck(r) => (REPLICA_ACK, env(from, quorum, r)?),
     };
     Ok(Frame { kind, correlation, body })
 }
@@ -244,7 +231,6 @@ pub fn decode_request(frame: &Frame) -> Result<(i32, String, Request), String> {
             Ok((from, quorum, request))
         }
         PING => env(body, |()| Request::Ping),
-        REPLICA_ACK => env(body, Request::ReplicaAck),
         kind => Err(format!("unknown request kind {kind}")),
     }
 }
@@ -274,7 +260,6 @@ pub fn encode_response(correlation: u64, response: &Response, binary: bool) -> R
         Response::EpochEnd(r) => (EPOCH_END | RESPONSE, json(r)?),
         Response::Peer(r) => (PEER | RESPONSE, json(r)?),
         Response::Ping(r) => (PING | RESPONSE, json(r)?),
-        Response::ReplicaAck(r) => (REPLICA_ACK | RESPONSE, json(r)?),
         Response::Refused(e) => (REFUSED, json(e)?),
     };
     Ok(Frame { kind, correlation, body })
@@ -337,7 +322,6 @@ pub fn decode_response(frame: &Frame) -> Result<Response, String> {
             Ok(Response::Peer(answer))
         }
         k if k == PING | RESPONSE => de(body, Response::Ping),
-        k if k == REPLICA_ACK | RESPONSE => de(body, Response::ReplicaAck),
         REFUSED => de(body, Response::Refused),
         kind => Err(format!("unknown response kind {kind}")),
     }
@@ -382,21 +366,13 @@ mod tests {
         );
         let frame = encode_request(5, 2, "q", &Request::Ping, true).unwrap();
         assert!(matches!(decode_request(&frame).unwrap(), (2, _, Request::Ping)));
-        let pong = Pong { node: 2, incarnation: Uuid::from_u128(7), binary_peer: true, replica_ack: true };
+        let pong = Pong { node: 2, incarnation: Uuid::from_u128(7), binary_peer: true };
         let frame = encode_response(5, &Response::Ping(pong.clone()), false).unwrap();
         assert!(matches!(decode_response(&frame).unwrap(), Response::Ping(p) if p == pong));
-        // An older node's pong does not say: it reads JSON only, and takes
-        // no replica acknowledgements.
+        // An older node's pong does not say: it reads JSON only.
         let old = serde_json::json!({"node": 2, "incarnation": Uuid::from_u128(7)});
         let frame = Frame { kind: PING | RESPONSE, correlation: 5, body: serde_json::to_vec(&old).unwrap() };
-        assert!(matches!(decode_response(&frame).unwrap(), Response::Ping(p) if !p.binary_peer && !p.replica_ack));
-        let ack =
-            AckPartition { topic_id: Uuid::from_u128(3), partition: 1, leader_epoch: 4, log_end: 9, acked_end: 7 };
-        let frame = encode_request(6, 2, "q", &Request::ReplicaAck(vec![ack.clone()]), false).unwrap();
-        assert!(matches!(decode_request(&frame).unwrap(), (2, _, Request::ReplicaAck(a)) if a == [ack]));
-        let answers = vec![Ok(()), Err(ReplicaError::FencedLeaderEpoch)];
-        let frame = encode_response(6, &Response::ReplicaAck(answers.clone()), false).unwrap();
-        assert!(matches!(decode_response(&frame).unwrap(), Response::ReplicaAck(a) if a == answers));
+        assert!(matches!(decode_response(&frame).unwrap(), Response::Ping(p) if !p.binary_peer));
         // Unknown kinds and bodies of the wrong shape are errors, not panics.
         assert!(decode_request(&Frame { kind: 0x42, correlation: 1, body: b"{}".to_vec() }).is_err());
         assert!(decode_request(&Frame { kind: VOTE, correlation: 1, body: b"[1,2".to_vec() }).is_err());

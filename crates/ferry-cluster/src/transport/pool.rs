@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::error::TransportError;
 use super::frame::{Frame, read_frame};
-use super::message::{Pong, Request, Response, decode_response, encode_request};
+use super::message::{Request, Response, decode_response, encode_request};
 
 /// Longest a connection attempt may take: a dead peer must fail fast so
 /// Raft moves on (its RPCs last a heartbeat interval).
@@ -27,9 +27,8 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
 
 struct Connection {
     writer: mpsc::Sender<Vec<u8>>,
-    /// What the peer reads (binary peer calls, replica acknowledgements):
-    /// asked once, by a ping.
-    pong: OnceCell<Pong>,
+    /// Whether the peer reads binary peer calls (asked once, by a ping).
+    binary_peer: OnceCell<bool>,
     pending: Pending,
     next: AtomicU64,
     alive: Arc<AtomicBool>,
@@ -111,7 +110,7 @@ impl Connection {
         });
         Connection {
             writer: tx,
-            pong: OnceCell::new(),
+            binary_peer: OnceCell::new(),
             pending,
             next: AtomicU64::new(1),
             alive,
@@ -183,49 +182,24 @@ impl Pool {
     /// Sends `request` to the node at `addr` and waits at most `timeout`
     /// for its response. A refusal comes back as [`TransportError::Refused`].
     /// A peer call goes in the binary form if the peer reads it (asked
-    /// once per connection), else as JSON (a node that predates it); a
-    /// replica acknowledgement goes only to a peer that takes it, else the
-    /// call fails with [`TransportError::Unsupported`] (an older node
-    /// would close the connection on it).
+    /// once per connection), else as JSON (a node that predates it).
     pub async fn call(&self, addr: &str, request: &Request, timeout: Duration) -> Result<Response, TransportError> {
         let conn = self.connection(addr, timeout).await?;
         let binary = match request {
-            Request::Peer(_) => self.pong(addr, &conn, timeout).await?.binary_peer,
-            Request::ReplicaAck(_) => {
-                if !self.pong(addr, &conn, timeout).await?.replica_ack {
-                    return Err(TransportError::Unsupported {
-                        addr: addr.to_string(),
-                        what: "replica acknowledgements",
-                    });
-                }
-                false
+            Request::Peer(_) => {
+                *conn
+                    .binary_peer
+                    .get_or_try_init(|| async {
+                        match self.exchange(addr, &conn, &Request::Ping, false, timeout).await? {
+                            Response::Ping(pong) => Ok::<_, TransportError>(pong.binary_peer),
+                            _ => Ok(false),
+                        }
+                    })
+                    .await?
             }
             _ => false,
         };
         self.exchange(addr, &conn, request, binary, timeout).await
-    }
-
-    /// What the node at `addr` answers a ping with, on the connection
-    /// calls use now (asked once per connection: a restarted peer may run
-    /// another version).
-    pub async fn peer(&self, addr: &str, timeout: Duration) -> Result<Pong, TransportError> {
-        let conn = self.connection(addr, timeout).await?;
-        self.pong(addr, &conn, timeout).await
-    }
-
-    async fn pong(&self, addr: &str, conn: &Arc<Connection>, timeout: Duration) -> Result<Pong, TransportError> {
-        conn.pong
-            .get_or_try_init(|| async {
-                match self.exchange(addr, conn, &Request::Ping, false, timeout).await? {
-                    Response::Ping(pong) => Ok::<_, TransportError>(pong),
-                    other => Err(TransportError::Protocol {
-                        addr: addr.to_string(),
-                        reason: format!("{other:?} answering a ping"),
-                    }),
-                }
-            })
-            .await
-            .cloned()
     }
 
     /// One request and its response on `conn`.

@@ -168,7 +168,7 @@ fn the_quorum_fingerprint_ignores_the_order_voters_were_given_in() {
 }
 
 /// A hand-rolled node: answers pings (saying it reads binary peer calls
-/// and takes replica acknowledgements if `binary`) and echoes a forwarded publish's batch as a delivery,
+/// if `binary`) and echoes a forwarded publish's batch as a delivery,
 /// recording each request frame's kind. Without `binary` it acts as a
 /// node that predates the binary form: such a frame closes the connection.
 async fn fake_node(binary: bool) -> (String, Arc<std::sync::Mutex<Vec<u8>>>) {
@@ -193,9 +193,7 @@ async fn fake_node(binary: bool) -> (String, Arc<std::sync::Mutex<Vec<u8>>>) {
                             node: 1,
                             incarnation: Uuid::from_u128(1),
                             binary_peer: binary,
-                            replica_ack: binary,
                         }),
-                        Request::ReplicaAck(acks) => Response::ReplicaAck(acks.iter().map(|_| Ok(())).collect()),
                         Request::Peer(PeerRequest::QueuePublish { batch, .. }) => {
                             let delivery = WireDelivery { offset: 0, redelivered: false, count: 1, batch };
                             Response::Peer(Ok(PeerReply::QueueDeliveries {
@@ -247,37 +245,4 @@ async fn peer_calls_are_binary_only_to_nodes_that_read_them() {
         }
         assert_eq!(*kinds.lock().unwrap(), [10, peer_kind, peer_kind, peer_kind], "one ping, then peer calls");
     }
-}
-
-/// A replica acknowledgement goes only to a node whose pong says it takes
-/// one; to an older node (which would close the connection on the unknown
-/// kind) the call fails without sending anything, and the connection
-/// keeps serving (the follower then waits for its fsync before fetching).
-#[tokio::test]
-async fn replica_acknowledgements_go_only_to_nodes_that_take_them() {
-    use crate::replication::AckPartition;
-    let ack = || {
-        Request::ReplicaAck(vec![AckPartition {
-            topic_id: Uuid::from_u128(5),
-            partition: 0,
-            leader_epoch: 1,
-            log_end: 10,
-            acked_end: 10,
-        }])
-    };
-    let (addr, kinds) = fake_node(true).await;
-    let pool = Pool::new(4, QUORUM.into());
-    assert!(pool.peer(&addr, T).await.unwrap().replica_ack);
-    assert!(matches!(pool.call(&addr, &ack(), T).await, Ok(Response::ReplicaAck(a)) if a == [Ok(())]));
-    assert_eq!(*kinds.lock().unwrap(), [10, 12], "one ping, then the acknowledgement");
-
-    let (addr, kinds) = fake_node(false).await;
-    let pool = Pool::new(4, QUORUM.into());
-    assert!(!pool.peer(&addr, T).await.unwrap().replica_ack);
-    match pool.call(&addr, &ack(), T).await {
-        Err(TransportError::Unsupported { .. }) => {}
-        other => panic!("an older node got an acknowledgement: {other:?}"),
-    }
-    assert!(matches!(pool.call(&addr, &Request::Ping, T).await, Ok(Response::Ping(_))), "the connection lives on");
-    assert_eq!(*kinds.lock().unwrap(), [10, 10], "nothing but pings reached it");
 }

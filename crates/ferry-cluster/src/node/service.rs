@@ -40,9 +40,12 @@ impl Service for Node {
                     Some(broker) => Response::ReplicaFetch(crate::replication::serve_fetch(broker, from, r).await),
                     None => Response::Refused(MetadataError::Unavailable("broker stopped".into())),
                 },
-                Request::Ping => {
-                    Response::Ping(Pong { node: self.id, incarnation: self.incarnation, binary_peer: true })
-                }
+                Request::Ping => Response::Ping(Pong {
+                    node: self.id,
+                    incarnation: self.incarnation,
+                    binary_peer: true,
+                    binary_fetch: true,
+                }),
                 Request::EpochEnd(q) => match self.broker.upgrade() {
                     Some(broker) => Response::EpochEnd(crate::replication::serve_epoch_end(&broker, &q)),
                     None => Response::Refused(MetadataError::Unavailable("broker stopped".into())),

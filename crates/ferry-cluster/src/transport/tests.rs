@@ -168,7 +168,8 @@ fn the_quorum_fingerprint_ignores_the_order_voters_were_given_in() {
 }
 
 /// A hand-rolled node: answers pings (saying it reads binary peer calls
-/// if `binary`) and echoes a forwarded publish's batch as a delivery,
+/// and replica fetches if `binary`), answers a replica fetch with three
+/// bytes of records per partition, and echoes a forwarded publish's batch as a delivery,
 /// recording each request frame's kind. Without `binary` it acts as a
 /// node that predates the binary form: such a frame closes the connection.
 async fn fake_node(binary: bool) -> (String, Arc<std::sync::Mutex<Vec<u8>>>) {
@@ -193,7 +194,25 @@ async fn fake_node(binary: bool) -> (String, Arc<std::sync::Mutex<Vec<u8>>>) {
                             node: 1,
                             incarnation: Uuid::from_u128(1),
                             binary_peer: binary,
+                            binary_fetch: binary,
                         }),
+                        Request::ReplicaFetch(fetch) => {
+                            let partitions = fetch
+                                .partitions
+                                .iter()
+                                .map(|p| crate::replication::FetchedPartition {
+                                    topic_id: p.topic_id,
+                                    partition: p.partition,
+                                    result: Ok(crate::replication::FetchedInfo {
+                                        high_watermark: p.acked_end,
+                                        log_start: 0,
+                                        log_end: p.fetch_offset + 3,
+                                    }),
+                                    records: crate::replication::Records::Bytes(vec![p.partition as u8; 3]),
+                                })
+                                .collect();
+                            Response::ReplicaFetch(crate::replication::ReplicaFetchResponse { partitions })
+                        }
                         Request::Peer(PeerRequest::QueuePublish { batch, .. }) => {
                             let delivery = WireDelivery { offset: 0, redelivered: false, count: 1, batch };
                             Response::Peer(Ok(PeerReply::QueueDeliveries {
@@ -244,5 +263,43 @@ async fn peer_calls_are_binary_only_to_nodes_that_read_them() {
             }
         }
         assert_eq!(*kinds.lock().unwrap(), [10, peer_kind, peer_kind, peer_kind], "one ping, then peer calls");
+    }
+}
+
+/// A replica fetch goes in the binary form to a node whose pong says it
+/// reads it, and as JSON to an older node (which would close the
+/// connection on the binary form): replication works across versions.
+#[tokio::test]
+async fn replica_fetches_are_binary_only_to_nodes_that_read_them() {
+    use crate::replication::{FetchPartition, ReplicaFetchRequest};
+    let fetch = Request::ReplicaFetch(ReplicaFetchRequest {
+        partitions: (0..3)
+            .map(|n| FetchPartition {
+                topic_id: Uuid::from_u128(n),
+                partition: n as i32,
+                leader_epoch: 2,
+                fetch_offset: 10,
+                acked_end: 8,
+            })
+            .collect(),
+        max_bytes: 1 << 20,
+        max_wait_ms: 0,
+    });
+    for (binary, fetch_kind) in [(true, 12u8), (false, 7)] {
+        let (addr, kinds) = fake_node(binary).await;
+        let pool = Pool::new(4, QUORUM.into());
+        for _ in 0..2 {
+            match pool.call(&addr, &fetch, T).await {
+                Ok(Response::ReplicaFetch(r)) => {
+                    assert_eq!(r.partitions.len(), 3, "binary {binary}");
+                    for (n, p) in r.partitions.iter().enumerate() {
+                        assert_eq!(p.records.to_vec().unwrap(), [n as u8; 3]);
+                        assert_eq!(p.result.unwrap().high_watermark, 8);
+                    }
+                }
+                other => panic!("binary {binary}: {other:?}"),
+            }
+        }
+        assert_eq!(*kinds.lock().unwrap(), [10, fetch_kind, fetch_kind], "one ping, then fetches");
     }
 }

@@ -425,8 +425,9 @@ mod tests {
             Round::Fetch(ready) => {
                 let request = fetch_request(&ready, &ReplicationConfig::default());
                 let (response, _) = collect(from, &request, &fetched_partitions(leader, &request), 1);
-                let bytes = super::super::encode_fetch_response(&response).unwrap();
-                let (_, unflushed) = apply_fetch_response(&ready, super::super::decode_fetch_response(&bytes).unwrap());
+                let bytes = super::super::encode_fetch_response_with(&response, true).unwrap();
+                let response = super::super::decode_fetch_response_with(&bytes, true).unwrap();
+                let (_, unflushed) = apply_fetch_response(&ready, response);
                 flush_all(unflushed);
                 true
             }

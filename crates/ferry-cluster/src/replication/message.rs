@@ -156,6 +156,29 @@ struct PartitionHeader {
 /// `u32 header length | JSON header | every partition's records in order`,
 /// as chunks: the records stay file ranges, for `sendfile`.
 pub fn encode_fetch_response_chunks(r: &ReplicaFetchResponse) -> Result<Vec<Chunk>, String> {
+    encode_fetch_response_chunks_with(r, false)
+}
+
+/// [`encode_fetch_response_chunks`], with the binary header
+/// (`fetch_binary.rs`) if `binary`.
+pub fn encode_fetch_response_chunks_with(r: &ReplicaFetchResponse, binary: bool) -> Result<Vec<Chunk>, String> {
+    let head = if binary { super::fetch_binary::encode_response_header(r)? } else { json_header(r)? };
+    let mut chunks = vec![Chunk::Bytes(head)];
+    for p in r.partitions.iter().filter(|p| !p.records.is_empty()) {
+        match &p.records {
+            // Small bytes go with the bytes before them (fewer writes).
+            Records::Bytes(b) => match chunks.last_mut() {
+                Some(Chunk::Bytes(last)) => last.extend_from_slice(b),
+                _ => chunks.push(Chunk::Bytes(b.clone())),
+            },
+            Records::File(s) => chunks.push(Chunk::File(s.clone())),
+        }
+    }
+    Ok(chunks)
+}
+
+/// `u32 header length | JSON header`.
+fn json_header(r: &ReplicaFetchResponse) -> Result<Vec<u8>, String> {
     let headers: Vec<PartitionHeader> = r
         .partitions
         .iter()
@@ -171,23 +194,17 @@ pub fn encode_fetch_response_chunks(r: &ReplicaFetchResponse) -> Result<Vec<Chun
     let mut head = Vec::with_capacity(4 + header.len());
     head.extend_from_slice(&len.to_be_bytes());
     head.extend_from_slice(&header);
-    let mut chunks = vec![Chunk::Bytes(head)];
-    for p in r.partitions.iter().filter(|p| !p.records.is_empty()) {
-        match &p.records {
-            // Small bytes go with the bytes before them (fewer writes).
-            Records::Bytes(b) => match chunks.last_mut() {
-                Some(Chunk::Bytes(last)) => last.extend_from_slice(b),
-                _ => chunks.push(Chunk::Bytes(b.clone())),
-            },
-            Records::File(s) => chunks.push(Chunk::File(s.clone())),
-        }
-    }
-    Ok(chunks)
+    Ok(head)
 }
 
 /// [`encode_fetch_response_chunks`] as one buffer (file ranges read).
 pub fn encode_fetch_response(r: &ReplicaFetchResponse) -> Result<Vec<u8>, String> {
-    let chunks = encode_fetch_response_chunks(r)?;
+    encode_fetch_response_with(r, false)
+}
+
+/// [`encode_fetch_response_chunks_with`] as one buffer (file ranges read).
+pub fn encode_fetch_response_with(r: &ReplicaFetchResponse, binary: bool) -> Result<Vec<u8>, String> {
+    let chunks = encode_fetch_response_chunks_with(r, binary)?;
     let mut out = Vec::with_capacity(chunks.iter().map(Chunk::len).sum());
     for c in chunks {
         match c {
@@ -196,6 +213,11 @@ pub fn encode_fetch_response(r: &ReplicaFetchResponse) -> Result<Vec<u8>, String
         }
     }
     Ok(out)
+}
+
+/// The inverse of [`encode_fetch_response_with`].
+pub fn decode_fetch_response_with(body: &[u8], binary: bool) -> Result<ReplicaFetchResponse, String> {
+    if binary { super::fetch_binary::decode_response(body) } else { decode_fetch_response(body) }
 }
 
 /// The inverse of [`encode_fetch_response`]; lengths are checked against

@@ -4,6 +4,7 @@
 //! controller (AlterPartition). The rules themselves (high watermark, ISR
 //! shrink and expand) are `ferry_broker::replica`'s, pure and tested there.
 
+pub(crate) mod fetch_binary;
 mod fetcher;
 mod in_flight;
 mod leader;
@@ -25,7 +26,8 @@ use tokio::task::JoinHandle;
 pub(crate) use leader::{serve_epoch_end, serve_fetch};
 pub use message::{
     Chunk, EpochAnswer, EpochQuery, FetchPartition, FetchedInfo, FetchedPartition, Records, ReplicaFetchRequest,
-    ReplicaFetchResponse, decode_fetch_response, encode_fetch_response, encode_fetch_response_chunks,
+    ReplicaFetchResponse, decode_fetch_response, decode_fetch_response_with, encode_fetch_response,
+    encode_fetch_response_chunks, encode_fetch_response_chunks_with, encode_fetch_response_with,
 };
 
 use crate::transport::Pool;

@@ -45,7 +45,8 @@ use uuid::Uuid;
 use super::fetcher::{self, Followed, Round};
 use super::leader::{collect, fetched_partitions};
 use super::message::{
-    EpochAnswer, EpochQuery, ReplicaFetchRequest, ReplicaFetchResponse, decode_fetch_response, encode_fetch_response,
+    EpochAnswer, EpochQuery, ReplicaFetchRequest, ReplicaFetchResponse, decode_fetch_response_with,
+    encode_fetch_response_with,
 };
 use super::{ReplicationConfig, isr_changes, serve_epoch_end};
 use crate::controller::{ControllerConfig, LeaderBalanceConfig, QuorumController};
@@ -561,9 +562,11 @@ impl Sim {
             Payload::Fetch(request) => {
                 let parts = fetched_partitions(&broker, &request);
                 let (response, _) = collect(msg.from, &request, &parts, self.ms);
-                // Through the wire format, as the cluster port sends it.
-                let bytes = encode_fetch_response(&response).expect("encodes");
-                let response = decode_fetch_response(&bytes).expect("decodes");
+                // Through the wire format, as the cluster port sends it
+                // (binary, or JSON as to a node that predates it).
+                let binary = msg.round.is_multiple_of(2);
+                let bytes = encode_fetch_response_with(&response, binary).expect("encodes");
+                let response = decode_fetch_response_with(&bytes, binary).expect("decodes");
                 self.send(msg.to, msg.from, msg.round, Payload::FetchAnswer(response));
             }
             Payload::EpochQueries(queries) => {

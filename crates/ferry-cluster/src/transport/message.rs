@@ -4,7 +4,9 @@
 //! [`REFUSED`]) and the answer as its body. A peer call to a node that
 //! speaks it ([`Pong::binary_peer`]) goes as [`PEER_BINARY`]: the same
 //! JSON with the call's binary payloads raw after it (`peer_body`), and
-//! is answered the same way.
+//! is answered the same way. A replica fetch to a node that reads it
+//! ([`Pong::binary_fetch`]) goes as [`REPLICA_FETCH_BINARY`], all binary
+//! (`replication/fetch_binary.rs`), and is answered with a binary header.
 
 use bytes::Bytes;
 use ferry_broker::metadata::{
@@ -23,8 +25,8 @@ use super::frame::Frame;
 use super::peer_body;
 use crate::raft::TypeConfig;
 use crate::replication::{
-    Chunk, EpochAnswer, EpochQuery, ReplicaFetchRequest, ReplicaFetchResponse, decode_fetch_response,
-    encode_fetch_response, encode_fetch_response_chunks,
+    Chunk, EpochAnswer, EpochQuery, ReplicaFetchRequest, ReplicaFetchResponse, decode_fetch_response_with,
+    encode_fetch_response_chunks_with, encode_fetch_response_with, fetch_binary,
 };
 
 const APPEND_ENTRIES: u8 = 1;
@@ -39,6 +41,8 @@ const PEER: u8 = 9;
 const PING: u8 = 10;
 /// A peer call with its payloads raw after the JSON (`peer_body`).
 const PEER_BINARY: u8 = 11;
+/// A replica fetch in the binary form (`replication/fetch_binary.rs`).
+const REPLICA_FETCH_BINARY: u8 = 12;
 /// Set on the kind of a response.
 const RESPONSE: u8 = 0x80;
 /// The kind of a refusal (another quorum, or a request that cannot be read).
@@ -108,12 +112,23 @@ pub struct Pong {
     /// `binary_peer`).
     #[serde(default)]
     pub raw_payloads: u8,
+    /// It reads replica fetches in the binary form
+    /// ([`REPLICA_FETCH_BINARY`]); absent (false) from nodes that predate
+    /// it, which get JSON.
+    #[serde(default)]
+    pub binary_fetch: bool,
 }
 
 impl Pong {
     /// This node's answer.
     pub fn of(node: i32, incarnation: Uuid) -> Pong {
-        Pong { node, incarnation, binary_peer: true, raw_payloads: ferry_broker::metadata::RAW_PAYLOADS }
+        Pong {
+            node,
+            incarnation,
+            binary_peer: true,
+            raw_payloads: ferry_broker::metadata::RAW_PAYLOADS,
+            binary_fetch: true,
+        }
     }
 
     /// The raw-payload version the pinged node reads (0: JSON only).
@@ -189,7 +204,8 @@ fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
 }
 
 /// The frame carrying `request` from node `from` of quorum `quorum`; a
-/// peer call as [`PEER_BINARY`] if `binary` (the peer reads it).
+/// peer call as [`PEER_BINARY`], a replica fetch as
+/// [`REPLICA_FETCH_BINARY`], if `binary` (the peer reads it).
 pub fn encode_request(
     correlation: u64,
     from: i32,
@@ -208,6 +224,7 @@ pub fn encode_request(
             let blobs = r.take_blobs();
             (PEER_BINARY, peer_body::encode(&EnvelopeOut { from, quorum, body: &r }, &blobs)?)
         }
+        Request::ReplicaFetch(r) if binary => (REPLICA_FETCH_BINARY, fetch_binary::encode_request(from, quorum, r)?),
         Request::AppendEntries(r) => (APPEND_ENTRIES, env(from, quorum, r)?),
         Request::Vote(r) => (VOTE, env(from, quorum, r)?),
         Request::InstallSnapshot(r) => (INSTALL_SNAPSHOT, env(from, quorum, r)?),
@@ -248,18 +265,22 @@ pub fn decode_request(frame: &Frame) -> Result<(i32, String, Request), String> {
             Ok((from, quorum, request))
         }
         PING => env(body, |()| Request::Ping),
+        REPLICA_FETCH_BINARY => {
+            let (from, quorum, request) = fetch_binary::decode_request(body)?;
+            Ok((from, quorum, Request::ReplicaFetch(request)))
+        }
         kind => Err(format!("unknown request kind {kind}")),
     }
 }
 
-/// Whether a request frame is answered in the binary peer form (it came
-/// in it).
+/// Whether a request frame is answered in a binary form (it came in it).
 pub fn answers_binary(frame: &Frame) -> bool {
-    frame.kind == PEER_BINARY
+    frame.kind == PEER_BINARY || frame.kind == REPLICA_FETCH_BINARY
 }
 
 /// The frame answering request `correlation` with `response`; a peer
-/// answer in the binary form if `binary` (the request came in it).
+/// answer or a fetch response in the binary form if `binary` (the request
+/// came in it).
 pub fn encode_response(correlation: u64, response: &Response, binary: bool) -> Result<Frame, String> {
     let (kind, body) = match response {
         Response::Peer(r) if binary => {
@@ -273,7 +294,7 @@ pub fn encode_response(correlation: u64, response: &Response, binary: bool) -> R
         Response::Forward(r) => (FORWARD | RESPONSE, json(r)?),
         Response::Register(r) => (REGISTER | RESPONSE, json(r)?),
         Response::Heartbeat(r) => (HEARTBEAT | RESPONSE, json(r)?),
-        Response::ReplicaFetch(r) => (REPLICA_FETCH | RESPONSE, encode_fetch_response(r)?),
+        Response::ReplicaFetch(r) => (fetch_kind(binary) | RESPONSE, encode_fetch_response_with(r, binary)?),
         Response::EpochEnd(r) => (EPOCH_END | RESPONSE, json(r)?),
         Response::Peer(r) => (PEER | RESPONSE, json(r)?),
         Response::Ping(r) => (PING | RESPONSE, json(r)?),
@@ -294,13 +315,17 @@ pub fn encode_response_chunks(
     let Response::ReplicaFetch(r) = response else {
         return Ok(encode_response(correlation, response, binary)?.encode().map(|b| vec![Chunk::Bytes(b)]));
     };
-    let body = encode_fetch_response_chunks(r)?;
+    let body = encode_fetch_response_chunks_with(r, binary)?;
     let total: usize = body.iter().map(Chunk::len).sum();
-    let Some(head) = frame_head(REPLICA_FETCH | RESPONSE, correlation, total) else { return Ok(None) };
+    let Some(head) = frame_head(fetch_kind(binary) | RESPONSE, correlation, total) else { return Ok(None) };
     let mut chunks = Vec::with_capacity(body.len() + 1);
     chunks.push(Chunk::Bytes(head));
     chunks.extend(body);
     Ok(Some(chunks))
+}
+
+fn fetch_kind(binary: bool) -> u8 {
+    if binary { REPLICA_FETCH_BINARY } else { REPLICA_FETCH }
 }
 
 /// `u32 length | kind | correlation` of a frame whose body is `body_len`
@@ -325,7 +350,8 @@ pub fn decode_response(frame: &Frame) -> Result<Response, String> {
         k if k == FORWARD | RESPONSE => de(body, Response::Forward),
         k if k == REGISTER | RESPONSE => de(body, Response::Register),
         k if k == HEARTBEAT | RESPONSE => de(body, Response::Heartbeat),
-        k if k == REPLICA_FETCH | RESPONSE => decode_fetch_response(body).map(Response::ReplicaFetch),
+        k if k == REPLICA_FETCH | RESPONSE => decode_fetch_response_with(body, false).map(Response::ReplicaFetch),
+        k if k == REPLICA_FETCH_BINARY | RESPONSE => decode_fetch_response_with(body, true).map(Response::ReplicaFetch),
         k if k == EPOCH_END | RESPONSE => de(body, Response::EpochEnd),
         k if k == PEER | RESPONSE => de(body, Response::Peer),
         k if k == PEER_BINARY | RESPONSE => {
@@ -385,7 +411,9 @@ mod tests {
         assert!(matches!(decode_request(&frame).unwrap(), (2, _, Request::Ping)));
         let pong = Pong::of(2, Uuid::from_u128(7));
         let frame = encode_response(5, &Response::Ping(pong.clone()), false).unwrap();
-        assert!(matches!(decode_response(&frame).unwrap(), Response::Ping(p) if p == pong && p.raw_version() == 2));
+        assert!(
+            matches!(decode_response(&frame).unwrap(), Response::Ping(p) if p == pong && p.raw_version() == 2 && p.binary_fetch)
+        );
         // An older node's pong does not say: it reads JSON only, or (a
         // node of the first binary form) the queue calls' payloads raw.
         let old = serde_json::json!({"node": 2, "incarnation": Uuid::from_u128(7)});
@@ -394,6 +422,45 @@ mod tests {
         let first = serde_json::json!({"node": 2, "incarnation": Uuid::from_u128(7), "binary_peer": true});
         let frame = Frame { kind: PING | RESPONSE, correlation: 5, body: serde_json::to_vec(&first).unwrap() };
         assert!(matches!(decode_response(&frame).unwrap(), Response::Ping(p) if p.raw_version() == 1));
+        // A replica fetch and its answer, in both forms; the binary form is
+        // answered in it.
+        let fetch = ReplicaFetchRequest {
+            partitions: vec![crate::replication::FetchPartition {
+                topic_id: Uuid::from_u128(3),
+                partition: 1,
+                leader_epoch: 4,
+                fetch_offset: 9,
+                acked_end: 7,
+            }],
+            max_bytes: 100,
+            max_wait_ms: 5,
+        };
+        let answer = ReplicaFetchResponse {
+            partitions: vec![crate::replication::FetchedPartition {
+                topic_id: Uuid::from_u128(3),
+                partition: 1,
+                result: Ok(crate::replication::FetchedInfo { high_watermark: 1, log_start: 0, log_end: 9 }),
+                records: crate::replication::Records::Bytes(b"rec".to_vec()),
+            }],
+        };
+        for binary in [true, false] {
+            let frame = encode_request(6, 2, "q", &Request::ReplicaFetch(fetch.clone()), binary).unwrap();
+            assert_eq!(answers_binary(&frame), binary);
+            assert!(
+                matches!(decode_request(&frame).unwrap(), (2, q, Request::ReplicaFetch(f)) if f == fetch && q == "q")
+            );
+            let frame = encode_response(6, &Response::ReplicaFetch(answer.clone()), binary).unwrap();
+            assert!(matches!(decode_response(&frame).unwrap(), Response::ReplicaFetch(a) if a == answer));
+            let chunks = encode_response_chunks(6, &Response::ReplicaFetch(answer.clone()), binary).unwrap().unwrap();
+            let mut bytes = Vec::new();
+            for c in chunks {
+                let Chunk::Bytes(b) = c else { panic!("bytes in, bytes out") };
+                bytes.extend(b);
+            }
+            assert_eq!(u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize, bytes.len() - 4);
+            let frame = Frame { kind: bytes[4], correlation: 6, body: bytes[13..].to_vec() };
+            assert!(matches!(decode_response(&frame).unwrap(), Response::ReplicaFetch(a) if a == answer));
+        }
         // Unknown kinds and bodies of the wrong shape are errors, not panics.
         assert!(decode_request(&Frame { kind: 0x42, correlation: 1, body: b"{}".to_vec() }).is_err());
         assert!(decode_request(&Frame { kind: VOTE, correlation: 1, body: b"[1,2".to_vec() }).is_err());

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::error::TransportError;
 use super::frame::{Frame, read_frame};
-use super::message::{Request, Response, decode_response, encode_request};
+use super::message::{Pong, Request, Response, decode_response, encode_request};
 
 /// Longest a connection attempt may take: a dead peer must fail fast so
 /// Raft moves on (its RPCs last a heartbeat interval).
@@ -27,9 +27,9 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
 
 struct Connection {
     writer: mpsc::Sender<Vec<u8>>,
-    /// Which peer calls the peer reads with raw payloads (asked once, by
-    /// a ping: `Pong::raw_version`).
-    raw_version: OnceCell<u8>,
+    /// What the peer reads (which peer calls' payloads raw, binary
+    /// replica fetches): asked once, by a ping.
+    pong: OnceCell<Pong>,
     pending: Pending,
     next: AtomicU64,
     alive: Arc<AtomicBool>,
@@ -111,7 +111,7 @@ impl Connection {
         });
         Connection {
             writer: tx,
-            raw_version: OnceCell::new(),
+            pong: OnceCell::new(),
             pending,
             next: AtomicU64::new(1),
             alive,
@@ -182,26 +182,38 @@ impl Pool {
 
     /// Sends `request` to the node at `addr` and waits at most `timeout`
     /// for its response. A refusal comes back as [`TransportError::Refused`].
-    /// A peer call goes in the binary form if the peer reads that call so
-    /// (asked once per connection), else as JSON (a node that predates it).
+    /// A peer call or a replica fetch goes in the binary form if the peer
+    /// reads it (asked once per connection), else as JSON (a node that
+    /// predates it).
     pub async fn call(&self, addr: &str, request: &Request, timeout: Duration) -> Result<Response, TransportError> {
         let conn = self.connection(addr, timeout).await?;
         let binary = match request {
-            Request::Peer(call) => {
-                let version = *conn
-                    .raw_version
-                    .get_or_try_init(|| async {
-                        match self.exchange(addr, &conn, &Request::Ping, false, timeout).await? {
-                            Response::Ping(pong) => Ok::<_, TransportError>(pong.raw_version()),
-                            _ => Ok(0),
-                        }
-                    })
-                    .await?;
-                version >= call.raw_since()
-            }
+            Request::Peer(call) => self.pong(addr, &conn, timeout).await?.raw_version() >= call.raw_since(),
+            Request::ReplicaFetch(_) => self.pong(addr, &conn, timeout).await?.binary_fetch,
             _ => false,
         };
         self.exchange(addr, &conn, request, binary, timeout).await
+    }
+
+    /// What the peer on `conn` answered a ping with (asked once per
+    /// connection: a restarted peer may run another version). An answer
+    /// of another kind reads as a node that reads nothing binary.
+    async fn pong(&self, addr: &str, conn: &Arc<Connection>, timeout: Duration) -> Result<Pong, TransportError> {
+        conn.pong
+            .get_or_try_init(|| async {
+                Ok::<_, TransportError>(match self.exchange(addr, conn, &Request::Ping, false, timeout).await? {
+                    Response::Ping(pong) => pong,
+                    _ => Pong {
+                        node: -1,
+                        incarnation: uuid::Uuid::nil(),
+                        binary_peer: false,
+                        raw_payloads: 0,
+                        binary_fetch: false,
+                    },
+                })
+            })
+            .await
+            .cloned()
     }
 
     /// One request and its response on `conn`.

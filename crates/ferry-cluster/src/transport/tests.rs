@@ -168,9 +168,11 @@ fn the_quorum_fingerprint_ignores_the_order_voters_were_given_in() {
 }
 
 /// A hand-rolled node of raw-payload version `version` (0: it predates
-/// the binary form, 1: it reads only the queue calls' payloads raw):
-/// answers pings saying so, echoes a forwarded publish's batch as a
-/// delivery and answers an MQTT route, recording each request frame's kind
+/// the binary form, 1: it reads only the queue calls' payloads raw, 2:
+/// also MQTT routes' and binary replica fetches): answers pings saying so,
+/// answers a replica fetch with three bytes of records per partition,
+/// echoes a forwarded publish's batch as a delivery and answers an MQTT
+/// route, recording each request frame's kind
 /// and each route's messages. A binary frame it could not read (any, at
 /// version 0; an MQTT route's, at 1: payloads its call has no place for)
 /// closes the connection, as such a node does.
@@ -197,7 +199,25 @@ async fn fake_node(version: u8) -> (String, Arc<std::sync::Mutex<Vec<u8>>>, Arc<
                             let mut pong = super::Pong::of(1, Uuid::from_u128(1));
                             pong.binary_peer = version > 0;
                             pong.raw_payloads = if version > 1 { version } else { 0 };
+                            pong.binary_fetch = version > 1;
                             Response::Ping(pong)
+                        }
+                        Request::ReplicaFetch(fetch) => {
+                            let partitions = fetch
+                                .partitions
+                                .iter()
+                                .map(|p| crate::replication::FetchedPartition {
+                                    topic_id: p.topic_id,
+                                    partition: p.partition,
+                                    result: Ok(crate::replication::FetchedInfo {
+                                        high_watermark: p.acked_end,
+                                        log_start: 0,
+                                        log_end: p.fetch_offset + 3,
+                                    }),
+                                    records: crate::replication::Records::Bytes(vec![p.partition as u8; 3]),
+                                })
+                                .collect();
+                            Response::ReplicaFetch(crate::replication::ReplicaFetchResponse { partitions })
                         }
                         Request::Peer(PeerRequest::QueuePublish { batch, .. }) => {
                             let delivery = WireDelivery { offset: 0, redelivered: false, count: 1, batch };
@@ -269,5 +289,43 @@ async fn peer_calls_are_binary_only_to_nodes_that_read_them() {
         assert_eq!(*kinds.lock().unwrap(), expected, "version {version}: one ping, then peer calls");
         let want: Vec<Vec<u8>> = (0..3u8).flat_map(|n| [vec![n; 50], vec![n + 1; 3]]).collect();
         assert_eq!(*routed.lock().unwrap(), want, "version {version}: every routed message, in order");
+    }
+}
+
+/// A replica fetch goes in the binary form to a node whose pong says it
+/// reads it, and as JSON to an older node (which would close the
+/// connection on the binary form): replication works across versions.
+#[tokio::test]
+async fn replica_fetches_are_binary_only_to_nodes_that_read_them() {
+    use crate::replication::{FetchPartition, ReplicaFetchRequest};
+    let fetch = Request::ReplicaFetch(ReplicaFetchRequest {
+        partitions: (0..3)
+            .map(|n| FetchPartition {
+                topic_id: Uuid::from_u128(n),
+                partition: n as i32,
+                leader_epoch: 2,
+                fetch_offset: 10,
+                acked_end: 8,
+            })
+            .collect(),
+        max_bytes: 1 << 20,
+        max_wait_ms: 0,
+    });
+    for (version, fetch_kind) in [(2, 12u8), (0, 7)] {
+        let (addr, kinds, _) = fake_node(version).await;
+        let pool = Pool::new(4, QUORUM.into());
+        for _ in 0..2 {
+            match pool.call(&addr, &fetch, T).await {
+                Ok(Response::ReplicaFetch(r)) => {
+                    assert_eq!(r.partitions.len(), 3, "version {version}");
+                    for (n, p) in r.partitions.iter().enumerate() {
+                        assert_eq!(p.records.to_vec().unwrap(), [n as u8; 3]);
+                        assert_eq!(p.result.unwrap().high_watermark, 8);
+                    }
+                }
+                other => panic!("version {version}: {other:?}"),
+            }
+        }
+        assert_eq!(*kinds.lock().unwrap(), [10, fetch_kind, fetch_kind], "one ping, then fetches");
     }
 }

@@ -128,6 +128,12 @@ pub struct Log {
     pub(crate) hw: AtomicU64,
     pub(crate) leo: AtomicU64,
     pub(crate) durable: AtomicU64,
+    /// Offsets below this are durable and the high-watermark listener has
+    /// been told (it runs on the flusher thread after `durable` moves):
+    /// what [`Log::on_durable`] and [`Log::flush_to`] wait for, so a caller
+    /// they release sees every effect of the flush (a leader's acks=all
+    /// released, a follower's acknowledged end), not just the fsync.
+    pub(crate) announced: AtomicU64,
     /// Wall-clock ms of the first append not yet flushed (0: none).
     pub(crate) dirty_since: AtomicU64,
     /// Bytes appended since the log was opened (what the checkpointer
@@ -411,18 +417,23 @@ impl Log {
         }
     }
 
-    /// Calls `done` once every offset below `offset` is on disk (at once if
-    /// it already is). The callback runs on a flusher thread: keep it short.
+    /// Calls `done` once every offset below `offset` is on disk and the
+    /// high-watermark listener has run for it (at once if so already). The
+    /// callback runs on a flusher thread: keep it short.
     pub fn on_durable(self: &Arc<Self>, offset: u64, done: impl FnOnce(Result<()>) + Send + 'static) {
-        if self.durable_offset() >= offset {
+        // Not `durable`: between its store and the listener's return, a
+        // caller let go here would race the flusher thread (the replication
+        // simulation's seed 135 under load, docs/reliability.md).
+        if self.announced.load(Ordering::Acquire) >= offset {
             done(Ok(()));
         } else {
             self.env.flusher.request(self.clone(), offset, Some(Box::new(done)));
         }
     }
 
-    /// Blocks until every offset below `offset` is on disk. Concurrent
-    /// callers share fsyncs (group commit).
+    /// Blocks until every offset below `offset` is on disk (and the
+    /// listener told, as [`Log::on_durable`]). Concurrent callers share
+    /// fsyncs (group commit).
     pub fn flush_to(self: &Arc<Self>, offset: u64) -> Result<()> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.on_durable(offset, move |r| {
@@ -487,6 +498,7 @@ impl Log {
         {
             self.hw_advanced();
         }
+        self.announced.fetch_max(durable, Ordering::AcqRel);
         let before = fs.durable_pos;
         fs.durable_pos = fs.durable_pos.max((active.base, pos));
         if sync_active {

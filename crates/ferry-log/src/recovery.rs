@@ -116,6 +116,7 @@ impl Log {
             hw: AtomicU64::new(leo),
             leo: AtomicU64::new(leo),
             durable: AtomicU64::new(leo),
+            announced: AtomicU64::new(leo),
             dirty_since: AtomicU64::new(0),
             appended: AtomicU64::new(0),
             flush_queued: AtomicBool::new(false),

@@ -169,6 +169,7 @@ impl Log {
         self.leo.store(end, Ordering::Release);
         self.hw.fetch_min(end, Ordering::AcqRel);
         self.durable.fetch_min(end, Ordering::AcqRel);
+        self.announced.fetch_min(end, Ordering::AcqRel);
         self.start.fetch_min(end, Ordering::AcqRel);
         if keep.is_empty() {
             self.start.store(end, Ordering::Release);
@@ -217,6 +218,7 @@ impl Log {
         self.leo.store(offset, Ordering::Release);
         self.hw.store(offset, Ordering::Release);
         self.durable.store(offset, Ordering::Release);
+        self.announced.store(offset, Ordering::Release);
         self.start.store(offset, Ordering::Release);
         self.dirty_since.store(0, Ordering::Relaxed);
         self.aborted.prune_before(u64::MAX)?;

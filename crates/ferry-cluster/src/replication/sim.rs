@@ -621,8 +621,13 @@ impl Sim {
                     })
                     .count();
                 let ends: Vec<u64> = round.parts.iter().map(|f| f.part.log_end_offset()).collect();
-                let (_, unflushed) = fetcher::apply_fetch_response(&round.parts, response);
-                fetcher::flush_all(unflushed);
+                fetcher::apply_fetch_response(&round.parts, response);
+                // Every part, not only those the fetcher finds unflushed: an
+                // append's queued fsync may be on a flusher thread still
+                // telling the log's listener (the follower's high watermark),
+                // and the step must end with that done, or the next ones race
+                // it (a seed would not replay; seed 135 under load).
+                fetcher::flush_all(round.parts.iter().map(|f| f.part.clone()).collect());
                 self.check_unchanged(&round.parts, &stale);
                 self.count_truncations(&round.parts, &ends);
             }

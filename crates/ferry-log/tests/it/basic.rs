@@ -392,3 +392,45 @@ fn aborted_transactions_follow_the_log_through_reopen_truncation_and_deletion() 
     let log = open(&m, dir.path(), small_config());
     assert!(log.aborted_txns(0, u64::MAX).is_empty());
 }
+
+/// `flush_to` (and `on_durable`) let their caller go only once the
+/// high-watermark listener has run for the flush, not as soon as the fsync
+/// is done: the flusher thread that did an append's queued fsync stores
+/// the durable offset before it tells the listener, and a caller let go in
+/// between raced it (a leader's acks=all released after the replication
+/// simulation had read its high watermark: seed 135 under load).
+#[test]
+fn flush_to_returns_after_the_high_watermark_listener_ran() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager();
+    let log = open(&m, dir.path(), LogConfig { flush: FlushPolicy::Always, ..small_config() });
+    let told = Arc::new(AtomicU64::new(0));
+    let (t, l) = (told.clone(), Arc::downgrade(&log));
+    // A slow listener: the window between the fsync and its effects.
+    log.set_hw_listener(Arc::new(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        if let Some(log) = l.upgrade() {
+            t.fetch_max(log.high_watermark(), Ordering::AcqRel);
+        }
+    }));
+    // The append queues an fsync; the flusher does it on its own.
+    log.append(&value_batch("a", 1)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log.durable_offset() < 1 {
+        assert!(Instant::now() < deadline, "the queued flush never happened");
+        std::thread::yield_now();
+    }
+    // Durable now, its listener still asleep.
+    log.flush_to(1).unwrap();
+    assert_eq!(told.load(Ordering::Acquire), 1, "flush_to returned before the listener saw the flush");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = told.clone();
+    log.on_durable(1, move |_| {
+        let _ = tx.send(t.load(Ordering::Acquire));
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), 1);
+}

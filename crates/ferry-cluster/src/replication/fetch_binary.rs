@@ -262,15 +262,8 @@ mod tests {
         let mut bad = response.clone();
         bad[0..4].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(decode_fetch_response_with(&bad, true).is_err());
-        let mut seed = 0x1234_5678_u32;
         for body in [&request, &response] {
-            for _ in 0..3000 {
-                seed ^= seed << 13;
-                seed ^= seed >> 17;
-                seed ^= seed << 5;
-                let mut bad = body.clone();
-                let at = seed as usize % bad.len();
-                bad[at] ^= (seed >> 8) as u8 | 1;
+            for bad in crate::transport::garbled(body, 0x1234_5678, 3000) {
                 let _ = decode_request(&bad);
                 let _ = decode_fetch_response_with(&bad, true);
             }

@@ -12,6 +12,8 @@ mod pool;
 mod server;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) use tests::garbled;
 
 pub use error::TransportError;
 pub use frame::{Frame, FrameError, MAX_FRAME, read_frame};

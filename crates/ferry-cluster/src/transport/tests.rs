@@ -329,3 +329,19 @@ async fn replica_fetches_are_binary_only_to_nodes_that_read_them() {
         assert_eq!(*kinds.lock().unwrap(), [10, fetch_kind, fetch_kind], "one ping, then fetches");
     }
 }
+
+/// `count` copies of `body`, each with one byte flipped at a place and by
+/// bits drawn from an xorshift sequence started at `seed`: the garbled
+/// inputs the decoders' tests feed in (an error or some other reading,
+/// never a panic). `body` must not be empty.
+pub(crate) fn garbled(body: &[u8], mut seed: u32, count: usize) -> impl Iterator<Item = Vec<u8>> + '_ {
+    (0..count).map(move |_| {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let mut bad = body.to_vec();
+        let at = seed as usize % bad.len();
+        bad[at] ^= (seed >> 8) as u8 | 1;
+        bad
+    })
+}

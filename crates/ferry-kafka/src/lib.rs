@@ -4,6 +4,7 @@
 
 mod errors;
 mod handlers;
+mod in_order;
 mod listener;
 mod response;
 mod sasl;

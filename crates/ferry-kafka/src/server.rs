@@ -4,9 +4,11 @@
 //! Requests are handled in arrival order on the connection's reader task,
 //! so two pipelined produces to one partition append in order; the slow
 //! parts a handler hands back (waiting for fsync under acks=all, a fetch's
-//! long poll) run as their own tasks, so one slow request holds up neither
-//! the requests behind it nor other connections. The writer task sends the
-//! responses in request order, gathering what is ready into one send;
+//! long poll) are worked out on the connection's writer task, side by side
+//! ([`InOrder`]), so one slow request holds up neither the requests behind
+//! it nor other connections, and the wake-up that finishes one sends its
+//! response in the same turn. The writer sends the responses in request
+//! order, gathering what is ready into one send;
 //! record data goes by `sendfile` on plain TCP (small ranges are copied
 //! into the send instead) and by read + write on TLS ([`ferry_tls::send_file`], [`ferry_tls::copy_file`]),
 //! where the bytes must be encrypted in user space.
@@ -30,10 +32,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter, WriteHalf};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::handlers;
+use crate::in_order::{InOrder, Working};
 use crate::listener::SecurityProtocol;
 use crate::response::{Chunk, Reply, Response};
 use crate::sasl::{self, KafkaSecurity, Session, Step};
@@ -195,8 +197,11 @@ async fn connection(
             (Box::new(rd), Out::Tls(BufWriter::with_capacity(64 * 1024, wr)))
         }
     };
-    let (tx, rx) = mpsc::channel::<Pending>(ctx.config.max_in_flight.max(1));
-    let writer = tokio::spawn(write_responses(wr, rx));
+    // The in-flight bound is split between the channel and the writer's
+    // queue of responses being worked out.
+    let in_flight = ctx.config.max_in_flight.max(2);
+    let (tx, rx) = mpsc::channel::<Pending>(in_flight / 2);
+    let writer = tokio::spawn(write_responses(wr, rx, in_flight - in_flight / 2));
     // One read buffer per connection: frames are split off it without
     // zeroing or a fresh allocation per request (the bytes handed to a
     // handler stay valid while the buffer is refilled).
@@ -291,7 +296,7 @@ async fn connection(
                 }
                 Reply::Later(fut) => {
                     let metrics = metrics.clone();
-                    Pending::Task(tokio::spawn(async move {
+                    Pending::Working(Box::pin(async move {
                         let r = fut.await;
                         metrics.observe(api, started.elapsed());
                         r
@@ -354,7 +359,7 @@ async fn fill(
 
 enum Pending {
     Ready(Response),
-    Task(JoinHandle<Response>),
+    Working(Working),
 }
 
 /// Plain TCP: responses (size prefix, encoded parts, and record ranges up
@@ -439,17 +444,37 @@ async fn send_buffered(wr: &mut OwnedWriteHalf, buf: &mut BytesMut) -> std::io::
     Ok(())
 }
 
-async fn write_responses(mut wr: Out, mut rx: mpsc::Receiver<Pending>) -> std::io::Result<()> {
-    while let Some(p) = rx.recv().await {
-        let response = match p {
-            Pending::Ready(r) => r,
-            Pending::Task(t) => {
-                if !t.is_finished() {
-                    // A long poll or an fsync wait: what is buffered must
-                    // not wait behind it.
-                    wr.flush().await?;
+/// Sends the responses in request order, `queue` of them at most taken
+/// from `rx` at once; what is ready goes out in one send, once nothing
+/// more is ready.
+async fn write_responses(mut wr: Out, mut rx: mpsc::Receiver<Pending>, queue: usize) -> std::io::Result<()> {
+    let mut responses = InOrder::default();
+    let mut open = true;
+    loop {
+        while open && responses.len() < queue {
+            match rx.try_recv() {
+                Ok(p) => take(&mut responses, p),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+            }
+        }
+        let response = match responses.ready_now().await {
+            Some(r) => r,
+            None if !open && responses.is_empty() => break,
+            None => {
+                // Nothing ready: what is buffered goes now, and must not
+                // wait behind a long poll or an fsync wait.
+                wr.flush().await?;
+                tokio::select! {
+                    r = responses.next(), if !responses.is_empty() => r,
+                    p = rx.recv(), if open && responses.len() < queue => {
+                        match p {
+                            Some(p) => take(&mut responses, p),
+                            None => open = false,
+                        }
+                        continue;
+                    }
                 }
-                t.await.map_err(std::io::Error::other)?
             }
         };
         if response.chunks.is_empty() {
@@ -465,11 +490,13 @@ async fn write_responses(mut wr: Out, mut rx: mpsc::Receiver<Pending>) -> std::i
                 Chunk::File(slice) => wr.file(slice).await?,
             }
         }
-        if rx.is_empty() {
-            // Nothing more ready: what is buffered goes now (pipelined
-            // responses behind this one share its records).
-            wr.flush().await?;
-        }
     }
     wr.flush().await
+}
+
+fn take(responses: &mut InOrder, p: Pending) {
+    match p {
+        Pending::Ready(r) => responses.push_ready(r),
+        Pending::Working(f) => responses.push_working(f),
+    }
 }

@@ -34,7 +34,7 @@ async fn pair() -> (TcpStream, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let socket = TcpSocket::new_v4().unwrap();
-    socket.set_send_buffer_size(64 * 1024).unwrap();
+    socket.set_send_buffer_size(16 * 1024).unwrap();
     let (client, accepted) = tokio::join!(socket.connect(addr), listener.accept());
     let (client, accepted) = (client.unwrap(), accepted.unwrap().0);
     // As the cluster port's connections.
@@ -61,7 +61,7 @@ fn chunks(file: &Arc<File>, data: &[u8], sender: u64, seq: u64) -> Vec<Chunk> {
     let (start, len) = body_range(sender, seq);
     let correlation = sender << 32 | seq;
     let mut bytes = Frame { kind: 1, correlation, body: data[start..start + len].to_vec() }.encode().unwrap();
-    if (sender + seq).is_multiple_of(2) {
+    if (sender + seq) % 2 == 0 {
         let body = bytes.split_off(13 + len / 2);
         vec![Chunk::Bytes(bytes), Chunk::Bytes(body)]
     } else {
@@ -98,13 +98,13 @@ async fn read_checked(rx: TcpStream, senders: u64, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_senders_keep_frames_whole_and_in_order() {
-    const SENDERS: u64 = 8;
-    const FRAMES: u64 = 100;
     let (tx, rx) = pair().await;
     let (_r, w) = tx.into_split();
     let (writer, task) = FrameWriter::tcp(w, 4, Box::new(|| {}));
     let writer = Arc::new(writer);
     let (file, data) = (pattern_file(), Arc::new(pattern()));
+    const SENDERS: u64 = 8;
+    const FRAMES: u64 = 100;
     let reading = tokio::spawn(read_checked(rx, SENDERS, (SENDERS * FRAMES) as usize));
     let sends: Vec<_> = (0..SENDERS)
         .map(|s| {
@@ -128,11 +128,11 @@ async fn concurrent_senders_keep_frames_whole_and_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_holds_senders_back_and_loses_nothing() {
-    const FRAMES: u64 = 400;
     let (tx, rx) = pair().await;
     let (_r, w) = tx.into_split();
     let (writer, task) = FrameWriter::tcp(w, 2, Box::new(|| {}));
     let (file, data) = (pattern_file(), pattern());
+    const FRAMES: u64 = 400;
     let sent = Arc::new(AtomicUsize::new(0));
     let s = sent.clone();
     let sending = tokio::spawn(async move {

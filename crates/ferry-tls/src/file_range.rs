@@ -24,36 +24,25 @@ fn shrank(during: &str) -> std::io::Error {
 /// cache to the socket (plain TCP). A file shorter than the range fails:
 /// the frame around it cannot be completed, so the connection must go.
 pub async fn send_file(stream: &TcpStream, file: &File, position: u64, len: u64) -> std::io::Result<()> {
-    let mut sent = 0;
-    while sent < len {
+    let mut offset = i64::try_from(position).map_err(std::io::Error::other)?;
+    let end = offset
+        .checked_add(i64::try_from(len).map_err(std::io::Error::other)?)
+        .ok_or_else(|| std::io::Error::other("file range past i64"))?;
+    while offset < end {
         stream.writable().await?;
-        match try_send_file(stream, file, position + sent, len - sent) {
-            Ok(n) => sent += n,
+        let count = usize::try_from(end - offset).unwrap_or(usize::MAX);
+        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            nix::sys::sendfile::sendfile64(stream.as_fd(), file.as_fd(), Some(&mut offset), count)
+                .map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(0) => return Err(shrank("sendfile")),
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
     }
     Ok(())
-}
-
-/// One non-blocking `sendfile` of up to `len` bytes of `file` from
-/// `position`: how many went, or `WouldBlock` when the socket is full
-/// (for a caller that writes without waiting, and waits elsewhere).
-pub fn try_send_file(stream: &TcpStream, file: &File, position: u64, len: u64) -> std::io::Result<u64> {
-    let mut offset = i64::try_from(position).map_err(std::io::Error::other)?;
-    i64::try_from(len)
-        .ok()
-        .and_then(|l| offset.checked_add(l))
-        .ok_or_else(|| std::io::Error::other("file range past i64"))?;
-    let count = usize::try_from(len).unwrap_or(usize::MAX);
-    let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
-        nix::sys::sendfile::sendfile64(stream.as_fd(), file.as_fd(), Some(&mut offset), count)
-            .map_err(std::io::Error::from)
-    })?;
-    match sent {
-        0 if len > 0 => Err(shrank("sendfile")),
-        n => Ok(n as u64),
-    }
 }
 
 /// Writes `len` bytes of `file` from `position` to `wr` by reading them

@@ -30,7 +30,7 @@ mod stream;
 pub use accept::{AcceptAll, Accepted};
 pub use dn::subject_dn;
 pub use error::TlsError;
-pub use file_range::{COPY_CHUNK, copy_file, send_file, try_send_file};
+pub use file_range::{COPY_CHUNK, copy_file, send_file};
 pub use listen::{Listen, parse_listeners};
 pub use mapping::PrincipalMapper;
 pub use peer::PeerTls;

@@ -12,9 +12,6 @@ mod pool;
 mod server;
 #[cfg(test)]
 mod tests;
-mod writer;
-#[cfg(test)]
-mod writer_tests;
 #[cfg(test)]
 pub(crate) use tests::garbled;
 

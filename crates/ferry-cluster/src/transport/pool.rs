@@ -10,20 +10,14 @@ use std::time::Duration;
 
 use ferry_tls::PeerTls;
 use ferry_util::sync::lock;
-use tokio::io::{AsyncRead, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::{OnceCell, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use super::error::TransportError;
 use super::frame::{Frame, read_frame};
 use super::message::{Pong, Request, Response, decode_response, encode_request};
-use super::writer::FrameWriter;
-use crate::replication::Chunk;
-
-/// Requests a connection queues for writing before callers wait.
-const QUEUED: usize = 256;
 
 /// Longest a connection attempt may take: a dead peer must fail fast so
 /// Raft moves on (its RPCs last a heartbeat interval).
@@ -32,7 +26,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Frame>>>>;
 
 struct Connection {
-    writer: FrameWriter,
+    writer: mpsc::Sender<Vec<u8>>,
     /// What the peer reads (which peer calls' payloads raw, binary
     /// replica fetches): asked once, by a ping.
     pong: OnceCell<Pong>,
@@ -75,14 +69,8 @@ impl Connection {
             let stream = TcpStream::connect(dial).await?;
             let _ = stream.set_nodelay(true);
             Ok::<_, std::io::Error>(match tls {
-                None => {
-                    let (r, w) = stream.into_split();
-                    Connection::start(r, |on_fail| FrameWriter::tcp(w, QUEUED, on_fail))
-                }
-                Some(tls) => {
-                    let (r, w) = tokio::io::split(tls.connect(addr, stream).await?);
-                    Connection::start(r, |on_fail| FrameWriter::stream(w, QUEUED, on_fail))
-                }
+                None => Connection::start(stream.into_split()),
+                Some(tls) => Connection::start(tokio::io::split(tls.connect(addr, stream).await?)),
             })
         };
         tokio::time::timeout(timeout, connect)
@@ -91,18 +79,16 @@ impl Connection {
             .map_err(failed)
     }
 
-    /// Runs the reader task of a connected stream, and the writer that
-    /// `writer` makes (given what to do when writing fails).
-    fn start<R, F>(reader: R, writer: F) -> Connection
+    /// Runs the reader and writer tasks of a connected stream.
+    fn start<R, W>((mut reader, mut writer): (R, W)) -> Connection
     where
         R: AsyncRead + Unpin + Send + 'static,
-        F: FnOnce(super::writer::OnFail) -> (FrameWriter, JoinHandle<()>),
+        W: AsyncWrite + Unpin + Send + 'static,
     {
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let alive = Arc::new(AtomicBool::new(true));
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
         let (p, a) = (pending.clone(), alive.clone());
-        // Buffered: a frame's length, head and a small body in one read.
-        let mut reader = BufReader::with_capacity(64 * 1024, reader);
         let read_task = tokio::spawn(async move {
             while let Ok(Some(frame)) = read_frame(&mut reader).await {
                 if let Some(waiter) = lock(&p).remove(&frame.correlation) {
@@ -114,12 +100,17 @@ impl Connection {
             lock(&p).clear();
         });
         let (p, a) = (pending.clone(), alive.clone());
-        let (writer, write_task) = writer(Box::new(move || {
+        let write_task = tokio::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                if writer.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
             a.store(false, Ordering::Release);
             lock(&p).clear();
-        }));
+        });
         Connection {
-            writer,
+            writer: tx,
             pong: OnceCell::new(),
             pending,
             next: AtomicU64::new(1),
@@ -240,21 +231,11 @@ impl Pool {
         let bytes = frame.encode().ok_or_else(|| protocol("request too large for one frame".into()))?;
         let (tx, rx) = oneshot::channel();
         lock(&conn.pending).insert(correlation, tx);
-        // One deadline for the write (a peer that stops reading holds it
-        // up) and the reply.
-        let deadline = Instant::now() + timeout;
-        match tokio::time::timeout_at(deadline, conn.writer.send(vec![Chunk::Bytes(bytes)])).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                self.forget(addr, conn);
-                return Err(TransportError::Closed(addr.to_string()));
-            }
-            Err(_) => {
-                lock(&conn.pending).remove(&correlation);
-                return Err(TransportError::Timeout { addr: addr.to_string(), timeout });
-            }
+        if conn.writer.send(bytes).await.is_err() {
+            self.forget(addr, conn);
+            return Err(TransportError::Closed(addr.to_string()));
         }
-        let reply = match tokio::time::timeout_at(deadline, rx).await {
+        let reply = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(frame)) => frame,
             Ok(Err(_)) => {
                 self.forget(addr, conn);

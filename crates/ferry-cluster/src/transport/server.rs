@@ -1,8 +1,6 @@
 //! Serving the cluster port: one task per connection reads requests and
 //! runs each in a task of its own (so a slow snapshot chunk does not hold
-//! up heartbeats), answering through the connection's [`FrameWriter`]
-//! (on plain TCP the answering task writes itself when nothing is queued
-//! before it). A frame
+//! up heartbeats), answering through one writer per connection. A frame
 //! that cannot be read or decoded closes its connection, and only it.
 //! Replica fetch data goes from the segment files with `sendfile`; over
 //! cluster TLS (mutual: the peer must present a certificate the node's CA
@@ -14,13 +12,14 @@ use std::sync::Arc;
 
 use ferry_broker::metadata::MetadataError;
 use ferry_tls::{MaybeTls, TlsServer};
-use tokio::io::{AsyncRead, BufReader};
+use tokio::io::{AsyncRead, AsyncWriteExt, BufWriter, WriteHalf};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::frame::read_frame;
 use super::message::{Request, Response, answers_binary, decode_request, encode_response_chunks};
-use super::writer::FrameWriter;
+use crate::replication::Chunk;
 
 /// Requests one connection may have in flight.
 const IN_FLIGHT: usize = 64;
@@ -89,23 +88,34 @@ async fn stopped_signal(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// The writing side of a cluster connection.
+enum Writer {
+    /// Plain TCP: file ranges by `sendfile`.
+    Plain(OwnedWriteHalf),
+    /// TLS: file ranges read and written through the encryption.
+    Tls(BufWriter<WriteHalf<MaybeTls>>),
+}
+
 async fn connection<S: Service>(stream: MaybeTls, peer: String, service: Arc<S>, mut stop: watch::Receiver<bool>) {
-    let on_fail = Box::new(|| {});
-    let (reader, (writer, write_task)): (Box<dyn AsyncRead + Send + Unpin>, _) = match stream {
+    let (mut reader, mut writer): (Box<dyn AsyncRead + Send + Unpin>, Writer) = match stream {
         MaybeTls::Plain(tcp) => {
             let (r, w) = tcp.into_split();
-            (Box::new(r), FrameWriter::tcp(w, IN_FLIGHT, on_fail))
+            (Box::new(r), Writer::Plain(w))
         }
         tls => {
             let (r, w) = tokio::io::split(tls);
-            (Box::new(r), FrameWriter::stream(w, IN_FLIGHT, on_fail))
+            (Box::new(r), Writer::Tls(BufWriter::with_capacity(64 * 1024, w)))
         }
     };
-    // Buffered: a frame's length, head and a small body in one read.
-    let mut reader = BufReader::with_capacity(64 * 1024, reader);
-    // Answering tasks hold it weakly: when the connection ends, dropping
-    // this (and the writer task) closes the socket at once.
-    let writer = Arc::new(writer);
+    let (tx, mut rx) = mpsc::channel::<Vec<Chunk>>(IN_FLIGHT);
+    let write_task = tokio::spawn(async move {
+        while let Some(chunks) = rx.recv().await {
+            if let Err(e) = write_chunks(&mut writer, &chunks, rx.is_empty()).await {
+                tracing::debug!(error = %e, "cluster connection write failed");
+                return;
+            }
+        }
+    });
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     // The node at the other end, once a request named it.
     let mut peer_node = None;
@@ -136,7 +146,7 @@ async fn connection<S: Service>(stream: MaybeTls, peer: String, service: Arc<S>,
         peer_node = Some(from);
         let binary = answers_binary(&frame);
         let Ok(permit) = slots.clone().acquire_owned().await else { break };
-        let writer = Arc::downgrade(&writer);
+        let tx = tx.clone();
         let correlation = frame.correlation;
         let response = if quorum == service.quorum() {
             None
@@ -155,11 +165,7 @@ async fn connection<S: Service>(stream: MaybeTls, peer: String, service: Arc<S>,
             };
             match encode_response_chunks(correlation, &response, binary) {
                 Ok(Some(chunks)) => {
-                    if let Some(writer) = writer.upgrade()
-                        && let Err(e) = writer.send(chunks).await
-                    {
-                        tracing::debug!(correlation, error = %e, "cluster answer not written");
-                    }
+                    let _ = tx.send(chunks).await;
                 }
                 Ok(None) => tracing::warn!(correlation, "response too large for one frame"),
                 Err(e) => tracing::warn!(correlation, error = %e, "response not encodable"),
@@ -168,10 +174,36 @@ async fn connection<S: Service>(stream: MaybeTls, peer: String, service: Arc<S>,
         });
     }
     // Closing the write half (and dropping the read half) closes the socket.
-    writer.close();
     write_task.abort();
-    drop(writer);
     if let Some(from) = peer_node.filter(|_| !stopping) {
         service.disconnected(from);
     }
+}
+
+/// Writes one frame's chunks in order; a file range goes by `sendfile`
+/// (plain) or is copied (TLS). `last`: nothing else is queued, so what TLS
+/// buffered goes out now.
+async fn write_chunks(writer: &mut Writer, chunks: &[Chunk], last: bool) -> std::io::Result<()> {
+    match writer {
+        Writer::Plain(w) => {
+            for chunk in chunks {
+                match chunk {
+                    Chunk::Bytes(b) => w.write_all(b).await?,
+                    Chunk::File(s) => ferry_tls::send_file(w.as_ref(), &s.file, s.position, s.len).await?,
+                }
+            }
+        }
+        Writer::Tls(w) => {
+            for chunk in chunks {
+                match chunk {
+                    Chunk::Bytes(b) => w.write_all(b).await?,
+                    Chunk::File(s) => ferry_tls::copy_file(w, &s.file, s.position, s.len).await?,
+                }
+            }
+            if last {
+                w.flush().await?;
+            }
+        }
+    }
+    Ok(())
 }

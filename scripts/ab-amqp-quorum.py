@@ -12,6 +12,8 @@ calls and context switches per message: what a change saved where.
 
 Usage: ab-amqp-quorum.py BIN[,BIN...] [alternations] [messages] [rounds]
 (defaults 3 10000 3). Needs the interop venv (pika, confluent-kafka).
+Env: WINDOW (32), FORWARD=1 puts the client on a node that is not the
+queue's leader (every publish forwarded over the cluster port).
 """
 import importlib
 import os
@@ -30,6 +32,7 @@ interop = importlib.import_module("pika_cluster_test")
 Node, eventually, metadata, queue_leaders = bench["Node"], bench["eventually"], bench["metadata"], bench["queue_leaders"]
 declare, publish_windowed, purge, cpu_seconds = bench["declare"], bench["publish_windowed"], bench["purge"], bench["cpu_seconds"]
 WINDOW = int(os.environ.get("WINDOW", "32"))
+FORWARD = os.environ.get("FORWARD") == "1"
 EVENTS = ["syscalls:sys_enter_fdatasync", "syscalls:sys_enter_writev", "syscalls:sys_enter_sendfile64",
           "syscalls:sys_enter_recvfrom", "syscalls:sys_enter_sendto", "syscalls:sys_enter_futex",
           "syscalls:sys_enter_epoll_wait", "syscalls:sys_enter_pread64", "sched:sched_switch"]
@@ -75,7 +78,9 @@ def one(binary, n, rounds, perf):
         eventually("quorum queue declared", lambda: declare(nodes[1].ports["amqp"], "bench-q", "quorum") or True)
         leader = eventually("its leader", lambda: max(queue_leaders(nodes[1]).values(), default=-1) > 0
                             and max(queue_leaders(nodes[1]).values()))
-        port = nodes[leader].ports["amqp"]
+        # FORWARD=1: the client on another node, which forwards to the leader.
+        client = next(i for i in nodes if i != leader) if FORWARD else leader
+        port = nodes[client].ports["amqp"]
         pids = [node.proc.pid for node in nodes.values()]
         publish_windowed(port, "bench-q", 1000, WINDOW)
         purge(port, "bench-q")
@@ -110,7 +115,8 @@ def main():
             for line in counts:
                 print(line, flush=True)
     print(os.popen("uptime").read().strip())
-    print(f"publish with confirms on the quorum queue's leader, 1 KiB persistent, {n} messages, "
+    where = "through another node (forwarded)" if FORWARD else "on the quorum queue's leader"
+    print(f"publish with confirms {where}, 1 KiB persistent, {n} messages, "
           f"at most {WINDOW} unconfirmed, {alternations} x {rounds} runs:")
     for b in bins:
         rates = [r for r, _, _ in results[b]]

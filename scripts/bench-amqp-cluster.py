@@ -19,8 +19,8 @@ RabbitMQ's quorum queues on three local nodes in the same run:
    it; `kills` times, the killed node restarted and back in the ISR
    between kills.
 
-Usage: bench-amqp-cluster.py [messages] [kills] [window] [rounds]
-(defaults 10000 20 32 3)
+Usage: bench-amqp-cluster.py [messages] [kills] [window[,window...]] [rounds]
+(defaults 10000 20 32 3; several windows: each measured, then window 1)
 Env: FERRY_BIN (the ferry binary), RABBITMQ=0 skips RabbitMQ.
 """
 import os
@@ -142,7 +142,7 @@ def measure(port, queue, n, window, rounds, pids):
     return tuple(statistics.median(x) for x in (rates, cpu, client, busy))
 
 
-def rabbitmq(root, n, window, rounds):
+def rabbitmq(root, n, windows, rounds):
     cluster = RabbitCluster(os.path.join(root, "rabbitmq"), 3)
     try:
         cluster.start()
@@ -153,7 +153,7 @@ def rabbitmq(root, n, window, rounds):
         declare(leader, "bench-c", "classic")
         pids = cluster.pids()
         rows = {}
-        for w in (window, 1):
+        for w in (*windows, 1):
             rows[("rabbitmq quorum queue, client on its leader", w)] = measure(leader, "bench-q", n, w, rounds, pids)
             rows[("rabbitmq quorum queue, client on another node", w)] = measure(other, "bench-q", n, w, rounds, pids)
             rows[("rabbitmq classic queue", w)] = measure(leader, "bench-c", n, w, rounds, pids)
@@ -162,7 +162,7 @@ def rabbitmq(root, n, window, rounds):
         cluster.stop()
 
 
-def ferry(root, n, kills, window, rounds):
+def ferry(root, n, kills, windows, rounds):
     nodes = {i: Node(i, root) for i in (1, 2, 3)}
     quorum = ",".join(f"{i}@127.0.0.1:{node.ports['cluster']}" for i, node in nodes.items())
     rows, gaps = {}, []
@@ -177,7 +177,7 @@ def ferry(root, n, kills, window, rounds):
         other = next(i for i in nodes if i != leader)
         declare(nodes[leader].ports["amqp"], "bench-c", "classic")
         pids = [node.proc.pid for node in nodes.values()]
-        for w in (window, 1):
+        for w in (*windows, 1):
             rows[("ferry quorum queue, client on its leader", w)] = measure(
                 nodes[leader].ports["amqp"], "bench-q", n, w, rounds, pids)
             rows[("ferry quorum queue, client on another node", w)] = measure(
@@ -230,16 +230,16 @@ def kill_gaps(nodes, quorum, via, kills):
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
     kills = int(sys.argv[2]) if len(sys.argv) > 2 else 20
-    window = int(sys.argv[3]) if len(sys.argv) > 3 else 32
+    windows = [int(w) for w in sys.argv[3].split(",")] if len(sys.argv) > 3 else [32]
     rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 3
     root = tempfile.mkdtemp(prefix="ferry-bench-amqp-cluster-")
     try:
         rows = {}
         if os.environ.get("RABBITMQ", "1") != "0":
-            rows.update(rabbitmq(root, n, window, rounds))
-        ferry_rows, gaps = ferry(root, n, kills, window, rounds)
+            rows.update(rabbitmq(root, n, windows, rounds))
+        ferry_rows, gaps = ferry(root, n, kills, windows, rounds)
         rows.update(ferry_rows)
-        for w in (window, 1):
+        for w in (*windows, 1):
             count = n if w > 1 else max(100, n // 20)
             print(f"publish with confirms, 1 KiB persistent, {count} messages, at most {w} unconfirmed, "
                   f"median of {rounds}:")

@@ -59,8 +59,10 @@ class RabbitCluster:
                 "RABBITMQ_CONFIG_FILE": os.path.join(d, "rabbitmq"),
                 "RABBITMQ_ENABLED_PLUGINS_FILE": os.path.join(d, "enabled_plugins"),
                 "RABBITMQ_PID_FILE": os.path.join(d, "pid"),
-                # The distribution port on loopback only.
-                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+                # The distribution port on loopback only; RABBITMQ_ERL_ARGS
+                # adds emulator flags (e.g. "+S 1:1", one scheduler).
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": " ".join(
+                    ["-kernel inet_dist_use_interface {127,0,0,1}", os.environ.get("RABBITMQ_ERL_ARGS", "")]).strip(),
             })
         return env
 

@@ -299,6 +299,12 @@ impl Conn {
                 _ = deleted(&mut self.vhost_gone) => Woken::VhostGone,
             };
             drop(armed);
+            // A deleted vhost wakes its queues' waiters too, and select!
+            // picks among ready branches at random: the deletion answers
+            // first, whichever branch won.
+            if self.vhost_deleted() {
+                return Ok(Some(Step::Quit(self.vhost_gone_reply())));
+            }
             match woken {
                 Woken::Retry => {
                     on = next_on;
@@ -306,8 +312,6 @@ impl Conn {
                 }
                 Woken::Timeout => return Ok(Some(Step::Reply(timeout))),
                 Woken::Closed => return Ok(None),
-                // The blocked command's answer, then closed.
-                Woken::VhostGone if self.vhost_deleted() => return Ok(Some(Step::Quit(self.vhost_gone_reply()))),
                 Woken::VhostGone => {
                     on = next_on;
                     retry = next_retry;

@@ -175,11 +175,16 @@ impl Vhost {
         Ok(())
     }
 
+    /// Tells the vhost's connections it is deleted.
+    pub(super) fn announce_deleted(&self) {
+        self.deleted.send_replace(true);
+    }
+
     /// The vhost was deleted (its definitions and quorum queues went with
     /// its record): tells its connections, stops this node's queues and
     /// removes their files.
     pub(super) fn close_deleted(&self) {
-        self.deleted.send_replace(true);
+        self.announce_deleted();
         let _a = self.admin();
         let queues: Vec<Arc<Queue>> = std::mem::take(&mut *wr(&self.queues)).into_values().collect();
         for q in queues {

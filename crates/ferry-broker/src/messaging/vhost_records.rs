@@ -90,6 +90,11 @@ impl Vhosts {
         }
         let open: Vec<(String, u64)> = self.all().iter().map(|v| (v.name.clone(), v.generation)).collect();
         for (gone, _) in open.iter().filter(|(n, g)| names.get(n) != Some(g)) {
+            // Its connections learn of the deletion before the vhost stops
+            // being found, so none reads its absence as another error.
+            if let Some(vhost) = self.get_open(gone) {
+                vhost.announce_deleted();
+            }
             let removed = super::wr(&self.vhosts).remove(gone);
             if let Some(vhost) = removed {
                 tracing::info!(vhost = %gone, "vhost deleted: closing its queues and connections");

@@ -663,14 +663,19 @@ mod take_tests {
 
     /// A take of two by `session`, without a consumer or a number.
     fn take(session: &str) -> PeerRequest {
+        take_by(session, None, None)
+    }
+
+    /// A take of two by `session`, for `consumer`, numbered `number`.
+    fn take_by(session: &str, consumer: Option<(u64, bool)>, number: Option<u64>) -> PeerRequest {
         PeerRequest::QueueTake {
             vhost: "/".into(),
             queue: "orders".into(),
             session: session.into(),
             max: 2,
             wait_ms: 0,
-            consumer: None,
-            number: None,
+            consumer,
+            number,
         }
     }
 
@@ -684,15 +689,7 @@ mod take_tests {
         let dir = tempfile::tempdir().unwrap();
         let (broker, _controller) = super::tests::leading_orders(&dir).await;
         broker.clone().serve_queue_peer(publish(0, 6, None)).await.unwrap();
-        let take = |number: u64| PeerRequest::QueueTake {
-            vhost: "/".into(),
-            queue: "orders".into(),
-            session: "node2-session".into(),
-            max: 2,
-            wait_ms: 0,
-            consumer: Some((7, false)),
-            number: Some(number),
-        };
+        let take = |number: u64| take_by("node2-session", Some((7, false)), Some(number));
         let offsets = |reply: PeerReply| match reply {
             PeerReply::QueueDeliveries { deliveries, consumers, .. } => {
                 assert_eq!(consumers, 1, "the consumer is registered");
@@ -744,16 +741,7 @@ mod take_tests {
         broker.clone().serve_queue_peer(consume(7, true)).await.unwrap();
         broker.clone().serve_queue_peer(consume(7, false)).await.unwrap();
         assert_eq!(q.consumer_count(), 0, "the cancelled consumer is not registered");
-        let take = PeerRequest::QueueTake {
-            vhost: "/".into(),
-            queue: "orders".into(),
-            session: "node2-session".into(),
-            max: 2,
-            wait_ms: 0,
-            consumer: Some((7, false)),
-            number: Some(0),
-        };
-        match broker.clone().serve_queue_peer(take).await.unwrap() {
+        match broker.clone().serve_queue_peer(take_by("node2-session", Some((7, false)), Some(0))).await.unwrap() {
             PeerReply::QueueDeliveries { deliveries, consumers, .. } => {
                 assert!(deliveries.is_empty(), "a cancelled consumer takes nothing");
                 assert_eq!(consumers, 0);

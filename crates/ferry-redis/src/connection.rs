@@ -67,7 +67,6 @@ enum Woken {
     Retry,
     Timeout,
     Closed,
-    VhostGone,
 }
 
 /// Serves one client until it quits, goes away, breaks the protocol, or
@@ -296,7 +295,8 @@ impl Conn {
                     Ok(_) => Woken::Retry,
                 },
                 _ = self.shutdown.changed() => Woken::Closed,
-                _ = deleted(&mut self.vhost_gone) => Woken::VhostGone,
+                // Answered below, whichever branch won.
+                _ = deleted(&mut self.vhost_gone) => Woken::Retry,
             };
             drop(armed);
             // A deleted vhost wakes its queues' waiters too, and select!
@@ -312,10 +312,6 @@ impl Conn {
                 }
                 Woken::Timeout => return Ok(Some(Step::Reply(timeout))),
                 Woken::Closed => return Ok(None),
-                Woken::VhostGone => {
-                    on = next_on;
-                    retry = next_retry;
-                }
             }
         }
     }
